@@ -1,0 +1,111 @@
+"""The background job runner: one job at a time, progress snapshots, cancel, queue or refusal."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from qtl.jobs import JobCancelled, JobRunner, RunnerBusyError
+
+
+def _blocking_work(release: threading.Event, steps: int = 3):
+    """Work that reports `steps` records, then waits for `release` (checking for cancel)."""
+
+    def work(job):
+        for i in range(steps):
+            job.report(progress=(i + 1) / (steps + 1), record={"epoch": i})
+        while not release.wait(0.01):
+            job.raise_if_cancelled()
+        return "finished"
+
+    return work
+
+
+class TestJobRunner:
+    def test_runs_in_background_and_reports(self):
+        """submit returns at once; the snapshot shows records, then done with the result."""
+        release = threading.Event()
+        runner = JobRunner()
+        job = runner.submit("a", _blocking_work(release), owner="s1")
+        assert not job.wait(0.05)
+        snap = job.snapshot()
+        assert snap.state == "running" and snap.owner == "s1"
+        assert [r["epoch"] for r in snap.records] == [0, 1, 2]
+        release.set()
+        assert job.wait(5)
+        snap = job.snapshot()
+        assert (snap.state, snap.result, snap.progress) == ("done", "finished", 1.0)
+        assert snap.finished and snap.elapsed > 0
+
+    def test_refuses_second_job_when_no_queue(self):
+        """With max_queued=0 a second submit while one runs is refused with a message naming the first."""
+        release = threading.Event()
+        runner = JobRunner(max_queued=0)
+        first = runner.submit("first", _blocking_work(release))
+        with pytest.raises(RunnerBusyError, match="first"):
+            runner.submit("second", _blocking_work(release))
+        release.set()
+        assert first.wait(5)
+        assert runner.submit("third", lambda job: 3).wait(5)
+
+    def test_queues_in_order(self):
+        """With a queue, jobs run one after another in submission order."""
+        release = threading.Event()
+        order = []
+        runner = JobRunner(max_queued=2)
+        a = runner.submit("a", lambda job: (release.wait(5), order.append("a")))
+        b = runner.submit("b", lambda job: order.append("b"))
+        assert b.snapshot().state == "queued"
+        assert [j.id for j in runner.active()] == [a.id, b.id]
+        release.set()
+        assert b.wait(5)
+        assert order == ["a", "b"] and not runner.busy
+
+    def test_cancel_running_and_queued(self):
+        """A cancelled running job keeps its records; a cancelled queued one never starts."""
+        release = threading.Event()
+        started = []
+        runner = JobRunner(max_queued=1)
+        a = runner.submit("a", _blocking_work(release))
+        b = runner.submit("b", lambda job: started.append(1))
+        for _ in range(500):
+            if len(a.snapshot().records) == 3:
+                break
+            threading.Event().wait(0.01)
+        b.cancel()
+        a.cancel()
+        assert a.wait(5) and b.wait(5)
+        assert a.snapshot().state == "cancelled" and len(a.snapshot().records) == 3
+        assert b.snapshot().state == "cancelled" and not started
+
+    def test_failure_is_reported_and_worker_survives(self):
+        """An exception in the work marks the job failed with a one-line reason; the next job still runs."""
+        runner = JobRunner()
+
+        def boom(job):
+            raise ValueError("bad config")
+
+        job = runner.submit("x", boom)
+        assert job.wait(5)
+        assert job.snapshot().state == "failed" and job.snapshot().error == "ValueError: bad config"
+        assert runner.submit("y", lambda job: 1).wait(5)
+
+    def test_snapshot_is_a_copy(self):
+        """Mutating a snapshot does not change the job."""
+        runner = JobRunner()
+        job = runner.submit("x", lambda job: job.report(record={"a": 1}))
+        job.wait(5)
+        snap = job.snapshot()
+        snap.records.append({"b": 2})
+        assert job.snapshot().records == [{"a": 1}]
+
+    def test_cancelled_exception_type(self):
+        """raise_if_cancelled raises JobCancelled only after cancel()."""
+        runner = JobRunner()
+        job = runner.submit("x", lambda job: None)
+        job.wait(5)
+        job.raise_if_cancelled()
+        job.cancel()
+        with pytest.raises(JobCancelled):
+            job.raise_if_cancelled()
