@@ -25,10 +25,12 @@ MAX_QUBITS = 24
 MAX_DEPTH = 100
 
 ENTANGLERS = ("chain", "ring", "none")
-"""chain: CNOTs on even then odd neighbour pairs (the paper). ring: chain plus CNOT(n-1, 0). none: no CNOTs."""
+"""chain: CNOTs on even then odd neighbour pairs (the paper). ring: chain plus CNOT(n-1, 0) (n > 2).
+none: no CNOTs."""
 
 ROTATIONS = ("ry", "rot")
-"""ry: one trainable RY per wire (the paper). rot: general rotation RZ(phi) RY(theta) RZ(omega), as qml.Rot."""
+"""ry: one trainable RY per wire (the paper). rot: general rotation RZ(phi) RY(theta) RZ(omega), as
+qml.Rot."""
 
 #: Trainable angles per wire per block, for each rotation layer.
 ANGLES_PER_ROTATION = {"ry": 1, "rot": 3}
@@ -132,3 +134,27 @@ def gates(config: CircuitConfig) -> list[Gate]:
                     Gate("RZ", (i,), ("weight", (k, i, 2))),
                 ]
     return out
+
+
+def circuit_summary(config: CircuitConfig) -> dict:
+    """Counts for display: gates by name, trainable weights, and the depth of the gate list.
+
+    Returns {"n_qubits", "n_weights", "n_gates", "gate_counts": {name: count}, "circuit_depth"}, where
+    circuit_depth is the number of layers when every gate starts as soon as its wires are free
+    (measurement excluded).
+    """
+    ops = gates(config)
+    counts: dict[str, int] = {}
+    free_at = [0] * config.n_qubits  # first layer at which each wire is free
+    for g in ops:
+        counts[g.name] = counts.get(g.name, 0) + 1
+        layer = max(free_at[w] for w in g.wires)
+        for w in g.wires:
+            free_at[w] = layer + 1
+    return {
+        "n_qubits": config.n_qubits,
+        "n_weights": config.n_weights,
+        "n_gates": len(ops),
+        "gate_counts": counts,
+        "circuit_depth": max(free_at),
+    }
