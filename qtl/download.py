@@ -1,0 +1,135 @@
+"""Streamed, checked, atomic downloads that never hang.
+
+`download(url, dest)` streams into a temporary file beside `dest`, reports `progress(done, total)` per
+chunk, checks the size and SHA-256, and only then renames the file into place. Name resolution, the
+connection and every read are bounded by `timeout`, so an offline machine fails in seconds with
+`OfflineError` instead of waiting on the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_TIMEOUT_S = 10.0
+CHUNK_BYTES = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed: bad HTTP status, wrong size or wrong hash."""
+
+
+class OfflineError(DownloadError):
+    """The server could not be reached (no network, DNS failure, refused connection or timeout)."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded bytes do not match the expected size or SHA-256."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _resolve(url: str, timeout: float) -> None:
+    """Resolve the URL's host within `timeout` seconds (getaddrinfo itself has no timeout)."""
+    parsed = urlparse(url)
+    if not parsed.hostname or parsed.scheme in urllib.request.getproxies():
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    outcome: dict[str, OSError] = {}
+
+    def work() -> None:
+        try:
+            socket.getaddrinfo(parsed.hostname, port)
+        except OSError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise OfflineError(f"could not resolve {parsed.hostname} within {timeout:g} s")
+    if "error" in outcome:
+        raise OfflineError(f"could not resolve {parsed.hostname}: {outcome['error']}")
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    sha256_prefix: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download `url` to `dest` atomically and return `dest`.
+
+    Args:
+        size: expected number of bytes, checked when given.
+        sha256: expected full hex digest, checked when given.
+        sha256_prefix: expected leading hex digits of the digest (torch.hub's file-name convention).
+        progress: called as progress(done_bytes, total_bytes) after every chunk; total is 0 when unknown.
+        timeout: seconds allowed for name resolution, the connection and each read.
+
+    Raises:
+        OfflineError: the server cannot be reached or stops answering.
+        ChecksumError: size or hash mismatch (nothing is left at `dest`).
+        DownloadError: the server answered with an HTTP error.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    out = os.fdopen(fd, "wb")
+    try:
+        _resolve(url, timeout)
+        digest = hashlib.sha256()
+        done = 0
+        with out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or (size or 0)
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        _check(url, done, digest.hexdigest(), size, sha256, sha256_prefix)
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise OfflineError(f"could not download {url}: {reason}") from exc
+    finally:
+        out.close()
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _check(
+    url: str, done: int, hexdigest: str, size: int | None, sha256: str | None, prefix: str | None
+) -> None:
+    if size is not None and done != size:
+        raise ChecksumError(f"{url}: got {done} bytes, expected {size}")
+    if sha256 is not None and hexdigest != sha256.lower():
+        raise ChecksumError(f"{url}: SHA-256 {hexdigest} does not match the expected {sha256}")
+    if prefix is not None and not hexdigest.startswith(prefix.lower()):
+        raise ChecksumError(f"{url}: SHA-256 {hexdigest} does not start with {prefix}")
