@@ -28,6 +28,7 @@ IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a download
+RANDOM_INIT_SEED = 0  # random-init weights come from this seed
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -158,8 +159,9 @@ def load_backbone(
     """Build a backbone without its classification layer, in eval mode.
 
     Returns (model, F): model maps (B, 3, 224, 224) images to (B, F) features; F is read from the
-    replaced layer (512 for resnet18, 2048 for resnet50, 768 for vit_b_16, ...). Random init draws from
-    torch's global RNG, so seed it for reproducible weights.
+    replaced layer (512 for resnet18, 2048 for resnet50, 768 for vit_b_16, ...). Random init is drawn
+    from RANDOM_INIT_SEED (the global RNG is untouched), so the weights id "random" names one backbone:
+    cached features and head-only checkpoints stay valid across runs.
 
     Args:
         pretrained: load the ImageNet weights (cached file or download); False gives random init.
@@ -173,7 +175,9 @@ def load_backbone(
             cached file is unreadable.
     """
     spec = get_spec(name)
-    model = spec.builder(weights=None)
+    with torch.random.fork_rng(devices=[]):  # random init is one fixed draw, so "random" names one backbone
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = spec.builder(weights=None)
     if pretrained:
         status = weights_status(name)
         _ensure_weights(status, allow_download, progress, timeout)
