@@ -85,6 +85,10 @@ class Job:
         """True once `cancel()` was called; the work should stop at its next check."""
         return self._cancel.is_set()
 
+    def is_set(self) -> bool:
+        """Same as `cancelled`: lets a job serve as a stop flag (anything with `is_set()`)."""
+        return self._cancel.is_set()
+
     def cancel(self) -> None:
         """Ask the work to stop. A queued job never starts; a running one stops at its next check."""
         self._cancel.set()

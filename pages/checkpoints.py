@@ -1,0 +1,5 @@
+"""checkpoints page."""
+
+import streamlit as st
+
+st.title("checkpoints")

@@ -1,0 +1,5 @@
+"""circuit page."""
+
+import streamlit as st
+
+st.title("circuit")

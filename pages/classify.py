@@ -1,0 +1,5 @@
+"""classify page."""
+
+import streamlit as st
+
+st.title("classify")

@@ -1,0 +1,72 @@
+"""Overview: what quantum transfer learning is, status checks, and a one-click quick start."""
+
+import streamlit as st
+
+import ui
+
+st.title("Quantum transfer learning explorer")
+st.markdown(
+    "**Transfer learning** reuses a network trained on ImageNet as a feature extractor. **Quantum** transfer "
+    "learning (Mari et al. 2019) replaces its last layer by a *dressed quantum circuit*: a classical layer "
+    "squeezes the features into a few angles, a variational circuit of qubits (simulated here) processes "
+    "them, and a second classical layer reads the per-qubit ⟨Z⟩ out into class scores. Everything is trained "
+    "end to end by automatic differentiation."
+)
+
+c = st.session_state["config"]
+n, weights = c["n_qubits"], "ImageNet" if c["pretrained"] else "random init"
+st.graphviz_chart(
+    f"""digraph {{
+    rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f1ff", fontname="sans-serif"];
+    img [label="image\\n3×224×224", fillcolor="#ffffff"];
+    bb [label="{c["backbone"]}\\n({weights}, frozen)"];
+    pre [label="Linear → {n}\\ntanh·π/2"];
+    q [label="variational circuit\\n{n} qubits, depth {c["depth"]}\\n⟨Z⟩ per qubit", fillcolor="#dcd6ff"];
+    post [label="Linear {n} → classes"];
+    out [label="ants / bees", fillcolor="#ffffff"];
+    img -> bb -> pre -> q -> post -> out;
+    subgraph cluster_head {{ label="dressed quantum circuit"; style=dashed; pre; q; post; }}
+    }}""",
+    width="stretch",
+)
+
+st.subheader("Status")
+s = ui.settings()
+left, right = st.columns(2)
+with left:
+    data = ui.dataset_status(s.data_dir)
+    show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
+    show(f"**Dataset {data.state}**: {data.message}")
+with right:
+    with st.spinner("Checking ImageNet weights ..."):
+        w = ui.weights_state(c["backbone"])
+    if w.state == "cached":
+        st.success(f"**ImageNet weights cached**: {w.message}")
+    elif w.state == "downloadable":
+        st.info(f"**ImageNet weights downloadable**: {w.message}")
+    else:
+        st.warning(f"**ImageNet weights offline**: {w.message}")
+if w.state == "offline" and c["pretrained"]:
+    c["pretrained"] = False
+    st.session_state.pop("ov_pretrained", None)
+ui.bound(
+    st.toggle,
+    "Use ImageNet weights (off: **random init**, a randomly initialised backbone: it runs, but its features "
+    "carry no ImageNet knowledge, so accuracy stays near chance)",
+    "pretrained",
+    "ov_pretrained",
+    disabled=w.state == "offline",
+)
+
+st.subheader("Quick start")
+plan = ", ".join(f"`{v}` ({e} epochs)" for v, e in ui.quickstart_epochs().items())
+st.markdown(
+    f"Trains {plan} on the dataset above with the active backbone and circuit, then loads them for the "
+    "**Classify** and **Compare** pages. The frozen variants train on cached features and finish in seconds; "
+    "`finetuned` trains the whole backbone and takes longer."
+)
+if st.button(
+    "Train quantum, linear and finetuned", type="primary", icon=":material/play_arrow:", key="ov_quick"
+):
+    ui.submit_training("quick start", ui.quickstart_runs())
+ui.job_panel()

@@ -1,0 +1,5 @@
+"""train page."""
+
+import streamlit as st
+
+st.title("train")

@@ -1,0 +1,152 @@
+"""Training requests: several (variant, seed) runs trained one after another as one background job.
+
+    runs = plan_runs(["quantum", "linear"], base=ModelConfig(pretrained=False), seeds=[0, 1],
+                     epochs=3, directory="models")
+    job = JobRunner().submit("train", training_work(runs))
+    job.snapshot().records    # one row per finished epoch: run, variant, seed, epoch, losses, accuracies
+
+The app's Train page and its quick start both build their work here, so the page holds no training logic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qtl.jobs import Job
+from qtl.train import Callback, Progress, TrainConfig, fit
+from qtl.variants import ModelConfig, recipe
+
+RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `fit` call: what to train, how, and where its best epoch is saved."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    checkpoint_path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_config.variant} seed {self.train_config.seed}"
+
+
+def checkpoint_name(mc: ModelConfig, seed: int, stamp: str | None = None) -> str:
+    """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20250101-120000.pt"."""
+    weights = "imagenet" if mc.pretrained else "random"
+    circuit = f"-q{mc.circuit.n_qubits}d{mc.circuit.depth}" if mc.variant != "finetuned" else ""
+    engine = "" if mc.engine == "native" or not mc.is_quantum else "-" + re.sub(r"[^a-z0-9]+", "", mc.engine)
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    return f"{mc.variant}-{mc.backbone}-{weights}{circuit}{engine}-s{seed}-{stamp}.pt"
+
+
+def plan_runs(
+    variants: list[str],
+    base: ModelConfig,
+    seeds: list[int],
+    directory: str | Path,
+    *,
+    epochs: int | None = None,
+    overrides: dict | None = None,
+    data: str | None = None,
+) -> list[Run]:
+    """One `Run` per (variant, seed), each from the variant's recipe.
+
+    base: the shared architecture (backbone, circuit, engine ...); its variant is replaced per run.
+    epochs: replaces every recipe's epochs when given.
+    overrides: recipe fields to replace for every run, only those in RECIPE_OVERRIDES.
+    data: dataset root for every run (None: qtl.data's default).
+    """
+    if not variants:
+        raise ValueError("choose at least one variant")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    bad = set(overrides or {}) - set(RECIPE_OVERRIDES)
+    if bad:
+        raise ValueError(f"cannot override {sorted(bad)}; allowed: {RECIPE_OVERRIDES}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = []
+    for variant in variants:
+        mc = dataclasses.replace(base, variant=variant)
+        for seed in seeds:
+            tc = dataclasses.replace(recipe(variant), seed=int(seed), data=data, **(overrides or {}))
+            if epochs is not None:
+                tc = dataclasses.replace(tc, epochs=int(epochs))
+            if tc.augment and mc.frozen and tc.views == 0:  # cached views keep epochs off the backbone
+                tc = dataclasses.replace(tc, views=recipe("linear").views)
+            runs.append(Run(mc, tc, Path(directory) / checkpoint_name(mc, int(seed), stamp)))
+    return runs
+
+
+class _Reporter(Callback):
+    """Forwards fit's progress to a Job: overall fraction, a status line, and one record per epoch."""
+
+    def __init__(self, job: Job, run: Run, index: int, total: int) -> None:
+        self.job, self.run, self.index, self.total = job, run, index, total
+
+    def _fraction(self, p: Progress) -> float:
+        return (self.index + p.fraction) / self.total
+
+    def on_batch_end(self, p: Progress) -> None:
+        self.job.report(
+            self._fraction(p),
+            f"{self.run.label} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
+            f"batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
+        )
+
+    def on_epoch_end(self, p: Progress) -> None:
+        row = {
+            "run": self.run.label,
+            "variant": self.run.model_config.variant,
+            "seed": self.run.train_config.seed,
+        }
+        self.job.report(self._fraction(p), record={**row, **p.metrics})
+
+
+def training_work(runs: list[Run]):
+    """The job work for `runs`: trains them in order, stops at a cancel, returns one summary per run.
+
+    Each summary: label, variant, seed, checkpoint (str or None), best_epoch, val_acc, val_loss,
+    train_time_s, epochs_done, cancelled.
+    """
+    if not runs:
+        raise ValueError("nothing to train")
+
+    def work(job: Job) -> list[dict]:
+        summaries = []
+        for i, run in enumerate(runs):
+            if job.cancelled:
+                break
+            job.report(i / len(runs), f"{run.label} ({i + 1}/{len(runs)}): preparing data and features")
+            t0 = time.perf_counter()
+            result = fit(
+                run.model_config,
+                run.train_config,
+                callbacks=[_Reporter(job, run, i, len(runs))],
+                checkpoint_path=run.checkpoint_path,
+                stop=job,
+            )
+            best = result.best or {}
+            summaries.append(
+                {
+                    "label": run.label,
+                    "variant": run.model_config.variant,
+                    "seed": run.train_config.seed,
+                    "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
+                    "best_epoch": result.best_epoch,
+                    "val_acc": best.get("val_acc"),
+                    "val_loss": best.get("val_loss"),
+                    "train_time_s": time.perf_counter() - t0,
+                    "epochs_done": len(result.history),
+                    "cancelled": result.cancelled,
+                }
+            )
+            job.report(message=f"{run.label}: done")
+        return summaries
+
+    return work
