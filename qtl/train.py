@@ -1,0 +1,412 @@
+"""Training: `TrainConfig`, `fit()`, callbacks and cancellation.
+
+    result = fit(ModelConfig("quantum"), recipe("quantum"), checkpoint_path="models/q.pt")
+    result.history[-1]["val_acc"], result.best_epoch
+
+Frozen variants (`quantum`, `linear`, `dressed-classical`) train their head on features extracted once
+and cached on disk: epochs index an in-memory (N, F) tensor with a seeded permutation and never touch
+the backbone. Trainable-backbone variants (`finetuned`, `hybrid`) and frozen runs with augmentation but
+no cached views (`augment=True, views=0`) run images through the backbone every epoch.
+
+Progress goes to `Callback`s (the CLI's progress bar and the app use the same ones). A run stops early
+when a callback raises `Cancelled` or the `stop` event is set; `fit` then returns with `cancelled=True`.
+The checkpoint is rewritten atomically after every epoch that improves val accuracy, so a cancelled or
+crashed run leaves the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qtl.variants import Classifier, ModelConfig, build_model
+
+OPTIMIZERS = ("adam", "sgd")
+EVAL_BATCH = 512  # features per forward pass when evaluating a head on cached features
+
+
+class Cancelled(Exception):
+    """Raised (by a callback, or by `fit` when `stop` is set) to end a run early."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. `qtl.variants.recipe(variant)` gives each variant's defaults."""
+
+    epochs: int = 30  # passes over the training set; the paper trains the quantum head for 30
+    batch_size: int = 4  # the paper's and tutorial's batch size: small batches suit 245 images
+    optimizer: str = "adam"  # "adam" (the paper) or "sgd" (the tutorial's fine-tuning)
+    lr: float = 4e-4  # head learning rate (and backbone's, unless backbone_lr is set)
+    backbone_lr: float | None = None  # a separate, usually smaller, rate for a trainable backbone
+    momentum: float = 0.9  # SGD only
+    step_size: int = 10  # StepLR: multiply the learning rates by gamma every step_size epochs
+    gamma: float = 0.1  # StepLR decay factor
+    augment: bool = False  # RandomResizedCrop + horizontal flip on training images
+    views: int = 0  # frozen variants with augment: augmented views per image to cache (0: no cache)
+    shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
+    seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
+    device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or any torch device string
+    data: str | None = None  # dataset root (train/ and val/); None: QTL_DATA_DIR or hymenoptera
+    num_workers: int = 0  # DataLoader workers for image batches; 0 loads in the training process
+    cache_dir: str | None = None  # feature cache folder; None: qtl.features' default
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "step_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.lr > 0 or (self.backbone_lr is not None and not self.backbone_lr > 0):
+            raise ValueError(
+                f"learning rates must be positive, got lr={self.lr}, backbone_lr={self.backbone_lr}"
+            )
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.views < 0 or self.num_workers < 0:
+            raise ValueError("views and num_workers must not be negative")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Progress:
+    """What a callback sees. Epochs and batches count from 1."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float  # on_batch_end: this batch's loss; on_epoch_end: the epoch's mean training loss
+    lr: float  # the head's current learning rate
+    metrics: dict = field(default_factory=dict)  # on_epoch_end: this epoch's history row
+    history: list[dict] = field(default_factory=list)  # completed epochs, oldest first
+    best_epoch: int | None = None  # epoch with the best val accuracy so far
+
+    @property
+    def fraction(self) -> float:
+        """Share of the whole run done, 0.0 .. 1.0."""
+        return ((self.epoch - 1) * self.batches + self.batch) / (self.epochs * self.batches)
+
+
+class Callback:
+    """Override the hooks you need. Raise `Cancelled` from either hook to stop the run."""
+
+    def on_batch_end(self, progress: Progress) -> None:
+        pass
+
+    def on_epoch_end(self, progress: Progress) -> None:
+        pass
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class FitResult:
+    model: Classifier  # holds the best epoch's weights, in eval mode
+    model_config: ModelConfig  # with class_names filled in from the dataset
+    train_config: TrainConfig
+    history: list[dict]  # one row per completed epoch: epoch, train/val loss and acc, lr, time_s
+    best_epoch: int | None  # 1-based; None when cancelled before the first epoch finished
+    checkpoint_path: Path | None  # where the best epoch was saved, if a path was given
+    cancelled: bool = False
+
+    @property
+    def best(self) -> dict | None:
+        """The history row of the best epoch."""
+        return None if self.best_epoch is None else self.history[self.best_epoch - 1]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" -> CUDA when present, else CPU; anything else is passed to torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD over the trainable parameters; a trainable backbone may get its own learning rate."""
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": config.lr}]
+    backbone = [] if model.frozen else [p for p in model.backbone.parameters() if p.requires_grad]
+    if backbone:
+        groups.insert(0, {"params": backbone, "lr": config.backbone_lr or config.lr})
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+
+
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch: x (B, ...) -> logits (B, C), cross-entropy against y (B,).
+
+    Returns the batch's mean loss and its number of correct predictions, as 0-dim tensors (no sync).
+    """
+    logits = forward(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
+@torch.no_grad()
+def evaluate_tensors(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `forward` on in-memory x (N, ...) and labels y (N,)."""
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for i in range(0, len(y), batch_size):
+        logits = forward(x[i : i + batch_size])
+        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    return loss.item() / len(y), correct.item() / len(y)
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` over an image DataLoader."""
+    loss, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return loss / n, correct / n
+
+
+def _check_stop(stop: StopFlag | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled("stop requested")
+
+
+def fit(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_path: str | Path | None = None,
+    data: tuple | None = None,
+    model: Classifier | None = None,
+    stop: StopFlag | None = None,
+    progress: Callable | None = None,
+) -> FitResult:
+    """Train a variant and keep its best epoch by val accuracy (ties: lower val loss).
+
+    model_config: the architecture; empty class_names are filled from the dataset.
+    train_config: the recipe (see `qtl.variants.recipe`).
+    callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
+    checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
+    data: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F), labels
+        (N,), classes) used instead of extracting features from `train_config.data`.
+    model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
+    stop: anything with `is_set()` (a threading.Event); checked after every batch.
+    progress: passed to feature extraction and dataset download (progress reporting while preparing).
+    """
+    from qtl.checkpoint import save_checkpoint
+
+    tc = train_config
+    device = resolve_device(tc.device)
+    use_features = model_config.frozen and (not tc.augment or tc.views > 0)
+    if data is not None and not model_config.frozen:
+        raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
+
+    # ---- data: class names, then cached features or image loaders
+    root = None
+    if data is None:
+        from qtl.data import resolve_dataset, validate_dataset
+
+        root = resolve_dataset(tc.data, progress=progress)
+        classes = tuple(validate_dataset(root))
+    else:
+        classes = tuple(data[0].classes)
+    if model_config.class_names and tuple(model_config.class_names) != classes:
+        raise ValueError(
+            f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
+        )
+    mc = dataclasses.replace(model_config, class_names=classes)
+
+    # ---- model: seeded head init, so the same seed gives the same run
+    torch.manual_seed(tc.seed)
+    if model is None:
+        model = build_model(mc)
+    model.to(device)
+    shuffle_gen = torch.Generator().manual_seed(tc.seed)
+
+    val_loader = None
+    if use_features:
+        train_set, val_set = _extract(mc, tc, root, device, progress) if data is None else data
+        train_x = torch.as_tensor(train_set.features, dtype=torch.float32).to(device)  # (N, F) or (V, N, F)
+        train_y = torch.as_tensor(train_set.labels, dtype=torch.long).to(device)  # (N,)
+        n_train = len(train_y)
+        batches = math.ceil(n_train / tc.batch_size)
+    else:
+        train_loader, val_loader = _image_loaders(mc, tc, root, shuffle_gen, device)
+        batches = len(train_loader)
+        if mc.frozen:  # fresh augmented crops every epoch, but the val features can still be cached
+            _, val_set = _extract(mc, dataclasses.replace(tc, augment=False), root, device, progress)
+            val_loader = None
+    if val_loader is None:
+        val_x = torch.as_tensor(val_set.features, dtype=torch.float32).to(device)  # (N_val, F)
+        val_y = torch.as_tensor(val_set.labels, dtype=torch.long).to(device)
+        if val_x.dim() == 3:
+            val_x = val_x[0]
+
+    optimizer = make_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+
+    history: list[dict] = []
+    best_epoch, best_key, best_state, saved_path = None, None, None, None
+    cancelled = False
+    try:
+        for epoch in range(1, tc.epochs + 1):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[-1]["lr"]
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+
+            # ---- train: one pass in seeded order
+            if use_features:
+                order = (
+                    torch.randperm(n_train, generator=shuffle_gen) if tc.shuffle else torch.arange(n_train)
+                )
+                order = order.to(device)
+                if train_x.dim() == 3:  # cached augmented views: a random view per sample this epoch
+                    view = torch.randint(train_x.shape[0], (n_train,), generator=shuffle_gen).to(device)
+                for b in range(batches):
+                    idx = order[b * tc.batch_size : (b + 1) * tc.batch_size]
+                    x = train_x[view[idx], idx] if train_x.dim() == 3 else train_x[idx]
+                    y = train_y[idx]
+                    loss, ok = train_step(model.head, optimizer, x, y)
+                    loss_sum += loss * len(y)
+                    correct += ok
+                    seen += len(y)
+                    _batch_end(
+                        callbacks, stop, epoch, tc.epochs, b + 1, batches, loss, lr, history, best_epoch
+                    )
+            else:
+                for b, (x, y) in enumerate(train_loader):
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    loss, ok = train_step(model, optimizer, x, y)
+                    loss_sum += loss * len(y)
+                    correct += ok
+                    seen += len(y)
+                    _batch_end(
+                        callbacks, stop, epoch, tc.epochs, b + 1, batches, loss, lr, history, best_epoch
+                    )
+
+            # ---- evaluate on the val split
+            model.eval()
+            if val_loader is None:
+                val_loss, val_acc = evaluate_tensors(model.head, val_x, val_y)
+            else:
+                val_loss, val_acc = evaluate_loader(model, val_loader, device)
+
+            # ---- schedule
+            scheduler.step()
+
+            # ---- log
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum.item() / seen,
+                "train_acc": correct.item() / seen,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "time_s": time.perf_counter() - t0,
+            }
+            history.append(row)
+
+            # ---- keep the best epoch, and checkpoint it atomically
+            key = (val_acc, -val_loss)
+            if best_key is None or key > best_key:
+                best_epoch, best_key = epoch, key
+                best_state = copy.deepcopy(model.state_dict())
+                if checkpoint_path is not None:
+                    saved_path = save_checkpoint(
+                        checkpoint_path, model, mc, history=history, metrics=row, train_config=tc
+                    )
+
+            progress_row = Progress(
+                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best_epoch
+            )
+            for cb in callbacks:
+                cb.on_epoch_end(progress_row)
+            _check_stop(stop)
+    except Cancelled:
+        cancelled = True
+
+    # ---- finish with the best epoch's weights
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(model, mc, tc, history, best_epoch, saved_path, cancelled)
+
+
+def _batch_end(callbacks, stop, epoch, epochs, batch, batches, loss, lr, history, best_epoch) -> None:
+    """Tell the callbacks a batch finished (only then is the loss synced to a float), then check `stop`."""
+    if callbacks:
+        p = Progress(epoch, epochs, batch, batches, loss.item(), lr, {}, history, best_epoch)
+        for cb in callbacks:
+            cb.on_batch_end(p)
+    _check_stop(stop)
+
+
+def _extract(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progress):
+    """Cached (train, val) FeatureSets; train holds `views` augmented views when augmenting."""
+    from qtl.features import extract_features
+
+    views = tc.views if tc.augment else 0
+    common = dict(device=str(device), cache_dir=tc.cache_dir, progress=progress)
+    train = extract_features(mc.backbone, mc.pretrained, root, "train", views=views, **common)
+    val = extract_features(mc.backbone, mc.pretrained, root, "val", views=0, **common)
+    return train, val
+
+
+def _image_loaders(mc: ModelConfig, tc: TrainConfig, root, generator: torch.Generator, device: torch.device):
+    """(train, val) DataLoaders of normalised image tensors; train is shuffled by the seeded generator."""
+    from torch.utils.data import DataLoader
+
+    from qtl.backbones import image_transform
+    from qtl.data import ImageFolderDataset
+
+    train_ds = ImageFolderDataset(
+        root, "train", transform=image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
+    )
+    val_ds = ImageFolderDataset(
+        root, "val", transform=image_transform(mc.backbone, mc.pretrained, augment=False)
+    )
+    pin = device.type == "cuda"
+    opts = dict(num_workers=tc.num_workers, pin_memory=pin, persistent_workers=tc.num_workers > 0)
+    train = DataLoader(train_ds, batch_size=tc.batch_size, shuffle=tc.shuffle, generator=generator, **opts)
+    val = DataLoader(val_ds, batch_size=max(tc.batch_size, 32), shuffle=False, **opts)
+    return train, val
