@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pennylane as qml
 import pytest
 import torch
@@ -129,6 +132,17 @@ class TestQNode:
                 source = x[0] if g.param[0] == "input" else w
                 assert float(op.data[0]) == float(source[g.param[1]])
         assert [str(m) for m in tape.measurements] == [f"expval(Z({i}))" for i in range(config.n_qubits)]
+
+    @pytest.mark.parametrize(
+        "device,diff_method", [("default.qubit", "best"), ("lightning.qubit", "adjoint")]
+    )
+    def test_copy_and_pickle(self, device, diff_method):
+        """deepcopy and pickle rebuild a working engine with its own QNode and the same results."""
+        engine = make_engine(SMALL, device, diff_method=diff_method)
+        x, w = _inputs(SMALL, 2)
+        for clone in (copy.deepcopy(engine), pickle.loads(pickle.dumps(engine))):
+            assert clone.qnode is not engine.qnode and clone.diff_method == engine.diff_method
+            torch.testing.assert_close(clone(x, w), engine(x, w), atol=1e-12, rtol=0)
 
     def test_single_sample(self):
         """qnode(inputs (n,), weights) returns n scalar <Z_i>."""

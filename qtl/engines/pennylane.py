@@ -143,6 +143,7 @@ class PennyLaneEngine(nn.Module):
         self.config = config
         self.device_name = device
         self.shots = shots
+        self.requested_diff_method = diff_method
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -174,6 +175,19 @@ class PennyLaneEngine(nn.Module):
         w = weights.to(device="cpu", dtype=torch.float64)
         out = torch.stack(list(self.qnode(x, w)), dim=-1)  # (B, n), or (n,) when PennyLane drops B == 1
         return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
+
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy without the device and QNode (lightning's state vector cannot be pickled)."""
+        state = self.__dict__.copy()
+        del state["device"], state["qnode"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.device = qml.device(self.device_name, wires=self.config.n_qubits)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.qnode, _ = build_qnode(self.config, self.device, self.requested_diff_method, self.shots)
 
     def extra_repr(self) -> str:
         return f"device={self.device_name!r}, diff_method={self.diff_method!r}, shots={self.shots}"
