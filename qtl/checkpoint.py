@@ -74,8 +74,8 @@ def library_versions() -> dict[str, str]:
         pennylane = "unknown"
     return {
         "qtl": qtl.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),  # TorchVersion would need an unsafe global to unpickle
+        "torchvision": str(torchvision.__version__),
         "pennylane": pennylane,
     }
 
