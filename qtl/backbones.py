@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -107,7 +108,7 @@ def _unavailable(status: WeightsStatus, reason: str) -> WeightsUnavailableError:
 
 
 def _hash_prefix(filename: str) -> str | None:
-    """torch.hub's convention: 'name-<sha256 prefix>.pth'."""
+    """The SHA-256 prefix in a torch.hub file name, 'name-<prefix>.pth', or None."""
     stem = filename.rsplit(".", 1)[0]
     tail = stem.rsplit("-", 1)[-1]
     return tail if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) else None
@@ -126,7 +127,7 @@ def _ensure_weights(
         download(
             status.url,
             status.path,
-            sha256_prefix=_hash_prefix(status.filename),
+            sha256_prefix=_hash_prefix(os.path.basename(urlparse(status.url).path)),
             progress=progress,
             timeout=timeout,
         )
