@@ -52,6 +52,7 @@ class Settings:
     max_epochs: int  # per run
     max_qubits: int
     max_queued: int  # training requests that may wait while one runs (0: refuse)
+    max_runs: int  # (variant, seed) runs per training request
 
 
 def _secret(name: str, default):
@@ -82,6 +83,7 @@ def settings() -> Settings:
         if demo
         else LOCAL_MAX_QUBITS,
         max_queued=0 if demo else 4,
+        max_runs=6 if demo else 100,
     )
 
 
@@ -245,11 +247,11 @@ def loaded_models() -> dict[str, object]:
     for path in list(st.session_state["loaded"]):
         try:
             loaded = load_checkpoint(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # gone, invalid, or weights unavailable
             st.session_state["loaded"].remove(path)
             st.toast(f"Unloaded {Path(path).name}: {exc}")
             continue
-        out[model_label(loaded.config.variant, path)] = loaded
+        out[model_label(loaded.variant, path)] = loaded
     return out
 
 
@@ -352,7 +354,10 @@ def read_images(files) -> list[tuple[str, object]]:
         try:
             out.append((f.name, load_image(f.getvalue())))
         except ImageLoadError as exc:
-            out.append((f.name, str(exc)))
+            reason = str(exc.__cause__ or exc)
+            if "cannot identify image file" in reason:  # PIL's message ends in the stream's repr
+                reason = f"not a recognised image format (accepted: {', '.join(IMAGE_TYPES)})"
+            out.append((f.name, f"cannot decode {f.name}: {reason}"))
     return out
 
 
@@ -447,7 +452,11 @@ def _finish(snap) -> None:
     if st.session_state.get("job_done") != snap.id:
         st.session_state["job_done"] = snap.id
         for summary in saved:
-            load(summary["checkpoint"])
+            try:
+                load(summary["checkpoint"])
+            except (OSError, ValueError, RuntimeError) as exc:
+                st.error(f"Saved, but could not load {Path(summary['checkpoint']).name}: {exc}")
+                return
         st.rerun(scope="app")
 
 
@@ -499,3 +508,348 @@ def quickstart_runs() -> list:
             [variant], model_config(), [0], session_dir(), epochs=epochs, data=settings().data_dir
         )
     return runs
+
+
+ENGINES = ("native", "default.qubit", "lightning.qubit")
+DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0, 1,2" -> [0, 1, 2]; ValueError naming the bad item."""
+    seeds = []
+    for item in text.replace(";", ",").split(","):
+        if item.strip():
+            try:
+                seeds.append(int(item))
+            except ValueError:
+                raise ValueError(f"seed {item.strip()!r} is not an integer") from None
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return seeds
+
+
+def planned_runs() -> list:
+    """The Train form's runs from the active configuration, checked against the demo limits.
+
+    Raises ValueError for anything invalid (bad seeds, too many runs, an impossible engine setting).
+    """
+    from qtl.engines import make_engine
+    from qtl.runs import plan_runs
+
+    s, c = settings(), st.session_state["config"]
+    seeds = parse_seeds(c["seeds"])
+    n_runs = len(c["variants"]) * len(seeds)
+    if n_runs > s.max_runs:
+        raise ValueError(f"{n_runs} runs requested; at most {s.max_runs} per request here")
+    if c["epochs"] > s.max_epochs or c["n_qubits"] > s.max_qubits:
+        raise ValueError(f"at most {s.max_epochs} epochs and {s.max_qubits} qubits here")
+    mc = model_config()
+    if any(v in ("quantum", "hybrid") for v in c["variants"]):
+        make_engine(mc.circuit, mc.engine, **mc.engine_options())  # fail now, not in the background
+    overrides = {"lr": c["lr"], "batch_size": int(c["batch_size"]), "augment": c["augment"]}
+    return plan_runs(
+        c["variants"],
+        mc,
+        seeds,
+        session_dir(),
+        epochs=int(c["epochs"]),
+        overrides=overrides if c["override_recipe"] else None,
+        data=s.data_dir,
+    )
+
+
+def checkpoint_table(infos: list, loaded: set[str]):
+    """A dataframe of checkpoint metadata, one row per CheckpointInfo."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "file": i.path.name,
+                "loaded": str(i.path.resolve()) in loaded,
+                "variant": i.variant,
+                "backbone": i.backbone,
+                "weights": i.weights,
+                "qubits": i.n_qubits,
+                "depth": i.depth,
+                "val acc": i.val_acc,
+                "epochs": i.epochs,
+                "created": i.created[:19].replace("T", " "),
+                "size": f"{i.size_bytes / 1024:.0f} KB"
+                if i.size_bytes < 2**20
+                else f"{i.size_bytes / 2**20:.1f} MB",
+            }
+            for i in infos
+        ]
+    )
+
+
+# ---------------------------------------------------------------- circuit, images and charts
+
+
+@st.cache_resource(show_spinner="Drawing the circuit ...", max_entries=16)
+def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
+    """Matplotlib figure of `config` (optionally with trained weights), shared and never mutated."""
+    import torch
+
+    from qtl.draw import draw_figure
+
+    w = None if weights is None else torch.tensor(weights).reshape(config.weight_shape)
+    return draw_figure(config, weights=w)
+
+
+@st.cache_resource(show_spinner=False)
+def backbone_size(name: str) -> tuple[int, int]:
+    """(feature size F, parameter count) of a backbone, from a random-init build (no download)."""
+    from qtl.backbones import load_backbone
+
+    module, features = load_backbone(name, pretrained=False)
+    return features, sum(p.numel() for p in module.parameters())
+
+
+def head_counts(config: CircuitConfig, in_features: int, n_classes: int) -> dict[str, int]:
+    """Classical and quantum parameter counts of the dressed quantum circuit for these sizes."""
+    from qtl.heads import DressedQuantumCircuit, count_parameters
+
+    return count_parameters(DressedQuantumCircuit(in_features, n_classes, config))
+
+
+@st.cache_data(show_spinner=False, ttl=300)
+def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
+    """[(path, class name)] of the dataset's val split; [] when there is no dataset on disk."""
+    from qtl.data import DatasetError, list_images, resolve_dataset, validate_dataset
+
+    try:
+        root = resolve_dataset(data_dir, download=False)
+        classes = validate_dataset(root)
+    except DatasetError:
+        return []
+    return [(str(p), classes[i]) for p, i in list_images(root, "val", classes)]
+
+
+def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]:
+    """Uploaded images and/or picked val samples: [(name, PIL image or error message)]."""
+    from qtl.data import ImageLoadError, load_image
+
+    files = st.file_uploader(
+        "Upload image(s)" if multiple else "Upload an image",
+        type=IMAGE_TYPES,
+        accept_multiple_files=multiple,
+        key=f"{prefix}_upload",
+    )
+    files = files if multiple else [files] if files else []
+    samples = val_samples(settings().data_dir)
+    picked = st.multiselect(
+        "or pick val samples",
+        [p for p, _ in samples],
+        format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}",
+        key=f"{prefix}_samples",
+        max_selections=None if multiple else 1,
+        placeholder="val images" if samples else "no dataset on disk",
+    )
+    out = read_images(files or [])
+    for path in picked:
+        try:
+            out.append((f"{Path(path).parent.name}/{Path(path).name}", load_image(path)))
+        except ImageLoadError as exc:
+            out.append((Path(path).name, str(exc)))
+    return out
+
+
+def probs_chart(rows: list[dict]):
+    """Altair grouped bars: probability per class, one group per model. rows: {model, class, probability}."""
+    import altair as alt
+    import pandas as pd
+
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("model:N", title=None),
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("class:N"),
+            yOffset="class:N",
+            tooltip=["model", "class", alt.Tooltip("probability:Q", format=".3f")],
+        )
+        .properties(height=alt.Step(14))
+    )
+
+
+def qubit_chart(values: dict[str, list[float]], title: str):
+    """Altair grouped bars per qubit for several named series, e.g. {"angle": [...], "<Z>": [...]}."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [{"qubit": i, "series": k, "value": v} for k, vs in values.items() for i, v in enumerate(vs)]
+    return (
+        alt.Chart(pd.DataFrame(rows), title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("qubit:O"),
+            y=alt.Y("value:Q"),
+            color="series:N",
+            xOffset="series:N",
+            tooltip=["qubit", "series", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def weights_chart(weights):
+    """Altair heatmap of trained circuit angles: (depth, n) or (depth, n, 3) -> one cell per angle."""
+    import altair as alt
+    import pandas as pd
+
+    w = weights.detach().cpu().reshape(weights.shape[0], weights.shape[1], -1)
+    rows = [
+        {"layer": k, "qubit": i, "angle": j, "value": float(w[k, i, j])}
+        for k in range(w.shape[0])
+        for i in range(w.shape[1])
+        for j in range(w.shape[2])
+    ]
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_rect()
+        .encode(
+            x=alt.X("layer:O"),
+            y=alt.Y("qubit:O"),
+            color=alt.Color("value:Q", scale=alt.Scale(scheme="redblue", domainMid=0), title="θ (rad)"),
+            facet=alt.Facet("angle:O", title=None) if w.shape[2] > 1 else alt.Undefined,
+            tooltip=["layer", "qubit", alt.Tooltip("value:Q", format=".4f")],
+        )
+    )
+
+
+def latency_table(predictions: dict, n_images: int):
+    """One row per model: variant and wall time for the batch (backbone shared between frozen models)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "model": label,
+                "variant": p.variant,
+                "latency (ms)": round(p.latency_s * 1e3, 1),
+                "per image (ms)": round(p.latency_s * 1e3 / n_images, 1),
+                "shared backbone pass": p.shared_backbone,
+            }
+            for label, p in predictions.items()
+        ]
+    )
+
+
+# ---------------------------------------------------------------- comparison
+
+
+@st.cache_data(show_spinner="Measuring inference latency ...", max_entries=64)
+def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
+    """Median seconds for one model to classify one 224x224 image (preprocessing included)."""
+    import statistics
+
+    from PIL import Image
+
+    from qtl.inference import predict
+
+    loaded = load_checkpoint(path)
+    image = Image.new("RGB", (224, 224), (120, 110, 90))
+    return statistics.median(predict([loaded], image).popitem()[1].latency_s for _ in range(repeats))
+
+
+@st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
+def evaluation(path: str, mtime: float, data_dir: str | None):
+    """qtl.inference.evaluate of a checkpoint on the dataset's val split (cached per file version)."""
+    from qtl.data import resolve_dataset
+    from qtl.inference import evaluate
+
+    return evaluate(load_checkpoint(path), resolve_dataset(data_dir, download=False))
+
+
+def summary_table(summary: list[dict], fields: tuple[str, ...]):
+    """A dataframe of qtl.runs.summarise output, each field as "mean ± std"."""
+    import pandas as pd
+
+    digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 1, "latency_ms": 1}
+
+    def cell(row, f):
+        mean, std = row[f"{f}_mean"], row[f"{f}_std"]
+        if mean is None:
+            return "–"
+        d = digits.get(f, 0)
+        return f"{mean:.{d}f}" if row["n"] == 1 else f"{mean:.{d}f} ± {std:.{d}f}"
+
+    names = {
+        "val_acc": "val accuracy",
+        "val_loss": "val loss",
+        "classical": "classical params",
+        "quantum": "quantum params",
+        "train_time_s": "training time (s)",
+        "latency_ms": "latency (ms)",
+    }
+    return pd.DataFrame(
+        [{"setup": r["setup"], "seeds": r["n"], **{names[f]: cell(r, f) for f in fields}} for r in summary]
+    )
+
+
+def confusion_chart(metrics: dict, title: str):
+    """Altair heatmap of a confusion matrix (rows = true class) with counts written in."""
+    import altair as alt
+    import pandas as pd
+
+    names = metrics["class_names"]
+    cm = metrics["confusion_matrix"]
+    rows = [
+        {"true": names[i], "predicted": names[j], "count": cm[i][j]}
+        for i in range(len(names))
+        for j in range(len(names))
+    ]
+    base = alt.Chart(pd.DataFrame(rows), title=title).encode(x="predicted:N", y="true:N")
+    heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
+    return (heat + base.mark_text(fontSize=14).encode(text="count:Q")).properties(height=200)
+
+
+# ---------------------------------------------------------------- differentiation lab
+
+
+def lab_table(results: list):
+    """A dataframe of qtl.difflab results: one row per case."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "engine / method": r.case.label,
+                "qubits": r.case.n_qubits,
+                "depth": r.case.depth,
+                "batch": r.case.batch,
+                "step (ms)": None if r.step_ms is None else round(r.step_ms, 2),
+                "max |grad − ref|": r.max_grad_error,
+                "note": r.error or ("over the time cap" if r.over_cap else ""),
+            }
+            for r in results
+        ]
+    )
+
+
+def lab_chart(results: list):
+    """Altair log-scale lines: step time against qubits, one line per engine / method."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [
+        {"engine / method": r.case.label, "qubits": r.case.n_qubits, "step (ms)": r.step_ms}
+        for r in results
+        if r.step_ms is not None
+    ]
+    return (
+        alt.Chart(
+            pd.DataFrame(rows, columns=["engine / method", "qubits", "step (ms)"]), title="time per step"
+        )
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("qubits:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("step (ms):Q", scale=alt.Scale(type="log")),
+            color="engine / method:N",
+            tooltip=["engine / method", "qubits", alt.Tooltip("step (ms):Q", format=".2f")],
+        )
+        .properties(height=320)
+    )

@@ -1,5 +1,77 @@
-"""checkpoints page."""
+"""Checkpoints: list with metadata; load, unload, download, delete; upload, validated without running code."""
 
 import streamlit as st
 
-st.title("checkpoints")
+import ui
+from qtl.checkpoint import CheckpointError
+from qtl.store import delete_checkpoint, import_checkpoint
+
+st.title("Checkpoints")
+s = ui.settings()
+loaded = set(st.session_state["loaded"])
+
+for label, directory, writable in ui.checkpoint_areas():
+    infos = ui.list_area(directory)
+    st.subheader(f"{label}: `{directory}`")
+    if not infos:
+        st.caption("No checkpoints here yet.")
+        continue
+    st.dataframe(ui.checkpoint_table(infos, loaded), hide_index=True, width="stretch")
+    names = [i.path.name for i in infos]
+    choice = st.selectbox("checkpoint", names, key=f"ckpt_pick_{label}", label_visibility="collapsed")
+    info = infos[names.index(choice)]
+    path = str(info.path.resolve())
+    cols = st.columns(4)
+    if path in loaded:
+        if cols[0].button("Unload", key=f"ckpt_unload_{label}", icon=":material/eject:"):
+            ui.unload(path)
+            st.rerun()
+    elif cols[0].button("Load", key=f"ckpt_load_{label}", type="primary", icon=":material/upload:"):
+        try:
+            ui.load(path)
+            st.rerun()
+        except (CheckpointError, OSError, RuntimeError) as exc:
+            st.error(f"Cannot load {choice}: {exc}")
+    cols[1].download_button(
+        "Download",
+        data=info.path.read_bytes,
+        file_name=choice,
+        mime="application/octet-stream",
+        key=f"ckpt_download_{label}",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+    deletable = writable and ui.can_modify(path)
+    if cols[2].button(
+        "Delete",
+        key=f"ckpt_delete_{label}",
+        icon=":material/delete:",
+        disabled=not deletable,
+        help=None if deletable else "Shipped checkpoints are read-only in the demo.",
+    ):
+        ui.unload(path)
+        delete_checkpoint(path, [d for _, d, w in ui.checkpoint_areas() if w])
+        st.toast(f"Deleted {choice}")
+        st.rerun()
+
+st.subheader("Upload a checkpoint")
+target = ui.session_dir()
+st.caption(
+    f"A `.pt` file saved by qtl. It is read with `torch.load(weights_only=True)`, so a malicious file cannot "
+    f"run code; it is stored in `{target}` under a new name (never overwriting) and loaded."
+)
+files = st.file_uploader("checkpoint file", type=["pt"], accept_multiple_files=True, key="ckpt_upload")
+done = st.session_state.setdefault("ckpt_imported", {})
+for f in files or []:
+    if f.file_id not in done:
+        try:
+            info = import_checkpoint(f.getvalue(), f.name, target)
+            ui.load(info.path)
+            done[f.file_id] = f"Stored and loaded {f.name} as `{info.path.name}` ({info.variant})."
+        except (CheckpointError, OSError, RuntimeError) as exc:
+            done[f.file_id] = f"error: {f.name} was rejected: {exc}"
+    message = done[f.file_id]
+    if message.startswith("error: "):
+        st.error(message.removeprefix("error: "))
+    else:
+        st.success(message)

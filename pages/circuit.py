@@ -1,5 +1,61 @@
-"""circuit page."""
+"""Circuit: the drawn circuit, parameter counts, trained weights and one image's angles and <Z>."""
 
 import streamlit as st
 
-st.title("circuit")
+import ui
+from qtl.circuit import circuit_summary
+from qtl.inference import quantum_trace
+
+st.title("Circuit")
+NONE = "none: the active configuration"
+models = {k: m for k, m in ui.loaded_models().items() if m.model_config.is_quantum}
+choice = st.selectbox("Quantum checkpoint", [NONE, *models], key="circ_model")
+model = models.get(choice)
+
+if model is None:
+    config = ui.circuit_widgets("circ")
+    weights, backbone, n_classes = None, st.session_state["config"]["backbone"], 2
+else:
+    config = model.model_config.circuit
+    weights = model.model.head.q_params.detach().cpu()
+    backbone, n_classes = model.model_config.backbone, len(model.class_names)
+    st.caption(
+        f"{choice}: {config.n_qubits} qubits, depth {config.depth}, {config.entangler}, {config.rotation}"
+    )
+
+st.pyplot(ui.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+
+in_features, backbone_params = ui.backbone_size(backbone)
+counts, summary = ui.head_counts(config, in_features, n_classes), circuit_summary(config)
+cols = st.columns(4)
+cols[0].metric("classical parameters (head)", f"{counts['classical']:,}")
+cols[1].metric("quantum parameters", f"{counts['quantum']:,}")
+cols[2].metric(f"{backbone} parameters", f"{backbone_params:,}")
+cols[3].metric("gates / circuit depth", f"{summary['n_gates']} / {summary['circuit_depth']}")
+st.caption(
+    f"Head: Linear({in_features} → {config.n_qubits}), tanh·π/2, the circuit, Linear({config.n_qubits} → "
+    f"{n_classes}). Gates: " + ", ".join(f"{k} × {v}" for k, v in summary["gate_counts"].items())
+)
+
+if model is not None:
+    st.subheader("Trained circuit weights")
+    st.altair_chart(ui.weights_chart(weights), width="stretch")
+    st.subheader("Input angles and ⟨Z⟩ for an image")
+    images = ui.image_inputs("circ", multiple=False)
+    for name, image in images:
+        if isinstance(image, str):
+            st.error(image)
+            continue
+        trace = quantum_trace(model, image)
+        left, right = st.columns([1, 3])
+        left.image(image, caption=name, width="stretch")
+        probs = ", ".join(
+            f"{c} {p:.2f}" for c, p in zip(trace.class_names, trace.probs.tolist(), strict=True)
+        )
+        left.markdown(f"**{trace.class_names[int(trace.probs.argmax())]}** ({probs})")
+        series = {"input angle (rad)": trace.angles.tolist(), "⟨Z⟩": trace.expvals.tolist()}
+        right.altair_chart(ui.qubit_chart(series, "per qubit"), width="stretch")
+elif not ui.loaded_models():
+    st.info(
+        "Load a `quantum` or `hybrid` checkpoint to see its trained weights and an image's ⟨Z⟩ per qubit."
+    )

@@ -1,5 +1,78 @@
-"""train page."""
+"""Train: the full form; training runs as a background job with live progress, curves and Cancel."""
 
 import streamlit as st
 
-st.title("train")
+import ui
+from qtl.backbones import BACKBONES
+from qtl.variants import VARIANTS
+
+st.title("Train")
+s = ui.settings()
+c = st.session_state["config"]
+c["epochs"] = min(c["epochs"], s.max_epochs)
+
+with st.form("train_form"):
+    st.markdown("##### Model")
+    left, mid, right = st.columns([2, 1, 1])
+    with left:
+        ui.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
+    with mid:
+        ui.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
+    with right:
+        ui.bound(st.toggle, "ImageNet weights (off: random init)", "pretrained", "train_pretrained")
+    st.markdown("##### Circuit")
+    ui.circuit_widgets("train")
+    left, mid, right, last = st.columns(4)
+    with left:
+        ui.bound(
+            st.number_input,
+            "q_delta (initial angle spread)",
+            "q_delta",
+            "train_q_delta",
+            format="%.3f",
+            min_value=0.0,
+            max_value=3.2,
+            step=0.01,
+        )
+    with mid:
+        ui.bound(st.selectbox, "engine", "engine", "train_engine", options=ui.ENGINES)
+    with right:
+        ui.bound(
+            st.selectbox, "diff method (PennyLane)", "diff_method", "train_diff", options=ui.DIFF_METHODS
+        )
+    with last:
+        ui.bound(st.number_input, "shots (0: exact)", "shots", "train_shots", min_value=0, max_value=100_000)
+    st.markdown("##### Training")
+    cols = st.columns(6)
+    with cols[0]:
+        ui.bound(st.number_input, "epochs", "epochs", "train_epochs", min_value=1, max_value=s.max_epochs)
+    with cols[1]:
+        ui.bound(st.text_input, "seeds (comma-separated)", "seeds", "train_seeds")
+    with cols[2]:
+        ui.bound(
+            st.toggle,
+            "override recipe",
+            "override_recipe",
+            "train_override",
+            help="Off: each variant uses its own recipe's learning rate, batch size and augmentation.",
+        )
+    with cols[3]:
+        ui.bound(
+            st.number_input, "lr", "lr", "train_lr", format="%.5f", min_value=1e-6, max_value=1.0, step=1e-4
+        )
+    with cols[4]:
+        ui.bound(st.number_input, "batch size", "batch_size", "train_batch", min_value=1, max_value=256)
+    with cols[5]:
+        ui.bound(st.toggle, "augmentation", "augment", "train_augment")
+    submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
+
+if submitted:
+    try:
+        runs = ui.planned_runs()
+    except ValueError as exc:
+        st.error(f"Cannot train this configuration: {exc}")
+    else:
+        if ui.submit_training(f"train {', '.join(c['variants'])}", runs):
+            st.toast(f"Training started: {len(runs)} run(s).")
+
+ui.job_panel()

@@ -150,3 +150,61 @@ def training_work(runs: list[Run]):
         return summaries
 
     return work
+
+
+# ---- comparing finished runs
+
+
+def run_row(loaded) -> dict:
+    """One comparable row for a loaded checkpoint (`qtl.checkpoint.LoadedModel`).
+
+    Keys: variant, setup (what must match for runs to be seeds of one another), seed, best_epoch,
+    val_acc, val_loss (of the saved epoch), classical / quantum (trainable parameter counts), train_time_s
+    (sum over the recorded epochs).
+    """
+    from qtl.heads import count_parameters
+
+    mc, metrics = loaded.model_config, loaded.metrics or {}
+    weights = "imagenet" if mc.pretrained else "random"
+    circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
+    counts = count_parameters(loaded.model, trainable_only=True)
+    if mc.frozen:  # frozen backbones are trained by nobody: count the head only
+        counts = count_parameters(loaded.model.head)
+    return {
+        "variant": mc.variant,
+        "setup": f"{mc.variant} ({mc.backbone} {weights}{circuit})",
+        "seed": (loaded.train_config or {}).get("seed"),
+        "best_epoch": metrics.get("epoch"),
+        "val_acc": metrics.get("val_acc"),
+        "val_loss": metrics.get("val_loss"),
+        "classical": counts["classical"],
+        "quantum": counts["quantum"],
+        "train_time_s": sum(row.get("time_s", 0.0) for row in loaded.history),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value). ValueError when empty."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def summarise(rows: list[dict], by: str, fields: tuple[str, ...]) -> list[dict]:
+    """Group rows by `rows[i][by]` and give, per group: by, n, and <field>_mean / <field>_std for each
+    field (None values are left out; a field with no values gives None). Groups keep first-seen order."""
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(row[by], []).append(row)
+    out = []
+    for key, members in groups.items():
+        summary = {by: key, "n": len(members)}
+        for f in fields:
+            values = [float(r[f]) for r in members if r.get(f) is not None]
+            mean, std = mean_std(values) if values else (None, None)
+            summary[f"{f}_mean"], summary[f"{f}_std"] = mean, std
+        out.append(summary)
+    return out
