@@ -3,10 +3,12 @@
 The QNode is built by replaying `qtl.circuit.gates(config)`, so it is the same circuit the native engine
 simulates. Inputs are parameter-broadcast: a (B, n) batch goes into the QNode in one call. Devices that
 simulate broadcast tapes natively (default.qubit) run the batch at once; for the others (lightning.*)
-PennyLane splits it into B tapes and executes them as one batch.
+PennyLane splits it into B tapes and executes them as one batch. Gradient transforms (parameter-shift,
+finite-diff) cannot differentiate broadcast inputs, so for them the batch is always split.
 
-Every device / diff_method / shots combination is checked when the engine is built, by resolving the
-QNode's execution configuration and device preprocessing on a dummy batch (nothing is simulated), so an
+Every device / diff_method / shots combination is checked when the engine is built: the QNode's
+execution configuration and device preprocessing are resolved on a dummy batch (nothing is simulated),
+and a 2-wire, depth-1 version of the circuit runs forward and backward once (milliseconds). An
 unsupported choice is a ValueError before training starts rather than a failure in the first step.
 """
 
