@@ -1,0 +1,226 @@
+"""Tensor kernels of the native engine: gate matrices, Kronecker products, layers, permutations, <Z>.
+
+Conventions: a batch of states is a (B, 2**n) tensor with one state per row; wire 0 is the most
+significant bit of the basis index (as in PennyLane). A linear map A acts on the rows as S -> S @ A.T.
+Every function here is pure and differentiable by torch autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Layers on at most this many wires are applied as one 2**n x 2**n Kronecker block (one matmul).
+FULL_BLOCK_MAX_QUBITS = 6
+#: Wider layers are split into balanced groups of at most this many wires, one block matmul per group.
+GROUP_MAX_QUBITS = 4
+#: Kronecker products of up to this many factors use one gather and one prod (`kron_gather`).
+GATHER_KRON_MAX_QUBITS = 6
+#: Up to this many qubits <Z_i> is one matmul with a (2**n, n) sign table; above, a halving reduction.
+SIGN_TABLE_MAX_QUBITS = 12
+
+SINGLE_QUBIT_GATES = ("Hadamard", "RY", "RZ")
+PARAMETRIC_GATES = ("RY", "RZ")
+
+_HADAMARD = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64) / math.sqrt(2.0)
+
+
+def complex_dtype(real_dtype: torch.dtype) -> torch.dtype:
+    """complex64 for float32, complex128 for float64."""
+    return torch.complex128 if real_dtype == torch.float64 else torch.complex64
+
+
+def constant_matrix(name: str) -> torch.Tensor:
+    """(2, 2) float64 matrix of a parameter-free single-qubit gate."""
+    if name == "Hadamard":
+        return _HADAMARD
+    raise ValueError(f"unsupported parameter-free gate {name!r}; supported: Hadamard")
+
+
+def rotation_matrices(name: str, theta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(...,) angles -> (..., 2, 2) matrices of RY or RZ in `dtype` (real only for RY)."""
+    if name == "RY":  # [[c, -s], [s, c]] as one cosine: -sin(x) = cos(x + pi/2), sin(x) = cos(x - pi/2)
+        key = (theta.dtype, theta.device)
+        if key not in _RY_SHIFTS:
+            _RY_SHIFTS[key] = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=theta.dtype).to(
+                theta.device
+            )
+        m = torch.cos(torch.addcmul(_RY_SHIFTS[key], theta.unsqueeze(-1), theta.new_tensor(0.5)))
+        return m.to(dtype).unflatten(-1, (2, 2))
+    if name == "RZ":
+        if not dtype.is_complex:
+            raise ValueError("RZ needs complex arithmetic")
+        c, s = torch.cos(theta * 0.5), torch.sin(theta * 0.5)
+        zero = torch.zeros_like(c)
+        m = torch.stack((torch.complex(c, -s), zero, zero, torch.complex(c, s)), dim=-1)
+        return m.to(dtype).unflatten(-1, (2, 2))
+    raise ValueError(f"unsupported rotation {name!r}; supported: {PARAMETRIC_GATES}")
+
+
+def kron_gather(m: torch.Tensor) -> torch.Tensor:
+    """(..., k, a, b) with a, b in {1, 2} -> (..., a**k, b**k), the Kronecker product of the k factors.
+
+    Entry (i, j) is the product over factors w of m[w, bit_w(i), bit_w(j)]: one gather and one prod,
+    O(k a**k b**k) work, so use it for few factors (GATHER_KRON_MAX_QUBITS).
+    """
+    k, a, b = m.shape[-3:]
+    key = (k, a, b, m.device)
+    if key not in _KRON_INDEX:
+        _KRON_INDEX[key] = kron_index(k, a, b).reshape(-1).to(m.device)
+    out = m.flatten(-3).index_select(-1, _KRON_INDEX[key])
+    return out.unflatten(-1, (k, a**k, b**k)).prod(-3)
+
+
+def kron_index(k: int, a: int, b: int) -> torch.Tensor:
+    """(k, a**k, b**k) positions into a flattened (k, a, b) tensor: [w, i, j] -> (w, bit_w(i), bit_w(j))."""
+    w = torch.arange(k)
+    rows = (torch.arange(a**k)[None, :] >> (k - 1 - w[:, None])) & (a - 1)  # (k, a**k) bits
+    cols = (torch.arange(b**k)[None, :] >> (k - 1 - w[:, None])) & (b - 1)
+    return w[:, None, None] * a * b + rows[:, :, None] * b + cols[:, None, :]
+
+
+_KRON_INDEX: dict[tuple, torch.Tensor] = {}
+_RY_SHIFTS: dict[tuple, torch.Tensor] = {}
+
+
+def kron_pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(..., a, b) and (..., c, d) -> (..., a*c, b*d): the Kronecker product x (x) y, batched."""
+    a, b = x.shape[-2:]
+    c, d = y.shape[-2:]
+    out = x[..., :, None, :, None] * y[..., None, :, None, :]
+    return out.reshape(*out.shape[:-4], a * c, b * d)
+
+
+def kron_chain(m: torch.Tensor) -> torch.Tensor:
+    """(..., k, a, b) -> (..., a**k, b**k): m[..., 0] (x) m[..., 1] (x) ... (x) m[..., k-1].
+
+    Pairs neighbours in log2(k) rounds, so the number of tensor operations stays small.
+    """
+    tails = []
+    while m.shape[-3] > 1:
+        if m.shape[-3] % 2:
+            tails.append(m[..., -1, :, :])
+            m = m[..., :-1, :, :]
+        m = kron_pair(m[..., 0::2, :, :], m[..., 1::2, :, :])
+    out = m[..., 0, :, :]
+    for t in reversed(tails):  # the first tail split off holds the last wire
+        out = kron_pair(out, t)
+    return out
+
+
+def chain_product(m: torch.Tensor) -> torch.Tensor:
+    """(..., L, d, d) -> (..., d, d): m[..., 0, :, :] @ m[..., 1, :, :] @ ... in log2(L) batched rounds."""
+    tails = []
+    while m.shape[-3] > 1:
+        if m.shape[-3] % 2:
+            tails.append(m[..., -1, :, :])
+            m = m[..., :-1, :, :]
+        m = m[..., 0::2, :, :] @ m[..., 1::2, :, :]
+    out = m[..., 0, :, :]
+    for t in reversed(tails):  # the first tail split off is the last factor
+        out = out @ t
+    return out
+
+
+def wire_groups(n_qubits: int) -> list[int]:
+    """Sizes of the contiguous wire groups a full single-qubit layer is applied in (sum = n_qubits)."""
+    if n_qubits <= FULL_BLOCK_MAX_QUBITS:
+        return [n_qubits]
+    count = -(-n_qubits // GROUP_MAX_QUBITS)
+    size, extra = divmod(n_qubits, count)
+    return [size + 1] * extra + [size] * (count - extra)
+
+
+def group_blocks(mats: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """(..., n, 2, 2) per-wire matrices -> per group, (..., 2**g, 2**g) Kronecker blocks, in wire order.
+
+    Groups of equal size are built together, so the cost is a few operations per distinct size.
+    """
+    blocks: list[torch.Tensor] = []
+    start = 0
+    for size in sorted(set(sizes), reverse=True):
+        count = sizes.count(size)
+        part = mats[..., start : start + count * size, :, :]
+        part = part.reshape(*part.shape[:-3], count, size, 2, 2)
+        built = kron_gather(part) if size <= GATHER_KRON_MAX_QUBITS else kron_chain(part)
+        blocks += [built[..., j, :, :] for j in range(count)]
+        start += count * size
+    return blocks
+
+
+def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Apply a layer of Kronecker blocks (wire order, covering every wire) to (B, 2**n) states.
+
+    A block is (d, d), shared by the batch, or (B, d, d). One block is one matmul. Several blocks
+    use the cyclic trick: each bmm contracts the last wire group and moves it to the front, so
+    after all groups the wire order is restored and every product is one large matrix product.
+    """
+    b = state.shape[0]
+    if len(blocks) == 1:
+        k = blocks[0]
+        if k.dim() == 2:
+            return state @ k.mT
+        return torch.bmm(k, state.unsqueeze(-1)).squeeze(-1)
+    for k in reversed(blocks):
+        d = k.shape[-1]
+        x = state.reshape(b, -1, d).transpose(1, 2)  # (B, d, M)
+        state = torch.bmm(k.expand(b, d, d), x)  # (B, d, M): this group now leads
+    return state.reshape(b, -1)
+
+
+def cnot_permutation(n_qubits: int, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """(2**n,) int64 index p with (C_k ... C_1 psi)[j] = psi[p[j]] for CNOTs C_1..C_k on (control, target)."""
+    x = torch.arange(2**n_qubits, dtype=torch.int64)
+    for control, target in reversed(pairs):
+        x = x ^ (((x >> (n_qubits - 1 - control)) & 1) << (n_qubits - 1 - target))
+    return x
+
+
+class _Permute(torch.autograd.Function):
+    """state[:, perm] whose backward is the inverse gather (no scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, state, perm, inverse):
+        ctx.save_for_backward(inverse, perm)
+        return state.index_select(-1, perm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inverse, perm = ctx.saved_tensors
+        return _Permute.apply(grad, inverse, perm), None, None
+
+
+def permute(state: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, 2**n) -> (B, 2**n) with out[:, j] = state[:, perm[j]]; `inverse` is perm's inverse."""
+    return _Permute.apply(state, perm, inverse)
+
+
+def probabilities(state: torch.Tensor) -> torch.Tensor:
+    """(B, 2**n) real or complex amplitudes -> (B, 2**n) real probabilities."""
+    if state.is_complex():
+        return torch.view_as_real(state).square().sum(-1)
+    return state.square()
+
+
+def sign_table(n_qubits: int) -> torch.Tensor:
+    """(2**n, n) float64 table of Z eigenvalues: +1 where wire i is |0> in basis state j, else -1."""
+    j = torch.arange(2**n_qubits)[:, None]
+    bits = (j >> torch.arange(n_qubits - 1, -1, -1)) & 1
+    return (1 - 2 * bits).to(torch.float64)
+
+
+def z_expvals_halving(probs: torch.Tensor, n_qubits: int) -> torch.Tensor:
+    """(B, 2**n) probabilities -> (B, n) <Z_i>, in O(B 2**n) without any table."""
+    b = probs.shape[0]
+    out = []
+    for _ in range(n_qubits):
+        p = probs.reshape(b, 2, -1)  # leading wire first
+        out.append((p[:, 0] - p[:, 1]).sum(-1))
+        probs = p.sum(1)  # marginalise the leading wire
+    return torch.stack(out, dim=-1)
+
+
+def z_expvals_table(probs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, 2**n) probabilities and a (2**n, n) `sign_table` in their dtype -> (B, n) <Z_i>."""
+    return probs @ table
