@@ -1,0 +1,248 @@
+"""fit(): every variant trains, same seed gives same metrics, callbacks, cancellation and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import threading
+
+import pytest
+import torch
+from conftest import make_image_folder
+from torch import nn
+
+from qtl.checkpoint import load_checkpoint
+from qtl.features import FeatureSet
+from qtl.train import Callback, Cancelled, TrainConfig, fit, resolve_device
+from qtl.variants import VARIANTS, ModelConfig, build_model, recipe
+
+CLASSES = ["cats", "dogs"]
+
+
+def quick(variant: str, root=None, **overrides) -> TrainConfig:
+    """The variant's recipe, cut down to seconds: 1 epoch, at most 2 cached views."""
+    r = recipe(variant)
+    base = {"epochs": 1, "views": min(r.views, 2), "data": str(root) if root else None}
+    return dataclasses.replace(r, **{**base, **overrides})
+
+
+def synthetic_features(n=24, seed=0):
+    """A (train, val) pair of separable 512-d FeatureSets."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    x = torch.randn(n, 512, generator=g) + labels[:, None].float()
+    half = n // 2
+    return (
+        FeatureSet(x[:half], labels[:half], ["t"] * half, CLASSES),
+        FeatureSet(x[half:], labels[half:], ["v"] * half, CLASSES),
+    )
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def without_time(history):
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+
+
+@pytest.fixture(scope="module")
+def micro_folder(tmp_path_factory):
+    """2 classes, 2 train and 1 val image each: one batch per epoch keeps backbone training cheap."""
+    return make_image_folder(tmp_path_factory.mktemp("micro"), per_split=(2, 1))
+
+
+class Recorder(Callback):
+    def __init__(self, cancel_at=None):
+        self.batches, self.epochs, self.cancel_at = [], [], cancel_at
+
+    def on_batch_end(self, p):
+        self.batches.append((p.epoch, p.batch, p.batches, p.fraction, p.loss))
+        if self.cancel_at == (p.epoch, p.batch):
+            raise Cancelled
+
+    def on_epoch_end(self, p):
+        self.epochs.append((p.epoch, dict(p.metrics), p.best_epoch))
+
+
+class Exploding(nn.Module):
+    """Stands in for a backbone that must never run."""
+
+    def forward(self, x):
+        raise AssertionError("the backbone ran during a frozen-feature epoch")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_one_epoch(micro_folder, variant):
+    """One epoch of each variant's recipe on a tiny image folder records a full history row."""
+    result = fit(ModelConfig(variant, pretrained=False), quick(variant, micro_folder))
+    assert result.model_config.class_names == ("cats", "dogs")
+    assert len(result.history) == 1 and result.best_epoch == 1 and not result.cancelled
+    row = result.history[0]
+    assert set(row) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s"}
+    assert all(math.isfinite(row[k]) for k in ("train_loss", "val_loss"))
+    assert 0 <= row["train_acc"] <= 1 and row["val_acc"] in {0.0, 0.5, 1.0}
+    assert not result.model.training
+
+
+class TestReproducibility:
+    def test_frozen_same_seed_same_metrics(self, tiny_image_folder):
+        """quantum through the real feature cache: equal seeds agree to 1e-6, another seed differs."""
+        mc = ModelConfig("quantum", pretrained=False)
+        tc = quick("quantum", tiny_image_folder, epochs=3)
+        a, b = fit(mc, tc), fit(mc, tc)
+        c = fit(mc, dataclasses.replace(tc, seed=1))
+        for ra, rb in zip(without_time(a.history), without_time(b.history), strict=True):
+            assert ra == pytest.approx(rb, abs=1e-6, rel=0)
+        assert without_time(a.history) != without_time(c.history)
+
+    def test_trainable_backbone_same_seed_same_metrics(self, micro_folder):
+        """finetuned with augmentation and shuffling: equal seeds agree to 1e-6."""
+        mc = ModelConfig("finetuned", pretrained=False)
+        tc = quick("finetuned", micro_folder, batch_size=2)
+        a, b = fit(mc, tc), fit(mc, tc)
+        assert without_time(a.history)[0] == pytest.approx(without_time(b.history)[0], abs=1e-6, rel=0)
+        for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0)
+
+
+class TestCallbacks:
+    def test_progress_counts_every_batch_and_epoch(self):
+        """on_batch_end fires once per batch with 1-based counters; fraction ends at 1."""
+        rec = Recorder()
+        train, val = synthetic_features(n=22)  # 11 training samples, batch 4 -> 3 batches
+        mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
+        fit(mc, TrainConfig(epochs=2, batch_size=4), data=(train, val), callbacks=[rec])
+        assert [(e, b, n) for e, b, n, _, _ in rec.batches] == [(e, b, 3) for e in (1, 2) for b in (1, 2, 3)]
+        assert rec.batches[-1][3] == pytest.approx(1.0)
+        assert [e for e, _, _ in rec.epochs] == [1, 2]
+        assert rec.epochs[0][1]["epoch"] == 1
+
+    def test_stop_event_cancels(self):
+        """Setting the stop event mid-run ends it after the current batch, with cancelled=True."""
+        stop = threading.Event()
+
+        class StopLater(Callback):
+            def on_batch_end(self, p):
+                if (p.epoch, p.batch) == (2, 1):
+                    stop.set()
+
+        train, val = synthetic_features()
+        mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
+        r = fit(
+            mc, TrainConfig(epochs=5, batch_size=4), data=(train, val), callbacks=[StopLater()], stop=stop
+        )
+        assert r.cancelled and len(r.history) == 1 and r.best_epoch == 1
+
+
+class TestCheckpoints:
+    def test_checkpoint_holds_the_best_epoch(self, tmp_path):
+        """The file's metrics are the best epoch's, and its model reproduces that val accuracy."""
+        train, val = synthetic_features()
+        mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
+        path = tmp_path / "q.pt"
+        r = fit(mc, TrainConfig(epochs=6, batch_size=4, lr=0.02), data=(train, val), checkpoint_path=path)
+        best = max(r.history, key=lambda row: (row["val_acc"], -row["val_loss"]))
+        assert r.best_epoch == best["epoch"] and r.checkpoint_path == path
+        loaded = load_checkpoint(path)
+        assert loaded.metrics["epoch"] == r.best_epoch
+        assert loaded.history == r.history[: r.best_epoch]
+        with torch.no_grad():
+            preds = loaded.model.forward_features(val.features).argmax(1)
+            same = r.model.forward_features(val.features).argmax(1)
+        assert (preds == val.labels).float().mean().item() == pytest.approx(best["val_acc"])
+        assert torch.equal(preds, same)
+
+    def test_cancelled_run_leaves_previous_checkpoint_intact(self, tmp_path):
+        """A second run cancelled in its first epoch never touches the first run's file."""
+        train, val = synthetic_features()
+        mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
+        path = tmp_path / "q.pt"
+        fit(mc, TrainConfig(epochs=2, batch_size=4), data=(train, val), checkpoint_path=path)
+        before = sha(path)
+        r = fit(
+            mc,
+            TrainConfig(epochs=3, batch_size=4, seed=5),
+            data=(train, val),
+            checkpoint_path=path,
+            callbacks=[Recorder(cancel_at=(1, 2))],
+        )
+        assert r.cancelled and r.best_epoch is None and r.checkpoint_path is None
+        assert sha(path) == before
+        assert load_checkpoint(path).metrics["epoch"] >= 1
+        assert list(tmp_path.iterdir()) == [path]
+
+    def test_crash_while_saving_leaves_previous_checkpoint_intact(self, tmp_path, monkeypatch):
+        """torch.save dying halfway through leaves the old file whole and no temporary files."""
+        train, val = synthetic_features()
+        mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
+        path = tmp_path / "l.pt"
+        fit(mc, TrainConfig(epochs=1, batch_size=4), data=(train, val), checkpoint_path=path)
+        before = sha(path)
+
+        def dying_save(obj, f, *args, **kwargs):
+            f.write(b"half a checkpoint")
+            raise OSError("disk full")
+
+        monkeypatch.setattr(torch, "save", dying_save)
+        with pytest.raises(OSError, match="disk full"):
+            fit(mc, TrainConfig(epochs=1, batch_size=4, seed=3), data=(train, val), checkpoint_path=path)
+        monkeypatch.undo()
+        assert sha(path) == before
+        assert list(tmp_path.iterdir()) == [path]
+        load_checkpoint(path)
+
+
+class TestFrozenPath:
+    def test_frozen_epochs_never_run_the_backbone(self, tiny_image_folder):
+        """After extraction (which has its own backbone), a frozen run only reads cached features."""
+        mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
+        model = build_model(mc)
+        model.backbone = Exploding()
+        r = fit(mc, quick("quantum", tiny_image_folder, epochs=2), model=model)
+        assert len(r.history) == 2
+
+    def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder):
+        """linear with augment and views=0 bypasses the cache: fresh crops through the backbone."""
+        mc = ModelConfig("linear", pretrained=False, class_names=("cats", "dogs"))
+        model = build_model(mc)
+        calls = []
+        model.backbone.register_forward_hook(lambda *_: calls.append(1))
+        fit(mc, quick("linear", micro_folder, epochs=2, views=0, batch_size=2), model=model)
+        assert len(calls) == 2 * 2  # 4 training images, batch 2: two backbone passes per epoch
+
+    def test_cached_views_are_used(self, tiny_image_folder):
+        """linear with views=2 trains on cached augmented views and never runs the model's backbone."""
+        mc = ModelConfig("linear", pretrained=False, class_names=("cats", "dogs"))
+        model = build_model(mc)
+        model.backbone = Exploding()
+        r = fit(mc, quick("linear", tiny_image_folder, epochs=2, views=2), model=model)
+        assert len(r.history) == 2
+
+
+class TestErrors:
+    def test_features_for_a_trainable_variant(self):
+        """Cached features cannot train a backbone: a clear error."""
+        with pytest.raises(ValueError, match="frozen"):
+            fit(ModelConfig("finetuned", pretrained=False), TrainConfig(), data=synthetic_features())
+
+    def test_class_names_must_match_the_data(self):
+        """A config made for other classes is refused before training."""
+        mc = ModelConfig("linear", pretrained=False, class_names=("ants", "bees"))
+        with pytest.raises(ValueError, match="dataset classes"):
+            fit(mc, TrainConfig(epochs=1), data=synthetic_features())
+
+    @pytest.mark.parametrize(
+        "field, value, message",
+        [("epochs", 0, "epochs"), ("optimizer", "rmsprop", "optimizer"), ("lr", 0.0, "learning rates")],
+    )
+    def test_bad_train_config(self, field, value, message):
+        """Invalid settings fail when the config is made."""
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**{field: value})
+
+    def test_auto_device(self):
+        """auto picks CUDA when present, else the CPU."""
+        assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+        assert resolve_device("cpu").type == "cpu"
