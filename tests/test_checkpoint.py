@@ -1,0 +1,273 @@
+"""Checkpoints: one safe format for every variant, atomic writes, clear errors, no code execution."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from qtl.backbones import WeightsUnavailableError
+from qtl.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    default_checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    models_dir,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from qtl.circuit import CircuitConfig
+from qtl.train import TrainConfig
+from qtl.variants import FROZEN_VARIANTS, VARIANTS, ModelConfig, build_model
+
+CLASSES = ("ants", "bees")
+HISTORY = [
+    {
+        "epoch": 1,
+        "train_loss": 0.7,
+        "train_acc": 0.5,
+        "val_loss": 0.6,
+        "val_acc": 0.75,
+        "lr": 1e-3,
+        "time_s": 1.0,
+    }
+]
+
+
+def config(variant="quantum", **kw):
+    return ModelConfig(variant, pretrained=False, class_names=CLASSES, circuit=CircuitConfig(3, 2), **kw)
+
+
+def saved(path, variant="quantum", seed=0, **kw):
+    """Build a fresh model and save it; returns (model, config, path)."""
+    mc = config(variant, **kw)
+    torch.manual_seed(seed)
+    model = build_model(mc)
+    save_checkpoint(path, model, mc, history=HISTORY, metrics=HISTORY[0], train_config=TrainConfig(epochs=1))
+    return model, mc, path
+
+
+def edited(path, out, edit):
+    """Rewrite a checkpoint's payload through `edit(payload)` (the test's way to forge bad files)."""
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, out)
+    return out
+
+
+class Evil:
+    """A pickle payload that would write a marker file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("variant", VARIANTS)
+    def test_every_variant_round_trips(self, tmp_path, variant):
+        """Loading gives the same outputs, config, class names and history, in eval mode."""
+        model, mc, path = saved(tmp_path / f"{variant}.pt", variant)
+        loaded = load_checkpoint(path)
+        assert loaded.model_config == mc and loaded.class_names == list(CLASSES)
+        assert loaded.history == HISTORY and loaded.metrics["val_acc"] == 0.75
+        assert not loaded.model.training and loaded.variant == variant
+        x = torch.randn(2, 3, 64, 64)
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.model(x), model(x), atol=1e-6, rtol=0)
+
+    def test_frozen_variants_store_only_the_head(self, tmp_path):
+        """Frozen checkpoints are kilobytes; finetuned carries its whole backbone."""
+        for variant in FROZEN_VARIANTS:
+            _, _, path = saved(tmp_path / f"{variant}.pt", variant)
+            assert path.stat().st_size < 64_000, variant
+        _, _, full = saved(tmp_path / "finetuned.pt", "finetuned")
+        assert full.stat().st_size > 10_000_000
+
+    def test_metadata(self, tmp_path):
+        """Versions, backbone and weights identifiers, creation time and parameter counts are recorded."""
+        _, _, path = saved(tmp_path / "q.pt")
+        info = read_checkpoint_info(path)
+        assert set(info.meta["versions"]) == {"qtl", "torch", "torchvision", "pennylane"}
+        assert info.meta["versions"]["torch"] == torch.__version__
+        assert (info.backbone, info.weights) == ("resnet18", "random")
+        assert (info.n_qubits, info.depth, info.val_acc, info.best_epoch) == (3, 2, 0.75, 1)
+        assert info.created and info.size_bytes == path.stat().st_size
+        assert info.meta["parameters"]["quantum"] == 6
+
+    def test_info_never_builds_a_model(self, tmp_path, monkeypatch):
+        """read_checkpoint_info works even when building a model would fail."""
+        _, _, path = saved(tmp_path / "q.pt")
+
+        def boom(*args, **kwargs):
+            raise AssertionError("a model was built")
+
+        monkeypatch.setattr("qtl.variants.build_model", boom)
+        monkeypatch.setattr("qtl.checkpoint.build_model", boom)
+        assert read_checkpoint_info(path).variant == "quantum"
+
+    def test_other_engine_on_load(self, tmp_path):
+        """A quantum checkpoint runs on a PennyLane device with the same outputs."""
+        model, _, path = saved(tmp_path / "q.pt")
+        loaded = load_checkpoint(path, engine="default.qubit")
+        assert loaded.model_config.engine == "default.qubit"
+        f = torch.randn(3, 512)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded.model.forward_features(f), model.forward_features(f), atol=1e-5, rtol=0
+            )
+
+
+class TestStore:
+    def test_models_dir_default_and_override(self, monkeypatch, tmp_path):
+        """models/ at the repo root, unless QTL_MODELS_DIR says otherwise."""
+        monkeypatch.delenv("QTL_MODELS_DIR", raising=False)
+        assert models_dir() == Path(__file__).resolve().parents[1] / "models"
+        monkeypatch.setenv("QTL_MODELS_DIR", str(tmp_path))
+        assert models_dir() == tmp_path
+        assert default_checkpoint_path(config()).parent == tmp_path
+
+    def test_list_newest_first_skipping_junk(self, tmp_path, monkeypatch):
+        """Valid checkpoints newest first; a junk .pt file is skipped."""
+        monkeypatch.setenv("QTL_MODELS_DIR", str(tmp_path))
+        a = default_checkpoint_path(config("linear"))
+        saved(a, "linear")
+        b = tmp_path / "b.pt"
+        edited(a, b, lambda p: p["meta"].update(created="2999-01-01T00:00:00+00:00"))
+        (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        assert [i.path for i in list_checkpoints()] == [b, a]
+        assert list_checkpoints(tmp_path / "missing") == []
+
+    def test_names_are_unique_and_descriptive(self):
+        """Default names say variant, backbone and circuit, and never collide."""
+        a, b = default_checkpoint_path(config()), default_checkpoint_path(config())
+        assert a != b and a.name.startswith("quantum-resnet18-random-3q2d-")
+
+
+class TestSafety:
+    def test_malicious_pickle_never_runs(self, tmp_path):
+        """A checkpoint carrying a code-running object fails to load and runs nothing."""
+        marker = tmp_path / "marker.txt"
+        path = tmp_path / "evil.pt"
+        torch.save({"format": "qtl-checkpoint", "format_version": 1, "model_config": Evil(marker)}, path)
+        for read in (load_checkpoint, read_checkpoint_info):
+            with pytest.raises(CheckpointError, match="corrupt or unsafe"):
+                read(path)
+        assert not marker.exists()
+
+    @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+    def test_raw_malicious_pickle_never_runs(self, tmp_path):
+        """A plain (non-zip) pickle stream is refused the same way."""
+        marker = tmp_path / "marker.txt"
+        path = tmp_path / "evil.pt"
+        path.write_bytes(pickle.dumps(Evil(marker)))
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+        assert not marker.exists()
+
+    def test_the_evil_payload_is_real(self, tmp_path):
+        """Control: unpickling the same object without protection does write the marker."""
+        marker = tmp_path / "marker.txt"
+        pickle.loads(pickle.dumps(Evil(marker)))
+        assert marker.read_text() == "pwned"
+
+
+class TestBadFiles:
+    def test_missing_file(self, tmp_path):
+        with pytest.raises(CheckpointError, match="no checkpoint file"):
+            load_checkpoint(tmp_path / "nope.pt")
+
+    def test_truncated_file(self, tmp_path):
+        """A file cut short is reported as corrupt."""
+        _, _, path = saved(tmp_path / "q.pt")
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(CheckpointError, match="q.pt"):
+            load_checkpoint(path)
+
+    def test_text_file(self, tmp_path):
+        path = tmp_path / "notes.pt"
+        path.write_text("hello")
+        with pytest.raises(CheckpointError, match="not a readable qtl checkpoint"):
+            load_checkpoint(path)
+
+    def test_foreign_torch_file(self, tmp_path):
+        """A plain state_dict saved by someone else is not mistaken for a checkpoint."""
+        path = tmp_path / "weights.pt"
+        torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+        with pytest.raises(CheckpointError, match="not a qtl checkpoint"):
+            load_checkpoint(path)
+
+    def test_newer_format(self, tmp_path):
+        """A file from a newer qtl asks for an upgrade."""
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "new.pt", lambda p: p.update(format_version=FORMAT_VERSION + 1))
+        with pytest.raises(CheckpointError, match="upgrade qtl"):
+            load_checkpoint(bad)
+
+    def test_unknown_variant(self, tmp_path):
+        """An unknown variant name lists the known ones."""
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "v.pt", lambda p: p["model_config"].update(variant="qgan"))
+        with pytest.raises(CheckpointError, match="qgan.*quantum, finetuned"):
+            load_checkpoint(bad)
+
+    def test_mismatched_shapes(self, tmp_path):
+        """A weight of the wrong shape is named with both shapes."""
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "s.pt", lambda p: p["state_dict"].update(q_params=torch.zeros(5, 3)))
+        with pytest.raises(CheckpointError, match=r"q_params has shape \(5, 3\).*\(2, 3\)"):
+            load_checkpoint(bad)
+
+    def test_config_that_does_not_fit_the_weights(self, tmp_path):
+        """Weights saved for 3 qubits cannot load into a 4-qubit config."""
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "c.pt", lambda p: p["model_config"]["circuit"].update(n_qubits=4))
+        with pytest.raises(CheckpointError, match="shape"):
+            load_checkpoint(bad)
+
+    def test_missing_weights(self, tmp_path):
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "m.pt", lambda p: p["state_dict"].pop("post_net.bias"))
+        with pytest.raises(CheckpointError, match="missing"):
+            load_checkpoint(bad)
+
+    def test_different_backbone_weights(self, tmp_path):
+        """A head trained on other backbone weights is refused rather than silently wrong."""
+        _, _, path = saved(tmp_path / "q.pt")
+        bad = edited(path, tmp_path / "b.pt", lambda p: p["backbone"].update(fingerprint="0" * 16))
+        with pytest.raises(CheckpointError, match="different resnet18"):
+            load_checkpoint(bad)
+
+    def test_imagenet_weights_unavailable(self, tmp_path, monkeypatch):
+        """A pretrained checkpoint offline without cached weights names the file to fetch."""
+        model = build_model(config("linear"))
+        mc = ModelConfig("linear", pretrained=True, class_names=CLASSES)
+        path = save_checkpoint(tmp_path / "p.pt", model, mc)
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        with pytest.raises(WeightsUnavailableError, match=r"resnet18-.*\.pth"):
+            load_checkpoint(path)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """If writing fails, the old checkpoint is untouched and no temporary file remains."""
+    _, _, path = saved(tmp_path / "q.pt")
+    before = path.read_bytes()
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, build_model(config()), config())
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["q.pt"]
