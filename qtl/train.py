@@ -265,19 +265,18 @@ def fit(
         train_set, val_set = _extract(mc, tc, root, device, progress) if data is None else data
         train_x = torch.as_tensor(train_set.features, dtype=torch.float32).to(device)  # (N, F) or (V, N, F)
         train_y = torch.as_tensor(train_set.labels, dtype=torch.long).to(device)  # (N,)
-        n_train = len(train_y)
-        batches = math.ceil(n_train / tc.batch_size)
+        batches = math.ceil(len(train_y) / tc.batch_size)
     else:
         train_loader, val_loader = _image_loaders(mc, tc, root, shuffle_gen, device)
         batches = len(train_loader)
         if mc.frozen:  # fresh augmented crops every epoch, but the val features can still be cached
             _, val_set = _extract(mc, dataclasses.replace(tc, augment=False), root, device, progress)
-            val_loader = None
     if val_loader is None:
         val_x = torch.as_tensor(val_set.features, dtype=torch.float32).to(device)  # (N_val, F)
         val_y = torch.as_tensor(val_set.labels, dtype=torch.long).to(device)
         if val_x.dim() == 3:
             val_x = val_x[0]
+    forward = model.head if use_features else model  # features -> logits, or images -> logits
 
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
@@ -296,33 +295,15 @@ def fit(
 
             # ---- train: one pass in seeded order
             if use_features:
-                order = (
-                    torch.randperm(n_train, generator=shuffle_gen) if tc.shuffle else torch.arange(n_train)
-                )
-                order = order.to(device)
-                if train_x.dim() == 3:  # cached augmented views: a random view per sample this epoch
-                    view = torch.randint(train_x.shape[0], (n_train,), generator=shuffle_gen).to(device)
-                for b in range(batches):
-                    idx = order[b * tc.batch_size : (b + 1) * tc.batch_size]
-                    x = train_x[view[idx], idx] if train_x.dim() == 3 else train_x[idx]
-                    y = train_y[idx]
-                    loss, ok = train_step(model.head, optimizer, x, y)
-                    loss_sum += loss * len(y)
-                    correct += ok
-                    seen += len(y)
-                    _batch_end(
-                        callbacks, stop, epoch, tc.epochs, b + 1, batches, loss, lr, history, best_epoch
-                    )
+                epoch_batches = _feature_batches(train_x, train_y, tc.batch_size, tc.shuffle, shuffle_gen)
             else:
-                for b, (x, y) in enumerate(train_loader):
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    loss, ok = train_step(model, optimizer, x, y)
-                    loss_sum += loss * len(y)
-                    correct += ok
-                    seen += len(y)
-                    _batch_end(
-                        callbacks, stop, epoch, tc.epochs, b + 1, batches, loss, lr, history, best_epoch
-                    )
+                epoch_batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in train_loader)
+            for b, (x, y) in enumerate(epoch_batches, start=1):
+                loss, ok = train_step(forward, optimizer, x, y)
+                loss_sum += loss * len(y)
+                correct += ok
+                seen += len(y)
+                _batch_end(callbacks, stop, epoch, tc.epochs, b, batches, loss, lr, history, best_epoch)
 
             # ---- evaluate on the val split
             model.eval()
@@ -381,6 +362,22 @@ def _batch_end(callbacks, stop, epoch, epochs, batch, batches, loss, lr, history
     _check_stop(stop)
 
 
+def _feature_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, generator: torch.Generator
+):
+    """Yield (x (B, F), y (B,)) batches of in-memory features in a seeded order, by direct indexing.
+
+    x is (N, F), or (V, N, F) cached augmented views, from which each sample gets a random view.
+    """
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(y.device)
+    view = torch.randint(x.shape[0], (n,), generator=generator).to(y.device) if x.dim() == 3 else None
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        yield (x[idx] if view is None else x[view[idx], idx]), y[idx]
+
+
 def _extract(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progress):
     """Cached (train, val) FeatureSets; train holds `views` augmented views when augmenting."""
     from qtl.features import extract_features
@@ -393,7 +390,10 @@ def _extract(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progr
 
 
 def _image_loaders(mc: ModelConfig, tc: TrainConfig, root, generator: torch.Generator, device: torch.device):
-    """(train, val) DataLoaders of normalised image tensors; train is shuffled by the seeded generator."""
+    """(train, val) DataLoaders of normalised image tensors; train is shuffled by the seeded generator.
+
+    Frozen variants get val None: their val features come from the cache.
+    """
     from torch.utils.data import DataLoader
 
     from qtl.backbones import image_transform
@@ -402,11 +402,13 @@ def _image_loaders(mc: ModelConfig, tc: TrainConfig, root, generator: torch.Gene
     train_ds = ImageFolderDataset(
         root, "train", transform=image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
     )
-    val_ds = ImageFolderDataset(
-        root, "val", transform=image_transform(mc.backbone, mc.pretrained, augment=False)
-    )
     pin = device.type == "cuda"
     opts = dict(num_workers=tc.num_workers, pin_memory=pin, persistent_workers=tc.num_workers > 0)
     train = DataLoader(train_ds, batch_size=tc.batch_size, shuffle=tc.shuffle, generator=generator, **opts)
+    if mc.frozen:
+        return train, None
+    val_ds = ImageFolderDataset(
+        root, "val", transform=image_transform(mc.backbone, mc.pretrained, augment=False)
+    )
     val = DataLoader(val_ds, batch_size=max(tc.batch_size, 32), shuffle=False, **opts)
     return train, val
