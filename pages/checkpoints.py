@@ -68,6 +68,7 @@ for f in files or []:
             info = import_checkpoint(f.getvalue(), f.name, target)
             ui.load(info.path)
             done[f.file_id] = f"Stored and loaded {f.name} as `{info.path.name}` ({info.variant})."
+            st.rerun()  # list it above
         except (CheckpointError, OSError, RuntimeError) as exc:
             done[f.file_id] = f"error: {f.name} was rejected: {exc}"
     message = done[f.file_id]

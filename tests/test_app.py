@@ -1,0 +1,338 @@
+"""The Streamlit app, page by page, with streamlit.testing.v1.AppTest (no browser).
+
+Every test runs the real entry point (app.py, st.navigation) on a tiny generated dataset with a
+random-init backbone; checkpoints are trained with the library itself, once per module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_image_folder
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+APP = str(REPO / "app.py")
+PAGES = ["overview", "train", "checkpoints", "circuit", "classify", "compare", "diff_lab"]
+ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE")
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    """Environment for the app: a tiny dataset, an empty models/ and random init, restored afterwards."""
+    root = tmp_path_factory.mktemp("app")
+    old = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update(
+        QTL_DATA_DIR=str(make_image_folder(root / "tiny")),
+        QTL_MODELS_DIR=str(root / "models"),
+        QTL_PRETRAINED="0",
+        QTL_OFFLINE="1",
+    )
+    os.environ.pop("QTL_DEMO", None)
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def checkpoints(app_env) -> dict[str, Path]:
+    """quantum (seeds 0 and 1), linear and finetuned, 1 epoch each, trained by the library into a folder."""
+    from qtl.circuit import CircuitConfig
+    from qtl.runs import plan_runs
+    from qtl.train import fit
+    from qtl.variants import ModelConfig
+
+    base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(3, 2))
+    runs = plan_runs(["quantum"], base, [0, 1], app_env / "trained", epochs=1)
+    runs += plan_runs(["linear", "finetuned"], base, [0], app_env / "trained", epochs=1)
+    out = {}
+    for run in runs:
+        result = fit(run.model_config, run.train_config, checkpoint_path=run.checkpoint_path)
+        out[run.label.replace(" seed ", "-")] = result.checkpoint_path
+    return out
+
+
+def png(color=(200, 30, 30), size=(48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def app(page: str = "overview", state: dict | None = None) -> AppTest:
+    """The app after one run of `page`, with session state preset from `state`.
+
+    The first run executes app.py (session init with setdefault, navigation, sidebar) on the default
+    page. Later runs in AppTest (streamlit 1.67) execute only the current page's file, so the sidebar is
+    checked on a first run; session state carries over, as in a browser session.
+    """
+    at = AppTest.from_file(APP, default_timeout=90)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    at.run()
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def ui_module():
+    """The app's ui module, as the running app imported it (shares st.cache_resource objects)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import ui
+
+    return ui
+
+
+def wait_for_job(at: AppTest, timeout: float = 90) -> None:
+    """Rerun the app until this session's training job has finished (bounded)."""
+    runner = ui_module().runner()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = runner.get(at.session_state["job_id"])
+        if job is not None and job.wait(0.5):
+            at.run()
+            return
+        at.run()
+    pytest.fail(f"training job did not finish within {timeout} s")
+
+
+def texts(elements) -> str:
+    return "\n".join(e.value for e in elements)
+
+
+class TestPages:
+    @pytest.mark.parametrize("page", PAGES)
+    def test_page_renders(self, app_env, page):
+        """Every page renders without an exception."""
+        at = app(page)
+        assert at.title, f"{page} has no title"
+
+    def test_sidebar_shows_configuration_and_loaded_checkpoints(self, app_env, checkpoints):
+        """The entry point's sidebar lists the active configuration and every loaded checkpoint."""
+        at = app("overview")
+        assert "4 qubits, depth 6" in texts(at.sidebar.markdown)
+        assert "None yet" in texts(at.sidebar.caption)
+        at = app("overview", {"loaded": [str(checkpoints["quantum-0"]), str(checkpoints["linear-0"])]})
+        sidebar = texts(at.sidebar.markdown)
+        assert checkpoints["quantum-0"].name in sidebar and checkpoints["linear-0"].name in sidebar
+
+    def test_overview_reports_offline_weights_and_dataset(self, app_env):
+        """Offline without cached weights the overview says so and switches to random init; data is found."""
+        at = app("overview")
+        assert "ImageNet weights offline" in texts(at.warning)
+        assert "Dataset found" in texts(at.success)
+        toggle = at.toggle(key="ov_pretrained")
+        assert toggle.value is False and toggle.disabled
+        assert "random init" in texts(at.sidebar.markdown)
+
+
+class TestTrain:
+    def test_form_trains_tiny_config(self, app_env):
+        """Submitting the form trains in the background, saves a checkpoint to models/ and loads it."""
+        at = app("train")
+        at.multiselect(key="train_variants").set_value(["quantum", "linear"])
+        at.number_input(key="train_n_qubits").set_value(2)
+        at.number_input(key="train_depth").set_value(1)
+        at.number_input(key="train_epochs").set_value(2)
+        at.text_input(key="train_seeds").set_value("0")
+        at.button[0].click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        wait_for_job(at)
+        assert not at.exception, at.exception
+        saved = sorted(p.name for p in (app_env / "models").glob("*.pt"))
+        assert [n.split("-")[0] for n in saved] == ["linear", "quantum"]
+        assert "2 checkpoint(s) saved" in texts(at.success)
+        assert sorted(Path(p).name for p in at.session_state["loaded"]) == saved
+        job = ui_module().runner().get(at.session_state["job_id"]).snapshot()
+        assert [(r["variant"], r["epoch"]) for r in job.records] == [
+            ("quantum", 1),
+            ("quantum", 2),
+            ("linear", 1),
+            ("linear", 2),
+        ]
+        assert at.dataframe, "no summary table"
+
+    def test_bad_seed_is_a_clear_error(self, app_env):
+        """A non-integer seed is reported on the page and nothing is submitted."""
+        at = app("train")
+        at.text_input(key="train_seeds").set_value("0, x")
+        at.button[0].click().run()
+        assert "seed 'x' is not an integer" in texts(at.error)
+        assert at.session_state["job_id"] is None
+
+    def test_second_request_is_refused_in_demo(self, app_env, monkeypatch):
+        """In demo mode one run at a time: a request while another session's job runs is refused."""
+        monkeypatch.setenv("QTL_DEMO", "1")
+        release = threading.Event()
+        blocker = ui_module().job_runner(0).submit("someone else's run", lambda job: release.wait(30))
+        try:
+            at = app("train")
+            at.button[0].click().run()
+            assert "refused" in texts(at.warning) and "someone else's run" in texts(at.warning)
+            assert at.session_state["job_id"] is None
+        finally:
+            release.set()
+            blocker.wait(10)
+
+    def test_demo_limits_the_form(self, app_env, monkeypatch):
+        """Demo mode caps epochs and qubits in the form."""
+        monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.setenv("QTL_DEMO_MAX_EPOCHS", "3")
+        at = app("train")
+        assert at.number_input(key="train_epochs").max == 3
+        assert at.number_input(key="train_n_qubits").max == 8
+        assert "Demo mode" in texts(app("overview").sidebar.info)
+
+    def test_quick_start_then_cancel(self, app_env):
+        """The quick start queues quantum, linear and finetuned; Cancel stops it with state 'cancelled'."""
+        at = app("overview")
+        at.button(key="ov_quick").click().run()
+        job = ui_module().runner().get(at.session_state["job_id"])
+        assert job.snapshot().name == "quick start"
+        at.button(key=f"cancel_{job.id}").click().run()
+        assert job.wait(60)
+        assert job.snapshot().state == "cancelled"
+        at.run()
+        assert not at.exception
+
+
+class TestClassify:
+    def test_without_models_says_how_to_get_one(self, app_env):
+        at = app("classify")
+        assert "No checkpoint is loaded" in texts(at.info)
+
+    def test_upload_classifies_with_every_model_and_bad_file_gets_its_own_error(self, app_env, checkpoints):
+        """Three variants answer for the good upload; the bad file gets an error; the page keeps working."""
+        loaded = [str(checkpoints[k]) for k in ("quantum-0", "linear-0", "finetuned-0")]
+        at = app("classify", {"loaded": loaded})
+        at.file_uploader(key="cls_upload").set_value(
+            [("red.png", png(), "image/png"), ("broken.jpg", b"\xff\xd8 not really a jpeg", "image/jpeg")]
+        )
+        at.run()
+        assert not at.exception
+        assert "broken.jpg" in texts(at.error) and "red.png" not in texts(at.error)
+        answers = [m.value for m in at.markdown if "→" in m.value]
+        assert len(answers) == 1
+        for variant in ("quantum", "linear", "finetuned"):
+            assert f"`{variant} · " in answers[0]
+        latency = at.dataframe[0].value
+        assert list(latency["variant"]) == ["quantum", "linear", "finetuned"]
+        assert (latency["latency (ms)"] > 0).all()
+
+        at.file_uploader(key="cls_upload").set_value([("blue.png", png((20, 20, 220)), "image/png")])
+        at.run()
+        assert not at.exception and not at.error
+        assert len([m for m in at.markdown if "→" in m.value]) == 1
+
+    def test_val_samples_can_be_picked(self, app_env, checkpoints):
+        at = app("classify", {"loaded": [str(checkpoints["linear-0"])]})
+        picker = at.multiselect(key="cls_samples")
+        picker.set_value(picker.options[:2]).run()
+        assert len([m for m in at.markdown if "→" in m.value]) == 2
+
+
+class TestCheckpoints:
+    def test_lists_loads_unloads_and_deletes(self, app_env, checkpoints, monkeypatch):
+        """Local mode: the table lists metadata; Load, Unload and Delete act on the chosen file."""
+        monkeypatch.setenv("QTL_MODELS_DIR", str(checkpoints["quantum-0"].parent))
+        at = app("checkpoints")
+        table = at.dataframe[0].value
+        assert sorted(table["variant"]) == ["finetuned", "linear", "quantum", "quantum"]
+        assert set(table.loc[table["variant"] == "quantum", "qubits"]) == {3}
+        pick = at.selectbox(key="ckpt_pick_models/")
+        pick.set_value(checkpoints["linear-0"].name).run()
+        at.button(key="ckpt_load_models/").click().run()
+        assert at.session_state["loaded"] == [str(checkpoints["linear-0"].resolve())]
+        at.button(key="ckpt_unload_models/").click().run()
+        assert at.session_state["loaded"] == []
+        victim = checkpoints["quantum-1"]
+        at.selectbox(key="ckpt_pick_models/").set_value(victim.name).run()
+        at.button(key="ckpt_delete_models/").click().run()
+        assert not victim.exists() and not at.exception
+        del checkpoints["quantum-1"]
+
+    def test_demo_protects_shipped_checkpoints(self, app_env, checkpoints, monkeypatch):
+        """Demo mode: shipped checkpoints cannot be deleted; uploads go to a private session folder."""
+        shipped = checkpoints["quantum-0"].parent
+        monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.setenv("QTL_MODELS_DIR", str(shipped))
+        at = app("checkpoints")
+        assert at.button(key="ckpt_delete_shipped (read-only)").disabled
+        at.file_uploader(key="ckpt_upload").set_value(
+            ("mine.pt", checkpoints["linear-0"].read_bytes(), "application/octet-stream")
+        )
+        at.run()
+        session_dir = Path(at.session_state["session_dir"])
+        assert session_dir != shipped and [p.name for p in session_dir.glob("*.pt")] == ["mine.pt"]
+        assert "Stored and loaded mine.pt" in texts(at.success)
+        assert at.button(key="ckpt_delete_this session").disabled is False
+
+    def test_malicious_upload_is_rejected_without_running_code(self, app_env, tmp_path):
+        """A pickle that would run code is refused with a clear error, and nothing is stored."""
+        marker = tmp_path / "pwned"
+
+        class Exploit:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+
+        at = app("checkpoints")
+        at.file_uploader(key="ckpt_upload").set_value(
+            ("evil.pt", pickle.dumps(Exploit()), "application/octet-stream")
+        )
+        at.run()
+        assert not at.exception
+        assert "evil.pt was rejected" in texts(at.error)
+        assert not marker.exists()
+        assert not list((app_env / "models").glob("evil*"))
+
+
+class TestCircuitCompareLab:
+    def test_circuit_with_quantum_checkpoint_and_image(self, app_env, checkpoints):
+        """Trained weights and the per-qubit angles / <Z> of an uploaded image are charted."""
+        at = app("circuit", {"loaded": [str(checkpoints["quantum-0"])]})
+        at.selectbox(key="circ_model").set_value(at.selectbox(key="circ_model").options[1]).run()
+        assert "Trained circuit weights" in texts(at.subheader)
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["quantum parameters"] == "6"  # 3 qubits x depth 2
+        at.file_uploader(key="circ_upload").set_value(("x.png", png(), "image/png"))
+        at.run()
+        assert not at.exception
+        assert any(m.value.startswith("**cats**") or m.value.startswith("**dogs**") for m in at.markdown)
+
+    def test_compare_groups_seeds_and_evaluates(self, app_env, checkpoints):
+        """Two quantum seeds give a mean ± std row; evaluation draws confusion matrices."""
+        loaded = [str(p) for p in checkpoints.values()]
+        at = app("compare", {"loaded": loaded})
+        table = at.dataframe[0].value
+        seeds = dict(zip(table["setup"], table["seeds"], strict=True))
+        quantum = [s for s in seeds if s.startswith("quantum")]
+        assert len(quantum) == 1 and sum(seeds.values()) == len(loaded)
+        if seeds[quantum[0]] == 2:
+            assert "±" in table.loc[table["setup"] == quantum[0], "val accuracy"].item()
+        at.toggle(key="cmp_eval").set_value(True).run()
+        assert not at.exception and not at.error
+        assert any("misclassified of 8" in e.label for e in at.expander)
+
+    def test_diff_lab_times_and_checks_gradients(self, app_env):
+        """The native engine at 2 and 3 qubits: two timed rows with gradients matching the reference."""
+        at = app("diff_lab")
+        at.multiselect(key="lab_engines").set_value(["native"])
+        at.multiselect(key="lab_qubits").set_value([2, 3])
+        at.number_input(key="lab_batch").set_value(4)
+        at.button[0].click().run()
+        assert not at.exception
+        table = at.dataframe[0].value
+        assert list(table["qubits"]) == [2, 3]
+        assert (table["step (ms)"] > 0).all()
+        assert (table["max |grad − ref|"] < 1e-4).all()
