@@ -408,7 +408,7 @@ class NativeEngine(nn.Module):
         m = self._slot_matrices(self._prefix, angles, wflat, dtype, device)
         v = v[..., None] if m is None else m @ v[..., None]  # (B?, n, 2, 1)
         kron = sv.kron_gather if n <= sv.GATHER_KRON_MAX_QUBITS else sv.kron_chain
-        state = kron(v)[..., 0].expand(batch, 2**n)  # (B, 2**n)
+        state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)
 
         # 2. input-dependent block, 3. trainable block
         state = self._apply_block(self._dependent, state, angles, wflat, dtype)

@@ -103,7 +103,7 @@ def kron_chain(m: torch.Tensor) -> torch.Tensor:
             tails.append(m[..., -1, :, :])
             m = m[..., :-1, :, :]
         m = kron_pair(m[..., 0::2, :, :], m[..., 1::2, :, :])
-    out = m[..., 0, :, :]
+    out = m.squeeze(-3)  # a view, unlike indexing, whose backward would allocate a full-size zero tensor
     for t in reversed(tails):  # the first tail split off holds the last wire
         out = kron_pair(out, t)
     return out
@@ -149,12 +149,40 @@ def group_blocks(mats: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return blocks
 
 
+class _ContractLast(torch.autograd.Function):
+    """(B, M, d) x, (d, d) or (B, d, d) k -> (B, d, M) k @ x.mT, with gradients laid out like the inputs.
+
+    torch.bmm's own backward returns the gradient of a transposed view as a contiguous tensor, which
+    costs a full copy of the state per group in the backward pass; this one does not.
+    """
+
+    @staticmethod
+    def forward(ctx, x, k):
+        ctx.save_for_backward(x, k)
+        b, _, d = x.shape
+        return torch.bmm(k.expand(b, d, d), x.mT)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, k = ctx.saved_tensors
+        b, _, d = x.shape
+        grad_x = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad.mT, k.expand(b, d, d).conj())  # (B, M, d), contiguous like x
+        if ctx.needs_input_grad[1]:
+            grad_k = torch.bmm(grad, x.conj())  # (B, d, d)
+            if k.dim() == 2:
+                grad_k = grad_k.sum(0)
+        return grad_x, grad_k
+
+
 def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
     """Apply a layer of Kronecker blocks (wire order, covering every wire) to (B, 2**n) states.
 
     A block is (d, d), shared by the batch, or (B, d, d). One block is one matmul. Several blocks
-    use the cyclic trick: each bmm contracts the last wire group and moves it to the front, so
-    after all groups the wire order is restored and every product is one large matrix product.
+    use the cyclic trick: each product contracts the last wire group and moves it to the front, so
+    after all groups the wire order is restored and every product is one large batched matmul.
     """
     b = state.shape[0]
     if len(blocks) == 1:
@@ -163,9 +191,7 @@ def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tenso
             return state @ k.mT
         return torch.bmm(k, state.unsqueeze(-1)).squeeze(-1)
     for k in reversed(blocks):
-        d = k.shape[-1]
-        x = state.reshape(b, -1, d).transpose(1, 2)  # (B, d, M)
-        state = torch.bmm(k.expand(b, d, d), x)  # (B, d, M): this group now leads
+        state = _ContractLast.apply(state.reshape(b, -1, k.shape[-1]), k)  # (B, d, M): this group leads
     return state.reshape(b, -1)
 
 
@@ -213,12 +239,13 @@ def sign_table(n_qubits: int) -> torch.Tensor:
 def z_expvals_halving(probs: torch.Tensor, n_qubits: int) -> torch.Tensor:
     """(B, 2**n) probabilities -> (B, n) <Z_i>, in O(B 2**n) without any table."""
     b = probs.shape[0]
-    out = []
+    marginals = []
     for _ in range(n_qubits):
-        p = probs.reshape(b, 2, -1)  # leading wire first
-        out.append((p[:, 0] - p[:, 1]).sum(-1))
+        p = probs.reshape(b, 2, -1)  # (B, 2, rest): the leading wire first
+        marginals.append(p.sum(-1))  # (B, 2) probabilities of the leading wire
         probs = p.sum(1)  # marginalise the leading wire
-    return torch.stack(out, dim=-1)
+    m = torch.stack(marginals, dim=1)  # (B, n, 2)
+    return m[..., 0] - m[..., 1]
 
 
 def z_expvals_table(probs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
