@@ -1,0 +1,289 @@
+"""The `qtl` command line, run in-process through `main([...])` on a tiny generated dataset.
+
+One module-scoped training run writes the checkpoints that evaluate, predict, draw and compare use;
+every backbone is random-init and every cache lives in the session's temporary folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder
+
+from qtl import cli
+from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.inference import predict
+
+COMMANDS = ("train", "evaluate", "predict", "draw", "compare", "data")
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """main(argv) -> (exit status, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("cli") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny, tmp_path_factory) -> dict:
+    """Train `quantum` (3 qubits, depth 2, overridden recipe) and `dressed-classical`, 1 epoch each."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    q, dc = folder / "q.pt", folder / "dc.pt"
+    common = ["--random-init", "--data", tiny, "--epochs", 1]
+    q_args = ["train", "quantum", *common, "--qubits", 3, "--depth", 2, "--lr", 0.01, "--batch-size", 3]
+    q_args += ["--seed", 5, "--out", q]
+    results = {
+        "quantum": cli.main([str(a) for a in q_args]),
+        "dressed-classical": cli.main([str(a) for a in ["train", "dressed-classical", *common, "--out", dc]]),
+    }
+    return {"quantum": q, "dressed-classical": dc, "codes": results}
+
+
+class TestHelp:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_subcommand_has_help_with_defaults(self, capsys, command):
+        """`qtl COMMAND --help` exits 0 and shows its usage and its options' defaults."""
+        with pytest.raises(SystemExit) as exc:
+            cli.main([command, "--help"])
+        out = capsys.readouterr().out
+        assert exc.value.code == 0
+        assert out.startswith(f"usage: qtl {command}")
+        assert "--debug" in out
+
+    def test_defaults_are_shown(self, capsys):
+        """Recipe-independent defaults appear in the help text; unset recipe overrides do not."""
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(default: quantum)" in out and "(default: resnet18)" in out and "(default: 6)" in out
+        assert "(default: None)" not in out
+
+    def test_installed_console_script(self):
+        """The console script from pyproject.toml runs `qtl --help` in a real process."""
+        script = Path(sys.executable).parent / "qtl"
+        proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        for command in COMMANDS:
+            assert command in proc.stdout
+
+    def test_no_command_prints_help_and_fails(self, capsys):
+        code, _, err = run(capsys)
+        assert code == 2 and "usage: qtl" in err
+
+
+class TestTrainEvaluatePredict:
+    def test_train_writes_a_checkpoint_with_the_options(self, checkpoints, tiny):
+        """Command-line options reach the model and training configs stored in the checkpoint."""
+        assert checkpoints["codes"] == {"quantum": 0, "dressed-classical": 0}
+        info = read_checkpoint_info(checkpoints["quantum"])
+        assert (info.variant, info.weights, info.n_qubits, info.depth) == ("quantum", "random", 3, 2)
+        assert info.class_names == ["cats", "dogs"] and info.epochs == 1
+        tc = torch.load(checkpoints["quantum"], weights_only=True)["train_config"]
+        assert (tc["lr"], tc["batch_size"], tc["seed"], tc["epochs"]) == (0.01, 3, 5, 1)
+        assert Path(tc["data"]) == tiny
+        assert read_checkpoint_info(checkpoints["dressed-classical"]).variant == "dressed-classical"
+
+    def test_train_reports_progress_and_result(self, capsys, tiny, tmp_path):
+        """Progress and epoch lines go to stderr; the result (best epoch, checkpoint) to stdout."""
+        out_file = tmp_path / "lin.pt"
+        code, out, err = run(
+            capsys, "train", "linear", "--random-init", "--no-augment", "--data", tiny, "--epochs", 2,
+            "--out", out_file,
+        )  # fmt: skip
+        assert code == 0
+        assert f"checkpoint: {out_file}" in out and "best epoch" in out
+        assert "epoch 1/2:" in err and "epoch 2/2:" in err and "| val loss" in err
+        assert "epoch" not in out.replace("best epoch", "")
+        assert read_checkpoint_info(out_file).epochs == 2
+
+    def test_quiet_train_prints_no_progress(self, capsys, tiny, tmp_path):
+        code, out, err = run(
+            capsys, "-q", "train", "linear", "--random-init", "--no-augment", "--data", tiny, "--epochs", 1,
+            "--out", tmp_path / "l.pt",
+        )  # fmt: skip
+        assert code == 0 and err == "" and "checkpoint:" in out
+
+    def test_evaluate_json_agrees_with_the_training_record(self, capsys, checkpoints, tiny):
+        """evaluate's accuracy on val equals the val accuracy fit() recorded for the saved epoch."""
+        code, out, _ = run(capsys, "evaluate", checkpoints["quantum"], "--data", tiny, "--json")
+        assert code == 0
+        m = json.loads(out)["metrics"]
+        cm = m["confusion_matrix"]
+        assert m["n"] == 8 and sum(map(sum, cm)) == 8
+        assert [sum(row) for row in cm] == [4, 4]  # 4 val images per class
+        assert m["accuracy"] == pytest.approx((cm[0][0] + cm[1][1]) / 8)
+        assert m["accuracy"] == pytest.approx(read_checkpoint_info(checkpoints["quantum"]).val_acc)
+        assert set(m["per_class"]) == {"cats", "dogs"}
+        assert m["roc_auc"] is None or 0.0 <= m["roc_auc"] <= 1.0
+
+    def test_evaluate_text(self, capsys, checkpoints, tiny):
+        code, out, _ = run(
+            capsys, "evaluate", checkpoints["dressed-classical"], "--data", tiny, "--split", "train"
+        )
+        assert code == 0
+        assert "(train, 12 images)" in out and "ROC-AUC" in out and "confusion matrix" in out
+        assert "precision" in out and "cats" in out and "dogs" in out
+
+    def test_predict_many_checkpoints_side_by_side(self, capsys, checkpoints, tiny):
+        """Probabilities for every (image, checkpoint) pair, equal to the library's predict()."""
+        images = [tiny / "val" / "cats" / "cats_0.png", tiny / "val" / "dogs" / "dogs_1.png"]
+        paths = [checkpoints["quantum"], checkpoints["dressed-classical"]]
+        code, out, _ = run(capsys, "predict", *images, "-c", paths[0], "-c", paths[1], "--json")
+        assert code == 0
+        got = json.loads(out)
+        expected = predict([load_checkpoint(p) for p in paths], [str(i) for i in images])
+        assert [row["image"] for row in got] == [str(i) for i in images]
+        for i, row in enumerate(got):
+            assert list(row["predictions"]) == ["q", "dc"]
+            for name, pred in row["predictions"].items():
+                probs = expected[name].probs[i].tolist()
+                assert list(pred["probs"].values()) == pytest.approx(probs, abs=1e-6)
+                assert pred["predicted"] == ["cats", "dogs"][max(range(2), key=probs.__getitem__)]
+
+        code, out, _ = run(capsys, "predict", *images, "-c", paths[0], "-c", paths[1])
+        assert code == 0
+        blocks = out.split(str(images[1]))
+        assert all("q " in b and "dc " in b and "->" in b for b in blocks)
+
+
+class TestDraw:
+    def test_text(self, capsys):
+        """One line per wire, and the summary of the configured circuit."""
+        code, out, _ = run(capsys, "draw", "--qubits", 3, "--depth", 2, "--entangler", "ring")
+        assert code == 0
+        wires = [line for line in out.splitlines() if line[:2] in ("0:", "1:", "2:", "3:")]
+        assert [w[:2] for w in wires] == ["0:", "1:", "2:"]
+        assert "3 qubits, depth 2" in out and "6 trainable weights" in out
+
+    def test_figure_of_a_checkpoint(self, capsys, checkpoints, tmp_path):
+        """--checkpoint draws the trained circuit (its own config), --output writes a PNG."""
+        fig = tmp_path / "circuit.png"
+        code, out, _ = run(capsys, "draw", "--checkpoint", checkpoints["quantum"], "--output", fig)
+        assert code == 0 and "3 qubits, depth 2" in out
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class TestCompare:
+    def test_two_variants_two_seeds(self, capsys, tiny, tmp_path):
+        """Trains 2 x 2 runs; JSON and CSV hold the runs and their mean ± sample std per setup."""
+        j, c, models = tmp_path / "cmp.json", tmp_path / "cmp.csv", tmp_path / "models"
+        code, out, _ = run(
+            capsys, "compare", "--variants", "quantum", "dressed-classical", "--seeds", 2, "--epochs", 1,
+            "--random-init", "--qubits", 2, "--depth", 1, "--data", tiny, "--models-dir", models,
+            "--json", j, "--csv", c,
+        )  # fmt: skip
+        assert code == 0
+        doc = json.loads(j.read_text())
+        runs, summary = doc["runs"], doc["summary"]
+        assert sorted((r["variant"], r["seed"]) for r in runs) == [
+            ("dressed-classical", 0), ("dressed-classical", 1), ("quantum", 0), ("quantum", 1),
+        ]  # fmt: skip
+        for r in runs:
+            assert read_checkpoint_info(r["checkpoint"]).val_acc == pytest.approx(r["val_acc"])
+        assert [s["variant"] for s in summary] == ["quantum", "dressed-classical"]
+        for s in summary:
+            accs = [r["val_acc"] for r in runs if r["variant"] == s["variant"]]
+            assert s["n"] == 2
+            assert s["val_acc_mean"] == pytest.approx(statistics.mean(accs))
+            assert s["val_acc_std"] == pytest.approx(statistics.stdev(accs))
+            assert s["setup"] in out
+        q = next(s for s in summary if s["variant"] == "quantum")
+        assert q["quantum_mean"] == 2  # 2 qubits x depth 1 trainable angles
+        assert "±" in out
+
+        with open(c, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["variant"] for r in rows] == ["quantum", "dressed-classical"]
+        for row, s in zip(rows, summary, strict=True):
+            assert float(row["val_acc_mean"]) == pytest.approx(s["val_acc_mean"])
+            assert float(row["val_acc_std"]) == pytest.approx(s["val_acc_std"])
+            assert int(row["n"]) == 2
+
+        # --load reads the same runs back from the checkpoints they wrote, without training
+        j2, c2 = tmp_path / "load.json", tmp_path / "load.csv"
+        code, _, _ = run(capsys, "compare", "--load", models, "--json", j2, "--csv", c2)
+        assert code == 0
+        loaded = json.loads(j2.read_text())["runs"]
+        key = lambda r: (r["variant"], r["seed"])  # noqa: E731
+        assert sorted((key(r), r["val_acc"]) for r in loaded) == sorted((key(r), r["val_acc"]) for r in runs)
+
+
+class TestData:
+    def test_verify_reports_unreadable_files(self, capsys, tiny, tmp_path):
+        root = tmp_path / "data"
+        shutil.copytree(tiny, root)
+        bad = root / "train" / "cats" / "broken.jpg"
+        bad.write_bytes(b"not an image")
+        code, out, _ = run(capsys, "data", "--path", root, "--no-download")
+        assert code == 0
+        assert "train: 12 images, cats 6, dogs 6" in out and "val: 8 images" in out
+        assert str(bad) in out and "1 unreadable" in out
+
+
+class TestErrors:
+    def one_line_error(self, capsys, *argv, code: int = 1) -> str:
+        """Run a failing command quietly: exit `code`, exactly one stderr line `qtl: error: ...`."""
+        status, _, err = run(capsys, "-q", *argv)
+        assert status == code
+        assert "Traceback" not in err
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("qtl: error: "), err
+        return lines[0]
+
+    def test_missing_dataset(self, capsys, tmp_path):
+        line = self.one_line_error(capsys, "train", "--random-init", "--data", tmp_path / "nowhere")
+        assert "nowhere" in line and "does not exist" in line
+
+    def test_missing_default_dataset_offline(self, capsys, tmp_path, monkeypatch):
+        monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "absent"))
+        line = self.one_line_error(capsys, "data", "--no-download")
+        assert str(tmp_path / "absent") in line and "QTL_DATA_DIR" in line
+
+    def test_bad_image(self, capsys, checkpoints, tmp_path):
+        bad = tmp_path / "photo.jpg"
+        bad.write_text("this is not a jpeg")
+        line = self.one_line_error(capsys, "predict", bad, "-c", checkpoints["quantum"])
+        assert "photo.jpg" in line
+
+    def test_corrupt_checkpoint(self, capsys, checkpoints, tiny, tmp_path):
+        corrupt = tmp_path / "corrupt.pt"
+        corrupt.write_bytes(checkpoints["quantum"].read_bytes()[:200])
+        line = self.one_line_error(capsys, "evaluate", corrupt, "--data", tiny)
+        assert "corrupt.pt" in line
+
+    def test_bad_qubits(self, capsys, tiny):
+        line = self.one_line_error(capsys, "train", "--random-init", "--qubits", 0, "--data", tiny)
+        assert "n_qubits" in line
+
+    def test_offline_without_weights_suggests_random_init(self, capsys, tiny, monkeypatch):
+        """No cached ImageNet weights and no network: name the file, the folder and --random-init."""
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        line = self.one_line_error(capsys, "train", "--data", tiny, "--epochs", 1)
+        assert "resnet18-" in line and ".pth" in line and "--random-init" in line
+
+    def test_interrupt(self, capsys, tiny, monkeypatch):
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("qtl.train.fit", interrupted)
+        line = self.one_line_error(capsys, "train", "--random-init", "--data", tiny, code=130)
+        assert "interrupted" in line
+
+    def test_debug_shows_the_traceback(self, tmp_path):
+        from qtl.data import DatasetError
+
+        with pytest.raises(DatasetError):
+            cli.main(["--debug", "train", "--random-init", "--data", str(tmp_path / "nowhere")])
