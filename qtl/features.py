@@ -5,7 +5,8 @@
 A frozen backbone maps each image to the same feature vector at every epoch, so the frozen variants
 train on these tensors instead of images. The cache key covers everything the features depend on: the
 backbone, its weights, the transform, the number of augmented views and their seed, the torchvision
-version, and the bytes of every image (SHA-256, in sorted order) with its class. A hit is read with
+version, and every image's relative path, class and bytes (SHA-256), in sorted order. Augmented views
+are seeded per image and view, so they do not depend on batch size or worker count. A hit is read with
 torch.load(weights_only=True) and never builds or runs the backbone.
 """
 
@@ -106,9 +107,9 @@ class _Views(Dataset):
         return torch.stack(out)
 
 
-def _default_workers() -> int:
-    """One decoding worker beside the main process when there is a spare core."""
-    return 1 if (os.cpu_count() or 1) > 1 else 0
+def _default_workers(n_images: int, batch_size: int) -> int:
+    """One decoding worker beside the main process when there is a spare core and more than one batch."""
+    return 1 if (os.cpu_count() or 1) > 1 and n_images > batch_size else 0
 
 
 def _load_cached(path: Path, root: Path, key: str) -> FeatureSet | None:
@@ -173,7 +174,8 @@ def extract_features(
         cache_dir: cache folder, default `default_cache_dir()`.
         progress: progress(done_images, total_images) after every batch of a real extraction.
         use_cache: False bypasses the cache (neither read nor written).
-        num_workers: DataLoader worker processes for decoding; default one when a spare core exists.
+        num_workers: DataLoader worker processes for decoding; default one when a spare core exists and
+            there is more than one batch. Pass 0 where forking is unwelcome (e.g. inside a web server).
         allow_download: passed to `load_backbone` on a cache miss.
 
     Raises:
@@ -189,9 +191,9 @@ def extract_features(
         if cached is not None:
             return cached
 
+    model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
     images = ImageFolderDataset(root, split)
     transform = image_transform(backbone_name, pretrained, augment=views > 0)
-    model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
     fs = _run(model, _Views(images, transform, views, seed), device, batch_size, progress, num_workers)
     result = FeatureSet(
         features=fs if views > 0 else fs[0],
@@ -217,7 +219,7 @@ def _run(
     """Run the model over the dataset in order -> (max(V, 1), N, F) float32 CPU tensor."""
     device = torch.device(device)
     model = model.to(device, memory_format=torch.channels_last).eval()
-    workers = _default_workers() if num_workers is None else num_workers
+    workers = _default_workers(len(dataset), batch_size) if num_workers is None else num_workers
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
     )
