@@ -120,6 +120,8 @@ def init_session() -> None:
     st.session_state.setdefault("loaded", [])  # checkpoint paths (str), in load order
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
+    s, c = settings(), st.session_state["config"]
+    c["epochs"], c["n_qubits"] = min(c["epochs"], s.max_epochs), min(c["n_qubits"], s.max_qubits)
 
 
 def circuit_config(config: dict | None = None) -> CircuitConfig:
@@ -256,8 +258,10 @@ def loaded_models() -> dict[str, object]:
 
 
 def model_label(variant: str, path: str | Path) -> str:
-    """How a loaded model is named on every page, e.g. "quantum · quantum-resnet18-q4-d6"."""
-    return f"{variant} · {Path(path).stem}"
+    """How a loaded model is named on every page: its file stem, prefixed by the variant unless the stem
+    already starts with it ("quantum-resnet18-random-q4d6-s0-...", "linear · my-upload")."""
+    stem = Path(path).stem
+    return stem if stem.startswith(f"{variant}-") else f"{variant} · {stem}"
 
 
 def load(path: str | Path) -> None:
@@ -285,7 +289,8 @@ def sidebar() -> None:
         if s.demo:
             st.info(
                 f"**Demo mode**: shipped checkpoints are read-only, your files stay in your session, "
-                f"training is limited to {s.max_epochs} epochs, {s.max_qubits} qubits and one run at a time."
+                f"training is limited to at most {s.max_epochs} epoch(s) per run, {s.max_qubits} qubits, and "
+                "one training request at a time on this server."
             )
         st.markdown("#### Active configuration")
         weights = "ImageNet" if c["pretrained"] else "random init"
@@ -665,7 +670,7 @@ def probs_chart(rows: list[dict]):
         alt.Chart(pd.DataFrame(rows))
         .mark_bar()
         .encode(
-            y=alt.Y("model:N", title=None),
+            y=alt.Y("model:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("class:N"),
             yOffset="class:N",

@@ -225,7 +225,7 @@ class TestClassify:
         answers = [m.value for m in at.markdown if "→" in m.value]
         assert len(answers) == 1
         for variant in ("quantum", "linear", "finetuned"):
-            assert f"`{variant} · " in answers[0]
+            assert f"`{variant}-resnet18-random" in answers[0]
         latency = at.dataframe[0].value
         assert list(latency["variant"]) == ["quantum", "linear", "finetuned"]
         assert (latency["latency (ms)"] > 0).all()
