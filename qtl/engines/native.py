@@ -168,6 +168,14 @@ def _validate(gate_list: list[Gate], n_qubits: int) -> None:
             raise ValueError(f"gate {gate} has invalid wires for {n_qubits} qubits")
 
 
+def _human(n_bytes: int) -> str:
+    """Bytes as "12.3 MiB" / "4.0 GiB"."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{n_bytes} B"
+
+
 def _default_budget() -> int:
     raw = os.environ.get(MEMORY_BUDGET_ENV)
     if raw is None:
@@ -274,8 +282,8 @@ class NativeEngine(nn.Module):
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
             raise SimulationTooLarge(
-                f"the native engine needs about {need / 2**30:.2f} GiB for batch {batch} at "
-                f"{self.n_qubits} qubits, over its memory budget of {self.memory_budget / 2**30:.2f} GiB; "
+                f"the native engine needs about {_human(need)} for batch {batch} at {self.n_qubits} "
+                f"qubits, over its memory budget of {_human(self.memory_budget)}; "
                 f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
             )
 

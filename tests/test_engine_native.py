@@ -1,0 +1,350 @@
+"""The native engine against an independent dense simulation of `gates(config)`.
+
+The reference below builds every gate's full 2**n x 2**n unitary from Pauli matrices with complex128
+Kronecker products and multiplies them onto |0...0>; it shares no code with the engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+
+import pytest
+import torch
+
+import qtl.engines.native as native
+from qtl.circuit import CircuitConfig, Gate, gates
+from qtl.engines import make_engine
+from qtl.engines import statevector as sv
+from qtl.engines.native import NativeEngine, SimulationTooLarge
+
+C128 = torch.complex128
+I2 = torch.eye(2, dtype=C128)
+X = torch.tensor([[0, 1], [1, 0]], dtype=C128)
+Y = torch.tensor([[0, -1j], [1j, 0]], dtype=C128)
+Z = torch.tensor([[1, 0], [0, -1]], dtype=C128)
+P0, P1 = (I2 + Z) / 2, (I2 - Z) / 2
+CONSTANTS = {"X": X, "Y": Y, "Z": Z, "H": (X + Z) / math.sqrt(2)}
+
+
+def kron_all(factors: list[torch.Tensor]) -> torch.Tensor:
+    out = torch.ones(1, 1, dtype=C128)
+    for f in factors:
+        out = torch.kron(out, f)
+    return out
+
+
+@functools.cache
+def on_wire(u: str, wire: int, n: int) -> torch.Tensor:
+    """Dense (2**n, 2**n) matrix of the named constant one-qubit matrix `u` on `wire`."""
+    return kron_all([CONSTANTS[u] if w == wire else I2 for w in range(n)])
+
+
+@functools.cache
+def dense_cnot(control: int, target: int, n: int) -> torch.Tensor:
+    """|0><0|_c (x) I + |1><1|_c (x) X_t as a dense matrix."""
+    u = kron_all([P0 if w == control else I2 for w in range(n)])
+    return u + kron_all([P1 if w == control else X if w == target else I2 for w in range(n)])
+
+
+def apply_gate(state: torch.Tensor, gate: Gate, n: int, angles, weights) -> torch.Tensor:
+    """(B, 2**n) states after one gate, each gate a dense 2**n x 2**n unitary."""
+    if gate.name == "CNOT":
+        return state @ dense_cnot(*gate.wires, n).T
+    if gate.name == "Hadamard":
+        return state @ on_wire("H", gate.wires[0], n).T
+    source, where = gate.param
+    theta = (angles[:, where] if source == "input" else weights[where].expand(state.shape[0])).to(C128)
+    # exp(-i theta P / 2) = cos(theta/2) I - i sin(theta/2) P, with P the dense Pauli on the wire
+    pauli = on_wire(gate.name[1], gate.wires[0], n)
+    return torch.cos(theta / 2)[:, None] * state - 1j * torch.sin(theta / 2)[:, None] * (state @ pauli.T)
+
+
+def dense_expvals(gate_list, n: int, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B, n) <Z_i> of a gate list, by dense matrices in complex128 (differentiable)."""
+    state = torch.zeros(angles.shape[0], 2**n, dtype=C128)
+    state[:, 0] = 1
+    for gate in gate_list:
+        state = apply_gate(state, gate, n, angles, weights)
+    zdiag = torch.stack([torch.diagonal(on_wire("Z", i, n)).real for i in range(n)], dim=1)  # (2**n, n)
+    return (state.abs() ** 2) @ zdiag
+
+
+def random_inputs(config: CircuitConfig, batch: int, seed: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    angles = (torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) - 0.5) * math.pi
+    weights = torch.randn(config.weight_shape, generator=g, dtype=torch.float64) * 1.5
+    return angles.to(dtype), weights.to(dtype)
+
+
+def random_configs(count: int, seed: int = 2019) -> list[tuple[CircuitConfig, int]]:
+    """Seeded configs over n 1..8, depth 0..6, batch 1..17 and every layer option, edges included."""
+    rng = random.Random(seed)
+    out = [(CircuitConfig(1, 0), 1), (CircuitConfig(1, 3, rotation="rot"), 5), (CircuitConfig(8, 6), 17)]
+    for e in ("chain", "ring", "none"):
+        for r in ("ry", "rot"):
+            out.append((CircuitConfig(rng.randint(2, 8), rng.randint(0, 6), e, r, rng.random() < 0.8), 3))
+    while len(out) < count:
+        config = CircuitConfig(
+            n_qubits=rng.randint(1, 8),
+            depth=rng.randint(0, 6),
+            entangler=rng.choice(["chain", "ring", "none"]),
+            rotation=rng.choice(["ry", "rot"]),
+            hadamard=rng.random() < 0.8,
+        )
+        out.append((config, rng.randint(1, 17)))
+    return out
+
+
+CONFIGS = random_configs(30)
+
+
+def config_id(case) -> str:
+    c, b = case
+    return f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}-{'H' if c.hadamard else 'noH'}-b{b}"
+
+
+def grads(out: torch.Tensor, angles: torch.Tensor, weights: torch.Tensor, seed: int):
+    cotangent = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.autograd.grad((out * cotangent.to(out)).sum(), (angles, weights), materialize_grads=True)
+
+
+class TestAgainstDenseReference:
+    @pytest.mark.parametrize("case", CONFIGS, ids=config_id)
+    def test_float64_outputs_and_gradients(self, case):
+        """float64 outputs and input/weight gradients agree with the dense reference to 1e-10."""
+        config, batch = case
+        angles, weights = random_inputs(config, batch, seed=batch)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        want = dense_expvals(gates(config), config.n_qubits, angles, weights)
+        got = NativeEngine(config)(angles, weights)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+        for g, w in zip(grads(got, angles, weights, 1), grads(want, angles, weights, 1), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
+
+    @pytest.mark.parametrize("case", CONFIGS[::3], ids=config_id)
+    def test_float32_outputs_and_gradients(self, case):
+        """float32 outputs and gradients agree with the float64 dense reference to 1e-5."""
+        config, batch = case
+        angles, weights = random_inputs(config, batch, seed=batch + 1)
+        a32 = angles.float().requires_grad_(True)
+        w32 = weights.float().requires_grad_(True)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        want = dense_expvals(gates(config), config.n_qubits, angles, weights)
+        got = NativeEngine(config)(a32, w32)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+        for g, w in zip(grads(got, a32, w32, 2), grads(want, angles, weights, 2), strict=True):
+            torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=0)
+
+    def test_input_dependent_block_after_entangler(self, monkeypatch):
+        """A gate list that re-uploads inputs after CNOTs (and uses RZ on inputs) is simulated exactly."""
+        n = 3
+        config = CircuitConfig(n, 2, "ring", "rot")
+        custom = gates(config)[:12] + [
+            Gate("RY", (1,), ("input", 0)),
+            Gate("RZ", (2,), ("input", 1)),
+            Gate("CNOT", (2, 0)),
+            Gate("Hadamard", (0,)),
+            Gate("RZ", (0,), ("input", 2)),
+        ]
+        custom += gates(config)[12:]
+        monkeypatch.setattr(native, "gates", lambda c: custom)
+        angles, weights = random_inputs(config, 6, seed=3)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        engine = NativeEngine(config)
+        assert engine._dependent.stages, "the re-uploading gates must form an input-dependent block"
+        want = dense_expvals(custom, n, angles, weights)
+        got = engine(angles, weights)
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+        for g, w in zip(grads(got, angles, weights, 4), grads(want, angles, weights, 4), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
+
+
+class TestExecutionPaths:
+    @pytest.mark.parametrize("case", CONFIGS[::2], ids=config_id)
+    def test_state_and_matrix_paths_agree(self, case):
+        """Applying the trainable block stage by stage and as one built matrix give the same results."""
+        config, batch = case
+        angles, weights = random_inputs(config, batch, seed=7)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        by_state = NativeEngine(config, path="state")(angles, weights)
+        by_matrix = NativeEngine(config, path="matrix")(angles, weights)
+        torch.testing.assert_close(by_state, by_matrix, atol=1e-12, rtol=0)
+        pairs = zip(grads(by_state, angles, weights, 5), grads(by_matrix, angles, weights, 5), strict=True)
+        for a, b in pairs:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+    def test_auto_picks_the_matrix_path_only_for_batches_larger_than_the_state(self):
+        """auto: matrix path when B > 2**n (small n), state path otherwise and for wide circuits."""
+        small = NativeEngine(CircuitConfig(4, 6))
+        assert not small.uses_matrix(16) and small.uses_matrix(17)
+        wide = NativeEngine(CircuitConfig(native.MATRIX_PATH_MAX_QUBITS + 1, 1))
+        assert not wide.uses_matrix(10**6)
+        assert not NativeEngine(CircuitConfig(4, 0)).uses_matrix(64), "no trainable block, nothing to build"
+
+    @pytest.mark.parametrize("n_qubits", [3, 5, 8])
+    def test_grouped_layers_and_halving_reduction(self, monkeypatch, n_qubits):
+        """Forcing small wire groups and the table-free <Z> reduction changes nothing."""
+        config = CircuitConfig(n_qubits, 3, "ring", "rot")
+        angles, weights = random_inputs(config, 4, seed=n_qubits)
+        want = NativeEngine(config)(angles, weights)
+        monkeypatch.setattr(sv, "FULL_BLOCK_MAX_QUBITS", 1)
+        monkeypatch.setattr(sv, "GROUP_MAX_QUBITS", 2)
+        monkeypatch.setattr(sv, "SIGN_TABLE_MAX_QUBITS", 0)
+        engine = NativeEngine(config)
+        assert len(engine._groups) > 1
+        torch.testing.assert_close(engine(angles, weights), want, atol=1e-12, rtol=0)
+
+    @pytest.mark.parametrize(
+        "config",
+        [
+            CircuitConfig(1, 2, rotation="rot"),
+            CircuitConfig(2, 2, "chain", "ry"),
+            CircuitConfig(3, 1, "ring", "rot"),
+            CircuitConfig(3, 2, "ring", "ry", hadamard=False),
+        ],
+        ids=lambda c: f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}",
+    )
+    @pytest.mark.parametrize("path", ["state", "matrix"])
+    def test_gradcheck(self, config, path):
+        """torch.autograd.gradcheck in float64 w.r.t. angles and weights, on both paths."""
+        angles, weights = random_inputs(config, 3, seed=11)
+        engine = NativeEngine(config, path=path)
+        assert torch.autograd.gradcheck(engine, (angles.requires_grad_(), weights.requires_grad_()))
+
+
+class TestKernels:
+    def test_kron_products_match_torch_kron(self):
+        """kron_gather and kron_chain equal a chain of torch.kron, batched."""
+        m = torch.randn(3, 5, 2, 2, dtype=torch.float64)
+        want = torch.stack([kron_all([f.to(C128) for f in row]).real for row in m])
+        torch.testing.assert_close(sv.kron_gather(m), want)
+        torch.testing.assert_close(sv.kron_chain(m), want)
+
+    def test_chain_product(self):
+        """chain_product is the ordered matrix product."""
+        m = torch.randn(7, 4, 4, dtype=torch.float64)
+        want = m[0]
+        for f in m[1:]:
+            want = want @ f
+        torch.testing.assert_close(sv.chain_product(m), want)
+
+    def test_z_reductions_agree(self):
+        """The sign-table matmul and the halving reduction give the same <Z_i>."""
+        probs = torch.rand(5, 2**7, dtype=torch.float64)
+        table = sv.sign_table(7)
+        torch.testing.assert_close(sv.z_expvals_halving(probs, 7), sv.z_expvals_table(probs, table))
+
+    @pytest.mark.parametrize("n", [1, 6, 7, 16, 24])
+    def test_wire_groups_cover_all_wires_within_limits(self, n):
+        """Groups sum to n, and only layers wider than FULL_BLOCK_MAX_QUBITS are split."""
+        groups = sv.wire_groups(n)
+        assert sum(groups) == n
+        assert len(groups) == 1 if n <= sv.FULL_BLOCK_MAX_QUBITS else max(groups) <= sv.GROUP_MAX_QUBITS
+
+    def test_cnot_permutation_is_the_cnot_matrix(self):
+        """The permutation of a CNOT run equals the product of dense CNOT matrices."""
+        n, pairs = 3, [(0, 1), (1, 2), (2, 0)]
+        dense = torch.eye(2**n, dtype=C128)
+        for c, t in pairs:
+            dense = dense_cnot(c, t, n) @ dense
+        psi = torch.randn(2, 2**n, dtype=torch.float64)
+        want = (dense.real @ psi.T).T
+        torch.testing.assert_close(psi[:, sv.cnot_permutation(n, pairs)], want)
+
+
+class TestMemoryBudget:
+    def test_refuses_a_batch_over_budget_naming_the_budget(self):
+        """A forward whose estimate exceeds the budget raises SimulationTooLarge before simulating."""
+        config = CircuitConfig(10, 2)
+        engine = NativeEngine(config, memory_budget=2 * 2**20)
+        angles, weights = random_inputs(config, 1, seed=0, dtype=torch.float32)
+        engine(angles, weights)
+        assert engine.estimate_bytes(64) > engine.memory_budget
+        with pytest.raises(SimulationTooLarge, match=r"memory budget of 2\.0 MiB"):
+            engine(angles.expand(64, -1), weights.requires_grad_())
+
+    def test_estimate_grows_with_batch_and_precision_and_shrinks_without_grad(self):
+        """The estimate scales with batch and dtype, and inference needs less than training."""
+        engine = NativeEngine(CircuitConfig(12, 6, rotation="rot"))
+        assert engine.estimate_bytes(2) > engine.estimate_bytes(1)
+        assert engine.estimate_bytes(4, torch.float64) > engine.estimate_bytes(4, torch.float32)
+        assert engine.estimate_bytes(4, training=False) < engine.estimate_bytes(4)
+
+    def test_huge_circuits_are_refused_when_built(self):
+        """24 qubits at depth 100 cannot fit the default 4 GiB: make_engine refuses when building."""
+        with pytest.raises(SimulationTooLarge, match=r"memory budget of 4\.0 GiB"):
+            make_engine(CircuitConfig(24, 100), "native")
+
+    def test_environment_variable_sets_the_default_budget(self, monkeypatch):
+        """QTL_NATIVE_MEMORY_BUDGET overrides the default; a bad value is a clear error."""
+        monkeypatch.setenv(native.MEMORY_BUDGET_ENV, str(3 * 2**20))
+        assert NativeEngine(CircuitConfig(4, 1)).memory_budget == 3 * 2**20
+        monkeypatch.setenv(native.MEMORY_BUDGET_ENV, "lots")
+        with pytest.raises(ValueError, match=native.MEMORY_BUDGET_ENV):
+            NativeEngine(CircuitConfig(4, 1))
+
+    def test_bad_budget_is_rejected(self):
+        with pytest.raises(ValueError, match="memory_budget"):
+            NativeEngine(CircuitConfig(4, 1), memory_budget=0)
+
+
+class TestContract:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("rotation", ["ry", "rot"])
+    def test_dtype_and_shape_preserved(self, dtype, rotation):
+        """Outputs are (B, n) real tensors in the dtype of the angles, even with float32 weights."""
+        config = CircuitConfig(3, 2, rotation=rotation)
+        angles, weights = random_inputs(config, 5, seed=1, dtype=dtype)
+        out = NativeEngine(config)(angles, weights.float())
+        assert out.shape == (5, 3) and out.dtype == dtype and out.device == angles.device
+
+    def test_real_arithmetic_exactly_when_the_circuit_is_real(self):
+        """H/RY/CNOT circuits run in real arithmetic, circuits with RZ in complex arithmetic."""
+        assert NativeEngine(CircuitConfig(3, 2, rotation="ry")).real
+        assert not NativeEngine(CircuitConfig(3, 2, rotation="rot")).real
+
+    def test_holds_no_parameters(self):
+        assert list(NativeEngine(CircuitConfig(4, 2)).parameters()) == []
+
+    @pytest.mark.parametrize(
+        "angles, weights, message",
+        [
+            (torch.zeros(2, 3), torch.zeros(2, 4), "angles must have shape"),
+            (torch.zeros(2, 4, dtype=torch.int64), torch.zeros(2, 4), "float32 or float64"),
+            (torch.zeros(2, 4), torch.zeros(4, 2), "weights must have shape"),
+        ],
+    )
+    def test_bad_inputs_are_clear_errors(self, angles, weights, message):
+        with pytest.raises(ValueError, match=message):
+            NativeEngine(CircuitConfig(4, 2))(angles, weights)
+
+    def test_unsupported_gate_is_refused_when_built(self, monkeypatch):
+        monkeypatch.setattr(native, "gates", lambda c: [Gate("Toffoli", (0, 1, 2))])
+        with pytest.raises(ValueError, match="cannot simulate gate 'Toffoli'"):
+            NativeEngine(CircuitConfig(3, 1))
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    @pytest.mark.parametrize("rotation", ["ry", "rot"])
+    @pytest.mark.parametrize("n_qubits, batch", [(4, 4), (4, 64), (9, 8)])
+    def test_cuda_matches_cpu(self, rotation, n_qubits, batch):
+        """On CUDA, outputs and gradients stay on the device and match the CPU engine."""
+        config = CircuitConfig(n_qubits, 3, "ring", rotation)
+        engine = NativeEngine(config)
+        angles, weights = random_inputs(config, batch, seed=2)
+        a_gpu = angles.cuda().requires_grad_(True)
+        w_gpu = weights.cuda().requires_grad_(True)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        out = engine(a_gpu, w_gpu)
+        assert out.device.type == "cuda"
+        want = engine(angles, weights)
+        torch.testing.assert_close(out.cpu(), want, atol=1e-10, rtol=0)
+        for g, w in zip(grads(out, a_gpu, w_gpu, 3), grads(want, angles, weights, 3), strict=True):
+            torch.testing.assert_close(g.cpu(), w, atol=1e-10, rtol=0)
