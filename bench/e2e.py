@@ -1,0 +1,392 @@
+"""End-to-end benchmark: the paper's recipe on hymenoptera, qtl against the demo's pipeline.
+
+Measured in one run, on one machine, in this order:
+
+  floor      one feature-extraction pass over train + val through resnet18: plain torchvision ImageFolder
+             + DataLoader (batch 32, eval transform), no cache. Nothing that looks at every image can
+             be faster than this pass.
+  qtl        `qtl.train.fit()` for `quantum` with the paper's recipe (4 qubits, depth 6, batch 4, Adam 4e-4,
+             StepLR(10, 0.1), 30 epochs), end to end from a cold feature cache (a fresh temporary folder):
+             dataset checks, feature extraction, 30 epochs with validation.
+  reference  the PennyLane demo's pipeline, written here independently of qtl's training code:
+             torchvision ImageFolder + DataLoader (batch 4, shuffled, the demo's transforms), the backbone
+             forward on every batch of every epoch, and the dressed circuit as Linear(512, 4), tanh * pi/2,
+             a default.qubit QNode called once per sample, Linear(4, 2); Adam 4e-4 + StepLR(10, 0.1), a
+             train and a val phase per epoch. It runs --ref-epochs epochs (default 2) and is extrapolated
+             linearly to the qtl run's epoch count; the output says so.
+  finetuned  one epoch (--finetune-epochs) of `finetuned` through qtl's fit() against the PyTorch
+             transfer-learning tutorial's train loop (same data, batch 4, RandomResizedCrop + flip, SGD 1e-3
+             momentum 0.9), both with the same DataLoader worker count.
+
+ImageNet weights cannot be downloaded here, so both sides use a random-init resnet18: the arithmetic,
+and so the timing, is the same as with the trained weights.
+
+    .venv/bin/python bench/e2e.py [--data PATH] [--ref-epochs 2] [--finetune-epochs 1] [--json out.json]
+    .venv/bin/python bench/e2e.py --quick        # smoke run: 16 images per class and split, few epochs
+
+Targets (issue 3): qtl / floor <= 1.5 and reference / qtl >= 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pennylane as qml
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from qtl.train import fit
+from qtl.variants import ModelConfig, recipe
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+TARGET_FLOOR, TARGET_REFERENCE = 1.5, 20.0
+
+# ---- the demo's pipeline (PennyLane "Quantum transfer learning", Mari et al.), written as the demo does
+
+n_qubits = 4
+q_depth = 6
+q_delta = 0.01
+step = 0.0004
+gamma_lr_scheduler = 0.1
+
+
+def H_layer(nqubits):
+    for idx in range(nqubits):
+        qml.Hadamard(wires=idx)
+
+
+def RY_layer(w):
+    for idx, element in enumerate(w):
+        qml.RY(element, wires=idx)
+
+
+def entangling_layer(nqubits):
+    for i in range(0, nqubits - 1, 2):
+        qml.CNOT(wires=[i, i + 1])
+    for i in range(1, nqubits - 1, 2):
+        qml.CNOT(wires=[i, i + 1])
+
+
+dev = qml.device("default.qubit", wires=n_qubits)
+
+
+@qml.qnode(dev, interface="torch")
+def quantum_net(q_input_features, q_weights_flat):
+    q_weights = q_weights_flat.reshape(q_depth, n_qubits)
+    H_layer(n_qubits)
+    RY_layer(q_input_features)
+    for k in range(q_depth):
+        entangling_layer(n_qubits)
+        RY_layer(q_weights[k])
+    exp_vals = [qml.expval(qml.PauliZ(position)) for position in range(n_qubits)]
+    return tuple(exp_vals)
+
+
+class DressedQuantumNet(nn.Module):
+    """The demo's dressed circuit: Linear(512, 4), tanh * pi/2, one QNode call per sample, Linear(4, 2)."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.device = device
+        self.pre_net = nn.Linear(512, n_qubits)
+        self.q_params = nn.Parameter(q_delta * torch.randn(q_depth * n_qubits))
+        self.post_net = nn.Linear(n_qubits, 2)
+
+    def forward(self, input_features):
+        pre_out = self.pre_net(input_features)
+        q_in = torch.tanh(pre_out) * np.pi / 2.0
+        q_out = torch.Tensor(0, n_qubits).to(self.device)
+        for elem in q_in:
+            q_out_elem = torch.hstack(quantum_net(elem, self.q_params)).float().unsqueeze(0)
+            q_out = torch.cat((q_out, q_out_elem))
+        return self.post_net(q_out)
+
+
+def demo_transforms() -> dict:
+    """The demo's transforms: no augmentation (it is commented out there), resize 256, center crop 224."""
+    t = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+    return {"train": t, "val": t}
+
+
+def tutorial_transforms() -> dict:
+    """The PyTorch transfer-learning tutorial's transforms (augmented train split)."""
+    train = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+    return {"train": train, "val": demo_transforms()["val"]}
+
+
+def train_model(model, criterion, optimizer, scheduler, dataloaders, device, num_epochs) -> list[float]:
+    """The demo's / tutorial's loop: a train and a val phase per epoch, best weights kept. Epoch seconds."""
+    best_model_wts = copy.deepcopy(model.state_dict())
+    best_acc = 0.0
+    sizes = {x: len(dataloaders[x].dataset) for x in ("train", "val")}
+    times = []
+    for _ in range(num_epochs):
+        since = time.perf_counter()
+        for phase in ["train", "val"]:
+            if phase == "train":
+                model.train()
+            else:
+                model.eval()
+            running_loss = 0.0
+            running_corrects = 0
+            for inputs, labels in dataloaders[phase]:
+                inputs = inputs.to(device)
+                labels = labels.to(device)
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    _, preds = torch.max(outputs, 1)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_loss += loss.item() * inputs.size(0)
+                running_corrects += torch.sum(preds == labels.data)
+            if phase == "train":
+                scheduler.step()
+            epoch_acc = running_corrects.double() / sizes[phase]
+            if phase == "val" and epoch_acc > best_acc:
+                best_acc = epoch_acc
+                best_model_wts = copy.deepcopy(model.state_dict())
+        times.append(time.perf_counter() - since)
+    model.load_state_dict(best_model_wts)
+    return times
+
+
+def loaders(root: Path, tfs: dict, batch_size: int, workers: int) -> dict:
+    image_datasets = {x: datasets.ImageFolder(os.path.join(root, x), tfs[x]) for x in ("train", "val")}
+    return {
+        x: DataLoader(image_datasets[x], batch_size=batch_size, shuffle=True, num_workers=workers)
+        for x in ("train", "val")
+    }
+
+
+def reference_run(root: Path, epochs: int, device: torch.device) -> dict:
+    """The demo: frozen resnet18 whose fc is the dressed quantum net, trained with the per-sample QNode."""
+    t0 = time.perf_counter()
+    model_hybrid = torchvision.models.resnet18(weights=None)  # the demo loads ImageNet weights here
+    for param in model_hybrid.parameters():
+        param.requires_grad = False
+    model_hybrid.fc = DressedQuantumNet(device)
+    model_hybrid = model_hybrid.to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer_hybrid = torch.optim.Adam(model_hybrid.fc.parameters(), lr=step)
+    exp_lr_scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer_hybrid, step_size=10, gamma=gamma_lr_scheduler
+    )
+    dataloaders = loaders(root, demo_transforms(), batch_size=4, workers=0)
+    setup = time.perf_counter() - t0
+    times = train_model(
+        model_hybrid, criterion, optimizer_hybrid, exp_lr_scheduler, dataloaders, device, epochs
+    )
+    return {"setup_s": setup, "epoch_s": times}
+
+
+def tutorial_finetune(root: Path, epochs: int, workers: int, device: torch.device) -> list[float]:
+    """The PyTorch tutorial's finetuning: the whole resnet18 plus a new Linear(512, 2), SGD + StepLR(7)."""
+    model_ft = torchvision.models.resnet18(weights=None)
+    model_ft.fc = nn.Linear(model_ft.fc.in_features, 2)
+    model_ft = model_ft.to(device)
+    optimizer_ft = torch.optim.SGD(model_ft.parameters(), lr=0.001, momentum=0.9)
+    exp_lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer_ft, step_size=7, gamma=0.1)
+    dataloaders = loaders(root, tutorial_transforms(), batch_size=4, workers=workers)
+    return train_model(
+        model_ft, nn.CrossEntropyLoss(), optimizer_ft, exp_lr_scheduler, dataloaders, device, epochs
+    )
+
+
+# ---- the floor and qtl
+
+
+def floor_pass(root: Path, workers: int, device: torch.device) -> float:
+    """Seconds for one plain pass of resnet18 over train + val: decode, transform, forward. No cache."""
+    t0 = time.perf_counter()
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Identity()
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        for split in ("train", "val"):
+            ds = datasets.ImageFolder(str(root / split), demo_transforms()["val"])
+            for x, _ in DataLoader(ds, batch_size=32, num_workers=workers):
+                model(x.to(device))
+    return time.perf_counter() - t0
+
+
+def qtl_run(variant: str, root: Path, epochs: int, cache_dir: Path, device: str, **overrides) -> dict:
+    """fit() end to end from a cold feature cache; total seconds, per-epoch seconds, best val accuracy."""
+    tc = dataclasses.replace(
+        recipe(variant), epochs=epochs, data=str(root), cache_dir=str(cache_dir), device=device, **overrides
+    )
+    t0 = time.perf_counter()
+    result = fit(ModelConfig(variant, pretrained=False), tc)
+    total = time.perf_counter() - t0
+    epoch_s = [row["time_s"] for row in result.history]
+    return {"total_s": total, "epoch_s": epoch_s, "best_val_acc": result.best["val_acc"]}
+
+
+# ---- setup helpers
+
+
+def subset(root: Path, per_class: int, dest: Path) -> Path:
+    """Copy the first `per_class` images of every class and split into `dest` (for --quick)."""
+    for split in ("train", "val"):
+        for cls in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            out = dest / split / cls.name
+            out.mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:per_class]:
+                shutil.copy(f, out / f.name)
+    return dest
+
+
+def warm_up(root: Path, device: torch.device) -> None:
+    """Read every file once (page cache) and run resnet18 once, so no measurement pays first-touch costs."""
+    for f in root.rglob("*"):
+        if f.is_file():
+            f.read_bytes()
+    model = torchvision.models.resnet18(weights=None).to(device).eval()
+    with torch.inference_mode():
+        model(torch.zeros(4, 3, 224, 224, device=device))
+
+
+def machine() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pennylane": qml.__version__,
+        "load_avg_at_start": load,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=SHARED, help="hymenoptera root (train/ and val/)")
+    parser.add_argument("--epochs", type=int, default=30, help="qtl epochs (the paper's 30)")
+    parser.add_argument("--ref-epochs", type=int, default=2, help="reference epochs run, then extrapolated")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="finetuned epochs on each side")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of both finetuned loops")
+    parser.add_argument("--device", default="cpu", help="torch device for every side")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 16 images per class, 3 qtl epochs")
+    parser.add_argument("--json", type=Path, default=None, help="save the results here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    floor_workers = 1 if (os.cpu_count() or 1) > 1 else 0  # what qtl's extraction uses too
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="qtl-e2e-") as tmp:
+        root = args.data
+        if args.quick:
+            root = subset(args.data, 16, Path(tmp) / "data")
+            args.epochs, args.ref_epochs = 3, 1
+        n_images = sum(1 for f in root.rglob("*") if f.is_file())
+        print(f"data: {root} ({n_images} files); device {device}; {info['torch_threads']} torch threads")
+        print(
+            "backbone: resnet18 RANDOM INIT on every side (no ImageNet weights here; the timing is the same)"
+        )
+        warm_up(root, device)
+
+        floor = floor_pass(root, floor_workers, device)
+        print(
+            f"floor      one resnet18 pass over train+val (DataLoader, {floor_workers} worker): {floor:.1f} s"
+        )
+
+        q = qtl_run("quantum", root, args.epochs, Path(tmp) / "cache-q", str(device))
+        q_epochs = sum(q["epoch_s"])
+        print(
+            f"qtl        fit() quantum, {args.epochs} epochs from a cold cache: {q['total_s']:.1f} s "
+            f"(epochs {q_epochs:.2f} s, preparation + extraction {q['total_s'] - q_epochs:.1f} s; "
+            f"best val acc {q['best_val_acc']:.3f})"
+        )
+
+        ref = reference_run(root, args.ref_epochs, device)
+        ref_epoch = sum(ref["epoch_s"]) / len(ref["epoch_s"])
+        ref_total = ref["setup_s"] + ref_epoch * args.epochs
+        print(
+            f"reference  demo pipeline: {args.ref_epochs} epoch(s) MEASURED at {ref_epoch:.1f} s each, "
+            f"EXTRAPOLATED to {args.epochs} epochs: {ref_total:.0f} s"
+        )
+
+        ft = qtl_run(
+            "finetuned",
+            root,
+            args.finetune_epochs,
+            Path(tmp) / "cache-f",
+            str(device),
+            num_workers=args.workers,
+        )
+        plain = tutorial_finetune(root, args.finetune_epochs, args.workers, device)
+        ft_epoch, plain_epoch = sum(ft["epoch_s"]) / len(ft["epoch_s"]), sum(plain) / len(plain)
+        print(
+            f"finetuned  epoch (train + val, batch 4, augmented, {args.workers} workers): qtl fit() "
+            f"{ft_epoch:.1f} s vs plain PyTorch loop {plain_epoch:.1f} s (fit() total {ft['total_s']:.1f} s)"
+        )
+
+    r_floor, r_ref, r_ft = q["total_s"] / floor, ref_total / q["total_s"], ft_epoch / plain_epoch
+    print()
+    ok_floor, ok_ref = r_floor <= TARGET_FLOOR, r_ref >= TARGET_REFERENCE
+    print(f"qtl / floor        = {r_floor:.2f}   (target <= {TARGET_FLOOR}) {'OK' if ok_floor else 'MISSED'}")
+    print(
+        f"reference / qtl    = {r_ref:.1f}   (target >= {TARGET_REFERENCE:g}) {'OK' if ok_ref else 'MISSED'}"
+        f"  [reference extrapolated from {args.ref_epochs} epoch(s)]"
+    )
+    print(f"finetuned qtl / plain epoch = {r_ft:.2f}")
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"load average: start {info['load_avg_at_start']}, end {load_end}")
+
+    if args.json:
+        results = {
+            "machine": {**info, "load_avg_at_end": load_end},
+            "quick": args.quick,
+            "n_files": n_images,
+            "epochs": args.epochs,
+            "floor_s": floor,
+            "qtl": q,
+            "reference": {**ref, "measured_epochs": args.ref_epochs, "extrapolated_total_s": ref_total},
+            "finetuned": {"qtl": ft, "plain_epoch_s": plain, "workers": args.workers},
+            "ratios": {
+                "qtl_over_floor": r_floor,
+                "reference_over_qtl": r_ref,
+                "finetuned_qtl_over_plain": r_ft,
+            },
+        }
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"saved {args.json}")
+
+
+if __name__ == "__main__":
+    main()
