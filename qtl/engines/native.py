@@ -253,9 +253,8 @@ class NativeEngine(nn.Module):
     # ---- memory
 
     def _applications(self, block: _Block) -> int:
-        """Stage applications of a block, each of which may keep one state for the backward pass."""
-        width = len(self._groups)
-        return sum(1 if kind == "perm" else width for kind, _ in block.stages)
+        """States a block keeps for the backward pass: one per group product; permutations keep none."""
+        return len(self._groups) * block.n_layers
 
     def uses_matrix(self, batch: int) -> bool:
         """Whether a forward of this batch size builds the trainable block's matrix (the matrix path)."""

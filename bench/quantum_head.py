@@ -1,0 +1,227 @@
+"""Benchmark: one training step of the dressed quantum circuit on each simulation engine.
+
+A step is forward + backward + Adam step of `DressedQuantumCircuit(512, 2, config, engine)` on random
+(B, 512) features with cross-entropy. Each engine's time is the median of repeated steps, and its ratio
+to the native engine is taken within the same run:
+
+    (a) demo-loop        the paper's demo: a PennyLane default.qubit QNode called once per sample,
+                         the results torch.stack'ed (PennyLaneEngine's QNode, diff_method "best")
+    (b) default.qubit    one parameter-broadcast call, backprop
+    (c) lightning.qubit  adjoint
+    (d) native           qtl's engine
+
+    .venv/bin/python bench/quantum_head.py [--quick] [--json PATH] [--cap SECONDS] [--threads N]
+
+A step slower than the cap stops that configuration and is reported as "> cap"; a configuration
+on a PennyLane engine whose smaller sibling (same batch, fewer qubits) predicts more than
+EXTRAPOLATE_FACTOR x cap, since a statevector step grows about 2x per qubit, is skipped and reported
+the same way. The native engine is always run (its memory budget bounds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qtl.circuit import CircuitConfig
+from qtl.heads import DressedQuantumCircuit
+
+ENGINES = ("demo-loop", "default.qubit", "lightning.qubit", "native")
+#: (n_qubits, depth, batch), smallest first within each batch size.
+CONFIGS = [(4, 6, 4), (4, 6, 64), (4, 6, 32), (8, 6, 32), (12, 6, 32), (16, 6, 32), (20, 6, 32)]
+#: Skip a configuration whose extrapolated step time exceeds this many caps.
+EXTRAPOLATE_FACTOR = 5
+#: Address-space limit of this process, so a PennyLane simulation too large for the machine fails
+#: with a MemoryError instead of swapping or waking the OOM killer.
+MEMORY_LIMIT_BYTES = 14 * 2**30
+NATIVE_MEMORY_BUDGET = 10 * 2**30
+
+
+class DemoLoopEngine(nn.Module):
+    """The paper demo's quantum layer: call the QNode on each sample and stack the results."""
+
+    def __init__(self, qnode) -> None:
+        super().__init__()
+        self.qnode = qnode
+
+    def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, n) angles -> (B, n) <Z_i>, one QNode call per sample."""
+        return torch.stack([torch.hstack(list(self.qnode(x, weights))).float() for x in angles])
+
+
+def build_head(engine: str, config: CircuitConfig) -> nn.Module:
+    torch.manual_seed(0)
+    if engine == "native":
+        return DressedQuantumCircuit(512, 2, config, engine="native", memory_budget=NATIVE_MEMORY_BUDGET)
+    if engine == "demo-loop":
+        head = DressedQuantumCircuit(512, 2, config, engine="default.qubit", diff_method="best")
+        head.engine = DemoLoopEngine(head.engine.qnode)
+        return head
+    method = "adjoint" if engine == "lightning.qubit" else "backprop"
+    return DressedQuantumCircuit(512, 2, config, engine=engine, diff_method=method)
+
+
+def time_steps(head: nn.Module, batch: int, repeats: int, cap: float) -> tuple[float | None, int]:
+    """(median seconds per step or None if a step exceeded `cap`, number of timed steps)."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(batch, 512, generator=g), torch.randint(0, 2, (batch,), generator=g)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        F.cross_entropy(head(x), y).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    warm = step()  # the first step also builds caches (PennyLane tapes, lightning's state): a second try
+    if warm > cap:
+        warm = step()
+        if warm > cap:
+            return None, 2
+    want = repeats if warm < 0.05 * cap else min(repeats, 3)
+    times, spent = [], 0.0
+    while len(times) < want or (spent < 0.5 and len(times) < 50 * repeats):  # fast steps: >= 0.5 s in all
+        t = step()
+        if t > cap:
+            return None, len(times) + 1
+        times.append(t)
+        spent += t
+    return statistics.median(times), len(times)
+
+
+def machine() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import pennylane
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pennylane": pennylane.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run(configs, engines, repeats: int, cap: float) -> list[dict]:
+    results: list[dict] = []
+    limit_ms = EXTRAPOLATE_FACTOR * cap * 1e3
+    for n, depth, batch in configs:
+        row = {}
+        for engine in engines:
+            entry = {"n_qubits": n, "depth": depth, "batch": batch, "engine": engine}
+            smaller = [
+                r for r in results if r["engine"] == engine and r["batch"] == batch and r["depth"] == depth
+            ]
+            last = smaller[-1] if smaller else None
+            if last and last["status"] != "ok":
+                entry.update(status=last["status"], median_ms=None)
+            elif engine != "native" and last and last["median_ms"] * 2 ** (n - last["n_qubits"]) > limit_ms:
+                entry.update(status="> cap (extrapolated)", median_ms=None)
+            else:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        seconds, steps = time_steps(
+                            build_head(engine, CircuitConfig(n, depth)), batch, repeats, cap
+                        )
+                    status = "ok" if seconds is not None else "> cap"
+                    entry.update(
+                        status=status, median_ms=None if seconds is None else seconds * 1e3, steps=steps
+                    )
+                except MemoryError:
+                    entry.update(status="out of memory", median_ms=None)
+                except RuntimeError as exc:  # torch allocation failures, SimulationTooLarge is a ValueError
+                    if "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
+                        raise
+                    entry.update(status="out of memory", median_ms=None)
+                gc.collect()
+            row[engine] = entry
+            results.append(entry)
+            print_entry(entry, cap)
+        native = row.get("native", {}).get("median_ms")
+        for entry in row.values():
+            if native and entry["median_ms"]:
+                entry["ratio_to_native"] = entry["median_ms"] / native
+        print_row(row, cap)
+    return results
+
+
+def print_entry(entry: dict, cap: float) -> None:
+    """Progress line on stderr, so long runs show where they are."""
+    t = f"{entry['median_ms']:.2f} ms" if entry["median_ms"] else f"{entry['status']} ({cap:g} s)"
+    print(
+        f"  ... {entry['n_qubits']}q d{entry['depth']} b{entry['batch']} {entry['engine']}: {t}",
+        file=sys.stderr,
+    )
+
+
+def print_row(row: dict, cap: float) -> None:
+    first = next(iter(row.values()))
+    cells = []
+    for engine, e in row.items():
+        if e["median_ms"] is None:
+            cells.append(f"{engine}: {e['status']} ({cap:g} s)")
+        else:
+            ratio = f" ({e['ratio_to_native']:.1f}x)" if "ratio_to_native" in e and engine != "native" else ""
+            cells.append(f"{engine}: {e['median_ms']:.2f} ms{ratio}")
+    print(
+        f"{first['n_qubits']:>2} qubits, depth {first['depth']}, batch {first['batch']:>2} | "
+        + " | ".join(cells)
+    )
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats and a 2 s cap")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per engine (default 7)")
+    parser.add_argument("--cap", type=float, default=None, help="seconds one step may take (default 10)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    cap = args.cap or (2.0 if args.quick else 10.0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft > MEMORY_LIMIT_BYTES:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, hard))
+
+    info = machine()
+    command = " ".join([os.path.relpath(sys.executable), *sys.argv]) if argv is None else " ".join(argv)
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
+        f"torch {info['torch']}, pennylane {info['pennylane']}"
+    )
+    print(
+        f"step = forward + backward + Adam of DressedQuantumCircuit(512, 2); median of {repeats}+ steps; "
+        f"cap {cap:g} s per step; (Nx) = time / native time"
+    )
+    results = run(CONFIGS, args.engines, repeats, cap)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "command": command, "cap_s": cap, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
