@@ -6,7 +6,9 @@ Compares, in the same run on the same machine:
   * qtl.features.extract_features with the cache bypassed (the cold pass), for several worker counts;
   * a cache hit (what every later epoch and run of a frozen variant costs).
 
-Random-init weights have the same cost as ImageNet weights, so no download is needed.
+Random-init weights have the same cost as ImageNet weights, so no download is needed. Each pass is
+reported as wall time and as CPU time (this process plus its decoding workers): on a shared machine the
+CPU time is the steadier figure, the wall time shows what worker overlap buys.
 
     .venv/bin/python bench/feature_extraction.py [--root PATH] [--backbone resnet18] [--repeats 2]
 """
@@ -14,6 +16,7 @@ Random-init weights have the same cost as ImageNet weights, so no download is ne
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -51,14 +54,31 @@ def qtl_pass(backbone: str, root: Path, workers: int | None) -> float:
     return time.perf_counter() - start
 
 
-def cache_hit(backbone: str, root: Path, cache: Path) -> float:
-    """Seconds for reading both splits from a warm cache."""
+def warm_cache(backbone: str, root: Path, cache: Path) -> None:
     for split in ("train", "val"):
         extract_features(backbone, False, root, split, cache_dir=cache)
+
+
+def cache_hit(backbone: str, root: Path, cache: Path) -> float:
+    """Seconds for reading both splits from a warm cache (hashing every image file included)."""
     start = time.perf_counter()
     for split in ("train", "val"):
         extract_features(backbone, False, root, split, cache_dir=cache)
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (DataLoader workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(run) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of run()."""
+    cpu = cpu_seconds()
+    wall = run()
+    return wall, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -71,7 +91,7 @@ def main() -> None:
     n = sum(1 for p in root.rglob("*") if p.is_file())
     print(f"{args.backbone} random-init, {n} files under {root}, torch threads {torch.get_num_threads()}")
 
-    runs: dict[str, list[float]] = {}
+    runs: dict[str, list[tuple[float, float]]] = {}
     candidates = {
         "tutorial loop (baseline)": lambda: tutorial_pass(args.backbone, root),
         "qtl, 0 workers": lambda: qtl_pass(args.backbone, root, 0),
@@ -81,16 +101,21 @@ def main() -> None:
     }
     for _ in range(args.repeats):  # interleaved, so that background load hits every candidate alike
         for name, run in candidates.items():
-            runs.setdefault(name, []).append(run())
+            runs.setdefault(name, []).append(timed(run))
     with tempfile.TemporaryDirectory() as cache:
-        runs["qtl cache hit"] = [cache_hit(args.backbone, root, Path(cache))]
+        warm_cache(args.backbone, root, Path(cache))
+        runs["qtl cache hit"] = [timed(lambda: cache_hit(args.backbone, root, Path(cache)))]
 
-    base = statistics.median(runs["tutorial loop (baseline)"])
-    print(f"{'pass':28s} {'median s':>9s} {'runs':>20s} {'vs baseline':>12s}")
+    base_wall = statistics.median(w for w, _ in runs["tutorial loop (baseline)"])
+    base_cpu = statistics.median(c for _, c in runs["tutorial loop (baseline)"])
+    print(f"{'pass':26s} {'wall s':>8s} {'cpu s':>8s} {'wall runs':>18s} {'speed-up wall':>14s} {'cpu':>8s}")
     for name, times in runs.items():
-        med = statistics.median(times)
-        shown = " ".join(f"{t:.2f}" for t in times)
-        print(f"{name:28s} {med:9.2f} {shown:>20s} {base / med:11.2f}x")
+        wall = statistics.median(w for w, _ in times)
+        cpu = statistics.median(c for _, c in times)
+        shown = " ".join(f"{w:.1f}" for w, _ in times)
+        print(
+            f"{name:26s} {wall:8.2f} {cpu:8.2f} {shown:>18s} {base_wall / wall:13.2f}x {base_cpu / cpu:7.2f}x"
+        )
 
 
 if __name__ == "__main__":
