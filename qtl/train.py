@@ -63,6 +63,9 @@ class TrainConfig:
     # features (threads only add synchronisation to such tiny steps, 10x+ on a busy CPU), else unchanged
 
     def __post_init__(self) -> None:
+        for name in ("data", "cache_dir"):  # plain strings keep the config checkpoint- and JSON-safe
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
         for name in ("epochs", "batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

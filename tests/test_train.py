@@ -14,7 +14,7 @@ from torch import nn
 
 from qtl.checkpoint import load_checkpoint
 from qtl.features import FeatureSet
-from qtl.train import Callback, Cancelled, TrainConfig, fit, resolve_device
+from qtl.train import Callback, Cancelled, TrainConfig, fit, make_optimizer, resolve_device
 from qtl.variants import VARIANTS, ModelConfig, build_model, recipe
 
 CLASSES = ["cats", "dogs"]
@@ -221,6 +221,20 @@ class TestFrozenPath:
         assert len(r.history) == 2
 
 
+def test_hybrid_learns_backbone_and_head_at_their_own_rates():
+    """hybrid's optimizer holds the backbone at backbone_lr and the head at lr, both decayed by StepLR."""
+    model = build_model(ModelConfig("hybrid", pretrained=False, class_names=CLASSES))
+    tc = recipe("hybrid")
+    opt = make_optimizer(model, tc)
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    rates = {(all(id(p) in backbone_ids for p in g["params"]), g["lr"]) for g in opt.param_groups}
+    assert rates == {(True, tc.backbone_lr), (False, tc.lr)}
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == len(list(model.parameters()))
+    frozen = make_optimizer(build_model(ModelConfig("quantum", pretrained=False, class_names=CLASSES)), tc)
+    assert len(frozen.param_groups) == 1
+
+
 class TestErrors:
     def test_features_for_a_trainable_variant(self):
         """Cached features cannot train a backbone: a clear error."""
@@ -241,6 +255,10 @@ class TestErrors:
         """Invalid settings fail when the config is made."""
         with pytest.raises(ValueError, match=message):
             TrainConfig(**{field: value})
+
+    def test_paths_are_stored_as_strings(self, tmp_path):
+        """A pathlib data folder becomes a string, so the config stays checkpoint-safe."""
+        assert TrainConfig(data=tmp_path, cache_dir=tmp_path).to_dict()["data"] == str(tmp_path)
 
     def test_auto_device(self):
         """auto picks CUDA when present, else the CPU."""
