@@ -183,13 +183,13 @@ def load_backbone(
         status = weights_status(name)
         _ensure_weights(status, allow_download, progress, timeout)
         try:
-            state = spec.weights.get_state_dict(progress=False, weights_only=True)
+            model.load_state_dict(spec.weights.get_state_dict(progress=False, weights_only=True))
         except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsUnavailableError(
-                f"cannot read weights file {status.path}: {exc}; delete it to download it again, "
+                f"cannot use weights file {status.path} ({reason}); delete it to download it again, "
                 "or use the random-init backbone (pretrained=False, CLI --random-init)"
             ) from exc
-        model.load_state_dict(state)
     features = _replace_head(model, spec.head)
     return model.eval(), features
 

@@ -79,6 +79,11 @@ def _locate(path: Path) -> Path:
     return inner[0] if len(inner) == 1 else path
 
 
+def _present(path: Path) -> bool:
+    """Something is at `path`: a file, or a folder that is not empty."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
 # --- validation and listing ----------------------------------------------------------------------
 
 
@@ -163,7 +168,7 @@ def dataset_status(path: str | Path | None = None) -> DatasetStatus:
     try:
         classes = validate_dataset(root)
     except DatasetError as exc:
-        if root.exists():
+        if _present(root):
             return DatasetStatus("missing", root, str(exc))
         return DatasetStatus(
             "downloadable",
@@ -190,9 +195,8 @@ def resolve_dataset(
         return root
     target = default_data_dir()
     root = _locate(target)
-    present = root.is_dir() and any(root.iterdir())
-    if present or not download:
-        if not present:
+    if _present(root) or not download:
+        if not _present(root):
             raise DatasetError(f"no dataset at {root} and downloading is off: {_where_to_put(target)}")
         validate_dataset(root)
         return root

@@ -106,6 +106,8 @@ def download(
         with out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or (size or 0)
             while chunk := response.read(CHUNK_BYTES):
+                if size is not None and done + len(chunk) > size:
+                    raise ChecksumError(f"{url}: more than the expected {size} bytes")
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)

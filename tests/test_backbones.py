@@ -130,6 +130,15 @@ class TestWeightsFile:
         with pytest.raises(WeightsUnavailableError, match=str(path)):
             load_backbone("resnet18", pretrained=True, allow_download=False)
 
+    def test_wrong_architecture_file_is_a_one_line_error(self, torch_home):
+        """A file holding another model's weights fails clearly instead of a long key-mismatch dump."""
+        path = weights_status("resnet18").path
+        path.parent.mkdir(parents=True)
+        torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), path)
+        with pytest.raises(WeightsUnavailableError) as info:
+            load_backbone("resnet18", pretrained=True, allow_download=False)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
 
 class TestOffline:
     def assert_helpful(self, exc: WeightsUnavailableError, status) -> None:

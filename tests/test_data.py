@@ -271,6 +271,11 @@ class TestStatus:
         assert status.state == "downloadable" and status.path == tmp_path / "later"
         assert "first use" in status.message
 
+    def test_empty_default_folder_is_downloadable(self, tmp_path, monkeypatch, no_network):
+        (tmp_path / "empty").mkdir()
+        monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "empty"))
+        assert dataset_status().state == "downloadable"
+
     def test_broken_default(self, tiny_image_folder, monkeypatch, no_network):
         shutil.rmtree(tiny_image_folder / "val")
         monkeypatch.setenv("QTL_DATA_DIR", str(tiny_image_folder))
@@ -334,9 +339,13 @@ class TestDownload:
         assert not dest.exists() and list(dest.parent.iterdir()) == []
 
     def test_bad_size(self, served_zip, tmp_path):
+        """Too few bytes, or more than expected (stopped early), is a corrupt download."""
         url, size, sha = served_zip
         with pytest.raises(DatasetError, match="bytes, expected"):
             download_hymenoptera(tmp_path / "d", url=url, size=size + 1, sha256=sha)
+        with pytest.raises(DatasetError, match="more than the expected"):
+            download_hymenoptera(tmp_path / "d", url=url, size=size - 1, sha256=sha)
+        assert not (tmp_path / "d").exists()
 
     def test_offline_says_where_to_put_it(self, tmp_path):
         listener = socket.socket()
