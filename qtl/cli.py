@@ -25,7 +25,7 @@ from pathlib import Path
 from qtl.backbones import BACKBONES, DEFAULT_BACKBONE, WeightsUnavailableError
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 from qtl.download import DownloadError
-from qtl.train import Callback, Progress
+from qtl.train import Callback, Progress, resolve_device
 from qtl.variants import DEFAULT_VARIANT, VARIANTS, ModelConfig
 
 EXPECTED_ERRORS = (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError)
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(p)
     p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
     p.add_argument("--engine", default=None, help="run a quantum checkpoint on another engine")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
     )
     p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -387,9 +387,9 @@ def _model_config(args, variant: str) -> ModelConfig:
 def _plan(args, variants: list[str], seeds: list[int], root: Path):
     """`qtl.runs.plan_runs` with the command line's overrides: one Run per (variant, seed)."""
     from qtl.checkpoint import models_dir
-    from qtl.runs import plan_runs
+    from qtl.runs import RECIPE_OVERRIDES, plan_runs
 
-    overrides = {k: getattr(args, k) for k in ("lr", "batch_size", "augment") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
     directory = Path(args.models_dir) if args.models_dir else models_dir()
     runs = plan_runs(
         variants,
@@ -470,7 +470,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     from qtl.checkpoint import load_checkpoint
     from qtl.inference import evaluate
 
-    loaded = load_checkpoint(args.checkpoint, args.device, engine=args.engine)
+    loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
     root = _dataset(args.data, bar)
     ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
     bar.close()
@@ -506,7 +506,8 @@ def cmd_predict(args, bar: ProgressBar) -> int:
     from qtl.inference import predict
 
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
-    models = [load_checkpoint(path, args.device, engine=args.engine) for path in args.checkpoint]
+    device = resolve_device(args.device)
+    models = [load_checkpoint(path, device, engine=args.engine) for path in args.checkpoint]
     preds = predict(models, images)
     if args.json:
         out = [
