@@ -113,8 +113,8 @@ class TestInvalidation:
         monkeypatch.setattr(features_module, "transform_key", lambda *a, **k: "another transform")
         keys["transform"] = cache_key(BACKBONE, False, tiny_image_folder, "train")
         monkeypatch.undo()
-        path = next((tiny_image_folder / "train" / "cats").iterdir())
-        path.rename(path.with_name("renamed.png"))
+        path = sorted((tiny_image_folder / "train" / "cats").iterdir())[0]
+        path.rename(path.with_name(path.stem + "a.png"))  # same bytes, same sort position, new name
         keys["rename"] = cache_key(BACKBONE, False, tiny_image_folder, "train")
         assert base not in keys.values(), keys
         assert len(set(keys.values())) == len(keys)
