@@ -212,6 +212,7 @@ class NativeEngine(nn.Module):
         n, shape = config.n_qubits, config.weight_shape
         self.n_qubits = n
         self._cache: dict[tuple, torch.Tensor] = {}  # (what, ..., device) -> tensor
+        self._fits: set[tuple] = set()  # (batch, dtype, training, budget) already checked
         gate_list = gates(config)
         _validate(gate_list, n)
         self.real = all(g.name in REAL_GATES for g in gate_list)
@@ -278,6 +279,9 @@ class NativeEngine(nn.Module):
         return item * dim * states + 2 * 8 * dim * n_perms
 
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
+        key = (batch, dtype, training, self.memory_budget)
+        if key in self._fits:
+            return
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
             raise SimulationTooLarge(
@@ -285,6 +289,7 @@ class NativeEngine(nn.Module):
                 f"qubits, over its memory budget of {_human(self.memory_budget)}; "
                 f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
             )
+        self._fits.add(key)
 
     # ---- forward
 
@@ -301,7 +306,9 @@ class NativeEngine(nn.Module):
                     m = m.expand(len(g.slots), 2, 2)
                 else:
                     src = angles if g.source == "input" else wflat
-                    if g.span is not None:
+                    if g.span == (0, src.shape[-1]):
+                        theta = src
+                    elif g.span is not None:
                         theta = src[..., g.span[0] : g.span[1]]
                     else:
                         theta = src.index_select(-1, self._on(("index", id(g)), device, lambda g=g: g.index))

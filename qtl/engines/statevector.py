@@ -110,16 +110,11 @@ def kron_chain(m: torch.Tensor) -> torch.Tensor:
 
 
 def chain_product(m: torch.Tensor) -> torch.Tensor:
-    """(..., L, d, d) -> (..., d, d): m[..., 0, :, :] @ m[..., 1, :, :] @ ... in log2(L) batched rounds."""
-    tails = []
-    while m.shape[-3] > 1:
-        if m.shape[-3] % 2:
-            tails.append(m[..., -1, :, :])
-            m = m[..., :-1, :, :]
-        m = m[..., 0::2, :, :] @ m[..., 1::2, :, :]
-    out = m[..., 0, :, :]
-    for t in reversed(tails):  # the first tail split off is the last factor
-        out = out @ t
+    """(..., L, d, d) -> (..., d, d): m[..., 0, :, :] @ m[..., 1, :, :] @ ... @ m[..., L-1, :, :]."""
+    factors = m.unbind(-3)
+    out = factors[0]
+    for f in factors[1:]:
+        out = out @ f
     return out
 
 
