@@ -290,6 +290,7 @@ def fit(
 
     history: list[dict] = []
     best_epoch, best_key, best_state, saved_path = None, None, None, None
+    kept = model.head if model.frozen else model  # a frozen backbone never changes: snapshot the head only
     cancelled = False
     threads = torch.get_num_threads()
     try:
@@ -342,7 +343,7 @@ def fit(
             key = (val_acc, -val_loss)
             if best_key is None or key > best_key:
                 best_epoch, best_key = epoch, key
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(kept.state_dict())
                 if checkpoint_path is not None:
                     saved_path = save_checkpoint(
                         checkpoint_path, model, mc, history=history, metrics=row, train_config=tc
@@ -361,7 +362,7 @@ def fit(
 
     # ---- finish with the best epoch's weights
     if best_state is not None:
-        model.load_state_dict(best_state)
+        kept.load_state_dict(best_state)
     model.eval()
     return FitResult(model, mc, tc, history, best_epoch, saved_path, cancelled)
 
