@@ -7,6 +7,7 @@ every backbone is random-init and every cache lives in the session's temporary f
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import statistics
@@ -231,6 +232,42 @@ class TestData:
         assert code == 0
         assert "train: 12 images, cats 6, dogs 6" in out and "val: 8 images" in out
         assert str(bad) in out and "1 unreadable" in out
+
+
+class TestProgressBar:
+    def test_log_files_get_sparse_lines(self):
+        """Off a terminal, a fast phase prints one line (its end), not one per step."""
+        stream = io.StringIO()
+        bar = cli.ProgressBar(stream, interval=60.0)
+        for i in range(1, 101):
+            bar.update(i, 100, "extracting features")
+        for i in range(1, 51):
+            bar.update(i * 1_000_000, 50_000_000, "downloading", unit="B")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 2
+        assert lines[0].startswith("extracting features [") and "100/100" in lines[0]
+        assert "50.0MB/50.0MB" in lines[1]
+
+    def test_terminals_get_one_redrawn_line(self):
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        stream = Terminal()
+        bar = cli.ProgressBar(stream)
+        for i in range(1, 4):
+            bar.update(i, 3, "epoch 1/1", f"loss {i}")
+        bar.message("done")
+        text = stream.getvalue()
+        assert text.startswith("\r") and text.endswith("\ndone\n")
+        assert text.count("\n") == 2  # the finished bar's line, then the message
+
+    def test_disabled(self):
+        stream = io.StringIO()
+        bar = cli.ProgressBar(stream, enabled=False)
+        bar.update(1, 1, "x")
+        bar.message("y")
+        assert stream.getvalue() == ""
 
 
 class TestErrors:
