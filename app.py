@@ -1,7 +1,11 @@
 """qtl explorer: `streamlit run app.py`.
 
 The entry point: page config, session state (initialised once, in `ui.init_session`), the sidebar and
-the navigation over `pages/`.
+the navigation over `app_pages/`.
+
+The pages folder is deliberately not called `pages/`: Streamlit treats a `pages/` folder beside the entry
+point as the legacy multipage layout until `st.navigation` has run once in the process, so a deep link
+(e.g. /classify) as a fresh server's first request would run that page without this file.
 """
 
 import streamlit as st
@@ -12,13 +16,13 @@ st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=":mate
 ui.init_session()
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:"),
-    st.Page("pages/circuit.py", title="Circuit", icon=":material/schema:"),
-    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/diff_lab.py", title="Differentiation lab", icon=":material/speed:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:"),
+    st.Page("app_pages/circuit.py", title="Circuit", icon=":material/schema:"),
+    st.Page("app_pages/classify.py", title="Classify", icon=":material/image_search:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/diff_lab.py", title="Differentiation lab", icon=":material/speed:"),
 ]
 
 page = st.navigation(PAGES)

@@ -6,14 +6,15 @@ before they load.
 
 Settings (environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table):
 
-| env                    | secrets `[qtl]` | meaning                                                  |
-|------------------------|-----------------|----------------------------------------------------------|
-| `QTL_DEMO=1`           | `demo = true`   | shared demo (read-only shipped models, own area, limits) |
-| `QTL_DEMO_MAX_EPOCHS`  | `max_epochs`    | demo cap on epochs per run (default 5)                   |
-| `QTL_DEMO_MAX_QUBITS`  | `max_qubits`    | demo cap on qubits (default 8)                           |
-| `QTL_MODELS_DIR`       | -               | the checkpoint store (default `models/`)                 |
-| `QTL_DATA_DIR`         | -               | the dataset root (default: qtl.data's search)            |
-| `QTL_PRETRAINED=0`     | `pretrained = false` | start with random init instead of ImageNet weights  |
+| env                   | secrets `[qtl]`      | meaning                                                |
+|-----------------------|----------------------|--------------------------------------------------------|
+| `QTL_DEMO=1`          | `demo = true`        | shared demo: read-only models/, own area, limits       |
+| `QTL_DEMO_MAX_EPOCHS` | `max_epochs`         | demo cap on epochs per run (default 5)                 |
+| `QTL_DEMO_MAX_QUBITS` | `max_qubits`         | demo cap on qubits (default 8)                         |
+| `QTL_AUTOLOAD=1`      | `autoload = true`    | new sessions load models/'s checkpoints (demo default) |
+| `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
+| `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
+| `QTL_DATA_DIR`        | -                    | the dataset root (default: qtl.data's search)          |
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Settings:
     max_qubits: int
     max_queued: int  # training requests that may wait while one runs (0: refuse)
     max_runs: int  # (variant, seed) runs per training request
+    autoload: bool  # new sessions start with models/'s checkpoints loaded
 
 
 def _secret(name: str, default):
@@ -84,6 +86,7 @@ def settings() -> Settings:
         else LOCAL_MAX_QUBITS,
         max_queued=0 if demo else 4,
         max_runs=6 if demo else 100,
+        autoload=_flag("QTL_AUTOLOAD", "autoload", demo),
     )
 
 
@@ -117,7 +120,7 @@ def init_session() -> None:
     """Initialise every shared session key once (page-local keys use a page prefix)."""
     st.session_state.setdefault("session_id", uuid.uuid4().hex[:12])
     st.session_state.setdefault("config", default_config())
-    st.session_state.setdefault("loaded", [])  # checkpoint paths (str), in load order
+    st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
     s, c = settings(), st.session_state["config"]
@@ -162,6 +165,21 @@ def checkpoint_areas() -> list[tuple[str, Path, bool]]:
     if not s.demo:
         return [("models/", s.models_dir, True)]
     return [("shipped (read-only)", s.models_dir, False), ("this session", session_dir(), True)]
+
+
+AUTOLOAD_MAX = 6
+
+
+def shipped_checkpoints() -> list[str]:
+    """The newest checkpoint files in models/ (at most AUTOLOAD_MAX), by name only: nothing is read here,
+    so the first page paints at once; a bad file is dropped when a page loads it."""
+    directory = settings().models_dir
+    files = (
+        sorted(directory.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if directory.is_dir()
+        else []
+    )
+    return [str(p.resolve()) for p in files[:AUTOLOAD_MAX]]
 
 
 def can_modify(path: str | Path) -> bool:

@@ -71,16 +71,15 @@ def png(color=(200, 30, 30), size=(48, 40)) -> bytes:
 def app(page: str = "overview", state: dict | None = None) -> AppTest:
     """The app after one run of `page`, with session state preset from `state`.
 
-    The first run executes app.py (session init with setdefault, navigation, sidebar) on the default
-    page. Later runs in AppTest (streamlit 1.67) execute only the current page's file, so the sidebar is
-    checked on a first run; session state carries over, as in a browser session.
+    Every run executes app.py (session init with setdefault, st.navigation, the page, the sidebar);
+    switch_page picks the page the way a click in the navigation does.
     """
     at = AppTest.from_file(APP, default_timeout=90)
     for k, v in (state or {}).items():
         at.session_state[k] = v
     at.run()
     if page != "overview":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -114,16 +113,18 @@ def texts(elements) -> str:
 class TestPages:
     @pytest.mark.parametrize("page", PAGES)
     def test_page_renders(self, app_env, page):
-        """Every page renders without an exception."""
+        """Every page renders without an exception, inside the entry point (navigation and sidebar)."""
         at = app(page)
         assert at.title, f"{page} has no title"
+        assert "Active configuration" in texts(at.sidebar.markdown)
 
     def test_sidebar_shows_configuration_and_loaded_checkpoints(self, app_env, checkpoints):
         """The entry point's sidebar lists the active configuration and every loaded checkpoint."""
-        at = app("overview")
+        at = app("circuit")
         assert "4 qubits, depth 6" in texts(at.sidebar.markdown)
         assert "None yet" in texts(at.sidebar.caption)
-        at = app("overview", {"loaded": [str(checkpoints["quantum-0"]), str(checkpoints["linear-0"])]})
+        at.session_state["loaded"] = [str(checkpoints["quantum-0"]), str(checkpoints["linear-0"])]
+        at.run()
         sidebar = texts(at.sidebar.markdown)
         assert checkpoints["quantum-0"].name in sidebar and checkpoints["linear-0"].name in sidebar
 
@@ -192,7 +193,7 @@ class TestTrain:
         at = app("train")
         assert at.number_input(key="train_epochs").max == 3
         assert at.number_input(key="train_n_qubits").max == 8
-        assert "Demo mode" in texts(app("overview").sidebar.info)
+        assert "Demo mode" in texts(at.sidebar.info)
 
     def test_quick_start_then_cancel(self, app_env):
         """The quick start queues quantum, linear and finetuned; Cancel stops it with state 'cancelled'."""
@@ -277,6 +278,17 @@ class TestCheckpoints:
         assert session_dir != shipped and [p.name for p in session_dir.glob("*.pt")] == ["mine.pt"]
         assert "Stored and loaded mine.pt" in texts(at.success)
         assert at.button(key="ckpt_delete_this session").disabled is False
+
+    def test_demo_session_starts_with_shipped_checkpoints(self, app_env, checkpoints, monkeypatch):
+        """A hosted demo classifies uploads without training: new sessions load models/'s checkpoints."""
+        shipped = checkpoints["linear-0"].parent
+        monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.setenv("QTL_MODELS_DIR", str(shipped))
+        at = app("classify")
+        assert sorted(at.session_state["loaded"]) == sorted(str(p.resolve()) for p in shipped.glob("*.pt"))
+        at.file_uploader(key="cls_upload").set_value(("x.png", png(), "image/png"))
+        at.run()
+        assert not at.exception and len([m for m in at.markdown if "→" in m.value]) == 1
 
     def test_malicious_upload_is_rejected_without_running_code(self, app_env, tmp_path):
         """A pickle that would run code is refused with a clear error, and nothing is stored."""

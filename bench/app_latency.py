@@ -1,0 +1,265 @@
+"""App latency benchmark: first page after server start, and classifying an upload with three variants.
+
+Measured in one run, on one machine:
+
+  first page   wall time from launching `streamlit run app.py` (subprocess start) until the Overview's
+               title is visible in headless Chromium. The browser is started beforehand and polls the
+               port, so browser start-up is not counted. Repeated --starts times (fresh server each time).
+  classify     three checkpoints (quantum, linear, finetuned; resnet18 random init, 1 epoch on a small
+               generated dataset) are shipped in a models/ folder and loaded into every session (demo
+               mode autoload). Two numbers:
+               - compute: what the Classify page does per upload, in-process: decode the uploaded bytes
+                 (`qtl.data.load_image`) + `qtl.inference.predict` with the three warm models;
+               - browser: from handing a PNG to the page's file input until all three predictions are
+                 on screen (upload, rerun, compute, render). Each sample is a fresh browser session on the
+                 warm server; the first, which loads the models, is reported separately.
+
+    .venv/bin/python bench/app_latency.py [--starts 3] [--repeats 5] [--json out.json]
+
+Targets (issue 4): first page <= 3 s; classifying an uploaded image with three variants <= 0.5 s.
+Needs Debian's /usr/bin/chromium and Playwright's Python API (never downloads a browser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TARGET_FIRST_PAGE_S = 3.0
+TARGET_CLASSIFY_S = 0.5
+PREDICTION = re.compile(r"(quantum|linear|finetuned)-\S+ → \w+ \(\d+\.\d%\)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_dataset(root: Path, per_class: int = 6) -> Path:
+    """A 2-class ImageFolder dataset of small noisy PNGs (train and val)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(("cats", "dogs")):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                arr = np.clip(60 + 120 * c + rng.integers(-40, 40, (64, 64, 3)), 0, 255).astype("uint8")
+                Image.fromarray(arr).save(d / f"{name}_{i}.png")
+    return root
+
+
+def train_checkpoints(data: Path, models: Path) -> list[Path]:
+    """quantum, linear and finetuned, 1 epoch each, random-init resnet18, saved into `models`."""
+    from qtl.runs import plan_runs
+    from qtl.train import fit
+    from qtl.variants import ModelConfig
+
+    base = ModelConfig(pretrained=False, class_names=("cats", "dogs"))
+    runs = plan_runs(["quantum", "linear", "finetuned"], base, [0], models, epochs=1, data=str(data))
+    return [
+        fit(r.model_config, r.train_config, checkpoint_path=r.checkpoint_path).checkpoint_path for r in runs
+    ]
+
+
+def compute_latency(checkpoints: list[Path], image: bytes, repeats: int) -> list[float]:
+    """Seconds per upload for decode + predict with the three loaded models (warm)."""
+    from qtl.checkpoint import load_checkpoint
+    from qtl.data import load_image
+    from qtl.inference import predict
+
+    models = {p.stem: load_checkpoint(p) for p in checkpoints}
+    predict(models, load_image(image))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predict(models, load_image(image))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+class Server:
+    """`streamlit run app.py` on a free port, in its own process group."""
+
+    def __init__(self, env: dict, log: Path) -> None:
+        self.port = free_port()
+        cmd = [
+            str(Path(sys.executable).parent / "streamlit"),
+            "run",
+            "app.py",
+            "--server.port",
+            str(self.port),
+        ]
+        cmd += [
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ]
+        self.t0 = time.perf_counter()
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"streamlit not healthy on {self.url} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def first_page_time(browser, env: dict, log: Path, timeout: float = 60) -> float:
+    """Seconds from server launch until the Overview's title is visible."""
+    page = browser.new_page()
+    server = Server(env, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                page.goto(server.url, timeout=5_000)
+                break
+            except Exception:  # connection refused until the server listens
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no server on {server.url} within {timeout} s") from None
+                time.sleep(0.02)
+        page.get_by_role("heading", name="Quantum transfer learning explorer").wait_for(timeout=timeout * 1e3)
+        return time.perf_counter() - server.t0
+    finally:
+        page.close()
+        server.stop()
+
+
+def browser_classify_time(browser, url: str, image: Path, timeout_s: float = 60) -> float:
+    """Seconds from handing `image` to Classify's uploader until three predictions show, in a new session."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/classify", timeout=timeout_s * 1e3)
+        page.get_by_role("heading", name="Classify").wait_for(timeout=timeout_s * 1e3)
+        uploader = page.locator("input[type=file]").first
+        uploader.wait_for(state="attached", timeout=timeout_s * 1e3)
+        t0 = time.perf_counter()
+        uploader.set_input_files(str(image))
+        page.get_by_text(PREDICTION).nth(2).wait_for(timeout=timeout_s * 1e3)
+        return time.perf_counter() - t0
+    finally:
+        page.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--starts", type=int, default=3, help="server starts to time (fresh server each)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed classifications")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    if not Path(CHROMIUM).is_file():
+        sys.exit(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="qtl-app-bench-"))
+    env = {
+        **os.environ,
+        "QTL_CACHE_DIR": str(tmp / "cache"),
+        "TORCH_HOME": str(tmp / "torch"),
+        "QTL_PRETRAINED": "0",
+        "QTL_OFFLINE": "1",
+    }
+    os.environ.update({k: env[k] for k in ("QTL_CACHE_DIR", "TORCH_HOME")})
+    data = make_dataset(tmp / "data")
+    models = tmp / "models"
+    checkpoints = train_checkpoints(data, models)
+    image = sorted((data / "val" / "dogs").glob("*.png"))[0]
+    log = tmp / "streamlit.log"
+
+    compute = compute_latency(checkpoints, image.read_bytes(), args.repeats * 4)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            starts = [
+                first_page_time(browser, {**env, "QTL_DATA_DIR": str(data)}, log) for _ in range(args.starts)
+            ]
+            demo = {**env, "QTL_DATA_DIR": str(data), "QTL_MODELS_DIR": str(models), "QTL_DEMO": "1"}
+            server = Server(demo, log)
+            try:
+                server.wait_healthy()
+                cold = browser_classify_time(browser, server.url, image, timeout_s=120)
+                warm = [browser_classify_time(browser, server.url, image) for _ in range(args.repeats)]
+            finally:
+                server.stop()
+        finally:
+            browser.close()
+
+    med = {
+        "first_page_s": statistics.median(starts),
+        "classify_compute_s": statistics.median(compute),
+        "classify_browser_s": statistics.median(warm),
+    }
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"first page after server start : median {med['first_page_s']:.2f} s of {len(starts)} "
+        f"({', '.join(f'{t:.2f}' for t in starts)}); target {TARGET_FIRST_PAGE_S} s, "
+        f"ratio {med['first_page_s'] / TARGET_FIRST_PAGE_S:.2f}"
+    )
+    print(
+        f"classify, 3 variants, compute: median {med['classify_compute_s'] * 1e3:.0f} ms of {len(compute)}; "
+        f"target {TARGET_CLASSIFY_S * 1e3:.0f} ms, ratio {med['classify_compute_s'] / TARGET_CLASSIFY_S:.2f}"
+    )
+    print(
+        f"classify, 3 variants, browser: median {med['classify_browser_s'] * 1e3:.0f} ms of {len(warm)} "
+        f"({', '.join(f'{t * 1e3:.0f}' for t in warm)}); first session incl. loading the models "
+        f"{cold * 1e3:.0f} ms; target {TARGET_CLASSIFY_S * 1e3:.0f} ms, "
+        f"ratio {med['classify_browser_s'] / TARGET_CLASSIFY_S:.2f}"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {**med, "starts": starts, "compute": compute, "browser": warm, "browser_cold": cold}, indent=2
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
