@@ -45,7 +45,7 @@ CONFIGS = [(4, 6, 4), (4, 6, 64), (4, 6, 32), (8, 6, 32), (12, 6, 32), (16, 6, 3
 EXTRAPOLATE_FACTOR = 5
 #: Address-space limit of this process, so a PennyLane simulation too large for the machine fails
 #: with a MemoryError instead of swapping or waking the OOM killer.
-MEMORY_LIMIT_BYTES = 14 * 2**30
+MEMORY_LIMIT_BYTES = 11 * 2**30
 NATIVE_MEMORY_BUDGET = 10 * 2**30
 
 
@@ -190,6 +190,28 @@ def print_row(row: dict, cap: float) -> None:
     sys.stdout.flush()
 
 
+def markdown_table(results: list[dict], engines: list[str], cap: float) -> str:
+    """The results as a Markdown table: one row per configuration, ms per step and ratio to native."""
+    lines = ["| qubits | depth | batch | " + " | ".join(engines) + " |", "|---" * (3 + len(engines)) + "|"]
+    configs = list(dict.fromkeys((r["n_qubits"], r["depth"], r["batch"]) for r in results))
+    for n, depth, batch in configs:
+        cells = []
+        for engine in engines:
+            e = next(
+                r
+                for r in results
+                if (r["n_qubits"], r["depth"], r["batch"], r["engine"]) == (n, depth, batch, engine)
+            )
+            if e["median_ms"] is None:
+                cells.append(f"{e['status']} ({cap:g} s)")
+            elif engine == "native" or "ratio_to_native" not in e:
+                cells.append(f"{e['median_ms']:.2f} ms")
+            else:
+                cells.append(f"{e['median_ms']:.1f} ms ({e['ratio_to_native']:.0f}x)")
+        lines.append(f"| {n} | {depth} | {batch} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and a 2 s cap")
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         f"cap {cap:g} s per step; (Nx) = time / native time"
     )
     results = run(CONFIGS, args.engines, repeats, cap)
+    print()
+    print(markdown_table(results, args.engines, cap))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "command": command, "cap_s": cap, "results": results}, f, indent=2)

@@ -190,13 +190,14 @@ class TestExecutionPaths:
 
     @pytest.mark.parametrize("n_qubits", [3, 5, 8])
     def test_grouped_layers_and_halving_reduction(self, monkeypatch, n_qubits):
-        """Forcing small wire groups and the table-free <Z> reduction changes nothing."""
+        """Small wire groups, in-place and cyclic contractions and the table-free <Z> change nothing."""
         config = CircuitConfig(n_qubits, 3, "ring", "rot")
         angles, weights = random_inputs(config, 4, seed=n_qubits)
         want = NativeEngine(config)(angles, weights)
         monkeypatch.setattr(sv, "FULL_BLOCK_MAX_QUBITS", 1)
         monkeypatch.setattr(sv, "GROUP_MAX_QUBITS", 2)
         monkeypatch.setattr(sv, "SIGN_TABLE_MAX_QUBITS", 0)
+        monkeypatch.setattr(sv, "ROTATE_MAX_QUBITS", 2)
         engine = NativeEngine(config)
         assert len(engine._groups) > 1
         torch.testing.assert_close(engine(angles, weights), want, atol=1e-12, rtol=0)

@@ -15,6 +15,9 @@ import torch
 FULL_BLOCK_MAX_QUBITS = 6
 #: Wider layers are split into balanced groups of at most this many wires, one block matmul per group.
 GROUP_MAX_QUBITS = 4
+#: The cyclic contraction handles at most this many trailing wires (rows of 2**12 amplitudes stay in
+#: cache); wider layers contract their leading groups in place.
+ROTATE_MAX_QUBITS = 12
 #: Kronecker products of up to this many factors use one gather and one prod (`kron_gather`).
 GATHER_KRON_MAX_QUBITS = 6
 #: Up to this many qubits <Z_i> is one matmul with a (2**n, n) sign table; above, a halving reduction.
@@ -172,12 +175,22 @@ class _ContractLast(torch.autograd.Function):
         return grad_x, grad_k
 
 
+def _per_row(k: torch.Tensor, b: int, rows: int) -> torch.Tensor:
+    """A shared (d, d) block as is, or per-sample (B, d, d) blocks repeated for rows = B * L rows."""
+    if k.dim() == 2 or rows == b:
+        return k
+    d = k.shape[-1]
+    return k[:, None].expand(b, rows // b, d, d).reshape(rows, d, d)
+
+
 def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
     """Apply a layer of Kronecker blocks (wire order, covering every wire) to (B, 2**n) states.
 
-    A block is (d, d), shared by the batch, or (B, d, d). One block is one matmul. Several blocks
-    use the cyclic trick: each product contracts the last wire group and moves it to the front, so
-    after all groups the wire order is restored and every product is one large batched matmul.
+    A block is (d, d), shared by the batch, or (B, d, d). One block is one matmul. With several, the
+    leading groups are contracted in place, K @ x over a (rows, d, rest) view, and the trailing ones
+    (at most ROTATE_MAX_QUBITS wires) by the cyclic trick: each product contracts the last group and
+    moves it to the front of the trailing wires, so after all of them the wire order is restored.
+    Every product is one batched matmul whose per-row operand stays about cache-sized.
     """
     b = state.shape[0]
     if len(blocks) == 1:
@@ -185,8 +198,23 @@ def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tenso
         if k.dim() == 2:
             return state @ k.mT
         return torch.bmm(k, state.unsqueeze(-1)).squeeze(-1)
-    for k in reversed(blocks):
-        state = _ContractLast.apply(state.reshape(b, -1, k.shape[-1]), k)  # (B, d, M): this group leads
+    sizes = [k.shape[-1].bit_length() - 1 for k in blocks]
+    n_tail, tail_qubits = 0, 0
+    for size in reversed(sizes):
+        if n_tail and tail_qubits + size > ROTATE_MAX_QUBITS:
+            break
+        n_tail, tail_qubits = n_tail + 1, tail_qubits + size
+    head = len(blocks) - n_tail
+    left = 0
+    for k, size in zip(blocks[:head], sizes[:head], strict=True):
+        x = state.reshape(b * 2**left, 2**size, -1)  # (rows, d, rest)
+        k = _per_row(k, b, x.shape[0])
+        state = torch.bmm(k.expand(x.shape[0], -1, -1), x)
+        left += size
+    rows = b * 2**left
+    for k in reversed(blocks[head:]):
+        x = state.reshape(rows, -1, k.shape[-1])  # (rows, M, d)
+        state = _ContractLast.apply(x, _per_row(k, b, rows))  # (rows, d, M): this group leads
     return state.reshape(b, -1)
 
 
