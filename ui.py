@@ -13,6 +13,7 @@ Settings (environment variables win over `.streamlit/secrets.toml`'s `[qtl]` tab
 | `QTL_DEMO_MAX_QUBITS` | `max_qubits`         | demo cap on qubits (default 8)                         |
 | `QTL_AUTOLOAD=1`      | `autoload = true`    | new sessions load models/'s checkpoints (demo default) |
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
+| `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
 | `QTL_DATA_DIR`        | -                    | the dataset root (default: qtl.data's search)          |
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -55,6 +57,7 @@ class Settings:
     max_queued: int  # training requests that may wait while one runs (0: refuse)
     max_runs: int  # (variant, seed) runs per training request
     autoload: bool  # new sessions start with models/'s checkpoints loaded
+    torch_threads: int | None  # intra-op threads; None keeps torch's default (one per core)
 
 
 def _secret(name: str, default):
@@ -69,6 +72,11 @@ def _flag(env: str, secret: str, default: bool) -> bool:
     if raw is None:
         return bool(_secret(secret, default))
     return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int_setting(env: str, secret: str, default: int | None) -> int | None:
+    raw = os.environ.get(env) or _secret(secret, None)
+    return default if raw in (None, "") else int(raw)
 
 
 def settings() -> Settings:
@@ -87,6 +95,7 @@ def settings() -> Settings:
         max_queued=0 if demo else 4,
         max_runs=6 if demo else 100,
         autoload=_flag("QTL_AUTOLOAD", "autoload", demo),
+        torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1 if demo else None),
     )
 
 
@@ -125,6 +134,21 @@ def init_session() -> None:
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
     s, c = settings(), st.session_state["config"]
     c["epochs"], c["n_qubits"] = min(c["epochs"], s.max_epochs), min(c["n_qubits"], s.max_qubits)
+    if s.torch_threads:
+        _set_torch_threads(s.torch_threads)
+
+
+def _set_torch_threads(n: int) -> None:
+    """A shared server answers many requests at once: one intra-op thread per request avoids
+    oversubscribing the cores (on 2 busy cores, 2 threads made a resnet18 pass ~5x slower than 1).
+    Before torch is imported this only sets OMP_NUM_THREADS, so the first page does not wait for torch."""
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 def circuit_config(config: dict | None = None) -> CircuitConfig:
