@@ -278,7 +278,7 @@ def main() -> None:
     med = result["classify_browser_s"]
     print(
         f"classify 1 upload, 3 variants, in the browser (demo server): median {med * 1e3:.0f} ms "
-        f"({ms(warm)}); {ratio(med, TARGET_CLASSIFY_S)}; first session, loading the models: {cold * 1e3:.0f} ms"
+        f"({ms(warm)}); {ratio(med, TARGET_CLASSIFY_S)}; first session, loading models: {cold * 1e3:.0f} ms"
     )
     if args.json:
         raw = {"starts": starts, "demo_starts": demo_starts, "browser": warm}
