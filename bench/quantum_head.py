@@ -165,9 +165,16 @@ def run(configs, engines, repeats: int, cap: float) -> list[dict]:
     return results
 
 
+def describe(entry: dict, cap: float) -> str:
+    """Why an entry has no time: "> cap (10 s)", "> cap (extrapolated) (10 s)" or "out of memory (11 GiB)"."""
+    if entry["status"] == "out of memory":
+        return f"out of memory ({MEMORY_LIMIT_BYTES / 2**30:g} GiB limit)"
+    return f"{entry['status']} ({cap:g} s)"
+
+
 def print_entry(entry: dict, cap: float) -> None:
     """Progress line on stderr, so long runs show where they are."""
-    t = f"{entry['median_ms']:.2f} ms" if entry["median_ms"] else f"{entry['status']} ({cap:g} s)"
+    t = f"{entry['median_ms']:.2f} ms" if entry["median_ms"] else describe(entry, cap)
     print(
         f"  ... {entry['n_qubits']}q d{entry['depth']} b{entry['batch']} {entry['engine']}: {t}",
         file=sys.stderr,
@@ -179,7 +186,7 @@ def print_row(row: dict, cap: float) -> None:
     cells = []
     for engine, e in row.items():
         if e["median_ms"] is None:
-            cells.append(f"{engine}: {e['status']} ({cap:g} s)")
+            cells.append(f"{engine}: {describe(e, cap)}")
         else:
             ratio = f" ({e['ratio_to_native']:.1f}x)" if "ratio_to_native" in e and engine != "native" else ""
             cells.append(f"{engine}: {e['median_ms']:.2f} ms{ratio}")
@@ -203,7 +210,7 @@ def markdown_table(results: list[dict], engines: list[str], cap: float) -> str:
                 if (r["n_qubits"], r["depth"], r["batch"], r["engine"]) == (n, depth, batch, engine)
             )
             if e["median_ms"] is None:
-                cells.append(f"{e['status']} ({cap:g} s)")
+                cells.append(describe(e, cap))
             elif engine == "native" or "ratio_to_native" not in e:
                 cells.append(f"{e['median_ms']:.2f} ms")
             else:

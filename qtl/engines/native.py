@@ -366,7 +366,8 @@ class NativeEngine(nn.Module):
         n, n_layers = self.n_qubits, block.n_layers
         if len(self._groups) == 1:
             index, trailing = self._fused_index(block, device)
-            kt = mats.flatten(-3).index_select(-1, index).unflatten(-1, (n_layers, n, 2**n, 2**n)).prod(-3)
+            kt = mats.flatten(-3).index_select(-1, index).unflatten(-1, (n_layers, n, 2**n, 2**n))
+            kt = sv.product(kt, dim=-3)
             return [("fused", kt)] + ([("perm", trailing)] if trailing else [])  # kt: (B?, L, d, d)
         blocks = sv.group_blocks(mats.unflatten(-3, (n_layers, n)), self._groups)  # per group (B?, L, d, d)
         per_layer = list(zip(*(b.unbind(-3) for b in blocks), strict=True))

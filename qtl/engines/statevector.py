@@ -72,7 +72,16 @@ def kron_gather(m: torch.Tensor) -> torch.Tensor:
     if key not in _KRON_INDEX:
         _KRON_INDEX[key] = kron_index(k, a, b).reshape(-1).to(m.device)
     out = m.flatten(-3).index_select(-1, _KRON_INDEX[key])
-    return out.unflatten(-1, (k, a**k, b**k)).prod(-3)
+    return product(out.unflatten(-1, (k, a**k, b**k)), dim=-3)
+
+
+def product(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x.prod(dim) for a few factors, as plain multiplications (prod's backward must guard against zeros)."""
+    factors = x.unbind(dim)
+    out = factors[0]
+    for f in factors[1:]:
+        out = out * f
+    return out
 
 
 def kron_index(k: int, a: int, b: int) -> torch.Tensor:
