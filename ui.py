@@ -449,10 +449,12 @@ def curves_chart(records: list[dict], metric: str):
         alt.Chart(pd.DataFrame(rows), title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N"),
-            strokeDash=alt.StrokeDash("split:N", sort=["val", "train"]),
+            color=alt.Color(
+                "run:N", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=420)
+            ),
+            strokeDash=alt.StrokeDash("split:N", sort=["val", "train"], legend=alt.Legend(orient="top")),
             tooltip=["run", "split", "epoch", alt.Tooltip(f"{metric}:Q", format=".3f")],
         )
         .properties(height=260)
@@ -815,7 +817,7 @@ def summary_table(summary: list[dict], fields: tuple[str, ...]):
     """A dataframe of qtl.runs.summarise output, each field as "mean ± std"."""
     import pandas as pd
 
-    digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 1, "latency_ms": 1}
+    digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 2, "latency_ms": 1}
 
     def cell(row, f):
         mean, std = row[f"{f}_mean"], row[f"{f}_std"]
@@ -849,7 +851,9 @@ def confusion_chart(metrics: dict, title: str):
         for i in range(len(names))
         for j in range(len(names))
     ]
-    base = alt.Chart(pd.DataFrame(rows), title=title).encode(x="predicted:N", y="true:N")
+    base = alt.Chart(pd.DataFrame(rows), title=alt.TitleParams(title, fontSize=11, limit=380)).encode(
+        x="predicted:N", y="true:N"
+    )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
     return (heat + base.mark_text(fontSize=14).encode(text="count:Q")).properties(height=200)
 

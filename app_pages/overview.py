@@ -23,7 +23,7 @@ st.graphviz_chart(
     pre [label="Linear → {n}\\ntanh·π/2"];
     q [label="variational circuit\\n{n} qubits, depth {c["depth"]}\\n⟨Z⟩ per qubit", fillcolor="#dcd6ff"];
     post [label="Linear {n} → classes"];
-    out [label="ants / bees", fillcolor="#ffffff"];
+    out [label="{" / ".join(ui.dataset_classes(ui.settings().data_dir)) or "classes"}", fillcolor="#ffffff"];
     img -> bb -> pre -> q -> post -> out;
     subgraph cluster_head {{ label="dressed quantum circuit"; style=dashed; pre; q; post; }}
     }}""",

@@ -19,7 +19,9 @@ with st.form("train_form"):
     with mid:
         ui.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
     with right:
-        ui.bound(st.toggle, "ImageNet weights (off: random init)", "pretrained", "train_pretrained")
+        ui.bound(
+            st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."
+        )
     st.markdown("##### Circuit")
     ui.circuit_widgets("train")
     left, mid, right, last = st.columns(4)
@@ -43,26 +45,28 @@ with st.form("train_form"):
     with last:
         ui.bound(st.number_input, "shots (0: exact)", "shots", "train_shots", min_value=0, max_value=100_000)
     st.markdown("##### Training")
-    cols = st.columns(6)
+    cols = st.columns(4)
     with cols[0]:
         ui.bound(st.number_input, "epochs", "epochs", "train_epochs", min_value=1, max_value=s.max_epochs)
     with cols[1]:
         ui.bound(st.text_input, "seeds (comma-separated)", "seeds", "train_seeds")
     with cols[2]:
         ui.bound(
-            st.toggle,
-            "override recipe",
-            "override_recipe",
-            "train_override",
-            help="Off: each variant uses its own recipe's learning rate, batch size and augmentation.",
-        )
-    with cols[3]:
-        ui.bound(
             st.number_input, "lr", "lr", "train_lr", format="%.5f", min_value=1e-6, max_value=1.0, step=1e-4
         )
-    with cols[4]:
+    with cols[3]:
         ui.bound(st.number_input, "batch size", "batch_size", "train_batch", min_value=1, max_value=256)
-    with cols[5]:
+    cols = st.columns(4)
+    with cols[0]:
+        ui.bound(
+            st.toggle,
+            "override the recipes",
+            "override_recipe",
+            "train_override",
+            help="Off: each variant uses its own recipe's learning rate, batch size and augmentation; "
+            "on: the values here apply to every variant.",
+        )
+    with cols[1]:
         ui.bound(st.toggle, "augmentation", "augment", "train_augment")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
