@@ -10,9 +10,10 @@ The gate list is compiled once into three parts, each simulated the cheapest way
 3. trainable block: everything after, independent of the input. It is a list of stages: a run of CNOTs
    is one fixed permutation of basis states (index tensors computed once per device); a run of
    single-qubit gates is one 2x2 matrix per wire, applied as Kronecker blocks over wire groups
-   (`statevector.wire_groups`). When the batch is larger than 2**n (and n <= MATRIX_PATH_MAX_QUBITS),
-   the block's 2**n x 2**n matrix is built once per forward, by applying the stages to the identity,
-   and applied with one matmul.
+   (`statevector.wire_groups`); up to FULL_BLOCK_MAX_QUBITS a layer is one block with the CNOT run
+   before it folded in. When the batch is larger than 2**n (and n <= MATRIX_PATH_MAX_QUBITS), the
+   block's 2**n x 2**n matrix is built once per forward (the product of its layer matrices, or the
+   stages applied to the identity) and applied with one matmul.
 
 With H, RY and CNOT only every amplitude is real and the simulation runs in the input's float dtype;
 otherwise in the matching complex dtype. <Z_i> comes from the probabilities, never from 2**n x 2**n
@@ -38,7 +39,8 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 MEMORY_BUDGET_ENV = "QTL_NATIVE_MEMORY_BUDGET"
 #: The matrix path builds a 2**n x 2**n matrix: only up to this many qubits, and only when B > 2**n.
 MATRIX_PATH_MAX_QUBITS = 10
-#: States kept besides one per applied stage: product state, probabilities, gradient buffers.
+#: States a training forward keeps besides one per group product: product state, probabilities,
+#: gradient buffers.
 _EXTRA_STATES = 4
 
 Path = Literal["auto", "state", "matrix"]
@@ -72,10 +74,6 @@ class _Rounds:
     rounds: list[tuple[list[_Group], torch.Tensor | None]] = field(default_factory=list)
     # each round: its groups and, unless one group covers every slot in order, the (n_slots,) order
     # that picks each slot's matrix from cat(group matrices..., identity)
-
-    @property
-    def batched(self) -> bool:
-        return any(g.source == "input" for groups, _ in self.rounds for g in groups)
 
 
 @dataclass
@@ -355,10 +353,11 @@ class NativeEngine(nn.Module):
         return self._on(("fused", id(block)), device, make), (last[1] if last[0] == "perm" else None)
 
     def _block_factors(self, block: _Block, angles, wflat, dtype, device):
-        """Per stage what to apply: ("perm", pairs) or ("mat", per-group list of (B?, d, d) blocks).
+        """What to apply, in order: ("perm", pairs), ("blocks", per-group (B?, d, d)) or ("fused", kt).
 
-        With one wire group, CNOT runs are fused into the layer matrices, which are transposed already
-        ("fused", (B?, d, d) factor with rows @ factor); otherwise ("blocks", [...]) for `apply_blocks`.
+        With one wire group, each CNOT run is folded into the layer after it and all layers come as one
+        ("fused", (B?, L, d, d)) of transposed matrices, applied as rows @ kt[l]; otherwise a layer is
+        ("blocks", [...]) for `statevector.apply_blocks`.
         """
         mats = self._slot_matrices(block.rounds, angles, wflat, dtype, device)
         if mats is None:
