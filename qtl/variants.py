@@ -101,6 +101,21 @@ class ModelConfig:
         return cls(**d)
 
 
+# The paper's recipe (Mari et al. 2019) and the PyTorch transfer learning tutorial's.
+_PAPER = dict(epochs=30, batch_size=4, optimizer="adam", lr=4e-4, step_size=10, gamma=0.1)
+_TUTORIAL = dict(
+    epochs=25, batch_size=4, optimizer="sgd", lr=1e-3, momentum=0.9, step_size=7, gamma=0.1, augment=True
+)
+#: TrainConfig fields per variant; `recipe` builds them.
+RECIPES = {
+    "quantum": _PAPER,
+    "dressed-classical": _PAPER,
+    "finetuned": _TUTORIAL,
+    "linear": {**_TUTORIAL, "views": 5},  # 5 cached augmented views: its epochs never run the backbone
+    "hybrid": {**_PAPER, "epochs": 25, "backbone_lr": 1e-4, "augment": True},
+}
+
+
 def recipe(variant: str) -> TrainConfig:
     """The training defaults of a variant (the issue's table); override fields with dataclasses.replace.
 
@@ -111,42 +126,7 @@ def recipe(variant: str) -> TrainConfig:
     """
     from qtl.train import TrainConfig
 
-    check_variant(variant)
-    if variant in ("quantum", "dressed-classical"):
-        return TrainConfig(epochs=30, batch_size=4, optimizer="adam", lr=4e-4, step_size=10, gamma=0.1)
-    if variant == "finetuned":
-        return TrainConfig(
-            epochs=25,
-            batch_size=4,
-            optimizer="sgd",
-            lr=1e-3,
-            momentum=0.9,
-            step_size=7,
-            gamma=0.1,
-            augment=True,
-        )
-    if variant == "linear":
-        return TrainConfig(
-            epochs=25,
-            batch_size=4,
-            optimizer="sgd",
-            lr=1e-3,
-            momentum=0.9,
-            step_size=7,
-            gamma=0.1,
-            augment=True,
-            views=5,
-        )
-    return TrainConfig(
-        epochs=25,
-        batch_size=4,
-        optimizer="adam",
-        lr=4e-4,
-        backbone_lr=1e-4,
-        step_size=10,
-        gamma=0.1,
-        augment=True,
-    )
+    return TrainConfig(**RECIPES[check_variant(variant)])
 
 
 class Classifier(nn.Module):
