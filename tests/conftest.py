@@ -40,7 +40,7 @@ def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), si
     from PIL import Image
 
     g = torch.Generator().manual_seed(0)
-    for split, n in zip(("train", "val"), per_split):
+    for split, n in zip(("train", "val"), per_split, strict=True):
         for c, name in enumerate(classes):
             d = root / split / name
             d.mkdir(parents=True, exist_ok=True)
