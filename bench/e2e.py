@@ -10,10 +10,11 @@ Measured in one run, on one machine, in this order:
   qtl        `qtl.train.fit()` for `quantum` with the paper's recipe (4 qubits, depth 6, batch 4, Adam 4e-4,
              StepLR(10, 0.1), 30 epochs), end to end from a cold feature cache (a fresh temporary folder):
              dataset checks, feature extraction, 30 epochs with validation.
-  reference  the PennyLane demo's pipeline, written here independently of qtl's training code:
+  reference  the PennyLane demo's pipeline, written independently of qtl's training code:
              torchvision ImageFolder + DataLoader (batch 4, shuffled, the demo's transforms), the backbone
              forward on every batch of every epoch, and the dressed circuit as Linear(512, 4), tanh * pi/2,
-             a default.qubit QNode called once per sample, Linear(4, 2); Adam 4e-4 + StepLR(10, 0.1), a
+             a default.qubit QNode called once per sample, Linear(4, 2) (tests/paper_demo.py, the
+             transcription the faithfulness test checks qtl against); Adam 4e-4 + StepLR(10, 0.1), a
              train and a val phase per epoch. It runs --ref-epochs epochs (default 2) and is extrapolated
              linearly to the qtl run's epoch count; the output says so.
   finetuned  one epoch (--finetune-epochs) of `finetuned` through qtl's fit() against the PyTorch
@@ -38,11 +39,11 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pennylane as qml
 import torch
 import torchvision
@@ -53,69 +54,16 @@ from torchvision import datasets, transforms
 from qtl.train import fit
 from qtl.variants import ModelConfig, recipe
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data" / "hymenoptera_data"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TARGET_FLOOR, TARGET_REFERENCE = 1.5, 20.0
 
-# ---- the demo's pipeline (PennyLane "Quantum transfer learning", Mari et al.), written as the demo does
-
-n_qubits = 4
-q_depth = 6
-q_delta = 0.01
-step = 0.0004
-gamma_lr_scheduler = 0.1
-
-
-def H_layer(nqubits):
-    for idx in range(nqubits):
-        qml.Hadamard(wires=idx)
-
-
-def RY_layer(w):
-    for idx, element in enumerate(w):
-        qml.RY(element, wires=idx)
-
-
-def entangling_layer(nqubits):
-    for i in range(0, nqubits - 1, 2):
-        qml.CNOT(wires=[i, i + 1])
-    for i in range(1, nqubits - 1, 2):
-        qml.CNOT(wires=[i, i + 1])
-
-
-dev = qml.device("default.qubit", wires=n_qubits)
-
-
-@qml.qnode(dev, interface="torch")
-def quantum_net(q_input_features, q_weights_flat):
-    q_weights = q_weights_flat.reshape(q_depth, n_qubits)
-    H_layer(n_qubits)
-    RY_layer(q_input_features)
-    for k in range(q_depth):
-        entangling_layer(n_qubits)
-        RY_layer(q_weights[k])
-    exp_vals = [qml.expval(qml.PauliZ(position)) for position in range(n_qubits)]
-    return tuple(exp_vals)
-
-
-class DressedQuantumNet(nn.Module):
-    """The demo's dressed circuit: Linear(512, 4), tanh * pi/2, one QNode call per sample, Linear(4, 2)."""
-
-    def __init__(self, device):
-        super().__init__()
-        self.device = device
-        self.pre_net = nn.Linear(512, n_qubits)
-        self.q_params = nn.Parameter(q_delta * torch.randn(q_depth * n_qubits))
-        self.post_net = nn.Linear(n_qubits, 2)
-
-    def forward(self, input_features):
-        pre_out = self.pre_net(input_features)
-        q_in = torch.tanh(pre_out) * np.pi / 2.0
-        q_out = torch.Tensor(0, n_qubits).to(self.device)
-        for elem in q_in:
-            q_out_elem = torch.hstack(quantum_net(elem, self.q_params)).float().unsqueeze(0)
-            q_out = torch.cat((q_out, q_out_elem))
-        return self.post_net(q_out)
+# ---- the demo's pipeline (PennyLane "Quantum transfer learning", Mari et al.): its dressed circuit and
+# settings come from tests/paper_demo.py, the transcription the faithfulness test checks qtl against
 
 
 def demo_transforms() -> dict:
@@ -197,7 +145,7 @@ def reference_run(root: Path, epochs: int, device: torch.device) -> dict:
     model_hybrid = torchvision.models.resnet18(weights=None)  # the demo loads ImageNet weights here
     for param in model_hybrid.parameters():
         param.requires_grad = False
-    model_hybrid.fc = DressedQuantumNet(device)
+    model_hybrid.fc = DressedQuantumNet(512, device=device)
     model_hybrid = model_hybrid.to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer_hybrid = torch.optim.Adam(model_hybrid.fc.parameters(), lr=step)

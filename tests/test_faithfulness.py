@@ -1,10 +1,10 @@
 """Faithfulness: qtl's `quantum` variant trains exactly like the paper's PennyLane demo.
 
-The reference below is written independently, the way the PennyLane "quantum transfer learning" demo
-writes it: a QNode on default.qubit (H layer, RY embedding, entangling layers, RY layer, <Z>), called
-once per sample in a Python loop, inside its own Linear layers. Both sides start from the same weights,
-see the same features in the same batch order, and use the paper's recipe (Adam 4e-4, StepLR(10, 0.1),
-batch 4). qtl trains through its own `fit()`; the per-step losses must agree to 1e-5.
+The reference (tests/paper_demo.py) is written independently, the way the PennyLane "quantum transfer
+learning" demo writes it: a QNode on default.qubit (H layer, RY embedding, entangling layers, RY layer,
+<Z>), called once per sample in a Python loop, inside its own Linear layers. Both sides start from
+the same weights, see the same features in the same batch order, and use the paper's recipe (Adam 4e-4,
+StepLR(10, 0.1), batch 4). qtl trains through its own `fit()`; the per-step losses must agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -12,74 +12,22 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pennylane as qml
 import torch
+from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step
 from torch import nn
 
 from qtl.features import FeatureSet
 from qtl.train import Callback, fit
 from qtl.variants import ModelConfig, build_model, recipe
 
-n_qubits = 4
-q_depth = 6
 CLASSES = ("ants", "bees")
-
-dev = qml.device("default.qubit", wires=n_qubits)
-
-
-def H_layer(nqubits):
-    for idx in range(nqubits):
-        qml.Hadamard(wires=idx)
-
-
-def RY_layer(w):
-    for idx, element in enumerate(w):
-        qml.RY(element, wires=idx)
-
-
-def entangling_layer(nqubits):
-    for i in range(0, nqubits - 1, 2):
-        qml.CNOT(wires=[i, i + 1])
-    for i in range(1, nqubits - 1, 2):
-        qml.CNOT(wires=[i, i + 1])
-
-
-@qml.qnode(dev, interface="torch")
-def quantum_net(q_input_features, q_weights_flat):
-    q_weights = q_weights_flat.reshape(q_depth, n_qubits)
-    H_layer(n_qubits)
-    RY_layer(q_input_features)
-    for k in range(q_depth):
-        entangling_layer(n_qubits)
-        RY_layer(q_weights[k])
-    exp_vals = [qml.expval(qml.PauliZ(position)) for position in range(n_qubits)]
-    return tuple(exp_vals)
-
-
-class DressedQuantumNet(nn.Module):
-    """The demo's dressed circuit: Linear(F, 4), tanh * pi/2, per-sample QNode, Linear(4, 2)."""
-
-    def __init__(self, in_features):
-        super().__init__()
-        self.pre_net = nn.Linear(in_features, n_qubits)
-        self.q_params = nn.Parameter(0.01 * torch.randn(q_depth * n_qubits))
-        self.post_net = nn.Linear(n_qubits, 2)
-
-    def forward(self, input_features):
-        pre_out = self.pre_net(input_features)
-        q_in = torch.tanh(pre_out) * np.pi / 2.0
-        q_out = torch.Tensor(0, n_qubits)
-        for elem in q_in:
-            q_out_elem = torch.hstack(quantum_net(elem, self.q_params)).float().unsqueeze(0)
-            q_out = torch.cat((q_out, q_out_elem))
-        return self.post_net(q_out)
 
 
 def reference_losses(net, features, labels, epochs, batch_size):
     """The demo's training loop over a fixed batch order; one loss per optimisation step."""
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.0004)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=step)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=gamma_lr_scheduler)
     losses = []
     for _ in range(epochs):
         for i in range(0, len(labels), batch_size):
