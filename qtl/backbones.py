@@ -22,8 +22,8 @@ from torchvision import models, transforms
 from torchvision.models import WeightsEnum
 
 from qtl.download import DEFAULT_TIMEOUT_S, DownloadError, Progress, download
+from qtl.names import BACKBONE_NAMES, DEFAULT_BACKBONE
 
-DEFAULT_BACKBONE = "resnet18"
 RANDOM = "random"
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,6 +57,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
     "vit_b_16": BackboneSpec(models.vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1, "heads.head"),
 }
+if tuple(BACKBONES) != BACKBONE_NAMES:  # the torch-free list the command line offers
+    raise ImportError(f"qtl.names.BACKBONE_NAMES {BACKBONE_NAMES} differs from BACKBONES {tuple(BACKBONES)}")
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,10 @@ from torch import nn
 
 from qtl.circuit import CircuitConfig
 from qtl.heads import DressedClassical, DressedQuantumCircuit
+from qtl.names import DEFAULT_VARIANT, FROZEN_VARIANTS, QUANTUM_VARIANTS, VARIANTS
 
 if TYPE_CHECKING:
     from qtl.train import TrainConfig
-
-VARIANTS = ("quantum", "finetuned", "linear", "hybrid", "dressed-classical")
-FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})
-QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})
-DEFAULT_VARIANT = "quantum"
 
 
 def check_variant(variant: str) -> str:

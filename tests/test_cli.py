@@ -21,6 +21,7 @@ from conftest import make_image_folder
 
 from qtl import cli
 from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.cli.progress import ProgressBar
 from qtl.inference import predict
 
 COMMANDS = ("train", "evaluate", "predict", "draw", "compare", "data")
@@ -79,6 +80,34 @@ class TestHelp:
         assert proc.returncode == 0, proc.stderr
         for command in COMMANDS:
             assert command in proc.stdout
+
+    def test_help_imports_no_torch(self):
+        """Building the parser and printing help (top level and a command's) imports no torch, torchvision
+        or PennyLane: their import is what made `qtl --help` slow. Checked in a fresh interpreter."""
+        code = (
+            "import sys, contextlib, io, qtl.cli\n"
+            "for argv in (['--help'], ['train', '--help'], ['compare', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        qtl.cli.build_parser().parse_args(argv)\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'pennylane') if m in sys.modules))\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "[]"
+
+    def test_choices_come_from_the_library(self, capsys):
+        """The parser's torch-free choices and defaults are the library's own."""
+        from qtl.backbones import BACKBONES, DEFAULT_BACKBONE
+        from qtl.circuit import ENTANGLERS, ROTATIONS
+        from qtl.variants import DEFAULT_VARIANT, VARIANTS
+
+        args = cli.build_parser().parse_args(["train"])
+        assert (args.variant, args.backbone) == (DEFAULT_VARIANT, DEFAULT_BACKBONE)
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--help"])
+        out = capsys.readouterr().out
+        for choices in (VARIANTS, list(BACKBONES), ENTANGLERS, ROTATIONS):
+            assert "{" + ",".join(choices) + "}" in out
 
     def test_no_command_prints_help_and_fails(self, capsys):
         code, _, err = run(capsys)
@@ -238,7 +267,7 @@ class TestProgressBar:
     def test_log_files_get_sparse_lines(self):
         """Off a terminal, a fast phase prints one line (its end), not one per step."""
         stream = io.StringIO()
-        bar = cli.ProgressBar(stream, interval=60.0)
+        bar = ProgressBar(stream, interval=60.0)
         for i in range(1, 101):
             bar.update(i, 100, "extracting features")
         for i in range(1, 51):
@@ -254,7 +283,7 @@ class TestProgressBar:
                 return True
 
         stream = Terminal()
-        bar = cli.ProgressBar(stream)
+        bar = ProgressBar(stream)
         for i in range(1, 4):
             bar.update(i, 3, "epoch 1/1", f"loss {i}")
         bar.message("done")
@@ -264,7 +293,7 @@ class TestProgressBar:
 
     def test_disabled(self):
         stream = io.StringIO()
-        bar = cli.ProgressBar(stream, enabled=False)
+        bar = ProgressBar(stream, enabled=False)
         bar.update(1, 1, "x")
         bar.message("y")
         assert stream.getvalue() == ""

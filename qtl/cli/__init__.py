@@ -1,0 +1,72 @@
+"""The `qtl` command line: parse arguments -> config dataclasses -> one library call -> print.
+
+    qtl train quantum --random-init --epochs 5         train a variant, save its best epoch
+    qtl evaluate models/quantum-....pt --json          accuracy, per-class P/R/F1, confusion, ROC-AUC
+    qtl predict ant.jpg bee.png -c a.pt -c b.pt        class probabilities, models side by side
+    qtl draw --qubits 4 --depth 6 [--output fig.png]   the circuit as text or a figure
+    qtl compare --seeds 3 --random-init                variants x seeds: a mean ± std table, JSON and CSV
+    qtl data [--path PATH]                             download (if needed) and verify a dataset
+
+Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
+`qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.
+
+| module       | holds                                                              |
+|--------------|--------------------------------------------------------------------|
+| `__init__`   | `main`: parse, run one command, turn expected errors into one line |
+| `parser`     | the argparse parser (torch-free, so `--help` is fast)              |
+| `commands`   | one handler per subcommand: arguments -> configs -> library call    |
+| `progress`   | the stderr progress bar and the `fit()` callback that draws it     |
+| `output`     | text tables and JSON/CSV documents printed or written by commands  |
+
+torch, torchvision and PennyLane are imported only once a command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from qtl.cli.parser import build_parser
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures with a message meant for the user (DatasetError, ImageLoadError and CheckpointError are
+    ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.backbones)."""
+    from qtl.backbones import WeightsUnavailableError
+    from qtl.download import DownloadError
+
+    return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from qtl.cli.commands import HANDLERS
+    from qtl.cli.progress import ProgressBar
+
+    expected = expected_errors()
+    logging.basicConfig(level=logging.WARNING, format="qtl: warning: %(message)s")
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        return HANDLERS[args.command](args, bar)
+    except KeyboardInterrupt:
+        bar.close()
+        if args.debug:
+            raise
+        print("qtl: error: interrupted", file=sys.stderr)
+        return 130
+    except expected as exc:
+        bar.close()
+        if args.debug:
+            raise
+        print(f"qtl: error: {_one_line(exc)}", file=sys.stderr)
+        return 1

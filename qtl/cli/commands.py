@@ -1,0 +1,272 @@
+"""One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
+
+Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
+This module imports torch (via qtl.train and qtl.variants), so `main` imports it only once a command
+runs; the library functions a handler calls are imported inside it, at call time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from qtl.circuit import CircuitConfig
+from qtl.cli.output import (
+    COMPARE_FIELDS,
+    format_evaluation,
+    format_predictions,
+    format_summary,
+    predictions_document,
+    write_compare,
+)
+from qtl.cli.progress import BarCallback, ProgressBar
+from qtl.train import resolve_device
+from qtl.variants import ModelConfig
+
+# ---- configs from arguments
+
+
+def _model_config(args, variant: str) -> ModelConfig:
+    circuit = CircuitConfig(
+        n_qubits=args.qubits,
+        depth=args.depth,
+        entangler=args.entangler,
+        rotation=args.rotation,
+        hadamard=not args.no_hadamard,
+    )
+    return ModelConfig(
+        variant=variant,
+        backbone=args.backbone,
+        pretrained=not args.random_init,
+        circuit=circuit,
+        engine=args.engine,
+        diff_method=args.diff_method,
+        shots=args.shots,
+        q_delta=args.q_delta,
+    )
+
+
+def _plan(args, variants: list[str], seeds: list[int], root: Path):
+    """`qtl.runs.plan_runs` with the command line's overrides: one Run per (variant, seed)."""
+    from qtl.checkpoint import models_dir
+    from qtl.runs import RECIPE_OVERRIDES, plan_runs
+
+    overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
+    directory = Path(args.models_dir) if args.models_dir else models_dir()
+    runs = plan_runs(
+        variants,
+        _model_config(args, variants[0]),
+        seeds,
+        directory,
+        epochs=args.epochs,
+        overrides=overrides,
+        data=str(root),
+    )
+    extra = {"device": args.device, "cache_dir": args.cache_dir}
+    for name in ("backbone_lr", "views", "num_workers"):
+        if getattr(args, name, None) is not None:
+            extra[name] = getattr(args, name)
+    return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
+
+
+def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
+    from qtl.data import resolve_dataset
+
+    return resolve_dataset(path, download=download, progress=bar.hook("downloading dataset", unit="B"))
+
+
+def _loaded_from_fit(result):
+    """A fit() result as a `LoadedModel` (what `qtl.runs.run_row` reads), without reloading the file."""
+    from qtl.checkpoint import LoadedModel
+
+    return LoadedModel(
+        model=result.model,
+        model_config=result.model_config,
+        class_names=list(result.model_config.class_names),
+        history=result.history,
+        metrics=result.best or {},
+        meta={},
+        path=result.checkpoint_path,
+        train_config=result.train_config.to_dict(),
+    )
+
+
+# ---- commands
+
+
+def cmd_train(args, bar: ProgressBar) -> int:
+    from qtl.train import fit
+
+    root = _dataset(args.data, bar)
+    (run,) = _plan(args, [args.variant], [args.seed], root)
+    path = Path(args.out) if args.out else run.checkpoint_path
+    tc = run.train_config
+    bar.message(
+        f"training {args.variant} on {root} ({run.model_config.backbone} "
+        f"{'random init' if args.random_init else 'ImageNet'}): {tc.epochs} epochs, batch {tc.batch_size}, "
+        f"{tc.optimizer} lr {tc.lr:g}, seed {tc.seed}"
+    )
+    try:
+        result = fit(
+            run.model_config,
+            tc,
+            callbacks=[BarCallback(bar)],
+            checkpoint_path=path,
+            progress=bar.hook("extracting features"),
+        )
+    except KeyboardInterrupt:
+        if path.is_file():
+            bar.close()
+            print(f"qtl: interrupted; the last good checkpoint is kept at {path}", file=sys.stderr)
+        raise
+    best = result.best
+    print(
+        f"best epoch {result.best_epoch}/{len(result.history)}: val acc {best['val_acc']:.4f}, "
+        f"val loss {best['val_loss']:.4f}"
+    )
+    print(f"checkpoint: {result.checkpoint_path}")
+    return 0
+
+
+def cmd_evaluate(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.inference import evaluate
+
+    loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
+    root = _dataset(args.data, bar)
+    ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
+    bar.close()
+    m = ev.metrics
+    if args.json:
+        out = {"checkpoint": str(args.checkpoint), "data": str(root), "split": args.split, "metrics": m}
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_evaluation(args.checkpoint, loaded, root, args.split, m))
+    return 0
+
+
+def cmd_predict(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.data import load_image
+    from qtl.inference import predict
+
+    images = [load_image(path) for path in args.images]  # a bad file fails here, by name
+    device = resolve_device(args.device)
+    models = [load_checkpoint(path, device, engine=args.engine) for path in args.checkpoint]
+    preds = predict(models, images)
+    if args.json:
+        print(json.dumps(predictions_document(args.images, preds), indent=2))
+    else:
+        print(format_predictions(args.images, preds))
+    return 0
+
+
+def cmd_draw(args, bar: ProgressBar) -> int:
+    from qtl.circuit import circuit_summary
+    from qtl.draw import draw_figure, draw_text
+
+    weights = None
+    if args.checkpoint:
+        from qtl.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(args.checkpoint)
+        if not loaded.model_config.is_quantum:
+            raise ValueError(f"{args.checkpoint} is a {loaded.variant!r} model: it has no circuit to draw")
+        config, weights = loaded.model_config.circuit, loaded.model.head.q_params.detach()
+    else:
+        config = CircuitConfig(args.qubits, args.depth, args.entangler, args.rotation, not args.no_hadamard)
+    s = circuit_summary(config)
+    gates = ", ".join(f"{n} {k}" for k, n in s["gate_counts"].items())
+    summary = (
+        f"{s['n_qubits']} qubits, depth {config.depth}: {s['n_gates']} gates ({gates}), "
+        f"{s['n_weights']} trainable weights, circuit depth {s['circuit_depth']}"
+    )
+    if args.output:
+        fig = draw_figure(config, weights)
+        fig.savefig(args.output, bbox_inches="tight")
+        print(f"{summary}\nsaved {args.output}")
+    else:
+        print(draw_text(config, weights))
+        print(summary)
+    return 0
+
+
+def cmd_compare(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import list_checkpoints, load_checkpoint, models_dir
+    from qtl.runs import run_row, summarise
+    from qtl.train import fit
+
+    rows = []
+    if args.load:
+        paths = []
+        for p in map(Path, args.load):
+            paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
+        if not paths:
+            raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
+        for path in paths:
+            rows.append({**run_row(load_checkpoint(path)), "checkpoint": str(path)})
+    else:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        root = _dataset(args.data, bar)
+        runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
+        for i, run in enumerate(runs):
+            prefix = f"[{run.label} {i + 1}/{len(runs)}] "
+            result = fit(
+                run.model_config,
+                run.train_config,
+                callbacks=[BarCallback(bar, prefix, epoch_lines=False)],
+                checkpoint_path=run.checkpoint_path,
+                progress=bar.hook(prefix + "extracting features"),
+            )
+            row = {**run_row(_loaded_from_fit(result)), "checkpoint": str(result.checkpoint_path)}
+            rows.append(row)
+            bar.message(f"{prefix}val acc {row['val_acc']:.4f} (best epoch {row['best_epoch']})")
+    summary = summarise(rows, "setup", COMPARE_FIELDS)
+    variant_of = {r["setup"]: r["variant"] for r in rows}
+    for s in summary:
+        s["variant"] = variant_of[s["setup"]]
+    print(format_summary(summary))
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = Path(args.models_dir) if args.models_dir else models_dir()
+    json_path = Path(args.json) if args.json else directory / f"compare-{stamp}.json"
+    csv_path = Path(args.csv) if args.csv else directory / f"compare-{stamp}.csv"
+    write_compare(rows, summary, json_path, csv_path)
+    print(f"\nwrote {json_path} and {csv_path}")
+    return 0
+
+
+def cmd_data(args, bar: ProgressBar) -> int:
+    from qtl.data import SPLITS, ImageFolderDataset, download_hymenoptera
+
+    path = Path(args.path).expanduser() if args.path else None
+    if path is not None and not args.no_download and not (path.exists() and any(path.iterdir())):
+        root = download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
+    else:
+        root = _dataset(path, bar, download=not args.no_download)
+    bar.close()
+    print(f"dataset {root}")
+    skipped = 0
+    for split in SPLITS:
+        ds = ImageFolderDataset(root, split)  # decodes every file once
+        counts = {c: ds.targets.count(i) for i, c in enumerate(ds.classes)}
+        print(f"  {split}: {len(ds)} images, " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        for p, reason in ds.skipped:
+            print(f"  unreadable: {p}: {reason}")
+        skipped += len(ds.skipped)
+    print("ok" if not skipped else f"ok, {skipped} unreadable file(s) will be skipped")
+    return 0
+
+
+HANDLERS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "draw": cmd_draw,
+    "compare": cmd_compare,
+    "data": cmd_data,
+}

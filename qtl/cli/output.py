@@ -1,0 +1,106 @@
+"""What the commands print and write: evaluation and prediction reports, the compare table, and the
+compare JSON and CSV files. Pure formatting: values in, text (or files) out."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+COMPARE_FIELDS = ("val_acc", "val_loss", "best_epoch", "train_time_s", "classical", "quantum")
+"""The run fields `qtl compare` summarises as mean ± std per setup."""
+
+
+def format_evaluation(checkpoint: str, loaded, root: Path, split: str, m: dict) -> str:
+    """`qtl evaluate`'s text report: headline metrics, per-class P/R/F1 and the confusion matrix."""
+    c = loaded.model_config
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    lines = [
+        f"checkpoint  {checkpoint} ({c.variant}, {c.backbone} {loaded.backbone_weights})",
+        f"data        {root} ({split}, {m['n']} images)",
+        f"accuracy    {m['accuracy']:.4f}",
+        f"loss        {m['loss']:.4f}",
+        f"ROC-AUC     {auc}",
+        f"macro F1    {m['macro_f1']:.4f}",
+        "",
+    ]
+    names = m["class_names"]
+    w = max(8, *(len(n) for n in names)) + 2
+    lines.append(f"{'class':<{w}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for name in names:
+        r = m["per_class"][name]
+        lines.append(
+            f"{name:<{w}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>10}"
+        )
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    lines.append(" " * w + "".join(f"{n:>{w}}" for n in names))
+    for name, row in zip(names, m["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{w}}" + "".join(f"{v:>{w}}" for v in row))
+    return "\n".join(lines)
+
+
+def predictions_document(images: list[str], preds: dict) -> list[dict]:
+    """`qtl predict --json`: per image, each model's predicted class and class probabilities."""
+    return [
+        {
+            "image": image,
+            "predictions": {
+                name: {
+                    "predicted": p.predicted[i],
+                    "probs": dict(zip(p.class_names, p.probs[i].tolist(), strict=True)),
+                }
+                for name, p in preds.items()
+            },
+        }
+        for i, image in enumerate(images)
+    ]
+
+
+def format_predictions(images: list[str], preds: dict) -> str:
+    """`qtl predict`'s text: per image, one line per model with its probabilities and prediction."""
+    w = max(len(name) for name in preds) + 2
+    lines = []
+    for i, image in enumerate(images):
+        lines.append(image)
+        for name, p in preds.items():
+            probs = "  ".join(f"{c} {v:.4f}" for c, v in zip(p.class_names, p.probs[i].tolist(), strict=True))
+            lines.append(f"  {name:<{w}}{probs}  -> {p.predicted[i]}")
+    return "\n".join(lines)
+
+
+def format_summary(summary: list[dict]) -> str:
+    """The compare table: one line per setup, mean ± std per field."""
+
+    def pm(s: dict, f: str, digits: int) -> str:
+        mean, std = s[f"{f}_mean"], s[f"{f}_std"]
+        return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    header = ("setup", "n", "val acc", "val loss", "best epoch", "train time (s)", "params c/q")
+    lines = [
+        (
+            s["setup"],
+            str(s["n"]),
+            pm(s, "val_acc", 4),
+            pm(s, "val_loss", 4),
+            pm(s, "best_epoch", 1),
+            pm(s, "train_time_s", 1),
+            f"{s['classical_mean']:.0f}/{s['quantum_mean']:.0f}",
+        )
+        for s in summary
+    ]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *lines]
+    )
+
+
+def write_compare(rows: list[dict], summary: list[dict], json_path: Path, csv_path: Path) -> None:
+    """The compare results: runs and summary as JSON, the summary table as CSV."""
+    for path in (json_path, csv_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"runs": rows, "summary": summary}, indent=2) + "\n")
+    columns = ["variant", "setup", "n"] + [f"{f}_{k}" for f in COMPARE_FIELDS for k in ("mean", "std")]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: s[k] for k in columns} for s in summary)

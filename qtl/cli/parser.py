@@ -1,0 +1,227 @@
+"""The `qtl` argparse parser: subcommands and their shared argument groups.
+
+Torch-free: choices and defaults come from `qtl.names` and `qtl.circuit`, so `qtl --help` and
+`qtl COMMAND --help` import no torch, torchvision or PennyLane. `main` runs `args.command`'s handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.names import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
+
+DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
+"""The variants `qtl compare` trains when --variants is not given."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONE_NAMES), help="ImageNet backbone"
+    )
+    g.add_argument(
+        "--random-init",
+        action="store_true",
+        help="randomly initialised backbone instead of ImageNet weights (no download needed)",
+    )
+    _add_circuit_args(p)
+    g = p.add_argument_group("quantum simulation (quantum and hybrid variants)")
+    g.add_argument(
+        "--q-delta", type=float, metavar="X", default=0.01, help="spread of the initial circuit angles"
+    )
+    g.add_argument("--engine", default="native", help="'native' or a PennyLane device, e.g. default.qubit")
+    g.add_argument(
+        "--diff-method",
+        default="best",
+        help="PennyLane engines: how gradients are taken (best, backprop, adjoint, parameter-shift, ...)",
+    )
+    g.add_argument(
+        "--shots",
+        type=int,
+        metavar="N",
+        default=None,
+        help="PennyLane engines: sample shots (default: exact)",
+    )
+
+
+def _add_circuit_args(p: argparse.ArgumentParser) -> None:
+    d = CircuitConfig()
+    g = p.add_argument_group("circuit")
+    g.add_argument(
+        "--qubits", type=int, metavar="N", default=d.n_qubits, help="qubits (also the dressed layers' width)"
+    )
+    g.add_argument(
+        "--depth", type=int, metavar="N", default=d.depth, help="trainable [entangler, rotation] blocks"
+    )
+    g.add_argument("--entangler", default=d.entangler, choices=ENTANGLERS, help="CNOT pattern of each block")
+    g.add_argument("--rotation", default=d.rotation, choices=ROTATIONS, help="trainable rotation layer")
+    g.add_argument("--no-hadamard", action="store_true", help="start in |0> instead of |+> on every wire")
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
+    g = p.add_argument_group("training recipe (defaults: the variant's recipe)")
+    g.add_argument("--epochs", type=int, metavar="N", default=None, help=epochs_help)
+    g.add_argument("--lr", type=float, metavar="X", default=None, help="head learning rate")
+    g.add_argument("--batch-size", type=int, metavar="N", default=None, help="images per optimisation step")
+    g.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="RandomResizedCrop + flip on training images (frozen variants cache 5 views)",
+    )
+    g.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="feature cache folder (default: ~/.cache/qtl/features)",
+    )
+
+
+def _add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="dataset root with train/ and val/ (default: $QTL_DATA_DIR, else hymenoptera, downloaded once)",
+    )
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one worth showing (not None or False, not already said)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if hidden or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = _HelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress")
+    parser = argparse.ArgumentParser(
+        prog="qtl",
+        description="Quantum transfer learning: ImageNet backbones with a dressed quantum circuit head.",
+        epilog="Run 'qtl COMMAND --help' for a command's options.",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or epoch lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description, parents=[common], formatter_class=fmt)
+
+    p = command(
+        "train",
+        "train one variant and save its best epoch",
+        "Train a variant with its recipe (override any field), keeping the epoch with the best val "
+        "accuracy in a checkpoint. Frozen variants extract features once (cached) and train the head.",
+    )
+    p.add_argument("variant", nargs="?", default=DEFAULT_VARIANT, choices=VARIANTS, help="what to train")
+    _add_model_args(p)
+    _add_recipe_args(p, epochs_help="passes over the training set")
+    g = p.add_argument_group("recipe extras")
+    g.add_argument(
+        "--seed", type=int, metavar="N", default=0, help="seeds head init, batch order and augmentation"
+    )
+    g.add_argument(
+        "--backbone-lr", type=float, metavar="X", default=None, help="learning rate of a trainable backbone"
+    )
+    g.add_argument(
+        "--views", type=int, metavar="N", default=None, help="augmented views to cache for frozen variants"
+    )
+    g.add_argument(
+        "--num-workers", type=int, metavar="N", default=0, help="DataLoader workers for image batches"
+    )
+    _add_data_arg(p)
+    p.add_argument("--out", default=None, metavar="FILE", help="checkpoint file (default: a new name)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+
+    p = command(
+        "evaluate",
+        "metrics of a checkpoint on a dataset split",
+        "Accuracy, loss, per-class precision/recall/F1, confusion matrix and ROC-AUC of a checkpoint.",
+    )
+    p.add_argument("checkpoint", help="a .pt file written by qtl")
+    _add_data_arg(p)
+    p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
+    p.add_argument("--engine", default=None, help="run a quantum checkpoint on another engine")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = command(
+        "predict",
+        "class probabilities for images from one or many checkpoints",
+        "Class probabilities for each image, one line per checkpoint, so variants compare side by side.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
+    p.add_argument(
+        "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
+    )
+    p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+    p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
+
+    p = command(
+        "draw",
+        "draw a circuit as text or a figure",
+        "Draw the variational circuit of a config (gate names only), or of a quantum checkpoint with "
+        "its trained angles.",
+    )
+    _add_circuit_args(p)
+    p.add_argument(
+        "--checkpoint", default=None, metavar="FILE", help="draw this checkpoint's trained circuit"
+    )
+    p.add_argument(
+        "--output", "-o", default=None, metavar="FILE", help="save a matplotlib figure (png, svg, pdf)"
+    )
+
+    p = command(
+        "compare",
+        "train (or load) variants over seeds: mean ± std table, JSON and CSV",
+        "Train every variant with its recipe for each seed (or load existing checkpoints with --load), "
+        "then print mean ± std of val accuracy, loss, best epoch, time and parameter counts per setup.",
+    )
+    p.add_argument(
+        "--variants", nargs="+", default=list(DEFAULT_COMPARE), choices=VARIANTS, help="variants to compare"
+    )
+    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
+    p.add_argument(
+        "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
+    )
+    p.add_argument(
+        "--load",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="checkpoints or folders to compare (no training)",
+    )
+    _add_model_args(p)
+    _add_recipe_args(p, epochs_help="epochs for every variant")
+    _add_data_arg(p)
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="runs and summary (default: <models-dir>/compare-<time>.json)",
+    )
+    p.add_argument(
+        "--csv", default=None, metavar="FILE", help="summary table (default: <models-dir>/compare-<time>.csv)"
+    )
+
+    p = command(
+        "data",
+        "download (if needed) and verify a dataset",
+        "Find the dataset (--path, $QTL_DATA_DIR, or the default location), download hymenoptera there "
+        "if it is missing, and decode every image, listing the classes, counts and unreadable files.",
+    )
+    p.add_argument("--path", default=None, help="dataset root, or where to download hymenoptera")
+    p.add_argument("--no-download", action="store_true", help="only verify; never touch the network")
+    return parser
