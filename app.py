@@ -1,7 +1,7 @@
 """qtl explorer: `streamlit run app.py`.
 
-The entry point: page config, session state (initialised once, in `ui.init_session`), the sidebar and
-the navigation over `app_pages/`.
+The entry point: page config, session state (initialised once, in `ui.session.init_session`), the
+sidebar and the navigation over `app_pages/`; the shared UI helpers are in `ui/`.
 
 The pages folder is deliberately not called `pages/`: Streamlit treats a `pages/` folder beside the entry
 point as the legacy multipage layout until `st.navigation` has run once in the process, so a deep link
@@ -10,10 +10,10 @@ point as the legacy multipage layout until `st.navigation` has run once in the p
 
 import streamlit as st
 
-import ui
+from ui import session, sidebar
 
 st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=":material/memory:", layout="wide")
-ui.init_session()
+session.init_session()
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
@@ -27,4 +27,4 @@ PAGES = [
 
 page = st.navigation(PAGES)
 page.run()
-ui.sidebar()  # after the page, so it shows what the page just changed (st.sidebar renders in place)
+sidebar.render()  # after the page, so it shows what the page just changed (st.sidebar renders in place)

@@ -2,21 +2,20 @@
 
 import streamlit as st
 
-import ui
 from qtl.checkpoint import CheckpointError
 from qtl.store import delete_checkpoint, import_checkpoint
+from ui import cache, checkpoints, storage, tables
 
 st.title("Checkpoints")
-s = ui.settings()
 loaded = set(st.session_state["loaded"])
 
-for label, directory, writable in ui.checkpoint_areas():
-    infos = ui.list_area(directory)
+for label, directory, writable in storage.checkpoint_areas():
+    infos = cache.list_area(directory)
     st.subheader(f"{label}: `{directory}`")
     if not infos:
         st.caption("No checkpoints here yet.")
         continue
-    st.dataframe(ui.checkpoint_table(infos, loaded), hide_index=True, width="stretch")
+    st.dataframe(tables.checkpoint_table(infos, loaded), hide_index=True, width="stretch")
     names = [i.path.name for i in infos]
     choice = st.selectbox("checkpoint", names, key=f"ckpt_pick_{label}", label_visibility="collapsed")
     info = infos[names.index(choice)]
@@ -24,11 +23,11 @@ for label, directory, writable in ui.checkpoint_areas():
     cols = st.columns(4)
     if path in loaded:
         if cols[0].button("Unload", key=f"ckpt_unload_{label}", icon=":material/eject:"):
-            ui.unload(path)
+            checkpoints.unload(path)
             st.rerun()
     elif cols[0].button("Load", key=f"ckpt_load_{label}", type="primary", icon=":material/upload:"):
         try:
-            ui.load(path)
+            checkpoints.load(path)
             st.rerun()
         except (CheckpointError, OSError, RuntimeError) as exc:
             st.error(f"Cannot load {choice}: {exc}")
@@ -41,7 +40,7 @@ for label, directory, writable in ui.checkpoint_areas():
         icon=":material/download:",
         on_click="ignore",
     )
-    deletable = writable and ui.can_modify(path)
+    deletable = writable and storage.can_modify(path)
     if cols[2].button(
         "Delete",
         key=f"ckpt_delete_{label}",
@@ -49,13 +48,13 @@ for label, directory, writable in ui.checkpoint_areas():
         disabled=not deletable,
         help=None if deletable else "Shipped checkpoints are read-only in the demo.",
     ):
-        ui.unload(path)
-        delete_checkpoint(path, [d for _, d, w in ui.checkpoint_areas() if w])
+        checkpoints.unload(path)
+        delete_checkpoint(path, [d for _, d, w in storage.checkpoint_areas() if w])
         st.toast(f"Deleted {choice}")
         st.rerun()
 
 st.subheader("Upload a checkpoint")
-target = ui.session_dir()
+target = storage.session_dir()
 st.caption(
     f"A `.pt` file saved by qtl. It is read with `torch.load(weights_only=True)`, so a malicious file cannot "
     f"run code; it is stored in `{target}` under a new name (never overwriting) and loaded."
@@ -66,7 +65,7 @@ for f in files or []:
     if f.file_id not in done:
         try:
             info = import_checkpoint(f.getvalue(), f.name, target)
-            ui.load(info.path)
+            checkpoints.load(info.path)
             done[f.file_id] = f"Stored and loaded {f.name} as `{info.path.name}` ({info.variant})."
             st.rerun()  # list it above
         except (CheckpointError, OSError, RuntimeError) as exc:

@@ -2,18 +2,19 @@
 
 import streamlit as st
 
-import ui
 from qtl.circuit import circuit_summary
+from qtl.heads import DressedQuantumCircuit, count_parameters
 from qtl.inference import quantum_trace
+from ui import cache, charts, checkpoints, widgets
 
 st.title("Circuit")
 NONE = "none: the active configuration"
-models = {k: m for k, m in ui.loaded_models().items() if m.model_config.is_quantum}
+models = {k: m for k, m in checkpoints.loaded_models().items() if m.model_config.is_quantum}
 choice = st.selectbox("Quantum checkpoint", [NONE, *models], key="circ_model")
 model = models.get(choice)
 
 if model is None:
-    config = ui.circuit_widgets("circ")
+    config = widgets.circuit_widgets("circ")
     weights, backbone, n_classes = None, st.session_state["config"]["backbone"], 2
 else:
     config = model.model_config.circuit
@@ -23,10 +24,11 @@ else:
         f"{choice}: {config.n_qubits} qubits, depth {config.depth}, {config.entangler}, {config.rotation}"
     )
 
-st.pyplot(ui.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+st.pyplot(cache.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
 
-in_features, backbone_params = ui.backbone_size(backbone)
-counts, summary = ui.head_counts(config, in_features, n_classes), circuit_summary(config)
+in_features, backbone_params = cache.backbone_size(backbone)
+counts = count_parameters(DressedQuantumCircuit(in_features, n_classes, config))
+summary = circuit_summary(config)
 cols = st.columns(4)
 cols[0].metric("classical parameters (head)", f"{counts['classical']:,}")
 cols[1].metric("quantum parameters", f"{counts['quantum']:,}")
@@ -39,9 +41,9 @@ st.caption(
 
 if model is not None:
     st.subheader("Trained circuit weights")
-    st.altair_chart(ui.weights_chart(weights), width="stretch")
+    st.altair_chart(charts.weights_chart(weights), width="stretch")
     st.subheader("Input angles and ⟨Z⟩ for an image")
-    images = ui.image_inputs("circ", multiple=False)
+    images = widgets.image_inputs("circ", multiple=False)
     for name, image in images:
         if isinstance(image, str):
             st.error(image)
@@ -54,8 +56,8 @@ if model is not None:
         )
         left.markdown(f"**{trace.class_names[int(trace.probs.argmax())]}** ({probs})")
         series = {"input angle (rad)": trace.angles.tolist(), "⟨Z⟩": trace.expvals.tolist()}
-        right.altair_chart(ui.qubit_chart(series, "per qubit"), width="stretch")
-elif not ui.loaded_models():
+        right.altair_chart(charts.qubit_chart(series, "per qubit"), width="stretch")
+elif not checkpoints.loaded_models():
     st.info(
         "Load a `quantum` or `hybrid` checkpoint to see its trained weights and an image's ⟨Z⟩ per qubit."
     )

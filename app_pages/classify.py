@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-import ui
 from qtl.inference import predict
+from ui import charts, checkpoints, tables, widgets
 
 st.title("Classify")
-models = ui.loaded_models()
+models = checkpoints.loaded_models()
 if not models:
-    ui.no_models_hint()
-images = ui.image_inputs("cls")
+    widgets.no_models_hint()
+images = widgets.image_inputs("cls")
 good = [(name, im) for name, im in images if not isinstance(im, str)]
 for name, message in images:
     if isinstance(message, str):
@@ -18,7 +18,7 @@ for name, message in images:
 if models and good:
     with st.spinner(f"Classifying {len(good)} image(s) with {len(models)} model(s) ..."):
         predictions = predict(models, [im for _, im in good])
-    st.dataframe(ui.latency_table(predictions, len(good)), hide_index=True)
+    st.dataframe(tables.latency_table(predictions, len(good)), hide_index=True)
     for i, (name, image) in enumerate(good):
         st.divider()
         left, right = st.columns([1, 3])
@@ -34,4 +34,4 @@ if models and good:
                 for label, pred in predictions.items()
             )
         )
-        right.altair_chart(ui.probs_chart(rows), width="stretch")
+        right.altair_chart(charts.probs_chart(rows), width="stretch")

@@ -2,21 +2,24 @@
 
 import streamlit as st
 
-import ui
 from qtl.runs import run_row, summarise
+from ui import cache, charts, checkpoints, tables, widgets
+from ui.settings import settings
 
 st.title("Compare")
-models = ui.loaded_models()
+models = checkpoints.loaded_models()
 if not models:
-    ui.no_models_hint()
+    widgets.no_models_hint()
 else:
     rows = []
     for label, loaded in models.items():
-        latency = ui.model_latency(str(loaded.path), loaded.path.stat().st_mtime)
+        latency = cache.model_latency(str(loaded.path), loaded.path.stat().st_mtime)
         rows.append({"model": label, **run_row(loaded), "latency_ms": latency * 1e3})
     fields = ("val_acc", "val_loss", "classical", "quantum", "train_time_s", "latency_ms")
     st.markdown("Runs that differ only in their seed are grouped: each cell is mean ± std over the seeds.")
-    st.dataframe(ui.summary_table(summarise(rows, "setup", fields), fields), hide_index=True, width="stretch")
+    st.dataframe(
+        tables.summary_table(summarise(rows, "setup", fields), fields), hide_index=True, width="stretch"
+    )
     with st.expander("Every run"):
         st.dataframe(rows, hide_index=True, width="stretch")
 
@@ -24,23 +27,23 @@ else:
     records = [{"run": label, **row} for label, loaded in models.items() for row in loaded.history]
     if records:
         left, right = st.columns(2)
-        left.altair_chart(ui.curves_chart(records, "loss"), width="stretch")
-        right.altair_chart(ui.curves_chart(records, "acc"), width="stretch")
+        left.altair_chart(charts.curves_chart(records, "loss"), width="stretch")
+        right.altair_chart(charts.curves_chart(records, "acc"), width="stretch")
 
     st.subheader("Evaluation on the val split")
     if st.toggle("Evaluate every loaded model (confusion matrices and misclassified images)", key="cmp_eval"):
         evaluations = {}
         for label, loaded in models.items():
             try:
-                evaluations[label] = ui.evaluation(
-                    str(loaded.path), loaded.path.stat().st_mtime, ui.settings().data_dir
+                evaluations[label] = cache.evaluation(
+                    str(loaded.path), loaded.path.stat().st_mtime, settings().data_dir
                 )
             except ValueError as exc:
                 st.error(f"{label}: {exc}")
         cols = st.columns(min(3, max(1, len(evaluations))))
         for i, (label, ev) in enumerate(evaluations.items()):
             with cols[i % len(cols)]:
-                st.altair_chart(ui.confusion_chart(ev.metrics, label), width="stretch")
+                st.altair_chart(charts.confusion_chart(ev.metrics, label), width="stretch")
                 auc = ev.metrics["roc_auc"]
                 st.caption(
                     f"accuracy {ev.metrics['accuracy']:.3f}, ROC-AUC {'–' if auc is None else f'{auc:.3f}'}"

@@ -2,18 +2,22 @@
 
 import streamlit as st
 
-import ui
-from qtl.difflab import DIFF_METHODS, REFERENCE, LabCase, run_lab
+from qtl.difflab import REFERENCE, LabCase, run_lab
+from qtl.engines import DIFF_METHODS
+from ui import charts, tables, widgets
+from ui.settings import settings
 
 st.title("Differentiation lab")
 st.markdown(
     "Times one training step (forward, backward and Adam update of the dressed quantum circuit on random "
     f"resnet18-sized features) and compares its gradients with a reference ({REFERENCE}, exact to rounding)."
 )
-s = ui.settings()
+s = settings()
 with st.form("lab_form"):
     left, right = st.columns(2)
-    engines = left.multiselect("engines", ui.ENGINES, default=["native", "default.qubit"], key="lab_engines")
+    engines = left.multiselect(
+        "engines", widgets.ENGINES, default=["native", "default.qubit"], key="lab_engines"
+    )
     methods = right.multiselect(
         "diff methods (PennyLane engines)", DIFF_METHODS, default=["backprop", "adjoint"], key="lab_methods"
     )
@@ -44,5 +48,5 @@ if run:
 
 results = st.session_state.get("lab_results")
 if results:
-    st.altair_chart(ui.lab_chart(results), width="stretch")
-    st.dataframe(ui.lab_table(results), hide_index=True, width="stretch")
+    st.altair_chart(charts.lab_chart(results), width="stretch")
+    st.dataframe(tables.lab_table(results), hide_index=True, width="stretch")

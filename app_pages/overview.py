@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-import ui
+from ui import cache, jobs, training, widgets
+from ui.settings import settings
 
 st.title("Quantum transfer learning explorer")
 st.markdown(
@@ -23,7 +24,7 @@ st.graphviz_chart(
     pre [label="Linear → {n}\\ntanh·π/2"];
     q [label="variational circuit\\n{n} qubits, depth {c["depth"]}\\n⟨Z⟩ per qubit", fillcolor="#dcd6ff"];
     post [label="Linear {n} → classes"];
-    out [label="{" / ".join(ui.dataset_classes(ui.settings().data_dir)) or "classes"}", fillcolor="#ffffff"];
+    out [label="{" / ".join(cache.dataset_classes(settings().data_dir)) or "classes"}", fillcolor="#ffffff"];
     img -> bb -> pre -> q -> post -> out;
     subgraph cluster_head {{ label="dressed quantum circuit"; style=dashed; pre; q; post; }}
     }}""",
@@ -31,15 +32,15 @@ st.graphviz_chart(
 )
 
 st.subheader("Status")
-s = ui.settings()
+s = settings()
 left, right = st.columns(2)
 with left:
-    data = ui.dataset_status(s.data_dir)
+    data = cache.dataset_status(s.data_dir)
     show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
     show(f"**Dataset {data.state}**: {data.message}")
 with right:
     with st.spinner("Checking ImageNet weights ..."):
-        w = ui.weights_state(c["backbone"])
+        w = cache.weights_state(c["backbone"])
     if w.state == "cached":
         st.success(f"**ImageNet weights cached**: {w.message}")
     elif w.state == "downloadable":
@@ -49,7 +50,7 @@ with right:
 if w.state == "offline" and c["pretrained"]:
     c["pretrained"] = False
     st.session_state.pop("ov_pretrained", None)
-ui.bound(
+widgets.bound(
     st.toggle,
     "Use ImageNet weights (off: **random init**, a randomly initialised backbone: it runs, but its features "
     "carry no ImageNet knowledge, so accuracy stays near chance)",
@@ -59,7 +60,7 @@ ui.bound(
 )
 
 st.subheader("Quick start")
-plan = ", ".join(f"`{v}` ({e} epochs)" for v, e in ui.quickstart_epochs().items())
+plan = ", ".join(f"`{v}` ({e} epochs)" for v, e in training.quickstart_epochs().items())
 st.markdown(
     f"Trains {plan} on the dataset above with the active backbone and circuit, then loads them for the "
     "**Classify** and **Compare** pages. The frozen variants train on cached features and finish in seconds; "
@@ -68,5 +69,5 @@ st.markdown(
 if st.button(
     "Train quantum, linear and finetuned", type="primary", icon=":material/play_arrow:", key="ov_quick"
 ):
-    ui.submit_training("quick start", ui.quickstart_runs())
-ui.job_panel()
+    jobs.submit_training("quick start", training.quickstart_runs())
+jobs.job_panel()

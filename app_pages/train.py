@@ -2,12 +2,14 @@
 
 import streamlit as st
 
-import ui
 from qtl.backbones import BACKBONES
+from qtl.engines import DIFF_METHODS
 from qtl.variants import VARIANTS
+from ui import jobs, training, widgets
+from ui.settings import settings
 
 st.title("Train")
-s = ui.settings()
+s = settings()
 c = st.session_state["config"]
 c["epochs"] = min(c["epochs"], s.max_epochs)
 
@@ -15,18 +17,18 @@ with st.form("train_form"):
     st.markdown("##### Model")
     left, mid, right = st.columns([2, 1, 1])
     with left:
-        ui.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
+        widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        ui.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
+        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
     with right:
-        ui.bound(
+        widgets.bound(
             st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."
         )
     st.markdown("##### Circuit")
-    ui.circuit_widgets("train")
+    widgets.circuit_widgets("train")
     left, mid, right, last = st.columns(4)
     with left:
-        ui.bound(
+        widgets.bound(
             st.number_input,
             "q_delta (initial angle spread)",
             "q_delta",
@@ -37,28 +39,32 @@ with st.form("train_form"):
             step=0.01,
         )
     with mid:
-        ui.bound(st.selectbox, "engine", "engine", "train_engine", options=ui.ENGINES)
+        widgets.bound(st.selectbox, "engine", "engine", "train_engine", options=widgets.ENGINES)
     with right:
-        ui.bound(
-            st.selectbox, "diff method (PennyLane)", "diff_method", "train_diff", options=ui.DIFF_METHODS
+        widgets.bound(
+            st.selectbox, "diff method (PennyLane)", "diff_method", "train_diff", options=DIFF_METHODS
         )
     with last:
-        ui.bound(st.number_input, "shots (0: exact)", "shots", "train_shots", min_value=0, max_value=100_000)
+        widgets.bound(
+            st.number_input, "shots (0: exact)", "shots", "train_shots", min_value=0, max_value=100_000
+        )
     st.markdown("##### Training")
     cols = st.columns(4)
     with cols[0]:
-        ui.bound(st.number_input, "epochs", "epochs", "train_epochs", min_value=1, max_value=s.max_epochs)
+        widgets.bound(
+            st.number_input, "epochs", "epochs", "train_epochs", min_value=1, max_value=s.max_epochs
+        )
     with cols[1]:
-        ui.bound(st.text_input, "seeds (comma-separated)", "seeds", "train_seeds")
+        widgets.bound(st.text_input, "seeds (comma-separated)", "seeds", "train_seeds")
     with cols[2]:
-        ui.bound(
+        widgets.bound(
             st.number_input, "lr", "lr", "train_lr", format="%.5f", min_value=1e-6, max_value=1.0, step=1e-4
         )
     with cols[3]:
-        ui.bound(st.number_input, "batch size", "batch_size", "train_batch", min_value=1, max_value=256)
+        widgets.bound(st.number_input, "batch size", "batch_size", "train_batch", min_value=1, max_value=256)
     cols = st.columns(4)
     with cols[0]:
-        ui.bound(
+        widgets.bound(
             st.toggle,
             "override the recipes",
             "override_recipe",
@@ -67,16 +73,16 @@ with st.form("train_form"):
             "on: the values here apply to every variant.",
         )
     with cols[1]:
-        ui.bound(st.toggle, "augmentation", "augment", "train_augment")
+        widgets.bound(st.toggle, "augmentation", "augment", "train_augment")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
 if submitted:
     try:
-        runs = ui.planned_runs()
+        runs = training.planned_runs()
     except ValueError as exc:
         st.error(f"Cannot train this configuration: {exc}")
     else:
-        if ui.submit_training(f"train {', '.join(c['variants'])}", runs):
+        if jobs.submit_training(f"train {', '.join(c['variants'])}", runs):
             st.toast(f"Training started: {len(runs)} run(s).")
 
-ui.job_panel()
+jobs.job_panel()

@@ -23,7 +23,6 @@ from qtl.circuit import CircuitConfig
 from qtl.engines import NATIVE
 from qtl.heads import DressedQuantumCircuit
 
-DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 REFERENCE = "native float64"
 
 

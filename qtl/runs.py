@@ -45,6 +45,20 @@ def checkpoint_name(mc: ModelConfig, seed: int, stamp: str | None = None) -> str
     return f"{mc.variant}-{mc.backbone}-{weights}{circuit}{engine}-s{seed}-{stamp}.pt"
 
 
+def parse_seeds(text: str) -> list[int]:
+    """ "0, 1,2" -> [0, 1, 2] (commas or semicolons); ValueError naming the bad item."""
+    seeds = []
+    for item in text.replace(";", ",").split(","):
+        if item.strip():
+            try:
+                seeds.append(int(item))
+            except ValueError:
+                raise ValueError(f"seed {item.strip()!r} is not an integer") from None
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return seeds
+
+
 def plan_runs(
     variants: list[str],
     base: ModelConfig,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 import statistics
+import subprocess
+import sys
 
 import pytest
 
 from qtl.checkpoint import CheckpointError
 from qtl.difflab import LabCase, run_case, run_lab
-from qtl.runs import checkpoint_name, mean_std, plan_runs, summarise
+from qtl.runs import checkpoint_name, mean_std, parse_seeds, plan_runs, summarise
 from qtl.status import reachable
 from qtl.store import delete_checkpoint, import_checkpoint, safe_name
 from qtl.variants import ModelConfig
@@ -51,6 +53,14 @@ class TestRuns:
         assert len({r.checkpoint_path for r in runs}) == 4
         with pytest.raises(ValueError, match="cannot override"):
             plan_runs(["quantum"], base, [0], tmp_path, overrides={"optimizer": "sgd"})
+
+    def test_parse_seeds(self):
+        assert parse_seeds("0, 1,2") == [0, 1, 2]
+        assert parse_seeds(" 3; 4 ,") == [3, 4]
+        with pytest.raises(ValueError, match="'x' is not an integer"):
+            parse_seeds("1, x")
+        with pytest.raises(ValueError, match="at least one seed"):
+            parse_seeds(" , ")
 
     def test_checkpoint_name_says_what_is_inside(self):
         name = checkpoint_name(ModelConfig(pretrained=False), 7, stamp="T")
@@ -94,6 +104,19 @@ class TestStatus:
 
 
 class TestDiffLab:
+    def test_diff_methods_are_listed_without_loading_torch_or_pennylane(self):
+        """The app's forms offer qtl.engines.DIFF_METHODS before torch is imported; PennyLane checks them."""
+        code = (
+            "from qtl.engines import DIFF_METHODS; from qtl.engines import pennylane as p; "
+            "assert p.DIFF_METHODS is DIFF_METHODS; print(DIFF_METHODS)"
+        )
+        light = "import sys; from qtl.engines import DIFF_METHODS; print('torch' in sys.modules)"
+        assert (
+            subprocess.run([sys.executable, "-c", light], capture_output=True, text=True).stdout == "False\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert "parameter-shift" in out and "best" in out
+
     def test_pennylane_backprop_gradients_agree_with_reference(self):
         result = run_case(LabCase("default.qubit", "backprop", n_qubits=3, depth=2, batch=4), repeats=1)
         assert result.error is None and result.step_ms > 0

@@ -16,14 +16,16 @@ from __future__ import annotations
 from qtl.circuit import CircuitConfig
 
 NATIVE = "native"
+DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
+"""Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
 
 
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
     """Build an engine by name: "native", or the name of any installed PennyLane device.
 
-    Options for PennyLane devices: diff_method ("best", "backprop", "adjoint", "parameter-shift",
-    "finite-diff") and shots (None for exact expectation values). Options for the native engine:
-    memory_budget (bytes). Invalid combinations raise ValueError here, before any training starts.
+    Options for PennyLane devices: diff_method (one of DIFF_METHODS) and shots (None for exact
+    expectation values). Options for the native engine: memory_budget (bytes). Invalid combinations
+    raise ValueError here, before any training starts.
     """
     if name == NATIVE:
         from qtl.engines.native import NativeEngine

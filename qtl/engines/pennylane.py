@@ -22,9 +22,7 @@ import torch
 from torch import nn
 
 from qtl.circuit import CircuitConfig, gates
-
-DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
-"""Differentiation methods an engine accepts; "best" lets PennyLane choose for the device."""
+from qtl.engines import DIFF_METHODS
 
 _OPS = {"Hadamard": qml.Hadamard, "RY": qml.RY, "RZ": qml.RZ, "CNOT": qml.CNOT}
 

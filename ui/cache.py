@@ -1,0 +1,124 @@
+"""The `st.cache_*` wrappers around the library: loaded checkpoints, dataset and weights status, figures
+and evaluations, shared by every session of this server process. Each is keyed so a changed file or
+folder is re-read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from qtl.circuit import CircuitConfig
+
+
+@st.cache_resource(show_spinner="Loading checkpoint ...", max_entries=32)
+def _load_checkpoint(path: str, mtime: float):
+    """A loaded checkpoint (model in eval mode), shared read-only across sessions; keyed by file version."""
+    from qtl.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def load_checkpoint(path: str | Path):
+    """Load (cached) the checkpoint at `path`; raises qtl.checkpoint.CheckpointError on a bad file."""
+    p = Path(path)
+    return _load_checkpoint(str(p.resolve()), p.stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def checkpoint_infos(directory: str, version: float) -> list:
+    """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
+    from qtl.checkpoint import list_checkpoints
+
+    return list_checkpoints(directory)
+
+
+def list_area(directory: Path) -> list:
+    """checkpoint_infos of `directory`, keyed by the newest change in it; [] when it does not exist."""
+    if not directory.is_dir():
+        return []
+    version = max([directory.stat().st_mtime] + [f.stat().st_mtime for f in directory.iterdir()])
+    return checkpoint_infos(str(directory), version)
+
+
+@st.cache_data(show_spinner=False, ttl=120)
+def weights_state(backbone: str):
+    """Cached, downloadable or offline, for the backbone's ImageNet weights (never downloads; <= 2 s)."""
+    from qtl.status import weights_state as state
+
+    return state(backbone)
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def dataset_status(data_dir: str | None):
+    """Found, downloadable or missing, for the configured dataset root."""
+    from qtl.data import dataset_status as status
+
+    return status(data_dir)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def dataset_classes(data_dir: str | None) -> list[str]:
+    """Class names of the dataset, or [] when it is not on disk yet (it may be downloaded later)."""
+    from qtl.data import DatasetError, resolve_dataset, validate_dataset
+
+    try:
+        return validate_dataset(resolve_dataset(data_dir, download=False))
+    except DatasetError:
+        return []
+
+
+@st.cache_data(show_spinner=False, ttl=300)
+def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
+    """[(path, class name)] of the dataset's val split; [] when there is no dataset on disk."""
+    from qtl.data import DatasetError, list_images, resolve_dataset, validate_dataset
+
+    try:
+        root = resolve_dataset(data_dir, download=False)
+        classes = validate_dataset(root)
+    except DatasetError:
+        return []
+    return [(str(p), classes[i]) for p, i in list_images(root, "val", classes)]
+
+
+@st.cache_resource(show_spinner="Drawing the circuit ...", max_entries=16)
+def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
+    """Matplotlib figure of `config` (optionally with trained weights), shared and never mutated."""
+    import torch
+
+    from qtl.draw import draw_figure
+
+    w = None if weights is None else torch.tensor(weights).reshape(config.weight_shape)
+    return draw_figure(config, weights=w)
+
+
+@st.cache_resource(show_spinner=False)
+def backbone_size(name: str) -> tuple[int, int]:
+    """(feature size F, parameter count) of a backbone, from a random-init build (no download)."""
+    from qtl.backbones import load_backbone
+
+    module, features = load_backbone(name, pretrained=False)
+    return features, sum(p.numel() for p in module.parameters())
+
+
+@st.cache_data(show_spinner="Measuring inference latency ...", max_entries=64)
+def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
+    """Median seconds for one model to classify one 224x224 image (preprocessing included)."""
+    import statistics
+
+    from PIL import Image
+
+    from qtl.inference import predict
+
+    loaded = load_checkpoint(path)
+    image = Image.new("RGB", (224, 224), (120, 110, 90))
+    return statistics.median(predict([loaded], image).popitem()[1].latency_s for _ in range(repeats))
+
+
+@st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
+def evaluation(path: str, mtime: float, data_dir: str | None):
+    """qtl.inference.evaluate of a checkpoint on the dataset's val split (cached per file version)."""
+    from qtl.data import resolve_dataset
+    from qtl.inference import evaluate
+
+    return evaluate(load_checkpoint(path), resolve_dataset(data_dir, download=False))

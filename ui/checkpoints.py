@@ -1,0 +1,44 @@
+"""This session's loaded checkpoints (paths in `st.session_state["loaded"]`, models from the shared cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.cache import load_checkpoint
+
+
+def loaded_models() -> dict[str, object]:
+    """{label: LoadedModel} of this session's loaded checkpoints; vanished or broken files are dropped."""
+    out = {}
+    for path in list(st.session_state["loaded"]):
+        try:
+            loaded = load_checkpoint(path)
+        except (OSError, ValueError, RuntimeError) as exc:  # gone, invalid, or weights unavailable
+            st.session_state["loaded"].remove(path)
+            st.toast(f"Unloaded {Path(path).name}: {exc}")
+            continue
+        out[model_label(loaded.variant, path)] = loaded
+    return out
+
+
+def model_label(variant: str, path: str | Path) -> str:
+    """How a loaded model is named on every page: its file stem, prefixed by the variant unless the stem
+    already starts with it ("quantum-resnet18-random-q4d6-s0-...", "linear · my-upload")."""
+    stem = Path(path).stem
+    return stem if stem.startswith(f"{variant}-") else f"{variant} · {stem}"
+
+
+def load(path: str | Path) -> None:
+    """Load a checkpoint into this session (validates it; raises CheckpointError / OSError)."""
+    load_checkpoint(path)
+    p = str(Path(path).resolve())
+    if p not in st.session_state["loaded"]:
+        st.session_state["loaded"].append(p)
+
+
+def unload(path: str | Path) -> None:
+    p = str(Path(path).resolve())
+    if p in st.session_state["loaded"]:
+        st.session_state["loaded"].remove(p)

@@ -1,0 +1,98 @@
+"""Training jobs: the server's one job runner, submitting this session's job, and its live panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from qtl.jobs import JobRunner
+from ui import charts
+from ui.checkpoints import load
+from ui.settings import settings
+from ui.storage import session_dir
+
+
+@st.cache_resource(show_spinner=False)
+def job_runner(max_queued: int) -> JobRunner:
+    """The one training runner of this server process, shared by every session."""
+    return JobRunner(max_queued=max_queued)
+
+
+def runner() -> JobRunner:
+    return job_runner(settings().max_queued)
+
+
+def submit_training(name: str, runs: list) -> bool:
+    """Submit `runs` (from qtl.runs.plan_runs) as this session's job; shows why not when refused."""
+    from qtl.jobs import RunnerBusyError
+    from qtl.runs import training_work
+
+    try:
+        job = runner().submit(name, training_work(runs), owner=st.session_state["session_id"])
+    except RunnerBusyError as exc:
+        st.warning(f"Training request refused: {exc}.")
+        return False
+    st.session_state["job_id"] = job.id
+    return True
+
+
+def job_panel() -> None:
+    """This session's training job: live progress, curves per epoch, Cancel, then a summary.
+
+    Polls the background job every second in a fragment while it runs, so the rest of the page (and
+    other pages and sessions) stay responsive.
+    """
+    job = runner().get(st.session_state["job_id"])
+    if job is None:
+        return
+    running = not job.snapshot().finished
+    st.fragment(_render_job, run_every=1.0 if running else None)(job.id)
+
+
+def _render_job(job_id: int) -> None:
+    job = runner().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
+    st.progress(snap.progress, text=snap.message)
+    if not snap.finished:
+        position = [j.id for j in runner().active()].index(snap.id) if snap.state == "queued" else 0
+        if position:
+            st.caption(f"Queued: {position} job(s) ahead of this one.")
+        if st.button("Cancel", key=f"cancel_{snap.id}", icon=":material/stop:"):
+            job.cancel()
+            st.caption("Cancelling after the current batch ...")
+    if snap.records:
+        left, right = st.columns(2)
+        left.altair_chart(charts.curves_chart(snap.records, "loss"), width="stretch")
+        right.altair_chart(charts.curves_chart(snap.records, "acc"), width="stretch")
+    if snap.state == "failed":
+        st.error(f"Training failed: {snap.error}")
+    if snap.finished:
+        _finish(snap)
+
+
+def _finish(snap) -> None:
+    """Summary of a finished job. Once per job: load its checkpoints, then rerun the app."""
+    import pandas as pd
+
+    saved = [s for s in snap.result or [] if s["checkpoint"]]
+    if snap.state != "failed":
+        verb = "Cancelled" if snap.state == "cancelled" else "Finished"
+        st.success(f"{verb}: {len(saved)} checkpoint(s) saved to `{session_dir()}` and loaded.")
+    if snap.result and snap.state != "failed":
+        table = pd.DataFrame(snap.result)[
+            ["label", "best_epoch", "val_acc", "val_loss", "epochs_done", "train_time_s", "checkpoint"]
+        ]
+        st.dataframe(table, hide_index=True, width="stretch")
+    if st.session_state.get("job_done") != snap.id:
+        st.session_state["job_done"] = snap.id
+        for summary in saved:
+            try:
+                load(summary["checkpoint"])
+            except (OSError, ValueError, RuntimeError) as exc:
+                st.error(f"Saved, but could not load {Path(summary['checkpoint']).name}: {exc}")
+                return
+        st.rerun(scope="app")

@@ -1,0 +1,73 @@
+"""Per-session state: the keys every page may use, and the active configuration they share.
+
+Shared keys: session_id, config (the active configuration, plain values), loaded (paths of this session's
+loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area). Page-local
+keys use a page prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import streamlit as st
+
+from qtl.circuit import CircuitConfig
+from ui.settings import settings
+from ui.storage import shipped_checkpoints
+
+
+def default_config() -> dict:
+    """The active configuration a new session starts with (plain values; the sidebar shows it)."""
+    return {
+        "variants": ["quantum"],
+        "backbone": "resnet18",
+        "pretrained": settings().pretrained,
+        "n_qubits": 4,
+        "depth": 6,
+        "entangler": "chain",
+        "rotation": "ry",
+        "q_delta": 0.01,
+        "engine": "native",
+        "diff_method": "best",
+        "shots": 0,
+        "epochs": 3,
+        "seeds": "0",
+        "override_recipe": False,
+        "lr": 4e-4,
+        "batch_size": 4,
+        "augment": False,
+    }
+
+
+def init_session() -> None:
+    """Initialise every shared session key once (page-local keys use a page prefix)."""
+    st.session_state.setdefault("session_id", uuid.uuid4().hex[:12])
+    st.session_state.setdefault("config", default_config())
+    st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
+    st.session_state.setdefault("job_id", None)  # this session's latest training job
+    st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
+    s, c = settings(), st.session_state["config"]
+    c["epochs"], c["n_qubits"] = min(c["epochs"], s.max_epochs), min(c["n_qubits"], s.max_qubits)
+    if s.torch_threads:
+        _set_torch_threads(s.torch_threads)
+
+
+def _set_torch_threads(n: int) -> None:
+    """A shared server answers many requests at once: one intra-op thread per request avoids
+    oversubscribing the cores (on 2 busy cores, 2 threads made a resnet18 pass ~5x slower than 1).
+    Before torch is imported this only sets OMP_NUM_THREADS, so the first page does not wait for torch."""
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+def circuit_config(config: dict | None = None) -> CircuitConfig:
+    """The active (or given) configuration's circuit."""
+    c = config or st.session_state["config"]
+    return CircuitConfig(c["n_qubits"], c["depth"], c["entangler"], c["rotation"])

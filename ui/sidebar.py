@@ -1,0 +1,43 @@
+"""The sidebar on every page: demo limits, the active configuration, loaded checkpoints, training progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.jobs import runner
+from ui.settings import settings
+
+
+def render() -> None:
+    """The active configuration and the loaded checkpoints, on every page."""
+    s = settings()
+    c = st.session_state["config"]
+    with st.sidebar:
+        if s.demo:
+            st.info(
+                f"**Demo mode**: shipped checkpoints are read-only, your files stay in your session, "
+                f"training is limited to at most {s.max_epochs} epoch(s) per run, {s.max_qubits} qubits, and "
+                "one training request at a time on this server."
+            )
+        st.markdown("#### Active configuration")
+        weights = "ImageNet" if c["pretrained"] else "random init"
+        engine = c["engine"] if c["engine"] == "native" else f"{c['engine']} / {c['diff_method']}"
+        st.markdown(
+            f"- variants: {', '.join(c['variants'])}\n"
+            f"- backbone: {c['backbone']} ({weights})\n"
+            f"- circuit: {c['n_qubits']} qubits, depth {c['depth']}, {c['entangler']}, {c['rotation']}\n"
+            f"- engine: {engine}\n"
+            f"- epochs {c['epochs']}, seeds {c['seeds']}"
+        )
+        st.markdown("#### Loaded checkpoints")
+        if not st.session_state["loaded"]:
+            st.caption("None yet: train one, or load one on the Checkpoints page.")
+        for path in st.session_state["loaded"]:
+            st.markdown(f"- `{Path(path).name}`")
+        job = runner().get(st.session_state["job_id"])
+        if job is not None:
+            snap = job.snapshot()
+            if not snap.finished:
+                st.progress(snap.progress, text=f"training: {snap.message}")

@@ -1,0 +1,66 @@
+"""Where checkpoints live: models/ locally; in demo mode models/ is read-only and each session writes to
+its own temporary area."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from ui.settings import settings
+
+SESSION_TTL_S = 24 * 3600  # per-session demo areas older than this are removed
+AUTOLOAD_MAX = 6
+
+
+def _cleanup_old_sessions(root: Path) -> None:
+    for d in root.glob("session-*"):
+        if d.is_dir() and time.time() - d.stat().st_mtime > SESSION_TTL_S:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def session_dir() -> Path:
+    """Where this session writes checkpoints and uploads: models/ locally, a private temp dir in demo mode."""
+    s = settings()
+    if not s.demo:
+        s.models_dir.mkdir(parents=True, exist_ok=True)
+        return s.models_dir
+    current = st.session_state.get("session_dir")
+    if current and Path(current).is_dir():
+        return Path(current)
+    root = Path(tempfile.gettempdir()) / "qtl-sessions"
+    root.mkdir(parents=True, exist_ok=True)
+    _cleanup_old_sessions(root)
+    path = Path(tempfile.mkdtemp(prefix=f"session-{st.session_state['session_id']}-", dir=root))
+    st.session_state["session_dir"] = str(path)
+    return path
+
+
+def checkpoint_areas() -> list[tuple[str, Path, bool]]:
+    """(label, directory, writable) for each place checkpoints are listed from."""
+    s = settings()
+    if not s.demo:
+        return [("models/", s.models_dir, True)]
+    return [("shipped (read-only)", s.models_dir, False), ("this session", session_dir(), True)]
+
+
+def shipped_checkpoints() -> list[str]:
+    """The newest checkpoint files in models/ (at most AUTOLOAD_MAX), by name only: nothing is read here,
+    so the first page paints at once; a bad file is dropped when a page loads it."""
+    directory = settings().models_dir
+    files = (
+        sorted(directory.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if directory.is_dir()
+        else []
+    )
+    return [str(p.resolve()) for p in files[:AUTOLOAD_MAX]]
+
+
+def can_modify(path: str | Path) -> bool:
+    """May this session delete or overwrite `path`? Always locally; in demo mode only in its own area."""
+    if not settings().demo:
+        return True
+    return Path(path).resolve().is_relative_to(session_dir().resolve())

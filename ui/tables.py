@@ -1,0 +1,94 @@
+"""Dataframes for `st.dataframe`: checkpoint metadata, latency, mean ± std summaries, lab results.
+pandas loads on first use."""
+
+from __future__ import annotations
+
+
+def checkpoint_table(infos: list, loaded: set[str]):
+    """A dataframe of checkpoint metadata, one row per CheckpointInfo."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "file": i.path.name,
+                "loaded": str(i.path.resolve()) in loaded,
+                "variant": i.variant,
+                "backbone": i.backbone,
+                "weights": i.weights,
+                "qubits": i.n_qubits,
+                "depth": i.depth,
+                "val acc": i.val_acc,
+                "epochs": i.epochs,
+                "created": i.created[:19].replace("T", " "),
+                "size": f"{i.size_bytes / 1024:.0f} KB"
+                if i.size_bytes < 2**20
+                else f"{i.size_bytes / 2**20:.1f} MB",
+            }
+            for i in infos
+        ]
+    )
+
+
+def latency_table(predictions: dict, n_images: int):
+    """One row per model: variant and wall time for the batch (backbone shared between frozen models)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "model": label,
+                "variant": p.variant,
+                "latency (ms)": round(p.latency_s * 1e3, 1),
+                "per image (ms)": round(p.latency_s * 1e3 / n_images, 1),
+                "shared backbone pass": p.shared_backbone,
+            }
+            for label, p in predictions.items()
+        ]
+    )
+
+
+def summary_table(summary: list[dict], fields: tuple[str, ...]):
+    """A dataframe of qtl.runs.summarise output, each field as "mean ± std"."""
+    import pandas as pd
+
+    digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 2, "latency_ms": 1}
+
+    def cell(row, f):
+        mean, std = row[f"{f}_mean"], row[f"{f}_std"]
+        if mean is None:
+            return "–"
+        d = digits.get(f, 0)
+        return f"{mean:.{d}f}" if row["n"] == 1 else f"{mean:.{d}f} ± {std:.{d}f}"
+
+    names = {
+        "val_acc": "val accuracy",
+        "val_loss": "val loss",
+        "classical": "classical params",
+        "quantum": "quantum params",
+        "train_time_s": "training time (s)",
+        "latency_ms": "latency (ms)",
+    }
+    return pd.DataFrame(
+        [{"setup": r["setup"], "seeds": r["n"], **{names[f]: cell(r, f) for f in fields}} for r in summary]
+    )
+
+
+def lab_table(results: list):
+    """A dataframe of qtl.difflab results: one row per case."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "engine / method": r.case.label,
+                "qubits": r.case.n_qubits,
+                "depth": r.case.depth,
+                "batch": r.case.batch,
+                "step (ms)": None if r.step_ms is None else round(r.step_ms, 2),
+                "max |grad − ref|": r.max_grad_error,
+                "note": r.error or ("over the time cap" if r.over_cap else ""),
+            }
+            for r in results
+        ]
+    )

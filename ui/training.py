@@ -1,0 +1,80 @@
+"""Training runs from the active configuration: the Train form's and the quick start's (qtl.runs plans
+them; submit them with `ui.jobs.submit_training`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.cache import dataset_classes
+from ui.session import circuit_config
+from ui.settings import settings
+from ui.storage import session_dir
+
+QUICKSTART_EPOCHS = {"quantum": 10, "linear": 10, "finetuned": 2}  # before the demo cap
+
+
+def quickstart_epochs() -> dict[str, int]:
+    """Epochs per quick-start variant, within the demo cap."""
+    cap = settings().max_epochs
+    return {v: min(e, cap) for v, e in QUICKSTART_EPOCHS.items()}
+
+
+def model_config(variant: str | None = None):
+    """A qtl ModelConfig from the active configuration (class names come from the dataset in fit)."""
+    from qtl.variants import ModelConfig
+
+    c = st.session_state["config"]
+    classes = dataset_classes(settings().data_dir)
+    return ModelConfig(
+        variant=variant or c["variants"][0],
+        **({"class_names": tuple(classes)} if classes else {}),
+        backbone=c["backbone"],
+        pretrained=c["pretrained"],
+        circuit=circuit_config(),
+        engine=c["engine"],
+        diff_method=c["diff_method"],
+        shots=c["shots"] or None,
+        q_delta=c["q_delta"],
+    )
+
+
+def quickstart_runs() -> list:
+    """The quick start's runs: quantum, linear and finetuned, seed 0, into this session's area."""
+    from qtl.runs import plan_runs
+
+    runs = []
+    for variant, epochs in quickstart_epochs().items():
+        runs += plan_runs(
+            [variant], model_config(), [0], session_dir(), epochs=epochs, data=settings().data_dir
+        )
+    return runs
+
+
+def planned_runs() -> list:
+    """The Train form's runs from the active configuration, checked against the demo limits.
+
+    Raises ValueError for anything invalid (bad seeds, too many runs, an impossible engine setting).
+    """
+    from qtl.engines import make_engine
+    from qtl.runs import parse_seeds, plan_runs
+
+    s, c = settings(), st.session_state["config"]
+    seeds = parse_seeds(c["seeds"])
+    n_runs = len(c["variants"]) * len(seeds)
+    if n_runs > s.max_runs:
+        raise ValueError(f"{n_runs} runs requested; at most {s.max_runs} per request here")
+    if c["epochs"] > s.max_epochs or c["n_qubits"] > s.max_qubits:
+        raise ValueError(f"at most {s.max_epochs} epochs and {s.max_qubits} qubits here")
+    mc = model_config()
+    if any(v in ("quantum", "hybrid") for v in c["variants"]):
+        make_engine(mc.circuit, mc.engine, **mc.engine_options())  # fail now, not in the background
+    overrides = {"lr": c["lr"], "batch_size": int(c["batch_size"]), "augment": c["augment"]}
+    return plan_runs(
+        c["variants"],
+        mc,
+        seeds,
+        session_dir(),
+        epochs=int(c["epochs"]),
+        overrides=overrides if c["override_recipe"] else None,
+        data=s.data_dir,
+    )
