@@ -27,51 +27,20 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(REPO / "tests"))
+from image_folders import make_image_folder  # noqa: E402
+from served_app import Server, chromium_missing, launch_chromium  # noqa: E402
+
 TARGET_FIRST_PAGE_S = 3.0
 TARGET_CLASSIFY_S = 0.5
 PREDICTION = re.compile(r"(quantum|linear|finetuned)-\S+ → \w+ \(\d+\.\d%\)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_dataset(root: Path, per_class: int = 6) -> Path:
-    """A 2-class ImageFolder dataset of small noisy PNGs (train and val)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c, name in enumerate(("cats", "dogs")):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                arr = np.clip(60 + 120 * c + rng.integers(-40, 40, (64, 64, 3)), 0, 255).astype("uint8")
-                Image.fromarray(arr).save(d / f"{name}_{i}.png")
-    return root
 
 
 def train_checkpoints(data: Path, models: Path) -> list[Path]:
@@ -106,55 +75,6 @@ def compute_latency(checkpoints: list[Path], image: bytes, repeats: int, threads
         times.append(time.perf_counter() - t0)
     torch.set_num_threads(default)
     return times
-
-
-class Server:
-    """`streamlit run app.py` on a free port, in its own process group."""
-
-    def __init__(self, env: dict, log: Path) -> None:
-        self.port = free_port()
-        cmd = [
-            str(Path(sys.executable).parent / "streamlit"),
-            "run",
-            "app.py",
-            "--server.port",
-            str(self.port),
-        ]
-        cmd += [
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ]
-        self.t0 = time.perf_counter()
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_healthy(self, timeout: float = 60) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"streamlit not healthy on {self.url} within {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def first_page_time(browser, env: dict, log: Path, timeout: float = 60) -> float:
@@ -205,8 +125,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed classifications")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
-    if not Path(CHROMIUM).is_file():
-        sys.exit(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh does it as root)")
+    missing = chromium_missing()
+    if missing:
+        sys.exit(missing)
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="qtl-app-bench-"))
@@ -218,7 +139,7 @@ def main() -> None:
         "QTL_OFFLINE": "1",
     }
     os.environ.update({k: env[k] for k in ("QTL_CACHE_DIR", "TORCH_HOME")})
-    data = make_dataset(tmp / "data")
+    data = make_image_folder(tmp / "data", per_split=(6, 6), size=(64, 64))
     models = tmp / "models"
     checkpoints = train_checkpoints(data, models)
     image = sorted((data / "val" / "dogs").glob("*.png"))[0]
@@ -231,7 +152,7 @@ def main() -> None:
         n: compute_latency(checkpoints, image.read_bytes(), args.repeats * 4, n) for n in sorted({1, cores})
     }
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(pw)
         try:
             local = {**env, "QTL_DATA_DIR": str(data)}
             starts = [first_page_time(browser, local, log) for _ in range(args.starts)]
@@ -239,13 +160,10 @@ def main() -> None:
                 first_page_time(browser, {**local, "QTL_DEMO": "1"}, log) for _ in range(args.starts)
             ]
             demo = {**local, "QTL_MODELS_DIR": str(models), "QTL_DEMO": "1"}  # demo: autoload, 1 torch thread
-            server = Server(demo, log)
-            try:
+            with Server(demo, log) as server:
                 server.wait_healthy()
                 cold = browser_classify_time(browser, server.url, image, timeout_s=120)
                 warm = [browser_classify_time(browser, server.url, image) for _ in range(args.repeats)]
-            finally:
-                server.stop()
         finally:
             browser.close()
 

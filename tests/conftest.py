@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+from image_folders import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera_data"
+__all__ = ["REPO", "SHARED_HYMENOPTERA", "make_image_folder"]  # `from conftest import ...` in tests
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,23 +34,6 @@ def hymenoptera_dir() -> Path:
     if not SHARED_HYMENOPTERA.is_dir():
         pytest.fail(f"hymenoptera dataset missing at {SHARED_HYMENOPTERA}")
     return SHARED_HYMENOPTERA
-
-
-def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), size=(40, 32)) -> Path:
-    """Write a small ImageFolder-style dataset: root/{train,val}/<class>/*.png, distinct colours per class."""
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for split, n in zip(("train", "val"), per_split, strict=True):
-        for c, name in enumerate(classes):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = torch.full((size[1], size[0], 3), 60.0 + 120.0 * c)
-                noise = torch.randint(-40, 40, (size[1], size[0], 3), generator=g).float()
-                arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(d / f"{name}_{i}.png")
-    return root
 
 
 @pytest.fixture

@@ -9,90 +9,21 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from conftest import REPO, make_image_folder
+from served_app import Server, ServerError, chromium_missing, launch_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "test-artifacts"
 PREDICTION = re.compile(r"(quantum|linear|finetuned)-resnet18\S+ → (\w+) \((\d+\.\d)%\)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
-    """`streamlit run app.py` on localhost:port in its own process group."""
-    cmd = [
-        str(Path(sys.executable).parent / "streamlit"),
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"streamlit was not healthy within {timeout} s:\n{log.read_text()[-2000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.mark.e2e
 def test_train_then_classify_in_chromium(tmp_path):
     """Quick start trains quantum, linear and finetuned in the UI; an uploaded val image gets 3 answers."""
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), "
-            "which scripts/test.sh does when run as root"
-        )
+    missing = chromium_missing()
+    if missing:
+        pytest.fail(missing)
     from playwright.sync_api import expect, sync_playwright
 
     data = make_image_folder(tmp_path / "tiny")
@@ -107,17 +38,18 @@ def test_train_then_classify_in_chromium(tmp_path):
         "QTL_DEMO": "1",  # the hosted-demo setting: a private session area, and 1 epoch per quick-start run
         "QTL_DEMO_MAX_EPOCHS": "1",
     }
-    port, log = free_port(), tmp_path / "streamlit.log"
     ARTIFACTS.mkdir(exist_ok=True)
-    proc = start_server(port, env, log)
-    try:
-        wait_healthy(port, proc, log)
+    with Server(env, tmp_path / "streamlit.log") as server:
+        try:
+            server.wait_healthy()
+        except ServerError as exc:
+            pytest.fail(str(exc))
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            browser = launch_chromium(pw)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(30_000)
-                page.goto(f"http://127.0.0.1:{port}/", timeout=30_000)
+                page.goto(f"{server.url}/", timeout=30_000)
                 expect(page.get_by_role("heading", name="Quantum transfer learning explorer")).to_be_visible()
 
                 # ---- train: the one-click quick start (quantum, linear, finetuned)
@@ -140,10 +72,8 @@ def test_train_then_classify_in_chromium(tmp_path):
                 page.screenshot(path=str(ARTIFACTS / "e2e-classify.png"), full_page=True)
             finally:
                 browser.close()
-    finally:
-        stop_server(proc)
     found = {variant: (label, float(p)) for variant, label, p in PREDICTION.findall(text)}
     assert set(found) == {"quantum", "linear", "finetuned"}, text[-2000:]
     for label, p in found.values():
         assert label in ("cats", "dogs") and 50.0 <= p <= 100.0
-    assert proc.returncode is not None
+    assert server.proc.returncode is not None
