@@ -104,8 +104,13 @@ def save_checkpoint(
     history: list[dict] | tuple = (),
     metrics: dict | None = None,
     train_config=None,
+    fingerprint: str | None = None,
 ) -> Path:
-    """Write `model` to `path` atomically and return the path. Frozen variants store only their head."""
+    """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
+
+    fingerprint: `backbone_fingerprint(model.backbone)` when the caller already has it (fit() saves
+    many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
+    """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
     from qtl.backbones import weights_id
@@ -121,7 +126,7 @@ def save_checkpoint(
         "backbone": {
             "name": model_config.backbone,
             "weights": weights_id(model_config.backbone, model_config.pretrained),
-            "fingerprint": backbone_fingerprint(model.backbone) if scope == "head" else None,
+            "fingerprint": (fingerprint or backbone_fingerprint(model.backbone)) if scope == "head" else None,
         },
         "history": [dict(row) for row in history],
         "metrics": dict(metrics or {}),

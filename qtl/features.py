@@ -164,6 +164,7 @@ def extract_features(
     use_cache: bool = True,
     num_workers: int | None = None,
     allow_download: bool = True,
+    backbone: torch.nn.Module | Callable[[], torch.nn.Module] | None = None,
 ) -> FeatureSet:
     """Features of the frozen backbone (eval mode, inference only) for every image of `split`.
 
@@ -177,6 +178,9 @@ def extract_features(
         num_workers: DataLoader worker processes for decoding; default one when a spare core exists and
             there is more than one batch. Pass 0 where forking is unwelcome (e.g. inside a web server).
         allow_download: passed to `load_backbone` on a cache miss.
+        backbone: on a cache miss, run this already built backbone of `backbone_name` and `pretrained`
+            (or call this function for one) instead of building one, so that several splits need one
+            build; it is moved to `device` in channels-last memory format (same weights). Unused on a hit.
 
     Raises:
         DatasetError: the dataset layout is unusable. WeightsUnavailableError: see `load_backbone`.
@@ -191,7 +195,10 @@ def extract_features(
         if cached is not None:
             return cached
 
-    model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
+    if backbone is None:
+        model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
+    else:
+        model = backbone if isinstance(backbone, torch.nn.Module) else backbone()
     images = ImageFolderDataset(root, split)
     transform = image_transform(backbone_name, pretrained, augment=views > 0)
     fs = _run(model, _Views(images, transform, views, seed), device, batch_size, progress, num_workers)

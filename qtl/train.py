@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -151,15 +152,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD over the trainable parameters; a trainable backbone may get its own learning rate."""
+    """Adam (`adam`: fused where supported) or SGD over the trainable parameters.
+
+    A trainable backbone may get its own learning rate (`backbone_lr`).
+    """
     head = [p for p in model.head.parameters() if p.requires_grad]
     groups = [{"params": head, "lr": config.lr}]
     backbone = [] if model.frozen else [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:
         groups.insert(0, {"params": backbone, "lr": config.backbone_lr or config.lr})
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
+        return adam(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """torch's Adam over `params` (tensors or param groups), fused where torch has the kernel for them.
+
+    The fused kernel updates every parameter in one call per step (float parameters on CPU or CUDA);
+    anything else gets the default implementation. Same arithmetic, so the same trajectory to rounding.
+    """
+    params = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
+    tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def train_step(
@@ -237,7 +253,8 @@ def fit(
     stop: anything with `is_set()` (a threading.Event); checked after every batch.
     progress: passed to feature extraction and dataset download (progress reporting while preparing).
     """
-    from qtl.checkpoint import save_checkpoint
+    from qtl.backbones import load_backbone
+    from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 
     tc = train_config
     device = resolve_device(tc.device)
@@ -262,14 +279,20 @@ def fit(
 
     # ---- model: seeded head init, so the same seed gives the same run
     torch.manual_seed(tc.seed)
-    if model is None:
+    built = model is None
+    if built:
         model = build_model(mc)
     model.to(device)
     shuffle_gen = torch.Generator().manual_seed(tc.seed)
+    # a cache miss runs the model's own frozen backbone when fit() built it (a given model's may differ
+    # from the weights the cache key names), else one backbone loaded on the first miss and then reused
+    backbone = (
+        model.backbone if built else functools.cache(lambda: load_backbone(mc.backbone, mc.pretrained)[0])
+    )
 
     val_loader = None
     if use_features:
-        train_set, val_set = _extract(mc, tc, root, device, progress) if data is None else data
+        train_set, val_set = _extract(mc, tc, root, device, progress, backbone) if data is None else data
         train_x = torch.as_tensor(train_set.features, dtype=torch.float32).to(device)  # (N, F) or (V, N, F)
         train_y = torch.as_tensor(train_set.labels, dtype=torch.long).to(device)  # (N,)
         batches = math.ceil(len(train_y) / tc.batch_size)
@@ -277,7 +300,9 @@ def fit(
         train_loader, val_loader = _image_loaders(mc, tc, root, shuffle_gen, device)
         batches = len(train_loader)
         if mc.frozen:  # fresh augmented crops every epoch, but the val features can still be cached
-            _, val_set = _extract(mc, dataclasses.replace(tc, augment=False), root, device, progress)
+            _, val_set = _extract(
+                mc, dataclasses.replace(tc, augment=False), root, device, progress, backbone
+            )
     if val_loader is None:
         val_x = torch.as_tensor(val_set.features, dtype=torch.float32).to(device)  # (N_val, F)
         val_y = torch.as_tensor(val_set.labels, dtype=torch.long).to(device)
@@ -290,6 +315,7 @@ def fit(
 
     history: list[dict] = []
     best_epoch, best_key, best_state, saved_path = None, None, None, None
+    fingerprint = None  # of the frozen backbone, for every checkpoint: hashed once, on the first save
     kept = model.head if model.frozen else model  # a frozen backbone never changes: snapshot the head only
     cancelled = False
     threads = torch.get_num_threads()
@@ -345,8 +371,16 @@ def fit(
                 best_epoch, best_key = epoch, key
                 best_state = copy.deepcopy(kept.state_dict())
                 if checkpoint_path is not None:
+                    if mc.frozen and fingerprint is None:
+                        fingerprint = backbone_fingerprint(model.backbone)
                     saved_path = save_checkpoint(
-                        checkpoint_path, model, mc, history=history, metrics=row, train_config=tc
+                        checkpoint_path,
+                        model,
+                        mc,
+                        history=history,
+                        metrics=row,
+                        train_config=tc,
+                        fingerprint=fingerprint,
                     )
 
             progress_row = Progress(
@@ -404,12 +438,15 @@ def _feature_batches(
         yield (x[idx] if view is None else x[view[idx], idx]), y[idx]
 
 
-def _extract(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progress):
-    """Cached (train, val) FeatureSets; train holds `views` augmented views when augmenting."""
+def _extract(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progress, backbone):
+    """Cached (train, val) FeatureSets; train holds `views` augmented views when augmenting.
+
+    backbone: the frozen backbone (or a function returning it) that a cache miss runs.
+    """
     from qtl.features import extract_features
 
     views = tc.views if tc.augment else 0
-    common = dict(device=str(device), cache_dir=tc.cache_dir, progress=progress)
+    common = dict(device=str(device), cache_dir=tc.cache_dir, progress=progress, backbone=backbone)
     train = extract_features(mc.backbone, mc.pretrained, root, "train", views=views, **common)
     val = extract_features(mc.backbone, mc.pretrained, root, "val", views=0, **common)
     return train, val

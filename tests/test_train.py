@@ -220,6 +220,37 @@ class TestFrozenPath:
         r = fit(mc, quick("linear", tiny_image_folder, epochs=2, views=2), model=model)
         assert len(r.history) == 2
 
+    def test_cold_cache_builds_and_hashes_the_backbone_once(self, tiny_image_folder, tmp_path, monkeypatch):
+        """fit() builds one backbone (the model's, which also extracts both splits) and hashes it once."""
+        import qtl.backbones
+        import qtl.checkpoint
+        import qtl.features
+
+        calls = {"load_backbone": 0, "backbone_fingerprint": 0}
+
+        def counted(module, name):
+            original = getattr(module, name)
+
+            def wrapper(*args, **kwargs):
+                calls[name] += 1
+                return original(*args, **kwargs)
+
+            return wrapper
+
+        build = counted(qtl.backbones, "load_backbone")
+        for module in (qtl.backbones, qtl.features):
+            monkeypatch.setattr(module, "load_backbone", build)
+        monkeypatch.setattr(
+            qtl.checkpoint, "backbone_fingerprint", counted(qtl.checkpoint, "backbone_fingerprint")
+        )
+        mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
+        tc = quick("quantum", tiny_image_folder, epochs=3, cache_dir=str(tmp_path / "cache"))
+        r = fit(mc, tc, checkpoint_path=tmp_path / "q.pt")
+        assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # a cold cache: both splits extracted
+        assert calls == {"load_backbone": 1, "backbone_fingerprint": 1}
+        monkeypatch.undo()
+        assert load_checkpoint(r.checkpoint_path).metrics["epoch"] == r.best_epoch  # its fingerprint matches
+
 
 def test_hybrid_learns_backbone_and_head_at_their_own_rates():
     """hybrid's optimizer holds the backbone at backbone_lr and the head at lr, both decayed by StepLR."""
