@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,10 @@ __all__ = ["REPO", "SHARED_HYMENOPTERA", "make_image_folder"]  # `from conftest 
 def _isolated_caches(tmp_path_factory):
     """Keep TORCH_HOME and qtl's caches inside a temporary folder for the whole session."""
     root = tmp_path_factory.mktemp("caches")
-    old = {k: os.environ.get(k) for k in ("TORCH_HOME", "QTL_CACHE_DIR")}
-    os.environ["TORCH_HOME"] = str(root / "torch")
-    os.environ["QTL_CACHE_DIR"] = str(root / "qtl")
-    yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:  # restores the environment afterwards
+        mp.setenv("TORCH_HOME", str(root / "torch"))
+        mp.setenv("QTL_CACHE_DIR", str(root / "qtl"))
+        yield root
 
 
 @pytest.fixture(scope="session")
