@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import socket
-import tempfile
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
+
+from qtl.files import atomic_write
 
 Progress = Callable[[int, int], None]
 
@@ -94,16 +94,11 @@ def download(
         ChecksumError: size or hash mismatch (nothing is left at `dest`).
         DownloadError: the server answered with an HTTP error.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    out = os.fdopen(fd, "wb")
     try:
         _resolve(url, timeout)
         digest = hashlib.sha256()
         done = 0
-        with out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or (size or 0)
             while chunk := response.read(CHUNK_BYTES):
                 if size is not None and done + len(chunk) > size:
@@ -113,17 +108,13 @@ def download(
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        _check(url, done, digest.hexdigest(), size, sha256, sha256_prefix)
-        os.replace(tmp, dest)
+            _check(url, done, digest.hexdigest(), size, sha256, sha256_prefix)
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise OfflineError(f"could not download {url}: {reason}") from exc
-    finally:
-        out.close()
-        tmp.unlink(missing_ok=True)
-    return dest
+    return Path(dest)
 
 
 def _check(

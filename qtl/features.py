@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from qtl.backbones import image_transform, load_backbone, transform_key, weights_id
 from qtl.data import ImageFolderDataset, cache_root, list_images, validate_dataset
 from qtl.download import sha256_file
+from qtl.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +139,8 @@ def _save_cached(path: Path, root: Path, fs: FeatureSet) -> None:
         "classes": fs.classes,
         "skipped": [Path(p).relative_to(root).as_posix() for p in fs.skipped],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
 
 
 def extract_features(

@@ -8,12 +8,11 @@ then renames the file into place under a clean, non-clobbering name. A bad file 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from qtl.checkpoint import SUFFIX, CheckpointError, CheckpointInfo, read_checkpoint_info
+from qtl.files import atomic_write
 
 MAX_NAME = 80
 
@@ -46,19 +45,14 @@ def import_checkpoint(data: bytes, name: str, directory: str | Path) -> Checkpoi
     directory.mkdir(parents=True, exist_ok=True)
     if not data:
         raise CheckpointError(f"{name} is empty")
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=SUFFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+    target = _free_path(directory, safe_name(name))
+    with atomic_write(target) as f:
+        f.write(data)
+        f.flush()
         try:
-            read_checkpoint_info(tmp)
+            read_checkpoint_info(f.name)
         except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace(Path(tmp).name, name)) from None
-        target = _free_path(directory, safe_name(name))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            raise CheckpointError(str(exc).replace(Path(f.name).name, name)) from None
     return read_checkpoint_info(target)
 
 
