@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,14 +51,29 @@ def models_dir() -> Path:
     return Path(env).expanduser() if env else REPO_ROOT / "models"
 
 
-def default_checkpoint_path(model_config: ModelConfig, directory: str | Path | None = None) -> Path:
-    """A new, descriptive file name in the store: <variant>-<backbone>[-<n>q<depth>d]-<time>.pt."""
+def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:
+    """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20261125-120000.pt":
+    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>] | -w<width>][-s<seed>]-<stamp>.pt,
+    the stamp defaulting to the current time (to the microsecond, so names do not collide)."""
     c = model_config
-    parts = [c.variant, c.backbone + ("" if c.pretrained else "-random")]
-    if c.is_quantum or c.variant == "dressed-classical":
-        parts.append(f"{c.circuit.n_qubits}q{c.circuit.depth}d" if c.is_quantum else f"w{c.circuit.n_qubits}")
-    parts.append(datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
-    return Path(directory or models_dir()) / ("-".join(parts) + SUFFIX)
+    parts = [c.variant, c.backbone, "imagenet" if c.pretrained else "random"]
+    if c.is_quantum:
+        parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}")
+        if c.engine != "native":
+            parts.append(re.sub(r"[^a-z0-9]+", "", c.engine))
+    elif c.variant == "dressed-classical":
+        parts.append(f"w{c.circuit.n_qubits}")
+    if seed is not None:
+        parts.append(f"s{seed}")
+    parts.append(stamp or datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+    return "-".join(parts) + SUFFIX
+
+
+def default_checkpoint_path(
+    model_config: ModelConfig, directory: str | Path | None = None, *, seed: int | None = None
+) -> Path:
+    """A new `checkpoint_name` in `directory` (default: the store, `models_dir()`)."""
+    return Path(directory or models_dir()) / checkpoint_name(model_config, seed)
 
 
 def library_versions() -> dict[str, str]:

@@ -11,11 +11,11 @@ The app's Train page and its quick start both build their work here, so the page
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtl.checkpoint import checkpoint_name
 from qtl.jobs import Job
 from qtl.train import Callback, Progress, TrainConfig, fit
 from qtl.variants import ModelConfig, recipe
@@ -34,15 +34,6 @@ class Run:
     @property
     def label(self) -> str:
         return f"{self.model_config.variant} seed {self.train_config.seed}"
-
-
-def checkpoint_name(mc: ModelConfig, seed: int, stamp: str | None = None) -> str:
-    """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20250101-120000.pt"."""
-    weights = "imagenet" if mc.pretrained else "random"
-    circuit = f"-q{mc.circuit.n_qubits}d{mc.circuit.depth}" if mc.variant != "finetuned" else ""
-    engine = "" if mc.engine == "native" or not mc.is_quantum else "-" + re.sub(r"[^a-z0-9]+", "", mc.engine)
-    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    return f"{mc.variant}-{mc.backbone}-{weights}{circuit}{engine}-s{seed}-{stamp}.pt"
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from qtl.checkpoint import CheckpointError
+from qtl.checkpoint import CheckpointError, checkpoint_name
 from qtl.difflab import LabCase, run_case, run_lab
-from qtl.runs import checkpoint_name, mean_std, parse_seeds, plan_runs, summarise
+from qtl.runs import mean_std, parse_seeds, plan_runs, summarise
 from qtl.status import reachable
 from qtl.store import delete_checkpoint, import_checkpoint, safe_name
 from qtl.variants import ModelConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -13,6 +14,7 @@ from qtl.backbones import WeightsUnavailableError
 from qtl.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    checkpoint_name,
     default_checkpoint_path,
     list_checkpoints,
     load_checkpoint,
@@ -148,7 +150,17 @@ class TestStore:
     def test_names_are_unique_and_descriptive(self):
         """Default names say variant, backbone and circuit, and never collide."""
         a, b = default_checkpoint_path(config()), default_checkpoint_path(config())
-        assert a != b and a.name.startswith("quantum-resnet18-random-3q2d-")
+        assert a != b and a.name.startswith("quantum-resnet18-random-q3d2-")
+
+    def test_names_show_only_what_the_variant_has(self):
+        """Linear heads name no circuit; the classical control names its width; a non-native engine shows."""
+        assert checkpoint_name(config("linear"), 0, "T") == "linear-resnet18-random-s0-T.pt"
+        assert (
+            checkpoint_name(config("dressed-classical"), stamp="T")
+            == "dressed-classical-resnet18-random-w3-T.pt"
+        )
+        lightning = dataclasses.replace(config(), engine="lightning.qubit")
+        assert checkpoint_name(lightning, 1, "T") == "quantum-resnet18-random-q3d2-lightningqubit-s1-T.pt"
 
 
 class TestSafety:
