@@ -47,27 +47,50 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _resolve(url: str, timeout: float) -> None:
-    """Resolve the URL's host within `timeout` seconds (getaddrinfo itself has no timeout)."""
-    parsed = urlparse(url)
-    if not parsed.hostname or parsed.scheme in urllib.request.getproxies():
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+def _in_thread(work: Callable[[], object], timeout: float) -> tuple[bool, OSError | None]:
+    """Run `work()` in a daemon thread for at most `timeout` s: socket look-ups have no timeout of their own.
+
+    Returns (finished in time, the OSError it raised or None).
+    """
     outcome: dict[str, OSError] = {}
 
-    def work() -> None:
+    def target() -> None:
         try:
-            socket.getaddrinfo(parsed.hostname, port)
+            work()
         except OSError as exc:
             outcome["error"] = exc
 
-    thread = threading.Thread(target=work, daemon=True)
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(timeout)
-    if thread.is_alive():
-        raise OfflineError(f"could not resolve {parsed.hostname} within {timeout:g} s")
-    if "error" in outcome:
-        raise OfflineError(f"could not resolve {parsed.hostname}: {outcome['error']}")
+    return not thread.is_alive(), outcome.get("error")
+
+
+def _host_port(url: str) -> tuple[str | None, int]:
+    parsed = urlparse(url)
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def _resolve(url: str, timeout: float) -> None:
+    """Resolve the URL's host within `timeout` seconds, else OfflineError (a proxy resolves it for us)."""
+    host, port = _host_port(url)
+    if not host or urlparse(url).scheme in urllib.request.getproxies():
+        return
+    finished, error = _in_thread(lambda: socket.getaddrinfo(host, port), timeout)
+    if not finished:
+        raise OfflineError(f"could not resolve {host} within {timeout:g} s")
+    if error is not None:
+        raise OfflineError(f"could not resolve {host}: {error}")
+
+
+def reachable(url: str, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to `url`'s host and port opens within `timeout` s (look-up included)."""
+    host, port = _host_port(url)
+    if not host:
+        raise ValueError(f"not a URL with a host: {url!r}")
+    connect = lambda: socket.create_connection((host, port), timeout=timeout).close()
+    finished, error = _in_thread(connect, timeout)
+    return finished and error is None
 
 
 def download(

@@ -5,35 +5,16 @@ weights cached, downloadable or out of reach. Nothing here downloads, and every 
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
+from qtl.download import reachable
+
 DEFAULT_TIMEOUT_S = 2.0
 
-
-def reachable(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
-    """True when a TCP connection to `url`'s host and port opens within `timeout` s (lookup included)."""
-    parsed = urlparse(url)
-    if not parsed.hostname:
-        raise ValueError(f"not a URL with a host: {url!r}")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    outcome = {"ok": False}
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((parsed.hostname, port), timeout=timeout):
-                outcome["ok"] = True
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo has no timeout of its own
-    thread.start()
-    thread.join(timeout)
-    return outcome["ok"]
+__all__ = ["DEFAULT_TIMEOUT_S", "WeightsState", "reachable", "weights_state"]
 
 
 @dataclass(frozen=True)
