@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import cache, jobs, training, widgets
+from ui import cache, jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Quantum transfer learning explorer")
@@ -15,6 +15,7 @@ st.markdown(
 )
 
 c = st.session_state["config"]
+w = session.weights_or_random_init()  # first: the drawing below names the backbone's weights
 n, weights = c["n_qubits"], "ImageNet" if c["pretrained"] else "random init"
 st.graphviz_chart(
     f"""digraph {{
@@ -39,17 +40,12 @@ with left:
     show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
     show(f"**Dataset {data.state}**: {data.message}")
 with right:
-    with st.spinner("Checking ImageNet weights ..."):
-        w = cache.weights_state(c["backbone"])
     if w.state == "cached":
         st.success(f"**ImageNet weights cached**: {w.message}")
     elif w.state == "downloadable":
         st.info(f"**ImageNet weights downloadable**: {w.message}")
     else:
         st.warning(f"**ImageNet weights offline**: {w.message}")
-if w.state == "offline" and c["pretrained"]:
-    c["pretrained"] = False
-    st.session_state.pop("ov_pretrained", None)
 widgets.bound(
     st.toggle,
     "Use ImageNet weights (off: **random init**, a randomly initialised backbone: it runs, but its features "

@@ -5,13 +5,18 @@ import streamlit as st
 from qtl.backbones import BACKBONES
 from qtl.engines import DIFF_METHODS
 from qtl.variants import VARIANTS
-from ui import jobs, training, widgets
+from ui import jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Train")
 s = settings()
 c = st.session_state["config"]
 c["epochs"] = min(c["epochs"], s.max_epochs)
+if session.weights_or_random_init().state == "offline":
+    st.caption(
+        "ImageNet weights are not cached and cannot be downloaded here: training uses the **random-init** "
+        "backbone (see Overview for the file to provide)."
+    )
 
 with st.form("train_form"):
     st.markdown("##### Model")

@@ -164,6 +164,17 @@ class TestTrain:
         ]
         assert at.dataframe, "no summary table"
 
+    def test_offline_weights_switch_the_form_to_random_init(self, app_env):
+        """Reached directly, the Train page too falls back to random init when the weights are offline."""
+        at = app("train")
+        config = dict(at.session_state["config"], pretrained=True)
+        at.session_state["config"] = config
+        at.run()
+        assert not at.exception, at.exception
+        assert at.session_state["config"]["pretrained"] is False
+        assert at.toggle(key="train_pretrained").value is False
+        assert "random-init" in texts(at.caption)
+
     def test_bad_seed_is_a_clear_error(self, app_env):
         """A non-integer seed is reported on the page and nothing is submitted."""
         at = app("train")

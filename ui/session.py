@@ -67,6 +67,21 @@ def _set_torch_threads(n: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(n)
 
 
+def weights_or_random_init():
+    """The active backbone's ImageNet weights state (`qtl.status.WeightsState`). Where they are offline the
+    session switches to random init, so no page starts a training run that can only fail."""
+    from ui import cache
+
+    c = st.session_state["config"]
+    with st.spinner("Checking ImageNet weights ..."):
+        state = cache.weights_state(c["backbone"])
+    if state.state == "offline" and c["pretrained"]:
+        c["pretrained"] = False
+        for key in ("ov_pretrained", "train_pretrained"):  # the toggles showing it
+            st.session_state.pop(key, None)
+    return state
+
+
 def circuit_config(config: dict | None = None) -> CircuitConfig:
     """The active (or given) configuration's circuit."""
     c = config or st.session_state["config"]
