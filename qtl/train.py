@@ -290,6 +290,22 @@ def fit(
     fingerprint = None  # of the frozen backbone, for every checkpoint: hashed once, on the first save
     kept = model.head if model.frozen else model  # a frozen backbone never changes: snapshot the head only
     cancelled = False
+
+    def save() -> Path:
+        """Checkpoint the model as it is now: the best epoch's weights, its metrics, the history so far."""
+        nonlocal fingerprint
+        if mc.frozen and fingerprint is None:
+            fingerprint = backbone_fingerprint(model.backbone)
+        return save_checkpoint(
+            checkpoint_path,
+            model,
+            mc,
+            history=history,
+            metrics=history[best_epoch - 1],
+            train_config=tc,
+            fingerprint=fingerprint,
+        )
+
     threads = torch.get_num_threads()
     try:
         run_threads = tc.cpu_threads or _auto_threads(mc, tc, use_features, device)
@@ -343,17 +359,7 @@ def fit(
                 best_epoch, best_key = epoch, key
                 best_state = copy.deepcopy(kept.state_dict())
                 if checkpoint_path is not None:
-                    if mc.frozen and fingerprint is None:
-                        fingerprint = backbone_fingerprint(model.backbone)
-                    saved_path = save_checkpoint(
-                        checkpoint_path,
-                        model,
-                        mc,
-                        history=history,
-                        metrics=row,
-                        train_config=tc,
-                        fingerprint=fingerprint,
-                    )
+                    saved_path = save()
 
             progress_row = Progress(
                 epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best_epoch
@@ -366,9 +372,11 @@ def fit(
     finally:
         torch.set_num_threads(threads)
 
-    # ---- finish with the best epoch's weights
+    # ---- finish with the best epoch's weights; its checkpoint then gets the whole run's history
     if best_state is not None:
         kept.load_state_dict(best_state)
+        if saved_path is not None and len(history) > best_epoch:
+            saved_path = save()
     model.eval()
     return FitResult(model, mc, tc, history, best_epoch, saved_path, cancelled)
 

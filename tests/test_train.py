@@ -138,7 +138,7 @@ class TestCallbacks:
 
 class TestCheckpoints:
     def test_checkpoint_holds_the_best_epoch(self, tmp_path):
-        """The file's metrics are the best epoch's, and its model reproduces that val accuracy."""
+        """The file's metrics and weights are the best epoch's, its history the whole run's."""
         train, val = synthetic_features()
         mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
         path = tmp_path / "q.pt"
@@ -147,12 +147,23 @@ class TestCheckpoints:
         assert r.best_epoch == best["epoch"] and r.checkpoint_path == path
         loaded = load_checkpoint(path)
         assert loaded.metrics["epoch"] == r.best_epoch
-        assert loaded.history == r.history[: r.best_epoch]
+        assert loaded.history == r.history  # every epoch, also those after the best
         with torch.no_grad():
             preds = loaded.model.forward_features(val.features).argmax(1)
             same = r.model.forward_features(val.features).argmax(1)
         assert (preds == val.labels).float().mean().item() == pytest.approx(best["val_acc"])
         assert torch.equal(preds, same)
+
+    def test_epochs_after_the_best_still_reach_the_checkpoints_history(self, tmp_path):
+        """After epoch 1 the lr is ~1e-32, so later epochs tie and epoch 1 stays best; the file has all 3."""
+        train, val = synthetic_features()
+        mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
+        path = tmp_path / "q.pt"
+        tc = TrainConfig(epochs=3, batch_size=4, lr=0.02, step_size=1, gamma=1e-30)
+        r = fit(mc, tc, data=(train, val), checkpoint_path=path)
+        loaded = load_checkpoint(path)
+        assert r.best_epoch == 1 and loaded.metrics["epoch"] == 1
+        assert [row["epoch"] for row in loaded.history] == [1, 2, 3]
 
     def test_cancelled_run_leaves_previous_checkpoint_intact(self, tmp_path):
         """A second run cancelled in its first epoch never touches the first run's file."""
