@@ -27,7 +27,9 @@ def curves_chart(records: list[dict], metric: str):
             strokeDash=alt.StrokeDash("split:N", sort=["val", "train"], legend=alt.Legend(orient="top")),
             tooltip=["run", "split", "epoch", alt.Tooltip(f"{metric}:Q", format=".3f")],
         )
-        .properties(height=260)
+        # fit-x: 260 px is the plot's own height, and the run legend below adds to it (Streamlit's default
+        # "fit" squeezes plot and legends into 260 px, and a few long run names leave no plot at all)
+        .properties(height=260, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
     )
 
 
