@@ -24,14 +24,14 @@ matrices. Before allocating, a forward estimates the bytes it needs and refuses 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from qtl.circuit import REAL_GATES, CircuitConfig, Gate, gates
+from qtl.circuit import REAL_GATES, CircuitConfig, gates
 from qtl.engines import statevector as sv
+from qtl.engines.compiler import Block, Rounds, check_gates, compile_block, compile_rounds
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -48,122 +48,6 @@ Path = Literal["auto", "state", "matrix"]
 
 class SimulationTooLarge(ValueError):
     """A forward would need more memory than the engine's budget allows."""
-
-
-@dataclass
-class _Group:
-    """Gates of one kind, one per slot, in one round: name, slots (k,), and where their angles come from."""
-
-    name: str
-    slots: torch.Tensor
-    source: str | None  # "input", "weight" or None (parameter-free)
-    index: torch.Tensor  # (k,) angle columns or flat weight positions
-    span: tuple[int, int] | None = None  # (start, stop) when index is a contiguous range: a slice suffices
-
-    def __post_init__(self) -> None:
-        idx = self.index.tolist()
-        if idx and idx == list(range(idx[0], idx[0] + len(idx))):
-            self.span = (idx[0], idx[0] + len(idx))
-
-
-@dataclass
-class _Rounds:
-    """Single-qubit gates on `n_slots` slots as rounds: round r holds the r-th gate of every slot."""
-
-    n_slots: int
-    rounds: list[tuple[list[_Group], torch.Tensor | None]] = field(default_factory=list)
-    # each round: its groups and, unless one group covers every slot in order, the (n_slots,) order
-    # that picks each slot's matrix from cat(group matrices..., identity)
-
-
-@dataclass
-class _Block:
-    """Stages after the product prefix: ("perm", key) or ("local", layer). Layer l uses slots l*n..l*n+n-1."""
-
-    stages: list[tuple[str, object]]
-    rounds: _Rounds
-    n_layers: int
-
-
-def _param(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tuple[str | None, int]:
-    """(source, position) of a gate's angle: input column or flat weight index."""
-    if gate.param is None:
-        if gate.name in sv.PARAMETRIC_GATES:
-            raise ValueError(f"gate {gate} needs an angle")
-        return None, 0
-    source, where = gate.param
-    if source == "input":
-        if not 0 <= where < n_qubits:
-            raise ValueError(f"gate {gate} reads input {where}, but there are {n_qubits} inputs")
-        return source, int(where)
-    if source == "weight":
-        if len(where) != len(weight_shape) or not all(
-            0 <= w < s for w, s in zip(where, weight_shape, strict=False)
-        ):
-            raise ValueError(f"gate {gate} reads weight {where}, outside weight_shape {weight_shape}")
-        flat = 0
-        for w, s in zip(where, weight_shape, strict=False):
-            flat = flat * s + w
-        return source, flat
-    raise ValueError(f"gate {gate} has unknown angle source {source!r}; use 'input' or 'weight'")
-
-
-def _compile_rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> _Rounds:
-    """Per-slot gate lists (application order) -> rounds of same-kind groups."""
-    out = _Rounds(len(slot_gates))
-    depth = max((len(g) for g in slot_gates), default=0)
-    for r in range(depth):
-        kinds: dict[tuple[str, str | None], list[tuple[int, int]]] = {}
-        for slot, seq in enumerate(slot_gates):
-            if r < len(seq):
-                source, pos = _param(seq[r], n_qubits, weight_shape)
-                kinds.setdefault((seq[r].name, source), []).append((slot, pos))
-        groups = [
-            _Group(name, torch.tensor([s for s, _ in items]), source, torch.tensor([p for _, p in items]))
-            for (name, source), items in kinds.items()
-        ]
-        order = None
-        if len(groups) > 1 or groups[0].slots.tolist() != list(range(out.n_slots)):
-            order = torch.full((out.n_slots,), sum(len(g.slots) for g in groups))  # identity by default
-            offset = 0
-            for g in groups:
-                order[g.slots] = torch.arange(offset, offset + len(g.slots))
-                offset += len(g.slots)
-        out.rounds.append((groups, order))
-    return out
-
-
-def _compile_block(block: list[Gate], n_qubits: int, weight_shape) -> _Block:
-    """Gates -> stages: runs of CNOTs become one permutation, runs of one-qubit gates one local layer."""
-    stages: list[tuple[str, object]] = []
-    layers: list[list[list[Gate]]] = []
-    for gate in block:
-        if gate.name == "CNOT":
-            if stages and stages[-1][0] == "perm":
-                stages[-1] = ("perm", stages[-1][1] + (gate.wires,))
-            else:
-                stages.append(("perm", (gate.wires,)))
-        else:
-            if not stages or stages[-1][0] != "local":
-                stages.append(("local", len(layers)))
-                layers.append([[] for _ in range(n_qubits)])
-            layers[-1][gate.wires[0]].append(gate)
-    slots = [seq for layer in layers for seq in layer]
-    return _Block(stages, _compile_rounds(slots, n_qubits, weight_shape), len(layers))
-
-
-def _validate(gate_list: list[Gate], n_qubits: int) -> None:
-    for gate in gate_list:
-        if gate.name == "CNOT":
-            ok = len(gate.wires) == 2 and gate.wires[0] != gate.wires[1]
-        elif gate.name in sv.SINGLE_QUBIT_GATES:
-            ok = len(gate.wires) == 1
-        else:
-            raise ValueError(
-                f"the native engine cannot simulate gate {gate.name!r}; supported: H, RY, RZ, CNOT"
-            )
-        if not ok or not all(0 <= w < n_qubits for w in gate.wires):
-            raise ValueError(f"gate {gate} has invalid wires for {n_qubits} qubits")
 
 
 def _human(n_bytes: int) -> str:
@@ -212,17 +96,17 @@ class NativeEngine(nn.Module):
         self._cache: dict[tuple, torch.Tensor] = {}  # (what, ..., device) -> tensor
         self._fits: set[tuple] = set()  # (batch, dtype, training, budget) already checked
         gate_list = gates(config)
-        _validate(gate_list, n)
+        check_gates(gate_list, n)
         self.real = all(g.name in REAL_GATES for g in gate_list)
 
         first_multi = next((i for i, g in enumerate(gate_list) if len(g.wires) > 1), len(gate_list))
         inputs = [i for i, g in enumerate(gate_list) if g.param is not None and g.param[0] == "input"]
         split = max([first_multi] + [i + 1 for i in inputs])
         prefix = gate_list[:first_multi]
-        self._prefix = _compile_rounds([[g for g in prefix if g.wires[0] == w] for w in range(n)], n, shape)
+        self._prefix = compile_rounds([[g for g in prefix if g.wires[0] == w] for w in range(n)], n, shape)
         self._v0 = self._fold_constant_rounds()  # (n, 2) complex128 wire states after parameter-free gates
-        self._dependent = _compile_block(gate_list[first_multi:split], n, shape)
-        self._fixed = _compile_block(gate_list[split:], n, shape)
+        self._dependent = compile_block(gate_list[first_multi:split], n, shape)
+        self._fixed = compile_block(gate_list[split:], n, shape)
         self._groups = sv.wire_groups(n)
         self._check_memory(1, torch.float32, training=True)
 
@@ -232,7 +116,7 @@ class NativeEngine(nn.Module):
         v = torch.zeros(self.n_qubits, 2, dtype=torch.complex128)
         v[:, 0] = 1
         while self._prefix.rounds and all(g.source is None for g in self._prefix.rounds[0][0]):
-            first = _Rounds(self._prefix.n_slots, [self._prefix.rounds.pop(0)])
+            first = Rounds(self._prefix.n_slots, [self._prefix.rounds.pop(0)])
             m = self._slot_matrices(first, None, None, torch.complex128, torch.device("cpu"))
             v = (m @ v[..., None])[..., 0]
         return v
@@ -251,7 +135,7 @@ class NativeEngine(nn.Module):
 
     # ---- memory
 
-    def _applications(self, block: _Block) -> int:
+    def _applications(self, block: Block) -> int:
         """States a block keeps for the backward pass: one per group product; permutations keep none."""
         return len(self._groups) * block.n_layers
 
@@ -291,7 +175,7 @@ class NativeEngine(nn.Module):
 
     # ---- forward
 
-    def _slot_matrices(self, rounds: _Rounds, angles, wflat, dtype, device) -> torch.Tensor | None:
+    def _slot_matrices(self, rounds: Rounds, angles, wflat, dtype, device) -> torch.Tensor | None:
         """(B?, n_slots, 2, 2) product of each slot's gates (later gates on the left), None if no gates."""
         total = None
         for groups, order in rounds.rounds:
@@ -324,7 +208,7 @@ class NativeEngine(nn.Module):
             total = r if total is None else r @ total
         return total
 
-    def _fused_index(self, block: _Block, device: torch.device) -> tuple[torch.Tensor, tuple | None]:
+    def _fused_index(self, block: Block, device: torch.device) -> tuple[torch.Tensor, tuple | None]:
         """One-block layers: gather positions that build every layer's K.T with its CNOT run folded in.
 
         Returns a (L*n*d*d,) index into the flattened (L, n, 2, 2) per-wire matrices, whose product over
@@ -352,7 +236,7 @@ class NativeEngine(nn.Module):
         last = block.stages[-1]
         return self._on(("fused", id(block)), device, make), (last[1] if last[0] == "perm" else None)
 
-    def _block_factors(self, block: _Block, angles, wflat, dtype, device):
+    def _block_factors(self, block: Block, angles, wflat, dtype, device):
         """What to apply, in order: ("perm", pairs), ("blocks", per-group (B?, d, d)) or ("fused", kt).
 
         With one wire group, each CNOT run is folded into the layer after it and all layers come as one
@@ -372,7 +256,7 @@ class NativeEngine(nn.Module):
         per_layer = list(zip(*(b.unbind(-3) for b in blocks), strict=True))
         return [("perm", w) if k == "perm" else ("blocks", list(per_layer[w])) for k, w in block.stages]
 
-    def _apply_block(self, block: _Block, state, angles, wflat, dtype) -> torch.Tensor:
+    def _apply_block(self, block: Block, state, angles, wflat, dtype) -> torch.Tensor:
         """Apply a compiled block's stages to (B, 2**n) rows, one stage after another."""
         if not block.stages:
             return state
@@ -389,7 +273,7 @@ class NativeEngine(nn.Module):
                     state = torch.bmm(state.unsqueeze(1), factor).squeeze(1)
         return state
 
-    def _block_matrix(self, block: _Block, angles, wflat, dtype, device) -> torch.Tensor:
+    def _block_matrix(self, block: Block, angles, wflat, dtype, device) -> torch.Tensor:
         """(2**n, 2**n) transposed unitary U.T of an input-independent block: rows @ U.T applies it."""
         eye = self._on(("eye", dtype), device, lambda: torch.eye(2**self.n_qubits, dtype=dtype))
         factors = self._block_factors(block, angles, wflat, dtype, device)
