@@ -29,11 +29,18 @@ IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a download
+
+
 RANDOM_INIT_SEED = 0  # random-init weights come from this seed
 
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable right now."""
+
+
+def offline() -> bool:
+    """True when $QTL_OFFLINE is set (to anything but "" or "0"): never try a weights download."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ def _ensure_weights(
         return
     if not allow_download:
         raise _unavailable(status, "not cached and downloads are disabled")
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+    if offline():
         raise _unavailable(status, f"not cached and {OFFLINE_ENV} is set")
     try:
         download(

@@ -20,7 +20,6 @@ Files are written atomically (temporary file in the same folder, then os.replace
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
 import zipfile
@@ -32,23 +31,16 @@ import torch
 from torch import nn
 
 from qtl.files import atomic_write
+from qtl.paths import models_dir
 from qtl.variants import Classifier, ModelConfig, build_model
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".pt"
-MODELS_ENV = "QTL_MODELS_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class CheckpointError(ValueError):
     """A file is not a usable qtl checkpoint; the message says why and what to do."""
-
-
-def models_dir() -> Path:
-    """The checkpoint store: $QTL_MODELS_DIR, else models/ at the repository root."""
-    env = os.environ.get(MODELS_ENV)
-    return Path(env).expanduser() if env else REPO_ROOT / "models"
 
 
 def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from qtl.download import DEFAULT_TIMEOUT_S, ChecksumError, DownloadError, OfflineError, Progress, download
+from qtl.paths import default_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 # Published by pytorch/tutorials (.jenkins/download_data.py); the size is the server's Content-Length.
 HYMENOPTERA_SHA256 = "fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209"
 HYMENOPTERA_SIZE = 47_286_322
-HYMENOPTERA_DIRNAME = "hymenoptera_data"
 
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -50,18 +50,6 @@ class ImageLoadError(ValueError):
 
 
 # --- locations -----------------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """qtl's cache folder: $QTL_CACHE_DIR, else ~/.cache/qtl."""
-    env = os.environ.get("QTL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "qtl"
-
-
-def default_data_dir() -> Path:
-    """Where the default dataset lives: $QTL_DATA_DIR, else <cache root>/data/hymenoptera_data."""
-    env = os.environ.get("QTL_DATA_DIR")
-    return Path(env).expanduser() if env else cache_root() / "data" / HYMENOPTERA_DIRNAME
 
 
 def _where_to_put(target: Path) -> str:

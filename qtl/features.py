@@ -25,9 +25,10 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset
 
 from qtl.backbones import image_transform, load_backbone, transform_key, weights_id
-from qtl.data import ImageFolderDataset, cache_root, list_images, validate_dataset
+from qtl.data import ImageFolderDataset, list_images, validate_dataset
 from qtl.download import sha256_file
 from qtl.files import atomic_write
+from qtl.paths import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ weights cached, downloadable or out of reach. Nothing here downloads, and every 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,12 +27,12 @@ class WeightsState:
 
 def weights_state(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsState:
     """Cached (file present), downloadable (host reachable) or offline (neither: use random init)."""
-    from qtl.backbones import OFFLINE_ENV, weights_status
+    from qtl.backbones import offline, weights_status
 
     status = weights_status(backbone)
     if status.cached:
         return WeightsState("cached", status.path, f"{status.weights_id} weights cached at {status.path}")
-    if os.environ.get(OFFLINE_ENV, "") in ("", "0") and reachable(status.url, timeout):
+    if not offline() and reachable(status.url, timeout):
         return WeightsState(
             "downloadable",
             status.path,

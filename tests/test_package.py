@@ -22,3 +22,10 @@ def test_no_module_of_qtl_imports_streamlit():
     ).stdout.split()
     assert int(out[0]) >= 20  # the walk really found the package's modules
     assert out[1] == "False"
+
+
+def test_paths_are_known_without_torch():
+    """qtl.paths (asked by the app's first page and the CLI) answers without loading torch."""
+    probe = "import sys, qtl.paths as p; p.models_dir(); p.default_data_dir(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

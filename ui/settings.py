@@ -22,7 +22,8 @@ from pathlib import Path
 
 import streamlit as st
 
-REPO = Path(__file__).resolve().parent.parent
+from qtl.paths import models_dir
+
 LOCAL_MAX_QUBITS = 16  # the form's range in local mode (the circuit itself allows up to 24)
 
 
@@ -64,10 +65,9 @@ def _int_setting(env: str, secret: str, default: int | None) -> int | None:
 def settings() -> Settings:
     """Read the settings (cheap; re-read each run so tests can change the environment)."""
     demo = _flag("QTL_DEMO", "demo", False)
-    models = Path(os.environ.get("QTL_MODELS_DIR") or REPO / "models")
     return Settings(
         demo=demo,
-        models_dir=models,
+        models_dir=models_dir(),
         data_dir=os.environ.get("QTL_DATA_DIR") or None,
         pretrained=_flag("QTL_PRETRAINED", "pretrained", True),
         max_epochs=int(os.environ.get("QTL_DEMO_MAX_EPOCHS") or _secret("max_epochs", 5)) if demo else 500,

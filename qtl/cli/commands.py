@@ -51,7 +51,7 @@ def _model_config(args, variant: str) -> ModelConfig:
 
 def _plan(args, variants: list[str], seeds: list[int], root: Path):
     """`qtl.runs.plan_runs` with the command line's overrides: one Run per (variant, seed)."""
-    from qtl.checkpoint import models_dir
+    from qtl.paths import models_dir
     from qtl.runs import RECIPE_OVERRIDES, plan_runs
 
     overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
@@ -195,7 +195,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import list_checkpoints, load_checkpoint, models_dir
+    from qtl.checkpoint import list_checkpoints, load_checkpoint
+    from qtl.paths import models_dir
     from qtl.runs import run_row, summarise
     from qtl.train import fit
 

@@ -1,0 +1,38 @@
+"""Where qtl keeps things, from the environment or the defaults. Torch-free, so the app's first page and
+the CLI's `--help` can ask without loading torch.
+
+| what | variable | default |
+|---|---|---|
+| cache root (features, downloaded data) | QTL_CACHE_DIR | ~/.cache/qtl |
+| the default dataset | QTL_DATA_DIR | <cache root>/data/hymenoptera_data |
+| the checkpoint store | QTL_MODELS_DIR | models/ at the repository root |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_ENV = "QTL_MODELS_DIR"
+HYMENOPTERA_DIRNAME = "hymenoptera_data"
+
+
+def _from_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def cache_root() -> Path:
+    """qtl's cache folder: $QTL_CACHE_DIR, else ~/.cache/qtl."""
+    return _from_env("QTL_CACHE_DIR") or Path.home() / ".cache" / "qtl"
+
+
+def default_data_dir() -> Path:
+    """Where the default dataset lives: $QTL_DATA_DIR, else <cache root>/data/hymenoptera_data."""
+    return _from_env("QTL_DATA_DIR") or cache_root() / "data" / HYMENOPTERA_DIRNAME
+
+
+def models_dir() -> Path:
+    """The checkpoint store: $QTL_MODELS_DIR, else models/ at the repository root."""
+    return _from_env(MODELS_ENV) or REPO_ROOT / "models"
