@@ -33,12 +33,11 @@ import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qtl.circuit import CircuitConfig
 from qtl.heads import DressedQuantumCircuit
-from qtl.train import adam
+from qtl.train import adam, train_step
 
 ENGINES = ("demo-loop", "default.qubit", "lightning.qubit", "native")
 #: (n_qubits, depth, batch), smallest first within each batch size.
@@ -83,9 +82,7 @@ def time_steps(head: nn.Module, batch: int, repeats: int, cap: float) -> tuple[f
 
     def step() -> float:
         start = time.perf_counter()
-        optimizer.zero_grad()
-        F.cross_entropy(head(x), y).backward()
-        optimizer.step()
+        train_step(head, optimizer, x, y)  # fit()'s own step
         return time.perf_counter() - start
 
     warm = step()  # the first step also builds caches (PennyLane tapes, lightning's state): a second try
