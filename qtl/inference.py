@@ -231,6 +231,7 @@ def evaluate(
             batch_size=batch_size,
             cache_dir=cache_dir,
             progress=progress,
+            backbone=model.backbone,  # a cache miss runs the loaded model's own backbone, not a new one
         )
         x = torch.as_tensor(fs.features, dtype=torch.float32).to(device)  # (N, F)
         probs = torch.cat(
