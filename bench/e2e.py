@@ -37,16 +37,15 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pennylane as qml
 import torch
 import torchvision
+from machine import machine
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -228,21 +227,6 @@ def warm_up(root: Path, device: torch.device) -> None:
     model = torchvision.models.resnet18(weights=None).to(device).eval()
     with torch.inference_mode():
         model(torch.zeros(4, 3, 224, 224, device=device))
-
-
-def machine() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "pennylane": qml.__version__,
-        "load_avg_at_start": load,
-    }
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -33,6 +32,7 @@ import time
 import warnings
 
 import torch
+from machine import machine
 from torch import nn
 
 from qtl.circuit import CircuitConfig
@@ -99,25 +99,6 @@ def time_steps(head: nn.Module, batch: int, repeats: int, cap: float) -> tuple[f
         times.append(t)
         spent += t
     return statistics.median(times), len(times)
-
-
-def machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import pennylane
-
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "pennylane": pennylane.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def run(configs, engines, repeats: int, cap: float) -> list[dict]:
