@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from qtl.backbones import BACKBONES
+from qtl.backbones import BACKBONE_NAMES
 from qtl.engines import DIFF_METHODS
 from qtl.variants import VARIANTS
 from ui import jobs, session, training, widgets
@@ -24,7 +24,7 @@ with st.form("train_form"):
     with left:
         widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
+        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONE_NAMES))
     with right:
         widgets.bound(
             st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."

@@ -6,6 +6,16 @@ FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})
 QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})
 DEFAULT_VARIANT = "quantum"
 
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
-"""The keys of `qtl.backbones.BACKBONES`, in order."""
+BUNDLED_BACKBONE = "efficientnet_lite0"
+"""The pretrained backbone whose ImageNet weights ship with an installed package: it needs no network."""
+BACKBONE_NAMES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "vit_b_16",
+    BUNDLED_BACKBONE,
+)
+"""torchvision's backbones (the keys of `qtl.backbones.BACKBONES`, in order), then the bundled one."""
 DEFAULT_BACKBONE = "resnet18"
