@@ -32,7 +32,8 @@ from qtl.backbones.common import (
 from qtl.download import DownloadError, Progress, download
 
 ALTERNATIVES = (
-    "use the bundled pretrained efficientnet_lite0 (CLI --backbone efficientnet_lite0) or random init"
+    "use the bundled pretrained efficientnet_lite0 (CLI --backbone efficientnet_lite0) "
+    "or random init (pretrained=False, CLI --random-init)"
 )
 
 
