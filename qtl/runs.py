@@ -16,20 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtl.checkpoint import checkpoint_name
+from qtl.config import MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.jobs import Job
-from qtl.train import Callback, Progress, TrainConfig, fit
-from qtl.variants import ModelConfig, recipe
+from qtl.train import Callback, Progress, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
 
 
 @dataclass(frozen=True)
 class Run:
-    """One `fit` call: what to train, how, and where its best epoch is saved."""
+    """One `fit` call: what to train, how, where its best epoch is saved, and on what machine settings."""
 
     model_config: ModelConfig
     train_config: TrainConfig
     checkpoint_path: Path
+    machine: MachineConfig = MachineConfig()
 
     @property
     def label(self) -> str:
@@ -58,14 +59,14 @@ def plan_runs(
     *,
     epochs: int | None = None,
     overrides: dict | None = None,
-    data: str | None = None,
+    machine: MachineConfig | None = None,
 ) -> list[Run]:
     """One `Run` per (variant, seed), each from the variant's recipe.
 
     base: the shared architecture (backbone, circuit, engine ...); its variant is replaced per run.
     epochs: replaces every recipe's epochs when given.
     overrides: recipe fields to replace for every run, only those in RECIPE_OVERRIDES.
-    data: dataset root for every run (None: qtl.data's default).
+    machine: the machine settings of every run (dataset root, device ...; default: auto).
     """
     if not variants:
         raise ValueError("choose at least one variant")
@@ -79,12 +80,13 @@ def plan_runs(
     for variant in variants:
         mc = dataclasses.replace(base, variant=variant)
         for seed in seeds:
-            tc = dataclasses.replace(recipe(variant), seed=int(seed), data=data, **(overrides or {}))
+            tc = dataclasses.replace(recipe(variant), seed=int(seed), **(overrides or {}))
             if epochs is not None:
                 tc = dataclasses.replace(tc, epochs=int(epochs))
             if tc.augment and mc.frozen and tc.views == 0:  # cached views keep epochs off the backbone
                 tc = dataclasses.replace(tc, views=recipe("linear").views)
-            runs.append(Run(mc, tc, Path(directory) / checkpoint_name(mc, int(seed), stamp)))
+            path = Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            runs.append(Run(mc, tc, path, machine or MachineConfig()))
     return runs
 
 
@@ -132,6 +134,7 @@ def training_work(runs: list[Run]):
             result = fit(
                 run.model_config,
                 run.train_config,
+                run.machine,
                 callbacks=[_Reporter(job, run, i, len(runs))],
                 checkpoint_path=run.checkpoint_path,
                 stop=job,
