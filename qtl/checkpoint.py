@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from qtl.config import ModelConfig, TrainConfig
-from qtl.files import atomic_write
+from qtl.files import atomic_save
 from qtl.paths import models_dir
 from qtl.variants import Classifier, build_model
 
@@ -147,8 +147,7 @@ def save_checkpoint(
             "parameters": count_parameters(model.head),
         },
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
     return path
 
 
