@@ -2,9 +2,7 @@
 
 import streamlit as st
 
-from qtl.backbones import BACKBONE_NAMES
-from qtl.engines import DIFF_METHODS
-from qtl.variants import VARIANTS
+from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS
 from ui import jobs, session, training, widgets
 from ui.settings import settings
 

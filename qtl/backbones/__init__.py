@@ -35,8 +35,8 @@ from qtl.backbones.common import (
     transform_from_params,
 )
 from qtl.backbones.torchvision_models import BACKBONES, BackboneSpec
+from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE
 from qtl.download import DEFAULT_TIMEOUT_S, Progress
-from qtl.names import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE
 
 __all__ = [
     "BACKBONES",
