@@ -23,6 +23,7 @@ from torch import nn
 from qtl.circuit import CircuitConfig
 from qtl.heads import DressedClassical, DressedQuantumCircuit
 from qtl.names import DEFAULT_VARIANT, FROZEN_VARIANTS, QUANTUM_VARIANTS, VARIANTS
+from qtl.noise import NoiseConfig
 
 if TYPE_CHECKING:
     from qtl.train import TrainConfig
@@ -48,6 +49,7 @@ class ModelConfig:
     diff_method: str = "best"  # PennyLane engines only: how gradients are computed
     shots: int | None = None  # PennyLane engines only: None gives exact expectation values
     q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # quantum variants: channels, readout, shots
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
@@ -56,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
         if isinstance(self.circuit, dict):
             object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
+        if self.noise is None or isinstance(self.noise, dict):
+            object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
 
     @property
     def frozen(self) -> bool:
@@ -73,15 +77,17 @@ class ModelConfig:
 
     def engine_options(self) -> dict:
         """Keyword options for `make_engine`; the native engine takes none of the PennyLane ones."""
+        noise = {} if self.noise.is_ideal else {"noise": self.noise}
         if self.engine == "native":
-            return {}
-        return {"diff_method": self.diff_method, "shots": self.shots}
+            return noise
+        return {"diff_method": self.diff_method, "shots": self.shots, **noise}
 
     def to_dict(self) -> dict:
         """Plain Python values only (str, int, float, bool, None, list, dict): safe in checkpoints."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["class_names"] = list(self.class_names)
         d["circuit"] = self.circuit.to_dict()
+        d["noise"] = self.noise.to_dict()
         return d
 
     @classmethod
@@ -92,6 +98,8 @@ class ModelConfig:
         d = dict(d)
         if "circuit" in d and isinstance(d["circuit"], dict):
             d["circuit"] = CircuitConfig.from_dict(d["circuit"])
+        if "noise" in d:  # checkpoints written before noise existed have none: ideal
+            d["noise"] = NoiseConfig.from_dict(d["noise"])
         if "class_names" in d:
             d["class_names"] = tuple(d["class_names"])
         return cls(**d)
