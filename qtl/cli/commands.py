@@ -278,15 +278,15 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     if any(s < 0 for s in args.shots + args.backend_shots):
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
-    models = [load_checkpoint(path) for path in args.checkpoints]
-    for m in models:
-        if not m.model_config.is_quantum:
-            raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
     if args.backends:
         from qtl.hardware import get_backend
 
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
+    models = [load_checkpoint(path) for path in args.checkpoints]
+    for m in models:
+        if not m.model_config.is_quantum:
+            raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
     root = _dataset(args.data, bar)
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
