@@ -125,25 +125,18 @@ class TestNoiseCommand:
 
     def test_not_quantum(self, capsys, tiny, tmp_path):
         path = tmp_path / "classical.pt"
-        assert (
-            cli.main(
-                [
-                    str(a)
-                    for a in [
-                        "train",
-                        "dressed-classical",
-                        "--random-init",
-                        "--data",
-                        tiny,
-                        "--epochs",
-                        1,
-                        "-q",
-                        "--out",
-                        path,
-                    ]
-                ]
-            )
-            == 0
-        )
+        args = [
+            "train",
+            "dressed-classical",
+            "--random-init",
+            "--data",
+            tiny,
+            "--epochs",
+            1,
+            "-q",
+            "--out",
+            path,
+        ]
+        assert run(capsys, *args)[0] == 0
         code, _, err = run(capsys, "noise", path, "--data", tiny)
         assert code == 1 and "only quantum checkpoints have a circuit" in err
