@@ -14,6 +14,7 @@ from conftest import make_image_folder
 from qtl import cli
 from qtl.checkpoint import load_checkpoint, read_checkpoint_info
 from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig, recipe
 from qtl.engines.density import DensityMatrixEngine
 from qtl.engines.native import NativeEngine
 from qtl.features import FeatureSet
@@ -21,7 +22,6 @@ from qtl.inference import evaluate
 from qtl.noise import NoiseConfig
 from qtl.robustness import evaluate_noise, head_inputs, noise_grid
 from qtl.train import fit
-from qtl.variants import ModelConfig, recipe
 
 NOISY = NoiseConfig(depolarizing=0.02, depolarizing_2q=0.05, readout=0.01, shots=200)
 
