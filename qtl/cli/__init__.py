@@ -6,6 +6,8 @@
     qtl draw --qubits 4 --depth 6 [--output fig.png]   the circuit as text or a figure
     qtl compare --seeds 3 --random-init                variants x seeds: a mean ± std table, JSON and CSV
     qtl data [--path PATH]                             download (if needed) and verify a dataset
+    qtl sweep study.toml [--backend processes|ray]     grids of runs into the results database, resumable
+    qtl runs [--sweep NAME] [--csv F] [--report]       list, filter, export runs; statistics per cell
 
 Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
 `qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.
