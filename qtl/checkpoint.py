@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qtl.files import atomic_write
+from qtl.files import atomic_save
 from qtl.paths import models_dir
 from qtl.variants import Classifier, ModelConfig, build_model
 
@@ -144,8 +144,7 @@ def save_checkpoint(
             "parameters": count_parameters(model.head),
         },
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
     return path
 
 
