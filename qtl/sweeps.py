@@ -182,3 +182,38 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
             metrics = {k: h[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
             mlflow.log_metrics(metrics, step=h["epoch"])
         mlflow.log_metrics({"best_val_acc": row["val_acc"], "train_time_s": row["train_time_s"]})
+
+
+# ---- the app's background job
+
+
+class _JobProgress(SweepObserver):
+    """Forwards a sweep's progress to a `qtl.jobs.Job`: fraction of runs done, a status line, and one
+    record per finished run (its row)."""
+
+    def __init__(self, job) -> None:
+        self.job, self.total, self.finished_runs = job, 1, 0
+
+    def planned(self, spec, runs, todo):
+        self.total = max(1, len(todo))
+        self.job.report(0.0, f"{spec.name}: {len(runs)} runs, {len(runs) - len(todo)} already done")
+
+    def started(self, index, total, run):
+        self.job.report(message=f"{run.label} ({index + 1}/{total}): training")
+
+    def ended(self, index, total, run, done):
+        self.finished_runs += 1
+        if done.outcome is not None and not done.cancelled:
+            self.job.report(self.finished_runs / self.total, record=done.outcome.row)
+        else:
+            self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+
+
+def sweep_work(spec: SweepSpec, db_path: str | Path, **options):
+    """The job work for a sweep (see `run_sweep` for options): stops at the job's cancel; returns the
+    SweepReport. Each finished run's row is a job record as it arrives."""
+
+    def work(job) -> SweepReport:
+        return run_sweep(spec, db_path, observer=_JobProgress(job), stop=job, **options)
+
+    return work
