@@ -247,8 +247,5 @@ class _Transaction:
 
 
 def _config(run) -> dict:
-    """What a run trains, as stored in the database (machine settings left out)."""
-    from qtl.runs import MACHINE_FIELDS
-
-    train = {k: v for k, v in run.train_config.to_dict().items() if k not in MACHINE_FIELDS}
-    return {"model": run.model_config.to_dict(), "train": train, "dataset": run.dataset}
+    """What a run trains, as stored in the database (its MachineConfig is this machine's business)."""
+    return {"model": run.model_config.to_dict(), "train": run.train_config.to_dict(), "dataset": run.dataset}

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.checkpoint import checkpoint_name
+from qtl.config import MACHINE_KEYS, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.jobs import Job
-from qtl.train import Callback, Progress, TrainConfig, fit
-from qtl.variants import ModelConfig, recipe
+from qtl.train import Callback, Progress, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
-MACHINE_FIELDS = ("device", "data", "num_workers", "cache_dir", "cpu_threads")
-"""TrainConfig fields that say how this machine ran a run, not what was trained: left out of run ids."""
 
 ROW_FIELDS = (
     "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
@@ -38,12 +36,14 @@ ROW_FIELDS = (
 
 @dataclass(frozen=True)
 class Run:
-    """One `fit` call: what to train, how, and where its best epoch is saved (None: nowhere)."""
+    """One `fit` call: what to train, how, where its best epoch is saved (None: nowhere), and how this
+    machine runs it (the dataset folder, device ...: not part of the run's id)."""
 
     model_config: ModelConfig
     train_config: TrainConfig
     checkpoint_path: Path | None = None
-    dataset: str | None = None  # the dataset's name in ids and rows; None: train_config.data
+    dataset: str | None = None  # the dataset's name in ids and rows
+    machine: MachineConfig = MachineConfig()
 
     @property
     def label(self) -> str:
@@ -57,11 +57,11 @@ class Run:
 
 def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset: str | None = None) -> str:
     """12 hex digits of a SHA-256 over what is trained: the architecture (only the circuit settings the
-    variant uses), the recipe and the dataset's name. Class names and MACHINE_FIELDS do not count."""
+    variant uses), the recipe and the dataset's name. Class names do not count, nor the machine settings
+    that checkpoints from before `MachineConfig` hold in their train config."""
     tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
-    recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_FIELDS}
-    doc = {"model": _trained(model_config), "train": recipe_}
-    doc["dataset"] = dataset if dataset is not None else tc.get("data")
+    recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
+    doc = {"model": _trained(model_config), "train": recipe_, "dataset": dataset}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -108,14 +108,14 @@ def plan_runs(
     *,
     epochs: int | None = None,
     overrides: dict | None = None,
-    data: str | None = None,
+    machine: MachineConfig | None = None,
 ) -> list[Run]:
     """One `Run` per (variant, seed), each from the variant's recipe.
 
     base: the shared architecture (backbone, circuit, engine ...); its variant is replaced per run.
     epochs: replaces every recipe's epochs when given.
     overrides: recipe fields to replace for every run, only those in RECIPE_OVERRIDES.
-    data: dataset root for every run (None: qtl.data's default).
+    machine: how this machine runs every run (dataset folder, device ...; default: auto).
     """
     if not variants:
         raise ValueError("choose at least one variant")
@@ -129,8 +129,9 @@ def plan_runs(
     for variant in variants:
         mc = dataclasses.replace(base, variant=variant)
         for seed in seeds:
-            tc = recipe_for(variant, seed=int(seed), data=data, epochs=epochs, **(overrides or {}))
-            runs.append(Run(mc, tc, Path(directory) / checkpoint_name(mc, int(seed), stamp)))
+            tc = recipe_for(variant, seed=int(seed), epochs=epochs, **(overrides or {}))
+            path = Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))
     return runs
 
 
@@ -179,6 +180,7 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
     result = fit(
         run.model_config,
         run.train_config,
+        run.machine,
         callbacks=callbacks,
         checkpoint_path=run.checkpoint_path,
         stop=stop,
@@ -288,7 +290,6 @@ def describe(
 
     mc, tc, best = model_config, train_config or {}, best or {}
     counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
-    dataset = dataset if dataset is not None else tc.get("data")
     return {
         "id": run_id(mc, tc, dataset) if tc else None,
         "label": f"{mc.variant} seed {tc.get('seed')}",

@@ -150,16 +150,17 @@ def _checked(axis: str, value, where: str):
 def plan(spec: SweepSpec, *, machine: dict | None = None, models_dir: str | Path | None = None) -> list:
     """The spec's runs (`qtl.runs.Run`), one per distinct run id, in grid order.
 
-    machine: TrainConfig machine settings for every run (device, cache_dir, num_workers, cpu_threads).
+    machine: MachineConfig fields for every run (device, cache_dir, num_workers, cpu_threads); each
+        run's data_dir is its dataset's resolved folder.
     models_dir: where checkpoints go when the spec saves them (<models_dir>/sweeps/<name>/<id>.pt).
     Datasets are resolved here (the default one may be downloaded); ValueError for any bad value.
     """
     import dataclasses
 
     from qtl.circuit import CircuitConfig
+    from qtl.config import MachineConfig, ModelConfig
     from qtl.paths import models_dir as default_models_dir
     from qtl.runs import Run, recipe_for
-    from qtl.variants import ModelConfig
 
     roots: dict[str, str] = {}
     folder = Path(models_dir or default_models_dir()) / "sweeps" / spec.name
@@ -175,8 +176,8 @@ def plan(spec: SweepSpec, *, machine: dict | None = None, models_dir: str | Path
         dataset = p.pop("dataset")
         if dataset not in roots:
             roots[dataset] = _dataset_root(dataset, spec.base_dir)
-        tc = recipe_for(mc.variant, data=roots[dataset], **p, **(machine or {}))
-        run = Run(mc, tc, None, dataset)
+        tc = recipe_for(mc.variant, **p)
+        run = Run(mc, tc, None, dataset, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None
             runs[run.id] = dataclasses.replace(run, checkpoint_path=path)

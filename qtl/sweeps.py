@@ -149,19 +149,19 @@ def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> Non
 
     seen = set()
     for run in runs:
-        mc, tc = run.model_config, run.train_config
+        mc, tc, m = run.model_config, run.train_config, run.machine
         if not mc.frozen or (tc.augment and tc.views == 0):
             continue
         views = tc.views if tc.augment else 0
         for split, v in (("train", views), ("val", 0)):
-            key = (mc.backbone, mc.pretrained, tc.data, split, v, tc.cache_dir)
+            key = (mc.backbone, mc.pretrained, m.data_dir, split, v, m.cache_dir)
             if key in seen:
                 continue
             seen.add(key)
             backbone = functools.cache(lambda mc=mc: load_backbone(mc.backbone, mc.pretrained)[0])
             hook = observer.preparing(0, 1, run) if observer else None
             extract_features(
-                mc.backbone, mc.pretrained, tc.data, split, views=v, cache_dir=tc.cache_dir,
+                mc.backbone, mc.pretrained, m.data_dir, split, views=v, cache_dir=m.cache_dir,
                 progress=hook, backbone=backbone,
             )  # fmt: skip
 

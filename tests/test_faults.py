@@ -32,9 +32,10 @@ from qtl.checkpoint import (
     save_checkpoint,
 )
 from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig
 from qtl.files import PART, WriteError
 from qtl.store import import_checkpoint
-from qtl.variants import ModelConfig, build_model
+from qtl.variants import build_model
 
 QTL = Path(sys.executable).parent / "qtl"
 CLASSES = ("cats", "dogs")

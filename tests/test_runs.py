@@ -9,8 +9,8 @@ import pytest
 
 from qtl.checkpoint import load_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import MachineConfig, ModelConfig
 from qtl.runs import ROW_FIELDS, Run, RunObserver, plan_runs, recipe_for, run_id, run_row, train_runs
-from qtl.variants import ModelConfig
 
 BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
 
@@ -29,7 +29,8 @@ class Recorder(RunObserver):
 class TestTrainRuns:
     def test_rows_of_trained_and_loaded_runs_are_the_same(self, tiny_image_folder, tmp_path):
         """Every run gives one ROW_FIELDS row; loading its checkpoint gives the very same row."""
-        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=2, data=str(tiny_image_folder))
+        machine = MachineConfig(data_dir=tiny_image_folder)
+        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=2, machine=machine)
         rec = Recorder()
         outcomes = train_runs(runs, observer=rec)
         assert rec.events == [
@@ -51,7 +52,8 @@ class TestTrainRuns:
 
     def test_a_stop_ends_the_list(self, tiny_image_folder, tmp_path):
         """A stop set during the first run cancels it and trains nothing after it."""
-        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=3, data=str(tiny_image_folder))
+        machine = MachineConfig(data_dir=tiny_image_folder)
+        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=3, machine=machine)
         stop = threading.Event()
 
         class StopAfterFirstEpoch(RunObserver):
@@ -70,11 +72,13 @@ class TestTrainRuns:
 
 class TestRunIds:
     def test_ids_follow_the_recipe_not_the_machine(self):
-        tc = recipe_for("quantum", seed=1, data="/data/a")
-        a = Run(BASE, tc, dataset="hymenoptera")
+        tc = recipe_for("quantum", seed=1)
+        a = Run(BASE, tc, dataset="hymenoptera", machine=MachineConfig(data_dir="/data/a"))
         assert a.id == run_id(BASE, tc, "hymenoptera") and len(a.id) == 12
-        moved = dataclasses.replace(tc, device="cuda", data="/elsewhere", cache_dir="/c", num_workers=3)
-        assert Run(BASE, moved, dataset="hymenoptera").id == a.id  # machine settings do not count
+        moved = MachineConfig(device="cuda", data_dir="/elsewhere", cache_dir="/c", num_workers=3)
+        assert Run(BASE, tc, dataset="hymenoptera", machine=moved).id == a.id  # machine settings do not count
+        legacy = {**tc.to_dict(), "device": "cuda", "data": "/x", "cpu_threads": 1}  # an older checkpoint's
+        assert run_id(BASE, legacy, "hymenoptera") == a.id
         named = dataclasses.replace(BASE, class_names=("ants", "bees"))
         assert Run(named, tc, dataset="hymenoptera").id == a.id  # fit fills class names in
         others = [

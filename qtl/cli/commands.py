@@ -1,7 +1,7 @@
 """One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
 
 Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
-This module imports torch (via qtl.train and qtl.variants), so `main` imports it only once a command
+This module imports torch (via qtl.train), so `main` imports it only once a command
 runs; the library functions a handler calls are imported inside it, at call time.
 """
 
@@ -26,8 +26,8 @@ from qtl.cli.output import (
     write_rows,
 )
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
+from qtl.config import MachineConfig, ModelConfig
 from qtl.train import resolve_device
-from qtl.variants import ModelConfig
 
 # ---- configs from arguments
 
@@ -59,6 +59,12 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
 
     overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
     directory = Path(args.models_dir) if args.models_dir else models_dir()
+    machine = MachineConfig(
+        device=args.device,
+        data_dir=str(root),
+        cache_dir=args.cache_dir,
+        num_workers=getattr(args, "num_workers", None) or 0,
+    )
     runs = plan_runs(
         variants,
         _model_config(args, variants[0]),
@@ -66,12 +72,9 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
         directory,
         epochs=args.epochs,
         overrides=overrides,
-        data=str(root),
+        machine=machine,
     )
-    extra = {"device": args.device, "cache_dir": args.cache_dir}
-    for name in ("backbone_lr", "views", "num_workers"):
-        if getattr(args, name, None) is not None:
-            extra[name] = getattr(args, name)
+    extra = {k: getattr(args, k) for k in ("backbone_lr", "views") if getattr(args, k, None) is not None}
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
@@ -100,6 +103,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
         result = fit(
             run.model_config,
             tc,
+            run.machine,
             callbacks=[BarCallback(bar)],
             checkpoint_path=path,
             progress=bar.hook("extracting features"),
