@@ -7,6 +7,8 @@
     qtl compare --seeds 3 --random-init                variants x seeds: a mean ± std table, JSON and CSV
     qtl noise a.pt b.pt --shots 0 100 --backends FakeManilaV2   accuracy under noise: table, CSV, plot
     qtl data [--path PATH]                             download (if needed) and verify a dataset
+    qtl sweep study.toml [--backend processes|ray]     grids of runs into the results database, resumable
+    qtl runs [--sweep NAME] [--csv F] [--report]       list, filter, export runs; statistics per cell
 
 Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
 `qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.

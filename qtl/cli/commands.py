@@ -19,11 +19,14 @@ from qtl.cli.output import (
     format_evaluation,
     format_noise_table,
     format_predictions,
+    format_runs,
     format_summary,
+    format_sweeps,
     predictions_document,
     write_compare,
+    write_rows,
 )
-from qtl.cli.progress import BarCallback, ProgressBar, RunsBar
+from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
 from qtl.config import MachineConfig, ModelConfig
 from qtl.train import resolve_device
 
@@ -283,6 +286,99 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_sweep(args, bar: ProgressBar) -> int:
+    import signal
+    import threading
+
+    from qtl.paths import results_db
+    from qtl.stats import format_report
+    from qtl.sweep_spec import load_spec, plan
+    from qtl.sweeps import run_sweep
+
+    spec = load_spec(args.spec)
+    db = Path(args.db) if args.db else results_db()
+    machine = {"device": args.device, "cache_dir": args.cache_dir}
+    if args.dry_run:
+        from qtl.results import ResultsDB
+
+        runs = plan(spec, machine=machine, models_dir=args.models_dir)
+        status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
+        done = sum(status.get(r.id) == "done" for r in runs)
+        print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
+        for r in runs:
+            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.label}  {r.model_config.circuit}")
+        return 0
+    workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
+    stop = threading.Event()
+
+    def first_interrupt(signum, frame):  # Ctrl-C: finish cleanly; a second one aborts
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        bar.message("qtl: stopping: the current run(s) end after their batch; Ctrl-C again to abort")
+
+    previous = signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        report = run_sweep(
+            spec,
+            db,
+            backend=args.backend,
+            workers=workers,
+            machine=machine,
+            models_dir=args.models_dir,
+            observer=SweepBar(bar, args.backend),
+            stop=stop,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            mlflow_uri=args.mlflow,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    bar.close()
+    from qtl.results import ResultsDB
+
+    with ResultsDB(db) as results:
+        rows = results.rows(spec.name)
+    print(format_report(rows))
+    print(
+        f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
+        f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
+    )
+    for error in report.errors:
+        print(f"  failed: {error}", file=sys.stderr)
+    if report.stopped:
+        print("qtl: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
+
+
+def cmd_runs(args, bar: ProgressBar) -> int:
+    from qtl.paths import results_db
+    from qtl.results import ResultsDB
+    from qtl.stats import format_report
+
+    db = Path(args.db) if args.db else results_db()
+    if not db.exists():
+        raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    with ResultsDB(db) as results:
+        if args.sweeps:
+            print(format_sweeps(results.sweeps()))
+            return 0
+        where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
+        status = None if args.status == "any" else args.status
+        rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
+    if args.csv:
+        write_rows(rows, args.csv, "csv")
+    if args.json:
+        write_rows(rows, args.json, "json")
+    if args.report:
+        print(format_report(rows))
+    elif "-" not in (args.csv, args.json):
+        print(format_runs(rows))
+        print(f"{len(rows)} run(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args, bar: ProgressBar) -> int:
     from qtl.data import SPLITS, ImageFolderDataset, download_hymenoptera
 
@@ -313,4 +409,6 @@ HANDLERS = {
     "compare": cmd_compare,
     "noise": cmd_noise,
     "data": cmd_data,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
 }
