@@ -258,6 +258,11 @@ class TestCommandLine:
         assert {float(r["val_acc"]) for r in table} == {r["val_acc"] for r in doc}
         assert cli.main(["runs", "--db", str(db), "--sweeps"]) == 0
         assert "tiny  8 runs (8 done)" in capsys.readouterr().out
+        assert cli.main(["runs", "--db", str(db), "--report", "--markdown"]) == 0
+        md = capsys.readouterr().out
+        assert (
+            "| qubits \\ depth | 1 | 2 |" in md and "| quantum 2q d1 resnet18 | dressed-classical | 2 |" in md
+        )
 
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
