@@ -13,14 +13,17 @@ on hymenoptera features, one run per seed. Each side trains the very same runs:
 
     PYTHONPATH=. .venv/bin/python bench/sweep_overhead.py [--runs 12] [--epochs 5] [--backbone resnet18]
 
-Prints wall seconds per side, the overhead per run against fit(), and the ratio side / fit(). The
-feature cache is filled before anything is timed.
+Prints wall seconds per side, the overhead per run against fit(), the ratio side / fit(), and the
+per-task machinery the database timed (dispatch to worker start, result back to the database: the
+part of the overhead that does not shrink with more runs). The feature cache is filled before anything
+is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +53,7 @@ def main() -> None:
     import tomllib
 
     from qtl.data import resolve_dataset
+    from qtl.results import ResultsDB
     from qtl.sweep_spec import parse_spec, plan
     from qtl.sweeps import run_sweep, warm_features
     from qtl.train import fit
@@ -61,7 +65,7 @@ def main() -> None:
     warm_features(runs)  # the cache is warm for every side
     fit(runs[0].model_config, runs[0].train_config, runs[0].machine)  # and imports are done
 
-    results = {}
+    results, per_task = {}, {}
     t0 = time.perf_counter()
     for run in runs:
         fit(run.model_config, run.train_config, run.machine)
@@ -83,6 +87,9 @@ def main() -> None:
                 results[backend] += results["ray start"]
                 ray.shutdown()
             assert report.done == len(runs), report.errors
+            with ResultsDB(db) as results:
+                timed = [results.timings(r["id"]) for r in results.rows("overhead")]
+            per_task[backend] = statistics.median(t["queue"] + t["dispatch"] for t in timed)
 
     base = results["fit()"]
     print(f"{len(runs)} runs of quantum 2q d1, {args.epochs} epochs on cached {args.backbone} features")
@@ -94,7 +101,11 @@ def main() -> None:
         print(f"{side:<12}{seconds:>10.2f}{seconds / len(runs):>13.3f}{over:>18.3f}{seconds / base:>8.2f}")
     if "ray start" in results:
         print(f"(ray start, included above: {results['ray start']:.1f} s)")
+    print("per-task machinery, median over runs (dispatch -> worker start + result back -> database):")
+    for backend, seconds in per_task.items():
+        print(f"  {backend:<10} {seconds * 1e3:8.1f} ms")
     doc = {"machine": machine(), "runs": len(runs), "epochs": args.epochs, "seconds": results}
+    doc["per_task_s"] = per_task
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2))
 
