@@ -17,6 +17,7 @@ from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_evaluation,
+    format_noise_table,
     format_predictions,
     format_runs,
     format_summary,
@@ -47,8 +48,36 @@ def _model_config(args, variant: str) -> ModelConfig:
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
-        shots=args.shots,
         q_delta=args.q_delta,
+        noise=_noise_config(args, shots=args.shots),
+    )
+
+
+def _strengths(values: list[float] | None, name: str) -> tuple[float, float]:
+    """--name P or --name P1 P2 -> (one-qubit, two-qubit) strengths."""
+    if not values:
+        return 0.0, 0.0
+    if len(values) > 2:
+        raise ValueError(f"--{name} takes one strength, or two (one- and two-qubit gates), got {len(values)}")
+    return values[0], values[-1]
+
+
+def _noise_config(args, shots: int | None = None):
+    from qtl.noise import NoiseConfig
+
+    dep = _strengths(getattr(args, "depolarizing", None), "depolarizing")
+    amp = _strengths(args.amplitude_damping, "amplitude-damping")
+    phase = _strengths(args.phase_damping, "phase-damping")
+    return NoiseConfig(
+        depolarizing=dep[0],
+        amplitude_damping=amp[0],
+        phase_damping=phase[0],
+        depolarizing_2q=dep[1],
+        amplitude_damping_2q=amp[1],
+        phase_damping_2q=phase[1],
+        readout=args.readout,
+        shots=shots,
+        seed=args.noise_seed,
     )
 
 
@@ -218,6 +247,45 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_noise(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.paths import models_dir
+    from qtl.robustness import head_inputs, noise_grid, sweep, write_report
+
+    if any(s < 0 for s in args.shots + args.backend_shots):
+        raise ValueError("shot counts must be positive (0 in --shots means exact)")
+    base = _noise_config(args)
+    if args.backends:
+        from qtl.hardware import get_backend
+
+        for name in args.backends:
+            get_backend(name)  # an unknown name or missing extras fail before any work
+    models = [load_checkpoint(path) for path in args.checkpoints]
+    for m in models:
+        if not m.model_config.is_quantum:
+            raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
+    root = _dataset(args.data, bar)
+    inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
+    grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
+    results = sweep(
+        models,
+        inputs,
+        grid,
+        backends=args.backends,
+        backend_shots=args.backend_shots,
+        progress=bar.hook("evaluating under noise"),
+    )
+    bar.close()
+    for m in models:
+        trained = m.model_config.noise.label()
+        print(f"{m.name}: trained {'ideal' if trained == 'ideal' else 'with ' + trained}")
+    print(format_noise_table([r.row() for r in results]))
+    prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_report(results, prefix)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_sweep(args, bar: ProgressBar) -> int:
     import signal
     import threading
@@ -339,6 +407,7 @@ HANDLERS = {
     "predict": cmd_predict,
     "draw": cmd_draw,
     "compare": cmd_compare,
+    "noise": cmd_noise,
     "data": cmd_data,
     "sweep": cmd_sweep,
     "runs": cmd_runs,

@@ -88,10 +88,20 @@ def format_summary(summary: list[dict]) -> str:
         )
         for s in summary
     ]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *lines]
-    )
+    return _columns([header, *lines])
+
+
+def format_noise_table(rows: list[dict]) -> str:
+    """The `qtl noise` table: one line per (checkpoint, setting) with its accuracy."""
+    header = ("checkpoint", "setting", "accuracy", "time (s)")
+    lines = [(r["model"], r["setting"], f"{r['accuracy']:.4f}", f"{r['seconds']:.1f}") for r in rows]
+    return _columns([header, *lines])
+
+
+def _columns(table: list[tuple[str, ...]]) -> str:
+    """Left-aligned text columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def write_compare(rows: list[dict], summary: list[dict], json_path: Path, csv_path: Path) -> None:

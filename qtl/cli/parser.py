@@ -36,13 +36,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default="best",
         help="PennyLane engines: how gradients are taken (best, backprop, adjoint, parameter-shift, ...)",
     )
-    g.add_argument(
-        "--shots",
-        type=int,
-        metavar="N",
-        default=None,
-        help="PennyLane engines: sample shots (default: exact)",
+    _add_noise_args(p)
+
+
+def _add_noise_args(p: argparse.ArgumentParser, *, grid: bool = False) -> None:
+    """Noise flags; with `grid` (qtl noise) the depolarizing strengths and shots come from the grid."""
+    g = p.add_argument_group(
+        "noise (quantum variants; the native engine then simulates density matrices, see docs/noise.md)"
     )
+    channels = [("amplitude-damping", "amplitude damping (T1)"), ("phase-damping", "phase damping (T2)")]
+    for name, what in channels if grid else [("depolarizing", "depolarizing channel"), *channels]:
+        g.add_argument(
+            f"--{name}",
+            type=float,
+            nargs="+",
+            metavar="P",
+            default=None,
+            help=f"{what} after every gate: P, or P1 P2 for one- and two-qubit gates",
+        )
+    g.add_argument("--readout", type=float, metavar="P", default=0.0, help="readout bit-flip probability")
+    if not grid:
+        g.add_argument(
+            "--shots", type=int, metavar="N", default=None, help="<Z> as the mean of N shots (default: exact)"
+        )
+    g.add_argument("--noise-seed", type=int, metavar="N", default=0, help="seed of the shot sampler")
 
 
 def _add_circuit_args(p: argparse.ArgumentParser) -> None:
@@ -223,6 +240,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--csv", default=None, metavar="FILE", help="summary table (default: <models-dir>/compare-<time>.csv)"
+    )
+
+    p = command(
+        "noise",
+        "accuracy of quantum checkpoints over noise strengths, shots and IBM backends",
+        "Evaluate quantum checkpoints with their circuit under depolarizing noise of each strength and "
+        "each shot count (native density-matrix engine), and on fake IBM backends (needs qtl[hardware]); "
+        "print an accuracy table and write it as CSV, JSON and a plot. Other channels given below apply "
+        "at every grid point.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="quantum checkpoints to compare")
+    p.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        metavar="P",
+        default=[0.0, 0.01, 0.02, 0.05],
+        help="depolarizing strengths after every gate (one- and two-qubit alike)",
+    )
+    p.add_argument(
+        "--shots", type=int, nargs="+", metavar="N", default=[0], help="shot counts; 0 means exact <Z>"
+    )
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="fake IBM backends, e.g. FakeManilaV2 (needs: pip install 'qtl[hardware]')",
+    )
+    p.add_argument(
+        "--backend-shots", type=int, nargs="+", metavar="N", default=[1024], help="shots on each backend"
+    )
+    _add_noise_args(p, grid=True)
+    _add_data_arg(p)
+    p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="write PREFIX.csv, PREFIX.json and PREFIX.png (default: <models-dir>/noise-<time>)",
     )
 
     p = command(
