@@ -6,7 +6,9 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     format          "qtl-checkpoint"
     format_version  FORMAT_VERSION
     model_config    ModelConfig.to_dict(): variant, backbone, pretrained, class names, circuit, engine...
-    train_config    TrainConfig.to_dict() or None
+    train_config    TrainConfig.to_dict() (the recipe) or None; never how a machine ran it (device, data
+                    folder, cache, workers, threads: `MachineConfig`). Files written before that split
+                    also hold those keys; `TrainConfig.from_dict` drops them.
     scope           "head": frozen variants store only the head's weights (kilobytes), the backbone is
                     rebuilt on load from (backbone, weights id); "full": backbone and head
     state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
@@ -23,16 +25,18 @@ import hashlib
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from qtl.files import atomic_write
+from qtl.config import ModelConfig, TrainConfig
+from qtl.files import atomic_save
+from qtl.noise import NoiseConfig
 from qtl.paths import models_dir
-from qtl.variants import Classifier, ModelConfig, build_model
+from qtl.variants import Classifier, build_model
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
@@ -45,7 +49,8 @@ class CheckpointError(ValueError):
 
 def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:
     """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20261125-120000.pt":
-    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>] | -w<width>][-s<seed>]-<stamp>.pt,
+    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>][-noisy] | -w<width>][-s<seed>]
+    -<stamp>.pt,
     the stamp defaulting to the current time (to the microsecond, so names do not collide)."""
     c = model_config
     parts = [c.variant, c.backbone, "imagenet" if c.pretrained else "random"]
@@ -53,6 +58,8 @@ def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: s
         parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}")
         if c.engine != "native":
             parts.append(re.sub(r"[^a-z0-9]+", "", c.engine))
+        if not c.noise.is_ideal:
+            parts.append("noisy")
     elif c.variant == "dressed-classical":
         parts.append(f"w{c.circuit.n_qubits}")
     if seed is not None:
@@ -111,7 +118,7 @@ def save_checkpoint(
     *,
     history: list[dict] | tuple = (),
     metrics: dict | None = None,
-    train_config=None,
+    train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
 ) -> Path:
     """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
@@ -144,8 +151,7 @@ def save_checkpoint(
             "parameters": count_parameters(model.head),
         },
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
     return path
 
 
@@ -278,11 +284,16 @@ class LoadedModel:
 
 
 def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", *, engine: str | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    engine: str | None = None,
+    noise: NoiseConfig | None = None,
 ) -> LoadedModel:
     """Rebuild a checkpoint's model (backbone by name and weights id, then the stored weights).
 
     engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
+    noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
     rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
     ImageNet weights it needs are not cached; the message names the file to fetch).
@@ -292,6 +303,8 @@ def load_checkpoint(
     mc = _model_config(payload, path.name)
     if engine is not None:
         mc = ModelConfig.from_dict({**mc.to_dict(), "engine": engine})
+    if noise is not None:
+        mc = replace(mc, noise=noise)
     scope = payload["scope"]
     if (scope == "head") != mc.frozen:
         raise CheckpointError(f"{path.name} is damaged: scope {scope!r} does not fit variant {mc.variant!r}")

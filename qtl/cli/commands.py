@@ -1,7 +1,7 @@
 """One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
 
 Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
-This module imports torch (via qtl.train and qtl.variants), so `main` imports it only once a command
+This module imports torch (via qtl.train), so `main` imports it only once a command
 runs; the library functions a handler calls are imported inside it, at call time.
 """
 
@@ -17,14 +17,18 @@ from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_evaluation,
+    format_noise_table,
     format_predictions,
+    format_runs,
     format_summary,
+    format_sweeps,
     predictions_document,
     write_compare,
+    write_rows,
 )
-from qtl.cli.progress import BarCallback, ProgressBar
+from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
+from qtl.config import MachineConfig, ModelConfig
 from qtl.train import resolve_device
-from qtl.variants import ModelConfig
 
 # ---- configs from arguments
 
@@ -44,8 +48,36 @@ def _model_config(args, variant: str) -> ModelConfig:
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
-        shots=args.shots,
         q_delta=args.q_delta,
+        noise=_noise_config(args, shots=args.shots),
+    )
+
+
+def _strengths(values: list[float] | None, name: str) -> tuple[float, float]:
+    """--name P or --name P1 P2 -> (one-qubit, two-qubit) strengths."""
+    if not values:
+        return 0.0, 0.0
+    if len(values) > 2:
+        raise ValueError(f"--{name} takes one strength, or two (one- and two-qubit gates), got {len(values)}")
+    return values[0], values[-1]
+
+
+def _noise_config(args, shots: int | None = None):
+    from qtl.noise import NoiseConfig
+
+    dep = _strengths(getattr(args, "depolarizing", None), "depolarizing")
+    amp = _strengths(args.amplitude_damping, "amplitude-damping")
+    phase = _strengths(args.phase_damping, "phase-damping")
+    return NoiseConfig(
+        depolarizing=dep[0],
+        amplitude_damping=amp[0],
+        phase_damping=phase[0],
+        depolarizing_2q=dep[1],
+        amplitude_damping_2q=amp[1],
+        phase_damping_2q=phase[1],
+        readout=args.readout,
+        shots=shots,
+        seed=args.noise_seed,
     )
 
 
@@ -56,6 +88,12 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
 
     overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
     directory = Path(args.models_dir) if args.models_dir else models_dir()
+    machine = MachineConfig(
+        device=args.device,
+        data_dir=str(root),
+        cache_dir=args.cache_dir,
+        num_workers=getattr(args, "num_workers", None) or 0,
+    )
     runs = plan_runs(
         variants,
         _model_config(args, variants[0]),
@@ -63,12 +101,9 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
         directory,
         epochs=args.epochs,
         overrides=overrides,
-        data=str(root),
+        machine=machine,
     )
-    extra = {"device": args.device, "cache_dir": args.cache_dir}
-    for name in ("backbone_lr", "views", "num_workers"):
-        if getattr(args, name, None) is not None:
-            extra[name] = getattr(args, name)
+    extra = {k: getattr(args, k) for k in ("backbone_lr", "views") if getattr(args, k, None) is not None}
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
@@ -76,22 +111,6 @@ def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
     from qtl.data import resolve_dataset
 
     return resolve_dataset(path, download=download, progress=bar.hook("downloading dataset", unit="B"))
-
-
-def _loaded_from_fit(result):
-    """A fit() result as a `LoadedModel` (what `qtl.runs.run_row` reads), without reloading the file."""
-    from qtl.checkpoint import LoadedModel
-
-    return LoadedModel(
-        model=result.model,
-        model_config=result.model_config,
-        class_names=list(result.model_config.class_names),
-        history=result.history,
-        metrics=result.best or {},
-        meta={},
-        path=result.checkpoint_path,
-        train_config=result.train_config.to_dict(),
-    )
 
 
 # ---- commands
@@ -113,6 +132,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
         result = fit(
             run.model_config,
             tc,
+            run.machine,
             callbacks=[BarCallback(bar)],
             checkpoint_path=path,
             progress=bar.hook("extracting features"),
@@ -197,35 +217,21 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 def cmd_compare(args, bar: ProgressBar) -> int:
     from qtl.checkpoint import list_checkpoints, load_checkpoint
     from qtl.paths import models_dir
-    from qtl.runs import run_row, summarise
-    from qtl.train import fit
+    from qtl.runs import run_row, summarise, train_runs
 
-    rows = []
     if args.load:
         paths = []
         for p in map(Path, args.load):
             paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
         if not paths:
             raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
-        for path in paths:
-            rows.append({**run_row(load_checkpoint(path)), "checkpoint": str(path)})
+        rows = [run_row(load_checkpoint(path)) for path in paths]
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
         root = _dataset(args.data, bar)
         runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
-        for i, run in enumerate(runs):
-            prefix = f"[{run.label} {i + 1}/{len(runs)}] "
-            result = fit(
-                run.model_config,
-                run.train_config,
-                callbacks=[BarCallback(bar, prefix, epoch_lines=False)],
-                checkpoint_path=run.checkpoint_path,
-                progress=bar.hook(prefix + "extracting features"),
-            )
-            row = {**run_row(_loaded_from_fit(result)), "checkpoint": str(result.checkpoint_path)}
-            rows.append(row)
-            bar.message(f"{prefix}val acc {row['val_acc']:.4f} (best epoch {row['best_epoch']})")
+        rows = [o.row for o in train_runs(runs, observer=RunsBar(bar))]
     summary = summarise(rows, "setup", COMPARE_FIELDS)
     variant_of = {r["setup"]: r["variant"] for r in rows}
     for s in summary:
@@ -238,6 +244,138 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     csv_path = Path(args.csv) if args.csv else directory / f"compare-{stamp}.csv"
     write_compare(rows, summary, json_path, csv_path)
     print(f"\nwrote {json_path} and {csv_path}")
+    return 0
+
+
+def cmd_noise(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.paths import models_dir
+    from qtl.robustness import head_inputs, noise_grid, sweep, write_report
+
+    if any(s < 0 for s in args.shots + args.backend_shots):
+        raise ValueError("shot counts must be positive (0 in --shots means exact)")
+    base = _noise_config(args)
+    if args.backends:
+        from qtl.hardware import get_backend
+
+        for name in args.backends:
+            get_backend(name)  # an unknown name or missing extras fail before any work
+    models = [load_checkpoint(path) for path in args.checkpoints]
+    for m in models:
+        if not m.model_config.is_quantum:
+            raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
+    root = _dataset(args.data, bar)
+    inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
+    grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
+    results = sweep(
+        models,
+        inputs,
+        grid,
+        backends=args.backends,
+        backend_shots=args.backend_shots,
+        progress=bar.hook("evaluating under noise"),
+    )
+    bar.close()
+    for m in models:
+        trained = m.model_config.noise.label()
+        print(f"{m.name}: trained {'ideal' if trained == 'ideal' else 'with ' + trained}")
+    print(format_noise_table([r.row() for r in results]))
+    prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_report(results, prefix)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_sweep(args, bar: ProgressBar) -> int:
+    import signal
+    import threading
+
+    from qtl.paths import results_db
+    from qtl.stats import format_report
+    from qtl.sweep_spec import load_spec, plan
+    from qtl.sweeps import run_sweep
+
+    spec = load_spec(args.spec)
+    db = Path(args.db) if args.db else results_db()
+    machine = {"device": args.device, "cache_dir": args.cache_dir}
+    if args.dry_run:
+        from qtl.results import ResultsDB
+
+        runs = plan(spec, machine=machine, models_dir=args.models_dir)
+        status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
+        done = sum(status.get(r.id) == "done" for r in runs)
+        print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
+        for r in runs:
+            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.label}  {r.model_config.circuit}")
+        return 0
+    workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
+    stop = threading.Event()
+
+    def first_interrupt(signum, frame):  # Ctrl-C: finish cleanly; a second one aborts
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        bar.message("qtl: stopping: the current run(s) end after their batch; Ctrl-C again to abort")
+
+    previous = signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        report = run_sweep(
+            spec,
+            db,
+            backend=args.backend,
+            workers=workers,
+            machine=machine,
+            models_dir=args.models_dir,
+            observer=SweepBar(bar, args.backend),
+            stop=stop,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            mlflow_uri=args.mlflow,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    bar.close()
+    from qtl.results import ResultsDB
+
+    with ResultsDB(db) as results:
+        rows = results.rows(spec.name)
+    print(format_report(rows))
+    print(
+        f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
+        f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
+    )
+    for error in report.errors:
+        print(f"  failed: {error}", file=sys.stderr)
+    if report.stopped:
+        print("qtl: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
+
+
+def cmd_runs(args, bar: ProgressBar) -> int:
+    from qtl.paths import results_db
+    from qtl.results import ResultsDB
+    from qtl.stats import format_report
+
+    db = Path(args.db) if args.db else results_db()
+    if not db.exists():
+        raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    with ResultsDB(db) as results:
+        if args.sweeps:
+            print(format_sweeps(results.sweeps()))
+            return 0
+        where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
+        status = None if args.status == "any" else args.status
+        rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
+    if args.csv:
+        write_rows(rows, args.csv, "csv")
+    if args.json:
+        write_rows(rows, args.json, "json")
+    if args.report:
+        print(format_report(rows))
+    elif "-" not in (args.csv, args.json):
+        print(format_runs(rows))
+        print(f"{len(rows)} run(s)", file=sys.stderr)
     return 0
 
 
@@ -269,5 +407,8 @@ HANDLERS = {
     "predict": cmd_predict,
     "draw": cmd_draw,
     "compare": cmd_compare,
+    "noise": cmd_noise,
     "data": cmd_data,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
 }
