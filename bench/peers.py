@@ -325,7 +325,7 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
             row[name]["status"] = f"outputs differ by {err:.1e}"
             del engines[name]
     samples: dict[str, list[float]] = {name: [] for name in engines}
-    for name, engine in engines.items():  # warm-up: the first steps build caches and optimizer state
+    for engine in engines.values():  # warm-up: the first steps build caches and optimizer state
         engine.step()
         engine.step()
     for _ in range(rounds):  # interleaved, so a burst of load from other processes hits every engine
@@ -372,8 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_avg_at_start']}, torch "
-        f"{info['torch']} ({info['torch_threads']} threads); step = forward + backward + Adam, depth {DEPTH}, "
-        f"float32; median of {args.rounds} interleaved rounds; (Nx) = time / native time"
+        f"{info['torch']} ({info['torch_threads']} threads); step = forward + backward + Adam, "
+        f"depth {DEPTH}, float32; median of {args.rounds} interleaved rounds; (Nx) = time / native time"
     )
     results = []
     for spec in args.configs:

@@ -72,8 +72,12 @@ class Plan:
         return tuple(dict.fromkeys(self.entanglers))
 
 
-def _position(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tuple[str, int]:
-    """(source, position) of a gate's angle: input column or flat weight index."""
+def angle_source(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tuple[str | None, int]:
+    """(source, position) of a gate's angle: input column or flat weight index; (None, 0) without one."""
+    if gate.param is None:
+        if gate.name in sv.PARAMETRIC_GATES:
+            raise ValueError(f"gate {gate} needs an angle")
+        return None, 0
     source, where = gate.param
     if source == "input":
         if not 0 <= where < n_qubits:
@@ -102,7 +106,7 @@ def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[
         first = column[0]
         if first.param is None:
             raise ValueError(f"the native engine folds parameter-free gates only at the start: {first}")
-        places = [_position(g, n_qubits, weight_shape) for g in column]
+        places = [angle_source(g, n_qubits, weight_shape) for g in column]
         source = places[0][0]
         if any(g.name != first.name or p[0] != source for g, p in zip(column, places, strict=True)):
             raise ValueError(f"the native engine needs one gate kind per round, got {column}")
@@ -116,8 +120,10 @@ def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[
 
 def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, ...]) -> Plan:
     """A gate list (as `gates(config)` makes it) -> its `Plan`; ValueError for what it cannot run."""
-    _check_gates(gate_list, n_qubits)
+    check_gates(gate_list, n_qubits)
     first_multi = next((i for i, g in enumerate(gate_list) if len(g.wires) > 1), len(gate_list))
+    for g in gate_list:
+        angle_source(g, n_qubits, weight_shape)  # ValueError for a missing or out-of-range angle
     for g in gate_list[first_multi:]:
         if g.param is not None and g.param[0] == "input":
             raise ValueError(f"the native engine reads inputs only before the first CNOT, got {g}")
@@ -153,15 +159,13 @@ def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, 
     return Plan(n_qubits, real, tuple(v0), prefix, tuple(entanglers), _rounds(slots, n_qubits, weight_shape))
 
 
-def _check_gates(gate_list: list[Gate], n_qubits: int) -> None:
+def check_gates(gate_list: list[Gate], n_qubits: int) -> None:
     """ValueError for a gate the native engine cannot simulate, or with wires outside 0..n_qubits-1."""
     for gate in gate_list:
         if gate.name == "CNOT":
             ok = len(gate.wires) == 2 and gate.wires[0] != gate.wires[1]
         elif gate.name in sv.SINGLE_QUBIT_GATES:
             ok = len(gate.wires) == 1
-            if gate.param is None and gate.name in sv.PARAMETRIC_GATES:
-                raise ValueError(f"gate {gate} needs an angle")
         else:
             raise ValueError(
                 f"the native engine cannot simulate gate {gate.name!r}; supported: H, RY, RZ, CNOT"
