@@ -151,6 +151,7 @@ class TrainConfig:
     gamma: float = 0.1  # StepLR decay factor
     augment: bool = False  # RandomResizedCrop + horizontal flip on training images
     views: int = 0  # frozen variants with augment: augmented views per image to cache (0: no cache)
+    freeze_batchnorm: bool = False  # trainable backbones: keep batch-norm statistics (batch 4 is too small)
     shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
     seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
 

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from qtl.backbones import load_backbone
 from qtl.batches import evaluate_loader, evaluate_tensors, feature_batches, image_loaders, split_features
@@ -123,6 +124,14 @@ def adam(params, lr: float) -> torch.optim.Adam:
     tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(tensors) and all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every batch-norm layer of `module` in eval mode: it normalises with its ImageNet running
+    statistics and never updates them (its affine weights still train)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def train_step(
@@ -260,6 +269,8 @@ def fit(
             t0 = time.perf_counter()
             lr = optimizer.param_groups[-1]["lr"]
             model.train()
+            if tc.freeze_batchnorm:
+                freeze_batchnorm(model.backbone)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             seen = 0

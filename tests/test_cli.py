@@ -97,12 +97,12 @@ class TestHelp:
 
     def test_choices_come_from_the_library(self, capsys):
         """The parser's torch-free choices and defaults are the library's own."""
-        from qtl.backbones import BACKBONE_NAMES, DEFAULT_BACKBONE
+        from qtl.backbones import BACKBONE_NAMES
         from qtl.circuit import ENTANGLERS, ROTATIONS
         from qtl.config import DEFAULT_VARIANT, VARIANTS
 
         args = cli.build_parser().parse_args(["train"])
-        assert (args.variant, args.backbone) == (DEFAULT_VARIANT, DEFAULT_BACKBONE)
+        assert (args.variant, args.backbone) == (DEFAULT_VARIANT, None)  # None: DEFAULT_BACKBONE or fallback
         with pytest.raises(SystemExit):
             cli.main(["train", "--help"])
         out = capsys.readouterr().out
@@ -335,10 +335,29 @@ class TestErrors:
         assert "n_qubits" in line
 
     def test_offline_without_weights_suggests_random_init(self, capsys, tiny, monkeypatch):
-        """No cached ImageNet weights and no network: name the file, the folder and --random-init."""
+        """--backbone resnet18 asked for, no cached ImageNet weights and no network: name the file, the
+        folder, the bundled backbone and --random-init."""
         monkeypatch.setenv("QTL_OFFLINE", "1")
-        line = self.one_line_error(capsys, "train", "--data", tiny, "--epochs", 1)
+        line = self.one_line_error(capsys, "train", "--backbone", "resnet18", "--data", tiny, "--epochs", 1)
         assert "resnet18-" in line and ".pth" in line and "--random-init" in line
+        assert "--backbone efficientnet_lite0" in line
+
+    def test_offline_default_falls_back_to_the_bundled_backbone(
+        self, capsys, caplog, tiny, monkeypatch, tmp_path
+    ):
+        """No --backbone and resnet18's weights out of reach: one warning, then the bundled pretrained
+        efficientnet_lite0 trains (not random init)."""
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        out = tmp_path / "q.pt"
+        args = ["train", "linear", "--no-augment", "--data", tiny, "--epochs", 1, "--out", out]
+        code, stdout, err = run(capsys, *args)
+        assert code == 0, err
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # "qtl: warning: ..."
+        assert len(warnings) == 1
+        assert "resnet18" in warnings[0] and "bundled pretrained efficientnet_lite0" in warnings[0]
+        assert "efficientnet_lite0 (ImageNet, bundled)" in err
+        info = read_checkpoint_info(out)
+        assert (info.backbone, info.weights) == ("efficientnet_lite0", "IMAGENET1K_LITE0_57934424")
 
     def test_interrupt(self, capsys, tiny, monkeypatch):
         def interrupted(*args, **kwargs):

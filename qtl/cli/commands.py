@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,13 +28,30 @@ from qtl.cli.output import (
     write_rows,
 )
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
-from qtl.config import MachineConfig, ModelConfig
+from qtl.config import DEFAULT_BACKBONE, MachineConfig, ModelConfig
+from qtl.status import describe_backbone
 from qtl.train import resolve_device
 
 # ---- configs from arguments
 
 
+def _backbone(args) -> tuple[str, bool]:
+    """(backbone, pretrained) from --backbone / --random-init. Without --backbone: resnet18, or, where its
+    ImageNet weights cannot be had, the bundled pretrained efficientnet_lite0 (with a warning saying so)."""
+    if args.backbone is not None:
+        return args.backbone, not args.random_init
+    if getattr(args, "_resolved_backbone", None) is None:
+        from qtl.status import resolve_backbone
+
+        choice = resolve_backbone(DEFAULT_BACKBONE, not args.random_init)
+        if choice.notice:
+            logging.warning("%s (choose one with --backbone)", choice.notice)
+        args._resolved_backbone = (choice.backbone, choice.pretrained)
+    return args._resolved_backbone
+
+
 def _model_config(args, variant: str) -> ModelConfig:
+    backbone, pretrained = _backbone(args)
     circuit = CircuitConfig(
         n_qubits=args.qubits,
         depth=args.depth,
@@ -43,8 +61,8 @@ def _model_config(args, variant: str) -> ModelConfig:
     )
     return ModelConfig(
         variant=variant,
-        backbone=args.backbone,
-        pretrained=not args.random_init,
+        backbone=backbone,
+        pretrained=pretrained,
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
@@ -103,7 +121,11 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
         overrides=overrides,
         machine=machine,
     )
-    extra = {k: getattr(args, k) for k in ("backbone_lr", "views") if getattr(args, k, None) is not None}
+    extra = {
+        k: getattr(args, k)
+        for k in ("backbone_lr", "views", "freeze_batchnorm")
+        if getattr(args, k, None) is not None
+    }
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
@@ -124,8 +146,9 @@ def cmd_train(args, bar: ProgressBar) -> int:
     path = Path(args.out) if args.out else run.checkpoint_path
     tc = run.train_config
     bar.message(
-        f"training {args.variant} on {root} ({run.model_config.backbone} "
-        f"{'random init' if args.random_init else 'ImageNet'}): {tc.epochs} epochs, batch {tc.batch_size}, "
+        f"training {args.variant} on {root} "
+        f"({describe_backbone(run.model_config.backbone, run.model_config.pretrained)}): "
+        f"{tc.epochs} epochs, batch {tc.batch_size}, "
         f"{tc.optimizer} lr {tc.lr:g}, seed {tc.seed}"
     )
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
-from qtl.config import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
+from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
@@ -18,7 +18,11 @@ DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, choices=list(BACKBONE_NAMES), help="ImageNet backbone"
+        "--backbone",
+        default=None,
+        choices=list(BACKBONE_NAMES),
+        help=f"pretrained backbone (default: {DEFAULT_BACKBONE}; where its ImageNet weights cannot be had, "
+        f"the bundled {BUNDLED_BACKBONE})",
     )
     g.add_argument(
         "--random-init",
@@ -160,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--views", type=int, metavar="N", default=None, help="augmented views to cache for frozen variants"
+    )
+    g.add_argument(
+        "--freeze-batchnorm",
+        action="store_true",
+        default=None,
+        help="trainable backbones keep their batch-norm statistics (small batches would replace them)",
     )
     g.add_argument(
         "--num-workers", type=int, metavar="N", default=0, help="DataLoader workers for image batches"
