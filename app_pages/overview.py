@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from qtl.status import weights_label
 from ui import cache, jobs, session, training, widgets
 from ui.settings import settings
 
@@ -15,13 +16,13 @@ st.markdown(
 )
 
 c = st.session_state["config"]
-w = session.weights_or_random_init()  # first: the drawing below names the backbone's weights
-n, weights = c["n_qubits"], "ImageNet" if c["pretrained"] else "random init"
+w = session.resolve_weights()  # first: the drawing below names the backbone and its weights
+n = c["n_qubits"]
 st.graphviz_chart(
     f"""digraph {{
     rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f1ff", fontname="sans-serif"];
     img [label="image\\n3×224×224", fillcolor="#ffffff"];
-    bb [label="{c["backbone"]}\\n({weights}, frozen)"];
+    bb [label="{c["backbone"]}\\n({weights_label(c["backbone"], c["pretrained"])}, frozen)"];
     pre [label="Linear → {n}\\ntanh·π/2"];
     q [label="variational circuit\\n{n} qubits, depth {c["depth"]}\\n⟨Z⟩ per qubit", fillcolor="#dcd6ff"];
     post [label="Linear {n} → classes"];
@@ -40,7 +41,9 @@ with left:
     show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
     show(f"**Dataset {data.state}**: {data.message}")
 with right:
-    if w.state == "cached":
+    if st.session_state.get("backbone_notice"):
+        st.info(f"**Using the bundled pretrained backbone**: {st.session_state['backbone_notice']}")
+    elif w.state == "cached":
         st.success(f"**ImageNet weights cached**: {w.message}")
     elif w.state == "downloadable":
         st.info(f"**ImageNet weights downloadable**: {w.message}")

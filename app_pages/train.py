@@ -10,11 +10,9 @@ st.title("Train")
 s = settings()
 c = st.session_state["config"]
 c["epochs"] = min(c["epochs"], s.max_epochs)
-if session.weights_or_random_init().state == "offline":
-    st.caption(
-        "ImageNet weights are not cached and cannot be downloaded here: training uses the **random-init** "
-        "backbone (see Overview for the file to provide)."
-    )
+session.resolve_weights()
+if st.session_state.get("backbone_notice"):
+    st.caption(st.session_state["backbone_notice"])
 
 with st.form("train_form"):
     st.markdown("##### Model")

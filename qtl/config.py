@@ -37,6 +37,20 @@ BACKBONE_NAMES = (
     BUNDLED_BACKBONE,
 )
 """torchvision's backbones (the keys of `qtl.backbones.BACKBONES`, in order), then the bundled one."""
+TIMM_PREFIX = "timm/"
+"""Any timm model is a backbone as `timm/<model>[.<tag>]`, e.g. `timm/convnext_atto`."""
+
+
+def check_backbone_name(name: str) -> str:
+    """`name` if it names a backbone (one of BACKBONE_NAMES, or `timm/<model>`), else ValueError. Whether
+    timm knows the model is checked when it is built."""
+    if name in BACKBONE_NAMES or (
+        isinstance(name, str) and name.startswith(TIMM_PREFIX) and name != TIMM_PREFIX
+    ):
+        return name
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)} or timm/<model>")
+
+
 DEFAULT_BACKBONE = "resnet18"
 
 NATIVE = "native"  # qtl's own simulator; any other engine name is a PennyLane device

@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "app.py")
 PAGES = ["overview", "train", "checkpoints", "circuit", "classify", "compare", "experiments", "diff_lab"]
-ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE")
+ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE", "QTL_AUTOLOAD")
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def app_env(tmp_path_factory):
         QTL_MODELS_DIR=str(root / "models"),
         QTL_PRETRAINED="0",
         QTL_OFFLINE="1",
+        QTL_AUTOLOAD="0",
     )
     os.environ.pop("QTL_DEMO", None)
     yield root
@@ -138,6 +139,27 @@ class TestPages:
         assert "random init" in texts(at.sidebar.markdown)
 
 
+class TestFallback:
+    def test_every_page_names_the_same_backbone_and_weights(self, app_env, monkeypatch):
+        """ImageNet weights wanted (QTL_PRETRAINED=1) but resnet18's are offline: a first visit straight to
+        Classify already shows the bundled efficientnet_lite0 (ImageNet, bundled) and why; Overview's
+        drawing, status and sidebar then say the same."""
+        monkeypatch.setenv("QTL_PRETRAINED", "1")
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.switch_page("app_pages/classify.py").run()
+        assert not at.exception, at.exception
+        label = "backbone: efficientnet_lite0 (ImageNet, bundled)"
+        assert label in texts(at.sidebar.markdown)
+        assert "resnet18's ImageNet weights are not available here" in texts(at.sidebar.caption)
+        at.switch_page("app_pages/overview.py").run()
+        assert not at.exception, at.exception
+        assert label in texts(at.sidebar.markdown)
+        assert "Using the bundled pretrained backbone" in texts(at.info)
+        drawing = at.get("graphviz_chart")[0].proto.spec
+        assert "efficientnet_lite0\\n(ImageNet, bundled, frozen)" in drawing
+        assert at.toggle(key="ov_pretrained").value is True
+
+
 class TestTrain:
     def test_form_trains_tiny_config(self, app_env):
         """Submitting the form trains in the background, saves a checkpoint to models/ and loads it."""
@@ -164,16 +186,19 @@ class TestTrain:
         ]
         assert at.dataframe, "no summary table"
 
-    def test_offline_weights_switch_the_form_to_random_init(self, app_env):
-        """Reached directly, the Train page too falls back to random init when the weights are offline."""
+    def test_offline_weights_switch_the_form_to_the_bundled_backbone(self, app_env):
+        """Reached directly with ImageNet resnet18 asked for and its weights offline, the Train page falls
+        back to the bundled pretrained efficientnet_lite0 (not random init) and says why."""
         at = app("train")
-        config = dict(at.session_state["config"], pretrained=True)
-        at.session_state["config"] = config
+        at.session_state["config"] = dict(at.session_state["config"], backbone="resnet18", pretrained=True)
         at.run()
         assert not at.exception, at.exception
-        assert at.session_state["config"]["pretrained"] is False
-        assert at.toggle(key="train_pretrained").value is False
-        assert "random-init" in texts(at.caption)
+        c = at.session_state["config"]
+        assert (c["backbone"], c["pretrained"]) == ("efficientnet_lite0", True)
+        assert at.selectbox(key="train_backbone").value == "efficientnet_lite0"
+        assert at.toggle(key="train_pretrained").value is True
+        assert "resnet18's ImageNet weights are not available" in texts(at.caption)
+        assert "efficientnet_lite0 (ImageNet, bundled)" in texts(at.sidebar.markdown)
 
     def test_bad_seed_is_a_clear_error(self, app_env):
         """A non-integer seed is reported on the page and nothing is submitted."""

@@ -106,8 +106,12 @@ class TestHelp:
         with pytest.raises(SystemExit):
             cli.main(["train", "--help"])
         out = capsys.readouterr().out
-        for choices in (VARIANTS, BACKBONE_NAMES, ENTANGLERS, ROTATIONS):
+        for choices in (VARIANTS, ENTANGLERS, ROTATIONS):
             assert "{" + ",".join(choices) + "}" in out
+        assert ", ".join(BACKBONE_NAMES) + ", or any timm model as timm/<model>" in " ".join(out.split())
+        assert cli.build_parser().parse_args(["train", "--backbone", "timm/convnext_atto"]).backbone
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["train", "--backbone", "alexnet"])
 
     def test_no_command_prints_help_and_fails(self, capsys):
         code, _, err = run(capsys)

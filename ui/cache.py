@@ -49,6 +49,14 @@ def weights_state(backbone: str):
     return state(backbone)
 
 
+@st.cache_data(show_spinner="Checking ImageNet weights ...", ttl=120)
+def backbone_choice(backbone: str, pretrained: bool):
+    """`qtl.status.resolve_backbone`: the backbone to use, or the bundled fallback with a notice (<= 2 s)."""
+    from qtl.status import resolve_backbone
+
+    return resolve_backbone(backbone, pretrained)
+
+
 @st.cache_data(show_spinner=False, ttl=30)
 def dataset_status(data_dir: str | None):
     """Found, downloadable or missing, for the configured dataset root."""

@@ -48,6 +48,10 @@ def init_session() -> None:
     st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
+    st.session_state.setdefault("backbone_notice", None)  # why the active backbone is the fallback
+    if "backbone_resolved" not in st.session_state:  # once, before any page: every page agrees
+        resolve_weights()
+        st.session_state["backbone_resolved"] = True
     s, c = settings(), st.session_state["config"]
     c["epochs"], c["n_qubits"] = min(c["epochs"], s.max_epochs), min(c["n_qubits"], s.max_qubits)
     if s.torch_threads:
@@ -67,19 +71,28 @@ def _set_torch_threads(n: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(n)
 
 
-def weights_or_random_init():
-    """The active backbone's ImageNet weights state (`qtl.status.WeightsState`). Where they are offline the
-    session switches to random init, so no page starts a training run that can only fail."""
+def resolve_weights():
+    """The active backbone's weights state (`qtl.status.WeightsState`). Where its ImageNet weights cannot
+    be had, the session switches to the bundled pretrained efficientnet_lite0 (random init stays an explicit
+    choice) and keeps a notice for the sidebar, so every page names the same backbone and weights."""
     from ui import cache
 
     c = st.session_state["config"]
-    with st.spinner("Checking ImageNet weights ..."):
-        state = cache.weights_state(c["backbone"])
-    if state.state == "offline" and c["pretrained"]:
-        c["pretrained"] = False
-        for key in ("ov_pretrained", "train_pretrained"):  # the toggles showing it
+    choice = cache.backbone_choice(c["backbone"], c["pretrained"])
+    if choice.notice:
+        c["backbone"], c["pretrained"] = choice.backbone, choice.pretrained
+        st.session_state["backbone_notice"] = choice.notice
+        for key in ("train_backbone", "train_pretrained", "ov_pretrained"):  # the widgets showing them
             st.session_state.pop(key, None)
-    return state
+    return cache.weights_state(c["backbone"])
+
+
+def backbone_label(config: dict | None = None) -> str:
+    """The active (or given) backbone and its weights, e.g. "efficientnet_lite0 (ImageNet, bundled)"."""
+    from qtl.status import describe_backbone
+
+    c = config or st.session_state["config"]
+    return describe_backbone(c["backbone"], c["pretrained"])
 
 
 def circuit_config(config: dict | None = None) -> CircuitConfig:

@@ -7,7 +7,7 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_DEMO=1`          | `demo = true`        | shared demo: read-only models/, own area, limits       |
 | `QTL_DEMO_MAX_EPOCHS` | `max_epochs`         | demo cap on epochs per run (default 5)                 |
 | `QTL_DEMO_MAX_QUBITS` | `max_qubits`         | demo cap on qubits (default 8)                         |
-| `QTL_AUTOLOAD=1`      | `autoload = true`    | new sessions load models/'s checkpoints (demo default) |
+| `QTL_AUTOLOAD=0`      | `autoload = false`   | new sessions start empty (default: load models/)  |
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
 | `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
@@ -76,6 +76,6 @@ def settings() -> Settings:
         else LOCAL_MAX_QUBITS,
         max_queued=0 if demo else 4,
         max_runs=6 if demo else 100,
-        autoload=_flag("QTL_AUTOLOAD", "autoload", demo),
+        autoload=_flag("QTL_AUTOLOAD", "autoload", True),
         torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1 if demo else None),
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import session
 from ui.jobs import runner
 from ui.settings import settings
 
@@ -22,15 +23,16 @@ def render() -> None:
                 "one training request at a time on this server."
             )
         st.markdown("#### Active configuration")
-        weights = "ImageNet" if c["pretrained"] else "random init"
         engine = c["engine"] if c["engine"] == "native" else f"{c['engine']} / {c['diff_method']}"
         st.markdown(
             f"- variants: {', '.join(c['variants'])}\n"
-            f"- backbone: {c['backbone']} ({weights})\n"
+            f"- backbone: {session.backbone_label(c)}\n"
             f"- circuit: {c['n_qubits']} qubits, depth {c['depth']}, {c['entangler']}, {c['rotation']}\n"
             f"- engine: {engine}\n"
             f"- epochs {c['epochs']}, seeds {c['seeds']}"
         )
+        if st.session_state.get("backbone_notice"):
+            st.caption(st.session_state["backbone_notice"])
         st.markdown("#### Loaded checkpoints")
         if not st.session_state["loaded"]:
             st.caption("None yet: train one, or load one on the Checkpoints page.")

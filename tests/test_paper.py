@@ -1,0 +1,73 @@
+"""`qtl reproduce` and qtl.paper: the paper's comparison as a Markdown + JSON report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_image_folder
+
+from qtl.cli import main
+from qtl.paper import PUBLISHED, markdown, merge_reports, paper_report, summarise_variants
+
+
+def row(variant: str, seed: int, best: float, final: float, t: float = 10.0) -> dict:
+    return {
+        "variant": variant, "seed": seed, "backbone": "efficientnet_lite0", "weights": "imagenet",
+        "val_acc": best, "final_val_acc": final, "best_epoch": 3, "epochs_done": 30, "train_time_s": t,
+        "classical": 5134, "quantum": 24 if variant == "quantum" else 0,
+    }  # fmt: skip
+
+
+def test_summary_statistics_and_published_numbers():
+    """Mean and sample std over seeds, per variant in the paper's order, the published value beside it."""
+    rows = [row("linear", 0, 0.94, 0.93), row("quantum", 0, 0.95, 0.94), row("quantum", 1, 0.97, 0.92, 20)]
+    summary = summarise_variants(rows)
+    assert [s["variant"] for s in summary] == ["quantum", "linear"]
+    q = summary[0]
+    assert (q["letter"], q["n"], q["seeds"]) == ("A", 2, [0, 1])
+    assert q["best_val_acc_mean"] == pytest.approx(0.96) and q["best_val_acc_std"] == pytest.approx(
+        0.02**0.5 / 10
+    )
+    assert q["final_val_acc_mean"] == pytest.approx(0.93) and q["train_time_s_mean"] == pytest.approx(15)
+    assert q["published"] == PUBLISHED["quantum"] == 0.9673 and summary[1]["published"] == 0.9542
+    assert q["backbone"] == "efficientnet_lite0 (ImageNet, bundled)"
+    text = markdown(paper_report(rows, command="qtl reproduce"))
+    cells = (
+        "A | quantum | efficientnet_lite0 (ImageNet, bundled) | 2 | 30 | 0.9600 ± 0.0141 | 0.9300 ± 0.0141"
+    )
+    assert f"| {cells} | 0.9673 |" in text
+
+
+def test_merge_keeps_every_run_and_says_where_they_came_from():
+    a = paper_report([row("quantum", 0, 0.95, 0.94)], command="qtl reproduce --variants quantum")
+    b = paper_report([row("linear", 0, 0.94, 0.93)], command="qtl reproduce --variants linear")
+    merged = merge_reports([a, b], command="qtl reproduce --from a.json b.json")
+    assert [s["variant"] for s in merged["summary"]] == ["quantum", "linear"]
+    assert len(merged["runs"]) == 2
+    assert merged["notes"] == [
+        "runs from: `qtl reproduce --variants quantum`",
+        "runs from: `qtl reproduce --variants linear`",
+    ]
+
+
+def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
+    """Two variants x two seeds on a tiny dataset: the Markdown and JSON reports hold every run."""
+    data = make_image_folder(tmp_path / "tiny")
+    out = tmp_path / "results.md"
+    args = ["-q", "reproduce", "--variants", "quantum", "dressed-classical", "--seeds", "2", "--random-init"]
+    args += ["--epochs", "2", "--qubits", "2", "--depth", "1", "--data", str(data)]
+    assert main([*args, "--models-dir", str(tmp_path / "m"), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [(s["variant"], s["n"], s["epochs"]) for s in report["summary"]] == [
+        ("quantum", 2, [2]),
+        ("dressed-classical", 2, [2]),
+    ]
+    assert all(0 <= r["final_val_acc"] <= 1 and r["epochs_done"] == 2 for r in report["runs"])
+    assert report["summary"][0]["backbone"] == "resnet18 (random init)"
+    text = out.read_text()
+    assert text == capsys.readouterr().out.split("wrote ")[0].rstrip("\n") + "\n"
+    assert "| A | quantum | resnet18 (random init) | 2 |" in text and "0.9673" in text
+    merged = tmp_path / "merged.md"
+    assert main(["-q", "reproduce", "--from", str(out.with_suffix(".json")), "--out", str(merged)]) == 0
+    assert json.loads(merged.with_suffix(".json").read_text())["runs"] == report["runs"]
