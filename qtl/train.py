@@ -233,12 +233,12 @@ def fit(
         raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
 
     # ---- data: class names, then cached features or image loaders
-    root = None
+    root, dataset = None, None
     if data is None:
-        from qtl.data import resolve_dataset, validate_dataset
+        from qtl.datasets import open_dataset
 
-        root = resolve_dataset(tc.data, progress=progress)
-        classes = tuple(validate_dataset(root))
+        prepared = open_dataset(tc.data, progress=progress)
+        root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
     else:
         classes = tuple(data[0].classes)
     if model_config.class_names and tuple(model_config.class_names) != classes:
@@ -304,6 +304,7 @@ def fit(
             metrics=history[best_epoch - 1],
             train_config=tc,
             fingerprint=fingerprint,
+            dataset=dataset,
         )
 
     threads = torch.get_num_threads()

@@ -16,8 +16,10 @@ from pathlib import Path
 from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
+    format_dataset,
     format_evaluation,
     format_predictions,
+    format_skipped,
     format_summary,
     predictions_document,
     write_compare,
@@ -72,10 +74,20 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
-def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
-    from qtl.data import resolve_dataset
+def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True):
+    """The PreparedDataset `--data` names (hymenoptera by default); skipped files are reported once."""
+    from qtl.datasets import open_dataset
 
-    return resolve_dataset(path, download=download, progress=bar.hook("downloading dataset", unit="B"))
+    ds = open_dataset(
+        args.data,
+        val_ratio=args.val_ratio,
+        seed=args.split_seed,
+        download=download,
+        progress=bar.hook("downloading or extracting the dataset", unit="B"),
+    )
+    if report and ds.skipped:
+        bar.message(format_skipped(ds.skipped))
+    return ds
 
 
 def _loaded_from_fit(result):
@@ -100,7 +112,7 @@ def _loaded_from_fit(result):
 def cmd_train(args, bar: ProgressBar) -> int:
     from qtl.train import fit
 
-    root = _dataset(args.data, bar)
+    root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path
     tc = run.train_config
@@ -136,7 +148,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     from qtl.inference import evaluate
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
-    root = _dataset(args.data, bar)
+    root = _dataset(args, bar).root
     ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
     bar.close()
     m = ev.metrics
@@ -212,7 +224,7 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        root = _dataset(args.data, bar)
+        root = _dataset(args, bar).root
         runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
         for i, run in enumerate(runs):
             prefix = f"[{run.label} {i + 1}/{len(runs)}] "
@@ -242,24 +254,20 @@ def cmd_compare(args, bar: ProgressBar) -> int:
 
 
 def cmd_data(args, bar: ProgressBar) -> int:
-    from qtl.data import SPLITS, ImageFolderDataset, download_hymenoptera
+    from qtl.data import ImageFolderDataset, download_hymenoptera
 
-    path = Path(args.path).expanduser() if args.path else None
-    if path is not None and not args.no_download and not (path.exists() and any(path.iterdir())):
-        root = download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
-    else:
-        root = _dataset(path, bar, download=not args.no_download)
+    path = Path(args.data).expanduser() if args.data else None
+    if path is not None and not args.no_download and not path.exists():
+        download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
+    ds = _dataset(args, bar, download=not args.no_download, report=False)
     bar.close()
-    print(f"dataset {root}")
-    skipped = 0
-    for split in SPLITS:
-        ds = ImageFolderDataset(root, split)  # decodes every file once
-        counts = {c: ds.targets.count(i) for i, c in enumerate(ds.classes)}
-        print(f"  {split}: {len(ds)} images, " + ", ".join(f"{c} {n}" for c, n in counts.items()))
-        for p, reason in ds.skipped:
+    print(format_dataset(ds))
+    unreadable = 0
+    for split in ds.counts:
+        for p, reason in ImageFolderDataset(ds.root, split).skipped:  # decodes every file once
             print(f"  unreadable: {p}: {reason}")
-        skipped += len(ds.skipped)
-    print("ok" if not skipped else f"ok, {skipped} unreadable file(s) will be skipped")
+            unreadable += 1
+    print("ok" if not unreadable else f"ok, {unreadable} unreadable file(s) will be skipped")
     return 0
 
 
