@@ -58,11 +58,9 @@ def format_dataset(ds) -> str:
         f"source  {ds.source} ({ds.layout} layout{split})",
         f"classes {len(ds.classes)}: {', '.join(ds.classes)}",
     ]
-    w = max(8, *(len(c) for c in ds.classes)) + 2
-    lines.append(f"  {'class':<{w}}" + "".join(f"{s:>8}" for s in ds.counts))
-    for c in ds.classes:
-        lines.append(f"  {c:<{w}}" + "".join(f"{ds.counts[s][c]:>8}" for s in ds.counts))
-    lines.append(f"  {'total':<{w}}" + "".join(f"{sum(ds.counts[s].values()):>8}" for s in ds.counts))
+    for split, counts in ds.counts.items():
+        per_class = ", ".join(f"{c} {n}" for c, n in counts.items())
+        lines.append(f"  {split}: {sum(counts.values())} images, {per_class}")
     if ds.imbalance > IMBALANCE_WARNING:
         lines.append(
             f"warning: classes are imbalanced ({ds.imbalance:.1f}x between the largest and smallest)"
