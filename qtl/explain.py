@@ -174,3 +174,31 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, cmap: s
     base = np.asarray(image.convert("RGB").resize(heatmap.shape[::-1]), dtype=np.float32) / 255
     blended = (1 - alpha) * base + alpha * colours
     return Image.fromarray((blended * 255).round().astype(np.uint8))
+
+
+def explanation_figure(rows: list[tuple[str, dict[str, Explanation]]]):
+    """A matplotlib figure: one row per image (its name, {model name: Explanation}), the model's view
+    first, then each model's overlay titled with its prediction and method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe in a server's threads
+
+    cols = 1 + max(len(r) for _, r in rows)
+    fig = Figure(figsize=(2.6 * cols, 2.9 * len(rows)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for (name, row), ax_row in zip(rows, axes, strict=True):
+        first = next(iter(row.values()))
+        panels = [(name, first.image)] + [
+            (
+                f"{label}\n{ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}",
+                overlay(ex.image, ex.heatmap),
+            )
+            for label, ex in row.items()
+        ]
+        for ax in ax_row:
+            ax.axis("off")
+        for ax, (title, picture) in zip(ax_row, panels, strict=False):
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    return fig

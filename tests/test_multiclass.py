@@ -99,6 +99,17 @@ class TestFourClassesFromTheCommandLine:
             assert len(pred["probs"]) == 4 and sum(pred["probs"].values()) == pytest.approx(1, abs=1e-5)
         assert doc[0]["predictions"]["lin"]["predicted"] == "class_2"
 
+        figure = tmp_path / "why.png"
+        code, out, err = run(capsys, "explain", image, image, "-c", q, "-c", lin, "-o", figure)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 5 and lines[-1] == f"saved {figure}"
+        assert all(line.endswith("grad-cam") for line in lines[:4])
+        from PIL import Image
+
+        with Image.open(figure) as im:
+            assert im.format == "PNG" and im.width > im.height  # 2 rows of 3 panels
+
         code, out, _ = run(capsys, "data", "--path", archive, "--val-ratio", 0.25, "--split-seed", 1)
         assert code == 0
         assert "classes 4: class_0, class_1, class_2, class_3" in out

@@ -176,6 +176,25 @@ def cmd_predict(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_explain(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.data import load_image
+    from qtl.explain import explain, explanation_figure
+
+    images = [load_image(path) for path in args.images]  # a bad file fails here, by name
+    device = resolve_device(args.device)
+    models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}
+    rows = []
+    for path, image in zip(args.images, images, strict=True):
+        row = {name: explain(m, image, method=args.method) for name, m in models.items()}
+        for name, ex in row.items():
+            print(f"{path}  {name}: {ex.class_name} ({ex.probs[ex.target]:.1%}), {ex.method}")
+        rows.append((Path(path).name, row))
+    explanation_figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
+    print(f"saved {args.output}")
+    return 0
+
+
 def cmd_draw(args, bar: ProgressBar) -> int:
     from qtl.circuit import circuit_summary
     from qtl.draw import draw_figure, draw_text
@@ -260,14 +279,16 @@ def cmd_data(args, bar: ProgressBar) -> int:
     if path is not None and not args.no_download and not path.exists():
         download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
     ds = _dataset(args, bar, download=not args.no_download, report=False)
+    unreadable = []
+    for split in ds.counts:
+        images = ImageFolderDataset(ds.root, split)  # decodes every file once
+        ds.counts[split] = {c: images.targets.count(i) for i, c in enumerate(images.classes)}
+        unreadable += images.skipped
     bar.close()
     print(format_dataset(ds))
-    unreadable = 0
-    for split in ds.counts:
-        for p, reason in ImageFolderDataset(ds.root, split).skipped:  # decodes every file once
-            print(f"  unreadable: {p}: {reason}")
-            unreadable += 1
-    print("ok" if not unreadable else f"ok, {unreadable} unreadable file(s) will be skipped")
+    for p, reason in unreadable:
+        print(f"  unreadable: {p}: {reason}")
+    print("ok" if not unreadable else f"ok, {len(unreadable)} unreadable file(s) will be skipped")
     return 0
 
 
@@ -275,6 +296,7 @@ HANDLERS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "explain": cmd_explain,
     "draw": cmd_draw,
     "compare": cmd_compare,
     "data": cmd_data,

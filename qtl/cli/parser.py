@@ -182,6 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
 
     p = command(
+        "explain",
+        "heatmaps of what drives each checkpoint's prediction",
+        "Backpropagate each checkpoint's predicted class score through the whole model (quantum circuit "
+        "included) and write the heatmaps over the images side by side: Grad-CAM on CNN backbones, "
+        "gradient saliency on any backbone (transformers too).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
+    p.add_argument(
+        "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "grad-cam", "saliency"),
+        help="auto: grad-cam where the backbone is a CNN, else saliency",
+    )
+    p.add_argument("--output", "-o", default="explain.png", metavar="FILE", help="the figure (png, svg, pdf)")
+    p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+
+    p = command(
         "draw",
         "draw a circuit as text or a figure",
         "Draw the variational circuit of a config (gate names only), or of a quantum checkpoint with "
