@@ -6,7 +6,9 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     format          "qtl-checkpoint"
     format_version  FORMAT_VERSION
     model_config    ModelConfig.to_dict(): variant, backbone, pretrained, class names, circuit, engine...
-    train_config    TrainConfig.to_dict() or None
+    train_config    TrainConfig.to_dict() (the recipe) or None; never how a machine ran it (device, data
+                    folder, cache, workers, threads: `MachineConfig`). Files written before that split
+                    also hold those keys; `TrainConfig.from_dict` drops them.
     scope           "head": frozen variants store only the head's weights (kilobytes), the backbone is
                     rebuilt on load from (backbone, weights id); "full": backbone and head
     state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
@@ -31,9 +33,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qtl.files import atomic_write
+from qtl.config import ModelConfig, TrainConfig
+from qtl.files import atomic_save
 from qtl.paths import models_dir
-from qtl.variants import Classifier, ModelConfig, build_model
+from qtl.variants import Classifier, build_model
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
@@ -112,7 +115,7 @@ def save_checkpoint(
     *,
     history: list[dict] | tuple = (),
     metrics: dict | None = None,
-    train_config=None,
+    train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
     dataset: dict | None = None,
 ) -> Path:
@@ -148,8 +151,7 @@ def save_checkpoint(
             **({"dataset": dict(dataset)} if dataset else {}),
         },
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
     return path
 
 

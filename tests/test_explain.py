@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 
 from qtl.checkpoint import LoadedModel, load_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import MachineConfig
 from qtl.explain import explain, feature_map_layer, overlay
 from qtl.train import fit
 from qtl.variants import ModelConfig, build_head, build_model, recipe
@@ -26,9 +27,9 @@ def quantum(tmp_path_factory) -> LoadedModel:
 
     tmp = tmp_path_factory.mktemp("explain")
     root = make_image_folder(tmp / "data")
-    tc = dataclasses.replace(recipe("quantum"), epochs=3, data=str(root))
+    tc = dataclasses.replace(recipe("quantum"), epochs=3)
     mc = ModelConfig("quantum", pretrained=False, circuit=CircuitConfig(n_qubits=4, depth=2))
-    fit(mc, tc, checkpoint_path=tmp / "q.pt")
+    fit(mc, tc, MachineConfig(data_dir=root), checkpoint_path=tmp / "q.pt")
     return load_checkpoint(tmp / "q.pt")
 
 

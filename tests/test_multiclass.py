@@ -13,6 +13,7 @@ from conftest import make_class_folders, zip_folder
 from qtl import cli
 from qtl.checkpoint import load_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import MachineConfig
 from qtl.datasets import open_dataset
 from qtl.inference import evaluate, predict
 from qtl.train import fit
@@ -38,13 +39,15 @@ class TestTenClasses:
         assert ten.counts["val"] == {f"class_{c}": 1 for c in range(10)}
         lin = fit(
             ModelConfig("linear", pretrained=False),
-            dataclasses.replace(recipe("linear"), epochs=15, lr=1e-2, augment=False, data=str(ten.root)),
+            dataclasses.replace(recipe("linear"), epochs=15, lr=1e-2, augment=False),
+            MachineConfig(data_dir=ten.root),
             checkpoint_path=tmp_path / "lin.pt",
         )
         assert lin.best["val_acc"] >= 0.8  # chance is 0.1
         q = fit(
             ModelConfig("quantum", pretrained=False, circuit=CircuitConfig(n_qubits=3, depth=2)),
-            dataclasses.replace(recipe("quantum"), epochs=60, lr=1e-3, step_size=100, data=str(ten.root)),
+            dataclasses.replace(recipe("quantum"), epochs=60, lr=1e-3, step_size=100),
+            MachineConfig(data_dir=ten.root),
             checkpoint_path=tmp_path / "q.pt",
         )
         assert q.model.head.post_net.weight.shape == (10, 3)

@@ -1,6 +1,6 @@
 """The `qtl` argparse parser: subcommands and their shared argument groups.
 
-Torch-free: choices and defaults come from `qtl.names` and `qtl.circuit`, so `qtl --help` and
+Torch-free: choices and defaults come from `qtl.config` and `qtl.circuit`, so `qtl --help` and
 `qtl COMMAND --help` import no torch, torchvision or PennyLane. `main` runs `args.command`'s handler.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
-from qtl.names import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
+from qtl.config import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""

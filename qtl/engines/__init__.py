@@ -14,16 +14,13 @@ engine runs on any other.
 from __future__ import annotations
 
 from qtl.circuit import CircuitConfig
-
-NATIVE = "native"
-DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
-"""Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
+from qtl.config import NATIVE
 
 
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
     """Build an engine by name: "native", or the name of any installed PennyLane device.
 
-    Options for PennyLane devices: diff_method (one of DIFF_METHODS) and shots (None for exact
+    Options for PennyLane devices: diff_method (one of `qtl.config.DIFF_METHODS`) and shots (None for exact
     expectation values). Options for the native engine: memory_budget (bytes). Invalid combinations
     raise ValueError here, before any training starts.
     """
