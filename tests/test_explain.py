@@ -14,10 +14,10 @@ from scipy.stats import spearmanr
 
 from qtl.checkpoint import LoadedModel, load_checkpoint
 from qtl.circuit import CircuitConfig
-from qtl.config import MachineConfig
+from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.explain import explain, feature_map_layer, overlay
 from qtl.train import fit
-from qtl.variants import ModelConfig, build_head, build_model, recipe
+from qtl.variants import build_head, build_model
 
 
 @pytest.fixture(scope="module")

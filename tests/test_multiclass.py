@@ -13,11 +13,10 @@ from conftest import make_class_folders, zip_folder
 from qtl import cli
 from qtl.checkpoint import load_checkpoint
 from qtl.circuit import CircuitConfig
-from qtl.config import MachineConfig
+from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.datasets import open_dataset
 from qtl.inference import evaluate, predict
 from qtl.train import fit
-from qtl.variants import ModelConfig, recipe
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -68,6 +68,14 @@ def dataset_classes(data_dir: str | None) -> list[str]:
         return []
 
 
+@st.cache_data(show_spinner="Reading the dataset ...", ttl=60)
+def dataset_summary(root: str):
+    """qtl.datasets' PreparedDataset of a dataset root (classes, counts per split, skipped files)."""
+    from qtl.datasets import open_dataset
+
+    return open_dataset(root, download=False)
+
+
 @st.cache_data(show_spinner=False, ttl=300)
 def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
     """[(path, class name)] of the dataset's val split; [] when there is no dataset on disk."""
