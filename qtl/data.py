@@ -175,17 +175,17 @@ def resolve_dataset(
 ) -> Path:
     """The dataset root to use: `path`, else $QTL_DATA_DIR, else the default location, else download.
 
-    An explicit `path` is a folder or a zip, read by `qtl.datasets.open_dataset` (class folders only are
-    split train/val with its defaults). Without one, the hymenoptera set is downloaded into
-    `default_data_dir()` when `download` is True.
+    An explicit `path` must hold a valid dataset (or a single subfolder that does). Without one, the
+    hymenoptera set is downloaded into `default_data_dir()` when `download` is True. Zips and other
+    layouts: `qtl.datasets.open_dataset`, the entry point that arranges them and calls this.
 
     Raises:
         DatasetError: nothing valid found and no download possible; the message says where to put it.
     """
     if path is not None:
-        from qtl.datasets import open_dataset
-
-        return open_dataset(path, progress=progress).root
+        root = _locate(Path(path).expanduser())
+        validate_dataset(root)
+        return root
     target = default_data_dir()
     root = _locate(target)
     if _present(root) or not download:

@@ -157,12 +157,16 @@ class TestFolder:
         assert first.is_symlink() and first.resolve().parent == three / "class_0"
         assert open_dataset(ds.root).root == ds.root  # an arranged root reads its manifest
 
-    def test_resolve_dataset_takes_folders_and_zips(self, three, tmp_path, monkeypatch):
+    def test_default_store_and_hymenoptera(self, three, tmp_path, monkeypatch, hymenoptera_dir):
         monkeypatch.setenv("QTL_CACHE_DIR", str(tmp_path / "cache"))
-        root = resolve_dataset(zip_folder(three, tmp_path / "three.zip"))
+        root = open_dataset(zip_folder(three, tmp_path / "three.zip")).root
         assert root.parent == tmp_path / "cache" / "datasets"
         assert len(list_images(root, "train", ["class_0", "class_1", "class_2"])) == 24
-        assert resolve_dataset(three).parent == tmp_path / "cache" / "datasets"
+        assert resolve_dataset(root) == root  # an arranged root is an ordinary dataset root
+        monkeypatch.setenv("QTL_DATA_DIR", str(hymenoptera_dir))
+        hym = open_dataset(download=False)
+        assert hym.source == "hymenoptera" and hym.classes == ["ants", "bees"]
+        assert hym.counts == {"train": {"ants": 124, "bees": 121}, "val": {"ants": 70, "bees": 83}}
 
     def test_missing_source(self, tmp_path):
         with pytest.raises(DatasetError, match="does not exist"):
