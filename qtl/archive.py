@@ -167,13 +167,15 @@ def _stream(zf, infos, out: Path, limits: ArchiveLimits, label: str, progress) -
     """Write every member under `out` in bounded chunks, counting real bytes against the caps."""
     declared = sum(i.file_size for i in infos)
     done = 0
+    made: set[Path] = set()  # folders already created
     for info in infos:
-        rel = member_path(info.filename)
-        target = out / rel
+        target = out / member_path(info.filename)
+        folder = target if info.is_dir() else target.parent
+        if folder not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
         if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         with zf.open(info) as src, open(target, "xb") as dst:
             while chunk := src.read(CHUNK):

@@ -197,3 +197,20 @@ class TestStore:
             str(three),
         )
         assert (ds.root / MANIFEST).is_file() and rec["n_skipped"] == 0
+
+
+def test_feature_cache_keys_follow_the_split_and_the_bytes(three, tmp_path):
+    """The feature cache key names the split's files and bytes: same split, same key (even in another
+    store); another seed or a changed image, another key."""
+    from qtl.features import cache_key
+
+    def key(ds):
+        return cache_key("resnet18", False, ds.root, "train")
+
+    a = open_dataset(three, store=tmp_path / "a", seed=0)
+    assert key(a) == key(open_dataset(three, store=tmp_path / "b", seed=0))
+    assert key(a) != key(open_dataset(three, store=tmp_path / "c", seed=1))
+    before = key(a)
+    victim = sorted((a.root / "train" / "class_0").iterdir())[0]
+    victim.resolve().write_bytes(victim.read_bytes() + b"\0")  # the source file the link points to
+    assert key(a) != before
