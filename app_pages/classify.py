@@ -7,6 +7,8 @@ from qtl.explain import explain, overlay
 from qtl.inference import predict
 from ui import charts, checkpoints, tables, widgets
 
+EXPLAIN_MAX = 4  # images that get heatmaps (one backward pass per model each)
+
 st.title("Classify")
 models = checkpoints.loaded_models()
 if not models:
@@ -19,7 +21,9 @@ for name, message in images:
 
 if models and good:
     left, right = st.columns([1, 2])
-    why = left.toggle("Show why: heatmaps", value=True, key="cls_explain")
+    why = left.toggle(
+        "Show why: heatmaps", value=True, key="cls_explain", help=f"for the first {EXPLAIN_MAX} images"
+    )
     method = right.segmented_control(
         "method",
         ["grad-cam", "saliency"],
@@ -49,14 +53,14 @@ if models and good:
             )
         )
         right.altair_chart(charts.probs_chart(rows), width="stretch")
-        if why:
+        if why and i < EXPLAIN_MAX:
             with st.spinner("Backpropagating through every model ..."):
                 # grad-cam where the backbone has a feature map, else saliency (transformers)
                 maps = {
                     label: explain(m, image, method="saliency" if method == "saliency" else "auto")
                     for label, m in models.items()
                 }
-            cols = st.columns(min(4, len(maps)))
+            cols = st.columns(max(4, len(maps)))
             for j, (label, ex) in enumerate(maps.items()):
                 cols[j % len(cols)].image(
                     overlay(ex.image, ex.heatmap),
