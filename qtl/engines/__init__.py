@@ -13,20 +13,31 @@ engine runs on any other.
 
 from __future__ import annotations
 
-from qtl.circuit import CircuitConfig
+from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
 
 NATIVE = "native"
+MPS = "mps"
 DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 """Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
 
 
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
-    """Build an engine by name: "native", or the name of any installed PennyLane device.
+    """Build an engine by name: "native", "mps", or the name of any installed PennyLane device.
 
     Options for PennyLane devices: diff_method (one of DIFF_METHODS) and shots (None for exact
-    expectation values). Options for the native engine: memory_budget (bytes). Invalid combinations
-    raise ValueError here, before any training starts.
+    expectation values). Options for the native engine: memory_budget (bytes). Options for the MPS
+    engine: max_bond (None for exact), memory_budget. Invalid combinations raise ValueError here,
+    before any training starts; statevector engines refuse more than STATEVECTOR_MAX_QUBITS qubits.
     """
+    if name == MPS:
+        from qtl.engines.mps import MPSEngine
+
+        return MPSEngine(config, **options)
+    if config.n_qubits > STATEVECTOR_MAX_QUBITS:
+        raise ValueError(
+            f"engine {name!r} simulates a statevector of 2**n amplitudes per sample and stops at "
+            f"{STATEVECTOR_MAX_QUBITS} qubits ({config.n_qubits} asked); use engine 'mps' for wider circuits"
+        )
     if name == NATIVE:
         from qtl.engines.native import NativeEngine
 
