@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from qtl.config import DIFF_METHODS
 from qtl.difflab import REFERENCE, LabCase, run_lab
-from qtl.engines import DIFF_METHODS
 from ui import charts, tables, widgets
 from ui.settings import settings
 

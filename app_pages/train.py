@@ -3,8 +3,7 @@
 import streamlit as st
 
 from qtl.backbones import BACKBONES
-from qtl.engines import DIFF_METHODS
-from qtl.variants import VARIANTS
+from qtl.config import DIFF_METHODS, VARIANTS
 from ui import jobs, session, training, widgets
 from ui.settings import settings
 

@@ -45,14 +45,16 @@ PREDICTION = re.compile(r"(quantum|linear|finetuned)-\S+ → \w+ \(\d+\.\d%\)")
 
 def train_checkpoints(data: Path, models: Path) -> list[Path]:
     """quantum, linear and finetuned, 1 epoch each, random-init resnet18, saved into `models`."""
+    from qtl.config import MachineConfig, ModelConfig
     from qtl.runs import plan_runs
     from qtl.train import fit
-    from qtl.variants import ModelConfig
 
     base = ModelConfig(pretrained=False, class_names=("cats", "dogs"))
-    runs = plan_runs(["quantum", "linear", "finetuned"], base, [0], models, epochs=1, data=str(data))
+    machine = MachineConfig(data_dir=data)
+    runs = plan_runs(["quantum", "linear", "finetuned"], base, [0], models, epochs=1, machine=machine)
     return [
-        fit(r.model_config, r.train_config, checkpoint_path=r.checkpoint_path).checkpoint_path for r in runs
+        fit(r.model_config, r.train_config, r.machine, checkpoint_path=r.checkpoint_path).checkpoint_path
+        for r in runs
     ]
 
 

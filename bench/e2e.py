@@ -50,8 +50,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.train import fit
-from qtl.variants import ModelConfig, recipe
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -193,13 +193,12 @@ def floor_pass(root: Path, workers: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def qtl_run(variant: str, root: Path, epochs: int, cache_dir: Path, device: str, **overrides) -> dict:
+def qtl_run(variant: str, root: Path, epochs: int, cache_dir: Path, device: str, workers: int = 0) -> dict:
     """fit() end to end from a cold feature cache; total seconds, per-epoch seconds, best val accuracy."""
-    tc = dataclasses.replace(
-        recipe(variant), epochs=epochs, data=str(root), cache_dir=str(cache_dir), device=device, **overrides
-    )
+    tc = dataclasses.replace(recipe(variant), epochs=epochs)
+    machine = MachineConfig(device=device, data_dir=str(root), cache_dir=str(cache_dir), num_workers=workers)
     t0 = time.perf_counter()
-    result = fit(ModelConfig(variant, pretrained=False), tc)
+    result = fit(ModelConfig(variant, pretrained=False), tc, machine)
     total = time.perf_counter() - t0
     epoch_s = [row["time_s"] for row in result.history]
     return {"total_s": total, "epoch_s": epoch_s, "best_val_acc": result.best["val_acc"]}
@@ -289,7 +288,7 @@ def main() -> None:
         for r in range(args.repeats):  # alternated too: each side's best epoch time is kept
             cache = Path(tmp) / f"cache-f{r}"
             fts.append(
-                qtl_run("finetuned", root, args.finetune_epochs, cache, str(device), num_workers=args.workers)
+                qtl_run("finetuned", root, args.finetune_epochs, cache, str(device), workers=args.workers)
             )
             plains.append(tutorial_finetune(root, args.finetune_epochs, args.workers, device))
         ft_epoch = min(sum(run["epoch_s"]) / len(run["epoch_s"]) for run in fts)

@@ -7,7 +7,7 @@ same head; the baseline is the usual PyTorch loop (DataLoader over a TensorDatas
     .venv/bin/python bench/train_head.py [--epochs 30] [--repeats 3] [--threads N]
 
 Prints the median wall time of each and the ratio baseline / qtl. Without --threads, the baseline runs
-with torch's default thread count and fit() with its own choice (TrainConfig.cpu_threads=None).
+with torch's default thread count and fit() with its own choice (MachineConfig.cpu_threads=None).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.features import FeatureSet
 from qtl.train import fit
-from qtl.variants import ModelConfig, build_model, recipe
+from qtl.variants import build_model
 
 CLASSES = ["ants", "bees"]
 
@@ -65,7 +66,8 @@ def main() -> None:
 
     train, val = features(245, 0), features(153, 1)
     mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
-    tc = dataclasses.replace(recipe("quantum"), epochs=args.epochs, cpu_threads=args.threads)
+    tc = dataclasses.replace(recipe("quantum"), epochs=args.epochs)
+    machine = MachineConfig(cpu_threads=args.threads)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(mc)
@@ -74,7 +76,7 @@ def main() -> None:
         torch.manual_seed(0)
         model.head = build_model(mc, backbone=(model.backbone, model.in_features)).head
         t = time.perf_counter()
-        fit(mc, tc, data=(train, val), model=model)
+        fit(mc, tc, machine, data=(train, val), model=model)
         qtl_times.append(time.perf_counter() - t)
 
         torch.manual_seed(0)

@@ -21,8 +21,8 @@ from torch import nn
 from torchvision import models, transforms
 from torchvision.models import WeightsEnum
 
+from qtl.config import DEFAULT_BACKBONE
 from qtl.download import DEFAULT_TIMEOUT_S, DownloadError, Progress, download
-from qtl.names import BACKBONE_NAMES, DEFAULT_BACKBONE
 
 RANDOM = "random"
 IMAGE_SIZE = 224
@@ -64,8 +64,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
     "vit_b_16": BackboneSpec(models.vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1, "heads.head"),
 }
-if tuple(BACKBONES) != BACKBONE_NAMES:  # the torch-free list the command line offers
-    raise ImportError(f"qtl.names.BACKBONE_NAMES {BACKBONE_NAMES} differs from BACKBONES {tuple(BACKBONES)}")
 
 
 @dataclass(frozen=True)

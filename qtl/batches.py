@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from qtl.train import TrainConfig
-    from qtl.variants import ModelConfig
+    from qtl.config import MachineConfig, ModelConfig, TrainConfig
 
 EVAL_BATCH = 512  # features per forward pass when evaluating a head on cached features
 
@@ -65,7 +64,9 @@ def feature_batches(
         yield (x[idx] if view is None else x[view[idx], idx]), y[idx]
 
 
-def split_features(mc: ModelConfig, tc: TrainConfig, root, device: torch.device, progress, backbone):
+def split_features(
+    mc: ModelConfig, tc: TrainConfig, machine: MachineConfig, root, device: torch.device, progress, backbone
+):
     """Cached (train, val) FeatureSets; train holds `views` augmented views when augmenting.
 
     backbone: the frozen backbone (or a function returning it) that a cache miss runs.
@@ -73,13 +74,20 @@ def split_features(mc: ModelConfig, tc: TrainConfig, root, device: torch.device,
     from qtl.features import extract_features
 
     views = tc.views if tc.augment else 0
-    common = dict(device=str(device), cache_dir=tc.cache_dir, progress=progress, backbone=backbone)
+    common = dict(device=str(device), cache_dir=machine.cache_dir, progress=progress, backbone=backbone)
     train = extract_features(mc.backbone, mc.pretrained, root, "train", views=views, **common)
     val = extract_features(mc.backbone, mc.pretrained, root, "val", views=0, **common)
     return train, val
 
 
-def image_loaders(mc: ModelConfig, tc: TrainConfig, root, generator: torch.Generator, device: torch.device):
+def image_loaders(
+    mc: ModelConfig,
+    tc: TrainConfig,
+    machine: MachineConfig,
+    root,
+    generator: torch.Generator,
+    device: torch.device,
+):
     """(train, val) DataLoaders of normalised image tensors; train is shuffled by the seeded generator.
 
     Frozen variants get val None: their val features come from the cache.
@@ -93,7 +101,7 @@ def image_loaders(mc: ModelConfig, tc: TrainConfig, root, generator: torch.Gener
         root, "train", transform=image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
     )
     pin = device.type == "cuda"
-    opts = dict(num_workers=tc.num_workers, pin_memory=pin, persistent_workers=tc.num_workers > 0)
+    opts = dict(num_workers=machine.num_workers, pin_memory=pin, persistent_workers=machine.num_workers > 0)
     train = DataLoader(train_ds, batch_size=tc.batch_size, shuffle=tc.shuffle, generator=generator, **opts)
     if mc.frozen:
         return train, None

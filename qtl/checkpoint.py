@@ -6,7 +6,9 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     format          "qtl-checkpoint"
     format_version  FORMAT_VERSION
     model_config    ModelConfig.to_dict(): variant, backbone, pretrained, class names, circuit, engine...
-    train_config    TrainConfig.to_dict() or None
+    train_config    TrainConfig.to_dict() (the recipe) or None; never how a machine ran it (device, data
+                    folder, cache, workers, threads: `MachineConfig`). Files written before that split
+                    also hold those keys; `TrainConfig.from_dict` drops them.
     scope           "head": frozen variants store only the head's weights (kilobytes), the backbone is
                     rebuilt on load from (backbone, weights id); "full": backbone and head
     state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
@@ -30,9 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qtl.files import atomic_write
+from qtl.config import ModelConfig, TrainConfig
+from qtl.files import atomic_save
 from qtl.paths import models_dir
-from qtl.variants import Classifier, ModelConfig, build_model
+from qtl.variants import Classifier, build_model
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
@@ -111,7 +114,7 @@ def save_checkpoint(
     *,
     history: list[dict] | tuple = (),
     metrics: dict | None = None,
-    train_config=None,
+    train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
 ) -> Path:
     """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
@@ -144,8 +147,7 @@ def save_checkpoint(
             "parameters": count_parameters(model.head),
         },
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
     return path
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from qtl.circuit import CircuitConfig
-from qtl.engines import NATIVE
+from qtl.config import NATIVE
 from qtl.heads import DressedQuantumCircuit
 
 REFERENCE = "native float64"

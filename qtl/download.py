@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from qtl.files import atomic_write
+from qtl.files import WriteError, atomic_write
 
 Progress = Callable[[int, int], None]
 
@@ -116,6 +116,7 @@ def download(
         OfflineError: the server cannot be reached or stops answering.
         ChecksumError: size or hash mismatch (nothing is left at `dest`).
         DownloadError: the server answered with an HTTP error.
+        files.WriteError: the disk refused the file (full, read-only); nothing is left at `dest`.
     """
     try:
         _resolve(url, timeout)
@@ -132,6 +133,8 @@ def download(
                 if progress is not None:
                     progress(done, total)
             _check(url, done, digest.hexdigest(), size, sha256, sha256_prefix)
+    except WriteError:  # the disk, not the network: its message says which file and why
+        raise
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from qtl.backbones import image_transform, load_backbone, transform_key, weights_id
 from qtl.data import ImageFolderDataset, list_images, validate_dataset
 from qtl.download import sha256_file
-from qtl.files import atomic_write
+from qtl.files import WriteError, atomic_save
 from qtl.paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ def _save_cached(path: Path, root: Path, fs: FeatureSet) -> None:
         "classes": fs.classes,
         "skipped": [Path(p).relative_to(root).as_posix() for p in fs.skipped],
     }
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    atomic_save(payload, path)
 
 
 def extract_features(
@@ -206,7 +205,10 @@ def extract_features(
         key=key,
     )
     if use_cache:
-        _save_cached(path, root, result)
+        try:
+            _save_cached(path, root, result)
+        except WriteError as exc:  # the cache only saves time: a full disk must not stop the run here
+            log.warning("features not cached: %s", exc)
     return result
 
 

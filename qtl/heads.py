@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from qtl.circuit import CircuitConfig
-from qtl.engines import NATIVE, make_engine
+from qtl.config import NATIVE
+from qtl.engines import make_engine
 
 QUANTUM_PARAM = "q_params"
 

@@ -1,39 +1,79 @@
-"""Training requests: several (variant, seed) runs trained one after another as one background job.
+"""Lists of training runs: plan them, train them one after another, describe each finished run as one row.
 
     runs = plan_runs(["quantum", "linear"], base=ModelConfig(pretrained=False), seeds=[0, 1],
                      epochs=3, directory="models")
-    job = JobRunner().submit("train", training_work(runs))
-    job.snapshot().records    # one row per finished epoch: run, variant, seed, epoch, losses, accuracies
+    outcomes = train_runs(runs, observer=..., stop=...)   # the one loop: the app's job, `qtl compare`
+    outcomes[0].row                                       # ROW_FIELDS: variant, setup, seed, val_acc ...
 
-The app's Train page and its quick start both build their work here, so the page holds no training logic.
+`train_run` trains one run (sweep workers call it in other processes); `run_row` gives the same row for a
+checkpoint loaded from disk, so trained and loaded runs compare in one table. `training_work` wraps
+`train_runs` as a background job for the app.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.checkpoint import checkpoint_name
+from qtl.config import MACHINE_KEYS, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.jobs import Job
-from qtl.train import Callback, Progress, TrainConfig, fit
-from qtl.variants import ModelConfig, recipe
+from qtl.train import Callback, Progress, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
+
+ROW_FIELDS = (
+    "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
+    "rotation", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
+    "quantum", "train_time_s", "epochs_done", "cancelled", "checkpoint",
+)  # fmt: skip
+"""The one description of a finished run (trained now or loaded from a checkpoint), in column order."""
 
 
 @dataclass(frozen=True)
 class Run:
-    """One `fit` call: what to train, how, and where its best epoch is saved."""
+    """One `fit` call: what to train, how, where its best epoch is saved (None: nowhere), and how this
+    machine runs it (the dataset folder, device ...: not part of the run's id)."""
 
     model_config: ModelConfig
     train_config: TrainConfig
-    checkpoint_path: Path
+    checkpoint_path: Path | None = None
+    dataset: str | None = None  # the dataset's name in ids and rows
+    machine: MachineConfig = MachineConfig()
 
     @property
     def label(self) -> str:
         return f"{self.model_config.variant} seed {self.train_config.seed}"
+
+    @property
+    def id(self) -> str:
+        """A stable id from the configs: the same run in any sweep, on any machine, has the same id."""
+        return run_id(self.model_config, self.train_config, self.dataset)
+
+
+def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset: str | None = None) -> str:
+    """12 hex digits of a SHA-256 over the architecture, the recipe and the dataset's name (class names
+    excluded, and the machine settings that checkpoints from before `MachineConfig` hold in their train
+    config: they do not change what is trained)."""
+    tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
+    model = {k: v for k, v in model_config.to_dict().items() if k != "class_names"}
+    recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
+    doc = {"model": model, "train": recipe_, "dataset": dataset}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def setup_of(model_config: ModelConfig) -> str:
+    """What must match for runs to be seeds of one another, e.g. "quantum (resnet18 random, 4q d6 native)"."""
+    mc = model_config
+    weights = "imagenet" if mc.pretrained else "random"
+    circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
+    if mc.variant == "dressed-classical":
+        circuit = f", width {mc.circuit.n_qubits}"
+    return f"{mc.variant} ({mc.backbone} {weights}{circuit})"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -58,14 +98,14 @@ def plan_runs(
     *,
     epochs: int | None = None,
     overrides: dict | None = None,
-    data: str | None = None,
+    machine: MachineConfig | None = None,
 ) -> list[Run]:
     """One `Run` per (variant, seed), each from the variant's recipe.
 
     base: the shared architecture (backbone, circuit, engine ...); its variant is replaced per run.
     epochs: replaces every recipe's epochs when given.
     overrides: recipe fields to replace for every run, only those in RECIPE_OVERRIDES.
-    data: dataset root for every run (None: qtl.data's default).
+    machine: how this machine runs every run (dataset folder, device ...; default: auto).
     """
     if not variants:
         raise ValueError("choose at least one variant")
@@ -79,20 +119,116 @@ def plan_runs(
     for variant in variants:
         mc = dataclasses.replace(base, variant=variant)
         for seed in seeds:
-            tc = dataclasses.replace(recipe(variant), seed=int(seed), data=data, **(overrides or {}))
-            if epochs is not None:
-                tc = dataclasses.replace(tc, epochs=int(epochs))
-            if tc.augment and mc.frozen and tc.views == 0:  # cached views keep epochs off the backbone
-                tc = dataclasses.replace(tc, views=recipe("linear").views)
-            runs.append(Run(mc, tc, Path(directory) / checkpoint_name(mc, int(seed), stamp)))
+            tc = recipe_for(variant, seed=int(seed), epochs=epochs, **(overrides or {}))
+            path = Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))
     return runs
 
 
-class _Reporter(Callback):
-    """Forwards fit's progress to a Job: overall fraction, a status line, and one record per epoch."""
+def recipe_for(variant: str, *, epochs: int | None = None, **fields) -> TrainConfig:
+    """The variant's recipe with `fields` replaced; frozen variants that augment cache their views
+    (so their epochs never run the backbone)."""
+    tc = dataclasses.replace(recipe(variant), **fields)
+    if epochs is not None:
+        tc = dataclasses.replace(tc, epochs=int(epochs))
+    if tc.augment and ModelConfig(variant).frozen and tc.views == 0:
+        tc = dataclasses.replace(tc, views=recipe("linear").views)
+    return tc
 
-    def __init__(self, job: Job, run: Run, index: int, total: int) -> None:
-        self.job, self.run, self.index, self.total = job, run, index, total
+
+# ---- training a list of runs
+
+
+@dataclass
+class Outcome:
+    """A finished (or cancelled) run as plain data, picklable across processes: its row (ROW_FIELDS),
+    its per-epoch history and the wall time of the whole `train_run` call."""
+
+    row: dict
+    history: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class RunObserver:
+    """What `train_runs` tells its caller about run `index` of `total`. Override what you need."""
+
+    def callbacks(self, index: int, total: int, run: Run) -> list[Callback]:
+        """fit() callbacks for this run (progress bars, job reports)."""
+        return []
+
+    def preparing(self, index: int, total: int, run: Run):
+        """A `progress(done, total)` hook for the run's download and feature extraction, or None."""
+        return None
+
+    def finished(self, index: int, total: int, run: Run, outcome: Outcome) -> None:
+        """The run has ended (cancelled runs too: outcome.row["cancelled"])."""
+
+
+def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
+    """Train one run with `fit` and describe it: its row (ROW_FIELDS), history and wall time."""
+    t0 = time.perf_counter()
+    result = fit(
+        run.model_config,
+        run.train_config,
+        run.machine,
+        callbacks=callbacks,
+        checkpoint_path=run.checkpoint_path,
+        stop=stop,
+        progress=progress,
+    )
+    row = describe(
+        result.model,
+        result.model_config,
+        result.train_config.to_dict(),
+        result.history,
+        result.best,
+        checkpoint=result.checkpoint_path,
+        cancelled=result.cancelled,
+        dataset=run.dataset,
+    )
+    return Outcome(row, result.history, time.perf_counter() - t0)
+
+
+def train_runs(runs: list[Run], *, observer: RunObserver | None = None, stop=None) -> list[Outcome]:
+    """Train `runs` in order (the CLI's compare and the app's jobs); stops after a cancelled run or when
+    `stop.is_set()`. Returns one Outcome per run that started."""
+    if not runs:
+        raise ValueError("nothing to train")
+    observer = observer or RunObserver()
+    outcomes = []
+    for i, run in enumerate(runs):
+        if stop is not None and stop.is_set():
+            break
+        outcome = train_run(
+            run,
+            callbacks=observer.callbacks(i, len(runs), run),
+            stop=stop,
+            progress=observer.preparing(i, len(runs), run),
+        )
+        outcomes.append(outcome)
+        observer.finished(i, len(runs), run, outcome)
+        if outcome.row["cancelled"]:
+            break
+    return outcomes
+
+
+# ---- the app's background job
+
+
+class _JobReporter(RunObserver, Callback):
+    """Forwards progress to a Job: overall fraction, a status line, and one record per epoch."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.index, self.total, self.run = 0, 1, None
+
+    def callbacks(self, index, total, run):
+        self.index, self.total, self.run = index, total, run
+        self.job.report(index / total, f"{run.label} ({index + 1}/{total}): preparing data and features")
+        return [self]
+
+    def finished(self, index, total, run, outcome):
+        self.job.report(message=f"{run.label}: done")
 
     def _fraction(self, p: Progress) -> float:
         return (self.index + p.fraction) / self.total
@@ -105,87 +241,84 @@ class _Reporter(Callback):
         )
 
     def on_epoch_end(self, p: Progress) -> None:
-        row = {
-            "run": self.run.label,
-            "variant": self.run.model_config.variant,
-            "seed": self.run.train_config.seed,
-        }
+        mc, tc = self.run.model_config, self.run.train_config
+        row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed}
         self.job.report(self._fraction(p), record={**row, **p.metrics})
 
 
 def training_work(runs: list[Run]):
-    """The job work for `runs`: trains them in order, stops at a cancel, returns one summary per run.
-
-    Each summary: label, variant, seed, checkpoint (str or None), best_epoch, val_acc, val_loss,
-    train_time_s, epochs_done, cancelled.
-    """
+    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run."""
     if not runs:
         raise ValueError("nothing to train")
 
     def work(job: Job) -> list[dict]:
-        summaries = []
-        for i, run in enumerate(runs):
-            if job.cancelled:
-                break
-            job.report(i / len(runs), f"{run.label} ({i + 1}/{len(runs)}): preparing data and features")
-            t0 = time.perf_counter()
-            result = fit(
-                run.model_config,
-                run.train_config,
-                callbacks=[_Reporter(job, run, i, len(runs))],
-                checkpoint_path=run.checkpoint_path,
-                stop=job,
-            )
-            best = result.best or {}
-            summaries.append(
-                {
-                    "label": run.label,
-                    "variant": run.model_config.variant,
-                    "seed": run.train_config.seed,
-                    "checkpoint": str(result.checkpoint_path) if result.checkpoint_path else None,
-                    "best_epoch": result.best_epoch,
-                    "val_acc": best.get("val_acc"),
-                    "val_loss": best.get("val_loss"),
-                    "train_time_s": time.perf_counter() - t0,
-                    "epochs_done": len(result.history),
-                    "cancelled": result.cancelled,
-                }
-            )
-            job.report(message=f"{run.label}: done")
-        return summaries
+        return [o.row for o in train_runs(runs, observer=_JobReporter(job), stop=job)]
 
     return work
 
 
-# ---- comparing finished runs
+# ---- describing finished runs
 
 
-def run_row(loaded) -> dict:
-    """One comparable row for a loaded checkpoint (`qtl.checkpoint.LoadedModel`).
+def describe(
+    model,
+    model_config: ModelConfig,
+    train_config: dict | None,
+    history: list[dict],
+    best: dict | None,
+    *,
+    checkpoint=None,
+    cancelled: bool = False,
+    dataset: str | None = None,
+) -> dict:
+    """The row (ROW_FIELDS) of a finished run, from what both `fit` and a checkpoint record.
 
-    Keys: variant, setup (what must match for runs to be seeds of one another), seed, best_epoch,
-    val_acc, val_loss (of the saved epoch), classical / quantum (trainable parameter counts), train_time_s
-    (sum over the recorded epochs).
+    classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's);
+    train_time_s: the sum over the recorded epochs; best_epoch, val_*, train_acc: the kept epoch's.
     """
     from qtl.heads import count_parameters
 
-    mc, metrics = loaded.model_config, loaded.metrics or {}
-    weights = "imagenet" if mc.pretrained else "random"
-    circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
-    counts = count_parameters(loaded.model, trainable_only=True)
-    if mc.frozen:  # frozen backbones are trained by nobody: count the head only
-        counts = count_parameters(loaded.model.head)
+    mc, tc, best = model_config, train_config or {}, best or {}
+    counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
     return {
+        "id": run_id(mc, tc, dataset) if tc else None,
+        "label": f"{mc.variant} seed {tc.get('seed')}",
         "variant": mc.variant,
-        "setup": f"{mc.variant} ({mc.backbone} {weights}{circuit})",
-        "seed": (loaded.train_config or {}).get("seed"),
-        "best_epoch": metrics.get("epoch"),
-        "val_acc": metrics.get("val_acc"),
-        "val_loss": metrics.get("val_loss"),
+        "setup": setup_of(mc),
+        "backbone": mc.backbone,
+        "weights": "imagenet" if mc.pretrained else "random",
+        "dataset": dataset,
+        "qubits": mc.circuit.n_qubits,
+        "depth": mc.circuit.depth,
+        "entangler": mc.circuit.entangler,
+        "rotation": mc.circuit.rotation,
+        "seed": tc.get("seed"),
+        "lr": tc.get("lr"),
+        "epochs": tc.get("epochs"),
+        "best_epoch": best.get("epoch"),
+        "val_acc": best.get("val_acc"),
+        "val_loss": best.get("val_loss"),
+        "train_acc": best.get("train_acc"),
         "classical": counts["classical"],
         "quantum": counts["quantum"],
-        "train_time_s": sum(row.get("time_s", 0.0) for row in loaded.history),
+        "train_time_s": sum(row.get("time_s", 0.0) for row in history),
+        "epochs_done": len(history),
+        "cancelled": bool(cancelled),
+        "checkpoint": str(checkpoint) if checkpoint else None,
     }
+
+
+def run_row(loaded) -> dict:
+    """The row (ROW_FIELDS) of a loaded checkpoint (`qtl.checkpoint.LoadedModel`), as `train_run` gives
+    for the run that wrote it."""
+    return describe(
+        loaded.model,
+        loaded.model_config,
+        loaded.train_config,
+        loaded.history,
+        loaded.metrics,
+        checkpoint=loaded.path,
+    )
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

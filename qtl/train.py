@@ -1,4 +1,4 @@
-"""Training: `TrainConfig`, `fit()`, callbacks and cancellation.
+"""Training: `fit()`, callbacks and cancellation (the configs it takes live in `qtl.config`).
 
     result = fit(ModelConfig("quantum"), recipe("quantum"), checkpoint_path="models/q.pt")
     result.history[-1]["val_acc"], result.best_epoch
@@ -29,68 +29,16 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from qtl.backbones import load_backbone
 from qtl.batches import evaluate_loader, evaluate_tensors, feature_batches, image_loaders, split_features
-from qtl.variants import Classifier, ModelConfig, build_model
-
-OPTIMIZERS = ("adam", "sgd")
+from qtl.checkpoint import backbone_fingerprint, save_checkpoint
+from qtl.config import MachineConfig, ModelConfig, TrainConfig
+from qtl.data import resolve_dataset, validate_dataset
+from qtl.variants import Classifier, build_model
 
 
 class Cancelled(Exception):
     """Raised (by a callback, or by `fit` when `stop` is set) to end a run early."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. `qtl.variants.recipe(variant)` gives each variant's defaults."""
-
-    epochs: int = 30  # passes over the training set; the paper trains the quantum head for 30
-    batch_size: int = 4  # the paper's and tutorial's batch size: small batches suit 245 images
-    optimizer: str = "adam"  # "adam" (the paper) or "sgd" (the tutorial's fine-tuning)
-    lr: float = 4e-4  # head learning rate (and backbone's, unless backbone_lr is set)
-    backbone_lr: float | None = None  # a separate, usually smaller, rate for a trainable backbone
-    momentum: float = 0.9  # SGD only
-    step_size: int = 10  # StepLR: multiply the learning rates by gamma every step_size epochs
-    gamma: float = 0.1  # StepLR decay factor
-    augment: bool = False  # RandomResizedCrop + horizontal flip on training images
-    views: int = 0  # frozen variants with augment: augmented views per image to cache (0: no cache)
-    shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
-    seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
-    device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or any torch device string
-    data: str | None = None  # dataset root (train/ and val/); None: QTL_DATA_DIR or hymenoptera
-    num_workers: int = 0  # DataLoader workers for image batches; 0 loads in the training process
-    cache_dir: str | None = None  # feature cache folder; None: qtl.features' default
-    cpu_threads: int | None = None  # torch CPU threads during the run; None: 1 for a small head on cached
-    # features (threads only add synchronisation to such tiny steps, 10x+ on a busy CPU), else unchanged
-
-    def __post_init__(self) -> None:
-        for name in ("data", "cache_dir"):  # plain strings keep the config checkpoint- and JSON-safe
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, str(getattr(self, name)))
-        for name in ("epochs", "batch_size", "step_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.lr > 0 or (self.backbone_lr is not None and not self.backbone_lr > 0):
-            raise ValueError(
-                f"learning rates must be positive, got lr={self.lr}, backbone_lr={self.backbone_lr}"
-            )
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.views < 0 or self.num_workers < 0:
-            raise ValueError("views and num_workers must not be negative")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads must be at least 1 (or None), got {self.cpu_threads}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -203,6 +151,7 @@ def _check_stop(stop: StopFlag | None) -> None:
 def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
+    machine: MachineConfig | None = None,
     *,
     callbacks: Sequence[Callback] = (),
     checkpoint_path: str | Path | None = None,
@@ -214,20 +163,18 @@ def fit(
     """Train a variant and keep its best epoch by val accuracy (ties: lower val loss).
 
     model_config: the architecture; empty class_names are filled from the dataset.
-    train_config: the recipe (see `qtl.variants.recipe`).
+    train_config: the recipe (see `qtl.config.recipe`).
+    machine: where the data and feature cache are, the device, workers and threads (default: auto).
     callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
     checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
     data: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F), labels
-        (N,), classes) used instead of extracting features from `train_config.data`.
+        (N,), classes) used instead of extracting features from `machine.data_dir`.
     model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
     stop: anything with `is_set()` (a threading.Event); checked after every batch.
     progress: passed to feature extraction and dataset download (progress reporting while preparing).
     """
-    from qtl.backbones import load_backbone
-    from qtl.checkpoint import backbone_fingerprint, save_checkpoint
-
-    tc = train_config
-    device = resolve_device(tc.device)
+    tc, machine = train_config, machine or MachineConfig()
+    device = resolve_device(machine.device)
     use_features = model_config.frozen and (not tc.augment or tc.views > 0)
     if data is not None and not model_config.frozen:
         raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
@@ -235,9 +182,7 @@ def fit(
     # ---- data: class names, then cached features or image loaders
     root = None
     if data is None:
-        from qtl.data import resolve_dataset, validate_dataset
-
-        root = resolve_dataset(tc.data, progress=progress)
+        root = resolve_dataset(machine.data_dir, progress=progress)
         classes = tuple(validate_dataset(root))
     else:
         classes = tuple(data[0].classes)
@@ -263,17 +208,17 @@ def fit(
     val_loader = None
     if use_features:
         train_set, val_set = (
-            split_features(mc, tc, root, device, progress, backbone) if data is None else data
+            split_features(mc, tc, machine, root, device, progress, backbone) if data is None else data
         )
         train_x = torch.as_tensor(train_set.features, dtype=torch.float32).to(device)  # (N, F) or (V, N, F)
         train_y = torch.as_tensor(train_set.labels, dtype=torch.long).to(device)  # (N,)
         batches = math.ceil(len(train_y) / tc.batch_size)
     else:
-        train_loader, val_loader = image_loaders(mc, tc, root, shuffle_gen, device)
+        train_loader, val_loader = image_loaders(mc, tc, machine, root, shuffle_gen, device)
         batches = len(train_loader)
         if mc.frozen:  # fresh augmented crops every epoch, but the val features can still be cached
             _, val_set = split_features(
-                mc, dataclasses.replace(tc, augment=False), root, device, progress, backbone
+                mc, dataclasses.replace(tc, augment=False), machine, root, device, progress, backbone
             )
     if val_loader is None:
         val_x = torch.as_tensor(val_set.features, dtype=torch.float32).to(device)  # (N_val, F)
@@ -308,7 +253,7 @@ def fit(
 
     threads = torch.get_num_threads()
     try:
-        run_threads = tc.cpu_threads or _auto_threads(mc, tc, use_features, device)
+        run_threads = machine.cpu_threads or _auto_threads(mc, tc, use_features, device)
         if run_threads is not None:
             torch.set_num_threads(run_threads)
         for epoch in range(1, tc.epochs + 1):

@@ -1,4 +1,4 @@
-"""The five transfer-learning variants: names, recipes, `ModelConfig` and `build_model`.
+"""The five transfer-learning variants as models: `Classifier`, `build_head` and `build_model`.
 
 | variant             | backbone  | head                                  |
 |---------------------|-----------|---------------------------------------|
@@ -10,119 +10,16 @@
 
 Every model is a `Classifier`: a backbone mapping images (B, 3, H, W) to features (B, F), and a head
 mapping features (B, F) to logits (B, C). Frozen variants train only the head, on cached features.
+Their names, `ModelConfig` and recipes live in the torch-free `qtl.config`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig
 from qtl.heads import DressedClassical, DressedQuantumCircuit
-from qtl.names import DEFAULT_VARIANT, FROZEN_VARIANTS, QUANTUM_VARIANTS, VARIANTS
-
-if TYPE_CHECKING:
-    from qtl.train import TrainConfig
-
-
-def check_variant(variant: str) -> str:
-    """Return `variant` if it is known, else raise ValueError listing the choices."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    return variant
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model's architecture (not its weights)."""
-
-    variant: str = DEFAULT_VARIANT  # one of VARIANTS
-    backbone: str = "resnet18"  # a name in qtl.backbones.BACKBONES
-    pretrained: bool = True  # ImageNet weights; False gives a seeded random-init backbone
-    class_names: tuple[str, ...] = ()  # output classes in label order; empty: fit() takes the dataset's
-    circuit: CircuitConfig = field(default_factory=CircuitConfig)  # the circuit; also the classical width
-    engine: str = "native"  # simulator of the quantum variants: "native" or a PennyLane device name
-    diff_method: str = "best"  # PennyLane engines only: how gradients are computed
-    shots: int | None = None  # PennyLane engines only: None gives exact expectation values
-    q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
-
-    def __post_init__(self) -> None:
-        check_variant(self.variant)
-        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
-        if len(self.class_names) == 1:
-            raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
-        if isinstance(self.circuit, dict):
-            object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
-
-    @property
-    def frozen(self) -> bool:
-        """True when the backbone is frozen and only the head trains (on cached features)."""
-        return self.variant in FROZEN_VARIANTS
-
-    @property
-    def is_quantum(self) -> bool:
-        """True when the head contains a variational circuit."""
-        return self.variant in QUANTUM_VARIANTS
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    def engine_options(self) -> dict:
-        """Keyword options for `make_engine`; the native engine takes none of the PennyLane ones."""
-        if self.engine == "native":
-            return {}
-        return {"diff_method": self.diff_method, "shots": self.shots}
-
-    def to_dict(self) -> dict:
-        """Plain Python values only (str, int, float, bool, None, list, dict): safe in checkpoints."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["class_names"] = list(self.class_names)
-        d["circuit"] = self.circuit.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        d = dict(d)
-        if "circuit" in d and isinstance(d["circuit"], dict):
-            d["circuit"] = CircuitConfig.from_dict(d["circuit"])
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
-
-
-# The paper's recipe (Mari et al. 2019) and the PyTorch transfer learning tutorial's.
-_PAPER = dict(epochs=30, batch_size=4, optimizer="adam", lr=4e-4, step_size=10, gamma=0.1)
-_TUTORIAL = dict(
-    epochs=25, batch_size=4, optimizer="sgd", lr=1e-3, momentum=0.9, step_size=7, gamma=0.1, augment=True
-)
-#: TrainConfig fields per variant; `recipe` builds them.
-RECIPES = {
-    "quantum": _PAPER,
-    "dressed-classical": _PAPER,
-    "finetuned": _TUTORIAL,
-    "linear": {**_TUTORIAL, "views": 5},  # 5 cached augmented views: its epochs never run the backbone
-    "hybrid": {**_PAPER, "epochs": 25, "backbone_lr": 1e-4, "augment": True},
-}
-
-
-def recipe(variant: str) -> TrainConfig:
-    """The training defaults of a variant (the issue's table); override fields with dataclasses.replace.
-
-    quantum, dressed-classical: Adam lr 4e-4, StepLR(10, 0.1), batch 4, 30 epochs, no augmentation.
-    finetuned, linear: SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1), batch 4, 25 epochs,
-        RandomResizedCrop + flip (linear caches 5 augmented views so its epochs skip the backbone).
-    hybrid: Adam, head lr 4e-4 and backbone lr 1e-4, StepLR(10, 0.1), batch 4, 25 epochs, augmentation.
-    """
-    from qtl.train import TrainConfig
-
-    return TrainConfig(**RECIPES[check_variant(variant)])
 
 
 class Classifier(nn.Module):

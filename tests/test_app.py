@@ -48,16 +48,16 @@ def app_env(tmp_path_factory):
 def checkpoints(app_env) -> dict[str, Path]:
     """quantum (seeds 0 and 1), linear and finetuned, 1 epoch each, trained by the library into a folder."""
     from qtl.circuit import CircuitConfig
+    from qtl.config import ModelConfig
     from qtl.runs import plan_runs
     from qtl.train import fit
-    from qtl.variants import ModelConfig
 
     base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(3, 2))
     runs = plan_runs(["quantum"], base, [0, 1], app_env / "trained", epochs=1)
     runs += plan_runs(["linear", "finetuned"], base, [0], app_env / "trained", epochs=1)
     out = {}
     for run in runs:
-        result = fit(run.model_config, run.train_config, checkpoint_path=run.checkpoint_path)
+        result = fit(run.model_config, run.train_config, run.machine, checkpoint_path=run.checkpoint_path)
         out[run.label.replace(" seed ", "-")] = result.checkpoint_path
     return out
 

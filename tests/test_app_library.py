@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import socket
 import statistics
-import subprocess
-import sys
 
 import pytest
 
 from qtl.checkpoint import CheckpointError, checkpoint_name
+from qtl.config import ModelConfig
 from qtl.difflab import LabCase, run_case, run_lab
 from qtl.runs import mean_std, parse_seeds, plan_runs, summarise
 from qtl.status import reachable
 from qtl.store import delete_checkpoint, import_checkpoint, safe_name
-from qtl.variants import ModelConfig
 
 
 class TestRuns:
@@ -104,19 +102,6 @@ class TestStatus:
 
 
 class TestDiffLab:
-    def test_diff_methods_are_listed_without_loading_torch_or_pennylane(self):
-        """The app's forms offer qtl.engines.DIFF_METHODS before torch is imported; PennyLane checks them."""
-        code = (
-            "from qtl.engines import DIFF_METHODS; from qtl.engines import pennylane as p; "
-            "assert p.DIFF_METHODS is DIFF_METHODS; print(DIFF_METHODS)"
-        )
-        light = "import sys; from qtl.engines import DIFF_METHODS; print('torch' in sys.modules)"
-        assert (
-            subprocess.run([sys.executable, "-c", light], capture_output=True, text=True).stdout == "False\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        assert "parameter-shift" in out and "best" in out
-
     def test_pennylane_backprop_gradients_agree_with_reference(self):
         result = run_case(LabCase("default.qubit", "backprop", n_qubits=3, depth=2, batch=4), repeats=1)
         assert result.error is None and result.step_ms > 0

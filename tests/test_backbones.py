@@ -28,6 +28,7 @@ from qtl.backbones import (
     weights_id,
     weights_status,
 )
+from qtl.config import BACKBONE_NAMES
 
 TORCHVISION_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -68,8 +69,9 @@ class TestBuild:
             torch.testing.assert_close(head(out), reference(x), rtol=1e-4, atol=1e-4)
 
     def test_default_is_resnet18(self):
-        """The paper's backbone is the default."""
+        """The paper's backbone is the default; the torch-free names the CLI offers are BACKBONES' keys."""
         assert DEFAULT_BACKBONE == "resnet18"
+        assert BACKBONE_NAMES == tuple(BACKBONES)
         assert set(BACKBONES) == {
             "resnet18",
             "resnet34",

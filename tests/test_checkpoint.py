@@ -23,8 +23,8 @@ from qtl.checkpoint import (
     save_checkpoint,
 )
 from qtl.circuit import CircuitConfig
-from qtl.train import TrainConfig
-from qtl.variants import FROZEN_VARIANTS, VARIANTS, ModelConfig, build_model
+from qtl.config import FROZEN_VARIANTS, MACHINE_KEYS, VARIANTS, ModelConfig, TrainConfig
+from qtl.variants import build_model
 
 CLASSES = ("ants", "bees")
 HISTORY = [
@@ -103,6 +103,26 @@ class TestRoundTrip:
         assert (info.n_qubits, info.depth, info.val_acc, info.best_epoch) == (3, 2, 0.75, 1)
         assert info.created and info.size_bytes == path.stat().st_size
         assert info.meta["parameters"]["quantum"] == 6
+
+    def test_records_the_recipe_not_the_machine(self, tmp_path):
+        """The train config saved is the recipe alone: no device, data folder, cache, workers or threads."""
+        _, _, path = saved(tmp_path / "q.pt")
+        recorded = load_checkpoint(path).train_config
+        assert recorded == TrainConfig(epochs=1).to_dict()
+        assert not MACHINE_KEYS & set(recorded)
+
+    def test_older_checkpoint_with_machine_settings_loads(self, tmp_path):
+        """A file from before the recipe/machine split (machine keys in its train config) still loads,
+        and its recipe reads back without them."""
+        model, _, path = saved(tmp_path / "q.pt")
+        legacy = {"device": "cuda", "data": "/data/x", "num_workers": 2, "cache_dir": None, "cpu_threads": 1}
+        old = edited(path, tmp_path / "old.pt", lambda p: p["train_config"].update(legacy))
+        loaded = load_checkpoint(old)
+        assert loaded.train_config["device"] == "cuda"  # the file's record, as written
+        assert TrainConfig.from_dict(loaded.train_config) == TrainConfig(epochs=1)
+        f = torch.randn(2, 512)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.model.forward_features(f), model.forward_features(f))
 
     def test_info_never_builds_a_model(self, tmp_path, monkeypatch):
         """read_checkpoint_info works even when building a model would fail."""

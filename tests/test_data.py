@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import http.server
 import io
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -30,6 +32,7 @@ from qtl.data import (
     resolve_dataset,
     validate_dataset,
 )
+from qtl.files import WriteError
 
 # (file name, PIL mode written, PIL format) for every accepted extension, in both letter cases.
 FORMATS = [
@@ -346,6 +349,19 @@ class TestDownload:
         with pytest.raises(DatasetError, match="more than the expected"):
             download_hymenoptera(tmp_path / "d", url=url, size=size - 1, sha256=sha)
         assert not (tmp_path / "d").exists()
+
+    def test_full_disk_is_not_called_offline(self, served_zip, tmp_path, monkeypatch):
+        """The disk refusing the zip is a WriteError naming the file, not "cannot download"; nothing stays."""
+        url, size, sha = served_zip
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "fsync", full)
+        dest = tmp_path / "data" / "hymenoptera_data"
+        with pytest.raises(WriteError, match=r"archive\.zip: No space left on device"):
+            download_hymenoptera(dest, url=url, size=size, sha256=sha)
+        assert list(dest.parent.iterdir()) == []
 
     def test_offline_says_where_to_put_it(self, tmp_path):
         listener = socket.socket()

@@ -45,7 +45,9 @@ def _cases(seed: int = 13) -> list[tuple[CircuitConfig, int]]:
 
 def _inputs(config: CircuitConfig, batch: int, seed: int, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    angles = ((torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) - 0.5) * torch.pi).to(dtype)
+    angles = ((torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) - 0.5) * torch.pi).to(
+        dtype
+    )
     weights = (torch.randn(config.weight_shape, generator=g, dtype=torch.float64) * 2).to(dtype)
     cotangent = (torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
     return angles, weights, cotangent
@@ -65,7 +67,9 @@ def _native(config: CircuitConfig, batch: int, seed: int):
 
 
 class TestExact:
-    @pytest.mark.parametrize(("config", "batch"), _cases(), ids=lambda v: str(v) if isinstance(v, int) else None)
+    @pytest.mark.parametrize(
+        ("config", "batch"), _cases(), ids=lambda v: str(v) if isinstance(v, int) else None
+    )
     def test_agrees_with_native_float64(self, config, batch):
         """Values and both gradients agree with the statevector to 1e-9 when no bond is cut."""
         engine = make_engine(config, "mps")

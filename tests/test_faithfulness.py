@@ -16,9 +16,10 @@ import torch
 from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step
 from torch import nn
 
+from qtl.config import ModelConfig, recipe
 from qtl.features import FeatureSet
 from qtl.train import Callback, fit
-from qtl.variants import ModelConfig, build_model, recipe
+from qtl.variants import build_model
 
 CLASSES = ("ants", "bees")
 

@@ -1,10 +1,15 @@
 """qtl.files.atomic_write: all or nothing."""
 
+import errno
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from qtl.files import FILE_MODE, atomic_write
+from qtl import files
+from qtl.files import FILE_MODE, WriteError, atomic_write
 
 
 class TestAtomicWrite:
@@ -34,3 +39,65 @@ class TestAtomicWrite:
             f.write(b"abc")
             f.flush()
             assert open(f.name, "rb").read() == b"abc"
+
+
+class TestFaults:
+    def test_a_dead_writers_temporary_file_is_removed_by_the_next_write(self, tmp_path):
+        """Temporary files of exited writers on this host go; a live writer's, another host's and any
+        other file stay."""
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        host = files._host()
+        orphan = tmp_path / f".a.pt.{host}-{int(dead.stdout)}.x1y2.part"
+        live = tmp_path / f".a.pt.{host}-{os.getpid()}.x1y2.part"
+        elsewhere = tmp_path / f".a.pt.{host}other-{int(dead.stdout)}.x1y2.part"
+        other = tmp_path / ".hidden.part"
+        for p in (orphan, live, elsewhere, other):
+            p.write_bytes(b"half")
+        with atomic_write(tmp_path / "b.pt") as f:
+            f.write(b"whole")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["b.pt", live.name, elsewhere.name, other.name]
+        )
+
+    def test_a_refusing_disk_raises_write_error_and_keeps_the_old_file(self, tmp_path, monkeypatch):
+        """ENOSPC while writing: WriteError (an OSError) naming the file; old bytes and folder intact."""
+        path = tmp_path / "a.bin"
+        path.write_bytes(b"old")
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(
+            WriteError, match=r"^cannot write .*a\.bin: No space left on device; any previous"
+        ):
+            with atomic_write(path) as f:
+                f.write(b"new")
+        assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.bin"]
+
+    def test_other_errors_pass_through(self, tmp_path):
+        """An OSError that is not about the disk's room (here: a missing file read in the block) keeps
+        its type and message."""
+        with pytest.raises(FileNotFoundError), atomic_write(tmp_path / "a.bin") as f:
+            f.write((tmp_path / "missing").read_bytes())
+        assert os.listdir(tmp_path) == []
+
+    def test_atomic_save_failing_disk_is_a_write_error_not_torchs_runtime_error(self, tmp_path):
+        """torch.save streaming into a file reports a failed write as "unexpected pos" (RuntimeError);
+        atomic_save, under a real file size limit in a child process, raises WriteError."""
+        code = (
+            "import resource, signal, sys, torch\n"
+            "from qtl.files import WriteError, atomic_save\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+            "try:\n"
+            f"    atomic_save({{'w': torch.zeros(10_000)}}, {str(tmp_path / 'w.pt')!r})\n"
+            "except WriteError as exc:\n"
+            "    print(exc)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert (
+            done.stdout.strip()
+            == f"cannot write {tmp_path / 'w.pt'}: File too large; any previous w.pt is kept"
+        )
+        assert os.listdir(tmp_path) == []

@@ -14,11 +14,12 @@ from PIL import Image
 from qtl.backbones import image_transform
 from qtl.checkpoint import load_checkpoint, save_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.data import ImageLoadError
 from qtl.engines import make_engine
 from qtl.inference import evaluate, predict, quantum_trace
 from qtl.train import fit
-from qtl.variants import ModelConfig, build_model, recipe
+from qtl.variants import build_model
 
 CLASSES = ("cats", "dogs")
 
@@ -132,8 +133,9 @@ class TestQuantumTrace:
 class TestEvaluate:
     def test_reproduces_the_best_val_accuracy(self, folder, tmp_path):
         """Evaluating the saved best epoch gives the val accuracy fit() recorded for it."""
-        tc = dataclasses.replace(recipe("quantum"), epochs=3, lr=0.01, data=str(folder))
-        result = fit(ModelConfig("quantum", pretrained=False), tc, checkpoint_path=tmp_path / "q.pt")
+        tc = dataclasses.replace(recipe("quantum"), epochs=3, lr=0.01)
+        machine = MachineConfig(data_dir=folder)
+        result = fit(ModelConfig("quantum", pretrained=False), tc, machine, checkpoint_path=tmp_path / "q.pt")
         ev = evaluate(load_checkpoint(tmp_path / "q.pt"), folder)
         assert ev.metrics["accuracy"] == pytest.approx(result.best["val_acc"])
         assert ev.metrics["loss"] == pytest.approx(result.best["val_loss"], abs=1e-5)

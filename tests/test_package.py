@@ -1,5 +1,7 @@
-"""qtl is a plain library: importing every module of it never loads streamlit."""
+"""qtl is a plain library: importing every module of it never loads streamlit, its modules import one
+another without cycles, and its configs and names load without torch."""
 
+import ast
 import subprocess
 import sys
 
@@ -24,8 +26,99 @@ def test_no_module_of_qtl_imports_streamlit():
     assert out[1] == "False"
 
 
+def loads_torch(statement: str) -> bool:
+    """Whether running `statement` in a fresh interpreter imports torch."""
+    probe = f"import sys; {statement}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"
+
+
 def test_paths_are_known_without_torch():
     """qtl.paths (asked by the app's first page and the CLI) answers without loading torch."""
-    probe = "import sys, qtl.paths as p; p.models_dir(); p.default_data_dir(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert not loads_torch("import qtl.paths as p; p.models_dir(); p.default_data_dir()")
+
+
+def test_configs_and_recipes_without_torch():
+    """qtl.config (names, configs, recipes) builds and round-trips its configs without loading torch;
+    the control proves the probe sees torch when a module does load it."""
+    assert not loads_torch(
+        "from qtl.config import MachineConfig, ModelConfig, TrainConfig, recipe; "
+        "ModelConfig.from_dict(ModelConfig('hybrid', class_names=('a', 'b')).to_dict()); "
+        "TrainConfig.from_dict(recipe('linear').to_dict()); MachineConfig(data_dir='.')"
+    )
+    assert loads_torch("import qtl.variants")
+
+
+def module_imports() -> dict[str, set[str]]:
+    """qtl module -> the qtl modules it imports anywhere in its file (at the top or inside a function;
+    not under `if TYPE_CHECKING:`, which never runs). `from pkg import name` counts as importing the
+    submodule pkg.name when there is one, else pkg."""
+    files = {}
+    for path in (REPO / "qtl").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def imported(node: ast.AST, name: str, path) -> set[str]:
+        if isinstance(node, ast.Import):
+            return {a.name for a in node.names if a.name in files}
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        base = node.module or ""
+        if node.level:  # relative: from . import x, from ..y import z
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+        return {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names} & set(files)
+
+    graph = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        type_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for stmt in block.body
+            for n in ast.walk(stmt)
+        }
+        graph[name] = set().union(
+            *(
+                imported(n, name, path)
+                for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in type_only
+            )
+        ) - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (a list of modules, first == last), or None."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt, stack)):
+                return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [])):
+            return cycle
+    return None
+
+
+def test_the_import_graph_of_qtl_has_no_cycles():
+    """No qtl module imports (even lazily, inside a function) one that imports it back."""
+    graph = module_imports()
+    assert {"qtl.config", "qtl.train", "qtl.engines.native"} <= set(graph)
+    assert {"qtl.config", "qtl.checkpoint", "qtl.batches"} <= graph["qtl.train"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    """Control: a lazy two-module circle and a longer one are found; a diamond is not a cycle."""
+    assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None

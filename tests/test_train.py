@@ -13,18 +13,18 @@ from conftest import make_image_folder
 from torch import nn
 
 from qtl.checkpoint import load_checkpoint
+from qtl.config import VARIANTS, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.features import FeatureSet
-from qtl.train import Callback, Cancelled, TrainConfig, fit, make_optimizer, resolve_device
-from qtl.variants import VARIANTS, ModelConfig, build_model, recipe
+from qtl.train import Callback, Cancelled, fit, make_optimizer, resolve_device
+from qtl.variants import build_model
 
 CLASSES = ["cats", "dogs"]
 
 
-def quick(variant: str, root=None, **overrides) -> TrainConfig:
+def quick(variant: str, **overrides) -> TrainConfig:
     """The variant's recipe, cut down to seconds: 1 epoch, at most 2 cached views."""
     r = recipe(variant)
-    base = {"epochs": 1, "views": min(r.views, 2), "data": str(root) if root else None}
-    return dataclasses.replace(r, **{**base, **overrides})
+    return dataclasses.replace(r, **{"epochs": 1, "views": min(r.views, 2), **overrides})
 
 
 def synthetic_features(n=24, seed=0):
@@ -76,7 +76,7 @@ class Exploding(nn.Module):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_variant_trains_one_epoch(micro_folder, variant):
     """One epoch of each variant's recipe on a tiny image folder records a full history row."""
-    result = fit(ModelConfig(variant, pretrained=False), quick(variant, micro_folder))
+    result = fit(ModelConfig(variant, pretrained=False), quick(variant), MachineConfig(data_dir=micro_folder))
     assert result.model_config.class_names == ("cats", "dogs")
     assert len(result.history) == 1 and result.best_epoch == 1 and not result.cancelled
     row = result.history[0]
@@ -90,9 +90,9 @@ class TestReproducibility:
     def test_frozen_same_seed_same_metrics(self, tiny_image_folder):
         """quantum through the real feature cache: equal seeds agree to 1e-6, another seed differs."""
         mc = ModelConfig("quantum", pretrained=False)
-        tc = quick("quantum", tiny_image_folder, epochs=3)
-        a, b = fit(mc, tc), fit(mc, tc)
-        c = fit(mc, dataclasses.replace(tc, seed=1))
+        tc, machine = quick("quantum", epochs=3), MachineConfig(data_dir=tiny_image_folder)
+        a, b = fit(mc, tc, machine), fit(mc, tc, machine)
+        c = fit(mc, dataclasses.replace(tc, seed=1), machine)
         for ra, rb in zip(without_time(a.history), without_time(b.history), strict=True):
             assert ra == pytest.approx(rb, abs=1e-6, rel=0)
         assert without_time(a.history) != without_time(c.history)
@@ -100,8 +100,8 @@ class TestReproducibility:
     def test_trainable_backbone_same_seed_same_metrics(self, micro_folder):
         """finetuned with augmentation and shuffling: equal seeds agree to 1e-6."""
         mc = ModelConfig("finetuned", pretrained=False)
-        tc = quick("finetuned", micro_folder, batch_size=2)
-        a, b = fit(mc, tc), fit(mc, tc)
+        tc, machine = quick("finetuned", batch_size=2), MachineConfig(data_dir=micro_folder)
+        a, b = fit(mc, tc, machine), fit(mc, tc, machine)
         assert without_time(a.history)[0] == pytest.approx(without_time(b.history)[0], abs=1e-6, rel=0)
         for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
             torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0)
@@ -211,7 +211,7 @@ class TestFrozenPath:
         mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
         model = build_model(mc)
         model.backbone = Exploding()
-        r = fit(mc, quick("quantum", tiny_image_folder, epochs=2), model=model)
+        r = fit(mc, quick("quantum", epochs=2), MachineConfig(data_dir=tiny_image_folder), model=model)
         assert len(r.history) == 2
 
     def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder):
@@ -220,7 +220,8 @@ class TestFrozenPath:
         model = build_model(mc)
         calls = []
         model.backbone.register_forward_hook(lambda *_: calls.append(1))
-        fit(mc, quick("linear", micro_folder, epochs=2, views=0, batch_size=2), model=model)
+        tc = quick("linear", epochs=2, views=0, batch_size=2)
+        fit(mc, tc, MachineConfig(data_dir=micro_folder), model=model)
         assert len(calls) == 2 * 2  # 4 training images, batch 2: two backbone passes per epoch
 
     def test_cached_views_are_used(self, tiny_image_folder):
@@ -228,7 +229,9 @@ class TestFrozenPath:
         mc = ModelConfig("linear", pretrained=False, class_names=("cats", "dogs"))
         model = build_model(mc)
         model.backbone = Exploding()
-        r = fit(mc, quick("linear", tiny_image_folder, epochs=2, views=2), model=model)
+        r = fit(
+            mc, quick("linear", epochs=2, views=2), MachineConfig(data_dir=tiny_image_folder), model=model
+        )
         assert len(r.history) == 2
 
     def test_cold_cache_builds_and_hashes_the_backbone_once(self, tiny_image_folder, tmp_path, monkeypatch):
@@ -236,6 +239,7 @@ class TestFrozenPath:
         import qtl.backbones
         import qtl.checkpoint
         import qtl.features
+        import qtl.train
 
         calls = {"load_backbone": 0, "backbone_fingerprint": 0}
 
@@ -249,14 +253,14 @@ class TestFrozenPath:
             return wrapper
 
         build = counted(qtl.backbones, "load_backbone")
-        for module in (qtl.backbones, qtl.features):
+        for module in (qtl.backbones, qtl.features, qtl.train):
             monkeypatch.setattr(module, "load_backbone", build)
-        monkeypatch.setattr(
-            qtl.checkpoint, "backbone_fingerprint", counted(qtl.checkpoint, "backbone_fingerprint")
-        )
+        fingerprint = counted(qtl.checkpoint, "backbone_fingerprint")
+        for module in (qtl.checkpoint, qtl.train):
+            monkeypatch.setattr(module, "backbone_fingerprint", fingerprint)
         mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
-        tc = quick("quantum", tiny_image_folder, epochs=3, cache_dir=str(tmp_path / "cache"))
-        r = fit(mc, tc, checkpoint_path=tmp_path / "q.pt")
+        machine = MachineConfig(data_dir=tiny_image_folder, cache_dir=tmp_path / "cache")
+        r = fit(mc, quick("quantum", epochs=3), machine, checkpoint_path=tmp_path / "q.pt")
         assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # a cold cache: both splits extracted
         assert calls == {"load_backbone": 1, "backbone_fingerprint": 1}
         monkeypatch.undo()
@@ -298,9 +302,18 @@ class TestErrors:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**{field: value})
 
+    @pytest.mark.parametrize(
+        "field, value, message", [("num_workers", -1, "num_workers"), ("cpu_threads", 0, "cpu_threads")]
+    )
+    def test_bad_machine_config(self, field, value, message):
+        """Invalid machine settings fail when the config is made."""
+        with pytest.raises(ValueError, match=message):
+            MachineConfig(**{field: value})
+
     def test_paths_are_stored_as_strings(self, tmp_path):
-        """A pathlib data folder becomes a string, so the config stays checkpoint-safe."""
-        assert TrainConfig(data=tmp_path, cache_dir=tmp_path).to_dict()["data"] == str(tmp_path)
+        """pathlib folders become strings, so the machine settings stay JSON-safe."""
+        m = MachineConfig(data_dir=tmp_path, cache_dir=tmp_path)
+        assert (m.data_dir, m.cache_dir) == (str(tmp_path), str(tmp_path))
 
     def test_auto_device(self):
         """auto picks CUDA when present, else the CPU."""

@@ -10,9 +10,9 @@ from torch import nn
 
 from qtl.checkpoint import backbone_fingerprint
 from qtl.circuit import CircuitConfig
+from qtl.config import FROZEN_VARIANTS, VARIANTS, ModelConfig, TrainConfig, recipe
 from qtl.heads import DressedClassical, DressedQuantumCircuit, count_parameters
-from qtl.train import TrainConfig
-from qtl.variants import FROZEN_VARIANTS, VARIANTS, Classifier, ModelConfig, build_model, recipe
+from qtl.variants import Classifier, build_model
 
 CLASSES = ("ants", "bees")
 

@@ -21,7 +21,7 @@ def quickstart_epochs() -> dict[str, int]:
 
 def model_config(variant: str | None = None):
     """A qtl ModelConfig from the active configuration (class names come from the dataset in fit)."""
-    from qtl.variants import ModelConfig
+    from qtl.config import ModelConfig
 
     c = st.session_state["config"]
     classes = dataset_classes(settings().data_dir)
@@ -40,13 +40,13 @@ def model_config(variant: str | None = None):
 
 def quickstart_runs() -> list:
     """The quick start's runs: quantum, linear and finetuned, seed 0, into this session's area."""
+    from qtl.config import MachineConfig
     from qtl.runs import plan_runs
 
+    machine = MachineConfig(data_dir=settings().data_dir)
     runs = []
     for variant, epochs in quickstart_epochs().items():
-        runs += plan_runs(
-            [variant], model_config(), [0], session_dir(), epochs=epochs, data=settings().data_dir
-        )
+        runs += plan_runs([variant], model_config(), [0], session_dir(), epochs=epochs, machine=machine)
     return runs
 
 
@@ -55,6 +55,7 @@ def planned_runs() -> list:
 
     Raises ValueError for anything invalid (bad seeds, too many runs, an impossible engine setting).
     """
+    from qtl.config import MachineConfig
     from qtl.engines import make_engine
     from qtl.runs import parse_seeds, plan_runs
 
@@ -76,5 +77,5 @@ def planned_runs() -> list:
         session_dir(),
         epochs=int(c["epochs"]),
         overrides=overrides if c["override_recipe"] else None,
-        data=s.data_dir,
+        machine=MachineConfig(data_dir=s.data_dir),
     )

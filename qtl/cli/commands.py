@@ -1,7 +1,7 @@
 """One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
 
 Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
-This module imports torch (via qtl.train and qtl.variants), so `main` imports it only once a command
+This module imports torch (via qtl.train), so `main` imports it only once a command
 runs; the library functions a handler calls are imported inside it, at call time.
 """
 
@@ -22,9 +22,9 @@ from qtl.cli.output import (
     predictions_document,
     write_compare,
 )
-from qtl.cli.progress import BarCallback, ProgressBar
+from qtl.cli.progress import BarCallback, ProgressBar, RunsBar
+from qtl.config import MachineConfig, ModelConfig
 from qtl.train import resolve_device
-from qtl.variants import ModelConfig
 
 # ---- configs from arguments
 
@@ -45,6 +45,7 @@ def _model_config(args, variant: str) -> ModelConfig:
         engine=args.engine,
         diff_method=args.diff_method,
         shots=args.shots,
+        max_bond=args.max_bond,
         q_delta=args.q_delta,
     )
 
@@ -56,6 +57,12 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
 
     overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
     directory = Path(args.models_dir) if args.models_dir else models_dir()
+    machine = MachineConfig(
+        device=args.device,
+        data_dir=str(root),
+        cache_dir=args.cache_dir,
+        num_workers=getattr(args, "num_workers", None) or 0,
+    )
     runs = plan_runs(
         variants,
         _model_config(args, variants[0]),
@@ -63,12 +70,9 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
         directory,
         epochs=args.epochs,
         overrides=overrides,
-        data=str(root),
+        machine=machine,
     )
-    extra = {"device": args.device, "cache_dir": args.cache_dir}
-    for name in ("backbone_lr", "views", "num_workers"):
-        if getattr(args, name, None) is not None:
-            extra[name] = getattr(args, name)
+    extra = {k: getattr(args, k) for k in ("backbone_lr", "views") if getattr(args, k, None) is not None}
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
@@ -76,22 +80,6 @@ def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
     from qtl.data import resolve_dataset
 
     return resolve_dataset(path, download=download, progress=bar.hook("downloading dataset", unit="B"))
-
-
-def _loaded_from_fit(result):
-    """A fit() result as a `LoadedModel` (what `qtl.runs.run_row` reads), without reloading the file."""
-    from qtl.checkpoint import LoadedModel
-
-    return LoadedModel(
-        model=result.model,
-        model_config=result.model_config,
-        class_names=list(result.model_config.class_names),
-        history=result.history,
-        metrics=result.best or {},
-        meta={},
-        path=result.checkpoint_path,
-        train_config=result.train_config.to_dict(),
-    )
 
 
 # ---- commands
@@ -113,6 +101,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
         result = fit(
             run.model_config,
             tc,
+            run.machine,
             callbacks=[BarCallback(bar)],
             checkpoint_path=path,
             progress=bar.hook("extracting features"),
@@ -197,35 +186,21 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 def cmd_compare(args, bar: ProgressBar) -> int:
     from qtl.checkpoint import list_checkpoints, load_checkpoint
     from qtl.paths import models_dir
-    from qtl.runs import run_row, summarise
-    from qtl.train import fit
+    from qtl.runs import run_row, summarise, train_runs
 
-    rows = []
     if args.load:
         paths = []
         for p in map(Path, args.load):
             paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
         if not paths:
             raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
-        for path in paths:
-            rows.append({**run_row(load_checkpoint(path)), "checkpoint": str(path)})
+        rows = [run_row(load_checkpoint(path)) for path in paths]
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
         root = _dataset(args.data, bar)
         runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
-        for i, run in enumerate(runs):
-            prefix = f"[{run.label} {i + 1}/{len(runs)}] "
-            result = fit(
-                run.model_config,
-                run.train_config,
-                callbacks=[BarCallback(bar, prefix, epoch_lines=False)],
-                checkpoint_path=run.checkpoint_path,
-                progress=bar.hook(prefix + "extracting features"),
-            )
-            row = {**run_row(_loaded_from_fit(result)), "checkpoint": str(result.checkpoint_path)}
-            rows.append(row)
-            bar.message(f"{prefix}val acc {row['val_acc']:.4f} (best epoch {row['best_epoch']})")
+        rows = [o.row for o in train_runs(runs, observer=RunsBar(bar))]
     summary = summarise(rows, "setup", COMPARE_FIELDS)
     variant_of = {r["setup"]: r["variant"] for r in rows}
     for s in summary:

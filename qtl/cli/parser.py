@@ -1,6 +1,6 @@
 """The `qtl` argparse parser: subcommands and their shared argument groups.
 
-Torch-free: choices and defaults come from `qtl.names` and `qtl.circuit`, so `qtl --help` and
+Torch-free: choices and defaults come from `qtl.config` and `qtl.circuit`, so `qtl --help` and
 `qtl COMMAND --help` import no torch, torchvision or PennyLane. `main` runs `args.command`'s handler.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
-from qtl.names import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
+from qtl.config import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_VARIANT, VARIANTS
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
@@ -30,7 +30,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--q-delta", type=float, metavar="X", default=0.01, help="spread of the initial circuit angles"
     )
-    g.add_argument("--engine", default="native", help="'native' or a PennyLane device, e.g. default.qubit")
+    g.add_argument(
+        "--engine",
+        default="native",
+        help="'native' (statevector, up to 24 qubits), 'mps' (matrix product state, up to 128 qubits) "
+        "or a PennyLane device, e.g. default.qubit",
+    )
+    g.add_argument(
+        "--max-bond",
+        type=int,
+        metavar="D",
+        default=None,
+        help="mps engine: largest bond dimension kept, truncating by SVD (default: exact)",
+    )
     g.add_argument(
         "--diff-method",
         default="best",

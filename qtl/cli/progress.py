@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from qtl.runs import RunObserver
 from qtl.train import Callback, Progress
 
 
@@ -111,3 +112,25 @@ class BarCallback(Callback):
             )
         else:
             self.bar.close()
+
+
+class RunsBar(RunObserver):
+    """`qtl.runs.train_runs` progress for many runs: a bar per run, one line when each run ends."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+
+    @staticmethod
+    def _prefix(index: int, total: int, run) -> str:
+        return f"[{run.label} {index + 1}/{total}] "
+
+    def callbacks(self, index, total, run):
+        return [BarCallback(self.bar, self._prefix(index, total, run), epoch_lines=False)]
+
+    def preparing(self, index, total, run):
+        return self.bar.hook(self._prefix(index, total, run) + "extracting features")
+
+    def finished(self, index, total, run, outcome):
+        r = outcome.row
+        acc = "n/a" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
+        self.bar.message(f"{self._prefix(index, total, run)}val acc {acc} (best epoch {r['best_epoch']})")

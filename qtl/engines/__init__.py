@@ -14,17 +14,13 @@ engine runs on any other.
 from __future__ import annotations
 
 from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
-
-NATIVE = "native"
-MPS = "mps"
-DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
-"""Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
+from qtl.config import MPS, NATIVE
 
 
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
     """Build an engine by name: "native", "mps", or the name of any installed PennyLane device.
 
-    Options for PennyLane devices: diff_method (one of DIFF_METHODS) and shots (None for exact
+    Options for PennyLane devices: diff_method (one of `qtl.config.DIFF_METHODS`) and shots (None for exact
     expectation values). Options for the native engine: memory_budget (bytes). Options for the MPS
     engine: max_bond (None for exact), memory_budget. Invalid combinations raise ValueError here,
     before any training starts; statevector engines refuse more than STATEVECTOR_MAX_QUBITS qubits.

@@ -185,7 +185,9 @@ class MPSEngine(nn.Module):
         self, config: CircuitConfig, max_bond: int | None = None, memory_budget: int | None = None
     ) -> None:
         super().__init__()
-        if max_bond is not None and (isinstance(max_bond, bool) or not isinstance(max_bond, int) or max_bond < 1):
+        if max_bond is not None and (
+            isinstance(max_bond, bool) or not isinstance(max_bond, int) or max_bond < 1
+        ):
             raise ValueError(f"max_bond must be a positive whole number or None, got {max_bond!r}")
         budget = _default_budget() if memory_budget is None else memory_budget
         if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
@@ -232,7 +234,9 @@ class MPSEngine(nn.Module):
         if angles.dim() != 2 or angles.shape[1] != n:
             raise ValueError(f"angles must have shape (B, {n}), got {tuple(angles.shape)}")
         if tuple(weights.shape) != self.config.weight_shape:
-            raise ValueError(f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}"
+            )
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
         self._check_memory(batch, real_dtype)
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
@@ -272,7 +276,11 @@ class MPSEngine(nn.Module):
         return sv.rotation_matrices(g.name, theta, dtype)
 
     def extra_repr(self) -> str:
-        mode = f"exact, bond {self.bond_bound}" if self.exact else f"max_bond={self.max_bond} < exact {self.bond_bound}"
+        mode = (
+            f"exact, bond {self.bond_bound}"
+            if self.exact
+            else f"max_bond={self.max_bond} < exact {self.bond_bound}"
+        )
         return f"n_qubits={self.n_qubits}, {mode}"
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from qtl.circuit import CircuitConfig, gates
-from qtl.engines import DIFF_METHODS
+from qtl.config import DIFF_METHODS
 
 _OPS = {"Hadamard": qml.Hadamard, "RY": qml.RY, "RZ": qml.RZ, "CNOT": qml.CNOT}
 

@@ -1,0 +1,219 @@
+"""What to train and how, torch-free: the variant, backbone and engine names, `ModelConfig`, `TrainConfig`
+and the per-variant recipes, and `MachineConfig` (how this machine runs a recipe).
+
+    from qtl.config import MachineConfig, ModelConfig, recipe
+    fit(ModelConfig("quantum"), recipe("quantum"), MachineConfig(device="cuda"))
+
+A checkpoint records the `ModelConfig` (the architecture) and the `TrainConfig` (the recipe), never the
+`MachineConfig`: where the data lay, which device ran it and how many threads it used say nothing about
+the model. This module imports only `qtl.circuit`, so the command line builds its choices and defaults
+from it without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from qtl.circuit import CircuitConfig
+
+# ---- names
+
+VARIANTS = ("quantum", "finetuned", "linear", "hybrid", "dressed-classical")
+FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})  # only the head trains
+QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})  # the head holds a variational circuit
+DEFAULT_VARIANT = "quantum"
+
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
+"""The keys of `qtl.backbones.BACKBONES`, in order."""
+DEFAULT_BACKBONE = "resnet18"
+
+NATIVE = "native"  # qtl's own statevector simulator
+MPS = "mps"  # qtl's matrix product state simulator, for wide circuits (up to 128 qubits)
+# any other engine name is a PennyLane device
+DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
+"""Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def check_variant(variant: str) -> str:
+    """Return `variant` if it is known, else raise ValueError listing the choices."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    return variant
+
+
+def _from_dict(cls, d: dict, what: str, ignore: frozenset = frozenset()):
+    """cls(**d) without the `ignore`d keys; ValueError naming any other key cls does not have."""
+    unknown = set(d) - {f.name for f in fields(cls)} - ignore
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+    return cls(**{k: v for k, v in d.items() if k not in ignore})
+
+
+# ---- the architecture
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (not its weights)."""
+
+    variant: str = DEFAULT_VARIANT  # one of VARIANTS
+    backbone: str = DEFAULT_BACKBONE  # a name in qtl.backbones.BACKBONES
+    pretrained: bool = True  # ImageNet weights; False gives a seeded random-init backbone
+    class_names: tuple[str, ...] = ()  # output classes in label order; empty: fit() takes the dataset's
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)  # the circuit; also the classical width
+    engine: str = NATIVE  # simulator of the quantum variants: "native", "mps" or a PennyLane device name
+    diff_method: str = "best"  # PennyLane engines only: how gradients are computed
+    shots: int | None = None  # PennyLane engines only: None gives exact expectation values
+    max_bond: int | None = None  # MPS engine only: largest bond kept; None simulates exactly
+    q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
+
+    def __post_init__(self) -> None:
+        check_variant(self.variant)
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if len(self.class_names) == 1:
+            raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
+        if isinstance(self.circuit, dict):
+            object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
+
+    @property
+    def frozen(self) -> bool:
+        """True when the backbone is frozen and only the head trains (on cached features)."""
+        return self.variant in FROZEN_VARIANTS
+
+    @property
+    def is_quantum(self) -> bool:
+        """True when the head contains a variational circuit."""
+        return self.variant in QUANTUM_VARIANTS
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def engine_options(self) -> dict:
+        """Keyword options for `make_engine`: max_bond for the MPS engine, none for the native one."""
+        if self.engine == NATIVE:
+            return {}
+        if self.engine == MPS:
+            return {"max_bond": self.max_bond}
+        return {"diff_method": self.diff_method, "shots": self.shots}
+
+    def to_dict(self) -> dict:
+        """Plain Python values only (str, int, float, bool, None, list, dict): safe in checkpoints."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["class_names"] = list(self.class_names)
+        d["circuit"] = self.circuit.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        if isinstance(d.get("circuit"), dict):
+            d["circuit"] = CircuitConfig.from_dict(d["circuit"])
+        if "class_names" in d:
+            d["class_names"] = tuple(d["class_names"])
+        return _from_dict(cls, d, "model")
+
+
+# ---- the recipe
+
+
+MACHINE_KEYS = frozenset({"device", "data", "num_workers", "cache_dir", "cpu_threads"})
+"""Machine settings that checkpoints written before `MachineConfig` existed kept in their train config."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the recipe a checkpoint records. `recipe(variant)` gives each variant's defaults."""
+
+    epochs: int = 30  # passes over the training set; the paper trains the quantum head for 30
+    batch_size: int = 4  # the paper's and tutorial's batch size: small batches suit 245 images
+    optimizer: str = "adam"  # "adam" (the paper) or "sgd" (the tutorial's fine-tuning)
+    lr: float = 4e-4  # head learning rate (and backbone's, unless backbone_lr is set)
+    backbone_lr: float | None = None  # a separate, usually smaller, rate for a trainable backbone
+    momentum: float = 0.9  # SGD only
+    step_size: int = 10  # StepLR: multiply the learning rates by gamma every step_size epochs
+    gamma: float = 0.1  # StepLR decay factor
+    augment: bool = False  # RandomResizedCrop + horizontal flip on training images
+    views: int = 0  # frozen variants with augment: augmented views per image to cache (0: no cache)
+    shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
+    seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "step_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.lr > 0 or (self.backbone_lr is not None and not self.backbone_lr > 0):
+            raise ValueError(
+                f"learning rates must be positive, got lr={self.lr}, backbone_lr={self.backbone_lr}"
+            )
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.views < 0:
+            raise ValueError(f"views must not be negative, got {self.views}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """The recipe in `d`; the machine settings older checkpoints recorded beside it are dropped."""
+        return _from_dict(cls, d, "train", ignore=MACHINE_KEYS)
+
+
+# The paper's recipe (Mari et al. 2019) and the PyTorch transfer learning tutorial's.
+_PAPER = dict(epochs=30, batch_size=4, optimizer="adam", lr=4e-4, step_size=10, gamma=0.1)
+_TUTORIAL = dict(
+    epochs=25, batch_size=4, optimizer="sgd", lr=1e-3, momentum=0.9, step_size=7, gamma=0.1, augment=True
+)
+#: TrainConfig fields per variant; `recipe` builds them.
+RECIPES = {
+    "quantum": _PAPER,
+    "dressed-classical": _PAPER,
+    "finetuned": _TUTORIAL,
+    "linear": {**_TUTORIAL, "views": 5},  # 5 cached augmented views: its epochs never run the backbone
+    "hybrid": {**_PAPER, "epochs": 25, "backbone_lr": 1e-4, "augment": True},
+}
+
+
+def recipe(variant: str) -> TrainConfig:
+    """The training defaults of a variant; override fields with dataclasses.replace.
+
+    quantum, dressed-classical: the paper's: Adam lr 4e-4, StepLR(10, 0.1), batch 4, 30 epochs, no
+        augmentation.
+    finetuned, linear: the PyTorch tutorial's: SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1), batch 4,
+        25 epochs, RandomResizedCrop + flip (linear caches 5 augmented views so its epochs skip the backbone).
+    hybrid: Adam, head lr 4e-4 and backbone lr 1e-4, StepLR(10, 0.1), batch 4, 25 epochs, augmentation.
+    """
+    return TrainConfig(**RECIPES[check_variant(variant)])
+
+
+# ---- the machine
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """How this machine runs a recipe: where the data and caches are, which device, how parallel.
+
+    None of it changes what a run learns (on one device), so checkpoints do not record it.
+    """
+
+    device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or any torch device string
+    data_dir: str | None = None  # dataset root (train/ and val/); None: QTL_DATA_DIR or hymenoptera
+    cache_dir: str | None = None  # feature cache folder; None: qtl.features' default
+    num_workers: int = 0  # DataLoader workers for image batches; 0 loads in the training process
+    cpu_threads: int | None = None  # torch CPU threads during the run; None: 1 for a small head on cached
+    # features (threads only add synchronisation to such tiny steps, 10x+ on a busy CPU), else unchanged
+
+    def __post_init__(self) -> None:
+        for name in ("device", "data_dir", "cache_dir"):  # plain strings (paths, torch.device) stay JSON-safe
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must not be negative, got {self.num_workers}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1 (or None), got {self.cpu_threads}")

@@ -1,0 +1,97 @@
+"""qtl.runs: one function trains a list of runs, one row describes a finished run (trained or loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from qtl.checkpoint import load_checkpoint
+from qtl.circuit import CircuitConfig
+from qtl.config import MachineConfig, ModelConfig
+from qtl.runs import ROW_FIELDS, Run, RunObserver, plan_runs, recipe_for, run_id, run_row, train_runs
+
+BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
+
+
+class Recorder(RunObserver):
+    def __init__(self):
+        self.events = []
+
+    def preparing(self, index, total, run):
+        self.events.append(("preparing", index, total))
+
+    def finished(self, index, total, run, outcome):
+        self.events.append(("finished", index, total, outcome.row["variant"]))
+
+
+class TestTrainRuns:
+    def test_rows_of_trained_and_loaded_runs_are_the_same(self, tiny_image_folder, tmp_path):
+        """Every run gives one ROW_FIELDS row; loading its checkpoint gives the very same row."""
+        machine = MachineConfig(data_dir=tiny_image_folder)
+        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=2, machine=machine)
+        rec = Recorder()
+        outcomes = train_runs(runs, observer=rec)
+        assert rec.events == [
+            ("preparing", 0, 2),
+            ("finished", 0, 2, "quantum"),
+            ("preparing", 1, 2),
+            ("finished", 1, 2, "linear"),
+        ]
+        for run, outcome in zip(runs, outcomes, strict=True):
+            row = outcome.row
+            assert tuple(row) == ROW_FIELDS
+            assert row["id"] == run.id and row["epochs_done"] == 2 == len(outcome.history)
+            assert row["val_acc"] == max(h["val_acc"] for h in outcome.history)
+            assert outcome.wall_s >= row["train_time_s"] > 0
+            assert run_row(load_checkpoint(row["checkpoint"])) == row
+        q, lin = (o.row for o in outcomes)
+        assert (q["quantum"], q["classical"]) == (2, 512 * 2 + 2 + 2 * 2 + 2)  # 2q x depth 1; dressed layers
+        assert (lin["quantum"], lin["classical"]) == (0, 512 * 2 + 2)
+
+    def test_a_stop_ends_the_list(self, tiny_image_folder, tmp_path):
+        """A stop set during the first run cancels it and trains nothing after it."""
+        machine = MachineConfig(data_dir=tiny_image_folder)
+        runs = plan_runs(["quantum", "linear"], BASE, [0], tmp_path, epochs=3, machine=machine)
+        stop = threading.Event()
+
+        class StopAfterFirstEpoch(RunObserver):
+            def callbacks(self, index, total, run):
+                from qtl.train import Callback
+
+                class C(Callback):
+                    def on_epoch_end(self, p):
+                        stop.set()
+
+                return [C()]
+
+        outcomes = train_runs(runs, observer=StopAfterFirstEpoch(), stop=stop)
+        assert len(outcomes) == 1 and outcomes[0].row["cancelled"] and outcomes[0].row["epochs_done"] == 1
+
+
+class TestRunIds:
+    def test_ids_follow_the_recipe_not_the_machine(self):
+        tc = recipe_for("quantum", seed=1)
+        a = Run(BASE, tc, dataset="hymenoptera", machine=MachineConfig(data_dir="/data/a"))
+        assert a.id == run_id(BASE, tc, "hymenoptera") and len(a.id) == 12
+        moved = MachineConfig(device="cuda", data_dir="/elsewhere", cache_dir="/c", num_workers=3)
+        assert Run(BASE, tc, dataset="hymenoptera", machine=moved).id == a.id  # machine settings do not count
+        legacy = {**tc.to_dict(), "device": "cuda", "data": "/x", "cpu_threads": 1}  # an older checkpoint's
+        assert run_id(BASE, legacy, "hymenoptera") == a.id
+        named = dataclasses.replace(BASE, class_names=("ants", "bees"))
+        assert Run(named, tc, dataset="hymenoptera").id == a.id  # fit fills class names in
+        others = [
+            Run(BASE, dataclasses.replace(tc, seed=2), dataset="hymenoptera"),
+            Run(BASE, dataclasses.replace(tc, lr=1e-3), dataset="hymenoptera"),
+            Run(dataclasses.replace(BASE, circuit=CircuitConfig(2, 2)), tc, dataset="hymenoptera"),
+            Run(BASE, tc, dataset="other"),
+        ]
+        assert len({a.id, *(r.id for r in others)}) == 5
+
+    def test_recipe_for_caches_views_for_frozen_augmentation(self):
+        assert recipe_for("linear", epochs=3).views == 5 and recipe_for("linear", epochs=3).epochs == 3
+        assert recipe_for("quantum", augment=True).views == 5
+        assert recipe_for("finetuned").views == 0
+        with pytest.raises(TypeError):
+            recipe_for("quantum", colour="red")
