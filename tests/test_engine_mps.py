@@ -178,3 +178,34 @@ class TestTruncation:
         weights = torch.zeros(config.weight_shape, dtype=torch.float64, requires_grad=True)
         ga, gw = torch.autograd.grad(engine(angles, weights).sum(), (angles, weights))
         assert torch.isfinite(ga).all() and torch.isfinite(gw).all()
+
+
+class TestInTheProduct:
+    def test_wide_quantum_variant_trains_and_reloads(self, tmp_path):
+        """fit() trains a 40-qubit dressed circuit on separable features; the checkpoint keeps engine and
+        max_bond and reloads to the same predictions."""
+        from qtl.checkpoint import load_checkpoint
+        from qtl.config import ModelConfig, TrainConfig
+        from qtl.features import FeatureSet
+        from qtl.train import fit
+
+        g = torch.Generator().manual_seed(0)
+        labels = torch.arange(48) % 2
+        x = torch.randn(48, 512, generator=g) + 1.5 * labels[:, None].float()
+        train = FeatureSet(x[:32], labels[:32], ["t"] * 32, ["a", "b"])
+        val = FeatureSet(x[32:], labels[32:], ["v"] * 16, ["a", "b"])
+        circuit = CircuitConfig(n_qubits=40, depth=2)
+        mc = ModelConfig("quantum", pretrained=False, circuit=circuit, engine="mps", max_bond=2)
+        path = tmp_path / "wide.pt"
+        result = fit(
+            mc, TrainConfig(epochs=3, batch_size=8, lr=0.05), data=(train, val), checkpoint_path=path
+        )
+        assert result.best["val_acc"] >= 0.8  # 16 validation samples, chance is 0.5
+        assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+        loaded = load_checkpoint(path)
+        assert loaded.model_config.engine == "mps" and loaded.model_config.max_bond == 2
+        assert loaded.model.head.engine.bond == 2 and not loaded.model.head.engine.exact
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded.model.forward_features(val.features), result.model.forward_features(val.features)
+            )
