@@ -192,8 +192,17 @@ class Evaluation:
         return [s for s in self.samples if not s.correct]
 
 
+@dataclass
+class SplitFeatures:
+    """A loaded model's backbone features for one split of a dataset."""
+
+    features: torch.Tensor  # (N, F) on the model's device
+    labels: torch.Tensor  # (N,) int64 class indices, CPU
+    paths: list[str]
+
+
 @torch.no_grad()
-def evaluate(
+def split_features(
     loaded: LoadedModel,
     root: str | Path,
     split: str = "val",
@@ -201,15 +210,14 @@ def evaluate(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
-) -> Evaluation:
-    """Metrics and per-sample predictions of a loaded model on one split of a dataset.
+) -> SplitFeatures:
+    """The backbone features of every image of a split, in dataset order: cached features for frozen
+    variants (extracted once if needed), a backbone pass over the images otherwise.
 
-    Frozen variants read cached features (extracting them once if needed); trainable backbones run on
-    the images. Raises ValueError when the dataset's classes differ from the model's.
+    Raises ValueError when the dataset's classes differ from the model's.
     """
     from qtl.data import ImageFolderDataset, validate_dataset
 
-    t0 = time.perf_counter()
     c = loaded.model_config
     classes = validate_dataset(root)
     if list(classes) != list(loaded.class_names):
@@ -234,29 +242,50 @@ def evaluate(
             backbone=model.backbone,  # a cache miss runs the loaded model's own backbone, not a new one
         )
         x = torch.as_tensor(fs.features, dtype=torch.float32).to(device)  # (N, F)
-        probs = torch.cat(
-            [torch.softmax(model.forward_features(x[i : i + 512]), 1) for i in range(0, len(x), 512)]
-        )
-        labels, paths = torch.as_tensor(fs.labels).long(), [str(p) for p in fs.paths]
-    else:
-        from torch.utils.data import DataLoader
+        return SplitFeatures(x, torch.as_tensor(fs.labels).long(), [str(p) for p in fs.paths])
+    from torch.utils.data import DataLoader
 
-        from qtl.backbones import image_transform
+    from qtl.backbones import image_transform
 
-        ds = ImageFolderDataset(
-            root, split, transform=image_transform(c.backbone, c.pretrained, augment=False)
-        )
-        chunks = []
-        for i, (x, _) in enumerate(DataLoader(ds, batch_size=batch_size)):
-            chunks.append(torch.softmax(model(x.to(device)), 1))
-            if progress is not None:
-                progress(min((i + 1) * batch_size, len(ds)), len(ds))
-        probs = torch.cat(chunks)
-        labels, paths = torch.as_tensor(ds.targets).long(), [str(p) for p, _ in ds.samples]
+    ds = ImageFolderDataset(root, split, transform=image_transform(c.backbone, c.pretrained, augment=False))
+    chunks = []
+    for i, (x, _) in enumerate(DataLoader(ds, batch_size=batch_size)):
+        chunks.append(model.features(x.to(device)))
+        if progress is not None:
+            progress(min((i + 1) * batch_size, len(ds)), len(ds))
+    labels = torch.as_tensor(ds.targets).long()
+    return SplitFeatures(torch.cat(chunks), labels, [str(p) for p, _ in ds.samples])
+
+
+@torch.no_grad()
+def evaluate(
+    loaded: LoadedModel,
+    root: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> Evaluation:
+    """Metrics and per-sample predictions of a loaded model on one split of a dataset.
+
+    Frozen variants read cached features (extracting them once if needed); trainable backbones run on
+    the images. Raises ValueError when the dataset's classes differ from the model's.
+    """
+    t0 = time.perf_counter()
+    data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+    x, model = data.features, loaded.model
+    probs = torch.cat(
+        [torch.softmax(model.forward_features(x[i : i + 512]), 1) for i in range(0, len(x), 512)]
+    )
     probs = probs.float().cpu()
     preds = probs.argmax(1)
     samples = [
         SamplePrediction(path, int(y), int(p), row)
-        for path, y, p, row in zip(paths, labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
+        for path, y, p, row in zip(
+            data.paths, data.labels.tolist(), preds.tolist(), probs.tolist(), strict=True
+        )
     ]
-    return Evaluation(compute_metrics(labels, probs, loaded.class_names), samples, time.perf_counter() - t0)
+    return Evaluation(
+        compute_metrics(data.labels, probs, loaded.class_names), samples, time.perf_counter() - t0
+    )
