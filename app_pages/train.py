@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from qtl.backbones import BACKBONES
-from qtl.config import DIFF_METHODS, VARIANTS
+from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS
 from ui import jobs, session, training, widgets
 from ui.settings import settings
 
@@ -23,7 +22,7 @@ with st.form("train_form"):
     with left:
         widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
+        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONE_NAMES))
     with right:
         widgets.bound(
             st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."

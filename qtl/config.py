@@ -25,8 +25,18 @@ FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})  # only 
 QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})  # the head holds a variational circuit
 DEFAULT_VARIANT = "quantum"
 
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
-"""The keys of `qtl.backbones.BACKBONES`, in order."""
+BUNDLED_BACKBONE = "efficientnet_lite0"
+"""The pretrained backbone whose ImageNet weights ship with an installed package: it needs no network."""
+BACKBONE_NAMES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "vit_b_16",
+    BUNDLED_BACKBONE,
+)
+"""torchvision's backbones (the keys of `qtl.backbones.BACKBONES`, in order), then the bundled one."""
 DEFAULT_BACKBONE = "resnet18"
 
 NATIVE = "native"  # qtl's own statevector simulator
