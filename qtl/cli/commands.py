@@ -50,6 +50,7 @@ def _model_config(args, variant: str) -> ModelConfig:
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
+        max_bond=args.max_bond,
         q_delta=args.q_delta,
         noise=_noise_config(args, shots=args.shots),
     )

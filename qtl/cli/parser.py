@@ -30,7 +30,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--q-delta", type=float, metavar="X", default=0.01, help="spread of the initial circuit angles"
     )
-    g.add_argument("--engine", default="native", help="'native' or a PennyLane device, e.g. default.qubit")
+    g.add_argument(
+        "--engine",
+        default="native",
+        help="'native' (statevector, up to 24 qubits), 'mps' (matrix product state, up to 128 qubits) "
+        "or a PennyLane device, e.g. default.qubit",
+    )
+    g.add_argument(
+        "--max-bond",
+        type=int,
+        metavar="D",
+        default=None,
+        help="mps engine: largest bond dimension kept, truncating by SVD (default: exact)",
+    )
     g.add_argument(
         "--diff-method",
         default="best",
