@@ -1,8 +1,8 @@
 """Per-session state: the keys every page may use, and the active configuration they share.
 
 Shared keys: session_id, config (the active configuration, plain values), loaded (paths of this session's
-loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area). Page-local
-keys use a page prefix.
+loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area), data_dir
+(the active dataset's root; None: the configured default). Page-local keys use a page prefix.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def default_config() -> dict:
         "engine": "native",
         "diff_method": "best",
         "shots": 0,
+        "max_bond": 0,  # MPS engine: 0 simulates exactly
         "epochs": 3,
         "seeds": "0",
         "override_recipe": False,
@@ -48,6 +49,7 @@ def init_session() -> None:
     st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
+    st.session_state.setdefault("data_dir", None)  # the active dataset; None: settings().data_dir
     st.session_state.setdefault("backbone_notice", None)  # why the active backbone is the fallback
     if "backbone_resolved" not in st.session_state:  # once, before any page: every page agrees
         resolve_weights()
@@ -93,6 +95,15 @@ def backbone_label(config: dict | None = None) -> str:
 
     c = config or st.session_state["config"]
     return describe_backbone(c["backbone"], c["pretrained"])
+
+
+def active_data_dir() -> str | None:
+    """The root of the dataset this session trains, classifies and evaluates on (None: the default one,
+    $QTL_DATA_DIR or hymenoptera). A chosen dataset that has been deleted falls back to the default."""
+    chosen = st.session_state.get("data_dir")
+    if chosen and not os.path.isdir(chosen):
+        st.session_state["data_dir"] = chosen = None
+    return chosen or settings().data_dir
 
 
 def circuit_config(config: dict | None = None) -> CircuitConfig:
