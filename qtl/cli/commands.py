@@ -322,7 +322,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
         rows = [loaded_row(load_checkpoint(p)) for p in args.load or []]
         notice = None
         if args.seeds > 0 and args.variants:
-            root = _dataset(args.data, bar)
+            root = _dataset(args, bar).root
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))
             runs = _plan(args, args.variants, seeds, root)
             notice = _backbone_notice(args)
