@@ -6,6 +6,7 @@ image transform built from a backbone's recorded preprocessing parameters.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,6 +69,21 @@ def imagenet_params() -> dict:
         "interpolation": "bilinear",
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
+    }
+
+
+def timm_params(data_config: dict) -> dict:
+    """Our params from a timm data config (input_size, crop_pct, interpolation, mean, std): the same
+    pipeline as timm's eval `create_transform` (Resize(floor(size / crop_pct)) + CenterCrop(size))."""
+    if data_config.get("crop_mode", "center") != "center":
+        raise ValueError(f"crop mode {data_config['crop_mode']!r} is not supported (only center crops)")
+    size = int(data_config["input_size"][-1])
+    return {
+        "resize": math.floor(size / data_config["crop_pct"]),
+        "crop": size,
+        "interpolation": data_config["interpolation"],
+        "mean": tuple(data_config["mean"]),
+        "std": tuple(data_config["std"]),
     }
 
 

@@ -26,13 +26,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from qtl.backbones.common import RANDOM, WeightsStatus, WeightsUnavailableError, one_line, seeded_init
+from qtl.backbones.common import (
+    RANDOM,
+    WeightsStatus,
+    WeightsUnavailableError,
+    one_line,
+    seeded_init,
+    timm_params,
+)
 
 NAME = "efficientnet_lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"
@@ -184,12 +190,4 @@ def _pretrained_cfg() -> dict:
 
 def transform_params(name: str, pretrained: bool) -> dict:
     """The TF-lineage eval pipeline of timm's pretrained config: bicubic, crop 0.875, mean = std = 0.5."""
-    cfg = _pretrained_cfg()
-    size = int(cfg["input_size"][-1])
-    return {
-        "resize": math.floor(size / cfg["crop_pct"]),
-        "crop": size,
-        "interpolation": cfg["interpolation"],
-        "mean": tuple(cfg["mean"]),
-        "std": tuple(cfg["std"]),
-    }
+    return timm_params(_pretrained_cfg())

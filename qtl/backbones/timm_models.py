@@ -15,7 +15,6 @@ Otherwise `WeightsUnavailableError` names the file to provide, in one line.
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 from torch import nn
@@ -29,6 +28,7 @@ from qtl.backbones.common import (
     offline,
     one_line,
     seeded_init,
+    timm_params,
 )
 from qtl.config import TIMM_PREFIX
 from qtl.download import Progress, reachable
@@ -125,14 +125,4 @@ def transform_params(name: str, pretrained: bool) -> dict:
     the same one, the architecture's."""
     import timm.data
 
-    cfg = timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg(name))
-    if cfg.get("crop_mode", "center") != "center":
-        raise ValueError(f"{name}: crop mode {cfg['crop_mode']!r} is not supported (only center crops)")
-    size = int(cfg["input_size"][-1])
-    return {
-        "resize": math.floor(size / cfg["crop_pct"]),
-        "crop": size,
-        "interpolation": cfg["interpolation"],
-        "mean": tuple(cfg["mean"]),
-        "std": tuple(cfg["std"]),
-    }
+    return timm_params(timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg(name)))

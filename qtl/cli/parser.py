@@ -128,6 +128,13 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
     )
 
 
+def _add_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
+    p.add_argument(
+        "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
+    )
+
+
 def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data") -> None:
     g = p.add_argument_group("data")
     g.add_argument(
@@ -293,10 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to train"
     )
-    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
-    p.add_argument(
-        "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
-    )
+    _add_seed_args(p)
     p.add_argument(
         "--from",
         dest="merge",
@@ -332,10 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants", nargs="+", default=list(DEFAULT_COMPARE), choices=VARIANTS, help="variants to compare"
     )
-    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
-    p.add_argument(
-        "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
-    )
+    _add_seed_args(p)
     p.add_argument(
         "--load",
         nargs="+",
