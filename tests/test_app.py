@@ -384,6 +384,7 @@ class TestCheckpoints:
         """A hosted demo classifies uploads without training: new sessions load models/'s checkpoints."""
         shipped = checkpoints["linear-0"].parent
         monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.delenv("QTL_AUTOLOAD")  # the default: new sessions load models/
         monkeypatch.setenv("QTL_MODELS_DIR", str(shipped))
         at = app("classify")
         assert sorted(at.session_state["loaded"]) == sorted(str(p.resolve()) for p in shipped.glob("*.pt"))

@@ -36,9 +36,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         type=_backbone_name,
         metavar="NAME",
-        help=f"pretrained backbone: {', '.join(BACKBONE_NAMES)}, or any timm model as timm/<model> "
-        f"(default: {DEFAULT_BACKBONE}; where its ImageNet weights cannot be had, the bundled "
-        f"{BUNDLED_BACKBONE})",
+        help=f"pretrained backbone: {', '.join(BACKBONE_NAMES)}, or any timm model as timm/<model>; "
+        f"where {DEFAULT_BACKBONE}'s ImageNet weights cannot be had, the bundled {BUNDLED_BACKBONE} "
+        f"(default: {DEFAULT_BACKBONE})",
     )
     g.add_argument(
         "--random-init",
