@@ -50,6 +50,14 @@ class Run:
         return f"{self.model_config.variant} seed {self.train_config.seed}"
 
     @property
+    def name(self) -> str:
+        """The label with what tells a sweep's runs apart, e.g. "quantum 4q d6 seed 0", "linear seed 1"."""
+        c = self.model_config
+        size = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
+        size = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else size
+        return f"{c.variant}{size} seed {self.train_config.seed}"
+
+    @property
     def id(self) -> str:
         """A stable id from the configs: the same run in any sweep, on any machine, has the same id."""
         return run_id(self.model_config, self.train_config, self.dataset)

@@ -306,7 +306,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         for r in runs:
-            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.label}  {r.model_config.circuit}")
+            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
         return 0
     workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
     stop = threading.Event()
