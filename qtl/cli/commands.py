@@ -308,7 +308,6 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         for r in runs:
             print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
         return 0
-    workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
     stop = threading.Event()
 
     def first_interrupt(signum, frame):  # Ctrl-C: finish cleanly; a second one aborts
@@ -322,7 +321,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             spec,
             db,
             backend=args.backend,
-            workers=workers,
+            workers=args.workers,
             machine=machine,
             models_dir=args.models_dir,
             observer=SweepBar(bar, args.backend),
