@@ -42,7 +42,7 @@ def test_two_sessions_classify_at_once_and_see_only_their_own_uploads(tmp_path):
             server.wait_healthy()
         except ServerError as exc:
             pytest.fail(str(exc))
-        visits = asyncio.run(visit_all(server.url, 2, upload, images, 5.0, {"linear-shipped"}))
+        visits = asyncio.run(visit_all(server.url, 2, upload, images, 3.0, {"linear-shipped"}))
         log = server.log_tail(20_000)
     for v in visits:
         assert not v.errors, (v.visitor, v.errors)
