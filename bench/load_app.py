@@ -81,6 +81,7 @@ def phase(url: str, pid: int, visitors: int, seconds: float, checkpoint: bytes, 
     visits = asyncio.run(visit_all(url, visitors, checkpoint, images, seconds, shipped))
     samples = sampler.stop()
     latencies = [t for v in visits for t in v.latencies]
+    starts = [v.classifying_from for v in visits if v.classifying_from is not None]
     return {
         "visitors": visitors,
         "seconds": seconds,
@@ -92,15 +93,19 @@ def phase(url: str, pid: int, visitors: int, seconds: float, checkpoint: bytes, 
         "errors": {v.visitor: v.errors for v in visits if v.errors},
         "foreign": {v.visitor: sorted(v.foreign) for v in visits if v.foreign},
         "rss_mib": [(round(t, 1), round(m, 1)) for t, m in samples],
+        # seconds after the phase began when every visitor had its checkpoint loaded and was classifying
+        "all_classifying_s": round(max(starts) - sampler.t0, 1) if starts else None,
     }
 
 
-def rss_summary(samples: list) -> str:
-    mib = [m for _, m in samples]
-    half = len(mib) // 2
+def rss_summary(r: dict) -> str:
+    """RSS at the start, once every visitor's own checkpoint is loaded, and its range from then on."""
+    samples, ready = r["rss_mib"], r["all_classifying_s"]
+    after = [m for t, m in samples if ready is not None and t >= ready] or [samples[-1][1]]
     return (
-        f"start {mib[0]:.0f}, peak {max(mib):.0f}, end {mib[-1]:.0f} MiB; "
-        f"second half {min(mib[half:]):.0f}-{max(mib[half:]):.0f} MiB"
+        f"start {samples[0][1]:.0f} MiB; all {r['visitors']} visitor(s) classifying after {ready} s: "
+        f"{after[0]:.0f} MiB, from then on {min(after):.0f}-{max(after):.0f} MiB, "
+        f"end {samples[-1][1]:.0f} MiB ({len(samples)} samples, 1 s apart)"
     )
 
 
@@ -157,7 +162,7 @@ def main() -> None:
             f"p95 {r['p95_s']:.3f} s, max {r['max_s']:.3f} s; errors {n_errors}; "
             f"foreign uploads seen {n_foreign}"
         )
-        print(f"  server RSS: {rss_summary(r['rss_mib'])}")
+        print(f"  server RSS: {rss_summary(r)}")
         for visitor, errors in r["errors"].items():
             print(f"  visitor {visitor}: {errors[:3]}")
     print(f"p95 ratio load/baseline: {load['p95_s'] / base['p95_s']:.2f}")

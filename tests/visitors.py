@@ -49,6 +49,7 @@ class Visit:
     errors: list[str] = field(default_factory=list)
     models: set[str] = field(default_factory=set)  # model labels in its predictions
     checkpoints: list[str] = field(default_factory=list)  # its session area's list, at the end
+    classifying_from: float | None = None  # time.monotonic() when its first classification began
 
     @property
     def foreign(self) -> set[str]:
@@ -88,7 +89,8 @@ async def visit(
 
         await page.get_by_role("link", name="Classify").click()
         await page.get_by_role("heading", name="Classify", exact=True).wait_for()
-        deadline, i = time.monotonic() + seconds, 0
+        out.classifying_from = time.monotonic()
+        deadline, i = out.classifying_from + seconds, 0
         while time.monotonic() < deadline:
             i += 1
             name = f"v{k}-{i}.png"
