@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from app_latency import train_checkpoints  # noqa: E402
 from image_folders import make_image_folder  # noqa: E402
 from machine import machine  # noqa: E402
-from served_app import Server, chromium_missing  # noqa: E402
+from served_app import Server, chromium_missing, offline_env  # noqa: E402
 from visitors import visit_all  # noqa: E402
 
 
@@ -121,16 +121,7 @@ def main() -> None:
         sys.exit(missing)
 
     tmp = Path(tempfile.mkdtemp(prefix="qtl-load-bench-"))
-    env = {
-        **os.environ,
-        "QTL_CACHE_DIR": str(tmp / "cache"),
-        "TORCH_HOME": str(tmp / "torch"),
-        "QTL_PRETRAINED": "0",
-        "QTL_OFFLINE": "1",
-        "QTL_DEMO": "1",
-        "QTL_MODELS_DIR": str(tmp / "models"),
-        "QTL_DATA_DIR": str(tmp / "data"),
-    }
+    env = offline_env(tmp, QTL_DEMO="1", QTL_MODELS_DIR=str(tmp / "models"), QTL_DATA_DIR=str(tmp / "data"))
     os.environ.update({k: env[k] for k in ("QTL_CACHE_DIR", "TORCH_HOME")})
     data = make_image_folder(tmp / "data", per_split=(6, 6), size=(64, 64))
     checkpoints = train_checkpoints(data, tmp / "models")

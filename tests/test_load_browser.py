@@ -5,11 +5,10 @@ shares its process, caches and models/ among sessions). bench/load_app.py is the
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 from conftest import make_image_folder
-from served_app import Server, ServerError, chromium_missing
+from served_app import Server, ServerError, chromium_missing, offline_env
 from visitors import upload_name, visit_all
 
 from qtl.checkpoint import save_checkpoint
@@ -29,14 +28,7 @@ def test_two_sessions_classify_at_once_and_see_only_their_own_uploads(tmp_path):
     mine = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(2, 1))
     upload = save_checkpoint(tmp_path / "upload.pt", build_model(mine), mine).read_bytes()
     images = [p.read_bytes() for p in sorted((data / "val").rglob("*.png"))]
-    env = {
-        **os.environ,
-        "QTL_DATA_DIR": str(data),
-        "QTL_MODELS_DIR": str(tmp_path / "models"),
-        "QTL_PRETRAINED": "0",
-        "QTL_OFFLINE": "1",
-        "QTL_DEMO": "1",
-    }
+    env = offline_env(tmp_path, QTL_DATA_DIR=str(data), QTL_MODELS_DIR=str(tmp_path / "models"), QTL_DEMO="1")
     with Server(env, tmp_path / "streamlit.log") as server:
         try:
             server.wait_healthy()
