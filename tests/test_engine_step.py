@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -18,13 +20,17 @@ def _head(config: CircuitConfig, engine: str = "native") -> tuple[DressedQuantum
 
 
 def test_compiled_step_takes_the_eager_steps_trajectory():
-    """Three compiled steps leave the parameters, Adam's state, loss and count of three eager steps."""
+    """Four compiled steps leave the parameters, Adam's state, loss and count of four eager steps, also
+    across an optimizer state loaded anew (as a resumed run does)."""
     config = CircuitConfig(2, 1, "ring", "rot")
     eager_head, eager_opt = _head(config)
     head, opt = _head(config)
     step = compiled_train_step(head, opt)
     g = torch.Generator().manual_seed(3)
-    for _ in range(3):
+    for i in range(4):
+        if i == 2:
+            for o in (opt, eager_opt):
+                o.load_state_dict(copy.deepcopy(o.state_dict()))
         x, y = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randint(0, 2, (3,), generator=g)
         want = train_step(eager_head, eager_opt, x, y)
         got = step(head, opt, x, y)

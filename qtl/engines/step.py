@@ -120,32 +120,35 @@ def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> 
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
     compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    named = dict(module.named_parameters())
+    params = {k: named[k] for k in names}
+    frozen = {k: v for k, v in named.items() if k not in params}
+    first = next(iter(params.values()))
+    inputs: dict = {}  # the optimizer-state lists and lr tensor of the last call, rebuilt when replaced
+
+    def state_inputs() -> tuple[list, list, list]:
+        state = [optimizer.state[p] for p in params.values()]
+        if not state[0]:  # first step: the optimizer's own state layout (fused Adam's `step` is a tensor)
+            for p, st in zip(params.values(), state, strict=True):
+                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
 
     def run(module_: nn.Module, optimizer_: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         if module_ is not module or optimizer_ is not optimizer:
             raise ValueError("this compiled step belongs to another module or optimizer")
-        named = dict(module.named_parameters())
-        params = {k: named[k] for k in names}
-        frozen = {k: v for k, v in named.items() if k not in params}
-        state = [optimizer.state[p] for p in params.values()]
-        if not state[0]:  # first step: the optimizer's own state layout (fused Adam keeps `step` as a tensor)
-            for p, s in zip(params.values(), state, strict=True):
-                s["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        lr = torch.as_tensor(optimizer.param_groups[0]["lr"], dtype=torch.float64)
+        current = optimizer.state.get(first, {}).get("exp_avg")
+        if current is None or inputs.get("exp_avg") is not current:  # first call, or state loaded anew
+            inputs["lists"] = state_inputs()
+            inputs["exp_avg"] = inputs["lists"][0][0]
+        lr = optimizer.param_groups[0]["lr"]
+        if inputs.get("lr_value") != lr:
+            inputs["lr_value"], inputs["lr"] = lr, torch.tensor(lr, dtype=torch.float64)
+        exp_avgs, exp_avg_sqs, steps = inputs["lists"]
         start = time.perf_counter()
         with torch.no_grad():
-            loss, correct = compiled(
-                params,
-                frozen,
-                [s["exp_avg"] for s in state],
-                [s["exp_avg_sq"] for s in state],
-                [s["step"] for s in state],
-                lr,
-                x,
-                y,
-            )
+            loss, correct = compiled(params, frozen, exp_avgs, exp_avg_sqs, steps, inputs["lr"], x, y)
         if run.compile_seconds is None:
             run.compile_seconds = time.perf_counter() - start
         return loss, correct
