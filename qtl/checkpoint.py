@@ -14,7 +14,8 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
     backbone        {"name", "weights", "fingerprint"}: the fingerprint proves a rebuilt backbone matches
     history         one dict per epoch; metrics: the saved epoch's row
-    meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters"}
+    meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters",
+                     "dataset": qtl.datasets.PreparedDataset.record() of the training data, if known}
 
 Files are written atomically (temporary file in the same folder, then os.replace).
 """
@@ -120,15 +121,17 @@ def save_checkpoint(
     metrics: dict | None = None,
     train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
+    dataset: dict | None = None,
 ) -> Path:
     """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
 
     fingerprint: `backbone_fingerprint(model.backbone)` when the caller already has it (fit() saves
     many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
+    dataset: where the training data came from and how it was split (`PreparedDataset.record()`).
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
-    from qtl.backbones import weights_id
+    from qtl.backbones import transform_params, weights_id
     from qtl.heads import count_parameters
 
     payload = {
@@ -142,6 +145,7 @@ def save_checkpoint(
             "name": model_config.backbone,
             "weights": weights_id(model_config.backbone, model_config.pretrained),
             "fingerprint": (fingerprint or backbone_fingerprint(model.backbone)) if scope == "head" else None,
+            "transform": transform_params(model_config.backbone, model_config.pretrained),
         },
         "history": [dict(row) for row in history],
         "metrics": dict(metrics or {}),
@@ -149,6 +153,7 @@ def save_checkpoint(
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "parameters": count_parameters(model.head),
+            **({"dataset": dict(dataset)} if dataset else {}),
         },
     }
     atomic_save(payload, path)
@@ -272,6 +277,7 @@ class LoadedModel:
     path: Path | None = None
     train_config: dict | None = None
     backbone_weights: str = ""  # "IMAGENET1K_V1" or "random"
+    transform: dict | None = None  # the eval preprocessing it was trained with (None: older checkpoints)
 
     @property
     def variant(self) -> str:
@@ -347,4 +353,18 @@ def load_checkpoint(
         path=path,
         train_config=payload.get("train_config"),
         backbone_weights=str(payload["backbone"].get("weights")),
+        transform=_transform(payload, path.name),
     )
+
+
+def _transform(payload: dict, filename: str) -> dict | None:
+    """The recorded eval preprocessing, checked; None when the checkpoint predates recording it."""
+    from qtl.backbones.common import check_params
+
+    recorded = payload["backbone"].get("transform")
+    if recorded is None:
+        return None
+    try:
+        return check_params(recorded)
+    except ValueError as exc:
+        raise CheckpointError(f"{filename} is damaged: {exc}") from None

@@ -83,12 +83,19 @@ def _device(loaded: LoadedModel) -> torch.device:
     return next(loaded.model.parameters()).device
 
 
+def eval_transform(loaded: LoadedModel) -> Callable:
+    """The eval preprocessing the checkpoint records (its backbone's current one for older files)."""
+    from qtl.backbones import image_transform, transform_from_params
+
+    if loaded.transform is not None:
+        return transform_from_params(loaded.transform)
+    c = loaded.model_config
+    return image_transform(c.backbone, c.pretrained, augment=False)
+
+
 def _pixels(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
     """(N, 3, H, W) normalised image tensor for the model's backbone, on its device."""
-    from qtl.backbones import image_transform
-
-    c = loaded.model_config
-    transform = image_transform(c.backbone, c.pretrained, augment=False)
+    transform = eval_transform(loaded)
     return torch.stack([transform(im) for im in images]).to(_device(loaded))
 
 
@@ -97,7 +104,8 @@ def _shared_key(loaded: LoadedModel):
     c = loaded.model_config
     if not c.frozen:
         return None
-    return (c.backbone, c.pretrained, loaded.backbone_weights, str(_device(loaded)))
+    transform = tuple(sorted((k, str(v)) for k, v in (loaded.transform or {}).items()))
+    return (c.backbone, c.pretrained, loaded.backbone_weights, transform, str(_device(loaded)))
 
 
 @torch.no_grad()
@@ -245,9 +253,7 @@ def split_features(
         return SplitFeatures(x, torch.as_tensor(fs.labels).long(), [str(p) for p in fs.paths])
     from torch.utils.data import DataLoader
 
-    from qtl.backbones import image_transform
-
-    ds = ImageFolderDataset(root, split, transform=image_transform(c.backbone, c.pretrained, augment=False))
+    ds = ImageFolderDataset(root, split, transform=eval_transform(loaded))
     chunks = []
     for i, (x, _) in enumerate(DataLoader(ds, batch_size=batch_size)):
         chunks.append(model.features(x.to(device)))
