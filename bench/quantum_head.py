@@ -12,6 +12,7 @@ repeated steps, and its ratio to the native engine is taken within the same run:
     (d) native           qtl's engine
 
     .venv/bin/python bench/quantum_head.py [--quick] [--json PATH] [--cap SECONDS] [--threads N] [--cpu-time]
+        [--max-qubits N]
 
 A step slower than the cap stops that configuration and is reported as "> cap"; a configuration
 on a PennyLane engine whose smaller sibling (same batch, fewer qubits) predicts more than
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (shared machines)")
+    parser.add_argument("--max-qubits", type=int, default=None, help="skip configurations above this width")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
     if args.cpu_time:
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         f"step = forward + backward + Adam of DressedQuantumCircuit(512, 2); median of {repeats}+ steps; "
         f"cap {cap:g} s per step; (Nx) = time / native time"
     )
-    results = run(CONFIGS, args.engines, repeats, cap)
+    configs = [c for c in CONFIGS if args.max_qubits is None or c[0] <= args.max_qubits]
+    results = run(configs, args.engines, repeats, cap)
     print()
     print(markdown_table(results, args.engines, cap))
     if args.json:
