@@ -72,6 +72,24 @@ def qubit_chart(values: dict[str, list[float]], title: str):
     )
 
 
+def bond_chart(log2_bonds: list[int], title: str):
+    """Altair bars of the exact MPS bond dimension at each cut (between wire i and i + 1), log2 scale."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [{"cut": f"{i}|{i + 1}", "bond": 2**b} for i, b in enumerate(log2_bonds)]
+    return (
+        alt.Chart(pd.DataFrame(rows), title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("cut:N", sort=None, title="cut between wires"),
+            y=alt.Y("bond:Q", scale=alt.Scale(type="log", base=2), title="exact bond dimension"),
+            tooltip=["cut", "bond"],
+        )
+        .properties(height=220)
+    )
+
+
 def weights_chart(weights):
     """Altair heatmap of trained circuit angles: (depth, n) or (depth, n, 3) -> one cell per angle."""
     import altair as alt
@@ -113,7 +131,12 @@ def confusion_chart(metrics: dict, title: str):
         x="predicted:N", y="true:N"
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
-    return (heat + base.mark_text(fontSize=14).encode(text="count:Q")).properties(height=200)
+    size = 14 if len(names) <= 5 else 10
+    return (heat + base.mark_text(fontSize=size).encode(text="count:Q")).properties(
+        # fit-x: the height is the plot's own (Streamlit's default "fit" squeezes the axes into it)
+        height=max(200, 24 * len(names)),
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
+    )
 
 
 def lab_chart(results: list):
