@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from qtl.checkpoint import LoadedModel
+from qtl.feed import IMAGE_EVAL_BATCH, eval_batches, logits
 from qtl.metrics import compute_metrics
 
 ImageInput = str | Path | bytes | Image.Image
@@ -192,71 +193,47 @@ class Evaluation:
         return [s for s in self.samples if not s.correct]
 
 
-@torch.no_grad()
 def evaluate(
     loaded: LoadedModel,
     root: str | Path,
     split: str = "val",
     *,
-    batch_size: int = 32,
+    batch_size: int = IMAGE_EVAL_BATCH,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
 ) -> Evaluation:
     """Metrics and per-sample predictions of a loaded model on one split of a dataset.
 
-    Frozen variants read cached features (extracting them once if needed); trainable backbones run on
-    the images. Raises ValueError when the dataset's classes differ from the model's.
+    Reads the split as training evaluates it (`qtl.feed.eval_batches`): frozen variants read cached
+    features (extracting them once if needed, `batch_size` images at a time), trainable backbones run
+    on the images, `batch_size` at a time. Raises ValueError when the dataset's classes differ from the
+    model's.
     """
-    from qtl.data import ImageFolderDataset, validate_dataset
+    from qtl.data import validate_dataset
 
     t0 = time.perf_counter()
-    c = loaded.model_config
     classes = validate_dataset(root)
     if list(classes) != list(loaded.class_names):
         raise ValueError(
             f"{loaded.name} predicts {list(loaded.class_names)}, but {root} has classes {classes}"
         )
-    device = _device(loaded)
     model = loaded.model.eval()
-    if c.frozen:
-        from qtl.features import extract_features
-
-        fs = extract_features(
-            c.backbone,
-            c.pretrained,
-            root,
-            split,
-            views=0,
-            device=str(device),
-            batch_size=batch_size,
-            cache_dir=cache_dir,
-            progress=progress,
-            backbone=model.backbone,  # a cache miss runs the loaded model's own backbone, not a new one
-        )
-        x = torch.as_tensor(fs.features, dtype=torch.float32).to(device)  # (N, F)
-        probs = torch.cat(
-            [torch.softmax(model.forward_features(x[i : i + 512]), 1) for i in range(0, len(x), 512)]
-        )
-        labels, paths = torch.as_tensor(fs.labels).long(), [str(p) for p in fs.paths]
-    else:
-        from torch.utils.data import DataLoader
-
-        from qtl.backbones import image_transform
-
-        ds = ImageFolderDataset(
-            root, split, transform=image_transform(c.backbone, c.pretrained, augment=False)
-        )
-        chunks = []
-        for i, (x, _) in enumerate(DataLoader(ds, batch_size=batch_size)):
-            chunks.append(torch.softmax(model(x.to(device)), 1))
-            if progress is not None:
-                progress(min((i + 1) * batch_size, len(ds)), len(ds))
-        probs = torch.cat(chunks)
-        labels, paths = torch.as_tensor(ds.targets).long(), [str(p) for p, _ in ds.samples]
-    probs = probs.float().cpu()
-    preds = probs.argmax(1)
+    batches = eval_batches(
+        model,
+        loaded.model_config,
+        root,
+        split,
+        _device(loaded),
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        progress=progress,  # a feature-cache miss runs the loaded model's own backbone, not a new one
+    )
+    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(batches)]).float().cpu()  # (N, C)
+    labels, preds = batches.y.cpu(), probs.argmax(1)
     samples = [
         SamplePrediction(path, int(y), int(p), row)
-        for path, y, p, row in zip(paths, labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
+        for path, y, p, row in zip(
+            batches.paths, labels.tolist(), preds.tolist(), probs.tolist(), strict=True
+        )
     ]
     return Evaluation(compute_metrics(labels, probs, loaded.class_names), samples, time.perf_counter() - t0)

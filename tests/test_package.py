@@ -113,7 +113,7 @@ def test_the_import_graph_of_qtl_has_no_cycles():
     """No qtl module imports (even lazily, inside a function) one that imports it back."""
     graph = module_imports()
     assert {"qtl.config", "qtl.train", "qtl.engines.native"} <= set(graph)
-    assert {"qtl.config", "qtl.checkpoint", "qtl.batches"} <= graph["qtl.train"]
+    assert {"qtl.config", "qtl.checkpoint", "qtl.feed"} <= graph["qtl.train"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

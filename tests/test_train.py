@@ -214,15 +214,17 @@ class TestFrozenPath:
         r = fit(mc, quick("quantum", epochs=2), MachineConfig(data_dir=tiny_image_folder), model=model)
         assert len(r.history) == 2
 
-    def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder):
-        """linear with augment and views=0 bypasses the cache: fresh crops through the backbone."""
+    def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder, tmp_path):
+        """linear with augment and views=0 bypasses the cache: fresh crops through the backbone; only the
+        val split's features are cached (evaluation still reads them)."""
         mc = ModelConfig("linear", pretrained=False, class_names=("cats", "dogs"))
         model = build_model(mc)
         calls = []
         model.backbone.register_forward_hook(lambda *_: calls.append(1))
         tc = quick("linear", epochs=2, views=0, batch_size=2)
-        fit(mc, tc, MachineConfig(data_dir=micro_folder), model=model)
+        fit(mc, tc, MachineConfig(data_dir=micro_folder, cache_dir=tmp_path), model=model)
         assert len(calls) == 2 * 2  # 4 training images, batch 2: two backbone passes per epoch
+        assert [p.name.split("-")[1] for p in tmp_path.glob("*.pt")] == ["val"]
 
     def test_cached_views_are_used(self, tiny_image_folder):
         """linear with views=2 trains on cached augmented views and never runs the model's backbone."""
