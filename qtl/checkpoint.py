@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from torch import nn
 
 from qtl.config import ModelConfig, TrainConfig
 from qtl.files import atomic_save
+from qtl.noise import NoiseConfig
 from qtl.paths import models_dir
 from qtl.variants import Classifier, build_model
 
@@ -47,7 +48,8 @@ class CheckpointError(ValueError):
 
 def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:
     """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20261125-120000.pt":
-    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>] | -w<width>][-s<seed>]-<stamp>.pt,
+    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>][-noisy] | -w<width>][-s<seed>]
+    -<stamp>.pt,
     the stamp defaulting to the current time (to the microsecond, so names do not collide)."""
     c = model_config
     parts = [c.variant, c.backbone, "imagenet" if c.pretrained else "random"]
@@ -55,6 +57,8 @@ def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: s
         parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}")
         if c.engine != "native":
             parts.append(re.sub(r"[^a-z0-9]+", "", c.engine))
+        if not c.noise.is_ideal:
+            parts.append("noisy")
     elif c.variant == "dressed-classical":
         parts.append(f"w{c.circuit.n_qubits}")
     if seed is not None:
@@ -290,11 +294,16 @@ class LoadedModel:
 
 
 def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", *, engine: str | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    engine: str | None = None,
+    noise: NoiseConfig | None = None,
 ) -> LoadedModel:
     """Rebuild a checkpoint's model (backbone by name and weights id, then the stored weights).
 
     engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
+    noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
     rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
     ImageNet weights it needs are not cached; the message names the file to fetch).
@@ -304,6 +313,8 @@ def load_checkpoint(
     mc = _model_config(payload, path.name)
     if engine is not None:
         mc = ModelConfig.from_dict({**mc.to_dict(), "engine": engine})
+    if noise is not None:
+        mc = replace(mc, noise=noise)
     scope = payload["scope"]
     if (scope == "head") != mc.frozen:
         raise CheckpointError(f"{path.name} is damaged: scope {scope!r} does not fit variant {mc.variant!r}")

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 
 from qtl.circuit import CircuitConfig
+from qtl.noise import NoiseConfig
 
 # ---- names
 
@@ -66,6 +67,7 @@ class ModelConfig:
     diff_method: str = "best"  # PennyLane engines only: how gradients are computed
     shots: int | None = None  # PennyLane engines only: None gives exact expectation values
     q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # quantum variants: channels, readout, shots
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
@@ -74,6 +76,8 @@ class ModelConfig:
             raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
         if isinstance(self.circuit, dict):
             object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
+        if self.noise is None or isinstance(self.noise, dict):  # None: written before noise existed
+            object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
 
     @property
     def frozen(self) -> bool:
@@ -91,15 +95,17 @@ class ModelConfig:
 
     def engine_options(self) -> dict:
         """Keyword options for `make_engine`; the native engine takes none of the PennyLane ones."""
+        noise = {} if self.noise.is_ideal else {"noise": self.noise}
         if self.engine == NATIVE:
-            return {}
-        return {"diff_method": self.diff_method, "shots": self.shots}
+            return noise
+        return {"diff_method": self.diff_method, "shots": self.shots, **noise}
 
     def to_dict(self) -> dict:
         """Plain Python values only (str, int, float, bool, None, list, dict): safe in checkpoints."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["class_names"] = list(self.class_names)
         d["circuit"] = self.circuit.to_dict()
+        d["noise"] = self.noise.to_dict()
         return d
 
     @classmethod
@@ -107,6 +113,8 @@ class ModelConfig:
         d = dict(d)
         if isinstance(d.get("circuit"), dict):
             d["circuit"] = CircuitConfig.from_dict(d["circuit"])
+        if isinstance(d.get("noise"), dict):  # absent in checkpoints written before noise existed: ideal
+            d["noise"] = NoiseConfig.from_dict(d["noise"])
         if "class_names" in d:
             d["class_names"] = tuple(d["class_names"])
         return _from_dict(cls, d, "model")

@@ -80,11 +80,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _link(tmp: str, path: Path) -> None:
+    """Give the finished file `path` as its name unless the name is taken (atomically: a hard link)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename (a race remains there)
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+
+
 @contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path, *, replace: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file in `path`'s folder; when the block ends without an exception it is flushed to
     disk and renamed over `path`, else it is removed. The folder is created if needed.
 
+    replace=False never overwrites: FileExistsError when `path` exists by then (even when another
+    process or thread took the name while the block ran).
     Raises WriteError when the disk refuses the bytes (see WRITE_ERRNOS); `path` is then unchanged.
     """
     path = Path(path)
@@ -101,7 +115,10 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
         if exc.errno not in WRITE_ERRNOS or isinstance(exc, WriteError):

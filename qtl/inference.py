@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from qtl.checkpoint import LoadedModel
-from qtl.feed import IMAGE_EVAL_BATCH, eval_batches, logits
+from qtl.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
 from qtl.metrics import compute_metrics
 
 ImageInput = str | Path | bytes | Image.Image
@@ -193,7 +193,16 @@ class Evaluation:
         return [s for s in self.samples if not s.correct]
 
 
-def evaluate(
+@dataclass
+class SplitFeatures:
+    """A loaded model's backbone features for one split of a dataset."""
+
+    features: torch.Tensor  # (N, F) on the model's device
+    labels: torch.Tensor  # (N,) int64 class indices, CPU
+    paths: list[str]
+
+
+def split_features(
     loaded: LoadedModel,
     root: str | Path,
     split: str = "val",
@@ -201,17 +210,15 @@ def evaluate(
     batch_size: int = IMAGE_EVAL_BATCH,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
-) -> Evaluation:
-    """Metrics and per-sample predictions of a loaded model on one split of a dataset.
+) -> SplitFeatures:
+    """The backbone features of every image of a split, in dataset order, read as training evaluates
+    it (`qtl.feed.eval_batches`): cached features for frozen variants (extracted once if needed, by the
+    loaded model's own backbone), a backbone pass over the images, `batch_size` at a time, otherwise.
 
-    Reads the split as training evaluates it (`qtl.feed.eval_batches`): frozen variants read cached
-    features (extracting them once if needed, `batch_size` images at a time), trainable backbones run
-    on the images, `batch_size` at a time. Raises ValueError when the dataset's classes differ from the
-    model's.
+    Raises ValueError when the dataset's classes differ from the model's.
     """
     from qtl.data import validate_dataset
 
-    t0 = time.perf_counter()
     classes = validate_dataset(root)
     if list(classes) != list(loaded.class_names):
         raise ValueError(
@@ -226,14 +233,40 @@ def evaluate(
         _device(loaded),
         batch_size=batch_size,
         cache_dir=cache_dir,
-        progress=progress,  # a feature-cache miss runs the loaded model's own backbone, not a new one
+        progress=progress,
     )
-    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(batches)]).float().cpu()  # (N, C)
-    labels, preds = batches.y.cpu(), probs.argmax(1)
+    if isinstance(batches, FeatureBatches):
+        features = batches.x
+    else:
+        with torch.no_grad():
+            features = torch.cat([model.features(x) for x, _ in batches])
+    return SplitFeatures(features, batches.y.cpu(), batches.paths)
+
+
+def evaluate(
+    loaded: LoadedModel,
+    root: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = IMAGE_EVAL_BATCH,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> Evaluation:
+    """Metrics and per-sample predictions of a loaded model on one split of a dataset: its head over
+    `split_features`, EVAL_BATCH features at a time. Raises ValueError when the dataset's classes differ
+    from the model's.
+    """
+    t0 = time.perf_counter()
+    data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+    head = FeatureBatches(loaded.model.head, data, EVAL_BATCH, data.features.device)
+    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
+    preds = probs.argmax(1)
     samples = [
         SamplePrediction(path, int(y), int(p), row)
         for path, y, p, row in zip(
-            batches.paths, labels.tolist(), preds.tolist(), probs.tolist(), strict=True
+            data.paths, data.labels.tolist(), preds.tolist(), probs.tolist(), strict=True
         )
     ]
-    return Evaluation(compute_metrics(labels, probs, loaded.class_names), samples, time.perf_counter() - t0)
+    return Evaluation(
+        compute_metrics(data.labels, probs, loaded.class_names), samples, time.perf_counter() - t0
+    )

@@ -6,6 +6,7 @@ the CLI's `--help` can ask without loading torch.
 | cache root (features, downloaded data) | QTL_CACHE_DIR | ~/.cache/qtl |
 | the default dataset | QTL_DATA_DIR | <cache root>/data/hymenoptera_data |
 | the checkpoint store | QTL_MODELS_DIR | models/ at the repository root |
+| the results database (sweeps) | QTL_RESULTS_DB | <checkpoint store>/results.db |
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ def default_data_dir() -> Path:
 def models_dir() -> Path:
     """The checkpoint store: $QTL_MODELS_DIR, else models/ at the repository root."""
     return _from_env(MODELS_ENV) or REPO_ROOT / "models"
+
+
+def results_db() -> Path:
+    """The sweeps' results database: $QTL_RESULTS_DB, else results.db in the checkpoint store."""
+    return _from_env("QTL_RESULTS_DB") or models_dir() / "results.db"

@@ -56,14 +56,24 @@ class Run:
 
 
 def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset: str | None = None) -> str:
-    """12 hex digits of a SHA-256 over the architecture, the recipe and the dataset's name (class names
-    excluded, and the machine settings that checkpoints from before `MachineConfig` hold in their train
-    config: they do not change what is trained)."""
+    """12 hex digits of a SHA-256 over what is trained: the architecture (only the circuit settings the
+    variant uses), the recipe and the dataset's name. Class names do not count, nor the machine settings
+    that checkpoints from before `MachineConfig` hold in their train config."""
     tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
-    model = {k: v for k, v in model_config.to_dict().items() if k != "class_names"}
     recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
-    doc = {"model": model, "train": recipe_, "dataset": dataset}
+    doc = {"model": _trained(model_config), "train": recipe_, "dataset": dataset}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _trained(mc: ModelConfig) -> dict:
+    """The model config without what its variant ignores: no circuit or engine for a classical head;
+    a dressed-classical head keeps only its width."""
+    d = {k: v for k, v in mc.to_dict().items() if k != "class_names"}
+    if not mc.is_quantum:
+        for k in ("engine", "diff_method", "shots", "q_delta"):
+            d.pop(k)
+        d["circuit"] = {"n_qubits": mc.circuit.n_qubits} if mc.variant == "dressed-classical" else None
+    return d
 
 
 def setup_of(model_config: ModelConfig) -> str:
@@ -288,10 +298,10 @@ def describe(
         "backbone": mc.backbone,
         "weights": "imagenet" if mc.pretrained else "random",
         "dataset": dataset,
-        "qubits": mc.circuit.n_qubits,
-        "depth": mc.circuit.depth,
-        "entangler": mc.circuit.entangler,
-        "rotation": mc.circuit.rotation,
+        "qubits": mc.circuit.n_qubits if mc.is_quantum or mc.variant == "dressed-classical" else None,
+        "depth": mc.circuit.depth if mc.is_quantum else None,  # None: the variant has no such setting
+        "entangler": mc.circuit.entangler if mc.is_quantum else None,
+        "rotation": mc.circuit.rotation if mc.is_quantum else None,
         "seed": tc.get("seed"),
         "lr": tc.get("lr"),
         "epochs": tc.get("epochs"),

@@ -45,15 +45,19 @@ def import_checkpoint(data: bytes, name: str, directory: str | Path) -> Checkpoi
     directory.mkdir(parents=True, exist_ok=True)
     if not data:
         raise CheckpointError(f"{name} is empty")
-    target = _free_path(directory, safe_name(name))
-    with atomic_write(target) as f:
-        f.write(data)
-        f.flush()
+    while True:
+        target = _free_path(directory, safe_name(name))
         try:
-            read_checkpoint_info(f.name)
-        except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace(Path(f.name).name, name)) from None
-    return read_checkpoint_info(target)
+            with atomic_write(target, replace=False) as f:
+                f.write(data)
+                f.flush()
+                try:
+                    read_checkpoint_info(f.name)
+                except CheckpointError as exc:
+                    raise CheckpointError(str(exc).replace(Path(f.name).name, name)) from None
+        except FileExistsError:  # a concurrent import took the name meanwhile: take the next one
+            continue
+        return read_checkpoint_info(target)
 
 
 def delete_checkpoint(path: str | Path, allowed_dirs: list[str | Path]) -> None:

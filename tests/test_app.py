@@ -20,7 +20,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "app.py")
-PAGES = ["overview", "train", "checkpoints", "circuit", "classify", "compare", "diff_lab"]
+PAGES = ["overview", "train", "checkpoints", "circuit", "classify", "compare", "experiments", "diff_lab"]
 ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE")
 
 
@@ -217,6 +217,41 @@ class TestTrain:
         assert job.snapshot().state == "cancelled"
         at.run()
         assert not at.exception
+
+
+class TestExperiments:
+    def test_sweep_from_the_form_then_its_results(self, app_env):
+        """The form's sweep runs as a background job into the results database; the page then shows the
+        heatmap, the paired comparisons (a verdict per quantum cell and control) and the CSV export."""
+        at = app("experiments")
+        assert "No sweeps yet" in texts(at.info)
+        at.text_input(key="exp_name").set_value("page-sweep")
+        at.multiselect(key="exp_qubits").set_value([2])
+        at.multiselect(key="exp_depths").set_value([1])
+        at.multiselect(key="exp_seeds").set_value([0, 1])
+        at.number_input(key="exp_epochs").set_value(1)
+        at.button[0].click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        job = ui_module().runner().get(at.session_state["exp_job_id"])
+        assert job.wait(120), "the sweep did not finish"
+        at.run()
+        assert job.snapshot().state == "done" and job.snapshot().result.done == 6
+        at = app("experiments")  # a fresh visit browses the database
+        assert "6 finished runs" in texts(at.markdown)
+        comps = at.dataframe[1].value
+        assert list(comps["vs"]) == ["dressed-classical", "linear"] and set(comps["seeds"]) == {2}
+        assert all(comps["verdict"].str.len() > 0)
+        assert (app_env / "models" / "results.db").is_file()
+
+    def test_demo_bounds_the_sweep(self, app_env, monkeypatch):
+        monkeypatch.setenv("QTL_DEMO", "1")
+        at = app("experiments")
+        at.multiselect(key="exp_qubits").set_value([2, 3, 4])
+        at.multiselect(key="exp_depths").set_value([1, 2, 3, 4])
+        at.multiselect(key="exp_seeds").set_value([0, 1, 2])
+        at.button[0].click().run()
+        assert "at most 24 per sweep here" in texts(at.error)
+        assert at.session_state["exp_job_id"] is None
 
 
 class TestClassify:

@@ -231,3 +231,26 @@ class TestFullDisk:
             import_checkpoint(previous, "up.pt", tmp_path)
         assert path.read_bytes() == previous
         assert sorted(p.name for p in tmp_path.iterdir()) == ["q.pt"]
+
+
+def test_concurrent_uploads_of_one_name_never_overwrite(tmp_path):
+    """Eight sessions store an upload called up.pt into one folder at the same moment (local mode: every
+    session shares models/): eight whole files under eight names, none lost to another's rename."""
+    import threading
+
+    model, mc = small_quantum()
+    data = save_checkpoint(tmp_path / "src" / "up.pt", model, mc).read_bytes()
+    store, start_line, names = tmp_path / "store", threading.Barrier(8), []
+
+    def upload():
+        start_line.wait()
+        names.append(import_checkpoint(data, "up.pt", store).path.name)
+
+    threads = [threading.Thread(target=upload) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = ["up.pt"] + [f"up-{k}.pt" for k in range(2, 9)]
+    assert sorted(names) == sorted(p.name for p in store.iterdir()) == sorted(expected)
+    assert all((store / n).read_bytes() == data for n in expected)

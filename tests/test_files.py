@@ -40,6 +40,17 @@ class TestAtomicWrite:
             f.flush()
             assert open(f.name, "rb").read() == b"abc"
 
+    def test_no_replace_refuses_a_taken_name(self, tmp_path):
+        """replace=False: FileExistsError when the name is taken by the end of the block; both files kept."""
+        path = tmp_path / "a.bin"
+        with pytest.raises(FileExistsError), atomic_write(path, replace=False) as f:
+            f.write(b"mine")
+            path.write_bytes(b"theirs")  # another writer finishes first
+        assert path.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["a.bin"]
+        with atomic_write(tmp_path / "b.bin", replace=False) as f:
+            f.write(b"new")
+        assert (tmp_path / "b.bin").read_bytes() == b"new" and len(os.listdir(tmp_path)) == 2
+
 
 class TestFaults:
     def test_a_dead_writers_temporary_file_is_removed_by_the_next_write(self, tmp_path):

@@ -89,6 +89,21 @@ class TestRunIds:
         ]
         assert len({a.id, *(r.id for r in others)}) == 5
 
+    def test_ids_ignore_what_a_variant_does_not_use(self):
+        """A linear head has no circuit and a dressed-classical one only a width: those settings do not
+        make another run."""
+        tc = recipe_for("linear", seed=0)
+        deep = dataclasses.replace(BASE, circuit=CircuitConfig(3, 9, "ring"), engine="default.qubit")
+        lin = [dataclasses.replace(m, variant="linear") for m in (BASE, deep)]
+        assert run_id(lin[0], tc, "d") == run_id(lin[1], tc, "d")
+        dc = [
+            dataclasses.replace(BASE, variant="dressed-classical", circuit=CircuitConfig(3, d))
+            for d in (1, 6)
+        ]
+        assert run_id(dc[0], tc, "d") == run_id(dc[1], tc, "d")
+        wider = dataclasses.replace(dc[0], circuit=CircuitConfig(4, 1))
+        assert run_id(wider, tc, "d") != run_id(dc[0], tc, "d")
+
     def test_recipe_for_caches_views_for_frozen_augmentation(self):
         assert recipe_for("linear", epochs=3).views == 5 and recipe_for("linear", epochs=3).epochs == 3
         assert recipe_for("quantum", augment=True).views == 5

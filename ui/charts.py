@@ -139,3 +139,118 @@ def lab_chart(results: list):
         )
         .properties(height=320)
     )
+
+
+def _cells_frame(cells: list[dict]):
+    """qtl.stats cells as a dataframe with printable qubits / depth ("-": the variant has none)."""
+    import pandas as pd
+
+    from qtl.stats import cell_name
+
+    df = pd.DataFrame(cells)
+    for col in ("qubits", "depth"):
+        df[col] = [("-" if v is None or v != v else str(int(v))) for v in df[col]]
+    df["cell"] = [cell_name(c) for c in cells]
+    return df
+
+
+def sweep_heatmap(cells: list[dict]):
+    """Mean val accuracy over qubits x depth, one panel per variant (linear: one cell)."""
+    import altair as alt
+
+    df = _cells_frame(cells)
+    order = sorted({q for q in df["qubits"] if q != "-"}, key=int) + ["-"]
+    depths = sorted({d for d in df["depth"] if d != "-"}, key=int) + ["-"]
+    base = alt.Chart(df).encode(
+        x=alt.X("qubits:O", sort=order, title="qubits"),
+        y=alt.Y("depth:O", sort=depths, title="depth"),
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color("mean:Q", title="val acc", scale=alt.Scale(scheme="viridis")),
+        tooltip=["cell", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f")],
+    )
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text("mean:Q", format=".2f"),
+        color=alt.condition("datum.mean > 0.8", alt.value("black"), alt.value("white")),
+    )
+    return (
+        alt.layer(rect, text, data=df)
+        .properties(width=170, height=150)
+        .facet(column=alt.Column("variant:N", title=None))
+        .resolve_scale(x="independent")
+    )
+
+
+def cell_errorbars(cells: list[dict]):
+    """Each cell's mean val accuracy with its 95% confidence interval (Student t over seeds)."""
+    import altair as alt
+
+    df = _cells_frame(cells)
+    df["ci_low"] = df["ci_low"].fillna(df["mean"])
+    df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    y = alt.Y("cell:N", sort=None, title=None, axis=alt.Axis(labelLimit=260))
+    tip = ["cell", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+           alt.Tooltip("ci_high:Q", format=".3f")]  # fmt: skip
+    bars = (
+        alt.Chart(df)
+        .mark_errorbar(ticks=True)
+        .encode(
+            x=alt.X(
+                "ci_low:Q",
+                title="val accuracy (mean, 95% CI; cut at 0 and 1)",
+                scale=alt.Scale(domain=[0, 1], clamp=True),
+            ),
+            x2="ci_high:Q",
+            y=y,
+            color="variant:N",
+        )
+    )
+    points = (
+        alt.Chart(df).mark_point(filled=True, size=50).encode(x="mean:Q", y=y, color="variant:N", tooltip=tip)
+    )
+    return (bars + points).properties(height=alt.Step(16))
+
+
+def params_chart(rows: list[dict]):
+    """Every run's val accuracy against its trainable parameters (classical + quantum, log scale)."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["parameters"] = df["classical"] + df["quantum"]
+    return (
+        alt.Chart(df)
+        .mark_circle(size=60, opacity=0.7)
+        .encode(
+            x=alt.X("parameters:Q", scale=alt.Scale(type="log"), title="trainable parameters"),
+            y=alt.Y("val_acc:Q", title="val accuracy", scale=alt.Scale(zero=False)),
+            color="variant:N",
+            tooltip=[
+                "variant",
+                "qubits",
+                "depth",
+                "seed",
+                "parameters",
+                alt.Tooltip("val_acc:Q", format=".3f"),
+            ],
+        )
+        .properties(height=280)
+    )
+
+
+def cost_chart(cells: list[dict]):
+    """Mean training time per cell (seconds of training epochs, per run)."""
+    import altair as alt
+
+    df = _cells_frame(cells)
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("train_time_s:Q", title="training time per run (s)"),
+            y=alt.Y("cell:N", sort=None, title=None, axis=alt.Axis(labelLimit=260)),
+            color="variant:N",
+            tooltip=["cell", alt.Tooltip("train_time_s:Q", format=".2f")],
+        )
+        .properties(height=alt.Step(16))
+    )

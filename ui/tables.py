@@ -92,3 +92,36 @@ def lab_table(results: list):
             for r in results
         ]
     )
+
+
+def comparison_table(comps: list[dict]):
+    """A dataframe of qtl.stats.comparisons: one row per quantum cell and control, with the verdict."""
+    import pandas as pd
+
+    from qtl.stats import cell_name
+
+    def num(value, fmt):
+        return "–" if value is None else format(value, fmt)
+
+    return pd.DataFrame(
+        [
+            {
+                "quantum": cell_name(c["quantum"]),
+                "vs": c["control"],
+                "seeds": c["n"],
+                "difference": num(c["diff"], "+.3f"),
+                "95% CI": "–" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                "p": num(c["p"], ".3g"),
+                "p adjusted": num(c["p_adjusted"], ".3g"),
+                "verdict": c["verdict"],
+            }
+            for c in comps
+        ]
+    )
+
+
+def csv_bytes(rows: list[dict]) -> bytes:
+    """Rows (dicts with the same keys) as CSV bytes, for a download button."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_csv(index=False).encode()

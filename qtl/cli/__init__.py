@@ -5,7 +5,10 @@
     qtl predict ant.jpg bee.png -c a.pt -c b.pt        class probabilities, models side by side
     qtl draw --qubits 4 --depth 6 [--output fig.png]   the circuit as text or a figure
     qtl compare --seeds 3 --random-init                variants x seeds: a mean ± std table, JSON and CSV
+    qtl noise a.pt b.pt --shots 0 100 --backends FakeManilaV2   accuracy under noise: table, CSV, plot
     qtl data [--path PATH]                             download (if needed) and verify a dataset
+    qtl sweep study.toml [--backend processes|ray]     grids of runs into the results database, resumable
+    qtl runs [--sweep NAME] [--csv F] [--report]       list, filter, export runs; statistics per cell
 
 Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
 `qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.
@@ -34,8 +37,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.backbones)."""
     from qtl.backbones import WeightsUnavailableError
     from qtl.download import DownloadError
+    from qtl.hardware import HardwareUnavailable
 
-    return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError)
+    return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailable)
 
 
 def _one_line(exc: BaseException) -> str:

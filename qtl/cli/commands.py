@@ -17,12 +17,16 @@ from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_evaluation,
+    format_noise_table,
     format_predictions,
+    format_runs,
     format_summary,
+    format_sweeps,
     predictions_document,
     write_compare,
+    write_rows,
 )
-from qtl.cli.progress import BarCallback, ProgressBar, RunsBar
+from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
 from qtl.config import MachineConfig, ModelConfig
 from qtl.train import resolve_device
 
@@ -44,8 +48,36 @@ def _model_config(args, variant: str) -> ModelConfig:
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
-        shots=args.shots,
         q_delta=args.q_delta,
+        noise=_noise_config(args, shots=args.shots),
+    )
+
+
+def _strengths(values: list[float] | None, name: str) -> tuple[float, float]:
+    """--name P or --name P1 P2 -> (one-qubit, two-qubit) strengths."""
+    if not values:
+        return 0.0, 0.0
+    if len(values) > 2:
+        raise ValueError(f"--{name} takes one strength, or two (one- and two-qubit gates), got {len(values)}")
+    return values[0], values[-1]
+
+
+def _noise_config(args, shots: int | None = None):
+    from qtl.noise import NoiseConfig
+
+    dep = _strengths(getattr(args, "depolarizing", None), "depolarizing")
+    amp = _strengths(args.amplitude_damping, "amplitude-damping")
+    phase = _strengths(args.phase_damping, "phase-damping")
+    return NoiseConfig(
+        depolarizing=dep[0],
+        amplitude_damping=amp[0],
+        phase_damping=phase[0],
+        depolarizing_2q=dep[1],
+        amplitude_damping_2q=amp[1],
+        phase_damping_2q=phase[1],
+        readout=args.readout,
+        shots=shots,
+        seed=args.noise_seed,
     )
 
 
@@ -215,6 +247,138 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_noise(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.paths import models_dir
+    from qtl.robustness import head_inputs, noise_grid, sweep, write_report
+
+    if any(s < 0 for s in args.shots + args.backend_shots):
+        raise ValueError("shot counts must be positive (0 in --shots means exact)")
+    base = _noise_config(args)
+    if args.backends:
+        from qtl.hardware import get_backend
+
+        for name in args.backends:
+            get_backend(name)  # an unknown name or missing extras fail before any work
+    models = [load_checkpoint(path) for path in args.checkpoints]
+    for m in models:
+        if not m.model_config.is_quantum:
+            raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
+    root = _dataset(args.data, bar)
+    inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
+    grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
+    results = sweep(
+        models,
+        inputs,
+        grid,
+        backends=args.backends,
+        backend_shots=args.backend_shots,
+        progress=bar.hook("evaluating under noise"),
+    )
+    bar.close()
+    for m in models:
+        trained = m.model_config.noise.label()
+        print(f"{m.name}: trained {'ideal' if trained == 'ideal' else 'with ' + trained}")
+    print(format_noise_table([r.row() for r in results]))
+    prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_report(results, prefix)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_sweep(args, bar: ProgressBar) -> int:
+    import signal
+    import threading
+
+    from qtl.paths import results_db
+    from qtl.stats import format_report
+    from qtl.sweep_spec import load_spec, plan
+    from qtl.sweeps import run_sweep
+
+    spec = load_spec(args.spec)
+    db = Path(args.db) if args.db else results_db()
+    machine = {"device": args.device, "cache_dir": args.cache_dir}
+    if args.dry_run:
+        from qtl.results import ResultsDB
+
+        runs = plan(spec, machine=machine, models_dir=args.models_dir)
+        status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
+        done = sum(status.get(r.id) == "done" for r in runs)
+        print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
+        for r in runs:
+            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.label}  {r.model_config.circuit}")
+        return 0
+    workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
+    stop = threading.Event()
+
+    def first_interrupt(signum, frame):  # Ctrl-C: finish cleanly; a second one aborts
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        bar.message("qtl: stopping: the current run(s) end after their batch; Ctrl-C again to abort")
+
+    previous = signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        report = run_sweep(
+            spec,
+            db,
+            backend=args.backend,
+            workers=workers,
+            machine=machine,
+            models_dir=args.models_dir,
+            observer=SweepBar(bar, args.backend),
+            stop=stop,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            mlflow_uri=args.mlflow,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    bar.close()
+    from qtl.results import ResultsDB
+
+    with ResultsDB(db) as results:
+        rows = results.rows(spec.name)
+    print(format_report(rows))
+    print(
+        f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
+        f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
+    )
+    for error in report.errors:
+        print(f"  failed: {error}", file=sys.stderr)
+    if report.stopped:
+        print("qtl: stopped; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
+
+
+def cmd_runs(args, bar: ProgressBar) -> int:
+    from qtl.paths import results_db
+    from qtl.results import ResultsDB
+    from qtl.stats import format_report
+
+    db = Path(args.db) if args.db else results_db()
+    if not db.exists():
+        raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    with ResultsDB(db) as results:
+        if args.sweeps:
+            print(format_sweeps(results.sweeps()))
+            return 0
+        where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
+        status = None if args.status == "any" else args.status
+        rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
+    if args.csv:
+        write_rows(rows, args.csv, "csv")
+    if args.json:
+        write_rows(rows, args.json, "json")
+    if args.report:
+        print(format_report(rows))
+    elif "-" not in (args.csv, args.json):
+        print(format_runs(rows))
+        print(f"{len(rows)} run(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args, bar: ProgressBar) -> int:
     from qtl.data import SPLITS, ImageFolderDataset, download_hymenoptera
 
@@ -243,5 +407,8 @@ HANDLERS = {
     "predict": cmd_predict,
     "draw": cmd_draw,
     "compare": cmd_compare,
+    "noise": cmd_noise,
     "data": cmd_data,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
 }

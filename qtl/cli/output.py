@@ -88,10 +88,20 @@ def format_summary(summary: list[dict]) -> str:
         )
         for s in summary
     ]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *lines]
-    )
+    return _columns([header, *lines])
+
+
+def format_noise_table(rows: list[dict]) -> str:
+    """The `qtl noise` table: one line per (checkpoint, setting) with its accuracy."""
+    header = ("checkpoint", "setting", "accuracy", "time (s)")
+    lines = [(r["model"], r["setting"], f"{r['accuracy']:.4f}", f"{r['seconds']:.1f}") for r in rows]
+    return _columns([header, *lines])
+
+
+def _columns(table: list[tuple[str, ...]]) -> str:
+    """Left-aligned text columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def write_compare(rows: list[dict], summary: list[dict], json_path: Path, csv_path: Path) -> None:
@@ -104,3 +114,49 @@ def write_compare(rows: list[dict], summary: list[dict], json_path: Path, csv_pa
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows({k: s[k] for k in columns} for s in summary)
+
+
+RUN_COLUMNS = ("id", "variant", "backbone", "dataset", "qubits", "depth", "seed", "val_acc", "best_epoch",
+               "train_time_s", "status")  # fmt: skip
+"""The columns `qtl runs` prints (exports hold every column)."""
+
+
+def format_runs(rows: list[dict]) -> str:
+    """`qtl runs`' table: one line per run."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    table = [RUN_COLUMNS] + [tuple(cell(r.get(c)) for c in RUN_COLUMNS) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(RUN_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
+
+
+def format_sweeps(sweeps: list[dict]) -> str:
+    """`qtl runs --sweeps`: one line per sweep with its run counts per status."""
+    lines = []
+    for s in sweeps:
+        counts = ", ".join(
+            f"{s[k]} {k}" for k in ("done", "running", "pending", "failed", "cancelled") if s[k]
+        )
+        lines.append(f"{s['name']}  {s['runs']} runs ({counts or 'none'})  updated {s['updated']}")
+    return "\n".join(lines) if lines else "no sweeps yet"
+
+
+def write_rows(rows: list[dict], path: str, kind: str) -> None:
+    """Runs as CSV (every column) or JSON (a list of objects); path '-' writes to stdout."""
+    import sys
+
+    out = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115
+    try:
+        if kind == "json":
+            out.write(json.dumps(rows, indent=2) + "\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(RUN_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if out is not sys.stdout:
+            out.close()

@@ -36,13 +36,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         default="best",
         help="PennyLane engines: how gradients are taken (best, backprop, adjoint, parameter-shift, ...)",
     )
-    g.add_argument(
-        "--shots",
-        type=int,
-        metavar="N",
-        default=None,
-        help="PennyLane engines: sample shots (default: exact)",
+    _add_noise_args(p)
+
+
+def _add_noise_args(p: argparse.ArgumentParser, *, grid: bool = False) -> None:
+    """Noise flags; with `grid` (qtl noise) the depolarizing strengths and shots come from the grid."""
+    g = p.add_argument_group(
+        "noise (quantum variants; the native engine then simulates density matrices, see docs/noise.md)"
     )
+    channels = [("amplitude-damping", "amplitude damping (T1)"), ("phase-damping", "phase damping (T2)")]
+    for name, what in channels if grid else [("depolarizing", "depolarizing channel"), *channels]:
+        g.add_argument(
+            f"--{name}",
+            type=float,
+            nargs="+",
+            metavar="P",
+            default=None,
+            help=f"{what} after every gate: P, or P1 P2 for one- and two-qubit gates",
+        )
+    g.add_argument("--readout", type=float, metavar="P", default=0.0, help="readout bit-flip probability")
+    if not grid:
+        g.add_argument(
+            "--shots", type=int, metavar="N", default=None, help="<Z> as the mean of N shots (default: exact)"
+        )
+    g.add_argument("--noise-seed", type=int, metavar="N", default=0, help="seed of the shot sampler")
 
 
 def _add_circuit_args(p: argparse.ArgumentParser) -> None:
@@ -85,6 +102,15 @@ def _add_data_arg(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="dataset root with train/ and val/ (default: $QTL_DATA_DIR, else hymenoptera, downloaded once)",
+    )
+
+
+def _add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="FILE",
+        help="results database (default: $QTL_RESULTS_DB, else results.db in the models folder)",
     )
 
 
@@ -215,6 +241,108 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--csv", default=None, metavar="FILE", help="summary table (default: <models-dir>/compare-<time>.csv)"
     )
+
+    p = command(
+        "noise",
+        "accuracy of quantum checkpoints over noise strengths, shots and IBM backends",
+        "Evaluate quantum checkpoints with their circuit under depolarizing noise of each strength and "
+        "each shot count (native density-matrix engine), and on fake IBM backends (needs qtl[hardware]); "
+        "print an accuracy table and write it as CSV, JSON and a plot. Other channels given below apply "
+        "at every grid point.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="quantum checkpoints to compare")
+    p.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        metavar="P",
+        default=[0.0, 0.01, 0.02, 0.05],
+        help="depolarizing strengths after every gate (one- and two-qubit alike)",
+    )
+    p.add_argument(
+        "--shots", type=int, nargs="+", metavar="N", default=[0], help="shot counts; 0 means exact <Z>"
+    )
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="fake IBM backends, e.g. FakeManilaV2 (needs: pip install 'qtl[hardware]')",
+    )
+    p.add_argument(
+        "--backend-shots", type=int, nargs="+", metavar="N", default=[1024], help="shots on each backend"
+    )
+    _add_noise_args(p, grid=True)
+    _add_data_arg(p)
+    p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="write PREFIX.csv, PREFIX.json and PREFIX.png (default: <models-dir>/noise-<time>)",
+    )
+
+    p = command(
+        "sweep",
+        "run a sweep spec (grids of runs) into the results database",
+        "Run every run of a TOML sweep spec (grids over variant, backbone, dataset, qubits, depth, "
+        "entangler, rotation, lr, epochs, seeds) that the results database does not hold finished, "
+        "writing each result as it arrives, then print per-cell statistics and quantum vs control "
+        "comparisons. Re-running the same spec resumes it. Ctrl-C stops after the current run(s).",
+    )
+    p.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (see docs/study.md for an example)")
+    _add_db_arg(p)
+    g = p.add_argument_group("where runs execute")
+    g.add_argument(
+        "--backend",
+        default="local",
+        choices=("local", "processes", "ray"),
+        help="local: one after another in this process; processes: --workers processes; ray: Ray tasks",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="runs at once (default: 1 local, 2 processes, the cluster's CPUs / --cpus-per-run on Ray)",
+    )
+    g.add_argument("--address", default=None, help="Ray: an existing cluster ('auto', ray://HOST:10001)")
+    g.add_argument("--cpus-per-run", type=float, metavar="N", default=1, help="Ray: CPUs each task requests")
+    g.add_argument("--gpus-per-run", type=float, metavar="N", default=0, help="Ray: GPUs each task requests")
+    g.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+    g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature cache folder")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoints, if the spec saves them")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs done and to do) and stop")
+    p.add_argument("--mlflow", default=None, metavar="URI", help="also log runs to MLflow (needs mlflow)")
+
+    p = command(
+        "runs",
+        "list, filter and export runs from the results database",
+        "List the sweeps, or the runs of the results database (finished ones unless --status says "
+        "otherwise), filtered by sweep and settings; export them as CSV or JSON; --report prints "
+        "per-cell statistics and the paired quantum vs control comparisons.",
+    )
+    _add_db_arg(p)
+    p.add_argument("--sweeps", action="store_true", help="list the sweeps and their run counts")
+    p.add_argument("--sweep", default=None, metavar="NAME", help="only this sweep's runs")
+    p.add_argument(
+        "--status",
+        default="done",
+        choices=("done", "running", "pending", "failed", "cancelled", "any"),
+        help="which runs",
+    )
+    for name, kind in (
+        ("variant", str),
+        ("backbone", str),
+        ("dataset", str),
+        ("qubits", int),
+        ("depth", int),
+    ):
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"only runs with this {name}")
+    p.add_argument("--seed", type=int, default=None, help="only runs with this seed")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the runs as CSV ('-': stdout)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the runs as JSON ('-': stdout)")
+    p.add_argument("--report", action="store_true", help="statistics per cell and paired comparisons")
 
     p = command(
         "data",

@@ -7,6 +7,7 @@ import sys
 import time
 
 from qtl.runs import RunObserver
+from qtl.sweeps import SweepObserver
 from qtl.train import Callback, Progress
 
 
@@ -134,3 +135,46 @@ class RunsBar(RunObserver):
         r = outcome.row
         acc = "n/a" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
         self.bar.message(f"{self._prefix(index, total, run)}val acc {acc} (best epoch {r['best_epoch']})")
+
+
+class SweepBar(SweepObserver, RunsBar):
+    """`qtl sweep` progress: the plan, then a bar per local run and one line per finished run."""
+
+    def __init__(self, bar: ProgressBar, backend: str) -> None:
+        super().__init__(bar)
+        self.backend = backend
+        self.t0 = time.monotonic()
+
+    @staticmethod
+    def _prefix(index: int, total: int, run) -> str:
+        c = run.model_config
+        circuit = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
+        width = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else ""
+        return f"[{index + 1}/{total} {c.variant}{circuit}{width} seed {run.train_config.seed}] "
+
+    def planned(self, spec, runs, todo):
+        done = len(runs) - len(todo)
+        points = len(spec.points())
+        same = f" ({points} grid points)" if points != len(runs) else ""
+        self.bar.message(
+            f"sweep {spec.name}: {len(runs)} runs{same}, {done} already done, "
+            f"{len(todo)} to run ({self.backend})"
+        )
+
+    def started(self, index, total, run):
+        if self.backend != "local":
+            self.bar.message(f"{self._prefix(index, total, run)}started")
+
+    def ended(self, index, total, run, done):
+        prefix = self._prefix(index, total, run)
+        elapsed = time.monotonic() - self.t0
+        if done.outcome is None:
+            self.bar.message(f"{prefix}failed: {done.error}")
+        elif done.cancelled:
+            self.bar.message(f"{prefix}stopped after {done.outcome.row['epochs_done']} epoch(s); not counted")
+        else:
+            r = done.outcome.row
+            self.bar.message(
+                f"{prefix}val acc {r['val_acc']:.4f} (best epoch {r['best_epoch']}, "
+                f"{done.outcome.wall_s:.1f}s; {elapsed:.0f}s in all)"
+            )

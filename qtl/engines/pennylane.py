@@ -21,28 +21,38 @@ import pennylane as qml
 import torch
 from torch import nn
 
-from qtl.circuit import CircuitConfig, gates
+from qtl.circuit import CircuitConfig
 from qtl.config import DIFF_METHODS
+from qtl.noise import Channel, NoiseConfig, noisy_ops
 
 _OPS = {"Hadamard": qml.Hadamard, "RY": qml.RY, "RZ": qml.RZ, "CNOT": qml.CNOT}
 
 
-def circuit_function(config: CircuitConfig):
+def circuit_function(config: CircuitConfig, noise: NoiseConfig | None = None):
     """The quantum function of `config`: f(inputs (..., n), weights weight_shape) -> [<Z_0>, ..., <Z_n-1>].
 
-    Replays `gates(config)`; a leading batch dimension on `inputs` becomes PennyLane parameter broadcasting.
+    Replays `gates(config)`, or `noisy_ops(config, noise)` with its channels when `noise` has any, and
+    models readout error as a BitFlip on every wire before measurement (default.mixed's own readout_prob
+    fails on expectation values in PennyLane 0.45). A leading batch dimension on `inputs` becomes
+    PennyLane parameter broadcasting.
     """
-    ops = gates(config)
+    noise = noise or NoiseConfig()
+    ops = noisy_ops(config, noise)
     n = config.n_qubits
 
     def circuit(inputs, weights):
         for g in ops:
-            if g.param is None:
+            if isinstance(g, Channel):
+                getattr(qml, g.name)(g.p, wires=g.wire)
+            elif g.param is None:
                 _OPS[g.name](wires=g.wires)
             elif g.param[0] == "input":
                 _OPS[g.name](inputs[..., g.param[1]], wires=g.wires)
             else:
                 _OPS[g.name](weights[g.param[1]], wires=g.wires)
+        if noise.readout:
+            for i in range(n):
+                qml.BitFlip(noise.readout, wires=i)
         return [qml.expval(qml.Z(i)) for i in range(n)]
 
     return circuit
@@ -57,7 +67,11 @@ per sample first (qml.transforms.broadcast_expand); the tapes still execute as o
 
 
 def build_qnode(
-    config: CircuitConfig, device, diff_method: str = "best", shots: int | None = None
+    config: CircuitConfig,
+    device,
+    diff_method: str = "best",
+    shots: int | None = None,
+    noise: NoiseConfig | None = None,
 ) -> tuple[qml.QNode, str]:
     """The QNode of `config` on a created PennyLane `device`, torch interface, and its resolved diff method.
 
@@ -65,7 +79,7 @@ def build_qnode(
     PennyLane's errors for impossible combinations are raised here.
     """
     qnode = qml.QNode(
-        circuit_function(config), device, interface="torch", diff_method=diff_method, shots=shots
+        circuit_function(config, noise), device, interface="torch", diff_method=diff_method, shots=shots
     )
     x = torch.zeros(2, config.n_qubits, dtype=torch.float64)
     w = torch.zeros(config.weight_shape, dtype=torch.float64, requires_grad=True)
@@ -77,14 +91,16 @@ def build_qnode(
     return qnode, method
 
 
-def _smoke_test(config: CircuitConfig, device: str, diff_method: str, shots: int | None) -> None:
+def _smoke_test(
+    config: CircuitConfig, device: str, diff_method: str, shots: int | None, noise: NoiseConfig | None
+) -> None:
     """Run forward + backward of a 2-wire, depth-1 version of `config` on a fresh `device`.
 
     Catches what only shows at execution (a device without these gates or measurements, a gradient that
     cannot handle the batch) in milliseconds, whatever the size of the real circuit.
     """
     small = replace(config, n_qubits=min(config.n_qubits, 2), depth=min(config.depth, 1))
-    qnode, _ = build_qnode(small, qml.device(device, wires=small.n_qubits), diff_method, shots)
+    qnode, _ = build_qnode(small, qml.device(device, wires=small.n_qubits), diff_method, shots, noise)
     x = torch.zeros(2, small.n_qubits, dtype=torch.float64, requires_grad=True)
     w = torch.zeros(small.weight_shape, dtype=torch.float64, requires_grad=True)
     torch.stack(list(qnode(x, w)), dim=-1).sum().backward()
@@ -118,7 +134,10 @@ class PennyLaneEngine(nn.Module):
         config: the circuit.
         device: an installed PennyLane device name: "default.qubit", "lightning.qubit", "lightning.gpu", ...
         diff_method: one of DIFF_METHODS.
-        shots: None for exact expectation values, or the number of samples per expectation value.
+        shots: None for exact expectation values, or the number of samples per expectation value
+            (default: noise.shots).
+        noise: channels after every gate and readout error (`qtl.noise.NoiseConfig`), as the native
+            density-matrix engine applies them; they need a mixed-state device such as "default.mixed".
 
     Attributes:
         qnode: the QNode (torch interface), qnode(inputs (n,) or (B, n), weights weight_shape) -> a
@@ -137,8 +156,11 @@ class PennyLaneEngine(nn.Module):
         device: str = "default.qubit",
         diff_method: str = "best",
         shots: int | None = None,
+        noise: NoiseConfig | None = None,
     ) -> None:
         super().__init__()
+        self.noise = noise or NoiseConfig()
+        shots = self.noise.shots if shots is None else shots
         _check_options(device, diff_method, shots)
         self.config = config
         self.device_name = device
@@ -147,9 +169,11 @@ class PennyLaneEngine(nn.Module):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _smoke_test(config, device, diff_method, shots)
+                _smoke_test(config, device, diff_method, shots, self.noise)
                 self.device = qml.device(device, wires=config.n_qubits)
-                self.qnode, self.diff_method = build_qnode(config, self.device, diff_method, shots)
+                self.qnode, self.diff_method = build_qnode(
+                    config, self.device, diff_method, shots, self.noise
+                )
         except Exception as exc:  # QuantumFunctionError, DeviceError, ImportError from plugins, ...
             raise ValueError(
                 f"PennyLane device {device!r} cannot run this circuit with diff_method={diff_method!r}, "
@@ -187,7 +211,10 @@ class PennyLaneEngine(nn.Module):
         self.device = qml.device(self.device_name, wires=self.config.n_qubits)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.qnode, _ = build_qnode(self.config, self.device, self.requested_diff_method, self.shots)
+            self.qnode, _ = build_qnode(
+                self.config, self.device, self.requested_diff_method, self.shots, self.noise
+            )
 
     def extra_repr(self) -> str:
-        return f"device={self.device_name!r}, diff_method={self.diff_method!r}, shots={self.shots}"
+        noise = "" if self.noise.is_ideal else f", noise={self.noise.label()!r}"
+        return f"device={self.device_name!r}, diff_method={self.diff_method!r}, shots={self.shots}{noise}"

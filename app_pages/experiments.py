@@ -1,0 +1,78 @@
+"""Experiments: compose a sweep and run it in the background, then browse the sweeps in the results
+database: heatmap over qubits x depth, confidence intervals, paired comparisons, parameters, cost, CSV."""
+
+import streamlit as st
+
+from qtl.backbones import BACKBONES
+from qtl.stats import cells, comparisons
+from ui import charts, experiments, tables
+from ui.settings import settings
+
+st.title("Experiments")
+s = settings()
+c = st.session_state["config"]
+st.session_state.setdefault("exp_job_id", None)
+
+with st.expander("New sweep", expanded=False), st.form("exp_form"):
+    st.caption(
+        "Every combination of the values below, each an independent run with a stable id; runs the "
+        "database already holds are not trained again."
+        + (f" Demo: frozen heads only, at most {experiments.DEMO_MAX_SWEEP_RUNS} runs." if s.demo else "")
+    )
+    left, right = st.columns(2)
+    name = left.text_input("name", "app-sweep", key="exp_name")
+    variants = right.multiselect(
+        "variants", experiments.DEMO_VARIANTS, ["quantum", "dressed-classical", "linear"], key="exp_variants"
+    )
+    left, mid, right = st.columns(3)
+    qubits = left.multiselect("qubits", list(range(1, s.max_qubits + 1)), [2, 4], key="exp_qubits")
+    depths = mid.multiselect("depth", [0, 1, 2, 3, 4, 6, 8, 10], [1, 3], key="exp_depths")
+    seeds = right.multiselect("seeds", list(range(10)), [0, 1, 2], key="exp_seeds")
+    left, mid, right = st.columns(3)
+    epochs = left.number_input("epochs", 1, s.max_epochs, min(5, s.max_epochs), key="exp_epochs")
+    backbones = list(BACKBONES)
+    backbone = mid.selectbox("backbone", backbones, backbones.index(c["backbone"]), key="exp_backbone")
+    pretrained = right.toggle("ImageNet weights", c["pretrained"], key="exp_pretrained")
+    submitted = st.form_submit_button("Run sweep", type="primary", icon=":material/play_arrow:")
+
+databases = experiments.databases()
+if submitted:
+    form = dict(name=name, variants=variants, qubits=qubits, depths=depths, seeds=seeds, epochs=epochs)
+    try:
+        spec, text = experiments.compose_spec({**form, "backbone": backbone, "pretrained": pretrained})
+    except ValueError as exc:
+        st.error(f"Cannot run this sweep: {exc}")
+    else:
+        st.code(text, language="toml")
+        if experiments.submit_sweep(spec, next(iter(databases.values()))):
+            st.toast(f"Sweep {spec.name} started.")
+experiments.sweep_panel()
+
+st.subheader("Sweeps")
+sweep, rows = experiments.browse(databases)
+if rows:
+    cell_list = cells(rows)
+    st.markdown(f"**{len(rows)} finished runs** in {len(cell_list)} configurations (mean over seeds).")
+    st.altair_chart(charts.sweep_heatmap(cell_list))
+    st.subheader("Quantum vs controls, paired by seed")
+    st.dataframe(tables.comparison_table(comparisons(rows)), hide_index=True, width="stretch")
+    st.caption(
+        "Difference = quantum − control on the same seed; 95% CI of the mean difference; paired t-test, "
+        "p adjusted over every comparison shown (Benjamini-Hochberg)."
+    )
+    left, right = st.columns(2)
+    with left:
+        st.markdown("##### Val accuracy per configuration (95% CI)")
+        st.altair_chart(charts.cell_errorbars(cell_list), width="stretch")
+    with right:
+        st.markdown("##### Accuracy vs trainable parameters")
+        st.altair_chart(charts.params_chart(rows), width="stretch")
+        st.markdown("##### Training cost")
+        st.altair_chart(charts.cost_chart(cell_list), width="stretch")
+    st.download_button(
+        "Download the runs (CSV)",
+        tables.csv_bytes(rows),
+        f"{sweep}.csv",
+        "text/csv",
+        icon=":material/download:",
+    )

@@ -1,0 +1,251 @@
+"""The results database: one SQLite file (WAL) where sweeps, runs, per-epoch metrics, timings and the
+environment that ran them accumulate.
+
+    db = ResultsDB("models/results.db")
+    db.add_sweep("study", spec_text, runs)       # registers runs as pending (finished ones stay finished)
+    db.start(run.id)                             # -> running
+    db.finish(run.id, outcome, environment, timings)   # one transaction: row, epochs, timings -> done
+    db.rows(sweep="study")                       # finished runs, one ROW_FIELDS-like dict each
+
+A run's results land in one transaction, so a process killed at any moment leaves either a finished run
+or one still marked `running` (re-run by the next `qtl sweep` of the same spec), never half a run.
+Only `done` runs count anywhere. Several readers and one writer at a time (SQLite's WAL rules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+STATUSES = ("pending", "running", "done", "failed", "cancelled")
+RESULT_COLUMNS = (
+    "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation", "seed",
+    "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical", "quantum", "train_time_s",
+    "epochs_done", "checkpoint",
+)  # fmt: skip
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s")
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY, spec TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, config TEXT NOT NULL,
+    {", ".join(RESULT_COLUMNS)},
+    error TEXT, attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, started TEXT, finished TEXT,
+    environment TEXT REFERENCES environments(id));
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep TEXT NOT NULL REFERENCES sweeps(name), run TEXT NOT NULL REFERENCES runs(id),
+    position INTEGER NOT NULL, PRIMARY KEY (sweep, run));
+CREATE TABLE IF NOT EXISTS epochs (
+    run TEXT NOT NULL REFERENCES runs(id), {", ".join(f"{c} REAL" for c in EPOCH_COLUMNS)},
+    PRIMARY KEY (run, epoch));
+CREATE TABLE IF NOT EXISTS timings (
+    run TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, seconds REAL NOT NULL,
+    PRIMARY KEY (run, name));
+CREATE TABLE IF NOT EXISTS environments (id TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+"""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+
+
+def owner_tag() -> str:
+    """host:pid of this process, recorded on the runs it starts."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ResultsDB:
+    """A results database file; created with its schema on first use. Use as a context manager or
+    call `close()`. Every write is one transaction (BEGIN IMMEDIATE ... COMMIT)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self):
+        return _Transaction(self._db)
+
+    # ---- writing
+
+    def add_sweep(self, name: str, spec: str, runs: list) -> None:
+        """Record the sweep (its spec text as given now) and its runs: new runs are `pending`; runs the
+        database already holds, from this or any other sweep, keep their status and results."""
+        with self._write() as db:
+            now = _now()
+            db.execute(
+                "INSERT INTO sweeps VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, updated = excluded.updated",
+                (name, spec, now, now),
+            )
+            for position, run in enumerate(runs):
+                db.execute(
+                    "INSERT OR IGNORE INTO runs (id, status, config) VALUES (?, 'pending', ?)",
+                    (run.id, json.dumps(_config(run))),
+                )
+                db.execute(
+                    "INSERT INTO sweep_runs VALUES (?, ?, ?) "
+                    "ON CONFLICT(sweep, run) DO UPDATE SET position = excluded.position",
+                    (name, run.id, position),
+                )
+
+    def start(self, run_id: str, owner: str | None = None) -> None:
+        """Mark a run `running` (one more attempt) and drop anything an earlier attempt left."""
+        with self._write() as db:
+            db.execute("DELETE FROM epochs WHERE run = ?", (run_id,))
+            db.execute("DELETE FROM timings WHERE run = ?", (run_id,))
+            db.execute(
+                "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?, started = ?, "
+                "finished = NULL, error = NULL WHERE id = ?",
+                (owner or owner_tag(), _now(), run_id),
+            )
+
+    def finish(self, run_id: str, outcome, environment: dict | None = None, timings: dict | None = None):
+        """A run's results in one transaction: its row, every epoch, its timings, then status `done`
+        (`cancelled` when the outcome was cancelled: kept for inspection, never counted)."""
+        row = outcome.row
+        env_id = self._environment(environment) if environment else None
+        with self._write() as db:
+            db.execute("DELETE FROM epochs WHERE run = ?", (run_id,))
+            db.execute("DELETE FROM timings WHERE run = ?", (run_id,))
+            db.executemany(
+                f"INSERT INTO epochs VALUES (?, {', '.join('?' * len(EPOCH_COLUMNS))})",
+                [(run_id, *(h.get(c) for c in EPOCH_COLUMNS)) for h in outcome.history],
+            )
+            db.executemany(
+                "INSERT INTO timings VALUES (?, ?, ?)",
+                [(run_id, k, float(v)) for k, v in (timings or {}).items()],
+            )
+            status = "cancelled" if row.get("cancelled") else "done"
+            sets = ", ".join(f"{c} = ?" for c in RESULT_COLUMNS)
+            db.execute(
+                f"UPDATE runs SET {sets}, status = ?, finished = ?, environment = ? WHERE id = ?",
+                (*(row.get(c) for c in RESULT_COLUMNS), status, _now(), env_id, run_id),
+            )
+
+    def fail(self, run_id: str, error: str, status: str = "failed") -> None:
+        """Mark a run failed (or cancelled before it produced anything), with a one-line reason."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, finished = ? WHERE id = ?",
+                (status, error, _now(), run_id),
+            )
+
+    def _environment(self, info: dict) -> str:
+        text = json.dumps(info, sort_keys=True)
+        env_id = hashlib.sha256(text.encode()).hexdigest()[:12]
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO environments VALUES (?, ?)", (env_id, text))
+        return env_id
+
+    # ---- reading
+
+    def statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """run id -> status for the ids the database holds."""
+        marks = ", ".join("?" * len(run_ids))
+        rows = self._db.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", run_ids)
+        return {r["id"]: r["status"] for r in rows}
+
+    def sweeps(self) -> list[dict]:
+        """Every sweep, newest first: name, created, updated, runs, and a count per status."""
+        out = []
+        for s in self._db.execute("SELECT * FROM sweeps ORDER BY updated DESC, name"):
+            counts = dict(
+                self._db.execute(
+                    "SELECT r.status, COUNT(*) FROM sweep_runs s JOIN runs r ON r.id = s.run "
+                    "WHERE s.sweep = ? GROUP BY r.status",
+                    (s["name"],),
+                ).fetchall()
+            )
+            row = {k: s[k] for k in ("name", "created", "updated")}
+            out.append({**row, "runs": sum(counts.values()), **{k: counts.get(k, 0) for k in STATUSES}})
+        return out
+
+    def spec(self, sweep: str) -> str | None:
+        row = self._db.execute("SELECT spec FROM sweeps WHERE name = ?", (sweep,)).fetchone()
+        return None if row is None else row["spec"]
+
+    def rows(self, sweep: str | None = None, *, status: str | None = "done", **where) -> list[dict]:
+        """Runs as dicts (id, status, RESULT_COLUMNS, error, attempts, started, finished, wall_s), in
+        the sweep's order (or by id). status None: any status. where: column = value filters."""
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("r.status = ?")
+            params.append(status)
+        for column, value in where.items():
+            if column not in RESULT_COLUMNS:
+                raise ValueError(f"cannot filter on {column!r}; choose from {', '.join(RESULT_COLUMNS)}")
+            clauses.append(f"r.{column} IS ?")
+            params.append(value)
+        wall = "(SELECT seconds FROM timings t WHERE t.run = r.id AND t.name = 'wall') AS wall_s"
+        columns = f"r.id, r.status, {', '.join('r.' + c for c in RESULT_COLUMNS)}, r.error, r.attempts, "
+        columns += f"r.started, r.finished, {wall}"
+        if sweep is not None:
+            clauses.append("s.sweep = ?")
+            params.append(sweep)
+            query = f"SELECT {columns} FROM sweep_runs s JOIN runs r ON r.id = s.run"
+            order = "s.position"
+        else:
+            query, order = f"SELECT {columns} FROM runs r", "r.id"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        return [dict(r) for r in self._db.execute(f"{query} ORDER BY {order}", params)]
+
+    def history(self, run_id: str) -> list[dict]:
+        """A run's epochs, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run = ? ORDER BY epoch", (run_id,)
+        )
+        return [dict(r) for r in rows]
+
+    def timings(self, run_id: str) -> dict[str, float]:
+        rows = self._db.execute("SELECT name, seconds FROM timings WHERE run = ?", (run_id,))
+        return {r["name"]: r["seconds"] for r in rows}
+
+    def environment(self, run_id: str) -> dict | None:
+        row = self._db.execute(
+            "SELECT e.info FROM runs r JOIN environments e ON e.id = r.environment WHERE r.id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else json.loads(row["info"])
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises; nests (inner blocks join)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.outer = db, False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.outer = not self.db.in_transaction
+        if self.outer:
+            self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self.outer:
+            self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _config(run) -> dict:
+    """What a run trains, as stored in the database (its MachineConfig is this machine's business)."""
+    return {"model": run.model_config.to_dict(), "train": run.train_config.to_dict(), "dataset": run.dataset}

@@ -1,0 +1,142 @@
+"""Noise-aware training, checkpoints that record their noise, and `qtl noise` on a tiny real folder."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder
+
+from qtl import cli
+from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig, recipe
+from qtl.engines.density import DensityMatrixEngine
+from qtl.engines.native import NativeEngine
+from qtl.features import FeatureSet
+from qtl.inference import evaluate
+from qtl.noise import NoiseConfig
+from qtl.robustness import evaluate_noise, head_inputs, noise_grid
+from qtl.train import fit
+
+NOISY = NoiseConfig(depolarizing=0.02, depolarizing_2q=0.05, readout=0.01, shots=200)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("noise") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory) -> dict[str, Path]:
+    """A 3-qubit, depth-2 quantum checkpoint trained ideal and one trained with NOISY (1 epoch each)."""
+    folder = tmp_path_factory.mktemp("noise-ckpt")
+    common = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 3, "--depth", 2]
+    common += ["--lr", 0.01, "--batch-size", 3, "--seed", 1, "-q"]
+    noisy = ["--depolarizing", 0.02, 0.05, "--readout", 0.01, "--shots", 200]
+    paths = {"ideal": folder / "ideal.pt", "noisy": folder / "noisy.pt"}
+    assert cli.main([str(a) for a in [*common, "--out", paths["ideal"]]]) == 0
+    assert cli.main([str(a) for a in [*common, *noisy, "--out", paths["noisy"]]]) == 0
+    return paths
+
+
+class TestCheckpoints:
+    def test_noise_is_recorded_and_rebuilt(self, trained):
+        """The checkpoint keeps the noise it was trained with and reloads onto the density-matrix engine."""
+        assert read_checkpoint_info(trained["noisy"]).model_config.noise == NOISY
+        noisy, ideal = load_checkpoint(trained["noisy"]), load_checkpoint(trained["ideal"])
+        assert isinstance(noisy.model.head.engine, DensityMatrixEngine)
+        assert noisy.model.head.engine.noise == NOISY
+        assert isinstance(ideal.model.head.engine, NativeEngine) and ideal.model_config.noise.is_ideal
+        assert isinstance(
+            load_checkpoint(trained["noisy"], noise=NoiseConfig()).model.head.engine, NativeEngine
+        )
+
+    def test_checkpoints_without_noise_load_ideal(self):
+        """Configs written before noise existed (no "noise" key) are ideal."""
+        d = ModelConfig(class_names=("a", "b")).to_dict()
+        del d["noise"]
+        assert ModelConfig.from_dict(d).noise == NoiseConfig()
+
+
+def test_noise_aware_training_learns():
+    """fit() trains through the density-matrix engine with channels and shots: separable features reach
+    val accuracy >= 0.9, and the engine in the trained model is the noisy one."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(128) % 2
+    x = (torch.randn(128, 512, generator=g) + labels[:, None].float()) * 0.05  # small: tanh stays unsaturated
+    train = FeatureSet(x[:96], labels[:96], ["t"] * 96, ["a", "b"])
+    val = FeatureSet(x[96:], labels[96:], ["v"] * 32, ["a", "b"])
+    noise = NoiseConfig(depolarizing=0.01, depolarizing_2q=0.03, amplitude_damping=0.01, shots=100)
+    mc = ModelConfig(pretrained=False, class_names=("a", "b"), circuit=CircuitConfig(2, 2), noise=noise)
+    tc = dataclasses.replace(recipe("quantum"), epochs=4, lr=0.05, batch_size=8)
+    result = fit(mc, tc, data=(train, val))
+    assert isinstance(result.model.head.engine, DensityMatrixEngine)
+    assert result.best["val_acc"] >= 0.9
+
+
+class TestNoiseCommand:
+    def test_table_files_and_accuracies(self, capsys, trained, tiny, tmp_path):
+        """`qtl noise` prints and writes the grid; p=0 exact equals `evaluate`, and full depolarizing
+        (p=0.75, every <Z> = 0) leaves the output layer's bias alone to decide."""
+        prefix = tmp_path / "report"
+        code, out, err = run(
+            capsys, "noise", trained["ideal"], trained["noisy"], "--data", tiny, "--strengths", 0, 0.75,
+            "--shots", 0, 20, "--out", prefix, "-q",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "noisy: trained with dep 0.02/0.05, readout 0.01, 200 shots" in out
+        with open(prefix.with_suffix(".csv")) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 8  # 2 checkpoints x 2 strengths x 2 shot counts
+        assert len(json.loads(prefix.with_suffix(".json").read_text())) == 8
+        assert prefix.with_suffix(".png").stat().st_size > 10_000
+
+        loaded = load_checkpoint(trained["ideal"])
+        exact = {(r["model"], r["setting"]): float(r["accuracy"]) for r in rows}
+        assert exact[("ideal", "ideal")] == pytest.approx(
+            evaluate(loaded, tiny).metrics["accuracy"], abs=1e-4
+        )
+        bias_class = int(loaded.model.head.post_net.bias.argmax())
+        labels = head_inputs(loaded, tiny).labels
+        assert exact[("ideal", "dep 0.75")] == pytest.approx(
+            (labels == bias_class).double().mean().item(), abs=1e-4
+        )
+
+    def test_shots_repeat_with_the_seed(self, trained, tiny):
+        loaded = load_checkpoint(trained["ideal"])
+        inputs = head_inputs(loaded, tiny)
+        (point,) = noise_grid([0.01], [30])
+        a, b = evaluate_noise(loaded, inputs, point), evaluate_noise(loaded, inputs, point)
+        assert torch.equal(a.expvals, b.expvals)
+        assert not torch.equal(
+            a.expvals, evaluate_noise(loaded, inputs, dataclasses.replace(point, seed=1)).expvals
+        )
+
+    def test_not_quantum(self, capsys, tiny, tmp_path):
+        path = tmp_path / "classical.pt"
+        args = [
+            "train",
+            "dressed-classical",
+            "--random-init",
+            "--data",
+            tiny,
+            "--epochs",
+            1,
+            "-q",
+            "--out",
+            path,
+        ]
+        assert run(capsys, *args)[0] == 0
+        code, _, err = run(capsys, "noise", path, "--data", tiny)
+        assert code == 1 and "only quantum checkpoints have a circuit" in err

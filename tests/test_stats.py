@@ -1,0 +1,122 @@
+"""qtl.stats against scipy.stats called by hand on synthetic runs: one comparison with a real difference,
+one without, and the cells' confidence intervals."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from qtl.stats import cells, comparisons, format_report, paired, summary
+
+SEEDS = range(8)
+
+
+def rows_for(variant, accs, qubits=None, depth=None, **extra):
+    base = dict(
+        backbone="b", weights="imagenet", dataset="d", entangler=None, rotation=None, lr=4e-4, epochs=30
+    )
+    if variant == "quantum":
+        base.update(entangler="chain", rotation="ry")
+    return [
+        {
+            **base,
+            **extra,
+            "variant": variant,
+            "qubits": qubits,
+            "depth": depth,
+            "seed": s,
+            "val_acc": float(a),
+        }
+        for s, a in zip(SEEDS, accs, strict=True)
+    ]
+
+
+@pytest.fixture
+def study():
+    """Quantum 4q d1 beats its control by ~0.05 on every seed (a real difference); quantum 4q d2 and
+    the control differ only by noise; linear is its own thing."""
+    rng = np.random.default_rng(0)
+    control = 0.80 + rng.normal(0, 0.02, 8)
+    better = control + 0.05 + rng.normal(0, 0.005, 8)
+    same = control + rng.normal(0, 0.02, 8)
+    linear = 0.85 + rng.normal(0, 0.02, 8)
+    rows = rows_for("dressed-classical", control, qubits=4)
+    rows += rows_for("quantum", better, qubits=4, depth=1) + rows_for("quantum", same, qubits=4, depth=2)
+    rows += rows_for("linear", linear, lr=1e-3, epochs=25)
+    rows += rows_for("dressed-classical", control + 0.3, qubits=6)  # another width: never a control for 4q
+    return rows, {"control": control, "better": better, "same": same, "linear": linear}
+
+
+class TestSummary:
+    def test_mean_std_and_t_interval(self):
+        values = [0.81, 0.84, 0.79, 0.88, 0.83]
+        s = summary(values)
+        mean, sd = statistics.mean(values), statistics.stdev(values)
+        half = sps.t.ppf(0.975, 4) * sd / math.sqrt(5)
+        assert (s["n"], s["mean"], s["std"]) == (5, pytest.approx(mean), pytest.approx(sd))
+        assert (s["ci_low"], s["ci_high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
+        assert summary([0.7])["ci_low"] is None and summary([0.7, 0.7])["ci_high"] == 0.7
+
+    def test_cells_group_seeds_by_configuration(self, study):
+        rows, v = study
+        by_name = {(c["variant"], c["qubits"], c["depth"]): c for c in cells(rows)}
+        assert len(by_name) == 5
+        c = by_name[("quantum", 4, 1)]
+        assert c["n"] == 8 and c["seeds"] == list(SEEDS)
+        assert c["mean"] == pytest.approx(v["better"].mean()) and c["std"] == pytest.approx(
+            v["better"].std(ddof=1)
+        )
+        low, high = sps.t.interval(0.95, 7, loc=v["better"].mean(), scale=sps.sem(v["better"]))
+        assert (c["ci_low"], c["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+class TestPaired:
+    def test_against_ttest_rel(self, study):
+        _, v = study
+        a, b = dict(zip(SEEDS, v["better"], strict=True)), dict(zip(SEEDS, v["control"], strict=True))
+        p = paired(a, b)
+        d = v["better"] - v["control"]
+        assert p["n"] == 8 and p["diff"] == pytest.approx(d.mean())
+        assert p["p"] == pytest.approx(sps.ttest_rel(v["better"], v["control"]).pvalue)
+        low, high = sps.t.interval(0.95, 7, loc=d.mean(), scale=sps.sem(d))
+        assert (p["ci_low"], p["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+    def test_only_common_seeds_pair(self):
+        p = paired({0: 0.9, 1: 0.8, 2: 0.7}, {1: 0.7, 2: 0.7, 5: 0.1})
+        assert p["seeds"] == [1, 2] and p["diff"] == pytest.approx(0.05)
+
+    def test_undefined_tests_say_so(self):
+        assert paired({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7})["p"] is None  # the same difference each time
+        assert paired({0: 0.9}, {0: 0.8})["p"] is None
+
+
+class TestComparisons:
+    def test_real_difference_and_none(self, study):
+        rows, v = study
+        comps = {(c["quantum"]["depth"], c["control"]): c for c in comparisons(rows)}
+        assert set(comps) == {
+            (1, "dressed-classical"),
+            (1, "linear"),
+            (2, "dressed-classical"),
+            (2, "linear"),
+        }
+        real, noise = comps[(1, "dressed-classical")], comps[(2, "dressed-classical")]
+        assert real["diff"] == pytest.approx((v["better"] - v["control"]).mean())  # the 4q control, not 6q
+        assert real["p"] == pytest.approx(sps.ttest_rel(v["better"], v["control"]).pvalue)
+        assert noise["p"] == pytest.approx(sps.ttest_rel(v["same"], v["control"]).pvalue)
+        assert comps[(1, "linear")]["p"] == pytest.approx(sps.ttest_rel(v["better"], v["linear"]).pvalue)
+        ps = [c["p"] for c in comparisons(rows)]
+        adjusted = sps.false_discovery_control(ps, method="bh")
+        assert [c["p_adjusted"] for c in comparisons(rows)] == pytest.approx(list(adjusted))
+        assert real["significant"] and real["verdict"].startswith("quantum better")
+        assert not noise["significant"] and noise["verdict"] == "no significant difference"
+
+    def test_report_says_no_significant_difference(self, study):
+        rows, _ = study
+        text = format_report(rows)
+        assert "quantum 4q d2 b vs dressed-classical" in text and "no significant difference" in text
+        assert "quantum better" in text and "comparisons significant after adjustment" in text

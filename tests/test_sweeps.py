@@ -1,0 +1,289 @@
+"""Sweeps: specs, plans with stable ids, the results database, resuming after Ctrl-C and SIGKILL, the
+process and Ray backends against local execution, and `qtl sweep` / `qtl runs`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, make_image_folder
+
+from qtl import cli
+from qtl.results import ResultsDB
+from qtl.sweep_spec import SpecError, load_spec, parse_spec, plan
+from qtl.sweeps import run_sweep
+
+SPEC = """
+name = "tiny"
+dataset = "{data}"
+pretrained = false
+epochs = {epochs}
+
+[[grid]]
+variant = ["quantum", "dressed-classical"]
+qubits = [2]
+depth = [1, 2]
+seeds = 2
+
+[[grid]]
+variant = "linear"
+seeds = [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("sweep") / "tiny")
+
+
+def write_spec(folder: Path, data: Path, epochs: int = 2, text: str = SPEC) -> Path:
+    path = folder / "spec.toml"
+    path.write_text(text.format(data=data, epochs=epochs))
+    return path
+
+
+def history_of(db: ResultsDB, rows: list[dict]) -> dict:
+    return {r["id"]: db.history(r["id"]) for r in rows}
+
+
+class TestSpec:
+    def test_grids_expand_and_ids_collapse_what_a_variant_ignores(self, tiny, tmp_path):
+        """2 variants x 2 depths x 2 seeds + 2 linear = 10 points; dressed-classical ignores depth, so its
+        4 points are 2 runs: 8 distinct runs, in grid order, ids stable across plans."""
+        spec = load_spec(write_spec(tmp_path, tiny))
+        assert spec.name == "tiny" and len(spec.points()) == 10
+        runs = plan(spec)
+        assert len(runs) == 8 and len({r.id for r in runs}) == 8
+        assert [r.id for r in plan(load_spec(write_spec(tmp_path, tiny)))] == [r.id for r in runs]
+        kinds = [(r.model_config.variant, r.model_config.circuit.n_qubits) for r in runs]
+        assert kinds.count(("dressed-classical", 2)) == 2 and kinds.count(("quantum", 2)) == 4
+        assert {r.train_config.epochs for r in runs} == {2}
+        assert all(r.checkpoint_path is None and r.dataset == str(tiny) for r in runs)
+        lin = [r for r in runs if r.model_config.variant == "linear"]
+        assert lin[0].train_config.optimizer == "sgd" and lin[0].train_config.views == 5  # the recipe
+
+    def test_top_level_is_the_grid_and_seeds_count(self, tiny):
+        spec = parse_spec(
+            {"variants": ["quantum"], "qubits": [2, 4], "seeds": 3, "lr": 1, "dataset": str(tiny)}
+        )
+        assert [(p["qubits"], p["seed"]) for p in spec.points()] == [(q, s) for s in range(3) for q in (2, 4)]
+        assert {p["lr"] for p in spec.points()} == {1.0}
+
+    @pytest.mark.parametrize(
+        "text, message",
+        [
+            ("qbits = 3", "unknown key 'qbits'"),
+            ("qubits = 'four'", "'qubits' in the top level: 'four' is not a int"),
+            ("name = 'a b'", "name 'a b' must be"),
+            ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
+            ("qubits = [", "is not valid TOML"),
+        ],
+    )
+    def test_bad_specs_are_one_line_errors(self, tmp_path, text, message):
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(SpecError, match=message.replace("[", r"\[")) as exc:
+            load_spec(path)
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+class TestLocalSweep:
+    def test_runs_land_in_the_database_and_a_rerun_skips_them(self, tiny, tmp_path):
+        spec = load_spec(write_spec(tmp_path, tiny))
+        db_path = tmp_path / "r.db"
+        report = run_sweep(spec, db_path)
+        assert (report.planned, report.done, report.skipped, report.failed) == (8, 8, 0, 0)
+        with ResultsDB(db_path) as db:
+            rows = db.rows("tiny")
+            assert len(rows) == 8 and {r["status"] for r in rows} == {"done"}
+            for r in rows:
+                history = db.history(r["id"])
+                assert [h["epoch"] for h in history] == [1, 2]
+                assert r["val_acc"] == max(h["val_acc"] for h in history)
+                t = db.timings(r["id"])
+                assert set(t) == {"wall", "epochs", "setup", "queue", "dispatch"}
+                assert t["wall"] >= t["epochs"] == pytest.approx(r["train_time_s"])
+                assert db.environment(r["id"])["torch"]
+            assert db.sweeps()[0]["done"] == 8 and "qubits = [2]" in db.spec("tiny")
+            first = {r["id"]: r["finished"] for r in rows}
+
+        again = run_sweep(spec, db_path)
+        assert (again.done, again.skipped) == (0, 8)
+        # a second sweep that shares runs reuses them and trains only its new ones
+        wider = spec.source.replace("qubits = [2]", "qubits = [2, 3]").replace('"tiny"', '"wider"', 1)
+        other = parse_spec(__import__("tomllib").loads(wider), source=wider)
+        more = run_sweep(other, db_path)
+        assert (more.planned, more.skipped, more.done) == (14, 8, 6)  # 2 qubits and linear were done
+        with ResultsDB(db_path) as db:
+            assert {r["id"]: r["finished"] for r in db.rows("tiny")} == first  # untouched
+            assert len(db.rows()) == 14 and len(db.rows(status=None)) == 14
+
+
+def sweep_process(spec: Path, db: Path, *extra) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    code = "import sys; from qtl.cli import main; sys.exit(main())"
+    argv = [sys.executable, "-c", code, "sweep", str(spec), "--db", str(db), *extra]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(db_path: Path, condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db_path.exists():
+            with sqlite3.connect(db_path, timeout=10) as c:
+                try:
+                    counts = dict(c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+                except sqlite3.OperationalError:  # the schema is not there yet
+                    counts = {}
+            if condition(counts):
+                return
+        if proc.poll() is not None:
+            pytest.fail(f"sweep exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the sweep did not reach the expected state in time")
+
+
+class TestInterruptions:
+    def test_sigkill_loses_nothing_finished_and_counts_nothing_half_written(self, tiny, tmp_path):
+        """kill -9 mid-sweep: finished runs stay whole, the killed one is not counted, and re-running the
+        spec trains exactly the runs that were not finished."""
+        spec, db_path = write_spec(tmp_path, tiny, epochs=25), tmp_path / "r.db"
+        proc = sweep_process(spec, db_path, "--quiet")
+        wait_until(db_path, lambda c: c.get("done", 0) >= 2 and c.get("running", 0) == 1, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        with ResultsDB(db_path) as db:
+            done = db.rows("tiny")
+            assert len(done) >= 2
+            for r in done:
+                assert len(db.history(r["id"])) == 25 and r["val_acc"] is not None
+            unfinished = [r for r in db.rows("tiny", status=None) if r["status"] != "done"]
+            assert {r["status"] for r in unfinished} <= {"running", "pending"}
+            assert all(r["val_acc"] is None for r in unfinished)
+            before = {r["id"]: (r["finished"], db.history(r["id"])) for r in done}
+
+        resumed = run_sweep(load_spec(spec), db_path)
+        assert resumed.skipped == len(done) and resumed.done == 8 - len(done)
+        with ResultsDB(db_path) as db:
+            rows = db.rows("tiny")
+            assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+            assert {
+                r["id"]: (r["finished"], db.history(r["id"])) for r in rows if r["id"] in before
+            } == before
+            assert all(len(db.history(r["id"])) == 25 for r in rows)
+
+    def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(self, tiny, tmp_path):
+        spec, db_path = write_spec(tmp_path, tiny, epochs=400), tmp_path / "r.db"
+        proc = sweep_process(spec, db_path, "--quiet")
+        wait_until(db_path, lambda c: c.get("running", 0) == 1, proc)
+        time.sleep(1.0)  # inside the run's epochs
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "run the same command again to resume" in err
+        with ResultsDB(db_path) as db:
+            statuses = [r["status"] for r in db.rows("tiny", status=None)]
+            assert statuses.count("cancelled") == 1 and "running" not in statuses
+            assert db.rows("tiny") == [] or all(len(db.history(r["id"])) == 400 for r in db.rows("tiny"))
+
+
+class TestBackends:
+    def test_processes_and_ray_give_the_local_results(self, tiny, tmp_path):
+        """Same spec, same seeds: worker processes and a real local Ray instance (2 CPUs) produce the
+        very same per-epoch metrics as running in this process."""
+        ray = pytest.importorskip("ray")
+        text = SPEC.replace("depth = [1, 2]", "depth = [2]")
+        spec = load_spec(write_spec(tmp_path, tiny, epochs=3, text=text))
+        results = {}
+        for backend in ("local", "processes", "ray"):
+            db_path = tmp_path / f"{backend}.db"
+            if backend == "ray":
+                ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False)
+            try:
+                report = run_sweep(spec, db_path, backend=backend, workers=2)
+            finally:
+                if backend == "ray":
+                    ray.shutdown()
+            assert (report.done, report.failed) == (6, 0), report.errors
+            with ResultsDB(db_path) as db:
+                rows = db.rows("tiny")
+                envs = {db.environment(r["id"])["host"] for r in rows}
+                results[backend] = (
+                    {r["id"]: (r["val_acc"], r["val_loss"]) for r in rows},
+                    history_of(db, rows),
+                )
+            assert envs
+        for backend in ("processes", "ray"):
+            assert results[backend][0] == results["local"][0]
+            strip = {
+                k: [{c: h[c] for c in h if c != "time_s"} for h in v] for k, v in results[backend][1].items()
+            }
+            local = {
+                k: [{c: h[c] for c in h if c != "time_s"} for h in v] for k, v in results["local"][1].items()
+            }
+            assert strip == local
+
+
+class TestCommandLine:
+    def test_sweep_then_runs_list_filter_export(self, capsys, tiny, tmp_path):
+        spec, db = write_spec(tmp_path, tiny, epochs=1), tmp_path / "r.db"
+        code = cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"])
+        out = capsys.readouterr().out
+        assert code == 0 and "8 runs, 0 done, 8 to run" in out
+        code = cli.main(["sweep", str(spec), "--db", str(db)])
+        out, err = capsys.readouterr()
+        assert code == 0 and "sweep tiny: 8 runs (10 grid points), 0 already done, 8 to run" in err
+        assert "quantum 2q d1 resnet18 vs dressed-classical" in out and "val_acc per cell" in out
+
+        code = cli.main(["runs", "--db", str(db), "--variant", "quantum", "--depth", "2"])
+        out = capsys.readouterr().out
+        assert code == 0 and len(out.strip().splitlines()) == 1 + 2  # header + 2 seeds
+        csv_path, json_path = tmp_path / "runs.csv", tmp_path / "runs.json"
+        assert cli.main(["runs", "--db", str(db), "--sweep", "tiny", "--csv", str(csv_path)]) == 0
+        assert cli.main(["runs", "--db", str(db), "--json", str(json_path)]) == 0
+        with open(csv_path, newline="") as f:
+            table = list(csv.DictReader(f))
+        doc = json.loads(json_path.read_text())
+        assert len(table) == len(doc) == 8
+        assert {r["id"] for r in table} == {r["id"] for r in doc}
+        assert {float(r["val_acc"]) for r in table} == {r["val_acc"] for r in doc}
+        assert cli.main(["runs", "--db", str(db), "--sweeps"]) == 0
+        assert "tiny  8 runs (8 done)" in capsys.readouterr().out
+
+    def test_errors_are_one_line(self, capsys, tmp_path):
+        assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
+        assert "no results database" in capsys.readouterr().err
+        bad = tmp_path / "bad.toml"
+        bad.write_text("variant = 'quantom'\ndataset = '.'\n")
+        assert cli.main(["sweep", str(bad), "--db", str(tmp_path / "r.db")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "qtl: error:" in err
+
+
+class TestMlflow:
+    def test_runs_are_logged_when_mlflow_is_installed(self, tiny, tmp_path):
+        mlflow = pytest.importorskip("mlflow")
+        text = SPEC.replace("depth = [1, 2]", "depth = [1]")
+        spec = load_spec(write_spec(tmp_path, tiny, epochs=2, text=text))
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        run_sweep(spec, tmp_path / "r.db", mlflow_uri=uri)
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.search_runs(experiment_names=["tiny"])
+        assert len(found) == 6 and set(found["metrics.best_val_acc"]) <= {
+            0.0,
+            0.25,
+            0.5,
+            0.625,
+            0.75,
+            0.875,
+            1.0,
+        }

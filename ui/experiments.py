@@ -1,0 +1,148 @@
+"""The Experiments page's glue: which results databases this session sees, a sweep spec from the form
+(checked against the demo limits), the sweep as a background job, and its live panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.jobs import runner
+from ui.settings import settings
+from ui.storage import session_dir
+
+DEMO_VARIANTS = ("quantum", "dressed-classical", "linear")  # frozen heads only: seconds per run
+DEMO_MAX_SWEEP_RUNS = 24
+
+
+def databases() -> dict[str, Path]:
+    """label -> results database this session may browse: its own (written by its sweeps) and, in demo
+    mode, the shipped one in models/ (read only: this session never writes there)."""
+    from qtl.paths import results_db
+
+    s = settings()
+    if not s.demo:
+        return {"results database": results_db()}
+    found = {"this session": session_dir() / "results.db"}
+    if results_db().is_file():
+        found["shipped (read-only)"] = results_db()
+    return found
+
+
+def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
+    """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
+    finished runs (None, [] with a hint shown when there is nothing to show yet)."""
+    from qtl.results import ResultsDB
+
+    label = st.selectbox("results database", list(databases), key="exp_db") if len(databases) > 1 else None
+    path = databases[label or next(iter(databases))]
+    if not path.is_file():
+        st.info(f"No sweeps yet in `{path}`: compose one above, or run `qtl sweep SPEC.toml`.")
+        return None, []
+    with ResultsDB(path) as db:
+        sweeps = db.sweeps()
+        names = [sw["name"] for sw in sweeps]
+        if not names:
+            st.info("No sweeps yet: compose one above, or run `qtl sweep SPEC.toml`.")
+            return None, []
+        st.dataframe(sweeps, hide_index=True, width="stretch")
+        wanted = st.session_state.get("exp_sweep")
+        sweep = st.selectbox("sweep", names, names.index(wanted) if wanted in names else 0, key="exp_pick")
+        rows = db.rows(sweep)
+    if not rows:
+        st.info("No finished runs in this sweep yet.")
+    return sweep, rows
+
+
+def compose_spec(form: dict):
+    """A `SweepSpec` from the form's values, as TOML text the CLI would take (shown on the page).
+
+    form: name, variants, qubits, depths, seeds (lists), epochs, backbone, pretrained.
+    Raises ValueError for anything invalid or over the demo limits.
+    """
+    import tomllib
+
+    from qtl.sweep_spec import parse_spec, plan
+
+    s = settings()
+    quantum = [v for v in form["variants"] if v != "linear"]
+    if not form["variants"]:
+        raise ValueError("choose at least one variant")
+    if quantum and not (form["qubits"] and form["depths"]):
+        raise ValueError("choose at least one qubit count and one depth")
+    if not form["seeds"]:
+        raise ValueError("give at least one seed")
+    if s.demo:
+        if set(form["variants"]) - set(DEMO_VARIANTS):
+            raise ValueError(f"only {', '.join(DEMO_VARIANTS)} here")
+        if form["epochs"] > s.max_epochs or max(form["qubits"] or [0]) > s.max_qubits:
+            raise ValueError(f"at most {s.max_epochs} epochs and {s.max_qubits} qubits here")
+    lines = [
+        f"name = {form['name']!r}",
+        f'backbone = "{form["backbone"]}"',
+        f"pretrained = {str(form['pretrained']).lower()}",
+        f"epochs = {int(form['epochs'])}",
+    ]
+    if quantum:
+        lines += ["", "[[grid]]", f"variant = {quantum}", f"qubits = {form['qubits']}"]
+        lines += [f"depth = {form['depths']}", f"seeds = {form['seeds']}"]
+    if "linear" in form["variants"]:
+        lines += ["", "[[grid]]", 'variant = "linear"', f"seeds = {form['seeds']}"]
+    text = "\n".join(lines).replace("'", '"') + "\n"
+    spec = parse_spec(tomllib.loads(text), source=text)
+    n = len(plan(spec))
+    if s.demo and n > DEMO_MAX_SWEEP_RUNS:
+        raise ValueError(f"{n} runs requested; at most {DEMO_MAX_SWEEP_RUNS} per sweep here")
+    return spec, text
+
+
+def submit_sweep(spec, db: Path) -> bool:
+    """Run `spec` into `db` as this session's job (the server's one job runner); says why not if refused."""
+    from qtl.jobs import RunnerBusyError
+    from qtl.sweeps import sweep_work
+
+    machine = {"num_workers": 0}  # no forking inside the web server
+    work = sweep_work(spec, db, machine=machine, models_dir=session_dir())
+    try:
+        job = runner().submit(f"sweep {spec.name}", work, owner=st.session_state["session_id"])
+    except RunnerBusyError as exc:
+        st.warning(f"Sweep refused: {exc}.")
+        return False
+    st.session_state["exp_job_id"] = job.id
+    return True
+
+
+def sweep_panel() -> None:
+    """This session's sweep job: live progress and finished runs, Cancel; polls every second."""
+    job = runner().get(st.session_state.get("exp_job_id"))
+    if job is None:
+        return
+    running = not job.snapshot().finished
+    st.fragment(_render, run_every=1.0 if running else None)(job.id)
+
+
+def _render(job_id: int) -> None:
+    job = runner().get(job_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
+    st.progress(snap.progress, text=snap.message)
+    if not snap.finished and st.button("Cancel", key=f"exp_cancel_{snap.id}", icon=":material/stop:"):
+        job.cancel()
+        st.caption("Stopping after the current batch; finished runs are kept.")
+    if snap.records:
+        columns = ["label", "qubits", "depth", "val_acc", "best_epoch", "train_time_s"]
+        st.dataframe([{k: r[k] for k in columns} for r in snap.records], hide_index=True, width="stretch")
+    if snap.state == "failed":
+        st.error(f"Sweep failed: {snap.error}")
+    elif snap.finished and snap.result is not None:
+        r = snap.result
+        st.success(
+            f"{r.name}: {r.done} run(s) trained, {r.skipped} already done, {r.failed} failed"
+            + (", stopped early" if r.stopped else "")
+        )
+        if st.session_state.get("exp_job_done") != snap.id:  # once: show the new results below
+            st.session_state["exp_job_done"] = snap.id
+            st.session_state["exp_sweep"] = r.name
+            st.rerun(scope="app")
