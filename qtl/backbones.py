@@ -22,13 +22,12 @@ from torchvision import models, transforms
 from torchvision.models import WeightsEnum
 
 from qtl.config import DEFAULT_BACKBONE
-from qtl.download import DEFAULT_TIMEOUT_S, DownloadError, Progress, download
+from qtl.download import DEFAULT_TIMEOUT_S, OFFLINE_ENV, DownloadError, Progress, download, offline
 
 RANDOM = "random"
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a download
 
 
 RANDOM_INIT_SEED = 0  # random-init weights come from this seed
@@ -36,11 +35,6 @@ RANDOM_INIT_SEED = 0  # random-init weights come from this seed
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable right now."""
-
-
-def offline() -> bool:
-    """True when $QTL_OFFLINE is set (to anything but "" or "0"): never try a weights download."""
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from qtl.download import reachable
+from qtl.download import offline, reachable
 
 DEFAULT_TIMEOUT_S = 2.0
 
@@ -27,7 +27,7 @@ class WeightsState:
 
 def weights_state(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsState:
     """Cached (file present), downloadable (host reachable) or offline (neither: use random init)."""
-    from qtl.backbones import offline, weights_status
+    from qtl.backbones import weights_status
 
     status = weights_status(backbone)
     if status.cached:

@@ -137,6 +137,15 @@ class TestPages:
         assert toggle.value is False and toggle.disabled
         assert "random init" in texts(at.sidebar.markdown)
 
+    def test_overview_offline_never_offers_the_dataset_download(self, app_env, monkeypatch):
+        """QTL_OFFLINE=1 and no dataset at the default place: the overview says missing and where to put
+        it, not "downloadable"."""
+        monkeypatch.delenv("QTL_DATA_DIR")
+        at = app("overview")
+        errors = texts(at.error)
+        assert "Dataset missing" in errors and "QTL_OFFLINE is set" in errors
+        assert "downloadable" not in texts(at.info)
+
 
 class TestTrain:
     def test_form_trains_tiny_config(self, app_env):
