@@ -155,7 +155,7 @@ def fit(
     *,
     callbacks: Sequence[Callback] = (),
     checkpoint_path: str | Path | None = None,
-    data: tuple | None = None,
+    features: tuple | None = None,
     model: Classifier | None = None,
     stop: StopFlag | None = None,
     progress: Callable | None = None,
@@ -167,20 +167,20 @@ def fit(
     machine: where the data and feature cache are, the device, workers and threads (default: auto).
     callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
     checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
-    data: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F), labels
-        (N,), classes) used instead of extracting features from `machine.data_dir`.
+    features: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F),
+        labels (N,), classes) used instead of extracting them from the dataset at `machine.data_dir`.
     model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
     stop: anything with `is_set()` (a threading.Event); checked after every batch.
     progress: passed to feature extraction and dataset download (progress reporting while preparing).
     """
     tc, machine = train_config, machine or MachineConfig()
     device = resolve_device(machine.device)
-    if data is not None and not model_config.frozen:
-        raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
+    if features is not None and not model_config.frozen:
+        raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
 
     # ---- dataset: its classes are the model's outputs
-    root = None if data is not None else resolve_dataset(machine.data_dir, progress=progress)
-    classes = tuple(data[0].classes if data is not None else validate_dataset(root))
+    root = None if features is not None else resolve_dataset(machine.data_dir, progress=progress)
+    classes = tuple(features[0].classes if features is not None else validate_dataset(root))
     if model_config.class_names and tuple(model_config.class_names) != classes:
         raise ValueError(
             f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
@@ -207,7 +207,7 @@ def fit(
         device,
         generator,
         root=root,
-        features=data,
+        features=features,
         progress=progress,
         backbone=backbone,
     )
