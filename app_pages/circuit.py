@@ -1,8 +1,11 @@
 """Circuit: the drawn circuit, parameter counts, trained weights and one image's angles and <Z>."""
 
+from dataclasses import replace
+
 import streamlit as st
 
-from qtl.circuit import circuit_summary
+from qtl.circuit import STATEVECTOR_MAX_QUBITS, circuit_summary
+from qtl.engines.mps import bond_profile
 from qtl.heads import DressedQuantumCircuit, count_parameters
 from qtl.inference import quantum_trace
 from ui import cache, charts, checkpoints, widgets
@@ -24,10 +27,30 @@ else:
         f"{choice}: {config.n_qubits} qubits, depth {config.depth}, {config.entangler}, {config.rotation}"
     )
 
-st.pyplot(cache.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+DRAW_MAX_QUBITS = 16  # wider circuits are summarised: one block on a few wires, and the MPS bonds
+SAMPLE_WIRES = 8
+if config.n_qubits <= DRAW_MAX_QUBITS:
+    st.pyplot(cache.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+else:
+    sample = replace(config, n_qubits=SAMPLE_WIRES, depth=min(config.depth, 1))
+    st.markdown(
+        f"**{config.n_qubits} wires are too many to draw legibly.** Below: the embedding and one "
+        f"[entangler, rotation] block on {SAMPLE_WIRES} wires; the full circuit repeats the block "
+        f"{config.depth} time(s) across all {config.n_qubits} wires."
+    )
+    st.pyplot(cache.circuit_figure(sample))
+profile = bond_profile(config)
+if profile:
+    exact = 2 ** max(profile)
+    engines = "the MPS engine" if config.n_qubits > STATEVECTOR_MAX_QUBITS else "the MPS or native engine"
+    st.altair_chart(
+        charts.bond_chart(profile, f"Exact MPS bond per cut: at most {exact} ({engines})"), width="stretch"
+    )
 
 in_features, backbone_params = cache.backbone_size(backbone)
-counts = count_parameters(DressedQuantumCircuit(in_features, n_classes, config))
+# the counts do not depend on the engine; the MPS engine at bond 1 builds at every width
+head = DressedQuantumCircuit(in_features, n_classes, config, engine="mps", max_bond=1)
+counts = count_parameters(head)
 summary = circuit_summary(config)
 cols = st.columns(4)
 cols[0].metric("classical parameters (head)", f"{counts['classical']:,}")

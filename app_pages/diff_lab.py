@@ -2,15 +2,18 @@
 
 import streamlit as st
 
-from qtl.config import DIFF_METHODS
-from qtl.difflab import REFERENCE, LabCase, run_lab
+from qtl.circuit import MAX_QUBITS, STATEVECTOR_MAX_QUBITS
+from qtl.config import DIFF_METHODS, MPS, NATIVE
+from qtl.difflab import REFERENCE, WIDE_REFERENCE, LabCase, run_lab
 from ui import charts, tables, widgets
 from ui.settings import settings
 
 st.title("Differentiation lab")
 st.markdown(
     "Times one training step (forward, backward and Adam update of the dressed quantum circuit on random "
-    f"resnet18-sized features) and compares its gradients with a reference ({REFERENCE}, exact to rounding)."
+    f"resnet18-sized features) and compares its gradients with a reference ({REFERENCE}, exact to rounding; "
+    f"above {STATEVECTOR_MAX_QUBITS} qubits, {WIDE_REFERENCE}). Pick `mps` for wide circuits: up to "
+    f"{MAX_QUBITS} qubits."
 )
 s = settings()
 with st.form("lab_form"):
@@ -35,9 +38,9 @@ with st.form("lab_form"):
 
 if run:
     cases = [
-        LabCase(engine, None if engine == "native" else method, q, int(depth), int(batch))
+        LabCase(engine, method, q, int(depth), int(batch))
         for engine in engines
-        for method in ([None] if engine == "native" else methods)
+        for method in ([None] if engine in (NATIVE, MPS) else methods)
         for q in qubits
     ]
     if not cases:

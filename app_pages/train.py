@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from qtl.backbones import BACKBONES
-from qtl.config import DIFF_METHODS, VARIANTS
+from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS
 from ui import jobs, session, training, widgets
 from ui.settings import settings
 
@@ -23,14 +22,14 @@ with st.form("train_form"):
     with left:
         widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONES))
+        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONE_NAMES))
     with right:
         widgets.bound(
             st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."
         )
     st.markdown("##### Circuit")
     widgets.circuit_widgets("train")
-    left, mid, right, last = st.columns(4)
+    left, mid, right, last, bond = st.columns(5)
     with left:
         widgets.bound(
             st.number_input,
@@ -43,7 +42,15 @@ with st.form("train_form"):
             step=0.01,
         )
     with mid:
-        widgets.bound(st.selectbox, "engine", "engine", "train_engine", options=widgets.ENGINES)
+        widgets.bound(
+            st.selectbox,
+            "engine",
+            "engine",
+            "train_engine",
+            options=widgets.ENGINES,
+            help="native: statevector, up to 24 qubits. mps: matrix product state, up to 128 qubits "
+            "(exact at bond 2**depth for the chain entangler). Others: PennyLane devices.",
+        )
     with right:
         widgets.bound(
             st.selectbox, "diff method (PennyLane)", "diff_method", "train_diff", options=DIFF_METHODS
@@ -51,6 +58,16 @@ with st.form("train_form"):
     with last:
         widgets.bound(
             st.number_input, "shots (0: exact)", "shots", "train_shots", min_value=0, max_value=100_000
+        )
+    with bond:
+        widgets.bound(
+            st.number_input,
+            "max bond (mps; 0: exact)",
+            "max_bond",
+            "train_max_bond",
+            min_value=0,
+            max_value=4096,
+            help="Below the exact bond the MPS engine truncates by SVD and reports the discarded weight.",
         )
     st.markdown("##### Training")
     cols = st.columns(4)

@@ -127,7 +127,7 @@ def save_checkpoint(
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
-    from qtl.backbones import weights_id
+    from qtl.backbones import transform_params, weights_id
     from qtl.heads import count_parameters
 
     payload = {
@@ -141,6 +141,7 @@ def save_checkpoint(
             "name": model_config.backbone,
             "weights": weights_id(model_config.backbone, model_config.pretrained),
             "fingerprint": (fingerprint or backbone_fingerprint(model.backbone)) if scope == "head" else None,
+            "transform": transform_params(model_config.backbone, model_config.pretrained),
         },
         "history": [dict(row) for row in history],
         "metrics": dict(metrics or {}),
@@ -282,6 +283,7 @@ class LoadedModel:
     path: Path | None = None
     train_config: dict | None = None
     backbone_weights: str = ""  # "IMAGENET1K_V1" or "random"
+    transform: dict | None = None  # the eval preprocessing it was trained with (None: older checkpoints)
 
     @property
     def variant(self) -> str:
@@ -357,4 +359,18 @@ def load_checkpoint(
         path=path,
         train_config=payload.get("train_config"),
         backbone_weights=str(payload["backbone"].get("weights")),
+        transform=_transform(payload, path.name),
     )
+
+
+def _transform(payload: dict, filename: str) -> dict | None:
+    """The recorded eval preprocessing, checked; None when the checkpoint predates recording it."""
+    from qtl.backbones.common import check_params
+
+    recorded = payload["backbone"].get("transform")
+    if recorded is None:
+        return None
+    try:
+        return check_params(recorded)
+    except ValueError as exc:
+        raise CheckpointError(f"{filename} is damaged: {exc}") from None

@@ -21,7 +21,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-MAX_QUBITS = 24
+MAX_QUBITS = 128
+#: Statevector engines (native, PennyLane devices) hold 2**n amplitudes per sample: 24 qubits is
+#: 256 MiB per complex64 sample, so they stop there. The MPS engine ("mps") runs up to MAX_QUBITS.
+STATEVECTOR_MAX_QUBITS = 24
 MAX_DEPTH = 100
 
 ENTANGLERS = ("chain", "ring", "none")

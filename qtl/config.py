@@ -25,11 +25,23 @@ FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})  # only 
 QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})  # the head holds a variational circuit
 DEFAULT_VARIANT = "quantum"
 
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
-"""The keys of `qtl.backbones.BACKBONES`, in order."""
+BUNDLED_BACKBONE = "efficientnet_lite0"
+"""The pretrained backbone whose ImageNet weights ship with an installed package: it needs no network."""
+BACKBONE_NAMES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "vit_b_16",
+    BUNDLED_BACKBONE,
+)
+"""torchvision's backbones (the keys of `qtl.backbones.BACKBONES`, in order), then the bundled one."""
 DEFAULT_BACKBONE = "resnet18"
 
-NATIVE = "native"  # qtl's own simulator; any other engine name is a PennyLane device
+NATIVE = "native"  # qtl's own statevector simulator
+MPS = "mps"  # qtl's matrix product state simulator, for wide circuits (up to 128 qubits)
+# any other engine name is a PennyLane device
 DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 """Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
 
@@ -63,9 +75,10 @@ class ModelConfig:
     pretrained: bool = True  # ImageNet weights; False gives a seeded random-init backbone
     class_names: tuple[str, ...] = ()  # output classes in label order; empty: fit() takes the dataset's
     circuit: CircuitConfig = field(default_factory=CircuitConfig)  # the circuit; also the classical width
-    engine: str = NATIVE  # simulator of the quantum variants: "native" or a PennyLane device name
+    engine: str = NATIVE  # simulator of the quantum variants: "native", "mps" or a PennyLane device name
     diff_method: str = "best"  # PennyLane engines only: how gradients are computed
     shots: int | None = None  # PennyLane engines only: None gives exact expectation values
+    max_bond: int | None = None  # MPS engine only: largest bond kept; None simulates exactly
     q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # quantum variants: channels, readout, shots
 
@@ -94,10 +107,13 @@ class ModelConfig:
         return len(self.class_names)
 
     def engine_options(self) -> dict:
-        """Keyword options for `make_engine`; the native engine takes none of the PennyLane ones."""
+        """Keyword options for `make_engine`: PennyLane's diff_method and shots, the MPS engine's max_bond,
+        and the noise model when there is one."""
         noise = {} if self.noise.is_ideal else {"noise": self.noise}
         if self.engine == NATIVE:
             return noise
+        if self.engine == MPS:
+            return {"max_bond": self.max_bond, **noise}
         return {"diff_method": self.diff_method, "shots": self.shots, **noise}
 
     def to_dict(self) -> dict:

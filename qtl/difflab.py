@@ -7,7 +7,8 @@ its gradients against a float64 reference.
 A "training step" is forward + backward + Adam step of a `DressedQuantumCircuit` on random features
 (B, in_features) with a cross-entropy loss, the same work one batch costs when training `quantum` on
 cached backbone features. The reference gradient comes from the native engine in float64, which is exact
-up to rounding; shot-based or finite-difference methods show their error against it.
+up to rounding (beyond the statevector engines' STATEVECTOR_MAX_QUBITS, the exact MPS engine in float64);
+shot-based, finite-difference or truncated (max_bond) methods show their error against it.
 """
 
 from __future__ import annotations
@@ -19,30 +20,34 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qtl.circuit import CircuitConfig
-from qtl.config import NATIVE
+from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
+from qtl.config import MPS, NATIVE
 from qtl.heads import DressedQuantumCircuit
 
 REFERENCE = "native float64"
+WIDE_REFERENCE = "exact mps float64"  # above STATEVECTOR_MAX_QUBITS
 
 
 @dataclass(frozen=True)
 class LabCase:
     """One point of the lab: which engine, how it differentiates, and the problem size."""
 
-    engine: str  # "native" or a PennyLane device name
-    diff_method: str | None  # PennyLane diff method; None for the native engine (torch autograd)
+    engine: str  # "native", "mps" or a PennyLane device name
+    diff_method: str | None  # PennyLane diff method; None for qtl's engines (torch autograd)
     n_qubits: int = 4
     depth: int = 6
     batch: int = 32
     shots: int | None = None  # None: exact expectation values
     in_features: int = 512  # resnet18's feature size
     n_classes: int = 2
+    max_bond: int | None = None  # MPS engine: None simulates exactly
 
     @property
     def label(self) -> str:
         """Short name of the engine + method, e.g. "native" or "lightning.qubit/adjoint"."""
         name = self.engine if self.diff_method is None else f"{self.engine}/{self.diff_method}"
+        if self.max_bond is not None:
+            name = f"{name} (bond {self.max_bond})"
         return name if self.shots is None else f"{name} ({self.shots} shots)"
 
 
@@ -60,7 +65,9 @@ class LabResult:
 def build_head(case: LabCase, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The dressed circuit of `case`, with weights drawn from `seed`, in `dtype`."""
     options = {}
-    if case.engine != NATIVE:
+    if case.engine == MPS:
+        options = {"max_bond": case.max_bond}
+    elif case.engine != NATIVE:
         options = {"diff_method": case.diff_method or "best", "shots": case.shots}
     config = CircuitConfig(n_qubits=case.n_qubits, depth=case.depth)
     torch.manual_seed(seed)
@@ -84,9 +91,11 @@ def gradients(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, to
 
 
 def gradient_error(case: LabCase, seed: int = 0) -> float:
-    """Max |grad - reference| over all head parameters, the reference being native float64."""
+    """Max |grad - reference| over all head parameters, the reference being native float64 (exact MPS
+    in float64 above STATEVECTOR_MAX_QUBITS)."""
     head = build_head(case, seed)
-    reference = build_head(LabCase(NATIVE, None, case.n_qubits, case.depth, case.batch), seed, torch.float64)
+    exact = NATIVE if case.n_qubits <= STATEVECTOR_MAX_QUBITS else MPS
+    reference = build_head(LabCase(exact, None, case.n_qubits, case.depth, case.batch), seed, torch.float64)
     with torch.no_grad():
         ref_params = dict(reference.named_parameters())
         for name, p in head.named_parameters():

@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset
 
-from qtl.backbones import image_transform, load_backbone, transform_key, weights_id
+from qtl.backbones import backbone_libraries, image_transform, load_backbone, transform_key, weights_id
 from qtl.data import ImageFolderDataset, list_images, validate_dataset
 from qtl.download import sha256_file
 from qtl.files import WriteError, atomic_save
@@ -76,6 +76,7 @@ def cache_key(
         "views": views,
         "seed": seed if views > 0 else None,
         "torchvision": torchvision.__version__,
+        **backbone_libraries(backbone_name),
         "classes": classes,
     }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())

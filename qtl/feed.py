@@ -146,12 +146,14 @@ def eval_batches(
     num_workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
+    transform: Callable | None = None,
 ) -> Batches:
     """One split of the dataset at `root`, in dataset order, for evaluating `model` (a `Classifier`).
 
     Frozen variants: the split's cached features (extracted on a miss by `backbone`, default the
     model's own) through the head, EVAL_BATCH at a time. Others: its images through the whole model,
-    `batch_size` at a time. progress: reports extraction or image decoding.
+    `batch_size` at a time. progress: reports extraction or image decoding. transform: the images'
+    eval preprocessing (default: the backbone's own; a loaded checkpoint passes the one it recorded).
     """
     if mc.frozen:
         fs = extract_features(
@@ -167,7 +169,7 @@ def eval_batches(
             backbone=backbone if backbone is not None else model.backbone,
         )
         return FeatureBatches(model.head, fs, EVAL_BATCH, device)
-    transform = image_transform(mc.backbone, mc.pretrained, augment=False)
+    transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)
     loader = _loader(ImageFolderDataset(root, split, transform=transform), batch_size, device, num_workers)
     return ImageBatches(model, loader, device, progress)
 

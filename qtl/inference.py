@@ -84,12 +84,19 @@ def _device(loaded: LoadedModel) -> torch.device:
     return next(loaded.model.parameters()).device
 
 
+def eval_transform(loaded: LoadedModel) -> Callable:
+    """The eval preprocessing the checkpoint records (its backbone's current one for older files)."""
+    from qtl.backbones import image_transform, transform_from_params
+
+    if loaded.transform is not None:
+        return transform_from_params(loaded.transform)
+    c = loaded.model_config
+    return image_transform(c.backbone, c.pretrained, augment=False)
+
+
 def _pixels(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
     """(N, 3, H, W) normalised image tensor for the model's backbone, on its device."""
-    from qtl.backbones import image_transform
-
-    c = loaded.model_config
-    transform = image_transform(c.backbone, c.pretrained, augment=False)
+    transform = eval_transform(loaded)
     return torch.stack([transform(im) for im in images]).to(_device(loaded))
 
 
@@ -98,7 +105,8 @@ def _shared_key(loaded: LoadedModel):
     c = loaded.model_config
     if not c.frozen:
         return None
-    return (c.backbone, c.pretrained, loaded.backbone_weights, str(_device(loaded)))
+    transform = tuple(sorted((k, str(v)) for k, v in (loaded.transform or {}).items()))
+    return (c.backbone, c.pretrained, loaded.backbone_weights, transform, str(_device(loaded)))
 
 
 @torch.no_grad()
@@ -234,6 +242,7 @@ def split_features(
         batch_size=batch_size,
         cache_dir=cache_dir,
         progress=progress,
+        transform=eval_transform(loaded),  # the preprocessing the checkpoint records
     )
     if isinstance(batches, FeatureBatches):
         features = batches.x

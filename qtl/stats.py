@@ -169,3 +169,37 @@ def cell_name(cell: dict) -> str:
         parts.append(f"{cell['qubits']}q" + (f" d{cell['depth']}" if cell.get("depth") is not None else ""))
     parts.append(str(cell.get("backbone")))
     return " ".join(parts)
+
+
+def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
+    """The report as Markdown: per variant a qubits x depth table of mean ± std, then the comparisons."""
+    cell_list = cells(rows, metric)
+    out = []
+    for variant in dict.fromkeys(c["variant"] for c in cell_list):
+        mine = [c for c in cell_list if c["variant"] == variant]
+        depths = sorted({c["depth"] for c in mine}, key=lambda d: -1 if d is None else d)
+        qubits = sorted({c["qubits"] for c in mine}, key=lambda q: -1 if q is None else q)
+        head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", metric]
+        out += [f"**{variant}** ({metric}, mean ± std over seeds, n per cell)", ""]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for q in qubits:
+            line = ["any" if q is None else str(q)]
+            for d in depths:
+                c = next((c for c in mine if c["qubits"] == q and c["depth"] == d), None)
+                std = "" if c is None or c["std"] is None else f" ± {c['std']:.3f}"
+                line.append("" if c is None else f"{c['mean']:.3f}{std} (n={c['n']})")
+            out.append("| " + " | ".join(line) + " |")
+        out.append("")
+    comps = comparisons(rows, metric)
+    if comps:
+        out += ["| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict |", "|" + "---|" * 8]
+        for c in comps:
+            ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            p = "" if c["p"] is None else f"{c['p']:.3g}"
+            q = "" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
+            diff = "" if c["diff"] is None else f"{c['diff']:+.3f}"
+            cols = (cell_name(c["quantum"]), c["control"], c["n"], diff, ci, p, q, c["verdict"])
+            out.append("| " + " | ".join(map(str, cols)) + " |")
+        wins = sum(c["significant"] for c in comps)
+        out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
+    return "\n".join(out)

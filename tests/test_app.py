@@ -173,6 +173,25 @@ class TestTrain:
         ]
         assert at.dataframe, "no summary table"
 
+    def test_form_trains_a_wide_circuit_on_mps(self, app_env):
+        """40 qubits: the native engine is refused with the reason, the MPS engine trains and saves it."""
+        at = app("train")
+        at.multiselect(key="train_variants").set_value(["quantum"])
+        at.number_input(key="train_n_qubits").set_value(40)
+        at.number_input(key="train_depth").set_value(1)
+        at.number_input(key="train_epochs").set_value(1)
+        at.button[0].click().run()
+        assert "use engine 'mps'" in texts(at.error)
+        at.selectbox(key="train_engine").set_value("mps")
+        at.button[0].click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        wait_for_job(at)
+        from qtl.checkpoint import read_checkpoint_info
+
+        (saved,) = (app_env / "models").glob("quantum*.pt")
+        info = read_checkpoint_info(saved)
+        assert info.n_qubits == 40 and info.model_config.engine == "mps"
+
     def test_offline_weights_switch_the_form_to_random_init(self, app_env):
         """Reached directly, the Train page too falls back to random init when the weights are offline."""
         at = app("train")
@@ -377,6 +396,16 @@ class TestCircuitCompareLab:
         assert not at.exception
         assert any(m.value.startswith("**cats**") or m.value.startswith("**dogs**") for m in at.markdown)
 
+    def test_wide_circuit_is_summarised(self, app_env):
+        """64 qubits: no 64-wire drawing but one block on 8 wires, the MPS bond per cut, and the counts."""
+        at = app("circuit")
+        at.number_input(key="circ_n_qubits").set_value(64).run()
+        assert not at.exception
+        assert "too many to draw legibly" in texts(at.markdown)
+        assert len(at.get("vega_lite_chart")) == 1  # the bond chart
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["quantum parameters"] == f"{64 * 6}"
+
     def test_compare_groups_seeds_and_evaluates(self, app_env, checkpoints):
         """Two quantum seeds give a mean ± std row; evaluation draws confusion matrices."""
         loaded = [str(p) for p in checkpoints.values()]
@@ -402,4 +431,18 @@ class TestCircuitCompareLab:
         table = at.dataframe[0].value
         assert list(table["qubits"]) == [2, 3]
         assert (table["step (ms)"] > 0).all()
+        assert (table["max |grad − ref|"] < 1e-4).all()
+
+    def test_diff_lab_runs_mps_past_the_statevector_wall(self, app_env):
+        """mps at 30 qubits: timed, its float32 gradients checked against exact MPS in float64."""
+        at = app("diff_lab")
+        at.multiselect(key="lab_engines").set_value(["mps"])
+        at.multiselect(key="lab_qubits").set_value([30])
+        at.number_input(key="lab_depth").set_value(2)
+        at.number_input(key="lab_batch").set_value(4)
+        at.number_input(key="lab_cap").set_value(30.0)
+        at.button[0].click().run()
+        assert not at.exception
+        table = at.dataframe[0].value
+        assert list(table["qubits"]) == [30] and (table["step (ms)"] > 0).all()
         assert (table["max |grad − ref|"] < 1e-4).all()

@@ -17,18 +17,19 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from qtl import backbones
 from qtl.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
     WeightsUnavailableError,
     image_transform,
     load_backbone,
+    torchvision_models,
     transform_key,
     weights_id,
     weights_status,
 )
 from qtl.config import BACKBONE_NAMES
+from qtl.download import OFFLINE_ENV
 
 TORCHVISION_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -41,7 +42,7 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty TORCH_HOME for one test."""
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.delenv(backbones.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)
     return home
@@ -69,9 +70,10 @@ class TestBuild:
             torch.testing.assert_close(head(out), reference(x), rtol=1e-4, atol=1e-4)
 
     def test_default_is_resnet18(self):
-        """The paper's backbone is the default; the torch-free names the CLI offers are BACKBONES' keys."""
+        """The paper's backbone is the default; the torch-free names the CLI offers are BACKBONES' keys,
+        then the bundled efficientnet_lite0."""
         assert DEFAULT_BACKBONE == "resnet18"
-        assert BACKBONE_NAMES == tuple(BACKBONES)
+        assert BACKBONE_NAMES == (*BACKBONES, "efficientnet_lite0")
         assert set(BACKBONES) == {
             "resnet18",
             "resnet34",
@@ -158,9 +160,9 @@ class TestOffline:
 
     def test_offline_env(self, torch_home, monkeypatch):
         """QTL_OFFLINE=1 never tries the network."""
-        monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
-        monkeypatch.setattr(backbones, "download", pytest.fail)
-        with pytest.raises(WeightsUnavailableError, match=backbones.OFFLINE_ENV):
+        monkeypatch.setenv(OFFLINE_ENV, "1")
+        monkeypatch.setattr(torchvision_models, "download", pytest.fail)
+        with pytest.raises(WeightsUnavailableError, match=OFFLINE_ENV):
             load_backbone("resnet18", pretrained=True)
 
     @pytest.mark.parametrize("server", ["refused", "silent"])
@@ -175,7 +177,7 @@ class TestOffline:
             listener.listen(1)  # the kernel completes the handshake; nobody ever replies
         real = weights_status("resnet18")
         fake = dataclasses.replace(real, url=f"http://127.0.0.1:{port}/models/{real.filename}")
-        monkeypatch.setattr(backbones, "weights_status", lambda name: fake)
+        monkeypatch.setattr(torchvision_models, "weights_status", lambda name: fake)
         start = time.perf_counter()
         try:
             with pytest.raises(WeightsUnavailableError) as info:
@@ -226,7 +228,7 @@ class TestDownload:
         state, name = self.serve_weights(www)
         real = weights_status("resnet18")
         monkeypatch.setattr(
-            backbones, "weights_status", lambda n: dataclasses.replace(real, url=f"{base}/{name}")
+            torchvision_models, "weights_status", lambda n: dataclasses.replace(real, url=f"{base}/{name}")
         )
         calls = []
         model, _ = load_backbone("resnet18", pretrained=True, progress=lambda d, t: calls.append((d, t)))
@@ -241,7 +243,7 @@ class TestDownload:
         _, name = self.serve_weights(www, tamper=True)
         real = weights_status("resnet18")
         monkeypatch.setattr(
-            backbones, "weights_status", lambda n: dataclasses.replace(real, url=f"{base}/{name}")
+            torchvision_models, "weights_status", lambda n: dataclasses.replace(real, url=f"{base}/{name}")
         )
         with pytest.raises(WeightsUnavailableError, match="SHA-256"):
             load_backbone("resnet18", pretrained=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ X = torch.tensor([[0, 1], [1, 0]], dtype=C128)
 Y = torch.tensor([[0, -1j], [1j, 0]], dtype=C128)
 Z = torch.tensor([[1, 0], [0, -1]], dtype=C128)
 P0, P1 = (I2 + Z) / 2, (I2 - Z) / 2
+DTYPES = (torch.float32, torch.float64)
 CONSTANTS = {"X": X, "Y": Y, "Z": Z, "H": (X + Z) / math.sqrt(2)}
 
 
@@ -140,67 +142,69 @@ class TestAgainstDenseReference:
         for g, w in zip(grads(got, a32, w32, 2), grads(want, angles, weights, 2), strict=True):
             torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=0)
 
-    def test_input_dependent_block_after_entangler(self, monkeypatch):
-        """A gate list that re-uploads inputs after CNOTs (and uses RZ on inputs) is simulated exactly."""
-        n = 3
-        config = CircuitConfig(n, 2, "ring", "rot")
-        custom = gates(config)[:12] + [
-            Gate("RY", (1,), ("input", 0)),
-            Gate("RZ", (2,), ("input", 1)),
-            Gate("CNOT", (2, 0)),
-            Gate("Hadamard", (0,)),
-            Gate("RZ", (0,), ("input", 2)),
-        ]
-        custom += gates(config)[12:]
-        monkeypatch.setattr(native, "gates", lambda c: custom)
-        angles, weights = random_inputs(config, 6, seed=3)
-        angles.requires_grad_(True)
-        weights.requires_grad_(True)
-        engine = NativeEngine(config)
-        assert engine._dependent.stages, "the re-uploading gates must form an input-dependent block"
-        want = dense_expvals(custom, n, angles, weights)
-        got = engine(angles, weights)
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
-        for g, w in zip(grads(got, angles, weights, 4), grads(want, angles, weights, 4), strict=True):
-            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
+    @pytest.mark.parametrize(
+        "extra, message",
+        [
+            ([Gate("RY", (1,), ("input", 0))], "reads inputs only before the first CNOT"),
+            ([Gate("CNOT", (2, 0))], "single-qubit gates after the last CNOT run"),
+            ([Gate("CNOT", (2, 0)), Gate("RY", (1,), ("weight", (0, 1, 1)))], "as many gates on every wire"),
+            ([Gate("CNOT", (2, 0)), Gate("Hadamard", (0,))], "as many gates on every wire"),
+        ],
+    )
+    def test_gate_lists_no_config_makes_are_refused_when_built(self, monkeypatch, extra, message):
+        """The engine compiles only what `gates(config)` produces; anything else is a clear ValueError."""
+        config = CircuitConfig(3, 2, "ring", "rot")
+        monkeypatch.setattr(native, "gates", lambda c: gates(config) + extra)
+        with pytest.raises(ValueError, match=message):
+            NativeEngine(config)
 
 
 class TestExecutionPaths:
+    @pytest.mark.parametrize("path", ["matrix", "adjoint"])
     @pytest.mark.parametrize("case", CONFIGS[::2], ids=config_id)
-    def test_state_and_matrix_paths_agree(self, case):
-        """Applying the trainable block stage by stage and as one built matrix give the same results."""
+    def test_paths_agree_with_the_state_path(self, case, path):
+        """The built matrix and the adjoint method give what autograd through the blocks gives."""
         config, batch = case
         angles, weights = random_inputs(config, batch, seed=7)
         angles.requires_grad_(True)
         weights.requires_grad_(True)
         by_state = NativeEngine(config, path="state")(angles, weights)
-        by_matrix = NativeEngine(config, path="matrix")(angles, weights)
-        torch.testing.assert_close(by_state, by_matrix, atol=1e-12, rtol=0)
-        pairs = zip(grads(by_state, angles, weights, 5), grads(by_matrix, angles, weights, 5), strict=True)
+        by_other = NativeEngine(config, path=path)(angles, weights)
+        torch.testing.assert_close(by_state, by_other, atol=1e-12, rtol=0)
+        pairs = zip(grads(by_state, angles, weights, 5), grads(by_other, angles, weights, 5), strict=True)
         for a, b in pairs:
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
-    def test_auto_picks_the_matrix_path_only_for_batches_larger_than_the_state(self):
-        """auto: matrix path when B > 2**n (small n), state path otherwise and for wide circuits."""
+    def test_auto_picks_matrix_for_large_batches_and_adjoint_for_grouped_layers(self):
+        """auto: matrix path when B > 2**n (small n); adjoint when layers are split; state otherwise."""
         small = NativeEngine(CircuitConfig(4, 6))
-        assert not small.uses_matrix(16) and small.uses_matrix(17)
+        assert small.path_for(16) == "state" and small.path_for(17) == "matrix"
         wide = NativeEngine(CircuitConfig(native.MATRIX_PATH_MAX_QUBITS + 1, 1))
-        assert not wide.uses_matrix(10**6)
+        assert wide.path_for(10**6) == "adjoint"
+        assert NativeEngine(CircuitConfig(8, 2)).path_for(8) == "adjoint"
         assert not NativeEngine(CircuitConfig(4, 0)).uses_matrix(64), "no trainable block, nothing to build"
 
     @pytest.mark.parametrize("n_qubits", [3, 5, 8])
     def test_grouped_layers_and_halving_reduction(self, monkeypatch, n_qubits):
-        """Small wire groups, in-place and cyclic contractions and the table-free <Z> change nothing."""
+        """Small wire groups, in-place and cyclic contractions (autograd and adjoint) and the table-free
+        <Z> change neither outputs nor gradients."""
         config = CircuitConfig(n_qubits, 3, "ring", "rot")
         angles, weights = random_inputs(config, 4, seed=n_qubits)
-        want = NativeEngine(config)(angles, weights)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        want = NativeEngine(config, path="state")(angles, weights)
+        want_grads = grads(want, angles, weights, 6)
         monkeypatch.setattr(sv, "FULL_BLOCK_MAX_QUBITS", 1)
         monkeypatch.setattr(sv, "GROUP_MAX_QUBITS", 2)
         monkeypatch.setattr(sv, "SIGN_TABLE_MAX_QUBITS", 0)
         monkeypatch.setattr(sv, "ROTATE_MAX_QUBITS", 2)
-        engine = NativeEngine(config)
-        assert len(engine._groups) > 1
-        torch.testing.assert_close(engine(angles, weights), want, atol=1e-12, rtol=0)
+        for path in ("state", "adjoint"):
+            engine = NativeEngine(config, path=path)
+            assert len(engine.layout.groups) > 1 and not engine.layout.sign_table
+            got = engine(angles, weights)
+            torch.testing.assert_close(got, want.detach(), atol=1e-12, rtol=0)
+            for g, w in zip(grads(got, angles, weights, 6), want_grads, strict=True):
+                torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
 
     @pytest.mark.parametrize(
         "config",
@@ -212,7 +216,7 @@ class TestExecutionPaths:
         ],
         ids=lambda c: f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}",
     )
-    @pytest.mark.parametrize("path", ["state", "matrix"])
+    @pytest.mark.parametrize("path", ["state", "matrix", "adjoint"])
     def test_gradcheck(self, config, path):
         """torch.autograd.gradcheck in float64 w.r.t. angles and weights, on both paths."""
         angles, weights = random_inputs(config, 3, seed=11)
@@ -264,11 +268,11 @@ class TestMemoryBudget:
     def test_refuses_a_batch_over_budget_naming_the_budget(self):
         """A forward whose estimate exceeds the budget raises SimulationTooLarge before simulating."""
         config = CircuitConfig(10, 2)
-        engine = NativeEngine(config, memory_budget=2 * 2**20)
+        engine = NativeEngine(config, memory_budget=2**20)
         angles, weights = random_inputs(config, 1, seed=0, dtype=torch.float32)
         engine(angles, weights)
         assert engine.estimate_bytes(64) > engine.memory_budget
-        with pytest.raises(SimulationTooLarge, match=r"memory budget of 2\.0 MiB"):
+        with pytest.raises(SimulationTooLarge, match=r"memory budget of 1\.0 MiB"):
             engine(angles.expand(64, -1), weights.requires_grad_())
 
     def test_estimate_grows_with_batch_and_precision_and_shrinks_without_grad(self):
@@ -279,9 +283,19 @@ class TestMemoryBudget:
         assert engine.estimate_bytes(4, training=False) < engine.estimate_bytes(4)
 
     def test_huge_circuits_are_refused_when_built(self):
-        """24 qubits at depth 100 cannot fit the default 4 GiB: make_engine refuses when building."""
-        with pytest.raises(SimulationTooLarge, match=r"memory budget of 4\.0 GiB"):
-            make_engine(CircuitConfig(24, 100), "native")
+        """A circuit whose single sample cannot fit the budget is refused by make_engine when building."""
+        with pytest.raises(
+            SimulationTooLarge, match=r"batch 1 at 24 qubits, over its memory budget of 256\.0 MiB"
+        ):
+            make_engine(CircuitConfig(24, 100), "native", memory_budget=256 * 2**20)
+
+    def test_adjoint_memory_does_not_grow_with_depth(self):
+        """24 qubits, batch 8 trains within 4 GiB at any depth: the adjoint path keeps O(1) states."""
+        shallow, deep = NativeEngine(CircuitConfig(24, 6)), NativeEngine(CircuitConfig(24, 100))
+        assert shallow.path_for(8) == deep.path_for(8) == "adjoint"
+        assert shallow.estimate_bytes(8) <= 4 * 2**30
+        assert deep.estimate_bytes(8) - shallow.estimate_bytes(8) < 2**20  # only the index tables grow
+        assert NativeEngine(CircuitConfig(24, 6), path="state").estimate_bytes(8) > 4 * 2**30
 
     def test_environment_variable_sets_the_default_budget(self, monkeypatch):
         """QTL_NATIVE_MEMORY_BUDGET overrides the default; a bad value is a clear error."""
@@ -310,6 +324,20 @@ class TestContract:
         """H/RY/CNOT circuits run in real arithmetic, circuits with RZ in complex arithmetic."""
         assert NativeEngine(CircuitConfig(3, 2, rotation="ry")).real
         assert not NativeEngine(CircuitConfig(3, 2, rotation="rot")).real
+
+    def test_forward_writes_nothing_and_concurrent_threads_agree(self):
+        """A forward leaves the engine as it was; threads sharing one engine get the serial results."""
+        config = CircuitConfig(7, 2, "ring", "rot")
+        engine = NativeEngine(config)
+        before = dict(vars(engine))
+        inputs = [random_inputs(config, b, seed=b, dtype=dt) for b in (1, 3, 200) for dt in DTYPES]
+        serial = [engine(a, w) for a, w in inputs]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            parallel = list(pool.map(lambda aw: engine(*aw), inputs * 3))
+        for got, want in zip(parallel, serial * 3, strict=True):
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
+        assert vars(engine).keys() == before.keys()
+        assert all(vars(engine)[k] is v for k, v in before.items())
 
     def test_holds_no_parameters(self):
         assert list(NativeEngine(CircuitConfig(4, 2)).parameters()) == []

@@ -1,8 +1,9 @@
 """The native engine against PennyLane default.qubit (backprop) over many seeded random configs.
 
 Values and gradients with respect to both angles and weights must agree to 1e-10 in float64 and 1e-5
-in float32. The list covers n_qubits 1..8, depth 0..6, batch 1..17 and every entangler, rotation and
-Hadamard option; batches above 2**n exercise the native engine's matrix path.
+in float32, on the native engine's automatic path choice and on its adjoint path. The list covers
+n_qubits 1..8, depth 0..6, batch 1..17 and every entangler, rotation and Hadamard option; batches
+above 2**n exercise the native engine's matrix path, 7 and 8 qubits its grouped layers.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def _run(engine_name: str, case: Case, dtype: torch.dtype) -> tuple[torch.Tensor
     angles = ((torch.rand(case.batch, n, generator=g, dtype=torch.float64) - 0.5) * torch.pi).to(dtype)
     weights = (torch.randn(case.config.weight_shape, generator=g, dtype=torch.float64) * 2.0).to(dtype)
     cotangent = (torch.rand(case.batch, n, generator=g, dtype=torch.float64) * 2.0 - 1.0).to(dtype)
-    if engine_name == "native":
-        engine = make_engine(case.config, "native")
+    if engine_name.startswith("native"):  # "native" (path "auto") or "native-<path>"
+        engine = make_engine(case.config, "native", path=engine_name.partition("-")[2] or "auto")
     else:
         engine = make_engine(case.config, "default.qubit", diff_method="backprop")
     angles.requires_grad_(True)
@@ -83,25 +84,27 @@ def _run(engine_name: str, case: Case, dtype: torch.dtype) -> tuple[torch.Tensor
     return out.detach(), angles.grad, weights.grad
 
 
-def _assert_agree(case: Case, dtype: torch.dtype, which: slice) -> None:
-    native, reference = _run("native", case, dtype), _run("pennylane", case, dtype)
+def _assert_agree(case: Case, dtype: torch.dtype, which: slice, native_name: str) -> None:
+    native, reference = _run(native_name, case, dtype), _run("pennylane", case, dtype)
     for got, want in zip(native[which], reference[which], strict=True):
         assert got is not None and got.dtype == dtype and got.shape == want.shape
         torch.testing.assert_close(got, want, atol=TOLERANCE[dtype], rtol=0)
 
 
+@pytest.mark.parametrize("native_name", ["native", "native-adjoint"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 class TestAgreement:
-    """Native and PennyLane agree to 1e-10 in float64 and 1e-5 in float32 (PennyLane computes in float64)."""
+    """Native (automatic path, and the adjoint path forced) and PennyLane agree to 1e-10 in float64 and
+    1e-5 in float32 (PennyLane computes in float64)."""
 
-    def test_outputs(self, case, dtype):
+    def test_outputs(self, case, dtype, native_name):
         """<Z_i> agree."""
-        _assert_agree(case, dtype, slice(0, 1))
+        _assert_agree(case, dtype, slice(0, 1), native_name)
 
-    def test_gradients(self, case, dtype):
+    def test_gradients(self, case, dtype, native_name):
         """Gradients with respect to angles and weights agree."""
-        _assert_agree(case, dtype, slice(1, 3))
+        _assert_agree(case, dtype, slice(1, 3), native_name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

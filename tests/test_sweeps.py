@@ -258,6 +258,11 @@ class TestCommandLine:
         assert {float(r["val_acc"]) for r in table} == {r["val_acc"] for r in doc}
         assert cli.main(["runs", "--db", str(db), "--sweeps"]) == 0
         assert "tiny  8 runs (8 done)" in capsys.readouterr().out
+        assert cli.main(["runs", "--db", str(db), "--report", "--markdown"]) == 0
+        md = capsys.readouterr().out
+        assert (
+            "| qubits \\ depth | 1 | 2 |" in md and "| quantum 2q d1 resnet18 | dressed-classical | 2 |" in md
+        )
 
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
@@ -270,20 +275,17 @@ class TestCommandLine:
 
 
 class TestMlflow:
-    def test_runs_are_logged_when_mlflow_is_installed(self, tiny, tmp_path):
+    def test_runs_are_logged_when_mlflow_is_installed(self, tiny, tmp_path, monkeypatch):
+        """Skipped unless mlflow (or mlflow-skinny) is installed: every finished run becomes an MLflow run
+        of the sweep's experiment, with its per-epoch metrics."""
         mlflow = pytest.importorskip("mlflow")
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         text = SPEC.replace("depth = [1, 2]", "depth = [1]")
         spec = load_spec(write_spec(tmp_path, tiny, epochs=2, text=text))
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        uri = (tmp_path / "mlruns").as_uri()  # a file store: mlflow-skinny has no SQL backend
         run_sweep(spec, tmp_path / "r.db", mlflow_uri=uri)
         mlflow.set_tracking_uri(uri)
         found = mlflow.search_runs(experiment_names=["tiny"])
-        assert len(found) == 6 and set(found["metrics.best_val_acc"]) <= {
-            0.0,
-            0.25,
-            0.5,
-            0.625,
-            0.75,
-            0.875,
-            1.0,
-        }
+        assert len(found) == 6 and set(found["metrics.best_val_acc"]) <= {i / 8 for i in range(9)}
+        curve = mlflow.tracking.MlflowClient().get_metric_history(found["run_id"][0], "val_acc")
+        assert [m.step for m in curve] == [1, 2]

@@ -72,6 +72,24 @@ def qubit_chart(values: dict[str, list[float]], title: str):
     )
 
 
+def bond_chart(log2_bonds: list[int], title: str):
+    """Altair bars of the exact MPS bond dimension at each cut (between wire i and i + 1), log2 scale."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [{"cut": f"{i}|{i + 1}", "bond": 2**b} for i, b in enumerate(log2_bonds)]
+    return (
+        alt.Chart(pd.DataFrame(rows), title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("cut:N", sort=None, title="cut between wires"),
+            y=alt.Y("bond:Q", scale=alt.Scale(type="log", base=2), title="exact bond dimension"),
+            tooltip=["cut", "bond"],
+        )
+        .properties(height=220)
+    )
+
+
 def weights_chart(weights):
     """Altair heatmap of trained circuit angles: (depth, n) or (depth, n, 3) -> one cell per angle."""
     import altair as alt

@@ -32,6 +32,7 @@ def default_config() -> dict:
         "engine": "native",
         "diff_method": "best",
         "shots": 0,
+        "max_bond": 0,  # MPS engine: 0 simulates exactly
         "epochs": 3,
         "seeds": "0",
         "override_recipe": False,

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from qtl.circuit import MAX_QUBITS
 from qtl.paths import models_dir
 
-LOCAL_MAX_QUBITS = 16  # the form's range in local mode (the circuit itself allows up to 24)
+LOCAL_MAX_QUBITS = MAX_QUBITS  # the form's range in local mode; above 24 qubits only the MPS engine runs
 
 
 @dataclass(frozen=True)

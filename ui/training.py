@@ -34,6 +34,7 @@ def model_config(variant: str | None = None):
         engine=c["engine"],
         diff_method=c["diff_method"],
         shots=c["shots"] or None,
+        max_bond=c.get("max_bond") or None,
         q_delta=c["q_delta"],
     )
 

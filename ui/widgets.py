@@ -12,7 +12,7 @@ from ui.session import circuit_config
 from ui.settings import settings
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
-ENGINES = ("native", "default.qubit", "lightning.qubit")  # the engines the forms offer
+ENGINES = ("native", "mps", "default.qubit", "lightning.qubit")  # the engines the forms offer
 
 
 def bound(widget, label: str, field: str, key: str, **kwargs):

@@ -48,6 +48,7 @@ def _model_config(args, variant: str) -> ModelConfig:
         circuit=circuit,
         engine=args.engine,
         diff_method=args.diff_method,
+        max_bond=args.max_bond,
         q_delta=args.q_delta,
         noise=_noise_config(args, shots=args.shots),
     )
@@ -355,7 +356,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 def cmd_runs(args, bar: ProgressBar) -> int:
     from qtl.paths import results_db
     from qtl.results import ResultsDB
-    from qtl.stats import format_report
+    from qtl.stats import format_report, markdown_report
 
     db = Path(args.db) if args.db else results_db()
     if not db.exists():
@@ -372,7 +373,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
     if args.json:
         write_rows(rows, args.json, "json")
     if args.report:
-        print(format_report(rows))
+        print(markdown_report(rows) if args.markdown else format_report(rows))
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)

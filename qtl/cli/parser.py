@@ -30,7 +30,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--q-delta", type=float, metavar="X", default=0.01, help="spread of the initial circuit angles"
     )
-    g.add_argument("--engine", default="native", help="'native' or a PennyLane device, e.g. default.qubit")
+    g.add_argument(
+        "--engine",
+        default="native",
+        help="'native' (statevector, up to 24 qubits), 'mps' (matrix product state, up to 128 qubits) "
+        "or a PennyLane device, e.g. default.qubit",
+    )
+    g.add_argument(
+        "--max-bond",
+        type=int,
+        metavar="D",
+        default=None,
+        help="mps engine: largest bond dimension kept, truncating by SVD (default: exact)",
+    )
     g.add_argument(
         "--diff-method",
         default="best",
@@ -343,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, metavar="FILE", help="write the runs as CSV ('-': stdout)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the runs as JSON ('-': stdout)")
     p.add_argument("--report", action="store_true", help="statistics per cell and paired comparisons")
+    p.add_argument("--markdown", action="store_true", help="the report as Markdown tables (with --report)")
 
     p = command(
         "data",

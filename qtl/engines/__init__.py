@@ -13,20 +13,36 @@ engine runs on any other.
 
 from __future__ import annotations
 
-from qtl.circuit import CircuitConfig
-from qtl.config import NATIVE
+from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
+from qtl.config import MPS, NATIVE
 
 
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
-    """Build an engine by name: "native", or the name of any installed PennyLane device.
+    """Build an engine by name: "native", "mps", or the name of any installed PennyLane device.
 
     Options for PennyLane devices: diff_method (one of `qtl.config.DIFF_METHODS`) and shots (None for
     exact expectation values). Options for the native engine: memory_budget (bytes). Both take noise (a
     `qtl.noise.NoiseConfig`): the native engine then simulates density matrices (`engines.density`),
     a PennyLane engine inserts the same channels (on a mixed-state device such as "default.mixed").
-    Invalid combinations raise ValueError here, before any training starts.
+    Options for the MPS engine: max_bond (None for exact), memory_budget; it simulates pure states only.
+    Invalid combinations raise ValueError here, before any training starts; statevector engines refuse
+    more than STATEVECTOR_MAX_QUBITS qubits.
     """
     noise = options.pop("noise", None)
+    if name == MPS:
+        if noise is not None and not noise.is_ideal:
+            raise ValueError(
+                "the MPS engine simulates pure states: noise needs engine 'native' (density matrices) "
+                "or a mixed-state PennyLane device"
+            )
+        from qtl.engines.mps import MPSEngine
+
+        return MPSEngine(config, **options)
+    if config.n_qubits > STATEVECTOR_MAX_QUBITS:
+        raise ValueError(
+            f"engine {name!r} simulates a statevector of 2**n amplitudes per sample and stops at "
+            f"{STATEVECTOR_MAX_QUBITS} qubits ({config.n_qubits} asked); use engine 'mps' for wider circuits"
+        )
     if name == NATIVE:
         if noise is not None and not noise.is_ideal:
             from qtl.engines.density import DensityMatrixEngine

@@ -1,58 +1,79 @@
-"""The native engine's compiler: a gate list becomes blocks of stages the simulator applies in bulk.
+"""The native engine's compiler: `gates(config)` becomes a `Plan`, a small frozen (hashable) value.
 
-After the product-state prefix, a circuit is a list of stages: a run of CNOTs is one permutation of
-basis states, and a run of single-qubit gates is one local layer (one 2x2 matrix per wire). The gates of
-all local layers are arranged in rounds (round r holds the r-th gate on every slot) of same-kind groups,
-so their matrices are built with one vectorised call per group.
+A plan has two parts:
+
+1. the product prefix: the single-qubit gates before the first CNOT (Hadamards, the input embedding,
+   and every gate of a circuit without CNOTs). The state is a product there, one 2-vector per wire.
+   Leading parameter-free gates are folded into `Plan.v0`; the others are rounds over the n wires.
+2. blocks: a run of CNOTs, one `Entangle` (a permutation of basis states), then a layer of
+   single-qubit gates (one 2x2 matrix per wire). The gates of all layers are arranged in rounds:
+   slot l*n + w is wire w of layer l, and round r holds the r-th gate of every slot.
+
+A `Round` is one gate kind on every slot, reading evenly spaced angles, so its matrices are built by
+one vectorised call on a strided view of the angles. Only what `gates(config)` produces compiles: a
+gate list that re-uploads inputs after a CNOT, ends in CNOTs, mixes gate kinds within a round or
+leaves a wire of a layer without a gate is refused with a ValueError naming the gate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from qtl.circuit import Gate
+from qtl.circuit import REAL_GATES, Gate
 from qtl.engines import statevector as sv
 
 
-@dataclass
-class Group:
-    """Gates of one kind, one per slot, in one round: name, slots (k,), and where their angles come from."""
+@dataclass(frozen=True)
+class Round:
+    """One rotation on every slot: slot s reads angle `start + s * step` of the input or the weights."""
 
-    name: str
-    slots: torch.Tensor
-    source: str | None  # "input", "weight" or None (parameter-free)
-    index: torch.Tensor  # (k,) angle columns or flat weight positions
-    span: tuple[int, int] | None = None  # (start, stop) when index is a contiguous range: a slice suffices
+    gate: Literal["RY", "RZ"]
+    source: Literal["input", "weight"]
+    start: int
+    step: int
 
-    def __post_init__(self) -> None:
-        idx = self.index.tolist()
-        if idx and idx == list(range(idx[0], idx[0] + len(idx))):
-            self.span = (idx[0], idx[0] + len(idx))
+    def angles(self, values: torch.Tensor, n_slots: int) -> torch.Tensor:
+        """(..., m) input angles or flat weights -> (..., n_slots) this round's angles, a strided view."""
+        return values[..., self.start : self.start + self.step * (n_slots - 1) + 1 : self.step]
 
 
-@dataclass
-class Rounds:
-    """Single-qubit gates on `n_slots` slots as rounds: round r holds the r-th gate of every slot."""
+@dataclass(frozen=True)
+class Entangle:
+    """A run of CNOTs on (control, target) pairs, applied as one permutation of basis states."""
 
-    n_slots: int
-    rounds: list[tuple[list[Group], torch.Tensor | None]] = field(default_factory=list)
-    # each round: its groups and, unless one group covers every slot in order, the (n_slots,) order
-    # that picks each slot's matrix from cat(group matrices..., identity)
+    pairs: tuple[tuple[int, int], ...]
 
 
-@dataclass
-class Block:
-    """Stages after the product prefix: ("perm", key) or ("local", layer). Layer l uses slots l*n..l*n+n-1."""
+@dataclass(frozen=True)
+class Plan:
+    """A compiled circuit; equal configs give equal plans, so per-device tables are cached per plan.
 
-    stages: list[tuple[str, object]]
-    rounds: Rounds
-    n_layers: int
+    After the product prefix come `n_layers` blocks: block l applies the CNOT run `entanglers[l]`, then
+    layer l, whose rotations on wire w are the gates of slot l*n + w (`rounds`, in application order).
+    """
+
+    n_qubits: int
+    real: bool  # H, RY and CNOT only: every amplitude stays real
+    v0: tuple[tuple[complex, complex], ...]  # each wire's state after the leading parameter-free gates
+    prefix: tuple[Round, ...]  # rounds over the n wires of the product prefix
+    entanglers: tuple[Entangle, ...]  # one per layer
+    rounds: tuple[Round, ...]  # rounds over the n_layers * n slots of the layers
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.entanglers)
+
+    @property
+    def entangles(self) -> tuple[Entangle, ...]:
+        """The distinct CNOT runs, in order of first use (each gets one permutation table)."""
+        return tuple(dict.fromkeys(self.entanglers))
 
 
 def angle_source(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tuple[str | None, int]:
-    """(source, position) of a gate's angle: input column or flat weight index."""
+    """(source, position) of a gate's angle: input column or flat weight index; (None, 0) without one."""
     if gate.param is None:
         if gate.name in sv.PARAMETRIC_GATES:
             raise ValueError(f"gate {gate} needs an angle")
@@ -74,48 +95,68 @@ def angle_source(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tu
     raise ValueError(f"gate {gate} has unknown angle source {source!r}; use 'input' or 'weight'")
 
 
-def compile_rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> Rounds:
-    """Per-slot gate lists (application order) -> rounds of same-kind groups."""
-    out = Rounds(len(slot_gates))
-    depth = max((len(g) for g in slot_gates), default=0)
+def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[Round, ...]:
+    """Per-slot gate lists (application order) -> one `Round` per gate position."""
+    depth = len(slot_gates[0]) if slot_gates else 0
+    if any(len(seq) != depth for seq in slot_gates):
+        raise ValueError(f"the native engine needs as many gates on every wire of a layer: {slot_gates}")
+    out = []
     for r in range(depth):
-        kinds: dict[tuple[str, str | None], list[tuple[int, int]]] = {}
-        for slot, seq in enumerate(slot_gates):
-            if r < len(seq):
-                source, pos = angle_source(seq[r], n_qubits, weight_shape)
-                kinds.setdefault((seq[r].name, source), []).append((slot, pos))
-        groups = [
-            Group(name, torch.tensor([s for s, _ in items]), source, torch.tensor([p for _, p in items]))
-            for (name, source), items in kinds.items()
-        ]
-        order = None
-        if len(groups) > 1 or groups[0].slots.tolist() != list(range(out.n_slots)):
-            order = torch.full((out.n_slots,), sum(len(g.slots) for g in groups))  # identity by default
-            offset = 0
-            for g in groups:
-                order[g.slots] = torch.arange(offset, offset + len(g.slots))
-                offset += len(g.slots)
-        out.rounds.append((groups, order))
-    return out
+        column = [seq[r] for seq in slot_gates]
+        first = column[0]
+        if first.param is None:
+            raise ValueError(f"the native engine folds parameter-free gates only at the start: {first}")
+        places = [angle_source(g, n_qubits, weight_shape) for g in column]
+        source = places[0][0]
+        if any(g.name != first.name or p[0] != source for g, p in zip(column, places, strict=True)):
+            raise ValueError(f"the native engine needs one gate kind per round, got {column}")
+        start = places[0][1]
+        step = places[1][1] - start if len(places) > 1 else 1
+        if [p for _, p in places] != [start + s * step for s in range(len(places))] or step <= 0:
+            raise ValueError(f"the native engine needs evenly spaced angles per round, got {column}")
+        out.append(Round(first.name, source, start, step))
+    return tuple(out)
 
 
-def compile_block(block: list[Gate], n_qubits: int, weight_shape) -> Block:
-    """Gates -> stages: runs of CNOTs become one permutation, runs of one-qubit gates one local layer."""
-    stages: list[tuple[str, object]] = []
+def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, ...]) -> Plan:
+    """A gate list (as `gates(config)` makes it) -> its `Plan`; ValueError for what it cannot run."""
+    check_gates(gate_list, n_qubits)
+    first_multi = next((i for i, g in enumerate(gate_list) if len(g.wires) > 1), len(gate_list))
+    for g in gate_list:
+        angle_source(g, n_qubits, weight_shape)  # ValueError for a missing or out-of-range angle
+    for g in gate_list[first_multi:]:
+        if g.param is not None and g.param[0] == "input":
+            raise ValueError(f"the native engine reads inputs only before the first CNOT, got {g}")
+
+    # 1. product prefix: fold the leading parameter-free gates of each wire into v0
+    per_wire = [[g for g in gate_list[:first_multi] if g.wires[0] == w] for w in range(n_qubits)]
+    v0 = []
+    for w, seq in enumerate(per_wire):
+        v = torch.tensor([1.0, 0.0], dtype=torch.complex128)
+        while seq and seq[0].param is None:
+            v = sv.constant_matrix(seq.pop(0).name).to(v.dtype) @ v
+        per_wire[w] = seq
+        v0.append((complex(v[0]), complex(v[1])))
+    prefix = _rounds(per_wire, n_qubits, weight_shape)
+
+    # 2. blocks: a CNOT run, then one layer of single-qubit gates
+    entanglers: list[Entangle] = []
     layers: list[list[list[Gate]]] = []
-    for gate in block:
+    for gate in gate_list[first_multi:]:
         if gate.name == "CNOT":
-            if stages and stages[-1][0] == "perm":
-                stages[-1] = ("perm", stages[-1][1] + (gate.wires,))
+            if len(layers) < len(entanglers):  # the run goes on
+                entanglers[-1] = Entangle(entanglers[-1].pairs + (gate.wires,))
             else:
-                stages.append(("perm", (gate.wires,)))
+                entanglers.append(Entangle((gate.wires,)))
         else:
-            if not stages or stages[-1][0] != "local":
-                stages.append(("local", len(layers)))
+            if len(layers) < len(entanglers):
                 layers.append([[] for _ in range(n_qubits)])
             layers[-1][gate.wires[0]].append(gate)
+    if len(layers) < len(entanglers):
+        raise ValueError("the native engine needs single-qubit gates after the last CNOT run")
     slots = [seq for layer in layers for seq in layer]
-    return Block(stages, compile_rounds(slots, n_qubits, weight_shape), len(layers))
+    real = all(g.name in REAL_GATES for g in gate_list)
+    return Plan(n_qubits, real, tuple(v0), prefix, tuple(entanglers), _rounds(slots, n_qubits, weight_shape))
 
 
 def check_gates(gate_list: list[Gate], n_qubits: int) -> None:

@@ -1,19 +1,20 @@
 """The native engine: a batched statevector simulation of `gates(config)` in PyTorch, with autograd.
 
-The gate list is compiled once into three parts, each simulated the cheapest way it allows:
+The gate list is compiled once (`compiler.compile_plan`) into two parts, each simulated the cheapest
+way it allows:
 
 1. product prefix: the single-qubit gates before the first CNOT, which include the input embedding.
    The state is a product there, so each wire is a batched 2-vector and the (B, 2**n) state is their
    Kronecker product, O(B 2**n).
-2. input-dependent block (empty for every built-in config): later gates up to the last one that reads
-   an input angle, applied per sample.
-3. trainable block: everything after, independent of the input. It is a list of stages: a run of CNOTs
-   is one fixed permutation of basis states (index tensors computed once per device); a run of
-   single-qubit gates is one 2x2 matrix per wire, applied as Kronecker blocks over wire groups
-   (`statevector.wire_groups`); up to FULL_BLOCK_MAX_QUBITS a layer is one block with the CNOT run
-   before it folded in. When the batch is larger than 2**n (and n <= MATRIX_PATH_MAX_QUBITS), the
-   block's 2**n x 2**n matrix is built once per forward (the product of its layer matrices, or the
-   stages applied to the identity) and applied with one matmul.
+2. trainable blocks: everything after, independent of the input. A run of CNOTs is one fixed
+   permutation of basis states; a layer of single-qubit gates is one 2x2 matrix per wire, applied as
+   Kronecker blocks over wire groups (`statevector.wire_groups`); up to FULL_BLOCK_MAX_QUBITS a layer
+   is one block with the CNOT run before it folded in. When the batch is larger than 2**n (and
+   n <= MATRIX_PATH_MAX_QUBITS), the blocks' 2**n x 2**n matrix is built once per forward (the
+   product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
+
+Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
+with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
 
 With H, RY and CNOT only every amplitude is real and the simulation runs in the input's float dtype;
 otherwise in the matching complex dtype. <Z_i> comes from the probabilities, never from 2**n x 2**n
@@ -23,15 +24,18 @@ matrices. Before allocating, a forward estimates the bytes it needs and refuses 
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from qtl.circuit import REAL_GATES, CircuitConfig, gates
+from qtl.circuit import CircuitConfig, gates
+from qtl.engines import adjoint
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import Block, Rounds, check_gates, compile_block, compile_rounds
+from qtl.engines.compiler import Entangle, Plan, Round, compile_plan
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -43,7 +47,8 @@ MATRIX_PATH_MAX_QUBITS = 10
 #: gradient buffers.
 _EXTRA_STATES = 4
 
-Path = Literal["auto", "state", "matrix"]
+Path = Literal["auto", "state", "matrix", "adjoint"]
+PATHS = ("auto", "state", "matrix", "adjoint")
 
 
 class SimulationTooLarge(ValueError):
@@ -68,6 +73,54 @@ def _default_budget() -> int:
         raise ValueError(f"{MEMORY_BUDGET_ENV} must be a whole number of bytes, got {raw!r}") from None
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How an engine applies its layers, fixed when it is built from the module's constants."""
+
+    groups: tuple[int, ...]  # wire-group sizes of a layer (`statevector.wire_groups`)
+    sign_table: bool  # <Z_i> by a (2**n, n) sign table, else by halving
+
+
+@dataclass(frozen=True, eq=False)
+class Tables:
+    """Constant tensors of one plan on one device in one dtype; built once, never written."""
+
+    v0: torch.Tensor  # (n, 2) wire states after the leading parameter-free gates
+    perms: dict[Entangle, tuple[torch.Tensor, torch.Tensor]]  # (perm, inverse) per CNOT run
+    fused: torch.Tensor | None  # one-group layouts: gather index building every layer's K.T (see below)
+    eye: torch.Tensor | None  # (d, d) identity, for the matrix path with several groups
+    signs: torch.Tensor | None  # (2**n, n) sign table in the real dtype
+
+
+@functools.lru_cache(maxsize=64)
+def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> Tables:
+    """The constant tensors a forward of `plan` needs, in `dtype` (real or complex) on `device`.
+
+    `fused` indexes the flattened (L, n, 2, 2) per-wire matrices so that their product over wires is
+    the stacked (L, d, d) K.T[inverse(p)] of every layer with the CNOT run before it folded in
+    (state[:, p] @ K.T == state @ K.T[inverse(p)]).
+    """
+    n, d = plan.n_qubits, 2**plan.n_qubits
+    v0 = torch.tensor(plan.v0, dtype=torch.complex128)
+    v0 = (v0.real if plan.real else v0).to(dtype)
+    perms = {}
+    for e in plan.entangles:
+        perm = sv.cnot_permutation(n, list(e.pairs))
+        perms[e] = (perm.to(device), torch.argsort(perm).to(device))
+    fused = None
+    if len(layout.groups) == 1 and plan.n_layers:
+        base = sv.kron_index(n, 2, 2).transpose(-1, -2)  # [w, i, j] -> (w, bit_w(j), bit_w(i)): K.T
+        rows = [
+            layer * 4 * n + base[:, torch.argsort(sv.cnot_permutation(n, list(e.pairs))), :]
+            for layer, e in enumerate(plan.entanglers)
+        ]
+        fused = torch.stack(rows).reshape(-1).to(device)
+    eye = torch.eye(d, dtype=dtype, device=device) if n <= MATRIX_PATH_MAX_QUBITS else None
+    real = dtype.to_real() if dtype.is_complex else dtype
+    signs = sv.sign_table(n).to(device=device, dtype=real) if layout.sign_table else None
+    return Tables(v0.to(device), perms, fused, eye, signs)
+
+
 class NativeEngine(nn.Module):
     """Batched statevector simulation of a config's circuit: (B, n) angles, weights -> (B, n) <Z_i>.
 
@@ -75,95 +128,63 @@ class NativeEngine(nn.Module):
         config: the circuit; its gate list `gates(config)` is compiled once here.
         memory_budget: most bytes one forward + backward may use; default 4 GiB, or the
             QTL_NATIVE_MEMORY_BUDGET environment variable. Larger simulations raise `SimulationTooLarge`.
-        path: "auto" (default) picks per batch; "state" always applies the stages to the batch;
-            "matrix" always builds the trainable block's 2**n x 2**n matrix first.
+        path: "auto" (default) picks per batch; "state" applies the blocks to the batch under
+            autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
+            two reused buffers and differentiates by the adjoint method (`qtl.engines.adjoint`).
+            "auto" takes "matrix" when the batch outnumbers the amplitudes (up to
+            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
     weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
-    device of `angles`, differentiable with respect to both. It holds no parameters.
+    device of `angles`, differentiable with respect to both. It holds no parameters and no mutable
+    state, so concurrent forwards (threads sharing a cached model) are safe.
     """
 
     def __init__(self, config: CircuitConfig, memory_budget: int | None = None, path: Path = "auto") -> None:
         super().__init__()
-        if path not in ("auto", "state", "matrix"):
-            raise ValueError(f"path must be 'auto', 'state' or 'matrix', got {path!r}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         budget = _default_budget() if memory_budget is None else memory_budget
         if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
         self.config, self.memory_budget, self.path = config, budget, path
-        n, shape = config.n_qubits, config.weight_shape
-        self.n_qubits = n
-        self._cache: dict[tuple, torch.Tensor] = {}  # (what, ..., device) -> tensor
-        self._fits: set[tuple] = set()  # (batch, dtype, training, budget) already checked
-        gate_list = gates(config)
-        check_gates(gate_list, n)
-        self.real = all(g.name in REAL_GATES for g in gate_list)
-
-        first_multi = next((i for i, g in enumerate(gate_list) if len(g.wires) > 1), len(gate_list))
-        inputs = [i for i, g in enumerate(gate_list) if g.param is not None and g.param[0] == "input"]
-        split = max([first_multi] + [i + 1 for i in inputs])
-        prefix = gate_list[:first_multi]
-        self._prefix = compile_rounds([[g for g in prefix if g.wires[0] == w] for w in range(n)], n, shape)
-        self._v0 = self._fold_constant_rounds()  # (n, 2) complex128 wire states after parameter-free gates
-        self._dependent = compile_block(gate_list[first_multi:split], n, shape)
-        self._fixed = compile_block(gate_list[split:], n, shape)
-        self._groups = sv.wire_groups(n)
+        self.n_qubits = config.n_qubits
+        self.plan = compile_plan(gates(config), config.n_qubits, config.weight_shape)
+        self.real = self.plan.real
+        self.layout = Layout(tuple(sv.wire_groups(self.n_qubits)), self.n_qubits <= sv.SIGN_TABLE_MAX_QUBITS)
         self._check_memory(1, torch.float32, training=True)
-
-    # ---- compile-time helpers
-
-    def _fold_constant_rounds(self) -> torch.Tensor:
-        v = torch.zeros(self.n_qubits, 2, dtype=torch.complex128)
-        v[:, 0] = 1
-        while self._prefix.rounds and all(g.source is None for g in self._prefix.rounds[0][0]):
-            first = Rounds(self._prefix.n_slots, [self._prefix.rounds.pop(0)])
-            m = self._slot_matrices(first, None, None, torch.complex128, torch.device("cpu"))
-            v = (m @ v[..., None])[..., 0]
-        return v
-
-    def _on(self, key: tuple, device: torch.device, make) -> torch.Tensor:
-        """Cached tensor per (key, device); `make()` builds it on the CPU."""
-        full = (*key, device)
-        if full not in self._cache:
-            self._cache[full] = make().to(device)
-        return self._cache[full]
-
-    def _perm(self, pairs: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        perm = self._on(("perm", pairs), device, lambda: sv.cnot_permutation(self.n_qubits, list(pairs)))
-        inverse = self._on(("inverse", pairs), device, lambda: torch.argsort(perm.cpu()))
-        return perm, inverse
 
     # ---- memory
 
-    def _applications(self, block: Block) -> int:
-        """States a block keeps for the backward pass: one per group product; permutations keep none."""
-        return len(self._groups) * block.n_layers
-
     def uses_matrix(self, batch: int) -> bool:
-        """Whether a forward of this batch size builds the trainable block's matrix (the matrix path)."""
-        if not self._fixed.stages or self.path == "state":
-            return False
-        if self.path == "matrix":
-            return True
-        return self.n_qubits <= MATRIX_PATH_MAX_QUBITS and batch > 2**self.n_qubits
+        """Whether a forward of this batch size builds the blocks' matrix (the matrix path)."""
+        return self.path_for(batch) == "matrix"
+
+    def path_for(self, batch: int) -> Path:
+        """The path a forward of `batch` samples takes: "state", "matrix" or "adjoint"."""
+        if not self.plan.n_layers:
+            return "state"
+        if self.path != "auto":
+            return self.path
+        if self.n_qubits <= MATRIX_PATH_MAX_QUBITS and batch > 2**self.n_qubits:
+            return "matrix"
+        return "adjoint" if len(self.layout.groups) > 1 else "state"
 
     def estimate_bytes(self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True) -> int:
         """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included."""
         dim = 2**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
         rows = dim if self.uses_matrix(batch) else batch
-        if training:
-            states = batch * (self._applications(self._dependent) + _EXTRA_STATES)
-            states += rows * self._applications(self._fixed) + (rows if rows != batch else 0)
+        if self.path_for(batch) == "adjoint":
+            states = batch * (adjoint.TRAINING_STATES if training else adjoint.INFERENCE_STATES)
+        elif training:  # one state per group product, for the backward pass
+            states = batch * _EXTRA_STATES + rows * len(self.layout.groups) * self.plan.n_layers
+            states += rows if rows != batch else 0
         else:
             states = 3 * batch + (3 * rows if rows != batch else 0)
-        n_perms = len({p for b in (self._dependent, self._fixed) for kind, p in b.stages if kind == "perm"})
-        return item * dim * states + 2 * 8 * dim * n_perms
+        return item * dim * states + 2 * 8 * dim * len(self.plan.entangles)
 
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
-        key = (batch, dtype, training, self.memory_budget)
-        if key in self._fits:
-            return
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
             raise SimulationTooLarge(
@@ -171,118 +192,49 @@ class NativeEngine(nn.Module):
                 f"qubits, over its memory budget of {_human(self.memory_budget)}; "
                 f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
             )
-        self._fits.add(key)
 
     # ---- forward
 
-    def _slot_matrices(self, rounds: Rounds, angles, wflat, dtype, device) -> torch.Tensor | None:
+    @staticmethod
+    def _slot_matrices(rounds: tuple[Round, ...], n_slots: int, angles, wflat, dtype) -> torch.Tensor | None:
         """(B?, n_slots, 2, 2) product of each slot's gates (later gates on the left), None if no gates."""
         total = None
-        for groups, order in rounds.rounds:
-            mats = []
-            for g in groups:
-                if g.source is None:
-                    m = self._on(
-                        ("const", g.name, dtype), device, lambda g=g: sv.constant_matrix(g.name).to(dtype)
-                    )
-                    m = m.expand(len(g.slots), 2, 2)
-                else:
-                    src = angles if g.source == "input" else wflat
-                    if g.span == (0, src.shape[-1]):
-                        theta = src
-                    elif g.span is not None:
-                        theta = src[..., g.span[0] : g.span[1]]
-                    else:
-                        theta = src.index_select(-1, self._on(("index", id(g)), device, lambda g=g: g.index))
-                    m = sv.rotation_matrices(g.name, theta, dtype)
-                mats.append(m)
-            if order is None:
-                r = mats[0]
-            else:
-                eye = self._on(("eye2", dtype), device, lambda: torch.eye(2, dtype=dtype)[None])
-                lead = torch.broadcast_shapes(*(m.shape[:-3] for m in mats))
-                parts = [x.expand(*lead, *x.shape[-3:]) for x in (*mats, eye)]
-                r = torch.cat(parts, dim=-3).index_select(
-                    -3, self._on(("order", id(order)), device, lambda o=order: o)
-                )
-            total = r if total is None else r @ total
+        for r in rounds:
+            theta = r.angles(angles if r.source == "input" else wflat, n_slots)
+            m = sv.rotation_matrices(r.gate, theta, dtype)
+            total = m if total is None else m @ total
         return total
 
-    def _fused_index(self, block: Block, device: torch.device) -> tuple[torch.Tensor, tuple | None]:
-        """One-block layers: gather positions that build every layer's K.T with its CNOT run folded in.
+    def _layer_factors(
+        self, wflat, dtype, t: Tables, fuse: bool = True
+    ) -> tuple[torch.Tensor | None, list[list[torch.Tensor]] | None]:
+        """The layers as (L, d, d) K.T with the CNOT runs folded in (one group, when `fuse`), or per
+        layer its (d, d) group blocks K."""
+        n, n_layers = self.n_qubits, self.plan.n_layers
+        mats = self._slot_matrices(self.plan.rounds, n_layers * n, None, wflat, dtype)  # (L*n, 2, 2)
+        if fuse and t.fused is not None:
+            kt = mats.flatten().index_select(0, t.fused).unflatten(0, (n_layers, n, 2**n, 2**n))
+            return sv.product(kt, dim=1), None  # (L, d, d)
+        blocks = sv.group_blocks(mats.unflatten(0, (n_layers, n)), list(self.layout.groups))
+        return None, list(zip(*(b.unbind(0) for b in blocks), strict=True))  # per layer, per group (d, d)
 
-        Returns a (L*n*d*d,) index into the flattened (L, n, 2, 2) per-wire matrices, whose product over
-        wires is the stacked (L, d, d) K.T[inverse(p)] (state[:, p] @ K.T == state @ K.T[inverse(p)]),
-        and the pairs of a trailing CNOT run that no layer follows (None if there is none).
-        """
-
-        def make() -> torch.Tensor:
-            n, d = self.n_qubits, 2**self.n_qubits
-            base = sv.kron_index(n, 2, 2).transpose(-1, -2)  # [w, i, j] -> (w, bit_w(j), bit_w(i)): K.T
-            rows, pending = [], None
-            for kind, what in block.stages:
-                if kind == "perm":
-                    pending = what
-                    continue
-                inv = (
-                    torch.arange(d)
-                    if pending is None
-                    else torch.argsort(self._perm(pending, device)[0].cpu())
-                )
-                rows.append(what * 4 * n + base[:, inv, :])
-                pending = None
-            return torch.stack(rows).reshape(-1)
-
-        last = block.stages[-1]
-        return self._on(("fused", id(block)), device, make), (last[1] if last[0] == "perm" else None)
-
-    def _block_factors(self, block: Block, angles, wflat, dtype, device):
-        """What to apply, in order: ("perm", pairs), ("blocks", per-group (B?, d, d)) or ("fused", kt).
-
-        With one wire group, each CNOT run is folded into the layer after it and all layers come as one
-        ("fused", (B?, L, d, d)) of transposed matrices, applied as rows @ kt[l]; otherwise a layer is
-        ("blocks", [...]) for `statevector.apply_blocks`.
-        """
-        mats = self._slot_matrices(block.rounds, angles, wflat, dtype, device)
-        if mats is None:
-            return [("perm", what) for _, what in block.stages]
-        n, n_layers = self.n_qubits, block.n_layers
-        if len(self._groups) == 1:
-            index, trailing = self._fused_index(block, device)
-            kt = mats.flatten(-3).index_select(-1, index).unflatten(-1, (n_layers, n, 2**n, 2**n))
-            kt = sv.product(kt, dim=-3)
-            return [("fused", kt)] + ([("perm", trailing)] if trailing else [])  # kt: (B?, L, d, d)
-        blocks = sv.group_blocks(mats.unflatten(-3, (n_layers, n)), self._groups)  # per group (B?, L, d, d)
-        per_layer = list(zip(*(b.unbind(-3) for b in blocks), strict=True))
-        return [("perm", w) if k == "perm" else ("blocks", list(per_layer[w])) for k, w in block.stages]
-
-    def _apply_block(self, block: Block, state, angles, wflat, dtype) -> torch.Tensor:
-        """Apply a compiled block's stages to (B, 2**n) rows, one stage after another."""
-        if not block.stages:
+    def _apply_layers(self, state: torch.Tensor, wflat, dtype, t: Tables) -> torch.Tensor:
+        """Apply every block (CNOT run, then layer) to (rows, 2**n) states."""
+        kt, blocks = self._layer_factors(wflat, dtype, t)
+        if kt is not None:
+            for factor in kt.unbind(0):
+                state = state @ factor
             return state
-        for kind, what in self._block_factors(block, angles, wflat, dtype, state.device):
-            if kind == "perm":
-                state = sv.permute(state, *self._perm(what, state.device))
-            elif kind == "blocks":
-                state = sv.apply_blocks(state, what)
-            elif what.dim() == 3:  # (L, d, d) shared by the batch
-                for factor in what.unbind(0):
-                    state = state @ factor
-            else:  # (B, L, d, d), one per sample
-                for factor in what.unbind(1):
-                    state = torch.bmm(state.unsqueeze(1), factor).squeeze(1)
+        for e, layer in zip(self.plan.entanglers, blocks, strict=True):
+            state = sv.apply_blocks(sv.permute(state, *t.perms[e]), layer)
         return state
 
-    def _block_matrix(self, block: Block, angles, wflat, dtype, device) -> torch.Tensor:
-        """(2**n, 2**n) transposed unitary U.T of an input-independent block: rows @ U.T applies it."""
-        eye = self._on(("eye", dtype), device, lambda: torch.eye(2**self.n_qubits, dtype=dtype))
-        factors = self._block_factors(block, angles, wflat, dtype, device)
-        if factors[0][0] != "fused":
-            return self._apply_block(block, eye, angles, wflat, dtype)
-        ut = sv.chain_product(factors[0][1])
-        if len(factors) > 1:
-            ut = sv.permute(ut, *self._perm(factors[1][1], device))
-        return ut
+    def _blocks_matrix(self, wflat, dtype, t: Tables) -> torch.Tensor:
+        """(2**n, 2**n) transposed unitary U.T of all blocks: rows @ U.T applies them."""
+        kt, _ = self._layer_factors(wflat, dtype, t)
+        if kt is not None:
+            return sv.chain_product(kt)
+        return self._apply_layers(t.eye, wflat, dtype, t)
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
@@ -299,28 +251,34 @@ class NativeEngine(nn.Module):
         training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
         self._check_memory(batch, real_dtype, training)
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        t = device_tables(self.plan, self.layout, device, dtype)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
         # 1. product prefix: per-wire 2-vectors, then their Kronecker product
-        v = self._on(("v0", dtype), device, lambda: (self._v0.real if self.real else self._v0).to(dtype))
-        m = self._slot_matrices(self._prefix, angles, wflat, dtype, device)
-        v = v[..., None] if m is None else m @ v[..., None]  # (B?, n, 2, 1)
+        m = self._slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
+        v = t.v0[..., None] if m is None else m @ t.v0[..., None]  # (B?, n, 2, 1)
         kron = sv.kron_gather if n <= sv.GATHER_KRON_MAX_QUBITS else sv.kron_chain
         state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)
 
-        # 2. input-dependent block, 3. trainable block
-        state = self._apply_block(self._dependent, state, angles, wflat, dtype)
-        if self.uses_matrix(batch):
-            state = state @ self._block_matrix(self._fixed, angles, wflat, dtype, device)
-        else:
-            state = self._apply_block(self._fixed, state, angles, wflat, dtype)
+        # 2. trainable blocks
+        path = self.path_for(batch)
+        if path == "matrix":
+            state = state @ self._blocks_matrix(wflat, dtype, t)
+        elif path == "adjoint":
+            _, layers = self._layer_factors(wflat, dtype, t, fuse=False)
+            perms = [t.perms[e] for e in self.plan.entanglers]
+            spans = adjoint.spans(self.layout.groups)
+            blocks = [k for layer in layers for k in layer]
+            forward, inverse = [p for p, _ in perms], [q for _, q in perms]
+            state = adjoint.AdjointBlocks.apply(state, forward, inverse, spans, *blocks)
+        elif self.plan.n_layers:
+            state = self._apply_layers(state, wflat, dtype, t)
 
         probs = sv.probabilities(state)
-        if n <= sv.SIGN_TABLE_MAX_QUBITS:
-            table = self._on(("signs", real_dtype), device, lambda: sv.sign_table(n).to(real_dtype))
-            return sv.z_expvals_table(probs, table)
+        if t.signs is not None:
+            return sv.z_expvals_table(probs, t.signs)
         return sv.z_expvals_halving(probs, n)
 
     def extra_repr(self) -> str:
         kind = "real" if self.real else "complex"
-        return f"n_qubits={self.n_qubits}, {kind}, groups={self._groups}, path={self.path!r}"
+        return f"n_qubits={self.n_qubits}, {kind}, groups={list(self.layout.groups)}, path={self.path!r}"

@@ -7,6 +7,7 @@ Every function here is pure and differentiable by torch autograd.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,12 +45,8 @@ def constant_matrix(name: str) -> torch.Tensor:
 def rotation_matrices(name: str, theta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(...,) angles -> (..., 2, 2) matrices of RY or RZ in `dtype` (real only for RY)."""
     if name == "RY":  # [[c, -s], [s, c]] as one cosine: -sin(x) = cos(x + pi/2), sin(x) = cos(x - pi/2)
-        key = (theta.dtype, theta.device)
-        if key not in _RY_SHIFTS:
-            _RY_SHIFTS[key] = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=theta.dtype).to(
-                theta.device
-            )
-        m = torch.cos(torch.addcmul(_RY_SHIFTS[key], theta.unsqueeze(-1), theta.new_tensor(0.5)))
+        shifts = _ry_shifts(theta.dtype, theta.device)
+        m = torch.cos(torch.addcmul(shifts, theta.unsqueeze(-1), theta.new_tensor(0.5)))
         return m.to(dtype).unflatten(-1, (2, 2))
     if name == "RZ":
         if not dtype.is_complex:
@@ -68,10 +65,7 @@ def kron_gather(m: torch.Tensor) -> torch.Tensor:
     O(k a**k b**k) work, so use it for few factors (GATHER_KRON_MAX_QUBITS).
     """
     k, a, b = m.shape[-3:]
-    key = (k, a, b, m.device)
-    if key not in _KRON_INDEX:
-        _KRON_INDEX[key] = kron_index(k, a, b).reshape(-1).to(m.device)
-    out = m.flatten(-3).index_select(-1, _KRON_INDEX[key])
+    out = m.flatten(-3).index_select(-1, _kron_index_on(k, a, b, m.device))
     return product(out.unflatten(-1, (k, a**k, b**k)), dim=-3)
 
 
@@ -92,8 +86,18 @@ def kron_index(k: int, a: int, b: int) -> torch.Tensor:
     return w[:, None, None] * a * b + rows[:, :, None] * b + cols[:, None, :]
 
 
-_KRON_INDEX: dict[tuple, torch.Tensor] = {}
-_RY_SHIFTS: dict[tuple, torch.Tensor] = {}
+# Constant tensors per device live in functools.lru_cache (thread-safe; the tensors are never written).
+
+
+@functools.lru_cache(maxsize=64)
+def _kron_index_on(k: int, a: int, b: int, device: torch.device) -> torch.Tensor:
+    return kron_index(k, a, b).reshape(-1).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _ry_shifts(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Phases that turn cos(theta/2 + shift) into the entries [[c, -s], [s, c]] of RY(theta)."""
+    return torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype).to(device)
 
 
 def kron_pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -156,8 +160,19 @@ def group_blocks(mats: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return blocks
 
 
+def leading_groups(sizes: list[int]) -> int:
+    """How many of a layer's groups (sizes in wire order) are contracted in place; the rest, at most
+    ROTATE_MAX_QUBITS wires (and at least one group), by the cyclic trick of `apply_blocks`."""
+    n_tail, tail_qubits = 0, 0
+    for size in reversed(sizes):
+        if n_tail and tail_qubits + size > ROTATE_MAX_QUBITS:
+            break
+        n_tail, tail_qubits = n_tail + 1, tail_qubits + size
+    return len(sizes) - n_tail
+
+
 class _ContractLast(torch.autograd.Function):
-    """(B, M, d) x, (d, d) or (B, d, d) k -> (B, d, M) k @ x.mT, with gradients laid out like the inputs.
+    """(B, M, d) x, (d, d) k -> (B, d, M) k @ x.mT, with gradients laid out like the inputs.
 
     torch.bmm's own backward returns the gradient of a transposed view as a contiguous tensor, which
     costs a full copy of the state per group in the backward pass; this one does not.
@@ -178,24 +193,14 @@ class _ContractLast(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(grad.mT, k.expand(b, d, d).conj())  # (B, M, d), contiguous like x
         if ctx.needs_input_grad[1]:
-            grad_k = torch.bmm(grad, x.conj())  # (B, d, d)
-            if k.dim() == 2:
-                grad_k = grad_k.sum(0)
+            grad_k = torch.bmm(grad, x.conj()).sum(0)  # (d, d)
         return grad_x, grad_k
-
-
-def _per_row(k: torch.Tensor, b: int, rows: int) -> torch.Tensor:
-    """A shared (d, d) block as is, or per-sample (B, d, d) blocks repeated for rows = B * L rows."""
-    if k.dim() == 2 or rows == b:
-        return k
-    d = k.shape[-1]
-    return k[:, None].expand(b, rows // b, d, d).reshape(rows, d, d)
 
 
 def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
     """Apply a layer of Kronecker blocks (wire order, covering every wire) to (B, 2**n) states.
 
-    A block is (d, d), shared by the batch, or (B, d, d). One block is one matmul. With several, the
+    A block is a (d, d) matrix shared by the batch. One block is one matmul. With several, the
     leading groups are contracted in place, K @ x over a (rows, d, rest) view, and the trailing ones
     (at most ROTATE_MAX_QUBITS wires) by the cyclic trick: each product contracts the last group and
     moves it to the front of the trailing wires, so after all of them the wire order is restored.
@@ -203,27 +208,18 @@ def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tenso
     """
     b = state.shape[0]
     if len(blocks) == 1:
-        k = blocks[0]
-        if k.dim() == 2:
-            return state @ k.mT
-        return torch.bmm(k, state.unsqueeze(-1)).squeeze(-1)
+        return state @ blocks[0].mT
     sizes = [k.shape[-1].bit_length() - 1 for k in blocks]
-    n_tail, tail_qubits = 0, 0
-    for size in reversed(sizes):
-        if n_tail and tail_qubits + size > ROTATE_MAX_QUBITS:
-            break
-        n_tail, tail_qubits = n_tail + 1, tail_qubits + size
-    head = len(blocks) - n_tail
+    head = leading_groups(sizes)
     left = 0
     for k, size in zip(blocks[:head], sizes[:head], strict=True):
         x = state.reshape(b * 2**left, 2**size, -1)  # (rows, d, rest)
-        k = _per_row(k, b, x.shape[0])
         state = torch.bmm(k.expand(x.shape[0], -1, -1), x)
         left += size
     rows = b * 2**left
     for k in reversed(blocks[head:]):
         x = state.reshape(rows, -1, k.shape[-1])  # (rows, M, d)
-        state = _ContractLast.apply(x, _per_row(k, b, rows))  # (rows, d, M): this group leads
+        state = _ContractLast.apply(x, k)  # (rows, d, M): this group leads
     return state.reshape(b, -1)
 
 

@@ -1,0 +1,115 @@
+"""What every backbone source shares: the weights error, where weights live, seeded random init and the
+image transform built from a backbone's recorded preprocessing parameters.
+
+    transform_from_params(params, augment) -> PIL RGB image -> (3, crop, crop) float tensor
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+RANDOM = "random"  # the weights id of a random-init backbone
+RANDOM_INIT_SEED = 0  # random-init weights come from this seed
+IMAGE_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable right now, or do not fit the model."""
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Where a backbone's pretrained weights live and whether they are already on disk."""
+
+    name: str
+    weights_id: str  # e.g. "IMAGENET1K_V1"
+    url: str  # where they come from: a download URL, or how to install them
+    filename: str
+    path: Path  # the exact file that is read
+    cached: bool
+    bundled: bool = False  # shipped with an installed package: never downloaded
+
+
+def checkpoints_dir() -> Path:
+    """The folder torchvision reads weight files from: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@contextmanager
+def seeded_init() -> Iterator[None]:
+    """Build random-init weights from RANDOM_INIT_SEED without touching the global RNG, so the weights
+    id "random" names one backbone: cached features and head-only checkpoints stay valid across runs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
+
+
+def imagenet_params() -> dict:
+    """The standard ImageNet eval preprocessing: Resize(256) / CenterCrop(224), bilinear, ImageNet stats."""
+    return {
+        "resize": 256,
+        "crop": IMAGE_SIZE,
+        "interpolation": "bilinear",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }
+
+
+def check_params(params: dict) -> dict:
+    """`params` as a plain dict of resize, crop, interpolation, mean and std; ValueError if malformed."""
+    try:
+        out = {
+            "resize": int(params["resize"]),
+            "crop": int(params["crop"]),
+            "interpolation": str(InterpolationMode(params["interpolation"]).value),
+            "mean": tuple(float(v) for v in params["mean"]),
+            "std": tuple(float(v) for v in params["std"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed transform parameters {params!r}: {exc}") from None
+    if len(out["mean"]) != 3 or len(out["std"]) != 3:
+        raise ValueError(f"transform mean and std need 3 channels, got {params!r}")
+    return out
+
+
+def transform_from_params(params: dict, augment: bool = False) -> Callable:
+    """PIL RGB image -> (3, crop, crop) float tensor.
+
+    Eval: Resize(resize, interpolation) on the short side, CenterCrop(crop), ToTensor, Normalize(mean, std)
+    (the same tensors as torchvision's weights presets and timm's eval `create_transform`). augment=True:
+    the PyTorch transfer-learning tutorial's RandomResizedCrop(crop) + horizontal flip, same normalisation.
+    """
+    p = check_params(params)
+    normalize = transforms.Normalize(p["mean"], p["std"])
+    if augment:
+        steps = [transforms.RandomResizedCrop(p["crop"]), transforms.RandomHorizontalFlip()]
+    else:
+        steps = [
+            transforms.Resize(p["resize"], interpolation=InterpolationMode(p["interpolation"])),
+            transforms.CenterCrop(p["crop"]),
+        ]
+    return transforms.Compose([*steps, transforms.ToTensor(), normalize])
+
+
+def params_key(params: dict, augment: bool = False) -> str:
+    """A stable string naming `transform_from_params(params, augment)`, for cache keys."""
+    p = check_params(params)
+    norm = f"mean={','.join(f'{v:g}' for v in p['mean'])};std={','.join(f'{v:g}' for v in p['std'])}"
+    if augment:
+        return f"augment:rrc{p['crop']}+hflip;{norm}"
+    return f"eval:resize{p['resize']}-{p['interpolation']}+crop{p['crop']};{norm}"
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

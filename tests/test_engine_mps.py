@@ -1,0 +1,211 @@
+"""The MPS engine against the native statevector engine, its truncation, and its limits.
+
+Exact agreement (values and gradients w.r.t. angles and weights, 1e-9 in float64) over every
+entangler, rotation and Hadamard option with widths 1..14 and depths 0..8; truncation error that falls
+as max_bond grows, with finite, finite-difference-checked gradients; and a 40-qubit circuit, beyond the
+statevector engines, checked through its light cone against a 12-qubit statevector.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+
+import pytest
+import torch
+
+from qtl.circuit import ENTANGLERS, ROTATIONS, STATEVECTOR_MAX_QUBITS, CircuitConfig
+from qtl.engines import make_engine
+from qtl.engines.mps import BondTooLarge, MPSEngine, exact_bond
+
+
+def _cases(seed: int = 13) -> list[tuple[CircuitConfig, int]]:
+    """(config, batch): every option at a random width 1..14 and depth 0..8, plus the extremes."""
+    rng = random.Random(seed)
+    cases = [
+        (CircuitConfig(n_qubits=13, depth=8), 2),
+        (CircuitConfig(n_qubits=14, depth=3, entangler="ring", rotation="rot"), 2),
+        (CircuitConfig(n_qubits=12, depth=8, entangler="ring"), 2),
+        (CircuitConfig(n_qubits=1, depth=5, entangler="ring", rotation="rot"), 4),
+        (CircuitConfig(n_qubits=2, depth=0), 5),
+    ]
+    for entangler, rotation, hadamard in itertools.product(ENTANGLERS, ROTATIONS, (True, False)):
+        for _ in range(2):
+            config = CircuitConfig(
+                n_qubits=rng.randint(1, 11),
+                depth=rng.randint(0, 8),
+                entangler=entangler,
+                rotation=rotation,
+                hadamard=hadamard,
+            )
+            cases.append((config, rng.randint(1, 6)))
+    return cases
+
+
+def _inputs(config: CircuitConfig, batch: int, seed: int, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    angles = ((torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) - 0.5) * torch.pi).to(
+        dtype
+    )
+    weights = (torch.randn(config.weight_shape, generator=g, dtype=torch.float64) * 2).to(dtype)
+    cotangent = (torch.rand(batch, config.n_qubits, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+    return angles, weights, cotangent
+
+
+def _run(engine, angles, weights, cotangent):
+    """Outputs and the gradients w.r.t. angles and weights of <cotangent, outputs>."""
+    angles, weights = angles.clone().requires_grad_(True), weights.clone().requires_grad_(True)
+    out = engine(angles, weights)
+    ga, gw = torch.autograd.grad((out * cotangent).sum(), (angles, weights), allow_unused=True)
+    return out.detach(), ga, torch.zeros_like(weights) if gw is None else gw
+
+
+@functools.cache
+def _native(config: CircuitConfig, batch: int, seed: int):
+    return _run(make_engine(config, "native"), *_inputs(config, batch, seed))
+
+
+class TestExact:
+    @pytest.mark.parametrize(
+        ("config", "batch"), _cases(), ids=lambda v: str(v) if isinstance(v, int) else None
+    )
+    def test_agrees_with_native_float64(self, config, batch):
+        """Values and both gradients agree with the statevector to 1e-9 when no bond is cut."""
+        engine = make_engine(config, "mps")
+        assert engine.exact and engine.max_bond is None
+        got = _run(engine, *_inputs(config, batch, 7))
+        for g, w in zip(got, _native(config, batch, 7), strict=True):
+            assert g.dtype == torch.float64
+            torch.testing.assert_close(g, w, atol=1e-9, rtol=0)
+        assert float(engine.last_discarded.max()) == 0.0
+
+    @pytest.mark.parametrize("rotation", ROTATIONS)
+    def test_float32(self, rotation):
+        """float32 in, float32 out, within 1e-5 of the float64 statevector."""
+        config = CircuitConfig(n_qubits=9, depth=5, rotation=rotation)
+        angles, weights, cot = _inputs(config, 4, 3)
+        got = _run(make_engine(config, "mps"), angles.float(), weights.float(), cot.float())
+        for g, w in zip(got, _native(config, 4, 3), strict=True):
+            assert g.dtype == torch.float32
+            torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=0)
+
+    def test_wide_circuit_matches_its_light_cone(self):
+        """40 qubits, depth 2: <Z_j> and its gradients far from the edges depend only on wires j-4..j+4,
+        so a 12-qubit statevector of wires 14..25 (same CNOT parity) gives the same numbers."""
+        wide, narrow = CircuitConfig(n_qubits=40, depth=2), CircuitConfig(n_qubits=12, depth=2)
+        angles, weights, _ = _inputs(wide, 3, 11)
+        cot = torch.zeros(3, 40, dtype=torch.float64)
+        cot[:, 18:22] = torch.rand(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        got = _run(make_engine(wide, "mps"), angles, weights, cot)
+        want = _run(make_engine(narrow, "native"), angles[:, 14:26], weights[:, 14:26], cot[:, 14:26])
+        torch.testing.assert_close(got[0][:, 18:22], want[0][:, 4:8], atol=1e-9, rtol=0)
+        torch.testing.assert_close(got[1][:, 14:26], want[1], atol=1e-9, rtol=0)
+        torch.testing.assert_close(got[2][:, 14:26], want[2], atol=1e-9, rtol=0)
+        assert got[1][:, :10].abs().max() < 1e-15  # outside the light cone: no gradient
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_cuda_matches_cpu(self):
+        config = CircuitConfig(n_qubits=10, depth=4, rotation="rot")
+        cpu = _run(make_engine(config, "mps"), *_inputs(config, 3, 5))
+        gpu = _run(make_engine(config, "mps"), *(t.cuda() for t in _inputs(config, 3, 5)))
+        for g, w in zip(gpu, cpu, strict=True):
+            assert g.is_cuda
+            torch.testing.assert_close(g.cpu(), w, atol=1e-9, rtol=0)
+
+
+class TestBonds:
+    @pytest.mark.parametrize(
+        ("config", "bond"),
+        [
+            (CircuitConfig(n_qubits=64, depth=6), 64),  # the brick wall: 2**depth at any width
+            (CircuitConfig(n_qubits=64, depth=3, entangler="ring"), 64),  # ring crosses each cut twice
+            (CircuitConfig(n_qubits=64, depth=6, entangler="none"), 1),  # a product state
+            (CircuitConfig(n_qubits=6, depth=8), 8),  # never more than 2**(n // 2)
+        ],
+    )
+    def test_exact_bond(self, config, bond):
+        assert exact_bond(config) == bond == MPSEngine(config).bond
+
+    def test_too_large_exact_is_refused_with_advice(self):
+        config = CircuitConfig(n_qubits=64, depth=6, entangler="ring")
+        with pytest.raises(BondTooLarge, match="bond 4096.*set max_bond"):
+            make_engine(config, "mps")
+        engine = make_engine(config, "mps", max_bond=8)
+        assert not engine.exact and engine.bond == 8
+
+    @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+    def test_bad_max_bond(self, bad):
+        with pytest.raises(ValueError, match="max_bond"):
+            MPSEngine(CircuitConfig(), max_bond=bad)
+
+    def test_statevector_engines_refuse_wide_circuits(self):
+        config = CircuitConfig(n_qubits=STATEVECTOR_MAX_QUBITS + 1, depth=1)
+        for name in ("native", "default.qubit"):
+            with pytest.raises(ValueError, match="2\\*\\*n amplitudes.*use engine 'mps'"):
+                make_engine(config, name)
+        assert make_engine(config, "mps").bond == 2
+
+
+class TestTruncation:
+    def test_error_falls_as_max_bond_grows(self):
+        """Cutting bonds loses weight; the error and the discarded weight shrink to 0 as max_bond grows."""
+        config = CircuitConfig(n_qubits=10, depth=6, rotation="rot")
+        angles, weights, _ = _inputs(config, 4, 2)
+        want = make_engine(config, "native")(angles, weights)
+        errors, discarded = [], []
+        for max_bond in (2, 4, 8, 16, 32):
+            engine = make_engine(config, "mps", max_bond=max_bond)
+            errors.append(float((engine(angles, weights) - want).abs().max()))
+            discarded.append(float(engine.last_discarded.max()))
+        assert errors == sorted(errors, reverse=True) and discarded == sorted(discarded, reverse=True)
+        assert errors[0] > 0.1 and discarded[0] > 0.1
+        assert errors[-1] < 1e-12 and discarded[-1] == 0  # 32 = 2**(10 // 2): exact
+
+    def test_gradients_match_finite_differences(self):
+        engine = make_engine(CircuitConfig(n_qubits=5, depth=3, rotation="rot"), "mps", max_bond=2)
+        angles, weights, _ = _inputs(engine.config, 2, 4)
+        assert not engine.exact
+        assert torch.autograd.gradcheck(
+            engine, (angles.requires_grad_(True), weights.requires_grad_(True)), eps=1e-6, atol=1e-6
+        )
+
+    def test_degenerate_singular_values_give_finite_gradients(self):
+        """All-zero angles make many singular values equal (and zero): the gradient stays finite."""
+        config = CircuitConfig(n_qubits=8, depth=4)
+        engine = make_engine(config, "mps", max_bond=2)
+        angles = torch.zeros(2, 8, dtype=torch.float64, requires_grad=True)
+        weights = torch.zeros(config.weight_shape, dtype=torch.float64, requires_grad=True)
+        ga, gw = torch.autograd.grad(engine(angles, weights).sum(), (angles, weights))
+        assert torch.isfinite(ga).all() and torch.isfinite(gw).all()
+
+
+class TestInTheProduct:
+    def test_wide_quantum_variant_trains_and_reloads(self, tmp_path):
+        """fit() trains a 40-qubit dressed circuit on separable features; the checkpoint keeps engine and
+        max_bond and reloads to the same predictions."""
+        from qtl.checkpoint import load_checkpoint
+        from qtl.config import ModelConfig, TrainConfig
+        from qtl.features import FeatureSet
+        from qtl.train import fit
+
+        g = torch.Generator().manual_seed(0)
+        labels = torch.arange(48) % 2
+        x = torch.randn(48, 512, generator=g) + 1.5 * labels[:, None].float()
+        train = FeatureSet(x[:32], labels[:32], ["t"] * 32, ["a", "b"])
+        val = FeatureSet(x[32:], labels[32:], ["v"] * 16, ["a", "b"])
+        circuit = CircuitConfig(n_qubits=40, depth=2)
+        mc = ModelConfig("quantum", pretrained=False, circuit=circuit, engine="mps", max_bond=2)
+        path = tmp_path / "wide.pt"
+        result = fit(
+            mc, TrainConfig(epochs=3, batch_size=8, lr=0.05), data=(train, val), checkpoint_path=path
+        )
+        assert result.best["val_acc"] >= 0.8  # 16 validation samples, chance is 0.5
+        assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+        loaded = load_checkpoint(path)
+        assert loaded.model_config.engine == "mps" and loaded.model_config.max_bond == 2
+        assert loaded.model.head.engine.bond == 2 and not loaded.model.head.engine.exact
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded.model.forward_features(val.features), result.model.forward_features(val.features)
+            )
