@@ -10,8 +10,8 @@ import pytest
 from qtl.checkpoint import CheckpointError, checkpoint_name
 from qtl.config import ModelConfig
 from qtl.difflab import LabCase, run_case, run_lab
+from qtl.download import reachable
 from qtl.runs import mean_std, parse_seeds, plan_runs, summarise
-from qtl.status import reachable
 from qtl.store import delete_checkpoint, import_checkpoint, safe_name
 
 

@@ -42,9 +42,9 @@ def list_area(directory: Path) -> list:
 
 
 @st.cache_data(show_spinner=False, ttl=120)
-def weights_state(backbone: str):
+def weights_availability(backbone: str):
     """Cached, downloadable or offline, for the backbone's ImageNet weights (never downloads; <= 2 s)."""
-    from qtl.status import weights_state as state
+    from qtl.status import weights_availability as state
 
     return state(backbone)
 
