@@ -3,10 +3,10 @@
 import streamlit as st
 
 from qtl.inference import predict
-from ui import charts, checkpoints, tables, widgets
+from ui import charts, session_models, tables, widgets
 
 st.title("Classify")
-models = checkpoints.loaded_models()
+models = session_models.loaded_models()
 if not models:
     widgets.no_models_hint()
 images = widgets.image_inputs("cls")

@@ -3,11 +3,11 @@
 import streamlit as st
 
 from qtl.runs import run_row, summarise
-from ui import cache, charts, checkpoints, tables, widgets
+from ui import cache, charts, session_models, tables, widgets
 from ui.settings import settings
 
 st.title("Compare")
-models = checkpoints.loaded_models()
+models = session_models.loaded_models()
 if not models:
     widgets.no_models_hint()
 else:

@@ -85,12 +85,12 @@ def app(page: str = "overview", state: dict | None = None) -> AppTest:
 
 
 def ui_module():
-    """The app's ui.jobs module, as the running app imported it (shares st.cache_resource objects)."""
+    """The app's ui.server_jobs module, as the running app imported it (shares st.cache_resource objects)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from ui import jobs
+    from ui import server_jobs
 
-    return jobs
+    return server_jobs
 
 
 def wait_for_job(at: AppTest, timeout: float = 90) -> None:

@@ -14,8 +14,8 @@ import uuid
 import streamlit as st
 
 from qtl.circuit import CircuitConfig
+from ui.checkpoint_dirs import shipped_checkpoints
 from ui.settings import settings
-from ui.storage import shipped_checkpoints
 
 
 def default_config() -> dict:
