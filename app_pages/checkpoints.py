@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.checkpoint import CheckpointError
-from qtl.store import delete_checkpoint, import_checkpoint
+from qtl.checkpoint_store import delete_checkpoint, import_checkpoint
 from ui import cache, checkpoint_dirs, session_models, tables
 
 st.title("Checkpoints")
