@@ -253,23 +253,6 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     )
 
 
-def list_checkpoints(directory: str | Path | None = None) -> list[CheckpointInfo]:
-    """Every valid checkpoint (*.pt) in `directory` (default: `models_dir()`), newest first.
-
-    Files that are not valid checkpoints are skipped; `read_checkpoint_info` says why for one file.
-    """
-    directory = Path(directory) if directory is not None else models_dir()
-    if not directory.is_dir():
-        return []
-    infos = []
-    for p in directory.glob(f"*{SUFFIX}"):
-        try:
-            infos.append(read_checkpoint_info(p))
-        except CheckpointError:
-            continue
-    return sorted(infos, key=lambda i: (i.created, i.path.name), reverse=True)
-
-
 @dataclass
 class LoadedModel:
     """A checkpoint rebuilt into a model, in eval mode, plus everything it recorded."""

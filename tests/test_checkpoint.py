@@ -16,14 +16,14 @@ from qtl.checkpoint import (
     CheckpointError,
     checkpoint_name,
     default_checkpoint_path,
-    list_checkpoints,
     load_checkpoint,
-    models_dir,
     read_checkpoint_info,
     save_checkpoint,
 )
+from qtl.checkpoint_store import list_checkpoints
 from qtl.circuit import CircuitConfig
 from qtl.config import FROZEN_VARIANTS, MACHINE_KEYS, VARIANTS, ModelConfig, TrainConfig
+from qtl.paths import models_dir
 from qtl.variants import build_model
 
 CLASSES = ("ants", "bees")

@@ -26,12 +26,11 @@ from conftest import REPO
 
 from qtl.checkpoint import (
     CheckpointError,
-    list_checkpoints,
     load_checkpoint,
     read_checkpoint_info,
     save_checkpoint,
 )
-from qtl.checkpoint_store import import_checkpoint
+from qtl.checkpoint_store import import_checkpoint, list_checkpoints
 from qtl.circuit import CircuitConfig
 from qtl.config import ModelConfig
 from qtl.files import PART, WriteError

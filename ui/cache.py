@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path):
 @st.cache_data(show_spinner=False, ttl=60)
 def checkpoint_infos(directory: str, version: float) -> list:
     """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
-    from qtl.checkpoint import list_checkpoints
+    from qtl.checkpoint_store import list_checkpoints
 
     return list_checkpoints(directory)
 
