@@ -17,11 +17,13 @@ session.init_session()
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:"),
     st.Page("app_pages/circuit.py", title="Circuit", icon=":material/schema:"),
     st.Page("app_pages/classify.py", title="Classify", icon=":material/image_search:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("app_pages/noise.py", title="Noise", icon=":material/blur_on:"),
     st.Page("app_pages/experiments.py", title="Experiments", icon=":material/science:"),
     st.Page("app_pages/diff_lab.py", title="Differentiation lab", icon=":material/speed:"),
 ]

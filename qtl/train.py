@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from qtl.backbones import load_backbone
 from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
-from qtl.data import resolve_dataset, validate_dataset
+from qtl.datasets import open_dataset
 from qtl.feed import FeatureBatches, Feed, evaluate, training_feed
 from qtl.variants import Classifier, build_model
 
@@ -178,9 +178,12 @@ def fit(
     if features is not None and not model_config.frozen:
         raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
 
-    # ---- dataset: its classes are the model's outputs
-    root = None if features is not None else resolve_dataset(machine.data_dir, progress=progress)
-    classes = tuple(features[0].classes if features is not None else validate_dataset(root))
+    # ---- dataset: its classes are the model's outputs; checkpoints record where it came from
+    if features is None:
+        prepared = open_dataset(machine.data_dir, progress=progress)
+        root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
+    else:
+        root, classes, dataset = None, tuple(features[0].classes), None
     if model_config.class_names and tuple(model_config.class_names) != classes:
         raise ValueError(
             f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
@@ -213,7 +216,7 @@ def fit(
     )
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
-    best = _BestEpoch(model, mc, tc, checkpoint_path)
+    best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
     history: list[dict] = []
     batches, cancelled = len(feed.train), False
 
@@ -279,14 +282,19 @@ class _BestEpoch:
     """The best epoch so far by val accuracy (ties: lower val loss): its weights kept in memory and,
     when a path is given, in a checkpoint rewritten atomically at every improvement."""
 
-    def __init__(self, model: Classifier, mc: ModelConfig, tc: TrainConfig, path: str | Path | None) -> None:
-        self.model, self.mc, self.tc, self.path = model, mc, tc, path
+    def __init__(
+        self,
+        model: Classifier,
+        mc: ModelConfig,
+        tc: TrainConfig,
+        path: str | Path | None,
+        dataset: dict | None,  # where the data came from, for the checkpoint (`qtl.datasets`)
+    ) -> None:
+        self.model, self.mc, self.tc, self.path, self.dataset = model, mc, tc, path, dataset
         self.kept = model.head if model.frozen else model  # a frozen backbone never changes: the head only
         self.epoch: int | None = None  # 1-based
         self.key, self.state, self.saved = None, None, None
-        self.fingerprint = (
-            None  # of the frozen backbone, for every checkpoint: hashed once, on the first save
-        )
+        self.fingerprint = None  # of the frozen backbone, hashed on the first save
 
     def offer(self, history: list[dict]) -> None:
         """Keep the latest epoch (history[-1]) if it beats the best so far."""
@@ -319,6 +327,7 @@ class _BestEpoch:
             metrics=metrics,
             train_config=self.tc,
             fingerprint=self.fingerprint,
+            dataset=self.dataset,
         )
 
 
