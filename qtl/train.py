@@ -33,6 +33,7 @@ from qtl.backbones import load_backbone
 from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.datasets import open_dataset
+from qtl.engines.step import step_for_run
 from qtl.feed import FeatureBatches, Feed, evaluate, training_feed
 from qtl.variants import Classifier, build_model
 
@@ -216,6 +217,7 @@ def fit(
     )
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+    step = _step_for(feed, optimizer, tc)  # train_step, compiled for a long run on cached features
     best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
     history: list[dict] = []
     batches, cancelled = len(feed.train), False
@@ -233,7 +235,7 @@ def fit(
             model.train()
             loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for b, (x, y) in enumerate(feed.train, start=1):
-                loss, ok = train_step(feed.train.forward, optimizer, x, y)
+                loss, ok = step(feed.train.forward, optimizer, x, y)
                 loss_sum += loss * len(y)
                 correct += ok
                 seen += len(y)
@@ -276,6 +278,15 @@ def fit(
     best.restore(history)
     model.eval()
     return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled)
+
+
+def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Callable:
+    """`train_step`, or for a head on cached features trained long enough to pay, the same step compiled
+    once (`qtl.engines.step.step_for_run`); image batches always take the eager step."""
+    if not isinstance(feed.train, FeatureBatches):
+        return train_step
+    n_steps = tc.epochs * len(feed.train)
+    return step_for_run(train_step, feed.train.forward, optimizer, n_steps, tc.batch_size)
 
 
 class _BestEpoch:
