@@ -60,11 +60,6 @@ __all__ = [
     "weights_status",
 ]
 
-if (*BACKBONES, BUNDLED_BACKBONE) != BACKBONE_NAMES:  # the torch-free list the command line offers
-    raise ImportError(
-        f"qtl.names.BACKBONE_NAMES {BACKBONE_NAMES} differs from {(*BACKBONES, BUNDLED_BACKBONE)}"
-    )
-
 
 def _source(name: str) -> ModuleType:
     """The module that builds `name`; ValueError listing the choices for an unknown name."""
