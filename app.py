@@ -17,6 +17,7 @@ session.init_session()
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:"),
     st.Page("app_pages/circuit.py", title="Circuit", icon=":material/schema:"),

@@ -1,9 +1,13 @@
-"""Classify: every loaded variant's class and probabilities for uploaded or val images, with latency."""
+"""Classify: every loaded variant's class and probabilities for uploaded or val images, with latency, and
+each variant's heatmap of what drove its decision."""
 
 import streamlit as st
 
+from qtl.explain import explain, overlay
 from qtl.inference import predict
 from ui import charts, checkpoints, tables, widgets
+
+EXPLAIN_MAX = 4  # images that get heatmaps (one backward pass per model each)
 
 st.title("Classify")
 models = checkpoints.loaded_models()
@@ -16,6 +20,20 @@ for name, message in images:
         st.error(f"**{name}**: {message}")
 
 if models and good:
+    left, right = st.columns([1, 2])
+    why = left.toggle(
+        "Show why: heatmaps", value=True, key="cls_explain", help=f"for the first {EXPLAIN_MAX} images"
+    )
+    method = right.segmented_control(
+        "method",
+        ["grad-cam", "saliency"],
+        default="grad-cam",
+        key="cls_method",
+        help="Grad-CAM (CNN backbones): which regions of the last feature map raise the predicted class's "
+        "score. Saliency (any backbone): how strongly each pixel moves it. Both backpropagate through the "
+        "whole model, quantum circuit included. Transformer backbones always get saliency.",
+        disabled=not why,
+    )
     with st.spinner(f"Classifying {len(good)} image(s) with {len(models)} model(s) ..."):
         predictions = predict(models, [im for _, im in good])
     st.dataframe(tables.latency_table(predictions, len(good)), hide_index=True)
@@ -35,3 +53,17 @@ if models and good:
             )
         )
         right.altair_chart(charts.probs_chart(rows), width="stretch")
+        if why and i < EXPLAIN_MAX:
+            with st.spinner("Backpropagating through every model ..."):
+                # grad-cam where the backbone has a feature map, else saliency (transformers)
+                maps = {
+                    label: explain(m, image, method="saliency" if method == "saliency" else "auto")
+                    for label, m in models.items()
+                }
+            cols = st.columns(max(4, len(maps)))
+            for j, (label, ex) in enumerate(maps.items()):
+                cols[j % len(cols)].image(
+                    overlay(ex.image, ex.heatmap),
+                    caption=f"{label}: {ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}",
+                    width="stretch",
+                )

@@ -3,8 +3,7 @@
 import streamlit as st
 
 from qtl.runs import run_row, summarise
-from ui import cache, charts, checkpoints, tables, widgets
-from ui.settings import settings
+from ui import cache, charts, checkpoints, datasets, tables, widgets
 
 st.title("Compare")
 models = checkpoints.loaded_models()
@@ -31,12 +30,13 @@ else:
         right.altair_chart(charts.curves_chart(records, "acc"), width="stretch")
 
     st.subheader("Evaluation on the val split")
+    st.caption("Each model is scored on the dataset it was trained on (the active one if that is gone).")
     if st.toggle("Evaluate every loaded model (confusion matrices and misclassified images)", key="cmp_eval"):
         evaluations = {}
         for label, loaded in models.items():
             try:
                 evaluations[label] = cache.evaluation(
-                    str(loaded.path), loaded.path.stat().st_mtime, settings().data_dir
+                    str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded)
                 )
             except ValueError as exc:
                 st.error(f"{label}: {exc}")
@@ -44,10 +44,12 @@ else:
         for i, (label, ev) in enumerate(evaluations.items()):
             with cols[i % len(cols)]:
                 st.altair_chart(charts.confusion_chart(ev.metrics, label), width="stretch")
-                auc = ev.metrics["roc_auc"]
+                m, auc = ev.metrics, ev.metrics["roc_auc"]
                 st.caption(
-                    f"accuracy {ev.metrics['accuracy']:.3f}, ROC-AUC {'–' if auc is None else f'{auc:.3f}'}"
+                    f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, "
+                    f"ROC-AUC {'–' if auc is None else f'{auc:.3f}'}"
                 )
+                st.dataframe(tables.per_class_table(m), hide_index=True, width="stretch")
         for label, ev in evaluations.items():
             wrong = ev.misclassified
             with st.expander(f"{label}: {len(wrong)} misclassified of {len(ev.samples)}"):

@@ -17,6 +17,8 @@ st.markdown(
 c = st.session_state["config"]
 w = session.weights_or_random_init()  # first: the drawing below names the backbone's weights
 n, weights = c["n_qubits"], "ImageNet" if c["pretrained"] else "random init"
+names = cache.dataset_classes(session.active_data_dir())
+classes = " / ".join(names) if len(names) <= 4 else f"{len(names)} classes"
 st.graphviz_chart(
     f"""digraph {{
     rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f1ff", fontname="sans-serif"];
@@ -25,7 +27,7 @@ st.graphviz_chart(
     pre [label="Linear → {n}\\ntanh·π/2"];
     q [label="variational circuit\\n{n} qubits, depth {c["depth"]}\\n⟨Z⟩ per qubit", fillcolor="#dcd6ff"];
     post [label="Linear {n} → classes"];
-    out [label="{" / ".join(cache.dataset_classes(settings().data_dir)) or "classes"}", fillcolor="#ffffff"];
+    out [label="{classes}", fillcolor="#ffffff"];
     img -> bb -> pre -> q -> post -> out;
     subgraph cluster_head {{ label="dressed quantum circuit"; style=dashed; pre; q; post; }}
     }}""",
@@ -36,7 +38,7 @@ st.subheader("Status")
 s = settings()
 left, right = st.columns(2)
 with left:
-    data = cache.dataset_status(s.data_dir)
+    data = cache.dataset_status(session.active_data_dir())
     show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
     show(f"**Dataset {data.state}**: {data.message}")
 with right:

@@ -14,7 +14,8 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
     backbone        {"name", "weights", "fingerprint"}: the fingerprint proves a rebuilt backbone matches
     history         one dict per epoch; metrics: the saved epoch's row
-    meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters"}
+    meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters",
+                     "dataset": qtl.datasets.PreparedDataset.record() of the training data, if known}
 
 Files are written atomically (temporary file in the same folder, then os.replace).
 """
@@ -120,11 +121,13 @@ def save_checkpoint(
     metrics: dict | None = None,
     train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
+    dataset: dict | None = None,
 ) -> Path:
     """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
 
     fingerprint: `backbone_fingerprint(model.backbone)` when the caller already has it (fit() saves
     many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
+    dataset: where the training data came from and how it was split (`PreparedDataset.record()`).
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
@@ -150,6 +153,7 @@ def save_checkpoint(
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "parameters": count_parameters(model.head),
+            **({"dataset": dict(dataset)} if dataset else {}),
         },
     }
     atomic_save(payload, path)

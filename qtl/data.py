@@ -36,7 +36,8 @@ HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 HYMENOPTERA_SHA256 = "fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209"
 HYMENOPTERA_SIZE = 47_286_322
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # required
+ALL_SPLITS = (*SPLITS, "test")  # test/ is optional
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MIN_CLASSES = 2
 
@@ -97,8 +98,9 @@ def list_images(root: Path, split: str, classes: list[str]) -> list[tuple[Path, 
 def validate_dataset(root: str | Path) -> list[str]:
     """Check the layout of a dataset root and return its sorted class names.
 
-    Requires train/ and val/ with the same class subfolders, at least two classes, and at least one
-    image file in every class folder. Files are not decoded here (see ImageFolderDataset).
+    Requires train/ and val/ (and test/, if present) with the same class subfolders, at least two
+    classes, and at least one image file in every class folder. Files are not decoded here (see
+    ImageFolderDataset).
 
     Raises:
         DatasetError: with a one-line message saying what is wrong and where.
@@ -109,18 +111,20 @@ def validate_dataset(root: str | Path) -> list[str]:
     for split in SPLITS:
         if not (root / split).is_dir():
             raise DatasetError(f"{root} has no {split}/ folder; expected {root}/{split}/<class>/<images>")
+    splits = [s for s in ALL_SPLITS if (root / s).is_dir()]
     classes = _class_dirs(root / "train")
-    val_classes = _class_dirs(root / "val")
-    if classes != val_classes:
-        raise DatasetError(
-            f"train/ and val/ in {root} must have the same class folders; got {classes} and {val_classes}"
-        )
+    for split in splits[1:]:
+        other = _class_dirs(root / split)
+        if classes != other:
+            raise DatasetError(
+                f"train/ and {split}/ in {root} must have the same class folders; got {classes} and {other}"
+            )
     if len(classes) < MIN_CLASSES:
         raise DatasetError(
             f"{root} needs at least {MIN_CLASSES} class folders in train/ and val/, found {len(classes)}"
             + (f" ({classes[0]})" if classes else "")
         )
-    for split in SPLITS:
+    for split in splits:
         for name in classes:
             folder = root / split / name
             if not any(is_image_file(p) for p in folder.iterdir()):
@@ -172,7 +176,8 @@ def resolve_dataset(
     """The dataset root to use: `path`, else $QTL_DATA_DIR, else the default location, else download.
 
     An explicit `path` must hold a valid dataset (or a single subfolder that does). Without one, the
-    hymenoptera set is downloaded into `default_data_dir()` when `download` is True.
+    hymenoptera set is downloaded into `default_data_dir()` when `download` is True. Zips and other
+    layouts: `qtl.datasets.open_dataset`, the entry point that arranges them and calls this.
 
     Raises:
         DatasetError: nothing valid found and no download possible; the message says where to put it.
@@ -303,12 +308,14 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, transform=None, *, verify: bool = True) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in ALL_SPLITS:
+            raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.classes = validate_dataset(self.root)
+        if not (self.root / split).is_dir():
+            raise DatasetError(f"{self.root} has no {split}/ split")
         self.samples: list[tuple[Path, int]] = []
         self.skipped: list[tuple[Path, str]] = []
         for path, target in list_images(self.root, split, self.classes):

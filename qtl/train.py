@@ -33,7 +33,7 @@ from qtl.backbones import load_backbone
 from qtl.batches import evaluate_loader, evaluate_tensors, feature_batches, image_loaders, split_features
 from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
-from qtl.data import resolve_dataset, validate_dataset
+from qtl.datasets import open_dataset
 from qtl.variants import Classifier, build_model
 
 
@@ -180,10 +180,10 @@ def fit(
         raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
 
     # ---- data: class names, then cached features or image loaders
-    root = None
+    root, dataset = None, None
     if data is None:
-        root = resolve_dataset(machine.data_dir, progress=progress)
-        classes = tuple(validate_dataset(root))
+        prepared = open_dataset(machine.data_dir, progress=progress)
+        root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
     else:
         classes = tuple(data[0].classes)
     if model_config.class_names and tuple(model_config.class_names) != classes:
@@ -249,6 +249,7 @@ def fit(
             metrics=history[best_epoch - 1],
             train_config=tc,
             fingerprint=fingerprint,
+            dataset=dataset,
         )
 
     threads = torch.get_num_threads()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image_folders import make_image_folder
+from image_folders import make_class_folders, make_image_folder, zip_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera_data"
-__all__ = ["REPO", "SHARED_HYMENOPTERA", "make_image_folder"]  # `from conftest import ...` in tests
+# `from conftest import ...` in tests
+__all__ = ["REPO", "SHARED_HYMENOPTERA", "make_class_folders", "make_image_folder", "zip_folder"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,3 +25,40 @@ def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), si
                 arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
                 Image.fromarray(arr).save(d / f"{name}_{i}.png")
     return root
+
+
+def class_colour(c: int, n_classes: int) -> tuple[int, int, int]:
+    """A distinct, saturated RGB colour for class c of n (hues spread around the circle)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(c / n_classes, 0.9, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def make_class_folders(root: Path, n_classes: int, per_class: int, size=(40, 32), fmt="png") -> Path:
+    """root/class_<k>/<k>_<i>.<fmt>: `per_class` noisy images of one colour per class, no splits."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(n_classes)
+    for c in range(n_classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        base = torch.tensor(class_colour(c, n_classes), dtype=torch.float32)
+        for i in range(per_class):
+            noise = torch.randint(-30, 30, (size[1], size[0], 3), generator=g).float()
+            arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(d / f"{c}_{i}.{fmt}")
+    return root
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str = "", extra: dict[str, bytes] | None = None) -> Path:
+    """Zip every file under `folder` as `prefix` + its relative path, plus `extra` {name: bytes}."""
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, prefix + p.relative_to(folder).as_posix())
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return archive

@@ -20,7 +20,17 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 APP = str(REPO / "app.py")
-PAGES = ["overview", "train", "checkpoints", "circuit", "classify", "compare", "experiments", "diff_lab"]
+PAGES = [
+    "overview",
+    "data",
+    "train",
+    "checkpoints",
+    "circuit",
+    "classify",
+    "compare",
+    "experiments",
+    "diff_lab",
+]
 ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE")
 
 

@@ -24,7 +24,7 @@ from qtl.checkpoint import load_checkpoint, read_checkpoint_info
 from qtl.cli.progress import ProgressBar
 from qtl.inference import predict
 
-COMMANDS = ("train", "evaluate", "predict", "draw", "compare", "noise", "data", "sweep", "runs")
+COMMANDS = ("train", "evaluate", "predict", "explain", "draw", "compare", "noise", "data", "sweep", "runs")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

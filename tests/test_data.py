@@ -178,6 +178,8 @@ class TestDegenerate:
 
     def test_bad_split_name(self, tiny_image_folder):
         with pytest.raises(ValueError, match="split must be one of"):
+            ImageFolderDataset(tiny_image_folder, "holdout")
+        with pytest.raises(DatasetError, match="has no test/ split"):
             ImageFolderDataset(tiny_image_folder, "test")
 
 

@@ -60,25 +60,33 @@ def dataset_status(data_dir: str | None):
 @st.cache_data(show_spinner=False, ttl=60)
 def dataset_classes(data_dir: str | None) -> list[str]:
     """Class names of the dataset, or [] when it is not on disk yet (it may be downloaded later)."""
-    from qtl.data import DatasetError, resolve_dataset, validate_dataset
+    from qtl.datasets import open_dataset
 
     try:
-        return validate_dataset(resolve_dataset(data_dir, download=False))
-    except DatasetError:
+        return open_dataset(data_dir, download=False).classes
+    except ValueError:  # DatasetError, ArchiveError
         return []
+
+
+@st.cache_data(show_spinner="Reading the dataset ...", ttl=60)
+def dataset_summary(root: str):
+    """qtl.datasets' PreparedDataset of a dataset root (classes, counts per split, skipped files)."""
+    from qtl.datasets import open_dataset
+
+    return open_dataset(root, download=False)
 
 
 @st.cache_data(show_spinner=False, ttl=300)
 def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
     """[(path, class name)] of the dataset's val split; [] when there is no dataset on disk."""
-    from qtl.data import DatasetError, list_images, resolve_dataset, validate_dataset
+    from qtl.data import list_images
+    from qtl.datasets import open_dataset
 
     try:
-        root = resolve_dataset(data_dir, download=False)
-        classes = validate_dataset(root)
-    except DatasetError:
+        ds = open_dataset(data_dir, download=False)
+    except ValueError:  # DatasetError, ArchiveError
         return []
-    return [(str(p), classes[i]) for p, i in list_images(root, "val", classes)]
+    return [(str(p), ds.classes[i]) for p, i in list_images(ds.root, "val", ds.classes)]
 
 
 @st.cache_resource(show_spinner="Drawing the circuit ...", max_entries=16)
@@ -118,7 +126,7 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
 @st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
 def evaluation(path: str, mtime: float, data_dir: str | None):
     """qtl.inference.evaluate of a checkpoint on the dataset's val split (cached per file version)."""
-    from qtl.data import resolve_dataset
+    from qtl.datasets import open_dataset
     from qtl.inference import evaluate
 
-    return evaluate(load_checkpoint(path), resolve_dataset(data_dir, download=False))
+    return evaluate(load_checkpoint(path), open_dataset(data_dir, download=False).root)

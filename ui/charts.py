@@ -131,7 +131,10 @@ def confusion_chart(metrics: dict, title: str):
         x="predicted:N", y="true:N"
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
-    return (heat + base.mark_text(fontSize=14).encode(text="count:Q")).properties(height=200)
+    size = 14 if len(names) <= 5 else 10
+    return (heat + base.mark_text(fontSize=size).encode(text="count:Q")).properties(
+        height=max(200, 24 * len(names))
+    )
 
 
 def lab_chart(results: list):

@@ -1,8 +1,8 @@
 """Per-session state: the keys every page may use, and the active configuration they share.
 
 Shared keys: session_id, config (the active configuration, plain values), loaded (paths of this session's
-loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area). Page-local
-keys use a page prefix.
+loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area), data_dir
+(the active dataset's root; None: the configured default). Page-local keys use a page prefix.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def init_session() -> None:
     st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
+    st.session_state.setdefault("data_dir", None)  # the active dataset; None: settings().data_dir
     s, c = settings(), st.session_state["config"]
     c["epochs"], c["n_qubits"] = min(c["epochs"], s.max_epochs), min(c["n_qubits"], s.max_qubits)
     if s.torch_threads:
@@ -81,6 +82,15 @@ def weights_or_random_init():
         for key in ("ov_pretrained", "train_pretrained"):  # the toggles showing it
             st.session_state.pop(key, None)
     return state
+
+
+def active_data_dir() -> str | None:
+    """The root of the dataset this session trains, classifies and evaluates on (None: the default one,
+    $QTL_DATA_DIR or hymenoptera). A chosen dataset that has been deleted falls back to the default."""
+    chosen = st.session_state.get("data_dir")
+    if chosen and not os.path.isdir(chosen):
+        st.session_state["data_dir"] = chosen = None
+    return chosen or settings().data_dir
 
 
 def circuit_config(config: dict | None = None) -> CircuitConfig:

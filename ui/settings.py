@@ -10,6 +10,8 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_AUTOLOAD=1`      | `autoload = true`    | new sessions load models/'s checkpoints (demo default) |
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
 | `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
+| `QTL_DEMO_DATA_MB`    | `max_data_mb`        | demo cap on one visitor's uploaded datasets (200 MB)   |
+| `QTL_ZIP_MAX_FILES`, `QTL_ZIP_MAX_MB`, `QTL_ZIP_MAX_RATIO` | - | caps on one uploaded zip (qtl.archive) |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
 | `QTL_DATA_DIR`        | -                    | the dataset root (default: qtl.data's search)          |
 """
@@ -42,6 +44,7 @@ class Settings:
     max_runs: int  # (variant, seed) runs per training request
     autoload: bool  # new sessions start with models/'s checkpoints loaded
     torch_threads: int | None  # intra-op threads; None keeps torch's default (one per core)
+    max_data_mb: int | None  # demo: one visitor's uploaded datasets together; None: only the zip caps
 
 
 def _secret(name: str, default):
@@ -79,4 +82,5 @@ def settings() -> Settings:
         max_runs=6 if demo else 100,
         autoload=_flag("QTL_AUTOLOAD", "autoload", demo),
         torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1 if demo else None),
+        max_data_mb=_int_setting("QTL_DEMO_DATA_MB", "max_data_mb", 200) if demo else None,
     )

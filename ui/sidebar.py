@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui.jobs import runner
+from ui.session import active_data_dir
 from ui.settings import settings
 
 
@@ -24,7 +25,9 @@ def render() -> None:
         st.markdown("#### Active configuration")
         weights = "ImageNet" if c["pretrained"] else "random init"
         engine = c["engine"] if c["engine"] == "native" else f"{c['engine']} / {c['diff_method']}"
+        data = active_data_dir()
         st.markdown(
+            f"- data: {Path(data).name if data else 'hymenoptera (default)'}\n"
             f"- variants: {', '.join(c['variants'])}\n"
             f"- backbone: {c['backbone']} ({weights})\n"
             f"- circuit: {c['n_qubits']} qubits, depth {c['depth']}, {c['entangler']}, {c['rotation']}\n"

@@ -74,6 +74,19 @@ def summary_table(summary: list[dict], fields: tuple[str, ...]):
     )
 
 
+def per_class_table(metrics: dict):
+    """Per-class precision, recall, F1 and support (one row per class), then the macro averages."""
+    import pandas as pd
+
+    rows = [
+        {"class": name, **{k: round(v, 3) if k != "support" else v for k, v in r.items()}}
+        for name, r in metrics["per_class"].items()
+    ]
+    macro = {k: round(metrics[f"macro_{k}"], 3) for k in ("precision", "recall", "f1")}
+    rows.append({"class": "macro average", **macro, "support": metrics["n"]})
+    return pd.DataFrame(rows)
+
+
 def lab_table(results: list):
     """A dataframe of qtl.difflab results: one row per case."""
     import pandas as pd

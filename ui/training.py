@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.cache import dataset_classes
-from ui.session import circuit_config
+from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 from ui.storage import session_dir
 
@@ -24,7 +24,7 @@ def model_config(variant: str | None = None):
     from qtl.config import ModelConfig
 
     c = st.session_state["config"]
-    classes = dataset_classes(settings().data_dir)
+    classes = dataset_classes(active_data_dir())
     return ModelConfig(
         variant=variant or c["variants"][0],
         **({"class_names": tuple(classes)} if classes else {}),
@@ -44,7 +44,7 @@ def quickstart_runs() -> list:
     from qtl.config import MachineConfig
     from qtl.runs import plan_runs
 
-    machine = MachineConfig(data_dir=settings().data_dir)
+    machine = MachineConfig(data_dir=active_data_dir())
     runs = []
     for variant, epochs in quickstart_epochs().items():
         runs += plan_runs([variant], model_config(), [0], session_dir(), epochs=epochs, machine=machine)
@@ -78,5 +78,5 @@ def planned_runs() -> list:
         session_dir(),
         epochs=int(c["epochs"]),
         overrides=overrides if c["override_recipe"] else None,
-        machine=MachineConfig(data_dir=s.data_dir),
+        machine=MachineConfig(data_dir=active_data_dir()),
     )

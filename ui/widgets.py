@@ -8,7 +8,7 @@ import streamlit as st
 
 from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 from ui.cache import val_samples
-from ui.session import circuit_config
+from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
@@ -75,7 +75,7 @@ def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]
         key=f"{prefix}_upload",
     )
     files = files if multiple else [files] if files else []
-    samples = val_samples(settings().data_dir)
+    samples = val_samples(active_data_dir())
     picked = st.multiselect(
         "or pick val samples",
         [p for p, _ in samples],

@@ -16,10 +16,12 @@ from pathlib import Path
 from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
+    format_dataset,
     format_evaluation,
     format_noise_table,
     format_predictions,
     format_runs,
+    format_skipped,
     format_summary,
     format_sweeps,
     predictions_document,
@@ -108,10 +110,20 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
 
 
-def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
-    from qtl.data import resolve_dataset
+def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True):
+    """The PreparedDataset `--data` names (hymenoptera by default); skipped files are reported once."""
+    from qtl.datasets import open_dataset
 
-    return resolve_dataset(path, download=download, progress=bar.hook("downloading dataset", unit="B"))
+    ds = open_dataset(
+        args.data,
+        val_ratio=args.val_ratio,
+        seed=args.split_seed,
+        download=download,
+        progress=bar.hook("downloading or extracting the dataset", unit="B"),
+    )
+    if report and ds.skipped:
+        bar.message(format_skipped(ds.skipped))
+    return ds
 
 
 # ---- commands
@@ -120,7 +132,7 @@ def _dataset(path, bar: ProgressBar, *, download: bool = True) -> Path:
 def cmd_train(args, bar: ProgressBar) -> int:
     from qtl.train import fit
 
-    root = _dataset(args.data, bar)
+    root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path
     tc = run.train_config
@@ -157,7 +169,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     from qtl.inference import evaluate
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
-    root = _dataset(args.data, bar)
+    root = _dataset(args, bar).root
     ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
     bar.close()
     m = ev.metrics
@@ -182,6 +194,25 @@ def cmd_predict(args, bar: ProgressBar) -> int:
         print(json.dumps(predictions_document(args.images, preds), indent=2))
     else:
         print(format_predictions(args.images, preds))
+    return 0
+
+
+def cmd_explain(args, bar: ProgressBar) -> int:
+    from qtl.checkpoint import load_checkpoint
+    from qtl.data import load_image
+    from qtl.explain import explain, explanation_figure
+
+    images = [load_image(path) for path in args.images]  # a bad file fails here, by name
+    device = resolve_device(args.device)
+    models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}
+    rows = []
+    for path, image in zip(args.images, images, strict=True):
+        row = {name: explain(m, image, method=args.method) for name, m in models.items()}
+        for name, ex in row.items():
+            print(f"{path}  {name}: {ex.class_name} ({ex.probs[ex.target]:.1%}), {ex.method}")
+        rows.append((Path(path).name, row))
+    explanation_figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
+    print(f"saved {args.output}")
     return 0
 
 
@@ -230,7 +261,7 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        root = _dataset(args.data, bar)
+        root = _dataset(args, bar).root
         runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
         rows = [o.row for o in train_runs(runs, observer=RunsBar(bar))]
     summary = summarise(rows, "setup", COMPARE_FIELDS)
@@ -265,7 +296,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     for m in models:
         if not m.model_config.is_quantum:
             raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
-    root = _dataset(args.data, bar)
+    root = _dataset(args, bar).root
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
     results = sweep(
@@ -381,24 +412,22 @@ def cmd_runs(args, bar: ProgressBar) -> int:
 
 
 def cmd_data(args, bar: ProgressBar) -> int:
-    from qtl.data import SPLITS, ImageFolderDataset, download_hymenoptera
+    from qtl.data import ImageFolderDataset, download_hymenoptera
 
-    path = Path(args.path).expanduser() if args.path else None
-    if path is not None and not args.no_download and not (path.exists() and any(path.iterdir())):
-        root = download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
-    else:
-        root = _dataset(path, bar, download=not args.no_download)
+    path = Path(args.data).expanduser() if args.data else None
+    if path is not None and not args.no_download and not path.exists():
+        download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
+    ds = _dataset(args, bar, download=not args.no_download, report=False)
+    unreadable = []
+    for split in ds.counts:
+        images = ImageFolderDataset(ds.root, split)  # decodes every file once
+        ds.counts[split] = {c: images.targets.count(i) for i, c in enumerate(images.classes)}
+        unreadable += images.skipped
     bar.close()
-    print(f"dataset {root}")
-    skipped = 0
-    for split in SPLITS:
-        ds = ImageFolderDataset(root, split)  # decodes every file once
-        counts = {c: ds.targets.count(i) for i, c in enumerate(ds.classes)}
-        print(f"  {split}: {len(ds)} images, " + ", ".join(f"{c} {n}" for c, n in counts.items()))
-        for p, reason in ds.skipped:
-            print(f"  unreadable: {p}: {reason}")
-        skipped += len(ds.skipped)
-    print("ok" if not skipped else f"ok, {skipped} unreadable file(s) will be skipped")
+    print(format_dataset(ds))
+    for p, reason in unreadable:
+        print(f"  unreadable: {p}: {reason}")
+    print("ok" if not unreadable else f"ok, {len(unreadable)} unreadable file(s) will be skipped")
     return 0
 
 
@@ -406,6 +435,7 @@ HANDLERS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "explain": cmd_explain,
     "draw": cmd_draw,
     "compare": cmd_compare,
     "noise": cmd_noise,

@@ -39,6 +39,37 @@ def format_evaluation(checkpoint: str, loaded, root: Path, split: str, m: dict) 
     return "\n".join(lines)
 
 
+IMBALANCE_WARNING = 3.0  # largest / smallest class in train above this gets a warning
+
+
+def format_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> str:
+    """One block listing skipped files with their reasons (the first `limit`, then a count)."""
+    lines = [f"skipped {len(skipped)} file(s):"] + [f"  {p}: {reason}" for p, reason in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
+def format_dataset(ds) -> str:
+    """`qtl data`'s summary of a PreparedDataset: where, layout and split, counts per split and class."""
+    split = "" if ds.val_ratio is None else f", val split off: {ds.val_ratio:g} per class, seed {ds.seed}"
+    lines = [
+        f"dataset {ds.root}",
+        f"source  {ds.source} ({ds.layout} layout{split})",
+        f"classes {len(ds.classes)}: {', '.join(ds.classes)}",
+    ]
+    for split, counts in ds.counts.items():
+        per_class = ", ".join(f"{c} {n}" for c, n in counts.items())
+        lines.append(f"  {split}: {sum(counts.values())} images, {per_class}")
+    if ds.imbalance > IMBALANCE_WARNING:
+        lines.append(
+            f"warning: classes are imbalanced ({ds.imbalance:.1f}x between the largest and smallest)"
+        )
+    if ds.skipped:
+        lines.append(format_skipped(ds.skipped))
+    return "\n".join(lines)
+
+
 def predictions_document(images: list[str], preds: dict) -> list[dict]:
     """`qtl predict --json`: per image, each model's predicted class and class probabilities."""
     return [

@@ -108,12 +108,25 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
     )
 
 
-def _add_data_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
+def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        flag,
+        dest="data",
         default=None,
         metavar="PATH",
-        help="dataset root with train/ and val/ (default: $QTL_DATA_DIR, else hymenoptera, downloaded once)",
+        help="a folder or a .zip: train/ + val/ (+ test/) with one folder per class, or class folders only "
+        "(default: $QTL_DATA_DIR, else hymenoptera, downloaded once)",
+    )
+    g.add_argument(
+        "--val-ratio",
+        type=float,
+        metavar="X",
+        default=0.2,
+        help="class folders only: share of each class held out for val (seeded, stratified)",
+    )
+    g.add_argument(
+        "--split-seed", type=int, metavar="N", default=0, help="class folders only: seed of that split"
     )
 
 
@@ -187,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="a .pt file written by qtl")
     _add_data_arg(p)
-    p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to score")
     p.add_argument("--engine", default=None, help="run a quantum checkpoint on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="images per forward pass")
@@ -205,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
+
+    p = command(
+        "explain",
+        "heatmaps of what drives each checkpoint's prediction",
+        "Backpropagate each checkpoint's predicted class score through the whole model (quantum circuit "
+        "included) and write the heatmaps over the images side by side: Grad-CAM on CNN backbones, "
+        "gradient saliency on any backbone (transformers too).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
+    p.add_argument(
+        "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "grad-cam", "saliency"),
+        help="auto: grad-cam where the backbone is a CNN, else saliency",
+    )
+    p.add_argument("--output", "-o", default="explain.png", metavar="FILE", help="the figure (png, svg, pdf)")
+    p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
+    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
 
     p = command(
         "draw",
@@ -360,9 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "data",
         "download (if needed) and verify a dataset",
-        "Find the dataset (--path, $QTL_DATA_DIR, or the default location), download hymenoptera there "
-        "if it is missing, and decode every image, listing the classes, counts and unreadable files.",
+        "Find the dataset (--path: a folder or a zip; else $QTL_DATA_DIR or the default location, where "
+        "hymenoptera is downloaded if missing), arrange it (safe extraction, train/val split), and decode "
+        "every image, listing the classes, counts per split, skipped and unreadable files.",
     )
-    p.add_argument("--path", default=None, help="dataset root, or where to download hymenoptera")
+    _add_data_arg(p, "--path")
     p.add_argument("--no-download", action="store_true", help="only verify; never touch the network")
     return parser

@@ -1,0 +1,92 @@
+"""Datasets in the app: where uploads go (qtl's cache locally, the visitor's private area in demo mode),
+their caps, the upload itself, cached thumbnails, and which dataset a checkpoint is scored on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from ui.session import active_data_dir
+from ui.settings import settings
+from ui.storage import session_dir
+
+THUMB_PX = 112  # thumbnail edge on the Data page
+
+
+def store() -> Path:
+    """Where this session's arranged datasets live: <qtl cache>/datasets locally (persisted), the
+    visitor's private area in demo mode (removed with it)."""
+    from qtl.datasets import datasets_dir
+
+    return session_dir() / "datasets" if settings().demo else datasets_dir()
+
+
+def used_bytes(folder: Path) -> int:
+    """Bytes of the regular files under `folder` (symlinks not followed)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def limits():
+    """The archive caps for the next upload: qtl.archive's settings, and in demo mode what is left of
+    the visitor's quota (`max_data_mb` for all their datasets together)."""
+    from dataclasses import replace
+
+    from qtl.archive import ArchiveLimits
+
+    base, cap = ArchiveLimits.from_env(), settings().max_data_mb
+    if cap is None:
+        return base
+    left = cap * 2**20 - (used_bytes(store()) if store().is_dir() else 0)
+    return replace(base, max_bytes=max(0, min(base.max_bytes, left)))
+
+
+def add_upload(upload, val_ratio: float, seed: int):
+    """Arrange an uploaded zip (a Streamlit UploadedFile) into the store; returns the PreparedDataset.
+
+    Raises qtl.archive.ArchiveError or qtl.data.DatasetError with a one-line reason.
+    """
+    from qtl.datasets import open_dataset
+
+    upload.seek(0)
+    return open_dataset(upload, val_ratio=val_ratio, seed=seed, limits=limits(), store=store())
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumbnail(path: str, mtime: float) -> bytes | None:
+    """A small JPEG of an image file (decoded at reduced scale), or None if it cannot be read."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
+            im = im.convert("RGB")
+            im.thumbnail((THUMB_PX, THUMB_PX))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+            return buf.getvalue()
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def samples(root: Path, split: str, cls: str, n: int) -> list[Path]:
+    """The first `n` images of one class in one split, in name order (no decoding)."""
+    from qtl.data import is_image_file
+
+    folder = root / split / cls
+    return [p for p in sorted(folder.iterdir()) if is_image_file(p)][:n] if folder.is_dir() else []
+
+
+def data_for(loaded) -> str | None:
+    """The dataset a checkpoint is scored on: the one it was trained on if still there, else the active."""
+    recorded = (loaded.meta or {}).get("dataset", {}).get("root")
+    return recorded if recorded and Path(recorded).is_dir() else active_data_dir()
