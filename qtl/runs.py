@@ -81,6 +81,8 @@ def setup_of(model_config: ModelConfig) -> str:
     mc = model_config
     weights = "imagenet" if mc.pretrained else "random"
     circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
+    if mc.is_quantum and not mc.noise.is_ideal:
+        circuit += f", noise {mc.noise.label()}"
     if mc.variant == "dressed-classical":
         circuit = f", width {mc.circuit.n_qubits}"
     return f"{mc.variant} ({mc.backbone} {weights}{circuit})"

@@ -28,6 +28,7 @@ PAGES = [
     "circuit",
     "classify",
     "compare",
+    "noise",
     "experiments",
     "diff_lab",
 ]
@@ -382,6 +383,32 @@ class TestCheckpoints:
         assert "evil.pt was rejected" in texts(at.error)
         assert not marker.exists()
         assert not list((app_env / "models").glob("evil*"))
+
+
+class TestNoisePage:
+    def test_accuracy_distributions_curve_and_fake_backend(self, app_env, checkpoints):
+        """Two loaded quantum checkpoints: the ideal accuracy equals `evaluate`'s, the sliders change the
+        noise, the curve is drawn, and a fake IBM backend run gives a row per checkpoint."""
+        from qtl.checkpoint import load_checkpoint
+        from qtl.inference import evaluate
+
+        paths = [str(checkpoints["quantum-0"]), str(checkpoints["quantum-1"])]
+        at = app("noise", {"loaded": paths})
+        assert [m.label for m in at.metric] == ["val accuracy", "val accuracy"]
+        expected = evaluate(load_checkpoint(paths[0]), os.environ["QTL_DATA_DIR"]).metrics["accuracy"]
+        assert at.metric[0].value == f"{expected:.3f}"
+        assert "Accuracy against depolarizing strength" in texts(at.subheader)
+        at.slider(key="noise_readout").set_value(0.2).run()
+        at.select_slider(key="noise_shots").set_value(100).run()
+        assert not at.exception and "readout 0.2, 100 shots" in texts(at.caption)
+        at.select_slider(key="noise_backend_shots").set_value(100).run()
+        at.button(key="noise_run_backend").click().run()
+        assert not at.exception
+        assert list(at.dataframe[0].value["backend"]) == ["FakeManilaV2, 100 shots"] * 2
+
+    def test_no_quantum_checkpoint(self, app_env):
+        at = app("noise", {"loaded": []})
+        assert "Load a `quantum` or `hybrid` checkpoint" in texts(at.info)
 
 
 class TestCircuitCompareLab:

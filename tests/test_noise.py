@@ -34,14 +34,14 @@ class Case:
         return f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}-h{int(c.hadamard)}-b{self.batch}"
 
 
-def _cases(count: int = 14, seed: int = 11) -> list[Case]:
+def _cases(count: int = 10, seed: int = 11) -> list[Case]:
     """Seeded random circuits (1-6 qubits, depth 0-3, every option) and noise (some strengths zero)."""
     rng = random.Random(seed)
 
     def strength() -> float:
         return 0.0 if rng.random() < 0.3 else rng.uniform(0.0, 0.2)
 
-    cases = [Case(CircuitConfig(n_qubits=4, depth=3), depolarizing(0.05, readout=0.02), 2, 0)]
+    cases = [Case(CircuitConfig(n_qubits=4, depth=2), depolarizing(0.05, readout=0.02), 2, 0)]
     for i in range(count):
         config = CircuitConfig(
             n_qubits=rng.randint(1, 6),

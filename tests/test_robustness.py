@@ -62,6 +62,10 @@ class TestCheckpoints:
             load_checkpoint(trained["noisy"], noise=NoiseConfig()).model.head.engine, NativeEngine
         )
 
+    def test_evaluate_reports_the_noise(self, capsys, trained, tiny):
+        code, out, _ = run(capsys, "evaluate", trained["noisy"], "--data", tiny)
+        assert code == 0 and "noise       dep 0.02/0.05, readout 0.01, 200 shots" in out
+
     def test_checkpoints_without_noise_load_ideal(self):
         """Configs written before noise existed (no "noise" key) are ideal."""
         d = ModelConfig(class_names=("a", "b")).to_dict()

@@ -18,6 +18,7 @@ def format_evaluation(checkpoint: str, loaded, root: Path, split: str, m: dict) 
     lines = [
         f"checkpoint  {checkpoint} ({c.variant}, {c.backbone} {loaded.backbone_weights})",
         f"data        {root} ({split}, {m['n']} images)",
+        *([f"noise       {c.noise.label()}"] if c.is_quantum else []),
         f"accuracy    {m['accuracy']:.4f}",
         f"loss        {m['loss']:.4f}",
         f"ROC-AUC     {auc}",

@@ -34,7 +34,7 @@ from qtl.engines.native import MEMORY_BUDGET_ENV, SimulationTooLarge, _default_b
 from qtl.noise import Channel, NoiseConfig, noisy_ops
 
 #: Local layers on at most this many wires are one 4**n x 4**n block (one matmul per layer).
-FULL_BLOCK_MAX_WIRES = 4
+FULL_BLOCK_MAX_WIRES = 2
 #: Wider layers are split into groups of at most this many wires (16 x 16 blocks).
 GROUP_MAX_WIRES = 2
 #: States a training forward keeps besides one per group product: product state, probabilities, gradients.
@@ -332,17 +332,19 @@ class DensityMatrixEngine(nn.Module):
         state = sv.kron_chain(v[..., None])[..., 0].expand(batch, 4**n)  # (B, 4**n)
 
         # the stages; each group's blocks for every layer at once, (B?, L, 4**g, 4**g)
-        blocks, start = [], 0
+        layers, start = [], 0
         if self._n_layers:
             mats = self._slots.matrices(angles, wflat, dtype, on).unflatten(-3, (self._n_layers, n))
+            groups = []
             for size in self._groups:
-                blocks.append(sv.kron_chain(mats[..., start : start + size, :, :]))
+                groups.append(sv.kron_chain(mats[..., start : start + size, :, :]).unbind(-3))
                 start += size
+            layers = list(zip(*groups, strict=True))  # unbind, not indexing: one backward per group
         for kind, what in self._stages:
             if kind == "perm":
                 state = sv.permute(state, *self._perm(what, device))
             else:
-                state = sv.apply_blocks(state, [b[..., what, :, :] for b in blocks])
+                state = sv.apply_blocks(state, list(layers[what]))
 
         probs = state.index_select(-1, on(("diag",), lambda: diagonal_index(n)))
         probs = probs.real if probs.is_complex() else probs

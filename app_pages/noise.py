@@ -1,0 +1,95 @@
+"""Noise: a quantum checkpoint's val accuracy and per-qubit <Z> under noise, shots and a fake IBM backend."""
+
+from dataclasses import replace
+
+import streamlit as st
+
+from ui import checkpoints, noise
+from ui.settings import settings
+
+st.title("Noise")
+st.caption(
+    "Would the model survive a real quantum computer? Its circuit runs on the native density-matrix engine "
+    "with a channel after every gate, readout error and finite shots; see docs/noise.md."
+)
+models = {k: m for k, m in checkpoints.loaded_models().items() if m.model_config.is_quantum}
+
+
+def show(models: dict) -> None:
+    """Sliders, per-checkpoint accuracy and <Z> distributions, the curve and the fake-backend run."""
+    chosen = st.multiselect(
+        "Quantum checkpoints (e.g. one trained ideal, one trained with noise)",
+        list(models),
+        default=list(models)[:2],
+        key="noise_models",
+    )
+    config = noise.noise_widgets("noise")
+    st.caption(f"Noise: **{config.label()}**")
+    data_dir = settings().data_dir
+
+    curve = []
+    for name in chosen:
+        loaded = models[name]
+        key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+        result = noise.evaluate(*key, config.to_dict())
+        inputs = noise.head_inputs(*key)
+        trained = loaded.model_config.noise.label()
+        st.subheader(name)
+        left, right = st.columns([1, 3])
+        left.metric("val accuracy", f"{result.accuracy:.3f}")
+        left.caption(
+            f"trained {'ideal' if trained == 'ideal' else 'with ' + trained}; {len(inputs.labels)} images"
+        )
+        right.altair_chart(
+            noise.z_distribution_chart(result.expvals, inputs.labels, loaded.class_names), width="stretch"
+        )
+        with st.spinner("Sweeping depolarizing strengths ..."):
+            for p in noise.CURVE_STRENGTHS:
+                point = replace(config, depolarizing=p, depolarizing_2q=p)
+                curve.append(
+                    {"model": name, "p": p, "accuracy": noise.evaluate(*key, point.to_dict()).accuracy}
+                )
+
+    if curve:
+        st.subheader("Accuracy against depolarizing strength")
+        st.caption(
+            "The other channels, readout error and shots as set above; the dashed rule is the sliders' p."
+        )
+        st.altair_chart(noise.curve_chart(curve, config.depolarizing), width="stretch")
+
+    st.subheader("Fake IBM backend")
+    try:
+        from qtl.hardware import DEFAULT_BACKEND, fake_backend_names
+
+        names = fake_backend_names()
+    except ImportError as exc:
+        st.info(str(exc))
+    else:
+        left, mid, right = st.columns([2, 1, 1])
+        backend = left.selectbox("backend", names, index=names.index(DEFAULT_BACKEND), key="noise_backend")
+        shots = mid.select_slider("shots", [100, 1000, 4000], value=1000, key="noise_backend_shots")
+        right.write("")
+        if right.button("Run on the backend", key="noise_run_backend") and chosen:
+            with st.spinner(f"Transpiling and simulating on {backend} ..."):
+                rows = []
+                for name in chosen:
+                    loaded = models[name]
+                    key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+                    result = noise.evaluate(*key, {"shots": shots}, backend)
+                    rows.append(
+                        {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}
+                    )
+            st.session_state["noise_backend_rows"] = rows
+        if st.session_state.get("noise_backend_rows"):
+            st.dataframe(st.session_state["noise_backend_rows"], hide_index=True)
+        st.caption(
+            "Transpiled to the backend's coupling map and basis gates, simulated on Aer with its "
+            "calibrated noise model. A real IBM device runs the same way with a backend from "
+            "QiskitRuntimeService (README)."
+        )
+
+
+if models:
+    show(models)
+else:
+    st.info("Load a `quantum` or `hybrid` checkpoint (Checkpoints page) to see how it holds up under noise.")
