@@ -4,8 +4,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from ui import checkpoints, noise
-from ui.settings import settings
+from ui import checkpoints, datasets, noise
 
 st.title("Noise")
 st.caption(
@@ -25,12 +24,11 @@ def show(models: dict) -> None:
     )
     config = noise.noise_widgets("noise")
     st.caption(f"Noise: **{config.label()}**")
-    data_dir = settings().data_dir
 
     curve = []
     for name in chosen:
         loaded = models[name]
-        key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+        key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
         result = noise.evaluate(*key, config.to_dict())
         inputs = noise.head_inputs(*key)
         trained = loaded.model_config.noise.label()
@@ -74,7 +72,7 @@ def show(models: dict) -> None:
                 rows = []
                 for name in chosen:
                     loaded = models[name]
-                    key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+                    key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
                     result = noise.evaluate(*key, {"shots": shots}, backend)
                     rows.append(
                         {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}

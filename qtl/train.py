@@ -34,6 +34,7 @@ from qtl.batches import evaluate_loader, evaluate_tensors, feature_batches, imag
 from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.datasets import open_dataset
+from qtl.engines.step import step_for_run
 from qtl.variants import Classifier, build_model
 
 
@@ -229,6 +230,10 @@ def fit(
 
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+    # a long run on features compiles its step once (qtl.engines.step); short runs stay eager
+    step = train_step
+    if use_features:
+        step = step_for_run(train_step, forward, optimizer, tc.epochs * batches, tc.batch_size)
 
     history: list[dict] = []
     best_epoch, best_key, best_state, saved_path = None, None, None, None
@@ -271,7 +276,7 @@ def fit(
             else:
                 epoch_batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in train_loader)
             for b, (x, y) in enumerate(epoch_batches, start=1):
-                loss, ok = train_step(forward, optimizer, x, y)
+                loss, ok = step(forward, optimizer, x, y)
                 loss_sum += loss * len(y)
                 correct += ok
                 seen += len(y)

@@ -190,7 +190,7 @@ class TestTrain:
         wait_for_job(at)
         from qtl.checkpoint import read_checkpoint_info
 
-        (saved,) = (app_env / "models").glob("quantum*.pt")
+        (saved,) = (app_env / "models").glob("quantum*-q40d1-*.pt")  # the tiny-config test saved one too
         info = read_checkpoint_info(saved)
         assert info.n_qubits == 40 and info.model_config.engine == "mps"
 

@@ -133,7 +133,9 @@ def confusion_chart(metrics: dict, title: str):
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
     size = 14 if len(names) <= 5 else 10
     return (heat + base.mark_text(fontSize=size).encode(text="count:Q")).properties(
-        height=max(200, 24 * len(names))
+        # fit-x: the height is the plot's own (Streamlit's default "fit" squeezes the axes into it)
+        height=max(200, 24 * len(names)),
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
     )
 
 

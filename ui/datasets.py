@@ -74,7 +74,7 @@ def thumbnail(path: str, mtime: float) -> bytes | None:
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)
             return buf.getvalue()
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 
 

@@ -7,12 +7,13 @@ image transform built from a backbone's recorded preprocessing parameters.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
@@ -51,13 +52,28 @@ def checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-@contextmanager
-def seeded_init() -> Iterator[None]:
-    """Build random-init weights from RANDOM_INIT_SEED without touching the global RNG, so the weights
-    id "random" names one backbone: cached features and head-only checkpoints stay valid across runs."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        yield
+def seeded_build(key: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` with the random-init weights drawn from RANDOM_INIT_SEED, so the weights id "random"
+    names one backbone per `key`: cached features and head-only checkpoints stay valid across runs. The
+    global RNG is left as it was.
+
+    Threads share torch's global RNG, so two seeded draws at once (two app sessions loading checkpoints,
+    or one loading while a job trains) would interleave and each get other weights. The draw is made
+    once per process and key, under a lock; later builds copy its weights in.
+    """
+    with _RANDOM_LOCK, torch.random.fork_rng(devices=[]):
+        if key not in _RANDOM_STATES:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = build()
+            _RANDOM_STATES[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return model
+        model = build()
+    model.load_state_dict(_RANDOM_STATES[key])
+    return model
+
+
+_RANDOM_STATES: dict[str, dict[str, torch.Tensor]] = {}  # key -> the seeded random-init weights
+_RANDOM_LOCK = threading.Lock()
 
 
 def imagenet_params() -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qtl.backbones.common import RANDOM, WeightsStatus, WeightsUnavailableError, one_line, seeded_init
+from qtl.backbones.common import RANDOM, WeightsStatus, WeightsUnavailableError, one_line, seeded_build
 
 NAME = "efficientnet_lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"
@@ -157,8 +157,7 @@ def imagenet_model(pretrained: bool = True) -> nn.Module:
     """timm's tf_efficientnet_lite0 with its 1000-class ImageNet classifier, in eval mode."""
     import timm
 
-    with seeded_init():
-        model = timm.create_model(TIMM_ARCH, pretrained=False)
+    model = seeded_build(NAME, lambda: timm.create_model(TIMM_ARCH, pretrained=False))
     if pretrained:
         model.load_state_dict(map_state_dict(read_weights(), model), strict=True)
     return model.eval()

@@ -27,7 +27,7 @@ from qtl.backbones.common import (
     imagenet_params,
     offline,
     one_line,
-    seeded_init,
+    seeded_build,
 )
 from qtl.download import DownloadError, Progress, download
 
@@ -128,8 +128,7 @@ def load(
 ) -> tuple[nn.Module, int]:
     """(model without its classification layer, F); see `qtl.backbones.load_backbone`."""
     spec = BACKBONES[name]
-    with seeded_init():
-        model = spec.builder(weights=None)
+    model = seeded_build(name, lambda: spec.builder(weights=None))
     if pretrained:
         status = weights_status(name)
         _ensure_weights(status, allow_download, progress, timeout)
