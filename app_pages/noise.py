@@ -4,14 +4,14 @@ from dataclasses import replace
 
 import streamlit as st
 
-from ui import checkpoints, datasets, noise
+from ui import datasets, noise, session_models
 
 st.title("Noise")
 st.caption(
     "Would the model survive a real quantum computer? Its circuit runs on the native density-matrix engine "
     "with a channel after every gate, readout error and finite shots; see docs/noise.md."
 )
-models = {k: m for k, m in checkpoints.loaded_models().items() if m.model_config.is_quantum}
+models = {k: m for k, m in session_models.loaded_models().items() if m.model_config.is_quantum}
 
 
 def show(models: dict) -> None:

@@ -16,7 +16,7 @@ Measured in one run, on one machine:
 
     .venv/bin/python bench/app_latency.py [--starts 3] [--repeats 5] [--json out.json]
 
-Targets (issue 4): first page <= 3 s; classifying an uploaded image with three variants <= 0.5 s.
+Targets: first page <= 3 s; classifying an uploaded image with three variants <= 0.5 s.
 Needs Debian's /usr/bin/chromium and Playwright's Python API (never downloads a browser).
 """
 

@@ -1,5 +1,6 @@
-"""Offline-safe status checks for status displays: can a host be reached, and are a backbone's ImageNet
-weights cached, downloadable or out of reach. Nothing here downloads, and every check is bounded in time.
+"""Offline-safe availability checks for status displays: are a backbone's ImageNet weights cached,
+downloadable or out of reach (`WeightsAvailability`; where the file lives is `qtl.backbones.WeightsStatus`).
+Nothing here downloads, and every check is bounded in time.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from qtl.download import reachable
+from qtl.download import offline, reachable
 
 DEFAULT_TIMEOUT_S = 2.0
 
-__all__ = ["DEFAULT_TIMEOUT_S", "WeightsState", "reachable", "weights_state"]
-
 
 @dataclass(frozen=True)
-class WeightsState:
+class WeightsAvailability:
     """What using `pretrained=True` would do now for one backbone."""
 
     state: Literal["cached", "downloadable", "offline"]
@@ -25,20 +24,21 @@ class WeightsState:
     message: str  # one line for a status display
 
 
-def weights_state(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsState:
+def weights_availability(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsAvailability:
     """Cached (file present), downloadable (host reachable) or offline (neither: use random init)."""
-    from qtl.backbones import offline, weights_status
+    from qtl.backbones import weights_status
 
     status = weights_status(backbone)
     if status.cached:
-        return WeightsState("cached", status.path, f"{status.weights_id} weights cached at {status.path}")
+        message = f"{status.weights_id} weights cached at {status.path}"
+        return WeightsAvailability("cached", status.path, message)
     if not offline() and reachable(status.url, timeout):
-        return WeightsState(
+        return WeightsAvailability(
             "downloadable",
             status.path,
             f"{status.filename} is downloaded into {status.path.parent} on first use",
         )
-    return WeightsState(
+    return WeightsAvailability(
         "offline",
         status.path,
         f"not cached and {urlparse(status.url).hostname} cannot be reached: put {status.filename} "

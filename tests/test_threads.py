@@ -12,8 +12,9 @@ from PIL import Image
 
 from qtl.checkpoint import backbone_fingerprint, load_checkpoint, save_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig
 from qtl.inference import predict
-from qtl.variants import ModelConfig, build_head, build_model
+from qtl.variants import build_head, build_model
 
 THREADS, ROUNDS = 8, 10
 

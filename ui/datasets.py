@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.checkpoint_dirs import session_dir
 from ui.session import active_data_dir
 from ui.settings import settings
-from ui.storage import session_dir
 
 THUMB_PX = 112  # thumbnail edge on the Data page
 

@@ -14,8 +14,8 @@ import uuid
 import streamlit as st
 
 from qtl.circuit import CircuitConfig
+from ui.checkpoint_dirs import shipped_checkpoints
 from ui.settings import settings
-from ui.storage import shipped_checkpoints
 
 
 def default_config() -> dict:
@@ -70,13 +70,13 @@ def _set_torch_threads(n: int) -> None:
 
 
 def weights_or_random_init():
-    """The active backbone's ImageNet weights state (`qtl.status.WeightsState`). Where they are offline the
-    session switches to random init, so no page starts a training run that can only fail."""
+    """The active backbone's ImageNet weights availability (`qtl.status.WeightsAvailability`). Where they
+    are offline the session switches to random init, so no page starts a training run that can only fail."""
     from ui import cache
 
     c = st.session_state["config"]
     with st.spinner("Checking ImageNet weights ..."):
-        state = cache.weights_state(c["backbone"])
+        state = cache.weights_availability(c["backbone"])
     if state.state == "offline" and c["pretrained"]:
         c["pretrained"] = False
         for key in ("ov_pretrained", "train_pretrained"):  # the toggles showing it

@@ -6,7 +6,6 @@ image transform built from a backbone's recorded preprocessing parameters.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from torchvision.transforms import InterpolationMode
 
 RANDOM = "random"  # the weights id of a random-init backbone
 RANDOM_INIT_SEED = 0  # random-init weights come from this seed
-OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a weights download
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,11 +25,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable right now, or do not fit the model."""
-
-
-def offline() -> bool:
-    """True when $QTL_OFFLINE is set (to anything but "" or "0"): never try a weights download."""
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 @dataclass(frozen=True)

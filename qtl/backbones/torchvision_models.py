@@ -19,17 +19,15 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from qtl.backbones.common import (
-    OFFLINE_ENV,
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
     checkpoints_dir,
     imagenet_params,
-    offline,
     one_line,
     seeded_build,
 )
-from qtl.download import DownloadError, Progress, download
+from qtl.download import OFFLINE_ENV, DownloadError, Progress, download, offline
 
 ALTERNATIVES = (
     "use the bundled pretrained efficientnet_lite0 (CLI --backbone efficientnet_lite0) "

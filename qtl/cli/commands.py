@@ -247,7 +247,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import list_checkpoints, load_checkpoint
+    from qtl.checkpoint import load_checkpoint
+    from qtl.checkpoint_store import list_checkpoints
     from qtl.paths import models_dir
     from qtl.runs import run_row, summarise, train_runs
 
