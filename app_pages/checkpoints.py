@@ -3,13 +3,13 @@
 import streamlit as st
 
 from qtl.checkpoint import CheckpointError
-from qtl.store import delete_checkpoint, import_checkpoint
-from ui import cache, checkpoints, storage, tables
+from qtl.checkpoint_store import delete_checkpoint, import_checkpoint
+from ui import cache, checkpoint_dirs, session_models, tables
 
 st.title("Checkpoints")
 loaded = set(st.session_state["loaded"])
 
-for label, directory, writable in storage.checkpoint_areas():
+for label, directory, writable in checkpoint_dirs.checkpoint_areas():
     infos = cache.list_area(directory)
     st.subheader(f"{label}: `{directory}`")
     if not infos:
@@ -23,11 +23,11 @@ for label, directory, writable in storage.checkpoint_areas():
     cols = st.columns(4)
     if path in loaded:
         if cols[0].button("Unload", key=f"ckpt_unload_{label}", icon=":material/eject:"):
-            checkpoints.unload(path)
+            session_models.unload(path)
             st.rerun()
     elif cols[0].button("Load", key=f"ckpt_load_{label}", type="primary", icon=":material/upload:"):
         try:
-            checkpoints.load(path)
+            session_models.load(path)
             st.rerun()
         except (CheckpointError, OSError, RuntimeError) as exc:
             st.error(f"Cannot load {choice}: {exc}")
@@ -40,7 +40,7 @@ for label, directory, writable in storage.checkpoint_areas():
         icon=":material/download:",
         on_click="ignore",
     )
-    deletable = writable and storage.can_modify(path)
+    deletable = writable and checkpoint_dirs.can_modify(path)
     if cols[2].button(
         "Delete",
         key=f"ckpt_delete_{label}",
@@ -48,13 +48,13 @@ for label, directory, writable in storage.checkpoint_areas():
         disabled=not deletable,
         help=None if deletable else "Shipped checkpoints are read-only in the demo.",
     ):
-        checkpoints.unload(path)
-        delete_checkpoint(path, [d for _, d, w in storage.checkpoint_areas() if w])
+        session_models.unload(path)
+        delete_checkpoint(path, [d for _, d, w in checkpoint_dirs.checkpoint_areas() if w])
         st.toast(f"Deleted {choice}")
         st.rerun()
 
 st.subheader("Upload a checkpoint")
-target = storage.session_dir()
+target = checkpoint_dirs.session_dir()
 st.caption(
     f"A `.pt` file saved by qtl. It is read with `torch.load(weights_only=True)`, so a malicious file cannot "
     f"run code; it is stored in `{target}` under a new name (never overwriting) and loaded."
@@ -65,7 +65,7 @@ for f in files or []:
     if f.file_id not in done:
         try:
             info = import_checkpoint(f.getvalue(), f.name, target)
-            checkpoints.load(info.path)
+            session_models.load(info.path)
             done[f.file_id] = f"Stored and loaded {f.name} as `{info.path.name}` ({info.variant})."
             st.rerun()  # list it above
         except (CheckpointError, OSError, RuntimeError) as exc:

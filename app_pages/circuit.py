@@ -8,11 +8,11 @@ from qtl.circuit import STATEVECTOR_MAX_QUBITS, circuit_summary
 from qtl.engines.mps import bond_profile
 from qtl.heads import DressedQuantumCircuit, count_parameters
 from qtl.inference import quantum_trace
-from ui import cache, charts, checkpoints, widgets
+from ui import cache, charts, session_models, widgets
 
 st.title("Circuit")
 NONE = "none: the active configuration"
-models = {k: m for k, m in checkpoints.loaded_models().items() if m.model_config.is_quantum}
+models = {k: m for k, m in session_models.loaded_models().items() if m.model_config.is_quantum}
 choice = st.selectbox("Quantum checkpoint", [NONE, *models], key="circ_model")
 model = models.get(choice)
 
@@ -80,7 +80,7 @@ if model is not None:
         left.markdown(f"**{trace.class_names[int(trace.probs.argmax())]}** ({probs})")
         series = {"input angle (rad)": trace.angles.tolist(), "⟨Z⟩": trace.expvals.tolist()}
         right.altair_chart(charts.qubit_chart(series, "per qubit"), width="stretch")
-elif not checkpoints.loaded_models():
+elif not session_models.loaded_models():
     st.info(
         "Load a `quantum` or `hybrid` checkpoint to see its trained weights and an image's ⟨Z⟩ per qubit."
     )

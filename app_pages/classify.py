@@ -5,12 +5,12 @@ import streamlit as st
 
 from qtl.explain import explain, overlay
 from qtl.inference import predict
-from ui import charts, checkpoints, tables, widgets
+from ui import charts, session_models, tables, widgets
 
 EXPLAIN_MAX = 4  # images that get heatmaps (one backward pass per model each)
 
 st.title("Classify")
-models = checkpoints.loaded_models()
+models = session_models.loaded_models()
 if not models:
     widgets.no_models_hint()
 images = widgets.image_inputs("cls")

@@ -3,10 +3,10 @@
 import streamlit as st
 
 from qtl.runs import run_row, summarise
-from ui import cache, charts, checkpoints, datasets, tables, widgets
+from ui import cache, charts, datasets, session_models, tables, widgets
 
 st.title("Compare")
-models = checkpoints.loaded_models()
+models = session_models.loaded_models()
 if not models:
     widgets.no_models_hint()
 else:

@@ -4,15 +4,14 @@ from dataclasses import replace
 
 import streamlit as st
 
-from ui import checkpoints, noise
-from ui.settings import settings
+from ui import datasets, noise, session_models
 
 st.title("Noise")
 st.caption(
     "Would the model survive a real quantum computer? Its circuit runs on the native density-matrix engine "
     "with a channel after every gate, readout error and finite shots; see docs/noise.md."
 )
-models = {k: m for k, m in checkpoints.loaded_models().items() if m.model_config.is_quantum}
+models = {k: m for k, m in session_models.loaded_models().items() if m.model_config.is_quantum}
 
 
 def show(models: dict) -> None:
@@ -25,12 +24,11 @@ def show(models: dict) -> None:
     )
     config = noise.noise_widgets("noise")
     st.caption(f"Noise: **{config.label()}**")
-    data_dir = settings().data_dir
 
     curve = []
     for name in chosen:
         loaded = models[name]
-        key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+        key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
         result = noise.evaluate(*key, config.to_dict())
         inputs = noise.head_inputs(*key)
         trained = loaded.model_config.noise.label()
@@ -74,7 +72,7 @@ def show(models: dict) -> None:
                 rows = []
                 for name in chosen:
                     loaded = models[name]
-                    key = (str(loaded.path), loaded.path.stat().st_mtime, data_dir)
+                    key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
                     result = noise.evaluate(*key, {"shots": shots}, backend)
                     rows.append(
                         {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.status import weights_label
-from ui import cache, jobs, session, training, widgets
+from ui import cache, server_jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Quantum transfer learning explorer")
@@ -70,5 +70,5 @@ st.markdown(
 if st.button(
     "Train quantum, linear and finetuned", type="primary", icon=":material/play_arrow:", key="ov_quick"
 ):
-    jobs.submit_training("quick start", training.quickstart_runs())
-jobs.job_panel()
+    server_jobs.submit_training("quick start", training.quickstart_runs())
+server_jobs.job_panel()

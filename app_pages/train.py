@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS
-from ui import jobs, session, training, widgets
+from ui import server_jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Train")
@@ -101,7 +101,7 @@ if submitted:
     except ValueError as exc:
         st.error(f"Cannot train this configuration: {exc}")
     else:
-        if jobs.submit_training(f"train {', '.join(c['variants'])}", runs):
+        if server_jobs.submit_training(f"train {', '.join(c['variants'])}", runs):
             st.toast(f"Training started: {len(runs)} run(s).")
 
-jobs.job_panel()
+server_jobs.job_panel()

@@ -16,7 +16,7 @@ Measured in one run, on one machine:
 
     .venv/bin/python bench/app_latency.py [--starts 3] [--repeats 5] [--json out.json]
 
-Targets (issue 4): first page <= 3 s; classifying an uploaded image with three variants <= 0.5 s.
+Targets: first page <= 3 s; classifying an uploaded image with three variants <= 0.5 s.
 Needs Debian's /usr/bin/chromium and Playwright's Python API (never downloads a browser).
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from image_folders import make_image_folder  # noqa: E402
-from served_app import Server, chromium_missing, launch_chromium  # noqa: E402
+from served_app import Server, chromium_missing, launch_chromium, offline_env  # noqa: E402
 
 TARGET_FIRST_PAGE_S = 3.0
 TARGET_CLASSIFY_S = 0.5
@@ -133,13 +133,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="qtl-app-bench-"))
-    env = {
-        **os.environ,
-        "QTL_CACHE_DIR": str(tmp / "cache"),
-        "TORCH_HOME": str(tmp / "torch"),
-        "QTL_PRETRAINED": "0",
-        "QTL_OFFLINE": "1",
-    }
+    env = offline_env(tmp)
     os.environ.update({k: env[k] for k in ("QTL_CACHE_DIR", "TORCH_HOME")})
     data = make_image_folder(tmp / "data", per_split=(6, 6), size=(64, 64))
     models = tmp / "models"

@@ -27,7 +27,7 @@ and so the timing, is the same as with the trained weights.
     .venv/bin/python bench/e2e.py [--data PATH] [--ref-epochs 2] [--finetune-epochs 1] [--json out.json]
     .venv/bin/python bench/e2e.py --quick        # smoke run: 16 images per class and split, few epochs
 
-Targets (issue 3): qtl / floor <= 1.5 and reference / qtl >= 20.
+Targets: qtl / floor <= 1.5 and reference / qtl >= 20.
 """
 
 from __future__ import annotations

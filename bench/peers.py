@@ -5,7 +5,9 @@ H + RY(x) embedding, `depth` blocks of [CNOT chain, RY(theta)], <Z_i> on every w
 cross-entropy, backward, Adam (lr 1e-3), all in float32, from the same initial parameters:
 
     native               qtl: `DressedQuantumCircuit` + `qtl.train.train_step` + `qtl.train.adam`,
-                         the step `fit()` trains with (`--compiled` adds `qtl.engines.step`)
+                         the step `fit()` trains with; with `--compiled`, where the head allows it
+                         (up to 6 qubits), `qtl.engines.step.compiled_train_step`, which fit() takes
+                         for long runs
     tensorcircuit-jax    TensorCircuit-NG on JAX: the circuit vmapped over the batch, the whole step
                          (value_and_grad + Adam) under jax.jit
     pennylane-jax        PennyLane default.qubit, JAX interface, backprop, parameter broadcasting,
@@ -14,7 +16,8 @@ cross-entropy, backward, Adam (lr 1e-3), all in float32, from the same initial p
 
 Before timing, every engine's logits on the same batch are checked against qtl's to 1e-5; then the
 engines are timed in interleaved rounds (so a burst of load hits all of them) and the median step is
-reported with its ratio to native. JAX's compile time is reported separately and excluded.
+reported with its ratio to native. Compile times (JAX's, and qtl's with `--compiled`) are reported
+separately and excluded from the step times.
 
 Peers are not qtl dependencies and may pin other torch/numpy versions, so they live in their own
 virtualenv outside the repository, which sees qtl's venv (torch, pennylane) through a .pth file:
@@ -49,6 +52,7 @@ import torch
 from machine import machine
 
 from qtl.circuit import CircuitConfig
+from qtl.engines.step import compilable, compiled_train_step
 from qtl.heads import DressedQuantumCircuit
 from qtl.train import adam, train_step
 
@@ -82,11 +86,12 @@ class Native:
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.optimizer = adam(self.head.parameters(), lr=LR)
         self.step_fn = train_step
-        if compiled:
-            from qtl.engines.step import compiled_train_step
-
+        if compiled and compilable(self.head, self.optimizer):
             self.step_fn = compiled_train_step(self.head, self.optimizer)
-        self.compile_s = 0.0
+
+    @property
+    def compile_s(self) -> float:
+        return getattr(self.step_fn, "compile_seconds", None) or 0.0
 
     def logits(self) -> np.ndarray:
         with torch.no_grad():
@@ -325,9 +330,10 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
             row[name]["status"] = f"outputs differ by {err:.1e}"
             del engines[name]
     samples: dict[str, list[float]] = {name: [] for name in engines}
-    for engine in engines.values():  # warm-up: the first steps build caches and optimizer state
+    for name, engine in engines.items():  # warm-up: the first steps compile, build caches and state
         engine.step()
         engine.step()
+        row[name]["compile_s"] = engine.compile_s
     for _ in range(rounds):  # interleaved, so a burst of load from other processes hits every engine
         for name, engine in engines.items():
             try:

@@ -39,6 +39,16 @@ def spec_text(args, data: Path) -> str:
     )
 
 
+def _per_task(db: Path) -> float:
+    """Median over a sweep's runs of the machinery the database timed: dispatch to the worker starting
+    the run, and its result back to the database."""
+    from qtl.results import ResultsDB
+
+    with ResultsDB(db) as store:
+        timed = [store.timings(r["id"]) for r in store.rows("overhead")]
+    return statistics.median(t["queue"] + t["dispatch"] for t in timed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=12)
@@ -47,13 +57,13 @@ def main() -> None:
     p.add_argument("--pretrained", default="false", choices=("true", "false"))
     p.add_argument("--data", default=None, help="dataset folder (default: hymenoptera)")
     p.add_argument("--backends", nargs="+", default=["local", "processes", "ray"])
+    p.add_argument("--repeats", type=int, default=3, help="fit() and local sweep timings (median)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
     import tomllib
 
     from qtl.data import resolve_dataset
-    from qtl.results import ResultsDB
     from qtl.sweep_spec import parse_spec, plan
     from qtl.sweeps import run_sweep, warm_features
     from qtl.train import fit
@@ -66,13 +76,24 @@ def main() -> None:
     fit(runs[0].model_config, runs[0].train_config, runs[0].machine)  # and imports are done
 
     results, per_task = {}, {}
-    t0 = time.perf_counter()
-    for run in runs:
-        fit(run.model_config, run.train_config, run.machine)
-    results["fit()"] = time.perf_counter() - t0
-
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends:
+        # fit() and the local sweep alternate, `repeats` times each: a busy machine slows both alike
+        times: dict[str, list[float]] = {"fit()": [], "local": []}
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            for run in runs:
+                fit(run.model_config, run.train_config, run.machine)
+            times["fit()"].append(time.perf_counter() - t0)
+            if "local" in args.backends:
+                t0 = time.perf_counter()
+                report = run_sweep(spec, Path(tmp) / f"local-{i}.db")
+                times["local"].append(time.perf_counter() - t0)
+                assert report.done == len(runs), report.errors
+        results = {side: statistics.median(ts) for side, ts in times.items() if ts}
+        if "local" in args.backends:
+            per_task["local"] = _per_task(Path(tmp) / "local-0.db")
+
+        for backend in [b for b in args.backends if b != "local"]:
             db = Path(tmp) / f"{backend}.db"
             if backend == "ray":
                 import ray
@@ -87,12 +108,11 @@ def main() -> None:
                 results[backend] += results["ray start"]
                 ray.shutdown()
             assert report.done == len(runs), report.errors
-            with ResultsDB(db) as results:
-                timed = [results.timings(r["id"]) for r in results.rows("overhead")]
-            per_task[backend] = statistics.median(t["queue"] + t["dispatch"] for t in timed)
+            per_task[backend] = _per_task(db)
 
     base = results["fit()"]
     print(f"{len(runs)} runs of quantum 2q d1, {args.epochs} epochs on cached {args.backbone} features")
+    print(f"(fit() and local: median of {args.repeats} alternating repeats; processes and ray: once)")
     print(f"{'side':<12}{'wall (s)':>10}{'per run (s)':>13}{'overhead/run (s)':>18}{'ratio':>8}")
     for side, seconds in results.items():
         if side == "ray start":

@@ -76,7 +76,7 @@ def main() -> None:
         torch.manual_seed(0)
         model.head = build_model(mc, backbone=(model.backbone, model.in_features)).head
         t = time.perf_counter()
-        fit(mc, tc, machine, data=(train, val), model=model)
+        fit(mc, tc, machine, features=(train, val), model=model)
         qtl_times.append(time.perf_counter() - t)
 
         torch.manual_seed(0)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,13 +166,14 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:  # torch's safe loader refused an object in the file
+        raise CheckpointError(_refused(path.name, str(exc))) from None
+    except Exception as exc:  # a damaged zip, a truncated file, text, another program's data ...
+        said = str(exc).strip().splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) else ""
         raise CheckpointError(
-            f"{path.name} is not a readable qtl checkpoint (corrupt or unsafe): {first}"
+            f"{path.name} is not a readable qtl checkpoint (damaged, or not a checkpoint): "
+            f"{said or type(exc).__name__}"
         ) from None
-    except Exception as exc:
-        raise CheckpointError(f"{path.name} is not a readable qtl checkpoint: {type(exc).__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a qtl checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
@@ -190,6 +190,16 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
     if payload.get("scope") not in ("head", "full"):
         raise CheckpointError(f"{path.name} is damaged: unknown weights scope {payload.get('scope')!r}")
     return payload
+
+
+def _refused(name: str, reason: str) -> str:
+    """Why the safe loader refused a file, without torch's advice to load it unsafely instead."""
+    found = re.search(r"GLOBAL ([\w.]+)", reason)
+    what = f" ({found.group(1)})" if found else ""
+    return (
+        f"{name} is not a qtl checkpoint, or is unsafe: it holds Python objects{what} where a qtl checkpoint "
+        "holds only plain values and tensors. qtl never executes code from a file, so it does not load it"
+    )
 
 
 def _model_config(payload: dict, name: str) -> ModelConfig:
@@ -245,23 +255,6 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         metrics=metrics,
         meta=payload.get("meta", {}),
     )
-
-
-def list_checkpoints(directory: str | Path | None = None) -> list[CheckpointInfo]:
-    """Every valid checkpoint (*.pt) in `directory` (default: `models_dir()`), newest first.
-
-    Files that are not valid checkpoints are skipped; `read_checkpoint_info` says why for one file.
-    """
-    directory = Path(directory) if directory is not None else models_dir()
-    if not directory.is_dir():
-        return []
-    infos = []
-    for p in directory.glob(f"*{SUFFIX}"):
-        try:
-            infos.append(read_checkpoint_info(p))
-        except CheckpointError:
-            continue
-    return sorted(infos, key=lambda i: (i.created, i.path.name), reverse=True)
 
 
 @dataclass

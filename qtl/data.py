@@ -26,7 +26,16 @@ from typing import BinaryIO, Literal
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from qtl.download import DEFAULT_TIMEOUT_S, ChecksumError, DownloadError, OfflineError, Progress, download
+from qtl.download import (
+    DEFAULT_TIMEOUT_S,
+    OFFLINE_ENV,
+    ChecksumError,
+    DownloadError,
+    OfflineError,
+    Progress,
+    download,
+    offline,
+)
 from qtl.paths import default_data_dir
 
 log = logging.getLogger(__name__)
@@ -162,6 +171,8 @@ def dataset_status(path: str | Path | None = None) -> DatasetStatus:
     except DatasetError as exc:
         if _present(root):
             return DatasetStatus("missing", root, str(exc))
+        if offline():
+            return DatasetStatus("missing", root, f"{OFFLINE_ENV} is set: {_where_to_put(root)}")
         return DatasetStatus(
             "downloadable",
             root,

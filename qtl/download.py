@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import socket
 import threading
 import urllib.error
@@ -24,6 +25,12 @@ Progress = Callable[[int, int], None]
 
 DEFAULT_TIMEOUT_S = 10.0
 CHUNK_BYTES = 1 << 20
+OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a download (weights, datasets, anything)
+
+
+def offline() -> bool:
+    """True when $QTL_OFFLINE is set (to anything but "" or "0"): qtl never tries a download."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 class DownloadError(RuntimeError):
@@ -113,11 +120,14 @@ def download(
         timeout: seconds allowed for name resolution, the connection and each read.
 
     Raises:
-        OfflineError: the server cannot be reached or stops answering.
+        OfflineError: $QTL_OFFLINE is set (no connection is tried), or the server cannot be reached or
+            stops answering.
         ChecksumError: size or hash mismatch (nothing is left at `dest`).
         DownloadError: the server answered with an HTTP error.
         files.WriteError: the disk refused the file (full, read-only); nothing is left at `dest`.
     """
+    if offline():
+        raise OfflineError(f"{OFFLINE_ENV} is set, so {url} is not downloaded")
     try:
         _resolve(url, timeout)
         digest = hashlib.sha256()

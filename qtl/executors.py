@@ -80,7 +80,7 @@ def execute(
     runs: list[Run],
     *,
     backend: str = "local",
-    workers: int = 1,
+    workers: int | None = None,
     on_start: Callable[[int, Run], None] | None = None,
     observer: RunObserver | None = None,
     stop=None,
@@ -90,19 +90,21 @@ def execute(
 ) -> Iterator[tuple[int, Run, Done]]:
     """Yield (index, run, Done) for every run of `runs` that was dispatched, as each finishes.
 
+    workers: runs in flight (local: always 1; default 2 processes, or on Ray the cluster's CPUs divided
+        by cpus_per_run).
     observer: per-batch callbacks and preparation progress, for the local backend only.
     address: Ray only: an existing cluster ("auto", "ray://host:10001"); None starts a local instance.
     cpus_per_run / gpus_per_run: Ray only: the resources each task requests.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     on_start = on_start or (lambda i, run: None)
     if backend == "local":
         yield from _local(runs, on_start, observer or RunObserver(), stop)
     elif backend == "processes":
-        yield from _processes(runs, workers, on_start, stop)
+        yield from _processes(runs, workers or 2, on_start, stop)
     else:
         yield from _ray(runs, workers, on_start, stop, address, cpus_per_run, gpus_per_run)
 
@@ -194,7 +196,7 @@ def _ray(runs, workers, on_start, stop, address, cpus, gpus):
         )
     try:
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(work)
-        window = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        window = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
 
         def wait_any(refs):
             ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from qtl.checkpoint import LoadedModel
+from qtl.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
 from qtl.metrics import compute_metrics
 
 ImageInput = str | Path | bytes | Image.Image
@@ -209,82 +210,65 @@ class SplitFeatures:
     paths: list[str]
 
 
-@torch.no_grad()
 def split_features(
     loaded: LoadedModel,
     root: str | Path,
     split: str = "val",
     *,
-    batch_size: int = 32,
+    batch_size: int = IMAGE_EVAL_BATCH,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
 ) -> SplitFeatures:
-    """The backbone features of every image of a split, in dataset order: cached features for frozen
-    variants (extracted once if needed), a backbone pass over the images otherwise.
+    """The backbone features of every image of a split, in dataset order, read as training evaluates
+    it (`qtl.feed.eval_batches`): cached features for frozen variants (extracted once if needed, by the
+    loaded model's own backbone), a backbone pass over the images, `batch_size` at a time, otherwise.
 
     Raises ValueError when the dataset's classes differ from the model's.
     """
-    from qtl.data import ImageFolderDataset, validate_dataset
+    from qtl.data import validate_dataset
 
-    c = loaded.model_config
     classes = validate_dataset(root)
     if list(classes) != list(loaded.class_names):
         raise ValueError(
             f"{loaded.name} predicts {list(loaded.class_names)}, but {root} has classes {classes}"
         )
-    device = _device(loaded)
     model = loaded.model.eval()
-    if c.frozen:
-        from qtl.features import extract_features
-
-        fs = extract_features(
-            c.backbone,
-            c.pretrained,
-            root,
-            split,
-            views=0,
-            device=str(device),
-            batch_size=batch_size,
-            cache_dir=cache_dir,
-            progress=progress,
-            backbone=model.backbone,  # a cache miss runs the loaded model's own backbone, not a new one
-        )
-        x = torch.as_tensor(fs.features, dtype=torch.float32).to(device)  # (N, F)
-        return SplitFeatures(x, torch.as_tensor(fs.labels).long(), [str(p) for p in fs.paths])
-    from torch.utils.data import DataLoader
-
-    ds = ImageFolderDataset(root, split, transform=eval_transform(loaded))
-    chunks = []
-    for i, (x, _) in enumerate(DataLoader(ds, batch_size=batch_size)):
-        chunks.append(model.features(x.to(device)))
-        if progress is not None:
-            progress(min((i + 1) * batch_size, len(ds)), len(ds))
-    labels = torch.as_tensor(ds.targets).long()
-    return SplitFeatures(torch.cat(chunks), labels, [str(p) for p, _ in ds.samples])
+    batches = eval_batches(
+        model,
+        loaded.model_config,
+        root,
+        split,
+        _device(loaded),
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        progress=progress,
+        transform=eval_transform(loaded),  # the preprocessing the checkpoint records
+    )
+    if isinstance(batches, FeatureBatches):
+        features = batches.x
+    else:
+        with torch.no_grad():
+            features = torch.cat([model.features(x) for x, _ in batches])
+    return SplitFeatures(features, batches.y.cpu(), batches.paths)
 
 
-@torch.no_grad()
 def evaluate(
     loaded: LoadedModel,
     root: str | Path,
     split: str = "val",
     *,
-    batch_size: int = 32,
+    batch_size: int = IMAGE_EVAL_BATCH,
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
 ) -> Evaluation:
-    """Metrics and per-sample predictions of a loaded model on one split of a dataset.
-
-    Frozen variants read cached features (extracting them once if needed); trainable backbones run on
-    the images. Raises ValueError when the dataset's classes differ from the model's.
+    """Metrics and per-sample predictions of a loaded model on one split of a dataset: its head over
+    `split_features`, EVAL_BATCH features at a time. Raises ValueError when the dataset's classes differ
+    from the model's.
     """
     t0 = time.perf_counter()
     data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
-    x, model = data.features, loaded.model
-    probs = torch.cat(
-        [torch.softmax(model.forward_features(x[i : i + 512]), 1) for i in range(0, len(x), 512)]
-    )
-    probs = probs.float().cpu()
+    head = FeatureBatches(loaded.model.head, data, EVAL_BATCH, data.features.device)
+    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
     preds = probs.argmax(1)
     samples = [
         SamplePrediction(path, int(y), int(p), row)

@@ -156,32 +156,34 @@ def sweep(
 
 
 def plot(results: Sequence[NoisyResult], title: str = "accuracy under noise"):
-    """A matplotlib figure: accuracy against depolarizing strength, one line per model and shot count;
-    backends as dashed horizontal lines."""
+    """A matplotlib figure, one panel per model: accuracy against depolarizing strength, one line per shot
+    count; each backend as a dashed horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    lines: dict[tuple, list] = {}
-    for r in results:
-        if r.backend is None:
-            lines.setdefault((r.model, r.noise.shots), []).append((r.noise.depolarizing, r.accuracy))
-    for i, ((model, shots), points) in enumerate(lines.items()):
-        points.sort()
-        label = f"{model}, {'exact' if shots is None else f'{shots} shots'}"
-        ax.plot(*zip(*points, strict=True), marker="o", label=label, color=f"C{i % 10}")
-    for j, r in enumerate(r for r in results if r.backend is not None):
-        ax.axhline(
-            r.accuracy, linestyle="--", color=f"C{(len(lines) + j) % 10}", label=f"{r.model}: {r.label}"
-        )
-    ax.set_xlabel("depolarizing strength p (after every gate)")
-    ax.set_ylabel("val accuracy")
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
+    models = list(dict.fromkeys(r.model for r in results))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models) + 1, 4), dpi=110, sharey=True, squeeze=False
+    )
+    for ax, model in zip(axes[0], models, strict=True):
+        lines: dict[int | None, list] = {}
+        for r in results:
+            if r.model == model and r.backend is None:
+                lines.setdefault(r.noise.shots, []).append((r.noise.depolarizing, r.accuracy))
+        for i, (shots, points) in enumerate(sorted(lines.items(), key=lambda kv: kv[0] or 10**9)):
+            label = "exact" if shots is None else f"{shots} shots"
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label, color=f"C{i % 10}")
+        for j, r in enumerate(r for r in results if r.model == model and r.backend is not None):
+            ax.axhline(r.accuracy, linestyle="--", color=f"C{(len(lines) + j) % 10}", label=r.label)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("depolarizing p (after every gate)")
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("val accuracy")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

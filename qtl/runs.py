@@ -50,6 +50,14 @@ class Run:
         return f"{self.model_config.variant} seed {self.train_config.seed}"
 
     @property
+    def name(self) -> str:
+        """The label with what tells a sweep's runs apart, e.g. "quantum 4q d6 seed 0", "linear seed 1"."""
+        c = self.model_config
+        size = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
+        size = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else size
+        return f"{c.variant}{size} seed {self.train_config.seed}"
+
+    @property
     def id(self) -> str:
         """A stable id from the configs: the same run in any sweep, on any machine, has the same id."""
         return run_id(self.model_config, self.train_config, self.dataset)
@@ -58,11 +66,30 @@ class Run:
 def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset: str | None = None) -> str:
     """12 hex digits of a SHA-256 over what is trained: the architecture (only the circuit settings the
     variant uses), the recipe and the dataset's name. Class names do not count, nor the machine settings
-    that checkpoints from before `MachineConfig` hold in their train config."""
+    that checkpoints from before `MachineConfig` hold in their train config. Settings at their defaults
+    are left out too, so a new config field (with a default) never changes the ids of existing runs."""
     tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
     recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
-    doc = {"model": _trained(model_config), "train": recipe_, "dataset": dataset}
+    model = _trained(model_config)
+    doc = {
+        "model": {"variant": model["variant"], **_changed(model, _trained(ModelConfig(model["variant"])))},
+        "train": _changed(recipe_, TrainConfig().to_dict()),
+        "dataset": dataset,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _changed(d: dict, default: dict) -> dict:
+    """`d` without the entries equal to `default`'s (recursively into nested dicts)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            v = _changed(v, default[k])
+            if v:
+                out[k] = v
+        elif k not in default or default[k] != v:
+            out[k] = v
+    return out
 
 
 def _trained(mc: ModelConfig) -> dict:

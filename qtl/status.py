@@ -14,24 +14,24 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from qtl.config import BUNDLED_BACKBONE
-from qtl.download import reachable
+from qtl.download import offline, reachable
 
 DEFAULT_TIMEOUT_S = 2.0
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "BackboneChoice",
-    "WeightsState",
+    "WeightsAvailability",
     "describe_backbone",
     "reachable",
     "resolve_backbone",
     "weights_label",
-    "weights_state",
+    "weights_availability",
 ]
 
 
 @dataclass(frozen=True)
-class WeightsState:
+class WeightsAvailability:
     """What using `pretrained=True` would do now for one backbone."""
 
     state: Literal["cached", "downloadable", "offline"]
@@ -39,23 +39,25 @@ class WeightsState:
     message: str  # one line for a status display
 
 
-def weights_state(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsState:
+def weights_availability(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsAvailability:
     """Cached (file present or bundled), downloadable (host reachable) or offline (neither)."""
-    from qtl.backbones import offline, weights_status
+    from qtl.backbones import weights_status
 
     status = weights_status(backbone)
     if status.cached:
         where = "bundled with" if status.bundled else "cached at"
-        return WeightsState("cached", status.path, f"{status.weights_id} weights {where} {status.path}")
+        return WeightsAvailability(
+            "cached", status.path, f"{status.weights_id} weights {where} {status.path}"
+        )
     if status.bundled:
-        return WeightsState("offline", status.path, f"{status.filename} is missing: {status.url}")
+        return WeightsAvailability("offline", status.path, f"{status.filename} is missing: {status.url}")
     if not offline() and reachable(status.url, timeout):
-        return WeightsState(
+        return WeightsAvailability(
             "downloadable",
             status.path,
             f"{status.filename} is downloaded into {status.path.parent} on first use",
         )
-    return WeightsState(
+    return WeightsAvailability(
         "offline",
         status.path,
         f"not cached and {urlparse(status.url).hostname} cannot be reached: put {status.filename} "
@@ -82,7 +84,9 @@ class BackboneChoice:
     backbone: str
     pretrained: bool
     notice: str | None = None
-    state: WeightsState | None = None  # of the backbone asked for, when pretrained weights were checked
+    state: WeightsAvailability | None = (
+        None  # of the backbone asked for, when pretrained weights were checked
+    )
 
 
 def resolve_backbone(backbone: str, pretrained: bool, timeout: float = DEFAULT_TIMEOUT_S) -> BackboneChoice:
@@ -90,7 +94,7 @@ def resolve_backbone(backbone: str, pretrained: bool, timeout: float = DEFAULT_T
     bundled pretrained efficientnet_lite0, with a one-line notice saying so. Never downloads."""
     if not pretrained or backbone == BUNDLED_BACKBONE:
         return BackboneChoice(backbone, pretrained)
-    state = weights_state(backbone, timeout)
+    state = weights_availability(backbone, timeout)
     if state.state != "offline":
         return BackboneChoice(backbone, pretrained, state=state)
     notice = (

@@ -58,7 +58,7 @@ def run_sweep(
     db_path: str | Path,
     *,
     backend: str = "local",
-    workers: int = 1,
+    workers: int | None = None,
     machine: dict | None = None,
     models_dir: str | Path | None = None,
     observer: SweepObserver | None = None,

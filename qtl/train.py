@@ -3,10 +3,11 @@
     result = fit(ModelConfig("quantum"), recipe("quantum"), checkpoint_path="models/q.pt")
     result.history[-1]["val_acc"], result.best_epoch
 
-Frozen variants (`quantum`, `linear`, `dressed-classical`) train their head on features extracted once
-and cached on disk: epochs index an in-memory (N, F) tensor with a seeded permutation and never touch
-the backbone. Trainable-backbone variants (`finetuned`, `hybrid`) and frozen runs with augmentation but
-no cached views (`augment=True, views=0`) run images through the backbone every epoch.
+`qtl.feed` builds what a run reads, in one place: frozen variants (`quantum`, `linear`,
+`dressed-classical`) train their head on features extracted once and cached on disk (epochs index an
+in-memory (N, F) tensor with a seeded permutation and never touch the backbone); trainable-backbone
+variants (`finetuned`, `hybrid`) and frozen runs with augmentation but no cached views
+(`augment=True, views=0`) run images through the backbone every epoch. `fit` itself never asks which.
 
 Progress goes to `Callback`s (the CLI's progress bar and the app use the same ones). A run stops early
 when a callback raises `Cancelled` or the `stop` event is set; `fit` then returns with `cancelled=True`.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from qtl.backbones import load_backbone
-from qtl.batches import evaluate_loader, evaluate_tensors, feature_batches, image_loaders, split_features
 from qtl.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.datasets import open_dataset
+from qtl.engines.step import step_for_run
+from qtl.feed import FeatureBatches, Feed, evaluate, training_feed
 from qtl.variants import Classifier, build_model
 
 
@@ -164,7 +165,7 @@ def fit(
     *,
     callbacks: Sequence[Callback] = (),
     checkpoint_path: str | Path | None = None,
-    data: tuple | None = None,
+    features: tuple | None = None,
     model: Classifier | None = None,
     stop: StopFlag | None = None,
     progress: Callable | None = None,
@@ -176,25 +177,23 @@ def fit(
     machine: where the data and feature cache are, the device, workers and threads (default: auto).
     callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
     checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
-    data: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F), labels
-        (N,), classes) used instead of extracting features from `machine.data_dir`.
+    features: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F),
+        labels (N,), classes) used instead of extracting them from the dataset at `machine.data_dir`.
     model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
     stop: anything with `is_set()` (a threading.Event); checked after every batch.
     progress: passed to feature extraction and dataset download (progress reporting while preparing).
     """
     tc, machine = train_config, machine or MachineConfig()
     device = resolve_device(machine.device)
-    use_features = model_config.frozen and (not tc.augment or tc.views > 0)
-    if data is not None and not model_config.frozen:
-        raise ValueError(f"data= (cached features) only serves frozen variants, not {model_config.variant!r}")
+    if features is not None and not model_config.frozen:
+        raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
 
-    # ---- data: class names, then cached features or image loaders
-    root, dataset = None, None
-    if data is None:
+    # ---- dataset: its classes are the model's outputs; checkpoints record where it came from
+    if features is None:
         prepared = open_dataset(machine.data_dir, progress=progress)
         root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
     else:
-        classes = tuple(data[0].classes)
+        root, classes, dataset = None, tuple(features[0].classes), None
     if model_config.class_names and tuple(model_config.class_names) != classes:
         raise ValueError(
             f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
@@ -204,96 +203,58 @@ def fit(
     # ---- model: seeded head init, so the same seed gives the same run
     torch.manual_seed(tc.seed)
     built = model is None
-    if built:
-        model = build_model(mc)
-    model.to(device)
-    shuffle_gen = torch.Generator().manual_seed(tc.seed)
+    model = (build_model(mc) if built else model).to(device)
     # a cache miss runs the model's own frozen backbone when fit() built it (a given model's may differ
     # from the weights the cache key names), else one backbone loaded on the first miss and then reused
     backbone = (
         model.backbone if built else functools.cache(lambda: load_backbone(mc.backbone, mc.pretrained)[0])
     )
 
-    val_loader = None
-    if use_features:
-        train_set, val_set = (
-            split_features(mc, tc, machine, root, device, progress, backbone) if data is None else data
-        )
-        train_x = torch.as_tensor(train_set.features, dtype=torch.float32).to(device)  # (N, F) or (V, N, F)
-        train_y = torch.as_tensor(train_set.labels, dtype=torch.long).to(device)  # (N,)
-        batches = math.ceil(len(train_y) / tc.batch_size)
-    else:
-        train_loader, val_loader = image_loaders(mc, tc, machine, root, shuffle_gen, device)
-        batches = len(train_loader)
-        if mc.frozen:  # fresh augmented crops every epoch, but the val features can still be cached
-            _, val_set = split_features(
-                mc, dataclasses.replace(tc, augment=False), machine, root, device, progress, backbone
-            )
-    if val_loader is None:
-        val_x = torch.as_tensor(val_set.features, dtype=torch.float32).to(device)  # (N_val, F)
-        val_y = torch.as_tensor(val_set.labels, dtype=torch.long).to(device)
-        if val_x.dim() == 3:
-            val_x = val_x[0]
-    forward = model.head if use_features else model  # features -> logits, or images -> logits
-
+    # ---- feed, optimizer, schedule
+    generator = torch.Generator().manual_seed(tc.seed)  # batch order, views and augmentation
+    feed = training_feed(
+        model,
+        mc,
+        tc,
+        machine,
+        device,
+        generator,
+        root=root,
+        features=features,
+        progress=progress,
+        backbone=backbone,
+    )
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
-
+    step = _step_for(feed, optimizer, tc)  # train_step, compiled for a long run on cached features
+    best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
     history: list[dict] = []
-    best_epoch, best_key, best_state, saved_path = None, None, None, None
-    fingerprint = None  # of the frozen backbone, for every checkpoint: hashed once, on the first save
-    kept = model.head if model.frozen else model  # a frozen backbone never changes: snapshot the head only
-    cancelled = False
-
-    def save() -> Path:
-        """Checkpoint the model as it is now: the best epoch's weights, its metrics, the history so far."""
-        nonlocal fingerprint
-        if mc.frozen and fingerprint is None:
-            fingerprint = backbone_fingerprint(model.backbone)
-        return save_checkpoint(
-            checkpoint_path,
-            model,
-            mc,
-            history=history,
-            metrics=history[best_epoch - 1],
-            train_config=tc,
-            fingerprint=fingerprint,
-            dataset=dataset,
-        )
+    batches, cancelled = len(feed.train), False
 
     threads = torch.get_num_threads()
     try:
-        run_threads = machine.cpu_threads or _auto_threads(mc, tc, use_features, device)
+        run_threads = machine.cpu_threads or _auto_threads(mc, tc, feed, device)
         if run_threads is not None:
             torch.set_num_threads(run_threads)
         for epoch in range(1, tc.epochs + 1):
             t0 = time.perf_counter()
             lr = optimizer.param_groups[-1]["lr"]
+
+            # ---- train: one pass over the train batches
             model.train()
             if tc.freeze_batchnorm:
                 freeze_batchnorm(model.backbone)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-
-            # ---- train: one pass in seeded order
-            if use_features:
-                epoch_batches = feature_batches(train_x, train_y, tc.batch_size, tc.shuffle, shuffle_gen)
-            else:
-                epoch_batches = ((x.to(device, non_blocking=True), y.to(device)) for x, y in train_loader)
-            for b, (x, y) in enumerate(epoch_batches, start=1):
-                loss, ok = train_step(forward, optimizer, x, y)
+            loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+            for b, (x, y) in enumerate(feed.train, start=1):
+                loss, ok = step(feed.train.forward, optimizer, x, y)
                 loss_sum += loss * len(y)
                 correct += ok
                 seen += len(y)
-                _batch_end(callbacks, stop, epoch, tc.epochs, b, batches, loss, lr, history, best_epoch)
+                _batch_end(callbacks, stop, epoch, tc.epochs, b, batches, loss, lr, history, best.epoch)
 
             # ---- evaluate on the val split
             model.eval()
-            if val_loader is None:
-                val_loss, val_acc = evaluate_tensors(model.head, val_x, val_y)
-            else:
-                val_loss, val_acc = evaluate_loader(model, val_loader, device)
+            val_loss, val_acc = evaluate(feed.val)
 
             # ---- schedule
             scheduler.step()
@@ -311,39 +272,93 @@ def fit(
             history.append(row)
 
             # ---- keep the best epoch, and checkpoint it atomically
-            key = (val_acc, -val_loss)
-            if best_key is None or key > best_key:
-                best_epoch, best_key = epoch, key
-                best_state = copy.deepcopy(kept.state_dict())
-                if checkpoint_path is not None:
-                    saved_path = save()
+            best.offer(history)
 
-            progress_row = Progress(
-                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best_epoch
+            done = Progress(
+                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best.epoch
             )
             for cb in callbacks:
-                cb.on_epoch_end(progress_row)
+                cb.on_epoch_end(done)
             _check_stop(stop)
     except Cancelled:
         cancelled = True
     finally:
         torch.set_num_threads(threads)
 
-    # ---- finish with the best epoch's weights; its checkpoint then gets the whole run's history
-    if best_state is not None:
-        kept.load_state_dict(best_state)
-        if saved_path is not None and len(history) > best_epoch:
-            saved_path = save()
+    # ---- finish with the best epoch's weights
+    best.restore(history)
     model.eval()
-    return FitResult(model, mc, tc, history, best_epoch, saved_path, cancelled)
+    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled)
+
+
+def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Callable:
+    """`train_step`, or for a head on cached features trained long enough to pay, the same step compiled
+    once (`qtl.engines.step.step_for_run`); image batches always take the eager step."""
+    if not isinstance(feed.train, FeatureBatches):
+        return train_step
+    n_steps = tc.epochs * len(feed.train)
+    return step_for_run(train_step, feed.train.forward, optimizer, n_steps, tc.batch_size)
+
+
+class _BestEpoch:
+    """The best epoch so far by val accuracy (ties: lower val loss): its weights kept in memory and,
+    when a path is given, in a checkpoint rewritten atomically at every improvement."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        mc: ModelConfig,
+        tc: TrainConfig,
+        path: str | Path | None,
+        dataset: dict | None,  # where the data came from, for the checkpoint (`qtl.datasets`)
+    ) -> None:
+        self.model, self.mc, self.tc, self.path, self.dataset = model, mc, tc, path, dataset
+        self.kept = model.head if model.frozen else model  # a frozen backbone never changes: the head only
+        self.epoch: int | None = None  # 1-based
+        self.key, self.state, self.saved = None, None, None
+        self.fingerprint = None  # of the frozen backbone, hashed on the first save
+
+    def offer(self, history: list[dict]) -> None:
+        """Keep the latest epoch (history[-1]) if it beats the best so far."""
+        row = history[-1]
+        key = (row["val_acc"], -row["val_loss"])
+        if self.key is None or key > self.key:
+            self.epoch, self.key = row["epoch"], key
+            self.state = copy.deepcopy(self.kept.state_dict())
+            if self.path is not None:
+                self.saved = self._save(history)
+
+    def restore(self, history: list[dict]) -> None:
+        """Load the best epoch's weights back; its checkpoint then gets the whole run's history."""
+        if self.state is None:
+            return
+        self.kept.load_state_dict(self.state)
+        if self.saved is not None and len(history) > self.epoch:
+            self.saved = self._save(history)
+
+    def _save(self, history: list[dict]) -> Path:
+        """Checkpoint the model as it is now (the best epoch's weights), its metrics, the history so far."""
+        if self.mc.frozen and self.fingerprint is None:
+            self.fingerprint = backbone_fingerprint(self.model.backbone)
+        metrics = history[self.epoch - 1]
+        return save_checkpoint(
+            self.path,
+            self.model,
+            self.mc,
+            history=history,
+            metrics=metrics,
+            train_config=self.tc,
+            fingerprint=self.fingerprint,
+            dataset=self.dataset,
+        )
 
 
 SMALL_STEP = 2**12  # batch * 2**n_qubits amplitudes: below this a training step is too small to share
 
 
-def _auto_threads(mc: ModelConfig, tc: TrainConfig, use_features: bool, device: torch.device) -> int | None:
+def _auto_threads(mc: ModelConfig, tc: TrainConfig, feed: Feed, device: torch.device) -> int | None:
     """1 when training a small head on cached features on the CPU, else None (leave torch's setting)."""
-    if not use_features or device.type != "cpu":
+    if not isinstance(feed.train, FeatureBatches) or device.type != "cpu":
         return None
     if mc.is_quantum and tc.batch_size * 2**mc.circuit.n_qubits > SMALL_STEP:
         return None

@@ -15,11 +15,13 @@ __all__ = ["REPO", "SHARED_HYMENOPTERA", "make_class_folders", "make_image_folde
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_caches(tmp_path_factory):
-    """Keep TORCH_HOME and qtl's caches inside a temporary folder for the whole session."""
+    """Keep TORCH_HOME and qtl's caches inside a temporary folder for the whole session, online unless a
+    test sets QTL_OFFLINE."""
     root = tmp_path_factory.mktemp("caches")
     with pytest.MonkeyPatch.context() as mp:  # restores the environment afterwards
         mp.setenv("TORCH_HOME", str(root / "torch"))
         mp.setenv("QTL_CACHE_DIR", str(root / "qtl"))
+        mp.delenv("QTL_OFFLINE", raising=False)  # tests that need it offline say so
         yield root
 
 

@@ -1,7 +1,7 @@
 """Run qtl in this process and stall one atomic write half way, so a test can kill -9 it mid-write.
 
     python tests/midwrite.py NAME N qtl ARGS...        the `qtl ARGS...` command line
-    python tests/midwrite.py NAME N import FILE DIR    qtl.store.import_checkpoint(FILE's bytes, NAME, DIR)
+    python tests/midwrite.py NAME N import FILE DIR    import_checkpoint(FILE's bytes, NAME, DIR)
 
 The N-th file written by `qtl.files.atomic_write` for a target called NAME gets only the first half of
 its first write; then the process prints "MIDWRITE <temporary file>" on stderr and sleeps until it is
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
 
         return qtl_main(rest)
     if what == "import":
-        from qtl.store import import_checkpoint
+        from qtl.checkpoint_store import import_checkpoint
 
         source, directory = rest
         import_checkpoint(Path(source).read_bytes(), name, directory)

@@ -48,6 +48,19 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
 
 
+def offline_env(tmp: Path, **settings: str) -> dict:
+    """os.environ for a served app that never touches the network: caches under `tmp`, random init,
+    offline, plus `settings` (e.g. QTL_DEMO="1", QTL_DATA_DIR=...)."""
+    return {
+        **os.environ,
+        "QTL_CACHE_DIR": str(tmp / "cache"),
+        "TORCH_HOME": str(tmp / "torch"),
+        "QTL_PRETRAINED": "0",
+        "QTL_OFFLINE": "1",
+        **settings,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -97,12 +97,12 @@ def app(page: str = "overview", state: dict | None = None) -> AppTest:
 
 
 def ui_module():
-    """The app's ui.jobs module, as the running app imported it (shares st.cache_resource objects)."""
+    """The app's ui.server_jobs module, as the running app imported it (shares st.cache_resource objects)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from ui import jobs
+    from ui import server_jobs
 
-    return jobs
+    return server_jobs
 
 
 def wait_for_job(at: AppTest, timeout: float = 90) -> None:
@@ -148,6 +148,15 @@ class TestPages:
         toggle = at.toggle(key="ov_pretrained")
         assert toggle.value is False and toggle.disabled
         assert "random init" in texts(at.sidebar.markdown)
+
+    def test_overview_offline_never_offers_the_dataset_download(self, app_env, monkeypatch):
+        """QTL_OFFLINE=1 and no dataset at the default place: the overview says missing and where to put
+        it, not "downloadable"."""
+        monkeypatch.delenv("QTL_DATA_DIR")
+        at = app("overview")
+        errors = texts(at.error)
+        assert "Dataset missing" in errors and "QTL_OFFLINE is set" in errors
+        assert "downloadable" not in texts(at.info)
 
 
 class TestFallback:
@@ -212,7 +221,7 @@ class TestTrain:
         wait_for_job(at)
         from qtl.checkpoint import read_checkpoint_info
 
-        (saved,) = (app_env / "models").glob("quantum*.pt")
+        (saved,) = (app_env / "models").glob("quantum*-q40d1-*.pt")  # the tiny-config test saved one too
         info = read_checkpoint_info(saved)
         assert info.n_qubits == 40 and info.model_config.engine == "mps"
 

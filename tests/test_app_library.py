@@ -1,4 +1,4 @@
-"""The small library modules behind the app: qtl.runs, qtl.store, qtl.status and qtl.difflab."""
+"""The small library modules behind the app: qtl.runs, qtl.checkpoint_store, qtl.status and qtl.difflab."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import statistics
 import pytest
 
 from qtl.checkpoint import CheckpointError, checkpoint_name
+from qtl.checkpoint_store import delete_checkpoint, import_checkpoint, safe_name
 from qtl.config import ModelConfig
 from qtl.difflab import LabCase, run_case, run_lab
+from qtl.download import reachable
 from qtl.runs import mean_std, parse_seeds, plan_runs, summarise
-from qtl.status import reachable
-from qtl.store import delete_checkpoint, import_checkpoint, safe_name
 
 
 class TestRuns:

@@ -17,7 +17,6 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from qtl import backbones
 from qtl.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
@@ -30,6 +29,7 @@ from qtl.backbones import (
     weights_status,
 )
 from qtl.config import BACKBONE_NAMES
+from qtl.download import OFFLINE_ENV
 
 TORCHVISION_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -42,7 +42,7 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty TORCH_HOME for one test."""
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.delenv(backbones.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)
     return home
@@ -160,9 +160,9 @@ class TestOffline:
 
     def test_offline_env(self, torch_home, monkeypatch):
         """QTL_OFFLINE=1 never tries the network."""
-        monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
+        monkeypatch.setenv(OFFLINE_ENV, "1")
         monkeypatch.setattr(torchvision_models, "download", pytest.fail)
-        with pytest.raises(WeightsUnavailableError, match=backbones.OFFLINE_ENV):
+        with pytest.raises(WeightsUnavailableError, match=OFFLINE_ENV):
             load_backbone("resnet18", pretrained=True)
 
     @pytest.mark.parametrize("server", ["refused", "silent"])

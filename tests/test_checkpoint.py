@@ -16,14 +16,14 @@ from qtl.checkpoint import (
     CheckpointError,
     checkpoint_name,
     default_checkpoint_path,
-    list_checkpoints,
     load_checkpoint,
-    models_dir,
     read_checkpoint_info,
     save_checkpoint,
 )
+from qtl.checkpoint_store import list_checkpoints
 from qtl.circuit import CircuitConfig
 from qtl.config import FROZEN_VARIANTS, MACHINE_KEYS, VARIANTS, ModelConfig, TrainConfig
+from qtl.paths import models_dir
 from qtl.variants import build_model
 
 CLASSES = ("ants", "bees")
@@ -190,8 +190,10 @@ class TestSafety:
         path = tmp_path / "evil.pt"
         torch.save({"format": "qtl-checkpoint", "format_version": 1, "model_config": Evil(marker)}, path)
         for read in (load_checkpoint, read_checkpoint_info):
-            with pytest.raises(CheckpointError, match="corrupt or unsafe"):
+            with pytest.raises(CheckpointError, match="not a qtl checkpoint, or is unsafe") as err:
                 read(path)
+            assert "never executes code from a file" in str(err.value)
+            assert "weights_only" not in str(err.value) and "trust" not in str(err.value)  # torch's advice
         assert not marker.exists()
 
     @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -200,8 +202,9 @@ class TestSafety:
         marker = tmp_path / "marker.txt"
         path = tmp_path / "evil.pt"
         path.write_bytes(pickle.dumps(Evil(marker)))
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointError, match="never executes code from a file") as err:
             load_checkpoint(path)
+        assert "weights_only" not in str(err.value)
         assert not marker.exists()
 
     def test_the_evil_payload_is_real(self, tmp_path):

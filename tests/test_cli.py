@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import REPO, make_image_folder
 
 from qtl import cli
 from qtl.checkpoint import load_checkpoint, read_checkpoint_info
@@ -116,6 +116,26 @@ class TestHelp:
     def test_no_command_prints_help_and_fails(self, capsys):
         code, _, err = run(capsys)
         assert code == 2 and "usage: qtl" in err
+
+
+class TestPythonM:
+    def test_python_m_qtl_is_the_qtl_command(self, capsys):
+        """`python -m qtl` is the same command line as `qtl`: its help, output and exit codes."""
+
+        def m(*argv):
+            cmd = [sys.executable, "-m", "qtl", *argv]
+            return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+        argv = ("draw", "--qubits", "2", "--depth", "1")
+        proc, (code, out, _) = m(*argv), run(capsys, *argv)
+        assert (proc.returncode, proc.stdout) == (code, out) == (0, out) and "2 qubits, depth 1" in out
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--help"])
+        out = capsys.readouterr().out
+        assert m("train", "--help").stdout == out and out.startswith("usage: qtl train ")
+        bad = m("train", "--epochs", "many")
+        assert bad.returncode == 2 and "usage: qtl train" in bad.stderr  # argparse's usage error
+        assert m().returncode == 2  # no command: usage on stderr, like `qtl`
 
 
 class TestTrainEvaluatePredict:

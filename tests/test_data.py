@@ -276,6 +276,15 @@ class TestStatus:
         assert status.state == "downloadable" and status.path == tmp_path / "later"
         assert "first use" in status.message
 
+    def test_offline_default_is_missing(self, tmp_path, monkeypatch, no_network):
+        """QTL_OFFLINE=1: a dataset not on disk yet is missing (with where to put it), not downloadable."""
+        monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "later"))
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        status = dataset_status()
+        assert (
+            status.state == "missing" and "QTL_OFFLINE" in status.message and "QTL_DATA_DIR" in status.message
+        )
+
     def test_empty_default_folder_is_downloadable(self, tmp_path, monkeypatch, no_network):
         (tmp_path / "empty").mkdir()
         monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "empty"))
@@ -335,6 +344,19 @@ class TestDownload:
         assert calls[-1] == (size, size)
         assert [d for d, _ in calls] == sorted(d for d, _ in calls)
         assert [p.name for p in dest.parent.iterdir()] == ["hymenoptera_data"]
+
+    def test_offline_never_connects(self, served_zip, tmp_path, monkeypatch, no_network):
+        """QTL_OFFLINE=1: the dataset download fails at once, saying why and where to put the data, without
+        touching the network (no_network fails on any connection) or leaving anything behind."""
+        url, size, sha = served_zip
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        dest = tmp_path / "data" / "hymenoptera_data"
+        with pytest.raises(DatasetError, match="QTL_OFFLINE is set.*put the dataset"):
+            download_hymenoptera(dest, url=url, size=size, sha256=sha)
+        monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "default"))
+        with pytest.raises(DatasetError, match="QTL_OFFLINE"):
+            resolve_dataset(None)  # nothing at the default location: it would download
+        assert not dest.exists() and list(dest.parent.iterdir()) == []
 
     def test_bad_hash(self, served_zip, tmp_path):
         url, size, _ = served_zip

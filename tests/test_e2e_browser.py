@@ -7,12 +7,11 @@ killed at the end. A screenshot is saved under test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 from conftest import REPO, make_image_folder
-from served_app import Server, ServerError, chromium_missing, launch_chromium
+from served_app import Server, ServerError, chromium_missing, launch_chromium, offline_env
 
 ARTIFACTS = REPO / "test-artifacts"
 PREDICTION = re.compile(r"(quantum|linear|finetuned)-resnet18\S+ → (\w+) \((\d+\.\d)%\)")
@@ -27,17 +26,13 @@ def test_train_then_classify_in_chromium(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     data = make_image_folder(tmp_path / "tiny")
-    env = {
-        **os.environ,
-        "QTL_DATA_DIR": str(data),
-        "QTL_MODELS_DIR": str(tmp_path / "models"),
-        "QTL_CACHE_DIR": str(tmp_path / "cache"),
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "QTL_PRETRAINED": "0",
-        "QTL_OFFLINE": "1",
-        "QTL_DEMO": "1",  # the hosted-demo setting: a private session area, and 1 epoch per quick-start run
-        "QTL_DEMO_MAX_EPOCHS": "1",
-    }
+    env = offline_env(
+        tmp_path,
+        QTL_DATA_DIR=str(data),
+        QTL_MODELS_DIR=str(tmp_path / "models"),
+        QTL_DEMO="1",  # the hosted-demo setting: a private session area, and 1 epoch per quick-start run
+        QTL_DEMO_MAX_EPOCHS="1",
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     with Server(env, tmp_path / "streamlit.log") as server:
         try:

@@ -198,7 +198,7 @@ class TestInTheProduct:
         mc = ModelConfig("quantum", pretrained=False, circuit=circuit, engine="mps", max_bond=2)
         path = tmp_path / "wide.pt"
         result = fit(
-            mc, TrainConfig(epochs=3, batch_size=8, lr=0.05), data=(train, val), checkpoint_path=path
+            mc, TrainConfig(epochs=3, batch_size=8, lr=0.05), features=(train, val), checkpoint_path=path
         )
         assert result.best["val_acc"] >= 0.8  # 16 validation samples, chance is 0.5
         assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

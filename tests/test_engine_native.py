@@ -290,12 +290,14 @@ class TestMemoryBudget:
             make_engine(CircuitConfig(24, 100), "native", memory_budget=256 * 2**20)
 
     def test_adjoint_memory_does_not_grow_with_depth(self):
-        """24 qubits, batch 8 trains within 4 GiB at any depth: the adjoint path keeps O(1) states."""
+        """24 qubits, batch 8 needs about 4.3 GiB at any depth on the adjoint path (autograd: 13+ GiB)."""
         shallow, deep = NativeEngine(CircuitConfig(24, 6)), NativeEngine(CircuitConfig(24, 100))
         assert shallow.path_for(8) == deep.path_for(8) == "adjoint"
-        assert shallow.estimate_bytes(8) <= 4 * 2**30
+        assert 4 * 2**30 < shallow.estimate_bytes(8) < 4.5 * 2**30
         assert deep.estimate_bytes(8) - shallow.estimate_bytes(8) < 2**20  # only the index tables grow
-        assert NativeEngine(CircuitConfig(24, 6), path="state").estimate_bytes(8) > 4 * 2**30
+        assert NativeEngine(CircuitConfig(24, 6), path="state").estimate_bytes(8) > 13 * 2**30
+        with pytest.raises(SimulationTooLarge, match=r"about 4\.2 GiB for batch 8 at 24 qubits"):
+            shallow(torch.zeros(8, 24), torch.zeros(6, 24, requires_grad=True))
 
     def test_environment_variable_sets_the_default_budget(self, monkeypatch):
         """QTL_NATIVE_MEMORY_BUDGET overrides the default; a bad value is a clear error."""

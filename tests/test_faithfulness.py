@@ -73,7 +73,7 @@ def test_quantum_variant_matches_the_pennylane_demo_step_by_step():
     assert (train_config.optimizer, train_config.lr, train_config.batch_size) == ("adam", 4e-4, 4)
     assert (train_config.step_size, train_config.gamma) == (10, 0.1)
     recorder = LossRecorder()
-    fit(config, train_config, data=(train, val), model=model, callbacks=[recorder])
+    fit(config, train_config, features=(train, val), model=model, callbacks=[recorder])
 
     expected = reference_losses(reference, features, labels, epochs, train_config.batch_size)
     assert len(recorder.losses) == len(expected) == 24

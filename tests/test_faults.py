@@ -26,15 +26,14 @@ from conftest import REPO
 
 from qtl.checkpoint import (
     CheckpointError,
-    list_checkpoints,
     load_checkpoint,
     read_checkpoint_info,
     save_checkpoint,
 )
+from qtl.checkpoint_store import import_checkpoint, list_checkpoints
 from qtl.circuit import CircuitConfig
 from qtl.config import ModelConfig
 from qtl.files import PART, WriteError
-from qtl.store import import_checkpoint
 from qtl.variants import build_model
 
 QTL = Path(sys.executable).parent / "qtl"
@@ -159,9 +158,10 @@ class TestKilledCommandLine:
 
 
 def test_killed_mid_upload_stores_nothing_and_the_app_lists_whole_checkpoints(tmp_path, monkeypatch):
-    """kill -9 half way through storing an uploaded checkpoint (`qtl.store.import_checkpoint`, what the
-    Checkpoints page calls): no up.pt appears; after a restart the page lists only the whole checkpoint,
-    and the same upload is stored under its own name, with the dead writer's temporary file gone."""
+    """kill -9 half way through storing an uploaded checkpoint (`qtl.checkpoint_store.import_checkpoint`,
+    what the Checkpoints page calls): no up.pt appears; after a restart the page lists only the whole
+    checkpoint, and the same upload is stored under its own name, with the dead writer's temporary file
+    gone."""
     from streamlit.testing.v1 import AppTest
 
     models, log = tmp_path / "models", tmp_path / "import.log"

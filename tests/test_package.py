@@ -2,6 +2,7 @@
 another without cycles, and its configs and names load without torch."""
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -113,7 +114,7 @@ def test_the_import_graph_of_qtl_has_no_cycles():
     """No qtl module imports (even lazily, inside a function) one that imports it back."""
     graph = module_imports()
     assert {"qtl.config", "qtl.train", "qtl.engines.native"} <= set(graph)
-    assert {"qtl.config", "qtl.checkpoint", "qtl.batches"} <= graph["qtl.train"]
+    assert {"qtl.config", "qtl.checkpoint", "qtl.feed"} <= graph["qtl.train"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -122,3 +123,17 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
+def test_no_tracked_file_holds_merge_conflict_markers():
+    """A merge left half-resolved never ships: no tracked text file has a line starting a conflict hunk."""
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    marker = re.compile(r"^(<{7} |>{7} )", re.M)
+    found = []
+    for name in listed.stdout.splitlines():
+        path = REPO / name
+        if path.suffix in {".py", ".md", ".toml", ".txt", ".cfg", ".sh", ".yml", ".yaml"} and path.is_file():
+            if marker.search(path.read_text(errors="replace")):
+                found.append(name)
+    assert len(listed.stdout.splitlines()) > 50  # the listing really saw the repository
+    assert found == []

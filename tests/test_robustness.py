@@ -84,7 +84,7 @@ def test_noise_aware_training_learns():
     noise = NoiseConfig(depolarizing=0.01, depolarizing_2q=0.03, amplitude_damping=0.01, shots=100)
     mc = ModelConfig(pretrained=False, class_names=("a", "b"), circuit=CircuitConfig(2, 2), noise=noise)
     tc = dataclasses.replace(recipe("quantum"), epochs=4, lr=0.05, batch_size=8)
-    result = fit(mc, tc, data=(train, val))
+    result = fit(mc, tc, features=(train, val))
     assert isinstance(result.model.head.engine, DensityMatrixEngine)
     assert result.best["val_acc"] >= 0.9
 

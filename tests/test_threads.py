@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from qtl.checkpoint import load_checkpoint, save_checkpoint
+from qtl.checkpoint import backbone_fingerprint, load_checkpoint, save_checkpoint
 from qtl.circuit import CircuitConfig
+from qtl.config import ModelConfig
 from qtl.inference import predict
-from qtl.variants import ModelConfig, build_head, build_model
+from qtl.variants import build_head, build_model
 
 THREADS, ROUNDS = 8, 10
 
@@ -98,3 +99,18 @@ def test_concurrent_predictions_of_one_loaded_checkpoint_match_serial_ones(tmp_p
     assert not [r for r in results if isinstance(r, Exception)], results
     assert max(max(errors) for errors in results) < 1e-6
     assert len({tuple(p[0].tolist()) for p in alone}) == n  # the images do get different answers
+
+
+def test_concurrent_random_init_backbones_are_the_one_seeded_backbone():
+    """Sessions loading random-init checkpoints and a job training build backbones at once: every thread
+    gets the seeded random-init weights a lone build gets (their draws from torch's one global RNG used
+    to interleave, and each thread got other weights: "trained on different resnet18 weights")."""
+    from qtl.backbones import common, load_backbone
+
+    def fingerprint(_=None):
+        return backbone_fingerprint(load_backbone("resnet18", pretrained=False)[0])
+
+    common._RANDOM_STATES.clear()  # a fresh process: the first builds draw the weights
+    together = concurrently(fingerprint, 4)
+    common._RANDOM_STATES.clear()
+    assert together == [fingerprint()] * 4

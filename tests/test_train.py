@@ -113,7 +113,7 @@ class TestCallbacks:
         rec = Recorder()
         train, val = synthetic_features(n=22)  # 11 training samples, batch 4 -> 3 batches
         mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
-        fit(mc, TrainConfig(epochs=2, batch_size=4), data=(train, val), callbacks=[rec])
+        fit(mc, TrainConfig(epochs=2, batch_size=4), features=(train, val), callbacks=[rec])
         assert [(e, b, n) for e, b, n, _, _ in rec.batches] == [(e, b, 3) for e in (1, 2) for b in (1, 2, 3)]
         assert rec.batches[-1][3] == pytest.approx(1.0)
         assert [e for e, _, _ in rec.epochs] == [1, 2]
@@ -131,7 +131,7 @@ class TestCallbacks:
         train, val = synthetic_features()
         mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
         r = fit(
-            mc, TrainConfig(epochs=5, batch_size=4), data=(train, val), callbacks=[StopLater()], stop=stop
+            mc, TrainConfig(epochs=5, batch_size=4), features=(train, val), callbacks=[StopLater()], stop=stop
         )
         assert r.cancelled and len(r.history) == 1 and r.best_epoch == 1
 
@@ -142,7 +142,7 @@ class TestCheckpoints:
         train, val = synthetic_features()
         mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
         path = tmp_path / "q.pt"
-        r = fit(mc, TrainConfig(epochs=6, batch_size=4, lr=0.02), data=(train, val), checkpoint_path=path)
+        r = fit(mc, TrainConfig(epochs=6, batch_size=4, lr=0.02), features=(train, val), checkpoint_path=path)
         best = max(r.history, key=lambda row: (row["val_acc"], -row["val_loss"]))
         assert r.best_epoch == best["epoch"] and r.checkpoint_path == path
         loaded = load_checkpoint(path)
@@ -160,7 +160,7 @@ class TestCheckpoints:
         mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
         path = tmp_path / "q.pt"
         tc = TrainConfig(epochs=3, batch_size=4, lr=0.02, step_size=1, gamma=1e-30)
-        r = fit(mc, tc, data=(train, val), checkpoint_path=path)
+        r = fit(mc, tc, features=(train, val), checkpoint_path=path)
         loaded = load_checkpoint(path)
         assert r.best_epoch == 1 and loaded.metrics["epoch"] == 1
         assert [row["epoch"] for row in loaded.history] == [1, 2, 3]
@@ -170,12 +170,12 @@ class TestCheckpoints:
         train, val = synthetic_features()
         mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES)
         path = tmp_path / "q.pt"
-        fit(mc, TrainConfig(epochs=2, batch_size=4), data=(train, val), checkpoint_path=path)
+        fit(mc, TrainConfig(epochs=2, batch_size=4), features=(train, val), checkpoint_path=path)
         before = sha(path)
         r = fit(
             mc,
             TrainConfig(epochs=3, batch_size=4, seed=5),
-            data=(train, val),
+            features=(train, val),
             checkpoint_path=path,
             callbacks=[Recorder(cancel_at=(1, 2))],
         )
@@ -189,7 +189,7 @@ class TestCheckpoints:
         train, val = synthetic_features()
         mc = ModelConfig("linear", pretrained=False, class_names=CLASSES)
         path = tmp_path / "l.pt"
-        fit(mc, TrainConfig(epochs=1, batch_size=4), data=(train, val), checkpoint_path=path)
+        fit(mc, TrainConfig(epochs=1, batch_size=4), features=(train, val), checkpoint_path=path)
         before = sha(path)
 
         def dying_save(obj, f, *args, **kwargs):
@@ -198,7 +198,7 @@ class TestCheckpoints:
 
         monkeypatch.setattr(torch, "save", dying_save)
         with pytest.raises(OSError, match="disk full"):
-            fit(mc, TrainConfig(epochs=1, batch_size=4, seed=3), data=(train, val), checkpoint_path=path)
+            fit(mc, TrainConfig(epochs=1, batch_size=4, seed=3), features=(train, val), checkpoint_path=path)
         monkeypatch.undo()
         assert sha(path) == before
         assert list(tmp_path.iterdir()) == [path]
@@ -214,15 +214,17 @@ class TestFrozenPath:
         r = fit(mc, quick("quantum", epochs=2), MachineConfig(data_dir=tiny_image_folder), model=model)
         assert len(r.history) == 2
 
-    def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder):
-        """linear with augment and views=0 bypasses the cache: fresh crops through the backbone."""
+    def test_augmentation_without_views_runs_the_backbone_each_epoch(self, micro_folder, tmp_path):
+        """linear with augment and views=0 bypasses the cache: fresh crops through the backbone; only the
+        val split's features are cached (evaluation still reads them)."""
         mc = ModelConfig("linear", pretrained=False, class_names=("cats", "dogs"))
         model = build_model(mc)
         calls = []
         model.backbone.register_forward_hook(lambda *_: calls.append(1))
         tc = quick("linear", epochs=2, views=0, batch_size=2)
-        fit(mc, tc, MachineConfig(data_dir=micro_folder), model=model)
+        fit(mc, tc, MachineConfig(data_dir=micro_folder, cache_dir=tmp_path), model=model)
         assert len(calls) == 2 * 2  # 4 training images, batch 2: two backbone passes per epoch
+        assert [p.name.split("-")[1] for p in tmp_path.glob("*.pt")] == ["val"]
 
     def test_cached_views_are_used(self, tiny_image_folder):
         """linear with views=2 trains on cached augmented views and never runs the model's backbone."""
@@ -285,13 +287,13 @@ class TestErrors:
     def test_features_for_a_trainable_variant(self):
         """Cached features cannot train a backbone: a clear error."""
         with pytest.raises(ValueError, match="frozen"):
-            fit(ModelConfig("finetuned", pretrained=False), TrainConfig(), data=synthetic_features())
+            fit(ModelConfig("finetuned", pretrained=False), TrainConfig(), features=synthetic_features())
 
     def test_class_names_must_match_the_data(self):
         """A config made for other classes is refused before training."""
         mc = ModelConfig("linear", pretrained=False, class_names=("ants", "bees"))
         with pytest.raises(ValueError, match="dataset classes"):
-            fit(mc, TrainConfig(epochs=1), data=synthetic_features())
+            fit(mc, TrainConfig(epochs=1), features=synthetic_features())
 
     @pytest.mark.parametrize(
         "field, value, message",

@@ -5,12 +5,12 @@ another; what only one page renders may live in that page).
 |---------------|-------------------------------------------------------------------------------|
 | `settings`    | `Settings`: demo mode, limits and paths, from the environment or secrets.toml |
 | `session`     | per-session state: `init_session`, the active configuration                   |
-| `storage`     | where checkpoints live: this session's area, listed areas, who may delete     |
+| `checkpoint_dirs` | where checkpoints live: this session's area, listed areas, who may delete |
 | `cache`       | the `st.cache_*` wrappers around library calls, shared by every session       |
-| `checkpoints` | this session's loaded checkpoints: load, unload, `loaded_models`              |
+| `session_models` | this session's loaded checkpoints: load, unload, `loaded_models`           |
 | `widgets`     | inputs shared by pages: config-bound widgets, circuit form, image inputs      |
 | `training`    | training runs from the active configuration (Train form, quick start)         |
-| `jobs`        | the server's job runner, submitting a job, the live job panel                 |
+| `server_jobs` | the server's one job runner (`qtl.jobs.JobRunner`), submitting, the job panel |
 | `charts`      | Altair charts                                                                 |
 | `tables`      | dataframes for `st.dataframe`                                                 |
 | `sidebar`     | the sidebar shown on every page                                               |

@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path):
 @st.cache_data(show_spinner=False, ttl=60)
 def checkpoint_infos(directory: str, version: float) -> list:
     """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
-    from qtl.checkpoint import list_checkpoints
+    from qtl.checkpoint_store import list_checkpoints
 
     return list_checkpoints(directory)
 
@@ -42,9 +42,9 @@ def list_area(directory: Path) -> list:
 
 
 @st.cache_data(show_spinner=False, ttl=120)
-def weights_state(backbone: str):
+def weights_availability(backbone: str):
     """Cached, downloadable or offline, for the backbone's ImageNet weights (never downloads; <= 2 s)."""
-    from qtl.status import weights_state as state
+    from qtl.status import weights_availability as state
 
     return state(backbone)
 

@@ -133,7 +133,9 @@ def confusion_chart(metrics: dict, title: str):
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="purples"), legend=None))
     size = 14 if len(names) <= 5 else 10
     return (heat + base.mark_text(fontSize=size).encode(text="count:Q")).properties(
-        height=max(200, 24 * len(names))
+        # fit-x: the height is the plot's own (Streamlit's default "fit" squeezes the axes into it)
+        height=max(200, 24 * len(names)),
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
     )
 
 
@@ -190,9 +192,10 @@ def sweep_heatmap(cells: list[dict]):
         color=alt.Color("mean:Q", title="val acc", scale=alt.Scale(scheme="viridis")),
         tooltip=["cell", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("std:Q", format=".3f")],
     )
-    text = base.mark_text(fontSize=11).encode(
-        text=alt.Text("mean:Q", format=".2f"),
-        color=alt.condition("datum.mean > 0.8", alt.value("black"), alt.value("white")),
+    middle = (df["mean"].min() + df["mean"].max()) / 2  # dark text on the light half of the colours
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text("mean:Q", format=".3f"),
+        color=alt.condition(f"datum.mean > {middle}", alt.value("black"), alt.value("white")),
     )
     return (
         alt.layer(rect, text, data=df)
@@ -209,6 +212,7 @@ def cell_errorbars(cells: list[dict]):
     df = _cells_frame(cells)
     df["ci_low"] = df["ci_low"].fillna(df["mean"])
     df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    domain = [max(0.0, df["ci_low"].min()), min(1.0, df["ci_high"].max())]  # accuracies: within [0, 1]
     y = alt.Y("cell:N", sort=None, title=None, axis=alt.Axis(labelLimit=260))
     tip = ["cell", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
            alt.Tooltip("ci_high:Q", format=".3f")]  # fmt: skip
@@ -219,7 +223,7 @@ def cell_errorbars(cells: list[dict]):
             x=alt.X(
                 "ci_low:Q",
                 title="val accuracy (mean, 95% CI; cut at 0 and 1)",
-                scale=alt.Scale(domain=[0, 1], clamp=True),
+                scale=alt.Scale(domain=domain, clamp=True),
             ),
             x2="ci_high:Q",
             y=y,

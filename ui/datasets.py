@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.checkpoint_dirs import session_dir
 from ui.session import active_data_dir
 from ui.settings import settings
-from ui.storage import session_dir
 
 THUMB_PX = 112  # thumbnail edge on the Data page
 
@@ -74,7 +74,7 @@ def thumbnail(path: str, mtime: float) -> bytes | None:
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)
             return buf.getvalue()
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 
 

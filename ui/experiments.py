@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.jobs import runner
+from ui.checkpoint_dirs import session_dir
+from ui.server_jobs import runner
 from ui.settings import settings
-from ui.storage import session_dir
 
 DEMO_VARIANTS = ("quantum", "dressed-classical", "linear")  # frozen heads only: seconds per run
 DEMO_MAX_SWEEP_RUNS = 24

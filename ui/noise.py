@@ -7,14 +7,14 @@ import streamlit as st
 from qtl.noise import NoiseConfig
 
 SHOTS = ("exact", 10, 100, 1000, 10000)
-CURVE_STRENGTHS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+CURVE_STRENGTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 
 def noise_widgets(prefix: str) -> NoiseConfig:
     """Sliders for the channels, readout error and shots -> the NoiseConfig they describe."""
     left, right = st.columns(2)
-    dep = left.slider("depolarizing p, one-qubit gates", 0.0, 0.1, 0.0, 0.005, key=f"{prefix}_dep1")
-    dep2 = left.slider("depolarizing p, CNOTs (each wire)", 0.0, 0.1, dep, 0.005, key=f"{prefix}_dep2")
+    dep = left.slider("depolarizing p, one-qubit gates", 0.0, 0.2, 0.0, 0.005, key=f"{prefix}_dep1")
+    dep2 = left.slider("depolarizing p, CNOTs (each wire)", 0.0, 0.2, dep, 0.005, key=f"{prefix}_dep2")
     amp = left.slider("amplitude damping γ (T1), every gate", 0.0, 0.1, 0.0, 0.005, key=f"{prefix}_amp")
     phase = right.slider("phase damping γ (T2), every gate", 0.0, 0.1, 0.0, 0.005, key=f"{prefix}_phase")
     readout = right.slider("readout bit-flip probability", 0.0, 0.2, 0.0, 0.01, key=f"{prefix}_readout")
@@ -70,7 +70,7 @@ def z_distribution_chart(expvals, labels, class_names: list[str]):
             x=alt.X("qubit:N", title=None),
             xOffset="class:N",
             y=alt.Y("⟨Z⟩:Q", scale=alt.Scale(domain=[-1, 1])),
-            color="class:N",
+            color=alt.Color("class:N", scale=alt.Scale(scheme="category10")),
         )
         .properties(height=220)
     )

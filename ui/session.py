@@ -14,8 +14,8 @@ import uuid
 import streamlit as st
 
 from qtl.circuit import CircuitConfig
+from ui.checkpoint_dirs import shipped_checkpoints
 from ui.settings import settings
-from ui.storage import shipped_checkpoints
 
 
 def default_config() -> dict:
@@ -74,8 +74,8 @@ def _set_torch_threads(n: int) -> None:
 
 
 def resolve_weights():
-    """The active backbone's weights state (`qtl.status.WeightsState`). Where its ImageNet weights cannot
-    be had, the session switches to the bundled pretrained efficientnet_lite0 (random init stays an explicit
+    """The active backbone's `qtl.status.WeightsAvailability`. Where its ImageNet weights cannot be had,
+    the session switches to the bundled pretrained efficientnet_lite0 (random init stays an explicit
     choice) and keeps a notice for the sidebar, so every page names the same backbone and weights."""
     from ui import cache
 
@@ -86,7 +86,7 @@ def resolve_weights():
         st.session_state["backbone_notice"] = choice.notice
         for key in ("train_backbone", "train_pretrained", "ov_pretrained"):  # the widgets showing them
             st.session_state.pop(key, None)
-    return cache.weights_state(c["backbone"])
+    return cache.weights_availability(c["backbone"])
 
 
 def backbone_label(config: dict | None = None) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui import session
-from ui.jobs import runner
+from ui.server_jobs import runner
 from ui.session import active_data_dir
 from ui.settings import settings
 

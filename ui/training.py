@@ -1,14 +1,14 @@
 """Training runs from the active configuration: the Train form's and the quick start's (qtl.runs plans
-them; submit them with `ui.jobs.submit_training`)."""
+them; submit them with `ui.server_jobs.submit_training`)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from ui.cache import dataset_classes
+from ui.checkpoint_dirs import session_dir
 from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
-from ui.storage import session_dir
 
 QUICKSTART_EPOCHS = {"quantum": 10, "linear": 10, "finetuned": 2}  # before the demo cap
 

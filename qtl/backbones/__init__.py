@@ -25,13 +25,11 @@ from qtl.backbones.common import (
     IMAGE_SIZE,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    OFFLINE_ENV,
     RANDOM,
     RANDOM_INIT_SEED,
     WeightsStatus,
     WeightsUnavailableError,
     checkpoints_dir,
-    offline,
     params_key,
     transform_from_params,
 )
@@ -47,7 +45,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SIZE",
-    "OFFLINE_ENV",
     "RANDOM",
     "RANDOM_INIT_SEED",
     "BackboneSpec",
@@ -57,18 +54,12 @@ __all__ = [
     "checkpoints_dir",
     "image_transform",
     "load_backbone",
-    "offline",
     "transform_from_params",
     "transform_key",
     "transform_params",
     "weights_id",
     "weights_status",
 ]
-
-if (*BACKBONES, BUNDLED_BACKBONE) != BACKBONE_NAMES:  # the torch-free list the command line offers
-    raise ImportError(
-        f"qtl.names.BACKBONE_NAMES {BACKBONE_NAMES} differs from {(*BACKBONES, BUNDLED_BACKBONE)}"
-    )
 
 
 def _source(name: str) -> ModuleType:

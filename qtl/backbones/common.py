@@ -7,19 +7,18 @@ image transform built from a backbone's recorded preprocessing parameters.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 RANDOM = "random"  # the weights id of a random-init backbone
 RANDOM_INIT_SEED = 0  # random-init weights come from this seed
-OFFLINE_ENV = "QTL_OFFLINE"  # set to 1 to never try a weights download
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,11 +26,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable right now, or do not fit the model."""
-
-
-def offline() -> bool:
-    """True when $QTL_OFFLINE is set (to anything but "" or "0"): never try a weights download."""
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -52,13 +46,28 @@ def checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-@contextmanager
-def seeded_init() -> Iterator[None]:
-    """Build random-init weights from RANDOM_INIT_SEED without touching the global RNG, so the weights
-    id "random" names one backbone: cached features and head-only checkpoints stay valid across runs."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        yield
+def seeded_build(key: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` with the random-init weights drawn from RANDOM_INIT_SEED, so the weights id "random"
+    names one backbone per `key`: cached features and head-only checkpoints stay valid across runs. The
+    global RNG is left as it was.
+
+    Threads share torch's global RNG, so two seeded draws at once (two app sessions loading checkpoints,
+    or one loading while a job trains) would interleave and each get other weights. The draw is made
+    once per process and key, under a lock; later builds copy its weights in.
+    """
+    with _RANDOM_LOCK, torch.random.fork_rng(devices=[]):
+        if key not in _RANDOM_STATES:
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = build()
+            _RANDOM_STATES[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return model
+        model = build()
+    model.load_state_dict(_RANDOM_STATES[key])
+    return model
+
+
+_RANDOM_STATES: dict[str, dict[str, torch.Tensor]] = {}  # key -> the seeded random-init weights
+_RANDOM_LOCK = threading.Lock()
 
 
 def imagenet_params() -> dict:

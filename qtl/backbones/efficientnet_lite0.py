@@ -36,7 +36,7 @@ from qtl.backbones.common import (
     WeightsStatus,
     WeightsUnavailableError,
     one_line,
-    seeded_init,
+    seeded_build,
     timm_params,
 )
 
@@ -163,8 +163,7 @@ def imagenet_model(pretrained: bool = True) -> nn.Module:
     """timm's tf_efficientnet_lite0 with its 1000-class ImageNet classifier, in eval mode."""
     import timm
 
-    with seeded_init():
-        model = timm.create_model(TIMM_ARCH, pretrained=False)
+    model = seeded_build(NAME, lambda: timm.create_model(TIMM_ARCH, pretrained=False))
     if pretrained:
         model.load_state_dict(map_state_dict(read_weights(), model), strict=True)
     return model.eval()

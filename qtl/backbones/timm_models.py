@@ -27,7 +27,7 @@ from qtl.backbones.common import (
     checkpoints_dir,
     offline,
     one_line,
-    seeded_init,
+    seeded_build,
     timm_params,
 )
 from qtl.config import TIMM_PREFIX
@@ -94,8 +94,7 @@ def load(
 
     model_name = _model_name(name)
     if not pretrained:
-        with seeded_init():
-            model = timm.create_model(model_name, pretrained=False, num_classes=0)
+        model = seeded_build(name, lambda: timm.create_model(model_name, pretrained=False, num_classes=0))
         return model, model.num_features
     status = weights_status(name)
     if status.cached:
@@ -109,8 +108,7 @@ def load(
     else:
         options = {}
     try:
-        with seeded_init():
-            model = timm.create_model(model_name, pretrained=True, num_classes=0, **options)
+        model = timm.create_model(model_name, pretrained=True, num_classes=0, **options)
     except Exception as exc:
         where = status.path if status.cached else status.url
         raise WeightsUnavailableError(

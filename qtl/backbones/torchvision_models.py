@@ -19,17 +19,15 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from qtl.backbones.common import (
-    OFFLINE_ENV,
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
     checkpoints_dir,
     imagenet_params,
-    offline,
     one_line,
-    seeded_init,
+    seeded_build,
 )
-from qtl.download import DownloadError, Progress, download
+from qtl.download import OFFLINE_ENV, DownloadError, Progress, download, offline
 
 ALTERNATIVES = (
     "use the bundled pretrained efficientnet_lite0 (CLI --backbone efficientnet_lite0) "
@@ -128,8 +126,7 @@ def load(
 ) -> tuple[nn.Module, int]:
     """(model without its classification layer, F); see `qtl.backbones.load_backbone`."""
     spec = BACKBONES[name]
-    with seeded_init():
-        model = spec.builder(weights=None)
+    model = seeded_build(name, lambda: spec.builder(weights=None))
     if pretrained:
         status = weights_status(name)
         _ensure_weights(status, allow_download, progress, timeout)

@@ -27,6 +27,7 @@ torch, torchvision and PennyLane are imported only once a command runs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from qtl.cli.parser import build_parser
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     bar = ProgressBar(enabled=not args.quiet)
     try:
         return HANDLERS[args.command](args, bar)
+    except BrokenPipeError:  # `qtl runs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         bar.close()
         if args.debug:

@@ -276,7 +276,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import list_checkpoints, load_checkpoint
+    from qtl.checkpoint import load_checkpoint
+    from qtl.checkpoint_store import list_checkpoints
     from qtl.paths import models_dir
     from qtl.runs import run_row, summarise, train_runs
 
@@ -401,9 +402,8 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         for r in runs:
-            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.label}  {r.model_config.circuit}")
+            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
         return 0
-    workers = args.workers or {"local": 1, "processes": 2, "ray": 1}[args.backend]
     stop = threading.Event()
 
     def first_interrupt(signum, frame):  # Ctrl-C: finish cleanly; a second one aborts
@@ -417,7 +417,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             spec,
             db,
             backend=args.backend,
-            workers=workers,
+            workers=args.workers,
             machine=machine,
             models_dir=args.models_dir,
             observer=SweepBar(bar, args.backend),

@@ -147,10 +147,7 @@ class SweepBar(SweepObserver, RunsBar):
 
     @staticmethod
     def _prefix(index: int, total: int, run) -> str:
-        c = run.model_config
-        circuit = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
-        width = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else ""
-        return f"[{index + 1}/{total} {c.variant}{circuit}{width} seed {run.train_config.seed}] "
+        return f"[{index + 1}/{total} {run.name}] "
 
     def planned(self, spec, runs, todo):
         done = len(runs) - len(todo)

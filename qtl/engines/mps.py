@@ -285,10 +285,11 @@ class MPSEngine(nn.Module):
 
 
 def _apply_local(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Site (B, Dl, 2, Dr) times a (2, 2) or (B, 2, 2) gate on its physical index."""
-    if m.dim() == 3:
-        m = m.unsqueeze(1)  # (B, 1, 2, 2) broadcasts over the left bond
-    return m @ a
+    """Site (B, Dl, 2, Dr) times a (2, 2) or (B, 2, 2) gate on its physical index, elementwise (a
+    physical index 2 long is too short for a matrix product to pay)."""
+    col0, col1 = m[..., :, 0], m[..., :, 1]  # (..., 2): the gate's columns
+    shape = (-1, 1, 2, 1) if m.dim() == 3 else (1, 1, 2, 1)
+    return col0.reshape(shape) * a[:, :, 0:1] + col1.reshape(shape) * a[:, :, 1:2]
 
 
 def _cnot(sites: list[torch.Tensor], control: int, target: int) -> None:
@@ -373,25 +374,30 @@ def _truncate(sites: list[torch.Tensor], targets: list[int]) -> torch.Tensor:
 
 
 def _z_expvals(sites: list[torch.Tensor]) -> torch.Tensor:
-    """(B, n) <Z_i> / <psi|psi> from left and right environments of the MPS (any gauge)."""
+    """(B, n) <Z_i> / <psi|psi> from left and right environments of the MPS (any gauge).
+
+    With L_j (B, Dl, Dl) the left environment (ket x bra) and R_j+1 (B, Dr, Dr) the right one,
+    t_L = L_j^T A_j and t_R = A_j R_j+1 are both (B, Dl, 2, Dr), and since R is Hermitian,
+    <psi| P_s |psi> = sum over the bonds of t_L[:, :, s] * conj(t_R[:, :, s]): four batched matrix
+    products per site in all, and each wire's Z and norm come from the same two tensors.
+    """
     n = len(sites)
     batch, dtype, device = sites[0].shape[0], sites[0].dtype, sites[0].device
-    z = torch.tensor([1.0, -1.0], dtype=dtype, device=device).view(1, 1, 2, 1)
-    # right environments: right[j] (B, D, D) is the contraction of sites j..n-1 with their conjugates
-    right = [None] * (n + 1)
-    right[n] = torch.ones(batch, 1, 1, dtype=dtype, device=device)
-    for j in range(n - 1, 0, -1):
+    right = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # (B, Dr, Dr): sites j+1.. with conjugates
+    t_right = [None] * n
+    for j in range(n - 1, -1, -1):
         a = sites[j]
-        t = a.reshape(batch, -1, a.shape[3]) @ right[j + 1]  # (B, Dl*2, Dr)
-        right[j] = t.reshape(batch, a.shape[1], -1) @ a.reshape(batch, a.shape[1], -1).conj().mT
-    env = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # left environment, ket x bra
+        t = a.reshape(batch, -1, a.shape[3]) @ right  # (B, Dl*2, Dr)
+        t_right[j] = t.reshape(a.shape)
+        if j:
+            right = t.reshape(batch, a.shape[1], -1) @ a.reshape(batch, a.shape[1], -1).conj().mT
+    env = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # (B, Dl, Dl): sites ..j-1, ket x bra
     out = []
     for j in range(n):
         a = sites[j]
-        t = (env.mT @ a.reshape(batch, a.shape[1], -1)).reshape(a.shape)  # (B, Dl', 2, Dr)
-        bra = a.conj().reshape(batch, -1, a.shape[3])
-        with_z = (t * z).reshape(batch, -1, a.shape[3]).mT @ bra  # (B, Dr, Dr)
-        out.append((with_z * right[j + 1]).sum((-2, -1)))
-        env = t.reshape(batch, -1, a.shape[3]).mT @ bra
-    norm = env.reshape(batch, 1)  # <psi|psi>: 1 when exact
-    return (torch.stack(out, dim=1) / norm).real
+        t = (env.mT @ a.reshape(batch, a.shape[1], -1)).reshape(a.shape)  # (B, Dl, 2, Dr)
+        p = (t * t_right[j].conj()).sum((1, 3)).real  # (B, 2): <P_0>, <P_1> times the norm
+        out.append((p[:, 0] - p[:, 1]) / (p[:, 0] + p[:, 1]))
+        if j < n - 1:
+            env = t.reshape(batch, -1, a.shape[3]).mT @ a.conj().reshape(batch, -1, a.shape[3])
+    return torch.stack(out, dim=1)

@@ -101,8 +101,10 @@ def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch
     (state[:, p] @ K.T == state @ K.T[inverse(p)]).
     """
     n, d = plan.n_qubits, 2**plan.n_qubits
-    v0 = torch.tensor(plan.v0, dtype=torch.complex128)
-    v0 = (v0.real if plan.real else v0).to(dtype)
+    v0 = torch.tensor([[a.real, b.real] for a, b in plan.v0], dtype=torch.float64)
+    if not plan.real:  # complex arithmetic only where the circuit needs it (a compiled step stays real)
+        v0 = torch.complex(v0, torch.tensor([[a.imag, b.imag] for a, b in plan.v0], dtype=torch.float64))
+    v0 = v0.to(dtype)
     perms = {}
     for e in plan.entangles:
         perm = sv.cnot_permutation(n, list(e.pairs))
@@ -116,7 +118,7 @@ def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch
         ]
         fused = torch.stack(rows).reshape(-1).to(device)
     eye = torch.eye(d, dtype=dtype, device=device) if n <= MATRIX_PATH_MAX_QUBITS else None
-    real = dtype.to_real() if dtype.is_complex else dtype
+    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
     signs = sv.sign_table(n).to(device=device, dtype=real) if layout.sign_table else None
     return Tables(v0.to(device), perms, fused, eye, signs)
 

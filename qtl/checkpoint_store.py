@@ -1,4 +1,5 @@
-"""Checkpoint store operations for a shared front end: import uploaded bytes safely, delete with care.
+"""The checkpoint store, a folder of checkpoint files (`qtl.paths.models_dir()` by default): list them,
+import uploaded bytes safely, delete with care. One file's format is `qtl.checkpoint`'s.
 
 `import_checkpoint(data, name, directory)` writes the bytes to a temporary file in `directory`, validates
 them with `read_checkpoint_info` (a weights-only load, so a malicious pickle never runs code) and only
@@ -13,8 +14,26 @@ from pathlib import Path
 
 from qtl.checkpoint import SUFFIX, CheckpointError, CheckpointInfo, read_checkpoint_info
 from qtl.files import atomic_write
+from qtl.paths import models_dir
 
 MAX_NAME = 80
+
+
+def list_checkpoints(directory: str | Path | None = None) -> list[CheckpointInfo]:
+    """Every valid checkpoint (*.pt) in `directory` (default: `models_dir()`), newest first.
+
+    Files that are not valid checkpoints are skipped; `read_checkpoint_info` says why for one file.
+    """
+    directory = Path(directory) if directory is not None else models_dir()
+    if not directory.is_dir():
+        return []
+    infos = []
+    for p in directory.glob(f"*{SUFFIX}"):
+        try:
+            infos.append(read_checkpoint_info(p))
+        except CheckpointError:
+            continue
+    return sorted(infos, key=lambda i: (i.created, i.path.name), reverse=True)
 
 
 def safe_name(name: str) -> str:

@@ -8,9 +8,9 @@ import streamlit as st
 
 from qtl.jobs import JobRunner
 from ui import charts
-from ui.checkpoints import load
+from ui.checkpoint_dirs import session_dir
+from ui.session_models import load
 from ui.settings import settings
-from ui.storage import session_dir
 
 
 @st.cache_resource(show_spinner=False)

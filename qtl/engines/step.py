@@ -1,0 +1,157 @@
+"""A compiled training step: forward, loss, backward and Adam of a head on features, as one graph.
+
+A small circuit's eager step is bound by per-operation overhead (about a hundred tiny torch calls
+between the two Linear layers, the circuit, the loss, autograd and Adam). `compiled_train_step`
+writes the same step functionally (torch.func.grad_and_value, then torch.optim.Adam's update rule)
+and hands it to torch.compile as one graph, so a step is a few fused kernels.
+
+It updates the module's parameters and the optimizer's own state (exp_avg, exp_avg_sq, step) in
+place, so schedulers, checkpoints and later eager steps see exactly what eager steps would leave.
+
+Compiling costs seconds to minutes (tens of seconds with torch's on-disk cache warm, several minutes
+cold on a busy 2-core CPU); a compiled step is 3-4x faster than the eager one at 4 qubits. It pays for
+itself only over many steps: `worth_compiling` says whether a run is long enough.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+#: Steps a run needs before compiling pays: compile cost (about 30 s with a warm cache) over the time
+#: a compiled step saves (about 1 ms at 4 qubits on a busy CPU).
+COMPILE_MIN_STEPS = 30_000
+
+
+def worth_compiling(n_steps: int) -> bool:
+    """Whether a run of `n_steps` training steps is long enough for compiling its step to pay off."""
+    return n_steps >= COMPILE_MIN_STEPS
+
+
+def compilable(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `compiled_train_step` takes this pair: plain Adam over one param group, and any circuit
+    on the native engine's single-block layout (wider layouts use custom autograd functions)."""
+    from qtl.engines.native import NativeEngine
+    from qtl.engines.statevector import FULL_BLOCK_MAX_QUBITS
+
+    try:
+        _supported(optimizer)
+    except ValueError:
+        return False
+    engines = [m for m in module.modules() if type(m).__module__.startswith("qtl.engines")]
+    return len(optimizer.param_groups) == 1 and all(
+        isinstance(e, NativeEngine) and e.n_qubits <= FULL_BLOCK_MAX_QUBITS for e in engines
+    )
+
+
+def step_for_run(
+    eager: Callable, module: nn.Module, optimizer: torch.optim.Optimizer, n_steps: int, batch_size: int
+) -> Callable:
+    """The `eager` step (`qtl.train.train_step`), or for a run long enough to pay (`worth_compiling`)
+    and a `compilable` pair, the compiled step for batches of `batch_size` (other sizes, such as an
+    epoch's last, short batch, take the eager step on the same optimizer state)."""
+    if not (worth_compiling(n_steps) and compilable(module, optimizer)):
+        return eager
+    compiled = compiled_train_step(module, optimizer)
+
+    def run(module_, optimizer_, x, y):
+        step = compiled if len(x) == batch_size else eager
+        return step(module_, optimizer_, x, y)
+
+    return run
+
+
+def _supported(optimizer: torch.optim.Optimizer) -> None:
+    if type(optimizer) is not torch.optim.Adam:
+        raise ValueError(f"the compiled step implements Adam only, got {type(optimizer).__name__}")
+    for group in optimizer.param_groups:
+        if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
+            raise ValueError("the compiled step implements plain Adam (no weight decay, amsgrad or maximize)")
+
+
+def _adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1: float, beta2: float, eps: float):
+    """torch.optim.Adam's update (no weight decay), in place on params and state.
+
+    `steps` are the optimizer's float32 step counters; the bias corrections are taken in float64, as
+    torch's fused kernel takes them from the step's value.
+    """
+    for s in steps:
+        s.add_(1)
+    t = steps[0].to(torch.float64)
+    step_size = lr / (1 - beta1**t)
+    bias2_sqrt = (1 - beta2**t).sqrt()
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.sub_(step_size * m / (v.sqrt() / bias2_sqrt + eps))
+
+
+def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """A drop-in for `qtl.train.train_step(module, optimizer, x, y)` whose step is one compiled graph.
+
+    module: maps (B, F) features to (B, C) logits; all its trainable parameters must be in
+    `optimizer`, a torch.optim.Adam with one param group and no weight decay (qtl's `adam`).
+    The returned callable(module, optimizer, x, y) -> (loss, correct) compiles on its first call
+    (its `compile_seconds` attribute says how long that took) and again for a new batch shape.
+    """
+    _supported(optimizer)
+    if len(optimizer.param_groups) != 1:
+        raise ValueError("the compiled step takes one param group")
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    group = optimizer.param_groups[0]
+    beta1, beta2 = group["betas"]
+    eps = group["eps"]
+
+    def step(params: dict, frozen: dict, exp_avgs, exp_avg_sqs, steps, lr, x, y):
+        def loss_fn(p):
+            logits = functional_call(module, {**frozen, **p}, (x,))
+            return F.cross_entropy(logits, y), logits
+
+        grads, (loss, logits) = grad_and_value(loss_fn, has_aux=True)(params)
+        with torch.no_grad():
+            values = list(params.values())
+            grad_list = [grads[k] for k in params]
+            _adam_step(values, grad_list, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps)
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    named = dict(module.named_parameters())
+    params = {k: named[k] for k in names}
+    frozen = {k: v for k, v in named.items() if k not in params}
+    first = next(iter(params.values()))
+    inputs: dict = {}  # the optimizer-state lists and lr tensor of the last call, rebuilt when replaced
+
+    def state_inputs() -> tuple[list, list, list]:
+        state = [optimizer.state[p] for p in params.values()]
+        if not state[0]:  # first step: the optimizer's own state layout (fused Adam's `step` is a tensor)
+            for p, st in zip(params.values(), state, strict=True):
+                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
+
+    def run(module_: nn.Module, optimizer_: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+        if module_ is not module or optimizer_ is not optimizer:
+            raise ValueError("this compiled step belongs to another module or optimizer")
+        current = optimizer.state.get(first, {}).get("exp_avg")
+        if current is None or inputs.get("exp_avg") is not current:  # first call, or state loaded anew
+            inputs["lists"] = state_inputs()
+            inputs["exp_avg"] = inputs["lists"][0][0]
+        lr = optimizer.param_groups[0]["lr"]
+        if inputs.get("lr_value") != lr:
+            inputs["lr_value"], inputs["lr"] = lr, torch.tensor(lr, dtype=torch.float64)
+        exp_avgs, exp_avg_sqs, steps = inputs["lists"]
+        start = time.perf_counter()
+        with torch.no_grad():
+            loss, correct = compiled(params, frozen, exp_avgs, exp_avg_sqs, steps, inputs["lr"], x, y)
+        if run.compile_seconds is None:
+            run.compile_seconds = time.perf_counter() - start
+        return loss, correct
+
+    run.compile_seconds = None
+    return run
