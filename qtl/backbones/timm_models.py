@@ -20,18 +20,16 @@ from pathlib import Path
 from torch import nn
 
 from qtl.backbones.common import (
-    OFFLINE_ENV,
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
     checkpoints_dir,
-    offline,
     one_line,
     seeded_build,
     timm_params,
 )
 from qtl.config import TIMM_PREFIX
-from qtl.download import Progress, reachable
+from qtl.download import OFFLINE_ENV, Progress, offline, reachable
 
 HUB = "https://huggingface.co"
 SUFFIXES = (".safetensors", ".pth")
