@@ -12,7 +12,10 @@ repeated steps, and its ratio to the native engine is taken within the same run:
     (d) native           qtl's engine
 
     .venv/bin/python bench/quantum_head.py [--quick] [--json PATH] [--cap SECONDS] [--threads N] [--cpu-time]
-        [--max-qubits N]
+        [--max-qubits N] [--device cuda]
+
+With --device cuda the heads and batches live on the GPU in float32 and every step ends with a
+synchronize, so a step's time is its GPU time (PennyLane's CPU simulators still run on the CPU).
 
 A step slower than the cap stops that configuration and is reported as "> cap"; a configuration
 on a PennyLane engine whose smaller sibling (same batch, fewer qubits) predicts more than
@@ -78,18 +81,24 @@ def build_head(engine: str, config: CircuitConfig) -> nn.Module:
 #: The clock steps are timed with: wall-clock, or with --cpu-time this process's CPU time, which on a
 #: machine shared with other work measures the step's own work (with --threads 1) rather than waits.
 CLOCK = {"clock": time.perf_counter}
+DEVICE = {"device": torch.device("cpu")}
 
 
 def time_steps(head: nn.Module, batch: int, repeats: int, cap: float) -> tuple[float | None, int]:
     """(median seconds per step or None if a step exceeded `cap`, number of timed steps)."""
+    device = DEVICE["device"]
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(batch, 512, generator=g), torch.randint(0, 2, (batch,), generator=g)
+    head, x, y = head.to(device), x.to(device), y.to(device)
     optimizer = adam(head.parameters(), lr=1e-3)  # what qtl's fit() uses: fused where supported
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step() -> float:
         clock = CLOCK["clock"]
+        sync()
         start = clock()
         train_step(head, optimizer, x, y)  # fit()'s own step
+        sync()
         return clock() - start
 
     warm = step()  # the first step also builds caches (PennyLane tapes, lightning's state): a second try
@@ -215,8 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (shared machines)")
     parser.add_argument("--max-qubits", type=int, default=None, help="skip configurations above this width")
+    parser.add_argument("--device", default="cpu", help="torch device of heads and batches (e.g. cuda)")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
+    DEVICE["device"] = torch.device(args.device)
     if args.cpu_time:
         CLOCK["clock"] = time.process_time
     repeats = args.repeats or (3 if args.quick else 7)
@@ -224,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY or soft > MEMORY_LIMIT_BYTES:
+    # (CUDA reserves far more address space than it uses: no limit there)
+    if DEVICE["device"].type == "cpu" and (soft == resource.RLIM_INFINITY or soft > MEMORY_LIMIT_BYTES):
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, hard))
 
     info = machine()
