@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import sys
 import threading
 import time
@@ -367,11 +368,12 @@ class TestCheckpoints:
         assert at.session_state["loaded"] == [str(checkpoints["linear-0"].resolve())]
         at.button(key="ckpt_unload_models/").click().run()
         assert at.session_state["loaded"] == []
-        victim = checkpoints["quantum-1"]
+        original = checkpoints["quantum-1"]  # shared with later tests: delete a copy of it
+        victim = Path(shutil.copy(original, original.with_name(f"copy-{original.name}")))
+        at.run()
         at.selectbox(key="ckpt_pick_models/").set_value(victim.name).run()
         at.button(key="ckpt_delete_models/").click().run()
-        assert not victim.exists() and not at.exception
-        del checkpoints["quantum-1"]
+        assert not victim.exists() and original.exists() and not at.exception
 
     def test_demo_protects_shipped_checkpoints(self, app_env, checkpoints, monkeypatch):
         """Demo mode: shipped checkpoints cannot be deleted; uploads go to a private session folder."""
