@@ -39,21 +39,7 @@ def concurrently(work, n: int = THREADS) -> list:
     return out
 
 
-@pytest.mark.parametrize(
-    "engine",
-    [
-        "native",
-        "default.qubit",
-        pytest.param(
-            "lightning.qubit",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                strict=True,
-                reason="a lightning.qubit engine's QNode shares one device (one state vector) among threads",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("engine", ["native", "default.qubit", "lightning.qubit"])
 def test_concurrent_forwards_of_one_quantum_head_match_serial_ones(engine):
     """8 threads x 10 forwards of one quantum model (4 qubits, depth 3), each on its own batch of
     features: every output equals that batch's output computed alone."""

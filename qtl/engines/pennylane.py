@@ -14,6 +14,7 @@ unsupported choice is a ValueError before training starts rather than a failure 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import replace
 
@@ -24,6 +25,10 @@ from torch import nn
 from qtl.circuit import CircuitConfig
 from qtl.config import DIFF_METHODS
 from qtl.noise import Channel, NoiseConfig, noisy_ops
+
+#: One loaded model serves every app session's thread (st.cache_resource), and some devices (lightning.*)
+#: keep their state vector on the device object: PennyLane executions run one at a time.
+_EXECUTION_LOCK = threading.Lock()
 
 _OPS = {"Hadamard": qml.Hadamard, "RY": qml.RY, "RZ": qml.RZ, "CNOT": qml.CNOT}
 
@@ -197,7 +202,8 @@ class PennyLaneEngine(nn.Module):
             )
         x = angles.to(device="cpu", dtype=torch.float64)
         w = weights.to(device="cpu", dtype=torch.float64)
-        out = torch.stack(list(self.qnode(x, w)), dim=-1)  # (B, n), or (n,) when PennyLane drops B == 1
+        with _EXECUTION_LOCK:  # lightning's QNode keeps one state vector: threads would overwrite it
+            out = torch.stack(list(self.qnode(x, w)), dim=-1)  # (B, n), or (n,) when PennyLane drops B == 1
         return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
 
     def __getstate__(self) -> dict:
