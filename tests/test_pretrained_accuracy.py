@@ -14,6 +14,7 @@ from qtl.train import fit
 SHIPPED = {
     "quantum": "quantum-efficientnet_lite0-imagenet-q4d6-s0.pt",
     "linear": "linear-efficientnet_lite0-imagenet-s0.pt",
+    "finetuned": "finetuned-efficientnet_lite0-imagenet-s1.pt",
     "dressed-classical": "dressed-classical-efficientnet_lite0-imagenet-w4-s0.pt",
 }
 """The checkpoints a fresh clone classifies with (added with git add -f)."""
