@@ -24,7 +24,13 @@ Measured in one run, on one machine, in this order:
 ImageNet weights cannot be downloaded here, so both sides use a random-init resnet18: the arithmetic,
 and so the timing, is the same as with the trained weights.
 
+With --backbone efficientnet_lite0 the floor and qtl measure the bundled pretrained pipeline instead:
+the floor is one plain pass of timm's tf_efficientnet_lite0 (random init, the same arithmetic) with timm's
+own eval transform for it (bicubic resize, crop 0.875, mean = std = 0.5), and qtl is fit() for `quantum` on
+the bundled ImageNet weights. The reference and finetuned parts are resnet18's and are skipped.
+
     .venv/bin/python bench/e2e.py [--data PATH] [--ref-epochs 2] [--finetune-epochs 1] [--json out.json]
+    .venv/bin/python bench/e2e.py --backbone efficientnet_lite0 [--repeats 2] [--json out.json]
     .venv/bin/python bench/e2e.py --quick        # smoke run: 16 images per class and split, few epochs
 
 Targets: qtl / floor <= 1.5 and reference / qtl >= 20.
@@ -175,30 +181,53 @@ def tutorial_finetune(root: Path, epochs: int, workers: int, device: torch.devic
 # ---- the floor and qtl
 
 
-def floor_pass(root: Path, workers: int, device: torch.device) -> float:
-    """Seconds for one plain pass of resnet18 over train + val: decode, transform, forward. No cache.
+def plain_backbone(backbone: str) -> tuple[nn.Module, transforms.Compose]:
+    """The floor's model (random init, classifier removed) and eval transform, built without qtl."""
+    if backbone == "resnet18":
+        model = torchvision.models.resnet18(weights=None)
+        model.fc = nn.Identity()
+        return model, demo_transforms()["val"]
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    return model, timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+
+
+def floor_pass(root: Path, workers: int, device: torch.device, backbone: str = "resnet18") -> float:
+    """Seconds for one plain pass of the backbone over train + val: decode, transform, forward. No cache.
 
     Tuned as well as a plain loop can be (inference mode, channels-last, a decoding worker): without
     channels-last the same pass is about 3x slower on this CPU, which would flatter qtl.
     """
     t0 = time.perf_counter()
-    model = torchvision.models.resnet18(weights=None)
-    model.fc = nn.Identity()
+    model, transform = plain_backbone(backbone)
     model = model.to(device, memory_format=torch.channels_last).eval()
     with torch.inference_mode():
         for split in ("train", "val"):
-            ds = datasets.ImageFolder(str(root / split), demo_transforms()["val"])
+            ds = datasets.ImageFolder(str(root / split), transform)
             for x, _ in DataLoader(ds, batch_size=32, num_workers=workers):
                 model(x.to(device).contiguous(memory_format=torch.channels_last))
     return time.perf_counter() - t0
 
 
-def qtl_run(variant: str, root: Path, epochs: int, cache_dir: Path, device: str, workers: int = 0) -> dict:
-    """fit() end to end from a cold feature cache; total seconds, per-epoch seconds, best val accuracy."""
+def qtl_run(
+    variant: str,
+    root: Path,
+    epochs: int,
+    cache_dir: Path,
+    device: str,
+    workers: int = 0,
+    backbone: str = "resnet18",
+) -> dict:
+    """fit() end to end from a cold feature cache; total seconds, per-epoch seconds, best val accuracy.
+
+    resnet18 runs random init (no ImageNet weights here); efficientnet_lite0 its bundled ImageNet weights.
+    """
     tc = dataclasses.replace(recipe(variant), epochs=epochs)
     machine = MachineConfig(device=device, data_dir=str(root), cache_dir=str(cache_dir), num_workers=workers)
+    mc = ModelConfig(variant, backbone=backbone, pretrained=backbone != "resnet18")
     t0 = time.perf_counter()
-    result = fit(ModelConfig(variant, pretrained=False), tc, machine)
+    result = fit(mc, tc, machine)
     total = time.perf_counter() - t0
     epoch_s = [row["time_s"] for row in result.history]
     return {"total_s": total, "epoch_s": epoch_s, "best_val_acc": result.best["val_acc"]}
@@ -239,6 +268,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of both finetuned loops")
     parser.add_argument("--repeats", type=int, default=2, help="floor and qtl runs, alternated; best is kept")
     parser.add_argument("--device", default="cpu", help="torch device for every side")
+    parser.add_argument(
+        "--backbone",
+        choices=("resnet18", "efficientnet_lite0"),
+        default="resnet18",
+        help="pipeline of floor and qtl; efficientnet_lite0 skips the resnet18 reference and finetuned parts",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 16 images per class, 3 qtl epochs")
     parser.add_argument("--json", type=Path, default=None, help="save the results here")
     args = parser.parse_args()
@@ -253,21 +288,26 @@ def main() -> None:
             args.epochs, args.ref_epochs, args.repeats = 3, 1, 1
         n_images = sum(1 for f in root.rglob("*") if f.is_file())
         print(f"data: {root} ({n_images} files); device {device}; {info['torch_threads']} torch threads")
+        lite0 = args.backbone == "efficientnet_lite0"
         print(
-            "backbone: resnet18 RANDOM INIT on every side (no ImageNet weights here; the timing is the same)"
+            "backbone: efficientnet_lite0, bundled ImageNet weights for qtl, random init for the floor"
+            if lite0
+            else "backbone: resnet18 RANDOM INIT on every side (no ImageNet weights here; same timing)"
         )
         warm_up(root, device)
 
         floors, qs = [], []
         for r in range(args.repeats):  # alternate, so a burst of load on the machine hits both sides
-            floors.append(floor_pass(root, floor_workers, device))
-            qs.append(qtl_run("quantum", root, args.epochs, Path(tmp) / f"cache-q{r}", str(device)))
+            floors.append(floor_pass(root, floor_workers, device, args.backbone))
+            cache = Path(tmp) / f"cache-q{r}"
+            qs.append(qtl_run("quantum", root, args.epochs, cache, str(device), backbone=args.backbone))
             print(f"  repeat {r + 1}/{args.repeats}: floor {floors[-1]:.1f} s, qtl {qs[-1]['total_s']:.1f} s")
         floor = min(floors)
         q = min(qs, key=lambda run: run["total_s"])
         q_epochs = sum(q["epoch_s"])
         print(
-            f"floor      one resnet18 pass over train+val (DataLoader, {floor_workers} worker): {floor:.1f} s"
+            f"floor      one {args.backbone} pass over train+val (DataLoader, {floor_workers} worker): "
+            f"{floor:.1f} s"
             f" (best of {args.repeats})"
         )
         print(
@@ -275,6 +315,23 @@ def main() -> None:
             f"(best of {args.repeats}; epochs {q_epochs:.2f} s, preparation + extraction "
             f"{q['total_s'] - q_epochs:.1f} s; best val acc {q['best_val_acc']:.3f})"
         )
+
+        if lite0:
+            r_floor = q["total_s"] / floor
+            verdict = "OK" if r_floor <= TARGET_FLOOR else "MISSED"
+            print(f"\nqtl / floor        = {r_floor:.2f}   (target <= {TARGET_FLOOR}) {verdict}")
+            if args.json:
+                results = {
+                    "machine": info,
+                    "backbone": args.backbone,
+                    "n_files": n_images,
+                    "epochs": args.epochs,
+                }
+                results.update(
+                    floor_s=floor, floor_runs_s=floors, qtl=q, qtl_runs_s=[x["total_s"] for x in qs]
+                )
+                args.json.write_text(json.dumps({**results, "ratios": {"qtl_over_floor": r_floor}}, indent=2))
+            return
 
         ref = reference_run(root, args.ref_epochs, device)
         ref_epoch = sum(ref["epoch_s"]) / len(ref["epoch_s"])
