@@ -29,8 +29,8 @@ from torch import nn
 
 from qtl.circuit import REAL_GATES, CircuitConfig, Gate
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import angle_source, check_gates
-from qtl.engines.native import MEMORY_BUDGET_ENV, SimulationTooLarge, _default_budget, _human
+from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes
+from qtl.engines.native import MEMORY_BUDGET_ENV, SimulationTooLarge, _default_budget
 from qtl.noise import Channel, NoiseConfig, noisy_ops
 
 #: Local layers on at most this many wires are one 4**n x 4**n block (one matmul per layer).
@@ -278,8 +278,8 @@ class DensityMatrixEngine(nn.Module):
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
             raise SimulationTooLarge(
-                f"the density-matrix engine needs about {_human(need)} for batch {batch} at "
-                f"{self.n_qubits} qubits, over its memory budget of {_human(self.memory_budget)}; "
+                f"the density-matrix engine needs about {human_bytes(need)} for batch {batch} at "
+                f"{self.n_qubits} qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
                 f"use fewer qubits or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
             )
         self._fits.add(key)
@@ -307,14 +307,7 @@ class DensityMatrixEngine(nn.Module):
     def probabilities(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights -> (B, 2**n) measurement probabilities, readout error included."""
         n = self.n_qubits
-        if angles.dim() != 2 or angles.shape[1] != n:
-            raise ValueError(f"angles must have shape (batch, {n}), got {tuple(angles.shape)}")
-        if angles.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"angles must be float32 or float64, got {angles.dtype}")
-        if tuple(weights.shape) != self.config.weight_shape:
-            raise ValueError(
-                f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}"
-            )
+        check_inputs(self.config, angles, weights)
         batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
         training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
         self._check_memory(batch, real_dtype, training)

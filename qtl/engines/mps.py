@@ -38,7 +38,7 @@ from torch import nn
 
 from qtl.circuit import REAL_GATES, CircuitConfig, Gate, gates
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import angle_source, check_gates
+from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -51,13 +51,6 @@ _STATE_COPIES = 12
 
 class BondTooLarge(ValueError):
     """The exact simulation needs more memory than the budget allows and no `max_bond` was given."""
-
-
-def _human(n_bytes: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f} {unit}"
-    return f"{int(n_bytes)} B"
 
 
 def physical_caps(n_qubits: int) -> list[int]:
@@ -223,20 +216,16 @@ class MPSEngine(nn.Module):
         if need > self.memory_budget:
             advice = " (set max_bond to truncate)" if self.exact else ""
             raise BondTooLarge(
-                f"the MPS engine needs about {_human(need)} for batch {batch} at {self.n_qubits} qubits with "
-                f"bond {self.bond}{advice}; the budget is {_human(self.memory_budget)} ({MEMORY_BUDGET_ENV})"
+                f"the MPS engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} qubits "
+                f"with bond {self.bond}{advice}; the budget is {human_bytes(self.memory_budget)} "
+                f"({MEMORY_BUDGET_ENV})"
             )
 
     # ---- forward
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         n = self.n_qubits
-        if angles.dim() != 2 or angles.shape[1] != n:
-            raise ValueError(f"angles must have shape (B, {n}), got {tuple(angles.shape)}")
-        if tuple(weights.shape) != self.config.weight_shape:
-            raise ValueError(
-                f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}"
-            )
+        check_inputs(self.config, angles, weights)
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
         self._check_memory(batch, real_dtype)
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)

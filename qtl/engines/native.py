@@ -35,7 +35,7 @@ from torch import nn
 from qtl.circuit import CircuitConfig, gates
 from qtl.engines import adjoint
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import Entangle, Plan, Round, compile_plan
+from qtl.engines.compiler import Entangle, Plan, Round, check_inputs, compile_plan, human_bytes
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -53,14 +53,6 @@ PATHS = ("auto", "state", "matrix", "adjoint")
 
 class SimulationTooLarge(ValueError):
     """A forward would need more memory than the engine's budget allows."""
-
-
-def _human(n_bytes: int) -> str:
-    """Bytes as "12.3 MiB" / "4.0 GiB"."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f} {unit}"
-    return f"{n_bytes} B"
 
 
 def _default_budget() -> int:
@@ -190,8 +182,8 @@ class NativeEngine(nn.Module):
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
             raise SimulationTooLarge(
-                f"the native engine needs about {_human(need)} for batch {batch} at {self.n_qubits} "
-                f"qubits, over its memory budget of {_human(self.memory_budget)}; "
+                f"the native engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} "
+                f"qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
                 f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
             )
 
@@ -241,14 +233,7 @@ class NativeEngine(nn.Module):
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
         n = self.n_qubits
-        if angles.dim() != 2 or angles.shape[1] != n:
-            raise ValueError(f"angles must have shape (batch, {n}), got {tuple(angles.shape)}")
-        if angles.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"angles must be float32 or float64, got {angles.dtype}")
-        if tuple(weights.shape) != self.config.weight_shape:
-            raise ValueError(
-                f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}"
-            )
+        check_inputs(self.config, angles, weights)
         batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
         training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
         self._check_memory(batch, real_dtype, training)

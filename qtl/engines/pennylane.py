@@ -24,6 +24,7 @@ from torch import nn
 
 from qtl.circuit import CircuitConfig
 from qtl.config import DIFF_METHODS
+from qtl.engines.compiler import check_inputs
 from qtl.noise import Channel, NoiseConfig, noisy_ops
 
 #: One loaded model serves every app session's thread (st.cache_resource), and some devices (lightning.*)
@@ -193,13 +194,7 @@ class PennyLaneEngine(nn.Module):
         floats, which it turns into float32 tensors, so their forward values carry float32 rounding
         (about 1e-8); their gradients are float64.
         """
-        n = self.config.n_qubits
-        if angles.ndim != 2 or angles.shape[1] != n:
-            raise ValueError(f"angles must have shape (batch, {n}), got {tuple(angles.shape)}")
-        if tuple(weights.shape) != self.config.weight_shape:
-            raise ValueError(
-                f"weights must have shape {self.config.weight_shape}, got {tuple(weights.shape)}"
-            )
+        check_inputs(self.config, angles, weights, float_angles=False)
         x = angles.to(device="cpu", dtype=torch.float64)
         w = weights.to(device="cpu", dtype=torch.float64)
         with _EXECUTION_LOCK:  # lightning's QNode keeps one state vector: threads would overwrite it
