@@ -1,4 +1,4 @@
-"""Benchmark: from an uploaded zip of 5,000 images to the Data page's summary (the issue asks < 3 s).
+"""Benchmark: from an uploaded zip of 5,000 images to the Data page's summary (target: under 3 s).
 
 Compares, in the same run on the same machine, on one generated zip (class folders only, JPEGs):
   * baseline: `zipfile.ZipFile.extractall` (no checks) and one `os.walk` counting the images per folder,

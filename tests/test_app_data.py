@@ -1,4 +1,4 @@
-"""The Data page and the flow the issue asks for, in AppTest: upload a zip of 3 class folders, make it the
+"""The Data page and the whole own-images flow, in AppTest: upload a zip of 3 class folders, make it the
 active dataset, train quantum and linear on it, classify an image and see every model's heatmap."""
 
 from __future__ import annotations
