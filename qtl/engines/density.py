@@ -29,8 +29,8 @@ from torch import nn
 
 from qtl.circuit import REAL_GATES, CircuitConfig, Gate
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes
-from qtl.engines.native import MEMORY_BUDGET_ENV, SimulationTooLarge, _default_budget
+from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes, resolve_memory_budget
+from qtl.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLarge
 from qtl.noise import Channel, NoiseConfig, noisy_ops
 
 #: Local layers on at most this many wires are one 4**n x 4**n block (one matmul per layer).
@@ -226,9 +226,7 @@ class DensityMatrixEngine(nn.Module):
         self, config: CircuitConfig, noise: NoiseConfig | None = None, memory_budget: int | None = None
     ) -> None:
         super().__init__()
-        budget = _default_budget() if memory_budget is None else memory_budget
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+        budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.noise, self.memory_budget = config, noise or NoiseConfig(), budget
         n = self.n_qubits = config.n_qubits
         ops = noisy_ops(config, self.noise)

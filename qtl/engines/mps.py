@@ -31,14 +31,12 @@ the norm <psi|psi> (1 when exact, slightly less after truncation).
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
 from qtl.circuit import REAL_GATES, CircuitConfig, Gate, gates
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes
+from qtl.engines.compiler import angle_source, check_gates, check_inputs, human_bytes, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -91,16 +89,6 @@ def bond_profile(config: CircuitConfig) -> list[int]:
 def exact_bond(config: CircuitConfig) -> int:
     """The largest bond dimension the exact MPS simulation of `config` reaches (1 for a product state)."""
     return 2 ** max(bond_profile(config), default=0)
-
-
-def _default_budget() -> int:
-    raw = os.environ.get(MEMORY_BUDGET_ENV)
-    if raw is None:
-        return DEFAULT_MEMORY_BUDGET
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{MEMORY_BUDGET_ENV} must be a whole number of bytes, got {raw!r}") from None
 
 
 class _SVD(torch.autograd.Function):
@@ -182,9 +170,7 @@ class MPSEngine(nn.Module):
             isinstance(max_bond, bool) or not isinstance(max_bond, int) or max_bond < 1
         ):
             raise ValueError(f"max_bond must be a positive whole number or None, got {max_bond!r}")
-        budget = _default_budget() if memory_budget is None else memory_budget
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+        budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.max_bond, self.memory_budget = config, max_bond, budget
         self.n_qubits = n = config.n_qubits
         gate_list = gates(config)

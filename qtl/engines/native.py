@@ -25,7 +25,6 @@ matrices. Before allocating, a forward estimates the bytes it needs and refuses 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +34,15 @@ from torch import nn
 from qtl.circuit import CircuitConfig, gates
 from qtl.engines import adjoint
 from qtl.engines import statevector as sv
-from qtl.engines.compiler import Entangle, Plan, Round, check_inputs, compile_plan, human_bytes
+from qtl.engines.compiler import (
+    Entangle,
+    Plan,
+    Round,
+    check_inputs,
+    compile_plan,
+    human_bytes,
+    resolve_memory_budget,
+)
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -53,16 +60,6 @@ PATHS = ("auto", "state", "matrix", "adjoint")
 
 class SimulationTooLarge(ValueError):
     """A forward would need more memory than the engine's budget allows."""
-
-
-def _default_budget() -> int:
-    raw = os.environ.get(MEMORY_BUDGET_ENV)
-    if raw is None:
-        return DEFAULT_MEMORY_BUDGET
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{MEMORY_BUDGET_ENV} must be a whole number of bytes, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -138,9 +135,7 @@ class NativeEngine(nn.Module):
         super().__init__()
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-        budget = _default_budget() if memory_budget is None else memory_budget
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
+        budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.memory_budget, self.path = config, budget, path
         self.n_qubits = config.n_qubits
         self.plan = compile_plan(gates(config), config.n_qubits, config.weight_shape)
