@@ -10,7 +10,23 @@ from image_folders import make_class_folders, make_image_folder, zip_folder
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera_data"
 # `from conftest import ...` in tests
-__all__ = ["REPO", "SHARED_HYMENOPTERA", "make_class_folders", "make_image_folder", "zip_folder"]
+__all__ = [
+    "REPO",
+    "SHARED_HYMENOPTERA",
+    "make_class_folders",
+    "make_image_folder",
+    "run_cli",
+    "zip_folder",
+]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`qtl.cli.main(argv)` in this process -> (exit status, stdout, stderr)."""
+    from qtl import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_image_folder
+from conftest import REPO, make_image_folder, run_cli
 
 from qtl import cli
 from qtl.checkpoint import load_checkpoint, read_checkpoint_info
@@ -25,13 +25,6 @@ from qtl.cli.progress import ProgressBar
 from qtl.inference import predict
 
 COMMANDS = ("train", "evaluate", "predict", "explain", "draw", "compare", "noise", "data", "sweep", "runs")
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    """main(argv) -> (exit status, stdout, stderr)."""
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ class TestHelp:
             cli.build_parser().parse_args(["train", "--backbone", "alexnet"])
 
     def test_no_command_prints_help_and_fails(self, capsys):
-        code, _, err = run(capsys)
+        code, _, err = run_cli(capsys)
         assert code == 2 and "usage: qtl" in err
 
 
@@ -127,7 +120,7 @@ class TestPythonM:
             return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
         argv = ("draw", "--qubits", "2", "--depth", "1")
-        proc, (code, out, _) = m(*argv), run(capsys, *argv)
+        proc, (code, out, _) = m(*argv), run_cli(capsys, *argv)
         assert (proc.returncode, proc.stdout) == (code, out) == (0, out) and "2 qubits, depth 1" in out
         with pytest.raises(SystemExit):
             cli.main(["train", "--help"])
@@ -153,7 +146,7 @@ class TestTrainEvaluatePredict:
     def test_train_reports_progress_and_result(self, capsys, tiny, tmp_path):
         """Progress and epoch lines go to stderr; the result (best epoch, checkpoint) to stdout."""
         out_file = tmp_path / "lin.pt"
-        code, out, err = run(
+        code, out, err = run_cli(
             capsys, "train", "linear", "--random-init", "--no-augment", "--data", tiny, "--epochs", 2,
             "--out", out_file,
         )  # fmt: skip
@@ -164,7 +157,7 @@ class TestTrainEvaluatePredict:
         assert read_checkpoint_info(out_file).epochs == 2
 
     def test_quiet_train_prints_no_progress(self, capsys, tiny, tmp_path):
-        code, out, err = run(
+        code, out, err = run_cli(
             capsys, "-q", "train", "linear", "--random-init", "--no-augment", "--data", tiny, "--epochs", 1,
             "--out", tmp_path / "l.pt",
         )  # fmt: skip
@@ -172,7 +165,7 @@ class TestTrainEvaluatePredict:
 
     def test_evaluate_json_agrees_with_the_training_record(self, capsys, checkpoints, tiny):
         """evaluate's accuracy on val equals the val accuracy fit() recorded for the saved epoch."""
-        code, out, _ = run(capsys, "evaluate", checkpoints["quantum"], "--data", tiny, "--json")
+        code, out, _ = run_cli(capsys, "evaluate", checkpoints["quantum"], "--data", tiny, "--json")
         assert code == 0
         m = json.loads(out)["metrics"]
         cm = m["confusion_matrix"]
@@ -184,7 +177,7 @@ class TestTrainEvaluatePredict:
         assert m["roc_auc"] is None or 0.0 <= m["roc_auc"] <= 1.0
 
     def test_evaluate_text(self, capsys, checkpoints, tiny):
-        code, out, _ = run(
+        code, out, _ = run_cli(
             capsys, "evaluate", checkpoints["dressed-classical"], "--data", tiny, "--split", "train"
         )
         assert code == 0
@@ -195,7 +188,7 @@ class TestTrainEvaluatePredict:
         """Probabilities for every (image, checkpoint) pair, equal to the library's predict()."""
         images = [tiny / "val" / "cats" / "cats_0.png", tiny / "val" / "dogs" / "dogs_1.png"]
         paths = [checkpoints["quantum"], checkpoints["dressed-classical"]]
-        code, out, _ = run(capsys, "predict", *images, "-c", paths[0], "-c", paths[1], "--json")
+        code, out, _ = run_cli(capsys, "predict", *images, "-c", paths[0], "-c", paths[1], "--json")
         assert code == 0
         got = json.loads(out)
         expected = predict([load_checkpoint(p) for p in paths], [str(i) for i in images])
@@ -207,7 +200,7 @@ class TestTrainEvaluatePredict:
                 assert list(pred["probs"].values()) == pytest.approx(probs, abs=1e-6)
                 assert pred["predicted"] == ["cats", "dogs"][max(range(2), key=probs.__getitem__)]
 
-        code, out, _ = run(capsys, "predict", *images, "-c", paths[0], "-c", paths[1])
+        code, out, _ = run_cli(capsys, "predict", *images, "-c", paths[0], "-c", paths[1])
         assert code == 0
         blocks = out.split(str(images[1]))
         assert all("q " in b and "dc " in b and "->" in b for b in blocks)
@@ -216,7 +209,7 @@ class TestTrainEvaluatePredict:
 class TestDraw:
     def test_text(self, capsys):
         """One line per wire, and the summary of the configured circuit."""
-        code, out, _ = run(capsys, "draw", "--qubits", 3, "--depth", 2, "--entangler", "ring")
+        code, out, _ = run_cli(capsys, "draw", "--qubits", 3, "--depth", 2, "--entangler", "ring")
         assert code == 0
         wires = [line for line in out.splitlines() if line[:2] in ("0:", "1:", "2:", "3:")]
         assert [w[:2] for w in wires] == ["0:", "1:", "2:"]
@@ -225,7 +218,7 @@ class TestDraw:
     def test_figure_of_a_checkpoint(self, capsys, checkpoints, tmp_path):
         """--checkpoint draws the trained circuit (its own config), --output writes a PNG."""
         fig = tmp_path / "circuit.png"
-        code, out, _ = run(capsys, "draw", "--checkpoint", checkpoints["quantum"], "--output", fig)
+        code, out, _ = run_cli(capsys, "draw", "--checkpoint", checkpoints["quantum"], "--output", fig)
         assert code == 0 and "3 qubits, depth 2" in out
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -234,7 +227,7 @@ class TestCompare:
     def test_two_variants_two_seeds(self, capsys, tiny, tmp_path):
         """Trains 2 x 2 runs; JSON and CSV hold the runs and their mean ± sample std per setup."""
         j, c, models = tmp_path / "cmp.json", tmp_path / "cmp.csv", tmp_path / "models"
-        code, out, _ = run(
+        code, out, _ = run_cli(
             capsys, "compare", "--variants", "quantum", "dressed-classical", "--seeds", 2, "--epochs", 1,
             "--random-init", "--qubits", 2, "--depth", 1, "--data", tiny, "--models-dir", models,
             "--json", j, "--csv", c,
@@ -268,7 +261,7 @@ class TestCompare:
 
         # --load reads the same runs back from the checkpoints they wrote, without training
         j2, c2 = tmp_path / "load.json", tmp_path / "load.csv"
-        code, _, _ = run(capsys, "compare", "--load", models, "--json", j2, "--csv", c2)
+        code, _, _ = run_cli(capsys, "compare", "--load", models, "--json", j2, "--csv", c2)
         assert code == 0
         loaded = json.loads(j2.read_text())["runs"]
         key = lambda r: (r["variant"], r["seed"])  # noqa: E731
@@ -281,7 +274,7 @@ class TestData:
         shutil.copytree(tiny, root)
         bad = root / "train" / "cats" / "broken.jpg"
         bad.write_bytes(b"not an image")
-        code, out, _ = run(capsys, "data", "--path", root, "--no-download")
+        code, out, _ = run_cli(capsys, "data", "--path", root, "--no-download")
         assert code == 0
         assert "train: 12 images, cats 6, dogs 6" in out and "val: 8 images" in out
         assert str(bad) in out and "1 unreadable" in out
@@ -326,7 +319,7 @@ class TestProgressBar:
 class TestErrors:
     def one_line_error(self, capsys, *argv, code: int = 1) -> str:
         """Run a failing command quietly: exit `code`, exactly one stderr line `qtl: error: ...`."""
-        status, _, err = run(capsys, "-q", *argv)
+        status, _, err = run_cli(capsys, "-q", *argv)
         assert status == code
         assert "Traceback" not in err
         lines = err.splitlines()
@@ -374,7 +367,7 @@ class TestErrors:
         monkeypatch.setenv("QTL_OFFLINE", "1")
         out = tmp_path / "q.pt"
         args = ["train", "linear", "--no-augment", "--data", tiny, "--epochs", 1, "--out", out]
-        code, stdout, err = run(capsys, *args)
+        code, stdout, err = run_cli(capsys, *args)
         assert code == 0, err
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # "qtl: warning: ..."
         assert len(warnings) == 1

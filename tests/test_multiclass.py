@@ -8,21 +8,14 @@ import json
 import math
 
 import pytest
-from conftest import make_class_folders, zip_folder
+from conftest import make_class_folders, run_cli, zip_folder
 
-from qtl import cli
 from qtl.checkpoint import load_checkpoint
 from qtl.circuit import CircuitConfig
 from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.datasets import open_dataset
 from qtl.inference import evaluate, predict
 from qtl.train import fit
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +68,18 @@ class TestFourClassesFromTheCommandLine:
         archive = zip_folder(src, tmp_path / "four.zip", prefix="four/", extra={"four/notes.txt": b"x"})
         common = ["--random-init", "--data", archive, "--val-ratio", 0.25, "--split-seed", 1]
         q, lin = tmp_path / "q.pt", tmp_path / "lin.pt"
-        code, _, err = run(capsys, "train", "quantum", *common, "--epochs", 20, "--lr", 2e-3, "--out", q)
+        code, _, err = run_cli(capsys, "train", "quantum", *common, "--epochs", 20, "--lr", 2e-3, "--out", q)
         assert code == 0, err
         assert "skipped 1 file(s):\n  four/notes.txt: not inside a class folder" in err
-        code, _, err = run(capsys, "train", "linear", *common, "--epochs", 10, "--no-augment", "--out", lin)
+        code, _, err = run_cli(
+            capsys, "train", "linear", *common, "--epochs", 10, "--no-augment", "--out", lin
+        )
         assert code == 0, err
         assert load_checkpoint(q).meta["dataset"]["seed"] == 1
 
-        code, out, _ = run(capsys, "evaluate", lin, "--data", archive, "--val-ratio", 0.25, "--split-seed", 1)
+        code, out, _ = run_cli(
+            capsys, "evaluate", lin, "--data", archive, "--val-ratio", 0.25, "--split-seed", 1
+        )
         assert code == 0
         for c in range(4):
             assert f"\nclass_{c} " in out
@@ -90,19 +87,19 @@ class TestFourClassesFromTheCommandLine:
         assert len(matrix) == 4 and sum(int(v) for row in matrix for v in row.split()[1:]) == 8
 
         split = ["--val-ratio", 0.25, "--split-seed", 1]
-        code, out, _ = run(capsys, "evaluate", lin, "--data", archive, *split, "--json")
+        code, out, _ = run_cli(capsys, "evaluate", lin, "--data", archive, *split, "--json")
         m = json.loads(out)["metrics"]
         assert m["accuracy"] >= 0.75 and len(m["per_class"]) == 4
 
         image = next((src / "class_2").iterdir())
-        code, out, _ = run(capsys, "predict", image, "-c", q, "-c", lin, "--json")
+        code, out, _ = run_cli(capsys, "predict", image, "-c", q, "-c", lin, "--json")
         doc = json.loads(out)
         for pred in doc[0]["predictions"].values():
             assert len(pred["probs"]) == 4 and sum(pred["probs"].values()) == pytest.approx(1, abs=1e-5)
         assert doc[0]["predictions"]["lin"]["predicted"] == "class_2"
 
         figure = tmp_path / "why.png"
-        code, out, err = run(capsys, "explain", image, image, "-c", q, "-c", lin, "-o", figure)
+        code, out, err = run_cli(capsys, "explain", image, image, "-c", q, "-c", lin, "-o", figure)
         assert code == 0, err
         lines = out.splitlines()
         assert len(lines) == 5 and lines[-1] == f"saved {figure}"
@@ -112,7 +109,7 @@ class TestFourClassesFromTheCommandLine:
         with Image.open(figure) as im:
             assert im.format == "PNG" and im.width > im.height  # 2 rows of 3 panels
 
-        code, out, _ = run(capsys, "data", "--path", archive, "--val-ratio", 0.25, "--split-seed", 1)
+        code, out, _ = run_cli(capsys, "data", "--path", archive, "--val-ratio", 0.25, "--split-seed", 1)
         assert code == 0
         assert "classes 4: class_0, class_1, class_2, class_3" in out
         assert "val split off: 0.25 per class, seed 1" in out

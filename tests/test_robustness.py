@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import make_image_folder, run_cli
 
 from qtl import cli
 from qtl.checkpoint import load_checkpoint, read_checkpoint_info
@@ -24,12 +24,6 @@ from qtl.robustness import evaluate_noise, head_inputs, noise_grid
 from qtl.train import fit
 
 NOISY = NoiseConfig(depolarizing=0.02, depolarizing_2q=0.05, readout=0.01, shots=200)
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +57,7 @@ class TestCheckpoints:
         )
 
     def test_evaluate_reports_the_noise(self, capsys, trained, tiny):
-        code, out, _ = run(capsys, "evaluate", trained["noisy"], "--data", tiny)
+        code, out, _ = run_cli(capsys, "evaluate", trained["noisy"], "--data", tiny)
         assert code == 0 and "noise       dep 0.02/0.05, readout 0.01, 200 shots" in out
 
     def test_checkpoints_without_noise_load_ideal(self):
@@ -94,7 +88,7 @@ class TestNoiseCommand:
         """`qtl noise` prints and writes the grid; p=0 exact equals `evaluate`, and full depolarizing
         (p=0.75, every <Z> = 0) leaves the output layer's bias alone to decide."""
         prefix = tmp_path / "report"
-        code, out, err = run(
+        code, out, err = run_cli(
             capsys, "noise", trained["ideal"], trained["noisy"], "--data", tiny, "--strengths", 0, 0.75,
             "--shots", 0, 20, "--out", prefix, "-q",
         )  # fmt: skip
@@ -141,6 +135,6 @@ class TestNoiseCommand:
             "--out",
             path,
         ]
-        assert run(capsys, *args)[0] == 0
-        code, _, err = run(capsys, "noise", path, "--data", tiny)
+        assert run_cli(capsys, *args)[0] == 0
+        code, _, err = run_cli(capsys, "noise", path, "--data", tiny)
         assert code == 1 and "only quantum checkpoints have a circuit" in err
