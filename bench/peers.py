@@ -4,10 +4,11 @@ The step is the dressed quantum circuit of Mari et al. on (B, 512) features: Lin
 H + RY(x) embedding, `depth` blocks of [CNOT chain, RY(theta)], <Z_i> on every wire, Linear(n, 2),
 cross-entropy, backward, Adam (lr 1e-3), all in float32, from the same initial parameters:
 
-    native               qtl: `DressedQuantumCircuit` + `qtl.train.train_step` + `qtl.train.adam`,
-                         the step `fit()` trains with; with `--compiled`, where the head allows it
-                         (up to 6 qubits), `qtl.engines.step.compiled_train_step`, which fit() takes
-                         for long runs
+    native               qtl: `DressedQuantumCircuit` + `qtl.train.adam`, trained by the step fit()
+                         picks (`qtl.engines.step.step_for_run`): the fused closed-form step up to
+                         10 qubits (`qtl.engines.fused_step`), autograd's `train_step` above; with
+                         `--eager`, always `train_step`; with `--compiled`, the step fit() picks for a
+                         run long enough to compile
     tensorcircuit-jax    TensorCircuit-NG on JAX: the circuit vmapped over the batch, the whole step
                          (value_and_grad + Adam) under jax.jit
     pennylane-jax        PennyLane default.qubit, JAX interface, backprop, parameter broadcasting,
@@ -52,7 +53,7 @@ import torch
 from machine import machine
 
 from qtl.circuit import CircuitConfig
-from qtl.engines.step import compilable, compiled_train_step
+from qtl.engines.step import COMPILE_MIN_STEPS, step_for_run
 from qtl.heads import DressedQuantumCircuit
 from qtl.train import adam, train_step
 
@@ -80,14 +81,16 @@ def problem(n: int, batch: int):
 class Native:
     name = "native"
 
-    def __init__(self, n: int, params: dict, x, y, compiled: bool = False) -> None:
+    def __init__(self, n: int, params: dict, x, y, step: str = "fit") -> None:
         self.head = DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH), memory_budget=12 * 2**30)
         self.head.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.optimizer = adam(self.head.parameters(), lr=LR)
+        n_steps = COMPILE_MIN_STEPS if step == "compiled" else 1
         self.step_fn = train_step
-        if compiled and compilable(self.head, self.optimizer):
-            self.step_fn = compiled_train_step(self.head, self.optimizer)
+        if step != "eager":
+            self.step_fn = step_for_run(train_step, self.head, self.optimizer, n_steps, len(x))
+        self.kind = getattr(self.step_fn, "__name__", type(self.step_fn).__name__)
 
     @property
     def compile_s(self) -> float:
@@ -300,7 +303,7 @@ def seconds_per_step(engine, min_time: float) -> float:
     return statistics.median(times)
 
 
-def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: float, compiled: bool) -> dict:
+def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: float, step: str) -> dict:
     params, x, y = problem(n, batch)
     engines, row = {}, {}
     for name in names:
@@ -310,7 +313,7 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
         try:
             start = time.perf_counter()
             if name == "native":
-                engine = Native(n, params, x, y, compiled=compiled)
+                engine = Native(n, params, x, y, step=step)
             else:
                 engine = BUILDERS[name](n, params, x, y)
             built = time.perf_counter() - start
@@ -322,6 +325,8 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
             continue
         engines[name] = engine
         row[name] = {"status": "ok", "build_s": built, "compile_s": engine.compile_s}
+        if name == "native":
+            row[name]["step"] = engine.kind
     reference = engines["native"].logits() if "native" in engines else None
     for name, engine in list(engines.items()):
         err = float(np.abs(engine.logits() - reference).max())
@@ -368,9 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per configuration")
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of steps per round and engine")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument(
-        "--compiled", action="store_true", help="native uses qtl.engines.step's compiled step"
-    )
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--compiled", action="store_true", help="native: the step fit() picks for a long run")
+    kind.add_argument("--eager", action="store_true", help="native: autograd's train_step at every size")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
     if args.threads:
@@ -384,10 +389,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for spec in args.configs:
         n, batch = (int(v) for v in spec.lower().split("x"))
-        row = run_config(n, batch, args.engines, args.rounds, args.min_time, args.compiled)
+        step = "compiled" if args.compiled else "eager" if args.eager else "fit"
+        row = run_config(n, batch, args.engines, args.rounds, args.min_time, step)
         results.append({"n_qubits": n, "batch": batch, "engines": row})
         cells = " | ".join(f"{name}: {cell(row[name], name)}" for name in args.engines)
         print(f"{n:>2} qubits, batch {batch:>2} | {cells}", flush=True)
+        if "step" in row.get("native", {}):
+            print(f"   native step: {row['native']['step']}", flush=True)
         compile_times = {k: round(v["compile_s"], 2) for k, v in row.items() if v.get("compile_s")}
         if compile_times:
             print(f"   compile seconds (excluded above): {compile_times}", flush=True)

@@ -45,8 +45,9 @@ def test_compiled_step_takes_the_eager_steps_trajectory():
 
 
 def test_only_long_runs_on_supported_heads_compile():
-    """Short runs, SGD, PennyLane engines and wide native layouts keep the eager step."""
-    head, opt = _head(CircuitConfig(4, 2))
+    """Short runs, SGD, PennyLane engines and wide native layouts keep the eager step (a real circuit of
+    up to 10 qubits takes the fused step at any length: tests/test_fused_step.py)."""
+    head, opt = _head(CircuitConfig(4, 2, rotation="rot"))
     assert step_for_run(train_step, head, opt, COMPILE_MIN_STEPS - 1, 4) is train_step
     assert step_for_run(train_step, head, opt, COMPILE_MIN_STEPS, 4) is not train_step
     assert compilable(DressedClassical(5, 2), adam(DressedClassical(5, 2).parameters(), 0.1))

@@ -52,9 +52,18 @@ def compilable(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
 def step_for_run(
     eager: Callable, module: nn.Module, optimizer: torch.optim.Optimizer, n_steps: int, batch_size: int
 ) -> Callable:
-    """The `eager` step (`qtl.train.train_step`), or for a run long enough to pay (`worth_compiling`)
-    and a `compilable` pair, the compiled step for batches of `batch_size` (other sizes, such as an
-    epoch's last, short batch, take the eager step on the same optimizer state)."""
+    """The fastest step that takes this pair, with the trajectory of `eager` (`qtl.train.train_step`):
+
+    1. the fused closed-form step (`qtl.engines.fused_step`) for a `fusable` pair, any run length;
+    2. for a run long enough to pay (`worth_compiling`) and a `compilable` pair, the compiled step for
+       batches of `batch_size` (other sizes, such as an epoch's last, short batch, take the eager step
+       on the same optimizer state);
+    3. else `eager`.
+    """
+    from qtl.engines.fused_step import fusable, fused_train_step
+
+    if fusable(module, optimizer):
+        return fused_train_step(module, optimizer)
     if not (worth_compiling(n_steps) and compilable(module, optimizer)):
         return eager
     compiled = compiled_train_step(module, optimizer)

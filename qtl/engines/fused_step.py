@@ -1,0 +1,277 @@
+"""A fused training step for small dressed circuits: the whole step in closed form, without autograd.
+
+A training step of `DressedQuantumCircuit` on cached features at 4-10 qubits moves kilobytes: its
+eager cost is per-operation overhead (autograd records and replays about a hundred tiny operations,
+and `Optimizer.step` adds its own Python). This step computes the same loss, gradients and Adam
+update with the gradients written out by hand, in about seventy plain tensor operations and no graph:
+
+    z = tanh(x W1^T + b1),  a = z pi/2               the pre-net
+    psi_0 = (x)_w RY(a_w) v0_w                       product state: one gather, one product over wires
+    psi_l = K_l P_l psi_(l-1),  l = 1..L             blocks: CNOT run P_l, then K_l = (x)_w RY(q_lw)
+    e = psi_L^2 S,  logits = e W2^T + b2             <Z_i> by the sign table S, the post-net
+    loss = cross_entropy(logits, y)
+
+Every amplitude is real (H, RY, CNOT), and RY(q)' = J RY(q) / 2 with J = RY(pi), which commutes with
+every RY on its wire: so the derivative of psi_0 in a_w is J_w psi_0 / 2, and that of K_l in q_lw is
+J_w K_l / 2, where J_w only flips wire w's bit with a sign (a gather). The backward pass is the
+transposed blocks applied in reverse, gradients of the blocks by sums of outer products, and these
+flips. Up to `statevector.FULL_BLOCK_MAX_QUBITS` wires a layer is one 2**n x 2**n matrix with its
+CNOT run folded in (the native engine's gather table); up to `MAX_QUBITS` the wires are split in two
+halves, the state is (B, 2**g1, 2**g2) and a layer is A s[perm] B^T.
+
+The update is torch's fused Adam kernel on the optimizer's own state (exp_avg, exp_avg_sq, step), so
+schedulers, checkpoints and later eager steps see exactly what `optimizer.step()` would leave; the
+tests check loss, gradients and parameters against the autograd step to 1e-10 in float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qtl.engines import statevector as sv
+from qtl.engines.compiler import Plan, Round
+from qtl.engines.native import Layout, NativeEngine, device_tables
+
+#: Widest circuit the fused step takes: above, the embedding's flips (O(B n 2**n)) cost more than the
+#: eager step's autograd overhead (bench/peers.py).
+MAX_QUBITS = 10
+_INPUT_RY = (Round("RY", "input", 0, 1),)
+_WEIGHT_RY = (Round("RY", "weight", 0, 1),)
+
+
+def fusable(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `fused_train_step` takes this pair: a `DressedQuantumCircuit` on the native engine with a
+    real circuit (H, RY, CNOT) of at most MAX_QUBITS wires, every parameter trained by one plain fused
+    Adam (`qtl.train.adam`; no weight decay, amsgrad or maximize) with one param group on one device."""
+    from qtl.heads import DressedQuantumCircuit
+
+    if type(module) is not DressedQuantumCircuit or not isinstance(module.engine, NativeEngine):
+        return False
+    plan = module.engine.plan
+    if not (plan.real and plan.n_qubits <= MAX_QUBITS and plan.prefix == _INPUT_RY):
+        return False
+    if plan.rounds not in ((), _WEIGHT_RY):
+        return False
+    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+        return False
+    group = optimizer.param_groups[0]
+    if not group.get("fused") or group["weight_decay"] or group["amsgrad"] or group["maximize"]:
+        return False
+    params = list(module.parameters())
+    if not all(p.requires_grad for p in params) or {id(p) for p in group["params"]} != set(map(id, params)):
+        return False
+    kinds = {(p.device, p.dtype) for p in params}
+    return len(kinds) == 1 and params[0].dtype in (torch.float32, torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class _Tables:
+    """Constant tensors of one circuit on one device in one dtype; built once, never written."""
+
+    embed_phases: torch.Tensor  # (n, 2): RY(a) v0 = cos(a / 2 + phases), v0 each wire's starting state
+    wire_index: torch.Tensor  # (n * 2**n,) gather: [w, k] -> 2 w + bit_w(k), the product state's factors
+    block_index: tuple[torch.Tensor, ...]  # per half (one or two): gather building the layers' blocks
+    perms: tuple[torch.Tensor, ...]  # two halves: per layer, the CNOT run's permutation and its inverse
+    inverses: tuple[torch.Tensor, ...]
+    signs: torch.Tensor  # (2**n, n) Z eigenvalues
+    flips: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per width m: `_flip` tables on the device
+    halves: tuple[int, ...]  # wires per half: (n,) when every layer is one matrix with its CNOTs folded in
+
+
+#: cos(q/2 + phase) for these phases gives RY(q) = [[c, -s], [s, c]], row by row.
+_RY_PHASES = (0.0, math.pi / 2, -math.pi / 2, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> _Tables:
+    n = plan.n_qubits
+    t = device_tables(plan, layout, device, dtype)
+    phi = torch.tensor([math.atan2(v[1].real, v[0].real) for v in plan.v0], dtype=torch.float64)
+    embed_phases = torch.stack((phi, phi - math.pi / 2), 1).to(device=device, dtype=dtype)
+    wire_index = sv.kron_index(n, 2, 1).reshape(-1).to(device)  # [w, k] -> 2 w + bit_w(k)
+    g1 = (n + 1) // 2
+    halves = (n,) if n <= sv.FULL_BLOCK_MAX_QUBITS else (g1, n - g1)
+    common = dict(
+        embed_phases=embed_phases,
+        wire_index=wire_index,
+        signs=sv.sign_table(n).to(device=device, dtype=dtype),
+        flips={
+            m: tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in _flip(m))
+            for m in {n, *halves}
+        },
+    )
+    if n <= sv.FULL_BLOCK_MAX_QUBITS:
+        fused = () if t.fused is None else (t.fused,)
+        return _Tables(block_index=fused, perms=(), inverses=(), halves=(n,), **common)
+    block_index = []
+    for size in (g1, n - g1):  # [layer, w, i, j] -> 4 (layer * size + w) + 2 bit_w(i) + bit_w(j)
+        base = sv.kron_index(size, 2, 2).reshape(-1)
+        rows = [layer * 4 * size + base for layer in range(plan.n_layers)]
+        block_index.append((torch.cat(rows) if rows else base[:0]).to(device))
+    perms = tuple(t.perms[e][0] for e in plan.entanglers)
+    inverses = tuple(t.perms[e][1] for e in plan.entanglers)
+    return _Tables(block_index=tuple(block_index), perms=perms, inverses=inverses, halves=halves, **common)
+
+
+def _flip(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m * 2**m,) index [w, k] -> k with wire w's bit flipped, and (m, 2**m, 1) signs: for J = RY(pi)
+    on wire w, (J_w x)[k] = signs[w, k] * x[index[w, k]] along the first axis of x."""
+    k = torch.arange(2**m)
+    flip = k[None, :] ^ (1 << (m - 1 - torch.arange(m)))[:, None]
+    return flip.reshape(-1), -sv.sign_table(m).T.unsqueeze(-1)  # -1 where wire w is |0>
+
+
+def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int) -> torch.Tensor:
+    """(L, m) RY angles -> (L, d, d) Kronecker products of each layer's m RY matrices (gathered by
+    `index`, which may fold a row permutation in)."""
+    phases = q.new_tensor(_RY_PHASES)
+    mats = torch.cos(torch.add(phases, q.reshape(-1, 1), alpha=0.5))  # (L*m, 4)
+    return mats.reshape(-1).index_select(0, index).reshape(-1, m, d, d).prod(1)
+
+
+def _angle_grads(
+    g_block: torch.Tensor, block: torch.Tensor, flip: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """(L, d, d) blocks K = (x)_w RY(q_w) over m wires and their gradients -> (L, m) gradients of the
+    angles, by dK/dq_w = J_w K / 2 (RY' = J RY / 2 with J = RY(pi), and J_w commutes with K)."""
+    index, signs = flip
+    n_layers, d, m = block.shape[0], block.shape[-1], signs.shape[0]
+    moved = block.index_select(1, index).view(n_layers, m, d, d) * signs  # J_w K for every w
+    return 0.5 * (moved * g_block.unsqueeze(1)).sum((-1, -2))
+
+
+class FusedHeadStep:
+    """`qtl.train.train_step(module, optimizer, x, y)` for a `fusable` pair, fused; returns (loss, correct).
+
+    The step's gradients are never written to `.grad` (nothing reads them between steps in fit()).
+    """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if not fusable(module, optimizer):
+            raise ValueError(
+                "the fused step takes a small real DressedQuantumCircuit on the native engine and Adam"
+            )
+        self.module, self.optimizer = module, optimizer
+        self.params = [module.pre_net.weight, module.pre_net.bias, module.q_params]
+        self.params += [module.post_net.weight, module.post_net.bias]
+
+    def __call__(self, module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+        if module is not self.module or optimizer is not self.optimizer:
+            raise ValueError("this fused step belongs to another module or optimizer")
+        with torch.no_grad():
+            loss, correct, grads = self.loss_and_grads(x, y)
+            self._adam(grads)
+        return loss, correct
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Cross-entropy loss, correct predictions and the gradients of [W1, b1, q, W2, b2] on a batch."""
+        engine: NativeEngine = self.module.engine
+        w1, b1, q, w2, b2 = self.params
+        n, n_layers = engine.n_qubits, engine.plan.n_layers
+        t = _tables(engine.plan, engine.layout, w1.device, w1.dtype)
+        batch, dim, x = x.shape[0], 2**n, x.to(w1.dtype)
+
+        # forward: the pre-net, the product state, then the blocks; states[l] is the state after l blocks
+        z = torch.tanh(torch.addmm(b1, x, w1.T))
+        v = torch.cos(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))  # RY(a) v0, (B, n, 2)
+        states = x.new_empty((n_layers + 1, batch, dim))
+        torch.prod(
+            v.reshape(batch, 2 * n).index_select(1, t.wire_index).reshape(batch, n, dim), 1, out=states[0]
+        )
+        s, mids = states.unbind(0), []
+        if len(t.halves) == 1 and n_layers:
+            kt = _blocks(q, t.block_index[0], n, dim)  # (L, d, d) K.T of each layer, CNOT run folded in
+            for layer in range(n_layers):
+                torch.mm(s[layer], kt[layer], out=s[layer + 1])
+        elif n_layers:
+            (g1, g2), (d1, d2) = t.halves, (2 ** t.halves[0], 2 ** t.halves[1])
+            ka = _blocks(q[:, :g1].contiguous(), t.block_index[0], g1, d1)  # (L, d1, d1) on wires < g1
+            kb = _blocks(q[:, g1:].contiguous(), t.block_index[1], g2, d2)
+            for layer in range(n_layers):  # s -> A s[perm] B^T, as (B, d1, d2)
+                p = s[layer].index_select(1, t.perms[layer]).view(batch, d1, d2)
+                u = p @ kb[layer].T
+                mids.append((p, u))
+                torch.matmul(ka[layer], u, out=s[layer + 1].view(batch, d1, d2))
+        psi = s[-1]
+        e = psi.square() @ t.signs
+        logits = torch.addmm(b2, e, w2.T)
+        logp = torch.log_softmax(logits, 1)
+        loss = -logp.gather(1, y[:, None]).mean()
+        correct = (logits.argmax(1) == y).sum()
+
+        # backward: the loss, the post-net, then the blocks in reverse; g is d loss / d state
+        g_logits = logp.exp()
+        g_logits[torch.arange(batch, device=y.device), y] -= 1.0
+        g_logits /= batch
+        g = (psi * 2.0).mul_((g_logits @ w2) @ t.signs.T)
+        g_q = torch.zeros_like(q)
+        if len(t.halves) == 1 and n_layers:
+            grads = torch.empty_like(states[1:])  # d loss / d states[l + 1]
+            grads[-1] = g
+            for layer in reversed(range(1, n_layers)):
+                torch.mm(grads[layer], kt[layer].T, out=grads[layer - 1])
+            g = grads[0] @ kt[0].T
+            g_kt = states[:-1].mT @ grads  # (L, d, d)
+            # K.T[inverse(p)] is K.T with rows permuted: J_w acts on its columns
+            g_q = _angle_grads(g_kt.mT.contiguous(), kt.mT.contiguous(), t.flips[n])
+        elif n_layers:
+            g_ka, g_kb = torch.empty_like(ka), torch.empty_like(kb)
+            for layer in reversed(range(n_layers)):
+                p, u = mids[layer]
+                g3 = g.view(batch, d1, d2)
+                torch.sum(g3 @ u.mT, 0, out=g_ka[layer])
+                g_u = ka[layer].T @ g3
+                torch.sum(g_u.mT @ p, 0, out=g_kb[layer])
+                g = (g_u @ kb[layer]).view(batch, dim).index_select(1, t.inverses[layer])
+            g_q = torch.cat((_angle_grads(g_ka, ka, t.flips[g1]), _angle_grads(g_kb, kb, t.flips[g2])), 1)
+
+        # backward: the embedding (d psi0 / d a_w = J_w psi0 / 2) and the pre-net
+        index, signs = t.flips[n]
+        moved = s[0].index_select(1, index).view(batch, n, dim) * signs.squeeze(-1)
+        g_a = 0.5 * (moved * g.unsqueeze(1)).sum(-1)
+        g_pre = g_a * (math.pi / 2) * (1.0 - z.square())
+        return (
+            loss,
+            correct,
+            [g_pre.T @ x, g_pre.sum(0), g_q.reshape(q.shape), g_logits.T @ e, g_logits.sum(0)],
+        )
+
+    def _adam(self, grads: list[torch.Tensor]) -> None:
+        """torch.optim.Adam's fused update of the parameters with `grads`, on the optimizer's state."""
+        opt = self.optimizer
+        group = opt.param_groups[0]
+        state = [opt.state[p] for p in self.params]
+        for p, st in zip(self.params, state, strict=True):
+            if not st:  # Adam's own layout of a fused state: a float32 step tensor on the device
+                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        steps = [st["step"] for st in state]
+        torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        torch._fused_adam_(
+            self.params,
+            grads,
+            [st["exp_avg"] for st in state],
+            [st["exp_avg_sq"] for st in state],
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=group["eps"],
+            maximize=False,
+        )
+
+
+def fused_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """A drop-in for `qtl.train.train_step(module, optimizer, x, y)` for a `fusable` pair."""
+    return FusedHeadStep(module, optimizer)
