@@ -4,18 +4,19 @@ A step is forward + backward + Adam step of `DressedQuantumCircuit(512, 2, confi
 (B, 512) features, timed by `quantum_head.time_steps` (fit()'s own `train_step`, median of repeats).
 Depth 6, batch 32 (the paper's circuit depth):
 
-    mps            qtl's MPS engine, exact (bond 2**6 = 64)       16, 20, 32, 64, 128 qubits
+    mps            qtl's MPS engine, exact (bond up to 2**6 = 64)  4, 8, 16, 20, 32, 64, 128 qubits
     native         qtl's statevector engine                       16, 20 qubits
     default.tensor PennyLane's quimb MPS device, diff_method best  every size, until one exceeds the cap
 
 Ratios are taken within the same run (a busy machine slows both sides). Each time is given as wall
 seconds and as CPU seconds of this process (all its threads): on a machine shared with other work, the
 CPU seconds are what the step costs. default.tensor runs a batch as one circuit per sample and
-differentiates by parameter shifts, so it is first timed on one sample's forward pass; when 32 of those
-alone exceed the cap, that bound (32 x one forward, a lower bound on its step) stands in for the step
-and the ratio to the MPS engine is a lower bound too.
+differentiates by parameter shifts (1 + 2 x 7n circuits per sample), so it is first timed on one
+sample's forward pass; when its whole step would exceed the cap, 32 x one forward (a lower bound on
+its step) stands in for the step and the ratio to the MPS engine is a lower bound too.
 
-    .venv/bin/python bench/mps.py [--quick] [--cap SECONDS] [--threads N] [--json PATH]
+    cd bench && PYTHONPATH=.. ../.venv/bin/python mps.py [--quick] [--sizes N ...] [--cap SECONDS]
+        [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from qtl.heads import DressedQuantumCircuit
 from qtl.train import adam, train_step
 
 DEPTH, BATCH = 6, 32
-SIZES = {"mps": (16, 20, 32, 64, 128), "native": (16, 20), "default.tensor": (16, 20, 32, 64, 128)}
+WIDTHS = (4, 8, 16, 20, 32, 64, 128)
+SIZES = {"mps": WIDTHS, "native": (16, 20), "default.tensor": WIDTHS}
 TARGET_64_S = 1.0  # 64 qubits: under a second per step
 TARGET_RATIO = 10.0  # at least 10x faster than default.tensor
 
@@ -99,7 +101,8 @@ def measure(engine: str, n: int, repeats: int, cap: float) -> dict:
             forward_seconds(build_head(engine, 2), 1, cap)  # numba compiles quimb's kernels: not timed
             one = forward_seconds(head, 1, cap)
             entry["forward_1_s"] = one
-            if one is None or one * BATCH > cap:
+            # its step runs 1 + 2 * (7 n) circuits per sample (parameter shifts of n inputs and 6n weights)
+            if one is None or 2 * one * BATCH * (1 + 14 * n) > cap:  # warm-up + timed step over the cap
                 entry.update(step_s=None, cpu_s=None, status="> cap")
                 entry["bound_s"] = None if one is None else one * BATCH
                 return entry
@@ -114,7 +117,7 @@ def cell(e: dict, cap: float) -> str:
     if e.get("step_s") is not None:
         return f"{e['step_s']:.3f} s wall, {e['cpu_s']:.3f} s CPU"
     if e.get("bound_s") is not None:
-        return f"> {e['bound_s']:.0f} s (32 x one sample's forward, {e['forward_1_s']:.1f} s)"
+        return f"> {e['bound_s']:.1f} s (32 x one sample's forward, {e['forward_1_s']:.2f} s)"
     if e["status"] == "skipped":
         return "skipped (a smaller size exceeded the cap)"
     return f"> {cap:g} s (one sample's forward did not finish)"
@@ -136,6 +139,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="16 and 32 qubits only, 2 repeats")
+    parser.add_argument("--sizes", type=int, nargs="+", help="only these widths")
     parser.add_argument("--cap", type=float, default=300.0, help="seconds a step may take (default 300)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration (median)")
@@ -144,6 +148,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
     sizes = [16, 32] if args.quick else sorted({n for s in SIZES.values() for n in s})
+    sizes = [n for n in sizes if n in args.sizes] if args.sizes else sizes
     results, stopped = [], set()
     for n in sizes:
         for engine, allowed in SIZES.items():

@@ -38,8 +38,8 @@ from qtl.engines import statevector as sv
 from qtl.engines.compiler import Plan, Round
 from qtl.engines.native import Layout, NativeEngine, device_tables
 
-#: Widest circuit the fused step takes: above, the embedding's flips (O(B n 2**n)) cost more than the
-#: eager step's autograd overhead (bench/peers.py).
+#: Widest circuit the fused step takes: above, its halves' blocks (64 x 64 at 12 qubits) cost more than
+#: the eager step's groups of 4 wires (bench/peers.py; 11 qubits about break even).
 MAX_QUBITS = 10
 _INPUT_RY = (Round("RY", "input", 0, 1),)
 _WEIGHT_RY = (Round("RY", "weight", 0, 1),)
@@ -75,11 +75,15 @@ class _Tables:
     """Constant tensors of one circuit on one device in one dtype; built once, never written."""
 
     embed_phases: torch.Tensor  # (n, 2): RY(a) v0 = cos(a / 2 + phases), v0 each wire's starting state
-    wire_index: torch.Tensor  # (n * 2**n,) gather: [w, k] -> 2 w + bit_w(k), the product state's factors
+    wire_index: tuple[
+        torch.Tensor, ...
+    ]  # per half, gather [w, k] -> 2 w + bit_w(k): its product state's factors
     block_index: tuple[torch.Tensor, ...]  # per half (one or two): gather building the layers' blocks
     perms: tuple[torch.Tensor, ...]  # two halves: per layer, the CNOT run's permutation and its inverse
     inverses: tuple[torch.Tensor, ...]
     signs: torch.Tensor  # (2**n, n) Z eigenvalues
+    signs_t: torch.Tensor  # (n, 2**n), contiguous
+    ry_phases: torch.Tensor  # (4,) cos(q/2 + phase) gives RY(q) = [[c, -s], [s, c]], row by row
     flips: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per width m: `_flip` tables on the device
     halves: tuple[int, ...]  # wires per half: (n,) when every layer is one matrix with its CNOTs folded in
 
@@ -94,13 +98,18 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
     t = device_tables(plan, layout, device, dtype)
     phi = torch.tensor([math.atan2(v[1].real, v[0].real) for v in plan.v0], dtype=torch.float64)
     embed_phases = torch.stack((phi, phi - math.pi / 2), 1).to(device=device, dtype=dtype)
-    wire_index = sv.kron_index(n, 2, 1).reshape(-1).to(device)  # [w, k] -> 2 w + bit_w(k)
     g1 = (n + 1) // 2
     halves = (n,) if n <= sv.FULL_BLOCK_MAX_QUBITS else (g1, n - g1)
+    starts = [0, *halves[:-1]]
     common = dict(
         embed_phases=embed_phases,
-        wire_index=wire_index,
+        wire_index=tuple(
+            (2 * a + sv.kron_index(m, 2, 1)).reshape(-1).to(device)
+            for a, m in zip(starts, halves, strict=True)
+        ),
         signs=sv.sign_table(n).to(device=device, dtype=dtype),
+        signs_t=sv.sign_table(n).T.contiguous().to(device=device, dtype=dtype),
+        ry_phases=torch.tensor(_RY_PHASES, dtype=dtype, device=device),
         flips={
             m: tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in _flip(m))
             for m in {n, *halves}
@@ -127,10 +136,9 @@ def _flip(m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return flip.reshape(-1), -sv.sign_table(m).T.unsqueeze(-1)  # -1 where wire w is |0>
 
 
-def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int) -> torch.Tensor:
+def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int, phases: torch.Tensor) -> torch.Tensor:
     """(L, m) RY angles -> (L, d, d) Kronecker products of each layer's m RY matrices (gathered by
     `index`, which may fold a row permutation in)."""
-    phases = q.new_tensor(_RY_PHASES)
     mats = torch.cos(torch.add(phases, q.reshape(-1, 1), alpha=0.5))  # (L*m, 4)
     return mats.reshape(-1).index_select(0, index).reshape(-1, m, d, d).prod(1)
 
@@ -144,6 +152,92 @@ def _angle_grads(
     n_layers, d, m = block.shape[0], block.shape[-1], signs.shape[0]
     moved = block.index_select(1, index).view(n_layers, m, d, d) * signs  # J_w K for every w
     return 0.5 * (moved * g_block.unsqueeze(1)).sum((-1, -2))
+
+
+def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
+    """The step's loss, correct count and gradients [W1, b1, q, W2, b2]: plain tensor operations only.
+
+    `scratch(shape, dtype=, device=)` gives the large intermediate buffers (a step's own by default).
+    """
+    batch, n = x.shape[0], w1.shape[0]
+    dim = 2**n
+
+    # forward: the pre-net, the product state, then the blocks; states[l] is the state after l blocks
+    z = torch.tanh(torch.addmm(b1, x, w1.T))
+    v = torch.cos(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))  # RY(a) v0, (B, n, 2)
+    states = scratch((n_layers + 1, batch, dim), dtype=x.dtype, device=x.device)
+    s, mids = states.unbind(0), []
+    # each half's product state (one gather, one product over its wires); two halves: their outer product
+    flat, halves = v.view(batch, 2 * n), []
+    for index, m in zip(t.wire_index, t.halves, strict=True):
+        out = s[0] if len(t.halves) == 1 else None
+        halves.append(torch.prod(flat.index_select(1, index).view(batch, m, 2**m), 1, out=out))
+    if len(halves) == 2:
+        (g1, g2), (d1, d2) = t.halves, (2 ** t.halves[0], 2 ** t.halves[1])
+        torch.mul(halves[0].unsqueeze(2), halves[1].unsqueeze(1), out=s[0].view(batch, d1, d2))
+    if len(t.halves) == 1 and n_layers:
+        kt = _blocks(q, t.block_index[0], n, dim, t.ry_phases).unbind(0)  # K.T per layer, CNOTs folded in
+        for layer in range(n_layers):
+            torch.mm(s[layer], kt[layer], out=s[layer + 1])
+    elif n_layers:
+        ka = _blocks(q[:, :g1].contiguous(), t.block_index[0], g1, d1, t.ry_phases)  # on wires < g1
+        kb = _blocks(q[:, g1:].contiguous(), t.block_index[1], g2, d2, t.ry_phases)
+        for layer in range(n_layers):  # s -> A s[perm] B^T, as (B, d1, d2)
+            p = s[layer].index_select(1, t.perms[layer]).view(batch, d1, d2)
+            u = p @ kb[layer].T
+            mids.append((p, u))
+            torch.matmul(ka[layer], u, out=s[layer + 1].view(batch, d1, d2))
+    e = s[-1].square() @ t.signs
+    logits = torch.addmm(b2, e, w2.T)
+    logp = torch.log_softmax(logits, 1)
+    loss = torch.nn.functional.nll_loss(logp, y)
+    correct = (logits.argmax(1) == y).sum()
+
+    # backward: the loss, the post-net, then the blocks in reverse; grads[l] = d loss / d states[l]
+    g_logits = logp.exp_().scatter_(1, y.unsqueeze(1), -1.0, reduce="add").div_(batch)
+    grads = scratch(states.shape, dtype=x.dtype, device=x.device)
+    g = grads.unbind(0)
+    torch.mul(s[-1], (g_logits @ w2) @ t.signs_t, out=g[-1]).mul_(2.0)
+    if len(t.halves) == 1:
+        for layer in reversed(range(n_layers)):
+            torch.mm(g[layer + 1], kt[layer].T, out=g[layer])
+        # every angle w of layer l (and of the embedding, l = 0) moves states[l] by J_w states[l] / 2
+        index, signs = t.flips[n]
+        moved = scratch(((n_layers + 1) * batch, n * dim), dtype=x.dtype, device=x.device)
+        torch.index_select(states.view(-1, dim), 1, index, out=moved)
+        moved = moved.view(n_layers + 1, batch, n, dim)
+        per_sample = moved.mul_(signs.squeeze(-1)).mul_(grads.unsqueeze(2)).sum(-1)  # (L + 1, B, n), x2
+        g_a, g_q = per_sample[0], per_sample[1:].sum(1).mul_(0.5)
+    else:
+        g_q = torch.zeros_like(q)
+        if n_layers:
+            g_ka, g_kb = torch.empty_like(ka), torch.empty_like(kb)
+            for layer in reversed(range(n_layers)):
+                p, u = mids[layer]
+                g3 = g[layer + 1].view(batch, d1, d2)
+                torch.sum(g3 @ u.mT, 0, out=g_ka[layer])
+                g_u = ka[layer].T @ g3
+                torch.sum(g_u.mT @ p, 0, out=g_kb[layer])
+                torch.index_select((g_u @ kb[layer]).view(batch, dim), 1, t.inverses[layer], out=g[layer])
+            g_q = torch.cat((_angle_grads(g_ka, ka, t.flips[g1]), _angle_grads(g_kb, kb, t.flips[g2])), 1)
+        # the embedding: d psi0 / d a_w = J_w psi0 / 2 with psi0 = psi_a (x) psi_b, so for a wire w of
+        # the first half <g, J_w psi0> = <J_w psi_a, g psi_b> (and likewise for the second half)
+        g0 = g[0].view(batch, d1, d2)
+        contracted = ((g0 @ halves[1].unsqueeze(2)).squeeze(2), (halves[0].unsqueeze(1) @ g0).squeeze(1))
+        g_a = torch.cat(
+            [_flip_dot(h, c, t.flips[m]) for h, c, m in zip(halves, contracted, t.halves, strict=True)], 1
+        )  # x2
+    g_pre = g_a.mul_(math.pi / 4).mul_(1.0 - z.square())  # the factor 1/2 of J_w / 2, then d a / d z
+    grads = [g_pre.T @ x, g_pre.sum(0), g_q.reshape(q.shape), g_logits.T @ e, g_logits.sum(0)]
+    return loss, correct, grads
+
+
+def _flip_dot(psi: torch.Tensor, h: torch.Tensor, flip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(B, 2**m) states and (B, 2**m) vectors -> (B, m) <h, J_w psi> for every wire w (J = RY(pi))."""
+    index, signs = flip
+    batch, d = psi.shape
+    moved = psi.index_select(1, index).view(batch, -1, d).mul_(signs.squeeze(-1))
+    return moved.mul_(h.unsqueeze(1)).sum(-1)
 
 
 class FusedHeadStep:
@@ -160,10 +254,15 @@ class FusedHeadStep:
         self.module, self.optimizer = module, optimizer
         self.params = [module.pre_net.weight, module.pre_net.bias, module.q_params]
         self.params += [module.post_net.weight, module.post_net.bias]
+        self.n_layers = module.engine.plan.n_layers
+        self._tables: tuple | None = None  # ((device, dtype), _Tables) of the last step
+        self._buffers: dict[tuple, list[torch.Tensor]] = {}  # (shape, dtype, device) -> scratch buffers
+        self._taken: dict[tuple, int] = {}  # how many of each this step has taken
 
     def __call__(self, module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         if module is not self.module or optimizer is not self.optimizer:
             raise ValueError("this fused step belongs to another module or optimizer")
+        self._taken = {}
         with torch.no_grad():
             loss, correct, grads = self.loss_and_grads(x, y)
             self._adam(grads)
@@ -171,76 +270,21 @@ class FusedHeadStep:
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Cross-entropy loss, correct predictions and the gradients of [W1, b1, q, W2, b2] on a batch."""
-        engine: NativeEngine = self.module.engine
-        w1, b1, q, w2, b2 = self.params
-        n, n_layers = engine.n_qubits, engine.plan.n_layers
-        t = _tables(engine.plan, engine.layout, w1.device, w1.dtype)
-        batch, dim, x = x.shape[0], 2**n, x.to(w1.dtype)
+        w1 = self.params[0]
+        if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
+            engine: NativeEngine = self.module.engine
+            self._tables = (w1.device, w1.dtype), _tables(engine.plan, engine.layout, w1.device, w1.dtype)
+        return _loss_and_grads(self._tables[1], self.n_layers, *self.params, x.to(w1.dtype), y, self._scratch)
 
-        # forward: the pre-net, the product state, then the blocks; states[l] is the state after l blocks
-        z = torch.tanh(torch.addmm(b1, x, w1.T))
-        v = torch.cos(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))  # RY(a) v0, (B, n, 2)
-        states = x.new_empty((n_layers + 1, batch, dim))
-        torch.prod(
-            v.reshape(batch, 2 * n).index_select(1, t.wire_index).reshape(batch, n, dim), 1, out=states[0]
-        )
-        s, mids = states.unbind(0), []
-        if len(t.halves) == 1 and n_layers:
-            kt = _blocks(q, t.block_index[0], n, dim)  # (L, d, d) K.T of each layer, CNOT run folded in
-            for layer in range(n_layers):
-                torch.mm(s[layer], kt[layer], out=s[layer + 1])
-        elif n_layers:
-            (g1, g2), (d1, d2) = t.halves, (2 ** t.halves[0], 2 ** t.halves[1])
-            ka = _blocks(q[:, :g1].contiguous(), t.block_index[0], g1, d1)  # (L, d1, d1) on wires < g1
-            kb = _blocks(q[:, g1:].contiguous(), t.block_index[1], g2, d2)
-            for layer in range(n_layers):  # s -> A s[perm] B^T, as (B, d1, d2)
-                p = s[layer].index_select(1, t.perms[layer]).view(batch, d1, d2)
-                u = p @ kb[layer].T
-                mids.append((p, u))
-                torch.matmul(ka[layer], u, out=s[layer + 1].view(batch, d1, d2))
-        psi = s[-1]
-        e = psi.square() @ t.signs
-        logits = torch.addmm(b2, e, w2.T)
-        logp = torch.log_softmax(logits, 1)
-        loss = -logp.gather(1, y[:, None]).mean()
-        correct = (logits.argmax(1) == y).sum()
-
-        # backward: the loss, the post-net, then the blocks in reverse; g is d loss / d state
-        g_logits = logp.exp()
-        g_logits[torch.arange(batch, device=y.device), y] -= 1.0
-        g_logits /= batch
-        g = (psi * 2.0).mul_((g_logits @ w2) @ t.signs.T)
-        g_q = torch.zeros_like(q)
-        if len(t.halves) == 1 and n_layers:
-            grads = torch.empty_like(states[1:])  # d loss / d states[l + 1]
-            grads[-1] = g
-            for layer in reversed(range(1, n_layers)):
-                torch.mm(grads[layer], kt[layer].T, out=grads[layer - 1])
-            g = grads[0] @ kt[0].T
-            g_kt = states[:-1].mT @ grads  # (L, d, d)
-            # K.T[inverse(p)] is K.T with rows permuted: J_w acts on its columns
-            g_q = _angle_grads(g_kt.mT.contiguous(), kt.mT.contiguous(), t.flips[n])
-        elif n_layers:
-            g_ka, g_kb = torch.empty_like(ka), torch.empty_like(kb)
-            for layer in reversed(range(n_layers)):
-                p, u = mids[layer]
-                g3 = g.view(batch, d1, d2)
-                torch.sum(g3 @ u.mT, 0, out=g_ka[layer])
-                g_u = ka[layer].T @ g3
-                torch.sum(g_u.mT @ p, 0, out=g_kb[layer])
-                g = (g_u @ kb[layer]).view(batch, dim).index_select(1, t.inverses[layer])
-            g_q = torch.cat((_angle_grads(g_ka, ka, t.flips[g1]), _angle_grads(g_kb, kb, t.flips[g2])), 1)
-
-        # backward: the embedding (d psi0 / d a_w = J_w psi0 / 2) and the pre-net
-        index, signs = t.flips[n]
-        moved = s[0].index_select(1, index).view(batch, n, dim) * signs.squeeze(-1)
-        g_a = 0.5 * (moved * g.unsqueeze(1)).sum(-1)
-        g_pre = g_a * (math.pi / 2) * (1.0 - z.square())
-        return (
-            loss,
-            correct,
-            [g_pre.T @ x, g_pre.sum(0), g_q.reshape(q.shape), g_logits.T @ e, g_logits.sum(0)],
-        )
+    def _scratch(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A buffer of this shape kept from the last step that asked for one (large CPU allocations
+        are otherwise returned to the system and page-faulted in again on every step)."""
+        key = (tuple(shape), dtype, device)
+        buffers = self._buffers.setdefault(key, [])
+        if self._taken.get(key, 0) == len(buffers):
+            buffers.append(torch.empty(shape, dtype=dtype, device=device))
+        i = self._taken[key] = self._taken.get(key, 0) + 1
+        return buffers[i - 1]
 
     def _adam(self, grads: list[torch.Tensor]) -> None:
         """torch.optim.Adam's fused update of the parameters with `grads`, on the optimizer's state."""
