@@ -112,3 +112,26 @@ def test_what_the_fused_step_does_not_take():
     assert step_for_run(train_step, rot, rot_opt, COMPILE_MIN_STEPS - 1, 4) is train_step
     with pytest.raises(ValueError, match="fused step takes"):
         FusedHeadStep(head, torch.optim.SGD(head.parameters(), lr=0.1))
+
+
+def test_compiled_fused_step_for_long_runs_of_tiny_steps():
+    """A long run of a tiny head compiles the fused step for its batch size (the last, short batch runs
+    it eagerly), on the same trajectory as the eager step; larger steps are never compiled."""
+    config = CircuitConfig(2, 2)
+    eager_head, eager_opt = _pair(config)
+    head, opt = _pair(config)
+    step = step_for_run(train_step, head, opt, n_steps=COMPILE_MIN_STEPS, batch_size=4)
+    assert isinstance(step, FusedHeadStep) and step.compile_batch == 4
+    g = torch.Generator().manual_seed(5)
+    for batch in (4, 4, 3):
+        x, y = (
+            torch.randn(batch, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (batch,), generator=g),
+        )
+        want, got = train_step(eager_head, eager_opt, x, y), step(head, opt, x, y)
+        torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
+    assert step.compile_seconds > 0
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
+    wide, wide_opt = _pair(CircuitConfig(8, 2))
+    assert step_for_run(train_step, wide, wide_opt, COMPILE_MIN_STEPS, 32).compile_batch is None

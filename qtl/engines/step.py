@@ -54,16 +54,19 @@ def step_for_run(
 ) -> Callable:
     """The fastest step that takes this pair, with the trajectory of `eager` (`qtl.train.train_step`):
 
-    1. the fused closed-form step (`qtl.engines.fused_step`) for a `fusable` pair, any run length;
+    1. the fused closed-form step (`qtl.engines.fused_step`) for a `fusable` pair, any run length
+       (compiled for a long run of the tiniest steps: `worth_compiling_fused`);
     2. for a run long enough to pay (`worth_compiling`) and a `compilable` pair, the compiled step for
        batches of `batch_size` (other sizes, such as an epoch's last, short batch, take the eager step
        on the same optimizer state);
     3. else `eager`.
     """
-    from qtl.engines.fused_step import fusable, fused_train_step
+    from qtl.engines.fused_step import fusable, fused_train_step, worth_compiling_fused
 
     if fusable(module, optimizer):
-        return fused_train_step(module, optimizer)
+        n_qubits = module.engine.n_qubits
+        compile_now = worth_compiling(n_steps) and worth_compiling_fused(batch_size, n_qubits)
+        return fused_train_step(module, optimizer, batch_size if compile_now else None)
     if not (worth_compiling(n_steps) and compilable(module, optimizer)):
         return eager
     compiled = compiled_train_step(module, optimizer)
