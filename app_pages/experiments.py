@@ -54,6 +54,10 @@ if rows:
     cell_list = cells(rows)
     st.markdown(f"**{len(rows)} finished runs** in {len(cell_list)} configurations (mean over seeds).")
     st.altair_chart(charts.sweep_heatmap(cell_list))
+    if len(charts.widths(cell_list)) > 2:
+        st.subheader("Accuracy vs width")
+        st.altair_chart(charts.width_chart(cell_list), width="stretch")
+        st.caption("Each point: mean val accuracy over seeds with its 95% CI; hover for the training time.")
     st.subheader("Quantum vs controls, paired by seed")
     st.dataframe(tables.comparison_table(comparisons(rows)), hide_index=True, width="stretch")
     st.caption(

@@ -236,6 +236,40 @@ def cell_errorbars(cells: list[dict]):
     return (bars + points).properties(height=alt.Step(16))
 
 
+def widths(cells: list[dict]) -> list[int]:
+    """The distinct circuit widths (qubits) among the cells, sorted."""
+    return sorted(
+        {int(c["qubits"]) for c in cells if c.get("qubits") is not None and c["qubits"] == c["qubits"]}
+    )
+
+
+def width_chart(cells: list[dict]):
+    """Mean val accuracy (95% CI) against the circuit's width, one line per variant and depth (log2 x)."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame([c for c in cells if c.get("qubits") is not None and c["qubits"] == c["qubits"]])
+    df["ci_low"] = df["ci_low"].fillna(df["mean"])
+    df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    df["line"] = [
+        v if d is None or d != d else f"{v}, depth {int(d)}"
+        for v, d in zip(df["variant"], df["depth"], strict=True)
+    ]
+    x = alt.X(
+        "qubits:Q",
+        title="qubits (width)",
+        scale=alt.Scale(type="log", base=2),
+        axis=alt.Axis(values=widths(cells)),
+    )
+    tip = ["line", "qubits", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+           alt.Tooltip("ci_high:Q", format=".3f"), alt.Tooltip("train_time_s:Q", format=".1f")]  # fmt: skip
+    base = alt.Chart(df).encode(x=x, color=alt.Color("line:N", title=None))
+    line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title="val accuracy (mean, 95% CI)",
+                                                       scale=alt.Scale(zero=False)), tooltip=tip)  # fmt: skip
+    bars = base.mark_errorbar(ticks=True).encode(y="ci_low:Q", y2="ci_high:Q")
+    return line + bars
+
+
 def params_chart(rows: list[dict]):
     """Every run's val accuracy against its trainable parameters (classical + quantum, log scale)."""
     import altair as alt

@@ -15,17 +15,28 @@ DEMO_VARIANTS = ("quantum", "dressed-classical", "linear")  # frozen heads only:
 DEMO_MAX_SWEEP_RUNS = 24
 
 
+#: The studies shipped with the repository (docs/), browsable read-only beside the session's own.
+SHIPPED_STUDIES = {
+    "study: quantum vs controls, 2-8 qubits (docs/study.md)": "study.db",
+    "wide: accuracy vs width, 4-64 qubits (docs/wide.md)": "wide.db",
+}
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
 def databases() -> dict[str, Path]:
-    """label -> results database this session may browse: its own (written by its sweeps) and, in demo
-    mode, the shipped one in models/ (read only: this session never writes there)."""
+    """label -> results database this session may browse: its own (written by its sweeps; first), in demo
+    mode the shipped one in models/, and the studies in docs/ (read only: this session never writes
+    there)."""
     from qtl.paths import results_db
 
     s = settings()
     if not s.demo:
-        return {"results database": results_db()}
-    found = {"this session": session_dir() / "results.db"}
-    if results_db().is_file():
-        found["shipped (read-only)"] = results_db()
+        found = {"results database": results_db()}
+    else:
+        found = {"this session": session_dir() / "results.db"}
+        if results_db().is_file():
+            found["shipped (read-only)"] = results_db()
+    found.update({label: DOCS / name for label, name in SHIPPED_STUDIES.items() if (DOCS / name).is_file()})
     return found
 
 
