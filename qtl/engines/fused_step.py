@@ -78,9 +78,7 @@ class _Tables:
     """Constant tensors of one circuit on one device in one dtype; built once, never written."""
 
     embed_phases: torch.Tensor  # (n, 2): RY(a) v0 = cos(a / 2 + phases), v0 each wire's starting state
-    wire_index: tuple[
-        torch.Tensor, ...
-    ]  # per half, gather [w, k] -> 2 w + bit_w(k): its product state's factors
+    wire_index: tuple[torch.Tensor, ...]  # per half, gather [w, k] -> 2 w + bit_w(k): its state's factors
     block_index: tuple[torch.Tensor, ...]  # per half (one or two): gather building the layers' blocks
     perms: tuple[torch.Tensor, ...]  # two halves: per layer, the CNOT run's permutation and its inverse
     inverses: tuple[torch.Tensor, ...]
