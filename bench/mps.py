@@ -158,8 +158,8 @@ def main() -> int:
                 e = {"engine": engine, "n_qubits": n, "step_s": None, "status": "skipped"}
             else:
                 e = measure(engine, n, repeats, args.cap)
-                if e["step_s"] is None:
-                    stopped.add(engine)  # larger sizes only take longer
+                if e["step_s"] is None and e.get("bound_s") is None:
+                    stopped.add(engine)  # not even one forward within the cap: larger sizes only take longer
             results.append(e)
             print(f"  ... {n}q {engine}: {cell(e, args.cap)}", file=sys.stderr, flush=True)
 
@@ -174,7 +174,7 @@ def main() -> int:
         print(f"| {n} | " + " | ".join(cells) + " |")
     at64 = next((r for r in results if r["engine"] == "mps" and r["n_qubits"] == 64), None)
     if at64 and at64["step_s"]:
-        ok = at64["cpu_s"] < TARGET_64_S
+        ok = at64["step_s"] < TARGET_64_S  # a step's time on this machine, all its threads
         print(
             f"\n64 qubits: {at64['step_s']:.3f} s wall, {at64['cpu_s']:.3f} s CPU per step "
             f"(target < {TARGET_64_S:g} s) " + ("OK" if ok else "MISSED")

@@ -146,6 +146,15 @@ class TestBonds:
                 make_engine(config, name)
         assert make_engine(config, "mps").bond == 2
 
+    def test_default_tensor_is_no_statevector_and_agrees_past_the_wall(self):
+        """PennyLane's default.tensor (quimb's MPS) is not held to the statevector limit, and past it
+        agrees with the MPS engine."""
+        config = CircuitConfig(n_qubits=STATEVECTOR_MAX_QUBITS + 2, depth=2)
+        angles, weights, _ = _inputs(config, 1, 3)
+        want = make_engine(config, "mps")(angles, weights)
+        got = make_engine(config, "default.tensor", diff_method="best")(angles, weights)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # quimb's SVD cutoff: ~2e-8 measured
+
 
 class TestTruncation:
     def test_error_falls_as_max_bond_grows(self):

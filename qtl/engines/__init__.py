@@ -17,6 +17,10 @@ from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
 from qtl.config import MPS, NATIVE
 
 
+#: PennyLane devices that simulate tensor networks, not statevectors: no 2**n wall.
+TENSOR_NETWORK_DEVICES = ("default.tensor",)
+
+
 def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
     """Build an engine by name: "native", "mps", or the name of any installed PennyLane device.
 
@@ -26,7 +30,7 @@ def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
     a PennyLane engine inserts the same channels (on a mixed-state device such as "default.mixed").
     Options for the MPS engine: max_bond (None for exact), memory_budget; it simulates pure states only.
     Invalid combinations raise ValueError here, before any training starts; statevector engines refuse
-    more than STATEVECTOR_MAX_QUBITS qubits.
+    more than STATEVECTOR_MAX_QUBITS qubits (the MPS engine and TENSOR_NETWORK_DEVICES do not).
     """
     noise = options.pop("noise", None)
     if name == MPS:
@@ -38,7 +42,7 @@ def make_engine(config: CircuitConfig, name: str = NATIVE, **options):
         from qtl.engines.mps import MPSEngine
 
         return MPSEngine(config, **options)
-    if config.n_qubits > STATEVECTOR_MAX_QUBITS:
+    if config.n_qubits > STATEVECTOR_MAX_QUBITS and name not in TENSOR_NETWORK_DEVICES:
         raise ValueError(
             f"engine {name!r} simulates a statevector of 2**n amplitudes per sample and stops at "
             f"{STATEVECTOR_MAX_QUBITS} qubits ({config.n_qubits} asked); use engine 'mps' for wider circuits"
