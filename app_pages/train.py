@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS
+from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS, check_backbone_name
 from ui import server_jobs, session, training, widgets
 from ui.settings import settings
 
@@ -14,13 +14,23 @@ session.resolve_weights()
 if st.session_state.get("backbone_notice"):
     st.caption(st.session_state["backbone_notice"])
 
+previous_backbone = c["backbone"]
 with st.form("train_form"):
     st.markdown("##### Model")
     left, mid, right = st.columns([2, 1, 1])
     with left:
         widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        widgets.bound(st.selectbox, "backbone", "backbone", "train_backbone", options=list(BACKBONE_NAMES))
+        options = list(dict.fromkeys([*BACKBONE_NAMES, c["backbone"]]))  # a timm name chosen before, too
+        widgets.bound(
+            st.selectbox,
+            "backbone",
+            "backbone",
+            "train_backbone",
+            options=options,
+            accept_new_options=not s.demo,  # a public demo does not fetch arbitrary models
+            help=None if s.demo else "Or type any timm model as timm/<model>, e.g. timm/convnext_atto.",
+        )
     with right:
         widgets.bound(
             st.toggle, "ImageNet weights", "pretrained", "train_pretrained", help="Off: random-init backbone."
@@ -95,6 +105,12 @@ with st.form("train_form"):
         widgets.bound(st.toggle, "augmentation", "augment", "train_augment")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
+try:
+    check_backbone_name(c["backbone"])
+except ValueError as exc:  # a typed name that is no backbone: say so and keep the one before
+    st.error(f"Cannot use this backbone: {exc}")
+    c["backbone"], submitted = previous_backbone, False
+    st.session_state.pop("train_backbone", None)
 if submitted:
     try:
         runs = training.planned_runs()

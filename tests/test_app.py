@@ -207,6 +207,19 @@ class TestTrain:
         ]
         assert at.dataframe, "no summary table"
 
+    def test_backbone_takes_a_timm_name(self, app_env):
+        """A timm model typed as timm/<model> (AppTest cannot type: the session is given it) stays offered
+        and selected, and the form runs with it (here refused only for want of a variant)."""
+        config = dict(app("train").session_state["config"])
+        config.update(backbone="timm/resnet10t", pretrained=False, variants=[])
+        at = app("train", {"config": config})
+        assert not at.exception and not at.error, texts(at.error)
+        box = at.selectbox(key="train_backbone")
+        assert "timm/resnet10t" in box.options and box.value == "timm/resnet10t"
+        at.button[0].click().run()
+        assert not at.exception
+        assert texts(at.error) == "Cannot train this configuration: choose at least one variant"
+
     def test_form_trains_a_wide_circuit_on_mps(self, app_env):
         """40 qubits: the native engine is refused with the reason, the MPS engine trains and saves it."""
         at = app("train")

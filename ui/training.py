@@ -61,6 +61,8 @@ def planned_runs() -> list:
     from qtl.runs import parse_seeds, plan_runs
 
     s, c = settings(), st.session_state["config"]
+    if not c["variants"]:
+        raise ValueError("choose at least one variant")
     seeds = parse_seeds(c["seeds"])
     n_runs = len(c["variants"]) * len(seeds)
     if n_runs > s.max_runs:
