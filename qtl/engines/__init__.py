@@ -16,7 +16,6 @@ from __future__ import annotations
 from qtl.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
 from qtl.config import MPS, NATIVE
 
-
 #: PennyLane devices that simulate tensor networks, not statevectors: no 2**n wall.
 TENSOR_NETWORK_DEVICES = ("default.tensor",)
 
