@@ -135,3 +135,24 @@ def test_compiled_fused_step_for_long_runs_of_tiny_steps():
         torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
     wide, wide_opt = _pair(CircuitConfig(8, 2))
     assert step_for_run(train_step, wide, wide_opt, COMPILE_MIN_STEPS, 32).compile_batch is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("n", [4, 8])
+def test_fused_step_on_cuda_matches_autograd(n):
+    """The fused step on CUDA (float64) takes the autograd step's trajectory."""
+    config = CircuitConfig(n, 4)
+    eager_head, eager_opt = _pair(config)
+    head, opt = _pair(config)
+    eager_head.cuda()
+    head.cuda()
+    eager_opt, opt = adam(eager_head.parameters(), 0.05), adam(head.parameters(), 0.05)
+    step = FusedHeadStep(head, opt)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        x, y = torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+        x, y = x.cuda(), y.cuda()
+        want, got = train_step(eager_head, eager_opt, x, y), step(head, opt, x, y)
+        torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
