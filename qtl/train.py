@@ -226,7 +226,7 @@ def fit(
     )
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
-    step = _step_for(feed, optimizer, tc)  # train_step, compiled for a long run on cached features
+    step = _step_for(feed, optimizer, tc)  # train_step, or fused / compiled on cached features
     best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
     history: list[dict] = []
     batches, cancelled = len(feed.train), False
@@ -292,8 +292,9 @@ def fit(
 
 
 def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Callable:
-    """`train_step`, or for a head on cached features trained long enough to pay, the same step compiled
-    once (`qtl.engines.step.step_for_run`); image batches always take the eager step."""
+    """For a head on cached features, the fastest step with `train_step`'s trajectory
+    (`qtl.engines.step.step_for_run`: fused, or compiled for a long run); image batches always take
+    the eager `train_step`."""
     if not isinstance(feed.train, FeatureBatches):
         return train_step
     n_steps = tc.epochs * len(feed.train)

@@ -11,6 +11,10 @@ place, so schedulers, checkpoints and later eager steps see exactly what eager s
 Compiling costs seconds to minutes (tens of seconds with torch's on-disk cache warm, several minutes
 cold on a busy 2-core CPU); a compiled step is 3-4x faster than the eager one at 4 qubits. It pays for
 itself only over many steps: `worth_compiling` says whether a run is long enough.
+
+`step_for_run` is what `fit()` asks for a head on features: the fused closed-form step
+(`qtl.engines.fused_step`) where it applies (a real circuit of up to 10 qubits: faster than this
+compiled graph and free of compile time), else this compiled step for a long run, else autograd's.
 """
 
 from __future__ import annotations
