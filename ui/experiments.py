@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import server_jobs
 from ui.checkpoint_dirs import session_dir
-from ui.server_jobs import runner
 from ui.settings import settings
 
 DEMO_VARIANTS = ("quantum", "dressed-classical", "linear")  # frozen heads only: seconds per run
@@ -109,36 +109,23 @@ def compose_spec(form: dict):
 
 def submit_sweep(spec, db: Path) -> bool:
     """Run `spec` into `db` as this session's job (the server's one job runner); says why not if refused."""
-    from qtl.jobs import RunnerBusyError
     from qtl.sweeps import sweep_work
 
     machine = {"num_workers": 0}  # no forking inside the web server
     work = sweep_work(spec, db, machine=machine, models_dir=session_dir())
-    try:
-        job = runner().submit(f"sweep {spec.name}", work, owner=st.session_state["session_id"])
-    except RunnerBusyError as exc:
-        st.warning(f"Sweep refused: {exc}.")
-        return False
-    st.session_state["exp_job_id"] = job.id
-    return True
+    return server_jobs.submit(f"sweep {spec.name}", work, "exp_job_id", "Sweep")
 
 
 def sweep_panel() -> None:
     """This session's sweep job: live progress and finished runs, Cancel; polls every second."""
-    job = runner().get(st.session_state.get("exp_job_id"))
-    if job is None:
-        return
-    running = not job.snapshot().finished
-    st.fragment(_render, run_every=1.0 if running else None)(job.id)
+    server_jobs.live_panel("exp_job_id", _render)
 
 
 def _render(job_id: int) -> None:
-    job = runner().get(job_id)
-    if job is None:
+    shown = server_jobs.job_header(job_id)
+    if shown is None:
         return
-    snap = job.snapshot()
-    st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
-    st.progress(snap.progress, text=snap.message)
+    job, snap = shown
     if not snap.finished and st.button("Cancel", key=f"exp_cancel_{snap.id}", icon=":material/stop:"):
         job.cancel()
         st.caption("Stopping after the current batch; finished runs are kept.")

@@ -23,40 +23,59 @@ def runner() -> JobRunner:
     return job_runner(settings().max_queued)
 
 
-def submit_training(name: str, runs: list) -> bool:
-    """Submit `runs` (from qtl.runs.plan_runs) as this session's job; shows why not when refused."""
+def submit(name: str, work, state_key: str, what: str) -> bool:
+    """Submit `work` as this session's job, its id kept in st.session_state[state_key]; shows why not
+    ("{what} refused: ...") when the runner is busy."""
     from qtl.jobs import RunnerBusyError
-    from qtl.runs import training_work
 
     try:
-        job = runner().submit(name, training_work(runs), owner=st.session_state["session_id"])
+        job = runner().submit(name, work, owner=st.session_state["session_id"])
     except RunnerBusyError as exc:
-        st.warning(f"Training request refused: {exc}.")
+        st.warning(f"{what} refused: {exc}.")
         return False
-    st.session_state["job_id"] = job.id
+    st.session_state[state_key] = job.id
     return True
 
 
-def job_panel() -> None:
-    """This session's training job: live progress, curves per epoch, Cancel, then a summary.
-
-    Polls the background job every second in a fragment while it runs, so the rest of the page (and
-    other pages and sessions) stay responsive.
-    """
-    job = runner().get(st.session_state["job_id"])
+def live_panel(state_key: str, render) -> None:
+    """This session's job (id in st.session_state[state_key]) drawn by `render(job_id)` in a fragment
+    that polls every second while it runs, so the rest of the page (and other pages and sessions) stay
+    responsive."""
+    job = runner().get(st.session_state.get(state_key))
     if job is None:
         return
     running = not job.snapshot().finished
-    st.fragment(_render_job, run_every=1.0 if running else None)(job.id)
+    st.fragment(render, run_every=1.0 if running else None)(job.id)
 
 
-def _render_job(job_id: int) -> None:
+def job_header(job_id: int):
+    """The job's name, state, time and progress bar; returns (job, snapshot), or None when it is gone."""
     job = runner().get(job_id)
     if job is None:
-        return
+        return None
     snap = job.snapshot()
     st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
     st.progress(snap.progress, text=snap.message)
+    return job, snap
+
+
+def submit_training(name: str, runs: list) -> bool:
+    """Submit `runs` (from qtl.runs.plan_runs) as this session's job; shows why not when refused."""
+    from qtl.runs import training_work
+
+    return submit(name, training_work(runs), "job_id", "Training request")
+
+
+def job_panel() -> None:
+    """This session's training job: live progress, curves per epoch, Cancel, then a summary."""
+    live_panel("job_id", _render_job)
+
+
+def _render_job(job_id: int) -> None:
+    shown = job_header(job_id)
+    if shown is None:
+        return
+    job, snap = shown
     if not snap.finished:
         position = [j.id for j in runner().active()].index(snap.id) if snap.state == "queued" else 0
         if position:
