@@ -38,6 +38,7 @@ from torch import nn
 from qtl.engines import statevector as sv
 from qtl.engines.compiler import Plan, Round
 from qtl.engines.native import Layout, NativeEngine, device_tables
+from qtl.engines.step import adam_state
 
 #: Widest circuit the fused step takes: above, its halves' blocks (64 x 64 at 12 qubits) cost more than
 #: the eager step's groups of 4 wires (bench/peers.py; 11 qubits about break even).
@@ -308,22 +309,15 @@ class FusedHeadStep:
 
     def _adam(self, grads: list[torch.Tensor]) -> None:
         """torch.optim.Adam's fused update of the parameters with `grads`, on the optimizer's state."""
-        opt = self.optimizer
-        group = opt.param_groups[0]
-        state = [opt.state[p] for p in self.params]
-        for p, st in zip(self.params, state, strict=True):
-            if not st:  # Adam's own layout of a fused state: a float32 step tensor on the device
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        steps = [st["step"] for st in state]
+        group = self.optimizer.param_groups[0]
+        exp_avgs, exp_avg_sqs, steps = adam_state(self.optimizer, self.params)
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
         torch._fused_adam_(
             self.params,
             grads,
-            [st["exp_avg"] for st in state],
-            [st["exp_avg_sq"] for st in state],
+            exp_avgs,
+            exp_avg_sqs,
             [],
             steps,
             amsgrad=False,

@@ -107,6 +107,18 @@ def _adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1: float, be
         p.sub_(step_size * m / (v.sqrt() / bias2_sqrt + eps))
 
 
+def adam_state(optimizer: torch.optim.Optimizer, params: list) -> tuple[list, list, list]:
+    """Adam's (exp_avg, exp_avg_sq, step) tensors of `params`, made on the first step in the layout
+    torch's fused Adam gives them (`step` a float32 tensor on the parameter's device)."""
+    state = [optimizer.state[p] for p in params]
+    for p, st in zip(params, state, strict=True):
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
+
+
 def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
     """A drop-in for `qtl.train.train_step(module, optimizer, x, y)` whose step is one compiled graph.
 
@@ -143,13 +155,7 @@ def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> 
     inputs: dict = {}  # the optimizer-state lists and lr tensor of the last call, rebuilt when replaced
 
     def state_inputs() -> tuple[list, list, list]:
-        state = [optimizer.state[p] for p in params.values()]
-        if not state[0]:  # first step: the optimizer's own state layout (fused Adam's `step` is a tensor)
-            for p, st in zip(params.values(), state, strict=True):
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
+        return adam_state(optimizer, list(params.values()))
 
     def run(module_: nn.Module, optimizer_: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         if module_ is not module or optimizer_ is not optimizer:
