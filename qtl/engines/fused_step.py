@@ -38,7 +38,6 @@ from torch import nn
 from qtl.engines import statevector as sv
 from qtl.engines.compiler import Plan, Round
 from qtl.engines.native import Layout, NativeEngine, device_tables
-from qtl.engines.step import adam_state
 
 #: Widest circuit the fused step takes: above, its halves' blocks (64 x 64 at 12 qubits) cost more than
 #: the eager step's groups of 4 wires (bench/peers.py; 11 qubits about break even).
@@ -240,6 +239,18 @@ def _flip_dot(psi: torch.Tensor, h: torch.Tensor, flip: tuple[torch.Tensor, torc
     batch, d = psi.shape
     moved = psi.index_select(1, index).view(batch, -1, d).mul_(signs.squeeze(-1))
     return moved.mul_(h.unsqueeze(1)).sum(-1)
+
+
+def adam_state(optimizer: torch.optim.Optimizer, params: list) -> tuple[list, list, list]:
+    """Adam's (exp_avg, exp_avg_sq, step) tensors of `params`, made on the first step in the layout
+    torch's fused Adam gives them (`step` a float32 tensor on the parameter's device)."""
+    state = [optimizer.state[p] for p in params]
+    for p, st in zip(params, state, strict=True):
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
 
 
 class FusedHeadStep:

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from qtl.engines.fused_step import adam_state, fusable, fused_train_step, worth_compiling_fused
+
 #: Steps a run needs before compiling pays: compile cost (about 30 s with a warm cache) over the time
 #: a compiled step saves (about 1 ms at 4 qubits on a busy CPU).
 COMPILE_MIN_STEPS = 30_000
@@ -65,8 +67,6 @@ def step_for_run(
        on the same optimizer state);
     3. else `eager`.
     """
-    from qtl.engines.fused_step import fusable, fused_train_step, worth_compiling_fused
-
     if fusable(module, optimizer):
         n_qubits = module.engine.n_qubits
         compile_now = worth_compiling(n_steps) and worth_compiling_fused(batch_size, n_qubits)
@@ -105,18 +105,6 @@ def _adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1: float, be
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         p.sub_(step_size * m / (v.sqrt() / bias2_sqrt + eps))
-
-
-def adam_state(optimizer: torch.optim.Optimizer, params: list) -> tuple[list, list, list]:
-    """Adam's (exp_avg, exp_avg_sq, step) tensors of `params`, made on the first step in the layout
-    torch's fused Adam gives them (`step` a float32 tensor on the parameter's device)."""
-    state = [optimizer.state[p] for p in params]
-    for p, st in zip(params, state, strict=True):
-        if not st:
-            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    return tuple([st[key] for st in state] for key in ("exp_avg", "exp_avg_sq", "step"))
 
 
 def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
