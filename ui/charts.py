@@ -177,6 +177,13 @@ def _cells_frame(cells: list[dict]):
     return df
 
 
+def _ci_or_mean(df):
+    """Cells without a confidence interval (one seed) get the mean as both ends."""
+    df["ci_low"] = df["ci_low"].fillna(df["mean"])
+    df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    return df
+
+
 def sweep_heatmap(cells: list[dict]):
     """Mean val accuracy over qubits x depth, one panel per variant (linear: one cell)."""
     import altair as alt
@@ -209,9 +216,7 @@ def cell_errorbars(cells: list[dict]):
     """Each cell's mean val accuracy with its 95% confidence interval (Student t over seeds)."""
     import altair as alt
 
-    df = _cells_frame(cells)
-    df["ci_low"] = df["ci_low"].fillna(df["mean"])
-    df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    df = _ci_or_mean(_cells_frame(cells))
     domain = [max(0.0, df["ci_low"].min()), min(1.0, df["ci_high"].max())]  # accuracies: within [0, 1]
     y = alt.Y("cell:N", sort=None, title=None, axis=alt.Axis(labelLimit=260))
     tip = ["cell", "n", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
@@ -236,11 +241,14 @@ def cell_errorbars(cells: list[dict]):
     return (bars + points).properties(height=alt.Step(16))
 
 
+def _with_width(cells: list[dict]) -> list[dict]:
+    """The cells of variants with a circuit width (linear has none: None, or NaN from a dataframe)."""
+    return [c for c in cells if c.get("qubits") is not None and c["qubits"] == c["qubits"]]
+
+
 def widths(cells: list[dict]) -> list[int]:
     """The distinct circuit widths (qubits) among the cells, sorted."""
-    return sorted(
-        {int(c["qubits"]) for c in cells if c.get("qubits") is not None and c["qubits"] == c["qubits"]}
-    )
+    return sorted({int(c["qubits"]) for c in _with_width(cells)})
 
 
 def width_chart(cells: list[dict]):
@@ -248,9 +256,7 @@ def width_chart(cells: list[dict]):
     import altair as alt
     import pandas as pd
 
-    df = pd.DataFrame([c for c in cells if c.get("qubits") is not None and c["qubits"] == c["qubits"]])
-    df["ci_low"] = df["ci_low"].fillna(df["mean"])
-    df["ci_high"] = df["ci_high"].fillna(df["mean"])
+    df = _ci_or_mean(pd.DataFrame(_with_width(cells)))
     df["line"] = [
         v if d is None or d != d else f"{v}, depth {int(d)}"
         for v, d in zip(df["variant"], df["depth"], strict=True)
