@@ -57,7 +57,7 @@ from machine import machine
 from qtl.circuit import CircuitConfig
 from qtl.engines.step import COMPILE_MIN_STEPS, step_for_run
 from qtl.heads import DressedQuantumCircuit
-from qtl.train import SMALL_STEP, adam, train_step
+from qtl.train import adam, is_small_step, train_step
 
 CONFIGS = [(4, 4), (4, 64), (8, 32), (12, 32), (16, 32), (20, 32)]  # (n_qubits, batch)
 DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5
@@ -410,8 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for spec in args.configs:
         n, batch = (int(v) for v in spec.lower().split("x"))
-        # fit()'s rule: one torch thread for a step too small to share (qtl.train.SMALL_STEP)
-        threads = args.threads or (1 if batch * 2**n <= SMALL_STEP else default_threads)
+        # fit()'s rule: one torch thread for a step too small to share
+        threads = args.threads or (1 if is_small_step(batch, n) else default_threads)
         torch.set_num_threads(threads)
         step = "compiled" if args.compiled else "eager" if args.eager else "fit"
         row = run_config(n, batch, args.engines, args.rounds, args.min_time, step)

@@ -359,11 +359,16 @@ class _BestEpoch:
 SMALL_STEP = 2**15
 
 
+def is_small_step(batch_size: int, n_qubits: int) -> bool:
+    """Whether a quantum head's training step is too small to share between threads (`SMALL_STEP`)."""
+    return batch_size * 2**n_qubits <= SMALL_STEP
+
+
 def _auto_threads(mc: ModelConfig, tc: TrainConfig, feed: Feed, device: torch.device) -> int | None:
     """1 when training a small head on cached features on the CPU, else None (leave torch's setting)."""
     if not isinstance(feed.train, FeatureBatches) or device.type != "cpu":
         return None
-    if mc.is_quantum and tc.batch_size * 2**mc.circuit.n_qubits > SMALL_STEP:
+    if mc.is_quantum and not is_small_step(tc.batch_size, mc.circuit.n_qubits):
         return None
     return 1
 
