@@ -101,15 +101,15 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
     embed_phases = torch.stack((phi, phi - math.pi / 2), 1).to(device=device, dtype=dtype)
     g1 = (n + 1) // 2
     halves = (n,) if n <= sv.FULL_BLOCK_MAX_QUBITS else (g1, n - g1)
-    starts = [0, *halves[:-1]]
+    starts, signs = [0, *halves[:-1]], sv.sign_table(n)
     common = dict(
         embed_phases=embed_phases,
         wire_index=tuple(
             (2 * a + sv.kron_index(m, 2, 1)).reshape(-1).to(device)
             for a, m in zip(starts, halves, strict=True)
         ),
-        signs=sv.sign_table(n).to(device=device, dtype=dtype),
-        signs_t=sv.sign_table(n).T.contiguous().to(device=device, dtype=dtype),
+        signs=signs.to(device=device, dtype=dtype),
+        signs_t=signs.T.contiguous().to(device=device, dtype=dtype),
         ry_phases=torch.tensor(_RY_PHASES, dtype=dtype, device=device),
         flips={
             m: tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in _flip(m))
