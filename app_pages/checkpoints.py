@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from qtl.checkpoint import CheckpointError
-from qtl.checkpoint_store import delete_checkpoint, import_checkpoint
+from qtl.models.checkpoint import CheckpointError
+from qtl.models.store import delete_checkpoint, import_checkpoint
 from ui import cache, checkpoint_dirs, session_models, tables
 
 st.title("Checkpoints")

@@ -4,10 +4,10 @@ from dataclasses import replace
 
 import streamlit as st
 
-from qtl.circuit import STATEVECTOR_MAX_QUBITS, circuit_summary
-from qtl.engines.mps import bond_profile
-from qtl.heads import DressedQuantumCircuit, count_parameters
-from qtl.inference import quantum_trace
+from qtl.analysis.inference import quantum_trace
+from qtl.models.heads import DressedQuantumCircuit, count_parameters
+from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS, circuit_summary
+from qtl.quantum.engines.mps import bond_profile
 from ui import cache, charts, session_models, widgets
 
 st.title("Circuit")

@@ -3,8 +3,8 @@ each variant's heatmap of what drove its decision."""
 
 import streamlit as st
 
-from qtl.explain import explain, overlay
-from qtl.inference import predict
+from qtl.analysis.explain import explain, overlay
+from qtl.analysis.inference import predict
 from ui import charts, session_models, tables, widgets
 
 EXPLAIN_MAX = 4  # images that get heatmaps (one backward pass per model each)

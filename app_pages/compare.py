@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from qtl.runs import run_row, summarise
+from qtl.experiments.runs import run_row, summarise
 from ui import cache, charts, datasets, session_models, tables, widgets
 
 st.title("Compare")

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.archive import ArchiveError
-from qtl.data import DatasetError
-from qtl.datasets import DEFAULT_VAL_RATIO, delete_dataset, list_datasets
+from qtl.data.archive import ArchiveError
+from qtl.data.datasets import DEFAULT_VAL_RATIO, delete_dataset, list_datasets
+from qtl.data.folders import DatasetError
 from ui import cache, datasets, session
 from ui.settings import settings
 

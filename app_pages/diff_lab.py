@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from qtl.circuit import MAX_QUBITS, STATEVECTOR_MAX_QUBITS
+from qtl.analysis.difflab import REFERENCE, WIDE_REFERENCE, LabCase, run_lab
 from qtl.config import DIFF_METHODS, MPS, NATIVE
-from qtl.difflab import REFERENCE, WIDE_REFERENCE, LabCase, run_lab
+from qtl.quantum.circuit import MAX_QUBITS, STATEVECTOR_MAX_QUBITS
 from ui import charts, tables, widgets
 from ui.settings import settings
 

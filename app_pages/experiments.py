@@ -3,8 +3,8 @@ database: heatmap over qubits x depth, confidence intervals, paired comparisons,
 
 import streamlit as st
 
-from qtl.backbones import BACKBONES
-from qtl.stats import cells, comparisons
+from qtl.experiments.stats import cells, comparisons
+from qtl.models.backbones import BACKBONES
 from ui import charts, experiments, tables
 from ui.settings import settings
 

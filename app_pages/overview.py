@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from qtl.status import weights_label
+from qtl.models.weights import weights_label
 from ui import cache, server_jobs, session, training, widgets
 from ui.settings import settings
 

@@ -9,7 +9,7 @@ Measured in one run, on one machine:
                generated dataset) are shipped in a models/ folder and loaded into every session (demo
                mode autoload). Two numbers:
                - compute: what the Classify page does per upload, in-process: decode the uploaded bytes
-                 (`qtl.data.load_image`) + `qtl.inference.predict` with the three warm models;
+                 (`qtl.data.images.load_image`) + `qtl.analysis.inference.predict` with the three warm models;
                - browser: from handing a PNG to the page's file input until all three predictions are
                  on screen (upload, rerun, compute, render). Each sample is a fresh browser session on the
                  warm server; the first, which loads the models, is reported separately.
@@ -46,8 +46,8 @@ PREDICTION = re.compile(r"(quantum|linear|finetuned)-\S+ → \w+ \(\d+\.\d%\)")
 def train_checkpoints(data: Path, models: Path) -> list[Path]:
     """quantum, linear and finetuned, 1 epoch each, random-init resnet18, saved into `models`."""
     from qtl.config import MachineConfig, ModelConfig
-    from qtl.runs import plan_runs
-    from qtl.train import fit
+    from qtl.experiments.runs import plan_runs
+    from qtl.training.fit import fit
 
     base = ModelConfig(pretrained=False, class_names=("cats", "dogs"))
     machine = MachineConfig(data_dir=data)
@@ -62,9 +62,9 @@ def compute_latency(checkpoints: list[Path], image: bytes, repeats: int, threads
     """Seconds per upload for decode + predict with the three loaded models (warm), on `threads` threads."""
     import torch
 
-    from qtl.checkpoint import load_checkpoint
-    from qtl.data import load_image
-    from qtl.inference import predict
+    from qtl.analysis.inference import predict
+    from qtl.data.images import load_image
+    from qtl.models.checkpoint import load_checkpoint
 
     models = {p.stem: load_checkpoint(p) for p in checkpoints}
     default = torch.get_num_threads()

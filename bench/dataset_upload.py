@@ -35,7 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
 
-from qtl.datasets import open_dataset  # noqa: E402
+from qtl.data.datasets import open_dataset  # noqa: E402
 
 
 def make_zip(path: Path, images: int, classes: int, size=(160, 120)) -> int:

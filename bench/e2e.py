@@ -7,7 +7,8 @@ Measured in one run, on one machine, in this order:
              Nothing that looks at every image can be faster than this pass. Floor and qtl run --repeats
              times, alternated; the best of each is kept, so a burst of load from other processes does
              not decide the ratio.
-  qtl        `qtl.train.fit()` for `quantum` with the paper's recipe (4 qubits, depth 6, batch 4, Adam 4e-4,
+  qtl        `qtl.training.fit.fit()` for `quantum` with the paper's recipe (4 qubits, depth 6, batch 4, Adam
+  4e-4,
              StepLR(10, 0.1), 30 epochs), end to end from a cold feature cache (a fresh temporary folder):
              dataset checks, feature extraction, 30 epochs with validation.
   reference  the PennyLane demo's pipeline, written independently of qtl's training code:
@@ -57,7 +58,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.train import fit
+from qtl.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -3,7 +3,7 @@
 Compares, in the same run on the same machine:
   * baseline: the PyTorch tutorial's loop (torchvision ImageFolder, DataLoader without workers,
     torch.no_grad, default memory format);
-  * qtl.features.extract_features with the cache bypassed (the cold pass), for several worker counts;
+  * qtl.data.features.extract_features with the cache bypassed (the cold pass), for several worker counts;
   * a cache hit (what every later epoch and run of a frozen variant costs).
 
 Random-init weights have the same cost as ImageNet weights, so no download is needed. Each pass is
@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from qtl.backbones import image_transform, load_backbone
-from qtl.data import resolve_dataset
-from qtl.features import extract_features
+from qtl.data.features import extract_features
+from qtl.data.sources import resolve_dataset
+from qtl.models.backbones import image_transform, load_backbone
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
 

@@ -32,9 +32,10 @@ import warnings
 import torch
 from machine import machine
 
-from qtl.circuit import CircuitConfig
-from qtl.heads import DressedQuantumCircuit
-from qtl.train import adam, train_step
+from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.optim import adam
+from qtl.training.steps import train_step
 
 DEPTH, BATCH = 6, 32
 WIDTHS = (4, 8, 16, 20, 32, 64, 128)

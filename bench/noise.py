@@ -2,9 +2,9 @@
 
 A step is forward + backward + Adam step (fit()'s own `train_step` and optimizer) of
 `DressedQuantumCircuit(512, 2, config, engine, noise=NOISE)` on random (B, 512) features, where the
-circuit runs with a channel after every gate (`qtl.noise.noisy_ops`) and readout error:
+circuit runs with a channel after every gate (`qtl.quantum.noise.noisy_ops`) and readout error:
 
-    native         qtl's density-matrix engine (qtl/engines/density.py)
+    native         qtl's density-matrix engine (qtl/quantum/engines/density.py)
     default.mixed  PennyLane's mixed-state simulator, one parameter-broadcast call, backprop
 
 Both heads start from the same weights and their first outputs are compared (max |difference|), so the
@@ -25,10 +25,11 @@ import warnings
 import torch
 from machine import machine
 
-from qtl.circuit import CircuitConfig
-from qtl.heads import DressedQuantumCircuit
-from qtl.noise import NoiseConfig
-from qtl.train import adam, train_step
+from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.noise import NoiseConfig
+from qtl.training.optim import adam
+from qtl.training.steps import train_step
 
 NOISE = NoiseConfig(
     depolarizing=0.01, depolarizing_2q=0.02, amplitude_damping=0.005, phase_damping_2q=0.01, readout=0.02

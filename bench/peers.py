@@ -4,9 +4,9 @@ The step is the dressed quantum circuit of Mari et al. on (B, 512) features: Lin
 H + RY(x) embedding, `depth` blocks of [CNOT chain, RY(theta)], <Z_i> on every wire, Linear(n, 2),
 cross-entropy, backward, Adam (lr 1e-3), all in float32, from the same initial parameters:
 
-    native               qtl: `DressedQuantumCircuit` + `qtl.train.adam`, trained by the step fit()
-                         picks (`qtl.engines.step.step_for_run`): the fused closed-form step up to
-                         10 qubits (`qtl.engines.fused_step`), autograd's `train_step` above; with
+    native               qtl: `DressedQuantumCircuit` + `qtl.training.optim.adam`, trained by the step fit()
+                         picks (`qtl.training.steps.step_for_run`): the fused closed-form step up to
+                         10 qubits (`qtl.training.closed_form`), autograd's `train_step` above; with
                          `--eager`, always `train_step`; with `--compiled`, the step fit() picks for a
                          run long enough to compile
     tensorcircuit-jax    TensorCircuit-NG on JAX: the circuit vmapped over the batch, the whole step
@@ -54,10 +54,11 @@ import numpy as np
 import torch
 from machine import machine
 
-from qtl.circuit import CircuitConfig
-from qtl.engines.step import COMPILE_MIN_STEPS, step_for_run
-from qtl.heads import DressedQuantumCircuit
-from qtl.train import adam, is_small_step, train_step
+from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.fit import is_small_step
+from qtl.training.optim import adam
+from qtl.training.steps import COMPILE_MIN_STEPS, step_for_run, train_step
 
 CONFIGS = [(4, 4), (4, 64), (8, 32), (12, 32), (16, 32), (20, 32)]  # (n_qubits, batch)
 DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5

@@ -1,9 +1,10 @@
 """Benchmark: one training step of the dressed quantum circuit on each simulation engine.
 
 A step is forward + backward + Adam step of `DressedQuantumCircuit(512, 2, config, engine)` on random
-(B, 512) features with cross-entropy; every engine gets qtl's optimizer (`qtl.train.adam`, fused where
-torch supports it), so the step is the one qtl trains with. Each engine's time is the median of
-repeated steps, and its ratio to the native engine is taken within the same run:
+(B, 512) features with cross-entropy; every engine gets qtl's optimizer
+(`qtl.training.optim.adam`, fused where torch supports it), so the step is the one qtl trains with.
+Each engine's time is the median of repeated steps, and its ratio to the native engine is taken within
+the same run:
 
     (a) demo-loop        the paper's demo: a PennyLane default.qubit QNode called once per sample,
                          the results torch.stack'ed (PennyLaneEngine's QNode, diff_method "best")
@@ -39,9 +40,10 @@ import torch
 from machine import machine
 from torch import nn
 
-from qtl.circuit import CircuitConfig
-from qtl.heads import DressedQuantumCircuit
-from qtl.train import adam, train_step
+from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.optim import adam
+from qtl.training.steps import train_step
 
 ENGINES = ("demo-loop", "default.qubit", "lightning.qubit", "native")
 #: (n_qubits, depth, batch), smallest first within each batch size.

@@ -42,7 +42,7 @@ def spec_text(args, data: Path) -> str:
 def _per_task(db: Path) -> float:
     """Median over a sweep's runs of the machinery the database timed: dispatch to the worker starting
     the run, and its result back to the database."""
-    from qtl.results import ResultsDB
+    from qtl.experiments.database import ResultsDB
 
     with ResultsDB(db) as store:
         timed = [store.timings(r["id"]) for r in store.rows("overhead")]
@@ -63,10 +63,10 @@ def main() -> None:
 
     import tomllib
 
-    from qtl.data import resolve_dataset
-    from qtl.sweep_spec import parse_spec, plan
-    from qtl.sweeps import run_sweep, warm_features
-    from qtl.train import fit
+    from qtl.data.sources import resolve_dataset
+    from qtl.experiments.spec import parse_spec, plan
+    from qtl.experiments.sweeps import run_sweep, warm_features
+    from qtl.training.fit import fit
 
     data = resolve_dataset(args.data)
     text = spec_text(args, data)

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.features import FeatureSet
-from qtl.train import fit
-from qtl.variants import build_model
+from qtl.data.features import FeatureSet
+from qtl.models.variants import build_model
+from qtl.training.fit import fit
 
 CLASSES = ["ants", "bees"]
 

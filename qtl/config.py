@@ -6,7 +6,7 @@ and the per-variant recipes, and `MachineConfig` (how this machine runs a recipe
 
 A checkpoint records the `ModelConfig` (the architecture) and the `TrainConfig` (the recipe), never the
 `MachineConfig`: where the data lay, which device ran it and how many threads it used say nothing about
-the model. This module imports only `qtl.circuit`, so the command line builds its choices and defaults
+the model. This module imports only `qtl.quantum.circuit`, so the command line builds its choices and defaults
 from it without importing torch.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from qtl.circuit import CircuitConfig
-from qtl.noise import NoiseConfig
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.noise import NoiseConfig
 
 # ---- names
 
@@ -36,7 +36,7 @@ BACKBONE_NAMES = (
     "vit_b_16",
     BUNDLED_BACKBONE,
 )
-"""torchvision's backbones (the keys of `qtl.backbones.BACKBONES`, in order), then the bundled one."""
+"""torchvision's backbones (the keys of `qtl.models.backbones.BACKBONES`, in order), then the bundled one."""
 TIMM_PREFIX = "timm/"
 """Any timm model is a backbone as `timm/<model>[.<tag>]`, e.g. `timm/convnext_atto`."""
 
@@ -85,7 +85,7 @@ class ModelConfig:
     """Everything needed to rebuild a model's architecture (not its weights)."""
 
     variant: str = DEFAULT_VARIANT  # one of VARIANTS
-    backbone: str = DEFAULT_BACKBONE  # a name in qtl.backbones.BACKBONES
+    backbone: str = DEFAULT_BACKBONE  # a name in qtl.models.backbones.BACKBONES
     pretrained: bool = True  # ImageNet weights; False gives a seeded random-init backbone
     class_names: tuple[str, ...] = ()  # output classes in label order; empty: fit() takes the dataset's
     circuit: CircuitConfig = field(default_factory=CircuitConfig)  # the circuit; also the classical width
@@ -238,7 +238,7 @@ class MachineConfig:
 
     device: str = "auto"  # "auto" picks CUDA when present, else "cpu"; or any torch device string
     data_dir: str | None = None  # dataset root (train/ and val/); None: QTL_DATA_DIR or hymenoptera
-    cache_dir: str | None = None  # feature cache folder; None: qtl.features' default
+    cache_dir: str | None = None  # feature cache folder; None: qtl.data.features' default
     num_workers: int = 0  # DataLoader workers for image batches; 0 loads in the training process
     cpu_threads: int | None = None  # torch CPU threads during the run; None: 1 for a small head on cached
     # features (threads only add synchronisation to such tiny steps, 10x+ on a busy CPU), else unchanged

@@ -3,10 +3,10 @@
     python tests/midwrite.py NAME N qtl ARGS...        the `qtl ARGS...` command line
     python tests/midwrite.py NAME N import FILE DIR    import_checkpoint(FILE's bytes, NAME, DIR)
 
-The N-th file written by `qtl.files.atomic_write` for a target called NAME gets only the first half of
+The N-th file written by `qtl.utils.atomic.atomic_write` for a target called NAME gets only the first half of
 its first write; then the process prints "MIDWRITE <temporary file>" on stderr and sleeps until it is
 killed. Everything else runs as in production: the stall replaces the file object that atomic_write opens
-(`qtl.files.open`), nothing in qtl knows about it.
+(`qtl.utils.atomic.open`), nothing in qtl knows about it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-import qtl.files
+import qtl.utils.atomic
 
 
 class _Stalled:
@@ -58,7 +58,7 @@ def stall(name: str, nth: int) -> None:
                 return _Stalled(f)
         return f
 
-    qtl.files.open = open_  # atomic_write looks `open` up in its module first
+    qtl.utils.atomic.open = open_  # atomic_write looks `open` up in its module first
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
 
         return qtl_main(rest)
     if what == "import":
-        from qtl.checkpoint_store import import_checkpoint
+        from qtl.models.store import import_checkpoint
 
         source, directory = rest
         import_checkpoint(Path(source).read_bytes(), name, directory)

@@ -60,10 +60,10 @@ def app_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoints(app_env) -> dict[str, Path]:
     """quantum (seeds 0 and 1), linear and finetuned, 1 epoch each, trained by the library into a folder."""
-    from qtl.circuit import CircuitConfig
     from qtl.config import ModelConfig
-    from qtl.runs import plan_runs
-    from qtl.train import fit
+    from qtl.experiments.runs import plan_runs
+    from qtl.quantum.circuit import CircuitConfig
+    from qtl.training.fit import fit
 
     base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(3, 2))
     runs = plan_runs(["quantum"], base, [0, 1], app_env / "trained", epochs=1)
@@ -233,7 +233,7 @@ class TestTrain:
         at.button[0].click().run()
         assert not at.exception and not at.error, texts(at.error)
         wait_for_job(at)
-        from qtl.checkpoint import read_checkpoint_info
+        from qtl.models.checkpoint import read_checkpoint_info
 
         (saved,) = (app_env / "models").glob("quantum*-q40d1-*.pt")  # the tiny-config test saved one too
         info = read_checkpoint_info(saved)
@@ -449,8 +449,8 @@ class TestNoisePage:
     def test_accuracy_distributions_curve_and_fake_backend(self, app_env, checkpoints):
         """Two loaded quantum checkpoints: the ideal accuracy equals `evaluate`'s, the sliders change the
         noise, the curve is drawn, and a fake IBM backend run gives a row per checkpoint."""
-        from qtl.checkpoint import load_checkpoint
-        from qtl.inference import evaluate
+        from qtl.analysis.inference import evaluate
+        from qtl.models.checkpoint import load_checkpoint
 
         paths = [str(checkpoints["quantum-0"]), str(checkpoints["quantum-1"])]
         at = app("noise", {"loaded": paths})

@@ -1,4 +1,5 @@
-"""The small library modules behind the app: qtl.runs, qtl.checkpoint_store, qtl.status and qtl.difflab."""
+"""The small library modules behind the app: qtl.experiments.runs, qtl.models.store, qtl.models.weights and
+qtl.analysis.difflab."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import statistics
 
 import pytest
 
-from qtl.checkpoint import CheckpointError, checkpoint_name
-from qtl.checkpoint_store import delete_checkpoint, import_checkpoint, safe_name
+from qtl.analysis.difflab import LabCase, run_case, run_lab
 from qtl.config import ModelConfig
-from qtl.difflab import LabCase, run_case, run_lab
-from qtl.download import reachable
-from qtl.runs import mean_std, parse_seeds, plan_runs, summarise
+from qtl.experiments.runs import mean_std, parse_seeds, plan_runs, summarise
+from qtl.models.checkpoint import CheckpointError, checkpoint_name
+from qtl.models.store import delete_checkpoint, import_checkpoint, safe_name
+from qtl.utils.download import reachable
 
 
 class TestRuns:

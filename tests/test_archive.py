@@ -1,4 +1,4 @@
-"""qtl.archive: hostile zips are refused whole, with one clear line, and nothing is written anywhere."""
+"""qtl.data.archive: hostile zips are refused whole, with one clear line, and nothing is written anywhere."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qtl.archive import ArchiveError, ArchiveLimits, member_path, safe_extract
+from qtl.data.archive import ArchiveError, ArchiveLimits, member_path, safe_extract
 
 
 def make_zip(path: Path, members: dict[str, bytes], *, compression=zipfile.ZIP_DEFLATED) -> Path:

@@ -17,7 +17,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from qtl.backbones import (
+from qtl.config import BACKBONE_NAMES
+from qtl.models.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
     WeightsUnavailableError,
@@ -28,8 +29,7 @@ from qtl.backbones import (
     weights_id,
     weights_status,
 )
-from qtl.config import BACKBONE_NAMES
-from qtl.download import OFFLINE_ENV
+from qtl.utils.download import OFFLINE_ENV
 
 TORCHVISION_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from qtl.backbones import WeightsUnavailableError
-from qtl.checkpoint import (
+from qtl.config import FROZEN_VARIANTS, MACHINE_KEYS, VARIANTS, ModelConfig, TrainConfig
+from qtl.models.backbones import WeightsUnavailableError
+from qtl.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     checkpoint_name,
@@ -20,11 +21,10 @@ from qtl.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from qtl.checkpoint_store import list_checkpoints
-from qtl.circuit import CircuitConfig
-from qtl.config import FROZEN_VARIANTS, MACHINE_KEYS, VARIANTS, ModelConfig, TrainConfig
+from qtl.models.store import list_checkpoints
+from qtl.models.variants import build_model
 from qtl.paths import models_dir
-from qtl.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
 
 CLASSES = ("ants", "bees")
 HISTORY = [
@@ -131,8 +131,8 @@ class TestRoundTrip:
         def boom(*args, **kwargs):
             raise AssertionError("a model was built")
 
-        monkeypatch.setattr("qtl.variants.build_model", boom)
-        monkeypatch.setattr("qtl.checkpoint.build_model", boom)
+        monkeypatch.setattr("qtl.models.variants.build_model", boom)
+        monkeypatch.setattr("qtl.models.checkpoint.build_model", boom)
         assert read_checkpoint_info(path).variant == "quantum"
 
     def test_other_engine_on_load(self, tmp_path):

@@ -6,8 +6,8 @@ import pennylane as qml
 import pytest
 import torch
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig, circuit_summary, gates
-from qtl.engines.pennylane import build_qnode
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig, circuit_summary, gates
+from qtl.quantum.engines.pennylane import build_qnode
 
 
 def _blocks(config: CircuitConfig) -> list[list]:

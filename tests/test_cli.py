@@ -20,9 +20,9 @@ import torch
 from conftest import REPO, make_image_folder, run_cli
 
 from qtl import cli
-from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.analysis.inference import predict
 from qtl.cli.progress import ProgressBar
-from qtl.inference import predict
+from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
 
 COMMANDS = ("train", "evaluate", "predict", "explain", "draw", "compare", "noise", "data", "sweep", "runs")
 
@@ -90,9 +90,9 @@ class TestHelp:
 
     def test_choices_come_from_the_library(self, capsys):
         """The parser's torch-free choices and defaults are the library's own."""
-        from qtl.backbones import BACKBONE_NAMES
-        from qtl.circuit import ENTANGLERS, ROTATIONS
         from qtl.config import DEFAULT_VARIANT, VARIANTS
+        from qtl.models.backbones import BACKBONE_NAMES
+        from qtl.quantum.circuit import ENTANGLERS, ROTATIONS
 
         args = cli.build_parser().parse_args(["train"])
         assert (args.variant, args.backbone) == (DEFAULT_VARIANT, None)  # None: DEFAULT_BACKBONE or fallback
@@ -380,12 +380,12 @@ class TestErrors:
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("qtl.train.fit", interrupted)
+        monkeypatch.setattr("qtl.training.fit.fit", interrupted)
         line = self.one_line_error(capsys, "train", "--random-init", "--data", tiny, code=130)
         assert "interrupted" in line
 
     def test_debug_shows_the_traceback(self, tmp_path):
-        from qtl.data import DatasetError
+        from qtl.data.folders import DatasetError
 
         with pytest.raises(DatasetError):
             cli.main(["--debug", "train", "--random-init", "--data", str(tmp_path / "nowhere")])

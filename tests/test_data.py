@@ -20,19 +20,12 @@ import torch
 from conftest import make_image_folder
 from PIL import Image, features
 
-from qtl import data
-from qtl.data import (
-    DatasetError,
-    ImageFolderDataset,
-    ImageLoadError,
-    dataset_status,
-    default_data_dir,
-    download_hymenoptera,
-    load_image,
-    resolve_dataset,
-    validate_dataset,
-)
-from qtl.files import WriteError
+from qtl.data import sources as data
+from qtl.data.folders import DatasetError, validate_dataset
+from qtl.data.images import ImageFolderDataset, ImageLoadError, load_image
+from qtl.data.sources import dataset_status, download_hymenoptera, resolve_dataset
+from qtl.paths import default_data_dir
+from qtl.utils.atomic import WriteError
 
 # (file name, PIL mode written, PIL format) for every accepted extension, in both letter cases.
 FORMATS = [
@@ -112,7 +105,7 @@ class TestBadFiles:
 
     def test_bad_files_are_skipped_and_reported_once(self, with_bad_files, caplog):
         """Undecodable, truncated and empty files are logged once each with path and reason, and skipped."""
-        with caplog.at_level(logging.WARNING, logger="qtl.data"):
+        with caplog.at_level(logging.WARNING, logger="qtl.data.images"):
             ds = ImageFolderDataset(with_bad_files, "train")
             for i in range(len(ds)):
                 ds[i]
@@ -131,7 +124,7 @@ class TestBadFiles:
         ds = ImageFolderDataset(tiny_image_folder, "train")
         broken, _ = ds.samples[2]
         broken.write_bytes(b"gone bad")
-        with caplog.at_level(logging.WARNING, logger="qtl.data"):
+        with caplog.at_level(logging.WARNING, logger="qtl.data.images"):
             image, label = ds[2]
             ds[2]
         assert image.size == (40, 32) and label == ds.samples[3][1]
@@ -403,8 +396,8 @@ class TestDownload:
         evil = tmp_path / "evil.zip"
         with zipfile.ZipFile(evil, "w") as zf:
             zf.writestr("../escape.txt", "x")
-        with pytest.raises(DatasetError, match="outside"):
-            data._extract(evil, tmp_path / "out")
+        with pytest.raises(DatasetError, match="leaves the target folder"):
+            data._unpack(evil, tmp_path / "out")
         assert not (tmp_path / "escape.txt").exists()
 
     def test_resolve_downloads_into_default(self, served_zip, tmp_path, monkeypatch):

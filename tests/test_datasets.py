@@ -1,4 +1,4 @@
-"""qtl.datasets: one entry point for hymenoptera, folders and zips; layouts, junk, the seeded split."""
+"""qtl.data.datasets: one entry point for hymenoptera, folders and zips; layouts, junk, the seeded split."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import make_class_folders, make_image_folder, zip_folder
 
-from qtl.archive import ArchiveError
-from qtl.data import DatasetError, ImageFolderDataset, list_images, resolve_dataset
-from qtl.datasets import (
+from qtl.data.archive import ArchiveError
+from qtl.data.datasets import (
     MANIFEST,
     delete_dataset,
     list_datasets,
@@ -19,6 +18,9 @@ from qtl.datasets import (
     read_manifest,
     stratified_split,
 )
+from qtl.data.folders import DatasetError, list_images
+from qtl.data.images import ImageFolderDataset
+from qtl.data.sources import resolve_dataset
 
 JUNK = {
     "__MACOSX/shapes/._class_0": b"\x00\x05\x16\x07",
@@ -202,7 +204,7 @@ class TestStore:
 def test_feature_cache_keys_follow_the_split_and_the_bytes(three, tmp_path):
     """The feature cache key names the split's files and bytes: same split, same key (even in another
     store); another seed or a changed image, another key."""
-    from qtl.features import cache_key
+    from qtl.data.features import cache_key
 
     def key(ds):
         return cache_key("resnet18", False, ds.root, "train")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from qtl.circuit import CircuitConfig
-from qtl.draw import draw_figure, draw_text
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.draw import draw_figure, draw_text
 
 
 def _wire_lines(text: str, wire: int) -> str:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from qtl.backbones import (
+from qtl.models.backbones import (
     WeightsUnavailableError,
     image_transform,
     load_backbone,
@@ -21,7 +21,7 @@ from qtl.backbones import (
     weights_id,
     weights_status,
 )
-from qtl.backbones import efficientnet_lite0 as lite0
+from qtl.models.backbones import efficientnet_lite0 as lite0
 
 BEE, ANT = 309, 310  # ImageNet classes
 
@@ -166,9 +166,9 @@ def test_imagenet_logits_classify_hymenoptera(hymenoptera_dir):
 def test_cli_trains_and_predicts_on_it(tiny_image_folder, tmp_path, capsys):
     """`qtl train quantum --backbone efficientnet_lite0` offline: the checkpoint records the backbone's
     weights and TF transform, and `qtl predict` runs it with that transform."""
-    from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+    from qtl.analysis.inference import eval_transform, predict
     from qtl.cli import main
-    from qtl.inference import eval_transform, predict
+    from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
 
     out = tmp_path / "q.pt"
     args = ["-q", "train", "quantum", "--backbone", "efficientnet_lite0", "--data", str(tiny_image_folder)]

@@ -15,9 +15,9 @@ import random
 import pytest
 import torch
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, STATEVECTOR_MAX_QUBITS, CircuitConfig
-from qtl.engines import make_engine
-from qtl.engines.mps import BondTooLarge, MPSEngine, exact_bond
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, STATEVECTOR_MAX_QUBITS, CircuitConfig
+from qtl.quantum.engines import make_engine
+from qtl.quantum.engines.mps import BondTooLarge, MPSEngine, exact_bond
 
 
 def _cases(seed: int = 13) -> list[tuple[CircuitConfig, int]]:
@@ -193,10 +193,10 @@ class TestInTheProduct:
     def test_wide_quantum_variant_trains_and_reloads(self, tmp_path):
         """fit() trains a 40-qubit dressed circuit on separable features; the checkpoint keeps engine and
         max_bond and reloads to the same predictions."""
-        from qtl.checkpoint import load_checkpoint
         from qtl.config import ModelConfig, TrainConfig
-        from qtl.features import FeatureSet
-        from qtl.train import fit
+        from qtl.data.features import FeatureSet
+        from qtl.models.checkpoint import load_checkpoint
+        from qtl.training.fit import fit
 
         g = torch.Generator().manual_seed(0)
         labels = torch.arange(48) % 2

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-import qtl.engines.native as native
-from qtl.circuit import CircuitConfig, Gate, gates
-from qtl.engines import make_engine
-from qtl.engines import statevector as sv
-from qtl.engines.native import NativeEngine, SimulationTooLarge
+import qtl.quantum.engines.native as native
+from qtl.quantum.circuit import CircuitConfig, Gate, gates
+from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines import make_engine
+from qtl.quantum.engines.native import NativeEngine, SimulationTooLarge
 
 C128 = torch.complex128
 I2 = torch.eye(2, dtype=C128)

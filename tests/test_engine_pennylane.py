@@ -9,9 +9,9 @@ import pennylane as qml
 import pytest
 import torch
 
-from qtl.circuit import CircuitConfig, gates
-from qtl.engines import make_engine
-from qtl.engines.pennylane import PennyLaneEngine
+from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import make_engine
+from qtl.quantum.engines.pennylane import PennyLaneEngine
 
 SMALL = CircuitConfig(n_qubits=3, depth=2, entangler="ring", rotation="rot")
 PAPER = CircuitConfig()

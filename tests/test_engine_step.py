@@ -1,4 +1,4 @@
-"""The compiled training step (`qtl.engines.step`) against fit()'s eager `train_step`."""
+"""The compiled training step (`qtl.training.steps`) against fit()'s eager `train_step`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from qtl.circuit import CircuitConfig
-from qtl.engines.step import COMPILE_MIN_STEPS, compilable, compiled_train_step, step_for_run
-from qtl.heads import DressedClassical, DressedQuantumCircuit
-from qtl.train import adam, train_step
+from qtl.models.heads import DressedClassical, DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.optim import adam
+from qtl.training.steps import COMPILE_MIN_STEPS, compilable, compiled_train_step, step_for_run, train_step
 
 
 def _head(config: CircuitConfig, engine: str = "native") -> tuple[DressedQuantumCircuit, torch.optim.Adam]:
@@ -46,7 +46,7 @@ def test_compiled_step_takes_the_eager_steps_trajectory():
 
 def test_only_long_runs_on_supported_heads_compile():
     """Short runs, SGD, PennyLane engines and wide native layouts keep the eager step (a real circuit of
-    up to 10 qubits takes the fused step at any length: tests/test_fused_step.py)."""
+    up to 10 qubits takes the fused step at any length: tests/test_closed_form.py)."""
     head, opt = _head(CircuitConfig(4, 2, rotation="rot"))
     assert step_for_run(train_step, head, opt, COMPILE_MIN_STEPS - 1, 4) is train_step
     assert step_for_run(train_step, head, opt, COMPILE_MIN_STEPS, 4) is not train_step

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
-from qtl.engines import make_engine
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.quantum.engines import make_engine
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 

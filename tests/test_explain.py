@@ -1,4 +1,5 @@
-"""qtl.explain: Grad-CAM and gradient saliency through the whole model, quantum circuit included, and the
+"""qtl.analysis.explain: Grad-CAM and gradient saliency through the whole model, quantum circuit included,
+and the
 model-randomisation sanity check of Adebayo et al. (2018): re-initialising the head must change the map."""
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from qtl.checkpoint import LoadedModel, load_checkpoint
-from qtl.circuit import CircuitConfig
+from qtl.analysis.explain import explain, feature_map_layer, overlay
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.explain import explain, feature_map_layer, overlay
-from qtl.train import fit
-from qtl.variants import build_head, build_model
+from qtl.models.checkpoint import LoadedModel, load_checkpoint
+from qtl.models.variants import build_head, build_model
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.fit import fit
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step
 from torch import nn
 
 from qtl.config import ModelConfig, recipe
-from qtl.features import FeatureSet
-from qtl.train import Callback, fit
-from qtl.variants import build_model
+from qtl.data.features import FeatureSet
+from qtl.models.variants import build_model
+from qtl.training.fit import Callback, fit
 
 CLASSES = ("ants", "bees")
 

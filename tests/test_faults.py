@@ -24,17 +24,17 @@ import pytest
 import torch
 from conftest import REPO
 
-from qtl.checkpoint import (
+from qtl.config import ModelConfig
+from qtl.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint_info,
     save_checkpoint,
 )
-from qtl.checkpoint_store import import_checkpoint, list_checkpoints
-from qtl.circuit import CircuitConfig
-from qtl.config import ModelConfig
-from qtl.files import PART, WriteError
-from qtl.variants import build_model
+from qtl.models.store import import_checkpoint, list_checkpoints
+from qtl.models.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
+from qtl.utils.atomic import PART, WriteError
 
 QTL = Path(sys.executable).parent / "qtl"
 CLASSES = ("cats", "dogs")
@@ -158,7 +158,7 @@ class TestKilledCommandLine:
 
 
 def test_killed_mid_upload_stores_nothing_and_the_app_lists_whole_checkpoints(tmp_path, monkeypatch):
-    """kill -9 half way through storing an uploaded checkpoint (`qtl.checkpoint_store.import_checkpoint`,
+    """kill -9 half way through storing an uploaded checkpoint (`qtl.models.store.import_checkpoint`,
     what the Checkpoints page calls): no up.pt appears; after a restart the page lists only the whole
     checkpoint, and the same upload is stored under its own name, with the dead writer's temporary file
     gone."""

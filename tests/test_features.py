@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from qtl import features as features_module
-from qtl.backbones import image_transform, load_backbone
-from qtl.data import load_image
-from qtl.features import FeatureSet, cache_key, extract_features
+from qtl.data import features as features_module
+from qtl.data.features import FeatureSet, cache_key, extract_features
+from qtl.data.images import load_image
+from qtl.models.backbones import image_transform, load_backbone
 
 BACKBONE = "resnet18"
 
@@ -140,7 +140,7 @@ class TestInvalidation:
         first = extract(tiny_image_folder, tmp_path / "cache")
         (cache_file,) = (tmp_path / "cache").iterdir()
         cache_file.write_bytes(b"garbage")
-        with caplog.at_level(logging.WARNING, logger="qtl.features"):
+        with caplog.at_level(logging.WARNING, logger="qtl.data.features"):
             second = extract(tiny_image_folder, tmp_path / "cache")
         assert "unreadable feature cache" in caplog.text
         torch.testing.assert_close(first.features, second.features)

@@ -1,4 +1,4 @@
-"""qtl.files.atomic_write: all or nothing."""
+"""qtl.utils.atomic.atomic_write: all or nothing."""
 
 import errno
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from qtl import files
-from qtl.files import FILE_MODE, WriteError, atomic_write
+from qtl.utils import atomic as files
+from qtl.utils.atomic import FILE_MODE, WriteError, atomic_write
 
 
 class TestAtomicWrite:
@@ -98,7 +98,7 @@ class TestFaults:
         atomic_save, under a real file size limit in a child process, raises WriteError."""
         code = (
             "import resource, signal, sys, torch\n"
-            "from qtl.files import WriteError, atomic_save\n"
+            "from qtl.utils.atomic import WriteError, atomic_save\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
             "try:\n"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from qtl import cli
-from qtl.circuit import CircuitConfig
-from qtl.engines.native import NativeEngine
-from qtl.hardware import HardwareUnavailable, backend_expvals, get_backend
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines.native import NativeEngine
+from qtl.quantum.hardware import HardwareUnavailable, backend_expvals, get_backend
 
 
 def test_fake_backend_agrees_with_ideal_within_its_noise():

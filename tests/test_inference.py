@@ -11,15 +11,15 @@ import torch
 from conftest import make_image_folder
 from PIL import Image
 
-from qtl.backbones import image_transform
-from qtl.checkpoint import load_checkpoint, save_checkpoint
-from qtl.circuit import CircuitConfig
+from qtl.analysis.inference import evaluate, predict, quantum_trace
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.data import ImageLoadError
-from qtl.engines import make_engine
-from qtl.inference import evaluate, predict, quantum_trace
-from qtl.train import fit
-from qtl.variants import build_model
+from qtl.data.images import ImageLoadError
+from qtl.models.backbones import image_transform
+from qtl.models.checkpoint import load_checkpoint, save_checkpoint
+from qtl.models.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines import make_engine
+from qtl.training.fit import fit
 
 CLASSES = ("cats", "dogs")
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from qtl.jobs import JobCancelled, JobRunner, RunnerBusyError
+from qtl.utils.jobs import JobCancelled, JobRunner, RunnerBusyError
 
 
 def _blocking_work(release: threading.Event, steps: int = 3):

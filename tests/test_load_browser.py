@@ -11,10 +11,10 @@ from conftest import make_image_folder
 from served_app import Server, ServerError, chromium_missing, offline_env
 from visitors import upload_name, visit_all
 
-from qtl.checkpoint import save_checkpoint
-from qtl.circuit import CircuitConfig
 from qtl.config import ModelConfig
-from qtl.variants import build_model
+from qtl.models.checkpoint import save_checkpoint
+from qtl.models.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
 
 
 @pytest.mark.e2e

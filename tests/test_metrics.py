@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from qtl.metrics import (
+from qtl.training.metrics import (
     accuracy,
     binary_auc,
     compute_metrics,

@@ -10,12 +10,12 @@ import math
 import pytest
 from conftest import make_class_folders, run_cli, zip_folder
 
-from qtl.checkpoint import load_checkpoint
-from qtl.circuit import CircuitConfig
+from qtl.analysis.inference import evaluate, predict
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.datasets import open_dataset
-from qtl.inference import evaluate, predict
-from qtl.train import fit
+from qtl.data.datasets import open_dataset
+from qtl.models.checkpoint import load_checkpoint
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.fit import fit
 
 
 @pytest.fixture(scope="module")

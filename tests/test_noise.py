@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import stats
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig, Gate
-from qtl.engines import make_engine
-from qtl.engines.density import DensityMatrixEngine, sample_counts
-from qtl.engines.native import NativeEngine, SimulationTooLarge
-from qtl.noise import Channel, NoiseConfig, depolarizing, noisy_ops
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig, Gate
+from qtl.quantum.engines import make_engine
+from qtl.quantum.engines.density import DensityMatrixEngine, sample_counts
+from qtl.quantum.engines.native import NativeEngine, SimulationTooLarge
+from qtl.quantum.noise import Channel, NoiseConfig, depolarizing, noisy_ops
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def test_configs_and_recipes_without_torch():
         "ModelConfig.from_dict(ModelConfig('hybrid', class_names=('a', 'b')).to_dict()); "
         "TrainConfig.from_dict(recipe('linear').to_dict()); MachineConfig(data_dir='.')"
     )
-    assert loads_torch("import qtl.variants")
+    assert loads_torch("import qtl.models.variants")
 
 
 def module_imports() -> dict[str, set[str]]:
@@ -113,8 +113,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_import_graph_of_qtl_has_no_cycles():
     """No qtl module imports (even lazily, inside a function) one that imports it back."""
     graph = module_imports()
-    assert {"qtl.config", "qtl.train", "qtl.engines.native"} <= set(graph)
-    assert {"qtl.config", "qtl.checkpoint", "qtl.feed"} <= graph["qtl.train"]
+    assert {"qtl.config", "qtl.training.fit", "qtl.quantum.engines.native"} <= set(graph)
+    assert {"qtl.config", "qtl.models.checkpoint", "qtl.data.feed"} <= graph["qtl.training.fit"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

@@ -1,4 +1,4 @@
-"""`qtl reproduce` and qtl.paper: the paper's comparison as a Markdown + JSON report."""
+"""`qtl reproduce` and qtl.experiments.reproduce: the paper's comparison as a Markdown + JSON report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from conftest import make_image_folder
 
 from qtl.cli import main
-from qtl.paper import PUBLISHED, markdown, merge_reports, paper_report, summarise_variants
+from qtl.experiments.reproduce import PUBLISHED, markdown, merge_reports, paper_report, summarise_variants
 
 
 def row(variant: str, seed: int, best: float, final: float, t: float = 10.0) -> dict:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import REPO
 
-from qtl.checkpoint import load_checkpoint
+from qtl.analysis.inference import evaluate
 from qtl.config import MachineConfig, ModelConfig, recipe
-from qtl.inference import evaluate
-from qtl.train import fit
+from qtl.models.checkpoint import load_checkpoint
+from qtl.training.fit import fit
 
 SHIPPED = {
     "quantum": "quantum-efficientnet_lite0-imagenet-q4d6-s0.pt",

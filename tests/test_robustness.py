@@ -12,16 +12,16 @@ import torch
 from conftest import make_image_folder, run_cli
 
 from qtl import cli
-from qtl.checkpoint import load_checkpoint, read_checkpoint_info
-from qtl.circuit import CircuitConfig
+from qtl.analysis.inference import evaluate
+from qtl.analysis.robustness import evaluate_noise, head_inputs, noise_grid
 from qtl.config import ModelConfig, recipe
-from qtl.engines.density import DensityMatrixEngine
-from qtl.engines.native import NativeEngine
-from qtl.features import FeatureSet
-from qtl.inference import evaluate
-from qtl.noise import NoiseConfig
-from qtl.robustness import evaluate_noise, head_inputs, noise_grid
-from qtl.train import fit
+from qtl.data.features import FeatureSet
+from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines.density import DensityMatrixEngine
+from qtl.quantum.engines.native import NativeEngine
+from qtl.quantum.noise import NoiseConfig
+from qtl.training.fit import fit
 
 NOISY = NoiseConfig(depolarizing=0.02, depolarizing_2q=0.05, readout=0.01, shots=200)
 

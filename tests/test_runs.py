@@ -1,4 +1,5 @@
-"""qtl.runs: one function trains a list of runs, one row describes a finished run (trained or loaded)."""
+"""qtl.experiments.runs: one function trains a list of runs, one row describes a finished run (trained or
+loaded)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import threading
 
 import pytest
 
-from qtl.checkpoint import load_checkpoint
-from qtl.circuit import CircuitConfig
 from qtl.config import MachineConfig, ModelConfig
-from qtl.runs import ROW_FIELDS, Run, RunObserver, plan_runs, recipe_for, run_id, run_row, train_runs
+from qtl.experiments.runs import (
+    ROW_FIELDS,
+    Run,
+    RunObserver,
+    plan_runs,
+    recipe_for,
+    run_id,
+    run_row,
+    train_runs,
+)
+from qtl.models.checkpoint import load_checkpoint
+from qtl.quantum.circuit import CircuitConfig
 
 BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
 
@@ -58,7 +68,7 @@ class TestTrainRuns:
 
         class StopAfterFirstEpoch(RunObserver):
             def callbacks(self, index, total, run):
-                from qtl.train import Callback
+                from qtl.training.fit import Callback
 
                 class C(Callback):
                     def on_epoch_end(self, p):

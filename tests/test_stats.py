@@ -1,4 +1,5 @@
-"""qtl.stats against scipy.stats called by hand on synthetic runs: one comparison with a real difference,
+"""qtl.experiments.stats against scipy.stats called by hand on synthetic runs: one comparison with a real
+difference,
 one without, and the cells' confidence intervals."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from qtl.stats import cells, comparisons, format_report, paired, summary
+from qtl.experiments.stats import cells, comparisons, format_report, paired, summary
 
 SEEDS = range(8)
 

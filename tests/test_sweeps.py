@@ -17,9 +17,9 @@ import pytest
 from conftest import REPO, make_image_folder
 
 from qtl import cli
-from qtl.results import ResultsDB
-from qtl.sweep_spec import SpecError, load_spec, parse_spec, plan
-from qtl.sweeps import run_sweep
+from qtl.experiments.database import ResultsDB
+from qtl.experiments.spec import SpecError, load_spec, parse_spec, plan
+from qtl.experiments.sweeps import run_sweep
 
 SPEC = """
 name = "tiny"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from qtl.checkpoint import backbone_fingerprint, load_checkpoint, save_checkpoint
-from qtl.circuit import CircuitConfig
+from qtl.analysis.inference import predict
 from qtl.config import ModelConfig
-from qtl.inference import predict
-from qtl.variants import build_head, build_model
+from qtl.models.checkpoint import backbone_fingerprint, load_checkpoint, save_checkpoint
+from qtl.models.variants import build_head, build_model
+from qtl.quantum.circuit import CircuitConfig
 
 THREADS, ROUNDS = 8, 10
 
@@ -91,7 +91,7 @@ def test_concurrent_random_init_backbones_are_the_one_seeded_backbone():
     """Sessions loading random-init checkpoints and a job training build backbones at once: every thread
     gets the seeded random-init weights a lone build gets (their draws from torch's one global RNG used
     to interleave, and each thread got other weights: "trained on different resnet18 weights")."""
-    from qtl.backbones import common, load_backbone
+    from qtl.models.backbones import common, load_backbone
 
     def fingerprint(_=None):
         return backbone_fingerprint(load_backbone("resnet18", pretrained=False)[0])

@@ -11,7 +11,7 @@ import timm
 import torch
 from PIL import Image
 
-from qtl.backbones import (
+from qtl.models.backbones import (
     WeightsUnavailableError,
     image_transform,
     load_backbone,
@@ -104,9 +104,9 @@ class TestWeights:
 def test_train_checkpoint_predict(torch_home, tiny_image_folder, tmp_path, capsys, name, variant):
     """CLI train on written weights, then predict: the checkpoint records the timm backbone, its weights
     and its transform; predict agrees with the library."""
-    from qtl.checkpoint import load_checkpoint, read_checkpoint_info
+    from qtl.analysis.inference import predict
     from qtl.cli import main
-    from qtl.inference import predict
+    from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
 
     write_weights(name)
     out = tmp_path / "model.pt"

@@ -12,11 +12,12 @@ import torch
 from conftest import make_image_folder
 from torch import nn
 
-from qtl.checkpoint import load_checkpoint
 from qtl.config import VARIANTS, MachineConfig, ModelConfig, TrainConfig, recipe
-from qtl.features import FeatureSet
-from qtl.train import Callback, Cancelled, fit, make_optimizer, resolve_device
-from qtl.variants import build_model
+from qtl.data.features import FeatureSet
+from qtl.models.checkpoint import load_checkpoint
+from qtl.models.variants import build_model
+from qtl.training.fit import Callback, Cancelled, fit, resolve_device
+from qtl.training.optim import make_optimizer
 
 CLASSES = ["cats", "dogs"]
 
@@ -238,10 +239,10 @@ class TestFrozenPath:
 
     def test_cold_cache_builds_and_hashes_the_backbone_once(self, tiny_image_folder, tmp_path, monkeypatch):
         """fit() builds one backbone (the model's, which also extracts both splits) and hashes it once."""
-        import qtl.backbones
-        import qtl.checkpoint
-        import qtl.features
-        import qtl.train
+        import qtl.data.features
+        import qtl.models.backbones
+        import qtl.models.checkpoint
+        import qtl.training.fit
 
         calls = {"load_backbone": 0, "backbone_fingerprint": 0}
 
@@ -254,11 +255,11 @@ class TestFrozenPath:
 
             return wrapper
 
-        build = counted(qtl.backbones, "load_backbone")
-        for module in (qtl.backbones, qtl.features, qtl.train):
+        build = counted(qtl.models.backbones, "load_backbone")
+        for module in (qtl.models.backbones, qtl.data.features, qtl.training.fit):
             monkeypatch.setattr(module, "load_backbone", build)
-        fingerprint = counted(qtl.checkpoint, "backbone_fingerprint")
-        for module in (qtl.checkpoint, qtl.train):
+        fingerprint = counted(qtl.models.checkpoint, "backbone_fingerprint")
+        for module in (qtl.models.checkpoint, qtl.training.fit):
             monkeypatch.setattr(module, "backbone_fingerprint", fingerprint)
         mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
         machine = MachineConfig(data_dir=tiny_image_folder, cache_dir=tmp_path / "cache")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from qtl.checkpoint import backbone_fingerprint
-from qtl.circuit import CircuitConfig
 from qtl.config import FROZEN_VARIANTS, VARIANTS, ModelConfig, TrainConfig, recipe
-from qtl.heads import DressedClassical, DressedQuantumCircuit, count_parameters
-from qtl.variants import Classifier, build_model
+from qtl.models.checkpoint import backbone_fingerprint
+from qtl.models.heads import DressedClassical, DressedQuantumCircuit, count_parameters
+from qtl.models.variants import Classifier, build_model
+from qtl.quantum.circuit import CircuitConfig
 
 CLASSES = ("ants", "bees")
 

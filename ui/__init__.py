@@ -10,7 +10,7 @@ another; what only one page renders may live in that page).
 | `session_models` | this session's loaded checkpoints: load, unload, `loaded_models`           |
 | `widgets`     | inputs shared by pages: config-bound widgets, circuit form, image inputs      |
 | `training`    | training runs from the active configuration (Train form, quick start)         |
-| `server_jobs` | the server's one job runner (`qtl.jobs.JobRunner`), submitting, the job panel |
+| `server_jobs` | the server's one job runner (`qtl.utils.jobs.JobRunner`), submitting, the job panel |
 | `charts`      | Altair charts                                                                 |
 | `tables`      | dataframes for `st.dataframe`                                                 |
 | `sidebar`     | the sidebar shown on every page                                               |

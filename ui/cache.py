@@ -8,19 +8,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.circuit import CircuitConfig
+from qtl.quantum.circuit import CircuitConfig
 
 
 @st.cache_resource(show_spinner="Loading checkpoint ...", max_entries=32)
 def _load_checkpoint(path: str, mtime: float):
     """A loaded checkpoint (model in eval mode), shared read-only across sessions; keyed by file version."""
-    from qtl.checkpoint import load_checkpoint
+    from qtl.models.checkpoint import load_checkpoint
 
     return load_checkpoint(path)
 
 
 def load_checkpoint(path: str | Path):
-    """Load (cached) the checkpoint at `path`; raises qtl.checkpoint.CheckpointError on a bad file."""
+    """Load (cached) the checkpoint at `path`; raises qtl.models.checkpoint.CheckpointError on a bad file."""
     p = Path(path)
     return _load_checkpoint(str(p.resolve()), p.stat().st_mtime)
 
@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path):
 @st.cache_data(show_spinner=False, ttl=60)
 def checkpoint_infos(directory: str, version: float) -> list:
     """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
-    from qtl.checkpoint_store import list_checkpoints
+    from qtl.models.store import list_checkpoints
 
     return list_checkpoints(directory)
 
@@ -44,15 +44,16 @@ def list_area(directory: Path) -> list:
 @st.cache_data(show_spinner=False, ttl=120)
 def weights_availability(backbone: str):
     """Cached, downloadable or offline, for the backbone's ImageNet weights (never downloads; <= 2 s)."""
-    from qtl.status import weights_availability as state
+    from qtl.models.weights import weights_availability as state
 
     return state(backbone)
 
 
 @st.cache_data(show_spinner="Checking ImageNet weights ...", ttl=120)
 def backbone_choice(backbone: str, pretrained: bool):
-    """`qtl.status.resolve_backbone`: the backbone to use, or the bundled fallback with a notice (<= 2 s)."""
-    from qtl.status import resolve_backbone
+    """`qtl.models.weights.resolve_backbone`: the backbone to use, or the bundled fallback with a notice (<=
+    2 s)."""
+    from qtl.models.weights import resolve_backbone
 
     return resolve_backbone(backbone, pretrained)
 
@@ -60,7 +61,7 @@ def backbone_choice(backbone: str, pretrained: bool):
 @st.cache_data(show_spinner=False, ttl=30)
 def dataset_status(data_dir: str | None):
     """Found, downloadable or missing, for the configured dataset root."""
-    from qtl.data import dataset_status as status
+    from qtl.data.sources import dataset_status as status
 
     return status(data_dir)
 
@@ -68,7 +69,7 @@ def dataset_status(data_dir: str | None):
 @st.cache_data(show_spinner=False, ttl=60)
 def dataset_classes(data_dir: str | None) -> list[str]:
     """Class names of the dataset, or [] when it is not on disk yet (it may be downloaded later)."""
-    from qtl.datasets import open_dataset
+    from qtl.data.datasets import open_dataset
 
     try:
         return open_dataset(data_dir, download=False).classes
@@ -78,8 +79,8 @@ def dataset_classes(data_dir: str | None) -> list[str]:
 
 @st.cache_data(show_spinner="Reading the dataset ...", ttl=60)
 def dataset_summary(root: str):
-    """qtl.datasets' PreparedDataset of a dataset root (classes, counts per split, skipped files)."""
-    from qtl.datasets import open_dataset
+    """qtl.data.datasets' PreparedDataset of a dataset root (classes, counts per split, skipped files)."""
+    from qtl.data.datasets import open_dataset
 
     return open_dataset(root, download=False)
 
@@ -87,8 +88,8 @@ def dataset_summary(root: str):
 @st.cache_data(show_spinner=False, ttl=300)
 def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
     """[(path, class name)] of the dataset's val split; [] when there is no dataset on disk."""
-    from qtl.data import list_images
-    from qtl.datasets import open_dataset
+    from qtl.data.datasets import open_dataset
+    from qtl.data.folders import list_images
 
     try:
         ds = open_dataset(data_dir, download=False)
@@ -102,7 +103,7 @@ def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
     """Matplotlib figure of `config` (optionally with trained weights), shared and never mutated."""
     import torch
 
-    from qtl.draw import draw_figure
+    from qtl.quantum.draw import draw_figure
 
     w = None if weights is None else torch.tensor(weights).reshape(config.weight_shape)
     return draw_figure(config, weights=w)
@@ -111,7 +112,7 @@ def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
 @st.cache_resource(show_spinner=False)
 def backbone_size(name: str) -> tuple[int, int]:
     """(feature size F, parameter count) of a backbone, from a random-init build (no download)."""
-    from qtl.backbones import load_backbone
+    from qtl.models.backbones import load_backbone
 
     module, features = load_backbone(name, pretrained=False)
     return features, sum(p.numel() for p in module.parameters())
@@ -124,7 +125,7 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
 
     from PIL import Image
 
-    from qtl.inference import predict
+    from qtl.analysis.inference import predict
 
     loaded = load_checkpoint(path)
     image = Image.new("RGB", (224, 224), (120, 110, 90))
@@ -133,8 +134,9 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
 
 @st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
 def evaluation(path: str, mtime: float, data_dir: str | None):
-    """qtl.inference.evaluate of a checkpoint on the dataset's val split (cached per file version)."""
-    from qtl.datasets import open_dataset
-    from qtl.inference import evaluate
+    """qtl.analysis.inference.evaluate of a checkpoint on the dataset's val split (cached per file
+    version)."""
+    from qtl.analysis.inference import evaluate
+    from qtl.data.datasets import open_dataset
 
     return evaluate(load_checkpoint(path), open_dataset(data_dir, download=False).root)

@@ -165,10 +165,11 @@ def lab_chart(results: list):
 
 
 def _cells_frame(cells: list[dict]):
-    """qtl.stats cells as a dataframe with printable qubits / depth ("-": the variant has none)."""
+    """qtl.experiments.stats cells as a dataframe with printable qubits / depth ("-": the variant has
+    none)."""
     import pandas as pd
 
-    from qtl.stats import cell_name
+    from qtl.experiments.stats import cell_name
 
     df = pd.DataFrame(cells)
     for col in ("qubits", "depth"):

@@ -18,7 +18,7 @@ THUMB_PX = 112  # thumbnail edge on the Data page
 def store() -> Path:
     """Where this session's arranged datasets live: <qtl cache>/datasets locally (persisted), the
     visitor's private area in demo mode (removed with it)."""
-    from qtl.datasets import datasets_dir
+    from qtl.data.datasets import datasets_dir
 
     return session_dir() / "datasets" if settings().demo else datasets_dir()
 
@@ -35,11 +35,11 @@ def used_bytes(folder: Path) -> int:
 
 
 def limits():
-    """The archive caps for the next upload: qtl.archive's settings, and in demo mode what is left of
+    """The archive caps for the next upload: qtl.data.archive's settings, and in demo mode what is left of
     the visitor's quota (`max_data_mb` for all their datasets together)."""
     from dataclasses import replace
 
-    from qtl.archive import ArchiveLimits
+    from qtl.data.archive import ArchiveLimits
 
     base, cap = ArchiveLimits.from_env(), settings().max_data_mb
     if cap is None:
@@ -51,9 +51,9 @@ def limits():
 def add_upload(upload, val_ratio: float, seed: int):
     """Arrange an uploaded zip (a Streamlit UploadedFile) into the store; returns the PreparedDataset.
 
-    Raises qtl.archive.ArchiveError or qtl.data.DatasetError with a one-line reason.
+    Raises qtl.data.archive.ArchiveError or qtl.data.folders.DatasetError with a one-line reason.
     """
-    from qtl.datasets import open_dataset
+    from qtl.data.datasets import open_dataset
 
     upload.seek(0)
     return open_dataset(upload, val_ratio=val_ratio, seed=seed, limits=limits(), store=store())
@@ -80,7 +80,7 @@ def thumbnail(path: str, mtime: float) -> bytes | None:
 
 def samples(root: Path, split: str, cls: str, n: int) -> list[Path]:
     """The first `n` images of one class in one split, in name order (no decoding)."""
-    from qtl.data import is_image_file
+    from qtl.data.folders import is_image_file
 
     folder = root / split / cls
     return [p for p in sorted(folder.iterdir()) if is_image_file(p)][:n] if folder.is_dir() else []

@@ -43,7 +43,7 @@ def databases() -> dict[str, Path]:
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
-    from qtl.results import ResultsDB
+    from qtl.experiments.database import ResultsDB
 
     label = st.selectbox("results database", list(databases), key="exp_db") if len(databases) > 1 else None
     path = databases[label or next(iter(databases))]
@@ -73,7 +73,7 @@ def compose_spec(form: dict):
     """
     import tomllib
 
-    from qtl.sweep_spec import parse_spec, plan
+    from qtl.experiments.spec import parse_spec, plan
 
     s = settings()
     quantum = [v for v in form["variants"] if v != "linear"]
@@ -109,7 +109,7 @@ def compose_spec(form: dict):
 
 def submit_sweep(spec, db: Path) -> bool:
     """Run `spec` into `db` as this session's job (the server's one job runner); says why not if refused."""
-    from qtl.sweeps import sweep_work
+    from qtl.experiments.sweeps import sweep_work
 
     machine = {"num_workers": 0}  # no forking inside the web server
     work = sweep_work(spec, db, machine=machine, models_dir=session_dir())

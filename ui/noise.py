@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from qtl.noise import NoiseConfig
+from qtl.quantum.noise import NoiseConfig
 
 SHOTS = ("exact", 10, 100, 1000, 10000)
 CURVE_STRENGTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
@@ -33,9 +33,9 @@ def noise_widgets(prefix: str) -> NoiseConfig:
 
 @st.cache_data(show_spinner="Running the backbone over the val split ...", max_entries=32)
 def head_inputs(path: str, mtime: float, data_dir: str | None):
-    """qtl.robustness.head_inputs of a checkpoint on the val split (cached per file version)."""
-    from qtl.data import resolve_dataset
-    from qtl.robustness import head_inputs as inputs
+    """qtl.analysis.robustness.head_inputs of a checkpoint on the val split (cached per file version)."""
+    from qtl.analysis.robustness import head_inputs as inputs
+    from qtl.data.sources import resolve_dataset
     from ui.cache import load_checkpoint
 
     return inputs(load_checkpoint(path), resolve_dataset(data_dir, download=False))
@@ -43,8 +43,9 @@ def head_inputs(path: str, mtime: float, data_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def evaluate(path: str, mtime: float, data_dir: str | None, noise: dict, backend: str | None = None):
-    """qtl.robustness.evaluate_noise of a checkpoint under `noise` (a NoiseConfig dict), or on a backend."""
-    from qtl.robustness import evaluate_noise
+    """qtl.analysis.robustness.evaluate_noise of a checkpoint under `noise` (a NoiseConfig dict), or on a
+    backend."""
+    from qtl.analysis.robustness import evaluate_noise
     from ui.cache import load_checkpoint
 
     loaded = load_checkpoint(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.jobs import JobRunner
+from qtl.utils.jobs import JobRunner
 from ui import charts
 from ui.checkpoint_dirs import session_dir
 from ui.session_models import load
@@ -26,7 +26,7 @@ def runner() -> JobRunner:
 def submit(name: str, work, state_key: str, what: str) -> bool:
     """Submit `work` as this session's job, its id kept in st.session_state[state_key]; shows why not
     ("{what} refused: ...") when the runner is busy."""
-    from qtl.jobs import RunnerBusyError
+    from qtl.utils.jobs import RunnerBusyError
 
     try:
         job = runner().submit(name, work, owner=st.session_state["session_id"])
@@ -60,8 +60,9 @@ def job_header(job_id: int):
 
 
 def submit_training(name: str, runs: list) -> bool:
-    """Submit `runs` (from qtl.runs.plan_runs) as this session's job; shows why not when refused."""
-    from qtl.runs import training_work
+    """Submit `runs` (from qtl.experiments.runs.plan_runs) as this session's job; shows why not when
+    refused."""
+    from qtl.experiments.runs import training_work
 
     return submit(name, training_work(runs), "job_id", "Training request")
 

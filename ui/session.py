@@ -13,7 +13,7 @@ import uuid
 
 import streamlit as st
 
-from qtl.circuit import CircuitConfig
+from qtl.quantum.circuit import CircuitConfig
 from ui.checkpoint_dirs import shipped_checkpoints
 from ui.settings import settings
 
@@ -74,7 +74,8 @@ def _set_torch_threads(n: int) -> None:
 
 
 def resolve_weights():
-    """The active backbone's `qtl.status.WeightsAvailability`. Where its ImageNet weights cannot be had,
+    """The active backbone's `qtl.models.weights.WeightsAvailability`. Where its ImageNet weights cannot be
+    had,
     the session switches to the bundled pretrained efficientnet_lite0 (random init stays an explicit
     choice) and keeps a notice for the sidebar, so every page names the same backbone and weights."""
     from ui import cache
@@ -91,7 +92,7 @@ def resolve_weights():
 
 def backbone_label(config: dict | None = None) -> str:
     """The active (or given) backbone and its weights, e.g. "efficientnet_lite0 (ImageNet, bundled)"."""
-    from qtl.status import describe_backbone
+    from qtl.models.weights import describe_backbone
 
     c = config or st.session_state["config"]
     return describe_backbone(c["backbone"], c["pretrained"])

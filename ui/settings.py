@@ -11,9 +11,9 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
 | `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
 | `QTL_DEMO_DATA_MB`    | `max_data_mb`        | demo cap on one visitor's uploaded datasets (200 MB)   |
-| `QTL_ZIP_MAX_FILES`, `QTL_ZIP_MAX_MB`, `QTL_ZIP_MAX_RATIO` | - | caps on one uploaded zip (qtl.archive) |
+| `QTL_ZIP_MAX_*`       | -                    | caps on one uploaded zip (`qtl.data.archive`)          |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
-| `QTL_DATA_DIR`        | -                    | the dataset root (default: qtl.data's search)          |
+| `QTL_DATA_DIR`        | -                    | the dataset root (default: `qtl.data.sources`)         |
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.circuit import MAX_QUBITS
 from qtl.paths import models_dir
+from qtl.quantum.circuit import MAX_QUBITS
 
 LOCAL_MAX_QUBITS = MAX_QUBITS  # the form's range in local mode; above 24 qubits only the MPS engine runs
 
@@ -36,7 +36,7 @@ class Settings:
 
     demo: bool  # shared demo mode
     models_dir: Path  # shipped / local checkpoints
-    data_dir: str | None  # dataset root override; None lets qtl.data find or download it
+    data_dir: str | None  # dataset root override; None lets qtl.data.folders find or download it
     pretrained: bool  # default of the pretrained switch
     max_epochs: int  # per run
     max_qubits: int

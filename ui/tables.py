@@ -49,7 +49,7 @@ def latency_table(predictions: dict, n_images: int):
 
 
 def summary_table(summary: list[dict], fields: tuple[str, ...]):
-    """A dataframe of qtl.runs.summarise output, each field as "mean ± std"."""
+    """A dataframe of qtl.experiments.runs.summarise output, each field as "mean ± std"."""
     import pandas as pd
 
     digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 2, "latency_ms": 1}
@@ -88,7 +88,7 @@ def per_class_table(metrics: dict):
 
 
 def lab_table(results: list):
-    """A dataframe of qtl.difflab results: one row per case."""
+    """A dataframe of qtl.analysis.difflab results: one row per case."""
     import pandas as pd
 
     return pd.DataFrame(
@@ -108,10 +108,11 @@ def lab_table(results: list):
 
 
 def comparison_table(comps: list[dict]):
-    """A dataframe of qtl.stats.comparisons: one row per quantum cell and control, with the verdict."""
+    """A dataframe of qtl.experiments.stats.comparisons: one row per quantum cell and control, with the
+    verdict."""
     import pandas as pd
 
-    from qtl.stats import cell_name
+    from qtl.experiments.stats import cell_name
 
     def num(value, fmt):
         return "–" if value is None else format(value, fmt)

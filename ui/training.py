@@ -1,4 +1,5 @@
-"""Training runs from the active configuration: the Train form's and the quick start's (qtl.runs plans
+"""Training runs from the active configuration: the Train form's and the quick start's (qtl.experiments.runs
+plans
 them; submit them with `ui.server_jobs.submit_training`)."""
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def model_config(variant: str | None = None):
 def quickstart_runs() -> list:
     """The quick start's runs: quantum, linear and finetuned, seed 0, into this session's area."""
     from qtl.config import MachineConfig
-    from qtl.runs import plan_runs
+    from qtl.experiments.runs import plan_runs
 
     machine = MachineConfig(data_dir=active_data_dir())
     runs = []
@@ -57,8 +58,8 @@ def planned_runs() -> list:
     Raises ValueError for anything invalid (bad seeds, too many runs, an impossible engine setting).
     """
     from qtl.config import MachineConfig
-    from qtl.engines import make_engine
-    from qtl.runs import parse_seeds, plan_runs
+    from qtl.experiments.runs import parse_seeds, plan_runs
+    from qtl.quantum.engines import make_engine
 
     s, c = settings(), st.session_state["config"]
     if not c["variants"]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 from ui.cache import val_samples
 from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
@@ -50,7 +50,7 @@ def circuit_widgets(prefix: str, max_qubits: int | None = None) -> CircuitConfig
 
 def read_images(files) -> list[tuple[str, object]]:
     """[(name, PIL image or error message)] for uploaded files; a bad file becomes its own message."""
-    from qtl.data import ImageLoadError, load_image
+    from qtl.data.images import ImageLoadError, load_image
 
     out = []
     for f in files:
@@ -66,7 +66,7 @@ def read_images(files) -> list[tuple[str, object]]:
 
 def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]:
     """Uploaded images and/or picked val samples: [(name, PIL image or error message)]."""
-    from qtl.data import ImageLoadError, load_image
+    from qtl.data.images import ImageLoadError, load_image
 
     files = st.file_uploader(
         "Upload image(s)" if multiple else "Upload an image",

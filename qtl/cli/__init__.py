@@ -35,10 +35,10 @@ from qtl.cli.parser import build_parser
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures with a message meant for the user (DatasetError, ImageLoadError and CheckpointError are
-    ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.backbones)."""
-    from qtl.backbones import WeightsUnavailableError
-    from qtl.download import DownloadError
-    from qtl.hardware import HardwareUnavailable
+    ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.models.backbones)."""
+    from qtl.models.backbones import WeightsUnavailableError
+    from qtl.quantum.hardware import HardwareUnavailable
+    from qtl.utils.download import DownloadError
 
     return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailable)
 

@@ -1,7 +1,7 @@
 """One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
 
 Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
-This module imports torch (via qtl.train), so `main` imports it only once a command
+This module imports torch (via qtl.training.fit), so `main` imports it only once a command
 runs; the library functions a handler calls are imported inside it, at call time.
 """
 
@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-from qtl.circuit import CircuitConfig
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_dataset,
@@ -31,8 +30,9 @@ from qtl.cli.output import (
 )
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
 from qtl.config import DEFAULT_BACKBONE, MachineConfig, ModelConfig
-from qtl.status import describe_backbone
-from qtl.train import resolve_device
+from qtl.models.weights import describe_backbone
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.fit import resolve_device
 
 # ---- configs from arguments
 
@@ -43,7 +43,7 @@ def _backbone(args) -> tuple[str, bool]:
     if args.backbone is not None:
         return args.backbone, not args.random_init
     if getattr(args, "_resolved_backbone", None) is None:
-        from qtl.status import resolve_backbone
+        from qtl.models.weights import resolve_backbone
 
         choice = resolve_backbone(DEFAULT_BACKBONE, not args.random_init)
         if choice.notice:
@@ -90,7 +90,7 @@ def _strengths(values: list[float] | None, name: str) -> tuple[float, float]:
 
 
 def _noise_config(args, shots: int | None = None):
-    from qtl.noise import NoiseConfig
+    from qtl.quantum.noise import NoiseConfig
 
     dep = _strengths(getattr(args, "depolarizing", None), "depolarizing")
     amp = _strengths(args.amplitude_damping, "amplitude-damping")
@@ -109,9 +109,9 @@ def _noise_config(args, shots: int | None = None):
 
 
 def _plan(args, variants: list[str], seeds: list[int], root: Path):
-    """`qtl.runs.plan_runs` with the command line's overrides: one Run per (variant, seed)."""
+    """`qtl.experiments.runs.plan_runs` with the command line's overrides: one Run per (variant, seed)."""
+    from qtl.experiments.runs import RECIPE_OVERRIDES, plan_runs
     from qtl.paths import models_dir
-    from qtl.runs import RECIPE_OVERRIDES, plan_runs
 
     overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
     directory = Path(args.models_dir) if args.models_dir else models_dir()
@@ -140,7 +140,7 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
 
 def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True):
     """The PreparedDataset `--data` names (hymenoptera by default); skipped files are reported once."""
-    from qtl.datasets import open_dataset
+    from qtl.data.datasets import open_dataset
 
     ds = open_dataset(
         args.data,
@@ -158,7 +158,7 @@ def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = Tr
 
 
 def cmd_train(args, bar: ProgressBar) -> int:
-    from qtl.train import fit
+    from qtl.training.fit import fit
 
     root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
@@ -194,8 +194,8 @@ def cmd_train(args, bar: ProgressBar) -> int:
 
 
 def cmd_evaluate(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
-    from qtl.inference import evaluate
+    from qtl.analysis.inference import evaluate
+    from qtl.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
     root = _dataset(args, bar).root
@@ -211,9 +211,9 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
 
 
 def cmd_predict(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
-    from qtl.data import load_image
-    from qtl.inference import predict
+    from qtl.analysis.inference import predict
+    from qtl.data.images import load_image
+    from qtl.models.checkpoint import load_checkpoint
 
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
@@ -227,9 +227,9 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
 
 def cmd_explain(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
-    from qtl.data import load_image
-    from qtl.explain import explain, explanation_figure
+    from qtl.analysis.explain import explain, explanation_figure
+    from qtl.data.images import load_image
+    from qtl.models.checkpoint import load_checkpoint
 
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
@@ -246,12 +246,12 @@ def cmd_explain(args, bar: ProgressBar) -> int:
 
 
 def cmd_draw(args, bar: ProgressBar) -> int:
-    from qtl.circuit import circuit_summary
-    from qtl.draw import draw_figure, draw_text
+    from qtl.quantum.circuit import circuit_summary
+    from qtl.quantum.draw import draw_figure, draw_text
 
     weights = None
     if args.checkpoint:
-        from qtl.checkpoint import load_checkpoint
+        from qtl.models.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(args.checkpoint)
         if not loaded.model_config.is_quantum:
@@ -276,10 +276,10 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
-    from qtl.checkpoint_store import list_checkpoints
+    from qtl.experiments.runs import run_row, summarise, train_runs
+    from qtl.models.checkpoint import load_checkpoint
+    from qtl.models.store import list_checkpoints
     from qtl.paths import models_dir
-    from qtl.runs import run_row, summarise, train_runs
 
     if args.load:
         paths = []
@@ -310,10 +310,10 @@ def cmd_compare(args, bar: ProgressBar) -> int:
 
 
 def cmd_reproduce(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
-    from qtl.paper import loaded_row, markdown, merge_reports, paper_report, paper_row
+    from qtl.experiments.reproduce import loaded_row, markdown, merge_reports, paper_report, paper_row
+    from qtl.experiments.runs import train_runs
+    from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
-    from qtl.runs import train_runs
 
     command = "qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce"
     if args.merge:
@@ -344,15 +344,15 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
 
 
 def cmd_noise(args, bar: ProgressBar) -> int:
-    from qtl.checkpoint import load_checkpoint
+    from qtl.analysis.robustness import head_inputs, noise_grid, sweep, write_report
+    from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
-    from qtl.robustness import head_inputs, noise_grid, sweep, write_report
 
     if any(s < 0 for s in args.shots + args.backend_shots):
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
     if args.backends:
-        from qtl.hardware import get_backend
+        from qtl.quantum.hardware import get_backend
 
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
@@ -386,16 +386,16 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     import signal
     import threading
 
+    from qtl.experiments.spec import load_spec, plan
+    from qtl.experiments.stats import format_report
+    from qtl.experiments.sweeps import run_sweep
     from qtl.paths import results_db
-    from qtl.stats import format_report
-    from qtl.sweep_spec import load_spec, plan
-    from qtl.sweeps import run_sweep
 
     spec = load_spec(args.spec)
     db = Path(args.db) if args.db else results_db()
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
-        from qtl.results import ResultsDB
+        from qtl.experiments.database import ResultsDB
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir)
         status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
@@ -430,7 +430,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     bar.close()
-    from qtl.results import ResultsDB
+    from qtl.experiments.database import ResultsDB
 
     with ResultsDB(db) as results:
         rows = results.rows(spec.name)
@@ -448,9 +448,9 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
 
 def cmd_runs(args, bar: ProgressBar) -> int:
+    from qtl.experiments.database import ResultsDB
+    from qtl.experiments.stats import format_report, markdown_report
     from qtl.paths import results_db
-    from qtl.results import ResultsDB
-    from qtl.stats import format_report, markdown_report
 
     db = Path(args.db) if args.db else results_db()
     if not db.exists():
@@ -475,7 +475,8 @@ def cmd_runs(args, bar: ProgressBar) -> int:
 
 
 def cmd_data(args, bar: ProgressBar) -> int:
-    from qtl.data import ImageFolderDataset, download_hymenoptera
+    from qtl.data.images import ImageFolderDataset
+    from qtl.data.sources import download_hymenoptera
 
     path = Path(args.data).expanduser() if args.data else None
     if path is not None and not args.no_download and not path.exists():

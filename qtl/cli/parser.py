@@ -1,6 +1,6 @@
 """The `qtl` argparse parser: subcommands and their shared argument groups.
 
-Torch-free: choices and defaults come from `qtl.config` and `qtl.circuit`, so `qtl --help` and
+Torch-free: choices and defaults come from `qtl.config` and `qtl.quantum.circuit`, so `qtl --help` and
 `qtl COMMAND --help` import no torch, torchvision or PennyLane. `main` runs `args.command`'s handler.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from qtl.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 from qtl.config import (
     BACKBONE_NAMES,
     BUNDLED_BACKBONE,
@@ -17,6 +16,7 @@ from qtl.config import (
     VARIANTS,
     check_backbone_name,
 )
+from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""

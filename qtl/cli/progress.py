@@ -1,14 +1,14 @@
 """Progress on stderr: `ProgressBar` (a redrawn terminal line, or sparse log lines) and `BarCallback`,
-the `fit()` callback that draws it. Imported only when a command runs (qtl.train imports torch)."""
+the `fit()` callback that draws it. Imported only when a command runs (qtl.training.fit imports torch)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from qtl.runs import RunObserver
-from qtl.sweeps import SweepObserver
-from qtl.train import Callback, Progress
+from qtl.experiments.runs import RunObserver
+from qtl.experiments.sweeps import SweepObserver
+from qtl.training.fit import Callback, Progress
 
 
 class ProgressBar:
@@ -116,7 +116,8 @@ class BarCallback(Callback):
 
 
 class RunsBar(RunObserver):
-    """`qtl.runs.train_runs` progress for many runs: a bar per run, one line when each run ends."""
+    """`qtl.experiments.runs.train_runs` progress for many runs: a bar per run, one line when each run
+    ends."""
 
     def __init__(self, bar: ProgressBar) -> None:
         self.bar = bar

@@ -1,0 +1,7 @@
+"""Analysis of trained models.
+
+inference   `predict` over loaded checkpoints, quantum traces, evaluation on a split
+explain     Grad-CAM and gradient saliency through the whole model, circuit included
+robustness  accuracy under noise and on (fake) quantum backends
+difflab     time per step and gradient agreement of engines and differentiation methods
+"""

@@ -1,0 +1,281 @@
+"""Inference with loaded checkpoints: class probabilities, quantum traces and evaluation.
+
+    preds = predict([quantum, linear, finetuned], ["ant.jpg", pil_image])
+    preds["quantum-..."].probs          # (N, C)
+    quantum_trace(quantum, "ant.jpg")   # input angles and per-qubit <Z>
+    evaluate(quantum, root).metrics     # accuracy, per-class P/R/F1, confusion matrix, ROC-AUC
+
+Loaded models that share a frozen backbone (same name and weights) run it once per batch of images,
+and each head reads the same features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from qtl.data.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
+from qtl.models.checkpoint import LoadedModel
+from qtl.training.metrics import compute_metrics
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+@dataclass
+class Prediction:
+    """One model's answer for a batch of N images."""
+
+    name: str
+    variant: str
+    class_names: list[str]
+    probs: torch.Tensor  # (N, C) on CPU
+    latency_s: float  # wall time for this model on all N images (preprocessing and backbone included)
+    shared_backbone: bool = False  # the backbone pass was shared with other frozen models
+
+    @property
+    def predicted(self) -> list[str]:
+        """The most probable class name per image."""
+        return [self.class_names[i] for i in self.probs.argmax(1).tolist()]
+
+    @property
+    def confidence(self) -> list[float]:
+        """The probability of the predicted class per image."""
+        return self.probs.max(1).values.tolist()
+
+
+def _as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
+    from qtl.data.images import load_image
+
+    if isinstance(images, (str, Path, bytes, Image.Image)):
+        images = [images]
+    out = []
+    for im in images:
+        if isinstance(im, Image.Image):
+            out.append(im if im.mode == "RGB" else im.convert("RGB"))
+        else:
+            out.append(load_image(im))
+    if not out:
+        raise ValueError("no images given")
+    return out
+
+
+def _named(models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel]) -> dict[str, LoadedModel]:
+    if isinstance(models, LoadedModel):
+        models = [models]
+    if isinstance(models, Mapping):
+        return dict(models)
+    named: dict[str, LoadedModel] = {}
+    for m in models:
+        name, k = m.name, 2
+        while name in named:
+            name, k = f"{m.name}#{k}", k + 1
+        named[name] = m
+    if not named:
+        raise ValueError("no models given: load a checkpoint first")
+    return named
+
+
+def _device(loaded: LoadedModel) -> torch.device:
+    return next(loaded.model.parameters()).device
+
+
+def eval_transform(loaded: LoadedModel) -> Callable:
+    """The eval preprocessing the checkpoint records (its backbone's current one for older files)."""
+    from qtl.models.backbones import image_transform, transform_from_params
+
+    if loaded.transform is not None:
+        return transform_from_params(loaded.transform)
+    c = loaded.model_config
+    return image_transform(c.backbone, c.pretrained, augment=False)
+
+
+def _pixels(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
+    """(N, 3, H, W) normalised image tensor for the model's backbone, on its device."""
+    transform = eval_transform(loaded)
+    return torch.stack([transform(im) for im in images]).to(_device(loaded))
+
+
+def _shared_key(loaded: LoadedModel):
+    """Models with equal keys share one backbone pass; trainable backbones never share."""
+    c = loaded.model_config
+    if not c.frozen:
+        return None
+    transform = tuple(sorted((k, str(v)) for k, v in (loaded.transform or {}).items()))
+    return (c.backbone, c.pretrained, loaded.backbone_weights, transform, str(_device(loaded)))
+
+
+@torch.no_grad()
+def predict(
+    models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel],
+    images: ImageInput | Sequence[ImageInput],
+    *,
+    batch_size: int = 32,
+) -> dict[str, Prediction]:
+    """Class probabilities of every model for every image.
+
+    models: one LoadedModel, a list (named by their checkpoint file), or a {name: LoadedModel} mapping.
+    images: one or many paths, bytes or PIL images. Raises data.ImageLoadError for an undecodable input
+        (load images with `qtl.data.images.load_image` first to handle each bad file separately).
+    Returns {name: Prediction} in the order given; probs are (N, C) on CPU.
+    """
+    named = _named(models)
+    pil = _as_images(images)
+    groups: dict = {}
+    for name, m in named.items():
+        groups.setdefault(_shared_key(m) or ("own", name), []).append(name)
+
+    out: dict[str, Prediction] = {}
+    for key, names in groups.items():
+        first = named[names[0]]
+        t0 = time.perf_counter()
+        features = []
+        for i in range(0, len(pil), batch_size):
+            features.append(first.model.features(_pixels(first, pil[i : i + batch_size])))
+        features = torch.cat(features)  # (N, F)
+        shared_s = time.perf_counter() - t0
+        for name in names:
+            m = named[name]
+            t1 = time.perf_counter()
+            probs = torch.softmax(m.model.forward_features(features), dim=1).float().cpu()
+            out[name] = Prediction(
+                name,
+                m.variant,
+                list(m.class_names),
+                probs,
+                shared_s + time.perf_counter() - t1,
+                shared_backbone=key[0] != "own" and len(names) > 1,
+            )
+    return {name: out[name] for name in named}
+
+
+@dataclass
+class QuantumTrace:
+    """What the circuit saw and returned for one image."""
+
+    angles: torch.Tensor  # (n_qubits,) embedding angles tanh(.) * pi/2, in (-pi/2, pi/2)
+    expvals: torch.Tensor  # (n_qubits,) <Z_i> per qubit, in [-1, 1]
+    probs: torch.Tensor  # (C,) class probabilities
+    class_names: list[str]
+
+
+@torch.no_grad()
+def quantum_trace(loaded: LoadedModel, image: ImageInput) -> QuantumTrace:
+    """The input angles and per-qubit <Z> of a quantum variant (`quantum` or `hybrid`) for one image."""
+    if not loaded.model_config.is_quantum:
+        raise ValueError(
+            f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit trace"
+        )
+    head = loaded.model.head
+    features = loaded.model.features(_pixels(loaded, _as_images(image)))  # (1, F)
+    angles = head.angles(features)  # (1, n)
+    expvals = head.engine(angles, head.q_params)  # (1, n)
+    probs = torch.softmax(head.post_net(expvals), dim=1)
+    return QuantumTrace(angles[0].cpu(), expvals[0].cpu(), probs[0].cpu(), list(loaded.class_names))
+
+
+@dataclass
+class SamplePrediction:
+    path: str
+    label: int  # true class index
+    pred: int  # predicted class index
+    probs: list[float]  # (C,)
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.pred
+
+
+@dataclass
+class Evaluation:
+    metrics: dict  # compute_metrics(): accuracy, loss, roc_auc, per_class, confusion_matrix...
+    samples: list[SamplePrediction] = field(default_factory=list)  # one per image, dataset order
+    seconds: float = 0.0
+
+    @property
+    def misclassified(self) -> list[SamplePrediction]:
+        return [s for s in self.samples if not s.correct]
+
+
+@dataclass
+class SplitFeatures:
+    """A loaded model's backbone features for one split of a dataset."""
+
+    features: torch.Tensor  # (N, F) on the model's device
+    labels: torch.Tensor  # (N,) int64 class indices, CPU
+    paths: list[str]
+
+
+def split_features(
+    loaded: LoadedModel,
+    root: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = IMAGE_EVAL_BATCH,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> SplitFeatures:
+    """The backbone features of every image of a split, in dataset order, read as training evaluates
+    it (`qtl.data.feed.eval_batches`): cached features for frozen variants (extracted once if needed, by the
+    loaded model's own backbone), a backbone pass over the images, `batch_size` at a time, otherwise.
+
+    Raises ValueError when the dataset's classes differ from the model's.
+    """
+    from qtl.data.folders import validate_dataset
+
+    classes = validate_dataset(root)
+    if list(classes) != list(loaded.class_names):
+        raise ValueError(
+            f"{loaded.name} predicts {list(loaded.class_names)}, but {root} has classes {classes}"
+        )
+    model = loaded.model.eval()
+    batches = eval_batches(
+        model,
+        loaded.model_config,
+        root,
+        split,
+        _device(loaded),
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        progress=progress,
+        transform=eval_transform(loaded),  # the preprocessing the checkpoint records
+    )
+    if isinstance(batches, FeatureBatches):
+        features = batches.x
+    else:
+        with torch.no_grad():
+            features = torch.cat([model.features(x) for x, _ in batches])
+    return SplitFeatures(features, batches.y.cpu(), batches.paths)
+
+
+def evaluate(
+    loaded: LoadedModel,
+    root: str | Path,
+    split: str = "val",
+    *,
+    batch_size: int = IMAGE_EVAL_BATCH,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> Evaluation:
+    """Metrics and per-sample predictions of a loaded model on one split of a dataset: its head over
+    `split_features`, EVAL_BATCH features at a time. Raises ValueError when the dataset's classes differ
+    from the model's.
+    """
+    t0 = time.perf_counter()
+    data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+    head = FeatureBatches(loaded.model.head, data, EVAL_BATCH, data.features.device)
+    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
+    preds = probs.argmax(1)
+    samples = [
+        SamplePrediction(path, int(y), int(p), row)
+        for path, y, p, row in zip(
+            data.paths, data.labels.tolist(), preds.tolist(), probs.tolist(), strict=True
+        )
+    ]
+    return Evaluation(
+        compute_metrics(data.labels, probs, loaded.class_names), samples, time.perf_counter() - t0
+    )

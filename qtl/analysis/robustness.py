@@ -1,0 +1,215 @@
+"""How a trained quantum checkpoint holds up under noise: accuracy over a grid of noise and shots.
+
+The backbone and the head's input layer run once per split (`head_inputs`); each grid point then only
+re-runs the circuit and the output layer, on the native density-matrix engine or on an IBM backend:
+
+    inputs = head_inputs(loaded, root)                                   # (N, n) angles, labels
+    results = sweep(loaded, inputs, noise_grid([0, 0.01, 0.05], [None, 100]), backends=["FakeManilaV2"])
+    write_report(results, "models/noise-report")                         # .csv, .json, .png
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from qtl.models.checkpoint import LoadedModel
+from qtl.quantum.noise import NoiseConfig
+from qtl.utils.atomic import atomic_write
+
+#: Samples per circuit call (bounds the density-matrix engine's memory at any qubit count it accepts).
+CHUNK = 256
+
+
+@dataclass
+class HeadInputs:
+    """What the circuit of a quantum checkpoint sees on one split: its embedded angles and the labels."""
+
+    angles: torch.Tensor  # (N, n_qubits) float32, CPU
+    labels: torch.Tensor  # (N,) int64
+    paths: list[str]
+
+
+@torch.no_grad()
+def head_inputs(
+    loaded: LoadedModel,
+    root: str | Path,
+    split: str = "val",
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Callable | None = None,
+) -> HeadInputs:
+    """The circuit's input angles for every image of a split (backbone features cached when frozen)."""
+    from qtl.analysis.inference import split_features
+
+    if not loaded.model_config.is_quantum:
+        raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
+    data = split_features(loaded, root, split, cache_dir=cache_dir, progress=progress)
+    angles = loaded.model.head.angles(data.features).float().cpu()
+    return HeadInputs(angles, data.labels, data.paths)
+
+
+@dataclass
+class NoisyResult:
+    """One checkpoint at one grid point."""
+
+    model: str  # the checkpoint's name
+    noise: NoiseConfig  # for a backend: its shots and seed only
+    backend: str | None  # an IBM backend's name, None for the native engine
+    accuracy: float
+    expvals: torch.Tensor  # (N, n) <Z_i> per sample
+    probs: torch.Tensor  # (N, C)
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        if self.backend is not None:
+            return f"{self.backend}, {self.noise.shots} shots"
+        return self.noise.label()
+
+    def row(self) -> dict:
+        """Plain values for tables, CSV and JSON."""
+        return {
+            "model": self.model,
+            "setting": self.label,
+            "backend": self.backend or "native",
+            "depolarizing": None if self.backend else self.noise.depolarizing,
+            "shots": self.noise.shots,
+            "accuracy": round(self.accuracy, 4),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@torch.no_grad()
+def evaluate_noise(
+    loaded: LoadedModel, inputs: HeadInputs, noise: NoiseConfig | None = None, *, backend=None
+) -> NoisyResult:
+    """Val accuracy of a loaded quantum model when its circuit runs under `noise` (default: ideal), or on
+    an IBM `backend` (a fake backend's name or a Qiskit backend; shots = noise.shots or 1024).
+
+    The shot sampler starts from noise.seed, so a result repeats exactly.
+    """
+    from qtl.quantum.engines import make_engine
+
+    noise = noise or NoiseConfig()
+    head, config = loaded.model.head, loaded.model_config.circuit
+    t0 = time.perf_counter()
+    weights = head.q_params.detach().cpu()
+    if backend is not None:
+        from qtl.quantum.hardware import backend_expvals
+
+        noise = replace(NoiseConfig(), shots=noise.shots or 1024, seed=noise.seed)
+        expvals = backend_expvals(config, inputs.angles, weights, backend, shots=noise.shots, seed=noise.seed)
+        name = backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
+    else:
+        engine = make_engine(config, "native", noise=noise)
+        angles = inputs.angles.double()
+        expvals = torch.cat(
+            [engine(angles[i : i + CHUNK], weights.double()) for i in range(0, len(angles), CHUNK)]
+        )
+        name = None
+    post = head.post_net.cpu()
+    probs = torch.softmax(post(expvals.to(post.weight.dtype)), dim=1)
+    accuracy = (probs.argmax(1) == inputs.labels).double().mean().item()
+    return NoisyResult(loaded.name, noise, name, accuracy, expvals.float(), probs, time.perf_counter() - t0)
+
+
+def noise_grid(
+    strengths: Sequence[float] = (0.0, 0.01, 0.02, 0.05),
+    shots: Sequence[int | None] = (None,),
+    base: NoiseConfig | None = None,
+) -> list[NoiseConfig]:
+    """Every (depolarizing strength, shots) pair over `base`'s other channels; depolarizing p after every
+    gate (one- and two-qubit alike), shots None for exact <Z>."""
+    base = base or NoiseConfig()
+    return [replace(base, depolarizing=p, depolarizing_2q=p, shots=s) for s in shots for p in strengths]
+
+
+def sweep(
+    models: Sequence[LoadedModel],
+    inputs: Sequence[HeadInputs],
+    grid: Sequence[NoiseConfig],
+    *,
+    backends: Sequence = (),
+    backend_shots: Sequence[int] = (1024,),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[NoisyResult]:
+    """Every model (with its own inputs) at every grid point, then on every backend at every shot count."""
+    jobs = [(m, x, noise, None) for m, x in zip(models, inputs, strict=True) for noise in grid]
+    jobs += [
+        (m, x, NoiseConfig(shots=s), b)
+        for m, x in zip(models, inputs, strict=True)
+        for b in backends
+        for s in backend_shots
+    ]
+    out = []
+    for i, (m, x, noise, backend) in enumerate(jobs):
+        out.append(evaluate_noise(m, x, noise, backend=backend))
+        if progress is not None:
+            progress(i + 1, len(jobs))
+    return out
+
+
+def plot(results: Sequence[NoisyResult], title: str = "accuracy under noise"):
+    """A matplotlib figure, one panel per model: accuracy against depolarizing strength, one line per shot
+    count; each backend as a dashed horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in results))
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models) + 1, 4), dpi=110, sharey=True, squeeze=False
+    )
+    for ax, model in zip(axes[0], models, strict=True):
+        lines: dict[int | None, list] = {}
+        for r in results:
+            if r.model == model and r.backend is None:
+                lines.setdefault(r.noise.shots, []).append((r.noise.depolarizing, r.accuracy))
+        for i, (shots, points) in enumerate(sorted(lines.items(), key=lambda kv: kv[0] or 10**9)):
+            label = "exact" if shots is None else f"{shots} shots"
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label, color=f"C{i % 10}")
+        for j, r in enumerate(r for r in results if r.model == model and r.backend is not None):
+            ax.axhline(r.accuracy, linestyle="--", color=f"C{(len(lines) + j) % 10}", label=r.label)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("depolarizing p (after every gate)")
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("val accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(results: Sequence[NoisyResult], prefix: str | Path) -> list[Path]:
+    """PREFIX.csv (one row per result), PREFIX.json (rows + noise configs) and PREFIX.png (`plot`)."""
+    import csv
+    import io
+
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["model"])
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".json"), prefix.with_suffix(".png")]
+    with atomic_write(paths[0]) as f:
+        f.write(text.getvalue().encode())
+    doc = [{**row, "noise": r.noise.to_dict()} for row, r in zip(rows, results, strict=True)]
+    with atomic_write(paths[1]) as f:
+        f.write(json.dumps(doc, indent=2).encode())
+    fig = plot(results)
+    with atomic_write(paths[2]) as f:
+        fig.savefig(f, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths

@@ -1,0 +1,315 @@
+"""Datasets from anywhere: the built-in hymenoptera, a folder or a zip becomes a ready train/val(/test) root.
+
+    ds = open_dataset()                       # hymenoptera (found, or downloaded once)
+    ds = open_dataset("~/scans")              # a folder
+    ds = open_dataset("my_images.zip")        # a zip, extracted safely into <cache>/datasets/ once
+    ds.root, ds.classes, ds.counts, ds.skipped, ds.record()
+
+Accepted layouts, found below a single wrapping folder if there is one:
+
+    train/<class>/*, val/<class>/* (+ test/<class>/*)   "splits" (valid/ or validation/ name val/ too;
+                                                        without val/, val is split off train)
+    <class>/*                                           "classes": a seeded, stratified train/val split
+
+`__MACOSX/`, hidden files, non-image files, files outside class folders and folders inside class folders
+are skipped and listed once in `.skipped` with the reason. A folder already in the canonical layout is
+used in place; anything else is arranged into a new folder under the store (`<cache>/datasets`): a zip's
+files are moved there from the safe extraction, a folder's are symlinked. The arranged folder holds a
+`qtl-dataset.json` manifest (source, layout, split ratio and seed), which `fit()` copies into every
+checkpoint, so `open_dataset(source, val_ratio=..., seed=...)` reproduces the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from qtl.data.archive import ArchiveLimits, safe_extract
+from qtl.data.folders import (
+    ALL_SPLITS,
+    MIN_CLASSES,
+    DatasetError,
+    is_image_file,
+    list_images,
+    scan,
+    skip_reason,
+    validate_dataset,
+)
+from qtl.data.sources import find_root, resolve_dataset
+from qtl.paths import cache_root
+from qtl.utils.download import Progress
+
+DEFAULT_VAL_RATIO = 0.2  # share of each class held out for val when the dataset has no val/ split
+MANIFEST = "qtl-dataset.json"
+
+
+def datasets_dir() -> Path:
+    """Where arranged datasets live: <cache root>/datasets."""
+    return cache_root() / "datasets"
+
+
+@dataclass
+class PreparedDataset:
+    """A dataset ready for training: `root` holds train/ and val/ (and maybe test/) with one folder per
+    class, in `classes` order."""
+
+    root: Path
+    name: str
+    source: str  # what was asked for: a folder, a zip, or "hymenoptera"
+    layout: str  # "splits" or "classes" (split here, from val_ratio and seed)
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path in the source, reason)
+    val_ratio: float | None = None  # set when val was split off here
+    seed: int | None = None
+    source_sha256: str | None = None  # of a zip source
+
+    @property
+    def n_images(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+    @property
+    def imbalance(self) -> float:
+        """Largest over smallest class in train (1.0: balanced)."""
+        train = list(self.counts.get("train", {}).values())
+        return max(train) / max(min(train), 1) if train else 1.0
+
+    def record(self) -> dict:
+        """What a checkpoint keeps about its data: enough to rebuild the same split (plain values)."""
+        d = asdict(self)
+        d["root"], d["n_skipped"] = str(self.root), len(self.skipped)
+        del d["skipped"]
+        return d
+
+
+def open_dataset(
+    source: str | Path | BinaryIO | None = None,
+    *,
+    val_ratio: float = DEFAULT_VAL_RATIO,
+    seed: int = 0,
+    download: bool = True,
+    progress: Progress | None = None,
+    limits: ArchiveLimits | None = None,
+    store: str | Path | None = None,
+) -> PreparedDataset:
+    """The one entry point for data: hymenoptera (source None), a folder, or a zip (path or binary file).
+
+    val_ratio, seed: the stratified split of a dataset without val/ (each class keeps at least one image
+        on each side). limits: the archive caps (default `ArchiveLimits.from_env()`).
+    store: where arranged datasets go (default `datasets_dir()`); a zip is extracted there once and
+        found again by its SHA-256. progress(done, total) while downloading or extracting.
+
+    Raises:
+        DatasetError: no usable dataset (one line saying why); qtl.data.archive.ArchiveError (a DatasetError's
+            sibling ValueError): the zip is refused.
+    """
+    if not 0 < val_ratio < 1:
+        raise DatasetError(f"the val ratio must lie strictly between 0 and 1, got {val_ratio}")
+    store = Path(store) if store is not None else datasets_dir()
+    if source is None:
+        return describe(resolve_dataset(None, download=download, progress=progress), "hymenoptera")
+    if not isinstance(source, (str, Path)):
+        return _from_zip(source, val_ratio, seed, store, progress, limits)
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _from_zip(path, val_ratio, seed, store, progress, limits)
+    if not path.is_dir():
+        raise DatasetError(f"dataset {path} does not exist; give a folder of class folders or a zip file")
+    root = find_root(path)
+    manifest = read_manifest(root)
+    if manifest is not None:
+        return manifest
+    try:
+        validate_dataset(root)
+    except DatasetError:
+        return _from_folder(path, val_ratio, seed, store)
+    return describe(root, str(path))
+
+
+def stratified_split(files: dict[str, list], val_ratio: float, seed: int) -> tuple[dict, dict]:
+    """Split {class: items} into (train, val) dicts: per class, round(n * val_ratio) items (at least one,
+    at most n - 1) go to val, chosen by a permutation seeded with (seed, class position). Deterministic."""
+    train, val = {}, {}
+    for i, (name, items) in enumerate(sorted(files.items())):
+        items = sorted(items)
+        if len(items) < 2:
+            raise DatasetError(
+                f"class {name!r} has {len(items)} image: at least 2 are needed to split train/val"
+            )
+        order = np.random.default_rng([seed, i]).permutation(len(items))
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_ratio)))
+        val[name] = sorted(items[j] for j in order[:n_val])
+        train[name] = sorted(items[j] for j in order[n_val:])
+    return train, val
+
+
+def describe(root: Path, source: str) -> PreparedDataset:
+    """A PreparedDataset for a root already in the canonical layout (counted, not decoded)."""
+    root = Path(root)
+    classes = validate_dataset(root)
+    counts, skipped = {}, []
+    for split in ALL_SPLITS:
+        if (root / split).is_dir():
+            found = list_images(root, split, classes)
+            counts[split] = {c: sum(1 for _, i in found if i == k) for k, c in enumerate(classes)}
+            for c in classes:
+                for p in (root / split / c).iterdir():
+                    if not is_image_file(p):
+                        skipped.append((p.relative_to(root).as_posix(), skip_reason(p)))
+    return PreparedDataset(root, root.name, source, "splits", classes, counts, sorted(skipped))
+
+
+def read_manifest(root: Path) -> PreparedDataset | None:
+    """The PreparedDataset an arranged folder describes, or None where there is no readable manifest."""
+    try:
+        d = json.loads((Path(root) / MANIFEST).read_text())
+        d["root"], d["skipped"] = Path(root), [tuple(s) for s in d["skipped"]]
+        return PreparedDataset(**d)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def list_datasets(store: str | Path | None = None) -> list[PreparedDataset]:
+    """The arranged datasets in `store` (default `datasets_dir()`), newest first."""
+    store = Path(store) if store is not None else datasets_dir()
+    found = [read_manifest(p) for p in store.iterdir() if p.is_dir()] if store.is_dir() else []
+    return sorted((d for d in found if d), key=lambda d: d.root.stat().st_mtime, reverse=True)
+
+
+def delete_dataset(root: str | Path, store: str | Path | None = None) -> None:
+    """Remove an arranged dataset from `store` (never anything outside it, never a user's own folder)."""
+    store = (Path(store) if store is not None else datasets_dir()).resolve()
+    root = Path(root).resolve()
+    if root.parent != store or read_manifest(root) is None:
+        raise DatasetError(f"{root} is not a dataset qtl arranged in {store}; it was left alone")
+    shutil.rmtree(root)
+
+
+# --- arranging ---------------------------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:40] or "dataset"
+
+
+def _suffix(val_ratio: float, seed: int) -> str:
+    return "" if (val_ratio, seed) == (DEFAULT_VAL_RATIO, 0) else f"-r{val_ratio:g}-s{seed}"
+
+
+def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: dict) -> PreparedDataset:
+    """Lay `source`'s images out under `out` as train/val(/test)/<class>/, with `place(src, dst)`."""
+    layout, found, skipped = scan(source)
+    if layout == "classes" or "val" not in found:
+        found["train"], found["val"] = stratified_split(found["train"], val_ratio, seed)
+        ratio, split_seed = val_ratio, seed
+    else:
+        ratio, split_seed = None, None
+    classes = sorted(found["train"])
+    if len(classes) < MIN_CLASSES:
+        raise DatasetError(
+            f"{info['source']} needs at least {MIN_CLASSES} class folders with images, found {len(classes)}"
+            + (f" ({classes[0]})" if classes else "")
+        )
+    counts = {}
+    for split, by_class in found.items():
+        missing = sorted(set(classes) - set(by_class))
+        if missing:
+            raise DatasetError(f"{info['source']}: {split}/ has no images of class(es) {', '.join(missing)}")
+        for name, files in by_class.items():
+            if name not in classes:
+                skipped.append((f"{split}/{name}/", "class not in train/"))
+                continue
+            (out / split / name).mkdir(parents=True)
+            for f in files:
+                place(f, out / split / name / f.name)
+        counts[split] = {c: len(by_class.get(c, [])) for c in classes}
+    ds = PreparedDataset(
+        out,
+        info["name"],
+        info["source"],
+        layout,
+        classes,
+        counts,
+        skipped,
+        ratio,
+        split_seed,
+        info.get("sha256"),
+    )
+    validate_dataset(out)  # the same checks as any dataset (every class in every split)
+    return ds
+
+
+def _publish(ds: PreparedDataset, tmp: Path, final: Path) -> PreparedDataset:
+    """Write the manifest and rename the arranged folder into place (another process may have won)."""
+    d = asdict(ds)
+    del d["root"]
+    (tmp / MANIFEST).write_text(json.dumps(d, indent=1))
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if read_manifest(final) is None:
+            raise
+    return read_manifest(final)
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    f.seek(0)
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+    f.seek(0)
+    return digest.hexdigest()
+
+
+def _from_zip(archive, val_ratio, seed, store: Path, progress, limits) -> PreparedDataset:
+    label = Path(str(archive if isinstance(archive, (str, Path)) else getattr(archive, "name", "upload.zip")))
+    with open(archive, "rb") if isinstance(archive, Path) else _keep_open(archive) as f:
+        sha = _sha256(f)
+        final = store / f"{_slug(label.stem)}-{sha[:12]}{_suffix(val_ratio, seed)}"
+        if (found := read_manifest(final)) is not None:
+            return found
+        store.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=store, prefix=".arranging-") as tmp:
+            raw = safe_extract(f, Path(tmp) / "raw", limits, progress=progress)
+            info = {"name": label.stem, "source": label.name, "sha256": sha}
+            ds = _arrange(raw, Path(tmp) / "out", val_ratio, seed, os.replace, info)
+            return _publish(ds, Path(tmp) / "out", final)
+
+
+class _keep_open:
+    """A context manager over an already open file that leaves it open (the caller owns it)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __enter__(self):
+        return self.f
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:
+    """Arrange a non-canonical folder as symlinks under `store`, keyed by its path and file listing."""
+    path = path.resolve()
+    digest = hashlib.sha256(str(path).encode())
+    for p in sorted(path.rglob("*")):
+        st = p.lstat()
+        digest.update(f"\n{p.relative_to(path)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    final = store / f"{_slug(path.name)}-{digest.hexdigest()[:12]}{_suffix(val_ratio, seed)}"
+    if (found := read_manifest(final)) is not None:
+        return found
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store, prefix=".arranging-") as tmp:
+        info = {"name": path.name, "source": str(path)}
+        ds = _arrange(path, Path(tmp) / "out", val_ratio, seed, lambda s, d: os.symlink(s.resolve(), d), info)
+        return _publish(ds, Path(tmp) / "out", final)

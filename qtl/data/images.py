@@ -1,0 +1,114 @@
+"""Decoding images: one RGB loader for files, bytes and uploads, and a robust image-folder dataset.
+
+`load_image` decodes anything qtl is handed; `ImageFolderDataset` decodes every file of a split once
+when built, reports bad ones once and skips them, so training never stops on a broken image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from qtl.data.folders import ALL_SPLITS, DatasetError, list_images, validate_dataset
+
+log = logging.getLogger(__name__)
+
+
+class ImageLoadError(ValueError):
+    """An image file or upload cannot be decoded."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
+    """Decode an image from a path, raw bytes or a binary file-like object into an RGB PIL image.
+
+    Raises:
+        ImageLoadError: the input is missing or not a decodable image; the message names it.
+    """
+    label = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "uploaded image")
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with Image.open(stream) as image:
+            image.load()
+            return _to_rgb(image)
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"no such image file: {label}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"cannot decode {label}: {exc}") from exc
+
+
+def check_image(path: Path) -> str | None:
+    """None when `path` decodes fully, else the reason it does not (JPEGs decode at reduced scale)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+class ImageFolderDataset(Dataset):
+    """One split of an ImageFolder-style dataset; items are (image, class index).
+
+    Every file is decoded once at construction; files that fail are logged once (path and reason),
+    listed in `.skipped` and left out of `.samples`. If a file breaks later, __getitem__ logs it and
+    returns the next good sample, so a training run never stops on a bad image.
+
+    Attributes:
+        classes: sorted class names, shared by both splits.
+        samples: list of (path, class index) of the decodable images.
+        targets: the class index of each sample.
+        skipped: list of (path, reason) of the files left out.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform=None, *, verify: bool = True) -> None:
+        if split not in ALL_SPLITS:
+            raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.classes = validate_dataset(self.root)
+        if not (self.root / split).is_dir():
+            raise DatasetError(f"{self.root} has no {split}/ split")
+        self.samples: list[tuple[Path, int]] = []
+        self.skipped: list[tuple[Path, str]] = []
+        for path, target in list_images(self.root, split, self.classes):
+            reason = check_image(path) if verify else None
+            if reason is None:
+                self.samples.append((path, target))
+            else:
+                self._skip(path, reason)
+        if not self.samples:
+            raise DatasetError(f"no decodable images in {self.root / split}")
+        self.targets = [t for _, t in self.samples]
+
+    def _skip(self, path: Path, reason: str) -> None:
+        log.warning("skipping image %s: %s", path, reason)
+        self.skipped.append((path, reason))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        """(transform(image), class index); the image is an RGB PIL image when there is no transform."""
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = load_image(path)
+            except ImageLoadError as exc:
+                if all(p != path for p, _ in self.skipped):
+                    self._skip(path, str(exc))
+                continue
+            return (self.transform(image) if self.transform is not None else image), target
+        raise ImageLoadError(f"no image in {self.root / self.split} can be decoded any more")

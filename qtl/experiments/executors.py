@@ -1,0 +1,220 @@
+"""Where a sweep's runs execute: in this process, in N worker processes, or as Ray tasks.
+
+    for index, run, done in execute(runs, backend="processes", workers=2, on_start=...):
+        done.outcome or done.error             # results arrive as runs finish, in any order
+
+Every backend calls the same worker function (`work`: `qtl.experiments.runs.train_run` plus the environment
+and the
+queue time) and keeps at most `workers` runs in flight, so `on_start` marks only runs that really run.
+A `stop` (anything with `is_set()`) stops dispatching and cancels what is in flight: a local run stops
+after its current batch, worker processes see a shared event, Ray tasks are cancelled.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from qtl.experiments.runs import Outcome, Run, RunObserver, train_run
+
+BACKENDS = ("local", "processes", "ray")
+FORWARDED_ENV = ("QTL_CACHE_DIR", "QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_OFFLINE", "TORCH_HOME")
+"""Environment variables a Ray job passes to its workers (where the feature cache and weights live)."""
+
+
+@dataclass
+class Done:
+    """What came back for one run: its Outcome, or a one-line error; where and how long it waited."""
+
+    outcome: Outcome | None
+    error: str | None = None
+    environment: dict = field(default_factory=dict)
+    queue_s: float = 0.0  # from dispatch to the worker starting it
+    started: float = 0.0  # time.time() when the worker started it
+
+    @property
+    def cancelled(self) -> bool:
+        return self.outcome is not None and bool(self.outcome.row.get("cancelled"))
+
+
+@functools.cache
+def environment() -> dict:
+    """Versions, host and device of this process (recorded with every run it trains)."""
+    from importlib.metadata import version
+
+    import torch
+
+    from qtl import __version__
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        **{name: version(name) for name in ("torch", "torchvision", "pennylane")},
+        "qtl": __version__,
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()})",
+    }
+
+
+_WORKER_STOP = None  # a worker process's shared stop event (set by `_init_worker`)
+
+
+def work(run: Run, dispatched: float, *, callbacks=(), stop=None, progress=None) -> Done:
+    """Train `run` here (any process or Ray worker) and report; an exception becomes `Done.error`."""
+    started = time.time()
+    try:
+        outcome = train_run(run, callbacks=callbacks, stop=stop or _WORKER_STOP, progress=progress)
+        error = None
+    except Exception as exc:  # one failing run must not end the sweep: it is recorded as failed
+        outcome, error = None, f"{type(exc).__name__}: {exc}"
+    return Done(outcome, error, environment(), started - dispatched, started)
+
+
+def execute(
+    runs: list[Run],
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    on_start: Callable[[int, Run], None] | None = None,
+    observer: RunObserver | None = None,
+    stop=None,
+    address: str | None = None,
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+) -> Iterator[tuple[int, Run, Done]]:
+    """Yield (index, run, Done) for every run of `runs` that was dispatched, as each finishes.
+
+    workers: runs in flight (local: always 1; default 2 processes, or on Ray the cluster's CPUs divided
+        by cpus_per_run).
+    observer: per-batch callbacks and preparation progress, for the local backend only.
+    address: Ray only: an existing cluster ("auto", "ray://host:10001"); None starts a local instance.
+    cpus_per_run / gpus_per_run: Ray only: the resources each task requests.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    on_start = on_start or (lambda i, run: None)
+    if backend == "local":
+        yield from _local(runs, on_start, observer or RunObserver(), stop)
+    elif backend == "processes":
+        yield from _processes(runs, workers or 2, on_start, stop)
+    else:
+        yield from _ray(runs, workers, on_start, stop, address, cpus_per_run, gpus_per_run)
+
+
+def _local(runs, on_start, observer, stop):
+    for i, run in enumerate(runs):
+        if stop is not None and stop.is_set():
+            return
+        on_start(i, run)
+        done = work(
+            run,
+            time.time(),
+            callbacks=observer.callbacks(i, len(runs), run),
+            stop=stop,
+            progress=observer.preparing(i, len(runs), run),
+        )
+        yield i, run, done
+
+
+def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
+    """Keep `window` runs in flight: submit(run, t) -> handle; wait_any(handles) -> [(handle, Done)]."""
+    queue = list(enumerate(runs))[::-1]
+    inflight: dict = {}
+    stopping = False
+    while queue or inflight:
+        if stop is not None and stop.is_set() and not stopping:
+            stopping = True
+            cancel_all(list(inflight))
+        while queue and not stopping and len(inflight) < window:
+            i, run = queue.pop()
+            on_start(i, run)
+            inflight[submit(run, time.time())] = (i, run)
+        for handle, done in wait_any(list(inflight)):
+            i, run = inflight.pop(handle)
+            yield i, run, done
+
+
+def _init_worker(stop_event) -> None:
+    """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run."""
+    import signal
+
+    global _WORKER_STOP
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER_STOP = stop_event
+
+
+def _processes(runs, workers, on_start, stop):
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's threads have started is unsafe
+    event = ctx.Event()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(event,)) as pool:
+
+        def wait_any(futures):
+            finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            return [(f, _result(f.result)) for f in finished]
+
+        yield from _windowed(
+            runs,
+            workers,
+            on_start,
+            stop,
+            lambda run, t: pool.submit(work, run, t),
+            wait_any,
+            lambda _: event.set(),
+        )
+
+
+def _result(get) -> Done:
+    try:
+        return get()
+    except Exception as exc:  # the worker itself died (or Ray cancelled the task)
+        return Done(None, f"{type(exc).__name__}: {exc}")
+
+
+def _ray(runs, workers, on_start, stop, address, cpus, gpus):
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {**env, "PYTHONPATH": path}},
+        )
+    try:
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(work)
+        window = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+
+        def wait_any(refs):
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)
+            return [(r, _result(lambda r=r: ray.get(r))) for r in ready]
+
+        def cancel_all(refs):
+            for r in refs:
+                ray.cancel(r)
+
+        yield from _windowed(runs, window, on_start, stop, remote.remote, wait_any, cancel_all)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _package_root() -> str:
+    """The folder holding the `qtl` package, so Ray workers import this qtl."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[1])

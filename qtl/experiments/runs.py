@@ -1,0 +1,387 @@
+"""Lists of training runs: plan them, train them one after another, describe each finished run as one row.
+
+    runs = plan_runs(["quantum", "linear"], base=ModelConfig(pretrained=False), seeds=[0, 1],
+                     epochs=3, directory="models")
+    outcomes = train_runs(runs, observer=..., stop=...)   # the one loop: the app's job, `qtl compare`
+    outcomes[0].row                                       # ROW_FIELDS: variant, setup, seed, val_acc ...
+
+`train_run` trains one run (sweep workers call it in other processes); `run_row` gives the same row for a
+checkpoint loaded from disk, so trained and loaded runs compare in one table. `training_work` wraps
+`train_runs` as a background job for the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtl.config import MACHINE_KEYS, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.models.checkpoint import checkpoint_name
+from qtl.training.fit import Callback, Progress, fit
+from qtl.utils.jobs import Job
+
+RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
+
+ROW_FIELDS = (
+    "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
+    "rotation", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
+    "quantum", "train_time_s", "epochs_done", "cancelled", "checkpoint",
+)  # fmt: skip
+"""The one description of a finished run (trained now or loaded from a checkpoint), in column order."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `fit` call: what to train, how, where its best epoch is saved (None: nowhere), and how this
+    machine runs it (the dataset folder, device ...: not part of the run's id)."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    checkpoint_path: Path | None = None
+    dataset: str | None = None  # the dataset's name in ids and rows
+    machine: MachineConfig = MachineConfig()
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_config.variant} seed {self.train_config.seed}"
+
+    @property
+    def name(self) -> str:
+        """The label with what tells a sweep's runs apart, e.g. "quantum 4q d6 seed 0", "linear seed 1"."""
+        c = self.model_config
+        size = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
+        size = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else size
+        return f"{c.variant}{size} seed {self.train_config.seed}"
+
+    @property
+    def id(self) -> str:
+        """A stable id from the configs: the same run in any sweep, on any machine, has the same id."""
+        return run_id(self.model_config, self.train_config, self.dataset)
+
+
+def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset: str | None = None) -> str:
+    """12 hex digits of a SHA-256 over what is trained: the architecture (only the circuit settings the
+    variant uses), the recipe and the dataset's name. Class names do not count, nor the machine settings
+    that checkpoints from before `MachineConfig` hold in their train config. Settings at their defaults
+    are left out too, so a new config field (with a default) never changes the ids of existing runs."""
+    tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
+    recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
+    model = _trained(model_config)
+    doc = {
+        "model": {"variant": model["variant"], **_changed(model, _trained(ModelConfig(model["variant"])))},
+        "train": _changed(recipe_, TrainConfig().to_dict()),
+        "dataset": dataset,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _changed(d: dict, default: dict) -> dict:
+    """`d` without the entries equal to `default`'s (recursively into nested dicts)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            v = _changed(v, default[k])
+            if v:
+                out[k] = v
+        elif k not in default or default[k] != v:
+            out[k] = v
+    return out
+
+
+def _trained(mc: ModelConfig) -> dict:
+    """The model config without what its variant ignores: no circuit or engine for a classical head;
+    a dressed-classical head keeps only its width."""
+    d = {k: v for k, v in mc.to_dict().items() if k != "class_names"}
+    if not mc.is_quantum:
+        for k in ("engine", "diff_method", "shots", "q_delta"):
+            d.pop(k)
+        d["circuit"] = {"n_qubits": mc.circuit.n_qubits} if mc.variant == "dressed-classical" else None
+    return d
+
+
+def setup_of(model_config: ModelConfig) -> str:
+    """What must match for runs to be seeds of one another, e.g. "quantum (resnet18 random, 4q d6 native)"."""
+    mc = model_config
+    weights = "imagenet" if mc.pretrained else "random"
+    circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
+    if mc.is_quantum and not mc.noise.is_ideal:
+        circuit += f", noise {mc.noise.label()}"
+    if mc.variant == "dressed-classical":
+        circuit = f", width {mc.circuit.n_qubits}"
+    return f"{mc.variant} ({mc.backbone} {weights}{circuit})"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0, 1,2" -> [0, 1, 2] (commas or semicolons); ValueError naming the bad item."""
+    seeds = []
+    for item in text.replace(";", ",").split(","):
+        if item.strip():
+            try:
+                seeds.append(int(item))
+            except ValueError:
+                raise ValueError(f"seed {item.strip()!r} is not an integer") from None
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return seeds
+
+
+def plan_runs(
+    variants: list[str],
+    base: ModelConfig,
+    seeds: list[int],
+    directory: str | Path,
+    *,
+    epochs: int | None = None,
+    overrides: dict | None = None,
+    machine: MachineConfig | None = None,
+) -> list[Run]:
+    """One `Run` per (variant, seed), each from the variant's recipe.
+
+    base: the shared architecture (backbone, circuit, engine ...); its variant is replaced per run.
+    epochs: replaces every recipe's epochs when given.
+    overrides: recipe fields to replace for every run, only those in RECIPE_OVERRIDES.
+    machine: how this machine runs every run (dataset folder, device ...; default: auto).
+    """
+    if not variants:
+        raise ValueError("choose at least one variant")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    bad = set(overrides or {}) - set(RECIPE_OVERRIDES)
+    if bad:
+        raise ValueError(f"cannot override {sorted(bad)}; allowed: {RECIPE_OVERRIDES}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = []
+    for variant in variants:
+        mc = dataclasses.replace(base, variant=variant)
+        for seed in seeds:
+            tc = recipe_for(variant, seed=int(seed), epochs=epochs, **(overrides or {}))
+            path = Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))
+    return runs
+
+
+def recipe_for(variant: str, *, epochs: int | None = None, **fields) -> TrainConfig:
+    """The variant's recipe with `fields` replaced; frozen variants that augment cache their views
+    (so their epochs never run the backbone)."""
+    tc = dataclasses.replace(recipe(variant), **fields)
+    if epochs is not None:
+        tc = dataclasses.replace(tc, epochs=int(epochs))
+    if tc.augment and ModelConfig(variant).frozen and tc.views == 0:
+        tc = dataclasses.replace(tc, views=recipe("linear").views)
+    return tc
+
+
+# ---- training a list of runs
+
+
+@dataclass
+class Outcome:
+    """A finished (or cancelled) run as plain data, picklable across processes: its row (ROW_FIELDS),
+    its per-epoch history and the wall time of the whole `train_run` call."""
+
+    row: dict
+    history: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class RunObserver:
+    """What `train_runs` tells its caller about run `index` of `total`. Override what you need."""
+
+    def callbacks(self, index: int, total: int, run: Run) -> list[Callback]:
+        """fit() callbacks for this run (progress bars, job reports)."""
+        return []
+
+    def preparing(self, index: int, total: int, run: Run):
+        """A `progress(done, total)` hook for the run's download and feature extraction, or None."""
+        return None
+
+    def finished(self, index: int, total: int, run: Run, outcome: Outcome) -> None:
+        """The run has ended (cancelled runs too: outcome.row["cancelled"])."""
+
+
+def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
+    """Train one run with `fit` and describe it: its row (ROW_FIELDS), history and wall time."""
+    t0 = time.perf_counter()
+    result = fit(
+        run.model_config,
+        run.train_config,
+        run.machine,
+        callbacks=callbacks,
+        checkpoint_path=run.checkpoint_path,
+        stop=stop,
+        progress=progress,
+    )
+    row = describe(
+        result.model,
+        result.model_config,
+        result.train_config.to_dict(),
+        result.history,
+        result.best,
+        checkpoint=result.checkpoint_path,
+        cancelled=result.cancelled,
+        dataset=run.dataset,
+    )
+    return Outcome(row, result.history, time.perf_counter() - t0)
+
+
+def train_runs(runs: list[Run], *, observer: RunObserver | None = None, stop=None) -> list[Outcome]:
+    """Train `runs` in order (the CLI's compare and the app's jobs); stops after a cancelled run or when
+    `stop.is_set()`. Returns one Outcome per run that started."""
+    if not runs:
+        raise ValueError("nothing to train")
+    observer = observer or RunObserver()
+    outcomes = []
+    for i, run in enumerate(runs):
+        if stop is not None and stop.is_set():
+            break
+        outcome = train_run(
+            run,
+            callbacks=observer.callbacks(i, len(runs), run),
+            stop=stop,
+            progress=observer.preparing(i, len(runs), run),
+        )
+        outcomes.append(outcome)
+        observer.finished(i, len(runs), run, outcome)
+        if outcome.row["cancelled"]:
+            break
+    return outcomes
+
+
+# ---- the app's background job
+
+
+class _JobReporter(RunObserver, Callback):
+    """Forwards progress to a Job: overall fraction, a status line, and one record per epoch."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.index, self.total, self.run = 0, 1, None
+
+    def callbacks(self, index, total, run):
+        self.index, self.total, self.run = index, total, run
+        self.job.report(index / total, f"{run.label} ({index + 1}/{total}): preparing data and features")
+        return [self]
+
+    def finished(self, index, total, run, outcome):
+        self.job.report(message=f"{run.label}: done")
+
+    def _fraction(self, p: Progress) -> float:
+        return (self.index + p.fraction) / self.total
+
+    def on_batch_end(self, p: Progress) -> None:
+        self.job.report(
+            self._fraction(p),
+            f"{self.run.label} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
+            f"batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
+        )
+
+    def on_epoch_end(self, p: Progress) -> None:
+        mc, tc = self.run.model_config, self.run.train_config
+        row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed}
+        self.job.report(self._fraction(p), record={**row, **p.metrics})
+
+
+def training_work(runs: list[Run]):
+    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run."""
+    if not runs:
+        raise ValueError("nothing to train")
+
+    def work(job: Job) -> list[dict]:
+        return [o.row for o in train_runs(runs, observer=_JobReporter(job), stop=job)]
+
+    return work
+
+
+# ---- describing finished runs
+
+
+def describe(
+    model,
+    model_config: ModelConfig,
+    train_config: dict | None,
+    history: list[dict],
+    best: dict | None,
+    *,
+    checkpoint=None,
+    cancelled: bool = False,
+    dataset: str | None = None,
+) -> dict:
+    """The row (ROW_FIELDS) of a finished run, from what both `fit` and a checkpoint record.
+
+    classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's);
+    train_time_s: the sum over the recorded epochs; best_epoch, val_*, train_acc: the kept epoch's.
+    """
+    from qtl.models.heads import count_parameters
+
+    mc, tc, best = model_config, train_config or {}, best or {}
+    counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
+    return {
+        "id": run_id(mc, tc, dataset) if tc else None,
+        "label": f"{mc.variant} seed {tc.get('seed')}",
+        "variant": mc.variant,
+        "setup": setup_of(mc),
+        "backbone": mc.backbone,
+        "weights": "imagenet" if mc.pretrained else "random",
+        "dataset": dataset,
+        "qubits": mc.circuit.n_qubits if mc.is_quantum or mc.variant == "dressed-classical" else None,
+        "depth": mc.circuit.depth if mc.is_quantum else None,  # None: the variant has no such setting
+        "entangler": mc.circuit.entangler if mc.is_quantum else None,
+        "rotation": mc.circuit.rotation if mc.is_quantum else None,
+        "seed": tc.get("seed"),
+        "lr": tc.get("lr"),
+        "epochs": tc.get("epochs"),
+        "best_epoch": best.get("epoch"),
+        "val_acc": best.get("val_acc"),
+        "val_loss": best.get("val_loss"),
+        "train_acc": best.get("train_acc"),
+        "classical": counts["classical"],
+        "quantum": counts["quantum"],
+        "train_time_s": sum(row.get("time_s", 0.0) for row in history),
+        "epochs_done": len(history),
+        "cancelled": bool(cancelled),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+    }
+
+
+def run_row(loaded) -> dict:
+    """The row (ROW_FIELDS) of a loaded checkpoint (`qtl.models.checkpoint.LoadedModel`), as `train_run` gives
+    for the run that wrote it."""
+    return describe(
+        loaded.model,
+        loaded.model_config,
+        loaded.train_config,
+        loaded.history,
+        loaded.metrics,
+        checkpoint=loaded.path,
+    )
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0.0 for a single value). ValueError when empty."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def summarise(rows: list[dict], by: str, fields: tuple[str, ...]) -> list[dict]:
+    """Group rows by `rows[i][by]` and give, per group: by, n, and <field>_mean / <field>_std for each
+    field (None values are left out; a field with no values gives None). Groups keep first-seen order."""
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(row[by], []).append(row)
+    out = []
+    for key, members in groups.items():
+        summary = {by: key, "n": len(members)}
+        for f in fields:
+            values = [float(r[f]) for r in members if r.get(f) is not None]
+            mean, std = mean_std(values) if values else (None, None)
+            summary[f"{f}_mean"], summary[f"{f}_std"] = mean, std
+        out.append(summary)
+    return out

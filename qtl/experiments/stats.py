@@ -1,0 +1,206 @@
+"""Statistics that do not overclaim, over finished runs (rows as `qtl.experiments.database.ResultsDB.rows`
+gives).
+
+    cells(rows)          per configuration cell: n seeds, mean, std, 95% CI of val accuracy
+    comparisons(rows)    quantum vs its dressed-classical control and vs linear, paired by seed:
+                         mean difference, its 95% CI, paired t-test p-value, the p-value adjusted for
+                         every comparison made (Benjamini-Hochberg), and a verdict in words
+
+Confidence intervals are Student t intervals (scipy.stats.t) on the seeds' values or on the paired
+differences; with a handful of seeds they are wide, and the verdict says "no significant difference"
+whenever the adjusted p-value is not below alpha.
+"""
+
+from __future__ import annotations
+
+import math
+
+CELL_KEYS = (
+    "variant",
+    "backbone",
+    "weights",
+    "dataset",
+    "qubits",
+    "depth",
+    "entangler",
+    "rotation",
+    "lr",
+    "epochs",
+)
+"""What makes runs seeds of one configuration cell."""
+ALPHA = 0.05
+EXACT = 1e-12  # differences that vary less than this across seeds are one constant (float rounding)
+
+
+def summary(values: list[float], confidence: float = 0.95) -> dict:
+    """n, mean, std (ddof=1), ci_low, ci_high (Student t; None with fewer than 2 values)."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to summarise")
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    if std == 0:
+        low = high = mean
+    else:
+        low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return {"n": n, "mean": mean, "std": std, "ci_low": float(low), "ci_high": float(high)}
+
+
+def cells(rows: list[dict], metric: str = "val_acc") -> list[dict]:
+    """One dict per cell (CELL_KEYS), first-seen order: the keys, `summary` of the metric over its
+    seeds, seeds (sorted), and the means of classical, quantum (parameters) and train_time_s."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get(metric) is not None:
+            groups.setdefault(tuple(row.get(k) for k in CELL_KEYS), []).append(row)
+    out = []
+    for key, members in groups.items():
+        cell = dict(zip(CELL_KEYS, key, strict=True))
+        cell.update(summary([float(r[metric]) for r in members]))
+        cell["seeds"] = sorted(r["seed"] for r in members)
+        for f in ("classical", "quantum", "train_time_s"):
+            values = [float(r[f]) for r in members if r.get(f) is not None]
+            cell[f] = sum(values) / len(values) if values else None
+        out.append(cell)
+    return out
+
+
+def paired(a: dict, b: dict, confidence: float = 0.95) -> dict:
+    """a, b: seed -> value. On the seeds both have: n, mean difference a - b, std of the differences,
+    its Student t CI, and the paired t-test p-value (scipy.stats.ttest_rel); p is None when it is
+    undefined (fewer than 2 seeds, or the difference is the same on every seed)."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    out = {"n": len(seeds), "seeds": seeds, "diff": None, "diff_std": None, "ci_low": None, "ci_high": None}
+    out["p"] = None
+    if not seeds:
+        return out
+    s = summary(diffs, confidence)
+    out.update(diff=s["mean"], diff_std=s["std"], ci_low=s["ci_low"], ci_high=s["ci_high"])
+    if len(seeds) >= 2 and s["std"] > EXACT:
+        out["p"] = float(stats.ttest_rel([a[x] for x in seeds], [b[x] for x in seeds]).pvalue)
+    return out
+
+
+def comparisons(rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA) -> list[dict]:
+    """Every quantum cell against its parameter-matched dressed-classical cell (same qubits = width,
+    backbone, data, lr and epochs) and against the linear cell on the same backbone and data, paired by
+    seed. Each: quantum (the cell), control ("dressed-classical" | "linear"), `paired` fields, p_adjusted
+    (Benjamini-Hochberg over all comparisons returned), significant (p_adjusted < alpha), verdict."""
+    from scipy import stats
+
+    groups: dict[tuple, dict] = {}
+    for row in rows:
+        if row.get(metric) is not None:
+            groups.setdefault(tuple(row.get(k) for k in CELL_KEYS), {})[row["seed"]] = float(row[metric])
+    cell_list = [(dict(zip(CELL_KEYS, key, strict=True)), seeds) for key, seeds in groups.items()]
+    out = []
+    for cell, seeds in cell_list:
+        if cell["variant"] != "quantum":
+            continue
+        for control in ("dressed-classical", "linear"):
+            match = _control(cell, control, cell_list)
+            if match is not None:
+                out.append({"quantum": cell, "control": control, **paired(seeds, match)})
+    tested = [c for c in out if c["p"] is not None]
+    if tested:
+        adjusted = stats.false_discovery_control([c["p"] for c in tested], method="bh")
+        for c, q in zip(tested, adjusted, strict=True):
+            c["p_adjusted"] = float(q)
+    for c in out:
+        c.setdefault("p_adjusted", None)
+        c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
+        c["verdict"] = _verdict(c, alpha)
+    return out
+
+
+def _control(cell: dict, control: str, cell_list: list) -> dict | None:
+    """The seeds of the control cell matching `cell`, or None."""
+    same = ("backbone", "weights", "dataset") + (("qubits", "lr", "epochs") if control != "linear" else ())
+    found = [s for c, s in cell_list if c["variant"] == control and all(c[k] == cell[k] for k in same)]
+    if len(found) > 1 and control == "linear":  # several linear recipes: the one trained as long
+        found = [
+            s for c, s in cell_list if c["variant"] == control and c["epochs"] == cell["epochs"]
+        ] or found
+    return found[0] if found else None
+
+
+def _verdict(c: dict, alpha: float) -> str:
+    if c["n"] < 2:
+        return f"not tested: {c['n']} paired seed(s)"
+    if c["p"] is None:
+        same = abs(c["diff"]) <= EXACT
+        return "identical on every seed" if same else "the same difference on every seed (no test)"
+    if not c["significant"]:
+        return "no significant difference"
+    return f"quantum {'better' if c['diff'] > 0 else 'worse'} (adjusted p < {alpha:g})"
+
+
+def format_report(rows: list[dict], metric: str = "val_acc") -> str:
+    """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons."""
+    lines = [f"{metric} per cell (mean ± std over seeds, 95% CI)"]
+    for c in cells(rows, metric):
+        std = "" if c["std"] is None else f" ± {c['std']:.4f}"
+        ci = "" if c["ci_low"] is None else f"  [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
+        lines.append(f"  {cell_name(c):<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
+    comps = comparisons(rows, metric)
+    if comps:
+        lines += ["", "quantum vs controls, paired by seed (difference = quantum - control)"]
+        for c in comps:
+            diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
+            ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+            p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
+            name = f"{cell_name(c['quantum'])} vs {c['control']}"
+            lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
+        wins = sum(c["significant"] for c in comps)
+        lines.append(f"  {wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})")
+    return "\n".join(lines)
+
+
+def cell_name(cell: dict) -> str:
+    """A short name for a cell, e.g. "quantum 4q d6 resnet18" (only the settings the variant has)."""
+    parts = [cell["variant"]]
+    if cell.get("qubits") is not None:
+        parts.append(f"{cell['qubits']}q" + (f" d{cell['depth']}" if cell.get("depth") is not None else ""))
+    parts.append(str(cell.get("backbone")))
+    return " ".join(parts)
+
+
+def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
+    """The report as Markdown: per variant a qubits x depth table of mean ± std, then the comparisons."""
+    cell_list = cells(rows, metric)
+    out = []
+    for variant in dict.fromkeys(c["variant"] for c in cell_list):
+        mine = [c for c in cell_list if c["variant"] == variant]
+        depths = sorted({c["depth"] for c in mine}, key=lambda d: -1 if d is None else d)
+        qubits = sorted({c["qubits"] for c in mine}, key=lambda q: -1 if q is None else q)
+        head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", metric]
+        out += [f"**{variant}** ({metric}, mean ± std over seeds, n per cell)", ""]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for q in qubits:
+            line = ["any" if q is None else str(q)]
+            for d in depths:
+                c = next((c for c in mine if c["qubits"] == q and c["depth"] == d), None)
+                std = "" if c is None or c["std"] is None else f" ± {c['std']:.3f}"
+                line.append("" if c is None else f"{c['mean']:.3f}{std} (n={c['n']})")
+            out.append("| " + " | ".join(line) + " |")
+        out.append("")
+    comps = comparisons(rows, metric)
+    if comps:
+        out += ["| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict |", "|" + "---|" * 8]
+        for c in comps:
+            ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            p = "" if c["p"] is None else f"{c['p']:.3g}"
+            q = "" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
+            diff = "" if c["diff"] is None else f"{c['diff']:+.3f}"
+            cols = (cell_name(c["quantum"]), c["control"], c["n"], diff, ci, p, q, c["verdict"])
+            out.append("| " + " | ".join(map(str, cols)) + " |")
+        wins = sum(c["significant"] for c in comps)
+        out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
+    return "\n".join(out)

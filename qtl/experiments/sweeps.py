@@ -1,0 +1,220 @@
+"""Running a sweep: plan its runs, register them in the results database, skip the finished ones, run
+the rest on a backend and write each result as it arrives.
+
+    spec = load_spec("study.toml")
+    report = run_sweep(spec, "models/results.db", backend="processes", workers=2)
+    report.done, report.failed, report.skipped
+
+Re-running a spec resumes it: runs already `done` (in this or any other sweep of the same database) are
+skipped, anything else (never started, interrupted, killed, failed) runs again from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtl.experiments.database import ResultsDB
+from qtl.experiments.executors import Done, execute
+from qtl.experiments.runs import Run, RunObserver
+from qtl.experiments.spec import SweepSpec, plan
+
+
+@dataclass
+class SweepReport:
+    """How a `run_sweep` call went."""
+
+    name: str
+    planned: int  # distinct runs in the spec
+    skipped: int  # already done before this call
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    stopped: bool = False  # a stop request ended it early
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)  # "label: reason" per failed run
+
+    @property
+    def remaining(self) -> int:
+        return self.planned - self.skipped - self.done
+
+
+class SweepObserver(RunObserver):
+    """Progress of a sweep (the CLI's stderr lines, the app's job). Override what you need."""
+
+    def planned(self, spec: SweepSpec, runs: list[Run], todo: list[Run]) -> None:
+        """After planning: every distinct run, and those that will run now."""
+
+    def started(self, index: int, total: int, run: Run) -> None:
+        """Run `index` of `total` (counting the runs to do now) was dispatched."""
+
+    def ended(self, index: int, total: int, run: Run, done: Done) -> None:
+        """A run came back (finished, failed or cancelled) and is in the database."""
+
+
+def run_sweep(
+    spec: SweepSpec,
+    db_path: str | Path,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    machine: dict | None = None,
+    models_dir: str | Path | None = None,
+    observer: SweepObserver | None = None,
+    stop=None,
+    address: str | None = None,
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    mlflow_uri: str | None = None,
+) -> SweepReport:
+    """Run every run of `spec` not yet done in the database at `db_path`; see
+    `qtl.experiments.executors.execute`
+    for the backend options and `qtl.experiments.spec.plan` for machine and models_dir."""
+    t0 = time.perf_counter()
+    observer = observer or SweepObserver()
+    runs = plan(spec, machine=machine, models_dir=models_dir)
+    with ResultsDB(db_path) as db:
+        db.add_sweep(spec.name, spec.source, runs)
+        status = db.statuses([r.id for r in runs])
+        todo = [r for r in runs if status.get(r.id) != "done"]
+        report = SweepReport(spec.name, len(runs), len(runs) - len(todo))
+        observer.planned(spec, runs, todo)
+        if todo and backend != "local":
+            warm_features(todo, observer)
+
+        def on_start(i: int, run: Run) -> None:
+            db.start(run.id)
+            observer.started(i, len(todo), run)
+
+        dispatched = {}
+        try:
+            for i, run, done in execute(
+                todo,
+                backend=backend,
+                workers=workers,
+                on_start=lambda i, run: (dispatched.setdefault(run.id, time.time()), on_start(i, run)),
+                observer=observer,
+                stop=stop,
+                address=address,
+                cpus_per_run=cpus_per_run,
+                gpus_per_run=gpus_per_run,
+            ):
+                _record(db, run, done, dispatched.pop(run.id), stop, report)
+                if mlflow_uri and done.outcome is not None and not done.cancelled:
+                    log_to_mlflow(mlflow_uri, spec.name, run, done)
+                observer.ended(i, len(todo), run, done)
+        except KeyboardInterrupt:
+            for run_id in dispatched:  # a second Ctrl-C: what was running did not finish
+                db.fail(run_id, "interrupted", status="cancelled")
+            raise
+        report.stopped = bool(stop is not None and stop.is_set() and report.remaining > 0)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report: SweepReport) -> None:
+    """One result into the database (one transaction) and the report."""
+    if done.outcome is None:
+        stopped = stop is not None and stop.is_set()
+        db.fail(run.id, done.error or "no result", status="cancelled" if stopped else "failed")
+        if stopped:
+            report.cancelled += 1
+        else:
+            report.failed += 1
+            report.errors.append(f"{run.label} ({run.id}): {done.error}")
+        return
+    wall = done.outcome.wall_s
+    epochs = done.outcome.row["train_time_s"]
+    timings = {
+        "wall": wall,  # the whole train_run call in the worker
+        "epochs": epochs,  # the training epochs alone
+        "setup": wall - epochs,  # data, features, model
+        "queue": max(0.0, done.queue_s),  # dispatch -> the worker starting it
+        "dispatch": max(0.0, time.time() - dispatched - wall - max(0.0, done.queue_s)),  # result transfer
+    }
+    db.finish(run.id, done.outcome, done.environment, timings)
+    if done.cancelled:
+        report.cancelled += 1
+    else:
+        report.done += 1
+
+
+def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> None:
+    """Extract (or find cached) the features every frozen run needs, once each, in this process, so
+    parallel workers on this machine (or on storage it shares) read the cache instead of racing."""
+    import functools
+
+    from qtl.data.features import extract_features
+    from qtl.models.backbones import load_backbone
+
+    seen = set()
+    for run in runs:
+        mc, tc, m = run.model_config, run.train_config, run.machine
+        if not mc.frozen or (tc.augment and tc.views == 0):
+            continue
+        views = tc.views if tc.augment else 0
+        for split, v in (("train", views), ("val", 0)):
+            key = (mc.backbone, mc.pretrained, m.data_dir, split, v, m.cache_dir)
+            if key in seen:
+                continue
+            seen.add(key)
+            backbone = functools.cache(lambda mc=mc: load_backbone(mc.backbone, mc.pretrained)[0])
+            hook = observer.preparing(0, 1, run) if observer else None
+            extract_features(
+                mc.backbone, mc.pretrained, m.data_dir, split, views=v, cache_dir=m.cache_dir,
+                progress=hook, backbone=backbone,
+            )  # fmt: skip
+
+
+def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
+    """Log a finished run to MLflow (experiment = the sweep; params, per-epoch metrics, the run id as
+    a tag), so MLflow's UI shows qtl sweeps. Needs `mlflow` (or `mlflow-skinny`) installed."""
+    import mlflow
+
+    row = done.outcome.row
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(sweep)
+    params = {k: row[k] for k in ("variant", "backbone", "weights", "dataset", "qubits", "depth", "seed")}
+    params.update({k: row[k] for k in ("entangler", "rotation", "lr", "epochs")})
+    with mlflow.start_run(run_name=f"{run.label} {run.id}", tags={"qtl.run_id": run.id}):
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        for h in done.outcome.history:
+            metrics = {k: h[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+            mlflow.log_metrics(metrics, step=h["epoch"])
+        mlflow.log_metrics({"best_val_acc": row["val_acc"], "train_time_s": row["train_time_s"]})
+
+
+# ---- the app's background job
+
+
+class _JobProgress(SweepObserver):
+    """Forwards a sweep's progress to a `qtl.utils.jobs.Job`: fraction of runs done, a status line, and one
+    record per finished run (its row)."""
+
+    def __init__(self, job) -> None:
+        self.job, self.total, self.finished_runs = job, 1, 0
+
+    def planned(self, spec, runs, todo):
+        self.total = max(1, len(todo))
+        self.job.report(0.0, f"{spec.name}: {len(runs)} runs, {len(runs) - len(todo)} already done")
+
+    def started(self, index, total, run):
+        self.job.report(message=f"{run.label} ({index + 1}/{total}): training")
+
+    def ended(self, index, total, run, done):
+        self.finished_runs += 1
+        if done.outcome is not None and not done.cancelled:
+            self.job.report(self.finished_runs / self.total, record=done.outcome.row)
+        else:
+            self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+
+
+def sweep_work(spec: SweepSpec, db_path: str | Path, **options):
+    """The job work for a sweep (see `run_sweep` for options): stops at the job's cancel; returns the
+    SweepReport. Each finished run's row is a job record as it arrives."""
+
+    def work(job) -> SweepReport:
+        return run_sweep(spec, db_path, observer=_JobProgress(job), stop=job, **options)
+
+    return work

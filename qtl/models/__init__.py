@@ -1,0 +1,9 @@
+"""Models: the classifiers qtl trains, and the files they live in.
+
+backbones/  ImageNet backbones by name (torchvision, the bundled efficientnet_lite0, timm)
+weights     are a backbone's ImageNet weights here, downloadable, or offline; the bundled fallback
+heads       `DressedQuantumCircuit` (Linear -> tanh * pi/2 -> circuit -> Linear) and its classical twin
+variants    the five variants as one `Classifier` (backbone + head): `build_model(ModelConfig)`
+checkpoint  the one safe checkpoint format: `save_checkpoint`, `load_checkpoint`
+store       a folder of checkpoints: list, import uploads, delete
+"""

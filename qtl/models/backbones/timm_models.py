@@ -1,0 +1,124 @@
+"""Any timm model as a backbone, by name: `timm/<model>` or `timm/<model>.<tag>` (e.g. `timm/convnext_atto`,
+`timm/vit_tiny_patch16_224`, `timm/mobilenetv3_small_100.lamb_in1k`).
+
+The model is built with `num_classes=0`, so it returns pooled features and `model.num_features` is F. The
+weights' pretrained config (input size, interpolation, crop, mean/std) is the input pipeline, as timm's
+`resolve_data_config` + `create_transform` give it. Pretrained weights come from, in order:
+
+1. a local file `$TORCH_HOME/hub/checkpoints/timm/<model>.safetensors` (or `.pth`), passed to timm as
+   `pretrained_cfg_overlay=dict(file=...)`: the way to use them offline;
+2. timm's own loading (the Hugging Face hub) when downloads are allowed and huggingface.co answers.
+
+Otherwise `WeightsUnavailableError` names the file to provide, in one line.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from torch import nn
+
+from qtl.config import TIMM_PREFIX
+from qtl.models.backbones.common import (
+    RANDOM,
+    WeightsStatus,
+    WeightsUnavailableError,
+    checkpoints_dir,
+    one_line,
+    seeded_build,
+    timm_params,
+)
+from qtl.utils.download import OFFLINE_ENV, Progress, offline, reachable
+
+HUB = "https://huggingface.co"
+SUFFIXES = (".safetensors", ".pth")
+
+
+@functools.cache
+def pretrained_cfg(name: str) -> dict:
+    """timm's pretrained config of `timm/<model>[.<tag>]`; ValueError for a model timm does not know."""
+    import timm
+
+    model = name.removeprefix(TIMM_PREFIX)
+    if not model or not timm.is_model(model):
+        raise ValueError(
+            f"unknown timm model {model!r} in backbone {name!r}; list them with timm.list_models()"
+        )
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None:
+        raise ValueError(f"timm model {model!r} has no pretrained config")
+    return cfg.to_dict()
+
+
+def _model_name(name: str) -> str:
+    cfg = pretrained_cfg(name)
+    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+
+
+def weights_id(name: str, pretrained: bool) -> str:
+    """`<architecture>.<tag>` of the pretrained weights (e.g. "convnext_atto.d2_in1k"), or "random"."""
+    return _model_name(name) if pretrained else RANDOM
+
+
+def local_files(name: str) -> list[Path]:
+    """Where a weights file for `name` is looked for, in order."""
+    folder = checkpoints_dir() / "timm"
+    return [folder / f"{_model_name(name)}{suffix}" for suffix in SUFFIXES]
+
+
+def weights_status(name: str) -> WeightsStatus:
+    """The local weights file (the first that exists, else the .safetensors one) and the hub address."""
+    cfg = pretrained_cfg(name)
+    files = local_files(name)
+    path = next((p for p in files if p.is_file()), files[0])
+    url = f"{HUB}/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else str(cfg.get("url") or HUB)
+    return WeightsStatus(name, weights_id(name, True), url, path.name, path, path.is_file())
+
+
+def _unavailable(status: WeightsStatus, reason: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"pretrained weights for {status.name} are not available ({reason}): put {status.filename} "
+        f"(from {status.url}) in {status.path.parent}, or use the bundled pretrained efficientnet_lite0 "
+        "(CLI --backbone efficientnet_lite0) or random init (pretrained=False, CLI --random-init)"
+    )
+
+
+def load(
+    name: str, pretrained: bool, allow_download: bool, progress: Progress | None, timeout: float
+) -> tuple[nn.Module, int]:
+    """(model returning (B, F) pooled features, F); see `qtl.models.backbones.load_backbone`."""
+    import timm
+
+    model_name = _model_name(name)
+    if not pretrained:
+        model = seeded_build(name, lambda: timm.create_model(model_name, pretrained=False, num_classes=0))
+        return model, model.num_features
+    status = weights_status(name)
+    if status.cached:
+        options = {"pretrained_cfg_overlay": {"file": str(status.path)}}
+    elif not allow_download:
+        raise _unavailable(status, "no local file and downloads are disabled")
+    elif offline():
+        raise _unavailable(status, f"no local file and {OFFLINE_ENV} is set")
+    elif not reachable(HUB, timeout):
+        raise _unavailable(status, "no local file and huggingface.co cannot be reached")
+    else:
+        options = {}
+    try:
+        model = timm.create_model(model_name, pretrained=True, num_classes=0, **options)
+    except Exception as exc:
+        where = status.path if status.cached else status.url
+        raise WeightsUnavailableError(
+            f"cannot use the weights for {name} from {where} ({one_line(exc)}); replace the file, or use "
+            "the bundled pretrained efficientnet_lite0 or random init (pretrained=False, CLI --random-init)"
+        ) from exc
+    return model, model.num_features
+
+
+def transform_params(name: str, pretrained: bool) -> dict:
+    """The eval pipeline of the weights' pretrained config (timm's resolve_data_config); random init uses
+    the same one, the architecture's."""
+    import timm.data
+
+    return timm_params(timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg(name)))

@@ -1,0 +1,363 @@
+"""One safe checkpoint format for every variant.
+
+A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loads with
+`torch.load(weights_only=True)`, which never executes code from the file:
+
+    format          "qtl-checkpoint"
+    format_version  FORMAT_VERSION
+    model_config    ModelConfig.to_dict(): variant, backbone, pretrained, class names, circuit, engine...
+    train_config    TrainConfig.to_dict() (the recipe) or None; never how a machine ran it (device, data
+                    folder, cache, workers, threads: `MachineConfig`). Files written before that split
+                    also hold those keys; `TrainConfig.from_dict` drops them.
+    scope           "head": frozen variants store only the head's weights (kilobytes), the backbone is
+                    rebuilt on load from (backbone, weights id); "full": backbone and head
+    state_dict      the stored weights (no engine internals: any engine can run any checkpoint)
+    backbone        {"name", "weights", "fingerprint"}: the fingerprint proves a rebuilt backbone matches
+    history         one dict per epoch; metrics: the saved epoch's row
+    meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters",
+                     "dataset": qtl.data.datasets.PreparedDataset.record() of the training data, if known}
+
+Files are written atomically (temporary file in the same folder, then os.replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qtl.config import ModelConfig, TrainConfig
+from qtl.models.variants import Classifier, build_model
+from qtl.paths import models_dir
+from qtl.quantum.noise import NoiseConfig
+from qtl.utils.atomic import atomic_save
+
+FORMAT = "qtl-checkpoint"
+FORMAT_VERSION = 1
+SUFFIX = ".pt"
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable qtl checkpoint; the message says why and what to do."""
+
+
+def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:
+    """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20261125-120000.pt":
+    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>][-noisy] | -w<width>][-s<seed>]
+    -<stamp>.pt,
+    the stamp defaulting to the current time (to the microsecond, so names do not collide)."""
+    c = model_config
+    parts = [c.variant, c.backbone, "imagenet" if c.pretrained else "random"]
+    if c.is_quantum:
+        parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}")
+        if c.engine != "native":
+            parts.append(re.sub(r"[^a-z0-9]+", "", c.engine))
+        if not c.noise.is_ideal:
+            parts.append("noisy")
+    elif c.variant == "dressed-classical":
+        parts.append(f"w{c.circuit.n_qubits}")
+    if seed is not None:
+        parts.append(f"s{seed}")
+    parts.append(stamp or datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
+    return "-".join(parts) + SUFFIX
+
+
+def default_checkpoint_path(
+    model_config: ModelConfig, directory: str | Path | None = None, *, seed: int | None = None
+) -> Path:
+    """A new `checkpoint_name` in `directory` (default: the store, `models_dir()`)."""
+    return Path(directory or models_dir()) / checkpoint_name(model_config, seed)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of qtl, torch, torchvision and pennylane, for the checkpoint's metadata."""
+    import torchvision
+
+    import qtl
+
+    try:
+        from importlib.metadata import version
+
+        pennylane = version("pennylane")
+    except Exception:
+        pennylane = "unknown"
+    return {
+        "qtl": qtl.__version__,
+        "torch": str(torch.__version__),  # TorchVersion would need an unsafe global to unpickle
+        "torchvision": str(torchvision.__version__),
+        "pennylane": pennylane,
+    }
+
+
+def backbone_fingerprint(backbone: nn.Module) -> str:
+    """A short SHA-256 over the backbone's weights, to check that a rebuilt backbone is the same one."""
+    h = hashlib.sha256()
+    for name, t in sorted(backbone.state_dict().items()):
+        if t.is_floating_point():
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _stored_state(model: Classifier, scope: str) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint keeps: the head's (scope "head") or everything's, minus engine internals."""
+    source = model.head if scope == "head" else model
+    return {k: v.detach().cpu().clone() for k, v in source.state_dict().items() if ".engine." not in f".{k}"}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Classifier,
+    model_config: ModelConfig,
+    *,
+    history: list[dict] | tuple = (),
+    metrics: dict | None = None,
+    train_config: TrainConfig | None = None,
+    fingerprint: str | None = None,
+    dataset: dict | None = None,
+) -> Path:
+    """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
+
+    fingerprint: `backbone_fingerprint(model.backbone)` when the caller already has it (fit() saves
+    many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
+    dataset: where the training data came from and how it was split (`PreparedDataset.record()`).
+    """
+    path = Path(path)
+    scope = "head" if model_config.frozen else "full"
+    from qtl.models.backbones import transform_params, weights_id
+    from qtl.models.heads import count_parameters
+
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict() if train_config is not None else None,
+        "scope": scope,
+        "state_dict": _stored_state(model, scope),
+        "backbone": {
+            "name": model_config.backbone,
+            "weights": weights_id(model_config.backbone, model_config.pretrained),
+            "fingerprint": (fingerprint or backbone_fingerprint(model.backbone)) if scope == "head" else None,
+            "transform": transform_params(model_config.backbone, model_config.pretrained),
+        },
+        "history": [dict(row) for row in history],
+        "metrics": dict(metrics or {}),
+        "meta": {
+            "versions": library_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "parameters": count_parameters(model.head),
+            **({"dataset": dict(dataset)} if dataset else {}),
+        },
+    }
+    atomic_save(payload, path)
+    return path
+
+
+def _read(path: str | Path, *, mmap: bool = False) -> dict:
+    """Load and validate the raw payload with weights_only=True; CheckpointError on anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:  # torch's safe loader refused an object in the file
+        raise CheckpointError(_refused(path.name, str(exc))) from None
+    except Exception as exc:  # a damaged zip, a truncated file, text, another program's data ...
+        said = str(exc).strip().splitlines()[0] if isinstance(exc, (RuntimeError, OSError)) else ""
+        raise CheckpointError(
+            f"{path.name} is not a readable qtl checkpoint (damaged, or not a checkpoint): "
+            f"{said or type(exc).__name__}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a qtl checkpoint (no '{FORMAT}' marker)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path.name} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path.name} uses checkpoint format {version}, newer than this qtl reads "
+            f"({FORMAT_VERSION}); upgrade qtl"
+        )
+    for key, kind in (("model_config", dict), ("state_dict", dict), ("backbone", dict), ("history", list)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path.name} is damaged: '{key}' is missing or not a {kind.__name__}")
+    if payload.get("scope") not in ("head", "full"):
+        raise CheckpointError(f"{path.name} is damaged: unknown weights scope {payload.get('scope')!r}")
+    return payload
+
+
+def _refused(name: str, reason: str) -> str:
+    """Why the safe loader refused a file, without torch's advice to load it unsafely instead."""
+    found = re.search(r"GLOBAL ([\w.]+)", reason)
+    what = f" ({found.group(1)})" if found else ""
+    return (
+        f"{name} is not a qtl checkpoint, or is unsafe: it holds Python objects{what} where a qtl checkpoint "
+        "holds only plain values and tensors. qtl never executes code from a file, so it does not load it"
+    )
+
+
+def _model_config(payload: dict, name: str) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(payload["model_config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+
+
+@dataclass
+class CheckpointInfo:
+    """A checkpoint's metadata, read without building its model."""
+
+    path: Path
+    variant: str
+    backbone: str
+    weights: str  # "IMAGENET1K_V1" or "random"
+    class_names: list[str]
+    n_qubits: int | None  # None for non-quantum variants
+    depth: int | None
+    val_acc: float | None  # of the saved (best) epoch
+    best_epoch: int | None
+    epochs: int  # epochs recorded in the history
+    created: str  # ISO time (UTC)
+    size_bytes: int
+    model_config: ModelConfig
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Metadata of a checkpoint (validated as in `load_checkpoint`, but no model is built)."""
+    path = Path(path)
+    payload = _read(path, mmap=True)
+    mc = _model_config(payload, path.name)
+    metrics = payload.get("metrics") or {}
+    return CheckpointInfo(
+        path=path,
+        variant=mc.variant,
+        backbone=mc.backbone,
+        weights=str(payload["backbone"].get("weights")),
+        class_names=list(mc.class_names),
+        n_qubits=mc.circuit.n_qubits if mc.is_quantum else None,
+        depth=mc.circuit.depth if mc.is_quantum else None,
+        val_acc=metrics.get("val_acc"),
+        best_epoch=metrics.get("epoch"),
+        epochs=len(payload["history"]),
+        created=str(payload.get("meta", {}).get("created", "")),
+        size_bytes=path.stat().st_size,
+        model_config=mc,
+        history=payload["history"],
+        metrics=metrics,
+        meta=payload.get("meta", {}),
+    )
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint rebuilt into a model, in eval mode, plus everything it recorded."""
+
+    model: Classifier
+    model_config: ModelConfig
+    class_names: list[str]
+    history: list[dict]
+    metrics: dict
+    meta: dict
+    path: Path | None = None
+    train_config: dict | None = None
+    backbone_weights: str = ""  # "IMAGENET1K_V1" or "random"
+    transform: dict | None = None  # the eval preprocessing it was trained with (None: older checkpoints)
+
+    @property
+    def variant(self) -> str:
+        return self.model_config.variant
+
+    @property
+    def name(self) -> str:
+        """A short label: the file name without suffix, else the variant."""
+        return self.path.stem if self.path is not None else self.variant
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    engine: str | None = None,
+    noise: NoiseConfig | None = None,
+) -> LoadedModel:
+    """Rebuild a checkpoint's model (backbone by name and weights id, then the stored weights).
+
+    engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
+    noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
+    Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
+    rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
+    ImageNet weights it needs are not cached; the message names the file to fetch).
+    """
+    path = Path(path)
+    payload = _read(path)
+    mc = _model_config(payload, path.name)
+    if engine is not None:
+        mc = ModelConfig.from_dict({**mc.to_dict(), "engine": engine})
+    if noise is not None:
+        mc = replace(mc, noise=noise)
+    scope = payload["scope"]
+    if (scope == "head") != mc.frozen:
+        raise CheckpointError(f"{path.name} is damaged: scope {scope!r} does not fit variant {mc.variant!r}")
+
+    # a fully stored model needs no ImageNet weights: its state_dict replaces them all
+    build_config = mc if scope == "head" else ModelConfig.from_dict({**mc.to_dict(), "pretrained": False})
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(build_config)
+    target = model.head if scope == "head" else model
+    expected = {k: v for k, v in target.state_dict().items() if ".engine." not in f".{k}"}
+    stored = payload["state_dict"]
+    if set(stored) != set(expected):
+        missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+        raise CheckpointError(
+            f"{path.name} does not match its {mc.variant} model: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for k, v in stored.items():
+        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise CheckpointError(
+                f"{path.name}: weight {k} has shape {shape}, the model expects {tuple(expected[k].shape)}"
+            )
+    target.load_state_dict(stored, strict=False)
+
+    fingerprint = payload["backbone"].get("fingerprint")
+    if scope == "head" and fingerprint and backbone_fingerprint(model.backbone) != fingerprint:
+        raise CheckpointError(
+            f"{path.name} was trained on different {mc.backbone} ({payload['backbone'].get('weights')}) "
+            "weights than the ones available here; retrain it, or restore the original weights file"
+        )
+    model.to(device).eval()
+    return LoadedModel(
+        model=model,
+        model_config=mc,
+        class_names=list(mc.class_names),
+        history=payload["history"],
+        metrics=payload.get("metrics") or {},
+        meta=payload.get("meta") or {},
+        path=path,
+        train_config=payload.get("train_config"),
+        backbone_weights=str(payload["backbone"].get("weights")),
+        transform=_transform(payload, path.name),
+    )
+
+
+def _transform(payload: dict, filename: str) -> dict | None:
+    """The recorded eval preprocessing, checked; None when the checkpoint predates recording it."""
+    from qtl.models.backbones.common import check_params
+
+    recorded = payload["backbone"].get("transform")
+    if recorded is None:
+        return None
+    try:
+        return check_params(recorded)
+    except ValueError as exc:
+        raise CheckpointError(f"{filename} is damaged: {exc}") from None

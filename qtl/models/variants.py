@@ -1,0 +1,95 @@
+"""The five transfer-learning variants as models: `Classifier`, `build_head` and `build_model`.
+
+| variant             | backbone  | head                                  |
+|---------------------|-----------|---------------------------------------|
+| `quantum`           | frozen    | dressed quantum circuit (the paper)   |
+| `finetuned`         | trainable | Linear(F, C)                          |
+| `linear`            | frozen    | Linear(F, C)                          |
+| `hybrid`            | trainable | dressed quantum circuit               |
+| `dressed-classical` | frozen    | dressed sandwich, classical middle    |
+
+Every model is a `Classifier`: a backbone mapping images (B, 3, H, W) to features (B, F), and a head
+mapping features (B, F) to logits (B, C). Frozen variants train only the head, on cached features.
+Their names, `ModelConfig` and recipes live in the torch-free `qtl.config`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qtl.config import ModelConfig
+from qtl.models.heads import DressedClassical, DressedQuantumCircuit
+
+
+class Classifier(nn.Module):
+    """A backbone (B, 3, H, W) -> (B, F) followed by a head (B, F) -> (B, C) logits.
+
+    When `frozen`, the backbone's parameters do not require grad and it stays in eval mode even when
+    the classifier is put in train mode (batch-norm statistics never move), so cached features stay valid.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, in_features: int, *, frozen: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.in_features = in_features
+        self.frozen = frozen
+        if frozen:
+            backbone.requires_grad_(False)
+            backbone.eval()
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, F) features; no autograd graph when frozen."""
+        if self.frozen:
+            with torch.no_grad():
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, C) logits: the head alone."""
+        return self.head(features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, C) logits."""
+        return self.head(self.features(images))
+
+
+def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
+    """A freshly initialised head for the variant, (B, in_features) -> (B, n_classes)."""
+    c, n = model_config, model_config.n_classes
+    if c.is_quantum:
+        return DressedQuantumCircuit(in_features, n, c.circuit, c.engine, c.q_delta, **c.engine_options())
+    if c.variant == "dressed-classical":
+        return DressedClassical(in_features, n, width=c.circuit.n_qubits)
+    return nn.Linear(in_features, n)
+
+
+def build_model(
+    model_config: ModelConfig, *, backbone: tuple[nn.Module, int] | None = None, allow_download: bool = True
+) -> Classifier:
+    """A fresh `Classifier` for `model_config`: the backbone (ImageNet or random init) plus a new head.
+
+    backbone: an already loaded `(module, F)` pair to use instead of loading one (its weights are kept).
+    allow_download: passed to `load_backbone`; False fails fast when ImageNet weights are not cached.
+    The head's initial weights come from torch's global RNG: seed it first for a reproducible model.
+    """
+    if model_config.n_classes < 2:
+        raise ValueError(
+            "model_config.class_names is empty: set it (or let fit() take the dataset's classes)"
+        )
+    if backbone is None:
+        from qtl.models.backbones import load_backbone
+
+        backbone = load_backbone(
+            model_config.backbone, model_config.pretrained, allow_download=allow_download
+        )
+    module, in_features = backbone
+    head = build_head(model_config, in_features)
+    return Classifier(module, head, in_features, frozen=model_config.frozen)

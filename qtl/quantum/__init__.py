@@ -1,0 +1,10 @@
+"""Quantum simulation: the circuit, its noise, its drawing, and the engines that run it.
+
+    circuit     `CircuitConfig` and `gates(config)`: the one description of the circuit (torch-free)
+    noise       `NoiseConfig` and `noisy_ops`: channels after gates, readout error, shots (torch-free)
+    engines/    `make_engine(config, name)`: native statevector, density matrix, MPS, PennyLane devices
+    draw        text and figure drawings of the circuit
+    hardware    the circuit on IBM backends through Qiskit (`qtl[hardware]`)
+
+Pure simulation: nothing here trains or holds an optimizer (that is `qtl.training`).
+"""

@@ -1,0 +1,384 @@
+"""The MPS engine: a batched matrix product state simulation of `gates(config)` in PyTorch, with autograd.
+
+A statevector doubles with every qubit; a matrix product state (MPS) grows only with the entanglement
+across each cut. The state is a list of site tensors, one per wire, each (B, Dl, 2, Dr): batch, left
+bond, physical index, right bond. The circuit is read from the same gate list as every other engine:
+
+- single-qubit gates are fused per wire and multiplied into that wire's site tensor when a two-qubit
+  gate (or the measurement) needs it;
+- a CNOT is applied exactly as a bond-2 operator (|0><0| x I + |1><1| x X): the control site keeps the
+  projected halves, the target site the flipped and unflipped copies, and every bond between them gains
+  a factor 2. No decomposition is involved, so values and gradients are plain tensor contractions.
+  A long-range CNOT (the `ring` entangler's CNOT(n-1, 0)) is the same operator carried through the
+  wires between, equivalent to a swap network and cheaper.
+
+Bond dimensions: the brick wall of `chain` doubles every bond once per block, so depth d needs bond
+2**d whatever the width; `ring` crosses every cut twice per block (4**d). No bond ever needs more than
+2**min(left wires, right wires). After each run of two-qubit gates a bond above that physical bound
+is brought down to it exactly, without decomposition: the wires on its short side are contracted into
+one matrix, which the next wire absorbs, and they become the computational basis (identity tensors).
+
+`bond_bound` is the largest bond the exact simulation needs. With `max_bond` below it, the engine
+truncates: after each run of two-qubit gates that leaves a bond above `max_bond`, one sweep brings the
+MPS into canonical form and a second cuts every bond to its `max_bond` largest singular values. Their
+gradient uses a broadened SVD backward (`_SVD`), finite where singular values are degenerate or zero.
+`last_discarded` then holds, per sample, the discarded weight of that forward: 1 - prod(kept
+fraction of the squared singular values), 0 when exact.
+
+<Z_i> for every wire comes from left and right environments (no canonical form needed), divided by
+the norm <psi|psi> (1 when exact, slightly less after truncation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate, gates
+from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines._compiler import (
+    angle_source,
+    check_gates,
+    check_inputs,
+    human_bytes,
+    resolve_memory_budget,
+)
+
+#: Default memory budget of one forward + backward, in bytes (4 GiB).
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+#: Environment variable that overrides the default budget (an integer number of bytes).
+MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
+#: Tensors of the final state's size that a training forward + backward keeps alive (measured on
+#: depth-6 chains: the last blocks' site tensors, the environments and their gradients).
+_STATE_COPIES = 12
+
+
+class BondTooLarge(ValueError):
+    """The exact simulation needs more memory than the budget allows and no `max_bond` was given."""
+
+
+def physical_caps(n_qubits: int) -> list[int]:
+    """log2 of the largest useful bond of each of the n-1 cuts: min(wires left, wires right)."""
+    return [min(i + 1, n_qubits - 1 - i) for i in range(n_qubits - 1)]
+
+
+def _runs(gate_list: list[Gate]) -> list[tuple[str, list[Gate]]]:
+    """The gate list as alternating ("local", single-qubit gates) and ("cnot", two-qubit gates) runs."""
+    out: list[tuple[str, list[Gate]]] = []
+    for g in gate_list:
+        kind = "cnot" if len(g.wires) == 2 else "local"
+        if out and out[-1][0] == kind:
+            out[-1][1].append(g)
+        else:
+            out.append((kind, [g]))
+    return out
+
+
+def bond_profile(config: CircuitConfig) -> list[int]:
+    """log2 of each cut's bond at the end of the exact simulation (the largest it reaches after any run)."""
+    n = config.n_qubits
+    caps = physical_caps(n)
+    logs = [0] * (n - 1)
+    peak = [0] * (n - 1)
+    for kind, run in _runs(gates(config)):
+        if kind != "cnot":
+            continue
+        for g in run:
+            lo, hi = sorted(g.wires)
+            for b in range(lo, hi):
+                logs[b] += 1
+        logs = [min(x, c) for x, c in zip(logs, caps, strict=True)]
+        peak = [max(p, x) for p, x in zip(peak, logs, strict=True)]
+    return peak
+
+
+def exact_bond(config: CircuitConfig) -> int:
+    """The largest bond dimension the exact MPS simulation of `config` reaches (1 for a product state)."""
+    return 2 ** max(bond_profile(config), default=0)
+
+
+class _SVD(torch.autograd.Function):
+    """Batched thin SVD whose backward is finite at degenerate or zero singular values.
+
+    The usual backward divides by s_j**2 - s_i**2 and by s_i; here both are broadened, 1/x ->
+    x / (x**2 + eps), with eps far below any gap that matters in the working precision.
+    """
+
+    @staticmethod
+    def forward(ctx, a):
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        ctx.save_for_backward(u, s, vh)
+        return u, s, vh
+
+    @staticmethod
+    def backward(ctx, gu, gs, gvh):
+        u, s, vh = ctx.saved_tensors
+        m, n = u.shape[-2], vh.shape[-1]
+        eps = torch.finfo(s.dtype).eps ** 2 * 16
+
+        def inv(x):
+            return x / (x * x + eps)
+
+        uh, v = u.mH, vh.mH
+        if gu is None:
+            gu = torch.zeros_like(u)
+        if gvh is None:
+            gvh = torch.zeros_like(vh)
+        gv = gvh.mH
+        uhgu = uh @ gu
+        uhgu = uhgu - uhgu.mH
+        vhgv = vh @ gv
+        vhgv = vhgv - vhgv.mH
+        s2 = s * s
+        e = s2.unsqueeze(-2) - s2.unsqueeze(-1)  # e[i, j] = s_j**2 - s_i**2
+        core = (uhgu * s.unsqueeze(-2) + s.unsqueeze(-1) * vhgv) * inv(e)
+        if gs is not None:
+            core = core + torch.diag_embed(gs).to(core.dtype)
+        if u.is_complex():
+            core = core + torch.diag_embed(uhgu.diagonal(0, -2, -1) * inv(2 * s))
+        if m > s.shape[-1]:  # tall: the part of gU outside U's span
+            gus = gu * inv(s).unsqueeze(-2)
+            core_full = u @ core + gus - u @ (uh @ gus)
+            return core_full @ vh
+        if n > s.shape[-1]:  # wide: the part of gV outside V's span
+            sgvh = gvh * inv(s).unsqueeze(-1)
+            return u @ (core @ vh + sgvh - (sgvh @ v) @ vh)
+        return u @ core @ vh
+
+
+def _identity_site(left: int, right: int, batch: int, dtype, device) -> torch.Tensor:
+    """(B, left, 2, right) site tensor of the computational basis: left*2 == right or left == 2*right."""
+    eye = torch.eye(max(left, right), dtype=dtype, device=device).reshape(left, 2, right)
+    return eye.expand(batch, left, 2, right)
+
+
+class MPSEngine(nn.Module):
+    """Batched MPS simulation of a config's circuit: (B, n) angles, weights -> (B, n) <Z_i>.
+
+    Args:
+        config: the circuit; its gate list `gates(config)` is read once here.
+        max_bond: largest bond dimension kept. None (default): exact, with bond `bond_bound`; refused
+            with `BondTooLarge` when that does not fit the memory budget. Below `bond_bound`, the
+            engine truncates by SVD and reports `last_discarded` per forward.
+        memory_budget: most bytes one forward + backward may use; default 4 GiB, or the
+            QTL_MPS_MEMORY_BUDGET environment variable.
+
+    Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
+    weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
+    device of `angles`, differentiable with respect to both. It holds no parameters.
+    """
+
+    def __init__(
+        self, config: CircuitConfig, max_bond: int | None = None, memory_budget: int | None = None
+    ) -> None:
+        super().__init__()
+        if max_bond is not None and (
+            isinstance(max_bond, bool) or not isinstance(max_bond, int) or max_bond < 1
+        ):
+            raise ValueError(f"max_bond must be a positive whole number or None, got {max_bond!r}")
+        budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
+        self.config, self.max_bond, self.memory_budget = config, max_bond, budget
+        self.n_qubits = n = config.n_qubits
+        gate_list = gates(config)
+        check_gates(gate_list, n)
+        self.real = all(g.name in REAL_GATES for g in gate_list)
+        self.bond_bound = exact_bond(config)
+        self.exact = max_bond is None or max_bond >= self.bond_bound
+        self._caps = [2**c for c in physical_caps(n)]
+        self._targets = self._caps if self.exact else [min(c, max_bond) for c in self._caps]
+        self._runs = [
+            (kind, [(g, angle_source(g, n, config.weight_shape)) for g in run])
+            for kind, run in _runs(gate_list)
+        ]
+        self.last_discarded: torch.Tensor | None = None
+        self._check_memory(1, torch.float32)
+
+    # ---- sizes
+
+    @property
+    def bond(self) -> int:
+        """The bond dimension this engine simulates with: `bond_bound` when exact, else `max_bond`."""
+        return self.bond_bound if self.exact else self.max_bond
+
+    def _check_memory(self, batch: int, dtype: torch.dtype) -> None:
+        size = torch.finfo(dtype).bits // 8 * (1 if self.real else 2)
+        profile = [0, *bond_profile(self.config), 0]
+        bonds = [min(2**b, self.bond) for b in profile]
+        need = _STATE_COPIES * batch * size * sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
+        if need > self.memory_budget:
+            advice = " (set max_bond to truncate)" if self.exact else ""
+            raise BondTooLarge(
+                f"the MPS engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} qubits "
+                f"with bond {self.bond}{advice}; the budget is {human_bytes(self.memory_budget)} "
+                f"({MEMORY_BUDGET_ENV})"
+            )
+
+    # ---- forward
+
+    def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        n = self.n_qubits
+        check_inputs(self.config, angles, weights)
+        batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
+        self._check_memory(batch, real_dtype)
+        dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        weights = weights.to(device=device, dtype=real_dtype).reshape(-1)
+
+        sites = [torch.zeros(batch, 1, 2, 1, dtype=dtype, device=device) for _ in range(n)]
+        for a in sites:
+            a[:, 0, 0, 0] = 1
+        kept = torch.ones(batch, dtype=real_dtype, device=device)
+        pending: dict[int, torch.Tensor] = {}  # wire -> (2, 2) or (B, 2, 2) product of its waiting gates
+        for kind, run in self._runs:
+            if kind == "local":
+                for g, (source, pos) in run:
+                    m = self._matrix(g, source, pos, angles, weights, dtype)
+                    w = g.wires[0]
+                    pending[w] = m if w not in pending else m @ pending[w]
+                continue
+            for g, _ in run:
+                for w in g.wires:
+                    if w in pending:
+                        sites[w] = _apply_local(sites[w], pending.pop(w))
+                _cnot(sites, *g.wires)
+            if self.exact:
+                _collapse(sites, self._caps)
+            elif max(a.shape[3] for a in sites) > self.max_bond:
+                kept = kept * _truncate(sites, self._targets)
+        for w, m in pending.items():
+            sites[w] = _apply_local(sites[w], m)
+        self.last_discarded = (1 - kept).detach()
+        return _z_expvals(sites).to(real_dtype)
+
+    def _matrix(self, g: Gate, source, pos, angles, weights, dtype) -> torch.Tensor:
+        """(2, 2), or (B, 2, 2) for an input angle, matrix of one single-qubit gate."""
+        if source is None:
+            return sv.constant_matrix(g.name).to(dtype=dtype, device=angles.device)
+        theta = angles[:, pos] if source == "input" else weights[pos]
+        return sv.rotation_matrices(g.name, theta, dtype)
+
+    def extra_repr(self) -> str:
+        mode = (
+            f"exact, bond {self.bond_bound}"
+            if self.exact
+            else f"max_bond={self.max_bond} < exact {self.bond_bound}"
+        )
+        return f"n_qubits={self.n_qubits}, {mode}"
+
+
+def _apply_local(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Site (B, Dl, 2, Dr) times a (2, 2) or (B, 2, 2) gate on its physical index, elementwise (a
+    physical index 2 long is too short for a matrix product to pay)."""
+    col0, col1 = m[..., :, 0], m[..., :, 1]  # (..., 2): the gate's columns
+    shape = (-1, 1, 2, 1) if m.dim() == 3 else (1, 1, 2, 1)
+    return col0.reshape(shape) * a[:, :, 0:1] + col1.reshape(shape) * a[:, :, 1:2]
+
+
+def _cnot(sites: list[torch.Tensor], control: int, target: int) -> None:
+    """Apply CNOT(control, target) in place as a bond-2 operator: every bond between them doubles."""
+    lo, hi = sorted((control, target))
+    dtype, device = sites[lo].dtype, sites[lo].device
+    p0 = torch.tensor([1.0, 0.0], dtype=dtype, device=device).view(1, 1, 2, 1)
+    p1 = 1 - p0
+
+    def split(a: torch.Tensor, dim: int, is_control: bool) -> torch.Tensor:
+        if is_control:  # k = 0 keeps |0>, k = 1 keeps |1>
+            return torch.cat((a * p0, a * p1), dim=dim)
+        return torch.cat((a, a.flip(2)), dim=dim)  # k = 1 flips the target
+
+    sites[lo] = split(sites[lo], 3, lo == control)
+    sites[hi] = split(sites[hi], 1, hi == control)
+    for j in range(lo + 1, hi):  # the operator's bond passes through: block diagonal over k
+        a = sites[j]
+        zero = torch.zeros_like(a)
+        sites[j] = torch.cat((torch.cat((a, zero), 3), torch.cat((zero, a), 3)), 1)
+
+
+def _collapse(sites: list[torch.Tensor], caps: list[int]) -> None:
+    """Bring every bond above its physical bound down to it exactly, in place (no decomposition).
+
+    The wires on the short side of the outermost such cut are contracted into one matrix
+    (B, 2**k, D), which the next wire absorbs; they become identity tensors of the computational basis.
+    """
+    n = len(sites)
+    batch, dtype, device = sites[0].shape[0], sites[0].dtype, sites[0].device
+    over = [b for b in range(n - 1) if sites[b].shape[3] > caps[b]]
+    left = [b for b in over if b < n // 2]
+    right = [b for b in over if b >= n // 2]
+    if left:
+        cut = max(left)
+        m = sites[0].reshape(batch, 2, -1)
+        for j in range(1, cut + 1):
+            m = (m @ sites[j].reshape(batch, sites[j].shape[1], -1)).reshape(batch, 2 ** (j + 1), -1)
+        nxt = sites[cut + 1]
+        sites[cut + 1] = (m @ nxt.reshape(batch, nxt.shape[1], -1)).reshape(batch, m.shape[1], 2, -1)
+        for j in range(cut + 1):
+            sites[j] = _identity_site(2**j, 2 ** (j + 1), batch, dtype, device)
+    if right:
+        cut = min(right)  # bond between sites cut and cut+1; wires cut+1..n-1 collapse
+        m = sites[n - 1].reshape(batch, -1, 2)
+        for j in range(n - 2, cut, -1):
+            a = sites[j]
+            m = (a.reshape(batch, -1, a.shape[3]) @ m).reshape(batch, a.shape[1], -1)
+        prev = sites[cut]
+        sites[cut] = (prev.reshape(batch, -1, prev.shape[3]) @ m).reshape(batch, prev.shape[1], 2, -1)
+        for j in range(cut + 1, n):
+            sites[j] = _identity_site(2 ** (n - j), 2 ** (n - 1 - j), batch, dtype, device)
+
+
+def _truncate(sites: list[torch.Tensor], targets: list[int]) -> torch.Tensor:
+    """Canonicalise right to left, then cut each bond to `targets[b]` singular values, left to right.
+
+    Returns (B,) the kept fraction of the squared norm (product over cuts). In place.
+    """
+    n = len(sites)
+    batch = sites[0].shape[0]
+    for j in range(n - 1, 0, -1):  # right-canonical: site j becomes the rows of Vh
+        a = sites[j]
+        u, s, vh = _SVD.apply(a.reshape(batch, a.shape[1], -1))
+        sites[j] = vh.reshape(batch, -1, 2, a.shape[3])
+        prev = sites[j - 1]
+        us = u * s.unsqueeze(-2).to(u.dtype)
+        sites[j - 1] = (prev.reshape(batch, -1, prev.shape[3]) @ us).reshape(batch, prev.shape[1], 2, -1)
+    kept = torch.ones(batch, dtype=sites[0].real.dtype, device=sites[0].device)
+    for j in range(n - 1):  # the orthogonality centre moves right, cutting each bond
+        a = sites[j]
+        u, s, vh = _SVD.apply(a.reshape(batch, -1, a.shape[3]))
+        chi = min(s.shape[-1], targets[j])
+        s2 = s * s
+        kept = kept * (s2[:, :chi].sum(-1) / s2.sum(-1)).detach()
+        u, s, vh = u[..., :chi], s[..., :chi], vh[..., :chi, :]
+        sites[j] = u.reshape(batch, a.shape[1], 2, chi)
+        nxt = sites[j + 1]
+        svh = s.unsqueeze(-1).to(vh.dtype) * vh
+        sites[j + 1] = (svh @ nxt.reshape(batch, nxt.shape[1], -1)).reshape(batch, chi, 2, -1)
+    return kept
+
+
+def _z_expvals(sites: list[torch.Tensor]) -> torch.Tensor:
+    """(B, n) <Z_i> / <psi|psi> from left and right environments of the MPS (any gauge).
+
+    With L_j (B, Dl, Dl) the left environment (ket x bra) and R_j+1 (B, Dr, Dr) the right one,
+    t_L = L_j^T A_j and t_R = A_j R_j+1 are both (B, Dl, 2, Dr), and since R is Hermitian,
+    <psi| P_s |psi> = sum over the bonds of t_L[:, :, s] * conj(t_R[:, :, s]): four batched matrix
+    products per site in all, and each wire's Z and norm come from the same two tensors.
+    """
+    n = len(sites)
+    batch, dtype, device = sites[0].shape[0], sites[0].dtype, sites[0].device
+    right = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # (B, Dr, Dr): sites j+1.. with conjugates
+    t_right = [None] * n
+    for j in range(n - 1, -1, -1):
+        a = sites[j]
+        t = a.reshape(batch, -1, a.shape[3]) @ right  # (B, Dl*2, Dr)
+        t_right[j] = t.reshape(a.shape)
+        if j:
+            right = t.reshape(batch, a.shape[1], -1) @ a.reshape(batch, a.shape[1], -1).conj().mT
+    env = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # (B, Dl, Dl): sites ..j-1, ket x bra
+    out = []
+    for j in range(n):
+        a = sites[j]
+        t = (env.mT @ a.reshape(batch, a.shape[1], -1)).reshape(a.shape)  # (B, Dl, 2, Dr)
+        p = (t * t_right[j].conj()).sum((1, 3)).real  # (B, 2): <P_0>, <P_1> times the norm
+        out.append((p[:, 0] - p[:, 1]) / (p[:, 0] + p[:, 1]))
+        if j < n - 1:
+            env = t.reshape(batch, -1, a.shape[3]).mT @ a.conj().reshape(batch, -1, a.shape[3])
+    return torch.stack(out, dim=1)

@@ -1,0 +1,266 @@
+"""The native engine: a batched statevector simulation of `gates(config)` in PyTorch, with autograd.
+
+The gate list is compiled once (`compiler.compile_plan`) into two parts, each simulated the cheapest
+way it allows:
+
+1. product prefix: the single-qubit gates before the first CNOT, which include the input embedding.
+   The state is a product there, so each wire is a batched 2-vector and the (B, 2**n) state is their
+   Kronecker product, O(B 2**n).
+2. trainable blocks: everything after, independent of the input. A run of CNOTs is one fixed
+   permutation of basis states; a layer of single-qubit gates is one 2x2 matrix per wire, applied as
+   Kronecker blocks over wire groups (`statevector.wire_groups`); up to FULL_BLOCK_MAX_QUBITS a layer
+   is one block with the CNOT run before it folded in. When the batch is larger than 2**n (and
+   n <= MATRIX_PATH_MAX_QUBITS), the blocks' 2**n x 2**n matrix is built once per forward (the
+   product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
+
+Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
+with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
+
+With H, RY and CNOT only every amplitude is real and the simulation runs in the input's float dtype;
+otherwise in the matching complex dtype. <Z_i> comes from the probabilities, never from 2**n x 2**n
+matrices. Before allocating, a forward estimates the bytes it needs and refuses with
+`SimulationTooLarge` above the memory budget.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines import adjoint
+from qtl.quantum.engines._compiler import (
+    Entangle,
+    Plan,
+    Round,
+    check_inputs,
+    compile_plan,
+    human_bytes,
+    resolve_memory_budget,
+)
+
+#: Default memory budget of one forward + backward, in bytes (4 GiB).
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+#: Environment variable that overrides the default budget (an integer number of bytes).
+MEMORY_BUDGET_ENV = "QTL_NATIVE_MEMORY_BUDGET"
+#: The matrix path builds a 2**n x 2**n matrix: only up to this many qubits, and only when B > 2**n.
+MATRIX_PATH_MAX_QUBITS = 10
+#: States a training forward keeps besides one per group product: product state, probabilities,
+#: gradient buffers.
+_EXTRA_STATES = 4
+
+Path = Literal["auto", "state", "matrix", "adjoint"]
+PATHS = ("auto", "state", "matrix", "adjoint")
+
+
+class SimulationTooLarge(ValueError):
+    """A forward would need more memory than the engine's budget allows."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an engine applies its layers, fixed when it is built from the module's constants."""
+
+    groups: tuple[int, ...]  # wire-group sizes of a layer (`statevector.wire_groups`)
+    sign_table: bool  # <Z_i> by a (2**n, n) sign table, else by halving
+
+
+@dataclass(frozen=True, eq=False)
+class Tables:
+    """Constant tensors of one plan on one device in one dtype; built once, never written."""
+
+    v0: torch.Tensor  # (n, 2) wire states after the leading parameter-free gates
+    perms: dict[Entangle, tuple[torch.Tensor, torch.Tensor]]  # (perm, inverse) per CNOT run
+    folded: torch.Tensor | None  # one-group layouts: gather index building every layer's K.T (see below)
+    eye: torch.Tensor | None  # (d, d) identity, for the matrix path with several groups
+    signs: torch.Tensor | None  # (2**n, n) sign table in the real dtype
+
+
+@functools.lru_cache(maxsize=64)
+def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> Tables:
+    """The constant tensors a forward of `plan` needs, in `dtype` (real or complex) on `device`.
+
+    `folded` indexes the flattened (L, n, 2, 2) per-wire matrices so that their product over wires is
+    the stacked (L, d, d) K.T[inverse(p)] of every layer with the CNOT run before it folded in
+    (state[:, p] @ K.T == state @ K.T[inverse(p)]).
+    """
+    n, d = plan.n_qubits, 2**plan.n_qubits
+    v0 = torch.tensor([[a.real, b.real] for a, b in plan.v0], dtype=torch.float64)
+    if not plan.real:  # complex arithmetic only where the circuit needs it (a compiled step stays real)
+        v0 = torch.complex(v0, torch.tensor([[a.imag, b.imag] for a, b in plan.v0], dtype=torch.float64))
+    v0 = v0.to(dtype)
+    perms = {}
+    for e in plan.entangles:
+        perm = sv.cnot_permutation(n, list(e.pairs))
+        perms[e] = (perm.to(device), torch.argsort(perm).to(device))
+    folded = None
+    if len(layout.groups) == 1 and plan.n_layers:
+        base = sv.kron_index(n, 2, 2).transpose(-1, -2)  # [w, i, j] -> (w, bit_w(j), bit_w(i)): K.T
+        rows = [
+            layer * 4 * n + base[:, torch.argsort(sv.cnot_permutation(n, list(e.pairs))), :]
+            for layer, e in enumerate(plan.entanglers)
+        ]
+        folded = torch.stack(rows).reshape(-1).to(device)
+    eye = torch.eye(d, dtype=dtype, device=device) if n <= MATRIX_PATH_MAX_QUBITS else None
+    real = {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+    signs = sv.sign_table(n).to(device=device, dtype=real) if layout.sign_table else None
+    return Tables(v0.to(device), perms, folded, eye, signs)
+
+
+class NativeEngine(nn.Module):
+    """Batched statevector simulation of a config's circuit: (B, n) angles, weights -> (B, n) <Z_i>.
+
+    Args:
+        config: the circuit; its gate list `gates(config)` is compiled once here.
+        memory_budget: most bytes one forward + backward may use; default 4 GiB, or the
+            QTL_NATIVE_MEMORY_BUDGET environment variable. Larger simulations raise `SimulationTooLarge`.
+        path: "auto" (default) picks per batch; "state" applies the blocks to the batch under
+            autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
+            two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
+            "auto" takes "matrix" when the batch outnumbers the amplitudes (up to
+            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
+
+    Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
+    weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
+    device of `angles`, differentiable with respect to both. It holds no parameters and no mutable
+    state, so concurrent forwards (threads sharing a cached model) are safe.
+    """
+
+    def __init__(self, config: CircuitConfig, memory_budget: int | None = None, path: Path = "auto") -> None:
+        super().__init__()
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
+        self.config, self.memory_budget, self.path = config, budget, path
+        self.n_qubits = config.n_qubits
+        self.plan = compile_plan(gates(config), config.n_qubits, config.weight_shape)
+        self.real = self.plan.real
+        self.layout = Layout(tuple(sv.wire_groups(self.n_qubits)), self.n_qubits <= sv.SIGN_TABLE_MAX_QUBITS)
+        self._check_memory(1, torch.float32, training=True)
+
+    # ---- memory
+
+    def uses_matrix(self, batch: int) -> bool:
+        """Whether a forward of this batch size builds the blocks' matrix (the matrix path)."""
+        return self.path_for(batch) == "matrix"
+
+    def path_for(self, batch: int) -> Path:
+        """The path a forward of `batch` samples takes: "state", "matrix" or "adjoint"."""
+        if not self.plan.n_layers:
+            return "state"
+        if self.path != "auto":
+            return self.path
+        if self.n_qubits <= MATRIX_PATH_MAX_QUBITS and batch > 2**self.n_qubits:
+            return "matrix"
+        return "adjoint" if len(self.layout.groups) > 1 else "state"
+
+    def estimate_bytes(self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True) -> int:
+        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included."""
+        dim = 2**self.n_qubits
+        item = dtype.itemsize * (1 if self.real else 2)
+        rows = dim if self.uses_matrix(batch) else batch
+        if self.path_for(batch) == "adjoint":
+            states = batch * (adjoint.TRAINING_STATES if training else adjoint.INFERENCE_STATES)
+        elif training:  # one state per group product, for the backward pass
+            states = batch * _EXTRA_STATES + rows * len(self.layout.groups) * self.plan.n_layers
+            states += rows if rows != batch else 0
+        else:
+            states = 3 * batch + (3 * rows if rows != batch else 0)
+        return item * dim * states + 2 * 8 * dim * len(self.plan.entangles)
+
+    def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
+        need = self.estimate_bytes(batch, dtype, training)
+        if need > self.memory_budget:
+            raise SimulationTooLarge(
+                f"the native engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} "
+                f"qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
+                f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
+            )
+
+    # ---- forward
+
+    @staticmethod
+    def _slot_matrices(rounds: tuple[Round, ...], n_slots: int, angles, wflat, dtype) -> torch.Tensor | None:
+        """(B?, n_slots, 2, 2) product of each slot's gates (later gates on the left), None if no gates."""
+        total = None
+        for r in rounds:
+            theta = r.angles(angles if r.source == "input" else wflat, n_slots)
+            m = sv.rotation_matrices(r.gate, theta, dtype)
+            total = m if total is None else m @ total
+        return total
+
+    def _layer_factors(
+        self, wflat, dtype, t: Tables, fold_cnots: bool = True
+    ) -> tuple[torch.Tensor | None, list[list[torch.Tensor]] | None]:
+        """The layers as (L, d, d) K.T with the CNOT runs folded in (one group, when `fold_cnots`), or per
+        layer its (d, d) group blocks K."""
+        n, n_layers = self.n_qubits, self.plan.n_layers
+        mats = self._slot_matrices(self.plan.rounds, n_layers * n, None, wflat, dtype)  # (L*n, 2, 2)
+        if fold_cnots and t.folded is not None:
+            kt = mats.flatten().index_select(0, t.folded).unflatten(0, (n_layers, n, 2**n, 2**n))
+            return sv.product(kt, dim=1), None  # (L, d, d)
+        blocks = sv.group_blocks(mats.unflatten(0, (n_layers, n)), list(self.layout.groups))
+        return None, list(zip(*(b.unbind(0) for b in blocks), strict=True))  # per layer, per group (d, d)
+
+    def _apply_layers(self, state: torch.Tensor, wflat, dtype, t: Tables) -> torch.Tensor:
+        """Apply every block (CNOT run, then layer) to (rows, 2**n) states."""
+        kt, blocks = self._layer_factors(wflat, dtype, t)
+        if kt is not None:
+            for factor in kt.unbind(0):
+                state = state @ factor
+            return state
+        for e, layer in zip(self.plan.entanglers, blocks, strict=True):
+            state = sv.apply_blocks(sv.permute(state, *t.perms[e]), layer)
+        return state
+
+    def _blocks_matrix(self, wflat, dtype, t: Tables) -> torch.Tensor:
+        """(2**n, 2**n) transposed unitary U.T of all blocks: rows @ U.T applies them."""
+        kt, _ = self._layer_factors(wflat, dtype, t)
+        if kt is not None:
+            return sv.chain_product(kt)
+        return self._apply_layers(t.eye, wflat, dtype, t)
+
+    def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
+        n = self.n_qubits
+        check_inputs(self.config, angles, weights)
+        batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
+        training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
+        self._check_memory(batch, real_dtype, training)
+        dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        t = device_tables(self.plan, self.layout, device, dtype)
+        wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
+
+        # 1. product prefix: per-wire 2-vectors, then their Kronecker product
+        m = self._slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
+        v = t.v0[..., None] if m is None else m @ t.v0[..., None]  # (B?, n, 2, 1)
+        kron = sv.kron_gather if n <= sv.GATHER_KRON_MAX_QUBITS else sv.kron_chain
+        state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)
+
+        # 2. trainable blocks
+        path = self.path_for(batch)
+        if path == "matrix":
+            state = state @ self._blocks_matrix(wflat, dtype, t)
+        elif path == "adjoint":
+            _, layers = self._layer_factors(wflat, dtype, t, fold_cnots=False)
+            perms = [t.perms[e] for e in self.plan.entanglers]
+            spans = adjoint.spans(self.layout.groups)
+            blocks = [k for layer in layers for k in layer]
+            forward, inverse = [p for p, _ in perms], [q for _, q in perms]
+            state = adjoint.AdjointBlocks.apply(state, forward, inverse, spans, *blocks)
+        elif self.plan.n_layers:
+            state = self._apply_layers(state, wflat, dtype, t)
+
+        probs = sv.probabilities(state)
+        if t.signs is not None:
+            return sv.z_expvals_table(probs, t.signs)
+        return sv.z_expvals_halving(probs, n)
+
+    def extra_repr(self) -> str:
+        kind = "real" if self.real else "complex"
+        return f"n_qubits={self.n_qubits}, {kind}, groups={list(self.layout.groups)}, path={self.path!r}"

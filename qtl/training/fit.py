@@ -1,0 +1,337 @@
+"""Training: `fit()`, callbacks and cancellation (the configs it takes live in `qtl.config`).
+
+    result = fit(ModelConfig("quantum"), recipe("quantum"), checkpoint_path="models/q.pt")
+    result.history[-1]["val_acc"], result.best_epoch
+
+`qtl.data.feed` builds what a run reads, in one place: frozen variants (`quantum`, `linear`,
+`dressed-classical`) train their head on features extracted once and cached on disk (epochs index an
+in-memory (N, F) tensor with a seeded permutation and never touch the backbone); trainable-backbone
+variants (`finetuned`, `hybrid`) and frozen runs with augmentation but no cached views
+(`augment=True, views=0`) run images through the backbone every epoch. `fit` itself never asks which.
+
+Progress goes to `Callback`s (the CLI's progress bar and the app use the same ones). A run stops early
+when a callback raises `Cancelled` or the `stop` event is set; `fit` then returns with `cancelled=True`.
+The checkpoint is rewritten atomically after every epoch that improves val accuracy, so a cancelled or
+crashed run leaves the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from qtl.config import MachineConfig, ModelConfig, TrainConfig
+from qtl.data.datasets import open_dataset
+from qtl.data.feed import FeatureBatches, Feed, evaluate, training_feed
+from qtl.models.backbones import load_backbone
+from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint
+from qtl.models.variants import Classifier, build_model
+from qtl.training.optim import make_optimizer
+from qtl.training.steps import step_for_run, train_step
+
+
+class Cancelled(Exception):
+    """Raised (by a callback, or by `fit` when `stop` is set) to end a run early."""
+
+
+@dataclass
+class Progress:
+    """What a callback sees. Epochs and batches count from 1."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float  # on_batch_end: this batch's loss; on_epoch_end: the epoch's mean training loss
+    lr: float  # the head's current learning rate
+    metrics: dict = field(default_factory=dict)  # on_epoch_end: this epoch's history row
+    history: list[dict] = field(default_factory=list)  # completed epochs, oldest first
+    best_epoch: int | None = None  # epoch with the best val accuracy so far
+
+    @property
+    def fraction(self) -> float:
+        """Share of the whole run done, 0.0 .. 1.0."""
+        return ((self.epoch - 1) * self.batches + self.batch) / (self.epochs * self.batches)
+
+
+class Callback:
+    """Override the hooks you need. Raise `Cancelled` from either hook to stop the run."""
+
+    def on_batch_end(self, progress: Progress) -> None:
+        pass
+
+    def on_epoch_end(self, progress: Progress) -> None:
+        pass
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class FitResult:
+    model: Classifier  # holds the best epoch's weights, in eval mode
+    model_config: ModelConfig  # with class_names filled in from the dataset
+    train_config: TrainConfig
+    history: list[dict]  # one row per completed epoch: epoch, train/val loss and acc, lr, time_s
+    best_epoch: int | None  # 1-based; None when cancelled before the first epoch finished
+    checkpoint_path: Path | None  # where the best epoch was saved, if a path was given
+    cancelled: bool = False
+
+    @property
+    def best(self) -> dict | None:
+        """The history row of the best epoch."""
+        return None if self.best_epoch is None else self.history[self.best_epoch - 1]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" -> CUDA when present, else CPU; anything else is passed to torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every batch-norm layer of `module` in eval mode: it normalises with its ImageNet running
+    statistics and never updates them (its affine weights still train)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _check_stop(stop: StopFlag | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled("stop requested")
+
+
+def fit(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    machine: MachineConfig | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_path: str | Path | None = None,
+    features: tuple | None = None,
+    model: Classifier | None = None,
+    stop: StopFlag | None = None,
+    progress: Callable | None = None,
+) -> FitResult:
+    """Train a variant and keep its best epoch by val accuracy (ties: lower val loss).
+
+    model_config: the architecture; empty class_names are filled from the dataset.
+    train_config: the recipe (see `qtl.config.recipe`).
+    machine: where the data and feature cache are, the device, workers and threads (default: auto).
+    callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
+    checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
+    features: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F),
+        labels (N,), classes) used instead of extracting them from the dataset at `machine.data_dir`.
+    model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
+    stop: anything with `is_set()` (a threading.Event); checked after every batch.
+    progress: passed to feature extraction and dataset download (progress reporting while preparing).
+    """
+    tc, machine = train_config, machine or MachineConfig()
+    device = resolve_device(machine.device)
+    if features is not None and not model_config.frozen:
+        raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
+
+    # ---- dataset: its classes are the model's outputs; checkpoints record where it came from
+    if features is None:
+        prepared = open_dataset(machine.data_dir, progress=progress)
+        root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
+    else:
+        root, classes, dataset = None, tuple(features[0].classes), None
+    if model_config.class_names and tuple(model_config.class_names) != classes:
+        raise ValueError(
+            f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
+        )
+    mc = dataclasses.replace(model_config, class_names=classes)
+
+    # ---- model: seeded head init, so the same seed gives the same run
+    torch.manual_seed(tc.seed)
+    built = model is None
+    model = (build_model(mc) if built else model).to(device)
+    # a cache miss runs the model's own frozen backbone when fit() built it (a given model's may differ
+    # from the weights the cache key names), else one backbone loaded on the first miss and then reused
+    backbone = (
+        model.backbone if built else functools.cache(lambda: load_backbone(mc.backbone, mc.pretrained)[0])
+    )
+
+    # ---- feed, optimizer, schedule
+    generator = torch.Generator().manual_seed(tc.seed)  # batch order, views and augmentation
+    feed = training_feed(
+        model,
+        mc,
+        tc,
+        machine,
+        device,
+        generator,
+        root=root,
+        features=features,
+        progress=progress,
+        backbone=backbone,
+    )
+    optimizer = make_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
+    step = _step_for(feed, optimizer, tc)  # train_step, or closed-form / compiled on cached features
+    best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
+    history: list[dict] = []
+    batches, cancelled = len(feed.train), False
+
+    threads = torch.get_num_threads()
+    try:
+        run_threads = machine.cpu_threads or _auto_threads(mc, tc, feed, device)
+        if run_threads is not None:
+            torch.set_num_threads(run_threads)
+        for epoch in range(1, tc.epochs + 1):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[-1]["lr"]
+
+            # ---- train: one pass over the train batches
+            model.train()
+            if tc.freeze_batchnorm:
+                freeze_batchnorm(model.backbone)
+            loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+            for b, (x, y) in enumerate(feed.train, start=1):
+                loss, ok = step(feed.train.forward, optimizer, x, y)
+                loss_sum += loss * len(y)
+                correct += ok
+                seen += len(y)
+                _batch_end(callbacks, stop, epoch, tc.epochs, b, batches, loss, lr, history, best.epoch)
+
+            # ---- evaluate on the val split
+            model.eval()
+            val_loss, val_acc = evaluate(feed.val)
+
+            # ---- schedule
+            scheduler.step()
+
+            # ---- log
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum.item() / seen,
+                "train_acc": correct.item() / seen,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "time_s": time.perf_counter() - t0,
+            }
+            history.append(row)
+
+            # ---- keep the best epoch, and checkpoint it atomically
+            best.offer(history)
+
+            done = Progress(
+                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best.epoch
+            )
+            for cb in callbacks:
+                cb.on_epoch_end(done)
+            _check_stop(stop)
+    except Cancelled:
+        cancelled = True
+    finally:
+        torch.set_num_threads(threads)
+
+    # ---- finish with the best epoch's weights
+    best.restore(history)
+    model.eval()
+    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled)
+
+
+def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Callable:
+    """For a head on cached features, the fastest step with `train_step`'s trajectory
+    (`qtl.training.steps.step_for_run`: closed-form, or compiled for a long run); image batches always take
+    the eager `train_step`."""
+    if not isinstance(feed.train, FeatureBatches):
+        return train_step
+    n_steps = tc.epochs * len(feed.train)
+    return step_for_run(train_step, feed.train.forward, optimizer, n_steps, tc.batch_size)
+
+
+class _BestEpoch:
+    """The best epoch so far by val accuracy (ties: lower val loss): its weights kept in memory and,
+    when a path is given, in a checkpoint rewritten atomically at every improvement."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        mc: ModelConfig,
+        tc: TrainConfig,
+        path: str | Path | None,
+        dataset: dict | None,  # where the data came from, for the checkpoint (`qtl.data.datasets`)
+    ) -> None:
+        self.model, self.mc, self.tc, self.path, self.dataset = model, mc, tc, path, dataset
+        self.kept = model.head if model.frozen else model  # a frozen backbone never changes: the head only
+        self.epoch: int | None = None  # 1-based
+        self.key, self.state, self.saved = None, None, None
+        self.fingerprint = None  # of the frozen backbone, hashed on the first save
+
+    def offer(self, history: list[dict]) -> None:
+        """Keep the latest epoch (history[-1]) if it beats the best so far."""
+        row = history[-1]
+        key = (row["val_acc"], -row["val_loss"])
+        if self.key is None or key > self.key:
+            self.epoch, self.key = row["epoch"], key
+            self.state = copy.deepcopy(self.kept.state_dict())
+            if self.path is not None:
+                self.saved = self._save(history)
+
+    def restore(self, history: list[dict]) -> None:
+        """Load the best epoch's weights back; its checkpoint then gets the whole run's history."""
+        if self.state is None:
+            return
+        self.kept.load_state_dict(self.state)
+        if self.saved is not None and len(history) > self.epoch:
+            self.saved = self._save(history)
+
+    def _save(self, history: list[dict]) -> Path:
+        """Checkpoint the model as it is now (the best epoch's weights), its metrics, the history so far."""
+        if self.mc.frozen and self.fingerprint is None:
+            self.fingerprint = backbone_fingerprint(self.model.backbone)
+        metrics = history[self.epoch - 1]
+        return save_checkpoint(
+            self.path,
+            self.model,
+            self.mc,
+            history=history,
+            metrics=metrics,
+            train_config=self.tc,
+            fingerprint=self.fingerprint,
+            dataset=self.dataset,
+        )
+
+
+#: batch * 2**n_qubits amplitudes: up to this a training step is too small to share between threads
+#: (8 qubits, batch 32, fused: 1.1 ms on one thread, 1.6 ms on two; bench/peers.py)
+SMALL_STEP = 2**15
+
+
+def is_small_step(batch_size: int, n_qubits: int) -> bool:
+    """Whether a quantum head's training step is too small to share between threads (`SMALL_STEP`)."""
+    return batch_size * 2**n_qubits <= SMALL_STEP
+
+
+def _auto_threads(mc: ModelConfig, tc: TrainConfig, feed: Feed, device: torch.device) -> int | None:
+    """1 when training a small head on cached features on the CPU, else None (leave torch's setting)."""
+    if not isinstance(feed.train, FeatureBatches) or device.type != "cpu":
+        return None
+    if mc.is_quantum and not is_small_step(tc.batch_size, mc.circuit.n_qubits):
+        return None
+    return 1
+
+
+def _batch_end(callbacks, stop, epoch, epochs, batch, batches, loss, lr, history, best_epoch) -> None:
+    """Tell the callbacks a batch finished (only then is the loss synced to a float), then check `stop`."""
+    if callbacks:
+        p = Progress(epoch, epochs, batch, batches, loss.item(), lr, {}, history, best_epoch)
+        for cb in callbacks:
+            cb.on_batch_end(p)
+    _check_stop(stop)

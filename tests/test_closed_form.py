@@ -1,0 +1,162 @@
+"""The fused closed-form training step (`qtl.training.closed_form`) against fit()'s autograd `train_step`."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from qtl.models.heads import DressedClassical, DressedQuantumCircuit
+from qtl.quantum.circuit import CircuitConfig
+from qtl.training.closed_form import MAX_QUBITS, ClosedFormStep, supports_closed_form
+from qtl.training.optim import adam
+from qtl.training.steps import COMPILE_MIN_STEPS, step_for_run, train_step
+
+CONFIGS = [  # (n_qubits, depth, entangler, hadamard, batch): one folded block up to 6 wires, halves above
+    (2, 1, "chain", True, 1),
+    (3, 0, "chain", True, 5),
+    (4, 6, "chain", True, 4),
+    (4, 6, "chain", True, 64),
+    (5, 3, "ring", False, 7),
+    (6, 8, "chain", True, 9),
+    (7, 4, "ring", True, 6),
+    (8, 6, "chain", True, 32),
+    (9, 0, "none", True, 4),
+    (10, 2, "ring", False, 3),
+]
+
+
+def _pair(config: CircuitConfig, dtype=torch.float64, lr: float = 0.05):
+    torch.manual_seed(0)
+    head = DressedQuantumCircuit(6, 3, config, q_delta=1.0).to(dtype)
+    return head, adam(head.parameters(), lr)
+
+
+@pytest.mark.parametrize(("n", "depth", "entangler", "hadamard", "batch"), CONFIGS)
+def test_fused_gradients_equal_autograd(n, depth, entangler, hadamard, batch):
+    """Loss, correct count and the gradient of every parameter agree with autograd to 1e-10 (float64)."""
+    head, opt = _pair(CircuitConfig(n, depth, entangler, hadamard=hadamard))
+    assert supports_closed_form(head, opt)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(batch, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (batch,), generator=g)
+    with torch.no_grad():
+        loss, correct, grads = ClosedFormStep(head, opt).loss_and_grads(x, y)
+    logits = head(x)
+    want = torch.nn.functional.cross_entropy(logits, y)
+    params = [head.pre_net.weight, head.pre_net.bias, head.q_params, head.post_net.weight, head.post_net.bias]
+    want_grads = torch.autograd.grad(want, params, allow_unused=True, materialize_grads=True)  # depth 0
+    torch.testing.assert_close(loss, want, atol=1e-12, rtol=0)
+    assert correct == (logits.argmax(1) == y).sum()
+    for got, expected in zip(grads, want_grads, strict=True):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_fused_steps_take_the_eager_trajectory(n):
+    """Five fused steps leave the parameters and Adam's state of five eager steps, across a learning-rate
+    change (a scheduler's) and an optimizer state loaded anew (a resumed run); eager steps continue it."""
+    config = CircuitConfig(n, 3)
+    eager_head, eager_opt = _pair(config)
+    head, opt = _pair(config)
+    step = step_for_run(train_step, head, opt, n_steps=5, batch_size=4)
+    assert isinstance(step, ClosedFormStep)
+    g = torch.Generator().manual_seed(3)
+    for i in range(6):
+        if i == 2:
+            for o in (opt, eager_opt):
+                o.param_groups[0]["lr"] = 0.01
+        if i == 3:
+            for o in (opt, eager_opt):
+                o.load_state_dict(copy.deepcopy(o.state_dict()))
+        x, y = torch.randn(4, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (4,), generator=g)
+        want = train_step(eager_head, eager_opt, x, y)
+        got = (train_step if i == 5 else step)(head, opt, x, y)  # the last step eager on the fused state
+        torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
+        assert got[1] == want[1]
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[q][key], eager_opt.state[p][key], atol=1e-10, rtol=0)
+
+
+def test_fused_float32_matches_eager():
+    head, opt = _pair(CircuitConfig(4, 6), torch.float32)
+    eager_head, eager_opt = _pair(CircuitConfig(4, 6), torch.float32)
+    step = ClosedFormStep(head, opt)
+    x, y = torch.randn(16, 6, generator=torch.Generator().manual_seed(2)), torch.arange(16) % 3
+    for _ in range(3):
+        got, want = step(head, opt, x, y), train_step(eager_head, eager_opt, x, y)
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=0)
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-5, rtol=0)
+
+
+def test_what_the_closed_form_step_does_not_take():
+    """Complex circuits, PennyLane engines, wide circuits, other optimizers, frozen parameters and the
+    classical control keep the autograd step (or the compiled one, for long runs)."""
+    assert not supports_closed_form(*_pair(CircuitConfig(4, 2, rotation="rot")))
+    assert not supports_closed_form(*_pair(CircuitConfig(MAX_QUBITS + 1, 1)))
+    torch.manual_seed(0)
+    pl = DressedQuantumCircuit(6, 3, CircuitConfig(2, 1), engine="default.qubit")
+    assert not supports_closed_form(pl, adam(pl.parameters(), 0.1))
+    head, _ = _pair(CircuitConfig(4, 2))
+    assert not supports_closed_form(head, torch.optim.SGD(head.parameters(), lr=0.1))
+    assert not supports_closed_form(
+        head, torch.optim.Adam(head.parameters(), lr=0.1, weight_decay=0.1, fused=True)
+    )
+    assert not supports_closed_form(
+        head, torch.optim.Adam(head.parameters(), lr=0.1)
+    )  # not fused: another state layout
+    assert not supports_closed_form(head, adam([head.q_params], 0.1))  # the linear layers would not train
+    classical = DressedClassical(6, 3)
+    assert not supports_closed_form(classical, adam(classical.parameters(), 0.1))
+    rot, rot_opt = _pair(CircuitConfig(4, 2, rotation="rot"))
+    assert step_for_run(train_step, rot, rot_opt, COMPILE_MIN_STEPS - 1, 4) is train_step
+    with pytest.raises(ValueError, match="closed-form step takes"):
+        ClosedFormStep(head, torch.optim.SGD(head.parameters(), lr=0.1))
+
+
+def test_compiled_fused_step_for_long_runs_of_tiny_steps():
+    """A long run of a tiny head compiles the fused step for its batch size (the last, short batch runs
+    it eagerly), on the same trajectory as the eager step; larger steps are never compiled."""
+    config = CircuitConfig(2, 2)
+    eager_head, eager_opt = _pair(config)
+    head, opt = _pair(config)
+    step = step_for_run(train_step, head, opt, n_steps=COMPILE_MIN_STEPS, batch_size=4)
+    assert isinstance(step, ClosedFormStep) and step.compile_batch == 4
+    g = torch.Generator().manual_seed(5)
+    for batch in (4, 4, 3):
+        x, y = (
+            torch.randn(batch, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (batch,), generator=g),
+        )
+        want, got = train_step(eager_head, eager_opt, x, y), step(head, opt, x, y)
+        torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
+    assert step.compile_seconds > 0
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
+    wide, wide_opt = _pair(CircuitConfig(8, 2))
+    assert step_for_run(train_step, wide, wide_opt, COMPILE_MIN_STEPS, 32).compile_batch is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("n", [4, 8])
+def test_fused_step_on_cuda_matches_autograd(n):
+    """The fused step on CUDA (float64) takes the autograd step's trajectory."""
+    config = CircuitConfig(n, 4)
+    eager_head, eager_opt = _pair(config)
+    head, opt = _pair(config)
+    eager_head.cuda()
+    head.cuda()
+    eager_opt, opt = adam(eager_head.parameters(), 0.05), adam(head.parameters(), 0.05)
+    step = ClosedFormStep(head, opt)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        x, y = torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+        x, y = x.cuda(), y.cuda()
+        want, got = train_step(eager_head, eager_opt, x, y), step(head, opt, x, y)
+        torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
+    for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
