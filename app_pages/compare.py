@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from qtl.experiments.runs import run_row, summarise
+from qtl.experiments.runs import checkpoint_row
+from qtl.experiments.stats import summarise
 from ui import cache, charts, datasets, session_models, tables, widgets
 
 st.title("Compare")
@@ -13,12 +14,10 @@ else:
     rows = []
     for label, loaded in models.items():
         latency = cache.model_latency(str(loaded.path), loaded.path.stat().st_mtime)
-        rows.append({"model": label, **run_row(loaded), "latency_ms": latency * 1e3})
+        rows.append({"model": label, **checkpoint_row(loaded), "latency_ms": latency * 1e3})
     fields = ("val_acc", "val_loss", "classical", "quantum", "train_time_s", "latency_ms")
     st.markdown("Runs that differ only in their seed are grouped: each cell is mean ± std over the seeds.")
-    st.dataframe(
-        tables.summary_table(summarise(rows, "setup", fields), fields), hide_index=True, width="stretch"
-    )
+    st.dataframe(tables.summary_table(summarise(rows, fields), fields), hide_index=True, width="stretch")
     with st.expander("Every run"):
         st.dataframe(rows, hide_index=True, width="stretch")
 

@@ -14,7 +14,7 @@ Measured in one run, on one machine, in this order:
   reference  the PennyLane demo's pipeline, written independently of qtl's training code:
              torchvision ImageFolder + DataLoader (batch 4, shuffled, the demo's transforms), the backbone
              forward on every batch of every epoch, and the dressed circuit as Linear(512, 4), tanh * pi/2,
-             a default.qubit QNode called once per sample, Linear(4, 2) (tests/paper_demo.py, the
+             a default.qubit QNode called once per sample, Linear(4, 2) (qtl/testing/paper_demo.py, the
              transcription the faithfulness test checks qtl against); Adam 4e-4 + StepLR(10, 0.1), a
              train and a val phase per epoch. It runs --ref-epochs epochs (default 2) and is extrapolated
              linearly to the qtl run's epoch count; the output says so.
@@ -45,7 +45,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,15 +60,14 @@ from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step  # noqa: E402
+from qtl.testing.paper_demo import DressedQuantumNet, gamma_lr_scheduler, step  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "hymenoptera_data"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TARGET_FLOOR, TARGET_REFERENCE = 1.5, 20.0
 
 # ---- the demo's pipeline (PennyLane "Quantum transfer learning", Mari et al.): its dressed circuit and
-# settings come from tests/paper_demo.py, the transcription the faithfulness test checks qtl against
+# settings come from qtl/testing/paper_demo.py, the transcription the faithfulness test checks qtl against
 
 
 def demo_transforms() -> dict:

@@ -147,7 +147,9 @@ def run(configs, engines, repeats: int, cap: float) -> list[dict]:
                     )
                 except MemoryError:
                     entry.update(status="out of memory", median_ms=None)
-                except RuntimeError as exc:  # torch allocation failures, SimulationTooLarge is a ValueError
+                except (
+                    RuntimeError
+                ) as exc:  # torch allocation failures (SimulationTooLargeError: a ValueError)
                     if "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
                         raise
                     entry.update(status="out of memory", median_ms=None)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image_folders import make_class_folders, make_image_folder, zip_folder
+
+from qtl.testing.image_folders import make_class_folders, make_image_folder, zip_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera_data"

@@ -17,7 +17,7 @@ import torch
 
 from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, STATEVECTOR_MAX_QUBITS, CircuitConfig
 from qtl.quantum.engines import make_engine
-from qtl.quantum.engines.mps import BondTooLarge, MPSEngine, exact_bond
+from qtl.quantum.engines.mps import BondTooLargeError, MPSEngine, exact_bond
 
 
 def _cases(seed: int = 13) -> list[tuple[CircuitConfig, int]]:
@@ -129,7 +129,7 @@ class TestBonds:
 
     def test_too_large_exact_is_refused_with_advice(self):
         config = CircuitConfig(n_qubits=64, depth=6, entangler="ring")
-        with pytest.raises(BondTooLarge, match="bond 4096.*set max_bond"):
+        with pytest.raises(BondTooLargeError, match="bond 4096.*set max_bond"):
             make_engine(config, "mps")
         engine = make_engine(config, "mps", max_bond=8)
         assert not engine.exact and engine.bond == 8

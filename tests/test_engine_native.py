@@ -18,7 +18,7 @@ import qtl.quantum.engines.native as native
 from qtl.quantum.circuit import CircuitConfig, Gate, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import make_engine
-from qtl.quantum.engines.native import NativeEngine, SimulationTooLarge
+from qtl.quantum.engines.native import NativeEngine, SimulationTooLargeError
 
 C128 = torch.complex128
 I2 = torch.eye(2, dtype=C128)
@@ -266,13 +266,13 @@ class TestKernels:
 
 class TestMemoryBudget:
     def test_refuses_a_batch_over_budget_naming_the_budget(self):
-        """A forward whose estimate exceeds the budget raises SimulationTooLarge before simulating."""
+        """A forward whose estimate exceeds the budget raises SimulationTooLargeError before simulating."""
         config = CircuitConfig(10, 2)
         engine = NativeEngine(config, memory_budget=2**20)
         angles, weights = random_inputs(config, 1, seed=0, dtype=torch.float32)
         engine(angles, weights)
         assert engine.estimate_bytes(64) > engine.memory_budget
-        with pytest.raises(SimulationTooLarge, match=r"memory budget of 1\.0 MiB"):
+        with pytest.raises(SimulationTooLargeError, match=r"memory budget of 1\.0 MiB"):
             engine(angles.expand(64, -1), weights.requires_grad_())
 
     def test_estimate_grows_with_batch_and_precision_and_shrinks_without_grad(self):
@@ -285,7 +285,7 @@ class TestMemoryBudget:
     def test_huge_circuits_are_refused_when_built(self):
         """A circuit whose single sample cannot fit the budget is refused by make_engine when building."""
         with pytest.raises(
-            SimulationTooLarge, match=r"batch 1 at 24 qubits, over its memory budget of 256\.0 MiB"
+            SimulationTooLargeError, match=r"batch 1 at 24 qubits, over its memory budget of 256\.0 MiB"
         ):
             make_engine(CircuitConfig(24, 100), "native", memory_budget=256 * 2**20)
 
@@ -296,7 +296,7 @@ class TestMemoryBudget:
         assert 4 * 2**30 < shallow.estimate_bytes(8) < 4.5 * 2**30
         assert deep.estimate_bytes(8) - shallow.estimate_bytes(8) < 2**20  # only the index tables grow
         assert NativeEngine(CircuitConfig(24, 6), path="state").estimate_bytes(8) > 13 * 2**30
-        with pytest.raises(SimulationTooLarge, match=r"about 4\.2 GiB for batch 8 at 24 qubits"):
+        with pytest.raises(SimulationTooLargeError, match=r"about 4\.2 GiB for batch 8 at 24 qubits"):
             shallow(torch.zeros(8, 24), torch.zeros(6, 24, requires_grad=True))
 
     def test_environment_variable_sets_the_default_budget(self, monkeypatch):

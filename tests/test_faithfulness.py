@@ -1,6 +1,6 @@
 """Faithfulness: qtl's `quantum` variant trains exactly like the paper's PennyLane demo.
 
-The reference (tests/paper_demo.py) is written independently, the way the PennyLane "quantum transfer
+The reference (qtl/testing/paper_demo.py) is written independently, the way the PennyLane "quantum transfer
 learning" demo writes it: a QNode on default.qubit (H layer, RY embedding, entangling layers, RY layer,
 <Z>), called once per sample in a Python loop, inside its own Linear layers. Both sides start from
 the same weights, see the same features in the same batch order, and use the paper's recipe (Adam 4e-4,
@@ -13,12 +13,12 @@ import dataclasses
 
 import numpy as np
 import torch
-from paper_demo import DressedQuantumNet, gamma_lr_scheduler, step
 from torch import nn
 
 from qtl.config import ModelConfig, recipe
 from qtl.data.features import FeatureSet
 from qtl.models.variants import build_model
+from qtl.testing.paper_demo import DressedQuantumNet, gamma_lr_scheduler, step
 from qtl.training.fit import Callback, fit
 
 CLASSES = ("ants", "bees")

@@ -10,7 +10,7 @@ import torch
 from qtl import cli
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines.native import NativeEngine
-from qtl.quantum.hardware import HardwareUnavailable, backend_expvals, get_backend
+from qtl.quantum.hardware import HardwareUnavailableError, backend_expvals, get_backend
 
 
 def test_fake_backend_agrees_with_ideal_within_its_noise():
@@ -36,7 +36,7 @@ def test_unknown_backend_lists_the_choices():
 def test_missing_extras_give_one_line(monkeypatch, capsys, tmp_path):
     """Without qiskit-ibm-runtime: one error line naming the extra, from the library and from the CLI."""
     monkeypatch.setitem(sys.modules, "qiskit_ibm_runtime", None)
-    with pytest.raises(HardwareUnavailable, match=r"pip install 'qtl\[hardware\]'"):
+    with pytest.raises(HardwareUnavailableError, match=r"pip install 'qtl\[hardware\]'"):
         get_backend("FakeManilaV2")
     ckpt = tmp_path / "missing.pt"
     code = cli.main(["noise", str(ckpt), "--backends", "FakeManilaV2"])

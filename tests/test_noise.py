@@ -18,7 +18,7 @@ from scipy import stats
 from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig, Gate
 from qtl.quantum.engines import make_engine
 from qtl.quantum.engines.density import DensityMatrixEngine, sample_counts
-from qtl.quantum.engines.native import NativeEngine, SimulationTooLarge
+from qtl.quantum.engines.native import NativeEngine, SimulationTooLargeError
 from qtl.quantum.noise import Channel, NoiseConfig, depolarizing, noisy_ops
 
 
@@ -122,7 +122,7 @@ class TestEngine:
 
     def test_memory_budget_refuses(self):
         config = CircuitConfig(n_qubits=8, depth=2)
-        with pytest.raises(SimulationTooLarge, match="density-matrix engine needs about"):
+        with pytest.raises(SimulationTooLargeError, match="density-matrix engine needs about"):
             DensityMatrixEngine(config, depolarizing(0.01), memory_budget=2**20)
 
 

@@ -13,13 +13,14 @@ from qtl.experiments.runs import (
     ROW_FIELDS,
     Run,
     RunObserver,
+    checkpoint_row,
+    parse_seeds,
     plan_runs,
     recipe_for,
     run_id,
-    run_row,
     train_runs,
 )
-from qtl.models.checkpoint import load_checkpoint
+from qtl.models.checkpoint import checkpoint_name, load_checkpoint
 from qtl.quantum.circuit import CircuitConfig
 
 BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
@@ -55,7 +56,7 @@ class TestTrainRuns:
             assert row["id"] == run.id and row["epochs_done"] == 2 == len(outcome.history)
             assert row["val_acc"] == max(h["val_acc"] for h in outcome.history)
             assert outcome.wall_s >= row["train_time_s"] > 0
-            assert run_row(load_checkpoint(row["checkpoint"])) == row
+            assert checkpoint_row(load_checkpoint(row["checkpoint"])) == row
         q, lin = (o.row for o in outcomes)
         assert (q["quantum"], q["classical"]) == (2, 512 * 2 + 2 + 2 * 2 + 2)  # 2q x depth 1; dressed layers
         assert (lin["quantum"], lin["classical"]) == (0, 512 * 2 + 2)
@@ -120,3 +121,32 @@ class TestRunIds:
         assert recipe_for("finetuned").views == 0
         with pytest.raises(TypeError):
             recipe_for("quantum", colour="red")
+
+
+class TestPlanning:
+    def test_plan_runs_uses_recipes_and_overrides(self, tmp_path):
+        base = ModelConfig(pretrained=False)
+        runs = plan_runs(["quantum", "linear"], base, [0, 3], tmp_path, epochs=2, overrides={"lr": 0.01})
+        assert [(r.model_config.variant, r.train_config.seed) for r in runs] == [
+            ("quantum", 0),
+            ("quantum", 3),
+            ("linear", 0),
+            ("linear", 3),
+        ]
+        assert {r.train_config.epochs for r in runs} == {2} and {r.train_config.lr for r in runs} == {0.01}
+        assert runs[0].train_config.optimizer == "adam" and runs[2].train_config.optimizer == "sgd"
+        assert len({r.checkpoint_path for r in runs}) == 4
+        with pytest.raises(ValueError, match="cannot override"):
+            plan_runs(["quantum"], base, [0], tmp_path, overrides={"optimizer": "sgd"})
+
+    def test_parse_seeds(self):
+        assert parse_seeds("0, 1,2") == [0, 1, 2]
+        assert parse_seeds(" 3; 4 ,") == [3, 4]
+        with pytest.raises(ValueError, match="'x' is not an integer"):
+            parse_seeds("1, x")
+        with pytest.raises(ValueError, match="at least one seed"):
+            parse_seeds(" , ")
+
+    def test_checkpoint_name_says_what_is_inside(self):
+        name = checkpoint_name(ModelConfig(pretrained=False), 7, stamp="T")
+        assert name == "quantum-resnet18-random-q4d6-s7-T.pt"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from qtl.experiments.stats import cells, comparisons, format_report, paired, summary
+from qtl.experiments.stats import cells, comparisons, format_report, paired, setup_label, summarise, summary
 
 SEEDS = range(8)
 
@@ -121,3 +121,35 @@ class TestComparisons:
         text = format_report(rows)
         assert "quantum 4q d2 b vs dressed-classical" in text and "no significant difference" in text
         assert "quantum better" in text and "comparisons significant after adjustment" in text
+
+
+class TestSummarise:
+    def test_groups_seeds_by_cell_and_skips_missing(self):
+        """Rows equal on every cell key are one cell; mean and std are scipy's, std None for one value."""
+        q = {"variant": "quantum", "backbone": "resnet18", "weights": "random", "qubits": 4, "depth": 6}
+        q |= {"engine": "native"}
+        lin = {"variant": "linear", "backbone": "resnet18", "weights": "random"}
+        rows = [{**q, "acc": 0.8}, {**lin, "acc": 0.6}, {**q, "acc": 1.0}, {**lin, "acc": None}]
+        rows.append({**q, "noise": "dep0.1", "acc": 0.5})  # another configuration: noise is part of the key
+        out = summarise(rows, ("acc",))
+        assert [(r["setup"], r["n"]) for r in out] == [
+            ("quantum (resnet18 random, 4q d6 native)", 2),
+            ("linear (resnet18 random)", 2),
+            ("quantum (resnet18 random, 4q d6 native, noise dep0.1)", 1),
+        ]
+        assert out[0]["acc_mean"] == pytest.approx(0.9)
+        assert out[0]["acc_std"] == pytest.approx(statistics.stdev([0.8, 1.0]))
+        assert (out[1]["acc_mean"], out[1]["acc_std"]) == (0.6, None)
+        assert out[2]["variant"] == "quantum"
+
+    def test_label_names_what_differs(self):
+        dc = {
+            "variant": "dressed-classical",
+            "backbone": "efficientnet_lite0",
+            "weights": "imagenet",
+            "qubits": 6,
+        }
+        assert setup_label(dc) == "dressed-classical (efficientnet_lite0 imagenet, width 6)"
+        ring = {"variant": "quantum", "backbone": "b", "weights": "random", "qubits": 4, "depth": 2}
+        ring |= {"engine": "mps", "entangler": "ring", "rotation": "ry", "dataset": "scans"}
+        assert setup_label(ring) == "quantum (b random, 4q d2 mps ring, data scans)"

@@ -242,6 +242,7 @@ class TestFrozenPath:
         import qtl.data.features
         import qtl.models.backbones
         import qtl.models.checkpoint
+        import qtl.models.variants
         import qtl.training.fit
 
         calls = {"load_backbone": 0, "backbone_fingerprint": 0}
@@ -256,7 +257,7 @@ class TestFrozenPath:
             return wrapper
 
         build = counted(qtl.models.backbones, "load_backbone")
-        for module in (qtl.models.backbones, qtl.data.features, qtl.training.fit):
+        for module in (qtl.models.backbones, qtl.models.variants, qtl.data.features, qtl.training.fit):
             monkeypatch.setattr(module, "load_backbone", build)
         fingerprint = counted(qtl.models.checkpoint, "backbone_fingerprint")
         for module in (qtl.models.checkpoint, qtl.training.fit):

@@ -62,9 +62,51 @@ def job_header(job_id: int):
 def submit_training(name: str, runs: list) -> bool:
     """Submit `runs` (from qtl.experiments.runs.plan_runs) as this session's job; shows why not when
     refused."""
-    from qtl.experiments.runs import training_work
+    return submit(name, _training_work(runs), "job_id", "Training request")
 
-    return submit(name, training_work(runs), "job_id", "Training request")
+
+def _training_work(runs: list):
+    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run."""
+    from qtl.experiments.runs import RunObserver, train_runs
+    from qtl.training.fit import Callback
+
+    class Reporter(RunObserver, Callback):
+        """Forwards progress to the job: overall fraction, a status line, and one record per epoch."""
+
+        def __init__(self, job) -> None:
+            self.job = job
+            self.index, self.total, self.run = 0, 1, None
+
+        def callbacks(self, index, total, run):
+            self.index, self.total, self.run = index, total, run
+            self.job.report(index / total, f"{run.label} ({index + 1}/{total}): preparing data and features")
+            return [self]
+
+        def finished(self, index, total, run, outcome):
+            self.job.report(message=f"{run.label}: done")
+
+        def _fraction(self, p) -> float:
+            return (self.index + p.fraction) / self.total
+
+        def on_batch_end(self, p) -> None:
+            self.job.report(
+                self._fraction(p),
+                f"{self.run.label} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
+                f"batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
+            )
+
+        def on_epoch_end(self, p) -> None:
+            mc, tc = self.run.model_config, self.run.train_config
+            row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed}
+            self.job.report(self._fraction(p), record={**row, **p.metrics})
+
+    if not runs:
+        raise ValueError("nothing to train")
+
+    def work(job) -> list[dict]:
+        return [o.row for o in train_runs(runs, observer=Reporter(job), stop=job)]
+
+    return work
 
 
 def job_panel() -> None:

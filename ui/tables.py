@@ -49,7 +49,7 @@ def latency_table(predictions: dict, n_images: int):
 
 
 def summary_table(summary: list[dict], fields: tuple[str, ...]):
-    """A dataframe of qtl.experiments.runs.summarise output, each field as "mean ± std"."""
+    """A dataframe of qtl.experiments.stats.summarise output, each field as "mean ± std"."""
     import pandas as pd
 
     digits = {"val_acc": 3, "val_loss": 3, "train_time_s": 2, "latency_ms": 1}
@@ -59,7 +59,7 @@ def summary_table(summary: list[dict], fields: tuple[str, ...]):
         if mean is None:
             return "–"
         d = digits.get(f, 0)
-        return f"{mean:.{d}f}" if row["n"] == 1 else f"{mean:.{d}f} ± {std:.{d}f}"
+        return f"{mean:.{d}f}" if std is None else f"{mean:.{d}f} ± {std:.{d}f}"
 
     names = {
         "val_acc": "val accuracy",

@@ -23,6 +23,8 @@ from torch import nn
 from qtl.config import MPS, NATIVE
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
+from qtl.training.optim import adam
+from qtl.training.steps import train_step
 
 REFERENCE = "native float64"
 WIDE_REFERENCE = "exact mps float64"  # above STATEVECTOR_MAX_QUBITS
@@ -111,9 +113,6 @@ def time_step(case: LabCase, repeats: int = 5, cap_s: float = 5.0, seed: int = 0
 
     One untimed warm-up step runs first. When a step takes longer than `cap_s`, it is not repeated.
     """
-    from qtl.training.optim import adam
-    from qtl.training.steps import train_step
-
     head = build_head(case, seed)
     opt = adam(head.parameters(), lr=4e-4)  # as fit() trains: fused where supported
     x, y = _batch(case, seed, torch.float32)

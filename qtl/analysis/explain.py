@@ -28,6 +28,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from qtl.analysis.inference import as_images, eval_transform
+
+# matplotlib is imported inside the figure functions: explaining needs none of it.
+
 METHODS = ("auto", "grad-cam", "saliency")
 
 
@@ -109,15 +113,13 @@ def explain(loaded, image, *, method: str = "auto", target: int | None = None) -
     method: "auto" (grad-cam on CNN backbones, else saliency), "grad-cam" or "saliency".
     Raises ValueError for an unknown method, or grad-cam on a backbone without a spatial feature map.
     """
-    from qtl.analysis.inference import _as_images, eval_transform
-
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
     c = loaded.model_config
     model = loaded.model
     device = next(model.parameters()).device
     transform = eval_transform(loaded)  # the preprocessing the checkpoint records
-    x = transform(_as_images(image)[0]).unsqueeze(0).to(device)  # (1, 3, H, W)
+    x = transform(as_images(image)[0]).unsqueeze(0).to(device)  # (1, 3, H, W)
     key = model.backbone
     if key not in _layers and method != "saliency":
         _layers[key] = feature_map_layer(model.backbone, x)

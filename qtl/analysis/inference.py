@@ -20,6 +20,9 @@ import torch
 from PIL import Image
 
 from qtl.data.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
+from qtl.data.folders import validate_dataset
+from qtl.data.images import load_image
+from qtl.models.backbones import image_transform, transform_from_params
 from qtl.models.checkpoint import LoadedModel
 from qtl.training.metrics import compute_metrics
 
@@ -48,9 +51,7 @@ class Prediction:
         return self.probs.max(1).values.tolist()
 
 
-def _as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
-    from qtl.data.images import load_image
-
+def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
     if isinstance(images, (str, Path, bytes, Image.Image)):
         images = [images]
     out = []
@@ -86,8 +87,6 @@ def _device(loaded: LoadedModel) -> torch.device:
 
 def eval_transform(loaded: LoadedModel) -> Callable:
     """The eval preprocessing the checkpoint records (its backbone's current one for older files)."""
-    from qtl.models.backbones import image_transform, transform_from_params
-
     if loaded.transform is not None:
         return transform_from_params(loaded.transform)
     c = loaded.model_config
@@ -124,7 +123,7 @@ def predict(
     Returns {name: Prediction} in the order given; probs are (N, C) on CPU.
     """
     named = _named(models)
-    pil = _as_images(images)
+    pil = as_images(images)
     groups: dict = {}
     for name, m in named.items():
         groups.setdefault(_shared_key(m) or ("own", name), []).append(name)
@@ -171,7 +170,7 @@ def quantum_trace(loaded: LoadedModel, image: ImageInput) -> QuantumTrace:
             f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit trace"
         )
     head = loaded.model.head
-    features = loaded.model.features(_pixels(loaded, _as_images(image)))  # (1, F)
+    features = loaded.model.features(_pixels(loaded, as_images(image)))  # (1, F)
     angles = head.angles(features)  # (1, n)
     expvals = head.engine(angles, head.q_params)  # (1, n)
     probs = torch.softmax(head.post_net(expvals), dim=1)
@@ -225,8 +224,6 @@ def split_features(
 
     Raises ValueError when the dataset's classes differ from the model's.
     """
-    from qtl.data.folders import validate_dataset
-
     classes = validate_dataset(root)
     if list(classes) != list(loaded.class_names):
         raise ValueError(

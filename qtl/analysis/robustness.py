@@ -4,12 +4,14 @@ The backbone and the head's input layer run once per split (`head_inputs`); each
 re-runs the circuit and the output layer, on the native density-matrix engine or on an IBM backend:
 
     inputs = head_inputs(loaded, root)                                   # (N, n) angles, labels
-    results = sweep(loaded, inputs, noise_grid([0, 0.01, 0.05], [None, 100]), backends=["FakeManilaV2"])
+    results = noise_sweep(loaded, inputs, noise_grid([0, 0.01, 0.05], [None, 100]), backends=["FakeManilaV2"])
     write_report(results, "models/noise-report")                         # .csv, .json, .png
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +20,13 @@ from pathlib import Path
 
 import torch
 
+from qtl.analysis.inference import split_features
 from qtl.models.checkpoint import LoadedModel
+from qtl.quantum.engines import make_engine
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.atomic import atomic_write
+
+# Imported inside functions: matplotlib (figures only) and qtl.quantum.hardware (Qiskit, an optional extra).
 
 #: Samples per circuit call (bounds the density-matrix engine's memory at any qubit count it accepts).
 CHUNK = 256
@@ -45,8 +51,6 @@ def head_inputs(
     progress: Callable | None = None,
 ) -> HeadInputs:
     """The circuit's input angles for every image of a split (backbone features cached when frozen)."""
-    from qtl.analysis.inference import split_features
-
     if not loaded.model_config.is_quantum:
         raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
     data = split_features(loaded, root, split, cache_dir=cache_dir, progress=progress)
@@ -94,8 +98,6 @@ def evaluate_noise(
 
     The shot sampler starts from noise.seed, so a result repeats exactly.
     """
-    from qtl.quantum.engines import make_engine
-
     noise = noise or NoiseConfig()
     head, config = loaded.model.head, loaded.model_config.circuit
     t0 = time.perf_counter()
@@ -130,7 +132,7 @@ def noise_grid(
     return [replace(base, depolarizing=p, depolarizing_2q=p, shots=s) for s in shots for p in strengths]
 
 
-def sweep(
+def noise_sweep(
     models: Sequence[LoadedModel],
     inputs: Sequence[HeadInputs],
     grid: Sequence[NoiseConfig],
@@ -190,9 +192,6 @@ def plot(results: Sequence[NoisyResult], title: str = "accuracy under noise"):
 
 def write_report(results: Sequence[NoisyResult], prefix: str | Path) -> list[Path]:
     """PREFIX.csv (one row per result), PREFIX.json (rows + noise configs) and PREFIX.png (`plot`)."""
-    import csv
-    import io
-
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]

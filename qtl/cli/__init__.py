@@ -32,15 +32,17 @@ import sys
 
 from qtl.cli.parser import build_parser
 
+# Imported inside main(): everything past the parser, so `qtl --help` answers without loading torch.
+
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures with a message meant for the user (DatasetError, ImageLoadError and CheckpointError are
     ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.models.backbones)."""
     from qtl.models.backbones import WeightsUnavailableError
-    from qtl.quantum.hardware import HardwareUnavailable
+    from qtl.quantum.hardware import HardwareUnavailableError
     from qtl.utils.download import DownloadError
 
-    return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailable)
+    return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailableError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -55,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from qtl.cli.commands import HANDLERS
+    from qtl.cli.commands import HANDLERS, default_backbone
     from qtl.cli.progress import ProgressBar
+
+    default_backbone.cache_clear()  # weights may have appeared (or the network gone) since the last command
 
     expected = expected_errors()
     logging.basicConfig(level=logging.WARNING, format="qtl: warning: %(message)s")

@@ -8,6 +8,7 @@ runs; the library functions a handler calls are imported inside it, at call time
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -34,6 +35,8 @@ from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.fit import resolve_device
 
+# Each handler imports what it uses: a command loads only its own part of qtl (and `qtl data` no torch).
+
 # ---- configs from arguments
 
 
@@ -42,20 +45,25 @@ def _backbone(args) -> tuple[str, bool]:
     ImageNet weights cannot be had, the bundled pretrained efficientnet_lite0 (with a warning saying so)."""
     if args.backbone is not None:
         return args.backbone, not args.random_init
-    if getattr(args, "_resolved_backbone", None) is None:
-        from qtl.models.weights import resolve_backbone
-
-        choice = resolve_backbone(DEFAULT_BACKBONE, not args.random_init)
-        if choice.notice:
-            logging.warning("%s (choose one with --backbone)", choice.notice)
-        args._resolved_backbone = (choice.backbone, choice.pretrained)
-        args._backbone_notice = choice.notice
-    return args._resolved_backbone
+    choice = default_backbone(not args.random_init)
+    return choice.backbone, choice.pretrained
 
 
 def _backbone_notice(args) -> str | None:
     """Why the backbone is the bundled fallback (None when it was asked for, or is the default)."""
-    return getattr(args, "_backbone_notice", None)
+    return None if args.backbone is not None else default_backbone(not args.random_init).notice
+
+
+@functools.cache
+def default_backbone(pretrained: bool):
+    """The backbone a command without --backbone uses (`qtl.models.weights.resolve_backbone`), resolved
+    and warned about once per command: `main` clears this cache before each one."""
+    from qtl.models.weights import resolve_backbone
+
+    choice = resolve_backbone(DEFAULT_BACKBONE, pretrained)
+    if choice.notice:
+        logging.warning("%s (choose one with --backbone)", choice.notice)
+    return choice
 
 
 def _model_config(args, variant: str) -> ModelConfig:
@@ -276,7 +284,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
-    from qtl.experiments.runs import run_row, summarise, train_runs
+    from qtl.experiments.runs import checkpoint_row, train_runs
+    from qtl.experiments.stats import summarise
     from qtl.models.checkpoint import load_checkpoint
     from qtl.models.store import list_checkpoints
     from qtl.paths import models_dir
@@ -287,17 +296,14 @@ def cmd_compare(args, bar: ProgressBar) -> int:
             paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
         if not paths:
             raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
-        rows = [run_row(load_checkpoint(path)) for path in paths]
+        rows = [checkpoint_row(load_checkpoint(path)) for path in paths]
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
         root = _dataset(args, bar).root
         runs = _plan(args, args.variants, list(range(args.first_seed, args.first_seed + args.seeds)), root)
         rows = [o.row for o in train_runs(runs, observer=RunsBar(bar))]
-    summary = summarise(rows, "setup", COMPARE_FIELDS)
-    variant_of = {r["setup"]: r["variant"] for r in rows}
-    for s in summary:
-        s["variant"] = variant_of[s["setup"]]
+    summary = summarise(rows, COMPARE_FIELDS)
     print(format_summary(summary))
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -344,7 +350,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
 
 
 def cmd_noise(args, bar: ProgressBar) -> int:
-    from qtl.analysis.robustness import head_inputs, noise_grid, sweep, write_report
+    from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, write_report
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
 
@@ -363,7 +369,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     root = _dataset(args, bar).root
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
-    results = sweep(
+    results = noise_sweep(
         models,
         inputs,
         grid,

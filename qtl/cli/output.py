@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 COMPARE_FIELDS = ("val_acc", "val_loss", "best_epoch", "train_time_s", "classical", "quantum")
@@ -105,7 +106,9 @@ def format_summary(summary: list[dict]) -> str:
 
     def pm(s: dict, f: str, digits: int) -> str:
         mean, std = s[f"{f}_mean"], s[f"{f}_std"]
-        return "n/a" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        if mean is None:
+            return "n/a"
+        return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
     header = ("setup", "n", "val acc", "val loss", "best epoch", "train time (s)", "params c/q")
     lines = [
@@ -179,8 +182,6 @@ def format_sweeps(sweeps: list[dict]) -> str:
 
 def write_rows(rows: list[dict], path: str, kind: str) -> None:
     """Runs as CSV (every column) or JSON (a list of objects); path '-' writes to stdout."""
-    import sys
-
     out = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115
     try:
         if kind == "json":

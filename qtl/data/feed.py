@@ -4,7 +4,7 @@ with the part of the model that consumes them.
     feed = training_feed(model, mc, tc, machine, device, generator, root=root)
     for x, y in feed.train:                       # one epoch, in seeded order
         train_step(feed.train.forward, optimizer, x, y)
-    val_loss, val_acc = evaluate(feed.val)
+    val_loss, val_acc = loss_and_accuracy(feed.val)
 
 Frozen variants read features extracted once and cached on disk: their batches are (B, F) slices of an
 in-memory tensor (no DataLoader per step) and `forward` is the head. Trainable backbones, and frozen ones
@@ -118,7 +118,7 @@ def logits(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield batches.forward(x), y
 
 
-def evaluate(batches: Batches) -> tuple[float, float]:
+def loss_and_accuracy(batches: Batches) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over one pass of `batches` (summed on the device, one sync)."""
     loss = correct = n = 0
     for out, y in logits(batches):

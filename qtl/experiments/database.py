@@ -24,9 +24,9 @@ from pathlib import Path
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
 RESULT_COLUMNS = (
-    "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation", "seed",
-    "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical", "quantum", "train_time_s",
-    "epochs_done", "checkpoint",
+    "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation",
+    "engine", "noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
+    "quantum", "train_time_s", "epochs_done", "checkpoint",
 )  # fmt: skip
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s")
 SCHEMA = f"""
@@ -73,6 +73,7 @@ class ResultsDB:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
+        self._columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -84,6 +85,12 @@ class ResultsDB:
         self._db.close()
 
     def _write(self):
+        missing = [c for c in RESULT_COLUMNS if c not in self._columns]
+        if missing:  # a file written before these columns existed: add them on its first write
+            with _Transaction(self._db) as db:
+                for column in missing:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+            self._columns.update(missing)
         return _Transaction(self._db)
 
     # ---- writing
@@ -198,7 +205,8 @@ class ResultsDB:
             clauses.append(f"r.{column} IS ?")
             params.append(value)
         wall = "(SELECT seconds FROM timings t WHERE t.run = r.id AND t.name = 'wall') AS wall_s"
-        columns = f"r.id, r.status, {', '.join('r.' + c for c in RESULT_COLUMNS)}, r.error, r.attempts, "
+        results = ", ".join(f"r.{c}" if c in self._columns else f"NULL AS {c}" for c in RESULT_COLUMNS)
+        columns = f"r.id, r.status, {results}, r.error, r.attempts, "
         columns += f"r.started, r.finished, {wall}"
         if sweep is not None:
             clauses.append("s.sweep = ?")

@@ -13,14 +13,21 @@ after its current batch, worker processes see a shared event, Ray tasks are canc
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import platform
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 
 from qtl.experiments.runs import Outcome, Run, RunObserver, train_run
+
+# Imported inside functions: torch (workers report its version) and ray (an optional extra).
 
 BACKENDS = ("local", "processes", "ray")
 FORWARDED_ENV = ("QTL_CACHE_DIR", "QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_OFFLINE", "TORCH_HOME")
@@ -45,8 +52,6 @@ class Done:
 @functools.cache
 def environment() -> dict:
     """Versions, host and device of this process (recorded with every run it trains)."""
-    from importlib.metadata import version
-
     import torch
 
     from qtl import __version__
@@ -145,17 +150,12 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
 
 def _init_worker(stop_event) -> None:
     """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run."""
-    import signal
-
     global _WORKER_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STOP = stop_event
 
 
 def _processes(runs, workers, on_start, stop):
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     ctx = multiprocessing.get_context("spawn")  # fork after torch's threads have started is unsafe
     event = ctx.Event()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(event,)) as pool:
@@ -215,6 +215,4 @@ def _ray(runs, workers, on_start, stop, address, cpus, gpus):
 
 def _package_root() -> str:
     """The folder holding the `qtl` package, so Ray workers import this qtl."""
-    from pathlib import Path
-
     return str(Path(__file__).resolve().parents[1])

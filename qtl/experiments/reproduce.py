@@ -15,7 +15,8 @@ import platform
 import time
 
 from qtl.config import VARIANTS
-from qtl.experiments.runs import Outcome, mean_std, run_row
+from qtl.experiments.runs import Outcome, checkpoint_row
+from qtl.experiments.stats import summary
 from qtl.models.weights import describe_backbone
 
 PAPER_VARIANTS = VARIANTS  # quantum, finetuned, linear, hybrid, dressed-classical
@@ -37,7 +38,7 @@ def loaded_row(loaded) -> dict:
     epoch it records, and `source` says so."""
     history = loaded.history
     return {
-        **run_row(loaded),
+        **checkpoint_row(loaded),
         "final_val_acc": history[-1]["val_acc"] if history else None,
         "source": "checkpoint",
     }
@@ -45,7 +46,8 @@ def loaded_row(loaded) -> dict:
 
 def _stat(rows: list[dict], key: str) -> tuple[float | None, float | None]:
     values = [float(r[key]) for r in rows if r.get(key) is not None]
-    return mean_std(values) if values else (None, None)
+    s = summary(values) if values else {"mean": None, "std": None}
+    return s["mean"], s["std"]
 
 
 def summarise_variants(rows: list[dict]) -> list[dict]:
@@ -109,7 +111,9 @@ def merge_reports(reports: list[dict], *, command: str, notes=()) -> dict:
 
 
 def _pm(mean: float | None, std: float | None) -> str:
-    return "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}"
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
 
 
 def markdown(report: dict) -> str:

@@ -5,9 +5,8 @@
     outcomes = train_runs(runs, observer=..., stop=...)   # the one loop: the app's job, `qtl compare`
     outcomes[0].row                                       # ROW_FIELDS: variant, setup, seed, val_acc ...
 
-`train_run` trains one run (sweep workers call it in other processes); `run_row` gives the same row for a
-checkpoint loaded from disk, so trained and loaded runs compare in one table. `training_work` wraps
-`train_runs` as a background job for the app.
+`train_run` trains one run (sweep workers call it in other processes); `checkpoint_row` gives the same
+row for a checkpoint loaded from disk, so trained and loaded runs compare in one table.
 """
 
 from __future__ import annotations
@@ -20,16 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.config import MACHINE_KEYS, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
-from qtl.training.fit import Callback, Progress, fit
-from qtl.utils.jobs import Job
+from qtl.models.heads import count_parameters
+from qtl.training.fit import Callback, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
 
 ROW_FIELDS = (
     "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
-    "rotation", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
-    "quantum", "train_time_s", "epochs_done", "cancelled", "checkpoint",
+    "rotation", "engine", "noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc",
+    "classical", "quantum", "train_time_s", "epochs_done", "cancelled", "checkpoint",
 )  # fmt: skip
 """The one description of a finished run (trained now or loaded from a checkpoint), in column order."""
 
@@ -101,18 +101,6 @@ def _trained(mc: ModelConfig) -> dict:
             d.pop(k)
         d["circuit"] = {"n_qubits": mc.circuit.n_qubits} if mc.variant == "dressed-classical" else None
     return d
-
-
-def setup_of(model_config: ModelConfig) -> str:
-    """What must match for runs to be seeds of one another, e.g. "quantum (resnet18 random, 4q d6 native)"."""
-    mc = model_config
-    weights = "imagenet" if mc.pretrained else "random"
-    circuit = f", {mc.circuit.n_qubits}q d{mc.circuit.depth} {mc.engine}" if mc.is_quantum else ""
-    if mc.is_quantum and not mc.noise.is_ideal:
-        circuit += f", noise {mc.noise.label()}"
-    if mc.variant == "dressed-classical":
-        circuit = f", width {mc.circuit.n_qubits}"
-    return f"{mc.variant} ({mc.backbone} {weights}{circuit})"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -215,7 +203,7 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
         stop=stop,
         progress=progress,
     )
-    row = describe(
+    row = result_row(
         result.model,
         result.model_config,
         result.train_config.to_dict(),
@@ -251,55 +239,10 @@ def train_runs(runs: list[Run], *, observer: RunObserver | None = None, stop=Non
     return outcomes
 
 
-# ---- the app's background job
-
-
-class _JobReporter(RunObserver, Callback):
-    """Forwards progress to a Job: overall fraction, a status line, and one record per epoch."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.index, self.total, self.run = 0, 1, None
-
-    def callbacks(self, index, total, run):
-        self.index, self.total, self.run = index, total, run
-        self.job.report(index / total, f"{run.label} ({index + 1}/{total}): preparing data and features")
-        return [self]
-
-    def finished(self, index, total, run, outcome):
-        self.job.report(message=f"{run.label}: done")
-
-    def _fraction(self, p: Progress) -> float:
-        return (self.index + p.fraction) / self.total
-
-    def on_batch_end(self, p: Progress) -> None:
-        self.job.report(
-            self._fraction(p),
-            f"{self.run.label} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
-            f"batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
-        )
-
-    def on_epoch_end(self, p: Progress) -> None:
-        mc, tc = self.run.model_config, self.run.train_config
-        row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed}
-        self.job.report(self._fraction(p), record={**row, **p.metrics})
-
-
-def training_work(runs: list[Run]):
-    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run."""
-    if not runs:
-        raise ValueError("nothing to train")
-
-    def work(job: Job) -> list[dict]:
-        return [o.row for o in train_runs(runs, observer=_JobReporter(job), stop=job)]
-
-    return work
-
-
 # ---- describing finished runs
 
 
-def describe(
+def result_row(
     model,
     model_config: ModelConfig,
     train_config: dict | None,
@@ -315,15 +258,12 @@ def describe(
     classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's);
     train_time_s: the sum over the recorded epochs; best_epoch, val_*, train_acc: the kept epoch's.
     """
-    from qtl.models.heads import count_parameters
-
     mc, tc, best = model_config, train_config or {}, best or {}
     counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
-    return {
+    row = {
         "id": run_id(mc, tc, dataset) if tc else None,
         "label": f"{mc.variant} seed {tc.get('seed')}",
         "variant": mc.variant,
-        "setup": setup_of(mc),
         "backbone": mc.backbone,
         "weights": "imagenet" if mc.pretrained else "random",
         "dataset": dataset,
@@ -331,6 +271,8 @@ def describe(
         "depth": mc.circuit.depth if mc.is_quantum else None,  # None: the variant has no such setting
         "entangler": mc.circuit.entangler if mc.is_quantum else None,
         "rotation": mc.circuit.rotation if mc.is_quantum else None,
+        "engine": mc.engine if mc.is_quantum else None,
+        "noise": mc.noise.label() if mc.is_quantum and not mc.noise.is_ideal else None,
         "seed": tc.get("seed"),
         "lr": tc.get("lr"),
         "epochs": tc.get("epochs"),
@@ -345,12 +287,14 @@ def describe(
         "cancelled": bool(cancelled),
         "checkpoint": str(checkpoint) if checkpoint else None,
     }
+    row["setup"] = setup_label(row)
+    return {k: row[k] for k in ROW_FIELDS}
 
 
-def run_row(loaded) -> dict:
+def checkpoint_row(loaded) -> dict:
     """The row (ROW_FIELDS) of a loaded checkpoint (`qtl.models.checkpoint.LoadedModel`), as `train_run` gives
     for the run that wrote it."""
-    return describe(
+    return result_row(
         loaded.model,
         loaded.model_config,
         loaded.train_config,
@@ -358,30 +302,3 @@ def run_row(loaded) -> dict:
         loaded.metrics,
         checkpoint=loaded.path,
     )
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value). ValueError when empty."""
-    if not values:
-        raise ValueError("mean_std of no values")
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-
-
-def summarise(rows: list[dict], by: str, fields: tuple[str, ...]) -> list[dict]:
-    """Group rows by `rows[i][by]` and give, per group: by, n, and <field>_mean / <field>_std for each
-    field (None values are left out; a field with no values gives None). Groups keep first-seen order."""
-    groups: dict = {}
-    for row in rows:
-        groups.setdefault(row[by], []).append(row)
-    out = []
-    for key, members in groups.items():
-        summary = {by: key, "n": len(members)}
-        for f in fields:
-            values = [float(r[f]) for r in members if r.get(f) is not None]
-            mean, std = mean_std(values) if values else (None, None)
-            summary[f"{f}_mean"], summary[f"{f}_std"] = mean, std
-        out.append(summary)
-    return out

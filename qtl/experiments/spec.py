@@ -23,10 +23,13 @@ two depths, which it ignores) is one run. Torch-free: the CLI checks a spec befo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# Torch-free: the runs module (torch) and the dataset resolver are imported inside the functions that plan.
 
 try:
     import tomllib
@@ -156,8 +159,6 @@ def plan(spec: SweepSpec, *, machine: dict | None = None, models_dir: str | Path
     models_dir: where checkpoints go when the spec saves them (<models_dir>/sweeps/<name>/<id>.pt).
     Datasets are resolved here (the default one may be downloaded); ValueError for any bad value.
     """
-    import dataclasses
-
     from qtl.config import MachineConfig, ModelConfig
     from qtl.experiments.runs import Run, recipe_for
     from qtl.paths import models_dir as default_models_dir

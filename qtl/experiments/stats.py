@@ -1,7 +1,8 @@
 """Statistics that do not overclaim, over finished runs (rows as `qtl.experiments.database.ResultsDB.rows`
 gives).
 
-    cells(rows)          per configuration cell: n seeds, mean, std, 95% CI of val accuracy
+    cells(rows)          per configuration cell (`cell_key`): n seeds, mean, std, 95% CI of val accuracy
+    summarise(rows, fs)  per cell: mean and std of several fields (the compare tables)
     comparisons(rows)    quantum vs its dressed-classical control and vs linear, paired by seed:
                          mean difference, its 95% CI, paired t-test p-value, the p-value adjusted for
                          every comparison made (Benjamini-Hochberg), and a verdict in words
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+# scipy is imported inside the functions that test: the tables need none of it.
+
 CELL_KEYS = (
     "variant",
     "backbone",
@@ -24,12 +27,45 @@ CELL_KEYS = (
     "depth",
     "entangler",
     "rotation",
+    "engine",
+    "noise",
     "lr",
     "epochs",
 )
-"""What makes runs seeds of one configuration cell."""
+"""What makes runs seeds of one configuration cell: rows equal on these fields differ only by seed.
+`cell_key` is the one "same configuration" key; `setup_label` names a cell for people."""
 ALPHA = 0.05
 EXACT = 1e-12  # differences that vary less than this across seeds are one constant (float rounding)
+
+
+def cell_key(row: dict) -> tuple:
+    """The configuration a run row belongs to (its CELL_KEYS values; a missing field counts as None)."""
+    return tuple(row.get(k) for k in CELL_KEYS)
+
+
+def group_cells(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows grouped by `cell_key`, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(cell_key(row), []).append(row)
+    return groups
+
+
+def setup_label(row: dict) -> str:
+    """A cell's name for tables, e.g. "quantum (resnet18 random, 4q d6 native)": the settings its
+    variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data)."""
+    inner = f"{row.get('backbone')} {row.get('weights')}"
+    if row.get("variant") == "dressed-classical":
+        inner += f", width {row.get('qubits')}"
+    elif row.get("depth") is not None:
+        inner += f", {row.get('qubits')}q d{row.get('depth')} {row.get('engine')}"
+        extra = [row.get("entangler"), row.get("rotation")]
+        inner += "".join(f" {x}" for x in extra if x not in (None, "chain", "ry"))
+    if row.get("noise"):
+        inner += f", noise {row['noise']}"
+    if row.get("dataset") not in (None, "hymenoptera"):
+        inner += f", data {row['dataset']}"
+    return f"{row.get('variant')} ({inner})"
 
 
 def summary(values: list[float], confidence: float = 0.95) -> dict:
@@ -53,12 +89,8 @@ def summary(values: list[float], confidence: float = 0.95) -> dict:
 def cells(rows: list[dict], metric: str = "val_acc") -> list[dict]:
     """One dict per cell (CELL_KEYS), first-seen order: the keys, `summary` of the metric over its
     seeds, seeds (sorted), and the means of classical, quantum (parameters) and train_time_s."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row.get(metric) is not None:
-            groups.setdefault(tuple(row.get(k) for k in CELL_KEYS), []).append(row)
     out = []
-    for key, members in groups.items():
+    for key, members in group_cells([r for r in rows if r.get(metric) is not None]).items():
         cell = dict(zip(CELL_KEYS, key, strict=True))
         cell.update(summary([float(r[metric]) for r in members]))
         cell["seeds"] = sorted(r["seed"] for r in members)
@@ -66,6 +98,20 @@ def cells(rows: list[dict], metric: str = "val_acc") -> list[dict]:
             values = [float(r[f]) for r in members if r.get(f) is not None]
             cell[f] = sum(values) / len(values) if values else None
         out.append(cell)
+    return out
+
+
+def summarise(rows: list[dict], fields: tuple[str, ...]) -> list[dict]:
+    """Per cell (first-seen order): setup (`setup_label`), variant, n, and <field>_mean / <field>_std
+    for each field, from `summary` (std None for a single value; both None when no row has the field)."""
+    out = []
+    for members in group_cells(rows).values():
+        row = {"setup": setup_label(members[0]), "variant": members[0].get("variant"), "n": len(members)}
+        for f in fields:
+            values = [float(r[f]) for r in members if r.get(f) is not None]
+            s = summary(values) if values else {"mean": None, "std": None}
+            row[f"{f}_mean"], row[f"{f}_std"] = s["mean"], s["std"]
+        out.append(row)
     return out
 
 
@@ -95,11 +141,11 @@ def comparisons(rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA)
     (Benjamini-Hochberg over all comparisons returned), significant (p_adjusted < alpha), verdict."""
     from scipy import stats
 
-    groups: dict[tuple, dict] = {}
-    for row in rows:
-        if row.get(metric) is not None:
-            groups.setdefault(tuple(row.get(k) for k in CELL_KEYS), {})[row["seed"]] = float(row[metric])
-    cell_list = [(dict(zip(CELL_KEYS, key, strict=True)), seeds) for key, seeds in groups.items()]
+    groups = group_cells([r for r in rows if r.get(metric) is not None])
+    cell_list = [
+        (dict(zip(CELL_KEYS, key, strict=True)), {r["seed"]: float(r[metric]) for r in members})
+        for key, members in groups.items()
+    ]
     out = []
     for cell, seeds in cell_list:
         if cell["variant"] != "quantum":

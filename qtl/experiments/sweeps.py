@@ -11,14 +11,19 @@ skipped, anything else (never started, interrupted, killed, failed) runs again f
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtl.data.features import extract_features
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
 from qtl.experiments.runs import Run, RunObserver
 from qtl.experiments.spec import SweepSpec, plan
+from qtl.models.backbones import load_backbone
+
+# mlflow (an optional extra) is imported only when a sweep logs to it.
 
 
 @dataclass
@@ -143,11 +148,6 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
 def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> None:
     """Extract (or find cached) the features every frozen run needs, once each, in this process, so
     parallel workers on this machine (or on storage it shares) read the cache instead of racing."""
-    import functools
-
-    from qtl.data.features import extract_features
-    from qtl.models.backbones import load_backbone
-
     seen = set()
     for run in runs:
         mc, tc, m = run.model_config, run.train_config, run.machine

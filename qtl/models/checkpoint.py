@@ -27,12 +27,18 @@ import pickle
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 
+import qtl
 from qtl.config import ModelConfig, TrainConfig
+from qtl.models.backbones import transform_params, weights_id
+from qtl.models.backbones.common import check_params
+from qtl.models.heads import count_parameters
 from qtl.models.variants import Classifier, build_model
 from qtl.paths import models_dir
 from qtl.quantum.noise import NoiseConfig
@@ -77,13 +83,7 @@ def default_checkpoint_path(
 
 def library_versions() -> dict[str, str]:
     """Versions of qtl, torch, torchvision and pennylane, for the checkpoint's metadata."""
-    import torchvision
-
-    import qtl
-
     try:
-        from importlib.metadata import version
-
         pennylane = version("pennylane")
     except Exception:
         pennylane = "unknown"
@@ -130,9 +130,6 @@ def save_checkpoint(
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
-    from qtl.models.backbones import transform_params, weights_id
-    from qtl.models.heads import count_parameters
-
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -352,8 +349,6 @@ def load_checkpoint(
 
 def _transform(payload: dict, filename: str) -> dict | None:
     """The recorded eval preprocessing, checked; None when the checkpoint predates recording it."""
-    from qtl.models.backbones.common import check_params
-
     recorded = payload["backbone"].get("transform")
     if recorded is None:
         return None

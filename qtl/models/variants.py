@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from qtl.config import ModelConfig
+from qtl.models.backbones import load_backbone
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 
 
@@ -85,8 +86,6 @@ def build_model(
             "model_config.class_names is empty: set it (or let fit() take the dataset's classes)"
         )
     if backbone is None:
-        from qtl.models.backbones import load_backbone
-
         backbone = load_backbone(
             model_config.backbone, model_config.pretrained, allow_download=allow_download
         )

@@ -1,7 +1,7 @@
 """The circuit on IBM backends through Qiskit: fake backends (calibrated noise, no account) or real devices.
 
 Needs the optional extra `qtl[hardware]` (qiskit, qiskit-aer, qiskit-ibm-runtime); without it every entry
-point raises `HardwareUnavailable` with one line saying what to install. The circuit is built from
+point raises `HardwareUnavailableError` with one line saying what to install. The circuit is built from
 `gates(config)` with its angles as Qiskit parameters, transpiled once to the backend's coupling map and
 basis gates, and all samples run as one Sampler job (one parameter set per sample):
 
@@ -19,13 +19,15 @@ import torch
 
 from qtl.quantum.circuit import CircuitConfig, gates
 
+# Qiskit (the `hardware` extra) is imported inside each function: this module imports without it.
+
 HARDWARE_HINT = (
     "install the hardware extra: pip install 'qtl[hardware]' (qiskit, qiskit-aer, qiskit-ibm-runtime)"
 )
 DEFAULT_BACKEND = "FakeManilaV2"
 
 
-class HardwareUnavailable(ImportError):
+class HardwareUnavailableError(ImportError):
     """The optional Qiskit packages are missing."""
 
 
@@ -35,7 +37,7 @@ def _fake_provider():
         import qiskit_aer  # noqa: F401
         from qiskit_ibm_runtime import fake_provider
     except ImportError as exc:
-        raise HardwareUnavailable(
+        raise HardwareUnavailableError(
             f"IBM backends need Qiskit ({exc.name} is missing): {HARDWARE_HINT}"
         ) from None
     return fake_provider

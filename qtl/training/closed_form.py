@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines._compiler import Plan, Round
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
@@ -54,8 +55,6 @@ def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) ->
     real circuit (H, RY, CNOT) of at most MAX_QUBITS wires, every parameter trained by one plain fused
     Adam (`qtl.training.optim.adam`; no weight decay, amsgrad or maximize) with one param group on one
     device."""
-    from qtl.models.heads import DressedQuantumCircuit
-
     if type(module) is not DressedQuantumCircuit or not isinstance(module.engine, NativeEngine):
         return False
     plan = module.engine.plan

@@ -31,7 +31,7 @@ from torch import nn
 
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
-from qtl.data.feed import FeatureBatches, Feed, evaluate, training_feed
+from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
 from qtl.models.backbones import load_backbone
 from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.models.variants import Classifier, build_model
@@ -209,7 +209,7 @@ def fit(
 
             # ---- evaluate on the val split
             model.eval()
-            val_loss, val_acc = evaluate(feed.val)
+            val_loss, val_acc = loss_and_accuracy(feed.val)
 
             # ---- schedule
             scheduler.step()

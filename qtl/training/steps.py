@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from qtl.quantum.engines._statevector import FULL_BLOCK_MAX_QUBITS
+from qtl.quantum.engines.native import NativeEngine
 from qtl.training.closed_form import closed_form_step, supports_closed_form, worth_compiling_closed_form
 from qtl.training.optim import adam_state, adam_update, is_plain_adam
 
@@ -62,9 +64,6 @@ def worth_compiling(n_steps: int) -> bool:
 def compilable(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
     """Whether `compiled_train_step` takes this pair: plain Adam over one param group, and any circuit
     on the native engine's single-block layout (wider layouts use custom autograd functions)."""
-    from qtl.quantum.engines._statevector import FULL_BLOCK_MAX_QUBITS
-    from qtl.quantum.engines.native import NativeEngine
-
     try:
         _supported(optimizer)
     except ValueError:

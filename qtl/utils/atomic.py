@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+# torch is imported only by atomic_save: atomic_write serves torch-free callers (downloads, uploads).
+
 #: Permissions of a finished file (a temporary file is created 0600).
 FILE_MODE = 0o644
 PART = ".part"

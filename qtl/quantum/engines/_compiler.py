@@ -17,7 +17,6 @@ leaves a wire of a layer without a gate is refused with a ValueError naming the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,7 +67,7 @@ class Plan:
         return len(self.entanglers)
 
     @property
-    def entangles(self) -> tuple[Entangle, ...]:
+    def unique_entanglers(self) -> tuple[Entangle, ...]:
         """The distinct CNOT runs, in order of first use (each gets one permutation table)."""
         return tuple(dict.fromkeys(self.entanglers))
 
@@ -170,31 +169,6 @@ def check_inputs(config, angles: torch.Tensor, weights: torch.Tensor, *, float_a
         raise ValueError(f"angles must be float32 or float64, got {angles.dtype}")
     if tuple(weights.shape) != config.weight_shape:
         raise ValueError(f"weights must have shape {config.weight_shape}, got {tuple(weights.shape)}")
-
-
-def resolve_memory_budget(given: int | None, env: str, default: int) -> int:
-    """An engine's memory budget in bytes: `given`, else $env when set (a whole number), else `default`.
-
-    ValueError for a malformed $env or a budget that is not a positive whole number of bytes.
-    """
-    budget = given
-    if budget is None:
-        raw = os.environ.get(env)
-        try:
-            budget = default if raw is None else int(raw)
-        except ValueError:
-            raise ValueError(f"{env} must be a whole number of bytes, got {raw!r}") from None
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {budget!r}")
-    return budget
-
-
-def human_bytes(n_bytes: float) -> str:
-    """Bytes as "12.3 MiB" / "4.0 GiB", for the engines' memory-budget messages."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f} {unit}"
-    return f"{int(n_bytes)} B"
 
 
 def check_gates(gate_list: list[Gate], n_qubits: int) -> None:

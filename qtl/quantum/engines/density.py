@@ -29,14 +29,9 @@ from torch import nn
 
 from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate
 from qtl.quantum.engines import _statevector as sv
-from qtl.quantum.engines._compiler import (
-    angle_source,
-    check_gates,
-    check_inputs,
-    human_bytes,
-    resolve_memory_budget,
-)
-from qtl.quantum.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLarge
+from qtl.quantum.engines._compiler import angle_source, check_gates, check_inputs
+from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
+from qtl.quantum.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLargeError
 from qtl.quantum.noise import Channel, NoiseConfig, noisy_ops
 
 #: Local layers on at most this many wires are one 4**n x 4**n block (one matmul per layer).
@@ -220,7 +215,7 @@ class DensityMatrixEngine(nn.Module):
         config: the circuit; `noisy_ops(config, noise)` is compiled once here.
         noise: channels, readout error and shots (`qtl.quantum.noise.NoiseConfig`); default: ideal.
         memory_budget: most bytes one forward + backward may use (as `NativeEngine`; default 4 GiB or
-            QTL_NATIVE_MEMORY_BUDGET). Larger simulations raise `SimulationTooLarge`.
+            QTL_NATIVE_MEMORY_BUDGET). Larger simulations raise `SimulationTooLargeError`.
 
     `engine(angles, weights)`: angles (B, n_qubits) float32/float64 on any device, weights of shape
     `config.weight_shape` -> (B, n_qubits) <Z_i> in the dtype and on the device of `angles`,
@@ -281,7 +276,7 @@ class DensityMatrixEngine(nn.Module):
             return
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
-            raise SimulationTooLarge(
+            raise SimulationTooLargeError(
                 f"the density-matrix engine needs about {human_bytes(need)} for batch {batch} at "
                 f"{self.n_qubits} qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
                 f"use fewer qubits or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"

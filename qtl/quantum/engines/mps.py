@@ -36,13 +36,8 @@ from torch import nn
 
 from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate, gates
 from qtl.quantum.engines import _statevector as sv
-from qtl.quantum.engines._compiler import (
-    angle_source,
-    check_gates,
-    check_inputs,
-    human_bytes,
-    resolve_memory_budget,
-)
+from qtl.quantum.engines._compiler import angle_source, check_gates, check_inputs
+from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -53,7 +48,7 @@ MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
 _STATE_COPIES = 12
 
 
-class BondTooLarge(ValueError):
+class BondTooLargeError(ValueError):
     """The exact simulation needs more memory than the budget allows and no `max_bond` was given."""
 
 
@@ -158,7 +153,7 @@ class MPSEngine(nn.Module):
     Args:
         config: the circuit; its gate list `gates(config)` is read once here.
         max_bond: largest bond dimension kept. None (default): exact, with bond `bond_bound`; refused
-            with `BondTooLarge` when that does not fit the memory budget. Below `bond_bound`, the
+            with `BondTooLargeError` when that does not fit the memory budget. Below `bond_bound`, the
             engine truncates by SVD and reports `last_discarded` per forward.
         memory_budget: most bytes one forward + backward may use; default 4 GiB, or the
             QTL_MPS_MEMORY_BUDGET environment variable.
@@ -207,7 +202,7 @@ class MPSEngine(nn.Module):
         need = _STATE_COPIES * batch * size * sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
         if need > self.memory_budget:
             advice = " (set max_bond to truncate)" if self.exact else ""
-            raise BondTooLarge(
+            raise BondTooLargeError(
                 f"the MPS engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} qubits "
                 f"with bond {self.bond}{advice}; the budget is {human_bytes(self.memory_budget)} "
                 f"({MEMORY_BUDGET_ENV})"

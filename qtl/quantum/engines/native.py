@@ -19,7 +19,7 @@ with functools.lru_cache; a forward writes nothing on the engine, so one engine 
 With H, RY and CNOT only every amplitude is real and the simulation runs in the input's float dtype;
 otherwise in the matching complex dtype. <Z_i> comes from the probabilities, never from 2**n x 2**n
 matrices. Before allocating, a forward estimates the bytes it needs and refuses with
-`SimulationTooLarge` above the memory budget.
+`SimulationTooLargeError` above the memory budget.
 """
 
 from __future__ import annotations
@@ -34,15 +34,8 @@ from torch import nn
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import adjoint
-from qtl.quantum.engines._compiler import (
-    Entangle,
-    Plan,
-    Round,
-    check_inputs,
-    compile_plan,
-    human_bytes,
-    resolve_memory_budget,
-)
+from qtl.quantum.engines._compiler import Entangle, Plan, Round, check_inputs, compile_plan
+from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -54,11 +47,11 @@ MATRIX_PATH_MAX_QUBITS = 10
 #: gradient buffers.
 _EXTRA_STATES = 4
 
-Path = Literal["auto", "state", "matrix", "adjoint"]
+EnginePath = Literal["auto", "state", "matrix", "adjoint"]
 PATHS = ("auto", "state", "matrix", "adjoint")
 
 
-class SimulationTooLarge(ValueError):
+class SimulationTooLargeError(ValueError):
     """A forward would need more memory than the engine's budget allows."""
 
 
@@ -95,7 +88,7 @@ def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch
         v0 = torch.complex(v0, torch.tensor([[a.imag, b.imag] for a, b in plan.v0], dtype=torch.float64))
     v0 = v0.to(dtype)
     perms = {}
-    for e in plan.entangles:
+    for e in plan.unique_entanglers:
         perm = sv.cnot_permutation(n, list(e.pairs))
         perms[e] = (perm.to(device), torch.argsort(perm).to(device))
     folded = None
@@ -118,7 +111,7 @@ class NativeEngine(nn.Module):
     Args:
         config: the circuit; its gate list `gates(config)` is compiled once here.
         memory_budget: most bytes one forward + backward may use; default 4 GiB, or the
-            QTL_NATIVE_MEMORY_BUDGET environment variable. Larger simulations raise `SimulationTooLarge`.
+            QTL_NATIVE_MEMORY_BUDGET environment variable. Larger simulations raise `SimulationTooLargeError`.
         path: "auto" (default) picks per batch; "state" applies the blocks to the batch under
             autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
             two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
@@ -131,7 +124,9 @@ class NativeEngine(nn.Module):
     state, so concurrent forwards (threads sharing a cached model) are safe.
     """
 
-    def __init__(self, config: CircuitConfig, memory_budget: int | None = None, path: Path = "auto") -> None:
+    def __init__(
+        self, config: CircuitConfig, memory_budget: int | None = None, path: EnginePath = "auto"
+    ) -> None:
         super().__init__()
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -149,7 +144,7 @@ class NativeEngine(nn.Module):
         """Whether a forward of this batch size builds the blocks' matrix (the matrix path)."""
         return self.path_for(batch) == "matrix"
 
-    def path_for(self, batch: int) -> Path:
+    def path_for(self, batch: int) -> EnginePath:
         """The path a forward of `batch` samples takes: "state", "matrix" or "adjoint"."""
         if not self.plan.n_layers:
             return "state"
@@ -171,12 +166,12 @@ class NativeEngine(nn.Module):
             states += rows if rows != batch else 0
         else:
             states = 3 * batch + (3 * rows if rows != batch else 0)
-        return item * dim * states + 2 * 8 * dim * len(self.plan.entangles)
+        return item * dim * states + 2 * 8 * dim * len(self.plan.unique_entanglers)
 
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
         need = self.estimate_bytes(batch, dtype, training)
         if need > self.memory_budget:
-            raise SimulationTooLarge(
+            raise SimulationTooLargeError(
                 f"the native engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} "
                 f"qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
                 f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"

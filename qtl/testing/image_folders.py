@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import colorsys
+import zipfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 
 def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), size=(40, 32)) -> Path:
@@ -12,8 +15,6 @@ def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), si
 
     per_split: images per class in (train, val); size: (width, height) of every image.
     """
-    from PIL import Image
-
     g = torch.Generator().manual_seed(0)
     for split, n in zip(("train", "val"), per_split, strict=True):
         for c, name in enumerate(classes):
@@ -29,16 +30,12 @@ def make_image_folder(root: Path, classes=("cats", "dogs"), per_split=(6, 4), si
 
 def class_colour(c: int, n_classes: int) -> tuple[int, int, int]:
     """A distinct, saturated RGB colour for class c of n (hues spread around the circle)."""
-    import colorsys
-
     r, g, b = colorsys.hsv_to_rgb(c / n_classes, 0.9, 0.9)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
 def make_class_folders(root: Path, n_classes: int, per_class: int, size=(40, 32), fmt="png") -> Path:
     """root/class_<k>/<k>_<i>.<fmt>: `per_class` noisy images of one colour per class, no splits."""
-    from PIL import Image
-
     g = torch.Generator().manual_seed(n_classes)
     for c in range(n_classes):
         d = root / f"class_{c}"
@@ -53,8 +50,6 @@ def make_class_folders(root: Path, n_classes: int, per_class: int, size=(40, 32)
 
 def zip_folder(folder: Path, archive: Path, prefix: str = "", extra: dict[str, bytes] | None = None) -> Path:
     """Zip every file under `folder` as `prefix` + its relative path, plus `extra` {name: bytes}."""
-    import zipfile
-
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
             if p.is_file():

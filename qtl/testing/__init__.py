@@ -1,0 +1,7 @@
+"""Support for qtl's tests and benchmarks (and for anyone testing code built on qtl); never imported by
+the rest of the library.
+
+    image_folders  small generated ImageFolder datasets and zips (no network, no shared data)
+    paper_demo     PennyLane's quantum transfer learning demo transcribed as written: the independent
+                   reference that the faithfulness test and bench/e2e.py hold qtl against
+"""
