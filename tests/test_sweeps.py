@@ -152,6 +152,27 @@ def wait_until(db_path: Path, condition, proc: subprocess.Popen, timeout: float 
     pytest.fail("the sweep did not reach the expected state in time")
 
 
+class TestOlderDatabases:
+    def test_a_shipped_database_reads_without_a_write_and_gains_new_columns_on_its_first(self, tmp_path):
+        """docs/study.db predates the engine and noise columns: reading it changes nothing on disk and
+        gives None for them; the first write adds them, and the old rows keep their values."""
+        shipped = REPO / "docs" / "study.db"
+        copy = tmp_path / "study.db"
+        copy.write_bytes(shipped.read_bytes())
+        old_columns = {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")}
+        assert "engine" not in old_columns  # the premise: a file from before the columns
+        with ResultsDB(copy) as db:
+            rows = db.rows()
+        assert rows and all(r["engine"] is None and r["noise"] is None for r in rows)
+        assert {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")} == old_columns
+        with ResultsDB(copy) as db:
+            db.fail(rows[0]["id"], "marked by the test")
+            after = db.rows(status=None)
+        assert {"engine", "noise"} <= {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")}
+        before = {r["id"]: r["val_acc"] for r in rows}
+        assert {r["id"]: r["val_acc"] for r in after if r["id"] in before} == before
+
+
 class TestInterruptions:
     def test_sigkill_loses_nothing_finished_and_counts_nothing_half_written(self, tiny, tmp_path):
         """kill -9 mid-sweep: finished runs stay whole, the killed one is not counted, and re-running the
