@@ -34,15 +34,18 @@ def strings(value, where="") -> list[tuple[str, str]]:
 
 
 def absolute_paths(payload: dict) -> list[tuple[str, str]]:
-    """The strings in a checkpoint (weights left out) that name an absolute or home-relative path."""
+    """The strings in a checkpoint (weights left out) that hold an absolute or home-relative path,
+    alone or as a word of a longer text."""
     found = strings({k: v for k, v in payload.items() if k != "state_dict"})
-    return [(k, s) for k, s in found if s.startswith(("/", "~")) or "/tmp/" in s or "/home/" in s]
+    return [(k, s) for k, s in found if any(w.strip("'\"(`").startswith(("/", "~")) for w in s.split())]
 
 
 def test_the_helper_finds_a_nested_path():
     """The search walks dicts and lists: a path deep inside meta is found, plain names are not."""
     payload = {"meta": {"dataset": {"root": "hymenoptera_data", "runs": [{"x": "/srv/data/ants"}]}}}
     assert absolute_paths(payload) == [(".meta.dataset.runs[0].x", "/srv/data/ants")]
+    note = {"note": "made from '~/scans' by hand", "ratio": "1/2"}
+    assert absolute_paths(note) == [(".note", "made from '~/scans' by hand")]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
