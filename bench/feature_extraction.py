@@ -7,7 +7,7 @@ Compares, in the same run on the same machine:
   * a cache hit (what every later epoch and run of a frozen variant costs).
 
 Random-init weights have the same cost as ImageNet weights, so no download is needed. Each pass is
-reported as wall time and as CPU time (this process plus its decoding workers): on a shared machine the
+reported as wall time and as CPU time (this process plus its decoding workers): on a loaded machine the
 CPU time is the steadier figure, the wall time shows what worker overlap buys.
 
     .venv/bin/python bench/feature_extraction.py [--root PATH] [--backbone resnet18] [--repeats 2]

@@ -9,7 +9,7 @@ Depth 6, batch 32 (the paper's circuit depth):
     default.tensor PennyLane's quimb MPS device, diff_method best  every size, until one exceeds the cap
 
 Ratios are taken within the same run (a busy machine slows both sides). Each time is given as wall
-seconds and as CPU seconds of this process (all its threads): on a machine shared with other work, the
+seconds and as CPU seconds of this process (all its threads): on a machine busy with other work, the
 CPU seconds are what the step costs. default.tensor runs a batch as one circuit per sample and
 differentiates by parameter shifts (1 + 2 x 7n circuits per sample), so it is first timed on one
 sample's forward pass; when its whole step would exceed the cap, 32 x one forward (a lower bound on

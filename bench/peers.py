@@ -25,11 +25,12 @@ separately and excluded from the step times.
 Peers are not qtl dependencies and may pin other torch/numpy versions, so they live in their own
 virtualenv outside the repository, which sees qtl's venv (torch, pennylane) through a .pth file:
 
-    python3 -m venv /work/peers-venv
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /work/peers-venv/lib/python3.11/site-packages/qtl.pth
-    /work/peers-venv/bin/pip install jax tensorcircuit-ng
-    /work/peers-venv/bin/pip install --no-deps torchquantum torchpack loguru multimethod toml
-    PYTHONPATH=$PWD /work/peers-venv/bin/python bench/peers.py [--configs 4x4 4x64 ...] [--json PATH]
+    PEERS_VENV=../peers-venv        # any folder outside the checkout
+    python3 -m venv $PEERS_VENV
+    echo "$PWD/.venv/lib/python3.11/site-packages" > $PEERS_VENV/lib/python3.11/site-packages/qtl.pth
+    $PEERS_VENV/bin/pip install jax tensorcircuit-ng
+    $PEERS_VENV/bin/pip install --no-deps torchquantum torchpack loguru multimethod toml
+    PYTHONPATH=$PWD $PEERS_VENV/bin/python bench/peers.py [--configs 4x4 4x64 ...] [--json PATH]
 
 torchquantum 0.1.8 imports qiskit 0.x names at import time (its qiskit plugin, unused here); they are
 given empty placeholders when missing. An engine that is not installed is reported and skipped.

@@ -81,7 +81,7 @@ def build_head(engine: str, config: CircuitConfig) -> nn.Module:
 
 
 #: The clock steps are timed with: wall-clock, or with --cpu-time this process's CPU time, which on a
-#: machine shared with other work measures the step's own work (with --threads 1) rather than waits.
+#: machine busy with other work measures the step's own work (with --threads 1) rather than waits.
 CLOCK = {"clock": time.perf_counter}
 DEVICE = {"device": torch.device("cpu")}
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cap", type=float, default=None, help="seconds one step may take (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (shared machines)")
+    parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (busy machines)")
     parser.add_argument("--max-qubits", type=int, default=None, help="skip configurations above this width")
     parser.add_argument("--device", default="cpu", help="torch device of heads and batches (e.g. cuda)")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from qtl.testing.image_folders import make_class_folders, make_image_folder, zip_folder
 
+from qtl.paths import HYMENOPTERA_DIRNAME, cache_root
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_HYMENOPTERA = REPO.parent / "shared" / "data" / "hymenoptera_data"
+SHARED_DATA_ENV = "QTL_TESTS_SHARED_DATA"  # a copy beside the checkout; point it elsewhere to hide that one
+# Where the suite looks for hymenoptera, read from the environment before the session isolates qtl's
+# caches: $QTL_DATA_DIR, qtl's own cache, then a shared copy beside the checkout; else it downloads it
+# into qtl's cache once.
+DATA_DIR_AT_START = os.environ.get("QTL_DATA_DIR")
+CACHED_HYMENOPTERA = cache_root() / "data" / HYMENOPTERA_DIRNAME
+SHARED_HYMENOPTERA = Path(
+    os.environ.get(SHARED_DATA_ENV) or REPO.parent / "shared" / "data" / HYMENOPTERA_DIRNAME
+)
+OFFLINE_AT_START = os.environ.get("QTL_OFFLINE", "") not in ("", "0")
 # `from conftest import ...` in tests
 __all__ = [
     "REPO",
-    "SHARED_HYMENOPTERA",
     "make_class_folders",
     "make_image_folder",
     "run_cli",
@@ -42,12 +53,40 @@ def _isolated_caches(tmp_path_factory):
         yield root
 
 
+def find_hymenoptera() -> Path:
+    """The real ants/bees dataset, found where qtl looks for it or beside the checkout, else downloaded
+    into qtl's cache by qtl's own checked downloader. Raises LookupError (one line: what to do)."""
+    from qtl.data.folders import DatasetError, validate_dataset
+    from qtl.data.sources import download_hymenoptera, find_root
+
+    places = [Path(DATA_DIR_AT_START).expanduser()] if DATA_DIR_AT_START else []
+    places += [CACHED_HYMENOPTERA, SHARED_HYMENOPTERA]
+    for place in places:
+        try:
+            if validate_dataset(find_root(place)) == ["ants", "bees"]:
+                return find_root(place)
+        except DatasetError:
+            continue
+    looked = ", ".join(str(p) for p in places)
+    if OFFLINE_AT_START:
+        raise LookupError(
+            f"hymenoptera not found (looked in {looked}) and QTL_OFFLINE is set: run `qtl data` once "
+            "online, or set QTL_DATA_DIR to a copy (train/ and val/ of ants and bees)"
+        )
+    try:
+        return download_hymenoptera(CACHED_HYMENOPTERA)
+    except DatasetError as exc:
+        raise LookupError(f"hymenoptera not found (looked in {looked}) and not downloaded: {exc}") from None
+
+
 @pytest.fixture(scope="session")
 def hymenoptera_dir() -> Path:
-    """The real ants/bees dataset shipped beside the repo (train/val, 245/153 images)."""
-    if not SHARED_HYMENOPTERA.is_dir():
-        pytest.fail(f"hymenoptera dataset missing at {SHARED_HYMENOPTERA}")
-    return SHARED_HYMENOPTERA
+    """The real ants/bees dataset (train/val, 245/153 images): see `find_hymenoptera`."""
+    try:
+        return find_hymenoptera()
+    except LookupError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the handler: one line, no chained traceback
 
 
 @pytest.fixture

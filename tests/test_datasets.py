@@ -196,7 +196,7 @@ class TestStore:
             0.3,
             7,
             "classes",
-            str(three),
+            three.name,  # a folder outside the data folder and the store is recorded by its name
         )
         assert (ds.root / MANIFEST).is_file() and rec["n_skipped"] == 0
 

@@ -11,6 +11,9 @@ another; what only one page renders may live in that page).
 | `widgets`     | inputs shared by pages: config-bound widgets, circuit form, image inputs      |
 | `training`    | training runs from the active configuration (Train form, quick start)         |
 | `server_jobs` | the server's one job runner (`qtl.utils.jobs.JobRunner`), submitting, the job panel |
+| `datasets`    | uploads: where they go, their caps, thumbnails, the data a checkpoint is scored on |
+| `experiments` | the Experiments page's glue: visible results databases, a sweep from the form, its job |
+| `noise`       | the Noise page's glue: noise widgets, cached circuit inputs and sweeps, its charts |
 | `charts`      | Altair charts                                                                 |
 | `tables`      | dataframes for `st.dataframe`                                                 |
 | `sidebar`     | the sidebar shown on every page                                               |

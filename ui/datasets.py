@@ -88,5 +88,7 @@ def samples(root: Path, split: str, cls: str, n: int) -> list[Path]:
 
 def data_for(loaded) -> str | None:
     """The dataset a checkpoint is scored on: the one it was trained on if still there, else the active."""
-    recorded = (loaded.meta or {}).get("dataset", {}).get("root")
-    return recorded if recorded and Path(recorded).is_dir() else active_data_dir()
+    from qtl.data.datasets import recorded_root
+
+    recorded = recorded_root((loaded.meta or {}).get("dataset"))
+    return str(recorded) if recorded is not None else active_data_dir()

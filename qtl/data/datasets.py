@@ -45,7 +45,7 @@ from qtl.data.folders import (
     validate_dataset,
 )
 from qtl.data.sources import find_root, resolve_dataset
-from qtl.paths import cache_root
+from qtl.paths import cache_root, default_data_dir
 from qtl.utils.download import Progress
 
 DEFAULT_VAL_RATIO = 0.2  # share of each class held out for val when the dataset has no val/ split
@@ -84,11 +84,44 @@ class PreparedDataset:
         return max(train) / max(min(train), 1) if train else 1.0
 
     def record(self) -> dict:
-        """What a checkpoint keeps about its data: enough to rebuild the same split (plain values)."""
+        """What a checkpoint keeps about its data: enough to rebuild the same split (plain values).
+
+        `root` and `source` never hold an absolute path of this machine: a folder inside the dataset store
+        or the data folder is recorded relative to it, anything else by its name; `recorded_root` finds
+        the folder again.
+        """
         d = asdict(self)
-        d["root"], d["n_skipped"] = str(self.root), len(self.skipped)
+        d["root"], d["source"] = _portable(self.root), _portable(self.source)
+        d["n_skipped"] = len(self.skipped)
         del d["skipped"]
         return d
+
+
+def _bases() -> tuple[Path, Path]:
+    """The folders a recorded dataset path is relative to: the dataset store, then the data folder."""
+    return datasets_dir(), default_data_dir().parent
+
+
+def _portable(path: str | Path) -> str:
+    """`path` relative to the dataset store or the data folder when inside one, else its last name."""
+    here = Path(path).expanduser()
+    if len(here.parts) == 1 and not here.is_absolute():
+        return here.as_posix()  # already a name: "hymenoptera", "scans.zip"
+    here = here.absolute()
+    for base in _bases():
+        if here.is_relative_to(base.absolute()):
+            return here.relative_to(base.absolute()).as_posix()
+    return here.name
+
+
+def recorded_root(record: dict | None) -> Path | None:
+    """The folder on this machine that a checkpoint's `meta["dataset"]` names, or None where it is not here
+    (checkpoints written before recording relative paths hold an absolute root, used as it is)."""
+    root = Path(str((record or {}).get("root") or ""))
+    if not root.parts:
+        return None
+    found = [root] if root.is_absolute() else [base / root for base in _bases()]
+    return next((p for p in found if p.is_dir()), None)
 
 
 def open_dataset(

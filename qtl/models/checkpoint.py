@@ -15,7 +15,8 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     backbone        {"name", "weights", "fingerprint"}: the fingerprint proves a rebuilt backbone matches
     history         one dict per epoch; metrics: the saved epoch's row
     meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters",
-                     "dataset": qtl.data.datasets.PreparedDataset.record() of the training data, if known}
+                     "dataset": qtl.data.datasets.PreparedDataset.record() of the training data, if known:
+                     its folder by name or relative to the data folder, never an absolute path}
 
 Files are written atomically (temporary file in the same folder, then os.replace).
 """
@@ -126,7 +127,8 @@ def save_checkpoint(
 
     fingerprint: `backbone_fingerprint(model.backbone)` when the caller already has it (fit() saves
     many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
-    dataset: where the training data came from and how it was split (`PreparedDataset.record()`).
+    dataset: where the training data came from and how it was split (`PreparedDataset.record()`: no
+        absolute path; `qtl.data.datasets.recorded_root` finds the folder again).
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
