@@ -42,3 +42,12 @@ def models_dir() -> Path:
 def results_db() -> Path:
     """The sweeps' results database: $QTL_RESULTS_DB, else results.db in the checkpoint store."""
     return _from_env("QTL_RESULTS_DB") or models_dir() / "results.db"
+
+
+def portable(text: str) -> str:
+    """`text` as it may be shared: the working folder's paths made relative ("./x" -> "x") and the
+    home folder written "~", so a report or a command line names no folder of this machine.
+    Other absolute paths are left as given."""
+    for folder, short in ((Path.cwd(), ""), (Path.home(), "~/")):
+        text = text.replace(f"{folder}/", short).replace(str(folder), short.rstrip("/") or ".")
+    return text

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qtl.testing.image_folders import make_class_folders, make_image_folder, zip_folder
-
 from qtl.paths import HYMENOPTERA_DIRNAME, cache_root
+from qtl.testing.image_folders import make_class_folders, make_image_folder, zip_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_ENV = "QTL_TESTS_SHARED_DATA"  # a copy beside the checkout; point it elsewhere to hide that one

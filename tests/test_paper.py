@@ -71,3 +71,15 @@ def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
     merged = tmp_path / "merged.md"
     assert main(["-q", "reproduce", "--from", str(out.with_suffix(".json")), "--out", str(merged)]) == 0
     assert json.loads(merged.with_suffix(".json").read_text())["runs"] == report["runs"]
+
+
+def test_reports_name_no_folder_of_this_machine(tmp_path, monkeypatch):
+    """The command and notice a report records are made portable: the working folder and the home
+    folder never appear (docs/results.md is such a report)."""
+    from qtl.paths import portable
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = f"qtl reproduce --data {tmp_path}/data --out {tmp_path}/home/r.md; see {tmp_path / 'home' / 'w'}"
+    assert portable(text) == "qtl reproduce --data data --out ~/r.md; see ~/w"
+    assert portable(str(tmp_path)) == "."

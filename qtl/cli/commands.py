@@ -1,8 +1,8 @@
 """One handler per `qtl` subcommand: parsed arguments -> config dataclasses -> library call -> print.
 
 Each handler takes (args, bar) and returns the exit status; `HANDLERS` maps command names to them.
-This module imports torch (via qtl.training.fit), so `main` imports it only once a command
-runs; the library functions a handler calls are imported inside it, at call time.
+This module imports torch (through the progress callbacks), so `main` imports it only once a command
+runs: `qtl --help` never loads torch.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.fit import resolve_device
 
-# Each handler imports what it uses: a command loads only its own part of qtl (and `qtl data` no torch).
+# Each handler imports the library functions it calls: a command loads only its own part of qtl.
 
 # ---- configs from arguments
 
@@ -319,9 +319,9 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     from qtl.experiments.reproduce import loaded_row, markdown, merge_reports, paper_report, paper_row
     from qtl.experiments.runs import train_runs
     from qtl.models.checkpoint import load_checkpoint
-    from qtl.paths import models_dir
+    from qtl.paths import models_dir, portable
 
-    command = "qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce"
+    command = portable("qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce")
     if args.merge:
         reports = [json.loads(Path(p).read_text()) for p in args.merge]
         report = merge_reports(reports, command=command)
@@ -333,6 +333,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))
             runs = _plan(args, args.variants, seeds, root)
             notice = _backbone_notice(args)
+            notice = notice and portable(notice)
             rows += [paper_row(o) for o in train_runs(runs, observer=RunsBar(bar))]
         if not rows:
             raise ValueError("nothing to report: give --variants and --seeds, --load or --from")
