@@ -48,6 +48,7 @@ def portable(text: str) -> str:
     """`text` as it may be shared: the working folder's paths made relative ("./x" -> "x") and the
     home folder written "~", so a report or a command line names no folder of this machine.
     Other absolute paths are left as given."""
-    for folder, short in ((Path.cwd(), ""), (Path.home(), "~/")):
+    folders = sorted(((Path.cwd(), ""), (Path.home(), "~/")), key=lambda f: -len(str(f[0])))
+    for folder, short in folders:  # the deeper folder first, where one holds the other
         text = text.replace(f"{folder}/", short).replace(str(folder), short.rstrip("/") or ".")
     return text
