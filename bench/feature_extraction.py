@@ -30,8 +30,6 @@ from qtl.data.features import extract_features
 from qtl.data.sources import resolve_dataset
 from qtl.models.backbones import image_transform, load_backbone
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
-
 
 def tutorial_pass(backbone: str, root: Path) -> float:
     """Seconds for the tutorial-style pass over train and val."""
@@ -83,7 +81,9 @@ def timed(run) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=SHARED if SHARED.is_dir() else None)
+    parser.add_argument(
+        "--root", type=Path, default=None, help="dataset root (default: found as qtl finds it)"
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
