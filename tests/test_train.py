@@ -238,7 +238,8 @@ class TestFrozenPath:
         assert len(r.history) == 2
 
     def test_cold_cache_builds_and_hashes_the_backbone_once(self, tiny_image_folder, tmp_path, monkeypatch):
-        """fit() builds one backbone (the model's, which also extracts both splits) and hashes it once."""
+        """fit() in a fresh process builds one backbone (the shared one, which also extracts both splits)
+        and hashes it once."""
         import qtl.data.features
         import qtl.models.backbones
         import qtl.models.checkpoint
@@ -261,6 +262,7 @@ class TestFrozenPath:
         fingerprint = counted(qtl.models.checkpoint, "backbone_fingerprint")
         for module in (qtl.models.checkpoint, qtl.training.fit):
             monkeypatch.setattr(module, "backbone_fingerprint", fingerprint)
+        monkeypatch.setattr(qtl.models.backbones, "_SHARED", {})  # as in a fresh process
         mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
         machine = MachineConfig(data_dir=tiny_image_folder, cache_dir=tmp_path / "cache")
         r = fit(mc, quick("quantum", epochs=3), machine, checkpoint_path=tmp_path / "q.pt")
