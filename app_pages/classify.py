@@ -3,7 +3,7 @@ each variant's heatmap of what drove its decision."""
 
 import streamlit as st
 
-from qtl.analysis.explain import explain, overlay
+from qtl.analysis.explain import explain_all, overlay
 from qtl.analysis.inference import predict
 from ui import charts, session_models, tables, widgets
 
@@ -56,10 +56,7 @@ if models and good:
         if why and i < EXPLAIN_MAX:
             with st.spinner("Backpropagating through every model ..."):
                 # grad-cam where the backbone has a feature map, else saliency (transformers)
-                maps = {
-                    label: explain(m, image, method="saliency" if method == "saliency" else "auto")
-                    for label, m in models.items()
-                }
+                maps = explain_all(models, image, method="saliency" if method == "saliency" else "auto")
             cols = st.columns(max(4, len(maps)))
             for j, (label, ex) in enumerate(maps.items()):
                 cols[j % len(cols)].image(

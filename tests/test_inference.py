@@ -66,22 +66,23 @@ class TestPredict:
             assert p.predicted == [CLASSES[i] for i in p.probs.argmax(1)]
 
     def test_frozen_models_share_one_backbone_pass(self, loaded, folder):
-        """Three frozen variants on the same backbone run it once; finetuned runs its own."""
-        calls = {name: 0 for name in loaded}
+        """Three frozen variants load onto one backbone object and run it once; finetuned runs its own."""
+        frozen = {id(loaded[v].model.backbone) for v in ("quantum", "linear", "dressed-classical")}
+        assert len(frozen) == 1 and id(loaded["finetuned"].model.backbone) not in frozen
+        calls = {"quantum": 0, "finetuned": 0}
         hooks = []
-        for name, lm in loaded.items():
+        for name in calls:
 
             def count(*_, name=name):
                 calls[name] += 1
 
-            hooks.append(lm.model.backbone.register_forward_hook(count))
+            hooks.append(loaded[name].model.backbone.register_forward_hook(count))
         try:
             preds = predict(loaded, val_images(folder))
         finally:
             for h in hooks:
                 h.remove()
-        assert sum(calls[v] for v in ("quantum", "linear", "dressed-classical")) == 1
-        assert calls["finetuned"] == 1
+        assert calls == {"quantum": 1, "finetuned": 1}
         assert preds["linear"].shared_backbone and not preds["finetuned"].shared_backbone
 
     def test_accepts_paths_pil_and_bytes(self, loaded, folder):

@@ -238,7 +238,8 @@ class TestFrozenPath:
         assert len(r.history) == 2
 
     def test_cold_cache_builds_and_hashes_the_backbone_once(self, tiny_image_folder, tmp_path, monkeypatch):
-        """fit() builds one backbone (the model's, which also extracts both splits) and hashes it once."""
+        """fit() in a fresh process builds one backbone (the shared one, which also extracts both splits)
+        and hashes it once."""
         import qtl.data.features
         import qtl.models.backbones
         import qtl.models.checkpoint
@@ -262,6 +263,7 @@ class TestFrozenPath:
         fingerprint = counted(qtl.models.checkpoint, "backbone_fingerprint")
         for module in (qtl.models.checkpoint, qtl.training.fit):
             monkeypatch.setattr(module, "backbone_fingerprint", fingerprint)
+        monkeypatch.setattr(qtl.models.backbones, "_SHARED", {})  # as in a fresh process
         mc = ModelConfig("quantum", pretrained=False, class_names=("cats", "dogs"))
         machine = MachineConfig(data_dir=tiny_image_folder, cache_dir=tmp_path / "cache")
         r = fit(mc, quick("quantum", epochs=3), machine, checkpoint_path=tmp_path / "q.pt")
@@ -323,3 +325,32 @@ class TestErrors:
         """auto picks CUDA when present, else the CPU."""
         assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
         assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("rotation", ["ry", "rot"])
+def test_every_update_is_an_optimizer_step_and_nothing_warns(rotation):
+    """The quantum head's closed-form step (RY circuits) computes its own update and autograd's (Rot)
+    does not, yet both update through the optimizer's step: a global step hook counts every batch, and
+    StepLR, stepped every epoch, warns nothing (it used to warn "lr_scheduler.step() before
+    optimizer.step()" on every closed-form run)."""
+    import warnings
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from qtl.quantum.circuit import CircuitConfig
+
+    torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # torch hooks Adam.step itself: still one call a step
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda opt, *_: steps.append(opt))
+    mc = ModelConfig(
+        "quantum", pretrained=False, class_names=CLASSES, circuit=CircuitConfig(rotation=rotation)
+    )
+    tc = dataclasses.replace(recipe("quantum"), epochs=3, step_size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = fit(mc, tc, features=synthetic_features())
+    finally:
+        handle.remove()
+    assert len(steps) == 3 * 3  # 12 training features, batch 4: 3 steps per epoch, 3 epochs
+    assert [row["lr"] for row in result.history] == pytest.approx([4e-4, 4e-5, 4e-6])

@@ -12,14 +12,21 @@ Methods:
               transformers included.
 The engines are differentiable (the native simulator by autograd, PennyLane through its torch interface),
 so the circuit's part of the gradient is exact, not approximated. Frozen backbones stay frozen: gradients
-are taken with respect to the input and the feature map only, never accumulated into any parameter, so
-a model shared between sessions is safe to explain.
+are taken with respect to the input and the feature map only, never accumulated into any parameter.
+
+A loaded model's backbone may be the process's shared one (`qtl.models.backbones.shared_backbone`), run
+by other threads at the same moment, so nothing here registers a hook on it or changes it: Grad-CAM runs
+a per-call copy of the few modules on the path to the feature map (they share every weight), in which the
+feature-map block is wrapped to hand its output to this call alone. `explain_all` explains several models
+on one image and runs a shared backbone once for all the heads on it.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,25 +54,75 @@ class Explanation:
     image: Image.Image  # the model's view of the input: resized and cropped, H x W
 
 
+def _bare_copy(module: nn.Module) -> nn.Module:
+    """A shallow copy of `module` with its own child table and empty hook tables; it shares every
+    parameter, buffer and child with `module`, so it costs microseconds and no weights."""
+    clone = copy.copy(module)
+    for key, value in module.__dict__.items():
+        if key.endswith("hooks") and isinstance(value, dict):
+            clone.__dict__[key] = type(value)()
+    clone.__dict__["_modules"] = dict(module._modules)
+    return clone
+
+
+def _hookable_copy(module: nn.Module) -> nn.Module:
+    """`_bare_copy` of every module of the tree: hooks registered on it never reach `module`."""
+    clone = _bare_copy(module)
+    for name, child in clone._modules.items():
+        if child is not None:
+            clone._modules[name] = _hookable_copy(child)
+    return clone
+
+
+class _Capture(nn.Module):
+    """Wraps the feature-map block of a per-call copy: runs it, keeps its output A (B, C, h, w) as a new
+    leaf of the graph, and turns gradient recording on for the rest of the forward (the trunk below A
+    runs without a graph: Grad-CAM needs d score / dA only)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.out: torch.Tensor | None = None
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        out = self.block(*args, **kwargs)
+        torch.set_grad_enabled(True)  # the caller's torch.no_grad() context restores its mode on exit
+        self.out = out.detach().requires_grad_(True)
+        return self.out
+
+
+def _capturing_copy(backbone: nn.Module, layer: str) -> tuple[nn.Module, _Capture]:
+    """A copy of `backbone` whose block `layer` (a dotted name) is wrapped in a `_Capture`. Only the
+    modules on the path from the root to it are copied (`_bare_copy`); everything else is the original,
+    run forward only."""
+    names = layer.split(".")
+    capture = _Capture(backbone.get_submodule(layer))
+
+    def along(module: nn.Module, depth: int) -> nn.Module:
+        if depth == len(names):
+            return capture
+        clone = _bare_copy(module)
+        clone._modules[names[depth]] = along(module._modules[names[depth]], depth + 1)
+        return clone
+
+    return along(backbone, 0), capture
+
+
 def feature_map_layer(backbone: nn.Module, x: torch.Tensor) -> str | None:
     """Name of the module whose output is the backbone's last spatial feature map, or None when the
     backbone is not a CNN (a module emits token sequences (B, N, D): a transformer).
 
-    Found by one forward pass over `x` (1, 3, H, W): the last module to finish with a (B, C, h, w)
-    output, h * w > 1, i.e. the block just before global pooling.
+    Found by one forward pass over `x` (1, 3, H, W), with hooks on a per-call copy (`_hookable_copy`):
+    the last module to finish with a (B, C, h, w) output, h * w > 1, i.e. the block just before global
+    pooling.
     """
     found: list[tuple[str, int]] = []
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, out, name=name: found.append((name, _rank(out))))
-        for name, m in backbone.named_modules()
-        if name
-    ]
-    try:
-        with torch.no_grad():
-            backbone(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    probe = _hookable_copy(backbone)
+    for name, m in probe.named_modules():
+        if name:
+            m.register_forward_hook(lambda _m, _i, out, name=name: found.append((name, _rank(out))))
+    with torch.no_grad():
+        probe(x)
     if any(rank == 3 for _, rank in found):
         return None
     spatial = [name for name, rank in found if rank == 4]
@@ -82,6 +139,15 @@ def _rank(out) -> int:
 
 
 _layers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backbone -> its feature_map_layer
+_layers_lock = threading.Lock()
+
+
+def _layer_of(backbone: nn.Module, x: torch.Tensor) -> str | None:
+    """`feature_map_layer` of `backbone`, found once per backbone."""
+    with _layers_lock:
+        if backbone not in _layers:
+            _layers[backbone] = feature_map_layer(backbone, x)
+        return _layers[backbone]
 
 
 def _view(transform, x: torch.Tensor) -> Image.Image:
@@ -113,59 +179,84 @@ def explain(loaded, image, *, method: str = "auto", target: int | None = None) -
     method: "auto" (grad-cam on CNN backbones, else saliency), "grad-cam" or "saliency".
     Raises ValueError for an unknown method, or grad-cam on a backbone without a spatial feature map.
     """
+    return explain_all({"model": loaded}, image, method=method, target=target)["model"]
+
+
+def explain_all(
+    models: Mapping[str, object], image, *, method: str = "auto", target: int | None = None
+) -> dict[str, Explanation]:
+    """`explain` for every model of `{name: LoadedModel}` on one image, in the order given.
+
+    Frozen models on the same backbone object with the same preprocessing (the checkpoints loaded onto
+    one shared backbone) share its forward pass: Grad-CAM then costs one backbone pass for all of them,
+    plus a pooling and a head per model.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
-    c = loaded.model_config
-    model = loaded.model
-    device = next(model.parameters()).device
-    transform = eval_transform(loaded)  # the preprocessing the checkpoint records
-    x = transform(as_images(image)[0]).unsqueeze(0).to(device)  # (1, 3, H, W)
-    key = model.backbone
-    if key not in _layers and method != "saliency":
-        _layers[key] = feature_map_layer(model.backbone, x)
-    layer = _layers.get(key) if method != "saliency" else None
+    picture = as_images(image)[0]
+    groups: dict = {}
+    for name, loaded in models.items():
+        shared = loaded.model_config.frozen
+        key = (id(loaded.model.backbone), repr(loaded.transform)) if shared else ("own", name)
+        groups.setdefault(key, {})[name] = loaded
+    out: dict[str, Explanation] = {}
+    for group in groups.values():
+        out |= _explain_group(group, picture, method, target)
+    return {name: out[name] for name in models}
+
+
+def _explain_group(group: dict, picture: Image.Image, method: str, target: int | None) -> dict:
+    """Explanations of models that run one backbone with one preprocessing, from one forward pass."""
+    first = next(iter(group.values()))
+    backbone = first.model.backbone
+    device = next(first.model.parameters()).device
+    transform = eval_transform(first)  # the preprocessing the checkpoint records
+    x = transform(picture).unsqueeze(0).to(device)  # (1, 3, H, W)
+    layer = None if method == "saliency" else _layer_of(backbone, x)
     if method == "grad-cam" and layer is None:
-        raise ValueError(f"{c.backbone} has no convolutional feature map: use the saliency method")
-    use_cam = layer is not None
+        raise ValueError(f"{first.model_config.backbone} has no convolutional feature map: use saliency")
 
-    captured: list[torch.Tensor] = []
-    me = threading.get_ident()  # a shared model may run forward in other threads meanwhile
-    hook = None
-    if use_cam:
-        module = model.backbone.get_submodule(layer)
-        hook = module.register_forward_hook(
-            lambda _m, _i, out: captured.append(out) if threading.get_ident() == me else None
-        )
-    try:
+    if layer is not None:  # grad-cam: d score / dA for the feature map A of a per-call copy
+        run, capture = _capturing_copy(backbone, layer)
+        with torch.no_grad():  # the trunk below A records nothing; _Capture turns recording on
+            features = run(x)  # (1, F)
+        wrt = capture.out  # (1, C, h, w)
+    else:  # saliency: d score / d pixels
+        wrt = x.requires_grad_(True)
         with torch.enable_grad():
-            x.requires_grad_(True)
-            logits = model.head(model.backbone(x))  # (1, C): the circuit runs inside the head
-            probs = torch.softmax(logits.detach(), 1)[0].float().cpu()
-            target = int(probs.argmax()) if target is None else int(target)
-            wrt = captured[-1] if use_cam else x
-            (grad,) = torch.autograd.grad(logits[0, target], wrt)
-    finally:
-        if hook is not None:
-            hook.remove()
+            features = backbone(x)  # (1, F)
 
-    size = x.shape[-2:]
-    if use_cam:
+    out = {}
+    view = _view(transform, x.detach()[0].cpu())
+    names = list(group)
+    for i, name in enumerate(names):
+        loaded = group[name]
+        with torch.enable_grad():
+            logits = loaded.model.head(features)  # (1, C): the circuit runs inside the head
+            probs = torch.softmax(logits.detach(), 1)[0].float().cpu()
+            t = int(probs.argmax()) if target is None else int(target)
+            (grad,) = torch.autograd.grad(logits[0, t], wrt, retain_graph=i < len(names) - 1)
+        out[name] = Explanation(
+            "grad-cam" if layer is not None else "saliency",
+            t,
+            loaded.class_names[t],
+            probs,
+            _heatmap(grad, wrt.detach(), x.shape[-2:], cam=layer is not None),
+            view,
+        )
+    return out
+
+
+def _heatmap(grad: torch.Tensor, wrt: torch.Tensor, size, *, cam: bool) -> np.ndarray:
+    """(H, W) map in [0, 1]: Grad-CAM from the feature map A (1, C, h, w) and d score / dA, or saliency
+    from d score / d pixels (1, 3, H, W)."""
+    if cam:
         weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-        cam = F.relu((weights * wrt.detach()).sum(1, keepdim=True))  # (1, 1, h, w)
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[0, 0]
-        heatmap = _normalise(cam.float().cpu())
-    else:
-        # no smoothing: a blurred map is dominated by the image's own structure and fails the sanity check
-        sal = grad.abs().amax(dim=1)[0]  # (H, W)
-        heatmap = _normalise(sal.float().cpu(), q=0.99)
-    return Explanation(
-        "grad-cam" if use_cam else "saliency",
-        target,
-        loaded.class_names[target],
-        probs,
-        heatmap,
-        _view(transform, x.detach()[0].cpu()),
-    )
+        cam_map = F.relu((weights * wrt).sum(1, keepdim=True))  # (1, 1, h, w)
+        cam_map = F.interpolate(cam_map, size=size, mode="bilinear", align_corners=False)[0, 0]
+        return _normalise(cam_map.float().cpu())
+    # no smoothing: a blurred map is dominated by the image's own structure and fails the sanity check
+    return _normalise(grad.abs().amax(dim=1)[0].float().cpu(), q=0.99)
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:

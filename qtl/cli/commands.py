@@ -235,7 +235,7 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
 
 def cmd_explain(args, bar: ProgressBar) -> int:
-    from qtl.analysis.explain import explain, explanation_figure
+    from qtl.analysis.explain import explain_all, explanation_figure
     from qtl.data.images import load_image
     from qtl.models.checkpoint import load_checkpoint
 
@@ -244,7 +244,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}
     rows = []
     for path, image in zip(args.images, images, strict=True):
-        row = {name: explain(m, image, method=args.method) for name, m in models.items()}
+        row = explain_all(models, image, method=args.method)
         for name, ex in row.items():
             print(f"{path}  {name}: {ex.class_name} ({ex.probs[ex.target]:.1%}), {ex.method}")
         rows.append((Path(path).name, row))

@@ -26,7 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from qtl.data.folders import list_images, validate_dataset
 from qtl.data.images import ImageFolderDataset
-from qtl.models.backbones import backbone_libraries, image_transform, load_backbone, transform_key, weights_id
+from qtl.models.backbones import (
+    backbone_libraries,
+    image_transform,
+    is_shared,
+    load_backbone,
+    transform_key,
+    weights_id,
+)
 from qtl.paths import cache_root
 from qtl.utils.atomic import WriteError, atomic_save
 from qtl.utils.download import sha256_file
@@ -224,7 +231,8 @@ def _run(
 ) -> torch.Tensor:
     """Run the model over the dataset in order -> (max(V, 1), N, F) float32 CPU tensor."""
     device = torch.device(device)
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    if not is_shared(model):  # a shared backbone is read-only, in eval mode on its device
+        model = model.to(device, memory_format=torch.channels_last).eval()
     workers = _default_workers(len(dataset), batch_size) if num_workers is None else num_workers
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"

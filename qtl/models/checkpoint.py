@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -290,6 +291,9 @@ def load_checkpoint(
 ) -> LoadedModel:
     """Rebuild a checkpoint's model (backbone by name and weights id, then the stored weights).
 
+    Head-only (frozen-variant) checkpoints run on the process's one shared backbone of their name and
+    weights (`qtl.models.backbones.shared_backbone`): N of them loaded hold one copy of its weights.
+
     engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
     noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
@@ -307,10 +311,16 @@ def load_checkpoint(
     if (scope == "head") != mc.frozen:
         raise CheckpointError(f"{path.name} is damaged: scope {scope!r} does not fit variant {mc.variant!r}")
 
+    # head-only: onto the process's one shared backbone (N checkpoints on one backbone hold one copy);
     # a fully stored model needs no ImageNet weights: its state_dict replaces them all
-    build_config = mc if scope == "head" else ModelConfig.from_dict({**mc.to_dict(), "pretrained": False})
+    if scope == "head":
+        from qtl.models.backbones import shared_backbone
+
+        backbone, build_config = shared_backbone(mc.backbone, mc.pretrained, device=device), mc
+    else:
+        backbone, build_config = None, ModelConfig.from_dict({**mc.to_dict(), "pretrained": False})
     with torch.random.fork_rng(devices=[]):
-        model = build_model(build_config)
+        model = build_model(build_config, backbone=backbone)
     target = model.head if scope == "head" else model
     expected = {k: v for k, v in target.state_dict().items() if ".engine." not in f".{k}"}
     stored = payload["state_dict"]
@@ -329,7 +339,7 @@ def load_checkpoint(
     target.load_state_dict(stored, strict=False)
 
     fingerprint = payload["backbone"].get("fingerprint")
-    if scope == "head" and fingerprint and backbone_fingerprint(model.backbone) != fingerprint:
+    if scope == "head" and fingerprint and _shared_fingerprint(model.backbone) != fingerprint:
         raise CheckpointError(
             f"{path.name} was trained on different {mc.backbone} ({payload['backbone'].get('weights')}) "
             "weights than the ones available here; retrain it, or restore the original weights file"
@@ -347,6 +357,16 @@ def load_checkpoint(
         backbone_weights=str(payload["backbone"].get("weights")),
         transform=_transform(payload, path.name),
     )
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # shared backbone -> fingerprint
+
+
+def _shared_fingerprint(backbone: nn.Module) -> str:
+    """`backbone_fingerprint` of a shared backbone, hashed once: it never changes."""
+    if backbone not in _FINGERPRINTS:
+        _FINGERPRINTS[backbone] = backbone_fingerprint(backbone)
+    return _FINGERPRINTS[backbone]
 
 
 def _transform(payload: dict, filename: str) -> dict | None:

@@ -28,6 +28,8 @@ class Classifier(nn.Module):
 
     When `frozen`, the backbone's parameters do not require grad and it stays in eval mode even when
     the classifier is put in train mode (batch-norm statistics never move), so cached features stay valid.
+    A frozen backbone may be the process's shared one (`qtl.models.backbones.shared_backbone`): the
+    classifier then never writes to it, not even its mode, and `.to()` converts the head alone.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, in_features: int, *, frozen: bool) -> None:
@@ -37,13 +39,36 @@ class Classifier(nn.Module):
         self.in_features = in_features
         self.frozen = frozen
         if frozen:
-            backbone.requires_grad_(False)
-            backbone.eval()
+            if any(p.requires_grad for p in backbone.parameters()):
+                backbone.requires_grad_(False)
+            if backbone.training:
+                backbone.eval()
 
     def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.frozen:
+        """Train (or eval) mode for the head and a trainable backbone; a frozen backbone stays in eval
+        mode, untouched when it already is (another thread may be running it)."""
+        if not self.frozen:
+            return super().train(mode)
+        self.training = mode
+        self.head.train(mode)
+        if self.backbone.training:
             self.backbone.eval()
+        return self
+
+    def _apply(self, fn, recurse: bool = True):
+        """What `.to()`, `.float()` and the like run: a shared backbone is never converted (other models
+        and threads use it), only the head, which must then sit on the backbone's device."""
+        from qtl.models.backbones import is_shared
+
+        if not (recurse and is_shared(self.backbone)):
+            return super()._apply(fn, recurse)
+        self.head._apply(fn)
+        where = {p.device for p in self.parameters()}
+        if len(where) > 1:
+            raise ValueError(
+                f"this model's backbone is the shared one on {next(self.backbone.parameters()).device}: "
+                "load the checkpoint with device= the device you want instead of moving the model"
+            )
         return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

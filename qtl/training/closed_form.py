@@ -62,7 +62,7 @@ def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) ->
         return False
     if plan.rounds not in ((), _WEIGHT_RY):
         return False
-    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+    if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
         return False
     group = optimizer.param_groups[0]
     if not group.get("fused") or group["weight_decay"] or group["amsgrad"] or group["maximize"]:

@@ -32,7 +32,7 @@ from torch import nn
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
 from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
-from qtl.models.backbones import load_backbone
+from qtl.models.backbones import load_backbone, shared_backbone
 from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.models.variants import Classifier, build_model
 from qtl.training.optim import make_optimizer
@@ -155,10 +155,15 @@ def fit(
         )
     mc = dataclasses.replace(model_config, class_names=classes)
 
-    # ---- model: seeded head init, so the same seed gives the same run
+    # ---- model: seeded head init, so the same seed gives the same run; a frozen variant's head sits
+    # on the process's shared backbone (read-only, built once)
     torch.manual_seed(tc.seed)
     built = model is None
-    model = (build_model(mc) if built else model).to(device)
+    if built:
+        model = build_model(
+            mc, backbone=shared_backbone(mc.backbone, mc.pretrained, device=device) if mc.frozen else None
+        )
+    model = model.to(device)
     # a cache miss runs the model's own frozen backbone when fit() built it (a given model's may differ
     # from the weights the cache key names), else one backbone loaded on the first miss and then reused
     backbone = (

@@ -1,19 +1,26 @@
-"""The optimizers qtl trains with, and Adam's update in one place for the steps that bypass `.step()`.
+"""The optimizers qtl trains with, and Adam's update in one place for the steps that compute it themselves.
 
     optimizer = make_optimizer(model, train_config)     # Adam (fused kernel where torch has it) or SGD
     adam(params, lr)                                    # the Adam every qtl training run uses
 
-The closed-form and compiled training steps update parameters without calling `optimizer.step()`;
-they share this module's `adam_state` (the optimizer's own exp_avg, exp_avg_sq and step tensors, in the
-layout torch's fused Adam gives them), and update with `fused_adam_update` (torch's fused kernel) or
+The closed-form and compiled training steps compute their gradients (and, compiled, the update) outside
+autograd. They still step through the optimizer: `Adam.step_by(update)` runs `update` as the body of
+`optimizer.step()`, so step hooks and whatever counts the optimizer's steps (an LR scheduler) see every
+update. The update itself works on the optimizer's own state (`adam_state`: exp_avg, exp_avg_sq and step
+tensors, in the layout torch's fused Adam gives them) with `fused_adam_update` (torch's fused kernel) or
 `adam_update` (the same rule as plain tensor operations, which `torch.compile` can trace). Either leaves
-exactly what `optimizer.step()` would: schedulers, checkpoints and later eager steps see no difference.
+exactly what torch's `Adam.step()` would: schedulers, checkpoints and later eager steps see no difference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
@@ -32,7 +39,30 @@ def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
-def adam(params, lr: float) -> torch.optim.Adam:
+class Adam(torch.optim.Adam):
+    """torch's Adam, which a training step that computes its own update can also step with: `step_by`."""
+
+    _update: Callable[[], object] | None = None
+
+    def step_by(self, update: Callable[[], T]) -> T:
+        """Run `update()`, which updates this optimizer's parameters and state itself (`fused_adam_update`,
+        or a compiled step's `adam_update`), as the body of `self.step()`: the optimizer's step hooks run
+        around it and a scheduler counts it, as for any step. Returns what `update` returns."""
+        self._update = update
+        return self.step()
+
+    def step(self, closure=None):
+        """torch's Adam step from `.grad`; inside `step_by`, its update instead."""
+        update, self._update = self._update, None
+        if update is not None:
+            return update()
+        # torch wraps a class's step in its hook runner (and marks it "hooked") once an instance exists;
+        # this step is wrapped already, so torch's Adam.step runs bare, or every hook would run twice
+        adam_step = torch.optim.Adam.step
+        return (adam_step.__wrapped__ if getattr(adam_step, "hooked", False) else adam_step)(self, closure)
+
+
+def adam(params, lr: float) -> Adam:
     """torch's Adam over `params` (tensors or param groups), fused where torch has the kernel for them.
 
     The fused kernel updates every parameter in one call per step (float parameters on CPU or CUDA);
@@ -41,13 +71,18 @@ def adam(params, lr: float) -> torch.optim.Adam:
     params = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
     tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
     fused = bool(tensors) and all(t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in tensors)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+    return Adam(params, lr=lr, fused=fused or None)
+
+
+def step_by(optimizer: torch.optim.Optimizer, update: Callable[[], T]) -> T:
+    """`update()` as `optimizer`'s step: through `Adam.step_by` for qtl's Adam, else called directly."""
+    return optimizer.step_by(update) if isinstance(optimizer, Adam) else update()
 
 
 def is_plain_adam(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer` is torch's Adam with no weight decay, amsgrad or maximize in any group: the
     rule `adam_update` and `fused_adam_update` implement."""
-    return type(optimizer) is torch.optim.Adam and not any(
+    return isinstance(optimizer, torch.optim.Adam) and not any(
         g["weight_decay"] or g["amsgrad"] or g["maximize"] for g in optimizer.param_groups
     )
 
@@ -66,7 +101,12 @@ def adam_state(optimizer: torch.optim.Optimizer, params: list) -> tuple[list, li
 
 def fused_adam_update(optimizer: torch.optim.Optimizer, params: list, grads: list) -> None:
     """`optimizer.step()` for `params` (one param group of a plain Adam) with `grads`, by torch's
-    fused kernel on the optimizer's own state. The gradients are never written to `.grad`."""
+    fused kernel on the optimizer's own state, run through the optimizer's step (`step_by`). The
+    gradients are never written to `.grad`."""
+    step_by(optimizer, lambda: _fused_adam(optimizer, params, grads))
+
+
+def _fused_adam(optimizer: torch.optim.Optimizer, params: list, grads: list) -> None:
     group = optimizer.param_groups[0]
     exp_avgs, exp_avg_sqs, steps = adam_state(optimizer, params)
     torch._foreach_add_(steps, 1)

