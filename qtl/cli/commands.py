@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from qtl.cli.hardware import cmd_hardware
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_dataset,
@@ -84,7 +85,7 @@ def _model_config(args, variant: str) -> ModelConfig:
         diff_method=args.diff_method,
         max_bond=args.max_bond,
         q_delta=args.q_delta,
-        noise=_noise_config(args, shots=args.shots),
+        noise=_noise_config(args, shots=args.shots, circuit=circuit),
     )
 
 
@@ -97,8 +98,17 @@ def _strengths(values: list[float] | None, name: str) -> tuple[float, float]:
     return values[0], values[-1]
 
 
-def _noise_config(args, shots: int | None = None):
+def _noise_config(args, shots: int | None = None, circuit: CircuitConfig | None = None):
     from qtl.quantum.noise import NoiseConfig
+
+    if getattr(args, "noise_from", None):
+        from qtl.quantum.calibration import noise_from_backend
+
+        flags = ("depolarizing", "amplitude_damping", "phase_damping")
+        if any(getattr(args, k, None) for k in flags) or args.readout:
+            raise ValueError("--noise-from sets the channels and readout error; drop the other noise flags")
+        derived = noise_from_backend(circuit or CircuitConfig(), args.noise_from)
+        return dataclasses.replace(derived, shots=shots, seed=args.noise_seed)
 
     dep = _strengths(getattr(args, "depolarizing", None), "depolarizing")
     amp = _strengths(args.amplitude_damping, "amplitude-damping")
@@ -514,4 +524,5 @@ HANDLERS = {
     "data": cmd_data,
     "sweep": cmd_sweep,
     "runs": cmd_runs,
+    "hardware": cmd_hardware,
 }

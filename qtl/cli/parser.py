@@ -92,6 +92,14 @@ def _add_noise_args(p: argparse.ArgumentParser, *, grid: bool = False) -> None:
             "--shots", type=int, metavar="N", default=None, help="<Z> as the mean of N shots (default: exact)"
         )
     g.add_argument("--noise-seed", type=int, metavar="N", default=0, help="seed of the shot sampler")
+    if not grid:
+        g.add_argument(
+            "--noise-from",
+            default=None,
+            metavar="BACKEND",
+            help="the channels and readout error of a fake IBM backend's calibration for this circuit "
+            "(e.g. FakeManilaV2; needs qtl[hardware]; see docs/hardware.md)",
+        )
 
 
 def _add_circuit_args(p: argparse.ArgumentParser) -> None:
@@ -470,4 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_arg(p, "--path")
     p.add_argument("--no-download", action="store_true", help="only verify; never touch the network")
+
+    from qtl.cli.hardware import add_parser as add_hardware
+
+    add_hardware(command)
     return parser

@@ -7,6 +7,14 @@ environment that ran them accumulate.
     db.finish(run.id, outcome, environment, timings)   # one transaction: row, epochs, timings -> done
     db.rows(sweep="study")                       # finished runs, one ROW_FIELDS-like dict each
 
+Hardware jobs (`qtl hardware run`) have their own table: a job's row, with everything needed to score
+it, is written when the job is submitted, before anything waits on the device, so `qtl hardware resume
+JOB_ID` can finish it after a restart:
+
+    db.add_hardware_job(job_id, provider=..., backend=..., ..., plan={...})   # status "submitted"
+    db.finish_hardware_job(job_id, results)          # or fail_hardware_job(job_id, error)
+    db.hardware_job(job_id), db.hardware_jobs()
+
 A run's results land in one transaction, so a process killed at any moment leaves either a finished run
 or one still marked `running` (re-run by the next `qtl sweep` of the same spec), never half a run.
 Only `done` runs count anywhere. Several readers and one writer at a time (SQLite's WAL rules).
@@ -48,7 +56,15 @@ CREATE TABLE IF NOT EXISTS timings (
     PRIMARY KEY (run, name));
 CREATE TABLE IF NOT EXISTS environments (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE TABLE IF NOT EXISTS hardware_jobs (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, provider TEXT NOT NULL, backend TEXT NOT NULL,
+    local INTEGER NOT NULL, checkpoint TEXT NOT NULL, samples INTEGER NOT NULL, shots INTEGER NOT NULL,
+    mitigations TEXT NOT NULL, plan TEXT NOT NULL, results TEXT, error TEXT,
+    created TEXT NOT NULL, updated TEXT NOT NULL);
 """
+HARDWARE_STATUSES = ("submitted", "done", "failed")
+HARDWARE_COLUMNS = ("id", "status", "provider", "backend", "local", "checkpoint", "samples", "shots",
+                    "mitigations", "error", "created", "updated")  # fmt: skip
 
 
 def _now() -> str:
@@ -158,6 +174,38 @@ class ResultsDB:
                 (status, error, _now(), run_id),
             )
 
+    def add_hardware_job(
+        self, job_id: str, *, provider: str, backend: str, local: bool, checkpoint: str, samples: int,
+        shots: int, mitigations: list[str], plan: dict,
+    ) -> None:  # fmt: skip
+        """Record a submitted hardware job with its plan (what scoring it needs), status `submitted`."""
+        now = _now()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO hardware_jobs (id, status, provider, backend, local, checkpoint, samples, "
+                "shots, mitigations, plan, created, updated) "
+                "VALUES (?, 'submitted', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, provider, backend, int(local), checkpoint, samples, shots,
+                 json.dumps(mitigations), json.dumps(plan), now, now),
+            )  # fmt: skip
+
+    def finish_hardware_job(self, job_id: str, results: dict) -> None:
+        """A hardware job's scored results; status `done`."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE hardware_jobs SET status = 'done', results = ?, error = NULL, updated = ? "
+                "WHERE id = ?",
+                (json.dumps(results), _now(), job_id),
+            )
+
+    def fail_hardware_job(self, job_id: str, error: str) -> None:
+        """A hardware job that failed on the device or while scoring, with a one-line reason."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE hardware_jobs SET status = 'failed', error = ?, updated = ? WHERE id = ?",
+                (error, _now(), job_id),
+            )
+
     def _environment(self, info: dict) -> str:
         text = json.dumps(info, sort_keys=True)
         env_id = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -229,6 +277,27 @@ class ResultsDB:
     def timings(self, run_id: str) -> dict[str, float]:
         rows = self._db.execute("SELECT name, seconds FROM timings WHERE run = ?", (run_id,))
         return {r["name"]: r["seconds"] for r in rows}
+
+    def hardware_job(self, job_id: str) -> dict | None:
+        """One hardware job: its columns, mitigations, plan and results (None until done) as values."""
+        row = self._db.execute("SELECT * FROM hardware_jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        for key in ("mitigations", "plan", "results"):
+            out[key] = None if out[key] is None else json.loads(out[key])
+        out["local"] = bool(out["local"])
+        return out
+
+    def hardware_jobs(self) -> list[dict]:
+        """Every hardware job, newest first: HARDWARE_COLUMNS (no plan, no results)."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(HARDWARE_COLUMNS)} FROM hardware_jobs ORDER BY created DESC, id"
+        )
+        out = [dict(r) for r in rows]
+        for r in out:
+            r["mitigations"], r["local"] = json.loads(r["mitigations"]), bool(r["local"])
+        return out
 
     def environment(self, run_id: str) -> dict | None:
         row = self._db.execute(

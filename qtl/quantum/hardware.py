@@ -8,11 +8,19 @@ basis gates, and all samples run as one Sampler job (one parameter set per sampl
     expvals = backend_expvals(config, angles, weights, "FakeManilaV2", shots=1024)   # (N, n) <Z_i>
 
 A fake backend (`qiskit_ibm_runtime.fake_provider`, e.g. FakeManilaV2) runs locally on Aer with the noise
-model of its calibration snapshot. A real device is the same call with a backend object from
-`QiskitRuntimeService(...).backend(name)` (see the README; needs an IBM Quantum token).
+model of its calibration snapshot: qiskit-ibm-runtime's local testing mode, the same V2 primitives and
+`Batch` a real device gets. A real device is the same call by name ("ibm_brisbane") once an IBM Quantum
+account is there: saved by `QiskitRuntimeService.save_account(...)` or given as `QISKIT_IBM_TOKEN`. qtl
+never reads, passes or stores the token: `QiskitRuntimeService()` finds it itself.
+
+`IBMDevice` is a backend as `qtl.analysis.hardware_runs` uses it (see `qtl.quantum.devices`): compile the
+circuit once, submit every sample, fold and calibration circuit as one Sampler job in batch mode, read
+the counts back, and find a job again by id after a restart.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -57,20 +65,86 @@ def fake_backend_names() -> list[str]:
     )
 
 
+def is_fake(name: str) -> bool:
+    """Is `name` a fake backend's class name ("FakeManilaV2"), run locally rather than on a device?"""
+    return name.startswith("Fake")
+
+
+def ibm_account() -> bool:
+    """Is an IBM Quantum account there: `QISKIT_IBM_TOKEN` set, or one saved with `save_account`?
+    Only presence is checked; the token itself is never read here."""
+    if os.environ.get("QISKIT_IBM_TOKEN"):
+        return True
+    _fake_provider()
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    try:
+        return bool(QiskitRuntimeService.saved_accounts())
+    except Exception:  # an unreadable account file is no account
+        return False
+
+
+def ibm_service():
+    """`QiskitRuntimeService()`: it reads the saved account or QISKIT_IBM_TOKEN itself."""
+    _fake_provider()
+    if not ibm_account():
+        raise HardwareUnavailable(
+            "real IBM devices need an IBM Quantum account: save one with "
+            "QiskitRuntimeService.save_account(token=..., channel='ibm_quantum_platform') "
+            "or set QISKIT_IBM_TOKEN"
+        )
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    return QiskitRuntimeService()
+
+
 def get_backend(backend):
-    """A backend object: a fake backend by class name ("FakeManilaV2"), or any Qiskit backend as is."""
+    """A backend object: a fake backend by class name ("FakeManilaV2"), a real device by name with an
+    account ("ibm_brisbane"), or any Qiskit backend as is."""
     if not isinstance(backend, str):
         return backend
     fp = _fake_provider()
     names = fake_backend_names()
-    if backend not in names:
+    if backend in names:
+        return getattr(fp, backend)()
+    if is_fake(backend):
         raise ValueError(f"unknown fake IBM backend {backend!r}; choose one of: {', '.join(names)}")
-    return getattr(fp, backend)()
+    if not ibm_account():
+        raise ValueError(
+            f"{backend!r} is no fake backend ({', '.join(names[:3])}, ...; 'qtl hardware backends' lists "
+            "them), and a real IBM device needs an account: save one with QiskitRuntimeService.save_account "
+            "or set QISKIT_IBM_TOKEN"
+        )
+    return ibm_service().backend(backend)
 
 
-def qiskit_circuit(config: CircuitConfig):
+def list_backends(real: bool = True) -> list[dict]:
+    """The fake backends (name, qubits) and, with an account and `real`, the account's devices (name,
+    qubits, status, pending jobs): one dict per backend."""
+    fp = _fake_provider()
+    rows = []
+    for name in fake_backend_names():
+        backend = getattr(fp, name)()
+        rows.append({"name": name, "kind": "fake", "qubits": backend.num_qubits, "status": "local"})
+    if real and ibm_account():
+        for backend in ibm_service().backends(simulator=False):
+            status = backend.status()
+            state = "online" if status.operational else "offline"
+            rows.append(
+                {
+                    "name": backend.name,
+                    "kind": "ibm",
+                    "qubits": backend.num_qubits,
+                    "status": f"{state}, {status.status_msg}",
+                    "pending_jobs": status.pending_jobs,
+                }
+            )
+    return rows
+
+
+def qiskit_circuit(config: CircuitConfig, measure: bool = True):
     """(QuantumCircuit, x, w): `gates(config)` with input angles x[i] and flat weights w[k] as parameters,
-    every qubit measured (classical bit i = wire i)."""
+    every qubit measured (classical bit i = wire i) unless `measure` is False."""
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
 
@@ -95,8 +169,25 @@ def qiskit_circuit(config: CircuitConfig):
             qc.rz(angle, g.wires[0])
         else:
             raise ValueError(f"no Qiskit gate for {g.name!r}")
-    qc.measure_all()
+    if measure:
+        qc.measure_all()
     return qc, x, w
+
+
+def parameter_values(circuit, x, w, angles: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+    """(N, n) angles and the weights -> (N, P) float64 values of `circuit.parameters`, in its order."""
+    a = angles.detach().cpu().double().numpy()  # (N, n)
+    flat = weights.detach().cpu().double().reshape(-1).numpy()
+    column = {p: a[:, i] for i, p in enumerate(x)} | {
+        p: np.full(len(a), v) for p, v in zip(w, flat, strict=True)
+    }
+    return np.stack([column[p] for p in circuit.parameters], axis=-1).reshape(len(a), -1)
+
+
+def _bits(bit_array, n: int) -> np.ndarray:
+    """A SamplerV2 BitArray of shape (N,) -> (N, S, n) uint8 bits, wire order (classical bit i = wire i)."""
+    packed = bit_array.array.reshape(-1, bit_array.num_shots, bit_array.array.shape[-1])
+    return np.unpackbits(packed, axis=-1, bitorder="big")[..., ::-1][..., :n]
 
 
 def backend_expvals(
@@ -126,13 +217,142 @@ def backend_expvals(
         raise ValueError(f"{device.name} has {device.num_qubits} qubits; the circuit needs {n}")
     qc, x, w = qiskit_circuit(config)
     isa = transpile(qc, backend=device, optimization_level=optimization_level, seed_transpiler=seed)
-    a = angles.detach().cpu().double().numpy()  # (N, n)
-    flat = weights.detach().cpu().double().reshape(-1).numpy()
-    column = {p: a[:, i] for i, p in enumerate(x)} | {
-        p: np.full(len(a), v) for p, v in zip(w, flat, strict=True)
-    }
-    values = np.stack([column[p] for p in isa.parameters], axis=-1)  # (N, P) in the circuit's order
+    values = parameter_values(isa, x, w, angles, weights)  # (N, P)
     options = {"simulator": {"seed_simulator": seed}} if isinstance(device, FakeBackendV2) else {}
     result = SamplerV2(mode=device, options=options).run([(isa, values, shots)]).result()
-    bits = np.unpackbits(result[0].data.meas.array, axis=-1, bitorder="big")[..., ::-1][..., :n]  # (N, S, n)
+    bits = _bits(result[0].data.meas, n)  # (N, S, n)
     return torch.from_numpy(1.0 - 2.0 * bits.mean(axis=1))
+
+
+class IBMDevice:
+    """An IBM backend as a `qtl.quantum.devices` device: a fake one in local testing mode, or a real one
+    through the account's `QiskitRuntimeService`; jobs are SamplerV2 jobs in a `Batch`."""
+
+    provider = "ibm"
+
+    def __init__(self, backend) -> None:
+        _fake_provider()
+        from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
+        self.backend = get_backend(backend)
+        self.name = backend if isinstance(backend, str) else self.backend.name
+        self.local = isinstance(self.backend, FakeBackendV2)
+        self.num_qubits = self.backend.num_qubits
+
+    def compile(self, config: CircuitConfig, seed: int = 0, optimization_level: int = 1):
+        """Transpile `gates(config)` once (seeded) to the backend's coupling map and basis gates."""
+        from qiskit import transpile
+
+        from qtl.quantum.devices import Compiled
+
+        n = config.n_qubits
+        if n > self.num_qubits:
+            raise ValueError(f"{self.name} has {self.num_qubits} qubits; the circuit needs {n}")
+        qc, x, w = qiskit_circuit(config)
+        isa = transpile(qc, backend=self.backend, optimization_level=optimization_level, seed_transpiler=seed)
+        try:
+            duration = float(isa.estimate_duration(self.backend.target, unit="s"))
+        except Exception:  # a backend that reports no gate durations
+            duration = None
+        return Compiled(
+            circuit=(isa, x, w),
+            physical=_measured_qubits(isa, n),
+            depth=isa.depth(lambda inst: inst.operation.name != "barrier"),
+            two_qubit_gates=sum(inst.operation.num_qubits == 2 for inst in isa.data),
+            duration=duration,
+        )
+
+    def submit(self, compiled, config, angles, weights, shots, *, scales=(), calibrate=False, seed=0):
+        """Every sample as a parameter set of the compiled circuit, each sample's folds at `scales` and
+        the two readout calibration circuits: one SamplerV2 job in a Batch -> (job, programs)."""
+        from qiskit import QuantumCircuit, transpile
+        from qiskit_ibm_runtime import Batch, SamplerV2
+
+        from qtl.quantum.devices import Program
+        from qtl.quantum.mitigation import fold
+
+        isa, x, w = compiled.circuit
+        n, count = config.n_qubits, len(angles)
+        pubs = [(isa, parameter_values(isa, x, w, angles, weights), shots)]
+        programs = [Program("base", 1, count, [compiled.physical] * count)]
+        layout = isa.layout.initial_index_layout()[:n]
+        if scales:
+            logical, lx, lw = qiskit_circuit(config, measure=False)
+            values = parameter_values(logical, lx, lw, angles, weights)
+            bound = [logical.assign_parameters(v) for v in values]
+            for scale, circuits in fold(bound, scales, seed).items():
+                for c in circuits:
+                    c.measure_all()
+                # optimization level 0: translated to the basis gates on the same qubits, no fold cancelled
+                circuits = transpile(
+                    circuits, backend=self.backend, optimization_level=0, initial_layout=layout,
+                    seed_transpiler=seed,
+                )  # fmt: skip
+                pubs += [(c, None, shots) for c in circuits]
+                programs.append(Program("fold", scale, count, [_measured_qubits(c, n) for c in circuits]))
+        if calibrate:
+            for bit in (0, 1):
+                cal = QuantumCircuit(n)
+                if bit:
+                    cal.x(range(n))
+                cal.measure_all()
+                cal = transpile(
+                    cal, backend=self.backend, optimization_level=0, initial_layout=compiled.physical
+                )
+                pubs.append((cal, None, shots))
+                programs.append(Program("cal", bit, 1, [_measured_qubits(cal, n)]))
+        options = {"simulator": {"seed_simulator": seed}} if self.local else {}
+        with Batch(backend=self.backend) as batch:
+            job = SamplerV2(mode=batch, options=options).run(pubs)
+        return job, programs
+
+    def job_id(self, job) -> str:
+        return job.job_id()
+
+    def retrieve(self, job_id: str):
+        """A real device's job by id, from the account's service."""
+        return ibm_service().job(job_id)
+
+    def counts(self, job, programs) -> list[np.ndarray]:
+        """Wait for the job -> per program (count, 2**n) counts, in the order of `programs`."""
+        from qtl.quantum.mitigation import counts_from_bits
+
+        result = job.result()
+        n = len(programs[0].physical[0])
+        per_pub = [counts_from_bits(_bits(pub.data.meas, n)) for pub in result]
+        out, i = [], 0
+        for p in programs:
+            take = 1 if p.kind == "base" else p.count
+            out.append(np.concatenate(per_pub[i : i + take]))
+            i += take
+        return out
+
+    def seconds(self, compiled, programs, shots: int) -> float | None:
+        """Estimated device time: every execution's shots x (circuit duration + repetition delay); a fold
+        at scale s lasts s times the circuit, a calibration one measurement."""
+        if compiled.duration is None:
+            return None
+        rep_delay = float(getattr(self.backend, "default_rep_delay", None) or 250e-6)
+        measure = compiled.duration
+        props = (
+            self.backend.target["measure"].get((compiled.physical[0],))
+            if "measure" in self.backend.target
+            else None
+        )
+        if props is not None and props.duration:
+            measure = props.duration
+        per = {"base": compiled.duration, "cal": measure}
+        return sum(
+            p.count * shots * (per.get(p.kind, compiled.duration * p.value) + rep_delay) for p in programs
+        )
+
+    def noise(self, config: CircuitConfig):
+        """The NoiseConfig of this backend's calibration for `config` (`qtl.quantum.calibration`)."""
+        from qtl.quantum.calibration import noise_from_backend
+
+        return noise_from_backend(config, self.backend)
+
+
+def _measured_qubits(circuit, n: int) -> list[int]:
+    """The device qubit that wire i ends on (and is measured on), for a transpiled circuit."""
+    return [int(q) for q in circuit.layout.final_index_layout()[:n]]

@@ -1,0 +1,311 @@
+"""A quantum checkpoint on a device: estimate, one job, error mitigation, scoring, resume after a restart.
+
+    inputs = head_inputs(loaded, root)                       # the circuit's angles on the val split
+    plan = prepare(loaded, inputs, "FakeManilaV2", shots=4000, mitigations=["none", "readout", "zne"])
+    plan.estimate                                            # circuits, shots, depth, 2q gates, time, cost
+    job_id, job = submit(plan, db)                           # ONE job; its row is in the db before any wait
+    report = collect(job_id, db, job)                        # wait, mitigate, score -> JSON-ready dict
+    report = collect(job_id, db)                             # after a restart: from what the db holds
+
+The job holds every sample as a parameter set of the one compiled circuit, each sample's ZNE folds and
+the two readout calibration circuits (`qtl.quantum.devices`). The database row holds all that scoring
+needs (circuit, trained weights, angles, labels, the output layer, which program is which), so a restart
+loses nothing: a real device's job is found again by id; a local one (fake backend, Braket simulator)
+lives only in its process and is run again from the row, seeded as before.
+
+The report: accuracy and `expval_error` (mean |<Z> - exact <Z>| over samples and wires) per mitigation,
+beside the exact simulation and the noisy simulation of the device's calibration, with the shots and
+estimated device time each mitigation costs, and every sample's <Z> (`expvals`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qtl.analysis.robustness import HeadInputs
+from qtl.models.checkpoint import LoadedModel
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.devices import Program, open_device
+from qtl.quantum.mitigation import (
+    SCALE_FACTORS,
+    check_mitigations,
+    counts_expvals,
+    extrapolate,
+    needs,
+    readout_corrected,
+    readout_matrices,
+)
+from qtl.quantum.noise import NoiseConfig
+
+
+@dataclass
+class Plan:
+    """What one hardware run will do, before anything is submitted."""
+
+    device: object  # a qtl.quantum.devices device
+    compiled: object  # its Compiled circuit
+    record: dict  # JSON-ready: everything scoring needs (goes to the database as the job's plan)
+    estimate: dict = field(default_factory=dict)
+
+
+def select(inputs: HeadInputs, samples: int | None, seed: int = 0) -> HeadInputs:
+    """A seeded random subset of `samples` inputs (in their original order); all of them for None."""
+    if samples is None or samples >= len(inputs.labels):
+        return inputs
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    keep = torch.randperm(len(inputs.labels), generator=torch.Generator().manual_seed(seed))[:samples]
+    keep = keep.sort().values
+    return HeadInputs(inputs.angles[keep], inputs.labels[keep], [inputs.paths[i] for i in keep.tolist()])
+
+
+def _programs(count: int, scales, calibrate: bool) -> list[Program]:
+    """The programs of a job before submission (no qubits yet)."""
+    out = [Program("base", 1, count)] + [Program("fold", s, count) for s in scales]
+    return out + ([Program("cal", 0, 1), Program("cal", 1, 1)] if calibrate else [])
+
+
+def _uses(mitigation: str, programs: list[Program]) -> list[Program]:
+    """The programs a mitigation reads: base, plus folds for ZNE, plus calibration for readout."""
+    keep = {"base"} | ({"fold"} if needs([mitigation], "zne") else set())
+    return [p for p in programs if p.kind in keep or (p.kind == "cal" and needs([mitigation], "readout"))]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepare(
+    loaded: LoadedModel,
+    inputs: HeadInputs,
+    backend: str,
+    *,
+    shots: int = 4000,
+    mitigations=("none",),
+    extrapolation: str = "richardson",
+    seed: int = 0,
+    noise: NoiseConfig | None = None,
+) -> Plan:
+    """Open the device, compile the circuit once and estimate the run; nothing is submitted.
+    noise: the NoiseConfig of Braket's noisy local simulator (braket_dm)."""
+    if not loaded.model_config.is_quantum:
+        raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
+    if not 1 <= shots <= 100_000:
+        raise ValueError(f"shots must be between 1 and 100000, got {shots}")
+    mitigations = check_mitigations(mitigations)
+    extrapolate(np.zeros((len(SCALE_FACTORS), 1, 1)), method=extrapolation)  # an unknown name fails now
+    device = open_device(backend, noise)
+    config = loaded.model_config.circuit
+    compiled = device.compile(config, seed)
+    scales = list(SCALE_FACTORS[1:]) if needs(mitigations, "zne") else []
+    head = loaded.model.head
+    path = Path(loaded.path)
+    sim_noise = device.noise(config)
+    record = {
+        "backend": backend,
+        "provider": device.provider,
+        "local": device.local,
+        "checkpoint": {"path": str(path), "name": loaded.name, "sha256": _sha256(path)},
+        "config": config.to_dict(),
+        "weights": head.q_params.detach().cpu().double().reshape(-1).tolist(),
+        "post_net": {
+            "weight": head.post_net.weight.detach().cpu().double().tolist(),
+            "bias": head.post_net.bias.detach().cpu().double().tolist(),
+        },
+        "class_names": list(loaded.class_names),
+        "angles": inputs.angles.double().tolist(),
+        "labels": inputs.labels.tolist(),
+        "paths": [str(p) for p in inputs.paths],
+        "shots": shots,
+        "seed": seed,
+        "mitigations": mitigations,
+        "extrapolation": extrapolation,
+        "scales": scales,
+        "noise": None if sim_noise is None else sim_noise.to_dict(),
+        "device_noise": None if noise is None else noise.to_dict(),
+    }
+    plan = Plan(device, compiled, record)
+    plan.estimate = estimate(plan)
+    record["estimate"] = plan.estimate
+    return plan
+
+
+def estimate(plan: Plan) -> dict:
+    """Circuits, executions, shots, the compiled depth and two-qubit gates, estimated device seconds and
+    list price (Braket), in total and per mitigation; nothing is submitted."""
+    r, device, compiled = plan.record, plan.device, plan.compiled
+    count, shots = len(r["labels"]), r["shots"]
+    programs = _programs(count, r["scales"], needs(r["mitigations"], "readout"))
+    executions = sum(p.count for p in programs)
+    cost = getattr(device, "cost", None)
+    per = []
+    for m in r["mitigations"]:
+        used = _uses(m, programs)
+        per.append(
+            {
+                "mitigation": m,
+                "shots": sum(p.count for p in used) * shots,
+                "device_seconds": device.seconds(compiled, used, shots),
+            }
+        )
+    return {
+        "backend": r["backend"],
+        "provider": r["provider"],
+        "local": r["local"],
+        "samples": count,
+        "jobs": 1,
+        "circuits": 1 + sum(p.count for p in programs if p.kind != "base"),
+        "executions": executions,
+        "shots_per_execution": shots,
+        "total_shots": executions * shots,
+        "qubits": compiled.physical,
+        "depth": compiled.depth,
+        "two_qubit_gates": compiled.two_qubit_gates,
+        "device_seconds": device.seconds(compiled, programs, shots),
+        "cost_usd": None if cost is None else cost(programs, shots),
+        "per_mitigation": per,
+    }
+
+
+def submit(plan: Plan, db) -> tuple[str, object]:
+    """Submit the plan as one job and record it (with its plan) in the ResultsDB `db` before returning:
+    -> (job id, job). Nothing here waits for the device."""
+    r = plan.record
+    job, programs = _submit(plan.device, plan.compiled, r)
+    job_id = plan.device.job_id(job)
+    r["programs"] = [p.to_dict() for p in programs]
+    db.add_hardware_job(
+        job_id,
+        provider=r["provider"],
+        backend=r["backend"],
+        local=r["local"],
+        checkpoint=r["checkpoint"]["name"],
+        samples=len(r["labels"]),
+        shots=r["shots"],
+        mitigations=r["mitigations"],
+        plan=r,
+    )
+    return job_id, job
+
+
+def _submit(device, compiled, r: dict):
+    config = CircuitConfig.from_dict(r["config"])
+    return device.submit(
+        compiled,
+        config,
+        torch.tensor(r["angles"], dtype=torch.float64).reshape(len(r["labels"]), config.n_qubits),
+        torch.tensor(r["weights"], dtype=torch.float64).reshape(config.weight_shape),
+        r["shots"],
+        scales=r["scales"],
+        calibrate=needs(r["mitigations"], "readout"),
+        seed=r["seed"],
+    )
+
+
+def collect(job_id: str, db, job=None) -> dict:
+    """Wait for the job, mitigate and score it, and store the report in `db` (status done; failed with
+    the reason if anything raises). Without `job` (after a restart) the job comes from the database: a
+    real device's by id, a local one run again from its plan -> the report (see `score`)."""
+    record = db.hardware_job(job_id)
+    if record is None:
+        raise ValueError(f"no hardware job {job_id!r} in the database ('qtl hardware jobs' lists them)")
+    plan = record["plan"]
+    try:
+        noise = plan["device_noise"] and NoiseConfig.from_dict(plan["device_noise"])
+        device = open_device(plan["backend"], noise or None)
+        programs = [Program.from_dict(p) for p in plan["programs"]]
+        rerun = job is None and plan["local"]
+        if rerun:  # a local job does not outlive its process: the same seeded job again
+            compiled = device.compile(CircuitConfig.from_dict(plan["config"]), plan["seed"])
+            job, programs = _submit(device, compiled, plan)
+        elif job is None:
+            job = device.retrieve(job_id)
+        report = score(plan, device.counts(job, programs), programs)
+    except Exception as exc:
+        db.fail_hardware_job(job_id, " ".join(str(exc).split()) or type(exc).__name__)
+        raise
+    report = {"job_id": job_id, "rerun_locally": rerun, **report}
+    db.finish_hardware_job(job_id, report)
+    return report
+
+
+def _expvals(counts: np.ndarray, program: Program, matrices) -> np.ndarray:
+    """(count, 2**n) counts -> (count, n) <Z_i>, readout-corrected when `matrices` are given."""
+    if matrices is None:
+        return counts_expvals(counts)
+    return readout_corrected(counts, matrices, program.physical)
+
+
+def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict:
+    """Mitigate and score a job's counts (one (count, 2**n) array per program) against the exact and the
+    noisy simulation -> {"results": [{mitigation, accuracy, expval_error, shots, device_seconds}],
+    "simulations": [...], "expvals": {name: (N, n) list}, ...}."""
+    from qtl.quantum.engines.density import DensityMatrixEngine
+    from qtl.quantum.engines.native import NativeEngine
+
+    config = CircuitConfig.from_dict(plan["config"])
+    n_samples = len(plan["labels"])
+    angles = torch.tensor(plan["angles"], dtype=torch.float64).reshape(n_samples, config.n_qubits)
+    weights = torch.tensor(plan["weights"], dtype=torch.float64).reshape(config.weight_shape)
+    labels = np.asarray(plan["labels"])
+    weight = np.asarray(plan["post_net"]["weight"])
+    bias = np.asarray(plan["post_net"]["bias"])
+    with torch.no_grad():
+        exact = NativeEngine(config)(angles, weights).numpy()
+
+    def row(z: np.ndarray) -> dict:
+        logits = z @ weight.T + bias
+        return {
+            "accuracy": round(float((logits.argmax(1) == labels).mean()), 4),
+            "expval_error": round(float(np.abs(z - exact).mean()), 5),
+        }
+
+    expvals = {"exact": exact}
+    simulations = [{"name": "exact simulation", **row(exact)}]
+    if plan["noise"] is not None:
+        noise = NoiseConfig.from_dict(plan["noise"])
+        with torch.no_grad():
+            expvals["noisy simulation"] = DensityMatrixEngine(config, noise)(angles, weights).numpy()
+        simulations.append(
+            {"name": "noisy simulation", "noise": noise.label(), **row(expvals["noisy simulation"])}
+        )
+    by_kind = {(p.kind, p.value): (c, p) for p, c in zip(programs, counts, strict=True)}
+    matrices = None
+    if ("cal", 0) in by_kind:
+        matrices = readout_matrices(by_kind[("cal", 0)][0][0], by_kind[("cal", 1)][0][0])
+    prices = {p["mitigation"]: p for p in plan["estimate"]["per_mitigation"]}
+    results = []
+    for m in plan["mitigations"]:
+        cal = matrices if needs([m], "readout") else None
+        if needs([m], "zne"):
+            scales = [1, *plan["scales"]]
+            values = [_expvals(*by_kind[("base", 1)], cal)]
+            values += [_expvals(*by_kind[("fold", s)], cal) for s in plan["scales"]]
+            z = extrapolate(np.stack(values), scales, plan["extrapolation"])
+        else:
+            z = _expvals(*by_kind[("base", 1)], cal)
+        expvals[m] = z
+        price = prices[m]
+        results.append(
+            {"mitigation": m, **row(z), "shots": price["shots"], "device_seconds": price["device_seconds"]}
+        )
+    return {
+        "backend": plan["backend"],
+        "provider": plan["provider"],
+        "local": plan["local"],
+        "checkpoint": plan["checkpoint"]["name"],
+        "samples": n_samples,
+        "shots": plan["shots"],
+        "extrapolation": plan["extrapolation"],
+        "results": results,
+        "simulations": simulations,
+        "estimate": plan["estimate"],
+        "calibration": None if matrices is None else matrices.tolist(),
+        "labels": plan["labels"],
+        "expvals": {k: np.round(v, 5).tolist() for k, v in expvals.items()},
+    }

@@ -1,0 +1,301 @@
+"""`qtl hardware`: a quantum checkpoint on IBM and Braket devices (the `qtl[hardware]` extra).
+
+    qtl hardware backends                                   fake IBM backends, Braket simulators; with an
+                                                            account, the real devices (status, queue)
+    qtl hardware estimate CKPT --backend NAME --shots N     circuits, shots, depth, 2q gates, device time
+    qtl hardware run CKPT --backend NAME --shots N --mitigation none readout zne [--json FILE]
+    qtl hardware resume JOB_ID                              finish a submitted job after a restart
+    qtl hardware jobs                                       the jobs in the results database
+
+The parser part is torch-free (`add_parser`); `cmd_hardware` imports the library when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from qtl.cli.parser import _add_data_arg, _add_db_arg
+
+DEFAULT_SHOTS = 4000
+
+
+def add_parser(command) -> None:
+    """Add `hardware` and its subcommands; `command(name, help, description)` makes a subparser."""
+    p = command(
+        "hardware",
+        "run quantum checkpoints on IBM and Braket devices, with error mitigation",
+        "Estimate and run a quantum checkpoint's circuit on a fake or real IBM backend (Qiskit Runtime V2 "
+        "primitives) or an Amazon Braket device: every sample of the split in ONE job, its id recorded "
+        "in the results database before waiting, with readout (M3) and zero-noise (mitiq) mitigation, "
+        "scored beside the exact and the noisy simulation. Needs: pip install 'qtl[hardware]'. "
+        "Credentials come from the saved Qiskit account or QISKIT_IBM_TOKEN (AWS: boto3's usual chain) "
+        "and are never written anywhere. See docs/hardware.md.",
+    )
+    sub = p.add_subparsers(dest="hardware_command", metavar="SUBCOMMAND", required=True)
+
+    def subcommand(name: str, help: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help, description=help, formatter_class=p.formatter_class)
+        q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        q.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress")
+        return q
+
+    q = subcommand(
+        "backends", "list the fake IBM backends, Braket's simulators and, with an account, devices"
+    )
+    q.add_argument("--no-real", action="store_true", help="do not ask IBM's service for real devices")
+    q.add_argument("--json", default=None, metavar="FILE", help="also write the list as JSON ('-': stdout)")
+
+    for name, what in (
+        (
+            "estimate",
+            "what a run would cost: circuits, shots, depth, two-qubit gates, device time; submits nothing",
+        ),
+        ("run", "run a checkpoint's circuit on a device as one job, with error mitigation"),
+    ):
+        q = subcommand(name, what)
+        q.add_argument("checkpoint", help="a quantum checkpoint (.pt)")
+        _add_run_args(q)
+        _add_data_arg(q)
+        _add_db_arg(q)
+        q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
+        if name == "run":
+            q.add_argument(
+                "--no-wait",
+                action="store_true",
+                help="submit, record the job and stop ('qtl hardware resume JOB_ID' finishes it)",
+            )
+
+    q = subcommand("resume", "finish a submitted job from what the results database holds")
+    q.add_argument("job_id", metavar="JOB_ID", help="the job's id, as 'qtl hardware jobs' lists it")
+    _add_db_arg(q)
+    q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
+
+    q = subcommand("jobs", "list the hardware jobs of the results database with their state")
+    _add_db_arg(q)
+
+
+def _add_run_args(q: argparse.ArgumentParser) -> None:
+    from qtl.quantum.mitigation import EXTRAPOLATIONS, MITIGATIONS
+
+    g = q.add_argument_group("device and mitigation")
+    g.add_argument(
+        "--backend",
+        default="FakeManilaV2",
+        metavar="NAME",
+        help="a fake IBM backend (FakeManilaV2), a real IBM device (ibm_brisbane; needs an account), "
+        "braket_sv, braket_dm, rigetti/Ankaa-3, ionq/Forte-1 or iqm/Garnet",
+    )
+    g.add_argument(
+        "--shots", type=int, default=DEFAULT_SHOTS, metavar="N", help="shots per circuit execution"
+    )
+    g.add_argument(
+        "--mitigation",
+        nargs="+",
+        default=["none"],
+        choices=MITIGATIONS,
+        metavar="M",
+        help=f"mitigations to score, from one job: {', '.join(MITIGATIONS)}",
+    )
+    g.add_argument(
+        "--extrapolation", default="richardson", choices=EXTRAPOLATIONS, help="ZNE fit through scale 1, 3, 5"
+    )
+    g.add_argument("--samples", type=int, default=None, metavar="N", help="a seeded subset of N images")
+    g.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to run")
+    g.add_argument("--seed", type=int, default=0, help="seeds the subset, transpiler, folds and simulator")
+    g.add_argument(
+        "--noise-from",
+        default="FakeManilaV2",
+        metavar="BACKEND",
+        help="braket_dm: simulate the calibration of this fake IBM backend",
+    )
+
+
+def cmd_hardware(args, bar) -> int:
+    return {
+        "backends": _backends,
+        "estimate": _estimate,
+        "run": _run,
+        "resume": _resume,
+        "jobs": _jobs,
+    }[args.hardware_command](args, bar)
+
+
+def _db(args):
+    from qtl.experiments.database import ResultsDB
+    from qtl.paths import results_db
+
+    return ResultsDB(Path(args.db) if args.db else results_db())
+
+
+def _write_json(doc, target: str | None) -> None:
+    if target is None:
+        return
+    text = json.dumps(doc, indent=1)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n")
+        print(f"wrote {target}", file=sys.stderr)
+
+
+def _backends(args, bar) -> int:
+    from qtl.quantum.braket import DEVICES, LOCAL
+    from qtl.quantum.hardware import ibm_account, list_backends
+
+    rows = list_backends(real=not args.no_real)
+    rows += [{"name": k, "kind": "braket", "qubits": None, "status": v} for k, v in LOCAL.items()]
+    rows += [{"name": k, "kind": "braket", "qubits": None, "status": "AWS account"} for k in DEVICES]
+    print(f"{'name':<22}{'kind':<8}{'qubits':>7}  status")
+    for r in rows:
+        queue = f", {r['pending_jobs']} jobs queued" if "pending_jobs" in r else ""
+        print(f"{r['name']:<22}{r['kind']:<8}{r['qubits'] or '':>7}  {r['status']}{queue}")
+    if not ibm_account():
+        print(
+            "no IBM Quantum account: real IBM devices are not listed (see docs/hardware.md)", file=sys.stderr
+        )
+    _write_json(rows, args.json)
+    return 0
+
+
+def _plan(args, bar):
+    from qtl.analysis.hardware_runs import prepare, select
+    from qtl.analysis.robustness import head_inputs
+    from qtl.cli.commands import _dataset
+    from qtl.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint)
+    if not loaded.model_config.is_quantum:
+        raise ValueError(
+            f"{args.checkpoint} is a {loaded.variant!r} model: only quantum checkpoints have a circuit"
+        )
+    noise = None
+    if args.backend == "braket_dm":
+        from qtl.quantum.calibration import noise_from_backend
+
+        noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
+    root = _dataset(args, bar).root
+    inputs = head_inputs(loaded, root, args.split, progress=bar.hook(f"features of {loaded.name}"))
+    inputs = select(inputs, args.samples, args.seed)
+    bar.message(f"compiling for {args.backend} ...")
+    return prepare(
+        loaded,
+        inputs,
+        args.backend,
+        shots=args.shots,
+        mitigations=args.mitigation,
+        extrapolation=args.extrapolation,
+        seed=args.seed,
+        noise=noise,
+    )
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
+
+
+def format_estimate(e: dict) -> str:
+    """The estimate as text lines."""
+    where = "local" if e["local"] else "the device"
+    cost = "" if e["cost_usd"] is None else f", list price about ${e['cost_usd']:.2f}"
+    lines = [
+        f"backend      {e['backend']} ({e['provider']}, runs on {where})",
+        f"job          {e['jobs']} job: {e['circuits']} circuits, {e['executions']} executions "
+        f"({e['samples']} samples as parameter sets) x {e['shots_per_execution']} shots "
+        f"= {e['total_shots']} shots",
+        f"compiled     depth {e['depth']}, {e['two_qubit_gates']} two-qubit gates, qubits {e['qubits']}",
+        f"device time  {_seconds(e['device_seconds'])} estimated{cost}",
+        "",
+        f"{'mitigation':<14}{'shots':>10}{'device time':>14}",
+    ]
+    lines += [
+        f"{p['mitigation']:<14}{p['shots']:>10}{_seconds(p['device_seconds']):>14}"
+        for p in e["per_mitigation"]
+    ]
+    return "\n".join(lines)
+
+
+def format_report(r: dict) -> str:
+    """A run's report as a table: simulations, then one row per mitigation."""
+    lines = [
+        f"job {r['job_id']} on {r['backend']} ({r['checkpoint']}): "
+        f"{r['samples']} samples x {r['shots']} shots"
+        + (" (local job run again from the database)" if r.get("rerun_locally") else ""),
+        "",
+        f"{'':<22}{'accuracy':>10}{'expval_error':>14}{'shots':>10}{'device time':>14}",
+    ]
+    for s in r["simulations"]:
+        lines.append(f"{s['name']:<22}{s['accuracy']:>10.4f}{s['expval_error']:>14.4f}")
+    for m in r["results"]:
+        lines.append(
+            f"{'device, ' + m['mitigation']:<22}{m['accuracy']:>10.4f}{m['expval_error']:>14.4f}"
+            f"{m['shots']:>10}{_seconds(m['device_seconds']):>14}"
+        )
+    noisy = next((s for s in r["simulations"] if "noise" in s), None)
+    if noisy:
+        lines += ["", f"noisy simulation: the device's calibration as a NoiseConfig ({noisy['noise']})"]
+    lines.append("expval_error: mean |<Z> - exact <Z>| over samples and wires")
+    return "\n".join(lines)
+
+
+def _estimate(args, bar) -> int:
+    plan = _plan(args, bar)
+    bar.close()
+    print(format_estimate(plan.estimate))
+    _write_json(plan.estimate, args.json)
+    return 0
+
+
+def _run(args, bar) -> int:
+    from qtl.analysis.hardware_runs import collect, submit
+
+    plan = _plan(args, bar)
+    with _db(args) as db:
+        bar.message(f"submitting one job to {args.backend} ...")
+        job_id, job = submit(plan, db)
+        bar.close()
+        print(f"job {job_id} submitted to {args.backend}; recorded in {db.path}", file=sys.stderr)
+        if args.no_wait:
+            print(job_id)
+            return 0
+        bar.message("waiting for the job ...")
+        report = collect(job_id, db, job)
+    bar.close()
+    print(format_report(report))
+    _write_json(report, args.json)
+    return 0
+
+
+def _resume(args, bar) -> int:
+    from qtl.analysis.hardware_runs import collect
+
+    with _db(args) as db:
+        record = db.hardware_job(args.job_id)
+        if record is None:
+            raise ValueError(f"no hardware job {args.job_id!r} in {db.path} ('qtl hardware jobs' lists them)")
+        if record["status"] == "done":
+            report = record["results"]
+        else:
+            bar.message(f"resuming job {args.job_id} on {record['backend']} ...")
+            report = collect(args.job_id, db)
+    bar.close()
+    print(format_report(report))
+    _write_json(report, args.json)
+    return 0
+
+
+def _jobs(args, bar) -> int:
+    with _db(args) as db:
+        rows = db.hardware_jobs()
+    print(f"{'job id':<38}{'status':<11}{'backend':<16}{'samples':>8}{'shots':>7}  mitigations  created")
+    for r in rows:
+        print(
+            f"{r['id']:<38}{r['status']:<11}{r['backend']:<16}{r['samples']:>8}{r['shots']:>7}  "
+            f"{' '.join(r['mitigations']):<12} {r['created']}" + (f"  ({r['error']})" if r["error"] else "")
+        )
+    print(f"{len(rows)} job(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,204 @@
+"""The circuit on Amazon Braket: its local simulators (pure and noisy) and Rigetti, IonQ and IQM devices.
+
+Needs the optional extra `qtl[braket]` (amazon-braket-sdk; its PennyLane plugin also makes
+`braket.local.qubit` an engine: `qtl evaluate CKPT --engine braket.local.qubit`). A run is ONE quantum
+task: a Braket `ProgramSet` holding the circuit with every sample as a parameter set
+(`CircuitBinding`), each sample's folds and the readout calibration circuits.
+
+    braket_sv          local state-vector simulator (ideal)
+    braket_dm          local density-matrix simulator with a NoiseConfig: qtl's channels after every
+                       gate and readout bit flips, exactly as the native density-matrix engine has them
+    rigetti/Ankaa-3, ionq/Forte-1, iqm/Garnet, or any device ARN: real devices (AWS credentials from
+                       boto3's usual chain: environment, ~/.aws, a role); untested here
+
+Braket compiles circuits for its devices, which would cancel ZNE's folds, so a real device runs without
+ZNE (see docs/hardware.md); the local simulators run every mitigation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.noise import NoiseConfig
+
+BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
+LOCAL = {"braket_sv": "local state-vector simulator (ideal)", "braket_dm": "local density-matrix simulator"}
+DEVICES = {
+    "rigetti/Ankaa-3": "arn:aws:braket:us-west-1::device/qpu/rigetti/Ankaa-3",
+    "ionq/Forte-1": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-1",
+    "iqm/Garnet": "arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet",
+}
+#: Braket's list prices in USD when this was written (per task, per shot); check
+#: https://aws.amazon.com/braket/pricing/ before spending.
+PRICES = {"task": 0.30, "rigetti": 0.0009, "ionq": 0.08, "iqm": 0.00145}
+GATES = {"Hadamard": "h", "CNOT": "cnot", "RY": "ry", "RZ": "rz"}
+CHANNELS = {"DepolarizingChannel": "depolarizing", "AmplitudeDamping": "amplitude_damping"}
+CHANNELS["PhaseDamping"] = "phase_damping"
+
+
+def is_braket(name: str) -> bool:
+    """Is `name` a Braket device: a local simulator, a known device or a device ARN?"""
+    return name in LOCAL or name in DEVICES or name.startswith("arn:aws:braket")
+
+
+def _sdk():
+    try:
+        import braket.circuits  # noqa: F401
+        import braket.devices  # noqa: F401
+    except ImportError as exc:
+        from qtl.quantum.hardware import HardwareUnavailable
+
+        raise HardwareUnavailable(f"Braket devices need {exc.name}: {BRAKET_HINT}") from None
+
+
+def braket_circuit(config: CircuitConfig):
+    """A Braket Circuit of `gates(config)` with FreeParameters x0.. (angles) and w0.. (flat weights)."""
+    from braket.circuits import Circuit, FreeParameter
+
+    circuit = Circuit()
+    for g in gates(config):
+        args = list(g.wires)
+        if g.param is not None:
+            kind, index = g.param
+            flat = index if kind == "input" else int(np.ravel_multi_index(index, config.weight_shape))
+            args.append(FreeParameter(f"{'x' if kind == 'input' else 'w'}{flat}"))
+        getattr(circuit, GATES[g.name])(*args)
+    return circuit
+
+
+def with_noise(circuit, noise: NoiseConfig | None):
+    """`circuit` with `noise`'s channels after every gate (where `qtl.quantum.noise.noisy_ops` puts them)
+    and a readout bit flip on every qubit at the end; the circuit itself when there is no noise."""
+    from braket.circuits import Circuit
+
+    if noise is None or (not noise.has_channels and not noise.readout):
+        return circuit
+    one, two = noise.one_qubit(), noise.two_qubit()
+    out = Circuit()
+    for instruction in circuit.instructions:
+        out.add_instruction(instruction)
+        strengths = one if len(instruction.target) == 1 else two
+        for wire in instruction.target:
+            for name, p in zip(CHANNELS.values(), strengths, strict=True):
+                if p > 0:
+                    getattr(out, name)(int(wire), p)
+    if noise.readout:
+        for wire in circuit.qubits:
+            out.bit_flip(int(wire), noise.readout)
+    return out
+
+
+class BraketDevice:
+    """A Braket device as a `qtl.quantum.devices` device; a run is one ProgramSet task."""
+
+    provider = "braket"
+
+    def __init__(self, name: str, noise: NoiseConfig | None = None) -> None:
+        _sdk()
+        self.name = name
+        self.local = name in LOCAL
+        if name == "braket_sv" and noise is not None and not noise.is_ideal:
+            raise ValueError("braket_sv is the ideal simulator; noise needs braket_dm")
+        self.noise_config = noise if name == "braket_dm" else None
+        if name == "braket_dm" and noise is None:
+            raise ValueError("braket_dm needs a NoiseConfig (the CLI's --noise-from BACKEND gives one)")
+        self.num_qubits = 26 if self.local else None  # a real device says so when it is opened
+
+    def _device(self):
+        if self.local:
+            from braket.devices import LocalSimulator
+
+            return LocalSimulator(self.name)
+        from braket.aws import AwsDevice
+
+        device = AwsDevice(DEVICES.get(self.name, self.name))
+        self.num_qubits = device.properties.paradigm.qubitCount
+        return device
+
+    def compile(self, config: CircuitConfig, seed: int = 0):
+        """The parametrised circuit (Braket compiles it for a real device when the task runs)."""
+        from qtl.quantum.devices import Compiled
+
+        circuit = braket_circuit(config)
+        cnots = sum(len(g.wires) == 2 for g in gates(config))
+        return Compiled(circuit, list(range(config.n_qubits)), circuit.depth, cnots)
+
+    def submit(self, compiled, config, angles, weights, shots, *, scales=(), calibrate=False, seed=0):
+        """Every sample as a parameter set, the folds and the calibration: one ProgramSet task."""
+        from braket.circuits import Circuit
+        from braket.program_sets import CircuitBinding, ProgramSet
+        from braket.program_sets.parameter_sets import ParameterSets
+
+        from qtl.quantum.devices import Program
+        from qtl.quantum.mitigation import fold
+
+        if scales and not self.local:
+            raise ValueError(
+                f"{self.name}: Braket compiles circuits and would cancel ZNE's folds; use readout"
+            )
+        n, count = config.n_qubits, len(angles)
+        a = angles.detach().cpu().double().numpy()
+        flat = weights.detach().cpu().double().reshape(-1).numpy()
+        inputs = {f"x{i}": a[:, i].tolist() for i in range(n)} | {
+            f"w{k}": [float(v)] * count for k, v in enumerate(flat)
+        }
+        qubits = [list(range(n))]
+        entries = [
+            CircuitBinding(with_noise(compiled.circuit, self.noise_config), input_sets=ParameterSets(inputs))
+        ]
+        programs = [Program("base", 1, count, qubits * count)]
+        if scales:
+            bound = [
+                compiled.circuit.make_bound_circuit({k: v[s] for k, v in inputs.items()})
+                for s in range(count)
+            ]
+            for scale, circuits in fold(bound, scales, seed).items():
+                entries += [with_noise(c, self.noise_config) for c in circuits]
+                programs.append(Program("fold", scale, count, qubits * count))
+        if calibrate:
+            for bit in (0, 1):
+                cal = Circuit().x(range(n)) if bit else Circuit().i(range(n))
+                entries.append(with_noise(cal, self.noise_config))
+                programs.append(Program("cal", bit, 1, qubits))
+        program_set = ProgramSet(entries, shots_per_executable=shots)
+        task = self._device().run(program_set, shots=program_set.total_shots)
+        return task, programs
+
+    def job_id(self, job) -> str:
+        return job.id
+
+    def retrieve(self, job_id: str):
+        from braket.aws import AwsQuantumTask
+
+        return AwsQuantumTask(job_id)
+
+    def counts(self, job, programs) -> list[np.ndarray]:
+        """Wait for the task -> per program (count, 2**n) counts, in the order of `programs`."""
+        from qtl.quantum.mitigation import counts_from_bits
+
+        result = job.result()
+        per_entry = [
+            np.concatenate([counts_from_bits(np.asarray(e.measurements)[None]) for e in entry])
+            for entry in result.entries
+        ]
+        out, i = [], 0
+        for p in programs:
+            take = 1 if p.kind == "base" else p.count
+            out.append(np.concatenate(per_entry[i : i + take]))
+            i += take
+        return out
+
+    def seconds(self, compiled, programs, shots: int) -> float | None:
+        return None  # Braket reports no gate durations here; it charges per task and shot (`cost`)
+
+    def cost(self, programs, shots: int) -> float:
+        """List price in USD of the task: a task fee plus every executable's shots."""
+        if self.local:
+            return 0.0
+        vendor = next((v for v in ("rigetti", "ionq", "iqm") if v in self.name.lower()), None)
+        executions = sum(p.count for p in programs)
+        return PRICES["task"] + executions * shots * PRICES.get(vendor, 0.0)
+
+    def noise(self, config: CircuitConfig) -> NoiseConfig | None:
+        return self.noise_config
