@@ -83,7 +83,7 @@ def _sha256(path: Path) -> str:
 def prepare(
     loaded: LoadedModel,
     inputs: HeadInputs,
-    backend: str,
+    backend,
     *,
     shots: int = 4000,
     mitigations=("none",),
@@ -91,15 +91,16 @@ def prepare(
     seed: int = 0,
     noise: NoiseConfig | None = None,
 ) -> Plan:
-    """Open the device, compile the circuit once and estimate the run; nothing is submitted.
-    noise: the NoiseConfig of Braket's noisy local simulator (braket_dm)."""
+    """Open the device (`backend`: a name, or a device `qtl.quantum.devices.open_device` made), compile
+    the circuit once and estimate the run; nothing is submitted. noise: the NoiseConfig of Braket's noisy
+    local simulator (braket_dm), for a name."""
     if not loaded.model_config.is_quantum:
         raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
     if not 1 <= shots <= 100_000:
         raise ValueError(f"shots must be between 1 and 100000, got {shots}")
     mitigations = check_mitigations(mitigations)
     extrapolate(np.zeros((len(SCALE_FACTORS), 1, 1)), method=extrapolation)  # an unknown name fails now
-    device = open_device(backend, noise)
+    device = open_device(backend, noise) if isinstance(backend, str) else backend
     config = loaded.model_config.circuit
     compiled = device.compile(config, seed)
     scales = list(SCALE_FACTORS[1:]) if needs(mitigations, "zne") else []
@@ -107,7 +108,7 @@ def prepare(
     path = Path(loaded.path)
     sim_noise = device.noise(config)
     record = {
-        "backend": backend,
+        "backend": device.name,
         "provider": device.provider,
         "local": device.local,
         "checkpoint": {"path": str(path), "name": loaded.name, "sha256": _sha256(path)},
@@ -127,7 +128,7 @@ def prepare(
         "extrapolation": extrapolation,
         "scales": scales,
         "noise": None if sim_noise is None else sim_noise.to_dict(),
-        "device_noise": None if noise is None else noise.to_dict(),
+        "device_noise": None if device.provider != "braket" or sim_noise is None else sim_noise.to_dict(),
     }
     plan = Plan(device, compiled, record)
     plan.estimate = estimate(plan)

@@ -165,6 +165,7 @@ def _plan(args, bar):
     from qtl.analysis.robustness import head_inputs
     from qtl.cli.commands import _dataset
     from qtl.models.checkpoint import load_checkpoint
+    from qtl.quantum.devices import open_device
 
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
@@ -176,6 +177,7 @@ def _plan(args, bar):
         from qtl.quantum.calibration import noise_from_backend
 
         noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
+    device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
     root = _dataset(args, bar).root
     inputs = head_inputs(loaded, root, args.split, progress=bar.hook(f"features of {loaded.name}"))
     inputs = select(inputs, args.samples, args.seed)
@@ -183,12 +185,11 @@ def _plan(args, bar):
     return prepare(
         loaded,
         inputs,
-        args.backend,
+        device,
         shots=args.shots,
         mitigations=args.mitigation,
         extrapolation=args.extrapolation,
         seed=args.seed,
-        noise=noise,
     )
 
 

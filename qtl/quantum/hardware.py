@@ -184,6 +184,12 @@ def parameter_values(circuit, x, w, angles: torch.Tensor, weights: torch.Tensor)
     return np.stack([column[p] for p in circuit.parameters], axis=-1).reshape(len(a), -1)
 
 
+def _simulator_options(seed: int) -> dict:
+    """SamplerV2 options that seed a fake backend's simulator. Local testing mode drops a falsy seed
+    (`if seed := ...`), so the simulator gets seed + 1."""
+    return {"simulator": {"seed_simulator": seed + 1}}
+
+
 def _bits(bit_array, n: int) -> np.ndarray:
     """A SamplerV2 BitArray of shape (N,) -> (N, S, n) uint8 bits, wire order (classical bit i = wire i)."""
     packed = bit_array.array.reshape(-1, bit_array.num_shots, bit_array.array.shape[-1])
@@ -218,7 +224,7 @@ def backend_expvals(
     qc, x, w = qiskit_circuit(config)
     isa = transpile(qc, backend=device, optimization_level=optimization_level, seed_transpiler=seed)
     values = parameter_values(isa, x, w, angles, weights)  # (N, P)
-    options = {"simulator": {"seed_simulator": seed}} if isinstance(device, FakeBackendV2) else {}
+    options = _simulator_options(seed) if isinstance(device, FakeBackendV2) else {}
     result = SamplerV2(mode=device, options=options).run([(isa, values, shots)]).result()
     bits = _bits(result[0].data.meas, n)  # (N, S, n)
     return torch.from_numpy(1.0 - 2.0 * bits.mean(axis=1))
@@ -236,7 +242,7 @@ class IBMDevice:
 
         self.backend = get_backend(backend)
         self.name = backend if isinstance(backend, str) else self.backend.name
-        self.local = isinstance(self.backend, FakeBackendV2)
+        self.local = is_fake(backend) if isinstance(backend, str) else isinstance(self.backend, FakeBackendV2)
         self.num_qubits = self.backend.num_qubits
 
     def compile(self, config: CircuitConfig, seed: int = 0, optimization_level: int = 1):
@@ -301,7 +307,7 @@ class IBMDevice:
                 )
                 pubs.append((cal, None, shots))
                 programs.append(Program("cal", bit, 1, [_measured_qubits(cal, n)]))
-        options = {"simulator": {"seed_simulator": seed}} if self.local else {}
+        options = _simulator_options(seed) if self.local else {}
         with Batch(backend=self.backend) as batch:
             job = SamplerV2(mode=batch, options=options).run(pubs)
         return job, programs

@@ -1,0 +1,262 @@
+"""`qtl hardware` end to end on what runs here: IBM fake backends in qiskit-ibm-runtime's local testing
+mode (the code a real account runs, the service stood in by a double that hands out fake backends),
+Braket's local simulators, the results database, resume after a restart, and credentials that stay out
+of every file. A tiny 3-qubit, depth-2 checkpoint (trained for FakeManilaV2's calibration) on a tiny
+image folder keeps it fast: 8 val images, few shots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image_folder, run_cli
+
+from qtl import cli
+from qtl.analysis.hardware_runs import collect, prepare, submit
+from qtl.analysis.robustness import head_inputs
+from qtl.experiments.database import ResultsDB
+from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.quantum.calibration import noise_from_backend
+from qtl.quantum.circuit import CircuitConfig
+
+SENTINEL = "qtl-test-token-5f1c9a7e"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("hw") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny, tmp_path_factory) -> Path:
+    """A quantum checkpoint trained noise-aware for FakeManilaV2 (`--noise-from`), 1 epoch."""
+    path = tmp_path_factory.mktemp("hw-ckpt") / "q.pt"
+    argv = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 3, "--depth", 2]
+    argv += ["--lr", 0.01, "--batch-size", 4, "--noise-from", "FakeManilaV2", "-q", "--out", path]
+    assert cli.main([str(a) for a in argv]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(ckpt):
+    return load_checkpoint(ckpt)
+
+
+@pytest.fixture(scope="module")
+def inputs(loaded, tiny):
+    return head_inputs(loaded, tiny)
+
+
+def test_noise_from_a_backend_is_trained_and_recorded(ckpt):
+    """`qtl train --noise-from FakeManilaV2` trains with that backend's calibration for the circuit."""
+    noise = read_checkpoint_info(ckpt).model_config.noise
+    assert noise == noise_from_backend(CircuitConfig(3, 2), "FakeManilaV2")
+    assert noise.depolarizing_2q > 0 and noise.readout > 0.01
+
+
+class TestIBMFake:
+    def test_one_job_recorded_before_waiting_and_mitigation_lowers_the_error(self, loaded, inputs, tmp_path):
+        """FakeManilaV2, 4000 shots, every mitigation from ONE job: the row (with everything scoring
+        needs) is in the database as `submitted` when submit returns; readout and readout+zne bring <Z>
+        closer to the exact simulation than the raw counts; the device and the noisy simulation of its
+        calibration both shrink |<Z>|."""
+        plan = prepare(
+            loaded, inputs, "FakeManilaV2", shots=4000, mitigations=["none", "readout", "zne", "readout+zne"]
+        )
+        e = plan.estimate
+        assert (e["jobs"], e["executions"], e["samples"]) == (1, 8 + 2 * 8 + 2, 8)
+        assert e["two_qubit_gates"] >= 4 and e["device_seconds"] > 0
+        with ResultsDB(tmp_path / "r.db") as db:
+            job_id, job = submit(plan, db)
+            row = db.hardware_job(job_id)
+            assert row["status"] == "submitted" and len(row["plan"]["angles"]) == 8
+            assert [p["kind"] for p in row["plan"]["programs"]] == ["base", "fold", "fold", "cal", "cal"]
+            report = collect(job_id, db, job)
+            assert db.hardware_job(job_id)["status"] == "done"
+        errors = {r["mitigation"]: r["expval_error"] for r in report["results"]}
+        assert errors["readout+zne"] < errors["none"] and errors["readout"] < errors["none"]
+        exact, raw, noisy = (np.abs(report["expvals"][k]) for k in ("exact", "none", "noisy simulation"))
+        assert (raw < exact).mean() > 0.8 and (noisy < exact).mean() > 0.8  # noise shrinks |<Z>|
+        assert report["simulations"][0]["expval_error"] == 0.0
+
+    def test_cli_run_json_then_resume_after_a_restart(self, capsys, ckpt, tiny, tmp_path):
+        """`run --no-wait` records the job and stops; `resume JOB_ID` (a new invocation, nothing in memory)
+        scores it from the database: the local job runs again, seeded, so its <Z> equals a run that
+        waited. `jobs` lists both; `resume` of a finished job prints its stored report."""
+        db = tmp_path / "r.db"
+        common = [ckpt, "--backend", "FakeManilaV2", "--shots", 500, "--data", tiny, "--db", db, "-q"]
+        code, out, err = run_cli(
+            capsys, "hardware", "run", *common, "--mitigation", "none", "readout", "--no-wait"
+        )
+        assert code == 0
+        job_id = out.strip()
+        assert ResultsDB(db).hardware_job(job_id)["status"] == "submitted"
+        code, out, _ = run_cli(
+            capsys, "hardware", "resume", job_id, "--db", db, "--json", tmp_path / "a.json", "-q"
+        )
+        assert code == 0 and "run again from the database" in out and "device, readout" in out
+        resumed = json.loads((tmp_path / "a.json").read_text())
+        code, _, _ = run_cli(
+            capsys,
+            "hardware",
+            "run",
+            *common,
+            "--mitigation",
+            "none",
+            "readout",
+            "--json",
+            tmp_path / "b.json",
+        )
+        direct = json.loads((tmp_path / "b.json").read_text())
+        assert resumed["expvals"] == direct["expvals"] and [r["mitigation"] for r in direct["results"]] == [
+            "none",
+            "readout",
+        ]
+        code, out, _ = run_cli(capsys, "hardware", "jobs", "--db", db)
+        assert code == 0 and job_id in out and out.count("done") == 2
+        assert run_cli(capsys, "hardware", "resume", job_id, "--db", db, "-q")[0] == 0
+
+    def test_estimate_and_one_line_errors(self, capsys, ckpt, tiny, tmp_path):
+        code, out, _ = run_cli(
+            capsys,
+            "hardware",
+            "estimate",
+            ckpt,
+            "--backend",
+            "FakeManilaV2",
+            "--shots",
+            100,
+            "--mitigation",
+            "zne",
+            "--data",
+            tiny,
+            "-q",
+            "--json",
+            tmp_path / "e.json",
+        )
+        assert code == 0 and "two-qubit gates" in out and "device time" in out
+        assert json.loads((tmp_path / "e.json").read_text())["executions"] == 3 * 8
+        for argv, message in (
+            (["estimate", ckpt, "--backend", "FakeNowhere", "--data", tiny], "unknown fake IBM backend"),
+            (["resume", "nope", "--db", tmp_path / "r.db"], "no hardware job 'nope'"),
+            (["run", ckpt, "--backend", "ibm_nowhere", "--data", tiny], "needs an account"),
+        ):
+            code, _, err = run_cli(capsys, "hardware", *argv, "-q")
+            assert code == 1 and err.count("\n") == 1 and message in err, err
+
+
+class StubService:
+    """Stands in for QiskitRuntimeService: its devices are fake backends, its jobs those submitted here."""
+
+    jobs: dict = {}
+    made_with: list = []
+
+    def __init__(self, *args, **kwargs):
+        StubService.made_with.append((args, kwargs))
+
+    @staticmethod
+    def saved_accounts():
+        return {}
+
+    def backend(self, name):
+        from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+        return FakeManilaV2()
+
+    def backends(self, simulator=False):
+        return [self.backend("ibm_stub")]
+
+    def job(self, job_id):
+        return StubService.jobs[job_id]
+
+
+def test_real_device_path_resumes_by_id_and_never_writes_the_token(monkeypatch, capsys, ckpt, tiny, tmp_path):
+    """With QISKIT_IBM_TOKEN set, a device name that is not a fake backend goes through the service (here
+    a double), is recorded as a real job, and `resume` fetches that job by id instead of running it
+    again. qtl never passes the token on, and it appears in no output, database or file."""
+    import qiskit_ibm_runtime
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", SENTINEL)
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", StubService)
+    run = qiskit_ibm_runtime.SamplerV2.run
+
+    def keep(self, pubs, **kw):
+        job = run(self, pubs, **kw)
+        StubService.jobs[job.job_id()] = job
+        return job
+
+    monkeypatch.setattr(qiskit_ibm_runtime.SamplerV2, "run", keep)
+    db = tmp_path / "r.db"
+    argv = ["hardware", "run", ckpt, "--backend", "ibm_stub", "--shots", 200, "--data", tiny, "--db", db]
+    code, out, err = run_cli(capsys, *argv, "--mitigation", "readout", "--no-wait")
+    assert code == 0
+    job_id = out.strip()
+    record = ResultsDB(db).hardware_job(job_id)
+    assert record["local"] is False and record["backend"] == "ibm_stub"
+    code, out2, err2 = run_cli(
+        capsys, "hardware", "resume", job_id, "--db", db, "--json", tmp_path / "r.json"
+    )
+    assert code == 0 and "run again" not in out2
+    code, out3, err3 = run_cli(capsys, "hardware", "backends", "--json", tmp_path / "b.json")
+    assert code == 0 and "ibm_stub" not in out3 and "fake_manila" in out3
+    assert all(
+        "token" not in kwargs and SENTINEL not in map(str, args) for args, kwargs in StubService.made_with
+    )
+    texts = [out, err, out2, err2, out3, err3]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()] + [ckpt]
+    assert SENTINEL not in "".join(texts)
+    assert not [p for p in files if SENTINEL.encode() in p.read_bytes()]
+    assert os.environ["QISKIT_IBM_TOKEN"] == SENTINEL
+
+
+class TestBraket:
+    def test_state_vector_simulator_with_every_mitigation(self, loaded, inputs, tmp_path):
+        """braket_sv, 2 samples, one ProgramSet task: without noise every mitigation stays within shot
+        noise of the exact <Z> (ZNE's folds are the same unitary)."""
+        from qtl.analysis.hardware_runs import select
+
+        plan = prepare(
+            loaded, select(inputs, 2), "braket_sv", shots=2000, mitigations=["none", "readout+zne"]
+        )
+        with ResultsDB(tmp_path / "r.db") as db:
+            report = collect(*submit(plan, db)[:1], db=db)  # as after a restart: the local task runs again
+        assert report["rerun_locally"] and report["provider"] == "braket"
+        for r in report["results"]:
+            assert r["expval_error"] < 0.08, r
+
+    def test_density_matrix_simulator_agrees_with_the_native_engine(self, loaded, inputs, tmp_path):
+        """braket_dm with FakeManilaV2's calibration as a NoiseConfig (Braket's own channels after each
+        gate, bit flips at readout): its counts agree with qtl's density-matrix engine under the same
+        NoiseConfig within shot noise, and readout mitigation moves <Z> towards the exact values."""
+        from qtl.analysis.hardware_runs import select
+
+        noise = noise_from_backend(loaded.model_config.circuit, "FakeManilaV2")
+        plan = prepare(
+            loaded, select(inputs, 3), "braket_dm", shots=4000, mitigations=["none", "readout"], noise=noise
+        )
+        with ResultsDB(tmp_path / "r.db") as db:
+            job_id, job = submit(plan, db)
+            report = collect(job_id, db, job)
+        raw, noisy = (np.array(report["expvals"][k]) for k in ("none", "noisy simulation"))
+        assert np.abs(raw - noisy).max() < 4 / np.sqrt(4000) * 1.5
+        errors = {r["mitigation"]: r["expval_error"] for r in report["results"]}
+        assert errors["readout"] < errors["none"]
+
+    def test_pennylane_plugin_device_is_an_engine(self):
+        """The Braket PennyLane plugin's local device runs the circuit as any PennyLane engine does."""
+        from qtl.quantum.engines import make_engine
+        from qtl.quantum.engines.native import NativeEngine
+
+        config = CircuitConfig(3, 2)
+        angles, weights = (
+            torch.rand(2, 3, dtype=torch.float64),
+            torch.rand(config.weight_shape, dtype=torch.float64),
+        )
+        braket = make_engine(config, "braket.local.qubit", diff_method="parameter-shift")
+        torch.testing.assert_close(
+            braket(angles, weights).double(), NativeEngine(config)(angles, weights), atol=1e-6, rtol=0
+        )
