@@ -24,6 +24,7 @@ PAGES = [
     st.Page("app_pages/classify.py", title="Classify", icon=":material/image_search:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("app_pages/noise.py", title="Noise", icon=":material/blur_on:"),
+    st.Page("app_pages/hardware.py", title="Hardware", icon=":material/developer_board:"),
     st.Page("app_pages/experiments.py", title="Experiments", icon=":material/science:"),
     st.Page("app_pages/diff_lab.py", title="Differentiation lab", icon=":material/speed:"),
 ]

@@ -1,0 +1,88 @@
+"""The app's Hardware page with AppTest: a run on a fake backend with every mitigation, demo bounds, and a
+real device (a service double) only behind a confirmation that shows the estimate."""
+
+from __future__ import annotations
+
+import pytest
+from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
+from test_hardware_runs import StubService
+
+
+@pytest.fixture(scope="module")
+def quantum(app_env):  # noqa: F811
+    """A 3-qubit, depth-2 quantum checkpoint, 1 epoch on the tiny dataset."""
+    from qtl.config import ModelConfig
+    from qtl.experiments.runs import plan_runs
+    from qtl.quantum.circuit import CircuitConfig
+    from qtl.training.fit import fit
+
+    base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(3, 2))
+    (run,) = plan_runs(["quantum"], base, [0], app_env / "hw", epochs=1)
+    return str(
+        fit(
+            run.model_config, run.train_config, run.machine, checkpoint_path=run.checkpoint_path
+        ).checkpoint_path
+    )
+
+
+def test_run_on_a_fake_backend_beside_the_simulations(app_env, quantum, monkeypatch):  # noqa: F811
+    """FakeManilaV2, 4000 shots, 8 images, readout and ZNE on: one run gives the exact and noisy
+    simulations and a row per mitigation; readout mitigation is closer to the exact <Z> than none."""
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    at = app("hardware", {"loaded": [quantum]})
+    assert "Estimate:" in texts(at.markdown)
+    at.selectbox(key="hw_samples").set_value(8).run()
+    assert "26 executions (8 samples as parameter sets) x 4000 shots" in texts(at.markdown)
+    at.button(key="hw_run").click().run()
+    assert not at.exception, at.exception
+    rows = at.dataframe[0].value
+    assert list(rows["run"]) == [
+        "exact simulation",
+        "noisy simulation",
+        "FakeManilaV2, none",
+        "FakeManilaV2, readout",
+        "FakeManilaV2, zne",
+        "FakeManilaV2, readout+zne",
+    ]
+    error = dict(zip(rows["run"], rows["expval_error"], strict=True))
+    assert error["FakeManilaV2, readout"] < error["FakeManilaV2, none"]
+
+
+def test_demo_mode_is_bounded_and_local_only(app_env, quantum, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("QTL_DEMO", "1")
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "demo-visitors-never-reach-a-device")
+    at = app("hardware", {"loaded": [quantum]})
+    assert max(at.select_slider(key="hw_shots").options, key=int) == "4000"
+    assert "None" not in at.selectbox(key="hw_samples").options
+    assert all(
+        o.startswith("Fake") or o.startswith("braket_") for o in at.selectbox(key="hw_backend").options
+    )
+
+
+def test_real_device_needs_a_confirmation(app_env, quantum, monkeypatch):  # noqa: F811
+    """With an account (a service double), the real device is offered; Submit stays disabled until the
+    estimate is confirmed, then the job is recorded and its results fetched by id."""
+    import qiskit_ibm_runtime
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "qtl-app-test-token")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", StubService)
+    run = qiskit_ibm_runtime.SamplerV2.run
+
+    def keep(self, pubs, **kw):
+        job = run(self, pubs, **kw)
+        StubService.jobs[job.job_id()] = job
+        return job
+
+    monkeypatch.setattr(qiskit_ibm_runtime.SamplerV2, "run", keep)
+    at = app("hardware", {"loaded": [quantum]})
+    at.selectbox(key="hw_backend").set_value("fake_manila").run()
+    at.selectbox(key="hw_samples").set_value(8).run()
+    at.toggle(key="hw_zne").set_value(False).run()
+    assert "real device" in texts(at.warning) and at.button(key="hw_submit").disabled
+    at.checkbox(key="hw_confirm").check().run()
+    assert "10 executions (8 samples as parameter sets)" in at.checkbox(key="hw_confirm").label
+    at.button(key="hw_submit").click().run()
+    (job_id,) = at.session_state["hw_jobs"]
+    at.button(key=f"hw_fetch_{job_id}").click().run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["run"])[-1] == "fake_manila, readout"
