@@ -30,7 +30,7 @@ import torch
 from qtl.analysis.robustness import HeadInputs
 from qtl.models.checkpoint import LoadedModel
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.devices import Program, open_device
+from qtl.quantum.devices import open_device
 from qtl.quantum.mitigation import (
     SCALE_FACTORS,
     check_mitigations,
@@ -41,6 +41,7 @@ from qtl.quantum.mitigation import (
     readout_matrices,
 )
 from qtl.quantum.noise import NoiseConfig
+from qtl.quantum.programs import Program
 
 
 @dataclass

@@ -9,6 +9,7 @@
     qtl data [--path PATH]                             download (if needed) and verify a dataset
     qtl sweep study.toml [--backend processes|ray]     grids of runs into the results database, resumable
     qtl runs [--sweep NAME] [--csv F] [--report]       list, filter, export runs; statistics per cell
+    qtl hardware run CKPT --backend FakeManilaV2 --mitigation none readout zne   one job on a device
 
 Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
 `qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.
@@ -20,6 +21,7 @@ Results go to stdout; progress bars, epoch lines and warnings go to stderr. Erro
 | `commands`   | one handler per subcommand: arguments -> configs -> library call    |
 | `progress`   | the stderr progress bar and the `fit()` callback that draws it     |
 | `output`     | text tables and JSON/CSV documents printed or written by commands  |
+| `hardware`   | `qtl hardware` (backends, estimate, run, resume, jobs): its parser and handlers |
 
 torch, torchvision and PennyLane are imported only once a command runs.
 """

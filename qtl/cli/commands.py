@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from qtl.cli.hardware import cmd_hardware
 from qtl.cli.output import (
     COMPARE_FIELDS,
     format_dataset,
@@ -510,6 +509,12 @@ def cmd_data(args, bar: ProgressBar) -> int:
         print(f"  unreadable: {p}: {reason}")
     print("ok" if not unreadable else f"ok, {len(unreadable)} unreadable file(s) will be skipped")
     return 0
+
+
+def cmd_hardware(args, bar: ProgressBar) -> int:
+    from qtl.cli.hardware import run
+
+    return run(args, bar, _dataset)
 
 
 HANDLERS = {

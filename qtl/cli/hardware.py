@@ -7,7 +7,9 @@
     qtl hardware resume JOB_ID                              finish a submitted job after a restart
     qtl hardware jobs                                       the jobs in the results database
 
-The parser part is torch-free (`add_parser`); `cmd_hardware` imports the library when a command runs.
+The parser part is torch-free (`add_parser`); `run` imports the library when a command runs. Neither
+imports the rest of `qtl.cli`: the parser passes its shared argument groups in, and `commands` its
+dataset opener.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-from qtl.cli.parser import _add_data_arg, _add_db_arg
-
 DEFAULT_SHOTS = 4000
 
 
-def add_parser(command) -> None:
-    """Add `hardware` and its subcommands; `command(name, help, description)` makes a subparser."""
+def add_parser(command, add_data_arg, add_db_arg) -> None:
+    """Add `hardware` and its subcommands; `command(name, help, description)` makes a subparser,
+    `add_data_arg(parser)` and `add_db_arg(parser)` add the shared --data and --db groups."""
     p = command(
         "hardware",
         "run quantum checkpoints on IBM and Braket devices, with error mitigation",
@@ -58,8 +59,8 @@ def add_parser(command) -> None:
         q = subcommand(name, what)
         q.add_argument("checkpoint", help="a quantum checkpoint (.pt)")
         _add_run_args(q)
-        _add_data_arg(q)
-        _add_db_arg(q)
+        add_data_arg(q)
+        add_db_arg(q)
         q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
         if name == "run":
             q.add_argument(
@@ -70,11 +71,11 @@ def add_parser(command) -> None:
 
     q = subcommand("resume", "finish a submitted job from what the results database holds")
     q.add_argument("job_id", metavar="JOB_ID", help="the job's id, as 'qtl hardware jobs' lists it")
-    _add_db_arg(q)
+    add_db_arg(q)
     q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
 
     q = subcommand("jobs", "list the hardware jobs of the results database with their state")
-    _add_db_arg(q)
+    add_db_arg(q)
 
 
 def _add_run_args(q: argparse.ArgumentParser) -> None:
@@ -113,14 +114,11 @@ def _add_run_args(q: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_hardware(args, bar) -> int:
-    return {
-        "backends": _backends,
-        "estimate": _estimate,
-        "run": _run,
-        "resume": _resume,
-        "jobs": _jobs,
-    }[args.hardware_command](args, bar)
+def run(args, bar, dataset) -> int:
+    """Run `qtl hardware SUBCOMMAND`; `dataset(args, bar)` opens the --data dataset."""
+    if args.hardware_command in ("estimate", "run"):
+        return {"estimate": _estimate, "run": _run}[args.hardware_command](args, bar, dataset)
+    return {"backends": _backends, "resume": _resume, "jobs": _jobs}[args.hardware_command](args, bar)
 
 
 def _db(args):
@@ -160,10 +158,9 @@ def _backends(args, bar) -> int:
     return 0
 
 
-def _plan(args, bar):
+def _plan(args, bar, dataset):
     from qtl.analysis.hardware_runs import prepare, select
     from qtl.analysis.robustness import head_inputs
-    from qtl.cli.commands import _dataset
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.devices import open_device
 
@@ -178,7 +175,7 @@ def _plan(args, bar):
 
         noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
-    root = _dataset(args, bar).root
+    root = dataset(args, bar).root
     inputs = head_inputs(loaded, root, args.split, progress=bar.hook(f"features of {loaded.name}"))
     inputs = select(inputs, args.samples, args.seed)
     bar.message(f"compiling for {args.backend} ...")
@@ -243,18 +240,18 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _estimate(args, bar) -> int:
-    plan = _plan(args, bar)
+def _estimate(args, bar, dataset) -> int:
+    plan = _plan(args, bar, dataset)
     bar.close()
     print(format_estimate(plan.estimate))
     _write_json(plan.estimate, args.json)
     return 0
 
 
-def _run(args, bar) -> int:
+def _run(args, bar, dataset) -> int:
     from qtl.analysis.hardware_runs import collect, submit
 
-    plan = _plan(args, bar)
+    plan = _plan(args, bar, dataset)
     with _db(args) as db:
         bar.message(f"submitting one job to {args.backend} ...")
         job_id, job = submit(plan, db)

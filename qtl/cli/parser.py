@@ -481,5 +481,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qtl.cli.hardware import add_parser as add_hardware
 
-    add_hardware(command)
+    add_hardware(command, _add_data_arg, _add_db_arg)
     return parser

@@ -4,7 +4,11 @@
     noise       `NoiseConfig` and `noisy_ops`: channels after gates, readout error, shots (torch-free)
     engines/    `make_engine(config, name)`: native statevector, density matrix, MPS, PennyLane devices
     draw        text and figure drawings of the circuit
-    hardware    the circuit on IBM backends through Qiskit (`qtl[hardware]`)
+    hardware    the circuit on IBM backends through Qiskit Runtime (`qtl[hardware]`): `IBMDevice`
+    braket      the circuit on Amazon Braket's simulators and devices (`qtl[braket]`): `BraketDevice`
+    devices     `open_device(name)`: one interface over both (compile, one job, counts, retrieve)
+    mitigation  readout (mthree's M3) and zero-noise extrapolation (mitiq) on counts
+    calibration `noise_from_backend`: a NoiseConfig from a backend's T1/T2, gate and readout errors
 
 Pure simulation: nothing here trains or holds an optimizer (that is `qtl.training`).
 """

@@ -21,6 +21,7 @@ import numpy as np
 
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.noise import NoiseConfig
+from qtl.quantum.programs import Compiled, Program
 
 BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
 LOCAL = {"braket_sv": "local state-vector simulator (ideal)", "braket_dm": "local density-matrix simulator"}
@@ -118,8 +119,6 @@ class BraketDevice:
 
     def compile(self, config: CircuitConfig, seed: int = 0):
         """The parametrised circuit (Braket compiles it for a real device when the task runs)."""
-        from qtl.quantum.devices import Compiled
-
         circuit = braket_circuit(config)
         cnots = sum(len(g.wires) == 2 for g in gates(config))
         return Compiled(circuit, list(range(config.n_qubits)), circuit.depth, cnots)
@@ -130,7 +129,6 @@ class BraketDevice:
         from braket.program_sets import CircuitBinding, ProgramSet
         from braket.program_sets.parameter_sets import ParameterSets
 
-        from qtl.quantum.devices import Program
         from qtl.quantum.mitigation import fold
 
         if scales and not self.local:

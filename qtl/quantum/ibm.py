@@ -1,0 +1,150 @@
+"""An IBM backend as a `qtl.quantum.devices` device: compile the circuit once, submit every sample, each
+sample's ZNE folds and the readout calibration circuits as ONE SamplerV2 job in a `Batch` (Qiskit
+Runtime's V2 primitives; a fake backend runs them in local testing mode), read the counts back, and find
+a real device's job again by id after a restart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.hardware import (
+    get_backend,
+    ibm_service,
+    is_fake,
+    measured_bits,
+    parameter_values,
+    qiskit_circuit,
+    simulator_options,
+)
+from qtl.quantum.programs import Compiled, Program
+
+
+class IBMDevice:
+    """An IBM backend as a `qtl.quantum.devices` device: a fake one in local testing mode, or a real one
+    through the account's `QiskitRuntimeService`; jobs are SamplerV2 jobs in a `Batch`."""
+
+    provider = "ibm"
+
+    def __init__(self, backend) -> None:
+        self.backend = get_backend(backend)  # HardwareUnavailable without the extra
+        from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
+        self.name = backend if isinstance(backend, str) else self.backend.name
+        self.local = is_fake(backend) if isinstance(backend, str) else isinstance(self.backend, FakeBackendV2)
+        self.num_qubits = self.backend.num_qubits
+
+    def compile(self, config: CircuitConfig, seed: int = 0, optimization_level: int = 1):
+        """Transpile `gates(config)` once (seeded) to the backend's coupling map and basis gates."""
+        from qiskit import transpile
+
+        n = config.n_qubits
+        if n > self.num_qubits:
+            raise ValueError(f"{self.name} has {self.num_qubits} qubits; the circuit needs {n}")
+        qc, x, w = qiskit_circuit(config)
+        isa = transpile(qc, backend=self.backend, optimization_level=optimization_level, seed_transpiler=seed)
+        try:
+            duration = float(isa.estimate_duration(self.backend.target, unit="s"))
+        except Exception:  # a backend that reports no gate durations
+            duration = None
+        return Compiled(
+            circuit=(isa, x, w),
+            physical=_measured_qubits(isa, n),
+            depth=isa.depth(lambda inst: inst.operation.name != "barrier"),
+            two_qubit_gates=sum(inst.operation.num_qubits == 2 for inst in isa.data),
+            duration=duration,
+        )
+
+    def submit(self, compiled, config, angles, weights, shots, *, scales=(), calibrate=False, seed=0):
+        """Every sample as a parameter set of the compiled circuit, each sample's folds at `scales` and
+        the two readout calibration circuits: one SamplerV2 job in a Batch -> (job, programs)."""
+        from qiskit import QuantumCircuit, transpile
+        from qiskit_ibm_runtime import Batch, SamplerV2
+
+        from qtl.quantum.mitigation import fold
+
+        isa, x, w = compiled.circuit
+        n, count = config.n_qubits, len(angles)
+        pubs = [(isa, parameter_values(isa, x, w, angles, weights), shots)]
+        programs = [Program("base", 1, count, [compiled.physical] * count)]
+        layout = isa.layout.initial_index_layout()[:n]
+        if scales:
+            logical, lx, lw = qiskit_circuit(config, measure=False)
+            values = parameter_values(logical, lx, lw, angles, weights)
+            bound = [logical.assign_parameters(v) for v in values]
+            for scale, circuits in fold(bound, scales, seed).items():
+                for c in circuits:
+                    c.measure_all()
+                # optimization level 0: translated to the basis gates on the same qubits, no fold cancelled
+                circuits = transpile(
+                    circuits, backend=self.backend, optimization_level=0, initial_layout=layout,
+                    seed_transpiler=seed,
+                )  # fmt: skip
+                pubs += [(c, None, shots) for c in circuits]
+                programs.append(Program("fold", scale, count, [_measured_qubits(c, n) for c in circuits]))
+        if calibrate:
+            for bit in (0, 1):
+                cal = QuantumCircuit(n)
+                if bit:
+                    cal.x(range(n))
+                cal.measure_all()
+                cal = transpile(
+                    cal, backend=self.backend, optimization_level=0, initial_layout=compiled.physical
+                )
+                pubs.append((cal, None, shots))
+                programs.append(Program("cal", bit, 1, [_measured_qubits(cal, n)]))
+        options = simulator_options(seed) if self.local else {}
+        with Batch(backend=self.backend) as batch:
+            job = SamplerV2(mode=batch, options=options).run(pubs)
+        return job, programs
+
+    def job_id(self, job) -> str:
+        return job.job_id()
+
+    def retrieve(self, job_id: str):
+        """A real device's job by id, from the account's service."""
+        return ibm_service().job(job_id)
+
+    def counts(self, job, programs) -> list[np.ndarray]:
+        """Wait for the job -> per program (count, 2**n) counts, in the order of `programs`."""
+        from qtl.quantum.mitigation import counts_from_bits
+
+        result = job.result()
+        n = len(programs[0].physical[0])
+        per_pub = [counts_from_bits(measured_bits(pub.data.meas, n)) for pub in result]
+        out, i = [], 0
+        for p in programs:
+            take = 1 if p.kind == "base" else p.count
+            out.append(np.concatenate(per_pub[i : i + take]))
+            i += take
+        return out
+
+    def seconds(self, compiled, programs, shots: int) -> float | None:
+        """Estimated device time: every execution's shots x (circuit duration + repetition delay); a fold
+        at scale s lasts s times the circuit, a calibration one measurement."""
+        if compiled.duration is None:
+            return None
+        rep_delay = float(getattr(self.backend, "default_rep_delay", None) or 250e-6)
+        measure = compiled.duration
+        props = (
+            self.backend.target["measure"].get((compiled.physical[0],))
+            if "measure" in self.backend.target
+            else None
+        )
+        if props is not None and props.duration:
+            measure = props.duration
+        per = {"base": compiled.duration, "cal": measure}
+        return sum(
+            p.count * shots * (per.get(p.kind, compiled.duration * p.value) + rep_delay) for p in programs
+        )
+
+    def noise(self, config: CircuitConfig):
+        """The NoiseConfig of this backend's calibration for `config` (`qtl.quantum.calibration`)."""
+        from qtl.quantum.calibration import noise_from_backend
+
+        return noise_from_backend(config, self.backend)
+
+
+def _measured_qubits(circuit, n: int) -> list[int]:
+    """The device qubit that wire i ends on (and is measured on), for a transpiled circuit."""
+    return [int(q) for q in circuit.layout.final_index_layout()[:n]]

@@ -1,0 +1,36 @@
+"""What a device job holds: the circuit compiled once (`Compiled`) and the kinds of circuits it runs
+(`Program`: the samples, each sample's folds, the readout calibration). Plain data, shared by the IBM and
+Braket devices (`qtl.quantum.devices`) and the runs that score their jobs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Compiled:
+    """A circuit compiled once for a device."""
+
+    circuit: object  # the provider's parametrised circuit (Qiskit: (isa, x, w); Braket: Circuit)
+    physical: list[int]  # device qubit measured for wire i
+    depth: int  # of the compiled circuit
+    two_qubit_gates: int
+    duration: float | None = None  # seconds per shot, where the device reports gate durations
+
+
+@dataclass
+class Program:
+    """One kind of circuit in a job: its kind, scale factor (folds) or prepared bit (calibration), how
+    many circuits or parameter sets it holds, and the device qubits each one measured wire i on."""
+
+    kind: str  # "base", "fold" or "cal"
+    value: int  # scale factor of a fold, prepared bit of a calibration, 1 for base
+    count: int
+    physical: list[list[int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Program:
+        return cls(**d)
