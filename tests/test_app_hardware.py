@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
-from test_hardware_runs import StubService
+from test_hardware_runs import with_account
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +62,7 @@ def test_demo_mode_is_bounded_and_local_only(app_env, quantum, monkeypatch):  # 
 def test_real_device_needs_a_confirmation(app_env, quantum, monkeypatch):  # noqa: F811
     """With an account (a service double), the real device is offered; Submit stays disabled until the
     estimate is confirmed, then the job is recorded and its results fetched by id."""
-    import qiskit_ibm_runtime
-
-    monkeypatch.setenv("QISKIT_IBM_TOKEN", "qtl-app-test-token")
-    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", StubService)
-    run = qiskit_ibm_runtime.SamplerV2.run
-
-    def keep(self, pubs, **kw):
-        job = run(self, pubs, **kw)
-        StubService.jobs[job.job_id()] = job
-        return job
-
-    monkeypatch.setattr(qiskit_ibm_runtime.SamplerV2, "run", keep)
+    with_account(monkeypatch, "qtl-app-test-token")
     at = app("hardware", {"loaded": [quantum]})
     at.selectbox(key="hw_backend").set_value("fake_manila").run()
     at.selectbox(key="hw_samples").set_value(8).run()

@@ -174,13 +174,12 @@ class StubService:
         return StubService.jobs[job_id]
 
 
-def test_real_device_path_resumes_by_id_and_never_writes_the_token(monkeypatch, capsys, ckpt, tiny, tmp_path):
-    """With QISKIT_IBM_TOKEN set, a device name that is not a fake backend goes through the service (here
-    a double), is recorded as a real job, and `resume` fetches that job by id instead of running it
-    again. qtl never passes the token on, and it appears in no output, database or file."""
+def with_account(monkeypatch, token: str) -> None:
+    """An IBM account (QISKIT_IBM_TOKEN = token) whose service is StubService, which keeps every job
+    SamplerV2 submits so that `service.job(id)` finds it."""
     import qiskit_ibm_runtime
 
-    monkeypatch.setenv("QISKIT_IBM_TOKEN", SENTINEL)
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", token)
     monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", StubService)
     run = qiskit_ibm_runtime.SamplerV2.run
 
@@ -190,6 +189,13 @@ def test_real_device_path_resumes_by_id_and_never_writes_the_token(monkeypatch, 
         return job
 
     monkeypatch.setattr(qiskit_ibm_runtime.SamplerV2, "run", keep)
+
+
+def test_real_device_path_resumes_by_id_and_never_writes_the_token(monkeypatch, capsys, ckpt, tiny, tmp_path):
+    """With QISKIT_IBM_TOKEN set, a device name that is not a fake backend goes through the service (here
+    a double), is recorded as a real job, and `resume` fetches that job by id instead of running it
+    again. qtl never passes the token on, and it appears in no output, database or file."""
+    with_account(monkeypatch, SENTINEL)
     db = tmp_path / "r.db"
     argv = ["hardware", "run", ckpt, "--backend", "ibm_stub", "--shots", 200, "--data", tiny, "--db", db]
     code, out, err = run_cli(capsys, *argv, "--mitigation", "readout", "--no-wait")

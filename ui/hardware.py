@@ -98,12 +98,11 @@ def submit_only(plan_) -> str:
 
 def fetch(job_id: str) -> dict:
     """A recorded job's report: stored if done, else waited for and scored now."""
-    from qtl.analysis.hardware_runs import collect
+    from qtl.analysis.hardware_runs import job_report
     from qtl.experiments.database import ResultsDB
 
     with ResultsDB(database()) as db:
-        record = db.hardware_job(job_id)
-        return record["results"] if record["status"] == "done" else collect(job_id, db)
+        return job_report(job_id, db)
 
 
 def estimate_text(e: dict) -> str:

@@ -6,6 +6,7 @@
     job_id, job = submit(plan, db)                           # ONE job; its row is in the db before any wait
     report = collect(job_id, db, job)                        # wait, mitigate, score -> JSON-ready dict
     report = collect(job_id, db)                             # after a restart: from what the db holds
+    report = job_report(job_id, db)                          # stored if done, else collect
 
 The job holds every sample as a parameter set of the one compiled circuit, each sample's ZNE folds and
 the two readout calibration circuits (`qtl.quantum.devices`). The database row holds all that scoring
@@ -234,6 +235,14 @@ def collect(job_id: str, db, job=None) -> dict:
     report = {"job_id": job_id, "rerun_locally": rerun, **report}
     db.finish_hardware_job(job_id, report)
     return report
+
+
+def job_report(job_id: str, db) -> dict:
+    """A recorded job's report: the stored one when it is done, else `collect(job_id, db)` now."""
+    record = db.hardware_job(job_id)
+    if record is None:
+        raise ValueError(f"no hardware job {job_id!r} in {db.path} ('qtl hardware jobs' lists them)")
+    return record["results"] if record["status"] == "done" else collect(job_id, db)
 
 
 def _expvals(counts: np.ndarray, program: Program, matrices) -> np.ndarray:

@@ -261,7 +261,10 @@ def _run(args, bar, dataset) -> int:
             print(job_id)
             return 0
         bar.message("waiting for the job ...")
-        report = collect(job_id, db, job)
+        return _show(collect(job_id, db, job), args, bar)
+
+
+def _show(report: dict, args, bar) -> int:
     bar.close()
     print(format_report(report))
     _write_json(report, args.json)
@@ -269,21 +272,11 @@ def _run(args, bar, dataset) -> int:
 
 
 def _resume(args, bar) -> int:
-    from qtl.analysis.hardware_runs import collect
+    from qtl.analysis.hardware_runs import job_report
 
     with _db(args) as db:
-        record = db.hardware_job(args.job_id)
-        if record is None:
-            raise ValueError(f"no hardware job {args.job_id!r} in {db.path} ('qtl hardware jobs' lists them)")
-        if record["status"] == "done":
-            report = record["results"]
-        else:
-            bar.message(f"resuming job {args.job_id} on {record['backend']} ...")
-            report = collect(args.job_id, db)
-    bar.close()
-    print(format_report(report))
-    _write_json(report, args.json)
-    return 0
+        bar.message(f"resuming job {args.job_id} (stored if done, else waited for and scored) ...")
+        return _show(job_report(args.job_id, db), args, bar)
 
 
 def _jobs(args, bar) -> int:

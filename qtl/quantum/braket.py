@@ -21,7 +21,7 @@ import numpy as np
 
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.noise import NoiseConfig
-from qtl.quantum.programs import Compiled, Program
+from qtl.quantum.programs import Compiled, Program, by_program
 
 BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
 LOCAL = {"braket_sv": "local state-vector simulator (ideal)", "braket_dm": "local density-matrix simulator"}
@@ -180,12 +180,7 @@ class BraketDevice:
             np.concatenate([counts_from_bits(np.asarray(e.measurements)[None]) for e in entry])
             for entry in result.entries
         ]
-        out, i = [], 0
-        for p in programs:
-            take = 1 if p.kind == "base" else p.count
-            out.append(np.concatenate(per_entry[i : i + take]))
-            i += take
-        return out
+        return by_program(per_entry, programs)
 
     def seconds(self, compiled, programs, shots: int) -> float | None:
         return None  # Braket reports no gate durations here; it charges per task and shot (`cost`)

@@ -17,7 +17,7 @@ from qtl.quantum.hardware import (
     qiskit_circuit,
     simulator_options,
 )
-from qtl.quantum.programs import Compiled, Program
+from qtl.quantum.programs import Compiled, Program, by_program
 
 
 class IBMDevice:
@@ -112,12 +112,7 @@ class IBMDevice:
         result = job.result()
         n = len(programs[0].physical[0])
         per_pub = [counts_from_bits(measured_bits(pub.data.meas, n)) for pub in result]
-        out, i = [], 0
-        for p in programs:
-            take = 1 if p.kind == "base" else p.count
-            out.append(np.concatenate(per_pub[i : i + take]))
-            i += take
-        return out
+        return by_program(per_pub, programs)
 
     def seconds(self, compiled, programs, shots: int) -> float | None:
         """Estimated device time: every execution's shots x (circuit duration + repetition delay); a fold

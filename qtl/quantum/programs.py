@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class Compiled:
@@ -34,3 +36,14 @@ class Program:
     @classmethod
     def from_dict(cls, d: dict) -> Program:
         return cls(**d)
+
+
+def by_program(per_circuit: list[np.ndarray], programs: list[Program]) -> list[np.ndarray]:
+    """Counts as a job returns them (the base circuit's (N, 2**n) array, then one (1, 2**n) array per fold
+    or calibration circuit) -> one (count, 2**n) array per program, in the order of `programs`."""
+    out, i = [], 0
+    for p in programs:
+        take = 1 if p.kind == "base" else p.count
+        out.append(np.concatenate(per_circuit[i : i + take]))
+        i += take
+    return out
