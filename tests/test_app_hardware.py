@@ -75,3 +75,8 @@ def test_real_device_needs_a_confirmation(app_env, quantum, monkeypatch):  # noq
     at.button(key=f"hw_fetch_{job_id}").click().run()
     assert not at.exception, at.exception
     assert list(at.dataframe[0].value["run"])[-1] == "fake_manila, readout"
+
+
+def test_without_a_quantum_checkpoint_says_why(app_env):  # noqa: F811
+    at = app("hardware", {"loaded": []})
+    assert "Load a `quantum` or `hybrid` checkpoint" in texts(at.info)
