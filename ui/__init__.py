@@ -14,6 +14,7 @@ another; what only one page renders may live in that page).
 | `datasets`    | uploads: where they go, their caps, thumbnails, the data a checkpoint is scored on |
 | `experiments` | the Experiments page's glue: visible results databases, a sweep from the form, its job |
 | `noise`       | the Noise page's glue: noise widgets, cached circuit inputs and sweeps, its charts |
+| `hardware`    | the Hardware page's glue: devices a session may use, estimate, run, results  |
 | `charts`      | Altair charts                                                                 |
 | `tables`      | dataframes for `st.dataframe`                                                 |
 | `sidebar`     | the sidebar shown on every page                                               |

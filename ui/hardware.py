@@ -36,7 +36,7 @@ def _aws_credentials() -> bool:
 
 def devices() -> tuple[list[str], list[str]]:
     """(local devices, real devices) this session may pick; real ones only outside demo mode and with an
-    account. Raises ImportError (HardwareUnavailable) without the hardware extra."""
+    account. Raises ImportError (HardwareUnavailableError) without the hardware extra."""
     from qtl.quantum.braket import DEVICES
     from qtl.quantum.hardware import fake_backend_names, ibm_account
 

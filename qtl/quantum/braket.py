@@ -48,9 +48,9 @@ def _sdk():
         import braket.circuits  # noqa: F401
         import braket.devices  # noqa: F401
     except ImportError as exc:
-        from qtl.quantum.hardware import HardwareUnavailable
+        from qtl.quantum.hardware import HardwareUnavailableError
 
-        raise HardwareUnavailable(f"Braket devices need {exc.name}: {BRAKET_HINT}") from None
+        raise HardwareUnavailableError(f"Braket devices need {exc.name}: {BRAKET_HINT}") from None
 
 
 def braket_circuit(config: CircuitConfig):

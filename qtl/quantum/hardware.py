@@ -86,7 +86,7 @@ def ibm_service():
     """`QiskitRuntimeService()`: it reads the saved account or QISKIT_IBM_TOKEN itself."""
     _fake_provider()
     if not ibm_account():
-        raise HardwareUnavailable(
+        raise HardwareUnavailableError(
             "real IBM devices need an IBM Quantum account: save one with "
             "QiskitRuntimeService.save_account(token=..., channel='ibm_quantum_platform') "
             "or set QISKIT_IBM_TOKEN"

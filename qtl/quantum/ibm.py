@@ -27,7 +27,7 @@ class IBMDevice:
     provider = "ibm"
 
     def __init__(self, backend) -> None:
-        self.backend = get_backend(backend)  # HardwareUnavailable without the extra
+        self.backend = get_backend(backend)  # HardwareUnavailableError without the extra
         from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
         self.name = backend if isinstance(backend, str) else self.backend.name
