@@ -57,7 +57,7 @@ def show(models: dict) -> None:
 
     st.subheader("Fake IBM backend")
     try:
-        from qtl.quantum.hardware import DEFAULT_BACKEND, fake_backend_names
+        from qtl.quantum.hardware.backends import DEFAULT_BACKEND, fake_backend_names
 
         names = fake_backend_names()
     except ImportError as exc:

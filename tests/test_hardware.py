@@ -10,7 +10,7 @@ import torch
 from qtl import cli
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines.native import NativeEngine
-from qtl.quantum.hardware import HardwareUnavailableError, backend_expvals, get_backend
+from qtl.quantum.hardware.backends import HardwareUnavailableError, backend_expvals, get_backend
 
 
 def test_fake_backend_agrees_with_ideal_within_its_noise():

@@ -20,8 +20,8 @@ from qtl.analysis.hardware_runs import collect, prepare, submit
 from qtl.analysis.robustness import head_inputs
 from qtl.experiments.database import ResultsDB
 from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
-from qtl.quantum.calibration import noise_from_backend
 from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.hardware.calibration import noise_from_backend
 
 SENTINEL = "qtl-test-token-5f1c9a7e"
 

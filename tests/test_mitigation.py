@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.mitigation import (
+from qtl.quantum.hardware.mitigation import (
     check_mitigations,
     counts_expvals,
     counts_from_bits,
@@ -88,7 +88,7 @@ class TestZNE:
         """mitiq's folds of the model circuit at 3 and 5 are the same unitary with 3x and 5x the gates."""
         from qiskit.quantum_info import Operator
 
-        from qtl.quantum.hardware import parameter_values, qiskit_circuit
+        from qtl.quantum.hardware.backends import parameter_values, qiskit_circuit
 
         config = CircuitConfig(3, 2)
         qc, x, w = qiskit_circuit(config, measure=False)
@@ -107,8 +107,8 @@ class TestCalibration:
         infidelity equals the reported pulse error compounded over the pulses per logical gate."""
         from qiskit.quantum_info import average_gate_fidelity
 
-        from qtl.quantum.calibration import _channel, calibration, noise_from_backend
-        from qtl.quantum.hardware import get_backend
+        from qtl.quantum.hardware.backends import get_backend
+        from qtl.quantum.hardware.calibration import _channel, calibration, noise_from_backend
 
         config = CircuitConfig(3, 2)
         backend = get_backend("FakeManilaV2")

@@ -21,7 +21,7 @@ LOCAL_BRAKET = ("braket_sv", "braket_dm")
 
 @st.cache_data(ttl=300, show_spinner="Asking IBM Quantum for its devices ...")
 def _ibm_devices() -> list[str]:
-    from qtl.quantum.hardware import list_backends
+    from qtl.quantum.hardware.backends import list_backends
 
     return [r["name"] for r in list_backends(real=True) if r["kind"] == "ibm"]
 
@@ -37,8 +37,8 @@ def _aws_credentials() -> bool:
 def devices() -> tuple[list[str], list[str]]:
     """(local devices, real devices) this session may pick; real ones only outside demo mode and with an
     account. Raises ImportError (HardwareUnavailableError) without the hardware extra."""
-    from qtl.quantum.braket import DEVICES
-    from qtl.quantum.hardware import fake_backend_names, ibm_account
+    from qtl.quantum.hardware.backends import fake_backend_names, ibm_account
+    from qtl.quantum.hardware.braket import DEVICES
 
     local = fake_backend_names() + list(LOCAL_BRAKET)
     if settings().demo:
@@ -66,8 +66,8 @@ def database():
 def plan(loaded, data_dir: str | None, backend: str, shots: int, mitigations: list[str], samples: int | None):
     """`qtl.analysis.hardware_runs.prepare` for a loaded checkpoint on its val split (a seeded subset)."""
     from qtl.analysis.hardware_runs import prepare, select
-    from qtl.quantum.calibration import noise_from_backend
-    from qtl.quantum.hardware import DEFAULT_BACKEND
+    from qtl.quantum.hardware.backends import DEFAULT_BACKEND
+    from qtl.quantum.hardware.calibration import noise_from_backend
     from ui.noise import head_inputs
 
     inputs = select(head_inputs(str(loaded.path), loaded.path.stat().st_mtime, data_dir), samples)

@@ -9,7 +9,7 @@
     report = job_report(job_id, db)                          # stored if done, else collect
 
 The job holds every sample as a parameter set of the one compiled circuit, each sample's ZNE folds and
-the two readout calibration circuits (`qtl.quantum.devices`). The database row holds all that scoring
+the two readout calibration circuits (`qtl.quantum.hardware.devices`). The database row holds all that scoring
 needs (circuit, trained weights, angles, labels, the output layer, which program is which), so a restart
 loses nothing: a real device's job is found again by id; a local one (fake backend, Braket simulator)
 lives only in its process and is run again from the row, seeded as before.
@@ -31,8 +31,8 @@ import torch
 from qtl.analysis.robustness import HeadInputs
 from qtl.models.checkpoint import LoadedModel
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.devices import open_device
-from qtl.quantum.mitigation import (
+from qtl.quantum.hardware.devices import open_device
+from qtl.quantum.hardware.mitigation import (
     SCALE_FACTORS,
     check_mitigations,
     counts_expvals,
@@ -41,15 +41,15 @@ from qtl.quantum.mitigation import (
     readout_corrected,
     readout_matrices,
 )
+from qtl.quantum.hardware.programs import Program
 from qtl.quantum.noise import NoiseConfig
-from qtl.quantum.programs import Program
 
 
 @dataclass
 class Plan:
     """What one hardware run will do, before anything is submitted."""
 
-    device: object  # a qtl.quantum.devices device
+    device: object  # a qtl.quantum.hardware.devices device
     compiled: object  # its Compiled circuit
     record: dict  # JSON-ready: everything scoring needs (goes to the database as the job's plan)
     estimate: dict = field(default_factory=dict)
@@ -93,7 +93,8 @@ def prepare(
     seed: int = 0,
     noise: NoiseConfig | None = None,
 ) -> Plan:
-    """Open the device (`backend`: a name, or a device `qtl.quantum.devices.open_device` made), compile
+    """Open the device (`backend`: a name, or a device from
+    `qtl.quantum.hardware.devices.open_device`), compile
     the circuit once and estimate the run; nothing is submitted. noise: the NoiseConfig of Braket's noisy
     local simulator (braket_dm), for a name."""
     if not loaded.model_config.is_quantum:

@@ -26,7 +26,8 @@ from qtl.quantum.engines import make_engine
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.atomic import atomic_write
 
-# Imported inside functions: matplotlib (figures only) and qtl.quantum.hardware (Qiskit, an optional extra).
+# Imported inside functions: matplotlib (figures only) and qtl.quantum.hardware.backends (Qiskit, an
+# optional extra).
 
 #: Samples per circuit call (bounds the density-matrix engine's memory at any qubit count it accepts).
 CHUNK = 256
@@ -103,7 +104,7 @@ def evaluate_noise(
     t0 = time.perf_counter()
     weights = head.q_params.detach().cpu()
     if backend is not None:
-        from qtl.quantum.hardware import backend_expvals
+        from qtl.quantum.hardware.backends import backend_expvals
 
         noise = replace(NoiseConfig(), shots=noise.shots or 1024, seed=noise.seed)
         expvals = backend_expvals(config, inputs.angles, weights, backend, shots=noise.shots, seed=noise.seed)

@@ -41,7 +41,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures with a message meant for the user (DatasetError, ImageLoadError and CheckpointError are
     ValueErrors); anything else is a bug and keeps its traceback. Imports torch (via qtl.models.backbones)."""
     from qtl.models.backbones import WeightsUnavailableError
-    from qtl.quantum.hardware import HardwareUnavailableError
+    from qtl.quantum.hardware.backends import HardwareUnavailableError
     from qtl.utils.download import DownloadError
 
     return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailableError)

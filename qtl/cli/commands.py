@@ -101,7 +101,7 @@ def _noise_config(args, shots: int | None = None, circuit: CircuitConfig | None 
     from qtl.quantum.noise import NoiseConfig
 
     if getattr(args, "noise_from", None):
-        from qtl.quantum.calibration import noise_from_backend
+        from qtl.quantum.hardware.calibration import noise_from_backend
 
         flags = ("depolarizing", "amplitude_damping", "phase_damping")
         if any(getattr(args, k, None) for k in flags) or args.readout:
@@ -368,7 +368,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
     if args.backends:
-        from qtl.quantum.hardware import get_backend
+        from qtl.quantum.hardware.backends import get_backend
 
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work

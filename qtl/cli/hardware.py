@@ -79,7 +79,7 @@ def add_parser(command, add_data_arg, add_db_arg) -> None:
 
 
 def _add_run_args(q: argparse.ArgumentParser) -> None:
-    from qtl.quantum.mitigation import EXTRAPOLATIONS, MITIGATIONS
+    from qtl.quantum.hardware.mitigation import EXTRAPOLATIONS, MITIGATIONS
 
     g = q.add_argument_group("device and mitigation")
     g.add_argument(
@@ -140,8 +140,8 @@ def _write_json(doc, target: str | None) -> None:
 
 
 def _backends(args, bar) -> int:
-    from qtl.quantum.braket import DEVICES, LOCAL
-    from qtl.quantum.hardware import ibm_account, list_backends
+    from qtl.quantum.hardware.backends import ibm_account, list_backends
+    from qtl.quantum.hardware.braket import DEVICES, LOCAL
 
     rows = list_backends(real=not args.no_real)
     rows += [{"name": k, "kind": "braket", "qubits": None, "status": v} for k, v in LOCAL.items()]
@@ -162,7 +162,7 @@ def _plan(args, bar, dataset):
     from qtl.analysis.hardware_runs import prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
-    from qtl.quantum.devices import open_device
+    from qtl.quantum.hardware.devices import open_device
 
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
@@ -171,7 +171,7 @@ def _plan(args, bar, dataset):
         )
     noise = None
     if args.backend == "braket_dm":
-        from qtl.quantum.calibration import noise_from_backend
+        from qtl.quantum.hardware.calibration import noise_from_backend
 
         noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work

@@ -48,7 +48,7 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     k1, k2, T1, T2 (s), pulse and two-qubit error and duration (s), readout error, qubits, pairs."""
     from qiskit import transpile
 
-    from qtl.quantum.hardware import get_backend, qiskit_circuit
+    from qtl.quantum.hardware.backends import get_backend, qiskit_circuit
 
     backend = get_backend(backend)
     qc, _, _ = qiskit_circuit(config)

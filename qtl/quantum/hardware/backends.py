@@ -13,7 +13,7 @@ model of its calibration snapshot: qiskit-ibm-runtime's local testing mode, the 
 account is there: saved by `QiskitRuntimeService.save_account(...)` or given as `QISKIT_IBM_TOKEN`. qtl
 never reads, passes or stores the token: `QiskitRuntimeService()` finds it itself.
 
-`qtl.quantum.ibm.IBMDevice` builds on this module: a backend as `qtl.analysis.hardware_runs` uses it.
+`qtl.quantum.hardware.ibm.IBMDevice` builds on this module: a backend as `qtl.analysis.hardware_runs` uses it.
 """
 
 from __future__ import annotations

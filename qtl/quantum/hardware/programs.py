@@ -1,6 +1,6 @@
 """What a device job holds: the circuit compiled once (`Compiled`) and the kinds of circuits it runs
 (`Program`: the samples, each sample's folds, the readout calibration). Plain data, shared by the IBM and
-Braket devices (`qtl.quantum.devices`) and the runs that score their jobs."""
+Braket devices (`qtl.quantum.hardware.devices`) and the runs that score their jobs."""
 
 from __future__ import annotations
 

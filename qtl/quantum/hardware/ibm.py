@@ -1,5 +1,5 @@
-"""An IBM backend as a `qtl.quantum.devices` device: compile the circuit once, submit every sample, each
-sample's ZNE folds and the readout calibration circuits as ONE SamplerV2 job in a `Batch` (Qiskit
+"""An IBM backend as a `qtl.quantum.hardware.devices` device: compile the circuit once, submit every
+sample, each sample's ZNE folds and the readout calibration circuits as ONE SamplerV2 job in a `Batch` (Qiskit
 Runtime's V2 primitives; a fake backend runs them in local testing mode), read the counts back, and find
 a real device's job again by id after a restart."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.hardware import (
+from qtl.quantum.hardware.backends import (
     get_backend,
     ibm_service,
     is_fake,
@@ -17,12 +17,12 @@ from qtl.quantum.hardware import (
     qiskit_circuit,
     simulator_options,
 )
-from qtl.quantum.programs import Compiled, Program, by_program
+from qtl.quantum.hardware.programs import Compiled, Program, by_program
 
 
 class IBMDevice:
-    """An IBM backend as a `qtl.quantum.devices` device: a fake one in local testing mode, or a real one
-    through the account's `QiskitRuntimeService`; jobs are SamplerV2 jobs in a `Batch`."""
+    """An IBM backend as a `qtl.quantum.hardware.devices` device: a fake one in local testing mode, or a
+    real one through the account's `QiskitRuntimeService`; jobs are SamplerV2 jobs in a `Batch`."""
 
     provider = "ibm"
 
@@ -61,7 +61,7 @@ class IBMDevice:
         from qiskit import QuantumCircuit, transpile
         from qiskit_ibm_runtime import Batch, SamplerV2
 
-        from qtl.quantum.mitigation import fold
+        from qtl.quantum.hardware.mitigation import fold
 
         isa, x, w = compiled.circuit
         n, count = config.n_qubits, len(angles)
@@ -107,7 +107,7 @@ class IBMDevice:
 
     def counts(self, job, programs) -> list[np.ndarray]:
         """Wait for the job -> per program (count, 2**n) counts, in the order of `programs`."""
-        from qtl.quantum.mitigation import counts_from_bits
+        from qtl.quantum.hardware.mitigation import counts_from_bits
 
         result = job.result()
         n = len(programs[0].physical[0])
@@ -134,8 +134,8 @@ class IBMDevice:
         )
 
     def noise(self, config: CircuitConfig):
-        """The NoiseConfig of this backend's calibration for `config` (`qtl.quantum.calibration`)."""
-        from qtl.quantum.calibration import noise_from_backend
+        """The NoiseConfig of this backend's calibration for `config` (`qtl.quantum.hardware.calibration`)."""
+        from qtl.quantum.hardware.calibration import noise_from_backend
 
         return noise_from_backend(config, self.backend)
 

@@ -5,7 +5,7 @@
     device = open_device("braket_dm")             # Braket's local density-matrix simulator (noisy)
     device = open_device("rigetti/Ankaa-3")       # a real Braket device (needs AWS credentials)
 
-Every device (`qtl.quantum.ibm.IBMDevice`, `qtl.quantum.braket.BraketDevice`) has:
+Every device (`qtl.quantum.hardware.ibm.IBMDevice`, `qtl.quantum.hardware.braket.BraketDevice`) has:
 
     name, provider ("ibm" | "braket"), local (runs in this process), num_qubits
     compile(config, seed) -> Compiled             # the circuit once, parametrised, on the device's qubits
@@ -16,7 +16,7 @@ Every device (`qtl.quantum.ibm.IBMDevice`, `qtl.quantum.braket.BraketDevice`) ha
     seconds(compiled, programs, shots) -> float | None           # estimated device time
     noise(config) -> NoiseConfig | None           # what the noisy simulation of this device uses
 
-A job runs `Program`s (`qtl.quantum.programs`) in order: "base" (the N samples), "fold" at each scale
+A job runs `Program`s (`qtl.quantum.hardware.programs`) in order: "base" (the N samples), "fold" at each scale
 factor (N circuits each), "cal" (readout calibration, prepared 0 then 1).
 """
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 def open_device(name: str, noise=None):
     """The device called `name`: Braket's (`braket_sv`, `braket_dm` with the NoiseConfig `noise`,
     "rigetti/...", "ionq/...", "iqm/...") or IBM's (fake backends by class name, real devices by name)."""
-    from qtl.quantum import braket
+    from qtl.quantum.hardware import braket
 
     if braket.is_braket(name):
         return braket.BraketDevice(name, noise)
-    from qtl.quantum.ibm import IBMDevice
+    from qtl.quantum.hardware.ibm import IBMDevice
 
     return IBMDevice(name)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.hardware.programs import Compiled, Program, by_program
 from qtl.quantum.noise import NoiseConfig
-from qtl.quantum.programs import Compiled, Program, by_program
 
 BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
 LOCAL = {"braket_sv": "local state-vector simulator (ideal)", "braket_dm": "local density-matrix simulator"}
@@ -48,7 +48,7 @@ def _sdk():
         import braket.circuits  # noqa: F401
         import braket.devices  # noqa: F401
     except ImportError as exc:
-        from qtl.quantum.hardware import HardwareUnavailableError
+        from qtl.quantum.hardware.backends import HardwareUnavailableError
 
         raise HardwareUnavailableError(f"Braket devices need {exc.name}: {BRAKET_HINT}") from None
 
@@ -91,7 +91,7 @@ def with_noise(circuit, noise: NoiseConfig | None):
 
 
 class BraketDevice:
-    """A Braket device as a `qtl.quantum.devices` device; a run is one ProgramSet task."""
+    """A Braket device as a `qtl.quantum.hardware.devices` device; a run is one ProgramSet task."""
 
     provider = "braket"
 
@@ -129,7 +129,7 @@ class BraketDevice:
         from braket.program_sets import CircuitBinding, ProgramSet
         from braket.program_sets.parameter_sets import ParameterSets
 
-        from qtl.quantum.mitigation import fold
+        from qtl.quantum.hardware.mitigation import fold
 
         if scales and not self.local:
             raise ValueError(
@@ -173,7 +173,7 @@ class BraketDevice:
 
     def counts(self, job, programs) -> list[np.ndarray]:
         """Wait for the task -> per program (count, 2**n) counts, in the order of `programs`."""
-        from qtl.quantum.mitigation import counts_from_bits
+        from qtl.quantum.hardware.mitigation import counts_from_bits
 
         result = job.result()
         per_entry = [
