@@ -22,7 +22,7 @@ from PIL import Image
 from qtl.data.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
 from qtl.data.folders import validate_dataset
 from qtl.data.images import load_image
-from qtl.models.backbones import image_transform, transform_from_params
+from qtl.models.backbones import transform_from_params, transform_params
 from qtl.models.checkpoint import LoadedModel
 from qtl.training.metrics import compute_metrics
 
@@ -52,6 +52,7 @@ class Prediction:
 
 
 def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
+    """One or many paths, bytes or PIL images -> RGB PIL images; ImageLoadError for an undecodable one."""
     if isinstance(images, (str, Path, bytes, Image.Image)):
         images = [images]
     out = []
@@ -85,12 +86,17 @@ def _device(loaded: LoadedModel) -> torch.device:
     return next(loaded.model.parameters()).device
 
 
-def eval_transform(loaded: LoadedModel) -> Callable:
-    """The eval preprocessing the checkpoint records (its backbone's current one for older files)."""
+def eval_params(loaded: LoadedModel) -> dict:
+    """The eval preprocessing parameters the checkpoint records (its backbone's current ones for older
+    files): {"resize", "crop", "interpolation", "mean", "std"}."""
     if loaded.transform is not None:
-        return transform_from_params(loaded.transform)
-    c = loaded.model_config
-    return image_transform(c.backbone, c.pretrained, augment=False)
+        return loaded.transform
+    return transform_params(loaded.model_config.backbone, loaded.model_config.pretrained)
+
+
+def eval_transform(loaded: LoadedModel) -> Callable:
+    """The eval preprocessing the checkpoint records: PIL RGB image -> (3, crop, crop) float tensor."""
+    return transform_from_params(eval_params(loaded))
 
 
 def _pixels(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:

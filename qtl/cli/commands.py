@@ -230,12 +230,20 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
 def cmd_predict(args, bar: ProgressBar) -> int:
     from qtl.analysis.inference import predict
     from qtl.data.images import load_image
-    from qtl.models.checkpoint import load_checkpoint
 
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
-    device = resolve_device(args.device)
-    models = [load_checkpoint(path, device, engine=args.engine) for path in args.checkpoint]
-    preds = predict(models, images)
+    if args.runtime == "torch":
+        from qtl.models.checkpoint import load_checkpoint
+
+        device = resolve_device(args.device)
+        models = [load_checkpoint(path, device, engine=args.engine) for path in args.checkpoint]
+        preds = predict(models, images)
+    else:
+        from qtl.deploy.runtime import load_exported, predict_exported
+
+        if args.engine is not None:
+            raise ValueError(f"--engine applies to checkpoints: an {args.runtime} file holds its circuit")
+        preds = predict_exported([load_exported(p, args.runtime) for p in args.checkpoint], images)
     if args.json:
         print(json.dumps(predictions_document(args.images, preds), indent=2))
     else:
@@ -259,6 +267,23 @@ def cmd_explain(args, bar: ProgressBar) -> int:
         rows.append((Path(path).name, row))
     explanation_figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
     print(f"saved {args.output}")
+    return 0
+
+
+def cmd_export(args, bar: ProgressBar) -> int:
+    from qtl.deploy.export import SUFFIXES, export_model
+
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.output) if args.output else checkpoint.with_suffix(SUFFIXES[args.format])
+    path, meta = export_model(checkpoint, out, args.format)
+    classes = ", ".join(meta["class_names"])
+    pre = meta["preprocessing"]
+    print(
+        f"wrote {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB): {meta['variant']} on "
+        f"{meta['backbone']}, classes {classes}; input {meta['input']['name']} (batch, 3, {pre['crop']}, "
+        f"{pre['crop']}): resize {pre['resize']} {pre['interpolation']}, crop {pre['crop']}, "
+        f"mean {pre['mean']}, std {pre['std']}"
+    )
     return 0
 
 
@@ -522,6 +547,7 @@ HANDLERS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "explain": cmd_explain,
+    "export": cmd_export,
     "draw": cmd_draw,
     "compare": cmd_compare,
     "reproduce": cmd_reproduce,

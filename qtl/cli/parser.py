@@ -20,6 +20,8 @@ from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
+EXPORT_FORMATS = ("onnx", "torchscript")
+"""`qtl export --format` (the formats of `qtl.deploy.export`, which imports torch)."""
 
 
 def _backbone_name(text: str) -> str:
@@ -254,11 +256,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
     p.add_argument(
-        "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
+        "--checkpoint",
+        "-c",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a checkpoint, or with --runtime onnx|torchscript a file written by qtl export (repeatable)",
+    )
+    p.add_argument(
+        "--runtime",
+        default="torch",
+        choices=("torch", *EXPORT_FORMATS),
+        help="torch: qtl's checkpoints; onnx (onnxruntime) or torchscript: files written by qtl export",
     )
     p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
+
+    p = command(
+        "export",
+        "write a checkpoint as one portable ONNX or TorchScript file",
+        "Export the whole classifier (backbone, head, and the trained circuit folded into plain matrix "
+        "operations) as one graph from normalised images to class probabilities; the preprocessing and the "
+        "class names go in the file's metadata. Runs without qtl or PennyLane: onnxruntime, or torch for "
+        "TorchScript. Noisy models export exactly; shot sampling and MPS truncation are refused.",
+    )
+    p.add_argument("checkpoint", help="a .pt file written by qtl")
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="file format")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="FILE",
+        help="the exported file (default: the checkpoint's name with .onnx or .torchscript)",
+    )
 
     p = command(
         "explain",

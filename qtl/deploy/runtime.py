@@ -1,0 +1,121 @@
+"""Exported files (`qtl export`) run by onnxruntime or TorchScript, answering as `qtl.analysis.predict`.
+
+    model = load_exported("quantum.onnx")                  # runtime from the suffix, or runtime=
+    predict_exported([model], ["bee.jpg"])["quantum"].predicted      # ['bees']
+
+The preprocessing is the one the file records (its metadata), so an exported file and its checkpoint
+give the same probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qtl.analysis.inference import ImageInput, Prediction, as_images
+from qtl.deploy.export import FORMAT, METADATA_KEY, TORCHSCRIPT_EXTRA, quiet_jit
+
+RUNTIMES = ("onnx", "torchscript")
+
+
+@dataclass
+class ExportedModel:
+    """An exported classifier: `run` maps (B, 3, H, W) normalised float32 images to (B, C) probabilities."""
+
+    path: Path
+    runtime: str  # "onnx" or "torchscript"
+    metadata: dict
+    session: object  # an onnxruntime.InferenceSession or a torch.jit.ScriptModule
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["class_names"])
+
+    @property
+    def variant(self) -> str:
+        return self.metadata["variant"]
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 normalised images -> (B, C) float32 probabilities."""
+        if self.runtime == "onnx":
+            meta = self.metadata
+            (probs,) = self.session.run([meta["output"]["name"]], {meta["input"]["name"]: images})
+            return probs
+        with torch.no_grad():
+            return self.session(torch.from_numpy(images)).numpy()
+
+
+def _checked(path: Path, document: str | None) -> dict:
+    if not document:
+        raise ValueError(f"{path.name} is not a file written by qtl export (no '{METADATA_KEY}' metadata)")
+    metadata = json.loads(document)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{path.name} is not a file written by qtl export (format {metadata.get('format')!r})"
+        )
+    return metadata
+
+
+def load_exported(path: str | Path, runtime: str | None = None) -> ExportedModel:
+    """Open an exported file with onnxruntime ("onnx") or TorchScript ("torchscript"; default: by the
+    suffix, ".onnx" is ONNX). ValueError, one line, for a missing, damaged or foreign file."""
+    path = Path(path)
+    runtime = runtime or ("onnx" if path.suffix == ".onnx" else "torchscript")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if not path.is_file():
+        raise ValueError(f"no exported model at {path}")
+    try:
+        if runtime == "onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            document = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        else:
+            extra = {TORCHSCRIPT_EXTRA: ""}
+            with quiet_jit():
+                session = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            document = extra[TORCHSCRIPT_EXTRA]
+    except Exception as exc:  # onnxruntime and TorchScript raise their own types for damaged files
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path.name} cannot be opened as {runtime}: {said}") from None
+    return ExportedModel(path, runtime, _checked(path, document), session)
+
+
+def predict_exported(
+    models: ExportedModel | Sequence[ExportedModel],
+    images: ImageInput | Sequence[ImageInput],
+    *,
+    batch_size: int = 32,
+) -> dict[str, Prediction]:
+    """Class probabilities of every exported model for every image, as `qtl.analysis.inference.predict`
+    returns them: {name: Prediction}, probs (N, C) on CPU."""
+    from qtl.models.backbones import transform_from_params
+
+    models = [models] if isinstance(models, ExportedModel) else list(models)
+    if not models:
+        raise ValueError("no exported models given")
+    pil = as_images(images)
+    out: dict[str, Prediction] = {}
+    for m in models:
+        t0 = time.perf_counter()
+        transform = transform_from_params(m.metadata["preprocessing"])
+        probs = []
+        for i in range(0, len(pil), batch_size):
+            batch = torch.stack([transform(im) for im in pil[i : i + batch_size]]).numpy()
+            probs.append(torch.from_numpy(m.run(batch)))
+        name, k = m.name, 2
+        while name in out:
+            name, k = f"{m.name}#{k}", k + 1
+        out[name] = Prediction(name, m.variant, m.class_names, torch.cat(probs), time.perf_counter() - t0)
+    return out

@@ -1,0 +1,94 @@
+"""Classify images with an ONNX file written by `qtl export`, using only onnxruntime, numpy and Pillow.
+
+    python standalone.py quantum.onnx bee.jpg ant.png     # one JSON line per image: label, probabilities
+
+This file imports nothing from qtl (nor torch, nor PennyLane): copy it beside an exported model to run
+the model anywhere onnxruntime installs. The preprocessing is the one the file's metadata records,
+computed as torchvision computes it on PIL images, so the pixels, and the probabilities, are qtl's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+METADATA_KEY = "qtl"
+#: torchvision's interpolation names -> Pillow's resampling filters (torchvision's own mapping)
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def metadata(session) -> dict:
+    """The qtl document an exported file carries: class_names, preprocessing, input and output names..."""
+    return json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """An RGB copy (palette images with transparency go through RGBA first, as qtl decodes them)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def preprocess(image: Image.Image, params: dict) -> np.ndarray:
+    """RGB PIL image -> (3, crop, crop) float32: resize the short side, centre-crop, scale, normalise."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = params["resize"], int(params["resize"] * long / short)
+    size = (new_short, new_long) if width <= height else (new_long, new_short)  # (width, height)
+    if size != image.size:
+        image = image.resize(size, RESAMPLING[params["interpolation"]])
+    crop = params["crop"]
+    if min(image.size) < crop:
+        raise ValueError(f"resize {params['resize']} is smaller than the crop {crop}")
+    top = int(round((image.size[1] - crop) / 2.0))
+    left = int(round((image.size[0] - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    x = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255)  # (crop, crop, 3)
+    mean = np.asarray(params["mean"], dtype=np.float32)
+    std = np.asarray(params["std"], dtype=np.float32)
+    return ((x - mean) / std).transpose(2, 0, 1)
+
+
+def classify(session, images: list[Image.Image]) -> list[dict]:
+    """One {"label", "probabilities": {class: p}} per image, from one run of the session."""
+    meta = metadata(session)
+    batch = np.stack([preprocess(rgb(im), meta["preprocessing"]) for im in images])
+    (probs,) = session.run([meta["output"]["name"]], {meta["input"]["name"]: batch})
+    names = meta["class_names"]
+    return [
+        {"label": names[int(row.argmax())], "probabilities": dict(zip(names, map(float, row), strict=True))}
+        for row in probs
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import onnxruntime
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        print("usage: python standalone.py MODEL.onnx IMAGE [IMAGE ...]", file=sys.stderr)
+        return 2
+    session = onnxruntime.InferenceSession(args[0], providers=["CPUExecutionProvider"])
+    images = []
+    for path in args[1:]:
+        with Image.open(path) as image:
+            image.load()
+            images.append(image.copy())
+    for path, answer in zip(args[1:], classify(session, images), strict=True):
+        print(json.dumps({"image": path, **answer}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""qtl export: the whole classifier as one ONNX / TorchScript graph, equal to qtl's probabilities.
+
+Parity is checked on real hymenoptera val images against `qtl.analysis.inference.predict`: for every
+variant, circuit shape (ry and rot, chain and ring, 2..5 classes, noise) on a tiny random-init timm
+backbone, and for every shipped checkpoint (models/*.pt) on all of val (slow). The folded circuit is
+checked against the native engines, and an exported file runs in a Python that cannot import qtl,
+torch or PennyLane.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+from qtl.analysis.inference import eval_transform, evaluate, predict
+from qtl.config import ModelConfig
+from qtl.data.images import load_image
+from qtl.deploy.export import export_model
+from qtl.deploy.portable import ExportRefused, PortableCircuit, check_foldable
+from qtl.deploy.runtime import load_exported, predict_exported
+from qtl.models.checkpoint import load_checkpoint, save_checkpoint
+from qtl.models.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines import make_engine
+from qtl.quantum.noise import NoiseConfig
+
+TOLERANCE = 1e-5
+TINY = "timm/test_efficientnet"  # 99k parameters, random init: no download
+SHIPPED = sorted((REPO / "models").glob("*.pt"))
+NOISE = NoiseConfig(
+    depolarizing=0.05, depolarizing_2q=0.1, amplitude_damping=0.02, phase_damping=0.03, readout=0.04
+)
+
+
+def val_paths(root: Path, per_class: int | None = None) -> list[Path]:
+    paths = []
+    for folder in sorted((root / "val").iterdir()):
+        paths += sorted(folder.iterdir())[:per_class]
+    return paths
+
+
+@pytest.fixture(scope="module")
+def val_sample(hymenoptera_dir):
+    """12 ants and 12 bees from val, decoded."""
+    return [load_image(p) for p in val_paths(hymenoptera_dir, 12)]
+
+
+def tiny_checkpoint(path: Path, variant: str, classes: int = 2, seed: int = 0, **config) -> Path:
+    """A checkpoint with random (seeded) weights on the tiny backbone; circuit angles spread wide
+    (q_delta 1) so the circuit's output is far from trivial."""
+    torch.manual_seed(seed)
+    mc = ModelConfig(
+        variant,
+        TINY,
+        pretrained=False,
+        class_names=tuple(f"c{i}" for i in range(classes)),
+        q_delta=1.0,
+        **config,
+    )
+    return save_checkpoint(path, build_model(mc), mc)
+
+
+# ---- the folded circuit against the engines
+
+
+@pytest.mark.parametrize(
+    "circuit",
+    [
+        CircuitConfig(),
+        CircuitConfig(rotation="rot"),
+        CircuitConfig(5, 3, "ring", "rot"),
+        CircuitConfig(3, 2, "none", "rot"),
+        CircuitConfig(4, 2, hadamard=False),
+        CircuitConfig(1, 2),
+        CircuitConfig(4, 0),
+    ],
+    ids=lambda c: f"q{c.n_qubits}d{c.depth}-{c.entangler}-{c.rotation}{'' if c.hadamard else '-noH'}",
+)
+@pytest.mark.parametrize("noise", [NoiseConfig(), NOISE], ids=["ideal", "noisy"])
+def test_folded_circuit_equals_the_engine(circuit, noise):
+    gen = torch.Generator().manual_seed(circuit.n_qubits * 10 + circuit.depth)
+    weights = torch.randn(circuit.weight_shape, generator=gen, dtype=torch.float64)
+    angles = (torch.rand(9, circuit.n_qubits, generator=gen, dtype=torch.float64) * 2 - 1) * 1.5
+    reference = make_engine(circuit, "native", noise=noise)(angles, weights)  # float64
+    folded = PortableCircuit(circuit, weights, noise)(angles.float())
+    assert folded.dtype == torch.float32
+    assert (folded.double() - reference).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("engine", ["default.qubit", "mps"])
+def test_folded_circuit_equals_other_engines(engine):
+    circuit = CircuitConfig(4, 2, "ring", "rot")
+    weights = torch.randn(
+        circuit.weight_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    angles = torch.linspace(-1.5, 1.5, 12, dtype=torch.float64).reshape(3, 4)
+    reference = make_engine(circuit, engine)(angles, weights)
+    assert (PortableCircuit(circuit, weights)(angles.float()).double() - reference).abs().max() < 2e-6
+
+
+def test_folded_circuit_uses_only_real_arithmetic():
+    circuit = PortableCircuit(CircuitConfig(rotation="rot"), torch.randn(6, 4, 3))
+    assert all(not b.is_complex() for b in circuit.buffers())
+    assert circuit.amp_imag is not None  # rot has complex amplitudes: their imaginary part is a real matmul
+
+
+@pytest.mark.parametrize(
+    "config, reason",
+    [
+        (ModelConfig(noise=NoiseConfig(depolarizing=0.01, shots=100)), "shots"),
+        (ModelConfig(engine="default.qubit", shots=1000), "shots"),
+        (ModelConfig(engine="mps", max_bond=2), "truncates bonds"),
+        (ModelConfig(circuit=CircuitConfig(11, 1)), "over the 1024"),
+        (ModelConfig(circuit=CircuitConfig(6, 1), noise=NoiseConfig(depolarizing=0.01)), "with noise"),
+    ],
+    ids=["noise-shots", "device-shots", "mps-truncated", "too-wide", "too-wide-noisy"],
+)
+def test_what_cannot_fold_exactly_is_refused_with_the_reason(config, reason):
+    with pytest.raises(ExportRefused, match=reason):
+        check_foldable(config)
+
+
+def test_exact_mps_folds():
+    check_foldable(ModelConfig(engine="mps", max_bond=4))  # 4 qubits in a chain need bond 4: exact
+
+
+# ---- whole files on the tiny backbone: every variant, circuit shape and class count
+
+MATRIX = {
+    "quantum-ry-chain-2": ("quantum", 2, {}),
+    "quantum-rot-ring-3": ("quantum", 3, {"circuit": CircuitConfig(5, 2, "ring", "rot")}),
+    "quantum-noisy-rot-chain-4": (
+        "quantum",
+        4,
+        {"circuit": CircuitConfig(3, 2, "chain", "rot"), "noise": NOISE},
+    ),
+    "hybrid-ry-ring-5": ("hybrid", 5, {"circuit": CircuitConfig(4, 3, "ring", "ry")}),
+    "finetuned-2": ("finetuned", 2, {}),
+    "linear-4": ("linear", 4, {}),
+    "dressed-classical-3": ("dressed-classical", 3, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_pixels(val_sample) -> torch.Tensor:
+    """The val sample as the tiny backbone's checkpoints preprocess it: (24, 3, 160, 160)."""
+    from qtl.models.backbones import image_transform
+
+    transform = image_transform(TINY, pretrained=False)
+    return torch.stack([transform(im) for im in val_sample])
+
+
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_exported_files_give_qtls_probabilities(case, tiny_pixels, tmp_path):
+    variant, classes, config = MATRIX[case]
+    ckpt = tiny_checkpoint(tmp_path / f"{case}.pt", variant, classes, **config)
+    loaded = load_checkpoint(ckpt)
+    with torch.no_grad():
+        expected = torch.softmax(loaded.model(tiny_pixels), 1).numpy()  # (24, C), as predict computes it
+    assert expected.shape == (24, classes)
+    for fmt in ("onnx", "torchscript"):
+        path, meta = export_model(loaded, tmp_path / f"{case}.{fmt}", fmt)
+        model = load_exported(path)
+        assert model.runtime == fmt and model.class_names == [f"c{i}" for i in range(classes)]
+        assert meta["variant"] == variant and model.metadata == meta
+        for rows in (slice(None), slice(0, 1), slice(3, 8)):  # the batch is a dimension of the graph
+            got = model.run(tiny_pixels[rows].numpy())
+            assert np.abs(got - expected[rows]).max() < TOLERANCE, (fmt, rows)
+
+
+def test_predict_exported_answers_as_predict(val_sample, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "q.pt", "quantum", 3, circuit=CircuitConfig(4, 2, "ring", "rot"))
+    expected = predict(load_checkpoint(ckpt), val_sample[:6])["q"]
+    model = load_exported(export_model(ckpt, tmp_path / "q.onnx")[0])
+    got = predict_exported([model, model], val_sample[:6])
+    assert list(got) == ["q", "q#2"]
+    assert got["q"].predicted == expected.predicted and got["q"].class_names == expected.class_names
+    assert (got["q"].probs - expected.probs).abs().max() < TOLERANCE
+
+
+def test_metadata_records_preprocessing_and_classes(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "q.pt", "quantum", 3, circuit=CircuitConfig(3, 1), noise=NOISE)
+    path, meta = export_model(ckpt, tmp_path / "q.onnx")
+    import onnx
+
+    stored = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(stored["qtl"]) == meta
+    assert meta["preprocessing"] == {
+        "resize": 168,
+        "crop": 160,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    assert meta["input"] == {"name": "images", "shape": ["batch", 3, 160, 160], "dtype": "float32"}
+    assert meta["class_names"] == ["c0", "c1", "c2"] and meta["output"]["shape"] == ["batch", 3]
+    assert meta["circuit"]["n_qubits"] == 3 and meta["noise"]["readout"] == pytest.approx(0.04)
+    graph_ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert not graph_ops & {"Loop", "If", "Scan"}  # one straight graph
+
+
+def test_cli_export_and_predict_with_onnx(tmp_path, capsys, hymenoptera_dir):
+    ckpt = tiny_checkpoint(tmp_path / "quantum.pt", "quantum", 2)
+    images = [str(p) for p in val_paths(hymenoptera_dir, 2)]
+    code, out, err = run_cli(capsys, "export", ckpt, "--format", "onnx")
+    assert code == 0, err
+    exported = tmp_path / "quantum.onnx"
+    assert exported.is_file() and f"wrote {exported}" in out and "resize 168 bicubic, crop 160" in out
+    code, torch_out, _ = run_cli(capsys, "predict", *images, "-c", ckpt, "--json")
+    assert code == 0
+    code, onnx_out, err = run_cli(capsys, "predict", *images, "-c", exported, "--runtime", "onnx", "--json")
+    assert code == 0, err
+    a, b = json.loads(torch_out), json.loads(onnx_out)
+    assert [r["image"] for r in a] == [r["image"] for r in b] == images
+    assert _labels(a) == _labels(b) and np.allclose(_probs(a), _probs(b), atol=TOLERANCE, rtol=0)
+
+
+def _labels(document: list) -> list:
+    return [m["predicted"] for row in document for m in row["predictions"].values()]
+
+
+def _probs(document: list) -> list:
+    return [list(m["probs"].values()) for row in document for m in row["predictions"].values()]
+
+
+def test_cli_refuses_shots_in_one_line_and_writes_nothing(tmp_path, capsys):
+    ckpt = tiny_checkpoint(
+        tmp_path / "shots.pt", "quantum", 2, noise=NoiseConfig(depolarizing=0.01, shots=50)
+    )
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / "shots.onnx")
+    assert code == 1
+    assert err.startswith("qtl: error:") and "shots" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "shots.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["shots.pt"]  # no temporary file either
+
+
+def test_a_foreign_file_is_one_clear_line(tmp_path, capsys):
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bogus.onnx cannot be opened as onnx"):
+        load_exported(bogus)
+
+
+# ---- every shipped checkpoint, all of val (slow: six exports of efficientnet_lite0)
+
+
+@pytest.fixture(scope="module")
+def shipped_exports(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports")
+    return {
+        (ckpt.stem, fmt): export_model(ckpt, out / f"{ckpt.stem}.{fmt}", fmt)[0]
+        for ckpt in SHIPPED
+        for fmt in ("onnx", "torchscript")
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped_reference(hymenoptera_dir):
+    """qtl's probabilities of every shipped checkpoint on all of val (`evaluate`: cached features for
+    the frozen ones), the val paths in that order and their normalised pixels."""
+    loaded = [load_checkpoint(p) for p in SHIPPED]
+    assert all(m.transform == loaded[0].transform for m in loaded)  # all on efficientnet_lite0
+    runs = {m.name: evaluate(m, hymenoptera_dir, "val").samples for m in loaded}
+    paths = [s.path for s in next(iter(runs.values()))]
+    assert all([s.path for s in samples] == paths for samples in runs.values())
+    transform = eval_transform(loaded[0])
+    pixels = torch.stack([transform(load_image(p)) for p in paths]).numpy()
+    probs = {name: np.array([s.probs for s in samples]) for name, samples in runs.items()}
+    return probs, paths, pixels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("checkpoint", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_checkpoint_exports_exactly(checkpoint, fmt, shipped_exports, shipped_reference):
+    """ONNX on all 153 val images; TorchScript (which runs at eager torch's speed) on every 4th."""
+    expected, _, pixels = shipped_reference
+    assert len(pixels) == 153
+    rows = slice(None) if fmt == "onnx" else slice(None, None, 4)
+    model = load_exported(shipped_exports[(checkpoint.stem, fmt)])
+    x = pixels[rows]
+    got = np.concatenate([model.run(x[i : i + 32]) for i in range(0, len(x), 32)])
+    assert np.abs(got - expected[checkpoint.stem][rows]).max() < TOLERANCE
+
+
+def test_shipped_checkpoints_include_every_kind():
+    variants = {load_checkpoint_info(p) for p in SHIPPED}
+    assert {"quantum", "linear", "dressed-classical", "finetuned", "quantum-noisy"} <= variants
+
+
+def load_checkpoint_info(path: Path) -> str:
+    from qtl.models.checkpoint import read_checkpoint_info
+
+    info = read_checkpoint_info(path)
+    return info.variant + ("-noisy" if not info.model_config.noise.is_ideal else "")
+
+
+# ---- an exported file where qtl, torch and PennyLane cannot be imported
+
+
+STANDALONE_PACKAGES = ("onnxruntime", "numpy", "pillow")
+
+
+@pytest.fixture(scope="module")
+def bare_site(tmp_path_factory) -> Path:
+    """A folder holding only onnxruntime, numpy and Pillow (the versions installed here, from the
+    package index or pip's cache); skipped only when pip cannot reach an index."""
+    site = tmp_path_factory.mktemp("bare-site")
+    pins = [f"{p}=={importlib.metadata.version(p)}" for p in STANDALONE_PACKAGES]
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), *pins]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if (
+            "No matching distribution" in result.stderr
+            or "Could not fetch" in result.stderr
+            or "connection" in said.lower()
+        ):
+            pytest.skip(f"pip cannot reach a package index for {', '.join(pins)}: {said}")
+        pytest.fail(f"pip install --target failed: {said}")
+    return site
+
+
+def run_bare(site: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`python -I -S` (no site-packages, no environment) with only `site` on the path."""
+    boot = f"import sys, runpy; sys.path.insert(0, {str(site)!r}); sys.argv = {list(argv)!r}; "
+    boot += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", boot], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_onnx_file_runs_without_qtl_torch_or_pennylane(
+    bare_site, shipped_exports, shipped_reference, tmp_path
+):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import importlib.util, json\n"
+        "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in "
+        "('qtl', 'torch', 'torchvision', 'pennylane', 'onnxruntime', 'numpy', 'PIL')}))\n"
+    )
+    found = json.loads(run_bare(bare_site, str(probe)).stdout)
+    assert found == {
+        "qtl": False,
+        "torch": False,
+        "torchvision": False,
+        "pennylane": False,
+        "onnxruntime": True,
+        "numpy": True,
+        "PIL": True,
+    }
+
+    name = "quantum-efficientnet_lite0-imagenet-q4d6-s0"
+    script = REPO / "qtl" / "deploy" / "standalone.py"
+    probs, paths, _ = shipped_reference
+    picked = paths[::8]  # 20 images, both classes, decoded and preprocessed by Pillow and numpy alone
+    result = run_bare(bare_site, str(script), str(shipped_exports[(name, "onnx")]), *picked)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = probs[name][::8]
+    got = np.array([list(a["probabilities"].values()) for a in answers])
+    assert [a["image"] for a in answers] == picked
+    assert np.abs(got - expected).max() < TOLERANCE
+    assert [a["label"] for a in answers] == [["ants", "bees"][i] for i in expected.argmax(1)]
