@@ -287,6 +287,45 @@ def cmd_export(args, bar: ProgressBar) -> int:
     return 0
 
 
+def cmd_serve(args, bar: ProgressBar) -> int:
+    from qtl.deploy.limits import ServeLimits
+
+    limits = ServeLimits(
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        formats=tuple(args.formats),
+    )
+    batching = {"max_batch": args.max_batch, "max_wait_s": args.max_wait_ms / 1000}
+    device = str(resolve_device(args.device))
+    url = f"http://{args.host}:{args.port}"
+    if args.ray:
+        from qtl.deploy.ray_serve import run_ray
+
+        print(f"deploying {', '.join(args.models)} on Ray Serve at {url} (docs: {url}/docs)", file=sys.stderr)
+        run_ray(
+            args.models,
+            limits,
+            address=args.address,
+            host=args.host,
+            port=args.port,
+            replicas=args.replicas,
+            cpus_per_replica=args.cpus_per_replica,
+            device=device,
+            **batching,
+        )
+        return 0
+    from qtl.deploy.models import ModelStore
+    from qtl.deploy.server import create_app, listen, uvicorn_server
+
+    sock = listen(args.host, args.port)  # a busy port fails here, in one line, before models load
+    store = ModelStore.load(args.models, device)
+    server = uvicorn_server(create_app(store, limits, **batching))
+    print(f"serving {', '.join(store.models)} at {url} (docs: {url}/docs)", file=sys.stderr, flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
 def cmd_draw(args, bar: ProgressBar) -> int:
     from qtl.quantum.circuit import circuit_summary
     from qtl.quantum.draw import draw_figure, draw_text
@@ -548,6 +587,7 @@ HANDLERS = {
     "predict": cmd_predict,
     "explain": cmd_explain,
     "export": cmd_export,
+    "serve": cmd_serve,
     "draw": cmd_draw,
     "compare": cmd_compare,
     "reproduce": cmd_reproduce,

@@ -16,6 +16,8 @@ from qtl.config import (
     VARIANTS,
     check_backbone_name,
 )
+from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
+from qtl.deploy.limits import ServeLimits
 from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
@@ -311,6 +313,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="explain.png", metavar="FILE", help="the figure (png, svg, pdf)")
     p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+
+    limits = ServeLimits()
+    p = command(
+        "serve",
+        "serve checkpoints as a REST API for image uploads (FastAPI on uvicorn, or Ray Serve)",
+        "Answer POST /predict (multipart images in the field 'file'; ?explain=true adds heatmaps) with every "
+        "model's class probabilities, plus GET /models, GET /healthz and the OpenAPI docs at /docs. "
+        "Concurrent requests are micro-batched: one backbone pass per batch. Over-large, malformed or "
+        "hostile uploads are refused with a 4xx and a one-line JSON reason.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoint files, or folders of checkpoints")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every one)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument(
+        "--device", default="cpu", help="torch device of the models ('auto' picks CUDA when present)"
+    )
+    g = p.add_argument_group("micro-batching")
+    g.add_argument("--max-batch", type=int, metavar="N", default=DEFAULT_MAX_BATCH, help="images per batch")
+    g.add_argument(
+        "--max-wait-ms",
+        type=float,
+        metavar="MS",
+        default=DEFAULT_MAX_WAIT_S * 1000,
+        help="how long a batch waits for more requests",
+    )
+    g = p.add_argument_group("limits (each refusal is a 4xx with the reason)")
+    g.add_argument(
+        "--max-request-mb",
+        type=float,
+        metavar="MB",
+        default=limits.max_request_bytes / 2**20,
+        help="request body",
+    )
+    g.add_argument(
+        "--max-images", type=int, metavar="N", default=limits.max_images, help="images per request"
+    )
+    g.add_argument(
+        "--max-pixels", type=int, metavar="N", default=limits.max_pixels, help="width x height of one image"
+    )
+    g.add_argument(
+        "--formats", nargs="+", metavar="NAME", default=list(limits.formats), help="accepted image formats"
+    )
+    g = p.add_argument_group("Ray Serve (needs qtl[ray,serve])")
+    g.add_argument("--ray", action="store_true", help="deploy as a Ray Serve application instead")
+    g.add_argument("--address", default=None, help="an existing Ray cluster ('auto', ray://HOST:10001)")
+    g.add_argument("--replicas", type=int, metavar="N", default=1, help="copies of the models, each batching")
+    g.add_argument(
+        "--cpus-per-replica", type=float, metavar="N", default=1, help="CPUs each replica requests"
+    )
 
     p = command(
         "draw",

@@ -66,9 +66,12 @@ def _checked(path: Path, document: str | None) -> dict:
     return metadata
 
 
-def load_exported(path: str | Path, runtime: str | None = None) -> ExportedModel:
+def load_exported(
+    path: str | Path, runtime: str | None = None, *, threads: int | None = None
+) -> ExportedModel:
     """Open an exported file with onnxruntime ("onnx") or TorchScript ("torchscript"; default: by the
-    suffix, ".onnx" is ONNX). ValueError, one line, for a missing, damaged or foreign file."""
+    suffix, ".onnx" is ONNX). threads: onnxruntime's intra-op threads (default: its own choice; TorchScript
+    uses torch's). ValueError, one line, for a missing, damaged or foreign file."""
     path = Path(path)
     runtime = runtime or ("onnx" if path.suffix == ".onnx" else "torchscript")
     if runtime not in RUNTIMES:
@@ -79,7 +82,9 @@ def load_exported(path: str | Path, runtime: str | None = None) -> ExportedModel
         if runtime == "onnx":
             import onnxruntime
 
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             document = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         else:
             extra = {TORCHSCRIPT_EXTRA: ""}

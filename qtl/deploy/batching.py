@@ -1,0 +1,133 @@
+"""Micro-batching: concurrent requests share one model pass.
+
+    batcher = MicroBatcher(store.predict, max_batch=32, max_wait_s=0.005)
+    rows = await batcher.submit(images)     # one result per image, computed with other requests' images
+
+A request's images join a queue. The worker takes the first waiting request, then waits at most
+`max_wait_s` for more, until `max_batch` images are gathered, and runs them all in one call of `run`
+on its compute thread. Requests that arrive while a batch computes form the next batch, so under load
+batches fill up without waiting, and alone a request waits only `max_wait_s`. A request is never
+split: one larger than `max_batch` runs as a batch of its own. All model work runs on the one compute
+thread (`compute` runs other work there, such as explanations), so torch's threads are never
+oversubscribed by concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_WAIT_S = 0.005
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done: batches run, images and requests in them, the largest batch."""
+
+    batches: int = 0
+    images: int = 0
+    requests: int = 0
+    largest: int = 0
+    seconds: float = 0.0  # compute time of all batches
+    sizes: list[int] = field(default_factory=list)  # images per batch, the most recent 1000
+
+    def record(self, images: int, requests: int, seconds: float) -> None:
+        self.batches += 1
+        self.images += images
+        self.requests += requests
+        self.largest = max(self.largest, images)
+        self.seconds += seconds
+        self.sizes = [*self.sizes[-999:], images]
+
+
+class MicroBatcher:
+    """Gathers concurrent `submit` calls into batches for `run(items) -> results` (one result per item,
+    in order), run on one compute thread. Create it anywhere; its worker starts with the first submit,
+    in the running event loop."""
+
+    def __init__(
+        self,
+        run: Callable[[list], Sequence],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be at least 0, got {max_wait_s}")
+        self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
+        self.stats = BatchStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtl-compute")
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a batch."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def submit(self, items: list) -> list:
+        """The results of `run` for `items`, computed in a batch with other requests' items."""
+        if not items:
+            return []
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((list(items), future))
+        return await future
+
+    async def compute(self, fn: Callable, *args):
+        """`fn(*args)` on the compute thread, between batches."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        carry = None  # a request that did not fit the last batch opens the next one
+        while True:
+            first, carry = carry or await queue.get(), None
+            batch, size = [first], len(first[0])
+            deadline = loop.time() + self.max_wait_s
+            while size < self.max_batch:
+                try:  # whatever already waits joins at once, the rest until the deadline
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        break
+                if size + len(item[0]) > self.max_batch:
+                    carry = item
+                    break
+                batch.append(item)
+                size += len(item[0])
+            await self._run(batch, size)
+
+    async def _run(self, batch: list, size: int) -> None:
+        items = [x for request, _ in batch for x in request]
+        t0 = time.perf_counter()
+        try:
+            results = await self.compute(self.run, items)
+        except Exception as exc:  # every request of the batch gets the error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.stats.record(size, len(batch), time.perf_counter() - t0)
+        start = 0
+        for request, future in batch:
+            if not future.done():  # a client that went away leaves a cancelled future
+                future.set_result(list(results[start : start + len(request)]))
+            start += len(request)
+
+    def close(self) -> None:
+        """Stop the worker and the compute thread (pending requests are cancelled)."""
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,149 @@
+"""What a server accepts: request bytes, images per request, pixels per image, image formats.
+(Pillow is imported only to decode, so the command line's parser reads the defaults for free.)
+
+    limits = ServeLimits(max_images=16)
+    image = decode_upload(data, "bee.jpg", limits)     # an RGB PIL image, or Refused(status, message)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+
+Every refusal is a `Refused` with an HTTP status (4xx) and a one-line message. An image is checked
+before its pixels are decoded: its format (from its bytes, never its name or declared type) must be
+accepted and its width x height within `max_pixels`, so a decompression bomb (a small PNG of 50,000 x
+50,000 pixels) is refused without allocating it. A request body is counted as it streams in.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+#: Formats a server decodes by default (Pillow's names), the common web formats.
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+class Refused(Exception):
+    """A request the server will not serve: `status` (4xx) and a one-line `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = " ".join(message.split())
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The server's limits; every refusal names the limit it hit."""
+
+    max_request_bytes: int = 20 * 2**20  # a whole request body
+    max_images: int = 16  # files in one request
+    max_pixels: int = 40_000_000  # width x height of one image (decompression bombs)
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # Pillow format names
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_images", "max_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if not self.formats:
+            raise ValueError("formats must name at least one image format")
+        object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
+
+
+_SEPARATORS = re.compile(r"[/\\\x00]")
+
+
+def check_filename(name: str | None) -> str:
+    """The upload's file name as given, refused (400) if it holds a path separator, NUL or is '..'."""
+    name = name or ""
+    if _SEPARATORS.search(name) or name in (".", ".."):
+        raise Refused(400, f"file name {name!r} holds a path separator: send a plain file name")
+    return name
+
+
+def decode_upload(data: bytes, name: str, limits: ServeLimits):
+    """One uploaded file -> an RGB PIL image, or Refused: 400 empty or undecodable (truncated, corrupt),
+    413 more pixels than `max_pixels`, 415 not an image in an accepted format."""
+    from PIL import Image
+
+    label = name or "upload"
+    if not data:
+        raise Refused(400, f"{label} is empty (0 bytes)")
+    accepted = ", ".join(limits.formats)
+    try:
+        image = Image.open(io.BytesIO(data), formats=limits.formats)  # reads the header only
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, whatever ours is
+        raise Refused(413, f"{label} is a decompression bomb: {exc}") from None
+    except Exception:  # Pillow raises UnidentifiedImageError, or others on hostile headers
+        raise Refused(415, f"{label} is not an image in an accepted format ({accepted})") from None
+    with image:
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise Refused(
+                413, f"{label} is {width} x {height} pixels, over the limit of {limits.max_pixels:,} pixels"
+            )
+        if width < 1 or height < 1:
+            raise Refused(400, f"{label} has no pixels ({width} x {height})")
+        try:
+            image.load()
+            rgb = image.convert("RGBA") if image.mode == "P" and "transparency" in image.info else image
+            return rgb.convert("RGB") if rgb.mode != "RGB" else rgb.copy()
+        except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
+            said = " ".join(str(exc).split()) or type(exc).__name__
+            raise Refused(400, f"{label} cannot be decoded as {image.format}: {said}") from None
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is refused with 413 (by its Content-Length before
+    any byte is read, else as soon as the streamed bytes pass the limit)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, int(declared))
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise Refused(413, self._message(seen, streamed=True))
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except Refused as exc:  # raised from a read deep inside the app's body parsing
+            if started:
+                raise
+            await _send_json(send, exc.status, exc.message)
+
+    def _message(self, size: int, streamed: bool = False) -> str:
+        what = f"more than {self.max_bytes:,}" if streamed else f"{size:,}"
+        return f"request body is {what} bytes, over the limit of {self.max_bytes:,} bytes"
+
+    async def _refuse(self, send, size: int) -> None:
+        await _send_json(send, 413, self._message(size))
+
+
+async def _send_json(send, status: int, message: str) -> None:
+    import json
+
+    body = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

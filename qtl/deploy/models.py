@@ -1,0 +1,125 @@
+"""The checkpoints a server answers with, loaded once: a batch of images in, every model's answer out.
+
+    store = ModelStore.load(["models/"])            # files, or folders of checkpoints
+    store.predict(images)                           # per image: {model: {"label", "probabilities"}}
+    store.explain(image)                            # per model: its heatmap over the image, as a PNG
+
+`predict` is `qtl.analysis.inference.predict`: the frozen models on the same backbone and weights
+share one backbone pass per batch, the others run their own. (Unlike `qtl.models.store`, the folder of
+checkpoint files, this holds loaded models.)
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from qtl.models.checkpoint import CheckpointError, LoadedModel
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What GET /models says of one model."""
+
+    name: str
+    variant: str
+    classes: list[str]
+    backbone: str
+    weights: str
+    accuracy: float | None  # the checkpoint's recorded val accuracy
+    n_qubits: int | None
+    depth: int | None
+    noise: str | None  # the noise it simulates ("ideal" for quantum models without), None for classical
+
+
+def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
+    """Checkpoint files from files and folders (a folder: its valid checkpoints, newest first)."""
+    from qtl.models.store import list_checkpoints
+
+    paths: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = [info.path for info in list_checkpoints(source)]
+            if not found:
+                raise CheckpointError(f"no qtl checkpoints in {source}")
+            paths += found
+        else:
+            paths.append(source)
+    if not paths:
+        raise CheckpointError("no checkpoints given")
+    return paths
+
+
+class ModelStore:
+    """Loaded models by name, evaluated together. Read-only once built, so one store serves every
+    request (the models run on one compute thread, see `qtl.deploy.batching`)."""
+
+    def __init__(self, models: dict[str, LoadedModel]) -> None:
+        if not models:
+            raise ValueError("a model store needs at least one model")
+        self.models = models
+
+    @classmethod
+    def load(cls, sources: Sequence[str | Path], device: str = "cpu") -> ModelStore:
+        """Load every checkpoint of `sources` (files or folders); names are the file stems."""
+        from qtl.models.checkpoint import load_checkpoint
+
+        models: dict[str, LoadedModel] = {}
+        for path in checkpoint_paths(sources):
+            loaded = load_checkpoint(path, device)
+            if loaded.name in models:
+                raise CheckpointError(f"two checkpoints are named {loaded.name!r}: rename one")
+            models[loaded.name] = loaded
+        return cls(models)
+
+    def info(self) -> list[ModelInfo]:
+        out = []
+        for name, m in self.models.items():
+            c = m.model_config
+            out.append(
+                ModelInfo(
+                    name=name,
+                    variant=m.variant,
+                    classes=list(m.class_names),
+                    backbone=c.backbone,
+                    weights=m.backbone_weights,
+                    accuracy=m.metrics.get("val_acc"),
+                    n_qubits=c.circuit.n_qubits if c.is_quantum else None,
+                    depth=c.circuit.depth if c.is_quantum else None,
+                    noise=c.noise.label() if c.is_quantum else None,
+                )
+            )
+        return out
+
+    def predict(self, images: list[Image.Image]) -> list[dict[str, dict]]:
+        """N RGB images -> per image, per model {"label", "probabilities": {class: p}}."""
+        from qtl.analysis.inference import predict
+
+        preds = predict(self.models, images)
+        return [
+            {
+                name: {
+                    "label": p.class_names[int(p.probs[i].argmax())],
+                    "probabilities": dict(zip(p.class_names, p.probs[i].tolist(), strict=True)),
+                }
+                for name, p in preds.items()
+            }
+            for i in range(len(images))
+        ]
+
+    def explain(self, image: Image.Image) -> dict[str, dict]:
+        """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, and the method."""
+        from qtl.analysis.explain import explain, overlay
+
+        out = {}
+        for name, m in self.models.items():
+            ex = explain(m, image)
+            buffer = io.BytesIO()
+            overlay(ex.image, ex.heatmap).save(buffer, format="PNG")
+            out[name] = {"heatmap_png": base64.b64encode(buffer.getvalue()).decode(), "method": ex.method}
+        return out

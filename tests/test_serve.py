@@ -1,0 +1,432 @@
+"""qtl serve: the REST API on a real uvicorn on a local port.
+
+Answers: every variant (the shipped checkpoints and a hybrid one) labels real hymenoptera val images as
+`qtl predict` does, alone and micro-batched with concurrent requests. Refusals: every hostile input of
+the issue gets a 4xx with a one-line JSON reason, and the server still answers after each. Ray Serve
+(slow): the same answers from a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+from PIL import Image
+from served_api import ApiServer, multipart, post_images, request
+
+from qtl.deploy.batching import MicroBatcher
+from qtl.deploy.limits import ServeLimits
+from qtl.deploy.models import ModelStore
+from qtl.deploy.server import create_app
+
+SHIPPED = sorted((REPO / "models").glob("*.pt"))
+QUANTUM = REPO / "models" / "quantum-efficientnet_lite0-imagenet-q4d6-s0.pt"
+TOLERANCE = 1e-5
+
+
+def val_images(root: Path, per_class: int) -> list[tuple[Path, str]]:
+    """The first `per_class` val images of each class, with the class."""
+    return [(p, d.name) for d in sorted((root / "val").iterdir()) for p in sorted(d.iterdir())[:per_class]]
+
+
+def hybrid_from(quantum: Path, path: Path) -> Path:
+    """A hybrid checkpoint (trainable backbone + dressed quantum circuit, stored whole) with the weights of
+    a trained quantum one, so its labels are meaningful."""
+    from qtl.models.checkpoint import load_checkpoint, save_checkpoint
+    from qtl.models.variants import build_model
+
+    q = load_checkpoint(quantum)
+    config = dataclasses.replace(q.model_config, variant="hybrid")
+    model = build_model(config, backbone=(q.model.backbone, q.model.in_features))
+    model.head.load_state_dict(q.model.head.state_dict())
+    return save_checkpoint(path, model.eval(), config, metrics={"val_acc": q.metrics["val_acc"]})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> list[Path]:
+    """Every shipped checkpoint and a hybrid one: all five variants, noisy quantum included."""
+    return [*SHIPPED, hybrid_from(QUANTUM, tmp_path_factory.mktemp("hybrid") / "hybrid-from-quantum.pt")]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints):
+    with ApiServer(create_app(ModelStore.load(checkpoints), max_wait_s=0.05)) as running:
+        yield running
+
+
+# ---- answers
+
+
+def test_every_variant_labels_val_images_as_qtl_predict(server, checkpoints, hymenoptera_dir, capsys):
+    images = val_images(hymenoptera_dir, 4)
+    code, out, err = run_cli(
+        capsys, "predict", *[p for p, _ in images], *[f"-c{c}" for c in checkpoints], "--json"
+    )
+    assert code == 0, err
+    expected = {row["image"]: row["predictions"] for row in json.loads(out)}
+    names = [c.stem for c in checkpoints]
+    variants = {m["variant"] for m in request(f"{server.url}/models")[1]}
+    assert variants == {"quantum", "finetuned", "linear", "hybrid", "dressed-classical"}
+
+    files = [(p.name, p.read_bytes()) for p, _ in images]
+    status, together = post_images(server.url, files)  # one request with every image
+    assert status == 200
+    with ThreadPoolExecutor(len(files)) as pool:  # and one request per image, all at once
+        alone = list(pool.map(lambda f: post_images(server.url, [f]), files))
+    assert all(s == 200 for s, _ in alone)
+
+    for answers in (together["images"], [a["images"][0] for _, a in alone]):
+        assert [a["file"] for a in answers] == [p.name for p, _ in images]
+        for (path, _), answer in zip(images, answers, strict=True):
+            assert list(answer["models"]) == names
+            for name, got in answer["models"].items():
+                want = expected[str(path)][name]
+                assert got["label"] == want["predicted"]
+                assert list(got["probabilities"]) == list(want["probs"])
+                assert np.allclose(
+                    list(got["probabilities"].values()), list(want["probs"].values()), atol=TOLERANCE
+                )
+    for name in names:  # and the labels are right: each model scores >= 0.93 on val
+        correct = sum(
+            a["models"][name]["label"] == truth
+            for (_, truth), a in zip(images, together["images"], strict=True)
+        )
+        assert correct >= 7, name
+
+
+def test_models_health_and_docs(server, checkpoints):
+    from qtl.models.checkpoint import read_checkpoint_info
+
+    status, models = request(f"{server.url}/models")
+    assert status == 200 and [m["name"] for m in models] == [c.stem for c in checkpoints]
+    for m, path in zip(models, checkpoints, strict=True):
+        info = read_checkpoint_info(path)
+        assert (m["variant"], m["backbone"], m["classes"]) == (
+            info.variant,
+            "efficientnet_lite0",
+            ["ants", "bees"],
+        )
+        assert m["accuracy"] == pytest.approx(info.val_acc)
+        assert (m["n_qubits"] is not None) == (info.variant in ("quantum", "hybrid"))
+    noisy = next(m for m in models if "noisy" in m["name"])
+    assert "depolarizing" in noisy["noise"] or "dep" in noisy["noise"]
+    assert request(f"{server.url}/healthz") == (
+        200,
+        {"status": "ok", "models": len(checkpoints), "pending": 0},
+    )
+    status, spec = request(f"{server.url}/openapi.json")
+    assert status == 200 and {"/predict", "/models", "/healthz"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    status, page = request(f"{server.url}/docs")
+    assert status == 200 and "swagger" in page.lower()
+
+
+def test_explain_adds_each_models_heatmap(server, hymenoptera_dir):
+    ((path, _),) = val_images(hymenoptera_dir, 1)[:1]
+    status, answer = post_images(server.url, [(path.name, path.read_bytes())], "?explain=true")
+    assert status == 200
+    for name, got in answer["images"][0]["models"].items():
+        heatmap = Image.open(io.BytesIO(base64.b64decode(got["heatmap_png"])))
+        assert heatmap.format == "PNG" and heatmap.size == (224, 224), name
+        assert got["heatmap_method"] in ("grad-cam", "saliency")
+        assert np.asarray(heatmap).std() > 1  # a picture, not a blank
+    status, plain = post_images(server.url, [(path.name, path.read_bytes())])
+    assert "heatmap_png" not in plain["images"][0]["models"][QUANTUM.stem]
+
+
+# ---- refusals
+
+
+def png(size: tuple[int, int], mode: str = "1") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def zipped() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("notes.txt", "not an image " * 100)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def jpeg(hymenoptera_dir) -> bytes:
+    return val_images(hymenoptera_dir, 1)[0][0].read_bytes()
+
+
+def hostile_requests(jpeg: bytes) -> dict:
+    """name -> (method, path, body, headers, expected status)."""
+
+    def files(*parts):
+        body, content_type = multipart(list(parts))
+        return body, {"Content-Type": content_type}
+
+    big = b"\0" * (50 * 2**20)
+    tiny = png((2, 2), "RGB")
+    return {
+        "truncated jpeg": ("POST", "/predict", *files(("file", "bee.jpg", jpeg[: len(jpeg) // 3])), 400),
+        "png bomb 30000x30000": ("POST", "/predict", *files(("file", "bomb.png", png((30000, 30000)))), 413),
+        "png over the pixel limit": ("POST", "/predict", *files(("file", "big.png", png((8000, 8000)))), 413),
+        "zip renamed .jpg": ("POST", "/predict", *files(("file", "photo.jpg", zipped())), 415),
+        "0 bytes": ("POST", "/predict", *files(("file", "empty.jpg", b"")), 400),
+        "50 MB body": ("POST", "/predict", *files(("file", "huge.jpg", big)), 413),
+        "wrong content type": ("POST", "/predict", jpeg, {"Content-Type": "image/jpeg"}, 415),
+        "json body": ("POST", "/predict", b'{"file": "bee.jpg"}', {"Content-Type": "application/json"}, 415),
+        "no content type": ("POST", "/predict", jpeg, {}, 415),
+        "path in the filename": ("POST", "/predict", *files(("file", "../../etc/passwd", jpeg)), 400),
+        "windows path in the filename": ("POST", "/predict", *files(("file", "..\\x.jpg", jpeg)), 400),
+        "1000 tiny images": (
+            "POST",
+            "/predict",
+            *files(*[("file", f"{i}.png", tiny) for i in range(1000)]),
+            413,
+        ),
+        "text instead of a file": ("POST", "/predict", *files(("file", None, b"bee.jpg")), 400),
+        "no file field": ("POST", "/predict", *files(("image", "bee.jpg", jpeg)), 400),
+        "broken multipart": (
+            "POST",
+            "/predict",
+            b"--x\r\ngarbage",
+            {"Content-Type": "multipart/form-data"},
+            400,
+        ),
+        "explain not a boolean": ("POST", "/predict?explain=perhaps", *files(("file", "bee.jpg", jpeg)), 422),
+        "GET /predict": ("GET", "/predict", None, {}, 405),
+        "unknown path": ("GET", "/admin", None, {}, 404),
+    }
+
+
+HOSTILE = list(hostile_requests(b"x"))
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    """A server over a small random-init model: refusals come before any model runs."""
+    from test_export import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-quantum.pt", "quantum", 2)
+    with ApiServer(create_app(ModelStore.load([ckpt]))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hostile(jpeg) -> dict:
+    return hostile_requests(jpeg)
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_input_is_refused_with_a_4xx_and_the_server_answers_after(case, tiny_server, hostile, jpeg):
+    method, path, body, headers, expected = hostile[case]
+    status, answer = request(tiny_server.url + path, method, body, headers)
+    assert status == expected, answer
+    assert isinstance(answer, dict) and list(answer) == ["detail"], answer
+    assert "\n" not in answer["detail"] and "Traceback" not in answer["detail"] and answer["detail"]
+    assert request(f"{tiny_server.url}/healthz")[0] == 200
+    status, fine = post_images(tiny_server.url, [("bee.jpg", jpeg)])
+    assert status == 200 and fine["images"][0]["models"]["tiny-quantum"]["label"] in ("c0", "c1")
+
+
+def test_a_streamed_body_is_cut_at_the_limit(tiny_server):
+    """No Content-Length (chunked): the bytes are counted as they arrive."""
+    body, content_type = multipart([("file", "huge.png", b"\0" * (25 * 2**20))])
+
+    def chunks():
+        for i in range(0, len(body), 2**20):
+            yield body[i : i + 2**20]
+
+    # http.client sends an iterable without Content-Length as Transfer-Encoding: chunked
+    status, answer = request(f"{tiny_server.url}/predict", "POST", chunks(), {"Content-Type": content_type})
+    assert status == 413 and "over the limit" in answer["detail"]
+    assert request(f"{tiny_server.url}/healthz")[0] == 200
+
+
+def test_limits_are_configurable(tiny_server, jpeg):
+    limits = ServeLimits(max_images=2, formats=("PNG",), max_pixels=100)
+    with ApiServer(create_app(tiny_server.app.state.store, limits)) as server:
+        status, answer = post_images(server.url, [("a.jpg", jpeg)])
+        assert status == 415 and "(PNG)" in answer["detail"]
+        status, answer = post_images(server.url, [("a.png", png((11, 10), "RGB"))])
+        assert status == 413 and "11 x 10 pixels, over the limit of 100" in answer["detail"]
+        status, answer = post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(3)])
+        assert status == 413
+        assert post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(2)])[0] == 200
+
+
+# ---- micro-batching
+
+
+def test_concurrent_requests_share_batches(tiny_server, jpeg):
+    store = tiny_server.app.state.store
+    with ApiServer(create_app(store, max_batch=8, max_wait_s=0.2)) as server:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda i: post_images(server.url, [(f"{i}.jpg", jpeg)]), range(12)))
+        stats = server.app.state.batcher.stats
+    assert all(status == 200 for status, _ in answers)
+    assert stats.requests == 12 and stats.images == 12
+    assert stats.batches < 12 and 1 < stats.largest <= 8  # requests shared batches, never over max_batch
+    probs = [a["images"][0]["models"]["tiny-quantum"]["probabilities"] for _, a in answers]
+    assert np.allclose([list(p.values()) for p in probs], list(probs[0].values()), atol=TOLERANCE)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_batcher_gathers_splits_and_carries():
+    calls = []
+
+    def double(items):
+        calls.append(list(items))
+        return [2 * x for x in items]
+
+    batcher = MicroBatcher(double, max_batch=4, max_wait_s=0.05)
+
+    async def main():
+        return await asyncio.gather(
+            batcher.submit([1]), batcher.submit([2, 3]), batcher.submit([4, 5]), batcher.submit([6])
+        )
+
+    assert run(main()) == [[2], [4, 6], [8, 10], [12]]
+    assert calls == [[1, 2, 3], [4, 5, 6]]  # [4, 5] did not fit the first batch: it opened the second
+    assert (batcher.stats.batches, batcher.stats.requests, batcher.stats.largest) == (2, 4, 3)
+    batcher.close()
+
+
+def test_batcher_waits_at_most_max_wait_alone_and_passes_errors():
+    def fail(items):
+        raise RuntimeError("model broke")
+
+    batcher = MicroBatcher(lambda items: items, max_batch=64, max_wait_s=0.05)
+    t0 = time.perf_counter()
+    assert run(batcher.submit(["a"])) == ["a"]
+    assert time.perf_counter() - t0 < 1.0
+    batcher.close()
+    broken = MicroBatcher(fail, max_batch=4, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="model broke"):
+        run(broken.submit([1]))
+    broken.close()
+
+
+def test_a_failing_model_is_a_one_line_500_without_internals(tiny_server, jpeg):
+    class Broken(ModelStore):
+        def predict(self, images):
+            raise RuntimeError("secret internal state /etc/shadow")
+
+    with ApiServer(create_app(Broken(tiny_server.app.state.store.models))) as server:
+        status, answer = post_images(server.url, [("a.jpg", jpeg)])
+        assert status == 500 and answer == {
+            "detail": "internal error (RuntimeError); the server log has the details"
+        }
+        assert request(f"{server.url}/healthz")[0] == 200
+
+
+# ---- the command line
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_qtl_serve_answers_curl_like_requests(tmp_path, jpeg, capsys):
+    from test_export import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "served.pt", "linear", 3)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtl", "serve", str(ckpt), "--port", str(port), "--max-wait-ms", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if request(f"{url}/healthz", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() else ""
+            )
+            time.sleep(0.3)
+        status, answer = post_images(url, [("bee.jpg", jpeg)])
+        from qtl.analysis.inference import predict
+        from qtl.models.checkpoint import load_checkpoint
+
+        want = predict(load_checkpoint(ckpt), jpeg)["served"]
+        got = answer["images"][0]["models"]["served"]
+        assert status == 200 and got["label"] == want.predicted[0]
+        assert np.allclose(list(got["probabilities"].values()), want.probs[0].tolist(), atol=TOLERANCE)
+        # the same port again: a busy port is one line, before any model loads
+        code, _, err = run_cli(capsys, "serve", ckpt, "--port", port)
+        assert (
+            code == 1
+            and err.strip() == f"qtl: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# ---- Ray Serve (slow: a local Ray instance starts)
+
+
+@pytest.mark.slow
+def test_ray_serve_gives_the_single_process_answers(tiny_server, jpeg, hymenoptera_dir, tmp_path):
+    ray = pytest.importorskip("ray")
+    serve = pytest.importorskip("ray.serve")
+    from test_export import tiny_checkpoint
+
+    from qtl.deploy.ray_serve import run_ray
+
+    ckpts = [
+        tiny_checkpoint(tmp_path / "rq.pt", "quantum", 3, seed=1),
+        tiny_checkpoint(tmp_path / "rl.pt", "linear", 3, seed=2),
+    ]
+    files = [(p.name, p.read_bytes()) for p, _ in val_images(hymenoptera_dir, 2)]
+    with ApiServer(create_app(ModelStore.load(ckpts))) as single:
+        expected = post_images(single.url, files)
+        expected_models = request(f"{single.url}/models")
+    port = free_port()
+    ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False)
+    try:
+        run_ray(ckpts, host="127.0.0.1", port=port, blocking=False, max_wait_s=0.01)
+        url = f"http://127.0.0.1:{port}"
+        got = post_images(url, files)
+        assert got[0] == 200 and expected[0] == 200
+        for a, b in zip(got[1]["images"], expected[1]["images"], strict=True):
+            assert a["file"] == b["file"] and a["models"].keys() == b["models"].keys()
+            for name in a["models"]:
+                assert a["models"][name]["label"] == b["models"][name]["label"]
+                assert np.allclose(
+                    list(a["models"][name]["probabilities"].values()),
+                    list(b["models"][name]["probabilities"].values()),
+                    atol=TOLERANCE,
+                )
+        status, refused = request(f"{url}/predict", "POST", jpeg, {"Content-Type": "image/jpeg"})
+        assert status == 415 and list(refused) == ["detail"]
+        assert request(f"{url}/models") == expected_models
+    finally:
+        serve.shutdown()
+        ray.shutdown()
