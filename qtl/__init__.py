@@ -12,7 +12,8 @@ end with the classical layers by automatic differentiation. This package never i
 The names below load lazily: `import qtl` costs no torch until one of them is used. The subpackages
 follow the chain: `qtl.quantum` (circuit, noise, engines) -> `qtl.models` (backbones, heads,
 variants, checkpoints) -> `qtl.data` -> `qtl.training` (`fit`) -> `qtl.experiments` (runs, sweeps,
-statistics) -> `qtl.analysis` (inference, explanations, noise robustness); `qtl.utils` is plumbing.
+statistics) -> `qtl.analysis` (inference, explanations, noise robustness) -> `qtl.deploy` (ONNX and
+TorchScript export, the REST API); `qtl.utils` is plumbing.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -294,7 +295,7 @@ def test_batcher_gathers_splits_and_carries():
         calls.append(list(items))
         return [2 * x for x in items]
 
-    batcher = MicroBatcher(double, max_batch=4, max_wait_s=0.05)
+    batcher = MicroBatcher(double, max_batch=4, max_wait_s=0.05, workers=1)
 
     async def main():
         return await asyncio.gather(
@@ -304,6 +305,30 @@ def test_batcher_gathers_splits_and_carries():
     assert run(main()) == [[2], [4, 6], [8, 10], [12]]
     assert calls == [[1, 2, 3], [4, 5, 6]]  # [4, 5] did not fit the first batch: it opened the second
     assert (batcher.stats.batches, batcher.stats.requests, batcher.stats.largest) == (2, 4, 3)
+    batcher.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batcher_runs_at_most_workers_batches_at_once(workers):
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(items):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return items
+
+    batcher = MicroBatcher(slow, max_batch=2, max_wait_s=0.0, workers=workers)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit([i, i]) for i in range(6)))
+
+    assert run(main()) == [[i, i] for i in range(6)]
+    assert most[0] == workers and batcher.stats.batches == 6
     batcher.close()
 
 

@@ -10,6 +10,8 @@
     qtl sweep study.toml [--backend processes|ray]     grids of runs into the results database, resumable
     qtl runs [--sweep NAME] [--csv F] [--report]       list, filter, export runs; statistics per cell
     qtl hardware run CKPT --backend FakeManilaV2 --mitigation none readout zne   one job on a device
+    qtl export a.pt --format onnx -o a.onnx            the whole classifier as one portable graph
+    qtl serve models/*.pt [--port 8000] [--ray]        a REST API for image uploads, micro-batched
 
 Results go to stdout; progress bars, epoch lines and warnings go to stderr. Errors print one line,
 `qtl: error: ...`, and exit non-zero (1, or 130 when interrupted); `--debug` shows the traceback.

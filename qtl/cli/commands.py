@@ -296,7 +296,7 @@ def cmd_serve(args, bar: ProgressBar) -> int:
         max_pixels=args.max_pixels,
         formats=tuple(args.formats),
     )
-    batching = {"max_batch": args.max_batch, "max_wait_s": args.max_wait_ms / 1000}
+    batching = {"max_batch": args.max_batch, "max_wait_s": args.max_wait_ms / 1000, "workers": args.workers}
     device = str(resolve_device(args.device))
     url = f"http://{args.host}:{args.port}"
     if args.ray:

@@ -16,7 +16,7 @@ from qtl.config import (
     VARIANTS,
     check_backbone_name,
 )
-from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
+from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS
 from qtl.deploy.limits import ServeLimits
 from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 
@@ -337,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         default=DEFAULT_MAX_WAIT_S * 1000,
         help="how long a batch waits for more requests",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=DEFAULT_WORKERS,
+        help="batches computed at once (a GPU: 1; a CPU: a few small batches can beat one large one)",
     )
     g = p.add_argument_group("limits (each refusal is a 4xx with the reason)")
     g.add_argument(

@@ -3,13 +3,14 @@
     batcher = MicroBatcher(store.predict, max_batch=32, max_wait_s=0.005)
     rows = await batcher.submit(images)     # one result per image, computed with other requests' images
 
-A request's images join a queue. The worker takes the first waiting request, then waits at most
+A request's images join a queue. A worker takes the first waiting request, then waits at most
 `max_wait_s` for more, until `max_batch` images are gathered, and runs them all in one call of `run`
-on its compute thread. Requests that arrive while a batch computes form the next batch, so under load
+on its compute thread. Requests that arrive while batches compute form the next ones, so under load
 batches fill up without waiting, and alone a request waits only `max_wait_s`. A request is never
-split: one larger than `max_batch` runs as a batch of its own. All model work runs on the one compute
-thread (`compute` runs other work there, such as explanations), so torch's threads are never
-oversubscribed by concurrent requests.
+split: one larger than `max_batch` runs as a batch of its own. All model work runs on the `workers`
+compute threads (`compute` runs other work there, such as explanations), so however many requests
+arrive, at most `workers` model calls run at once: one on a GPU; on a CPU, where a convnet gains
+little from larger batches, a few, each with a small batch.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-DEFAULT_MAX_BATCH = 32
+#: Defaults for a CPU, where a convnet's time per image hardly falls with the batch size and two
+#: compute threads keep two cores busy (docs/benchmarks.md, "Serving"); on a GPU one worker and larger
+#: batches (32) fit better.
+DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_S = 0.005
+DEFAULT_WORKERS = 2
 
 
 @dataclass
@@ -46,8 +51,8 @@ class BatchStats:
 
 class MicroBatcher:
     """Gathers concurrent `submit` calls into batches for `run(items) -> results` (one result per item,
-    in order), run on one compute thread. Create it anywhere; its worker starts with the first submit,
-    in the running event loop."""
+    in order), run on `workers` compute threads (one batch each at a time). Create it anywhere; its
+    workers start with the first submit, in the running event loop."""
 
     def __init__(
         self,
@@ -55,16 +60,19 @@ class MicroBatcher:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        workers: int = DEFAULT_WORKERS,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be at least 0, got {max_wait_s}")
-        self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.run, self.max_batch, self.max_wait_s, self.workers = run, max_batch, max_wait_s, workers
         self.stats = BatchStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qtl-compute")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qtl-compute")
         self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     @property
     def pending(self) -> int:
@@ -75,9 +83,10 @@ class MicroBatcher:
         """The results of `run` for `items`, computed in a batch with other requests' items."""
         if not items:
             return []
-        if self._worker is None or self._worker.done():
+        if not self._tasks or all(task.done() for task in self._tasks):
+            loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+            self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((list(items), future))
         return await future
@@ -127,7 +136,7 @@ class MicroBatcher:
             start += len(request)
 
     def close(self) -> None:
-        """Stop the worker and the compute thread (pending requests are cancelled)."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop the workers and the compute threads (pending requests are cancelled)."""
+        for task in self._tasks:
+            task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
+from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS
 from qtl.deploy.limits import ServeLimits
 from qtl.deploy.models import checkpoint_paths
 
@@ -27,12 +27,7 @@ class QtlReplica:
     """One replica: the checkpoints (name -> bytes) loaded into a store, served by the qtl app."""
 
     def __init__(
-        self,
-        checkpoints: dict[str, bytes],
-        limits: ServeLimits,
-        max_batch: int,
-        max_wait_s: float,
-        device: str,
+        self, checkpoints: dict[str, bytes], limits: ServeLimits, batching: dict, device: str
     ) -> None:
         from qtl.deploy.models import ModelStore
         from qtl.deploy.server import create_app
@@ -44,7 +39,7 @@ class QtlReplica:
                 path.write_bytes(data)
                 paths.append(path)
             store = ModelStore.load(paths, device)  # loading copies everything into memory
-        self._qtl_app = create_app(store, limits, max_batch=max_batch, max_wait_s=max_wait_s)
+        self._qtl_app = create_app(store, limits, **batching)
 
     def __serve_build_asgi_app__(self):
         return self._qtl_app
@@ -56,6 +51,7 @@ def application(
     *,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    workers: int = DEFAULT_WORKERS,
     replicas: int = 1,
     cpus_per_replica: float = 1.0,
     device: str = "cpu",
@@ -71,7 +67,8 @@ def application(
         max_ongoing_requests=256,  # queue in the replica, where its micro-batcher gathers them
         ray_actor_options={"num_cpus": cpus_per_replica},
     )
-    return deployment.bind(checkpoints, limits or ServeLimits(), max_batch, max_wait_s, device)
+    batching = {"max_batch": max_batch, "max_wait_s": max_wait_s, "workers": workers}
+    return deployment.bind(checkpoints, limits or ServeLimits(), batching, device)
 
 
 def run_ray(

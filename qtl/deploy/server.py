@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, MicroBatcher
+from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS, MicroBatcher
 from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, check_filename, decode_upload
 from qtl.deploy.models import ModelStore
 
@@ -119,11 +119,12 @@ def create_app(
     *,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    workers: int = DEFAULT_WORKERS,
 ) -> FastAPI:
     """The API over `store`, with `limits` (default `ServeLimits()`) and micro-batches of at most
-    `max_batch` images gathered for at most `max_wait_s` seconds."""
+    `max_batch` images gathered for at most `max_wait_s` seconds, run on `workers` compute threads."""
     limits = limits or ServeLimits()
-    batcher = MicroBatcher(store.predict, max_batch=max_batch, max_wait_s=max_wait_s)
+    batcher = MicroBatcher(store.predict, max_batch=max_batch, max_wait_s=max_wait_s, workers=workers)
 
     @asynccontextmanager
     async def lifespan(app):
