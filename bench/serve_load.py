@@ -37,11 +37,10 @@ from typing import Annotated
 
 from fastapi import File, UploadFile  # at the top: FastAPI resolves the endpoint's annotations here
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from served_api import post_images, request  # noqa: E402
+from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_WORKERS
+from qtl.testing.served_api import post_images, request
 
-from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_WORKERS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 WARM_UP_REQUESTS = 4
 BASELINES = ("naive", "per-request")

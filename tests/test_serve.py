@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from conftest import REPO, run_cli
 from PIL import Image
-from served_api import ApiServer, multipart, post_images, request
 
 from qtl.deploy.batching import MicroBatcher
 from qtl.deploy.limits import ServeLimits
 from qtl.deploy.models import ModelStore
 from qtl.deploy.server import create_app
+from qtl.testing.served_api import ApiServer, multipart, post_images, request
 
 SHIPPED = sorted((REPO / "models").glob("*.pt"))
 QUANTUM = REPO / "models" / "quantum-efficientnet_lite0-imagenet-q4d6-s0.pt"

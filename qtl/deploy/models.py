@@ -113,12 +113,12 @@ class ModelStore:
         ]
 
     def explain(self, image: Image.Image) -> dict[str, dict]:
-        """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, and the method."""
-        from qtl.analysis.explain import explain, overlay
+        """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, and the method;
+        the models on one shared backbone explain from one backbone pass (`explain_all`)."""
+        from qtl.analysis.explain import explain_all, overlay
 
         out = {}
-        for name, m in self.models.items():
-            ex = explain(m, image)
+        for name, ex in explain_all(self.models, image).items():
             buffer = io.BytesIO()
             overlay(ex.image, ex.heatmap).save(buffer, format="PNG")
             out[name] = {"heatmap_png": base64.b64encode(buffer.getvalue()).decode(), "method": ex.method}

@@ -22,6 +22,7 @@ wider than MAX_DIMENSION (2**10 amplitudes, or 4**5 density-matrix entries).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -261,7 +262,11 @@ class PortableClassifier(nn.Module):
         if c.is_quantum:
             check_foldable(c)
             head = PortableDressedCircuit(head, c.noise)
-        self.backbone = loaded.model.backbone
+        from qtl.models.backbones import is_shared
+
+        backbone = loaded.model.backbone
+        # tracing may hook the modules it runs: a shared backbone is never hooked, so trace a copy
+        self.backbone = copy.deepcopy(backbone) if is_shared(backbone) else backbone
         self.head = head
         self.eval()
 

@@ -4,4 +4,5 @@ the rest of the library.
     image_folders  small generated ImageFolder datasets and zips (no network, no shared data)
     paper_demo     PennyLane's quantum transfer learning demo transcribed as written: the independent
                    reference that the faithfulness test and bench/e2e.py hold qtl against
+    served_api     the REST API (`qtl.deploy.server`) on uvicorn in a thread, and a stdlib HTTP client
 """
