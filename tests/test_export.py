@@ -207,20 +207,23 @@ def test_metadata_records_preprocessing_and_classes(tmp_path):
     assert not graph_ops & {"Loop", "If", "Scan"}  # one straight graph
 
 
-def test_cli_export_and_predict_with_onnx(tmp_path, capsys, hymenoptera_dir):
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("torchscript", ".torchscript")])
+def test_cli_export_then_predict_with_the_file(fmt, suffix, tmp_path, capsys, hymenoptera_dir):
     ckpt = tiny_checkpoint(tmp_path / "quantum.pt", "quantum", 2)
     images = [str(p) for p in val_paths(hymenoptera_dir, 2)]
-    code, out, err = run_cli(capsys, "export", ckpt, "--format", "onnx")
+    code, out, err = run_cli(capsys, "export", ckpt, "--format", fmt)
     assert code == 0, err
-    exported = tmp_path / "quantum.onnx"
+    exported = tmp_path / f"quantum{suffix}"  # the default name: beside the checkpoint
     assert exported.is_file() and f"wrote {exported}" in out and "resize 168 bicubic, crop 160" in out
     code, torch_out, _ = run_cli(capsys, "predict", *images, "-c", ckpt, "--json")
     assert code == 0
-    code, onnx_out, err = run_cli(capsys, "predict", *images, "-c", exported, "--runtime", "onnx", "--json")
+    code, file_out, err = run_cli(capsys, "predict", *images, "-c", exported, "--runtime", fmt, "--json")
     assert code == 0, err
-    a, b = json.loads(torch_out), json.loads(onnx_out)
+    a, b = json.loads(torch_out), json.loads(file_out)
     assert [r["image"] for r in a] == [r["image"] for r in b] == images
     assert _labels(a) == _labels(b) and np.allclose(_probs(a), _probs(b), atol=TOLERANCE, rtol=0)
+    code, _, err = run_cli(capsys, "predict", images[0], "-c", exported, "--runtime", fmt, "--engine", "mps")
+    assert code == 1 and "--engine applies to checkpoints" in err
 
 
 def _labels(document: list) -> list:

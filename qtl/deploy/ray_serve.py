@@ -12,7 +12,9 @@ do). Needs `qtl[ray,serve]`.
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,11 +84,37 @@ def run_ray(
     **options,
 ) -> None:
     """Start (or join, `address`) a Ray instance, start Serve's HTTP proxy on (host, port) and deploy the
-    application at "/"; with `blocking`, until interrupted. `options` go to `application`."""
+    application at "/". With `blocking`, serve until Ctrl-C or SIGTERM, then shut Serve down (and the Ray
+    instance, if started here). `options` go to `application`."""
     import ray
     from ray import serve
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(application(sources, limits, **options), name=APP_NAME, route_prefix="/", blocking=blocking)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(application(sources, limits, **options), name=APP_NAME, route_prefix="/")
+        if blocking:
+            _wait_for_stop()
+    finally:
+        if blocking:
+            serve.shutdown()
+            if started:
+                ray.shutdown()
+
+
+def _wait_for_stop() -> None:
+    """Sleep until Ctrl-C or SIGTERM (what `docker stop` and process managers send)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
