@@ -21,6 +21,13 @@ from qtl.quantum.noise import NoiseConfig
 # ---- names
 
 VARIANTS = ("quantum", "finetuned", "linear", "hybrid", "dressed-classical")
+"""The models trained by gradient and saved as checkpoints."""
+KERNEL_BASELINES = ("quantum-kernel", "rbf-svm")
+"""Support vector machines on the same frozen features (`qtl.training.kernels`): a fidelity kernel of the
+circuit, and a classical RBF kernel on the same inputs. Sweeps and comparisons run them; they are not
+saved as checkpoints."""
+RUN_VARIANTS = VARIANTS + KERNEL_BASELINES
+"""Everything a run (a sweep, `qtl compare`) may train."""
 FROZEN_VARIANTS = frozenset({"quantum", "linear", "dressed-classical"})  # only the head trains
 QUANTUM_VARIANTS = frozenset({"quantum", "hybrid"})  # the head holds a variational circuit
 DEFAULT_VARIANT = "quantum"
@@ -63,9 +70,9 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def check_variant(variant: str) -> str:
-    """Return `variant` if it is known, else raise ValueError listing the choices."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    """Return `variant` if it is known (a model or a kernel baseline), else raise ValueError listing them."""
+    if variant not in RUN_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(RUN_VARIANTS)}")
     return variant
 
 
@@ -95,9 +102,23 @@ class ModelConfig:
     max_bond: int | None = None  # MPS engine only: largest bond kept; None simulates exactly
     q_delta: float = 0.01  # spread of the initial circuit angles, as in the paper
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # quantum variants: channels, readout, shots
+    feature_dim: int | None = None  # frozen heads: PCA of the features to this width first (None: all)
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
+        if self.feature_dim is not None:
+            if (
+                isinstance(self.feature_dim, bool)
+                or not isinstance(self.feature_dim, int)
+                or self.feature_dim < 1
+            ):
+                raise ValueError(
+                    f"feature_dim must be a positive whole number or None, got {self.feature_dim!r}"
+                )
+            if self.variant not in FROZEN_VARIANTS:
+                raise ValueError(
+                    f"feature_dim reduces cached features: frozen heads only, not {self.variant!r}"
+                )
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         if len(self.class_names) == 1:
             raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
@@ -109,7 +130,12 @@ class ModelConfig:
     @property
     def frozen(self) -> bool:
         """True when the backbone is frozen and only the head trains (on cached features)."""
-        return self.variant in FROZEN_VARIANTS
+        return self.variant in FROZEN_VARIANTS or self.is_kernel
+
+    @property
+    def is_kernel(self) -> bool:
+        """True for a kernel baseline (an SVM on the features, `KERNEL_BASELINES`)."""
+        return self.variant in KERNEL_BASELINES
 
     @property
     def is_quantum(self) -> bool:
@@ -150,6 +176,60 @@ class ModelConfig:
         return _from_dict(cls, d, "model")
 
 
+# ---- the data a run sees
+
+SPLITS = ("given", "kfold")
+"""given: the dataset's own train/val(/test) splits. kfold: every image pooled into stratified folds."""
+
+
+@dataclass(frozen=True)
+class DataRegime:
+    """How a run's data is split for model selection and testing, and the regime it trains in
+    (`qtl.data.protocol` applies it). Every variant with the same seed sees the same splits."""
+
+    split: str = "given"  # "given" (test only where the dataset has test/) or "kfold"
+    folds: int = 5  # kfold: fold seed % folds is test, the next one val, the rest train
+    classes: int | None = None  # keep only the first k classes (None: all)
+    per_class: int | None = None  # few-shot: labelled training images per class, drawn with the seed
+    label_noise: float = 0.0  # share of training labels replaced by another class, drawn with the seed
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 3:
+            raise ValueError(f"folds must be a whole number of at least 3, got {self.folds!r}")
+        for name, least in (("classes", 2), ("per_class", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{name} must be a whole number of at least {least} or None, got {value!r}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
+
+    @property
+    def split_label(self) -> str:
+        """ "given" or "kfold-<folds>"."""
+        return self.split if self.split == "given" else f"kfold-{self.folds}"
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. "kfold-5" or "kfold-5, 5 per class, 20% label noise" ("given" alone)."""
+        parts = [self.split_label]
+        if self.classes is not None:
+            parts.append(f"{self.classes} classes")
+        if self.per_class is not None:
+            parts.append(f"{self.per_class} per class")
+        if self.label_noise:
+            parts.append(f"{self.label_noise:.0%} label noise")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DataRegime:
+        return _from_dict(cls, d or {}, "data")
+
+
 # ---- the recipe
 
 
@@ -174,8 +254,11 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # trainable backbones: keep batch-norm statistics (batch 4 is too small)
     shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
     seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
+    data: DataRegime = field(default_factory=DataRegime)  # splits and regime; also drawn with the seed
 
     def __post_init__(self) -> None:
+        if self.data is None or isinstance(self.data, dict):  # None: written before regimes existed
+            object.__setattr__(self, "data", DataRegime.from_dict(self.data))
         for name in ("epochs", "batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -196,6 +279,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """The recipe in `d`; the machine settings older checkpoints recorded beside it are dropped."""
+        d = {**d, "data": DataRegime.from_dict(d.get("data"))}
         return _from_dict(cls, d, "train", ignore=MACHINE_KEYS)
 
 
@@ -211,6 +295,9 @@ RECIPES = {
     "finetuned": _TUTORIAL,
     "linear": {**_TUTORIAL, "views": 5},  # 5 cached augmented views: its epochs never run the backbone
     "hybrid": {**_PAPER, "epochs": 25, "backbone_lr": 1e-4, "augment": True},
+    # kernel baselines fit once (no epochs, no optimizer): C (and the RBF width) chosen on val
+    "quantum-kernel": {"epochs": 1},
+    "rbf-svm": {"epochs": 1},
 }
 
 
@@ -222,6 +309,7 @@ def recipe(variant: str) -> TrainConfig:
     finetuned, linear: the PyTorch tutorial's: SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1), batch 4,
         25 epochs, RandomResizedCrop + flip (linear caches 5 augmented views so its epochs skip the backbone).
     hybrid: Adam, head lr 4e-4 and backbone lr 1e-4, StepLR(10, 0.1), batch 4, 25 epochs, augmentation.
+    quantum-kernel, rbf-svm: one fit; only the seed (and the data regime) matter.
     """
     return TrainConfig(**RECIPES[check_variant(variant)])
 

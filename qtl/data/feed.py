@@ -4,17 +4,24 @@ with the part of the model that consumes them.
     feed = training_feed(model, mc, tc, machine, device, generator, root=root)
     for x, y in feed.train:                       # one epoch, in seeded order
         train_step(feed.train.forward, optimizer, x, y)
-    val_loss, val_acc = loss_and_accuracy(feed.val)
+    val_loss, val_acc = loss_and_accuracy(feed.val)   # selection; feed.test (if any) is read once, after
 
 Frozen variants read features extracted once and cached on disk: their batches are (B, F) slices of an
 in-memory tensor (no DataLoader per step) and `forward` is the head. Trainable backbones, and frozen ones
 that augment without cached views, read images through a DataLoader and `forward` is the whole model.
 `eval_batches` builds one split for evaluation: fit()'s val pass and `qtl.analysis.inference.evaluate` both
 use it.
+
+The run's `DataRegime` (`TrainConfig.data`) decides which images are train, val and test
+(`qtl.data.protocol`): the dataset's own splits, or stratified folds of all of them, narrowed to a
+few-shot subset or given noisy training labels. Every part is then a selection of the pooled features
+(or images) with the labels the partition gives it. A frozen head with a `feature_dim` trains on the
+training features' principal components, which `training_feed` also stores in the head.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,10 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from qtl.config import MachineConfig, ModelConfig, TrainConfig
+from qtl.config import DataRegime, MachineConfig, ModelConfig, TrainConfig
 from qtl.data.features import FeatureSet, extract_features
+from qtl.data.folders import ALL_SPLITS
 from qtl.data.images import ImageFolderDataset
+from qtl.data.protocol import Partition, partition
 from qtl.models.backbones import image_transform
+from qtl.models.heads import pca
 
 EVAL_BATCH = 512  # features per forward pass when evaluating a head on cached features
 IMAGE_EVAL_BATCH = 32  # images per forward pass (and per extraction batch) when evaluating
@@ -105,10 +115,12 @@ Batches = FeatureBatches | ImageBatches
 
 @dataclass
 class Feed:
-    """What fit() trains on and evaluates on: train batches (one epoch per pass) and val batches."""
+    """What fit() trains on and evaluates on: train batches (one epoch per pass), val batches (epoch
+    selection), and the held-out test batches (scored once, on the selected epoch; None: no test split)."""
 
     train: Batches
     val: Batches
+    test: Batches | None = None
 
 
 @torch.no_grad()
@@ -184,58 +196,170 @@ def training_feed(
     generator: torch.Generator,
     *,
     root: str | Path | None = None,
-    features: tuple[FeatureSet, FeatureSet] | None = None,
+    features: tuple[FeatureSet, ...] | None = None,
     progress: Callable[[int, int], None] | None = None,
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
 ) -> Feed:
-    """The feed fit() trains `model` (a `Classifier`) with: train batches shuffled by `generator`.
+    """The feed fit() trains `model` (a `Classifier`) with: train batches shuffled by `generator`, val and
+    (where the regime has one) test batches, all chosen by `tc.data` with `tc.seed`.
 
-    features: a (train, val) pair of FeatureSets to use instead of the dataset at `root` (frozen only).
-    Otherwise frozen variants train on cached features (`views` augmented ones when augmenting), unless
-    they augment without cached views: then they train on fresh crops through the backbone every epoch.
-    backbone: what a feature-cache miss runs (see `extract_features`).
+    features: (train, val) or (train, val, test) FeatureSets to use instead of the dataset at `root`
+    (frozen only). Otherwise frozen variants train on cached features (`views` augmented ones when
+    augmenting), unless they augment without cached views: then they train on fresh crops through the
+    backbone every epoch. backbone: what a feature-cache miss runs (see `extract_features`).
     """
-    if features is not None:
-        train_set, val_set = features
+    if mc.frozen and (features is not None or not tc.augment or tc.views > 0):
+        if features is not None:
+            found = dict(zip(ALL_SPLITS[: len(features)], features, strict=True))
+        else:  # cached features, or cached augmented views for train
+            found = {
+                split: extract_features(
+                    mc.backbone,
+                    mc.pretrained,
+                    root,
+                    split,
+                    views=tc.views if tc.augment and split == "train" else 0,
+                    device=str(device),
+                    cache_dir=machine.cache_dir,
+                    progress=progress,
+                    backbone=backbone,
+                )
+                for split in present_splits(root)
+            }
+        sets = regime_features(found, tc.data, tc.seed)
+        head = model.head
+        if mc.feature_dim is not None:  # the training features' principal components, kept in the head
+            train = sets["train"].features
+            head.set_projection(*pca(train.reshape(-1, train.shape[-1]), mc.feature_dim))
+            sets = {k: _projected(fs, head) for k, fs in sets.items()}
+            head = head.inner
         train = FeatureBatches(
-            model.head, train_set, tc.batch_size, device, generator=generator, shuffle=tc.shuffle
+            head, sets["train"], tc.batch_size, device, generator=generator, shuffle=tc.shuffle
         )
-        return Feed(train, FeatureBatches(model.head, val_set, EVAL_BATCH, device))
+        parts = {k: FeatureBatches(head, sets[k], EVAL_BATCH, device) for k in ("val", "test") if k in sets}
+        return Feed(train, parts["val"], parts.get("test"))
 
-    if mc.frozen and (not tc.augment or tc.views > 0):  # cached features, or cached augmented views
-        views = tc.views if tc.augment else 0
-        train_set = extract_features(
-            mc.backbone,
-            mc.pretrained,
-            root,
-            "train",
-            views=views,
-            device=str(device),
-            cache_dir=machine.cache_dir,
-            progress=progress,
-            backbone=backbone,
-        )
-        train = FeatureBatches(
-            model.head, train_set, tc.batch_size, device, generator=generator, shuffle=tc.shuffle
-        )
-    else:  # images through the model every epoch (a frozen backbone still runs without grad)
-        transform = image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
-        dataset = ImageFolderDataset(root, "train", transform=transform)
-        loader = _loader(
-            dataset, tc.batch_size, device, machine.num_workers, shuffle=tc.shuffle, generator=generator
-        )
-        train = ImageBatches(model, loader, device)
-
-    val = eval_batches(
-        model,
-        mc,
-        root,
-        "val",
-        device,
-        batch_size=max(tc.batch_size, IMAGE_EVAL_BATCH),
-        cache_dir=machine.cache_dir,
-        num_workers=machine.num_workers,
-        progress=progress,
-        backbone=backbone,
+    # images through the model every epoch (a frozen backbone still runs without grad)
+    train_transform = image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
+    batch = max(tc.batch_size, IMAGE_EVAL_BATCH)
+    if tc.data == DataRegime():  # the dataset's own splits, as they are
+        train_set = ImageFolderDataset(root, "train", transform=train_transform)
+        parts = {
+            split: eval_batches(
+                model,
+                mc,
+                root,
+                split,
+                device,
+                batch_size=batch,
+                cache_dir=machine.cache_dir,
+                num_workers=machine.num_workers,
+                progress=progress,
+                backbone=backbone,
+            )  # fmt: skip
+            for split in present_splits(root)[1:]
+        }
+    else:
+        eval_transform = image_transform(mc.backbone, mc.pretrained, augment=False)
+        sets = regime_images(root, tc.data, tc.seed, train_transform, eval_transform)
+        train_set = sets.pop("train")
+        parts = {
+            k: ImageBatches(model, _loader(ds, batch, device, machine.num_workers), device, progress)
+            for k, ds in sets.items()
+        }
+    loader = _loader(
+        train_set, tc.batch_size, device, machine.num_workers, shuffle=tc.shuffle, generator=generator
     )
-    return Feed(train, val)
+    return Feed(ImageBatches(model, loader, device), parts["val"], parts.get("test"))
+
+
+def present_splits(root: str | Path) -> list[str]:
+    """The splits a dataset root has: train, val, and test where test/ exists."""
+    return [s for s in ALL_SPLITS if s != "test" or (Path(root) / "test").is_dir()]
+
+
+def _projected(fs: FeatureSet, head) -> FeatureSet:
+    with torch.no_grad():
+        x = head.project(torch.as_tensor(fs.features, dtype=head.mean.dtype))
+    return FeatureSet(x, fs.labels, fs.paths, fs.classes, fs.skipped)
+
+
+def _parts(labels_by_split: dict[str, list | torch.Tensor], regime: DataRegime, seed: int):
+    """The partition of the pooled splits, and per part its (split, local indices) runs in pool order."""
+    order = list(labels_by_split)
+    labels = torch.cat([torch.as_tensor(labels_by_split[s], dtype=torch.long) for s in order]).numpy()
+    origin = [s for s in order for _ in range(len(labels_by_split[s]))]
+    parts: Partition = partition(labels, origin, regime, seed)
+    sizes = [len(labels_by_split[s]) for s in order]
+    starts = dict(zip(order, [0, *itertools.accumulate(sizes)][:-1], strict=True))
+
+    def runs(idx) -> list[tuple[str, list[int]]]:
+        out: list[tuple[str, list[int]]] = []
+        for i in idx.tolist():
+            split = origin[i]
+            if not out or out[-1][0] != split:
+                out.append((split, []))
+            out[-1][1].append(i - starts[split])
+        return out
+
+    named = {"train": (parts.train, parts.train_labels), "val": (parts.val, labels[parts.val])}
+    if len(parts.test):
+        named["test"] = (parts.test, labels[parts.test])
+    return parts.n_classes, {
+        k: (runs(idx), torch.as_tensor(y, dtype=torch.long)) for k, (idx, y) in named.items()
+    }
+
+
+def regime_features(sets: dict[str, FeatureSet], regime: DataRegime, seed: int) -> dict[str, FeatureSet]:
+    """The train/val(/test) FeatureSets a run with `seed` uses, selected from the dataset's splits `sets`
+    by `regime` (`qtl.data.protocol`); the sets themselves when the regime is the default one.
+    Augmented views (V, N, F) exist for the dataset's train split only: the kfold split refuses them."""
+    if regime == DataRegime():
+        return sets
+    if regime.split != "given" and any(fs.features.dim() == 3 for fs in sets.values()):
+        raise ValueError(
+            "augmented views are cached for the dataset's own train split only: "
+            "train with augment = false (or split = given) to use folds"
+        )
+    n_classes, chosen = _parts({k: fs.labels for k, fs in sets.items()}, regime, seed)
+    out = {}
+    for name, (runs, labels) in chosen.items():
+        pieces = [sets[split].features[..., idx, :] for split, idx in runs]
+        paths = [sets[split].paths[i] for split, idx in runs for i in idx]
+        classes = list(sets["train"].classes)[:n_classes]
+        out[name] = FeatureSet(torch.cat(pieces, dim=-2), labels, paths, classes)
+    return out
+
+
+class Selection(torch.utils.data.Dataset):
+    """Some images of a dataset's splits (ImageFolderDatasets without a transform), with the labels a
+    partition gives them and one transform: items (transform(image), label)."""
+
+    def __init__(self, items: list[tuple[ImageFolderDataset, int]], labels: torch.Tensor, transform) -> None:
+        self.items, self.transform = items, transform
+        self.targets = labels.tolist()
+        self.samples = [(ds.samples[i][0], y) for (ds, i), y in zip(items, self.targets, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        ds, i = self.items[index]
+        image, _ = ds[i]
+        return self.transform(image), self.targets[index]
+
+
+def regime_images(
+    root, regime: DataRegime, seed: int, train_transform, eval_transform
+) -> dict[str, Selection]:
+    """`regime_features` for image batches: train/val(/test) Selections of the dataset's splits."""
+    found = {split: ImageFolderDataset(root, split) for split in present_splits(root)}
+    _, chosen = _parts({k: ds.targets for k, ds in found.items()}, regime, seed)
+    return {
+        name: Selection(
+            [(found[split], i) for split, idx in runs for i in idx],
+            labels,
+            train_transform if name == "train" else eval_transform,
+        )
+        for name, (runs, labels) in chosen.items()
+    }

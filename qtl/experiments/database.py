@@ -18,6 +18,10 @@ JOB_ID` can finish it after a restart:
 A run's results land in one transaction, so a process killed at any moment leaves either a finished run
 or one still marked `running` (re-run by the next `qtl sweep` of the same spec), never half a run.
 Only `done` runs count anywhere. Several readers and one writer at a time (SQLite's WAL rules).
+
+A file written before some columns existed (test accuracy, the data regime, gradient norms) reads as it
+is, the missing columns as NULL, and gains them on its first write. `ResultsDB(path, readonly=True)`
+opens a file that must not change (a study shipped in docs/): no schema, no journal, no write.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ STATUSES = ("pending", "running", "done", "failed", "cancelled")
 RESULT_COLUMNS = (
     "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation",
     "engine", "noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
-    "quantum", "train_time_s", "epochs_done", "checkpoint",
+    "quantum", "train_time_s", "epochs_done", "checkpoint", "reupload", "feature_dim", "split", "n_classes",
+    "per_class", "label_noise", "test_acc", "test_loss", "n_train", "n_test",
 )  # fmt: skip
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s")
+EPOCH_COLUMNS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s", "grad_backbone",
+    "grad_pre_net", "grad_circuit", "grad_hidden", "grad_post_net",
+)  # fmt: skip
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, spec TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL);
@@ -80,16 +88,24 @@ class ResultsDB:
     """A results database file; created with its schema on first use. Use as a context manager or
     call `close()`. Every write is one transaction (BEGIN IMMEDIATE ... COMMIT)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path, self.readonly = Path(path), readonly
+        if readonly:  # immutable: SQLite neither locks nor journals, and any write fails
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no results database at {self.path}")
+            uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
+        if not readonly:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
         self._columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
+        self._epoch_columns = {r["name"] for r in self._db.execute("PRAGMA table_info(epochs)")}
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -101,12 +117,18 @@ class ResultsDB:
         self._db.close()
 
     def _write(self):
+        if self.readonly:
+            raise PermissionError(f"{self.path} was opened read-only")
         missing = [c for c in RESULT_COLUMNS if c not in self._columns]
-        if missing:  # a file written before these columns existed: add them on its first write
+        missing_epochs = [c for c in EPOCH_COLUMNS if c not in self._epoch_columns]
+        if missing or missing_epochs:  # a file written before these columns existed: add them now
             with _Transaction(self._db) as db:
                 for column in missing:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+                for column in missing_epochs:
+                    db.execute(f"ALTER TABLE epochs ADD COLUMN {column} REAL")
             self._columns.update(missing)
+            self._epoch_columns.update(missing_epochs)
         return _Transaction(self._db)
 
     # ---- writing
@@ -152,7 +174,8 @@ class ResultsDB:
             db.execute("DELETE FROM epochs WHERE run = ?", (run_id,))
             db.execute("DELETE FROM timings WHERE run = ?", (run_id,))
             db.executemany(
-                f"INSERT INTO epochs VALUES (?, {', '.join('?' * len(EPOCH_COLUMNS))})",
+                f"INSERT INTO epochs (run, {', '.join(EPOCH_COLUMNS)}) "
+                f"VALUES (?, {', '.join('?' * len(EPOCH_COLUMNS))})",
                 [(run_id, *(h.get(c) for c in EPOCH_COLUMNS)) for h in outcome.history],
             )
             db.executemany(
@@ -269,9 +292,8 @@ class ResultsDB:
 
     def history(self, run_id: str) -> list[dict]:
         """A run's epochs, oldest first."""
-        rows = self._db.execute(
-            f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE run = ? ORDER BY epoch", (run_id,)
-        )
+        columns = ", ".join(c if c in self._epoch_columns else f"NULL AS {c}" for c in EPOCH_COLUMNS)
+        rows = self._db.execute(f"SELECT {columns} FROM epochs WHERE run = ? ORDER BY epoch", (run_id,))
         return [dict(r) for r in rows]
 
     def timings(self, run_id: str) -> dict[str, float]:

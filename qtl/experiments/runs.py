@@ -18,20 +18,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtl.config import MACHINE_KEYS, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.config import MACHINE_KEYS, DataRegime, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
 from qtl.training.fit import Callback, fit
 
-RECIPE_OVERRIDES = ("lr", "batch_size", "augment")  # what a form may override on top of a variant's recipe
+RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "data")  # what a form may override on a variant's recipe
 
 ROW_FIELDS = (
     "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
-    "rotation", "engine", "noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc",
-    "classical", "quantum", "train_time_s", "epochs_done", "cancelled", "checkpoint",
+    "rotation", "engine", "noise", "reupload", "feature_dim", "split", "n_classes", "per_class",
+    "label_noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "test_acc", "test_loss",
+    "train_acc", "n_train", "n_test", "classical", "quantum", "train_time_s", "epochs_done", "cancelled",
+    "checkpoint",
 )  # fmt: skip
-"""The one description of a finished run (trained now or loaded from a checkpoint), in column order."""
+"""The one description of a finished run (trained now or loaded from a checkpoint), in column order.
+val_* are the selected (best) epoch's on the split it was selected on; test_* that epoch's on the held-out
+test split (None where the run had none); split, n_classes, per_class and label_noise its data regime."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,18 @@ def _changed(d: dict, default: dict) -> dict:
 
 def _trained(mc: ModelConfig) -> dict:
     """The model config without what its variant ignores: no circuit or engine for a classical head;
-    a dressed-classical head keeps only its width."""
+    a dressed-classical head and the RBF kernel keep only the width; the quantum kernel its circuit
+    (always re-uploading, so that flag is dropped)."""
     d = {k: v for k, v in mc.to_dict().items() if k != "class_names"}
     if not mc.is_quantum:
         for k in ("engine", "diff_method", "shots", "q_delta"):
             d.pop(k)
-        d["circuit"] = {"n_qubits": mc.circuit.n_qubits} if mc.variant == "dressed-classical" else None
+        if mc.variant == "quantum-kernel":
+            d["circuit"] = {k: v for k, v in d["circuit"].items() if k != "reupload"}
+        elif mc.variant in ("dressed-classical", "rbf-svm"):
+            d["circuit"] = {"n_qubits": mc.circuit.n_qubits}
+        else:
+            d["circuit"] = None
     return d
 
 
@@ -208,7 +218,7 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
         result.model_config,
         result.train_config.to_dict(),
         result.history,
-        result.best,
+        result.metrics,
         checkpoint=result.checkpoint_path,
         cancelled=result.cancelled,
         dataset=run.dataset,
@@ -255,11 +265,16 @@ def result_row(
 ) -> dict:
     """The row (ROW_FIELDS) of a finished run, from what both `fit` and a checkpoint record.
 
-    classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's);
-    train_time_s: the sum over the recorded epochs; best_epoch, val_*, train_acc: the kept epoch's.
+    classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's;
+    a kernel SVM's are its dual coefficients and intercepts); train_time_s: the sum over the recorded
+    epochs; best_epoch, val_*, test_*, train_acc, n_train, n_test: the kept epoch's (`best`, e.g.
+    `FitResult.metrics` or a checkpoint's metrics).
     """
     mc, tc, best = model_config, train_config or {}, best or {}
+    regime = DataRegime.from_dict(tc.get("data"))
     counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
+    width = mc.is_quantum or mc.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
+    circuit = mc.is_quantum or mc.variant == "quantum-kernel"
     row = {
         "id": run_id(mc, tc, dataset) if tc else None,
         "label": f"{mc.variant} seed {tc.get('seed')}",
@@ -267,22 +282,32 @@ def result_row(
         "backbone": mc.backbone,
         "weights": "imagenet" if mc.pretrained else "random",
         "dataset": dataset,
-        "qubits": mc.circuit.n_qubits if mc.is_quantum or mc.variant == "dressed-classical" else None,
-        "depth": mc.circuit.depth if mc.is_quantum else None,  # None: the variant has no such setting
-        "entangler": mc.circuit.entangler if mc.is_quantum else None,
-        "rotation": mc.circuit.rotation if mc.is_quantum else None,
+        "qubits": mc.circuit.n_qubits if width else None,
+        "depth": mc.circuit.depth if circuit else None,  # None: the variant has no such setting
+        "entangler": mc.circuit.entangler if circuit else None,
+        "rotation": mc.circuit.rotation if circuit else None,
         "engine": mc.engine if mc.is_quantum else None,
         "noise": mc.noise.label() if mc.is_quantum and not mc.noise.is_ideal else None,
+        "reupload": mc.circuit.reupload if mc.is_quantum else None,
+        "feature_dim": mc.feature_dim,
+        "split": regime.split_label,
+        "n_classes": mc.n_classes or None,
+        "per_class": regime.per_class,
+        "label_noise": regime.label_noise,
         "seed": tc.get("seed"),
         "lr": tc.get("lr"),
         "epochs": tc.get("epochs"),
         "best_epoch": best.get("epoch"),
         "val_acc": best.get("val_acc"),
         "val_loss": best.get("val_loss"),
+        "test_acc": best.get("test_acc"),
+        "test_loss": best.get("test_loss"),
         "train_acc": best.get("train_acc"),
+        "n_train": best.get("n_train"),
+        "n_test": best.get("n_test"),
         "classical": counts["classical"],
         "quantum": counts["quantum"],
-        "train_time_s": sum(row.get("time_s", 0.0) for row in history),
+        "train_time_s": sum(row.get("time_s") or 0.0 for row in history),
         "epochs_done": len(history),
         "cancelled": bool(cancelled),
         "checkpoint": str(checkpoint) if checkpoint else None,

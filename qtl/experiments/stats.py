@@ -1,15 +1,25 @@
 """Statistics that do not overclaim, over finished runs (rows as `qtl.experiments.database.ResultsDB.rows`
 gives).
 
-    cells(rows)          per configuration cell (`cell_key`): n seeds, mean, std, 95% CI of val accuracy
+    cells(rows)          per configuration cell (`cell_key`): n seeds, mean, std, 95% CI of a metric
     summarise(rows, fs)  per cell: mean and std of several fields (the compare tables)
-    comparisons(rows)    quantum vs its dressed-classical control and vs linear, paired by seed:
-                         mean difference, its 95% CI, paired t-test p-value, the p-value adjusted for
-                         every comparison made (Benjamini-Hochberg), and a verdict in words
+    comparisons(rows)    every quantum cell vs its controls (dressed-classical of the same width, linear,
+                         the quantum and RBF kernel SVMs), paired by seed: mean difference, its 95% CI,
+                         paired t-test p-value, the p-value adjusted for every comparison made
+                         (Benjamini-Hochberg), the test's power, and a verdict in words
+    power(n, effect, sd) the power of a two-sided paired t-test of n seeds to detect a mean difference
+                         `effect` when the differences scatter with standard deviation `sd`
+    seeds_needed(...)    the fewest seeds that reach a target power; `detectable(...)` the smallest
+                         difference n seeds detect with it
 
 Confidence intervals are Student t intervals (scipy.stats.t) on the seeds' values or on the paired
 differences; with a handful of seeds they are wide, and the verdict says "no significant difference"
-whenever the adjusted p-value is not below alpha.
+whenever the adjusted p-value is not below alpha. Power comes from the noncentral t distribution
+(scipy.stats.nct; the tests check it against simulated studies): with the noise level a comparison
+measured (the std of its paired differences), how likely was a test of this many seeds to find a true
+difference of EFFECT, how many seeds would reach POWER, and what difference these seeds could find. It
+is not "post-hoc power" at the observed difference (a function of p alone): the effect is fixed in
+advance.
 """
 
 from __future__ import annotations
@@ -29,12 +39,30 @@ CELL_KEYS = (
     "rotation",
     "engine",
     "noise",
+    "reupload",
+    "feature_dim",
     "lr",
     "epochs",
+    "split",
+    "n_classes",
+    "per_class",
+    "label_noise",
 )
 """What makes runs seeds of one configuration cell: rows equal on these fields differ only by seed.
 `cell_key` is the one "same configuration" key; `setup_label` names a cell for people."""
+REGIME_KEYS = ("dataset", "split", "n_classes", "per_class", "label_noise")
+"""The data a cell saw: comparisons pair cells only within one dataset and regime."""
+CONTROLS = {
+    "dressed-classical": ("qubits", "lr", "epochs", "feature_dim"),  # parameter-matched: same width
+    "linear": ("feature_dim",),
+    "quantum-kernel": ("qubits",),  # the same n_qubits-wide inputs (the kernels reduce features themselves)
+    "rbf-svm": ("qubits",),
+}
+"""Each control of a quantum cell, with what it must share beyond backbone, weights and REGIME_KEYS."""
+PREFER = {"linear": "epochs", "quantum-kernel": "depth"}  # among several matches, the one equal on this
 ALPHA = 0.05
+EFFECT = 0.02  # the difference (in accuracy) a study should be able to detect: two points
+POWER = 0.8  # the conventional target power
 EXACT = 1e-12  # differences that vary less than this across seeds are one constant (float rounding)
 
 
@@ -53,19 +81,35 @@ def group_cells(rows: list[dict]) -> dict[tuple, list[dict]]:
 
 def setup_label(row: dict) -> str:
     """A cell's name for tables, e.g. "quantum (resnet18 random, 4q d6 native)": the settings its
-    variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data)."""
+    variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data, regime)."""
     inner = f"{row.get('backbone')} {row.get('weights')}"
-    if row.get("variant") == "dressed-classical":
+    if row.get("variant") in ("dressed-classical", "rbf-svm"):
         inner += f", width {row.get('qubits')}"
     elif row.get("depth") is not None:
-        inner += f", {row.get('qubits')}q d{row.get('depth')} {row.get('engine')}"
-        extra = [row.get("entangler"), row.get("rotation")]
+        inner += f", {row.get('qubits')}q d{row.get('depth')}"
+        inner += f" {row['engine']}" if row.get("engine") else ""
+        extra = [row.get("entangler"), row.get("rotation"), "reupload" if row.get("reupload") else None]
         inner += "".join(f" {x}" for x in extra if x not in (None, "chain", "ry"))
+    if row.get("feature_dim"):
+        inner += f", features {row['feature_dim']}"
     if row.get("noise"):
         inner += f", noise {row['noise']}"
     if row.get("dataset") not in (None, "hymenoptera"):
         inner += f", data {row['dataset']}"
+    regime = regime_label(row)
+    inner += f", {regime}" if regime else ""
     return f"{row.get('variant')} ({inner})"
+
+
+def regime_label(row: dict) -> str:
+    """The data regime of a row or cell in words ("" for the dataset's own split, all of it, clean), e.g.
+    "kfold-5, 5 per class, 20% label noise"."""
+    parts = [row["split"]] if row.get("split") not in (None, "given") else []
+    if row.get("per_class"):
+        parts.append(f"{row['per_class']} per class")
+    if row.get("label_noise"):
+        parts.append(f"{row['label_noise']:.0%} label noise")
+    return ", ".join(parts)
 
 
 def summary(values: list[float], confidence: float = 0.95) -> dict:
@@ -134,11 +178,58 @@ def paired(a: dict, b: dict, confidence: float = 0.95) -> dict:
     return out
 
 
-def comparisons(rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA) -> list[dict]:
-    """Every quantum cell against its parameter-matched dressed-classical cell (same qubits = width,
-    backbone, data, lr and epochs) and against the linear cell on the same backbone and data, paired by
-    seed. Each: quantum (the cell), control ("dressed-classical" | "linear"), `paired` fields, p_adjusted
-    (Benjamini-Hochberg over all comparisons returned), significant (p_adjusted < alpha), verdict."""
+def power(n: int, effect: float, sd: float, alpha: float = ALPHA) -> float | None:
+    """The power of a two-sided paired t-test on n seeds at level alpha to detect a true mean difference
+    `effect` when the paired differences have standard deviation `sd`: P(|T| > t_crit) with T noncentral
+    t (df n - 1, noncentrality effect sqrt(n) / sd). None when undefined (n < 2, or sd not positive)."""
+    from scipy import stats
+
+    if n < 2 or not sd or sd <= 0:
+        return None
+    df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
+    t_crit = stats.t.ppf(1 - alpha / 2, df)
+    tails = [float(stats.nct.sf(t_crit, df, nc)), float(stats.nct.cdf(-t_crit, df, nc))]
+    return min(1.0, sum(0.0 if math.isnan(t) else t for t in tails))  # a far tail can come back NaN
+
+
+def seeds_needed(effect: float, sd: float, target: float = POWER, alpha: float = ALPHA, most: int = 10_000):
+    """The fewest seeds (2 or more) whose paired test reaches power `target` for `effect` at noise `sd`;
+    None where sd is not positive, or when even `most` seeds do not."""
+    if not sd or sd <= 0:
+        return None
+    low, high = 2, 2
+    while (power(high, effect, sd, alpha) or 0) < target:  # double, then bisect: power rises with n
+        low, high = high, high * 2
+        if high > most:
+            return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if (power(mid, effect, sd, alpha) or 0) < target else (low, mid)
+    return high
+
+
+def detectable(n: int, sd: float, target: float = POWER, alpha: float = ALPHA) -> float | None:
+    """The smallest true difference a paired test of n seeds detects with power `target` at noise `sd`
+    (None where undefined)."""
+    from scipy import optimize, stats
+
+    if n < 2 or not sd or sd <= 0:
+        return None
+    t_crit = stats.t.ppf(1 - alpha / 2, n - 1)
+    high = 2 * sd * (t_crit + stats.norm.ppf(target) + 4) / math.sqrt(n)  # power is ~1 there
+    return float(optimize.brentq(lambda d: power(n, d, sd, alpha) - target, 1e-12, high))
+
+
+def comparisons(
+    rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA, effect: float = EFFECT
+) -> list[dict]:
+    """Every quantum cell against each of its controls (`CONTROLS`: dressed-classical of the same width,
+    lr and epochs; linear; the quantum-kernel and rbf-svm SVMs of the same width), within one backbone,
+    dataset and data regime, paired by seed. Each: quantum (the cell), control (its variant), `paired`
+    fields, p_adjusted (Benjamini-Hochberg over all comparisons returned), significant (p_adjusted <
+    alpha), verdict, and the power analysis at the measured noise (the std of the paired differences):
+    effect, power (to detect `effect` with these seeds), seeds_needed (for POWER), detectable (the
+    difference these seeds detect with POWER)."""
     from scipy import stats
 
     groups = group_cells([r for r in rows if r.get(metric) is not None])
@@ -150,7 +241,7 @@ def comparisons(rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA)
     for cell, seeds in cell_list:
         if cell["variant"] != "quantum":
             continue
-        for control in ("dressed-classical", "linear"):
+        for control in CONTROLS:
             match = _control(cell, control, cell_list)
             if match is not None:
                 out.append({"quantum": cell, "control": control, **paired(seeds, match)})
@@ -163,18 +254,22 @@ def comparisons(rows: list[dict], metric: str = "val_acc", alpha: float = ALPHA)
         c.setdefault("p_adjusted", None)
         c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
         c["verdict"] = _verdict(c, alpha)
+        sd = c["diff_std"]
+        c["effect"] = effect
+        c["power"] = power(c["n"], effect, sd, alpha) if sd and sd > EXACT else None
+        c["seeds_needed"] = seeds_needed(effect, sd, alpha=alpha) if sd and sd > EXACT else None
+        c["detectable"] = detectable(c["n"], sd, alpha=alpha) if sd and sd > EXACT else None
     return out
 
 
 def _control(cell: dict, control: str, cell_list: list) -> dict | None:
-    """The seeds of the control cell matching `cell`, or None."""
-    same = ("backbone", "weights", "dataset") + (("qubits", "lr", "epochs") if control != "linear" else ())
-    found = [s for c, s in cell_list if c["variant"] == control and all(c[k] == cell[k] for k in same)]
-    if len(found) > 1 and control == "linear":  # several linear recipes: the one trained as long
-        found = [
-            s for c, s in cell_list if c["variant"] == control and c["epochs"] == cell["epochs"]
-        ] or found
-    return found[0] if found else None
+    """The seeds of the control cell matching `cell` (see CONTROLS and PREFER), or None."""
+    same = ("backbone", "weights", *REGIME_KEYS, *CONTROLS[control])
+    found = [(c, s) for c, s in cell_list if c["variant"] == control and all(c[k] == cell[k] for k in same)]
+    prefer = PREFER.get(control)
+    if len(found) > 1 and prefer:  # e.g. several linear recipes: the one trained as long
+        found = [(c, s) for c, s in found if c[prefer] == cell[prefer]] or found
+    return found[0][1] if found else None
 
 
 def _verdict(c: dict, alpha: float) -> str:
@@ -188,8 +283,41 @@ def _verdict(c: dict, alpha: float) -> str:
     return f"quantum {'better' if c['diff'] > 0 else 'worse'} (adjusted p < {alpha:g})"
 
 
+def power_text(c: dict) -> str:
+    """A comparison's power analysis in words, e.g. "power 0.41 for ±0.020; 80% needs 10 seeds; these 5
+    detect ±0.031"."""
+    if c.get("power") is None:
+        return "power n/a (no spread in the paired differences)" if c["n"] >= 2 else "power n/a"
+    needed = "over 10,000" if c["seeds_needed"] is None else str(c["seeds_needed"])
+    return (
+        f"power {c['power']:.2f} for ±{c['effect']:.3f}; {POWER:.0%} needs {needed} seeds; "
+        f"these {c['n']} detect ±{c['detectable']:.3f}"
+    )
+
+
+def comparison_header() -> str:
+    """The Markdown header of `comparison_line`'s table."""
+    return (
+        f"| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict | power for ±{EFFECT:.2f} "
+        f"| seeds for {POWER:.0%} power |"
+    )
+
+
+def comparison_line(c: dict, name: str) -> str:
+    """One comparison as a Markdown table row (`comparison_header`): the test and its power."""
+    ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+    p = "" if c["p"] is None else f"{c['p']:.3g}"
+    q = "" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
+    diff = "" if c["diff"] is None else f"{c['diff']:+.3f}"
+    pw = "n/a" if c.get("power") is None else f"{c['power']:.2f}"
+    needed = "n/a" if c.get("power") is None else str(c["seeds_needed"] or "> 10,000")
+    cols = (name, c["control"], c["n"], diff, ci, p, q, c["verdict"], pw, needed)
+    return "| " + " | ".join(map(str, cols)) + " |"
+
+
 def format_report(rows: list[dict], metric: str = "val_acc") -> str:
-    """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons."""
+    """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
+    its power analysis."""
     lines = [f"{metric} per cell (mean ± std over seeds, 95% CI)"]
     for c in cells(rows, metric):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
@@ -204,18 +332,25 @@ def format_report(rows: list[dict], metric: str = "val_acc") -> str:
             p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
             name = f"{cell_name(c['quantum'])} vs {c['control']}"
             lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
+            lines.append(f"  {'':<56} {power_text(c)}")
         wins = sum(c["significant"] for c in comps)
         lines.append(f"  {wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})")
     return "\n".join(lines)
 
 
 def cell_name(cell: dict) -> str:
-    """A short name for a cell, e.g. "quantum 4q d6 resnet18" (only the settings the variant has)."""
+    """A short name for a cell, e.g. "quantum 4q d6 resnet18" or "quantum 4q d6 reupload efficientnet_lite0
+    (kfold-5, 5 per class)" (only the settings the variant has, and a regime other than the default)."""
     parts = [cell["variant"]]
     if cell.get("qubits") is not None:
         parts.append(f"{cell['qubits']}q" + (f" d{cell['depth']}" if cell.get("depth") is not None else ""))
+    if cell.get("reupload"):
+        parts.append("reupload")
+    if cell.get("feature_dim"):
+        parts.append(f"f{cell['feature_dim']}")
     parts.append(str(cell.get("backbone")))
-    return " ".join(parts)
+    regime = regime_label(cell)
+    return " ".join(parts) + (f" ({regime})" if regime else "")
 
 
 def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
@@ -239,14 +374,8 @@ def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
         out.append("")
     comps = comparisons(rows, metric)
     if comps:
-        out += ["| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict |", "|" + "---|" * 8]
-        for c in comps:
-            ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            p = "" if c["p"] is None else f"{c['p']:.3g}"
-            q = "" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
-            diff = "" if c["diff"] is None else f"{c['diff']:+.3f}"
-            cols = (cell_name(c["quantum"]), c["control"], c["n"], diff, ci, p, q, c["verdict"])
-            out.append("| " + " | ".join(map(str, cols)) + " |")
+        out += [comparison_header(), "|" + "---|" * 10]
+        out += [comparison_line(c, cell_name(c["quantum"])) for c in comps]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
     return "\n".join(out)

@@ -6,6 +6,10 @@ DressedQuantumCircuit is the paper's "dressed quantum circuit":
 
 DressedClassical is its parameter-matched control: the same sandwich with a classical layer of equal
 width (Linear(n, n) + tanh) where the circuit was.
+
+Projected puts a fixed linear projection in front of any head: the reduced-feature-width regime
+(`ModelConfig.feature_dim`), whose projection is the training features' principal components (`pca`),
+kept as buffers so a checkpoint carries it.
 """
 
 from __future__ import annotations
@@ -77,6 +81,61 @@ class DressedClassical(nn.Module):
         """(B, F) features -> (B, n_classes) logits."""
         x = torch.tanh(self.pre_net(features)) * (math.pi / 2)
         return self.post_net(torch.tanh(self.hidden(x)))
+
+
+class Projected(nn.Module):
+    """(B, F) features -> (x - mean) @ components.T (B, k) -> `inner` head -> (B, C) logits.
+
+    mean (F,) and components (k, F) are buffers: zero until `set_projection` (fit() sets them from the
+    training features), saved and loaded with the head's weights. The circuit accessors of a quantum
+    head (angles, expvals, q_params, engine, post_net) see the projected features too.
+    """
+
+    def __init__(self, in_features: int, width: int, inner: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("components", torch.zeros(width, in_features))
+        self.inner = inner
+
+    def set_projection(self, mean: torch.Tensor, components: torch.Tensor) -> None:
+        """mean (F,) and components (k, F), e.g. from `pca`."""
+        self.mean.copy_(mean)
+        self.components.copy_(components)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, k)."""
+        return (features - self.mean) @ self.components.T
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, n_classes) logits."""
+        return self.inner(self.project(features))
+
+    def angles(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, n_qubits) embedding angles of a quantum inner head."""
+        return self.inner.angles(self.project(features))
+
+    def expvals(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) features -> (B, n_qubits) <Z_i> of a quantum inner head."""
+        return self.inner.expvals(self.project(features))
+
+    q_params = property(lambda self: self.inner.q_params)
+    engine = property(lambda self: self.inner.engine)
+    post_net = property(lambda self: self.inner.post_net)
+
+
+def pca(features: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, F) features -> mean (F,) and the `width` leading principal components (width, F), by
+    scikit-learn's PCA; rows past what N samples can span (N - 1 components) are zero."""
+    from sklearn.decomposition import PCA
+
+    x = features.detach().cpu().double().numpy()
+    k = min(width, max(len(x) - 1, 0), x.shape[1])
+    components = torch.zeros(width, x.shape[1], dtype=torch.float64)
+    mean = torch.as_tensor(x.mean(0))
+    if k:
+        fitted = PCA(n_components=k, svd_solver="full").fit(x)
+        components[:k] = torch.as_tensor(fitted.components_)
+    return mean.to(features.dtype), components.to(features.dtype)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> dict[str, int]:

@@ -7,9 +7,13 @@
 | `linear`            | frozen    | Linear(F, C)                          |
 | `hybrid`            | trainable | dressed quantum circuit               |
 | `dressed-classical` | frozen    | dressed sandwich, classical middle    |
+| `quantum-kernel`    | frozen    | SVM with the circuit's fidelity kernel|
+| `rbf-svm`           | frozen    | SVM with an RBF kernel, same inputs   |
 
 Every model is a `Classifier`: a backbone mapping images (B, 3, H, W) to features (B, F), and a head
 mapping features (B, F) to logits (B, C). Frozen variants train only the head, on cached features.
+A `feature_dim` puts the training features' principal components in front of a frozen head
+(`qtl.models.heads.Projected`). The kernel baselines are fitted, not trained (`qtl.models.kernels`).
 Their names, `ModelConfig` and recipes live in the torch-free `qtl.config`.
 """
 
@@ -20,7 +24,8 @@ from torch import nn
 
 from qtl.config import ModelConfig
 from qtl.models.backbones import load_backbone
-from qtl.models.heads import DressedClassical, DressedQuantumCircuit
+from qtl.models.heads import DressedClassical, DressedQuantumCircuit, Projected
+from qtl.models.kernels import KernelSVM
 
 
 class Classifier(nn.Module):
@@ -88,8 +93,18 @@ class Classifier(nn.Module):
 
 
 def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
-    """A freshly initialised head for the variant, (B, in_features) -> (B, n_classes)."""
+    """A freshly initialised head for the variant, (B, in_features) -> (B, n_classes); with a
+    `feature_dim`, behind a (not yet fitted) projection to that width."""
+    c = model_config
+    if c.feature_dim is not None:
+        return Projected(in_features, c.feature_dim, _head(c, c.feature_dim))
+    return _head(c, in_features)
+
+
+def _head(model_config: ModelConfig, in_features: int) -> nn.Module:
     c, n = model_config, model_config.n_classes
+    if c.is_kernel:
+        return KernelSVM(in_features, n, c.variant, c.circuit)
     if c.is_quantum:
         return DressedQuantumCircuit(in_features, n, c.circuit, c.engine, c.q_delta, **c.engine_options())
     if c.variant == "dressed-classical":

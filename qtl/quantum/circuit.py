@@ -14,6 +14,10 @@ The default is the circuit of Mari et al. (2019)::
         CNOT(1,2), CNOT(3,4), ...                      # odd pairs
         RY(theta[k, i]) on wire i                      # trainable
     measure <Z_i> on every wire
+
+With `reupload=True` every block embeds the inputs again after its CNOTs (RY(x_i) on wire i, before the
+trainable rotation): the data re-uploading circuit (Perez-Salinas et al. 2020), whose <Z> are
+trigonometric polynomials of degree depth + 1 in each input instead of degree 1.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class CircuitConfig:
     entangler: Literal["chain", "ring", "none"] = "chain"  # how each block entangles neighbouring wires
     rotation: Literal["ry", "rot"] = "ry"  # trainable layer; "ry" keeps every amplitude real
     hadamard: bool = True  # start each wire in |+>, as the paper does, so RY(x) embeds without bias
+    reupload: bool = False  # embed the inputs again in every block (data re-uploading), not only once
 
     def __post_init__(self) -> None:
         if isinstance(self.n_qubits, bool) or not isinstance(self.n_qubits, int):
@@ -62,6 +67,8 @@ class CircuitConfig:
             raise ValueError(f"entangler must be one of {ENTANGLERS}, got {self.entangler!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if not isinstance(self.reupload, bool):
+            raise TypeError(f"reupload must be true or false, got {self.reupload!r}")
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -127,6 +134,8 @@ def gates(config: CircuitConfig) -> list[Gate]:
     out += [Gate("RY", (i,), ("input", i)) for i in range(n)]
     for k in range(config.depth):
         out += [Gate("CNOT", pair) for pair in config.cnot_pairs()]
+        if config.reupload:
+            out += [Gate("RY", (i,), ("input", i)) for i in range(n)]
         for i in range(n):
             if config.rotation == "ry":
                 out.append(Gate("RY", (i,), ("weight", (k, i))))

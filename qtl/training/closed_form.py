@@ -247,7 +247,8 @@ class ClosedFormStep:
     form; returns
     (loss, correct).
 
-    The step's gradients are never written to `.grad` (nothing reads them between steps in fit()).
+    The step's gradients are never written to `.grad`; `last_grads` holds the last step's, in the order
+    of `params` (fit() samples their norms: `qtl.training.gradients`).
     With `compile_batch`, batches of that size run the loss and gradients as one `torch.compile`d graph
     (it compiles on the first such batch; `compile_seconds` says how long that took), other sizes the
     same operations eagerly.
@@ -269,6 +270,7 @@ class ClosedFormStep:
         self._taken: dict[tuple, int] = {}  # how many of each this step has taken
         self.compile_batch, self.compile_seconds = compile_batch, None
         self._compiled = None
+        self.last_grads: list[torch.Tensor] | None = None
         if compile_batch is not None:
             # cpp_wrapper: a C++ wrapper calls the kernels, so a call costs less Python (104 vs 131 us at
             # 4 qubits, batch 4)
@@ -282,6 +284,7 @@ class ClosedFormStep:
         with torch.no_grad():
             loss, correct, grads = self.loss_and_grads(x, y)
             fused_adam_update(self.optimizer, self.params, grads)
+        self.last_grads = grads
         return loss, correct
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:

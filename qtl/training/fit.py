@@ -9,6 +9,13 @@ in-memory (N, F) tensor with a seeded permutation and never touch the backbone);
 variants (`finetuned`, `hybrid`) and frozen runs with augmentation but no cached views
 (`augment=True, views=0`) run images through the backbone every epoch. `fit` itself never asks which.
 
+The run's `DataRegime` (`TrainConfig.data`) picks its train, val and test images (`qtl.data.protocol`):
+the best epoch is chosen on val, and the test split, where there is one, is scored once on that epoch
+(`FitResult.test`, the checkpoint's metrics). Each history row also holds the epoch's gradient norms
+per parameter group (`qtl.training.gradients`); a warning is logged, and handed to the callbacks, when
+the circuit's gradients vanish. The kernel baselines (`qtl.models.kernels`) are fitted once on the same
+features instead, with C and the kernel width chosen on val.
+
 Progress goes to `Callback`s (the CLI's progress bar and the app use the same ones). A run stops early
 when a callback raises `Cancelled` or the `stop` event is set; `fit` then returns with `cancelled=True`.
 The checkpoint is rewritten atomically after every epoch that improves val accuracy, so a cancelled or
@@ -20,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +43,11 @@ from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
 from qtl.models.backbones import load_backbone, shared_backbone
 from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint
 from qtl.models.variants import Classifier, build_model
+from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
 from qtl.training.steps import step_for_run, train_step
+
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -56,6 +67,7 @@ class Progress:
     metrics: dict = field(default_factory=dict)  # on_epoch_end: this epoch's history row
     history: list[dict] = field(default_factory=list)  # completed epochs, oldest first
     best_epoch: int | None = None  # epoch with the best val accuracy so far
+    warning: str | None = None  # on_epoch_end: why this epoch's gradients look wrong (vanishing circuit)
 
     @property
     def fraction(self) -> float:
@@ -82,15 +94,22 @@ class FitResult:
     model: Classifier  # holds the best epoch's weights, in eval mode
     model_config: ModelConfig  # with class_names filled in from the dataset
     train_config: TrainConfig
-    history: list[dict]  # one row per completed epoch: epoch, train/val loss and acc, lr, time_s
+    history: list[dict]  # one row per completed epoch: epoch, train/val loss and acc, lr, time_s, grad_*
     best_epoch: int | None  # 1-based; None when cancelled before the first epoch finished
     checkpoint_path: Path | None  # where the best epoch was saved, if a path was given
     cancelled: bool = False
+    test: dict = field(default_factory=dict)  # test_loss, test_acc, n_test of the best epoch ({}: no test)
+    sizes: dict = field(default_factory=dict)  # n_train, n_val: the images the run trained and selected on
 
     @property
     def best(self) -> dict | None:
         """The history row of the best epoch."""
         return None if self.best_epoch is None else self.history[self.best_epoch - 1]
+
+    @property
+    def metrics(self) -> dict | None:
+        """The best epoch's row with the test metrics and split sizes: what its checkpoint records."""
+        return None if self.best is None else {**self.best, **self.test, **self.sizes}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -143,12 +162,14 @@ def fit(
     if features is not None and not model_config.frozen:
         raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
 
-    # ---- dataset: its classes are the model's outputs; checkpoints record where it came from
+    # ---- dataset: its classes (the first `tc.data.classes` of them) are the model's outputs;
+    # checkpoints record where it came from
     if features is None:
         prepared = open_dataset(machine.data_dir, progress=progress)
         root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
     else:
         root, classes, dataset = None, tuple(features[0].classes), None
+    classes = classes[: tc.data.classes]
     if model_config.class_names and tuple(model_config.class_names) != classes:
         raise ValueError(
             f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
@@ -184,12 +205,16 @@ def fit(
         progress=progress,
         backbone=backbone,
     )
+    sizes = {"n_train": len(feed.train.y), "n_val": len(feed.val.y)}
+    if mc.is_kernel:  # fitted once, C and width chosen on val
+        return _fit_kernel(model, mc, tc, feed, callbacks, sizes)
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
     step = _step_for(feed, optimizer, tc)  # train_step, or closed-form / compiled on cached features
     best = _BestEpoch(model, mc, tc, checkpoint_path, dataset)
     history: list[dict] = []
     batches, cancelled = len(feed.train), False
+    norms, warned = GradientNorms(model, batches), False
 
     threads = torch.get_num_threads()
     try:
@@ -207,6 +232,7 @@ def fit(
             loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for b, (x, y) in enumerate(feed.train, start=1):
                 loss, ok = step(feed.train.forward, optimizer, x, y)
+                norms.after_step(step)
                 loss_sum += loss * len(y)
                 correct += ok
                 seen += len(y)
@@ -228,14 +254,19 @@ def fit(
                 "val_acc": val_acc,
                 "lr": lr,
                 "time_s": time.perf_counter() - t0,
+                **norms.epoch(),
             }
             history.append(row)
+            warning = norms.warning(row)
+            if warning and not warned:  # once per run: the rows keep every epoch's norms
+                log.warning("%s", warning)
+                warned = True
 
             # ---- keep the best epoch, and checkpoint it atomically
             best.offer(history)
 
             done = Progress(
-                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best.epoch
+                epoch, tc.epochs, batches, batches, row["train_loss"], lr, row, history, best.epoch, warning
             )
             for cb in callbacks:
                 cb.on_epoch_end(done)
@@ -245,10 +276,37 @@ def fit(
     finally:
         torch.set_num_threads(threads)
 
-    # ---- finish with the best epoch's weights
-    best.restore(history)
+    # ---- finish with the best epoch's weights; only now is the test split read
+    best.restore()
     model.eval()
-    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled)
+    test = _test_metrics(feed.test) if best.epoch is not None else {}
+    best.record(history, {**test, **sizes})
+    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes)
+
+
+def _test_metrics(batches, with_loss: bool = True) -> dict:
+    """test_loss, test_acc and n_test of the model as it is now ({} without a test split)."""
+    if batches is None:
+        return {}
+    loss, acc = loss_and_accuracy(batches)
+    return {"test_loss": loss if with_loss else None, "test_acc": acc, "n_test": len(batches.y)}
+
+
+def _fit_kernel(
+    model: Classifier, mc: ModelConfig, tc: TrainConfig, feed: Feed, callbacks, sizes
+) -> FitResult:
+    """Fit a kernel baseline on the feed's features (`qtl.models.kernels.KernelSVM.fit`): one history row
+    (no losses: an SVM has no cross-entropy), then the test split once. Never saved as a checkpoint."""
+    t0 = time.perf_counter()
+    chosen = model.head.fit(feed.train.x.cpu(), feed.train.y.cpu(), feed.val.x.cpu(), feed.val.y.cpu())
+    row = {"epoch": 1, "train_loss": None, "train_acc": chosen["train_acc"], "val_loss": None}
+    row.update(val_acc=chosen["val_acc"], lr=None, time_s=time.perf_counter() - t0, **dict.fromkeys(COLUMNS))
+    model.eval()
+    history = [row]
+    for cb in callbacks:
+        cb.on_epoch_end(Progress(1, 1, 1, 1, 0.0, 0.0, row, history, 1))
+    test = _test_metrics(feed.test, with_loss=False)
+    return FitResult(model, mc, tc, history, 1, None, False, test, sizes)
 
 
 def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Callable:
@@ -289,19 +347,23 @@ class _BestEpoch:
             if self.path is not None:
                 self.saved = self._save(history)
 
-    def restore(self, history: list[dict]) -> None:
-        """Load the best epoch's weights back; its checkpoint then gets the whole run's history."""
-        if self.state is None:
-            return
-        self.kept.load_state_dict(self.state)
-        if self.saved is not None and len(history) > self.epoch:
-            self.saved = self._save(history)
+    def restore(self) -> None:
+        """Load the best epoch's weights back."""
+        if self.state is not None:
+            self.kept.load_state_dict(self.state)
 
-    def _save(self, history: list[dict]) -> Path:
-        """Checkpoint the model as it is now (the best epoch's weights), its metrics, the history so far."""
+    def record(self, history: list[dict], extra: dict) -> None:
+        """Rewrite the best epoch's checkpoint with the whole run's history and `extra` metrics (the test
+        split's, scored on the restored weights; the split sizes)."""
+        if self.saved is not None:
+            self.saved = self._save(history, extra)
+
+    def _save(self, history: list[dict], extra: dict | None = None) -> Path:
+        """Checkpoint the model as it is now (the best epoch's weights), its metrics (with `extra`, the
+        test metrics once known), the history so far."""
         if self.mc.frozen and self.fingerprint is None:
             self.fingerprint = backbone_fingerprint(self.model.backbone)
-        metrics = history[self.epoch - 1]
+        metrics = {**history[self.epoch - 1], **(extra or {})}
         return save_checkpoint(
             self.path,
             self.model,

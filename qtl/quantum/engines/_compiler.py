@@ -10,9 +10,11 @@ A plan has two parts:
    slot l*n + w is wire w of layer l, and round r holds the r-th gate of every slot.
 
 A `Round` is one gate kind on every slot, reading evenly spaced angles, so its matrices are built by
-one vectorised call on a strided view of the angles. Only what `gates(config)` produces compiles: a
-gate list that re-uploads inputs after a CNOT, ends in CNOTs, mixes gate kinds within a round or
-leaves a wire of a layer without a gate is refused with a ValueError naming the gate.
+one vectorised call on a strided view of the angles. A round of the layers that reads inputs (a data
+re-uploading circuit) reads them tiled once per layer: slot l*n + w reads column l*n + w of the
+(B, n_layers * n) tiled inputs, i.e. input w. Only what `gates(config)` produces compiles: a gate list
+that ends in CNOTs, mixes gate kinds within a round or leaves a wire of a layer without a gate is
+refused with a ValueError naming the gate.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class Plan:
         return len(self.entanglers)
 
     @property
+    def reuploads(self) -> bool:
+        """Whether the layers read the inputs again (data re-uploading): their matrices differ per sample."""
+        return any(r.source == "input" for r in self.rounds)
+
+    @property
     def unique_entanglers(self) -> tuple[Entangle, ...]:
         """The distinct CNOT runs, in order of first use (each gets one permutation table)."""
         return tuple(dict.fromkeys(self.entanglers))
@@ -96,7 +103,8 @@ def angle_source(gate: Gate, n_qubits: int, weight_shape: tuple[int, ...]) -> tu
 
 
 def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[Round, ...]:
-    """Per-slot gate lists (application order) -> one `Round` per gate position."""
+    """Per-slot gate lists (application order) -> one `Round` per gate position. Slot s reading input w
+    reads column (s // n) * n + w of the inputs tiled once per layer (the prefix has one layer)."""
     depth = len(slot_gates[0]) if slot_gates else 0
     if any(len(seq) != depth for seq in slot_gates):
         raise ValueError(f"the native engine needs as many gates on every wire of a layer: {slot_gates}")
@@ -107,6 +115,10 @@ def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[
         if first.param is None:
             raise ValueError(f"the native engine folds parameter-free gates only at the start: {first}")
         places = [angle_source(g, n_qubits, weight_shape) for g in column]
+        places = [
+            (src, pos + n_qubits * (s // n_qubits) if src == "input" else pos)
+            for s, (src, pos) in enumerate(places)
+        ]
         source = places[0][0]
         if any(g.name != first.name or p[0] != source for g, p in zip(column, places, strict=True)):
             raise ValueError(f"the native engine needs one gate kind per round, got {column}")
@@ -124,9 +136,6 @@ def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, 
     first_multi = next((i for i, g in enumerate(gate_list) if len(g.wires) > 1), len(gate_list))
     for g in gate_list:
         angle_source(g, n_qubits, weight_shape)  # ValueError for a missing or out-of-range angle
-    for g in gate_list[first_multi:]:
-        if g.param is not None and g.param[0] == "input":
-            raise ValueError(f"the native engine reads inputs only before the first CNOT, got {g}")
 
     # 1. product prefix: fold the leading parameter-free gates of each wire into v0
     per_wire = [[g for g in gate_list[:first_multi] if g.wires[0] == w] for w in range(n_qubits)]

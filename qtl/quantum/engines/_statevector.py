@@ -223,6 +223,16 @@ def apply_blocks(state: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tenso
     return state.reshape(b, -1)
 
 
+def apply_wires(state: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
+    """(B, 2**n) states and (B, n, 2, 2) per-sample one-qubit matrices, wire w's at [:, w] -> (B, 2**n)
+    with every wire's matrix applied (wire 0 is the most significant bit)."""
+    batch, n = mats.shape[0], mats.shape[1]
+    for w in range(n):
+        view = state.reshape(batch, 2**w, 2, 2 ** (n - w - 1))
+        state = torch.einsum("bij,bajc->baic", mats[:, w], view).reshape(batch, -1)
+    return state
+
+
 def cnot_permutation(n_qubits: int, pairs: list[tuple[int, int]]) -> torch.Tensor:
     """(2**n,) int64 index p with (C_k ... C_1 psi)[j] = psi[p[j]] for CNOTs C_1..C_k on (control, target)."""
     x = torch.arange(2**n_qubits, dtype=torch.int64)

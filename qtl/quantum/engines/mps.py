@@ -26,7 +26,9 @@ gradient uses a broadened SVD backward (`_SVD`), finite where singular values ar
 fraction of the squared singular values), 0 when exact.
 
 <Z_i> for every wire comes from left and right environments (no canonical form needed), divided by
-the norm <psi|psi> (1 when exact, slightly less after truncation).
+the norm <psi|psi> (1 when exact, slightly less after truncation). `parity` measures the global
+observable Z (x) Z (x) ... (x) Z instead, the cost whose gradients vanish exponentially in the width
+(`qtl.analysis.plateau`).
 """
 
 from __future__ import annotations
@@ -211,6 +213,15 @@ class MPSEngine(nn.Module):
     # ---- forward
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
+        return _z_expvals(self.sites(angles, weights)).to(angles.dtype)
+
+    def parity(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, n) angles, weights -> (B,) <Z (x) Z (x) ... (x) Z>, the global parity, differentiable."""
+        return _parity(self.sites(angles, weights)).to(angles.dtype)
+
+    def sites(self, angles: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+        """The final MPS: n site tensors (B, Dl, 2, Dr); sets `last_discarded`."""
         n = self.n_qubits
         check_inputs(self.config, angles, weights)
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
@@ -242,7 +253,7 @@ class MPSEngine(nn.Module):
         for w, m in pending.items():
             sites[w] = _apply_local(sites[w], m)
         self.last_discarded = (1 - kept).detach()
-        return _z_expvals(sites).to(real_dtype)
+        return sites
 
     def _matrix(self, g: Gate, source, pos, angles, weights, dtype) -> torch.Tensor:
         """(2, 2), or (B, 2, 2) for an input angle, matrix of one single-qubit gate."""
@@ -377,3 +388,16 @@ def _z_expvals(sites: list[torch.Tensor]) -> torch.Tensor:
         if j < n - 1:
             env = t.reshape(batch, -1, a.shape[3]).mT @ a.conj().reshape(batch, -1, a.shape[3])
     return torch.stack(out, dim=1)
+
+
+def _parity(sites: list[torch.Tensor]) -> torch.Tensor:
+    """(B,) <psi| Z (x) ... (x) Z |psi> / <psi|psi>: one sweep of transfer matrices with and without Z
+    (environments ket x bra, as in `_z_expvals`)."""
+    batch, dtype, device = sites[0].shape[0], sites[0].dtype, sites[0].device
+    z = torch.tensor([1.0, -1.0], dtype=dtype, device=device).view(1, 1, 2, 1)
+    env = norm = torch.ones(batch, 1, 1, dtype=dtype, device=device)  # (B, D, D)
+    for a in sites:
+        bra = a.conj().reshape(batch, -1, a.shape[3])  # (B, Dl * 2, Dr)
+        env = (env.mT @ (a * z).reshape(batch, a.shape[1], -1)).reshape(bra.shape).mT @ bra
+        norm = (norm.mT @ a.reshape(batch, a.shape[1], -1)).reshape(bra.shape).mT @ bra
+    return env.reshape(batch).real / norm.reshape(batch).real

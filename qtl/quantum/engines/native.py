@@ -13,6 +13,13 @@ way it allows:
    n <= MATRIX_PATH_MAX_QUBITS), the blocks' 2**n x 2**n matrix is built once per forward (the
    product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
 
+A data re-uploading circuit (`CircuitConfig.reupload`) reads the inputs in every layer, so its layers
+differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices applied to the batch
+(`_apply_layers_per_sample`), never a shared matrix.
+
+`state(angles, weights)` is the (B, 2**n) statevector before measurement (the fidelity kernel of
+`qtl.quantum.kernel` reads it); `forward` measures <Z_i> on it.
+
 Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
 with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
 
@@ -117,6 +124,7 @@ class NativeEngine(nn.Module):
             two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
             "auto" takes "matrix" when the batch outnumbers the amplitudes (up to
             MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
+            A re-uploading circuit always takes "state" (its layers differ per sample).
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
     weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
@@ -136,6 +144,8 @@ class NativeEngine(nn.Module):
         self.plan = compile_plan(gates(config), config.n_qubits, config.weight_shape)
         self.real = self.plan.real
         self.layout = Layout(tuple(sv.wire_groups(self.n_qubits)), self.n_qubits <= sv.SIGN_TABLE_MAX_QUBITS)
+        if self.plan.reuploads and path not in ("auto", "state"):
+            raise ValueError(f"a re-uploading circuit takes the 'state' path only, not {path!r}")
         self._check_memory(1, torch.float32, training=True)
 
     # ---- memory
@@ -146,7 +156,7 @@ class NativeEngine(nn.Module):
 
     def path_for(self, batch: int) -> EnginePath:
         """The path a forward of `batch` samples takes: "state", "matrix" or "adjoint"."""
-        if not self.plan.n_layers:
+        if not self.plan.n_layers or self.plan.reuploads:
             return "state"
         if self.path != "auto":
             return self.path
@@ -159,7 +169,9 @@ class NativeEngine(nn.Module):
         dim = 2**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
         rows = dim if self.uses_matrix(batch) else batch
-        if self.path_for(batch) == "adjoint":
+        if self.plan.reuploads:  # one state per wire of every layer, kept for the backward pass
+            states = batch * (_EXTRA_STATES + (self.n_qubits * self.plan.n_layers if training else 2))
+        elif self.path_for(batch) == "adjoint":
             states = batch * (adjoint.TRAINING_STATES if training else adjoint.INFERENCE_STATES)
         elif training:  # one state per group product, for the backward pass
             states = batch * _EXTRA_STATES + rows * len(self.layout.groups) * self.plan.n_layers
@@ -213,6 +225,16 @@ class NativeEngine(nn.Module):
             state = sv.apply_blocks(sv.permute(state, *t.perms[e]), layer)
         return state
 
+    def _apply_layers_per_sample(self, state: torch.Tensor, angles, wflat, dtype, t: Tables) -> torch.Tensor:
+        """Apply every block to (B, 2**n) states whose layers read the inputs: per layer the CNOT run,
+        then each wire's (B, 2, 2) product of its gates."""
+        n, n_layers = self.n_qubits, self.plan.n_layers
+        tiled = angles.repeat(1, n_layers)  # (B, L * n): slot l * n + w reads input w
+        mats = self._slot_matrices(self.plan.rounds, n_layers * n, tiled, wflat, dtype)  # (B, L*n, 2, 2)
+        for e, layer in zip(self.plan.entanglers, mats.unflatten(1, (n_layers, n)).unbind(1), strict=True):
+            state = sv.apply_wires(sv.permute(state, *t.perms[e]), layer)
+        return state
+
     def _blocks_matrix(self, wflat, dtype, t: Tables) -> torch.Tensor:
         """(2**n, 2**n) transposed unitary U.T of all blocks: rows @ U.T applies them."""
         kt, _ = self._layer_factors(wflat, dtype, t)
@@ -222,6 +244,16 @@ class NativeEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
+        state = self.state(angles, weights)
+        t = device_tables(self.plan, self.layout, angles.device, state.dtype)
+        probs = sv.probabilities(state)
+        if t.signs is not None:
+            return sv.z_expvals_table(probs, t.signs)
+        return sv.z_expvals_halving(probs, self.n_qubits)
+
+    def state(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, n) angles, `config.weight_shape` weights -> (B, 2**n) final statevectors, real (float) for
+        a real circuit, else complex; differentiable with respect to both."""
         n = self.n_qubits
         check_inputs(self.config, angles, weights)
         batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
@@ -239,7 +271,9 @@ class NativeEngine(nn.Module):
 
         # 2. trainable blocks
         path = self.path_for(batch)
-        if path == "matrix":
+        if self.plan.reuploads:
+            state = self._apply_layers_per_sample(state, angles, wflat, dtype, t)
+        elif path == "matrix":
             state = state @ self._blocks_matrix(wflat, dtype, t)
         elif path == "adjoint":
             _, layers = self._layer_factors(wflat, dtype, t, fold_cnots=False)
@@ -250,11 +284,7 @@ class NativeEngine(nn.Module):
             state = adjoint.AdjointBlocks.apply(state, forward, inverse, spans, *blocks)
         elif self.plan.n_layers:
             state = self._apply_layers(state, wflat, dtype, t)
-
-        probs = sv.probabilities(state)
-        if t.signs is not None:
-            return sv.z_expvals_table(probs, t.signs)
-        return sv.z_expvals_halving(probs, n)
+        return state
 
     def extra_repr(self) -> str:
         kind = "real" if self.real else "complex"
