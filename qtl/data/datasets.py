@@ -3,6 +3,7 @@
     ds = open_dataset()                       # hymenoptera (found, or downloaded once)
     ds = open_dataset("~/scans")              # a folder
     ds = open_dataset("my_images.zip")        # a zip, extracted safely into <cache>/datasets/ once
+    ds = open_dataset("digits")               # a named dataset (`qtl.data.sources`), written out once
     ds.root, ds.classes, ds.counts, ds.skipped, ds.record()
 
 Accepted layouts, found below a single wrapping folder if there is one:
@@ -44,7 +45,15 @@ from qtl.data.folders import (
     skip_reason,
     validate_dataset,
 )
-from qtl.data.sources import find_root, resolve_dataset
+from qtl.data.sources import (
+    TORCHVISION_PREFIX,
+    TORCHVISION_TEST,
+    TORCHVISION_TRAIN,
+    find_root,
+    is_named,
+    named_images,
+    resolve_dataset,
+)
 from qtl.paths import cache_root, default_data_dir
 from qtl.utils.download import Progress
 
@@ -134,7 +143,8 @@ def open_dataset(
     limits: ArchiveLimits | None = None,
     store: str | Path | None = None,
 ) -> PreparedDataset:
-    """The one entry point for data: hymenoptera (source None), a folder, or a zip (path or binary file).
+    """The one entry point for data: hymenoptera (source None), a folder, a zip (path or binary file), or
+    a named dataset ("digits", "torchvision/<Name>[:classes]"; a folder of that name wins).
 
     val_ratio, seed: the stratified split of a dataset without val/ (each class keeps at least one image
         on each side). limits: the archive caps (default `ArchiveLimits.from_env()`).
@@ -153,6 +163,8 @@ def open_dataset(
     if not isinstance(source, (str, Path)):
         return _from_zip(source, val_ratio, seed, store, progress, limits)
     path = Path(source).expanduser()
+    if is_named(source) and not path.exists():
+        return _from_named(str(source), store, download)
     if path.is_file():
         return _from_zip(path, val_ratio, seed, store, progress, limits)
     if not path.is_dir():
@@ -329,6 +341,27 @@ class _keep_open:
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def _from_named(name: str, store: Path, download: bool) -> PreparedDataset:
+    """Write a named dataset's images (`qtl.data.sources.named_images`) as PNG class folders under `store`,
+    once; later calls find the folder by name."""
+    caps = f"-{TORCHVISION_TRAIN}-{TORCHVISION_TEST}" if name.startswith(TORCHVISION_PREFIX) else ""
+    final = store / f"{_slug(name)}{caps}"
+    if (found := read_manifest(final)) is not None:
+        return found
+    classes, splits = named_images(name, download=download)
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store, prefix=".arranging-") as tmp:
+        out = Path(tmp) / "out"
+        for split, items in splits.items():
+            for c in classes:
+                (out / split / c).mkdir(parents=True)
+            for i, (image, k) in enumerate(items):
+                image.save(out / split / classes[k] / f"{i:05d}.png")
+        ds = describe(out, name)
+        ds.name = name
+        return _publish(ds, out, final)
 
 
 def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:

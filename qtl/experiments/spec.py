@@ -17,14 +17,23 @@
 
 Without `[[grid]]` tables the top level is the one grid. Every value may be one value or a list. A run's
 id comes from its configs (`qtl.experiments.runs.run_id`), so a point the grids name twice (a
-dressed-classical head at
-two depths, which it ignores) is one run. Torch-free: the CLI checks a spec before loading torch.
+dressed-classical head at two depths, which it ignores) is one run. Torch-free: the CLI checks a spec
+before loading torch.
+
+The data regime is an axis like any other (`qtl.config.DataRegime`): `split` ("given" or "kfold"),
+`folds`, `classes`, `per_class` (few-shot; "all" for every image), `label_noise`; `feature_dim` reduces a
+frozen head's features ("all": the backbone's width), `reupload` re-embeds the data in every block.
+
+A plan is counted before it is enumerated: one of more than `max_runs` points (MAX_RUNS, or the
+QTL_SWEEP_MAX_RUNS environment variable) is refused at once, naming its size and the axes that make it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +54,28 @@ AXES = {
     "depth": int,
     "entangler": str,
     "rotation": str,
+    "reupload": bool,
     "engine": str,
+    "feature_dim": int,
     "lr": float,
     "epochs": int,
     "batch_size": int,
+    "augment": bool,
+    "split": str,
+    "folds": int,
+    "classes": int,
+    "per_class": int,
+    "label_noise": float,
     "seed": int,
 }
 """What a grid may vary, with the type of one value. Unset axes take the defaults below or the recipe's."""
+ALL = "all"
+OPTIONAL = frozenset({"feature_dim", "classes", "per_class"})  # these also take "all" (no limit: None)
+CIRCUIT_AXES = {"qubits": "n_qubits", "depth": "depth", "entangler": "entangler", "rotation": "rotation"}
+CIRCUIT_AXES |= {"reupload": "reupload"}
+REGIME_AXES = ("split", "folds", "classes", "per_class", "label_noise")
+MAX_RUNS = 100_000
+MAX_RUNS_ENV = "QTL_SWEEP_MAX_RUNS"
 ORDER = ("seed", *(a for a in AXES if a != "seed"))  # how points are enumerated
 ALIASES = {"variants": "variant", "seeds": "seed", "backbones": "backbone", "datasets": "dataset"}
 DEFAULTS = {"variant": "quantum", "dataset": "hymenoptera", "seed": 0}
@@ -74,6 +98,10 @@ class SweepSpec:
     source: str = ""  # the TOML text as written
     base_dir: Path = Path(".")  # relative dataset paths are relative to the spec's folder
 
+    def size(self) -> int:
+        """How many points the grids name (before duplicates merge), counted without enumerating them."""
+        return sum(math.prod(len(v) for v in grid.values()) for grid in self.grids)
+
     def points(self) -> list[dict]:
         """Every combination of every grid, grid by grid, seeds outermost (an interrupted sweep has whole
         grids for its first seeds), then in AXES order: dicts of axis -> one value (duplicates kept)."""
@@ -85,24 +113,45 @@ class SweepSpec:
         return out
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and check a TOML spec; SpecError (one line, naming the file) for anything wrong."""
+def max_runs() -> int:
+    """The largest plan a spec may make: $QTL_SWEEP_MAX_RUNS, else MAX_RUNS."""
+    value = os.environ.get(MAX_RUNS_ENV, "").strip()
+    try:
+        cap = int(value) if value else MAX_RUNS
+    except ValueError:
+        raise SpecError(f"{MAX_RUNS_ENV} must be a whole number, got {value!r}") from None
+    if cap < 1:
+        raise SpecError(f"{MAX_RUNS_ENV} must be at least 1, got {cap}")
+    return cap
+
+
+def load_spec(path: str | Path, *, limit: int | None = None) -> SweepSpec:
+    """Read and check a TOML spec; SpecError (one line, naming the file) for anything wrong, a file that
+    is not UTF-8 text, or a plan of more than `limit` (default `max_runs()`) runs."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
         doc = tomllib.loads(text)
     except OSError as exc:
         raise SpecError(f"cannot read sweep spec {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}): "
+            "a sweep spec is a TOML text file"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
     try:
-        return parse_spec(doc, name=path.stem, source=text, base_dir=path.parent)
+        return parse_spec(doc, name=path.stem, source=text, base_dir=path.parent, limit=limit)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
 
 
-def parse_spec(doc: dict, *, name: str = "sweep", source: str = "", base_dir: Path = Path(".")) -> SweepSpec:
-    """A SweepSpec from a parsed TOML document (see the module docstring); `name` unless it sets one."""
+def parse_spec(
+    doc: dict, *, name: str = "sweep", source: str = "", base_dir: Path = Path("."), limit: int | None = None
+) -> SweepSpec:
+    """A SweepSpec from a parsed TOML document (see the module docstring); `name` unless it sets one.
+    SpecError for a plan of more than `limit` (default `max_runs()`) points, before any is made."""
     top = {k: v for k, v in doc.items() if k not in SETTINGS}
     base = _axes(top, "the top level")
     grids = doc.get("grid", [{}])
@@ -118,7 +167,26 @@ def parse_spec(doc: dict, *, name: str = "sweep", source: str = "", base_dir: Pa
     checkpoints = doc.get("checkpoints", False)
     if not isinstance(checkpoints, bool):
         raise SpecError(f"checkpoints must be true or false, got {checkpoints!r}")
-    return SweepSpec(name, tuple(merged), checkpoints, source, Path(base_dir))
+    spec = SweepSpec(name, tuple(merged), checkpoints, source, Path(base_dir))
+    check_size(spec, max_runs() if limit is None else limit)
+    return spec
+
+
+def check_size(spec: SweepSpec, limit: int) -> None:
+    """SpecError when the spec names more than `limit` points: its size and, per grid, the axes with more
+    than one value (largest first) that multiply to it."""
+    size = spec.size()
+    if size <= limit:
+        return
+    grids = []
+    for i, grid in enumerate(spec.grids, start=1):
+        axes = sorted(((a, len(v)) for a, v in grid.items() if len(v) > 1), key=lambda x: -x[1])
+        product = " x ".join(f"{a} {n:,}" for a, n in axes) or "1"
+        grids.append(f"grid {i}: {product} = {math.prod(n for _, n in axes):,}")
+    raise SpecError(
+        f"the spec plans {size:,} runs, over the limit of {limit:,} ({'; '.join(grids)}); "
+        f"shrink the axes, or raise the limit with --max-runs or {MAX_RUNS_ENV}"
+    )
 
 
 def _axes(table: dict, where: str) -> dict:
@@ -143,42 +211,51 @@ def _listed(value) -> list:
 
 
 def _checked(axis: str, value, where: str):
+    if axis in OPTIONAL and value == ALL:
+        return None
     kind = AXES[axis]
     if kind is float and type(value) is int:
         value = float(value)
     if type(value) is not kind:
-        raise SpecError(f"{axis!r} in {where}: {value!r} is not a {kind.__name__}")
+        also = f' or "{ALL}"' if axis in OPTIONAL else ""
+        raise SpecError(f"{axis!r} in {where}: {value!r} is not a {kind.__name__}{also}")
     return value
 
 
-def plan(spec: SweepSpec, *, machine: dict | None = None, models_dir: str | Path | None = None) -> list:
+def plan(
+    spec: SweepSpec,
+    *,
+    machine: dict | None = None,
+    models_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> list:
     """The spec's runs (`qtl.experiments.runs.Run`), one per distinct run id, in grid order.
 
     machine: MachineConfig fields for every run (device, cache_dir, num_workers, cpu_threads); each
         run's data_dir is its dataset's resolved folder.
     models_dir: where checkpoints go when the spec saves them (<models_dir>/sweeps/<name>/<id>.pt).
+    limit: the most points it may make (default `max_runs()`): SpecError above it, before enumerating.
     Datasets are resolved here (the default one may be downloaded); ValueError for any bad value.
     """
-    from qtl.config import MachineConfig, ModelConfig
+    from qtl.config import DataRegime, MachineConfig, ModelConfig
     from qtl.experiments.runs import Run, recipe_for
     from qtl.paths import models_dir as default_models_dir
     from qtl.quantum.circuit import CircuitConfig
 
+    check_size(spec, max_runs() if limit is None else limit)
     roots: dict[str, str] = {}
     folder = Path(models_dir or default_models_dir()) / "sweeps" / spec.name
     runs: dict[str, Run] = {}
     for point in spec.points():
         p = dict(point)
-        circuit = {k: p.pop(k) for k in ("qubits", "depth", "entangler", "rotation") if k in p}
-        circuit = CircuitConfig(
-            **{{"qubits": "n_qubits"}.get(k, k): v for k, v in circuit.items()}  # type: ignore[arg-type]
-        )
-        model = {k: p.pop(k) for k in ("backbone", "pretrained", "engine") if k in p}
+        circuit = CircuitConfig(**{CIRCUIT_AXES[k]: p.pop(k) for k in CIRCUIT_AXES if k in p})
+        model = {k: p.pop(k) for k in ("backbone", "pretrained", "engine", "feature_dim") if k in p}
         mc = ModelConfig(variant=p.pop("variant"), circuit=circuit, **model)
         dataset = p.pop("dataset")
         if dataset not in roots:
             roots[dataset] = _dataset_root(dataset, spec.base_dir)
-        tc = recipe_for(mc.variant, **p)
+        data = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
+        tc = recipe_for(mc.variant, data=data, **p)
         run = Run(mc, tc, None, dataset, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None
@@ -187,9 +264,13 @@ def plan(spec: SweepSpec, *, machine: dict | None = None, models_dir: str | Path
 
 
 def _dataset_root(name: str, base_dir: Path) -> str:
-    from qtl.data.sources import resolve_dataset
+    from qtl.data.datasets import open_dataset
+    from qtl.data.sources import is_named, resolve_dataset
 
     if name == DEFAULT_DATASET:
         return str(resolve_dataset(None))
     path = Path(name).expanduser()
-    return str(resolve_dataset(path if path.is_absolute() else base_dir / path))
+    path = path if path.is_absolute() else base_dir / path
+    if is_named(name) and not path.exists():  # "digits", "torchvision/...": written out once
+        return str(open_dataset(name).root)
+    return str(resolve_dataset(path))

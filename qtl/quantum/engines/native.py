@@ -169,8 +169,9 @@ class NativeEngine(nn.Module):
         dim = 2**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
         rows = dim if self.uses_matrix(batch) else batch
-        if self.plan.reuploads:  # one state per wire of every layer, kept for the backward pass
-            states = batch * (_EXTRA_STATES + (self.n_qubits * self.plan.n_layers if training else 2))
+        if self.plan.reuploads:  # per sample: every layer's (d, d) factors, or one state per wire and layer
+            per_layer = self.n_qubits * (dim if len(self.layout.groups) == 1 else 1)
+            states = batch * (_EXTRA_STATES + per_layer * self.plan.n_layers)
         elif self.path_for(batch) == "adjoint":
             states = batch * (adjoint.TRAINING_STATES if training else adjoint.INFERENCE_STATES)
         elif training:  # one state per group product, for the backward pass
@@ -231,6 +232,11 @@ class NativeEngine(nn.Module):
         n, n_layers = self.n_qubits, self.plan.n_layers
         tiled = angles.repeat(1, n_layers)  # (B, L * n): slot l * n + w reads input w
         mats = self._slot_matrices(self.plan.rounds, n_layers * n, tiled, wflat, dtype)  # (B, L*n, 2, 2)
+        if t.folded is not None:  # one wire group: per layer one (B, d, d) K.T, its CNOTs folded in
+            kt = mats.flatten(1).index_select(1, t.folded).unflatten(1, (n_layers, n, 2**n, 2**n))
+            for factor in sv.product(kt, dim=2).unbind(1):
+                state = torch.bmm(state.unsqueeze(1), factor).squeeze(1)
+            return state
         for e, layer in zip(self.plan.entanglers, mats.unflatten(1, (n_layers, n)).unbind(1), strict=True):
             state = sv.apply_wires(sv.permute(state, *t.perms[e]), layer)
         return state
