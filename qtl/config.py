@@ -227,7 +227,7 @@ class DataRegime:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DataRegime:
-        return _from_dict(cls, d or {}, "data")
+        return _from_dict(cls, d or {}, "regime")
 
 
 # ---- the recipe
@@ -254,11 +254,11 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # trainable backbones: keep batch-norm statistics (batch 4 is too small)
     shuffle: bool = True  # False keeps a fixed batch order (data order), for exact comparisons
     seed: int = 0  # seeds head init, batch order and augmentation: same seed, same metrics on CPU
-    data: DataRegime = field(default_factory=DataRegime)  # splits and regime; also drawn with the seed
+    regime: DataRegime = field(default_factory=DataRegime)  # splits and data regime, drawn with the seed
 
     def __post_init__(self) -> None:
-        if self.data is None or isinstance(self.data, dict):  # None: written before regimes existed
-            object.__setattr__(self, "data", DataRegime.from_dict(self.data))
+        if self.regime is None or isinstance(self.regime, dict):  # None: written before regimes existed
+            object.__setattr__(self, "regime", DataRegime.from_dict(self.regime))
         for name in ("epochs", "batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -279,7 +279,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """The recipe in `d`; the machine settings older checkpoints recorded beside it are dropped."""
-        d = {**d, "data": DataRegime.from_dict(d.get("data"))}
+        d = {**d, "regime": DataRegime.from_dict(d.get("regime"))}
         return _from_dict(cls, d, "train", ignore=MACHINE_KEYS)
 
 

@@ -13,6 +13,7 @@ from conftest import make_image_folder
 from torch import nn
 
 from qtl.config import VARIANTS, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.training.gradients import COLUMNS as GRAD_COLUMNS
 from qtl.data.features import FeatureSet
 from qtl.models.checkpoint import load_checkpoint
 from qtl.models.variants import build_model
@@ -45,7 +46,8 @@ def sha(path):
 
 
 def without_time(history):
-    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+    """The rows without their timing (and without the gradient groups a model does not have)."""
+    return [{k: v for k, v in row.items() if k != "time_s" and v is not None} for row in history]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,15 @@ class Exploding(nn.Module):
         raise AssertionError("the backbone ran during a frozen-feature epoch")
 
 
+GROUPS_OF = {
+    "quantum": {"pre_net", "circuit", "post_net"},
+    "hybrid": {"backbone", "pre_net", "circuit", "post_net"},
+    "finetuned": {"backbone", "post_net"},
+    "linear": {"post_net"},
+    "dressed-classical": {"pre_net", "hidden", "post_net"},
+}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_variant_trains_one_epoch(micro_folder, variant):
     """One epoch of each variant's recipe on a tiny image folder records a full history row."""
@@ -81,8 +92,10 @@ def test_each_variant_trains_one_epoch(micro_folder, variant):
     assert result.model_config.class_names == ("cats", "dogs")
     assert len(result.history) == 1 and result.best_epoch == 1 and not result.cancelled
     row = result.history[0]
-    assert set(row) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s"}
+    assert set(row) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s", *GRAD_COLUMNS}
     assert all(math.isfinite(row[k]) for k in ("train_loss", "val_loss"))
+    groups = {k[len("grad_") :] for k in GRAD_COLUMNS if row[k] is not None}  # every group that trains
+    assert groups == GROUPS_OF[variant] and all(row[f"grad_{g}"] > 0 for g in groups)
     assert 0 <= row["train_acc"] <= 1 and row["val_acc"] in {0.0, 0.5, 1.0}
     assert not result.model.training
 

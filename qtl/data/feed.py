@@ -12,7 +12,7 @@ that augment without cached views, read images through a DataLoader and `forward
 `eval_batches` builds one split for evaluation: fit()'s val pass and `qtl.analysis.inference.evaluate` both
 use it.
 
-The run's `DataRegime` (`TrainConfig.data`) decides which images are train, val and test
+The run's `DataRegime` (`TrainConfig.regime`) decides which images are train, val and test
 (`qtl.data.protocol`): the dataset's own splits, or stratified folds of all of them, narrowed to a
 few-shot subset or given noisy training labels. Every part is then a selection of the pooled features
 (or images) with the labels the partition gives it. A frozen head with a `feature_dim` trains on the
@@ -201,7 +201,7 @@ def training_feed(
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
 ) -> Feed:
     """The feed fit() trains `model` (a `Classifier`) with: train batches shuffled by `generator`, val and
-    (where the regime has one) test batches, all chosen by `tc.data` with `tc.seed`.
+    (where the regime has one) test batches, all chosen by `tc.regime` with `tc.seed`.
 
     features: (train, val) or (train, val, test) FeatureSets to use instead of the dataset at `root`
     (frozen only). Otherwise frozen variants train on cached features (`views` augmented ones when
@@ -226,7 +226,7 @@ def training_feed(
                 )
                 for split in present_splits(root)
             }
-        sets = regime_features(found, tc.data, tc.seed)
+        sets = regime_features(found, tc.regime, tc.seed)
         head = model.head
         if mc.feature_dim is not None:  # the training features' principal components, kept in the head
             train = sets["train"].features
@@ -242,7 +242,7 @@ def training_feed(
     # images through the model every epoch (a frozen backbone still runs without grad)
     train_transform = image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
     batch = max(tc.batch_size, IMAGE_EVAL_BATCH)
-    if tc.data == DataRegime():  # the dataset's own splits, as they are
+    if tc.regime == DataRegime():  # the dataset's own splits, as they are
         train_set = ImageFolderDataset(root, "train", transform=train_transform)
         parts = {
             split: eval_batches(
@@ -261,7 +261,7 @@ def training_feed(
         }
     else:
         eval_transform = image_transform(mc.backbone, mc.pretrained, augment=False)
-        sets = regime_images(root, tc.data, tc.seed, train_transform, eval_transform)
+        sets = regime_images(root, tc.regime, tc.seed, train_transform, eval_transform)
         train_set = sets.pop("train")
         parts = {
             k: ImageBatches(model, _loader(ds, batch, device, machine.num_workers), device, progress)

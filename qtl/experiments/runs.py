@@ -24,7 +24,7 @@ from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
 from qtl.training.fit import Callback, fit
 
-RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "data")  # what a form may override on a variant's recipe
+RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "regime")  # what a form may override on a variant's recipe
 
 ROW_FIELDS = (
     "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
@@ -271,7 +271,7 @@ def result_row(
     `FitResult.metrics` or a checkpoint's metrics).
     """
     mc, tc, best = model_config, train_config or {}, best or {}
-    regime = DataRegime.from_dict(tc.get("data"))
+    regime = DataRegime.from_dict(tc.get("regime"))
     counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
     width = mc.is_quantum or mc.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
     circuit = mc.is_quantum or mc.variant == "quantum-kernel"

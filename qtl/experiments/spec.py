@@ -254,8 +254,8 @@ def plan(
         dataset = p.pop("dataset")
         if dataset not in roots:
             roots[dataset] = _dataset_root(dataset, spec.base_dir)
-        data = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
-        tc = recipe_for(mc.variant, data=data, **p)
+        regime = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
+        tc = recipe_for(mc.variant, regime=regime, **p)
         run = Run(mc, tc, None, dataset, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None

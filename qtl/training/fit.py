@@ -9,7 +9,7 @@ in-memory (N, F) tensor with a seeded permutation and never touch the backbone);
 variants (`finetuned`, `hybrid`) and frozen runs with augmentation but no cached views
 (`augment=True, views=0`) run images through the backbone every epoch. `fit` itself never asks which.
 
-The run's `DataRegime` (`TrainConfig.data`) picks its train, val and test images (`qtl.data.protocol`):
+The run's `DataRegime` (`TrainConfig.regime`) picks its train, val and test images (`qtl.data.protocol`):
 the best epoch is chosen on val, and the test split, where there is one, is scored once on that epoch
 (`FitResult.test`, the checkpoint's metrics). Each history row also holds the epoch's gradient norms
 per parameter group (`qtl.training.gradients`); a warning is logged, and handed to the callbacks, when
@@ -162,14 +162,14 @@ def fit(
     if features is not None and not model_config.frozen:
         raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
 
-    # ---- dataset: its classes (the first `tc.data.classes` of them) are the model's outputs;
+    # ---- dataset: its classes (the first `tc.regime.classes` of them) are the model's outputs;
     # checkpoints record where it came from
     if features is None:
         prepared = open_dataset(machine.data_dir, progress=progress)
         root, classes, dataset = prepared.root, tuple(prepared.classes), prepared.record()
     else:
         root, classes, dataset = None, tuple(features[0].classes), None
-    classes = classes[: tc.data.classes]
+    classes = classes[: tc.regime.classes]
     if model_config.class_names and tuple(model_config.class_names) != classes:
         raise ValueError(
             f"model_config.class_names {list(model_config.class_names)} != dataset classes {list(classes)}"
