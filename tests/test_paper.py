@@ -36,7 +36,7 @@ def test_summary_statistics_and_published_numbers():
     cells = (
         "A | quantum | efficientnet_lite0 (ImageNet, bundled) | 2 | 30 | 0.9600 ± 0.0141 | 0.9300 ± 0.0141"
     )
-    assert f"| {cells} | 0.9673 |" in text
+    assert f"| {cells} | n/a | 0.9673 |" in text  # no test split in these rows: no test accuracy
 
 
 def test_merge_keeps_every_run_and_says_where_they_came_from():
@@ -56,7 +56,7 @@ def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
     data = make_image_folder(tmp_path / "tiny")
     out = tmp_path / "results.md"
     args = ["-q", "reproduce", "--variants", "quantum", "dressed-classical", "--seeds", "2", "--random-init"]
-    args += ["--epochs", "2", "--qubits", "2", "--depth", "1", "--data", str(data)]
+    args += ["--epochs", "2", "--qubits", "2", "--depth", "1", "--data", str(data), "--split", "kfold"]
     assert main([*args, "--models-dir", str(tmp_path / "m"), "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert [(s["variant"], s["n"], s["epochs"]) for s in report["summary"]] == [
@@ -64,7 +64,10 @@ def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
         ("dressed-classical", 2, [2]),
     ]
     assert all(0 <= r["final_val_acc"] <= 1 and r["epochs_done"] == 2 for r in report["runs"])
+    assert all(r["n_test"] == 4 and r["split"] == "kfold-5" for r in report["runs"])  # 20 images, 5 folds
     assert report["summary"][0]["backbone"] == "resnet18 (random init)"
+    assert report["metric"] == "test_acc" and report["comparisons"][0]["n"] == 2  # paired by seed, on test
+    assert "power" in report["comparisons"][0]
     text = out.read_text()
     assert text == capsys.readouterr().out.split("wrote ")[0].rstrip("\n") + "\n"
     assert "| A | quantum | resnet18 (random init) | 2 |" in text and "0.9673" in text

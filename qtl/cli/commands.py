@@ -30,7 +30,7 @@ from qtl.cli.output import (
     write_rows,
 )
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
-from qtl.config import DEFAULT_BACKBONE, MachineConfig, ModelConfig
+from qtl.config import DEFAULT_BACKBONE, FROZEN_VARIANTS, DataRegime, MachineConfig, ModelConfig
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.fit import resolve_device
@@ -74,9 +74,11 @@ def _model_config(args, variant: str) -> ModelConfig:
         entangler=args.entangler,
         rotation=args.rotation,
         hadamard=not args.no_hadamard,
+        reupload=args.reupload,
     )
     return ModelConfig(
         variant=variant,
+        feature_dim=args.feature_dim if variant in FROZEN_VARIANTS else None,
         backbone=backbone,
         pretrained=pretrained,
         circuit=circuit,
@@ -130,7 +132,8 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
     from qtl.experiments.runs import RECIPE_OVERRIDES, plan_runs
     from qtl.paths import models_dir
 
-    overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in RECIPE_OVERRIDES if getattr(args, k, None) is not None}
+    overrides["regime"] = _regime(args)
     directory = Path(args.models_dir) if args.models_dir else models_dir()
     machine = MachineConfig(
         device=args.device,
@@ -153,6 +156,17 @@ def _plan(args, variants: list[str], seeds: list[int], root: Path):
         if getattr(args, k, None) is not None
     }
     return [dataclasses.replace(r, train_config=dataclasses.replace(r.train_config, **extra)) for r in runs]
+
+
+def _regime(args) -> DataRegime:
+    """The data regime of --split, --folds, --classes, --per-class and --label-noise."""
+    return DataRegime(
+        split=args.split,
+        folds=args.folds,
+        classes=args.classes,
+        per_class=args.per_class,
+        label_noise=args.label_noise,
+    )
 
 
 def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True):
@@ -201,11 +215,14 @@ def cmd_train(args, bar: ProgressBar) -> int:
             bar.close()
             print(f"qtl: interrupted; the last good checkpoint is kept at {path}", file=sys.stderr)
         raise
-    best = result.best
+    best = result.metrics
+    test = f"; test acc {best['test_acc']:.4f} ({best['n_test']} images)" if "test_acc" in best else ""
     print(
-        f"best epoch {result.best_epoch}/{len(result.history)}: val acc {best['val_acc']:.4f}, "
-        f"val loss {best['val_loss']:.4f}"
+        f"best epoch {result.best_epoch}/{len(result.history)} (selected on val): val acc "
+        f"{best['val_acc']:.4f}, val loss {best['val_loss']:.4f}{test}"
     )
+    if not test:
+        print("no test split: pass --split kfold, or give the dataset a test/ folder, for a held-out score")
     print(f"checkpoint: {result.checkpoint_path}")
     return 0
 
@@ -410,7 +427,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
             rows += [paper_row(o) for o in train_runs(runs, observer=RunsBar(bar))]
         if not rows:
             raise ValueError("nothing to report: give --variants and --seeds, --load or --from")
-        report = paper_report(rows, command=command, backbone_notice=notice)
+        report = paper_report(rows, command=command, backbone_notice=notice, effect=args.effect)
     text = markdown(report)
     print(text)
     directory = Path(args.models_dir) if args.models_dir else models_dir()
@@ -471,13 +488,13 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     from qtl.experiments.sweeps import run_sweep
     from qtl.paths import results_db
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, limit=args.max_runs)
     db = Path(args.db) if args.db else results_db()
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
 
-        runs = plan(spec, machine=machine, models_dir=args.models_dir)
+        runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
         status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
@@ -506,6 +523,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             cpus_per_run=args.cpus_per_run,
             gpus_per_run=args.gpus_per_run,
             mlflow_uri=args.mlflow,
+            limit=args.max_runs,
         )
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -514,7 +532,8 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
     with ResultsDB(db) as results:
         rows = results.rows(spec.name)
-    print(format_report(rows))
+    has_test = any(r.get("test_acc") is not None for r in rows)
+    print(format_report(rows, "test_acc" if has_test else "val_acc"))
     print(
         f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
         f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
@@ -547,10 +566,61 @@ def cmd_runs(args, bar: ProgressBar) -> int:
     if args.json:
         write_rows(rows, args.json, "json")
     if args.report:
-        print(markdown_report(rows) if args.markdown else format_report(rows))
+        report = markdown_report if args.markdown else format_report
+        print(report(rows, args.metric, effect=args.effect))
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_study(args, bar: ProgressBar) -> int:
+    from qtl.experiments.database import ResultsDB
+    from qtl.experiments.findings import study_markdown
+    from qtl.paths import results_db
+
+    db = Path(args.db) if args.db else results_db()
+    if not db.is_file():
+        raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    with ResultsDB(db, readonly=True) as results:
+        text = study_markdown(results, args.sweep, command=args.command, effect=args.effect)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_diagnose(args, bar: ProgressBar) -> int:
+    from qtl.analysis.plateau import COSTS, decay, figure, scan
+
+    if min(args.qubits) < 2 or max(args.qubits) > 128:
+        raise ValueError("--qubits must lie between 2 and 128")
+    rows = scan(
+        args.qubits,
+        args.depths,
+        samples=args.samples,
+        seed=args.seed,
+        progress=bar.hook("barren-plateau scan"),
+    )
+    bar.close()
+    print("qubits  depth  " + "  ".join(f"Var[{c}]".rjust(12) for c in COSTS))
+    for n, d in dict.fromkeys((r["n_qubits"], r["depth"]) for r in rows):
+        v = {r["cost"]: r["variance"] for r in rows if (r["n_qubits"], r["depth"]) == (n, d)}
+        print(f"{n:>6}  {d:>5}  " + "  ".join(f"{v[c]:12.3e}" for c in COSTS))
+    for d in args.depths:
+        rates = {c: decay(rows, c, d) for c in COSTS}
+        if rates["global"] is not None:
+            print(
+                f"depth {d}: global cost decays as 2^(-{rates['global']:.2f} n) (theory: 2^-n); "
+                f"local cost as n^-{rates['local']:.2f} (theory: about n^-2)"
+            )
+    figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
+    print(f"saved {args.output}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -596,4 +666,6 @@ HANDLERS = {
     "sweep": cmd_sweep,
     "runs": cmd_runs,
     "hardware": cmd_hardware,
+    "study": cmd_study,
+    "diagnose": cmd_diagnose,
 }

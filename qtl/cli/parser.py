@@ -13,6 +13,8 @@ from qtl.config import (
     BUNDLED_BACKBONE,
     DEFAULT_BACKBONE,
     DEFAULT_VARIANT,
+    RUN_VARIANTS,
+    SPLITS,
     VARIANTS,
     check_backbone_name,
 )
@@ -50,6 +52,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="randomly initialised backbone instead of ImageNet weights (no download needed)",
     )
     _add_circuit_args(p)
+    g.add_argument(
+        "--feature-dim",
+        type=int,
+        metavar="K",
+        default=None,
+        help="frozen heads: train on the training features' K principal components (reduced width)",
+    )
     g = p.add_argument_group("quantum simulation (quantum and hybrid variants)")
     g.add_argument(
         "--q-delta", type=float, metavar="X", default=0.01, help="spread of the initial circuit angles"
@@ -118,6 +127,9 @@ def _add_circuit_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--entangler", default=d.entangler, choices=ENTANGLERS, help="CNOT pattern of each block")
     g.add_argument("--rotation", default=d.rotation, choices=ROTATIONS, help="trainable rotation layer")
     g.add_argument("--no-hadamard", action="store_true", help="start in |0> instead of |+> on every wire")
+    g.add_argument(
+        "--reupload", action="store_true", help="embed the inputs again in every block (data re-uploading)"
+    )
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
@@ -137,6 +149,35 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
         default=None,
         metavar="DIR",
         help="feature cache folder (default: ~/.cache/qtl/features)",
+    )
+
+
+def _add_regime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data regime (which images a run trains, selects its epoch and is tested on)")
+    g.add_argument(
+        "--split",
+        default="given",
+        choices=SPLITS,
+        help="given: the dataset's train/val (+ test/ if it has one); kfold: every image in stratified "
+        "folds, test = fold seed %% folds, val = the next fold",
+    )
+    g.add_argument("--folds", type=int, metavar="K", default=5, help="folds of --split kfold")
+    g.add_argument("--classes", type=int, metavar="K", default=None, help="only the first K classes")
+    g.add_argument(
+        "--per-class", type=int, metavar="N", default=None, help="few-shot: N training images per class"
+    )
+    g.add_argument(
+        "--label-noise", type=float, metavar="P", default=0.0, help="share of training labels made wrong"
+    )
+
+
+def _add_effect_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--effect",
+        type=float,
+        metavar="X",
+        default=0.02,
+        help="power analysis: the difference in accuracy each comparison should detect",
     )
 
 
@@ -235,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-workers", type=int, metavar="N", default=0, help="DataLoader workers for image batches"
     )
     _add_data_arg(p)
+    _add_regime_args(p)
     p.add_argument("--out", default=None, metavar="FILE", help="checkpoint file (default: a new name)")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
 
@@ -395,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--load adds checkpoints.",
     )
     p.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to train"
+        "--variants", nargs="+", default=list(VARIANTS), choices=RUN_VARIANTS, help="variants to train"
     )
     _add_seed_args(p)
     p.add_argument(
@@ -418,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="finetuned and hybrid keep the backbone's batch-norm statistics",
     )
     _add_data_arg(p)
+    _add_regime_args(p)
+    _add_effect_arg(p)
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
     p.add_argument(
         "--out", default=None, metavar="FILE", help="Markdown report (default: <models-dir>/paper-<time>.md)"
@@ -431,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
         "then print mean ± std of val accuracy, loss, best epoch, time and parameter counts per setup.",
     )
     p.add_argument(
-        "--variants", nargs="+", default=list(DEFAULT_COMPARE), choices=VARIANTS, help="variants to compare"
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_COMPARE),
+        choices=RUN_VARIANTS,
+        help="variants to compare (the kernel baselines too)",
     )
     _add_seed_args(p)
     p.add_argument(
@@ -444,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_recipe_args(p, epochs_help="epochs for every variant")
     _add_data_arg(p)
+    _add_regime_args(p)
+    _add_effect_arg(p)
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
     p.add_argument(
         "--json",
@@ -526,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature cache folder")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoints, if the spec saves them")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs done and to do) and stop")
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        metavar="N",
+        default=None,
+        help="refuse a spec that plans more runs (default: $QTL_SWEEP_MAX_RUNS, else 100,000)",
+    )
     p.add_argument("--mlflow", default=None, metavar="URI", help="also log runs to MLflow (needs mlflow)")
 
     p = command(
@@ -557,6 +614,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="write the runs as JSON ('-': stdout)")
     p.add_argument("--report", action="store_true", help="statistics per cell and paired comparisons")
     p.add_argument("--markdown", action="store_true", help="the report as Markdown tables (with --report)")
+    p.add_argument(
+        "--metric",
+        default="val_acc",
+        choices=("val_acc", "test_acc"),
+        help="what the report compares: the selected epoch's val accuracy, or its held-out test accuracy",
+    )
+    _add_effect_arg(p)
+
+    p = command(
+        "study",
+        "write the findings of a study (a sweep) as Markdown, from the results database",
+        "For every dataset and data regime of a sweep: test accuracy per variant (mean, 95% CI), each "
+        "quantum head against its matched classical control and the kernel baselines paired by seed "
+        "(Benjamini-Hochberg over all comparisons), the power of every comparison, and a plain "
+        "conclusion. docs/study.md is this command's output.",
+    )
+    _add_db_arg(p)
+    p.add_argument("--sweep", default="study", metavar="NAME", help="the sweep to report")
+    p.add_argument(
+        "--out", "-o", default=None, metavar="FILE", help="write the Markdown here (default: stdout)"
+    )
+    p.add_argument(
+        "--command",
+        default=None,
+        metavar="TEXT",
+        help="the command line that made the sweep, quoted in the document",
+    )
+    _add_effect_arg(p)
+
+    p = command(
+        "diagnose",
+        "barren-plateau scan: gradient variance of the circuit against qubits and depth",
+        "Draw the variance, over random initialisations, of the gradient of a cost with respect to the "
+        "circuit's angles, against the number of qubits (2 .. 64, matrix product state engine) and the "
+        "depth, for a local cost (the dressed head's mean <Z_i>) and a global one (the parity "
+        "Z x Z x ... x Z), beside the exponential decay in the width theory predicts for the global cost.",
+    )
+    p.add_argument(
+        "--qubits", type=int, nargs="+", metavar="N", default=[2, 4, 8, 16, 32, 64], help="widths to scan"
+    )
+    p.add_argument("--depths", type=int, nargs="+", metavar="L", default=[1, 2, 4], help="depths to scan")
+    p.add_argument(
+        "--samples", type=int, metavar="N", default=24, help="random initialisations per (width, depth)"
+    )
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the initialisations")
+    p.add_argument("--output", "-o", default="plateau.png", metavar="FILE", help="the figure (png, svg, pdf)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the scan as JSON")
 
     p = command(
         "data",

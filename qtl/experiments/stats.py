@@ -295,10 +295,10 @@ def power_text(c: dict) -> str:
     )
 
 
-def comparison_header() -> str:
+def comparison_header(effect: float = EFFECT) -> str:
     """The Markdown header of `comparison_line`'s table."""
     return (
-        f"| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict | power for ±{EFFECT:.2f} "
+        f"| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict | power for ±{effect:.2f} "
         f"| seeds for {POWER:.0%} power |"
     )
 
@@ -315,7 +315,7 @@ def comparison_line(c: dict, name: str) -> str:
     return "| " + " | ".join(map(str, cols)) + " |"
 
 
-def format_report(rows: list[dict], metric: str = "val_acc") -> str:
+def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
     """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
     its power analysis."""
     lines = [f"{metric} per cell (mean ± std over seeds, 95% CI)"]
@@ -323,7 +323,7 @@ def format_report(rows: list[dict], metric: str = "val_acc") -> str:
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
         ci = "" if c["ci_low"] is None else f"  [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
         lines.append(f"  {cell_name(c):<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
-    comps = comparisons(rows, metric)
+    comps = comparisons(rows, metric, effect=effect)
     if comps:
         lines += ["", "quantum vs controls, paired by seed (difference = quantum - control)"]
         for c in comps:
@@ -353,7 +353,7 @@ def cell_name(cell: dict) -> str:
     return " ".join(parts) + (f" ({regime})" if regime else "")
 
 
-def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
+def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
     """The report as Markdown: per variant a qubits x depth table of mean ± std, then the comparisons."""
     cell_list = cells(rows, metric)
     out = []
@@ -372,9 +372,9 @@ def markdown_report(rows: list[dict], metric: str = "val_acc") -> str:
                 line.append("" if c is None else f"{c['mean']:.3f}{std} (n={c['n']})")
             out.append("| " + " | ".join(line) + " |")
         out.append("")
-    comps = comparisons(rows, metric)
+    comps = comparisons(rows, metric, effect=effect)
     if comps:
-        out += [comparison_header(), "|" + "---|" * 10]
+        out += [comparison_header(effect), "|" + "---|" * 10]
         out += [comparison_line(c, cell_name(c["quantum"])) for c in comps]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.data.features import extract_features
+from qtl.data.feed import present_splits
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
 from qtl.experiments.runs import Run, RunObserver
 from qtl.experiments.spec import SweepSpec, plan
 from qtl.models.backbones import load_backbone
+from qtl.training.gradients import COLUMNS as GRAD_COLUMNS
 
 # mlflow (an optional extra) is imported only when a sweep logs to it.
 
@@ -72,13 +74,14 @@ def run_sweep(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     mlflow_uri: str | None = None,
+    limit: int | None = None,
 ) -> SweepReport:
     """Run every run of `spec` not yet done in the database at `db_path`; see
     `qtl.experiments.executors.execute`
-    for the backend options and `qtl.experiments.spec.plan` for machine and models_dir."""
+    for the backend options and `qtl.experiments.spec.plan` for machine, models_dir and limit."""
     t0 = time.perf_counter()
     observer = observer or SweepObserver()
-    runs = plan(spec, machine=machine, models_dir=models_dir)
+    runs = plan(spec, machine=machine, models_dir=models_dir, limit=limit)
     with ResultsDB(db_path) as db:
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
@@ -154,7 +157,8 @@ def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> Non
         if not mc.frozen or (tc.augment and tc.views == 0):
             continue
         views = tc.views if tc.augment else 0
-        for split, v in (("train", views), ("val", 0)):
+        for split in present_splits(m.data_dir):
+            v = views if split == "train" else 0
             key = (mc.backbone, mc.pretrained, m.data_dir, split, v, m.cache_dir)
             if key in seen:
                 continue
@@ -180,9 +184,14 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
     with mlflow.start_run(run_name=f"{run.label} {run.id}", tags={"qtl.run_id": run.id}):
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
         for h in done.outcome.history:
-            metrics = {k: h[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
-            mlflow.log_metrics(metrics, step=h["epoch"])
-        mlflow.log_metrics({"best_val_acc": row["val_acc"], "train_time_s": row["train_time_s"]})
+            keys = ("train_loss", "train_acc", "val_loss", "val_acc", *GRAD_COLUMNS)
+            mlflow.log_metrics({k: h[k] for k in keys if h.get(k) is not None}, step=h["epoch"])
+        final = {
+            "best_val_acc": row["val_acc"],
+            "test_acc": row["test_acc"],
+            "train_time_s": row["train_time_s"],
+        }
+        mlflow.log_metrics({k: v for k, v in final.items() if v is not None})
 
 
 # ---- the app's background job

@@ -220,6 +220,13 @@ class MPSEngine(nn.Module):
         """(B, n) angles, weights -> (B,) <Z (x) Z (x) ... (x) Z>, the global parity, differentiable."""
         return _parity(self.sites(angles, weights)).to(angles.dtype)
 
+    def expvals_and_parity(
+        self, angles: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n) <Z_i> and (B,) parity of one simulation (both differentiable)."""
+        sites = self.sites(angles, weights)
+        return _z_expvals(sites).to(angles.dtype), _parity(sites).to(angles.dtype)
+
     def sites(self, angles: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
         """The final MPS: n site tensors (B, Dl, 2, Dr); sets `last_discarded`."""
         n = self.n_qubits

@@ -1,0 +1,267 @@
+"""What a study found, from its finished runs: per dataset and data regime, the test accuracy of every
+variant, the quantum heads against their controls with the power of each test, and a conclusion in words.
+
+    sections = findings(db.rows("study"))          # one Section per (dataset, regime, feature width)
+    study_markdown(db, "study", command="qtl sweep docs/study.toml ...")   # docs/study.md
+
+Every comparison comes from `qtl.experiments.stats.comparisons` on the test accuracy, paired by seed,
+with the Benjamini-Hochberg adjustment taken over every comparison of the study at once. Each is then
+called, in this order of precedence:
+
+    better / worse   the adjusted p-value is below alpha
+    equivalent       not significant, and the whole 95% interval of the difference lies within ±effect
+    inconclusive     not significant, but the interval still reaches past ±effect (too few seeds for
+                     the noise measured: the power analysis says how many would do)
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+
+from qtl.experiments.stats import (
+    ALPHA,
+    EFFECT,
+    POWER,
+    cell_key,
+    cell_name,
+    cells,
+    comparison_header,
+    comparison_line,
+    comparisons,
+)
+
+SECTION_KEYS = ("dataset", "n_classes", "split", "per_class", "label_noise", "feature_dim")
+"""What one section of a study holds fixed: the data, its regime and the width of the features."""
+VERDICTS = ("better", "worse", "equivalent", "inconclusive", "not tested")
+
+
+@dataclass
+class Section:
+    """One dataset in one regime: its cells (test accuracy per variant) and the quantum heads' comparisons."""
+
+    key: dict
+    cells: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        k = self.key
+        parts = [f"{k['dataset']}, {k['n_classes']} classes" if k.get("n_classes") else str(k["dataset"])]
+        parts.append(f"{k['per_class']} labelled images per class" if k.get("per_class") else "all labels")
+        if k.get("label_noise"):
+            parts.append(f"{k['label_noise']:.0%} of training labels wrong")
+        if k.get("feature_dim"):
+            parts.append(f"features reduced to {k['feature_dim']} principal components")
+        return "; ".join(parts)
+
+
+def verdict(c: dict) -> str:
+    """better | worse | equivalent | inconclusive | not tested (see the module docstring)."""
+    if c["significant"]:
+        return "better" if c["diff"] > 0 else "worse"
+    if c["n"] < 2 or c["diff"] is None:
+        return "not tested"
+    if c["ci_low"] is not None and -c["effect"] <= c["ci_low"] and c["ci_high"] <= c["effect"]:
+        return "equivalent"
+    return "inconclusive"
+
+
+def findings(rows: list[dict], metric: str = "test_acc", effect: float = EFFECT) -> list[Section]:
+    """Sections in a stable order (dataset; more classes first; all labels, then fewer; clean, then noisier;
+    full width, then narrower), each with its cells and its quantum cells' comparisons (`verdict` added)."""
+    rows = [r for r in rows if r.get(metric) is not None]
+    comps = comparisons(rows, metric, effect=effect)
+    for c in comps:
+        c["verdict_word"] = verdict(c)
+    sections: dict[tuple, Section] = {}
+    for cell in cells(rows, metric):
+        key = tuple(cell.get(k) for k in SECTION_KEYS)
+        sections.setdefault(key, Section(dict(zip(SECTION_KEYS, key, strict=True)))).cells.append(cell)
+    for c in comps:
+        key = tuple(c["quantum"].get(k) for k in SECTION_KEYS)
+        sections[key].comparisons.append(c)
+
+    def order(s: Section):
+        k = s.key
+        return (
+            str(k["dataset"]),
+            -(k["n_classes"] or 0),
+            k["feature_dim"] is not None,
+            -(k["feature_dim"] or 0),
+            k["label_noise"] or 0.0,
+            -(k["per_class"] or 10**9),
+        )
+
+    return sorted(sections.values(), key=order)
+
+
+def conclusion(section: Section) -> str:
+    """The section's answer in one or two sentences per quantum head."""
+    lines = []
+    for name, comps in _by_quantum(section.comparisons).items():
+        said = []
+        for c in comps:
+            word, diff = c["verdict_word"], c["diff"]
+            if word in ("better", "worse"):
+                said.append(
+                    f"{word} than {c['control']} by {abs(diff):.3f} (adjusted p {c['p_adjusted']:.2g})"
+                )
+            elif word == "equivalent":
+                said.append(f"equivalent to {c['control']} within ±{c['effect']:.2f}")
+            elif word == "inconclusive":
+                needed = c["seeds_needed"] or "over 10,000"
+                said.append(
+                    f"not distinguishable from {c['control']} ({diff:+.3f}, power {c['power'] or 0:.2f}; "
+                    f"{needed} seeds would give {POWER:.0%})"
+                )
+            else:
+                said.append(f"not tested against {c['control']}")
+        lines.append(f"**{name}**: " + "; ".join(said) + ".")
+    return "\n".join(lines) if lines else "No quantum head ran in this regime."
+
+
+def _by_quantum(comps: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for c in comps:
+        q = c["quantum"]
+        out.setdefault("re-uploading circuit" if q.get("reupload") else "dressed circuit", []).append(c)
+    return out
+
+
+def tally(sections: list[Section]) -> dict[str, dict[str, int]]:
+    """control -> verdict -> count, over every section."""
+    out: dict[str, dict[str, int]] = {}
+    for s in sections:
+        for c in s.comparisons:
+            out.setdefault(c["control"], dict.fromkeys(VERDICTS, 0))[c["verdict_word"]] += 1
+    return out
+
+
+def _cell_table(section: Section) -> list[str]:
+    lines = [
+        "| variant | seeds | test accuracy | 95% CI | val accuracy (selection) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in section.cells:
+        ci = "" if c["ci_low"] is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+        val = "" if c.get("val_mean") is None else f"{c['val_mean']:.3f}"
+        lines.append(f"| {_short(c)} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
+    return lines
+
+
+def _short(cell: dict) -> str:
+    """The variant with what tells its cells apart within a section, e.g. "quantum 4q d6 reupload"."""
+    name = cell_name({k: v for k, v in cell.items() if k not in ("split", "per_class", "label_noise")})
+    return name.replace(f" {cell.get('backbone')}", "").replace(f" f{cell.get('feature_dim')}", "")
+
+
+def study_markdown(db, sweep: str, *, command: str | None = None, effect: float = EFFECT) -> str:
+    """docs/study.md: the question, the protocol, the answer (a tally and a table), then one part per
+    dataset and regime, and the cost, all from the finished runs of `sweep` in the ResultsDB `db`."""
+    rows = db.rows(sweep)
+    if not rows:
+        raise ValueError(f"the sweep {sweep!r} has no finished runs in {db.path}")
+    val_means = {cell_key(c): c["mean"] for c in cells(rows, "val_acc")}
+    sections = findings(rows, effect=effect)
+    for s in sections:
+        for c in s.cells:
+            c["val_mean"] = val_means.get(cell_key(c))
+    env = db.environment(rows[0]["id"]) or {}
+    seeds = sorted({r["seed"] for r in rows})
+    out = [
+        "# Study: when does the quantum layer differ from classical parameters?",
+        "",
+        "Does the dressed quantum circuit of Mari et al. (2019), or a data re-uploading circuit in its "
+        "place, classify differently from the same head with a classical layer of equal width "
+        "(`dressed-classical`, its parameter-matched control), from a plain linear head, and from support "
+        "vector machines with a "
+        "quantum fidelity kernel or a classical RBF kernel on the same inputs? Asked on held-out test "
+        "accuracy, on two datasets that need no network, with few labels, many classes, wrong labels and "
+        "narrow features.",
+        "",
+        "## How it was run",
+        "",
+        "```sh",
+        command or f"qtl sweep <spec> --db {db.path.name}",
+        f"qtl study --db {db.path.name} --sweep {sweep} --out study.md     # this document",
+        "```",
+        "",
+        "The spec, as run:",
+        "",
+        "```toml",
+        (db.spec(sweep) or "").strip(),
+        "```",
+        "",
+        f"{len(rows)} finished runs, seeds {seeds[0]}..{seeds[-1]}, on {env.get('device', 'cpu')} "
+        f"({env.get('cpus', '?')} CPUs, {env.get('platform', platform.platform())}; "
+        f"torch {env.get('torch')}).",
+        "",
+        "**Protocol.** Every image of a dataset is pooled and cut into 5 stratified folds "
+        "(`split = kfold`): seed s tests on fold s mod 5, selects on the next fold and trains on the other "
+        "three, so seeds 0-4 test every image once and seeds 5-9 do it again with new folds. A gradient-"
+        "trained head keeps the epoch with the best **val** accuracy; a kernel SVM picks its C and kernel "
+        "width on val; the **test** fold is scored once, on what was selected, and never used for "
+        "selection. The regime narrows the training part only, drawn from the seed so every variant sees "
+        "the same images and labels: `per_class` labelled images per class (few-shot), `label_noise` the "
+        "share of training labels moved to another class, `feature_dim` the training features' principal "
+        "components in front of the head, `classes` the first k classes. Val and test stay whole and clean.",
+        "",
+        f"**Statistics.** Per variant the mean test accuracy over seeds with a Student t 95% interval. Each "
+        f"quantum head against each control paired by seed (same folds, same training images): mean "
+        f"difference (quantum - control) with its 95% interval, paired t-test, p-values adjusted over all "
+        f"{sum(len(s.comparisons) for s in sections)} comparisons of the study (Benjamini-Hochberg, alpha "
+        f"{ALPHA:g}). **Power**: with the noise each comparison measured (the std of its paired "
+        f"differences), the probability that its paired t-test finds a true difference of ±{effect:.2f} "
+        f"(noncentral t), and the seeds that would give {POWER:.0%}. A comparison is *equivalent* when it is "
+        f"not significant and its whole 95% interval lies within ±{effect:.2f}, *inconclusive* when the "
+        "interval still reaches past that.",
+        "",
+        "## Answer",
+        "",
+        "| quantum head vs | " + " | ".join(VERDICTS) + " |",
+        "|---|" + "---|" * len(VERDICTS),
+    ]
+    for control, counts in tally(sections).items():
+        out.append(f"| {control} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
+    out += ["", "Per dataset and regime (difference in test accuracy, quantum - control, and the call):", ""]
+    out += _answer_grid(sections)
+    for s in sections:
+        out += ["", f"## {s.title}", ""]
+        out += _cell_table(s)
+        if s.comparisons:
+            out += ["", comparison_header(effect), "|" + "---|" * 10]
+            out += [comparison_line(c, _short(c["quantum"])) for c in s.comparisons]
+        out += ["", conclusion(s)]
+    out += ["", "## Cost", ""] + _cost(db, rows)
+    return "\n".join(out) + "\n"
+
+
+def _answer_grid(sections: list[Section]) -> list[str]:
+    controls = list(dict.fromkeys(c["control"] for s in sections for c in s.comparisons))
+    lines = ["| dataset and regime | quantum head | " + " | ".join(controls) + " |"]
+    lines.append("|---|---|" + "---|" * len(controls))
+    for s in sections:
+        for name, comps in _by_quantum(s.comparisons).items():
+            by = {c["control"]: c for c in comps}
+            cols = []
+            for control in controls:
+                c = by.get(control)
+                cols.append("" if c is None else f"{c['diff']:+.3f} {c['verdict_word']}")
+            lines.append(f"| {s.title} | {name} | " + " | ".join(cols) + " |")
+    return lines
+
+
+def _cost(db, rows: list[dict]) -> list[str]:
+    """Training time per variant and the whole sweep's wall time, from the database's timings."""
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        per.setdefault(r["variant"], []).append(r.get("wall_s") or 0.0)
+    total = sum(sum(v) for v in per.values())
+    lines = [
+        f"{len(rows)} runs, {total / 3600:.1f} h of run time in all (one run at a time). Per variant:",
+        "",
+    ]
+    lines += ["| variant | runs | mean wall time per run (s) |", "|---|---|---|"]
+    lines += [f"| {v} | {len(t)} | {sum(t) / len(t):.1f} |" for v, t in per.items()]
+    return lines
