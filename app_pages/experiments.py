@@ -5,7 +5,7 @@ import streamlit as st
 
 from qtl.experiments.stats import cells, comparisons
 from qtl.models.backbones import BACKBONES
-from ui import charts, experiments, tables
+from ui import charts, experiments, findings, tables
 from ui.settings import settings
 
 st.title("Experiments")
@@ -50,6 +50,11 @@ experiments.sweep_panel()
 
 st.subheader("Sweeps")
 sweep, rows = experiments.browse(databases)
+if rows and any(r.get("test_acc") is not None for r in rows):
+    st.subheader("Findings on held-out test accuracy")
+    findings.render(
+        rows, effect=st.number_input("difference to detect (power analysis)", 0.005, 0.2, 0.02, 0.005)
+    )
 if rows:
     cell_list = cells(rows)
     st.markdown(f"**{len(rows)} finished runs** in {len(cell_list)} configurations (mean over seeds).")

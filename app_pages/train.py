@@ -103,6 +103,12 @@ with st.form("train_form"):
         )
     with cols[1]:
         widgets.bound(st.toggle, "augmentation", "augment", "train_augment")
+    with cols[2]:
+        widgets.bound(st.selectbox, "held-out test", "split", "train_split", **widgets.SPLIT_CHOICE)
+    with cols[3]:
+        widgets.bound(
+            st.toggle, "re-upload data (quantum)", "reupload", "train_reupload", **widgets.REUPLOAD_HELP
+        )
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
 try:

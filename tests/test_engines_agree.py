@@ -73,6 +73,8 @@ def _run(engine_name: str, case: Case, dtype: torch.dtype) -> tuple[torch.Tensor
     cotangent = (torch.rand(case.batch, n, generator=g, dtype=torch.float64) * 2.0 - 1.0).to(dtype)
     if engine_name.startswith("native"):  # "native" (path "auto") or "native-<path>"
         engine = make_engine(case.config, "native", path=engine_name.partition("-")[2] or "auto")
+    elif engine_name == "mps":
+        engine = make_engine(case.config, "mps")
     else:
         engine = make_engine(case.config, "default.qubit", diff_method="backprop")
     angles.requires_grad_(True)
@@ -105,6 +107,24 @@ class TestAgreement:
     def test_gradients(self, case, dtype, native_name):
         """Gradients with respect to angles and weights agree."""
         _assert_agree(case, dtype, slice(1, 3), native_name)
+
+
+REUPLOAD_CASES = [
+    Case(CircuitConfig(n_qubits=3, depth=2, reupload=True), 5, 11),
+    Case(CircuitConfig(n_qubits=4, depth=3, entangler="ring", rotation="rot", reupload=True), 17, 12),
+    Case(CircuitConfig(n_qubits=7, depth=2, hadamard=False, reupload=True), 3, 13),
+]
+
+
+@pytest.mark.parametrize("engine", ["native", "mps"])
+@pytest.mark.parametrize("case", REUPLOAD_CASES, ids=str)
+def test_reuploading_circuits_agree(case, engine):
+    """A circuit that embeds the inputs in every block: native (per-sample blocks, or per wire above 6
+    qubits) and MPS give default.qubit's outputs and gradients to 1e-10 in float64."""
+    for got, want in zip(
+        _run(engine, case, torch.float64), _run("pennylane", case, torch.float64), strict=True
+    ):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -11,7 +11,18 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from qtl.experiments.stats import cells, comparisons, format_report, paired, setup_label, summarise, summary
+from qtl.experiments.stats import (
+    cells,
+    comparisons,
+    detectable,
+    format_report,
+    paired,
+    power,
+    seeds_needed,
+    setup_label,
+    summarise,
+    summary,
+)
 
 SEEDS = range(8)
 
@@ -121,6 +132,52 @@ class TestComparisons:
         text = format_report(rows)
         assert "quantum 4q d2 b vs dressed-classical" in text and "no significant difference" in text
         assert "quantum better" in text and "comparisons significant after adjustment" in text
+
+
+class TestPower:
+    @pytest.mark.parametrize(
+        "n, effect, sd", [(5, 0.02, 0.02), (10, 0.02, 0.02), (8, 0.01, 0.02), (20, -0.015, 0.03)]
+    )
+    def test_noncentral_t_power_matches_simulated_studies(self, n, effect, sd):
+        """20,000 simulated paired studies with true mean difference `effect`: the share whose t-test
+        rejects at 0.05 equals the noncentral t power within Monte Carlo error (3 standard errors)."""
+        rng = np.random.default_rng(n)
+        diffs = rng.normal(effect, sd, size=(20_000, n))
+        rejected = (sps.ttest_1samp(diffs, 0, axis=1).pvalue < 0.05).mean()
+        p = power(n, effect, sd)
+        assert abs(rejected - p) < 3 * math.sqrt(p * (1 - p) / 20_000)
+
+    def test_seeds_needed_and_detectable_invert_power(self):
+        """seeds_needed is the first n reaching 80%; detectable(n) is the effect whose power is 80%."""
+        n = seeds_needed(0.02, 0.02)
+        assert power(n, 0.02, 0.02) >= 0.8 > power(n - 1, 0.02, 0.02)
+        assert power(10, detectable(10, 0.02), 0.02) == pytest.approx(0.8, abs=1e-9)
+        assert power(1, 0.02, 0.02) is None and seeds_needed(0.02, 0) is None
+
+    def test_every_comparison_carries_its_power(self, study):
+        """Power at the measured noise (std of the paired differences), printed in the report."""
+        rows, v = study
+        noise = next(c for c in comparisons(rows) if c["quantum"]["depth"] == 2 and c["control"] != "linear")
+        sd = statistics.stdev(v["same"] - v["control"])
+        assert noise["power"] == pytest.approx(power(8, 0.02, sd)) and noise["seeds_needed"] == seeds_needed(
+            0.02, sd
+        )
+        assert "power 0." in format_report(rows) and "seeds; these 8 detect" in format_report(rows)
+
+    def test_kernel_baselines_are_controls_of_the_same_width_and_regime(self):
+        """quantum-kernel and rbf-svm pair with the quantum cell of their width, in its regime only."""
+        rng = np.random.default_rng(3)
+        regime = {"split": "kfold-5", "per_class": 5}
+        rows = rows_for("quantum", 0.8 + rng.normal(0, 0.02, 8), qubits=4, depth=6, **regime)
+        rows += rows_for("quantum-kernel", 0.7 + rng.normal(0, 0.02, 8), qubits=4, depth=6, **regime)
+        rows += rows_for("rbf-svm", 0.75 + rng.normal(0, 0.02, 8), qubits=4, **regime)
+        rows += rows_for("rbf-svm", 0.95 + rng.normal(0, 0.02, 8), qubits=4, split="kfold-5")  # all labels
+        comps = comparisons(rows)
+        assert [c["control"] for c in comps] == ["quantum-kernel", "rbf-svm"]
+        assert (
+            comps[1]["diff"] == pytest.approx(0.05, abs=0.03)
+            and comps[0]["verdict"] == "quantum better (adjusted p < 0.05)"
+        )
 
 
 class TestSummarise:

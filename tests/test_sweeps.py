@@ -85,14 +85,59 @@ class TestSpec:
             ("name = 'a b'", "name 'a b' must be"),
             ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
             ("qubits = [", "is not valid TOML"),
+            ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),
+            (
+                "seeds = 100000\n[[grid]]\nqubits = [1, 2, 3, 4, 5]\ndepth = [1, 2]\n[[grid]]\nvariant = 'linear'",
+                "plans 1,100,000 runs, over the limit of 100,000 (grid 1: seed 100,000 x qubits 5 x depth 2 "
+                "= 1,000,000; grid 2: seed 100,000 = 100,000)",
+            ),
         ],
     )
     def test_bad_specs_are_one_line_errors(self, tmp_path, text, message):
         path = tmp_path / "bad.toml"
         path.write_text(text)
-        with pytest.raises(SpecError, match=message.replace("[", r"\[")) as exc:
+        with pytest.raises(SpecError) as exc:
             load_spec(path)
+        assert message in str(exc.value)
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+    def test_a_huge_plan_is_refused_at_once_and_the_cap_is_configurable(self, tmp_path, monkeypatch):
+        """A typo such as seeds = 100000 is counted, not enumerated: refused in well under a second; the
+        limit follows --max-runs / QTL_SWEEP_MAX_RUNS."""
+        path = tmp_path / "typo.toml"
+        path.write_text(
+            "seeds = 100000\nqubits = [2, 4, 6, 8, 10]\ndepth = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"
+        )
+        start = time.perf_counter()
+        with pytest.raises(SpecError, match="plans 5,500,000 runs"):
+            load_spec(path)
+        assert time.perf_counter() - start < 1.0
+        assert load_spec(path, limit=6_000_000).size() == 5_500_000
+        monkeypatch.setenv("QTL_SWEEP_MAX_RUNS", "10")
+        with pytest.raises(SpecError, match="over the limit of 10 "):
+            parse_spec({"seeds": 11})
+
+    def test_a_spec_that_is_not_utf8_is_refused_by_name(self, tmp_path):
+        path = tmp_path / "latin1.toml"
+        path.write_bytes("name = 'caf\u00e9'".encode("latin-1"))
+        with pytest.raises(SpecError, match=r"latin1.toml is not UTF-8 text \(byte 11 is 0xe9\)"):
+            load_spec(path)
+
+    def test_regime_axes_make_distinct_runs_and_all_means_no_limit(self, tiny):
+        """per_class, label_noise, split, reupload and feature_dim are axes: each value its own run id;
+        "all" is the default (no limit); classical heads ignore reupload (one run)."""
+        text = (
+            f"dataset = '{tiny}'\nsplit = 'kfold'\nfolds = 3\n[[grid]]\nvariant = ['quantum', 'linear']\n"
+            "reupload = [false, true]\nper_class = [2, 'all']\nlabel_noise = [0.0, 0.25]\n"
+            "[[grid]]\nvariant = 'quantum'\nfeature_dim = [8, 'all']"
+        )
+        runs = plan(parse_spec(__import__("tomllib").loads(text)))
+        quantum = [r for r in runs if r.model_config.variant == "quantum"]
+        assert len(quantum) == 2 * 2 * 2 + 1 and len(runs) - len(quantum) == 2 * 2
+        regimes = {(r.train_config.regime.per_class, r.train_config.regime.label_noise) for r in runs}
+        assert regimes == {(2, 0.0), (2, 0.25), (None, 0.0), (None, 0.25)}
+        assert {r.model_config.feature_dim for r in runs} == {None, 8}
+        assert all(r.train_config.regime.split == "kfold" and r.train_config.regime.folds == 3 for r in runs)
 
 
 class TestLocalSweep:
@@ -154,23 +199,44 @@ def wait_until(db_path: Path, condition, proc: subprocess.Popen, timeout: float 
 
 class TestOlderDatabases:
     def test_a_shipped_database_reads_without_a_write_and_gains_new_columns_on_its_first(self, tmp_path):
-        """docs/study.db predates the engine and noise columns: reading it changes nothing on disk and
-        gives None for them; the first write adds them, and the old rows keep their values."""
-        shipped = REPO / "docs" / "study.db"
-        copy = tmp_path / "study.db"
+        """docs/wide.db predates the engine, noise, test and regime columns and the epochs' gradient
+        norms: reading it changes nothing on disk and gives None for them; the first write adds them,
+        and the old rows keep their values."""
+        shipped = REPO / "docs" / "wide.db"
+        copy = tmp_path / "wide.db"
         copy.write_bytes(shipped.read_bytes())
-        old_columns = {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")}
-        assert "engine" not in old_columns  # the premise: a file from before the columns
+
+        def columns(table):
+            return {r[1] for r in sqlite3.connect(copy).execute(f"PRAGMA table_info({table})")}
+
+        old_columns = columns("runs")
+        assert not {"engine", "test_acc", "split"} & old_columns  # the premise: a file from before them
         with ResultsDB(copy) as db:
             rows = db.rows()
-        assert rows and all(r["engine"] is None and r["noise"] is None for r in rows)
-        assert {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")} == old_columns
+            history = db.history(rows[0]["id"])
+        assert rows and all(r["engine"] is None and r["test_acc"] is None for r in rows)
+        assert history and all(h["grad_circuit"] is None for h in history)
+        assert columns("runs") == old_columns
         with ResultsDB(copy) as db:
             db.fail(rows[0]["id"], "marked by the test")
             after = db.rows(status=None)
-        assert {"engine", "noise"} <= {r[1] for r in sqlite3.connect(copy).execute("PRAGMA table_info(runs)")}
+        assert {"engine", "noise", "test_acc", "split", "per_class"} <= columns("runs")
+        assert {"grad_circuit", "grad_pre_net"} <= columns("epochs")
         before = {r["id"]: r["val_acc"] for r in rows}
         assert {r["id"]: r["val_acc"] for r in after if r["id"] in before} == before
+
+    def test_read_only_opens_leave_the_file_as_it_was(self, tmp_path):
+        """readonly=True: rows and histories read, any write refused, the bytes unchanged and no journal
+        files left beside it (the app opens the shipped studies so)."""
+        copy = tmp_path / "wide.db"
+        copy.write_bytes((REPO / "docs" / "wide.db").read_bytes())
+        with ResultsDB(copy, readonly=True) as db:
+            rows = db.rows()
+            assert len(rows) == 30 and db.history(rows[0]["id"])
+            with pytest.raises(PermissionError, match="read-only"):
+                db.fail(rows[0]["id"], "no")
+        assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.db"]
 
 
 class TestInterruptions:

@@ -12,7 +12,7 @@ import torch
 from conftest import make_image_folder
 from torch import nn
 
-from qtl.config import VARIANTS, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.config import VARIANTS, DataRegime, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.training.gradients import COLUMNS as GRAD_COLUMNS
 from qtl.data.features import FeatureSet
 from qtl.models.checkpoint import load_checkpoint
@@ -98,6 +98,16 @@ def test_each_variant_trains_one_epoch(micro_folder, variant):
     assert groups == GROUPS_OF[variant] and all(row[f"grad_{g}"] > 0 for g in groups)
     assert 0 <= row["train_acc"] <= 1 and row["val_acc"] in {0.0, 0.5, 1.0}
     assert not result.model.training
+
+
+def test_image_batches_follow_the_regime(micro_folder):
+    """A trainable backbone under 3 folds and one labelled image per class: images, not features, are
+    selected (2 train, 2 val, 2 test of the 6), and the selected epoch is scored on its test fold."""
+    regime = DataRegime(split="kfold", folds=3, per_class=1)
+    tc = dataclasses.replace(quick("finetuned"), regime=regime)
+    result = fit(ModelConfig("finetuned", pretrained=False), tc, MachineConfig(data_dir=micro_folder))
+    m = result.metrics
+    assert (m["n_train"], m["n_val"], m["n_test"]) == (2, 2, 2) and m["test_acc"] in (0.0, 0.5, 1.0)
 
 
 class TestReproducibility:

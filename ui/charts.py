@@ -1,5 +1,6 @@
-"""Altair charts for the pages: learning curves, class probabilities, per-qubit values, circuit weights,
-confusion matrices and the differentiation lab's timings. Altair and pandas load on first use."""
+"""Altair charts for the pages: learning curves, gradient norms per parameter group, class probabilities,
+per-qubit values, circuit weights, confusion matrices, the differentiation lab's timings and a study's
+findings. Altair and pandas load on first use."""
 
 from __future__ import annotations
 
@@ -29,6 +30,39 @@ def curves_chart(records: list[dict], metric: str):
         )
         # fit-x: 260 px is the plot's own height, and the run legend below adds to it (Streamlit's default
         # "fit" squeezes plot and legends into 260 px, and a few long run names leave no plot at all)
+        .properties(height=260, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    )
+
+
+def grad_norms_chart(records: list[dict]):
+    """Altair log-scale lines of each epoch's mean gradient norm per parameter group (backbone, pre-net,
+    circuit, hidden, post-net), one colour per group, one dash per run; None (no chart) when no epoch
+    recorded any."""
+    import altair as alt
+    import pandas as pd
+
+    from qtl.training.gradients import GROUPS
+
+    rows = [
+        {"run": r["run"], "epoch": r["epoch"], "group": g.replace("_", "-"), "norm": r[f"grad_{g}"]}
+        for r in records
+        for g in GROUPS
+        if r.get(f"grad_{g}")
+    ]
+    if not rows:
+        return None
+    return (
+        alt.Chart(pd.DataFrame(rows), title="gradient norm per parameter group (mean over the epoch)")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("norm:Q", title="L2 norm", scale=alt.Scale(type="log")),
+            color=alt.Color(
+                "group:N", sort=[g.replace("_", "-") for g in GROUPS], legend=alt.Legend(orient="top")
+            ),
+            strokeDash=alt.StrokeDash("run:N", legend=alt.Legend(orient="bottom", labelLimit=420)),
+            tooltip=["run", "group", "epoch", alt.Tooltip("norm:Q", format=".2e")],
+        )
         .properties(height=260, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
     )
 
@@ -320,3 +354,28 @@ def cost_chart(cells: list[dict]):
         )
         .properties(height=alt.Step(16))
     )
+
+
+def findings_chart(section_cells: list[dict]):
+    """Altair points with 95% CI bars: the test accuracy of every variant in one section of a study."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [
+        {
+            "variant": c["variant"] + (" reupload" if c.get("reupload") else ""),
+            "test accuracy": c["mean"],
+            "low": c["ci_low"] if c["ci_low"] is not None else c["mean"],
+            "high": c["ci_high"] if c["ci_high"] is not None else c["mean"],
+            "seeds": c["n"],
+        }
+        for c in section_cells
+    ]
+    base = alt.Chart(pd.DataFrame(rows)).encode(y=alt.Y("variant:N", title=None, sort=None))
+    bars = base.mark_rule().encode(
+        x=alt.X("low:Q", title="test accuracy (95% CI)", scale=alt.Scale(zero=False)), x2="high:Q"
+    )
+    points = base.mark_point(filled=True, size=60).encode(
+        x="test accuracy:Q", tooltip=["variant", alt.Tooltip("test accuracy:Q", format=".3f"), "seeds"]
+    )
+    return (bars + points).properties(height=alt.Step(22))

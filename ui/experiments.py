@@ -17,7 +17,7 @@ DEMO_MAX_SWEEP_RUNS = 24
 
 #: The studies shipped with the repository (docs/), browsable read-only beside the session's own.
 SHIPPED_STUDIES = {
-    "study: quantum vs controls, 2-8 qubits (docs/study.md)": "study.db",
+    "study: quantum vs controls and kernels, test accuracy, 2 datasets (docs/study.md)": "study.db",
     "wide: accuracy vs width, 4-64 qubits (docs/wide.md)": "wide.db",
 }
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -40,6 +40,11 @@ def databases() -> dict[str, Path]:
     return found
 
 
+def is_shipped(path: Path) -> bool:
+    """Whether `path` is a study shipped in docs/ (opened read-only: never written, never journaled)."""
+    return path.resolve().parent == DOCS
+
+
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
@@ -50,7 +55,7 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     if not path.is_file():
         st.info(f"No sweeps yet in `{path}`: compose one above, or run `qtl sweep SPEC.toml`.")
         return None, []
-    with ResultsDB(path) as db:
+    with ResultsDB(path, readonly=is_shipped(path)) as db:
         sweeps = db.sweeps()
         names = [sw["name"] for sw in sweeps]
         if not names:

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from qtl.utils.jobs import JobRunner
-from ui import charts
+from ui import charts, training
 from ui.checkpoint_dirs import session_dir
 from ui.session_models import load
 from ui.settings import settings
@@ -97,7 +97,7 @@ def _training_work(runs: list):
 
         def on_epoch_end(self, p) -> None:
             mc, tc = self.run.model_config, self.run.train_config
-            row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed}
+            row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed, "warning": p.warning}
             self.job.report(self._fraction(p), record={**row, **p.metrics})
 
     if not runs:
@@ -130,6 +130,7 @@ def _render_job(job_id: int) -> None:
         left, right = st.columns(2)
         left.altair_chart(charts.curves_chart(snap.records, "loss"), width="stretch")
         right.altair_chart(charts.curves_chart(snap.records, "acc"), width="stretch")
+        training.gradient_panel(snap.records)
     if snap.state == "failed":
         st.error(f"Training failed: {snap.error}")
     if snap.finished:
@@ -146,7 +147,16 @@ def _finish(snap) -> None:
         st.success(f"{verb}: {len(saved)} checkpoint(s) saved to `{session_dir()}` and loaded.")
     if snap.result and snap.state != "failed":
         table = pd.DataFrame(snap.result)[
-            ["label", "best_epoch", "val_acc", "val_loss", "epochs_done", "train_time_s", "checkpoint"]
+            [
+                "label",
+                "best_epoch",
+                "val_acc",
+                "val_loss",
+                "test_acc",
+                "epochs_done",
+                "train_time_s",
+                "checkpoint",
+            ]
         ]
         st.dataframe(table, hide_index=True, width="stretch")
     if st.session_state.get("job_done") != snap.id:

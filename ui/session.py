@@ -28,6 +28,7 @@ def default_config() -> dict:
         "depth": 6,
         "entangler": "chain",
         "rotation": "ry",
+        "reupload": False,  # embed the inputs in every block (data re-uploading)
         "q_delta": 0.01,
         "engine": "native",
         "diff_method": "best",
@@ -39,6 +40,7 @@ def default_config() -> dict:
         "lr": 4e-4,
         "batch_size": 4,
         "augment": False,
+        "split": "given",  # "kfold": held-out test accuracy from stratified folds (fold = seed % 5)
     }
 
 
@@ -110,4 +112,6 @@ def active_data_dir() -> str | None:
 def circuit_config(config: dict | None = None) -> CircuitConfig:
     """The active (or given) configuration's circuit."""
     c = config or st.session_state["config"]
-    return CircuitConfig(c["n_qubits"], c["depth"], c["entangler"], c["rotation"])
+    return CircuitConfig(
+        c["n_qubits"], c["depth"], c["entangler"], c["rotation"], reupload=c.get("reupload", False)
+    )

@@ -128,6 +128,8 @@ def comparison_table(comps: list[dict]):
                 "p": num(c["p"], ".3g"),
                 "p adjusted": num(c["p_adjusted"], ".3g"),
                 "verdict": c["verdict"],
+                f"power for ±{c.get('effect', 0):.2f}": num(c.get("power"), ".2f"),
+                "seeds for 80% power": "–" if c.get("power") is None else (c["seeds_needed"] or "> 10,000"),
             }
             for c in comps
         ]

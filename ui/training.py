@@ -1,6 +1,5 @@
 """Training runs from the active configuration: the Train form's and the quick start's (qtl.experiments.runs
-plans
-them; submit them with `ui.server_jobs.submit_training`)."""
+plans them; submit them with `ui.server_jobs.submit_training`), and the live gradient-norm panel."""
 
 from __future__ import annotations
 
@@ -12,6 +11,18 @@ from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 
 QUICKSTART_EPOCHS = {"quantum": 10, "linear": 10, "finetuned": 2}  # before the demo cap
+
+
+def gradient_panel(records: list[dict]) -> None:
+    """The running job's gradient norms per parameter group, and the latest vanishing-circuit warning."""
+    from ui import charts
+
+    chart = charts.grad_norms_chart(records)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    warnings = [r["warning"] for r in records if r.get("warning")]
+    if warnings:
+        st.warning(warnings[-1])
 
 
 def quickstart_epochs() -> dict[str, int]:
@@ -57,7 +68,7 @@ def planned_runs() -> list:
 
     Raises ValueError for anything invalid (bad seeds, too many runs, an impossible engine setting).
     """
-    from qtl.config import MachineConfig
+    from qtl.config import DataRegime, MachineConfig
     from qtl.experiments.runs import parse_seeds, plan_runs
     from qtl.quantum.engines import make_engine
 
@@ -74,12 +85,15 @@ def planned_runs() -> list:
     if any(v in ("quantum", "hybrid") for v in c["variants"]):
         make_engine(mc.circuit, mc.engine, **mc.engine_options())  # fail now, not in the background
     overrides = {"lr": c["lr"], "batch_size": int(c["batch_size"]), "augment": c["augment"]}
+    overrides = overrides if c["override_recipe"] else {}
+    if c.get("split", "given") != "given":  # held-out test folds: the cached features of every image
+        overrides.update(regime=DataRegime(split=c["split"]), augment=False)
     return plan_runs(
         c["variants"],
         mc,
         seeds,
         session_dir(),
         epochs=int(c["epochs"]),
-        overrides=overrides if c["override_recipe"] else None,
+        overrides=overrides or None,
         machine=MachineConfig(data_dir=active_data_dir()),
     )

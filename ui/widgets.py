@@ -29,6 +29,18 @@ def bound(widget, label: str, field: str, key: str, **kwargs):
     return value
 
 
+#: The Train form's choice of protocol: `split` values and what they mean.
+SPLIT_CHOICE = dict(
+    options=["given", "kfold"],
+    format_func=lambda s: {"given": "the dataset's own (test/ if any)", "kfold": "5 folds (test = seed % 5)"}[
+        s
+    ],
+    help="Every run keeps its best epoch by val accuracy. 5 folds also scores that epoch once on a held-out "
+    "test fold never used for selection (without augmentation: cached features of every image).",
+)
+REUPLOAD_HELP = dict(help="Embed the features again in every circuit block (data re-uploading).")
+
+
 def circuit_widgets(prefix: str, max_qubits: int | None = None) -> CircuitConfig:
     """Qubits, depth, entangler and rotation, bound to the active configuration."""
     max_q = max_qubits or settings().max_qubits

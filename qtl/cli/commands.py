@@ -583,7 +583,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
     if not db.is_file():
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
     with ResultsDB(db, readonly=True) as results:
-        text = study_markdown(results, args.sweep, command=args.command, effect=args.effect)
+        text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")

@@ -636,10 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", "-o", default=None, metavar="FILE", help="write the Markdown here (default: stdout)"
     )
     p.add_argument(
-        "--command",
+        "--made-by",
         default=None,
         metavar="TEXT",
-        help="the command line that made the sweep, quoted in the document",
+        help="the command line that ran the sweep, quoted in the document",
     )
     _add_effect_arg(p)
 

@@ -1,0 +1,85 @@
+"""A study's findings (qtl.experiments.findings) and `qtl study`: verdicts from the paired tests and their
+power, sections per dataset and regime, the Markdown written from a results database opened read-only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qtl import cli
+from qtl.config import DataRegime, ModelConfig, recipe
+from qtl.experiments.database import ResultsDB
+from qtl.experiments.findings import conclusion, findings, tally
+from qtl.experiments.runs import Outcome, Run
+from qtl.quantum.circuit import CircuitConfig
+
+SEEDS = range(10)
+BASE = {"backbone": "b", "weights": "imagenet", "dataset": "d", "split": "kfold-5", "n_classes": 2}
+
+
+def rows_for(variant, accs, **extra):
+    cell = {**BASE, "variant": variant, "qubits": 4, "lr": 4e-4, "epochs": 30, **extra}
+    return [
+        {**cell, "seed": s, "test_acc": float(a), "val_acc": float(a)}
+        for s, a in zip(SEEDS, accs, strict=True)
+    ]
+
+
+@pytest.fixture
+def rows():
+    """quantum: 0.08 above its dressed-classical control on every seed, within 0.001 of the RBF SVM, and
+    against a linear head so noisy that nothing can be said; a few-shot regime with quantum alone."""
+    rng = np.random.default_rng(0)
+    q = 0.8 + rng.normal(0, 0.02, 10)
+    out = rows_for("quantum", q, depth=6)
+    out += rows_for("dressed-classical", q - 0.08 + rng.normal(0, 0.005, 10))
+    out += rows_for("rbf-svm", q + rng.normal(0, 0.001, 10))
+    out += rows_for("linear", q + rng.normal(0, 0.2, 10))
+    out += rows_for("quantum", 0.6 + rng.normal(0, 0.02, 10), depth=6, per_class=2)
+    return out
+
+
+def test_verdicts_power_and_sections(rows):
+    sections = findings(rows)
+    assert [s.title for s in sections] == [
+        "d, 2 classes; all labels",
+        "d, 2 classes; 2 labelled images per class",
+    ]
+    words = {c["control"]: c["verdict_word"] for c in sections[0].comparisons}
+    assert words == {"dressed-classical": "better", "rbf-svm": "equivalent", "linear": "inconclusive"}
+    linear = next(c for c in sections[0].comparisons if c["control"] == "linear")
+    assert linear["power"] < 0.8 and linear["seeds_needed"] > 10  # why it is inconclusive
+    text = conclusion(sections[0])
+    assert "better than dressed-classical by 0.08" in text and "equivalent to rbf-svm within ±0.02" in text
+    assert f"{linear['seeds_needed']} seeds would give 80%" in text
+    assert conclusion(sections[1]) == "No quantum head ran in this regime."
+    assert tally(sections)["linear"]["inconclusive"] == 1
+
+
+def test_qtl_study_writes_the_document_from_a_database_it_never_changes(rows, tmp_path, capsys):
+    """The rows go into a results database through its own API; `qtl study` writes the Markdown: the
+    spec, the answer table, one part per regime with its comparisons and power; the file is untouched."""
+    db_path = tmp_path / "study.db"
+    runs, outcomes = [], []
+    for r in rows:
+        circuit = CircuitConfig(4, r.get("depth") or 1)
+        regime = DataRegime(split="kfold", per_class=r.get("per_class"))
+        tc = __import__("dataclasses").replace(recipe("quantum"), seed=r["seed"], regime=regime)
+        run = Run(ModelConfig(r["variant"], circuit=circuit), tc, dataset="d")
+        runs.append(run)
+        outcomes.append(Outcome({**r, "setup": r["variant"], "depth": r.get("depth")}, [{"epoch": 1}], 1.0))
+    with ResultsDB(db_path) as db:
+        db.add_sweep("study", "name = 'study'\n", runs)
+        for run, outcome in zip(runs, outcomes, strict=True):
+            db.start(run.id)
+            db.finish(run.id, outcome, {"device": "cpu (x86_64)", "cpus": 2}, {"wall": 1.0})
+    before = db_path.read_bytes()
+    out = tmp_path / "study.md"
+    assert cli.main(["study", "--db", str(db_path), "--out", str(out), "--made-by", "qtl sweep s.toml"]) == 0
+    text = out.read_text()
+    assert db_path.read_bytes() == before
+    assert "qtl sweep s.toml" in text and "name = 'study'" in text and "## Answer" in text
+    assert "## d, 2 classes; 2 labelled images per class" in text
+    assert "| quantum 4q d6 | rbf-svm | 10 |" in text and "power for ±0.02" in text
+    assert cli.main(["study", "--db", str(tmp_path / "none.db")]) == 1
+    assert "no results database" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""The honest protocol (qtl.data.protocol, qtl.data.feed): which images train, select and test a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qtl.config import DataRegime
+from qtl.data.features import FeatureSet
+from qtl.data.feed import regime_features
+from qtl.data.protocol import partition
+
+LABELS = np.repeat(np.arange(3), [40, 30, 25])  # 95 images of 3 unequal classes
+ORIGIN = np.array(["train"] * 60 + ["val"] * 20 + ["test"] * 15)
+
+
+class TestPartition:
+    def test_kfold_tests_every_image_once_per_round_and_never_trains_on_it(self):
+        """Seeds 0-4 test each image exactly once; in every seed train, val and test are disjoint and
+        cover the pool; each test fold keeps the class proportions (stratified)."""
+        tested = []
+        for seed in range(5):
+            p = partition(LABELS, ORIGIN, DataRegime(split="kfold"), seed)
+            parts = [set(p.train), set(p.val), set(p.test)]
+            assert sum(map(len, parts)) == 95 and set.union(*parts) == set(range(95))
+            assert np.bincount(LABELS[p.test]).tolist() == [8, 6, 5]
+            tested += list(p.test)
+        assert sorted(tested) == list(range(95))
+        again = partition(LABELS, ORIGIN, DataRegime(split="kfold"), 7)  # the next round: new folds
+        assert set(again.test) != set(partition(LABELS, ORIGIN, DataRegime(split="kfold"), 2).test)
+
+    def test_given_split_keeps_the_dataset_splits(self):
+        p = partition(LABELS, ORIGIN, DataRegime(), seed=3)
+        assert (ORIGIN[p.train] == "train").all() and len(p.train) == 60
+        assert (ORIGIN[p.test] == "test").all() and len(p.val) == 20
+
+    def test_few_shot_noise_and_classes_touch_only_training_data(self):
+        """per_class draws that many training images per class; label noise moves exactly round(p n) of
+        their labels to another class; classes keeps the first k everywhere; val and test stay whole."""
+        regime = DataRegime(split="kfold", per_class=5, label_noise=0.4, classes=2)
+        p = partition(LABELS, ORIGIN, regime, seed=1)
+        assert np.bincount(p.clean_labels).tolist() == [5, 5] and (p.clean_labels == LABELS[p.train]).all()
+        assert p.flipped == 4 and set(p.train_labels) <= {0, 1}
+        whole = partition(LABELS, ORIGIN, DataRegime(split="kfold", classes=2), seed=1)
+        assert (p.val == whole.val).all() and (p.test == whole.test).all() and LABELS[p.test].max() == 1
+        assert set(p.train) <= set(whole.train)
+        same = partition(LABELS, ORIGIN, regime, seed=1)  # every variant with this seed sees the same
+        assert (same.train == p.train).all() and (same.train_labels == p.train_labels).all()
+
+    def test_folds_need_enough_images_per_class(self):
+        with pytest.raises(ValueError, match="at least 5 images of every class"):
+            partition(np.array([0, 0, 0, 1, 1, 1, 1, 1]), np.array(["train"] * 8), DataRegime("kfold"), 0)
+
+
+def feature_set(n: int, start: int, views: int = 0) -> FeatureSet:
+    labels = torch.tensor(LABELS[start : start + n])
+    x = torch.arange(start, start + n, dtype=torch.float32)[:, None].repeat(1, 4)  # feature = image index
+    x = x.expand(views, n, 4).clone() if views else x
+    return FeatureSet(x, labels, [f"img{start + i}" for i in range(n)], ["a", "b", "c"])
+
+
+class TestRegimeFeatures:
+    def test_parts_are_the_partitioned_images_with_their_labels(self):
+        """The selected FeatureSets hold exactly the partition's images (by their features and paths),
+        with the noisy training labels and the clean val/test labels."""
+        sets = {"train": feature_set(60, 0), "val": feature_set(20, 60), "test": feature_set(15, 80)}
+        regime = DataRegime(split="kfold", label_noise=0.5)
+        out = regime_features(sets, regime, seed=2)
+        p = partition(LABELS, ORIGIN, regime, seed=2)
+        for name, idx in (("train", p.train), ("val", p.val), ("test", p.test)):
+            assert out[name].features[:, 0].long().tolist() == idx.tolist()
+            assert out[name].paths == [f"img{i}" for i in idx]
+        assert out["train"].labels.tolist() == p.train_labels.tolist() != LABELS[p.train].tolist()
+        assert out["test"].labels.tolist() == LABELS[p.test].tolist()
+        assert regime_features(sets, DataRegime(), seed=2) is sets  # the default: the dataset as it is
+
+    def test_augmented_views_serve_the_given_split_only(self):
+        sets = {"train": feature_set(60, 0, views=3), "val": feature_set(20, 60)}
+        few = regime_features(sets, DataRegime(per_class=2), seed=0)
+        assert few["train"].features.shape == (3, 4, 4)  # every view of 2 images of each class in train
+        with pytest.raises(ValueError, match="augment = false"):
+            regime_features(sets, DataRegime(split="kfold"), seed=0)
