@@ -87,7 +87,8 @@ class TestSpec:
             ("qubits = [", "is not valid TOML"),
             ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),
             (
-                "seeds = 100000\n[[grid]]\nqubits = [1, 2, 3, 4, 5]\ndepth = [1, 2]\n[[grid]]\nvariant = 'linear'",
+                "seeds = 100000\n[[grid]]\nqubits = [1, 2, 3, 4, 5]\ndepth = [1, 2]\n"
+                "[[grid]]\nvariant = 'linear'",
                 "plans 1,100,000 runs, over the limit of 100,000 (grid 1: seed 100,000 x qubits 5 x depth 2 "
                 "= 1,000,000; grid 2: seed 100,000 = 100,000)",
             ),
