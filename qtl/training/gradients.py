@@ -24,7 +24,7 @@ from torch import nn
 
 GROUPS = ("backbone", "pre_net", "circuit", "hidden", "post_net")
 COLUMNS = tuple(f"grad_{g}" for g in GROUPS)
-SAMPLES_PER_EPOCH = 32
+SAMPLES_PER_EPOCH = 8  # reading one step costs about a closed-form step's own time (bench/grad_norms.py)
 #: Circuit gradients count as vanished below this share of the classical layers' (root mean square per
 #: parameter), or below VANISHED_RMS outright.
 VANISHING_RATIO = 1e-3
@@ -56,6 +56,7 @@ class GradientNorms:
         self.index = torch.tensor([self.present.index(g) for _, g in kept], dtype=torch.long)
         self.sizes = {g: sum(p.numel() for p, k in kept if k == g) for g in self.present}
         self.every = max(1, batches // SAMPLES_PER_EPOCH)
+        self._order: tuple[int, list[int]] | None = None  # (id of a step, where each param is in its list)
         self._reset()
 
     def _reset(self) -> None:
@@ -69,17 +70,20 @@ class GradientNorms:
             return
         given = getattr(step, "last_grads", None)
         if given is not None:
-            by_id = dict(zip(map(id, step.params), given, strict=True))
-            grads = [by_id.get(id(p)) for p in self.params]
+            if self._order is None or self._order[0] != id(step):
+                where = {id(p): i for i, p in enumerate(step.params)}
+                self._order = (id(step), [where.get(id(p), -1) for p in self.params])
+            grads = [given[i] if i >= 0 else None for i in self._order[1]]
         else:
             grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             self.missing = True
             return
-        squares = torch.stack(torch._foreach_norm(grads)).square()
-        per_group = torch.zeros(len(self.present), dtype=squares.dtype, device=squares.device)
-        norms = per_group.index_add_(0, self.index.to(squares.device), squares).sqrt_()
-        self.total = norms if self.total is None else self.total.add_(norms)
+        squares = torch.stack(torch._foreach_norm(grads)).square_()
+        if self.index.device != squares.device:
+            self.index = self.index.to(squares.device)
+        per_group = squares.new_zeros(len(self.present)).index_add_(0, self.index, squares).sqrt_()
+        self.total = per_group if self.total is None else self.total.add_(per_group)
         self.samples += 1
 
     def epoch(self) -> dict[str, float | None]:
