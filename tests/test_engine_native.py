@@ -100,11 +100,19 @@ def random_configs(count: int, seed: int = 2019) -> list[tuple[CircuitConfig, in
 
 
 CONFIGS = random_configs(30)
+REUPLOAD_CONFIGS = [
+    (CircuitConfig(1, 2, reupload=True), 3),
+    (CircuitConfig(3, 1, "ring", "rot", reupload=True), 4),
+    (CircuitConfig(4, 3, reupload=True), 5),
+    (CircuitConfig(5, 2, "none", hadamard=False, reupload=True), 2),
+    (CircuitConfig(7, 4, "chain", "rot", reupload=True), 3),
+]
 
 
 def config_id(case) -> str:
     c, b = case
-    return f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}-{'H' if c.hadamard else 'noH'}-b{b}"
+    ru = "-reupload" if c.reupload else ""
+    return f"n{c.n_qubits}-d{c.depth}-{c.entangler}-{c.rotation}-{'H' if c.hadamard else 'noH'}{ru}-b{b}"
 
 
 def grads(out: torch.Tensor, angles: torch.Tensor, weights: torch.Tensor, seed: int):
@@ -113,9 +121,10 @@ def grads(out: torch.Tensor, angles: torch.Tensor, weights: torch.Tensor, seed: 
 
 
 class TestAgainstDenseReference:
-    @pytest.mark.parametrize("case", CONFIGS, ids=config_id)
+    @pytest.mark.parametrize("case", CONFIGS + REUPLOAD_CONFIGS, ids=config_id)
     def test_float64_outputs_and_gradients(self, case):
-        """float64 outputs and input/weight gradients agree with the dense reference to 1e-10."""
+        """float64 outputs and input/weight gradients agree with the dense reference to 1e-10 (circuits
+        that embed the inputs in every block too)."""
         config, batch = case
         angles, weights = random_inputs(config, batch, seed=batch)
         angles.requires_grad_(True)
@@ -159,29 +168,7 @@ class TestAgainstDenseReference:
             NativeEngine(config)
 
 
-REUPLOAD_CONFIGS = [
-    (CircuitConfig(1, 2, reupload=True), 3),
-    (CircuitConfig(3, 1, "ring", "rot", reupload=True), 4),
-    (CircuitConfig(4, 3, reupload=True), 5),
-    (CircuitConfig(5, 2, "none", hadamard=False, reupload=True), 2),
-    (CircuitConfig(7, 4, "chain", "rot", reupload=True), 3),
-]
-
-
 class TestReuploading:
-    @pytest.mark.parametrize("case", REUPLOAD_CONFIGS, ids=config_id)
-    def test_outputs_and_gradients_match_the_dense_reference(self, case):
-        """A circuit that embeds the inputs in every block: outputs and gradients agree to 1e-10."""
-        config, batch = case
-        angles, weights = random_inputs(config, batch, seed=11)
-        angles.requires_grad_(True)
-        weights.requires_grad_(True)
-        want = dense_expvals(gates(config), config.n_qubits, angles, weights)
-        got = NativeEngine(config)(angles, weights)
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
-        for g, w in zip(grads(got, angles, weights, 3), grads(want, angles, weights, 3), strict=True):
-            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
-
     def test_reuploading_changes_the_function_and_refuses_shared_matrices(self):
         """Re-uploading is a different circuit (other outputs), and no path may share one matrix across
         samples whose layers differ."""

@@ -172,13 +172,8 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_effect_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--effect",
-        type=float,
-        metavar="X",
-        default=0.02,
-        help="power analysis: the difference in accuracy each comparison should detect",
-    )
+    what = "power analysis: the difference in accuracy each comparison should detect"
+    p.add_argument("--effect", type=float, metavar="X", default=0.02, help=what)
 
 
 def _add_seed_args(p: argparse.ArgumentParser) -> None:
