@@ -205,6 +205,9 @@ class TestTrain:
             ("linear", 1),
             ("linear", 2),
         ]
+        assert all(r["grad_post_net"] > 0 for r in job.records)  # every epoch's gradient norms, live
+        assert [r["grad_circuit"] is not None for r in job.records] == [True, True, False, False]
+        assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy and the gradient norms
         assert at.dataframe, "no summary table"
 
     def test_backbone_takes_a_timm_name(self, app_env):
@@ -330,6 +333,22 @@ class TestExperiments:
         assert not at.exception and not at.error, texts(at.error)
         assert "Accuracy vs width" in [h.value for h in at.subheader]
         assert "30 finished runs" in texts(at.markdown)
+
+    def test_shipped_study_shows_its_findings_and_stays_as_shipped(self, app_env):
+        """docs/study.db, the study of docs/study.md, opens read-only with its findings view: the verdict
+        tally and one part per dataset and regime; the file stays byte for byte as shipped, no journal."""
+        shipped = REPO / "docs" / "study.db"
+        before = shipped.read_bytes()
+        at = app("experiments")
+        label = next(o for o in at.selectbox(key="exp_db").options if o.startswith("study"))
+        at.selectbox(key="exp_db").set_value(label).run()
+        assert not at.exception and not at.error, texts(at.error)
+        assert "Findings on held-out test accuracy" in [h.value for h in at.subheader]
+        parts = [e.label for e in at.expander if "per class" in e.label or "all labels" in e.label]
+        assert "digits, 10 classes; 5 labelled images per class" in parts and len(parts) >= 20
+        assert "better" in at.dataframe[1].value.columns  # the tally of verdicts
+        assert shipped.read_bytes() == before
+        assert not list(shipped.parent.glob("study.db-*"))
 
     def test_demo_bounds_the_sweep(self, app_env, monkeypatch):
         monkeypatch.setenv("QTL_DEMO", "1")

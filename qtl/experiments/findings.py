@@ -48,7 +48,8 @@ class Section:
     def title(self) -> str:
         k = self.key
         parts = [f"{k['dataset']}, {k['n_classes']} classes" if k.get("n_classes") else str(k["dataset"])]
-        parts.append(f"{k['per_class']} labelled images per class" if k.get("per_class") else "all labels")
+        few = k.get("per_class")
+        parts.append(f"{few} labelled image{'s' if few != 1 else ''} per class" if few else "all labels")
         if k.get("label_noise"):
             parts.append(f"{k['label_noise']:.0%} of training labels wrong")
         if k.get("feature_dim"):
@@ -224,6 +225,7 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
     ]
     for control, counts in tally(sections).items():
         out.append(f"| {control} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
+    out += [""] + _summary(sections)
     out += ["", "Per dataset and regime (difference in test accuracy, quantum - control, and the call):", ""]
     out += _answer_grid(sections)
     for s in sections:
@@ -235,6 +237,28 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
         out += ["", conclusion(s)]
     out += ["", "## Cost", ""] + _cost(db, rows)
     return "\n".join(out) + "\n"
+
+
+def _summary(sections: list[Section]) -> list[str]:
+    """One bullet per quantum head and control: in which datasets and regimes it was better, worse or
+    equivalent (inconclusive ones are counted)."""
+    lines = []
+    heads = dict.fromkeys(name for s in sections for name in _by_quantum(s.comparisons))
+    for name in heads:
+        for control in dict.fromkeys(c["control"] for s in sections for c in s.comparisons):
+            found: dict[str, list[str]] = {v: [] for v in VERDICTS}
+            for s in sections:
+                for c in _by_quantum(s.comparisons).get(name, []):
+                    if c["control"] == control:
+                        found[c["verdict_word"]].append(f"{s.title} ({c['diff']:+.3f})")
+            said = [
+                f"{v} in {len(found[v])}: " + "; ".join(found[v]) for v in ("better", "worse", "equivalent")
+            ]
+            said = [x for x, v in zip(said, ("better", "worse", "equivalent"), strict=True) if found[v]]
+            rest = len(found["inconclusive"]) + len(found["not tested"])
+            said.append(f"inconclusive in {rest}" if rest else "conclusive everywhere")
+            lines.append(f"- **{name} vs {control}**: " + ". ".join(said) + ".")
+    return lines
 
 
 def _answer_grid(sections: list[Section]) -> list[str]:
