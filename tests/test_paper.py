@@ -55,18 +55,20 @@ def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
     """Two variants x two seeds on a tiny dataset: the Markdown and JSON reports hold every run."""
     data = make_image_folder(tmp_path / "tiny")
     out = tmp_path / "results.md"
-    args = ["-q", "reproduce", "--variants", "quantum", "dressed-classical", "--seeds", "2", "--random-init"]
+    args = ["-q", "reproduce", "--variants", "quantum", "linear", "dressed-classical", "--seeds", "2"]
+    args += ["--random-init"]  # linear: its recipe's 5 augmented views, of every fold's training images
     args += ["--epochs", "2", "--qubits", "2", "--depth", "1", "--data", str(data), "--split", "kfold"]
     assert main([*args, "--models-dir", str(tmp_path / "m"), "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert [(s["variant"], s["n"], s["epochs"]) for s in report["summary"]] == [
         ("quantum", 2, [2]),
+        ("linear", 2, [2]),
         ("dressed-classical", 2, [2]),
     ]
     assert all(0 <= r["final_val_acc"] <= 1 and r["epochs_done"] == 2 for r in report["runs"])
     assert all(r["n_test"] == 4 and r["split"] == "kfold-5" for r in report["runs"])  # 20 images, 5 folds
     assert report["summary"][0]["backbone"] == "resnet18 (random init)"
-    assert report["metric"] == "test_acc" and report["comparisons"][0]["n"] == 2  # paired by seed, on test
+    assert report["metric"] == "test_acc" and [c["n"] for c in report["comparisons"]] == [2, 2]  # by seed
     assert "power" in report["comparisons"][0]
     text = out.read_text()
     assert text == capsys.readouterr().out.split("wrote ")[0].rstrip("\n") + "\n"

@@ -75,9 +75,21 @@ class TestRegimeFeatures:
         assert out["test"].labels.tolist() == LABELS[p.test].tolist()
         assert regime_features(sets, DataRegime(), seed=2) is sets  # the default: the dataset as it is
 
-    def test_augmented_views_serve_the_given_split_only(self):
-        sets = {"train": feature_set(60, 0, views=3), "val": feature_set(20, 60)}
-        few = regime_features(sets, DataRegime(per_class=2), seed=0)
+    def test_augmented_views_train_and_single_features_select_and_test(self):
+        """Folds over augmented data: the training part takes its images' views from every split, val and
+        test the plain features; views of the train split alone cannot serve folds."""
+        plain = {"train": feature_set(60, 0), "val": feature_set(20, 60), "test": feature_set(15, 80)}
+        views = {
+            "train": feature_set(60, 0, views=3),
+            "val": feature_set(20, 60, 3),
+            "test": feature_set(15, 80, 3),
+        }
+        out = regime_features(plain, DataRegime(split="kfold"), seed=4, train_from=views)
+        p = partition(LABELS, ORIGIN, DataRegime(split="kfold"), seed=4)
+        assert out["train"].features.shape == (3, len(p.train), 4) and out["test"].features.dim() == 2
+        assert out["train"].features[2, :, 0].long().tolist() == p.train.tolist()
+        only_train = {"train": feature_set(60, 0, views=3), "val": feature_set(20, 60)}
+        few = regime_features(only_train, DataRegime(per_class=2), seed=0)
         assert few["train"].features.shape == (3, 4, 4)  # every view of 2 images of each class in train
         with pytest.raises(ValueError, match="augment = false"):
-            regime_features(sets, DataRegime(split="kfold"), seed=0)
+            regime_features(only_train, DataRegime(split="kfold"), seed=0)

@@ -209,24 +209,28 @@ def training_feed(
     backbone every epoch. backbone: what a feature-cache miss runs (see `extract_features`).
     """
     if mc.frozen and (features is not None or not tc.augment or tc.views > 0):
+        views = None  # the augmented views the training part is drawn from, when they are not `found`'s
         if features is not None:
             found = dict(zip(ALL_SPLITS[: len(features)], features, strict=True))
-        else:  # cached features, or cached augmented views for train
-            found = {
-                split: extract_features(
+        else:  # cached features (and augmented views: `feature_needs`)
+            got = {
+                need: extract_features(
                     mc.backbone,
                     mc.pretrained,
                     root,
-                    split,
-                    views=tc.views if tc.augment and split == "train" else 0,
+                    need[0],
+                    views=need[1],
                     device=str(device),
                     cache_dir=machine.cache_dir,
                     progress=progress,
                     backbone=backbone,
-                )
-                for split in present_splits(root)
+                )  # fmt: skip
+                for need in feature_needs(tc, root)
             }
-        sets = regime_features(found, tc.regime, tc.seed)
+            found = {split: fs for (split, v), fs in got.items() if v == 0 or tc.regime == DataRegime()}
+            if tc.regime != DataRegime() and any(v for _, v in got):
+                views = {split: fs for (split, v), fs in got.items() if v}
+        sets = regime_features(found, tc.regime, tc.seed, train_from=views)
         head = model.head
         if mc.feature_dim is not None:  # the training features' principal components, kept in the head
             train = sets["train"].features
@@ -310,22 +314,44 @@ def _parts(labels_by_split: dict[str, list | torch.Tensor], regime: DataRegime, 
     }
 
 
-def regime_features(sets: dict[str, FeatureSet], regime: DataRegime, seed: int) -> dict[str, FeatureSet]:
+def feature_needs(tc: TrainConfig, root: str | Path) -> list[tuple[str, int]]:
+    """(split, views) of every cached FeatureSet a frozen run on cached features reads: with the default
+    regime the train split's augmented views (when augmenting) and the other splits' eval features; with
+    any other, every split's eval features plus the views of every split its training images may come
+    from (train for the given split, all of them for folds)."""
+    augmented, splits = tc.augment and tc.views > 0, present_splits(root)
+    if tc.regime == DataRegime():
+        return [(s, tc.views if augmented and s == "train" else 0) for s in splits]
+    sources = ["train"] if tc.regime.split == "given" else splits
+    return [(s, 0) for s in splits] + ([(s, tc.views) for s in sources] if augmented else [])
+
+
+def regime_features(
+    sets: dict[str, FeatureSet],
+    regime: DataRegime,
+    seed: int,
+    *,
+    train_from: dict[str, FeatureSet] | None = None,
+) -> dict[str, FeatureSet]:
     """The train/val(/test) FeatureSets a run with `seed` uses, selected from the dataset's splits `sets`
     by `regime` (`qtl.data.protocol`); the sets themselves when the regime is the default one.
-    Augmented views (V, N, F) exist for the dataset's train split only: the kfold split refuses them."""
+
+    train_from: per split, the augmented views (V, N, F) the training part is taken from (default: `sets`).
+    ValueError when a part would mix views with single features (views of a split that are not given).
+    """
     if regime == DataRegime():
         return sets
-    if regime.split != "given" and any(fs.features.dim() == 3 for fs in sets.values()):
-        raise ValueError(
-            "augmented views are cached for the dataset's own train split only: "
-            "train with augment = false (or split = given) to use folds"
-        )
     n_classes, chosen = _parts({k: fs.labels for k, fs in sets.items()}, regime, seed)
     out = {}
     for name, (runs, labels) in chosen.items():
-        pieces = [sets[split].features[..., idx, :] for split, idx in runs]
-        paths = [sets[split].paths[i] for split, idx in runs for i in idx]
+        pool = train_from if name == "train" and train_from is not None else sets
+        if any(split not in pool for split, _ in runs) or len({pool[s].features.dim() for s, _ in runs}) > 1:
+            raise ValueError(
+                "augmented views are cached for the dataset's own train split only: train with "
+                "augment = false (or split = given) to use folds on these features"
+            )
+        pieces = [pool[split].features[..., idx, :] for split, idx in runs]
+        paths = [pool[split].paths[i] for split, idx in runs for i in idx]
         classes = list(sets["train"].classes)[:n_classes]
         out[name] = FeatureSet(torch.cat(pieces, dim=-2), labels, paths, classes)
     return out

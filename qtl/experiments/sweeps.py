@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.data.features import extract_features
-from qtl.data.feed import present_splits
+from qtl.data.feed import feature_needs
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
 from qtl.experiments.runs import Run, RunObserver
@@ -156,9 +156,7 @@ def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> Non
         mc, tc, m = run.model_config, run.train_config, run.machine
         if not mc.frozen or (tc.augment and tc.views == 0):
             continue
-        views = tc.views if tc.augment else 0
-        for split in present_splits(m.data_dir):
-            v = views if split == "train" else 0
+        for split, v in feature_needs(tc, m.data_dir):
             key = (mc.backbone, mc.pretrained, m.data_dir, split, v, m.cache_dir)
             if key in seen:
                 continue
