@@ -375,7 +375,7 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 def cmd_compare(args, bar: ProgressBar) -> int:
     from qtl.experiments.runs import checkpoint_row, train_runs
-    from qtl.experiments.stats import summarise
+    from qtl.experiments.stats import comparisons, format_comparisons, summarise
     from qtl.models.checkpoint import load_checkpoint
     from qtl.models.store import list_checkpoints
     from qtl.paths import models_dir
@@ -395,6 +395,10 @@ def cmd_compare(args, bar: ProgressBar) -> int:
         rows = [o.row for o in train_runs(runs, observer=RunsBar(bar))]
     summary = summarise(rows, COMPARE_FIELDS)
     print(format_summary(summary))
+    metric = "test_acc" if any(r.get("test_acc") is not None for r in rows) else "val_acc"
+    comps = comparisons(rows, metric, effect=args.effect)
+    if comps:
+        print(f"\non {metric}:\n" + "\n".join(format_comparisons(comps)))
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     directory = Path(args.models_dir) if args.models_dir else models_dir()

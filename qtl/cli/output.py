@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-COMPARE_FIELDS = ("val_acc", "val_loss", "best_epoch", "train_time_s", "classical", "quantum")
+COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s", "classical", "quantum")
 """The run fields `qtl compare` summarises as mean ± std per setup."""
 
 
@@ -110,13 +110,14 @@ def format_summary(summary: list[dict]) -> str:
             return "n/a"
         return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
-    header = ("setup", "n", "val acc", "val loss", "best epoch", "train time (s)", "params c/q")
+    header = ("setup", "n", "val acc", "val loss", "test acc", "best epoch", "train time (s)", "params c/q")
     lines = [
         (
             s["setup"],
             str(s["n"]),
             pm(s, "val_acc", 4),
             pm(s, "val_loss", 4),
+            pm(s, "test_acc", 4),
             pm(s, "best_epoch", 1),
             pm(s, "train_time_s", 1),
             f"{s['classical_mean']:.0f}/{s['quantum_mean']:.0f}",

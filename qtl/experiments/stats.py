@@ -325,17 +325,23 @@ def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFF
         lines.append(f"  {cell_name(c):<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
-        lines += ["", "quantum vs controls, paired by seed (difference = quantum - control)"]
-        for c in comps:
-            diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
-            ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
-            p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
-            name = f"{cell_name(c['quantum'])} vs {c['control']}"
-            lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
-            lines.append(f"  {'':<56} {power_text(c)}")
-        wins = sum(c["significant"] for c in comps)
-        lines.append(f"  {wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})")
+        lines += ["", *format_comparisons(comps)]
     return "\n".join(lines)
+
+
+def format_comparisons(comps: list[dict]) -> list[str]:
+    """`comparisons` as text lines: each test, then its power analysis, then the count significant."""
+    lines = ["quantum vs controls, paired by seed (difference = quantum - control)"]
+    for c in comps:
+        diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
+        ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+        p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
+        name = f"{cell_name(c['quantum'])} vs {c['control']}"
+        lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
+        lines.append(f"  {'':<56} {power_text(c)}")
+    wins = sum(c["significant"] for c in comps)
+    lines.append(f"  {wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})")
+    return lines
 
 
 def cell_name(cell: dict) -> str:

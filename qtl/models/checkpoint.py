@@ -57,19 +57,21 @@ class CheckpointError(ValueError):
 
 def checkpoint_name(model_config: ModelConfig, seed: int | None = None, stamp: str | None = None) -> str:
     """A file name that says what is inside, e.g. "quantum-resnet18-random-q4d6-s0-20261125-120000.pt":
-    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-<engine>][-noisy] | -w<width>][-s<seed>]
-    -<stamp>.pt,
+    <variant>-<backbone>-<imagenet|random>[-q<qubits>d<depth>[-reupload][-<engine>][-noisy] | -w<width>]
+    [-f<feature_dim>][-s<seed>]-<stamp>.pt,
     the stamp defaulting to the current time (to the microsecond, so names do not collide)."""
     c = model_config
     parts = [c.variant, c.backbone, "imagenet" if c.pretrained else "random"]
     if c.is_quantum:
-        parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}")
+        parts.append(f"q{c.circuit.n_qubits}d{c.circuit.depth}" + ("-reupload" if c.circuit.reupload else ""))
         if c.engine != "native":
             parts.append(re.sub(r"[^a-z0-9]+", "", c.engine))
         if not c.noise.is_ideal:
             parts.append("noisy")
     elif c.variant == "dressed-classical":
         parts.append(f"w{c.circuit.n_qubits}")
+    if c.feature_dim is not None:
+        parts.append(f"f{c.feature_dim}")
     if seed is not None:
         parts.append(f"s{seed}")
     parts.append(stamp or datetime.now().strftime("%Y%m%d-%H%M%S-%f"))
