@@ -13,6 +13,7 @@ another; what only one page renders may live in that page).
 | `server_jobs` | the server's one job runner (`qtl.utils.jobs.JobRunner`), submitting, the job panel |
 | `datasets`    | uploads: where they go, their caps, thumbnails, the data a checkpoint is scored on |
 | `experiments` | the Experiments page's glue: visible results databases, a sweep from the form, its job |
+| `findings`    | the Experiments page's findings view of a study (test accuracy, comparisons, power) |
 | `noise`       | the Noise page's glue: noise widgets, cached circuit inputs and sweeps, its charts |
 | `hardware`    | the Hardware page's glue: devices a session may use, estimate, run, results  |
 | `charts`      | Altair charts                                                                 |
