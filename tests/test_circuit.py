@@ -70,13 +70,15 @@ class TestSerialisation:
         assert CircuitConfig.from_dict(d) == c
 
     def test_default_is_the_paper(self):
-        """The default config is the paper's 4 qubits, depth 6, chain of CNOTs, RY layer, Hadamards."""
+        """The default config is the paper's 4 qubits, depth 6, chain of CNOTs, RY layer, Hadamards, inputs
+        embedded once."""
         assert CircuitConfig().to_dict() == {
             "n_qubits": 4,
             "depth": 6,
             "entangler": "chain",
             "rotation": "ry",
             "hadamard": True,
+            "reupload": False,
         }
 
 

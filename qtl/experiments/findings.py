@@ -198,15 +198,13 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
         f"({env.get('cpus', '?')} CPUs, {env.get('platform', platform.platform())}; "
         f"torch {env.get('torch')}).",
         "",
-        "**Protocol.** Every image of a dataset is pooled and cut into 5 stratified folds "
-        "(`split = kfold`): seed s tests on fold s mod 5, selects on the next fold and trains on the other "
-        "three, so seeds 0-4 test every image once and seeds 5-9 do it again with new folds. A gradient-"
-        "trained head keeps the epoch with the best **val** accuracy; a kernel SVM picks its C and kernel "
-        "width on val; the **test** fold is scored once, on what was selected, and never used for "
-        "selection. The regime narrows the training part only, drawn from the seed so every variant sees "
-        "the same images and labels: `per_class` labelled images per class (few-shot), `label_noise` the "
-        "share of training labels moved to another class, `feature_dim` the training features' principal "
-        "components in front of the head, `classes` the first k classes. Val and test stay whole and clean.",
+        f"**Protocol.** {_splits_text(rows)} A gradient-trained head keeps the epoch with the best **val** "
+        "accuracy; a kernel SVM picks its C and kernel width on val; the **test** split is scored once, on "
+        "what was selected, and never used for selection. The regime narrows the training part only, drawn "
+        "from the seed so every variant sees the same images and labels: `per_class` labelled images per "
+        "class (few-shot), `label_noise` the share of training labels moved to another class, `feature_dim` "
+        "the training features' principal components in front of the head, `classes` the first k classes. "
+        "Val and test stay whole and clean.",
         "",
         f"**Statistics.** Per variant the mean test accuracy over seeds with a Student t 95% interval. Each "
         f"quantum head against each control paired by seed (same folds, same training images): mean "
@@ -232,7 +230,7 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
         out += ["", f"## {s.title}", ""]
         out += _cell_table(s)
         if s.comparisons:
-            out += ["", comparison_header(effect), "|" + "---|" * 10]
+            out += ["", *comparison_header(effect)]
             out += [comparison_line(c, _short(c["quantum"])) for c in s.comparisons]
         out += ["", conclusion(s)]
     out += ["", "## Cost", ""] + _cost(db, rows)
@@ -259,6 +257,22 @@ def _summary(sections: list[Section]) -> list[str]:
             said.append(f"inconclusive in {rest}" if rest else "conclusive everywhere")
             lines.append(f"- **{name} vs {control}**: " + ". ".join(said) + ".")
     return lines
+
+
+def _splits_text(rows: list[dict]) -> str:
+    """How the runs' images were split, in words, from their `split` labels ("kfold-5", "given")."""
+    splits = sorted({r.get("split") or "given" for r in rows})
+    if splits == ["given"]:
+        return "Every run used its dataset's own train, val and test splits."
+    folds = sorted({int(s.split("-")[1]) for s in splits if s.startswith("kfold-")})
+    k = folds[0] if len(folds) == 1 else None
+    if k is None or len(splits) > 1:
+        return f"The runs used these splits: {', '.join(splits)} (kfold-k: stratified folds of every image)."
+    return (
+        f"Every image of a dataset is pooled and cut into {k} stratified folds (`split = kfold`): seed s "
+        f"tests on fold s mod {k}, selects on the next fold and trains on the other {k - 2}, so seeds 0 to "
+        f"{k - 1} test every image once, and each further round of {k} seeds again with new folds."
+    )
 
 
 def _answer_grid(sections: list[Section]) -> list[str]:

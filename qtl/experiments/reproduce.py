@@ -166,7 +166,7 @@ def markdown(report: dict) -> str:
     if report.get("comparisons"):
         metric = report.get("metric", "val_acc")
         lines += ["", f"Quantum vs its controls, paired by seed on {metric} (quantum - control):", ""]
-        lines += [comparison_header(report.get("effect", EFFECT)), "|" + "---|" * 10]
+        lines += comparison_header(report.get("effect", EFFECT))
         lines += [comparison_line(c, cell_name(c["quantum"])) for c in report["comparisons"]]
     if report.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]

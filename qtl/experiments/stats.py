@@ -295,23 +295,26 @@ def power_text(c: dict) -> str:
     )
 
 
-def comparison_header(effect: float = EFFECT) -> str:
-    """The Markdown header of `comparison_line`'s table."""
-    return (
+def comparison_header(effect: float = EFFECT) -> list[str]:
+    """The Markdown header (two lines) of `comparison_line`'s table."""
+    head = (
         f"| quantum | vs | n | difference | 95% CI | p | p adjusted | verdict | power for ±{effect:.2f} "
-        f"| seeds for {POWER:.0%} power |"
+        f"| seeds for {POWER:.0%} power | detectable with these seeds |"
     )
+    return [head, "|" + "---|" * 11]
 
 
 def comparison_line(c: dict, name: str) -> str:
-    """One comparison as a Markdown table row (`comparison_header`): the test and its power."""
+    """One comparison as a Markdown table row (`comparison_header`): the test and its power: the power to
+    detect ±effect, the seeds that would reach POWER, and the difference these seeds detect with POWER."""
     ci = "" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
     p = "" if c["p"] is None else f"{c['p']:.3g}"
     q = "" if c["p_adjusted"] is None else f"{c['p_adjusted']:.3g}"
     diff = "" if c["diff"] is None else f"{c['diff']:+.3f}"
     pw = "n/a" if c.get("power") is None else f"{c['power']:.2f}"
     needed = "n/a" if c.get("power") is None else str(c["seeds_needed"] or "> 10,000")
-    cols = (name, c["control"], c["n"], diff, ci, p, q, c["verdict"], pw, needed)
+    detect = "n/a" if c.get("detectable") is None else f"±{c['detectable']:.3f}"
+    cols = (name, c["control"], c["n"], diff, ci, p, q, c["verdict"], pw, needed, detect)
     return "| " + " | ".join(map(str, cols)) + " |"
 
 
@@ -380,7 +383,7 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
         out.append("")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
-        out += [comparison_header(effect), "|" + "---|" * 10]
+        out += comparison_header(effect)
         out += [comparison_line(c, cell_name(c["quantum"])) for c in comps]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
