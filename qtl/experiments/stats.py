@@ -24,6 +24,7 @@ advance.
 
 from __future__ import annotations
 
+import functools
 import math
 
 # scipy is imported inside the functions that test: the tables need none of it.
@@ -182,42 +183,62 @@ def power(n: int, effect: float, sd: float, alpha: float = ALPHA) -> float | Non
     """The power of a two-sided paired t-test on n seeds at level alpha to detect a true mean difference
     `effect` when the paired differences have standard deviation `sd`: P(|T| > t_crit) with T noncentral
     t (df n - 1, noncentrality effect sqrt(n) / sd). None when undefined (n < 2, or sd not positive)."""
-    from scipy import stats
-
     if n < 2 or not sd or sd <= 0:
         return None
-    df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
+    return _power_at(n - 1, abs(effect) * math.sqrt(n) / sd, alpha)
+
+
+def _power_at(df: int, nc: float, alpha: float) -> float:
+    """P(|T| > t_crit) for T noncentral t with `df` degrees of freedom and noncentrality `nc`."""
+    from scipy import stats
+
     t_crit = stats.t.ppf(1 - alpha / 2, df)
     tails = [float(stats.nct.sf(t_crit, df, nc)), float(stats.nct.cdf(-t_crit, df, nc))]
     return min(1.0, sum(0.0 if math.isnan(t) else t for t in tails))  # a far tail can come back NaN
 
 
+@functools.lru_cache(maxsize=4096)
+def _critical_nc(df: int, alpha: float, target: float) -> float:
+    """The noncentrality at which the two-sided t-test with `df` degrees of freedom reaches power `target`
+    (power rises with it): what n seeds need of effect sqrt(n) / sd."""
+    from scipy import optimize, stats
+
+    high = 2 * (stats.t.ppf(1 - alpha / 2, df) + stats.norm.ppf(target) + 4)  # power is ~1 there
+    return float(optimize.brentq(lambda nc: _power_at(df, nc, alpha) - target, 0.0, high, xtol=1e-7))
+
+
 def seeds_needed(effect: float, sd: float, target: float = POWER, alpha: float = ALPHA, most: int = 10_000):
     """The fewest seeds (2 or more) whose paired test reaches power `target` for `effect` at noise `sd`;
-    None where sd is not positive, or when even `most` seeds do not."""
-    if not sd or sd <= 0:
+    None where sd is not positive, or when even `most` seeds do not. Starts from Guenther's normal
+    approximation (within a seed or two) and steps to the exact noncentral t answer: n seeds suffice
+    when effect sqrt(n) / sd reaches the critical noncentrality of df n - 1."""
+    from scipy import stats
+
+    if not sd or sd <= 0 or not effect:
         return None
-    low, high = 2, 2
-    while (power(high, effect, sd, alpha) or 0) < target:  # double, then bisect: power rises with n
-        low, high = high, high * 2
-        if high > most:
+    ratio, z_alpha = abs(effect) / sd, stats.norm.ppf(1 - alpha / 2)
+    n = max(2, math.ceil(((z_alpha + stats.norm.ppf(target)) / ratio) ** 2 + z_alpha**2 / 2))  # Guenther
+    if n > most + 2:
+        return None
+
+    def enough(k: int) -> bool:
+        return ratio * math.sqrt(k) >= _critical_nc(k - 1, alpha, target)
+
+    while n > 2 and enough(n - 1):
+        n -= 1
+    while not enough(n):
+        n += 1
+        if n > most:
             return None
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (mid + 1, high) if (power(mid, effect, sd, alpha) or 0) < target else (low, mid)
-    return high
+    return n
 
 
 def detectable(n: int, sd: float, target: float = POWER, alpha: float = ALPHA) -> float | None:
     """The smallest true difference a paired test of n seeds detects with power `target` at noise `sd`
     (None where undefined)."""
-    from scipy import optimize, stats
-
     if n < 2 or not sd or sd <= 0:
         return None
-    t_crit = stats.t.ppf(1 - alpha / 2, n - 1)
-    high = 2 * sd * (t_crit + stats.norm.ppf(target) + 4) / math.sqrt(n)  # power is ~1 there
-    return float(optimize.brentq(lambda d: power(n, d, sd, alpha) - target, 1e-12, high))
+    return _critical_nc(n - 1, alpha, target) * sd / math.sqrt(n)
 
 
 def comparisons(
