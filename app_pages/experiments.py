@@ -52,9 +52,10 @@ st.subheader("Sweeps")
 sweep, rows = experiments.browse(databases)
 if rows and any(r.get("test_acc") is not None for r in rows):
     st.subheader("Findings on held-out test accuracy")
-    findings.render(
-        rows, effect=st.number_input("difference to detect (power analysis)", 0.005, 0.2, 0.02, 0.005)
+    effect = st.number_input(
+        "difference to detect (power analysis)", 0.005, 0.2, 0.02, 0.005, key="exp_effect"
     )
+    findings.render(rows, effect=effect)
 if rows:
     cell_list = cells(rows)
     st.markdown(f"**{len(rows)} finished runs** in {len(cell_list)} configurations (mean over seeds).")
