@@ -120,8 +120,9 @@ def test_folded_circuit_uses_only_real_arithmetic():
         (ModelConfig(engine="mps", max_bond=2), "truncates bonds"),
         (ModelConfig(circuit=CircuitConfig(11, 1)), "over the 1024"),
         (ModelConfig(circuit=CircuitConfig(6, 1), noise=NoiseConfig(depolarizing=0.01)), "with noise"),
+        (ModelConfig(circuit=CircuitConfig(4, 2, reupload=True)), "reads inputs after an entangling gate"),
     ],
-    ids=["noise-shots", "device-shots", "mps-truncated", "too-wide", "too-wide-noisy"],
+    ids=["noise-shots", "device-shots", "mps-truncated", "too-wide", "too-wide-noisy", "reupload"],
 )
 def test_what_cannot_fold_exactly_is_refused_with_the_reason(config, reason):
     with pytest.raises(ExportRefused, match=reason):
@@ -174,6 +175,24 @@ def test_exported_files_give_qtls_probabilities(case, tiny_pixels, tmp_path):
         for rows in (slice(None), slice(0, 1), slice(3, 8)):  # the batch is a dimension of the graph
             got = model.run(tiny_pixels[rows].numpy())
             assert np.abs(got - expected[rows]).max() < TOLERANCE, (fmt, rows)
+
+
+def test_a_head_on_reduced_features_exports_with_its_projection(tiny_pixels, tmp_path):
+    """A quantum head behind a PCA projection (feature_dim): the exported graph keeps the projection and
+    gives the checkpoint's probabilities."""
+    torch.manual_seed(3)
+    mc = ModelConfig(
+        "quantum", TINY, pretrained=False, class_names=("a", "b", "c"), q_delta=1.0, feature_dim=6
+    )
+    model = build_model(mc)
+    width = model.head.mean.numel()
+    model.head.set_projection(torch.randn(width), torch.linalg.qr(torch.randn(width, 6))[0].T)
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "f.pt", model, mc))
+    with torch.no_grad():
+        expected = torch.softmax(loaded.model(tiny_pixels), 1).numpy()
+    path, _ = export_model(loaded, tmp_path / "f.onnx", "onnx")
+    assert np.abs(load_exported(path).run(tiny_pixels.numpy()) - expected).max() < TOLERANCE
+    assert expected.std(0).max() > 10 * TOLERANCE  # the projection is not trivial: images are told apart
 
 
 def test_predict_exported_answers_as_predict(val_sample, tmp_path):

@@ -69,6 +69,11 @@ def check_foldable(model_config) -> None:
                 f"the model's MPS engine truncates bonds to {c.max_bond} (exact needs "
                 f"{exact_bond(c.circuit)}): the exported graph computes the exact circuit and would differ"
             )
+    if c.circuit.reupload:
+        raise ExportRefused(
+            "the data re-uploading circuit reads inputs after an entangling gate in every block: its layers "
+            "depend on the input and cannot fold into constant matrices"
+        )
     k = 2 if noise.is_ideal else 4
     if k**c.circuit.n_qubits > MAX_DIMENSION:
         kind = "amplitudes" if k == 2 else "density-matrix entries"
@@ -251,6 +256,18 @@ class PortableDressedCircuit(nn.Module):
         return self.post_net(self.circuit(angles))
 
 
+def _portable_head(head, noise: NoiseConfig):
+    """A quantum head with its circuit folded; one behind a PCA projection (`Projected`, a reduced feature
+    width) keeps the projection, which is plain matmuls already."""
+    from qtl.models.heads import Projected
+
+    if not isinstance(head, Projected):
+        return PortableDressedCircuit(head, noise)
+    folded = Projected(head.mean.numel(), head.components.shape[0], PortableDressedCircuit(head.inner, noise))
+    folded.set_projection(head.mean, head.components)
+    return folded
+
+
 class PortableClassifier(nn.Module):
     """A loaded classifier as one graph of plain ops: (B, 3, H, W) normalised images -> (B, C)
     class probabilities (softmax included)."""
@@ -261,7 +278,7 @@ class PortableClassifier(nn.Module):
         head = loaded.model.head
         if c.is_quantum:
             check_foldable(c)
-            head = PortableDressedCircuit(head, c.noise)
+            head = _portable_head(head, c.noise)
         from qtl.models.backbones import is_shared
 
         backbone = loaded.model.backbone
