@@ -316,7 +316,8 @@ class TestExperiments:
         job = ui_module().runner().get(at.session_state["exp_job_id"])
         assert job.wait(120), "the sweep did not finish"
         at.run()
-        assert job.snapshot().state == "done" and job.snapshot().result.done == 6
+        snap = job.snapshot()
+        assert snap.state == "done" and snap.result.done == 6, snap.error
         at = app("experiments")  # a fresh visit browses the database
         assert "6 finished runs" in texts(at.markdown)
         comps = at.dataframe[1].value

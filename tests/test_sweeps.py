@@ -240,6 +240,34 @@ class TestOlderDatabases:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.db"]
 
 
+class TestConcurrentOpen:
+    def test_connections_opening_a_new_database_at_once_all_succeed(self, tmp_path):
+        """A sweep creating its database while the Experiments page opens it to browse: each connection
+        switches the new file to WAL, which SQLite does not wait for; none may fail "database is locked"."""
+        import threading
+
+        errors = []
+
+        def open_and_read(path, start):
+            start.wait()
+            try:
+                with ResultsDB(path) as db:
+                    db.sweeps()
+            except sqlite3.OperationalError as exc:
+                errors.append(str(exc))
+
+        for i in range(60):
+            start = threading.Barrier(4)
+            threads = [
+                threading.Thread(target=open_and_read, args=(tmp_path / f"r{i}.db", start)) for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert errors == []
+
+
 class TestInterruptions:
     def test_sigkill_loses_nothing_finished_and_counts_nothing_half_written(self, tiny, tmp_path):
         """kill -9 mid-sweep: finished runs stay whole, the killed one is not counted, and re-running the

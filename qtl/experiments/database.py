@@ -84,6 +84,24 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another connection's lock
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to write-ahead logging (it stays so). The switch takes an exclusive lock without
+    waiting for it (SQLite's busy timeout does not cover it), so two connections opening a new file at
+    once, a sweep and the page that browses it, would get "database is locked": retry within the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class ResultsDB:
     """A results database file; created with its schema on first use. Use as a context manager or
     call `close()`. Every write is one transaction (BEGIN IMMEDIATE ... COMMIT)."""
@@ -97,10 +115,10 @@ class ResultsDB:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         if not readonly:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
