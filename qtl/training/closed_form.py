@@ -319,6 +319,7 @@ class ClosedFormStep:
         self.params = [module.pre_net.weight, module.pre_net.bias, module.q_params]
         self.params += [module.post_net.weight, module.post_net.bias]
         self.n_layers = module.engine.plan.n_layers
+        self.wide = module.engine.n_qubits > HALVES_MAX_QUBITS  # the units, a chunk at a time
         self._tables: tuple | None = None  # ((device, dtype), _Tables or _WideTables) of the last step
         self._buffers: dict[tuple, list[torch.Tensor]] = {}  # (shape, dtype, device) -> scratch buffers
         self._taken: dict[tuple, int] = {}  # how many of each this step has taken
@@ -341,16 +342,15 @@ class ClosedFormStep:
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Cross-entropy loss, correct predictions and the gradients of [W1, b1, q, W2, b2] on a batch."""
         w1 = self.params[0]
-        engine: NativeEngine = self.module.engine
-        wide = engine.n_qubits > HALVES_MAX_QUBITS
         if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
+            engine: NativeEngine = self.module.engine
             built = (
                 _wide_tables(engine.plan, w1.device, w1.dtype)
-                if wide
+                if self.wide
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )
             self._tables = (w1.device, w1.dtype), built
-        if wide:
+        if self.wide:
             return _wide_loss_and_grads(self._tables[1], *self.params, x.to(w1.dtype), y, self._scratch)
         args = (self._tables[1], self.n_layers, *self.params, x.to(w1.dtype), y)
         if self._compiled is None or len(x) != self.compile_batch:
