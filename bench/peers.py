@@ -45,20 +45,18 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import importlib.util
 import json
 import math
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import types
 
 import numpy as np
 import torch
+from baseline import module_at
 from machine import machine
 
 from qtl.models.heads import DressedQuantumCircuit
@@ -103,21 +101,6 @@ def reference_logits(n: int, params: dict, x) -> np.ndarray:
 
 
 # ---- qtl
-
-
-def baseline_module(ref: str) -> types.ModuleType:
-    """qtl/training/closed_form.py as of git `ref`, imported as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:qtl/training/closed_form.py"], capture_output=True, text=True, check=True
-    ).stdout
-    path = os.path.join(tempfile.mkdtemp(prefix="qtl-baseline-"), "closed_form_baseline.py")
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("closed_form_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look themselves up there)
-    spec.loader.exec_module(module)
-    return module
 
 
 def baseline_step(module: types.ModuleType, head, optimizer, n_steps: int, batch: int):
@@ -446,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     baseline = None
     if args.baseline:
-        baseline = baseline_module(args.baseline)
+        baseline = module_at(args.baseline, "qtl/training/closed_form.py")
         at = args.engines.index("native") + 1 if "native" in args.engines else len(args.engines)
         args.engines.insert(at, f"native@{args.baseline}")
     default_threads = torch.get_num_threads()
