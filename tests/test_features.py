@@ -200,6 +200,7 @@ class TestFastExtraction:
         with activations, which stay), and the outputs agree to rounding on real images."""
         torch.manual_seed(0)
         model, _ = load_backbone(name, pretrained)
+        model.eval()
         norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
         folded = features_module.fold_batchnorm(model, torch.rand(1, 3, 64, 64))
         assert folded is not model and norms > 0
@@ -222,7 +223,7 @@ class TestFastExtraction:
             def forward(self, x):
                 return self.conv(self.norm(x))
 
-        model = NormFirst()
+        model = NormFirst().eval()
         with caplog.at_level(logging.WARNING):
             assert features_module.fold_batchnorm(model, torch.rand(1, 3, 8, 8)) is model
         assert "not folded" in caplog.text

@@ -160,10 +160,10 @@ def extraction_dtype(device: str | torch.device) -> torch.dtype:
 
 def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> nn.Module:
     """For `model` in eval mode (which it does not change): a copy in which every batch norm that
-    directly follows a convolution (two
-    consecutive children of one module, as torchvision and timm build them) is folded into that
-    convolution's weight and bias (`torch.nn.utils.fusion.fuse_conv_bn_eval`); a batch norm with an
-    activation (timm's BatchNormAct2d) leaves the activation in its place.
+    directly follows a convolution (two consecutive children of one module, as torchvision and timm
+    build them) is folded into that convolution's weight and bias (`torch.nn.utils.fusion.
+    fuse_conv_bn_eval`); a batch norm with an activation (timm's BatchNormAct2d) leaves the activation
+    in its place.
 
     The copy computes the same function up to rounding; it is checked on `probe` (B, 3, H, W) and
     returned only if its output differs from `model`'s by at most FOLD_TOLERANCE relative to the
