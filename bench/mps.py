@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import signal
-import statistics
 import sys
 import time
 import warnings
@@ -43,6 +42,7 @@ from pathlib import Path
 import torch
 from baseline import module_at
 from machine import machine
+from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
@@ -131,15 +131,7 @@ def step_times(head: DressedQuantumCircuit, repeats: int) -> tuple[float, float]
     """Median (wall, CPU) seconds of fit()'s train_step after one warm-up step."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(BATCH, 512, generator=g), torch.randint(0, 2, (BATCH,), generator=g)
-    optimizer = adam(head.parameters(), lr=1e-3)
-    train_step(head, optimizer, x, y)
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        train_step(head, optimizer, x, y)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    return step_seconds(train_step, head, adam(head.parameters(), lr=1e-3), x, y, repeats)
 
 
 def measure(engine: str, n: int, repeats: int, cap: float) -> dict:

@@ -45,13 +45,13 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 from machine import machine
+from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
@@ -133,15 +133,8 @@ def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
     step = train_step if kind == "autograd" else step_for_run(train_step, head, optimizer, 1, batch)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(batch, FEATURES, generator=g), torch.randint(0, 2, (batch,), generator=g)
-    step(head, optimizer, x, y)
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        step(head, optimizer, x, y)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+    wall, cpu = step_seconds(step, head, optimizer, x, y, repeats)
     name = getattr(step, "__name__", type(step).__name__)
-    wall, cpu = statistics.median(walls), statistics.median(cpus)
     return {
         "step": name,
         "wall_s": wall,
