@@ -72,6 +72,9 @@ DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5
 #: 2.6e-6), so the check allows 1e-3 there: it still catches a wrong circuit, not float32 rounding.
 WIDE_QUBITS, WIDE_TOLERANCE = 14, 1e-3
 ENGINES = ("native", "tensorcircuit-jax", "pennylane-jax", "torchquantum")
+#: With --baseline: up to this width the step must not be slower than the baseline's beyond the noise
+#: of a run (issue 20: no slowdown at 4-10 qubits).
+SAME_MAX_QUBITS, NOISE = 10, 0.05
 #: PennyLane's default.qubit and TorchQuantum are skipped above these widths (minutes per step).
 MAX_QUBITS = {"pennylane-jax": 12, "torchquantum": 16}
 
@@ -464,6 +467,16 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         cells = " | ".join(cell(r["engines"][name], name) for name in args.engines)
         print(f"| {r['n_qubits']}, {r['batch']} | {cells} |")
+    if args.baseline:
+        other = f"native@{args.baseline}"
+        for r in results:
+            entry = r["engines"].get(other, {})
+            if r["n_qubits"] <= SAME_MAX_QUBITS and "ratio_to_native" in entry:
+                ok = entry["ratio_to_native"] >= 1 - NOISE
+                print(
+                    f"{'PASS' if ok else 'FAIL'}  {r['n_qubits']} x {r['batch']}: {other} / native = "
+                    f"{entry['ratio_to_native']:.2f} (no slowdown: >= {1 - NOISE:g})"
+                )
     if args.json:
         command = " ".join([os.path.relpath(sys.executable), *sys.argv])
         with open(args.json, "w") as f:
