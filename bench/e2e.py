@@ -58,6 +58,7 @@ from pathlib import Path
 import torch
 import torchvision
 from machine import machine
+from report import verdict
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -369,14 +370,13 @@ def main() -> None:
                 f"{closeness['relative_median']:.4f}, max {closeness['relative_max']:.4f}, cosine >= "
                 f"{closeness['cosine_min']:.5f}"
             )
-            ok_floor, ok_acc = r_floor <= TARGET_LITE0_FLOOR, apart <= 1
-            print(
-                f"\n{'PASS' if ok_floor else 'FAIL'}  qtl / floor = {r_floor:.2f}"
-                f"   (target <= {TARGET_LITE0_FLOOR})"
-            )
-            print(
-                f"{'PASS' if ok_acc else 'FAIL'}  best val accuracy {q['best_val_acc']:.3f} against the "
-                f"exact pipeline's {exact['best_val_acc']:.3f}: {apart} image(s) apart (target <= 1)"
+            print()
+            floor_text = f"qtl / floor = {r_floor:.2f}   (target <= {TARGET_LITE0_FLOOR})"
+            verdict(r_floor <= TARGET_LITE0_FLOOR, floor_text)
+            verdict(
+                apart <= 1,
+                f"best val accuracy {q['best_val_acc']:.3f} against the exact pipeline's "
+                f"{exact['best_val_acc']:.3f}: {apart} image(s) apart (target <= 1)",
             )
             if args.json:
                 results = {

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from baseline import module_at
 from machine import machine
+from report import verdict
 from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
@@ -229,13 +230,11 @@ def main() -> int:
     failed = False
     at64 = next((r for r in results if r["engine"] == "mps" and r["n_qubits"] == 64), None)
     if at64 and at64["step_s"]:
-        ok = at64["step_s"] <= TARGET_64_S  # a step's wall time on this machine, all its threads
-        failed |= not ok
-        print(
-            f"{'PASS' if ok else 'FAIL'}  64 qubits, depth {DEPTH}, batch {BATCH}: {at64['step_s']:.3f} s "
-            f"wall, {at64['cpu_s']:.3f} s CPU per step on {args.threads} threads "
-            f"(target <= {TARGET_64_S:g} s)"
+        text = (
+            f"64 qubits, depth {DEPTH}, batch {BATCH}: {at64['step_s']:.3f} s wall, {at64['cpu_s']:.3f} s "
+            f"CPU per step on {args.threads} threads (target <= {TARGET_64_S:g} s)"
         )
+        failed |= not verdict(at64["step_s"] <= TARGET_64_S, text)  # wall time on this machine, its threads
     mps = {r["n_qubits"]: r for r in results if r["engine"] == "mps" and r["step_s"]}
     ratios = []
     for r in results:
@@ -244,22 +243,18 @@ def main() -> int:
             if other:
                 ratios.append(other / mps[r["n_qubits"]]["step_s"])
     if ratios:
-        ok = min(ratios) >= TARGET_RATIO
-        failed |= not ok
-        print(
-            f"{'PASS' if ok else 'FAIL'}  default.tensor / mps >= {min(ratios):.0f}x at every size measured "
-            f"(target >= {TARGET_RATIO:g}x)"
-        )
+        text = f"default.tensor / mps >= {min(ratios):.0f}x at every size measured"
+        text += f" (target >= {TARGET_RATIO:g}x)"
+        failed |= not verdict(min(ratios) >= TARGET_RATIO, text)
     run = None
     if args.recipe:
         run = recipe_run(args.data, args.threads)
-        ok = run["seconds"] <= TARGET_RECIPE_S
-        failed |= not ok
-        print(
-            f"{'PASS' if ok else 'FAIL'}  the recipe at {RECIPE_QUBITS} qubits ({run['epochs']} epochs, "
-            f"batch {run['batch']}, cached efficientnet_lite0 features): {run['seconds'] / 60:.1f} min, "
-            f"best val acc {run['best_val_acc']:.3f} (target <= {TARGET_RECIPE_S / 60:g} min)"
+        text = (
+            f"the recipe at {RECIPE_QUBITS} qubits ({run['epochs']} epochs, batch {run['batch']}, cached "
+            f"efficientnet_lite0 features): {run['seconds'] / 60:.1f} min, best val acc "
+            f"{run['best_val_acc']:.3f} (target <= {TARGET_RECIPE_S / 60:g} min)"
         )
+        failed |= not verdict(run["seconds"] <= TARGET_RECIPE_S, text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -58,6 +56,7 @@ import numpy as np
 import torch
 from baseline import module_at
 from machine import machine
+from report import save_json, verdict
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
@@ -472,15 +471,12 @@ def main(argv: list[str] | None = None) -> None:
         for r in results:
             entry = r["engines"].get(other, {})
             if r["n_qubits"] <= SAME_MAX_QUBITS and "ratio_to_native" in entry:
-                ok = entry["ratio_to_native"] >= 1 - NOISE
-                print(
-                    f"{'PASS' if ok else 'FAIL'}  {r['n_qubits']} x {r['batch']}: {other} / native = "
-                    f"{entry['ratio_to_native']:.2f} (no slowdown: >= {1 - NOISE:g})"
-                )
+                ratio = entry["ratio_to_native"]
+                text = f"{r['n_qubits']} x {r['batch']}: {other} / native = {ratio:.2f}"
+                text += f" (no slowdown: >= {1 - NOISE:g})"
+                verdict(ratio >= 1 - NOISE, text)
     if args.json:
-        command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "command": command, "results": results}, f, indent=2)
+        save_json(args.json, {"machine": info, "results": results})
 
 
 if __name__ == "__main__":

@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 from machine import machine
+from report import save_json, verdict
 from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
@@ -202,23 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     in_range = [r for r in rows if TARGET_RANGE[0] <= r["n_qubits"] <= TARGET_RANGE[1]]
     for r in in_range:
-        ok = r["x_bound"] <= TARGET_RATIO
-        failed |= not ok
-        print(
-            f"{'PASS' if ok else 'FAIL'}  {r['n_qubits']} qubits: {r['x_bound']:.2f}x the bound (target <= 2)"
-        )
+        text = f"{r['n_qubits']} qubits: {r['x_bound']:.2f}x the bound (target <= {TARGET_RATIO:g})"
+        failed |= not verdict(r["x_bound"] <= TARGET_RATIO, text)
     at20 = next((r for r in rows if r["n_qubits"] == 20 and r["batch"] == 32), None)
     if at20 is not None:
-        ok = at20["wall_s"] <= TARGET_20_S
-        failed |= not ok
-        print(
-            f"{'PASS' if ok else 'FAIL'}  20 qubits, batch 32, depth 6: {at20['wall_s']:.2f} s per step "
-            f"(wall) on {torch.get_num_threads()} threads (target <= {TARGET_20_S} s on 2 cores)"
+        text = (
+            f"20 qubits, batch 32, depth 6: {at20['wall_s']:.2f} s per step (wall) on "
+            f"{torch.get_num_threads()} threads (target <= {TARGET_20_S} s on 2 cores)"
         )
+        failed |= not verdict(at20["wall_s"] <= TARGET_20_S, text)
     if args.json:
-        command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "limits": limits, "command": command, "results": rows}, f, indent=1)
+        save_json(args.json, {"machine": info, "limits": limits, "results": rows})
     return 1 if failed else 0
 
 

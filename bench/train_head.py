@@ -25,6 +25,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from baseline import module_at
+from report import verdict
 from torch.utils.data import DataLoader, TensorDataset
 
 from qtl.config import MachineConfig, ModelConfig, recipe
@@ -124,11 +125,8 @@ def main() -> None:
     print(f"{'plain DataLoader loop:':24s}{b:7.2f} s  ({b / n_steps * 1e3:.2f} ms/step incl. val)")
     if args.baseline:
         q, old_q = (statistics.median(runs) for runs in times.values())
-        ok = old_q / q >= 1 - NOISE
-        print(
-            f"{'PASS' if ok else 'FAIL'}  fit() @{args.baseline} / fit() = {old_q / q:.2f} "
-            f"(no slowdown: >= {1 - NOISE:g})"
-        )
+        text = f"fit() @{args.baseline} / fit() = {old_q / q:.2f} (no slowdown: >= {1 - NOISE:g})"
+        verdict(old_q / q >= 1 - NOISE, text)
 
 
 if __name__ == "__main__":
