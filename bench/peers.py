@@ -14,6 +14,9 @@ cross-entropy, backward, Adam (lr 1e-3), all in float32, from the same initial p
     pennylane-jax        PennyLane default.qubit, JAX interface, backprop, parameter broadcasting,
                          the whole step under jax.jit
     torchquantum         TorchQuantum QuantumDevice(bsz=B), torch autograd, torch Adam
+    native@REF           with --baseline REF: the same as native with the closed-form step of another
+                         commit (`git show REF:qtl/training/closed_form.py`, imported beside this tree's),
+                         to show a change's effect measured in the same run
 
 Before timing, every engine's float32 logits on the same batch, qtl's included, are checked against a
 float64 reference (qtl's native engine in float64) to 1e-5 (1e-3 from 14 qubits on, where float32
@@ -42,9 +45,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -53,13 +54,15 @@ import types
 
 import numpy as np
 import torch
+from baseline import module_at
 from machine import machine
+from report import save_json, verdict
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.fit import is_small_step
 from qtl.training.optim import adam
-from qtl.training.steps import COMPILE_MIN_STEPS, step_for_run, train_step
+from qtl.training.steps import COMPILE_MIN_STEPS, compiled_train_step, step_for_run, train_step
 
 CONFIGS = [(4, 4), (4, 64), (8, 32), (12, 32), (16, 32), (20, 32)]  # (n_qubits, batch)
 DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5
@@ -68,6 +71,9 @@ DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5
 #: 2.6e-6), so the check allows 1e-3 there: it still catches a wrong circuit, not float32 rounding.
 WIDE_QUBITS, WIDE_TOLERANCE = 14, 1e-3
 ENGINES = ("native", "tensorcircuit-jax", "pennylane-jax", "torchquantum")
+#: With --baseline: up to this width the step must not be slower than the baseline's beyond the noise
+#: of a run (issue 20: no slowdown at 4-10 qubits).
+SAME_MAX_QUBITS, NOISE = 10, 0.05
 #: PennyLane's default.qubit and TorchQuantum are skipped above these widths (minutes per step).
 MAX_QUBITS = {"pennylane-jax": 12, "torchquantum": 16}
 
@@ -99,17 +105,31 @@ def reference_logits(n: int, params: dict, x) -> np.ndarray:
 # ---- qtl
 
 
+def baseline_step(module: types.ModuleType, head, optimizer, n_steps: int, batch: int):
+    """The step `step_for_run` picked with that commit's closed-form module (the rest is unchanged)."""
+    if module.supports_closed_form(head, optimizer):
+        compile_now = n_steps >= COMPILE_MIN_STEPS and module.worth_compiling_closed_form(
+            batch, head.engine.n_qubits
+        )
+        return module.closed_form_step(head, optimizer, batch if compile_now else None)
+    if n_steps >= COMPILE_MIN_STEPS:
+        return compiled_train_step(head, optimizer)
+    return train_step
+
+
 class Native:
     name = "native"
 
-    def __init__(self, n: int, params: dict, x, y, step: str = "fit") -> None:
+    def __init__(self, n: int, params: dict, x, y, step: str = "fit", baseline=None) -> None:
         self.head = DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH), memory_budget=12 * 2**30)
         self.head.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
         self.optimizer = adam(self.head.parameters(), lr=LR)
         n_steps = COMPILE_MIN_STEPS if step == "compiled" else 1
         self.step_fn = train_step
-        if step != "eager":
+        if baseline is not None:
+            self.step_fn = baseline_step(baseline, self.head, self.optimizer, n_steps, len(x))
+        elif step != "eager":
             self.step_fn = step_for_run(train_step, self.head, self.optimizer, n_steps, len(x))
         self.kind = getattr(self.step_fn, "__name__", type(self.step_fn).__name__)
 
@@ -324,7 +344,9 @@ def seconds_per_step(engine, min_time: float) -> float:
     return statistics.median(times)
 
 
-def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: float, step: str) -> dict:
+def run_config(
+    n: int, batch: int, names: list[str], rounds: int, min_time: float, step: str, baseline=None
+) -> dict:
     params, x, y = problem(n, batch)
     engines, row = {}, {}
     for name in names:
@@ -335,6 +357,8 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
             start = time.perf_counter()
             if name == "native":
                 engine = Native(n, params, x, y, step=step)
+            elif name.startswith("native@"):
+                engine = Native(n, params, x, y, step=step, baseline=baseline)
             else:
                 engine = BUILDERS[name](n, params, x, y)
             built = time.perf_counter() - start
@@ -346,7 +370,7 @@ def run_config(n: int, batch: int, names: list[str], rounds: int, min_time: floa
             continue
         engines[name] = engine
         row[name] = {"status": "ok", "build_s": built, "compile_s": engine.compile_s}
-        if name == "native":
+        if name.startswith("native"):
             row[name]["step"] = engine.kind
     reference = reference_logits(n, params, x)
     tolerance = tolerance_for(n)
@@ -400,8 +424,16 @@ def main(argv: list[str] | None = None) -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--compiled", action="store_true", help="native: the step fit() picks for a long run")
     kind.add_argument("--eager", action="store_true", help="native: autograd's train_step at every size")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="also time native with the closed-form step of git commit REF"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
+    baseline = None
+    if args.baseline:
+        baseline = module_at(args.baseline, "qtl/training/closed_form.py")
+        at = args.engines.index("native") + 1 if "native" in args.engines else len(args.engines)
+        args.engines.insert(at, f"native@{args.baseline}")
     default_threads = torch.get_num_threads()
     info = machine()
     print(
@@ -416,12 +448,13 @@ def main(argv: list[str] | None = None) -> None:
         threads = args.threads or (1 if is_small_step(batch, n) else default_threads)
         torch.set_num_threads(threads)
         step = "compiled" if args.compiled else "eager" if args.eager else "fit"
-        row = run_config(n, batch, args.engines, args.rounds, args.min_time, step)
+        row = run_config(n, batch, args.engines, args.rounds, args.min_time, step, baseline)
         results.append({"n_qubits": n, "batch": batch, "torch_threads": threads, "engines": row})
         cells = " | ".join(f"{name}: {cell(row[name], name)}" for name in args.engines)
         print(f"{n:>2} qubits, batch {batch:>2}, {threads} torch threads | {cells}", flush=True)
-        if "step" in row.get("native", {}):
-            print(f"   native step: {row['native']['step']}", flush=True)
+        steps = {k: v["step"] for k, v in row.items() if "step" in v}
+        if steps:
+            print(f"   native steps: {steps}", flush=True)
         compile_times = {k: round(v["compile_s"], 2) for k, v in row.items() if v.get("compile_s")}
         if compile_times:
             print(f"   compile seconds (excluded above): {compile_times}", flush=True)
@@ -433,10 +466,17 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         cells = " | ".join(cell(r["engines"][name], name) for name in args.engines)
         print(f"| {r['n_qubits']}, {r['batch']} | {cells} |")
+    if args.baseline:
+        other = f"native@{args.baseline}"
+        for r in results:
+            entry = r["engines"].get(other, {})
+            if r["n_qubits"] <= SAME_MAX_QUBITS and "ratio_to_native" in entry:
+                ratio = entry["ratio_to_native"]
+                text = f"{r['n_qubits']} x {r['batch']}: {other} / native = {ratio:.2f}"
+                text += f" (no slowdown: >= {1 - NOISE:g})"
+                verdict(ratio >= 1 - NOISE, text)
     if args.json:
-        command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "command": command, "results": results}, f, indent=2)
+        save_json(args.json, {"machine": info, "results": results})
 
 
 if __name__ == "__main__":

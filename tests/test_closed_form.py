@@ -1,4 +1,5 @@
-"""The fused closed-form training step (`qtl.training.closed_form`) against fit()'s autograd `train_step`."""
+"""The fused closed-form training step (`qtl.training.closed_form`) against fit()'s autograd `train_step`,
+and the units it runs wide circuits on (`qtl.quantum.engines._units`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
-from qtl.training.closed_form import MAX_QUBITS, ClosedFormStep, supports_closed_form
+from qtl.quantum.engines import _units as units
+from qtl.training import closed_form
+from qtl.training.closed_form import HALVES_MAX_QUBITS, ClosedFormStep, supports_closed_form
 from qtl.training.optim import adam
 from qtl.training.steps import COMPILE_MIN_STEPS, step_for_run, train_step
 
@@ -25,6 +28,16 @@ CONFIGS = [  # (n_qubits, depth, entangler, hadamard, batch): one folded block u
     (9, 0, "none", True, 4),
     (10, 2, "ring", False, 3),
 ]
+WIDE = [  # (n_qubits, depth, entangler, hadamard, batch, samples per chunk): units above 10 wires
+    (11, 1, "chain", True, 3, None),
+    (11, 0, "chain", False, 2, None),
+    (12, 6, "chain", True, 5, 2),  # three chunks, the last one short
+    (13, 3, "ring", True, 4, None),  # odd: the ring's control is wire 11 xor wire 12
+    (13, 2, "chain", False, 7, 3),
+    (14, 5, "ring", False, 3, 1),
+    (14, 0, "none", True, 3, None),
+    (15, 4, "chain", True, 2, None),
+]
 
 
 def _pair(config: CircuitConfig, dtype=torch.float64, lr: float = 0.05):
@@ -33,9 +46,20 @@ def _pair(config: CircuitConfig, dtype=torch.float64, lr: float = 0.05):
     return head, adam(head.parameters(), lr)
 
 
-@pytest.mark.parametrize(("n", "depth", "entangler", "hadamard", "batch"), CONFIGS)
-def test_fused_gradients_equal_autograd(n, depth, entangler, hadamard, batch):
-    """Loss, correct count and the gradient of every parameter agree with autograd to 1e-10 (float64)."""
+def _wide_chunks(monkeypatch, n: int, samples: int | None) -> None:
+    """Simulate `samples` samples of n qubits per chunk (None: the default chunk)."""
+    if samples is not None:
+        monkeypatch.setattr(closed_form, "CHUNK_AMPLITUDES", samples * 2**n)
+
+
+@pytest.mark.parametrize(
+    ("n", "depth", "entangler", "hadamard", "batch", "chunk"),
+    [(*c, None) for c in CONFIGS] + WIDE,
+)
+def test_fused_gradients_equal_autograd(monkeypatch, n, depth, entangler, hadamard, batch, chunk):
+    """Loss, correct count and the gradient of every parameter agree with autograd to 1e-10 (float64):
+    one block, two halves, and above 10 wires the units, a chunk of samples at a time."""
+    _wide_chunks(monkeypatch, n, chunk)
     head, opt = _pair(CircuitConfig(n, depth, entangler, hadamard=hadamard))
     assert supports_closed_form(head, opt)
     g = torch.Generator().manual_seed(1)
@@ -53,7 +77,7 @@ def test_fused_gradients_equal_autograd(n, depth, entangler, hadamard, batch):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("n", [4, 8])
+@pytest.mark.parametrize("n", [4, 8, 12])
 def test_fused_steps_take_the_eager_trajectory(n):
     """Five fused steps leave the parameters and Adam's state of five eager steps, across a learning-rate
     change (a scheduler's) and an optimizer state loaded anew (a resumed run); eager steps continue it."""
@@ -97,7 +121,8 @@ def test_what_the_closed_form_step_does_not_take():
     """Complex circuits, PennyLane engines, wide circuits, other optimizers, frozen parameters and the
     classical control keep the autograd step (or the compiled one, for long runs)."""
     assert not supports_closed_form(*_pair(CircuitConfig(4, 2, rotation="rot")))
-    assert not supports_closed_form(*_pair(CircuitConfig(MAX_QUBITS + 1, 1)))
+    assert not supports_closed_form(*_pair(CircuitConfig(HALVES_MAX_QUBITS + 1, 2, rotation="rot")))
+    assert not supports_closed_form(*_pair(CircuitConfig(HALVES_MAX_QUBITS + 2, 2, entangler="none")))
     torch.manual_seed(0)
     pl = DressedQuantumCircuit(6, 3, CircuitConfig(2, 1), engine="default.qubit")
     assert not supports_closed_form(pl, adam(pl.parameters(), 0.1))
@@ -142,10 +167,11 @@ def test_compiled_fused_step_for_long_runs_of_tiny_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("n", [4, 8])
-def test_fused_step_on_cuda_matches_autograd(n):
-    """The fused step on CUDA (float64) takes the autograd step's trajectory."""
-    config = CircuitConfig(n, 4)
+@pytest.mark.parametrize(("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring")])
+def test_fused_step_on_cuda_matches_autograd(n, entangler):
+    """The fused step on CUDA (float64) takes the autograd step's trajectory: one block, two halves, and
+    above 10 wires the units."""
+    config = CircuitConfig(n, 4, entangler)
     eager_head, eager_opt = _pair(config)
     head, opt = _pair(config)
     eager_head.cuda()
@@ -160,3 +186,30 @@ def test_fused_step_on_cuda_matches_autograd(n):
         torch.testing.assert_close(got[0], want[0], atol=1e-10, rtol=0)
     for p, q in zip(eager_head.parameters(), head.parameters(), strict=True):
         torch.testing.assert_close(q, p, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("n", range(11, 25))
+def test_unit_groups_keep_every_cnot_foldable(n):
+    """ "back" passes start their groups at even wires and "front" passes at odd ones (the first at 0), and
+    every group but the last has an even (odd, for a "front" pass's first) number of wires: so each even
+    pair lies inside a group of a "back" pass, each odd pair inside a group of a "front" pass."""
+    for front in (False, True):
+        parts = units.groups(n, front=front)
+        assert parts[0][0] == 0 and sum(size for _, size in parts) == n
+        assert all(s + z == t for (s, z), (t, _) in zip(parts, parts[1:], strict=False))
+        assert all(start % 2 == int(front) for start, _ in parts[1:])
+        assert all(size > 1 for _, size in parts)
+    config = CircuitConfig(n, 3, "ring")
+    plan = DressedQuantumCircuit(4, 2, config).engine.plan
+    uplan = units.compile_units(plan)
+    assert [u.layer for u in uplan.units] == sorted(u.layer for u in uplan.units)
+    assert sum(isinstance(s, units.Ring) for s in uplan.steps) == 3
+
+
+def test_units_refuse_other_cnot_runs():
+    """A run that is not even pairs, then odd pairs, then (n-1, 0) is not expressible as units."""
+    assert units._run(((0, 1), (2, 3), (1, 2)), 4) == ({(0, 1), (2, 3)}, {(1, 2)}, False)
+    assert units._run(((1, 2), (0, 1)), 4) is None  # an even pair after an odd one
+    assert units._run(((0, 2),), 4) is None  # not neighbours
+    assert units._run(((0, 1), (0, 1)), 4) is None  # twice
+    assert units._run(((3, 0), (0, 1)), 4) is None  # the ring's pair before the others

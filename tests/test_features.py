@@ -1,4 +1,5 @@
-"""The feature cache: hits skip the backbone, every key ingredient invalidates, results match the backbone."""
+"""The feature cache: hits skip the backbone, every key ingredient invalidates, results match the backbone,
+and the faster extraction (folded batch norms, bfloat16, drafts) stays close to the exact pass."""
 
 from __future__ import annotations
 
@@ -33,8 +34,14 @@ def extract(root, cache_dir, split="train", **kwargs) -> FeatureSet:
     return extract_features(BACKBONE, False, root, split, cache_dir=cache_dir, **kwargs)
 
 
-def test_features_equal_running_the_backbone_directly(tiny_image_folder, tmp_path):
-    """Extracted (N, F) features are the backbone's outputs on the eval-transformed images, in order."""
+def float32_extraction(monkeypatch) -> None:
+    monkeypatch.setattr(features_module, "extraction_dtype", lambda device: torch.float32)
+
+
+def test_features_equal_running_the_backbone_directly(tiny_image_folder, tmp_path, monkeypatch):
+    """Extracted (N, F) features are the backbone's outputs on the eval-transformed images, in order (in
+    float32 the folded batch norms change nothing but rounding)."""
+    float32_extraction(monkeypatch)
     fs = extract(tiny_image_folder, tmp_path / "cache")
     torch.manual_seed(0)
     model, dim = load_backbone(BACKBONE, pretrained=False)
@@ -104,6 +111,7 @@ class TestInvalidation:
         """Each ingredient of the key changes it on its own."""
         base = cache_key(BACKBONE, False, tiny_image_folder, "train")
         keys = {
+            "precision": cache_key(BACKBONE, False, tiny_image_folder, "train", precision=torch.bfloat16),
             "backbone": cache_key("resnet34", False, tiny_image_folder, "train"),
             "weights": cache_key(BACKBONE, True, tiny_image_folder, "train"),
             "views": cache_key(BACKBONE, False, tiny_image_folder, "train", views=2),
@@ -183,3 +191,104 @@ def test_progress_and_skipped_files(tiny_image_folder, tmp_path):
     assert fs.skipped == [str(bad)] and len(fs.paths) == 12
     hit = extract(tiny_image_folder, tmp_path / "cache")
     assert hit.skipped == [str(bad)]
+
+
+class TestFastExtraction:
+    @pytest.mark.parametrize(("name", "pretrained"), [("resnet18", False), ("efficientnet_lite0", True)])
+    def test_folded_batch_norms_compute_the_same_function(self, name, pretrained):
+        """Every batch norm after a convolution folds (resnet18: all of them; efficientnet_lite0's come
+        with activations, which stay), and the outputs agree to rounding on real images."""
+        torch.manual_seed(0)
+        model, _ = load_backbone(name, pretrained)
+        model.eval()
+        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        folded = features_module.fold_batchnorm(model, torch.rand(1, 3, 64, 64))
+        assert folded is not model and norms > 0
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want, got = model(x), folded(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+    def test_a_fold_that_changes_the_function_is_refused(self, caplog):
+        """A batch norm registered after a convolution but applied before it does not fold."""
+
+        class NormFirst(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv, self.norm = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+                self.norm.running_mean.fill_(0.5)
+                self.norm.running_var.fill_(4.0)
+
+            def forward(self, x):
+                return self.conv(self.norm(x))
+
+        model = NormFirst().eval()
+        with caplog.at_level(logging.WARNING):
+            assert features_module.fold_batchnorm(model, torch.rand(1, 3, 8, 8)) is model
+        assert "not folded" in caplog.text
+
+    @pytest.mark.skipif(
+        features_module.extraction_dtype("cpu") != torch.bfloat16, reason="this CPU has no native bfloat16"
+    )
+    def test_bfloat16_features_stay_close_to_float32(self, tmp_path, monkeypatch):
+        """Where the CPU extracts in bfloat16, the pretrained efficientnet_lite0 features of photo-like
+        images stay close to the float32 pass (norm of the difference over the norm: median under 10 %,
+        every image under 20 %; cosine >= 0.99); they are cached under another key."""
+        root = photo_folder(tmp_path / "data", short_side=300)
+        fast = extract_features("efficientnet_lite0", True, root, "train", use_cache=False, num_workers=0)
+        float32_extraction(monkeypatch)
+        exact = extract_features("efficientnet_lite0", True, root, "train", use_cache=False, num_workers=0)
+        relative = (fast.features - exact.features).norm(dim=1) / exact.features.norm(dim=1)
+        assert float(relative.median()) < 0.1 and float(relative.max()) < 0.2
+        assert float(torch.nn.functional.cosine_similarity(fast.features, exact.features).min()) > 0.99
+        assert fast.key != exact.key
+
+
+class TestDraftDecoding:
+    def test_large_jpegs_decode_at_reduced_scale(self, tmp_path):
+        """A 2048 x 1536 JPEG with draft 512 decodes at 1/2 (its short side stays >= 512); other formats
+        and no draft decode at full size."""
+        image = Image.radial_gradient("L").resize((2048, 1536)).convert("RGB")
+        image.save(tmp_path / "big.jpg", quality=90)
+        image.save(tmp_path / "big.png")
+        assert load_image(tmp_path / "big.jpg", draft=512).size == (1024, 768)
+        assert load_image(tmp_path / "big.jpg", draft=300).size == (512, 384)
+        assert load_image(tmp_path / "big.jpg").size == (2048, 1536)
+        assert load_image(tmp_path / "big.png", draft=512).size == (2048, 1536)
+
+    def test_extraction_drafts_stay_close_to_full_decoding(self, tmp_path, monkeypatch):
+        """Photo-like JPEGs of 4x the resize target: the eval pass decodes them at 1/2 scale, and the
+        features stay within 5 % of decoding them whole."""
+        root = photo_folder(tmp_path / "data", short_side=1100, per_class=2)
+        float32_extraction(monkeypatch)
+        drafted = extract(root, tmp_path / "cache", use_cache=False)
+        monkeypatch.setattr(features_module, "DRAFT_MARGIN", 10**6)  # never smaller than the file
+        whole = extract(root, tmp_path / "cache", use_cache=False)
+        relative = (drafted.features - whole.features).norm(dim=1) / whole.features.norm(dim=1)
+        assert 0 < float(relative.max()) < 0.05
+
+
+def photo_folder(root, short_side: int, per_class: int = 3):
+    """root/{train,val}/{a,b}/*.jpg: smooth photo-like images (blurred shapes on a gradient), 4:3; val
+    holds one copy of each class's first."""
+    from PIL import ImageDraw, ImageFilter
+
+    g = torch.Generator().manual_seed(short_side)
+    size = (short_side * 4 // 3, short_side)
+    for c, cls in enumerate(("a", "b")):
+        (root / "train" / cls).mkdir(parents=True)
+        (root / "val" / cls).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.linear_gradient("L").resize(size).convert("RGB")
+            draw = ImageDraw.Draw(image)
+            for _ in range(12):
+                x, y = (int(v) for v in torch.randint(0, short_side, (2,), generator=g))
+                r = int(torch.randint(short_side // 20, short_side // 4, (1,), generator=g))
+                colour = tuple(int(v) for v in torch.randint(0, 256, (3,), generator=g))
+                (draw.ellipse if c else draw.rectangle)((x, y, x + r, y + r), fill=colour)
+            image.filter(ImageFilter.GaussianBlur(short_side / 200)).save(
+                root / "train" / cls / f"{i}.jpg", quality=92
+            )
+        (root / "val" / cls / "0.jpg").write_bytes((root / "train" / cls / "0.jpg").read_bytes())
+    return root

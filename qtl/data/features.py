@@ -4,14 +4,26 @@
 
 A frozen backbone maps each image to the same feature vector at every epoch, so the frozen variants
 train on these tensors instead of images. The cache key covers everything the features depend on: the
-backbone, its weights, the transform, the number of augmented views and their seed, the torchvision
-version, and every image's relative path, class and bytes (SHA-256), in sorted order. Augmented views
-are seeded per image and view, so they do not depend on batch size or worker count. A hit is read with
-torch.load(weights_only=True) and never builds or runs the backbone.
+backbone, its weights, the transform, the number of augmented views and their seed, the arithmetic
+(float32 or bfloat16), the torchvision version, and every image's relative path, class and bytes
+(SHA-256), in sorted order. Augmented views are seeded per image and view, so they do not depend on
+batch size or worker count. A hit is read with torch.load(weights_only=True) and never builds or runs
+the backbone.
+
+A miss runs the backbone as fast as its function allows, each step checked against the exact pass
+(tests/test_features.py; how close, and how fast, in docs/benchmarks.md, "End to end"):
+
+- batch norms that follow a convolution are folded into its weights (`fold_batchnorm`): the same
+  function up to rounding, one pass over each activation fewer;
+- on a CPU with native bfloat16 arithmetic (AVX512-BF16, AMX), under bfloat16 autocast
+  (`extraction_dtype`), the features rounded accordingly;
+- for the eval transform, JPEGs much larger than its resize target are decoded at reduced scale
+  (`DRAFT_MARGIN`), in channels-last memory format, one decoding worker beside the backbone.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -22,6 +34,8 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader, Dataset
 
 from qtl.data.folders import list_images, validate_dataset
@@ -32,6 +46,7 @@ from qtl.models.backbones import (
     is_shared,
     load_backbone,
     transform_key,
+    transform_params,
     weights_id,
 )
 from qtl.paths import cache_root
@@ -40,7 +55,12 @@ from qtl.utils.download import sha256_file
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the payload layout or the extraction changes
+CACHE_FORMAT = 2  # bump when the payload layout or the extraction changes (2: folded batch norms, drafts)
+#: The eval transform decodes a JPEG at reduced scale only where that keeps this many source pixels per
+#: pixel of its resize target on the short side: the resize still averages, so the features barely move.
+DRAFT_MARGIN = 2
+#: Largest relative difference a folded backbone may show against the original on the probe batch.
+FOLD_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -71,9 +91,17 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    backbone_name: str, pretrained: bool, root: str | Path, split: str, *, views: int = 0, seed: int = 0
+    backbone_name: str,
+    pretrained: bool,
+    root: str | Path,
+    split: str,
+    *,
+    views: int = 0,
+    seed: int = 0,
+    precision: torch.dtype = torch.float32,
 ) -> str:
-    """Hex SHA-256 naming the features of `split`: backbone, weights, transform, views and file bytes."""
+    """Hex SHA-256 naming the features of `split`: backbone, weights, transform, views, the arithmetic
+    the backbone ran in and file bytes."""
     root = Path(root)
     classes = validate_dataset(root)
     header = {
@@ -83,6 +111,7 @@ def cache_key(
         "transform": transform_key(backbone_name, pretrained, augment=views > 0),
         "views": views,
         "seed": seed if views > 0 else None,
+        "precision": str(precision).removeprefix("torch."),
         "torchvision": torchvision.__version__,
         **backbone_libraries(backbone_name),
         "classes": classes,
@@ -115,6 +144,54 @@ class _Views(Dataset):
                 torch.manual_seed(hash((self.seed, index, v)))
                 out.append(self.transform(image))
         return torch.stack(out)
+
+
+def extraction_dtype(device: str | torch.device) -> torch.dtype:
+    """The arithmetic a frozen backbone extracts features in: bfloat16 (autocast) on a CPU with native
+    bfloat16 instructions (AVX512-BF16 or AMX), else float32."""
+    if torch.device(device).type != "cpu":
+        return torch.float32
+    native = [
+        getattr(torch.cpu, name, lambda: False)
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    return torch.bfloat16 if any(check() for check in native) else torch.float32
+
+
+def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> nn.Module:
+    """For `model` in eval mode (which it does not change): a copy in which every batch norm that
+    directly follows a convolution (two consecutive children of one module, as torchvision and timm
+    build them) is folded into that convolution's weight and bias (`torch.nn.utils.fusion.
+    fuse_conv_bn_eval`); a batch norm with an activation (timm's BatchNormAct2d) leaves the activation
+    in its place.
+
+    The copy computes the same function up to rounding; it is checked on `probe` (B, 3, H, W) and
+    returned only if its output differs from `model`'s by at most FOLD_TOLERANCE relative to the
+    output's largest value. Otherwise, or when nothing folds, `model` itself is returned.
+    """
+    folded, count = copy.deepcopy(model), 0
+    for parent in folded.modules():
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, norm = parent._modules[a], parent._modules[b]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+                continue
+            if not norm.track_running_stats or norm.running_mean is None:
+                continue
+            parent._modules[a] = fuse_conv_bn_eval(conv, norm)
+            act = getattr(norm, "act", None)
+            parent._modules[b] = (
+                nn.Identity() if act is None else nn.Sequential(getattr(norm, "drop", nn.Identity()), act)
+            )
+            count += 1
+    if not count:
+        return model
+    with torch.inference_mode():
+        want, got = model(probe), folded(probe)
+    if (got - want).abs().max() > FOLD_TOLERANCE * want.abs().max():
+        log.warning("batch norms not folded: the folded backbone differs from the original")
+        return model
+    return folded
 
 
 def _default_workers(n_images: int, batch_size: int) -> int:
@@ -191,7 +268,8 @@ def extract_features(
     if isinstance(views, bool) or not isinstance(views, int) or views < 0:
         raise ValueError(f"views must be an int >= 0, got {views!r}")
     root = Path(root)
-    key = cache_key(backbone_name, pretrained, root, split, views=views, seed=seed)
+    precision = extraction_dtype(device)
+    key = cache_key(backbone_name, pretrained, root, split, views=views, seed=seed, precision=precision)
     path = Path(cache_dir or default_cache_dir()) / f"{backbone_name}-{split}-{key[:32]}.pt"
     if use_cache and path.is_file():
         cached = _load_cached(path, root, key)
@@ -202,9 +280,11 @@ def extract_features(
         model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
     else:
         model = backbone if isinstance(backbone, torch.nn.Module) else backbone()
-    images = ImageFolderDataset(root, split)
+    draft = None if views > 0 else DRAFT_MARGIN * transform_params(backbone_name, pretrained)["resize"]
+    images = ImageFolderDataset(root, split, draft=draft)
     transform = image_transform(backbone_name, pretrained, augment=views > 0)
-    fs = _run(model, _Views(images, transform, views, seed), device, batch_size, progress, num_workers)
+    dataset = _Views(images, transform, views, seed)
+    fs = _run(model, dataset, device, batch_size, progress, num_workers, precision)
     result = FeatureSet(
         features=fs if views > 0 else fs[0],
         labels=torch.tensor(images.targets, dtype=torch.long),
@@ -228,17 +308,26 @@ def _run(
     batch_size: int,
     progress: Callable[[int, int], None] | None,
     num_workers: int | None,
+    precision: torch.dtype,
 ) -> torch.Tensor:
-    """Run the model over the dataset in order -> (max(V, 1), N, F) float32 CPU tensor."""
+    """Run the model over the dataset in order -> (max(V, 1), N, F) float32 CPU tensor, batch norms
+    folded, in `precision` (bfloat16: autocast)."""
     device = torch.device(device)
-    if not is_shared(model):  # a shared backbone is read-only, in eval mode on its device
-        model = model.to(device, memory_format=torch.channels_last).eval()
+    shared = is_shared(model)  # a shared backbone is read-only, in eval mode on its device: never touched
+    if not shared:
+        model.eval()
+    home = next(model.parameters()).device  # the probe runs where the given backbone lives
+    probe = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(home)
+    folded = fold_batchnorm(model, probe)  # a copy, or `model` itself
+    if folded is not model or not shared:
+        model = folded.to(device, memory_format=torch.channels_last)
     workers = _default_workers(len(dataset), batch_size) if num_workers is None else num_workers
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
     )
     total, done, chunks = len(dataset), 0, []
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32)
+    with torch.inference_mode(), autocast:
         for batch in loader:  # (B, 3, H, W) or (B, V, 3, H, W)
             b = batch.shape[0]
             x = batch.reshape(-1, *batch.shape[-3:]).to(device, non_blocking=True)

@@ -1,7 +1,8 @@
 """Decoding images: one RGB loader for files, bytes and uploads, and a robust image-folder dataset.
 
 `load_image` decodes anything qtl is handed; `ImageFolderDataset` decodes every file of a split once
-when built, reports bad ones once and skips them, so training never stops on a broken image.
+when built, reports bad ones once and skips them, so training never stops on a broken image. Both can
+decode a JPEG at reduced scale (`draft`) when the pixels are to be shrunk anyway.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
+def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) -> Image.Image:
     """Decode an image from a path, raw bytes or a binary file-like object into an RGB PIL image.
+
+    draft: a JPEG is decoded at the smallest of libjpeg's scales (1, 1/2, 1/4, 1/8) that keeps both of
+    its sides at least `draft` pixels (PIL's `Image.draft`: the DCT is scaled, most of the decoding is
+    skipped); other formats, and None, decode at full size.
 
     Raises:
         ImageLoadError: the input is missing or not a decodable image; the message names it.
@@ -39,6 +44,8 @@ def load_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with Image.open(stream) as image:
+            if draft is not None and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))
             image.load()
             return _to_rgb(image)
     except FileNotFoundError as exc:
@@ -70,14 +77,17 @@ class ImageFolderDataset(Dataset):
         samples: list of (path, class index) of the decodable images.
         targets: the class index of each sample.
         skipped: list of (path, reason) of the files left out.
+        draft: passed to `load_image` for every item (None: full size).
     """
 
-    def __init__(self, root: str | Path, split: str, transform=None, *, verify: bool = True) -> None:
+    def __init__(
+        self, root: str | Path, split: str, transform=None, *, verify: bool = True, draft: int | None = None
+    ) -> None:
         if split not in ALL_SPLITS:
             raise ValueError(f"split must be one of {ALL_SPLITS}, got {split!r}")
         self.root = Path(root)
         self.split = split
-        self.transform = transform
+        self.transform, self.draft = transform, draft
         self.classes = validate_dataset(self.root)
         if not (self.root / split).is_dir():
             raise DatasetError(f"{self.root} has no {split}/ split")
@@ -105,7 +115,7 @@ class ImageFolderDataset(Dataset):
         for offset in range(len(self.samples)):
             path, target = self.samples[(index + offset) % len(self.samples)]
             try:
-                image = load_image(path)
+                image = load_image(path, self.draft)
             except ImageLoadError as exc:
                 if all(p != path for p, _ in self.skipped):
                     self._skip(path, str(exc))

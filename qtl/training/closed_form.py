@@ -1,9 +1,10 @@
-"""The closed-form training step of small dressed circuits: the whole step in closed form, without autograd.
+"""The closed-form training step of a dressed circuit: loss, gradients and Adam without autograd.
 
-A training step of `DressedQuantumCircuit` on cached features at 4-10 qubits moves kilobytes: its
-eager cost is per-operation overhead (autograd records and replays about a hundred tiny operations,
-and `Optimizer.step` adds its own Python). This step computes the same loss, gradients and Adam
-update with the gradients written out by hand, in about seventy plain tensor operations and no graph:
+A training step of `DressedQuantumCircuit` on cached features spends, at 4-10 qubits, its time in
+per-operation overhead (autograd records and replays about a hundred tiny operations, and
+`Optimizer.step` adds its own Python); from 12 qubits on, in passes over the (B, 2**n) state, of
+which autograd keeps one per layer. This step computes the same loss, gradients and Adam update with
+the gradients written out by hand, as plain tensor operations and no graph:
 
     z = tanh(x W1^T + b1),  a = z pi/2               the pre-net
     psi_0 = (x)_w RY(a_w) v0_w                       product state: one gather, one product over wires
@@ -15,13 +16,23 @@ Every amplitude is real (H, RY, CNOT), and RY(q)' = J RY(q) / 2 with J = RY(pi),
 every RY on its wire: so the derivative of psi_0 in a_w is J_w psi_0 / 2, and that of K_l in q_lw is
 J_w K_l / 2, where J_w only flips wire w's bit with a sign (a gather). The backward pass is the
 transposed blocks applied in reverse, gradients of the blocks by sums of outer products, and these
-flips. Up to `statevector.FULL_BLOCK_MAX_QUBITS` wires a layer is one 2**n x 2**n matrix with its
-CNOT run folded in (the native engine's gather table); up to `MAX_QUBITS` the wires are split in two
-halves, the state is (B, 2**g1, 2**g2) and a layer is A s[perm] B^T.
+flips. How the blocks are laid out depends on the width:
+
+- up to `statevector.FULL_BLOCK_MAX_QUBITS` wires a layer is one 2**n x 2**n matrix with its CNOT run
+  folded in (the native engine's gather table);
+- up to `HALVES_MAX_QUBITS` the wires are split in two halves, the state is (B, 2**g1, 2**g2) and a
+  layer is A s[perm] B^T; every state is kept for the backward pass;
+- wider circuits (chain, ring or no entangler) are applied as units (`qtl.quantum.engines._units`):
+  one 16 x 16 matrix per group of 4 wires with the CNOTs folded in, CHUNK_AMPLITUDES at a time so that
+  a chunk of samples stays in cache from the embedding through the last layer and back; the backward
+  pass recovers each state from the next (the units are orthogonal), so memory does not grow with
+  the depth or the batch. The layers' gradients come from one d x d cross matrix per unit.
 
 The update is torch's fused Adam kernel on the optimizer's own state (exp_avg, exp_avg_sq, step), so
 schedulers, checkpoints and later eager steps see exactly what `optimizer.step()` would leave; the
-tests check loss, gradients and parameters against the autograd step to 1e-10 in float64.
+tests check loss, gradients and parameters against the autograd step to 1e-10 in float64. Its speed
+against autograd and the machine's limits is measured by bench/peers.py and bench/roofline.py
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -37,13 +48,17 @@ from torch import nn
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan, Round
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
 
-#: Widest circuit the closed-form step takes: above, its halves' blocks (64 x 64 at 12 qubits) cost more than
-#: the eager step's groups of 4 wires (bench/peers.py; 11 qubits about break even).
-MAX_QUBITS = 10
+#: Widest circuit whose layers are one block or two halves' blocks (at most 32 x 32); wider circuits
+#: take the units of `qtl.quantum.engines._units`.
+HALVES_MAX_QUBITS = 10
+#: Wide circuits are simulated a chunk of samples at a time, about this many amplitudes of the state
+#: (and as many of its gradient), so that a chunk stays in cache through every layer.
+CHUNK_AMPLITUDES = 2**20
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -52,15 +67,15 @@ _WEIGHT_RY = (Round("RY", "weight", 0, 1),)
 
 def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
     """Whether `closed_form_step` takes this pair: a `DressedQuantumCircuit` on the native engine with a
-    real circuit (H, RY, CNOT) of at most MAX_QUBITS wires, every parameter trained by one plain fused
-    Adam (`qtl.training.optim.adam`; no weight decay, amsgrad or maximize) with one param group on one
-    device."""
+    real circuit (H, RY, CNOT; above HALVES_MAX_QUBITS wires with a chain, ring or no entangler), every
+    parameter trained by one plain fused Adam (`qtl.training.optim.adam`; no weight decay, amsgrad or
+    maximize) with one param group on one device."""
     if type(module) is not DressedQuantumCircuit or not isinstance(module.engine, NativeEngine):
         return False
     plan = module.engine.plan
-    if not (plan.real and plan.n_qubits <= MAX_QUBITS and plan.prefix == _INPUT_RY):
+    if not (plan.real and plan.prefix == _INPUT_RY and plan.rounds in ((), _WEIGHT_RY)):
         return False
-    if plan.rounds not in ((), _WEIGHT_RY):
+    if plan.n_qubits > HALVES_MAX_QUBITS and units.compile_units(plan) is None:
         return False
     if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
         return False
@@ -72,6 +87,12 @@ def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) ->
         return False
     kinds = {(p.device, p.dtype) for p in params}
     return len(kinds) == 1 and params[0].dtype in (torch.float32, torch.float64)
+
+
+def _embed_phases(plan: Plan, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, 2) phases: RY(a) v0 = cos(a / 2 + phases) for v0 each wire's starting state."""
+    phi = torch.tensor([math.atan2(v[1].real, v[0].real) for v in plan.v0], dtype=torch.float64)
+    return torch.stack((phi, phi - math.pi / 2), 1).to(device=device, dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,20 +107,15 @@ class _Tables:
     signs: torch.Tensor  # (2**n, n) Z eigenvalues
     signs_t: torch.Tensor  # (n, 2**n), contiguous
     ry_phases: torch.Tensor  # (4,) cos(q/2 + phase) gives RY(q) = [[c, -s], [s, c]], row by row
-    flips: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per width m: `_flip` tables on the device
+    flips: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per width m: `flip_table(m)` on the device
     halves: tuple[int, ...]  # wires per half: (n,) when every layer is one matrix with its CNOTs folded in
-
-
-#: cos(q/2 + phase) for these phases gives RY(q) = [[c, -s], [s, c]], row by row.
-_RY_PHASES = (0.0, math.pi / 2, -math.pi / 2, 0.0)
 
 
 @functools.lru_cache(maxsize=32)
 def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> _Tables:
     n = plan.n_qubits
     t = device_tables(plan, layout, device, dtype)
-    phi = torch.tensor([math.atan2(v[1].real, v[0].real) for v in plan.v0], dtype=torch.float64)
-    embed_phases = torch.stack((phi, phi - math.pi / 2), 1).to(device=device, dtype=dtype)
+    embed_phases = _embed_phases(plan, device, dtype)
     g1 = (n + 1) // 2
     halves = (n,) if n <= sv.FULL_BLOCK_MAX_QUBITS else (g1, n - g1)
     starts, signs = [0, *halves[:-1]], sv.sign_table(n)
@@ -111,9 +127,11 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
         ),
         signs=signs.to(device=device, dtype=dtype),
         signs_t=signs.T.contiguous().to(device=device, dtype=dtype),
-        ry_phases=torch.tensor(_RY_PHASES, dtype=dtype, device=device),
+        ry_phases=torch.tensor(units.RY_PHASES, dtype=dtype, device=device),
         flips={
-            m: tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in _flip(m))
+            m: tuple(
+                x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in sv.flip_table(m)
+            )
             for m in {n, *halves}
         },
     )
@@ -130,12 +148,21 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
     return _Tables(block_index=tuple(block_index), perms=perms, inverses=inverses, halves=halves, **common)
 
 
-def _flip(m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m * 2**m,) index [w, k] -> k with wire w's bit flipped, and (m, 2**m, 1) signs: for J = RY(pi)
-    on wire w, (J_w x)[k] = signs[w, k] * x[index[w, k]] along the first axis of x."""
-    k = torch.arange(2**m)
-    flip = k[None, :] ^ (1 << (m - 1 - torch.arange(m)))[:, None]
-    return flip.reshape(-1), -sv.sign_table(m).T.unsqueeze(-1)  # -1 where wire w is |0>
+@dataclass(frozen=True, eq=False)
+class _WideTables:
+    """A wide circuit's constants: the embedding's phases, its units and their tables."""
+
+    embed_phases: torch.Tensor
+    plan: units.UnitPlan
+    units: units.UnitTables
+
+
+@functools.lru_cache(maxsize=32)
+def _wide_tables(plan: Plan, device: torch.device, dtype: torch.dtype) -> _WideTables:
+    uplan = units.compile_units(plan)
+    return _WideTables(
+        _embed_phases(plan, device, dtype), uplan, units.unit_tables(uplan, plan.n_layers, device, dtype)
+    )
 
 
 def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int, phases: torch.Tensor) -> torch.Tensor:
@@ -156,8 +183,33 @@ def _angle_grads(
     return 0.5 * (moved * g_block.unsqueeze(1)).sum((-1, -2))
 
 
+def _pre_net(embed_phases, w1, b1, x) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, F) features -> z (B, n) = tanh(x W1^T + b1) and v (B, n, 2) = RY(z pi/2) v0 on every wire."""
+    z = torch.tanh(torch.addmm(b1, x, w1.T))
+    return z, torch.cos(torch.add(embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))
+
+
+def _post_net(e, w2, b2, y, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(b, n) <Z_i> of b samples of a batch of `batch` -> their share of the mean cross-entropy, their
+    correct count and d loss / d logits (b, C)."""
+    logits = torch.addmm(b2, e, w2.T)
+    logp = torch.log_softmax(logits, 1)
+    nll = torch.nn.functional.nll_loss
+    loss = nll(logp, y) if len(y) == batch else nll(logp, y, reduction="sum") / batch
+    correct = (logits.argmax(1) == y).sum()
+    return loss, correct, logp.exp_().scatter_(1, y.unsqueeze(1), -1.0, reduce="add").div_(batch)
+
+
+def _grads(z, g_a, x, g_q, g_logits, e) -> list[torch.Tensor]:
+    """The gradients [W1, b1, q, W2, b2] from those of the embedding angles (x2, g_a (B, n)), the
+    weights and the logits."""
+    g_pre = g_a.mul_(math.pi / 4).mul_(1.0 - z.square())  # the factor 1/2 of J_w / 2, then d a / d z
+    return [g_pre.T @ x, g_pre.sum(0), g_q, g_logits.T @ e, g_logits.sum(0)]
+
+
 def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
-    """The step's loss, correct count and gradients [W1, b1, q, W2, b2]: plain tensor operations only.
+    """The step's loss, correct count and gradients [W1, b1, q, W2, b2] up to HALVES_MAX_QUBITS wires:
+    plain tensor operations only.
 
     `scratch(shape, dtype=, device=)` gives the large intermediate buffers (a step's own by default).
     """
@@ -165,8 +217,7 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
     dim = 2**n
 
     # forward: the pre-net, the product state, then the blocks; states[l] is the state after l blocks
-    z = torch.tanh(torch.addmm(b1, x, w1.T))
-    v = torch.cos(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))  # RY(a) v0, (B, n, 2)
+    z, v = _pre_net(t.embed_phases, w1, b1, x)  # v = RY(a) v0, (B, n, 2)
     states = scratch((n_layers + 1, batch, dim), dtype=x.dtype, device=x.device)
     s, mids = states.unbind(0), []
     # each half's product state (one gather, one product over its wires); two halves: their outer product
@@ -190,13 +241,9 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
             mids.append((p, u))
             torch.matmul(ka[layer], u, out=s[layer + 1].view(batch, d1, d2))
     e = s[-1].square() @ t.signs
-    logits = torch.addmm(b2, e, w2.T)
-    logp = torch.log_softmax(logits, 1)
-    loss = torch.nn.functional.nll_loss(logp, y)
-    correct = (logits.argmax(1) == y).sum()
+    loss, correct, g_logits = _post_net(e, w2, b2, y, batch)
 
     # backward: the loss, the post-net, then the blocks in reverse; grads[l] = d loss / d states[l]
-    g_logits = logp.exp_().scatter_(1, y.unsqueeze(1), -1.0, reduce="add").div_(batch)
     grads = scratch(states.shape, dtype=x.dtype, device=x.device)
     g = grads.unbind(0)
     torch.mul(s[-1], (g_logits @ w2) @ t.signs_t, out=g[-1]).mul_(2.0)
@@ -227,25 +274,33 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
         g0 = g[0].view(batch, d1, d2)
         contracted = ((g0 @ halves[1].unsqueeze(2)).squeeze(2), (halves[0].unsqueeze(1) @ g0).squeeze(1))
         g_a = torch.cat(
-            [_flip_dot(h, c, t.flips[m]) for h, c, m in zip(halves, contracted, t.halves, strict=True)], 1
+            [sv.flip_dot(h, c, t.flips[m]) for h, c, m in zip(halves, contracted, t.halves, strict=True)], 1
         )  # x2
-    g_pre = g_a.mul_(math.pi / 4).mul_(1.0 - z.square())  # the factor 1/2 of J_w / 2, then d a / d z
-    grads = [g_pre.T @ x, g_pre.sum(0), g_q.reshape(q.shape), g_logits.T @ e, g_logits.sum(0)]
-    return loss, correct, grads
+    return loss, correct, _grads(z, g_a, x, g_q.reshape(q.shape), g_logits, e)
 
 
-def _flip_dot(psi: torch.Tensor, h: torch.Tensor, flip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """(B, 2**m) states and (B, 2**m) vectors -> (B, m) <h, J_w psi> for every wire w (J = RY(pi))."""
-    index, signs = flip
-    batch, d = psi.shape
-    moved = psi.index_select(1, index).view(batch, -1, d).mul_(signs.squeeze(-1))
-    return moved.mul_(h.unsqueeze(1)).sum(-1)
+def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
+    """`_loss_and_grads` above HALVES_MAX_QUBITS wires: the units of `t`, a chunk of samples at a time."""
+    batch, n = x.shape[0], w1.shape[0]
+    z, v = _pre_net(t.embed_phases, w1, b1, x)
+    rows = max(1, min(batch, CHUNK_AMPLITUDES >> n))
+    buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(4))
+    sim = units.UnitStep(t.plan, t.units, q, q.shape[0], buffers)
+    e, g_a = torch.empty_like(z), torch.empty_like(z)
+    g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
+    loss, correct = 0, 0
+    for start in range(0, batch, rows):
+        part = slice(start, start + rows)
+        e[part] = sim.forward(v[part])
+        share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
+        loss, correct = loss + share, correct + right
+        g_a[part] = sim.backward(g_logits[part] @ w2)
+    return loss, correct, _grads(z, g_a, x, sim.angle_grads().view(q.shape), g_logits, e)
 
 
 class ClosedFormStep:
     """`qtl.training.steps.train_step(module, optimizer, x, y)` for a `supports_closed_form` pair, in closed
-    form; returns
-    (loss, correct).
+    form; returns (loss, correct).
 
     The step's gradients are never written to `.grad`; `last_grads` holds the last step's, in the order
     of `params` (fit() samples their norms: `qtl.training.gradients`).
@@ -259,21 +314,21 @@ class ClosedFormStep:
     ) -> None:
         if not supports_closed_form(module, optimizer):
             raise ValueError(
-                "the closed-form step takes a small real DressedQuantumCircuit on the native engine and Adam"
+                "the closed-form step takes a real DressedQuantumCircuit on the native engine and fused Adam"
             )
         self.module, self.optimizer = module, optimizer
         self.params = [module.pre_net.weight, module.pre_net.bias, module.q_params]
         self.params += [module.post_net.weight, module.post_net.bias]
         self.n_layers = module.engine.plan.n_layers
-        self._tables: tuple | None = None  # ((device, dtype), _Tables) of the last step
+        self.wide = module.engine.n_qubits > HALVES_MAX_QUBITS  # the units, a chunk at a time
+        self._tables: tuple | None = None  # ((device, dtype), _Tables or _WideTables) of the last step
         self._buffers: dict[tuple, list[torch.Tensor]] = {}  # (shape, dtype, device) -> scratch buffers
         self._taken: dict[tuple, int] = {}  # how many of each this step has taken
         self.compile_batch, self.compile_seconds = compile_batch, None
         self._compiled = None
         self.last_grads: list[torch.Tensor] | None = None
-        if compile_batch is not None:
-            # cpp_wrapper: a C++ wrapper calls the kernels, so a call costs less Python (104 vs 131 us at
-            # 4 qubits, batch 4)
+        if compile_batch is not None:  # (only the tiniest steps: `worth_compiling_closed_form`)
+            # cpp_wrapper: a C++ wrapper calls the kernels, so a call costs less Python
             options = {"cpp_wrapper": True}
             self._compiled = torch.compile(_loss_and_grads, fullgraph=True, dynamic=False, options=options)
 
@@ -292,7 +347,14 @@ class ClosedFormStep:
         w1 = self.params[0]
         if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
             engine: NativeEngine = self.module.engine
-            self._tables = (w1.device, w1.dtype), _tables(engine.plan, engine.layout, w1.device, w1.dtype)
+            built = (
+                _wide_tables(engine.plan, w1.device, w1.dtype)
+                if self.wide
+                else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
+            )
+            self._tables = (w1.device, w1.dtype), built
+        if self.wide:
+            return _wide_loss_and_grads(self._tables[1], *self.params, x.to(w1.dtype), y, self._scratch)
         args = (self._tables[1], self.n_layers, *self.params, x.to(w1.dtype), y)
         if self._compiled is None or len(x) != self.compile_batch:
             return _loss_and_grads(*args, self._scratch)
@@ -315,9 +377,8 @@ class ClosedFormStep:
 
 def worth_compiling_closed_form(batch_size: int, n_qubits: int) -> bool:
     """Whether compiling the closed-form step makes it faster: only for the tiniest steps, where the eager
-    step is all per-operation overhead. Measured (1 thread, microseconds per step, eager / compiled):
-    4 qubits batch 4: 270 / 190; batch 16: 288 / 229; batch 32: 320 / 318; batch 64: 320 / 450;
-    6 qubits batch 4: 411 / 633 (inductor's gathers of six factors lose to the eager ones)."""
+    step is all per-operation overhead (COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES; the measurements
+    behind them are in docs/benchmarks.md, "Peers")."""
     return n_qubits <= COMPILE_MAX_QUBITS and batch_size * 2**n_qubits <= COMPILE_MAX_AMPLITUDES
 
 

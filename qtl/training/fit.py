@@ -377,7 +377,7 @@ class _BestEpoch:
 
 
 #: batch * 2**n_qubits amplitudes: up to this a training step is too small to share between threads
-#: (8 qubits, batch 32, fused: 1.1 ms on one thread, 1.6 ms on two; bench/peers.py)
+#: (bench/peers.py measures it; docs/benchmarks.md, "Peers")
 SMALL_STEP = 2**15
 
 

@@ -8,13 +8,14 @@ and hands it to torch.compile as one graph, so a step is a few fused kernels.
 It updates the module's parameters and the optimizer's own state (exp_avg, exp_avg_sq, step) in
 place, so schedulers, checkpoints and later eager steps see exactly what eager steps would leave.
 
-Compiling costs seconds to minutes (tens of seconds with torch's on-disk cache warm, several minutes
-cold on a busy 2-core CPU); a compiled step is 3-4x faster than the eager one at 4 qubits. It pays for
-itself only over many steps: `worth_compiling` says whether a run is long enough.
+Compiling costs seconds to minutes, so a compiled step pays for itself only over many steps:
+`worth_compiling` says whether a run is long enough (the measurements behind COMPILE_MIN_STEPS are in
+docs/benchmarks.md, "Peers").
 
 `step_for_run` is what `fit()` asks for a head on features: the closed-form step
-(`qtl.training.closed_form`) where it applies (a real circuit of up to 10 qubits: faster than this
-compiled graph and free of compile time), else this compiled step for a long run, else autograd's.
+(`qtl.training.closed_form`) where it applies (a real circuit with a chain, ring or no entangler: faster
+than this compiled graph and free of compile time), else this compiled step for a long run, else
+autograd's.
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ def train_step(
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
 
-#: Steps a run needs before compiling pays: compile cost (about 30 s with a warm cache) over the time
-#: a compiled step saves (about 1 ms at 4 qubits on a busy CPU).
+#: Steps a run needs before compiling pays: a compile's cost over the time a compiled step saves.
 COMPILE_MIN_STEPS = 30_000
 
 

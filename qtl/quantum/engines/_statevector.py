@@ -289,3 +289,20 @@ def z_expvals_halving(probs: torch.Tensor, n_qubits: int) -> torch.Tensor:
 def z_expvals_table(probs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """(B, 2**n) probabilities and a (2**n, n) `sign_table` in their dtype -> (B, n) <Z_i>."""
     return probs @ table
+
+
+def flip_table(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m * 2**m,) index [w, k] -> k with wire w's bit flipped, and (m, 2**m, 1) signs: for J = RY(pi)
+    on wire w, (J_w x)[k] = signs[w, k] * x[index[w, k]] along the first axis of x."""
+    k = torch.arange(2**m)
+    flip = k[None, :] ^ (1 << (m - 1 - torch.arange(m)))[:, None]
+    return flip.reshape(-1), -sign_table(m).T.unsqueeze(-1)  # -1 where wire w is |0>
+
+
+def flip_dot(psi: torch.Tensor, h: torch.Tensor, flip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(B, 2**m) states and (B, 2**m) vectors -> (B, m) <h, J_w psi> for every wire w (J = RY(pi));
+    `flip` is `flip_table(m)` on their device and in their dtype."""
+    index, signs = flip
+    batch, d = psi.shape
+    moved = psi.index_select(1, index).view(batch, -1, d).mul_(signs.squeeze(-1))
+    return moved.mul_(h.unsqueeze(1)).sum(-1)

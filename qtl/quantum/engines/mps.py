@@ -26,9 +26,14 @@ gradient uses a broadened SVD backward (`_SVD`), finite where singular values ar
 fraction of the squared singular values), 0 when exact.
 
 <Z_i> for every wire comes from left and right environments (no canonical form needed), divided by
-the norm <psi|psi> (1 when exact, slightly less after truncation). `parity` measures the global
-observable Z (x) Z (x) ... (x) Z instead, the cost whose gradients vanish exponentially in the width
-(`qtl.analysis.plateau`).
+the norm <psi|psi> (1 when exact, slightly less after truncation). When exact, the circuit's last block
+(its last CNOT run and the single-qubit gates after it) is not simulated but moved into the observables,
+which halves every bond it would double: its gates on wire i turn Z_i into cX X_i + cY Y_i + cZ Z_i
+(c from the gates' matrices, differentiable in their angles), and each CNOT maps a Pauli string to a
+Pauli string (the stabilizer-tableau rule), so each <Z_i> is a sum of at most three expectations of
+short Pauli strings on the state before that block (`peeled_strings`). `parity` measures the global
+observable Z (x) Z (x) ... (x) Z on the whole final state instead, the cost whose gradients vanish
+exponentially in the width (`qtl.analysis.plateau`).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 #: Environment variable that overrides the default budget (an integer number of bytes).
 MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
 #: Tensors of the final state's size that a training forward + backward keeps alive (measured on
-#: depth-6 chains: the last blocks' site tensors, the environments and their gradients).
-_STATE_COPIES = 12
+#: depth-6 chains: the last blocks' site tensors, the environments and their gradients), and that a
+#: forward without gradients holds at once (the sites, their environments).
+_STATE_COPIES, _INFERENCE_COPIES = 12, 4
 
 
 class BondTooLargeError(ValueError):
@@ -57,6 +63,27 @@ class BondTooLargeError(ValueError):
 def physical_caps(n_qubits: int) -> list[int]:
     """log2 of the largest useful bond of each of the n-1 cuts: min(wires left, wires right)."""
     return [min(i + 1, n_qubits - 1 - i) for i in range(n_qubits - 1)]
+
+
+#: A Pauli string: (sign, ((wire, "X" | "Y" | "Z"), ...)) with the wires in increasing order.
+PauliString = tuple[int, tuple[tuple[int, str], ...]]
+
+
+def conjugate_by_cnots(pauli: str, wire: int, pairs: list[tuple[int, int]], n: int) -> PauliString:
+    """C^dagger P_wire C for C the CNOTs `pairs` applied in order (first pair first), as a Pauli string.
+
+    Heisenberg picture: conjugate by the last CNOT first. Each CNOT (a, b) maps the string's bits by
+    x_b ^= x_a, z_a ^= z_b and flips its sign where x_a z_b (x_b ^ z_a ^ 1) (Aaronson and Gottesman).
+    """
+    x, z = [0] * n, [0] * n
+    x[wire], z[wire] = int(pauli in "XY"), int(pauli in "YZ")
+    sign = 0
+    for a, b in reversed(pairs):
+        sign ^= x[a] & z[b] & (x[b] ^ z[a] ^ 1)
+        x[b] ^= x[a]
+        z[a] ^= z[b]
+    names = {(1, 0): "X", (1, 1): "Y", (0, 1): "Z"}
+    return (-1 if sign else 1), tuple((w, names[x[w], z[w]]) for w in range(n) if x[w] or z[w])
 
 
 def _runs(gate_list: list[Gate]) -> list[tuple[str, list[Gate]]]:
@@ -73,15 +100,19 @@ def _runs(gate_list: list[Gate]) -> list[tuple[str, list[Gate]]]:
 
 def bond_profile(config: CircuitConfig) -> list[int]:
     """log2 of each cut's bond at the end of the exact simulation (the largest it reaches after any run)."""
-    n = config.n_qubits
+    return _profile(_runs(gates(config)), config.n_qubits)
+
+
+def _profile(runs: list, n: int) -> list[int]:
+    """`bond_profile` of runs of gates (`_runs`): log2 of each cut's largest bond."""
     caps = physical_caps(n)
     logs = [0] * (n - 1)
     peak = [0] * (n - 1)
-    for kind, run in _runs(gates(config)):
+    for kind, run in runs:
         if kind != "cnot":
             continue
         for g in run:
-            lo, hi = sorted(g.wires)
+            lo, hi = sorted(g[0].wires if isinstance(g, tuple) else g.wires)
             for b in range(lo, hi):
                 logs[b] += 1
         logs = [min(x, c) for x, c in zip(logs, caps, strict=True)]
@@ -187,8 +218,34 @@ class MPSEngine(nn.Module):
             (kind, [(g, angle_source(g, n, config.weight_shape)) for g in run])
             for kind, run in _runs(gate_list)
         ]
+        # exact: the last block (a CNOT run, then single-qubit gates without inputs) goes into the observables
+        self._tail: list = []
+        self._peeled: list = []  # the runs moved into the observables (simulated only for `sites`)
+        self.peeled_strings: list[list[tuple[str, PauliString]]] = []  # per wire: (Pauli, string) terms
+        kinds = [kind for kind, _ in self._runs]
+        if (
+            self.exact
+            and kinds[-2:] == ["cnot", "local"]
+            and all(src != "input" for _, (src, _) in self._runs[-1][1])
+        ):
+            pairs = [g.wires for g, _ in self._runs[-2][1]]
+            self._peeled, self._tail = self._runs[-2:], self._runs[-1][1]
+            self._runs = self._runs[:-2]
+            paulis = "XZ" if self.real else "XYZ"  # real gates give Z_i no Y part
+            self.peeled_strings = [
+                [(p, conjugate_by_cnots(p, w, pairs, n)) for p in paulis] for w in range(n)
+            ]
+        self._bonds = [0, *_profile(self._runs, n), 0]  # log2 bonds of what `forward` simulates
+        self._full_bonds = [0, *_profile(self._runs + self._peeled, n), 0]  # of the whole circuit
+        # every single-qubit gate's matrix comes from one call per (gate, angle source): id(gate) -> matrix
+        self._kinds: dict[tuple, list] = {}
+        for g, (source, pos) in [
+            *(x for kind, run in self._runs if kind == "local" for x in run),
+            *self._tail,
+        ]:
+            self._kinds.setdefault((g.name, source), []).append((id(g), pos))
         self.last_discarded: torch.Tensor | None = None
-        self._check_memory(1, torch.float32)
+        self._check_memory(1, torch.float32, training=True)
 
     # ---- sizes
 
@@ -197,11 +254,11 @@ class MPSEngine(nn.Module):
         """The bond dimension this engine simulates with: `bond_bound` when exact, else `max_bond`."""
         return self.bond_bound if self.exact else self.max_bond
 
-    def _check_memory(self, batch: int, dtype: torch.dtype) -> None:
+    def _check_memory(self, batch: int, dtype: torch.dtype, training: bool, whole: bool = False) -> None:
         size = torch.finfo(dtype).bits // 8 * (1 if self.real else 2)
-        profile = [0, *bond_profile(self.config), 0]
-        bonds = [min(2**b, self.bond) for b in profile]
-        need = _STATE_COPIES * batch * size * sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
+        bonds = [min(2**b, self.bond) for b in (self._full_bonds if whole else self._bonds)]
+        copies = _STATE_COPIES if training else _INFERENCE_COPIES
+        need = copies * batch * size * sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
         if need > self.memory_budget:
             advice = " (set max_bond to truncate)" if self.exact else ""
             raise BondTooLargeError(
@@ -214,7 +271,10 @@ class MPSEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
-        return _z_expvals(self.sites(angles, weights)).to(angles.dtype)
+        sites, mats = self._simulate(angles, weights, self._runs)
+        if self.peeled_strings:
+            return self._peeled_expvals(sites, mats, sites[0].dtype).to(angles.dtype)
+        return _z_expvals(sites).to(angles.dtype)
 
     def parity(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights -> (B,) <Z (x) Z (x) ... (x) Z>, the global parity, differentiable."""
@@ -223,28 +283,35 @@ class MPSEngine(nn.Module):
     def expvals_and_parity(
         self, angles: torch.Tensor, weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, n) <Z_i> and (B,) parity of one simulation (both differentiable)."""
+        """(B, n) <Z_i> and (B,) parity of one simulation of the whole circuit (both differentiable)."""
         sites = self.sites(angles, weights)
         return _z_expvals(sites).to(angles.dtype), _parity(sites).to(angles.dtype)
 
     def sites(self, angles: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
-        """The final MPS: n site tensors (B, Dl, 2, Dr); sets `last_discarded`."""
+        """The final MPS of the whole circuit (the peeled block included): n site tensors (B, Dl, 2, Dr);
+        sets `last_discarded`."""
+        return self._simulate(angles, weights, self._runs + self._peeled, whole=True)[0]
+
+    def _simulate(self, angles, weights, runs, whole: bool = False) -> tuple[list[torch.Tensor], dict]:
+        """The MPS after `runs` (site tensors) and every single-qubit gate's matrix."""
         n = self.n_qubits
         check_inputs(self.config, angles, weights)
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
-        self._check_memory(batch, real_dtype)
+        training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
+        self._check_memory(batch, real_dtype, training, whole)
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
         weights = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
+        mats = self._matrices(angles, weights, dtype)
         sites = [torch.zeros(batch, 1, 2, 1, dtype=dtype, device=device) for _ in range(n)]
         for a in sites:
             a[:, 0, 0, 0] = 1
         kept = torch.ones(batch, dtype=real_dtype, device=device)
         pending: dict[int, torch.Tensor] = {}  # wire -> (2, 2) or (B, 2, 2) product of its waiting gates
-        for kind, run in self._runs:
+        for kind, run in runs:
             if kind == "local":
-                for g, (source, pos) in run:
-                    m = self._matrix(g, source, pos, angles, weights, dtype)
+                for g, _ in run:
+                    m = mats[id(g)]
                     w = g.wires[0]
                     pending[w] = m if w not in pending else m @ pending[w]
                 continue
@@ -260,14 +327,41 @@ class MPSEngine(nn.Module):
         for w, m in pending.items():
             sites[w] = _apply_local(sites[w], m)
         self.last_discarded = (1 - kept).detach()
-        return sites
+        return sites, mats
 
-    def _matrix(self, g: Gate, source, pos, angles, weights, dtype) -> torch.Tensor:
-        """(2, 2), or (B, 2, 2) for an input angle, matrix of one single-qubit gate."""
-        if source is None:
-            return sv.constant_matrix(g.name).to(dtype=dtype, device=angles.device)
-        theta = angles[:, pos] if source == "input" else weights[pos]
-        return sv.rotation_matrices(g.name, theta, dtype)
+    def _peeled_expvals(self, sites, mats: dict, dtype) -> torch.Tensor:
+        """(B, n) <Z_i> after the peeled last block, from Pauli strings on the state before it."""
+        n = self.n_qubits
+        eye = torch.eye(2, dtype=dtype, device=sites[0].device)
+        tails = [eye] * n  # each wire's gates of the last block, multiplied (later gates on the left)
+        for g, _ in self._tail:
+            tails[g.wires[0]] = mats[id(g)] @ tails[g.wires[0]]
+        u = torch.stack(tails)  # (n, 2, 2)
+        heisenberg = u.mH @ _pauli("Z", u) @ u  # U^H Z U, Hermitian
+        strings, coefficients = [], []
+        for w, terms in enumerate(self.peeled_strings):
+            for p, string in terms:
+                strings.append(string)
+                coefficients.append((_pauli(p, u) * heisenberg[w].mT).sum().real / 2)  # tr(P M) / 2
+        values = _pauli_expvals(sites, strings)  # (B, n * terms)
+        weighted = values * torch.stack(coefficients).to(values.dtype)
+        return weighted.view(values.shape[0], n, -1).sum(2)
+
+    def _matrices(self, angles, weights, dtype) -> dict[int, torch.Tensor]:
+        """id(gate) -> its (2, 2) matrix, or (B, 2, 2) for an input angle, for every single-qubit gate,
+        built with one call per gate kind and angle source."""
+        out = {}
+        for (name, source), members in self._kinds.items():
+            ids, positions = zip(*members, strict=True)
+            if source is None:
+                m = sv.constant_matrix(name).to(dtype=dtype, device=angles.device)
+                out.update(dict.fromkeys(ids, m))
+                continue
+            index = torch.tensor(positions, device=angles.device)
+            theta = angles.index_select(1, index) if source == "input" else weights.index_select(0, index)
+            built = sv.rotation_matrices(name, theta, dtype)  # (B, k, 2, 2) or (k, 2, 2)
+            out.update(zip(ids, built.unbind(-3), strict=True))
+        return out
 
     def extra_repr(self) -> str:
         mode = (
@@ -283,20 +377,22 @@ def _apply_local(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     physical index 2 long is too short for a matrix product to pay)."""
     col0, col1 = m[..., :, 0], m[..., :, 1]  # (..., 2): the gate's columns
     shape = (-1, 1, 2, 1) if m.dim() == 3 else (1, 1, 2, 1)
-    return col0.reshape(shape) * a[:, :, 0:1] + col1.reshape(shape) * a[:, :, 1:2]
+    return torch.addcmul(col0.reshape(shape) * a[:, :, 0:1], col1.reshape(shape), a[:, :, 1:2])
 
 
 def _cnot(sites: list[torch.Tensor], control: int, target: int) -> None:
     """Apply CNOT(control, target) in place as a bond-2 operator: every bond between them doubles."""
     lo, hi = sorted((control, target))
-    dtype, device = sites[lo].dtype, sites[lo].device
-    p0 = torch.tensor([1.0, 0.0], dtype=dtype, device=device).view(1, 1, 2, 1)
-    p1 = 1 - p0
 
     def split(a: torch.Tensor, dim: int, is_control: bool) -> torch.Tensor:
-        if is_control:  # k = 0 keeps |0>, k = 1 keeps |1>
-            return torch.cat((a * p0, a * p1), dim=dim)
-        return torch.cat((a, a.flip(2)), dim=dim)  # k = 1 flips the target
+        if not is_control:
+            return torch.cat((a, a.flip(2)), dim=dim)  # k = 1 flips the target
+        shape = list(a.shape)
+        shape[dim] *= 2
+        out = a.new_zeros(shape)  # k = 0 keeps |0>, k = 1 keeps |1>
+        out.narrow(dim, 0, a.shape[dim])[:, :, 0] = a[:, :, 0]
+        out.narrow(dim, a.shape[dim], a.shape[dim])[:, :, 1] = a[:, :, 1]
+        return out
 
     sites[lo] = split(sites[lo], 3, lo == control)
     sites[hi] = split(sites[hi], 1, hi == control)
@@ -365,6 +461,92 @@ def _truncate(sites: list[torch.Tensor], targets: list[int]) -> torch.Tensor:
         svh = s.unsqueeze(-1).to(vh.dtype) * vh
         sites[j + 1] = (svh @ nxt.reshape(batch, nxt.shape[1], -1)).reshape(batch, chi, 2, -1)
     return kept
+
+
+_PAULI = {
+    "X": torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.complex128),
+    "Y": torch.tensor([[0.0, -1.0j], [1.0j, 0.0]], dtype=torch.complex128),
+    "Z": torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.complex128),
+}
+
+
+def _pauli(name: str, like: torch.Tensor) -> torch.Tensor:
+    """The (2, 2) Pauli matrix `name` in the dtype and on the device of `like` (X and Z real)."""
+    m = _PAULI[name]
+    return (m if like.is_complex() else m.real).to(dtype=like.dtype, device=like.device)
+
+
+def _bra(a: torch.Tensor, pauli: str | None) -> torch.Tensor:
+    """conj(a) (B, Dl, 2, Dr) with `pauli` moved onto it: sum over s' of P[s', s] conj(a)[:, :, s']."""
+    c = a.conj()
+    if pauli == "X":
+        return c.flip(2)
+    if pauli == "Z":
+        return torch.stack((c[:, :, 0], -c[:, :, 1]), 2)
+    if pauli == "Y":
+        return torch.stack((1j * c[:, :, 1], -1j * c[:, :, 0]), 2)
+    return c
+
+
+def _left(env: torch.Tensor, a: torch.Tensor, paulis: list) -> list[torch.Tensor]:
+    """Left environment (B, Dl, Dl) (ket x bra) -> the ones after site a (B, Dl, 2, Dr), (B, Dr, Dr) each,
+    one per entry of `paulis` (None: the identity) acting on the site: one product for the ket, one
+    (as wide as `paulis`) for the bras."""
+    batch, dl, _, dr = a.shape
+    ket = env.mT @ a.reshape(batch, dl, 2 * dr)  # (B, Dl, 2 Dr): the ket contracted
+    bras = torch.cat([_bra(a, p).reshape(batch, 2 * dl, dr) for p in paulis], 2)
+    return list((ket.reshape(batch, 2 * dl, dr).mT @ bras).split(dr, 2))
+
+
+def _right(env: torch.Tensor, a: torch.Tensor, paulis: list) -> list[torch.Tensor]:
+    """Right environment (B, Dr, Dr) -> the ones before site a, (B, Dl, Dl) each, per entry of `paulis`."""
+    batch, dl, _, dr = a.shape
+    ket = (a.reshape(batch, 2 * dl, dr) @ env).reshape(batch, dl, 2 * dr)
+    bras = torch.cat([_bra(a, p).reshape(batch, dl, 2 * dr) for p in paulis], 1)
+    return list((ket @ bras.mT).split(dl, 2))
+
+
+def _pauli_expvals(sites: list[torch.Tensor], strings: list[PauliString]) -> torch.Tensor:
+    """(B, len(strings)) <psi|S|psi> / <psi|psi> for Pauli strings S on an MPS (any gauge).
+
+    One sweep from each side keeps, at every site, the environments with each string's first (last)
+    Pauli on that site; a string is then its first environment carried through its middle sites and
+    met with its last one.
+    """
+    n = len(sites)
+    batch, dtype, device = sites[0].shape[0], sites[0].dtype, sites[0].device
+    firsts: list[set] = [set() for _ in range(n)]
+    lasts: list[set] = [set() for _ in range(n)]
+    for _, ops in strings:
+        firsts[ops[0][0]].add(ops[0][1])
+        lasts[ops[-1][0]].add(ops[-1][1])
+    one = torch.ones(batch, 1, 1, dtype=dtype, device=device)
+    left, starts = [one], {}  # left[j]: sites ..j-1; starts[j, P]: sites ..j with P on site j
+    for j, a in enumerate(sites):
+        paulis = [None, *sorted(firsts[j])]
+        envs = dict(zip(paulis, _left(left[-1], a, paulis), strict=True))
+        left.append(envs.pop(None))
+        starts.update({(j, p): e for p, e in envs.items()})
+    right, ends = [one] * (n + 1), {}  # right[j]: sites j..; ends[j, P]: sites j.. with P on site j
+    for j in range(n - 1, -1, -1):
+        paulis = ([None] if j else []) + sorted(lasts[j])  # (right[0] is never needed)
+        if paulis:
+            envs = dict(zip(paulis, _right(right[j + 1], sites[j], paulis), strict=True))
+            right[j] = envs.pop(None, right[j])
+            ends.update({(j, p): e for p, e in envs.items()})
+    norm = left[n].reshape(batch).real
+    out = []
+    for sign, ops in strings:
+        (first, p_first), (last, p_last) = ops[0], ops[-1]
+        if first == last:
+            value = (left[first] * ends[last, p_last]).sum((1, 2))
+        else:
+            env, on = starts[first, p_first], dict(ops)
+            for j in range(first + 1, last):
+                env = _left(env, sites[j], [on.get(j)])[0]
+            value = (env * ends[last, p_last]).sum((1, 2))
+        out.append(sign * value.real)
+    return torch.stack(out, 1) / norm.unsqueeze(1)
 
 
 def _z_expvals(sites: list[torch.Tensor]) -> torch.Tensor:
