@@ -18,11 +18,15 @@ model = models.get(choice)
 
 if model is None:
     config = widgets.circuit_widgets("circ")
-    weights, backbone, n_classes = None, st.session_state["config"]["backbone"], 2
+    c = st.session_state["config"]
+    weights, backbone, n_classes = None, c["backbone"], 2
+    in_features, backbone_params = cache.backbone_size(backbone, c["pretrained"])
 else:
     config = model.model_config.circuit
     weights = model.model.head.q_params.detach().cpu()
     backbone, n_classes = model.model_config.backbone, len(model.class_names)
+    in_features = model.model.in_features
+    backbone_params = sum(p.numel() for p in model.model.backbone.parameters())
     st.caption(
         f"{choice}: {config.n_qubits} qubits, depth {config.depth}, {config.entangler}, {config.rotation}"
     )
@@ -47,7 +51,6 @@ if profile:
         charts.bond_chart(profile, f"Exact MPS bond per cut: at most {exact} ({engines})"), width="stretch"
     )
 
-in_features, backbone_params = cache.backbone_size(backbone)
 # the counts do not depend on the engine; the MPS engine at bond 1 builds at every width
 head = DressedQuantumCircuit(in_features, n_classes, config, engine="mps", max_bond=1)
 counts = count_parameters(head)

@@ -34,9 +34,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from served_app import Server, chromium_missing, launch_chromium, offline_env  # noqa: E402
-
 from qtl.testing.image_folders import make_image_folder  # noqa: E402
+from qtl.testing.served_app import Server, chromium_missing, launch_chromium, offline_env  # noqa: E402
 
 TARGET_FIRST_PAGE_S = 3.0
 TARGET_CLASSIFY_S = 0.5

@@ -35,10 +35,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 from app_latency import train_checkpoints  # noqa: E402
 from machine import machine  # noqa: E402
-from served_app import Server, chromium_missing, offline_env  # noqa: E402
-from visitors import visit_all  # noqa: E402
 
 from qtl.testing.image_folders import make_image_folder  # noqa: E402
+from qtl.testing.served_app import Server, chromium_missing, offline_env  # noqa: E402
+from qtl.testing.visitors import visit_all  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

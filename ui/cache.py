@@ -26,17 +26,18 @@ def load_checkpoint(path: str | Path):
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def checkpoint_infos(directory: str, version: float) -> list:
-    """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
-    from qtl.models.store import list_checkpoints
+def checkpoint_infos(directory: str, version: float) -> tuple[list, list]:
+    """`qtl.models.store.scan_checkpoints` of `directory`: the valid checkpoints' metadata, newest first,
+    and (path, reason) for the unreadable files (re-read when the folder changes)."""
+    from qtl.models.store import scan_checkpoints
 
-    return list_checkpoints(directory)
+    return scan_checkpoints(directory)
 
 
-def list_area(directory: Path) -> list:
-    """checkpoint_infos of `directory`, keyed by the newest change in it; [] when it does not exist."""
+def list_area(directory: Path) -> tuple[list, list]:
+    """checkpoint_infos of `directory`, keyed by the newest change in it; ([], []) when it does not exist."""
     if not directory.is_dir():
-        return []
+        return [], []
     version = max([directory.stat().st_mtime] + [f.stat().st_mtime for f in directory.iterdir()])
     return checkpoint_infos(str(directory), version)
 
@@ -109,12 +110,16 @@ def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
     return draw_figure(config, weights=w)
 
 
-@st.cache_resource(show_spinner=False)
-def backbone_size(name: str) -> tuple[int, int]:
-    """(feature size F, parameter count) of a backbone, from a random-init build (no download)."""
-    from qtl.models.backbones import load_backbone
+@st.cache_data(show_spinner=False)
+def backbone_size(name: str, pretrained: bool) -> tuple[int, int]:
+    """(feature size F, parameter count) of a backbone, counted on the process's shared one (the random-init
+    one when its ImageNet weights are not here: the counts are the same)."""
+    from qtl.models.backbones import WeightsUnavailableError, shared_backbone
 
-    module, features = load_backbone(name, pretrained=False)
+    try:
+        module, features = shared_backbone(name, pretrained, allow_download=False)
+    except WeightsUnavailableError:
+        module, features = shared_backbone(name, False)
     return features, sum(p.numel() for p in module.parameters())
 
 
@@ -133,10 +138,9 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
 
 
 @st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
-def evaluation(path: str, mtime: float, data_dir: str | None):
-    """qtl.analysis.inference.evaluate of a checkpoint on the dataset's val split (cached per file
-    version)."""
+def evaluation(path: str, mtime: float, root: str):
+    """qtl.analysis.inference.evaluate of a checkpoint on the val split of the dataset at `root` (cached
+    per file version). Raises ValueError when the dataset's classes are not the model's."""
     from qtl.analysis.inference import evaluate
-    from qtl.data.datasets import open_dataset
 
-    return evaluate(load_checkpoint(path), open_dataset(data_dir, download=False).root)
+    return evaluate(load_checkpoint(path), root)

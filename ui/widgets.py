@@ -6,13 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.config import BACKBONE_NAMES
+from qtl.quantum.circuit import ENTANGLERS, MAX_DEPTH, ROTATIONS, CircuitConfig
 from ui.cache import val_samples
 from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
-ENGINES = ("native", "mps", "default.qubit", "lightning.qubit")  # the engines the forms offer
 
 
 def bound(widget, label: str, field: str, key: str, **kwargs):
@@ -40,12 +40,17 @@ def circuit_widgets(prefix: str, max_qubits: int | None = None) -> CircuitConfig
             st.number_input, "qubits", "n_qubits", f"{prefix}_n_qubits", min_value=1, max_value=max_q, step=1
         )
     with cols[1]:
-        bound(st.number_input, "depth", "depth", f"{prefix}_depth", min_value=0, max_value=20, step=1)
+        bound(st.number_input, "depth", "depth", f"{prefix}_depth", min_value=0, max_value=MAX_DEPTH, step=1)
     with cols[2]:
         bound(st.selectbox, "entangler", "entangler", f"{prefix}_entangler", options=ENTANGLERS)
     with cols[3]:
         bound(st.selectbox, "rotation", "rotation", f"{prefix}_rotation", options=ROTATIONS)
     return circuit_config()
+
+
+def backbone_options(current: str) -> list[str]:
+    """The backbones a form offers: the library's names, and `current` (a timm name chosen before)."""
+    return list(dict.fromkeys([*BACKBONE_NAMES, current]))
 
 
 def read_images(files) -> list[tuple[str, object]]:

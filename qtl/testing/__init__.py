@@ -4,4 +4,6 @@ the rest of the library.
     image_folders  small generated ImageFolder datasets and zips (no network, no shared data)
     paper_demo     PennyLane's quantum transfer learning demo transcribed as written: the independent
                    reference that the faithfulness test and bench/e2e.py hold qtl against
+    served_app     `streamlit run app.py` on a free port, offline, and Debian's Chromium for Playwright
+    visitors       concurrent browser visitors of the served app (the load test and bench/load_app.py)
 """

@@ -140,7 +140,8 @@ async def visit_all(
 ) -> list[Visit]:
     """`visitors` concurrent visits in one headless Chromium (one context each)."""
     from playwright.async_api import async_playwright
-    from served_app import CHROMIUM, CHROMIUM_ARGS
+
+    from qtl.testing.served_app import CHROMIUM, CHROMIUM_ARGS
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
