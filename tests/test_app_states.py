@@ -234,3 +234,24 @@ def test_new_sessions_load_every_shipped_checkpoint_after_training(world, in_sta
     names = [Path(p).name for p in at.session_state["loaded"]]
     shipped = [n for n in (REPO / "models" / "SHIPPED").read_text().split() if n.endswith(".pt")]
     assert names == [f"linear-mine-{i}.pt" for i in range(7, 1, -1)] + shipped
+
+
+def test_first_page_paints_without_loading_torch(world):
+    """A fresh server's first page, the Overview (offline, ImageNet weights missing: the bundled
+    fallback named), renders in a fresh interpreter without importing torch, torchvision or timm: it
+    waits for none of them (seconds on 2 cores); the pages that run models load them."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest;"
+        f"at = AppTest.from_file({str(REPO / 'app.py')!r}, default_timeout=60); at.run();"
+        "assert not at.exception, at.exception;"
+        "assert 'Using the bundled pretrained backbone' in ' '.join(i.value for i in at.info);"
+        "print([m for m in ('torch', 'torchvision', 'timm') if m in sys.modules])"
+    )
+    env_vars, _ = state_setup(world, "fresh_offline")
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS} | env_vars
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.split("\n")[-2] == "[]", out.stderr[-2000:]
