@@ -34,7 +34,10 @@ else:
 DRAW_MAX_QUBITS = 16  # wider circuits are summarised: one block on a few wires, and the MPS bonds
 SAMPLE_WIRES = 8
 if config.n_qubits <= DRAW_MAX_QUBITS:
-    st.pyplot(cache.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+    st.image(
+        cache.circuit_png(config, None if weights is None else tuple(weights.flatten().tolist())),
+        width="stretch",
+    )
 else:
     sample = replace(config, n_qubits=SAMPLE_WIRES, depth=min(config.depth, 1))
     st.markdown(
@@ -42,7 +45,7 @@ else:
         f"[entangler, rotation] block on {SAMPLE_WIRES} wires; the full circuit repeats the block "
         f"{config.depth} time(s) across all {config.n_qubits} wires."
     )
-    st.pyplot(cache.circuit_figure(sample))
+    st.image(cache.circuit_png(sample), width="stretch")
 profile = bond_profile(config)
 if profile:
     exact = 2 ** max(profile)
@@ -76,7 +79,7 @@ if model is not None:
             continue
         trace = quantum_trace(model, image)
         left, right = st.columns([1, 3])
-        left.image(image, caption=name, width="stretch")
+        left.image(widgets.preview(image), caption=name, width="stretch")
         probs = ", ".join(
             f"{c} {p:.2f}" for c, p in zip(trace.class_names, trace.probs.tolist(), strict=True)
         )

@@ -40,7 +40,7 @@ if models and good:
     for i, (name, image) in enumerate(good):
         st.divider()
         left, right = st.columns([1, 3])
-        left.image(image, caption=name, width="stretch")
+        left.image(widgets.preview(image), caption=name, width="stretch")
         rows = [
             {"model": label, "class": c, "probability": float(p)}
             for label, pred in predictions.items()

@@ -205,3 +205,47 @@ def test_sidebar_progress_follows_the_job(served):
     later = [(m, s) for m, s in seen if m != first]
     assert later, f"the job never moved past {first!r}"
     assert any(m == s for m, s in later), f"the sidebar never followed the job: {later[-5:]}"
+
+
+@pytest.mark.e2e
+def test_sessions_draw_the_circuit_at_once(served):
+    """Six sessions open the Circuit page by its address at the same moment, three rounds: each shows
+    the drawing and no exception (they used to share one cached matplotlib figure, and two sessions
+    drawing it at once broke it: "did not call Figure.draw")."""
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    from qtl.testing.served_app import CHROMIUM, CHROMIUM_ARGS
+
+    server, _ = served
+
+    async def one(browser, failures: list) -> None:
+        context = await browser.new_context(viewport={"width": 1200, "height": 900})
+        page = await context.new_page()
+        page.set_default_timeout(120_000)
+        await page.goto(f"{server.url}/circuit")
+        await page.get_by_role("heading", name="Circuit", exact=True).wait_for()
+        await page.get_by_text("quantum parameters").wait_for()
+        main = page.get_by_test_id("stMain")
+        failures += await main.get_by_test_id("stException").all_inner_texts()
+        if not await main.get_by_test_id("stImage").count():
+            failures.append("no drawing")
+        await context.close()
+
+    async def rounds() -> list:
+        failures: list = []
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                await one(browser, failures)  # the drawing is made and cached: then all show the same one
+                for _ in range(3):
+                    await asyncio.gather(*(one(browser, failures) for _ in range(6)))
+            finally:
+                await browser.close()
+        return failures
+
+    failures = asyncio.run(rounds())
+    assert not failures, [f[:300] for f in failures[:2]]

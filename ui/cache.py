@@ -4,6 +4,7 @@ folder is re-read."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -99,15 +100,26 @@ def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
     return [(str(p), ds.classes[i]) for p, i in list_images(ds.root, "val", ds.classes)]
 
 
-@st.cache_resource(show_spinner="Drawing the circuit ...", max_entries=16)
-def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
-    """Matplotlib figure of `config` (optionally with trained weights), shared and never mutated."""
+@st.cache_data(show_spinner="Drawing the circuit ...", max_entries=16)
+def circuit_png(config: CircuitConfig, weights: tuple | None = None) -> bytes:
+    """PNG of `config` drawn (optionally with trained weights), as st.pyplot would show it. Sessions share
+    the bytes, never a figure: matplotlib draws one figure from one thread at a time, and two sessions
+    showing one cached figure at once broke its drawing."""
+    import io
+
     import torch
 
     from qtl.quantum.draw import draw_figure
 
     w = None if weights is None else torch.tensor(weights).reshape(config.weight_shape)
-    return draw_figure(config, weights=w)
+    with _DRAWING:
+        fig = draw_figure(config, weights=w)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=200, bbox_inches="tight")
+    return buf.getvalue()
+
+
+_DRAWING = threading.Lock()  # matplotlib and PennyLane's drawer keep global state: one drawing at a time
 
 
 @st.cache_data(show_spinner=False)

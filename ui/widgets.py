@@ -13,6 +13,7 @@ from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+PREVIEW_PX = 448  # uploads are shown at most this large: a phone photo is not sent to the browser whole
 
 
 def bound(widget, label: str, field: str, key: str, **kwargs):
@@ -96,6 +97,13 @@ def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]
         except ImageLoadError as exc:
             out.append((Path(path).name, str(exc)))
     return out
+
+
+def preview(image):
+    """A copy of a PIL image no larger than PREVIEW_PX on either side, for display."""
+    small = image.copy()
+    small.thumbnail((PREVIEW_PX, PREVIEW_PX))
+    return small
 
 
 def no_models_hint() -> None:
