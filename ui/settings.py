@@ -7,7 +7,7 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_DEMO=1`          | `demo = true`        | shared demo: read-only models/, own area, limits       |
 | `QTL_DEMO_MAX_EPOCHS` | `max_epochs`         | demo cap on epochs per run (default 5)                 |
 | `QTL_DEMO_MAX_QUBITS` | `max_qubits`         | demo cap on qubits (default 8)                         |
-| `QTL_AUTOLOAD=0`      | `autoload = false`   | new sessions start empty (default: load models/)  |
+| `QTL_AUTOLOAD=0`      | `autoload = false`   | new sessions start empty (default: the shipped ones)   |
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
 | `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
 | `QTL_DEMO_DATA_MB`    | `max_data_mb`        | demo cap on one visitor's uploaded datasets (200 MB)   |
