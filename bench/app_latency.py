@@ -19,8 +19,9 @@ Targets, each printed with PASS or FAIL:
                           WARMUP ones
 
 Also printed, as the same run's baseline: the Classify page's compute for one image, in this process,
-the way the app did it before (each head-only checkpoint on its own copy of the backbone, one explain per
-model) and now (one shared backbone, `explain_all`), with the weights each way holds.
+the way the app did it before (predict, then each head-only checkpoint on its own copy of the backbone
+explained one by one) and now (one shared backbone, `explain_all`, whose probabilities are the answer),
+with the weights each way holds.
 
     .venv/bin/python bench/app_latency.py [--starts 3] [--requests 200] [--json PATH]
 
@@ -109,8 +110,7 @@ def compute_baseline(images: list[bytes], repeats: int) -> dict:
         predict(before, image)
         return {name: explain(m, image) for name, m in before.items()}
 
-    def new(image):
-        predict(now, image)
+    def new(image):  # an explained image's answer is its explanation's probabilities: one pass
         return explain_all(now, image)
 
     times = {"before": [], "now": []}

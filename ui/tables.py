@@ -30,20 +30,21 @@ def checkpoint_table(infos: list, loaded: set[str]):
     )
 
 
-def latency_table(predictions: dict, n_images: int):
-    """One row per model: variant and wall time for the batch (backbone shared between frozen models)."""
+def latency_table(timings: list[dict], n_images: int):
+    """One row per model: variant and wall time for the images (a frozen model's share of a backbone pass
+    it shares with others counted in full). timings: {model, variant, seconds, shared}."""
     import pandas as pd
 
     return pd.DataFrame(
         [
             {
-                "model": label,
-                "variant": p.variant,
-                "latency (ms)": round(p.latency_s * 1e3, 1),
-                "per image (ms)": round(p.latency_s * 1e3 / n_images, 1),
-                "shared backbone pass": p.shared_backbone,
+                "model": t["model"],
+                "variant": t["variant"],
+                "latency (ms)": round(t["seconds"] * 1e3, 1),
+                "per image (ms)": round(t["seconds"] * 1e3 / n_images, 1),
+                "shared backbone pass": t["shared"],
             }
-            for label, p in predictions.items()
+            for t in timings
         ]
     )
 
