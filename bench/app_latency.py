@@ -213,7 +213,7 @@ def main() -> None:
     _, images = uploads(Path(tempfile.mkdtemp(prefix="qtl-app-bench-")))
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(1)  # as the server computes a request (ui/settings.py, QTL_TORCH_THREADS)
     base = compute_baseline(images, args.repeats)
 
     first = statistics.median(up for up, _ in r["starts"])
@@ -248,7 +248,7 @@ def main() -> None:
     )
     print(f"[{verdict(checks['no errors'])}] errors: {r['errors'] or 'none'}")
     print(
-        f"baseline, this process, {torch.get_num_threads()} torch threads: the Classify page's compute "
+        f"baseline, this process, {torch.get_num_threads()} torch thread(s): the Classify page's compute "
         f"for one image (predict + heatmaps, {len(shipped())} models): before "
         f"{base['before_s'] * 1e3:.0f} ms on {base['before_weights_mb']:.0f} MB of weights, now "
         f"{base['now_s'] * 1e3:.0f} ms on "
