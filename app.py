@@ -8,13 +8,18 @@ point as the legacy multipage layout until `st.navigation` has run once in the p
 (e.g. /classify) as a fresh server's first request would run that page without this file.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from ui import session, sidebar
 
-st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=":material/memory:", layout="wide")
+# a file beside the app, served by the app itself: a ":material/...:" favicon is fetched from Google Fonts
+ICON = Path(__file__).parent / "ui" / "icon.svg"
+st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=ICON, layout="wide")
 session.init_session()
 
+# The pages, in the navigation's order; add a page here (a thin script in app_pages/) to extend the app.
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
     st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),

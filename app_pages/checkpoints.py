@@ -10,8 +10,10 @@ st.title("Checkpoints")
 loaded = set(st.session_state["loaded"])
 
 for label, directory, writable in checkpoint_dirs.checkpoint_areas():
-    infos = cache.list_area(directory)
+    infos, unreadable = cache.list_area(directory)
     st.subheader(f"{label}: `{directory}`")
+    for path, why in unreadable:
+        st.warning(f"`{path.name}` is not listed: {why}. Replace or delete the file.")
     if not infos:
         st.caption("No checkpoints here yet.")
         continue

@@ -18,11 +18,15 @@ model = models.get(choice)
 
 if model is None:
     config = widgets.circuit_widgets("circ")
-    weights, backbone, n_classes = None, st.session_state["config"]["backbone"], 2
+    c = st.session_state["config"]
+    weights, backbone, n_classes = None, c["backbone"], 2
+    in_features, backbone_params = cache.backbone_size(backbone, c["pretrained"])
 else:
     config = model.model_config.circuit
     weights = model.model.head.q_params.detach().cpu()
     backbone, n_classes = model.model_config.backbone, len(model.class_names)
+    in_features = model.model.in_features
+    backbone_params = sum(p.numel() for p in model.model.backbone.parameters())
     st.caption(
         f"{choice}: {config.n_qubits} qubits, depth {config.depth}, {config.entangler}, {config.rotation}"
     )
@@ -30,7 +34,10 @@ else:
 DRAW_MAX_QUBITS = 16  # wider circuits are summarised: one block on a few wires, and the MPS bonds
 SAMPLE_WIRES = 8
 if config.n_qubits <= DRAW_MAX_QUBITS:
-    st.pyplot(cache.circuit_figure(config, None if weights is None else tuple(weights.flatten().tolist())))
+    st.image(
+        cache.circuit_png(config, None if weights is None else tuple(weights.flatten().tolist())),
+        width="stretch",
+    )
 else:
     sample = replace(config, n_qubits=SAMPLE_WIRES, depth=min(config.depth, 1))
     st.markdown(
@@ -38,7 +45,7 @@ else:
         f"[entangler, rotation] block on {SAMPLE_WIRES} wires; the full circuit repeats the block "
         f"{config.depth} time(s) across all {config.n_qubits} wires."
     )
-    st.pyplot(cache.circuit_figure(sample))
+    st.image(cache.circuit_png(sample), width="stretch")
 profile = bond_profile(config)
 if profile:
     exact = 2 ** max(profile)
@@ -47,7 +54,6 @@ if profile:
         charts.bond_chart(profile, f"Exact MPS bond per cut: at most {exact} ({engines})"), width="stretch"
     )
 
-in_features, backbone_params = cache.backbone_size(backbone)
 # the counts do not depend on the engine; the MPS engine at bond 1 builds at every width
 head = DressedQuantumCircuit(in_features, n_classes, config, engine="mps", max_bond=1)
 counts = count_parameters(head)
@@ -73,7 +79,7 @@ if model is not None:
             continue
         trace = quantum_trace(model, image)
         left, right = st.columns([1, 3])
-        left.image(image, caption=name, width="stretch")
+        left.image(widgets.preview(image), caption=name, width="stretch")
         probs = ", ".join(
             f"{c} {p:.2f}" for c, p in zip(trace.class_names, trace.probs.tolist(), strict=True)
         )

@@ -34,31 +34,47 @@ if models and good:
         "whole model, quantum circuit included. Transformer backbones always get saliency.",
         disabled=not why,
     )
+    explained = good[:EXPLAIN_MAX] if why else []
     with st.spinner(f"Classifying {len(good)} image(s) with {len(models)} model(s) ..."):
-        predictions = predict(models, [im for _, im in good])
-    st.dataframe(tables.latency_table(predictions, len(good)), hide_index=True)
+        # an explanation runs the model as a prediction does: its probabilities are the answer, so an
+        # explained image takes no second pass; grad-cam where the backbone has a feature map, else saliency
+        maps = [
+            explain_all(models, im, method="saliency" if method == "saliency" else "auto")
+            for _, im in explained
+        ]
+        rest = predict(models, [im for _, im in good[len(maps) :]]) if len(good) > len(maps) else {}
+    answers = [{label: ex.probs for label, ex in m.items()} for m in maps]  # per image: {label: (C,)}
+    answers += [{label: p.probs[k] for label, p in rest.items()} for k in range(len(good) - len(maps))]
+    timings = [
+        {
+            "model": label,
+            "variant": m.variant,
+            "seconds": sum(e[label].seconds for e in maps) + (rest[label].latency_s if rest else 0.0),
+            "shared": any(e[label].shared_backbone for e in maps)
+            or bool(rest and rest[label].shared_backbone),
+        }
+        for label, m in models.items()
+    ]
+    st.dataframe(tables.latency_table(timings, len(good)), hide_index=True)
     for i, (name, image) in enumerate(good):
         st.divider()
         left, right = st.columns([1, 3])
-        left.image(image, caption=name, width="stretch")
+        left.image(widgets.preview(image), caption=name, width="stretch")
         rows = [
             {"model": label, "class": c, "probability": float(p)}
-            for label, pred in predictions.items()
-            for c, p in zip(pred.class_names, pred.probs[i].tolist(), strict=True)
+            for label, probs in answers[i].items()
+            for c, p in zip(models[label].class_names, probs.tolist(), strict=True)
         ]
         right.markdown(
             "  \n".join(
-                f"`{label}` → **{pred.predicted[i]}** ({pred.confidence[i]:.1%})"
-                for label, pred in predictions.items()
+                f"`{label}` → **{models[label].class_names[int(probs.argmax())]}** ({float(probs.max()):.1%})"
+                for label, probs in answers[i].items()
             )
         )
         right.altair_chart(charts.probs_chart(rows), width="stretch")
-        if why and i < EXPLAIN_MAX:
-            with st.spinner("Backpropagating through every model ..."):
-                # grad-cam where the backbone has a feature map, else saliency (transformers)
-                maps = explain_all(models, image, method="saliency" if method == "saliency" else "auto")
-            cols = st.columns(max(4, len(maps)))
-            for j, (label, ex) in enumerate(maps.items()):
+        if i < len(maps):
+            cols = st.columns(max(4, len(maps[i])))
+            for j, (label, ex) in enumerate(maps[i].items()):
                 cols[j % len(cols)].image(
                     overlay(ex.image, ex.heatmap),
                     caption=f"{label}: {ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}",

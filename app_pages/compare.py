@@ -33,12 +33,13 @@ else:
     if st.toggle("Evaluate every loaded model (confusion matrices and misclassified images)", key="cmp_eval"):
         evaluations = {}
         for label, loaded in models.items():
+            root, why = datasets.scoring_data(loaded)
             try:
-                evaluations[label] = cache.evaluation(
-                    str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded)
-                )
-            except ValueError as exc:
-                st.error(f"{label}: {exc}")
+                if root is None:
+                    raise ValueError(why)
+                evaluations[label] = cache.evaluation(str(loaded.path), loaded.path.stat().st_mtime, root)
+            except ValueError as exc:  # no dataset, or one whose classes are not the model's
+                st.warning(f"**{label}**: cannot evaluate it: {exc}.")
         cols = st.columns(min(3, max(1, len(evaluations))))
         for i, (label, ev) in enumerate(evaluations.items()):
             with cols[i % len(cols)]:

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from qtl.analysis.difflab import REFERENCE, WIDE_REFERENCE, LabCase, run_lab
-from qtl.config import DIFF_METHODS, MPS, NATIVE
-from qtl.quantum.circuit import MAX_QUBITS, STATEVECTOR_MAX_QUBITS
-from ui import charts, tables, widgets
+from qtl.config import DIFF_METHODS, ENGINES, MPS, NATIVE
+from qtl.quantum.circuit import MAX_DEPTH, MAX_QUBITS, STATEVECTOR_MAX_QUBITS, CircuitConfig
+from ui import charts, tables
 from ui.settings import settings
 
 st.title("Differentiation lab")
@@ -18,9 +18,7 @@ st.markdown(
 s = settings()
 with st.form("lab_form"):
     left, right = st.columns(2)
-    engines = left.multiselect(
-        "engines", widgets.ENGINES, default=["native", "default.qubit"], key="lab_engines"
-    )
+    engines = left.multiselect("engines", ENGINES, default=["native", "default.qubit"], key="lab_engines")
     methods = right.multiselect(
         "diff methods (PennyLane engines)", DIFF_METHODS, default=["backprop", "adjoint"], key="lab_methods"
     )
@@ -31,7 +29,7 @@ with st.form("lab_form"):
         default=[q for q in (2, 4, 6, 8) if q <= s.max_qubits],
         key="lab_qubits",
     )
-    depth = cols[1].number_input("depth", 0, 20, 6, key="lab_depth")
+    depth = cols[1].number_input("depth", 0, MAX_DEPTH, CircuitConfig().depth, key="lab_depth")
     batch = cols[2].number_input("batch", 1, 512, 32, key="lab_batch")
     cap = cols[3].number_input("time cap per step (s)", 0.1, 30.0, 2.0, key="lab_cap")
     run = st.form_submit_button("Run", type="primary", icon=":material/speed:")

@@ -4,8 +4,7 @@ database: heatmap over qubits x depth, confidence intervals, paired comparisons,
 import streamlit as st
 
 from qtl.experiments.stats import cells, comparisons
-from qtl.models.backbones import BACKBONES
-from ui import charts, experiments, findings, tables
+from ui import charts, experiments, findings, tables, widgets
 from ui.settings import settings
 
 st.title("Experiments")
@@ -30,7 +29,7 @@ with st.expander("New sweep", expanded=False), st.form("exp_form"):
     seeds = right.multiselect("seeds", list(range(10)), [0, 1, 2], key="exp_seeds")
     left, mid, right = st.columns(3)
     epochs = left.number_input("epochs", 1, s.max_epochs, min(5, s.max_epochs), key="exp_epochs")
-    backbones = list(BACKBONES)
+    backbones = widgets.backbone_options(c["backbone"])  # the bundled one too: offline sessions use it
     backbone = mid.selectbox("backbone", backbones, backbones.index(c["backbone"]), key="exp_backbone")
     pretrained = right.toggle("ImageNet weights", c["pretrained"], key="exp_pretrained")
     submitted = st.form_submit_button("Run sweep", type="primary", icon=":material/play_arrow:")

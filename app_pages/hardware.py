@@ -43,9 +43,13 @@ def show(models: dict, local: list[str], real: list[str]) -> None:
             f"Demo: local devices only, at most {shot_choices[-1]} shots and {sample_choices[-1]} images."
         )
 
+    root, why = datasets.scoring_data(loaded)
+    if root is None:
+        st.info(f"Cannot run {name}: {why}.")
+        return
     try:
         with st.spinner(f"Compiling for {backend} ..."):
-            plan = hardware.plan(loaded, datasets.data_for(loaded), backend, shots, mitigations, samples)
+            plan = hardware.plan(loaded, root, backend, shots, mitigations, samples)
     except (ValueError, ImportError) as exc:
         st.error(" ".join(str(exc).split()))
         return

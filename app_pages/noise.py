@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import streamlit as st
 
+from qtl.analysis.robustness import noise_refusal
 from ui import datasets, noise, session_models
 
 st.title("Noise")
@@ -11,7 +12,18 @@ st.caption(
     "Would the model survive a real quantum computer? Its circuit runs on the native density-matrix engine "
     "with a channel after every gate, readout error and finite shots; see docs/noise.md."
 )
-models = {k: m for k, m in session_models.loaded_models().items() if m.model_config.is_quantum}
+quantum = {k: m for k, m in session_models.loaded_models().items() if m.model_config.is_quantum}
+refused = {name: why for name, m in quantum.items() if (why := noise_refusal(m))}
+models = {k: m for k, m in quantum.items() if k not in refused}
+
+
+def scored(name: str, loaded) -> tuple | None:
+    """The cache key (path, mtime, dataset root) to score `loaded` with, or None after saying why not."""
+    root, why = datasets.scoring_data(loaded)
+    if root is None:
+        st.warning(f"**{name}**: {why}.")
+        return None
+    return str(loaded.path), loaded.path.stat().st_mtime, root
 
 
 def show(models: dict) -> None:
@@ -28,8 +40,14 @@ def show(models: dict) -> None:
     curve = []
     for name in chosen:
         loaded = models[name]
-        key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
-        result = noise.evaluate(*key, config.to_dict())
+        key = scored(name, loaded)
+        if key is None:
+            continue
+        try:
+            result = noise.evaluate(*key, config.to_dict())
+        except ValueError as exc:  # the dataset's classes are not the model's
+            st.warning(f"**{name}**: cannot score it: {exc}.")
+            continue
         inputs = noise.head_inputs(*key)
         trained = loaded.model_config.noise.label()
         st.subheader(name)
@@ -71,8 +89,9 @@ def show(models: dict) -> None:
             with st.spinner(f"Transpiling and simulating on {backend} ..."):
                 rows = []
                 for name in chosen:
-                    loaded = models[name]
-                    key = (str(loaded.path), loaded.path.stat().st_mtime, datasets.data_for(loaded))
+                    key = scored(name, models[name])
+                    if key is None:
+                        continue
                     result = noise.evaluate(*key, {"shots": shots}, backend)
                     rows.append(
                         {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}
@@ -87,7 +106,13 @@ def show(models: dict) -> None:
         )
 
 
+if refused:
+    st.info(
+        "Not simulated under noise: "
+        + "; ".join(f"**{name}**: {why}" for name, why in refused.items())
+        + ". Load a narrower quantum checkpoint to see one."
+    )
 if models:
     show(models)
-else:
+elif not quantum:
     st.info("Load a `quantum` or `hybrid` checkpoint (Checkpoints page) to see how it holds up under noise.")

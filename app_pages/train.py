@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from qtl.config import BACKBONE_NAMES, DIFF_METHODS, VARIANTS, check_backbone_name
+from qtl.config import DIFF_METHODS, ENGINES, VARIANTS, check_backbone_name
 from ui import server_jobs, session, training, widgets
 from ui.settings import settings
 
@@ -21,7 +21,7 @@ with st.form("train_form"):
     with left:
         widgets.bound(st.multiselect, "variants", "variants", "train_variants", options=VARIANTS)
     with mid:
-        options = list(dict.fromkeys([*BACKBONE_NAMES, c["backbone"]]))  # a timm name chosen before, too
+        options = widgets.backbone_options(c["backbone"])
         widgets.bound(
             st.selectbox,
             "backbone",
@@ -55,7 +55,7 @@ with st.form("train_form"):
             "engine",
             "engine",
             "train_engine",
-            options=widgets.ENGINES,
+            options=ENGINES,
             help="native: statevector, up to 24 qubits. mps: matrix product state, up to 128 qubits "
             "(exact at bond 2**depth for the chain entangler). Others: PennyLane devices.",
         )

@@ -63,6 +63,8 @@ DEFAULT_BACKBONE = "resnet18"
 NATIVE = "native"  # qtl's own statevector simulator
 MPS = "mps"  # qtl's matrix product state simulator, for wide circuits (up to 128 qubits)
 # any other engine name is a PennyLane device
+ENGINES = (NATIVE, MPS, "default.qubit", "lightning.qubit")
+"""The engines qtl offers by name (forms list these); any other installed PennyLane device works too."""
 DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 """Differentiation methods a PennyLane engine accepts; "best" lets PennyLane choose for the device."""
 

@@ -7,6 +7,8 @@ import hashlib
 import http.server
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from qtl.config import BACKBONE_NAMES
+from qtl.models import weights as qtl_weights
 from qtl.models.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
@@ -94,6 +97,43 @@ class TestBuild:
         """The enum member name when pretrained, 'random' otherwise."""
         assert weights_id("resnet18", True) == "IMAGENET1K_V1"
         assert weights_id("resnet18", False) == "random"
+
+
+class TestWeightsWithoutTorch:
+    """qtl.models.weights finds torchvision's and the bundled weights without importing torch, so the
+    app's first page never waits for it."""
+
+    def test_the_written_out_weights_are_torchvisions(self):
+        assert set(qtl_weights.TORCHVISION_WEIGHTS) == set(BACKBONES)
+        for name, spec in BACKBONES.items():
+            assert qtl_weights.TORCHVISION_WEIGHTS[name] == (spec.weights.name, spec.weights.url)
+
+    @pytest.mark.parametrize("torch_home_set", [True, False])
+    def test_hub_dir_is_torchs(self, tmp_path, monkeypatch, torch_home_set):
+        """The same folder as torch.hub.get_dir(), computed without torch, from TORCH_HOME or the cache."""
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        if torch_home_set:
+            monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+        else:
+            monkeypatch.delenv("TORCH_HOME", raising=False)
+        with monkeypatch.context() as before_torch:
+            before_torch.delitem(sys.modules, "torch")
+            without = qtl_weights.torch_hub_dir()
+        assert without == Path(torch.hub.get_dir())
+
+    def test_status_checks_import_no_torch(self, tmp_path):
+        """resolve_backbone for resnet18 (offline: the bundled fallback) and the bundled status, in a
+        fresh interpreter: torch, torchvision and timm stay unloaded."""
+        code = (
+            "import sys; from qtl.models.weights import resolve_backbone, weights_availability;"
+            "c = resolve_backbone('resnet18', True); w = weights_availability('efficientnet_lite0');"
+            "print(c.backbone, w.state, [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules])"
+        )
+        env = {**os.environ, "QTL_OFFLINE": "1", "TORCH_HOME": str(tmp_path)}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.split() == ["efficientnet_lite0", "cached", "[]"], out.stderr
 
 
 class TestWeightsFile:

@@ -11,7 +11,8 @@ import re
 
 import pytest
 from conftest import REPO, make_image_folder
-from served_app import Server, ServerError, chromium_missing, launch_chromium, offline_env
+
+from qtl.testing.served_app import Server, ServerError, chromium_missing, launch_chromium, offline_env
 
 ARTIFACTS = REPO / "test-artifacts"
 PREDICTION = re.compile(r"(quantum|linear|finetuned)-resnet18\S+ → (\w+) \((\d+\.\d)%\)")

@@ -8,13 +8,13 @@ import asyncio
 
 import pytest
 from conftest import make_image_folder
-from served_app import Server, ServerError, chromium_missing, offline_env
-from visitors import upload_name, visit_all
 
 from qtl.config import ModelConfig
 from qtl.models.checkpoint import save_checkpoint
 from qtl.models.variants import build_model
 from qtl.quantum.circuit import CircuitConfig
+from qtl.testing.served_app import Server, ServerError, chromium_missing, offline_env
+from qtl.testing.visitors import upload_name, visit_all
 
 
 @pytest.mark.e2e

@@ -4,6 +4,7 @@ the checkpoints shipped in models/ and the paper's quantum recipe. These assert 
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import REPO
 
 from qtl.analysis.inference import evaluate
@@ -32,6 +33,29 @@ def test_shipped_checkpoints_classify_val(hymenoptera_dir, variant):
     assert path.stat().st_size <= 20 * 2**20
     accuracy = evaluate(loaded, hymenoptera_dir, "val").metrics["accuracy"]
     assert accuracy >= 0.93, f"{variant}: {accuracy:.4f}"
+
+
+def test_every_shipped_checkpoint_stores_what_qtl_evaluate_gives_and_none_repeats_another(hymenoptera_dir):
+    """Every file in models/ (the SHIPPED manifest's) stores as its val accuracy the accuracy
+    `qtl evaluate` gives on the images in the repository's dataset, and no two give the same outputs
+    (a copy under another name only costs memory and a line on every page)."""
+    names = shipped_names()
+    assert sorted(names) == sorted(p.name for p in (REPO / "models").glob("*.pt"))
+    outputs = {}
+    for name in names:
+        loaded = load_checkpoint(REPO / "models" / name)
+        ev = evaluate(loaded, hymenoptera_dir, "val")
+        assert loaded.metrics["val_acc"] == ev.metrics["accuracy"], name
+        outputs[name] = torch.tensor([s.probs for s in ev.samples])  # (153, 2)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not torch.allclose(outputs[a], outputs[b], atol=1e-6), f"{a} and {b} give the same outputs"
+
+
+def shipped_names() -> list[str]:
+    """The file names models/SHIPPED lists (one per line, # comments)."""
+    lines = (line.split("#", 1)[0].strip() for line in (REPO / "models" / "SHIPPED").read_text().splitlines())
+    return [name for name in lines if name]
 
 
 def test_paper_recipe_quantum_on_bundled_features(hymenoptera_dir):

@@ -138,3 +138,29 @@ class TestNoiseCommand:
         assert run_cli(capsys, *args)[0] == 0
         code, _, err = run_cli(capsys, "noise", path, "--data", tiny)
         assert code == 1 and "only quantum checkpoints have a circuit" in err
+
+
+@pytest.mark.parametrize(
+    "variant, qubits, engine, reason",
+    [
+        ("quantum", 4, "native", None),
+        ("quantum", 64, "mps", "64-qubit circuit is too wide"),
+        ("quantum", 12, "native", "over the memory budget"),
+        ("linear", 4, "native", "has no circuit"),
+    ],
+)
+def test_noise_refusal_says_what_the_density_matrix_engine_cannot_take(variant, qubits, engine, reason):
+    """None for a circuit the noisy evaluation runs; one line naming why for one it cannot: too wide for
+    density matrices, over their memory budget for a chunk of images, or no circuit at all."""
+    from qtl.analysis.robustness import noise_refusal
+    from qtl.models.checkpoint import LoadedModel
+    from qtl.models.variants import build_model
+
+    mc = ModelConfig(
+        variant, pretrained=False, class_names=("a", "b"), circuit=CircuitConfig(qubits, 1), engine=engine
+    )
+    said = noise_refusal(LoadedModel(build_model(mc), mc, ["a", "b"], [], {}, {}))
+    if reason is None:
+        assert said is None
+    else:
+        assert reason in said and "\n" not in said

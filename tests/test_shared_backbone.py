@@ -190,3 +190,13 @@ class TestExplanationsPerCall:
                 alone = explain(h, picture, method=method)
                 assert together[h.name].method == method and together[h.name].target == alone.target
                 np.testing.assert_allclose(together[h.name].heatmap, alone.heatmap, atol=1e-6)
+
+    def test_an_explanation_answers_as_predict_does(self, heads):
+        """The probabilities an explanation carries are predict's (the Classify page shows them instead of
+        running the models twice), for both methods."""
+        picture = images(1)[0]
+        alone = predict({h.name: h for h in heads}, picture)
+        for method in ("grad-cam", "saliency"):
+            for name, ex in explain_all({h.name: h for h in heads}, picture, method=method).items():
+                torch.testing.assert_close(ex.probs, alone[name].probs[0], rtol=0, atol=1e-6)
+                assert ex.seconds > 0 and ex.shared_backbone

@@ -28,3 +28,19 @@ class TestStore:
             delete_checkpoint(outside / "b.pt", [inside])
         delete_checkpoint(inside / "a.pt", [inside])
         assert not (inside / "a.pt").exists() and (outside / "b.pt").exists()
+
+
+def test_scan_names_every_file_that_is_not_a_checkpoint(tmp_path):
+    """scan_checkpoints lists the valid checkpoints and, apart, each other *.pt file with why."""
+    from qtl.config import ModelConfig
+    from qtl.models.checkpoint import save_checkpoint
+    from qtl.models.store import list_checkpoints, scan_checkpoints
+    from qtl.models.variants import build_model
+
+    mc = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+    good = save_checkpoint(tmp_path / "good.pt", build_model(mc), mc)
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 half a zip")
+    (tmp_path / "notes.txt").write_text("not a checkpoint name")
+    infos, bad = scan_checkpoints(tmp_path)
+    assert [i.path for i in infos] == [good] == [i.path for i in list_checkpoints(tmp_path)]
+    assert [(p.name, "not a readable qtl checkpoint" in why) for p, why in bad] == [("broken.pt", True)]

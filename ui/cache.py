@@ -4,6 +4,7 @@ folder is re-read."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -26,17 +27,18 @@ def load_checkpoint(path: str | Path):
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def checkpoint_infos(directory: str, version: float) -> list:
-    """Metadata of the checkpoints in `directory`, newest first (re-read when the folder changes)."""
-    from qtl.models.store import list_checkpoints
+def checkpoint_infos(directory: str, version: float) -> tuple[list, list]:
+    """`qtl.models.store.scan_checkpoints` of `directory`: the valid checkpoints' metadata, newest first,
+    and (path, reason) for the unreadable files (re-read when the folder changes)."""
+    from qtl.models.store import scan_checkpoints
 
-    return list_checkpoints(directory)
+    return scan_checkpoints(directory)
 
 
-def list_area(directory: Path) -> list:
-    """checkpoint_infos of `directory`, keyed by the newest change in it; [] when it does not exist."""
+def list_area(directory: Path) -> tuple[list, list]:
+    """checkpoint_infos of `directory`, keyed by the newest change in it; ([], []) when it does not exist."""
     if not directory.is_dir():
-        return []
+        return [], []
     version = max([directory.stat().st_mtime] + [f.stat().st_mtime for f in directory.iterdir()])
     return checkpoint_infos(str(directory), version)
 
@@ -98,23 +100,38 @@ def val_samples(data_dir: str | None) -> list[tuple[str, str]]:
     return [(str(p), ds.classes[i]) for p, i in list_images(ds.root, "val", ds.classes)]
 
 
-@st.cache_resource(show_spinner="Drawing the circuit ...", max_entries=16)
-def circuit_figure(config: CircuitConfig, weights: tuple | None = None):
-    """Matplotlib figure of `config` (optionally with trained weights), shared and never mutated."""
+@st.cache_data(show_spinner="Drawing the circuit ...", max_entries=16)
+def circuit_png(config: CircuitConfig, weights: tuple | None = None) -> bytes:
+    """PNG of `config` drawn (optionally with trained weights), as st.pyplot would show it. Sessions share
+    the bytes, never a figure: matplotlib draws one figure from one thread at a time, and two sessions
+    showing one cached figure at once broke its drawing."""
+    import io
+
     import torch
 
     from qtl.quantum.draw import draw_figure
 
     w = None if weights is None else torch.tensor(weights).reshape(config.weight_shape)
-    return draw_figure(config, weights=w)
+    with _DRAWING:
+        fig = draw_figure(config, weights=w)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=200, bbox_inches="tight")
+    return buf.getvalue()
 
 
-@st.cache_resource(show_spinner=False)
-def backbone_size(name: str) -> tuple[int, int]:
-    """(feature size F, parameter count) of a backbone, from a random-init build (no download)."""
-    from qtl.models.backbones import load_backbone
+_DRAWING = threading.Lock()  # matplotlib and PennyLane's drawer keep global state: one drawing at a time
 
-    module, features = load_backbone(name, pretrained=False)
+
+@st.cache_data(show_spinner=False)
+def backbone_size(name: str, pretrained: bool) -> tuple[int, int]:
+    """(feature size F, parameter count) of a backbone, counted on the process's shared one (the random-init
+    one when its ImageNet weights are not here: the counts are the same)."""
+    from qtl.models.backbones import WeightsUnavailableError, shared_backbone
+
+    try:
+        module, features = shared_backbone(name, pretrained, allow_download=False)
+    except WeightsUnavailableError:
+        module, features = shared_backbone(name, False)
     return features, sum(p.numel() for p in module.parameters())
 
 
@@ -133,10 +150,9 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
 
 
 @st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
-def evaluation(path: str, mtime: float, data_dir: str | None):
-    """qtl.analysis.inference.evaluate of a checkpoint on the dataset's val split (cached per file
-    version)."""
+def evaluation(path: str, mtime: float, root: str):
+    """qtl.analysis.inference.evaluate of a checkpoint on the val split of the dataset at `root` (cached
+    per file version). Raises ValueError when the dataset's classes are not the model's."""
     from qtl.analysis.inference import evaluate
-    from qtl.data.datasets import open_dataset
 
-    return evaluate(load_checkpoint(path), open_dataset(data_dir, download=False).root)
+    return evaluate(load_checkpoint(path), root)

@@ -107,17 +107,23 @@ def qubit_chart(values: dict[str, list[float]], title: str):
 
 
 def bond_chart(log2_bonds: list[int], title: str):
-    """Altair bars of the exact MPS bond dimension at each cut (between wire i and i + 1), log2 scale."""
+    """Altair bars of the exact MPS bond dimension at each cut (between wire i and i + 1): bar height
+    log2(bond) on a linear axis labelled in bond dimensions (bars on a log scale start from 0, which a
+    log scale cannot place, so none are drawn)."""
     import altair as alt
     import pandas as pd
 
-    rows = [{"cut": f"{i}|{i + 1}", "bond": 2**b} for i, b in enumerate(log2_bonds)]
+    rows = [{"cut": f"{i}|{i + 1}", "log2 bond": b, "bond": 2**b} for i, b in enumerate(log2_bonds)]
     return (
         alt.Chart(pd.DataFrame(rows), title=title)
         .mark_bar()
         .encode(
             x=alt.X("cut:N", sort=None, title="cut between wires"),
-            y=alt.Y("bond:Q", scale=alt.Scale(type="log", base=2), title="exact bond dimension"),
+            y=alt.Y(
+                "log2 bond:Q",
+                title="exact bond dimension",
+                axis=alt.Axis(tickMinStep=1, labelExpr="pow(2, datum.value)"),
+            ),
             tooltip=["cut", "bond"],
         )
         .properties(height=220)

@@ -13,7 +13,8 @@ import streamlit as st
 from ui.settings import settings
 
 SESSION_TTL_S = 24 * 3600  # per-session demo areas older than this are removed
-AUTOLOAD_MAX = 6
+AUTOLOAD_MAX = 6  # user-trained checkpoints a new session loads, besides the shipped ones
+SHIPPED_MANIFEST = "SHIPPED"  # in models/: the shipped checkpoints' file names
 
 
 def _cleanup_old_sessions(root: Path) -> None:
@@ -47,16 +48,29 @@ def checkpoint_areas() -> list[tuple[str, Path, bool]]:
     return [("shipped (read-only)", s.models_dir, False), ("this session", session_dir(), True)]
 
 
-def shipped_checkpoints() -> list[str]:
-    """The newest checkpoint files in models/ (at most AUTOLOAD_MAX), by name only: nothing is read here,
-    so the first page paints at once; a bad file is dropped when a page loads it."""
+def shipped_names() -> list[str]:
+    """The file names the manifest `models/SHIPPED` lists (one per line, # comments): the checkpoints that
+    come with the app. Without a manifest, in demo mode every file in models/ is shipped, else none."""
     directory = settings().models_dir
-    files = (
-        sorted(directory.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-        if directory.is_dir()
-        else []
-    )
-    return [str(p.resolve()) for p in files[:AUTOLOAD_MAX]]
+    manifest = directory / SHIPPED_MANIFEST
+    if manifest.is_file():
+        lines = (line.split("#", 1)[0].strip() for line in manifest.read_text().splitlines())
+        return [name for name in lines if name]
+    return sorted(p.name for p in directory.glob("*.pt")) if settings().demo and directory.is_dir() else []
+
+
+def autoload_checkpoints() -> list[str]:
+    """What a new session starts with loaded: the newest other checkpoints in models/ (at most
+    AUTOLOAD_MAX, newest first: a local user's own runs), then every shipped one, which is always there
+    however many runs were trained since. By name only: nothing is read here, so the first page paints at
+    once; a bad file is dropped, and said why, when a page loads it."""
+    directory = settings().models_dir
+    if not directory.is_dir():
+        return []
+    shipped = [directory / name for name in shipped_names() if (directory / name).is_file()]
+    others = [p for p in directory.glob("*.pt") if p.name not in {q.name for q in shipped}]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [str(p.resolve()) for p in others[:AUTOLOAD_MAX] + shipped]
 
 
 def can_modify(path: str | Path) -> bool:

@@ -86,9 +86,16 @@ def samples(root: Path, split: str, cls: str, n: int) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if is_image_file(p)][:n] if folder.is_dir() else []
 
 
-def data_for(loaded) -> str | None:
-    """The dataset a checkpoint is scored on: the one it was trained on if still there, else the active."""
+def scoring_data(loaded) -> tuple[str | None, str | None]:
+    """(root, None): the dataset a checkpoint is scored on, the one it was trained on if still there,
+    else the active one; (None, why not) when neither is on disk."""
     from qtl.data.datasets import recorded_root
+    from ui.cache import dataset_status
 
     recorded = recorded_root((loaded.meta or {}).get("dataset"))
-    return str(recorded) if recorded is not None else active_data_dir()
+    if recorded is not None:
+        return str(recorded), None
+    status = dataset_status(active_data_dir())
+    if status.state != "found":
+        return None, f"no dataset on disk to score it on ({status.message}); add one on the Data page"
+    return str(status.path), None

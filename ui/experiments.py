@@ -50,8 +50,10 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
     from qtl.experiments.database import ResultsDB
 
-    label = st.selectbox("results database", list(databases), key="exp_db") if len(databases) > 1 else None
-    path = databases[label or next(iter(databases))]
+    labels = list(databases)
+    first = next((i for i, label in enumerate(labels) if databases[label].is_file()), 0)  # one with results
+    label = st.selectbox("results database", labels, first, key="exp_db") if len(labels) > 1 else labels[0]
+    path = databases[label]
     if not path.is_file():
         st.info(f"No sweeps yet in `{path}`: compose one above, or run `qtl sweep SPEC.toml`.")
         return None, []

@@ -32,17 +32,17 @@ def noise_widgets(prefix: str) -> NoiseConfig:
 
 
 @st.cache_data(show_spinner="Running the backbone over the val split ...", max_entries=32)
-def head_inputs(path: str, mtime: float, data_dir: str | None):
-    """qtl.analysis.robustness.head_inputs of a checkpoint on the val split (cached per file version)."""
+def head_inputs(path: str, mtime: float, root: str):
+    """qtl.analysis.robustness.head_inputs of a checkpoint on the val split of the dataset at `root`
+    (cached per file version). Raises ValueError when the dataset's classes are not the model's."""
     from qtl.analysis.robustness import head_inputs as inputs
-    from qtl.data.sources import resolve_dataset
     from ui.cache import load_checkpoint
 
-    return inputs(load_checkpoint(path), resolve_dataset(data_dir, download=False))
+    return inputs(load_checkpoint(path), root)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def evaluate(path: str, mtime: float, data_dir: str | None, noise: dict, backend: str | None = None):
+def evaluate(path: str, mtime: float, root: str, noise: dict, backend: str | None = None):
     """qtl.analysis.robustness.evaluate_noise of a checkpoint under `noise` (a NoiseConfig dict), or on a
     backend."""
     from qtl.analysis.robustness import evaluate_noise
@@ -50,7 +50,7 @@ def evaluate(path: str, mtime: float, data_dir: str | None, noise: dict, backend
 
     loaded = load_checkpoint(path)
     return evaluate_noise(
-        loaded, head_inputs(path, mtime, data_dir), NoiseConfig.from_dict(noise), backend=backend
+        loaded, head_inputs(path, mtime, root), NoiseConfig.from_dict(noise), backend=backend
     )
 
 

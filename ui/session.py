@@ -1,8 +1,9 @@
 """Per-session state: the keys every page may use, and the active configuration they share.
 
 Shared keys: session_id, config (the active configuration, plain values), loaded (paths of this session's
-loaded checkpoints), job_id (its latest training job), session_dir (demo: its private area), data_dir
-(the active dataset's root; None: the configured default). Page-local keys use a page prefix.
+loaded checkpoints), load_errors (file name -> why it could not be loaded), job_id (its latest training
+job), session_dir (demo: its private area), data_dir (the active dataset's root; None: the configured
+default). Page-local keys use a page prefix.
 """
 
 from __future__ import annotations
@@ -13,34 +14,41 @@ import uuid
 
 import streamlit as st
 
+from qtl.config import ModelConfig, recipe
 from qtl.quantum.circuit import CircuitConfig
-from ui.checkpoint_dirs import shipped_checkpoints
+from ui.checkpoint_dirs import autoload_checkpoints
 from ui.settings import settings
+
+#: Epochs of a first run from the Train form: a short run to try things (the recipes' are 25-30).
+FORM_EPOCHS = 3
 
 
 def default_config() -> dict:
-    """The active configuration a new session starts with (plain values; the sidebar shows it)."""
+    """The active configuration a new session starts with (plain values; the sidebar shows it): the
+    library's defaults (`qtl.config.ModelConfig()`, the default variant's recipe), a short run."""
+    mc = ModelConfig()
+    tc = recipe(mc.variant)
     return {
-        "variants": ["quantum"],
-        "backbone": "resnet18",
+        "variants": [mc.variant],
+        "backbone": mc.backbone,
         "pretrained": settings().pretrained,
-        "n_qubits": 4,
-        "depth": 6,
-        "entangler": "chain",
-        "rotation": "ry",
-        "reupload": False,  # embed the inputs in every block (data re-uploading)
-        "q_delta": 0.01,
-        "engine": "native",
-        "diff_method": "best",
-        "shots": 0,
-        "max_bond": 0,  # MPS engine: 0 simulates exactly
-        "epochs": 3,
-        "seeds": "0",
+        "n_qubits": mc.circuit.n_qubits,
+        "depth": mc.circuit.depth,
+        "entangler": mc.circuit.entangler,
+        "rotation": mc.circuit.rotation,
+        "reupload": mc.circuit.reupload,  # embed the inputs in every block (data re-uploading)
+        "q_delta": mc.q_delta,
+        "engine": mc.engine,
+        "diff_method": mc.diff_method,
+        "shots": mc.shots or 0,  # the form's 0: exact expectation values (None)
+        "max_bond": mc.max_bond or 0,  # the form's 0: the MPS engine simulates exactly (None)
+        "epochs": FORM_EPOCHS,
+        "seeds": str(tc.seed),
         "override_recipe": False,
-        "lr": 4e-4,
-        "batch_size": 4,
-        "augment": False,
-        "split": "given",  # "kfold": held-out test accuracy from stratified folds (fold = seed % 5)
+        "lr": tc.lr,
+        "batch_size": tc.batch_size,
+        "augment": tc.augment,
+        "split": tc.regime.split,  # "kfold": held-out test accuracy from stratified folds (fold = seed % 5)
     }
 
 
@@ -48,7 +56,10 @@ def init_session() -> None:
     """Initialise every shared session key once (page-local keys use a page prefix)."""
     st.session_state.setdefault("session_id", uuid.uuid4().hex[:12])
     st.session_state.setdefault("config", default_config())
-    st.session_state.setdefault("loaded", shipped_checkpoints() if settings().autoload else [])  # paths (str)
+    st.session_state.setdefault(
+        "loaded", autoload_checkpoints() if settings().autoload else []
+    )  # paths (str)
+    st.session_state.setdefault("load_errors", {})  # file name -> why it could not be loaded
     st.session_state.setdefault("job_id", None)  # this session's latest training job
     st.session_state.setdefault("session_dir", None)  # demo: this visitor's private area
     st.session_state.setdefault("data_dir", None)  # the active dataset; None: settings().data_dir

@@ -10,14 +10,18 @@ from ui.cache import load_checkpoint
 
 
 def loaded_models() -> dict[str, object]:
-    """{label: LoadedModel} of this session's loaded checkpoints; vanished or broken files are dropped."""
+    """{label: LoadedModel} of this session's loaded checkpoints. A vanished or broken file, or one whose
+    backbone weights are not here, is dropped, and why is kept in st.session_state["load_errors"] (the
+    sidebar shows it on every page)."""
     out = {}
     for path in list(st.session_state["loaded"]):
         try:
             loaded = load_checkpoint(path)
         except (OSError, ValueError, RuntimeError) as exc:  # gone, invalid, or weights unavailable
+            from qtl.models.backbones.common import one_line
+
             st.session_state["loaded"].remove(path)
-            st.toast(f"Unloaded {Path(path).name}: {exc}")
+            st.session_state["load_errors"][Path(path).name] = one_line(exc)
             continue
         out[model_label(loaded.variant, path)] = loaded
     return out
@@ -34,6 +38,7 @@ def load(path: str | Path) -> None:
     """Load a checkpoint into this session (validates it; raises CheckpointError / OSError)."""
     load_checkpoint(path)
     p = str(Path(path).resolve())
+    st.session_state["load_errors"].pop(Path(p).name, None)
     if p not in st.session_state["loaded"]:
         st.session_state["loaded"].append(p)
 

@@ -7,13 +7,17 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_DEMO=1`          | `demo = true`        | shared demo: read-only models/, own area, limits       |
 | `QTL_DEMO_MAX_EPOCHS` | `max_epochs`         | demo cap on epochs per run (default 5)                 |
 | `QTL_DEMO_MAX_QUBITS` | `max_qubits`         | demo cap on qubits (default 8)                         |
-| `QTL_AUTOLOAD=0`      | `autoload = false`   | new sessions start empty (default: load models/)  |
+| `QTL_AUTOLOAD=0`      | `autoload = false`   | new sessions start empty (default: the shipped ones)   |
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
-| `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (demo default 1, else torch's)  |
+| `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (default 1, see below)          |
 | `QTL_DEMO_DATA_MB`    | `max_data_mb`        | demo cap on one visitor's uploaded datasets (200 MB)   |
 | `QTL_ZIP_MAX_*`       | -                    | caps on one uploaded zip (`qtl.data.archive`)          |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
 | `QTL_DATA_DIR`        | -                    | the dataset root (default: `qtl.data.sources`)         |
+
+Every session's script runs in a thread of its own, beside the browser, other sessions and training, so
+torch computes each request on one thread: on 2 cores that answered an upload on Classify in 0.6 s
+where torch's default of one thread per core took 1.9 s (docs/benchmarks.md, "App").
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class Settings:
     max_queued: int  # training requests that may wait while one runs (0: refuse)
     max_runs: int  # (variant, seed) runs per training request
     autoload: bool  # new sessions start with models/'s checkpoints loaded
-    torch_threads: int | None  # intra-op threads; None keeps torch's default (one per core)
+    torch_threads: int | None  # intra-op threads per request; None keeps torch's default (one per core)
     max_data_mb: int | None  # demo: one visitor's uploaded datasets together; None: only the zip caps
 
 
@@ -81,6 +85,6 @@ def settings() -> Settings:
         max_queued=0 if demo else 4,
         max_runs=6 if demo else 100,
         autoload=_flag("QTL_AUTOLOAD", "autoload", True),
-        torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1 if demo else None),
+        torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1),
         max_data_mb=_int_setting("QTL_DEMO_DATA_MB", "max_data_mb", 200) if demo else None,
     )

@@ -41,8 +41,18 @@ def render() -> None:
             st.caption("None yet: train one, or load one on the Checkpoints page.")
         for path in st.session_state["loaded"]:
             st.markdown(f"- `{Path(path).name}`")
+        for name, why in st.session_state["load_errors"].items():
+            st.caption(f":material/error: `{name}` could not be loaded: {why}")
         job = runner().get(st.session_state["job_id"])
-        if job is not None:
-            snap = job.snapshot()
-            if not snap.finished:
-                st.progress(snap.progress, text=f"training: {snap.message}")
+        if job is not None and not job.snapshot().finished:
+            # its own fragment, polling as the page's job panel does: the sidebar is drawn once per run
+            # of the page, so a plain progress bar here would stay at the first run's step
+            st.fragment(_progress, run_every=1.0)(job.id)
+
+
+def _progress(job_id: int) -> None:
+    """The training job's progress bar, until it finishes."""
+    job = runner().get(job_id)
+    snap = job.snapshot() if job is not None else None
+    if snap is not None and not snap.finished:
+        st.progress(snap.progress, text=f"training: {snap.message}")

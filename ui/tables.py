@@ -30,20 +30,21 @@ def checkpoint_table(infos: list, loaded: set[str]):
     )
 
 
-def latency_table(predictions: dict, n_images: int):
-    """One row per model: variant and wall time for the batch (backbone shared between frozen models)."""
+def latency_table(timings: list[dict], n_images: int):
+    """One row per model: variant and wall time for the images (a frozen model's share of a backbone pass
+    it shares with others counted in full). timings: {model, variant, seconds, shared}."""
     import pandas as pd
 
     return pd.DataFrame(
         [
             {
-                "model": label,
-                "variant": p.variant,
-                "latency (ms)": round(p.latency_s * 1e3, 1),
-                "per image (ms)": round(p.latency_s * 1e3 / n_images, 1),
-                "shared backbone pass": p.shared_backbone,
+                "model": t["model"],
+                "variant": t["variant"],
+                "latency (ms)": round(t["seconds"] * 1e3, 1),
+                "per image (ms)": round(t["seconds"] * 1e3 / n_images, 1),
+                "shared backbone pass": t["shared"],
             }
-            for label, p in predictions.items()
+            for t in timings
         ]
     )
 
@@ -117,6 +118,11 @@ def comparison_table(comps: list[dict]):
     def num(value, fmt):
         return "–" if value is None else format(value, fmt)
 
+    def seeds_needed(c: dict) -> str:  # text like its neighbours: one type per column for Arrow
+        if c.get("power") is None:
+            return "–"
+        return f"{c['seeds_needed']:,}" if c["seeds_needed"] else "> 10,000"
+
     return pd.DataFrame(
         [
             {
@@ -129,7 +135,7 @@ def comparison_table(comps: list[dict]):
                 "p adjusted": num(c["p_adjusted"], ".3g"),
                 "verdict": c["verdict"],
                 f"power for ±{c.get('effect', 0):.2f}": num(c.get("power"), ".2f"),
-                "seeds for 80% power": "–" if c.get("power") is None else (c["seeds_needed"] or "> 10,000"),
+                "seeds for 80% power": seeds_needed(c),
             }
             for c in comps
         ]

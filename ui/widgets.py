@@ -6,13 +6,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.config import BACKBONE_NAMES
+from qtl.quantum.circuit import ENTANGLERS, MAX_DEPTH, ROTATIONS, CircuitConfig
 from ui.cache import val_samples
 from ui.session import active_data_dir, circuit_config
 from ui.settings import settings
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
-ENGINES = ("native", "mps", "default.qubit", "lightning.qubit")  # the engines the forms offer
+PREVIEW_PX = 448  # uploads are shown at most this large: a phone photo is not sent to the browser whole
 
 
 def bound(widget, label: str, field: str, key: str, **kwargs):
@@ -52,12 +53,17 @@ def circuit_widgets(prefix: str, max_qubits: int | None = None) -> CircuitConfig
             st.number_input, "qubits", "n_qubits", f"{prefix}_n_qubits", min_value=1, max_value=max_q, step=1
         )
     with cols[1]:
-        bound(st.number_input, "depth", "depth", f"{prefix}_depth", min_value=0, max_value=20, step=1)
+        bound(st.number_input, "depth", "depth", f"{prefix}_depth", min_value=0, max_value=MAX_DEPTH, step=1)
     with cols[2]:
         bound(st.selectbox, "entangler", "entangler", f"{prefix}_entangler", options=ENTANGLERS)
     with cols[3]:
         bound(st.selectbox, "rotation", "rotation", f"{prefix}_rotation", options=ROTATIONS)
     return circuit_config()
+
+
+def backbone_options(current: str) -> list[str]:
+    """The backbones a form offers: the library's names, and `current` (a timm name chosen before)."""
+    return list(dict.fromkeys([*BACKBONE_NAMES, current]))
 
 
 def read_images(files) -> list[tuple[str, object]]:
@@ -103,6 +109,13 @@ def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]
         except ImageLoadError as exc:
             out.append((Path(path).name, str(exc)))
     return out
+
+
+def preview(image):
+    """A copy of a PIL image no larger than PREVIEW_PX on either side, for display."""
+    small = image.copy()
+    small.thumbnail((PREVIEW_PX, PREVIEW_PX))
+    return small
 
 
 def no_models_hint() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class Explanation:
     probs: torch.Tensor  # (C,) class probabilities
     heatmap: np.ndarray  # (H, W) float32 in [0, 1], aligned with `image`
     image: Image.Image  # the model's view of the input: resized and cropped, H x W
+    seconds: float = 0.0  # wall time for this model: a backbone pass it shares with others counted in full
+    shared_backbone: bool = False  # its backbone pass served other models too (`explain_all`)
 
 
 def _bare_copy(module: nn.Module) -> nn.Module:
@@ -207,6 +210,7 @@ def explain_all(
 
 def _explain_group(group: dict, picture: Image.Image, method: str, target: int | None) -> dict:
     """Explanations of models that run one backbone with one preprocessing, from one forward pass."""
+    t0 = time.perf_counter()
     first = next(iter(group.values()))
     backbone = first.model.backbone
     device = next(first.model.parameters()).device
@@ -228,9 +232,11 @@ def _explain_group(group: dict, picture: Image.Image, method: str, target: int |
 
     out = {}
     view = _view(transform, x.detach()[0].cpu())
+    shared_s = time.perf_counter() - t0
     names = list(group)
     for i, name in enumerate(names):
         loaded = group[name]
+        t1 = time.perf_counter()
         with torch.enable_grad():
             logits = loaded.model.head(features)  # (1, C): the circuit runs inside the head
             probs = torch.softmax(logits.detach(), 1)[0].float().cpu()
@@ -243,6 +249,8 @@ def _explain_group(group: dict, picture: Image.Image, method: str, target: int |
             probs,
             _heatmap(grad, wrt.detach(), x.shape[-2:], cam=layer is not None),
             view,
+            shared_s + time.perf_counter() - t1,
+            len(names) > 1,
         )
     return out
 

@@ -33,6 +33,33 @@ from qtl.utils.atomic import atomic_write
 CHUNK = 256
 
 
+def noise_refusal(loaded: LoadedModel) -> str | None:
+    """Why `evaluate_noise` cannot run this checkpoint's circuit under noise, in one line; None when it
+    can. Noise is simulated on density matrices (4**n numbers per sample), CHUNK samples at a time, within
+    the density-matrix engine's memory budget; only quantum variants have a circuit."""
+    from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS
+    from qtl.quantum.engines import make_engine
+    from qtl.quantum.engines._memory import human_bytes
+    from qtl.quantum.engines.native import MEMORY_BUDGET_ENV
+
+    if not loaded.model_config.is_quantum:
+        return f"a {loaded.variant!r} model has no circuit"
+    n = loaded.model_config.circuit.n_qubits
+    if n > STATEVECTOR_MAX_QUBITS:
+        return (
+            f"its {n}-qubit circuit is too wide: noise is simulated on density matrices (4**n numbers "
+            f"per sample), up to {STATEVECTOR_MAX_QUBITS} qubits at most"
+        )
+    engine = make_engine(loaded.model_config.circuit, "native", noise=NoiseConfig(depolarizing=0.01))
+    need = engine.estimate_bytes(CHUNK, torch.float64, training=False)
+    if need > engine.memory_budget:
+        return (
+            f"its {n}-qubit circuit needs about {human_bytes(need)} of density matrices per {CHUNK} images, "
+            f"over the memory budget of {human_bytes(engine.memory_budget)} ({MEMORY_BUDGET_ENV})"
+        )
+    return None
+
+
 @dataclass
 class HeadInputs:
     """What the circuit of a quantum checkpoint sees on one split: its embedded angles and the labels."""

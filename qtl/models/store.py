@@ -22,18 +22,26 @@ MAX_NAME = 80
 def list_checkpoints(directory: str | Path | None = None) -> list[CheckpointInfo]:
     """Every valid checkpoint (*.pt) in `directory` (default: `models_dir()`), newest first.
 
-    Files that are not valid checkpoints are skipped; `read_checkpoint_info` says why for one file.
+    Files that are not valid checkpoints are skipped; `scan_checkpoints` also says why.
     """
+    return scan_checkpoints(directory)[0]
+
+
+def scan_checkpoints(
+    directory: str | Path | None = None,
+) -> tuple[list[CheckpointInfo], list[tuple[Path, str]]]:
+    """(every valid checkpoint in `directory`, newest first; (path, one-line reason) for every other *.pt
+    file there, by name)."""
     directory = Path(directory) if directory is not None else models_dir()
     if not directory.is_dir():
-        return []
-    infos = []
-    for p in directory.glob(f"*{SUFFIX}"):
+        return [], []
+    infos, bad = [], []
+    for p in sorted(directory.glob(f"*{SUFFIX}")):
         try:
             infos.append(read_checkpoint_info(p))
-        except CheckpointError:
-            continue
-    return sorted(infos, key=lambda i: (i.created, i.path.name), reverse=True)
+        except CheckpointError as exc:
+            bad.append((p, str(exc)))
+    return sorted(infos, key=lambda i: (i.created, i.path.name), reverse=True), bad
 
 
 def safe_name(name: str) -> str:

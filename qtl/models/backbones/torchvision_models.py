@@ -18,11 +18,11 @@ from torch import nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
+import qtl.models.weights
 from qtl.models.backbones.common import (
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
-    checkpoints_dir,
     imagenet_params,
     one_line,
     seeded_build,
@@ -65,11 +65,7 @@ def weights_id(name: str, pretrained: bool) -> str:
 
 def weights_status(name: str) -> WeightsStatus:
     """Where `name`'s ImageNet weights are expected and whether the file is there (no network)."""
-    spec = BACKBONES[name]
-    url = spec.weights.url
-    filename = os.path.basename(url)
-    path = checkpoints_dir() / filename
-    return WeightsStatus(name, spec.weights.name, url, filename, path, path.is_file())
+    return qtl.models.weights.weights_status(name)
 
 
 def _unavailable(status: WeightsStatus, reason: str) -> WeightsUnavailableError:
@@ -126,7 +122,7 @@ def load(
 ) -> tuple[nn.Module, int]:
     """(model without its classification layer, F); see `qtl.models.backbones.load_backbone`."""
     spec = BACKBONES[name]
-    model = seeded_build(name, lambda: spec.builder(weights=None))
+    model = seeded_build(name, lambda: spec.builder(weights=None), pretrained=pretrained)
     if pretrained:
         status = weights_status(name)
         _ensure_weights(status, allow_download, progress, timeout)

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -50,8 +50,9 @@ def launch_chromium(playwright):
 
 def offline_env(tmp: Path, **settings: str) -> dict:
     """os.environ for a served app that never touches the network: caches under `tmp`, random init,
-    offline, plus `settings` (e.g. QTL_DEMO="1", QTL_DATA_DIR=...)."""
+    offline, two malloc arenas as scripts/app.sh sets, plus `settings` (e.g. QTL_DEMO="1")."""
     return {
+        "MALLOC_ARENA_MAX": "2",  # as scripts/app.sh launches the app
         **os.environ,
         "QTL_CACHE_DIR": str(tmp / "cache"),
         "TORCH_HOME": str(tmp / "torch"),
