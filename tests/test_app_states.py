@@ -155,11 +155,14 @@ def in_state(world, monkeypatch):
             st.cache_data.clear()
             st.cache_resource.clear()
             _current[:] = [state]
-        if state != "weights_present":
-            kept = {
-                k: v for k, v in backbones._SHARED.items() if not (k[0] == "resnet18" and k[1] != "random")
-            }
-            monkeypatch.setattr(backbones, "_SHARED", kept)
+        # a copy, restored after the test: the ImageNet resnet18 that weights_present builds from this
+        # module's fake weights file must not serve later tests (they expect those weights missing)
+        kept = {
+            k: v
+            for k, v in backbones._SHARED.items()
+            if state == "weights_present" or not (k[0] == "resnet18" and k[1] != "random")
+        }
+        monkeypatch.setattr(backbones, "_SHARED", kept)
         return {"cmp_eval": True, **preset}  # Compare evaluates too: its scoring path in every state
 
     return enter

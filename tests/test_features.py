@@ -245,6 +245,20 @@ class TestFastExtraction:
         assert fast.key != exact.key
 
 
+def test_exact_features_are_the_backbones_own_float32_outputs(tmp_path):
+    """exact=True: large JPEGs decoded whole, no folding, float32 on any CPU: the backbone's outputs on
+    the eval-transformed images to float32 rounding, whatever the fast path does here; cached apart."""
+    root = photo_folder(tmp_path / "data", short_side=1100, per_class=2)
+    fs = extract(root, tmp_path / "cache", exact=True)
+    torch.manual_seed(0)
+    model, _ = load_backbone(BACKBONE, pretrained=False)
+    transform = image_transform(BACKBONE, pretrained=False)
+    with torch.no_grad():
+        direct = model.eval()(torch.stack([transform(load_image(p)) for p in fs.paths]))
+    torch.testing.assert_close(fs.features, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))
+    assert fs.key != extract(root, tmp_path / "cache").key
+
+
 class TestDraftDecoding:
     def test_large_jpegs_decode_at_reduced_scale(self, tmp_path):
         """A 2048 x 1536 JPEG with draft 512 decodes at 1/2 (its short side stays >= 512); other formats

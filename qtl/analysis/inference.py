@@ -224,9 +224,10 @@ def split_features(
     cache_dir: str | Path | None = None,
     progress: Callable | None = None,
 ) -> SplitFeatures:
-    """The backbone features of every image of a split, in dataset order, read as training evaluates
-    it (`qtl.data.feed.eval_batches`): cached features for frozen variants (extracted once if needed, by the
-    loaded model's own backbone), a backbone pass over the images, `batch_size` at a time, otherwise.
+    """The backbone features of every image of a split, in dataset order (`qtl.data.feed.eval_batches`):
+    exact cached features for frozen variants (extracted once if needed, by the loaded model's own
+    backbone, in float32 as `predict` runs it), a backbone pass over the images, `batch_size` at a time,
+    otherwise.
 
     Raises ValueError when the dataset's classes differ from the model's.
     """
@@ -246,6 +247,7 @@ def split_features(
         cache_dir=cache_dir,
         progress=progress,
         transform=eval_transform(loaded),  # the preprocessing the checkpoint records
+        exact=True,  # the features the model computes when it classifies, exported or served
     )
     if isinstance(batches, FeatureBatches):
         features = batches.x

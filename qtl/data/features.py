@@ -19,6 +19,10 @@ A miss runs the backbone as fast as its function allows, each step checked again
   (`extraction_dtype`), the features rounded accordingly;
 - for the eval transform, JPEGs much larger than its resize target are decoded at reduced scale
   (`DRAFT_MARGIN`), in channels-last memory format, one decoding worker beside the backbone.
+
+`exact=True` gives up all three: the features an exported or served model computes, which evaluation
+(`qtl evaluate`, Compare, Noise) reads, so the accuracy it reports is the one the exported files give on
+every machine, with or without bfloat16 arithmetic.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ def cache_key(
     views: int = 0,
     seed: int = 0,
     precision: torch.dtype = torch.float32,
+    exact: bool = False,
 ) -> str:
     """Hex SHA-256 naming the features of `split`: backbone, weights, transform, views, the arithmetic
     the backbone ran in and file bytes."""
@@ -112,6 +117,7 @@ def cache_key(
         "views": views,
         "seed": seed if views > 0 else None,
         "precision": str(precision).removeprefix("torch."),
+        "exact": exact,
         "torchvision": torchvision.__version__,
         **backbone_libraries(backbone_name),
         "classes": classes,
@@ -245,6 +251,7 @@ def extract_features(
     num_workers: int | None = None,
     allow_download: bool = True,
     backbone: torch.nn.Module | Callable[[], torch.nn.Module] | None = None,
+    exact: bool = False,
 ) -> FeatureSet:
     """Features of the frozen backbone (eval mode, inference only) for every image of `split`.
 
@@ -261,6 +268,9 @@ def extract_features(
         backbone: on a cache miss, run this already built backbone of `backbone_name` and `pretrained`
             (or call this function for one) instead of building one, so that several splits need one
             build; it is moved to `device` in channels-last memory format (same weights). Unused on a hit.
+        exact: the backbone's own function with nothing traded for speed: float32, batch norms as they
+            are, every image decoded at full size; the features an exported or served model computes.
+            Evaluation reads these (`qtl.analysis.inference`), training the fast ones.
 
     Raises:
         DatasetError: the dataset layout is unusable. WeightsUnavailableError: see `load_backbone`.
@@ -268,8 +278,10 @@ def extract_features(
     if isinstance(views, bool) or not isinstance(views, int) or views < 0:
         raise ValueError(f"views must be an int >= 0, got {views!r}")
     root = Path(root)
-    precision = extraction_dtype(device)
-    key = cache_key(backbone_name, pretrained, root, split, views=views, seed=seed, precision=precision)
+    precision = torch.float32 if exact else extraction_dtype(device)
+    key = cache_key(
+        backbone_name, pretrained, root, split, views=views, seed=seed, precision=precision, exact=exact
+    )
     path = Path(cache_dir or default_cache_dir()) / f"{backbone_name}-{split}-{key[:32]}.pt"
     if use_cache and path.is_file():
         cached = _load_cached(path, root, key)
@@ -280,11 +292,12 @@ def extract_features(
         model, _ = load_backbone(backbone_name, pretrained, allow_download=allow_download)
     else:
         model = backbone if isinstance(backbone, torch.nn.Module) else backbone()
-    draft = None if views > 0 else DRAFT_MARGIN * transform_params(backbone_name, pretrained)["resize"]
+    resize = transform_params(backbone_name, pretrained)["resize"]
+    draft = None if views > 0 or exact else DRAFT_MARGIN * resize
     images = ImageFolderDataset(root, split, draft=draft)
     transform = image_transform(backbone_name, pretrained, augment=views > 0)
     dataset = _Views(images, transform, views, seed)
-    fs = _run(model, dataset, device, batch_size, progress, num_workers, precision)
+    fs = _run(model, dataset, device, batch_size, progress, num_workers, precision, fold=not exact)
     result = FeatureSet(
         features=fs if views > 0 else fs[0],
         labels=torch.tensor(images.targets, dtype=torch.long),
@@ -309,16 +322,17 @@ def _run(
     progress: Callable[[int, int], None] | None,
     num_workers: int | None,
     precision: torch.dtype,
+    fold: bool = True,
 ) -> torch.Tensor:
     """Run the model over the dataset in order -> (max(V, 1), N, F) float32 CPU tensor, batch norms
-    folded, in `precision` (bfloat16: autocast)."""
+    folded (with `fold`), in `precision` (bfloat16: autocast)."""
     device = torch.device(device)
     shared = is_shared(model)  # a shared backbone is read-only, in eval mode on its device: never touched
     if not shared:
         model.eval()
     home = next(model.parameters()).device  # the probe runs where the given backbone lives
     probe = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(home)
-    folded = fold_batchnorm(model, probe)  # a copy, or `model` itself
+    folded = fold_batchnorm(model, probe) if fold else model  # a copy, or `model` itself
     if folded is not model or not shared:
         model = folded.to(device, memory_format=torch.channels_last)
     workers = _default_workers(len(dataset), batch_size) if num_workers is None else num_workers

@@ -160,6 +160,7 @@ def eval_batches(
     progress: Callable[[int, int], None] | None = None,
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
     transform: Callable | None = None,
+    exact: bool = False,
 ) -> Batches:
     """One split of the dataset at `root`, in dataset order, for evaluating `model` (a `Classifier`).
 
@@ -167,6 +168,8 @@ def eval_batches(
     model's own) through the head, EVAL_BATCH at a time. Others: its images through the whole model,
     `batch_size` at a time. progress: reports extraction or image decoding. transform: the images'
     eval preprocessing (default: the backbone's own; a loaded checkpoint passes the one it recorded).
+    exact: exact features (`extract_features`), as evaluation reads them; training's val pass takes the
+    fast ones it trained on.
     """
     if mc.frozen:
         fs = extract_features(
@@ -180,6 +183,7 @@ def eval_batches(
             cache_dir=cache_dir,
             progress=progress,
             backbone=backbone if backbone is not None else model.backbone,
+            exact=exact,
         )
         return FeatureBatches(model.head, fs, EVAL_BATCH, device)
     transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)

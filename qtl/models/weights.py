@@ -8,6 +8,7 @@ are out of reach. Nothing here downloads, and every check is bounded in time.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -20,7 +21,8 @@ from qtl.config import BUNDLED_BACKBONE, TIMM_PREFIX
 from qtl.utils.download import offline, reachable
 
 # Torch-free: where torchvision's and the bundled weights live is known here without importing torch, so
-# a status display (the app's first page) does not wait for it; timm backbones import qtl.models.backbones.
+# a status display (the app's first page) does not wait for it; a timm backbone's status imports timm.
+# The backbone sources import this module, never the reverse.
 
 DEFAULT_TIMEOUT_S = 2.0
 
@@ -120,9 +122,44 @@ def weights_status(name: str) -> WeightsStatus:
         from qtl.config import check_backbone_name
 
         check_backbone_name(name)
-    from qtl.models.backbones.timm_models import weights_status as timm_status
+    return timm_weights_status(name)
 
-    return timm_status(name)
+
+TIMM_HUB = "https://huggingface.co"
+TIMM_SUFFIXES = (".safetensors", ".pth")  # a timm backbone's local weights file, first found is read
+
+
+@functools.cache
+def timm_pretrained_cfg(name: str) -> dict:
+    """timm's pretrained config of `timm/<model>[.<tag>]`; ValueError for a model timm does not know."""
+    import timm  # (about a second, and torch: only for timm backbones)
+
+    model = name.removeprefix(TIMM_PREFIX)
+    if not model or not timm.is_model(model):
+        raise ValueError(
+            f"unknown timm model {model!r} in backbone {name!r}; list them with timm.list_models()"
+        )
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None:
+        raise ValueError(f"timm model {model!r} has no pretrained config")
+    return cfg.to_dict()
+
+
+def timm_model_name(name: str) -> str:
+    """`<architecture>.<tag>` of a timm backbone's pretrained weights (e.g. "convnext_atto.d2_in1k")."""
+    cfg = timm_pretrained_cfg(name)
+    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+
+
+def timm_weights_status(name: str) -> WeightsStatus:
+    """A timm backbone's local weights file ($TORCH_HOME/hub/checkpoints/timm/<model>.safetensors or
+    .pth: the first that exists, else the .safetensors one) and its hub address."""
+    cfg = timm_pretrained_cfg(name)
+    folder = checkpoints_dir() / "timm"
+    files = [folder / f"{timm_model_name(name)}{suffix}" for suffix in TIMM_SUFFIXES]
+    path = next((p for p in files if p.is_file()), files[0])
+    url = f"{TIMM_HUB}/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else str(cfg.get("url") or TIMM_HUB)
+    return WeightsStatus(name, timm_model_name(name), url, path.name, path, path.is_file())
 
 
 @dataclass(frozen=True)

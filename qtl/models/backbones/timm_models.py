@@ -14,68 +14,28 @@ Otherwise `WeightsUnavailableError` names the file to provide, in one line.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 from torch import nn
 
-from qtl.config import TIMM_PREFIX
 from qtl.models.backbones.common import (
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
-    checkpoints_dir,
     one_line,
     seeded_build,
     timm_params,
 )
+from qtl.models.weights import TIMM_HUB as HUB
+from qtl.models.weights import timm_model_name, timm_pretrained_cfg
+from qtl.models.weights import timm_weights_status as weights_status
 from qtl.utils.download import OFFLINE_ENV, Progress, offline, reachable
 
-# timm (about a second to import) is imported only when a timm backbone is asked for.
-
-HUB = "https://huggingface.co"
-SUFFIXES = (".safetensors", ".pth")
-
-
-@functools.cache
-def pretrained_cfg(name: str) -> dict:
-    """timm's pretrained config of `timm/<model>[.<tag>]`; ValueError for a model timm does not know."""
-    import timm
-
-    model = name.removeprefix(TIMM_PREFIX)
-    if not model or not timm.is_model(model):
-        raise ValueError(
-            f"unknown timm model {model!r} in backbone {name!r}; list them with timm.list_models()"
-        )
-    cfg = timm.models.get_pretrained_cfg(model)
-    if cfg is None:
-        raise ValueError(f"timm model {model!r} has no pretrained config")
-    return cfg.to_dict()
-
-
-def _model_name(name: str) -> str:
-    cfg = pretrained_cfg(name)
-    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
+# timm (about a second to import) is imported only when a timm backbone is asked for; where its weights
+# live (the files, the hub) is `qtl.models.weights`'s business.
 
 
 def weights_id(name: str, pretrained: bool) -> str:
     """`<architecture>.<tag>` of the pretrained weights (e.g. "convnext_atto.d2_in1k"), or "random"."""
-    return _model_name(name) if pretrained else RANDOM
-
-
-def local_files(name: str) -> list[Path]:
-    """Where a weights file for `name` is looked for, in order."""
-    folder = checkpoints_dir() / "timm"
-    return [folder / f"{_model_name(name)}{suffix}" for suffix in SUFFIXES]
-
-
-def weights_status(name: str) -> WeightsStatus:
-    """The local weights file (the first that exists, else the .safetensors one) and the hub address."""
-    cfg = pretrained_cfg(name)
-    files = local_files(name)
-    path = next((p for p in files if p.is_file()), files[0])
-    url = f"{HUB}/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else str(cfg.get("url") or HUB)
-    return WeightsStatus(name, weights_id(name, True), url, path.name, path, path.is_file())
+    return timm_model_name(name) if pretrained else RANDOM
 
 
 def _unavailable(status: WeightsStatus, reason: str) -> WeightsUnavailableError:
@@ -92,7 +52,7 @@ def load(
     """(model returning (B, F) pooled features, F); see `qtl.models.backbones.load_backbone`."""
     import timm
 
-    model_name = _model_name(name)
+    model_name = timm_model_name(name)
     if not pretrained:
         model = seeded_build(name, lambda: timm.create_model(model_name, pretrained=False, num_classes=0))
         return model, model.num_features
@@ -123,4 +83,4 @@ def transform_params(name: str, pretrained: bool) -> dict:
     the same one, the architecture's."""
     import timm.data
 
-    return timm_params(timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg(name)))
+    return timm_params(timm.data.resolve_data_config(pretrained_cfg=timm_pretrained_cfg(name)))
