@@ -28,3 +28,13 @@ def human_bytes(n_bytes: float) -> str:
         if n_bytes >= size:
             return f"{n_bytes / size:.1f} {unit}"
     return f"{int(n_bytes)} B"
+
+
+def check_budget(need: int, budget: int, engine: str, where: str, advice: str, env: str, error: type) -> None:
+    """Raise `error` (one line) when the `engine` engine needs `need` bytes for `where` (e.g. "batch 8 at 20
+    qubits"), over `budget`; `advice` says what to change, `env` names the budget's variable."""
+    if need > budget:
+        raise error(
+            f"the {engine} engine needs about {human_bytes(need)} for {where}, over its memory budget of "
+            f"{human_bytes(budget)}; {advice}, or raise memory_budget / {env}"
+        )

@@ -30,7 +30,7 @@ from torch import nn
 from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines._compiler import angle_source, check_gates, check_inputs
-from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
+from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 from qtl.quantum.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLargeError
 from qtl.quantum.noise import Channel, NoiseConfig, noisy_ops
 
@@ -274,13 +274,15 @@ class DensityMatrixEngine(nn.Module):
         key = (batch, dtype, training, self.memory_budget)
         if key in self._fits:
             return
-        need = self.estimate_bytes(batch, dtype, training)
-        if need > self.memory_budget:
-            raise SimulationTooLargeError(
-                f"the density-matrix engine needs about {human_bytes(need)} for batch {batch} at "
-                f"{self.n_qubits} qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
-                f"use fewer qubits or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
-            )
+        check_budget(
+            self.estimate_bytes(batch, dtype, training),
+            self.memory_budget,
+            "density-matrix",
+            f"batch {batch} at {self.n_qubits} qubits",
+            "use fewer qubits or samples",
+            MEMORY_BUDGET_ENV,
+            SimulationTooLargeError,
+        )
         self._fits.add(key)
 
     # ---- shots

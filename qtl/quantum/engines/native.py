@@ -42,7 +42,7 @@ from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import adjoint
 from qtl.quantum.engines._compiler import Entangle, Plan, Round, check_inputs, compile_plan
-from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
+from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -182,13 +182,15 @@ class NativeEngine(nn.Module):
         return item * dim * states + 2 * 8 * dim * len(self.plan.unique_entanglers)
 
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
-        need = self.estimate_bytes(batch, dtype, training)
-        if need > self.memory_budget:
-            raise SimulationTooLargeError(
-                f"the native engine needs about {human_bytes(need)} for batch {batch} at {self.n_qubits} "
-                f"qubits, over its memory budget of {human_bytes(self.memory_budget)}; "
-                f"use fewer qubits, depth or samples, or raise memory_budget / {MEMORY_BUDGET_ENV}"
-            )
+        check_budget(
+            self.estimate_bytes(batch, dtype, training),
+            self.memory_budget,
+            "native",
+            f"batch {batch} at {self.n_qubits} qubits",
+            "use fewer qubits, depth or samples",
+            MEMORY_BUDGET_ENV,
+            SimulationTooLargeError,
+        )
 
     # ---- forward
 
