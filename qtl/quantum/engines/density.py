@@ -29,7 +29,7 @@ from torch import nn
 
 from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate
 from qtl.quantum.engines import _statevector as sv
-from qtl.quantum.engines._compiler import angle_source, check_gates, check_inputs
+from qtl.quantum.engines._compiler import angle_source, check_gates, forward_setup
 from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 from qtl.quantum.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLargeError
 from qtl.quantum.noise import Channel, NoiseConfig, noisy_ops
@@ -308,11 +308,7 @@ class DensityMatrixEngine(nn.Module):
     def probabilities(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights -> (B, 2**n) measurement probabilities, readout error included."""
         n = self.n_qubits
-        check_inputs(self.config, angles, weights)
-        batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
-        training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
-        self._check_memory(batch, real_dtype, training)
-        dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
         def on(key, make):

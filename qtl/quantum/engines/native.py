@@ -41,7 +41,7 @@ from torch import nn
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import adjoint
-from qtl.quantum.engines._compiler import Entangle, Plan, Round, check_inputs, compile_plan
+from qtl.quantum.engines._compiler import Entangle, Plan, Round, compile_plan, forward_setup
 from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
@@ -263,11 +263,7 @@ class NativeEngine(nn.Module):
         """(B, n) angles, `config.weight_shape` weights -> (B, 2**n) final statevectors, real (float) for
         a real circuit, else complex; differentiable with respect to both."""
         n = self.n_qubits
-        check_inputs(self.config, angles, weights)
-        batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
-        training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
-        self._check_memory(batch, real_dtype, training)
-        dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights)
         t = device_tables(self.plan, self.layout, device, dtype)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
