@@ -77,6 +77,30 @@ def test_fused_gradients_equal_autograd(monkeypatch, n, depth, entangler, hadama
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, workers):
+    """The chunks of a wide step shared among worker threads (three here, over four chunks) give
+    autograd's loss and gradients as one thread does, and torch's thread count is restored after."""
+    _wide_chunks(monkeypatch, 12, 2)
+    monkeypatch.setattr(closed_form, "WIDE_WORKERS", workers)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        head, opt = _pair(CircuitConfig(12, 3, "ring"))
+        g = torch.Generator().manual_seed(2)
+        x, y = torch.randn(7, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (7,), generator=g)
+        with torch.no_grad():
+            loss, _, grads = ClosedFormStep(head, opt).loss_and_grads(x, y)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    want = torch.nn.functional.cross_entropy(head(x), y)
+    params = [head.pre_net.weight, head.pre_net.bias, head.q_params, head.post_net.weight, head.post_net.bias]
+    torch.testing.assert_close(loss, want, atol=1e-12, rtol=0)
+    for got, expected in zip(grads, torch.autograd.grad(want, params), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("n", [4, 8, 12])
 def test_fused_steps_take_the_eager_trajectory(n):
     """Five fused steps leave the parameters and Adam's state of five eager steps, across a learning-rate

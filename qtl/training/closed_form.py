@@ -26,7 +26,8 @@ flips. How the blocks are laid out depends on the width:
   one 16 x 16 matrix per group of 4 wires with the CNOTs folded in, CHUNK_AMPLITUDES at a time so that
   a chunk of samples stays in cache from the embedding through the last layer and back; the backward
   pass recovers each state from the next (the units are orthogonal), so memory does not grow with
-  the depth or the batch. The layers' gradients come from one d x d cross matrix per unit.
+  the depth or the batch. The layers' gradients come from one d x d cross matrix per unit. The chunks
+  are shared among up to WIDE_WORKERS threads, each on one torch thread.
 
 The update is torch's fused Adam kernel on the optimizer's own state (exp_avg, exp_avg_sq, step), so
 schedulers, checkpoints and later eager steps see exactly what `optimizer.step()` would leave; the
@@ -41,6 +42,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +61,8 @@ HALVES_MAX_QUBITS = 10
 #: Wide circuits are simulated a chunk of samples at a time, about this many amplitudes of the state
 #: (and as many of its gradient), so that a chunk stays in cache through every layer.
 CHUNK_AMPLITUDES = 2**20
+#: Most threads a wide step shares its chunks among (never more than torch's CPU threads).
+WIDE_WORKERS = 2
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -280,22 +284,51 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
 
 
 def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
-    """`_loss_and_grads` above HALVES_MAX_QUBITS wires: the units of `t`, a chunk of samples at a time."""
+    """`_loss_and_grads` above HALVES_MAX_QUBITS wires: the units of `t`, a chunk of samples at a time.
+
+    With several chunks and torch on more than one CPU thread, the chunks are shared among that many
+    workers (WIDE_WORKERS at most), each a thread simulating its chunks on one torch thread with buffers
+    of its own: the products of a chunk are too small for torch's threads to share them well.
+    """
     batch, n = x.shape[0], w1.shape[0]
     z, v = _pre_net(t.embed_phases, w1, b1, x)
     rows = max(1, min(batch, CHUNK_AMPLITUDES >> n))
-    buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(4))
-    sim = units.UnitStep(t.plan, t.units, q, q.shape[0], buffers)
+    starts = list(range(0, batch, rows))
+    threads = torch.get_num_threads()
+    workers = min(WIDE_WORKERS, threads, len(starts)) if x.device.type == "cpu" else 1
     e, g_a = torch.empty_like(z), torch.empty_like(z)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
-    loss, correct = 0, 0
-    for start in range(0, batch, rows):
-        part = slice(start, start + rows)
-        e[part] = sim.forward(v[part])
-        share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
-        loss, correct = loss + share, correct + right
-        g_a[part] = sim.backward(g_logits[part] @ w2)
-    return loss, correct, _grads(z, g_a, x, sim.angle_grads().view(q.shape), g_logits, e)
+    sims = []
+    for _ in range(workers):  # the buffers are taken here, in the step's own thread
+        buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(4))
+        sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
+
+    grad_mode = torch.is_grad_enabled()  # thread-local: a worker takes the step's
+
+    def run(sim, mine: list[int]) -> tuple:
+        loss, correct = 0, 0
+        torch.set_grad_enabled(grad_mode)
+        for start in mine:
+            part = slice(start, start + rows)
+            e[part] = sim.forward(v[part])
+            share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
+            loss, correct = loss + share, correct + right
+            g_a[part] = sim.backward(g_logits[part] @ w2)
+        return loss, correct
+
+    if workers == 1:
+        loss, correct = run(sims[0], starts)
+    else:
+        torch.set_num_threads(1)  # each worker computes on its own thread (threads it starts inherit 1)
+        try:
+            with ThreadPoolExecutor(workers - 1) as pool:
+                others = [pool.submit(run, sim, starts[k::workers]) for k, sim in enumerate(sims[1:], 1)]
+                parts = [run(sims[0], starts[::workers])] + [f.result() for f in others]
+        finally:
+            torch.set_num_threads(threads)
+        loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    angle_grads = sum(sim.angle_grads() for sim in sims)
+    return loss, correct, _grads(z, g_a, x, angle_grads.view(q.shape), g_logits, e)
 
 
 class ClosedFormStep:
