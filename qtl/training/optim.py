@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.autograd import profiler
+from torch.optim import optimizer as torch_optimizer
 
 T = TypeVar("T")
 
@@ -72,9 +74,6 @@ class Adam(torch.optim.Adam):
 def _nothing_around_a_step(optimizer: torch.optim.Optimizer) -> bool:
     """No step hook (the optimizer's own or global) and no profiler running: then torch's step wrapper
     does nothing but cost time."""
-    from torch.autograd import profiler
-    from torch.optim import optimizer as torch_optimizer
-
     return not (
         optimizer._optimizer_step_pre_hooks
         or optimizer._optimizer_step_post_hooks
