@@ -37,7 +37,7 @@ val accuracy of the timed run are compared with it.
     .venv/bin/python bench/e2e.py --backbone efficientnet_lite0 [--repeats 2] [--threads N] [--json out.json]
     .venv/bin/python bench/e2e.py --quick        # smoke run: 16 images per class and split, few epochs
 
-Targets: qtl / floor <= 1.5 and reference / qtl >= 20 (resnet18); efficientnet_lite0 (issue 20): qtl / floor
+Targets: qtl / floor <= 1.5 and reference / qtl >= 20 (resnet18); efficientnet_lite0: qtl / floor
 <= 0.8 with the best val accuracy of the exact pipeline within one image. Each prints PASS or FAIL. On a
 busy machine, --threads 1 runs both sides on one torch thread (two threads wait on each other whenever
 another process holds a core).

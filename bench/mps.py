@@ -21,7 +21,7 @@ With --recipe, the paper's whole recipe (30 epochs, batch 4, Adam 4e-4, StepLR) 
 qubits on the MPS engine, trained by fit() on cached efficientnet_lite0 features of hymenoptera (extracted
 first, not timed): its wall time and best val accuracy.
 
-Targets (issue 20): 64 qubits, depth 6, batch 32: <= 0.2 s per step; the 128-qubit recipe in minutes (<= 10);
+Targets: 64 qubits, depth 6, batch 32: <= 0.2 s per step; the 128-qubit recipe in minutes (<= 10);
 default.tensor >= 10x slower. Each prints PASS or FAIL.
 
     cd bench && PYTHONPATH=.. ../.venv/bin/python mps.py [--quick] [--sizes N ...] [--cap SECONDS]

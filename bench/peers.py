@@ -72,7 +72,7 @@ DEPTH, FEATURES, LR, TOLERANCE = 6, 512, 1e-3, 1e-5
 WIDE_QUBITS, WIDE_TOLERANCE = 14, 1e-3
 ENGINES = ("native", "tensorcircuit-jax", "pennylane-jax", "torchquantum")
 #: With --baseline: up to this width the step must not be slower than the baseline's beyond the noise
-#: of a run (issue 20: no slowdown at 4-10 qubits).
+#: of a run (no slowdown at 4-10 qubits).
 SAME_MAX_QUBITS, NOISE = 10, 0.05
 #: PennyLane's default.qubit and TorchQuantum are skipped above these widths (minutes per step).
 MAX_QUBITS = {"pennylane-jax": 12, "torchquantum": 16}

@@ -30,7 +30,7 @@ The model of the work a step must do, counted from the step's own unit plan:
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
             this machine. Each step is reported as its time over that bound (1.0 = at the machine's limit).
 
-Targets (issue 20): 16-24 qubits within 2x of the bound; 20 qubits, batch 32, depth 6 <= 1.5 s per step
+Targets: 16-24 qubits within 2x of the bound; 20 qubits, batch 32, depth 6 <= 1.5 s per step
 on 2 cores. Each prints PASS or FAIL. On a busy machine, two OpenMP threads wait on each other whenever
 another process holds a core: there, --threads 1 --cpu-time times the limits and the steps alike by this
 process's CPU time, which measures their own work; the 1.5 s target is for 2 cores of a quiet machine.
