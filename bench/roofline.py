@@ -20,11 +20,12 @@ The model of the work a step must do, counted from the step's own unit plan:
             6 B F n for the two linear layers. These are the flops of the algorithm (dense 16 x 16 blocks):
             applying each RY on its own would need fewer (3 per amplitude and wire), but not as matrix
             products, the only operation that runs near the arithmetic rate in torch.
-    bytes   the samples are simulated a chunk at a time (about CHUNK_AMPLITUDES amplitudes), each kept
-            in four buffers (the state and its gradient, each written by one product and read by the
-            next). When the four fit the last-level cache, the state never has to go to memory and
-            only the inputs, parameters and outputs do (bytes ~ B F 4 + parameters). When they do not
-            (one sample past the cache: about 21+ qubits here), every product reads its operands from
+    bytes   the samples are simulated a chunk at a time (about CHUNK_AMPLITUDES amplitudes; one sample
+            from BACK_ONLY_MIN_QUBITS on), each worker thread's chunk in three buffers and a quarter (the
+            state, its gradient and the next product's output). When every worker's fit the last-level
+            cache, the state never has to go to memory and only the inputs, parameters and outputs do
+            (bytes ~ B F 4 + parameters). When they do not (about 20+ qubits with two workers here),
+            every product reads its operands from
             memory and writes its result there: 2 states forward and 6 backward per unit, 8 B 2**n 4
             bytes per unit.
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
@@ -54,7 +55,6 @@ from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.engines._units import compile_units
 from qtl.training import closed_form
 from qtl.training.optim import adam
 from qtl.training.steps import step_for_run, train_step
@@ -111,12 +111,12 @@ def model(n: int, batch: int, cache: int) -> dict:
     """Flops and bytes of one step at n qubits (see the module docstring)."""
     config = CircuitConfig(n, DEPTH)
     plan = DressedQuantumCircuit(FEATURES, 2, config).engine.plan
-    uplan = compile_units(plan)
+    uplan, rows = closed_form.wide_units(plan, batch)
     amplitudes = batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
     flops = 8 * d_sum * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
-    chunk = max(1, min(batch, closed_form.CHUNK_AMPLITUDES >> n)) * 2**n
-    fits = 4 * chunk * ITEM <= cache
+    workers = min(closed_form.WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
+    fits = workers * 3.25 * rows * 2**n * ITEM <= cache  # each worker: three chunks and a quarter
     params = (FEATURES * n + n + DEPTH * n + 2 * n + 2) * ITEM
     bytes_ = batch * FEATURES * ITEM + 3 * params
     if not fits:

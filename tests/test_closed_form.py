@@ -46,20 +46,24 @@ def _pair(config: CircuitConfig, dtype=torch.float64, lr: float = 0.05):
     return head, adam(head.parameters(), lr)
 
 
-def _wide_chunks(monkeypatch, n: int, samples: int | None) -> None:
-    """Simulate `samples` samples of n qubits per chunk (None: the default chunk)."""
+def _wide_chunks(monkeypatch, n: int, samples: int | None, back_only: bool | None = None) -> None:
+    """Simulate `samples` samples of n qubits per chunk (None: the default chunk), with every pass a
+    "back" pass or passes alternating (None: as the width decides)."""
     if samples is not None:
         monkeypatch.setattr(closed_form, "CHUNK_AMPLITUDES", samples * 2**n)
+    if back_only is not None:
+        monkeypatch.setattr(closed_form, "BACK_ONLY_MIN_QUBITS", n if back_only else n + 1)
 
 
 @pytest.mark.parametrize(
-    ("n", "depth", "entangler", "hadamard", "batch", "chunk"),
-    [(*c, None) for c in CONFIGS] + WIDE,
+    ("n", "depth", "entangler", "hadamard", "batch", "chunk", "back_only"),
+    [(*c, None, None) for c in CONFIGS] + [(*c, b) for c in WIDE for b in (False, True)],
 )
-def test_fused_gradients_equal_autograd(monkeypatch, n, depth, entangler, hadamard, batch, chunk):
+def test_fused_gradients_equal_autograd(monkeypatch, n, depth, entangler, hadamard, batch, chunk, back_only):
     """Loss, correct count and the gradient of every parameter agree with autograd to 1e-10 (float64):
-    one block, two halves, and above 10 wires the units, a chunk of samples at a time."""
-    _wide_chunks(monkeypatch, n, chunk)
+    one block, two halves, and above 10 wires the units, a chunk of samples at a time, in passes that
+    alternate between "back" and "front" or in "back" passes only."""
+    _wide_chunks(monkeypatch, n, chunk, back_only)
     head, opt = _pair(CircuitConfig(n, depth, entangler, hadamard=hadamard))
     assert supports_closed_form(head, opt)
     g = torch.Generator().manual_seed(1)
@@ -77,11 +81,11 @@ def test_fused_gradients_equal_autograd(monkeypatch, n, depth, entangler, hadama
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, workers):
+@pytest.mark.parametrize(("workers", "back_only"), [(1, False), (3, False), (3, True)])
+def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, workers, back_only):
     """The chunks of a wide step shared among worker threads (three here, over four chunks) give
     autograd's loss and gradients as one thread does, and torch's thread count is restored after."""
-    _wide_chunks(monkeypatch, 12, 2)
+    _wide_chunks(monkeypatch, 12, 2, back_only)
     monkeypatch.setattr(closed_form, "WIDE_WORKERS", workers)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)

@@ -23,8 +23,9 @@ flips. How the blocks are laid out depends on the width:
 - up to `HALVES_MAX_QUBITS` the wires are split in two halves, the state is (B, 2**g1, 2**g2) and a
   layer is A s[perm] B^T; every state is kept for the backward pass;
 - wider circuits (chain, ring or no entangler) are applied as units (`qtl.quantum.engines._units`):
-  one 16 x 16 matrix per group of 4 wires with the CNOTs folded in, CHUNK_AMPLITUDES at a time so that
-  a chunk of samples stays in cache from the embedding through the last layer and back; the backward
+  one 16 x 16 matrix per group of 4 wires with the CNOTs folded in (from BACK_ONLY_MIN_QUBITS wires
+  in "back" passes only), CHUNK_AMPLITUDES at a time so that a chunk of samples stays in cache from
+  the embedding through the last layer and back, in three buffers and a quarter; the backward
   pass recovers each state from the next (the units are orthogonal), so memory does not grow with
   the depth or the batch. The layers' gradients come from one d x d cross matrix per unit. The chunks
   are shared among up to WIDE_WORKERS threads, each on one torch thread.
@@ -60,9 +61,12 @@ from qtl.training.optim import fused_adam_update
 HALVES_MAX_QUBITS = 10
 #: Wide circuits are simulated a chunk of samples at a time, about this many amplitudes of the state
 #: (and as many of its gradient), so that a chunk stays in cache through every layer.
-CHUNK_AMPLITUDES = 2**20
+CHUNK_AMPLITUDES = 2**18
 #: Most threads a wide step shares its chunks among (never more than torch's CPU threads).
 WIDE_WORKERS = 2
+#: From this many qubits on, a chunk is one sample and every pass a "back" pass (`compile_units`'s
+#: back_only): its groups are all of 4 wires where the width is a multiple of 4.
+BACK_ONLY_MIN_QUBITS = 14
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -161,9 +165,21 @@ class _WideTables:
     units: units.UnitTables
 
 
+def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
+    """The units a wide circuit's step runs (back passes only from BACK_ONLY_MIN_QUBITS wires) and how
+    many of a batch's samples a chunk holds."""
+    uplan = units.compile_units(plan, plan.n_qubits >= BACK_ONLY_MIN_QUBITS)
+    return uplan, chunk_rows(uplan, batch)
+
+
+def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
+    """Samples per chunk: about CHUNK_AMPLITUDES amplitudes."""
+    return max(1, min(batch, CHUNK_AMPLITUDES >> uplan.n_qubits))
+
+
 @functools.lru_cache(maxsize=32)
-def _wide_tables(plan: Plan, device: torch.device, dtype: torch.dtype) -> _WideTables:
-    uplan = units.compile_units(plan)
+def _wide_tables(plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool) -> _WideTables:
+    uplan = units.compile_units(plan, back_only)
     return _WideTables(
         _embed_phases(plan, device, dtype), uplan, units.unit_tables(uplan, plan.n_layers, device, dtype)
     )
@@ -292,7 +308,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     """
     batch, n = x.shape[0], w1.shape[0]
     z, v = _pre_net(t.embed_phases, w1, b1, x)
-    rows = max(1, min(batch, CHUNK_AMPLITUDES >> n))
+    rows = chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
     threads = torch.get_num_threads()
     workers = min(WIDE_WORKERS, threads, len(starts)) if x.device.type == "cpu" else 1
@@ -300,7 +316,8 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
     sims = []
     for _ in range(workers):  # the buffers are taken here, in the step's own thread
-        buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(4))
+        buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(3))
+        buffers += (scratch((rows, 2**n // 4), dtype=x.dtype, device=x.device),)
         sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
 
     grad_mode = torch.is_grad_enabled()  # thread-local: a worker takes the step's
@@ -381,7 +398,7 @@ class ClosedFormStep:
         if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
             engine: NativeEngine = self.module.engine
             built = (
-                _wide_tables(engine.plan, w1.device, w1.dtype)
+                _wide_tables(engine.plan, w1.device, w1.dtype, engine.n_qubits >= BACK_ONLY_MIN_QUBITS)
                 if self.wide
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )

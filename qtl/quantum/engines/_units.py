@@ -12,14 +12,18 @@ one matrix product per wire group (d = 2**size states), each over the whole chun
 
 with M everything else, samples included. After a pass the groups are back in wire order and the
 samples axis has moved across them: from the back to the front in a "back" pass, and back again in a
-"front" pass, so every product is a single matrix product over the chunk.
+"front" pass, so every product is a single matrix product over the chunk. A "front" pass has a group
+of 3 and one of 5 wires where the width is a multiple of 4 (their products run 2-4x slower per flop
+than those of 4), so wider circuits take "back" passes only (`compile_units`'s back_only): the
+samples then lead throughout, as the batch of every product (x (S, d, M) -> out (S, M, d)).
 
 A pass applies O_l, R_l and the next layer's even pairs E_l+1 (the first layer's even pairs act on the
 product state). Each unit's matrix is K = Q_after R Q_before, with R the RY of the group's wires and
 the group's CNOTs folded in: Q_before, the odd pairs inside the group; Q_after, the next even pairs
 inside it. A pair across two groups is folded into the product instead, as a permutation of M's halves
 for the rows of odd index (the control is the group's last wire, the target leads M), which splits the
-product in four and costs no pass of its own:
+product in three (a "back" unit) or costs a copy of half the state (a "front" unit, exchanging the
+halves after one product), and costs no pass of its own:
 
 - "back" passes: groups start at even wires, so even pairs never cross; an odd pair crosses from the
   last wire of group j into group j+1, and acts on unit j's input, before either wire's RY;
@@ -30,7 +34,8 @@ product in four and costs no pass of its own:
 On a ring, the pair (n-1, 0) is applied before the pass by swapping two halves of the state (with an
 odd number of wires, the odd pair (n-2, n-1) is moved past it: the swap is where wire n-2 xor wire
 n-1 is 1). Backward, each unit's transpose is applied to the state and to its gradient in reverse
-(the folds undone on the other side), and the gradient of the unit's matrix comes from one d x d
+(the folds undone on the other side; three buffers: each product writes where the state it recovers
+no longer needs to be), and the gradient of the unit's matrix comes from one d x d
 cross matrix C = g^T psi taken on the side of the unit without a fold: since RY(q)' = J RY(q) / 2
 with J = RY(pi), which commutes with the rotations, dL/dq_w = <Q C Q^T, J_w> / 2 there (Q = Q_after^T
 on the output side, Q_before on the input side).
@@ -89,14 +94,20 @@ class UnitPlan:
     steps: tuple[Unit | Ring, ...]  # in application order, layer by layer
     halves: tuple[int, int]  # wires per half; the first is even, so no even pair crosses
     embed: tuple[tuple[int, ...], tuple[int, ...]]  # the first layer's even pairs, per half (gather)
+    back_only: bool = False  # every pass a "back" pass, the samples the products' batch (leading)
 
     @property
     def units(self) -> tuple[Unit, ...]:
         return tuple(s for s in self.steps if isinstance(s, Unit))
 
     def samples_first(self, n_layers: int) -> bool:
-        """Whether the samples axis leads after `n_layers` passes (it starts last; each pass moves it)."""
-        return n_layers % 2 == 1
+        """Whether the samples axis leads after `n_layers` passes (it starts last and each pass moves
+        it; with `back_only` it always leads: the samples are the products' batch)."""
+        return self.back_only or n_layers % 2 == 1
+
+    def ring_samples_first(self, step: Ring) -> bool:
+        """Whether the samples axis leads where the ring's CNOT `step` is applied."""
+        return self.samples_first(step.layer)
 
 
 def _run(pairs: tuple[tuple[int, int], ...], n: int) -> tuple[set, set, bool] | None:
@@ -141,9 +152,14 @@ def _local(pairs, start: int, size: int) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def compile_units(plan: Plan) -> UnitPlan | None:
+def compile_units(plan: Plan, back_only: bool = False) -> UnitPlan | None:
     """The plan's layers as units; None for a plan they cannot express (complex gates, a layer of other
-    than one RY per wire, or CNOT runs other than chain and ring)."""
+    than one RY per wire, or CNOT runs other than chain and ring).
+
+    Passes alternate between "back" and "front" so that the samples axis, one more axis among the
+    groups, ends each pass where the next one needs it; with `back_only` every pass is a "back" pass,
+    whose groups start at even wires (all of 4 wires where n is a multiple of 4, where a "front" pass
+    has a group of 3 and one of 5), and the samples lead throughout as the products' batch."""
     n, n_layers = plan.n_qubits, plan.n_layers
     if not plan.real or len(plan.rounds) > 1 or (plan.rounds and plan.rounds[0].gate != "RY") or n < 4:
         return None
@@ -152,7 +168,7 @@ def compile_units(plan: Plan) -> UnitPlan | None:
         return None
     steps: list[Unit | Ring] = []
     for layer, (_, odds, ring) in enumerate(runs):
-        to_back = layer % 2 == 0
+        to_back = back_only or layer % 2 == 0
         evens_next = runs[layer + 1][0] if layer + 1 < n_layers else set()
         parts = groups(n, front=not to_back)
         crossing = odds if to_back else evens_next
@@ -171,7 +187,7 @@ def compile_units(plan: Plan) -> UnitPlan | None:
     first = runs[0][0] if runs else set()
     half = 2 * (n // 4)
     embed = (_local(first, 0, half), _local(first, half, n - half))
-    return UnitPlan(n, tuple(steps), (half, n - half), embed)
+    return UnitPlan(n, tuple(steps), (half, n - half), embed, back_only)
 
 
 def _local_pairs(pair: tuple[int, int], parts: list[tuple[int, int]]) -> bool:
@@ -277,36 +293,42 @@ def matrices(t: UnitTables, q: torch.Tensor, n_units: int) -> list[torch.Tensor]
 # ---- the kernels, on contiguous buffers holding a chunk's states (any layout of the group's axis)
 
 
-def to_back(src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool) -> None:
-    """dst (M, d) = x'^T mat for src viewed as x (d, M): the leading group is contracted and moves to
-    the back. With `fold`, x' is x with M's halves exchanged in its rows of odd index (a CNOT whose
-    control is the group's last wire and whose target leads M, applied first)."""
+def to_back(
+    src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
+) -> None:
+    """dst (S, M, d) = x'^T mat for src viewed as x (S, d, M), S = `batch` (1: the samples are among M):
+    the leading group is contracted and moves to the back. With `fold`, x' is x with M's halves
+    exchanged in its rows of odd index (a CNOT whose control is the group's last wire and whose target
+    leads M, applied first). `swap` is not used."""
     mat, even, odd = mats
     d = mat.shape[0]
-    x, out = src.view(d, -1), dst.view(-1, d)
+    x, out = src.view(batch, d, -1), dst.view(batch, -1, d)
     if not fold:
-        torch.mm(x.mT, mat, out=out)
+        torch.matmul(x.mT, mat, out=out)
         return
-    torch.mm(x.view(d // 2, 2, -1)[:, 0].mT, even, out=out)  # even rows: M in order
-    xv, ov = x.view(d // 2, 2, 2, -1), out.view(2, -1, d)
+    torch.matmul(x.view(batch, d // 2, 2, -1)[:, :, 0].mT, even, out=out)  # even rows: M in order
+    xv, ov = x.view(batch, d // 2, 2, 2, -1), out.view(batch, 2, -1, d)
     for h in (0, 1):
-        ov[h].addmm_(xv[:, 1, 1 - h].mT, odd)
+        ov[:, h].baddbmm_(xv[:, :, 1, 1 - h].mT, odd.expand(batch, -1, -1))
 
 
-def to_front(src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool) -> None:
-    """dst (d, M) = mat y^T for src viewed as y (M, d): the trailing group is contracted and moves to
-    the front. With `fold`, M's halves are then exchanged in the rows of odd index (the CNOT of
-    `to_back`, applied last), so `to_front` with mat^T undoes `to_back` with mat, and vice versa."""
-    mat, even, odd = mats
-    d = mat.shape[0]
-    y, out = src.view(-1, d), dst.view(d, -1)
-    if not fold:
-        torch.mm(mat, y.mT, out=out)
-        return
-    torch.mm(even, y.mT, out=out.view(d // 2, 2, -1)[:, 0])  # even rows: M in order
-    yv, ov = y.view(2, -1, d), out.view(d // 2, 2, 2, -1)
-    for h in (0, 1):
-        torch.mm(odd, yv[1 - h].mT, out=ov[:, 1, h])
+def to_front(
+    src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
+) -> None:
+    """dst (S, d, M) = mat y^T for src viewed as y (S, M, d), S = `batch`: the trailing group is
+    contracted and moves to the front. With `fold`, M's halves are then exchanged in the rows of odd
+    index (the CNOT of `to_back`, applied last), so `to_front` with mat^T undoes `to_back` with mat, and
+    vice versa. `swap`, of at least a quarter of the state's elements, holds one quarter meanwhile (one
+    product and three copies of a quarter take less time than products of half the rows)."""
+    d = mats[0].shape[0]
+    out = dst.view(batch, d, -1)
+    torch.matmul(mats[0], src.view(batch, -1, d).mT, out=out)
+    if fold:
+        odd = out.view(batch, d // 2, 2, 2, -1)[:, :, 1]  # the rows of odd index, by M's halves
+        tmp = swap.view(-1)[: odd[:, :, 0].numel()].view(batch, d // 2, -1)
+        tmp.copy_(odd[:, :, 0])
+        odd[:, :, 0].copy_(odd[:, :, 1])
+        odd[:, :, 1].copy_(tmp)
 
 
 def unit_mats(unit: Unit, k: torch.Tensor) -> Mats:
@@ -316,20 +338,23 @@ def unit_mats(unit: Unit, k: torch.Tensor) -> Mats:
     return mat.contiguous(), mat[0::2].contiguous(), mat[1::2].contiguous()
 
 
-def apply(unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor) -> None:
-    """dst = the unit applied to src."""
-    (to_back if unit.to_back else to_front)(src, mats, dst, unit.fold)
+def apply(
+    unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
+) -> None:
+    """dst = the unit applied to src (`swap`, `batch`: see `to_front`)."""
+    (to_back if unit.to_back else to_front)(src, mats, dst, unit.fold, swap, batch)
 
 
-def unapply(unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor) -> None:
+def unapply(
+    unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
+) -> None:
     """dst = the unit's transpose applied to src: the inverse of `apply` (K is orthogonal)."""
-    (to_front if unit.to_back else to_back)(src, mats, dst, unit.fold)
+    (to_front if unit.to_back else to_back)(src, mats, dst, unit.fold, swap, batch)
 
 
-def ring(step: Ring, state: torch.Tensor, n: int) -> None:
-    """Apply the ring's CNOT (n-1, 0) in place to a chunk's states (an involution). Before the pass of
-    an odd layer (a "front" pass) the samples axis leads; before an even one it comes last."""
-    samples_first = step.layer % 2 == 1
+def ring(step: Ring, state: torch.Tensor, n: int, samples_first: bool) -> None:
+    """Apply the ring's CNOT (n-1, 0) in place to a chunk's states (an involution), whose samples axis
+    leads or comes last."""
     tail = 4 if step.parity else 2  # states of the control wires: n-1, or n-2 and n-1
     shape = (-1, 2, 2**n // (2 * tail), tail) if samples_first else (2, 2**n // (2 * tail), tail, -1)
     view = state.view(shape)
@@ -348,8 +373,8 @@ class UnitStep:
     `cross` and returns <g_0, J_w psi_0> for every wire (twice the gradient of the embedding angles).
     After the last chunk, `angle_grads()` gives the layers' gradients.
 
-    buffers: four tensors of at least chunk * 2**n elements (two for the state, two for its
-    gradient), written by every call.
+    buffers: three tensors of at least chunk * 2**n elements (the state, its gradient and the next
+    product's output) and one of a quarter of that (for `to_front`), written by every call.
     """
 
     def __init__(
@@ -376,7 +401,7 @@ class UnitStep:
 
     def _views(self, rows: int) -> tuple[torch.Tensor, ...]:
         size = rows * 2**self.uplan.n_qubits
-        return tuple(b.view(-1)[:size] for b in self.buffers)
+        return tuple(b.view(-1)[:size] for b in self.buffers[:3])
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(c, n, 2) each wire's state after the embedding -> (c, n) <Z_i> of the circuit's output."""
@@ -386,16 +411,20 @@ class UnitStep:
         for index, m, perm in zip(t.wire_index, (m1, m2), t.embed, strict=True):
             state = torch.prod(flat.index_select(1, index).view(rows, m, 2**m), 1)  # (c, 2**m)
             self._halves += [state, state.index_select(1, perm)]  # the first layer's even pairs
-        src, dst, _, _ = self._views(rows)
-        a, b = self._halves[1].T, self._halves[3].T  # (2**m, c): the samples come last
-        torch.mul(a.unsqueeze(1), b.unsqueeze(0), out=src.view(d1, d2, rows))
+        src, dst, _ = self._views(rows)
+        a, b = self._halves[1], self._halves[3]  # (c, 2**m)
+        if self.uplan.back_only:  # the samples lead
+            torch.mul(a.unsqueeze(2), b.unsqueeze(1), out=src.view(rows, d1, d2))
+        else:  # the samples come last
+            torch.mul(a.T.unsqueeze(1), b.T.unsqueeze(0), out=src.view(d1, d2, rows))
+        batch = rows if self.uplan.back_only else 1
         units = iter(zip(self.units, self.mats, strict=True))
         for step in self.uplan.steps:
             if isinstance(step, Ring):
-                ring(step, src, n)
+                ring(step, src, n, self.uplan.ring_samples_first(step))
                 continue
             unit, mats = next(units)
-            apply(unit, mats, src, dst)
+            apply(unit, mats, src, dst, self.buffers[3], batch)
             src, dst = dst, src
         self._psi = 0 if src.data_ptr() == self.buffers[0].data_ptr() else 1
         square = torch.mul(src, src, out=dst)
@@ -416,8 +445,7 @@ class UnitStep:
         t, rows, n, n1 = self.t, g_e.shape[0], self.uplan.n_qubits, self.uplan.halves[0]
         (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
         views = self._views(rows)
-        psi, psi_other = views[self._psi], views[1 - self._psi]
-        grad, grad_other = views[2], views[3]
+        psi, grad, free = views[self._psi], views[2], views[1 - self._psi]
         s1, s2 = 2 * g_e[:, :n1] @ t.signs_t[0], 2 * g_e[:, n1:] @ t.signs_t[1]  # d e / d p, per half
         if self.samples_first:
             p, g, s1, s2 = psi.view(rows, d1, d2), grad.view(rows, d1, d2), s1.unsqueeze(2), s2.unsqueeze(1)
@@ -429,28 +457,32 @@ class UnitStep:
                 s2.T.unsqueeze(0),
             )
         torch.mul(p, s1, out=g).addcmul_(p, s2)  # 2 psi (s1 + s2)
+        batch = rows if self.uplan.back_only else 1
         units = iter(zip(reversed(self.units), reversed(self.mats), reversed(self._c), strict=True))
         for step in reversed(self.uplan.steps):
             if isinstance(step, Ring):
-                ring(step, psi, n)
-                ring(step, grad, n)
+                ring(step, psi, n, self.uplan.ring_samples_first(step))
+                ring(step, grad, n, self.uplan.ring_samples_first(step))
                 continue
             unit, mats, c = next(units)
             d = 2**unit.size
             if unit.to_back:  # C on the output side
                 c.addmm_(grad.view(-1, d).mT, psi.view(-1, d))
-            unapply(unit, mats, psi, psi_other)
-            unapply(unit, mats, grad, grad_other)
-            psi, psi_other, grad, grad_other = psi_other, psi, grad_other, grad
+            unapply(unit, mats, psi, free, self.buffers[3], batch)
+            unapply(unit, mats, grad, psi, self.buffers[3], batch)  # the state's old buffer: three in all
+            psi, grad, free = free, psi, grad
             if not unit.to_back:  # C on the input side
                 c.addmm_(grad.view(-1, d).mT, psi.view(-1, d))
-        # the product state psi_a (x) psi_b (samples last): <g, J_w psi> = <J_w psi_a, g psi_b> for a
-        # wire of the first half, likewise for the second
-        g0 = grad.view(d1, d2, rows)
+        # the product state psi_a (x) psi_b: <g, J_w psi> = <J_w psi_a, g psi_b> for a wire of the
+        # first half, likewise for the second
         a, a_perm, b, b_perm = self._halves
+        if self.uplan.back_only:  # the samples lead
+            g0, first, second = grad.view(rows, d1, d2), "sab,sb->sa", "sab,sa->sb"
+        else:
+            g0, first, second = grad.view(d1, d2, rows), "abs,sb->sa", "abs,sa->sb"
         contracted = (
-            torch.einsum("abs,sb->sa", g0, b_perm).index_select(1, t.embed_inverse[0]),
-            torch.einsum("abs,sa->sb", g0, a_perm).index_select(1, t.embed_inverse[1]),
+            torch.einsum(first, g0, b_perm).index_select(1, t.embed_inverse[0]),
+            torch.einsum(second, g0, a_perm).index_select(1, t.embed_inverse[1]),
         )
         return torch.cat(
             [sv.flip_dot(h, c, f) for h, c, f in zip((a, b), contracted, t.flips, strict=True)], 1
