@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -290,12 +291,23 @@ def matrices(t: UnitTables, q: torch.Tensor, n_units: int) -> list[torch.Tensor]
     return out
 
 
-# ---- the kernels, on contiguous buffers holding a chunk's states (any layout of the group's axis)
+# ---- the kernels, on contiguous buffers holding a chunk's states (any layout of the group's axis).
+# Each returns its operations with every view bound (`Op`s): a step runs the same operations on the same
+# buffers for every chunk, so `UnitStep` builds them once per chunk size and a chunk costs one Python
+# call per product or copy (fewer calls holding the GIL let worker threads share the cores).
+
+Op = Callable[[], object]
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, batch: int) -> Op:
+    """out = a @ b batched over `batch`, a or b (d, d) shared by every batch entry."""
+    a, b = (m.expand(batch, -1, -1) if m.dim() == 2 else m for m in (a, b))
+    return functools.partial(torch.bmm, a, b, out=out)
 
 
 def to_back(
     src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
-) -> None:
+) -> list[Op]:
     """dst (S, M, d) = x'^T mat for src viewed as x (S, d, M), S = `batch` (1: the samples are among M):
     the leading group is contracted and moves to the back. With `fold`, x' is x with M's halves
     exchanged in its rows of odd index (a CNOT whose control is the group's last wire and whose target
@@ -304,17 +316,17 @@ def to_back(
     d = mat.shape[0]
     x, out = src.view(batch, d, -1), dst.view(batch, -1, d)
     if not fold:
-        torch.matmul(x.mT, mat, out=out)
-        return
-    torch.matmul(x.view(batch, d // 2, 2, -1)[:, :, 0].mT, even, out=out)  # even rows: M in order
+        return [_bmm(x.mT, mat, out, batch)]
+    ops = [_bmm(x.view(batch, d // 2, 2, -1)[:, :, 0].mT, even, out, batch)]  # even rows: M in order
     xv, ov = x.view(batch, d // 2, 2, 2, -1), out.view(batch, 2, -1, d)
-    for h in (0, 1):
-        ov[:, h].baddbmm_(xv[:, :, 1, 1 - h].mT, odd.expand(batch, -1, -1))
+    odd_b = odd.expand(batch, -1, -1)
+    ops += [functools.partial(ov[:, h].baddbmm_, xv[:, :, 1, 1 - h].mT, odd_b) for h in (0, 1)]
+    return ops
 
 
 def to_front(
     src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
-) -> None:
+) -> list[Op]:
     """dst (S, d, M) = mat y^T for src viewed as y (S, M, d), S = `batch`: the trailing group is
     contracted and moves to the front. With `fold`, M's halves are then exchanged in the rows of odd
     index (the CNOT of `to_back`, applied last), so `to_front` with mat^T undoes `to_back` with mat, and
@@ -322,13 +334,14 @@ def to_front(
     product and three copies of a quarter take less time than products of half the rows)."""
     d = mats[0].shape[0]
     out = dst.view(batch, d, -1)
-    torch.matmul(mats[0], src.view(batch, -1, d).mT, out=out)
+    ops = [_bmm(mats[0], src.view(batch, -1, d).mT, out, batch)]
     if fold:
         odd = out.view(batch, d // 2, 2, 2, -1)[:, :, 1]  # the rows of odd index, by M's halves
-        tmp = swap.view(-1)[: odd[:, :, 0].numel()].view(batch, d // 2, -1)
-        tmp.copy_(odd[:, :, 0])
-        odd[:, :, 0].copy_(odd[:, :, 1])
-        odd[:, :, 1].copy_(tmp)
+        first, second = odd[:, :, 0], odd[:, :, 1]
+        tmp = swap.view(-1)[: first.numel()].view(first.shape)
+        ops += [functools.partial(tmp.copy_, first), functools.partial(first.copy_, second)]
+        ops.append(functools.partial(second.copy_, tmp))
+    return ops
 
 
 def unit_mats(unit: Unit, k: torch.Tensor) -> Mats:
@@ -340,44 +353,63 @@ def unit_mats(unit: Unit, k: torch.Tensor) -> Mats:
 
 def apply(
     unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
-) -> None:
+) -> list[Op]:
     """dst = the unit applied to src (`swap`, `batch`: see `to_front`)."""
-    (to_back if unit.to_back else to_front)(src, mats, dst, unit.fold, swap, batch)
+    return (to_back if unit.to_back else to_front)(src, mats, dst, unit.fold, swap, batch)
 
 
 def unapply(
     unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
-) -> None:
+) -> list[Op]:
     """dst = the unit's transpose applied to src: the inverse of `apply` (K is orthogonal)."""
-    (to_front if unit.to_back else to_back)(src, mats, dst, unit.fold, swap, batch)
+    return (to_front if unit.to_back else to_back)(src, mats, dst, unit.fold, swap, batch)
 
 
 #: Cross matrices of smaller groups are taken over this many states at once (see `cross`).
 CROSS_WIDTH = 16
 
 
-def cross(c: torch.Tensor, g: torch.Tensor, psi: torch.Tensor, d: int) -> None:
+def cross(c: torch.Tensor, g: torch.Tensor, psi: torch.Tensor, d: int) -> Op:
     """c (d, d) += g^T psi for g and psi viewed as (M, d). A product with d < CROSS_WIDTH runs slowly
     (a 4 x 4 one at a tenth of a 16 x 16's rate), so it is taken over (M d / 16, 16) rows, whose
     diagonal d x d blocks sum to the same matrix."""
     if d >= CROSS_WIDTH or g.numel() % CROSS_WIDTH:
-        c.addmm_(g.view(-1, d).mT, psi.view(-1, d))
-        return
+        return functools.partial(c.addmm_, g.view(-1, d).mT, psi.view(-1, d))
     k = CROSS_WIDTH // d
-    wide = torch.mm(g.view(-1, CROSS_WIDTH).mT, psi.view(-1, CROSS_WIDTH)).view(k, d, k, d)
-    c.add_(wide.diagonal(0, 0, 2).sum(-1))
+    g_wide, psi_wide = g.view(-1, CROSS_WIDTH).mT, psi.view(-1, CROSS_WIDTH)
+
+    def op() -> None:
+        c.add_(torch.mm(g_wide, psi_wide).view(k, d, k, d).diagonal(0, 0, 2).sum(-1))
+
+    return op
 
 
-def ring(step: Ring, state: torch.Tensor, n: int, samples_first: bool) -> None:
+def ring(step: Ring, state: torch.Tensor, n: int, samples_first: bool) -> list[Op]:
     """Apply the ring's CNOT (n-1, 0) in place to a chunk's states (an involution), whose samples axis
     leads or comes last."""
     tail = 4 if step.parity else 2  # states of the control wires: n-1, or n-2 and n-1
     shape = (-1, 2, 2**n // (2 * tail), tail) if samples_first else (2, 2**n // (2 * tail), tail, -1)
     view = state.view(shape)
     wire0 = 1 if samples_first else 0
-    for control in (1, 2) if step.parity else (1,):
-        part = view.select(3 if samples_first else 2, control)
-        part.copy_(part.flip(wire0))
+    parts = [view.select(3 if samples_first else 2, control) for control in ((1, 2) if step.parity else (1,))]
+    return [functools.partial(_flip_in_place, part, wire0) for part in parts]
+
+
+def _flip_in_place(part: torch.Tensor, dim: int) -> None:
+    part.copy_(part.flip(dim))
+
+
+@dataclass(frozen=True)
+class _Program:
+    """A chunk size's operations: the forward's passes and the backward's, every view bound."""
+
+    start: torch.Tensor  # the buffer the product state is written to
+    forward: tuple[Op, ...]
+    psi: torch.Tensor  # the state after the forward
+    spare: torch.Tensor  # a buffer the forward's last pass did not write (for the probabilities)
+    grad: torch.Tensor  # the buffer the backward's gradient starts in
+    backward: tuple[Op, ...]
+    grad_end: torch.Tensor  # the gradient of the product state after the backward
 
 
 class UnitStep:
@@ -413,37 +445,65 @@ class UnitStep:
             for u, o in zip(self.units, t.c_offsets, strict=True)
         ]
         self._halves: list[torch.Tensor] = []
-        self._psi = 0  # which of the first two buffers holds the state after `forward`
+        self._programs: dict[int, _Program] = {}  # chunk size -> its operations
 
     def _views(self, rows: int) -> tuple[torch.Tensor, ...]:
         size = rows * 2**self.uplan.n_qubits
         return tuple(b.view(-1)[:size] for b in self.buffers[:3])
 
+    def _program(self, rows: int) -> _Program:
+        """The operations of a chunk of `rows` samples (built on its first chunk)."""
+        if rows in self._programs:
+            return self._programs[rows]
+        n, swap = self.uplan.n_qubits, self.buffers[3]
+        batch = rows if self.uplan.back_only else 1
+        src, dst, grad = self._views(rows)
+        start, forward = src, []
+        units = iter(zip(self.units, self.mats, strict=True))
+        for step in self.uplan.steps:
+            if isinstance(step, Ring):
+                forward += ring(step, src, n, self.uplan.ring_samples_first(step))
+                continue
+            unit, mats = next(units)
+            forward += apply(unit, mats, src, dst, swap, batch)
+            src, dst = dst, src
+        psi, free, grad_start, backward = src, dst, grad, []
+        units = iter(zip(reversed(self.units), reversed(self.mats), reversed(self._c), strict=True))
+        for step in reversed(self.uplan.steps):
+            if isinstance(step, Ring):
+                backward += ring(step, psi, n, self.uplan.ring_samples_first(step))
+                backward += ring(step, grad, n, self.uplan.ring_samples_first(step))
+                continue
+            unit, mats, c = next(units)
+            d = 2**unit.size
+            if unit.to_back:  # C on the output side
+                backward.append(cross(c, grad, psi, d))
+            backward += unapply(unit, mats, psi, free, swap, batch)
+            backward += unapply(unit, mats, grad, psi, swap, batch)  # the state's old buffer: three in all
+            psi, grad, free = free, psi, grad
+            if not unit.to_back:  # C on the input side
+                backward.append(cross(c, grad, psi, d))
+        program = _Program(start, tuple(forward), src, dst, grad_start, tuple(backward), grad)
+        self._programs[rows] = program
+        return program
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(c, n, 2) each wire's state after the embedding -> (c, n) <Z_i> of the circuit's output."""
-        t, rows, n = self.t, v.shape[0], self.uplan.n_qubits
+        t, rows = self.t, v.shape[0]
         (m1, m2), (d1, d2) = self.uplan.halves, (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
         flat, self._halves = v.reshape(rows, -1), []
         for index, m, perm in zip(t.wire_index, (m1, m2), t.embed, strict=True):
             state = torch.prod(flat.index_select(1, index).view(rows, m, 2**m), 1)  # (c, 2**m)
             self._halves += [state, state.index_select(1, perm)]  # the first layer's even pairs
-        src, dst, _ = self._views(rows)
+        program = self._program(rows)
         a, b = self._halves[1], self._halves[3]  # (c, 2**m)
         if self.uplan.back_only:  # the samples lead
-            torch.mul(a.unsqueeze(2), b.unsqueeze(1), out=src.view(rows, d1, d2))
+            torch.mul(a.unsqueeze(2), b.unsqueeze(1), out=program.start.view(rows, d1, d2))
         else:  # the samples come last
-            torch.mul(a.T.unsqueeze(1), b.T.unsqueeze(0), out=src.view(d1, d2, rows))
-        batch = rows if self.uplan.back_only else 1
-        units = iter(zip(self.units, self.mats, strict=True))
-        for step in self.uplan.steps:
-            if isinstance(step, Ring):
-                ring(step, src, n, self.uplan.ring_samples_first(step))
-                continue
-            unit, mats = next(units)
-            apply(unit, mats, src, dst, self.buffers[3], batch)
-            src, dst = dst, src
-        self._psi = 0 if src.data_ptr() == self.buffers[0].data_ptr() else 1
-        square = torch.mul(src, src, out=dst)
+            torch.mul(a.T.unsqueeze(1), b.T.unsqueeze(0), out=program.start.view(d1, d2, rows))
+        for op in program.forward:
+            op()
+        square = torch.mul(program.psi, program.psi, out=program.spare)
         p1, p2 = self._marginals(square, rows)
         return torch.cat((p1 @ t.signs[0], p2 @ t.signs[1]), 1)
 
@@ -458,10 +518,10 @@ class UnitStep:
 
     def backward(self, g_e: torch.Tensor) -> torch.Tensor:
         """(c, n) d loss / d <Z_i> for the chunk of the last `forward` -> (c, n) <g_0, J_w psi_0>."""
-        t, rows, n, n1 = self.t, g_e.shape[0], self.uplan.n_qubits, self.uplan.halves[0]
+        t, rows, n1 = self.t, g_e.shape[0], self.uplan.halves[0]
         (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
-        views = self._views(rows)
-        psi, grad, free = views[self._psi], views[2], views[1 - self._psi]
+        program = self._program(rows)
+        psi, grad = program.psi, program.grad
         s1, s2 = 2 * g_e[:, :n1] @ t.signs_t[0], 2 * g_e[:, n1:] @ t.signs_t[1]  # d e / d p, per half
         if self.samples_first:
             p, g, s1, s2 = psi.view(rows, d1, d2), grad.view(rows, d1, d2), s1.unsqueeze(2), s2.unsqueeze(1)
@@ -473,22 +533,9 @@ class UnitStep:
                 s2.T.unsqueeze(0),
             )
         torch.mul(p, s1, out=g).addcmul_(p, s2)  # 2 psi (s1 + s2)
-        batch = rows if self.uplan.back_only else 1
-        units = iter(zip(reversed(self.units), reversed(self.mats), reversed(self._c), strict=True))
-        for step in reversed(self.uplan.steps):
-            if isinstance(step, Ring):
-                ring(step, psi, n, self.uplan.ring_samples_first(step))
-                ring(step, grad, n, self.uplan.ring_samples_first(step))
-                continue
-            unit, mats, c = next(units)
-            d = 2**unit.size
-            if unit.to_back:  # C on the output side
-                cross(c, grad, psi, d)
-            unapply(unit, mats, psi, free, self.buffers[3], batch)
-            unapply(unit, mats, grad, psi, self.buffers[3], batch)  # the state's old buffer: three in all
-            psi, grad, free = free, psi, grad
-            if not unit.to_back:  # C on the input side
-                cross(c, grad, psi, d)
+        for op in program.backward:
+            op()
+        grad = program.grad_end
         # the product state psi_a (x) psi_b: <g, J_w psi> = <J_w psi_a, g psi_b> for a wire of the
         # first half, likewise for the second
         a, a_perm, b, b_perm = self._halves
