@@ -336,9 +336,11 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     if workers == 1:
         loss, correct = run(sims[0], starts)
     else:
-        torch.set_num_threads(1)  # each worker computes on its own thread (threads it starts inherit 1)
+        # each worker computes on one thread: OpenMP keeps the count per thread, and a new thread starts
+        # with the machine's (MKL's products in two workers then ran 1.7x slower, on three threads or more)
+        torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(workers - 1) as pool:
+            with ThreadPoolExecutor(workers - 1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 others = [pool.submit(run, sim, starts[k::workers]) for k, sim in enumerate(sims[1:], 1)]
                 parts = [run(sims[0], starts[::workers])] + [f.result() for f in others]
         finally:
