@@ -4,6 +4,7 @@ and the units it runs wide circuits on (`qtl.quantum.engines._units`)."""
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines import _units as units
+from qtl.quantum.engines._memory import HUGE_PAGE, huge_page_empty
 from qtl.training import closed_form
 from qtl.training.closed_form import HALVES_MAX_QUBITS, ClosedFormStep, supports_closed_form
 from qtl.training.optim import adam
@@ -241,3 +243,25 @@ def test_units_refuse_other_cnot_runs():
     assert units._run(((0, 2),), 4) is None  # not neighbours
     assert units._run(((0, 1), (0, 1)), 4) is None  # twice
     assert units._run(((3, 0), (0, 1)), 4) is None  # the ring's pair before the others
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge pages are asked of Linux only")
+def test_wide_step_keeps_its_large_buffers_on_huge_page_boundaries(monkeypatch):
+    """The wide step's state buffers of 2 MiB or more start on huge-page boundaries (asked for
+    transparent huge pages) and are the same buffers from step to step; smaller ones are plain."""
+    _wide_chunks(monkeypatch, 14, 32, back_only=True)  # 32 samples x 2**14 x 4 bytes: 2 MiB per buffer
+    torch.manual_seed(0)
+    head = DressedQuantumCircuit(6, 2, CircuitConfig(14, 2))
+    step = ClosedFormStep(head, adam(head.parameters(), 0.01))
+    x, y = torch.randn(32, 6), torch.randint(0, 2, (32,))
+    step(head, step.optimizer, x, y)
+    first = {key: [b.data_ptr() for b in kept] for key, kept in step._buffers.items()}
+    step(head, step.optimizer, x, y)
+    assert {key: [b.data_ptr() for b in kept] for key, kept in step._buffers.items()} == first
+    large = [b for kept in step._buffers.values() for b in kept if b.numel() * b.element_size() >= HUGE_PAGE]
+    assert len(large) == 3 and all(b.data_ptr() % HUGE_PAGE == 0 for b in large)
+    small = huge_page_empty((1000,), torch.float32, torch.device("cpu"))
+    big = huge_page_empty((3, HUGE_PAGE // 8), torch.float64, torch.device("cpu"))
+    assert small.shape == (1000,) and big.shape == (3, HUGE_PAGE // 8) and big.dtype == torch.float64
+    big.fill_(1.5)
+    assert big.data_ptr() % HUGE_PAGE == 0 and float(big.sum()) == 1.5 * big.numel()

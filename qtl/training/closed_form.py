@@ -53,6 +53,7 @@ from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan, Round
+from qtl.quantum.engines._memory import huge_page_empty
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
 
@@ -418,11 +419,12 @@ class ClosedFormStep:
 
     def _scratch(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A buffer of this shape kept from the last step that asked for one (large CPU allocations
-        are otherwise returned to the system and page-faulted in again on every step)."""
+        are otherwise returned to the system and page-faulted in again on every step), in huge pages
+        where it is large enough (`huge_page_empty`)."""
         key = (tuple(shape), dtype, device)
         buffers = self._buffers.setdefault(key, [])
         if self._taken.get(key, 0) == len(buffers):
-            buffers.append(torch.empty(shape, dtype=dtype, device=device))
+            buffers.append(huge_page_empty(shape, dtype, device))
         i = self._taken[key] = self._taken.get(key, 0) + 1
         return buffers[i - 1]
 
