@@ -3,17 +3,14 @@ large buffers."""
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
+import mmap
 import os
-import sys
 
 import torch
 
 #: Bytes of a transparent huge page on x86-64 and most arm64 Linux kernels.
 HUGE_PAGE = 2**21
-_MADV_HUGEPAGE = 14
 
 
 def resolve_memory_budget(given: int | None, env: str, default: int) -> int:
@@ -51,35 +48,26 @@ def check_budget(need: int, budget: int, engine: str, where: str, advice: str, e
         )
 
 
-@functools.cache
-def _madvise():
-    """libc's madvise, or None off Linux or where it cannot be found."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-
-
 def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """`torch.empty(shape)` for a long-lived buffer. On Linux, a CPU buffer of HUGE_PAGE bytes or more
-    starts on a huge page's boundary and asks the kernel for transparent huge pages (madvise; kernels
-    set to "madvise" give them only on request, to "never" not at all, which leaves a plain buffer).
+    """`torch.empty(shape)` for a long-lived buffer. Where the kernel has transparent huge pages, a CPU
+    buffer of HUGE_PAGE bytes or more is a fresh anonymous mapping that starts on a huge page's
+    boundary and asks for them (kernels set to "madvise" give them only on request, to "never" not at
+    all, which leaves a plain buffer). Fresh: memory the allocator had used before is already in 4 KiB
+    pages, which the advice does not change.
 
     A wide statevector step keeps a few such buffers per worker, which fill most of the last-level
     cache: in 4 KiB pages at random physical places some cache sets overflow and the step's time varies
     by a third from run to run; in 2 MiB pages every set holds the same share.
     """
     device = torch.device(device)
-    item = torch.empty((), dtype=dtype).element_size()
-    nbytes = math.prod(shape) * item
-    madvise = _madvise()
-    if device.type != "cpu" or nbytes < HUGE_PAGE or madvise is None:
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if device.type != "cpu" or nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype, device=device)
-    raw = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)
+    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE)
+    raw = torch.frombuffer(mapping, dtype=torch.uint8)  # holds the mapping while any view lives
     offset = -raw.data_ptr() % HUGE_PAGE
-    start = raw.data_ptr() + offset
-    length = min(-(-nbytes // HUGE_PAGE) * HUGE_PAGE, (raw.numel() - offset) // 4096 * 4096)
-    madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_HUGEPAGE)  # advice: failure is harmless
+    try:
+        mapping.madvise(mmap.MADV_HUGEPAGE, offset, -(-nbytes // HUGE_PAGE) * HUGE_PAGE)
+    except OSError:  # advice only: a kernel without huge pages leaves the buffer as it is
+        pass
     return raw[offset : offset + nbytes].view(dtype).view(shape)
