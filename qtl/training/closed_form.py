@@ -65,8 +65,8 @@ HALVES_MAX_QUBITS = 10
 CHUNK_AMPLITUDES = 2**18
 #: Most threads a wide step shares its chunks among (never more than torch's CPU threads).
 WIDE_WORKERS = 2
-#: From this many qubits on, a chunk is one sample and every pass a "back" pass (`compile_units`'s
-#: back_only): its groups are all of 4 wires where the width is a multiple of 4.
+#: From this many qubits on every pass is a "back" pass, the chunk's samples the products' batch
+#: (`compile_units`'s back_only): its groups are all of 4 wires where the width is a multiple of 4.
 BACK_ONLY_MIN_QUBITS = 14
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
@@ -169,8 +169,12 @@ class _WideTables:
 def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
     """The units a wide circuit's step runs (back passes only from BACK_ONLY_MIN_QUBITS wires) and how
     many of a batch's samples a chunk holds."""
-    uplan = units.compile_units(plan, plan.n_qubits >= BACK_ONLY_MIN_QUBITS)
+    uplan = units.compile_units(plan, _back_only(plan))
     return uplan, chunk_rows(uplan, batch)
+
+
+def _back_only(plan: Plan) -> bool:
+    return plan.n_qubits >= BACK_ONLY_MIN_QUBITS
 
 
 def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
@@ -401,7 +405,7 @@ class ClosedFormStep:
         if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
             engine: NativeEngine = self.module.engine
             built = (
-                _wide_tables(engine.plan, w1.device, w1.dtype, engine.n_qubits >= BACK_ONLY_MIN_QUBITS)
+                _wide_tables(engine.plan, w1.device, w1.dtype, _back_only(engine.plan))
                 if self.wide
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )

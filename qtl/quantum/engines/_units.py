@@ -308,10 +308,10 @@ def _bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, batch: int) -> Op:
 def to_back(
     src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
 ) -> list[Op]:
-    """dst (S, M, d) = x'^T mat for src viewed as x (S, d, M), S = `batch` (1: the samples are among M):
-    the leading group is contracted and moves to the back. With `fold`, x' is x with M's halves
-    exchanged in its rows of odd index (a CNOT whose control is the group's last wire and whose target
-    leads M, applied first). `swap` is not used."""
+    """Operations for dst (S, M, d) = x'^T mat with src viewed as x (S, d, M), S = `batch` (1: the
+    samples are among M): the leading group is contracted and moves to the back. With `fold`, x' is x
+    with M's halves exchanged in its rows of odd index (a CNOT whose control is the group's last wire
+    and whose target leads M, applied first). `swap` is not used."""
     mat, even, odd = mats
     d = mat.shape[0]
     x, out = src.view(batch, d, -1), dst.view(batch, -1, d)
@@ -327,8 +327,8 @@ def to_back(
 def to_front(
     src: torch.Tensor, mats: Mats, dst: torch.Tensor, fold: bool, swap: torch.Tensor, batch: int = 1
 ) -> list[Op]:
-    """dst (S, d, M) = mat y^T for src viewed as y (S, M, d), S = `batch`: the trailing group is
-    contracted and moves to the front. With `fold`, M's halves are then exchanged in the rows of odd
+    """Operations for dst (S, d, M) = mat y^T with src viewed as y (S, M, d), S = `batch`: the trailing
+    group is contracted and moves to the front. With `fold`, M's halves are then exchanged in the rows of odd
     index (the CNOT of `to_back`, applied last), so `to_front` with mat^T undoes `to_back` with mat, and
     vice versa. `swap`, of at least a quarter of the state's elements, holds one quarter meanwhile (one
     product and three copies of a quarter take less time than products of half the rows)."""
@@ -354,14 +354,14 @@ def unit_mats(unit: Unit, k: torch.Tensor) -> Mats:
 def apply(
     unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
 ) -> list[Op]:
-    """dst = the unit applied to src (`swap`, `batch`: see `to_front`)."""
+    """Operations for dst = the unit applied to src (`swap`, `batch`: see `to_front`)."""
     return (to_back if unit.to_back else to_front)(src, mats, dst, unit.fold, swap, batch)
 
 
 def unapply(
     unit: Unit, mats: Mats, src: torch.Tensor, dst: torch.Tensor, swap: torch.Tensor, batch: int
 ) -> list[Op]:
-    """dst = the unit's transpose applied to src: the inverse of `apply` (K is orthogonal)."""
+    """Operations for dst = the unit's transpose applied to src: the inverse of `apply` (K is orthogonal)."""
     return (to_front if unit.to_back else to_back)(src, mats, dst, unit.fold, swap, batch)
 
 
@@ -370,8 +370,8 @@ CROSS_WIDTH = 16
 
 
 def cross(c: torch.Tensor, g: torch.Tensor, psi: torch.Tensor, d: int) -> Op:
-    """c (d, d) += g^T psi for g and psi viewed as (M, d). A product with d < CROSS_WIDTH runs slowly
-    (a 4 x 4 one at a tenth of a 16 x 16's rate), so it is taken over (M d / 16, 16) rows, whose
+    """The operation c (d, d) += g^T psi for g and psi viewed as (M, d). A product with d < CROSS_WIDTH
+    runs slowly (a 4 x 4 one at a tenth of a 16 x 16's rate), so it is taken over (M d / 16, 16) rows, whose
     diagonal d x d blocks sum to the same matrix."""
     if d >= CROSS_WIDTH or g.numel() % CROSS_WIDTH:
         return functools.partial(c.addmm_, g.view(-1, d).mT, psi.view(-1, d))
@@ -385,8 +385,8 @@ def cross(c: torch.Tensor, g: torch.Tensor, psi: torch.Tensor, d: int) -> Op:
 
 
 def ring(step: Ring, state: torch.Tensor, n: int, samples_first: bool) -> list[Op]:
-    """Apply the ring's CNOT (n-1, 0) in place to a chunk's states (an involution), whose samples axis
-    leads or comes last."""
+    """Operations applying the ring's CNOT (n-1, 0) in place to a chunk's states (an involution), whose
+    samples axis leads or comes last."""
     tail = 4 if step.parity else 2  # states of the control wires: n-1, or n-2 and n-1
     shape = (-1, 2, 2**n // (2 * tail), tail) if samples_first else (2, 2**n // (2 * tail), tail, -1)
     view = state.view(shape)
