@@ -20,8 +20,8 @@ The model of the work a step must do, counted from the step's own unit plan:
             6 B F n for the two linear layers. These are the flops of the algorithm (dense 16 x 16 blocks):
             applying each RY on its own would need fewer (3 per amplitude and wire), but not as matrix
             products, the only operation that runs near the arithmetic rate in torch.
-    bytes   the samples are simulated a chunk at a time (about CHUNK_AMPLITUDES amplitudes; one sample
-            from BACK_ONLY_MIN_QUBITS on), each worker thread's chunk in three buffers and a quarter (the
+    bytes   the samples are simulated a chunk at a time (about CHUNK_AMPLITUDES amplitudes, at least one
+            sample), each worker thread's chunk in three buffers and a quarter (the
             state, its gradient and the next product's output). When every worker's fit the last-level
             cache, the state never has to go to memory and only the inputs, parameters and outputs do
             (bytes ~ B F 4 + parameters). When they do not (about 20+ qubits with two workers here),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,10 +198,10 @@ def test_compiled_fused_step_for_long_runs_of_tiny_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize(("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring")])
+@pytest.mark.parametrize(("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring"), (14, "ring")])
 def test_fused_step_on_cuda_matches_autograd(n, entangler):
     """The fused step on CUDA (float64) takes the autograd step's trajectory: one block, two halves, and
-    above 10 wires the units."""
+    above 10 wires the units (alternating passes at 12, back passes only at 14)."""
     config = CircuitConfig(n, 4, entangler)
     eager_head, eager_opt = _pair(config)
     head, opt = _pair(config)
@@ -265,3 +266,20 @@ def test_wide_step_keeps_its_large_buffers_on_huge_page_boundaries(monkeypatch):
     assert small.shape == (1000,) and big.shape == (3, HUGE_PAGE // 8) and big.dtype == torch.float64
     big.fill_(1.5)
     assert big.data_ptr() % HUGE_PAGE == 0 and float(big.sum()) == 1.5 * big.numel()
+    setting = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if setting.exists() and "[never]" not in setting.read_text():  # the kernel gives them on request
+        assert all(_thp_eligible(b.data_ptr()) for b in [*large, big])
+
+
+def _thp_eligible(address: int) -> bool:
+    """Whether the kernel may back the mapping that holds `address` with transparent huge pages (its
+    THPeligible line in /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("THPeligible:"):
+            return line.split()[1] == "1"
+    return False

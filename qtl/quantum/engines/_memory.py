@@ -63,7 +63,8 @@ def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if device.type != "cpu" or nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype, device=device)
-    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE)
+    # private: a shared anonymous mapping (mmap's default) is shmem, which "enabled=madvise" leaves out
+    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     raw = torch.frombuffer(mapping, dtype=torch.uint8)  # holds the mapping while any view lives
     offset = -raw.data_ptr() % HUGE_PAGE
     try:
