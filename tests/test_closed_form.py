@@ -232,9 +232,10 @@ def test_unit_groups_keep_every_cnot_foldable(n):
         assert all(size > 1 for _, size in parts)
     config = CircuitConfig(n, 3, "ring")
     plan = DressedQuantumCircuit(4, 2, config).engine.plan
-    uplan = units.compile_units(plan)
-    assert [u.layer for u in uplan.units] == sorted(u.layer for u in uplan.units)
-    assert sum(isinstance(s, units.Ring) for s in uplan.steps) == 3
+    for uplan in (units.compile_units(plan), units.compile_units(plan, back_only=True)):
+        assert [u.layer for u in uplan.units] == sorted(u.layer for u in uplan.units)
+        assert sum(isinstance(s, units.Ring) for s in uplan.steps) == 3
+    assert all(u.to_back for u in units.compile_units(plan, back_only=True).units)
 
 
 def test_units_refuse_other_cnot_runs():
