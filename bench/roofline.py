@@ -115,7 +115,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     amplitudes = batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
     flops = 8 * d_sum * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
-    workers = min(closed_form.WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
+    workers = closed_form.wide_workers(batch, rows)
     fits = workers * 3.25 * rows * 2**n * ITEM <= cache  # each worker: three chunks and a quarter
     params = (FEATURES * n + n + DEPTH * n + 2 * n + 2) * ITEM
     bytes_ = batch * FEATURES * ITEM + 3 * params

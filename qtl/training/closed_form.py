@@ -182,6 +182,12 @@ def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
     return max(1, min(batch, CHUNK_AMPLITUDES >> uplan.n_qubits))
 
 
+def wide_workers(batch: int, rows: int) -> int:
+    """Threads a wide CPU step shares its chunks of `rows` samples among: WIDE_WORKERS at most, never
+    more than torch's threads or the chunks."""
+    return min(WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
+
+
 @functools.lru_cache(maxsize=32)
 def _wide_tables(plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool) -> _WideTables:
     uplan = units.compile_units(plan, back_only)
@@ -316,7 +322,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     rows = chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
     threads = torch.get_num_threads()
-    workers = min(WIDE_WORKERS, threads, len(starts)) if x.device.type == "cpu" else 1
+    workers = wide_workers(batch, rows) if x.device.type == "cpu" else 1
     e, g_a = torch.empty_like(z), torch.empty_like(z)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
     sims = []

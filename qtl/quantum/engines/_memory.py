@@ -60,7 +60,7 @@ def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
     by a third from run to run; in 2 MiB pages every set holds the same share.
     """
     device = torch.device(device)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if device.type != "cpu" or nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return torch.empty(shape, dtype=dtype, device=device)
     # private: a shared anonymous mapping (mmap's default) is shmem, which "enabled=madvise" leaves out

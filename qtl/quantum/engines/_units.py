@@ -106,10 +106,6 @@ class UnitPlan:
         it; with `back_only` it always leads: the samples are the products' batch)."""
         return self.back_only or n_layers % 2 == 1
 
-    def ring_samples_first(self, step: Ring) -> bool:
-        """Whether the samples axis leads where the ring's CNOT `step` is applied."""
-        return self.samples_first(step.layer)
-
 
 def _run(pairs: tuple[tuple[int, int], ...], n: int) -> tuple[set, set, bool] | None:
     """A CNOT run as (even pairs, odd pairs, ring), or None unless it is even pairs, then odd pairs,
@@ -462,7 +458,7 @@ class UnitStep:
         units = iter(zip(self.units, self.mats, strict=True))
         for step in self.uplan.steps:
             if isinstance(step, Ring):
-                forward += ring(step, src, n, self.uplan.ring_samples_first(step))
+                forward += ring(step, src, n, self.uplan.samples_first(step.layer))
                 continue
             unit, mats = next(units)
             forward += apply(unit, mats, src, dst, swap, batch)
@@ -471,8 +467,8 @@ class UnitStep:
         units = iter(zip(reversed(self.units), reversed(self.mats), reversed(self._c), strict=True))
         for step in reversed(self.uplan.steps):
             if isinstance(step, Ring):
-                backward += ring(step, psi, n, self.uplan.ring_samples_first(step))
-                backward += ring(step, grad, n, self.uplan.ring_samples_first(step))
+                first = self.uplan.samples_first(step.layer)
+                backward += ring(step, psi, n, first) + ring(step, grad, n, first)
                 continue
             unit, mats, c = next(units)
             d = 2**unit.size
