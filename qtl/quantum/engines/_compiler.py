@@ -64,6 +64,13 @@ class Plan:
     entanglers: tuple[Entangle, ...]  # one per layer
     rounds: tuple[Round, ...]  # rounds over the n_layers * n slots of the layers
 
+    def v0_tensor(self, dtype: torch.dtype) -> torch.Tensor:
+        """(n, 2) `v0` in `dtype`: real for a real plan, complex otherwise."""
+        v0 = torch.tensor([[a.real, b.real] for a, b in self.v0], dtype=torch.float64)
+        if not self.real:  # complex arithmetic only where the circuit needs it
+            v0 = torch.complex(v0, torch.tensor([[a.imag, b.imag] for a, b in self.v0], dtype=torch.float64))
+        return v0.to(dtype)
+
     @property
     def n_layers(self) -> int:
         return len(self.entanglers)
@@ -128,6 +135,20 @@ def _rounds(slot_gates: list[list[Gate]], n_qubits: int, weight_shape) -> tuple[
             raise ValueError(f"the native engine needs evenly spaced angles per round, got {column}")
         out.append(Round(first.name, source, start, step))
     return tuple(out)
+
+
+def slot_matrices(rounds: tuple[Round, ...], n_slots: int, angles, wflat, dtype) -> torch.Tensor | None:
+    """(B?, n_slots, 2, 2) product of each slot's gates (later gates on the left), None if no gates.
+
+    `angles` are the (B, m) inputs the rounds read (tiled once per layer for the layers' rounds), `wflat`
+    the flat weights; a round reading inputs gives per-sample matrices, one reading weights shared ones.
+    """
+    total = None
+    for r in rounds:
+        theta = r.angles(angles if r.source == "input" else wflat, n_slots)
+        m = sv.rotation_matrices(r.gate, theta, dtype)
+        total = m if total is None else m @ total
+    return total
 
 
 def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, ...]) -> Plan:

@@ -41,10 +41,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qtl.quantum.circuit import REAL_GATES, CircuitConfig, Gate, gates
+from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import _brickwall as brickwall
 from qtl.quantum.engines import _statevector as sv
-from qtl.quantum.engines._compiler import angle_source, check_gates, check_inputs
+from qtl.quantum.engines._compiler import check_gates, check_inputs, compile_plan, slot_matrices
 from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
+from qtl.quantum.engines._pauli import PauliString, bra, conjugate_by_cnots, pauli_matrix
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -54,6 +56,9 @@ MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
 #: depth-6 chains: the last blocks' site tensors, the environments and their gradients), and that a
 #: forward without gradients holds at once (the sites, their environments).
 _STATE_COPIES, _INFERENCE_COPIES = 12, 4
+#: Chains take the stacked simulation (`_brickwall`) while its uniform bonds hold at most this many times
+#: the amplitudes of the site-by-site one with every bond capped (wide circuits: about 1.2-2).
+BRICKWALL_MAX_COST = 3.0
 
 
 class BondTooLargeError(ValueError):
@@ -65,54 +70,19 @@ def physical_caps(n_qubits: int) -> list[int]:
     return [min(i + 1, n_qubits - 1 - i) for i in range(n_qubits - 1)]
 
 
-#: A Pauli string: (sign, ((wire, "X" | "Y" | "Z"), ...)) with the wires in increasing order.
-PauliString = tuple[int, tuple[tuple[int, str], ...]]
-
-
-def conjugate_by_cnots(pauli: str, wire: int, pairs: list[tuple[int, int]], n: int) -> PauliString:
-    """C^dagger P_wire C for C the CNOTs `pairs` applied in order (first pair first), as a Pauli string.
-
-    Heisenberg picture: conjugate by the last CNOT first. Each CNOT (a, b) maps the string's bits by
-    x_b ^= x_a, z_a ^= z_b and flips its sign where x_a z_b (x_b ^ z_a ^ 1) (Aaronson and Gottesman).
-    """
-    x, z = [0] * n, [0] * n
-    x[wire], z[wire] = int(pauli in "XY"), int(pauli in "YZ")
-    sign = 0
-    for a, b in reversed(pairs):
-        sign ^= x[a] & z[b] & (x[b] ^ z[a] ^ 1)
-        x[b] ^= x[a]
-        z[a] ^= z[b]
-    names = {(1, 0): "X", (1, 1): "Y", (0, 1): "Z"}
-    return (-1 if sign else 1), tuple((w, names[x[w], z[w]]) for w in range(n) if x[w] or z[w])
-
-
-def _runs(gate_list: list[Gate]) -> list[tuple[str, list[Gate]]]:
-    """The gate list as alternating ("local", single-qubit gates) and ("cnot", two-qubit gates) runs."""
-    out: list[tuple[str, list[Gate]]] = []
-    for g in gate_list:
-        kind = "cnot" if len(g.wires) == 2 else "local"
-        if out and out[-1][0] == kind:
-            out[-1][1].append(g)
-        else:
-            out.append((kind, [g]))
-    return out
-
-
 def bond_profile(config: CircuitConfig) -> list[int]:
     """log2 of each cut's bond at the end of the exact simulation (the largest it reaches after any run)."""
-    return _profile(_runs(gates(config)), config.n_qubits)
+    return _profile([config.cnot_pairs()] * config.depth, config.n_qubits)
 
 
-def _profile(runs: list, n: int) -> list[int]:
-    """`bond_profile` of runs of gates (`_runs`): log2 of each cut's largest bond."""
+def _profile(layers: list, n: int) -> list[int]:
+    """`bond_profile` of CNOT runs (lists of (control, target) pairs): log2 of each cut's largest bond."""
     caps = physical_caps(n)
     logs = [0] * (n - 1)
     peak = [0] * (n - 1)
-    for kind, run in runs:
-        if kind != "cnot":
-            continue
-        for g in run:
-            lo, hi = sorted(g[0].wires if isinstance(g, tuple) else g.wires)
+    for pairs in layers:
+        for pair in pairs:
+            lo, hi = sorted(pair)
             for b in range(lo, hi):
                 logs[b] += 1
         logs = [min(x, c) for x, c in zip(logs, caps, strict=True)]
@@ -209,41 +179,30 @@ class MPSEngine(nn.Module):
         self.n_qubits = n = config.n_qubits
         gate_list = gates(config)
         check_gates(gate_list, n)
-        self.real = all(g.name in REAL_GATES for g in gate_list)
+        self.plan = compile_plan(gate_list, n, config.weight_shape)
+        self.real = self.plan.real
         self.bond_bound = exact_bond(config)
         self.exact = max_bond is None or max_bond >= self.bond_bound
         self._caps = [2**c for c in physical_caps(n)]
         self._targets = self._caps if self.exact else [min(c, max_bond) for c in self._caps]
-        self._runs = [
-            (kind, [(g, angle_source(g, n, config.weight_shape)) for g in run])
-            for kind, run in _runs(gate_list)
-        ]
-        # exact: the last block (a CNOT run, then single-qubit gates without inputs) goes into the observables
-        self._tail: list = []
-        self._peeled: list = []  # the runs moved into the observables (simulated only for `sites`)
+        self._layers = [list(e.pairs) for e in self.plan.entanglers]  # each block's CNOT pairs
+        # exact: the last block (a CNOT run, then rotations without inputs) goes into the observables
+        peel = self.exact and bool(self._layers) and not self.plan.reuploads
+        self._simulated = len(self._layers) - peel  # the blocks `forward` simulates
         self.peeled_strings: list[list[tuple[str, PauliString]]] = []  # per wire: (Pauli, string) terms
-        kinds = [kind for kind, _ in self._runs]
-        if (
-            self.exact
-            and kinds[-2:] == ["cnot", "local"]
-            and all(src != "input" for _, (src, _) in self._runs[-1][1])
-        ):
-            pairs = [g.wires for g, _ in self._runs[-2][1]]
-            self._peeled, self._tail = self._runs[-2:], self._runs[-1][1]
-            self._runs = self._runs[:-2]
+        if peel:
             paulis = "XZ" if self.real else "XYZ"  # real gates give Z_i no Y part
             self.peeled_strings = [
-                [(p, conjugate_by_cnots(p, w, pairs, n)) for p in paulis] for w in range(n)
+                [(p, conjugate_by_cnots(p, w, self._layers[-1], n)) for p in paulis] for w in range(n)
             ]
-        self._bonds = [0, *_profile(self._runs, n), 0]  # log2 bonds of what `forward` simulates
-        self._full_bonds = [0, *_profile(self._runs + self._peeled, n), 0]  # of the whole circuit
-        # every single-qubit gate's matrix comes from one call per (gate, angle source): id(gate) -> matrix
-        self._kinds: dict[tuple, list] = {}
-        for g, (source, pos) in [
-            *(x for kind, run in self._runs if kind == "local" for x in run),
-            *self._tail,
-        ]:
-            self._kinds.setdefault((g.name, source), []).append((id(g), pos))
+        # log2 bonds, site by site, after the first `count` blocks (forward's, the whole circuit's)
+        counts = {self._simulated, len(self._layers)}
+        self._bonds = {count: [0, *_profile(self._layers[:count], n), 0] for count in counts}
+        # exact chains: every even site in one tensor and every odd one in another (`_brickwall`), where
+        # the uniform bonds cost at most BRICKWALL_MAX_COST times the capped ones
+        chain = [brickwall.chain_layers(e.pairs, n) for e in self.plan.entanglers]
+        self._chain = chain if self.exact and n > 1 and None not in chain else None
+        self._stacked = {count: self._stacked_cost(count) is not None for count in self._bonds}
         self.last_discarded: torch.Tensor | None = None
         self._check_memory(1, torch.float32, training=True)
 
@@ -254,11 +213,26 @@ class MPSEngine(nn.Module):
         """The bond dimension this engine simulates with: `bond_bound` when exact, else `max_bond`."""
         return self.bond_bound if self.exact else self.max_bond
 
+    def _stacked_cost(self, count: int) -> int | None:
+        """Amplitudes per sample of the stacked simulation of the first `count` blocks, None where it is
+        not used (not a chain, or above BRICKWALL_MAX_COST times the site-by-site simulation's)."""
+        if self._chain is None:
+            return None
+        even, odd = brickwall.stacked_log_bonds(self._chain[:count])
+        stacked = self.n_qubits * 2 * 2 ** (even + odd)
+        return stacked if stacked <= BRICKWALL_MAX_COST * self._state_size(count) else None
+
+    def _state_size(self, count: int) -> int:
+        """Amplitudes per sample of the site-by-site MPS after the first `count` blocks (capped bonds)."""
+        bonds = [min(2**b, self.bond) for b in self._bonds[count]]
+        return sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
+
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool, whole: bool = False) -> None:
         size = torch.finfo(dtype).bits // 8 * (1 if self.real else 2)
-        bonds = [min(2**b, self.bond) for b in (self._full_bonds if whole else self._bonds)]
+        count = len(self._layers) if whole else self._simulated
+        amplitudes = self._stacked_cost(count) or self._state_size(count)
         copies = _STATE_COPIES if training else _INFERENCE_COPIES
-        need = copies * batch * size * sum(2 * bonds[i] * bonds[i + 1] for i in range(self.n_qubits))
+        need = copies * batch * size * amplitudes
         if need > self.memory_budget:
             advice = " (set max_bond to truncate)" if self.exact else ""
             raise BondTooLargeError(
@@ -271,9 +245,9 @@ class MPSEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
-        sites, mats = self._simulate(angles, weights, self._runs)
+        sites, mats = self._simulate(angles, weights, self._simulated)
         if self.peeled_strings:
-            return self._peeled_expvals(sites, mats, sites[0].dtype).to(angles.dtype)
+            return self._peeled_expvals(sites, mats[..., -1, :, :, :]).to(angles.dtype)
         return _z_expvals(sites).to(angles.dtype)
 
     def parity(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -290,78 +264,72 @@ class MPSEngine(nn.Module):
     def sites(self, angles: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
         """The final MPS of the whole circuit (the peeled block included): n site tensors (B, Dl, 2, Dr);
         sets `last_discarded`."""
-        return self._simulate(angles, weights, self._runs + self._peeled, whole=True)[0]
+        return self._simulate(angles, weights, len(self._layers), whole=True)[0]
 
-    def _simulate(self, angles, weights, runs, whole: bool = False) -> tuple[list[torch.Tensor], dict]:
-        """The MPS after `runs` (site tensors) and every single-qubit gate's matrix."""
+    def _simulate(
+        self, angles, weights, count: int, whole: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The MPS after the first `count` blocks (site tensors) and every block's single-qubit gates,
+        (B?, L, n, 2, 2) (`_matrices`)."""
         n = self.n_qubits
         check_inputs(self.config, angles, weights)
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
         training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
         self._check_memory(batch, real_dtype, training, whole)
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
-        weights = weights.to(device=device, dtype=real_dtype).reshape(-1)
-
-        mats = self._matrices(angles, weights, dtype)
-        sites = [torch.zeros(batch, 1, 2, 1, dtype=dtype, device=device) for _ in range(n)]
-        for a in sites:
-            a[:, 0, 0, 0] = 1
+        v, mats = self._matrices(angles, weights.to(device=device, dtype=real_dtype).reshape(-1), dtype)
         kept = torch.ones(batch, dtype=real_dtype, device=device)
+        if self._stacked[count]:
+            sites = brickwall.simulate(v, mats, self._chain[:count])
+            _collapse(sites, self._caps)
+            self.last_discarded = (1 - kept).detach()
+            return sites, mats
+        sites = [v[:, w].reshape(batch, 1, 2, 1) for w in range(n)]
         pending: dict[int, torch.Tensor] = {}  # wire -> (2, 2) or (B, 2, 2) product of its waiting gates
-        for kind, run in runs:
-            if kind == "local":
-                for g, _ in run:
-                    m = mats[id(g)]
-                    w = g.wires[0]
-                    pending[w] = m if w not in pending else m @ pending[w]
-                continue
-            for g, _ in run:
-                for w in g.wires:
+        for index, pairs in enumerate(self._layers[:count]):
+            for pair in pairs:
+                for w in pair:
                     if w in pending:
                         sites[w] = _apply_local(sites[w], pending.pop(w))
-                _cnot(sites, *g.wires)
+                _cnot(sites, *pair)
             if self.exact:
                 _collapse(sites, self._caps)
             elif max(a.shape[3] for a in sites) > self.max_bond:
                 kept = kept * _truncate(sites, self._targets)
+            for w, m in enumerate(mats[..., index, :, :, :].unbind(-3)):
+                pending[w] = m if w not in pending else m @ pending[w]
         for w, m in pending.items():
             sites[w] = _apply_local(sites[w], m)
         self.last_discarded = (1 - kept).detach()
         return sites, mats
 
-    def _peeled_expvals(self, sites, mats: dict, dtype) -> torch.Tensor:
-        """(B, n) <Z_i> after the peeled last block, from Pauli strings on the state before it."""
+    def _peeled_expvals(self, sites, u: torch.Tensor) -> torch.Tensor:
+        """(B, n) <Z_i> after the peeled last block, from Pauli strings on the state before it; u (n, 2, 2)
+        is each wire's product of the block's gates."""
         n = self.n_qubits
-        eye = torch.eye(2, dtype=dtype, device=sites[0].device)
-        tails = [eye] * n  # each wire's gates of the last block, multiplied (later gates on the left)
-        for g, _ in self._tail:
-            tails[g.wires[0]] = mats[id(g)] @ tails[g.wires[0]]
-        u = torch.stack(tails)  # (n, 2, 2)
-        heisenberg = u.mH @ _pauli("Z", u) @ u  # U^H Z U, Hermitian
+        heisenberg = u.mH @ pauli_matrix("Z", u) @ u  # U^H Z U, Hermitian
         strings, coefficients = [], []
         for w, terms in enumerate(self.peeled_strings):
             for p, string in terms:
                 strings.append(string)
-                coefficients.append((_pauli(p, u) * heisenberg[w].mT).sum().real / 2)  # tr(P M) / 2
+                coefficients.append((pauli_matrix(p, u) * heisenberg[w].mT).sum().real / 2)  # tr(P M) / 2
         values = _pauli_expvals(sites, strings)  # (B, n * terms)
         weighted = values * torch.stack(coefficients).to(values.dtype)
         return weighted.view(values.shape[0], n, -1).sum(2)
 
-    def _matrices(self, angles, weights, dtype) -> dict[int, torch.Tensor]:
-        """id(gate) -> its (2, 2) matrix, or (B, 2, 2) for an input angle, for every single-qubit gate,
-        built with one call per gate kind and angle source."""
-        out = {}
-        for (name, source), members in self._kinds.items():
-            ids, positions = zip(*members, strict=True)
-            if source is None:
-                m = sv.constant_matrix(name).to(dtype=dtype, device=angles.device)
-                out.update(dict.fromkeys(ids, m))
-                continue
-            index = torch.tensor(positions, device=angles.device)
-            theta = angles.index_select(1, index) if source == "input" else weights.index_select(0, index)
-            built = sv.rotation_matrices(name, theta, dtype)  # (B, k, 2, 2) or (k, 2, 2)
-            out.update(zip(ids, built.unbind(-3), strict=True))
-        return out
+    def _matrices(self, angles, wflat, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, n, 2) every wire's state before the first CNOT, and (B?, L, n, 2, 2) each block's
+        single-qubit gates multiplied per wire (None without blocks): one call per round of the plan."""
+        n, n_layers, plan = self.n_qubits, self.plan.n_layers, self.plan
+        v0 = plan.v0_tensor(dtype).to(angles.device)  # (n, 2)
+        m = slot_matrices(plan.prefix, n, angles, wflat, dtype)
+        v = v0 if m is None else (m @ v0.unsqueeze(-1)).squeeze(-1)
+        v = v.expand(angles.shape[0], n, 2)
+        if not n_layers:
+            return v, None
+        tiled = angles.repeat(1, n_layers) if plan.reuploads else None  # slot l * n + w reads input w
+        mats = slot_matrices(plan.rounds, n_layers * n, tiled, wflat, dtype)
+        return v, mats.unflatten(-3, (n_layers, n))
 
     def extra_repr(self) -> str:
         mode = (
@@ -463,38 +431,13 @@ def _truncate(sites: list[torch.Tensor], targets: list[int]) -> torch.Tensor:
     return kept
 
 
-_PAULI = {
-    "X": torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.complex128),
-    "Y": torch.tensor([[0.0, -1.0j], [1.0j, 0.0]], dtype=torch.complex128),
-    "Z": torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.complex128),
-}
-
-
-def _pauli(name: str, like: torch.Tensor) -> torch.Tensor:
-    """The (2, 2) Pauli matrix `name` in the dtype and on the device of `like` (X and Z real)."""
-    m = _PAULI[name]
-    return (m if like.is_complex() else m.real).to(dtype=like.dtype, device=like.device)
-
-
-def _bra(a: torch.Tensor, pauli: str | None) -> torch.Tensor:
-    """conj(a) (B, Dl, 2, Dr) with `pauli` moved onto it: sum over s' of P[s', s] conj(a)[:, :, s']."""
-    c = a.conj()
-    if pauli == "X":
-        return c.flip(2)
-    if pauli == "Z":
-        return torch.stack((c[:, :, 0], -c[:, :, 1]), 2)
-    if pauli == "Y":
-        return torch.stack((1j * c[:, :, 1], -1j * c[:, :, 0]), 2)
-    return c
-
-
 def _left(env: torch.Tensor, a: torch.Tensor, paulis: list) -> list[torch.Tensor]:
     """Left environment (B, Dl, Dl) (ket x bra) -> the ones after site a (B, Dl, 2, Dr), (B, Dr, Dr) each,
     one per entry of `paulis` (None: the identity) acting on the site: one product for the ket, one
     (as wide as `paulis`) for the bras."""
     batch, dl, _, dr = a.shape
     ket = env.mT @ a.reshape(batch, dl, 2 * dr)  # (B, Dl, 2 Dr): the ket contracted
-    bras = torch.cat([_bra(a, p).reshape(batch, 2 * dl, dr) for p in paulis], 2)
+    bras = torch.cat([bra(a, p).reshape(batch, 2 * dl, dr) for p in paulis], 2)
     return list((ket.reshape(batch, 2 * dl, dr).mT @ bras).split(dr, 2))
 
 
@@ -502,7 +445,7 @@ def _right(env: torch.Tensor, a: torch.Tensor, paulis: list) -> list[torch.Tenso
     """Right environment (B, Dr, Dr) -> the ones before site a, (B, Dl, Dl) each, per entry of `paulis`."""
     batch, dl, _, dr = a.shape
     ket = (a.reshape(batch, 2 * dl, dr) @ env).reshape(batch, dl, 2 * dr)
-    bras = torch.cat([_bra(a, p).reshape(batch, dl, 2 * dr) for p in paulis], 1)
+    bras = torch.cat([bra(a, p).reshape(batch, dl, 2 * dr) for p in paulis], 1)
     return list((ket @ bras.mT).split(dl, 2))
 
 

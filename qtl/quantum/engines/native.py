@@ -41,7 +41,7 @@ from torch import nn
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import adjoint
-from qtl.quantum.engines._compiler import Entangle, Plan, Round, compile_plan, forward_setup
+from qtl.quantum.engines._compiler import Entangle, Plan, compile_plan, forward_setup, slot_matrices
 from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
@@ -90,10 +90,7 @@ def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch
     (state[:, p] @ K.T == state @ K.T[inverse(p)]).
     """
     n, d = plan.n_qubits, 2**plan.n_qubits
-    v0 = torch.tensor([[a.real, b.real] for a, b in plan.v0], dtype=torch.float64)
-    if not plan.real:  # complex arithmetic only where the circuit needs it (a compiled step stays real)
-        v0 = torch.complex(v0, torch.tensor([[a.imag, b.imag] for a, b in plan.v0], dtype=torch.float64))
-    v0 = v0.to(dtype)
+    v0 = plan.v0_tensor(dtype)
     perms = {}
     for e in plan.unique_entanglers:
         perm = sv.cnot_permutation(n, list(e.pairs))
@@ -194,23 +191,13 @@ class NativeEngine(nn.Module):
 
     # ---- forward
 
-    @staticmethod
-    def _slot_matrices(rounds: tuple[Round, ...], n_slots: int, angles, wflat, dtype) -> torch.Tensor | None:
-        """(B?, n_slots, 2, 2) product of each slot's gates (later gates on the left), None if no gates."""
-        total = None
-        for r in rounds:
-            theta = r.angles(angles if r.source == "input" else wflat, n_slots)
-            m = sv.rotation_matrices(r.gate, theta, dtype)
-            total = m if total is None else m @ total
-        return total
-
     def _layer_factors(
         self, wflat, dtype, t: Tables, fold_cnots: bool = True
     ) -> tuple[torch.Tensor | None, list[list[torch.Tensor]] | None]:
         """The layers as (L, d, d) K.T with the CNOT runs folded in (one group, when `fold_cnots`), or per
         layer its (d, d) group blocks K."""
         n, n_layers = self.n_qubits, self.plan.n_layers
-        mats = self._slot_matrices(self.plan.rounds, n_layers * n, None, wflat, dtype)  # (L*n, 2, 2)
+        mats = slot_matrices(self.plan.rounds, n_layers * n, None, wflat, dtype)  # (L*n, 2, 2)
         if fold_cnots and t.folded is not None:
             kt = mats.flatten().index_select(0, t.folded).unflatten(0, (n_layers, n, 2**n, 2**n))
             return sv.product(kt, dim=1), None  # (L, d, d)
@@ -233,7 +220,7 @@ class NativeEngine(nn.Module):
         then each wire's (B, 2, 2) product of its gates."""
         n, n_layers = self.n_qubits, self.plan.n_layers
         tiled = angles.repeat(1, n_layers)  # (B, L * n): slot l * n + w reads input w
-        mats = self._slot_matrices(self.plan.rounds, n_layers * n, tiled, wflat, dtype)  # (B, L*n, 2, 2)
+        mats = slot_matrices(self.plan.rounds, n_layers * n, tiled, wflat, dtype)  # (B, L*n, 2, 2)
         if t.folded is not None:  # one wire group: per layer one (B, d, d) K.T, its CNOTs folded in
             kt = mats.flatten(1).index_select(1, t.folded).unflatten(1, (n_layers, n, 2**n, 2**n))
             for factor in sv.product(kt, dim=2).unbind(1):
@@ -268,7 +255,7 @@ class NativeEngine(nn.Module):
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
         # 1. product prefix: per-wire 2-vectors, then their Kronecker product
-        m = self._slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
+        m = slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
         v = t.v0[..., None] if m is None else m @ t.v0[..., None]  # (B?, n, 2, 1)
         kron = sv.kron_gather if n <= sv.GATHER_KRON_MAX_QUBITS else sv.kron_chain
         state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)

@@ -1,0 +1,53 @@
+"""Pauli strings: how CNOTs carry one through a circuit (Heisenberg picture), and Pauli operators moved
+onto the bra side of a tensor's physical index, as the MPS engine's observables need them."""
+
+from __future__ import annotations
+
+import torch
+
+#: A Pauli string: (sign, ((wire, "X" | "Y" | "Z"), ...)) with the wires in increasing order.
+PauliString = tuple[int, tuple[tuple[int, str], ...]]
+
+
+def conjugate_by_cnots(pauli: str, wire: int, pairs: list[tuple[int, int]], n: int) -> PauliString:
+    """C^dagger P_wire C for C the CNOTs `pairs` applied in order (first pair first), as a Pauli string.
+
+    Heisenberg picture: conjugate by the last CNOT first. Each CNOT (a, b) maps the string's bits by
+    x_b ^= x_a, z_a ^= z_b and flips its sign where x_a z_b (x_b ^ z_a ^ 1) (Aaronson and Gottesman).
+    """
+    x, z = [0] * n, [0] * n
+    x[wire], z[wire] = int(pauli in "XY"), int(pauli in "YZ")
+    sign = 0
+    for a, b in reversed(pairs):
+        sign ^= x[a] & z[b] & (x[b] ^ z[a] ^ 1)
+        x[b] ^= x[a]
+        z[a] ^= z[b]
+    names = {(1, 0): "X", (1, 1): "Y", (0, 1): "Z"}
+    return (-1 if sign else 1), tuple((w, names[x[w], z[w]]) for w in range(n) if x[w] or z[w])
+
+
+_MATRICES = {
+    "X": torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.complex128),
+    "Y": torch.tensor([[0.0, -1.0j], [1.0j, 0.0]], dtype=torch.complex128),
+    "Z": torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.complex128),
+}
+
+
+def pauli_matrix(name: str, like: torch.Tensor) -> torch.Tensor:
+    """The (2, 2) Pauli matrix `name` in the dtype and on the device of `like` (X and Z real)."""
+    m = _MATRICES[name]
+    return (m if like.is_complex() else m.real).to(dtype=like.dtype, device=like.device)
+
+
+def bra(a: torch.Tensor, pauli: str | None, dim: int = 2) -> torch.Tensor:
+    """conj(a) with `pauli` moved onto its physical index `dim` (2 for sites (B, Dl, 2, Dr)): entry s is
+    the sum over s' of P[s', s] conj(a)[s']. None: conj(a) itself."""
+    c = a.conj()
+    if pauli == "X":
+        return c.flip(dim)
+    zero, one = c.select(dim, 0), c.select(dim, 1)
+    if pauli == "Z":
+        return torch.stack((zero, -one), dim)
+    if pauli == "Y":
+        return torch.stack((1j * one, -1j * zero), dim)
+    return c
