@@ -43,7 +43,6 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +55,7 @@ from qtl.quantum.engines._compiler import Plan, Round
 from qtl.quantum.engines._memory import huge_page_empty
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
+from qtl.utils.threads import side_by_side
 
 #: Widest circuit whose layers are one block or two halves' blocks (at most 32 x 32); wider circuits
 #: take the units of `qtl.quantum.engines._units`.
@@ -321,7 +321,6 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     z, v = _pre_net(t.embed_phases, w1, b1, x)
     rows = chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
-    threads = torch.get_num_threads()
     workers = wide_workers(batch, rows) if x.device.type == "cpu" else 1
     e, g_a = torch.empty_like(z), torch.empty_like(z)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
@@ -347,15 +346,8 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     if workers == 1:
         loss, correct = run(sims[0], starts)
     else:
-        # each worker computes on one thread: OpenMP keeps the count per thread, and a new thread starts
-        # with the machine's (MKL's products in two workers then ran 1.7x slower, on three threads or more)
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers - 1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                others = [pool.submit(run, sim, starts[k::workers]) for k, sim in enumerate(sims[1:], 1)]
-                parts = [run(sims[0], starts[::workers])] + [f.result() for f in others]
-        finally:
-            torch.set_num_threads(threads)
+        # each worker on one torch thread (MKL's products in two workers ran 1.7x slower on three or more)
+        parts = side_by_side([functools.partial(run, sim, starts[k::workers]) for k, sim in enumerate(sims)])
         loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
     angle_grads = sum(sim.angle_grads() for sim in sims)
     return loss, correct, _grads(z, g_a, x, angle_grads.view(q.shape), g_logits, e)

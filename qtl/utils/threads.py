@@ -1,0 +1,31 @@
+"""CPU work split across threads, each computing on one torch thread.
+
+OpenMP keeps its thread count per thread, and a new thread starts with the machine's: two workers
+that each multiply with MKL would run on twice as many threads as there are cores. Each task here runs
+with one torch thread (the calling thread too, restored afterwards), so two tasks on two cores take
+one core each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+
+def side_by_side(tasks: list[Callable[[], Any]]) -> list[Any]:
+    """Run the tasks at once (the first in the calling thread, each on one torch thread) and return
+    their results in order; one task, or one torch thread, runs them in turn."""
+    threads = torch.get_num_threads()
+    if len(tasks) < 2 or threads < 2:
+        return [task() for task in tasks]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(tasks) - 1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            others = [pool.submit(task) for task in tasks[1:]]
+            first = tasks[0]()
+            return [first, *(f.result() for f in others)]
+    finally:
+        torch.set_num_threads(threads)
