@@ -330,11 +330,8 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         buffers += (scratch((rows, 2**n // 4), dtype=x.dtype, device=x.device),)
         sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
 
-    grad_mode = torch.is_grad_enabled()  # thread-local: a worker takes the step's
-
     def run(sim, mine: list[int]) -> tuple:
         loss, correct = 0, 0
-        torch.set_grad_enabled(grad_mode)
         for start in mine:
             part = slice(start, start + rows)
             e[part] = sim.forward(v[part])

@@ -16,15 +16,22 @@ import torch
 
 
 def side_by_side(tasks: list[Callable[[], Any]]) -> list[Any]:
-    """Run the tasks at once (the first in the calling thread, each on one torch thread) and return
-    their results in order; one task, or one torch thread, runs them in turn."""
+    """Run the tasks at once (the first in the calling thread, each on one torch thread, in the
+    caller's grad mode) and return their results in order; one task, or one torch thread, runs them
+    in turn."""
     threads = torch.get_num_threads()
     if len(tasks) < 2 or threads < 2:
         return [task() for task in tasks]
+    grad_mode = torch.is_grad_enabled()  # thread-local: each worker takes the caller's
+
+    def in_worker(task):
+        with torch.set_grad_enabled(grad_mode):
+            return task()
+
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(len(tasks) - 1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            others = [pool.submit(task) for task in tasks[1:]]
+            others = [pool.submit(in_worker, task) for task in tasks[1:]]
             first = tasks[0]()
             return [first, *(f.result() for f in others)]
     finally:

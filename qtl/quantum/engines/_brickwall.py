@@ -2,9 +2,9 @@
 
 The chain entangler applies CNOT(i, i+1) on the even pairs, then on the odd pairs. An even layer doubles
 the bond of every even cut (between wires 2i and 2i+1), an odd layer that of every odd cut, so all
-even sites share one shape (B, Do, 2, De) and all odd sites another (B, De, 2, Do). Stacked as
-(sites, B, Dl, 2, Dr) tensors, a layer of single-qubit gates is two elementwise operations per stack
-and a CNOT layer three, whatever the width: a 64-qubit block is about ten operations where the
+even sites share one shape and all odd sites another. Stacked as (sites, B, 2, Dl, Dr) tensors (the
+physical index first), a layer of single-qubit gates is one batched product per stack and a CNOT
+layer three operations, whatever the width: a 64-qubit block is about ten operations where the
 site-by-site simulation (`mps._cnot`) takes several hundred.
 
 A CNOT (control c, target c+1) is the bond-2 operator sum_k |k><k| (x) X^k. Its bond index k becomes
@@ -15,8 +15,10 @@ The chain's ends stay uniform too: the first site's left bond and the last site'
 carried at full size and read only at index 0 (the boundary vector e_0). A split of the first site's
 left bond puts the unflipped site at k = 0, so index 0 is unchanged; an end site that is no control
 of its layer gets its right bond doubled with zeros (`_control_masks`). Nothing is truncated or
-capped: bonds near the ends exceed 2**(wires to the end), which `mps._collapse` takes back exactly
-afterwards.
+capped: bonds near the ends exceed 2**(wires to the end), which costs little on a wide circuit.
+
+Where every site is D x D (`uniform`), `_mps_strings.expectations` measures Pauli strings on the two
+stacks with a backward written by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from qtl.quantum.engines._pauli import swap
 
 #: A CNOT layer of the chain: "even" pairs (0, 1), (2, 3), ... or "odd" pairs (1, 2), (3, 4), ...
 Layer = str
@@ -54,45 +58,44 @@ def stacked_log_bonds(layers: list[tuple[Layer, ...]]) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=32)
 def _control_masks(sites: int, last_unpaired: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(sites, 1, 1, 2, 2, 1) masks [s, k] of a control split: delta(s, k) (the projections), and for an
+    """(sites, 1, 2, 1, 2, 1) masks [s, k] of a control split: delta(s, k) (the projections), and for an
     unpaired last site [s, 0] = 1, [s, 1] = 0 (its right bond doubled with zeros)."""
     mask = torch.eye(2, dtype=dtype).expand(sites, 2, 2).clone()
     if last_unpaired:
         mask[-1] = torch.tensor([[1, 0], [1, 0]], dtype=dtype)
-    return mask.view(sites, 1, 1, 2, 2, 1).to(device)
+    return mask.view(sites, 1, 2, 1, 2, 1).to(device)
 
 
 def _control(x: torch.Tensor, last_unpaired: bool) -> torch.Tensor:
-    """Stacked sites (k, B, L, 2, R) as CNOT controls: right bond R -> 2R, index k * R + r."""
-    k, b, left, _, right = x.shape
+    """Stacked sites (k, B, 2, L, R) as CNOT controls: right bond R -> 2R, index k * R + r."""
+    k, b, _, left, right = x.shape
     mask = _control_masks(k, last_unpaired, x.dtype, x.device)
-    return (x.unsqueeze(4) * mask).reshape(k, b, left, 2, 2 * right)
+    return (x.unsqueeze(4) * mask).reshape(k, b, 2, left, 2 * right)
 
 
 def _target(x: torch.Tensor) -> torch.Tensor:
-    """Stacked sites (k, B, L, 2, R) as CNOT targets: left bond L -> 2L, index k * L + l holds X^k x."""
-    return torch.cat((x, x.flip(3)), 2)
+    """Stacked sites (k, B, 2, L, R) as CNOT targets: left bond L -> 2L, index k * L + l holds X^k x."""
+    return torch.cat((x, swap(x, 2)), 3)
 
 
 def _apply(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Stacked sites (k, B, L, 2, R) times each site's gate, (k, 2, 2) or per sample (B, k, 2, 2)."""
+    """Stacked sites (k, B, 2, L, R) times each site's gate, (k, 2, 2) or per sample (B, k, 2, 2)."""
     m = m.movedim(-3, 0) if m.dim() == 4 else m.unsqueeze(1)  # (k, B or 1, 2, 2)
-    col0 = m[..., 0].unsqueeze(2).unsqueeze(-1)  # (k, B or 1, 1, 2, 1): the gate's columns
-    col1 = m[..., 1].unsqueeze(2).unsqueeze(-1)
-    return torch.addcmul(col0 * x[:, :, :, :1], col1, x[:, :, :, 1:])
+    return (m @ x.flatten(3)).view(x.shape)
 
 
 def simulate(
     v: torch.Tensor, mats: torch.Tensor | None, layers: list[tuple[Layer, ...]]
-) -> list[torch.Tensor]:
-    """The MPS of a brick-wall circuit, as n site tensors (B, Dl, 2, Dr) in wire order.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MPS of a brick-wall circuit as two stacks, even sites (ne, B, 2, Do, De) and odd sites
+    (no, B, 2, De, Do), ends padded (read at index 0).
 
     v: (B, n, 2) every wire's state before the first CNOT (the product prefix); mats: (B?, L, n, 2, 2)
     the single-qubit gates after each CNOT run (a product per wire), None when L == 0; layers: the
-    first L' <= L runs as chain layers (`chain_layers`), of which the first L' are simulated.
+    first runs as chain layers (`chain_layers`), each followed by its gates.
     """
     batch, n, _ = v.shape
-    stacks = [v[:, p::2].movedim(1, 0).reshape(-1, batch, 1, 2, 1) for p in (0, 1)]  # even, odd sites
+    stacks = [v[:, p::2].movedim(1, 0).reshape(-1, batch, 2, 1, 1) for p in (0, 1)]  # even, odd sites
     for index, run in enumerate(layers):
         for name in run:
             control, target = (0, 1) if name == "even" else (1, 0)
@@ -102,8 +105,19 @@ def simulate(
             stacks[target] = _target(stacks[target])
         layer = mats[..., index, :, :, :]
         stacks = [_apply(stacks[p], layer[..., p::2, :, :]) for p in (0, 1)]
-    parts = [stack.unbind(0) for stack in stacks]  # one backward for all sites (a select's writes a stack)
-    sites = [parts[j % 2][j // 2] for j in range(n)]
-    sites[0] = sites[0][:, :1]
-    sites[-1] = sites[-1][..., :1]
-    return sites
+    return stacks[0], stacks[1]
+
+
+def sites(stacks: tuple[torch.Tensor, torch.Tensor], n: int) -> list[torch.Tensor]:
+    """The stacks as n site tensors (B, Dl, 2, Dr) in wire order, the ends cut to their boundary index."""
+    parts = [stack.transpose(2, 3).unbind(0) for stack in stacks]  # one backward for all of a stack
+    out = [parts[j % 2][j // 2] for j in range(n)]
+    out[0] = out[0][:, :1]
+    out[-1] = out[-1][..., :1]
+    return out
+
+
+def uniform(stacks: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """Whether every site of both stacks is D x D for one D (after whole blocks of a chain)."""
+    even, odd = stacks
+    return even.shape[1:] == odd.shape[1:] and even.shape[-1] == even.shape[-2]

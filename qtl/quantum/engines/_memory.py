@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import threading
 
 import torch
 
@@ -72,3 +73,70 @@ def huge_page_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
     except OSError:  # advice only: a kernel without huge pages leaves the buffer as it is
         pass
     return raw[offset : offset + nbytes].view(dtype).view(shape)
+
+
+#: Most bytes of free buffers a `BufferPool` keeps for later leases; past it, returned buffers are freed.
+POOL_BYTES = 2**30
+
+
+class BufferPool:
+    """Large CPU buffers kept between uses: a step that needs the same buffers again finds their pages
+    already mapped, where a fresh allocation of that size is a new mapping whose pages fault in again
+    (glibc returns large blocks to the system). Thread-safe. On other devices a lease hands out plain
+    `torch.empty` tensors (their allocators cache already)."""
+
+    def __init__(self, max_bytes: int = POOL_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def lease(self) -> Lease:
+        """A lease: buffers taken from it come back to the pool when it is released or collected."""
+        return Lease(self)
+
+    def _take(self, key: tuple) -> torch.Tensor:
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                buffer = free.pop()
+                self._bytes -= buffer.nbytes
+                return buffer
+        return huge_page_empty(*key)
+
+    def _give(self, buffers: list[torch.Tensor]) -> None:
+        with self._lock:
+            for buffer in buffers:
+                if self._bytes + buffer.nbytes <= self.max_bytes:
+                    self._free.setdefault((tuple(buffer.shape), buffer.dtype, buffer.device), []).append(
+                        buffer
+                    )
+                    self._bytes += buffer.nbytes
+
+
+class Lease:
+    """Buffers taken from a `BufferPool` for one use (a forward and its backward)."""
+
+    def __init__(self, pool: BufferPool) -> None:
+        self._pool, self._taken = pool, []
+
+    def take(self, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised buffer of this shape (a kept one when the pool has one)."""
+        device = torch.device(device)
+        if device.type != "cpu":
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        buffer = self._pool._take((tuple(shape), dtype, device))
+        self._taken.append(buffer)
+        return buffer
+
+    def zeros(self, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self.take(shape, dtype, device).zero_()
+
+    def release(self) -> None:
+        """Give every buffer back; none may be used after this."""
+        taken, self._taken = self._taken, []
+        if taken:
+            self._pool._give(taken)
+
+    def __del__(self) -> None:
+        self.release()

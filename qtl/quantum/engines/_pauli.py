@@ -39,15 +39,36 @@ def pauli_matrix(name: str, like: torch.Tensor) -> torch.Tensor:
     return (m if like.is_complex() else m.real).to(dtype=like.dtype, device=like.device)
 
 
+class _Swap(torch.autograd.Function):
+    """x with its two entries along `dim` exchanged, a gather whose backward is the same gather (flip's
+    kernel is several times slower, and index_select's backward zero-fills a whole gradient first)."""
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = dim
+        return x.index_select(dim, torch.tensor([1, 0], device=x.device))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.index_select(ctx.dim, torch.tensor([1, 0], device=grad.device)), None
+
+
+def swap(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x with its two entries along `dim` (of size 2) exchanged, differentiable."""
+    return _Swap.apply(x, dim % x.dim())
+
+
 def bra(a: torch.Tensor, pauli: str | None, dim: int = 2) -> torch.Tensor:
     """conj(a) with `pauli` moved onto its physical index `dim` (2 for sites (B, Dl, 2, Dr)): entry s is
-    the sum over s' of P[s', s] conj(a)[s']. None: conj(a) itself."""
+    the sum over s' of P[s', s] conj(a)[s']. None: conj(a) itself. Elementwise products and a gather
+    only, whose backward writes no zero-filled gradient (a select's or a stack's would)."""
     c = a.conj()
-    if pauli == "X":
-        return c.flip(dim)
-    zero, one = c.select(dim, 0), c.select(dim, 1)
+    if pauli is None:
+        return c
+    shape = [1] * a.dim()
+    shape[dim] = 2
     if pauli == "Z":
-        return torch.stack((zero, -one), dim)
-    if pauli == "Y":
-        return torch.stack((1j * one, -1j * zero), dim)
-    return c
+        return c * torch.tensor([1.0, -1.0], dtype=c.dtype, device=c.device).view(shape)
+    if pauli == "X":
+        return swap(c, dim)
+    return swap(c, dim) * torch.tensor([1j, -1j], dtype=c.dtype, device=c.device).view(shape)  # Y

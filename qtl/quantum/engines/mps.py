@@ -43,6 +43,7 @@ from torch import nn
 
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _brickwall as brickwall
+from qtl.quantum.engines import _mps_strings as mps_strings
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines._compiler import check_gates, check_inputs, compile_plan, slot_matrices
 from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
@@ -196,6 +197,11 @@ class MPSEngine(nn.Module):
                 [(p, conjugate_by_cnots(p, w, self._layers[-1], n)) for p in paulis] for w in range(n)
             ]
         # log2 bonds, site by site, after the first `count` blocks (forward's, the whole circuit's)
+        # what forward measures: the peeled strings, or Z on every wire
+        self._strings = [s for terms in self.peeled_strings for _, s in terms] or [
+            (1, ((w, "Z"),)) for w in range(n)
+        ]
+        self._string_plan = mps_strings.plan_strings(self._strings, n)
         counts = {self._simulated, len(self._layers)}
         self._bonds = {count: [0, *_profile(self._layers[:count], n), 0] for count in counts}
         # exact chains: every even site in one tensor and every odd one in another (`_brickwall`), where
@@ -245,10 +251,17 @@ class MPSEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
-        sites, mats = self._simulate(angles, weights, self._simulated)
+        state, mats = self._simulate(angles, weights, self._simulated, stacked=self.real)
+        if isinstance(state, tuple):  # a real chain's stacked sites: the strings in closed form
+            values = mps_strings.expectations(*state, self._string_plan)
+        elif self.peeled_strings:
+            values = _pauli_expvals(state, self._strings)
+        else:
+            return _z_expvals(state).to(angles.dtype)
         if self.peeled_strings:
-            return self._peeled_expvals(sites, mats[..., -1, :, :, :]).to(angles.dtype)
-        return _z_expvals(sites).to(angles.dtype)
+            values = values * self._peeled_weights(mats[..., -1, :, :, :]).to(values.dtype)
+            values = values.view(values.shape[0], self.n_qubits, -1).sum(2)
+        return values.to(angles.dtype)
 
     def parity(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights -> (B,) <Z (x) Z (x) ... (x) Z>, the global parity, differentiable."""
@@ -267,10 +280,11 @@ class MPSEngine(nn.Module):
         return self._simulate(angles, weights, len(self._layers), whole=True)[0]
 
     def _simulate(
-        self, angles, weights, count: int, whole: bool = False
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The MPS after the first `count` blocks (site tensors) and every block's single-qubit gates,
-        (B?, L, n, 2, 2) (`_matrices`)."""
+        self, angles, weights, count: int, whole: bool = False, stacked: bool = False
+    ) -> tuple[list[torch.Tensor] | tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """The MPS after the first `count` blocks and every block's single-qubit gates, (B?, L, n, 2, 2)
+        (`_matrices`). The MPS is a list of site tensors, or with `stacked` and where the chain's
+        stacked simulation runs with uniform bonds, the even and odd sites' stacks (`_brickwall.simulate`)."""
         n = self.n_qubits
         check_inputs(self.config, angles, weights)
         batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
@@ -279,10 +293,13 @@ class MPSEngine(nn.Module):
         dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
         v, mats = self._matrices(angles, weights.to(device=device, dtype=real_dtype).reshape(-1), dtype)
         kept = torch.ones(batch, dtype=real_dtype, device=device)
+        self.last_discarded = (1 - kept).detach()
         if self._stacked[count]:
-            sites = brickwall.simulate(v, mats, self._chain[:count])
+            stacks = brickwall.simulate(v, mats, self._chain[:count])
+            if stacked and brickwall.uniform(stacks):
+                return stacks, mats
+            sites = brickwall.sites(stacks, n)
             _collapse(sites, self._caps)
-            self.last_discarded = (1 - kept).detach()
             return sites, mats
         sites = [v[:, w].reshape(batch, 1, 2, 1) for w in range(n)]
         pending: dict[int, torch.Tensor] = {}  # wire -> (2, 2) or (B, 2, 2) product of its waiting gates
@@ -303,19 +320,17 @@ class MPSEngine(nn.Module):
         self.last_discarded = (1 - kept).detach()
         return sites, mats
 
-    def _peeled_expvals(self, sites, u: torch.Tensor) -> torch.Tensor:
-        """(B, n) <Z_i> after the peeled last block, from Pauli strings on the state before it; u (n, 2, 2)
-        is each wire's product of the block's gates."""
-        n = self.n_qubits
+    def _peeled_weights(self, u: torch.Tensor) -> torch.Tensor:
+        """The (n * terms,) weights of `_strings` whose sum per wire is <Z_i> after the peeled last block;
+        u (n, 2, 2) is each wire's product of the block's gates."""
         heisenberg = u.mH @ pauli_matrix("Z", u) @ u  # U^H Z U, Hermitian
-        strings, coefficients = [], []
-        for w, terms in enumerate(self.peeled_strings):
-            for p, string in terms:
-                strings.append(string)
-                coefficients.append((pauli_matrix(p, u) * heisenberg[w].mT).sum().real / 2)  # tr(P M) / 2
-        values = _pauli_expvals(sites, strings)  # (B, n * terms)
-        weighted = values * torch.stack(coefficients).to(values.dtype)
-        return weighted.view(values.shape[0], n, -1).sum(2)
+        return torch.stack(
+            [
+                (pauli_matrix(p, u) * heisenberg[w].mT).sum().real / 2  # tr(P M) / 2
+                for w, terms in enumerate(self.peeled_strings)
+                for p, _ in terms
+            ]
+        )
 
     def _matrices(self, angles, wflat, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, n, 2) every wire's state before the first CNOT, and (B?, L, n, 2, 2) each block's
