@@ -218,3 +218,117 @@ class TestInTheProduct:
             torch.testing.assert_close(
                 loaded.model.forward_features(val.features), result.model.forward_features(val.features)
             )
+
+
+def _with_path(engine: MPSEngine, stacked: bool) -> MPSEngine:
+    """The engine forced onto the stacked brick-wall simulation or the site-by-site one."""
+    engine._stacked = dict.fromkeys(engine._stacked, stacked)
+    return engine
+
+
+class TestBrickwall:
+    """Chains simulated as two stacks of sites (`_brickwall`) and, for real circuits, measured in closed
+    form (`_mps_strings`): the same values and gradients as the statevector engine."""
+
+    @pytest.mark.parametrize(
+        "config",
+        [
+            CircuitConfig(n_qubits=9, depth=4),  # odd width: the last site is an unpaired control
+            CircuitConfig(n_qubits=10, depth=5, hadamard=False),
+            CircuitConfig(n_qubits=7, depth=3, reupload=True),  # no peeled block: <Z_i> measured directly
+            CircuitConfig(n_qubits=8, depth=3, rotation="rot"),  # complex: stacks, then the site list
+            CircuitConfig(n_qubits=3, depth=6),
+            CircuitConfig(n_qubits=2, depth=3),  # no odd layer: the stacks are not square
+        ],
+        ids=str,
+    )
+    @pytest.mark.parametrize("stacked", [True, False])
+    def test_both_paths_agree_with_native(self, config, stacked):
+        engine = _with_path(MPSEngine(config), stacked)
+        got = _run(engine, *_inputs(config, 3, 5))
+        for g, w in zip(got, _native(config, 3, 5), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
+
+    def test_wide_chains_take_the_stacked_path(self):
+        assert MPSEngine(CircuitConfig(64, 6))._stacked == {5: True, 6: True}
+        assert not any(MPSEngine(CircuitConfig(6, 12))._stacked.values())  # bonds far past the caps
+        assert not any(MPSEngine(CircuitConfig(20, 4, entangler="ring"))._stacked.values())
+
+    def test_float32_step_matches_float64(self):
+        config = CircuitConfig(n_qubits=24, depth=6)
+        angles, weights, cot = _inputs(config, 4, 9)
+        engine = MPSEngine(config)
+        want = _run(engine, angles, weights, cot)
+        got = _run(engine, angles.float(), weights.float(), cot.float())
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=0)
+
+
+class TestClosedFormStrings:
+    """`_mps_strings.expectations` against autograd through the site-by-site contraction (`_pauli_expvals`)
+    on random chains, for strings of one to five sites with identities and both Paulis inside."""
+
+    STRINGS = [
+        (1, ((0, "Z"),)),
+        (1, ((6, "X"),)),  # the last site
+        (-1, ((2, "X"), (3, "Z"))),
+        (1, ((1, "Z"), (2, "X"), (3, "X"))),
+        (1, ((1, "Z"), (2, "X"), (3, "Z"))),  # shares its start and first carry with the one above
+        (-1, ((0, "X"), (4, "Z"))),  # three identities carried through
+        (1, ((2, "Z"), (3, "Z"), (4, "X"), (5, "Z"), (6, "X"))),
+    ]
+
+    def _chain(self, n: int, batch: int):
+        from qtl.quantum.engines import _brickwall as brickwall
+
+        engine = MPSEngine(CircuitConfig(n, 4))
+        angles, weights, _ = _inputs(engine.config, batch, 3)
+        v, mats = engine._matrices(angles, weights.reshape(-1), torch.float64)
+        return brickwall.simulate(v, mats, engine._chain[:3])
+
+    def test_values_and_gradients_match_autograd(self):
+        from qtl.quantum.engines import _brickwall as brickwall
+        from qtl.quantum.engines import _mps_strings as mps_strings
+        from qtl.quantum.engines.mps import _pauli_expvals
+
+        even, odd = (s.detach().requires_grad_(True) for s in self._chain(7, 3))
+        plan = mps_strings.plan_strings(self.STRINGS, 7)
+        assert len(plan.carries) == 1 + 3 + 3  # the carry two strings share is made once
+        cotangent = torch.randn(
+            3, len(self.STRINGS), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        got = mps_strings.expectations(even, odd, plan)
+        got_grads = torch.autograd.grad((got * cotangent).sum(), (even, odd))
+        want = _pauli_expvals(brickwall.sites((even, odd), 7), self.STRINGS)
+        want_grads = torch.autograd.grad((want * cotangent).sum(), (even, odd))
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
+        assert got.abs().max() > 0.05  # not a trivial state
+
+    def test_buffers_are_kept_between_steps_and_come_back_without_a_backward(self):
+        from qtl.quantum.engines import _mps_strings as mps_strings
+        from qtl.quantum.engines._memory import BufferPool
+
+        pool, mps_strings.POOL = mps_strings.POOL, BufferPool()
+        try:
+            even, odd = (s.detach().requires_grad_(True) for s in self._chain(7, 2))
+            plan = mps_strings.plan_strings(self.STRINGS, 7)
+            mps_strings.expectations(even, odd, plan).sum().backward()
+            kept = mps_strings.POOL._bytes
+            assert kept > 0  # every buffer of the forward and backward is back
+            mps_strings.expectations(even, odd, plan).sum().backward()
+            assert mps_strings.POOL._bytes == kept  # the second step took the same buffers, no new ones
+            with torch.no_grad():
+                mps_strings.expectations(even, odd, plan)
+            assert mps_strings.POOL._bytes == kept  # a forward without backward gives them back at once
+        finally:
+            mps_strings.POOL = pool
+
+    def test_complex_sites_are_refused(self):
+        from qtl.quantum.engines import _mps_strings as mps_strings
+
+        even, odd = self._chain(5, 1)
+        plan = mps_strings.plan_strings([(1, ((0, "Z"),))], 5)
+        with pytest.raises(ValueError, match="real"):
+            mps_strings.expectations(even.to(torch.complex128), odd.to(torch.complex128), plan)
