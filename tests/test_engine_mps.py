@@ -293,7 +293,8 @@ class TestClosedFormStrings:
 
         even, odd = (s.detach().requires_grad_(True) for s in self._chain(7, 3))
         plan = mps_strings.plan_strings(self.STRINGS, 7)
-        assert len(plan.carries) == 1 + 3 + 3  # the carry two strings share is made once
+        left, right = len(plan.left.carries), len(plan.right.carries)
+        assert left + right <= 8 and abs(left - right) <= 1  # the middle sites split between the sweeps
         cotangent = torch.randn(
             3, len(self.STRINGS), generator=torch.Generator().manual_seed(0), dtype=torch.float64
         )

@@ -78,10 +78,69 @@ def _target(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((x, swap(x, 2)), 3)
 
 
-def _apply(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Stacked sites (k, B, 2, L, R) times each site's gate, (k, 2, 2) or per sample (B, k, 2, 2)."""
-    m = m.movedim(-3, 0) if m.dim() == 4 else m.unsqueeze(1)  # (k, B or 1, 2, 2)
-    return (m @ x.flatten(3)).view(x.shape)
+def _gates(m: torch.Tensor) -> torch.Tensor:
+    """Each site's gate, (k, 2, 2) or per sample (B, k, 2, 2), as (k, B or 1, 2, 2)."""
+    return m.movedim(-3, 0) if m.dim() == 4 else m.unsqueeze(1)
+
+
+def _steps(layers: list[tuple[Layer, ...]], n: int):
+    """Per block, its CNOT layers as (control stack, target stack, last control unpaired)."""
+    out = []
+    for run in layers:
+        block = []
+        for name in run:
+            control = 0 if name == "even" else 1
+            # the last site is a control without a target when its parity is the control's
+            block.append((control, 1 - control, (n - 1) % 2 == control))
+        out.append(block)
+    return out
+
+
+class _Simulate(torch.autograd.Function):
+    """The brick wall's stacks from the product state and the blocks' gates; backward by hand (autograd
+    would keep every block's split copies and zero-fill a gradient for each)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, mats: torch.Tensor | None, layers: tuple, n: int):
+        batch = v.shape[0]
+        stacks = [v[:, p::2].movedim(1, 0).reshape(-1, batch, 2, 1, 1) for p in (0, 1)]  # even, odd
+        before = []  # each block's stacks before its gates
+        for index, block in enumerate(_steps(list(layers), n)):
+            for control, target, last_unpaired in block:
+                stacks[control] = _control(stacks[control], last_unpaired)
+                stacks[target] = _target(stacks[target])
+            before.append(stacks)
+            layer = mats[..., index, :, :, :]
+            stacks = [
+                (_gates(layer[..., p::2, :, :]) @ x.flatten(3)).view(x.shape) for p, x in enumerate(stacks)
+            ]
+        ctx.layers, ctx.n, ctx.before, ctx.batch = layers, n, before, batch
+        ctx.save_for_backward(mats)
+        return stacks[0], stacks[1]
+
+    @staticmethod
+    def backward(ctx, d_even, d_odd):
+        (mats,) = ctx.saved_tensors
+        grads, d_mats = [d_even, d_odd], None if mats is None else torch.zeros_like(mats)
+        for index, block in reversed(list(enumerate(_steps(list(ctx.layers), ctx.n)))):
+            for p, x in enumerate(ctx.before[index]):
+                m = _gates(mats[..., index, p::2, :, :])  # y = m x: dm = dy x^H, dx = m^H dy
+                dy = grads[p].flatten(3)
+                dm = dy @ x.flatten(3).mH  # (k, B, 2, 2); conjugates: complex gradients
+                d_mats[..., index, p::2, :, :] = dm.movedim(0, -3) if mats.dim() == 5 else dm.sum(1)
+                grads[p] = (m.mH @ dy).view(x.shape)
+            for control, target, last_unpaired in reversed(block):
+                g = grads[control]
+                k, b, _, left, right = g.shape
+                mask = _control_masks(k, last_unpaired, g.dtype, g.device)
+                grads[control] = (g.view(k, b, 2, left, 2, right // 2) * mask).sum(4)
+                g = grads[target]
+                half = g.shape[3] // 2
+                grads[target] = g[:, :, :, :half] + swap(g[:, :, :, half:], 2)
+        d_v = torch.empty(ctx.batch, ctx.n, 2, dtype=grads[0].dtype, device=grads[0].device)
+        for p in (0, 1):
+            d_v[:, p::2] = grads[p].reshape(-1, ctx.batch, 2).movedim(0, 1)
+        return d_v, d_mats, None, None
 
 
 def simulate(
@@ -94,18 +153,7 @@ def simulate(
     the single-qubit gates after each CNOT run (a product per wire), None when L == 0; layers: the
     first runs as chain layers (`chain_layers`), each followed by its gates.
     """
-    batch, n, _ = v.shape
-    stacks = [v[:, p::2].movedim(1, 0).reshape(-1, batch, 2, 1, 1) for p in (0, 1)]  # even, odd sites
-    for index, run in enumerate(layers):
-        for name in run:
-            control, target = (0, 1) if name == "even" else (1, 0)
-            # the last site is a control without a target when its parity is the control's
-            last_unpaired = (n - 1) % 2 == control
-            stacks[control] = _control(stacks[control], last_unpaired)
-            stacks[target] = _target(stacks[target])
-        layer = mats[..., index, :, :, :]
-        stacks = [_apply(stacks[p], layer[..., p::2, :, :]) for p in (0, 1)]
-    return stacks[0], stacks[1]
+    return _Simulate.apply(v, mats, tuple(layers), v.shape[1])
 
 
 def sites(stacks: tuple[torch.Tensor, torch.Tensor], n: int) -> list[torch.Tensor]:

@@ -1,25 +1,26 @@
 """Expectations of Pauli strings on a real matrix product state of uniform bond, forward and backward by
 hand (`expectations`), for the stacked brick-wall MPS (`_brickwall`).
 
-The sites come as one tensor (n, B, D, 2, D) (left bond, physical index, right bond), the chain's ends
-padded and read at index 0 (the boundary e_0 e_0^T). With L_j (B, D, D) the left environment of the
-first j sites (ket x bra), one step of the left sweep is two batched products on views of the site:
+The sites come as the brick wall's two stacks (k, B, 2, D, D), the chain's ends padded and read at
+index 0 (the boundary e_0 e_0^T). Each sweep copies them site by site into (n, B, D, 2, D) (left bond,
+physical index, right bond). With L_j (B, D, D) the left environment of the first j sites (ket x bra),
+one step of the left sweep is two batched products on views of the site:
 
     T_j = L_j^T A_j             (D x 2D: A_j as D x 2D)
     L_j+1 = T_j^T A_j           (T_j and A_j as 2D x D)
 
 and the right sweep is the same recurrence over the transposed sites (right bond first) from the end.
-A string from site f to site l is the left environment through f with its Pauli on the bra of f
-(T_f^T (P A_f)), carried through its middle sites, met with the right one from l on with P_l on l;
-a string on one site meets the plain right environment from f + 1 on. Values are divided by the norm
-<psi|psi> (L_n read at the boundary).
+A string from site f to site l meets its left part, the left environment through f with P_f on the
+bra of f (T_f^T (P A_f)) carried through the middle sites up to a cut, with its right part, the same
+from l down to the cut (a string on one site meets the plain right environment from f + 1 on); the cut
+splits the middle sites evenly between the sweeps (`plan_strings`). Every piece is computed in its
+sweep at its step, while the site is in cache. Values are divided by the norm <psi|psi>.
 
-The backward runs the same recurrences in reverse: per step of a sweep one product gives the
-gradient of T_j and one that of L_j (dL_j = A_j dT_j^T, dT_j = A_j dL_j+1^T plus what the strings
-read from T_j), so a sweep's gradient is two products per site in a loop and two over all sites at
-once after it (dA_j = L_j dT_j + T_j dL_j+1). Nothing goes through autograd: the saved tensors are
-a few buffers, each one huge-page mapping (`_memory.huge_page_empty`), not hundreds of tensors, and
-a step's allocations do not page-fault in 4 KiB pieces.
+The backward runs the same recurrences in reverse, per step: dT_j = A_j dL_j+1^T (plus what the
+strings read from T_j), dL_j = A_j dT_j^T, dA_j = T_j dL_j+1 + L_j dT_j (plus the strings' share).
+The two sweeps, forward and backward, run side by side in two threads (`qtl.utils.threads`), each on
+one torch thread. Nothing goes through autograd, and every large buffer is leased from a pool kept
+between steps (`_memory.BufferPool`): a fresh allocation of that size page-faults in again each step.
 """
 
 from __future__ import annotations
@@ -35,60 +36,72 @@ from qtl.utils.threads import side_by_side
 
 
 @dataclass(frozen=True)
-class StringPlan:
-    """Where each string's pieces come from, fixed once per engine (n sites, m strings).
+class Side:
+    """What one sweep computes for the strings, in its own steps (the right sweep's step k is site
+    n - 1 - k): groups (Pauli or None, steps), one row per step each, the environment through that step
+    with the Pauli on its site (None: the plain environment before the step); carries (step, Pauli or
+    None, source row, new row) in step order, a row carried through a string's middle site (rows after
+    the groups'); index: per string, the row its part ends in."""
 
-    starts: per Pauli P, the sites whose left environment with P on them some string starts from (one
-    row each, in this order); carries: (site, Pauli or None, source row, new row) in site order, a row
-    carried through a middle site of a string (rows after the starts' ones); start_index: per string,
-    the row its left part ends in. ends and end_index: the same on the right (steps of the right sweep:
-    site l is step n - 1 - l), with None for the plain right environment (step index), no carries.
-    """
+    groups: tuple[tuple[str | None, tuple[int, ...]], ...]
+    carries: tuple[tuple[int, str | None, int, int], ...]
+    index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StringPlan:
+    """Where each string's pieces come from, fixed once per engine (n sites, m strings): a string from
+    site f to site l is its left part (f and the middle sites up to a cut) met with its right part (l
+    and the middle sites down to the cut); the cut balances the two sweeps' carries."""
 
     n: int
     signs: tuple[float, ...]
-    starts: tuple[tuple[str, tuple[int, ...]], ...]
-    carries: tuple[tuple[int, str | None, int, int], ...]
-    start_index: tuple[int, ...]
-    ends: tuple[tuple[str | None, tuple[int, ...]], ...]
-    end_index: tuple[int, ...]
+    left: Side
+    right: Side
 
 
-def _tables(keys: list[tuple[str | None, int]]) -> tuple[tuple, dict]:
-    """(Pauli, step) keys -> their groups (Pauli, sorted steps) and each key's row."""
+def _side(starts: list[tuple[str | None, int]], carries: list[list[tuple[int, str | None]]]) -> Side:
+    """A `Side` from each string's first (Pauli, step) and its (step, Pauli) carries in order."""
     grouped: dict = {}
-    for p, j in keys:
-        grouped.setdefault(p, set()).add(j)
-    order = [(p, tuple(sorted(grouped[p]))) for p in sorted(grouped, key=str)]
-    rows, row = {}, 0
-    for p, steps in order:
-        rows.update({(p, j): row + i for i, j in enumerate(steps)})
-        row += len(steps)
-    return tuple(order), rows
+    for p, k in starts:
+        grouped.setdefault(p, set()).add(k)
+    groups = tuple((p, tuple(sorted(grouped[p]))) for p in sorted(grouped, key=str))
+    rows, count = {}, 0
+    for p, steps in groups:
+        for k in steps:
+            rows[p, k] = count
+            count += 1
+    made: dict = {}  # (step, Pauli, source row) -> row: a carry two strings share is made once
+    index = []
+    for start, path in zip(starts, carries, strict=True):
+        row = rows[start]
+        for step, p in path:
+            row = made.setdefault((step, p, row), count + len(made))
+        index.append(row)
+    ordered = sorted(((step, p, source, row) for (step, p, source), row in made.items()), key=lambda c: c[0])
+    return Side(groups, tuple(ordered), tuple(index))
 
 
 def plan_strings(strings: list[PauliString], n: int) -> StringPlan:
     """The `StringPlan` of Pauli strings (sign, ((wire, Pauli), ...)) on n sites."""
-    starts, rows = _tables([(ops[0][1], ops[0][0]) for _, ops in strings])
-    carried: dict = {}  # (site, Pauli, source row) -> row: a carry two strings share is made once
-    start_index = []
+    starts, ends, left_carries, right_carries = [], [], [], []
+    load = [0, 0]  # carries each sweep holds so far
     for _, ops in strings:
-        row, on = rows[ops[0][1], ops[0][0]], dict(ops)
-        for site in range(ops[0][0] + 1, ops[-1][0]):
-            key = (site, on.get(site), row)
-            row = carried.setdefault(key, len(rows) + len(carried))
-        start_index.append(row)
-    carries = tuple(
-        sorted(((site, p, source, row) for (site, p, source), row in carried.items()), key=lambda c: c[0])
-    )
-    end_keys = [
-        (ops[-1][1], n - 1 - ops[-1][0]) if len(ops) > 1 else (None, n - 1 - ops[0][0]) for _, ops in strings
-    ]
-    ends, end_rows = _tables(end_keys)
+        (f, first), (last, p_last), on = ops[0], ops[-1], dict(ops)
+        middle = list(range(f + 1, last))
+        cut = f + len(middle) // 2 + (len(middle) % 2 if load[0] <= load[1] else 0)  # sites f..cut go left
+        starts.append((first, f))
+        left_carries.append([(site, on.get(site)) for site in range(f + 1, cut + 1)])
+        if last == f:
+            ends.append((None, n - 1 - f))  # the plain right environment from f + 1 on
+            right_carries.append([])
+        else:
+            ends.append((p_last, n - 1 - last))
+            right_carries.append([(n - 1 - site, on.get(site)) for site in range(last - 1, cut, -1)])
+        load[0] += len(left_carries[-1])
+        load[1] += len(right_carries[-1])
     signs = tuple(float(sign) for sign, _ in strings)
-    return StringPlan(
-        n, signs, starts, carries, tuple(start_index), ends, tuple(end_rows[k] for k in end_keys)
-    )
+    return StringPlan(n, signs, _side(starts, left_carries), _side(ends, right_carries))
 
 
 #: Large buffers of the forward and backward, kept between steps (`_memory.BufferPool`).
@@ -242,21 +255,21 @@ class _Expectations(torch.autograd.Function):
         lease = POOL.lease()
         shape = (n, batch, d, 2, d)
 
-        def side(groups, carries, index, ordered):  # one sweep with the rows the strings read
+        def side(part: Side, ordered: bool):  # one sweep with the rows the strings read
             x = lease.take(shape, dtype, device)
             for k in range(n):  # (B, 2, Dl, Dr) -> left bond, physical, right bond; or for the right
                 j = k if ordered else n - 1 - k  # sweep, transposed sites from the end
                 site = (odd if j % 2 else even)[j // 2]
                 x[k].copy_(site.permute(0, 2, 1, 3) if ordered else site.permute(0, 3, 1, 2))
-            kets, envs, rows = _sweep(x, groups, carries, lease)
-            out = lease.take((len(index), batch, d, d), dtype, device)
-            torch.index_select(rows, 0, _index(index, device), out=out)
+            kets, envs, rows = _sweep(x, part.groups, part.carries, lease)
+            out = lease.take((len(part.index), batch, d, d), dtype, device)
+            torch.index_select(rows, 0, _index(part.index, device), out=out)
             return x, kets, envs, rows, out
 
         left, right = side_by_side(
             [
-                functools.partial(side, plan.starts, plan.carries, plan.start_index, True),
-                functools.partial(side, plan.ends, (), plan.end_index, False),
+                functools.partial(side, plan.left, True),
+                functools.partial(side, plan.right, False),
             ]
         )
         starts, ends = left[-1], right[-1]
@@ -276,21 +289,21 @@ class _Expectations(torch.autograd.Function):
         weight = (grad * starts.new_tensor(plan.signs) / norm.unsqueeze(1)).mT  # (m, B): d value / d <st, en>
         d_norm = -(grad * values).sum(1) / norm
 
-        def back(side, groups, carries, index, other, d_norm):
+        def back(side, part: Side, other, d_norm):
             x, kets, envs, rows = side
             d_rows = lease.zeros(rows.shape, dtype, device)
             from_strings = torch.mul(
                 weight[..., None, None], other, out=lease.take(other.shape, dtype, device)
             )
-            d_rows.index_add_(0, _index(index, device), from_strings)
+            d_rows.index_add_(0, _index(part.index, device), from_strings)
             dx = lease.zeros(x.shape, dtype, device)
-            _sweep_backward(x, kets, envs, rows, groups, carries, d_rows, d_norm, dx, lease)
+            _sweep_backward(x, kets, envs, rows, part.groups, part.carries, d_rows, d_norm, dx, lease)
             return dx
 
         d_left, d_right = side_by_side(
             [
-                functools.partial(back, left, plan.starts, plan.carries, plan.start_index, ends, d_norm),
-                functools.partial(back, right, plan.ends, (), plan.end_index, starts, None),
+                functools.partial(back, left, plan.left, ends, d_norm),
+                functools.partial(back, right, plan.right, starts, None),
             ]
         )
         # handed to autograd, so not leased buffers; each site's (B, 2, Dl, Dr) from both sweeps

@@ -2,7 +2,9 @@
 
 A statevector doubles with every qubit; a matrix product state (MPS) grows only with the entanglement
 across each cut. The state is a list of site tensors, one per wire, each (B, Dl, 2, Dr): batch, left
-bond, physical index, right bond. The circuit is read from the same gate list as every other engine:
+bond, physical index, right bond. The circuit is read from the native engine's compiled plan of the
+same gate list (`_compiler.compile_plan`: the product state before the first CNOT, then per block a CNOT
+run and each wire's product of single-qubit gates, built with one call per round):
 
 - single-qubit gates are fused per wire and multiplied into that wire's site tensor when a two-qubit
   gate (or the measurement) needs it;
@@ -17,6 +19,12 @@ Bond dimensions: the brick wall of `chain` doubles every bond once per block, so
 2**min(left wires, right wires). After each run of two-qubit gates a bond above that physical bound
 is brought down to it exactly, without decomposition: the wires on its short side are contracted into
 one matrix, which the next wire absorbs, and they become the computational basis (identity tensors).
+
+Exact chains take a faster path (`_brickwall`) where its uniform bonds cost at most BRICKWALL_MAX_COST
+times the capped ones (wide circuits): all even sites in one tensor, all odd ones in another, so a
+block is about ten operations whatever the width, and a real circuit's observables are measured on the
+two stacks in closed form (`_mps_strings`: two sweeps side by side in two threads, backward by hand,
+buffers kept between steps). Complex circuits and `sites` take the stacks apart into the site list.
 
 `bond_bound` is the largest bond the exact simulation needs. With `max_bond` below it, the engine
 truncates: after each run of two-qubit gates that leaves a bond above `max_bond`, one sweep brings the
