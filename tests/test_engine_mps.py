@@ -333,3 +333,23 @@ class TestClosedFormStrings:
         plan = mps_strings.plan_strings([(1, ((0, "Z"),))], 5)
         with pytest.raises(ValueError, match="real"):
             mps_strings.expectations(even.to(torch.complex128), odd.to(torch.complex128), plan)
+
+
+def test_buffer_pool_keeps_at_most_its_budget_giving_up_the_shapes_used_longest_ago():
+    from qtl.quantum.engines._memory import BufferPool
+
+    pool = BufferPool(max_bytes=3 * 4096 * 4)
+    first = pool.lease()
+    a, b = first.take((4096,), torch.float32, "cpu"), first.take((4096,), torch.float32, "cpu")
+    first.release()
+    second = pool.lease()
+    assert {second.take((4096,), torch.float32, "cpu").data_ptr() for _ in range(2)} == {
+        a.data_ptr(),
+        b.data_ptr(),
+    }
+    second.take((2, 4096), torch.float64, "cpu")  # 64 KiB: past the budget once given back
+    second.release()
+    assert pool._bytes <= pool.max_bytes
+    third = pool.lease()
+    assert third.take((2, 4096), torch.float64, "cpu").shape == (2, 4096)
+    assert pool._bytes == 0  # the float32 buffers went first, then the float64 one past the budget alone

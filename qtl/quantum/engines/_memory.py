@@ -3,6 +3,7 @@ large buffers."""
 
 from __future__ import annotations
 
+import collections
 import math
 import mmap
 import os
@@ -82,12 +83,13 @@ POOL_BYTES = 2**30
 class BufferPool:
     """Large CPU buffers kept between uses: a step that needs the same buffers again finds their pages
     already mapped, where a fresh allocation of that size is a new mapping whose pages fault in again
-    (glibc returns large blocks to the system). Thread-safe. On other devices a lease hands out plain
-    `torch.empty` tensors (their allocators cache already)."""
+    (glibc returns large blocks to the system). At most `max_bytes` are kept, the shapes used longest
+    ago given up first. Thread-safe. On other devices a lease hands out plain `torch.empty` tensors
+    (their allocators cache already)."""
 
     def __init__(self, max_bytes: int = POOL_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._free: collections.OrderedDict[tuple, list[torch.Tensor]] = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -99,6 +101,7 @@ class BufferPool:
         with self._lock:
             free = self._free.get(key)
             if free:
+                self._free.move_to_end(key)
                 buffer = free.pop()
                 self._bytes -= buffer.nbytes
                 return buffer
@@ -107,11 +110,15 @@ class BufferPool:
     def _give(self, buffers: list[torch.Tensor]) -> None:
         with self._lock:
             for buffer in buffers:
-                if self._bytes + buffer.nbytes <= self.max_bytes:
-                    self._free.setdefault((tuple(buffer.shape), buffer.dtype, buffer.device), []).append(
-                        buffer
-                    )
-                    self._bytes += buffer.nbytes
+                key = (tuple(buffer.shape), buffer.dtype, buffer.device)
+                self._free.setdefault(key, []).append(buffer)
+                self._free.move_to_end(key)
+                self._bytes += buffer.nbytes
+            while self._bytes > self.max_bytes:  # the least recently used shapes go first
+                key, free = next(iter(self._free.items()))
+                self._bytes -= free.pop().nbytes
+                if not free:
+                    del self._free[key]
 
 
 class Lease:
