@@ -66,8 +66,9 @@ MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
 #: forward without gradients holds at once (the sites, their environments).
 _STATE_COPIES, _INFERENCE_COPIES = 12, 4
 #: Chains take the stacked simulation (`_brickwall`) while its uniform bonds hold at most this many times
-#: the amplitudes of the site-by-site one with every bond capped (wide circuits: about 1.2-2).
-BRICKWALL_MAX_COST = 3.0
+#: the amplitudes of the site-by-site one with every bond capped (depth 6: 2.6 at 14 qubits, where both
+#: paths take the same time, 2.2 at 16, 1.2 at 64; docs/benchmarks.md).
+BRICKWALL_MAX_COST = 2.5
 
 
 class BondTooLargeError(ValueError):
