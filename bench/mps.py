@@ -5,6 +5,8 @@ A step is forward + backward + Adam step of `DressedQuantumCircuit(512, 2, confi
 Depth 6, batch 32 (the paper's circuit depth):
 
     mps            qtl's MPS engine, exact (bond up to 2**6 = 64)  4, 8, 16, 20, 32, 64, 128 qubits
+    mps-sites      the same, always site by site (never the stacked  12, 14, 16, 20, 32 qubits
+                   chain of `_brickwall`): where the paths cross
     mps@REF        with --baseline REF: the MPS engine of git commit REF (`git show REF:qtl/quantum/
                    engines/mps.py`, imported beside this tree's), the same sizes
     native         qtl's statevector engine                       16, 20 qubits
@@ -52,7 +54,7 @@ from qtl.training.steps import train_step
 
 DEPTH, BATCH = 6, 32
 WIDTHS = (4, 8, 16, 20, 32, 64, 128)
-SIZES = {"mps": WIDTHS, "native": (16, 20), "default.tensor": WIDTHS}
+SIZES = {"mps": WIDTHS, "mps-sites": (12, 14, 16, 20, 32), "native": (16, 20), "default.tensor": WIDTHS}
 TARGET_64_S = 0.2  # 64 qubits, depth 6, batch 32: seconds per step
 TARGET_RATIO = 10.0  # at least 10x faster than default.tensor
 TARGET_RECIPE_S = 600.0  # the 128-qubit recipe in minutes: at most ten
@@ -64,9 +66,12 @@ BASELINE: dict = {}  # "mps@REF" -> that commit's mps module
 def build_head(engine: str, n: int) -> DressedQuantumCircuit:
     torch.manual_seed(0)
     options = {"diff_method": "best"} if engine == "default.tensor" else {}
-    head = DressedQuantumCircuit(512, 2, CircuitConfig(n, DEPTH), engine=engine.split("@")[0], **options)
+    name = "mps" if engine == "mps-sites" else engine.split("@")[0]
+    head = DressedQuantumCircuit(512, 2, CircuitConfig(n, DEPTH), engine=name, **options)
     if engine in BASELINE:
         head.engine = BASELINE[engine].MPSEngine(CircuitConfig(n, DEPTH))
+    if engine == "mps-sites":  # the site-by-site simulation, where mps may take the stacked chain
+        head.engine._stacked = dict.fromkeys(head.engine._stacked, False)
     return head
 
 
@@ -199,6 +204,8 @@ def main() -> int:
     if args.baseline:
         BASELINE[f"mps@{args.baseline}"] = module_at(args.baseline, "qtl/quantum/engines/mps.py")
         engines = {"mps": WIDTHS, f"mps@{args.baseline}": WIDTHS, **engines}
+    if "mps-sites" in engines:  # mps beside it at its sizes, so that each has a ratio
+        engines["mps"] = tuple(sorted({*engines.get("mps", ()), *SIZES["mps-sites"]}))
     repeats = 2 if args.quick else args.repeats
     sizes = [16, 32] if args.quick else sorted({n for s in engines.values() for n in s})
     sizes = [n for n in sizes if n in args.sizes] if args.sizes else sizes
