@@ -333,13 +333,8 @@ class MPSEngine(nn.Module):
         """The (n * terms,) weights of `_strings` whose sum per wire is <Z_i> after the peeled last block;
         u (n, 2, 2) is each wire's product of the block's gates."""
         heisenberg = u.mH @ pauli_matrix("Z", u) @ u  # U^H Z U, Hermitian
-        return torch.stack(
-            [
-                (pauli_matrix(p, u) * heisenberg[w].mT).sum().real / 2  # tr(P M) / 2
-                for w, terms in enumerate(self.peeled_strings)
-                for p, _ in terms
-            ]
-        )
+        paulis = torch.stack([pauli_matrix(p, u) for p, _ in self.peeled_strings[0]])  # every wire's terms
+        return torch.einsum("tij,wji->wt", paulis, heisenberg).real.flatten() / 2  # tr(P M) / 2
 
     def _matrices(self, angles, wflat, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, n, 2) every wire's state before the first CNOT, and (B?, L, n, 2, 2) each block's
