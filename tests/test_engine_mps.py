@@ -353,3 +353,34 @@ def test_buffer_pool_keeps_at_most_its_budget_giving_up_the_shapes_used_longest_
     third = pool.lease()
     assert third.take((2, 4096), torch.float64, "cpu").shape == (2, 4096)
     assert pool._bytes == 0  # the float32 buffers went first, then the float64 one past the budget alone
+
+
+class TestClosedFormInUse:
+    """The stacked chain's hand-written backwards in the states a caller reaches."""
+
+    CONFIG = CircuitConfig(n_qubits=24, depth=4)
+
+    def test_a_second_backward_of_a_kept_graph_gives_the_same_gradients(self):
+        angles, weights, cot = _inputs(self.CONFIG, 3, 2)
+        weights.requires_grad_(True)
+        out = (MPSEngine(self.CONFIG)(angles, weights) * cot).sum()
+        first = torch.autograd.grad(out, weights, retain_graph=True)[0]
+        second = torch.autograd.grad(out, weights)[0]  # the backward's buffers were reused meanwhile
+        torch.testing.assert_close(first, second, atol=0, rtol=0)
+
+    def test_second_derivatives_are_refused_not_wrong(self):
+        angles, weights, cot = _inputs(self.CONFIG, 2, 4)
+        weights.requires_grad_(True)
+        out = (MPSEngine(self.CONFIG)(angles, weights) * cot).sum()
+        with pytest.raises(RuntimeError, match="second derivatives"):
+            torch.autograd.grad(out, weights, create_graph=True)
+
+    def test_training_after_an_inference_mode_forward(self):
+        engine = MPSEngine(self.CONFIG)
+        angles, weights, cot = _inputs(self.CONFIG, 2, 6)
+        with torch.inference_mode():
+            engine(angles, weights)  # buffers made here go back to the pool
+        got = _run(engine, angles, weights, cot)
+        want = _run(_with_path(MPSEngine(self.CONFIG), False), angles, weights, cot)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=0)

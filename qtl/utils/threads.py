@@ -17,15 +17,17 @@ import torch
 
 def side_by_side(tasks: list[Callable[[], Any]]) -> list[Any]:
     """Run the tasks at once (the first in the calling thread, each on one torch thread, in the
-    caller's grad mode) and return their results in order; one task, or one torch thread, runs them
-    in turn."""
+    caller's grad and inference mode) and return their results in order; one task, or one torch
+    thread, runs them in turn. For CPU work: OpenMP's count is per thread only where torch is built
+    with it."""
     threads = torch.get_num_threads()
     if len(tasks) < 2 or threads < 2:
         return [task() for task in tasks]
     grad_mode = torch.is_grad_enabled()  # thread-local: each worker takes the caller's
+    inference = torch.is_inference_mode_enabled()
 
     def in_worker(task):
-        with torch.set_grad_enabled(grad_mode):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode):
             return task()
 
     torch.set_num_threads(1)

@@ -73,9 +73,24 @@ def _control(x: torch.Tensor, last_unpaired: bool) -> torch.Tensor:
     return (x.unsqueeze(4) * mask).reshape(k, b, 2, left, 2 * right)
 
 
+def _control_backward(g: torch.Tensor, last_unpaired: bool) -> torch.Tensor:
+    """The gradient of `_control`'s input from that of its output (k, B, 2, L, 2R)."""
+    k, b, _, left, right = g.shape
+    mask = _control_masks(k, last_unpaired, g.dtype, g.device)
+    return (g.view(k, b, 2, left, 2, right // 2) * mask).sum(4)
+
+
 def _target(x: torch.Tensor) -> torch.Tensor:
     """Stacked sites (k, B, 2, L, R) as CNOT targets: left bond L -> 2L, index k * L + l holds X^k x."""
     return torch.cat((x, swap(x, 2)), 3)
+
+
+def no_second_derivatives() -> None:
+    """Raise in a hand-written backward run with create_graph=True: its products are not recorded, so a
+    second derivative through it would silently miss their share (autograd.grad prunes a
+    once_differentiable error node that leads to none of its inputs)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("the MPS engine's stacked chain has no second derivatives (create_graph=True)")
 
 
 def _gates(m: torch.Tensor) -> torch.Tensor:
@@ -120,6 +135,7 @@ class _Simulate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_even, d_odd):
+        no_second_derivatives()
         (mats,) = ctx.saved_tensors
         grads, d_mats = [d_even, d_odd], None if mats is None else torch.zeros_like(mats)
         for index, block in reversed(list(enumerate(_steps(list(ctx.layers), ctx.n)))):
@@ -130,10 +146,7 @@ class _Simulate(torch.autograd.Function):
                 d_mats[..., index, p::2, :, :] = dm.movedim(0, -3) if mats.dim() == 5 else dm.sum(1)
                 grads[p] = (m.mH @ dy).view(x.shape)
             for control, target, last_unpaired in reversed(block):
-                g = grads[control]
-                k, b, _, left, right = g.shape
-                mask = _control_masks(k, last_unpaired, g.dtype, g.device)
-                grads[control] = (g.view(k, b, 2, left, 2, right // 2) * mask).sum(4)
+                grads[control] = _control_backward(grads[control], last_unpaired)
                 g = grads[target]
                 half = g.shape[3] // 2
                 grads[target] = g[:, :, :, :half] + swap(g[:, :, :, half:], 2)

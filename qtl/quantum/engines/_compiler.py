@@ -202,15 +202,15 @@ def check_inputs(config, angles: torch.Tensor, weights: torch.Tensor, *, float_a
 
 
 def forward_setup(
-    engine, angles: torch.Tensor, weights: torch.Tensor
+    engine, angles: torch.Tensor, weights: torch.Tensor, **memory
 ) -> tuple[int, torch.device, torch.dtype, torch.dtype]:
     """What an engine's forward starts with: the inputs checked, its memory budget checked for this batch
-    (`engine._check_memory`; training when either input needs a gradient) -> (batch, device, the real
-    dtype of `angles`, the simulation's dtype: complex unless `engine.real`)."""
+    (`engine._check_memory`, with `memory` passed on; training when either input needs a gradient) ->
+    (batch, device, the real dtype of `angles`, the simulation's dtype: complex unless `engine.real`)."""
     check_inputs(engine.config, angles, weights)
     batch, device, real_dtype = angles.shape[0], angles.device, angles.dtype
     training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
-    engine._check_memory(batch, real_dtype, training)
+    engine._check_memory(batch, real_dtype, training, **memory)
     return batch, device, real_dtype, real_dtype if engine.real else sv.complex_dtype(real_dtype)
 
 

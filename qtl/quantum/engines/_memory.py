@@ -91,7 +91,7 @@ class BufferPool:
         self.max_bytes = max_bytes
         self._free: collections.OrderedDict[tuple, list[torch.Tensor]] = collections.OrderedDict()
         self._bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a lease collected while the pool holds it gives back too
 
     def lease(self) -> Lease:
         """A lease: buffers taken from it come back to the pool when it is released or collected."""
@@ -105,7 +105,8 @@ class BufferPool:
                 buffer = free.pop()
                 self._bytes -= buffer.nbytes
                 return buffer
-        return huge_page_empty(*key)
+        with torch.inference_mode(False):  # a buffer made in inference mode could not be written outside it
+            return huge_page_empty(*key)
 
     def _give(self, buffers: list[torch.Tensor]) -> None:
         with self._lock:

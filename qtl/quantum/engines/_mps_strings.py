@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qtl.quantum.engines._brickwall import no_second_derivatives
 from qtl.quantum.engines._memory import BufferPool, Lease
 from qtl.quantum.engines._pauli import PauliString
 from qtl.utils.threads import side_by_side
@@ -183,7 +184,8 @@ def _rows(groups, carries) -> int:
 
 
 def _sweep(x: torch.Tensor, groups, carries, lease: Lease) -> tuple[torch.Tensor, ...]:
-    """Left sweep over sites x (n, B, D, 2, D) in order, with the environments the strings read: for each
+    """A sweep over sites x (n, B, D, 2, D) in order (the left one, or the right one over transposed
+    sites), with the environments the strings read: for each
     (Pauli, steps) group of `groups` T_k^T (P x_k) at those steps, for (None, steps) the plain envs[k],
     and each carry (`StringPlan.carries`) of a row through its site.
     Returns (T (n, B, D, 2D), environments (n + 1, B, D, D), the rows (rows, B, D, D))."""
@@ -266,11 +268,12 @@ class _Expectations(torch.autograd.Function):
             torch.index_select(rows, 0, _index(part.index, device), out=out)
             return x, kets, envs, rows, out
 
-        left, right = side_by_side(
+        left, right = _both(
             [
                 functools.partial(side, plan.left, True),
                 functools.partial(side, plan.right, False),
-            ]
+            ],
+            device,
         )
         starts, ends = left[-1], right[-1]
         norm = left[2][n][:, 0, 0].clone()
@@ -282,7 +285,9 @@ class _Expectations(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        plan, lease, n = ctx.plan, ctx.lease, ctx.plan.n
+        no_second_derivatives()
+        plan, n = ctx.plan, ctx.plan.n
+        lease = POOL.lease()  # the backward's own buffers, given back once the gradients are built
         left, right, starts, ends, values, norm = ctx.tensors
         _, batch, d, _, _ = left[0].shape
         device, dtype = grad.device, starts.dtype
@@ -300,11 +305,12 @@ class _Expectations(torch.autograd.Function):
             _sweep_backward(x, kets, envs, rows, part.groups, part.carries, d_rows, d_norm, dx, lease)
             return dx
 
-        d_left, d_right = side_by_side(
+        d_left, d_right = _both(
             [
                 functools.partial(back, left, plan.left, ends, d_norm),
                 functools.partial(back, right, plan.right, starts, None),
-            ]
+            ],
+            device,
         )
         # handed to autograd, so not leased buffers; each site's (B, 2, Dl, Dr) from both sweeps
         d_stacks = tuple(
@@ -313,6 +319,7 @@ class _Expectations(torch.autograd.Function):
         for j in range(n):
             out = d_stacks[j % 2][j // 2]
             torch.add(d_left[j].permute(0, 2, 1, 3), d_right[n - 1 - j].permute(0, 2, 3, 1), out=out)
+        lease.release()
         return *d_stacks, None
 
 
@@ -323,3 +330,16 @@ def expectations(even: torch.Tensor, odd: torch.Tensor, plan: StringPlan) -> tor
     if even.is_complex():
         raise ValueError("the closed-form string expectations are for real states")
     return _Expectations.apply(even, odd, plan)
+
+
+def check_real(strings: list[PauliString]) -> None:
+    """ValueError unless every Pauli of the strings is X or Z (a real state's real observables)."""
+    odd = sorted({p for _, ops in strings for _, p in ops} - {"X", "Z"})
+    if odd:
+        raise ValueError(f"the closed-form string expectations take X and Z only, got {odd}")
+
+
+def _both(tasks: list, device: torch.device) -> list:
+    """The two sweeps side by side on CPU (each on one torch thread); one after the other on a GPU,
+    whose kernels a second host thread would only queue on another stream."""
+    return side_by_side(tasks) if device.type == "cpu" else [task() for task in tasks]

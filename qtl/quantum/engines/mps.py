@@ -52,8 +52,7 @@ from torch import nn
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _brickwall as brickwall
 from qtl.quantum.engines import _mps_strings as mps_strings
-from qtl.quantum.engines import _statevector as sv
-from qtl.quantum.engines._compiler import check_gates, check_inputs, compile_plan, slot_matrices
+from qtl.quantum.engines._compiler import check_gates, compile_plan, forward_setup, slot_matrices
 from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
 from qtl.quantum.engines._pauli import PauliString, bra, conjugate_by_cnots, pauli_matrix
 
@@ -62,9 +61,12 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 #: Environment variable that overrides the default budget (an integer number of bytes).
 MEMORY_BUDGET_ENV = "QTL_MPS_MEMORY_BUDGET"
 #: Tensors of the final state's size that a training forward + backward keeps alive (measured on
-#: depth-6 chains: the last blocks' site tensors, the environments and their gradients), and that a
-#: forward without gradients holds at once (the sites, their environments).
+#: depth-6 chains simulated site by site: the last blocks' site tensors, the environments and their
+#: gradients), and that a forward without gradients holds at once (the sites, their environments).
 _STATE_COPIES, _INFERENCE_COPIES = 12, 4
+#: The same for the stacked chain, counted from its buffers: the simulation's stacks before each
+#: block's gates and after, each sweep's sites, kets, environments and rows, then the backward's.
+_STACKED_STATE_COPIES, _STACKED_INFERENCE_COPIES = 20, 11
 #: Chains take the stacked simulation (`_brickwall`) while its uniform bonds hold at most this many times
 #: the amplitudes of the site-by-site one with every bond capped (depth 6: 2.6 at 14 qubits, where both
 #: paths take the same time, 2.2 at 16, 1.2 at 64; docs/benchmarks.md).
@@ -205,19 +207,25 @@ class MPSEngine(nn.Module):
             self.peeled_strings = [
                 [(p, conjugate_by_cnots(p, w, self._layers[-1], n)) for p in paulis] for w in range(n)
             ]
-        # log2 bonds, site by site, after the first `count` blocks (forward's, the whole circuit's)
         # what forward measures: the peeled strings, or Z on every wire
         self._strings = [s for terms in self.peeled_strings for _, s in terms] or [
             (1, ((w, "Z"),)) for w in range(n)
         ]
         self._string_plan = mps_strings.plan_strings(self._strings, n)
+        if self.real:
+            mps_strings.check_real(self._strings)
+        # log2 bonds, site by site, after the first `count` blocks (forward's, the whole circuit's)
         counts = {self._simulated, len(self._layers)}
         self._bonds = {count: [0, *_profile(self._layers[:count], n), 0] for count in counts}
         # exact chains: every even site in one tensor and every odd one in another (`_brickwall`), where
         # the uniform bonds cost at most BRICKWALL_MAX_COST times the capped ones
         chain = [brickwall.chain_layers(e.pairs, n) for e in self.plan.entanglers]
         self._chain = chain if self.exact and n > 1 and None not in chain else None
-        self._stacked = {count: self._stacked_cost(count) is not None for count in self._bonds}
+        self._stacked = {
+            count: self._chain is not None
+            and self._stacked_cost(count) <= BRICKWALL_MAX_COST * self._state_size(count)
+            for count in self._bonds
+        }
         self.last_discarded: torch.Tensor | None = None
         self._check_memory(1, torch.float32, training=True)
 
@@ -228,14 +236,10 @@ class MPSEngine(nn.Module):
         """The bond dimension this engine simulates with: `bond_bound` when exact, else `max_bond`."""
         return self.bond_bound if self.exact else self.max_bond
 
-    def _stacked_cost(self, count: int) -> int | None:
-        """Amplitudes per sample of the stacked simulation of the first `count` blocks, None where it is
-        not used (not a chain, or above BRICKWALL_MAX_COST times the site-by-site simulation's)."""
-        if self._chain is None:
-            return None
+    def _stacked_cost(self, count: int) -> int:
+        """Amplitudes per sample of the stacked simulation of the first `count` blocks of a chain."""
         even, odd = brickwall.stacked_log_bonds(self._chain[:count])
-        stacked = self.n_qubits * 2 * 2 ** (even + odd)
-        return stacked if stacked <= BRICKWALL_MAX_COST * self._state_size(count) else None
+        return self.n_qubits * 2 * 2 ** (even + odd)
 
     def _state_size(self, count: int) -> int:
         """Amplitudes per sample of the site-by-site MPS after the first `count` blocks (capped bonds)."""
@@ -245,8 +249,12 @@ class MPSEngine(nn.Module):
     def _check_memory(self, batch: int, dtype: torch.dtype, training: bool, whole: bool = False) -> None:
         size = torch.finfo(dtype).bits // 8 * (1 if self.real else 2)
         count = len(self._layers) if whole else self._simulated
-        amplitudes = self._stacked_cost(count) or self._state_size(count)
-        copies = _STATE_COPIES if training else _INFERENCE_COPIES
+        if self._stacked[count]:
+            amplitudes = self._stacked_cost(count)
+            copies = _STACKED_STATE_COPIES if training else _STACKED_INFERENCE_COPIES
+        else:
+            amplitudes = self._state_size(count)
+            copies = _STATE_COPIES if training else _INFERENCE_COPIES
         need = copies * batch * size * amplitudes
         if need > self.memory_budget:
             advice = " (set max_bond to truncate)" if self.exact else ""
@@ -295,11 +303,7 @@ class MPSEngine(nn.Module):
         (`_matrices`). The MPS is a list of site tensors, or with `stacked` and where the chain's
         stacked simulation runs with uniform bonds, the even and odd sites' stacks (`_brickwall.simulate`)."""
         n = self.n_qubits
-        check_inputs(self.config, angles, weights)
-        batch, real_dtype, device = angles.shape[0], angles.dtype, angles.device
-        training = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
-        self._check_memory(batch, real_dtype, training, whole)
-        dtype = real_dtype if self.real else sv.complex_dtype(real_dtype)
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights, whole=whole)
         v, mats = self._matrices(angles, weights.to(device=device, dtype=real_dtype).reshape(-1), dtype)
         kept = torch.ones(batch, dtype=real_dtype, device=device)
         self.last_discarded = (1 - kept).detach()
