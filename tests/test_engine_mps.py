@@ -376,11 +376,18 @@ class TestClosedFormInUse:
             torch.autograd.grad(out, weights, create_graph=True)
 
     def test_training_after_an_inference_mode_forward(self):
+        from qtl.quantum.engines import _mps_strings as mps_strings
+        from qtl.quantum.engines._memory import BufferPool
+
         engine = MPSEngine(self.CONFIG)
         angles, weights, cot = _inputs(self.CONFIG, 2, 6)
-        with torch.inference_mode():
-            engine(angles, weights)  # buffers made here go back to the pool
-        got = _run(engine, angles, weights, cot)
+        pool, mps_strings.POOL = mps_strings.POOL, BufferPool()
+        try:
+            with torch.inference_mode():
+                engine(angles, weights)  # every buffer is made here, then goes back to the pool
+            got = _run(engine, angles, weights, cot)
+        finally:
+            mps_strings.POOL = pool
         want = _run(_with_path(MPSEngine(self.CONFIG), False), angles, weights, cot)
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, atol=1e-10, rtol=0)
