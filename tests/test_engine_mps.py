@@ -105,8 +105,15 @@ class TestExact:
         assert got[1][:, :10].abs().max() < 1e-15  # outside the light cone: no gradient
 
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-    def test_cuda_matches_cpu(self):
-        config = CircuitConfig(n_qubits=10, depth=4, rotation="rot")
+    @pytest.mark.parametrize(
+        "config",
+        [
+            CircuitConfig(n_qubits=10, depth=4, rotation="rot"),  # site by site
+            CircuitConfig(n_qubits=24, depth=5),  # the stacked chain, its strings in closed form
+        ],
+        ids=str,
+    )
+    def test_cuda_matches_cpu(self, config):
         cpu = _run(make_engine(config, "mps"), *_inputs(config, 3, 5))
         gpu = _run(make_engine(config, "mps"), *(t.cuda() for t in _inputs(config, 3, 5)))
         for g, w in zip(gpu, cpu, strict=True):
