@@ -17,8 +17,9 @@ left bond puts the unflipped site at k = 0, so index 0 is unchanged; an end site
 of its layer gets its right bond doubled with zeros (`_control_masks`). Nothing is truncated or
 capped: bonds near the ends exceed 2**(wires to the end), which costs little on a wide circuit.
 
-Where every site is D x D (`uniform`), `_mps_strings.expectations` measures Pauli strings on the two
-stacks with a backward written by hand.
+The simulation's backward is written by hand (`_Simulate`: per block the gates' and the splits'
+transposes, in reverse), and so is that of `_mps_strings.expectations`, which measures Pauli strings
+on the two stacks where every site is D x D (`uniform`). Neither has second derivatives.
 """
 
 from __future__ import annotations
