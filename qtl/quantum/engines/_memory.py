@@ -7,6 +7,7 @@ import collections
 import math
 import mmap
 import os
+import sys
 import threading
 
 import torch
@@ -147,4 +148,6 @@ class Lease:
             self._pool._give(taken)
 
     def __del__(self) -> None:
+        if sys.is_finalizing():  # at exit the pool may be gone already; the buffers go with the process
+            return
         self.release()
