@@ -58,17 +58,15 @@ def swap(x: torch.Tensor, dim: int) -> torch.Tensor:
     return _Swap.apply(x, dim % x.dim())
 
 
-def bra(a: torch.Tensor, pauli: str | None, dim: int = 2) -> torch.Tensor:
-    """conj(a) with `pauli` moved onto its physical index `dim` (2 for sites (B, Dl, 2, Dr)): entry s is
-    the sum over s' of P[s', s] conj(a)[s']. None: conj(a) itself. Elementwise products and a gather
-    only, whose backward writes no zero-filled gradient (a select's or a stack's would)."""
+def bra(a: torch.Tensor, pauli: str | None) -> torch.Tensor:
+    """conj(a) (B, Dl, 2, Dr) with `pauli` moved onto its physical index: entry s is the sum over s' of
+    P[s', s] conj(a)[s']. None: conj(a) itself. Elementwise products and a gather only, whose backward
+    writes no zero-filled gradient (a select's or a stack's would)."""
     c = a.conj()
     if pauli is None:
         return c
-    shape = [1] * a.dim()
-    shape[dim] = 2
     if pauli == "Z":
-        return c * torch.tensor([1.0, -1.0], dtype=c.dtype, device=c.device).view(shape)
+        return c * torch.tensor([1.0, -1.0], dtype=c.dtype, device=c.device).view(2, 1)
     if pauli == "X":
-        return swap(c, dim)
-    return swap(c, dim) * torch.tensor([1j, -1j], dtype=c.dtype, device=c.device).view(shape)  # Y
+        return swap(c, 2)
+    return swap(c, 2) * torch.tensor([1j, -1j], dtype=c.dtype, device=c.device).view(2, 1)  # Y

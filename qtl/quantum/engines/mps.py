@@ -52,7 +52,7 @@ from torch import nn
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _brickwall as brickwall
 from qtl.quantum.engines import _mps_strings as mps_strings
-from qtl.quantum.engines._compiler import check_gates, compile_plan, forward_setup, slot_matrices
+from qtl.quantum.engines._compiler import compile_plan, forward_setup, slot_matrices
 from qtl.quantum.engines._memory import human_bytes, resolve_memory_budget
 from qtl.quantum.engines._pauli import PauliString, bra, conjugate_by_cnots, pauli_matrix
 
@@ -189,9 +189,7 @@ class MPSEngine(nn.Module):
         budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.max_bond, self.memory_budget = config, max_bond, budget
         self.n_qubits = n = config.n_qubits
-        gate_list = gates(config)
-        check_gates(gate_list, n)
-        self.plan = compile_plan(gate_list, n, config.weight_shape)
+        self.plan = compile_plan(gates(config), n, config.weight_shape)  # checks the gates too
         self.real = self.plan.real
         self.bond_bound = exact_bond(config)
         self.exact = max_bond is None or max_bond >= self.bond_bound
@@ -305,15 +303,15 @@ class MPSEngine(nn.Module):
         n = self.n_qubits
         batch, device, real_dtype, dtype = forward_setup(self, angles, weights, whole=whole)
         v, mats = self._matrices(angles, weights.to(device=device, dtype=real_dtype).reshape(-1), dtype)
-        kept = torch.ones(batch, dtype=real_dtype, device=device)
-        self.last_discarded = (1 - kept).detach()
-        if self._stacked[count]:
+        if self._stacked[count]:  # exact: nothing discarded
+            self.last_discarded = torch.zeros(batch, dtype=real_dtype, device=device)
             stacks = brickwall.simulate(v, mats, self._chain[:count])
             if stacked and brickwall.uniform(stacks):
                 return stacks, mats
             sites = brickwall.sites(stacks, n)
             _collapse(sites, self._caps)
             return sites, mats
+        kept = torch.ones(batch, dtype=real_dtype, device=device)
         sites = [v[:, w].reshape(batch, 1, 2, 1) for w in range(n)]
         pending: dict[int, torch.Tensor] = {}  # wire -> (2, 2) or (B, 2, 2) product of its waiting gates
         for index, pairs in enumerate(self._layers[:count]):
