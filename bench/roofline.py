@@ -114,14 +114,28 @@ def model(n: int, batch: int, cache: int) -> dict:
     uplan, rows = closed_form.wide_units(plan, batch)
     amplitudes = batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
-    flops = 8 * d_sum * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
+    first = uplan.units[0] if uplan.units else None
+    unit_flops = 8 * d_sum - (
+        2 * 2**first.size if first and first.to_back else 0
+    )  # first input not recovered
+    flops = unit_flops * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
+    sp = closed_form.split_plan(plan)
+    if sp is not None:  # the leading layers on the halves: their products, then psi = A^T B and back
+        flops += 6 * sp.rank * amplitudes
+        rank = 1
+        for crosses in sp.crossing:
+            rank *= 2 if crosses else 1
+            for m in (sp.cut, n - sp.cut):  # two Kronecker factors per half, forward and two backward
+                flops += 6 * (2 ** (m // 2) + 2 ** (m - m // 2)) * batch * rank * 2**m
     workers = closed_form.wide_workers(batch, rows)
     fits = workers * 3.25 * rows * 2**n * ITEM <= cache  # each worker: three chunks and a quarter
     params = (FEATURES * n + n + DEPTH * n + 2 * n + 2) * ITEM
     bytes_ = batch * FEATURES * ITEM + 3 * params
-    if not fits:
-        bytes_ += 8 * len(uplan.units) * amplitudes * ITEM
-    return {"flops": flops, "bytes": bytes_, "chunk_fits_cache": fits, "units": len(uplan.units)}
+    if not fits:  # every product's operands from memory; psi = A^T B written, its gradient read twice
+        bytes_ += (8 * len(uplan.units) + (3 if sp else 0)) * amplitudes * ITEM
+    halved = f"{sp.layers} (rank {sp.rank})" if sp else "-"
+    units = len(uplan.units)
+    return {"flops": flops, "bytes": bytes_, "chunk_fits_cache": fits, "units": units, "halved": halved}
 
 
 def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
@@ -176,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     clock = "CPU time" if args.cpu_time else "wall time"
     print(f"step: batch {args.batch}, depth {DEPTH}, float32; median of {repeats} after a warm-up, {clock}\n")
-    print("| qubits | units | GFLOP | state traffic | bound | fit()'s step | x bound | wall s | autograd |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| qubits | layers on halves | units | GFLOP | state traffic | bound | fit()'s step | x bound "
+        "| wall s | autograd |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for n in sizes:
         m = model(n, args.batch, cache)
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         auto = row.get("autograd")
         auto_cell = f"{seconds(auto['s'])} ({auto['s'] / row['s']:.2f}x)" if auto else "-"
         print(
-            f"| {n} | {m['units']} | {m['flops'] / 1e9:.1f} | {traffic} | {seconds(bound)} | "
+            f"| {n} | {m['halved']} | {m['units']} | {m['flops'] / 1e9:.1f} | {traffic} | {seconds(bound)} | "
             f"{seconds(row['s'])} | {row['x_bound']:.2f} | {row['wall_s']:.2f} | {auto_cell} |",
             flush=True,
         )

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan, Round
@@ -68,6 +69,10 @@ WIDE_WORKERS = 2
 #: From this many qubits on every pass is a "back" pass, the chunk's samples the products' batch
 #: (`compile_units`'s back_only): its groups are all of 4 wires where the width is a multiple of 4.
 BACK_ONLY_MIN_QUBITS = 14
+#: A chain's leading layers are simulated as its two halves' states while their sum has at most this
+#: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
+#: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
+SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 64, 12
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -159,22 +164,37 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
 
 @dataclass(frozen=True, eq=False)
 class _WideTables:
-    """A wide circuit's constants: the embedding's phases, its units and their tables."""
+    """A wide circuit's constants: the embedding's phases, its units and their tables, and the leading
+    layers its halves take (`qtl.quantum.engines._split`), if any."""
 
     embed_phases: torch.Tensor
     plan: units.UnitPlan
     units: units.UnitTables
+    split: tuple[split.SplitPlan, split.SplitTables] | None = None
 
 
 def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
-    """The units a wide circuit's step runs (back passes only from BACK_ONLY_MIN_QUBITS wires) and how
-    many of a batch's samples a chunk holds."""
-    uplan = units.compile_units(plan, _back_only(plan))
+    """The units a wide circuit's step runs (back passes only from BACK_ONLY_MIN_QUBITS wires, after
+    the layers its halves take) and how many of a batch's samples a chunk holds."""
+    sp = split_plan(plan)
+    uplan = units.compile_units(plan, _back_only(plan), sp.layers if sp else 0)
     return uplan, chunk_rows(uplan, batch)
 
 
 def _back_only(plan: Plan) -> bool:
-    return plan.n_qubits >= BACK_ONLY_MIN_QUBITS
+    return plan.n_qubits >= BACK_ONLY_MIN_QUBITS or split_plan(plan) is not None
+
+
+def split_plan(plan: Plan) -> split.SplitPlan | None:
+    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products, cut
+    where the units' product state is (`compile_units`' halves): from BACK_ONLY_MIN_QUBITS wires (the
+    units after them in back passes), below where they take every layer (no units left)."""
+    if plan.n_qubits < SPLIT_MIN_QUBITS or SPLIT_MAX_RANK < 1 or units.compile_units(plan, True) is None:
+        return None
+    sp = split.plan_split(plan, 2 * (plan.n_qubits // 4), SPLIT_MAX_RANK)
+    if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
+        return None
+    return sp
 
 
 def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
@@ -189,10 +209,15 @@ def wide_workers(batch: int, rows: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _wide_tables(plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool) -> _WideTables:
-    uplan = units.compile_units(plan, back_only)
+def _wide_tables(
+    plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool, sp: split.SplitPlan | None
+) -> _WideTables:
+    uplan = units.compile_units(plan, back_only, sp.layers if sp else 0)
     return _WideTables(
-        _embed_phases(plan, device, dtype), uplan, units.unit_tables(uplan, plan.n_layers, device, dtype)
+        _embed_phases(plan, device, dtype),
+        uplan,
+        units.unit_tables(uplan, plan.n_layers, device, dtype),
+        (sp, split.split_tables(sp, device, dtype)) if sp else None,
     )
 
 
@@ -324,6 +349,14 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     workers = wide_workers(batch, rows) if x.device.type == "cpu" else 1
     e, g_a = torch.empty_like(z), torch.empty_like(z)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
+    if t.split:  # the leading layers on the halves, by autograd: small tensors
+        sp, tables = t.split
+        v_in, q_in = v.requires_grad_(), q[: sp.layers].detach().requires_grad_()
+        with torch.enable_grad():
+            product = units.product_halves(t.plan, t.units, v_in)
+            halves = split.halves(sp, tables, product[1], product[3], q_in)
+        a, b = (h.detach() for h in halves)  # (B, r, 2**m) each
+        g_halves = tuple(torch.empty(h.shape, dtype=h.dtype, device=h.device) for h in (a, b))
     sims = []
     for _ in range(workers):  # the buffers are taken here, in the step's own thread
         buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(3))
@@ -334,10 +367,13 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         loss, correct = 0, 0
         for start in mine:
             part = slice(start, start + rows)
-            e[part] = sim.forward(v[part])
+            e[part] = sim.forward_from(a[part], b[part]) if t.split else sim.forward(v[part])
             share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
             loss, correct = loss + share, correct + right
-            g_a[part] = sim.backward(g_logits[part] @ w2)
+            if t.split:
+                sim.backward_to(g_logits[part] @ w2, a[part], b[part], g_halves[0][part], g_halves[1][part])
+            else:
+                g_a[part] = sim.backward(g_logits[part] @ w2)
         return loss, correct
 
     if workers == 1:
@@ -346,8 +382,14 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         # each worker on one torch thread (MKL's products in two workers ran 1.7x slower on three or more)
         parts = side_by_side([functools.partial(run, sim, starts[k::workers]) for k, sim in enumerate(sims)])
         loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    angle_grads = sum(sim.angle_grads() for sim in sims)
-    return loss, correct, _grads(z, g_a, x, angle_grads.view(q.shape), g_logits, e)
+    angle_grads = sum(sim.angle_grads() for sim in sims).view(q.shape)
+    if t.split:
+        with torch.enable_grad():
+            torch.autograd.backward(halves, g_halves)
+        angle_grads[: sp.layers] += q_in.grad
+        # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
+        g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
+    return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
 
 
 class ClosedFormStep:
@@ -399,8 +441,9 @@ class ClosedFormStep:
         w1 = self.params[0]
         if self._tables is None or self._tables[0] != (w1.device, w1.dtype):  # first step, or moved
             engine: NativeEngine = self.module.engine
+            plan = engine.plan
             built = (
-                _wide_tables(engine.plan, w1.device, w1.dtype, _back_only(engine.plan))
+                _wide_tables(plan, w1.device, w1.dtype, _back_only(plan), split_plan(plan))
                 if self.wide
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )

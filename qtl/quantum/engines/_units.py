@@ -149,15 +149,18 @@ def _local(pairs, start: int, size: int) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def compile_units(plan: Plan, back_only: bool = False) -> UnitPlan | None:
+def compile_units(plan: Plan, back_only: bool = False, first_layer: int = 0) -> UnitPlan | None:
     """The plan's layers as units; None for a plan they cannot express (complex gates, a layer of other
-    than one RY per wire, or CNOT runs other than chain and ring).
+    than one RY per wire, or CNOT runs other than chain and ring). With `first_layer`, the steps start at
+    that layer's pass (the layers before it are simulated otherwise: `qtl.quantum.engines._split`).
 
     Passes alternate between "back" and "front" so that the samples axis, one more axis among the
     groups, ends each pass where the next one needs it; with `back_only` every pass is a "back" pass,
     whose groups start at even wires (all of 4 wires where n is a multiple of 4, where a "front" pass
     has a group of 3 and one of 5), and the samples lead throughout as the products' batch."""
     n, n_layers = plan.n_qubits, plan.n_layers
+    if first_layer and not back_only:
+        raise ValueError("the steps start after the first layer only in back passes (samples leading)")
     if not plan.real or len(plan.rounds) > 1 or (plan.rounds and plan.rounds[0].gate != "RY") or n < 4:
         return None
     runs = [_run(e.pairs, n) for e in plan.entanglers]
@@ -169,10 +172,10 @@ def compile_units(plan: Plan, back_only: bool = False) -> UnitPlan | None:
         evens_next = runs[layer + 1][0] if layer + 1 < n_layers else set()
         parts = groups(n, front=not to_back)
         crossing = odds if to_back else evens_next
-        if ring:
+        simulated = layer >= first_layer
+        if ring and simulated:
             steps.append(Ring(layer, parity=n % 2 == 1))
-        order = parts if to_back else parts[::-1]
-        for start, size in order:
+        for start, size in (parts if to_back else parts[::-1]) if simulated else ():
             last = start + size - 1
             fold = (last, last + 1) in crossing
             units_after = _local(evens_next, start, size)
@@ -395,6 +398,17 @@ def _flip_in_place(part: torch.Tensor, dim: int) -> None:
     part.copy_(part.flip(dim))
 
 
+def product_halves(uplan: UnitPlan, t: UnitTables, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(c, n, 2) each wire's state after the embedding -> each half's product state (c, 2**m), and the
+    same after the first layer's even pairs: (a, a', b, b'). Differentiable."""
+    rows, out = v.shape[0], []
+    flat = v.reshape(rows, -1)
+    for index, m, perm in zip(t.wire_index, uplan.halves, t.embed, strict=True):
+        state = torch.prod(flat.index_select(1, index).view(rows, m, 2**m), 1)
+        out += [state, state.index_select(1, perm)]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class _Program:
     """A chunk size's operations: the forward's passes and the backward's, every view bound."""
@@ -474,7 +488,8 @@ class UnitStep:
             d = 2**unit.size
             if unit.to_back:  # C on the output side
                 backward.append(cross(c, grad, psi, d))
-            backward += unapply(unit, mats, psi, free, swap, batch)
+            if not unit.to_back or unit is not self.units[0]:  # the first input is not needed again
+                backward += unapply(unit, mats, psi, free, swap, batch)
             backward += unapply(unit, mats, grad, psi, swap, batch)  # the state's old buffer: three in all
             psi, grad, free = free, psi, grad
             if not unit.to_back:  # C on the input side
@@ -485,23 +500,31 @@ class UnitStep:
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(c, n, 2) each wire's state after the embedding -> (c, n) <Z_i> of the circuit's output."""
-        t, rows = self.t, v.shape[0]
-        (m1, m2), (d1, d2) = self.uplan.halves, (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
-        flat, self._halves = v.reshape(rows, -1), []
-        for index, m, perm in zip(t.wire_index, (m1, m2), t.embed, strict=True):
-            state = torch.prod(flat.index_select(1, index).view(rows, m, 2**m), 1)  # (c, 2**m)
-            self._halves += [state, state.index_select(1, perm)]  # the first layer's even pairs
+        rows = v.shape[0]
+        (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
+        self._halves = list(product_halves(self.uplan, self.t, v))
         program = self._program(rows)
         a, b = self._halves[1], self._halves[3]  # (c, 2**m)
         if self.uplan.back_only:  # the samples lead
             torch.mul(a.unsqueeze(2), b.unsqueeze(1), out=program.start.view(rows, d1, d2))
         else:  # the samples come last
             torch.mul(a.T.unsqueeze(1), b.T.unsqueeze(0), out=program.start.view(d1, d2, rows))
+        return self._run_forward(program, rows)
+
+    def forward_from(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The state as a sum of products over the halves, A (c, r, 2**m1) and B (c, r, 2**m2) (its
+        layers before the plan's first, `_split.halves`) -> (c, n) <Z_i>. Back passes only."""
+        rows = a.shape[0]
+        program = self._program(rows)
+        torch.bmm(a.mT, b, out=program.start.view(rows, a.shape[2], b.shape[2]))
+        return self._run_forward(program, rows)
+
+    def _run_forward(self, program: _Program, rows: int) -> torch.Tensor:
         for op in program.forward:
             op()
         square = torch.mul(program.psi, program.psi, out=program.spare)
         p1, p2 = self._marginals(square, rows)
-        return torch.cat((p1 @ t.signs[0], p2 @ t.signs[1]), 1)
+        return torch.cat((p1 @ self.t.signs[0], p2 @ self.t.signs[1]), 1)
 
     def _marginals(self, state: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A chunk's (c, 2**n) values in the final layout -> their sums over each half's complement."""
@@ -514,6 +537,36 @@ class UnitStep:
 
     def backward(self, g_e: torch.Tensor) -> torch.Tensor:
         """(c, n) d loss / d <Z_i> for the chunk of the last `forward` -> (c, n) <g_0, J_w psi_0>."""
+        t, rows = self.t, g_e.shape[0]
+        (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
+        grad = self._run_backward(g_e)
+        # the product state psi_a (x) psi_b: <g, J_w psi> = <J_w psi_a, g psi_b> for a wire of the
+        # first half, likewise for the second
+        a, a_perm, b, b_perm = self._halves
+        if self.uplan.back_only:  # the samples lead
+            g0, first, second = grad.view(rows, d1, d2), "sab,sb->sa", "sab,sa->sb"
+        else:
+            g0, first, second = grad.view(d1, d2, rows), "abs,sb->sa", "abs,sa->sb"
+        contracted = (
+            torch.einsum(first, g0, b_perm).index_select(1, t.embed_inverse[0]),
+            torch.einsum(second, g0, a_perm).index_select(1, t.embed_inverse[1]),
+        )
+        return torch.cat(
+            [sv.flip_dot(h, c, f) for h, c, f in zip((a, b), contracted, t.flips, strict=True)], 1
+        )
+
+    def backward_to(
+        self, g_e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g_a: torch.Tensor, g_b: torch.Tensor
+    ) -> None:
+        """`backward` after `forward_from(a, b)`: writes the gradients of A and B into g_a and g_b
+        (dA = B g^T, dB = A g)."""
+        g0 = self._run_backward(g_e).view(a.shape[0], a.shape[2], b.shape[2])
+        torch.bmm(b, g0.mT, out=g_a)
+        torch.bmm(a, g0, out=g_b)
+
+    def _run_backward(self, g_e: torch.Tensor) -> torch.Tensor:
+        """The units' transposes in reverse from d loss / d <Z_i> (c, n), the cross matrices added:
+        returns the gradient of the first pass's input (a view of a buffer)."""
         t, rows, n1 = self.t, g_e.shape[0], self.uplan.halves[0]
         (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
         program = self._program(rows)
@@ -531,21 +584,7 @@ class UnitStep:
         torch.mul(p, s1, out=g).addcmul_(p, s2)  # 2 psi (s1 + s2)
         for op in program.backward:
             op()
-        grad = program.grad_end
-        # the product state psi_a (x) psi_b: <g, J_w psi> = <J_w psi_a, g psi_b> for a wire of the
-        # first half, likewise for the second
-        a, a_perm, b, b_perm = self._halves
-        if self.uplan.back_only:  # the samples lead
-            g0, first, second = grad.view(rows, d1, d2), "sab,sb->sa", "sab,sa->sb"
-        else:
-            g0, first, second = grad.view(d1, d2, rows), "abs,sb->sa", "abs,sa->sb"
-        contracted = (
-            torch.einsum(first, g0, b_perm).index_select(1, t.embed_inverse[0]),
-            torch.einsum(second, g0, a_perm).index_select(1, t.embed_inverse[1]),
-        )
-        return torch.cat(
-            [sv.flip_dot(h, c, f) for h, c, f in zip((a, b), contracted, t.flips, strict=True)], 1
-        )
+        return program.grad_end
 
     def angle_grads(self) -> torch.Tensor:
         """(n_layers * n,) the gradients of the layers' RY angles, summed over every chunk so far."""

@@ -1,0 +1,197 @@
+"""A chain's first layers as its two halves' states, a sum of products, before the full state is built.
+
+Before any CNOT crosses from wire cut - 1 to wire cut, a sample's state is a product a (x) b of its two
+halves' states (wires [0, cut) and [cut, n)). The CNOT (cut - 1, cut) makes it a sum of two products,
+
+    CNOT (a (x) b) = (P0 a) (x) b + (P1 a) (x) (X b)
+
+(P0, P1: wire cut - 1 is |0>, |1>; X flips wire cut), and every other gate of a chain acts inside one
+half. So after k layers the state is sum_j a_j (x) b_j over r <= 2**k branches, each half 2**(n/2)
+states per branch where the full state has 2**n: at 20 qubits and r = 32, 2 x 32 x 1024 states per
+sample in place of 2**20. The unit step (`_units.UnitStep.forward_from`) builds the full state from
+them with one product per sample, psi = A^T B of inner dimension r, and runs the remaining layers on it;
+its gradient g at that state gives the halves' (dA = B g^T, dB = A g), and autograd takes those back
+through the first k layers, whose operations are small.
+
+`plan_split` picks k: the most leading layers (at least one left to the units) whose CNOT runs are
+chains (a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from qtl.quantum.engines import _units as units
+from qtl.quantum.engines._compiler import Plan
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The leading `layers` layers of a chain as two halves, wires [0, cut) and [cut, n)."""
+
+    n_qubits: int
+    cut: int
+    crossing: tuple[bool, ...]  # per layer, whether its odd pairs hold (cut - 1, cut)
+    inside: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: its odd pairs (gather)
+    after: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: the next even pairs
+
+    @property
+    def layers(self) -> int:
+        return len(self.crossing)
+
+    @property
+    def factors(self) -> tuple[tuple[int, int], ...]:
+        """(first wire, wires) of the four Kronecker factors of a layer's rotations: two per half."""
+        out = []
+        for start, m in ((0, self.cut), (self.cut, self.n_qubits - self.cut)):
+            out += [(start, m // 2), (start + m // 2, m - m // 2)]
+        return tuple(out)
+
+    @property
+    def factor_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted({size for _, size in self.factors}))
+
+    @property
+    def rank(self) -> int:
+        """Products in the sum after the last layer."""
+        return 2 ** sum(self.crossing)
+
+
+@functools.lru_cache(maxsize=64)
+def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
+    """The leading layers of `plan` the halves at `cut` (even, so no even pair crosses it) take: as many
+    as keep at most `max_rank` products and are chains, leaving at least one layer; None for none."""
+    n, n_layers = plan.n_qubits, plan.n_layers
+    if cut % 2 or not 0 < cut < n:
+        raise ValueError(f"the cut must be an even wire inside the circuit, not {cut}")
+    runs = [units._run(e.pairs, n) for e in plan.entanglers]
+    crossing: list[bool] = []
+    while len(crossing) < n_layers:
+        run = runs[len(crossing)]
+        if run is None or run[2]:  # not a CNOT run of the units, or a ring
+            break
+        crosses = (cut - 1, cut) in run[1]
+        if 2 ** (sum(crossing) + crosses) > max_rank:
+            break
+        crossing.append(crosses)
+    if not crossing:
+        return None
+    inside, after = [], []
+    for layer in range(len(crossing)):
+        odds = runs[layer][1] - {(cut - 1, cut)}
+        evens = runs[layer + 1][0] if layer + 1 < n_layers else set()
+        inside.append((units._local(odds, 0, cut), units._local(odds, cut, n - cut)))
+        after.append((units._local(evens, 0, cut), units._local(evens, cut, n - cut)))
+    return SplitPlan(n, cut, tuple(crossing), tuple(inside), tuple(after))
+
+
+@dataclass(frozen=True, eq=False)
+class SplitTables:
+    """A split plan's gathers on one device: per layer and half, the CNOTs before its rotations (the last
+    layer's next even pairs, then its odd pairs) and after the last rotations; the projectors of wire
+    cut - 1 (half a's last bit)."""
+
+    before: tuple[tuple[Gather | None, Gather | None], ...]  # None: no CNOT
+    last: tuple[Gather | None, Gather | None]
+    projectors: torch.Tensor  # (2, 2**cut, 1, 1): P0's and P1's diagonals
+    factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
+    ry_phases: torch.Tensor  # units.RY_PHASES
+
+
+@functools.lru_cache(maxsize=32)
+def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> SplitTables:
+    def gather(index: torch.Tensor) -> Gather | None:
+        if torch.equal(index, torch.arange(len(index))):
+            return None
+        return index.to(device), torch.argsort(index).to(device)
+
+    before, previous = [], (None, None)
+    for inside, after in zip(sp.inside, sp.after, strict=True):
+        # gathers compose: x[p][q] = x[p[q]]
+        pairs = zip(previous, inside, strict=True)
+        before.append(tuple(gather(torch.tensor(q if p is None else [p[i] for i in q])) for p, q in pairs))
+        previous = after
+    bit = torch.arange(2**sp.cut) & 1
+    projectors = torch.stack((bit == 0, bit == 1)).to(device=device, dtype=dtype).view(2, -1, 1, 1)
+    index = []
+    for size in sp.factor_sizes:
+        shifts = size - 1 - torch.arange(size)
+        bits = (torch.arange(2**size)[:, None] >> shifts) & 1  # (d, size)
+        per_factor = [
+            4 * (layer * sp.n_qubits + start + torch.arange(size)).view(1, 1, size)
+            + 2 * bits[:, None, :]
+            + bits[None, :, :]
+            for layer in range(sp.layers)
+            for start, z in sp.factors
+            if z == size
+        ]
+        index.append(torch.stack(per_factor).reshape(-1).to(device))
+    ry_phases = torch.tensor(units.RY_PHASES, dtype=dtype, device=device)
+    last = tuple(gather(torch.tensor(p)) for p in previous)
+    return SplitTables(tuple(before), last, projectors, tuple(index), ry_phases)
+
+
+def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:
+    """The split layers' angles q (k, n) -> per layer, `sp.factors`' matrices: each the Kronecker product
+    RY(q_w) (x) RY(q_w+1) (x) ... of its wires (the first the leading bit), all built at once."""
+    flat = torch.cos(torch.add(t.ry_phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)
+    built = {}
+    for size, index in zip(sp.factor_sizes, t.factor_index, strict=True):
+        d = 2**size
+        built[size] = iter(flat.index_select(0, index).view(-1, d, d, size).prod(-1).unbind(0))
+    return [[next(built[size]) for _, size in sp.factors] for _ in range(sp.layers)]
+
+
+Gather = tuple[torch.Tensor, torch.Tensor]  # a permutation's gather index and its inverse's
+
+
+def _permute(x: torch.Tensor, gather: Gather | None) -> torch.Tensor:
+    return x if gather is None else _Permute.apply(x, *gather)
+
+
+class _Permute(torch.autograd.Function):
+    """x[index] along the first axis, whose backward is the inverse gather (not a scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def _rotate(state: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """(2**m, r, B) states -> first (x) second applied to their m wires: one factor per axis."""
+    d1, d2 = first.shape[0], second.shape[0]
+    x = (first @ state.reshape(d1, -1)).view(d1, d2, -1)
+    # bmm, not matmul: matmul would fold x's batch into a transposed copy
+    return torch.bmm(second.expand(d1, d2, d2), x).view(state.shape)
+
+
+def halves(
+    sp: SplitPlan, t: SplitTables, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each half's product state (B, 2**cut) and (B, 2**(n - cut)), the first layer's even pairs applied,
+    and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
+    the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. Differentiable; the
+    states lead while they are simulated, so that a gather moves whole rows; A and B are views whose rows
+    of one sample are 2**m apart (a batched product takes them as they are)."""
+    a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
+    for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
+        a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
+        if sp.crossing[layer]:  # (P0 a) (x) b + (P1 a) (x) (X b), the new branches after the old
+            a = torch.cat((a * t.projectors[0], a * t.projectors[1]), 1)
+            b = torch.cat((b, b.view(2, -1, *b.shape[1:]).flip(0).view(b.shape)), 1)
+        a, b = _rotate(a, a1, a2), _rotate(b, b1, b2)
+    a, b = (_permute(s, gather) for s, gather in zip((a, b), t.last, strict=True))
+    # (2**m, r B) -> (r, B, 2**m) -> (B, r, 2**m): one transpose of a matrix
+    return tuple(
+        s.reshape(s.shape[0], -1).T.contiguous().view(s.shape[1], -1, s.shape[0]).transpose(0, 1)
+        for s in (a, b)
+    )
