@@ -115,9 +115,8 @@ def model(n: int, batch: int, cache: int) -> dict:
     amplitudes = batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
     first = uplan.units[0] if uplan.units else None
-    unit_flops = 8 * d_sum - (
-        2 * 2**first.size if first and first.to_back else 0
-    )  # first input not recovered
+    # each unit 8 d per amplitude, but the first unit's input is not recovered
+    unit_flops = 8 * d_sum - (2 * 2**first.size if first and first.to_back else 0)
     flops = unit_flops * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
     sp = closed_form.split_plan(plan)
     if sp is not None:  # the leading layers on the halves: their products, then psi = A^T B and back
