@@ -12,6 +12,7 @@ import torch
 
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._memory import HUGE_PAGE, huge_page_empty
 from qtl.training import closed_form
@@ -108,6 +109,58 @@ def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, 
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
+SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk, SPLIT_MAX_RANK, layers on halves)
+    (12, 6, True, 5, 2, 128, 6),  # every layer: no units left, the product cut at wire 6
+    (13, 4, False, 3, None, 128, 4),  # odd: halves of 6 and 7 wires
+    (14, 8, True, 4, 1, 128, 6),  # at most 2**6 products (the smaller half's states), then two unit layers
+    (15, 5, True, 3, None, 8, 3),  # three layers up to the rank limit, then the units
+    (16, 3, False, 2, 1, 2, 1),  # the first layer only
+]
+
+
+@pytest.mark.parametrize(("n", "depth", "hadamard", "batch", "chunk", "max_rank", "layers"), SPLIT)
+def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chunk, max_rank, layers):
+    """A chain's leading layers simulated as its two halves' states (`_split`), the full state built
+    from them per chunk and the remaining layers as units: autograd's loss and gradients to 1e-10."""
+    _wide_chunks(monkeypatch, n, chunk)
+    monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", max_rank)
+    head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
+    sp = closed_form.split_plan(head.engine.plan)
+    assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(batch, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (batch,), generator=g)
+    with torch.no_grad():
+        loss, correct, grads = ClosedFormStep(head, opt).loss_and_grads(x, y)
+    logits = head(x)
+    want = torch.nn.functional.cross_entropy(logits, y)
+    params = [head.pre_net.weight, head.pre_net.bias, head.q_params, head.post_net.weight, head.post_net.bias]
+    torch.testing.assert_close(loss, want, atol=1e-12, rtol=0)
+    assert correct == (logits.argmax(1) == y).sum()
+    for got, expected in zip(grads, torch.autograd.grad(want, params), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+
+
+def test_which_layers_the_halves_take(monkeypatch):
+    """Chains only (a ring's pair crosses the cut too), from SPLIT_MIN_QUBITS wires, up to the rank limit;
+    below BACK_ONLY_MIN_QUBITS only where no layer is left to the units; never with SPLIT_MAX_RANK 0."""
+
+    def plan(n, depth, entangler="chain"):
+        return DressedQuantumCircuit(4, 2, CircuitConfig(n, depth, entangler)).engine.plan
+
+    assert closed_form.split_plan(plan(20, 6, "ring")) is None
+    assert closed_form.split_plan(plan(closed_form.SPLIT_MIN_QUBITS - 1, 3)) is None
+    assert closed_form.split_plan(plan(12, 6)).layers == 6
+    assert closed_form.split_plan(plan(12, 7)) is None  # 2**7 products > 2**6 states: units would remain
+    assert closed_form.split_plan(plan(20, 9)).layers == 7  # 128 products
+    monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", 0)
+    assert closed_form.split_plan(plan(20, 6)) is None
+    with pytest.raises(ValueError, match="even wire"):
+        split.plan_split(plan(20, 6), 9, 64)
+    assert split.plan_split(plan(20, 0), 10, 64) is None  # no layer
+    sp = split.plan_split(plan(20, 3), 10, 64)  # the pair (9, 10) crosses in every layer
+    assert sp.crossing == (True, True, True) and sp.rank == 8
+
+
 @pytest.mark.parametrize("n", [4, 8, 12])
 def test_fused_steps_take_the_eager_trajectory(n):
     """Five fused steps leave the parameters and Adam's state of five eager steps, across a learning-rate
@@ -198,10 +251,13 @@ def test_compiled_fused_step_for_long_runs_of_tiny_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize(("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring"), (14, "ring")])
+@pytest.mark.parametrize(
+    ("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring"), (14, "ring"), (14, "chain")]
+)
 def test_fused_step_on_cuda_matches_autograd(n, entangler):
     """The fused step on CUDA (float64) takes the autograd step's trajectory: one block, two halves, and
-    above 10 wires the units (alternating passes at 12, back passes only at 14)."""
+    above 10 wires the units (alternating passes at 12, back passes only at 14) or, for a chain, the
+    halves' layers (`_split`)."""
     config = CircuitConfig(n, 4, entangler)
     eager_head, eager_opt = _pair(config)
     head, opt = _pair(config)

@@ -72,7 +72,7 @@ BACK_ONLY_MIN_QUBITS = 14
 #: A chain's leading layers are simulated as its two halves' states while their sum has at most this
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
-SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 64, 12
+SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -186,12 +186,14 @@ def _back_only(plan: Plan) -> bool:
 
 
 def split_plan(plan: Plan) -> split.SplitPlan | None:
-    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products, cut
-    where the units' product state is (`compile_units`' halves): from BACK_ONLY_MIN_QUBITS wires (the
-    units after them in back passes), below where they take every layer (no units left)."""
+    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products and no
+    more than the smaller half's states, cut where the units' product state is (`compile_units`'
+    halves): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they
+    take every layer (no units left)."""
     if plan.n_qubits < SPLIT_MIN_QUBITS or SPLIT_MAX_RANK < 1 or units.compile_units(plan, True) is None:
         return None
-    sp = split.plan_split(plan, 2 * (plan.n_qubits // 4), SPLIT_MAX_RANK)
+    cut = 2 * (plan.n_qubits // 4)  # no more products than a half has states
+    sp = split.plan_split(plan, cut, min(SPLIT_MAX_RANK, 2**cut))
     if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
         return None
     return sp
