@@ -96,7 +96,7 @@ class SplitTables:
 
     before: tuple[tuple[Gather | None, Gather | None], ...]  # None: no CNOT
     last: tuple[Gather | None, Gather | None]
-    projectors: torch.Tensor  # (2, 2**cut, 1, 1): P0's and P1's diagonals
+    x: torch.Tensor  # Pauli X
     factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
     ry_phases: torch.Tensor  # units.RY_PHASES
 
@@ -114,8 +114,7 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
         pairs = zip(previous, inside, strict=True)
         before.append(tuple(gather(torch.tensor(q if p is None else [p[i] for i in q])) for p, q in pairs))
         previous = after
-    bit = torch.arange(2**sp.cut) & 1
-    projectors = torch.stack((bit == 0, bit == 1)).to(device=device, dtype=dtype).view(2, -1, 1, 1)
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=dtype, device=device)
     index = []
     for size in sp.factor_sizes:
         shifts = size - 1 - torch.arange(size)
@@ -131,7 +130,7 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
         index.append(torch.stack(per_factor).reshape(-1).to(device))
     ry_phases = torch.tensor(units.RY_PHASES, dtype=dtype, device=device)
     last = tuple(gather(torch.tensor(p)) for p in previous)
-    return SplitTables(tuple(before), last, projectors, tuple(index), ry_phases)
+    return SplitTables(tuple(before), last, x, tuple(index), ry_phases)
 
 
 def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -166,6 +165,12 @@ class _Permute(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
+def ry(angle: torch.Tensor) -> torch.Tensor:
+    """RY(angle) as a 2 x 2 matrix."""
+    c, s = torch.cos(angle / 2), torch.sin(angle / 2)
+    return torch.stack((c, -s, s, c)).view(2, 2)
+
+
 def _rotate(state: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """(2**m, r, B) states -> first (x) second applied to their m wires: one factor per axis."""
     d1, d2 = first.shape[0], second.shape[0]
@@ -185,10 +190,18 @@ def halves(
     a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
     for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
         a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
-        if sp.crossing[layer]:  # (P0 a) (x) b + (P1 a) (x) (X b), the new branches after the old
-            a = torch.cat((a * t.projectors[0], a * t.projectors[1]), 1)
-            b = torch.cat((b, b.view(2, -1, *b.shape[1:]).flip(0).view(b.shape)), 1)
         a, b = _rotate(a, a1, a2), _rotate(b, b1, b2)
+        if sp.crossing[layer]:
+            # (P0 a) (x) b + (P1 a) (x) (X b), rotated: R P_s = (R P_s R^T) R and R X = (R X R^T) R, where
+            # R P_s R^T = u_s u_s^T (u_s = RY e_s) and R X R^T act on wires cut - 1 and cut alone; so the
+            # branches double after the rotations, which run on half as many. New branches after the old.
+            u = ry(q[layer, sp.cut - 1])
+            projected = torch.einsum("ks,ls->ksl", u, u).reshape(4, 2)  # u_s u_s^T, rows (k, s)
+            h = a.shape[0] // 2  # wire cut - 1 is a's last bit
+            a = torch.bmm(projected.expand(h, 4, 2), a.view(h, 2, -1)).view(2 * h, 2 * a.shape[1], -1)
+            u = ry(q[layer, sp.cut])
+            flipped = torch.tensordot(u @ t.x @ u.T, b.view(2, -1, *b.shape[1:]), 1).view(b.shape)
+            b = torch.cat((b, flipped), 1)
     a, b = (_permute(s, gather) for s, gather in zip((a, b), t.last, strict=True))
     # (2**m, r B) -> (r, B, 2**m) -> (B, r, 2**m): one transpose of a matrix
     return tuple(
