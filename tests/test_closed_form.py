@@ -109,24 +109,27 @@ def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, 
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
-SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk, SPLIT_MAX_RANK, layers on halves)
-    (12, 6, True, 5, 2, 128, 6),  # every layer: no units left, the product cut at wire 6
-    (13, 4, False, 3, None, 128, 4),  # odd: halves of 6 and 7 wires
-    (14, 8, True, 4, 1, 128, 6),  # at most 2**6 products (the smaller half's states), then two unit layers
-    (15, 5, True, 3, None, 8, 3),  # three layers up to the rank limit, then the units
-    (16, 3, False, 2, 1, 2, 1),  # the first layer only
+SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk, SPLIT_MAX_RANK, layers on halves, Gram)
+    (12, 6, True, 5, 2, 128, 6, False),  # every layer, the state built per chunk (no units left)
+    (13, 4, False, 3, None, 128, 4, True),  # every layer, <Z> from the halves; odd: halves of 6 and 7 wires
+    (16, 5, True, 4, None, 128, 5, True),
+    (14, 8, True, 4, 1, 128, 6, False),  # at most 2**6 products (the smaller half's states), two unit layers
+    (15, 5, True, 3, None, 8, 3, False),  # three layers up to the rank limit, then the units
+    (16, 3, False, 2, 1, 2, 1, False),  # the first layer only
 ]
 
 
-@pytest.mark.parametrize(("n", "depth", "hadamard", "batch", "chunk", "max_rank", "layers"), SPLIT)
-def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chunk, max_rank, layers):
-    """A chain's leading layers simulated as its two halves' states (`_split`), the full state built
-    from them per chunk and the remaining layers as units: autograd's loss and gradients to 1e-10."""
+@pytest.mark.parametrize(("n", "depth", "hadamard", "batch", "chunk", "max_rank", "layers", "gram"), SPLIT)
+def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chunk, max_rank, layers, gram):
+    """A chain's leading layers simulated as its two halves' states (`_split`), then <Z> from them or
+    the full state built per chunk and the remaining layers as units: autograd's loss and gradients to
+    1e-10."""
     _wide_chunks(monkeypatch, n, chunk)
     monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", max_rank)
     head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
     sp = closed_form.split_plan(head.engine.plan)
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
+    assert (sp.layers == depth and sp.gram) == gram  # no units left, and fewer flops than the state
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(batch, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (batch,), generator=g)
     with torch.no_grad():
@@ -309,7 +312,7 @@ def test_wide_step_keeps_its_large_buffers_on_huge_page_boundaries(monkeypatch):
     transparent huge pages) and are the same buffers from step to step; smaller ones are plain."""
     _wide_chunks(monkeypatch, 14, 32, back_only=True)  # 32 samples x 2**14 x 4 bytes: 2 MiB per buffer
     torch.manual_seed(0)
-    head = DressedQuantumCircuit(6, 2, CircuitConfig(14, 2))
+    head = DressedQuantumCircuit(6, 2, CircuitConfig(14, 2, "ring"))  # a ring: units, not halves
     step = ClosedFormStep(head, adam(head.parameters(), 0.01))
     x, y = torch.randn(32, 6), torch.randint(0, 2, (32,))
     step(head, step.optimizer, x, y)

@@ -338,44 +338,78 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
 
 
 def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
-    """`_loss_and_grads` above HALVES_MAX_QUBITS wires: the units of `t`, a chunk of samples at a time.
+    """`_loss_and_grads` above HALVES_MAX_QUBITS wires: a chain's leading layers on its two halves
+    (`_split`, by autograd: small tensors), then the units of `t`, a chunk of samples at a time; where
+    the halves take every layer and it takes fewer flops, <Z> comes from them (`_split.expectations`)
+    and the state is never built.
+    """
+    z, v = _pre_net(t.embed_phases, w1, b1, x)
+    if t.split is None:
+        loss, correct, e, g_logits, g_a, angle_grads = _chunks(t, q, w2, b2, y, scratch, v)
+        return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
+    sp, tables = t.split
+    v_in, q_in = v.requires_grad_(), q[: sp.layers].detach().requires_grad_()
+    gram = not t.plan.units and sp.gram
+    with torch.enable_grad():
+        product = units.product_halves(t.plan, t.units, v_in)
+        halves = split.halves(sp, tables, product[1], product[3], q_in)
+        if gram:
+            e_in = split.expectations(*halves, *t.units.signs)
+    if not gram:
+        loss, correct, e, g_logits, g_halves, angle_grads = _chunks(t, q, w2, b2, y, scratch, halves)
+        outputs = halves
+    else:
+        e = e_in.detach()
+        loss, correct, g_logits = _post_net(e, w2, b2, y, len(y))
+        outputs, g_halves, angle_grads = (e_in,), (g_logits @ w2,), torch.zeros_like(q)
+    with torch.enable_grad():
+        torch.autograd.backward(outputs, g_halves)
+    angle_grads[: sp.layers] += q_in.grad
+    # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
+    g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
+    return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
+
+
+def _chunks(t: _WideTables, q, w2, b2, y, scratch: Callable, start) -> tuple:
+    """The units of `t` a chunk of samples at a time, from `start`: each wire's state after the
+    embedding (B, n, 2), or the halves' (A, B) after their layers (`_split.halves`). Returns loss,
+    correct count, <Z_i>, d loss / d logits, the gradient of `start` (of the embedding angles, x2;
+    or of A and B) and the layers' angles' gradients.
 
     With several chunks and torch on more than one CPU thread, the chunks are shared among that many
     workers (WIDE_WORKERS at most), each a thread simulating its chunks on one torch thread with buffers
     of its own: the products of a chunk are too small for torch's threads to share them well.
     """
-    batch, n = x.shape[0], w1.shape[0]
-    z, v = _pre_net(t.embed_phases, w1, b1, x)
+    from_halves = isinstance(start, tuple)
+    if from_halves:
+        a, b = (h.detach() for h in start)  # (B, r, 2**m) each
+        g_start = tuple(torch.empty(h.shape, dtype=h.dtype, device=h.device) for h in (a, b))
+    else:
+        g_start = torch.empty(start.shape[:2], dtype=start.dtype, device=start.device)
+    like = a if from_halves else start
+    batch, n = len(y), t.plan.n_qubits
     rows = chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
-    workers = wide_workers(batch, rows) if x.device.type == "cpu" else 1
-    e, g_a = torch.empty_like(z), torch.empty_like(z)
-    g_logits = torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
-    if t.split:  # the leading layers on the halves, by autograd: small tensors
-        sp, tables = t.split
-        v_in, q_in = v.requires_grad_(), q[: sp.layers].detach().requires_grad_()
-        with torch.enable_grad():
-            product = units.product_halves(t.plan, t.units, v_in)
-            halves = split.halves(sp, tables, product[1], product[3], q_in)
-        a, b = (h.detach() for h in halves)  # (B, r, 2**m) each
-        g_halves = tuple(torch.empty(h.shape, dtype=h.dtype, device=h.device) for h in (a, b))
+    workers = wide_workers(batch, rows) if like.device.type == "cpu" else 1
+    e = torch.empty((batch, n), dtype=like.dtype, device=like.device)
+    g_logits = torch.empty((batch, w2.shape[0]), dtype=like.dtype, device=like.device)
     sims = []
     for _ in range(workers):  # the buffers are taken here, in the step's own thread
-        buffers = tuple(scratch((rows, 2**n), dtype=x.dtype, device=x.device) for _ in range(3))
-        buffers += (scratch((rows, 2**n // 4), dtype=x.dtype, device=x.device),)
+        buffers = tuple(scratch((rows, 2**n), dtype=like.dtype, device=like.device) for _ in range(3))
+        buffers += (scratch((rows, 2**n // 4), dtype=like.dtype, device=like.device),)
         sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
 
     def run(sim, mine: list[int]) -> tuple:
         loss, correct = 0, 0
-        for start in mine:
-            part = slice(start, start + rows)
-            e[part] = sim.forward_from(a[part], b[part]) if t.split else sim.forward(v[part])
+        for first in mine:
+            part = slice(first, first + rows)
+            e[part] = sim.forward_from(a[part], b[part]) if from_halves else sim.forward(start[part])
             share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
             loss, correct = loss + share, correct + right
-            if t.split:
-                sim.backward_to(g_logits[part] @ w2, a[part], b[part], g_halves[0][part], g_halves[1][part])
+            if from_halves:
+                sim.backward_to(g_logits[part] @ w2, a[part], b[part], g_start[0][part], g_start[1][part])
             else:
-                g_a[part] = sim.backward(g_logits[part] @ w2)
+                g_start[part] = sim.backward(g_logits[part] @ w2)
         return loss, correct
 
     if workers == 1:
@@ -385,13 +419,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         parts = side_by_side([functools.partial(run, sim, starts[k::workers]) for k, sim in enumerate(sims)])
         loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
     angle_grads = sum(sim.angle_grads() for sim in sims).view(q.shape)
-    if t.split:
-        with torch.enable_grad():
-            torch.autograd.backward(halves, g_halves)
-        angle_grads[: sp.layers] += q_in.grad
-        # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
-        g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
-    return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
+    return loss, correct, e, g_logits, g_start, angle_grads
 
 
 class ClosedFormStep:
