@@ -7,19 +7,28 @@ The machine, measured first, on the torch thread count the steps then run on:
     arithmetic   a 4096 x 4096 float32 matmul (flops per second)
 
 The step: `DressedQuantumCircuit(512, 2, CircuitConfig(n, depth))`, batch B, float32, trained by the step
-fit() picks (`qtl.training.steps.step_for_run`: the closed-form step, whose circuits above 10 qubits run
-as units, `qtl.quantum.engines._units`), timed as the median of --repeats steps after one warm-up; with
---autograd, autograd's `train_step` (the step fit() took above 10 qubits before) in the same run.
+fit() picks (`qtl.training.steps.step_for_run`: the closed-form step; above 10 qubits a chain's leading
+layers run as its two halves' states, `qtl.quantum.engines._split`, and the layers after them as units,
+`qtl.quantum.engines._units`), timed as the median of --repeats steps after one warm-up; with --units,
+the same step with the halves off (every layer as units, what fit() took before) in the same run; with
+--autograd, autograd's `train_step` too.
 
-The model of the work a step must do, counted from the step's own unit plan:
+The model of the work a step must do, counted from the step's own plans:
 
     flops   each unit is a d x d matrix (d = 2**size, the wires of one group) applied to the chunk's
             states: 2 d flops per amplitude forward; backward its transpose on the state and on its
-            gradient, and its cross matrix g^T psi, 6 d; so 8 d B 2**n per unit. Add about 12 B 2**n for
-            the product state, the probabilities, <Z>, d loss / d psi and the embedding's gradient, and
-            6 B F n for the two linear layers. These are the flops of the algorithm (dense 16 x 16 blocks):
-            applying each RY on its own would need fewer (3 per amplitude and wire), but not as matrix
-            products, the only operation that runs near the arithmetic rate in torch.
+            gradient, and its cross matrix g^T psi, 6 d (the first unit's input is not recovered: 4 d);
+            so 8 d B 2**n per unit. The halves' k layers with r products: each layer rotates each half's
+            r_l 2**m states by two Kronecker factors (2**m1 and 2**m2 square), 2 (2**m1 + 2**m2) flops per
+            state forward and twice that backward, and doubles the branches (about 12 flops per new
+            state); then building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
+            dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
+            matrices (`_split.expectations`), 4 r**2 (2**m1 + 2**m2) per sample forward and as many
+            backward, and no state at all. Add about 12 B 2**n for the product state, the probabilities,
+            <Z>, d loss / d psi and the embedding's gradient, and 6 B F n for the two linear layers.
+            These are the flops of the algorithm (dense blocks): applying each RY on its own would need
+            fewer (3 per amplitude and wire), but not as matrix products, the only operation that runs
+            near the arithmetic rate in torch.
     bytes   the samples are simulated a chunk at a time (about CHUNK_AMPLITUDES amplitudes, at least one
             sample), each worker thread's chunk in three buffers and a quarter (the
             state, its gradient and the next product's output). When every worker's fit the last-level
@@ -27,7 +36,9 @@ The model of the work a step must do, counted from the step's own unit plan:
             (bytes ~ B F 4 + parameters). When they do not (about 20+ qubits with two workers here),
             every product reads its operands from
             memory and writes its result there: 2 states forward and 6 backward per unit, 8 B 2**n 4
-            bytes per unit.
+            bytes per unit, and 3 B 2**n 4 more for psi = A^T B and its gradient. Without a state, A and
+            B are read by the products and their scalings, about 12 (|A| + |B|) 4 bytes, from memory
+            where the two do not fit the cache.
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
             this machine. Each step is reported as its time over that bound (1.0 = at the machine's limit).
 
@@ -36,13 +47,14 @@ on 2 cores. Each prints PASS or FAIL. On a busy machine, two OpenMP threads wait
 another process holds a core: there, --threads 1 --cpu-time times the limits and the steps alike by this
 process's CPU time, which measures their own work; the 1.5 s target is for 2 cores of a quiet machine.
 
-    .venv/bin/python bench/roofline.py [--quick] [--sizes 12 16 20] [--threads N] [--cpu-time] [--autograd]
-        [--json PATH]
+    .venv/bin/python bench/roofline.py [--quick] [--sizes 12 16 20] [--threads N] [--cpu-time] [--units]
+        [--autograd] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
 import time
@@ -112,27 +124,36 @@ def model(n: int, batch: int, cache: int) -> dict:
     config = CircuitConfig(n, DEPTH)
     plan = DressedQuantumCircuit(FEATURES, 2, config).engine.plan
     uplan, rows = closed_form.wide_units(plan, batch)
-    amplitudes = batch * 2**n
+    sp = closed_form.split_plan(plan)
+    gram = sp is not None and not uplan.units and sp.gram  # <Z> from the halves, no state
+    amplitudes = 0 if gram else batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
     first = uplan.units[0] if uplan.units else None
     # each unit 8 d per amplitude, but the first unit's input is not recovered
     unit_flops = 8 * d_sum - (2 * 2**first.size if first and first.to_back else 0)
     flops = unit_flops * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
-    sp = closed_form.split_plan(plan)
-    if sp is not None:  # the leading layers on the halves: their products, then psi = A^T B and back
-        flops += 6 * sp.rank * amplitudes
+    halves = 0  # the halves' states after their layers, A and B
+    if sp is not None:
         rank = 1
         for crosses in sp.crossing:
-            rank *= 2 if crosses else 1
             for m in (sp.cut, n - sp.cut):  # two Kronecker factors per half, forward and two backward
                 flops += 6 * (2 ** (m // 2) + 2 ** (m - m // 2)) * batch * rank * 2**m
+                flops += 12 * batch * 2 * rank * 2**m if crosses else 0  # the branches, doubled
+            rank *= 2 if crosses else 1
+        halves = batch * rank * (2**sp.cut + 2 ** (n - sp.cut))
+        # <Z> from the Gram matrices (four products forward, four backward), or psi = A^T B and back
+        flops += 8 * rank * halves if gram else 6 * rank * amplitudes
     workers = closed_form.wide_workers(batch, rows)
-    fits = workers * 3.25 * rows * 2**n * ITEM <= cache  # each worker: three chunks and a quarter
+    if gram:  # the products read A and B: from memory, where they do not fit the cache
+        fits = 2 * halves * ITEM <= cache
+        traffic = 12 * halves * ITEM
+    else:  # each worker: three chunks and a quarter; without the cache every product's operands from
+        # memory, and psi = A^T B written and its gradient read twice
+        fits = workers * 3.25 * rows * 2**n * ITEM <= cache
+        traffic = (8 * len(uplan.units) + (3 if sp else 0)) * amplitudes * ITEM
     params = (FEATURES * n + n + DEPTH * n + 2 * n + 2) * ITEM
-    bytes_ = batch * FEATURES * ITEM + 3 * params
-    if not fits:  # every product's operands from memory; psi = A^T B written, its gradient read twice
-        bytes_ += (8 * len(uplan.units) + (3 if sp else 0)) * amplitudes * ITEM
-    halved = f"{sp.layers} (rank {sp.rank})" if sp else "-"
+    bytes_ = batch * FEATURES * ITEM + 3 * params + (0 if fits else traffic)
+    halved = f"{sp.layers} (rank {sp.rank}{', Gram' if gram else ''})" if sp else "-"
     units = len(uplan.units)
     return {"flops": flops, "bytes": bytes_, "chunk_fits_cache": fits, "units": units, "halved": halved}
 
@@ -155,6 +176,17 @@ def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def units_only():
+    """fit()'s step with every layer as units (the halves off: `closed_form.SPLIT_MAX_RANK` 0)."""
+    kept = closed_form.SPLIT_MAX_RANK
+    closed_form.SPLIT_MAX_RANK = 0
+    try:
+        yield
+    finally:
+        closed_form.SPLIT_MAX_RANK = kept
+
+
 def seconds(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -168,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
         "--cpu-time", action="store_true", help="time by this process's CPU time (busy machines)"
+    )
+    parser.add_argument(
+        "--units", action="store_true", help="also time fit()'s step with the halves off (units only)"
     )
     parser.add_argument("--autograd", action="store_true", help="also time autograd's step, up to 20 qubits")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
@@ -191,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step: batch {args.batch}, depth {DEPTH}, float32; median of {repeats} after a warm-up, {clock}\n")
     print(
         "| qubits | layers on halves | units | GFLOP | state traffic | bound | fit()'s step | x bound "
-        "| wall s | autograd |"
+        "| wall s | units only (x its bound; its / fit()'s) | autograd |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for n in sizes:
         m = model(n, args.batch, cache)
@@ -201,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         row = {"n_qubits": n, "batch": args.batch, **m, "bound_s": bound}
         row.update(time_step(n, args.batch, repeats if n < 22 else 1, "fit"))
         row["x_bound"] = row["s"] / bound
+        if args.units:
+            with units_only():
+                alone = model(n, args.batch, cache)
+                alone["bound_s"] = max(
+                    alone["flops"] / limits["matmul_flops_s"], alone["bytes"] / limits["copy_bytes_s"]
+                )
+                alone.update(time_step(n, args.batch, repeats if n < 22 else 1, "fit"))
+            row["units_only"] = alone
         if args.autograd and n <= 20:
             row["autograd"] = time_step(n, args.batch, repeats, "autograd")
         rows.append(row)
@@ -208,9 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         traffic = "in cache" if m["chunk_fits_cache"] else f"{m['bytes'] / 1e9:.1f} GB"
         auto = row.get("autograd")
         auto_cell = f"{seconds(auto['s'])} ({auto['s'] / row['s']:.2f}x)" if auto else "-"
+        alone = row.get("units_only")
+        alone_cell = (
+            f"{seconds(alone['s'])} ({alone['s'] / alone['bound_s']:.2f}; {alone['s'] / row['s']:.2f}x)"
+            if alone
+            else "-"
+        )
         print(
             f"| {n} | {m['halved']} | {m['units']} | {m['flops'] / 1e9:.1f} | {traffic} | {seconds(bound)} | "
-            f"{seconds(row['s'])} | {row['x_bound']:.2f} | {row['wall_s']:.2f} | {auto_cell} |",
+            f"{seconds(row['s'])} | {row['x_bound']:.2f} | {row['wall_s']:.2f} | {alone_cell} | "
+            f"{auto_cell} |",
             flush=True,
         )
     print()
