@@ -109,10 +109,10 @@ def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, 
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
-SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk, SPLIT_MAX_RANK, layers on halves, Gram)
+SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk or part, SPLIT_MAX_RANK, layers, Gram)
     (12, 6, True, 5, 2, 128, 6, False),  # every layer, the state built per chunk (no units left)
     (13, 4, False, 3, None, 128, 4, True),  # every layer, <Z> from the halves; odd: halves of 6 and 7 wires
-    (16, 5, True, 4, None, 128, 5, True),
+    (16, 5, True, 4, 3, 128, 5, True),  # two parts of the batch, three samples and one
     (14, 8, True, 4, 1, 128, 6, False),  # at most 2**6 products (the smaller half's states), two unit layers
     (15, 5, True, 3, None, 8, 3, False),  # three layers up to the rank limit, then the units
     (16, 3, False, 2, 1, 2, 1, False),  # the first layer only
@@ -126,6 +126,8 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     1e-10."""
     _wide_chunks(monkeypatch, n, chunk)
     monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", max_rank)
+    if chunk is not None:
+        monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", chunk)
     head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
     sp = closed_form.split_plan(head.engine.plan)
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))

@@ -73,6 +73,8 @@ BACK_ONLY_MIN_QUBITS = 14
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
+#: Where <Z> comes from the halves (no state), they are simulated this many samples at a time.
+SPLIT_PART_SAMPLES = 64
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -349,21 +351,29 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
     sp, tables = t.split
     v_in, q_in = v.requires_grad_(), q[: sp.layers].detach().requires_grad_()
-    gram = not t.plan.units and sp.gram
-    with torch.enable_grad():
-        product = units.product_halves(t.plan, t.units, v_in)
-        halves = split.halves(sp, tables, product[1], product[3], q_in)
-        if gram:
-            e_in = split.expectations(*halves, *t.units.signs)
-    if not gram:
-        loss, correct, e, g_logits, g_halves, angle_grads = _chunks(t, q, w2, b2, y, scratch, halves)
-        outputs = halves
+    if not t.plan.units and sp.gram:  # a part of the batch at a time: memory flat in the batch
+        batch, part_size = len(y), SPLIT_PART_SAMPLES
+        e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
+        loss, correct = 0, 0
+        for start in range(0, batch, part_size):
+            part = slice(start, start + part_size)
+            with torch.enable_grad():
+                product = units.product_halves(t.plan, t.units, v_in[part])
+                halves = split.halves(sp, tables, product[1], product[3], q_in)
+                e_in = split.expectations(*halves, *t.units.signs)
+            e[part] = e_in.detach()
+            share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
+            loss, correct = loss + share, correct + right
+            with torch.enable_grad():
+                torch.autograd.backward(e_in, g_logits[part] @ w2)
+        angle_grads = torch.zeros_like(q)
     else:
-        e = e_in.detach()
-        loss, correct, g_logits = _post_net(e, w2, b2, y, len(y))
-        outputs, g_halves, angle_grads = (e_in,), (g_logits @ w2,), torch.zeros_like(q)
-    with torch.enable_grad():
-        torch.autograd.backward(outputs, g_halves)
+        with torch.enable_grad():
+            product = units.product_halves(t.plan, t.units, v_in)
+            halves = split.halves(sp, tables, product[1], product[3], q_in)
+        loss, correct, e, g_logits, g_halves, angle_grads = _chunks(t, q, w2, b2, y, scratch, halves)
+        with torch.enable_grad():
+            torch.autograd.backward(halves, g_halves)
     angle_grads[: sp.layers] += q_in.grad
     # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
     g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
