@@ -28,7 +28,13 @@ flips. How the blocks are laid out depends on the width:
   the embedding through the last layer and back, in three buffers and a quarter; the backward
   pass recovers each state from the next (the units are orthogonal), so memory does not grow with
   the depth or the batch. The layers' gradients come from one d x d cross matrix per unit. The chunks
-  are shared among up to WIDE_WORKERS threads, each on one torch thread.
+  are shared among up to WIDE_WORKERS threads, each on one torch thread;
+- but a chain's leading layers, from SPLIT_MIN_QUBITS wires, are first simulated as its two halves'
+  states (`qtl.quantum.engines._split`: every CNOT across the cut doubles a sum of products, up to
+  SPLIT_MAX_RANK of them), by autograd on tensors of r 2**(n/2) amplitudes per sample; each chunk's
+  state is then built from them with one product, and where they take every layer and it is cheaper,
+  <Z> comes from their Gram matrices and the 2**n state is never built (at 20 qubits and depth 6,
+  about a thirtieth of the units' flops).
 
 The update is torch's fused Adam kernel on the optimizer's own state (exp_avg, exp_avg_sq, step), so
 schedulers, checkpoints and later eager steps see exactly what `optimizer.step()` would leave; the
