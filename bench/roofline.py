@@ -11,7 +11,9 @@ fit() picks (`qtl.training.steps.step_for_run`: the closed-form step; above 10 q
 layers run as its two halves' states, `qtl.quantum.engines._split`, and the layers after them as units,
 `qtl.quantum.engines._units`), timed as the median of --repeats steps after one warm-up; with --units,
 the same step with the halves off (every layer as units, what fit() took before) in the same run; with
---autograd, autograd's `train_step` too.
+--autograd, autograd's `train_step` too. With --ranks, only fit()'s step with each cap on the halves'
+products (`closed_form.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
+and the width they start at (`SPLIT_MIN_QUBITS`).
 
 The model of the work a step must do, counted from the step's own plans:
 
@@ -48,7 +50,7 @@ another process holds a core: there, --threads 1 --cpu-time times the limits and
 process's CPU time, which measures their own work; the 1.5 s target is for 2 cores of a quiet machine.
 
     .venv/bin/python bench/roofline.py [--quick] [--sizes 12 16 20] [--threads N] [--cpu-time] [--units]
-        [--autograd] [--json PATH]
+        [--autograd] [--depth D] [--ranks R ...] [--json PATH]
 """
 
 from __future__ import annotations
@@ -177,14 +179,36 @@ def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
 
 
 @contextlib.contextmanager
-def units_only():
-    """fit()'s step with every layer as units (the halves off: `closed_form.SPLIT_MAX_RANK` 0)."""
-    kept = closed_form.SPLIT_MAX_RANK
-    closed_form.SPLIT_MAX_RANK = 0
+def halves_at_most(rank: int, min_qubits: int | None = None):
+    """fit()'s step with at most `rank` products on the halves (`closed_form.SPLIT_MAX_RANK`; 0: every
+    layer as units), and the halves from `min_qubits` wires (`closed_form.SPLIT_MIN_QUBITS`)."""
+    kept = closed_form.SPLIT_MAX_RANK, closed_form.SPLIT_MIN_QUBITS
+    closed_form.SPLIT_MAX_RANK = rank
+    closed_form.SPLIT_MIN_QUBITS = kept[1] if min_qubits is None else min_qubits
     try:
         yield
     finally:
-        closed_form.SPLIT_MAX_RANK = kept
+        closed_form.SPLIT_MAX_RANK, closed_form.SPLIT_MIN_QUBITS = kept
+
+
+def rank_table(sizes: list[int], batch: int, repeats: int, ranks: list[int]) -> list[dict]:
+    """fit()'s step at each cap on the halves' products, the halves at every width (where they pay)."""
+    print(f"\n| qubits | {' | '.join(f'at most {r} products' for r in ranks)} |")
+    print(f"|---|{'---|' * len(ranks)}")
+    rows = []
+    for n in sizes:
+        cells = []
+        for rank in ranks:
+            with halves_at_most(rank, 0):
+                sp = closed_form.split_plan(
+                    DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH)).engine.plan
+                )
+                timed = time_step(n, batch, repeats, "fit")
+            layers = f"{sp.layers} layers, {sp.rank}" if sp else "units"
+            rows.append({"n_qubits": n, "max_rank": rank, "layers": sp.layers if sp else 0, **timed})
+            cells.append(f"{seconds(timed['s'])} ({layers})")
+        print(f"| {n} | {' | '.join(cells)} |", flush=True)
+    return rows
 
 
 def seconds(s: float) -> str:
@@ -192,6 +216,7 @@ def seconds(s: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DEPTH
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_SIZES}, 2 repeats")
     parser.add_argument("--sizes", type=int, nargs="+", help="qubits to measure (default 12-24)")
@@ -204,9 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--units", action="store_true", help="also time fit()'s step with the halves off (units only)"
     )
+    parser.add_argument("--depth", type=int, default=DEPTH, help=f"circuit depth (default {DEPTH})")
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        metavar="R",
+        help="only time fit()'s step with at most R products on the halves (0: units), at every width",
+    )
     parser.add_argument("--autograd", action="store_true", help="also time autograd's step, up to 20 qubits")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
+    DEPTH = args.depth
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_time:
@@ -224,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     clock = "CPU time" if args.cpu_time else "wall time"
     print(f"step: batch {args.batch}, depth {DEPTH}, float32; median of {repeats} after a warm-up, {clock}\n")
+    if args.ranks:
+        rows = rank_table(sizes, args.batch, repeats, args.ranks)
+        if args.json:
+            save_json(args.json, {"machine": info, "limits": limits, "results": rows})
+        return 0
     print(
         "| qubits | layers on halves | units | GFLOP | state traffic | bound | fit()'s step | x bound "
         "| wall s | units only (x its bound; its / fit()'s) | autograd |"
@@ -237,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         row.update(time_step(n, args.batch, repeats if n < 22 else 1, "fit"))
         row["x_bound"] = row["s"] / bound
         if args.units:
-            with units_only():
+            with halves_at_most(0):
                 alone = model(n, args.batch, cache)
                 alone["bound_s"] = max(
                     alone["flops"] / limits["matmul_flops_s"], alone["bytes"] / limits["copy_bytes_s"]
