@@ -356,7 +356,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         loss, correct, e, g_logits, g_a, angle_grads = _chunks(t, q, w2, b2, y, scratch, v)
         return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
     sp, tables = t.split
-    v_in, q_in = v.requires_grad_(), q[: sp.layers].detach().requires_grad_()
+    v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     if not t.plan.units and sp.gram:  # a part of the batch at a time: memory flat in the batch
         batch, part_size = len(y), SPLIT_PART_SAMPLES
         e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
