@@ -55,8 +55,9 @@ def _wide_chunks(monkeypatch, n: int, samples: int | None, back_only: bool | Non
     "back" pass or passes alternating (None: as the width decides)."""
     if samples is not None:
         monkeypatch.setattr(closed_form, "CHUNK_AMPLITUDES", samples * 2**n)
-    if back_only is not None:
+    if back_only is not None:  # the units' passes themselves: no layer on the halves (`_split`)
         monkeypatch.setattr(closed_form, "BACK_ONLY_MIN_QUBITS", n if back_only else n + 1)
+        monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", 0)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +140,56 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
     assert (sp.layers == depth and sp.gram) == gram  # no units left, and fewer flops than the state
     _assert_step_equals_autograd(head, opt, batch, seed=5)
+
+
+@pytest.mark.parametrize(("n", "depth"), [(13, 4), (14, 8)])
+def test_split_layers_in_float32(monkeypatch, n, depth):
+    """The halves' layers in float32, as training runs them: <Z> from the Gram matrices (13 qubits) or
+    the state built and two unit layers after them (14 qubits), against autograd in float64."""
+    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", 3)
+    head, opt = _pair(CircuitConfig(n, depth), torch.float32)
+    reference = copy.deepcopy(head).double()
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(5, 6, generator=g), torch.randint(0, 3, (5,), generator=g)
+    loss, _, grads = ClosedFormStep(head, opt).loss_and_grads(x, y)
+    want = torch.nn.functional.cross_entropy(reference(x.double()), y)
+    params = [reference.pre_net.weight, reference.pre_net.bias, reference.q_params]
+    params += [reference.post_net.weight, reference.post_net.bias]
+    torch.testing.assert_close(loss.double(), want, atol=1e-5, rtol=0)
+    for got, expected in zip(grads, torch.autograd.grad(want, params), strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("n", "depth"), [(13, 4), (14, 8)])
+def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth):
+    """The halves are simulated SPLIT_PART_SAMPLES samples at a time on both paths (<Z> from them, or
+    the state built from them), so their memory does not grow with the batch."""
+    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", 2)
+    sizes = []
+    halves = split.halves
+
+    def recording(sp, t, a, b, q):
+        sizes.append(a.shape[0])
+        return halves(sp, t, a, b, q)
+
+    monkeypatch.setattr(split, "halves", recording)
+    head, opt = _pair(CircuitConfig(n, depth))
+    ClosedFormStep(head, opt).loss_and_grads(
+        torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
+    )
+    assert sizes == [2, 2, 1]
+
+
+def test_loss_and_grads_under_grad_mode():
+    """Called with autograd on, the step still computes plain tensors: no graph is built or kept."""
+    for config in (CircuitConfig(14, 8), CircuitConfig(13, 4), CircuitConfig(12, 3, "ring")):
+        head, opt = _pair(config)
+        with torch.enable_grad():
+            loss, _, grads = ClosedFormStep(head, opt).loss_and_grads(
+                torch.randn(3, 6, dtype=torch.float64), torch.tensor([0, 1, 2])
+            )
+        assert not loss.requires_grad and not any(g.requires_grad for g in grads)
 
 
 def test_which_layers_the_halves_take(monkeypatch):
@@ -253,13 +304,14 @@ def test_compiled_fused_step_for_long_runs_of_tiny_steps():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(
-    ("n", "entangler"), [(4, "chain"), (8, "chain"), (12, "ring"), (14, "ring"), (14, "chain")]
+    ("n", "entangler", "depth"),
+    [(4, "chain", 4), (8, "chain", 4), (12, "ring", 4), (14, "ring", 4), (14, "chain", 4), (14, "chain", 8)],
 )
-def test_fused_step_on_cuda_matches_autograd(n, entangler):
+def test_fused_step_on_cuda_matches_autograd(n, entangler, depth):
     """The fused step on CUDA (float64) takes the autograd step's trajectory: one block, two halves, and
     above 10 wires the units (alternating passes at 12, back passes only at 14) or, for a chain, the
-    halves' layers (`_split`)."""
-    config = CircuitConfig(n, 4, entangler)
+    halves' layers (`_split`): <Z> from them at depth 4, the state built and two unit layers at 8."""
+    config = CircuitConfig(n, depth, entangler)
     eager_head, eager_opt = _pair(config)
     head, opt = _pair(config)
     eager_head.cuda()

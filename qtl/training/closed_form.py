@@ -347,58 +347,81 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
 
 def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
     """`_loss_and_grads` above HALVES_MAX_QUBITS wires: a chain's leading layers on its two halves
-    (`_split`, by autograd: small tensors), then the units of `t`, a chunk of samples at a time; where
-    the halves take every layer and it takes fewer flops, <Z> comes from them (`_split.expectations`)
-    and the state is never built.
+    (`_split`, by autograd: small tensors, SPLIT_PART_SAMPLES samples at a time so that memory stays
+    flat in the batch), then the units of `t`, a chunk of samples at a time; where the halves take every
+    layer and it takes fewer flops, <Z> comes from them (`_split.expectations`) and the state is never
+    built.
     """
     z, v = _pre_net(t.embed_phases, w1, b1, x)
+    batch = len(y)
     if t.split is None:
-        loss, correct, e, g_logits, g_a, angle_grads = _chunks(t, q, w2, b2, y, scratch, v)
-        return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
+        sims = _unit_steps(t, q, batch, scratch)
+        loss, correct, e, g_logits, g_a = _chunks(t, sims, w2, b2, y, v, batch)
+        return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
+    gram = not t.plan.units and sp.gram
+    sims = None if gram else _unit_steps(t, q, min(batch, SPLIT_PART_SAMPLES), scratch)
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
-    if not t.plan.units and sp.gram:  # a part of the batch at a time: memory flat in the batch
-        batch, part_size = len(y), SPLIT_PART_SAMPLES
-        e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
-        loss, correct = 0, 0
-        for start in range(0, batch, part_size):
-            part = slice(start, start + part_size)
-            with torch.enable_grad():
-                product = units.product_halves(t.plan, t.units, v_in[part])
-                halves = split.halves(sp, tables, product[1], product[3], q_in)
+    e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
+    loss, correct = 0, 0
+    for start in range(0, batch, SPLIT_PART_SAMPLES):
+        part = slice(start, start + SPLIT_PART_SAMPLES)
+        with torch.enable_grad():
+            product = units.product_halves(t.plan, t.units, v_in[part])
+            halves = split.halves(sp, tables, product[1], product[3], q_in)
+            if gram:
                 e_in = split.expectations(*halves, *t.units.signs)
+        if gram:
             e[part] = e_in.detach()
             share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
-            loss, correct = loss + share, correct + right
-            with torch.enable_grad():
-                torch.autograd.backward(e_in, g_logits[part] @ w2)
-        angle_grads = torch.zeros_like(q)
-    else:
+            outputs, g_outputs = (e_in,), (g_logits[part] @ w2,)
+        else:
+            start_state = tuple(h.detach() for h in halves)
+            share, right, e[part], g_logits[part], g_outputs = _chunks(
+                t, sims, w2, b2, y[part], start_state, batch
+            )
+            outputs = halves
+        loss, correct = loss + share, correct + right
         with torch.enable_grad():
-            product = units.product_halves(t.plan, t.units, v_in)
-            halves = split.halves(sp, tables, product[1], product[3], q_in)
-        loss, correct, e, g_logits, g_halves, angle_grads = _chunks(t, q, w2, b2, y, scratch, halves)
-        with torch.enable_grad():
-            torch.autograd.backward(halves, g_halves)
+            torch.autograd.backward(outputs, g_outputs)
+    angle_grads = torch.zeros_like(q) if gram else _unit_angle_grads(sims, q)
     angle_grads[: sp.layers] += q_in.grad
     # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
     g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
     return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
 
 
-def _chunks(t: _WideTables, q, w2, b2, y, scratch: Callable, start) -> tuple:
-    """The units of `t` a chunk of samples at a time, from `start`: each wire's state after the
-    embedding (B, n, 2), or the halves' (A, B) after their layers (`_split.halves`). Returns loss,
-    correct count, <Z_i>, d loss / d logits, the gradient of `start` (of the embedding angles, x2;
-    or of A and B) and the layers' angles' gradients.
+def _unit_steps(t: _WideTables, q: torch.Tensor, batch: int, scratch: Callable) -> list[units.UnitStep]:
+    """One `UnitStep` per worker for batches of up to `batch` samples, each with its buffers (taken
+    here, in the step's own thread); they add up the cross matrices of every chunk they run."""
+    n, rows = t.plan.n_qubits, chunk_rows(t.plan, batch)
+    workers = wide_workers(batch, rows) if q.device.type == "cpu" else 1
+    sims = []
+    for _ in range(workers):
+        buffers = tuple(scratch((rows, 2**n), dtype=q.dtype, device=q.device) for _ in range(3))
+        buffers += (scratch((rows, 2**n // 4), dtype=q.dtype, device=q.device),)
+        sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
+    return sims
 
-    With several chunks and torch on more than one CPU thread, the chunks are shared among that many
-    workers (WIDE_WORKERS at most), each a thread simulating its chunks on one torch thread with buffers
+
+def _unit_angle_grads(sims: list[units.UnitStep], q: torch.Tensor) -> torch.Tensor:
+    """The layers' angles' gradients from the cross matrices the unit steps added up."""
+    return sum(sim.angle_grads() for sim in sims).view(q.shape)
+
+
+def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total: int) -> tuple:
+    """The units of `t` a chunk of samples at a time, from `start`: each wire's state after the
+    embedding (b, n, 2), or the halves' (A, B) after their layers (`_split.halves`), for b samples of a
+    batch of `total`. Returns their share of the loss, correct count, <Z_i>, d loss / d logits and the
+    gradient of `start` (of the embedding angles, x2; or of A and B); `sims` add up the cross matrices.
+
+    With several chunks and torch on more than one CPU thread, the chunks are shared among the workers
+    (`sims`, WIDE_WORKERS at most), each a thread simulating its chunks on one torch thread with buffers
     of its own: the products of a chunk are too small for torch's threads to share them well.
     """
     from_halves = isinstance(start, tuple)
     if from_halves:
-        a, b = (h.detach() for h in start)  # (B, r, 2**m) each
+        a, b = start  # (b, r, 2**m) each
         g_start = tuple(torch.empty(h.shape, dtype=h.dtype, device=h.device) for h in (a, b))
     else:
         g_start = torch.empty(start.shape[:2], dtype=start.dtype, device=start.device)
@@ -406,21 +429,16 @@ def _chunks(t: _WideTables, q, w2, b2, y, scratch: Callable, start) -> tuple:
     batch, n = len(y), t.plan.n_qubits
     rows = chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
-    workers = wide_workers(batch, rows) if like.device.type == "cpu" else 1
+    workers = min(len(sims), len(starts))
     e = torch.empty((batch, n), dtype=like.dtype, device=like.device)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=like.dtype, device=like.device)
-    sims = []
-    for _ in range(workers):  # the buffers are taken here, in the step's own thread
-        buffers = tuple(scratch((rows, 2**n), dtype=like.dtype, device=like.device) for _ in range(3))
-        buffers += (scratch((rows, 2**n // 4), dtype=like.dtype, device=like.device),)
-        sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
 
     def run(sim, mine: list[int]) -> tuple:
         loss, correct = 0, 0
         for first in mine:
             part = slice(first, first + rows)
             e[part] = sim.forward_from(a[part], b[part]) if from_halves else sim.forward(start[part])
-            share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
+            share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], total)
             loss, correct = loss + share, correct + right
             if from_halves:
                 sim.backward_to(g_logits[part] @ w2, a[part], b[part], g_start[0][part], g_start[1][part])
@@ -432,10 +450,9 @@ def _chunks(t: _WideTables, q, w2, b2, y, scratch: Callable, start) -> tuple:
         loss, correct = run(sims[0], starts)
     else:
         # each worker on one torch thread (MKL's products in two workers ran 1.7x slower on three or more)
-        parts = side_by_side([functools.partial(run, sim, starts[k::workers]) for k, sim in enumerate(sims)])
+        parts = side_by_side([functools.partial(run, sims[k], starts[k::workers]) for k in range(workers)])
         loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    angle_grads = sum(sim.angle_grads() for sim in sims).view(q.shape)
-    return loss, correct, e, g_logits, g_start, angle_grads
+    return loss, correct, e, g_logits, g_start
 
 
 class ClosedFormStep:
@@ -482,6 +499,7 @@ class ClosedFormStep:
         self.last_grads = grads
         return loss, correct
 
+    @torch.no_grad()
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Cross-entropy loss, correct predictions and the gradients of [W1, b1, q, W2, b2] on a batch."""
         w1 = self.params[0]

@@ -7,14 +7,15 @@ halves' states (wires [0, cut) and [cut, n)). The CNOT (cut - 1, cut) makes it a
 
 (P0, P1: wire cut - 1 is |0>, |1>; X flips wire cut), and every other gate of a chain acts inside one
 half. So after k layers the state is sum_j a_j (x) b_j over r <= 2**k branches, each half 2**(n/2)
-states per branch where the full state has 2**n: at 20 qubits and r = 32, 2 x 32 x 1024 states per
-sample in place of 2**20. The unit step (`_units.UnitStep.forward_from`) builds the full state from
-them with one product per sample, psi = A^T B of inner dimension r, and runs the remaining layers on it;
-its gradient g at that state gives the halves' (dA = B g^T, dB = A g), and autograd takes those back
-through the first k layers, whose operations are small.
+states per branch where the full state has 2**n: at 20 qubits and r = 64, 2 x 64 x 1024 states per
+sample in place of 2**20. Autograd takes the k layers (`halves`), whose operations are small. Then
+either `expectations` gives <Z> from the halves' Gram matrices, where they take every layer and that
+costs fewer flops (`SplitPlan.gram`), and the state is never built; or the unit step
+(`_units.UnitStep.forward_from`) builds it with one product per sample, psi = A^T B of inner dimension
+r, runs the remaining layers on it, and its gradient g there gives the halves' (dA = B g^T, dB = A g).
 
-`plan_split` picks k: the most leading layers (at least one left to the units) whose CNOT runs are
-chains (a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank.
+`plan_split` picks k: the most leading layers (all of them, if they qualify) whose CNOT runs are chains
+(a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class SplitPlan:
     @property
     def gram(self) -> bool:
         """Whether `expectations` takes fewer flops than building the state (forward and backward,
-        12 r**2 (2**m1 + 2**m2) against 6 r 2**n per sample)."""
-        return 2 * self.rank * (2**self.cut + 2 ** (self.n_qubits - self.cut)) < 2**self.n_qubits
+        8 r**2 (2**m1 + 2**m2) against 6 r 2**n per sample)."""
+        return 4 * self.rank * (2**self.cut + 2 ** (self.n_qubits - self.cut)) < 3 * 2**self.n_qubits
 
     @property
     def factors(self) -> tuple[tuple[int, int], ...]:
@@ -69,7 +70,7 @@ class SplitPlan:
 @functools.lru_cache(maxsize=64)
 def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
     """The leading layers of `plan` the halves at `cut` (even, so no even pair crosses it) take: as many
-    as keep at most `max_rank` products and are chains, leaving at least one layer; None for none."""
+    as keep at most `max_rank` products and are chains (every layer, where they all do); None for none."""
     n, n_layers = plan.n_qubits, plan.n_layers
     if cut % 2 or not 0 < cut < n:
         raise ValueError(f"the cut must be an even wire inside the circuit, not {cut}")
@@ -97,8 +98,8 @@ def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
 @dataclass(frozen=True, eq=False)
 class SplitTables:
     """A split plan's gathers on one device: per layer and half, the CNOTs before its rotations (the last
-    layer's next even pairs, then its odd pairs) and after the last rotations; the projectors of wire
-    cut - 1 (half a's last bit)."""
+    layer's next even pairs, then its odd pairs) and after the last rotations; Pauli X; and the
+    gathers that build every Kronecker factor of the rotations (`factors`)."""
 
     before: tuple[tuple[Gather | None, Gather | None], ...]  # None: no CNOT
     last: tuple[Gather | None, Gather | None]
@@ -192,7 +193,8 @@ def halves(
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
     the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. Differentiable; the
     states lead while they are simulated, so that a gather moves whole rows; A and B are views whose rows
-    of one sample are 2**m apart (a batched product takes them as they are)."""
+    of consecutive samples are 2**m apart and one sample's rows B 2**m (a batched product takes them as
+    they are)."""
     a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
     for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
         a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
