@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan
 
@@ -155,27 +156,8 @@ Gather = tuple[torch.Tensor, torch.Tensor]  # a permutation's gather index and i
 
 
 def _permute(x: torch.Tensor, gather: Gather | None) -> torch.Tensor:
-    return x if gather is None else _Permute.apply(x, *gather)
-
-
-class _Permute(torch.autograd.Function):
-    """x[index] along the first axis, whose backward is the inverse gather (not a scatter-add)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(0, inverse), None, None
-
-
-def ry(angle: torch.Tensor) -> torch.Tensor:
-    """RY(angle) as a 2 x 2 matrix."""
-    c, s = torch.cos(angle / 2), torch.sin(angle / 2)
-    return torch.stack((c, -s, s, c)).view(2, 2)
+    """x gathered along its first axis (the states), None: x itself."""
+    return x if gather is None else sv.permute(x, *gather, dim=0)
 
 
 def _rotate(state: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -203,11 +185,11 @@ def halves(
             # (P0 a) (x) b + (P1 a) (x) (X b), rotated: R P_s = (R P_s R^T) R and R X = (R X R^T) R, where
             # R P_s R^T = u_s u_s^T (u_s = RY e_s) and R X R^T act on wires cut - 1 and cut alone; so the
             # branches double after the rotations, which run on half as many. New branches after the old.
-            u = ry(q[layer, sp.cut - 1])
+            u = sv.rotation_matrices("RY", q[layer, sp.cut - 1], q.dtype)
             projected = torch.einsum("ks,ls->ksl", u, u).reshape(4, 2)  # u_s u_s^T, rows (k, s)
             h = a.shape[0] // 2  # wire cut - 1 is a's last bit
             a = torch.bmm(projected.expand(h, 4, 2), a.view(h, 2, -1)).view(2 * h, 2 * a.shape[1], -1)
-            u = ry(q[layer, sp.cut])
+            u = sv.rotation_matrices("RY", q[layer, sp.cut], q.dtype)
             flipped = torch.tensordot(u @ t.x @ u.T, b.view(2, -1, *b.shape[1:]), 1).view(b.shape)
             b = torch.cat((b, flipped), 1)
     a, b = (_permute(s, gather) for s, gather in zip((a, b), t.last, strict=True))

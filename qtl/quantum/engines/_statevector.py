@@ -242,22 +242,24 @@ def cnot_permutation(n_qubits: int, pairs: list[tuple[int, int]]) -> torch.Tenso
 
 
 class _Permute(torch.autograd.Function):
-    """state[:, perm] whose backward is the inverse gather (no scatter-add)."""
+    """state.index_select(dim, perm) whose backward is the inverse gather (no scatter-add)."""
 
     @staticmethod
-    def forward(ctx, state, perm, inverse):
+    def forward(ctx, state, perm, inverse, dim):
         ctx.save_for_backward(inverse, perm)
-        return state.index_select(-1, perm)
+        ctx.dim = dim
+        return state.index_select(dim, perm)
 
     @staticmethod
     def backward(ctx, grad):
         inverse, perm = ctx.saved_tensors
-        return _Permute.apply(grad, inverse, perm), None, None
+        return _Permute.apply(grad, inverse, perm, ctx.dim), None, None, None
 
 
-def permute(state: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """(B, 2**n) -> (B, 2**n) with out[:, j] = state[:, perm[j]]; `inverse` is perm's inverse."""
-    return _Permute.apply(state, perm, inverse)
+def permute(state: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """(B, 2**n) -> (B, 2**n) with out[:, j] = state[:, perm[j]] (along `dim`, the last by default);
+    `inverse` is perm's inverse."""
+    return _Permute.apply(state, perm, inverse, dim)
 
 
 def probabilities(state: torch.Tensor) -> torch.Tensor:
