@@ -125,12 +125,9 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
     x = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=dtype, device=device)
     index = []
     for size in sp.factor_sizes:
-        shifts = size - 1 - torch.arange(size)
-        bits = (torch.arange(2**size)[:, None] >> shifts) & 1  # (d, size)
+        plain = tuple(range(2**size))  # a factor is a unit's matrix with no CNOT folded in
         per_factor = [
-            4 * (layer * sp.n_qubits + start + torch.arange(size)).view(1, 1, size)
-            + 2 * bits[:, None, :]
-            + bits[None, :, :]
+            units._kron_gather(units.Unit(layer, start, size, True, plain, plain, False), sp.n_qubits)
             for layer in range(sp.layers)
             for start, z in sp.factors
             if z == size
@@ -144,11 +141,11 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
 def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:
     """The split layers' angles q (k, n) -> per layer, `sp.factors`' matrices: each the Kronecker product
     RY(q_w) (x) RY(q_w+1) (x) ... of its wires (the first the leading bit), all built at once."""
-    flat = torch.cos(torch.add(t.ry_phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)
-    built = {}
-    for size, index in zip(sp.factor_sizes, t.factor_index, strict=True):
-        d = 2**size
-        built[size] = iter(flat.index_select(0, index).view(-1, d, d, size).prod(-1).unbind(0))
+    table = units.ry_table(q, t.ry_phases)
+    built = {
+        size: iter(units.kron_products(table, index, size).unbind(0))
+        for size, index in zip(sp.factor_sizes, t.factor_index, strict=True)
+    }
     return [[next(built[size]) for _, size in sp.factors] for _ in range(sp.layers)]
 
 

@@ -278,14 +278,25 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
     )
 
 
+def ry_table(q: torch.Tensor, ry_phases: torch.Tensor) -> torch.Tensor:
+    """(n_layers, n) RY angles -> the flat (n_layers * n * 4,) table of every RY(q), row-major 2 x 2,
+    that `_kron_gather`'s positions point into."""
+    return torch.cos(torch.add(ry_phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)
+
+
+def kron_products(table: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """The Kronecker products of `size` wires' RYs whose `_kron_gather` positions `index` concatenates
+    -> (count, d, d), from `ry_table`."""
+    d = 2**size
+    return table.index_select(0, index).view(-1, d, d, size).prod(-1)
+
+
 def matrices(t: UnitTables, q: torch.Tensor, n_units: int) -> list[torch.Tensor]:
     """(n_layers, n) RY angles -> every unit's (d, d) matrix K, in unit order."""
-    flat = torch.cos(torch.add(t.ry_phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)  # (L * n * 4,)
-    out: list[torch.Tensor] = [flat] * n_units
+    table = ry_table(q, t.ry_phases)
+    out: list[torch.Tensor] = [table] * n_units
     for size, group, index in zip(t.sizes, t.members, t.kron, strict=True):
-        d = 2**size
-        built = flat.index_select(0, index).view(len(group), d, d, size).prod(-1)
-        for i, k in zip(group, built.unbind(0), strict=True):
+        for i, k in zip(group, kron_products(table, index, size).unbind(0), strict=True):
             out[i] = k
     return out
 
