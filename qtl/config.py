@@ -232,6 +232,22 @@ class DataRegime:
         return _from_dict(cls, d or {}, "regime")
 
 
+def row_settings(model: ModelConfig, regime: DataRegime) -> dict:
+    """The settings a run's result row records that its configs alone decide (`n_classes` is not one:
+    `fit` takes the classes from the dataset). `qtl.experiments.runs.result_row` writes them, and
+    `ResultsDB.rows` fills them from the stored configs of rows written before these columns existed."""
+    quantum = model.is_quantum
+    return {
+        "engine": model.engine if quantum else None,
+        "noise": model.noise.label() if quantum and not model.noise.is_ideal else None,
+        "reupload": model.circuit.reupload if quantum else None,
+        "feature_dim": model.feature_dim,
+        "split": regime.split_label,
+        "per_class": regime.per_class,
+        "label_noise": regime.label_noise,
+    }
+
+
 # ---- the recipe
 
 

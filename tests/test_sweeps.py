@@ -19,6 +19,7 @@ from conftest import REPO, make_image_folder
 from qtl import cli
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.spec import SpecError, load_spec, parse_spec, plan
+from qtl.experiments.stats import group_cells
 from qtl.experiments.sweeps import run_sweep
 
 SPEC = """
@@ -198,24 +199,46 @@ def wait_until(db_path: Path, condition, proc: subprocess.Popen, timeout: float 
     pytest.fail("the sweep did not reach the expected state in time")
 
 
+NEWER_RUN_COLUMNS = ("engine", "noise", "reupload", "feature_dim", "split", "n_classes", "per_class",
+                     "label_noise", "test_acc", "test_loss", "n_train", "n_test")  # fmt: skip
+NEWER_EPOCH_COLUMNS = ("grad_backbone", "grad_pre_net", "grad_circuit", "grad_hidden", "grad_post_net")
+
+
+def shipped_copy(folder: Path) -> Path:
+    copy = folder / "wide.db"
+    copy.write_bytes((REPO / "docs" / "wide.db").read_bytes())
+    return copy
+
+
 class TestOlderDatabases:
-    def test_a_shipped_database_reads_without_a_write_and_gains_new_columns_on_its_first(self, tmp_path):
-        """docs/wide.db predates the engine, noise, test and regime columns and the epochs' gradient
-        norms: reading it changes nothing on disk and gives None for them; the first write adds them,
-        and the old rows keep their values."""
-        shipped = REPO / "docs" / "wide.db"
-        copy = tmp_path / "wide.db"
-        copy.write_bytes(shipped.read_bytes())
+    def test_an_older_database_reads_without_a_write_and_gains_new_columns_on_its_first(self, tmp_path):
+        """A file from before the engine, noise, test and regime columns and the epochs' gradient norms
+        (docs/wide.db with them dropped): reading it changes nothing on disk; the settings its stored
+        configs decide read as those configs say, results it never had as None; the first write adds the
+        columns, and the old rows keep their values."""
+        copy = shipped_copy(tmp_path)
+        with sqlite3.connect(copy) as db:
+            for column in NEWER_RUN_COLUMNS:
+                db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+            for column in NEWER_EPOCH_COLUMNS:
+                db.execute(f"ALTER TABLE epochs DROP COLUMN {column}")
+        db.close()
 
         def columns(table):
-            return {r[1] for r in sqlite3.connect(copy).execute(f"PRAGMA table_info({table})")}
+            with sqlite3.connect(copy) as db:
+                found = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            db.close()
+            return found
 
         old_columns = columns("runs")
-        assert not {"engine", "test_acc", "split"} & old_columns  # the premise: a file from before them
         with ResultsDB(copy) as db:
             rows = db.rows()
             history = db.history(rows[0]["id"])
-        assert rows and all(r["engine"] is None and r["test_acc"] is None for r in rows)
+        quantum = [r for r in rows if r["variant"] == "quantum"]
+        assert quantum and all(r["engine"] == "mps" and r["reupload"] == 0 for r in quantum)
+        assert all(r["engine"] is None and r["reupload"] is None for r in rows if r not in quantum)
+        assert all(r["split"] == "given" and r["label_noise"] == 0 and r["per_class"] is None for r in rows)
+        assert all(r["test_acc"] is None and r["n_classes"] is None for r in rows)  # no row records them
         assert history and all(h["grad_circuit"] is None for h in history)
         assert columns("runs") == old_columns
         with ResultsDB(copy) as db:
@@ -226,14 +249,48 @@ class TestOlderDatabases:
         before = {r["id"]: r["val_acc"] for r in rows}
         assert {r["id"]: r["val_acc"] for r in after if r["id"] in before} == before
 
+    def test_seeds_run_before_and_after_an_upgrade_are_one_cell(self, tmp_path, capsys):
+        """docs/wide.db's first three seeds were written before the regime columns existed (here: their
+        newer columns NULL, as the migration leaves them); the seeds a resumed sweep adds record them.
+        Each configuration is one cell of every seed: the old rows' class count is the one the new rows
+        on the same dataset with all its classes recorded, or the regime's where it kept k classes."""
+        copy = shipped_copy(tmp_path)
+        with sqlite3.connect(copy) as db:
+            nulls = ", ".join(f"{c} = NULL" for c in NEWER_RUN_COLUMNS)
+            db.execute(f"UPDATE runs SET {nulls} WHERE seed < 3")
+            old = [r[0] for r in db.execute("SELECT id FROM runs WHERE seed < 3 ORDER BY id")]
+            regime = {"split": "given", "folds": 5, "classes": 3, "per_class": None, "label_noise": 0.0}
+            config = json.loads(db.execute("SELECT config FROM runs WHERE id = ?", old[:1]).fetchone()[0])
+            config["train"]["regime"] = regime
+            db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), old[0]))
+            # a new seed of the same configuration that kept 3 classes: no count for all of them
+            new = db.execute(
+                "SELECT n.id, n.config FROM runs n JOIN runs o ON o.id = ? "
+                "WHERE n.seed = 3 AND n.variant = o.variant AND n.qubits = o.qubits",
+                old[:1],
+            ).fetchone()
+            config = json.loads(new[1])
+            config["train"]["regime"] = regime
+            db.execute("UPDATE runs SET config = ?, n_classes = 3 WHERE id = ?", (json.dumps(config), new[0]))
+        db.close()
+        with ResultsDB(copy, readonly=True) as db:
+            rows = {r["id"]: r for r in db.rows()}
+        assert len(old) == 30 and len(rows) == 50
+        assert rows[old[0]]["n_classes"] == 3 and all(rows[i]["n_classes"] == 2 for i in old[1:])
+        cells = group_cells(list(rows.values()))
+        assert len(cells) == 11 and sorted(len(c) for c in cells.values()) == [2, 3] + [5] * 9
+
+        assert cli.main(["runs", "--db", str(copy), "--report"]) == 0
+        report = capsys.readouterr().out.split("quantum vs controls")[0]
+        assert [report.count(f"n={n}") for n in (5, 3, 2)] == [9, 1, 1]
+
     def test_read_only_opens_leave_the_file_as_it_was(self, tmp_path):
         """readonly=True: rows and histories read, any write refused, the bytes unchanged and no journal
         files left beside it (the app opens the shipped studies so)."""
-        copy = tmp_path / "wide.db"
-        copy.write_bytes((REPO / "docs" / "wide.db").read_bytes())
+        copy = shipped_copy(tmp_path)
         with ResultsDB(copy, readonly=True) as db:
             rows = db.rows()
-            assert len(rows) == 30 and db.history(rows[0]["id"])
+            assert len(rows) == 50 and db.history(rows[0]["id"])
             with pytest.raises(PermissionError, match="read-only"):
                 db.fail(rows[0]["id"], "no")
         assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()

@@ -20,7 +20,9 @@ or one still marked `running` (re-run by the next `qtl sweep` of the same spec),
 Only `done` runs count anywhere. Several readers and one writer at a time (SQLite's WAL rules).
 
 A file written before some columns existed (test accuracy, the data regime, gradient norms) reads as it
-is, the missing columns as NULL, and gains them on its first write. `ResultsDB(path, readonly=True)`
+is and gains them on its first write. Its rows read the settings their stored configs decide (engine,
+data regime ...) as those configs say, so seeds added after an upgrade fall in the same cells as the
+old ones; results they never had (test accuracy, gradient norms) read as None. `ResultsDB(path, readonly=True)`
 opens a file that must not change (a study shipped in docs/): no schema, no journal, no write.
 """
 
@@ -296,7 +298,7 @@ class ResultsDB:
         wall = "(SELECT seconds FROM timings t WHERE t.run = r.id AND t.name = 'wall') AS wall_s"
         results = ", ".join(f"r.{c}" if c in self._columns else f"NULL AS {c}" for c in RESULT_COLUMNS)
         columns = f"r.id, r.status, {results}, r.error, r.attempts, "
-        columns += f"r.started, r.finished, {wall}"
+        columns += f"r.started, r.finished, {wall}, r.config"
         if sweep is not None:
             clauses.append("s.sweep = ?")
             params.append(sweep)
@@ -306,7 +308,45 @@ class ResultsDB:
             query, order = f"SELECT {columns} FROM runs r", "r.id"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        return [dict(r) for r in self._db.execute(f"{query} ORDER BY {order}", params)]
+        rows = [dict(r) for r in self._db.execute(f"{query} ORDER BY {order}", params)]
+        counts: dict = {}  # dataset -> its class count, looked up once per call
+        for row in rows:
+            config = json.loads(row.pop("config"))
+            if row["status"] == "done" and row["split"] is None:
+                self._fill_unrecorded(row, config, counts)
+        return rows
+
+    def _fill_unrecorded(self, row: dict, config: dict, counts: dict) -> None:
+        """Fill the settings a row written before they were recorded left NULL (its split is NULL: every
+        run since records one). Those its stored configs decide come from `qtl.config.row_settings`; its
+        class count is the regime's where it kept the first k classes, else the one count that the runs
+        on the same dataset with all its classes recorded (None where there is none). Without this such
+        rows would form cells of their own, apart from the seeds a sweep resumed after an upgrade adds."""
+        from qtl.config import DataRegime, ModelConfig, row_settings
+
+        model = ModelConfig.from_dict(config.get("model") or {})
+        regime = DataRegime.from_dict((config.get("train") or {}).get("regime"))
+        for key, value in row_settings(model, regime).items():
+            if row[key] is None:
+                row[key] = value
+        if row["n_classes"] is None:
+            if row["dataset"] not in counts:
+                counts[row["dataset"]] = self._class_count(row["dataset"])
+            row["n_classes"] = regime.classes or counts[row["dataset"]]
+
+    def _class_count(self, dataset: str | None) -> int | None:
+        """The class count the done runs on `dataset` that kept all its classes recorded, if they agree."""
+        if "n_classes" not in self._columns:
+            return None
+        query = (
+            "SELECT config, n_classes FROM runs WHERE status = 'done' AND dataset IS ? AND n_classes NOTNULL"
+        )
+        seen = set()
+        for r in self._db.execute(query, (dataset,)):
+            regime = json.loads(r["config"]).get("train", {}).get("regime") or {}
+            if not regime.get("classes"):
+                seen.add(r["n_classes"])
+        return seen.pop() if len(seen) == 1 else None
 
     def history(self, run_id: str) -> list[dict]:
         """A run's epochs, oldest first."""

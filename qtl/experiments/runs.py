@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtl.config import MACHINE_KEYS, DataRegime, MachineConfig, ModelConfig, TrainConfig, recipe
+from qtl.config import MACHINE_KEYS, DataRegime, MachineConfig, ModelConfig, TrainConfig, recipe, row_settings
 from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
@@ -286,14 +286,8 @@ def result_row(
         "depth": mc.circuit.depth if circuit else None,  # None: the variant has no such setting
         "entangler": mc.circuit.entangler if circuit else None,
         "rotation": mc.circuit.rotation if circuit else None,
-        "engine": mc.engine if mc.is_quantum else None,
-        "noise": mc.noise.label() if mc.is_quantum and not mc.noise.is_ideal else None,
-        "reupload": mc.circuit.reupload if mc.is_quantum else None,
-        "feature_dim": mc.feature_dim,
-        "split": regime.split_label,
+        **row_settings(mc, regime),
         "n_classes": mc.n_classes or None,
-        "per_class": regime.per_class,
-        "label_noise": regime.label_noise,
         "seed": tc.get("seed"),
         "lr": tc.get("lr"),
         "epochs": tc.get("epochs"),
