@@ -329,14 +329,14 @@ class TestExperiments:
         assert (app_env / "models" / "results.db").is_file()
 
     def test_shipped_width_study_shows_accuracy_against_width(self, app_env):
-        """docs/wide.db, the width study of docs/wide.md, is browsable read-only: its 30 runs, and the
+        """docs/wide.db, the width study of docs/wide.md, is browsable read-only: its 50 runs, and the
         accuracy-against-width chart (shown for sweeps over more than two widths)."""
         at = app("experiments")
         label = next(o for o in at.selectbox(key="exp_db").options if o.startswith("wide"))
         at.selectbox(key="exp_db").set_value(label).run()
         assert not at.exception and not at.error, texts(at.error)
         assert "Accuracy vs width" in [h.value for h in at.subheader]
-        assert "30 finished runs" in texts(at.markdown)
+        assert "50 finished runs" in texts(at.markdown)
 
     def test_shipped_study_shows_its_findings_and_stays_as_shipped(self, app_env):
         """docs/study.db, the study of docs/study.md, opens read-only with its findings view: the verdict
