@@ -22,8 +22,9 @@ Only `done` runs count anywhere. Several readers and one writer at a time (SQLit
 A file written before some columns existed (test accuracy, the data regime, gradient norms) reads as it
 is and gains them on its first write. Its rows read the settings their stored configs decide (engine,
 data regime ...) as those configs say, so seeds added after an upgrade fall in the same cells as the
-old ones; results they never had (test accuracy, gradient norms) read as None. `ResultsDB(path, readonly=True)`
-opens a file that must not change (a study shipped in docs/): no schema, no journal, no write.
+old ones; results they never had (test accuracy, gradient norms) read as None.
+`ResultsDB(path, readonly=True)` opens a file that must not change (a study shipped in docs/): no
+schema, no journal, no write.
 """
 
 from __future__ import annotations
