@@ -2,7 +2,7 @@
 
 import sys
 
-from qtl.cli import main
+from qtl.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

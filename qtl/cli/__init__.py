@@ -54,6 +54,15 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def run() -> int:
+    """The `qtl` program (and `python -m qtl`): the process's allocator set for training steps
+    (`qtl.utils.allocator.keep_freed_memory`), then `main`."""
+    from qtl.utils.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     parser = build_parser()

@@ -1,5 +1,6 @@
 """Plumbing every part of qtl uses.
 
+allocator   `keep_freed_memory`: glibc and torch set to reuse a training step's freed memory
 atomic      files that appear whole or not at all (`atomic_write`, `atomic_save`)
 download    streamed downloads checked by size and SHA-256, bounded in time; offline mode
 jobs        `JobRunner`: background work in one thread, one job at a time, progress, cancel
