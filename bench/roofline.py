@@ -6,7 +6,8 @@ The machine, measured first, on the torch thread count the steps then run on:
                  a triad (a = b + s c) for reference
     arithmetic   a 4096 x 4096 float32 matmul (flops per second)
 
-The step: `DressedQuantumCircuit(512, 2, CircuitConfig(n, depth))`, batch B, float32, trained by the step
+The step: `DressedQuantumCircuit(512, 2, CircuitConfig(n, depth))`, batch B, float32, in a process whose
+allocator keeps freed memory as the `qtl` program's does (`qtl.utils.allocator`), trained by the step
 fit() picks (`qtl.training.steps.step_for_run`: the closed-form step; above 10 qubits a chain's leading
 layers run as its two halves' states, `qtl.quantum.engines._split`, and the layers after them as units,
 `qtl.quantum.engines._units`), timed as the median of --repeats steps after one warm-up; with --units,
@@ -74,6 +75,7 @@ from qtl.quantum.circuit import CircuitConfig
 from qtl.training import closed_form
 from qtl.training.optim import adam
 from qtl.training.steps import step_for_run, train_step
+from qtl.utils.allocator import keep_freed_memory
 
 SIZES, QUICK_SIZES = (12, 14, 16, 18, 20, 22, 24), (12, 16, 20)
 DEPTH, BATCH, FEATURES, ITEM = 6, 32, 512, 4  # float32
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autograd", action="store_true", help="also time autograd's step, up to 20 qubits")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
+    kept = keep_freed_memory()  # as the `qtl` program runs: bench/allocator.py times the difference
     DEPTH = args.depth
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores, {torch.get_num_threads()} torch threads, load "
         f"{info['load_avg_at_start']}; copy {limits['copy_bytes_s'] / 1e9:.1f} GB/s, triad "
         f"{limits['triad_bytes_s'] / 1e9:.1f} GB/s, matmul {limits['matmul_flops_s'] / 1e9:.0f} GFLOP/s, "
-        f"last-level cache {cache / 2**20:.0f} MiB"
+        f"last-level cache {cache / 2**20:.0f} MiB; glibc keeps freed memory: {kept}"
     )
     clock = "CPU time" if args.cpu_time else "wall time"
     print(f"step: batch {args.batch}, depth {DEPTH}, float32; median of {repeats} after a warm-up, {clock}\n")
