@@ -41,7 +41,7 @@ The model of the work a step must do, counted from the step's own plans:
             memory and writes its result there: 2 states forward and 6 backward per unit, 8 B 2**n 4
             bytes per unit, and 3 B 2**n 4 more for psi = A^T B and its gradient. Without a state, A and
             B are read by the products and their scalings, about 12 (|A| + |B|) 4 bytes, from memory
-            where a part's (SPLIT_PART_SAMPLES samples) A, B and autograd's intermediates do not fit
+            where a part's (`closed_form.split_part` samples) A, B and autograd's intermediates do not fit
             the cache. The halves' own layers are counted as in cache (r 2**(n/2) per sample, small
             next to the state where one is built).
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
@@ -152,7 +152,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     workers = closed_form.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache
-        fits = 6 * halves * min(batch, closed_form.SPLIT_PART_SAMPLES) / batch * ITEM <= cache
+        fits = 6 * halves * min(batch, closed_form.split_part(sp, ITEM)) / batch * ITEM <= cache
         traffic = 12 * halves * ITEM
     else:  # each worker: three chunks and a quarter; without the cache every product's operands from
         # memory, and psi = A^T B written and its gradient read twice

@@ -161,11 +161,18 @@ def test_split_layers_in_float32(monkeypatch, n, depth):
         torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("n", "depth"), [(13, 4), (14, 8)])
-def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth):
-    """The halves are simulated SPLIT_PART_SAMPLES samples at a time on both paths (<Z> from them, or
-    the state built from them), so their memory does not grow with the batch."""
-    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", 2)
+@pytest.mark.parametrize(
+    ("n", "depth", "samples", "part_bytes"), [(13, 4, 2, None), (14, 8, 2, None), (13, 4, 64, 3)]
+)
+def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, samples, part_bytes):
+    """The halves are simulated a part of the batch at a time on both paths (<Z> from them, or the state
+    built from them), so their memory does not grow with the batch: SPLIT_PART_SAMPLES samples, or
+    fewer where their final states would take more than SPLIT_PART_BYTES (here 2 samples' worth)."""
+    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", samples)
+    if part_bytes is not None:
+        sp = closed_form.split_plan(_pair(CircuitConfig(n, depth))[0].engine.plan)
+        per_sample = sp.rank * (2**sp.cut + 2 ** (n - sp.cut)) * 8
+        monkeypatch.setattr(closed_form, "SPLIT_PART_BYTES", per_sample * part_bytes - 1)
     sizes = []
     halves = split.halves
 

@@ -79,8 +79,11 @@ BACK_ONLY_MIN_QUBITS = 14
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
-#: Where <Z> comes from the halves (no state), they are simulated this many samples at a time.
-SPLIT_PART_SAMPLES = 64
+#: The halves are simulated a part of the batch at a time (`split_part`): at most SPLIT_PART_SAMPLES
+#: samples, whose final states (A and B together) take at most SPLIT_PART_BYTES, so that a part's
+#: products and their outputs, about twice that, stay in a last-level cache of 32 MiB (22-24 qubits ran
+#: 1.2-1.5x faster in parts of 16 samples than of 32, docs/benchmarks.md).
+SPLIT_PART_SAMPLES, SPLIT_PART_BYTES = 64, 16 * 2**20
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -205,6 +208,13 @@ def split_plan(plan: Plan) -> split.SplitPlan | None:
     if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
         return None
     return sp
+
+
+def split_part(sp: split.SplitPlan, itemsize: int) -> int:
+    """Samples per part of the halves' simulation: SPLIT_PART_SAMPLES, fewer where their final states
+    would take more than SPLIT_PART_BYTES; at least one."""
+    per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
+    return max(1, min(SPLIT_PART_SAMPLES, SPLIT_PART_BYTES // per_sample))
 
 
 def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
@@ -347,8 +357,8 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
 
 def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
     """`_loss_and_grads` above HALVES_MAX_QUBITS wires: a chain's leading layers on its two halves
-    (`_split`, by autograd: small tensors, SPLIT_PART_SAMPLES samples at a time so that memory stays
-    flat in the batch), then the units of `t`, a chunk of samples at a time; where the halves take every
+    (`_split`, by autograd: small tensors, `split_part` samples at a time so that memory stays flat in
+    the batch), then the units of `t`, a chunk of samples at a time; where the halves take every
     layer and it takes fewer flops, <Z> comes from them (`_split.expectations`) and the state is never
     built.
     """
@@ -360,12 +370,13 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
     gram = not t.plan.units and sp.gram
-    sims = None if gram else _unit_steps(t, q, min(batch, SPLIT_PART_SAMPLES), scratch)
+    size = split_part(sp, x.element_size())
+    sims = None if gram else _unit_steps(t, q, min(batch, size), scratch)
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
     loss, correct = 0, 0
-    for start in range(0, batch, SPLIT_PART_SAMPLES):
-        part = slice(start, start + SPLIT_PART_SAMPLES)
+    for start in range(0, batch, size):
+        part = slice(start, start + size)
         with torch.enable_grad():
             product = units.product_halves(t.plan, t.units, v_in[part])
             halves = split.halves(sp, tables, product[1], product[3], q_in)
