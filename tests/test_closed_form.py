@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
-from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _units as units
+from qtl.quantum.engines._compiler import compile_plan
 from qtl.quantum.engines._memory import HUGE_PAGE, huge_page_empty
 from qtl.training import closed_form
 from qtl.training.closed_form import HALVES_MAX_QUBITS, ClosedFormStep, supports_closed_form
@@ -140,6 +141,35 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
     assert (sp.layers == depth and sp.gram) == gram  # no units left, and fewer flops than the state
     _assert_step_equals_autograd(head, opt, batch, seed=5)
+
+
+@pytest.mark.parametrize(
+    ("n", "depth", "dropped", "crossing", "gram"),
+    [
+        (12, 3, {1}, (True, False, True), True),
+        (13, 4, {0, 3}, (False, True, True, False), True),
+        (12, 6, {2}, (True, True, False, True, True, True), False),
+    ],
+)
+def test_split_layers_without_the_crossing_pair(monkeypatch, n, depth, dropped, crossing, gram):
+    """A layer whose CNOTs leave out the pair across the cut keeps its sum of products as it is (no
+    branches). No `CircuitConfig` makes one, so the gate list is edited here, and the engine's plan, which
+    autograd's forward simulates too, compiled from it: loss and gradients still equal autograd's, on
+    both routes (<Z> from the halves, and the state built)."""
+    _wide_chunks(monkeypatch, n, 2)
+    config = CircuitConfig(n, depth)
+    head, opt = _pair(config)
+    cut, layer, kept = 2 * (n // 4), -1, []
+    for gate in gates(config):
+        if gate.name == "CNOT" and gate.wires == (cut - 1, cut):
+            layer += 1
+            if layer in dropped:
+                continue
+        kept.append(gate)
+    head.engine.plan = compile_plan(kept, n, config.weight_shape)
+    sp = closed_form.split_plan(head.engine.plan)
+    assert (sp.cut, sp.crossing, sp.gram) == (cut, crossing, gram)
+    _assert_step_equals_autograd(head, opt, batch=5, seed=7)
 
 
 @pytest.mark.parametrize(("n", "depth"), [(13, 4), (14, 8)])
