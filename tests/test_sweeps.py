@@ -284,6 +284,27 @@ class TestOlderDatabases:
         report = capsys.readouterr().out.split("quantum vs controls")[0]
         assert [report.count(f"n={n}") for n in (5, 3, 2)] == [9, 1, 1]
 
+    def test_filters_see_the_filled_settings_and_an_unreadable_config_is_left_as_stored(self, tmp_path):
+        """Filters on the filled columns apply to what the rows read; an old row whose stored config this
+        version cannot read (a setting since removed) lists as stored instead of failing every read."""
+        copy = shipped_copy(tmp_path)
+        with sqlite3.connect(copy) as db:
+            db.execute(
+                f"UPDATE runs SET {', '.join(f'{c} = NULL' for c in NEWER_RUN_COLUMNS)} WHERE seed < 3"
+            )
+            query = "SELECT id, config FROM runs WHERE seed = 0 AND variant = 'quantum' AND qubits = 4"
+            unreadable, config = db.execute(query).fetchone()
+            config = json.loads(config)
+            config["model"]["removed_setting"] = 1
+            db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), unreadable))
+        db.close()
+        with ResultsDB(copy, readonly=True) as db:
+            rows = {r["id"]: r for r in db.rows()}
+            mps, given, unrecorded = db.rows(engine="mps"), db.rows(split="given"), db.rows(split=None)
+        assert len(rows) == 50 and rows[unreadable]["engine"] is rows[unreadable]["split"] is None
+        assert len(mps) == 24 and {(r["engine"], type(r["reupload"])) for r in mps} == {("mps", int)}
+        assert len(given) == 49 and [r["id"] for r in unrecorded] == [unreadable]
+
     def test_read_only_opens_leave_the_file_as_it_was(self, tmp_path):
         """readonly=True: rows and histories read, any write refused, the bytes unchanged and no journal
         files left beside it (the app opens the shipped studies so)."""

@@ -37,6 +37,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from qtl.config import DataRegime, ModelConfig, row_settings
+
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
 RESULT_COLUMNS = (
     "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation",
@@ -73,6 +75,9 @@ CREATE TABLE IF NOT EXISTS hardware_jobs (
     mitigations TEXT NOT NULL, plan TEXT NOT NULL, results TEXT, error TEXT,
     created TEXT NOT NULL, updated TEXT NOT NULL);
 """
+FILLED_COLUMNS = (*row_settings(ModelConfig(), DataRegime()), "n_classes")
+"""The columns `ResultsDB.rows` fills for rows written before they existed (`qtl.config.row_settings`'s
+keys and the class count)."""
 HARDWARE_STATUSES = ("submitted", "done", "failed")
 HARDWARE_COLUMNS = ("id", "status", "provider", "backend", "local", "checkpoint", "samples", "shots",
                     "mitigations", "error", "created", "updated")  # fmt: skip
@@ -286,14 +291,19 @@ class ResultsDB:
 
     def rows(self, sweep: str | None = None, *, status: str | None = "done", **where) -> list[dict]:
         """Runs as dicts (id, status, RESULT_COLUMNS, error, attempts, started, finished, wall_s), in
-        the sweep's order (or by id). status None: any status. where: column = value filters."""
-        clauses, params = [], []
+        the sweep's order (or by id). status None: any status. where: column = value filters. A done
+        row written before some settings were recorded reads them as its stored configs say
+        (`_fill_unrecorded`), and filters apply to what it reads."""
+        clauses, params, filled = [], [], {}
         if status is not None:
             clauses.append("r.status = ?")
             params.append(status)
         for column, value in where.items():
             if column not in RESULT_COLUMNS:
                 raise ValueError(f"cannot filter on {column!r}; choose from {', '.join(RESULT_COLUMNS)}")
+            if column in FILLED_COLUMNS:  # filtered after filling
+                filled[column] = value
+                continue
             clauses.append(f"r.{column} IS ?")
             params.append(value)
         wall = "(SELECT seconds FROM timings t WHERE t.run = r.id AND t.name = 'wall') AS wall_s"
@@ -312,24 +322,30 @@ class ResultsDB:
         rows = [dict(r) for r in self._db.execute(f"{query} ORDER BY {order}", params)]
         counts: dict = {}  # dataset -> its class count, looked up once per call
         for row in rows:
-            config = json.loads(row.pop("config"))
+            config = row.pop("config")
             if row["status"] == "done" and row["split"] is None:
                 self._fill_unrecorded(row, config, counts)
-        return rows
+        return [
+            r for r in rows if all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
+        ]
 
-    def _fill_unrecorded(self, row: dict, config: dict, counts: dict) -> None:
+    def _fill_unrecorded(self, row: dict, config: str, counts: dict) -> None:
         """Fill the settings a row written before they were recorded left NULL (its split is NULL: every
         run since records one). Those its stored configs decide come from `qtl.config.row_settings`; its
         class count is the regime's where it kept the first k classes, else the one count that the runs
         on the same dataset with all its classes recorded (None where there is none). Without this such
-        rows would form cells of their own, apart from the seeds a sweep resumed after an upgrade adds."""
-        from qtl.config import DataRegime, ModelConfig, row_settings
-
-        model = ModelConfig.from_dict(config.get("model") or {})
-        regime = DataRegime.from_dict((config.get("train") or {}).get("regime"))
+        rows would form cells of their own, apart from the seeds a sweep resumed after an upgrade adds.
+        A config this version cannot read (keys since removed, or from a newer one) leaves the row as
+        stored."""
+        try:
+            config = json.loads(config)
+            model = ModelConfig.from_dict(config.get("model") or {})
+            regime = DataRegime.from_dict((config.get("train") or {}).get("regime"))
+        except (ValueError, TypeError, AttributeError):  # json.JSONDecodeError is a ValueError
+            return
         for key, value in row_settings(model, regime).items():
             if row[key] is None:
-                row[key] = value
+                row[key] = int(value) if isinstance(value, bool) else value  # as SQLite stores a bool
         if row["n_classes"] is None:
             if row["dataset"] not in counts:
                 counts[row["dataset"]] = self._class_count(row["dataset"])
@@ -344,7 +360,10 @@ class ResultsDB:
         )
         seen = set()
         for r in self._db.execute(query, (dataset,)):
-            regime = json.loads(r["config"]).get("train", {}).get("regime") or {}
+            try:
+                regime = (json.loads(r["config"]).get("train") or {}).get("regime") or {}
+            except (ValueError, AttributeError):
+                continue
             if not regime.get("classes"):
                 seen.add(r["n_classes"])
         return seen.pop() if len(seen) == 1 else None
