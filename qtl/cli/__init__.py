@@ -54,22 +54,28 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+SERVERS = frozenset({"serve"})
+"""Commands that answer requests for as long as they run: they keep glibc's allocator defaults."""
+
+
 def run() -> int:
-    """The `qtl` program (and `python -m qtl`): the process's allocator set for training steps
-    (`qtl.utils.allocator.keep_freed_memory`), then `main`."""
-    from qtl.utils.allocator import keep_freed_memory
-
-    keep_freed_memory()
-    return main()
+    """The `qtl` program (and `python -m qtl`): `main`, with the process's allocator set for training
+    steps (`qtl.utils.allocator.keep_freed_memory`) unless the command is a server (docs/hosting.md)."""
+    return main(program=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+def main(argv: list[str] | None = None, *, program: bool = False) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted).
+    program: this process is the `qtl` program's own (see `run`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if program and args.command not in SERVERS:
+        from qtl.utils.allocator import keep_freed_memory
+
+        keep_freed_memory()
     from qtl.cli.commands import HANDLERS, default_backbone
     from qtl.cli.progress import ProgressBar
 

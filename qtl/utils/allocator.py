@@ -10,7 +10,7 @@ same sizes come back as fresh pages, each a page fault on first touch: at 20 qub
 step spent about a quarter of its time in the kernel so (docs/benchmarks.md, "The allocator"). Here
 glibc takes blocks up to MMAP_THRESHOLD from its heap and keeps up to TRIM_THRESHOLD of it free, so
 the memory a process holds stays at its peak rather than falling between steps. That suits a training
-or benchmark process, not a long-lived server of many sessions: the app keeps glibc's defaults
+or benchmark process, not a long-lived server: the app and `qtl serve` keep glibc's defaults
 (docs/hosting.md). Transparent huge pages for torch's tensors (`THP_MEM_ALLOC_ENABLE`) are left off:
 their 2 MiB alignment fragments the kept heap, which then grows to TRIM_THRESHOLD.
 
@@ -34,18 +34,19 @@ ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRES
 
 def keep_freed_memory() -> bool:
     """Set the environment and, where the allocator is glibc's, this process (mallopt) as the module
-    says; True when glibc took both thresholds."""
+    says; True when glibc took both thresholds (none is set where either is not a whole number of bytes
+    below 2 GiB)."""
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
+    settings = {_M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", _M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_"}
     try:
+        values = {param: int(os.environ[name]) for param, name in settings.items()}
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-        settings = (
-            (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
-            (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
-        )
-        return all([mallopt(param, int(os.environ[name])) == 1 for param, name in settings])
-    except (OSError, AttributeError, ValueError, ctypes.ArgumentError):  # no mallopt; a bad value
+    except (OSError, AttributeError, ValueError):  # a value that is no number; no mallopt
         return False
+    if not all(0 <= v < 2**31 for v in values.values()):  # mallopt takes a C int: leave such a value to
+        return False  # the processes started from here, which read it whole
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all([mallopt(param, value) == 1 for param, value in values.items()])
