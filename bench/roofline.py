@@ -152,7 +152,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     workers = closed_form.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache
-        fits = 6 * halves * min(batch, closed_form.split_part(sp, ITEM)) / batch * ITEM <= cache
+        fits = 6 * halves * closed_form.split_part(sp, ITEM, batch) / batch * ITEM <= cache
         traffic = 12 * halves * ITEM
     else:  # each worker: three chunks and a quarter; without the cache every product's operands from
         # memory, and psi = A^T B written and its gradient read twice

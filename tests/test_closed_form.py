@@ -192,22 +192,28 @@ def test_split_layers_in_float32(monkeypatch, n, depth):
 
 
 @pytest.mark.parametrize(
-    ("n", "depth", "samples", "part_bytes"), [(13, 4, 2, None), (14, 8, 2, None), (13, 4, 64, 3)]
+    ("n", "depth", "samples", "part_bytes", "sizes"),
+    [
+        (13, 4, 2, None, [2, 2, 1]),
+        (14, 8, 2, None, [2, 2, 1]),
+        (13, 4, 64, 3, [2, 2, 1]),  # a byte short of 3 samples' final states: at most 2 a part
+        (13, 4, 4, None, [3, 2]),  # two parts of equal size, not 4 and 1
+    ],
 )
-def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, samples, part_bytes):
+def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, samples, part_bytes, sizes):
     """The halves are simulated a part of the batch at a time on both paths (<Z> from them, or the state
-    built from them), so their memory does not grow with the batch: SPLIT_PART_SAMPLES samples, or
-    fewer where their final states would take more than SPLIT_PART_BYTES (here 2 samples' worth)."""
+    built from them), so their memory does not grow with the batch: as few parts as SPLIT_PART_SAMPLES
+    and SPLIT_PART_BYTES allow, of equal size (a batch of 5 here)."""
     monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", samples)
     if part_bytes is not None:
         sp = closed_form.split_plan(_pair(CircuitConfig(n, depth))[0].engine.plan)
         per_sample = sp.rank * (2**sp.cut + 2 ** (n - sp.cut)) * 8
         monkeypatch.setattr(closed_form, "SPLIT_PART_BYTES", per_sample * part_bytes - 1)
-    sizes = []
+    seen = []
     halves = split.halves
 
     def recording(sp, t, a, b, q):
-        sizes.append(a.shape[0])
+        seen.append(a.shape[0])
         return halves(sp, t, a, b, q)
 
     monkeypatch.setattr(split, "halves", recording)
@@ -215,7 +221,7 @@ def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, sample
     ClosedFormStep(head, opt).loss_and_grads(
         torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
     )
-    assert sizes == [2, 2, 1]
+    assert seen == sizes
 
 
 def test_loss_and_grads_under_grad_mode():

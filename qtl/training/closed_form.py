@@ -79,11 +79,11 @@ BACK_ONLY_MIN_QUBITS = 14
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
-#: The halves are simulated a part of the batch at a time (`split_part`): at most SPLIT_PART_SAMPLES
-#: samples, whose final states (A and B together) take at most SPLIT_PART_BYTES, so that a part's
-#: products and their outputs, about twice that, stay in a last-level cache of 32 MiB (22-24 qubits ran
-#: 1.2-1.5x faster in parts of 16 samples than of 32, docs/benchmarks.md).
-SPLIT_PART_SAMPLES, SPLIT_PART_BYTES = 64, 16 * 2**20
+#: The halves are simulated a part of the batch at a time (`split_part`), so that memory stays flat in
+#: the batch: parts of equal size, each at most SPLIT_PART_SAMPLES samples whose final states (A and B
+#: together) take at most SPLIT_PART_BYTES. At 22 and 24 qubits, batch 32, two parts of 16 ran
+#: 1.3-1.5x faster than one of 32, and faster than three (docs/benchmarks.md).
+SPLIT_PART_SAMPLES, SPLIT_PART_BYTES = 64, 32 * 2**20
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -210,11 +210,12 @@ def split_plan(plan: Plan) -> split.SplitPlan | None:
     return sp
 
 
-def split_part(sp: split.SplitPlan, itemsize: int) -> int:
-    """Samples per part of the halves' simulation: SPLIT_PART_SAMPLES, fewer where their final states
-    would take more than SPLIT_PART_BYTES; at least one."""
+def split_part(sp: split.SplitPlan, itemsize: int, batch: int) -> int:
+    """Samples per part of the halves' simulation of a batch: as few parts as SPLIT_PART_SAMPLES and
+    SPLIT_PART_BYTES allow, of equal size (the last one shorter by less than a part's count)."""
     per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
-    return max(1, min(SPLIT_PART_SAMPLES, SPLIT_PART_BYTES // per_sample))
+    most = max(1, min(SPLIT_PART_SAMPLES, SPLIT_PART_BYTES // per_sample))
+    return -(-batch // -(-batch // most))
 
 
 def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
@@ -370,7 +371,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
     gram = not t.plan.units and sp.gram
-    size = split_part(sp, x.element_size())
+    size = split_part(sp, x.element_size(), batch)
     sims = None if gram else _unit_steps(t, q, min(batch, size), scratch)
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
