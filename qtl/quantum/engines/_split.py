@@ -171,9 +171,8 @@ def halves(
     """Each half's product state (B, 2**cut) and (B, 2**(n - cut)), the first layer's even pairs applied,
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
     the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. Differentiable; the
-    states lead while they are simulated, so that a gather moves whole rows; A and B are views whose rows
-    of consecutive samples are 2**m apart and one sample's rows B 2**m (a batched product takes them as
-    they are)."""
+    states lead while they are simulated, so that a gather moves whole rows, and A and B come out
+    contiguous, samples first (`_SamplesFirst`)."""
     a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
     for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
         a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
