@@ -14,7 +14,8 @@ layers run as its two halves' states, `qtl.quantum.engines._split`, and the laye
 the same step with the halves off (every layer as units, what fit() took before) in the same run; with
 --autograd, autograd's `train_step` too. With --ranks, only fit()'s step with each cap on the halves'
 products (`closed_form.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
-and the width they start at (`SPLIT_MIN_QUBITS`).
+and the width they start at (`SPLIT_MIN_QUBITS`); with --parts, likewise with the halves in parts of at
+most P samples (0: as `closed_form.split_part` makes them), to choose `SPLIT_PART_BYTES`.
 
 The model of the work a step must do, counted from the step's own plans:
 
@@ -53,7 +54,7 @@ another process holds a core: there, --threads 1 --cpu-time times the limits and
 process's CPU time, which measures their own work; the 1.5 s target is for 2 cores of a quiet machine.
 
     .venv/bin/python bench/roofline.py [--quick] [--sizes 12 16 20] [--threads N] [--cpu-time] [--units]
-        [--autograd] [--depth D] [--ranks R ...] [--json PATH]
+        [--autograd] [--depth D] [--ranks R ...] [--parts P ...] [--json PATH]
 """
 
 from __future__ import annotations
@@ -196,22 +197,47 @@ def halves_at_most(rank: int, min_qubits: int | None = None):
         closed_form.SPLIT_MAX_RANK, closed_form.SPLIT_MIN_QUBITS = kept
 
 
-def rank_table(sizes: list[int], batch: int, repeats: int, ranks: list[int]) -> list[dict]:
-    """fit()'s step at each cap on the halves' products, the halves at every width (where they pay)."""
-    print(f"\n| qubits | {' | '.join(f'at most {r} products' for r in ranks)} |")
-    print(f"|---|{'---|' * len(ranks)}")
+@contextlib.contextmanager
+def parts_of(samples: int):
+    """fit()'s step with the halves in parts of at most `samples` samples, whatever their bytes
+    (`closed_form.SPLIT_PART_SAMPLES`, the byte cap lifted; 0: `closed_form.split_part` as it is)."""
+    kept = closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES
+    if samples:
+        closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES = samples, 2**62
+    try:
+        yield
+    finally:
+        closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES = kept
+
+
+def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: list[int]) -> list[dict]:
+    """fit()'s step at each value of one setting, at every width: `key` "max_rank" (the cap on the
+    halves' products, `halves_at_most`, the halves at every width where they pay) or "part" (the
+    samples per part of the halves, `parts_of`)."""
+    setting, header = {
+        "max_rank": (lambda v: halves_at_most(v, 0), lambda v: f"at most {v} products"),
+        "part": (parts_of, lambda v: f"parts of at most {v}" if v else "parts as split_part makes them"),
+    }[key]
+    print(f"\n| qubits | {' | '.join(header(v) for v in values)} |")
+    print(f"|---|{'---|' * len(values)}")
     rows = []
     for n in sizes:
         cells = []
-        for rank in ranks:
-            with halves_at_most(rank, 0):
+        for value in values:
+            with setting(value):
                 sp = closed_form.split_plan(
                     DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH)).engine.plan
                 )
+                part = closed_form.split_part(sp, ITEM, batch) if sp else None
                 timed = time_step(n, batch, repeats, "fit")
-            layers = f"{sp.layers} layers, {sp.rank}" if sp else "units"
-            rows.append({"n_qubits": n, "max_rank": rank, "layers": sp.layers if sp else 0, **timed})
-            cells.append(f"{seconds(timed['s'])} ({layers})")
+            if key == "part":
+                note = f"{-(-batch // part)} of {part}" if sp else "no halves"
+            else:
+                note = f"{sp.layers} layers, {sp.rank}" if sp else "units"
+            rows.append(
+                {"n_qubits": n, key: value, "layers": sp.layers if sp else 0, "part_samples": part, **timed}
+            )
+            cells.append(f"{seconds(timed['s'])} ({note})")
         print(f"| {n} | {' | '.join(cells)} |", flush=True)
     return rows
 
@@ -242,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="R",
         help="only time fit()'s step with at most R products on the halves (0: units), at every width",
     )
+    parser.add_argument(
+        "--parts",
+        type=int,
+        nargs="+",
+        metavar="P",
+        help="only time fit()'s step with the halves in parts of at most P samples (0: split_part's)",
+    )
     parser.add_argument("--autograd", action="store_true", help="also time autograd's step, up to 20 qubits")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")
     args = parser.parse_args(argv)
@@ -264,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     clock = "CPU time" if args.cpu_time else "wall time"
     print(f"step: batch {args.batch}, depth {DEPTH}, float32; median of {repeats} after a warm-up, {clock}\n")
-    if args.ranks:
-        rows = rank_table(sizes, args.batch, repeats, args.ranks)
+    if args.ranks or args.parts:
+        key, values = ("max_rank", args.ranks) if args.ranks else ("part", args.parts)
+        rows = setting_table(sizes, args.batch, repeats, key, values)
         if args.json:
             save_json(args.json, {"machine": info, "limits": limits, "results": rows})
         return 0

@@ -82,7 +82,7 @@ SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: The halves are simulated a part of the batch at a time (`split_part`), so that memory stays flat in
 #: the batch: parts of equal size, each at most SPLIT_PART_SAMPLES samples whose final states (A and B
 #: together) take at most SPLIT_PART_BYTES. At 22 and 24 qubits, batch 32, two parts of 16 ran
-#: 1.3-1.5x faster than one of 32, and faster than three (docs/benchmarks.md).
+#: 1.1-1.6x faster than one of 32 (docs/benchmarks.md).
 SPLIT_PART_SAMPLES, SPLIT_PART_BYTES = 64, 32 * 2**20
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
