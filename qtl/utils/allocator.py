@@ -7,7 +7,7 @@ step after step.
 glibc gives a freed block of more than 128 KiB (a threshold it raises as it goes) back to the kernel,
 and trims its heap once the free top passes twice that threshold, so the next step's tensors of the
 same sizes come back as fresh pages, each a page fault on first touch: at 20 qubits the statevector
-step spent about a quarter of its time in the kernel so (docs/benchmarks.md, "The allocator"). Here
+step took 17,000 of them and 1.7x the CPU time (docs/benchmarks.md, "The allocator"). Here
 glibc takes blocks up to MMAP_THRESHOLD from its heap and keeps up to TRIM_THRESHOLD of it free, so
 the memory a process holds stays at its peak rather than falling between steps. That suits a training
 or benchmark process, not a long-lived server: the app and `qtl serve` keep glibc's defaults
