@@ -11,7 +11,8 @@ allocator keeps freed memory as the `qtl` program's does (`qtl.utils.allocator`)
 fit() picks (`qtl.training.steps.step_for_run`: the closed-form step; above 10 qubits a chain's leading
 layers run as its two halves' states, `qtl.quantum.engines._split`, and the layers after them as units,
 `qtl.quantum.engines._units`), timed as the median of --repeats steps after one warm-up; with --units,
-the same step with the halves off (every layer as units, what fit() took before) in the same run; with
+the same step with the halves off (every layer as units, what fit() took before) in the same run, one
+step from 22 qubits on (it takes 10-50 s there); with
 --autograd, autograd's `train_step` too. With --ranks, only fit()'s step with each cap on the halves'
 products (`closed_form.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
 and the width they start at (`SPLIT_MIN_QUBITS`); with --parts, likewise with the halves in parts of at
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         m = model(n, args.batch, cache)
         bound = max(m["flops"] / limits["matmul_flops_s"], m["bytes"] / limits["copy_bytes_s"])
         row = {"n_qubits": n, "batch": args.batch, **m, "bound_s": bound}
-        row.update(time_step(n, args.batch, repeats if n < 22 else 1, "fit"))
+        row.update(time_step(n, args.batch, repeats, "fit"))
         row["x_bound"] = row["s"] / bound
         if args.units:
             with halves_at_most(0):
