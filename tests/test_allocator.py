@@ -19,9 +19,12 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's allocator"
 )
 
-# page faults per training step of a 16-qubit chain, on the step fit() takes there (closed form, halves)
+# page faults per training step of a 16-qubit chain, on the step fit() takes there (closed form, halves);
+# the process's transparent huge pages off (PR_SET_THP_DISABLE), so that a fault is one 4 KiB page
+# whatever the system's setting
 WORKLOAD = """
-import json, resource
+import ctypes, json, resource
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)
 import torch
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
