@@ -2,11 +2,11 @@
 `qtl.utils.allocator.keep_freed_memory` (what the `qtl` program sets), in one run.
 
 An allocator's settings hold for a whole process, so each side runs in a process of its own, the two
-alternating --rounds times per size (a busy host slows both alike). The step: `DressedQuantumCircuit(512,
-2, CircuitConfig(n, 6))`, batch 32, float32, the step `step_for_run` picks (as in roofline.py), median of
---repeats steps after three warm-ups. Reported per size: the median over rounds of each side's wall and
-CPU seconds per step, its page faults per step (minor faults: pages the kernel hands out on first
-touch), its peak resident memory, and the ratio defaults / kept.
+alternating --rounds times per size (a busy host slows both alike). The step: roofline.py's
+(`roofline.fit_step`: `DressedQuantumCircuit(512, 2, CircuitConfig(n, 6))`, batch 32, float32, the step
+`step_for_run` picks), median of --repeats steps after three warm-ups. Reported per size: the median
+over rounds of each side's wall and CPU seconds per step, its page faults per step (minor faults: pages
+the kernel hands out on first touch), its peak resident memory, and the ratio defaults / kept.
 
     cd bench && PYTHONPATH=.. ../.venv/bin/python allocator.py [--sizes 14 16 18 20 22] [--rounds 3]
         [--repeats 7] [--json PATH]
@@ -25,8 +25,6 @@ from report import save_json
 
 from qtl.utils.allocator import ENVIRONMENT
 
-FEATURES, DEPTH, BATCH = 512, 6, 32
-
 
 def child(n: int, repeats: int, keep: bool) -> dict:
     """One side at n qubits, in this process: its step's times, faults and peak memory."""
@@ -36,19 +34,10 @@ def child(n: int, repeats: int, keep: bool) -> dict:
         keep_freed_memory()
     import resource
 
-    import torch
+    from roofline import BATCH, fit_step
     from timing import step_seconds
 
-    from qtl.models.heads import DressedQuantumCircuit
-    from qtl.quantum.circuit import CircuitConfig
-    from qtl.training.optim import adam
-    from qtl.training.steps import step_for_run, train_step
-
-    torch.manual_seed(0)
-    head = DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH))
-    optimizer = adam(head.parameters(), lr=1e-3)
-    x, y = torch.randn(BATCH, FEATURES), torch.randint(0, 2, (BATCH,))
-    step = step_for_run(train_step, head, optimizer, 1, BATCH)
+    step, head, optimizer, x, y = fit_step(n, BATCH)
     for _ in range(2):  # with step_seconds' own warm-up, three
         step(head, optimizer, x, y)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -167,14 +167,21 @@ def model(n: int, batch: int, cache: int) -> dict:
     return {"flops": flops, "bytes": bytes_, "chunk_fits_cache": fits, "units": units, "halved": halved}
 
 
-def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
-    """Median wall and CPU seconds of one training step (fit()'s step, or autograd's)."""
+def fit_step(n: int, batch: int, kind: str = "fit") -> tuple:
+    """The step this benchmark times at n qubits (fit()'s step, or autograd's), with its head, optimizer
+    and a seeded batch: (step, head, optimizer, x, y)."""
     torch.manual_seed(0)
     head = DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH), memory_budget=64 * 2**30)
     optimizer = adam(head.parameters(), 1e-3)
     step = train_step if kind == "autograd" else step_for_run(train_step, head, optimizer, 1, batch)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(batch, FEATURES, generator=g), torch.randint(0, 2, (batch,), generator=g)
+    return step, head, optimizer, x, y
+
+
+def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
+    """Median wall and CPU seconds of one training step (fit()'s step, or autograd's)."""
+    step, head, optimizer, x, y = fit_step(n, batch, kind)
     wall, cpu = step_seconds(step, head, optimizer, x, y, repeats)
     name = getattr(step, "__name__", type(step).__name__)
     return {
