@@ -222,9 +222,17 @@ def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: 
     """fit()'s step at each value of one setting, at every width: `key` "max_rank" (the cap on the
     halves' products, `halves_at_most`, the halves at every width where they pay) or "part" (the
     samples per part of the halves, `parts_of`)."""
-    setting, header = {
-        "max_rank": (lambda v: halves_at_most(v, 0), lambda v: f"at most {v} products"),
-        "part": (parts_of, lambda v: f"parts of at most {v}" if v else "parts as split_part makes them"),
+    setting, header, note = {
+        "max_rank": (
+            lambda v: halves_at_most(v, 0),
+            lambda v: f"at most {v} products",
+            lambda sp, part: f"{sp.layers} layers, {sp.rank}" if sp else "units",
+        ),
+        "part": (
+            parts_of,
+            lambda v: f"parts of at most {v}" if v else "parts as split_part makes them",
+            lambda sp, part: f"{-(-batch // part)} of {part}" if sp else "no halves",
+        ),
     }[key]
     print(f"\n| qubits | {' | '.join(header(v) for v in values)} |")
     print(f"|---|{'---|' * len(values)}")
@@ -238,14 +246,10 @@ def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: 
                 )
                 part = closed_form.split_part(sp, ITEM, batch) if sp else None
                 timed = time_step(n, batch, repeats, "fit")
-            if key == "part":
-                note = f"{-(-batch // part)} of {part}" if sp else "no halves"
-            else:
-                note = f"{sp.layers} layers, {sp.rank}" if sp else "units"
             rows.append(
                 {"n_qubits": n, key: value, "layers": sp.layers if sp else 0, "part_samples": part, **timed}
             )
-            cells.append(f"{seconds(timed['s'])} ({note})")
+            cells.append(f"{seconds(timed['s'])} ({note(sp, part)})")
         print(f"| {n} | {' | '.join(cells)} |", flush=True)
     return rows
 
