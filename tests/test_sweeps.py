@@ -210,6 +210,23 @@ def shipped_copy(folder: Path) -> Path:
     return copy
 
 
+def upgraded_copy(folder: Path) -> Path:
+    """docs/wide.db with its first three seeds' newer columns NULL, as the migration leaves rows written
+    before those columns existed (the shipped file's already are; here it is the premise)."""
+    copy = shipped_copy(folder)
+    with sqlite3.connect(copy) as db:
+        db.execute(f"UPDATE runs SET {', '.join(f'{c} = NULL' for c in NEWER_RUN_COLUMNS)} WHERE seed < 3")
+    db.close()
+    return copy
+
+
+def edit_config(db: sqlite3.Connection, run_id: str, edit) -> None:
+    """A run's stored config changed in place: `edit` mutates the parsed JSON."""
+    config = json.loads(db.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+    edit(config)
+    db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), run_id))
+
+
 class TestOlderDatabases:
     def test_an_older_database_reads_without_a_write_and_gains_new_columns_on_its_first(self, tmp_path):
         """A file from before the engine, noise, test and regime columns and the epochs' gradient norms
@@ -254,24 +271,23 @@ class TestOlderDatabases:
         newer columns NULL, as the migration leaves them); the seeds a resumed sweep adds record them.
         Each configuration is one cell of every seed: the old rows' class count is the one the new rows
         on the same dataset with all its classes recorded, or the regime's where it kept k classes."""
-        copy = shipped_copy(tmp_path)
-        with sqlite3.connect(copy) as db:
-            nulls = ", ".join(f"{c} = NULL" for c in NEWER_RUN_COLUMNS)
-            db.execute(f"UPDATE runs SET {nulls} WHERE seed < 3")
-            old = [r[0] for r in db.execute("SELECT id FROM runs WHERE seed < 3 ORDER BY id")]
-            regime = {"split": "given", "folds": 5, "classes": 3, "per_class": None, "label_noise": 0.0}
-            config = json.loads(db.execute("SELECT config FROM runs WHERE id = ?", old[:1]).fetchone()[0])
+        copy = upgraded_copy(tmp_path)
+        regime = {"split": "given", "folds": 5, "classes": 3, "per_class": None, "label_noise": 0.0}
+
+        def keep_three_classes(config):
             config["train"]["regime"] = regime
-            db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), old[0]))
+
+        with sqlite3.connect(copy) as db:
+            old = [r[0] for r in db.execute("SELECT id FROM runs WHERE seed < 3 ORDER BY id")]
+            edit_config(db, old[0], keep_three_classes)
             # a new seed of the same configuration that kept 3 classes: no count for all of them
-            new = db.execute(
-                "SELECT n.id, n.config FROM runs n JOIN runs o ON o.id = ? "
+            (new,) = db.execute(
+                "SELECT n.id FROM runs n JOIN runs o ON o.id = ? "
                 "WHERE n.seed = 3 AND n.variant = o.variant AND n.qubits = o.qubits",
                 old[:1],
             ).fetchone()
-            config = json.loads(new[1])
-            config["train"]["regime"] = regime
-            db.execute("UPDATE runs SET config = ?, n_classes = 3 WHERE id = ?", (json.dumps(config), new[0]))
+            edit_config(db, new, keep_three_classes)
+            db.execute("UPDATE runs SET n_classes = 3 WHERE id = ?", (new,))
         db.close()
         with ResultsDB(copy, readonly=True) as db:
             rows = {r["id"]: r for r in db.rows()}
@@ -287,16 +303,11 @@ class TestOlderDatabases:
     def test_filters_see_the_filled_settings_and_an_unreadable_config_is_left_as_stored(self, tmp_path):
         """Filters on the filled columns apply to what the rows read; an old row whose stored config this
         version cannot read (a setting since removed) lists as stored instead of failing every read."""
-        copy = shipped_copy(tmp_path)
+        copy = upgraded_copy(tmp_path)
         with sqlite3.connect(copy) as db:
-            db.execute(
-                f"UPDATE runs SET {', '.join(f'{c} = NULL' for c in NEWER_RUN_COLUMNS)} WHERE seed < 3"
-            )
-            query = "SELECT id, config FROM runs WHERE seed = 0 AND variant = 'quantum' AND qubits = 4"
-            unreadable, config = db.execute(query).fetchone()
-            config = json.loads(config)
-            config["model"]["removed_setting"] = 1
-            db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), unreadable))
+            query = "SELECT id FROM runs WHERE seed = 0 AND variant = 'quantum' AND qubits = 4"
+            (unreadable,) = db.execute(query).fetchone()
+            edit_config(db, unreadable, lambda config: config["model"].update(removed_setting=1))
         db.close()
         with ResultsDB(copy, readonly=True) as db:
             rows = {r["id"]: r for r in db.rows()}
