@@ -131,7 +131,7 @@ class _Tables:
     inverses: tuple[torch.Tensor, ...]
     signs: torch.Tensor  # (2**n, n) Z eigenvalues
     signs_t: torch.Tensor  # (n, 2**n), contiguous
-    ry_phases: torch.Tensor  # (4,) cos(q/2 + phase) gives RY(q) = [[c, -s], [s, c]], row by row
+    ry_phases: torch.Tensor  # (4,) cos(q/2 + phase) gives RY(q) = [[c, -s], [s, c]]: `sv.ry_shifts`
     flips: dict[int, tuple[torch.Tensor, torch.Tensor]]  # per width m: `flip_table(m)` on the device
     halves: tuple[int, ...]  # wires per half: (n,) when every layer is one matrix with its CNOTs folded in
 
@@ -152,7 +152,7 @@ def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype
         ),
         signs=signs.to(device=device, dtype=dtype),
         signs_t=signs.T.contiguous().to(device=device, dtype=dtype),
-        ry_phases=torch.tensor(units.RY_PHASES, dtype=dtype, device=device),
+        ry_phases=sv.ry_shifts(dtype, device),
         flips={
             m: tuple(
                 x.to(device=device, dtype=dtype if x.is_floating_point() else None) for x in sv.flip_table(m)

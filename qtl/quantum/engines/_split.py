@@ -106,7 +106,7 @@ class SplitTables:
     last: tuple[Gather | None, Gather | None]
     x: torch.Tensor  # Pauli X
     factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
-    ry_phases: torch.Tensor  # units.RY_PHASES
+    ry_phases: torch.Tensor  # `sv.ry_shifts`
 
 
 @functools.lru_cache(maxsize=32)
@@ -133,9 +133,8 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
             if z == size
         ]
         index.append(torch.stack(per_factor).reshape(-1).to(device))
-    ry_phases = torch.tensor(units.RY_PHASES, dtype=dtype, device=device)
     last = tuple(gather(torch.tensor(p)) for p in previous)
-    return SplitTables(tuple(before), last, x, tuple(index), ry_phases)
+    return SplitTables(tuple(before), last, x, tuple(index), sv.ry_shifts(dtype, device))
 
 
 def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:

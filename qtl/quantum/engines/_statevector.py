@@ -45,7 +45,7 @@ def constant_matrix(name: str) -> torch.Tensor:
 def rotation_matrices(name: str, theta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(...,) angles -> (..., 2, 2) matrices of RY or RZ in `dtype` (real only for RY)."""
     if name == "RY":  # [[c, -s], [s, c]] as one cosine: -sin(x) = cos(x + pi/2), sin(x) = cos(x - pi/2)
-        shifts = _ry_shifts(theta.dtype, theta.device)
+        shifts = ry_shifts(theta.dtype, theta.device)
         m = torch.cos(torch.addcmul(shifts, theta.unsqueeze(-1), theta.new_tensor(0.5)))
         return m.to(dtype).unflatten(-1, (2, 2))
     if name == "RZ":
@@ -95,7 +95,7 @@ def _kron_index_on(k: int, a: int, b: int, device: torch.device) -> torch.Tensor
 
 
 @functools.lru_cache(maxsize=16)
-def _ry_shifts(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def ry_shifts(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Phases that turn cos(theta/2 + shift) into the entries [[c, -s], [s, c]] of RY(theta)."""
     return torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype).to(device)
 

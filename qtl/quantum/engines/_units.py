@@ -44,7 +44,6 @@ on the output side, Q_before on the input side).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,9 +55,6 @@ from qtl.quantum.engines._compiler import Plan
 #: Wires per group (see `groups`): 16 x 16 matrices, the size at which a unit's product costs about
 #: one pass over the state; smaller groups make slow products when they move to the back.
 GROUP_QUBITS = 4
-
-#: cos(q/2 + phase) for these phases gives RY(q) = [[c, -s], [s, c]], row by row.
-RY_PHASES = (0.0, math.pi / 2, -math.pi / 2, 0.0)
 
 
 Mats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a unit's matrix, its even rows, its odd rows
@@ -206,7 +202,7 @@ class UnitTables:
     c_total: int  # that buffer's length; one more slot, always 0, pads `grad_index`
     grad_index: torch.Tensor  # (n_layers * n, d_max): (Q C Q^T)[a, a ^ bit_w] in that buffer
     grad_signs: torch.Tensor  # (n_layers * n, d_max): J_w's entries, 0 in the padding
-    ry_phases: torch.Tensor  # (4,) see RY_PHASES
+    ry_phases: torch.Tensor  # (4,) `sv.ry_shifts`
     wire_index: tuple[torch.Tensor, ...]  # per half, gather [w, k] -> 2 w + bit_w(k) of its product state
     embed: tuple[torch.Tensor, ...]  # per half, the first layer's even pairs (gather), and their inverse
     embed_inverse: tuple[torch.Tensor, ...]
@@ -265,7 +261,7 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
         c_total=total,
         grad_index=grad_index.to(device),
         grad_signs=grad_signs.to(device=device, dtype=dtype),
-        ry_phases=torch.tensor(RY_PHASES, dtype=dtype, device=device),
+        ry_phases=sv.ry_shifts(dtype, device),
         wire_index=tuple(
             (2 * a + sv.kron_index(m, 2, 1)).reshape(-1).to(device)
             for a, m in zip(starts, uplan.halves, strict=True)
