@@ -409,10 +409,10 @@ def test_wide_step_keeps_its_large_buffers_on_huge_page_boundaries(monkeypatch):
     step = ClosedFormStep(head, adam(head.parameters(), 0.01))
     x, y = torch.randn(32, 6), torch.randint(0, 2, (32,))
     step(head, step.optimizer, x, y)
-    first = {key: [b.data_ptr() for b in kept] for key, kept in step._buffers.items()}
+    first = {key: sorted(b.data_ptr() for b in kept) for key, kept in step._pool._free.items()}
     step(head, step.optimizer, x, y)
-    assert {key: [b.data_ptr() for b in kept] for key, kept in step._buffers.items()} == first
-    large = [b for kept in step._buffers.values() for b in kept if b.numel() * b.element_size() >= HUGE_PAGE]
+    assert {key: sorted(b.data_ptr() for b in kept) for key, kept in step._pool._free.items()} == first
+    large = [b for kept in step._pool._free.values() for b in kept if b.nbytes >= HUGE_PAGE]
     assert len(large) == 3 and all(b.data_ptr() % HUGE_PAGE == 0 for b in large)
     small = huge_page_empty((1000,), torch.float32, torch.device("cpu"))
     big = huge_page_empty((3, HUGE_PAGE // 8), torch.float64, torch.device("cpu"))

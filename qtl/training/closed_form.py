@@ -59,7 +59,7 @@ from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan, Round
-from qtl.quantum.engines._memory import huge_page_empty
+from qtl.quantum.engines._memory import BufferPool
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
 from qtl.utils.threads import side_by_side
@@ -491,8 +491,9 @@ class ClosedFormStep:
         self.n_layers = module.engine.plan.n_layers
         self.wide = module.engine.n_qubits > HALVES_MAX_QUBITS  # the units, a chunk at a time
         self._tables: tuple | None = None  # ((device, dtype), _Tables or _WideTables) of the last step
-        self._buffers: dict[tuple, list[torch.Tensor]] = {}  # (shape, dtype, device) -> scratch buffers
-        self._taken: dict[tuple, int] = {}  # how many of each this step has taken
+        # the large intermediate buffers, kept from step to step: a fresh allocation of that size would
+        # page-fault in again on every step (in huge pages where large enough: `huge_page_empty`)
+        self._pool = BufferPool()
         self.compile_batch, self.compile_seconds = compile_batch, None
         self._compiled = None
         self.last_grads: list[torch.Tensor] | None = None
@@ -504,7 +505,6 @@ class ClosedFormStep:
     def __call__(self, module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         if module is not self.module or optimizer is not self.optimizer:
             raise ValueError("this closed-form step belongs to another module or optimizer")
-        self._taken = {}
         with torch.no_grad():
             loss, correct, grads = self.loss_and_grads(x, y)
             fused_adam_update(self.optimizer, self.params, grads)
@@ -524,27 +524,21 @@ class ClosedFormStep:
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )
             self._tables = (w1.device, w1.dtype), built
-        if self.wide:
-            return _wide_loss_and_grads(self._tables[1], *self.params, x.to(w1.dtype), y, self._scratch)
-        args = (self._tables[1], self.n_layers, *self.params, x.to(w1.dtype), y)
-        if self._compiled is None or len(x) != self.compile_batch:
-            return _loss_and_grads(*args, self._scratch)
+        tables, x = self._tables[1], x.to(w1.dtype)
+        lease = self._pool.lease()
+        try:
+            if self.wide:
+                return _wide_loss_and_grads(tables, *self.params, x, y, lease.take)
+            args = (tables, self.n_layers, *self.params, x, y)
+            if self._compiled is None or len(x) != self.compile_batch:
+                return _loss_and_grads(*args, lease.take)
+        finally:
+            lease.release()
         start = time.perf_counter()
         out = self._compiled(*args)  # its own buffers: inductor plans them
         if self.compile_seconds is None:
             self.compile_seconds = time.perf_counter() - start
         return out
-
-    def _scratch(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """A buffer of this shape kept from the last step that asked for one (large CPU allocations
-        are otherwise returned to the system and page-faulted in again on every step), in huge pages
-        where it is large enough (`huge_page_empty`)."""
-        key = (tuple(shape), dtype, device)
-        buffers = self._buffers.setdefault(key, [])
-        if self._taken.get(key, 0) == len(buffers):
-            buffers.append(huge_page_empty(shape, dtype, device))
-        i = self._taken[key] = self._taken.get(key, 0) + 1
-        return buffers[i - 1]
 
 
 def worth_compiling_closed_form(batch_size: int, n_qubits: int) -> bool:
