@@ -332,6 +332,30 @@ def test_batcher_runs_at_most_workers_batches_at_once(workers):
     batcher.close()
 
 
+def test_compute_threads_share_torchs_threads(tiny_server):
+    """The server's compute threads each run torch on an equal share of its threads (a new thread
+    would start with one per core), so together they ask for no more than torch alone."""
+    import torch
+
+    def threads():
+        time.sleep(0.05)  # every worker takes one
+        return torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    batcher = create_app(tiny_server.app.state.store, workers=4).state.batcher
+
+    async def main():
+        return await asyncio.gather(*(batcher.compute(threads) for _ in range(4)))
+
+    try:
+        got = run(main())
+    finally:
+        batcher.close()
+        torch.set_num_threads(before)
+    assert got == [1, 1, 1, 1]
+
+
 def test_batcher_waits_at_most_max_wait_alone_and_passes_errors():
     def fail(items):
         raise RuntimeError("model broke")

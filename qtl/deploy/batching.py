@@ -51,8 +51,9 @@ class BatchStats:
 
 class MicroBatcher:
     """Gathers concurrent `submit` calls into batches for `run(items) -> results` (one result per item,
-    in order), run on `workers` compute threads (one batch each at a time). Create it anywhere; its
-    workers start with the first submit, in the running event loop."""
+    in order), run on `workers` compute threads (one batch each at a time; each runs `thread_setup`
+    first, such as `qtl.utils.threads.share_cores`). Create it anywhere; its workers start with the
+    first submit, in the running event loop."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class MicroBatcher:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         workers: int = DEFAULT_WORKERS,
+        thread_setup: Callable[[], object] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -70,7 +72,7 @@ class MicroBatcher:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.run, self.max_batch, self.max_wait_s, self.workers = run, max_batch, max_wait_s, workers
         self.stats = BatchStats()
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qtl-compute")
+        self._executor = ThreadPoolExecutor(workers, "qtl-compute", initializer=thread_setup)
         self._queue: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
 

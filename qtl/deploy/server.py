@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS, MicroBatcher
 from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, check_filename, decode_upload
 from qtl.deploy.models import ModelStore
+from qtl.utils.threads import share_cores
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,13 @@ def create_app(
     """The API over `store`, with `limits` (default `ServeLimits()`) and micro-batches of at most
     `max_batch` images gathered for at most `max_wait_s` seconds, run on `workers` compute threads."""
     limits = limits or ServeLimits()
-    batcher = MicroBatcher(store.predict, max_batch=max_batch, max_wait_s=max_wait_s, workers=workers)
+    batcher = MicroBatcher(
+        store.predict,
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+        workers=workers,
+        thread_setup=share_cores(workers),
+    )
 
     @asynccontextmanager
     async def lifespan(app):
