@@ -17,7 +17,9 @@ its resident memory (RSS: after a warm-up, a quarter into the run, its range and
                    between the frozen models: isolates what batching across requests adds
 
     .venv/bin/python bench/serve_load.py [--clients 32] [--seconds 60] [--max-batch N] [--workers N]
-                                         [--models A.pt ...] [--json PATH]
+                                         [--models A.pt ...] [--servers KIND ...] [--json PATH]
+
+(--servers: which of the three to run, all by default.)
 
 The script exits 1 when a server answered any request with an error.
 """
@@ -193,6 +195,9 @@ def main() -> int:
     parser.add_argument("--json", default=None, metavar="PATH")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="qtl serve --max-batch")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="qtl serve --workers")
+    parser.add_argument(
+        "--servers", nargs="+", choices=[*BASELINES, "micro-batched"], default=[*BASELINES, "micro-batched"]
+    )
     parser.add_argument("--serve-baseline", choices=BASELINES, help=argparse.SUPPRESS)  # a baseline's process
     args = parser.parse_args()
     if args.serve_baseline:
@@ -210,7 +215,7 @@ def main() -> int:
     images = [(p.name, p.read_bytes()) for p in sorted((root / "val").glob("*/*"))]
     url = f"http://127.0.0.1:{args.port}"
     results = {}
-    for kind in (*BASELINES, "micro-batched"):
+    for kind in args.servers:
         batching = ["--max-batch", str(args.max_batch), "--workers", str(args.workers)]
         proc = start(kind, args.models, args.port, batching)
         try:
@@ -228,9 +233,11 @@ def main() -> int:
             f"{r['rss_mib_min']:.0f}-{r['rss_mib_max']:.0f} MiB during, {r['rss_mib_end']:.0f} at the end",
             flush=True,
         )
-    batched = results["micro-batched"]
+    batched = results.get("micro-batched")
     ratios = {}
-    for kind in BASELINES:
+    for kind in BASELINES if batched else ():
+        if kind not in results:
+            continue
         base = results[kind]
         ratios[kind] = {
             "throughput": batched["images_per_s"] / base["images_per_s"],
