@@ -65,6 +65,7 @@ from torchvision import datasets, transforms
 
 from qtl.config import MachineConfig, ModelConfig, recipe
 from qtl.training.fit import fit
+from qtl.utils.allocator import keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 from qtl.testing.paper_demo import DressedQuantumNet, gamma_lr_scheduler, step  # noqa: E402
@@ -318,6 +319,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every side")
     parser.add_argument("--json", type=Path, default=None, help="save the results here")
     args = parser.parse_args()
+    keep_freed_memory()  # every side runs as under the `qtl` program (bench/allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -51,6 +51,7 @@ from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.optim import adam
 from qtl.training.steps import train_step
+from qtl.utils.allocator import keep_freed_memory
 
 DEPTH, BATCH = 6, 32
 WIDTHS = (4, 8, 16, 20, 32, 64, 128)
@@ -199,6 +200,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=HYMENOPTERA, help="dataset of --recipe")
     parser.add_argument("--json", help="write the results and the machine here")
     args = parser.parse_args()
+    keep_freed_memory()  # every engine runs as under the `qtl` program (bench/allocator.py)
     torch.set_num_threads(args.threads)
     engines = {name: SIZES[name] for name in args.engines}
     if args.baseline:
