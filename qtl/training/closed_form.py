@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -288,7 +289,8 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
     """The step's loss, correct count and gradients [W1, b1, q, W2, b2] up to HALVES_MAX_QUBITS wires:
     plain tensor operations only.
 
-    `scratch(shape, dtype=, device=)` gives the large intermediate buffers (a step's own by default).
+    `scratch(shape, dtype=, device=)` gives the large intermediate buffers (`ClosedFormStep` passes its
+    pool's; fresh ones by default).
     """
     batch, n = x.shape[0], w1.shape[0]
     dim = 2**n
@@ -492,8 +494,9 @@ class ClosedFormStep:
         self.wide = module.engine.n_qubits > HALVES_MAX_QUBITS  # the units, a chunk at a time
         self._tables: tuple | None = None  # ((device, dtype), _Tables or _WideTables) of the last step
         # the large intermediate buffers, kept from step to step: a fresh allocation of that size would
-        # page-fault in again on every step (in huge pages where large enough: `huge_page_empty`)
-        self._pool = BufferPool()
+        # page-fault in again on every step (in huge pages where large enough: `huge_page_empty`); all
+        # of them, however large, since the next step takes the same ones
+        self._pool = BufferPool(max_bytes=sys.maxsize)
         self.compile_batch, self.compile_seconds = compile_batch, None
         self._compiled = None
         self.last_grads: list[torch.Tensor] | None = None
