@@ -334,7 +334,7 @@ def test_batcher_runs_at_most_workers_batches_at_once(workers):
 
 def test_compute_threads_share_torchs_threads(tiny_server):
     """The server's compute threads each run torch on an equal share of its threads (a new thread
-    would start with one per core), so together they ask for no more than torch alone."""
+    would start with all of them), so together they ask for no more than torch alone."""
     import torch
 
     def threads():

@@ -4,5 +4,6 @@ allocator   `keep_freed_memory`: glibc and torch set to reuse a training step's 
 atomic      files that appear whole or not at all (`atomic_write`, `atomic_save`)
 download    streamed downloads checked by size and SHA-256, bounded in time; offline mode
 jobs        `JobRunner`: background work in one thread, one job at a time, progress, cancel
-threads     `side_by_side`: a few CPU tasks at once, each on one torch thread
+threads     `side_by_side`: a few CPU tasks at once, each on one torch thread; `share_cores`: a
+            pool's threads, a share of torch's each
 """

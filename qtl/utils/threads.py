@@ -1,7 +1,8 @@
 """CPU work split across threads, each computing on one torch thread.
 
-OpenMP keeps its thread count per thread, and a new thread starts with the machine's: two workers
-that each multiply with MKL would run on twice as many threads as there are cores. Each task of
+OpenMP keeps its thread count per thread, and a new thread starts with torch's last setting (the
+machine's cores by default): two workers that each multiply with MKL would run on twice as many
+threads as there are cores. Each task of
 `side_by_side` runs with one torch thread (the calling thread too, restored afterwards), so two tasks
 on two cores take one core each; `share_cores` gives a pool's threads a share each.
 """
@@ -44,5 +45,7 @@ def side_by_side(tasks: list[Callable[[], Any]]) -> list[Any]:
 def share_cores(workers: int) -> Callable[[], None]:
     """An initializer for each of `workers` threads that compute with torch side by side (a thread
     pool's): each takes an equal share of torch's threads, at least one, so that together they run on
-    as many as torch alone would (`qtl serve`'s compute threads: docs/benchmarks.md, "Serving")."""
+    no more than torch alone would where `workers` is at most its thread count (`qtl serve`'s compute
+    threads: docs/benchmarks.md, "Serving"). torch also keeps the share as the setting that threads
+    started later begin with; the calling thread keeps its own."""
     return functools.partial(torch.set_num_threads, max(1, torch.get_num_threads() // workers))
