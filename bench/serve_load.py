@@ -215,7 +215,7 @@ def main() -> int:
     images = [(p.name, p.read_bytes()) for p in sorted((root / "val").glob("*/*"))]
     url = f"http://127.0.0.1:{args.port}"
     results = {}
-    for kind in args.servers:
+    for kind in dict.fromkeys(args.servers):  # each once, in the order given
         batching = ["--max-batch", str(args.max_batch), "--workers", str(args.workers)]
         proc = start(kind, args.models, args.port, batching)
         try:
