@@ -40,7 +40,8 @@ val accuracy of the timed run are compared with it.
 Targets: qtl / floor <= 1.5 and reference / qtl >= 20 (resnet18); efficientnet_lite0: qtl / floor
 <= 0.8 with the best val accuracy of the exact pipeline within one image. Each prints PASS or FAIL. On a
 busy machine, --threads 1 runs both sides on one torch thread (two threads wait on each other whenever
-another process holds a core).
+another process holds a core). Every side runs with glibc keeping freed memory, as under the `qtl`
+program (`qtl.utils.allocator.keep_freed_memory`).
 """
 
 from __future__ import annotations
