@@ -246,8 +246,7 @@ def _wide_tables(
 def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int, phases: torch.Tensor) -> torch.Tensor:
     """(L, m) RY angles -> (L, d, d) Kronecker products of each layer's m RY matrices (gathered by
     `index`, which may fold a row permutation in)."""
-    mats = torch.cos(torch.add(phases, q.reshape(-1, 1), alpha=0.5))  # (L*m, 4)
-    return mats.reshape(-1).index_select(0, index).reshape(-1, m, d, d).prod(1)
+    return units.ry_table(q, phases).index_select(0, index).reshape(-1, m, d, d).prod(1)
 
 
 def _angle_grads(

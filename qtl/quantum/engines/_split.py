@@ -106,7 +106,6 @@ class SplitTables:
     last: tuple[Gather | None, Gather | None]
     x: torch.Tensor  # Pauli X
     factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
-    ry_phases: torch.Tensor  # `sv.ry_shifts`
 
 
 @functools.lru_cache(maxsize=32)
@@ -134,13 +133,13 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
         ]
         index.append(torch.stack(per_factor).reshape(-1).to(device))
     last = tuple(gather(torch.tensor(p)) for p in previous)
-    return SplitTables(tuple(before), last, x, tuple(index), sv.ry_shifts(dtype, device))
+    return SplitTables(tuple(before), last, x, tuple(index))
 
 
 def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:
     """The split layers' angles q (k, n) -> per layer, `sp.factors`' matrices: each the Kronecker product
     RY(q_w) (x) RY(q_w+1) (x) ... of its wires (the first the leading bit), all built at once."""
-    table = units.ry_table(q, t.ry_phases)
+    table = units.ry_table(q)
     built = {
         size: iter(units.kron_products(table, index, size).unbind(0))
         for size, index in zip(sp.factor_sizes, t.factor_index, strict=True)

@@ -202,7 +202,6 @@ class UnitTables:
     c_total: int  # that buffer's length; one more slot, always 0, pads `grad_index`
     grad_index: torch.Tensor  # (n_layers * n, d_max): (Q C Q^T)[a, a ^ bit_w] in that buffer
     grad_signs: torch.Tensor  # (n_layers * n, d_max): J_w's entries, 0 in the padding
-    ry_phases: torch.Tensor  # (4,) `sv.ry_shifts`
     wire_index: tuple[torch.Tensor, ...]  # per half, gather [w, k] -> 2 w + bit_w(k) of its product state
     embed: tuple[torch.Tensor, ...]  # per half, the first layer's even pairs (gather), and their inverse
     embed_inverse: tuple[torch.Tensor, ...]
@@ -261,7 +260,6 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
         c_total=total,
         grad_index=grad_index.to(device),
         grad_signs=grad_signs.to(device=device, dtype=dtype),
-        ry_phases=sv.ry_shifts(dtype, device),
         wire_index=tuple(
             (2 * a + sv.kron_index(m, 2, 1)).reshape(-1).to(device)
             for a, m in zip(starts, uplan.halves, strict=True)
@@ -274,10 +272,12 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
     )
 
 
-def ry_table(q: torch.Tensor, ry_phases: torch.Tensor) -> torch.Tensor:
+def ry_table(q: torch.Tensor, phases: torch.Tensor | None = None) -> torch.Tensor:
     """(n_layers, n) RY angles -> the flat (n_layers * n * 4,) table of every RY(q), row-major 2 x 2,
-    that `_kron_gather`'s positions point into."""
-    return torch.cos(torch.add(ry_phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)
+    that `_kron_gather`'s positions point into. `phases`: `sv.ry_shifts` on q's device (given where a
+    compiled step takes it as an input)."""
+    phases = sv.ry_shifts(q.dtype, q.device) if phases is None else phases
+    return torch.cos(torch.add(phases, q.reshape(-1, 1), alpha=0.5)).reshape(-1)
 
 
 def kron_products(table: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -289,7 +289,7 @@ def kron_products(table: torch.Tensor, index: torch.Tensor, size: int) -> torch.
 
 def matrices(t: UnitTables, q: torch.Tensor, n_units: int) -> list[torch.Tensor]:
     """(n_layers, n) RY angles -> every unit's (d, d) matrix K, in unit order."""
-    table = ry_table(q, t.ry_phases)
+    table = ry_table(q)
     out: list[torch.Tensor] = [table] * n_units
     for size, group, index in zip(t.sizes, t.members, t.kron, strict=True):
         for i, k in zip(group, kron_products(table, index, size).unbind(0), strict=True):
