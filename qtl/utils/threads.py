@@ -2,9 +2,9 @@
 
 OpenMP keeps its thread count per thread, and a new thread starts with torch's last setting (the
 machine's cores by default): two workers that each multiply with MKL would run on twice as many
-threads as there are cores. Each task of
-`side_by_side` runs with one torch thread (the calling thread too, restored afterwards), so two tasks
-on two cores take one core each; `share_cores` gives a pool's threads a share each.
+threads as there are cores. Each task of `side_by_side` runs with one torch thread (the calling thread
+too, restored afterwards), so two tasks on two cores take one core each; `share_cores` gives a pool's
+threads a share each.
 """
 
 from __future__ import annotations
