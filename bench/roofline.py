@@ -16,7 +16,7 @@ step from 22 qubits on (it takes 10-50 s there); with
 --autograd, autograd's `train_step` too. With --ranks, only fit()'s step with each cap on the halves'
 products (`closed_form.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
 and the width they start at (`SPLIT_MIN_QUBITS`); with --parts, likewise with the halves in parts of at
-most P samples (0: as `closed_form.split_part` makes them), to choose `SPLIT_PART_BYTES`.
+most P samples (0: as `_split.part_size` makes them), to choose `_split.PART_BYTES`.
 
 The model of the work a step must do, counted from the step's own plans:
 
@@ -43,7 +43,7 @@ The model of the work a step must do, counted from the step's own plans:
             memory and writes its result there: 2 states forward and 6 backward per unit, 8 B 2**n 4
             bytes per unit, and 3 B 2**n 4 more for psi = A^T B and its gradient. Without a state, A and
             B are read by the products and their scalings, about 12 (|A| + |B|) 4 bytes, from memory
-            where a part's (`closed_form.split_part` samples) A, B and autograd's intermediates do not fit
+            where a part's (`_split.part_size` samples) A, B and autograd's intermediates do not fit
             the cache. The halves' own layers are counted as in cache (r 2**(n/2) per sample, small
             next to the state where one is built).
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
@@ -74,6 +74,7 @@ from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines import _split as split
 from qtl.training import closed_form
 from qtl.training.optim import adam
 from qtl.training.steps import step_for_run, train_step
@@ -154,7 +155,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     workers = closed_form.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache
-        fits = 6 * halves * closed_form.split_part(sp, ITEM, batch) / batch * ITEM <= cache
+        fits = 6 * halves * split.part_size(sp, ITEM, batch) / batch * ITEM <= cache
         traffic = 12 * halves * ITEM
     else:  # each worker: three chunks and a quarter; without the cache every product's operands from
         # memory, and psi = A^T B written and its gradient read twice
@@ -208,14 +209,14 @@ def halves_at_most(rank: int, min_qubits: int | None = None):
 @contextlib.contextmanager
 def parts_of(samples: int):
     """fit()'s step with the halves in parts of at most `samples` samples, whatever their bytes
-    (`closed_form.SPLIT_PART_SAMPLES`, the byte cap lifted; 0: `closed_form.split_part` as it is)."""
-    kept = closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES
+    (`_split.PART_SAMPLES`, the byte cap lifted; 0: `_split.part_size` as it is)."""
+    kept = split.PART_SAMPLES, split.PART_BYTES
     if samples:
-        closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES = samples, 2**62
+        split.PART_SAMPLES, split.PART_BYTES = samples, 2**62
     try:
         yield
     finally:
-        closed_form.SPLIT_PART_SAMPLES, closed_form.SPLIT_PART_BYTES = kept
+        split.PART_SAMPLES, split.PART_BYTES = kept
 
 
 def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: list[int]) -> list[dict]:
@@ -230,7 +231,7 @@ def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: 
         ),
         "part": (
             parts_of,
-            lambda v: f"parts of at most {v}" if v else "parts as split_part makes them",
+            lambda v: f"parts of at most {v}" if v else "parts as part_size makes them",
             lambda sp, part: f"{-(-batch // part)} of {part}" if sp else "no halves",
         ),
     }[key]
@@ -244,7 +245,7 @@ def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: 
                 sp = closed_form.split_plan(
                     DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH)).engine.plan
                 )
-                part = closed_form.split_part(sp, ITEM, batch) if sp else None
+                part = split.part_size(sp, ITEM, batch) if sp else None
                 timed = time_step(n, batch, repeats, "fit")
             rows.append(
                 {"n_qubits": n, key: value, "layers": sp.layers if sp else 0, "part_samples": part, **timed}
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         metavar="P",
-        help="only time fit()'s step with the halves in parts of at most P samples (0: split_part's)",
+        help="only time fit()'s step with the halves in parts of at most P samples (0: part_size's)",
     )
     parser.add_argument("--autograd", action="store_true", help="also time autograd's step, up to 20 qubits")
     parser.add_argument("--json", metavar="PATH", help="also write machine, command and results as JSON")

@@ -135,7 +135,7 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     _wide_chunks(monkeypatch, n, chunk)
     monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", max_rank)
     if chunk is not None:
-        monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", chunk)
+        monkeypatch.setattr(split, "PART_SAMPLES", chunk)
     head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
     sp = closed_form.split_plan(head.engine.plan)
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
@@ -176,7 +176,7 @@ def test_split_layers_without_the_crossing_pair(monkeypatch, n, depth, dropped, 
 def test_split_layers_in_float32(monkeypatch, n, depth):
     """The halves' layers in float32, as training runs them: <Z> from the Gram matrices (13 qubits) or
     the state built and two unit layers after them (14 qubits), against autograd in float64."""
-    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", 3)
+    monkeypatch.setattr(split, "PART_SAMPLES", 3)
     head, opt = _pair(CircuitConfig(n, depth), torch.float32)
     reference = copy.deepcopy(head).double()
     g = torch.Generator().manual_seed(6)
@@ -202,13 +202,13 @@ def test_split_layers_in_float32(monkeypatch, n, depth):
 )
 def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, samples, part_bytes, sizes):
     """The halves are simulated a part of the batch at a time on both paths (<Z> from them, or the state
-    built from them), so their memory does not grow with the batch: as few parts as SPLIT_PART_SAMPLES
-    and SPLIT_PART_BYTES allow, of equal size (a batch of 5 here)."""
-    monkeypatch.setattr(closed_form, "SPLIT_PART_SAMPLES", samples)
+    built from them), so their memory does not grow with the batch: as few parts as _split.PART_SAMPLES
+    and PART_BYTES allow, of equal size (a batch of 5 here)."""
+    monkeypatch.setattr(split, "PART_SAMPLES", samples)
     if part_bytes is not None:
         sp = closed_form.split_plan(_pair(CircuitConfig(n, depth))[0].engine.plan)
         per_sample = sp.rank * (2**sp.cut + 2 ** (n - sp.cut)) * 8
-        monkeypatch.setattr(closed_form, "SPLIT_PART_BYTES", per_sample * part_bytes - 1)
+        monkeypatch.setattr(split, "PART_BYTES", per_sample * part_bytes - 1)
     seen = []
     halves = split.halves
 

@@ -80,11 +80,6 @@ BACK_ONLY_MIN_QUBITS = 14
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
-#: The halves are simulated a part of the batch at a time (`split_part`), so that memory stays flat in
-#: the batch: parts of equal size, each at most SPLIT_PART_SAMPLES samples whose final states (A and B
-#: together) take at most SPLIT_PART_BYTES. At 22 and 24 qubits, batch 32, two parts of 16 ran
-#: 1.1-1.6x faster than one of 32 (docs/benchmarks.md).
-SPLIT_PART_SAMPLES, SPLIT_PART_BYTES = 64, 32 * 2**20
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 _INPUT_RY = (Round("RY", "input", 0, 1),)
@@ -202,21 +197,12 @@ def split_plan(plan: Plan) -> split.SplitPlan | None:
     more than the smaller half's states, cut where the units' product state is (`compile_units`'
     halves): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they
     take every layer (no units left)."""
-    if plan.n_qubits < SPLIT_MIN_QUBITS or SPLIT_MAX_RANK < 1 or units.compile_units(plan, True) is None:
+    if plan.n_qubits < SPLIT_MIN_QUBITS:
         return None
-    cut = 2 * (plan.n_qubits // 4)  # no more products than a half has states
-    sp = split.plan_split(plan, cut, min(SPLIT_MAX_RANK, 2**cut))
+    sp = split.leading_plan(plan, SPLIT_MAX_RANK)
     if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
         return None
     return sp
-
-
-def split_part(sp: split.SplitPlan, itemsize: int, batch: int) -> int:
-    """Samples per part of the halves' simulation of a batch: as few parts as SPLIT_PART_SAMPLES and
-    SPLIT_PART_BYTES allow, of equal size (the last one shorter by less than a part's count)."""
-    per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
-    most = max(1, min(SPLIT_PART_SAMPLES, SPLIT_PART_BYTES // per_sample))
-    return -(-batch // -(-batch // most))
 
 
 def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
@@ -359,7 +345,7 @@ def _loss_and_grads(t: _Tables, n_layers: int, w1, b1, q, w2, b2, x, y, scratch:
 
 def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Callable = torch.empty):
     """`_loss_and_grads` above HALVES_MAX_QUBITS wires: a chain's leading layers on its two halves
-    (`_split`, by autograd: small tensors, `split_part` samples at a time so that memory stays flat in
+    (`_split`, by autograd: small tensors, `_split.part_size` samples at a time so that memory stays flat in
     the batch), then the units of `t`, a chunk of samples at a time; where the halves take every
     layer and it takes fewer flops, <Z> comes from them (`_split.expectations`) and the state is never
     built.
@@ -372,7 +358,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
     gram = not t.plan.units and sp.gram
-    size = split_part(sp, x.element_size(), batch)
+    size = split.part_size(sp, x.element_size(), batch)
     sims = None if gram else _unit_steps(t, q, min(batch, size), scratch)
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
@@ -380,10 +366,11 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     for start in range(0, batch, size):
         part = slice(start, start + size)
         with torch.enable_grad():
-            product = units.product_halves(t.plan, t.units, v_in[part])
-            halves = split.halves(sp, tables, product[1], product[3], q_in)
             if gram:
-                e_in = split.expectations(*halves, *t.units.signs)
+                e_in = split.expvals(sp, tables, t.plan, t.units, v_in[part], q_in)
+            else:
+                product = units.product_halves(t.plan, t.units, v_in[part])
+                halves = split.halves(sp, tables, product[1], product[3], q_in)
         if gram:
             e[part] = e_in.detach()
             share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)

@@ -15,7 +15,10 @@ costs fewer flops (`SplitPlan.gram`), and the state is never built; or the unit 
 r, runs the remaining layers on it, and its gradient g there gives the halves' (dA = B g^T, dB = A g).
 
 `plan_split` picks k: the most leading layers (all of them, if they qualify) whose CNOT runs are chains
-(a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank.
+(a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank; `leading_plan`
+cuts where the units' product state is. Where the halves take every layer by the Gram route
+(`whole_plan`), `expvals` gives <Z> from each wire's embedded state, by autograd: the native engine's
+forward of such a circuit (`qtl.quantum.engines.native`), and the closed-form step's halves.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ import torch
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan
+
+#: The halves are simulated a part of the batch at a time (`part_size`), so that memory stays flat in
+#: the batch: parts of equal size, each at most PART_SAMPLES samples whose final states (A and B
+#: together) take at most PART_BYTES. At 22 and 24 qubits, batch 32, two parts of 16 ran 1.1-1.6x
+#: faster than one of 32 (docs/benchmarks.md).
+PART_SAMPLES, PART_BYTES = 64, 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,31 @@ def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
         inside.append((units._local(odds, 0, cut), units._local(odds, cut, n - cut)))
         after.append((units._local(evens, 0, cut), units._local(evens, cut, n - cut)))
     return SplitPlan(n, cut, tuple(crossing), tuple(inside), tuple(after))
+
+
+def leading_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
+    """The leading layers of `plan` its halves take, cut where the units' product state is
+    (`_units.compile_units`' halves), at most `max_rank` products and no more than the smaller half's
+    states; None where the units cannot run the plan, or no layer qualifies."""
+    if max_rank < 1 or units.compile_units(plan, True) is None:
+        return None
+    cut = 2 * (plan.n_qubits // 4)  # no more products than a half has states
+    return plan_split(plan, cut, min(max_rank, 2**cut))
+
+
+def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
+    """`leading_plan` where it takes every layer and <Z> comes from the Gram matrices (`SplitPlan.gram`):
+    the plans `expvals` runs whole; else None."""
+    sp = leading_plan(plan, max_rank)
+    return sp if sp is not None and sp.layers == plan.n_layers and sp.gram else None
+
+
+def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:
+    """Samples per part of the halves' simulation of a batch: as few parts as PART_SAMPLES and
+    PART_BYTES allow, of equal size (the last one shorter by less than a part's count)."""
+    per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
+    most = max(1, min(PART_SAMPLES, PART_BYTES // per_sample))
+    return -(-batch // -(-batch // most))
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,3 +274,19 @@ class _Expectations(torch.autograd.Function):
         g_a = torch.baddbmm(m_a * (2 * s_a), (b * s_b) @ b.mT, a, alpha=2)
         g_b = torch.baddbmm(m_b * (2 * s_b), (a * s_a) @ a.mT, b, alpha=2)
         return g_a, g_b, None, None
+
+
+def expvals(
+    sp: SplitPlan,
+    t: SplitTables,
+    uplan: units.UnitPlan,
+    ut: units.UnitTables,
+    v: torch.Tensor,
+    q: torch.Tensor,
+) -> torch.Tensor:
+    """<Z_w> (B, n) of a plan the halves take whole (`whole_plan`), from each wire's state after the
+    embedding v (B, n, 2) and the layers' RY angles q (k, n); `uplan` and `ut` are the plan's units from
+    `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers)`: no unit, only the
+    product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
+    product = units.product_halves(uplan, ut, v)
+    return expectations(*halves(sp, t, product[1], product[3], q), *ut.signs)
