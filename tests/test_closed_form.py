@@ -46,8 +46,11 @@ WIDE = [  # (n_qubits, depth, entangler, hadamard, batch, samples per chunk): un
 
 
 def _pair(config: CircuitConfig, dtype=torch.float64, lr: float = 0.05):
+    """A head and its optimizer. Autograd's reference builds the full state: wide heads take the adjoint
+    path, not the halves the closed-form step shares with the engine (`native.halves_plan`)."""
     torch.manual_seed(0)
-    head = DressedQuantumCircuit(6, 3, config, q_delta=1.0).to(dtype)
+    path = "adjoint" if config.n_qubits > HALVES_MAX_QUBITS else "auto"
+    head = DressedQuantumCircuit(6, 3, config, q_delta=1.0, path=path).to(dtype)
     return head, adam(head.parameters(), lr)
 
 

@@ -314,7 +314,10 @@ class TestMemoryBudget:
 
     def test_adjoint_memory_does_not_grow_with_depth(self):
         """24 qubits, batch 8 needs about 4.3 GiB at any depth on the adjoint path (autograd: 13+ GiB)."""
-        shallow, deep = NativeEngine(CircuitConfig(24, 6)), NativeEngine(CircuitConfig(24, 100))
+        shallow, deep = (
+            NativeEngine(CircuitConfig(24, 6), path="adjoint"),
+            NativeEngine(CircuitConfig(24, 100)),
+        )
         assert shallow.path_for(8) == deep.path_for(8) == "adjoint"
         assert 4 * 2**30 < shallow.estimate_bytes(8) < 4.5 * 2**30
         assert deep.estimate_bytes(8) - shallow.estimate_bytes(8) < 2**20  # only the index tables grow
@@ -333,6 +336,84 @@ class TestMemoryBudget:
     def test_bad_budget_is_rejected(self):
         with pytest.raises(ValueError, match="memory_budget"):
             NativeEngine(CircuitConfig(4, 1), memory_budget=0)
+
+
+class TestHalvesPath:
+    """Wide chains with one trainable RY per wire: <Z> from the two halves' states (`_split`), a sum of
+    products, never the 2**n state."""
+
+    @pytest.mark.parametrize(
+        ("n_qubits", "depth", "hadamard", "batch"),
+        [(12, 4, True, 3), (13, 3, False, 5), (16, 5, True, 4), (17, 2, True, 2)],  # 13, 17: unequal halves
+    )
+    def test_outputs_and_gradients_equal_the_adjoint_paths(self, n_qubits, depth, hadamard, batch):
+        config = CircuitConfig(n_qubits, depth, hadamard=hadamard)
+        engine = NativeEngine(config)
+        assert engine.path_for(batch) == "halves"
+        angles, weights = random_inputs(config, batch, seed=n_qubits)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        want = NativeEngine(config, path="adjoint")(angles, weights)
+        got = engine(angles, weights)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        for g, w in zip(grads(got, angles, weights, 4), grads(want, angles, weights, 4), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
+
+    def test_24_qubits_agree_with_the_mps_engine_within_a_budget_the_state_exceeds(self):
+        """At 24 qubits the exact MPS engine is the independent reference; 256 MiB is enough for the halves
+        (a float64 state alone is 128 MiB per sample), in float64 and in float32."""
+        config = CircuitConfig(24, 6, hadamard=False)
+        engine = NativeEngine(config, memory_budget=256 * 2**20)
+        angles, weights = random_inputs(config, 3, seed=24)
+        want = make_engine(config, "mps")(angles, weights)
+        assert want.abs().max() > 0.1
+        torch.testing.assert_close(engine(angles, weights), want, atol=1e-12, rtol=0)
+        got = engine(angles.float(), weights.float())
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+        with pytest.raises(SimulationTooLargeError, match="batch 3 at 24 qubits"):
+            engine.state(angles, weights)
+
+    def test_auto_takes_it_only_where_it_can(self):
+        """Chains of HALVES_MIN_QUBITS wires or more with one RY per wire, at most HALVES_MAX_RANK
+        products, where the Gram matrices cost less than the state; asked for elsewhere, a clear error."""
+        assert NativeEngine(CircuitConfig(native.HALVES_MIN_QUBITS, 4)).path_for(8) == "halves"
+        assert NativeEngine(CircuitConfig(20, 7)).halves.rank == native.HALVES_MAX_RANK
+        assert NativeEngine(CircuitConfig(16, 4, reupload=True)).path_for(8) == "state"
+        cannot = [
+            CircuitConfig(native.HALVES_MIN_QUBITS - 1, 4),
+            CircuitConfig(16, 4, "ring"),
+            CircuitConfig(16, 4, rotation="rot"),
+            CircuitConfig(20, 8),  # 256 products
+            CircuitConfig(12, 6),  # 64 products of 64 states per half: the state costs less
+        ]
+        for config in cannot:
+            assert NativeEngine(config).path_for(8) == "adjoint", config
+            with pytest.raises(ValueError, match="the 'halves' path takes chains of at least 12 qubits"):
+                NativeEngine(config, path="halves")
+
+    def test_state_is_still_the_state(self):
+        """`state()` builds the 2**n state on a circuit whose forward takes the halves; <Z> on it is the
+        forward's."""
+        config = CircuitConfig(12, 4)
+        engine = NativeEngine(config)
+        angles, weights = random_inputs(config, 2, seed=1)
+        state = engine.state(angles, weights)
+        torch.testing.assert_close(state, NativeEngine(config, path="adjoint").state(angles, weights))
+        expvals = sv.probabilities(state) @ sv.sign_table(12).to(state)
+        torch.testing.assert_close(expvals, engine(angles, weights), atol=1e-12, rtol=0)
+
+    def test_memory_estimate_is_the_halves(self):
+        """24 qubits, batch 8: the halves' estimate is under 256 MiB, and a training forward runs within a
+        budget the adjoint path's 4.2 GiB exceeds; `state()` is still checked against the state's."""
+        engine = NativeEngine(CircuitConfig(24, 6), memory_budget=2**30)
+        assert engine.estimate_bytes(8) < 2**28 < 2**32 < engine.estimate_bytes(8, state=True)
+        assert engine.estimate_bytes(8, training=False) < engine.estimate_bytes(8)
+        weights = torch.zeros(6, 24, requires_grad=True)
+        engine(torch.zeros(8, 24), weights).sum().backward()
+        assert weights.grad.shape == (6, 24)
+        with pytest.raises(SimulationTooLargeError, match="batch 8 at 24 qubits"):
+            engine.state(torch.zeros(8, 24), weights)
 
 
 class TestContract:
@@ -386,10 +467,13 @@ class TestContract:
 
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
     @pytest.mark.parametrize("rotation", ["ry", "rot"])
-    @pytest.mark.parametrize("n_qubits, batch", [(4, 4), (4, 64), (9, 8)])
-    def test_cuda_matches_cpu(self, rotation, n_qubits, batch):
-        """On CUDA, outputs and gradients stay on the device and match the CPU engine."""
-        config = CircuitConfig(n_qubits, 3, "ring", rotation)
+    @pytest.mark.parametrize(
+        "n_qubits, batch, entangler", [(4, 4, "ring"), (4, 64, "ring"), (9, 8, "ring"), (16, 8, "chain")]
+    )
+    def test_cuda_matches_cpu(self, rotation, n_qubits, batch, entangler):
+        """On CUDA, outputs and gradients stay on the device and match the CPU engine (16 qubits: the
+        halves path with "ry")."""
+        config = CircuitConfig(n_qubits, 3, entangler, rotation)
         engine = NativeEngine(config)
         angles, weights = random_inputs(config, batch, seed=2)
         a_gpu = angles.cuda().requires_grad_(True)

@@ -13,12 +13,18 @@ way it allows:
    n <= MATRIX_PATH_MAX_QUBITS), the blocks' 2**n x 2**n matrix is built once per forward (the
    product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
 
+3. or, for a wide chain (from HALVES_MIN_QUBITS wires, one trainable RY per wire) whose every layer
+   its two halves can take within HALVES_MAX_RANK products, the "halves" path: each half's states, a
+   sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
+   (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
+   2 x 64 x 1024 values per sample in place of 2**20).
+
 A data re-uploading circuit (`CircuitConfig.reupload`) reads the inputs in every layer, so its layers
 differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices applied to the batch
 (`_apply_layers_per_sample`), never a shared matrix.
 
 `state(angles, weights)` is the (B, 2**n) statevector before measurement (the fidelity kernel of
-`qtl.quantum.kernel` reads it); `forward` measures <Z_i> on it.
+`qtl.quantum.kernel` reads it; it never takes the halves path); `forward` measures <Z_i> on it.
 
 Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
 with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
@@ -39,9 +45,11 @@ import torch
 from torch import nn
 
 from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines import _units as units
 from qtl.quantum.engines import adjoint
-from qtl.quantum.engines._compiler import Entangle, Plan, compile_plan, forward_setup, slot_matrices
+from qtl.quantum.engines._compiler import Entangle, Plan, Round, compile_plan, forward_setup, slot_matrices
 from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
@@ -53,9 +61,18 @@ MATRIX_PATH_MAX_QUBITS = 10
 #: States a training forward keeps besides one per group product: product state, probabilities,
 #: gradient buffers.
 _EXTRA_STATES = 4
+#: The halves path ("auto" takes it where a plan qualifies): from this many wires, with at most this many
+#: products in the halves' sum (each CNOT across the cut doubles them: 2**depth for a chain).
+HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
+#: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
+#: or the Gram products' (inference), over A and B themselves.
+_HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
 
-EnginePath = Literal["auto", "state", "matrix", "adjoint"]
-PATHS = ("auto", "state", "matrix", "adjoint")
+#: The one layer round the halves path takes: a trainable RY on every wire.
+_WEIGHT_RY = (Round("RY", "weight", 0, 1),)
+
+EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves"]
+PATHS = ("auto", "state", "matrix", "adjoint", "halves")
 
 
 class SimulationTooLargeError(ValueError):
@@ -79,6 +96,26 @@ class Tables:
     folded: torch.Tensor | None  # one-group layouts: gather index building every layer's K.T (see below)
     eye: torch.Tensor | None  # (d, d) identity, for the matrix path with several groups
     signs: torch.Tensor | None  # (2**n, n) sign table in the real dtype
+
+
+def halves_plan(plan: Plan) -> split.SplitPlan | None:
+    """The split plan the halves path runs `plan` by (`_split.whole_plan`), or None where it cannot: fewer
+    than HALVES_MIN_QUBITS wires, a ring, a layer of other than one trainable RY per wire, more than
+    HALVES_MAX_RANK products, or where the state takes fewer flops than the Gram matrices."""
+    if plan.n_qubits < HALVES_MIN_QUBITS or not plan.real or plan.reuploads or plan.rounds != _WEIGHT_RY:
+        return None
+    return split.whole_plan(plan, HALVES_MAX_RANK)
+
+
+@functools.lru_cache(maxsize=16)
+def halves_tables(
+    plan: Plan, sp: split.SplitPlan, device: torch.device, dtype: torch.dtype
+) -> tuple[split.SplitTables, units.UnitPlan, units.UnitTables, torch.Tensor]:
+    """The constant tensors of the halves path (`halves_plan`) on one device in one dtype: the halves'
+    and the product state's tables, and the wires' states before the embedding (none of 2**n entries)."""
+    uplan = units.compile_units(plan, True, sp.layers)
+    unit_tables = units.unit_tables(uplan, plan.n_layers, device, dtype)
+    return split.split_tables(sp, device, dtype), uplan, unit_tables, plan.v0_tensor(dtype).to(device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,9 +156,11 @@ class NativeEngine(nn.Module):
         path: "auto" (default) picks per batch; "state" applies the blocks to the batch under
             autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
             two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
-            "auto" takes "matrix" when the batch outnumbers the amplitudes (up to
-            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
-            A re-uploading circuit always takes "state" (its layers differ per sample).
+            "halves" simulates the two halves' states and measures <Z_i> from them, never the 2**n
+            state (`halves_plan` says which circuits it takes). "auto" takes "halves" where it can,
+            "matrix" when the batch outnumbers the amplitudes (up to MATRIX_PATH_MAX_QUBITS),
+            "adjoint" when layers are split into wire groups, else "state". A re-uploading circuit
+            always takes "state" (its layers differ per sample).
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
     weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
@@ -143,6 +182,13 @@ class NativeEngine(nn.Module):
         self.layout = Layout(tuple(sv.wire_groups(self.n_qubits)), self.n_qubits <= sv.SIGN_TABLE_MAX_QUBITS)
         if self.plan.reuploads and path not in ("auto", "state"):
             raise ValueError(f"a re-uploading circuit takes the 'state' path only, not {path!r}")
+        self.halves = halves_plan(self.plan)
+        if path == "halves" and self.halves is None:
+            raise ValueError(
+                "the 'halves' path takes chains of at least "
+                f"{HALVES_MIN_QUBITS} qubits with one RY per wire and layer, at most {HALVES_MAX_RANK} "
+                "products (2**depth), where measuring the halves costs less than building the state"
+            )
         self._check_memory(1, torch.float32, training=True)
 
     # ---- memory
@@ -152,24 +198,40 @@ class NativeEngine(nn.Module):
         return self.path_for(batch) == "matrix"
 
     def path_for(self, batch: int) -> EnginePath:
-        """The path a forward of `batch` samples takes: "state", "matrix" or "adjoint"."""
+        """The path a forward of `batch` samples takes: "state", "matrix", "adjoint" or "halves"."""
+        if self.path == "halves" or (self.path == "auto" and self.halves is not None):
+            return "halves"
+        return self._state_path(batch)
+
+    def _state_path(self, batch: int) -> EnginePath:
+        """The path that builds the state (`state`): "state", "matrix" or "adjoint"."""
         if not self.plan.n_layers or self.plan.reuploads:
             return "state"
-        if self.path != "auto":
+        if self.path not in ("auto", "halves"):
             return self.path
         if self.n_qubits <= MATRIX_PATH_MAX_QUBITS and batch > 2**self.n_qubits:
             return "matrix"
         return "adjoint" if len(self.layout.groups) > 1 else "state"
 
-    def estimate_bytes(self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True) -> int:
-        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included."""
+    def estimate_bytes(
+        self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True, state: bool = False
+    ) -> int:
+        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included;
+        with `state`, a forward that builds the state (`state()`, never the halves path)."""
         dim = 2**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
-        rows = dim if self.uses_matrix(batch) else batch
+        path = self._state_path(batch) if state else self.path_for(batch)
+        if path == "halves":
+            sp = self.halves
+            per_sample = sp.rank * (2**sp.cut + 2 ** (self.n_qubits - sp.cut)) * item
+            if training:  # autograd keeps every part's intermediates
+                return per_sample * _HALVES_TRAINING_COPIES * batch
+            return per_sample * _HALVES_INFERENCE_COPIES * split.part_size(sp, dtype.itemsize, batch)
+        rows = dim if path == "matrix" else batch
         if self.plan.reuploads:  # per sample: every layer's (d, d) factors, or one state per wire and layer
             per_layer = self.n_qubits * (dim if len(self.layout.groups) == 1 else 1)
             states = batch * (_EXTRA_STATES + per_layer * self.plan.n_layers)
-        elif self.path_for(batch) == "adjoint":
+        elif path == "adjoint":
             states = batch * (adjoint.TRAINING_STATES if training else adjoint.INFERENCE_STATES)
         elif training:  # one state per group product, for the backward pass
             states = batch * _EXTRA_STATES + rows * len(self.layout.groups) * self.plan.n_layers
@@ -178,9 +240,9 @@ class NativeEngine(nn.Module):
             states = 3 * batch + (3 * rows if rows != batch else 0)
         return item * dim * states + 2 * 8 * dim * len(self.plan.unique_entanglers)
 
-    def _check_memory(self, batch: int, dtype: torch.dtype, training: bool) -> None:
+    def _check_memory(self, batch: int, dtype: torch.dtype, training: bool, state: bool = False) -> None:
         check_budget(
-            self.estimate_bytes(batch, dtype, training),
+            self.estimate_bytes(batch, dtype, training, state),
             self.memory_budget,
             "native",
             f"batch {batch} at {self.n_qubits} qubits",
@@ -239,6 +301,8 @@ class NativeEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
+        if self.path_for(angles.shape[0]) == "halves":
+            return self._halves_forward(angles, weights)
         state = self.state(angles, weights)
         t = device_tables(self.plan, self.layout, angles.device, state.dtype)
         probs = sv.probabilities(state)
@@ -246,11 +310,25 @@ class NativeEngine(nn.Module):
             return sv.z_expvals_table(probs, t.signs)
         return sv.z_expvals_halving(probs, self.n_qubits)
 
+    def _halves_forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """<Z_i> by the halves path: each wire's state after the embedding, then `_split.expvals`, a part
+        of the batch at a time (`_split.part_size`)."""
+        n, sp = self.n_qubits, self.halves
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights)
+        st, uplan, ut, v0 = halves_tables(self.plan, sp, device, dtype)
+        wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
+        m = slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
+        v = (v0[..., None] if m is None else m @ v0[..., None]).squeeze(-1).expand(batch, n, 2)
+        q = wflat.view(self.plan.n_layers, n)
+        size = split.part_size(sp, dtype.itemsize, batch)
+        parts = [split.expvals(sp, st, uplan, ut, v[i : i + size], q) for i in range(0, batch, size)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def state(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, 2**n) final statevectors, real (float) for
         a real circuit, else complex; differentiable with respect to both."""
         n = self.n_qubits
-        batch, device, real_dtype, dtype = forward_setup(self, angles, weights)
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights, state=True)
         t = device_tables(self.plan, self.layout, device, dtype)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
@@ -261,7 +339,7 @@ class NativeEngine(nn.Module):
         state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)
 
         # 2. trainable blocks
-        path = self.path_for(batch)
+        path = self._state_path(batch)
         if self.plan.reuploads:
             state = self._apply_layers_per_sample(state, angles, wflat, dtype, t)
         elif path == "matrix":
