@@ -383,3 +383,27 @@ def test_every_update_is_an_optimizer_step_and_nothing_warns(rotation, hooked):
         handle.remove()
     assert len(steps) == (3 * 3 if hooked else 0)  # 12 training features, batch 4: 3 steps an epoch
     assert [row["lr"] for row in result.history] == pytest.approx([4e-4, 4e-5, 4e-6])
+
+
+def test_a_wide_head_is_evaluated_within_its_engines_budget(monkeypatch):
+    """A circuit that trains in small batches is evaluated in batches its engine's memory budget holds
+    (`eval_batch_size`), not all of val in one forward: a 14-qubit ring under a 4 MiB budget, where one
+    forward of the 64 val samples needs about 12 MiB."""
+    from qtl.data.feed import EVAL_BATCH, eval_batch_size
+    from qtl.quantum.circuit import CircuitConfig
+    from qtl.quantum.engines.native import MEMORY_BUDGET_ENV
+
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, str(4 * 2**20))
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(128) % 2
+    x = torch.randn(128, 512, generator=g) + 1.5 * labels[:, None].float()
+    train = FeatureSet(x[:64], labels[:64], ["t"] * 64, ["a", "b"])
+    val = FeatureSet(x[64:], labels[64:], ["v"] * 64, ["a", "b"])
+    mc = ModelConfig("quantum", pretrained=False, circuit=CircuitConfig(14, 2, "ring"))
+    result = fit(mc, TrainConfig(epochs=3, batch_size=8, lr=0.05), features=(train, val))
+    assert result.best["val_acc"] >= 0.8  # 64 validation samples, chance is 0.5
+    engine = result.model.head.engine
+    batch = eval_batch_size(result.model.head)
+    assert 1 < batch < 64 and engine.estimate_bytes(batch, training=False) <= engine.memory_budget
+    assert engine.estimate_bytes(2 * batch, training=False) > engine.memory_budget
+    assert eval_batch_size(nn.Linear(512, 2)) == EVAL_BATCH  # no engine, no budget

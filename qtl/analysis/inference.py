@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from qtl.data.feed import EVAL_BATCH, IMAGE_EVAL_BATCH, FeatureBatches, eval_batches, logits
+from qtl.data.feed import IMAGE_EVAL_BATCH, FeatureBatches, eval_batch_size, eval_batches, logits
 from qtl.data.folders import validate_dataset
 from qtl.data.images import load_image
 from qtl.models.backbones import transform_from_params, transform_params
@@ -267,12 +267,12 @@ def evaluate(
     progress: Callable | None = None,
 ) -> Evaluation:
     """Metrics and per-sample predictions of a loaded model on one split of a dataset: its head over
-    `split_features`, EVAL_BATCH features at a time. Raises ValueError when the dataset's classes differ
-    from the model's.
+    `split_features`, EVAL_BATCH features at a time (fewer where its engine's memory budget asks:
+    `eval_batch_size`). Raises ValueError when the dataset's classes differ from the model's.
     """
     t0 = time.perf_counter()
     data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
-    head = FeatureBatches(loaded.model.head, data, EVAL_BATCH, data.features.device)
+    head = FeatureBatches(loaded.model.head, data, eval_batch_size(loaded.model.head), data.features.device)
     probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
     preds = probs.argmax(1)
     samples = [

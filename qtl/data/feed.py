@@ -44,6 +44,21 @@ EVAL_BATCH = 512  # features per forward pass when evaluating a head on cached f
 IMAGE_EVAL_BATCH = 32  # images per forward pass (and per extraction batch) when evaluating
 
 
+def eval_batch_size(head: nn.Module, most: int = EVAL_BATCH) -> int:
+    """Features per forward when evaluating `head`: `most`, halved until its simulation engine (one with
+    a memory budget and `estimate_bytes`: native, density) holds an inference forward of that many
+    within its budget, so a wide circuit that trains in small batches is evaluated too."""
+    engine = next(
+        (m for m in head.modules() if hasattr(m, "estimate_bytes") and hasattr(m, "memory_budget")), None
+    )
+    batch = most
+    while engine is not None and batch > 1:
+        if engine.estimate_bytes(batch, torch.float32, training=False) <= engine.memory_budget:
+            break
+        batch = -(-batch // 2)
+    return batch
+
+
 class FeatureBatches:
     """Batches of in-memory features: x (B, F), y (B,), on the device, by direct indexing.
 
@@ -165,9 +180,10 @@ def eval_batches(
     """One split of the dataset at `root`, in dataset order, for evaluating `model` (a `Classifier`).
 
     Frozen variants: the split's cached features (extracted on a miss by `backbone`, default the
-    model's own) through the head, EVAL_BATCH at a time. Others: its images through the whole model,
-    `batch_size` at a time. progress: reports extraction or image decoding. transform: the images'
-    eval preprocessing (default: the backbone's own; a loaded checkpoint passes the one it recorded).
+    model's own) through the head, EVAL_BATCH at a time (`eval_batch_size`). Others: its images through
+    the whole model, `batch_size` at a time. progress: reports extraction or image decoding. transform:
+    the images' eval preprocessing (default: the backbone's own; a loaded checkpoint passes the one it
+    recorded).
     exact: exact features (`extract_features`), as evaluation reads them; training's val pass takes the
     fast ones it trained on.
     """
@@ -185,7 +201,7 @@ def eval_batches(
             backbone=backbone if backbone is not None else model.backbone,
             exact=exact,
         )
-        return FeatureBatches(model.head, fs, EVAL_BATCH, device)
+        return FeatureBatches(model.head, fs, eval_batch_size(model.head), device)
     transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)
     loader = _loader(ImageFolderDataset(root, split, transform=transform), batch_size, device, num_workers)
     return ImageBatches(model, loader, device, progress)
@@ -244,7 +260,11 @@ def training_feed(
         train = FeatureBatches(
             head, sets["train"], tc.batch_size, device, generator=generator, shuffle=tc.shuffle
         )
-        parts = {k: FeatureBatches(head, sets[k], EVAL_BATCH, device) for k in ("val", "test") if k in sets}
+        parts = {
+            k: FeatureBatches(head, sets[k], eval_batch_size(head), device)
+            for k in ("val", "test")
+            if k in sets
+        }
         return Feed(train, parts["val"], parts.get("test"))
 
     # images through the model every epoch (a frozen backbone still runs without grad)
