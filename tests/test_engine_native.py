@@ -359,6 +359,32 @@ class TestHalvesPath:
         for g, w in zip(grads(got, angles, weights, 4), grads(want, angles, weights, 4), strict=True):
             torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
 
+    def test_a_batch_in_parts_and_a_replaced_plan(self, monkeypatch):
+        """A batch simulated in parts (`_split.part_size`: here 2, 2 and 1 samples) gives the adjoint
+        path's outputs and gradients; a plan replaced after the engine was built is the one simulated;
+        a 0-d input is the same clear error as on every path."""
+        from qtl.quantum.engines import _split as split
+
+        monkeypatch.setattr(split, "PART_SAMPLES", 2)
+        config = CircuitConfig(14, 3)
+        engine = NativeEngine(config)
+        angles, weights = random_inputs(config, 5, seed=3)
+        angles.requires_grad_(True)
+        weights.requires_grad_(True)
+        want = NativeEngine(config, path="adjoint")(angles, weights)
+        got = engine(angles, weights)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        for g, w in zip(grads(got, angles, weights, 8), grads(want, angles, weights, 8), strict=True):
+            torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
+        kept = [g for g in gates(config) if g.wires != (5, 6)]  # no CNOT across the cut (wire 6)
+        engine.plan = native.compile_plan(kept, 14, config.weight_shape)
+        reference = NativeEngine(config, path="adjoint")
+        reference.plan = engine.plan
+        assert engine.halves.rank == 1
+        torch.testing.assert_close(engine(angles, weights), reference(angles, weights), atol=1e-12, rtol=0)
+        with pytest.raises(ValueError, match="angles must have shape"):
+            engine(torch.tensor(0.0), weights)
+
     def test_24_qubits_agree_with_the_mps_engine_within_a_budget_the_state_exceeds(self):
         """At 24 qubits the exact MPS engine is the independent reference; 256 MiB is enough for the halves
         (a float64 state alone is 128 MiB per sample), in float64 and in float32."""

@@ -127,7 +127,7 @@ def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:
     PART_BYTES allow, of equal size (the last one shorter by less than a part's count)."""
     per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
     most = max(1, min(PART_SAMPLES, PART_BYTES // per_sample))
-    return -(-batch // -(-batch // most))
+    return -(-batch // -(-batch // most)) if batch else 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,8 +14,9 @@ way it allows:
    product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
 
 3. or, for a wide chain (from HALVES_MIN_QUBITS wires, one trainable RY per wire) whose every layer
-   its two halves can take within HALVES_MAX_RANK products, the "halves" path: each half's states, a
-   sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
+   its two halves can take within HALVES_MAX_RANK products, where that costs fewer flops than the
+   state (`halves_plan`; not 12 or 14 qubits at depth 6, for one), the "halves" path: each half's
+   states, a sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
    2 x 64 x 1024 values per sample in place of 2**20).
 
@@ -24,7 +25,8 @@ differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices ap
 (`_apply_layers_per_sample`), never a shared matrix.
 
 `state(angles, weights)` is the (B, 2**n) statevector before measurement (the fidelity kernel of
-`qtl.quantum.kernel` reads it; it never takes the halves path); `forward` measures <Z_i> on it.
+`qtl.quantum.kernel` reads it; it never takes the halves path); `forward` measures <Z_i> on it, or
+on the halves.
 
 Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
 with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
@@ -98,6 +100,7 @@ class Tables:
     signs: torch.Tensor | None  # (2**n, n) sign table in the real dtype
 
 
+@functools.lru_cache(maxsize=64)
 def halves_plan(plan: Plan) -> split.SplitPlan | None:
     """The split plan the halves path runs `plan` by (`_split.whole_plan`), or None where it cannot: fewer
     than HALVES_MIN_QUBITS wires, a ring, a layer of other than one trainable RY per wire, more than
@@ -182,7 +185,6 @@ class NativeEngine(nn.Module):
         self.layout = Layout(tuple(sv.wire_groups(self.n_qubits)), self.n_qubits <= sv.SIGN_TABLE_MAX_QUBITS)
         if self.plan.reuploads and path not in ("auto", "state"):
             raise ValueError(f"a re-uploading circuit takes the 'state' path only, not {path!r}")
-        self.halves = halves_plan(self.plan)
         if path == "halves" and self.halves is None:
             raise ValueError(
                 "the 'halves' path takes chains of at least "
@@ -199,9 +201,16 @@ class NativeEngine(nn.Module):
 
     def path_for(self, batch: int) -> EnginePath:
         """The path a forward of `batch` samples takes: "state", "matrix", "adjoint" or "halves"."""
-        if self.path == "halves" or (self.path == "auto" and self.halves is not None):
-            return "halves"
-        return self._state_path(batch)
+        return "halves" if self._takes_halves() else self._state_path(batch)
+
+    @property
+    def halves(self) -> split.SplitPlan | None:
+        """The split plan the halves path runs this engine's plan by, None where it cannot (`halves_plan`;
+        from the plan at call time, which a caller may have replaced)."""
+        return halves_plan(self.plan)
+
+    def _takes_halves(self) -> bool:
+        return self.path == "halves" or (self.path == "auto" and self.halves is not None)
 
     def _state_path(self, batch: int) -> EnginePath:
         """The path that builds the state (`state`): "state", "matrix" or "adjoint"."""
@@ -301,7 +310,7 @@ class NativeEngine(nn.Module):
 
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
-        if self.path_for(angles.shape[0]) == "halves":
+        if self._takes_halves():  # whatever the batch (and before the inputs' checks)
             return self._halves_forward(angles, weights)
         state = self.state(angles, weights)
         t = device_tables(self.plan, self.layout, angles.device, state.dtype)
@@ -322,6 +331,8 @@ class NativeEngine(nn.Module):
         q = wflat.view(self.plan.n_layers, n)
         size = split.part_size(sp, dtype.itemsize, batch)
         parts = [split.expvals(sp, st, uplan, ut, v[i : i + size], q) for i in range(0, batch, size)]
+        if not parts:  # an empty batch
+            return torch.zeros((0, n), dtype=real_dtype, device=device)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def state(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
