@@ -65,6 +65,23 @@ class TestPredict:
             torch.testing.assert_close(p.probs.sum(1), torch.ones(3))
             assert p.predicted == [CLASSES[i] for i in p.probs.argmax(1)]
 
+    def test_a_wide_head_runs_in_batches_its_engine_holds(self, folder, tmp_path, monkeypatch):
+        """Many images through a head whose engine's budget holds fewer at once (a 14-qubit ring, its
+        budget what 4 samples need): predict runs the head in batches (`eval_batch_size`) and gives each
+        image what a forward of it alone gives."""
+        from qtl.quantum.engines.native import MEMORY_BUDGET_ENV, NativeEngine
+
+        circuit = CircuitConfig(14, 2, "ring")
+        monkeypatch.setenv(MEMORY_BUDGET_ENV, str(NativeEngine(circuit).estimate_bytes(4, training=False)))
+        mc = ModelConfig("quantum", pretrained=False, class_names=CLASSES, circuit=circuit)
+        torch.manual_seed(0)
+        lm = load_checkpoint(save_checkpoint(tmp_path / "wide.pt", build_model(mc), mc))
+        images = sorted(folder.rglob("*.png"))
+        assert len(images) > 4
+        probs = predict(lm, images)[lm.name].probs
+        alone = torch.cat([predict(lm, [image])[lm.name].probs for image in images[:3]])
+        torch.testing.assert_close(probs[:3], alone, atol=1e-6, rtol=0)
+
     def test_frozen_models_share_one_backbone_pass(self, loaded, folder):
         """Three frozen variants load onto one backbone object and run it once; finetuned runs its own."""
         frozen = {id(loaded[v].model.backbone) for v in ("quantum", "linear", "dressed-classical")}

@@ -146,7 +146,9 @@ def predict(
         for name in names:
             m = named[name]
             t1 = time.perf_counter()
-            probs = torch.softmax(m.model.forward_features(features), dim=1).float().cpu()
+            step = eval_batch_size(m.model.head, max(1, len(features)))  # within its engine's budget
+            chunks = [m.model.forward_features(features[i : i + step]) for i in range(0, len(features), step)]
+            probs = torch.softmax(torch.cat(chunks), dim=1).float().cpu()
             out[name] = Prediction(
                 name,
                 m.variant,
