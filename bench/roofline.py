@@ -28,8 +28,10 @@ The model of the work a step must do, counted from the step's own plans:
             state forward and twice that backward, and doubles the branches (about 12 flops per new
             state); then building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
             dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
-            matrices (`_split.expectations`), 4 r**2 (2**m1 + 2**m2) per sample forward and as many
-            backward, and no state at all. Add about 12 B 2**n for the product state, the probabilities,
+            matrices and no state at all: with the last layer's CNOT across the cut folded in, its
+            branches never doubled (`_split.crossed_expectations`), r**2 (3 2**m1 / 2 + 2 2**m2) per
+            sample forward and r**2 (5 2**m1 / 4 + 5 2**m2 / 2) backward; else (`_split.expectations`)
+            4 r**2 (2**m1 + 2**m2) each way. Add about 12 B 2**n for the product state, the probabilities,
             <Z>, d loss / d psi and the embedding's gradient, and 6 B F n for the two linear layers.
             These are the flops of the algorithm (dense blocks): applying each RY on its own would need
             fewer (3 per amplitude and wire), but not as matrix products, the only operation that runs
@@ -141,17 +143,22 @@ def model(n: int, batch: int, cache: int) -> dict:
     # each unit 8 d per amplitude, but the first unit's input is not recovered
     unit_flops = 8 * d_sum - (2 * 2**first.size if first and first.to_back else 0)
     flops = unit_flops * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
-    halves = 0  # the halves' states after their layers, A and B
+    halves = 0  # the halves' states after their layers, A and B (before the last crossing, if folded)
     if sp is not None:
+        folded = gram and sp.crossing[-1]  # the last crossing folded into <Z> (`crossed_expectations`)
         rank = 1
-        for crosses in sp.crossing:
+        for layer, crosses in enumerate(sp.crossing):
+            doubles = crosses and not (folded and layer == sp.layers - 1)
             for m in (sp.cut, n - sp.cut):  # two Kronecker factors per half, forward and two backward
                 flops += 6 * (2 ** (m // 2) + 2 ** (m - m // 2)) * batch * rank * 2**m
-                flops += 12 * batch * 2 * rank * 2**m if crosses else 0  # the branches, doubled
-            rank *= 2 if crosses else 1
-        halves = batch * rank * (2**sp.cut + 2 ** (n - sp.cut))
-        # <Z> from the Gram matrices (four products forward, four backward), or psi = A^T B and back
-        flops += 8 * rank * halves if gram else 6 * rank * amplitudes
+                flops += 12 * batch * 2 * rank * 2**m if doubles else 0  # the branches, doubled
+            rank *= 2 if doubles else 1
+        da, db = 2**sp.cut, 2 ** (n - sp.cut)
+        halves = batch * rank * (da + db)
+        if folded:  # r = 2 h products: r**2 (3 da / 2 + 2 db) forward, r**2 (5 da / 4 + 5 db / 2) backward
+            flops += batch * (2 * rank) ** 2 * (11 * da // 4 + 9 * db // 2)
+        else:  # <Z> from the Gram matrices (four products forward, four backward), or psi = A^T B and back
+            flops += 8 * rank * halves if gram else 6 * rank * amplitudes
     workers = closed_form.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache

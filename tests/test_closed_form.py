@@ -13,6 +13,7 @@ import torch
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _split as split
+from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import compile_plan
 from qtl.quantum.engines._memory import HUGE_PAGE, huge_page_empty
@@ -215,9 +216,9 @@ def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, sample
     seen = []
     halves = split.halves
 
-    def recording(sp, t, a, b, q):
+    def recording(sp, t, a, b, q, **options):
         seen.append(a.shape[0])
-        return halves(sp, t, a, b, q)
+        return halves(sp, t, a, b, q, **options)
 
     monkeypatch.setattr(split, "halves", recording)
     head, opt = _pair(CircuitConfig(n, depth))
@@ -236,6 +237,42 @@ def test_loss_and_grads_under_grad_mode():
                 torch.randn(3, 6, dtype=torch.float64), torch.tensor([0, 1, 2])
             )
         assert not loss.requires_grad and not any(g.requires_grad for g in grads)
+
+
+@pytest.mark.parametrize(("h", "m1", "m2"), [(1, 2, 3), (4, 3, 3), (8, 5, 4)])
+def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
+    """`crossed_expectations` of h products before a CNOT across the cut equals `expectations` of the 2h
+    products after it, built here from the projectors P_s = u_s u_s^T on a's last wire and X' = u X u^T
+    on b's first as 2**m x 2**m matrices: values and gradients (of both halves and both angles)."""
+    g = torch.Generator().manual_seed(h)
+    a = torch.randn(3, h, 2**m1, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, h, 2**m2, generator=g, dtype=torch.float64, requires_grad=True)
+    angles = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    signs = [sv.sign_table(m).double() for m in (m1, m2)]
+
+    def folded():
+        u_a, u_b = sv.rotation_matrices("RY", angles, torch.float64).unbind(0)
+        return split.crossed_expectations(a, b, u_a, u_b @ x @ u_b.T, *signs)
+
+    def doubled():
+        u_a, u_b = sv.rotation_matrices("RY", angles, torch.float64).unbind(0)
+        on_a = [torch.kron(torch.eye(2 ** (m1 - 1), dtype=torch.float64), torch.outer(u, u)) for u in u_a.T]
+        on_b = [torch.eye(2**m2, dtype=torch.float64), torch.kron(u_b @ x @ u_b.T, torch.eye(2 ** (m2 - 1)))]
+        big_a = torch.cat([a @ p.T for p in on_a], 1)  # new products after the old, as `halves` has them
+        big_b = torch.cat([b @ p.T for p in on_b], 1)
+        return split.expectations(big_a, big_b, *signs)
+
+    got, want = folded(), doubled()
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    weights = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    pairs = zip(
+        torch.autograd.grad((got * weights).sum(), (a, b, angles)),
+        torch.autograd.grad((want * weights).sum(), (a, b, angles)),
+        strict=True,
+    )
+    for gg, gw in pairs:
+        torch.testing.assert_close(gg, gw, atol=1e-11, rtol=0)
 
 
 def test_which_layers_the_halves_take(monkeypatch):

@@ -10,7 +10,9 @@ half. So after k layers the state is sum_j a_j (x) b_j over r <= 2**k branches, 
 states per branch where the full state has 2**n: at 20 qubits and r = 64, 2 x 64 x 1024 states per
 sample in place of 2**20. Autograd takes the k layers (`halves`), whose operations are small. Then
 either `expectations` gives <Z> from the halves' Gram matrices, where they take every layer and that
-costs fewer flops (`SplitPlan.gram`), and the state is never built; or the unit step
+costs fewer flops (`SplitPlan.gram`), and the state is never built (`crossed_expectations` where the
+last layer crosses the cut: from its r / 2 products before that CNOT, never doubled, in about half the
+flops, since the new branches P0 a_j and P1 a_j are orthogonal); or the unit step
 (`_units.UnitStep.forward_from`) builds it with one product per sample, psi = A^T B of inner dimension
 r, runs the remaining layers on it, and its gradient g there gives the halves' (dA = B g^T, dB = A g).
 
@@ -198,18 +200,19 @@ def _rotate(state: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> t
 
 
 def halves(
-    sp: SplitPlan, t: SplitTables, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor
+    sp: SplitPlan, t: SplitTables, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor, crossed: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each half's product state (B, 2**cut) and (B, 2**(n - cut)), the first layer's even pairs applied,
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
     the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. Differentiable; the
     states lead while they are simulated, so that a gather moves whole rows, and A and B come out
-    contiguous, samples first (`_SamplesFirst`)."""
+    contiguous, samples first (`_SamplesFirst`). With `crossed` False the last layer's crossing CNOT is
+    left out (its branches not doubled: r / 2 products), for `crossed_expectations`."""
     a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
     for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
         a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
         a, b = _rotate(a, a1, a2), _rotate(b, b1, b2)
-        if sp.crossing[layer]:
+        if sp.crossing[layer] and (crossed or layer < sp.layers - 1):
             # (P0 a) (x) b + (P1 a) (x) (X b), rotated: R P_s = (R P_s R^T) R and R X = (R X R^T) R, where
             # R P_s R^T = u_s u_s^T (u_s = RY e_s) and R X R^T act on wires cut - 1 and cut alone; so the
             # branches double after the rotations, which run on half as many. New branches after the old.
@@ -276,6 +279,94 @@ class _Expectations(torch.autograd.Function):
         return g_a, g_b, None, None
 
 
+def crossed_expectations(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    u_a: torch.Tensor,
+    x_b: torch.Tensor,
+    signs_a: torch.Tensor,
+    signs_b: torch.Tensor,
+) -> torch.Tensor:
+    """`expectations` of the state after one more CNOT across the cut, sum_(s, j) (P_s a_j) (x) (X^s b_j),
+    from the h products before it (a (B, h, 2**m1), b (B, h, 2**m2)) without doubling them: P_s = u_s u_s^T
+    on a's last wire (u_s the columns of u_a), X = x_b on b's first wire (symmetric and orthogonal).
+    Differentiable in a, b, u_a and x_b (`_CrossedExpectations`)."""
+    return _CrossedExpectations.apply(a, b, u_a, x_b, signs_a, signs_b)
+
+
+class _CrossedExpectations(torch.autograd.Function):
+    """With c_s = u_s^T a (a's last wire contracted), G = b b^T and H = b (X b)^T (symmetric, as X is):
+    half a's probability of state (i, t) is sum_(s, s') u_s[t] u_s'[t] c_s^T K_ss' c_s' at i, K_ss' = G
+    where s = s' and H where not; half b's, b^T D_0 b + (X b)^T D_1 (X b), D_s = c_s c_s^T, since the
+    P_s a_j of different s are orthogonal. With r = 2 h products, about r**2 (3 2**m1 / 2 + 2 2**m2) flops
+    per sample forward and r**2 (5 2**m1 / 4 + 5 2**m2 / 2) backward, where the doubled products' Gram
+    matrices (`expectations`) take 4 r**2 (2**m1 + 2**m2) each way."""
+
+    @staticmethod
+    def forward(ctx, a, b, u_a, x_b, signs_a, signs_b):
+        batch, h, da = a.shape
+        db = b.shape[2]
+        c = _on_wire(a.view(batch, h, da // 2, 2).unbind(-1), u_a.T, 2)  # (B, h, 2, da / 2): c_s
+        xb = _on_wire(b.view(batch, h, 2, db // 2).unbind(2), x_b, 2).view(batch, h, db)
+        gh = torch.cat((b @ b.mT, b @ xb.mT), 1)  # (B, 2h, h): G over H
+        r = (gh @ c.view(batch, h, da)).view(batch, 2, h, 2, da // 2)  # K c_s for K = G, H
+        q_same = (c * r[:, 0]).sum(1)  # (B, 2, da / 2): c_s^T G c_s
+        q_cross = (c[:, :, 0] * r[:, 1, :, 1]).sum(1)  # c_0^T H c_1 (= c_1^T H c_0)
+        coeff = 2 * u_a[:, 0] * u_a[:, 1]  # [t]: u_0[t] u_1[t], twice
+        p_a = q_same.mT @ u_a.square().T + coeff * q_cross.unsqueeze(-1)  # (B, da / 2, 2)
+        m0 = c[:, :, 0] @ c[:, :, 0].mT @ b  # D_0 b
+        m1 = c[:, :, 1] @ c[:, :, 1].mT @ xb  # D_1 X b
+        p_b = (b * m0).sum(1) + (xb * m1).sum(1)  # (B, db)
+        ctx.save_for_backward(a, b, u_a, x_b, signs_a, signs_b, c, xb, r, q_same, q_cross, m0, m1)
+        return torch.cat((p_a.reshape(batch, da) @ signs_a, p_b @ signs_b), 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, b, u_a, x_b, signs_a, signs_b, c, xb, r, q_same, q_cross, m0, m1 = ctx.saved_tensors
+        batch, h, da = a.shape
+        db = b.shape[2]
+        s_a = (grad[:, : signs_a.shape[1]] @ signs_a.T).view(batch, da // 2, 2)  # d loss / d p_a, [i, t]
+        s_b = (grad[:, signs_a.shape[1] :] @ signs_b.T).unsqueeze(1)  # (B, 1, db)
+        coeff = 2 * u_a[:, 0] * u_a[:, 1]
+        alpha = (s_a @ u_a.square()).mT  # (B, 2, da / 2): d loss / d q_same
+        beta = s_a @ coeff  # (B, da / 2): d loss / d q_cross
+        g_w = torch.einsum("bit,bsi->ts", s_a, q_same)  # d loss / d u_s[t]**2
+        g_coeff = torch.einsum("bit,bi->t", s_a, q_cross)
+        g_u = 2 * u_a * g_w + 2 * g_coeff.unsqueeze(-1) * u_a.flip(-1)
+        # c: through q_same, q_cross and D_s
+        g_c = 2 * r[:, 0] * alpha.unsqueeze(1)  # (B, h, 2, da / 2)
+        g_c[:, :, 0] += r[:, 1, :, 1] * beta.unsqueeze(1)
+        g_c[:, :, 1] += r[:, 1, :, 0] * beta.unsqueeze(1)
+        for s, side in enumerate((b, xb)):
+            g_d = (side * s_b) @ side.mT  # d loss / d D_s
+            g_c[:, :, s] += 2 * g_d @ c[:, :, s]
+        # b and X b: through D_s, G and H
+        g_g = (c * alpha.unsqueeze(1)).view(batch, h, da) @ c.view(batch, h, da).mT
+        g_h = (c[:, :, 0] * beta.unsqueeze(1)) @ c[:, :, 1].mT
+        g_b = torch.baddbmm(2 * m0 * s_b, g_g, b, alpha=2).baddbmm_(g_h, xb)
+        g_xb = torch.baddbmm(2 * m1 * s_b, g_h.mT, b)
+        g_xb, b_halves = g_xb.view(batch, h, 2, db // 2).unbind(2), b.view(batch, h, 2, db // 2).unbind(2)
+        g_b += _on_wire(g_xb, x_b.T, 2).view(batch, h, db)
+        g_x = _outer_sums(g_xb, b_halves)
+        # a and u_a: through c
+        g_c, a_halves = g_c.unbind(2), a.view(batch, h, da // 2, 2).unbind(-1)
+        g_a = _on_wire(g_c, u_a, 3).view(batch, h, da)
+        g_u += _outer_sums(a_halves, g_c)
+        return g_a, g_b, g_u, g_x, None, None
+
+
+def _on_wire(x: tuple[torch.Tensor, torch.Tensor], m: torch.Tensor, dim: int) -> torch.Tensor:
+    """A 2 x 2 matrix m on one wire whose two halves are x (x_0, x_1): (m_k0 x_0 + m_k1 x_1 for k = 0, 1)
+    stacked at `dim`, as element-wise products (a product of inner dimension 2 is slower)."""
+    return torch.stack([torch.addcmul(x[0] * m[k, 0], x[1], m[k, 1]) for k in (0, 1)], dim)
+
+
+def _outer_sums(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(2, 2) sums (x_k y_l).sum() over every element, for two pairs of tensors."""
+    return torch.stack([torch.stack([(xk * yl).sum() for yl in y]) for xk in x])
+
+
 def expvals(
     sp: SplitPlan,
     t: SplitTables,
@@ -289,4 +380,9 @@ def expvals(
     `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers)`: no unit, only the
     product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
     product = units.product_halves(uplan, ut, v)
+    if sp.crossing[-1] and t.last == (None, None):  # the last CNOT across the cut folded into <Z>
+        a, b = halves(sp, t, product[1], product[3], q, crossed=False)
+        u_a = sv.rotation_matrices("RY", q[-1, sp.cut - 1], q.dtype)
+        u_b = sv.rotation_matrices("RY", q[-1, sp.cut], q.dtype)
+        return crossed_expectations(a, b, u_a, u_b @ t.x @ u_b.T, *ut.signs)
     return expectations(*halves(sp, t, product[1], product[3], q), *ut.signs)
