@@ -152,7 +152,7 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     [
         (12, 3, {1}, (True, False, True), True),
         (13, 4, {0, 3}, (False, True, True, False), True),
-        (12, 6, {2}, (True, True, False, True, True, True), False),
+        (12, 7, {2}, (True, True, False, True, True, True, True), False),
     ],
 )
 def test_split_layers_without_the_crossing_pair(monkeypatch, n, depth, dropped, crossing, gram):

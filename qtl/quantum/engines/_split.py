@@ -57,9 +57,12 @@ class SplitPlan:
 
     @property
     def gram(self) -> bool:
-        """Whether `expectations` takes fewer flops than building the state (forward and backward,
-        8 r**2 (2**m1 + 2**m2) against 6 r 2**n per sample)."""
-        return 4 * self.rank * (2**self.cut + 2 ** (self.n_qubits - self.cut)) < 3 * 2**self.n_qubits
+        """Whether <Z> from the halves' Gram matrices takes fewer flops, forward and backward, than building
+        the state (6 r 2**n per sample): 8 r**2 (2**m1 + 2**m2) (`expectations`), or where the last layer
+        crosses the cut r**2 (11 2**m1 / 4 + 9 2**m2 / 2) (`crossed_expectations`)."""
+        r, da, db = self.rank, 2**self.cut, 2 ** (self.n_qubits - self.cut)
+        flops = r * r * (11 * da / 4 + 9 * db / 2) if self.crossing[-1] else 8 * r * r * (da + db)
+        return flops < 6 * r * 2**self.n_qubits
 
     @property
     def factors(self) -> tuple[tuple[int, int], ...]:

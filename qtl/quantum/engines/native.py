@@ -15,7 +15,7 @@ way it allows:
 
 3. or, for a wide chain (from HALVES_MIN_QUBITS wires, one trainable RY per wire) whose every layer
    its two halves can take within HALVES_MAX_RANK products, where that costs fewer flops than the
-   state (`halves_plan`; not 12 or 14 qubits at depth 6, for one), the "halves" path: each half's
+   state (`halves_plan`; not 12 qubits at depth 6, for one), the "halves" path: each half's
    states, a sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
    2 x 64 x 1024 values per sample in place of 2**20).
