@@ -407,3 +407,20 @@ def test_a_wide_head_is_evaluated_within_its_engines_budget(monkeypatch):
     assert 1 < batch < 64 and engine.estimate_bytes(batch, training=False) <= engine.memory_budget
     assert engine.estimate_bytes(2 * batch, training=False) > engine.memory_budget
     assert eval_batch_size(nn.Linear(512, 2)) == EVAL_BATCH  # no engine, no budget
+
+
+def test_images_are_evaluated_within_the_heads_budget(tmp_path, monkeypatch):
+    """A variant that runs images through the whole model (hybrid) evaluates them in batches its head's
+    engine holds: a 14-qubit ring whose budget holds one training sample, and 6 val images (one forward
+    of all of them would need more)."""
+    from qtl.quantum.circuit import CircuitConfig
+    from qtl.quantum.engines.native import MEMORY_BUDGET_ENV, NativeEngine
+
+    circuit = CircuitConfig(14, 1, "ring")
+    engine = NativeEngine(circuit)
+    assert engine.estimate_bytes(6, training=False) > engine.estimate_bytes(1)
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, str(engine.estimate_bytes(1)))
+    folder = make_image_folder(tmp_path, per_split=(1, 3))
+    mc = ModelConfig("hybrid", pretrained=False, circuit=circuit)
+    result = fit(mc, quick("hybrid", batch_size=1), MachineConfig(data_dir=folder))
+    assert len(result.history) == 1 and math.isfinite(result.history[0]["val_loss"])

@@ -183,9 +183,9 @@ def eval_batches(
 
     Frozen variants: the split's cached features (extracted on a miss by `backbone`, default the
     model's own) through the head, EVAL_BATCH at a time (`eval_batch_size`). Others: its images through
-    the whole model, `batch_size` at a time. progress: reports extraction or image decoding. transform:
-    the images' eval preprocessing (default: the backbone's own; a loaded checkpoint passes the one it
-    recorded).
+    the whole model, `batch_size` at a time (fewer where the head's engine holds fewer). progress:
+    reports extraction or image decoding. transform: the images' eval preprocessing (default: the
+    backbone's own; a loaded checkpoint passes the one it recorded).
     exact: exact features (`extract_features`), as evaluation reads them; training's val pass takes the
     fast ones it trained on.
     """
@@ -205,6 +205,7 @@ def eval_batches(
         )
         return FeatureBatches(model.head, fs, eval_batch_size(model.head), device)
     transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)
+    batch_size = min(batch_size, eval_batch_size(model.head))
     loader = _loader(ImageFolderDataset(root, split, transform=transform), batch_size, device, num_workers)
     return ImageBatches(model, loader, device, progress)
 
@@ -271,7 +272,7 @@ def training_feed(
 
     # images through the model every epoch (a frozen backbone still runs without grad)
     train_transform = image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
-    batch = max(tc.batch_size, IMAGE_EVAL_BATCH)
+    batch = min(max(tc.batch_size, IMAGE_EVAL_BATCH), eval_batch_size(model.head))
     if tc.regime == DataRegime():  # the dataset's own splits, as they are
         train_set = ImageFolderDataset(root, "train", transform=train_transform)
         parts = {
