@@ -145,7 +145,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     flops = unit_flops * amplitudes + 12 * amplitudes + 6 * batch * FEATURES * n
     halves = 0  # the halves' states after their layers, A and B (before the last crossing, if folded)
     if sp is not None:
-        folded = gram and sp.crossing[-1]  # the last crossing folded into <Z> (`crossed_expectations`)
+        folded = gram and sp.folds  # the last crossing folded into <Z> (`crossed_expectations`)
         rank = 1
         for layer, crosses in enumerate(sp.crossing):
             doubles = crosses and not (folded and layer == sp.layers - 1)

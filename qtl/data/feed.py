@@ -205,7 +205,7 @@ def eval_batches(
         )
         return FeatureBatches(model.head, fs, eval_batch_size(model.head), device)
     transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)
-    batch_size = min(batch_size, eval_batch_size(model.head))
+    batch_size = eval_batch_size(model.head, batch_size)
     loader = _loader(ImageFolderDataset(root, split, transform=transform), batch_size, device, num_workers)
     return ImageBatches(model, loader, device, progress)
 
@@ -272,7 +272,7 @@ def training_feed(
 
     # images through the model every epoch (a frozen backbone still runs without grad)
     train_transform = image_transform(mc.backbone, mc.pretrained, augment=tc.augment)
-    batch = min(max(tc.batch_size, IMAGE_EVAL_BATCH), eval_batch_size(model.head))
+    batch = eval_batch_size(model.head, max(tc.batch_size, IMAGE_EVAL_BATCH))
     if tc.regime == DataRegime():  # the dataset's own splits, as they are
         train_set = ImageFolderDataset(root, "train", transform=train_transform)
         parts = {

@@ -347,7 +347,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     """`_loss_and_grads` above HALVES_MAX_QUBITS wires: a chain's leading layers on its two halves
     (`_split`, by autograd: small tensors, `_split.part_size` samples at a time so that memory stays flat in
     the batch), then the units of `t`, a chunk of samples at a time; where the halves take every
-    layer and it takes fewer flops, <Z> comes from them (`_split.expectations`) and the state is never
+    layer and it takes fewer flops, <Z> comes from them (`_split.expvals`) and the state is never
     built.
     """
     z, v = _pre_net(t.embed_phases, w1, b1, x)

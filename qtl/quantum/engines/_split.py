@@ -56,12 +56,18 @@ class SplitPlan:
         return len(self.crossing)
 
     @property
+    def folds(self) -> bool:
+        """Whether <Z> from the halves comes from the products before the last layer's CNOT across the cut
+        (`crossed_expectations`): the last layer crosses, and no gather follows it."""
+        return self.crossing[-1] and all(p == tuple(range(len(p))) for p in self.after[-1])
+
+    @property
     def gram(self) -> bool:
         """Whether <Z> from the halves' Gram matrices takes fewer flops, forward and backward, than building
-        the state (6 r 2**n per sample): 8 r**2 (2**m1 + 2**m2) (`expectations`), or where the last layer
-        crosses the cut r**2 (11 2**m1 / 4 + 9 2**m2 / 2) (`crossed_expectations`)."""
+        the state (6 r 2**n per sample): 8 r**2 (2**m1 + 2**m2) (`expectations`), or where it `folds`
+        r**2 (11 2**m1 / 4 + 9 2**m2 / 2) (`crossed_expectations`)."""
         r, da, db = self.rank, 2**self.cut, 2 ** (self.n_qubits - self.cut)
-        flops = r * r * (11 * da / 4 + 9 * db / 2) if self.crossing[-1] else 8 * r * r * (da + db)
+        flops = r * r * (11 * da / 4 + 9 * db / 2) if self.folds else 8 * r * r * (da + db)
         return flops < 6 * r * 2**self.n_qubits
 
     @property
@@ -293,7 +299,8 @@ def crossed_expectations(
     """`expectations` of the state after one more CNOT across the cut, sum_(s, j) (P_s a_j) (x) (X^s b_j),
     from the h products before it (a (B, h, 2**m1), b (B, h, 2**m2)) without doubling them: P_s = u_s u_s^T
     on a's last wire (u_s the columns of u_a), X = x_b on b's first wire (symmetric and orthogonal).
-    Differentiable in a, b, u_a and x_b (`_CrossedExpectations`)."""
+    Differentiable in a, b, u_a and x_b (`_CrossedExpectations`); the gradient takes x_b symmetric, as
+    every x_b = u X u^T is."""
     return _CrossedExpectations.apply(a, b, u_a, x_b, signs_a, signs_b)
 
 
@@ -383,7 +390,7 @@ def expvals(
     `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers)`: no unit, only the
     product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
     product = units.product_halves(uplan, ut, v)
-    if sp.crossing[-1] and t.last == (None, None):  # the last CNOT across the cut folded into <Z>
+    if sp.folds:  # the last CNOT across the cut folded into <Z>
         a, b = halves(sp, t, product[1], product[3], q, crossed=False)
         u_a = sv.rotation_matrices("RY", q[-1, sp.cut - 1], q.dtype)
         u_b = sv.rotation_matrices("RY", q[-1, sp.cut], q.dtype)
