@@ -18,7 +18,9 @@ import qtl.quantum.engines.native as native
 from qtl.quantum.circuit import CircuitConfig, Gate, gates
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import make_engine
+from qtl.quantum.engines._memory import clear_constant_tables
 from qtl.quantum.engines.native import NativeEngine, SimulationTooLargeError
+from qtl.quantum.noise import NoiseConfig
 
 C128 = torch.complex128
 I2 = torch.eye(2, dtype=C128)
@@ -442,6 +444,31 @@ class TestHalvesPath:
 
 
 class TestContract:
+    @pytest.mark.parametrize(
+        ("config", "options"),
+        [
+            (CircuitConfig(4, 2), {}),  # one block
+            (CircuitConfig(8, 3, "ring", "rot"), {}),  # wire groups, the adjoint path
+            (CircuitConfig(16, 4), {}),  # the halves path
+            (CircuitConfig(3, 2), {"noise": NoiseConfig(depolarizing=0.01)}),  # density matrices
+        ],
+        ids=["block", "adjoint", "halves", "density"],
+    )
+    def test_a_forward_in_inference_mode_leaves_the_engine_trainable(self, config, options):
+        """The tables a forward builds and keeps are built outside `torch.inference_mode`, so the first
+        forward may be a prediction under it and the next a training step (an inference tensor cannot be
+        saved for backward)."""
+        clear_constant_tables()
+        engine = make_engine(config, "native", **options)
+        angles, weights = random_inputs(config, 2, seed=1, dtype=torch.float32)
+        with torch.inference_mode():
+            want = engine(angles, weights)
+        weights.requires_grad_(True)
+        got = engine(angles, weights)
+        got.sum().backward()
+        torch.testing.assert_close(got.detach(), want)
+        assert weights.grad is not None and weights.grad.abs().sum() > 0
+
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     @pytest.mark.parametrize("rotation", ["ry", "rot"])
     def test_dtype_and_shape_preserved(self, dtype, rotation):

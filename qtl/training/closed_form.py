@@ -60,7 +60,7 @@ from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan, Round
-from qtl.quantum.engines._memory import BufferPool
+from qtl.quantum.engines._memory import BufferPool, constant_tables
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
 from qtl.utils.threads import side_by_side
@@ -132,7 +132,7 @@ class _Tables:
     halves: tuple[int, ...]  # wires per half: (n,) when every layer is one matrix with its CNOTs folded in
 
 
-@functools.lru_cache(maxsize=32)
+@constant_tables(32)
 def _tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> _Tables:
     n = plan.n_qubits
     t = device_tables(plan, layout, device, dtype)
@@ -216,7 +216,7 @@ def wide_workers(batch: int, rows: int) -> int:
     return min(WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
 
 
-@functools.lru_cache(maxsize=32)
+@constant_tables(32)
 def _wide_tables(
     plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool, sp: split.SplitPlan | None
 ) -> _WideTables:

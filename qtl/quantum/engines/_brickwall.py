@@ -24,10 +24,9 @@ on the two stacks where every site is D x D (`uniform`). Neither has second deri
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from qtl.quantum.engines._memory import constant_tables
 from qtl.quantum.engines._pauli import swap
 
 #: A CNOT layer of the chain: "even" pairs (0, 1), (2, 3), ... or "odd" pairs (1, 2), (3, 4), ...
@@ -57,7 +56,7 @@ def stacked_log_bonds(layers: list[tuple[Layer, ...]]) -> tuple[int, int]:
     return flat.count("even"), flat.count("odd")
 
 
-@functools.lru_cache(maxsize=32)
+@constant_tables(32)
 def _control_masks(sites: int, last_unpaired: bool, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(sites, 1, 2, 1, 2, 1) masks [s, k] of a control split: delta(s, k) (the projections), and for an
     unpaired last site [s, 0] = 1, [s, 1] = 0 (its right bond doubled with zeros)."""

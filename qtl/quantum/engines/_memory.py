@@ -4,16 +4,45 @@ large buffers."""
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import mmap
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 import torch
 
 #: Bytes of a transparent huge page on x86-64 and most arm64 Linux kernels.
 HUGE_PAGE = 2**21
+
+
+_CONSTANT_TABLES: list = []  # every `constant_tables` cache, for `clear_constant_tables`
+
+
+def constant_tables(maxsize: int) -> Callable[[Callable], Callable]:
+    """`functools.lru_cache(maxsize)` for a builder of constant tensors, which it builds outside
+    `torch.inference_mode`: a table first built in a forward under inference mode would be an inference
+    tensor, and every later forward that needs gradients would fail on it."""
+
+    def decorate(build: Callable) -> Callable:
+        @functools.wraps(build)
+        def outside_inference_mode(*args):
+            with torch.inference_mode(False):
+                return build(*args)
+
+        cached = functools.lru_cache(maxsize=maxsize)(outside_inference_mode)
+        _CONSTANT_TABLES.append(cached)
+        return cached
+
+    return decorate
+
+
+def clear_constant_tables() -> None:
+    """Empty every `constant_tables` cache (their tables are built again on first use)."""
+    for cached in _CONSTANT_TABLES:
+        cached.cache_clear()
 
 
 def resolve_memory_budget(given: int | None, env: str, default: int) -> int:

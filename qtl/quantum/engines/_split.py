@@ -33,6 +33,7 @@ import torch
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan
+from qtl.quantum.engines._memory import constant_tables
 
 #: The halves are simulated a part of the batch at a time (`part_size`), so that memory stays flat in
 #: the batch: parts of equal size, each at most PART_SAMPLES samples whose final states (A and B
@@ -153,7 +154,7 @@ class SplitTables:
     factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
 
 
-@functools.lru_cache(maxsize=32)
+@constant_tables(32)
 def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> SplitTables:
     def gather(index: torch.Tensor) -> Gather | None:
         if torch.equal(index, torch.arange(len(index))):

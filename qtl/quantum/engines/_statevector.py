@@ -7,10 +7,11 @@ Every function here is pure and differentiable by torch autograd.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from qtl.quantum.engines._memory import constant_tables
 
 #: Layers on at most this many wires are applied as one 2**n x 2**n Kronecker block (one matmul).
 FULL_BLOCK_MAX_QUBITS = 6
@@ -89,12 +90,12 @@ def kron_index(k: int, a: int, b: int) -> torch.Tensor:
 # Constant tensors per device live in functools.lru_cache (thread-safe; the tensors are never written).
 
 
-@functools.lru_cache(maxsize=64)
+@constant_tables(64)
 def _kron_index_on(k: int, a: int, b: int, device: torch.device) -> torch.Tensor:
     return kron_index(k, a, b).reshape(-1).to(device)
 
 
-@functools.lru_cache(maxsize=16)
+@constant_tables(16)
 def ry_shifts(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Phases that turn cos(theta/2 + shift) into the entries [[c, -s], [s, c]] of RY(theta)."""
     return torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype).to(device)

@@ -51,6 +51,7 @@ import torch
 
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines._compiler import Plan
+from qtl.quantum.engines._memory import constant_tables
 
 #: Wires per group (see `groups`): 16 x 16 matrices, the size at which a unit's product costs about
 #: one pass over the state; smaller groups make slow products when they move to the back.
@@ -222,7 +223,7 @@ def _kron_gather(unit: Unit, n: int) -> torch.Tensor:
     return 4 * matrix.view(1, 1, size) + 2 * row_bits[:, None, :] + col_bits[None, :, :]
 
 
-@functools.lru_cache(maxsize=32)
+@constant_tables(32)
 def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: torch.dtype) -> UnitTables:
     """The constant tensors `UnitStep` needs for `uplan` (of a plan with `n_layers` layers)."""
     n, all_units = uplan.n_qubits, uplan.units

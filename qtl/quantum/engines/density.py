@@ -256,7 +256,8 @@ class DensityMatrixEngine(nn.Module):
     def _on(self, key: tuple, device: torch.device, make) -> torch.Tensor:
         full = (*key, device)
         if full not in self._cache:
-            self._cache[full] = make().to(device)
+            with torch.inference_mode(False):  # kept: later forwards may need gradients (`constant_tables`)
+                self._cache[full] = make().to(device)
         return self._cache[full]
 
     # ---- memory

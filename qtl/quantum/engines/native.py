@@ -52,7 +52,7 @@ from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines import adjoint
 from qtl.quantum.engines._compiler import Entangle, Plan, Round, compile_plan, forward_setup, slot_matrices
-from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
+from qtl.quantum.engines._memory import check_budget, constant_tables, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -110,7 +110,7 @@ def halves_plan(plan: Plan) -> split.SplitPlan | None:
     return split.whole_plan(plan, HALVES_MAX_RANK)
 
 
-@functools.lru_cache(maxsize=16)
+@constant_tables(16)
 def halves_tables(
     plan: Plan, sp: split.SplitPlan, device: torch.device, dtype: torch.dtype
 ) -> tuple[split.SplitTables, units.UnitPlan, units.UnitTables, torch.Tensor]:
@@ -121,7 +121,7 @@ def halves_tables(
     return split.split_tables(sp, device, dtype), uplan, unit_tables, plan.v0_tensor(dtype).to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@constant_tables(64)
 def device_tables(plan: Plan, layout: Layout, device: torch.device, dtype: torch.dtype) -> Tables:
     """The constant tensors a forward of `plan` needs, in `dtype` (real or complex) on `device`.
 
