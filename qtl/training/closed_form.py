@@ -59,7 +59,7 @@ from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
-from qtl.quantum.engines._compiler import Plan, Round
+from qtl.quantum.engines._compiler import INPUT_RY, WEIGHT_RY, Plan
 from qtl.quantum.engines._memory import BufferPool, constant_tables
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
@@ -82,8 +82,6 @@ BACK_ONLY_MIN_QUBITS = 14
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
-_INPUT_RY = (Round("RY", "input", 0, 1),)
-_WEIGHT_RY = (Round("RY", "weight", 0, 1),)
 
 
 def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
@@ -94,7 +92,7 @@ def supports_closed_form(module: nn.Module, optimizer: torch.optim.Optimizer) ->
     if type(module) is not DressedQuantumCircuit or not isinstance(module.engine, NativeEngine):
         return False
     plan = module.engine.plan
-    if not (plan.real and plan.prefix == _INPUT_RY and plan.rounds in ((), _WEIGHT_RY)):
+    if not (plan.real and plan.prefix == INPUT_RY and plan.rounds in ((), WEIGHT_RY)):
         return False
     if plan.n_qubits > HALVES_MAX_QUBITS and units.compile_units(plan) is None:
         return False

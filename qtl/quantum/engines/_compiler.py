@@ -42,6 +42,12 @@ class Round:
         return values[..., self.start : self.start + self.step * (n_slots - 1) + 1 : self.step]
 
 
+#: The rounds of the paper's circuit: the embedding, RY(x_i) on wire i, and a layer's trainable RY per
+#: wire (the plans the closed-form step and the native engine's halves path take).
+INPUT_RY = (Round("RY", "input", 0, 1),)
+WEIGHT_RY = (Round("RY", "weight", 0, 1),)
+
+
 @dataclass(frozen=True)
 class Entangle:
     """A run of CNOTs on (control, target) pairs, applied as one permutation of basis states."""

@@ -57,6 +57,11 @@ class SplitPlan:
         return len(self.crossing)
 
     @property
+    def states(self) -> int:
+        """Values of a sample's final states, A and B together: r (2**m1 + 2**m2)."""
+        return self.rank * (2**self.cut + 2 ** (self.n_qubits - self.cut))
+
+    @property
     def folds(self) -> bool:
         """Whether <Z> from the halves comes from the products before the last layer's CNOT across the cut
         (`crossed_expectations`): the last layer crosses, and no gather follows it."""
@@ -137,8 +142,7 @@ def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
 def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:
     """Samples per part of the halves' simulation of a batch: as few parts as PART_SAMPLES and
     PART_BYTES allow, of equal size (the last one shorter by less than a part's count)."""
-    per_sample = sp.rank * (2**sp.cut + 2 ** (sp.n_qubits - sp.cut)) * itemsize
-    most = max(1, min(PART_SAMPLES, PART_BYTES // per_sample))
+    most = max(1, min(PART_SAMPLES, PART_BYTES // (sp.states * itemsize)))
     return -(-batch // -(-batch // most)) if batch else 1
 
 

@@ -87,7 +87,7 @@ def kron_index(k: int, a: int, b: int) -> torch.Tensor:
     return w[:, None, None] * a * b + rows[:, :, None] * b + cols[:, None, :]
 
 
-# Constant tensors per device live in functools.lru_cache (thread-safe; the tensors are never written).
+# Constant tensors per device live in `constant_tables` caches (thread-safe; the tensors are never written).
 
 
 @constant_tables(64)

@@ -29,7 +29,7 @@ differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices ap
 on the halves.
 
 Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
-with functools.lru_cache; a forward writes nothing on the engine, so one engine serves many threads.
+(`_memory.constant_tables`); a forward writes nothing on the engine, so one engine serves many threads.
 
 With H, RY and CNOT only every amplitude is real and the simulation runs in the input's float dtype;
 otherwise in the matching complex dtype. <Z_i> comes from the probabilities, never from 2**n x 2**n
@@ -51,7 +51,14 @@ from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines import adjoint
-from qtl.quantum.engines._compiler import Entangle, Plan, Round, compile_plan, forward_setup, slot_matrices
+from qtl.quantum.engines._compiler import (
+    WEIGHT_RY,
+    Entangle,
+    Plan,
+    compile_plan,
+    forward_setup,
+    slot_matrices,
+)
 from qtl.quantum.engines._memory import check_budget, constant_tables, resolve_memory_budget
 
 #: Default memory budget of one forward + backward, in bytes (4 GiB).
@@ -69,9 +76,6 @@ HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
 #: or the Gram products' (inference), over A and B themselves.
 _HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
-
-#: The one layer round the halves path takes: a trainable RY on every wire.
-_WEIGHT_RY = (Round("RY", "weight", 0, 1),)
 
 EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves"]
 PATHS = ("auto", "state", "matrix", "adjoint", "halves")
@@ -105,7 +109,7 @@ def halves_plan(plan: Plan) -> split.SplitPlan | None:
     """The split plan the halves path runs `plan` by (`_split.whole_plan`), or None where it cannot: fewer
     than HALVES_MIN_QUBITS wires, a ring, a layer of other than one trainable RY per wire, more than
     HALVES_MAX_RANK products, or where the state takes fewer flops than the Gram matrices."""
-    if plan.n_qubits < HALVES_MIN_QUBITS or not plan.real or plan.reuploads or plan.rounds != _WEIGHT_RY:
+    if plan.n_qubits < HALVES_MIN_QUBITS or not plan.real or plan.reuploads or plan.rounds != WEIGHT_RY:
         return None
     return split.whole_plan(plan, HALVES_MAX_RANK)
 
@@ -232,7 +236,7 @@ class NativeEngine(nn.Module):
         path = self._state_path(batch) if state else self.path_for(batch)
         if path == "halves":
             sp = self.halves
-            per_sample = sp.rank * (2**sp.cut + 2 ** (self.n_qubits - sp.cut)) * item
+            per_sample = sp.states * item
             if training:  # autograd keeps every part's intermediates
                 return per_sample * _HALVES_TRAINING_COPIES * batch
             return per_sample * _HALVES_INFERENCE_COPIES * split.part_size(sp, dtype.itemsize, batch)
@@ -326,14 +330,18 @@ class NativeEngine(nn.Module):
         batch, device, real_dtype, dtype = forward_setup(self, angles, weights)
         st, uplan, ut, v0 = halves_tables(self.plan, sp, device, dtype)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
-        m = slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
-        v = (v0[..., None] if m is None else m @ v0[..., None]).squeeze(-1).expand(batch, n, 2)
+        v = self._wire_states(angles, wflat, dtype, v0).squeeze(-1).expand(batch, n, 2)
         q = wflat.view(self.plan.n_layers, n)
         size = split.part_size(sp, dtype.itemsize, batch)
         parts = [split.expvals(sp, st, uplan, ut, v[i : i + size], q) for i in range(0, batch, size)]
         if not parts:  # an empty batch
             return torch.zeros((0, n), dtype=real_dtype, device=device)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _wire_states(self, angles, wflat, dtype, v0: torch.Tensor) -> torch.Tensor:
+        """(B?, n, 2, 1) each wire's state after the product prefix (the embedding), from v0 (n, 2)."""
+        m = slot_matrices(self.plan.prefix, self.n_qubits, angles, wflat, dtype)
+        return v0[..., None] if m is None else m @ v0[..., None]
 
     def state(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, 2**n) final statevectors, real (float) for
@@ -344,8 +352,7 @@ class NativeEngine(nn.Module):
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
         # 1. product prefix: per-wire 2-vectors, then their Kronecker product
-        m = slot_matrices(self.plan.prefix, n, angles, wflat, dtype)
-        v = t.v0[..., None] if m is None else m @ t.v0[..., None]  # (B?, n, 2, 1)
+        v = self._wire_states(angles, wflat, dtype, t.v0)  # (B?, n, 2, 1)
         kron = sv.kron_gather if n <= sv.GATHER_KRON_MAX_QUBITS else sv.kron_chain
         state = kron(v).flatten(-2).expand(batch, 2**n)  # (B, 2**n)
 
