@@ -14,7 +14,7 @@ layers run as its two halves' states, `qtl.quantum.engines._split`, and the laye
 the same step with the halves off (every layer as units, what fit() took before) in the same run, one
 step from 22 qubits on (it takes 10-50 s there); with
 --autograd, autograd's `train_step` too. With --ranks, only fit()'s step with each cap on the halves'
-products (`closed_form.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
+products (`_wide.SPLIT_MAX_RANK`, 0: units only) and the halves at every width, to choose the cap
 and the width they start at (`SPLIT_MIN_QUBITS`); with --parts, likewise with the halves in parts of at
 most P samples (0: as `_split.part_size` makes them), to choose `_split.PART_BYTES`.
 
@@ -77,7 +77,7 @@ from timing import step_seconds
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines import _split as split
-from qtl.training import closed_form
+from qtl.quantum.engines import _wide as wide
 from qtl.training.optim import adam
 from qtl.training.steps import step_for_run, train_step
 from qtl.utils.allocator import keep_freed_memory
@@ -134,8 +134,8 @@ def model(n: int, batch: int, cache: int) -> dict:
     """Flops and bytes of one step at n qubits (see the module docstring)."""
     config = CircuitConfig(n, DEPTH)
     plan = DressedQuantumCircuit(FEATURES, 2, config).engine.plan
-    uplan, rows = closed_form.wide_units(plan, batch)
-    sp = closed_form.split_plan(plan)
+    uplan, rows = wide.wide_units(plan, batch)
+    sp = wide.split_plan(plan)
     gram = sp is not None and not uplan.units and sp.gram  # <Z> from the halves, no state
     amplitudes = 0 if gram else batch * 2**n
     d_sum = sum(2**u.size for u in uplan.units)
@@ -159,7 +159,7 @@ def model(n: int, batch: int, cache: int) -> dict:
             flops += batch * (2 * rank) ** 2 * (11 * da // 4 + 9 * db // 2)
         else:  # <Z> from the Gram matrices (four products forward, four backward), or psi = A^T B and back
             flops += 8 * rank * halves if gram else 6 * rank * amplitudes
-    workers = closed_form.wide_workers(batch, rows)
+    workers = wide.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache
         fits = 6 * halves * split.part_size(sp, ITEM, batch) / batch * ITEM <= cache
@@ -202,15 +202,15 @@ def time_step(n: int, batch: int, repeats: int, kind: str) -> dict:
 
 @contextlib.contextmanager
 def halves_at_most(rank: int, min_qubits: int | None = None):
-    """fit()'s step with at most `rank` products on the halves (`closed_form.SPLIT_MAX_RANK`; 0: every
-    layer as units), and the halves from `min_qubits` wires (`closed_form.SPLIT_MIN_QUBITS`)."""
-    kept = closed_form.SPLIT_MAX_RANK, closed_form.SPLIT_MIN_QUBITS
-    closed_form.SPLIT_MAX_RANK = rank
-    closed_form.SPLIT_MIN_QUBITS = kept[1] if min_qubits is None else min_qubits
+    """fit()'s step with at most `rank` products on the halves (`_wide.SPLIT_MAX_RANK`; 0: every
+    layer as units), and the halves from `min_qubits` wires (`_wide.SPLIT_MIN_QUBITS`)."""
+    kept = wide.SPLIT_MAX_RANK, wide.SPLIT_MIN_QUBITS
+    wide.SPLIT_MAX_RANK = rank
+    wide.SPLIT_MIN_QUBITS = kept[1] if min_qubits is None else min_qubits
     try:
         yield
     finally:
-        closed_form.SPLIT_MAX_RANK, closed_form.SPLIT_MIN_QUBITS = kept
+        wide.SPLIT_MAX_RANK, wide.SPLIT_MIN_QUBITS = kept
 
 
 @contextlib.contextmanager
@@ -249,9 +249,7 @@ def setting_table(sizes: list[int], batch: int, repeats: int, key: str, values: 
         cells = []
         for value in values:
             with setting(value):
-                sp = closed_form.split_plan(
-                    DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH)).engine.plan
-                )
+                sp = wide.split_plan(DressedQuantumCircuit(FEATURES, 2, CircuitConfig(n, DEPTH)).engine.plan)
                 part = split.part_size(sp, ITEM, batch) if sp else None
                 timed = time_step(n, batch, repeats, "fit")
             rows.append(

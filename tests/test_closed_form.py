@@ -15,9 +15,9 @@ from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
+from qtl.quantum.engines import _wide as wide
 from qtl.quantum.engines._compiler import compile_plan
 from qtl.quantum.engines._memory import HUGE_PAGE, huge_page_empty
-from qtl.training import closed_form
 from qtl.training.closed_form import HALVES_MAX_QUBITS, ClosedFormStep, supports_closed_form
 from qtl.training.optim import adam
 from qtl.training.steps import COMPILE_MIN_STEPS, step_for_run, train_step
@@ -59,10 +59,10 @@ def _wide_chunks(monkeypatch, n: int, samples: int | None, back_only: bool | Non
     """Simulate `samples` samples of n qubits per chunk (None: the default chunk), with every pass a
     "back" pass or passes alternating (None: as the width decides)."""
     if samples is not None:
-        monkeypatch.setattr(closed_form, "CHUNK_AMPLITUDES", samples * 2**n)
+        monkeypatch.setattr(wide, "CHUNK_AMPLITUDES", samples * 2**n)
     if back_only is not None:  # the units' passes themselves: no layer on the halves (`_split`)
-        monkeypatch.setattr(closed_form, "BACK_ONLY_MIN_QUBITS", n if back_only else n + 1)
-        monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", 0)
+        monkeypatch.setattr(wide, "BACK_ONLY_MIN_QUBITS", n if back_only else n + 1)
+        monkeypatch.setattr(wide, "SPLIT_MAX_RANK", 0)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, 
     """The chunks of a wide step shared among worker threads (three here, over four chunks) give
     autograd's loss and gradients as one thread does, and torch's thread count is restored after."""
     _wide_chunks(monkeypatch, 12, 2, back_only)
-    monkeypatch.setattr(closed_form, "WIDE_WORKERS", workers)
+    monkeypatch.setattr(wide, "WIDE_WORKERS", workers)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
@@ -137,11 +137,11 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     the full state built per chunk and the remaining layers as units: autograd's loss and gradients to
     1e-10."""
     _wide_chunks(monkeypatch, n, chunk)
-    monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", max_rank)
+    monkeypatch.setattr(wide, "SPLIT_MAX_RANK", max_rank)
     if chunk is not None:
         monkeypatch.setattr(split, "PART_SAMPLES", chunk)
     head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
-    sp = closed_form.split_plan(head.engine.plan)
+    sp = wide.split_plan(head.engine.plan)
     assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
     assert (sp.layers == depth and sp.gram) == gram  # no units left, and fewer flops than the state
     _assert_step_equals_autograd(head, opt, batch, seed=5)
@@ -171,7 +171,7 @@ def test_split_layers_without_the_crossing_pair(monkeypatch, n, depth, dropped, 
                 continue
         kept.append(gate)
     head.engine.plan = compile_plan(kept, n, config.weight_shape)
-    sp = closed_form.split_plan(head.engine.plan)
+    sp = wide.split_plan(head.engine.plan)
     assert (sp.cut, sp.crossing, sp.gram) == (cut, crossing, gram)
     _assert_step_equals_autograd(head, opt, batch=5, seed=7)
 
@@ -210,7 +210,7 @@ def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, sample
     and PART_BYTES allow, of equal size (a batch of 5 here)."""
     monkeypatch.setattr(split, "PART_SAMPLES", samples)
     if part_bytes is not None:
-        sp = closed_form.split_plan(_pair(CircuitConfig(n, depth))[0].engine.plan)
+        sp = wide.split_plan(_pair(CircuitConfig(n, depth))[0].engine.plan)
         per_sample = sp.rank * (2**sp.cut + 2 ** (n - sp.cut)) * 8
         monkeypatch.setattr(split, "PART_BYTES", per_sample * part_bytes - 1)
     seen = []
@@ -282,13 +282,13 @@ def test_which_layers_the_halves_take(monkeypatch):
     def plan(n, depth, entangler="chain"):
         return DressedQuantumCircuit(4, 2, CircuitConfig(n, depth, entangler)).engine.plan
 
-    assert closed_form.split_plan(plan(20, 6, "ring")) is None
-    assert closed_form.split_plan(plan(closed_form.SPLIT_MIN_QUBITS - 1, 3)) is None
-    assert closed_form.split_plan(plan(12, 6)).layers == 6
-    assert closed_form.split_plan(plan(12, 7)) is None  # 2**7 products > 2**6 states: units would remain
-    assert closed_form.split_plan(plan(20, 9)).layers == 7  # 128 products
-    monkeypatch.setattr(closed_form, "SPLIT_MAX_RANK", 0)
-    assert closed_form.split_plan(plan(20, 6)) is None
+    assert wide.split_plan(plan(20, 6, "ring")) is None
+    assert wide.split_plan(plan(wide.SPLIT_MIN_QUBITS - 1, 3)) is None
+    assert wide.split_plan(plan(12, 6)).layers == 6
+    assert wide.split_plan(plan(12, 7)) is None  # 2**7 products > 2**6 states: units would remain
+    assert wide.split_plan(plan(20, 9)).layers == 7  # 128 products
+    monkeypatch.setattr(wide, "SPLIT_MAX_RANK", 0)
+    assert wide.split_plan(plan(20, 6)) is None
     with pytest.raises(ValueError, match="even wire"):
         split.plan_split(plan(20, 6), 9, 64)
     assert split.plan_split(plan(20, 0), 10, 64) is None  # no layer

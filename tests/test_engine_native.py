@@ -443,6 +443,80 @@ class TestHalvesPath:
             engine.state(torch.zeros(8, 24), weights)
 
 
+class TestUnitsPath:
+    """A forward that needs no gradient, on CPU from UNITS_MIN_QUBITS wires: a chunk of samples at a time
+    through the closed-form step's units, a chain's leading layers on its halves (`_wide.expvals`)."""
+
+    @pytest.mark.parametrize(
+        ("config", "path", "halves"),
+        [
+            (CircuitConfig(16, 3, "ring"), "auto", False),  # units only
+            (CircuitConfig(16, 8), "auto", True),  # 7 layers on the halves (128 products), then units
+            (CircuitConfig(13, 2, "ring", hadamard=False), "units", False),  # odd width, alternating passes
+            (CircuitConfig(14, 8), "units", True),  # 6 layers on the halves (64 products), then units
+        ],
+    )
+    def test_outputs_equal_the_adjoint_paths_in_chunks_parts_and_workers(
+        self, monkeypatch, config, path, halves
+    ):
+        """In float64 to 1e-12, with the batch in chunks of 2 samples shared by two workers, and in parts
+        of 3 samples on the halves; a gradient takes the adjoint path (with its gradients)."""
+        from qtl.quantum.engines import _split as split
+        from qtl.quantum.engines import _wide as wide
+
+        monkeypatch.setattr(wide, "CHUNK_AMPLITUDES", 2 * 2**config.n_qubits)
+        monkeypatch.setattr(split, "PART_SAMPLES", 3)
+        engine = NativeEngine(config, path=path)
+        assert engine.path_for(7, training=False) == "units"
+        assert (wide.split_plan(engine.plan) is not None) == halves
+        angles, weights = random_inputs(config, 7, seed=config.n_qubits)
+        want = NativeEngine(config, path="adjoint")(angles, weights)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            with torch.inference_mode():
+                got = engine(angles, weights)
+        finally:
+            torch.set_num_threads(threads)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        assert engine.path_for(7) == "adjoint"
+        TestHalvesPath.assert_equals_the_adjoint_path(engine, config, batch=3, seed=1)
+
+    def test_auto_takes_it_only_where_it_can(self):
+        """Only without a gradient, on CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY
+        per wire and layer, chain, ring or no CNOTs); asked for elsewhere, a clear error."""
+        n = native.UNITS_MIN_QUBITS
+        engine = NativeEngine(CircuitConfig(n, 4, "ring"))
+        assert engine.path_for(8, training=False) == "units"
+        assert (
+            engine.path_for(8) == engine.path_for(8, training=False, device=torch.device("cuda")) == "adjoint"
+        )
+        assert NativeEngine(CircuitConfig(n, 6)).path_for(8, training=False) == "halves"  # first where it can
+        for config in (CircuitConfig(n - 1, 4, "ring"), CircuitConfig(n, 4, reupload=True)):
+            assert NativeEngine(config).path_for(8, training=False) in ("adjoint", "state"), config
+        for config in (CircuitConfig(n, 4, rotation="rot"), CircuitConfig(n, 0)):
+            assert NativeEngine(config).path_for(8, training=False) != "units", config
+            with pytest.raises(ValueError, match="the 'units' path takes real circuits"):
+                NativeEngine(config, path="units")
+
+    def test_memory_is_chunks_not_the_batchs_state(self):
+        """20 qubits at depth 8 (no Gram route): an inference forward of 512 samples needs under 256 MiB
+        where the state's takes gigabytes, so evaluation runs in batches of 512; an empty batch is empty."""
+        from qtl.data.feed import eval_batch_size
+        from qtl.models.heads import DressedQuantumCircuit
+
+        config = CircuitConfig(20, 8)
+        engine = NativeEngine(config)
+        assert (
+            engine.estimate_bytes(512, training=False)
+            < 2**28
+            < 2**32
+            < engine.estimate_bytes(512, state=True)
+        )
+        assert eval_batch_size(DressedQuantumCircuit(4, 2, config)) == 512
+        assert engine(torch.zeros(0, 20), torch.zeros(8, 20)).shape == (0, 20)
+
+
 class TestContract:
     @pytest.mark.parametrize(
         ("config", "options"),
@@ -450,9 +524,10 @@ class TestContract:
             (CircuitConfig(4, 2), {}),  # one block
             (CircuitConfig(8, 3, "ring", "rot"), {}),  # wire groups, the adjoint path
             (CircuitConfig(16, 4), {}),  # the halves path
+            (CircuitConfig(16, 2, "ring"), {}),  # the units path, then adjoint with a gradient
             (CircuitConfig(3, 2), {"noise": NoiseConfig(depolarizing=0.01)}),  # density matrices
         ],
-        ids=["block", "adjoint", "halves", "density"],
+        ids=["block", "adjoint", "halves", "units", "density"],
     )
     def test_a_forward_in_inference_mode_leaves_the_engine_trainable(self, config, options):
         """The tables a forward builds and keeps are built outside `torch.inference_mode`, so the first

@@ -47,15 +47,16 @@ IMAGE_EVAL_BATCH = 32  # images per forward pass (and per extraction batch) when
 def eval_batch_size(head: nn.Module, most: int = EVAL_BATCH) -> int:
     """Features per forward when evaluating `head`: `most`, halved until its simulation engine (one with
     a memory budget and `estimate_bytes`: native, density) holds an inference forward of that many, in
-    the head's dtype, within its budget, so a wide circuit that trains in small batches is evaluated
-    too."""
+    the head's dtype on its device, within its budget, so a wide circuit that trains in small batches
+    is evaluated too."""
     engine = next(
         (m for m in head.modules() if hasattr(m, "estimate_bytes") and hasattr(m, "memory_budget")), None
     )
-    dtype = next((p.dtype for p in head.parameters() if p.is_floating_point()), torch.float32)
+    param = next((p for p in head.parameters() if p.is_floating_point()), None)
+    dtype, device = (torch.float32, None) if param is None else (param.dtype, param.device)
     batch = most
     while engine is not None and batch > 1:
-        if engine.estimate_bytes(batch, dtype, training=False) <= engine.memory_budget:
+        if engine.estimate_bytes(batch, dtype, training=False, device=device) <= engine.memory_budget:
             break
         batch = -(-batch // 2)
     return batch

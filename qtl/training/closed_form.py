@@ -22,12 +22,13 @@ flips. How the blocks are laid out depends on the width:
   folded in (the native engine's gather table);
 - up to `HALVES_MAX_QUBITS` the wires are split in two halves, the state is (B, 2**g1, 2**g2) and a
   layer is A s[perm] B^T; every state is kept for the backward pass;
-- wider circuits (chain, ring or no entangler) are applied as units (`qtl.quantum.engines._units`):
-  one 16 x 16 matrix per group of 4 wires with the CNOTs folded in (from BACK_ONLY_MIN_QUBITS wires
-  in "back" passes only), CHUNK_AMPLITUDES at a time so that a chunk of samples stays in cache from
-  the embedding through the last layer and back, in three buffers and a quarter; the backward
-  pass recovers each state from the next (the units are orthogonal), so memory does not grow with
-  the depth or the batch. The layers' gradients come from one d x d cross matrix per unit. The chunks
+- wider circuits (chain, ring or no entangler) as the native engine's "units" path simulates them
+  (`qtl.quantum.engines._wide`, whose constants are named here): as units (`_units`), one 16 x 16
+  matrix per group of 4 wires with the CNOTs folded in (from BACK_ONLY_MIN_QUBITS wires in "back"
+  passes only), CHUNK_AMPLITUDES at a time so that a chunk of samples stays in cache from the
+  embedding through the last layer and back, in three buffers and a quarter; the backward pass
+  recovers each state from the next (the units are orthogonal), so memory does not grow with the
+  depth or the batch. The layers' gradients come from one d x d cross matrix per unit. The chunks
   are shared among up to WIDE_WORKERS threads, each on one torch thread;
 - but a chain's leading layers, from SPLIT_MIN_QUBITS wires, are first simulated as its two halves'
   states (`qtl.quantum.engines._split`: every CNOT across the cut doubles a sum of products, up to
@@ -59,6 +60,7 @@ from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
+from qtl.quantum.engines import _wide as wide
 from qtl.quantum.engines._compiler import INPUT_RY, WEIGHT_RY, Plan
 from qtl.quantum.engines._memory import BufferPool, constant_tables
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
@@ -68,18 +70,6 @@ from qtl.utils.threads import side_by_side
 #: Widest circuit whose layers are one block or two halves' blocks (at most 32 x 32); wider circuits
 #: take the units of `qtl.quantum.engines._units`.
 HALVES_MAX_QUBITS = 10
-#: Wide circuits are simulated a chunk of samples at a time, about this many amplitudes of the state
-#: (and as many of its gradient), so that a chunk stays in cache through every layer.
-CHUNK_AMPLITUDES = 2**18
-#: Most threads a wide step shares its chunks among (never more than torch's CPU threads).
-WIDE_WORKERS = 2
-#: From this many qubits on every pass is a "back" pass, the chunk's samples the products' batch
-#: (`compile_units`'s back_only): its groups are all of 4 wires where the width is a multiple of 4.
-BACK_ONLY_MIN_QUBITS = 14
-#: A chain's leading layers are simulated as its two halves' states while their sum has at most this
-#: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
-#: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
-SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: Where the compiled closed-form step beats the eager one: up to this many qubits and batch * 2**n_qubits.
 COMPILE_MAX_QUBITS, COMPILE_MAX_AMPLITUDES = 4, 256
 
@@ -178,53 +168,12 @@ class _WideTables:
     split: tuple[split.SplitPlan, split.SplitTables] | None = None
 
 
-def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
-    """The units a wide circuit's step runs (back passes only from BACK_ONLY_MIN_QUBITS wires, after
-    the layers its halves take) and how many of a batch's samples a chunk holds."""
-    sp = split_plan(plan)
-    uplan = units.compile_units(plan, _back_only(plan), sp.layers if sp else 0)
-    return uplan, chunk_rows(uplan, batch)
-
-
-def _back_only(plan: Plan) -> bool:
-    return plan.n_qubits >= BACK_ONLY_MIN_QUBITS or split_plan(plan) is not None
-
-
-def split_plan(plan: Plan) -> split.SplitPlan | None:
-    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products and no
-    more than the smaller half's states, cut where the units' product state is (`compile_units`'
-    halves): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they
-    take every layer (no units left)."""
-    if plan.n_qubits < SPLIT_MIN_QUBITS:
-        return None
-    sp = split.leading_plan(plan, SPLIT_MAX_RANK)
-    if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
-        return None
-    return sp
-
-
-def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
-    """Samples per chunk: about CHUNK_AMPLITUDES amplitudes."""
-    return max(1, min(batch, CHUNK_AMPLITUDES >> uplan.n_qubits))
-
-
-def wide_workers(batch: int, rows: int) -> int:
-    """Threads a wide CPU step shares its chunks of `rows` samples among: WIDE_WORKERS at most, never
-    more than torch's threads or the chunks."""
-    return min(WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
-
-
 @constant_tables(32)
 def _wide_tables(
     plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool, sp: split.SplitPlan | None
 ) -> _WideTables:
-    uplan = units.compile_units(plan, back_only, sp.layers if sp else 0)
-    return _WideTables(
-        _embed_phases(plan, device, dtype),
-        uplan,
-        units.unit_tables(uplan, plan.n_layers, device, dtype),
-        (sp, split.split_tables(sp, device, dtype)) if sp else None,
-    )
+    t = wide.wide_tables(plan, device, dtype, back_only, sp)
+    return _WideTables(_embed_phases(plan, device, dtype), t.plan, t.units, t.split)
 
 
 def _blocks(q: torch.Tensor, index: torch.Tensor, m: int, d: int, phases: torch.Tensor) -> torch.Tensor:
@@ -392,8 +341,8 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
 def _unit_steps(t: _WideTables, q: torch.Tensor, batch: int, scratch: Callable) -> list[units.UnitStep]:
     """One `UnitStep` per worker for batches of up to `batch` samples, each with its buffers (taken
     here, in the step's own thread); they add up the cross matrices of every chunk they run."""
-    n, rows = t.plan.n_qubits, chunk_rows(t.plan, batch)
-    workers = wide_workers(batch, rows) if q.device.type == "cpu" else 1
+    n, rows = t.plan.n_qubits, wide.chunk_rows(t.plan, batch)
+    workers = wide.wide_workers(batch, rows) if q.device.type == "cpu" else 1
     sims = []
     for _ in range(workers):
         buffers = tuple(scratch((rows, 2**n), dtype=q.dtype, device=q.device) for _ in range(3))
@@ -425,7 +374,7 @@ def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total:
         g_start = torch.empty(start.shape[:2], dtype=start.dtype, device=start.device)
     like = a if from_halves else start
     batch, n = len(y), t.plan.n_qubits
-    rows = chunk_rows(t.plan, batch)
+    rows = wide.chunk_rows(t.plan, batch)
     starts = list(range(0, batch, rows))
     workers = min(len(sims), len(starts))
     e = torch.empty((batch, n), dtype=like.dtype, device=like.device)
@@ -506,7 +455,7 @@ class ClosedFormStep:
             engine: NativeEngine = self.module.engine
             plan = engine.plan
             built = (
-                _wide_tables(plan, w1.device, w1.dtype, _back_only(plan), split_plan(plan))
+                _wide_tables(plan, w1.device, w1.dtype, wide.back_only(plan), wide.split_plan(plan))
                 if self.wide
                 else _tables(engine.plan, engine.layout, w1.device, w1.dtype)
             )

@@ -262,8 +262,11 @@ class DensityMatrixEngine(nn.Module):
 
     # ---- memory
 
-    def estimate_bytes(self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True) -> int:
-        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included."""
+    def estimate_bytes(
+        self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True, device=None
+    ) -> int:
+        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included,
+        on any `device` (the native engine's `estimate_bytes` takes it: its path may depend on it)."""
         dim = 4**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
         local = sum(1 for kind, _ in self._stages if kind == "local")

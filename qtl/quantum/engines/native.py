@@ -19,6 +19,11 @@ way it allows:
    states, a sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
    2 x 64 x 1024 values per sample in place of 2**20).
+4. or, for a forward that needs no gradient (evaluation, prediction, serving) of a wide circuit on CPU
+   the units run (from UNITS_MIN_QUBITS wires, one trainable RY per wire, chain or ring), the "units"
+   path: the closed-form training step's forward, a chunk of samples at a time through 16 x 16 unit
+   matrices, a chain's leading layers on its halves (`qtl.quantum.engines._wide`), never the batch's
+   whole state (at 20 qubits, depth 8, 8x faster than the adjoint path: docs/benchmarks.md).
 
 A data re-uploading circuit (`CircuitConfig.reupload`) reads the inputs in every layer, so its layers
 differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices applied to the batch
@@ -50,6 +55,7 @@ from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
+from qtl.quantum.engines import _wide as wide
 from qtl.quantum.engines import adjoint
 from qtl.quantum.engines._compiler import (
     WEIGHT_RY,
@@ -76,9 +82,12 @@ HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
 #: or the Gram products' (inference), over A and B themselves.
 _HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
+#: "auto" takes the units path for a forward that needs no gradient, on CPU, from this many wires
+#: (below, building the state is as fast: docs/benchmarks.md).
+UNITS_MIN_QUBITS = 16
 
-EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves"]
-PATHS = ("auto", "state", "matrix", "adjoint", "halves")
+EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves", "units"]
+PATHS = ("auto", "state", "matrix", "adjoint", "halves", "units")
 
 
 class SimulationTooLargeError(ValueError):
@@ -112,6 +121,15 @@ def halves_plan(plan: Plan) -> split.SplitPlan | None:
     if plan.n_qubits < HALVES_MIN_QUBITS or not plan.real or plan.reuploads or plan.rounds != WEIGHT_RY:
         return None
     return split.whole_plan(plan, HALVES_MAX_RANK)
+
+
+@functools.lru_cache(maxsize=64)
+def units_plan(plan: Plan) -> bool:
+    """Whether the units path can run `plan` (`_wide.expvals`): real, one trainable RY per wire and
+    layer and no re-uploading, at least one layer, chain, ring or no CNOTs (`_units.compile_units`)."""
+    if not plan.real or plan.reuploads or plan.rounds != WEIGHT_RY or not plan.n_layers:
+        return False
+    return units.compile_units(plan) is not None
 
 
 @constant_tables(16)
@@ -164,10 +182,14 @@ class NativeEngine(nn.Module):
             autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
             two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
             "halves" simulates the two halves' states and measures <Z_i> from them, never the 2**n
-            state (`halves_plan` says which circuits it takes). "auto" takes "halves" where it can,
-            "matrix" when the batch outnumbers the amplitudes (up to MATRIX_PATH_MAX_QUBITS),
-            "adjoint" when layers are split into wire groups, else "state". A re-uploading circuit
-            always takes "state" (its layers differ per sample).
+            state (`halves_plan` says which circuits it takes). "units", for a forward that needs no
+            gradient (with one, it builds the state as "auto" would), simulates a chunk of samples at
+            a time as the closed-form training step does, a chain's leading layers on its halves
+            (`qtl.quantum.engines._wide`; `units_plan` says which circuits it takes). "auto" takes
+            "halves" where it can, "units" on CPU from UNITS_MIN_QUBITS wires where no gradient is
+            needed, "matrix" when the batch outnumbers the amplitudes (up to
+            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
+            A re-uploading circuit always takes "state" (its layers differ per sample).
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
     weights of shape `config.weight_shape`; it returns (B, n_qubits) <Z_i> in the dtype and on the
@@ -195,6 +217,11 @@ class NativeEngine(nn.Module):
                 f"{HALVES_MIN_QUBITS} qubits with one RY per wire and layer, at most {HALVES_MAX_RANK} "
                 "products (2**depth), where measuring the halves costs less than building the state"
             )
+        if path == "units" and not units_plan(self.plan):
+            raise ValueError(
+                "the 'units' path takes real circuits with one RY per wire and layer, at least one "
+                "layer, and a chain, a ring or no CNOTs"
+            )
         self._check_memory(1, torch.float32, training=True)
 
     # ---- memory
@@ -203,9 +230,14 @@ class NativeEngine(nn.Module):
         """Whether a forward of this batch size builds the blocks' matrix (the matrix path)."""
         return self.path_for(batch) == "matrix"
 
-    def path_for(self, batch: int) -> EnginePath:
-        """The path a forward of `batch` samples takes: "state", "matrix", "adjoint" or "halves"."""
-        return "halves" if self._takes_halves() else self._state_path(batch)
+    def path_for(self, batch: int, training: bool = True, device: torch.device | None = None) -> EnginePath:
+        """The path a forward of `batch` samples takes, with a gradient (`training`) or not, on `device`
+        (None: CPU): "state", "matrix", "adjoint", "halves" or "units"."""
+        if self._takes_halves():
+            return "halves"
+        if not training and self._takes_units(torch.device("cpu") if device is None else device):
+            return "units"
+        return self._state_path(batch)
 
     @property
     def halves(self) -> split.SplitPlan | None:
@@ -216,24 +248,39 @@ class NativeEngine(nn.Module):
     def _takes_halves(self) -> bool:
         return self.path == "halves" or (self.path == "auto" and self.halves is not None)
 
+    def _takes_units(self, device: torch.device) -> bool:
+        """Whether a forward without a gradient takes the units path."""
+        if self.path == "units":
+            return True
+        auto = self.path == "auto" and device.type == "cpu" and self.n_qubits >= UNITS_MIN_QUBITS
+        return auto and units_plan(self.plan)
+
     def _state_path(self, batch: int) -> EnginePath:
         """The path that builds the state (`state`): "state", "matrix" or "adjoint"."""
         if not self.plan.n_layers or self.plan.reuploads:
             return "state"
-        if self.path not in ("auto", "halves"):
+        if self.path not in ("auto", "halves", "units"):
             return self.path
         if self.n_qubits <= MATRIX_PATH_MAX_QUBITS and batch > 2**self.n_qubits:
             return "matrix"
         return "adjoint" if len(self.layout.groups) > 1 else "state"
 
     def estimate_bytes(
-        self, batch: int, dtype: torch.dtype = torch.float32, training: bool = True, state: bool = False
+        self,
+        batch: int,
+        dtype: torch.dtype = torch.float32,
+        training: bool = True,
+        state: bool = False,
+        device: torch.device | None = None,
     ) -> int:
-        """Bytes a forward (+ backward when `training`) of `batch` samples needs, index tensors included;
-        with `state`, a forward that builds the state (`state()`, never the halves path)."""
+        """Bytes a forward (+ backward when `training`) of `batch` samples on `device` (None: CPU) needs,
+        index tensors included; with `state`, a forward that builds the state (`state()`, never the
+        halves or units path)."""
         dim = 2**self.n_qubits
         item = dtype.itemsize * (1 if self.real else 2)
-        path = self._state_path(batch) if state else self.path_for(batch)
+        path = self._state_path(batch) if state else self.path_for(batch, training, device)
+        if path == "units":
+            return wide.forward_bytes(self.plan, batch, item)
         if path == "halves":
             sp = self.halves
             per_sample = sp.states * item
@@ -253,9 +300,11 @@ class NativeEngine(nn.Module):
             states = 3 * batch + (3 * rows if rows != batch else 0)
         return item * dim * states + 2 * 8 * dim * len(self.plan.unique_entanglers)
 
-    def _check_memory(self, batch: int, dtype: torch.dtype, training: bool, state: bool = False) -> None:
+    def _check_memory(
+        self, batch: int, dtype: torch.dtype, training: bool, state: bool = False, device=None
+    ) -> None:
         check_budget(
-            self.estimate_bytes(batch, dtype, training, state),
+            self.estimate_bytes(batch, dtype, training, state, device),
             self.memory_budget,
             "native",
             f"batch {batch} at {self.n_qubits} qubits",
@@ -316,6 +365,9 @@ class NativeEngine(nn.Module):
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
         if self._takes_halves():  # whatever the batch (and before the inputs' checks)
             return self._halves_forward(angles, weights)
+        grad = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
+        if not grad and self._takes_units(angles.device):
+            return self._units_forward(angles, weights)
         state = self.state(angles, weights)
         t = device_tables(self.plan, self.layout, angles.device, state.dtype)
         probs = sv.probabilities(state)
@@ -337,6 +389,17 @@ class NativeEngine(nn.Module):
         if not parts:  # an empty batch
             return torch.zeros((0, n), dtype=real_dtype, device=device)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _units_forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """<Z_i> by the units path (no gradient): each wire's state after the embedding, then
+        `_wide.expvals`, a chunk of samples at a time."""
+        n = self.n_qubits
+        batch, device, real_dtype, dtype = forward_setup(self, angles, weights, device=angles.device)
+        wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
+        v0 = self.plan.v0_tensor(dtype).to(device)
+        v = self._wire_states(angles, wflat, dtype, v0).squeeze(-1).expand(batch, n, 2)
+        with torch.no_grad():
+            return wide.expvals(self.plan, v, wflat.view(self.plan.n_layers, n))
 
     def _wire_states(self, angles, wflat, dtype, v0: torch.Tensor) -> torch.Tensor:
         """(B?, n, 2, 1) each wire's state after the product prefix (the embedding), from v0 (n, 2)."""

@@ -1,0 +1,162 @@
+"""A wide circuit simulated a chunk of samples at a time: its leading layers on its two halves, then units.
+
+What the closed-form training step (`qtl.training.closed_form`) and the native engine's "units" path
+(`qtl.quantum.engines.native`, inference) share for circuits of more than 10 wires:
+
+- a chain's leading layers, from SPLIT_MIN_QUBITS wires, as its two halves' states (`_split`: every
+  CNOT across the cut doubles a sum of products, up to SPLIT_MAX_RANK of them): `split_plan`;
+- the layers after them as units (`_units`: one 16 x 16 matrix per group of 4 wires, the CNOTs folded
+  in), in "back" passes only from BACK_ONLY_MIN_QUBITS wires or after the halves: `wide_units`;
+- about CHUNK_AMPLITUDES amplitudes of samples at a time (`chunk_rows`), so that a chunk stays in cache
+  from the first unit to the last, shared among up to WIDE_WORKERS threads (`wide_workers`).
+
+`expvals` is the forward alone: <Z_i> of a batch, no gradient, never more than the workers' chunks of
+the 2**n state at once (the engine's forward of a wide circuit builds the whole batch's state).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from qtl.quantum.engines import _split as split
+from qtl.quantum.engines import _units as units
+from qtl.quantum.engines._compiler import Plan
+from qtl.quantum.engines._memory import constant_tables
+from qtl.utils.threads import side_by_side
+
+#: Wide circuits are simulated a chunk of samples at a time, about this many amplitudes of the state
+#: (and as many of its gradient), so that a chunk stays in cache through every layer.
+CHUNK_AMPLITUDES = 2**18
+#: Most threads a wide step shares its chunks among (never more than torch's CPU threads).
+WIDE_WORKERS = 2
+#: From this many qubits on every pass is a "back" pass, the chunk's samples the products' batch
+#: (`compile_units`'s back_only): its groups are all of 4 wires where the width is a multiple of 4.
+BACK_ONLY_MIN_QUBITS = 14
+#: A chain's leading layers are simulated as its two halves' states while their sum has at most this
+#: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
+#: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
+SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
+#: Buffers of a chunk's size each worker holds: the state, its gradient and the next product's output,
+#: and a quarter of one (`_units.UnitStep`); a forward alone writes all but the gradient.
+BUFFERS = 3.25
+
+
+@dataclass(frozen=True, eq=False)
+class WideTables:
+    """A wide circuit's units and their tables, and the leading layers its halves take, if any."""
+
+    plan: units.UnitPlan
+    units: units.UnitTables
+    split: tuple[split.SplitPlan, split.SplitTables] | None = None
+
+
+def split_plan(plan: Plan) -> split.SplitPlan | None:
+    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products and no
+    more than the smaller half's states, cut where the units' product state is (`compile_units`'
+    halves): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they
+    take every layer (no units left)."""
+    if plan.n_qubits < SPLIT_MIN_QUBITS:
+        return None
+    sp = split.leading_plan(plan, SPLIT_MAX_RANK)
+    if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
+        return None
+    return sp
+
+
+def back_only(plan: Plan) -> bool:
+    """Whether every pass of the plan's units is a "back" pass."""
+    return plan.n_qubits >= BACK_ONLY_MIN_QUBITS or split_plan(plan) is not None
+
+
+def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
+    """The units a wide circuit runs (back passes only from BACK_ONLY_MIN_QUBITS wires, after the layers
+    its halves take) and how many of a batch's samples a chunk holds."""
+    sp = split_plan(plan)
+    uplan = units.compile_units(plan, back_only(plan), sp.layers if sp else 0)
+    return uplan, chunk_rows(uplan, batch)
+
+
+def chunk_rows(uplan: units.UnitPlan, batch: int) -> int:
+    """Samples per chunk: about CHUNK_AMPLITUDES amplitudes."""
+    return max(1, min(batch, CHUNK_AMPLITUDES >> uplan.n_qubits))
+
+
+def wide_workers(batch: int, rows: int) -> int:
+    """Threads a wide CPU simulation shares its chunks of `rows` samples among: WIDE_WORKERS at most,
+    never more than torch's threads or the chunks."""
+    return min(WIDE_WORKERS, torch.get_num_threads(), -(-batch // rows))
+
+
+@constant_tables(32)
+def wide_tables(
+    plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool, sp: split.SplitPlan | None
+) -> WideTables:
+    uplan = units.compile_units(plan, back_only, sp.layers if sp else 0)
+    return WideTables(
+        uplan,
+        units.unit_tables(uplan, plan.n_layers, device, dtype),
+        (sp, split.split_tables(sp, device, dtype)) if sp else None,
+    )
+
+
+def tables_for(plan: Plan, device: torch.device, dtype: torch.dtype) -> WideTables:
+    """`wide_tables` of the plan as `split_plan` and `back_only` take it now."""
+    return wide_tables(plan, device, dtype, back_only(plan), split_plan(plan))
+
+
+def forward_bytes(plan: Plan, batch: int, itemsize: int) -> int:
+    """Bytes `expvals` holds for a batch: each worker's chunk buffers, and a part's halves
+    (`_split.part_size` samples, A and B with autograd-free intermediates) where the halves take layers."""
+    uplan, rows = wide_units(plan, batch)
+    workers = min(WIDE_WORKERS, -(-batch // rows)) if batch else 1
+    total = int(BUFFERS * workers * rows * 2**plan.n_qubits * itemsize)
+    sp = split_plan(plan)
+    if sp is not None:
+        total += 4 * sp.states * itemsize * split.part_size(sp, itemsize, batch)
+    return total
+
+
+def expvals(plan: Plan, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """<Z_i> (B, n) of a plan the units run (`_units.compile_units`), from each wire's state after the
+    embedding v (B, n, 2) and the layers' RY angles q (L, n); not differentiable. The halves take the
+    leading layers (`split_plan`), a part of the batch at a time (`_split.part_size`), then each part's
+    chunks run through the units, shared among the workers (`wide_workers`) on CPU."""
+    batch, dtype, device = v.shape[0], v.dtype, v.device
+    t = tables_for(plan, device, dtype)
+    rows = chunk_rows(t.plan, batch)
+    workers = wide_workers(batch, rows) if device.type == "cpu" else 1
+    n = plan.n_qubits
+    sims = []
+    for _ in range(workers):
+        buffers = tuple(torch.empty((rows, 2**n), dtype=dtype, device=device) for _ in range(3))
+        buffers += (torch.empty((rows, 2**n // 4), dtype=dtype, device=device),)
+        sims.append(units.UnitStep(t.plan, t.units, q, plan.n_layers, buffers))
+    e = torch.empty((batch, n), dtype=dtype, device=device)
+    if t.split is None:
+        _chunks(sims, v, None, e, rows)
+        return e
+    sp, st = t.split
+    size = split.part_size(sp, dtype.itemsize, batch)
+    for start in range(0, batch, size):
+        part = slice(start, start + size)
+        product = units.product_halves(t.plan, t.units, v[part])
+        a, b = split.halves(sp, st, product[1], product[3], q[: sp.layers])
+        _chunks(sims, a, b, e[part], rows)
+    return e
+
+
+def _chunks(sims: list[units.UnitStep], a: torch.Tensor, b: torch.Tensor | None, e: torch.Tensor, rows: int):
+    """<Z_i> into e, `rows` samples at a time, the chunks shared among the sims' workers: from each wire's
+    state a (b None), or from the halves' A and B (`UnitStep.forward_from`)."""
+    starts = list(range(0, len(e), rows))
+
+    def run(sim: units.UnitStep, mine: list[int]) -> None:
+        for first in mine:
+            part = slice(first, first + rows)
+            e[part] = sim.forward(a[part]) if b is None else sim.forward_from(a[part], b[part])
+
+    workers = min(len(sims), len(starts))
+    side_by_side([functools.partial(run, sims[k], starts[k::workers]) for k in range(workers)])
