@@ -466,6 +466,9 @@ class TestUnitsPath:
 
         monkeypatch.setattr(wide, "CHUNK_AMPLITUDES", 2 * 2**config.n_qubits)
         monkeypatch.setattr(split, "PART_SAMPLES", 3)
+        workers = []  # per forward of the units: the workers its chunks were shared among
+        share = wide.share_chunks
+        monkeypatch.setattr(wide, "share_chunks", lambda *a: workers.append(len(a[0])) or share(*a))
         engine = NativeEngine(config, path=path)
         assert engine.path_for(7, training=False) == "units"
         assert (wide.split_plan(engine.plan) is not None) == halves
@@ -479,12 +482,15 @@ class TestUnitsPath:
         finally:
             torch.set_num_threads(threads)
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        assert workers == ([2, 2, 2] if halves else [2])  # parts of 3, 3 and 1 samples on the halves
         assert engine.path_for(7) == "adjoint"
         TestHalvesPath.assert_equals_the_adjoint_path(engine, config, batch=3, seed=1)
+        assert len(workers) == (3 if halves else 1), "a gradient never takes the units path"
 
     def test_auto_takes_it_only_where_it_can(self):
         """Only without a gradient, on CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY
-        per wire and layer, chain, ring or no CNOTs); asked for elsewhere, a clear error."""
+        per wire and layer, a chain or a ring); asked for elsewhere, a clear error; a plan they cannot run,
+        replaced after the engine was built, builds the state."""
         n = native.UNITS_MIN_QUBITS
         engine = NativeEngine(CircuitConfig(n, 4, "ring"))
         assert engine.path_for(8, training=False) == "units"
@@ -498,10 +504,18 @@ class TestUnitsPath:
             assert NativeEngine(config).path_for(8, training=False) != "units", config
             with pytest.raises(ValueError, match="the 'units' path takes real circuits"):
                 NativeEngine(config, path="units")
+        config = CircuitConfig(n, 2, "ring")
+        engine, reference = NativeEngine(config, path="units"), NativeEngine(config, path="adjoint")
+        gates_ = [g if g.wires != (0, 1) else Gate("CNOT", (0, 2)) for g in gates(config)]  # not a ring
+        engine.plan = reference.plan = native.compile_plan(gates_, n, config.weight_shape)
+        assert engine.path_for(2, training=False) == "adjoint"
+        angles, weights = random_inputs(config, 2, seed=2)
+        torch.testing.assert_close(engine(angles, weights), reference(angles, weights), atol=1e-12, rtol=0)
 
     def test_memory_is_chunks_not_the_batchs_state(self):
-        """20 qubits at depth 8 (no Gram route): an inference forward of 512 samples needs under 256 MiB
-        where the state's takes gigabytes, so evaluation runs in batches of 512; an empty batch is empty."""
+        """20 qubits at depth 8 (no Gram route): an inference forward of 512 samples needs under 512 MiB
+        where the state's takes gigabytes, so evaluation on CPU runs in batches of 512 (on another device,
+        where the state is built, in fewer); an empty batch is empty on every path."""
         from qtl.data.feed import eval_batch_size
         from qtl.models.heads import DressedQuantumCircuit
 
@@ -509,12 +523,20 @@ class TestUnitsPath:
         engine = NativeEngine(config)
         assert (
             engine.estimate_bytes(512, training=False)
-            < 2**28
+            < 2**29
             < 2**32
             < engine.estimate_bytes(512, state=True)
         )
-        assert eval_batch_size(DressedQuantumCircuit(4, 2, config)) == 512
+        head = DressedQuantumCircuit(4, 2, config)
+        assert eval_batch_size(head) == 512
+        assert eval_batch_size(head.to("meta")) < 512
         assert engine(torch.zeros(0, 20), torch.zeros(8, 20)).shape == (0, 20)
+        for config in (CircuitConfig(16, 2, "ring"), CircuitConfig(8, 3, "ring", "rot")):  # adjoint path
+            weights = torch.zeros(config.weight_shape, requires_grad=True)
+            assert NativeEngine(config)(torch.zeros(0, config.n_qubits), weights).shape == (
+                0,
+                config.n_qubits,
+            )
 
 
 class TestContract:

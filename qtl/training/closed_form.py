@@ -46,7 +46,6 @@ against autograd and the machine's limits is measured by bench/peers.py and benc
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import time
@@ -65,7 +64,6 @@ from qtl.quantum.engines._compiler import INPUT_RY, WEIGHT_RY, Plan
 from qtl.quantum.engines._memory import BufferPool, constant_tables
 from qtl.quantum.engines.native import Layout, NativeEngine, device_tables
 from qtl.training.optim import fused_adam_update
-from qtl.utils.threads import side_by_side
 
 #: Widest circuit whose layers are one block or two halves' blocks (at most 32 x 32); wider circuits
 #: take the units of `qtl.quantum.engines._units`.
@@ -300,13 +298,13 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     z, v = _pre_net(t.embed_phases, w1, b1, x)
     batch = len(y)
     if t.split is None:
-        sims = _unit_steps(t, q, batch, scratch)
+        sims = wide.unit_steps(t.plan, t.units, q, batch, scratch)
         loss, correct, e, g_logits, g_a = _chunks(t, sims, w2, b2, y, v, batch)
         return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
     gram = not t.plan.units and sp.gram
     size = split.part_size(sp, x.element_size(), batch)
-    sims = None if gram else _unit_steps(t, q, min(batch, size), scratch)
+    sims = None if gram else wide.unit_steps(t.plan, t.units, q, min(batch, size), scratch)
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
     loss, correct = 0, 0
@@ -338,19 +336,6 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
 
 
-def _unit_steps(t: _WideTables, q: torch.Tensor, batch: int, scratch: Callable) -> list[units.UnitStep]:
-    """One `UnitStep` per worker for batches of up to `batch` samples, each with its buffers (taken
-    here, in the step's own thread); they add up the cross matrices of every chunk they run."""
-    n, rows = t.plan.n_qubits, wide.chunk_rows(t.plan, batch)
-    workers = wide.wide_workers(batch, rows) if q.device.type == "cpu" else 1
-    sims = []
-    for _ in range(workers):
-        buffers = tuple(scratch((rows, 2**n), dtype=q.dtype, device=q.device) for _ in range(3))
-        buffers += (scratch((rows, 2**n // 4), dtype=q.dtype, device=q.device),)
-        sims.append(units.UnitStep(t.plan, t.units, q, q.shape[0], buffers))
-    return sims
-
-
 def _unit_angle_grads(sims: list[units.UnitStep], q: torch.Tensor) -> torch.Tensor:
     """The layers' angles' gradients from the cross matrices the unit steps added up."""
     return sum(sim.angle_grads() for sim in sims).view(q.shape)
@@ -375,8 +360,6 @@ def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total:
     like = a if from_halves else start
     batch, n = len(y), t.plan.n_qubits
     rows = wide.chunk_rows(t.plan, batch)
-    starts = list(range(0, batch, rows))
-    workers = min(len(sims), len(starts))
     e = torch.empty((batch, n), dtype=like.dtype, device=like.device)
     g_logits = torch.empty((batch, w2.shape[0]), dtype=like.dtype, device=like.device)
 
@@ -393,13 +376,8 @@ def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total:
                 g_start[part] = sim.backward(g_logits[part] @ w2)
         return loss, correct
 
-    if workers == 1:
-        loss, correct = run(sims[0], starts)
-    else:
-        # each worker on one torch thread (MKL's products in two workers ran 1.7x slower on three or more)
-        parts = side_by_side([functools.partial(run, sims[k], starts[k::workers]) for k in range(workers)])
-        loss, correct = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return loss, correct, e, g_logits, g_start
+    parts = wide.share_chunks(sims, batch, rows, run)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), e, g_logits, g_start
 
 
 class ClosedFormStep:

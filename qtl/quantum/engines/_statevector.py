@@ -282,7 +282,7 @@ def z_expvals_halving(probs: torch.Tensor, n_qubits: int) -> torch.Tensor:
     b = probs.shape[0]
     marginals = []
     for _ in range(n_qubits):
-        p = probs.reshape(b, 2, -1)  # (B, 2, rest): the leading wire first
+        p = probs.reshape(b, 2, probs.shape[-1] // 2)  # (B, 2, rest): the leading wire first
         marginals.append(p.sum(-1))  # (B, 2) probabilities of the leading wire
         probs = p.sum(1)  # marginalise the leading wire
     m = torch.stack(marginals, dim=1)  # (B, n, 2)

@@ -1,7 +1,7 @@
 """A wide circuit simulated a chunk of samples at a time: its leading layers on its two halves, then units.
 
-What the closed-form training step (`qtl.training.closed_form`) and the native engine's "units" path
-(`qtl.quantum.engines.native`, inference) share for circuits of more than 10 wires:
+What the closed-form training step (`qtl.training.closed_form`, above 10 wires) and the native engine's
+"units" path (`qtl.quantum.engines.native`, a forward without a gradient) share:
 
 - a chain's leading layers, from SPLIT_MIN_QUBITS wires, as its two halves' states (`_split`: every
   CNOT across the cut doubles a sum of products, up to SPLIT_MAX_RANK of them): `split_plan`;
@@ -17,6 +17,7 @@ the 2**n state at once (the engine's forward of a wide circuit builds the whole 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +40,16 @@ BACK_ONLY_MIN_QUBITS = 14
 #: many products (`qtl.quantum.engines._split`; 0: never), from SPLIT_MIN_QUBITS wires (below, the
 #: autograd of the halves costs more than the layers it saves; measured in docs/benchmarks.md).
 SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
-#: Buffers of a chunk's size each worker holds: the state, its gradient and the next product's output,
-#: and a quarter of one (`_units.UnitStep`); a forward alone writes all but the gradient.
-BUFFERS = 3.25
+#: Chunks' worth of memory each worker holds: the state, its gradient and the next product's output,
+#: and a quarter of one (`_units.UnitStep`; a forward alone writes all but the gradient, but the
+#: allocator may hand out pages already written), and temporaries up to about one more (a ring's flips).
+BUFFERS = 4.5
+#: A part's halves at their peak while a forward builds them (`_split.halves`, no gradient), over their
+#: final size (A and B): peak memory measured 5.4x at 20 qubits, depth 8, float64.
+HALVES_PEAK = 6
+#: Bytes a forward takes besides its tensors: the worker threads' and the math library's own (peak RSS
+#: measured up to 15 MiB over the tensors at 18-20 qubits).
+RUNTIME_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,15 +116,41 @@ def tables_for(plan: Plan, device: torch.device, dtype: torch.dtype) -> WideTabl
 
 
 def forward_bytes(plan: Plan, batch: int, itemsize: int) -> int:
-    """Bytes `expvals` holds for a batch: each worker's chunk buffers, and a part's halves
-    (`_split.part_size` samples, A and B with autograd-free intermediates) where the halves take layers."""
+    """Bytes `expvals` holds for a batch: each worker's chunk buffers, one part's halves (`_split.part_size`
+    samples) at their peak where the halves take layers, <Z>, and RUNTIME_BYTES."""
     uplan, rows = wide_units(plan, batch)
     workers = min(WIDE_WORKERS, -(-batch // rows)) if batch else 1
-    total = int(BUFFERS * workers * rows * 2**plan.n_qubits * itemsize)
+    total = int(BUFFERS * workers * rows * 2**plan.n_qubits * itemsize) + batch * plan.n_qubits * itemsize
+    total += RUNTIME_BYTES
     sp = split_plan(plan)
     if sp is not None:
-        total += 4 * sp.states * itemsize * split.part_size(sp, itemsize, batch)
+        total += HALVES_PEAK * sp.states * itemsize * split.part_size(sp, itemsize, batch)
     return total
+
+
+def unit_steps(
+    uplan: units.UnitPlan, ut: units.UnitTables, q: torch.Tensor, batch: int, scratch: Callable = torch.empty
+) -> list[units.UnitStep]:
+    """One `UnitStep` of the units `uplan` (tables `ut`) per worker (`wide_workers` on CPU, else one) for
+    batches of up to `batch` samples, each with its buffers from `scratch` (taken in the calling
+    thread); they add up the cross matrices of every chunk they run backward."""
+    n, rows = uplan.n_qubits, chunk_rows(uplan, batch)
+    workers = wide_workers(batch, rows) if q.device.type == "cpu" else 1
+    sims = []
+    for _ in range(workers):
+        buffers = tuple(scratch((rows, 2**n), dtype=q.dtype, device=q.device) for _ in range(3))
+        buffers += (scratch((rows, 2**n // 4), dtype=q.dtype, device=q.device),)
+        sims.append(units.UnitStep(uplan, ut, q, q.shape[0], buffers))
+    return sims
+
+
+def share_chunks(sims: list[units.UnitStep], batch: int, rows: int, run: Callable) -> list:
+    """`run(sim, firsts)` for each worker's share of the batch's chunks (the first sample of each, in
+    turn among the sims), side by side, each on one torch thread (MKL's products in two workers ran
+    1.7x slower on three or more); their results."""
+    starts = list(range(0, batch, rows))
+    workers = min(len(sims), len(starts))
+    return side_by_side([functools.partial(run, sims[k], starts[k::workers]) for k in range(workers)])
 
 
 def expvals(plan: Plan, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -124,39 +158,35 @@ def expvals(plan: Plan, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     embedding v (B, n, 2) and the layers' RY angles q (L, n); not differentiable. The halves take the
     leading layers (`split_plan`), a part of the batch at a time (`_split.part_size`), then each part's
     chunks run through the units, shared among the workers (`wide_workers`) on CPU."""
-    batch, dtype, device = v.shape[0], v.dtype, v.device
-    t = tables_for(plan, device, dtype)
+    batch = v.shape[0]
+    t = tables_for(plan, v.device, v.dtype)
     rows = chunk_rows(t.plan, batch)
-    workers = wide_workers(batch, rows) if device.type == "cpu" else 1
-    n = plan.n_qubits
-    sims = []
-    for _ in range(workers):
-        buffers = tuple(torch.empty((rows, 2**n), dtype=dtype, device=device) for _ in range(3))
-        buffers += (torch.empty((rows, 2**n // 4), dtype=dtype, device=device),)
-        sims.append(units.UnitStep(t.plan, t.units, q, plan.n_layers, buffers))
-    e = torch.empty((batch, n), dtype=dtype, device=device)
+    sims = unit_steps(t.plan, t.units, q, batch)
+    e = torch.empty((batch, plan.n_qubits), dtype=v.dtype, device=v.device)
     if t.split is None:
-        _chunks(sims, v, None, e, rows)
+        _forward_chunks(sims, v, None, e, rows)
         return e
     sp, st = t.split
-    size = split.part_size(sp, dtype.itemsize, batch)
+    size = split.part_size(sp, v.dtype.itemsize, batch)
     for start in range(0, batch, size):
         part = slice(start, start + size)
         product = units.product_halves(t.plan, t.units, v[part])
         a, b = split.halves(sp, st, product[1], product[3], q[: sp.layers])
-        _chunks(sims, a, b, e[part], rows)
+        del product  # one part's halves at a time (`forward_bytes`)
+        _forward_chunks(sims, a, b, e[part], rows)
+        del a, b
     return e
 
 
-def _chunks(sims: list[units.UnitStep], a: torch.Tensor, b: torch.Tensor | None, e: torch.Tensor, rows: int):
-    """<Z_i> into e, `rows` samples at a time, the chunks shared among the sims' workers: from each wire's
-    state a (b None), or from the halves' A and B (`UnitStep.forward_from`)."""
-    starts = list(range(0, len(e), rows))
+def _forward_chunks(
+    sims: list[units.UnitStep], a: torch.Tensor, b: torch.Tensor | None, e, rows: int
+) -> None:
+    """<Z_i> into e, `rows` samples at a time, the chunks shared among the sims (`share_chunks`): from
+    each wire's state a (b None), or from the halves' A and B (`UnitStep.forward_from`)."""
 
-    def run(sim: units.UnitStep, mine: list[int]) -> None:
-        for first in mine:
+    def run(sim: units.UnitStep, firsts: list[int]) -> None:
+        for first in firsts:
             part = slice(first, first + rows)
             e[part] = sim.forward(a[part]) if b is None else sim.forward_from(a[part], b[part])
 
-    workers = min(len(sims), len(starts))
-    side_by_side([functools.partial(run, sims[k], starts[k::workers]) for k in range(workers)])
+    share_chunks(sims, len(e), rows, run)

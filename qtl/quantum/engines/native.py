@@ -30,8 +30,8 @@ differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices ap
 (`_apply_layers_per_sample`), never a shared matrix.
 
 `state(angles, weights)` is the (B, 2**n) statevector before measurement (the fidelity kernel of
-`qtl.quantum.kernel` reads it; it never takes the halves path); `forward` measures <Z_i> on it, or
-on the halves.
+`qtl.quantum.kernel` reads it; it never takes the halves or units path); `forward` measures <Z_i> on
+it, on the halves, or chunk by chunk on the units path.
 
 Constant index tensors are built once per (plan, layout, device, dtype) by `device_tables`, cached
 (`_memory.constant_tables`); a forward writes nothing on the engine, so one engine serves many threads.
@@ -126,7 +126,7 @@ def halves_plan(plan: Plan) -> split.SplitPlan | None:
 @functools.lru_cache(maxsize=64)
 def units_plan(plan: Plan) -> bool:
     """Whether the units path can run `plan` (`_wide.expvals`): real, one trainable RY per wire and
-    layer and no re-uploading, at least one layer, chain, ring or no CNOTs (`_units.compile_units`)."""
+    layer and no re-uploading, at least one layer, a chain or a ring of CNOTs (`_units.compile_units`)."""
     if not plan.real or plan.reuploads or plan.rounds != WEIGHT_RY or not plan.n_layers:
         return False
     return units.compile_units(plan) is not None
@@ -220,7 +220,7 @@ class NativeEngine(nn.Module):
         if path == "units" and not units_plan(self.plan):
             raise ValueError(
                 "the 'units' path takes real circuits with one RY per wire and layer, at least one "
-                "layer, and a chain, a ring or no CNOTs"
+                "layer, and a chain or a ring of CNOTs"
             )
         self._check_memory(1, torch.float32, training=True)
 
@@ -249,11 +249,10 @@ class NativeEngine(nn.Module):
         return self.path == "halves" or (self.path == "auto" and self.halves is not None)
 
     def _takes_units(self, device: torch.device) -> bool:
-        """Whether a forward without a gradient takes the units path."""
-        if self.path == "units":
-            return True
+        """Whether a forward without a gradient takes the units path (never where the plan, which a caller
+        may have replaced, is not one the units run: there the state is built, as "auto" would)."""
         auto = self.path == "auto" and device.type == "cpu" and self.n_qubits >= UNITS_MIN_QUBITS
-        return auto and units_plan(self.plan)
+        return (self.path == "units" or auto) and units_plan(self.plan)
 
     def _state_path(self, batch: int) -> EnginePath:
         """The path that builds the state (`state`): "state", "matrix" or "adjoint"."""
@@ -411,6 +410,8 @@ class NativeEngine(nn.Module):
         a real circuit, else complex; differentiable with respect to both."""
         n = self.n_qubits
         batch, device, real_dtype, dtype = forward_setup(self, angles, weights, state=True)
+        if not batch:  # an empty batch, on every path
+            return torch.zeros((0, 2**n), dtype=dtype, device=device)
         t = device_tables(self.plan, self.layout, device, dtype)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
 
