@@ -346,7 +346,13 @@ class TestHalvesPath:
 
     @pytest.mark.parametrize(
         ("n_qubits", "depth", "hadamard", "batch"),
-        [(12, 4, True, 3), (13, 3, False, 5), (16, 5, True, 4), (17, 2, True, 2)],  # 13, 17: unequal halves
+        [
+            (12, 4, True, 3),
+            (13, 3, False, 5),  # 13, 17: unequal halves
+            (16, 5, True, 4),
+            (17, 2, True, 2),
+            (20, 8, False, 2),  # 256 products, the 128 before the last crossing held (`SplitPlan.held`)
+        ],
     )
     def test_outputs_and_gradients_equal_the_adjoint_paths(self, n_qubits, depth, hadamard, batch):
         config = CircuitConfig(n_qubits, depth, hadamard=hadamard)
@@ -406,12 +412,15 @@ class TestHalvesPath:
         products, where the Gram matrices cost less than the state; asked for elsewhere, a clear error."""
         assert NativeEngine(CircuitConfig(native.HALVES_MIN_QUBITS, 4)).path_for(8) == "halves"
         assert NativeEngine(CircuitConfig(20, 7)).halves.rank == native.HALVES_MAX_RANK
+        past = NativeEngine(CircuitConfig(20, 8)).halves  # the last crossing folded: 256 products, 128 held
+        assert (past.rank, past.held) == (2 * native.HALVES_MAX_RANK, native.HALVES_MAX_RANK)
         assert NativeEngine(CircuitConfig(16, 4, reupload=True)).path_for(8) == "state"
         cannot = [
             CircuitConfig(native.HALVES_MIN_QUBITS - 1, 4),
             CircuitConfig(16, 4, "ring"),
             CircuitConfig(16, 4, rotation="rot"),
-            CircuitConfig(20, 8),  # 256 products
+            CircuitConfig(20, 9),  # 512 products, 256 held
+            CircuitConfig(18, 8),  # 256 products, 128 held, but the Gram matrices do not pay (`_gram_pays`)
             CircuitConfig(12, 6),  # 64 products of 64 states per half: the state costs less
         ]
         for config in cannot:
@@ -513,14 +522,15 @@ class TestUnitsPath:
         torch.testing.assert_close(engine(angles, weights), reference(angles, weights), atol=1e-12, rtol=0)
 
     def test_memory_is_chunks_not_the_batchs_state(self):
-        """20 qubits at depth 8 (no Gram route): an inference forward of 512 samples needs under 512 MiB
+        """20 qubits at depth 9 (no Gram route): an inference forward of 512 samples needs under 512 MiB
         where the state's takes gigabytes, so evaluation on CPU runs in batches of 512 (on another device,
         where the state is built, in fewer); an empty batch is empty on every path."""
         from qtl.data.feed import eval_batch_size
         from qtl.models.heads import DressedQuantumCircuit
 
-        config = CircuitConfig(20, 8)
+        config = CircuitConfig(20, 9)
         engine = NativeEngine(config)
+        assert engine.path_for(512, training=False) == "units"
         assert (
             engine.estimate_bytes(512, training=False)
             < 2**29
@@ -530,7 +540,7 @@ class TestUnitsPath:
         head = DressedQuantumCircuit(4, 2, config)
         assert eval_batch_size(head) == 512
         assert eval_batch_size(head.to("meta")) < 512
-        assert engine(torch.zeros(0, 20), torch.zeros(8, 20)).shape == (0, 20)
+        assert engine(torch.zeros(0, 20), torch.zeros(9, 20)).shape == (0, 20)
         for config in (CircuitConfig(16, 2, "ring"), CircuitConfig(8, 3, "ring", "rot")):  # adjoint path
             weights = torch.zeros(config.weight_shape, requires_grad=True)
             assert NativeEngine(config)(torch.zeros(0, config.n_qubits), weights).shape == (

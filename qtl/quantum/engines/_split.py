@@ -58,8 +58,15 @@ class SplitPlan:
 
     @property
     def states(self) -> int:
-        """Values of a sample's final states, A and B together: r (2**m1 + 2**m2)."""
+        """Values of a sample's final states, A and B together: r (2**m1 + 2**m2), at most (twice what
+        they hold where the last crossing folds: `held`; `part_size` was measured by this count)."""
         return self.rank * (2**self.cut + 2 ** (self.n_qubits - self.cut))
+
+    @property
+    def held(self) -> int:
+        """Products A and B hold: `rank`, or half of it where <Z> comes from the products before the last
+        crossing (`folds` and `gram`: `crossed_expectations`)."""
+        return self.rank // 2 if self.folds and self.gram else self.rank
 
     @property
     def folds(self) -> bool:
@@ -134,9 +141,34 @@ def leading_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
 
 def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
     """`leading_plan` where it takes every layer and <Z> comes from the Gram matrices (`SplitPlan.gram`):
-    the plans `expvals` runs whole; else None."""
+    the plans `expvals` runs whole; else None. Where the last crossing folds into <Z>, the halves hold
+    only the products before it (`SplitPlan.held`), so the plan may reach 2 max_rank products: where
+    its Gram matrices take under half the flops of the way that stops at max_rank (`_gram_pays`)."""
     sp = leading_plan(plan, max_rank)
-    return sp if sp is not None and sp.layers == plan.n_layers and sp.gram else None
+    if sp is not None and sp.layers == plan.n_layers and sp.gram:
+        return sp
+    folded = leading_plan(plan, 2 * max_rank)
+    if folded is None or folded.layers < plan.n_layers or not (folded.folds and folded.gram):
+        return None
+    return folded if folded.held <= max_rank and _gram_pays(folded, sp, plan) else None
+
+
+#: The Gram route past max_rank must take under this share of the other way's flops: its products ran
+#: at about half the units' rate (20 qubits at depth 8 gained 1.5x, 18 and 16 qubits lost; counted
+#: 0.33, 0.71 and 1.5 of the flops: docs/benchmarks.md).
+GRAM_SHARE = 0.5
+
+
+def _gram_pays(folded: SplitPlan, capped: SplitPlan | None, plan: Plan) -> bool:
+    """Whether <Z> from `folded`'s Gram matrices, per sample r**2 (11 2**m1 / 4 + 9 2**m2 / 2) flops (the
+    last crossing folded), takes under GRAM_SHARE of the flops of the layers `capped` leaves: psi = A^T B
+    and its gradients (6 r 2**n) and the units after it (8 d per amplitude each, `_units`)."""
+    r, da, db = folded.rank, 2**folded.cut, 2 ** (folded.n_qubits - folded.cut)
+    gram = r * r * (11 * da / 4 + 9 * db / 2)
+    uplan = units.compile_units(plan, True, capped.layers if capped else 0)
+    rank = capped.rank if capped else 0
+    other = (6 * rank + 8 * sum(2**u.size for u in uplan.units)) * 2**plan.n_qubits
+    return gram < GRAM_SHARE * other
 
 
 def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:

@@ -62,13 +62,14 @@ class WideTables:
 
 
 def split_plan(plan: Plan) -> split.SplitPlan | None:
-    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products and no
-    more than the smaller half's states, cut where the units' product state is (`compile_units`'
-    halves): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they
-    take every layer (no units left)."""
+    """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products held and
+    no more than the smaller half's states, cut where the units' product state is (`compile_units`'
+    halves), every layer where <Z> comes from their Gram matrices (`_split.whole_plan`): from
+    BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they take every
+    layer (no units left)."""
     if plan.n_qubits < SPLIT_MIN_QUBITS:
         return None
-    sp = split.leading_plan(plan, SPLIT_MAX_RANK)
+    sp = split.whole_plan(plan, SPLIT_MAX_RANK) or split.leading_plan(plan, SPLIT_MAX_RANK)
     if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
         return None
     return sp
