@@ -32,7 +32,7 @@ flips. How the blocks are laid out depends on the width:
   are shared among up to WIDE_WORKERS threads, each on one torch thread;
 - but a chain's leading layers, from SPLIT_MIN_QUBITS wires, are first simulated as its two halves'
   states (`qtl.quantum.engines._split`: every CNOT across the cut doubles a sum of products, up to
-  SPLIT_MAX_RANK of them), by autograd on tensors of r 2**(n/2) amplitudes per sample; each chunk's
+  SPLIT_MAX_RANK of them held), by autograd on tensors of r 2**(n/2) amplitudes per sample; each chunk's
   state is then built from them with one product, and where they take every layer and it is cheaper,
   <Z> comes from their Gram matrices and the 2**n state is never built (at 20 qubits and depth 6,
   about a thirtieth of the units' flops).

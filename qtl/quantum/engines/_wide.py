@@ -4,7 +4,7 @@ What the closed-form training step (`qtl.training.closed_form`, above 10 wires) 
 "units" path (`qtl.quantum.engines.native`, a forward without a gradient) share:
 
 - a chain's leading layers, from SPLIT_MIN_QUBITS wires, as its two halves' states (`_split`: every
-  CNOT across the cut doubles a sum of products, up to SPLIT_MAX_RANK of them): `split_plan`;
+  CNOT across the cut doubles a sum of products, up to SPLIT_MAX_RANK of them held): `split_plan`;
 - the layers after them as units (`_units`: one 16 x 16 matrix per group of 4 wires, the CNOTs folded
   in), in "back" passes only from BACK_ONLY_MIN_QUBITS wires or after the halves: `wide_units`;
 - about CHUNK_AMPLITUDES amplitudes of samples at a time (`chunk_rows`), so that a chunk stays in cache

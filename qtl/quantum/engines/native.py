@@ -14,7 +14,7 @@ way it allows:
    product of its layer matrices, or the blocks applied to the identity) and applied with one matmul.
 
 3. or, for a wide chain (from HALVES_MIN_QUBITS wires, one trainable RY per wire) whose every layer
-   its two halves can take within HALVES_MAX_RANK products, where that costs fewer flops than the
+   its two halves can take within HALVES_MAX_RANK products held, where that costs fewer flops than the
    state (`halves_plan`; not 12 qubits at depth 6, for one), the "halves" path: each half's
    states, a sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
@@ -77,7 +77,8 @@ MATRIX_PATH_MAX_QUBITS = 10
 #: gradient buffers.
 _EXTRA_STATES = 4
 #: The halves path ("auto" takes it where a plan qualifies): from this many wires, with at most this many
-#: products in the halves' sum (each CNOT across the cut doubles them: 2**depth for a chain).
+#: products in the halves' sum (each CNOT across the cut doubles them: 2**depth for a chain), or twice
+#: as many where the last crossing folds into <Z> and that pays (`_split.whole_plan`).
 HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
 #: or the Gram products' (inference), over A and B themselves.
@@ -117,7 +118,7 @@ class Tables:
 def halves_plan(plan: Plan) -> split.SplitPlan | None:
     """The split plan the halves path runs `plan` by (`_split.whole_plan`), or None where it cannot: fewer
     than HALVES_MIN_QUBITS wires, a ring, a layer of other than one trainable RY per wire, more than
-    HALVES_MAX_RANK products, or where the state takes fewer flops than the Gram matrices."""
+    HALVES_MAX_RANK products held, or where the state takes fewer flops than the Gram matrices."""
     if plan.n_qubits < HALVES_MIN_QUBITS or not plan.real or plan.reuploads or plan.rounds != WEIGHT_RY:
         return None
     return split.whole_plan(plan, HALVES_MAX_RANK)
@@ -215,7 +216,8 @@ class NativeEngine(nn.Module):
             raise ValueError(
                 "the 'halves' path takes chains of at least "
                 f"{HALVES_MIN_QUBITS} qubits with one RY per wire and layer, at most {HALVES_MAX_RANK} "
-                "products (2**depth), where measuring the halves costs less than building the state"
+                "products (2**depth; twice that where it pays), where measuring the halves costs less "
+                "than building the state"
             )
         if path == "units" and not units_plan(self.plan):
             raise ValueError(
