@@ -147,12 +147,15 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
     _assert_step_equals_autograd(head, opt, batch, seed=5)
 
 
-@pytest.mark.parametrize(("n", "depth", "max_rank", "taken"), [(13, 4, 8, True), (16, 8, 128, False)])
+@pytest.mark.parametrize(
+    ("n", "depth", "max_rank", "taken"), [(13, 4, 8, True), (20, 8, 128, True), (16, 8, 128, False)]
+)
 def test_the_last_crossing_folded_past_the_rank_cap(monkeypatch, n, depth, max_rank, taken):
     """Where <Z> comes from the products before the last crossing, the halves hold half the products, so
     every layer may go to them with twice SPLIT_MAX_RANK products, where their Gram matrices pay
-    (`_split.whole_plan`): 13 qubits at depth 4 with the cap at 8 (16 products, 8 held), not 16 qubits
-    at depth 8 (the units after 7 layers take fewer flops). Autograd's loss and gradients to 1e-10."""
+    (`_split.whole_plan`): 13 qubits at depth 4 with the cap at 8 (16 products, 8 held), 20 qubits at
+    depth 8 (256, 128 held), not 16 qubits at depth 8 (the state built after 7 layers takes fewer
+    flops). Autograd's loss and gradients to 1e-10."""
     monkeypatch.setattr(wide, "SPLIT_MAX_RANK", max_rank)
     monkeypatch.setattr(split, "PART_SAMPLES", 2)
     head, opt = _pair(CircuitConfig(n, depth))

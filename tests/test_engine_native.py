@@ -17,6 +17,7 @@ import torch
 import qtl.quantum.engines.native as native
 from qtl.quantum.circuit import CircuitConfig, Gate, gates
 from qtl.quantum.engines import _statevector as sv
+from qtl.quantum.engines import _wide as wide
 from qtl.quantum.engines import make_engine
 from qtl.quantum.engines._memory import clear_constant_tables
 from qtl.quantum.engines.native import NativeEngine, SimulationTooLargeError
@@ -471,7 +472,6 @@ class TestUnitsPath:
         """In float64 to 1e-12, with the batch in chunks of 2 samples shared by two workers, and in parts
         of 3 samples on the halves; a gradient takes the adjoint path (with its gradients)."""
         from qtl.quantum.engines import _split as split
-        from qtl.quantum.engines import _wide as wide
 
         monkeypatch.setattr(wide, "CHUNK_AMPLITUDES", 2 * 2**config.n_qubits)
         monkeypatch.setattr(split, "PART_SAMPLES", 3)
@@ -507,6 +507,9 @@ class TestUnitsPath:
             engine.path_for(8) == engine.path_for(8, training=False, device=torch.device("cuda")) == "adjoint"
         )
         assert NativeEngine(CircuitConfig(n, 6)).path_for(8, training=False) == "halves"  # first where it can
+        chain = NativeEngine(CircuitConfig(20, 8), path="units").plan  # Gram route past the cap: not here
+        tables = wide.units_tables(chain, torch.device("cpu"), torch.float32)
+        assert tables.split[0].rank == wide.SPLIT_MAX_RANK
         for config in (CircuitConfig(n - 1, 4, "ring"), CircuitConfig(n, 4, reupload=True)):
             assert NativeEngine(config).path_for(8, training=False) in ("adjoint", "state"), config
         for config in (CircuitConfig(n, 4, rotation="rot"), CircuitConfig(n, 0)):

@@ -154,8 +154,8 @@ def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
 
 
 #: The Gram route past max_rank must take under this share of the other way's flops: its products ran
-#: at about half the units' rate (20 qubits at depth 8 gained 1.5x, 18 and 16 qubits lost; counted
-#: 0.33, 0.71 and 1.5 of the flops: docs/benchmarks.md).
+#: at about half the units' rate (at depth 8, 20 qubits gained 1.6x with 0.33 of the flops, 19 lost
+#: with 0.92: docs/benchmarks.md).
 GRAM_SHARE = 0.5
 
 

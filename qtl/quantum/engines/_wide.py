@@ -61,15 +61,16 @@ class WideTables:
     split: tuple[split.SplitPlan, split.SplitTables] | None = None
 
 
-def split_plan(plan: Plan) -> split.SplitPlan | None:
+def split_plan(plan: Plan, gram: bool = True) -> split.SplitPlan | None:
     """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products held and
     no more than the smaller half's states, cut where the units' product state is (`compile_units`'
-    halves), every layer where <Z> comes from their Gram matrices (`_split.whole_plan`): from
-    BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they take every
-    layer (no units left)."""
+    halves), every layer where <Z> comes from their Gram matrices (`_split.whole_plan`; not with `gram`
+    False, for a forward that builds the state from the halves' products: at most SPLIT_MAX_RANK of
+    them): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they take
+    every layer (no units left)."""
     if plan.n_qubits < SPLIT_MIN_QUBITS:
         return None
-    sp = split.whole_plan(plan, SPLIT_MAX_RANK) or split.leading_plan(plan, SPLIT_MAX_RANK)
+    sp = (gram and split.whole_plan(plan, SPLIT_MAX_RANK)) or split.leading_plan(plan, SPLIT_MAX_RANK)
     if sp and plan.n_qubits < BACK_ONLY_MIN_QUBITS and sp.layers < plan.n_layers:
         return None
     return sp
@@ -80,10 +81,10 @@ def back_only(plan: Plan) -> bool:
     return plan.n_qubits >= BACK_ONLY_MIN_QUBITS or split_plan(plan) is not None
 
 
-def wide_units(plan: Plan, batch: int) -> tuple[units.UnitPlan, int]:
+def wide_units(plan: Plan, batch: int, gram: bool = True) -> tuple[units.UnitPlan, int]:
     """The units a wide circuit runs (back passes only from BACK_ONLY_MIN_QUBITS wires, after the layers
-    its halves take) and how many of a batch's samples a chunk holds."""
-    sp = split_plan(plan)
+    its halves take: `split_plan(plan, gram)`) and how many of a batch's samples a chunk holds."""
+    sp = split_plan(plan, gram)
     uplan = units.compile_units(plan, back_only(plan), sp.layers if sp else 0)
     return uplan, chunk_rows(uplan, batch)
 
@@ -111,19 +112,20 @@ def wide_tables(
     )
 
 
-def tables_for(plan: Plan, device: torch.device, dtype: torch.dtype) -> WideTables:
-    """`wide_tables` of the plan as `split_plan` and `back_only` take it now."""
-    return wide_tables(plan, device, dtype, back_only(plan), split_plan(plan))
+def units_tables(plan: Plan, device: torch.device, dtype: torch.dtype) -> WideTables:
+    """`wide_tables` of the plan for `expvals`: the halves' layers never past SPLIT_MAX_RANK products
+    (`split_plan(plan, gram=False)`), as `back_only` and `split_plan` take the plan now."""
+    return wide_tables(plan, device, dtype, back_only(plan), split_plan(plan, gram=False))
 
 
 def forward_bytes(plan: Plan, batch: int, itemsize: int) -> int:
     """Bytes `expvals` holds for a batch: each worker's chunk buffers, one part's halves (`_split.part_size`
     samples) at their peak where the halves take layers, <Z>, and RUNTIME_BYTES."""
-    uplan, rows = wide_units(plan, batch)
+    uplan, rows = wide_units(plan, batch, gram=False)
     workers = min(WIDE_WORKERS, -(-batch // rows)) if batch else 1
     total = int(BUFFERS * workers * rows * 2**plan.n_qubits * itemsize) + batch * plan.n_qubits * itemsize
     total += RUNTIME_BYTES
-    sp = split_plan(plan)
+    sp = split_plan(plan, gram=False)
     if sp is not None:
         total += HALVES_PEAK * sp.states * itemsize * split.part_size(sp, itemsize, batch)
     return total
@@ -157,10 +159,11 @@ def share_chunks(sims: list[units.UnitStep], batch: int, rows: int, run: Callabl
 def expvals(plan: Plan, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """<Z_i> (B, n) of a plan the units run (`_units.compile_units`), from each wire's state after the
     embedding v (B, n, 2) and the layers' RY angles q (L, n); not differentiable. The halves take the
-    leading layers (`split_plan`), a part of the batch at a time (`_split.part_size`), then each part's
-    chunks run through the units, shared among the workers (`wide_workers`) on CPU."""
+    leading layers (`split_plan(plan, gram=False)`: the state is built from their products), a part of
+    the batch at a time (`_split.part_size`), then each part's chunks run through the units, shared
+    among the workers (`wide_workers`) on CPU."""
     batch = v.shape[0]
-    t = tables_for(plan, v.device, v.dtype)
+    t = units_tables(plan, v.device, v.dtype)
     rows = chunk_rows(t.plan, batch)
     sims = unit_steps(t.plan, t.units, q, batch)
     e = torch.empty((batch, plan.n_qubits), dtype=v.dtype, device=v.device)

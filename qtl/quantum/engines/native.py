@@ -23,7 +23,7 @@ way it allows:
    the units run (from UNITS_MIN_QUBITS wires, one trainable RY per wire, chain or ring), the "units"
    path: the closed-form training step's forward, a chunk of samples at a time through 16 x 16 unit
    matrices, a chain's leading layers on its halves (`qtl.quantum.engines._wide`), never the batch's
-   whole state (at 20 qubits, depth 8, 8x faster than the adjoint path: docs/benchmarks.md).
+   whole state (at 18 qubits, depth 8, 4x faster than the adjoint path: docs/benchmarks.md).
 
 A data re-uploading circuit (`CircuitConfig.reupload`) reads the inputs in every layer, so its layers
 differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices applied to the batch
