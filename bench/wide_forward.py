@@ -5,9 +5,10 @@ three paths, in one run:
 
     halves    each half's states, a sum of products, and <Z> from their Gram matrices, never the 2**n
               state (`qtl.quantum.engines._split`); "auto" takes it where it can (`native.halves_plan`)
-    units     without a gradient only: a chunk of samples at a time through the closed-form step's
-              units, a chain's leading layers on its halves (`qtl.quantum.engines._wide`); "auto" takes
-              it where the halves cannot, on CPU, from `native.UNITS_MIN_QUBITS` wires
+    units     a chunk of samples at a time through the closed-form step's units, a chain's leading
+              layers on its halves (`qtl.quantum.engines._wide`; the backward runs each chunk's forward
+              again); "auto" takes it where the halves cannot, on CPU, from `native.UNITS_MIN_QUBITS`
+              wires
     adjoint   the 2**n state in two reused buffers, differentiated by the adjoint method: what "auto"
               took on these circuits before
 
@@ -94,9 +95,6 @@ def main() -> None:
             for path in PATHS:
                 if (path, mode) in stopped:
                     row[path] = "skipped"
-                    continue
-                if path == "units" and mode == "training":  # a gradient takes the adjoint path
-                    row[path] = "-"
                     continue
                 try:
                     engine = NativeEngine(config, path=path)

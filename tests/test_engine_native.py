@@ -319,7 +319,7 @@ class TestMemoryBudget:
         """24 qubits, batch 8 needs about 4.3 GiB at any depth on the adjoint path (autograd: 13+ GiB)."""
         shallow, deep = (
             NativeEngine(CircuitConfig(24, 6), path="adjoint"),
-            NativeEngine(CircuitConfig(24, 100)),
+            NativeEngine(CircuitConfig(24, 100), path="adjoint"),
         )
         assert shallow.path_for(8) == deep.path_for(8) == "adjoint"
         assert 4 * 2**30 < shallow.estimate_bytes(8) < 4.5 * 2**30
@@ -425,7 +425,7 @@ class TestHalvesPath:
             CircuitConfig(12, 6),  # 64 products of 64 states per half: the state costs less
         ]
         for config in cannot:
-            assert NativeEngine(config).path_for(8) == "adjoint", config
+            assert NativeEngine(config).path_for(8) in ("adjoint", "units"), config
             with pytest.raises(ValueError, match="the 'halves' path takes chains of at least 12 qubits"):
                 NativeEngine(config, path="halves")
 
@@ -454,8 +454,9 @@ class TestHalvesPath:
 
 
 class TestUnitsPath:
-    """A forward that needs no gradient, on CPU from UNITS_MIN_QUBITS wires: a chunk of samples at a time
-    through the closed-form step's units, a chain's leading layers on its halves (`_wide.expvals`)."""
+    """Wide circuits the halves cannot take, on CPU from UNITS_MIN_QUBITS wires: a chunk of samples at a
+    time through the closed-form step's units, a chain's leading layers on its halves (`_wide.expvals`);
+    the backward runs each chunk's forward again, then the units' transposes in reverse."""
 
     @pytest.mark.parametrize(
         ("config", "path", "halves"),
@@ -469,8 +470,8 @@ class TestUnitsPath:
     def test_outputs_equal_the_adjoint_paths_in_chunks_parts_and_workers(
         self, monkeypatch, config, path, halves
     ):
-        """In float64 to 1e-12, with the batch in chunks of 2 samples shared by two workers, and in parts
-        of 3 samples on the halves; a gradient takes the adjoint path (with its gradients)."""
+        """Outputs and gradients in float64 to 1e-12, with the batch in chunks of 2 samples shared by two
+        workers, and in parts of 3 samples on the halves."""
         from qtl.quantum.engines import _split as split
 
         monkeypatch.setattr(wide, "CHUNK_AMPLITUDES", 2 * 2**config.n_qubits)
@@ -492,20 +493,23 @@ class TestUnitsPath:
             torch.set_num_threads(threads)
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
         assert workers == ([2, 2, 2] if halves else [2])  # parts of 3, 3 and 1 samples on the halves
-        assert engine.path_for(7) == "adjoint"
-        TestHalvesPath.assert_equals_the_adjoint_path(engine, config, batch=3, seed=1)
-        assert len(workers) == (3 if halves else 1), "a gradient never takes the units path"
+        assert engine.path_for(7) == "units"
+        del workers[:]
+        torch.set_num_threads(2)
+        try:
+            TestHalvesPath.assert_equals_the_adjoint_path(engine, config, batch=7, seed=1)
+        finally:
+            torch.set_num_threads(threads)
+        assert workers == ([2, 2, 2] * 2 if halves else [2] * 2), "forward, then the backward's chunks"
 
     def test_auto_takes_it_only_where_it_can(self):
-        """Only without a gradient, on CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY
-        per wire and layer, a chain or a ring); asked for elsewhere, a clear error; a plan they cannot run,
+        """On CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY per wire and layer, a
+        chain or a ring) and the halves cannot; asked for elsewhere, a clear error; a plan they cannot run,
         replaced after the engine was built, builds the state."""
         n = native.UNITS_MIN_QUBITS
         engine = NativeEngine(CircuitConfig(n, 4, "ring"))
-        assert engine.path_for(8, training=False) == "units"
-        assert (
-            engine.path_for(8) == engine.path_for(8, training=False, device=torch.device("cuda")) == "adjoint"
-        )
+        assert engine.path_for(8, training=False) == engine.path_for(8) == "units"
+        assert engine.path_for(8, device=torch.device("cuda")) == "adjoint"
         assert NativeEngine(CircuitConfig(n, 6)).path_for(8, training=False) == "halves"  # first where it can
         chain = NativeEngine(CircuitConfig(20, 8), path="units").plan  # Gram route past the cap: not here
         tables = wide.units_tables(chain, torch.device("cpu"), torch.float32)
@@ -559,7 +563,7 @@ class TestContract:
             (CircuitConfig(4, 2), {}),  # one block
             (CircuitConfig(8, 3, "ring", "rot"), {}),  # wire groups, the adjoint path
             (CircuitConfig(16, 4), {}),  # the halves path
-            (CircuitConfig(16, 2, "ring"), {}),  # the units path, then adjoint with a gradient
+            (CircuitConfig(16, 2, "ring"), {}),  # the units path
             (CircuitConfig(3, 2), {"noise": NoiseConfig(depolarizing=0.01)}),  # density matrices
         ],
         ids=["block", "adjoint", "halves", "units", "density"],

@@ -545,23 +545,28 @@ class UnitStep:
 
     def backward(self, g_e: torch.Tensor) -> torch.Tensor:
         """(c, n) d loss / d <Z_i> for the chunk of the last `forward` -> (c, n) <g_0, J_w psi_0>."""
-        t, rows = self.t, g_e.shape[0]
-        (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
-        grad = self._run_backward(g_e)
+        t = self.t
         # the product state psi_a (x) psi_b: <g, J_w psi> = <J_w psi_a, g psi_b> for a wire of the
         # first half, likewise for the second
-        a, a_perm, b, b_perm = self._halves
+        g_a, g_b = self.backward_product(g_e)
+        contracted = (g_a.index_select(1, t.embed_inverse[0]), g_b.index_select(1, t.embed_inverse[1]))
+        a, _, b, _ = self._halves
+        return torch.cat(
+            [sv.flip_dot(h, c, f) for h, c, f in zip((a, b), contracted, t.flips, strict=True)], 1
+        )
+
+    def backward_product(self, g_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`backward`'s first part: d loss / d a' and d loss / d b' (c, 2**m each) of the product state's
+        halves after the first layer's even pairs (`product_halves`' second and fourth)."""
+        rows = g_e.shape[0]
+        (d1, d2) = (2 ** self.uplan.halves[0], 2 ** self.uplan.halves[1])
+        grad = self._run_backward(g_e)
+        _, a_perm, _, b_perm = self._halves
         if self.uplan.back_only:  # the samples lead
             g0, first, second = grad.view(rows, d1, d2), "sab,sb->sa", "sab,sa->sb"
         else:
             g0, first, second = grad.view(d1, d2, rows), "abs,sb->sa", "abs,sa->sb"
-        contracted = (
-            torch.einsum(first, g0, b_perm).index_select(1, t.embed_inverse[0]),
-            torch.einsum(second, g0, a_perm).index_select(1, t.embed_inverse[1]),
-        )
-        return torch.cat(
-            [sv.flip_dot(h, c, f) for h, c, f in zip((a, b), contracted, t.flips, strict=True)], 1
-        )
+        return torch.einsum(first, g0, b_perm), torch.einsum(second, g0, a_perm)
 
     def backward_to(
         self, g_e: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g_a: torch.Tensor, g_b: torch.Tensor

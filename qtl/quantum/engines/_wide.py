@@ -1,7 +1,7 @@
 """A wide circuit simulated a chunk of samples at a time: its leading layers on its two halves, then units.
 
 What the closed-form training step (`qtl.training.closed_form`, above 10 wires) and the native engine's
-"units" path (`qtl.quantum.engines.native`, a forward without a gradient) share:
+"units" path (`qtl.quantum.engines.native`) share:
 
 - a chain's leading layers, from SPLIT_MIN_QUBITS wires, as its two halves' states (`_split`: every
   CNOT across the cut doubles a sum of products, up to SPLIT_MAX_RANK of them held): `split_plan`;
@@ -10,8 +10,9 @@ What the closed-form training step (`qtl.training.closed_form`, above 10 wires) 
 - about CHUNK_AMPLITUDES amplitudes of samples at a time (`chunk_rows`), so that a chunk stays in cache
   from the first unit to the last, shared among up to WIDE_WORKERS threads (`wide_workers`).
 
-`expvals` is the forward alone: <Z_i> of a batch, no gradient, never more than the workers' chunks of
-the 2**n state at once (the engine's forward of a wide circuit builds the whole batch's state).
+`expvals` is <Z_i> of a batch by them, never more than the workers' chunks of the 2**n state at once
+(the engine's other paths build the whole batch's state), differentiable: the backward runs each
+chunk's forward again, then its backward as the closed-form step does.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: and a quarter of one (`_units.UnitStep`; a forward alone writes all but the gradient, but the
 #: allocator may hand out pages already written), and temporaries up to about one more (a ring's flips).
 BUFFERS = 4.5
-#: A part's halves at their peak while a forward builds them (`_split.halves`, no gradient), over their
-#: final size (A and B): peak memory measured 5.4x at 20 qubits, depth 8, float64.
-HALVES_PEAK = 6
-#: Bytes a forward takes besides its tensors: the worker threads' and the math library's own (peak RSS
-#: measured up to 15 MiB over the tensors at 18-20 qubits).
-RUNTIME_BYTES = 32 * 2**20
+#: A part's halves at their peak while a forward builds them (`_split.halves`), over their final size (A
+#: and B): measured 5.4x at 20 qubits, depth 8, float64; with autograd's intermediates for the backward,
+#: about 14x at 20 qubits, depth 9, float64.
+HALVES_PEAK, HALVES_TRAINING_PEAK = 6, 16
+#: Bytes a forward takes besides its tensors, and a forward and backward: the worker threads', autograd's
+#: and the math library's own (peak RSS measured up to 15 and 45 MiB over the tensors at 16-20 qubits).
+RUNTIME_BYTES, TRAINING_RUNTIME_BYTES = 32 * 2**20, 64 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,16 +120,20 @@ def units_tables(plan: Plan, device: torch.device, dtype: torch.dtype) -> WideTa
     return wide_tables(plan, device, dtype, back_only(plan), split_plan(plan, gram=False))
 
 
-def forward_bytes(plan: Plan, batch: int, itemsize: int) -> int:
-    """Bytes `expvals` holds for a batch: each worker's chunk buffers, one part's halves (`_split.part_size`
-    samples) at their peak where the halves take layers, <Z>, and RUNTIME_BYTES."""
+def forward_bytes(plan: Plan, batch: int, itemsize: int, training: bool = False) -> int:
+    """Bytes `expvals` holds for a batch, forward and, `training`, backward: each worker's chunk buffers
+    (the backward's beside the forward's, which the allocator may keep), one part's halves
+    (`_split.part_size` samples) at their peak where the halves take layers, <Z> and the runtime's
+    own."""
     uplan, rows = wide_units(plan, batch, gram=False)
     workers = min(WIDE_WORKERS, -(-batch // rows)) if batch else 1
-    total = int(BUFFERS * workers * rows * 2**plan.n_qubits * itemsize) + batch * plan.n_qubits * itemsize
-    total += RUNTIME_BYTES
+    buffers = BUFFERS * workers * rows * 2**plan.n_qubits * itemsize * (2 if training else 1)
+    total = int(buffers) + batch * plan.n_qubits * itemsize
+    total += TRAINING_RUNTIME_BYTES if training else RUNTIME_BYTES
     sp = split_plan(plan, gram=False)
     if sp is not None:
-        total += HALVES_PEAK * sp.states * itemsize * split.part_size(sp, itemsize, batch)
+        peak = HALVES_TRAINING_PEAK if training else HALVES_PEAK
+        total += peak * sp.states * itemsize * split.part_size(sp, itemsize, batch)
     return total
 
 
@@ -158,39 +164,82 @@ def share_chunks(sims: list[units.UnitStep], batch: int, rows: int, run: Callabl
 
 def expvals(plan: Plan, v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """<Z_i> (B, n) of a plan the units run (`_units.compile_units`), from each wire's state after the
-    embedding v (B, n, 2) and the layers' RY angles q (L, n); not differentiable. The halves take the
-    leading layers (`split_plan(plan, gram=False)`: the state is built from their products), a part of
-    the batch at a time (`_split.part_size`), then each part's chunks run through the units, shared
-    among the workers (`wide_workers`) on CPU."""
+    embedding v (B, n, 2) and the layers' RY angles q (L, n). The halves take the leading layers
+    (`split_plan(plan, gram=False)`: the state is built from their products), a part of the batch at a
+    time (`_split.part_size`), then each part's chunks run through the units, shared among the workers
+    (`wide_workers`) on CPU. Differentiable in v and q (`_UnitsExpvals`: the backward runs each chunk's
+    forward again, then the units' transposes in reverse, as the closed-form step does)."""
+    if torch.is_grad_enabled() and (v.requires_grad or q.requires_grad):
+        return _UnitsExpvals.apply(plan, v, q)
+    with torch.no_grad():
+        return _run(plan, v, q)
+
+
+class _UnitsExpvals(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan, v, q):
+        ctx.plan = plan
+        ctx.save_for_backward(v, q)
+        return _run(plan, v, q)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_e):
+        v, q = ctx.saved_tensors
+        return None, *_run(ctx.plan, v.detach(), q.detach(), g_e.contiguous())
+
+
+def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None = None):
+    """`expvals`' work: with g_e None, <Z_i>; else, from d loss / d <Z_i>, the gradients of v and q."""
     batch = v.shape[0]
     t = units_tables(plan, v.device, v.dtype)
     rows = chunk_rows(t.plan, batch)
     sims = unit_steps(t.plan, t.units, q, batch)
-    e = torch.empty((batch, plan.n_qubits), dtype=v.dtype, device=v.device)
-    if t.split is None:
-        _forward_chunks(sims, v, None, e, rows)
-        return e
-    sp, st = t.split
-    size = split.part_size(sp, v.dtype.itemsize, batch)
+    out = torch.empty((batch, plan.n_qubits), dtype=v.dtype, device=v.device) if g_e is None else None
+    v_in = v if g_e is None else v.detach().requires_grad_()
+    sp, st = t.split if t.split else (None, None)
+    q_in = q[: sp.layers] if sp else None
+    if sp and g_e is not None:
+        q_in = q_in.detach().requires_grad_()
+    size = split.part_size(sp, v.dtype.itemsize, batch) if sp else max(batch, 1)
     for start in range(0, batch, size):
         part = slice(start, start + size)
-        product = units.product_halves(t.plan, t.units, v[part])
-        a, b = split.halves(sp, st, product[1], product[3], q[: sp.layers])
-        del product  # one part's halves at a time (`forward_bytes`)
-        _forward_chunks(sims, a, b, e[part], rows)
-        del a, b
-    return e
+        with torch.set_grad_enabled(g_e is not None):
+            product = units.product_halves(t.plan, t.units, v_in[part])
+            halves = split.halves(sp, st, product[1], product[3], q_in) if sp else None
+        if g_e is None:
+            del product  # one part's halves at a time (`forward_bytes`)
+            _chunks(sims, halves if sp else v[part], None, out[part], None, rows)
+            continue
+        ends = halves if sp else (product[1], product[3])  # what the units start from, and its graph
+        grads = tuple(torch.empty_like(h) for h in ends)
+        _chunks(sims, tuple(h.detach() for h in halves) if sp else v[part], grads, None, g_e[part], rows)
+        torch.autograd.backward(ends, grads)
+    if g_e is None:
+        return out
+    g_q = sum(sim.angle_grads() for sim in sims).view(q.shape)
+    if sp:
+        g_q[: sp.layers] += q_in.grad
+    return v_in.grad, g_q
 
 
-def _forward_chunks(
-    sims: list[units.UnitStep], a: torch.Tensor, b: torch.Tensor | None, e, rows: int
-) -> None:
-    """<Z_i> into e, `rows` samples at a time, the chunks shared among the sims (`share_chunks`): from
-    each wire's state a (b None), or from the halves' A and B (`UnitStep.forward_from`)."""
+def _chunks(sims: list[units.UnitStep], start, grads, out, g_e, rows: int) -> None:
+    """The chunks of a part, `rows` samples at a time, shared among the sims (`share_chunks`), from each
+    wire's state (a tensor), or the halves' A and B (a pair: `UnitStep.forward_from`): with g_e None
+    <Z_i> into out; else each chunk's forward again and its backward from g_e, the gradients of the
+    product state's halves (`backward_product`), or of A and B (`backward_to`), into the pair grads."""
+    halves = isinstance(start, tuple)
+    count = len(start[0]) if halves else len(start)
 
     def run(sim: units.UnitStep, firsts: list[int]) -> None:
         for first in firsts:
-            part = slice(first, first + rows)
-            e[part] = sim.forward(a[part]) if b is None else sim.forward_from(a[part], b[part])
+            c = slice(first, first + rows)
+            e = sim.forward_from(start[0][c], start[1][c]) if halves else sim.forward(start[c])
+            if g_e is None:
+                out[c] = e
+            elif halves:
+                sim.backward_to(g_e[c], start[0][c], start[1][c], grads[0][c], grads[1][c])
+            else:
+                grads[0][c], grads[1][c] = sim.backward_product(g_e[c])
 
-    share_chunks(sims, len(e), rows, run)
+    share_chunks(sims, count, rows, run)

@@ -19,11 +19,12 @@ way it allows:
    states, a sum of products doubled by every CNOT across the cut, and <Z_i> from their Gram matrices
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
    2 x 64 x 1024 values per sample in place of 2**20).
-4. or, for a forward that needs no gradient (evaluation, prediction, serving) of a wide circuit on CPU
-   the units run (from UNITS_MIN_QUBITS wires, one trainable RY per wire, chain or ring), the "units"
-   path: the closed-form training step's forward, a chunk of samples at a time through 16 x 16 unit
-   matrices, a chain's leading layers on its halves (`qtl.quantum.engines._wide`), never the batch's
-   whole state (at 18 qubits, depth 8, 4x faster than the adjoint path: docs/benchmarks.md).
+4. or, for a wide circuit on CPU the halves cannot take and the units run (from UNITS_MIN_QUBITS
+   wires, one trainable RY per wire, chain or ring), the "units" path: the closed-form training step's
+   forward, a chunk of samples at a time through 16 x 16 unit matrices, a chain's leading layers on its
+   halves (`qtl.quantum.engines._wide`), never the batch's whole state; its backward runs each chunk's
+   forward again, then the units' transposes in reverse (at 18 qubits, depth 8, a forward 4x faster
+   than the adjoint path's, at 20 qubits, depth 9, a forward and backward 5.6x: docs/benchmarks.md).
 
 A data re-uploading circuit (`CircuitConfig.reupload`) reads the inputs in every layer, so its layers
 differ per sample: they take the "state" path, each wire's (B, 2, 2) matrices applied to the batch
@@ -83,8 +84,8 @@ HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
 #: or the Gram products' (inference), over A and B themselves.
 _HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
-#: "auto" takes the units path for a forward that needs no gradient, on CPU, from this many wires
-#: (below, building the state is as fast: docs/benchmarks.md).
+#: "auto" takes the units path on CPU from this many wires (below, building the state is as fast or
+#: faster: docs/benchmarks.md).
 UNITS_MIN_QUBITS = 16
 
 EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves", "units"]
@@ -183,13 +184,12 @@ class NativeEngine(nn.Module):
             autograd; "matrix" builds the blocks' 2**n x 2**n matrix first; "adjoint" applies them in
             two reused buffers and differentiates by the adjoint method (`qtl.quantum.engines.adjoint`).
             "halves" simulates the two halves' states and measures <Z_i> from them, never the 2**n
-            state (`halves_plan` says which circuits it takes). "units", for a forward that needs no
-            gradient (with one, it builds the state as "auto" would), simulates a chunk of samples at
+            state (`halves_plan` says which circuits it takes). "units" simulates a chunk of samples at
             a time as the closed-form training step does, a chain's leading layers on its halves
             (`qtl.quantum.engines._wide`; `units_plan` says which circuits it takes). "auto" takes
-            "halves" where it can, "units" on CPU from UNITS_MIN_QUBITS wires where no gradient is
-            needed, "matrix" when the batch outnumbers the amplitudes (up to
-            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
+            "halves" where it can, "units" on CPU from UNITS_MIN_QUBITS wires, "matrix" when the batch
+            outnumbers the amplitudes (up to MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split
+            into wire groups, else "state".
             A re-uploading circuit always takes "state" (its layers differ per sample).
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
@@ -237,7 +237,7 @@ class NativeEngine(nn.Module):
         (None: CPU): "state", "matrix", "adjoint", "halves" or "units"."""
         if self._takes_halves():
             return "halves"
-        if not training and self._takes_units(torch.device("cpu") if device is None else device):
+        if self._takes_units(torch.device("cpu") if device is None else device):
             return "units"
         return self._state_path(batch)
 
@@ -251,8 +251,8 @@ class NativeEngine(nn.Module):
         return self.path == "halves" or (self.path == "auto" and self.halves is not None)
 
     def _takes_units(self, device: torch.device) -> bool:
-        """Whether a forward without a gradient takes the units path (never where the plan, which a caller
-        may have replaced, is not one the units run: there the state is built, as "auto" would)."""
+        """Whether a forward takes the units path (never where the plan, which a caller may have replaced,
+        is not one the units run: there the state is built, as "auto" would)."""
         auto = self.path == "auto" and device.type == "cpu" and self.n_qubits >= UNITS_MIN_QUBITS
         return (self.path == "units" or auto) and units_plan(self.plan)
 
@@ -281,7 +281,7 @@ class NativeEngine(nn.Module):
         item = dtype.itemsize * (1 if self.real else 2)
         path = self._state_path(batch) if state else self.path_for(batch, training, device)
         if path == "units":
-            return wide.forward_bytes(self.plan, batch, item)
+            return wide.forward_bytes(self.plan, batch, item, training)
         if path == "halves":
             sp = self.halves
             per_sample = sp.states * item
@@ -366,8 +366,7 @@ class NativeEngine(nn.Module):
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
         if self._takes_halves():  # whatever the batch (and before the inputs' checks)
             return self._halves_forward(angles, weights)
-        grad = torch.is_grad_enabled() and (angles.requires_grad or weights.requires_grad)
-        if not grad and self._takes_units(angles.device):
+        if self._takes_units(angles.device):
             return self._units_forward(angles, weights)
         state = self.state(angles, weights)
         t = device_tables(self.plan, self.layout, angles.device, state.dtype)
@@ -392,15 +391,14 @@ class NativeEngine(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _units_forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """<Z_i> by the units path (no gradient): each wire's state after the embedding, then
-        `_wide.expvals`, a chunk of samples at a time."""
+        """<Z_i> by the units path: each wire's state after the embedding, then `_wide.expvals`, a chunk
+        of samples at a time (differentiable)."""
         n = self.n_qubits
         batch, device, real_dtype, dtype = forward_setup(self, angles, weights, device=angles.device)
         wflat = weights.to(device=device, dtype=real_dtype).reshape(-1)
         v0 = self.plan.v0_tensor(dtype).to(device)
         v = self._wire_states(angles, wflat, dtype, v0).squeeze(-1).expand(batch, n, 2)
-        with torch.no_grad():
-            return wide.expvals(self.plan, v, wflat.view(self.plan.n_layers, n))
+        return wide.expvals(self.plan, v, wflat.view(self.plan.n_layers, n))
 
     def _wire_states(self, angles, wflat, dtype, v0: torch.Tensor) -> torch.Tensor:
         """(B?, n, 2, 1) each wire's state after the product prefix (the embedding), from v0 (n, 2)."""
