@@ -461,8 +461,8 @@ class TestUnitsPath:
     @pytest.mark.parametrize(
         ("config", "path", "halves"),
         [
-            (CircuitConfig(16, 3, "ring"), "auto", False),  # units only
-            (CircuitConfig(16, 8), "auto", True),  # 7 layers on the halves (128 products), then units
+            (CircuitConfig(18, 3, "ring"), "auto", False),  # units only
+            (CircuitConfig(16, 8), "units", True),  # 7 layers on the halves (128 products), then units
             (CircuitConfig(13, 2, "ring", hadamard=False), "units", False),  # odd width, alternating passes
             (CircuitConfig(14, 8), "units", True),  # 6 layers on the halves (64 products), then units
         ],
@@ -506,10 +506,13 @@ class TestUnitsPath:
         """On CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY per wire and layer, a
         chain or a ring) and the halves cannot; asked for elsewhere, a clear error; a plan they cannot run,
         replaced after the engine was built, builds the state."""
-        n = native.UNITS_MIN_QUBITS
+        n, batch = native.UNITS_MIN_QUBITS, native.UNITS_MIN_BATCH
         engine = NativeEngine(CircuitConfig(n, 4, "ring"))
-        assert engine.path_for(8, training=False) == engine.path_for(8) == "units"
+        assert engine.path_for(1, training=False) == engine.path_for(1) == "units"
         assert engine.path_for(8, device=torch.device("cuda")) == "adjoint"
+        narrower = NativeEngine(CircuitConfig(n - 2, 4, "ring"))  # from UNITS_MIN_BATCH samples
+        assert narrower.path_for(batch - 1) == "adjoint" and narrower.path_for(batch) == "units"
+        assert NativeEngine(CircuitConfig(n - 3, 4, "ring")).path_for(4 * batch) == "adjoint"
         assert NativeEngine(CircuitConfig(n, 6)).path_for(8, training=False) == "halves"  # first where it can
         chain = NativeEngine(CircuitConfig(20, 8), path="units").plan  # Gram route past the cap: not here
         tables = wide.units_tables(chain, torch.device("cpu"), torch.float32)
@@ -548,12 +551,17 @@ class TestUnitsPath:
         assert eval_batch_size(head) == 512
         assert eval_batch_size(head.to("meta")) < 512
         assert engine(torch.zeros(0, 20), torch.zeros(9, 20)).shape == (0, 20)
-        for config in (CircuitConfig(16, 2, "ring"), CircuitConfig(8, 3, "ring", "rot")):  # adjoint path
+        for config in (
+            CircuitConfig(18, 2, "ring"),
+            CircuitConfig(16, 2, "ring"),
+            CircuitConfig(8, 3, "ring", "rot"),
+        ):
             weights = torch.zeros(config.weight_shape, requires_grad=True)
-            assert NativeEngine(config)(torch.zeros(0, config.n_qubits), weights).shape == (
-                0,
-                config.n_qubits,
-            )
+            out = NativeEngine(config)(torch.zeros(0, config.n_qubits), weights)
+            assert out.shape == (0, config.n_qubits)
+            if out.requires_grad:  # the units path: a gradient of zeros
+                out.sum().backward()
+                assert torch.equal(weights.grad, torch.zeros_like(weights))
 
 
 class TestContract:
@@ -563,7 +571,7 @@ class TestContract:
             (CircuitConfig(4, 2), {}),  # one block
             (CircuitConfig(8, 3, "ring", "rot"), {}),  # wire groups, the adjoint path
             (CircuitConfig(16, 4), {}),  # the halves path
-            (CircuitConfig(16, 2, "ring"), {}),  # the units path
+            (CircuitConfig(18, 2, "ring"), {}),  # the units path
             (CircuitConfig(3, 2), {"noise": NoiseConfig(depolarizing=0.01)}),  # density matrices
         ],
         ids=["block", "adjoint", "halves", "units", "density"],
@@ -582,6 +590,19 @@ class TestContract:
         got.sum().backward()
         torch.testing.assert_close(got.detach(), want)
         assert weights.grad is not None and weights.grad.abs().sum() > 0
+
+    @pytest.mark.parametrize(
+        ("config", "path"),
+        [(CircuitConfig(8, 3, "ring", "rot"), "adjoint"), (CircuitConfig(13, 2, "ring"), "units")],
+    )
+    def test_a_gradient_of_the_angles_alone(self, config, path):
+        """Weights that need no gradient (a frozen circuit) and angles that do: the state path's gradient."""
+        angles, weights = random_inputs(config, 3, seed=4)
+        angles.requires_grad_(True)
+        seed = torch.randn(3, config.n_qubits, dtype=angles.dtype, generator=torch.Generator().manual_seed(4))
+        got = torch.autograd.grad((NativeEngine(config, path=path)(angles, weights) * seed).sum(), angles)
+        want = torch.autograd.grad((NativeEngine(config, path="state")(angles, weights) * seed).sum(), angles)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     @pytest.mark.parametrize("rotation", ["ry", "rot"])

@@ -186,17 +186,18 @@ class _UnitsExpvals(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_e):
         v, q = ctx.saved_tensors
-        return None, *_run(ctx.plan, v.detach(), q.detach(), g_e.contiguous())
+        return None, *_run(ctx.plan, v.detach(), q.detach(), g_e.contiguous(), ctx.needs_input_grad[1])
 
 
-def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None = None):
-    """`expvals`' work: with g_e None, <Z_i>; else, from d loss / d <Z_i>, the gradients of v and q."""
+def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None = None, grad_v: bool = True):
+    """`expvals`' work: with g_e None, <Z_i>; else, from d loss / d <Z_i>, the gradients of v (None
+    without `grad_v`) and q."""
     batch = v.shape[0]
     t = units_tables(plan, v.device, v.dtype)
     rows = chunk_rows(t.plan, batch)
     sims = unit_steps(t.plan, t.units, q, batch)
     out = torch.empty((batch, plan.n_qubits), dtype=v.dtype, device=v.device) if g_e is None else None
-    v_in = v if g_e is None else v.detach().requires_grad_()
+    v_in = v if g_e is None else v.detach().requires_grad_(grad_v)
     sp, st = t.split if t.split else (None, None)
     q_in = q[: sp.layers] if sp else None
     if sp and g_e is not None:
@@ -214,10 +215,12 @@ def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None 
         ends = halves if sp else (product[1], product[3])  # what the units start from, and its graph
         grads = tuple(torch.empty_like(h) for h in ends)
         _chunks(sims, tuple(h.detach() for h in halves) if sp else v[part], grads, None, g_e[part], rows)
-        torch.autograd.backward(ends, grads)
+        if ends[0].requires_grad:  # else neither v nor the halves' angles need it
+            torch.autograd.backward(ends, grads)
     if g_e is None:
         return out
-    g_q = sum(sim.angle_grads() for sim in sims).view(q.shape)
+    g_q = sum((sim.angle_grads() for sim in sims), torch.zeros(q.numel(), dtype=q.dtype, device=q.device))
+    g_q = g_q.view(q.shape)
     if sp:
         g_q[: sp.layers] += q_in.grad
     return v_in.grad, g_q

@@ -164,7 +164,7 @@ class AdjointBlocks(torch.autograd.Function):
             ks = blocks[layer * n_groups : (layer + 1) * n_groups]
             adjoints = [k.mH.resolve_conj() for k in ks]
             ms = _apply_layer(buf, adjoints, spans_, batch if want_blocks else None)
-            for j, (m, k) in enumerate(zip(ms, ks, strict=True)):
+            for j, (m, k) in enumerate(zip(ms, ks, strict=True) if want_blocks else ()):
                 grads[layer * n_groups + j] = m @ k
             dst = buf.next()
             torch.index_select(buf.current, 1, ctx.inverses[layer], out=dst)

@@ -84,9 +84,10 @@ HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
 #: or the Gram products' (inference), over A and B themselves.
 _HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
-#: "auto" takes the units path on CPU from this many wires (below, building the state is as fast or
-#: faster: docs/benchmarks.md).
-UNITS_MIN_QUBITS = 16
+#: "auto" takes the units path on CPU from UNITS_MIN_QUBITS wires, and from UNITS_MIN_BATCH samples a
+#: batch at UNITS_MIN_QUBITS - 2 and - 1 (below, building the state is as fast or faster:
+#: docs/benchmarks.md).
+UNITS_MIN_QUBITS, UNITS_MIN_BATCH = 18, 32
 
 EnginePath = Literal["auto", "state", "matrix", "adjoint", "halves", "units"]
 PATHS = ("auto", "state", "matrix", "adjoint", "halves", "units")
@@ -237,7 +238,7 @@ class NativeEngine(nn.Module):
         (None: CPU): "state", "matrix", "adjoint", "halves" or "units"."""
         if self._takes_halves():
             return "halves"
-        if self._takes_units(torch.device("cpu") if device is None else device):
+        if self._takes_units(torch.device("cpu") if device is None else device, batch):
             return "units"
         return self._state_path(batch)
 
@@ -250,10 +251,12 @@ class NativeEngine(nn.Module):
     def _takes_halves(self) -> bool:
         return self.path == "halves" or (self.path == "auto" and self.halves is not None)
 
-    def _takes_units(self, device: torch.device) -> bool:
-        """Whether a forward takes the units path (never where the plan, which a caller may have replaced,
-        is not one the units run: there the state is built, as "auto" would)."""
-        auto = self.path == "auto" and device.type == "cpu" and self.n_qubits >= UNITS_MIN_QUBITS
+    def _takes_units(self, device: torch.device, batch: int) -> bool:
+        """Whether a forward of `batch` samples takes the units path (never where the plan, which a caller
+        may have replaced, is not one the units run: there the state is built, as "auto" would)."""
+        n = self.n_qubits
+        wide_enough = n >= UNITS_MIN_QUBITS or (n >= UNITS_MIN_QUBITS - 2 and batch >= UNITS_MIN_BATCH)
+        auto = self.path == "auto" and device.type == "cpu" and wide_enough
         return (self.path == "units" or auto) and units_plan(self.plan)
 
     def _state_path(self, batch: int) -> EnginePath:
@@ -366,7 +369,7 @@ class NativeEngine(nn.Module):
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
         if self._takes_halves():  # whatever the batch (and before the inputs' checks)
             return self._halves_forward(angles, weights)
-        if self._takes_units(angles.device):
+        if self._takes_units(angles.device, len(angles) if angles.dim() else 0):
             return self._units_forward(angles, weights)
         state = self.state(angles, weights)
         t = device_tables(self.plan, self.layout, angles.device, state.dtype)
