@@ -20,7 +20,8 @@ way it allows:
    (`qtl.quantum.engines._split`), by autograd: the 2**n state is never built (at 20 qubits, depth 6,
    2 x 64 x 1024 values per sample in place of 2**20).
 4. or, for a wide circuit on CPU the halves cannot take and the units run (from UNITS_MIN_QUBITS
-   wires, one trainable RY per wire, chain or ring), the "units" path: the closed-form training step's
+   wires, two fewer from UNITS_MIN_BATCH samples; one trainable RY per wire, chain or ring), the
+   "units" path: the closed-form training step's
    forward, a chunk of samples at a time through 16 x 16 unit matrices, a chain's leading layers on its
    halves (`qtl.quantum.engines._wide`), never the batch's whole state; its backward runs each chunk's
    forward again, then the units' transposes in reverse (at 18 qubits, depth 8, a forward 4x faster
@@ -188,9 +189,9 @@ class NativeEngine(nn.Module):
             state (`halves_plan` says which circuits it takes). "units" simulates a chunk of samples at
             a time as the closed-form training step does, a chain's leading layers on its halves
             (`qtl.quantum.engines._wide`; `units_plan` says which circuits it takes). "auto" takes
-            "halves" where it can, "units" on CPU from UNITS_MIN_QUBITS wires, "matrix" when the batch
-            outnumbers the amplitudes (up to MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split
-            into wire groups, else "state".
+            "halves" where it can, "units" on CPU from UNITS_MIN_QUBITS wires (two fewer from
+            UNITS_MIN_BATCH samples), "matrix" when the batch outnumbers the amplitudes (up to
+            MATRIX_PATH_MAX_QUBITS), "adjoint" when layers are split into wire groups, else "state".
             A re-uploading circuit always takes "state" (its layers differ per sample).
 
     Call it as `engine(angles, weights)` with angles (B, n_qubits) float32/float64 on any device and
