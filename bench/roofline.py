@@ -155,10 +155,8 @@ def model(n: int, batch: int, cache: int) -> dict:
             rank *= 2 if doubles else 1
         da, db = 2**sp.cut, 2 ** (n - sp.cut)
         halves = batch * rank * (da + db)
-        if folded:  # r = 2 h products: r**2 (3 da / 2 + 2 db) forward, r**2 (5 da / 4 + 5 db / 2) backward
-            flops += batch * (2 * rank) ** 2 * (11 * da // 4 + 9 * db // 2)
-        else:  # <Z> from the Gram matrices (four products forward, four backward), or psi = A^T B and back
-            flops += 8 * rank * halves if gram else 6 * rank * amplitudes
+        # <Z> from the Gram matrices (`SplitPlan.gram_flops`: folded or not), or psi = A^T B and back
+        flops += batch * sp.gram_flops if gram else 6 * rank * amplitudes
     workers = wide.wide_workers(batch, rows)
     if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
         # (about six times their size) do not fit the cache

@@ -300,7 +300,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     if t.split is None:
         sims = wide.unit_steps(t.plan, t.units, q, batch, scratch)
         loss, correct, e, g_logits, g_a = _chunks(t, sims, w2, b2, y, v, batch)
-        return loss, correct, _grads(z, g_a, x, _unit_angle_grads(sims, q), g_logits, e)
+        return loss, correct, _grads(z, g_a, x, wide.angle_grads(sims, q), g_logits, e)
     sp, tables = t.split
     gram = not t.plan.units and sp.gram
     size = split.part_size(sp, x.element_size(), batch)
@@ -329,16 +329,11 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
         loss, correct = loss + share, correct + right
         with torch.enable_grad():
             torch.autograd.backward(outputs, g_outputs)
-    angle_grads = torch.zeros_like(q) if gram else _unit_angle_grads(sims, q)
+    angle_grads = wide.angle_grads(sims or [], q)  # zeros on the Gram route (no units)
     angle_grads[: sp.layers] += q_in.grad
     # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it
     g_a = (v_in.grad * -torch.sin(torch.add(t.embed_phases, z.unsqueeze(-1), alpha=math.pi / 4))).sum(-1)
     return loss, correct, _grads(z, g_a, x, angle_grads, g_logits, e)
-
-
-def _unit_angle_grads(sims: list[units.UnitStep], q: torch.Tensor) -> torch.Tensor:
-    """The layers' angles' gradients from the cross matrices the unit steps added up."""
-    return sum(sim.angle_grads() for sim in sims).view(q.shape)
 
 
 def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total: int) -> tuple:

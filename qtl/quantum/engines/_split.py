@@ -75,13 +75,18 @@ class SplitPlan:
         return self.crossing[-1] and all(p == tuple(range(len(p))) for p in self.after[-1])
 
     @property
-    def gram(self) -> bool:
-        """Whether <Z> from the halves' Gram matrices takes fewer flops, forward and backward, than building
-        the state (6 r 2**n per sample): 8 r**2 (2**m1 + 2**m2) (`expectations`), or where it `folds`
-        r**2 (11 2**m1 / 4 + 9 2**m2 / 2) (`crossed_expectations`)."""
+    def gram_flops(self) -> float:
+        """Flops per sample of <Z> from the halves' Gram matrices, forward and backward: 8 r**2 (2**m1 +
+        2**m2) (`expectations`), or where it `folds` r**2 (11 2**m1 / 4 + 9 2**m2 / 2)
+        (`crossed_expectations`)."""
         r, da, db = self.rank, 2**self.cut, 2 ** (self.n_qubits - self.cut)
-        flops = r * r * (11 * da / 4 + 9 * db / 2) if self.folds else 8 * r * r * (da + db)
-        return flops < 6 * r * 2**self.n_qubits
+        return r * r * (11 * da / 4 + 9 * db / 2) if self.folds else 8 * r * r * (da + db)
+
+    @property
+    def gram(self) -> bool:
+        """Whether <Z> from the halves' Gram matrices (`gram_flops`) takes fewer flops than building the
+        state (6 r 2**n per sample, forward and backward)."""
+        return self.gram_flops < 6 * self.rank * 2**self.n_qubits
 
     @property
     def factors(self) -> tuple[tuple[int, int], ...]:
@@ -160,15 +165,13 @@ GRAM_SHARE = 0.5
 
 
 def _gram_pays(folded: SplitPlan, capped: SplitPlan | None, plan: Plan) -> bool:
-    """Whether <Z> from `folded`'s Gram matrices, per sample r**2 (11 2**m1 / 4 + 9 2**m2 / 2) flops (the
-    last crossing folded), takes under GRAM_SHARE of the flops of the layers `capped` leaves: psi = A^T B
-    and its gradients (6 r 2**n) and the units after it (8 d per amplitude each, `_units`)."""
-    r, da, db = folded.rank, 2**folded.cut, 2 ** (folded.n_qubits - folded.cut)
-    gram = r * r * (11 * da / 4 + 9 * db / 2)
+    """Whether <Z> from `folded`'s Gram matrices (`SplitPlan.gram_flops`, the last crossing folded) takes
+    under GRAM_SHARE of the flops of the layers `capped` leaves: psi = A^T B and its gradients
+    (6 r 2**n per sample) and the units after it (8 d per amplitude each, `_units`)."""
     uplan = units.compile_units(plan, True, capped.layers if capped else 0)
     rank = capped.rank if capped else 0
     other = (6 * rank + 8 * sum(2**u.size for u in uplan.units)) * 2**plan.n_qubits
-    return gram < GRAM_SHARE * other
+    return folded.gram_flops < GRAM_SHARE * other
 
 
 def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:

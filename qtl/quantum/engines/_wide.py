@@ -153,6 +153,13 @@ def unit_steps(
     return sims
 
 
+def angle_grads(sims: list[units.UnitStep], q: torch.Tensor) -> torch.Tensor:
+    """The gradients of the layers' angles q from the cross matrices the unit steps added up (zeros for
+    none)."""
+    zeros = torch.zeros(q.numel(), dtype=q.dtype, device=q.device)
+    return sum((sim.angle_grads() for sim in sims), zeros).view(q.shape)
+
+
 def share_chunks(sims: list[units.UnitStep], batch: int, rows: int, run: Callable) -> list:
     """`run(sim, firsts)` for each worker's share of the batch's chunks (the first sample of each, in
     turn among the sims), side by side, each on one torch thread (MKL's products in two workers ran
@@ -219,8 +226,7 @@ def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None 
             torch.autograd.backward(ends, grads)
     if g_e is None:
         return out
-    g_q = sum((sim.angle_grads() for sim in sims), torch.zeros(q.numel(), dtype=q.dtype, device=q.device))
-    g_q = g_q.view(q.shape)
+    g_q = angle_grads(sims, q)
     if sp:
         g_q[: sp.layers] += q_in.grad
     return v_in.grad, g_q
