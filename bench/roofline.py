@@ -29,8 +29,8 @@ The model of the work a step must do, counted from the step's own plans:
             state); then building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
             dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
             matrices and no state at all: with the last layer's CNOT across the cut folded in, its
-            branches never doubled (`_split.crossed_expectations`), r**2 (3 2**m1 / 2 + 2 2**m2) per
-            sample forward and r**2 (5 2**m1 / 4 + 5 2**m2 / 2) backward; else (`_split.expectations`)
+            branches never doubled (`_split.crossed_expectations`), r**2 (3 2**m1 / 2 + 7 2**m2 / 4) per
+            sample forward and r**2 (5 2**m1 / 4 + 9 2**m2 / 4) backward; else (`_split.expectations`)
             4 r**2 (2**m1 + 2**m2) each way. Add about 12 B 2**n for the product state, the probabilities,
             <Z>, d loss / d psi and the embedding's gradient, and 6 B F n for the two linear layers.
             These are the flops of the algorithm (dense blocks): applying each RY on its own would need

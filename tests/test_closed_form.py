@@ -261,9 +261,10 @@ def test_loss_and_grads_under_grad_mode():
 
 @pytest.mark.parametrize(("h", "m1", "m2"), [(1, 2, 3), (4, 3, 3), (8, 5, 4)])
 def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
-    """`crossed_expectations` of h products before a CNOT across the cut equals `expectations` of the 2h
-    products after it, built here from the projectors P_s = u_s u_s^T on a's last wire and X' = u X u^T
-    on b's first as 2**m x 2**m matrices: values and gradients (of both halves and both angles)."""
+    """`crossed_expectations` of h products before the last layer's CNOT across the cut and its rotations
+    of the two wires beside it equals `expectations` of the 2h products after both, built here as 2**m x
+    2**m matrices: the projectors P_s on a's last wire and X on b's first, then RY on each: values and
+    gradients (of both halves and both angles)."""
     g = torch.Generator().manual_seed(h)
     a = torch.randn(3, h, 2**m1, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, h, 2**m2, generator=g, dtype=torch.float64, requires_grad=True)
@@ -273,18 +274,24 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
 
     def folded():
         u_a, u_b = sv.rotation_matrices("RY", angles, torch.float64).unbind(0)
-        return split.crossed_expectations(a, b, u_a, u_b @ x @ u_b.T, *signs)
+        c = a.view(3, h, 2 ** (m1 - 1), 2).permute(0, 1, 3, 2).contiguous()  # wire cut - 1 leading
+        return split.crossed_expectations(c, b, u_a, u_b, *signs)
 
     def doubled():
         u_a, u_b = sv.rotation_matrices("RY", angles, torch.float64).unbind(0)
-        on_a = [torch.kron(torch.eye(2 ** (m1 - 1), dtype=torch.float64), torch.outer(u, u)) for u in u_a.T]
-        on_b = [torch.eye(2**m2, dtype=torch.float64), torch.kron(u_b @ x @ u_b.T, torch.eye(2 ** (m2 - 1)))]
+        ry_a = torch.kron(torch.eye(2 ** (m1 - 1), dtype=torch.float64), u_a)
+        ry_b = torch.kron(u_b, torch.eye(2 ** (m2 - 1), dtype=torch.float64))
+        on_a = [
+            ry_a @ torch.kron(torch.eye(2 ** (m1 - 1), dtype=torch.float64), torch.diag(e))
+            for e in torch.eye(2)
+        ]
+        on_b = [ry_b, ry_b @ torch.kron(x, torch.eye(2 ** (m2 - 1), dtype=torch.float64))]
         big_a = torch.cat([a @ p.T for p in on_a], 1)  # new products after the old, as `halves` has them
         big_b = torch.cat([b @ p.T for p in on_b], 1)
         return split.expectations(big_a, big_b, *signs)
 
     got, want = folded(), doubled()
-    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-13)
     weights = torch.randn(want.shape, generator=g, dtype=torch.float64)
     pairs = zip(
         torch.autograd.grad((got * weights).sum(), (a, b, angles)),
@@ -292,7 +299,7 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
         strict=True,
     )
     for gg, gw in pairs:
-        torch.testing.assert_close(gg, gw, atol=1e-11, rtol=0)
+        torch.testing.assert_close(gg, gw, atol=1e-11, rtol=1e-13)
 
 
 def test_which_layers_the_halves_take(monkeypatch):

@@ -77,10 +77,10 @@ class SplitPlan:
     @property
     def gram_flops(self) -> float:
         """Flops per sample of <Z> from the halves' Gram matrices, forward and backward: 8 r**2 (2**m1 +
-        2**m2) (`expectations`), or where it `folds` r**2 (11 2**m1 / 4 + 9 2**m2 / 2)
+        2**m2) (`expectations`), or where it `folds` r**2 (11 2**m1 / 4 + 4 2**m2)
         (`crossed_expectations`)."""
         r, da, db = self.rank, 2**self.cut, 2 ** (self.n_qubits - self.cut)
-        return r * r * (11 * da / 4 + 9 * db / 2) if self.folds else 8 * r * r * (da + db)
+        return r * r * (11 * da / 4 + 4 * db) if self.folds else 8 * r * r * (da + db)
 
     @property
     def gram(self) -> bool:
@@ -185,12 +185,14 @@ def part_size(sp: SplitPlan, itemsize: int, batch: int) -> int:
 class SplitTables:
     """A split plan's gathers on one device: per layer and half, the CNOTs before its rotations (the last
     layer's next even pairs, then its odd pairs) and after the last rotations; Pauli X; and the
-    gathers that build every Kronecker factor of the rotations (`factors`)."""
+    gathers that build every Kronecker factor of the rotations (`factors`); and (k, n) ones but for the
+    last layer's wires cut - 1 and cut, the angles `halves` leaves to `crossed_expectations`."""
 
     before: tuple[tuple[Gather | None, Gather | None], ...]  # None: no CNOT
     last: tuple[Gather | None, Gather | None]
     x: torch.Tensor  # Pauli X
     factor_index: tuple[torch.Tensor, ...]  # per factor size: gather building every such factor (`factors`)
+    keep: torch.Tensor  # (k, n) ones, 0 at the last layer's wires cut - 1 and cut
 
 
 @constant_tables(32)
@@ -218,7 +220,9 @@ def split_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Spl
         ]
         index.append(torch.stack(per_factor).reshape(-1).to(device))
     last = tuple(gather(torch.tensor(p)) for p in previous)
-    return SplitTables(tuple(before), last, x, tuple(index))
+    keep = torch.ones(sp.layers, sp.n_qubits, dtype=dtype, device=device)
+    keep[-1, sp.cut - 1 : sp.cut + 1] = 0
+    return SplitTables(tuple(before), last, x, tuple(index), keep)
 
 
 def factors(sp: SplitPlan, t: SplitTables, q: torch.Tensor) -> list[list[torch.Tensor]]:
@@ -255,9 +259,12 @@ def halves(
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
     the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. Differentiable; the
     states lead while they are simulated, so that a gather moves whole rows, and A and B come out
-    contiguous, samples first (`_SamplesFirst`). With `crossed` False the last layer's crossing CNOT is
-    left out (its branches not doubled: r / 2 products), for `crossed_expectations`."""
+    contiguous, samples first (`_SamplesFirst`). With `crossed` False, for `crossed_expectations`, the
+    last layer leaves out its crossing CNOT (its branches not doubled: r / 2 products) and its rotations of
+    wires cut - 1 and cut, and A comes with wire cut - 1 leading: (B, r / 2, 2, 2**cut / 2)."""
     a, b = a.T.unsqueeze(1), b.T.unsqueeze(1)  # (2**m, r, B)
+    if not crossed:  # RY(0) = 1 on the wires beside the cut in the last layer
+        q = q * t.keep
     for layer, (a1, a2, b1, b2) in enumerate(factors(sp, t, q)):
         a, b = (_permute(s, gather) for s, gather in zip((a, b), t.before[layer], strict=True))
         a, b = _rotate(a, a1, a2), _rotate(b, b1, b2)
@@ -273,24 +280,31 @@ def halves(
             flipped = torch.tensordot(u @ t.x @ u.T, b.view(2, -1, *b.shape[1:]), 1).view(b.shape)
             b = torch.cat((b, flipped), 1)
     a, b = (_permute(s, gather) for s, gather in zip((a, b), t.last, strict=True))
-    return _SamplesFirst.apply(a), _SamplesFirst.apply(b)
+    return _SamplesFirst.apply(a, not crossed), _SamplesFirst.apply(b, False)
 
 
 class _SamplesFirst(torch.autograd.Function):
     """States (2**m, r, B) -> (B, r, 2**m), contiguous, and the gradient back: each way one transpose of
     the (2**m, r B) matrix, which torch copies in cache-sized blocks, and one swap of whole rows. The one
-    copy of the 3-axis permutation (autograd's way back) moves the same bytes several times slower."""
+    copy of the 3-axis permutation (autograd's way back) moves the same bytes several times slower. With
+    `last_first`, the states' last wire leads in the result, (B, r, 2, 2**m / 2), in the same copies."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, last_first):
         s, r, b = x.shape
-        return x.reshape(s, r * b).T.contiguous().view(r, b, s).transpose(0, 1).contiguous()
+        ctx.last_first = last_first
+        rows = x.reshape(s, r * b).T.contiguous()
+        if last_first:
+            return rows.view(r, b, s // 2, 2).permute(1, 0, 3, 2).contiguous()
+        return rows.view(r, b, s).transpose(0, 1).contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        b, r, s = g.shape
-        return g.transpose(0, 1).contiguous().view(r * b, s).T.contiguous().view(s, r, b)
+        b, r = g.shape[:2]
+        s = g[0, 0].numel()
+        g = g.permute(1, 0, 3, 2) if ctx.last_first else g.transpose(0, 1)
+        return g.contiguous().view(r * b, s).T.contiguous().view(s, r, b), None
 
 
 def expectations(
@@ -329,92 +343,112 @@ class _Expectations(torch.autograd.Function):
 
 
 def crossed_expectations(
-    a: torch.Tensor,
+    c: torch.Tensor,
     b: torch.Tensor,
     u_a: torch.Tensor,
-    x_b: torch.Tensor,
+    u_b: torch.Tensor,
     signs_a: torch.Tensor,
     signs_b: torch.Tensor,
 ) -> torch.Tensor:
-    """`expectations` of the state after one more CNOT across the cut, sum_(s, j) (P_s a_j) (x) (X^s b_j),
-    from the h products before it (a (B, h, 2**m1), b (B, h, 2**m2)) without doubling them: P_s = u_s u_s^T
-    on a's last wire (u_s the columns of u_a), X = x_b on b's first wire (symmetric and orthogonal).
-    Differentiable in a, b, u_a and x_b (`_CrossedExpectations`); the gradient takes x_b symmetric, as
-    every x_b = u X u^T is."""
-    return _CrossedExpectations.apply(a, b, u_a, x_b, signs_a, signs_b)
+    """`expectations` of the state after a last layer whose CNOT (cut - 1, cut) crosses the cut, from the
+    h products before that CNOT, never doubled, and before the layer's rotations of the two wires beside
+    the cut: u_a, RY on wire cut - 1 (a's last), and u_b, RY on wire cut (b's first), 2 x 2. c (B, h, 2,
+    2**m1 / 2): a's products with wire cut - 1 leading (c[:, :, s] = c_s: its value s); b (B, h, 2**m2).
+    `signs_*` (2**m, m): each half's Z eigenvalues, as `expectations` takes them. Differentiable in c,
+    b, u_a and u_b (`_CrossedExpectations`)."""
+    return _CrossedExpectations.apply(c, b, u_a, u_b, signs_a, signs_b)
 
 
 class _CrossedExpectations(torch.autograd.Function):
-    """With c_s = u_s^T a (a's last wire contracted), G = b b^T and H = b (X b)^T (symmetric, as X is):
-    half a's probability of state (i, t) is sum_(s, s') u_s[t] u_s'[t] c_s^T K_ss' c_s' at i, K_ss' = G
-    where s = s' and H where not; half b's, b^T D_0 b + (X b)^T D_1 (X b), D_s = c_s c_s^T, since the
-    P_s a_j of different s are orthogonal. With r = 2 h products, about r**2 (3 2**m1 / 2 + 2 2**m2) flops
-    per sample forward and r**2 (5 2**m1 / 4 + 5 2**m2 / 2) backward, where the doubled products' Gram
-    matrices (`expectations`) take 4 r**2 (2**m1 + 2**m2) each way."""
+    """The state is sum_(s, j) (c_sj (x) u_a e_s) (x) u_b X^s b_j (X flips wire cut): the CNOT keeps a
+    product's branch where wire cut - 1 is s, c_sj, and flips b_j where it is 1, so the products never
+    double, and the two rotations act on <Z> alone, as 2 x 2 weights. With G = b b^T and H = b (X b)^T
+    = S + S^T (S = b_0 b_1^T, b's halves by wire cut, which X swaps), half a's probability of state
+    (t, i) is sum_(s, s') u_a[t, s] u_a[t, s'] c_s^T K_ss' c_s' at i (K = G where s = s', else H). With
+    D_s = c_s c_s^T, half b's of (t, k) is sum_(t1, t2) u_b[t, t1] u_b[t, t2] Q_t1t2 at k, where Q_t1t2 =
+    b_t1^T D_0 b_t2 + b_(1 - t1)^T D_1 b_(1 - t2) comes from M = [D_0; D_1] b, one product. Per sample,
+    with h = r / 2: 6 h**2 2**m1 + 7 h**2 2**m2 flops forward ([G; H] c, D and M) and 5 h**2 2**m1 + 9 h**2
+    2**m2 backward: r**2 (11 2**m1 / 4 + 4 2**m2) in all (`SplitPlan.gram_flops`)."""
 
     @staticmethod
-    def forward(ctx, a, b, u_a, x_b, signs_a, signs_b):
-        batch, h, da = a.shape
-        db = b.shape[2]
-        c = _on_wire(a.view(batch, h, da // 2, 2).unbind(-1), u_a.T, 2)  # (B, h, 2, da / 2): c_s
-        xb = _on_wire(b.view(batch, h, 2, db // 2).unbind(2), x_b, 2).view(batch, h, db)
-        gh = torch.cat((b @ b.mT, b @ xb.mT), 1)  # (B, 2h, h): G over H
-        r = (gh @ c.view(batch, h, da)).view(batch, 2, h, 2, da // 2)  # K c_s for K = G, H
-        q_same = (c * r[:, 0]).sum(1)  # (B, 2, da / 2): c_s^T G c_s
+    def forward(ctx, c, b, u_a, u_b, signs_a, signs_b):
+        batch, h, _, half_a = c.shape
+        b0, b1 = _halves_of(b)
+        s = b0 @ b1.mT
+        gh = torch.cat((b @ b.mT, s + s.mT), 1)  # (B, 2h, h): G over H
+        r = (gh @ c.view(batch, h, 2 * half_a)).view(batch, 2, h, 2, half_a)  # K c_s for K = G, H
+        q_same = (c * r[:, 0]).sum(1)  # (B, 2, 2**m1 / 2): c_s^T G c_s
         q_cross = (c[:, :, 0] * r[:, 1, :, 1]).sum(1)  # c_0^T H c_1 (= c_1^T H c_0)
-        coeff = 2 * u_a[:, 0] * u_a[:, 1]  # [t]: u_0[t] u_1[t], twice
-        p_a = q_same.mT @ u_a.square().T + coeff * q_cross.unsqueeze(-1)  # (B, da / 2, 2)
-        m0 = c[:, :, 0] @ c[:, :, 0].mT @ b  # D_0 b
-        m1 = c[:, :, 1] @ c[:, :, 1].mT @ xb  # D_1 X b
-        p_b = (b * m0).sum(1) + (xb * m1).sum(1)  # (B, db)
-        ctx.save_for_backward(a, b, u_a, x_b, signs_a, signs_b, c, xb, r, q_same, q_cross, m0, m1)
-        return torch.cat((p_a.reshape(batch, da) @ signs_a, p_b @ signs_b), 1)
+        d = torch.cat([c[:, :, k] @ c[:, :, k].mT for k in (0, 1)], 1)  # (B, 2h, h): D_0 over D_1
+        m = (d @ b).view(batch, 2, h, b.shape[2])  # D_s b
+        d0, d1 = _halves_of((b.unsqueeze(1) * m).sum(2))  # (B, 2, 2**m2 / 2) each: b_t^T D_s b_t, t = 0, 1
+        cross = (b0 * _halves_of(m[:, 0])[1]).sum(1) + (b1 * _halves_of(m[:, 1])[0]).sum(1)
+        q_b = torch.stack((d0[:, 0] + d1[:, 1], d1[:, 0] + d0[:, 1], cross), 1)  # Q00, Q11, Q01
+        p_a = _weighted(u_a, q_same, q_cross)  # (B, 2, 2**m1 / 2): [t, i]
+        p_b = _weighted(u_b, q_b[:, :2], q_b[:, 2])  # (B, 2, 2**m2 / 2): [t, k]
+        ctx.save_for_backward(c, b, u_a, u_b, signs_a, signs_b, r, q_same, q_cross, m, q_b)
+        return torch.cat((p_a.view(batch, -1) @ _last_wire_first(signs_a), p_b.view(batch, -1) @ signs_b), 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        a, b, u_a, x_b, signs_a, signs_b, c, xb, r, q_same, q_cross, m0, m1 = ctx.saved_tensors
-        batch, h, da = a.shape
-        db = b.shape[2]
-        s_a = (grad[:, : signs_a.shape[1]] @ signs_a.T).view(batch, da // 2, 2)  # d loss / d p_a, [i, t]
-        s_b = (grad[:, signs_a.shape[1] :] @ signs_b.T).unsqueeze(1)  # (B, 1, db)
-        coeff = 2 * u_a[:, 0] * u_a[:, 1]
-        alpha = (s_a @ u_a.square()).mT  # (B, 2, da / 2): d loss / d q_same
-        beta = s_a @ coeff  # (B, da / 2): d loss / d q_cross
-        g_w = torch.einsum("bit,bsi->ts", s_a, q_same)  # d loss / d u_s[t]**2
-        g_coeff = torch.einsum("bit,bi->t", s_a, q_cross)
-        g_u = 2 * u_a * g_w + 2 * g_coeff.unsqueeze(-1) * u_a.flip(-1)
+        c, b, u_a, u_b, signs_a, signs_b, r, q_same, q_cross, m, q_b = ctx.saved_tensors
+        batch, h, _, half_a = c.shape
+        n_a = signs_a.shape[1]
+        s_a = (grad[:, :n_a] @ _last_wire_first(signs_a).T).view(batch, 2, half_a)  # d loss / d p_a
+        s_b = (grad[:, n_a:] @ signs_b.T).view(batch, 2, -1)
+        alpha, beta, g_ua = _weighted_backward(u_a, s_a, q_same, q_cross)
+        g_qb, g01, g_ub = _weighted_backward(u_b, s_b, q_b[:, :2], q_b[:, 2])
+        b0, b1 = _halves_of(b)
         # c: through q_same, q_cross and D_s
-        g_c = 2 * r[:, 0] * alpha.unsqueeze(1)  # (B, h, 2, da / 2)
-        g_c[:, :, 0] += r[:, 1, :, 1] * beta.unsqueeze(1)
-        g_c[:, :, 1] += r[:, 1, :, 0] * beta.unsqueeze(1)
-        for s, side in enumerate((b, xb)):
-            g_d = (side * s_b) @ side.mT  # d loss / d D_s
-            g_c[:, :, s] += 2 * g_d @ c[:, :, s]
-        # b and X b: through D_s, G and H
-        g_g = (c * alpha.unsqueeze(1)).view(batch, h, da) @ c.view(batch, h, da).mT
+        g_c = 2 * r[:, 0] * alpha.unsqueeze(1)  # (B, h, 2, 2**m1 / 2)
+        g_c[:, :, 0].addcmul_(r[:, 1, :, 1], beta.unsqueeze(1))
+        g_c[:, :, 1].addcmul_(r[:, 1, :, 0], beta.unsqueeze(1))
+        g00, g11 = g_qb.unbind(1)  # d loss / d Q00, Q11: the weights of b_t^T D_s b_t, per s along t
+        w = torch.stack((torch.cat((g00, g11), -1), torch.cat((g11, g00), -1)), 1).unsqueeze(
+            2
+        )  # (B, 2, 1, 2**m2)
+        cross = (b0 * g01.unsqueeze(1)) @ b1.mT  # the Q01 terms of d loss / d D_s, both s
+        g_d = ((b.unsqueeze(1) * w).view(batch, 2 * h, -1) @ b.mT).view(batch, 2, h, h)
+        g_d += ((cross + cross.mT) / 2).unsqueeze(1)
+        for k in (0, 1):
+            g_c[:, :, k].baddbmm_(g_d[:, k], c[:, :, k], alpha=2)
+        # b: through G, H and Q
+        c_flat = c.view(batch, h, 2 * half_a)
+        g_g = (c * alpha.unsqueeze(1)).view(batch, h, 2 * half_a) @ c_flat.mT
         g_h = (c[:, :, 0] * beta.unsqueeze(1)) @ c[:, :, 1].mT
-        g_b = torch.baddbmm(2 * m0 * s_b, g_g, b, alpha=2).baddbmm_(g_h, xb)
-        g_xb = torch.baddbmm(2 * m1 * s_b, g_h.mT, b)
-        g_xb, b_halves = g_xb.view(batch, h, 2, db // 2).unbind(2), b.view(batch, h, 2, db // 2).unbind(2)
-        g_b += _on_wire(g_xb, x_b.T, 2).view(batch, h, db)
-        g_x = _outer_sums(g_xb, b_halves)
-        # a and u_a: through c
-        g_c, a_halves = g_c.unbind(2), a.view(batch, h, da // 2, 2).unbind(-1)
-        g_a = _on_wire(g_c, u_a, 3).view(batch, h, da)
-        g_u += _outer_sums(a_halves, g_c)
-        return g_a, g_b, g_u, g_x, None, None
+        g_s = g_h + g_h.mT
+        g_b = torch.mul(m[:, 0], 2 * w[:, 0]).addcmul_(m[:, 1], 2 * w[:, 1]).baddbmm_(g_g, b, alpha=2)
+        g_b0, g_b1 = _halves_of(g_b)
+        m_sum = _halves_of(m[:, 0] + m[:, 1])
+        g_b0.addcmul_(g01.unsqueeze(1), m_sum[1]).baddbmm_(g_s, b1)
+        g_b1.addcmul_(g01.unsqueeze(1), m_sum[0]).baddbmm_(g_s, b0)
+        return g_c, g_b, g_ua, g_ub, None, None
 
 
-def _on_wire(x: tuple[torch.Tensor, torch.Tensor], m: torch.Tensor, dim: int) -> torch.Tensor:
-    """A 2 x 2 matrix m on one wire whose two halves are x (x_0, x_1): (m_k0 x_0 + m_k1 x_1 for k = 0, 1)
-    stacked at `dim`, as element-wise products (a product of inner dimension 2 is slower)."""
-    return torch.stack([torch.addcmul(x[0] * m[k, 0], x[1], m[k, 1]) for k in (0, 1)], dim)
+def _halves_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x's last axis, a half's states, split by its leading wire: two views."""
+    return x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
 
 
-def _outer_sums(x: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """(2, 2) sums (x_k y_l).sum() over every element, for two pairs of tensors."""
-    return torch.stack([torch.stack([(xk * yl).sum() for yl in y]) for xk in x])
+def _weighted(u: torch.Tensor, same: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+    """p[t] = sum_s u[t, s]**2 same[s] + 2 u[t, 0] u[t, 1] cross: the probabilities of a wire rotated by u
+    (2 x 2) from the forms of its two values (same (B, 2, k)) and between them (cross (B, k))."""
+    return u.square() @ same + (2 * u[:, 0] * u[:, 1]).unsqueeze(-1) * cross.unsqueeze(1)
+
+
+def _weighted_backward(u, grad, same, cross):
+    """`_weighted`'s gradients from grad (B, 2, k) = d loss / d p: of same, of cross and of u."""
+    g_same = u.square().T @ grad
+    g_cross = (2 * u[:, 0] * u[:, 1]) @ grad
+    g_u = 2 * u * torch.einsum("btk,bsk->ts", grad, same)
+    g_u += 2 * torch.einsum("btk,bk->t", grad, cross).unsqueeze(-1) * u.flip(-1)
+    return g_same, g_cross, g_u
+
+
+def _last_wire_first(signs: torch.Tensor) -> torch.Tensor:
+    """A half's Z eigenvalues (2**m, m) with its states in the order (t, i), t its last wire."""
+    return signs.view(-1, 2, signs.shape[1]).transpose(0, 1).reshape(signs.shape)
 
 
 def expvals(
@@ -430,9 +464,8 @@ def expvals(
     `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers)`: no unit, only the
     product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
     product = units.product_halves(uplan, ut, v)
-    if sp.folds:  # the last CNOT across the cut folded into <Z>
-        a, b = halves(sp, t, product[1], product[3], q, crossed=False)
-        u_a = sv.rotation_matrices("RY", q[-1, sp.cut - 1], q.dtype)
-        u_b = sv.rotation_matrices("RY", q[-1, sp.cut], q.dtype)
-        return crossed_expectations(a, b, u_a, u_b @ t.x @ u_b.T, *ut.signs)
+    if sp.folds:  # the last CNOT across the cut, and the rotations beside it, folded into <Z>
+        c, b = halves(sp, t, product[1], product[3], q, crossed=False)
+        u_a, u_b = sv.rotation_matrices("RY", q[-1, sp.cut - 1 : sp.cut + 1], q.dtype).unbind(0)
+        return crossed_expectations(c, b, u_a, u_b, *ut.signs)
     return expectations(*halves(sp, t, product[1], product[3], q), *ut.signs)

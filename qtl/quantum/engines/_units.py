@@ -203,7 +203,6 @@ class UnitTables:
     c_total: int  # that buffer's length; one more slot, always 0, pads `grad_index`
     grad_index: torch.Tensor  # (n_layers * n, d_max): (Q C Q^T)[a, a ^ bit_w] in that buffer
     grad_signs: torch.Tensor  # (n_layers * n, d_max): J_w's entries, 0 in the padding
-    wire_index: tuple[torch.Tensor, ...]  # per half, gather [w, k] -> 2 w + bit_w(k) of its product state
     embed: tuple[torch.Tensor, ...]  # per half, the first layer's even pairs (gather), and their inverse
     embed_inverse: tuple[torch.Tensor, ...]
     signs: tuple[torch.Tensor, ...]  # per half, (2**m, m) Z eigenvalues, and transposed
@@ -249,7 +248,6 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
             bit = 1 << (u.size - 1 - (w - u.start))
             grad_index[u.layer * n + w, :d] = offset + q[a] * d + q[a ^ bit]
             grad_signs[u.layer * n + w, :d] = torch.where(a & bit > 0, 1.0, -1.0)
-    starts = (0, uplan.halves[0])
     embed = [torch.tensor(p) for p in uplan.embed]
     signs = [sv.sign_table(m) for m in uplan.halves]
     flips = [sv.flip_table(m) for m in uplan.halves]
@@ -261,10 +259,6 @@ def unit_tables(uplan: UnitPlan, n_layers: int, device: torch.device, dtype: tor
         c_total=total,
         grad_index=grad_index.to(device),
         grad_signs=grad_signs.to(device=device, dtype=dtype),
-        wire_index=tuple(
-            (2 * a + sv.kron_index(m, 2, 1)).reshape(-1).to(device)
-            for a, m in zip(starts, uplan.halves, strict=True)
-        ),
         embed=tuple(p.to(device) for p in embed),
         embed_inverse=tuple(torch.argsort(p).to(device) for p in embed),
         signs=tuple(s.to(device=device, dtype=dtype) for s in signs),
@@ -408,12 +402,16 @@ def _flip_in_place(part: torch.Tensor, dim: int) -> None:
 
 def product_halves(uplan: UnitPlan, t: UnitTables, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(c, n, 2) each wire's state after the embedding -> each half's product state (c, 2**m), and the
-    same after the first layer's even pairs: (a, a', b, b'). Differentiable."""
-    rows, out = v.shape[0], []
-    flat = v.reshape(rows, -1)
-    for index, m, perm in zip(t.wire_index, uplan.halves, t.embed, strict=True):
-        state = torch.prod(flat.index_select(1, index).view(rows, m, 2**m), 1)
+    same after the first layer's even pairs: (a, a', b, b'). Differentiable: a Kronecker product a wire
+    at a time, the first wire the leading bit (autograd's way back through one gather and product of
+    every wire's factor, scatter-adding 2**m values per wire into two, took several times longer)."""
+    rows, out, first = v.shape[0], [], 0
+    for m, perm in zip(uplan.halves, t.embed, strict=True):
+        state = v[:, first]
+        for wire in range(first + 1, first + m):
+            state = (state.unsqueeze(-1) * v[:, wire].unsqueeze(1)).view(rows, -1)
         out += [state, state.index_select(1, perm)]
+        first += m
     return tuple(out)
 
 
