@@ -23,10 +23,11 @@ The model of the work a step must do, counted from the step's own plans:
     flops   each unit is a d x d matrix (d = 2**size, the wires of one group) applied to the chunk's
             states: 2 d flops per amplitude forward; backward its transpose on the state and on its
             gradient, and its cross matrix g^T psi, 6 d (the first unit's input is not recovered: 4 d);
-            so 8 d B 2**n per unit. The halves' k layers with r products: each layer rotates each half's
-            r_l 2**m states by two Kronecker factors (2**m1 and 2**m2 square), 2 (2**m1 + 2**m2) flops per
-            state forward and twice that backward, and doubles the branches (about 12 flops per new
-            state); then building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
+            so 8 d B 2**n per unit. The halves' k layers with r products: two matrix products per half and
+            layer, one per Kronecker factor of its rotations, the CNOTs and the doubling of the branches
+            folded into their matrices (`_split.halves`), 2 flops per matrix row and input value forward
+            and twice that backward, counted from their tables (`_split.HalvesRun.flops`); then
+            building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
             dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
             matrices and no state at all: with the last layer's CNOT across the cut folded in, its
             branches never doubled (`_split.crossed_expectations`), r**2 (3 2**m1 / 2 + 7 2**m2 / 4) per
@@ -146,13 +147,9 @@ def model(n: int, batch: int, cache: int) -> dict:
     halves = 0  # the halves' states after their layers, A and B (before the last crossing, if folded)
     if sp is not None:
         folded = gram and sp.folds  # the last crossing folded into <Z> (`crossed_expectations`)
-        rank = 1
-        for layer, crosses in enumerate(sp.crossing):
-            doubles = crosses and not (folded and layer == sp.layers - 1)
-            for m in (sp.cut, n - sp.cut):  # two Kronecker factors per half, forward and two backward
-                flops += 6 * (2 ** (m // 2) + 2 ** (m - m // 2)) * batch * rank * 2**m
-                flops += 12 * batch * 2 * rank * 2**m if doubles else 0  # the branches, doubled
-            rank *= 2 if doubles else 1
+        # the halves' products, counted from their tables (the CNOTs and the doubling folded in)
+        flops += split.split_tables(sp, torch.device("cpu"), torch.float32).runs[not folded].flops(batch)
+        rank = sp.held if folded else sp.rank
         da, db = 2**sp.cut, 2 ** (n - sp.cut)
         halves = batch * rank * (da + db)
         # <Z> from the Gram matrices (`SplitPlan.gram_flops`: folded or not), or psi = A^T B and back
