@@ -274,7 +274,7 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
 
     def folded():
         u_a, u_b = sv.rotation_matrices("RY", angles, torch.float64).unbind(0)
-        c = a.view(3, h, 2 ** (m1 - 1), 2).permute(0, 1, 3, 2).contiguous()  # wire cut - 1 leading
+        c = a.view(3, h, 2 ** (m1 - 1), 2).permute(0, 3, 1, 2).contiguous()  # by wire cut - 1's value
         return split.crossed_expectations(c, b, u_a, u_b, *signs)
 
     def doubled():

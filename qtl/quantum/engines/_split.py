@@ -458,8 +458,9 @@ def _leave(run: HalvesRun, batch: int) -> tuple[Gather, Gather]:
             rows = rows * sizes[at] + (b if axis is None else j >> axis & 1)
         stored = torch.tensor(_inverse([_stored(i, m1) for i in range(d1)]))  # natural i -> stored
         g = torch.arange(2)
-        if split == "lead":  # result rows (b, j, w, i)
+        if split == "lead":  # result rows (b, w, j, i)
             index = (stored.view(1, 1, 1, d1) * math.prod(sizes) + rows) * 2 + g.view(1, 1, 2, 1)
+            index = index.transpose(1, 2)
         elif split == "flip":  # result rows (b, j, i, t0): t0 flipped where i's last bit is 1
             i = torch.arange(d1).view(1, 1, d1, 1)
             index = (stored.view(1, 1, d1, 1) * math.prod(sizes) + rows) * 2 + (g.view(1, 1, 1, 2) ^ i & 1)
@@ -495,8 +496,8 @@ def halves(
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
     the k layers (and the next layer's even pairs) is sum_j A[:, j] (x) B[:, j]. With `crossed` False,
     for `crossed_expectations`, the last layer leaves out its crossing CNOT (its branches not doubled:
-    r / 2 products) and its rotations of wires cut - 1 and cut, and A comes with wire cut - 1 leading:
-    (B, r / 2, 2, 2**cut / 2). Differentiable (`_Layers`, by hand).
+    r / 2 products) and its rotations of wires cut - 1 and cut, and A comes by the value of wire cut - 1:
+    (B, 2, r / 2, 2**cut / 2). Differentiable (`_Layers`, by hand).
 
     A layer on a half is E R O: its odd pairs O, its RYs R = R1 (x) R2 on the half's two Kronecker
     factors (`SplitPlan.factors`, wires [0, m1) and [m1, m)), the next layer's even pairs E, and at O's
@@ -566,7 +567,7 @@ class _Layers(torch.autograd.Function):
                         torch.bmm(rows[:, :, s], w[:, s], out=y[:, :, s])
                     x = y
             chunk = 2**m2 // (1 if split is None else 2)
-            shape = (batch, r, 2, 2 ** (m1 + m2 - 1)) if split == "lead" else (batch, r, 2 ** (m1 + m2))
+            shape = (batch, 2, r, 2 ** (m1 + m2 - 1)) if split == "lead" else (batch, r, 2 ** (m1 + m2))
             outs.append(_rows(x, chunk).index_select(0, index).view(shape))
         ctx.run, ctx.leave = run, leave
         ctx.save_for_backward(mats, *saved)
@@ -654,8 +655,8 @@ def crossed_expectations(
 ) -> torch.Tensor:
     """`expectations` of the state after a last layer whose CNOT (cut - 1, cut) crosses the cut, from the
     h products before that CNOT, never doubled, and before the layer's rotations of the two wires beside
-    the cut: u_a, RY on wire cut - 1 (a's last), and u_b, RY on wire cut (b's first), 2 x 2. c (B, h, 2,
-    2**m1 / 2): a's products with wire cut - 1 leading (c[:, :, s] = c_s: its value s); b (B, h, 2**m2).
+    the cut: u_a, RY on wire cut - 1 (a's last), and u_b, RY on wire cut (b's first), 2 x 2. c (B, 2, h,
+    2**m1 / 2): a's products by the value s of wire cut - 1 (c[:, s] = c_s); b (B, h, 2**m2).
     `signs_*` (2**m, m): each half's Z eigenvalues, as `expectations` takes them. Differentiable in c,
     b, u_a and u_b (`_CrossedExpectations`)."""
     return _CrossedExpectations.apply(c, b, u_a, u_b, signs_a, signs_b)
@@ -674,17 +675,18 @@ class _CrossedExpectations(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c, b, u_a, u_b, signs_a, signs_b):
-        batch, h, _, half_a = c.shape
+        batch, _, h, half_a = c.shape
         b0, b1 = _halves_of(b)
         s = b0 @ b1.mT
         gh = torch.cat((b @ b.mT, s + s.mT), 1)  # (B, 2h, h): G over H
-        r = (gh @ c.view(batch, h, 2 * half_a)).view(batch, 2, h, 2, half_a)  # K c_s for K = G, H
-        q_same = (c * r[:, 0]).sum(1)  # (B, 2, 2**m1 / 2): c_s^T G c_s
-        q_cross = (c[:, :, 0] * r[:, 1, :, 1]).sum(1)  # c_0^T H c_1 (= c_1^T H c_0)
-        d = torch.cat([c[:, :, k] @ c[:, :, k].mT for k in (0, 1)], 1)  # (B, 2h, h): D_0 over D_1
+        r = gh.unsqueeze(1) @ c  # (B, 2, 2h, 2**m1 / 2): G c_s over H c_s
+        q_same = torch.linalg.vecdot(c, r[:, :, :h], dim=2)  # (B, 2, 2**m1 / 2): c_s^T G c_s
+        q_cross = torch.linalg.vecdot(c[:, 0], r[:, 1, h:], dim=1)  # c_0^T H c_1 (= c_1^T H c_0)
+        pairs = c.view(2 * batch, h, half_a)
+        d = (pairs @ pairs.mT).view(batch, 2 * h, h)  # D_0 over D_1
         m = (d @ b).view(batch, 2, h, b.shape[2])  # D_s b
-        d0, d1 = _halves_of((b.unsqueeze(1) * m).sum(2))  # (B, 2, 2**m2 / 2) each: b_t^T D_s b_t, t = 0, 1
-        cross = (b0 * _halves_of(m[:, 0])[1]).sum(1) + (b1 * _halves_of(m[:, 1])[0]).sum(1)
+        d0, d1 = _halves_of(torch.linalg.vecdot(b.unsqueeze(1), m, dim=2))  # (B, 2, 2**m2 / 2): b_t^T D_s b_t
+        cross = sum(torch.linalg.vecdot(x, _halves_of(m[:, k])[1 - k], dim=1) for k, x in enumerate((b0, b1)))
         q_b = torch.stack((d0[:, 0] + d1[:, 1], d1[:, 0] + d0[:, 1], cross), 1)  # Q00, Q11, Q01
         p_a = _weighted(u_a, q_same, q_cross)  # (B, 2, 2**m1 / 2): [t, i]
         p_b = _weighted(u_b, q_b[:, :2], q_b[:, 2])  # (B, 2, 2**m2 / 2): [t, k]
@@ -695,17 +697,18 @@ class _CrossedExpectations(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         c, b, u_a, u_b, signs_a, signs_b, r, q_same, q_cross, m, q_b = ctx.saved_tensors
-        batch, h, _, half_a = c.shape
+        batch, _, h, half_a = c.shape
         n_a = signs_a.shape[1]
         s_a = (grad[:, :n_a] @ _last_wire_first(signs_a).T).view(batch, 2, half_a)  # d loss / d p_a
         s_b = (grad[:, n_a:] @ signs_b.T).view(batch, 2, -1)
         alpha, beta, g_ua = _weighted_backward(u_a, s_a, q_same, q_cross)
         g_qb, g01, g_ub = _weighted_backward(u_b, s_b, q_b[:, :2], q_b[:, 2])
         b0, b1 = _halves_of(b)
+        pairs = c.view(2 * batch, h, half_a)
         # c: through q_same, q_cross and D_s
-        g_c = 2 * r[:, 0] * alpha.unsqueeze(1)  # (B, h, 2, 2**m1 / 2)
-        g_c[:, :, 0].addcmul_(r[:, 1, :, 1], beta.unsqueeze(1))
-        g_c[:, :, 1].addcmul_(r[:, 1, :, 0], beta.unsqueeze(1))
+        g_c = r[:, :, :h] * (2 * alpha).unsqueeze(2)  # (B, 2, h, 2**m1 / 2)
+        g_c[:, 0].addcmul_(r[:, 1, h:], beta.unsqueeze(1))
+        g_c[:, 1].addcmul_(r[:, 0, h:], beta.unsqueeze(1))
         g00, g11 = g_qb.unbind(1)  # d loss / d Q00, Q11: the weights of b_t^T D_s b_t, per s along t
         w = torch.stack((torch.cat((g00, g11), -1), torch.cat((g11, g00), -1)), 1).unsqueeze(
             2
@@ -713,18 +716,16 @@ class _CrossedExpectations(torch.autograd.Function):
         cross = (b0 * g01.unsqueeze(1)) @ b1.mT  # the Q01 terms of d loss / d D_s, both s
         g_d = ((b.unsqueeze(1) * w).view(batch, 2 * h, -1) @ b.mT).view(batch, 2, h, h)
         g_d += ((cross + cross.mT) / 2).unsqueeze(1)
-        for k in (0, 1):
-            g_c[:, :, k].baddbmm_(g_d[:, k], c[:, :, k], alpha=2)
+        g_c.view(2 * batch, h, half_a).baddbmm_(g_d.view(2 * batch, h, h), pairs, alpha=2)
         # b: through G, H and Q
-        c_flat = c.view(batch, h, 2 * half_a)
-        g_g = (c * alpha.unsqueeze(1)).view(batch, h, 2 * half_a) @ c_flat.mT
-        g_h = (c[:, :, 0] * beta.unsqueeze(1)) @ c[:, :, 1].mT
+        g_g = ((c * alpha.unsqueeze(2)).view(2 * batch, h, half_a) @ pairs.mT).view(batch, 2, h, h).sum(1)
+        g_h = (c[:, 0] * beta.unsqueeze(1)) @ c[:, 1].mT
         g_s = g_h + g_h.mT
         g_b = torch.mul(m[:, 0], 2 * w[:, 0]).addcmul_(m[:, 1], 2 * w[:, 1]).baddbmm_(g_g, b, alpha=2)
-        g_b0, g_b1 = _halves_of(g_b)
-        m_sum = _halves_of(m[:, 0] + m[:, 1])
-        g_b0.addcmul_(g01.unsqueeze(1), m_sum[1]).baddbmm_(g_s, b1)
-        g_b1.addcmul_(g01.unsqueeze(1), m_sum[0]).baddbmm_(g_s, b0)
+        g_b0, g_b1 = _halves_of(g_b)  # and of X b, whose halves are b's swapped
+        m_sum, h_b = _halves_of(m[:, 0] + m[:, 1]), _halves_of(g_s @ b)
+        g_b0.addcmul_(g01.unsqueeze(1), m_sum[1]).add_(h_b[1])
+        g_b1.addcmul_(g01.unsqueeze(1), m_sum[0]).add_(h_b[0])
         return g_c, g_b, g_ua, g_ub, None, None
 
 
