@@ -25,8 +25,8 @@ The model of the work a step must do, counted from the step's own plans:
             gradient, and its cross matrix g^T psi, 6 d (the first unit's input is not recovered: 4 d);
             so 8 d B 2**n per unit. The halves' k layers with r products: two matrix products per half and
             layer, one per Kronecker factor of its rotations, the CNOTs and the doubling of the branches
-            folded into their matrices (`_split.halves`), 2 flops per matrix row and input value forward
-            and twice that backward, counted from their tables (`_split.HalvesRun.flops`); then
+            folded into their matrices (`_halves.halves`), 2 flops per matrix row and input value forward
+            and twice that backward, counted from their tables (`_halves.HalvesRun.flops`); then
             building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
             dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
             matrices and no state at all: with the last layer's CNOT across the cut folded in, its
@@ -77,6 +77,7 @@ from timing import step_seconds
 
 from qtl.models.heads import DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.engines import _halves
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _wide as wide
 from qtl.training.optim import adam
@@ -148,7 +149,7 @@ def model(n: int, batch: int, cache: int) -> dict:
     if sp is not None:
         folded = gram and sp.folds  # the last crossing folded into <Z> (`crossed_expectations`)
         # the halves' products, counted from their tables (the CNOTs and the doubling folded in)
-        flops += split.split_tables(sp, torch.device("cpu"), torch.float32).runs[not folded].flops(batch)
+        flops += _halves.halves_tables(sp, torch.device("cpu"), torch.float32).runs[not folded].flops(batch)
         rank = sp.held if folded else sp.rank
         da, db = 2**sp.cut, 2 ** (n - sp.cut)
         halves = batch * rank * (da + db)

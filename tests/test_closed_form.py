@@ -12,6 +12,7 @@ import torch
 
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import _halves
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
@@ -234,13 +235,13 @@ def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, sample
         per_sample = sp.rank * (2**sp.cut + 2 ** (n - sp.cut)) * 8
         monkeypatch.setattr(split, "PART_BYTES", per_sample * part_bytes - 1)
     seen = []
-    halves = split.halves
+    halves = _halves.halves
 
     def recording(sp, t, a, b, q, **options):
         seen.append(a.shape[0])
         return halves(sp, t, a, b, q, **options)
 
-    monkeypatch.setattr(split, "halves", recording)
+    monkeypatch.setattr(_halves, "halves", recording)
     head, opt = _pair(CircuitConfig(n, depth))
     ClosedFormStep(head, opt).loss_and_grads(
         torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from qtl.models.heads import DressedQuantumCircuit
+from qtl.quantum.engines import _halves
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
@@ -163,7 +164,7 @@ class _WideTables:
     embed_phases: torch.Tensor
     plan: units.UnitPlan
     units: units.UnitTables
-    split: tuple[split.SplitPlan, split.SplitTables] | None = None
+    split: tuple[split.SplitPlan, _halves.HalvesTables] | None = None
 
 
 @constant_tables(32)
@@ -315,7 +316,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
                 e_in = split.expvals(sp, tables, t.plan, t.units, v_in[part], q_in)
             else:
                 product = units.product_halves(t.plan, t.units, v_in[part])
-                halves = split.halves(sp, tables, product[1], product[3], q_in)
+                halves = _halves.halves(sp, tables, product[1], product[3], q_in)
         if gram:
             e[part] = e_in.detach()
             share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
@@ -338,7 +339,7 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
 
 def _chunks(t: _WideTables, sims: list[units.UnitStep], w2, b2, y, start, total: int) -> tuple:
     """The units of `t` a chunk of samples at a time, from `start`: each wire's state after the
-    embedding (b, n, 2), or the halves' (A, B) after their layers (`_split.halves`), for b samples of a
+    embedding (b, n, 2), or the halves' (A, B) after their layers (`_halves.halves`), for b samples of a
     batch of `total`. Returns their share of the loss, correct count, <Z_i>, d loss / d logits and the
     gradient of `start` (of the embedding angles, x2; or of A and B); `sims` add up the cross matrices.
 

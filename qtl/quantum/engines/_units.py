@@ -519,7 +519,7 @@ class UnitStep:
 
     def forward_from(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The state as a sum of products over the halves, A (c, r, 2**m1) and B (c, r, 2**m2) (its
-        layers before the plan's first, `_split.halves`) -> (c, n) <Z_i>. Back passes only."""
+        layers before the plan's first, `_halves.halves`) -> (c, n) <Z_i>. Back passes only."""
         rows = a.shape[0]
         program = self._program(rows)
         torch.bmm(a.mT, b, out=program.start.view(rows, a.shape[2], b.shape[2]))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qtl.quantum.engines import _halves
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines._compiler import Plan
@@ -45,7 +46,7 @@ SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: and a quarter of one (`_units.UnitStep`; a forward alone writes all but the gradient, but the
 #: allocator may hand out pages already written), and temporaries up to about one more (a ring's flips).
 BUFFERS = 4.5
-#: A part's halves at their peak while a forward builds them (`_split.halves`), over their final size (A
+#: A part's halves at their peak while a forward builds them (`_halves.halves`), over their final size (A
 #: and B): measured 5.4x at 20 qubits, depth 8, float64; with autograd's intermediates for the backward,
 #: about 14x at 20 qubits, depth 9, float64.
 HALVES_PEAK, HALVES_TRAINING_PEAK = 6, 16
@@ -60,7 +61,7 @@ class WideTables:
 
     plan: units.UnitPlan
     units: units.UnitTables
-    split: tuple[split.SplitPlan, split.SplitTables] | None = None
+    split: tuple[split.SplitPlan, _halves.HalvesTables] | None = None
 
 
 def split_plan(plan: Plan, gram: bool = True) -> split.SplitPlan | None:
@@ -110,7 +111,7 @@ def wide_tables(
     return WideTables(
         uplan,
         units.unit_tables(uplan, plan.n_layers, device, dtype),
-        (sp, split.split_tables(sp, device, dtype)) if sp else None,
+        (sp, _halves.halves_tables(sp, device, dtype)) if sp else None,
     )
 
 
@@ -214,7 +215,7 @@ def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None 
         part = slice(start, start + size)
         with torch.set_grad_enabled(g_e is not None):
             product = units.product_halves(t.plan, t.units, v_in[part])
-            halves = split.halves(sp, st, product[1], product[3], q_in) if sp else None
+            halves = _halves.halves(sp, st, product[1], product[3], q_in) if sp else None
         if g_e is None:
             del product  # one part's halves at a time (`forward_bytes`)
             _chunks(sims, halves if sp else v[part], None, out[part], None, rows)

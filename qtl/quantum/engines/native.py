@@ -54,11 +54,11 @@ import torch
 from torch import nn
 
 from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.engines import _halves, adjoint
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
 from qtl.quantum.engines import _wide as wide
-from qtl.quantum.engines import adjoint
 from qtl.quantum.engines._compiler import (
     WEIGHT_RY,
     Entangle,
@@ -139,12 +139,12 @@ def units_plan(plan: Plan) -> bool:
 @constant_tables(16)
 def halves_tables(
     plan: Plan, sp: split.SplitPlan, device: torch.device, dtype: torch.dtype
-) -> tuple[split.SplitTables, units.UnitPlan, units.UnitTables, torch.Tensor]:
+) -> tuple[_halves.HalvesTables, units.UnitPlan, units.UnitTables, torch.Tensor]:
     """The constant tensors of the halves path (`halves_plan`) on one device in one dtype: the halves'
     and the product state's tables, and the wires' states before the embedding (none of 2**n entries)."""
     uplan = units.compile_units(plan, True, sp.layers)
     unit_tables = units.unit_tables(uplan, plan.n_layers, device, dtype)
-    return split.split_tables(sp, device, dtype), uplan, unit_tables, plan.v0_tensor(dtype).to(device)
+    return _halves.halves_tables(sp, device, dtype), uplan, unit_tables, plan.v0_tensor(dtype).to(device)
 
 
 @constant_tables(64)
