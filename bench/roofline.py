@@ -46,9 +46,9 @@ The model of the work a step must do, counted from the step's own plans:
             memory and writes its result there: 2 states forward and 6 backward per unit, 8 B 2**n 4
             bytes per unit, and 3 B 2**n 4 more for psi = A^T B and its gradient. Without a state, A and
             B are read by the products and their scalings, about 12 (|A| + |B|) 4 bytes, from memory
-            where a part's (`_split.part_size` samples) A, B and autograd's intermediates do not fit
-            the cache. The halves' own layers are counted as in cache (r 2**(n/2) per sample, small
-            next to the state where one is built).
+            where a part's (`_split.part_size` samples) A, B and the intermediates kept for the
+            backward do not fit the cache. The halves' own layers are counted as in cache (r 2**(n/2)
+            per sample, small next to the state where one is built).
     bound   max(flops / arithmetic rate, bytes / bandwidth): the least time this algorithm can take on
             this machine. Each step is reported as its time over that bound (1.0 = at the machine's limit).
 
@@ -156,8 +156,8 @@ def model(n: int, batch: int, cache: int) -> dict:
         # <Z> from the Gram matrices (`SplitPlan.gram_flops`: folded or not), or psi = A^T B and back
         flops += batch * sp.gram_flops if gram else 6 * rank * amplitudes
     workers = wide.wide_workers(batch, rows)
-    if gram:  # the products read A and B: from memory where a part's A, B and autograd's intermediates
-        # (about six times their size) do not fit the cache
+    if gram:  # the products read A and B: from memory where a part's A, B and the intermediates kept
+        # for the backward (about six times their size) do not fit the cache
         fits = 6 * halves * split.part_size(sp, ITEM, batch) / batch * ITEM <= cache
         traffic = 12 * halves * ITEM
     else:  # each worker: three chunks and a quarter; without the cache every product's operands from

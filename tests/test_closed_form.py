@@ -303,6 +303,26 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
         torch.testing.assert_close(gg, gw, atol=1e-11, rtol=1e-13)
 
 
+@pytest.mark.parametrize(("n", "crossed"), [(16, False), (16, True), (18, False), (20, True)])
+def test_the_halves_flops_are_the_products_they_run(n, crossed):
+    """`HalvesRun.flops`, the roofline's count of the halves' work, equals the flops torch counts in their
+    forward and backward (within 1%: building the matrices takes a few more), where the pair across the
+    Kronecker factors' boundary is odd (16 qubits), even (20) and the factors unequal (18)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    plan = compile_plan(gates(CircuitConfig(n, 6)), n, CircuitConfig(n, 6).weight_shape)
+    sp = wide.split_plan(plan)
+    tables = _halves.halves_tables(sp, torch.device("cpu"), torch.float64)
+    g = torch.Generator().manual_seed(n)
+    a, b = (torch.randn(3, 2**m, generator=g, dtype=torch.float64) for m in (sp.cut, n - sp.cut))
+    q = torch.randn(sp.layers, n, generator=g, dtype=torch.float64, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        out = _halves.halves(sp, tables, a.requires_grad_(), b.requires_grad_(), q, crossed=crossed)
+        torch.autograd.backward(out, [torch.ones_like(x) for x in out])
+    want = tables.runs[crossed].flops(3)
+    assert want <= counter.get_total_flops() <= 1.01 * want
+
+
 def test_which_layers_the_halves_take(monkeypatch):
     """Chains only (a ring's pair crosses the cut too), from SPLIT_MIN_QUBITS wires, up to the rank limit;
     below BACK_ONLY_MIN_QUBITS only where no layer is left to the units; never with SPLIT_MAX_RANK 0."""

@@ -361,6 +361,21 @@ class TestHalvesPath:
         assert engine.path_for(batch) == "halves"
         self.assert_equals_the_adjoint_path(engine, config, batch, seed=n_qubits)
 
+    @pytest.mark.parametrize(("n_qubits", "depth"), [(6, 2), (7, 3), (9, 4), (10, 5)])
+    def test_halves_of_fewer_than_four_wires_are_not_taken(self, monkeypatch, n_qubits, depth):
+        """With the widths lowered (as `bench/roofline.py --ranks` does), a cut leaving a half fewer than
+        four wires is no split plan (`_halves` needs two per Kronecker factor); wider cuts run, and both
+        give the adjoint path's outputs and gradients."""
+        from qtl.quantum.engines import _split as split
+        from qtl.quantum.engines import native
+
+        monkeypatch.setattr(native, "HALVES_MIN_QUBITS", 0)
+        config = CircuitConfig(n_qubits, depth)
+        engine = NativeEngine(config)
+        cut = 2 * (n_qubits // 4)
+        assert (split.leading_plan(engine.plan, 128) is None) == (min(cut, n_qubits - cut) < 4)
+        self.assert_equals_the_adjoint_path(engine, config, 3, seed=n_qubits)
+
     @staticmethod
     def assert_equals_the_adjoint_path(engine: NativeEngine, config: CircuitConfig, batch: int, seed: int):
         """The engine's outputs and gradients in float64 are the adjoint path's, to 1e-12."""

@@ -1,6 +1,7 @@
 """A chain's first layers on its two halves (`qtl.quantum.engines._split`), as matrix products by hand.
 
-`halves` runs a `_split.SplitPlan`'s k layers on each half's states, a sum of r products after them:
+`halves` runs a `_split.SplitPlan`'s k layers on each half's states, a sum of r products after them
+(here m1 and m2 are the wires of a half's two Kronecker factors, not the halves' own, as in `_split`):
 two matrix products per half and layer, one per Kronecker factor of its rotations, the CNOTs and the
 doubling of the branches at each crossing folded into their matrices (`HalvesTables`, built once per
 plan and device), and their backward written out (`_Layers`). `HalvesRun.flops` counts their flops.
@@ -279,7 +280,7 @@ class _RunBuilder:
         )
 
 
-@constant_tables(64)
+@constant_tables(16)
 def _leave(run: HalvesRun, batch: int) -> tuple[Gather, Gather]:
     """Per half, the gather of the stored states' rows (K, M, X) into the result (B, r, 2**m) (rows of X
     or of half of it, `HalvesRun.split`), samples first, branch j = sum_d s_d 2**d (new branches after
@@ -344,11 +345,12 @@ def halves(
     The CNOTs inside a factor permute its matrix's rows (E) and columns (O); the one pair across the
     factors' boundary (m1 - 1, m1), even or odd by m1's parity, flips X's leading wire where K's last is
     1: K holds its states with that wire leading (`_stored`), so that the second factor's product takes
-    one matrix per half of K. Half a runs its first factor's product first (an even pair acts on the
-    second's output, after the rotations; an odd pair, on its input), half b its second's (the pair acts
-    on its input, before the rotations), so that each doubles its branches in its last product:
+    one matrix per half of K. Half a runs its first factor's product first where that pair is even (it
+    acts on the second's output, after the rotations) and last where it is odd (on the second's input),
+    half b its second factor's first (the pair acts on its input, before the rotations); each doubles
+    its branches in its second factor's product (half a) or its last (half b):
 
-    - half a: R2's rows projected, P_s R2 = u_s u_s^T R2 (u_s = RY e_s on wire cut - 1) = u_s (x) c_s with
+    - half a: R2's rows projected, R2 P_s = u_s u_s^T R2 (u_s = RY e_s on wire cut - 1) = u_s (x) c_s with
       c_s = (I (x) e_s^T) R2': X holds c_s, 2**m2 / 2 states beside the branch bit s ("packed"), so its
       branches double at no cost, and the next layer's second factor is a 2**m2 x 2**m2 / 2 product per s,
       u_s and the next even pairs (CNOT (cut - 2, cut - 1) among them) in its columns. Each of its

@@ -98,10 +98,6 @@ class SplitPlan:
         return tuple(out)
 
     @property
-    def factor_sizes(self) -> tuple[int, ...]:
-        return tuple(sorted({size for _, size in self.factors}))
-
-    @property
     def rank(self) -> int:
         """Products in the sum after the last layer."""
         return 2 ** sum(self.crossing)
@@ -114,6 +110,8 @@ def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
     n, n_layers = plan.n_qubits, plan.n_layers
     if cut % 2 or not 0 < cut < n:
         raise ValueError(f"the cut must be an even wire inside the circuit, not {cut}")
+    if min(cut, n - cut) < 4:  # `_halves` takes two wires at least per Kronecker factor
+        return None
     runs = [units._run(e.pairs, n) for e in plan.entanglers]
     crossing: list[bool] = []
     while len(crossing) < n_layers:
@@ -251,24 +249,24 @@ class _CrossedExpectations(torch.autograd.Function):
         b0, b1 = _halves_of(b)
         s = b0 @ b1.mT
         gh = torch.cat((b @ b.mT, s + s.mT), 1)  # (B, 2h, h): G over H
-        r = gh.unsqueeze(1) @ c  # (B, 2, 2h, 2**m1 / 2): G c_s over H c_s
-        q_same = torch.linalg.vecdot(c, r[:, :, :h], dim=2)  # (B, 2, 2**m1 / 2): c_s^T G c_s
-        q_cross = torch.linalg.vecdot(c[:, 0], r[:, 1, h:], dim=1)  # c_0^T H c_1 (= c_1^T H c_0)
+        kc = gh.unsqueeze(1) @ c  # (B, 2, 2h, 2**m1 / 2): G c_s over H c_s
+        q_same = torch.linalg.vecdot(c, kc[:, :, :h], dim=2)  # (B, 2, 2**m1 / 2): c_s^T G c_s
+        q_cross = torch.linalg.vecdot(c[:, 0], kc[:, 1, h:], dim=1)  # c_0^T H c_1 (= c_1^T H c_0)
         pairs = c.view(2 * batch, h, half_a)
         d = (pairs @ pairs.mT).view(batch, 2 * h, h)  # D_0 over D_1
         m = (d @ b).view(batch, 2, h, b.shape[2])  # D_s b
-        d0, d1 = _halves_of(torch.linalg.vecdot(b.unsqueeze(1), m, dim=2))  # (B, 2, 2**m2 / 2): b_t^T D_s b_t
+        on_0, on_1 = _halves_of(torch.linalg.vecdot(b.unsqueeze(1), m, dim=2))  # b_t^T D_s b_t, t = 0, 1
         cross = sum(torch.linalg.vecdot(x, _halves_of(m[:, k])[1 - k], dim=1) for k, x in enumerate((b0, b1)))
-        q_b = torch.stack((d0[:, 0] + d1[:, 1], d1[:, 0] + d0[:, 1], cross), 1)  # Q00, Q11, Q01
+        q_b = torch.stack((on_0[:, 0] + on_1[:, 1], on_1[:, 0] + on_0[:, 1], cross), 1)  # Q00, Q11, Q01
         p_a = _weighted(u_a, q_same, q_cross)  # (B, 2, 2**m1 / 2): [t, i]
         p_b = _weighted(u_b, q_b[:, :2], q_b[:, 2])  # (B, 2, 2**m2 / 2): [t, k]
-        ctx.save_for_backward(c, b, u_a, u_b, signs_a, signs_b, r, q_same, q_cross, m, q_b)
+        ctx.save_for_backward(c, b, u_a, u_b, signs_a, signs_b, kc, q_same, q_cross, m, q_b)
         return torch.cat((p_a.view(batch, -1) @ _last_wire_first(signs_a), p_b.view(batch, -1) @ signs_b), 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        c, b, u_a, u_b, signs_a, signs_b, r, q_same, q_cross, m, q_b = ctx.saved_tensors
+        c, b, u_a, u_b, signs_a, signs_b, kc, q_same, q_cross, m, q_b = ctx.saved_tensors
         batch, _, h, half_a = c.shape
         n_a = signs_a.shape[1]
         s_a = (grad[:, :n_a] @ _last_wire_first(signs_a).T).view(batch, 2, half_a)  # d loss / d p_a
@@ -278,9 +276,9 @@ class _CrossedExpectations(torch.autograd.Function):
         b0, b1 = _halves_of(b)
         pairs = c.view(2 * batch, h, half_a)
         # c: through q_same, q_cross and D_s
-        g_c = r[:, :, :h] * (2 * alpha).unsqueeze(2)  # (B, 2, h, 2**m1 / 2)
-        g_c[:, 0].addcmul_(r[:, 1, h:], beta.unsqueeze(1))
-        g_c[:, 1].addcmul_(r[:, 0, h:], beta.unsqueeze(1))
+        g_c = kc[:, :, :h] * (2 * alpha).unsqueeze(2)  # (B, 2, h, 2**m1 / 2)
+        g_c[:, 0].addcmul_(kc[:, 1, h:], beta.unsqueeze(1))
+        g_c[:, 1].addcmul_(kc[:, 0, h:], beta.unsqueeze(1))
         g00, g11 = g_qb.unbind(1)  # d loss / d Q00, Q11: the weights of b_t^T D_s b_t, per s along t
         w = torch.stack((torch.cat((g00, g11), -1), torch.cat((g11, g00), -1)), 1).unsqueeze(
             2

@@ -409,7 +409,7 @@ def product_halves(uplan: UnitPlan, t: UnitTables, v: torch.Tensor) -> tuple[tor
     for m, perm in zip(uplan.halves, t.embed, strict=True):
         state = v[:, first]
         for wire in range(first + 1, first + m):
-            state = (state.unsqueeze(-1) * v[:, wire].unsqueeze(1)).view(rows, -1)
+            state = (state.unsqueeze(-1) * v[:, wire].unsqueeze(1)).view(rows, 2 ** (wire - first + 1))
         out += [state, state.index_select(1, perm)]
         first += m
     return tuple(out)
