@@ -61,6 +61,12 @@ class HalvesRun:
     n_qubits: int
     cut: int
 
+    @property
+    def lengths(self) -> tuple[int, int]:
+        """Per half, the length of the rows of X `_leave` gathers: X's, or half of it where `split`."""
+        pairs = zip(self.ms, self.split, strict=True)
+        return tuple(2**m2 // (1 if split is None else 2) for (_, m2), split in pairs)
+
     def flops(self, batch: int) -> int:
         """`halves`' flops on `batch` samples, forward and backward: a product of a K' x K matrix (or
         (C, S, X, X') matrices) 2 K' (2 X') flops per value of its input forward, twice that backward
@@ -364,7 +370,7 @@ def halves(
     autograd with a gather of the states per layer, the doubling as a product of inner dimension 2 and
     two copies into the samples-first result."""
     run = t.runs[crossed]
-    return _Layers.apply(run, _leave(run, a.shape[0]), _matrices(run, q), a, b)
+    return _Layers.apply(run, _leave(run, a.shape[0]), _matrices(run, q), a, b, torch.is_grad_enabled())
 
 
 def _rows(x: torch.Tensor, cols: int) -> torch.Tensor:
@@ -387,15 +393,15 @@ class _Layers(torch.autograd.Function):
     g x^T), into two buffers that take turns; autograd takes the matrices' gradients on to the angles."""
 
     @staticmethod
-    def forward(ctx, run, leave, mats, a, b):
-        outs, saved = [], []
-        for steps, (m1, m2), (index, _), split, enter, middle, x in zip(
-            run.steps, run.ms, leave, run.split, run.enter, run.middle, (a, b), strict=True
+    def forward(ctx, run, leave, mats, a, b, saves):
+        outs, saved = [], []  # each product's input, where a backward may follow (`saves`)
+        for steps, (m1, m2), (index, _), split, length, enter, middle, x in zip(
+            run.steps, run.ms, leave, run.split, run.lengths, run.enter, run.middle, (a, b), strict=True
         ):
             batch, r = x.shape[0], 2 ** (len(middle) - 1)
             x = x.index_select(1, enter[0]).view(batch, 2**m1, 2**m2).transpose(0, 1).contiguous()
             for step in steps:
-                saved.append(x)
+                saved += [x] if saves else []
                 w = mats[step.offset : step.offset + step.size].view(step.shape)
                 if step.first:
                     x = torch.mm(w, _lead(x, w.shape[1]))
@@ -405,9 +411,8 @@ class _Layers(torch.autograd.Function):
                     for s in range(w.shape[1]):
                         torch.bmm(rows[:, :, s], w[:, s], out=y[:, :, s])
                     x = y
-            chunk = 2**m2 // (1 if split is None else 2)
             shape = (batch, 2, r, 2 ** (m1 + m2 - 1)) if split == "lead" else (batch, r, 2 ** (m1 + m2))
-            outs.append(_rows(x, chunk).index_select(0, index).view(shape))
+            outs.append(_rows(x, length).index_select(0, index).view(shape))
         ctx.run, ctx.leave = run, leave
         ctx.save_for_backward(mats, *saved)
         return tuple(outs)
@@ -421,12 +426,12 @@ class _Layers(torch.autograd.Function):
         most = max(max(x.numel() for x in saved), ga.numel(), gb.numel())
         buffers = (mats.new_empty(most), mats.new_empty(most))
         grads = []
-        for steps, (m1, m2), (_, inverse), split, enter, g in zip(
-            run.steps, run.ms, ctx.leave, run.split, run.enter, (ga, gb), strict=True
+        for steps, (m1, m2), (_, inverse), length, enter, g in zip(
+            run.steps, run.ms, ctx.leave, run.lengths, run.enter, (ga, gb), strict=True
         ):
-            batch, chunk = g.shape[0], 2**m2 // (1 if split is None else 2)
-            out, turn = _rows(buffers[0][: g.numel()], chunk), 0
-            g = torch.index_select(_rows(g.contiguous(), chunk), 0, inverse, out=out)
+            batch = g.shape[0]
+            out, turn = _rows(buffers[0][: g.numel()], length), 0
+            g = torch.index_select(_rows(g.contiguous(), length), 0, inverse, out=out)
             xs, saved = saved[: len(steps)], saved[len(steps) :]
             for step, x in zip(reversed(steps), reversed(xs), strict=True):
                 w = mats[step.offset : step.offset + step.size].view(step.shape)
@@ -446,4 +451,4 @@ class _Layers(torch.autograd.Function):
                     g = gx
             g = g.reshape(2**m1, batch, 2**m2).transpose(0, 1).reshape(batch, 2 ** (m1 + m2))
             grads.append(g.index_select(1, enter[1]))
-        return None, None, gmats, grads[0], grads[1]
+        return None, None, gmats, grads[0], grads[1], None
