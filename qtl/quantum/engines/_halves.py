@@ -170,14 +170,27 @@ class _RunBuilder:
             raise AssertionError("a product's entries do not fill its matrix")
         return _Step(first, offset, shape)
 
+    def first_factor(self, half: int, layer: int, doubles: bool) -> _Step:
+        """A half's first factor's product, in stored order: its matrix's rows permuted by the next even
+        pairs, its columns by the odd pairs; with `doubles` (half b), rows (k, s) of R1 X^s, X flipping
+        the factor's first wire (wire cut): the branches double."""
+        (start, m1), d1 = self.factors[half][0], 2 ** self.ms[half][0]
+        o1, e1 = _inverse(self.inside[layer][half][0]), self.after[layer][half][0]
+        nat, ss = [_stored(i, m1) for i in range(d1)], (0, 1)[: 1 + doubles]
+        rows = (
+            (e1[nat[i]], o1[nat[j]] ^ (d1 // 2 if s else 0), ONE)
+            for i in range(d1)
+            for s in ss
+            for j in range(d1)
+        )
+        return self.step(True, (d1 * len(ss), d1), layer, (start, m1), rows)
+
     def half_a(self, layer: int) -> None:
         """Wires [0, cut): the first factor's product, then the second's, on whose output the boundary's
         CNOT of the even pairs acts (after the rotations), and whose rows project wire cut - 1."""
-        ((s1, m1), (s2, m2)), d1, d2 = self.factors[0], 2 ** self.ms[0][0], 2 ** self.ms[0][1]
-        (o1, o2, _), (e1, e2, _) = self.inside[layer][0], self.after[layer][0]
-        o1, o2, nat = _inverse(o1), _inverse(o2), [_stored(i, m1) for i in range(d1)]
-        rows = ((e1[nat[i]], o1[nat[j]], ONE) for i in range(d1) for j in range(d1))
-        first = self.step(True, (d1, d1), layer, (s1, m1), rows)
+        (s2, m2), d2 = self.factors[0][1], 2 ** self.ms[0][1]
+        o2, e2 = _inverse(self.inside[layer][0][1]), self.after[layer][0][1]
+        first = self.first_factor(0, layer, False)
         out_c, in_c = self.evens[layer + 1][0], self.odds[layer][0]
         packed, last = self.packed is not None, layer == self.k - 1
         e2_in = _inverse(self.after[layer - 1][0][1]) if packed else list(range(d2))  # left by the last
@@ -231,20 +244,12 @@ class _RunBuilder:
     def half_b(self, layer: int) -> None:
         """Wires [cut, n): the second factor's product, on whose input the boundary's CNOT acts (before
         the rotations), then the first's, whose rows (k, s) take R1 X^s: the branches double."""
-        ((s1, m1), (s2, m2)), d1, d2 = self.factors[1], 2 ** self.ms[1][0], 2 ** self.ms[1][1]
-        (o1, o2, _), (e1, e2, _) = self.inside[layer][1], self.after[layer][1]
-        o1, o2, nat = _inverse(o1), _inverse(o2), [_stored(i, m1) for i in range(d1)]
+        (s2, m2), d2 = self.factors[1][1], 2 ** self.ms[1][1]
+        o2, e2 = _inverse(self.inside[layer][1][1]), self.after[layer][1][1]
         cs = (0, 1) if self.evens[layer][1] or self.odds[layer][1] else (0,)
         cols = ((e2[y], o2[x ^ (d2 // 2 if c else 0)], ONE) for c in cs for x in range(d2) for y in range(d2))
         self.steps[1].append(self.step(False, (len(cs), 1, d2, d2), layer, (s2, m2), cols))
-        ss = (0, 1)[: 1 + self.doubling[layer]]
-        rows = (
-            (e1[nat[i]], o1[nat[j]] ^ (d1 // 2 if s else 0), ONE)
-            for i in range(d1)
-            for s in ss
-            for j in range(d1)
-        )
-        self.steps[1].append(self.step(True, (d1 * len(ss), d1), layer, (s1, m1), rows))
+        self.steps[1].append(self.first_factor(1, layer, self.doubling[layer]))
         if self.doubling[layer]:
             self.middle[1].insert(0, sum(self.doubling[:layer]))
 
