@@ -7,12 +7,15 @@ Kronecker products and multiplies them onto |0...0>; it shares no code with the 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from conftest import REPO
 
 import qtl.quantum.engines.native as native
 from qtl.quantum.circuit import CircuitConfig, Gate, gates
@@ -327,6 +330,26 @@ class TestMemoryBudget:
         assert NativeEngine(CircuitConfig(24, 6), path="state").estimate_bytes(8) > 13 * 2**30
         with pytest.raises(SimulationTooLargeError, match=r"about 4\.2 GiB for batch 8 at 24 qubits"):
             shallow(torch.zeros(8, 24), torch.zeros(6, 24, requires_grad=True))
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory from Linux's /proc")
+    @pytest.mark.parametrize(
+        ("n", "depth", "batch", "training", "most"),
+        [(22, 6, 64, False, 2), (22, 6, 32, True, 2), (20, 9, 64, True, None)],
+        ids=["halves-inference", "halves-training", "units-training"],
+    )
+    def test_the_estimate_bounds_the_measured_peak(self, n, depth, batch, training, most):
+        """The peak resident memory of a forward (and backward) in a fresh process, over what it held
+        before, is at most the estimate (`bench/memory_estimates.py`); on the halves path, whose copies
+        were measured, the estimate is within 2x of it, not stale."""
+        path = REPO / "bench" / "memory_estimates.py"
+        spec = importlib.util.spec_from_file_location("memory_estimates", path)
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        m = bench.measure(n, depth, batch, training)
+        assert m["path"] == ("units" if depth == 9 else "halves")
+        assert m["peak"] <= m["estimate"]
+        if most:
+            assert m["estimate"] <= most * m["peak"]
 
     def test_environment_variable_sets_the_default_budget(self, monkeypatch):
         """QTL_NATIVE_MEMORY_BUDGET overrides the default; a bad value is a clear error."""

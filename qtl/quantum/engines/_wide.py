@@ -47,9 +47,10 @@ SPLIT_MAX_RANK, SPLIT_MIN_QUBITS = 128, 12
 #: allocator may hand out pages already written), and temporaries up to about one more (a ring's flips).
 BUFFERS = 4.5
 #: A part's halves at their peak while a forward builds them (`_halves.halves`), over their final size (A
-#: and B): measured 5.4x at 20 qubits, depth 8, float64; with autograd's intermediates for the backward,
-#: about 14x at 20 qubits, depth 9, float64.
-HALVES_PEAK, HALVES_TRAINING_PEAK = 6, 16
+#: and B), and with every product's input kept for the backward and A's and B's gradients. With these,
+#: the units path's estimate was 1.3-2.7x its peak RSS measured at 18-22 qubits, depth 8 and 9, batch
+#: 32-256 (`bench/memory_estimates.py`; docs/benchmarks.md, "The memory estimates").
+HALVES_PEAK, HALVES_TRAINING_PEAK = 4, 6
 #: Bytes a forward takes besides its tensors, and a forward and backward: the worker threads', autograd's
 #: and the math library's own (peak RSS measured up to 15 and 45 MiB over the tensors at 16-20 qubits).
 RUNTIME_BYTES, TRAINING_RUNTIME_BYTES = 32 * 2**20, 64 * 2**20

@@ -82,9 +82,13 @@ _EXTRA_STATES = 4
 #: products in the halves' sum (each CNOT across the cut doubles them: 2**depth for a chain), or twice
 #: as many where the last crossing folds into <Z> and that pays (`_split.whole_plan`).
 HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
-#: Final states' copies the halves path holds per sample: autograd's intermediates (a training forward)
-#: or the Gram products' (inference), over A and B themselves.
-_HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 12, 6
+#: The halves path's peak over its final states (`_split.SplitPlan.states` of every sample, or of one part
+#: where no backward follows), besides the runtime's own bytes (`_wide.RUNTIME_BYTES`): every product's
+#: input kept for the backward and the Gram products' (a training forward and backward), or those alone
+#: (inference). The peak RSS measured at 16-24 qubits, depth 4-8, float32 and float64, less the
+#: runtime's bytes, was at most 3.5 (training) and 2.3 (inference) times the final states'
+#: (`bench/memory_estimates.py`; docs/benchmarks.md, "The memory estimates").
+_HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 4.5, 3
 #: "auto" takes the units path on CPU from UNITS_MIN_QUBITS wires, and from UNITS_MIN_BATCH samples a
 #: batch at UNITS_MIN_QUBITS - 2 and - 1 (below, building the state is as fast or faster:
 #: docs/benchmarks.md).
@@ -289,9 +293,10 @@ class NativeEngine(nn.Module):
         if path == "halves":
             sp = self.halves
             per_sample = sp.states * item
-            if training:  # autograd keeps every part's intermediates
-                return per_sample * _HALVES_TRAINING_COPIES * batch
-            return per_sample * _HALVES_INFERENCE_COPIES * split.part_size(sp, dtype.itemsize, batch)
+            if training:  # the backward needs every part's
+                return int(per_sample * _HALVES_TRAINING_COPIES * batch) + wide.TRAINING_RUNTIME_BYTES
+            part = split.part_size(sp, dtype.itemsize, batch)
+            return int(per_sample * _HALVES_INFERENCE_COPIES * part) + wide.RUNTIME_BYTES
         rows = dim if path == "matrix" else batch
         if self.plan.reuploads:  # per sample: every layer's (d, d) factors, or one state per wire and layer
             per_layer = self.n_qubits * (dim if len(self.layout.groups) == 1 else 1)
