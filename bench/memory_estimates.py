@@ -57,7 +57,7 @@ print(json.dumps({"path": engine.path_for(len(x), training, None), "peak": statu
                   "estimate": engine.estimate_bytes(len(x), dtype, training)}))
 """
 
-# (qubits, depth, batch, training, dtype): the halves path (depth <= 8 here) and the units path (depth 9)
+# (qubits, depth, batch, training, dtype): the halves path and the units path (the table's "path")
 CONFIGS = [
     (16, 7, 64, False, "float32"),
     (20, 6, 64, False, "float32"),
@@ -78,7 +78,10 @@ CONFIGS = [
     (20, 9, 256, True, "float32"),
     (22, 9, 128, True, "float32"),
 ]
-QUICK = [(22, 6, 64, False, "float32"), (22, 6, 32, True, "float32"), (20, 9, 256, True, "float32")]
+# the rows tests/test_engine_native.py runs
+QUICK = [(22, 6, 64, False, "float32"), (22, 6, 32, True, "float32"), (20, 9, 64, True, "float32")]
+# settings a child must not inherit: the allocator's (--keep sets them), the engine's budget, huge pages
+INHERITED = ("MALLOC_", "QTL_NATIVE_MEMORY_BUDGET", "THP_MEM_ALLOC_ENABLE")
 
 
 def measure(
@@ -87,11 +90,13 @@ def measure(
     """The path, the peak bytes over the resident ones before, and the engine's estimate of one forward
     (+ backward where `training`), in a fresh process."""
     args = [str(n), str(depth), str(batch), "train" if training else "infer", dtype, "1" if keep else "0"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, *args], env=env, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
+    out = subprocess.run(
+        [sys.executable, "-c", WORKLOAD, *args], env=env, capture_output=True, text=True, timeout=600
+    )
     if out.returncode:
-        lines = out.stderr.strip().splitlines()
-        raise RuntimeError(lines[-1] if lines else "the workload failed")
+        tail = "\n".join(out.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"the measurement of {' '.join(args)} failed:\n{tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
