@@ -12,7 +12,7 @@ import torch
 
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit
 from qtl.quantum.circuit import CircuitConfig, gates
-from qtl.quantum.engines import _halves
+from qtl.quantum.engines import _halves, native
 from qtl.quantum.engines import _split as split
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _units as units
@@ -129,6 +129,8 @@ SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk or part, SPLIT
     (14, 8, True, 4, 1, 128, 6, False),  # at most 2**6 products (the smaller half's states), two unit layers
     (15, 5, True, 3, None, 8, 3, False),  # three layers up to the rank limit, then the units
     (16, 3, False, 2, 1, 2, 1, False),  # the first layer only
+    (14, 6, True, 4, 3, 128, 6, True),  # cut at wire 8 (halves of 8 and 6), where it takes fewer flops
+    (15, 5, False, 3, None, 128, 5, True),  # halves of 8 and 7 wires
 ]
 
 
@@ -303,11 +305,13 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
         torch.testing.assert_close(gg, gw, atol=1e-11, rtol=1e-13)
 
 
-@pytest.mark.parametrize(("n", "crossed"), [(16, False), (16, True), (18, False), (20, True)])
+@pytest.mark.parametrize(("n", "crossed"), [(16, False), (16, True), (18, False), (19, True), (20, True)])
 def test_the_halves_flops_are_the_products_they_run(n, crossed):
     """`HalvesRun.flops`, the roofline's count of the halves' work, equals the flops torch counts in their
     forward and backward (within 1%: building the matrices takes a few more), where the pair across the
-    Kronecker factors' boundary is odd (16 qubits), even (20) and the factors unequal (18)."""
+    Kronecker factors' boundary is odd (16 qubits), even (20), the halves unequal (18) and a half's
+    factors unequal (19: 4 and 5 wires); `flops_per_sample`, from the products' shapes alone, is the
+    same count."""
     from torch.utils.flop_counter import FlopCounterMode
 
     plan = compile_plan(gates(CircuitConfig(n, 6)), n, CircuitConfig(n, 6).weight_shape)
@@ -321,6 +325,24 @@ def test_the_halves_flops_are_the_products_they_run(n, crossed):
         torch.autograd.backward(out, [torch.ones_like(x) for x in out])
     want = tables.runs[crossed].flops(3)
     assert want <= counter.get_total_flops() <= 1.01 * want
+    assert 3 * _halves.flops_per_sample(sp, crossed) == want
+
+
+@pytest.mark.parametrize(("n", "cut"), [(14, 8), (16, 8), (17, 8), (18, 10), (19, 10), (20, 10), (22, 12)])
+def test_whole_plans_cut_where_they_take_fewer_flops(n, cut):
+    """Of the cuts at 2 (n // 4) and two wires past it, a plan the halves take whole (`_split.whole_plan`:
+    depth 6 here) takes the one whose halves and Gram matrices need fewer flops (`whole_flops`: 18 qubits
+    1.03 GFLOP a step of 32 cut at 10, against 1.69 at 8); the halves path and the product state's
+    halves (`_units.compile_units`) meet there."""
+    plan = compile_plan(gates(CircuitConfig(n, 6)), n, CircuitConfig(n, 6).weight_shape)
+    sp = wide.split_plan(plan)
+    assert sp.cut == native.halves_plan(plan).cut == cut
+    assert wide.wide_units(plan, 4)[0].halves == (cut, n - cut)
+    default = 2 * (n // 4)
+    other = split._whole_at(plan, wide.SPLIT_MAX_RANK, default + 2 if cut == default else default)
+    assert other is None or split.whole_flops(sp) < split.whole_flops(other)
+    with pytest.raises(ValueError, match="even wire inside the circuit"):
+        units.compile_units(plan, True, 6, cut + 1)
 
 
 def test_which_layers_the_halves_take(monkeypatch):

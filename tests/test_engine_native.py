@@ -378,6 +378,8 @@ class TestHalvesPath:
             (16, 5, True, 4),
             (17, 2, True, 2),
             (20, 8, False, 2),  # 256 products, the 128 before the last crossing held (`SplitPlan.held`)
+            (14, 6, True, 3),  # 14, 15: cut at wire 8, two past 2 (n // 4), where it takes fewer flops
+            (15, 5, False, 2),
         ],
     )
     def test_outputs_and_gradients_equal_the_adjoint_paths(self, n_qubits, depth, hadamard, batch):

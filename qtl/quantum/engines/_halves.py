@@ -9,6 +9,7 @@ plan and device), and their backward written out (`_Layers`). `HalvesRun.flops` 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -68,17 +69,30 @@ class HalvesRun:
         return tuple(2**m2 // (1 if split is None else 2) for (_, m2), split in pairs)
 
     def flops(self, batch: int) -> int:
-        """`halves`' flops on `batch` samples, forward and backward: a product of a K' x K matrix (or
-        (C, S, X, X') matrices) 2 K' (2 X') flops per value of its input forward, twice that backward
-        (the input's gradient and the matrix's)."""
-        total = 0
-        for steps, (m1, m2) in zip(self.steps, self.ms, strict=True):
-            values = batch * 2 ** (m1 + m2)
-            for step in steps:
-                inner, outer = (step.shape[1], step.shape[0]) if step.first else step.shape[2:4]
-                total += 2 * outer * values
-                values = values // inner * outer
-        return 3 * total
+        """`halves`' flops on `batch` samples, forward and backward (`_flops`)."""
+        return _flops(self.steps, self.ms, batch)
+
+
+def _flops(steps: tuple[tuple[_Step, ...], ...], ms: tuple[tuple[int, int], ...], batch: int) -> int:
+    """The flops of each half's products on `batch` samples, forward and backward: a product of a K' x K
+    matrix (or (C, S, X, X') matrices) 2 K' (2 X') flops per value of its input forward, twice that
+    backward (the input's gradient and the matrix's)."""
+    total = 0
+    for half, (m1, m2) in zip(steps, ms, strict=True):
+        values = batch * 2 ** (m1 + m2)
+        for step in half:
+            inner, outer = (step.shape[1], step.shape[0]) if step.first else step.shape[2:4]
+            total += 2 * outer * values
+            values = values // inner * outer
+    return 3 * total
+
+
+@functools.lru_cache(maxsize=64)
+def flops_per_sample(sp: SplitPlan, crossed: bool) -> int:
+    """`HalvesRun.flops` of one sample, from the products' shapes alone (no tables built)."""
+    builder = _RunBuilder(sp, crossed)
+    builder.layers()
+    return _flops(builder.steps, builder.ms, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,10 +267,14 @@ class _RunBuilder:
         if self.doubling[layer]:
             self.middle[1].insert(0, sum(self.doubling[:layer]))
 
-    def run(self, device: torch.device, dtype: torch.dtype) -> HalvesRun:
+    def layers(self) -> None:
+        """Each half's products, layer by layer."""
         for layer in range(self.k):
             self.half_a(layer)
             self.half_b(layer)
+
+    def run(self, device: torch.device, dtype: torch.dtype) -> HalvesRun:
+        self.layers()
         starts, bases, total = {}, [], 0
         for size in sorted(self.bases):
             index = []

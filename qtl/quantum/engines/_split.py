@@ -19,9 +19,10 @@ halves' (dA = B g^T, dB = A g).
 
 `plan_split` picks k: the most leading layers (all of them, if they qualify) whose CNOT runs are chains
 (a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank; `leading_plan`
-cuts where the units' product state is. Where the halves take every layer by the Gram route
-(`whole_plan`), `expvals` gives <Z> from each wire's embedded state, by autograd: the native engine's
-forward of such a circuit (`qtl.quantum.engines.native`), and the closed-form step's halves.
+cuts at 2 (n // 4) where units follow. Where the halves take every layer by the Gram route
+(`whole_plan`, cut there or two wires after it, whichever takes fewer flops), `expvals` gives <Z> from
+each wire's embedded state, by autograd: the native engine's forward of such a circuit
+(`qtl.quantum.engines.native`), and the closed-form step's halves.
 """
 
 from __future__ import annotations
@@ -133,28 +134,48 @@ def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
     return SplitPlan(n, cut, tuple(crossing), tuple(inside), tuple(after))
 
 
-def leading_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
-    """The leading layers of `plan` its halves take, cut where the units' product state is
-    (`_units.compile_units`' halves), at most `max_rank` products and no more than the smaller half's
-    states; None where the units cannot run the plan, or no layer qualifies."""
+def leading_plan(plan: Plan, max_rank: int, cut: int | None = None) -> SplitPlan | None:
+    """The leading layers of `plan` its halves take, cut at `cut` (None: 2 (n // 4), where the units'
+    product state is by default, `_units.compile_units`), at most `max_rank` products and no more than
+    the smaller half's states; None where the units cannot run the plan, or no layer qualifies."""
     if max_rank < 1 or units.compile_units(plan, True) is None:
         return None
-    cut = 2 * (plan.n_qubits // 4)  # no more products than a half has states
-    return plan_split(plan, cut, min(max_rank, 2**cut))
+    n = plan.n_qubits
+    cut = 2 * (n // 4) if cut is None else cut
+    return plan_split(plan, cut, min(max_rank, 2 ** min(cut, n - cut)))
 
 
 def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
     """`leading_plan` where it takes every layer and <Z> comes from the Gram matrices (`SplitPlan.gram`):
     the plans `expvals` runs whole; else None. Where the last crossing folds into <Z>, the halves hold
     only the products before it (`SplitPlan.held`), so the plan may reach 2 max_rank products: where
-    its Gram matrices take under half the flops of the way that stops at max_rank (`_gram_pays`)."""
-    sp = leading_plan(plan, max_rank)
+    its Gram matrices take under half the flops of the way that stops at max_rank (`_gram_pays`). Of
+    the cuts at 2 (n // 4) and two wires after it, the one whose halves and Gram matrices take the fewest
+    flops (`whole_flops`): where the halves differ in width, the wider one's products cost more on half
+    b (its branches double in its first factor's product) than on half a (18 qubits: 1.03 GFLOP a step
+    of batch 32 cut at 10, against 1.69 at 8)."""
+    cut = 2 * (plan.n_qubits // 4)
+    plans = [_whole_at(plan, max_rank, c) for c in (cut, cut + 2)]
+    return min((sp for sp in plans if sp is not None), key=whole_flops, default=None)
+
+
+def _whole_at(plan: Plan, max_rank: int, cut: int) -> SplitPlan | None:
+    """`whole_plan` cut at `cut`."""
+    if min(cut, plan.n_qubits - cut) < 4:
+        return None
+    sp = leading_plan(plan, max_rank, cut)
     if sp is not None and sp.layers == plan.n_layers and sp.gram:
         return sp
-    folded = leading_plan(plan, 2 * max_rank)
+    folded = leading_plan(plan, 2 * max_rank, cut)
     if folded is None or folded.layers < plan.n_layers or not (folded.folds and folded.gram):
         return None
     return folded if folded.held <= max_rank and _gram_pays(folded, sp, plan) else None
+
+
+def whole_flops(sp: SplitPlan) -> float:
+    """Flops per sample of a plan `expvals` runs whole: its halves' products (`_halves.flops_per_sample`)
+    and the Gram matrices (`SplitPlan.gram_flops`), forward and backward."""
+    return _halves.flops_per_sample(sp, not sp.folds) + sp.gram_flops
 
 
 #: The Gram route past max_rank must take under this share of the other way's flops: its products ran
@@ -334,7 +355,7 @@ def expvals(
 ) -> torch.Tensor:
     """<Z_w> (B, n) of a plan the halves take whole (`whole_plan`), from each wire's state after the
     embedding v (B, n, 2) and the layers' RY angles q (k, n); `uplan` and `ut` are the plan's units from
-    `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers)`: no unit, only the
+    `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers, sp.cut)`: no unit, only the
     product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
     product = units.product_halves(uplan, ut, v)
     if sp.folds:  # the last CNOT across the cut, and the rotations beside it, folded into <Z>

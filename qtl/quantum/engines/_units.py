@@ -146,10 +146,14 @@ def _local(pairs, start: int, size: int) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def compile_units(plan: Plan, back_only: bool = False, first_layer: int = 0) -> UnitPlan | None:
+def compile_units(
+    plan: Plan, back_only: bool = False, first_layer: int = 0, cut: int | None = None
+) -> UnitPlan | None:
     """The plan's layers as units; None for a plan they cannot express (complex gates, a layer of other
     than one RY per wire, or CNOT runs other than chain and ring). With `first_layer`, the steps start at
-    that layer's pass (the layers before it are simulated otherwise: `qtl.quantum.engines._split`).
+    that layer's pass (the layers before it are simulated otherwise: `qtl.quantum.engines._split`). The
+    product state's halves meet at wire `cut` (even; None: 2 (n // 4)), where the halves that simulate
+    the first layers meet (`_split.SplitPlan.cut`).
 
     Passes alternate between "back" and "front" so that the samples axis, one more axis among the
     groups, ends each pass where the next one needs it; with `back_only` every pass is a "back" pass,
@@ -182,7 +186,9 @@ def compile_units(plan: Plan, back_only: bool = False, first_layer: int = 0) -> 
         if not all(inside[i] or p in folded for i, p in enumerate(odds | evens_next)):
             return None
     first = runs[0][0] if runs else set()
-    half = 2 * (n // 4)
+    half = 2 * (n // 4) if cut is None else cut
+    if half % 2 or not 0 < half < n:
+        raise ValueError(f"the product state's halves meet at an even wire inside the circuit, not {half}")
     embed = (_local(first, 0, half), _local(first, half, n - half))
     return UnitPlan(n, tuple(steps), (half, n - half), embed, back_only)
 

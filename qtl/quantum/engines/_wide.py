@@ -67,8 +67,8 @@ class WideTables:
 
 def split_plan(plan: Plan, gram: bool = True) -> split.SplitPlan | None:
     """The leading layers a wide chain's halves take (`_split`), at most SPLIT_MAX_RANK products held and
-    no more than the smaller half's states, cut where the units' product state is (`compile_units`'
-    halves), every layer where <Z> comes from their Gram matrices (`_split.whole_plan`; not with `gram`
+    no more than the smaller half's states (the units' product state cut at the same wire: `wide_units`),
+    every layer where <Z> comes from their Gram matrices (`_split.whole_plan`; not with `gram`
     False, for a forward that builds the state from the halves' products: at most SPLIT_MAX_RANK of
     them): from BACK_ONLY_MIN_QUBITS wires (the units after them in back passes), below where they take
     every layer (no units left)."""
@@ -89,7 +89,7 @@ def wide_units(plan: Plan, batch: int, gram: bool = True) -> tuple[units.UnitPla
     """The units a wide circuit runs (back passes only from BACK_ONLY_MIN_QUBITS wires, after the layers
     its halves take: `split_plan(plan, gram)`) and how many of a batch's samples a chunk holds."""
     sp = split_plan(plan, gram)
-    uplan = units.compile_units(plan, back_only(plan), sp.layers if sp else 0)
+    uplan = units.compile_units(plan, back_only(plan), sp.layers if sp else 0, sp.cut if sp else None)
     return uplan, chunk_rows(uplan, batch)
 
 
@@ -108,7 +108,7 @@ def wide_workers(batch: int, rows: int) -> int:
 def wide_tables(
     plan: Plan, device: torch.device, dtype: torch.dtype, back_only: bool, sp: split.SplitPlan | None
 ) -> WideTables:
-    uplan = units.compile_units(plan, back_only, sp.layers if sp else 0)
+    uplan = units.compile_units(plan, back_only, sp.layers if sp else 0, sp.cut if sp else None)
     return WideTables(
         uplan,
         units.unit_tables(uplan, plan.n_layers, device, dtype),

@@ -146,7 +146,7 @@ def halves_tables(
 ) -> tuple[_halves.HalvesTables, units.UnitPlan, units.UnitTables, torch.Tensor]:
     """The constant tensors of the halves path (`halves_plan`) on one device in one dtype: the halves'
     and the product state's tables, and the wires' states before the embedding (none of 2**n entries)."""
-    uplan = units.compile_units(plan, True, sp.layers)
+    uplan = units.compile_units(plan, True, sp.layers, sp.cut)
     unit_tables = units.unit_tables(uplan, plan.n_layers, device, dtype)
     return _halves.halves_tables(sp, device, dtype), uplan, unit_tables, plan.v0_tensor(dtype).to(device)
 
