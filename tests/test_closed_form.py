@@ -126,7 +126,16 @@ SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk or part, SPLIT
     (12, 6, True, 5, 2, 128, 6, False),  # every layer, the state built per chunk (no units left)
     (13, 4, False, 3, None, 128, 4, True),  # every layer, <Z> from the halves; odd: halves of 6 and 7 wires
     (16, 5, True, 4, 3, 128, 5, True),  # two parts of the batch, three samples and one
-    (14, 8, True, 4, 1, 128, 6, False),  # at most 2**6 products (the smaller half's states), two unit layers
+    (
+        14,
+        8,
+        True,
+        4,
+        1,
+        128,
+        6,
+        False,
+    ),  # at most 2**6 products (the smaller half's), cut at 8, two unit layers
     (15, 5, True, 3, None, 8, 3, False),  # three layers up to the rank limit, then the units
     (16, 3, False, 2, 1, 2, 1, False),  # the first layer only
     (14, 6, True, 4, 3, 128, 6, True),  # cut at wire 8 (halves of 8 and 6), where it takes fewer flops
@@ -343,6 +352,26 @@ def test_whole_plans_cut_where_they_take_fewer_flops(n, cut):
     assert other is None or split.whole_flops(sp) < split.whole_flops(other)
     with pytest.raises(ValueError, match="even wire inside the circuit"):
         units.compile_units(plan, True, 6, cut + 1)
+
+
+@pytest.mark.parametrize(
+    ("n", "cut", "layers"), [(14, 8, 6), (16, 8, 7), (18, 10, 7), (19, 10, 7), (20, 10, 7), (22, 12, 7)]
+)
+def test_leading_plans_take_the_most_layers_then_fewer_flops(n, cut, layers):
+    """Where units follow the halves (depth 9 here), `_split.leading_plan` takes the cut whose halves take
+    the most layers (16 qubits: 7 at wire 8, 6 at wire 10, whose smaller half holds 64 products), and of
+    those the one whose halves take fewer flops; the units' product state is built there."""
+    config = CircuitConfig(n, 9)
+    plan = compile_plan(gates(config), n, config.weight_shape)
+    sp = wide.split_plan(plan, gram=False)
+    assert (sp.cut, sp.layers) == (cut, layers)
+    assert wide.wide_units(plan, 4, gram=False)[0].halves == (cut, n - cut)
+    for other in split._cuts(n):
+        alt = split.leading_plan(plan, wide.SPLIT_MAX_RANK, other)
+        if other != cut and alt is not None:
+            assert alt.layers < layers or _halves.flops_per_sample(alt, True) > _halves.flops_per_sample(
+                sp, True
+            )
 
 
 def test_which_layers_the_halves_take(monkeypatch):

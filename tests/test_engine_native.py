@@ -506,7 +506,7 @@ class TestUnitsPath:
             (CircuitConfig(18, 3, "ring"), "auto", False),  # units only
             (CircuitConfig(16, 8), "units", True),  # 7 layers on the halves (128 products), then units
             (CircuitConfig(13, 2, "ring", hadamard=False), "units", False),  # odd width, alternating passes
-            (CircuitConfig(14, 8), "units", True),  # 6 layers on the halves (64 products), then units
+            (CircuitConfig(14, 8), "units", True),  # 6 layers on halves of 8 and 6 wires, then units
         ],
     )
     def test_outputs_equal_the_adjoint_paths_in_chunks_parts_and_workers(

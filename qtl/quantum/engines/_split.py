@@ -18,11 +18,12 @@ psi = A^T B of inner dimension r, runs the remaining layers on it, and its gradi
 halves' (dA = B g^T, dB = A g).
 
 `plan_split` picks k: the most leading layers (all of them, if they qualify) whose CNOT runs are chains
-(a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank; `leading_plan`
-cuts at 2 (n // 4) where units follow. Where the halves take every layer by the Gram route
-(`whole_plan`, cut there or two wires after it, whichever takes fewer flops), `expvals` gives <Z> from
-each wire's embedded state, by autograd: the native engine's forward of such a circuit
-(`qtl.quantum.engines.native`), and the closed-form step's halves.
+(a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank, cut at 2 (n // 4)
+or two wires past it, whichever takes more layers or, where the units follow (`leading_plan`), whose
+halves take fewer flops, and where the halves take every layer by the Gram route (`whole_plan`), whose
+halves and Gram matrices do. There `expvals` gives <Z> from each wire's embedded state, by autograd: the
+native engine's forward of such a circuit (`qtl.quantum.engines.native`), and the closed-form step's
+halves.
 """
 
 from __future__ import annotations
@@ -135,14 +136,29 @@ def plan_split(plan: Plan, cut: int, max_rank: int) -> SplitPlan | None:
 
 
 def leading_plan(plan: Plan, max_rank: int, cut: int | None = None) -> SplitPlan | None:
-    """The leading layers of `plan` its halves take, cut at `cut` (None: 2 (n // 4), where the units'
-    product state is by default, `_units.compile_units`), at most `max_rank` products and no more than
-    the smaller half's states; None where the units cannot run the plan, or no layer qualifies."""
+    """The leading layers of `plan` its halves take, cut at `cut`, at most `max_rank` products and no more
+    than the smaller half's states; None where the units cannot run the plan, or no layer qualifies.
+    With `cut` None, of the cuts `_cuts` offers, the one that takes the most layers, and of those the
+    one whose halves take the fewest flops (`_halves.flops_per_sample`: the units after them and
+    building the state from their products cost the same at either cut)."""
     if max_rank < 1 or units.compile_units(plan, True) is None:
         return None
     n = plan.n_qubits
-    cut = 2 * (n // 4) if cut is None else cut
+    if cut is None:
+        plans = (leading_plan(plan, max_rank, c) for c in _cuts(n))
+        return min((sp for sp in plans if sp is not None), key=_leading_cost, default=None)
     return plan_split(plan, cut, min(max_rank, 2 ** min(cut, n - cut)))
+
+
+def _leading_cost(sp: SplitPlan) -> tuple[int, int]:
+    """`leading_plan`'s order of its cuts: the most layers first, then the halves' fewest flops."""
+    return -sp.layers, _halves.flops_per_sample(sp, True)
+
+
+def _cuts(n: int) -> tuple[int, ...]:
+    """The cuts the halves may take: 2 (n // 4) and two wires past it, each leaving a half at least four
+    wires (`_halves` takes two per Kronecker factor)."""
+    return tuple(c for c in (2 * (n // 4), 2 * (n // 4) + 2) if min(c, n - c) >= 4)
 
 
 def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
@@ -150,19 +166,16 @@ def whole_plan(plan: Plan, max_rank: int) -> SplitPlan | None:
     the plans `expvals` runs whole; else None. Where the last crossing folds into <Z>, the halves hold
     only the products before it (`SplitPlan.held`), so the plan may reach 2 max_rank products: where
     its Gram matrices take under half the flops of the way that stops at max_rank (`_gram_pays`). Of
-    the cuts at 2 (n // 4) and two wires after it, the one whose halves and Gram matrices take the fewest
-    flops (`whole_flops`): where the halves differ in width, the wider one's products cost more on half
-    b (its branches double in its first factor's product) than on half a (18 qubits: 1.03 GFLOP a step
-    of batch 32 cut at 10, against 1.69 at 8)."""
-    cut = 2 * (plan.n_qubits // 4)
-    plans = [_whole_at(plan, max_rank, c) for c in (cut, cut + 2)]
+    the cuts `_cuts` offers, the one whose halves and Gram matrices take the fewest flops
+    (`whole_flops`): where the halves differ in width, the wider one's products cost more on half b (its
+    branches double in its first factor's product) than on half a (18 qubits: 1.03 GFLOP a step of
+    batch 32 cut at 10, against 1.69 at 8)."""
+    plans = [_whole_at(plan, max_rank, cut) for cut in _cuts(plan.n_qubits)]
     return min((sp for sp in plans if sp is not None), key=whole_flops, default=None)
 
 
 def _whole_at(plan: Plan, max_rank: int, cut: int) -> SplitPlan | None:
     """`whole_plan` cut at `cut`."""
-    if min(cut, plan.n_qubits - cut) < 4:
-        return None
     sp = leading_plan(plan, max_rank, cut)
     if sp is not None and sp.layers == plan.n_layers and sp.gram:
         return sp
