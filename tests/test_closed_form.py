@@ -122,29 +122,24 @@ def test_wide_chunks_shared_among_threads_give_autograds_gradients(monkeypatch, 
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 
-SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk or part, SPLIT_MAX_RANK, layers, Gram)
-    (12, 6, True, 5, 2, 128, 6, False),  # every layer, the state built per chunk (no units left)
-    (13, 4, False, 3, None, 128, 4, True),  # every layer, <Z> from the halves; odd: halves of 6 and 7 wires
-    (16, 5, True, 4, 3, 128, 5, True),  # two parts of the batch, three samples and one
-    (
-        14,
-        8,
-        True,
-        4,
-        1,
-        128,
-        6,
-        False,
-    ),  # at most 2**6 products (the smaller half's), cut at 8, two unit layers
-    (15, 5, True, 3, None, 8, 3, False),  # three layers up to the rank limit, then the units
-    (16, 3, False, 2, 1, 2, 1, False),  # the first layer only
-    (14, 6, True, 4, 3, 128, 6, True),  # cut at wire 8 (halves of 8 and 6), where it takes fewer flops
-    (15, 5, False, 3, None, 128, 5, True),  # halves of 8 and 7 wires
+SPLIT = [  # (n_qubits, depth, hadamard, batch, samples per chunk or part, SPLIT_MAX_RANK, layers, Gram, cut)
+    (12, 6, True, 5, 2, 128, 6, False, 6),  # every layer, the state built per chunk (no units left)
+    (13, 4, False, 3, None, 128, 4, True, 6),  # every layer, <Z> from the halves; halves of 6 and 7 wires
+    (16, 5, True, 4, 3, 128, 5, True, 8),  # two parts of the batch, three samples and one
+    (14, 8, True, 4, 1, 128, 6, False, 8),  # 2**6 products at most (the smaller half's), two unit layers
+    (15, 5, True, 3, None, 8, 3, False, 8),  # three layers up to the rank limit, then the units
+    (16, 3, False, 2, 1, 2, 1, False, 8),  # the first layer only
+    (14, 6, True, 4, 3, 128, 6, True, 8),  # halves of 8 and 6 wires, where they take fewer flops
+    (15, 5, False, 3, None, 128, 5, True, 8),  # halves of 8 and 7 wires
 ]
 
 
-@pytest.mark.parametrize(("n", "depth", "hadamard", "batch", "chunk", "max_rank", "layers", "gram"), SPLIT)
-def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chunk, max_rank, layers, gram):
+@pytest.mark.parametrize(
+    ("n", "depth", "hadamard", "batch", "chunk", "max_rank", "layers", "gram", "cut"), SPLIT
+)
+def test_split_layers_equal_autograd(
+    monkeypatch, n, depth, hadamard, batch, chunk, max_rank, layers, gram, cut
+):
     """A chain's leading layers simulated as its two halves' states (`_split`), then <Z> from them or
     the full state built per chunk and the remaining layers as units: autograd's loss and gradients to
     1e-10."""
@@ -154,7 +149,8 @@ def test_split_layers_equal_autograd(monkeypatch, n, depth, hadamard, batch, chu
         monkeypatch.setattr(split, "PART_SAMPLES", chunk)
     head, opt = _pair(CircuitConfig(n, depth, hadamard=hadamard))
     sp = wide.split_plan(head.engine.plan)
-    assert (sp.layers, sp.rank) == (layers, min(max_rank, 2**sp.cut, 2**layers))
+    assert sp.cut == cut
+    assert (sp.layers, sp.rank) == (layers, min(max_rank, 2 ** min(cut, n - cut), 2**layers))
     assert (sp.layers == depth and sp.gram) == gram  # no units left, and fewer flops than the state
     _assert_step_equals_autograd(head, opt, batch, seed=5)
 
@@ -337,7 +333,10 @@ def test_the_halves_flops_are_the_products_they_run(n, crossed):
     assert 3 * _halves.flops_per_sample(sp, crossed) == want
 
 
-@pytest.mark.parametrize(("n", "cut"), [(14, 8), (16, 8), (17, 8), (18, 10), (19, 10), (20, 10), (22, 12)])
+@pytest.mark.parametrize(
+    ("n", "cut"),
+    [(14, 8), (15, 8), (16, 8), (17, 8), (18, 10), (19, 10), (20, 10), (21, 10), (22, 12), (23, 12)],
+)
 def test_whole_plans_cut_where_they_take_fewer_flops(n, cut):
     """Of the cuts at 2 (n // 4) and two wires past it, a plan the halves take whole (`_split.whole_plan`:
     depth 6 here) takes the one whose halves and Gram matrices need fewer flops (`whole_flops`: 18 qubits
@@ -369,9 +368,8 @@ def test_leading_plans_take_the_most_layers_then_fewer_flops(n, cut, layers):
     for other in split._cuts(n):
         alt = split.leading_plan(plan, wide.SPLIT_MAX_RANK, other)
         if other != cut and alt is not None:
-            assert alt.layers < layers or _halves.flops_per_sample(alt, True) > _halves.flops_per_sample(
-                sp, True
-            )
+            costs = [_halves.flops_per_sample(p, True) for p in (alt, sp)]
+            assert alt.layers < layers or (alt.layers == layers and costs[0] > costs[1])
 
 
 def test_which_layers_the_halves_take(monkeypatch):

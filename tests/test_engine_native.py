@@ -399,8 +399,7 @@ class TestHalvesPath:
         monkeypatch.setattr(native, "HALVES_MIN_QUBITS", 0)
         config = CircuitConfig(n_qubits, depth)
         engine = NativeEngine(config)
-        cut = 2 * (n_qubits // 4)
-        assert (split.leading_plan(engine.plan, 128) is None) == (min(cut, n_qubits - cut) < 4)
+        assert (split.leading_plan(engine.plan, 128) is None) == (not split._cuts(n_qubits))
         self.assert_equals_the_adjoint_path(engine, config, 3, seed=n_qubits)
 
     @staticmethod
