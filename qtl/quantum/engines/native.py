@@ -86,7 +86,7 @@ HALVES_MIN_QUBITS, HALVES_MAX_RANK = 12, 128
 #: where no backward follows), besides the runtime's own bytes (`_wide.RUNTIME_BYTES`): every product's
 #: input kept for the backward and the Gram products' (a training forward and backward), or those alone
 #: (inference). The peak RSS measured at 16-24 qubits, depth 4-8, float32 and float64, less the
-#: runtime's bytes, was at most 2.9 (training) and 2.0 (inference) times the final states'
+#: runtime's bytes, was at most 2.9 (training) and 2.1 (inference) times the final states'
 #: (`bench/memory_estimates.py`; docs/benchmarks.md, "The memory estimates").
 _HALVES_TRAINING_COPIES, _HALVES_INFERENCE_COPIES = 4.5, 3
 #: "auto" takes the units path on CPU from UNITS_MIN_QUBITS wires, and from UNITS_MIN_BATCH samples a
