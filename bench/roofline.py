@@ -26,7 +26,7 @@ The model of the work a step must do, counted from the step's own plans:
             so 8 d B 2**n per unit. The halves' k layers with r products: two matrix products per half and
             layer, one per Kronecker factor of its rotations, the CNOTs and the doubling of the branches
             folded into their matrices (`_halves.halves`), 2 flops per matrix row and input value forward
-            and twice that backward, counted from their tables (`_halves.HalvesRun.flops`); then
+            and twice that backward, counted from their shapes (`_halves.flops_per_sample`); then
             building psi = A^T B is 2 r flops per amplitude and its gradients dA = B g^T,
             dB = A g 4 r; or, where the halves take every layer and it is cheaper, <Z> from their Gram
             matrices and no state at all: with the last layer's CNOT across the cut folded in, its
@@ -148,8 +148,8 @@ def model(n: int, batch: int, cache: int) -> dict:
     halves = 0  # the halves' states after their layers, A and B (before the last crossing, if folded)
     if sp is not None:
         folded = gram and sp.folds  # the last crossing folded into <Z> (`crossed_expectations`)
-        # the halves' products, counted from their tables (the CNOTs and the doubling folded in)
-        flops += _halves.halves_tables(sp, torch.device("cpu"), torch.float32).runs[not folded].flops(batch)
+        # the halves' products, counted from their shapes (the CNOTs and the doubling folded in)
+        flops += batch * _halves.flops_per_sample(sp, not folded)
         rank = sp.held if folded else sp.rank
         da, db = 2**sp.cut, 2 ** (n - sp.cut)
         halves = batch * rank * (da + db)

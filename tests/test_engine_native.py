@@ -394,7 +394,6 @@ class TestHalvesPath:
         four wires is no split plan (`_halves` needs two per Kronecker factor); wider cuts run, and both
         give the adjoint path's outputs and gradients."""
         from qtl.quantum.engines import _split as split
-        from qtl.quantum.engines import native
 
         monkeypatch.setattr(native, "HALVES_MIN_QUBITS", 0)
         config = CircuitConfig(n_qubits, depth)
