@@ -4,6 +4,7 @@ and the units it runs wide circuits on (`qtl.quantum.engines._units`)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -351,6 +352,43 @@ def test_whole_plans_cut_where_they_take_fewer_flops(n, cut):
     assert other is None or split.whole_flops(sp) < split.whole_flops(other)
     with pytest.raises(ValueError, match="even wire inside the circuit"):
         units.compile_units(plan, True, 6, cut + 1)
+
+
+@pytest.mark.parametrize(
+    ("n", "depth", "firsts"),
+    [
+        (14, 6, (3, 3)),
+        (16, 6, (3, 4)),
+        (18, 6, (5, 4)),
+        (20, 6, (5, 5)),
+        (22, 6, (5, 5)),
+        (16, 9, None),
+        (22, 9, None),
+    ],
+)
+def test_the_halves_factors_split_where_they_take_fewer_flops(n, depth, firsts):
+    """In a plan the halves take whole (depth 6), each half's two Kronecker factors split in the middle
+    or a wire either side of it, where the halves' products take the fewest flops (`_split._factored`):
+    in the middle at 18 and 20 qubits; the other splits' products, counted alike, take more. Where units
+    follow (depth 9), in the middle (`firsts` None)."""
+    config = CircuitConfig(n, depth)
+    plan = compile_plan(gates(config), n, config.weight_shape)
+    sp = wide.split_plan(plan, gram=depth == 6)
+    assert sp.layers == (6 if depth == 6 else 7)
+    assert sp.firsts == firsts
+    if firsts is None:
+        return
+    crossed = not sp.folds
+    middle = tuple(m // 2 for m in (sp.cut, n - sp.cut))
+    near = [
+        (fa, fb)
+        for fa in range(middle[0] - 1, middle[0] + 2)
+        for fb in range(middle[1] - 1, middle[1] + 2)
+        if 2 <= fa <= sp.cut - 2 and 2 <= fb <= n - sp.cut - 2
+    ]
+    counts = {f: _halves.flops_per_sample(dataclasses.replace(sp, firsts=f), crossed) for f in near}
+    assert counts[firsts] == min(counts.values())
+    assert firsts == middle or counts[middle] > counts[firsts]
 
 
 @pytest.mark.parametrize(

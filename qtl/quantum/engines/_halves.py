@@ -87,10 +87,10 @@ def _flops(steps: tuple[tuple[_Step, ...], ...], ms: tuple[tuple[int, int], ...]
     return 3 * total
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def flops_per_sample(sp: SplitPlan, crossed: bool) -> int:
-    """`HalvesRun.flops` of one sample, from the products' shapes alone (no tables built)."""
-    builder = _RunBuilder(sp, crossed)
+    """`HalvesRun.flops` of one sample, from the products' shapes alone (no entry of their matrices)."""
+    builder = _RunBuilder(sp, crossed, shapes_only=True)
     builder.layers()
     return _flops(builder.steps, builder.ms, 1)
 
@@ -107,7 +107,8 @@ def halves_tables(sp: SplitPlan, device: torch.device, dtype: torch.dtype) -> Ha
     return HalvesTables(tuple(_RunBuilder(sp, crossed).run(device, dtype) for crossed in (False, True)))
 
 
-def _separate(p: tuple[int, ...], m1: int, m2: int) -> tuple[list[int], list[int], bool]:
+@functools.lru_cache(maxsize=1024)
+def _separate(p: tuple[int, ...], m1: int, m2: int) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
     """A CNOT run's gather over a half's states (i, t) (m1 + m2 wires) -> (p1, p2, straddle): the run is
     p1 (x) p2 and, with `straddle`, the CNOT from i's last wire to t's first (commuting with them)."""
     d1, d2 = 2**m1, 2**m2
@@ -115,7 +116,7 @@ def _separate(p: tuple[int, ...], m1: int, m2: int) -> tuple[list[int], list[int
         sep = [p[j ^ (d2 // 2 if straddle and j // d2 % 2 else 0)] for j in range(d1 * d2)]
         p1, p2 = [sep[i * d2] // d2 for i in range(d1)], [sep[t] % d2 for t in range(d2)]
         if all(sep[i * d2 + t] == p1[i] * d2 + p2[t] for i in range(d1) for t in range(d2)):
-            return p1, p2, straddle
+            return tuple(p1), tuple(p2), straddle
     raise ValueError("a CNOT run neither inside the factors nor one CNOT across their boundary")
 
 
@@ -141,9 +142,9 @@ class _RunBuilder:
     """Builds a `HalvesRun`: each product's matrix entries, in order, each a base Kronecker product's
     entry (a layer's RYs of some wires) times one weight (`_matrices`), and where the branches go."""
 
-    def __init__(self, sp: SplitPlan, crossed: bool):
+    def __init__(self, sp: SplitPlan, crossed: bool, shapes_only: bool = False):
         n, k, f = sp.n_qubits, sp.layers, sp.factors
-        self.n, self.k, self.cut, self.crossed = n, k, sp.cut, crossed
+        self.n, self.k, self.cut, self.crossed, self.shapes_only = n, k, sp.cut, crossed, shapes_only
         self.factors = ((f[0], f[1]), (f[2], f[3]))
         self.ms = ((f[0][1], f[1][1]), (f[2][1], f[3][1]))
         if min(min(m) for m in self.ms) < 2:
@@ -171,7 +172,10 @@ class _RunBuilder:
 
     def step(self, first: bool, shape: tuple[int, ...], layer: int, wires: tuple[int, int], entries) -> _Step:
         """A product whose matrix (`shape`) holds `entries` (row, col, weight) in order: an entry of the
-        base Kronecker product of `layer`'s RYs of `wires` (start, size), times a weight."""
+        base Kronecker product of `layer`'s RYs of `wires` (start, size), times a weight (not read with
+        `shapes_only`: `flops_per_sample`)."""
+        if self.shapes_only:
+            return _Step(first, 0, shape)
         start, size = wires
         keys = self.bases.setdefault(size, [])
         if (layer, start) not in keys:

@@ -21,13 +21,15 @@ halves' (dA = B g^T, dB = A g).
 (a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank, cut at 2 (n // 4)
 or two wires past it, whichever takes more layers or, where the units follow (`leading_plan`), whose
 halves take fewer flops, and where the halves take every layer by the Gram route (`whole_plan`), whose
-halves and Gram matrices do. There `expvals` gives <Z> from each wire's embedded state, by autograd: the
-native engine's forward of such a circuit (`qtl.quantum.engines.native`), and the closed-form step's
-halves.
+halves and Gram matrices do; each half's two Kronecker factors (`SplitPlan.factors`) split where its
+products take the fewest flops (`_factored`). There `expvals` gives <Z> from each wire's embedded
+state, by autograd: the native engine's forward of such a circuit (`qtl.quantum.engines.native`), and
+the closed-form step's halves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -54,6 +56,7 @@ class SplitPlan:
     crossing: tuple[bool, ...]  # per layer, whether its odd pairs hold (cut - 1, cut)
     inside: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: its odd pairs (gather)
     after: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: the next even pairs
+    firsts: tuple[int, int] | None = None  # per half, its first Kronecker factor's wires (None: half)
 
     @property
     def layers(self) -> int:
@@ -92,11 +95,18 @@ class SplitPlan:
         return self.gram_flops < 6 * self.rank * 2**self.n_qubits
 
     @property
+    def widths(self) -> tuple[int, int]:
+        """The halves' wires."""
+        return self.cut, self.n_qubits - self.cut
+
+    @property
     def factors(self) -> tuple[tuple[int, int], ...]:
-        """(first wire, wires) of the four Kronecker factors of a layer's rotations: two per half."""
+        """(first wire, wires) of the four Kronecker factors of a layer's rotations: two per half, split
+        at `firsts` (`_factored` picks them), else in the middle."""
+        firsts = self.firsts or tuple(m // 2 for m in self.widths)
         out = []
-        for start, m in ((0, self.cut), (self.cut, self.n_qubits - self.cut)):
-            out += [(start, m // 2), (start + m // 2, m - m // 2)]
+        for start, m, first in zip((0, self.cut), self.widths, firsts, strict=True):
+            out += [(start, first), (start + first, m - first)]
         return tuple(out)
 
     @property
@@ -150,6 +160,22 @@ def leading_plan(plan: Plan, max_rank: int, cut: int | None = None) -> SplitPlan
     return plan_split(plan, cut, min(max_rank, 2 ** min(cut, n - cut)))
 
 
+@functools.lru_cache(maxsize=256)
+def _factored(sp: SplitPlan, crossed: bool) -> SplitPlan:
+    """A whole plan (`whole_plan`) with each half's two Kronecker factors split where the halves'
+    products take the fewest flops (`_halves.flops_per_sample`, with the last crossing or without): in
+    the middle, or a wire either side of it, each factor at least two wires; the middle where it ties.
+    The products are not alike (half b's first factor doubles the branches, half a's second holds a
+    packed branch bit: `_halves.halves`), so the middle is not always the cheapest: at depth 6, 22
+    qubits take 5 + 7 wires on half a (the halves' products 5.0 GFLOP a step of 32, against 5.8 at
+    6 + 6), and the step took 0.85-0.89 of the time (docs/benchmarks.md). Where units follow the halves
+    (`leading_plan`), they keep the middle: the halves are a small share of the step there, and 15 and
+    16 qubits at depth 9, with 27% and 17% fewer flops on the halves, took no less time."""
+    choices = [[f for f in (m // 2, m // 2 - 1, m // 2 + 1) if 2 <= f <= m - 2] for m in sp.widths]
+    plans = [dataclasses.replace(sp, firsts=(fa, fb)) for fa in choices[0] for fb in choices[1]]
+    return min(plans, key=lambda p: _halves.flops_per_sample(p, crossed))  # the middle first: on a tie
+
+
 def _leading_cost(sp: SplitPlan) -> tuple[int, int]:
     """`leading_plan`'s order of its cuts: the most layers first, then the halves' fewest flops."""
     return -sp.layers, _halves.flops_per_sample(sp, True)
@@ -178,11 +204,11 @@ def _whole_at(plan: Plan, max_rank: int, cut: int) -> SplitPlan | None:
     """`whole_plan` cut at `cut`."""
     sp = leading_plan(plan, max_rank, cut)
     if sp is not None and sp.layers == plan.n_layers and sp.gram:
-        return sp
+        return _factored(sp, not sp.folds)
     folded = leading_plan(plan, 2 * max_rank, cut)
     if folded is None or folded.layers < plan.n_layers or not (folded.folds and folded.gram):
         return None
-    return folded if folded.held <= max_rank and _gram_pays(folded, sp, plan) else None
+    return _factored(folded, False) if folded.held <= max_rank and _gram_pays(folded, sp, plan) else None
 
 
 def whole_flops(sp: SplitPlan) -> float:
