@@ -311,17 +311,22 @@ def test_the_last_crossing_folded_into_the_expectations(h, m1, m2):
         torch.testing.assert_close(gg, gw, atol=1e-11, rtol=1e-13)
 
 
-@pytest.mark.parametrize(("n", "crossed"), [(16, False), (16, True), (18, False), (19, True), (20, True)])
-def test_the_halves_flops_are_the_products_they_run(n, crossed):
+@pytest.mark.parametrize(
+    ("n", "crossed", "firsts"),
+    [(16, False, None), (16, True, (4, 4)), (18, False, None), (19, True, None), (20, True, None)],
+)
+def test_the_halves_flops_are_the_products_they_run(n, crossed, firsts):
     """`HalvesRun.flops`, the roofline's count of the halves' work, equals the flops torch counts in their
-    forward and backward (within 1%: building the matrices takes a few more), where the pair across the
-    Kronecker factors' boundary is odd (16 qubits), even (20), the halves unequal (18) and a half's
-    factors unequal (19: 4 and 5 wires); `flops_per_sample`, from the products' shapes alone, is the
-    same count."""
+    forward and backward (within 1%: building the matrices takes a few more), where the pair across a
+    half's Kronecker factors' boundary is even on half a and odd on half b (16 qubits: 3 + 5 and 4 + 4
+    wires), odd on both (16, split 4 + 4 on both), even on both (20), the halves unequal (18) and a
+    half's factors unequal (19: 4 and 5 wires on half b); `flops_per_sample`, from the products' shapes
+    alone, is the same count."""
     from torch.utils.flop_counter import FlopCounterMode
 
     plan = compile_plan(gates(CircuitConfig(n, 6)), n, CircuitConfig(n, 6).weight_shape)
     sp = wide.split_plan(plan)
+    sp = sp if firsts is None else dataclasses.replace(sp, firsts=firsts)
     tables = _halves.halves_tables(sp, torch.device("cpu"), torch.float64)
     g = torch.Generator().manual_seed(n)
     a, b = (torch.randn(3, 2**m, generator=g, dtype=torch.float64) for m in (sp.cut, n - sp.cut))
@@ -355,26 +360,28 @@ def test_whole_plans_cut_where_they_take_fewer_flops(n, cut):
 
 
 @pytest.mark.parametrize(
-    ("n", "depth", "firsts"),
+    ("n", "depth", "layers", "firsts"),
     [
-        (14, 6, (3, 3)),
-        (16, 6, (3, 4)),
-        (18, 6, (5, 4)),
-        (20, 6, (5, 5)),
-        (22, 6, (5, 5)),
-        (16, 9, None),
-        (22, 9, None),
+        (14, 6, 6, (3, 3)),
+        (16, 6, 6, (3, 4)),
+        (18, 6, 6, (5, 4)),
+        (20, 6, 6, (5, 5)),
+        (22, 6, 6, (5, 5)),
+        (22, 8, 8, (5, 5)),  # folded past the rank cap (`_split._whole_at`'s second plan)
+        (16, 9, 7, None),
+        (22, 9, 7, None),
     ],
 )
-def test_the_halves_factors_split_where_they_take_fewer_flops(n, depth, firsts):
-    """In a plan the halves take whole (depth 6), each half's two Kronecker factors split in the middle
-    or a wire either side of it, where the halves' products take the fewest flops (`_split._factored`):
-    in the middle at 18 and 20 qubits; the other splits' products, counted alike, take more. Where units
-    follow (depth 9), in the middle (`firsts` None)."""
+def test_the_halves_factors_split_where_they_take_fewer_flops(n, depth, layers, firsts):
+    """In a plan the halves take whole (depth 6 and 8), each half's two Kronecker factors split in the
+    middle or a wire either side of it, where the halves' products, without the last crossing where it
+    folds, take the fewest flops (`_split._factored`): in the middle at 18 and 20 qubits; no other of
+    those splits takes fewer, the middle more where it is not taken. Where units follow (depth 9), in
+    the middle (`firsts` None)."""
     config = CircuitConfig(n, depth)
     plan = compile_plan(gates(config), n, config.weight_shape)
-    sp = wide.split_plan(plan, gram=depth == 6)
-    assert sp.layers == (6 if depth == 6 else 7)
+    sp = wide.split_plan(plan, gram=depth < 9)
+    assert sp.layers == layers
     assert sp.firsts == firsts
     if firsts is None:
         return

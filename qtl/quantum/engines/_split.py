@@ -21,7 +21,7 @@ halves' (dA = B g^T, dB = A g).
 (a ring's pair (n - 1, 0) crosses the cut too) and whose branches stay within a rank, cut at 2 (n // 4)
 or two wires past it, whichever takes more layers or, where the units follow (`leading_plan`), whose
 halves take fewer flops, and where the halves take every layer by the Gram route (`whole_plan`), whose
-halves and Gram matrices do; each half's two Kronecker factors (`SplitPlan.factors`) split where its
+halves and Gram matrices do, each half's two Kronecker factors (`SplitPlan.factors`) split where its
 products take the fewest flops (`_factored`). There `expvals` gives <Z> from each wire's embedded
 state, by autograd: the native engine's forward of such a circuit (`qtl.quantum.engines.native`), and
 the closed-form step's halves.
@@ -56,7 +56,7 @@ class SplitPlan:
     crossing: tuple[bool, ...]  # per layer, whether its odd pairs hold (cut - 1, cut)
     inside: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: its odd pairs (gather)
     after: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # per layer and half: the next even pairs
-    firsts: tuple[int, int] | None = None  # per half, its first Kronecker factor's wires (None: half)
+    firsts: tuple[int, int] | None = None  # per half, its first Kronecker factor's wires (None: m // 2)
 
     @property
     def layers(self) -> int:
@@ -164,11 +164,12 @@ def leading_plan(plan: Plan, max_rank: int, cut: int | None = None) -> SplitPlan
 def _factored(sp: SplitPlan, crossed: bool) -> SplitPlan:
     """A whole plan (`whole_plan`) with each half's two Kronecker factors split where the halves'
     products take the fewest flops (`_halves.flops_per_sample`, with the last crossing or without): in
-    the middle, or a wire either side of it, each factor at least two wires; the middle where it ties.
-    The products are not alike (half b's first factor doubles the branches, half a's second holds a
-    packed branch bit: `_halves.halves`), so the middle is not always the cheapest: at depth 6, 22
-    qubits take 5 + 7 wires on half a (the halves' products 5.0 GFLOP a step of 32, against 5.8 at
-    6 + 6), and the step took 0.85-0.89 of the time (docs/benchmarks.md). Where units follow the halves
+    the middle, or a wire either side of it, each factor at least two wires; of equal counts, the first
+    in the order middle, a wire less, a wire more (the two either side often tie). The products are
+    not alike (half b's first factor doubles the branches, half a's second holds a packed branch bit:
+    `_halves.halves`), so the middle is not always the cheapest: at depth 6, 22 qubits take 5 + 7 wires
+    on half a (the halves' products 5.0 GFLOP a step of 32, as at 7 + 5, against 5.8 at 6 + 6), and
+    the step took 0.85-0.91 of the time (docs/benchmarks.md). Where units follow the halves
     (`leading_plan`), they keep the middle: the halves are a small share of the step there, and 15 and
     16 qubits at depth 9, with 27% and 17% fewer flops on the halves, took no less time."""
     choices = [[f for f in (m // 2, m // 2 - 1, m // 2 + 1) if 2 <= f <= m - 2] for m in sp.widths]
