@@ -165,8 +165,8 @@ def _factored(sp: SplitPlan, crossed: bool) -> SplitPlan:
     """A whole plan (`whole_plan`) with each half's two Kronecker factors split where the halves'
     products take the fewest flops (`_halves.flops_per_sample`, with the last crossing or without): in
     the middle, or a wire either side of it, each factor at least two wires; of equal counts, the first
-    in the order middle, a wire less, a wire more (the two either side often tie, and the smaller first
-    factor ran 4-20% faster: docs/benchmarks.md). The products are
+    in the order middle, a wire less, a wire more (the two either side often tie, and the mirrored
+    split, the larger factor first, took 2-27% longer: docs/benchmarks.md). The products are
     not alike (half b's first factor doubles the branches, half a's second holds a packed branch bit:
     `_halves.halves`), so the middle is not always the cheapest: at depth 6, 22 qubits take 5 + 7 wires
     on half a (the halves' products 5.0 GFLOP a step of 32, as at 7 + 5, against 5.8 at 6 + 6), and
