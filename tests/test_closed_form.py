@@ -386,7 +386,7 @@ def test_the_halves_factors_split_where_they_take_fewer_flops(n, depth, layers, 
     if firsts is None:
         return
     crossed = not sp.folds
-    middle = tuple(m // 2 for m in (sp.cut, n - sp.cut))
+    middle = tuple(m // 2 for m in sp.widths)
     near = [
         (fa, fb)
         for fa in range(middle[0] - 1, middle[0] + 2)
