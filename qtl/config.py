@@ -6,8 +6,8 @@ and the per-variant recipes, and `MachineConfig` (how this machine runs a recipe
 
 A checkpoint records the `ModelConfig` (the architecture) and the `TrainConfig` (the recipe), never the
 `MachineConfig`: where the data lay, which device ran it and how many threads it used say nothing about
-the model. This module imports only `qtl.quantum.circuit`, so the command line builds its choices and defaults
-from it without importing torch.
+the model. This module imports only `qtl.quantum.circuit` and `qtl.quantum.noise` (both torch-free), so
+the command line builds its choices and defaults from it without importing torch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from qtl.quantum.noise import NoiseConfig
 VARIANTS = ("quantum", "finetuned", "linear", "hybrid", "dressed-classical")
 """The models trained by gradient and saved as checkpoints."""
 KERNEL_BASELINES = ("quantum-kernel", "rbf-svm")
-"""Support vector machines on the same frozen features (`qtl.training.kernels`): a fidelity kernel of the
+"""Support vector machines on the same frozen features (`qtl.models.kernels`): a fidelity kernel of the
 circuit, and a classical RBF kernel on the same inputs. Sweeps and comparisons run them; they are not
 saved as checkpoints."""
 RUN_VARIANTS = VARIANTS + KERNEL_BASELINES

@@ -8,7 +8,7 @@ halves' states (wires [0, cut) and [cut, n)). The CNOT (cut - 1, cut) makes it a
 (P0, P1: wire cut - 1 is |0>, |1>; X flips wire cut), and every other gate of a chain acts inside one
 half. So after k layers the state is sum_j a_j (x) b_j over r <= 2**k branches, each half 2**(n/2)
 states per branch where the full state has 2**n: at 20 qubits and r = 64, 2 x 64 x 1024 states per
-sample in place of 2**20. `halves` runs the k layers, two matrix products per half and layer, and
+sample in place of 2**20. `_halves.halves` runs the k layers, two matrix products per half and layer, and
 their backward by hand. Then either `expectations` gives <Z> from the halves' Gram matrices, where they
 take every layer and that costs fewer flops (`SplitPlan.gram`), and the state is never built
 (`crossed_expectations` where the last layer crosses the cut: from its r / 2 products before that
