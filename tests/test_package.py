@@ -1,5 +1,6 @@
 """qtl is a plain library: importing every module of it never loads streamlit, its modules import one
-another without cycles, and its configs and names load without torch."""
+another without cycles, its configs and names load without torch, and each subpackage's docstring names
+its modules (docs/architecture.md sends readers there)."""
 
 import ast
 import re
@@ -25,6 +26,25 @@ def test_no_module_of_qtl_imports_streamlit():
     ).stdout.split()
     assert int(out[0]) >= 20  # the walk really found the package's modules
     assert out[1] == "False"
+
+
+def unnamed_modules(package) -> list[str]:
+    """The modules and subpackages of a package folder that its `__init__.py` docstring does not name."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+    parts = [p.stem for p in package.glob("*.py") if p.stem != "__init__"]
+    parts += [p.name for p in package.iterdir() if (p / "__init__.py").is_file()]
+    return sorted(name for name in parts if not re.search(rf"\b{name}\b", doc))
+
+
+def test_each_subpackage_names_its_modules(tmp_path):
+    """Every subpackage of qtl lists each of its modules in its docstring; a new one left out fails."""
+    packages = [p.parent for p in (REPO / "qtl").glob("*/**/__init__.py")]
+    assert len(packages) >= 10
+    assert {p.name: unnamed_modules(p) for p in packages if unnamed_modules(p)} == {}
+    (tmp_path / "__init__.py").write_text('"""Listed: alpha."""\n')
+    for name in ("alpha.py", "beta.py"):
+        (tmp_path / name).write_text("")
+    assert unnamed_modules(tmp_path) == ["beta"]
 
 
 def loads_torch(statement: str) -> bool:

@@ -10,6 +10,7 @@
     shared_backbone(name, pretrained) -> (model, F)     the process's one read-only copy, for inference
     image_transform(name, pretrained, augment) -> PIL RGB image -> (3, H, W) float tensor
 
+What the sources share (`common`): the weights error, seeded random init, the image transform.
 Each backbone knows its own input pipeline (`transform_params`); checkpoints record it. Random init
 (`pretrained=False`) is one fixed seeded draw, so the weights id "random" names one backbone.
 """

@@ -9,6 +9,22 @@ An engine is a parameter-free `torch.nn.Module` built from a `CircuitConfig`:
 
 The weights live in the layer that owns the engine (see `qtl.models.heads`), so a checkpoint trained with one
 engine runs on any other.
+
+    native        the statevector engine (`NativeEngine`), with autograd
+    density       its noisy path: batched density matrices
+    mps           the matrix product state engine, for wide circuits
+    pennylane     the circuit as a QNode on any installed PennyLane device
+    adjoint       the adjoint method: a backward that keeps no intermediate states
+    _compiler     `gates(config)` compiled to a `Plan`
+    _statevector  tensor kernels: gate matrices, Kronecker products, layers, permutations, <Z>
+    _memory       memory budgets and large buffers
+    _units        a chain's layers as one matrix per wire group, CNOTs folded in
+    _split        a chain's first layers as its two halves' states, and <Z> from their Gram matrices
+    _halves       those layers as matrix products, backward by hand
+    _wide         a wide circuit a chunk of samples at a time: halves, then units
+    _brickwall    brick-wall circuits on an MPS, every site of one parity in one tensor
+    _mps_strings  Pauli strings' expectations on an MPS, forward and backward by hand
+    _pauli        Pauli strings carried through CNOTs, and moved onto a tensor's bra side
 """
 
 from __future__ import annotations
