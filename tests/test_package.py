@@ -157,3 +157,27 @@ def test_no_tracked_file_holds_merge_conflict_markers():
                 found.append(name)
     assert len(listed.stdout.splitlines()) > 50  # the listing really saw the repository
     assert found == []
+
+
+def requirement_names(lines) -> set[str]:
+    """The canonical project names of requirement lines (comments and blank lines skipped)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (line.split("#")[0].strip() for line in lines)
+    return {canonicalize_name(Requirement(line).name) for line in lines if line}
+
+
+def test_requirements_txt_installs_every_extra():
+    """requirements.txt (what scripts/test.sh and hosts install) holds the core dependencies and every
+    optional extra of pyproject.toml, so the suite proves each extra and docs/hosting.md says true."""
+    from qtl.experiments.spec import tomllib  # tomli before Python 3.11
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = requirement_names(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted |= requirement_names(extra) - {"qtl"}
+    assert len(wanted) >= 25
+    have = requirement_names((REPO / "requirements.txt").read_text().splitlines())
+    assert sorted(wanted - have) == []
+    assert requirement_names(["mlflow-skinny>=2.10  # a note", "", "# only a comment"]) == {"mlflow-skinny"}
