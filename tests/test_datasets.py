@@ -105,9 +105,11 @@ class TestZip:
     @pytest.mark.parametrize(
         ("members", "message"),
         [
-            ({"only/1.png": b"x", "only/2.png": b"x"}, "at least 2 class folders"),
+            ({"only/1.png": b"x", "only/2.png": b"x"}, r"2 class folders with images, found 1 \(only\)"),
+            ({"wrap/only/1.png": b"x", "wrap/only/2.png": b"x"}, r"found 1 \(only\)"),  # in a wrapper
+            ({"only/1.png": b"x"}, r"found 1 \(only\)"),  # the classes before the split's image count
             ({"a/1.png": b"x", "b/1.png": b"x", "b/2.png": b"x"}, "class 'a' has 1 image"),
-            ({"notes.txt": b"x"}, "at least 2 class folders"),
+            ({"notes.txt": b"x"}, "at least 2 class folders with images, found 0$"),
         ],
     )
     def test_unusable_layouts_say_why(self, tmp_path, store, members, message):

@@ -253,17 +253,17 @@ def _suffix(val_ratio: float, seed: int) -> str:
 def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: dict) -> PreparedDataset:
     """Lay `source`'s images out under `out` as train/val(/test)/<class>/, with `place(src, dst)`."""
     layout, found, skipped = scan(source)
-    if layout == "classes" or "val" not in found:
-        found["train"], found["val"] = stratified_split(found["train"], val_ratio, seed)
-        ratio, split_seed = val_ratio, seed
-    else:
-        ratio, split_seed = None, None
     classes = sorted(found["train"])
     if len(classes) < MIN_CLASSES:
         raise DatasetError(
             f"{info['source']} needs at least {MIN_CLASSES} class folders with images, found {len(classes)}"
             + (f" ({classes[0]})" if classes else "")
         )
+    if layout == "classes" or "val" not in found:
+        found["train"], found["val"] = stratified_split(found["train"], val_ratio, seed)
+        ratio, split_seed = val_ratio, seed
+    else:
+        ratio, split_seed = None, None
     counts = {}
     for split, by_class in found.items():
         missing = sorted(set(classes) - set(by_class))

@@ -163,14 +163,15 @@ def scan(source: Path) -> tuple[str, dict[str, dict[str, list[Path]]], list[tupl
 
     "splits": train/ (+ val/, test/, in any of the `SPLIT_NAMES` spellings) holding class folders;
     "classes": class folders only. A single wrapping folder (with nothing but junk beside it) is
-    looked through.
+    looked through where it holds folders; one that holds only files is a class folder, the only one.
     """
     skipped: list[tuple[str, str]] = []
     top = source
     while True:
         entries = sorted(top.iterdir())
         real = [p for p in entries if not _hidden_or_junk(p)]
-        if len(real) == 1 and real[0].is_dir() and real[0].name.lower() not in SPLIT_NAMES:
+        wraps = len(real) == 1 and real[0].is_dir() and any(is_class_dir(p) for p in real[0].iterdir())
+        if wraps and real[0].name.lower() not in SPLIT_NAMES:
             skipped += [
                 (p.relative_to(source).as_posix(), skip_reason(p) or "") for p in entries if p not in real
             ]
