@@ -17,6 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_ENV = "QTL_MODELS_DIR"
 HYMENOPTERA_DIRNAME = "hymenoptera_data"
+DEFAULT_DATASET = "hymenoptera"  # the name runs, sweeps and their rows give qtl's default dataset
 
 
 def _from_env(name: str) -> Path | None:

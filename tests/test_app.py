@@ -524,13 +524,21 @@ class TestCircuitCompareLab:
         assert metrics["quantum parameters"] == f"{64 * 6}"
 
     def test_compare_groups_seeds_and_evaluates(self, app_env, checkpoints):
-        """Two quantum seeds give a mean ± std row; evaluation draws confusion matrices."""
-        loaded = [str(p) for p in checkpoints.values()]
+        """Two quantum seeds give a mean ± std row, and a copy of one seed's checkpoint is no third seed
+        (the page says it left it out); evaluation draws confusion matrices."""
+        copy = app_env / "copies" / "quantum-again.pt"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(checkpoints["quantum-0"], copy)
+        loaded = [str(p) for p in checkpoints.values()] + [str(copy)]
         at = app("compare", {"loaded": loaded})
         table = at.dataframe[0].value
         seeds = dict(zip(table["setup"], table["seeds"], strict=True))
         quantum = [s for s in seeds if s.startswith("quantum")]
-        assert len(quantum) == 1 and sum(seeds.values()) == len(loaded)
+        assert len(quantum) == 1 and seeds[quantum[0]] == 2 and sum(seeds.values()) == len(loaded) - 1
+        assert (
+            "Left out of the means, as they repeat the settings and seed of another run: quantum-again"
+            in (texts(at.caption))
+        )
         if seeds[quantum[0]] == 2:
             assert "±" in table.loc[table["setup"] == quantum[0], "val accuracy"].item()
         at.toggle(key="cmp_eval").set_value(True).run()

@@ -267,6 +267,14 @@ class TestCompare:
         key = lambda r: (r["variant"], r["seed"])  # noqa: E731
         assert sorted((key(r), r["val_acc"]) for r in loaded) == sorted((key(r), r["val_acc"]) for r in runs)
 
+        # a copy of one run's checkpoint is the same sample again, not one more seed: left out, and said
+        copy = Path(models) / "zz-copy.pt"
+        shutil.copy(runs[0]["checkpoint"], copy)
+        code, _, err = run_cli(capsys, "compare", "--load", models, "--json", j2, "--csv", c2)
+        said = [f"left out {p}: it repeats another's" for p in (copy, runs[0]["checkpoint"])]
+        assert code == 0 and err.count("left out") == 1 and any(line in err for line in said)
+        assert sorted(key(r) for r in json.loads(j2.read_text())["runs"]) == sorted(key(r) for r in runs)
+
 
 class TestData:
     def test_verify_reports_unreadable_files(self, capsys, tiny, tmp_path):

@@ -17,11 +17,14 @@ from qtl.experiments.runs import (
     parse_seeds,
     plan_runs,
     recipe_for,
+    recorded_dataset,
     run_id,
     train_runs,
 )
+from qtl.experiments.stats import group_cells, one_per_seed, setup_label, summarise
 from qtl.models.checkpoint import checkpoint_name, load_checkpoint
 from qtl.quantum.circuit import CircuitConfig
+from qtl.testing.image_folders import make_image_folder
 
 BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
 
@@ -60,6 +63,28 @@ class TestTrainRuns:
         q, lin = (o.row for o in outcomes)
         assert (q["quantum"], q["classical"]) == (2, 512 * 2 + 2 + 2 * 2 + 2)  # 2q x depth 1; dressed layers
         assert (lin["quantum"], lin["classical"]) == (0, 512 * 2 + 2)
+
+    def test_runs_on_two_datasets_are_two_cells_and_a_repeated_seed_is_one_sample(self, tmp_path):
+        """Rows name the data a run trained on (the checkpoint's record), so the same settings and seed
+        on two datasets are two cells (not two seeds of one); a second checkpoint of one run is left out
+        of a cell's seeds (`one_per_seed`), and the default set is "hymenoptera", as sweeps name it."""
+        folders = [make_image_folder(tmp_path / n, classes) for n, classes in [("a", "xy"), ("b", "uv")]]
+        rows = []
+        for i, folder in enumerate([*folders, folders[0]]):
+            machine = MachineConfig(data_dir=folder)
+            runs = plan_runs(["linear"], BASE, [0], tmp_path / f"m{i}", epochs=1, machine=machine)
+            row = train_runs(runs)[0].row
+            assert checkpoint_row(load_checkpoint(row["checkpoint"])) == row
+            rows.append(row)
+        assert [r["dataset"] for r in rows] == ["a", "b", "a"]
+        assert len(group_cells(rows)) == 2 and "data b" in setup_label(rows[1])
+        kept, repeats = one_per_seed(rows)
+        assert kept == rows[:2] and repeats == rows[2:]
+        assert [s["n"] for s in summarise(kept, ("val_acc",))] == [1, 1]
+        assert one_per_seed([{**rows[0], "seed": None}] * 2) == ([{**rows[0], "seed": None}] * 2, [])
+        hymenoptera = {"name": "hymenoptera_data", "source": "hymenoptera_data", "classes": ["ants", "bees"]}
+        assert recorded_dataset(hymenoptera) == "hymenoptera" and recorded_dataset(None) is None
+        assert "data" not in setup_label({**rows[0], "dataset": recorded_dataset(hymenoptera)})
 
     def test_a_stop_ends_the_list(self, tiny_image_folder, tmp_path):
         """A stop set during the first run cancels it and trains nothing after it."""

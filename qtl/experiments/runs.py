@@ -22,6 +22,7 @@ from qtl.config import MACHINE_KEYS, DataRegime, MachineConfig, ModelConfig, Tra
 from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
+from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME
 from qtl.training.fit import Callback, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "regime")  # what a form may override on a variant's recipe
@@ -46,7 +47,7 @@ class Run:
     model_config: ModelConfig
     train_config: TrainConfig
     checkpoint_path: Path | None = None
-    dataset: str | None = None  # the dataset's name in ids and rows
+    dataset: str | None = None  # the dataset's name in ids and rows (None: rows take the one it records)
     machine: MachineConfig = MachineConfig()
 
     @property
@@ -222,6 +223,7 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
         checkpoint=result.checkpoint_path,
         cancelled=result.cancelled,
         dataset=run.dataset,
+        recorded=recorded_dataset(result.dataset),
     )
     return Outcome(row, result.history, time.perf_counter() - t0)
 
@@ -262,13 +264,16 @@ def result_row(
     checkpoint=None,
     cancelled: bool = False,
     dataset: str | None = None,
+    recorded: str | None = None,
 ) -> dict:
     """The row (ROW_FIELDS) of a finished run, from what both `fit` and a checkpoint record.
 
     classical / quantum: trainable parameter counts (a frozen backbone is trained by nobody: the head's;
     a kernel SVM's are its dual coefficients and intercepts); train_time_s: the sum over the recorded
     epochs; best_epoch, val_*, test_*, train_acc, n_train, n_test: the kept epoch's (`best`, e.g.
-    `FitResult.metrics` or a checkpoint's metrics).
+    `FitResult.metrics` or a checkpoint's metrics); dataset: the run's name for its data, in its id and
+    row, else (None) the row names it as the data recorded (`recorded`, `recorded_dataset`), so runs on
+    two datasets never share a cell, and the id stays the run's.
     """
     mc, tc, best = model_config, train_config or {}, best or {}
     regime = DataRegime.from_dict(tc.get("regime"))
@@ -281,7 +286,7 @@ def result_row(
         "variant": mc.variant,
         "backbone": mc.backbone,
         "weights": "imagenet" if mc.pretrained else "random",
-        "dataset": dataset,
+        "dataset": dataset if dataset is not None else recorded,
         "qubits": mc.circuit.n_qubits if width else None,
         "depth": mc.circuit.depth if circuit else None,  # None: the variant has no such setting
         "entangler": mc.circuit.entangler if circuit else None,
@@ -312,7 +317,7 @@ def result_row(
 
 def checkpoint_row(loaded) -> dict:
     """The row (ROW_FIELDS) of a loaded checkpoint (`qtl.models.checkpoint.LoadedModel`), as `train_run` gives
-    for the run that wrote it."""
+    for the run that wrote it, its dataset named from what it recorded (`recorded_dataset`)."""
     return result_row(
         loaded.model,
         loaded.model_config,
@@ -320,4 +325,16 @@ def checkpoint_row(loaded) -> dict:
         loaded.history,
         loaded.metrics,
         checkpoint=loaded.path,
+        recorded=recorded_dataset(loaded.meta.get("dataset")),
     )
+
+
+def recorded_dataset(record: dict | None) -> str | None:
+    """A checkpoint's dataset (`meta["dataset"]`, `PreparedDataset.record()`) by the name rows give it:
+    "hymenoptera" for qtl's default set (its folder, or the download), as sweeps name it, else the
+    record's name; None where the checkpoint recorded none (older checkpoints)."""
+    if not record:
+        return None
+    if record.get("source") == DEFAULT_DATASET or record.get("name") == HYMENOPTERA_DIRNAME:
+        return DEFAULT_DATASET
+    return record.get("name")

@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtl.paths import DEFAULT_DATASET  # qtl's default dataset (QTL_DATA_DIR, else hymenoptera)
+
 # Torch-free: the runs module (torch) and the dataset resolver are imported inside the functions that plan.
 
 try:
@@ -78,9 +80,8 @@ MAX_RUNS = 100_000
 MAX_RUNS_ENV = "QTL_SWEEP_MAX_RUNS"
 ORDER = ("seed", *(a for a in AXES if a != "seed"))  # how points are enumerated
 ALIASES = {"variants": "variant", "seeds": "seed", "backbones": "backbone", "datasets": "dataset"}
-DEFAULTS = {"variant": "quantum", "dataset": "hymenoptera", "seed": 0}
+DEFAULTS = {"variant": "quantum", "dataset": DEFAULT_DATASET, "seed": 0}
 SETTINGS = ("name", "checkpoints", "grid")  # top-level keys that are not axes
-DEFAULT_DATASET = "hymenoptera"  # the name for qtl's default dataset (QTL_DATA_DIR, else hymenoptera)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

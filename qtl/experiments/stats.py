@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 import math
 
+from qtl.paths import DEFAULT_DATASET
+
 # scipy is imported inside the functions that test: the tables need none of it.
 
 CELL_KEYS = (
@@ -80,6 +82,22 @@ def group_cells(rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def one_per_seed(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The rows with each (cell, seed) once, the first seen, and the rest: runs that repeat another's
+    settings and seed (two checkpoints of one run, say) are one sample, not two seeds of a cell. Rows
+    without a seed are all kept."""
+    seen: set[tuple] = set()
+    kept, repeats = [], []
+    for row in rows:
+        key = (cell_key(row), row.get("seed"))
+        if row.get("seed") is not None and key in seen:
+            repeats.append(row)
+        else:
+            seen.add(key)
+            kept.append(row)
+    return kept, repeats
+
+
 def setup_label(row: dict) -> str:
     """A cell's name for tables, e.g. "quantum (resnet18 random, 4q d6 native)": the settings its
     variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data, regime)."""
@@ -95,7 +113,7 @@ def setup_label(row: dict) -> str:
         inner += f", features {row['feature_dim']}"
     if row.get("noise"):
         inner += f", noise {row['noise']}"
-    if row.get("dataset") not in (None, "hymenoptera"):
+    if row.get("dataset") not in (None, DEFAULT_DATASET):
         inner += f", data {row['dataset']}"
     regime = regime_label(row)
     inner += f", {regime}" if regime else ""

@@ -100,6 +100,7 @@ class FitResult:
     cancelled: bool = False
     test: dict = field(default_factory=dict)  # test_loss, test_acc, n_test of the best epoch ({}: no test)
     sizes: dict = field(default_factory=dict)  # n_train, n_val: the images the run trained and selected on
+    dataset: dict | None = None  # its data's `PreparedDataset.record()` (None: given features)
 
     @property
     def best(self) -> dict | None:
@@ -207,7 +208,7 @@ def fit(
     )
     sizes = {"n_train": len(feed.train.y), "n_val": len(feed.val.y)}
     if mc.is_kernel:  # fitted once, C and width chosen on val
-        return _fit_kernel(model, mc, tc, feed, callbacks, sizes)
+        return dataclasses.replace(_fit_kernel(model, mc, tc, feed, callbacks, sizes), dataset=dataset)
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
     step = _step_for(feed, optimizer, tc)  # train_step, or closed-form / compiled on cached features
@@ -281,7 +282,7 @@ def fit(
     model.eval()
     test = _test_metrics(feed.test) if best.epoch is not None else {}
     best.record(history, {**test, **sizes})
-    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes)
+    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset)
 
 
 def _test_metrics(batches, with_loss: bool = True) -> dict:
