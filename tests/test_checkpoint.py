@@ -227,11 +227,30 @@ class TestBadFiles:
         with pytest.raises(CheckpointError, match="q.pt"):
             load_checkpoint(path)
 
-    def test_text_file(self, tmp_path):
+    @pytest.mark.parametrize("content", [b"hello", b"\xff\xd8\xff\xe0 a JPEG's start", b""])
+    def test_files_of_no_torch_format_say_so_in_one_way(self, tmp_path, content):
+        """Text, an image, an empty file: one message from every reader (the app's upload maps the
+        file, which torch would answer with advice about torch.save options)."""
         path = tmp_path / "notes.pt"
-        path.write_text("hello")
-        with pytest.raises(CheckpointError, match="not a readable qtl checkpoint"):
-            load_checkpoint(path)
+        path.write_bytes(content)
+        for read in (load_checkpoint, read_checkpoint_info):
+            with pytest.raises(CheckpointError) as err:
+                read(path)
+            assert str(err.value) == "notes.pt is not a qtl checkpoint (nor any file torch.save writes)"
+
+    def test_exported_files_point_back_to_their_checkpoint(self, tmp_path):
+        """A TorchScript archive or an ONNX file (what qtl export writes) given as a checkpoint: said so,
+        with the way to run it, and no warning or advice to load it unsafely."""
+        scripted = tmp_path / "m.torchscript"
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+        onnx = tmp_path / "m.onnx"
+        onnx.write_bytes(b"\x08\x08\x12\x07pytorch")  # an ONNX model's first fields
+        for path, runtime in ((scripted, "torchscript"), (onnx, "onnx")):
+            for read in (load_checkpoint, read_checkpoint_info):
+                with pytest.raises(CheckpointError, match="load the .pt checkpoint it was exported") as err:
+                    read(path)
+                assert f"qtl predict --runtime {runtime}" in str(err.value)
+                assert "weights_only" not in str(err.value)
 
     def test_foreign_torch_file(self, tmp_path):
         """A plain state_dict saved by someone else is not mistaken for a checkpoint."""

@@ -27,6 +27,7 @@ import hashlib
 import pickle
 import re
 import weakref
+import zipfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -166,6 +167,7 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
+    _sniff(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:  # torch's safe loader refused an object in the file
@@ -192,6 +194,31 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
     if payload.get("scope") not in ("head", "full"):
         raise CheckpointError(f"{path.name} is damaged: unknown weights scope {payload.get('scope')!r}")
     return payload
+
+
+def _sniff(path: Path) -> None:
+    """CheckpointError for a file that is plainly no checkpoint, from its first bytes, before torch reads
+    it: text, an image, an ONNX file (none a zip or a pickle, the two formats torch.save writes), or a
+    TorchScript archive (`qtl export`'s files, which the safe loader cannot read)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    exported = "(what `qtl export` writes), not a checkpoint: load the .pt checkpoint it was exported from"
+    if head.startswith(b"PK\x03\x04"):  # a zip: torch's format, or a TorchScript archive
+        try:
+            with zipfile.ZipFile(path) as zf:
+                scripted = any(n.endswith("/constants.pkl") for n in zf.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return  # damaged: torch.load says how
+        if scripted:
+            raise CheckpointError(
+                f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
+            )
+    elif head[:1] != b"\x80":  # not a pickle either (protocol 2+ starts so)
+        if path.suffix.lower() == ".onnx":
+            raise CheckpointError(
+                f"{path.name} is an ONNX file {exported} (`qtl predict --runtime onnx` runs it)"
+            )
+        raise CheckpointError(f"{path.name} is not a qtl checkpoint (nor any file torch.save writes)")
 
 
 def _refused(name: str, reason: str) -> str:
