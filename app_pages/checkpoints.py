@@ -50,10 +50,19 @@ for label, directory, writable in checkpoint_dirs.checkpoint_areas():
         disabled=not deletable,
         help=None if deletable else "Shipped checkpoints are read-only in the demo.",
     ):
-        session_models.unload(path)
-        delete_checkpoint(path, [d for _, d, w in checkpoint_dirs.checkpoint_areas() if w])
-        st.toast(f"Deleted {choice}")
-        st.rerun()
+        st.session_state["ckpt_pending_delete"] = path  # asked first: the file may be a run's only copy
+    if deletable and st.session_state.get("ckpt_pending_delete") == path:
+        st.warning(f"Delete `{choice}` from disk? This cannot be undone.")
+        yes, no = st.columns(2)
+        if yes.button("Delete for good", key=f"ckpt_confirm_{label}", type="primary"):
+            del st.session_state["ckpt_pending_delete"]
+            session_models.unload(path)
+            delete_checkpoint(path, [d for _, d, w in checkpoint_dirs.checkpoint_areas() if w])
+            st.toast(f"Deleted {choice}")
+            st.rerun()
+        if no.button("Keep it", key=f"ckpt_keep_{label}"):
+            del st.session_state["ckpt_pending_delete"]
+            st.rerun()
 
 st.subheader("Upload a checkpoint")
 target = checkpoint_dirs.session_dir()

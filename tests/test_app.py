@@ -418,8 +418,13 @@ class TestCheckpoints:
         victim = Path(shutil.copy(original, original.with_name(f"copy-{original.name}")))
         at.run()
         at.selectbox(key="ckpt_pick_models/").set_value(victim.name).run()
+        at.button(key="ckpt_delete_models/").click().run()  # asks first, and keeps it on "Keep it"
+        assert victim.exists() and f"Delete `{victim.name}` from disk?" in texts(at.warning)
+        at.button(key="ckpt_keep_models/").click().run()
+        assert victim.exists() and not at.warning
         at.button(key="ckpt_delete_models/").click().run()
-        assert not victim.exists() and original.exists() and not at.exception
+        at.button(key="ckpt_confirm_models/").click().run()
+        assert not victim.exists() and original.exists() and not at.exception and not at.warning
 
     def test_demo_protects_shipped_checkpoints(self, app_env, checkpoints, monkeypatch):
         """Demo mode: shipped checkpoints cannot be deleted; uploads go to a private session folder."""
