@@ -252,6 +252,20 @@ class TestBadFiles:
                 assert f"qtl predict --runtime {runtime}" in str(err.value)
                 assert "weights_only" not in str(err.value)
 
+    def test_a_file_the_first_look_cannot_open_is_left_to_torch(self, tmp_path, monkeypatch):
+        """The look at a file's first bytes never raises an OSError of its own (listing a folder expects
+        CheckpointError): where it cannot open the file, torch.load reads it, or says why not."""
+        _, _, path = saved(tmp_path / "q.pt")
+        real_open = Path.open
+
+        def denied(self, *args, **kwargs):
+            if self == path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", denied)
+        assert read_checkpoint_info(path).variant == "quantum"
+
     def test_foreign_torch_file(self, tmp_path):
         """A plain state_dict saved by someone else is not mistaken for a checkpoint."""
         path = tmp_path / "weights.pt"

@@ -200,8 +200,11 @@ def _sniff(path: Path) -> None:
     """CheckpointError for a file that is plainly no checkpoint, from its first bytes, before torch reads
     it: text, an image, an ONNX file (none a zip or a pickle, the two formats torch.save writes), or a
     TorchScript archive (`qtl export`'s files, which the safe loader cannot read)."""
-    with path.open("rb") as f:
-        head = f.read(4)
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return  # unreadable: torch.load says how
     exported = "(what `qtl export` writes), not a checkpoint: load the .pt checkpoint it was exported from"
     if head.startswith(b"PK\x03\x04"):  # a zip: torch's format, or a TorchScript archive
         try:
