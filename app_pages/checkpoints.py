@@ -43,6 +43,8 @@ for label, directory, writable in checkpoint_dirs.checkpoint_areas():
         on_click="ignore",
     )
     deletable = writable and checkpoint_dirs.can_modify(path)
+    if st.session_state.get("ckpt_pending_delete") in {str(i.path.resolve()) for i in infos} - {path}:
+        del st.session_state["ckpt_pending_delete"]  # another file picked here: ask again
     if cols[2].button(
         "Delete",
         key=f"ckpt_delete_{label}",

@@ -422,6 +422,10 @@ class TestCheckpoints:
         assert victim.exists() and f"Delete `{victim.name}` from disk?" in texts(at.warning)
         at.button(key="ckpt_keep_models/").click().run()
         assert victim.exists() and not at.warning
+        at.button(key="ckpt_delete_models/").click().run()  # then another file picked: the question goes
+        at.selectbox(key="ckpt_pick_models/").set_value(original.name).run()
+        at.selectbox(key="ckpt_pick_models/").set_value(victim.name).run()
+        assert victim.exists() and not at.warning
         at.button(key="ckpt_delete_models/").click().run()
         at.button(key="ckpt_confirm_models/").click().run()
         assert not victim.exists() and original.exists() and not at.exception and not at.warning
