@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.experiments.runs import checkpoint_row
-from qtl.experiments.stats import one_per_seed, summarise
+from qtl.experiments.stats import one_per_run, summarise
 from ui import cache, charts, datasets, session_models, tables, widgets
 
 st.title("Compare")
@@ -17,11 +17,11 @@ else:
         rows.append({"model": label, **checkpoint_row(loaded), "latency_ms": latency * 1e3})
     fields = ("val_acc", "val_loss", "classical", "quantum", "train_time_s", "latency_ms")
     st.markdown("Runs that differ only in their seed are grouped: each cell is mean ± std over the seeds.")
-    distinct, repeats = one_per_seed(rows)
+    distinct, repeats = one_per_run(rows)
     st.dataframe(tables.summary_table(summarise(distinct, fields), fields), hide_index=True, width="stretch")
     if repeats:
         names = ", ".join(row["model"] for row in repeats)
-        st.caption(f"Left out of the means, as they repeat the settings and seed of another run: {names}.")
+        st.caption(f"Left out of the means, as other checkpoints of the same runs: {names}.")
     with st.expander("Every run"):
         st.dataframe(rows, hide_index=True, width="stretch")
 

@@ -544,9 +544,8 @@ class TestCircuitCompareLab:
         seeds = dict(zip(table["setup"], table["seeds"], strict=True))
         quantum = [s for s in seeds if s.startswith("quantum")]
         assert len(quantum) == 1 and seeds[quantum[0]] == 2 and sum(seeds.values()) == len(loaded) - 1
-        assert (
-            "Left out of the means, as they repeat the settings and seed of another run: quantum-again"
-            in (texts(at.caption))
+        assert "Left out of the means, as other checkpoints of the same runs: quantum-again" in (
+            texts(at.caption)
         )
         if seeds[quantum[0]] == 2:
             assert "±" in table.loc[table["setup"] == quantum[0], "val accuracy"].item()

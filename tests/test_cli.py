@@ -271,7 +271,7 @@ class TestCompare:
         copy = Path(models) / "zz-copy.pt"
         shutil.copy(runs[0]["checkpoint"], copy)
         code, _, err = run_cli(capsys, "compare", "--load", models, "--json", j2, "--csv", c2)
-        said = [f"left out {p}: it repeats another's" for p in (copy, runs[0]["checkpoint"])]
+        said = [f"left out {p}: another checkpoint of the same run" for p in (copy, runs[0]["checkpoint"])]
         assert code == 0 and err.count("left out") == 1 and any(line in err for line in said)
         assert sorted(key(r) for r in json.loads(j2.read_text())["runs"]) == sorted(key(r) for r in runs)
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from qtl.config import MachineConfig, ModelConfig
+from qtl.data.datasets import open_dataset
 from qtl.experiments.runs import (
     ROW_FIELDS,
     Run,
@@ -21,7 +22,7 @@ from qtl.experiments.runs import (
     run_id,
     train_runs,
 )
-from qtl.experiments.stats import group_cells, one_per_seed, setup_label, summarise
+from qtl.experiments.stats import group_cells, one_per_run, setup_label, summarise
 from qtl.models.checkpoint import checkpoint_name, load_checkpoint
 from qtl.quantum.circuit import CircuitConfig
 from qtl.testing.image_folders import make_image_folder
@@ -64,10 +65,11 @@ class TestTrainRuns:
         assert (q["quantum"], q["classical"]) == (2, 512 * 2 + 2 + 2 * 2 + 2)  # 2q x depth 1; dressed layers
         assert (lin["quantum"], lin["classical"]) == (0, 512 * 2 + 2)
 
-    def test_runs_on_two_datasets_are_two_cells_and_a_repeated_seed_is_one_sample(self, tmp_path):
+    def test_two_datasets_are_two_cells_and_a_second_checkpoint_one_sample(self, tmp_path, monkeypatch):
         """Rows name the data a run trained on (the checkpoint's record), so the same settings and seed
         on two datasets are two cells (not two seeds of one); a second checkpoint of one run is left out
-        of a cell's seeds (`one_per_seed`), and the default set is "hymenoptera", as sweeps name it."""
+        of a cell's seeds (`one_per_run`), but not a run of other settings; the default set is None, as
+        in checkpoints that recorded no dataset, whatever its folder is called."""
         folders = [make_image_folder(tmp_path / n, classes) for n, classes in [("a", "xy"), ("b", "uv")]]
         rows = []
         for i, folder in enumerate([*folders, folders[0]]):
@@ -78,13 +80,17 @@ class TestTrainRuns:
             rows.append(row)
         assert [r["dataset"] for r in rows] == ["a", "b", "a"]
         assert len(group_cells(rows)) == 2 and "data b" in setup_label(rows[1])
-        kept, repeats = one_per_seed(rows)
+        kept, repeats = one_per_run(rows)
         assert kept == rows[:2] and repeats == rows[2:]
         assert [s["n"] for s in summarise(kept, ("val_acc",))] == [1, 1]
-        assert one_per_seed([{**rows[0], "seed": None}] * 2) == ([{**rows[0], "seed": None}] * 2, [])
+        other = {**rows[2], "id": "another-batch-size"}  # same cell and seed, other settings: a run
+        assert one_per_run([rows[0], other]) == ([rows[0], other], [])
+        assert one_per_run([{**rows[0], "id": None}] * 2) == ([{**rows[0], "id": None}] * 2, [])
         hymenoptera = {"name": "hymenoptera_data", "source": "hymenoptera_data", "classes": ["ants", "bees"]}
-        assert recorded_dataset(hymenoptera) == "hymenoptera" and recorded_dataset(None) is None
-        assert "data" not in setup_label({**rows[0], "dataset": recorded_dataset(hymenoptera)})
+        assert recorded_dataset(hymenoptera) is None and recorded_dataset(None) is None
+        monkeypatch.setenv("QTL_DATA_DIR", str(folders[1]))  # the default set, in a folder of another name
+        assert recorded_dataset(open_dataset(folders[1]).record()) is None
+        assert recorded_dataset(open_dataset(folders[0]).record()) == "a"
 
     def test_a_stop_ends_the_list(self, tiny_image_folder, tmp_path):
         """A stop set during the first run cancels it and trains nothing after it."""

@@ -375,7 +375,7 @@ def cmd_draw(args, bar: ProgressBar) -> int:
 
 def cmd_compare(args, bar: ProgressBar) -> int:
     from qtl.experiments.runs import checkpoint_row, train_runs
-    from qtl.experiments.stats import comparisons, format_comparisons, one_per_seed, summarise
+    from qtl.experiments.stats import comparisons, format_comparisons, one_per_run, summarise
     from qtl.models.checkpoint import load_checkpoint
     from qtl.models.store import list_checkpoints
     from qtl.paths import models_dir
@@ -386,9 +386,9 @@ def cmd_compare(args, bar: ProgressBar) -> int:
             paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
         if not paths:
             raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
-        rows, repeats = one_per_seed([checkpoint_row(load_checkpoint(path)) for path in paths])
+        rows, repeats = one_per_run([checkpoint_row(load_checkpoint(path)) for path in paths])
         for row in repeats:
-            print(f"left out {row['checkpoint']}: it repeats another's settings and seed", file=sys.stderr)
+            print(f"left out {row['checkpoint']}: another checkpoint of the same run", file=sys.stderr)
     else:
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")

@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="checkpoints or folders to compare (no training); setups differ by dataset too, and a "
-        "checkpoint repeating another's settings and seed is left out",
+        "second checkpoint of one run (settings, seed, data) is left out",
     )
     _add_model_args(p)
     _add_recipe_args(p, epochs_help="epochs for every variant")

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.config import MACHINE_KEYS, DataRegime, MachineConfig, ModelConfig, TrainConfig, recipe, row_settings
+from qtl.data.datasets import recorded_root
 from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
-from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME
+from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME, default_data_dir
 from qtl.training.fit import Callback, fit
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "regime")  # what a form may override on a variant's recipe
@@ -330,11 +331,11 @@ def checkpoint_row(loaded) -> dict:
 
 
 def recorded_dataset(record: dict | None) -> str | None:
-    """A checkpoint's dataset (`meta["dataset"]`, `PreparedDataset.record()`) by the name rows give it:
-    "hymenoptera" for qtl's default set (its folder, or the download), as sweeps name it, else the
-    record's name; None where the checkpoint recorded none (older checkpoints)."""
-    if not record:
+    """A checkpoint's dataset (`meta["dataset"]`, `PreparedDataset.record()`) as rows name it: None for
+    qtl's default set (the download, its folder by name, or `default_data_dir()` however it was passed)
+    and for a checkpoint that recorded none (older ones: their rows stay in one cell with the default
+    set's, as before), else the record's name."""
+    if not record or record.get("source") == DEFAULT_DATASET or record.get("name") == HYMENOPTERA_DIRNAME:
         return None
-    if record.get("source") == DEFAULT_DATASET or record.get("name") == HYMENOPTERA_DIRNAME:
-        return DEFAULT_DATASET
-    return record.get("name")
+    root = recorded_root(record)
+    return None if root is not None and root.resolve() == default_data_dir().resolve() else record.get("name")

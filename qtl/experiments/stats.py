@@ -82,15 +82,15 @@ def group_cells(rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def one_per_seed(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The rows with each (cell, seed) once, the first seen, and the rest: runs that repeat another's
-    settings and seed (two checkpoints of one run, say) are one sample, not two seeds of a cell. Rows
-    without a seed are all kept."""
+def one_per_run(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The rows with each run once, the first seen, and the rest: rows of one run id (its settings and
+    seed) on one dataset, two checkpoints of one run say, are one sample, not two seeds of a cell. Rows
+    without an id are all kept."""
     seen: set[tuple] = set()
     kept, repeats = [], []
     for row in rows:
-        key = (cell_key(row), row.get("seed"))
-        if row.get("seed") is not None and key in seen:
+        key = (row.get("id"), row.get("dataset"))
+        if row.get("id") is not None and key in seen:
             repeats.append(row)
         else:
             seen.add(key)
