@@ -33,7 +33,10 @@ else:
         right.altair_chart(charts.curves_chart(records, "acc"), width="stretch")
 
     st.subheader("Evaluation on the val split")
-    st.caption("Each model is scored on the dataset it was trained on (the active one if that is gone).")
+    st.caption(
+        "Each model is scored on the val split of the dataset it was trained on (the active one if that is "
+        "gone); a model trained on k folds, on its own run's val fold, never on images it trained on."
+    )
     if st.toggle("Evaluate every loaded model (confusion matrices and misclassified images)", key="cmp_eval"):
         evaluations = {}
         for label, loaded in models.items():

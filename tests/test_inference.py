@@ -12,7 +12,7 @@ from conftest import make_image_folder
 from PIL import Image
 
 from qtl.analysis.inference import evaluate, predict, quantum_trace
-from qtl.config import MachineConfig, ModelConfig, recipe
+from qtl.config import DataRegime, MachineConfig, ModelConfig, recipe
 from qtl.data.images import ImageLoadError
 from qtl.models.backbones import image_transform
 from qtl.models.checkpoint import load_checkpoint, save_checkpoint
@@ -160,6 +160,29 @@ class TestEvaluate:
         assert len(ev.samples) == 6 and ev.metrics["n"] == 6
         assert len(ev.misclassified) == round(6 * (1 - ev.metrics["accuracy"]))
         assert sum(map(sum, ev.metrics["confusion_matrix"])) == 6
+
+    @pytest.mark.parametrize("variant", ["quantum", "finetuned"])
+    def test_a_run_in_folds_is_scored_on_its_own_folds(self, tmp_path, variant):
+        """A model trained on k folds of 3 classes' first 2 is scored on its own run's val and test folds
+        (what fit() recorded), never on the dataset's val/, which its training folds hold."""
+        folder = make_image_folder(tmp_path / "abc", classes=("a", "b", "c"), per_split=(5, 4))
+        regime = DataRegime(split="kfold", classes=2)
+        tc = dataclasses.replace(recipe(variant), epochs=2, lr=0.01, seed=1, regime=regime)
+        mc = ModelConfig(variant, pretrained=False, circuit=CircuitConfig(2, 1))
+        result = fit(mc, tc, MachineConfig(data_dir=folder), checkpoint_path=tmp_path / "m.pt")
+        lm = load_checkpoint(tmp_path / "m.pt")
+        val, test = (evaluate(lm, folder, split) for split in ("val", "test"))
+        assert val.metrics["accuracy"] == pytest.approx(result.best["val_acc"])
+        assert test.metrics["accuracy"] == pytest.approx(result.test["test_acc"])
+        assert (val.metrics["n"], test.metrics["n"]) == (result.sizes["n_val"], result.test["n_test"])
+        seen = [{s.path for s in ev.samples} for ev in (val, test, evaluate(lm, folder, "train"))]
+        assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+        assert not any("/c/" in path for path in set.union(*seen))  # the first 2 classes only
+        assert seen[0] != {str(p) for p in (folder / "val").rglob("*.png") if "/c/" not in str(p)}
+
+    def test_a_split_the_dataset_lacks_is_refused_in_one_line(self, loaded, folder):
+        with pytest.raises(ValueError, match=f"{folder.name} has no test split"):
+            evaluate(loaded["linear"], folder, "test")
 
     def test_trainable_backbone_runs_on_images(self, loaded, folder):
         """finetuned is evaluated through its own backbone; per-sample rows match predict()."""

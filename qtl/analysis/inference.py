@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from qtl.config import DataRegime
 from qtl.data.feed import IMAGE_EVAL_BATCH, FeatureBatches, eval_batch_size, eval_batches, logits
 from qtl.data.folders import validate_dataset
 from qtl.data.images import load_image
@@ -229,12 +230,16 @@ def split_features(
     """The backbone features of every image of a split, in dataset order (`qtl.data.feed.eval_batches`):
     exact cached features for frozen variants (extracted once if needed, by the loaded model's own
     backbone, in float32 as `predict` runs it), a backbone pass over the images, `batch_size` at a time,
-    otherwise.
+    otherwise. A checkpoint trained in another regime than the dataset's own splits (k folds, a few
+    shots, its first classes) is scored on its own run's part: `split` "val" is the fold it selected
+    its epoch on, "test" the one it never saw.
 
-    Raises ValueError when the dataset's classes differ from the model's.
+    Raises ValueError when the dataset's classes differ from the model's, or it has no such split.
     """
+    tc = loaded.train_config or {}
+    regime = DataRegime.from_dict(tc.get("regime"))
     classes = validate_dataset(root)
-    if list(classes) != list(loaded.class_names):
+    if list(classes[: regime.classes]) != list(loaded.class_names):
         raise ValueError(
             f"{loaded.name} predicts {list(loaded.class_names)}, but {root} has classes {classes}"
         )
@@ -250,6 +255,8 @@ def split_features(
         progress=progress,
         transform=eval_transform(loaded),  # the preprocessing the checkpoint records
         exact=True,  # the features the model computes when it classifies, exported or served
+        regime=regime,
+        seed=tc.get("seed", 0),
     )
     if isinstance(batches, FeatureBatches):
         features = batches.x

@@ -179,6 +179,8 @@ def eval_batches(
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
     transform: Callable | None = None,
     exact: bool = False,
+    regime: DataRegime | None = None,
+    seed: int = 0,
 ) -> Batches:
     """One split of the dataset at `root`, in dataset order, for evaluating `model` (a `Classifier`).
 
@@ -189,7 +191,22 @@ def eval_batches(
     backbone's own; a loaded checkpoint passes the one it recorded).
     exact: exact features (`extract_features`), as evaluation reads them; training's val pass takes the
     fast ones it trained on.
+    regime, seed: a run's own parts (`qtl.data.protocol`: its folds, classes, few-shot draw) where the
+    regime is not the default: `split` is then that run's train, val or test part (its train part with
+    the labels it trained on), so a model is never scored on images it trained on.
+    ValueError where the dataset (or the run's partition) has no such split.
     """
+    if regime is not None and regime != DataRegime():
+        features = dict(batch_size=batch_size, cache_dir=cache_dir, progress=progress, exact=exact)
+        parts = _run_parts(model, mc, root, device, regime, seed, backbone, transform, features)
+        if split not in parts:
+            raise ValueError(f"a run split {regime.label} with seed {seed} has no {split} part here")
+        if mc.frozen:
+            return FeatureBatches(model.head, parts[split], eval_batch_size(model.head), device)
+        loader = _loader(parts[split], eval_batch_size(model.head, batch_size), device, num_workers)
+        return ImageBatches(model, loader, device, progress)
+    if split not in present_splits(root):
+        raise ValueError(f"{Path(root).name} has no {split} split (no {split}/ folder)")
     if mc.frozen:
         fs = extract_features(
             mc.backbone,
@@ -303,6 +320,30 @@ def training_feed(
         train_set, tc.batch_size, device, machine.num_workers, shuffle=tc.shuffle, generator=generator
     )
     return Feed(ImageBatches(model, loader, device), parts["val"], parts.get("test"))
+
+
+def _run_parts(model, mc, root, device, regime, seed, backbone, transform, features: dict) -> dict:
+    """A run's train/val(/test) parts under a regime (`eval_batches`): FeatureSets of every split's
+    eval features (`extract_features` with `features`' options) for frozen variants, else Selections of
+    the images with the eval transform."""
+    if mc.frozen:
+        backbone = backbone if backbone is not None else model.backbone
+        sets = {
+            s: extract_features(
+                mc.backbone,
+                mc.pretrained,
+                root,
+                s,
+                views=0,
+                device=str(device),
+                backbone=backbone,
+                **features,
+            )
+            for s in present_splits(root)
+        }
+        return regime_features(sets, regime, seed)
+    transform = transform or image_transform(mc.backbone, mc.pretrained, augment=False)
+    return regime_images(root, regime, seed, transform, transform)
 
 
 def present_splits(root: str | Path) -> list[str]:
