@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from qtl.analysis.robustness import noise_refusal
+from qtl.analysis.robustness import backend_refusal, noise_refusal
 from ui import datasets, noise, session_models
 
 st.title("Noise")
@@ -87,16 +87,21 @@ def show(models: dict) -> None:
         right.write("")
         if right.button("Run on the backend", key="noise_run_backend") and chosen:
             with st.spinner(f"Transpiling and simulating on {backend} ..."):
-                rows = []
+                rows, skipped = [], []
                 for name in chosen:
                     key = scored(name, models[name])
                     if key is None:
+                        continue
+                    if why := backend_refusal(models[name], backend):  # wider than the backend
+                        skipped.append(f"**{name}**: cannot run it there: {why}.")
                         continue
                     result = noise.evaluate(*key, {"shots": shots}, backend)
                     rows.append(
                         {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}
                     )
-            st.session_state["noise_backend_rows"] = rows
+            st.session_state["noise_backend_rows"], st.session_state["noise_backend_skipped"] = rows, skipped
+        for line in st.session_state.get("noise_backend_skipped", []):
+            st.warning(line)
         if st.session_state.get("noise_backend_rows"):
             st.dataframe(st.session_state["noise_backend_rows"], hide_index=True)
         st.caption(

@@ -498,6 +498,27 @@ class TestNoisePage:
         assert not at.exception
         assert list(at.dataframe[0].value["backend"]) == ["FakeManilaV2, 100 shots"] * 2
 
+    def test_a_model_wider_than_the_backend_is_said_and_the_others_run(self, app_env, checkpoints):
+        """A 6-qubit checkpoint beside a 3-qubit one on the 5-qubit FakeManilaV2: one line for the wide
+        one, a row for the other, and it stays said on the next rerun."""
+        from qtl.config import ModelConfig
+        from qtl.models.checkpoint import save_checkpoint
+        from qtl.models.variants import build_model
+        from qtl.quantum.circuit import CircuitConfig
+
+        mc = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(6, 1))
+        wide = save_checkpoint(app_env / "wide6.pt", build_model(mc), mc)
+        at = app("noise", {"loaded": [str(checkpoints["quantum-0"]), str(wide)]})
+        at.select_slider(key="noise_backend_shots").set_value(100).run()
+        at.button(key="noise_run_backend").click().run()
+        assert not at.exception
+        (row,) = at.dataframe[0].value["checkpoint"]
+        assert checkpoints["quantum-0"].stem in row
+        said = "wide6**: cannot run it there: FakeManilaV2 has 5 qubits; its circuit needs 6."
+        assert said in texts(at.warning)
+        at.run()
+        assert said in texts(at.warning)
+
     def test_no_quantum_checkpoint(self, app_env):
         at = app("noise", {"loaded": []})
         assert "Load a `quantum` or `hybrid` checkpoint" in texts(at.info)

@@ -13,7 +13,7 @@ from conftest import make_image_folder, run_cli
 
 from qtl import cli
 from qtl.analysis.inference import evaluate
-from qtl.analysis.robustness import evaluate_noise, head_inputs, noise_grid
+from qtl.analysis.robustness import evaluate_noise, head_inputs, noise_grid, noise_sweep
 from qtl.config import ModelConfig, recipe
 from qtl.data.features import FeatureSet
 from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
@@ -110,6 +110,34 @@ class TestNoiseCommand:
         assert exact[("ideal", "dep 0.75")] == pytest.approx(
             (labels == bias_class).double().mean().item(), abs=1e-4
         )
+
+    def test_what_cannot_run_is_skipped_and_said_the_rest_runs(self, capsys, trained, tiny, tmp_path):
+        """A 6-qubit model on the 5-qubit FakeManilaV2 and a 30-qubit one under noise (too wide for
+        density matrices) are skipped, each in one line; every other cell of the grid still runs. The
+        library raises instead where it is given no list for them."""
+        wide = {}
+        for qubits, engine in ((6, "native"), (30, "mps")):
+            wide[qubits] = tmp_path / f"q{qubits}.pt"
+            args = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", qubits]
+            args += ["--depth", 1, "--engine", engine, "-q", "--out", wide[qubits]]
+            assert run_cli(capsys, *args)[0] == 0
+        prefix = tmp_path / "report"
+        code, out, err = run_cli(
+            capsys, "noise", trained["ideal"], wide[6], wide[30], "--data", tiny, "--strengths", 0,
+            "--backends", "FakeManilaV2", "--backend-shots", 50, "--out", prefix, "-q",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "skipped q6 on FakeManilaV2: FakeManilaV2 has 5 qubits; its circuit needs 6" in err
+        assert "skipped q30 under noise: its 30-qubit circuit is too wide" in err
+        rows = json.loads(prefix.with_suffix(".json").read_text())
+        assert sorted((r["model"], r["backend"]) for r in rows) == [
+            ("ideal", "FakeManilaV2"), ("ideal", "native"), ("q6", "native")
+        ]  # fmt: skip
+        code, _, err = run_cli(capsys, "noise", wide[30], "--data", tiny, "--out", prefix, "-q")
+        assert code == 1 and "nothing could run: q30: its 30-qubit circuit is too wide" in err
+        loaded = load_checkpoint(wide[6])
+        with pytest.raises(ValueError, match="q6: FakeManilaV2 has 5 qubits"):
+            noise_sweep([loaded], [head_inputs(loaded, tiny)], [], backends=["FakeManilaV2"])
 
     def test_shots_repeat_with_the_seed(self, trained, tiny):
         loaded = load_checkpoint(trained["ideal"])

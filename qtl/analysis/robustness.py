@@ -160,6 +160,20 @@ def noise_grid(
     return [replace(base, depolarizing=p, depolarizing_2q=p, shots=s) for s in shots for p in strengths]
 
 
+def backend_refusal(loaded: LoadedModel, backend) -> str | None:
+    """Why `evaluate_noise` cannot run this checkpoint's circuit on `backend` (a fake backend's name or a
+    Qiskit backend), in one line; None when it can: a backend with fewer qubits than the circuit."""
+    from qtl.quantum.hardware.backends import get_backend
+
+    if not loaded.model_config.is_quantum:
+        return f"a {loaded.variant!r} model has no circuit"
+    device, n = get_backend(backend), loaded.model_config.circuit.n_qubits
+    if n > device.num_qubits:
+        name = backend if isinstance(backend, str) else device.name
+        return f"{name} has {device.num_qubits} qubits; its circuit needs {n}"
+    return None
+
+
 def noise_sweep(
     models: Sequence[LoadedModel],
     inputs: Sequence[HeadInputs],
@@ -168,15 +182,28 @@ def noise_sweep(
     backends: Sequence = (),
     backend_shots: Sequence[int] = (1024,),
     progress: Callable[[int, int], None] | None = None,
+    refused: list | None = None,
 ) -> list[NoisyResult]:
-    """Every model (with its own inputs) at every grid point, then on every backend at every shot count."""
-    jobs = [(m, x, noise, None) for m, x in zip(models, inputs, strict=True) for noise in grid]
-    jobs += [
-        (m, x, NoiseConfig(shots=s), b)
-        for m, x in zip(models, inputs, strict=True)
-        for b in backends
-        for s in backend_shots
-    ]
+    """Every model (with its own inputs) at every grid point, then on every backend at every shot count.
+
+    A model the density-matrix engine cannot simulate (`noise_refusal`) skips the grid, and one wider
+    than a backend skips that backend (`backend_refusal`): each (model name, "noise" or the backend,
+    reason) goes to `refused`, and the rest runs; without a `refused` list the first one raises
+    ValueError instead."""
+    jobs, skipped = [], []
+    for m, x in zip(models, inputs, strict=True):
+        reason = noise_refusal(m) if grid else None
+        jobs += [] if reason else [(m, x, noise, None) for noise in grid]
+        skipped += [(m.name, "noise", reason)] if reason else []
+    for m, x in zip(models, inputs, strict=True):
+        for b in backends:
+            reason = backend_refusal(m, b)
+            jobs += [] if reason else [(m, x, NoiseConfig(shots=s), b) for s in backend_shots]
+            skipped += [(m.name, b if isinstance(b, str) else b.name, reason)] if reason else []
+    if skipped and refused is None:
+        raise ValueError(f"{skipped[0][0]}: {skipped[0][2]}")
+    if refused is not None:
+        refused += skipped
     out = []
     for i, (m, x, noise, backend) in enumerate(jobs):
         out.append(evaluate_noise(m, x, noise, backend=backend))

@@ -466,6 +466,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     root = _dataset(args, bar).root
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
+    refused: list[tuple[str, str, str]] = []
     results = noise_sweep(
         models,
         inputs,
@@ -473,8 +474,14 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         backends=args.backends,
         backend_shots=args.backend_shots,
         progress=bar.hook("evaluating under noise"),
+        refused=refused,
     )
     bar.close()
+    if not results:
+        raise ValueError("nothing could run: " + "; ".join(f"{name}: {why}" for name, _, why in refused))
+    for name, where, reason in refused:
+        where = "under noise" if where == "noise" else f"on {where}"
+        print(f"skipped {name} {where}: {reason}", file=sys.stderr)
     for m in models:
         trained = m.model_config.noise.label()
         print(f"{m.name}: trained {'ideal' if trained == 'ideal' else 'with ' + trained}")
