@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -270,6 +271,23 @@ def test_a_foreign_file_is_one_clear_line(tmp_path, capsys):
     bogus.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bogus.onnx cannot be opened as onnx"):
         load_exported(bogus)
+
+
+def test_a_file_of_the_other_kind_says_which_it_is(tmp_path):
+    """A checkpoint, or the other runtime's export, given to a runtime: named for what it is, with the
+    way that runs it, before the runtime's own parse error."""
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
+    scripted, onnx = (export_model(ckpt, tmp_path / f"m.{fmt}", fmt)[0] for fmt in ("torchscript", "onnx"))
+    said = {
+        (ckpt, "onnx"): "m.pt is not an ONNX file but a torch file: a qtl checkpoint runs without --runtime",
+        (ckpt, "torchscript"): "m.pt is not a TorchScript file but a torch file",
+        (scripted, "onnx"): "m.torchscript is not an ONNX file but a TorchScript file: --runtime torchscript",
+        (onnx, "torchscript"): "m.onnx is not a TorchScript file (--runtime onnx runs an ONNX file)",
+    }
+    for (path, runtime), message in said.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_exported(path, runtime)
+    assert load_exported(scripted).runtime == "torchscript" and load_exported(onnx).runtime == "onnx"
 
 
 # ---- every shipped checkpoint, all of val (slow: six exports of efficientnet_lite0)

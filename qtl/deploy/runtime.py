@@ -20,6 +20,7 @@ import torch
 
 from qtl.analysis.inference import ImageInput, Prediction, as_images
 from qtl.deploy.export import FORMAT, METADATA_KEY, TORCHSCRIPT_EXTRA, quiet_jit
+from qtl.models.checkpoint import file_kind
 
 RUNTIMES = ("onnx", "torchscript")
 
@@ -78,6 +79,8 @@ def load_exported(
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if not path.is_file():
         raise ValueError(f"no exported model at {path}")
+    if mismatch := _mismatch(path, runtime):
+        raise ValueError(mismatch)
     try:
         if runtime == "onnx":
             import onnxruntime
@@ -95,6 +98,20 @@ def load_exported(
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path.name} cannot be opened as {runtime}: {said}") from None
     return ExportedModel(path, runtime, _checked(path, document), session)
+
+
+def _mismatch(path: Path, runtime: str) -> str | None:
+    """Why `path` cannot be opened with `runtime`, from its first bytes (`file_kind`), in one line; None
+    where it may be (the runtime itself then says whether it is damaged)."""
+    kind, wanted = file_kind(path), "an ONNX file" if runtime == "onnx" else "a TorchScript file"
+    if kind == "torch":
+        return f"{path.name} is not {wanted} but a torch file: a qtl checkpoint runs without --runtime"
+    if kind == "torchscript" and runtime == "onnx":
+        return f"{path.name} is not {wanted} but a TorchScript file: --runtime torchscript runs it"
+    if kind == "other" and runtime == "torchscript":
+        onnx = " (--runtime onnx runs an ONNX file)" if path.suffix.lower() == ".onnx" else ""
+        return f"{path.name} is not {wanted}{onnx}"
+    return None
 
 
 def predict_exported(

@@ -196,31 +196,37 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
     return payload
 
 
-def _sniff(path: Path) -> None:
-    """CheckpointError for a file that is plainly no checkpoint, from its first bytes, before torch reads
-    it: text, an image, an ONNX file (none a zip or a pickle, the two formats torch.save writes), or a
-    TorchScript archive (`qtl export`'s files, which the safe loader cannot read)."""
+def file_kind(path: Path) -> str:
+    """What a file is by its first bytes: "torchscript" (a TorchScript archive, as `qtl export` writes),
+    "torch" (a zip or a pickle, what torch.save writes; a damaged zip too), "unreadable", or "other"."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
-    except OSError:
-        return  # unreadable: torch.load says how
-    exported = "(what `qtl export` writes), not a checkpoint: load the .pt checkpoint it was exported from"
-    if head.startswith(b"PK\x03\x04"):  # a zip: torch's format, or a TorchScript archive
-        try:
+        if head.startswith(b"PK\x03\x04"):  # a zip: torch's format, or a TorchScript archive
             with zipfile.ZipFile(path) as zf:
-                scripted = any(n.endswith("/constants.pkl") for n in zf.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return  # damaged: torch.load says how
-        if scripted:
-            raise CheckpointError(
-                f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
-            )
-    elif head[:1] != b"\x80":  # not a pickle either (protocol 2+ starts so)
-        if path.suffix.lower() == ".onnx":
-            raise CheckpointError(
-                f"{path.name} is an ONNX file {exported} (`qtl predict --runtime onnx` runs it)"
-            )
+                return "torchscript" if any(n.endswith("/constants.pkl") for n in zf.namelist()) else "torch"
+    except zipfile.BadZipFile:
+        return "torch"  # damaged: torch.load says how
+    except OSError:
+        return "unreadable"
+    return "torch" if head[:1] == b"\x80" else "other"  # pickle protocols 2+ start so
+
+
+def _sniff(path: Path) -> None:
+    """CheckpointError for a file that is plainly no checkpoint (`file_kind`), before torch reads it:
+    text, an image, an ONNX file, or a TorchScript archive (which the safe loader cannot read). An
+    unreadable file is left to torch.load to say why."""
+    exported = "(what `qtl export` writes), not a checkpoint: load the .pt checkpoint it was exported from"
+    kind = file_kind(path)
+    if kind == "torchscript":
+        raise CheckpointError(
+            f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
+        )
+    if kind == "other" and path.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path.name} is an ONNX file {exported} (`qtl predict --runtime onnx` runs it)"
+        )
+    if kind == "other":
         raise CheckpointError(f"{path.name} is not a qtl checkpoint (nor any file torch.save writes)")
 
 
