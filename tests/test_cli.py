@@ -23,6 +23,7 @@ from qtl import cli
 from qtl.analysis.inference import predict
 from qtl.cli.progress import ProgressBar
 from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.testing.image_folders import make_class_folders, zip_folder
 
 COMMANDS = ("train", "evaluate", "predict", "explain", "draw", "compare", "noise", "data", "sweep", "runs")
 
@@ -175,6 +176,25 @@ class TestTrainEvaluatePredict:
         assert m["accuracy"] == pytest.approx(read_checkpoint_info(checkpoints["quantum"]).val_acc)
         assert set(m["per_class"]) == {"cats", "dogs"}
         assert m["roc_auc"] is None or 0.0 <= m["roc_auc"] <= 1.0
+
+    def test_evaluate_without_data_scores_on_the_dataset_the_checkpoint_recorded(
+        self, capsys, tmp_path, monkeypatch
+    ):
+        """No --data: the checkpoint's own dataset where it is here (a zip's arranged copy), not
+        $QTL_DATA_DIR's (another one, of other classes), with the metrics --data naming it gives;
+        --data still picks another."""
+        archive = zip_folder(make_class_folders(tmp_path / "scans", 2, 6), tmp_path / "scans.zip")
+        ckpt = tmp_path / "l.pt"
+        args = ["train", "linear", "--random-init", "--no-augment", "--data", archive, "--epochs", 1]
+        assert run_cli(capsys, *args, "-q", "--out", ckpt)[0] == 0
+        monkeypatch.setenv("QTL_DATA_DIR", str(make_image_folder(tmp_path / "other", classes=("x", "y"))))
+        code, out, err = run_cli(capsys, "evaluate", ckpt, "--json")
+        assert code == 0 and "the dataset the checkpoint recorded (--data picks another)" in err
+        got = json.loads(out)
+        _, named, _ = run_cli(capsys, "evaluate", ckpt, "--data", archive, "--json")
+        assert got["metrics"] == json.loads(named)["metrics"] and got["metrics"]["n"] > 0
+        code, _, err = run_cli(capsys, "evaluate", ckpt, "--data", tmp_path / "other")
+        assert code == 1 and "has classes ['x', 'y']" in err
 
     def test_evaluate_text(self, capsys, checkpoints, tiny):
         code, out, _ = run_cli(

@@ -185,6 +185,20 @@ def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = Tr
     return ds
 
 
+def _scoring_root(args, bar: ProgressBar, models) -> Path:
+    """Where checkpoints are scored: `--data`, else the dataset they all recorded where it is on this
+    machine (`recorded_root`: a folder, or a zip's arranged copy), else `_dataset`'s default."""
+    from qtl.data.datasets import recorded_root
+
+    if args.data is None:
+        found = {recorded_root((m.meta or {}).get("dataset")) for m in models}
+        if len(found) == 1 and None not in found:
+            root = found.pop()
+            bar.message(f"scoring on {root.name}, the dataset the checkpoint recorded (--data picks another)")
+            return root
+    return _dataset(args, bar).root
+
+
 # ---- commands
 
 
@@ -232,7 +246,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     from qtl.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
-    root = _dataset(args, bar).root
+    root = _scoring_root(args, bar, [loaded])
     ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
     bar.close()
     m = ev.metrics
@@ -463,7 +477,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     for m in models:
         if not m.model_config.is_quantum:
             raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
-    root = _dataset(args, bar).root
+    root = _scoring_root(args, bar, models)
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
     refused: list[tuple[str, str, str]] = []

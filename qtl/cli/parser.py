@@ -183,7 +183,11 @@ def _add_seed_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data") -> None:
+#: --data's default where a command scores checkpoints (`commands._scoring_root`)
+RECORDED_DATA = "the dataset the checkpoints recorded, where it is here; else $QTL_DATA_DIR, else hymenoptera"
+
+
+def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str | None = None) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         flag,
@@ -191,7 +195,7 @@ def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data") -> None:
         default=None,
         metavar="PATH",
         help="a folder or a .zip: train/ + val/ (+ test/) with one folder per class, or class folders only "
-        "(default: $QTL_DATA_DIR, else hymenoptera, downloaded once)",
+        f"(default: {default or '$QTL_DATA_DIR, else hymenoptera, downloaded once'})",
     )
     g.add_argument(
         "--val-ratio",
@@ -281,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Accuracy, loss, per-class precision/recall/F1, confusion matrix and ROC-AUC of a checkpoint.",
     )
     p.add_argument("checkpoint", help="a .pt file written by qtl")
-    _add_data_arg(p)
+    _add_data_arg(p, default=RECORDED_DATA)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to score")
     p.add_argument("--engine", default=None, help="run a quantum checkpoint on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
@@ -534,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend-shots", type=int, nargs="+", metavar="N", default=[1024], help="shots on each backend"
     )
     _add_noise_args(p, grid=True)
-    _add_data_arg(p)
+    _add_data_arg(p, default=RECORDED_DATA)
     p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
     p.add_argument(
         "--out",
