@@ -393,6 +393,20 @@ class TestClassify:
         assert not at.exception and not at.error
         assert len([m for m in at.markdown if "→" in m.value]) == 1
 
+    def test_models_of_other_classes_get_a_probability_chart_each(self):
+        """A 10-class and a 2-class model: a chart each, with only its own classes (in one grouped chart
+        the 2-class model's bars sat among 12 slots and shared the 10-class model's colours)."""
+        from ui.charts import probs_chart
+
+        rows = [{"model": "digits", "class": str(i), "probability": 0.1} for i in range(10)]
+        rows += [{"model": "bugs", "class": c, "probability": 0.5} for c in ("ants", "bees")]
+        spec = probs_chart(rows).to_dict()
+        shown = [sorted({r["class"] for r in spec["datasets"][c["data"]["name"]]}) for c in spec["vconcat"]]
+        assert shown == [sorted(map(str, range(10))), ["ants", "bees"]]
+        assert spec["resolve"]["scale"]["color"] == "independent"
+        same = probs_chart(rows[10:] + [{**r, "model": "again"} for r in rows[10:]]).to_dict()
+        assert "vconcat" not in same and same["encoding"]["yOffset"]["field"] == "class"
+
     def test_val_samples_can_be_picked(self, app_env, checkpoints):
         at = app("classify", {"loaded": [str(checkpoints["linear-0"])]})
         picker = at.multiselect(key="cls_samples")

@@ -68,12 +68,31 @@ def grad_norms_chart(records: list[dict]):
 
 
 def probs_chart(rows: list[dict]):
-    """Altair grouped bars: probability per class, one group per model. rows: {model, class, probability}."""
+    """Altair grouped bars: probability per class, one group per model. rows: {model, class, probability}.
+    Models of different classes (a 10-class and a 2-class one) get a chart each, stacked, so that no
+    model's bars leave room for classes it does not have, and no two classes share a colour."""
     import altair as alt
     import pandas as pd
 
+    frame = pd.DataFrame(rows)
+    models = list(dict.fromkeys(frame["model"]))
+    if len({tuple(frame.loc[frame["model"] == m, "class"]) for m in models}) > 1:
+        tooltip = ["class", alt.Tooltip("probability:Q", format=".3f")]
+        charts = [
+            alt.Chart(frame[frame["model"] == m], title=alt.TitleParams(m, anchor="start", fontSize=12))
+            .mark_bar()
+            .encode(
+                y=alt.Y("class:N", title=None, sort=None),
+                x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
+                color=alt.Color("class:N", legend=None),
+                tooltip=tooltip,
+            )
+            .properties(height=alt.Step(14))
+            for m in models
+        ]
+        return alt.vconcat(*charts).resolve_scale(color="independent", y="independent")
     return (
-        alt.Chart(pd.DataFrame(rows))
+        alt.Chart(frame)
         .mark_bar()
         .encode(
             y=alt.Y("model:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
