@@ -304,6 +304,19 @@ class TestTrain:
 
 
 class TestExperiments:
+    def test_a_results_database_that_is_no_database_is_one_line(self, app_env, monkeypatch):
+        """QTL_RESULTS_DB naming a file that is not SQLite: an error naming it, no traceback, the file
+        untouched, and the shipped studies still open."""
+        bogus = app_env / "notes.db"
+        bogus.write_text("not a database")
+        monkeypatch.setenv("QTL_RESULTS_DB", str(bogus))
+        at = app("experiments")
+        assert not at.exception and "cannot be opened as a results database" in texts(at.error)
+        assert bogus.read_text() == "not a database"
+        label = next(o for o in at.selectbox(key="exp_db").options if o.startswith("study"))
+        at.selectbox(key="exp_db").set_value(label).run()
+        assert not at.exception and not at.error and at.dataframe
+
     def test_sweep_from_the_form_then_its_results(self, app_env):
         """The form's sweep runs as a background job into the results database; the page then shows the
         heatmap, the paired comparisons (a verdict per quantum cell and control) and the CSV export."""

@@ -328,6 +328,43 @@ class TestOlderDatabases:
         assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.db"]
 
+    def test_reading_commands_leave_the_file_as_it_was(self, tmp_path, capsys):
+        """qtl runs (every listing) and a dry run read a shipped study's copy without changing a byte
+        (opened for writing, it would have turned to WAL mode and gained a journal)."""
+        copy = shipped_copy(tmp_path)
+        for args in (["--sweeps"], ["--report"], ["--sweep", "wide", "--json", "-"]):
+            assert cli.main(["runs", "--db", str(copy), *args]) == 0
+        spec = tmp_path / "s.toml"
+        data = make_image_folder(tmp_path / "data")
+        spec.write_text(f'name = "wide"\nvariant = "quantum"\ndataset = "{data}"\n')
+        assert cli.main(["sweep", str(spec), "--db", str(copy), "--dry-run"]) == 0
+        assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "s.toml", "wide.db"]
+
+    def test_a_live_database_is_read_as_it_is_written(self, tmp_path):
+        """Read-only, a database a sweep is writing (WAL) shows the runs written after it was opened."""
+        path = tmp_path / "r.db"
+        with ResultsDB(path) as writer:
+            writer.add_sweep("s", "", [])
+            reader = ResultsDB(path, readonly=True)
+            assert [sw["name"] for sw in reader.sweeps()] == ["s"]
+            writer.add_sweep("t", "", [])
+            assert [sw["name"] for sw in reader.sweeps()] == ["s", "t"]
+            reader.close()
+
+    @pytest.mark.parametrize("command", [["runs", "--sweeps"], ["study"], ["sweep", "SPEC", "--dry-run"]])
+    def test_a_file_that_is_no_database_is_one_line(self, tmp_path, capsys, command):
+        bogus = tmp_path / "notes.db"
+        bogus.write_text("not a database")
+        spec = tmp_path / "s.toml"
+        spec.write_text(f'name = "s"\nvariant = "quantum"\ndataset = "{make_image_folder(tmp_path / "d")}"\n')
+        argv = [str(spec) if a == "SPEC" else a for a in command] + ["--db", str(bogus)]
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"qtl: error: {bogus} cannot be opened as a results database")
+        assert err.count("\n") == 1
+        assert bogus.read_text() == "not a database"
+
 
 class TestConcurrentOpen:
     def test_connections_opening_a_new_database_at_once_all_succeed(self, tmp_path):

@@ -40,11 +40,6 @@ def databases() -> dict[str, Path]:
     return found
 
 
-def is_shipped(path: Path) -> bool:
-    """Whether `path` is a study shipped in docs/ (opened read-only: never written, never journaled)."""
-    return path.resolve().parent == DOCS
-
-
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
@@ -57,7 +52,12 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     if not path.is_file():
         st.info(f"No sweeps yet in `{path}`: compose one above, or run `qtl sweep SPEC.toml`.")
         return None, []
-    with ResultsDB(path, readonly=is_shipped(path)) as db:
+    try:
+        db = ResultsDB(path, readonly=True)  # browsing never changes the file
+    except (ValueError, OSError) as exc:
+        st.error(f"Cannot read `{path}`: {exc}. Pick another database, or set QTL_RESULTS_DB to one.")
+        return None, []
+    with db:
         sweeps = db.sweeps()
         names = [sw["name"] for sw in sweeps]
         if not names:

@@ -522,7 +522,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         from qtl.experiments.database import ResultsDB
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
-        status = ResultsDB(db).statuses([r.id for r in runs]) if db.exists() else {}
+        status = ResultsDB(db, readonly=True).statuses([r.id for r in runs]) if db.exists() else {}
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         for r in runs:
@@ -581,7 +581,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
     db = Path(args.db) if args.db else results_db()
     if not db.exists():
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
-    with ResultsDB(db) as results:
+    with ResultsDB(db, readonly=True) as results:  # reading never changes the file
         if args.sweeps:
             print(format_sweeps(results.sweeps()))
             return 0

@@ -23,8 +23,9 @@ A file written before some columns existed (test accuracy, the data regime, grad
 is and gains them on its first write. Its rows read the settings their stored configs decide (engine,
 data regime ...) as those configs say, so seeds added after an upgrade fall in the same cells as the
 old ones; results they never had (test accuracy, gradient norms) read as None.
-`ResultsDB(path, readonly=True)` opens a file that must not change (a study shipped in docs/): no
-schema, no journal, no write.
+`ResultsDB(path, readonly=True)` reads without changing the file (`qtl runs`, `qtl study`, a dry run,
+the app's browsing; a study shipped in docs/): no schema, no journal, no write; a file a sweep is
+writing is read live. A file that is not a results database raises ValueError, in one line.
 """
 
 from __future__ import annotations
@@ -116,16 +117,25 @@ class ResultsDB:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path, self.readonly = Path(path), readonly
-        if readonly:  # immutable: SQLite neither locks nor journals, and any write fails
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # not SQLite, damaged, a folder, no access
+            raise ValueError(f"{self.path} cannot be opened as a results database: {exc}") from None
+
+    def _open(self) -> None:
+        if self.readonly:  # read-only, never changed: a file a sweep is writing (its write-ahead log
+            # beside it) is read live; any other one (a study shipped in docs/, a finished sweep's) as
+            # immutable, so that reading leaves no journal files either
             if not self.path.is_file():
                 raise FileNotFoundError(f"no results database at {self.path}")
-            uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+            live = self.path.with_name(self.path.name + "-wal").exists()
+            uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        if not readonly:
+        if not self.readonly:
             _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
             self._db.execute("PRAGMA foreign_keys=ON")
