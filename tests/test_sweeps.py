@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -442,6 +443,23 @@ class TestInterruptions:
 
 
 class TestBackends:
+    def test_a_ray_address_that_does_not_answer_is_one_line_and_nothing_left_needs_none(self, tiny, tmp_path):
+        """An address no cluster listens on fails at once (ray.init would retry for minutes, deaf to
+        Ctrl-C), runs untouched; a sweep with nothing left to run starts no cluster at all."""
+        from qtl.experiments import executors
+
+        spec = load_spec(write_spec(tmp_path, tiny, epochs=1))
+        with socket.socket() as probe:  # a free port, then closed: nothing listens there
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+            run_sweep(spec, tmp_path / "r.db", backend="ray", address=f"127.0.0.1:{port}")
+        assert time.monotonic() - started < executors.CONNECT_TIMEOUT_S
+        with ResultsDB(tmp_path / "r.db") as db:
+            assert db.rows("tiny", status=None) and not db.rows("tiny")
+        assert list(executors.execute([], backend="ray", address=f"127.0.0.1:{port}")) == []
+
     def test_processes_and_ray_give_the_local_results(self, tiny, tmp_path):
         """Same spec, same seeds: worker processes and a real local Ray instance (2 CPUs) produce the
         very same per-epoch metrics as running in this process."""

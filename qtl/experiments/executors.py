@@ -107,6 +107,8 @@ def execute(
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     on_start = on_start or (lambda i, run: None)
+    if not runs:  # nothing left to run: no pool, no cluster to reach
+        return
     if backend == "local":
         yield from _local(runs, on_start, observer or RunObserver(), stop)
     elif backend == "processes":
@@ -182,11 +184,28 @@ def _result(get) -> Done:
         return Done(None, f"{type(exc).__name__}: {exc}")
 
 
+#: How long a Ray cluster's address may take to accept a connection (ray.init itself retries for minutes)
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """ValueError, in one line, where an explicit cluster address ("host:port", "ray://host:port")
+    accepts no connection within CONNECT_TIMEOUT_S; None and "auto" are left to Ray."""
+    if address in (None, "auto") or ":" not in address:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no Ray cluster answers at {address} ({exc})") from None
+
+
 def _ray(runs, workers, on_start, stop, address, cpus, gpus):
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
+        _check_reachable(address)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
         ray.init(
