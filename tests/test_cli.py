@@ -59,6 +59,22 @@ class TestHelp:
         assert out.startswith(f"usage: qtl {command}")
         assert "--debug" in out
 
+    @pytest.mark.parametrize(
+        "argv, said",
+        [
+            (["runs", "--report", "--effect", "-1"], "--effect: must be a difference in accuracy in (0, 1]"),
+            (["compare", "--effect", "0"], "--effect: must be a difference in accuracy in (0, 1], got 0"),
+            (["study", "--effect", "abc"], "--effect: must be a difference in accuracy in (0, 1], got abc"),
+            (["sweep", "s.toml", "--max-runs", "-1"], "--max-runs: must be a whole number of at least 1"),
+        ],
+    )
+    def test_an_effect_or_a_limit_out_of_range_is_refused_before_any_work(self, capsys, argv, said):
+        """A power analysis for a negative difference, or a run limit below one, meant nothing (they
+        printed power 1.00 for ±-1.000): argparse refuses them in one line."""
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2 and said in capsys.readouterr().err
+
     def test_defaults_are_shown(self, capsys):
         """Recipe-independent defaults appear in the help text; unset recipe overrides do not."""
         with pytest.raises(SystemExit):

@@ -35,6 +35,24 @@ def _backbone_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _effect(text: str) -> float:
+    """--effect: a difference in accuracy, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a difference in accuracy in (0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return int(text)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -173,7 +191,7 @@ def _add_regime_args(p: argparse.ArgumentParser) -> None:
 
 def _add_effect_arg(p: argparse.ArgumentParser) -> None:
     what = "power analysis: the difference in accuracy each comparison should detect"
-    p.add_argument("--effect", type=float, metavar="X", default=0.02, help=what)
+    p.add_argument("--effect", type=_effect, metavar="X", default=0.02, help=what)
 
 
 def _add_seed_args(p: argparse.ArgumentParser) -> None:
@@ -580,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs done and to do) and stop")
     p.add_argument(
         "--max-runs",
-        type=int,
+        type=_positive,
         metavar="N",
         default=None,
         help="refuse a spec that plans more runs (default: $QTL_SWEEP_MAX_RUNS, else 100,000)",
