@@ -86,6 +86,8 @@ class TestSpec:
             ("qubits = 'four'", "'qubits' in the top level: 'four' is not a int"),
             ("name = 'a b'", "name 'a b' must be"),
             ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
+            ("seeds = -3", "'seeds' in the top level: a number of seeds must be at least 1, got -3"),
+            ('[[grid]]\nbackbones = ["resnet18", "nosuch"]', "number 1: unknown backbone 'nosuch'"),
             ("qubits = [", "is not valid TOML"),
             ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),
             (

@@ -200,6 +200,8 @@ def _axes(table: dict, where: str) -> dict:
             raise SpecError(f"unknown key {key!r} in {where}; a grid may set: {known}")
         if axis in out:
             raise SpecError(f"{where} sets {axis!r} twice")
+        if axis == "seed" and type(value) is int and value < 1:
+            raise SpecError(f"{key!r} in {where}: a number of seeds must be at least 1, got {value}")
         values = list(range(value)) if axis == "seed" and type(value) is int else _listed(value)
         if not values:
             raise SpecError(f"{key!r} in {where} is an empty list")
@@ -220,6 +222,13 @@ def _checked(axis: str, value, where: str):
     if type(value) is not kind:
         also = f' or "{ALL}"' if axis in OPTIONAL else ""
         raise SpecError(f"{axis!r} in {where}: {value!r} is not a {kind.__name__}{also}")
+    if axis == "backbone":  # known before any run, as an unknown variant is
+        from qtl.config import check_backbone_name
+
+        try:
+            check_backbone_name(value)
+        except ValueError as exc:
+            raise SpecError(f"'backbone' in {where}: {exc}") from None
     return value
 
 
