@@ -317,6 +317,15 @@ class TestExperiments:
         at.selectbox(key="exp_db").set_value(label).run()
         assert not at.exception and not at.error and at.dataframe
 
+    def test_a_name_with_quotes_gets_the_name_rule_not_a_toml_error(self, app_env):
+        at = app("experiments")
+        at.text_input(key="exp_name").set_value("../evil name\"'")
+        at.button[0].click().run()
+        assert not at.exception
+        said = texts(at.error)
+        assert "Cannot run this sweep: name" in said and "must be 1-64 letters, digits" in said
+        assert "TOML" not in said and "line 1" not in said
+
     def test_sweep_from_the_form_then_its_results(self, app_env):
         """The form's sweep runs as a background job into the results database; the page then shows the
         heatmap, the paired comparisons (a verdict per quantum cell and control) and the CSV export."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -95,18 +96,19 @@ def compose_spec(form: dict):
             raise ValueError(f"only {', '.join(DEMO_VARIANTS)} here")
         if form["epochs"] > s.max_epochs or max(form["qubits"] or [0]) > s.max_qubits:
             raise ValueError(f"at most {s.max_epochs} epochs and {s.max_qubits} qubits here")
+    toml = json.dumps  # a JSON string, number or list of them is TOML too, quotes in a name escaped
     lines = [
-        f"name = {form['name']!r}",
-        f'backbone = "{form["backbone"]}"',
-        f"pretrained = {str(form['pretrained']).lower()}",
+        f"name = {toml(form['name'])}",
+        f"backbone = {toml(form['backbone'])}",
+        f"pretrained = {toml(bool(form['pretrained']))}",
         f"epochs = {int(form['epochs'])}",
     ]
     if quantum:
-        lines += ["", "[[grid]]", f"variant = {quantum}", f"qubits = {form['qubits']}"]
-        lines += [f"depth = {form['depths']}", f"seeds = {form['seeds']}"]
+        lines += ["", "[[grid]]", f"variant = {toml(quantum)}", f"qubits = {toml(form['qubits'])}"]
+        lines += [f"depth = {toml(form['depths'])}", f"seeds = {toml(form['seeds'])}"]
     if "linear" in form["variants"]:
-        lines += ["", "[[grid]]", 'variant = "linear"', f"seeds = {form['seeds']}"]
-    text = "\n".join(lines).replace("'", '"') + "\n"
+        lines += ["", "[[grid]]", 'variant = "linear"', f"seeds = {toml(form['seeds'])}"]
+    text = "\n".join(lines) + "\n"
     spec = parse_spec(tomllib.loads(text), source=text)
     n = len(plan(spec))
     if s.demo and n > DEMO_MAX_SWEEP_RUNS:
