@@ -58,7 +58,8 @@ if rows and any(r.get("test_acc") is not None for r in rows):
 if rows:
     cell_list = cells(rows)
     st.markdown(f"**{len(rows)} finished runs** in {len(cell_list)} configurations (mean over seeds).")
-    st.altair_chart(charts.sweep_heatmap(cell_list))
+    if charts.heatmap_worth_drawing(cell_list):
+        st.altair_chart(charts.sweep_heatmap(cell_list))
     if len(charts.widths(cell_list)) > 2:
         st.subheader("Accuracy vs width")
         st.altair_chart(charts.width_chart(cell_list), width="stretch")

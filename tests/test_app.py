@@ -317,6 +317,23 @@ class TestExperiments:
         at.selectbox(key="exp_db").set_value(label).run()
         assert not at.exception and not at.error and at.dataframe
 
+    def test_the_heatmap_keeps_datasets_apart_and_is_drawn_where_it_has_a_grid(self):
+        """Cells of two datasets: a row of panels each (they were drawn over one another); a sweep of one
+        qubit count and depth gets no heatmap (one square per panel)."""
+        from ui.charts import heatmap_worth_drawing, sweep_heatmap
+
+        def cell(dataset, qubits, mean):
+            return dict(variant="quantum", backbone="resnet18", dataset=dataset, qubits=qubits, depth=2,
+                        n=2, mean=mean, std=0.0)  # fmt: skip
+
+        grid = [cell(d, q, 0.5 + q / 10) for d in (None, "digits") for q in (2, 4)]
+        spec = sweep_heatmap(grid).to_dict()
+        panels = {r["panel"] for r in spec["datasets"][spec["data"]["name"]]}
+        assert spec["facet"]["row"]["field"] == "panel" and panels == {"resnet18", "resnet18 on digits"}
+        assert heatmap_worth_drawing(grid)
+        assert not heatmap_worth_drawing([c for c in grid if c["qubits"] == 2])
+        assert "row" not in sweep_heatmap(grid[:2]).to_dict()["facet"]
+
     def test_a_name_with_quotes_gets_the_name_rule_not_a_toml_error(self, app_env):
         at = app("experiments")
         at.text_input(key="exp_name").set_value("../evil name\"'")

@@ -130,7 +130,7 @@ class TestComparisons:
     def test_report_says_no_significant_difference(self, study):
         rows, _ = study
         text = format_report(rows)
-        assert "quantum 4q d2 b vs dressed-classical" in text and "no significant difference" in text
+        assert "quantum 4q d2 b on d vs dressed-classical" in text and "no significant difference" in text
         assert "quantum better" in text and "comparisons significant after adjustment" in text
 
 

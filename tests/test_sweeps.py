@@ -507,7 +507,7 @@ class TestCommandLine:
         code = cli.main(["sweep", str(spec), "--db", str(db)])
         out, err = capsys.readouterr()
         assert code == 0 and "sweep tiny: 8 runs (10 grid points), 0 already done, 8 to run" in err
-        assert "quantum 2q d1 resnet18 vs dressed-classical" in out and "val_acc per cell" in out
+        assert "quantum 2q d1 resnet18 on tiny vs dressed-classical" in out and "val_acc per cell" in out
 
         code = cli.main(["runs", "--db", str(db), "--variant", "quantum", "--depth", "2"])
         out = capsys.readouterr().out
@@ -526,7 +526,7 @@ class TestCommandLine:
         assert cli.main(["runs", "--db", str(db), "--report", "--markdown"]) == 0
         md = capsys.readouterr().out
         assert (
-            "| qubits \\ depth | 1 | 2 |" in md and "| quantum 2q d1 resnet18 | dressed-classical | 2 |" in md
+            "| qubits \\ depth | 1 | 2 |" in md and "| quantum 2q d1 resnet18 on tiny | dressed-classical | 2 |" in md
         )
 
     def test_errors_are_one_line(self, capsys, tmp_path):

@@ -244,11 +244,26 @@ def _ci_or_mean(df):
     return df
 
 
+def _panel(cell: dict) -> str:
+    """What a heatmap's panel holds apart beyond variant, qubits and depth: the cell's name without
+    them, e.g. "reupload efficientnet_lite0 on digits (kfold-5, 5 per class)"."""
+    from qtl.experiments.stats import cell_name
+
+    return cell_name({**cell, "variant": "", "qubits": None, "depth": None}).strip()
+
+
+def heatmap_worth_drawing(cells: list[dict]) -> bool:
+    """Whether the sweep varies qubits or depth: else a heatmap is one square per panel."""
+    return len({(c.get("qubits"), c.get("depth")) for c in cells if c.get("depth") is not None}) > 1
+
+
 def sweep_heatmap(cells: list[dict]):
-    """Mean val accuracy over qubits x depth, one panel per variant (linear: one cell)."""
+    """Mean val accuracy over qubits x depth, one panel per variant (linear: one cell), and a row of
+    panels per dataset, regime and other setting where the sweep has several (`_panel`)."""
     import altair as alt
 
     df = _cells_frame(cells)
+    df["panel"] = [_panel(c) for c in cells]
     order = sorted({q for q in df["qubits"] if q != "-"}, key=int) + ["-"]
     depths = sorted({d for d in df["depth"] if d != "-"}, key=int) + ["-"]
     base = alt.Chart(df).encode(
@@ -264,10 +279,11 @@ def sweep_heatmap(cells: list[dict]):
         text=alt.Text("mean:Q", format=".3f"),
         color=alt.condition(f"datum.mean > {middle}", alt.value("black"), alt.value("white")),
     )
+    rows = {"row": alt.Row("panel:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))}
     return (
         alt.layer(rect, text, data=df)
         .properties(width=170, height=150)
-        .facet(column=alt.Column("variant:N", title=None))
+        .facet(column=alt.Column("variant:N", title=None), **(rows if df["panel"].nunique() > 1 else {}))
         .resolve_scale(x="independent")
     )
 

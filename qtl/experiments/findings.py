@@ -153,7 +153,8 @@ def _cell_table(section: Section) -> list[str]:
 
 def _short(cell: dict) -> str:
     """The variant with what tells its cells apart within a section, e.g. "quantum 4q d6 reupload"."""
-    name = cell_name({k: v for k, v in cell.items() if k not in ("split", "per_class", "label_noise")})
+    section = ("dataset", "split", "per_class", "label_noise")  # the section's heading names these
+    name = cell_name({k: v for k, v in cell.items() if k not in section})
     return name.replace(f" {cell.get('backbone')}", "").replace(f" f{cell.get('feature_dim')}", "")
 
 

@@ -388,7 +388,8 @@ def format_comparisons(comps: list[dict]) -> list[str]:
 
 def cell_name(cell: dict) -> str:
     """A short name for a cell, e.g. "quantum 4q d6 resnet18" or "quantum 4q d6 reupload efficientnet_lite0
-    (kfold-5, 5 per class)" (only the settings the variant has, and a regime other than the default)."""
+    on digits (kfold-5, 5 per class)" (only the settings the variant has, a dataset and a regime other
+    than the default)."""
     parts = [cell["variant"]]
     if cell.get("qubits") is not None:
         parts.append(f"{cell['qubits']}q" + (f" d{cell['depth']}" if cell.get("depth") is not None else ""))
@@ -397,6 +398,8 @@ def cell_name(cell: dict) -> str:
     if cell.get("feature_dim"):
         parts.append(f"f{cell['feature_dim']}")
     parts.append(str(cell.get("backbone")))
+    if cell.get("dataset") not in (None, DEFAULT_DATASET):  # cells of several datasets stay apart
+        parts.append(f"on {str(cell['dataset']).rstrip('/').rsplit('/', 1)[-1]}")  # a path by its name
     regime = regime_label(cell)
     return " ".join(parts) + (f" ({regime})" if regime else "")
 
