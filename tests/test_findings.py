@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from qtl import cli
 from qtl.config import DataRegime, ModelConfig, recipe
@@ -83,3 +84,13 @@ def test_qtl_study_writes_the_document_from_a_database_it_never_changes(rows, tm
     assert "| quantum 4q d6 | rbf-svm | 10 |" in text and "power for ±0.02" in text
     assert cli.main(["study", "--db", str(tmp_path / "none.db")]) == 1
     assert "no results database" in capsys.readouterr().err
+
+
+def test_a_sweep_without_test_accuracy_is_refused_in_one_line(tmp_path, capsys):
+    """docs/wide.db selected on val only: no study document (it was written empty, with a table of no
+    rows, and said every run had a test split), one line saying why, and nothing written."""
+    copy = tmp_path / "wide.db"
+    copy.write_bytes((REPO / "docs" / "wide.db").read_bytes())
+    code = cli.main(["study", "--db", str(copy), "--sweep", "wide", "--out", str(tmp_path / "wide.md")])
+    assert code == 1 and "has no held-out test accuracy, which a study reports" in capsys.readouterr().err
+    assert not (tmp_path / "wide.md").exists()

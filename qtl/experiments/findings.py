@@ -164,6 +164,11 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
     rows = db.rows(sweep)
     if not rows:
         raise ValueError(f"the sweep {sweep!r} has no finished runs in {db.path}")
+    if all(r.get("test_acc") is None for r in rows):
+        raise ValueError(
+            f"the sweep {sweep!r} has no held-out test accuracy, which a study reports: train it with "
+            "split = \"kfold\", or on a dataset with a test/ split ('qtl runs --report' sums up val accuracy)"
+        )
     val_means = {cell_key(c): c["mean"] for c in cells(rows, "val_acc")}
     sections = findings(rows, effect=effect)
     for s in sections:
