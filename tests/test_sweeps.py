@@ -525,9 +525,8 @@ class TestCommandLine:
         assert "tiny  8 runs (8 done)" in capsys.readouterr().out
         assert cli.main(["runs", "--db", str(db), "--report", "--markdown"]) == 0
         md = capsys.readouterr().out
-        assert (
-            "| qubits \\ depth | 1 | 2 |" in md and "| quantum 2q d1 resnet18 on tiny | dressed-classical | 2 |" in md
-        )
+        assert "| qubits \\ depth | 1 | 2 |" in md
+        assert "| quantum 2q d1 resnet18 on tiny | dressed-classical | 2 |" in md
 
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
