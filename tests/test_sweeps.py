@@ -355,6 +355,13 @@ class TestOlderDatabases:
             assert [sw["name"] for sw in reader.sweeps()] == ["s", "t"]
             reader.close()
 
+    def test_runs_names_a_sweep_it_does_not_hold_and_markdown_is_a_report(self, tmp_path, capsys):
+        copy = shipped_copy(tmp_path)
+        assert cli.main(["runs", "--db", str(copy), "--sweep", "wdie"]) == 1
+        assert f"no sweep 'wdie' in {copy}; it holds: wide" in capsys.readouterr().err
+        assert cli.main(["runs", "--db", str(copy), "--sweep", "wide", "--markdown"]) == 0
+        assert "| qubits \\ depth |" in capsys.readouterr().out
+
     @pytest.mark.parametrize("command", [["runs", "--sweeps"], ["study"], ["sweep", "SPEC", "--dry-run"]])
     def test_a_file_that_is_no_database_is_one_line(self, tmp_path, capsys, command):
         bogus = tmp_path / "notes.db"

@@ -348,7 +348,7 @@ def width_chart(cells: list[dict]):
     base = alt.Chart(df).encode(x=x, color=alt.Color("line:N", title=None))
     line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title="val accuracy (mean, 95% CI)",
                                                        scale=alt.Scale(zero=False)), tooltip=tip)  # fmt: skip
-    bars = base.mark_errorbar(ticks=True).encode(y="ci_low:Q", y2="ci_high:Q")
+    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("ci_low:Q", title=None), y2="ci_high:Q")
     return line + bars
 
 

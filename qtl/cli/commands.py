@@ -585,6 +585,9 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         if args.sweeps:
             print(format_sweeps(results.sweeps()))
             return 0
+        names = [sw["name"] for sw in results.sweeps()]
+        if args.sweep is not None and args.sweep not in names:
+            raise ValueError(f"no sweep {args.sweep!r} in {db}; it holds: {', '.join(names) or 'none yet'}")
         where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
         status = None if args.status == "any" else args.status
         rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
@@ -592,7 +595,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         write_rows(rows, args.csv, "csv")
     if args.json:
         write_rows(rows, args.json, "json")
-    if args.report:
+    if args.report or args.markdown:
         report = markdown_report if args.markdown else format_report
         print(report(rows, args.metric, effect=args.effect))
     elif "-" not in (args.csv, args.json):

@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, metavar="FILE", help="write the runs as CSV ('-': stdout)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the runs as JSON ('-': stdout)")
     p.add_argument("--report", action="store_true", help="statistics per cell and paired comparisons")
-    p.add_argument("--markdown", action="store_true", help="the report as Markdown tables (with --report)")
+    p.add_argument("--markdown", action="store_true", help="the report as Markdown tables (implies --report)")
     p.add_argument(
         "--metric",
         default="val_acc",
