@@ -139,6 +139,18 @@ class TestNoiseCommand:
         with pytest.raises(ValueError, match="q6: FakeManilaV2 has 5 qubits"):
             noise_sweep([loaded], [head_inputs(loaded, tiny)], [], backends=["FakeManilaV2"])
 
+    def test_an_exact_ideal_point_runs_where_density_matrices_cannot(self, capsys, tiny, tmp_path):
+        """A 14-qubit model: its exact ideal point runs on statevectors, the noisy one is refused in one
+        line (the density-matrix engine's own refusal was raised, and the ideal point refused too)."""
+        path = tmp_path / "q14.pt"
+        args = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 14]
+        assert run_cli(capsys, *args, "--depth", 1, "-q", "--out", path)[0] == 0
+        prefix = tmp_path / "report"
+        code, _, err = run_cli(capsys, "noise", path, "--data", tiny, "--strengths", 0, 0.01, "--out", prefix)
+        assert code == 0, err
+        assert "skipped q14 under noise: its 14-qubit circuit" in err and err.count("skipped") == 1
+        assert [r["setting"] for r in json.loads(prefix.with_suffix(".json").read_text())] == ["ideal"]
+
     def test_shots_repeat_with_the_seed(self, trained, tiny):
         loaded = load_checkpoint(trained["ideal"])
         inputs = head_inputs(loaded, tiny)

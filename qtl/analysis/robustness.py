@@ -50,7 +50,10 @@ def noise_refusal(loaded: LoadedModel) -> str | None:
             f"its {n}-qubit circuit is too wide: noise is simulated on density matrices (4**n numbers "
             f"per sample), up to {STATEVECTOR_MAX_QUBITS} qubits at most"
         )
-    engine = make_engine(loaded.model_config.circuit, "native", noise=NoiseConfig(depolarizing=0.01))
+    try:
+        engine = make_engine(loaded.model_config.circuit, "native", noise=NoiseConfig(depolarizing=0.01))
+    except ValueError as exc:  # too large for even one sample (SimulationTooLargeError)
+        return f"its {n}-qubit circuit is too large for density matrices: {exc}"
     need = engine.estimate_bytes(CHUNK, torch.float64, training=False)
     if need > engine.memory_budget:
         return (
@@ -174,6 +177,17 @@ def backend_refusal(loaded: LoadedModel, backend) -> str | None:
     return None
 
 
+def _point_refusal(loaded: LoadedModel, noise: NoiseConfig) -> str | None:
+    """Why one grid point cannot run: an exact ideal point runs on the statevector engine (up to its
+    qubit cap), every other one on density matrices (`noise_refusal`)."""
+    from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS as most
+
+    n = loaded.model_config.circuit.n_qubits
+    if not noise.is_ideal:
+        return noise_refusal(loaded)
+    return None if n <= most else f"its {n}-qubit circuit is too wide for statevectors (up to {most} qubits)"
+
+
 def noise_sweep(
     models: Sequence[LoadedModel],
     inputs: Sequence[HeadInputs],
@@ -192,9 +206,10 @@ def noise_sweep(
     ValueError instead."""
     jobs, skipped = [], []
     for m, x in zip(models, inputs, strict=True):
-        reason = noise_refusal(m) if grid else None
-        jobs += [] if reason else [(m, x, noise, None) for noise in grid]
-        skipped += [(m.name, "noise", reason)] if reason else []
+        first = {noise.is_ideal: noise for noise in reversed(grid)}  # one point of each kind
+        reasons = {ideal: _point_refusal(m, noise) for ideal, noise in first.items()}
+        jobs += [(m, x, noise, None) for noise in grid if not reasons[noise.is_ideal]]
+        skipped += [(m.name, "noise", reason) for reason in dict.fromkeys(reasons.values()) if reason]
     for m, x in zip(models, inputs, strict=True):
         for b in backends:
             reason = backend_refusal(m, b)
