@@ -344,6 +344,16 @@ class TestOlderDatabases:
         assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "s.toml", "wide.db"]
 
+    def test_a_file_from_before_timings_reads_read_only(self, tmp_path):
+        """Read-only opens write no schema, so a file from before the timings table reads without it."""
+        path = tmp_path / "old.db"
+        with ResultsDB(path) as db:
+            db.add_sweep("s", "", [])
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP TABLE timings")
+        with ResultsDB(path, readonly=True) as db:
+            assert db.rows("s") == [] and db.timings("x") == {}
+
     def test_a_live_database_is_read_as_it_is_written(self, tmp_path):
         """Read-only, a database a sweep is writing (WAL) shows the runs written after it was opened."""
         path = tmp_path / "r.db"
@@ -468,6 +478,24 @@ class TestBackends:
         with ResultsDB(tmp_path / "r.db") as db:
             assert db.rows("tiny", status=None) and not db.rows("tiny")
         assert list(executors.execute([], backend="ray", address=f"127.0.0.1:{port}")) == []
+
+    def test_a_bracketed_ipv6_ray_address_is_reached_without_its_brackets(self, monkeypatch):
+        from qtl.experiments import executors
+
+        reached = []
+
+        class Connection:
+            def close(self):
+                pass
+
+        def connect(where, timeout):
+            reached.append(where)
+            return Connection()
+
+        monkeypatch.setattr(executors.socket, "create_connection", connect)
+        for address in ("[::1]:6379", "ray://[::1]:10001", "head.example:6379"):
+            executors._check_reachable(address)
+        assert reached == [("::1", 6379), ("::1", 10001), ("head.example", 6379)]
 
     def test_processes_and_ray_give_the_local_results(self, tiny, tmp_path):
         """Same spec, same seeds: worker processes and a real local Ray instance (2 CPUs) produce the

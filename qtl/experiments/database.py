@@ -142,6 +142,8 @@ class ResultsDB:
             self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
         self._columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
         self._epoch_columns = {r["name"] for r in self._db.execute("PRAGMA table_info(epochs)")}
+        tables = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        self._tables = {r["name"] for r in tables}  # read-only, an older file may lack newer ones
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -317,6 +319,7 @@ class ResultsDB:
             clauses.append(f"r.{column} IS ?")
             params.append(value)
         wall = "(SELECT seconds FROM timings t WHERE t.run = r.id AND t.name = 'wall') AS wall_s"
+        wall = wall if "timings" in self._tables else "NULL AS wall_s"  # a file from before timings
         results = ", ".join(f"r.{c}" if c in self._columns else f"NULL AS {c}" for c in RESULT_COLUMNS)
         columns = f"r.id, r.status, {results}, r.error, r.attempts, "
         columns += f"r.started, r.finished, {wall}, r.config"
@@ -385,6 +388,8 @@ class ResultsDB:
         return [dict(r) for r in rows]
 
     def timings(self, run_id: str) -> dict[str, float]:
+        if "timings" not in self._tables:
+            return {}
         rows = self._db.execute("SELECT name, seconds FROM timings WHERE run = ?", (run_id,))
         return {r["name"]: r["seconds"] for r in rows}
 

@@ -189,13 +189,13 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def _check_reachable(address: str | None) -> None:
-    """ValueError, in one line, where an explicit cluster address ("host:port", "ray://host:port")
-    accepts no connection within CONNECT_TIMEOUT_S; None and "auto" are left to Ray."""
+    """ValueError, in one line, where an explicit cluster address ("host:port", "[ipv6]:port",
+    "ray://host:port") accepts no connection within CONNECT_TIMEOUT_S; None and "auto" are left to Ray."""
     if address in (None, "auto") or ":" not in address:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as exc:
         raise ValueError(f"no Ray cluster answers at {address} ({exc})") from None
 
