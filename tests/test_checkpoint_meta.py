@@ -94,6 +94,14 @@ class TestRecordedDataset:
         make_image_folder(data_folder / "mine")
         assert recorded_root(recorded) == data_folder / "mine"
 
+    def test_a_folder_of_that_name_holding_other_images_is_not_it(self, data_folder, tmp_path):
+        """A relative root is looked for beside today's data folder: a folder of the recorded name whose
+        images per split and class differ is another dataset, so it is not taken for the recorded one."""
+        recorded = open_dataset(make_image_folder(tmp_path / "elsewhere" / "mine")).record()
+        make_image_folder(data_folder / "mine", per_split=(5, 4))  # same classes, other images
+        assert recorded_root(recorded) is None
+        assert recorded_root({k: v for k, v in recorded.items() if k != "counts"}) == data_folder / "mine"
+
     def test_older_absolute_roots_still_resolve(self, tmp_path):
         """Checkpoints written before this rule hold an absolute root: used as it is when it exists."""
         folder = make_image_folder(tmp_path / "old")

@@ -125,12 +125,25 @@ def _portable(path: str | Path) -> str:
 
 def recorded_root(record: dict | None) -> Path | None:
     """The folder on this machine that a checkpoint's `meta["dataset"]` names, or None where it is not here
-    (checkpoints written before recording relative paths hold an absolute root, used as it is)."""
+    (checkpoints written before recording relative paths hold an absolute root, used as it is). A folder
+    of that name whose images per split and class differ from the record's `counts` is another dataset
+    (a relative root is looked for beside today's data folder), so it is not returned."""
     root = Path(str((record or {}).get("root") or ""))
     if not root.parts:
         return None
     found = [root] if root.is_absolute() else [base / root for base in _bases()]
-    return next((p for p in found if p.is_dir()), None)
+    return next((p for p in found if p.is_dir() and _same_counts(p, (record or {}).get("counts"))), None)
+
+
+def _same_counts(root: Path, counts: dict | None) -> bool:
+    """Whether the dataset at `root` holds `counts` images per split and class (True without counts)."""
+    if not counts:
+        return True
+    try:
+        _, found, _ = scan(root)
+    except (OSError, ValueError):
+        return False
+    return {s: {c: len(f) for c, f in by_class.items()} for s, by_class in found.items()} == counts
 
 
 def open_dataset(
