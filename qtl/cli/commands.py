@@ -522,7 +522,10 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         from qtl.experiments.database import ResultsDB
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
-        status = ResultsDB(db, readonly=True).statuses([r.id for r in runs]) if db.exists() else {}
+        status = {}
+        if db.exists():
+            with ResultsDB(db, readonly=True) as results:
+                status = results.statuses([r.id for r in runs])
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         for r in runs:
