@@ -334,6 +334,21 @@ class TestExperiments:
         assert not heatmap_worth_drawing([c for c in grid if c["qubits"] == 2])
         assert "row" not in sweep_heatmap(grid[:2]).to_dict()["facet"]
 
+    def test_a_second_sweep_waits_for_the_first(self, app_env):
+        """While this session's sweep runs, another is refused in one line (it hid the first one's
+        progress and Cancel button, and kept running unseen)."""
+        release = threading.Event()
+        first = ui_module().runner().submit("sweep first", lambda job: release.wait(30))
+        try:
+            at = app("experiments", {"exp_job_id": first.id})
+            at.text_input(key="exp_name").set_value("second")
+            at.button[0].click().run()
+            assert "Sweep refused: your 'sweep first' is still" in texts(at.warning)
+            assert at.session_state["exp_job_id"] == first.id
+        finally:
+            release.set()
+            first.wait(10)
+
     def test_a_name_with_quotes_gets_the_name_rule_not_a_toml_error(self, app_env):
         at = app("experiments")
         at.text_input(key="exp_name").set_value("../evil name\"'")

@@ -25,9 +25,14 @@ def runner() -> JobRunner:
 
 def submit(name: str, work, state_key: str, what: str) -> bool:
     """Submit `work` as this session's job, its id kept in st.session_state[state_key]; shows why not
-    ("{what} refused: ...") when the runner is busy."""
+    ("{what} refused: ...") when the runner is busy, or this session's job of that key has not finished
+    (a second one would hide the first one's progress and Cancel button)."""
     from qtl.utils.jobs import RunnerBusyError
 
+    current = runner().get(st.session_state.get(state_key))
+    if current is not None and not (snap := current.snapshot()).finished:  # its panel shows one job
+        st.warning(f"{what} refused: your {snap.name!r} is still {snap.state}; cancel it below, or wait.")
+        return False
     try:
         job = runner().submit(name, work, owner=st.session_state["session_id"])
     except RunnerBusyError as exc:
