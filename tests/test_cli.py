@@ -212,6 +212,19 @@ class TestTrainEvaluatePredict:
         code, _, err = run_cli(capsys, "evaluate", ckpt, "--data", tmp_path / "other")
         assert code == 1 and "has classes ['x', 'y']" in err
 
+    def test_evaluate_says_the_accuracy_at_training_where_it_differs(self, capsys, checkpoints, tiny):
+        """The checkpoint's own val accuracy (training read its fast features) beside evaluate's exact
+        one, on the same images, only where the two differ."""
+        from qtl.cli.output import format_evaluation
+
+        loaded = load_checkpoint(checkpoints["quantum"])
+        out = run_cli(capsys, "evaluate", checkpoints["quantum"], "--data", tiny, "--json")[1]
+        m = json.loads(out)["metrics"]
+        text = format_evaluation("q.pt", loaded, tiny, "val", m, recorded=m["accuracy"] - 0.125)
+        assert f"at training {m['accuracy'] - 0.125:.4f} (the same images" in text
+        assert "at training" not in format_evaluation("q.pt", loaded, tiny, "val", m, recorded=m["accuracy"])
+        assert "at training" not in format_evaluation("q.pt", loaded, tiny, "val", m)
+
     def test_evaluate_text(self, capsys, checkpoints, tiny):
         code, out, _ = run_cli(
             capsys, "evaluate", checkpoints["dressed-classical"], "--data", tiny, "--split", "train"

@@ -254,7 +254,11 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
         out = {"checkpoint": str(args.checkpoint), "data": str(root), "split": args.split, "metrics": m}
         print(json.dumps(out, indent=2))
     else:
-        print(format_evaluation(args.checkpoint, loaded, root, args.split, m))
+        from qtl.data.datasets import recorded_root
+
+        same = args.split == "val" and recorded_root((loaded.meta or {}).get("dataset")) == Path(root)
+        recorded = (loaded.metrics or {}).get("val_acc") if same else None
+        print(format_evaluation(args.checkpoint, loaded, root, args.split, m, recorded))
     return 0
 
 

@@ -12,15 +12,25 @@ COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s
 """The run fields `qtl compare` summarises as mean ± std per setup."""
 
 
-def format_evaluation(checkpoint: str, loaded, root: Path, split: str, m: dict) -> str:
-    """`qtl evaluate`'s text report: headline metrics, per-class P/R/F1 and the confusion matrix."""
+def format_evaluation(
+    checkpoint: str, loaded, root: Path, split: str, m: dict, recorded: float | None = None
+) -> str:
+    """`qtl evaluate`'s text report: headline metrics, per-class P/R/F1 and the confusion matrix; with
+    `recorded` (the checkpoint's own val accuracy, on the same data), that too where it differs."""
     c = loaded.model_config
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    trained = []
+    if recorded is not None and abs(recorded - m["accuracy"]) > 1e-9:
+        trained = [
+            f"at training {recorded:.4f} (the same images: training's val pass read the features it "
+            "trained on, bfloat16 where the CPU has it; this one reads exact float32, as predict does)"
+        ]
     lines = [
         f"checkpoint  {checkpoint} ({c.variant}, {c.backbone} {loaded.backbone_weights})",
         f"data        {root} ({split}, {m['n']} images)",
         *([f"noise       {c.noise.label()}"] if c.is_quantum else []),
         f"accuracy    {m['accuracy']:.4f}",
+        *trained,
         f"loss        {m['loss']:.4f}",
         f"ROC-AUC     {auc}",
         f"macro F1    {m['macro_f1']:.4f}",
