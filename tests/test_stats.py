@@ -210,3 +210,11 @@ class TestSummarise:
         ring = {"variant": "quantum", "backbone": "b", "weights": "random", "qubits": 4, "depth": 2}
         ring |= {"engine": "mps", "entangler": "ring", "rotation": "ry", "dataset": "scans"}
         assert setup_label(ring) == "quantum (b random, 4q d2 mps ring, data scans)"
+
+
+def test_the_report_cuts_an_accuracy_interval_at_0_and_1():
+    """Two seeds at 1.0 and 0.9: the Student t interval runs past 1 (to 1.585); an accuracy cannot."""
+    from qtl.experiments.stats import format_report
+
+    rows = [dict(variant="linear", backbone="b", seed=s, val_acc=v) for s, v in ((0, 1.0), (1, 0.9))]
+    assert "n=2  0.9500 ± 0.0707  [0.3147, 1.0000]" in format_report(rows)

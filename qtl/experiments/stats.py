@@ -360,10 +360,11 @@ def comparison_line(c: dict, name: str) -> str:
 def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
     """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
     its power analysis."""
-    lines = [f"{metric} per cell (mean ± std over seeds, 95% CI)"]
+    lines = [f"{metric} per cell (mean ± std over seeds, 95% CI, cut at 0 and 1)"]
     for c in cells(rows, metric):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
-        ci = "" if c["ci_low"] is None else f"  [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
+        low, high = (None, None) if c["ci_low"] is None else (max(0.0, c["ci_low"]), min(1.0, c["ci_high"]))
+        ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"  # an accuracy's interval: within [0, 1]
         lines.append(f"  {cell_name(c):<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
