@@ -55,3 +55,20 @@ def test_diagnose_scans_to_64_qubits_and_draws_it(tmp_path, capsys):
     }
     assert all(r["variance"] > 0 for r in rows)
     assert "global cost decays as 2^(-" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "output, said", [("fig.xyz", "a figure is written as one of"), ("missing/fig.png", "no folder")]
+)
+def test_diagnose_checks_its_figure_before_the_scan(tmp_path, capsys, monkeypatch, output, said):
+    """A figure it could not write is refused in one line before any scanning (it came after the scan,
+    which may take minutes); explain checks its figure before loading models the same way."""
+    from qtl.analysis import plateau
+
+    monkeypatch.setattr(plateau, "scan", lambda *a, **k: pytest.fail("scanned before checking the figure"))
+    assert cli.main(["diagnose", "--qubits", "2", "3", "-o", str(tmp_path / output)]) == 1
+    assert said in capsys.readouterr().err
+    image = tmp_path / "a.png"
+    image.write_bytes(b"not read")
+    assert cli.main(["explain", str(image), "-c", str(tmp_path / "m.pt"), "-o", str(tmp_path / output)]) == 1
+    assert said in capsys.readouterr().err

@@ -199,6 +199,19 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
     return _dataset(args, bar).root
 
 
+def _figure_path(path) -> Path:
+    """A figure's file, checked before any work: a format matplotlib writes, in a folder that exists."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path, kinds = Path(path), FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in kinds:
+        raise ValueError(f"{path}: a figure is written as one of {', '.join(sorted(kinds))} (by its suffix)")
+    if not path.parent.is_dir():
+        raise ValueError(f"no folder {path.parent} to write {path.name} into")
+    return path
+
+
 # ---- commands
 
 
@@ -291,6 +304,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     from qtl.data.images import load_image
     from qtl.models.checkpoint import load_checkpoint
 
+    _figure_path(args.output)
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
     models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}
@@ -634,6 +648,7 @@ def cmd_diagnose(args, bar: ProgressBar) -> int:
 
     if min(args.qubits) < 2 or max(args.qubits) > 128:
         raise ValueError("--qubits must lie between 2 and 128")
+    _figure_path(args.output)  # before the scan, which may take minutes
     rows = scan(
         args.qubits,
         args.depths,
