@@ -136,14 +136,14 @@ def recorded_root(record: dict | None) -> Path | None:
 
 
 def _same_counts(root: Path, counts: dict | None) -> bool:
-    """Whether the dataset at `root` holds `counts` images per split and class (True without counts)."""
+    """Whether the dataset at `root` holds `counts` images per split and class (True without counts):
+    as its manifest says where it was arranged here (no listing), else as `describe` counts them."""
     if not counts:
         return True
     try:
-        _, found, _ = scan(root)
+        return (read_manifest(root) or describe(root, root.name)).counts == counts
     except (OSError, ValueError):
         return False
-    return {s: {c: len(f) for c, f in by_class.items()} for s, by_class in found.items()} == counts
 
 
 def open_dataset(
