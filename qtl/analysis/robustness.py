@@ -138,7 +138,7 @@ def evaluate_noise(
 
         noise = replace(NoiseConfig(), shots=noise.shots or 1024, seed=noise.seed)
         expvals = backend_expvals(config, inputs.angles, weights, backend, shots=noise.shots, seed=noise.seed)
-        name = backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
+        name = backend_name(backend)
     else:
         engine = make_engine(config, "native", noise=noise)
         angles = inputs.angles.double()
@@ -172,9 +172,13 @@ def backend_refusal(loaded: LoadedModel, backend) -> str | None:
         return f"a {loaded.variant!r} model has no circuit"
     device, n = get_backend(backend), loaded.model_config.circuit.n_qubits
     if n > device.num_qubits:
-        name = backend if isinstance(backend, str) else device.name
-        return f"{name} has {device.num_qubits} qubits; its circuit needs {n}"
+        return f"{backend_name(backend)} has {device.num_qubits} qubits; its circuit needs {n}"
     return None
+
+
+def backend_name(backend) -> str:
+    """A backend as results name it: the name it was asked by, else the Qiskit backend's own."""
+    return backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
 
 
 def _point_refusal(loaded: LoadedModel, noise: NoiseConfig) -> str | None:
@@ -200,10 +204,10 @@ def noise_sweep(
 ) -> list[NoisyResult]:
     """Every model (with its own inputs) at every grid point, then on every backend at every shot count.
 
-    A model the density-matrix engine cannot simulate (`noise_refusal`) skips the grid, and one wider
-    than a backend skips that backend (`backend_refusal`): each (model name, "noise" or the backend,
-    reason) goes to `refused`, and the rest runs; without a `refused` list the first one raises
-    ValueError instead."""
+    A model skips the grid points it cannot run (`_point_refusal`: the noisy ones where density matrices
+    cannot hold it, `noise_refusal`; an exact ideal point runs on statevectors), and a backend narrower
+    than its circuit (`backend_refusal`): each (model name, "noise" or the backend, reason) goes to
+    `refused`, and the rest runs; without a `refused` list the first one raises ValueError instead."""
     jobs, skipped = [], []
     for m, x in zip(models, inputs, strict=True):
         first = {noise.is_ideal: noise for noise in reversed(grid)}  # one point of each kind
@@ -214,7 +218,7 @@ def noise_sweep(
         for b in backends:
             reason = backend_refusal(m, b)
             jobs += [] if reason else [(m, x, NoiseConfig(shots=s), b) for s in backend_shots]
-            skipped += [(m.name, b if isinstance(b, str) else b.name, reason)] if reason else []
+            skipped += [(m.name, backend_name(b), reason)] if reason else []
     if skipped and refused is None:
         raise ValueError(f"{skipped[0][0]}: {skipped[0][2]}")
     if refused is not None:
