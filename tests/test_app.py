@@ -332,6 +332,8 @@ class TestExperiments:
         assert spec["facet"]["row"]["field"] == "panel" and panels == {"resnet18", "resnet18 on digits"}
         assert heatmap_worth_drawing(grid)
         assert not heatmap_worth_drawing([c for c in grid if c["qubits"] == 2])
+        widths = [{**c, "variant": "dressed-classical", "depth": None} for c in grid]  # a width sweep
+        assert heatmap_worth_drawing(widths) and not heatmap_worth_drawing(grid[:1] + widths[:1])
         assert "row" not in sweep_heatmap(grid[:2]).to_dict()["facet"]
 
     def test_a_second_sweep_waits_for_the_first(self, app_env):

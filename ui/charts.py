@@ -253,8 +253,11 @@ def _panel(cell: dict) -> str:
 
 
 def heatmap_worth_drawing(cells: list[dict]) -> bool:
-    """Whether the sweep varies qubits or depth: else a heatmap is one square per panel."""
-    return len({(c.get("qubits"), c.get("depth")) for c in cells if c.get("depth") is not None}) > 1
+    """Whether some variant's cells vary in qubits or depth: else a heatmap is one square per panel."""
+    grids: dict = {}
+    for c in cells:
+        grids.setdefault(c.get("variant"), set()).add((c.get("qubits"), c.get("depth")))
+    return any(len(grid) > 1 for grid in grids.values())
 
 
 def sweep_heatmap(cells: list[dict]):
