@@ -57,6 +57,21 @@ def test_diagnose_scans_to_64_qubits_and_draws_it(tmp_path, capsys):
     assert "global cost decays as 2^(-" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("widths, dashed", [((2, 8), False), ((2, 4, 8), True)])
+def test_the_figure_names_a_theory_line_only_where_it_draws_one(widths, dashed):
+    """The law is drawn through two or more widths at or above FIT_FROM; with one such width there is no
+    line, so no title may speak of one."""
+    from qtl.analysis import plateau
+
+    rows = [
+        {"n_qubits": n, "cost": c, "depth": 1, "variance": 2.0**-n} for n in widths for c in plateau.COSTS
+    ]
+    fig = plateau.figure(rows)
+    titles = [ax.get_title() for ax in fig.axes]
+    dashes = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert all(("dashed" in t) is dashed for t in titles) and bool(dashes) is dashed
+
+
 @pytest.mark.parametrize(
     "output, said", [("fig.xyz", "a figure is written as one of"), ("missing/fig.png", "no folder")]
 )

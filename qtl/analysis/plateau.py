@@ -102,8 +102,9 @@ def theory(n: np.ndarray, cost: str, anchor: tuple[float, float]) -> np.ndarray:
 
 def figure(rows: list[dict]):
     """Variance (log scale) against width, one line per depth, a panel per cost, with the law theory
-    predicts (dashed, through the first width at or above FIT_FROM) and the fitted rates in the legend:
-    the global panel on a linear width axis (2**-n is straight there), the local one on a log axis."""
+    predicts (dashed, through the first width at or above FIT_FROM, where two widths are) and the
+    fitted rates in the legend: the global panel on a linear width axis (2**-n is straight there), the
+    local one on a log axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,6 +113,7 @@ def figure(rows: list[dict]):
     depths = sorted({r["depth"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, cost in zip(axes, COSTS, strict=True):
+        drawn = False  # a theory line needs two widths at or above FIT_FROM
         for i, depth in enumerate(depths):
             n, v = _series(rows, cost, depth)
             rate = decay(rows, cost, depth)
@@ -119,7 +121,8 @@ def figure(rows: list[dict]):
             label = f"depth {depth}" + ("" if rate is None else f" (decay {rate:.2f} {unit})")
             ax.plot(n, v, "o-", color=f"C{i}", label=label)
             start = next((j for j, m in enumerate(n) if m >= FIT_FROM), None)
-            if start is not None:
+            if start is not None and start < len(n) - 1:
+                drawn = True
                 grid = np.linspace(n[start], n[-1], 100)
                 ax.plot(grid, theory(grid, cost, (n[start], v[start])), "--", color=f"C{i}", alpha=0.6)
         law = "2^-n (exponential)" if cost == "global" else "n^-2 (polynomial)"
@@ -131,7 +134,7 @@ def figure(rows: list[dict]):
         ax.set_xlabel("qubits")
         ax.set_ylabel("Var[d cost / d theta]")
         what = "parity Z...Z" if cost == "global" else "mean <Z_i>"
-        ax.set_title(f"{cost} cost ({what}); dashed: theory {law}")
+        ax.set_title(f"{cost} cost ({what})" + (f"; dashed: theory {law}" if drawn else ""))
         ax.legend(fontsize=8)
     fig.suptitle("Barren-plateau scan: gradient variance over random initialisations (MPS engine)")
     fig.tight_layout()
