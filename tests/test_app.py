@@ -620,6 +620,10 @@ class TestCircuitCompareLab:
         data = pyarrow.ipc.open_stream(chart.proto.datasets[0].data.data).read_all()
         heights = data.column(spec["encoding"]["y"]["field"]).to_pylist()
         assert len(heights) == 63 and min(heights) >= 1 and max(heights) == 6  # log2 bond, depth 6 at most
+        # the top gridline is the tallest bar's (bars ran past it), and the title has room (its top was cut)
+        y = spec["encoding"]["y"]
+        assert y["scale"]["domain"] == [0, 6] and y["axis"]["values"][-1] == 6
+        assert spec["padding"]["top"] >= 10
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["quantum parameters"] == f"{64 * 6}"
 

@@ -128,24 +128,29 @@ def qubit_chart(values: dict[str, list[float]], title: str):
 def bond_chart(log2_bonds: list[int], title: str):
     """Altair bars of the exact MPS bond dimension at each cut (between wire i and i + 1): bar height
     log2(bond) on a linear axis labelled in bond dimensions (bars on a log scale start from 0, which a
-    log scale cannot place, so none are drawn)."""
+    log scale cannot place, so none are drawn), a gridline at each power of 2 (every other one or fewer
+    past 8) up to the tallest bar's, and room above the title, whose top the app's frame clipped."""
     import altair as alt
     import pandas as pd
 
     rows = [{"cut": f"{i}|{i + 1}", "log2 bond": b, "bond": 2**b} for i, b in enumerate(log2_bonds)]
+    top = max(max(log2_bonds, default=0), 1)
+    step = -(-top // 8)  # at most 9 ticks
+    ticks = list(range(0, top + step, step))
     return (
-        alt.Chart(pd.DataFrame(rows), title=title)
+        alt.Chart(pd.DataFrame(rows), title=alt.Title(title, anchor="start", offset=8))
         .mark_bar()
         .encode(
             x=alt.X("cut:N", sort=None, title="cut between wires"),
             y=alt.Y(
                 "log2 bond:Q",
                 title="exact bond dimension",
-                axis=alt.Axis(tickMinStep=1, labelExpr="pow(2, datum.value)"),
+                scale=alt.Scale(domain=[0, ticks[-1]], nice=False),
+                axis=alt.Axis(values=ticks, labelExpr="pow(2, datum.value)"),
             ),
             tooltip=["cut", "bond"],
         )
-        .properties(height=220)
+        .properties(height=220, padding={"top": 12, "left": 5, "right": 5, "bottom": 5})
     )
 
 
