@@ -15,7 +15,8 @@ st.session_state.setdefault("exp_job_id", None)
 with st.expander("New sweep", expanded=False), st.form("exp_form"):
     st.caption(
         "Every combination of the values below, each an independent run with a stable id; runs the "
-        "database already holds are not trained again."
+        "database already holds are not trained again. A name the database holds adds these runs to "
+        "that sweep; a new name starts a sweep of their own."
         + (f" Demo: frozen heads only, at most {experiments.DEMO_MAX_SWEEP_RUNS} runs." if s.demo else "")
     )
     left, right = st.columns(2)

@@ -166,7 +166,7 @@ class TestLocalSweep:
             first = {r["id"]: r["finished"] for r in rows}
 
         again = run_sweep(spec, db_path)
-        assert (again.done, again.skipped) == (0, 8)
+        assert (again.done, again.skipped, again.earlier) == (0, 8, 0)
         # a second sweep that shares runs reuses them and trains only its new ones
         wider = spec.source.replace("qubits = [2]", "qubits = [2, 3]").replace('"tiny"', '"wider"', 1)
         other = parse_spec(__import__("tomllib").loads(wider), source=wider)
@@ -175,6 +175,28 @@ class TestLocalSweep:
         with ResultsDB(db_path) as db:
             assert {r["id"]: r["finished"] for r in db.rows("tiny")} == first  # untouched
             assert len(db.rows()) == 14 and len(db.rows(status=None)) == 14
+
+    def test_another_spec_under_a_sweeps_name_joins_it_and_says_so(self, tiny, tmp_path, capsys):
+        """The sweep keeps the first spec's runs (its reports count them): the dry run, the run and the
+        report say so, where they said nothing and the report mixed the two specs' runs silently."""
+        db_path = tmp_path / "r.db"
+        first = load_spec(write_spec(tmp_path, tiny, epochs=1))
+        run_sweep(first, db_path)
+        narrow = write_spec(
+            tmp_path, tiny, epochs=1, text=SPEC.replace('"quantum", "dressed-classical"', '"quantum"')
+        )
+        assert cli.main(["-q", "sweep", str(narrow), "--db", str(db_path), "--dry-run"]) == 0
+        said = capsys.readouterr().out
+        assert "6 runs, 6 done" in said and "sweep tiny also holds 2 runs of an earlier spec" in said
+        report = run_sweep(load_spec(narrow), db_path)
+        assert (report.planned, report.skipped, report.earlier) == (6, 6, 2)
+        with ResultsDB(db_path) as db:
+            assert len(db.rows("tiny")) == 8 and "dressed" not in db.spec("tiny")
+        capsys.readouterr()
+        assert cli.main(["sweep", str(narrow), "--db", str(db_path)]) == 0
+        assert "note: sweep tiny also holds 2 runs of an earlier spec" in capsys.readouterr().err
+        assert cli.main(["sweep", str(write_spec(tmp_path, tiny, epochs=1)), "--db", str(db_path)]) == 0
+        assert "earlier spec" not in capsys.readouterr().err  # the first spec again: nothing else held
 
 
 def sweep_process(spec: Path, db: Path, *extra) -> subprocess.Popen:

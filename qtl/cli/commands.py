@@ -538,14 +538,18 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
+        from qtl.experiments.sweeps import earlier_note
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
-        status = {}
+        status, earlier = {}, 0
         if db.exists():
             with ResultsDB(db, readonly=True) as results:
                 status = results.statuses([r.id for r in runs])
+                earlier = len(results.members(spec.name) - {r.id for r in runs})
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
+        if earlier:
+            print(f"note: {earlier_note(spec.name, earlier)}")
         for r in runs:
             print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
         return 0

@@ -150,7 +150,9 @@ class SweepBar(SweepObserver, RunsBar):
     def _prefix(index: int, total: int, run) -> str:
         return f"[{index + 1}/{total} {run.name}] "
 
-    def planned(self, spec, runs, todo):
+    def planned(self, spec, runs, todo, earlier=0):
+        from qtl.experiments.sweeps import earlier_note
+
         done = len(runs) - len(todo)
         points = len(spec.points())
         same = f" ({points} grid points)" if points != len(runs) else ""
@@ -158,6 +160,8 @@ class SweepBar(SweepObserver, RunsBar):
             f"sweep {spec.name}: {len(runs)} runs{same}, {done} already done, "
             f"{len(todo)} to run ({self.backend})"
         )
+        if earlier:
+            self.bar.message(f"qtl: note: {earlier_note(spec.name, earlier)}")
 
     def started(self, index, total, run):
         if self.backend != "local":

@@ -297,6 +297,10 @@ class ResultsDB:
             out.append({**row, "runs": sum(counts.values()), **{k: counts.get(k, 0) for k in STATUSES}})
         return out
 
+    def members(self, sweep: str) -> set[str]:
+        """The ids of the runs `sweep` holds (none for a sweep the database does not hold)."""
+        return {r["run"] for r in self._db.execute("SELECT run FROM sweep_runs WHERE sweep = ?", (sweep,))}
+
     def spec(self, sweep: str) -> str | None:
         row = self._db.execute("SELECT spec FROM sweeps WHERE name = ?", (sweep,)).fetchone()
         return None if row is None else row["spec"]

@@ -6,7 +6,9 @@ the rest on a backend and write each result as it arrives.
     report.done, report.failed, report.skipped
 
 Re-running a spec resumes it: runs already `done` (in this or any other sweep of the same database) are
-skipped, anything else (never started, interrupted, killed, failed) runs again from scratch.
+skipped, anything else (never started, interrupted, killed, failed) runs again from scratch. A sweep is
+its name: another spec under a name the database holds adds its runs to that sweep, which keeps the
+earlier spec's runs (`SweepReport.earlier`, said by the CLI and the app; `earlier_note`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class SweepReport:
     name: str
     planned: int  # distinct runs in the spec
     skipped: int  # already done before this call
+    earlier: int = 0  # runs the sweep held from an earlier spec under its name, not in this one
     done: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -50,8 +53,9 @@ class SweepReport:
 class SweepObserver(RunObserver):
     """Progress of a sweep (the CLI's stderr lines, the app's job). Override what you need."""
 
-    def planned(self, spec: SweepSpec, runs: list[Run], todo: list[Run]) -> None:
-        """After planning: every distinct run, and those that will run now."""
+    def planned(self, spec: SweepSpec, runs: list[Run], todo: list[Run], earlier: int = 0) -> None:
+        """After planning: every distinct run, those that will run now, and how many runs the sweep
+        holds from an earlier spec under its name."""
 
     def started(self, index: int, total: int, run: Run) -> None:
         """Run `index` of `total` (counting the runs to do now) was dispatched."""
@@ -83,11 +87,12 @@ def run_sweep(
     observer = observer or SweepObserver()
     runs = plan(spec, machine=machine, models_dir=models_dir, limit=limit)
     with ResultsDB(db_path) as db:
+        earlier = len(db.members(spec.name) - {r.id for r in runs})
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
         todo = [r for r in runs if status.get(r.id) != "done"]
-        report = SweepReport(spec.name, len(runs), len(runs) - len(todo))
-        observer.planned(spec, runs, todo)
+        report = SweepReport(spec.name, len(runs), len(runs) - len(todo), earlier=earlier)
+        observer.planned(spec, runs, todo, earlier)
         if todo and backend != "local":
             warm_features(todo, observer)
 
@@ -202,9 +207,13 @@ class _JobProgress(SweepObserver):
     def __init__(self, job) -> None:
         self.job, self.total, self.finished_runs = job, 1, 0
 
-    def planned(self, spec, runs, todo):
+    def planned(self, spec, runs, todo, earlier=0):
         self.total = max(1, len(todo))
-        self.job.report(0.0, f"{spec.name}: {len(runs)} runs, {len(runs) - len(todo)} already done")
+        note = earlier_note(spec.name, earlier)
+        done = len(runs) - len(todo)
+        self.job.report(
+            0.0, f"{spec.name}: {len(runs)} runs, {done} already done" + (f"; {note}" if note else "")
+        )
 
     def started(self, index, total, run):
         self.job.report(message=f"{run.label} ({index + 1}/{total}): training")
@@ -215,6 +224,17 @@ class _JobProgress(SweepObserver):
             self.job.report(self.finished_runs / self.total, record=done.outcome.row)
         else:
             self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+
+
+def earlier_note(name: str, earlier: int) -> str:
+    """The words for a sweep that also holds `earlier` runs of an earlier spec ("" for none)."""
+    if not earlier:
+        return ""
+    runs = "run" if earlier == 1 else "runs"
+    return (
+        f"sweep {name} also holds {earlier} {runs} of an earlier spec under this name, and its reports "
+        "count them; give this spec another name to keep the two apart"
+    )
 
 
 def sweep_work(spec: SweepSpec, db_path: str | Path, **options):
