@@ -443,6 +443,8 @@ class TestInterruptions:
         spec, db_path = write_spec(tmp_path, tiny, epochs=25), tmp_path / "r.db"
         proc = sweep_process(spec, db_path, "--quiet")
         wait_until(db_path, lambda c: c.get("done", 0) >= 2 and c.get("running", 0) == 1, proc)
+        with ResultsDB(db_path, readonly=True) as db:
+            assert db.sweeps()[0]["interrupted"] == 0  # its process is alive
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         with ResultsDB(db_path) as db:
@@ -452,6 +454,9 @@ class TestInterruptions:
                 assert len(db.history(r["id"])) == 25 and r["val_acc"] is not None
             unfinished = [r for r in db.rows("tiny", status=None) if r["status"] != "done"]
             assert {r["status"] for r in unfinished} <= {"running", "pending"}
+            # the killed run is said to be interrupted, not running (it read "1 running" for good)
+            (summary,) = db.sweeps()
+            assert (summary["running"], summary["interrupted"]) == (0, 1)
             assert all(r["val_acc"] is None for r in unfinished)
             before = {r["id"]: (r["finished"], db.history(r["id"])) for r in done}
 

@@ -185,7 +185,9 @@ def format_sweeps(sweeps: list[dict]) -> str:
     lines = []
     for s in sweeps:
         counts = ", ".join(
-            f"{s[k]} {k}" for k in ("done", "running", "pending", "failed", "cancelled") if s[k]
+            f"{s[k]} {k}"
+            for k in ("done", "running", "interrupted", "pending", "failed", "cancelled")
+            if s[k]
         )
         lines.append(f"{s['name']}  {s['runs']} runs ({counts or 'none'})  updated {s['updated']}")
     return "\n".join(lines) if lines else "no sweeps yet"

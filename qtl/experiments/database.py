@@ -93,6 +93,22 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def owner_gone(owner: str | None) -> bool:
+    """Whether the process that marked a run `running` has ended without finishing it (a sweep killed
+    with SIGKILL, a machine that lost power): it ran on this host and no process has its pid now. A run
+    another host started cannot be checked from here, and counts as running."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: is there such a process (nothing is sent)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
+
+
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another connection's lock
 
 
@@ -283,7 +299,9 @@ class ResultsDB:
         return {r["id"]: r["status"] for r in rows}
 
     def sweeps(self) -> list[dict]:
-        """Every sweep, newest first: name, created, updated, runs, and a count per status."""
+        """Every sweep, newest first: name, created, updated, runs, a count per status, and
+        `interrupted`: runs still marked running whose process has ended on this host (`owner_gone`),
+        which are counted there and not as running; the next run of the spec trains them again."""
         out = []
         for s in self._db.execute("SELECT * FROM sweeps ORDER BY updated DESC, name"):
             counts = dict(
@@ -293,8 +311,15 @@ class ResultsDB:
                     (s["name"],),
                 ).fetchall()
             )
+            owners = self._db.execute(
+                "SELECT r.owner FROM sweep_runs s JOIN runs r ON r.id = s.run "
+                "WHERE s.sweep = ? AND r.status = 'running'",
+                (s["name"],),
+            )
+            gone = sum(owner_gone(r["owner"]) for r in owners)
             row = {k: s[k] for k in ("name", "created", "updated")}
             out.append({**row, "runs": sum(counts.values()), **{k: counts.get(k, 0) for k in STATUSES}})
+            out[-1].update(running=out[-1]["running"] - gone, interrupted=gone)
         return out
 
     def members(self, sweep: str) -> set[str]:
