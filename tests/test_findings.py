@@ -57,6 +57,22 @@ def test_verdicts_power_and_sections(rows):
     assert tally(sections)["linear"]["inconclusive"] == 1
 
 
+def test_each_quantum_configuration_keeps_its_own_answer(rows):
+    """Two dressed circuits in one regime: each is a head of its own in the conclusion and the answer
+    grid (the grid kept one number per control, the last configuration's, under "dressed circuit")."""
+    from qtl.experiments.findings import _answer_grid
+
+    q = [r["test_acc"] for r in rows if r["variant"] == "quantum" and not r.get("per_class")]
+    more = rows_for("quantum", [a - 0.3 for a in q], depth=1, qubits=2)
+    sections = findings(rows + more)
+    text = conclusion(sections[0])
+    assert "**dressed circuit (quantum 4q d6)**: better than dressed-classical" in text
+    assert "**dressed circuit (quantum 2q d1)**: worse than linear" in text
+    grid = [line for line in _answer_grid(sections) if line.startswith("| d, 2 classes; all labels")]
+    assert len(grid) == 2 and any("better" in g for g in grid) and any("worse" in g for g in grid)
+    assert "**dressed circuit**:" in conclusion(findings(rows)[0])  # one configuration: its plain name
+
+
 def test_qtl_study_writes_the_document_from_a_database_it_never_changes(rows, tmp_path, capsys):
     """The rows go into a results database through its own API; `qtl study` writes the Markdown: the
     spec, the answer table, one part per regime with its comparisons and power; the file is untouched."""

@@ -73,8 +73,13 @@ def findings(rows: list[dict], metric: str = "test_acc", effect: float = EFFECT)
     full width, then narrower), each with its cells and its quantum cells' comparisons (`verdict` added)."""
     rows = [r for r in rows if r.get(metric) is not None]
     comps = comparisons(rows, metric, effect=effect)
+    configs: dict[str, set[str]] = {}  # kind of head -> its configurations in the study
     for c in comps:
         c["verdict_word"] = verdict(c)
+        configs.setdefault(_kind(c["quantum"]), set()).add(_short(c["quantum"]))
+    for c in comps:  # a kind run in one configuration keeps its plain name, else each names its own
+        kind = _kind(c["quantum"])
+        c["head"] = kind if len(configs[kind]) == 1 else f"{kind} ({_short(c['quantum'])})"
     sections: dict[tuple, Section] = {}
     for cell in cells(rows, metric):
         key = tuple(cell.get(k) for k in SECTION_KEYS)
@@ -122,11 +127,16 @@ def conclusion(section: Section) -> str:
     return "\n".join(lines) if lines else "No quantum head ran in this regime."
 
 
+def _kind(quantum: dict) -> str:
+    return "re-uploading circuit" if quantum.get("reupload") else "dressed circuit"
+
+
 def _by_quantum(comps: list[dict]) -> dict[str, list[dict]]:
+    """head -> its comparisons; a head is its kind, with its configuration where the study ran several
+    of that kind ("dressed circuit (quantum 2q d1)"), so that no head's numbers hide another's."""
     out: dict[str, list[dict]] = {}
     for c in comps:
-        q = c["quantum"]
-        out.setdefault("re-uploading circuit" if q.get("reupload") else "dressed circuit", []).append(c)
+        out.setdefault(c.get("head") or _kind(c["quantum"]), []).append(c)
     return out
 
 
