@@ -335,6 +335,10 @@ class TestExperiments:
         widths = [{**c, "variant": "dressed-classical", "depth": None} for c in grid]  # a width sweep
         assert heatmap_worth_drawing(widths) and not heatmap_worth_drawing(grid[:1] + widths[:1])
         assert "row" not in sweep_heatmap(grid[:2]).to_dict()["facet"]
+        lrs = [{**c, "lr": lr} for c in grid[:2] for lr in (0.01, 0.001)]  # one grid at two rates
+        spec = sweep_heatmap(lrs).to_dict()
+        panels = {r["panel"] for r in spec["datasets"][spec["data"]["name"]]}
+        assert panels == {"resnet18 lr 0.01", "resnet18 lr 0.001"}  # they shared squares
 
     def test_a_second_sweep_waits_for_the_first(self, app_env):
         """While this session's sweep runs, another is refused in one line (it hid the first one's

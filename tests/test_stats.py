@@ -212,6 +212,28 @@ class TestSummarise:
         assert setup_label(ring) == "quantum (b random, 4q d2 mps ring, data scans)"
 
 
+def test_cells_that_differ_only_in_unnamed_settings_are_named_apart():
+    """Two learning rates of one circuit: each report line and Markdown table names its own (both read
+    "quantum 4q d2 b", and the Markdown grid showed the first cell only); settings that differ only
+    between differently named cells (each variant's own recipe) stay unnamed."""
+    from qtl.experiments.stats import format_report, markdown_report
+
+    def rows(variant, lr, acc, **extra):
+        cell = dict(variant=variant, backbone="b", lr=lr, **extra)
+        return [{**cell, "seed": s, "val_acc": acc + s / 100} for s in range(2)]
+
+    quantum = dict(qubits=4, depth=2)
+    both = rows("quantum", 0.01, 0.7, **quantum) + rows("quantum", 0.001, 0.9, **quantum)
+    text = format_report(both + rows("linear", 0.05, 0.8))
+    assert "quantum 4q d2 b lr 0.01 " in text and "quantum 4q d2 b lr 0.001 " in text
+    assert "linear b lr 0.05 " in text
+    tables = markdown_report(both)
+    assert "**quantum** b lr 0.01 (" in tables and "**quantum** b lr 0.001 (" in tables
+    assert "0.705 ± 0.007" in tables and "0.905 ± 0.007" in tables
+    one = format_report(rows("quantum", 0.01, 0.7, **quantum) + rows("linear", 0.05, 0.8))
+    assert "lr" not in one  # each variant at its own recipe: nothing to tell apart
+
+
 def test_the_report_cuts_an_accuracy_interval_at_0_and_1():
     """Two seeds at 1.0 and 0.9: the Student t interval runs past 1 (to 1.585); an accuracy cannot."""
     from qtl.experiments.stats import format_report

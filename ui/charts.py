@@ -233,12 +233,12 @@ def _cells_frame(cells: list[dict]):
     none)."""
     import pandas as pd
 
-    from qtl.experiments.stats import cell_name
+    from qtl.experiments.stats import cell_names
 
     df = pd.DataFrame(cells)
     for col in ("qubits", "depth"):
         df[col] = [("-" if v is None or v != v else str(int(v))) for v in df[col]]
-    df["cell"] = [cell_name(c) for c in cells]
+    df["cell"] = cell_names(cells)
     return df
 
 
@@ -247,14 +247,6 @@ def _ci_or_mean(df):
     df["ci_low"] = df["ci_low"].fillna(df["mean"])
     df["ci_high"] = df["ci_high"].fillna(df["mean"])
     return df
-
-
-def _panel(cell: dict) -> str:
-    """What a heatmap's panel holds apart beyond variant, qubits and depth: the cell's name without
-    them, e.g. "reupload efficientnet_lite0 on digits (kfold-5, 5 per class)"."""
-    from qtl.experiments.stats import cell_name
-
-    return cell_name({**cell, "variant": "", "qubits": None, "depth": None}).strip()
 
 
 def heatmap_worth_drawing(cells: list[dict]) -> bool:
@@ -267,11 +259,14 @@ def heatmap_worth_drawing(cells: list[dict]) -> bool:
 
 def sweep_heatmap(cells: list[dict]):
     """Mean val accuracy over qubits x depth, one panel per variant (linear: one cell), and a row of
-    panels per dataset, regime and other setting where the sweep has several (`_panel`)."""
+    panels per dataset, regime and other setting where the sweep has several (`stats.grid_name`)."""
     import altair as alt
 
+    from qtl.experiments.stats import grid_name, settings_apart
+
     df = _cells_frame(cells)
-    df["panel"] = [_panel(c) for c in cells]
+    apart = settings_apart(cells)
+    df["panel"] = [grid_name(c, apart) for c in cells]
     order = sorted({q for q in df["qubits"] if q != "-"}, key=int) + ["-"]
     depths = sorted({d for d in df["depth"] if d != "-"}, key=int) + ["-"]
     base = alt.Chart(df).encode(

@@ -113,7 +113,7 @@ def comparison_table(comps: list[dict]):
     verdict."""
     import pandas as pd
 
-    from qtl.experiments.stats import cell_name
+    from qtl.experiments.stats import cell_names
 
     def num(value, fmt):
         return "–" if value is None else format(value, fmt)
@@ -126,7 +126,7 @@ def comparison_table(comps: list[dict]):
     return pd.DataFrame(
         [
             {
-                "quantum": cell_name(c["quantum"]),
+                "quantum": name,
                 "vs": c["control"],
                 "seeds": c["n"],
                 "difference": num(c["diff"], "+.3f"),
@@ -137,7 +137,7 @@ def comparison_table(comps: list[dict]):
                 f"power for ±{c.get('effect', 0):.2f}": num(c.get("power"), ".2f"),
                 "seeds for 80% power": seeds_needed(c),
             }
-            for c in comps
+            for c, name in zip(comps, cell_names([c["quantum"] for c in comps]), strict=True)
         ]
     )
 

@@ -361,11 +361,12 @@ def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFF
     """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
     its power analysis."""
     lines = [f"{metric} per cell (mean ± std over seeds, 95% CI, cut at 0 and 1)"]
-    for c in cells(rows, metric):
+    cell_list = cells(rows, metric)
+    for c, name in zip(cell_list, cell_names(cell_list), strict=True):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
         low, high = (None, None) if c["ci_low"] is None else (max(0.0, c["ci_low"]), min(1.0, c["ci_high"]))
         ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"  # an accuracy's interval: within [0, 1]
-        lines.append(f"  {cell_name(c):<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
+        lines.append(f"  {name:<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
         lines += ["", *format_comparisons(comps)]
@@ -375,11 +376,11 @@ def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFF
 def format_comparisons(comps: list[dict]) -> list[str]:
     """`comparisons` as text lines: each test, then its power analysis, then the count significant."""
     lines = ["quantum vs controls, paired by seed (difference = quantum - control)"]
-    for c in comps:
+    for c, quantum in zip(comps, cell_names([c["quantum"] for c in comps]), strict=True):
         diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
         ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
         p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
-        name = f"{cell_name(c['quantum'])} vs {c['control']}"
+        name = f"{quantum} vs {c['control']}"
         lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
         lines.append(f"  {'':<56} {power_text(c)}")
     wins = sum(c["significant"] for c in comps)
@@ -387,10 +388,10 @@ def format_comparisons(comps: list[dict]) -> list[str]:
     return lines
 
 
-def cell_name(cell: dict) -> str:
+def cell_name(cell: dict, also: str = "") -> str:
     """A short name for a cell, e.g. "quantum 4q d6 resnet18" or "quantum 4q d6 reupload efficientnet_lite0
     on digits (kfold-5, 5 per class)" (only the settings the variant has, a dataset and a regime other
-    than the default)."""
+    than the default); `also`, settings more (`settings_text`), goes before the regime."""
     parts = [cell["variant"]]
     if cell.get("qubits") is not None:
         parts.append(f"{cell['qubits']}q" + (f" d{cell['depth']}" if cell.get("depth") is not None else ""))
@@ -401,20 +402,79 @@ def cell_name(cell: dict) -> str:
     parts.append(str(cell.get("backbone")))
     if cell.get("dataset") not in (None, DEFAULT_DATASET):  # cells of several datasets stay apart
         parts.append(f"on {str(cell['dataset']).rstrip('/').rsplit('/', 1)[-1]}")  # a path by its name
+    if also:
+        parts.append(also)
     regime = regime_label(cell)
     return " ".join(parts) + (f" ({regime})" if regime else "")
 
 
+NAMED_KEYS = ("variant", "backbone", "dataset", "qubits", "depth", "reupload", "feature_dim", "split",
+              "per_class", "label_noise")  # fmt: skip
+"""The CELL_KEYS `cell_name` names; the others (weights, entangler, rotation, engine, noise, lr, epochs,
+n_classes) are named where cells differ in them (`settings_apart`)."""
+
+
+def settings_apart(cell_list: list[dict]) -> list[str]:
+    """The CELL_KEYS that `cell_name` leaves out and that tell apart some cells of `cell_list` it names
+    alike (where each variant has its own recipe, lr and epochs differ between names, not within one)."""
+    groups: dict[str, list[dict]] = {}
+    for c in cell_list:
+        groups.setdefault(cell_name(c), []).append(c)
+    return [
+        k
+        for k in CELL_KEYS
+        if k not in NAMED_KEYS
+        and any(len({c.get(k) for c in group if c.get(k) is not None}) > 1 for group in groups.values())
+    ]
+
+
+def _setting(key: str, value) -> str:
+    if key == "n_classes":
+        return f"{value} classes"
+    return (
+        f"{value} weights"
+        if key == "weights"
+        else f"{key} {value:g}"
+        if isinstance(value, float)
+        else f"{key} {value}"
+    )
+
+
+def settings_text(cell: dict, apart: list[str]) -> str:
+    """The cell's values of the settings `apart`, e.g. "lr 0.001 epochs 30" ("" for none)."""
+    return " ".join(_setting(k, cell[k]) for k in apart if cell.get(k) is not None)
+
+
+def cell_names(cell_list: list[dict]) -> list[str]:
+    """`cell_name` of each cell, with the settings it leaves out where these cells differ in them, so that
+    no two cells share a name: "quantum 4q d6 resnet18 lr 0.001" and "... lr 0.01"."""
+    apart = settings_apart(cell_list)
+    return [cell_name(c, settings_text(c, apart)) for c in cell_list]
+
+
+def grid_name(cell: dict, apart: list[str]) -> str:
+    """What a qubits x depth grid (a heatmap's panel, a report's table) holds fixed beyond the variant:
+    the cell's name without variant, qubits and depth, with its settings `apart`, e.g.
+    "reupload efficientnet_lite0 on digits lr 0.01 (kfold-5, 5 per class)"."""
+    return cell_name(
+        {**cell, "variant": "", "qubits": None, "depth": None}, settings_text(cell, apart)
+    ).strip()
+
+
 def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
-    """The report as Markdown: per variant a qubits x depth table of mean ± std, then the comparisons."""
+    """The report as Markdown: per variant and `grid_name` a qubits x depth table of mean ± std, then the
+    comparisons."""
     cell_list = cells(rows, metric)
+    apart = settings_apart(cell_list)
+    several = len({grid_name(c, apart) for c in cell_list}) > 1  # else no table needs naming its grid
     out = []
-    for variant in dict.fromkeys(c["variant"] for c in cell_list):
-        mine = [c for c in cell_list if c["variant"] == variant]
+    for variant, grid in dict.fromkeys((c["variant"], grid_name(c, apart)) for c in cell_list):
+        mine = [c for c in cell_list if c["variant"] == variant and grid_name(c, apart) == grid]
         depths = sorted({c["depth"] for c in mine}, key=lambda d: -1 if d is None else d)
         qubits = sorted({c["qubits"] for c in mine}, key=lambda q: -1 if q is None else q)
         head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", metric]
-        out += [f"**{variant}** ({metric}, mean ± std over seeds, n per cell)", ""]
+        title = f"**{variant}** {grid}" if several else f"**{variant}**"
+        out += [f"{title} ({metric}, mean ± std over seeds, n per cell)", ""]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for q in qubits:
             line = ["any" if q is None else str(q)]
@@ -427,7 +487,8 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
     comps = comparisons(rows, metric, effect=effect)
     if comps:
         out += comparison_header(effect)
-        out += [comparison_line(c, cell_name(c["quantum"])) for c in comps]
+        names = cell_names([c["quantum"] for c in comps])
+        out += [comparison_line(c, name) for c, name in zip(comps, names, strict=True)]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
     return "\n".join(out)
