@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from qtl.analysis.inference import WHY_TRAINING_DIFFERS, accuracy_at_training
 from qtl.experiments.runs import checkpoint_row
 from qtl.experiments.stats import one_per_run, summarise
 from ui import cache, charts, datasets, session_models, tables, widgets
@@ -38,13 +39,14 @@ else:
         "gone); a model trained on k folds, on its own run's val fold, never on images it trained on."
     )
     if st.toggle("Evaluate every loaded model (confusion matrices and misclassified images)", key="cmp_eval"):
-        evaluations = {}
+        evaluations, roots = {}, {}
         for label, loaded in models.items():
             root, why = datasets.scoring_data(loaded)
             try:
                 if root is None:
                     raise ValueError(why)
                 evaluations[label] = cache.evaluation(str(loaded.path), loaded.path.stat().st_mtime, root)
+                roots[label] = root
             except ValueError as exc:  # no dataset, or one whose classes are not the model's
                 st.warning(f"**{label}**: cannot evaluate it: {exc}.")
         cols = st.columns(min(3, max(1, len(evaluations))))
@@ -52,8 +54,14 @@ else:
             with cols[i % len(cols)]:
                 st.altair_chart(charts.confusion_chart(ev.metrics, label), width="stretch")
                 m, auc = ev.metrics, ev.metrics["roc_auc"]
+                recorded = accuracy_at_training(models[label], roots[label], "val")
+                trained = ""
+                if recorded is not None and abs(recorded - m["accuracy"]) > 1e-9:  # as `qtl evaluate` says
+                    trained = (
+                        f" ({recorded:.3f} at training, as the table above shows: {WHY_TRAINING_DIFFERS})"
+                    )
                 st.caption(
-                    f"accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, "
+                    f"accuracy {m['accuracy']:.3f}{trained}, macro F1 {m['macro_f1']:.3f}, "
                     f"ROC-AUC {'–' if auc is None else f'{auc:.3f}'}"
                 )
                 st.dataframe(tables.per_class_table(m), hide_index=True, width="stretch")

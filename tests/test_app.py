@@ -651,6 +651,16 @@ class TestCircuitCompareLab:
         at.toggle(key="cmp_eval").set_value(True).run()
         assert not at.exception and not at.error
         assert any("misclassified of 8" in e.label for e in at.expander)
+        # a checkpoint whose recorded val accuracy is not what the evaluation finds says why, once
+        import torch
+
+        payload = torch.load(copy, weights_only=True)
+        payload["metrics"]["val_acc"] = 0.0
+        torch.save(payload, copy)
+        at = app("compare", {"loaded": loaded})
+        at.toggle(key="cmp_eval").set_value(True).run()
+        why = [c.value for c in at.caption if "0.000 at training" in c.value]
+        assert len(why) == 1 and "bfloat16" in why[0]
 
     def test_diff_lab_times_and_checks_gradients(self, app_env):
         """The native engine at 2 and 3 qubits: two timed rows with gradients matching the reference."""

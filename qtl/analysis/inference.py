@@ -4,6 +4,7 @@
     preds["quantum-..."].probs          # (N, C)
     quantum_trace(quantum, "ant.jpg")   # input angles and per-qubit <Z>
     evaluate(quantum, root).metrics     # accuracy, per-class P/R/F1, confusion matrix, ROC-AUC
+    accuracy_at_training(quantum, root, "val")   # its own recorded val accuracy, on the same images
 
 Loaded models that share a frozen backbone (same name and weights) run it once per batch of images,
 and each head reads the same features.
@@ -293,3 +294,21 @@ def evaluate(
     return Evaluation(
         compute_metrics(data.labels, probs, loaded.class_names), samples, time.perf_counter() - t0
     )
+
+
+WHY_TRAINING_DIFFERS = (
+    "the same images: training's val pass read the features it trained on, bfloat16 where the CPU has "
+    "it; this one reads exact float32, as predict does"
+)
+"""Why a checkpoint's recorded val accuracy can differ from an evaluation on the same images by an image
+or two (`qtl evaluate`, the Compare page)."""
+
+
+def accuracy_at_training(loaded: LoadedModel, root: str | Path, split: str) -> float | None:
+    """The val accuracy the checkpoint recorded when it was trained, where `evaluate(loaded, root, split)`
+    scores the same images: the val split of the dataset it recorded. None otherwise."""
+    from qtl.data.datasets import recorded_root
+
+    if split != "val" or recorded_root((loaded.meta or {}).get("dataset")) != Path(root):
+        return None
+    return (loaded.metrics or {}).get("val_acc")

@@ -255,7 +255,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
 
 
 def cmd_evaluate(args, bar: ProgressBar) -> int:
-    from qtl.analysis.inference import evaluate
+    from qtl.analysis.inference import accuracy_at_training, evaluate
     from qtl.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
@@ -267,10 +267,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
         out = {"checkpoint": str(args.checkpoint), "data": str(root), "split": args.split, "metrics": m}
         print(json.dumps(out, indent=2))
     else:
-        from qtl.data.datasets import recorded_root
-
-        same = args.split == "val" and recorded_root((loaded.meta or {}).get("dataset")) == Path(root)
-        recorded = (loaded.metrics or {}).get("val_acc") if same else None
+        recorded = accuracy_at_training(loaded, root, args.split)
         print(format_evaluation(args.checkpoint, loaded, root, args.split, m, recorded))
     return 0
 

@@ -21,10 +21,9 @@ def format_evaluation(
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
     trained = []
     if recorded is not None and abs(recorded - m["accuracy"]) > 1e-9:
-        trained = [
-            f"at training {recorded:.4f} (the same images: training's val pass read the features it "
-            "trained on, bfloat16 where the CPU has it; this one reads exact float32, as predict does)"
-        ]
+        from qtl.analysis.inference import WHY_TRAINING_DIFFERS
+
+        trained = [f"at training {recorded:.4f} ({WHY_TRAINING_DIFFERS})"]
     lines = [
         f"checkpoint  {checkpoint} ({c.variant}, {c.backbone} {loaded.backbone_weights})",
         f"data        {root} ({split}, {m['n']} images)",
