@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from conftest import REPO, make_class_folders, make_image_folder
-from test_app import PAGES, app, png, texts
+from test_app import PAGES, app, png, texts, wait_for_job
 
 from qtl.config import ModelConfig
 from qtl.models import backbones
@@ -222,6 +222,19 @@ def test_page_in_state(in_state, state, page):
     for message in alerts(at) + [c.value for c in at.sidebar.caption]:
         assert "Traceback" not in message and "\n" not in message.strip(), (state, page, message)
     expect(state, page, at)
+
+
+@pytest.mark.parametrize("page", ["train", "overview"])
+def test_training_that_fails_says_why_once(in_state, page):
+    """Fresh and offline, no dataset: training from the Train form or the Overview's button fails, and
+    the page says why in one line; it also showed a TypeError (the failed job's traceback read as its
+    list of saved runs), and repeated it in the server log every second."""
+    at = app(page, in_state("fresh_offline"))
+    at.button[0].click().run()
+    wait_for_job(at)
+    assert not at.exception, [e.value for e in at.exception]
+    (failed,) = [e.value for e in at.error if e.value.startswith("Training failed")]
+    assert "\n" not in failed.strip() and "Traceback" not in failed
 
 
 def test_new_sessions_load_every_shipped_checkpoint_after_training(world, in_state, tmp_path, monkeypatch):

@@ -89,6 +89,8 @@ class TestJobRunner:
         job = runner.submit("x", boom)
         assert job.wait(5)
         assert job.snapshot().state == "failed" and job.snapshot().error == "ValueError: bad config"
+        # the traceback is kept apart from the result, which pages read as the work's return value
+        assert job.snapshot().result is None and "raise ValueError" in job.snapshot().trace
         assert runner.submit("y", lambda job: 1).wait(5)
 
     def test_snapshot_is_a_copy(self):

@@ -50,6 +50,7 @@ class JobSnapshot:
     records: list[dict] = field(default_factory=list)  # per-epoch (or per-step) records, oldest first
     result: Any = None  # what `work` returned
     error: str | None = None  # one-line reason when state == "failed"
+    trace: str | None = None  # its traceback, for a log (never shown to a visitor)
     submitted_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -134,7 +135,7 @@ class Job:
             self._set(state="cancelled", message="cancelled")
         except Exception as exc:  # the worker must survive any failure of the work it runs
             reason = f"{type(exc).__name__}: {exc}"
-            self._set(state="failed", error=reason, message=reason, result=traceback.format_exc())
+            self._set(state="failed", error=reason, message=reason, trace=traceback.format_exc())
         else:
             if self.cancelled:
                 self._set(state="cancelled", result=result, message="cancelled")
