@@ -79,8 +79,9 @@ class TestJobRunner:
         assert a.snapshot().state == "cancelled" and len(a.snapshot().records) == 3
         assert b.snapshot().state == "cancelled" and not started
 
-    def test_failure_is_reported_and_worker_survives(self):
-        """An exception in the work marks the job failed with a one-line reason; the next job still runs."""
+    def test_failure_is_reported_and_worker_survives(self, caplog):
+        """An exception in the work marks the job failed with a one-line reason, its traceback logged once;
+        the next job still runs."""
         runner = JobRunner()
 
         def boom(job):
@@ -91,6 +92,8 @@ class TestJobRunner:
         assert job.snapshot().state == "failed" and job.snapshot().error == "ValueError: bad config"
         # the traceback is kept apart from the result, which pages read as the work's return value
         assert job.snapshot().result is None and "raise ValueError" in job.snapshot().trace
+        (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert "raise ValueError" in logged.getMessage()
         assert runner.submit("y", lambda job: 1).wait(5)
 
     def test_snapshot_is_a_copy(self):

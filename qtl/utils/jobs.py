@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import threading
 import time
 import traceback
@@ -135,7 +136,9 @@ class Job:
             self._set(state="cancelled", message="cancelled")
         except Exception as exc:  # the worker must survive any failure of the work it runs
             reason = f"{type(exc).__name__}: {exc}"
-            self._set(state="failed", error=reason, message=reason, trace=traceback.format_exc())
+            trace = traceback.format_exc()
+            logging.getLogger(__name__).error("job %s (%s) failed\n%s", self._snap.id, self._snap.name, trace)
+            self._set(state="failed", error=reason, message=reason, trace=trace)
         else:
             if self.cancelled:
                 self._set(state="cancelled", result=result, message="cancelled")
