@@ -1,5 +1,7 @@
 """Compare: the loaded variants side by side (mean ± std over seeds), curves, confusion matrices, mistakes."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from qtl.analysis.inference import WHY_TRAINING_DIFFERS, accuracy_at_training
@@ -60,8 +62,11 @@ else:
                     trained = (
                         f" ({recorded:.3f} at training, as the table above shows: {WHY_TRAINING_DIFFERS})"
                     )
+                where = f"on {Path(roots[label]).name}, {m['n']} val images"
+                if note := datasets.fallback_note(models[label]):
+                    where += f" ({note})"
                 st.caption(
-                    f"accuracy {m['accuracy']:.3f}{trained}, macro F1 {m['macro_f1']:.3f}, "
+                    f"{where}: accuracy {m['accuracy']:.3f}{trained}, macro F1 {m['macro_f1']:.3f}, "
                     f"ROC-AUC {'–' if auc is None else f'{auc:.3f}'}"
                 )
                 st.dataframe(tables.per_class_table(m), hide_index=True, width="stretch")

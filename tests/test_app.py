@@ -661,6 +661,15 @@ class TestCircuitCompareLab:
         at.toggle(key="cmp_eval").set_value(True).run()
         why = [c.value for c in at.caption if "0.000 at training" in c.value]
         assert len(why) == 1 and "bfloat16" in why[0]
+        # each score names its data; one scored on the active dataset for want of a record says so
+        del payload["meta"]["dataset"]
+        torch.save(payload, copy)
+        at = app("compare", {"loaded": loaded})
+        at.toggle(key="cmp_eval").set_value(True).run()
+        scores = [c.value for c in at.caption if "macro F1" in c.value]
+        assert len(scores) == len(loaded) and all(c.startswith("on tiny, 8 val images") for c in scores)
+        (fallback,) = [c for c in scores if "does not record its own" in c]
+        assert fallback.startswith("on tiny, 8 val images (the active dataset: this checkpoint")
 
     def test_diff_lab_times_and_checks_gradients(self, app_env):
         """The native engine at 2 and 3 qubits: two timed rows with gradients matching the reference."""

@@ -39,11 +39,17 @@ def test_every_shipped_checkpoint_stores_what_qtl_evaluate_gives_and_none_repeat
     """Every file in models/ (the SHIPPED manifest's) stores as its val accuracy the accuracy
     `qtl evaluate` gives on the images in the repository's dataset, and no two give the same outputs
     (a copy under another name only costs memory and a line on every page)."""
+    from qtl.data.datasets import open_dataset
+
     names = shipped_names()
     assert sorted(names) == sorted(p.name for p in (REPO / "models").glob("*.pt"))
+    record = open_dataset(hymenoptera_dir, download=False).record()
     outputs = {}
     for name in names:
         loaded = load_checkpoint(REPO / "models" / name)
+        # each records the dataset it was trained on, so pages score it there, not on the active one
+        recorded = loaded.meta["dataset"]
+        assert (recorded["name"], recorded["counts"]) == (record["name"], record["counts"]), name
         ev = evaluate(loaded, hymenoptera_dir, "val")
         assert loaded.metrics["val_acc"] == ev.metrics["accuracy"], name
         outputs[name] = torch.tensor([s.probs for s in ev.samples])  # (153, 2)

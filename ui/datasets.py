@@ -86,6 +86,19 @@ def samples(root: Path, split: str, cls: str, n: int) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if is_image_file(p)][:n] if folder.is_dir() else []
 
 
+def fallback_note(loaded) -> str:
+    """Why `scoring_data` scores a checkpoint on the active dataset, in words ("" when it scores it on the
+    dataset it was trained on)."""
+    from qtl.data.datasets import recorded_root
+
+    record = (loaded.meta or {}).get("dataset")
+    if not record:  # trained before checkpoints recorded it
+        return "the active dataset: this checkpoint does not record its own"
+    if recorded_root(record) is None:
+        return f"the active dataset: {record.get('name', 'the one it was trained on')} is not on this machine"
+    return ""
+
+
 def scoring_data(loaded) -> tuple[str | None, str | None]:
     """(root, None): the dataset a checkpoint is scored on, the one it was trained on if still there,
     else the active one; (None, why not) when neither is on disk."""
