@@ -75,6 +75,8 @@ def show(models: dict, local: list[str], real: list[str]) -> None:
         rows = hardware.report_rows(report)
         st.dataframe(rows, hide_index=True)
         st.altair_chart(hardware.error_chart(rows), width="stretch")
+        for skipped in report.get("skipped", []):  # reports from before it had none
+            st.warning(f"{skipped['mitigation']}: not applied: {skipped['reason']}.")
         st.caption(
             f"{report['samples']} val images x {report['shots']} shots of {report['checkpoint']}. "
             "expval_error: mean |<Z> - exact <Z>| over images and wires; the noisy simulation is the "

@@ -83,6 +83,33 @@ class TestIBMFake:
         assert (raw < exact).mean() > 0.8 and (noisy < exact).mean() > 0.8  # noise shrinks |<Z>|
         assert report["simulations"][0]["expval_error"] == 0.0
 
+    def test_a_calibration_too_near_random_skips_readout_and_scores_the_rest(self, loaded, inputs, tmp_path):
+        """A calibration whose qubit read 1 whatever it was prepared in (one shot each can): readout and
+        readout+zne are skipped with the reason, none and zne still scored, and no accuracy comes from
+        NaN <Z> (it printed "accuracy 0.7500, expval_error nan")."""
+        from qtl.analysis.hardware_runs import score
+
+        mitigations = ["none", "readout", "zne", "readout+zne"]
+        plan = prepare(loaded, inputs, "FakeManilaV2", shots=200, mitigations=mitigations)
+        with ResultsDB(tmp_path / "r.db") as db:
+            job_id, job = submit(plan, db)
+            record = db.hardware_job(job_id)["plan"]
+        from qtl.quantum.hardware.programs import Program
+
+        programs = [Program.from_dict(p) for p in record["programs"]]
+        counts = plan.device.counts(job, programs)
+        kinds = [(p.kind, p.value) for p in programs]
+        for bit in (0, 1):  # wire 1 reads 1 on every shot, prepared 0 or 1
+            cal = np.zeros_like(counts[kinds.index(("cal", bit))])
+            cal[0, 0b010 | (0b101 if bit else 0)] = 200
+            counts[kinds.index(("cal", bit))] = cal
+        report = score(record, counts, programs)
+        assert [r["mitigation"] for r in report["results"]] == ["none", "zne"]
+        assert all(np.isfinite(r["expval_error"]) for r in report["results"])
+        assert [s["mitigation"] for s in report["skipped"]] == ["readout", "readout+zne"]
+        physical = programs[kinds.index(("cal", 0))].physical[0]
+        assert report["skipped"][0]["reason"].startswith(f"qubit {physical[1]}'s readout calibration")
+
     def test_cli_run_json_then_resume_after_a_restart(self, capsys, ckpt, tiny, tmp_path):
         """`run --no-wait` records the job and stops; `resume JOB_ID` (a new invocation, nothing in memory)
         scores it from the database: the local job runs again, seeded, so its <Z> equals a run that

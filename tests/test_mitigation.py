@@ -58,7 +58,7 @@ class TestReadout:
         probs1 = np.array([[0.1, 0.5, 0.85], [0.7, 0.3, 0.2]])  # P(bit i = 1) for two samples
         true = RNG.random((2, shots, n)) < probs1[:, None, :]
         counts = counts_from_bits(flip(true.astype(np.uint8), p01, p10))
-        m3 = readout_corrected(counts, matrices, [[10, 11, 12]] * 2)  # any device qubits
+        m3 = readout_corrected(counts, matrices, [[10, 11, 12]] * 2, [10, 11, 12])  # any device qubits
         full = matrices[2]
         for m in matrices[1::-1]:
             full = np.kron(full, m)  # bit n-1 is the most significant: A_2 (x) A_1 (x) A_0
@@ -67,6 +67,31 @@ class TestReadout:
         exact = 1 - 2 * probs1
         assert np.abs(m3 - exact).max() < 0.03
         assert np.abs(counts_expvals(counts) - exact).max() > 0.08
+        # the same qubits holding other wires: each is corrected with its own matrix (the matrices went
+        # by wire, so qubit 11 got qubit 10's), and a qubit nobody calibrated is refused
+        swapped = (
+            counts.reshape(2, 2, 2, 2)[:, :, :, [0, 1]].transpose(0, 1, 3, 2).reshape(2, 8)
+        )  # wires 0, 1
+        m3_swapped = readout_corrected(swapped, matrices, [[11, 10, 12]] * 2, [10, 11, 12])
+        np.testing.assert_allclose(m3_swapped[:, [1, 0, 2]], m3, atol=1e-6)
+        with pytest.raises(ValueError, match=r"device qubits \[13\] were measured but not calibrated"):
+            readout_corrected(counts, matrices, [[10, 11, 13]] * 2, [10, 11, 12])
+
+    def test_a_calibration_too_near_random_is_refused_by_qubit(self):
+        """One shot per calibration circuit that read 1 for a prepared 0 on wire 1: a singular matrix (it
+        gave NaN <Z>, scored as an accuracy); a 50/50 qubit the same; a good one passes."""
+        from qtl.quantum.hardware.mitigation import readout_refusal
+
+        cal0, cal1 = np.zeros(8, np.int64), np.zeros(8, np.int64)
+        cal0[0b010], cal1[0b111] = 1, 1  # wire 1 read 1 whether prepared 0 or 1
+        matrices = readout_matrices(cal0, cal1)
+        said = readout_refusal(matrices, [5, 8, 11], shots=1)
+        assert said.startswith("qubit 8's readout calibration (1 shots) reads 0 as 1 with probability 1.00")
+        good = np.array([[[0.97, 0.04], [0.03, 0.96]]] * 3)
+        assert readout_refusal(good, [5, 8, 11], shots=4000) is None
+        assert "qubit 11" in readout_refusal(
+            np.concatenate([good[:2], [[[0.5, 0.45], [0.5, 0.55]]]]), [5, 8, 11], 4000
+        )
 
 
 class TestZNE:
@@ -98,6 +123,46 @@ class TestZNE:
         for scale, (folded,) in folds.items():
             assert len(folded.data) == scale * len(bound.data)
             assert Operator(folded).equiv(Operator(bound))
+
+    @pytest.mark.parametrize("backend", ["FakeManilaV2", "FakeSherbrooke"])
+    def test_folds_of_the_compiled_circuit_scale_what_the_device_runs(self, backend):
+        """A ring circuit that needs routing (cx on FakeManilaV2, ecr on FakeSherbrooke): each fold of the
+        compiled circuit runs exactly 3x and 5x its two-qubit gates and one-qubit pulses, measures the same
+        device qubits, and is the same unitary. Folding the logical circuit gave 27/51/75 two-qubit gates
+        on FakeManilaV2, and mitiq's folds of the compiled one 5x and 9x the ECR gates."""
+        from qiskit.quantum_info import Operator
+
+        from qtl.quantum.hardware.backends import parameter_values
+        from qtl.quantum.hardware.ibm import IBMDevice, fold_compiled
+
+        device = IBMDevice(backend)
+        config = CircuitConfig(4, 3, "ring", "rot")
+        isa, x, w = device.compile(config).circuit
+        angles, weights = torch.rand(1, 4), torch.rand(config.weight_shape)
+
+        def pulses(circuit) -> tuple[int, int]:  # (two-qubit gates, one-qubit pulses; rz is virtual)
+            ops = [i.operation for i in circuit.data if i.operation.name not in ("measure", "barrier")]
+            return sum(o.num_qubits == 2 for o in ops), sum(o.num_qubits == 1 and o.name != "rz" for o in ops)
+
+        def measured(circuit) -> list[int]:
+            return [
+                circuit.find_bit(i.qubits[0]).index for i in circuit.data if i.operation.name == "measure"
+            ]
+
+        def unitary(circuit) -> Operator:
+            bound = circuit.assign_parameters(parameter_values(circuit, x, w, angles, weights)[0])
+            return Operator(bound.remove_final_measurements(inplace=False))
+
+        two, one = pulses(isa)
+        assert two > config.n_qubits  # routed: more two-qubit gates than the ring's own
+        for scale in (3, 5):
+            folded = fold_compiled(isa, scale, device.backend)
+            assert pulses(folded) == (scale * two, scale * one)
+            assert measured(folded) == measured(isa)
+            if device.num_qubits <= 5:  # a 2**5 x 2**5 unitary
+                assert unitary(folded).equiv(unitary(isa))
+        with pytest.raises(ValueError, match="odd whole number"):
+            fold_compiled(isa, 2, device.backend)
 
 
 class TestCalibration:

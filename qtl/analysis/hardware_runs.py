@@ -40,6 +40,7 @@ from qtl.quantum.hardware.mitigation import (
     needs,
     readout_corrected,
     readout_matrices,
+    readout_refusal,
 )
 from qtl.quantum.hardware.programs import Program
 from qtl.quantum.noise import NoiseConfig
@@ -66,9 +67,11 @@ def select(inputs: HeadInputs, samples: int | None, seed: int = 0) -> HeadInputs
     return HeadInputs(inputs.angles[keep], inputs.labels[keep], [inputs.paths[i] for i in keep.tolist()])
 
 
-def _programs(count: int, scales, calibrate: bool) -> list[Program]:
-    """The programs of a job before submission (no qubits yet)."""
-    out = [Program("base", 1, count)] + [Program("fold", s, count) for s in scales]
+def _programs(count: int, scales, calibrate: bool, parametrised_folds: bool = False) -> list[Program]:
+    """The programs of a job before submission (no qubits yet); an IBM device runs each fold as one
+    parametrised circuit (`IBMDevice.parametrised_folds`), Braket one circuit per sample."""
+    out = [Program("base", 1, count)]
+    out += [Program("fold", s, count, parametrised=parametrised_folds) for s in scales]
     return out + ([Program("cal", 0, 1), Program("cal", 1, 1)] if calibrate else [])
 
 
@@ -144,7 +147,8 @@ def estimate(plan: Plan) -> dict:
     list price (Braket), in total and per mitigation; nothing is submitted."""
     r, device, compiled = plan.record, plan.device, plan.compiled
     count, shots = len(r["labels"]), r["shots"]
-    programs = _programs(count, r["scales"], needs(r["mitigations"], "readout"))
+    folds = getattr(device, "parametrised_folds", False)
+    programs = _programs(count, r["scales"], needs(r["mitigations"], "readout"), folds)
     executions = sum(p.count for p in programs)
     cost = getattr(device, "cost", None)
     per = []
@@ -163,7 +167,7 @@ def estimate(plan: Plan) -> dict:
         "local": r["local"],
         "samples": count,
         "jobs": 1,
-        "circuits": 1 + sum(p.count for p in programs if p.kind != "base"),
+        "circuits": sum(1 if p.kind == "base" or p.parametrised else p.count for p in programs),
         "executions": executions,
         "shots_per_execution": shots,
         "total_shots": executions * shots,
@@ -246,11 +250,13 @@ def job_report(job_id: str, db) -> dict:
     return record["results"] if record["status"] == "done" else collect(job_id, db)
 
 
-def _expvals(counts: np.ndarray, program: Program, matrices) -> np.ndarray:
-    """(count, 2**n) counts -> (count, n) <Z_i>, readout-corrected when `matrices` are given."""
-    if matrices is None:
+def _expvals(counts: np.ndarray, program: Program, calibration) -> np.ndarray:
+    """(count, 2**n) counts -> (count, n) <Z_i>, readout-corrected when `calibration` (matrices, the
+    qubits they were measured on) is given."""
+    if calibration is None:
         return counts_expvals(counts)
-    return readout_corrected(counts, matrices, program.physical)
+    matrices, calibrated = calibration
+    return readout_corrected(counts, matrices, program.physical, calibrated)
 
 
 def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict:
@@ -287,13 +293,22 @@ def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict
             {"name": "noisy simulation", "noise": noise.label(), **row(expvals["noisy simulation"])}
         )
     by_kind = {(p.kind, p.value): (c, p) for p, c in zip(programs, counts, strict=True)}
-    matrices = None
+    matrices, calibration, skipped = None, None, []
     if ("cal", 0) in by_kind:
         matrices = readout_matrices(by_kind[("cal", 0)][0][0], by_kind[("cal", 1)][0][0])
+        calibrated = by_kind[("cal", 0)][1].physical[0]
+        refusal = readout_refusal(matrices, calibrated, plan["shots"])
+        calibration = None if refusal else (matrices, calibrated)
+        if refusal:  # the other mitigations are still scored
+            skipped = [
+                {"mitigation": m, "reason": refusal} for m in plan["mitigations"] if needs([m], "readout")
+            ]
     prices = {p["mitigation"]: p for p in plan["estimate"]["per_mitigation"]}
     results = []
     for m in plan["mitigations"]:
-        cal = matrices if needs([m], "readout") else None
+        if any(s["mitigation"] == m for s in skipped):
+            continue
+        cal = calibration if needs([m], "readout") else None
         if needs([m], "zne"):
             scales = [1, *plan["scales"]]
             values = [_expvals(*by_kind[("base", 1)], cal)]
@@ -315,6 +330,7 @@ def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict
         "shots": plan["shots"],
         "extrapolation": plan["extrapolation"],
         "results": results,
+        "skipped": skipped,  # mitigations that could not be applied: {mitigation, reason}
         "simulations": simulations,
         "estimate": plan["estimate"],
         "calibration": None if matrices is None else matrices.tolist(),

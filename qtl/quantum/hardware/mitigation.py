@@ -76,18 +76,42 @@ def readout_matrices(cal0: np.ndarray, cal1: np.ndarray) -> np.ndarray:
     return out
 
 
-def readout_corrected(counts: np.ndarray, matrices: np.ndarray, physical: list[list[int]]) -> np.ndarray:
-    """M3-corrected <Z_i>: (N, 2**n) counts, (n, 2, 2) matrices of the measured qubits, physical[s][i] the
-    device qubit that wire i of sample s was measured on -> (N, n) float64."""
+MIN_READOUT_DETERMINANT = 0.1
+"""A qubit's assignment matrix has determinant 1 - P(1|0) - P(0|1); below this its inverse would amplify
+shot noise more than tenfold (at 0 it has none: a calibration of few shots, or a qubit that reads at
+random), so readout mitigation refuses it (`readout_refusal`)."""
+
+
+def readout_refusal(matrices: np.ndarray, calibrated: list[int], shots: int) -> str | None:
+    """Why the calibration cannot correct readout, in one line, or None: a qubit whose matrix is singular
+    or nearly so (`MIN_READOUT_DETERMINANT`)."""
+    for q, m in zip(calibrated, matrices, strict=True):
+        if np.linalg.det(m) < MIN_READOUT_DETERMINANT:
+            return (
+                f"qubit {q}'s readout calibration ({shots} shots) reads 0 as 1 with probability "
+                f"{m[1, 0]:.2f} and 1 as 0 with {m[0, 1]:.2f}: too near random to invert; more shots, or "
+                "no readout mitigation"
+            )
+    return None
+
+
+def readout_corrected(
+    counts: np.ndarray, matrices: np.ndarray, physical: list[list[int]], calibrated: list[int]
+) -> np.ndarray:
+    """M3-corrected <Z_i>: (N, 2**n) counts, (n, 2, 2) matrices from the calibration circuits whose wire i
+    was measured on device qubit calibrated[i], physical[s][i] the device qubit that wire i of sample s
+    was measured on -> (N, n) float64. Each qubit is corrected with its own matrix, wherever its wire
+    sits. ValueError for a qubit the calibration did not measure."""
     import mthree
 
     n = matrices.shape[0]
-    qubits = sorted({q for row in physical for q in row})
-    cals: list = [None] * (max(qubits) + 1)
-    by_qubit = {}
-    for row in physical:
-        for i, q in enumerate(row):
-            by_qubit.setdefault(q, matrices[i])
+    by_qubit = dict(zip(calibrated, matrices, strict=True))
+    missing = sorted({q for row in physical for q in row} - set(by_qubit))
+    if missing:
+        raise ValueError(
+            f"device qubits {missing} were measured but not calibrated (calibrated: {calibrated})"
+        )
+    cals: list = [None] * (max(by_qubit) + 1)
     for q, m in by_qubit.items():
         cals[q] = np.asarray(m, dtype=np.float32)
     mit = mthree.M3Mitigation()

@@ -29,6 +29,7 @@ class Program:
     value: int  # scale factor of a fold, prepared bit of a calibration, 1 for base
     count: int
     physical: list[list[int]] = field(default_factory=list)
+    parametrised: bool = False  # its `count` parameter sets run as one circuit, as the base's always do
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,11 +40,12 @@ class Program:
 
 
 def by_program(per_circuit: list[np.ndarray], programs: list[Program]) -> list[np.ndarray]:
-    """Counts as a job returns them (the base circuit's (N, 2**n) array, then one (1, 2**n) array per fold
-    or calibration circuit) -> one (count, 2**n) array per program, in the order of `programs`."""
+    """Counts as a job returns them (one (N, 2**n) array per parametrised circuit: the base's, an IBM
+    job's folds; one (1, 2**n) array per other circuit) -> one (count, 2**n) array per program, in the
+    order of `programs`."""
     out, i = [], 0
     for p in programs:
-        take = 1 if p.kind == "base" else p.count
+        take = 1 if p.kind == "base" or p.parametrised else p.count
         out.append(np.concatenate(per_circuit[i : i + take]))
         i += take
     return out
