@@ -187,3 +187,34 @@ class TestCalibration:
         channel = _channel(noise.depolarizing, noise.amplitude_damping, noise.phase_damping)
         r1 = 1 - (1 - c["pulse_error"]) ** c["k1"]
         assert 1 - average_gate_fidelity(channel) == pytest.approx(r1, rel=2e-3)
+
+    def test_every_pulse_counts_whatever_the_backend_calls_it(self):
+        """FakeBoeblingenV2 runs u1/u2/u3 (no sx or x): its u2/u3 pulses count, u1 (virtual) does not,
+        so its one-qubit noise is not 0 (it was: only sx and x were counted); the pulse error is the mean
+        of what the backend reports for the gates the circuit uses."""
+        from qtl.quantum.hardware.backends import get_backend
+        from qtl.quantum.hardware.calibration import calibration, noise_from_backend
+
+        config = CircuitConfig(4, 2)
+        backend = get_backend("FakeBoeblingenV2")
+        assert not {"sx", "x"} & set(backend.target.operation_names)
+        c = calibration(config, backend)
+        assert c["k1"] > 0 and c["pulse_error"] > 0 and c["pulse_duration"] > 0
+        noise = noise_from_backend(config, backend)
+        assert noise.depolarizing > 0 and noise.amplitude_damping > 0
+
+    def test_a_backend_narrower_than_the_circuit_is_one_line(self, capsys, tmp_path):
+        """6 qubits from FakeManilaV2's 5 (`--noise-from`): the device's own words, not qiskit's
+        CircuitTooWideForTarget traceback."""
+        from conftest import make_image_folder
+
+        from qtl import cli
+        from qtl.quantum.hardware.calibration import noise_from_backend
+
+        with pytest.raises(ValueError, match="^FakeManilaV2 has 5 qubits; the circuit needs 6$"):
+            noise_from_backend(CircuitConfig(6, 2), "FakeManilaV2")
+        argv = ["train", "quantum", "--qubits", "6", "--noise-from", "FakeManilaV2", "--random-init"]
+        data = make_image_folder(tmp_path / "tiny")
+        assert cli.main([*argv, "--data", str(data), "--out", str(tmp_path / "q.pt")]) != 0
+        assert "FakeManilaV2 has 5 qubits; the circuit needs 6" in capsys.readouterr().err
+        assert not (tmp_path / "q.pt").exists()

@@ -4,8 +4,9 @@ The circuit is transpiled to the backend once (as a run would be), and the calib
 couplings it uses is averaged (`calibration`). The mapping onto qtl's per-gate channels
 (`noise_from_backend`, documented in docs/hardware.md):
 
-    k1 = physical one-qubit pulses (sx, x; rz is virtual) per logical one-qubit gate (H, RY, RZ)
-    k2 = physical two-qubit gates (cx, ecr, cz; routing SWAPs included) per logical CNOT
+    k1 = physical one-qubit pulses per logical one-qubit gate (H, RY, RZ): every one-qubit gate the
+         backend reports a duration or error for (sx, x; u2, u3; rx), not the virtual ones (rz, u1)
+    k2 = physical two-qubit gates (cx, ecr, cz, ...; routing SWAPs included) per logical CNOT
     T1, T2 = 1 / mean(1 / T) over the used qubits (T2 capped at 2 T1)
     t = k1 * mean pulse duration after a one-qubit gate, k2 * mean two-qubit gate duration after a CNOT
     amplitude damping gamma = 1 - exp(-t / T1)
@@ -34,8 +35,12 @@ import numpy as np
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.noise import NoiseConfig
 
-PULSES = ("sx", "x")
-TWO_QUBIT = ("cx", "ecr", "cz")
+UNTIMED = ("measure", "barrier", "delay", "reset")
+
+
+def _is_pulse(props) -> bool:
+    """A one-qubit gate that takes time or errs on the device (rz, u1 are virtual: frame changes)."""
+    return props is not None and bool(props.duration or props.error)
 
 
 def _mean(values) -> float:
@@ -49,18 +54,24 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     from qiskit import transpile
 
     from qtl.quantum.hardware.backends import get_backend, qiskit_circuit
+    from qtl.quantum.hardware.devices import width_refusal
 
+    name = backend if isinstance(backend, str) else backend.name
     backend = get_backend(backend)
+    if refusal := width_refusal(name, backend.num_qubits, config.n_qubits):
+        raise ValueError(refusal)
     qc, _, _ = qiskit_circuit(config)
     isa = transpile(qc, backend=backend, optimization_level=1, seed_transpiler=seed)
     target = backend.target
     pulses, pairs = [], []
     for inst in isa.data:
-        qubits = tuple(isa.find_bit(q).index for q in inst.qubits)
-        if inst.operation.name in PULSES:
-            pulses.append((inst.operation.name, qubits))
-        elif inst.operation.name in TWO_QUBIT:
-            pairs.append((inst.operation.name, qubits))
+        name, qubits = inst.operation.name, tuple(isa.find_bit(q).index for q in inst.qubits)
+        if name in UNTIMED:
+            continue
+        if len(qubits) == 1 and _is_pulse(target[name].get(qubits)):
+            pulses.append((name, qubits))
+        elif len(qubits) == 2:
+            pairs.append((name, qubits))
     measured = [int(q) for q in isa.layout.final_index_layout()[: config.n_qubits]]
     used = sorted({q for _, qs in pulses + pairs for q in qs} | set(measured))
     logical = gates(config)

@@ -17,6 +17,7 @@ from qtl.quantum.hardware.backends import (
     qiskit_circuit,
     simulator_options,
 )
+from qtl.quantum.hardware.devices import width_refusal
 from qtl.quantum.hardware.programs import Compiled, Program, by_program
 
 
@@ -40,8 +41,8 @@ class IBMDevice:
         from qiskit import transpile
 
         n = config.n_qubits
-        if n > self.num_qubits:
-            raise ValueError(f"{self.name} has {self.num_qubits} qubits; the circuit needs {n}")
+        if refusal := width_refusal(self.name, self.num_qubits, n):
+            raise ValueError(refusal)
         qc, x, w = qiskit_circuit(config)
         isa = transpile(qc, backend=self.backend, optimization_level=optimization_level, seed_transpiler=seed)
         try:
