@@ -161,6 +161,16 @@ class TestNoiseCommand:
             a.expvals, evaluate_noise(loaded, inputs, dataclasses.replace(point, seed=1)).expvals
         )
 
+    def test_backend_shots_are_checked_first(self, capsys, trained, tiny):
+        """0 shots on a backend is refused by the parser, before any features are computed (it was taken
+        for "exact", and answered in terms of NoiseConfig after the features)."""
+        with pytest.raises(SystemExit) as stop:
+            run_cli(
+                capsys, "noise", trained, "--data", tiny, "--backends", "FakeManilaV2", "--backend-shots", 0
+            )
+        assert stop.value.code == 2
+        assert "--backend-shots: must be a whole number of at least 1, got 0" in capsys.readouterr().err
+
     def test_not_quantum(self, capsys, tiny, tmp_path):
         path = tmp_path / "classical.pt"
         args = [

@@ -480,7 +480,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
 
-    if any(s < 0 for s in args.shots + args.backend_shots):
+    if any(s < 0 for s in args.shots):
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
     if args.backends:

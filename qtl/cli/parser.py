@@ -553,7 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fake IBM backends, e.g. FakeManilaV2 (needs: pip install 'qtl[hardware]')",
     )
     p.add_argument(
-        "--backend-shots", type=int, nargs="+", metavar="N", default=[1024], help="shots on each backend"
+        "--backend-shots",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        default=[1024],
+        help="shots on each backend",
     )
     _add_noise_args(p, grid=True)
     _add_data_arg(p, default=RECORDED_DATA)
