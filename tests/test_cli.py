@@ -66,6 +66,10 @@ class TestHelp:
             (["compare", "--effect", "0"], "--effect: must be a difference in accuracy in (0, 1], got 0"),
             (["study", "--effect", "abc"], "--effect: must be a difference in accuracy in (0, 1], got abc"),
             (["sweep", "s.toml", "--max-runs", "-1"], "--max-runs: must be a whole number of at least 1"),
+            (["serve", "m.pt", "--workers", "0"], "--workers: must be a whole number of at least 1, got 0"),
+            (["serve", "m.pt", "--max-batch", "0"], "--max-batch: must be a whole number of at least 1"),
+            (["serve", "m.pt", "--port", "99999"], "--port: must be a TCP port, 0 to 65535, got 99999"),
+            (["serve", "m.pt", "--port", "-5"], "--port: must be a TCP port, 0 to 65535, got -5"),
         ],
     )
     def test_an_effect_or_a_limit_out_of_range_is_refused_before_any_work(self, capsys, argv, said):
@@ -440,6 +444,23 @@ class TestErrors:
         monkeypatch.setattr("qtl.training.fit.fit", interrupted)
         line = self.one_line_error(capsys, "train", "--random-init", "--data", tiny, code=130)
         assert "interrupted" in line
+
+    @pytest.mark.parametrize(
+        "device, said",
+        [
+            ("nonsense", "unknown device 'nonsense'; give auto, cpu, cuda or cuda:N"),
+            ("cuda", "device 'cuda' is not here: this machine has no CUDA device; give auto or cpu"),
+        ],
+    )
+    def test_a_device_this_machine_lacks_is_one_line(
+        self, capsys, checkpoints, tiny, monkeypatch, device, said
+    ):
+        """--device nonsense, or cuda where there is none: torch's RuntimeError was a traceback (serve,
+        predict, train)."""
+        monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+        image = next(tiny.glob("val/*/*"))
+        code, _, err = run_cli(capsys, "predict", image, "-c", checkpoints["quantum"], "--device", device)
+        assert code == 1 and err.strip() == f"qtl: error: {said}"
 
     def test_debug_shows_the_traceback(self, tmp_path):
         from qtl.data.folders import DatasetError

@@ -53,6 +53,13 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0 to 65535, got {text}")
+    return int(text)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
@@ -384,12 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoint files, or folders of checkpoints")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every one)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free one)")
     p.add_argument(
         "--device", default="cpu", help="torch device of the models ('auto' picks CUDA when present)"
     )
     g = p.add_argument_group("micro-batching")
-    g.add_argument("--max-batch", type=int, metavar="N", default=DEFAULT_MAX_BATCH, help="images per batch")
+    g.add_argument(
+        "--max-batch", type=_positive, metavar="N", default=DEFAULT_MAX_BATCH, help="images per batch"
+    )
     g.add_argument(
         "--max-wait-ms",
         type=float,
@@ -399,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         metavar="N",
         default=DEFAULT_WORKERS,
         help="batches computed at once (a GPU: 1; a CPU: a few small batches can beat one large one)",
@@ -413,10 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="request body",
     )
     g.add_argument(
-        "--max-images", type=int, metavar="N", default=limits.max_images, help="images per request"
+        "--max-images", type=_positive, metavar="N", default=limits.max_images, help="images per request"
     )
     g.add_argument(
-        "--max-pixels", type=int, metavar="N", default=limits.max_pixels, help="width x height of one image"
+        "--max-pixels",
+        type=_positive,
+        metavar="N",
+        default=limits.max_pixels,
+        help="width x height of one image",
     )
     g.add_argument(
         "--formats", nargs="+", metavar="NAME", default=list(limits.formats), help="accepted image formats"
@@ -424,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("Ray Serve (needs qtl[ray,serve])")
     g.add_argument("--ray", action="store_true", help="deploy as a Ray Serve application instead")
     g.add_argument("--address", default=None, help="an existing Ray cluster ('auto', ray://HOST:10001)")
-    g.add_argument("--replicas", type=int, metavar="N", default=1, help="copies of the models, each batching")
+    g.add_argument(
+        "--replicas", type=_positive, metavar="N", default=1, help="copies of the models, each batching"
+    )
     g.add_argument(
         "--cpus-per-replica", type=float, metavar="N", default=1, help="CPUs each replica requests"
     )
