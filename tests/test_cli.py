@@ -237,6 +237,21 @@ class TestTrainEvaluatePredict:
         assert "(train, 12 images)" in out and "ROC-AUC" in out and "confusion matrix" in out
         assert "precision" in out and "cats" in out and "dogs" in out
 
+    def test_predict_takes_folders_of_images(self, capsys, checkpoints, tiny, tmp_path):
+        """A folder stands for its image files, subfolders included, hidden ones and other files left out
+        (it was "cannot decode val: [Errno 21] Is a directory"); a folder without images is one line."""
+        (tiny / "val" / ".cache").mkdir(exist_ok=True)
+        (tiny / "val" / ".cache" / "thumb.png").write_bytes(
+            (tiny / "val" / "cats" / "cats_0.png").read_bytes()
+        )
+        (tiny / "val" / "notes.txt").write_text("not an image")
+        expected = sorted(str(p) for p in (tiny / "val").glob("*/*.png") if ".cache" not in str(p))
+        code, out, _ = run_cli(capsys, "predict", tiny / "val", "-c", checkpoints["quantum"], "--json")
+        assert code == 0 and [row["image"] for row in json.loads(out)] == expected
+        (tmp_path / "empty").mkdir()
+        code, _, err = run_cli(capsys, "predict", tmp_path / "empty", "-c", checkpoints["quantum"])
+        assert code == 1 and "empty is a folder with no image files (.bmp" in err
+
     def test_predict_many_checkpoints_side_by_side(self, capsys, checkpoints, tiny):
         """Probabilities for every (image, checkpoint) pair, equal to the library's predict()."""
         images = [tiny / "val" / "cats" / "cats_0.png", tiny / "val" / "dogs" / "dogs_1.png"]

@@ -272,10 +272,35 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     return 0
 
 
+def _image_paths(given: list[str]) -> list[str]:
+    """The image files named, a folder standing for the image files in it and its subfolders (sorted;
+    hidden and non-image files left out). ValueError for a folder that holds none."""
+    from qtl.data.folders import IMAGE_EXTENSIONS, is_image_file
+
+    out = []
+    for name in given:
+        folder = Path(name)
+        if not folder.is_dir():
+            out.append(name)
+            continue
+        found = sorted(str(p) for p in folder.rglob("*") if is_image_file(p) and not _hidden_below(p, folder))
+        if not found:
+            raise ValueError(
+                f"{name} is a folder with no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        out += found
+    return out
+
+
+def _hidden_below(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def cmd_predict(args, bar: ProgressBar) -> int:
     from qtl.analysis.inference import predict
     from qtl.data.images import load_image
 
+    args.images = _image_paths(args.images)
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     if args.runtime == "torch":
         from qtl.models.checkpoint import load_checkpoint
@@ -302,6 +327,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     from qtl.models.checkpoint import load_checkpoint
 
     _figure_path(args.output)
+    args.images = _image_paths(args.images)
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
     models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}

@@ -322,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "class probabilities for images from one or many checkpoints",
         "Class probabilities for each image, one line per checkpoint, so variants compare side by side.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them",
+    )
     p.add_argument(
         "--checkpoint",
         "-c",
@@ -366,7 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         "included) and write the heatmaps over the images side by side: Grad-CAM on CNN backbones, "
         "gradient saliency on any backbone (transformers too).",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, bmp, gif, webp, tiff)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them",
+    )
     p.add_argument(
         "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
     )
