@@ -240,13 +240,12 @@ class TestTrainEvaluatePredict:
     def test_predict_takes_folders_of_images(self, capsys, checkpoints, tiny, tmp_path):
         """A folder stands for its image files, subfolders included, hidden ones and other files left out
         (it was "cannot decode val: [Errno 21] Is a directory"); a folder without images is one line."""
-        (tiny / "val" / ".cache").mkdir(exist_ok=True)
-        (tiny / "val" / ".cache" / "thumb.png").write_bytes(
-            (tiny / "val" / "cats" / "cats_0.png").read_bytes()
-        )
-        (tiny / "val" / "notes.txt").write_text("not an image")
-        expected = sorted(str(p) for p in (tiny / "val").glob("*/*.png") if ".cache" not in str(p))
-        code, out, _ = run_cli(capsys, "predict", tiny / "val", "-c", checkpoints["quantum"], "--json")
+        val = shutil.copytree(tiny / "val", tmp_path / "val")  # the module's dataset stays as it is
+        (val / ".cache").mkdir()
+        (val / ".cache" / "thumb.png").write_bytes((val / "cats" / "cats_0.png").read_bytes())
+        (val / "notes.txt").write_text("not an image")
+        expected = sorted(str(p) for p in val.glob("*/*.png"))
+        code, out, _ = run_cli(capsys, "predict", val, "-c", checkpoints["quantum"], "--json")
         assert code == 0 and [row["image"] for row in json.loads(out)] == expected
         (tmp_path / "empty").mkdir()
         code, _, err = run_cli(capsys, "predict", tmp_path / "empty", "-c", checkpoints["quantum"])
