@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -24,10 +25,29 @@ class ImageLoadError(ValueError):
     """An image file or upload cannot be decoded."""
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as RGB, its intensities kept (the one conversion of the loader, the training data and the
+    server's uploads; `qtl.deploy.standalone.rgb` is a copy: keep them in step).
+
+    A palette with transparency goes through RGBA. 16-bit grayscale ("I;16", "I;16B" ...) keeps its top
+    8 bits (level >> 8), where Pillow's own conversion clips at 255 and a photo turns white; 32-bit
+    integer ("I") is read the same way, as 16-bit levels (what integer image files hold), values
+    outside 0..65535 clipped. Float ("F") is taken as 0..1 and scaled by 255 when no value exceeds 1,
+    else as 0..255 levels; clipped to 0..255 either way."""
+    if image.mode.startswith("I") or image.mode == "F":
+        image = Image.fromarray(_to_8bit(np.asarray(image), image.mode))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """The uint8 gray levels of one-channel 16-bit, 32-bit integer or float pixels (see `to_rgb`)."""
+    if mode == "F":
+        pixels = np.nan_to_num(pixels.astype(np.float64))
+        scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
+        return np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
+    return (np.clip(pixels.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
 
 
 def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) -> Image.Image:
@@ -47,7 +67,7 @@ def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) 
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", (draft, draft))
             image.load()
-            return _to_rgb(image)
+            return to_rgb(image)
     except FileNotFoundError as exc:
         raise ImageLoadError(f"no such image file: {label}") from exc
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -65,6 +65,8 @@ def decode_upload(data: bytes, name: str, limits: ServeLimits):
     413 more pixels than `max_pixels`, 415 not an image in an accepted format."""
     from PIL import Image
 
+    from qtl.data.images import to_rgb
+
     label = name or "upload"
     if not data:
         raise Refused(400, f"{label} is empty (0 bytes)")
@@ -85,8 +87,8 @@ def decode_upload(data: bytes, name: str, limits: ServeLimits):
             raise Refused(400, f"{label} has no pixels ({width} x {height})")
         try:
             image.load()
-            rgb = image.convert("RGBA") if image.mode == "P" and "transparency" in image.info else image
-            return rgb.convert("RGB") if rgb.mode != "RGB" else rgb.copy()
+            rgb = to_rgb(image)  # as `qtl predict` decodes: 16-bit grayscale keeps its top 8 bits
+            return rgb.copy() if rgb is image else rgb
         except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
             said = " ".join(str(exc).split()) or type(exc).__name__
             raise Refused(400, f"{label} cannot be decoded as {image.format}: {said}") from None

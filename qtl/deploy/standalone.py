@@ -34,7 +34,18 @@ def metadata(session) -> dict:
 
 
 def rgb(image: Image.Image) -> Image.Image:
-    """An RGB copy (palette images with transparency go through RGBA first, as qtl decodes them)."""
+    """`image` as RGB, as qtl decodes it (a copy of `qtl.data.images.to_rgb`: keep them in step): palette
+    images with transparency go through RGBA; 16-bit grayscale ("I;16*", "I") keeps its top 8 bits,
+    float ("F") is 0..1 scaled to 0..255 when no value exceeds 1, else 0..255, clipped."""
+    if image.mode.startswith("I") or image.mode == "F":
+        pixels = np.asarray(image)
+        if image.mode == "F":
+            pixels = np.nan_to_num(pixels.astype(np.float64))
+            scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
+            pixels = np.clip(np.rint(pixels * scale), 0, 255)
+        else:
+            pixels = np.clip(pixels.astype(np.int64), 0, 65535) >> 8
+        image = Image.fromarray(pixels.astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")
