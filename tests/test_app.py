@@ -464,6 +464,8 @@ class TestClassify:
         shown = [sorted({r["class"] for r in spec["datasets"][c["data"]["name"]]}) for c in spec["vconcat"]]
         assert shown == [sorted(map(str, range(10))), ["ants", "bees"]]
         assert spec["resolve"]["scale"]["color"] == "independent"
+        for chart in spec["vconcat"]:  # every class named (it dropped every other label at 14 px a row)
+            assert chart["encoding"]["y"]["axis"]["labelOverlap"] is False and chart["height"]["step"] >= 18
         same = probs_chart(rows[10:] + [{**r, "model": "again"} for r in rows[10:]]).to_dict()
         assert "vconcat" not in same and same["encoding"]["yOffset"]["field"] == "class"
 

@@ -67,6 +67,9 @@ def grad_norms_chart(records: list[dict]):
     )
 
 
+CLASS_ROW_PX = 20  # a class's bar and its label in a per-model probability chart
+
+
 def probs_chart(rows: list[dict]):
     """Altair grouped bars: probability per class, one group per model. rows: {model, class, probability}.
     Models of different classes (a 10-class and a 2-class one) get a chart each, stacked, so that no
@@ -82,12 +85,13 @@ def probs_chart(rows: list[dict]):
             alt.Chart(frame[frame["model"] == m], title=alt.TitleParams(m, anchor="start", fontSize=12))
             .mark_bar()
             .encode(
-                y=alt.Y("class:N", title=None, sort=None),
+                # every class named: at 14 px a row, the axis dropped every other label
+                y=alt.Y("class:N", title=None, sort=None, axis=alt.Axis(labelOverlap=False)),
                 x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
                 color=alt.Color("class:N", legend=None),
                 tooltip=tooltip,
             )
-            .properties(height=alt.Step(14))
+            .properties(height=alt.Step(CLASS_ROW_PX))
             for m in models
         ]
         return alt.vconcat(*charts).resolve_scale(color="independent", y="independent")
