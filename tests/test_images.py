@@ -85,3 +85,57 @@ def test_other_modes_still_decode_as_before(tmp_path):
         want = np.asarray(image.convert("RGB"))
         assert np.array_equal(np.asarray(load_image(buffer.getvalue())), want), mode
         assert np.array_equal(np.asarray(standalone.rgb(image)), want), mode
+
+
+# ---- shapes a model's resize would blow up
+
+
+def thin_png(width: int, height: int) -> bytes:
+    """A 1-bit PNG of width x height: a few bytes to hundreds of KB for millions of pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+THIN = [(20_000_000, 1), (1, 16_000), (10_100, 100)]
+
+
+@pytest.mark.parametrize("size", THIN, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_thin_image_is_refused_before_decoding_everywhere(size, tmp_path, capsys):
+    """Resizing the short side of 20,000,000 x 1 to 256 would make 5.12e9 pixels (OverflowError, a 500 in
+    the server), 16,000 x 1 a gigapixel: refused by its header, in one line, by every decoder."""
+    from test_export import tiny_checkpoint
+
+    from qtl.data.images import ImageLoadError, check_image
+    from qtl.deploy.limits import Refused
+
+    path = tmp_path / "thin.png"
+    path.write_bytes(thin_png(*size))
+    said = f"{size[0]:,} x {size[1]:,} pixels, one side over 100 times the other"
+    with pytest.raises(ImageLoadError, match=said):
+        load_image(path)
+    assert said in check_image(path)  # the training loader skips it, with the reason
+    with pytest.raises(Refused, match=said) as refused:
+        decode_upload(path.read_bytes(), "thin.png", ServeLimits())
+    assert refused.value.status == 400
+    with pytest.raises(ValueError, match=said):
+        standalone.load(str(path))
+    with pytest.raises(ValueError, match=said):  # a decoded image handed to the portable preprocessing
+        standalone.preprocess(Image.new("RGB", size), {"resize": 256, "crop": 224})
+
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
+    code, out, err = run_cli(capsys, "predict", path, "-c", ckpt)
+    assert code == 1 and out == ""
+    assert err == f"qtl: error: {path} is {said}: resizing its short side for a model would blow it up\n"
+    assert standalone.main([str(tmp_path / "no-model.onnx"), str(path)]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: {path} is {said}: resizing its short side for a model would blow it up\n"
+    )
+
+
+def test_wide_but_not_thin_images_decode(tmp_path):
+    """100:1 is the limit: a 25,600 x 256 panorama, and a 100 x 1 strip (resized: 25,600 x 256), pass."""
+    for size in [(25_600, 256), (100, 1), (1, 100)]:
+        assert load_image(thin_png(*size)).size == size
+        assert decode_upload(thin_png(*size), "ok.png", ServeLimits()).size == size

@@ -183,6 +183,9 @@ def hostile_requests(jpeg: bytes) -> dict:
         "truncated jpeg": ("POST", "/predict", *files(("file", "bee.jpg", jpeg[: len(jpeg) // 3])), 400),
         "png bomb 30000x30000": ("POST", "/predict", *files(("file", "bomb.png", png((30000, 30000)))), 413),
         "png over the pixel limit": ("POST", "/predict", *files(("file", "big.png", png((8000, 8000)))), 413),
+        # its short side resized to 256 would be 5.12e9 pixels (OverflowError, a 500 for its whole batch)
+        "png of 20000000 x 1": ("POST", "/predict", *files(("file", "line.png", png((20_000_000, 1)))), 400),
+        "png of 1 x 16000": ("POST", "/predict", *files(("file", "line.png", png((1, 16_000)))), 400),
         "zip renamed .jpg": ("POST", "/predict", *files(("file", "photo.jpg", zipped())), 415),
         "0 bytes": ("POST", "/predict", *files(("file", "empty.jpg", b"")), 400),
         "50 MB body": ("POST", "/predict", *files(("file", "huge.jpg", big)), 413),

@@ -21,8 +21,29 @@ from qtl.data.folders import ALL_SPLITS, DatasetError, list_images, validate_dat
 log = logging.getLogger(__name__)
 
 
+#: The most times an image's long side may be its short side. A model's eval transform resizes the
+#: short side to its `resize` (256 pixels for most backbones), so a 16,000 x 1 strip (a PNG of 129 bytes)
+#: would become 4,096,000 x 256 pixels (gigabytes) and 20,000,000 x 1 overflows; at 100:1 the resized
+#: image is at most 100 x 256 x 256 = 6.6 million pixels. No photo is that thin.
+MAX_ASPECT = 100
+
+
 class ImageLoadError(ValueError):
     """An image file or upload cannot be decoded."""
+
+
+def shape_refusal(width: int, height: int) -> str | None:
+    """Why an image of `width` x `height` pixels is refused before its pixels are decoded (it has none, or
+    its sides are further apart than MAX_ASPECT:1), else None. Shared by `load_image`, the training
+    loader and the server (`qtl.deploy.limits.decode_upload`); `qtl.deploy.standalone` keeps a copy."""
+    if width < 1 or height < 1:
+        return f"has no pixels ({width} x {height})"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return (
+            f"is {width:,} x {height:,} pixels, one side over {MAX_ASPECT} times the other: resizing its "
+            "short side for a model would blow it up"
+        )
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -58,16 +79,21 @@ def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) 
     skipped); other formats, and None, decode at full size.
 
     Raises:
-        ImageLoadError: the input is missing or not a decodable image; the message names it.
+        ImageLoadError: the input is missing, not a decodable image, or of a shape `shape_refusal` refuses
+            (checked before the pixels are decoded); the message names it.
     """
     label = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "uploaded image")
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with Image.open(stream) as image:
+            if reason := shape_refusal(*image.size):
+                raise ImageLoadError(f"{label} {reason}")
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", (draft, draft))
             image.load()
             return to_rgb(image)
+    except ImageLoadError:
+        raise
     except FileNotFoundError as exc:
         raise ImageLoadError(f"no such image file: {label}") from exc
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -75,9 +101,12 @@ def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) 
 
 
 def check_image(path: Path) -> str | None:
-    """None when `path` decodes fully, else the reason it does not (JPEGs decode at reduced scale)."""
+    """None when `path` decodes fully, else the reason it does not, or why its shape is refused
+    (`shape_refusal`; JPEGs decode at reduced scale)."""
     try:
         with Image.open(path) as image:
+            if reason := shape_refusal(*image.size):
+                return f"the image {reason}"
             image.draft("RGB", (64, 64))
             image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

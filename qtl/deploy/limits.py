@@ -7,8 +7,10 @@
 
 Every refusal is a `Refused` with an HTTP status (4xx) and a one-line message. An image is checked
 before its pixels are decoded: its format (from its bytes, never its name or declared type) must be
-accepted and its width x height within `max_pixels`, so a decompression bomb (a small PNG of 50,000 x
-50,000 pixels) is refused without allocating it. A request body is counted as it streams in.
+accepted, its width x height within `max_pixels`, so a decompression bomb (a small PNG of 50,000 x
+50,000 pixels) is refused without allocating it, and its sides at most 100:1 apart, so the model's resize
+of its short side cannot blow it up (a 16,000 x 1 PNG of 129 bytes would become 4,096,000 x 256 pixels).
+A request body is counted as it streams in.
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ def check_filename(name: str | None) -> str:
 
 
 def decode_upload(data: bytes, name: str, limits: ServeLimits):
-    """One uploaded file -> an RGB PIL image, or Refused: 400 empty or undecodable (truncated, corrupt),
-    413 more pixels than `max_pixels`, 415 not an image in an accepted format."""
+    """One uploaded file -> an RGB PIL image, or Refused: 400 empty, undecodable (truncated, corrupt) or
+    of a shape a model's resize would blow up (`qtl.data.images.shape_refusal`: one side over 100 times
+    the other), 413 more pixels than `max_pixels`, 415 not an image in an accepted format."""
     from PIL import Image
 
-    from qtl.data.images import to_rgb
+    from qtl.data.images import shape_refusal, to_rgb
 
     label = name or "upload"
     if not data:
@@ -83,8 +86,8 @@ def decode_upload(data: bytes, name: str, limits: ServeLimits):
             raise Refused(
                 413, f"{label} is {width} x {height} pixels, over the limit of {limits.max_pixels:,} pixels"
             )
-        if width < 1 or height < 1:
-            raise Refused(400, f"{label} has no pixels ({width} x {height})")
+        if reason := shape_refusal(width, height):
+            raise Refused(400, f"{label} {reason}")
         try:
             image.load()
             rgb = to_rgb(image)  # as `qtl predict` decodes: 16-bit grayscale keeps its top 8 bits

@@ -16,6 +16,9 @@ import numpy as np
 from PIL import Image
 
 METADATA_KEY = "qtl"
+#: An image with one side over this many times the other is refused before decoding: resizing its short
+#: side would blow it up (a 16,000 x 1 strip at 256 is 4,096,000 x 256). qtl's MAX_ASPECT: keep in step.
+MAX_ASPECT = 100
 #: torchvision's interpolation names -> Pillow's resampling filters (torchvision's own mapping)
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -31,6 +34,28 @@ RESAMPLING = {
 def metadata(session) -> dict:
     """The qtl document an exported file carries: class_names, preprocessing, input and output names..."""
     return json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+
+
+def shape_refusal(width: int, height: int) -> str | None:
+    """Why an image of `width` x `height` is refused, or None (`qtl.data.images.shape_refusal`'s copy)."""
+    if width < 1 or height < 1:
+        return f"has no pixels ({width} x {height})"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return (
+            f"is {width:,} x {height:,} pixels, one side over {MAX_ASPECT} times the other: resizing its "
+            "short side for a model would blow it up"
+        )
+    return None
+
+
+def load(path: str) -> Image.Image:
+    """The image file at `path` as RGB; ValueError (one line) for one `shape_refusal` refuses, checked
+    before its pixels are decoded (Pillow's OSError for a file that is no image)."""
+    with Image.open(path) as image:
+        if reason := shape_refusal(*image.size):
+            raise ValueError(f"{path} {reason}")
+        image.load()
+        return rgb(image).copy()
 
 
 def rgb(image: Image.Image) -> Image.Image:
@@ -52,8 +77,11 @@ def rgb(image: Image.Image) -> Image.Image:
 
 
 def preprocess(image: Image.Image, params: dict) -> np.ndarray:
-    """RGB PIL image -> (3, crop, crop) float32: resize the short side, centre-crop, scale, normalise."""
+    """RGB PIL image -> (3, crop, crop) float32: resize the short side, centre-crop, scale, normalise.
+    ValueError for an image `shape_refusal` refuses."""
     width, height = image.size
+    if reason := shape_refusal(width, height):
+        raise ValueError(f"the image {reason}")
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = params["resize"], int(params["resize"] * long / short)
     size = (new_short, new_long) if width <= height else (new_long, new_short)  # (width, height)
@@ -84,18 +112,18 @@ def classify(session, images: list[Image.Image]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import onnxruntime
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
         print("usage: python standalone.py MODEL.onnx IMAGE [IMAGE ...]", file=sys.stderr)
         return 2
+    try:  # every image before the model: a bad one is one line, without a model's load time
+        images = [load(path) for path in args[1:]]
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # no file, no image, a refused shape
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(args[0], providers=["CPUExecutionProvider"])
-    images = []
-    for path in args[1:]:
-        with Image.open(path) as image:
-            image.load()
-            images.append(image.copy())
     for path, answer in zip(args[1:], classify(session, images), strict=True):
         print(json.dumps({"image": path, **answer}))
     return 0
