@@ -163,6 +163,51 @@ class TestPages:
         assert "downloadable" not in texts(at.info)
 
 
+class TestChoicesKept:
+    def test_a_pages_picks_survive_a_visit_to_another_page(self, app_env, checkpoints):
+        """The Circuit page's model and the Noise page's sliders, set, then Overview, then back: as set
+        (they were back at their defaults, the Noise page recomputed at p = 0)."""
+        at = app("circuit", {"loaded": [str(checkpoints["quantum-0"])]})
+        picked = at.selectbox(key="circ_model").options[1]
+        at.selectbox(key="circ_model").set_value(picked).run()
+        at.switch_page("app_pages/noise.py").run()
+        at.slider(key="noise_dep1").set_value(0.1).run()
+        at.switch_page("app_pages/overview.py").run()
+        at.switch_page("app_pages/circuit.py").run()
+        assert at.selectbox(key="circ_model").value == picked
+        at.switch_page("app_pages/noise.py").run()
+        assert at.slider(key="noise_dep1").value == 0.1 and not at.exception
+
+    def test_every_choice_widget_of_a_page_is_kept_or_said_not_to_be(self):
+        """Every keyed value widget of app_pages/ and ui/ is in KEPT_CHOICES or one of those its docstring
+        leaves out (the sweep form, the device confirmation; widgets bound to the configuration are
+        `bound` calls, not counted here); every kept key is drawn by some page."""
+        import ast
+        import re
+
+        from ui.session import KEPT_CHOICES
+
+        value_widgets = {"selectbox", "multiselect", "select_slider", "slider", "number_input", "toggle",
+                         "checkbox", "text_input", "radio", "segmented_control", "pills"}  # fmt: skip
+        literal, templates, prefixes = set(), set(), set()
+        for path in [*(REPO / "app_pages").glob("*.py"), *(REPO / "ui").glob("*.py")]:
+            source = path.read_text()
+            prefixes |= set(re.findall(r'(?:image_inputs|noise_widgets)\("(\w+)"', source))
+            for node in ast.walk(ast.parse(source)):
+                name = getattr(getattr(node, "func", None), "attr", None)
+                key = next((k.value for k in getattr(node, "keywords", []) if k.arg == "key"), None)
+                if isinstance(node, ast.Call) and name in value_widgets and key is not None:
+                    if isinstance(key, ast.Constant):
+                        literal.add(key.value)
+                    elif "{prefix}" in ast.unparse(key):
+                        templates.add(ast.unparse(key)[2:-1])  # f'{prefix}_x' -> {prefix}_x
+        drawn = literal | {t.replace("{prefix}", p) for t in templates for p in prefixes}
+        form = {"exp_name", "exp_variants", "exp_qubits", "exp_depths", "exp_seeds", "exp_epochs",
+                "exp_backbone", "exp_pretrained"}  # fmt: skip
+        assert literal - form - {"hw_confirm"} <= set(KEPT_CHOICES)
+        assert set(KEPT_CHOICES) <= drawn
+
+
 class TestFallback:
     def test_every_page_names_the_same_backbone_and_weights(self, app_env, monkeypatch):
         """ImageNet weights wanted (QTL_PRETRAINED=1) but resnet18's are offline: a first visit straight to

@@ -73,6 +73,29 @@ def init_session() -> None:
         _set_torch_threads(s.torch_threads)
 
 
+KEPT_CHOICES = (
+    "circ_model", "circ_samples", "cls_explain", "cls_method", "cls_samples", "cmp_eval",
+    "data_pick", "data_class", "data_ratio", "data_seed",
+    "lab_engines", "lab_methods", "lab_qubits", "lab_depth", "lab_batch", "lab_cap",
+    "exp_db", "exp_pick", "exp_effect",
+    "hw_model", "hw_backend", "hw_shots", "hw_samples", "hw_readout", "hw_zne",
+    "noise_models", "noise_backend", "noise_backend_shots",
+    "noise_dep1", "noise_dep2", "noise_amp", "noise_phase", "noise_readout", "noise_shots",
+)  # fmt: skip
+"""The pages' own choices (a picked model, a slider) that a visit to another page keeps: Streamlit drops
+the state of widgets a run does not draw. Not kept: widgets bound to the configuration (`widgets.bound`
+restores them), the sweep form (submitted as a whole), and a confirmation to spend a device's time
+(`hw_confirm`), which each visit asks afresh. tests/test_app.py checks the list against the pages."""
+
+
+def keep_choices() -> None:
+    """Keep `KEPT_CHOICES` through this run, whatever page it draws (assigning a widget's key to itself
+    makes it state the script set, which Streamlit does not drop; Streamlit's documented way)."""
+    for key in KEPT_CHOICES:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def _set_torch_threads(n: int) -> None:
     """A shared server answers many requests at once: one intra-op thread per request avoids
     oversubscribing the cores (on 2 busy cores, 2 threads made a resnet18 pass ~5x slower than 1).
