@@ -374,6 +374,57 @@ def test_batcher_waits_at_most_max_wait_alone_and_passes_errors():
     broken.close()
 
 
+def test_a_failing_item_fails_its_own_request_only():
+    """A batch that fails runs each request again alone: the one whose item breaks `run` gets the error,
+    the requests that shared its batch their answers."""
+    calls = []
+
+    def double(items):
+        calls.append(list(items))
+        if "poison" in items:
+            raise OverflowError("cannot resize")
+        return [2 * x for x in items]
+
+    batcher = MicroBatcher(double, max_batch=8, max_wait_s=0.1, workers=1)
+
+    async def main():
+        return await asyncio.gather(
+            batcher.submit([1]),
+            batcher.submit(["poison", 2]),
+            batcher.submit([3, 4]),
+            return_exceptions=True,
+        )
+
+    good, bad, other = run(main())
+    batcher.close()
+    assert (good, other) == ([2], [6, 8])
+    assert isinstance(bad, OverflowError) and str(bad) == "cannot resize"
+    assert calls == [[1, "poison", 2, 3, 4], [1], ["poison", 2], [3, 4]]
+    assert (batcher.stats.batches, batcher.stats.requests, batcher.stats.images) == (2, 2, 3)
+
+
+def test_a_request_that_breaks_the_model_leaves_its_batch_answered(tiny_server, jpeg):
+    """Over HTTP: the poisoned request is its own 500, every request batched with it a 200."""
+
+    calls = []
+
+    class Poisoned(ModelStore):
+        def predict(self, images):
+            calls.append([image.width for image in images])
+            if any(image.width == 13 for image in images):
+                raise OverflowError("Python int too large to convert to C int")
+            return super().predict(images)
+
+    store = Poisoned(tiny_server.app.state.store.models)
+    files = [[("poison.png", png((13, 13), "RGB"))]] + [[(f"{i}.jpg", jpeg)] for i in range(5)]
+    with ApiServer(create_app(store, max_batch=8, max_wait_s=0.3, workers=1)) as server:
+        with ThreadPoolExecutor(len(files)) as pool:
+            answers = list(pool.map(lambda f: post_images(server.url, f), files))
+    assert answers[0] == (500, {"detail": "internal error (OverflowError); the server log has the details"})
+    assert [status for status, _ in answers[1:]] == [200] * 5
+    assert any(13 in widths and len(widths) > 1 for widths in calls)  # it did share a batch
+
+
 def test_a_failing_model_is_a_one_line_500_without_internals(tiny_server, jpeg):
     class Broken(ModelStore):
         def predict(self, images):

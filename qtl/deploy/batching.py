@@ -7,10 +7,11 @@ A request's images join a queue. A worker takes the first waiting request, then 
 `max_wait_s` for more, until `max_batch` images are gathered, and runs them all in one call of `run`
 on its compute thread. Requests that arrive while batches compute form the next ones, so under load
 batches fill up without waiting, and alone a request waits only `max_wait_s`. A request is never
-split: one larger than `max_batch` runs as a batch of its own. All model work runs on the `workers`
-compute threads (`compute` runs other work there, such as explanations), so however many requests
-arrive, at most `workers` model calls run at once: one on a GPU; on a CPU, where a convnet gains
-little from larger batches, a few, each with a small batch.
+split: one larger than `max_batch` runs as a batch of its own. When a batch fails, each of its requests
+runs again alone, so a request whose image breaks the model gets its own error and the others their
+answers. All model work runs on the `workers` compute threads (`compute` runs other work there, such as
+explanations), so however many requests arrive, at most `workers` model calls run at once: one on a GPU;
+on a CPU, where a convnet gains little from larger batches, a few, each with a small batch.
 """
 
 from __future__ import annotations
@@ -125,16 +126,20 @@ class MicroBatcher:
         t0 = time.perf_counter()
         try:
             results = await self.compute(self.run, items)
-        except Exception as exc:  # every request of the batch gets the error
-            for _, future in batch:
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=exc)
+                return
+            # one request's item may have failed the batch: each request runs alone, so it gets its own
+            # answer or its own error, never another request's
+            for request, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    await self._run([(request, future)], len(request))
             return
         self.stats.record(size, len(batch), time.perf_counter() - t0)
         start = 0
         for request, future in batch:
-            if not future.done():  # a client that went away leaves a cancelled future
-                future.set_result(list(results[start : start + len(request)]))
+            _settle(future, list(results[start : start + len(request)]))
             start += len(request)
 
     def close(self) -> None:
@@ -142,3 +147,13 @@ class MicroBatcher:
         for task in self._tasks:
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    """Give `future` its result or error, unless its client went away (a cancelled future)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
