@@ -53,54 +53,63 @@ choices = {str(d.root): d for d in list_datasets(datasets.store())}
 labels = {str(d.root): f"{d.name} ({d.source}, {len(d.classes)} classes)" for d in choices.values()}
 if default.state == "found":
     labels = {str(default.path): f"{default.path.name} (built-in default)", **labels}
-if not labels:
-    st.info(f"No dataset yet: upload one above. ({default.message})")
-    st.stop()
-active = session.active_data_dir() or str(default.path)
-keys = list(labels)
-if st.session_state.get("data_pick") not in keys:  # deleted, or never picked: show the active one
-    st.session_state["data_pick"] = active if active in keys else keys[0]
-root = st.selectbox("Dataset", keys, format_func=labels.get, key="data_pick")
-ds = choices.get(root) or cache.dataset_summary(root)
 
-is_active = Path(root).resolve() == Path(active).resolve()
-left, right = st.columns([3, 1])
-if is_active:
-    left.success(f"**{labels[root]}** is the active dataset: Train, Classify and Compare use it.")
-elif left.button("Make it the active dataset", type="primary", icon=":material/check:", key="data_use"):
-    st.session_state["data_dir"] = None if root == str(default.path) else root
-    st.rerun()
-if root in choices and right.button("Delete", icon=":material/delete:", key="data_delete"):
-    delete_dataset(root, datasets.store())
+
+def show(labels: dict, choices: dict, default) -> None:
+    """The picked dataset: make it active or delete it, its summary, skipped files and thumbnails."""
+    active = session.active_data_dir() or str(default.path)
+    keys = list(labels)
+    if st.session_state.get("data_pick") not in keys:  # deleted, or never picked: show the active one
+        st.session_state["data_pick"] = active if active in keys else keys[0]
+    root = st.selectbox("Dataset", keys, format_func=labels.get, key="data_pick")
+    ds = choices.get(root) or cache.dataset_summary(root)
+
+    is_active = Path(root).resolve() == Path(active).resolve()
+    left, right = st.columns([3, 1])
     if is_active:
-        st.session_state["data_dir"] = None
-    st.rerun()
+        left.success(f"**{labels[root]}** is the active dataset: Train, Classify and Compare use it.")
+    elif left.button("Make it the active dataset", type="primary", icon=":material/check:", key="data_use"):
+        st.session_state["data_dir"] = None if root == str(default.path) else root
+        st.rerun()
+    if root in choices and right.button("Delete", icon=":material/delete:", key="data_delete"):
+        delete_dataset(root, datasets.store())
+        if is_active:
+            st.session_state["data_dir"] = None
+        st.rerun()
 
-# ---- summary
-split = "" if ds.val_ratio is None else f"; val split off here: {ds.val_ratio:g} per class, seed {ds.seed}"
-st.caption(f"`{ds.root}`: {ds.layout} layout{split}")
-cols = st.columns(4)
-cols[0].metric("classes", len(ds.classes))
-cols[1].metric("images", ds.n_images)
-for col, name in zip(cols[2:], ("train", "val"), strict=True):
-    col.metric(name, sum(ds.counts.get(name, {}).values()))
-st.dataframe(
-    [{"class": c, **{sp: counts[c] for sp, counts in ds.counts.items()}} for c in ds.classes],
-    hide_index=True,
-)
-if ds.imbalance > IMBALANCE_WARNING:
-    st.warning(
-        f"The classes are imbalanced: the largest train class has {ds.imbalance:.1f}x the images of the "
-        "smallest. Accuracy will flatter the model; look at per-class recall on Compare."
+    # ---- summary
+    split = (
+        "" if ds.val_ratio is None else f"; val split off here: {ds.val_ratio:g} per class, seed {ds.seed}"
     )
-if ds.skipped:
-    with st.expander(f"{len(ds.skipped)} skipped file(s)"):
-        st.dataframe([{"file": p, "reason": r} for p, r in ds.skipped], hide_index=True, width="stretch")
+    st.caption(f"`{ds.root}`: {ds.layout} layout{split}")
+    cols = st.columns(4)
+    cols[0].metric("classes", len(ds.classes))
+    cols[1].metric("images", ds.n_images)
+    for col, name in zip(cols[2:], ("train", "val"), strict=True):
+        col.metric(name, sum(ds.counts.get(name, {}).values()))
+    st.dataframe(
+        [{"class": c, **{sp: counts[c] for sp, counts in ds.counts.items()}} for c in ds.classes],
+        hide_index=True,
+    )
+    if ds.imbalance > IMBALANCE_WARNING:
+        st.warning(
+            f"The classes are imbalanced: the largest train class has {ds.imbalance:.1f}x the images of the "
+            "smallest. Accuracy will flatter the model; look at per-class recall on Compare."
+        )
+    if ds.skipped:
+        with st.expander(f"{len(ds.skipped)} skipped file(s)"):
+            st.dataframe([{"file": p, "reason": r} for p, r in ds.skipped], hide_index=True, width="stretch")
 
-# ---- thumbnails, one class at a time (only what is shown is decoded)
-cls = st.segmented_control("Sample images", ds.classes, default=ds.classes[0], key="data_class")
-if cls:
-    paths = datasets.samples(Path(ds.root), "train", cls, SAMPLES)
-    thumbs = [(t, p.name) for p in paths if (t := datasets.thumbnail(str(p), p.stat().st_mtime))]
-    if thumbs:
-        st.image([t for t, _ in thumbs], caption=[n for _, n in thumbs], width=datasets.THUMB_PX)
+    # ---- thumbnails, one class at a time (only what is shown is decoded)
+    cls = st.segmented_control("Sample images", ds.classes, default=ds.classes[0], key="data_class")
+    if cls:
+        paths = datasets.samples(Path(ds.root), "train", cls, SAMPLES)
+        thumbs = [(t, p.name) for p in paths if (t := datasets.thumbnail(str(p), p.stat().st_mtime))]
+        if thumbs:
+            st.image([t for t, _ in thumbs], caption=[n for _, n in thumbs], width=datasets.THUMB_PX)
+
+
+if labels:
+    show(labels, choices, default)
+else:  # no st.stop(): the sidebar, drawn after the page, still shows the session
+    st.info(f"No dataset yet: upload one above. ({default.message})")

@@ -178,6 +178,8 @@ def expect(state: str, page: str, at) -> None:
     side = texts(at.sidebar.caption) + texts(at.sidebar.markdown)
     if page == "experiments":  # the shipped studies are browsable in every state, offline included
         assert "finished runs" in texts(at.markdown), shown
+    if page == "data":  # every page draws the sidebar, the Data page without a dataset too (it stopped)
+        assert "Active configuration" in side, (state, side)
     if state == "fresh_offline" and page == "overview":
         assert "Dataset missing" in shown and "Using the bundled pretrained backbone" in shown
     if state == "fresh_offline" and page in ("noise", "compare", "hardware"):
