@@ -186,6 +186,13 @@ def hostile_requests(jpeg: bytes) -> dict:
         # its short side resized to 256 would be 5.12e9 pixels (OverflowError, a 500 for its whole batch)
         "png of 20000000 x 1": ("POST", "/predict", *files(("file", "line.png", png((20_000_000, 1)))), 400),
         "png of 1 x 16000": ("POST", "/predict", *files(("file", "line.png", png((1, 16_000)))), 400),
+        # 108 million pixels in a request of a few KB, each image within max_pixels
+        "3 pngs of 6000 x 6000": (
+            "POST",
+            "/predict",
+            *files(*[("file", f"{i}.png", png((6000, 6000))) for i in range(3)]),
+            413,
+        ),
         "zip renamed .jpg": ("POST", "/predict", *files(("file", "photo.jpg", zipped())), 415),
         "0 bytes": ("POST", "/predict", *files(("file", "empty.jpg", b"")), 400),
         "50 MB body": ("POST", "/predict", *files(("file", "huge.jpg", big)), 413),
@@ -269,6 +276,25 @@ def test_limits_are_configurable(tiny_server, jpeg):
         status, answer = post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(3)])
         assert status == 413
         assert post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(2)])[0] == 200
+
+
+def test_the_pixels_of_a_request_together_are_limited(tiny_server):
+    """Each image within max_pixels, together over max_request_pixels: refused before any is decoded."""
+    assert ServeLimits().max_request_pixels == 100_000_000  # the default
+    assert ServeLimits(max_pixels=200_000_000).max_request_pixels == 200_000_000  # one image always fits
+    with pytest.raises(ValueError, match="max_request_pixels must be a positive whole number, got 0"):
+        ServeLimits(max_request_pixels=0)
+    limits = ServeLimits(max_pixels=100, max_request_pixels=250)
+    with ApiServer(create_app(tiny_server.app.state.store, limits)) as server:
+        assert post_images(server.url, [(f"{i}.png", png((10, 10), "RGB")) for i in range(2)])[0] == 200
+        status, answer = post_images(server.url, [(f"{i}.png", png((10, 10), "RGB")) for i in range(3)])
+    assert (status, answer) == (
+        413,
+        {
+            "detail": "the 3 images hold 300 pixels together, over the limit of 250 pixels per request: "
+            "send fewer or smaller images"
+        },
+    )
 
 
 # ---- micro-batching

@@ -1,16 +1,19 @@
-"""What a server accepts: request bytes, images per request, pixels per image, image formats.
-(Pillow is imported only to decode, so the command line's parser reads the defaults for free.)
+"""What a server accepts: request bytes, images per request, pixels per image and per request, image
+formats. (Pillow is imported only to decode, so the command line's parser reads the defaults for free.)
 
     limits = ServeLimits(max_images=16)
     image = decode_upload(data, "bee.jpg", limits)     # an RGB PIL image, or Refused(status, message)
+    images = decode_uploads([("a.jpg", a), ("b.png", b)], limits)     # [(name, image)], or Refused
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
 
 Every refusal is a `Refused` with an HTTP status (4xx) and a one-line message. An image is checked
 before its pixels are decoded: its format (from its bytes, never its name or declared type) must be
 accepted, its width x height within `max_pixels`, so a decompression bomb (a small PNG of 50,000 x
 50,000 pixels) is refused without allocating it, and its sides at most 100:1 apart, so the model's resize
-of its short side cannot blow it up (a 16,000 x 1 PNG of 129 bytes would become 4,096,000 x 256 pixels).
-A request body is counted as it streams in.
+of its short side cannot blow it up (a 16,000 x 1 PNG of 129 bytes would become 4,096,000 x 256 pixels);
+then the pixels of all the request's images together must be within `max_request_pixels` (16 solid
+6000 x 6000 PNGs make a request of 1.9 MB but 576 million pixels). A request body is counted as it
+streams in.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from dataclasses import dataclass
 
 #: Formats a server decodes by default (Pillow's names), the common web formats.
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+#: Pixels of all the images of one request together, by default: 100 million (eight 12-megapixel photos;
+#: about 300 MB decoded as RGB), where 16 images of `max_pixels` each would be 640 million.
+DEFAULT_REQUEST_PIXELS = 100_000_000
 
 
 class Refused(Exception):
@@ -40,11 +46,16 @@ class ServeLimits:
     max_images: int = 16  # files in one request
     max_pixels: int = 40_000_000  # width x height of one image (decompression bombs)
     formats: tuple[str, ...] = DEFAULT_FORMATS  # Pillow format names
+    #: width x height of all the images of one request together (None: DEFAULT_REQUEST_PIXELS, or
+    #: max_pixels where that is more, so one image of max_pixels always fits)
+    max_request_pixels: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_images", "max_pixels"):
+        for name in ("max_request_bytes", "max_images", "max_pixels", "max_request_pixels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if value is None and name == "max_request_pixels":
+                object.__setattr__(self, name, max(DEFAULT_REQUEST_PIXELS, self.max_pixels))
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
         if not self.formats:
             raise ValueError("formats must name at least one image format")
@@ -65,12 +76,38 @@ def check_filename(name: str | None) -> str:
 def decode_upload(data: bytes, name: str, limits: ServeLimits):
     """One uploaded file -> an RGB PIL image, or Refused: 400 empty, undecodable (truncated, corrupt) or
     of a shape a model's resize would blow up (`qtl.data.images.shape_refusal`: one side over 100 times
-    the other), 413 more pixels than `max_pixels`, 415 not an image in an accepted format."""
+    the other), 413 more pixels than `max_pixels` (or `max_request_pixels`), 415 not an image in an
+    accepted format."""
+    return decode_uploads([(name, data)], limits)[0][1]
+
+
+def decode_uploads(uploads: list[tuple[str, bytes]], limits: ServeLimits) -> list:
+    """A request's files (name, bytes) -> [(name, RGB PIL image)], or the first Refused: every header
+    is checked as `decode_upload` checks one, then their pixels together (413 over `max_request_pixels`),
+    before any is decoded."""
+    opened = []
+    try:
+        for name, data in uploads:
+            opened.append((name, _open(data, name or "upload", limits)))
+        total = sum(image.width * image.height for _, image in opened)
+        if total > limits.max_request_pixels:
+            raise Refused(
+                413,
+                f"the {len(opened)} images hold {total:,} pixels together, over the limit of "
+                f"{limits.max_request_pixels:,} pixels per request: send fewer or smaller images",
+            )
+        return [(name, _decode(image, name or "upload")) for name, image in opened]
+    finally:
+        for _, image in opened:
+            image.close()
+
+
+def _open(data: bytes, label: str, limits: ServeLimits):
+    """The upload opened from its header alone (no pixels decoded), its format, pixels and shape checked."""
     from PIL import Image
 
-    from qtl.data.images import shape_refusal, to_rgb
+    from qtl.data.images import shape_refusal
 
-    label = name or "upload"
     if not data:
         raise Refused(400, f"{label} is empty (0 bytes)")
     accepted = ", ".join(limits.formats)
@@ -80,21 +117,29 @@ def decode_upload(data: bytes, name: str, limits: ServeLimits):
         raise Refused(413, f"{label} is a decompression bomb: {exc}") from None
     except Exception:  # Pillow raises UnidentifiedImageError, or others on hostile headers
         raise Refused(415, f"{label} is not an image in an accepted format ({accepted})") from None
-    with image:
-        width, height = image.size
-        if width * height > limits.max_pixels:
-            raise Refused(
-                413, f"{label} is {width} x {height} pixels, over the limit of {limits.max_pixels:,} pixels"
-            )
-        if reason := shape_refusal(width, height):
-            raise Refused(400, f"{label} {reason}")
-        try:
-            image.load()
-            rgb = to_rgb(image)  # as `qtl predict` decodes: 16-bit grayscale keeps its top 8 bits
-            return rgb.copy() if rgb is image else rgb
-        except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
-            said = " ".join(str(exc).split()) or type(exc).__name__
-            raise Refused(400, f"{label} cannot be decoded as {image.format}: {said}") from None
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        image.close()
+        raise Refused(
+            413, f"{label} is {width} x {height} pixels, over the limit of {limits.max_pixels:,} pixels"
+        )
+    if reason := shape_refusal(width, height):
+        image.close()
+        raise Refused(400, f"{label} {reason}")
+    return image
+
+
+def _decode(image, label: str):
+    """An opened upload's pixels as an RGB image (Refused 400 for truncated or corrupt data)."""
+    from qtl.data.images import to_rgb
+
+    try:
+        image.load()
+        rgb = to_rgb(image)  # as `qtl predict` decodes: 16-bit grayscale keeps its top 8 bits
+        return rgb.copy() if rgb is image else rgb
+    except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        raise Refused(400, f"{label} cannot be decoded as {image.format}: {said}") from None
 
 
 class BodyLimit:

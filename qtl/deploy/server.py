@@ -32,7 +32,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS, MicroBatcher
-from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, check_filename, decode_upload
+from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, check_filename, decode_uploads
 from qtl.deploy.models import ModelStore
 from qtl.utils.threads import share_cores
 
@@ -179,7 +179,7 @@ def create_app(
     ) -> PredictResponse:
         """Class probabilities of every model for one or more images sent as multipart field `file`."""
         uploads = await _uploads(request, limits)
-        images = await run_in_threadpool(_decode_all, uploads, limits)
+        images = await run_in_threadpool(decode_uploads, uploads, limits)
         rows = await batcher.submit([image for _, image in images])
         if explain:
             for (_, image), row in zip(images, rows, strict=True):
@@ -231,10 +231,6 @@ async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, byt
         uploads.append((check_filename(part.filename), await part.read()))
     await form.close()
     return uploads
-
-
-def _decode_all(uploads: list[tuple[str, bytes]], limits: ServeLimits) -> list:
-    return [(name, decode_upload(data, name, limits)) for name, data in uploads]
 
 
 def _version() -> str:
