@@ -514,6 +514,21 @@ class TestClassify:
         same = probs_chart(rows[10:] + [{**r, "model": "again"} for r in rows[10:]]).to_dict()
         assert "vconcat" not in same and same["encoding"]["yOffset"]["field"] == "class"
 
+    def test_a_demo_classifies_at_most_its_cap_at_once(self, app_env, checkpoints, monkeypatch):
+        """Demo mode, 18 uploads with a cap of 16: the first 16 are answered and the page says so (one
+        click on "Select all" classified 153 val images with 5 models and 4 heatmaps, about 53 s)."""
+        monkeypatch.setenv("QTL_DEMO", "1")
+        at = app("classify", {"loaded": [str(checkpoints["linear-0"])]})
+        uploads = [(f"u{i}.png", png((10 * i, 30, 200)), "image/png") for i in range(18)]
+        at.file_uploader(key="cls_upload").set_value(uploads)
+        at.run()
+        assert not at.exception
+        assert "18 images uploaded; this server classifies at most 16 at once: the first 16." in texts(
+            at.warning
+        )
+        assert len([m for m in at.markdown if "→" in m.value]) == 16
+        assert at.multiselect(key="cls_samples").proto.max_selections == 1
+
     def test_val_samples_can_be_picked(self, app_env, checkpoints):
         at = app("classify", {"loaded": [str(checkpoints["linear-0"])]})
         picker = at.multiselect(key="cls_samples")

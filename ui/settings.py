@@ -34,6 +34,9 @@ from qtl.quantum.circuit import MAX_QUBITS
 LOCAL_MAX_QUBITS = MAX_QUBITS  # the form's range in local mode; above 24 qubits only the MPS engine runs
 
 
+DEMO_MAX_IMAGES = 16  # as `qtl serve` takes per request (ServeLimits.max_images)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and what a visitor may do."""
@@ -49,6 +52,7 @@ class Settings:
     autoload: bool  # new sessions start with models/'s checkpoints loaded
     torch_threads: int | None  # intra-op threads per request; None keeps torch's default (one per core)
     max_data_mb: int | None  # demo: one visitor's uploaded datasets together; None: only the zip caps
+    max_images: int | None  # demo: images one classification takes (uploads and picks); None: any number
 
 
 def _secret(name: str, default):
@@ -87,4 +91,5 @@ def settings() -> Settings:
         autoload=_flag("QTL_AUTOLOAD", "autoload", True),
         torch_threads=_int_setting("QTL_TORCH_THREADS", "torch_threads", 1),
         max_data_mb=_int_setting("QTL_DEMO_DATA_MB", "max_data_mb", 200) if demo else None,
+        max_images=_int_setting("QTL_DEMO_MAX_IMAGES", "max_images", DEMO_MAX_IMAGES) if demo else None,
     )

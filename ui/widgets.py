@@ -93,15 +93,23 @@ def image_inputs(prefix: str, multiple: bool = True) -> list[tuple[str, object]]
         key=f"{prefix}_upload",
     )
     files = files if multiple else [files] if files else []
+    cap = settings().max_images if multiple else 1  # a demo classifies at most this many at once
+    if cap is not None and len(files) > cap:
+        st.warning(
+            f"{len(files)} images uploaded; this server classifies at most {cap} at once: the first {cap}."
+        )
+        files = files[:cap]
     samples = val_samples(active_data_dir())
     picked = st.multiselect(
         "or pick val samples",
         [p for p, _ in samples],
         format_func=lambda p: f"{Path(p).parent.name}/{Path(p).name}",
         key=f"{prefix}_samples",
-        max_selections=None if multiple else 1,
+        max_selections=None if cap is None else max(cap - len(files), 1),
         placeholder="val images" if samples else "no dataset on disk",
     )
+    if cap is not None and len(files) + len(picked) > cap:  # picked before the uploads came
+        picked = picked[: max(cap - len(files), 0)]
     out = read_images(files or [])
     for path in picked:
         try:
