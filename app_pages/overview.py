@@ -19,7 +19,10 @@ c = st.session_state["config"]
 w = session.resolve_weights()  # first: the drawing below names the backbone and its weights
 n = c["n_qubits"]
 names = cache.dataset_classes(session.active_data_dir())
-classes = " / ".join(names) if len(names) <= 4 else f"{len(names)} classes"
+if not names:  # no dataset yet: the box says what will be there
+    classes = "class probabilities"
+else:
+    classes = " / ".join(names) if len(names) <= 4 else f"{len(names)} classes"
 st.graphviz_chart(
     f"""digraph {{
     rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f1ff", fontname="sans-serif"];

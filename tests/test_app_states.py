@@ -180,6 +180,8 @@ def expect(state: str, page: str, at) -> None:
         assert "finished runs" in texts(at.markdown), shown
     if page == "data":  # every page draws the sidebar, the Data page without a dataset too (it stopped)
         assert "Active configuration" in side, (state, side)
+    if state == "fresh_offline" and page == "overview":  # the drawing's last box names what comes out
+        assert 'out [label="class probabilities"' in at.get("graphviz_chart")[0].proto.spec
     if state == "fresh_offline" and page == "overview":
         assert "Dataset missing" in shown and "Using the bundled pretrained backbone" in shown
     if state == "fresh_offline" and page in ("noise", "compare", "hardware"):
