@@ -498,6 +498,19 @@ class TestClassify:
         assert not at.exception and not at.error
         assert len([m for m in at.markdown if "→" in m.value]) == 1
 
+    def test_learning_curves_of_many_runs_keep_their_colours_apart(self):
+        """12 runs: 20 colours (the theme's 10 repeated, two pairs of curves shared one); 3 runs: the
+        theme's own."""
+        from ui.charts import curves_chart
+
+        def records(n):
+            return [{"run": f"r{i}", "epoch": 1, "train_loss": 1.0, "val_loss": 1.0} for i in range(n)]
+
+        assert (
+            curves_chart(records(12), "loss").to_dict()["encoding"]["color"]["scale"]["scheme"] == "tableau20"
+        )
+        assert "scale" not in curves_chart(records(3), "loss").to_dict()["encoding"]["color"]
+
     def test_models_of_other_classes_get_a_probability_chart_each(self):
         """A 10-class and a 2-class model: a chart each, with only its own classes (in one grouped chart
         the 2-class model's bars sat among 12 slots and shared the 10-class model's colours)."""

@@ -16,6 +16,9 @@ def curves_chart(records: list[dict], metric: str):
         for split in ("train", "val")
     ]
     title = {"loss": "cross-entropy loss", "acc": "accuracy"}[metric]
+    runs = len({r["run"] for r in records})
+    # past the theme's 10 colours, 20 distinct ones (with 12 runs two pairs of curves shared a colour)
+    colours = alt.Scale(scheme="tableau20") if runs > 10 else alt.Undefined
     return (
         alt.Chart(pd.DataFrame(rows), title=title)
         .mark_line(point=True)
@@ -23,7 +26,9 @@ def curves_chart(records: list[dict], metric: str):
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
             y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False)),
             color=alt.Color(
-                "run:N", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=420)
+                "run:N",
+                scale=colours,
+                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=420),
             ),
             strokeDash=alt.StrokeDash("split:N", sort=["val", "train"], legend=alt.Legend(orient="top")),
             tooltip=["run", "split", "epoch", alt.Tooltip(f"{metric}:Q", format=".3f")],
