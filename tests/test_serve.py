@@ -464,6 +464,34 @@ def test_a_failing_model_is_a_one_line_500_without_internals(tiny_server, jpeg):
         assert request(f"{server.url}/healthz")[0] == 200
 
 
+# ---- which checkpoints
+
+
+def test_two_checkpoints_of_one_name_are_refused_by_both_servers(tmp_path, capsys):
+    """Models are named by their file stems: a/m.pt and b/m.pt are refused alike by the server and by Ray
+    Serve, which silently served one of them; the same file given twice is served once."""
+    from test_export import tiny_checkpoint
+
+    from qtl.deploy.models import checkpoint_paths
+    from qtl.deploy.ray_serve import application
+    from qtl.models.checkpoint import CheckpointError
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a = tiny_checkpoint(tmp_path / "a" / "m.pt", "linear", 2, seed=1)
+    b = tiny_checkpoint(tmp_path / "b" / "m.pt", "linear", 2, seed=2)
+    said = f"two checkpoints are named 'm' ({a} and {b}): models are named by their file names, so rename one"
+    with pytest.raises(CheckpointError) as refused:
+        application([a, b])
+    assert str(refused.value) == said
+    with pytest.raises(CheckpointError) as refused:
+        ModelStore.load([a, b])
+    assert str(refused.value) == said
+    code, out, err = run_cli(capsys, "serve", a, tmp_path / "b", "--ray", "--port", free_port())
+    assert code == 1 and err.splitlines()[-1] == f"qtl: error: {said}"  # before Ray starts
+    assert checkpoint_paths([a, tmp_path / "a", a]) == [a]
+    assert list(ModelStore.load([a, a]).models) == ["m"]
+
+
 # ---- the command line
 
 

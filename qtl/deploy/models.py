@@ -38,7 +38,10 @@ class ModelInfo:
 
 
 def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
-    """Checkpoint files from files and folders (a folder: its valid checkpoints, newest first)."""
+    """Checkpoint files from files and folders (a folder: its valid checkpoints, newest first), one per
+    model name: a model is named by its file's stem, so CheckpointError for two files of one name in
+    different folders (the same file given twice counts once). What the server (`ModelStore.load`) and
+    Ray Serve (`qtl.deploy.ray_serve.application`) serve."""
     from qtl.models.store import list_checkpoints
 
     paths: list[Path] = []
@@ -52,7 +55,15 @@ def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
             paths.append(source)
     if not paths:
         raise CheckpointError("no checkpoints given")
-    return paths
+    named: dict[str, Path] = {}
+    for path in paths:
+        other = named.setdefault(path.stem, path)
+        if other is not path and other.resolve() != path.resolve():
+            raise CheckpointError(
+                f"two checkpoints are named {path.stem!r} ({other} and {path}): models are named by their "
+                "file names, so rename one"
+            )
+    return list(named.values())
 
 
 class ModelStore:
@@ -66,14 +77,13 @@ class ModelStore:
 
     @classmethod
     def load(cls, sources: Sequence[str | Path], device: str = "cpu") -> ModelStore:
-        """Load every checkpoint of `sources` (files or folders); names are the file stems."""
+        """Load every checkpoint of `sources` (files or folders); names are the file stems, each once
+        (`checkpoint_paths`)."""
         from qtl.models.checkpoint import load_checkpoint
 
         models: dict[str, LoadedModel] = {}
         for path in checkpoint_paths(sources):
             loaded = load_checkpoint(path, device)
-            if loaded.name in models:
-                raise CheckpointError(f"two checkpoints are named {loaded.name!r}: rename one")
             models[loaded.name] = loaded
         return cls(models)
 

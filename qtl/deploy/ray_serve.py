@@ -58,10 +58,12 @@ def application(
     cpus_per_replica: float = 1.0,
     device: str = "cpu",
 ):
-    """The bound Ray Serve application: `replicas` copies of the store behind Ray's HTTP proxy."""
+    """The bound Ray Serve application: `replicas` copies of the store behind Ray's HTTP proxy. The
+    checkpoints are `checkpoint_paths(sources)`, as the single-process server's (CheckpointError for two
+    of one name), read before Ray is imported."""
+    checkpoints = {path.name: path.read_bytes() for path in checkpoint_paths(sources)}
     from ray import serve
 
-    checkpoints = {path.name: path.read_bytes() for path in checkpoint_paths(sources)}
     deployment = serve.deployment(
         serve.ingress()(QtlReplica),
         name="QtlAPI",
@@ -89,12 +91,13 @@ def run_ray(
     import ray
     from ray import serve
 
+    app = application(sources, limits, **options)  # a checkpoint missing, or two of one name: before Ray
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(application(sources, limits, **options), name=APP_NAME, route_prefix="/")
+        serve.run(app, name=APP_NAME, route_prefix="/")
         if blocking:
             _wait_for_stop()
     finally:
