@@ -278,6 +278,24 @@ def test_limits_are_configurable(tiny_server, jpeg):
         assert post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(2)])[0] == 200
 
 
+def test_formats_are_pillows_names_or_file_extensions(tiny_server, jpeg, tmp_path, capsys):
+    """--formats JPG started a server that refused every JPEG (415): a file extension names its format,
+    and a name Pillow cannot read is refused at startup, in one line with the choices."""
+    assert ServeLimits(formats=("jpg", "PNG", ".tif", "jpeg")).formats == ("JPEG", "PNG", "TIFF")
+    with ApiServer(create_app(tiny_server.app.state.store, ServeLimits(formats=("JPG",)))) as server:
+        assert post_images(server.url, [("a.jpg", jpeg)])[0] == 200
+        status, answer = post_images(server.url, [("a.png", png((5, 5), "RGB"))])
+        assert status == 415 and answer["detail"] == "a.png is not an image in an accepted format (JPEG)"
+    for name in ("XYZ", "pdf"):  # PDF: Pillow writes it, never reads it
+        with pytest.raises(
+            ValueError, match=f"^'{name}' is no image format Pillow reads: choose from .*JPEG"
+        ):
+            ServeLimits(formats=("PNG", name))
+    code, out, err = run_cli(capsys, "serve", tmp_path / "none.pt", "--formats", "JPG", "XYZ")
+    assert code == 1 and err.startswith("qtl: error: 'XYZ' is no image format Pillow reads: choose from ")
+    assert len(err.splitlines()) == 1
+
+
 def test_the_pixels_of_a_request_together_are_limited(tiny_server):
     """Each image within max_pixels, together over max_request_pixels: refused before any is decoded."""
     assert ServeLimits().max_request_pixels == 100_000_000  # the default

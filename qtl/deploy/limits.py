@@ -45,7 +45,7 @@ class ServeLimits:
     max_request_bytes: int = 20 * 2**20  # a whole request body
     max_images: int = 16  # files in one request
     max_pixels: int = 40_000_000  # width x height of one image (decompression bombs)
-    formats: tuple[str, ...] = DEFAULT_FORMATS  # Pillow format names
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # Pillow format names (`pillow_formats`: JPG is JPEG)
     #: width x height of all the images of one request together (None: DEFAULT_REQUEST_PIXELS, or
     #: max_pixels where that is more, so one image of max_pixels always fits)
     max_request_pixels: int | None = None
@@ -59,7 +59,29 @@ class ServeLimits:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
         if not self.formats:
             raise ValueError("formats must name at least one image format")
-        object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
+        if tuple(self.formats) != DEFAULT_FORMATS:  # Pillow's names already: the parser imports no Pillow
+            object.__setattr__(self, "formats", pillow_formats(self.formats))
+
+
+def pillow_formats(names) -> tuple[str, ...]:
+    """Pillow's names of the formats `names` (any case; a file extension such as JPG or TIF names its
+    format), each once, in order; ValueError (one line, with the choices) for one Pillow cannot open."""
+    from PIL import Image
+
+    Image.init()  # every plugin registered
+    extensions = Image.registered_extensions()  # ".jpg" -> "JPEG"
+    out: list[str] = []
+    for name in names:
+        key = str(name).strip().lstrip(".")
+        fmt = key.upper() if key.upper() in Image.OPEN else extensions.get(f".{key.lower()}")
+        if fmt not in Image.OPEN:
+            raise ValueError(
+                f"{name!r} is no image format Pillow reads: choose from {', '.join(sorted(Image.OPEN))} "
+                "(or a file extension such as JPG)"
+            )
+        if fmt not in out:
+            out.append(fmt)
+    return tuple(out)
 
 
 _SEPARATORS = re.compile(r"[/\\\x00]")
