@@ -1,16 +1,25 @@
-"""The circuit on a fake IBM backend (Qiskit, transpiled, with its calibrated noise): lean, a tiny circuit."""
+"""The circuit on IBM backends (fake ones in Qiskit, transpiled, with calibrated noise) and the `qtl hardware`
+and `qtl noise` paths around them that users trip on: accounts, estimates, JSON on stdout; a tiny circuit."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_image_folder, run_cli
 
 from qtl import cli
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines.native import NativeEngine
-from qtl.quantum.hardware.backends import HardwareUnavailableError, backend_expvals, get_backend
+from qtl.quantum.hardware.backends import (
+    HardwareUnavailableError,
+    backend_expvals,
+    fake_backend_names,
+    get_backend,
+    list_backends,
+)
 
 
 def test_fake_backend_agrees_with_ideal_within_its_noise():
@@ -42,3 +51,49 @@ def test_missing_extras_give_one_line(monkeypatch, capsys, tmp_path):
     code = cli.main(["noise", str(ckpt), "--backends", "FakeManilaV2"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "qtl: error:" in err and "qtl[hardware]" in err
+
+
+# --- the CLI and library on a tiny checkpoint: fake backends, accounts, estimates, JSON on stdout -------
+
+NO_MEASURE = (
+    "FakeAlmadenV2 FakeBurlingtonV2 FakeCambridgeV2 FakeEssexV2 FakeJohannesburgV2 FakeLondonV2 "
+    "FakePoughkeepsieV2 FakeRochesterV2 FakeSingaporeV2"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("hw") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny, tmp_path_factory) -> Path:
+    """A 3-qubit, depth-2 quantum checkpoint, 1 epoch on the tiny folder."""
+    path = tmp_path_factory.mktemp("hw-ckpt") / "q.pt"
+    argv = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 3, "--depth", 2]
+    assert cli.main([str(a) for a in [*argv, "--batch-size", 4, "-q", "--out", path]]) == 0
+    return path
+
+
+def one_line(code: int, err: str, *words: str) -> None:
+    assert code == 1 and err.count("\n") == 1 and err.startswith("qtl: error:"), err
+    for word in words:
+        assert word in err, err
+
+
+def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, ckpt, tiny, tmp_path):
+    """The nine snapshots whose target has no `measure` are not listed and, named, fail in one line
+    (they ended in a TranspilerError traceback)."""
+    names = fake_backend_names()
+    assert "FakeManilaV2" in names and not set(NO_MEASURE) & set(names)
+    listed = {r["name"] for r in list_backends(real=False)}
+    assert "FakeManilaV2" in listed and not set(NO_MEASURE) & listed
+    for name in NO_MEASURE:
+        with pytest.raises(ValueError, match=f"{name} cannot run the circuit.*'measure'"):
+            get_backend(name)
+    code, _, err = run_cli(
+        capsys, "hardware", "run", ckpt, "--backend", "FakeAlmadenV2", "--data", tiny, "-q"
+    )
+    one_line(code, err, "FakeAlmadenV2", "'measure'")
+    code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeLondonV2", "--data", tiny, "-q")
+    one_line(code, err, "FakeLondonV2", "'measure'")

@@ -18,7 +18,9 @@ never reads, passes or stores the token: `QiskitRuntimeService()` finds it itsel
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -49,9 +51,8 @@ def _fake_provider():
     return fake_provider
 
 
-def fake_backend_names() -> list[str]:
-    """Class names of the fake IBM backends installed, e.g. ["FakeAlgiers", ..., "FakeManilaV2", ...]."""
-    fp = _fake_provider()
+def _fake_classes(fp) -> list[str]:
+    """Class names of every fake IBM backend qiskit-ibm-runtime ships (usable or not)."""
     from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
     return sorted(
@@ -61,6 +62,42 @@ def fake_backend_names() -> list[str]:
         and isinstance(getattr(fp, name), type)
         and issubclass(getattr(fp, name), FakeBackendV2)
     )
+
+
+def _make_fake(fp, name: str):
+    """A fake backend by class name, without the warnings some snapshots print when made (FakeNighthawk:
+    "not intended to represent typical ... error values")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(fp, name)()
+
+
+def measures(backend) -> bool:
+    """Can `backend` run a measured circuit? Nine old fake snapshots (FakeAlmadenV2, FakeBurlingtonV2,
+    ...) have no `measure` instruction in their target, and Qiskit cannot transpile a measurement for them."""
+    return "measure" in backend.target
+
+
+def _measure_refusal(name: str) -> str:
+    return (
+        f"{name} cannot run the circuit: its calibration snapshot has no 'measure' instruction, so Qiskit "
+        "cannot transpile a measured circuit for it; choose another fake backend ('qtl hardware backends' "
+        "lists them)"
+    )
+
+
+@functools.cache
+def _usable_fakes() -> tuple[str, ...]:
+    fp = _fake_provider()
+    return tuple(name for name in _fake_classes(fp) if measures(_make_fake(fp, name)))
+
+
+def fake_backend_names() -> list[str]:
+    """Class names of the fake IBM backends installed that can run the circuit, e.g. ["FakeAlgiers", ...,
+    "FakeManilaV2", ...]; those without a measurement (`measures`) are left out. Makes each backend once
+    per process (about 2 s)."""
+    _fake_provider()
+    return list(_usable_fakes())
 
 
 def is_fake(name: str) -> bool:
@@ -98,32 +135,37 @@ def ibm_service():
 
 def get_backend(backend):
     """A backend object: a fake backend by class name ("FakeManilaV2"), a real device by name with an
-    account ("ibm_brisbane"), or any Qiskit backend as is."""
+    account ("ibm_brisbane"), or any Qiskit backend as is. ValueError (one line) for a fake backend that
+    cannot run the circuit (`measures`) or an unknown name."""
     if not isinstance(backend, str):
         return backend
     fp = _fake_provider()
-    names = fake_backend_names()
-    if backend in names:
-        return getattr(fp, backend)()
+    if backend in _fake_classes(fp):
+        made = _make_fake(fp, backend)
+        if not measures(made):
+            raise ValueError(_measure_refusal(backend))
+        return made
     if is_fake(backend):
-        raise ValueError(f"unknown fake IBM backend {backend!r}; choose one of: {', '.join(names)}")
+        names = ", ".join(fake_backend_names())
+        raise ValueError(f"unknown fake IBM backend {backend!r}; choose one of: {names}")
     if not ibm_account():
         raise ValueError(
-            f"{backend!r} is no fake backend ({', '.join(names[:3])}, ...; 'qtl hardware backends' lists "
-            "them), and a real IBM device needs an account: save one with QiskitRuntimeService.save_account "
-            "or set QISKIT_IBM_TOKEN"
+            f"{backend!r} is no fake backend ({', '.join(fake_backend_names()[:3])}, ...; 'qtl hardware "
+            "backends' lists them), and a real IBM device needs an account: save one with "
+            "QiskitRuntimeService.save_account or set QISKIT_IBM_TOKEN"
         )
     return ibm_service().backend(backend)
 
 
 def list_backends(real: bool = True) -> list[dict]:
-    """The fake backends (name, qubits) and, with an account and `real`, the account's devices (name,
-    qubits, status, pending jobs): one dict per backend."""
+    """The fake backends that can run the circuit (name, qubits) and, with an account and `real`, the
+    account's devices (name, qubits, status, pending jobs): one dict per backend."""
     fp = _fake_provider()
     rows = []
-    for name in fake_backend_names():
-        backend = getattr(fp, name)()
-        rows.append({"name": name, "kind": "fake", "qubits": backend.num_qubits, "status": "local"})
+    for name in _fake_classes(fp):
+        backend = _make_fake(fp, name)
+        if measures(backend):
+            rows.append({"name": name, "kind": "fake", "qubits": backend.num_qubits, "status": "local"})
     if real and ibm_account():
         for backend in ibm_service().backends(simulator=False):
             status = backend.status()
