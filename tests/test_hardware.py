@@ -14,6 +14,7 @@ from qtl import cli
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines.native import NativeEngine
 from qtl.quantum.hardware.backends import (
+    AccountError,
     HardwareUnavailableError,
     backend_expvals,
     fake_backend_names,
@@ -97,3 +98,42 @@ def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, ckpt
     one_line(code, err, "FakeAlmadenV2", "'measure'")
     code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeLondonV2", "--data", tiny, "-q")
     one_line(code, err, "FakeLondonV2", "'measure'")
+
+
+class RefusedService:
+    """QiskitRuntimeService as IBM answers a bad token: InvalidAccountError when it is made."""
+
+    made = 0
+
+    def __init__(self, *args, **kwargs):
+        from qiskit_ibm_runtime.accounts.exceptions import InvalidAccountError
+
+        RefusedService.made += 1
+        raise InvalidAccountError(
+            "'Unable to retrieve instances. Please check that you are using a valid API token.'"
+        )
+
+    @staticmethod
+    def saved_accounts():
+        return {}
+
+
+def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, ckpt, tiny):
+    """A bad QISKIT_IBM_TOKEN: `backends` still lists the fake backends and Braket's simulators and says
+    in one line why the real devices are missing; a real device by name fails in one line (both were
+    InvalidAccountError tracebacks)."""
+    import qiskit_ibm_runtime
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "bogus")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", RefusedService)
+    code, out, err = run_cli(capsys, "hardware", "backends")
+    assert code == 0 and "FakeManilaV2" in out and "braket_sv" in out and RefusedService.made
+    assert err.count("\n") == 1 and "could not be used" in err and "valid API token" in err, err
+    notes: list[str] = []
+    assert {r["kind"] for r in list_backends(notes=notes)} == {"fake"} and len(notes) == 1
+    with pytest.raises(AccountError, match=r"QISKIT_IBM_TOKEN\) could not be used"):
+        list_backends()
+    code, _, err = run_cli(
+        capsys, "hardware", "estimate", ckpt, "--backend", "ibm_brisbane", "--data", tiny, "-q"
+    )
+    one_line(code, err, "IBM Quantum account (QISKIT_IBM_TOKEN) could not be used", "valid API token")

@@ -143,7 +143,8 @@ def _backends(args, bar) -> int:
     from qtl.quantum.hardware.backends import ibm_account, list_backends
     from qtl.quantum.hardware.braket import DEVICES, LOCAL
 
-    rows = list_backends(real=not args.no_real)
+    notes: list[str] = []
+    rows = list_backends(real=not args.no_real, notes=notes)
     rows += [{"name": k, "kind": "braket", "qubits": None, "status": v} for k, v in LOCAL.items()]
     rows += [{"name": k, "kind": "braket", "qubits": None, "status": "AWS account"} for k in DEVICES]
     print(f"{'name':<22}{'kind':<8}{'qubits':>7}  status")
@@ -151,9 +152,9 @@ def _backends(args, bar) -> int:
         queue = f", {r['pending_jobs']} jobs queued" if "pending_jobs" in r else ""
         print(f"{r['name']:<22}{r['kind']:<8}{r['qubits'] or '':>7}  {r['status']}{queue}")
     if not ibm_account():
-        print(
-            "no IBM Quantum account: real IBM devices are not listed (see docs/hardware.md)", file=sys.stderr
-        )
+        notes.append("no IBM Quantum account: real IBM devices are not listed (see docs/hardware.md)")
+    for note in notes:
+        print(f"qtl: warning: {note}", file=sys.stderr)
     _write_json(rows, args.json)
     return 0
 

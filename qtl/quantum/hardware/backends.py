@@ -51,6 +51,10 @@ def _fake_provider():
     return fake_provider
 
 
+class AccountError(ValueError):
+    """An IBM Quantum or AWS account is missing or cannot be used: the message says what to set up."""
+
+
 def _fake_classes(fp) -> list[str]:
     """Class names of every fake IBM backend qiskit-ibm-runtime ships (usable or not)."""
     from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
@@ -119,24 +123,57 @@ def ibm_account() -> bool:
         return False
 
 
+def _ibm_failures() -> tuple[type[BaseException], ...]:
+    """What Qiskit Runtime raises when the account or IBM's service cannot be used: a rejected or unknown
+    token, no connection (qiskit_ibm_runtime's IBMError, requests' RequestException)."""
+    from qiskit_ibm_runtime.exceptions import IBMError
+    from requests.exceptions import RequestException
+
+    return (IBMError, RequestException)
+
+
+def _ibm_reason(exc: BaseException) -> str:
+    """One line: Qiskit Runtime's message, and whether IBM's service could be reached at all (a missing
+    connection also reads "please check that you are using a valid API token")."""
+    from requests.exceptions import ConnectionError as NoConnection
+
+    text = " ".join(str(exc).split()).strip("'\"") or type(exc).__name__
+    cause = exc
+    while cause is not None:
+        if isinstance(cause, NoConnection):
+            return f"{text} (IBM Quantum could not be reached: no connection)"
+        cause = cause.__cause__ or cause.__context__
+    return text
+
+
+def _account_name() -> str:
+    return "QISKIT_IBM_TOKEN" if os.environ.get("QISKIT_IBM_TOKEN") else "the saved account"
+
+
 def ibm_service():
-    """`QiskitRuntimeService()`: it reads the saved account or QISKIT_IBM_TOKEN itself."""
+    """`QiskitRuntimeService()`: it reads the saved account or QISKIT_IBM_TOKEN itself. AccountError when
+    there is no account, or when the service refuses it or cannot be reached (one line: why)."""
     _fake_provider()
     if not ibm_account():
-        raise HardwareUnavailableError(
+        raise AccountError(
             "real IBM devices need an IBM Quantum account: save one with "
             "QiskitRuntimeService.save_account(token=..., channel='ibm_quantum_platform') "
             "or set QISKIT_IBM_TOKEN"
         )
     from qiskit_ibm_runtime import QiskitRuntimeService
 
-    return QiskitRuntimeService()
+    try:
+        return QiskitRuntimeService()
+    except _ibm_failures() as exc:
+        raise AccountError(
+            f"the IBM Quantum account ({_account_name()}) could not be used: {_ibm_reason(exc)}"
+        ) from None
 
 
 def get_backend(backend):
     """A backend object: a fake backend by class name ("FakeManilaV2"), a real device by name with an
     account ("ibm_brisbane"), or any Qiskit backend as is. ValueError (one line) for a fake backend that
-    cannot run the circuit (`measures`) or an unknown name."""
+    cannot run the circuit (`measures`), an unknown name, or an account that cannot be used."""
     if not isinstance(backend, str):
         return backend
     fp = _fake_provider()
@@ -149,17 +186,31 @@ def get_backend(backend):
         names = ", ".join(fake_backend_names())
         raise ValueError(f"unknown fake IBM backend {backend!r}; choose one of: {names}")
     if not ibm_account():
-        raise ValueError(
+        raise AccountError(
             f"{backend!r} is no fake backend ({', '.join(fake_backend_names()[:3])}, ...; 'qtl hardware "
             "backends' lists them), and a real IBM device needs an account: save one with "
             "QiskitRuntimeService.save_account or set QISKIT_IBM_TOKEN"
         )
-    return ibm_service().backend(backend)
+    from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+    service = ibm_service()
+    try:
+        return service.backend(backend)
+    except QiskitBackendNotFoundError:
+        raise ValueError(
+            f"{backend!r} is no fake backend and no device of this IBM Quantum account "
+            "('qtl hardware backends' lists both)"
+        ) from None
+    except _ibm_failures() as exc:
+        raise AccountError(f"IBM Quantum could not open {backend!r}: {_ibm_reason(exc)}") from None
 
 
-def list_backends(real: bool = True) -> list[dict]:
+def list_backends(real: bool = True, notes: list[str] | None = None) -> list[dict]:
     """The fake backends that can run the circuit (name, qubits) and, with an account and `real`, the
-    account's devices (name, qubits, status, pending jobs): one dict per backend."""
+    account's devices (name, qubits, status, pending jobs): one dict per backend.
+
+    An account that cannot be used (a rejected token, no connection) raises AccountError, or, given a
+    `notes` list, adds one line saying so to it and lists the fake backends alone."""
     fp = _fake_provider()
     rows = []
     for name in _fake_classes(fp):
@@ -167,6 +218,18 @@ def list_backends(real: bool = True) -> list[dict]:
         if measures(backend):
             rows.append({"name": name, "kind": "fake", "qubits": backend.num_qubits, "status": "local"})
     if real and ibm_account():
+        try:
+            rows += _ibm_rows()
+        except AccountError as exc:
+            if notes is None:
+                raise
+            notes.append(f"real IBM devices are not listed: {exc}")
+    return rows
+
+
+def _ibm_rows() -> list[dict]:
+    rows = []
+    try:
         for backend in ibm_service().backends(simulator=False):
             status = backend.status()
             state = "online" if status.operational else "offline"
@@ -179,6 +242,8 @@ def list_backends(real: bool = True) -> list[dict]:
                     "pending_jobs": status.pending_jobs,
                 }
             )
+    except _ibm_failures() as exc:
+        raise AccountError(f"IBM Quantum could not list the devices: {_ibm_reason(exc)}") from None
     return rows
 
 
