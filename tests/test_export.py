@@ -266,6 +266,55 @@ def test_cli_refuses_shots_in_one_line_and_writes_nothing(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["shots.pt"]  # no temporary file either
 
 
+def test_an_export_never_overwrites_a_checkpoint(tmp_path, capsys):
+    """`qtl export victim.pt -o victim.pt --format torchscript` overwrote its own source; another qtl
+    checkpoint is kept too; a previous export of the same format is overwritten."""
+    ckpt = tiny_checkpoint(tmp_path / "victim.pt", "linear", 2)
+    other = tiny_checkpoint(tmp_path / "other.pt", "linear", 2, seed=1)
+    (tmp_path / "alias.pt").symlink_to(ckpt)
+    kept = {p: p.read_bytes() for p in (ckpt, other)}
+    same = "is the checkpoint being exported: name another file (-o), or leave -o out for the checkpoint's"
+    for output in (ckpt, tmp_path / "alias.pt", tmp_path / "." / "victim.pt"):
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", output, "--format", "torchscript")
+        assert (code, out) == (1, "") and err.startswith(f"qtl: error: the output {output} {same}"), err
+        assert len(err.splitlines()) == 1
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", other, "--format", "torchscript")
+    assert (code, err) == (
+        1,
+        f"qtl: error: {other} is a qtl checkpoint: an export never overwrites one, name another file (-o)\n",
+    )
+    with pytest.raises(ValueError, match="is the checkpoint being exported"):
+        export_model(load_checkpoint(ckpt), ckpt, "torchscript")  # a loaded model knows its file
+    assert {p: p.read_bytes() for p in (ckpt, other)} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.pt", "other.pt", "victim.pt"]
+    for _ in range(2):  # the second overwrites the first
+        code, out, err = run_cli(
+            capsys, "export", ckpt, "-o", tmp_path / "v.pt.ts", "--format", "torchscript"
+        )
+        assert code == 0, err
+    assert load_exported(tmp_path / "v.pt.ts").class_names == ["c0", "c1"]
+
+
+def test_an_export_into_a_folder_is_named_as_the_checkpoint(tmp_path, capsys):
+    """-o an existing folder writes the file inside it (it said "[Errno 21] Is a directory" of a
+    temporary file)."""
+    ckpt = tiny_checkpoint(tmp_path / "quantum.pt", "quantum", 2)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", folder, "--format", "torchscript")
+    assert code == 0, err
+    assert out.startswith(f"wrote {folder / 'quantum.torchscript'} (torchscript,")
+    assert load_exported(folder / "quantum.torchscript").class_names == ["c0", "c1"]
+    (folder / "quantum.onnx").mkdir()  # the file's name inside is taken by a folder
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", folder)
+    assert (code, err) == (
+        1,
+        f"qtl: error: the output {folder / 'quantum.onnx'} is a folder: name a file, or a folder without "
+        "one of that name\n",
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["quantum.onnx", "quantum.torchscript"]
+
+
 def test_a_foreign_file_is_one_clear_line(tmp_path, capsys):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not a model")

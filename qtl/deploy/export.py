@@ -116,17 +116,28 @@ def export_model(
     checkpoint: str | Path | LoadedModel, path: str | Path, fmt: str | None = None
 ) -> tuple[Path, dict]:
     """Write `checkpoint` (a file or a loaded model) to `path` as ONNX or TorchScript (`fmt`, else the
-    suffix: ".onnx" is ONNX, anything else TorchScript); returns (path, metadata). The file appears whole
-    or not at all.
+    suffix: ".onnx" is ONNX, anything else TorchScript); returns (path written, metadata). The file
+    appears whole or not at all.
+
+    An existing folder as `path` gets the file inside it, named as the checkpoint with the format's
+    suffix (`fmt`, else ONNX): export_model("models/q.pt", "out/") writes out/q.onnx. A previous export
+    is overwritten; the checkpoint itself, or any other qtl checkpoint, never is (ValueError).
 
     Raises `qtl.deploy.portable.ExportRefused` (a ValueError) with the reason when the model cannot be
     exported exactly (shot sampling, MPS truncation, a circuit too wide to fold), CheckpointError for a
-    bad checkpoint, ValueError for an unknown format.
+    bad checkpoint, ValueError for an unknown format or an output that would overwrite a checkpoint;
+    each checked before the model is traced.
     """
     path = Path(path)
+    source = checkpoint.path if isinstance(checkpoint, LoadedModel) else Path(checkpoint)
+    if path.is_dir():
+        fmt = fmt or "onnx"
+        name = source.stem if source is not None else checkpoint.name
+        path = path / f"{name}{SUFFIXES.get(fmt, '')}"
     fmt = fmt or ("onnx" if path.suffix == ".onnx" else "torchscript")
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    _check_output(path, source)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     model = PortableClassifier(loaded)
     metadata = export_metadata(loaded)
@@ -134,3 +145,27 @@ def export_model(
     with atomic_write(path) as f:
         f.write(data)
     return path, metadata
+
+
+def _check_output(path: Path, source: Path | None) -> None:
+    """ValueError (one line) when `path` is a folder, or writing it would destroy the checkpoint
+    `source` or another qtl checkpoint."""
+    from qtl.models.checkpoint import CheckpointError, file_kind, read_checkpoint_info
+
+    if path.is_dir():
+        raise ValueError(f"the output {path} is a folder: name a file, or a folder without one of that name")
+    if not path.is_file():
+        return
+    if source is not None and source.exists() and path.samefile(source):
+        raise ValueError(
+            f"the output {path} is the checkpoint being exported: name another file (-o), or leave -o "
+            "out for the checkpoint's name with the format's suffix"
+        )
+    if file_kind(path) == "torch":
+        try:
+            read_checkpoint_info(path)
+        except CheckpointError:
+            return  # a torch file, but no qtl checkpoint
+        raise ValueError(
+            f"{path} is a qtl checkpoint: an export never overwrites one, name another file (-o)"
+        )
