@@ -3,6 +3,7 @@ and `qtl noise` paths around them that users trip on: accounts, estimates, JSON 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from qtl.quantum.hardware.backends import (
     get_backend,
     list_backends,
 )
+from qtl.quantum.hardware.braket import BraketDevice
 
 
 def test_fake_backend_agrees_with_ideal_within_its_noise():
@@ -98,6 +100,31 @@ def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, ckpt
     one_line(code, err, "FakeAlmadenV2", "'measure'")
     code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeLondonV2", "--data", tiny, "-q")
     one_line(code, err, "FakeLondonV2", "'measure'")
+
+
+def no_aws(monkeypatch, tmp_path) -> None:
+    """No AWS setup anywhere boto3 looks: no variables, no ~/.aws files, no instance metadata."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") and name != "AWS_CA_BUNDLE":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_a_real_braket_device_without_aws_setup_says_what_to_set(monkeypatch, capsys, ckpt, tiny, tmp_path):
+    """No region, then no credentials: one line naming what to set (were botocore tracebacks)."""
+    no_aws(monkeypatch, tmp_path)
+    argv = ["hardware", "run", ckpt, "--backend", "ionq/Forte-1", "--mitigation", "readout", "--samples", 2]
+    argv += ["--data", tiny, "--db", tmp_path / "r.db", "-q"]
+    code, out, err = run_cli(capsys, *argv)
+    one_line(code, err, "ionq/Forte-1", "no AWS region", "AWS_REGION", "AWS_ACCESS_KEY_ID")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    code, out, err = run_cli(capsys, *argv)
+    one_line(code, err, "ionq/Forte-1", "AWS credentials", "AWS_ACCESS_KEY_ID")
+    assert "region" not in err and out == ""
+    with pytest.raises(AccountError, match="AWS credentials"):
+        BraketDevice("arn:aws:braket:::device/quantum-simulator/amazon/sv1")._device()
 
 
 class RefusedService:

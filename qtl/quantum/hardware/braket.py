@@ -8,14 +8,17 @@ task: a Braket `ProgramSet` holding the circuit with every sample as a parameter
     braket_sv          local state-vector simulator (ideal)
     braket_dm          local density-matrix simulator with a NoiseConfig: qtl's channels after every
                        gate and readout bit flips, exactly as the native density-matrix engine has them
-    rigetti/Ankaa-3, ionq/Forte-1, iqm/Garnet, or any device ARN: real devices (AWS credentials from
-                       boto3's usual chain: environment, ~/.aws, a role); untested here
+    rigetti/Ankaa-3, ionq/Forte-1, iqm/Garnet, or any device ARN: real devices (a region and AWS
+                       credentials from boto3's usual chain: environment, ~/.aws, a role; without them
+                       one line says what to set up); untested here
 
 Braket compiles circuits for its devices, which would cancel ZNE's folds, so a real device runs without
 ZNE (see docs/hardware.md); the local simulators run every mitigation.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -33,6 +36,10 @@ DEVICES = {
 #: Braket's list prices in USD when this was written (per task, per shot); check
 #: https://aws.amazon.com/braket/pricing/ before spending.
 PRICES = {"task": 0.30, "rigetti": 0.0009, "ionq": 0.08, "iqm": 0.00145}
+AWS_REGION_HINT = "a region (AWS_REGION or AWS_DEFAULT_REGION, e.g. us-east-1, or one in ~/.aws/config)"
+AWS_CREDENTIALS_HINT = (
+    "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials or a role)"
+)
 GATES = {"Hadamard": "h", "CNOT": "cnot", "RY": "ry", "RZ": "rz"}
 CHANNELS = {"DepolarizingChannel": "depolarizing", "AmplitudeDamping": "amplitude_damping"}
 CHANNELS["PhaseDamping"] = "phase_damping"
@@ -51,6 +58,37 @@ def _sdk():
         from qtl.quantum.hardware.backends import HardwareUnavailableError
 
         raise HardwareUnavailableError(f"Braket devices need {exc.name}: {BRAKET_HINT}") from None
+
+
+@contextmanager
+def aws_errors(what: str):
+    """botocore's errors that mean the AWS setup is missing or refused (no region, no credentials, a
+    rejected request, no connection) as one AccountError line about `what`; any other error as it is."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    from qtl.quantum.hardware.backends import AccountError
+
+    try:
+        yield
+    except NoRegionError:
+        raise AccountError(
+            f"{what} needs an AWS account, and no AWS region is set: set {AWS_REGION_HINT} and "
+            f"{AWS_CREDENTIALS_HINT}"
+        ) from None
+    except (NoCredentialsError, PartialCredentialsError, ProfileNotFound) as exc:
+        raise AccountError(f"{what} needs AWS credentials ({exc}): set {AWS_CREDENTIALS_HINT}") from None
+    except EndpointConnectionError as exc:
+        raise AccountError(f"{what}: Amazon Braket could not be reached ({exc})") from None
+    except ClientError as exc:  # credentials refused, no access, an unknown device or task
+        reason = " ".join(str(exc).split())
+        raise AccountError(f"{what}: Amazon Braket refused the request: {reason}") from None
 
 
 def braket_circuit(config: CircuitConfig):
@@ -113,8 +151,9 @@ class BraketDevice:
             return LocalSimulator(self.name)
         from braket.aws import AwsDevice
 
-        device = AwsDevice(DEVICES.get(self.name, self.name))
-        self.num_qubits = device.properties.paradigm.qubitCount
+        with aws_errors(self.name):
+            device = AwsDevice(DEVICES.get(self.name, self.name))
+            self.num_qubits = device.properties.paradigm.qubitCount
         return device
 
     def compile(self, config: CircuitConfig, seed: int = 0):
@@ -160,7 +199,9 @@ class BraketDevice:
                 entries.append(with_noise(cal, self.noise_config))
                 programs.append(Program("cal", bit, 1, qubits))
         program_set = ProgramSet(entries, shots_per_executable=shots)
-        task = self._device().run(program_set, shots=program_set.total_shots)
+        device = self._device()
+        with aws_errors(self.name):
+            task = device.run(program_set, shots=program_set.total_shots)
         return task, programs
 
     def job_id(self, job) -> str:
@@ -169,13 +210,15 @@ class BraketDevice:
     def retrieve(self, job_id: str):
         from braket.aws import AwsQuantumTask
 
-        return AwsQuantumTask(job_id)
+        with aws_errors(f"Braket task {job_id}"):
+            return AwsQuantumTask(job_id)
 
     def counts(self, job, programs) -> list[np.ndarray]:
         """Wait for the task -> per program (count, 2**n) counts, in the order of `programs`."""
         from qtl.quantum.hardware.mitigation import counts_from_bits
 
-        result = job.result()
+        with aws_errors(f"{self.name} task {self.job_id(job)}"):
+            result = job.result()
         per_entry = [
             np.concatenate([counts_from_bits(np.asarray(e.measurements)[None]) for e in entry])
             for entry in result.entries
