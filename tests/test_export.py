@@ -264,6 +264,20 @@ def test_cli_refuses_shots_in_one_line_and_writes_nothing(tmp_path, capsys):
     assert err.startswith("qtl: error:") and "shots" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "shots.onnx").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["shots.pt"]  # no temporary file either
+    # what it says to do works: the same model and noise with exact <Z>
+    advice = (
+        "export it with exact <Z> from Python, export_model(load_checkpoint(path, "
+        "noise=dataclasses.replace(noise, shots=None)), out) where noise is its model_config.noise, "
+        "or train it without --shots"
+    )
+    assert err.strip().endswith(advice)
+    import dataclasses
+
+    noise = load_checkpoint(ckpt).model_config.noise
+    path, meta = export_model(
+        load_checkpoint(ckpt, noise=dataclasses.replace(noise, shots=None)), tmp_path / "x.onnx"
+    )
+    assert meta["noise"]["depolarizing"] == 0.01 and meta["noise"]["shots"] is None
 
 
 def test_an_export_never_overwrites_a_checkpoint(tmp_path, capsys):

@@ -55,11 +55,18 @@ def check_foldable(model_config) -> None:
     """ExportRefused unless the quantum head of `model_config` (a `ModelConfig`) folds exactly."""
     c = model_config
     noise = c.noise
-    if noise.shots is not None or c.shots is not None:
-        shots = noise.shots if noise.shots is not None else c.shots
+    random = "which is random by design: an exported graph computes exact <Z> and would not reproduce qtl's"
+    if noise.shots is not None:
         raise ExportRefused(
-            f"the model samples <Z> from {shots} shots, which is random by design: an exported graph would "
-            "not reproduce qtl's probabilities; export a copy loaded without shots instead"
+            f"the model samples <Z> from {noise.shots} shots (qtl train --shots), {random} probabilities; "
+            "export it with exact <Z> from Python, export_model(load_checkpoint(path, "
+            "noise=dataclasses.replace(noise, shots=None)), out) where noise is its model_config.noise, "
+            "or train it without --shots"
+        )
+    if c.shots is not None:
+        raise ExportRefused(
+            f"the model's PennyLane device samples <Z> from {c.shots} shots, {random} probabilities; "
+            "train it with shots=None in its ModelConfig to export it"
         )
     if c.engine == MPS and c.max_bond is not None:
         from qtl.quantum.engines.mps import exact_bond
