@@ -164,3 +164,28 @@ def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, ckpt, tiny):
         capsys, "hardware", "estimate", ckpt, "--backend", "ibm_brisbane", "--data", tiny, "-q"
     )
     one_line(code, err, "IBM Quantum account (QISKIT_IBM_TOKEN) could not be used", "valid API token")
+
+
+def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, ckpt, tiny):
+    """A real Braket device refuses ZNE in the estimate as in the run (its ZNE shots were priced); an ARN
+    of a device without a price in PRICES (SV1, billed per minute) has no price, not the task fee alone."""
+    from qtl.analysis.hardware_runs import prepare, select
+    from qtl.analysis.robustness import head_inputs
+    from qtl.models.checkpoint import load_checkpoint
+    from qtl.quantum.hardware.braket import DEVICES, PRICES
+
+    base = ["hardware", "estimate", ckpt, "--samples", 3, "--shots", 10, "--data", tiny, "-q"]
+    for m in ("zne", "readout+zne"):
+        code, _, err = run_cli(capsys, *base, "--backend", "ionq/Forte-1", "--mitigation", "readout", m)
+        one_line(code, err, "ionq/Forte-1", "ZNE")
+    loaded = load_checkpoint(ckpt)
+    inputs = select(head_inputs(loaded, tiny), 3)
+    with pytest.raises(ValueError, match="cancel ZNE's folds"):
+        prepare(loaded, inputs, "rigetti/Ankaa-3", shots=10, mitigations=["zne"])
+    sv1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
+    assert prepare(loaded, inputs, sv1, shots=10).estimate["cost_usd"] is None
+    code, out, _ = run_cli(capsys, *base, "--backend", sv1)
+    assert code == 0 and "list price not known to qtl" in out and "$" not in out
+    for name in ("ionq/Forte-1", DEVICES["ionq/Forte-1"]):  # by name or by its ARN: 3 samples + 2 cals
+        e = prepare(loaded, inputs, name, shots=10, mitigations=["readout"]).estimate
+        assert e["cost_usd"] == pytest.approx(PRICES["task"] + 5 * 10 * PRICES["ionq/Forte-1"])

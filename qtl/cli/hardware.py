@@ -164,6 +164,7 @@ def _plan(args, bar, dataset):
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.hardware.devices import open_device
+    from qtl.quantum.hardware.mitigation import needs
 
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
@@ -176,6 +177,8 @@ def _plan(args, bar, dataset):
 
         noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
+    if hasattr(device, "check_zne"):  # a real Braket device refuses ZNE, in the estimate as in the run
+        device.check_zne(needs(args.mitigation, "zne"))
     root = dataset(args, bar).root
     inputs = head_inputs(loaded, root, args.split, progress=bar.hook(f"features of {loaded.name}"))
     inputs = select(inputs, args.samples, args.seed)
@@ -200,7 +203,12 @@ def _seconds(value) -> str:
 def format_estimate(e: dict) -> str:
     """The estimate as text lines."""
     where = "local" if e["local"] else "the device"
-    cost = "" if e["cost_usd"] is None else f", list price about ${e['cost_usd']:.2f}"
+    if e["cost_usd"] is not None:
+        cost = f", list price about ${e['cost_usd']:.2f}"
+    elif e["provider"] == "braket" and not e["local"]:
+        cost = ", list price not known to qtl (see https://aws.amazon.com/braket/pricing/)"
+    else:
+        cost = ""
     lines = [
         f"backend      {e['backend']} ({e['provider']}, runs on {where})",
         f"job          {e['jobs']} job: {e['circuits']} circuits, {e['executions']} executions "

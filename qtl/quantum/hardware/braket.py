@@ -10,7 +10,8 @@ task: a Braket `ProgramSet` holding the circuit with every sample as a parameter
                        gate and readout bit flips, exactly as the native density-matrix engine has them
     rigetti/Ankaa-3, ionq/Forte-1, iqm/Garnet, or any device ARN: real devices (a region and AWS
                        credentials from boto3's usual chain: environment, ~/.aws, a role; without them
-                       one line says what to set up); untested here
+                       one line says what to set up); untested here. The estimate's list price (PRICES)
+                       is known for the three named devices only
 
 Braket compiles circuits for its devices, which would cancel ZNE's folds, so a real device runs without
 ZNE (see docs/hardware.md); the local simulators run every mitigation.
@@ -33,9 +34,10 @@ DEVICES = {
     "ionq/Forte-1": "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-1",
     "iqm/Garnet": "arn:aws:braket:eu-north-1::device/qpu/iqm/Garnet",
 }
-#: Braket's list prices in USD when this was written (per task, per shot); check
-#: https://aws.amazon.com/braket/pricing/ before spending.
-PRICES = {"task": 0.30, "rigetti": 0.0009, "ionq": 0.08, "iqm": 0.00145}
+#: Braket's list prices in USD when this was written (per task, and per shot on each device of DEVICES);
+#: check https://aws.amazon.com/braket/pricing/ before spending. Any other ARN (another device, or an
+#: on-demand simulator such as SV1, billed per minute) has no price here.
+PRICES = {"task": 0.30, "rigetti/Ankaa-3": 0.0009, "ionq/Forte-1": 0.08, "iqm/Garnet": 0.00145}
 AWS_REGION_HINT = "a region (AWS_REGION or AWS_DEFAULT_REGION, e.g. us-east-1, or one in ~/.aws/config)"
 AWS_CREDENTIALS_HINT = (
     "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials or a role)"
@@ -156,6 +158,15 @@ class BraketDevice:
             self.num_qubits = device.properties.paradigm.qubitCount
         return device
 
+    def check_zne(self, zne: bool) -> None:
+        """ValueError when the run would hold ZNE's folds and this is a real device: Braket compiles
+        circuits for it, which would cancel the folds. `submit`, `cost` (the estimate) and
+        `qtl hardware` before any work all ask here."""
+        if zne and not self.local:
+            raise ValueError(
+                f"{self.name}: Braket compiles circuits and would cancel ZNE's folds; use readout"
+            )
+
     def compile(self, config: CircuitConfig, seed: int = 0):
         """The parametrised circuit (Braket compiles it for a real device when the task runs)."""
         circuit = braket_circuit(config)
@@ -170,10 +181,7 @@ class BraketDevice:
 
         from qtl.quantum.hardware.mitigation import fold
 
-        if scales and not self.local:
-            raise ValueError(
-                f"{self.name}: Braket compiles circuits and would cancel ZNE's folds; use readout"
-            )
+        self.check_zne(bool(scales))
         n, count = config.n_qubits, len(angles)
         a = angles.detach().cpu().double().numpy()
         flat = weights.detach().cpu().double().reshape(-1).numpy()
@@ -228,13 +236,18 @@ class BraketDevice:
     def seconds(self, compiled, programs, shots: int) -> float | None:
         return None  # Braket reports no gate durations here; it charges per task and shot (`cost`)
 
-    def cost(self, programs, shots: int) -> float:
-        """List price in USD of the task: a task fee plus every executable's shots."""
+    def cost(self, programs, shots: int) -> float | None:
+        """List price in USD of the task: a task fee plus every executable's shots; None where PRICES
+        has no price for this device (an ARN of another device or of an on-demand simulator).
+        ValueError for folds on a real device (`check_zne`), which no task can run."""
         if self.local:
             return 0.0
-        vendor = next((v for v in ("rigetti", "ionq", "iqm") if v in self.name.lower()), None)
+        self.check_zne(any(p.kind == "fold" for p in programs))
+        known = {arn: name for name, arn in DEVICES.items()}.get(self.name, self.name)
+        if known not in DEVICES:
+            return None
         executions = sum(p.count for p in programs)
-        return PRICES["task"] + executions * shots * PRICES.get(vendor, 0.0)
+        return PRICES["task"] + executions * shots * PRICES[known]
 
     def noise(self, config: CircuitConfig) -> NoiseConfig | None:
         return self.noise_config
