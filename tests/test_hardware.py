@@ -3,6 +3,7 @@ and `qtl noise` paths around them that users trip on: accounts, estimates, JSON 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -189,3 +190,21 @@ def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, 
     for name in ("ionq/Forte-1", DEVICES["ionq/Forte-1"]):  # by name or by its ARN: 3 samples + 2 cals
         e = prepare(loaded, inputs, name, shots=10, mitigations=["readout"]).estimate
         assert e["cost_usd"] == pytest.approx(PRICES["task"] + 5 * 10 * PRICES["ionq/Forte-1"])
+
+
+def test_json_to_stdout_is_the_json_alone(capsys, ckpt, tiny, tmp_path):
+    """`--json -`: stdout parses as JSON (the table went before it); the table goes to stderr."""
+    code, out, err = run_cli(capsys, "hardware", "backends", "--no-real", "--json", "-")
+    assert code == 0 and "FakeManilaV2" in {r["name"] for r in json.loads(out)} and "status" in err
+    common = [ckpt, "--samples", 2, "--shots", 20, "--data", tiny, "--db", tmp_path / "r.db", "-q"]
+    code, out, err = run_cli(capsys, "hardware", "estimate", *common, "--json", "-")
+    assert code == 0 and json.loads(out)["executions"] == 2 and "device time" in err
+    code, out, err = run_cli(capsys, "hardware", "run", *common, "--mitigation", "none", "--json", "-")
+    report = json.loads(out)
+    assert code == 0 and report["results"][0]["mitigation"] == "none" and "expval_error" in err
+    code, out, _ = run_cli(
+        capsys, "hardware", "resume", report["job_id"], "--db", tmp_path / "r.db", "--json", "-"
+    )
+    assert code == 0 and json.loads(out)["job_id"] == report["job_id"]
+    code, out, _ = run_cli(capsys, "hardware", "run", *common, "--no-wait", "--json", "-")
+    assert code == 0 and json.loads(out)["status"] == "submitted"

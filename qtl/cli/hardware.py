@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_SHOTS = 4000
+JSON_HELP = "also write {} as JSON ('-': stdout holds the JSON alone, the table goes to stderr)"
 
 
 def add_parser(command, add_data_arg, add_db_arg) -> None:
@@ -47,7 +48,7 @@ def add_parser(command, add_data_arg, add_db_arg) -> None:
         "backends", "list the fake IBM backends, Braket's simulators and, with an account, devices"
     )
     q.add_argument("--no-real", action="store_true", help="do not ask IBM's service for real devices")
-    q.add_argument("--json", default=None, metavar="FILE", help="also write the list as JSON ('-': stdout)")
+    q.add_argument("--json", default=None, metavar="FILE", help=JSON_HELP.format("the list"))
 
     for name, what in (
         (
@@ -61,7 +62,7 @@ def add_parser(command, add_data_arg, add_db_arg) -> None:
         _add_run_args(q)
         add_data_arg(q)
         add_db_arg(q)
-        q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
+        q.add_argument("--json", default=None, metavar="FILE", help=JSON_HELP.format("the report"))
         if name == "run":
             q.add_argument(
                 "--no-wait",
@@ -72,7 +73,7 @@ def add_parser(command, add_data_arg, add_db_arg) -> None:
     q = subcommand("resume", "finish a submitted job from what the results database holds")
     q.add_argument("job_id", metavar="JOB_ID", help="the job's id, as 'qtl hardware jobs' lists it")
     add_db_arg(q)
-    q.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON ('-': stdout)")
+    q.add_argument("--json", default=None, metavar="FILE", help=JSON_HELP.format("the report"))
 
     q = subcommand("jobs", "list the hardware jobs of the results database with their state")
     add_db_arg(q)
@@ -139,6 +140,11 @@ def _write_json(doc, target: str | None) -> None:
         print(f"wrote {target}", file=sys.stderr)
 
 
+def _table_out(args):
+    """Where the text table goes: stdout, or stderr when `--json -` makes stdout the JSON alone."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
 def _backends(args, bar) -> int:
     from qtl.quantum.hardware.backends import ibm_account, list_backends
     from qtl.quantum.hardware.braket import DEVICES, LOCAL
@@ -147,10 +153,11 @@ def _backends(args, bar) -> int:
     rows = list_backends(real=not args.no_real, notes=notes)
     rows += [{"name": k, "kind": "braket", "qubits": None, "status": v} for k, v in LOCAL.items()]
     rows += [{"name": k, "kind": "braket", "qubits": None, "status": "AWS account"} for k in DEVICES]
-    print(f"{'name':<22}{'kind':<8}{'qubits':>7}  status")
+    out = _table_out(args)
+    print(f"{'name':<22}{'kind':<8}{'qubits':>7}  status", file=out)
     for r in rows:
         queue = f", {r['pending_jobs']} jobs queued" if "pending_jobs" in r else ""
-        print(f"{r['name']:<22}{r['kind']:<8}{r['qubits'] or '':>7}  {r['status']}{queue}")
+        print(f"{r['name']:<22}{r['kind']:<8}{r['qubits'] or '':>7}  {r['status']}{queue}", file=out)
     if not ibm_account():
         notes.append("no IBM Quantum account: real IBM devices are not listed (see docs/hardware.md)")
     for note in notes:
@@ -252,7 +259,7 @@ def format_report(r: dict) -> str:
 def _estimate(args, bar, dataset) -> int:
     plan = _plan(args, bar, dataset)
     bar.close()
-    print(format_estimate(plan.estimate))
+    print(format_estimate(plan.estimate), file=_table_out(args))
     _write_json(plan.estimate, args.json)
     return 0
 
@@ -267,7 +274,10 @@ def _run(args, bar, dataset) -> int:
         bar.close()
         print(f"job {job_id} submitted to {args.backend}; recorded in {db.path}", file=sys.stderr)
         if args.no_wait:
-            print(job_id)
+            if args.json == "-":  # stdout is JSON: the job, as there is no report yet
+                _write_json({"job_id": job_id, "backend": args.backend, "status": "submitted"}, "-")
+            else:
+                print(job_id)
             return 0
         bar.message("waiting for the job ...")
         return _show(collect(job_id, db, job), args, bar)
@@ -275,7 +285,7 @@ def _run(args, bar, dataset) -> int:
 
 def _show(report: dict, args, bar) -> int:
     bar.close()
-    print(format_report(report))
+    print(format_report(report), file=_table_out(args))
     _write_json(report, args.json)
     return 0
 
