@@ -510,6 +510,42 @@ def test_two_checkpoints_of_one_name_are_refused_by_both_servers(tmp_path, capsy
     assert list(ModelStore.load([a, a]).models) == ["m"]
 
 
+def test_a_folders_files_that_are_no_checkpoints_are_said_skipped(tmp_path, caplog):
+    """Serving a folder skipped its other *.pt files silently: each is one warning line with the reason."""
+    import logging
+
+    from test_export import tiny_checkpoint
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    good = tiny_checkpoint(folder / "good.pt", "linear", 2)
+    (folder / "notes.pt").write_text("not a checkpoint")
+    (folder / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    (folder / "readme.txt").write_text("not a .pt file: not a candidate")
+    with caplog.at_level(logging.WARNING, logger="qtl.deploy.models"):
+        assert list(ModelStore.load([folder]).models) == ["good"]
+    said = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[0] for line in said] == [
+        f"skipped {folder / 'cut.pt'}",
+        f"skipped {folder / 'notes.pt'}",
+    ]
+    assert all("\n" not in line and len(line.split(": ", 1)[1]) > 5 for line in said)
+    good.unlink()
+    done = subprocess.run(  # the program's own stderr (in this process pytest holds the log)
+        [sys.executable, "-m", "qtl", "serve", str(folder), "--port", "0"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and lines[-1] == f"qtl: error: no qtl checkpoints in {folder}"
+    assert [line.split(":")[:3] for line in lines[:-1]] == [
+        ["qtl", " warning", f" skipped {folder / 'cut.pt'}"],
+        ["qtl", " warning", f" skipped {folder / 'notes.pt'}"],
+    ]
+
+
 # ---- the command line
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from qtl.models.checkpoint import CheckpointError, LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,19 @@ def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
     """Checkpoint files from files and folders (a folder: its valid checkpoints, newest first), one per
     model name: a model is named by its file's stem, so CheckpointError for two files of one name in
     different folders (the same file given twice counts once). What the server (`ModelStore.load`) and
-    Ray Serve (`qtl.deploy.ray_serve.application`) serve."""
-    from qtl.models.store import list_checkpoints
+    Ray Serve (`qtl.deploy.ray_serve.application`) serve. Every other *.pt file of a folder is skipped
+    with a warning on this module's logger, one line each: its path and why it is no checkpoint."""
+    from qtl.models.store import scan_checkpoints
 
     paths: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            found = [info.path for info in list_checkpoints(source)]
+            found, skipped = scan_checkpoints(source)
+            for path, reason in skipped:
+                log.warning("skipped %s: %s", path, " ".join(reason.split()))
             if not found:
                 raise CheckpointError(f"no qtl checkpoints in {source}")
-            paths += found
+            paths += [info.path for info in found]
         else:
             paths.append(source)
     if not paths:
