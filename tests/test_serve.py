@@ -546,6 +546,16 @@ def test_a_folders_files_that_are_no_checkpoints_are_said_skipped(tmp_path, capl
     ]
 
 
+def test_the_address_of_a_server_on_port_0_names_the_port_it_opened():
+    from qtl.deploy.server import listen, listen_url
+
+    with listen("127.0.0.1", 0) as sock:
+        port = sock.getsockname()[1]
+        assert port != 0 and listen_url(sock) == f"http://127.0.0.1:{port}"
+    with listen("::1", 0) as sock:
+        assert listen_url(sock) == f"http://[::1]:{sock.getsockname()[1]}"
+
+
 # ---- the command line
 
 

@@ -253,6 +253,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def listen_url(sock: socket.socket) -> str:
+    """The http:// address a `listen` socket answers at, with the port it opened (`listen(host, 0)` takes
+    a free one: the address names that port, not 0)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def uvicorn_server(app: FastAPI, *, log_level: str = "warning"):
     """A uvicorn server for `app` (run it with `.run(sockets=[listen(host, port)])`)."""
     import uvicorn
