@@ -208,3 +208,29 @@ def test_json_to_stdout_is_the_json_alone(capsys, ckpt, tiny, tmp_path):
     assert code == 0 and json.loads(out)["job_id"] == report["job_id"]
     code, out, _ = run_cli(capsys, "hardware", "run", *common, "--no-wait", "--json", "-")
     assert code == 0 and json.loads(out)["status"] == "submitted"
+
+
+def test_the_backend_seed_is_the_noise_seed(capsys, ckpt, tiny, tmp_path):
+    """`qtl noise --noise-seed S` seeds the backend runs too (they were always seed 0): the JSON records
+    S for every row, the same seed repeats, and another seed draws other shots."""
+    from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep
+    from qtl.models.checkpoint import load_checkpoint
+    from qtl.quantum.noise import NoiseConfig
+
+    argv = ["noise", ckpt, "--strengths", 0, "--shots", 0, 20, "--backends", "FakeManilaV2"]
+    argv += ["--backend-shots", 16, "--noise-seed", 7, "--data", tiny, "-q", "--out", tmp_path / "n"]
+    assert run_cli(capsys, *argv)[0] == 0
+    rows = json.loads((tmp_path / "n.json").read_text())
+    assert [r["backend"] for r in rows] == ["native", "native", "FakeManilaV2"]
+    assert {r["noise"]["seed"] for r in rows} == {7}
+    loaded = load_checkpoint(ckpt)
+    inputs = head_inputs(loaded, tiny)
+
+    def on_backend(seed: int):
+        grid = noise_grid([0.0], [None], NoiseConfig(seed=seed))
+        (r,) = noise_sweep([loaded], [inputs], grid, backends=["FakeManilaV2"], backend_shots=[16])[1:]
+        assert r.backend == "FakeManilaV2" and r.noise.seed == seed and r.noise.shots == 16
+        return r.expvals
+
+    one, two = on_backend(1), on_backend(2)
+    assert torch.equal(one, on_backend(1)) and not torch.equal(one, two)

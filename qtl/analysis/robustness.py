@@ -201,13 +201,19 @@ def noise_sweep(
     backend_shots: Sequence[int] = (1024,),
     progress: Callable[[int, int], None] | None = None,
     refused: list | None = None,
+    seed: int | None = None,
 ) -> list[NoisyResult]:
     """Every model (with its own inputs) at every grid point, then on every backend at every shot count.
+
+    The backend runs are seeded (transpiler and shot simulator) with `seed`, else with the first grid
+    point's seed (`noise_grid` gives every point its base's seed: the CLI's --noise-seed), else 0.
 
     A model skips the grid points it cannot run (`_point_refusal`: the noisy ones where density matrices
     cannot hold it, `noise_refusal`; an exact ideal point runs on statevectors), and a backend narrower
     than its circuit (`backend_refusal`): each (model name, "noise" or the backend, reason) goes to
     `refused`, and the rest runs; without a `refused` list the first one raises ValueError instead."""
+    if seed is None:
+        seed = grid[0].seed if grid else 0
     jobs, skipped = [], []
     for m, x in zip(models, inputs, strict=True):
         first = {noise.is_ideal: noise for noise in reversed(grid)}  # one point of each kind
@@ -217,7 +223,7 @@ def noise_sweep(
     for m, x in zip(models, inputs, strict=True):
         for b in backends:
             reason = backend_refusal(m, b)
-            jobs += [] if reason else [(m, x, NoiseConfig(shots=s), b) for s in backend_shots]
+            jobs += [] if reason else [(m, x, NoiseConfig(shots=s, seed=seed), b) for s in backend_shots]
             skipped += [(m.name, backend_name(b), reason)] if reason else []
     if skipped and refused is None:
         raise ValueError(f"{skipped[0][0]}: {skipped[0][2]}")
