@@ -234,3 +234,23 @@ def test_the_backend_seed_is_the_noise_seed(capsys, ckpt, tiny, tmp_path):
 
     one, two = on_backend(1), on_backend(2)
     assert torch.equal(one, on_backend(1)) and not torch.equal(one, two)
+
+
+def test_cosmetics(capsys, ckpt, tiny):
+    """Words: a 1-qubit backend has "1 qubit" (not "1 qubits"), a fake backend "runs locally", a device
+    time under a second is in ms (was "0.0 s"), a job of "1 circuit"; and a bad --shots or --samples
+    fails before the split is read (here: a missing folder)."""
+    code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeArmonkV2", "--data", tiny, "-q")
+    assert "skipped q on FakeArmonkV2: FakeArmonkV2 has 1 qubit; its circuit needs 3" in err
+    code, out, _ = run_cli(
+        capsys, "hardware", "estimate", ckpt, "--samples", 2, "--shots", 10, "--data", tiny, "-q"
+    )
+    assert code == 0 and "(ibm, runs locally)" in out and "1 circuit," in out and " ms estimated" in out, out
+    assert "0.0 s" not in out
+    missing = tiny.parent / "nowhere"
+    for flag, value, message in (
+        ("--shots", 0, "shots must be between 1"),
+        ("--samples", 0, "samples must be"),
+    ):
+        code, _, err = run_cli(capsys, "hardware", "estimate", ckpt, flag, value, "--data", missing, "-q")
+        one_line(code, err, message)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_SHOTS = 4000
+MAX_SHOTS = 100_000  # as qtl.analysis.hardware_runs.prepare checks it
 JSON_HELP = "also write {} as JSON ('-': stdout holds the JSON alone, the table goes to stderr)"
 
 
@@ -173,6 +174,11 @@ def _plan(args, bar, dataset):
     from qtl.quantum.hardware.devices import open_device
     from qtl.quantum.hardware.mitigation import needs
 
+    # what the arguments alone decide fails before the backbone runs over the split
+    if not 1 <= args.shots <= MAX_SHOTS:
+        raise ValueError(f"shots must be between 1 and {MAX_SHOTS}, got {args.shots}")
+    if args.samples is not None and args.samples < 1:
+        raise ValueError(f"samples must be at least 1, got {args.samples}")
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
         raise ValueError(
@@ -202,27 +208,35 @@ def _plan(args, bar, dataset):
 
 
 def _seconds(value) -> str:
+    """Seconds in words: "n/a", "0.35 ms", "12.0 s", "14.2 min"."""
     if value is None:
         return "n/a"
+    if value < 1:
+        return f"{value * 1e3:.3g} ms"
     return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def format_estimate(e: dict) -> str:
     """The estimate as text lines."""
-    where = "local" if e["local"] else "the device"
+    where = "locally" if e["local"] else "on the device"
     if e["cost_usd"] is not None:
         cost = f", list price about ${e['cost_usd']:.2f}"
     elif e["provider"] == "braket" and not e["local"]:
         cost = ", list price not known to qtl (see https://aws.amazon.com/braket/pricing/)"
     else:
         cost = ""
+    time = "n/a" if e["device_seconds"] is None else f"{_seconds(e['device_seconds'])} estimated"
     lines = [
-        f"backend      {e['backend']} ({e['provider']}, runs on {where})",
-        f"job          {e['jobs']} job: {e['circuits']} circuits, {e['executions']} executions "
-        f"({e['samples']} samples as parameter sets) x {e['shots_per_execution']} shots "
-        f"= {e['total_shots']} shots",
+        f"backend      {e['backend']} ({e['provider']}, runs {where})",
+        f"job          {_count(e['jobs'], 'job')}: {_count(e['circuits'], 'circuit')}, "
+        f"{_count(e['executions'], 'execution')} ({_count(e['samples'], 'sample')} as parameter sets) "
+        f"x {e['shots_per_execution']} shots = {e['total_shots']} shots",
         f"compiled     depth {e['depth']}, {e['two_qubit_gates']} two-qubit gates, qubits {e['qubits']}",
-        f"device time  {_seconds(e['device_seconds'])} estimated{cost}",
+        f"device time  {time}{cost}",
         "",
         f"{'mitigation':<14}{'shots':>10}{'device time':>14}",
     ]

@@ -104,6 +104,11 @@ def fake_backend_names() -> list[str]:
     return list(_usable_fakes())
 
 
+def qubits(n: int) -> str:
+    """A backend's width in words: "1 qubit", "5 qubits"."""
+    return f"{n} qubit" + ("" if n == 1 else "s")
+
+
 def is_fake(name: str) -> bool:
     """Is `name` a fake backend's class name ("FakeManilaV2"), run locally rather than on a device?"""
     return name.startswith("Fake")
@@ -325,7 +330,7 @@ def backend_expvals(
     device = get_backend(backend)
     n = config.n_qubits
     if n > device.num_qubits:
-        raise ValueError(f"{device.name} has {device.num_qubits} qubits; the circuit needs {n}")
+        raise ValueError(f"{device.name} has {qubits(device.num_qubits)}; the circuit needs {n}")
     qc, x, w = qiskit_circuit(config)
     isa = transpile(qc, backend=device, optimization_level=optimization_level, seed_transpiler=seed)
     values = parameter_values(isa, x, w, angles, weights)  # (N, P)
