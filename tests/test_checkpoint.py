@@ -245,7 +245,9 @@ class TestBadFiles:
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
         onnx = tmp_path / "m.onnx"
         onnx.write_bytes(b"\x08\x08\x12\x07pytorch")  # an ONNX model's first fields
-        for path, runtime in ((scripted, "torchscript"), (onnx, "onnx")):
+        renamed = tmp_path / "m2.pt"  # and under a checkpoint's name, told by its bytes (it was "not a
+        renamed.write_bytes(onnx.read_bytes())  # qtl checkpoint (nor any file torch.save writes)")
+        for path, runtime in ((scripted, "torchscript"), (onnx, "onnx"), (renamed, "onnx")):
             for read in (load_checkpoint, read_checkpoint_info):
                 with pytest.raises(CheckpointError, match="load the .pt checkpoint it was exported") as err:
                     read(path)

@@ -309,6 +309,18 @@ def test_an_export_never_overwrites_a_checkpoint(tmp_path, capsys):
     assert load_exported(tmp_path / "v.pt.ts").class_names == ["c0", "c1"]
 
 
+def test_without_format_the_output_suffix_decides(tmp_path, capsys):
+    """-o m.torchscript writes TorchScript, -o m.onnx ONNX, and the line says which (--format's default,
+    onnx, overrode the suffix: -o m.torchscript wrote an ONNX file)."""
+    from qtl.models.checkpoint import file_kind
+
+    ckpt = tiny_checkpoint(tmp_path / "quantum.pt", "quantum", 2)
+    for name, fmt in (("m.torchscript", "torchscript"), ("m.onnx", "onnx")):
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / name)
+        assert code == 0, err
+        assert out.startswith(f"wrote {tmp_path / name} ({fmt},") and file_kind(tmp_path / name) == fmt
+
+
 def test_an_export_into_a_folder_is_named_as_the_checkpoint(tmp_path, capsys):
     """-o an existing folder writes the file inside it (it said "[Errno 21] Is a directory" of a
     temporary file)."""
@@ -341,11 +353,14 @@ def test_a_file_of_the_other_kind_says_which_it_is(tmp_path):
     way that runs it, before the runtime's own parse error."""
     ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
     scripted, onnx = (export_model(ckpt, tmp_path / f"m.{fmt}", fmt)[0] for fmt in ("torchscript", "onnx"))
+    renamed = tmp_path / "m2.torchscript"  # an ONNX file under TorchScript's suffix: told by its bytes
+    renamed.write_bytes(onnx.read_bytes())
     said = {
         (ckpt, "onnx"): "m.pt is not an ONNX file but a torch file: a qtl checkpoint runs without --runtime",
         (ckpt, "torchscript"): "m.pt is not a TorchScript file but a torch file",
         (scripted, "onnx"): "m.torchscript is not an ONNX file but a TorchScript file: --runtime torchscript",
-        (onnx, "torchscript"): "m.onnx is not a TorchScript file (--runtime onnx runs an ONNX file)",
+        (onnx, "torchscript"): "m.onnx is not a TorchScript file but an ONNX file: --runtime onnx runs it",
+        (renamed, "torchscript"): "m2.torchscript is not a TorchScript file but an ONNX file: --runtime onnx",
     }
     for (path, runtime), message in said.items():
         with pytest.raises(ValueError, match=re.escape(message)):

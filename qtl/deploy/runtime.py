@@ -108,9 +108,10 @@ def _mismatch(path: Path, runtime: str) -> str | None:
         return f"{path.name} is not {wanted} but a torch file: a qtl checkpoint runs without --runtime"
     if kind == "torchscript" and runtime == "onnx":
         return f"{path.name} is not {wanted} but a TorchScript file: --runtime torchscript runs it"
-    if kind in ("onnx", "other") and runtime == "torchscript":  # "onnx": sniffed, else by the suffix
-        onnx = kind == "onnx" or path.suffix.lower() == ".onnx"
-        return f"{path.name} is not {wanted}{' (--runtime onnx runs an ONNX file)' if onnx else ''}"
+    if kind == "onnx" and runtime == "torchscript":
+        return f"{path.name} is not {wanted} but an ONNX file: --runtime onnx runs it"
+    if kind == "other" and runtime == "torchscript":
+        return f"{path.name} is not {wanted}"
     return None
 
 

@@ -198,7 +198,8 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
 
 def file_kind(path: Path) -> str:
     """What a file is by its first bytes: "torchscript" (a TorchScript archive, as `qtl export` writes),
-    "torch" (a zip or a pickle, what torch.save writes; a damaged zip too), "unreadable", or "other"."""
+    "onnx" (an ONNX model: its protobuf opens with ir_version, then producer_name), "torch" (a zip or a
+    pickle, what torch.save writes; a damaged zip too), "unreadable", or "other"."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
@@ -209,6 +210,8 @@ def file_kind(path: Path) -> str:
         return "torch"  # damaged: torch.load says how
     except OSError:
         return "unreadable"
+    if len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] == 0x12:  # fields 1 (varint) and 2
+        return "onnx"
     return "torch" if head[:1] == b"\x80" else "other"  # pickle protocols 2+ start so
 
 
@@ -222,7 +225,7 @@ def _sniff(path: Path) -> None:
         raise CheckpointError(
             f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
         )
-    if kind == "other" and path.suffix.lower() == ".onnx":
+    if kind == "onnx" or kind == "other" and path.suffix.lower() == ".onnx":
         raise CheckpointError(
             f"{path.name} is an ONNX file {exported} (`qtl predict --runtime onnx` runs it)"
         )
