@@ -569,9 +569,8 @@ def test_qtl_serve_answers_curl_like_requests(tmp_path, jpeg, capsys):
     from test_export import tiny_checkpoint
 
     ckpt = tiny_checkpoint(tmp_path / "served.pt", "linear", 3)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qtl", "serve", str(ckpt), "--port", str(port), "--max-wait-ms", "1"],
+    proc = subprocess.Popen(  # port 0: a free one, which the address it prints names (it said :0)
+        [sys.executable, "-m", "qtl", "serve", str(ckpt), "--port", "0", "--max-wait-ms", "1"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
@@ -579,7 +578,12 @@ def test_qtl_serve_answers_curl_like_requests(tmp_path, jpeg, capsys):
         text=True,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
+        said = proc.stderr.readline()  # the first line, once the models are loaded
+        url = (
+            said.split(" at ", 1)[1].split()[0] if " at " in said else pytest.fail(said + proc.stderr.read())
+        )
+        port = int(url.rsplit(":", 1)[1])
+        assert said.startswith("serving served at http://127.0.0.1:") and port != 0
         deadline = time.monotonic() + 120
         while True:
             try:

@@ -343,15 +343,19 @@ def cmd_explain(args, bar: ProgressBar) -> int:
 
 
 def cmd_export(args, bar: ProgressBar) -> int:
-    from qtl.deploy.export import SUFFIXES, export_model
+    from qtl.deploy.export import SUFFIXES, export_format, export_model
 
     checkpoint = Path(args.checkpoint)
-    out = Path(args.output) if args.output else checkpoint.with_suffix(SUFFIXES[args.format])
-    path, meta = export_model(checkpoint, out, args.format)
+    if args.output:  # --format, else the file's suffix says (-o m.torchscript wrote ONNX)
+        out, fmt = Path(args.output), export_format(args.output, args.format)
+    else:
+        fmt = args.format or "onnx"
+        out = checkpoint.with_suffix(SUFFIXES[fmt])
+    path, meta = export_model(checkpoint, out, fmt)
     classes = ", ".join(meta["class_names"])
     pre = meta["preprocessing"]
     print(
-        f"wrote {path} ({args.format}, {path.stat().st_size / 2**20:.1f} MiB): {meta['variant']} on "
+        f"wrote {path} ({fmt}, {path.stat().st_size / 2**20:.1f} MiB): {meta['variant']} on "
         f"{meta['backbone']}, classes {classes}; input {meta['input']['name']} (batch, 3, {pre['crop']}, "
         f"{pre['crop']}): resize {pre['resize']} {pre['interpolation']}, crop {pre['crop']}, "
         f"mean {pre['mean']}, std {pre['std']}"
@@ -366,12 +370,13 @@ def cmd_serve(args, bar: ProgressBar) -> int:
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_images=args.max_images,
         max_pixels=args.max_pixels,
+        max_request_pixels=args.max_request_pixels,
         formats=tuple(args.formats),
     )
     batching = {"max_batch": args.max_batch, "max_wait_s": args.max_wait_ms / 1000, "workers": args.workers}
     device = str(resolve_device(args.device))
-    url = f"http://{args.host}:{args.port}"
     if args.ray:
+        url = f"http://{args.host}:{args.port}"
         from qtl.deploy.ray_serve import run_ray
 
         print(f"deploying {', '.join(args.models)} on Ray Serve at {url} (docs: {url}/docs)", file=sys.stderr)
@@ -388,9 +393,10 @@ def cmd_serve(args, bar: ProgressBar) -> int:
         )
         return 0
     from qtl.deploy.models import ModelStore
-    from qtl.deploy.server import create_app, listen, uvicorn_server
+    from qtl.deploy.server import create_app, listen, listen_url, uvicorn_server
 
     sock = listen(args.host, args.port)  # a busy port fails here, in one line, before models load
+    url = listen_url(sock)  # the port opened (--port 0: a free one, not 0)
     store = ModelStore.load(args.models, device)
     server = uvicorn_server(create_app(store, limits, **batching))
     print(f"serving {', '.join(store.models)} at {url} (docs: {url}/docs)", file=sys.stderr, flush=True)

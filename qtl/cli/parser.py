@@ -19,7 +19,7 @@ from qtl.config import (
     check_backbone_name,
 )
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS
-from qtl.deploy.limits import ServeLimits
+from qtl.deploy.limits import DEFAULT_REQUEST_PIXELS, ServeLimits
 from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
@@ -355,7 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         "TorchScript. Noisy models export exactly; shot sampling and MPS truncation are refused.",
     )
     p.add_argument("checkpoint", help="a .pt file written by qtl")
-    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="file format")
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=EXPORT_FORMATS,
+        help="file format (default: by -o's suffix, .onnx is ONNX and any other TorchScript; no -o: onnx)",
+    )
     p.add_argument(
         "--output",
         "-o",
@@ -440,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=limits.max_pixels,
         help="width x height of one image",
+    )
+    g.add_argument(
+        "--max-request-pixels",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help=f"width x height of all images of one request together (default {DEFAULT_REQUEST_PIXELS:,}, "
+        "or --max-pixels if larger)",
     )
     g.add_argument(
         "--formats", nargs="+", metavar="NAME", default=list(limits.formats), help="accepted image formats"

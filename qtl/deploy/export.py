@@ -112,6 +112,13 @@ def _torchscript_bytes(model: torch.nn.Module, metadata: dict) -> bytes:
     return buffer.getvalue()
 
 
+def export_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format an export to `path` takes: `fmt` where given, else by the suffix (".onnx" is ONNX,
+    anything else TorchScript; an existing folder gets ONNX)."""
+    path = Path(path)
+    return fmt or ("onnx" if path.is_dir() or path.suffix == ".onnx" else "torchscript")
+
+
 def export_model(
     checkpoint: str | Path | LoadedModel, path: str | Path, fmt: str | None = None
 ) -> tuple[Path, dict]:
@@ -130,11 +137,10 @@ def export_model(
     """
     path = Path(path)
     source = checkpoint.path if isinstance(checkpoint, LoadedModel) else Path(checkpoint)
+    fmt = export_format(path, fmt)
     if path.is_dir():
-        fmt = fmt or "onnx"
         name = source.stem if source is not None else checkpoint.name
         path = path / f"{name}{SUFFIXES.get(fmt, '')}"
-    fmt = fmt or ("onnx" if path.suffix == ".onnx" else "torchscript")
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     _check_output(path, source)
