@@ -47,12 +47,21 @@ def test_deep_grayscale_reads_as_its_8bit_image_everywhere(gray, tmp_path):
     keeps the top 8 bits instead, so every depth gives the 8-bit file's RGB pixels."""
     files = deep_files(gray, tmp_path)
     want = np.repeat(gray[..., None], 3, axis=2).astype(int)
+    from qtl.analysis.inference import as_images
+
     limits = ServeLimits(formats=("PNG", "TIFF"))
     for name, path in files.items():
         loaded = load_image(path)
         uploaded = decode_upload(path.read_bytes(), path.name, limits)
         portable = standalone.rgb(Image.open(path))
-        for decoder, image in (("load_image", loaded), ("decode_upload", uploaded), ("standalone", portable)):
+        (given,) = as_images(Image.open(path))  # a PIL image handed to predict() (the app's uploads)
+        decoders = (
+            ("load_image", loaded),
+            ("decode_upload", uploaded),
+            ("standalone", portable),
+            ("predict", given),
+        )
+        for decoder, image in decoders:
             assert image.mode == "RGB", (name, decoder)
             assert np.abs(np.asarray(image).astype(int) - want).max() <= 1, (name, decoder)
 

@@ -66,10 +66,12 @@ def thumbnail(path: str, mtime: float) -> bytes | None:
 
     from PIL import Image, UnidentifiedImageError
 
+    from qtl.data.images import to_rgb
+
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
-            im = im.convert("RGB")
+            im = to_rgb(im)  # a 16-bit thumbnail as the model sees it, not white
             im.thumbnail((THUMB_PX, THUMB_PX))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)

@@ -23,7 +23,7 @@ from PIL import Image
 from qtl.config import DataRegime
 from qtl.data.feed import IMAGE_EVAL_BATCH, FeatureBatches, eval_batch_size, eval_batches, logits
 from qtl.data.folders import validate_dataset
-from qtl.data.images import load_image
+from qtl.data.images import load_image, to_rgb
 from qtl.models.backbones import transform_from_params, transform_params
 from qtl.models.checkpoint import LoadedModel
 from qtl.training.metrics import compute_metrics
@@ -60,7 +60,7 @@ def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
     out = []
     for im in images:
         if isinstance(im, Image.Image):
-            out.append(im if im.mode == "RGB" else im.convert("RGB"))
+            out.append(im if im.mode == "RGB" else to_rgb(im))  # 16-bit grayscale kept, not clipped
         else:
             out.append(load_image(im))
     if not out:
