@@ -91,8 +91,10 @@ if not models:
     st.info("Load a `quantum` or `hybrid` checkpoint (Checkpoints page) to run it on a device.")
 else:
     try:
-        local, real = hardware.devices()
+        local, real, notes = hardware.devices()
     except ImportError as exc:
         st.info(str(exc))
     else:
+        for note in notes:  # an IBM account that cannot be used: the local devices still run
+            st.warning(note)
         show(models, local, real)

@@ -4,6 +4,7 @@ real device (a service double) only behind a confirmation that shows the estimat
 from __future__ import annotations
 
 import pytest
+import streamlit as st
 from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
 from test_hardware_runs import with_account
 
@@ -75,6 +76,21 @@ def test_real_device_needs_a_confirmation(app_env, quantum, monkeypatch):  # noq
     at.button(key=f"hw_fetch_{job_id}").click().run()
     assert not at.exception, at.exception
     assert list(at.dataframe[0].value["run"])[-1] == "fake_manila, readout"
+
+
+def test_an_ibm_account_that_cannot_be_used_leaves_the_local_devices(app_env, quantum, monkeypatch):  # noqa: F811
+    """A rejected token: the page says why in one line and runs the local devices (it was an
+    InvalidAccountError traceback, then a one-line AccountError that ended the page)."""
+    import qiskit_ibm_runtime
+    from test_hardware import RefusedService
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "bogus")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", RefusedService)
+    st.cache_data.clear()  # the devices another test's account listed
+    at = app("hardware", {"loaded": [quantum]})
+    assert not at.exception, at.exception
+    assert any("could not be used" in w.value and "\n" not in w.value for w in at.warning)
+    assert "FakeManilaV2" in at.selectbox(key="hw_backend").options
 
 
 def test_without_a_quantum_checkpoint_says_why(app_env):  # noqa: F811

@@ -20,10 +20,12 @@ LOCAL_BRAKET = ("braket_sv", "braket_dm")
 
 
 @st.cache_data(ttl=300, show_spinner="Asking IBM Quantum for its devices ...")
-def _ibm_devices() -> list[str]:
+def _ibm_devices() -> tuple[list[str], list[str]]:
+    """(the account's IBM devices, notes): an account that cannot be used gives none and says why."""
     from qtl.quantum.hardware.backends import list_backends
 
-    return [r["name"] for r in list_backends(real=True) if r["kind"] == "ibm"]
+    notes: list[str] = []
+    return [r["name"] for r in list_backends(real=True, notes=notes) if r["kind"] == "ibm"], notes
 
 
 def _aws_credentials() -> bool:
@@ -34,17 +36,18 @@ def _aws_credentials() -> bool:
     return boto3.Session().get_credentials() is not None
 
 
-def devices() -> tuple[list[str], list[str]]:
-    """(local devices, real devices) this session may pick; real ones only outside demo mode and with an
-    account. Raises ImportError (HardwareUnavailableError) without the hardware extra."""
+def devices() -> tuple[list[str], list[str], list[str]]:
+    """(local devices, real devices, notes) this session may pick; real ones only outside demo mode and
+    with an account; notes: why an account's devices are missing (a rejected token, no connection).
+    Raises ImportError (HardwareUnavailableError) without the hardware extra."""
     from qtl.quantum.hardware.backends import fake_backend_names, ibm_account
     from qtl.quantum.hardware.braket import DEVICES
 
     local = fake_backend_names() + list(LOCAL_BRAKET)
     if settings().demo:
-        return local, []
-    real = _ibm_devices() if ibm_account() else []
-    return local, real + (list(DEVICES) if _aws_credentials() else [])
+        return local, [], []
+    real, notes = _ibm_devices() if ibm_account() else ([], [])
+    return local, real + (list(DEVICES) if _aws_credentials() else []), notes
 
 
 def bounds() -> tuple[tuple[int, ...], tuple[int | None, ...]]:
