@@ -663,7 +663,7 @@ class TestNoisePage:
         assert not at.exception
         (row,) = at.dataframe[0].value["checkpoint"]
         assert checkpoints["quantum-0"].stem in row
-        said = "wide6**: cannot run it there: FakeManilaV2 has 5 qubits; its circuit needs 6."
+        said = "wide6**: cannot run it there: FakeManilaV2 has 5 qubits; the circuit needs 6."
         assert said in texts(at.warning)
         at.run()
         assert said in texts(at.warning)

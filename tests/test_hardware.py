@@ -241,7 +241,7 @@ def test_cosmetics(capsys, ckpt, tiny):
     time under a second is in ms (was "0.0 s"), a job of "1 circuit"; and a bad --shots or --samples
     fails before the split is read (here: a missing folder)."""
     code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeArmonkV2", "--data", tiny, "-q")
-    assert "skipped q on FakeArmonkV2: FakeArmonkV2 has 1 qubit; its circuit needs 3" in err
+    assert "skipped q on FakeArmonkV2: FakeArmonkV2 has 1 qubit; the circuit needs 3" in err
     code, out, _ = run_cli(
         capsys, "hardware", "estimate", ckpt, "--samples", 2, "--shots", 10, "--data", tiny, "-q"
     )

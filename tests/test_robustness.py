@@ -127,7 +127,7 @@ class TestNoiseCommand:
             "--backends", "FakeManilaV2", "--backend-shots", 50, "--out", prefix, "-q",
         )  # fmt: skip
         assert code == 0, err
-        assert "skipped q6 on FakeManilaV2: FakeManilaV2 has 5 qubits; its circuit needs 6" in err
+        assert "skipped q6 on FakeManilaV2: FakeManilaV2 has 5 qubits; the circuit needs 6" in err
         assert "skipped q30 under noise: its 30-qubit circuit is too wide" in err
         rows = json.loads(prefix.with_suffix(".json").read_text())
         assert sorted((r["model"], r["backend"]) for r in rows) == [

@@ -56,12 +56,23 @@ class Plan:
     estimate: dict = field(default_factory=dict)
 
 
+MAX_SHOTS = 100_000  # per execution, what `prepare` takes
+
+
+def check_request(shots: int | None = None, samples: int | None = None) -> None:
+    """ValueError, in one line, for shots outside 1..MAX_SHOTS or fewer than 1 sample (`prepare` and
+    `select` check them; the CLI before any feature is computed)."""
+    if shots is not None and not 1 <= shots <= MAX_SHOTS:
+        raise ValueError(f"shots must be between 1 and {MAX_SHOTS}, got {shots}")
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+
+
 def select(inputs: HeadInputs, samples: int | None, seed: int = 0) -> HeadInputs:
     """A seeded random subset of `samples` inputs (in their original order); all of them for None."""
+    check_request(samples=samples)
     if samples is None or samples >= len(inputs.labels):
         return inputs
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
     keep = torch.randperm(len(inputs.labels), generator=torch.Generator().manual_seed(seed))[:samples]
     keep = keep.sort().values
     return HeadInputs(inputs.angles[keep], inputs.labels[keep], [inputs.paths[i] for i in keep.tolist()])
@@ -102,8 +113,7 @@ def prepare(
     local simulator (braket_dm), for a name."""
     if not loaded.model_config.is_quantum:
         raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
-    if not 1 <= shots <= 100_000:
-        raise ValueError(f"shots must be between 1 and 100000, got {shots}")
+    check_request(shots=shots)
     mitigations = check_mitigations(mitigations)
     extrapolate(np.zeros((len(SCALE_FACTORS), 1, 1)), method=extrapolation)  # an unknown name fails now
     device = open_device(backend, noise) if isinstance(backend, str) else backend

@@ -166,14 +166,13 @@ def noise_grid(
 def backend_refusal(loaded: LoadedModel, backend) -> str | None:
     """Why `evaluate_noise` cannot run this checkpoint's circuit on `backend` (a fake backend's name or a
     Qiskit backend), in one line; None when it can: a backend with fewer qubits than the circuit."""
-    from qtl.quantum.hardware.backends import get_backend, qubits
+    from qtl.quantum.hardware.backends import get_backend
+    from qtl.quantum.hardware.devices import width_refusal
 
     if not loaded.model_config.is_quantum:
         return f"a {loaded.variant!r} model has no circuit"
-    device, n = get_backend(backend), loaded.model_config.circuit.n_qubits
-    if n > device.num_qubits:
-        return f"{backend_name(backend)} has {qubits(device.num_qubits)}; its circuit needs {n}"
-    return None
+    device = get_backend(backend)
+    return width_refusal(backend_name(backend), device.num_qubits, loaded.model_config.circuit.n_qubits)
 
 
 def backend_name(backend) -> str:

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 DEFAULT_SHOTS = 4000
-MAX_SHOTS = 100_000  # as qtl.analysis.hardware_runs.prepare checks it
 JSON_HELP = "also write {} as JSON ('-': stdout holds the JSON alone, the table goes to stderr)"
 
 
@@ -168,17 +167,13 @@ def _backends(args, bar) -> int:
 
 
 def _plan(args, bar, dataset):
-    from qtl.analysis.hardware_runs import prepare, select
+    from qtl.analysis.hardware_runs import check_request, prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.hardware.devices import open_device
     from qtl.quantum.hardware.mitigation import needs
 
-    # what the arguments alone decide fails before the backbone runs over the split
-    if not 1 <= args.shots <= MAX_SHOTS:
-        raise ValueError(f"shots must be between 1 and {MAX_SHOTS}, got {args.shots}")
-    if args.samples is not None and args.samples < 1:
-        raise ValueError(f"samples must be at least 1, got {args.samples}")
+    check_request(args.shots, args.samples)  # what the arguments alone decide, before the backbone runs
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
         raise ValueError(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from qtl.quantum.circuit import CircuitConfig, gates
+from qtl.quantum.hardware.devices import width_refusal
 
 # Qiskit (the `hardware` extra) is imported inside each function: this module imports without it.
 
@@ -102,11 +103,6 @@ def fake_backend_names() -> list[str]:
     per process (about 2 s)."""
     _fake_provider()
     return list(_usable_fakes())
-
-
-def qubits(n: int) -> str:
-    """A backend's width in words: "1 qubit", "5 qubits"."""
-    return f"{n} qubit" + ("" if n == 1 else "s")
 
 
 def is_fake(name: str) -> bool:
@@ -327,10 +323,9 @@ def backend_expvals(
     from qiskit_ibm_runtime import SamplerV2
     from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
-    device = get_backend(backend)
-    n = config.n_qubits
-    if n > device.num_qubits:
-        raise ValueError(f"{device.name} has {qubits(device.num_qubits)}; the circuit needs {n}")
+    device, n = get_backend(backend), config.n_qubits
+    if refusal := width_refusal(device.name, device.num_qubits, n):
+        raise ValueError(refusal)
     qc, x, w = qiskit_circuit(config)
     isa = transpile(qc, backend=device, optimization_level=optimization_level, seed_transpiler=seed)
     values = parameter_values(isa, x, w, angles, weights)  # (N, P)
