@@ -92,3 +92,34 @@ def hymenoptera_dir() -> Path:
 def tiny_image_folder(tmp_path) -> Path:
     """A 2-class dataset with 6 train and 4 val images per class."""
     return make_image_folder(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def hw_data(tmp_path_factory) -> Path:
+    """A tiny image folder for the hardware tests (test_hardware*.py)."""
+    return make_image_folder(tmp_path_factory.mktemp("hw") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def hw_ckpt(hw_data, tmp_path_factory) -> Path:
+    """A 3-qubit, depth-2 quantum checkpoint trained noise-aware for FakeManilaV2 (`--noise-from`), 1
+    epoch on `hw_data`."""
+    from qtl import cli
+
+    path = tmp_path_factory.mktemp("hw-ckpt") / "q.pt"
+    argv = [
+        "train",
+        "quantum",
+        "--random-init",
+        "--data",
+        hw_data,
+        "--epochs",
+        1,
+        "--qubits",
+        3,
+        "--depth",
+        2,
+    ]
+    argv += ["--lr", 0.01, "--batch-size", 4, "--noise-from", "FakeManilaV2", "-q", "--out", path]
+    assert cli.main([str(a) for a in argv]) == 0
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
+from conftest import run_cli
 
 from qtl import cli
 from qtl.quantum.circuit import CircuitConfig
@@ -65,18 +65,15 @@ NO_MEASURE = (
 ).split()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("hw") / "tiny")
+@pytest.fixture(scope="session")
+def tiny(hw_data) -> Path:
+    return hw_data
 
 
-@pytest.fixture(scope="module")
-def ckpt(tiny, tmp_path_factory) -> Path:
-    """A 3-qubit, depth-2 quantum checkpoint, 1 epoch on the tiny folder."""
-    path = tmp_path_factory.mktemp("hw-ckpt") / "q.pt"
-    argv = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 3, "--depth", 2]
-    assert cli.main([str(a) for a in [*argv, "--batch-size", 4, "-q", "--out", path]]) == 0
-    return path
+@pytest.fixture(scope="session")
+def ckpt(hw_ckpt) -> Path:
+    """conftest's 3-qubit, depth-2 checkpoint (trained for FakeManilaV2), shared with test_hardware_runs."""
+    return hw_ckpt
 
 
 def one_line(code: int, err: str, *words: str) -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
+from conftest import run_cli
 
-from qtl import cli
 from qtl.analysis.hardware_runs import collect, prepare, submit
 from qtl.analysis.robustness import head_inputs
 from qtl.experiments.database import ResultsDB
@@ -26,19 +25,15 @@ from qtl.quantum.hardware.calibration import noise_from_backend
 SENTINEL = "qtl-test-token-5f1c9a7e"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("hw") / "tiny")
+@pytest.fixture(scope="session")
+def tiny(hw_data) -> Path:
+    return hw_data
 
 
-@pytest.fixture(scope="module")
-def ckpt(tiny, tmp_path_factory) -> Path:
-    """A quantum checkpoint trained noise-aware for FakeManilaV2 (`--noise-from`), 1 epoch."""
-    path = tmp_path_factory.mktemp("hw-ckpt") / "q.pt"
-    argv = ["train", "quantum", "--random-init", "--data", tiny, "--epochs", 1, "--qubits", 3, "--depth", 2]
-    argv += ["--lr", 0.01, "--batch-size", 4, "--noise-from", "FakeManilaV2", "-q", "--out", path]
-    assert cli.main([str(a) for a in argv]) == 0
-    return path
+@pytest.fixture(scope="session")
+def ckpt(hw_ckpt) -> Path:
+    """conftest's quantum checkpoint trained noise-aware for FakeManilaV2 (`--noise-from`), 1 epoch."""
+    return hw_ckpt
 
 
 @pytest.fixture(scope="module")
