@@ -167,7 +167,7 @@ def backend_refusal(loaded: LoadedModel, backend) -> str | None:
     """Why `evaluate_noise` cannot run this checkpoint's circuit on `backend` (a fake backend's name or a
     Qiskit backend), in one line; None when it can: a backend with fewer qubits than the circuit."""
     from qtl.quantum.hardware.backends import get_backend
-    from qtl.quantum.hardware.devices import width_refusal
+    from qtl.quantum.hardware.programs import width_refusal
 
     if not loaded.model_config.is_quantum:
         return f"a {loaded.variant!r} model has no circuit"

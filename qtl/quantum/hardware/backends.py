@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from qtl.quantum.circuit import CircuitConfig, gates
-from qtl.quantum.hardware.devices import width_refusal
+from qtl.quantum.hardware.programs import width_refusal
 
 # Qiskit (the `hardware` extra) is imported inside each function: this module imports without it.
 

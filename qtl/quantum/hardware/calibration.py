@@ -54,7 +54,7 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     from qiskit import transpile
 
     from qtl.quantum.hardware.backends import get_backend, qiskit_circuit
-    from qtl.quantum.hardware.devices import width_refusal
+    from qtl.quantum.hardware.programs import width_refusal
 
     name = backend if isinstance(backend, str) else backend.name
     backend = get_backend(backend)

@@ -33,10 +33,3 @@ def open_device(name: str, noise=None):
     from qtl.quantum.hardware.ibm import IBMDevice
 
     return IBMDevice(name)
-
-
-def width_refusal(name: str, available: int, needed: int) -> str | None:
-    """Why a device of `available` qubits cannot run a circuit of `needed`, in one line, or None."""
-    if needed <= available:
-        return None
-    return f"{name} has {available} qubit{'s' if available != 1 else ''}; the circuit needs {needed}"

@@ -17,8 +17,7 @@ from qtl.quantum.hardware.backends import (
     qiskit_circuit,
     simulator_options,
 )
-from qtl.quantum.hardware.devices import width_refusal
-from qtl.quantum.hardware.programs import Compiled, Program, by_program
+from qtl.quantum.hardware.programs import Compiled, Program, by_program, width_refusal
 
 
 class IBMDevice:

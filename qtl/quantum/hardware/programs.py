@@ -1,6 +1,7 @@
-"""What a device job holds: the circuit compiled once (`Compiled`) and the kinds of circuits it runs
-(`Program`: the samples, each sample's folds, the readout calibration). Plain data, shared by the IBM and
-Braket devices (`qtl.quantum.hardware.devices`) and the runs that score their jobs."""
+"""What a device job holds: the circuit compiled once (`Compiled`; `width_refusal` where a device is too
+narrow for it) and the kinds of circuits it runs (`Program`: the samples, each sample's folds, the readout
+calibration). Plain data, shared by the IBM and Braket devices (`qtl.quantum.hardware.devices`) and the
+runs that score their jobs."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ def by_program(per_circuit: list[np.ndarray], programs: list[Program]) -> list[n
         out.append(np.concatenate(per_circuit[i : i + take]))
         i += take
     return out
+
+
+def width_refusal(name: str, available: int, needed: int) -> str | None:
+    """Why a device of `available` qubits cannot run a circuit of `needed`, in one line, or None."""
+    if needed <= available:
+        return None
+    return f"{name} has {available} qubit{'s' if available != 1 else ''}; the circuit needs {needed}"
