@@ -3,7 +3,7 @@ database: heatmap over qubits x depth, confidence intervals, paired comparisons,
 
 import streamlit as st
 
-from qtl.experiments.stats import cells, comparisons
+from qtl.experiments.stats import cells, comparisons, settings_apart
 from ui import charts, experiments, findings, tables, widgets
 from ui.settings import settings
 
@@ -66,7 +66,8 @@ if rows:
         st.altair_chart(charts.width_chart(cell_list), width="stretch")
         st.caption("Each point: mean val accuracy over seeds with its 95% CI; hover for the training time.")
     st.subheader("Quantum vs controls, paired by seed")
-    st.dataframe(tables.comparison_table(comparisons(rows)), hide_index=True, width="stretch")
+    apart = settings_apart(cell_list)
+    st.dataframe(tables.comparison_table(comparisons(rows), apart), hide_index=True, width="stretch")
     st.caption(
         "Difference = quantum − control on the same seed; 95% CI of the mean difference; paired t-test, "
         "p adjusted over every comparison shown (Benjamini-Hochberg)."

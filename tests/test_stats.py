@@ -232,6 +232,19 @@ def test_cells_that_differ_only_in_unnamed_settings_are_named_apart():
     assert "0.705 ± 0.007" in tables and "0.905 ± 0.007" in tables
     one = format_report(rows("quantum", 0.01, 0.7, **quantum) + rows("linear", 0.05, 0.8))
     assert "lr" not in one  # each variant at its own recipe: nothing to tell apart
+    # an ideal cell (noise None) and a noisy one are apart too (None was not counted: one name, and the
+    # Markdown grid showed the ideal cell only)
+    ideal = rows("quantum", 0.01, 0.7, **quantum)
+    noisy = [{**r, "noise": "dep 0.05", "val_acc": r["val_acc"] - 0.2} for r in ideal]
+    tables = markdown_report(ideal + noisy)
+    assert "**quantum** b noise-free (" in tables and "**quantum** b noise dep 0.05 (" in tables
+    assert "0.505 ± 0.007" in tables
+    # a report names a quantum cell alike in its cell lines and its comparisons (two linear recipes:
+    # the cells read "... epochs 30", the comparison "quantum 4q d2 b vs linear")
+    both_linear = [{**r, "epochs": 30} for r in ideal] + rows("linear", 0.05, 0.6, epochs=10)
+    both_linear += rows("linear", 0.05, 0.65, epochs=30)
+    text = format_report(both_linear)
+    assert "quantum 4q d2 b epochs 30 " in text and "quantum 4q d2 b epochs 30 vs linear" in text
 
 
 def test_the_report_cuts_an_accuracy_interval_at_0_and_1():

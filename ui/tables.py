@@ -108,9 +108,9 @@ def lab_table(results: list):
     )
 
 
-def comparison_table(comps: list[dict]):
+def comparison_table(comps: list[dict], apart: list[str] | None = None):
     """A dataframe of qtl.experiments.stats.comparisons: one row per quantum cell and control, with the
-    verdict."""
+    verdict; the quantum cells named as the page names its cells (`apart`: `stats.settings_apart`)."""
     import pandas as pd
 
     from qtl.experiments.stats import cell_names
@@ -137,7 +137,7 @@ def comparison_table(comps: list[dict]):
                 f"power for ±{c.get('effect', 0):.2f}": num(c.get("power"), ".2f"),
                 "seeds for 80% power": seeds_needed(c),
             }
-            for c, name in zip(comps, cell_names([c["quantum"] for c in comps]), strict=True)
+            for c, name in zip(comps, cell_names([c["quantum"] for c in comps], apart), strict=True)
         ]
     )
 

@@ -362,21 +362,23 @@ def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFF
     its power analysis."""
     lines = [f"{metric} per cell (mean ± std over seeds, 95% CI, cut at 0 and 1)"]
     cell_list = cells(rows, metric)
-    for c, name in zip(cell_list, cell_names(cell_list), strict=True):
+    apart = settings_apart(cell_list)  # one naming for the cells and the comparisons' cells
+    for c, name in zip(cell_list, cell_names(cell_list, apart), strict=True):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
         low, high = (None, None) if c["ci_low"] is None else (max(0.0, c["ci_low"]), min(1.0, c["ci_high"]))
         ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"  # an accuracy's interval: within [0, 1]
         lines.append(f"  {name:<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
-        lines += ["", *format_comparisons(comps)]
+        lines += ["", *format_comparisons(comps, apart)]
     return "\n".join(lines)
 
 
-def format_comparisons(comps: list[dict]) -> list[str]:
-    """`comparisons` as text lines: each test, then its power analysis, then the count significant."""
+def format_comparisons(comps: list[dict], apart: list[str] | None = None) -> list[str]:
+    """`comparisons` as text lines: each test, then its power analysis, then the count significant;
+    the quantum cells named by `cell_names` with `apart`."""
     lines = ["quantum vs controls, paired by seed (difference = quantum - control)"]
-    for c, quantum in zip(comps, cell_names([c["quantum"] for c in comps]), strict=True):
+    for c, quantum in zip(comps, cell_names([c["quantum"] for c in comps], apart), strict=True):
         diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
         ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
         p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
@@ -416,39 +418,39 @@ n_classes) are named where cells differ in them (`settings_apart`)."""
 
 def settings_apart(cell_list: list[dict]) -> list[str]:
     """The CELL_KEYS that `cell_name` leaves out and that tell apart some cells of `cell_list` it names
-    alike (where each variant has its own recipe, lr and epochs differ between names, not within one)."""
+    alike, None a value like any other (an ideal cell's noise is None, a noisy one's is not); where each
+    variant has its own recipe, lr and epochs differ between names, not within one, and stay unnamed."""
     groups: dict[str, list[dict]] = {}
     for c in cell_list:
         groups.setdefault(cell_name(c), []).append(c)
     return [
         k
         for k in CELL_KEYS
-        if k not in NAMED_KEYS
-        and any(len({c.get(k) for c in group if c.get(k) is not None}) > 1 for group in groups.values())
+        if k not in NAMED_KEYS and any(len({c.get(k) for c in group}) > 1 for group in groups.values())
     ]
 
 
 def _setting(key: str, value) -> str:
+    if value is None:
+        return "noise-free" if key == "noise" else f"{key} default"
     if key == "n_classes":
         return f"{value} classes"
-    return (
-        f"{value} weights"
-        if key == "weights"
-        else f"{key} {value:g}"
-        if isinstance(value, float)
-        else f"{key} {value}"
-    )
+    if key == "weights":
+        return f"{value} weights"
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
 
 
 def settings_text(cell: dict, apart: list[str]) -> str:
-    """The cell's values of the settings `apart`, e.g. "lr 0.001 epochs 30" ("" for none)."""
-    return " ".join(_setting(k, cell[k]) for k in apart if cell.get(k) is not None)
+    """The cell's values of the settings `apart`, e.g. "lr 0.001 epochs 30" or "noise-free" ("" for
+    none apart)."""
+    return " ".join(_setting(k, cell.get(k)) for k in apart)
 
 
-def cell_names(cell_list: list[dict]) -> list[str]:
-    """`cell_name` of each cell, with the settings it leaves out where these cells differ in them, so that
-    no two cells share a name: "quantum 4q d6 resnet18 lr 0.001" and "... lr 0.01"."""
-    apart = settings_apart(cell_list)
+def cell_names(cell_list: list[dict], apart: list[str] | None = None) -> list[str]:
+    """`cell_name` of each cell, with the settings it leaves out where cells differ in them (`apart`,
+    by default `settings_apart(cell_list)`; a report passes its cells' own to name its comparisons' cells
+    the same way), so that no two cells share a name: "quantum 4q d6 resnet18 lr 0.001" and "... lr 0.01"."""
+    apart = settings_apart(cell_list) if apart is None else apart
     return [cell_name(c, settings_text(c, apart)) for c in cell_list]
 
 
@@ -487,7 +489,7 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
     comps = comparisons(rows, metric, effect=effect)
     if comps:
         out += comparison_header(effect)
-        names = cell_names([c["quantum"] for c in comps])
+        names = cell_names([c["quantum"] for c in comps], apart)
         out += [comparison_line(c, name) for c, name in zip(comps, names, strict=True)]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
