@@ -73,6 +73,32 @@ def test_each_quantum_configuration_keeps_its_own_answer(rows):
     assert "**dressed circuit**:" in conclusion(findings(rows)[0])  # one configuration: its plain name
 
 
+@pytest.mark.parametrize("apart", ["noise", "backbone"])
+def test_heads_that_differ_in_what_cell_name_leaves_out_are_told_apart(rows, apart):
+    """An ideal and a noisy circuit, or one circuit on two backbones, in one regime: two heads in the
+    conclusion and the answer grid, and two rows of the cell table (one name each, where both read
+    "dressed circuit" and "quantum 4q d6" and the grid kept the last one's number)."""
+    from qtl.experiments.findings import _answer_grid, _cell_table
+
+    base = [r for r in rows if r["variant"] in ("quantum", "dressed-classical") and not r.get("per_class")]
+    if apart == "noise":
+        other = [
+            {**r, "noise": "dep 0.1", "test_acc": r["test_acc"] - 0.3}
+            for r in base
+            if r["variant"] == "quantum"
+        ]
+        names = ("quantum 4q d6 noise-free", "quantum 4q d6 noise dep 0.1")
+    else:
+        other = [{**r, "backbone": "vit", "test_acc": r["test_acc"] - 0.3} for r in base]
+        names = ("quantum 4q d6 b", "quantum 4q d6 vit")
+    (section,) = findings(base + other)
+    text = conclusion(section)
+    assert all(f"**dressed circuit ({n})**" in text for n in names), text
+    assert len(_answer_grid([section])) == 2 + 2
+    table = [line.split(" | ")[0].lstrip("| ") for line in _cell_table(section)[2:]]
+    assert len(table) == len(set(table)) and set(names) <= set(table)
+
+
 def test_qtl_study_writes_the_document_from_a_database_it_never_changes(rows, tmp_path, capsys):
     """The rows go into a results database through its own API; `qtl study` writes the Markdown: the
     spec, the answer table, one part per regime with its comparisons and power; the file is untouched."""

@@ -29,6 +29,8 @@ from qtl.experiments.stats import (
     comparison_header,
     comparison_line,
     comparisons,
+    settings_apart,
+    settings_text,
 )
 
 SECTION_KEYS = ("dataset", "n_classes", "split", "per_class", "label_noise", "feature_dim")
@@ -73,15 +75,22 @@ def findings(rows: list[dict], metric: str = "test_acc", effect: float = EFFECT)
     full width, then narrower), each with its cells and its quantum cells' comparisons (`verdict` added)."""
     rows = [r for r in rows if r.get(metric) is not None]
     comps = comparisons(rows, metric, effect=effect)
+    all_cells = cells(rows, metric)
+    # one naming for the whole study: the settings that tell its cells apart, the backbone where several
+    apart = [k for k in settings_apart(all_cells) if k not in SECTION_KEYS]  # a section's title names those
+    backbones = len({c.get("backbone") for c in all_cells}) > 1
+    for cell in all_cells:
+        cell["short"] = _short(cell, apart, backbones)
     configs: dict[str, set[str]] = {}  # kind of head -> its configurations in the study
     for c in comps:
         c["verdict_word"] = verdict(c)
-        configs.setdefault(_kind(c["quantum"]), set()).add(_short(c["quantum"]))
+        c["quantum_name"] = _short(c["quantum"], apart, backbones)
+        configs.setdefault(_kind(c["quantum"]), set()).add(c["quantum_name"])
     for c in comps:  # a kind run in one configuration keeps its plain name, else each names its own
         kind = _kind(c["quantum"])
-        c["head"] = kind if len(configs[kind]) == 1 else f"{kind} ({_short(c['quantum'])})"
+        c["head"] = kind if len(configs[kind]) == 1 else f"{kind} ({c['quantum_name']})"
     sections: dict[tuple, Section] = {}
-    for cell in cells(rows, metric):
+    for cell in all_cells:
         key = tuple(cell.get(k) for k in SECTION_KEYS)
         sections.setdefault(key, Section(dict(zip(SECTION_KEYS, key, strict=True)))).cells.append(cell)
     for c in comps:
@@ -157,15 +166,18 @@ def _cell_table(section: Section) -> list[str]:
     for c in section.cells:
         ci = "" if c["ci_low"] is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
         val = "" if c.get("val_mean") is None else f"{c['val_mean']:.3f}"
-        lines.append(f"| {_short(c)} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
+        lines.append(f"| {c.get('short') or _short(c)} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
     return lines
 
 
-def _short(cell: dict) -> str:
-    """The variant with what tells its cells apart within a section, e.g. "quantum 4q d6 reupload"."""
+def _short(cell: dict, apart: list[str] = (), backbone: bool = False) -> str:
+    """The variant with what tells its cells apart within a section, e.g. "quantum 4q d6 reupload", with
+    the settings `apart` (`stats.settings_apart`: "noise-free", "lr 0.01") and the backbone where the
+    study has several."""
     section = ("dataset", "split", "per_class", "label_noise")  # the section's heading names these
-    name = cell_name({k: v for k, v in cell.items() if k not in section})
-    return name.replace(f" {cell.get('backbone')}", "").replace(f" f{cell.get('feature_dim')}", "")
+    name = cell_name({k: v for k, v in cell.items() if k not in section}, settings_text(cell, list(apart)))
+    name = name.replace(f" f{cell.get('feature_dim')}", "")
+    return name if backbone else name.replace(f" {cell.get('backbone')}", "")
 
 
 def study_markdown(db, sweep: str, *, command: str | None = None, effect: float = EFFECT) -> str:
@@ -247,7 +259,7 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
         out += _cell_table(s)
         if s.comparisons:
             out += ["", *comparison_header(effect)]
-            out += [comparison_line(c, _short(c["quantum"])) for c in s.comparisons]
+            out += [comparison_line(c, c["quantum_name"]) for c in s.comparisons]
         out += ["", conclusion(s)]
     out += ["", "## Cost", ""] + _cost(db, rows)
     return "\n".join(out) + "\n"
