@@ -104,6 +104,10 @@ class TestIBMFake:
         assert [s["mitigation"] for s in report["skipped"]] == ["readout", "readout+zne"]
         physical = programs[kinds.index(("cal", 0))].physical[0]
         assert report["skipped"][0]["reason"].startswith(f"qubit {physical[1]}'s readout calibration")
+        from qtl.cli.hardware import format_report
+
+        table = format_report({**report, "job_id": job_id})  # the CLI's table says so too
+        assert f"device, readout       not applied: qubit {physical[1]}'s readout calibration" in table
 
     def test_cli_run_json_then_resume_after_a_restart(self, capsys, ckpt, tiny, tmp_path):
         """`run --no-wait` records the job and stops; `resume JOB_ID` (a new invocation, nothing in memory)

@@ -258,6 +258,8 @@ def format_report(r: dict) -> str:
             f"{'device, ' + m['mitigation']:<22}{m['accuracy']:>10.4f}{m['expval_error']:>14.4f}"
             f"{m['shots']:>10}{_seconds(m['device_seconds']):>14}"
         )
+    for skipped in r.get("skipped", []):  # reports from before it had none
+        lines.append(f"{'device, ' + skipped['mitigation']:<22}not applied: {skipped['reason']}")
     noisy = next((s for s in r["simulations"] if "noise" in s), None)
     if noisy:
         lines += ["", f"noisy simulation: the device's calibration as a NoiseConfig ({noisy['noise']})"]
