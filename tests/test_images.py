@@ -80,6 +80,18 @@ def test_a_16bit_photo_is_classified_as_its_8bit_copy(gray, tmp_path, capsys):
     assert np.allclose(list(sixteen["probs"].values()), list(eight["probs"].values()), atol=1e-6)
 
 
+def test_a_32bit_image_of_8bit_levels_keeps_them(gray):
+    """Image.fromarray of an int32 array of 0..255 (mode I), as a caller may hand predict(): its levels
+    are kept, not shifted into black as 16-bit ones; every decoder alike."""
+    from qtl.analysis.inference import as_images
+    from qtl.data.images import to_rgb
+
+    image = Image.fromarray(gray.astype(np.int32), "I")
+    want = np.repeat(gray[..., None], 3, axis=2)
+    for out in (to_rgb(image), standalone.rgb(image), as_images(image)[0]):
+        assert np.array_equal(np.asarray(out), want)
+
+
 def test_other_modes_still_decode_as_before(tmp_path):
     """Palette with transparency, gray with alpha, 1-bit, CMYK: unchanged by the deep-gray path."""
     cases = {

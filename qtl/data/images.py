@@ -53,8 +53,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     A palette with transparency goes through RGBA. 16-bit grayscale ("I;16", "I;16B" ...) keeps its top
     8 bits (level >> 8), where Pillow's own conversion clips at 255 and a photo turns white; 32-bit
     integer ("I") is read the same way, as 16-bit levels (what integer image files hold), values
-    outside 0..65535 clipped. Float ("F") is taken as 0..1 and scaled by 255 when no value exceeds 1,
-    else as 0..255 levels; clipped to 0..255 either way."""
+    outside 0..65535 clipped, unless no value exceeds 255 (8-bit levels in a 32-bit image, e.g. an int
+    array's Image.fromarray), which are kept. Float ("F") is taken as 0..1 and scaled by 255 when no
+    value exceeds 1, else as 0..255 levels; clipped to 0..255 either way."""
     if image.mode.startswith("I") or image.mode == "F":
         image = Image.fromarray(_to_8bit(np.asarray(image), image.mode))
     if image.mode == "P" and "transparency" in image.info:
@@ -68,7 +69,10 @@ def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
         pixels = np.nan_to_num(pixels.astype(np.float64))
         scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
         return np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
-    return (np.clip(pixels.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+    pixels = pixels.astype(np.int64)
+    if mode == "I" and pixels.size and 0 <= pixels.min() and pixels.max() <= 255:  # 8-bit levels
+        return pixels.astype(np.uint8)
+    return (np.clip(pixels, 0, 65535) >> 8).astype(np.uint8)
 
 
 def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) -> Image.Image:

@@ -60,7 +60,8 @@ def load(path: str) -> Image.Image:
 
 def rgb(image: Image.Image) -> Image.Image:
     """`image` as RGB, as qtl decodes it (a copy of `qtl.data.images.to_rgb`: keep them in step): palette
-    images with transparency go through RGBA; 16-bit grayscale ("I;16*", "I") keeps its top 8 bits,
+    images with transparency go through RGBA; 16-bit grayscale ("I;16*", "I") keeps its top 8 bits (a
+    32-bit "I" image of values 0..255 keeps them),
     float ("F") is 0..1 scaled to 0..255 when no value exceeds 1, else 0..255, clipped."""
     if image.mode.startswith("I") or image.mode == "F":
         pixels = np.asarray(image)
@@ -69,7 +70,9 @@ def rgb(image: Image.Image) -> Image.Image:
             scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
             pixels = np.clip(np.rint(pixels * scale), 0, 255)
         else:
-            pixels = np.clip(pixels.astype(np.int64), 0, 65535) >> 8
+            pixels = pixels.astype(np.int64)
+            if not (image.mode == "I" and pixels.size and 0 <= pixels.min() and pixels.max() <= 255):
+                pixels = np.clip(pixels, 0, 65535) >> 8  # 16-bit levels; a 32-bit image of 0..255 kept
         image = Image.fromarray(pixels.astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
