@@ -79,6 +79,11 @@ class TestHelp:
             cli.main(argv)
         assert exc.value.code == 2 and said in capsys.readouterr().err
 
+    def test_ray_serve_needs_a_port_number(self, capsys):
+        """--ray --port 0 printed an address ending in :0 (Ray's proxy binds the port itself)."""
+        code, _, err = run_cli(capsys, "serve", "m.pt", "--ray", "--port", "0")
+        assert code == 1 and "--ray needs a port number" in err
+
     def test_defaults_are_shown(self, capsys):
         """Recipe-independent defaults appear in the help text; unset recipe overrides do not."""
         with pytest.raises(SystemExit):

@@ -315,7 +315,7 @@ def test_without_format_the_output_suffix_decides(tmp_path, capsys):
     from qtl.models.checkpoint import file_kind
 
     ckpt = tiny_checkpoint(tmp_path / "quantum.pt", "quantum", 2)
-    for name, fmt in (("m.torchscript", "torchscript"), ("m.onnx", "onnx")):
+    for name, fmt in (("m.torchscript", "torchscript"), ("m.onnx", "onnx"), ("M.ONNX", "onnx")):
         code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / name)
         assert code == 0, err
         assert out.startswith(f"wrote {tmp_path / name} ({fmt},") and file_kind(tmp_path / name) == fmt

@@ -177,7 +177,7 @@ def estimate(plan: Plan) -> dict:
         "local": r["local"],
         "samples": count,
         "jobs": 1,
-        "circuits": sum(1 if p.kind == "base" or p.parametrised else p.count for p in programs),
+        "circuits": sum(p.circuits for p in programs),
         "executions": executions,
         "shots_per_execution": shots,
         "total_shots": executions * shots,

@@ -376,6 +376,10 @@ def cmd_serve(args, bar: ProgressBar) -> int:
     batching = {"max_batch": args.max_batch, "max_wait_s": args.max_wait_ms / 1000, "workers": args.workers}
     device = str(resolve_device(args.device))
     if args.ray:
+        if args.port == 0:  # Ray's HTTP proxy binds the port itself and does not say which it took
+            raise ValueError(
+                "--ray needs a port number: Ray Serve's proxy cannot take any free one (--port 0)"
+            )
         url = f"http://{args.host}:{args.port}"
         from qtl.deploy.ray_serve import run_ray
 

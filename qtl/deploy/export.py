@@ -113,10 +113,10 @@ def _torchscript_bytes(model: torch.nn.Module, metadata: dict) -> bytes:
 
 
 def export_format(path: str | Path, fmt: str | None = None) -> str:
-    """The format an export to `path` takes: `fmt` where given, else by the suffix (".onnx" is ONNX,
-    anything else TorchScript; an existing folder gets ONNX)."""
+    """The format an export to `path` takes: `fmt` where given, else by the suffix (".onnx", any case, is
+    ONNX, anything else TorchScript; an existing folder gets ONNX)."""
     path = Path(path)
-    return fmt or ("onnx" if path.is_dir() or path.suffix == ".onnx" else "torchscript")
+    return fmt or ("onnx" if path.is_dir() or path.suffix.lower() == ".onnx" else "torchscript")
 
 
 def export_model(

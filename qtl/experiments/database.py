@@ -96,9 +96,11 @@ def owner_tag() -> str:
 def owner_gone(owner: str | None) -> bool:
     """Whether the process that marked a run `running` has ended without finishing it (a sweep killed
     with SIGKILL, a machine that lost power): it ran on this host and no process has its pid now. A run
-    another host started cannot be checked from here, and counts as running."""
+    another host started cannot be checked from here, and counts as running; nor can one on a system
+    without POSIX signals (on Windows, os.kill(pid, 0) would end the process). A pid taken again by
+    another process after a restart reads as alive: the run stays "running" until the spec runs again."""
     host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if os.name != "posix" or host != socket.gethostname() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)  # signal 0: is there such a process (nothing is sent)

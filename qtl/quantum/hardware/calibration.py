@@ -35,8 +35,6 @@ import numpy as np
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.noise import NoiseConfig
 
-UNTIMED = ("measure", "barrier", "delay", "reset")
-
 
 def _is_pulse(props) -> bool:
     """A one-qubit gate that takes time or errs on the device (rz, u1 are virtual: frame changes)."""
@@ -54,7 +52,7 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     from qiskit import transpile
 
     from qtl.quantum.hardware.backends import get_backend, qiskit_circuit
-    from qtl.quantum.hardware.programs import width_refusal
+    from qtl.quantum.hardware.programs import NOT_GATES, width_refusal
 
     name = backend if isinstance(backend, str) else backend.name
     backend = get_backend(backend)
@@ -66,7 +64,7 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     pulses, pairs = [], []
     for inst in isa.data:
         name, qubits = inst.operation.name, tuple(isa.find_bit(q).index for q in inst.qubits)
-        if name in UNTIMED:
+        if name in NOT_GATES:
             continue
         if len(qubits) == 1 and _is_pulse(target[name].get(qubits)):
             pulses.append((name, qubits))

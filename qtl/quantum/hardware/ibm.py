@@ -17,7 +17,7 @@ from qtl.quantum.hardware.backends import (
     qiskit_circuit,
     simulator_options,
 )
-from qtl.quantum.hardware.programs import Compiled, Program, by_program, width_refusal
+from qtl.quantum.hardware.programs import NOT_GATES, Compiled, Program, by_program, width_refusal
 
 
 class IBMDevice:
@@ -131,9 +131,6 @@ class IBMDevice:
         return noise_from_backend(config, self.backend)
 
 
-UNFOLDED = ("measure", "barrier", "delay", "reset")
-
-
 def fold_compiled(isa, scale: int, backend):
     """The compiled circuit `isa` at an odd noise scale factor: every gate G, routing SWAPs' gates
     included, becomes G (G^dag G)^((scale - 1) / 2) (unitary folding, as mitiq's `fold_gates_at_random`
@@ -151,7 +148,7 @@ def fold_compiled(isa, scale: int, backend):
     folded = isa.copy_empty_like()
     for inst in isa.data:
         folded.append(inst)
-        if inst.operation.name not in UNFOLDED:
+        if inst.operation.name not in NOT_GATES:
             inverse = inst.replace(operation=inst.operation.inverse())
             for _ in range((scale - 1) // 2):
                 folded.append(inverse)

@@ -8,10 +8,12 @@ circuit over many samples are a dense `(N, 2**n)` array whose column k is the bi
              in |1>: mthree's "marginal" calibration) give one 2x2 assignment matrix per physical qubit;
              `mthree.M3Mitigation` corrects every sample's counts with them (matrix-free, in the
              subspace of observed bitstrings) and its quasi-distributions give <Z_i>.
-    zne:     `mitiq.zne.construct_circuits` folds each sample's circuit at scale factors 3 and 5
-             (`fold_gates_at_random`: every gate G becomes G G^dag G, twice for 5), the folds run in
-             the same job as the unfolded circuit, and `mitiq.zne.combine_results` extrapolates each
-             <Z_i> to zero noise (Richardson or linear through 1, 3, 5).
+    zne:     every gate G becomes G G^dag G at scale factor 3, G (G^dag G)^2 at 5: on IBM the compiled
+             circuit is folded (`qtl.quantum.hardware.ibm.fold_compiled`, exactly 3x and 5x what the
+             device runs), on Braket `fold` (`mitiq.zne.construct_circuits` with
+             `fold_gates_at_random`) folds each sample's circuit; the folds run in the same job as the
+             unfolded circuit, and `extrapolate` (`mitiq.zne.combine_results`) takes each <Z_i> to zero
+             noise (Richardson or linear through 1, 3, 5).
     readout+zne: ZNE over readout-corrected <Z_i>.
 
 mitiq and mthree are imported only when mitigation runs (mitiq pulls in cirq).

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+NOT_GATES = ("measure", "barrier", "delay", "reset")
+"""Instructions of a compiled circuit that are no gate: not folded for ZNE, not timed as pulses."""
+
 
 @dataclass
 class Compiled:
@@ -32,6 +35,12 @@ class Program:
     physical: list[list[int]] = field(default_factory=list)
     parametrised: bool = False  # its `count` parameter sets run as one circuit, as the base's always do
 
+    @property
+    def circuits(self) -> int:
+        """How many circuits (and count arrays in the job's result) it takes: one for the base and a
+        parametrised program, else one per sample."""
+        return 1 if self.kind == "base" or self.parametrised else self.count
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -46,9 +55,8 @@ def by_program(per_circuit: list[np.ndarray], programs: list[Program]) -> list[n
     order of `programs`."""
     out, i = [], 0
     for p in programs:
-        take = 1 if p.kind == "base" or p.parametrised else p.count
-        out.append(np.concatenate(per_circuit[i : i + take]))
-        i += take
+        out.append(np.concatenate(per_circuit[i : i + p.circuits]))
+        i += p.circuits
     return out
 
 
