@@ -96,8 +96,9 @@ def fallback_note(loaded) -> str:
     record = (loaded.meta or {}).get("dataset")
     if not record:  # trained before checkpoints recorded it
         return "the active dataset: this checkpoint does not record its own"
-    if recorded_root(record) is None:
-        return f"the active dataset: {record.get('name', 'the one it was trained on')} is not on this machine"
+    if recorded_root(record) is None:  # absent, or a folder of that name holding other images
+        name = record.get("name", "the one it was trained on")
+        return f"the active dataset: {name}, as it was trained on, is not on this machine"
     return ""
 
 

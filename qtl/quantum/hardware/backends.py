@@ -92,17 +92,18 @@ def _measure_refusal(name: str) -> str:
 
 
 @functools.cache
-def _usable_fakes() -> tuple[str, ...]:
+def _usable_fakes() -> tuple[tuple[str, int], ...]:
+    """(class name, qubits) of every fake backend that can run the circuit, each made once per process."""
     fp = _fake_provider()
-    return tuple(name for name in _fake_classes(fp) if measures(_make_fake(fp, name)))
+    made = ((name, _make_fake(fp, name)) for name in _fake_classes(fp))
+    return tuple((name, backend.num_qubits) for name, backend in made if measures(backend))
 
 
 def fake_backend_names() -> list[str]:
     """Class names of the fake IBM backends installed that can run the circuit, e.g. ["FakeAlgiers", ...,
     "FakeManilaV2", ...]; those without a measurement (`measures`) are left out. Makes each backend once
     per process (about 2 s)."""
-    _fake_provider()
-    return list(_usable_fakes())
+    return [name for name, _ in _usable_fakes()]
 
 
 def is_fake(name: str) -> bool:
@@ -212,12 +213,7 @@ def list_backends(real: bool = True, notes: list[str] | None = None) -> list[dic
 
     An account that cannot be used (a rejected token, no connection) raises AccountError, or, given a
     `notes` list, adds one line saying so to it and lists the fake backends alone."""
-    fp = _fake_provider()
-    rows = []
-    for name in _fake_classes(fp):
-        backend = _make_fake(fp, name)
-        if measures(backend):
-            rows.append({"name": name, "kind": "fake", "qubits": backend.num_qubits, "status": "local"})
+    rows = [{"name": name, "kind": "fake", "qubits": n, "status": "local"} for name, n in _usable_fakes()]
     if real and ibm_account():
         try:
             rows += _ibm_rows()
