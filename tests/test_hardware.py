@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -65,24 +64,13 @@ NO_MEASURE = (
 ).split()
 
 
-@pytest.fixture(scope="session")
-def tiny(hw_data) -> Path:
-    return hw_data
-
-
-@pytest.fixture(scope="session")
-def ckpt(hw_ckpt) -> Path:
-    """conftest's 3-qubit, depth-2 checkpoint (trained for FakeManilaV2), shared with test_hardware_runs."""
-    return hw_ckpt
-
-
 def one_line(code: int, err: str, *words: str) -> None:
     assert code == 1 and err.count("\n") == 1 and err.startswith("qtl: error:"), err
     for word in words:
         assert word in err, err
 
 
-def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, ckpt, tiny, tmp_path):
+def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, hw_ckpt, hw_data, tmp_path):
     """The nine snapshots whose target has no `measure` are not listed and, named, fail in one line
     (they ended in a TranspilerError traceback)."""
     names = fake_backend_names()
@@ -93,10 +81,10 @@ def test_fake_backends_that_cannot_measure_are_left_out_and_refused(capsys, ckpt
         with pytest.raises(ValueError, match=f"{name} cannot run the circuit.*'measure'"):
             get_backend(name)
     code, _, err = run_cli(
-        capsys, "hardware", "run", ckpt, "--backend", "FakeAlmadenV2", "--data", tiny, "-q"
+        capsys, "hardware", "run", hw_ckpt, "--backend", "FakeAlmadenV2", "--data", hw_data, "-q"
     )
     one_line(code, err, "FakeAlmadenV2", "'measure'")
-    code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeLondonV2", "--data", tiny, "-q")
+    code, _, err = run_cli(capsys, "noise", hw_ckpt, "--backends", "FakeLondonV2", "--data", hw_data, "-q")
     one_line(code, err, "FakeLondonV2", "'measure'")
 
 
@@ -110,11 +98,23 @@ def no_aws(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def test_a_real_braket_device_without_aws_setup_says_what_to_set(monkeypatch, capsys, ckpt, tiny, tmp_path):
+def test_a_real_braket_device_without_aws_setup_says_what_to_set(
+    monkeypatch, capsys, hw_ckpt, hw_data, tmp_path
+):
     """No region, then no credentials: one line naming what to set (were botocore tracebacks)."""
     no_aws(monkeypatch, tmp_path)
-    argv = ["hardware", "run", ckpt, "--backend", "ionq/Forte-1", "--mitigation", "readout", "--samples", 2]
-    argv += ["--data", tiny, "--db", tmp_path / "r.db", "-q"]
+    argv = [
+        "hardware",
+        "run",
+        hw_ckpt,
+        "--backend",
+        "ionq/Forte-1",
+        "--mitigation",
+        "readout",
+        "--samples",
+        2,
+    ]
+    argv += ["--data", hw_data, "--db", tmp_path / "r.db", "-q"]
     code, out, err = run_cli(capsys, *argv)
     one_line(code, err, "ionq/Forte-1", "no AWS region", "AWS_REGION", "AWS_ACCESS_KEY_ID")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
@@ -143,7 +143,7 @@ class RefusedService:
         return {}
 
 
-def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, ckpt, tiny):
+def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, hw_ckpt, hw_data):
     """A bad QISKIT_IBM_TOKEN: `backends` still lists the fake backends and Braket's simulators and says
     in one line why the real devices are missing; a real device by name fails in one line (both were
     InvalidAccountError tracebacks)."""
@@ -159,12 +159,12 @@ def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, ckpt, tiny):
     with pytest.raises(AccountError, match=r"QISKIT_IBM_TOKEN\) could not be used"):
         list_backends()
     code, _, err = run_cli(
-        capsys, "hardware", "estimate", ckpt, "--backend", "ibm_brisbane", "--data", tiny, "-q"
+        capsys, "hardware", "estimate", hw_ckpt, "--backend", "ibm_brisbane", "--data", hw_data, "-q"
     )
     one_line(code, err, "IBM Quantum account (QISKIT_IBM_TOKEN) could not be used", "valid API token")
 
 
-def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, ckpt, tiny):
+def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, hw_ckpt, hw_data):
     """A real Braket device refuses ZNE in the estimate as in the run (its ZNE shots were priced); an ARN
     of a device without a price in PRICES (SV1, billed per minute) has no price, not the task fee alone."""
     from qtl.analysis.hardware_runs import prepare, select
@@ -172,12 +172,12 @@ def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, 
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.hardware.braket import DEVICES, PRICES
 
-    base = ["hardware", "estimate", ckpt, "--samples", 3, "--shots", 10, "--data", tiny, "-q"]
+    base = ["hardware", "estimate", hw_ckpt, "--samples", 3, "--shots", 10, "--data", hw_data, "-q"]
     for m in ("zne", "readout+zne"):
         code, _, err = run_cli(capsys, *base, "--backend", "ionq/Forte-1", "--mitigation", "readout", m)
         one_line(code, err, "ionq/Forte-1", "ZNE")
-    loaded = load_checkpoint(ckpt)
-    inputs = select(head_inputs(loaded, tiny), 3)
+    loaded = load_checkpoint(hw_ckpt)
+    inputs = select(head_inputs(loaded, hw_data), 3)
     with pytest.raises(ValueError, match="cancel ZNE's folds"):
         prepare(loaded, inputs, "rigetti/Ankaa-3", shots=10, mitigations=["zne"])
     sv1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
@@ -189,11 +189,11 @@ def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, 
         assert e["cost_usd"] == pytest.approx(PRICES["task"] + 5 * 10 * PRICES["ionq/Forte-1"])
 
 
-def test_json_to_stdout_is_the_json_alone(capsys, ckpt, tiny, tmp_path):
+def test_json_to_stdout_is_the_json_alone(capsys, hw_ckpt, hw_data, tmp_path):
     """`--json -`: stdout parses as JSON (the table went before it); the table goes to stderr."""
     code, out, err = run_cli(capsys, "hardware", "backends", "--no-real", "--json", "-")
     assert code == 0 and "FakeManilaV2" in {r["name"] for r in json.loads(out)} and "status" in err
-    common = [ckpt, "--samples", 2, "--shots", 20, "--data", tiny, "--db", tmp_path / "r.db", "-q"]
+    common = [hw_ckpt, "--samples", 2, "--shots", 20, "--data", hw_data, "--db", tmp_path / "r.db", "-q"]
     code, out, err = run_cli(capsys, "hardware", "estimate", *common, "--json", "-")
     assert code == 0 and json.loads(out)["executions"] == 2 and "device time" in err
     code, out, err = run_cli(capsys, "hardware", "run", *common, "--mitigation", "none", "--json", "-")
@@ -207,21 +207,21 @@ def test_json_to_stdout_is_the_json_alone(capsys, ckpt, tiny, tmp_path):
     assert code == 0 and json.loads(out)["status"] == "submitted"
 
 
-def test_the_backend_seed_is_the_noise_seed(capsys, ckpt, tiny, tmp_path):
+def test_the_backend_seed_is_the_noise_seed(capsys, hw_ckpt, hw_data, tmp_path):
     """`qtl noise --noise-seed S` seeds the backend runs too (they were always seed 0): the JSON records
     S for every row, the same seed repeats, and another seed draws other shots."""
     from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.noise import NoiseConfig
 
-    argv = ["noise", ckpt, "--strengths", 0, "--shots", 0, 20, "--backends", "FakeManilaV2"]
-    argv += ["--backend-shots", 16, "--noise-seed", 7, "--data", tiny, "-q", "--out", tmp_path / "n"]
+    argv = ["noise", hw_ckpt, "--strengths", 0, "--shots", 0, 20, "--backends", "FakeManilaV2"]
+    argv += ["--backend-shots", 16, "--noise-seed", 7, "--data", hw_data, "-q", "--out", tmp_path / "n"]
     assert run_cli(capsys, *argv)[0] == 0
     rows = json.loads((tmp_path / "n.json").read_text())
     assert [r["backend"] for r in rows] == ["native", "native", "FakeManilaV2"]
     assert {r["noise"]["seed"] for r in rows} == {7}
-    loaded = load_checkpoint(ckpt)
-    inputs = head_inputs(loaded, tiny)
+    loaded = load_checkpoint(hw_ckpt)
+    inputs = head_inputs(loaded, hw_data)
 
     def on_backend(seed: int):
         grid = noise_grid([0.0], [None], NoiseConfig(seed=seed))
@@ -233,21 +233,21 @@ def test_the_backend_seed_is_the_noise_seed(capsys, ckpt, tiny, tmp_path):
     assert torch.equal(one, on_backend(1)) and not torch.equal(one, two)
 
 
-def test_cosmetics(capsys, ckpt, tiny):
+def test_cosmetics(capsys, hw_ckpt, hw_data):
     """Words: a 1-qubit backend has "1 qubit" (not "1 qubits"), a fake backend "runs locally", a device
     time under a second is in ms (was "0.0 s"), a job of "1 circuit"; and a bad --shots or --samples
     fails before the split is read (here: a missing folder)."""
-    code, _, err = run_cli(capsys, "noise", ckpt, "--backends", "FakeArmonkV2", "--data", tiny, "-q")
+    code, _, err = run_cli(capsys, "noise", hw_ckpt, "--backends", "FakeArmonkV2", "--data", hw_data, "-q")
     assert "skipped q on FakeArmonkV2: FakeArmonkV2 has 1 qubit; the circuit needs 3" in err
     code, out, _ = run_cli(
-        capsys, "hardware", "estimate", ckpt, "--samples", 2, "--shots", 10, "--data", tiny, "-q"
+        capsys, "hardware", "estimate", hw_ckpt, "--samples", 2, "--shots", 10, "--data", hw_data, "-q"
     )
     assert code == 0 and "(ibm, runs locally)" in out and "1 circuit," in out and " ms estimated" in out, out
     assert "0.0 s" not in out
-    missing = tiny.parent / "nowhere"
+    missing = hw_data.parent / "nowhere"
     for flag, value, message in (
         ("--shots", 0, "shots must be between 1"),
         ("--samples", 0, "samples must be"),
     ):
-        code, _, err = run_cli(capsys, "hardware", "estimate", ckpt, flag, value, "--data", missing, "-q")
+        code, _, err = run_cli(capsys, "hardware", "estimate", hw_ckpt, flag, value, "--data", missing, "-q")
         one_line(code, err, message)
