@@ -220,6 +220,34 @@ class TestTrainEvaluatePredict:
         assert got["metrics"] == json.loads(named)["metrics"] and got["metrics"]["n"] > 0
         code, _, err = run_cli(capsys, "evaluate", ckpt, "--data", tmp_path / "other")
         assert code == 1 and "has classes ['x', 'y']" in err
+        # a train/val folder used in place, then moved: the default dataset is scored, and said so (it
+        # was a silent switch of data)
+        folder = make_image_folder(tmp_path / "inplace")
+        ckpt = tmp_path / "f.pt"
+        assert (
+            run_cli(
+                capsys,
+                "train",
+                "linear",
+                "--random-init",
+                "--data",
+                folder,
+                "--epochs",
+                1,
+                "-q",
+                "--out",
+                ckpt,
+            )[0]
+            == 0
+        )
+        folder.rename(tmp_path / "moved")
+        monkeypatch.setenv("QTL_DATA_DIR", str(make_image_folder(tmp_path / "default")))
+        code, _, err = run_cli(capsys, "evaluate", ckpt)
+        assert code == 0
+        said = (
+            "the dataset the checkpoint recorded (inplace) is not on this machine as trained on: scoring on"
+        )
+        assert f"qtl: warning: {said} default instead" in err
 
     def test_evaluate_says_the_accuracy_at_training_where_it_differs(self, capsys, checkpoints, tiny):
         """The checkpoint's own val accuracy (training read its fast features) beside evaluate's exact

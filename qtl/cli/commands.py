@@ -191,11 +191,21 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
     from qtl.data.datasets import recorded_root
 
     if args.data is None:
-        found = {recorded_root((m.meta or {}).get("dataset")) for m in models}
+        records = [(m.meta or {}).get("dataset") for m in models]
+        found = {recorded_root(r) for r in records}
         if len(found) == 1 and None not in found:
             root = found.pop()
             bar.message(f"scoring on {root.name}, the dataset the checkpoint recorded (--data picks another)")
             return root
+        root = _dataset(args, bar).root
+        missing = sorted({r["name"] for r in records if r and recorded_root(r) is None and r.get("name")})
+        if missing and root.name not in missing:  # said: it was a silent switch of data
+            print(
+                f"qtl: warning: the dataset the checkpoint recorded ({', '.join(missing)}) is not on this "
+                f"machine as trained on: scoring on {root.name} instead (--data names the one to use)",
+                file=sys.stderr,
+            )
+        return root
     return _dataset(args, bar).root
 
 
