@@ -47,7 +47,10 @@ else:
             try:
                 if root is None:
                     raise ValueError(why)
-                evaluations[label] = cache.evaluation(str(loaded.path), loaded.path.stat().st_mtime, root)
+                version = cache.data_version(root)
+                evaluations[label] = cache.evaluation(
+                    str(loaded.path), loaded.path.stat().st_mtime, root, version
+                )
                 roots[label] = root
             except ValueError as exc:  # no dataset, or one whose classes are not the model's
                 st.warning(f"**{label}**: cannot evaluate it: {exc}.")

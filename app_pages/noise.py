@@ -5,7 +5,7 @@ from dataclasses import replace
 import streamlit as st
 
 from qtl.analysis.robustness import backend_refusal, noise_refusal
-from ui import datasets, noise, session_models
+from ui import cache, datasets, noise, session_models
 
 st.title("Noise")
 st.caption(
@@ -18,12 +18,13 @@ models = {k: m for k, m in quantum.items() if k not in refused}
 
 
 def scored(name: str, loaded) -> tuple | None:
-    """The cache key (path, mtime, dataset root) to score `loaded` with, or None after saying why not."""
+    """The cache key (path, mtime, dataset root, its version) to score `loaded` with, or None after saying
+    why not."""
     root, why = datasets.scoring_data(loaded)
     if root is None:
         st.warning(f"**{name}**: {why}.")
         return None
-    return str(loaded.path), loaded.path.stat().st_mtime, root
+    return str(loaded.path), loaded.path.stat().st_mtime, root, cache.data_version(root)
 
 
 def show(models: dict) -> None:

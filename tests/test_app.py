@@ -746,6 +746,28 @@ class TestCircuitCompareLab:
         (fallback,) = [c for c in scores if "does not record its own" in c]
         assert fallback.startswith("on tiny, 8 val images (the active dataset: this checkpoint")
 
+    def test_scores_follow_the_datasets_images(self, app_env, checkpoints, tmp_path):
+        """Compare's cached evaluation is keyed by the dataset's version: every val image of one class
+        replaced by one of the other class's, under the same names, is scored again: its probabilities
+        are those of the image it now holds (the old scores stayed until the server restarted)."""
+        from ui import cache
+
+        root = shutil.copytree(os.environ["QTL_DATA_DIR"], tmp_path / "data")
+        path = checkpoints["linear-0"]
+
+        def probs() -> dict[str, list[float]]:
+            ev = cache.evaluation(str(path), path.stat().st_mtime, str(root), cache.data_version(str(root)))
+            return {Path(s.path).relative_to(root).as_posix(): s.probs for s in ev.samples}
+
+        before = probs()
+        cats, dogs = (sorted((root / "val" / c).iterdir()) for c in ("cats", "dogs"))
+        for cat, dog in zip(cats, dogs, strict=True):
+            shutil.copy(dog, cat)
+        after = probs()
+        for cat, dog in zip(cats, dogs, strict=True):
+            cat_name, dog_name = (f.relative_to(root).as_posix() for f in (cat, dog))
+            assert after[cat_name] == pytest.approx(before[dog_name], abs=1e-6)
+
     def test_diff_lab_times_and_checks_gradients(self, app_env):
         """The native engine at 2 and 3 qubits: two timed rows with gradients matching the reference."""
         at = app("diff_lab")

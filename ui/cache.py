@@ -149,10 +149,28 @@ def model_latency(path: str, mtime: float, repeats: int = 3) -> float:
     return statistics.median(predict([loaded], image).popitem()[1].latency_s for _ in range(repeats))
 
 
+def data_version(root: str) -> tuple[int, int, int]:
+    """The version of a dataset folder the cached scores key on: its files, their bytes and the latest
+    change (ns), every file under `root` (a few ms for thousands of images): an image replaced under its
+    name, added or removed is scored again (the scores went stale until the server restarted)."""
+    import os
+
+    files = size = latest = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            try:
+                st_ = os.stat(os.path.join(folder, name))
+            except OSError:  # removed meanwhile
+                continue
+            files, size, latest = files + 1, size + st_.st_size, max(latest, st_.st_mtime_ns)
+    return files, size, latest
+
+
 @st.cache_data(show_spinner="Evaluating on the val split ...", max_entries=64)
-def evaluation(path: str, mtime: float, root: str):
+def evaluation(path: str, mtime: float, root: str, version: tuple):
     """qtl.analysis.inference.evaluate of a checkpoint on the val split of the dataset at `root` (cached
-    per file version). Raises ValueError when the dataset's classes are not the model's."""
+    per checkpoint file and `data_version` of the dataset). Raises ValueError when the dataset's classes
+    are not the model's."""
     from qtl.analysis.inference import evaluate
 
     return evaluate(load_checkpoint(path), root)

@@ -71,9 +71,11 @@ def plan(loaded, data_dir: str | None, backend: str, shots: int, mitigations: li
     from qtl.analysis.hardware_runs import prepare, select
     from qtl.quantum.hardware.backends import DEFAULT_BACKEND
     from qtl.quantum.hardware.calibration import noise_from_backend
+    from ui.cache import data_version
     from ui.noise import head_inputs
 
-    inputs = select(head_inputs(str(loaded.path), loaded.path.stat().st_mtime, data_dir), samples)
+    key = str(loaded.path), loaded.path.stat().st_mtime, data_dir, data_version(data_dir) if data_dir else ()
+    inputs = select(head_inputs(*key), samples)
     noise = (
         noise_from_backend(loaded.model_config.circuit, DEFAULT_BACKEND) if backend == "braket_dm" else None
     )

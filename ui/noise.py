@@ -32,9 +32,10 @@ def noise_widgets(prefix: str) -> NoiseConfig:
 
 
 @st.cache_data(show_spinner="Running the backbone over the val split ...", max_entries=32)
-def head_inputs(path: str, mtime: float, root: str):
+def head_inputs(path: str, mtime: float, root: str, version: tuple):
     """qtl.analysis.robustness.head_inputs of a checkpoint on the val split of the dataset at `root`
-    (cached per file version). Raises ValueError when the dataset's classes are not the model's."""
+    (cached per checkpoint file and `ui.cache.data_version` of the dataset). Raises ValueError when the
+    dataset's classes are not the model's."""
     from qtl.analysis.robustness import head_inputs as inputs
     from ui.cache import load_checkpoint
 
@@ -42,7 +43,7 @@ def head_inputs(path: str, mtime: float, root: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def evaluate(path: str, mtime: float, root: str, noise: dict, backend: str | None = None):
+def evaluate(path: str, mtime: float, root: str, version: tuple, noise: dict, backend: str | None = None):
     """qtl.analysis.robustness.evaluate_noise of a checkpoint under `noise` (a NoiseConfig dict), or on a
     backend."""
     from qtl.analysis.robustness import evaluate_noise
@@ -50,7 +51,7 @@ def evaluate(path: str, mtime: float, root: str, noise: dict, backend: str | Non
 
     loaded = load_checkpoint(path)
     return evaluate_noise(
-        loaded, head_inputs(path, mtime, root), NoiseConfig.from_dict(noise), backend=backend
+        loaded, head_inputs(path, mtime, root, version), NoiseConfig.from_dict(noise), backend=backend
     )
 
 
