@@ -248,6 +248,34 @@ def row_settings(model: ModelConfig, regime: DataRegime) -> dict:
     }
 
 
+RECIPE_SETTINGS = (
+    "batch_size", "optimizer", "backbone_lr", "momentum", "step_size", "gamma", "augment", "views",
+    "freeze_batchnorm", "shuffle",
+)  # fmt: skip
+"""The recipe's settings a result row names in `recipe_label` where a run changed them (lr and epochs
+have columns of their own, the seed and the regime too)."""
+
+
+def recipe_label(model: ModelConfig, train: dict) -> str | None:
+    """What a run's recipe and circuit set apart from its variant's defaults, beyond what a row's own
+    columns name: e.g. "batch_size 32, augment False" or "q_delta 0.5, no hadamard"; None for the
+    variant's own recipe. Two runs differing only there are two configurations, never seeds of one
+    (`qtl.experiments.stats.CELL_KEYS` has it): a sweep over batch size pooled them into one cell."""
+    base = recipe(model.variant).to_dict()
+    parts = [f"{k} {train[k]}" for k in RECIPE_SETTINGS if k in train and train[k] != base[k]]
+    if model.is_quantum or model.variant == "quantum-kernel":
+        default = ModelConfig(model.variant)
+        if model.q_delta != default.q_delta:
+            parts.append(f"q_delta {model.q_delta:g}")
+        if not model.circuit.hadamard:
+            parts.append("no hadamard")
+        if model.shots is not None:
+            parts.append(f"shots {model.shots}")
+        if model.max_bond is not None:
+            parts.append(f"max_bond {model.max_bond}")
+    return ", ".join(parts) or None
+
+
 # ---- the recipe
 
 

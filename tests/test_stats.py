@@ -210,6 +210,13 @@ class TestSummarise:
         ring = {"variant": "quantum", "backbone": "b", "weights": "random", "qubits": 4, "depth": 2}
         ring |= {"engine": "mps", "entangler": "ring", "rotation": "ry", "dataset": "scans"}
         assert setup_label(ring) == "quantum (b random, 4q d2 mps ring, data scans)"
+        # the recipe where it is not the variant's: lr, epochs and the rest (they read as one setup)
+        quick = {**ring, "lr": 0.01, "epochs": 3, "recipe": "batch_size 32"}
+        assert (
+            setup_label(quick)
+            == "quantum (b random, 4q d2 mps ring, data scans, lr 0.01, 3 epochs, batch_size 32)"
+        )
+        assert setup_label({**ring, "lr": 4e-4, "epochs": 30}) == setup_label(ring)  # the paper's recipe
 
 
 def test_cells_that_differ_only_in_unnamed_settings_are_named_apart():

@@ -20,7 +20,7 @@ from conftest import REPO, make_image_folder
 from qtl import cli
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.spec import SpecError, load_spec, parse_spec, plan
-from qtl.experiments.stats import group_cells
+from qtl.experiments.stats import cells, format_report, group_cells
 from qtl.experiments.sweeps import run_sweep
 
 SPEC = """
@@ -175,6 +175,24 @@ class TestLocalSweep:
         with ResultsDB(db_path) as db:
             assert {r["id"]: r["finished"] for r in db.rows("tiny")} == first  # untouched
             assert len(db.rows()) == 14 and len(db.rows(status=None)) == 14
+
+    def test_runs_that_differ_in_their_recipe_are_cells_apart(self, tiny, tmp_path, capsys):
+        """A grid over batch size (a documented axis): two cells of two seeds each, named apart, where
+        the report pooled them into one cell of four "seeds" (recipe_label, a cell key); the rows read
+        the recipe from the stored configs, so rows of any age agree."""
+        text = (
+            f'name = "bs"\ndataset = "{tiny}"\npretrained = false\nepochs = 1\n\n[[grid]]\n'
+            'variant = "quantum"\nqubits = [2]\ndepth = [1]\nbatch_size = [4, 8]\nseeds = 2\n'
+        )
+        spec = parse_spec(__import__("tomllib").loads(text), source=text)
+        db_path = tmp_path / "r.db"
+        run_sweep(spec, db_path)
+        with ResultsDB(db_path, readonly=True) as db:
+            rows = db.rows("bs")
+        assert sorted(r["recipe"] or "" for r in rows) == ["", "", "batch_size 8", "batch_size 8"]
+        assert [c["n"] for c in cells(rows)] == [2, 2]
+        report = format_report(rows)
+        assert "recipe default" in report and "recipe batch_size 8" in report
 
     def test_another_spec_under_a_sweeps_name_joins_it_and_says_so(self, tiny, tmp_path, capsys):
         """The sweep keeps the first spec's runs (its reports count them): the dry run, the run and the

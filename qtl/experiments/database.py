@@ -38,7 +38,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from qtl.config import DataRegime, ModelConfig, row_settings
+from qtl.config import DataRegime, ModelConfig, recipe_label, row_settings
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
 RESULT_COLUMNS = (
@@ -369,6 +369,7 @@ class ResultsDB:
             config = row.pop("config")
             if row["status"] == "done" and row["split"] is None:
                 self._fill_unrecorded(row, config, counts)
+            row["recipe"] = _recipe(config)  # from the stored configs, so rows of every age read alike
         return [
             r for r in rows if all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
         ]
@@ -467,6 +468,15 @@ class _Transaction:
     def __exit__(self, kind, exc, tb) -> None:
         if self.outer:
             self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _recipe(config: str) -> str | None:
+    """`qtl.config.recipe_label` of a run's stored configs (None where this version cannot read them)."""
+    try:
+        config = json.loads(config)
+        return recipe_label(ModelConfig.from_dict(config.get("model") or {}), config.get("train") or {})
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return None
 
 
 def _config(run) -> dict:

@@ -46,6 +46,7 @@ CELL_KEYS = (
     "feature_dim",
     "lr",
     "epochs",
+    "recipe",
     "split",
     "n_classes",
     "per_class",
@@ -100,7 +101,8 @@ def one_per_run(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def setup_label(row: dict) -> str:
     """A cell's name for tables, e.g. "quantum (resnet18 random, 4q d6 native)": the settings its
-    variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data, regime)."""
+    variant has, plus whatever differs from the recipe's usual (entangler, rotation, noise, data, regime,
+    lr, epochs and the rest of the recipe: `_recipe_changes`)."""
     inner = f"{row.get('backbone')} {row.get('weights')}"
     if row.get("variant") in ("dressed-classical", "rbf-svm"):
         inner += f", width {row.get('qubits')}"
@@ -117,7 +119,23 @@ def setup_label(row: dict) -> str:
         inner += f", data {row['dataset']}"
     regime = regime_label(row)
     inner += f", {regime}" if regime else ""
+    inner += "".join(f", {x}" for x in _recipe_changes(row))
     return f"{row.get('variant')} ({inner})"
+
+
+def _recipe_changes(row: dict) -> list[str]:
+    """A row's lr and epochs where they are not its variant's recipe's, and its `recipe` label: cells
+    that differ there had one label in `qtl compare`'s table."""
+    from qtl.config import VARIANTS, recipe
+
+    out = []
+    if row.get("variant") in VARIANTS:
+        base = recipe(row["variant"])
+        if row.get("lr") is not None and row["lr"] != base.lr:
+            out.append(f"lr {row['lr']:g}")
+        if row.get("epochs") is not None and row["epochs"] != base.epochs:
+            out.append(f"{row['epochs']} epochs")
+    return out + ([row["recipe"]] if row.get("recipe") else [])
 
 
 def regime_label(row: dict) -> str:
