@@ -314,6 +314,13 @@ class TestDraw:
         wires = [line for line in out.splitlines() if line[:2] in ("0:", "1:", "2:", "3:")]
         assert [w[:2] for w in wires] == ["0:", "1:", "2:"]
         assert "3 qubits, depth 2" in out and "6 trainable weights" in out
+        # --reupload draws the re-uploaded RY(x) of every block (it was ignored: 16 gates, 9 RY)
+        from qtl.quantum.circuit import CircuitConfig, gates
+
+        code, out, _ = run_cli(capsys, "draw", "--qubits", 3, "--depth", 2, "--reupload")
+        assert (
+            code == 0 and f"{len(gates(CircuitConfig(3, 2, reupload=True)))} gates (3 Hadamard, 15 RY" in out
+        )
 
     def test_figure_of_a_checkpoint(self, capsys, checkpoints, tmp_path):
         """--checkpoint draws the trained circuit (its own config), --output writes a PNG."""

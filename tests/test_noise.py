@@ -235,3 +235,16 @@ class TestShots:
         g_exact = torch.autograd.grad(exact(x, w).sum(), (x, w))
         for a, b in zip(g_shots, g_exact, strict=True):
             assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_noise_with_data_reuploading_is_refused_in_one_line(tmp_path, capsys):
+    """The density-matrix engine shares its blocks across the batch; re-uploading gives each sample its
+    own: it returned (B, B, n) values, wrong past the first sample at 2 qubits, and its backward raised
+    at 3 and more. Refused where the engine is made, and by `qtl train` in one line."""
+    from conftest import make_image_folder, run_cli
+
+    with pytest.raises(ValueError, match="does not take data re-uploading"):
+        make_engine(CircuitConfig(2, 1, reupload=True), "native", noise=NoiseConfig(depolarizing=0.01))
+    argv = ["train", "quantum", "--random-init", "--data", make_image_folder(tmp_path / "d"), "--epochs", 1]
+    code, _, err = run_cli(capsys, *argv, "--qubits", 2, "--reupload", "--depolarizing", 0.01, "-q")
+    assert code == 1 and err.count("\n") == 1 and "does not take data re-uploading" in err

@@ -431,7 +431,9 @@ def cmd_draw(args, bar: ProgressBar) -> int:
             raise ValueError(f"{args.checkpoint} is a {loaded.variant!r} model: it has no circuit to draw")
         config, weights = loaded.model_config.circuit, loaded.model.head.q_params.detach()
     else:
-        config = CircuitConfig(args.qubits, args.depth, args.entangler, args.rotation, not args.no_hadamard)
+        config = CircuitConfig(
+            args.qubits, args.depth, args.entangler, args.rotation, not args.no_hadamard, args.reupload
+        )
     s = circuit_summary(config)
     gates = ", ".join(f"{n} {k}" for k, n in s["gate_counts"].items())
     summary = (

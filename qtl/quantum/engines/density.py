@@ -227,6 +227,11 @@ class DensityMatrixEngine(nn.Module):
         self, config: CircuitConfig, noise: NoiseConfig | None = None, memory_budget: int | None = None
     ) -> None:
         super().__init__()
+        if config.reupload:  # its blocks would differ per sample; they are shared by the batch here
+            raise ValueError(
+                "noise simulation (the density-matrix engine) does not take data re-uploading: train with "
+                "noise or with --reupload, not both"
+            )
         budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.noise, self.memory_budget = config, noise or NoiseConfig(), budget
         n = self.n_qubits = config.n_qubits
