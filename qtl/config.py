@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 
 from qtl.quantum.circuit import CircuitConfig
-from qtl.quantum.noise import NoiseConfig
+from qtl.quantum.noise import NO_NOISY_REUPLOAD, NoiseConfig
 
 # ---- names
 
@@ -128,6 +128,8 @@ class ModelConfig:
             object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
         if self.noise is None or isinstance(self.noise, dict):  # None: written before noise existed
             object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
+        if self.is_quantum and self.engine == NATIVE and self.circuit.reupload and not self.noise.is_ideal:
+            raise ValueError(NO_NOISY_REUPLOAD)  # said by the form and the spec, before any training
 
     @property
     def frozen(self) -> bool:

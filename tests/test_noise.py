@@ -243,8 +243,12 @@ def test_noise_with_data_reuploading_is_refused_in_one_line(tmp_path, capsys):
     at 3 and more. Refused where the engine is made, and by `qtl train` in one line."""
     from conftest import make_image_folder, run_cli
 
+    from qtl.config import ModelConfig
+
     with pytest.raises(ValueError, match="does not take data re-uploading"):
         make_engine(CircuitConfig(2, 1, reupload=True), "native", noise=NoiseConfig(depolarizing=0.01))
+    with pytest.raises(ValueError, match="does not take data re-uploading"):  # the app's form, a spec
+        ModelConfig(circuit=CircuitConfig(2, 1, reupload=True), noise=NoiseConfig(depolarizing=0.01))
     argv = ["train", "quantum", "--random-init", "--data", make_image_folder(tmp_path / "d"), "--epochs", 1]
     code, _, err = run_cli(capsys, *argv, "--qubits", 2, "--reupload", "--depolarizing", 0.01, "-q")
     assert code == 1 and err.count("\n") == 1 and "does not take data re-uploading" in err

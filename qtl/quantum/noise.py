@@ -28,6 +28,14 @@ CHANNELS = ("DepolarizingChannel", "AmplitudeDamping", "PhaseDamping")
 MAX_SHOTS = 10_000_000
 
 
+NO_NOISY_REUPLOAD = (
+    "noise simulation (the density-matrix engine) does not take data re-uploading: train with noise or "
+    "with --reupload, not both"
+)
+"""Why a noisy re-uploading circuit is refused (the density-matrix engine shares its blocks across a batch,
+where re-uploading gives each sample its own)."""
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Noise on a simulated circuit: per-gate channels, readout error and finite shots. Default: ideal."""

@@ -32,7 +32,7 @@ from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines._compiler import angle_source, check_gates, forward_setup
 from qtl.quantum.engines._memory import check_budget, resolve_memory_budget
 from qtl.quantum.engines.native import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, SimulationTooLargeError
-from qtl.quantum.noise import Channel, NoiseConfig, noisy_ops
+from qtl.quantum.noise import NO_NOISY_REUPLOAD, Channel, NoiseConfig, noisy_ops
 
 #: Local layers on at most this many wires are one 4**n x 4**n block (one matmul per layer).
 FULL_BLOCK_MAX_WIRES = 2
@@ -228,10 +228,7 @@ class DensityMatrixEngine(nn.Module):
     ) -> None:
         super().__init__()
         if config.reupload:  # its blocks would differ per sample; they are shared by the batch here
-            raise ValueError(
-                "noise simulation (the density-matrix engine) does not take data re-uploading: train with "
-                "noise or with --reupload, not both"
-            )
+            raise ValueError(NO_NOISY_REUPLOAD)
         budget = resolve_memory_budget(memory_budget, MEMORY_BUDGET_ENV, DEFAULT_MEMORY_BUDGET)
         self.config, self.noise, self.memory_budget = config, noise or NoiseConfig(), budget
         n = self.n_qubits = config.n_qubits
