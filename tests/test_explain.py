@@ -77,6 +77,11 @@ class TestMaps:
         a, b = (explain(quantum, image, method="saliency", target=t).heatmap for t in (0, 1))
         assert rank_corr(a, b) < 0.99
 
+    def test_a_target_the_model_has_not_is_one_line(self, quantum, image):
+        """target=5 of a 2-class model: a ValueError naming its classes (an IndexError from the backward)."""
+        with pytest.raises(ValueError, match=r"target class 5 is not one of .*: 0 to 1"):
+            explain(quantum, image, target=5)
+
     def test_explaining_leaves_the_model_untouched(self, quantum, image):
         before = {k: v.clone() for k, v in quantum.model.state_dict().items()}
         explain(quantum, image)

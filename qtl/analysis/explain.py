@@ -196,6 +196,12 @@ def explain_all(
     """
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
+    for name, loaded in models.items():  # an IndexError from deep inside the backward pass, before
+        classes = list(loaded.class_names)
+        if target is not None and not 0 <= target < len(classes):
+            raise ValueError(
+                f"target class {target} is not one of {name}'s: 0 to {len(classes) - 1} ({classes})"
+            )
     picture = as_images(image)[0]
     groups: dict = {}
     for name, loaded in models.items():
