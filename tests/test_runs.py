@@ -25,7 +25,7 @@ from qtl.experiments.runs import (
 from qtl.experiments.stats import group_cells, one_per_run, setup_label, summarise
 from qtl.models.checkpoint import checkpoint_name, load_checkpoint
 from qtl.quantum.circuit import CircuitConfig
-from qtl.testing.image_folders import make_image_folder
+from qtl.testing.image_folders import make_class_folders, make_image_folder
 
 BASE = ModelConfig(pretrained=False, circuit=CircuitConfig(2, 1))
 
@@ -91,6 +91,11 @@ class TestTrainRuns:
         monkeypatch.setenv("QTL_DATA_DIR", str(folders[1]))  # the default set, in a folder of another name
         assert recorded_dataset(open_dataset(folders[1]).record()) is None
         assert recorded_dataset(open_dataset(folders[0]).record()) == "a"
+        # another val split of one folder of class folders is other data (compare dropped one run as a
+        # checkpoint of the other): the default split keeps the plain name
+        flat = make_class_folders(tmp_path / "flat", 2, 10)
+        assert recorded_dataset(open_dataset(flat).record()) == "flat"
+        assert recorded_dataset(open_dataset(flat, val_ratio=0.5, seed=3).record()) == "flat-r0.5-s3"
 
     def test_a_stop_ends_the_list(self, tiny_image_folder, tmp_path):
         """A stop set during the first run cancels it and trains nothing after it."""

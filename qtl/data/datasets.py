@@ -259,7 +259,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:40] or "dataset"
 
 
-def _suffix(val_ratio: float, seed: int) -> str:
+def split_suffix(val_ratio: float, seed: int) -> str:
+    """How a val split made here is named beside its source's name: "" for the default (0.2, seed 0),
+    else "-r<ratio>-s<seed>" (arranged folders, rows' dataset names)."""
     return "" if (val_ratio, seed) == (DEFAULT_VAL_RATIO, 0) else f"-r{val_ratio:g}-s{seed}"
 
 
@@ -332,7 +334,7 @@ def _from_zip(archive, val_ratio, seed, store: Path, progress, limits) -> Prepar
     label = Path(str(archive if isinstance(archive, (str, Path)) else getattr(archive, "name", "upload.zip")))
     with open(archive, "rb") if isinstance(archive, Path) else _keep_open(archive) as f:
         sha = _sha256(f)
-        final = store / f"{_slug(label.stem)}-{sha[:12]}{_suffix(val_ratio, seed)}"
+        final = store / f"{_slug(label.stem)}-{sha[:12]}{split_suffix(val_ratio, seed)}"
         if (found := read_manifest(final)) is not None:
             return found
         store.mkdir(parents=True, exist_ok=True)
@@ -384,7 +386,7 @@ def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:
     for p in sorted(path.rglob("*")):
         st = p.lstat()
         digest.update(f"\n{p.relative_to(path)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
-    final = store / f"{_slug(path.name)}-{digest.hexdigest()[:12]}{_suffix(val_ratio, seed)}"
+    final = store / f"{_slug(path.name)}-{digest.hexdigest()[:12]}{split_suffix(val_ratio, seed)}"
     if (found := read_manifest(final)) is not None:
         return found
     store.mkdir(parents=True, exist_ok=True)

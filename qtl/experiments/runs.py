@@ -28,7 +28,7 @@ from qtl.config import (
     recipe_label,
     row_settings,
 )
-from qtl.data.datasets import recorded_root
+from qtl.data.datasets import recorded_root, split_suffix
 from qtl.experiments.stats import setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
@@ -345,8 +345,13 @@ def recorded_dataset(record: dict | None) -> str | None:
     """A checkpoint's dataset (`meta["dataset"]`, `PreparedDataset.record()`) as rows name it: None for
     qtl's default set (the download, its folder by name, or `default_data_dir()` however it was passed)
     and for a checkpoint that recorded none (older ones: their rows stay in one cell with the default
-    set's, as before), else the record's name."""
+    set's, as before), else the record's name, with its val split where qtl made one other than the
+    default ("flat-r0.5-s3", `split_suffix`): runs on other splits of one folder are other data, where
+    compare took them for checkpoints of one run."""
     if not record or record.get("source") == DEFAULT_DATASET or record.get("name") == HYMENOPTERA_DIRNAME:
         return None
     root = recorded_root(record)
-    return None if root is not None and root.resolve() == default_data_dir().resolve() else record.get("name")
+    if root is not None and root.resolve() == default_data_dir().resolve():
+        return None
+    split = record.get("val_ratio")
+    return record.get("name") + (split_suffix(split, record.get("seed") or 0) if split is not None else "")
