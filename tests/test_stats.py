@@ -164,6 +164,18 @@ class TestPower:
         )
         assert "power 0." in format_report(rows) and "seeds; these 8 detect" in format_report(rows)
 
+    def test_each_quantum_lr_pairs_with_the_linear_head_of_that_lr(self):
+        """A grid over lr: quantum at lr 0.05 against linear at lr 0.05, not the first linear cell (at
+        0.001), which flipped the difference's sign (+0.04 reported, -0.08 true)."""
+        rows = []
+        for seed in range(3):
+            base = {"backbone": "b", "seed": seed, "epochs": 30}
+            rows += [{**base, "variant": "quantum", "qubits": 4, "depth": 2, "lr": 0.05, "val_acc": 0.6}]
+            rows += [{**base, "variant": "linear", "lr": 0.001, "val_acc": 0.55 + seed / 100}]
+            rows += [{**base, "variant": "linear", "lr": 0.05, "val_acc": 0.7 + seed / 100}]
+        (c,) = [c for c in comparisons(rows) if c["control"] == "linear"]
+        assert c["diff"] == pytest.approx(-0.11)
+
     def test_kernel_baselines_are_controls_of_the_same_width_and_regime(self):
         """quantum-kernel and rbf-svm pair with the quantum cell of their width, in its regime only."""
         rng = np.random.default_rng(3)

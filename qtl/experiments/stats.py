@@ -63,7 +63,14 @@ CONTROLS = {
     "rbf-svm": ("qubits",),
 }
 """Each control of a quantum cell, with what it must share beyond backbone, weights and REGIME_KEYS."""
-PREFER = {"linear": "epochs", "quantum-kernel": "depth"}  # among several matches, the one equal on this
+PREFER = {
+    "linear": ("lr", "epochs", "recipe"),
+    "quantum-kernel": ("depth", "lr"),
+    "rbf-svm": ("lr",),
+    "dressed-classical": ("recipe",),
+}
+"""Among several matching control cells, those equal to the quantum cell on each key in turn (where any
+is): a sweep over lr pairs each quantum lr with the linear head of that lr, not the first linear cell."""
 ALPHA = 0.05
 EFFECT = 0.02  # the difference (in accuracy) a study should be able to detect: two points
 POWER = 0.8  # the conventional target power
@@ -323,9 +330,8 @@ def _control(cell: dict, control: str, cell_list: list) -> dict | None:
     """The seeds of the control cell matching `cell` (see CONTROLS and PREFER), or None."""
     same = ("backbone", "weights", *REGIME_KEYS, *CONTROLS[control])
     found = [(c, s) for c, s in cell_list if c["variant"] == control and all(c[k] == cell[k] for k in same)]
-    prefer = PREFER.get(control)
-    if len(found) > 1 and prefer:  # e.g. several linear recipes: the one trained as long
-        found = [(c, s) for c, s in found if c[prefer] == cell[prefer]] or found
+    for key in PREFER.get(control, ()):  # e.g. several linear recipes: the one of the same lr, as long
+        found = [(c, s) for c, s in found if c.get(key) == cell.get(key)] or found
     return found[0][1] if found else None
 
 
