@@ -607,6 +607,14 @@ class TestCommandLine:
         md = capsys.readouterr().out
         assert "| qubits \\ depth | 1 | 2 |" in md
         assert "| quantum 2q d1 resnet18 on tiny | dressed-classical | 2 |" in md
+        # a cancelled run is listed with --status any but never counted (it was a third "seed")
+        with sqlite3.connect(db) as raw:
+            (one,) = raw.execute(
+                "SELECT id FROM runs WHERE variant = 'quantum' AND depth = 1 LIMIT 1"
+            ).fetchone()
+            raw.execute("UPDATE runs SET status = 'cancelled' WHERE id = ?", (one,))
+        assert cli.main(["runs", "--db", str(db), "--status", "any", "--report", "--markdown"]) == 0
+        assert "| quantum 2q d1 resnet18 on tiny | dressed-classical | 1 |" in capsys.readouterr().out
 
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1

@@ -667,7 +667,8 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         write_rows(rows, args.json, "json")
     if args.report or args.markdown:
         report = markdown_report if args.markdown else format_report
-        print(report(rows, args.metric, effect=args.effect))
+        done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
+        print(report(done, args.metric, effect=args.effect))
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)
