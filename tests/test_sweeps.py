@@ -72,6 +72,27 @@ class TestSpec:
         lin = [r for r in runs if r.model_config.variant == "linear"]
         assert lin[0].train_config.optimizer == "sgd" and lin[0].train_config.views == 5  # the recipe
 
+    def test_the_data_a_run_names_is_the_data_it_trains_on(self, tiny, tmp_path, monkeypatch):
+        """No dataset key, $QTL_DATA_DIR at another dataset than hymenoptera: the runs name that folder
+        (they were recorded as hymenoptera's, whose real runs were then skipped as done); at a folder named
+        hymenoptera_data they stay hymenoptera's (the shipped study's ids). A folder of class folders and
+        a zip are datasets of a spec too, as of --data (they were refused)."""
+        from qtl.testing.image_folders import make_class_folders, zip_folder
+
+        text = 'name = "d"\npretrained = false\nepochs = 1\nvariant = "linear"\nseeds = 1\n'
+        other = make_image_folder(tmp_path / "tiny2")
+        monkeypatch.setenv("QTL_DATA_DIR", str(other))
+        (run,) = plan(parse_spec(__import__("tomllib").loads(text), source=text))
+        assert run.dataset == "tiny2" and run.machine.data_dir == str(other)
+        monkeypatch.setenv("QTL_DATA_DIR", str(make_image_folder(tmp_path / "x" / "hymenoptera_data")))
+        (default,) = plan(parse_spec(__import__("tomllib").loads(text), source=text))
+        assert default.dataset == "hymenoptera" and default.id != run.id
+        flat = make_class_folders(tmp_path / "flat", 2, 6)
+        for source in (flat, zip_folder(flat, tmp_path / "flat.zip")):
+            spec_text = text + f'dataset = "{source}"\n'
+            (one,) = plan(parse_spec(__import__("tomllib").loads(spec_text), source=spec_text))
+            assert (Path(one.machine.data_dir) / "train").is_dir()
+
     def test_top_level_is_the_grid_and_seeds_count(self, tiny):
         spec = parse_spec(
             {"variants": ["quantum"], "qubits": [2, 4], "seeds": 3, "lr": 1, "dataset": str(tiny)}

@@ -264,13 +264,25 @@ def plan(
         dataset = p.pop("dataset")
         if dataset not in roots:
             roots[dataset] = _dataset_root(dataset, spec.base_dir)
+        name = _run_dataset(dataset, roots[dataset])
         regime = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
         tc = recipe_for(mc.variant, regime=regime, **p)
-        run = Run(mc, tc, None, dataset, MachineConfig(data_dir=roots[dataset], **(machine or {})))
+        run = Run(mc, tc, None, name, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None
             runs[run.id] = dataclasses.replace(run, checkpoint_path=path)
     return list(runs.values())
+
+
+def _run_dataset(name: str, root: str) -> str:
+    """The dataset a run names (in its id and row): the spec's, but for the default one its folder's name
+    where $QTL_DATA_DIR points at another dataset than hymenoptera; runs on it were recorded, and then
+    skipped as done, as hymenoptera's."""
+    from qtl.paths import HYMENOPTERA_DIRNAME
+
+    if name == DEFAULT_DATASET and Path(root).name != HYMENOPTERA_DIRNAME:
+        return Path(root).name
+    return name
 
 
 def _dataset_root(name: str, base_dir: Path) -> str:
@@ -283,4 +295,4 @@ def _dataset_root(name: str, base_dir: Path) -> str:
     path = path if path.is_absolute() else base_dir / path
     if is_named(name) and not path.exists():  # "digits", "torchvision/...": written out once
         return str(open_dataset(name).root)
-    return str(resolve_dataset(path))
+    return str(open_dataset(path).root)  # a train/val folder, a folder of class folders or a zip
