@@ -70,6 +70,9 @@ class TestHelp:
             (["serve", "m.pt", "--max-batch", "0"], "--max-batch: must be a whole number of at least 1"),
             (["serve", "m.pt", "--port", "99999"], "--port: must be a TCP port, 0 to 65535, got 99999"),
             (["serve", "m.pt", "--port", "-5"], "--port: must be a TCP port, 0 to 65535, got -5"),
+            (["sweep", "s.toml", "--cpus-per-run", "0"], "--cpus-per-run: must be a number above 0, got 0"),
+            (["sweep", "s.toml", "--gpus-per-run", "-1"], "--gpus-per-run: must be a number 0 or more"),
+            (["sweep", "s.toml", "--workers", "0"], "--workers: must be a whole number of at least 1, got 0"),
         ],
     )
     def test_an_effect_or_a_limit_out_of_range_is_refused_before_any_work(self, capsys, argv, said):

@@ -53,6 +53,22 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _share(zero: bool):
+    """A number of CPUs or GPUs a Ray task requests: above 0 (0 too where `zero`), fractions allowed."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0 if zero else value > 0) or value != value or value == float("inf"):
+            least = "0 or more" if zero else "above 0"
+            raise argparse.ArgumentTypeError(f"must be a number {least}, got {text}")
+        return value
+
+    return parse
+
+
 def _port(text: str) -> int:
     """A TCP port, 0 (any free one) to 65535."""
     if not text.strip().isdigit() or int(text) > 65535:
@@ -627,14 +643,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         metavar="N",
         default=None,
         help="runs at once (default: 1 local, 2 processes, the cluster's CPUs / --cpus-per-run on Ray)",
     )
     g.add_argument("--address", default=None, help="Ray: an existing cluster ('auto', ray://HOST:10001)")
-    g.add_argument("--cpus-per-run", type=float, metavar="N", default=1, help="Ray: CPUs each task requests")
-    g.add_argument("--gpus-per-run", type=float, metavar="N", default=0, help="Ray: GPUs each task requests")
+    g.add_argument(
+        "--cpus-per-run", type=_share(False), metavar="N", default=1, help="Ray: CPUs each task requests"
+    )
+    g.add_argument(
+        "--gpus-per-run", type=_share(True), metavar="N", default=0, help="Ray: GPUs each task requests"
+    )
     g.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature cache folder")
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoints, if the spec saves them")
