@@ -51,6 +51,19 @@ def test_merge_keeps_every_run_and_says_where_they_came_from():
     ]
 
 
+def test_a_run_counts_once_and_the_merge_keeps_the_effect():
+    """A report merged with itself (or two checkpoints of one run loaded): each run once, the rest said
+    in the notes (seeds 6 from 3, and a smaller std); the merged power analysis is for the effect asked
+    (it stayed ±0.02)."""
+    runs = [{**row("quantum", s, 0.9 + s / 100, 0.9), "id": f"q{s}", "dataset": None} for s in range(3)]
+    once = paper_report(runs, command="qtl reproduce")
+    merged = merge_reports([once, once], command="qtl reproduce --from a.json a.json", effect=0.05)
+    assert len(merged["runs"]) == 3 and merged["summary"][0]["n"] == 3
+    assert merged["summary"][0]["best_val_acc_std"] == once["summary"][0]["best_val_acc_std"]
+    assert any("left out 3 row(s) of runs already counted" in n for n in merged["notes"])
+    assert merged["effect"] == 0.05
+
+
 def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
     """Two variants x two seeds on a tiny dataset: the Markdown and JSON reports hold every run."""
     data = make_image_folder(tmp_path / "tiny")

@@ -497,7 +497,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     command = portable("qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce")
     if args.merge:
         reports = [json.loads(Path(p).read_text()) for p in args.merge]
-        report = merge_reports(reports, command=command)
+        report = merge_reports(reports, command=command, effect=args.effect)
     else:
         rows = [loaded_row(load_checkpoint(p)) for p in args.load or []]
         notice = None

@@ -20,7 +20,15 @@ import time
 
 from qtl.config import VARIANTS
 from qtl.experiments.runs import Outcome, checkpoint_row
-from qtl.experiments.stats import EFFECT, cell_name, comparison_header, comparison_line, comparisons, summary
+from qtl.experiments.stats import (
+    EFFECT,
+    cell_name,
+    comparison_header,
+    comparison_line,
+    comparisons,
+    one_per_run,
+    summary,
+)
 from qtl.models.weights import describe_backbone
 
 PAPER_VARIANTS = VARIANTS  # quantum, finetuned, linear, hybrid, dressed-classical
@@ -92,7 +100,12 @@ def paper_report(
     rows: list[dict], *, command: str, backbone_notice: str | None = None, notes=(), effect: float = EFFECT
 ) -> dict:
     """The JSON report: the command, the machine, the summary per variant, the paired comparisons (on test
-    accuracy where the runs have it, with their power to detect `effect`) and every run's row."""
+    accuracy where the runs have it, with their power to detect `effect`) and every run's row, each run
+    once (`stats.one_per_run`: a second checkpoint of a run, or a report merged twice, is left out and
+    said in the notes; it counted as more seeds)."""
+    rows, repeats = one_per_run(rows)
+    if repeats:
+        notes = [*notes, f"left out {len(repeats)} row(s) of runs already counted (the same run id and data)"]
     metric = "test_acc" if any(r.get("test_acc") is not None for r in rows) else "val_acc"
     return {
         "format": REPORT_FORMAT,
@@ -110,8 +123,9 @@ def paper_report(
     }
 
 
-def merge_reports(reports: list[dict], *, command: str, notes=()) -> dict:
-    """One report from several (runs made by separate commands); their commands become notes."""
+def merge_reports(reports: list[dict], *, command: str, notes=(), effect: float = EFFECT) -> dict:
+    """One report from several (runs made by separate commands); their commands become notes; the power
+    analysis is for `effect` (it kept the default whatever --effect said)."""
     rows = [r for rep in reports for r in rep["runs"]]
     notices = [rep["backbone_notice"] for rep in reports if rep.get("backbone_notice")]
     earlier = [f"runs from: `{rep['command']}`" for rep in reports]
@@ -121,6 +135,7 @@ def merge_reports(reports: list[dict], *, command: str, notes=()) -> dict:
         command=command,
         backbone_notice=notices[0] if notices else None,
         notes=[*earlier, *extra, *notes],
+        effect=effect,
     )
 
 
