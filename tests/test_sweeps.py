@@ -662,3 +662,25 @@ class TestMlflow:
         assert len(found) == 6 and set(found["metrics.best_val_acc"]) <= {i / 8 for i in range(9)}
         curve = mlflow.tracking.MlflowClient().get_metric_history(found["run_id"][0], "val_acc")
         assert [m.step for m in curve] == [1, 2]
+        assert set(found["params.split"]) == {"given"}  # the regime too (runs of other regimes looked alike)
+
+    def test_an_mlflow_store_that_refuses_stops_logging_not_the_sweep(self, tiny, tmp_path, monkeypatch):
+        """A file store without MLFLOW_ALLOW_FILE_STORE (MLflow refuses it): every run still trains and is
+        recorded, and one warning says why logging stopped (it was a traceback after the first run, and
+        the sweep stopped with the rest pending)."""
+        pytest.importorskip("mlflow")
+        monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+        import qtl.experiments.sweeps as sweeps
+
+        def refused(*args):
+            raise RuntimeError("the file store is in maintenance mode")
+
+        monkeypatch.setattr(sweeps, "log_to_mlflow", refused)
+        text = SPEC.replace("depth = [1, 2]", "depth = [1]")
+        spec = load_spec(write_spec(tmp_path, tiny, epochs=1, text=text))
+        report = run_sweep(spec, tmp_path / "r.db", mlflow_uri=(tmp_path / "mlruns").as_uri())
+        assert (report.done, report.remaining) == (6, 0)
+        assert report.warnings == [
+            f"MLflow logging stopped at {report.warnings[0].split(' at ')[1].split(':')[0]}: "
+            "the file store is in maintenance mode"
+        ]

@@ -637,6 +637,8 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     )
     for error in report.errors:
         print(f"  failed: {error}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"qtl: warning: {warning}", file=sys.stderr)
     if report.stopped:
         print("qtl: stopped; run the same command again to resume", file=sys.stderr)
         return 130

@@ -44,6 +44,7 @@ class SweepReport:
     stopped: bool = False  # a stop request ended it early
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # "label: reason" per failed run
+    warnings: list[str] = field(default_factory=list)  # what went wrong beside the runs (MLflow logging)
 
     @property
     def remaining(self) -> int:
@@ -115,7 +116,12 @@ def run_sweep(
             ):
                 _record(db, run, done, dispatched.pop(run.id), stop, report)
                 if mlflow_uri and done.outcome is not None and not done.cancelled:
-                    log_to_mlflow(mlflow_uri, spec.name, run, done)
+                    try:
+                        log_to_mlflow(mlflow_uri, spec.name, run, done)
+                    except Exception as exc:  # MLflow's own errors: the sweep goes on, logging stops
+                        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                        report.warnings.append(f"MLflow logging stopped at {run.label}: {reason}")
+                        mlflow_uri = None
                 observer.ended(i, len(todo), run, done)
         except KeyboardInterrupt:
             for run_id in dispatched:  # a second Ctrl-C: what was running did not finish
@@ -183,7 +189,10 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(sweep)
     params = {k: row[k] for k in ("variant", "backbone", "weights", "dataset", "qubits", "depth", "seed")}
-    params.update({k: row[k] for k in ("entangler", "rotation", "lr", "epochs")})
+    params.update(
+        {k: row[k] for k in ("entangler", "rotation", "lr", "epochs", "engine", "noise", "reupload")}
+    )
+    params.update({k: row[k] for k in ("feature_dim", "split", "per_class", "label_noise", "recipe")})
     with mlflow.start_run(run_name=f"{run.label} {run.id}", tags={"qtl.run_id": run.id}):
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
         for h in done.outcome.history:
