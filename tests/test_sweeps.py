@@ -680,7 +680,5 @@ class TestMlflow:
         spec = load_spec(write_spec(tmp_path, tiny, epochs=1, text=text))
         report = run_sweep(spec, tmp_path / "r.db", mlflow_uri=(tmp_path / "mlruns").as_uri())
         assert (report.done, report.remaining) == (6, 0)
-        assert report.warnings == [
-            f"MLflow logging stopped at {report.warnings[0].split(' at ')[1].split(':')[0]}: "
-            "the file store is in maintenance mode"
-        ]
+        (warning,) = report.warnings
+        assert warning.startswith("MLflow logging stopped at ") and warning.endswith("maintenance mode")
