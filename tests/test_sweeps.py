@@ -108,6 +108,7 @@ class TestSpec:
             ("name = 'a b'", "name 'a b' must be"),
             ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
             ("seeds = -3", "'seeds' in the top level: a number of seeds must be at least 1, got -3"),
+            ("engine = 'nope'", "'engine' in the top level: 'nope' is no engine here; choose from: native, mps"),
             ('[[grid]]\nbackbones = ["resnet18", "nosuch"]', "number 1: unknown backbone 'nosuch'"),
             ("qubits = [", "is not valid TOML"),
             ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),

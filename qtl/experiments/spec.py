@@ -229,6 +229,15 @@ def _checked(axis: str, value, where: str):
             check_backbone_name(value)
         except ValueError as exc:
             raise SpecError(f"'backbone' in {where}: {exc}") from None
+    if axis == "engine":  # native, mps, or a PennyLane device this machine has
+        from importlib.metadata import entry_points
+
+        from qtl.config import ENGINES
+
+        devices = {e.name for e in entry_points(group="pennylane.plugins")}
+        if value not in ENGINES and value not in devices:
+            choices = ", ".join([*ENGINES, *sorted(devices - set(ENGINES))])
+            raise SpecError(f"'engine' in {where}: {value!r} is no engine here; choose from: {choices}")
     return value
 
 
