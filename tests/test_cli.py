@@ -73,6 +73,7 @@ class TestHelp:
             (["sweep", "s.toml", "--cpus-per-run", "0"], "--cpus-per-run: must be a number above 0, got 0"),
             (["sweep", "s.toml", "--gpus-per-run", "-1"], "--gpus-per-run: must be a number 0 or more"),
             (["sweep", "s.toml", "--workers", "0"], "--workers: must be a whole number of at least 1, got 0"),
+            (["runs", "--variant", "quantm"], "--variant: invalid choice: 'quantm'"),
         ],
     )
     def test_an_effect_or_a_limit_out_of_range_is_refused_before_any_work(self, capsys, argv, said):

@@ -684,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("done", "running", "pending", "failed", "cancelled", "any"),
         help="which runs",
     )
+    # a misspelt variant is refused (it listed no run, as if there were none)
+    p.add_argument("--variant", choices=RUN_VARIANTS, default=None, help="only runs with this variant")
     for name, kind in (
-        ("variant", str),
         ("backbone", str),
         ("dataset", str),
         ("qubits", int),
