@@ -253,6 +253,20 @@ class TestTrainEvaluatePredict:
         )
         assert f"qtl: warning: {said} default instead" in err
 
+    def test_evaluate_with_data_splits_class_folders_as_the_checkpoint_did(self, capsys, tmp_path):
+        """Trained on class folders split 0.5 with seed 3: --data naming the folder scores the same val
+        images as the recorded dataset (it split 0.2 with seed 0: a val of training images); an explicit
+        --val-ratio still wins."""
+        flat = make_class_folders(tmp_path / "flat", 2, 10)
+        ckpt = tmp_path / "l.pt"
+        args = ["train", "linear", "--random-init", "--no-augment", "--data", flat, "--epochs", 1]
+        assert run_cli(capsys, *args, "--val-ratio", 0.5, "--split-seed", 3, "-q", "--out", ckpt)[0] == 0
+        recorded = json.loads(run_cli(capsys, "evaluate", ckpt, "--json")[1])["metrics"]
+        named = json.loads(run_cli(capsys, "evaluate", ckpt, "--data", flat, "--json")[1])["metrics"]
+        assert named == recorded and named["n"] == 10
+        other = run_cli(capsys, "evaluate", ckpt, "--data", flat, "--val-ratio", 0.2, "--json")[1]
+        assert json.loads(other)["metrics"]["n"] == 4
+
     def test_evaluate_says_the_accuracy_at_training_where_it_differs(self, capsys, checkpoints, tiny):
         """The checkpoint's own val accuracy (training read its fast features) beside evaluate's exact
         one, on the same images, only where the two differ."""

@@ -169,14 +169,17 @@ def _regime(args) -> DataRegime:
     )
 
 
-def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True):
-    """The PreparedDataset `--data` names (hymenoptera by default); skipped files are reported once."""
-    from qtl.data.datasets import open_dataset
+def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = True, split=None):
+    """The PreparedDataset `--data` names (hymenoptera by default); skipped files are reported once. A
+    folder of class folders is split by --val-ratio and --split-seed, else by `split` (val_ratio, seed:
+    a checkpoint's own), else by the defaults."""
+    from qtl.data.datasets import DEFAULT_VAL_RATIO, open_dataset
 
+    ratio, seed = split or (DEFAULT_VAL_RATIO, 0)
     ds = open_dataset(
         args.data,
-        val_ratio=args.val_ratio,
-        seed=args.split_seed,
+        val_ratio=ratio if args.val_ratio is None else args.val_ratio,
+        seed=seed if args.split_seed is None else args.split_seed,
         download=download,
         progress=bar.hook("downloading or extracting the dataset", unit="B"),
     )
@@ -206,7 +209,14 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
                 file=sys.stderr,
             )
         return root
-    return _dataset(args, bar).root
+    # --data: a folder of class folders split as the checkpoints recorded (they all agree), so its val
+    # images are theirs, not the default split's (with training images among them)
+    splits = {
+        (r["val_ratio"], r.get("seed") or 0)
+        for m in models
+        if (r := (m.meta or {}).get("dataset")) and r.get("val_ratio") is not None
+    }
+    return _dataset(args, bar, split=splits.pop() if len(splits) == 1 else None).root
 
 
 def _figure_path(path) -> Path:

@@ -242,11 +242,16 @@ def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str
         "--val-ratio",
         type=float,
         metavar="X",
-        default=0.2,
-        help="class folders only: share of each class held out for val (seeded, stratified)",
+        default=None,
+        help="class folders only: share of each class held out for val (seeded, stratified; default 0.2, "
+        "or the split a scored checkpoint recorded)",
     )
     g.add_argument(
-        "--split-seed", type=int, metavar="N", default=0, help="class folders only: seed of that split"
+        "--split-seed",
+        type=int,
+        metavar="N",
+        default=None,
+        help="class folders only: seed of that split (default 0, or a scored checkpoint's)",
     )
 
 
