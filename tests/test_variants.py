@@ -187,3 +187,11 @@ class TestBuildModel:
         b = build_model(ModelConfig("linear", pretrained=False, class_names=CLASSES))
         assert backbone_fingerprint(a.backbone) == backbone_fingerprint(b.backbone)
         assert not torch.equal(a.head.weight, b.head.weight)
+
+
+def test_a_feature_dim_wider_than_the_features_is_refused():
+    """resnet18 has 512 features: feature_dim 100000 was accepted and padded with zero components."""
+    mc = ModelConfig("linear", pretrained=False, class_names=CLASSES, feature_dim=100_000)
+    with pytest.raises(ValueError, match="feature_dim 100000 is wider than the 512 features of resnet18"):
+        build_model(mc)
+    assert build_model(ModelConfig("linear", pretrained=False, class_names=CLASSES, feature_dim=512))

@@ -97,6 +97,11 @@ def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
     `feature_dim`, behind a (not yet fitted) projection to that width."""
     c = model_config
     if c.feature_dim is not None:
+        if c.feature_dim > in_features:  # its principal components beyond the features' own were zeros
+            raise ValueError(
+                f"feature_dim {c.feature_dim} is wider than the {in_features} features of {c.backbone}: "
+                f"give at most {in_features}, or none for all of them"
+            )
         return Projected(in_features, c.feature_dim, _head(c, c.feature_dim))
     return _head(c, in_features)
 
