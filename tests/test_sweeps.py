@@ -108,7 +108,10 @@ class TestSpec:
             ("name = 'a b'", "name 'a b' must be"),
             ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
             ("seeds = -3", "'seeds' in the top level: a number of seeds must be at least 1, got -3"),
-            ("engine = 'nope'", "'engine' in the top level: 'nope' is no engine here; choose from: native, mps"),
+            (
+                "engine = 'nope'",
+                "'engine' in the top level: 'nope' is no engine here; choose from: native, mps",
+            ),
             ('[[grid]]\nbackbones = ["resnet18", "nosuch"]', "number 1: unknown backbone 'nosuch'"),
             ("qubits = [", "is not valid TOML"),
             ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),
@@ -625,6 +628,12 @@ class TestCommandLine:
         assert {float(r["val_acc"]) for r in table} == {r["val_acc"] for r in doc}
         assert cli.main(["runs", "--db", str(db), "--sweeps"]) == 0
         assert "tiny  8 runs (8 done)" in capsys.readouterr().out
+        # the sweeps as JSON, and the data alone on stdout beside a report (both wrote nothing, or mixed)
+        assert cli.main(["runs", "--db", str(db), "--sweeps", "--json", "-"]) == 0
+        assert [s["done"] for s in json.loads(capsys.readouterr().out)] == [8]
+        assert cli.main(["runs", "--db", str(db), "--json", "-", "--report"]) == 0
+        out, err = capsys.readouterr()
+        assert len(json.loads(out)) == 8 and "val_acc per cell" in err
         assert cli.main(["runs", "--db", str(db), "--report", "--markdown"]) == 0
         md = capsys.readouterr().out
         assert "| qubits \\ depth | 1 | 2 |" in md

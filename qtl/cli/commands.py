@@ -665,7 +665,12 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
     with ResultsDB(db, readonly=True) as results:  # reading never changes the file
         if args.sweeps:
-            print(format_sweeps(results.sweeps()))
+            sweeps = results.sweeps()
+            for path, kind in ((args.csv, "csv"), (args.json, "json")):
+                if path:  # the sweeps' rows, as --csv/--json write runs' (they wrote nothing)
+                    write_rows(sweeps, path, kind)
+            if "-" not in (args.csv, args.json):
+                print(format_sweeps(sweeps))
             return 0
         names = [sw["name"] for sw in results.sweeps()]
         if args.sweep is not None and args.sweep not in names:
@@ -680,7 +685,8 @@ def cmd_runs(args, bar: ProgressBar) -> int:
     if args.report or args.markdown:
         report = markdown_report if args.markdown else format_report
         done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
-        print(report(done, args.metric, effect=args.effect))
+        out = sys.stderr if "-" in (args.csv, args.json) else sys.stdout  # stdout holds the data alone
+        print(report(done, args.metric, effect=args.effect), file=out)
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)
