@@ -513,6 +513,41 @@ class TestInterruptions:
             } == before
             assert all(len(db.history(r["id"])) == 25 for r in rows)
 
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+    def test_sigkill_of_a_process_pool_sweep_ends_its_workers(self, tiny, tmp_path):
+        """kill -9 of a `--backend processes` sweep: its worker processes end with it (they stayed, about
+        1 GB each, blocked on their call queue, until killed by hand)."""
+        spec, db_path = write_spec(tmp_path, tiny, epochs=25), tmp_path / "r.db"
+        proc = sweep_process(spec, db_path, "--quiet", "--backend", "processes", "--workers", "2")
+        wait_until(db_path, lambda c: c.get("running", 0) >= 1, proc)
+
+        def children() -> list[int]:
+            found = []
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == proc.pid:  # the parent pid
+                    found.append(int(stat.parent.name))
+            return found
+
+        workers = children()
+        assert workers, "no worker processes found"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.2)
+        alive = [
+            w
+            for w in workers
+            if Path(f"/proc/{w}/stat").exists() and " Z " not in Path(f"/proc/{w}/stat").read_text()
+        ]
+        for w in alive:  # leave nothing behind, whatever the outcome
+            os.kill(w, signal.SIGKILL)
+        assert alive == []
+
     def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(self, tiny, tmp_path):
         # runs of many epochs (seconds each, where 400 could end within the second below on a fast or
         # unevenly loaded machine, and the signal then fell between two runs)

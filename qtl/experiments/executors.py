@@ -18,6 +18,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -150,17 +151,26 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
             yield i, run, done
 
 
-def _init_worker(stop_event) -> None:
-    """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run."""
+def _init_worker(stop_event, driver: int | None = None) -> None:
+    """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run; on Linux
+    the worker ends with the sweep, even one killed with SIGKILL (its workers stayed, about 1 GB each,
+    blocked on the pipe they were fed by)."""
     global _WORKER_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STOP = stop_event
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if driver is not None and os.getppid() != driver:  # the sweep was gone before the line above
+            os._exit(1)
 
 
 def _processes(runs, workers, on_start, stop):
     ctx = multiprocessing.get_context("spawn")  # fork after torch's threads have started is unsafe
     event = ctx.Event()
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(event,)) as pool:
+    init = {"initializer": _init_worker, "initargs": (event, os.getpid())}
+    with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
 
         def wait_any(futures):
             finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
