@@ -59,7 +59,7 @@ else:
             with cols[i % len(cols)]:
                 st.altair_chart(charts.confusion_chart(ev.metrics, label), width="stretch")
                 m, auc = ev.metrics, ev.metrics["roc_auc"]
-                recorded = accuracy_at_training(models[label], roots[label], "val")
+                recorded = accuracy_at_training(models[label], roots[label], "val", m["n"])
                 trained = ""
                 if recorded is not None and abs(recorded - m["accuracy"]) > 1e-9:  # as `qtl evaluate` says
                     trained = (

@@ -253,6 +253,23 @@ class TestTrainEvaluatePredict:
         )
         assert f"qtl: warning: {said} default instead" in err
 
+    def test_the_accuracy_at_training_is_said_only_for_the_images_it_was_on(self, capsys, tmp_path):
+        """Scored on as many val images as the checkpoint's dataset recorded: its own accuracy is the
+        one to compare; one image fewer (deleted from the source since) is another set, where it still
+        said "the same images"."""
+        from qtl.analysis.inference import accuracy_at_training
+        from qtl.data.datasets import recorded_root
+
+        archive = zip_folder(make_class_folders(tmp_path / "scans", 2, 6), tmp_path / "scans.zip")
+        ckpt = tmp_path / "l.pt"
+        args = ["train", "linear", "--random-init", "--no-augment", "--data", archive, "--epochs", 1]
+        assert run_cli(capsys, *args, "-q", "--out", ckpt)[0] == 0
+        loaded = load_checkpoint(ckpt)
+        record = loaded.meta["dataset"]
+        root, n = recorded_root(record), sum(record["counts"]["val"].values())
+        assert accuracy_at_training(loaded, root, "val", n) == loaded.metrics["val_acc"]
+        assert accuracy_at_training(loaded, root, "val", n - 1) is None
+
     def test_evaluate_with_data_splits_class_folders_as_the_checkpoint_did(self, capsys, tmp_path):
         """Trained on class folders split 0.5 with seed 3: --data naming the folder scores the same val
         images as the recorded dataset (it split 0.2 with seed 0: a val of training images); an explicit

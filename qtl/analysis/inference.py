@@ -304,11 +304,20 @@ WHY_TRAINING_DIFFERS = (
 or two (`qtl evaluate`, the Compare page)."""
 
 
-def accuracy_at_training(loaded: LoadedModel, root: str | Path, split: str) -> float | None:
+def accuracy_at_training(
+    loaded: LoadedModel, root: str | Path, split: str, n: int | None = None
+) -> float | None:
     """The val accuracy the checkpoint recorded when it was trained, where `evaluate(loaded, root, split)`
-    scores the same images: the val split of the dataset it recorded. None otherwise."""
+    scores the same images: the val split of the dataset it recorded, with as many images as it recorded
+    there (`n`, the images scored; a checkpoint of the dataset's own split: an image deleted since is
+    another set). None otherwise."""
     from qtl.data.datasets import recorded_root
 
-    if split != "val" or recorded_root((loaded.meta or {}).get("dataset")) != Path(root):
+    record = (loaded.meta or {}).get("dataset")
+    if split != "val" or recorded_root(record) != Path(root):
+        return None
+    regime = DataRegime.from_dict((loaded.train_config or {}).get("regime"))
+    counts = (record or {}).get("counts", {}).get("val")
+    if n is not None and regime == DataRegime() and counts and sum(counts.values()) != n:
         return None
     return (loaded.metrics or {}).get("val_acc")

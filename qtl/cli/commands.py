@@ -287,7 +287,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
         out = {"checkpoint": str(args.checkpoint), "data": str(root), "split": args.split, "metrics": m}
         print(json.dumps(out, indent=2))
     else:
-        recorded = accuracy_at_training(loaded, root, args.split)
+        recorded = accuracy_at_training(loaded, root, args.split, m["n"])
         print(format_evaluation(args.checkpoint, loaded, root, args.split, m, recorded))
     return 0
 
