@@ -186,6 +186,17 @@ class TestTrainEvaluatePredict:
         assert "epoch" not in out.replace("best epoch", "")
         assert read_checkpoint_info(out_file).epochs == 2
 
+    def test_train_out_a_folder_writes_the_checkpoint_inside(self, capsys, tiny, tmp_path):
+        """--out an existing folder: the checkpoint under its own name there (it trained, then failed
+        with "[Errno 21] Is a directory" and lost the run)."""
+        folder = tmp_path / "mine"
+        folder.mkdir()
+        args = ["train", "linear", "--random-init", "--data", tiny, "--epochs", 1, "-q", "--out", folder]
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        (saved,) = folder.glob("*.pt")
+        assert saved.name.startswith("linear-") and load_checkpoint(saved).variant == "linear"
+
     def test_quiet_train_prints_no_progress(self, capsys, tiny, tmp_path):
         code, out, err = run_cli(
             capsys, "-q", "train", "linear", "--random-init", "--no-augment", "--data", tiny, "--epochs", 1,

@@ -241,6 +241,8 @@ def cmd_train(args, bar: ProgressBar) -> int:
     root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path
+    if path.is_dir():  # --out a folder: the checkpoint's own name inside it (it failed after training)
+        path = path / run.checkpoint_path.name
     tc = run.train_config
     bar.message(
         f"training {args.variant} on {root} "
