@@ -47,6 +47,20 @@ def store(tmp_path) -> Path:
     return tmp_path / "store"
 
 
+def test_a_class_named_train_is_a_class(three, tmp_path, store):
+    """Class folders "train", "bus", "car" (vehicles): three classes, split here; "train" was taken for
+    the training split, and the dataset had 0 classes. A train/ of class folders stays the split."""
+    vehicles = tmp_path / "vehicles"
+    vehicles.mkdir()
+    for name, cls in zip(("train", "bus", "car"), sorted(three.iterdir()), strict=True):
+        cls.rename(vehicles / name)
+    ds = open_dataset(vehicles, store=store)
+    assert ds.layout == "classes" and ds.classes == ["bus", "car", "train"]
+    from qtl.data.folders import scan
+
+    assert scan(ds.root)[0] == "splits"  # its arranged train/ holds class folders: the split
+
+
 class TestZip:
     def test_class_folders_in_a_wrapper_with_junk(self, three, tmp_path, store):
         """A macOS-style zip: wrapper folder, __MACOSX, dotfiles, text, a nested folder: each skipped once."""

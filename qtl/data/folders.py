@@ -162,8 +162,9 @@ def scan(source: Path) -> tuple[str, dict[str, dict[str, list[Path]]], list[tupl
     """Find the layout under `source`: ("splits" | "classes", {split: {class: files}}, skipped).
 
     "splits": train/ (+ val/, test/, in any of the `SPLIT_NAMES` spellings) holding class folders;
-    "classes": class folders only. A single wrapping folder (with nothing but junk beside it) is
-    looked through where it holds folders; one that holds only files is a class folder, the only one.
+    "classes": class folders only (one called train among them too, where it holds images and no class
+    folders). A single wrapping folder (with nothing but junk beside it) is looked through where it holds
+    folders; one that holds only files is a class folder, the only one.
     """
     skipped: list[tuple[str, str]] = []
     top = source
@@ -183,7 +184,9 @@ def scan(source: Path) -> tuple[str, dict[str, dict[str, list[Path]]], list[tupl
         name = SPLIT_NAMES.get(p.name.lower())
         if p.is_dir() and name is not None and name not in splits:
             splits[name] = p
-    if "train" in splits:
+    # a train/ of image files, no class folders, is a class named "train" beside others ("train", "bus",
+    # "car": vehicles), not the training split (it was, and the dataset had 0 classes)
+    if "train" in splits and any(is_class_dir(c) for c in splits["train"].iterdir()):
         found = {}
         for p in sorted(top.iterdir()):
             if p not in splits.values():
