@@ -64,6 +64,34 @@ def test_a_run_counts_once_and_the_merge_keeps_the_effect():
     assert merged["effect"] == 0.05
 
 
+def test_load_alone_reports_the_checkpoints_without_training(tmp_path, capsys):
+    """`qtl reproduce --load CKPT`: a report of that run alone (it also trained every variant over 3
+    seeds on the default dataset, unless --seeds 0 was given)."""
+    data = make_image_folder(tmp_path / "tiny")
+    ckpt = tmp_path / "l.pt"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "linear",
+                "--random-init",
+                "--data",
+                str(data),
+                "--epochs",
+                "1",
+                "--out",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "r.md"
+    assert main(["-q", "reproduce", "--load", str(ckpt), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [r["variant"] for r in report["runs"]] == ["linear"]
+
+
 def test_cli_trains_seeds_and_writes_both_reports(tmp_path, capsys):
     """Two variants x two seeds on a tiny dataset: the Markdown and JSON reports hold every run."""
     data = make_image_folder(tmp_path / "tiny")

@@ -513,6 +513,8 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     else:
         rows = [loaded_row(load_checkpoint(p)) for p in args.load or []]
         notice = None
+        if args.seeds is None:  # not given: 3 seeds, none where checkpoints are loaded instead
+            args.seeds = 0 if args.load else 3
         if args.seeds > 0 and args.variants:
             root = _dataset(args, bar).root
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))

@@ -526,8 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge these earlier reports instead of training",
     )
     p.add_argument(
-        "--load", nargs="+", default=None, metavar="PATH", help="add these checkpoints' runs (no training)"
+        "--load",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="add these checkpoints' runs (no training unless --seeds is given too)",
     )
+    p.set_defaults(seeds=None)  # reproduce: 3, or none beside --load (it trained every variant too)
     _add_model_args(p)
     _add_recipe_args(p, epochs_help="epochs for every variant (default: each recipe's)")
     p.add_argument(
