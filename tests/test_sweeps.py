@@ -104,7 +104,7 @@ class TestSpec:
         "text, message",
         [
             ("qbits = 3", "unknown key 'qbits'"),
-            ("qubits = 'four'", "'qubits' in the top level: 'four' is not a int"),
+            ("qubits = 'four'", "'qubits' in the top level: 'four' is not a whole number"),
             ("name = 'a b'", "name 'a b' must be"),
             ("[[grid]]\ndepth = []", "'depth' in [[grid]] number 1 is an empty list"),
             ("seeds = -3", "'seeds' in the top level: a number of seeds must be at least 1, got -3"),
@@ -114,7 +114,7 @@ class TestSpec:
             ),
             ('[[grid]]\nbackbones = ["resnet18", "nosuch"]', "number 1: unknown backbone 'nosuch'"),
             ("qubits = [", "is not valid TOML"),
-            ("per_class = ['few']", "'per_class' in the top level: 'few' is not a int or \"all\""),
+            ("per_class = ['few']", "'per_class' in the top level: 'few' is not a whole number or \"all\""),
             (
                 "seeds = 100000\n[[grid]]\nqubits = [1, 2, 3, 4, 5]\ndepth = [1, 2]\n"
                 "[[grid]]\nvariant = 'linear'",

@@ -213,6 +213,9 @@ def _listed(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+KIND_WORDS = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _checked(axis: str, value, where: str):
     if axis in OPTIONAL and value == ALL:
         return None
@@ -221,7 +224,7 @@ def _checked(axis: str, value, where: str):
         value = float(value)
     if type(value) is not kind:
         also = f' or "{ALL}"' if axis in OPTIONAL else ""
-        raise SpecError(f"{axis!r} in {where}: {value!r} is not a {kind.__name__}{also}")
+        raise SpecError(f"{axis!r} in {where}: {value!r} is not {KIND_WORDS[kind]}{also}")
     if axis == "backbone":  # known before any run, as an unknown variant is
         from qtl.config import check_backbone_name
 
