@@ -682,6 +682,12 @@ class TestCommandLine:
         assert cli.main(["runs", "--db", str(db), "--status", "any", "--report", "--markdown"]) == 0
         assert "| quantum 2q d1 resnet18 on tiny | dressed-classical | 1 |" in capsys.readouterr().out
 
+    def test_an_address_needs_the_ray_backend(self, capsys, tmp_path):
+        """--address with --backend processes was ignored: the runs went to this machine, unsaid."""
+        argv = ["sweep", str(tmp_path / "s.toml"), "--backend", "processes", "--address", "auto"]
+        assert cli.main(argv) == 1
+        assert "--address names a Ray cluster: use it with --backend ray" in capsys.readouterr().err
+
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
         assert "no results database" in capsys.readouterr().err

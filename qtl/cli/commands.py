@@ -592,6 +592,8 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     from qtl.experiments.sweeps import run_sweep
     from qtl.paths import results_db
 
+    if args.address and args.backend != "ray":  # it was ignored: the runs went to this machine
+        raise ValueError(f"--address names a Ray cluster: use it with --backend ray, not {args.backend}")
     spec = load_spec(args.spec, limit=args.max_runs)
     db = Path(args.db) if args.db else results_db()
     machine = {"device": args.device, "cache_dir": args.cache_dir}
