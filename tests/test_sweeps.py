@@ -93,6 +93,13 @@ class TestSpec:
             (one,) = plan(parse_spec(__import__("tomllib").loads(spec_text), source=spec_text))
             assert (Path(one.machine.data_dir) / "train").is_dir()
 
+    def test_a_value_no_config_takes_is_said_with_its_point(self, tiny):
+        """qubits = 0 passes the spec's types but no circuit takes it: the error names the sweep and the
+        point (it was the config's bare ValueError)."""
+        text = f'name = "z"\ndataset = "{tiny}"\nvariant = "quantum"\nqubits = [2, 0]\ndepth = 1\n'
+        with pytest.raises(SpecError, match=r"sweep 'z', the point .*qubits = 0.*: "):
+            plan(parse_spec(__import__("tomllib").loads(text), source=text))
+
     def test_top_level_is_the_grid_and_seeds_count(self, tiny):
         spec = parse_spec(
             {"variants": ["quantum"], "qubits": [2, 4], "seeds": 3, "lr": 1, "dataset": str(tiny)}

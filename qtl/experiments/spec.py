@@ -270,15 +270,19 @@ def plan(
     runs: dict[str, Run] = {}
     for point in spec.points():
         p = dict(point)
-        circuit = CircuitConfig(**{CIRCUIT_AXES[k]: p.pop(k) for k in CIRCUIT_AXES if k in p})
-        model = {k: p.pop(k) for k in ("backbone", "pretrained", "engine", "feature_dim") if k in p}
-        mc = ModelConfig(variant=p.pop("variant"), circuit=circuit, **model)
+        try:  # a value no config takes (qubits = 0, classes = 1) is said with the point it came from
+            circuit = CircuitConfig(**{CIRCUIT_AXES[k]: p.pop(k) for k in CIRCUIT_AXES if k in p})
+            model = {k: p.pop(k) for k in ("backbone", "pretrained", "engine", "feature_dim") if k in p}
+            mc = ModelConfig(variant=p.pop("variant"), circuit=circuit, **model)
+            regime = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
+            tc = recipe_for(mc.variant, regime=regime, **{k: v for k, v in p.items() if k != "dataset"})
+        except (TypeError, ValueError) as exc:
+            where = ", ".join(f"{k} = {v!r}" for k, v in point.items() if k != "dataset")
+            raise SpecError(f"sweep {spec.name!r}, the point {where}: {exc}") from None
         dataset = p.pop("dataset")
         if dataset not in roots:
             roots[dataset] = _dataset_root(dataset, spec.base_dir)
         name = _run_dataset(dataset, roots[dataset])
-        regime = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
-        tc = recipe_for(mc.variant, regime=regime, **p)
         run = Run(mc, tc, None, name, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None
