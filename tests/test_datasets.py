@@ -59,6 +59,14 @@ def test_a_class_named_train_is_a_class(three, tmp_path, store):
     from qtl.data.folders import scan
 
     assert scan(ds.root)[0] == "splits"  # its arranged train/ holds class folders: the split
+    # train/ and test/ of unlabelled images (labels kept elsewhere) are no two classes "test" and "train"
+    kaggle = tmp_path / "kaggle"
+    for split in ("train", "test"):
+        (kaggle / split).mkdir(parents=True)
+        for i, image in enumerate(sorted((vehicles / "bus").iterdir())[:3]):
+            (kaggle / split / f"cat.{i}{image.suffix}").write_bytes(image.read_bytes())
+    with pytest.raises(DatasetError, match="found 0"):
+        open_dataset(kaggle, store=store)
 
 
 class TestZip:

@@ -184,9 +184,12 @@ def scan(source: Path) -> tuple[str, dict[str, dict[str, list[Path]]], list[tupl
         name = SPLIT_NAMES.get(p.name.lower())
         if p.is_dir() and name is not None and name not in splits:
             splits[name] = p
-    # a train/ of image files, no class folders, is a class named "train" beside others ("train", "bus",
-    # "car": vehicles), not the training split (it was, and the dataset had 0 classes)
-    if "train" in splits and any(is_class_dir(c) for c in splits["train"].iterdir()):
+    # a train/ of image files, no class folders, beside class folders that are no split ("train", "bus",
+    # "car": vehicles) is a class, not the training split (it was, and the dataset had 0 classes); beside
+    # splits alone (train/ and test/ of unlabelled images) it stays a split, refused below for want of classes
+    others = [p for p in top.iterdir() if is_class_dir(p) and p not in splits.values()]
+    a_class = "train" in splits and others and not any(is_class_dir(c) for c in splits["train"].iterdir())
+    if "train" in splits and not a_class:
         found = {}
         for p in sorted(top.iterdir()):
             if p not in splits.values():
