@@ -259,22 +259,31 @@ have columns of their own, the seed and the regime too)."""
 
 
 def recipe_label(model: ModelConfig, train: dict) -> str | None:
-    """What a run's recipe and circuit set apart from its variant's defaults, beyond what a row's own
-    columns name: e.g. "batch_size 32, augment False" or "q_delta 0.5, no hadamard"; None for the
-    variant's own recipe. Two runs differing only there are two configurations, never seeds of one
-    (`qtl.experiments.stats.CELL_KEYS` has it): a sweep over batch size pooled them into one cell."""
+    """What a run's recipe sets apart from its variant's defaults, beyond what a row's own columns name:
+    e.g. "batch_size 32, augment False"; None for the variant's own recipe, and for the kernel SVMs, which
+    one fit makes whatever the recipe. Two runs differing there are two configurations, never seeds of
+    one (`qtl.experiments.stats.CELL_KEYS` has it): a sweep over batch size pooled them into one cell."""
+    if model.is_kernel:
+        return None
     base = recipe(model.variant).to_dict()
     parts = [f"{k} {train[k]}" for k in RECIPE_SETTINGS if k in train and train[k] != base[k]]
-    if model.is_quantum or model.variant == "quantum-kernel":
-        default = ModelConfig(model.variant)
+    return ", ".join(parts) or None
+
+
+def circuit_label(model: ModelConfig) -> str | None:
+    """What a run's circuit sets apart beyond the columns (qubits, depth, entangler, rotation, engine,
+    noise, reupload), where its variant uses it (`qtl.experiments.runs` ids the same way): a quantum head's
+    initial spread, Hadamards, shots and bond; the quantum kernel's Hadamards. None for the defaults."""
+    default, parts = ModelConfig(model.variant), []
+    if model.is_quantum:
         if model.q_delta != default.q_delta:
             parts.append(f"q_delta {model.q_delta:g}")
-        if not model.circuit.hadamard:
-            parts.append("no hadamard")
         if model.shots is not None:
             parts.append(f"shots {model.shots}")
         if model.max_bond is not None:
             parts.append(f"max_bond {model.max_bond}")
+    if (model.is_quantum or model.variant == "quantum-kernel") and not model.circuit.hadamard:
+        parts.append("no hadamard")
     return ", ".join(parts) or None
 
 

@@ -176,6 +176,39 @@ class TestPower:
         (c,) = [c for c in comparisons(rows) if c["control"] == "linear"]
         assert c["diff"] == pytest.approx(-0.11)
 
+    def test_a_quantum_circuit_option_leaves_the_recipe_to_pair_on(self):
+        """A quantum run at batch 16 without Hadamards pairs with the linear head at batch 16: the
+        circuit's options are a label of their own, so the recipe still matches (it fell back to the
+        first linear cell and reported +0.19 for a true -0.11)."""
+        rows = []
+        for seed in range(3):
+            base = {"backbone": "b", "seed": seed}
+            q = {"variant": "quantum", "qubits": 4, "depth": 2, "recipe": "batch_size 16"}
+            rows += [{**base, **q, "circuit_options": "no hadamard", "val_acc": 0.6}]
+            rows += [{**base, "variant": "linear", "recipe": None, "val_acc": 0.41 + seed / 100}]
+            rows += [{**base, "variant": "linear", "recipe": "batch_size 16", "val_acc": 0.71 + seed / 100}]
+        (c,) = [c for c in comparisons(rows) if c["control"] == "linear"]
+        assert c["diff"] == pytest.approx(-0.12)
+
+    def test_labels_name_only_what_a_variant_uses(self):
+        """The kernels make one fit whatever the recipe, and the quantum kernel has no q_delta: their
+        labels stay None where a quantum head's name what it changed (cells split on settings that do not
+        matter, e.g. kernel seeds of a run with --q-delta 0.5 apart from the others)."""
+        from qtl.config import ModelConfig, circuit_label, recipe_label
+        from qtl.quantum.circuit import CircuitConfig
+
+        train = {"batch_size": 32, "augment": True}
+        for variant in ("quantum-kernel", "rbf-svm"):
+            assert recipe_label(ModelConfig(variant), train) is None
+        assert circuit_label(ModelConfig("quantum-kernel", q_delta=0.5)) is None
+        assert (
+            circuit_label(ModelConfig("quantum-kernel", circuit=CircuitConfig(hadamard=False)))
+            == "no hadamard"
+        )
+        quantum = ModelConfig("quantum", q_delta=0.5, circuit=CircuitConfig(hadamard=False))
+        assert circuit_label(quantum) == "q_delta 0.5, no hadamard"
+        assert recipe_label(quantum, train) == "batch_size 32, augment True"
+
     def test_kernel_baselines_are_controls_of_the_same_width_and_regime(self):
         """quantum-kernel and rbf-svm pair with the quantum cell of their width, in its regime only."""
         rng = np.random.default_rng(3)

@@ -38,7 +38,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from qtl.config import DataRegime, ModelConfig, recipe_label, row_settings
+from qtl.config import DataRegime, ModelConfig, circuit_label, recipe_label, row_settings
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
 RESULT_COLUMNS = (
@@ -369,7 +369,9 @@ class ResultsDB:
             config = row.pop("config")
             if row["status"] == "done" and row["split"] is None:
                 self._fill_unrecorded(row, config, counts)
-            row["recipe"] = _recipe(config)  # from the stored configs, so rows of every age read alike
+            row["recipe"], row["circuit_options"] = _labels(
+                config
+            )  # from the stored configs: every age alike
         return [
             r for r in rows if all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
         ]
@@ -470,13 +472,15 @@ class _Transaction:
             self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
-def _recipe(config: str) -> str | None:
-    """`qtl.config.recipe_label` of a run's stored configs (None where this version cannot read them)."""
+def _labels(config: str) -> tuple[str | None, str | None]:
+    """`qtl.config.recipe_label` and `circuit_label` of a run's stored configs (None, None where this
+    version cannot read them)."""
     try:
         config = json.loads(config)
-        return recipe_label(ModelConfig.from_dict(config.get("model") or {}), config.get("train") or {})
+        model = ModelConfig.from_dict(config.get("model") or {})
+        return recipe_label(model, config.get("train") or {}), circuit_label(model)
     except (ValueError, TypeError, AttributeError, KeyError):
-        return None
+        return None, None
 
 
 def _config(run) -> dict:

@@ -24,6 +24,7 @@ from qtl.config import (
     MachineConfig,
     ModelConfig,
     TrainConfig,
+    circuit_label,
     recipe,
     recipe_label,
     row_settings,
@@ -40,14 +41,15 @@ RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "regime")  # what a form may 
 ROW_FIELDS = (
     "id", "label", "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler",
     "rotation", "engine", "noise", "reupload", "feature_dim", "split", "n_classes", "per_class",
-    "label_noise", "seed", "lr", "epochs", "recipe", "best_epoch", "val_acc", "val_loss", "test_acc",
-    "test_loss", "train_acc", "n_train", "n_test", "classical", "quantum", "train_time_s", "epochs_done",
-    "cancelled", "checkpoint",
+    "label_noise", "seed", "lr", "epochs", "recipe", "circuit_options", "best_epoch", "val_acc",
+    "val_loss", "test_acc", "test_loss", "train_acc", "n_train", "n_test", "classical", "quantum",
+    "train_time_s", "epochs_done", "cancelled", "checkpoint",
 )  # fmt: skip
 """The one description of a finished run (trained now or loaded from a checkpoint), in column order.
 val_* are the selected (best) epoch's on the split it was selected on; test_* that epoch's on the held-out
 test split (None where the run had none); split, n_classes, per_class and label_noise its data regime;
-recipe what else its recipe or circuit changed (`qtl.config.recipe_label`)."""
+recipe and circuit_options what else its recipe and circuit changed (`qtl.config.recipe_label`,
+`circuit_label`)."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,7 @@ def result_row(
         "lr": tc.get("lr"),
         "epochs": tc.get("epochs"),
         "recipe": recipe_label(mc, tc) if tc else None,
+        "circuit_options": circuit_label(mc),
         "best_epoch": best.get("epoch"),
         "val_acc": best.get("val_acc"),
         "val_loss": best.get("val_loss"),

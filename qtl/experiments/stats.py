@@ -47,6 +47,7 @@ CELL_KEYS = (
     "lr",
     "epochs",
     "recipe",
+    "circuit_options",
     "split",
     "n_classes",
     "per_class",
@@ -142,7 +143,7 @@ def _recipe_changes(row: dict) -> list[str]:
             out.append(f"lr {row['lr']:g}")
         if row.get("epochs") is not None and row["epochs"] != base.epochs:
             out.append(f"{row['epochs']} epochs")
-    return out + ([row["recipe"]] if row.get("recipe") else [])
+    return out + [row[k] for k in ("recipe", "circuit_options") if row.get(k)]
 
 
 def regime_label(row: dict) -> str:
