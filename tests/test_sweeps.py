@@ -84,6 +84,11 @@ class TestSpec:
         monkeypatch.setenv("QTL_DATA_DIR", str(other))
         (run,) = plan(parse_spec(__import__("tomllib").loads(text), source=text))
         assert run.dataset == "tiny2" and run.machine.data_dir == str(other)
+        monkeypatch.chdir(other)
+        monkeypatch.setenv("QTL_DATA_DIR", ".")  # the folder's own name, not ""
+        (here,) = plan(parse_spec(__import__("tomllib").loads(text), source=text))
+        assert here.dataset == "tiny2" and here.id == run.id
+        monkeypatch.setenv("QTL_DATA_DIR", str(other))
         monkeypatch.setenv("QTL_DATA_DIR", str(make_image_folder(tmp_path / "x" / "hymenoptera_data")))
         (default,) = plan(parse_spec(__import__("tomllib").loads(text), source=text))
         assert default.dataset == "hymenoptera" and default.id != run.id

@@ -296,8 +296,9 @@ def _run_dataset(name: str, root: str) -> str:
     skipped as done, as hymenoptera's."""
     from qtl.paths import HYMENOPTERA_DIRNAME
 
-    if name == DEFAULT_DATASET and Path(root).name != HYMENOPTERA_DIRNAME:
-        return Path(root).name
+    folder = Path(root).resolve().name  # QTL_DATA_DIR=. names the folder it is, not ""
+    if name == DEFAULT_DATASET and folder != HYMENOPTERA_DIRNAME:
+        return folder
     return name
 
 
