@@ -197,6 +197,7 @@ class TestNoiseCommand:
         ("quantum", 64, "mps", "64-qubit circuit is too wide"),
         ("quantum", 12, "native", "over the memory budget"),
         ("linear", 4, "native", "has no circuit"),
+        ("quantum", -4, "native", "re-uploads the data, which noise simulation"),  # -: reupload=True
     ],
 )
 def test_noise_refusal_says_what_the_density_matrix_engine_cannot_take(variant, qubits, engine, reason):
@@ -206,9 +207,8 @@ def test_noise_refusal_says_what_the_density_matrix_engine_cannot_take(variant, 
     from qtl.models.checkpoint import LoadedModel
     from qtl.models.variants import build_model
 
-    mc = ModelConfig(
-        variant, pretrained=False, class_names=("a", "b"), circuit=CircuitConfig(qubits, 1), engine=engine
-    )
+    circuit = CircuitConfig(abs(qubits), 1, reupload=qubits < 0)  # a 4-qubit one was "too large"
+    mc = ModelConfig(variant, pretrained=False, class_names=("a", "b"), circuit=circuit, engine=engine)
     said = noise_refusal(LoadedModel(build_model(mc), mc, ["a", "b"], [], {}, {}))
     if reason is None:
         assert said is None

@@ -44,6 +44,8 @@ def noise_refusal(loaded: LoadedModel) -> str | None:
 
     if not loaded.model_config.is_quantum:
         return f"a {loaded.variant!r} model has no circuit"
+    if loaded.model_config.circuit.reupload:  # whatever its width (it was called too large)
+        return "its circuit re-uploads the data, which noise simulation (density matrices) does not take"
     n = loaded.model_config.circuit.n_qubits
     if n > STATEVECTOR_MAX_QUBITS:
         return (
