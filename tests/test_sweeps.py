@@ -544,7 +544,16 @@ class TestInterruptions:
                     found.append(int(stat.parent.name))
             return found
 
-        workers = children()
+        def is_worker(pid: int) -> bool:  # a pool worker, not multiprocessing's resource tracker
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+            return b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+
+        deadline = time.monotonic() + 60
+        while not (workers := [w for w in children() if is_worker(w)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert workers, "no worker processes found"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
