@@ -686,7 +686,11 @@ class TestCommandLine:
         assert "tiny  8 runs (8 done)" in capsys.readouterr().out
         # the sweeps as JSON, and the data alone on stdout beside a report (both wrote nothing, or mixed)
         assert cli.main(["runs", "--db", str(db), "--sweeps", "--json", "-"]) == 0
-        assert [s["done"] for s in json.loads(capsys.readouterr().out)] == [8]
+        sweeps = json.loads(capsys.readouterr().out)
+        assert [s["done"] for s in sweeps] == [8]
+        from qtl.experiments.database import SWEEP_COLUMNS
+
+        assert tuple(sweeps[0]) == SWEEP_COLUMNS  # the columns an empty database's CSV is headed with
         assert cli.main(["runs", "--db", str(db), "--json", "-", "--report"]) == 0
         out, err = capsys.readouterr()
         assert len(json.loads(out)) == 8 and "val_acc per cell" in err

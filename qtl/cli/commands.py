@@ -662,7 +662,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
 
 def cmd_runs(args, bar: ProgressBar) -> int:
-    from qtl.experiments.database import ResultsDB
+    from qtl.experiments.database import SWEEP_COLUMNS, ResultsDB
     from qtl.experiments.stats import format_report, markdown_report
     from qtl.paths import results_db
 
@@ -674,7 +674,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
             sweeps = results.sweeps()
             for path, kind in ((args.csv, "csv"), (args.json, "json")):
                 if path:  # the sweeps' rows, as --csv/--json write runs' (they wrote nothing)
-                    write_rows(sweeps, path, kind)
+                    write_rows(sweeps, path, kind, columns=SWEEP_COLUMNS)
             if "-" not in (args.csv, args.json):
                 print(format_sweeps(sweeps))
             return 0

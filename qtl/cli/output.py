@@ -192,14 +192,15 @@ def format_sweeps(sweeps: list[dict]) -> str:
     return "\n".join(lines) if lines else "no sweeps yet"
 
 
-def write_rows(rows: list[dict], path: str, kind: str) -> None:
-    """Runs as CSV (every column) or JSON (a list of objects); path '-' writes to stdout."""
+def write_rows(rows: list[dict], path: str, kind: str, columns=RUN_COLUMNS) -> None:
+    """Runs (or sweeps) as CSV (every column; `columns` where there are no rows) or JSON (a list of
+    objects); path '-' writes to stdout."""
     out = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115
     try:
         if kind == "json":
             out.write(json.dumps(rows, indent=2) + "\n")
         else:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(RUN_COLUMNS))
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(columns))
             writer.writeheader()
             writer.writerows(rows)
     finally:

@@ -41,6 +41,7 @@ from pathlib import Path
 from qtl.config import DataRegime, ModelConfig, circuit_label, recipe_label, row_settings
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
+SWEEP_COLUMNS = ("name", "created", "updated", "runs", *STATUSES, "interrupted")  # ResultsDB.sweeps
 RESULT_COLUMNS = (
     "variant", "setup", "backbone", "weights", "dataset", "qubits", "depth", "entangler", "rotation",
     "engine", "noise", "seed", "lr", "epochs", "best_epoch", "val_acc", "val_loss", "train_acc", "classical",
