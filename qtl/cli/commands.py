@@ -194,14 +194,14 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
     from qtl.data.datasets import recorded_root
 
     if args.data is None:
-        records = [(m.meta or {}).get("dataset") for m in models]
-        found = {recorded_root(r) for r in records}
+        records = [(r, recorded_root(r)) for m in models for r in [(m.meta or {}).get("dataset")]]
+        found = {root for _, root in records}
         if len(found) == 1 and None not in found:
             root = found.pop()
             bar.message(f"scoring on {root.name}, the dataset the checkpoint recorded (--data picks another)")
             return root
         root = _dataset(args, bar).root
-        missing = sorted({r["name"] for r in records if r and recorded_root(r) is None and r.get("name")})
+        missing = sorted({r["name"] for r, here in records if r and here is None and r.get("name")})
         if missing and root.name not in missing:  # said: it was a silent switch of data
             print(
                 f"qtl: warning: the dataset the checkpoint recorded ({', '.join(missing)}) is not on this "
@@ -606,7 +606,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         if db.exists():
             with ResultsDB(db, readonly=True) as results:
                 status = results.statuses([r.id for r in runs])
-                earlier = len(results.members(spec.name) - {r.id for r in runs})
+                earlier = results.held_beside(spec.name, [r.id for r in runs])
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         if earlier:

@@ -325,9 +325,11 @@ class ResultsDB:
             out[-1].update(running=out[-1]["running"] - gone, interrupted=gone)
         return out
 
-    def members(self, sweep: str) -> set[str]:
-        """The ids of the runs `sweep` holds (none for a sweep the database does not hold)."""
-        return {r["run"] for r in self._db.execute("SELECT run FROM sweep_runs WHERE sweep = ?", (sweep,))}
+    def held_beside(self, sweep: str, run_ids) -> int:
+        """How many runs `sweep` holds beyond `run_ids`: those of an earlier spec under its name (none for a
+        sweep the database does not hold)."""
+        held = {r["run"] for r in self._db.execute("SELECT run FROM sweep_runs WHERE sweep = ?", (sweep,))}
+        return len(held - set(run_ids))
 
     def spec(self, sweep: str) -> str | None:
         row = self._db.execute("SELECT spec FROM sweeps WHERE name = ?", (sweep,)).fetchone()
@@ -370,9 +372,8 @@ class ResultsDB:
             config = row.pop("config")
             if row["status"] == "done" and row["split"] is None:
                 self._fill_unrecorded(row, config, counts)
-            row["recipe"], row["circuit_options"] = _labels(
-                config
-            )  # from the stored configs: every age alike
+            # from the stored configs, so that rows of every age read alike
+            row["recipe"], row["circuit_options"] = _labels(config)
         return [
             r for r in rows if all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
         ]

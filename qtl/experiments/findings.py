@@ -145,7 +145,7 @@ def _by_quantum(comps: list[dict]) -> dict[str, list[dict]]:
     of that kind ("dressed circuit (quantum 2q d1)"), so that no head's numbers hide another's."""
     out: dict[str, list[dict]] = {}
     for c in comps:
-        out.setdefault(c.get("head") or _kind(c["quantum"]), []).append(c)
+        out.setdefault(c["head"], []).append(c)
     return out
 
 
@@ -166,16 +166,16 @@ def _cell_table(section: Section) -> list[str]:
     for c in section.cells:
         ci = "" if c["ci_low"] is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
         val = "" if c.get("val_mean") is None else f"{c['val_mean']:.3f}"
-        lines.append(f"| {c.get('short') or _short(c)} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
+        lines.append(f"| {c['short']} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
     return lines
 
 
-def _short(cell: dict, apart: list[str] = (), backbone: bool = False) -> str:
+def _short(cell: dict, apart: list[str], backbone: bool) -> str:
     """The variant with what tells its cells apart within a section, e.g. "quantum 4q d6 reupload", with
     the settings `apart` (`stats.settings_apart`: "noise-free", "lr 0.01") and the backbone where the
     study has several."""
     section = ("dataset", "split", "per_class", "label_noise")  # the section's heading names these
-    name = cell_name({k: v for k, v in cell.items() if k not in section}, settings_text(cell, list(apart)))
+    name = cell_name({k: v for k, v in cell.items() if k not in section}, settings_text(cell, apart))
     name = name.replace(f" f{cell.get('feature_dim')}", "")
     return name if backbone else name.replace(f" {cell.get('backbone')}", "")
 

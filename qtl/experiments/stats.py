@@ -493,10 +493,13 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
     comparisons."""
     cell_list = cells(rows, metric)
     apart = settings_apart(cell_list)
-    several = len({grid_name(c, apart) for c in cell_list}) > 1  # else no table needs naming its grid
+    grids = [grid_name(c, apart) for c in cell_list]
+    several = len(set(grids)) > 1  # else no table needs naming its grid
+    tables: dict[tuple, list[dict]] = {}
+    for c, grid in zip(cell_list, grids, strict=True):
+        tables.setdefault((c["variant"], grid), []).append(c)
     out = []
-    for variant, grid in dict.fromkeys((c["variant"], grid_name(c, apart)) for c in cell_list):
-        mine = [c for c in cell_list if c["variant"] == variant and grid_name(c, apart) == grid]
+    for (variant, grid), mine in tables.items():
         depths = sorted({c["depth"] for c in mine}, key=lambda d: -1 if d is None else d)
         qubits = sorted({c["qubits"] for c in mine}, key=lambda q: -1 if q is None else q)
         head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", metric]

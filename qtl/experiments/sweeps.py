@@ -88,7 +88,7 @@ def run_sweep(
     observer = observer or SweepObserver()
     runs = plan(spec, machine=machine, models_dir=models_dir, limit=limit)
     with ResultsDB(db_path) as db:
-        earlier = len(db.members(spec.name) - {r.id for r in runs})
+        earlier = db.held_beside(spec.name, [r.id for r in runs])
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
         todo = [r for r in runs if status.get(r.id) != "done"]
@@ -192,7 +192,8 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
     params.update(
         {k: row[k] for k in ("entangler", "rotation", "lr", "epochs", "engine", "noise", "reupload")}
     )
-    params.update({k: row[k] for k in ("feature_dim", "split", "per_class", "label_noise", "recipe")})
+    params.update({k: row[k] for k in ("feature_dim", "split", "per_class", "label_noise")})
+    params.update({k: row[k] for k in ("recipe", "circuit_options")})  # what else makes a cell of its own
     with mlflow.start_run(run_name=f"{run.label} {run.id}", tags={"qtl.run_id": run.id}):
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
         for h in done.outcome.history:
