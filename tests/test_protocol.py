@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder, run_cli
 
 from qtl.config import DataRegime
 from qtl.data.features import FeatureSet
-from qtl.data.feed import regime_features
+from qtl.data.feed import check_regime, regime_features
 from qtl.data.protocol import partition
 
 LABELS = np.repeat(np.arange(3), [40, 30, 25])  # 95 images of 3 unequal classes
@@ -52,6 +53,66 @@ class TestPartition:
         with pytest.raises(ValueError, match="at least 5 images of every class"):
             partition(np.array([0, 0, 0, 1, 1, 1, 1, 1]), np.array(["train"] * 8), DataRegime("kfold"), 0)
 
+    def test_few_shot_needs_that_many_training_images_of_every_class(self):
+        """A draw of more images than a class has in the training part would train on fewer and be
+        labelled with the larger number: refused, naming the class. At the limit it takes them all."""
+        given = DataRegime(per_class=26)  # the given split's train part: 40, 20 and 0 images of classes 0-2
+        with pytest.raises(ValueError, match="per_class = 26 needs 26 .* class 'c' has 0 .* per_class <= 0"):
+            partition(LABELS, ORIGIN, given, 0, class_names=["a", "b", "c"])
+        fold = partition(LABELS, ORIGIN, DataRegime("kfold"), 0)  # 15 images of class 2 train in fold 0
+        assert np.bincount(LABELS[fold.train]).tolist() == [24, 18, 15]
+        assert len(partition(LABELS, ORIGIN, DataRegime("kfold", per_class=15), 0).train) == 45
+        with pytest.raises(ValueError, match="class 2 has 15 in this run's training part"):
+            partition(LABELS, ORIGIN, DataRegime("kfold", per_class=16), 0)
+
+
+class TestEarlyChecks:
+    """A regime the dataset cannot serve is refused from the file listing, before features are extracted."""
+
+    def test_check_regime_reads_the_listing(self, tmp_path):
+        root = make_image_folder(tmp_path / "d", per_split=(6, 4))  # 2 classes, 6 train and 4 val each
+        check_regime(root, DataRegime(per_class=6), 0)
+        check_regime(root, DataRegime("kfold", folds=10), 0)
+        with pytest.raises(ValueError, match="keeps 3 classes, but the dataset has 2"):
+            check_regime(root, DataRegime(classes=3), 0)
+        with pytest.raises(ValueError, match="class 'cats' has 6"):
+            check_regime(root, DataRegime(per_class=7), 0)
+        with pytest.raises(ValueError, match="11-fold splits need at least 11 images"):
+            check_regime(root, DataRegime("kfold", folds=11), 0)
+
+    def test_train_refuses_before_extracting(self, tmp_path, capsys, monkeypatch):
+        import qtl.data.feed
+
+        def extract(*a, **k):
+            raise AssertionError("features were extracted before the regime was checked")
+
+        monkeypatch.setattr(qtl.data.feed, "extract_features", extract)
+        root = make_image_folder(tmp_path / "d")
+        argv = ["-q", "train", "linear", "--data", root, "--random-init", "--models-dir", tmp_path / "m"]
+        code, _, err = run_cli(capsys, *argv, "--classes", "3")
+        assert code != 0 and "keeps 3 classes, but the dataset has 2" in err and "Traceback" not in err
+        code, _, err = run_cli(capsys, *argv, "--per-class", "9")
+        assert code != 0 and "per_class = 9 needs 9 training images" in err
+        assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
+
+    def test_sweep_dry_run_names_the_runs_that_would_fail(self, tmp_path, capsys):
+        root = make_image_folder(tmp_path / "tiny")
+        spec = tmp_path / "spec.toml"
+        spec.write_text(
+            f'name = "few"\ndataset = "{root.as_posix()}"\nbackbone = "resnet18"\npretrained = false\n'
+            'variant = "linear"\nepochs = 1\nper_class = [2, 7]\n'
+        )
+        code, out, _ = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
+        lines = out.splitlines()
+        assert code == 0 and "2 runs, 0 done, 2 to run" in lines[0]
+        assert lines[1].endswith("linear on tiny seed 0 (given, 2 per class)")
+        assert lines[2].endswith("linear on tiny seed 0 (given, 7 per class)")
+        assert lines[3].strip() == (
+            "would fail: per_class = 7 needs 7 training images of every class, but class 'cats' has 6 in "
+            "this run's training part: choose per_class <= 6"
+        )
+        assert len(lines) == 4 and not (tmp_path / "r.db").exists()
+
 
 def feature_set(n: int, start: int, views: int = 0) -> FeatureSet:
     labels = torch.tensor(LABELS[start : start + n])
@@ -89,7 +150,7 @@ class TestRegimeFeatures:
         assert out["train"].features.shape == (3, len(p.train), 4) and out["test"].features.dim() == 2
         assert out["train"].features[2, :, 0].long().tolist() == p.train.tolist()
         only_train = {"train": feature_set(60, 0, views=3), "val": feature_set(20, 60)}
-        few = regime_features(only_train, DataRegime(per_class=2), seed=0)
+        few = regime_features(only_train, DataRegime(classes=2, per_class=2), seed=0)  # class c: val only
         assert few["train"].features.shape == (3, 4, 4)  # every view of 2 images of each class in train
         with pytest.raises(ValueError, match="augment = false"):
             regime_features(only_train, DataRegime(split="kfold"), seed=0)

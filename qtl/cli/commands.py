@@ -599,7 +599,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
-        from qtl.experiments.sweeps import earlier_note
+        from qtl.experiments.sweeps import earlier_note, regime_refusals
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
         status, earlier = {}, 0
@@ -611,8 +611,11 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
         if earlier:
             print(f"note: {earlier_note(spec.name, earlier)}")
+        refused = regime_refusals(runs)
         for r in runs:
             print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
+            if r.id in refused:
+                print(f"      would fail: {refused[r.id]}")
         return 0
     stop = threading.Event()
 

@@ -249,6 +249,8 @@ def training_feed(
     augmenting), unless they augment without cached views: then they train on fresh crops through the
     backbone every epoch. backbone: what a feature-cache miss runs (see `extract_features`).
     """
+    if features is None:
+        check_regime(root, tc.regime, tc.seed)
     if mc.frozen and (features is not None or not tc.augment or tc.views > 0):
         views = None  # the augmented views the training part is drawn from, when they are not `found`'s
         if features is not None:
@@ -357,12 +359,13 @@ def _projected(fs: FeatureSet, head) -> FeatureSet:
     return FeatureSet(x, fs.labels, fs.paths, fs.classes, fs.skipped)
 
 
-def _parts(labels_by_split: dict[str, list | torch.Tensor], regime: DataRegime, seed: int):
-    """The partition of the pooled splits, and per part its (split, local indices) runs in pool order."""
+def _parts(labels_by_split: dict[str, list | torch.Tensor], regime: DataRegime, seed: int, names=None):
+    """The partition of the pooled splits, and per part its (split, local indices) runs in pool order.
+    names: the class names, for `partition`'s errors."""
     order = list(labels_by_split)
     labels = torch.cat([torch.as_tensor(labels_by_split[s], dtype=torch.long) for s in order]).numpy()
     origin = [s for s in order for _ in range(len(labels_by_split[s]))]
-    parts: Partition = partition(labels, origin, regime, seed)
+    parts: Partition = partition(labels, origin, regime, seed, class_names=names)
     sizes = [len(labels_by_split[s]) for s in order]
     starts = dict(zip(order, [0, *itertools.accumulate(sizes)][:-1], strict=True))
 
@@ -410,7 +413,7 @@ def regime_features(
     """
     if regime == DataRegime():
         return sets
-    n_classes, chosen = _parts({k: fs.labels for k, fs in sets.items()}, regime, seed)
+    n_classes, chosen = _parts({k: fs.labels for k, fs in sets.items()}, regime, seed, sets["train"].classes)
     out = {}
     for name, (runs, labels) in chosen.items():
         pool = train_from if name == "train" and train_from is not None else sets
@@ -444,12 +447,22 @@ class Selection(torch.utils.data.Dataset):
         return self.transform(image), self.targets[index]
 
 
+def check_regime(root: str | Path, regime: DataRegime, seed: int) -> None:
+    """Raise `partition`'s ValueError where the dataset at `root` cannot serve `regime` with `seed`
+    (more classes than it has, too few images of a class for the folds or the few-shot draw), from its
+    file listing alone: before a run spends minutes extracting features."""
+    if regime == DataRegime():
+        return
+    listed = {split: ImageFolderDataset(root, split, verify=False) for split in present_splits(root)}
+    _parts({k: ds.targets for k, ds in listed.items()}, regime, seed, listed["train"].classes)
+
+
 def regime_images(
     root, regime: DataRegime, seed: int, train_transform, eval_transform
 ) -> dict[str, Selection]:
     """`regime_features` for image batches: train/val(/test) Selections of the dataset's splits."""
     found = {split: ImageFolderDataset(root, split) for split in present_splits(root)}
-    _, chosen = _parts({k: ds.targets for k, ds in found.items()}, regime, seed)
+    _, chosen = _parts({k: ds.targets for k, ds in found.items()}, regime, seed, found["train"].classes)
     return {
         name: Selection(
             [(found[split], i) for split, idx in runs for i in idx],

@@ -51,11 +51,12 @@ class Partition:
         return int(np.count_nonzero(self.train_labels != self.clean_labels))
 
 
-def partition(labels, origin, regime: DataRegime, seed: int) -> Partition:
+def partition(labels, origin, regime: DataRegime, seed: int, *, class_names=None) -> Partition:
     """The parts of the pooled images a run with `seed` uses (see the module docstring).
 
     labels: (N,) class indices; origin: (N,) "train" | "val" | "test" per image.
-    Raises ValueError where the regime cannot be met (a class with too few images for the folds).
+    Raises ValueError where the regime cannot be met: more classes than the dataset has, a class with
+    too few images for the folds or for the few-shot draw (named from `class_names` where given).
     """
     labels, origin = np.asarray(labels, dtype=np.int64), np.asarray(origin)
     n_classes = int(labels.max()) + 1 if regime.classes is None else regime.classes
@@ -68,6 +69,7 @@ def partition(labels, origin, regime: DataRegime, seed: int) -> Partition:
         train, val, test = _folds(kept, labels[kept], regime.folds, seed)
     rng = np.random.default_rng([seed, 1])  # the few-shot draw; [seed, 2] draws the noise
     if regime.per_class is not None:
+        _check_per_class(labels[train], regime.per_class, n_classes, class_names)
         train = np.sort(
             np.concatenate(
                 [
@@ -78,6 +80,19 @@ def partition(labels, origin, regime: DataRegime, seed: int) -> Partition:
         )
     clean = labels[train]
     return Partition(train, val, test, _noisy(clean, regime.label_noise, n_classes, seed), clean, n_classes)
+
+
+def _check_per_class(train_labels: np.ndarray, per_class: int, n_classes: int, names=None) -> None:
+    """ValueError where a class has fewer training images than the few-shot draw takes: the run would
+    train on fewer than `per_class` and still be labelled with it."""
+    counts = np.bincount(train_labels, minlength=n_classes)
+    short = int(np.argmin(counts))
+    if counts[short] < per_class:
+        name = repr(names[short]) if names is not None else short
+        raise ValueError(
+            f"per_class = {per_class} needs {per_class} training images of every class, but class {name} "
+            f"has {int(counts[short])} in this run's training part: choose per_class <= {int(counts[short])}"
+        )
 
 
 def _folds(kept: np.ndarray, labels: np.ndarray, folds: int, seed: int):

@@ -69,11 +69,19 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The label with what tells a sweep's runs apart, e.g. "quantum 4q d6 seed 0", "linear seed 1"."""
-        c = self.model_config
+        """The label with what tells a sweep's runs apart, e.g. "quantum 4q d6 seed 0", "linear seed 1",
+        "linear on digits seed 2 (kfold-5, 5 per class)": a dataset other than the default and a data
+        regime other than the dataset's own splits are named."""
+        c, regime = self.model_config, self.train_config.regime
         size = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
         size = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else size
-        return f"{c.variant}{size} seed {self.train_config.seed}"
+        data = (
+            f" on {self.dataset.rstrip('/').rsplit('/', 1)[-1]}"
+            if self.dataset not in (None, DEFAULT_DATASET)
+            else ""
+        )
+        parts = f" ({regime.label})" if regime != DataRegime() else ""
+        return f"{c.variant}{size}{data} seed {self.train_config.seed}{parts}"
 
     @property
     def id(self) -> str:

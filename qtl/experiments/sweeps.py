@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qtl.data.features import extract_features
-from qtl.data.feed import feature_needs
+from qtl.data.feed import check_regime, feature_needs
+from qtl.data.folders import DatasetError
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
 from qtl.experiments.runs import Run, RunObserver
@@ -157,6 +158,21 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
         report.cancelled += 1
     else:
         report.done += 1
+
+
+def regime_refusals(runs: list[Run]) -> dict[str, str]:
+    """Run id -> why its dataset cannot serve its data regime (`check_regime`: too many classes, too few
+    images of a class for the folds or the few-shot draw), for the runs that would fail on it; runs whose
+    dataset is not here yet (downloaded when they run) are not checked."""
+    refused = {}
+    for run in runs:
+        try:
+            check_regime(run.machine.data_dir, run.train_config.regime, run.train_config.seed)
+        except DatasetError:
+            continue
+        except ValueError as e:
+            refused[run.id] = str(e)
+    return refused
 
 
 def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> None:
