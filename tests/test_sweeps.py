@@ -713,6 +713,35 @@ class TestCommandLine:
         assert cli.main(argv) == 1
         assert "--address names a Ray cluster: use it with --backend ray" in capsys.readouterr().err
 
+    def test_checkpoints_are_kept_where_a_run_has_one(self, capsys, tiny, tmp_path):
+        """checkpoints = true keeps each trained head's best epoch, loadable and scoring as its row says;
+        a kernel SVM has no checkpoint, and the plan, the dry run and the sweep say so."""
+        spec = tmp_path / "keep.toml"
+        spec.write_text(
+            f'name = "keep"\ncheckpoints = true\ndataset = "{tiny.as_posix()}"\npretrained = false\n'
+            'epochs = 1\nvariant = ["linear", "rbf-svm"]\n'
+        )
+        models, db = tmp_path / "models", tmp_path / "r.db"
+        runs = plan(load_spec(spec), models_dir=models)
+        paths = {r.model_config.variant: r.checkpoint_path for r in runs}
+        assert (
+            paths["rbf-svm"] is None
+            and paths["linear"] == models / "sweeps" / "keep" / f"linear-{runs[0].id}.pt"
+        )
+        note = "checkpoints = true keeps no file for the rbf-svm runs: a kernel SVM has no checkpoint"
+        assert cli.main(["sweep", str(spec), "--db", str(db), "--models-dir", str(models), "--dry-run"]) == 0
+        assert note in capsys.readouterr().out
+        assert cli.main(["-q", "sweep", str(spec), "--db", str(db), "--models-dir", str(models)]) == 0
+        assert note in capsys.readouterr().err
+        assert sorted(p.name for p in (models / "sweeps" / "keep").iterdir()) == [paths["linear"].name]
+        with ResultsDB(db, readonly=True) as results:
+            row = next(r for r in results.rows("keep") if r["variant"] == "linear")
+        assert row["checkpoint"] == str(paths["linear"])
+        code = cli.main(["evaluate", str(paths["linear"]), "--data", str(tiny), "--json"])
+        assert code == 0 and json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == pytest.approx(
+            row["val_acc"]
+        )
+
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1
         assert "no results database" in capsys.readouterr().err

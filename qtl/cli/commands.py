@@ -599,7 +599,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
-        from qtl.experiments.sweeps import earlier_note, regime_refusals
+        from qtl.experiments.sweeps import earlier_note, regime_refusals, unsaved_note
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
         status, earlier = {}, 0
@@ -609,8 +609,9 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
                 earlier = results.held_beside(spec.name, [r.id for r in runs])
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
-        if earlier:
-            print(f"note: {earlier_note(spec.name, earlier)}")
+        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs)):
+            if note:
+                print(f"note: {note}")
         refused = regime_refusals(runs)
         for r in runs:
             print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")

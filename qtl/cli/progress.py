@@ -72,8 +72,11 @@ class ProgressBar:
 
     def message(self, text: str) -> None:
         """A line of its own on the stream (progress talk: silent when the bar is disabled)."""
-        if not self.enabled:
-            return
+        if self.enabled:
+            self.note(text)
+
+    def note(self, text: str) -> None:
+        """A line of its own on the stream that is said even with the bar disabled (--quiet): a warning."""
         self.close()
         self.stream.write(text + "\n")
         self.stream.flush()
@@ -151,7 +154,7 @@ class SweepBar(SweepObserver, RunsBar):
         return f"[{index + 1}/{total} {run.name}] "
 
     def planned(self, spec, runs, todo, earlier=0):
-        from qtl.experiments.sweeps import earlier_note
+        from qtl.experiments.sweeps import earlier_note, unsaved_note
 
         done = len(runs) - len(todo)
         points = len(spec.points())
@@ -160,8 +163,9 @@ class SweepBar(SweepObserver, RunsBar):
             f"sweep {spec.name}: {len(runs)} runs{same}, {done} already done, "
             f"{len(todo)} to run ({self.backend})"
         )
-        if earlier:
-            self.bar.message(f"qtl: note: {earlier_note(spec.name, earlier)}")
+        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs)):
+            if note:
+                self.bar.note(f"qtl: note: {note}")
 
     def started(self, index, total, run):
         if self.backend != "local":

@@ -285,7 +285,8 @@ def plan(
         name = _run_dataset(dataset, roots[dataset])
         run = Run(mc, tc, None, name, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
-            path = folder / f"{mc.variant}-{run.id}.pt" if spec.checkpoints else None
+            keep = spec.checkpoints and not mc.is_kernel  # a kernel SVM has no checkpoint (`unsaved_note`)
+            path = folder / f"{mc.variant}-{run.id}.pt" if keep else None
             runs[run.id] = dataclasses.replace(run, checkpoint_path=path)
     return list(runs.values())
 

@@ -263,6 +263,17 @@ def earlier_note(name: str, earlier: int) -> str:
     )
 
 
+def unsaved_note(spec: SweepSpec, runs: list[Run]) -> str:
+    """The words for a spec that keeps checkpoints and has kernel SVM runs, which have none ("" else)."""
+    kernels = sorted({r.model_config.variant for r in runs if r.model_config.is_kernel})
+    if not spec.checkpoints or not kernels:
+        return ""
+    return (
+        f"checkpoints = true keeps no file for the {' and '.join(kernels)} runs: a kernel SVM has no "
+        "checkpoint (its scores are in the results database)"
+    )
+
+
 def sweep_work(spec: SweepSpec, db_path: str | Path, **options):
     """The job work for a sweep (see `run_sweep` for options): stops at the job's cancel; returns the
     SweepReport. Each finished run's row is a job record as it arrives."""
