@@ -6,10 +6,30 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import unicodedata
 from pathlib import Path
 
 COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s", "classical", "quantum")
 """The run fields `qtl compare` summarises as mean ± std per setup."""
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: wide and full-width characters (CJK: 'W', 'F') two, combining marks
+    none, the rest one."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def ljust(text: str, width: int) -> str:
+    """`text` padded on the right to `width` display columns (`display_width`)."""
+    return text + " " * max(0, width - display_width(text))
+
+
+def rjust(text: str, width: int) -> str:
+    """`text` padded on the left to `width` display columns (`display_width`)."""
+    return " " * max(0, width - display_width(text)) + text
 
 
 def format_evaluation(
@@ -36,17 +56,17 @@ def format_evaluation(
         "",
     ]
     names = m["class_names"]
-    w = max(8, *(len(n) for n in names)) + 2
+    w = max(8, *(display_width(n) for n in names)) + 2  # class names pad by display width (CJK: 2 each)
     lines.append(f"{'class':<{w}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for name in names:
         r = m["per_class"][name]
         lines.append(
-            f"{name:<{w}}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>10}"
+            ljust(name, w) + f"{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>10}"
         )
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
-    lines.append(" " * w + "".join(f"{n:>{w}}" for n in names))
+    lines.append(" " * w + "".join(rjust(n, w) for n in names))
     for name, row in zip(names, m["confusion_matrix"], strict=True):
-        lines.append(f"{name:<{w}}" + "".join(f"{v:>{w}}" for v in row))
+        lines.append(ljust(name, w) + "".join(f"{v:>{w}}" for v in row))
     return "\n".join(lines)
 
 
@@ -100,13 +120,13 @@ def predictions_document(images: list[str], preds: dict) -> list[dict]:
 
 def format_predictions(images: list[str], preds: dict) -> str:
     """`qtl predict`'s text: per image, one line per model with its probabilities and prediction."""
-    w = max(len(name) for name in preds) + 2
+    w = max(display_width(name) for name in preds) + 2
     lines = []
     for i, image in enumerate(images):
         lines.append(image)
         for name, p in preds.items():
             probs = "  ".join(f"{c} {v:.4f}" for c, v in zip(p.class_names, p.probs[i].tolist(), strict=True))
-            lines.append(f"  {name:<{w}}{probs}  -> {p.predicted[i]}")
+            lines.append(f"  {ljust(name, w)}{probs}  -> {p.predicted[i]}")
     return "\n".join(lines)
 
 
@@ -144,9 +164,9 @@ def format_noise_table(rows: list[dict]) -> str:
 
 
 def _columns(table: list[tuple[str, ...]]) -> str:
-    """Left-aligned text columns, two spaces apart."""
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
+    """Left-aligned text columns, two spaces apart (by display width)."""
+    widths = [max(display_width(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(ljust(c, w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def write_compare(rows: list[dict], summary: list[dict], json_path: Path, csv_path: Path) -> None:
@@ -175,8 +195,7 @@ def format_runs(rows: list[dict]) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     table = [RUN_COLUMNS] + [tuple(cell(r.get(c)) for c in RUN_COLUMNS) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(RUN_COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
+    return _columns(table)
 
 
 def format_sweeps(sweeps: list[dict]) -> str:
