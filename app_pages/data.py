@@ -56,7 +56,8 @@ if default.state == "found":
 
 
 def show(labels: dict, choices: dict, default) -> None:
-    """The picked dataset: make it active or delete it, its summary, skipped files and thumbnails."""
+    """The picked dataset: make it active or delete it, its summary, duplicate images, skipped files and
+    thumbnails."""
     active = session.active_data_dir() or str(default.path)
     keys = list(labels)
     if st.session_state.get("data_pick") not in keys:  # deleted, or never picked: show the active one
@@ -96,6 +97,12 @@ def show(labels: dict, choices: dict, default) -> None:
             f"The classes are imbalanced: the largest train class has {ds.imbalance:.1f}x the images of the "
             "smallest. Accuracy will flatter the model; look at per-class recall on Compare."
         )
+    with st.spinner("Looking for byte-identical images ..."):
+        dups = ds.check_duplicates()  # the manifest's, else hashed once per server process
+    for level, said in dups.summary():
+        (st.warning if level == "warning" else st.info)(said[0].upper() + said[1:] + ".")
+    if not dups.found:
+        st.caption(f"No byte-identical images (SHA-256 of {dups.images} image files).")
     if ds.skipped:
         with st.expander(f"{len(ds.skipped)} skipped file(s)"):
             st.dataframe([{"file": p, "reason": r} for p, r in ds.skipped], hide_index=True, width="stretch")

@@ -82,7 +82,8 @@ def format_skipped(skipped: list[tuple[str, str]], limit: int = 10) -> str:
 
 
 def format_dataset(ds) -> str:
-    """`qtl data`'s summary of a PreparedDataset: where, layout and split, counts per split and class."""
+    """`qtl data`'s summary of a PreparedDataset: where, layout and split, counts per split and class, and
+    its byte-identical images (`ds.check_duplicates()`: the manifest's, else found now)."""
     split = "" if ds.val_ratio is None else f", val split off: {ds.val_ratio:g} per class, seed {ds.seed}"
     lines = [
         f"dataset {ds.root}",
@@ -96,6 +97,10 @@ def format_dataset(ds) -> str:
         lines.append(
             f"warning: classes are imbalanced ({ds.imbalance:.1f}x between the largest and smallest)"
         )
+    dups = ds.check_duplicates()
+    lines += [f"{level}: {said}" for level, said in dups.summary()]
+    if not dups.found:
+        lines.append(f"duplicates: none (SHA-256 of {dups.images} image files)")
     if ds.skipped:
         lines.append(format_skipped(ds.skipped))
     return "\n".join(lines)

@@ -18,6 +18,11 @@ used in place; anything else is arranged into a new folder under the store (`<ca
 files are moved there from the safe extraction, a folder's are symlinked. The arranged folder holds a
 `qtl-dataset.json` manifest (source, layout, split ratio and seed), which `fit()` copies into every
 checkpoint, so `open_dataset(source, val_ratio=..., seed=...)` reproduces the same split.
+
+Byte-identical images (`Duplicates`: the same SHA-256 in two splits, under two classes, or twice in one
+class folder) are found once when a dataset is arranged and kept in its manifest; `ds.check_duplicates()`
+finds them for a folder used in place or an older manifest (once per process while its folders are
+unchanged), so opening a dataset for training never hashes its images.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,15 +62,150 @@ from qtl.data.sources import (
     resolve_dataset,
 )
 from qtl.paths import cache_root, default_data_dir
-from qtl.utils.download import Progress
+from qtl.utils.download import Progress, sha256_file
 
 DEFAULT_VAL_RATIO = 0.2  # share of each class held out for val when the dataset has no val/ split
 MANIFEST = "qtl-dataset.json"
+DUPLICATE_EXAMPLES = 3  # (image, twin) pairs kept per kind of duplicate
 
 
 def datasets_dir() -> Path:
     """Where arranged datasets live: <cache root>/datasets."""
     return cache_root() / "datasets"
+
+
+Pairs = tuple[tuple[str, str], ...]  # (image, its byte-identical twin), paths relative to the root
+
+
+@dataclass(frozen=True)
+class Leak:
+    """Images of a later split byte-identical to images of an earlier one (val or test to train, test to
+    val): a leak that flatters the accuracy measured on `split`."""
+
+    split: str  # val or test
+    twin_split: str  # the earliest split holding a twin: train (or val, for test images)
+    count: int  # images of `split` with a twin in `twin_split`
+    examples: Pairs = ()  # the first DUPLICATE_EXAMPLES (image, twin)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Byte-identical image files (the same SHA-256) in a dataset, by how much they matter: `leaks` across
+    splits, the same image under more than one class (`across_classes`, distinct images), and extra copies
+    inside one split and class (`within`, less serious: those images weigh more)."""
+
+    images: int  # image files hashed
+    leaks: tuple[Leak, ...] = ()
+    across_classes: int = 0
+    across_examples: Pairs = ()
+    within: int = 0
+    within_examples: Pairs = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.leaks or self.across_classes or self.within)
+
+    def summary(self) -> list[tuple[str, str]]:
+        """(level, sentence) per kind found, "warning" for leaks and classes, "note" for copies within one
+        class; [] where there are none. What `qtl data` prints and the Data page shows."""
+
+        def eg(pairs: Pairs) -> str:
+            return ", e.g. " + ", ".join(f"{a} = {b}" for a, b in pairs) if pairs else ""
+
+        out = []
+        for leak in self.leaks:
+            n, split, twin = leak.count, leak.split, leak.twin_split
+            said = (
+                f"1 {split} image is byte-identical to a {twin} image (a leak: it flatters {split} accuracy)"
+                if n == 1
+                else f"{n} {split} images are byte-identical to {twin} images (a leak: they flatter {split} "
+                "accuracy)"
+            )
+            out.append(("warning", said + eg(leak.examples)))
+        if n := self.across_classes:
+            said = f"the same image under two or more classes: {n} image{'s' * (n > 1)}"
+            out.append(("warning", said + eg(self.across_examples)))
+        if n := self.within:
+            copies = "1 extra copy of an image" if n == 1 else f"{n} extra copies of images"
+            said = f"{copies} inside one split and class (less serious: such images weigh more in training)"
+            out.append(("note", said + eg(self.within_examples)))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Duplicates:
+        """The Duplicates that `asdict` (a manifest's JSON) holds."""
+
+        def pairs(rows) -> Pairs:
+            return tuple((a, b) for a, b in rows)
+
+        leaks = tuple(Leak(r["split"], r["twin_split"], r["count"], pairs(r["examples"])) for r in d["leaks"])
+        return cls(
+            d["images"],
+            leaks,
+            d["across_classes"],
+            pairs(d["across_examples"]),
+            d["within"],
+            pairs(d["within_examples"]),
+        )
+
+
+def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
+    """Hash every image of a canonical root (`list_images`) and sort the byte-identical ones: an image of
+    val or test with a twin in an earlier split is a `Leak` (counted once, against the earliest such split),
+    an image found under two or more classes counts once in `across_classes`, and each copy after the first
+    in one split and class counts in `within`. One image may count in more than one kind."""
+    root = Path(root)
+    groups: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # sha256 -> (split, class, path)
+    images = 0
+    for s, split in enumerate(ALL_SPLITS):
+        if (root / split).is_dir():
+            for p, k in list_images(root, split, classes):
+                groups[sha256_file(p)].append((s, k, p.relative_to(root).as_posix()))
+                images += 1
+    leaks: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
+    across, within = [], []
+    for files in groups.values():  # in listing order: split, class, name
+        if len(files) < 2:
+            continue
+        first_in_split, first_in_class, first_in_cell = {}, {}, {}
+        for s, k, rel in files:
+            first_in_split.setdefault(s, rel)
+            first_in_class.setdefault(k, rel)
+            if (s, k) in first_in_cell:
+                within.append((rel, first_in_cell[s, k]))
+            first_in_cell.setdefault((s, k), rel)
+        for s, _, rel in files:
+            earlier = [t for t in first_in_split if t < s]
+            if earlier:
+                leaks[s, min(earlier)].append((rel, first_in_split[min(earlier)]))
+        if len(first_in_class) > 1:
+            across.append(tuple(list(first_in_class.values())[:2]))
+    n = DUPLICATE_EXAMPLES
+    return Duplicates(
+        images,
+        tuple(
+            Leak(ALL_SPLITS[s], ALL_SPLITS[t], len(pairs), tuple(pairs[:n]))
+            for (s, t), pairs in sorted(leaks.items())
+        ),
+        len(across),
+        tuple(across[:n]),
+        len(within),
+        tuple(within[:n]),
+    )
+
+
+@lru_cache(maxsize=16)
+def _found_duplicates(root: str, classes: tuple[str, ...], folders: tuple) -> Duplicates:
+    """find_duplicates, once per root and version of its split and class folders (`folders`)."""
+    return find_duplicates(Path(root), list(classes))
+
+
+def _folder_versions(root: Path, classes: list[str]) -> tuple:
+    """(path, mtime_ns) of the root's split and class folders: a file added, removed or renamed in one
+    changes its mtime (an image rewritten in place does not)."""
+    dirs = [root / s for s in ALL_SPLITS if (root / s).is_dir()]
+    dirs += [d / c for d in dirs for c in classes if (d / c).is_dir()]
+    return tuple((d.as_posix(), d.stat().st_mtime_ns) for d in [root, *dirs])
 
 
 @dataclass
@@ -81,6 +223,16 @@ class PreparedDataset:
     val_ratio: float | None = None  # set when val was split off here
     seed: int | None = None
     source_sha256: str | None = None  # of a zip source
+    duplicates: Duplicates | None = None  # found when arranged; None: not checked (in place, older manifest)
+
+    def check_duplicates(self) -> Duplicates:
+        """The dataset's byte-identical images: as its manifest recorded them, else found now (every image
+        hashed, once per process while its folders are unchanged) and kept here."""
+        if self.duplicates is None:
+            root = Path(self.root).resolve()
+            versions = _folder_versions(root, self.classes)
+            self.duplicates = _found_duplicates(str(root), tuple(self.classes), versions)
+        return self.duplicates
 
     @property
     def n_images(self) -> int:
@@ -102,7 +254,7 @@ class PreparedDataset:
         d = asdict(self)
         d["root"], d["source"] = _portable(self.root), _portable(self.source)
         d["n_skipped"] = len(self.skipped)
-        del d["skipped"]
+        del d["skipped"], d["duplicates"]  # the data's duplicates are its own summary, not a split's recipe
         return d
 
 
@@ -231,8 +383,17 @@ def read_manifest(root: Path) -> PreparedDataset | None:
     try:
         d = json.loads((Path(root) / MANIFEST).read_text())
         d["root"], d["skipped"] = Path(root), [tuple(s) for s in d["skipped"]]
+        d["duplicates"] = _read_duplicates(d.get("duplicates"))
         return PreparedDataset(**d)
     except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _read_duplicates(d: dict | None) -> Duplicates | None:
+    """A manifest's duplicates; None (not checked) where an older manifest has none or it is unreadable."""
+    try:
+        return None if d is None else Duplicates.from_dict(d)
+    except (TypeError, KeyError, ValueError):
         return None
 
 
@@ -309,7 +470,9 @@ def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: 
 
 
 def _publish(ds: PreparedDataset, tmp: Path, final: Path) -> PreparedDataset:
-    """Write the manifest and rename the arranged folder into place (another process may have won)."""
+    """Find the duplicates, write the manifest and rename the arranged folder into place (another process
+    may have won)."""
+    ds.duplicates = find_duplicates(tmp, ds.classes)
     d = asdict(ds)
     del d["root"]
     (tmp / MANIFEST).write_text(json.dumps(d, indent=1))
