@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, make_image_folder
 
 from qtl import cli
+from qtl.data.folders import file_listing_id
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.spec import SpecError, load_spec, parse_spec, plan
 from qtl.experiments.stats import cells, format_report, group_cells
@@ -741,6 +742,49 @@ class TestCommandLine:
         assert code == 0 and json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == pytest.approx(
             row["val_acc"]
         )
+
+    def test_done_runs_on_other_images_are_not_taken_as_done(self, capsys, tmp_path):
+        """A run's id names its dataset by name: when the folder lists other images than a done run trained
+        on, the sweep stops before writing anything and says why, the dry run marks the run "changed", and
+        --rerun-changed trains it again on the images there now. Runs recorded before qtl kept the listing
+        stay done."""
+        import shutil
+
+        data = make_image_folder(tmp_path / "data")
+        spec = tmp_path / "s.toml"
+        spec.write_text(
+            f'name = "s"\ndataset = "{data.as_posix()}"\npretrained = false\nvariant = "linear"\nepochs = 1\n'
+        )
+        db = tmp_path / "r.db"
+        run = ["-q", "sweep", str(spec), "--db", str(db)]
+        assert cli.main(run) == 0
+        with ResultsDB(db, readonly=True) as results:
+            (before,) = results.rows("s")
+            assert results.recorded_data([before["id"]]) == {before["id"]: file_listing_id(data)}
+        capsys.readouterr()
+        assert cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
+        assert "1 runs, 1 done, 0 to run" in capsys.readouterr().out
+        shutil.copy(data / "train" / "cats" / "cats_0.png", data / "train" / "cats" / "added.png")
+        assert cli.main(run) == 1
+        err = capsys.readouterr().err
+        assert "sweep s: 1 done run trained on other images than" in err and "--rerun-changed" in err
+        assert err.count("\n") == 1
+        with ResultsDB(db, readonly=True) as results:
+            assert results.rows("s") == [before]  # nothing written
+        assert cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert "1 runs, 0 done, 1 to run" in out and f"{before['id']}  changed" in out
+        assert cli.main([*run, "--rerun-changed"]) == 0
+        with ResultsDB(db, readonly=True) as results:
+            (after,) = results.rows("s")
+            assert after["n_train"] == before["n_train"] + 1
+            assert results.recorded_data([after["id"]]) == {after["id"]: file_listing_id(data)}
+        with sqlite3.connect(db) as raw:  # as a database written before the listing was kept
+            raw.execute("UPDATE runs SET config = json_remove(config, '$.data')")
+        (data / "train" / "cats" / "added.png").unlink()
+        capsys.readouterr()
+        assert cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
+        assert "1 runs, 1 done, 0 to run" in capsys.readouterr().out
 
     def test_errors_are_one_line(self, capsys, tmp_path):
         assert cli.main(["runs", "--db", str(tmp_path / "none.db")]) == 1

@@ -599,17 +599,28 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
-        from qtl.experiments.sweeps import earlier_note, regime_refusals, unsaved_note
+        from qtl.experiments.sweeps import (
+            changed_data,
+            changed_note,
+            earlier_note,
+            listing_ids,
+            regime_refusals,
+            unsaved_note,
+        )
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
-        status, earlier = {}, 0
+        status, earlier, changed = {}, 0, []
         if db.exists():
             with ResultsDB(db, readonly=True) as results:
                 status = results.statuses([r.id for r in runs])
                 earlier = results.held_beside(spec.name, [r.id for r in runs])
+                changed = changed_data(results, runs, listing_ids(runs))
+        for r in changed:  # not done: they stop the sweep, or run again with --rerun-changed
+            status[r.id] = "changed"
         done = sum(status.get(r.id) == "done" for r in runs)
         print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
-        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs)):
+        stops = changed_note(spec.name, changed) if not args.rerun_changed else ""
+        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs), stops):
             if note:
                 print(f"note: {note}")
         refused = regime_refusals(runs)
@@ -641,6 +652,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             gpus_per_run=args.gpus_per_run,
             mlflow_uri=args.mlflow,
             limit=args.max_runs,
+            rerun_changed=args.rerun_changed,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

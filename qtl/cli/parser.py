@@ -670,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoints, if the spec saves them")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs done and to do) and stop")
     p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="run again, replacing their results, the done runs whose dataset lists other images than they "
+        "trained on (without it such a sweep stops and says so)",
+    )
+    p.add_argument(
         "--max-runs",
         type=_positive,
         metavar="N",

@@ -83,6 +83,25 @@ def list_images(root: Path, split: str, classes: list[str]) -> list[tuple[Path, 
     ]
 
 
+def file_listing_id(root: str | Path) -> str | None:
+    """16 hex digits naming which images a dataset root holds: a SHA-256 over every image's
+    split/class/file name (not its bytes: a dataset fetched or arranged again names the same files, where
+    a re-encoded copy would differ in bytes). None where `root` is no dataset. Runs record it, so that
+    results on a folder whose images changed, or on another folder of the same name, are told apart
+    (`qtl.experiments.sweeps.run_sweep`)."""
+    import hashlib
+
+    try:
+        classes = validate_dataset(root)
+    except DatasetError:
+        return None
+    digest = hashlib.sha256()
+    for split in (s for s in ALL_SPLITS if (Path(root) / s).is_dir()):
+        for path, label in list_images(Path(root), split, classes):
+            digest.update(f"{split}/{classes[label]}/{path.name}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def validate_dataset(root: str | Path) -> list[str]:
     """Check the layout of a dataset root and return its sorted class names.
 

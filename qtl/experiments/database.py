@@ -222,9 +222,17 @@ class ResultsDB:
                 (owner or owner_tag(), _now(), run_id),
             )
 
-    def finish(self, run_id: str, outcome, environment: dict | None = None, timings: dict | None = None):
+    def finish(
+        self,
+        run_id: str,
+        outcome,
+        environment: dict | None = None,
+        timings: dict | None = None,
+        data: str | None = None,
+    ):
         """A run's results in one transaction: its row, every epoch, its timings, then status `done`
-        (`cancelled` when the outcome was cancelled: kept for inspection, never counted)."""
+        (`cancelled` when the outcome was cancelled: kept for inspection, never counted). data: the
+        images it trained on (`qtl.data.folders.file_listing_id`), kept in its config (`recorded_data`)."""
         row = outcome.row
         env_id = self._environment(environment) if environment else None
         with self._write() as db:
@@ -242,8 +250,9 @@ class ResultsDB:
             status = "cancelled" if row.get("cancelled") else "done"
             sets = ", ".join(f"{c} = ?" for c in RESULT_COLUMNS)
             db.execute(
-                f"UPDATE runs SET {sets}, status = ?, finished = ?, environment = ? WHERE id = ?",
-                (*(row.get(c) for c in RESULT_COLUMNS), status, _now(), env_id, run_id),
+                f"UPDATE runs SET {sets}, status = ?, finished = ?, environment = ?, "
+                "config = json_set(config, '$.data', ?) WHERE id = ?",
+                (*(row.get(c) for c in RESULT_COLUMNS), status, _now(), env_id, data, run_id),
             )
 
     def fail(self, run_id: str, error: str, status: str = "failed") -> None:
@@ -300,6 +309,17 @@ class ResultsDB:
         marks = ", ".join("?" * len(run_ids))
         rows = self._db.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", run_ids)
         return {r["id"]: r["status"] for r in rows}
+
+    def recorded_data(self, run_ids: list[str]) -> dict[str, str]:
+        """Run id -> the images it trained on (`finish`'s data), for the done runs that recorded them
+        (runs finished before qtl recorded it are left out)."""
+        marks = ", ".join("?" * len(run_ids))
+        rows = self._db.execute(
+            f"SELECT id, json_extract(config, '$.data') AS data FROM runs "
+            f"WHERE status = 'done' AND id IN ({marks})",
+            run_ids,
+        )
+        return {r["id"]: r["data"] for r in rows if r["data"] is not None}
 
     def sweeps(self) -> list[dict]:
         """Every sweep, newest first: name, created, updated, runs, a count per status, and

@@ -9,6 +9,11 @@ Re-running a spec resumes it: runs already `done` (in this or any other sweep of
 skipped, anything else (never started, interrupted, killed, failed) runs again from scratch. A sweep is
 its name: another spec under a name the database holds adds its runs to that sweep, which keeps the
 earlier spec's runs (`SweepReport.earlier`, said by the CLI and the app; `earlier_note`).
+
+A run's id names its dataset by name, so each finished run also records which images it trained on
+(`qtl.data.folders.file_listing_id`). A done run whose dataset now lists other images (images added,
+removed or renamed since, or another folder under the same name) is not taken as done: the sweep stops
+before training with `ChangedData`, unless `rerun_changed` runs those again, replacing their results.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from qtl.data.features import extract_features
 from qtl.data.feed import check_regime, feature_needs
-from qtl.data.folders import DatasetError
+from qtl.data.folders import DatasetError, file_listing_id
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
 from qtl.experiments.runs import Run, RunObserver
@@ -66,6 +71,36 @@ class SweepObserver(RunObserver):
         """A run came back (finished, failed or cancelled) and is in the database."""
 
 
+class ChangedData(ValueError):
+    """Done runs of a sweep trained on other images than their dataset lists now (`changed_data`)."""
+
+
+def listing_ids(runs: list[Run]) -> dict[str, str | None]:
+    """Run id -> `file_listing_id` of its dataset folder as it is now (one listing per folder)."""
+    ids = functools.cache(file_listing_id)
+    return {r.id: ids(r.machine.data_dir) for r in runs}
+
+
+def changed_data(db: ResultsDB, runs: list[Run], now: dict[str, str | None]) -> list[Run]:
+    """The done runs whose recorded images differ from their dataset's images `now` (`listing_ids`)."""
+    recorded = db.recorded_data([r.id for r in runs])
+    return [r for r in runs if r.id in recorded and now[r.id] is not None and recorded[r.id] != now[r.id]]
+
+
+def changed_note(name: str, changed: list[Run]) -> str:
+    """The words for a sweep whose done runs `changed` trained on other images ("" for none)."""
+    if not changed:
+        return ""
+    datasets = sorted({r.dataset or "the default dataset" for r in changed})
+    n = len(changed)
+    return (
+        f"sweep {name}: {n} done run{'s' * (n > 1)} trained on other images than {', '.join(datasets)} "
+        "holds now (images added, removed or renamed since, or another folder of the same name): run them "
+        "again on these images with --rerun-changed (their results are replaced), or keep both with "
+        "another --db"
+    )
+
+
 def run_sweep(
     spec: SweepSpec,
     db_path: str | Path,
@@ -81,18 +116,25 @@ def run_sweep(
     gpus_per_run: float = 0,
     mlflow_uri: str | None = None,
     limit: int | None = None,
+    rerun_changed: bool = False,
 ) -> SweepReport:
     """Run every run of `spec` not yet done in the database at `db_path`; see
     `qtl.experiments.executors.execute`
-    for the backend options and `qtl.experiments.spec.plan` for machine, models_dir and limit."""
+    for the backend options and `qtl.experiments.spec.plan` for machine, models_dir and limit.
+    ChangedData (before anything is written) where done runs trained on other images than their dataset
+    holds now; rerun_changed: run those again instead."""
     t0 = time.perf_counter()
     observer = observer or SweepObserver()
     runs = plan(spec, machine=machine, models_dir=models_dir, limit=limit)
+    data = listing_ids(runs)
     with ResultsDB(db_path) as db:
+        changed = {r.id for r in changed_data(db, runs, data)}
+        if changed and not rerun_changed:
+            raise ChangedData(changed_note(spec.name, [r for r in runs if r.id in changed]))
         earlier = db.held_beside(spec.name, [r.id for r in runs])
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
-        todo = [r for r in runs if status.get(r.id) != "done"]
+        todo = [r for r in runs if status.get(r.id) != "done" or r.id in changed]
         report = SweepReport(spec.name, len(runs), len(runs) - len(todo), earlier=earlier)
         observer.planned(spec, runs, todo, earlier)
         if todo and backend != "local":
@@ -115,7 +157,7 @@ def run_sweep(
                 cpus_per_run=cpus_per_run,
                 gpus_per_run=gpus_per_run,
             ):
-                _record(db, run, done, dispatched.pop(run.id), stop, report)
+                _record(db, run, done, dispatched.pop(run.id), stop, report, data[run.id])
                 if mlflow_uri and done.outcome is not None and not done.cancelled:
                     try:
                         log_to_mlflow(mlflow_uri, spec.name, run, done)
@@ -133,8 +175,8 @@ def run_sweep(
     return report
 
 
-def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report: SweepReport) -> None:
-    """One result into the database (one transaction) and the report."""
+def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report, data: str | None) -> None:
+    """One result into the database (one transaction) and the report; data: its images' listing id."""
     if done.outcome is None:
         stopped = stop is not None and stop.is_set()
         db.fail(run.id, done.error or "no result", status="cancelled" if stopped else "failed")
@@ -153,7 +195,7 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
         "queue": max(0.0, done.queue_s),  # dispatch -> the worker starting it
         "dispatch": max(0.0, time.time() - dispatched - wall - max(0.0, done.queue_s)),  # result transfer
     }
-    db.finish(run.id, done.outcome, done.environment, timings)
+    db.finish(run.id, done.outcome, done.environment, timings, data)
     if done.cancelled:
         report.cancelled += 1
     else:
