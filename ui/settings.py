@@ -11,6 +11,7 @@ Environment variables win over `.streamlit/secrets.toml`'s `[qtl]` table:
 | `QTL_PRETRAINED=0`    | `pretrained = false` | start with random init instead of ImageNet weights     |
 | `QTL_TORCH_THREADS`   | `torch_threads`      | torch intra-op threads (default 1, see below)          |
 | `QTL_DEMO_DATA_MB`    | `max_data_mb`        | demo cap on one visitor's uploaded datasets (200 MB)   |
+| `QTL_DEMO_MAX_IMAGES` | `max_images`         | demo cap on images Classify takes at once (16)         |
 | `QTL_ZIP_MAX_*`       | -                    | caps on one uploaded zip (`qtl.data.archive`)          |
 | `QTL_MODELS_DIR`      | -                    | the checkpoint store (default `models/`)               |
 | `QTL_DATA_DIR`        | -                    | the dataset root (default: `qtl.data.sources`)         |
