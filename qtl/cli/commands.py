@@ -768,11 +768,10 @@ def cmd_diagnose(args, bar: ProgressBar) -> int:
 
 def cmd_data(args, bar: ProgressBar) -> int:
     from qtl.data.images import ImageFolderDataset
-    from qtl.data.sources import download_hymenoptera
 
-    path = Path(args.data).expanduser() if args.data else None
-    if path is not None and not args.no_download and not path.exists():
-        download_hymenoptera(path, progress=bar.hook("downloading hymenoptera", unit="B"))
+    # hymenoptera is downloaded into the default location only (--path omitted); a --path is a folder, a
+    # zip or a named dataset ("digits", "torchvision/..."), and one that is none of them is an error
+    # naming it, with nothing created for it
     ds = _dataset(args, bar, download=not args.no_download, report=False)
     unreadable = []
     for split in ds.counts:
