@@ -4,10 +4,14 @@ metric no run has, and help texts naming defaults that ignore the environment.""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder, run_cli
+from conftest import make_class_folders, make_image_folder, run_cli
+
+from qtl import cli
 
 
 def one_line(text: str) -> str:
@@ -65,3 +69,46 @@ def test_data_without_path_downloads_to_the_default_location(capsys, no_download
     code, out, err = run_cli(capsys, "data", "-q")
     assert code == 0 and no_download == [tmp_path / "default" / "hymenoptera_data"], err
     assert "train: 12 images" in out and list(Path.cwd().iterdir()) == []
+
+
+# --- qtl hardware: the data a checkpoint recorded, split as it recorded, as qtl evaluate scores it ------
+
+
+@pytest.fixture(scope="module")
+def split_ckpt(tmp_path_factory) -> tuple[Path, Path]:
+    """(scans.zip: 3 classes x 10 images, no splits; a 2-qubit quantum checkpoint trained 1 epoch on it
+    with --val-ratio 0.3 --split-seed 1, which the default 0.2/seed 0 split does not match)."""
+    pytest.importorskip("qiskit_ibm_runtime")
+    folder = tmp_path_factory.mktemp("scans")
+    archive = zip_of(make_class_folders(folder / "scans", 3, 10), folder / "scans.zip")
+    ckpt = folder / "q.pt"
+    argv = ["train", "quantum", "--random-init", "--data", archive, "--val-ratio", 0.3, "--split-seed", 1]
+    argv += ["--epochs", 1, "--qubits", 2, "--depth", 1, "--batch-size", 8, "-q", "--out", ckpt]
+    assert cli.main([str(a) for a in argv]) == 0
+    return archive, ckpt
+
+
+def zip_of(folder: Path, archive: Path) -> Path:
+    from qtl.testing.image_folders import zip_folder
+
+    zip_folder(folder, archive)
+    shutil.rmtree(folder)  # only the zip is the dataset
+    return archive
+
+
+@pytest.mark.parametrize("with_data", [True, False], ids=["--data", "recorded"])
+def test_hardware_scores_the_split_evaluate_scores(capsys, monkeypatch, tmp_path, split_ckpt, with_data):
+    """`--data scans.zip` is split as the checkpoint recorded (0.3, seed 1: 9 val images, not the default
+    split's 6, which held training images); without --data the dataset the checkpoint recorded is used
+    (it was hymenoptera, refused: "predicts [class_0, ...], but ... has classes ['ants', 'bees']")."""
+    archive, ckpt = split_ckpt
+    monkeypatch.setenv("QTL_OFFLINE", "1")
+    monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "no-hymenoptera"))  # never the one scored
+    data = ["--data", archive] if with_data else []
+    code, out, err = run_cli(capsys, "evaluate", ckpt, *data, "--json", "-q")
+    assert code == 0, err
+    n = json.loads(out)["metrics"]["n"]
+    assert n == 9
+    code, out, err = run_cli(capsys, "hardware", "estimate", ckpt, *data, "--shots", 10, "--json", "-", "-q")
+    assert code == 0, err
+    assert json.loads(out)["samples"] == n

@@ -789,7 +789,7 @@ def cmd_data(args, bar: ProgressBar) -> int:
 def cmd_hardware(args, bar: ProgressBar) -> int:
     from qtl.cli.hardware import run
 
-    return run(args, bar, _dataset)
+    return run(args, bar, _scoring_root)  # its data resolved as evaluate's and noise's
 
 
 HANDLERS = {

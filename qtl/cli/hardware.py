@@ -8,8 +8,8 @@
     qtl hardware jobs                                       the jobs in the results database
 
 The parser part is torch-free (`add_parser`); `run` imports the library when a command runs. Neither
-imports the rest of `qtl.cli`: the parser passes its shared argument groups in, and `commands` its
-dataset opener.
+imports the rest of `qtl.cli`: the parser passes its shared argument groups in, and `commands` the
+function that resolves where checkpoints are scored (`commands._scoring_root`, as evaluate and noise do).
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def _add_run_args(q: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args, bar, dataset) -> int:
-    """Run `qtl hardware SUBCOMMAND`; `dataset(args, bar)` opens the --data dataset."""
+def run(args, bar, scoring_root) -> int:
+    """Run `qtl hardware SUBCOMMAND`; `scoring_root(args, bar, models)` is the dataset root checkpoints
+    are scored on: --data split as they recorded, else the dataset they recorded (`qtl evaluate`'s)."""
     if args.hardware_command in ("estimate", "run"):
-        return {"estimate": _estimate, "run": _run}[args.hardware_command](args, bar, dataset)
+        return {"estimate": _estimate, "run": _run}[args.hardware_command](args, bar, scoring_root)
     return {"backends": _backends, "resume": _resume, "jobs": _jobs}[args.hardware_command](args, bar)
 
 
@@ -166,7 +167,7 @@ def _backends(args, bar) -> int:
     return 0
 
 
-def _plan(args, bar, dataset):
+def _plan(args, bar, scoring_root):
     from qtl.analysis.hardware_runs import check_request, prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
@@ -187,7 +188,7 @@ def _plan(args, bar, dataset):
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
     if hasattr(device, "check_zne"):  # a real Braket device refuses ZNE, in the estimate as in the run
         device.check_zne(needs(args.mitigation, "zne"))
-    root = dataset(args, bar).root
+    root = scoring_root(args, bar, [loaded])
     inputs = head_inputs(loaded, root, args.split, progress=bar.hook(f"features of {loaded.name}"))
     inputs = select(inputs, args.samples, args.seed)
     bar.message(f"compiling for {args.backend} ...")
@@ -267,18 +268,18 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _estimate(args, bar, dataset) -> int:
-    plan = _plan(args, bar, dataset)
+def _estimate(args, bar, scoring_root) -> int:
+    plan = _plan(args, bar, scoring_root)
     bar.close()
     print(format_estimate(plan.estimate), file=_table_out(args))
     _write_json(plan.estimate, args.json)
     return 0
 
 
-def _run(args, bar, dataset) -> int:
+def _run(args, bar, scoring_root) -> int:
     from qtl.analysis.hardware_runs import collect, submit
 
-    plan = _plan(args, bar, dataset)
+    plan = _plan(args, bar, scoring_root)
     with _db(args) as db:
         bar.message(f"submitting one job to {args.backend} ...")
         job_id, job = submit(plan, db)

@@ -774,5 +774,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qtl.cli.hardware import add_parser as add_hardware
 
-    add_hardware(command, _add_data_arg, _add_db_arg)
+    add_hardware(command, lambda q: _add_data_arg(q, default=RECORDED_DATA), _add_db_arg)
     return parser
