@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_class_folders, make_image_folder, run_cli
+from conftest import REPO, make_class_folders, make_image_folder, run_cli
 
 from qtl import cli
 
@@ -112,3 +112,28 @@ def test_hardware_scores_the_split_evaluate_scores(capsys, monkeypatch, tmp_path
     code, out, err = run_cli(capsys, "hardware", "estimate", ckpt, *data, "--shots", 10, "--json", "-", "-q")
     assert code == 0, err
     assert json.loads(out)["samples"] == n
+
+
+# --- qtl runs --report --metric test_acc: why there is nothing to report ---------------------------------
+
+
+def test_report_of_a_metric_no_run_has_says_why(capsys, tmp_path):
+    """docs/wide.db's runs have no test split: the report was a header alone, exit 0."""
+    db = tmp_path / "wide.db"
+    db.write_bytes((REPO / "docs" / "wide.db").read_bytes())
+    csv = tmp_path / "runs.csv"
+    argv = ["runs", "--db", db, "--sweep", "wide", "--report", "--metric", "test_acc", "--csv", csv]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1 and out == "" and not csv.exists()  # nothing written for a report that fails
+    assert one_line(err) == (
+        "qtl: error: no finished run of sweep 'wide' has test_acc, a held-out test accuracy: train with "
+        'split = "kfold", or on a dataset with a test/ split (--metric val_acc reports the val accuracy)'
+    )
+    code, out, err = run_cli(capsys, "runs", "--db", db, "--report", "--markdown", "--status", "failed")
+    assert code == 1 and out == ""
+    assert (
+        err.strip()
+        == f"qtl: error: no finished run in {db} matching the filters: a report counts finished runs only"
+    )
+    code, out, _ = run_cli(capsys, "runs", "--db", db, "--sweep", "wide", "--report")  # val_acc: there
+    assert code == 0 and "val_acc per cell" in out

@@ -700,19 +700,40 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
         status = None if args.status == "any" else args.status
         rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
+    done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
+    if args.report or args.markdown:  # a report of nothing says why, before anything is written
+        _check_reportable(done, args, db)
     if args.csv:
         write_rows(rows, args.csv, "csv")
     if args.json:
         write_rows(rows, args.json, "json")
     if args.report or args.markdown:
         report = markdown_report if args.markdown else format_report
-        done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
         out = sys.stderr if "-" in (args.csv, args.json) else sys.stdout  # stdout holds the data alone
         print(report(done, args.metric, effect=args.effect), file=out)
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)
     return 0
+
+
+def _check_reportable(done: list[dict], args, db: Path) -> None:
+    """ValueError saying why where `qtl runs --report` would print a header alone: no finished run, or
+    none with --metric (test_acc: the runs had no test split, as `qtl study` says)."""
+    what = f"of sweep {args.sweep!r}" if args.sweep is not None else f"in {db}"
+    filters = ("variant", "backbone", "dataset", "qubits", "depth", "seed")
+    filtered = args.status != "done" or any(getattr(args, k) is not None for k in filters)
+    what += " matching the filters" if filtered else ""
+    if not done:
+        raise ValueError(f"no finished run {what}: a report counts finished runs only")
+    if all(r.get(args.metric) is None for r in done):
+        why = (
+            ', a held-out test accuracy: train with split = "kfold", or on a dataset with a test/ split '
+            "(--metric val_acc reports the val accuracy)"
+            if args.metric == "test_acc"
+            else ""
+        )
+        raise ValueError(f"no finished run {what} has {args.metric}{why}")
 
 
 def cmd_study(args, bar: ProgressBar) -> int:
