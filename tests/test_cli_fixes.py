@@ -137,3 +137,36 @@ def test_report_of_a_metric_no_run_has_says_why(capsys, tmp_path):
     )
     code, out, _ = run_cli(capsys, "runs", "--db", db, "--sweep", "wide", "--report")  # val_acc: there
     assert code == 0 and "val_acc per cell" in out
+
+
+# --- help texts: the real defaults, from the environment ---------------------------------------------------
+
+
+def help_of(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*command, "--help"])
+    assert exit.value.code == 0
+    return one_line(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "reproduce"])
+def test_help_names_the_folders_the_environment_sets(capsys, command):
+    text = help_of(capsys, command)
+    assert (
+        "--models-dir DIR checkpoint folder (default: $QTL_MODELS_DIR, else models/ at the repository root)"
+        in text
+    )
+    assert "feature cache folder (default: $QTL_CACHE_DIR/features, else ~/.cache/qtl/features)" in text
+
+
+def test_help_of_noise_sweep_and_hardware(capsys):
+    text = help_of(capsys, "noise")
+    assert "(default: noise-<time> in $QTL_MODELS_DIR, else models/ at the repository root)" in text
+    assert "<models-dir>" not in text
+    text = help_of(capsys, "sweep")
+    assert "$QTL_CACHE_DIR/features" in text and "DIR/sweeps/NAME/ (default DIR: $QTL_MODELS_DIR" in text
+    assert "Ctrl-C stops the current run(s) after their batch, without counting them (they run again" in text
+    text = help_of(capsys, "hardware", "estimate")
+    assert (
+        "the dataset the checkpoints recorded" in text and "or the split a scored checkpoint recorded" in text
+    )

@@ -26,6 +26,11 @@ DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
 EXPORT_FORMATS = ("onnx", "torchscript")
 """`qtl export --format` (the formats of `qtl.deploy.export`, which imports torch)."""
+MODELS_DEFAULT = "$QTL_MODELS_DIR, else models/ at the repository root"
+"""Where checkpoints go by default (`qtl.paths.models_dir`), as the help says it."""
+MODELS_HELP = f"checkpoint folder (default: {MODELS_DEFAULT})"
+CACHE_DEFAULT = "$QTL_CACHE_DIR/features, else ~/.cache/qtl/features"
+"""The feature cache's default (`qtl.data.features.default_cache_dir`), as the help says it."""
 
 
 def _backbone_name(text: str) -> str:
@@ -189,7 +194,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, *, epochs_help: str) -> None:
         "--cache-dir",
         default=None,
         metavar="DIR",
-        help="feature cache folder (default: ~/.cache/qtl/features)",
+        help=f"feature cache folder (default: {CACHE_DEFAULT})",
     )
 
 
@@ -260,7 +265,7 @@ def _add_db_arg(p: argparse.ArgumentParser) -> None:
         "--db",
         default=None,
         metavar="FILE",
-        help="results database (default: $QTL_RESULTS_DB, else results.db in the models folder)",
+        help=f"results database (default: $QTL_RESULTS_DB, else results.db in {MODELS_DEFAULT})",
     )
 
 
@@ -323,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(p)
     _add_regime_args(p)
     p.add_argument("--out", default=None, metavar="FILE", help="checkpoint file (default: a new name)")
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help=MODELS_HELP)
 
     p = command(
         "evaluate",
@@ -545,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_regime_args(p)
     p.set_defaults(split="kfold")  # the honest protocol: a held-out test fold for every seed
     _add_effect_arg(p)
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help=MODELS_HELP)
     p.add_argument(
         "--out", default=None, metavar="FILE", help="Markdown report (default: <models-dir>/paper-<time>.md)"
     )
@@ -578,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arg(p)
     _add_regime_args(p)
     _add_effect_arg(p)
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoint folder (default: models/)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help=MODELS_HELP)
     p.add_argument(
         "--json",
         default=None,
@@ -631,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="PREFIX",
-        help="write PREFIX.csv, PREFIX.json and PREFIX.png (default: <models-dir>/noise-<time>)",
+        help=f"write PREFIX.csv, PREFIX.json and PREFIX.png (default: noise-<time> in {MODELS_DEFAULT})",
     )
 
     p = command(
@@ -640,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Run every run of a TOML sweep spec (grids over variant, backbone, dataset, qubits, depth, "
         "entangler, rotation, lr, epochs, seeds) that the results database does not hold finished, "
         "writing each result as it arrives, then print per-cell statistics and quantum vs control "
-        "comparisons. Re-running the same spec resumes it. Ctrl-C stops after the current run(s).",
+        "comparisons. Re-running the same spec resumes it. Ctrl-C stops the current run(s) after their "
+        "batch, without counting them (they run again on resume); a second Ctrl-C aborts.",
     )
     p.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (see docs/study.md for an example)")
     _add_db_arg(p)
@@ -666,8 +672,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-run", type=_share(True), metavar="N", default=0, help="Ray: GPUs each task requests"
     )
     g.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
-    g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature cache folder")
-    p.add_argument("--models-dir", default=None, metavar="DIR", help="checkpoints, if the spec saves them")
+    g.add_argument(
+        "--cache-dir", default=None, metavar="DIR", help=f"feature cache folder (default: {CACHE_DEFAULT})"
+    )
+    p.add_argument(
+        "--models-dir",
+        default=None,
+        metavar="DIR",
+        help=f"checkpoints, if the spec saves them, go to DIR/sweeps/NAME/ (default DIR: {MODELS_DEFAULT})",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs done and to do) and stop")
     p.add_argument(
         "--rerun-changed",
