@@ -208,6 +208,42 @@ class TestShots:
         corr = lambda c: c / (sd[:, :, None] * sd[:, None, :])  # noqa: E731
         assert (corr(sample) - corr(cov)).abs().max() < 5 / math.sqrt(reps)
 
+    def test_eval_mode_draws_each_inputs_shots_from_the_input(self):
+        """A model in eval mode (evaluated, served) scores an input the same on every call and in any batch
+        or order, its shots seeded by noise.seed and the input; different inputs and seeds draw apart, and
+        training mode draws new shots every call."""
+        gen = torch.Generator().manual_seed(2)
+        x = torch.rand(6, 3, generator=gen) * 3 - 1.5
+        w = torch.rand(self.CONFIG.weight_shape, generator=gen) * 6 - 3
+        engine = DensityMatrixEngine(self.CONFIG, self.NOISE).eval()
+        first = engine(x, w)
+        assert torch.equal(engine(x, w), first)
+        order = torch.tensor([4, 1, 5])
+        assert torch.equal(engine(x[order], w), first[order])
+        assert torch.equal(engine(x[2:3], w), first[2:3])
+        exact = _exact_and_probs(self.CONFIG, self.NOISE, x, w)[0]
+        assert (first - exact).abs().max() > 1e-3  # shot noise is there
+        assert (first - exact).abs().max() < 6 / math.sqrt(self.NOISE.shots)
+        other = DensityMatrixEngine(self.CONFIG, replace(self.NOISE, seed=8)).eval()
+        assert not torch.equal(other(x, w), first)
+        twins = engine(x[:1].repeat(2, 1), w)
+        assert torch.equal(twins[0], twins[1]) and torch.equal(twins[:1], first[:1])
+        engine.train()
+        assert not torch.equal(engine(x, w), engine(x, w))
+
+    def test_eval_mode_draws_are_binomial_across_inputs(self):
+        """2000 inputs a hair apart (the same <Z> to 1e-9) draw independent shots in eval mode: their
+        mean within 4 standard errors of the exact <Z>, their variance within 20% of (1 - <Z>^2) / shots."""
+        reps, n_shots = 2000, self.NOISE.shots
+        x = torch.tensor([[0.3, -0.7, 1.1]], dtype=torch.float64) + 1e-12 * torch.arange(reps)[:, None]
+        w = torch.linspace(-2, 2, math.prod(self.CONFIG.weight_shape), dtype=torch.float64)
+        w = w.reshape(self.CONFIG.weight_shape)
+        draws = DensityMatrixEngine(self.CONFIG, self.NOISE).eval()(x, w)
+        exact = _exact_and_probs(self.CONFIG, self.NOISE, x[:1], w)[0]
+        var = (1 - exact**2) / n_shots
+        assert ((draws.mean(0) - exact).abs() <= 4 * (var / reps).sqrt()).all()
+        assert torch.allclose(draws.var(0), var[0], rtol=0.2)
+
     def test_counts_are_multinomial(self):
         """Counts of 4 shots over 4 outcomes: a chi-square test against the multinomial pmf (p > 0.001)."""
         probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64).expand(20000, 4)

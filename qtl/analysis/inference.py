@@ -298,10 +298,11 @@ def evaluate(
 
 WHY_TRAINING_DIFFERS = (
     "the same images: training's val pass read the features it trained on, bfloat16 where the CPU has "
-    "it; this one reads exact float32, as predict does"
+    "it; this one reads exact float32, as predict does (a model that samples shots draws them from its "
+    "inputs, so it draws other shots too)"
 )
 """Why a checkpoint's recorded val accuracy can differ from an evaluation on the same images by an image
-or two (`qtl evaluate`, the Compare page)."""
+or two, or more with shots (`qtl evaluate`, the Compare page)."""
 
 
 def accuracy_at_training(

@@ -22,6 +22,7 @@ the input's float dtype; otherwise in the matching complex dtype.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -208,6 +209,20 @@ def sample_counts(probs: torch.Tensor, shots: int, generator: torch.Generator) -
     return counts
 
 
+def input_counts(angles: torch.Tensor, probs: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
+    """`sample_counts` of each row of `probs` from a generator seeded by `seed` and that row's `angles`
+    (a BLAKE2b digest of their bytes): the same input draws the same shots whatever the batch around it,
+    and different inputs draw independently."""
+    generator = torch.Generator(device=probs.device)
+    rows = angles.detach().cpu().contiguous().numpy()
+    out = []
+    for b, row in enumerate(rows):
+        digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=str(seed).encode()).digest()
+        generator.manual_seed(int.from_bytes(digest, "little") >> 1)
+        out.append(sample_counts(probs[b : b + 1], shots, generator))
+    return torch.cat(out) if out else torch.zeros_like(probs, dtype=torch.float64)
+
+
 class DensityMatrixEngine(nn.Module):
     """Batched density-matrix simulation of a config's circuit under `noise`: (B, n) angles -> (B, n) <Z_i>.
 
@@ -219,8 +234,10 @@ class DensityMatrixEngine(nn.Module):
 
     `engine(angles, weights)`: angles (B, n_qubits) float32/float64 on any device, weights of shape
     `config.weight_shape` -> (B, n_qubits) <Z_i> in the dtype and on the device of `angles`,
-    differentiable with respect to both. With shots, every call draws new shots from the engine's
-    generator; `reseed()` restarts it from `noise.seed`.
+    differentiable with respect to both. With shots, in training mode every call draws new shots from
+    the engine's generator (`reseed()` restarts it from `noise.seed`); in eval mode each sample's shots
+    are drawn from a generator seeded by `noise.seed` and that sample's angles (`input_counts`), so an
+    input scores the same on every call and in any batch, as a served or evaluated model should.
     """
 
     def __init__(
@@ -361,7 +378,10 @@ class DensityMatrixEngine(nn.Module):
         if shots is None:
             return exact
         with torch.no_grad():
-            counts = sample_counts(probs, shots, self._generator(probs.device))
+            if self.training:
+                counts = sample_counts(probs, shots, self._generator(probs.device))
+            else:
+                counts = input_counts(angles, probs, shots, self._seed)
             estimate = sv.z_expvals_halving(counts / shots, n).to(exact.dtype)
         return exact + (estimate - exact).detach()
 
