@@ -11,25 +11,39 @@ accuracy, selected on that same split: optimistic by construction, and kept here
 published numbers. Runs with a held-out test split (`--split kfold`, or a dataset with test/) also
 report the selected epoch's test accuracy, and the report pairs quantum with its controls by seed on
 it (on val accuracy otherwise), with the power of every comparison (`qtl.experiments.stats`).
+
+A table row holds the seeds of one variant under one protocol (`protocol_groups`: the data, its split and
+regime, backbone, circuit, lr, epochs and the rest of the recipe): a merged report of runs on the given
+split and on k folds, or of two recipes, has a row for each, named by what sets them apart, and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 
 from qtl.config import VARIANTS
 from qtl.experiments.runs import Outcome, checkpoint_row
 from qtl.experiments.stats import (
+    CELL_KEYS,
     EFFECT,
+    REGIME_KEYS,
+    cell_key,
     cell_name,
     comparison_header,
     comparison_line,
     comparisons,
+    group_cells,
     one_per_run,
+    settings_apart,
+    settings_text,
     summary,
 )
 from qtl.models.weights import describe_backbone
+from qtl.paths import DEFAULT_DATASET
+
+log = logging.getLogger(__name__)
 
 PAPER_VARIANTS = VARIANTS  # quantum, finetuned, linear, hybrid, dressed-classical
 LETTERS = {"quantum": "A", "finetuned": "B", "linear": "C"}
@@ -37,6 +51,13 @@ PUBLISHED = {"quantum": 0.9673, "linear": 0.9542}
 """Mari et al. 2019, ResNet18 with ImageNet weights, hymenoptera val accuracy of the best epoch."""
 PUBLISHED_SOURCE = "Mari et al. 2019 (arXiv:1912.08278): ResNet18, ImageNet weights, best epoch on val"
 REPORT_FORMAT = "qtl-paper-report/1"
+PROTOCOL_KEYS = tuple(k for k in CELL_KEYS if k != "variant")
+"""What the runs of one variant share to be seeds of one table row (`stats.CELL_KEYS` less the variant):
+the data and its regime (dataset, split, classes, few-shot, label noise), backbone and weights, circuit,
+lr, epochs and the rest of the recipe."""
+UNRECORDED = {"split": "given", "per_class": None, "label_noise": 0.0}
+"""What runs whose rows predate the regime columns trained in: the dataset's own split, every training
+image, clean labels. Other settings a row does not record match any value."""
 
 
 def paper_row(outcome: Outcome) -> dict:
@@ -62,12 +83,86 @@ def _stat(rows: list[dict], key: str) -> tuple[float | None, float | None]:
     return s["mean"], s["std"]
 
 
+def _settings(row: dict) -> dict:
+    """The row's PROTOCOL_KEYS that it records (those of UNRECORDED always; no split is the given one, no
+    label noise 0)."""
+    out = {}
+    for k in PROTOCOL_KEYS:
+        if k in row or k in UNRECORDED:
+            out[k] = row.get(k, UNRECORDED.get(k))
+    out["split"] = out["split"] or "given"
+    out["label_noise"] = out["label_noise"] or 0.0
+    return out
+
+
+def _words(key: str, value) -> str:
+    if key == "split":
+        return "given split" if value == "given" else str(value)
+    if key == "dataset":
+        return f"on {str(value or DEFAULT_DATASET).rstrip('/').rsplit('/', 1)[-1]}"
+    if key == "n_classes":
+        return "all classes" if value is None else f"{value} classes"
+    if key == "per_class":
+        return "every training image" if value is None else f"{value} per class"
+    if key == "label_noise":
+        return f"{value:.0%} label noise" if value else "clean labels"
+    return settings_text({key: value}, [key])
+
+
+def protocol_groups(rows: list[dict]) -> list[dict]:
+    """The rows in groups of one variant and one protocol (equal on every PROTOCOL_KEYS setting both
+    record), the paper's variants first (PAPER_VARIANTS order), then first seen. Each: variant, rows,
+    settings (what its rows record), apart (the settings that tell it from other groups: a data setting
+    where any two groups differ in it, another where two groups of its variant do) and label (those
+    settings in words, e.g. "kfold-5, epochs 1"; "" where nothing sets it apart)."""
+    groups: list[dict] = []
+    for row in rows:
+        mine = _settings(row)
+        for g in groups:
+            if g["variant"] == row["variant"] and all(
+                g["settings"][k] == v for k, v in mine.items() if k in g["settings"]
+            ):
+                g["rows"].append(row)
+                g["settings"] = {**mine, **g["settings"]}
+                break
+        else:
+            groups.append({"variant": row["variant"], "rows": [row], "settings": mine})
+    order = {v: i for i, v in enumerate(PAPER_VARIANTS)}
+    groups.sort(key=lambda g: order.get(g["variant"], len(order)))  # stable: first seen within a variant
+
+    def differ(key: str, among: list[dict]) -> bool:
+        return len({g["settings"][key] for g in among if key in g["settings"]}) > 1
+
+    data = [k for k in REGIME_KEYS if differ(k, groups)]
+    for g in groups:
+        kin = [h for h in groups if h["variant"] == g["variant"]]
+        keys = data + [k for k in PROTOCOL_KEYS if k not in REGIME_KEYS and differ(k, kin)]
+        g["apart"] = [k for k in keys if k in g["settings"]]
+        g["label"] = ", ".join(_words(k, g["settings"][k]) for k in g["apart"])
+    return groups
+
+
+def data_text(settings: dict) -> str:
+    """The data protocol of a report whose rows share it, in words."""
+    split = settings.get("split")
+    if split == "given":
+        words = "the dataset's own split (`--split given`): train/, val/ selects the epoch, test/ if any"
+    else:
+        words = (
+            f"{split} (`--split kfold`): each seed selects its epoch on one fold and is tested on another, "
+            "held out from training and selection"
+        )
+    extra = [_words(k, settings[k]) for k in ("per_class", "label_noise") if settings.get(k)]
+    return words + "".join(f"; {x}" for x in extra)
+
+
 def summarise_variants(rows: list[dict]) -> list[dict]:
-    """Per variant (in PAPER_VARIANTS order): seeds, best- and final-epoch val accuracy mean and std,
-    mean training time, parameter counts and the published accuracy."""
+    """Per variant and protocol (`protocol_groups`, in PAPER_VARIANTS order): what sets the protocol apart
+    (`protocol`, "" where nothing does), seeds, best- and final-epoch val accuracy mean and std, mean
+    training time, parameter counts and the published accuracy."""
     out = []
-    for variant in [v for v in PAPER_VARIANTS if any(r["variant"] == v for r in rows)]:
-        group = [r for r in rows if r["variant"] == variant]
+    for g in [g for g in protocol_groups(rows) if g["variant"] in PAPER_VARIANTS]:
+        variant, group = g["variant"], g["rows"]
         best, best_std = _stat(group, "val_acc")
         final, final_std = _stat(group, "final_val_acc")
         test, test_std = _stat(group, "test_acc")
@@ -75,6 +170,7 @@ def summarise_variants(rows: list[dict]) -> list[dict]:
         out.append(
             {
                 "variant": variant,
+                "protocol": g["label"],
                 "letter": LETTERS.get(variant, ""),
                 "backbone": describe_backbone(group[0]["backbone"], group[0]["weights"] != "random"),
                 "n": len(group),
@@ -99,13 +195,44 @@ def summarise_variants(rows: list[dict]) -> list[dict]:
 def paper_report(
     rows: list[dict], *, command: str, backbone_notice: str | None = None, notes=(), effect: float = EFFECT
 ) -> dict:
-    """The JSON report: the command, the machine, the summary per variant, the paired comparisons (on test
-    accuracy where the runs have it, with their power to detect `effect`) and every run's row, each run
-    once (`stats.one_per_run`: a second checkpoint of a run, or a report merged twice, is left out and
-    said in the notes; it counted as more seeds)."""
+    """The JSON report: the command, the machine, the data protocol (`data`, where every run shares it),
+    the summary per variant and protocol, the paired comparisons (on test accuracy where the runs have it,
+    on val accuracy where they have none: `metric` of each, with their power to detect `effect`) and every
+    run's row, each run once (`stats.one_per_run`: a second checkpoint of a run, or a report merged twice,
+    is left out and said in the notes; it counted as more seeds), each seed once per variant and protocol
+    (a second run of it is left out and said). Runs of several protocols (a given-split report merged
+    with a k-fold one, say) are never pooled: each has its own rows, named by what sets them apart, and
+    the notes say so."""
     rows, repeats = one_per_run(rows)
+    notes = list(notes)
     if repeats:
-        notes = [*notes, f"left out {len(repeats)} row(s) of runs already counted (the same run id and data)"]
+        notes.append(f"left out {len(repeats)} row(s) of runs already counted (the same run id and data)")
+    groups = protocol_groups(rows)
+    dropped: set[int] = set()
+    for g in groups:
+        first: dict = {}
+        for r in g["rows"]:
+            if r.get("seed") in first:
+                dropped.add(id(r))
+                kept = first[r["seed"]]
+                name = g["variant"] + (f" ({g['label']})" if g["label"] else "")
+                notes.append(
+                    f"left out a second run of {name} seed {r['seed']} (run {r.get('id')}; "
+                    f"run {kept.get('id')} is counted): one seed of one protocol counts once"
+                )
+            else:
+                first[r.get("seed")] = r
+    rows = [r for r in rows if id(r) not in dropped]
+    apart = [k for k in (*REGIME_KEYS, *PROTOCOL_KEYS) if any(k in g["apart"] for g in groups)]
+    apart = list(dict.fromkeys(apart))  # the data first
+    if apart:
+        note = (
+            f"runs of several protocols (they differ in {', '.join(apart)}): each table row holds one "
+            "variant under one protocol, named beside it, and comparisons pair runs of one data regime only"
+        )
+        notes.append(note)
+        log.warning("%s", note)
+    data = None if any(k in REGIME_KEYS for k in apart) or not groups else data_text(groups[0]["settings"])
     metric = "test_acc" if any(r.get("test_acc") is not None for r in rows) else "val_acc"
     return {
         "format": REPORT_FORMAT,
@@ -114,13 +241,28 @@ def paper_report(
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "backbone_notice": backbone_notice,
         "published_source": PUBLISHED_SOURCE,
-        "notes": list(notes),
+        "data": data,
+        "notes": notes,
         "summary": summarise_variants(rows),
         "metric": metric,
-        "comparisons": comparisons(rows, metric, effect=effect),
+        "comparisons": _comparisons(rows, effect),
         "effect": effect,
         "runs": rows,
     }
+
+
+def _comparisons(rows: list[dict], effect: float) -> list[dict]:
+    """`stats.comparisons` on each run's test accuracy where the runs of its cell all have one, else on
+    its val accuracy (a given split without test/): each comparison's `metric` says which. One family for
+    the p-value adjustment."""
+    metric_of = {}
+    for key, members in group_cells(rows).items():
+        metric_of[key] = "test_acc" if all(r.get("test_acc") is not None for r in members) else "val_acc"
+    scored = [{**r, "score": r.get(metric_of[cell_key(r)])} for r in rows]
+    out = comparisons(scored, "score", effect=effect)
+    for c in out:
+        c["metric"] = metric_of[tuple(c["quantum"][k] for k in CELL_KEYS)]
+    return out
 
 
 def merge_reports(reports: list[dict], *, command: str, notes=(), effect: float = EFFECT) -> dict:
@@ -155,6 +297,8 @@ def markdown(report: dict) -> str:
     ]
     if report.get("backbone_notice"):
         lines += [f"Backbone: {report['backbone_notice']}.", ""]
+    if report.get("data"):
+        lines += [f"Data: {report['data']}.", ""]
     lines += [
         "| | variant | backbone | seeds | epochs | best-epoch val acc | final-epoch val acc | test acc "
         "| published | train time (s) | classical params | quantum params |",
@@ -163,8 +307,9 @@ def markdown(report: dict) -> str:
     for s in report["summary"]:
         published = f"{s['published']:.4f}" if s["published"] is not None else ""
         time_s = f"{s['train_time_s_mean']:.0f}" if s["train_time_s_mean"] is not None else "n/a"
+        variant = s["variant"] + (f" ({s['protocol']})" if s.get("protocol") else "")
         lines.append(
-            f"| {s['letter']} | {s['variant']} | {s['backbone']} | {s['n']} | "
+            f"| {s['letter']} | {variant} | {s['backbone']} | {s['n']} | "
             f"{', '.join(map(str, s['epochs']))} | {_pm(s['best_val_acc_mean'], s['best_val_acc_std'])} | "
             f"{_pm(s['final_val_acc_mean'], s['final_val_acc_std'])} | "
             f"{_pm(s.get('test_acc_mean'), s.get('test_acc_std'))} | {published} | {time_s} | "
@@ -179,10 +324,16 @@ def markdown(report: dict) -> str:
         "backbone's parameters are not counted).",
     ]
     if report.get("comparisons"):
-        metric = report.get("metric", "val_acc")
-        lines += ["", f"Quantum vs its controls, paired by seed on {metric} (quantum - control):", ""]
+        comps = report["comparisons"]
+        metrics = {c.get("metric", report.get("metric", "val_acc")) for c in comps}
+        mixed = len(metrics) > 1
+        on = "test_acc where the runs have a test split, else val_acc" if mixed else metrics.pop()
+        lines += ["", f"Quantum vs its controls, paired by seed on {on} (quantum - control):", ""]
         lines += comparison_header(report.get("effect", EFFECT))
-        lines += [comparison_line(c, cell_name(c["quantum"])) for c in report["comparisons"]]
+        apart = settings_apart([c["quantum"] for c in comps])
+        for c in comps:
+            name = cell_name(c["quantum"], settings_text(c["quantum"], apart))
+            lines.append(comparison_line(c, f"{name}, on {c['metric']}" if mixed else name))
     if report.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     lines += [
@@ -192,10 +343,12 @@ def markdown(report: dict) -> str:
         "| variant | seed | epochs | best epoch | best val acc | final val acc | source |",
     ]
     lines.append("|---|---|---|---|---|---|---|")
+    protocol = {id(r): g["label"] for g in protocol_groups(report["runs"]) for r in g["rows"]}
     for r in report["runs"]:
         final = f"{r['final_val_acc']:.4f}" if r.get("final_val_acc") is not None else "n/a"
+        variant = r["variant"] + (f" ({protocol[id(r)]})" if protocol[id(r)] else "")
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['epochs_done']} | {r['best_epoch']} | {r['val_acc']:.4f} | "
+            f"| {variant} | {r['seed']} | {r['epochs_done']} | {r['best_epoch']} | {r['val_acc']:.4f} | "
             f"{final} | {r.get('source', 'trained')} |"
         )
     return "\n".join(lines) + "\n"

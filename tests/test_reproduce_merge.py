@@ -1,0 +1,143 @@
+"""`qtl reproduce --from a.json b.json`: reports of runs under different protocols (the given split and k
+folds, other epochs, another dataset) merge into separate rows, each named by what sets it apart, never
+into one row of mixed runs; a seed counts once per variant and protocol."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from conftest import make_image_folder
+
+from qtl.cli import main
+from qtl.experiments.reproduce import markdown, merge_reports, paper_report
+
+TINY = ["--variants", "quantum", "linear", "--random-init", "--qubits", "2", "--depth", "1", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """Two real reports of a tiny dataset, as `qtl reproduce` writes them: quantum and linear over seeds 0
+    and 1 on k folds (the default), and seed 0 on the dataset's own train/val (`--split given`)."""
+    tmp = tmp_path_factory.mktemp("reproduce")
+    data = make_image_folder(tmp / "tiny")
+    common = ["-q", "reproduce", *TINY, "--data", str(data), "--models-dir", str(tmp / "m")]
+    assert main([*common, "--seeds", "2", "--out", str(tmp / "kfold.md")]) == 0
+    assert main([*common, "--seeds", "1", "--split", "given", "--out", str(tmp / "given.md")]) == 0
+    return {
+        "dir": tmp,
+        "kfold": json.loads((tmp / "kfold.json").read_text()),
+        "given": json.loads((tmp / "given.json").read_text()),
+    }
+
+
+def table_rows(report: dict) -> list[tuple]:
+    return [(s["variant"], s["protocol"], s["seeds"]) for s in report["summary"]]
+
+
+def test_each_report_says_its_split(reports):
+    """A report of one protocol keeps its plain rows and says its data above the table."""
+    kfold, given = reports["kfold"], reports["given"]
+    assert table_rows(kfold) == [("quantum", "", [0, 1]), ("linear", "", [0, 1])]
+    assert {r["split"] for r in kfold["runs"]} == {"kfold-5"} and {r["split"] for r in given["runs"]} == {
+        "given"
+    }
+    assert "Data: kfold-5 (`--split kfold`)" in markdown(kfold)
+    assert "Data: the dataset's own split (`--split given`)" in markdown(given)
+    assert "| A | quantum | resnet18 (random init) | 2 |" in markdown(kfold)
+
+
+def test_cli_merge_keeps_kfold_and_given_runs_apart(reports, capsys, caplog):
+    """The reviewer's case: one quantum row of 3 "seeds" (two of them seed 0, one per split) became a row
+    per split, each with its own seeds, labelled, said in the notes and on stderr, and compared within
+    its split only (test accuracy on folds, val accuracy on the given split: it has no test/)."""
+    tmp = reports["dir"]
+    out = tmp / "merged.md"
+    paths = [str(tmp / "kfold.json"), str(tmp / "given.json")]
+    with caplog.at_level(logging.WARNING, logger="qtl.experiments.reproduce"):
+        assert main(["-q", "reproduce", "--from", *paths, "--out", str(out)]) == 0
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert table_rows(merged) == [
+        ("quantum", "kfold-5", [0, 1]),
+        ("quantum", "given split", [0]),
+        ("linear", "kfold-5", [0, 1]),
+        ("linear", "given split", [0]),
+    ]
+    assert len(merged["runs"]) == 6  # every run kept, none pooled
+    assert merged["data"] is None  # no one protocol to name above the table
+    assert any("runs of several protocols (they differ in split)" in n for n in merged["notes"])
+    assert "runs of several protocols" in caplog.text
+    text = out.read_text()
+    assert "| A | quantum (kfold-5) | resnet18 (random init) | 2 |" in text
+    assert "| A | quantum (given split) | resnet18 (random init) | 1 |" in text
+    assert "| quantum (given split) | 0 |" in text  # the runs table names each run's protocol too
+    assert [(c["quantum"]["split"], c["control"], c["n"], c["metric"]) for c in merged["comparisons"]] == [
+        ("kfold-5", "linear", 2, "test_acc"),
+        ("given", "linear", 1, "val_acc"),
+    ]
+    assert "on test_acc where the runs have a test split, else val_acc" in text
+
+
+def test_other_epochs_are_another_row(reports):
+    """Runs of one split but another recipe (here the epochs) are not seeds of one row either."""
+    kfold = reports["kfold"]
+    longer = {
+        **kfold,
+        "runs": [{**r, "id": f"{r['id']}-e2", "epochs": 2, "epochs_done": 2} for r in kfold["runs"]],
+    }
+    merged = merge_reports([kfold, longer], command="qtl reproduce --from a.json b.json")
+    assert table_rows(merged) == [
+        ("quantum", "epochs 1", [0, 1]),
+        ("quantum", "epochs 2", [0, 1]),
+        ("linear", "epochs 1", [0, 1]),
+        ("linear", "epochs 2", [0, 1]),
+    ]
+    assert merged["data"].startswith("kfold-5")  # one data protocol: said above the table
+    assert any("they differ in epochs" in n for n in merged["notes"])
+
+
+def test_another_dataset_is_another_row(reports):
+    given = reports["given"]
+    other = {**given, "runs": [{**r, "id": f"{r['id']}-o", "dataset": "other"} for r in given["runs"]]}
+    merged = merge_reports([given, other], command="qtl reproduce --from a.json b.json")
+    assert [(s["variant"], s["protocol"], s["n"]) for s in merged["summary"]] == [
+        ("quantum", "on tiny", 1),
+        ("quantum", "on other", 1),
+        ("linear", "on tiny", 1),
+        ("linear", "on other", 1),
+    ]
+
+
+def test_a_second_run_of_a_seed_in_one_protocol_counts_once(reports):
+    """Two runs of seed 0 under one protocol (ids apart: something no column records) are one sample:
+    the second is left out and said, not counted as another seed."""
+    given = reports["given"]
+    again = {**given, "runs": [{**r, "id": f"{r['id']}-again", "val_acc": 0.0} for r in given["runs"]]}
+    merged = merge_reports([given, again], command="qtl reproduce --from a.json b.json")
+    assert table_rows(merged) == [("quantum", "", [0]), ("linear", "", [0])]
+    assert [r["id"] for r in merged["runs"]] == [r["id"] for r in given["runs"]]
+    left = [n for n in merged["notes"] if n.startswith("left out a second run of")]
+    assert len(left) == 2 and "quantum seed 0" in left[0] and given["runs"][0]["id"] in left[0]
+    assert merged["summary"][0]["best_val_acc_mean"] == given["summary"][0]["best_val_acc_mean"]
+
+
+def test_rows_from_before_the_regime_columns_are_given_split_runs(reports):
+    """A report written before rows recorded their split (every run then trained on the given split):
+    its runs share a row with new given-split runs of the same settings, not with k-fold ones."""
+    new = ("split", "n_classes", "per_class", "label_noise", "test_acc", "test_loss", "n_train", "n_test")
+    new += ("reupload", "feature_dim", "recipe", "circuit_options")
+    old_runs = [
+        {**{k: v for k, v in r.items() if k not in new}, "id": f"{r['id']}-old", "seed": 5}
+        for r in reports["given"]["runs"]
+    ]
+    old = paper_report(old_runs, command="qtl reproduce (old)")
+    with_given = merge_reports([old, reports["given"]], command="qtl reproduce --from old.json given.json")
+    assert table_rows(with_given) == [("quantum", "", [5, 0]), ("linear", "", [5, 0])]
+    with_kfold = merge_reports([old, reports["kfold"]], command="qtl reproduce --from old.json kfold.json")
+    assert table_rows(with_kfold) == [
+        ("quantum", "given split", [5]),
+        ("quantum", "kfold-5", [0, 1]),
+        ("linear", "given split", [5]),
+        ("linear", "kfold-5", [0, 1]),
+    ]
