@@ -117,10 +117,12 @@ def test_qtl_study_writes_the_document_from_a_database_it_never_changes(rows, tm
             db.start(run.id)
             db.finish(run.id, outcome, {"device": "cpu (x86_64)", "cpus": 2}, {"wall": 1.0})
     before = db_path.read_bytes()
-    out = tmp_path / "study.md"
+    out = tmp_path / "report" / "findings.md"
+    out.parent.mkdir()
     assert cli.main(["study", "--db", str(db_path), "--out", str(out), "--made-by", "qtl sweep s.toml"]) == 0
     text = out.read_text()
     assert db_path.read_bytes() == before
+    assert f"qtl study --db {db_path} --sweep study --out {out}     # this document" in text
     assert "qtl sweep s.toml" in text and "name = 'study'" in text and "## Answer" in text
     assert "## d, 2 classes; 2 labelled images per class" in text
     assert "| quantum 4q d6 | rbf-svm | 10 |" in text and "power for ±0.02" in text

@@ -727,9 +727,10 @@ def _check_reportable(done: list[dict], args, db: Path) -> None:
     if not done:
         raise ValueError(f"no finished run {what}: a report counts finished runs only")
     if all(r.get(args.metric) is None for r in done):
+        from qtl.experiments.findings import HOW_TO_TEST
+
         why = (
-            ', a held-out test accuracy: train with split = "kfold", or on a dataset with a test/ split '
-            "(--metric val_acc reports the val accuracy)"
+            f", a held-out test accuracy: {HOW_TO_TEST} (--metric val_acc reports the val accuracy)"
             if args.metric == "test_acc"
             else ""
         )
@@ -745,7 +746,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
     if not db.is_file():
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
     with ResultsDB(db, readonly=True) as results:
-        text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect)
+        text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect, out=args.out)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from qtl.experiments.stats import (
     ALPHA,
@@ -180,16 +181,23 @@ def _short(cell: dict, apart: list[str], backbone: bool) -> str:
     return name if backbone else name.replace(f" {cell.get('backbone')}", "")
 
 
-def study_markdown(db, sweep: str, *, command: str | None = None, effect: float = EFFECT) -> str:
+HOW_TO_TEST = 'train with split = "kfold", or on a dataset with a test/ split'
+"""How runs get a held-out test accuracy, for messages where they have none."""
+
+
+def study_markdown(
+    db, sweep: str, *, command: str | None = None, effect: float = EFFECT, out: str | Path | None = None
+) -> str:
     """docs/study.md: the question, the protocol, the answer (a tally and a table), then one part per
-    dataset and regime, and the cost, all from the finished runs of `sweep` in the ResultsDB `db`."""
+    dataset and regime, and the cost, all from the finished runs of `sweep` in the ResultsDB `db`.
+    command: the sweep's command line, as it ran; out: where the document goes (default beside `db`)."""
     rows = db.rows(sweep)
     if not rows:
         raise ValueError(f"the sweep {sweep!r} has no finished runs in {db.path}")
     if all(r.get("test_acc") is None for r in rows):
         raise ValueError(
-            f"the sweep {sweep!r} has no held-out test accuracy, which a study reports: train it with "
-            "split = \"kfold\", or on a dataset with a test/ split ('qtl runs --report' sums up val accuracy)"
+            f"the sweep {sweep!r} has no held-out test accuracy, which a study reports: {HOW_TO_TEST} "
+            "('qtl runs --report' sums up val accuracy)"
         )
     val_means = {cell_key(c): c["mean"] for c in cells(rows, "val_acc")}
     sections = findings(rows, effect=effect)
@@ -213,7 +221,8 @@ def study_markdown(db, sweep: str, *, command: str | None = None, effect: float 
         "",
         "```sh",
         command or f"qtl sweep <spec> --db {db.path}",
-        f"qtl study --db {db.path} --sweep {sweep} --out {db.path.with_suffix('.md')}     # this document",
+        f"qtl study --db {db.path} --sweep {sweep} --out {out or db.path.with_suffix('.md')}"
+        "     # this document",
         "```",
         "",
         "The spec, as run:",
