@@ -94,6 +94,20 @@ class TestRecordedDataset:
         make_image_folder(data_folder / "mine")
         assert recorded_root(recorded) == data_folder / "mine"
 
+    def test_a_folder_in_the_working_folder_by_its_path_there(self, data_folder, tmp_path, monkeypatch):
+        """A project's data/tv3, trained from the project's folder, is recorded as data/tv3 (no absolute
+        path) and found again from there; from another folder it is not (callers fall back)."""
+        project = tmp_path / "project"
+        make_image_folder(project / "data" / "tv3")
+        monkeypatch.chdir(project)
+        recorded = open_dataset("data/tv3").record()
+        assert (recorded["root"], recorded["source"]) == ("data/tv3", "data/tv3")
+        assert recorded_root(recorded) == project / "data" / "tv3"
+        monkeypatch.chdir(tmp_path)
+        assert recorded_root(recorded) is None
+        monkeypatch.chdir(Path(tmp_path.anchor))  # a file system's root is no base: names only
+        assert open_dataset(project / "data" / "tv3").record()["root"] == "tv3"
+
     def test_a_folder_of_that_name_holding_other_images_is_not_it(self, data_folder, tmp_path):
         """A relative root is looked for beside today's data folder: a folder of the recorded name whose
         images per split and class differ is another dataset, so it is not taken for the recorded one."""

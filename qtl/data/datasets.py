@@ -258,13 +258,17 @@ class PreparedDataset:
         return d
 
 
-def _bases() -> tuple[Path, Path]:
-    """The folders a recorded dataset path is relative to: the dataset store, then the data folder."""
-    return datasets_dir(), default_data_dir().parent
+def _bases() -> tuple[Path, ...]:
+    """The folders a recorded dataset path is relative to: the dataset store, the data folder, then the
+    working folder (a project's `data/tv3`, trained and scored from the project's folder), unless that is
+    a file system's root."""
+    cwd = Path.cwd()
+    return (datasets_dir(), default_data_dir().parent) + ((cwd,) if cwd != Path(cwd.anchor) else ())
 
 
 def _portable(path: str | Path) -> str:
-    """`path` relative to the dataset store or the data folder when inside one, else its last name."""
+    """`path` relative to the dataset store, the data folder or the working folder when inside one (the
+    first that holds it), else its last name."""
     here = Path(path).expanduser()
     if len(here.parts) == 1 and not here.is_absolute():
         return here.as_posix()  # already a name: "hymenoptera", "scans.zip"
@@ -277,9 +281,10 @@ def _portable(path: str | Path) -> str:
 
 def recorded_root(record: dict | None) -> Path | None:
     """The folder on this machine that a checkpoint's `meta["dataset"]` names, or None where it is not here
-    (checkpoints written before recording relative paths hold an absolute root, used as it is). A folder
-    of that name whose images per split and class differ from the record's `counts` is another dataset
-    (a relative root is looked for beside today's data folder), so it is not returned."""
+    (checkpoints written before recording relative paths hold an absolute root, used as it is). A relative
+    root is looked for in each of `_bases` (the store, beside today's data folder, the working folder); a
+    folder of that name whose images per split and class differ from the record's `counts` is another
+    dataset, so it is not returned."""
     root = Path(str((record or {}).get("root") or ""))
     if not root.parts:
         return None
