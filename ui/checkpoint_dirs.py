@@ -3,6 +3,7 @@ its own temporary area."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -40,12 +41,24 @@ def session_dir() -> Path:
     return path
 
 
+def writable(directory: str | Path) -> bool:
+    """Whether this process may create and delete files in `directory` (or, where it does not exist
+    yet, create it in its nearest existing parent): False on a read-only mount or a folder without
+    write permission for this user (root writes past permissions, not past a read-only mount)."""
+    path = Path(directory).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
 def checkpoint_areas() -> list[tuple[str, Path, bool]]:
-    """(label, directory, writable) for each place checkpoints are listed from."""
+    """(label, directory, writable) for each place checkpoints are listed from: writable only where this
+    session may change files and the folder takes changes (not a read-only mount or folder)."""
     s = settings()
     if not s.demo:
-        return [("models/", s.models_dir, True)]
-    return [("shipped (read-only)", s.models_dir, False), ("this session", session_dir(), True)]
+        return [("models/", s.models_dir, writable(s.models_dir))]
+    own = session_dir()
+    return [("shipped (read-only)", s.models_dir, False), ("this session", own, writable(own))]
 
 
 def shipped_names() -> list[str]:

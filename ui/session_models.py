@@ -10,11 +10,14 @@ from ui.cache import load_checkpoint
 
 
 def loaded_models() -> dict[str, object]:
-    """{label: LoadedModel} of this session's loaded checkpoints. A vanished or broken file, or one whose
-    backbone weights are not here, is dropped, and why is kept in st.session_state["load_errors"] (the
-    sidebar shows it on every page)."""
-    out = {}
+    """{label: LoadedModel} of this session's loaded checkpoints, in the order they were loaded. A vanished
+    or broken file, or one whose backbone weights are not here, is dropped, and why is kept in
+    st.session_state["load_errors"] (the sidebar shows it on every page). Labels are unique: a checkpoint
+    whose label an earlier one has (the same file name in another folder) is "label (2)", never hidden."""
+    out, seen = {}, set()
     for path in list(st.session_state["loaded"]):
+        if str(Path(path).resolve()) in seen:  # one file listed twice (as two spellings): shown once
+            continue
         try:
             loaded = load_checkpoint(path)
         except (OSError, ValueError, RuntimeError) as exc:  # gone, invalid, or weights unavailable
@@ -23,8 +26,17 @@ def loaded_models() -> dict[str, object]:
             st.session_state["loaded"].remove(path)
             st.session_state["load_errors"][Path(path).name] = one_line(exc)
             continue
-        out[model_label(loaded.variant, path)] = loaded
+        seen.add(str(Path(path).resolve()))
+        out[unique_label(model_label(loaded.variant, path), out)] = loaded
     return out
+
+
+def unique_label(label: str, taken) -> str:
+    """`label`, or "label (2)", "label (3)" ... the first not in `taken`."""
+    found, k = label, 2
+    while found in taken:
+        found, k = f"{label} ({k})", k + 1
+    return found
 
 
 def model_label(variant: str, path: str | Path) -> str:
