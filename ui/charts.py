@@ -4,23 +4,39 @@ findings. Altair and pandas load on first use."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
 
 def curves_chart(records: list[dict], metric: str):
-    """Altair line chart of train and val `metric` ("loss" or "acc") per epoch, one colour per run."""
+    """Altair line chart of train and val `metric` ("loss" or "acc") per epoch, one colour per run.
+
+    A history drawn with what it has: a run whose epochs lack a split's value (a hand-made or older
+    checkpoint without train_loss, say) is drawn without that curve, and the chart's subtitle says in one
+    line which curves are not recorded; a record without "epoch" counts as its run's next epoch."""
     import altair as alt
     import pandas as pd
 
-    rows = [
-        {"run": r["run"], "epoch": r["epoch"], "split": split, metric: r[f"{split}_{metric}"]}
-        for r in records
-        for split in ("train", "val")
-    ]
+    rows, missing, epochs = [], {}, {}
+    for r in records:
+        epoch = r.get("epoch")
+        epoch = epochs.get(r["run"], 0) + 1 if not _number(epoch) else epoch
+        epochs[r["run"]] = epoch
+        for split in ("train", "val"):
+            value = r.get(f"{split}_{metric}")
+            if _number(value):
+                rows.append({"run": r["run"], "epoch": epoch, "split": split, metric: value})
+            else:
+                missing.setdefault(f"{split}_{metric}", []).append(r["run"])
     title = {"loss": "cross-entropy loss", "acc": "accuracy"}[metric]
     runs = len({r["run"] for r in records})
     # past the theme's 10 colours, 20 distinct ones (with 12 runs two pairs of curves shared a colour)
     colours = alt.Scale(scheme="tableau20") if runs > 10 else alt.Undefined
     return (
-        alt.Chart(pd.DataFrame(rows), title=title)
+        alt.Chart(
+            pd.DataFrame(rows, columns=["run", "epoch", "split", metric]),
+            title=alt.Title(title, subtitle=note) if (note := _not_recorded(missing, runs)) else title,
+        )
         .mark_line(point=True)
         .encode(
             x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -31,12 +47,31 @@ def curves_chart(records: list[dict], metric: str):
                 legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=420),
             ),
             strokeDash=alt.StrokeDash("split:N", sort=["val", "train"], legend=alt.Legend(orient="top")),
-            tooltip=["run", "split", "epoch", alt.Tooltip(f"{metric}:Q", format=".3f")],
+            tooltip=["run:N", "split:N", "epoch:Q", alt.Tooltip(f"{metric}:Q", format=".3f")],
         )
         # fit-x: 260 px is the plot's own height, and the run legend below adds to it (Streamlit's default
         # "fit" squeezes plot and legends into 260 px, and a few long run names leave no plot at all)
         .properties(height=260, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
     )
+
+
+def _number(value) -> bool:
+    """A value a curve can draw: a finite real number (not None, NaN, infinite, text or a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _not_recorded(missing: dict[str, list[str]], runs: int) -> str:
+    """One line: which curves some epochs do not record, e.g. "not recorded: train_loss (run-a, run-b)",
+    "not recorded: train_loss (every run)"; "" when every epoch has them all."""
+    said = []
+    for key, where in missing.items():
+        names = list(dict.fromkeys(where))
+        if len(names) == runs > 1:
+            whose = "every run"
+        else:
+            whose = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        said.append(f"{key} ({whose})")
+    return "not recorded: " + "; ".join(said) if said else ""
 
 
 def grad_norms_chart(records: list[dict]):
