@@ -104,6 +104,8 @@ def _mismatch(path: Path, runtime: str) -> str | None:
     """Why `path` cannot be opened with `runtime`, from its first bytes (`file_kind`), in one line; None
     where it may be (the runtime itself then says whether it is damaged)."""
     kind, wanted = file_kind(path), "an ONNX file" if runtime == "onnx" else "a TorchScript file"
+    if kind == "damaged":
+        return f"{path.name} is damaged or truncated (an incomplete zip archive): copy or export it again"
     if kind == "torch":
         return f"{path.name} is not {wanted} but a torch file: a qtl checkpoint runs without --runtime"
     if kind == "torchscript" and runtime == "onnx":

@@ -50,6 +50,7 @@ from qtl.utils.atomic import atomic_save
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".pt"
+ZIP_MAGIC = b"PK\x03\x04"  # how a zip, torch.save's format since torch 1.6, starts
 
 
 class CheckpointError(ValueError):
@@ -168,8 +169,13 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     _sniff(path)
+    try:  # torch maps only its zip format: older files (raw pickles, _use_new_zipfile_serialization=False)
+        with path.open("rb") as f:  # are read whole, still weights_only
+            zipped = f.read(4) == ZIP_MAGIC
+    except OSError:
+        zipped = True  # as `_sniff`, left to torch.load to read, or to say why not
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as exc:  # torch's safe loader refused an object in the file
         raise CheckpointError(_refused(path.name, str(exc))) from None
     except Exception as exc:  # a damaged zip, a truncated file, text, another program's data ...
@@ -193,21 +199,53 @@ def _read(path: str | Path, *, mmap: bool = False) -> dict:
             raise CheckpointError(f"{path.name} is damaged: '{key}' is missing or not a {kind.__name__}")
     if payload.get("scope") not in ("head", "full"):
         raise CheckpointError(f"{path.name} is damaged: unknown weights scope {payload.get('scope')!r}")
+    _check_classes(payload["model_config"].get("class_names"), path.name)
+    _check_metrics(payload.get("metrics"), path.name)
     return payload
+
+
+def _check_classes(names: object, filename: str) -> None:
+    """CheckpointError unless the recorded class names are distinct, non-empty strings (one output
+    each: two of one name would print, answer as JSON and serve as one class)."""
+    if names is None:
+        return  # ModelConfig.from_dict says what a config without them means
+    if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) and c.strip() for c in names):
+        raise CheckpointError(f"{filename} is damaged: class names must be non-empty strings, got {names!r}")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise CheckpointError(
+            f"{filename} is damaged: class names must be distinct, {', '.join(map(repr, repeated))} repeats"
+        )
+
+
+def _check_metrics(metrics: object, filename: str) -> None:
+    """CheckpointError unless the saved epoch's metrics are a dict of numbers (or None, a value not
+    measured), val_acc a fraction: listings, the server and the app read them as numbers."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{filename} is damaged: 'metrics' is a {type(metrics).__name__}, not a dict")
+    for key, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CheckpointError(f"{filename} is damaged: metric {key!r} is {value!r}, not a number")
+    acc = metrics.get("val_acc")
+    if acc is not None and not 0 <= acc <= 1:  # NaN too
+        raise CheckpointError(f"{filename} is damaged: val_acc {acc!r} is not a fraction between 0 and 1")
 
 
 def file_kind(path: Path) -> str:
     """What a file is by its first bytes: "torchscript" (a TorchScript archive, as `qtl export` writes),
     "onnx" (an ONNX model: its protobuf opens with ir_version, then producer_name), "torch" (a zip or a
-    pickle, what torch.save writes; a damaged zip too), "unreadable", or "other"."""
+    pickle, what torch.save writes), "damaged" (a zip's start without a readable zip: a truncated
+    checkpoint or TorchScript file), "unreadable", or "other"."""
     try:
         with path.open("rb") as f:
             head = f.read(4)
-        if head.startswith(b"PK\x03\x04"):  # a zip: torch's format, or a TorchScript archive
+        if head == ZIP_MAGIC:  # a zip: torch's format, or a TorchScript archive
             with zipfile.ZipFile(path) as zf:
                 return "torchscript" if any(n.endswith("/constants.pkl") for n in zf.namelist()) else "torch"
     except zipfile.BadZipFile:
-        return "torch"  # damaged: torch.load says how
+        return "damaged"  # its end, the zip's directory, is missing or broken
     except OSError:
         return "unreadable"
     if len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] == 0x12:  # fields 1 (varint) and 2
@@ -217,10 +255,16 @@ def file_kind(path: Path) -> str:
 
 def _sniff(path: Path) -> None:
     """CheckpointError for a file that is plainly no checkpoint (`file_kind`), before torch reads it:
-    text, an image, an ONNX file, or a TorchScript archive (which the safe loader cannot read). An
-    unreadable file is left to torch.load to say why."""
+    text, an image, an ONNX file, a TorchScript archive (which the safe loader cannot read), or a zip cut
+    short (torch would say "[Errno 22] Invalid argument" or speak of miniz). An unreadable file is left
+    to torch.load to say why."""
     exported = "(what `qtl export` writes), not a checkpoint: load the .pt checkpoint it was exported from"
     kind = file_kind(path)
+    if kind == "damaged":
+        raise CheckpointError(
+            f"{path.name} is not a readable qtl checkpoint: it is damaged or truncated (an incomplete zip "
+            "archive, as a copy or download cut short leaves); copy it again, or retrain"
+        )
     if kind == "torchscript":
         raise CheckpointError(
             f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
