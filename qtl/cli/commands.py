@@ -345,6 +345,7 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
 def cmd_explain(args, bar: ProgressBar) -> int:
     from qtl.analysis.explain import explain_all, explanation_figure
+    from qtl.analysis.inference import _named
     from qtl.data.images import load_image
     from qtl.models.checkpoint import load_checkpoint
 
@@ -352,7 +353,8 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     args.images = _image_paths(args.images)
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
-    models = {Path(p).stem: load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint}
+    # named as predict names them: two files of one name are "model" and "model#2", both shown
+    models = _named([load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint])
     rows = []
     for path, image in zip(args.images, images, strict=True):
         row = explain_all(models, image, method=args.method)
@@ -538,6 +540,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
 
 
 def cmd_noise(args, bar: ProgressBar) -> int:
+    from qtl.analysis.inference import _named
     from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, write_report
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
@@ -557,6 +560,12 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     root = _scoring_root(args, bar, models)
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
+    # rows named as predict names its models: two checkpoints of one file name are "q" and "q#2" (their
+    # rows could not be told apart); a row takes a model's name, its path's stem, so a copy is renamed
+    models = [
+        m if m.name == name else dataclasses.replace(m, path=m.path.with_name(name + m.path.suffix))
+        for name, m in _named(models).items()
+    ]
     refused: list[tuple[str, str, str]] = []
     results = noise_sweep(
         models,
