@@ -1,5 +1,7 @@
-"""What commands write: checkpoints of one file name are told apart in explain and noise, as predict
-names them.
+"""The files commands write where the user names them (`qtl.cli.output.check_outputs`): no report,
+figure or JSON is written over a checkpoint, a model export, a results database or one of the command's
+own inputs, and `qtl train --out` replaces no existing file unless told to; each refusal is one line,
+before any work, with nothing written. Ordinary reports are still overwritten, as before.
 
 Checkpoints are copies of the shipped ones (efficientnet_lite0, bundled: offline), the data a tiny
 generated ants/bees folder of their classes.
@@ -8,7 +10,9 @@ generated ants/bees folder of their classes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,164 @@ def data(tmp_path_factory) -> Path:
 def copy(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copyfile(source, target))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refused(capsys, *argv) -> str:
+    """Run a command that must refuse: exit status 1, one `qtl: error:` line, nothing on stdout."""
+    code, out, err = run_cli(capsys, *argv, "-q")
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1 and lines[0].startswith("qtl: error: "), (
+        code,
+        out,
+        err,
+    )
+    return lines[0]
+
+
+def results_db(path: Path) -> Path:
+    from qtl.experiments.database import ResultsDB
+
+    with ResultsDB(path):
+        pass
+    return path
+
+
+def onnx_like(path: Path) -> Path:
+    """A file that opens as ONNX's protobuf does (ir_version, then producer_name: `file_kind`)."""
+    path.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(64))
+    return path
+
+
+def torchscript_like(path: Path) -> Path:
+    """A zip laid out as a TorchScript archive (`file_kind`: a constants.pkl inside)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("model/constants.pkl", b"\x80\x02]q\x00.")
+    return path
+
+
+class TestRefusals:
+    def test_reproduce_out_over_its_own_checkpoint(self, capsys, tmp_path):
+        """`reproduce --load ow/self.pt --out ow/self.pt` wrote the Markdown over the checkpoint."""
+        ckpt = copy(QUANTUM, tmp_path / "ow" / "self.pt")
+        before = digest(ckpt)
+        line = refused(capsys, "reproduce", "--load", ckpt, "--out", ckpt)
+        assert f"--out {ckpt} is one of this command's inputs" in line
+        assert digest(ckpt) == before and sorted(p.name for p in ckpt.parent.iterdir()) == ["self.pt"]
+
+    def test_reproduce_json_over_another_checkpoint(self, capsys, tmp_path):
+        ckpt, other = copy(QUANTUM, tmp_path / "ow" / "q.pt"), copy(LINEAR, tmp_path / "ow" / "l.pt")
+        before = digest(other)
+        line = refused(capsys, "reproduce", "--load", ckpt, "--out", tmp_path / "r.md", "--json", other)
+        assert f"--json {other} is a qtl checkpoint" in line
+        assert digest(other) == before and not (tmp_path / "r.md").exists()
+
+    def test_compare_json_and_csv_over_checkpoints(self, capsys, tmp_path):
+        """`compare --load ow/q.pt --json ow/l2.pt --csv ow/l3.pt` replaced two checkpoints by JSON/CSV."""
+        ow = tmp_path / "ow"
+        q, l2, l3 = (copy(QUANTUM, ow / name) for name in ("q.pt", "l2.pt", "l3.pt"))
+        before = [digest(p) for p in (q, l2, l3)]
+        line = refused(capsys, "compare", "--load", q, "--json", l2, "--csv", l3)
+        assert f"--json {l2} is a qtl checkpoint" in line and "name another file" in line
+        assert [digest(p) for p in (q, l2, l3)] == before
+        line = refused(capsys, "compare", "--load", ow, "--json", tmp_path / "c.json", "--csv", q)
+        assert f"--csv {q} is one of this command's inputs" in line  # a folder's checkpoints are inputs
+        assert [digest(p) for p in (q, l2, l3)] == before and not (tmp_path / "c.json").exists()
+
+    @pytest.mark.parametrize("subcommand", ["run", "backends"])
+    def test_hardware_json_over_a_checkpoint(self, capsys, tmp_path, data, subcommand):
+        """`hardware run CKPT --json x.pt` replaced the checkpoint x.pt by the report (after the job)."""
+        ckpt, target = copy(QUANTUM, tmp_path / "q.pt"), copy(QUANTUM, tmp_path / "x.pt")
+        before = digest(target)
+        if subcommand == "run":
+            argv = ["run", ckpt, "--backend", "FakeManilaV2", "--samples", 2, "--shots", 20, "--data", data]
+            argv += ["--db", tmp_path / "r.db"]
+        else:
+            argv = ["backends", "--no-real"]
+        line = refused(capsys, "hardware", *argv, "--json", target)
+        assert f"--json {target} is a qtl checkpoint" in line
+        assert digest(target) == before and not (tmp_path / "r.db").exists()  # nothing submitted
+        if subcommand == "run":
+            line = refused(capsys, "hardware", *argv, "--json", ckpt)
+            assert f"--json {ckpt} is one of this command's inputs" in line
+
+    def test_train_out_refuses_an_existing_file(self, capsys, tmp_path, data):
+        """`train linear ... --out ow/keep.pt` silently replaced another model; --overwrite says to."""
+        keep = copy(QUANTUM, tmp_path / "ow" / "keep.pt")
+        before = digest(keep)
+        argv = ["train", "linear", "--backbone", "efficientnet_lite0", "--epochs", 1, "--data", data]
+        line = refused(capsys, *argv, "--out", keep)
+        assert f"--out {keep} exists: choose another name or delete it" in line
+        assert digest(keep) == before
+        code, out, err = run_cli(capsys, *argv, "--out", keep, "--overwrite", "-q")
+        assert code == 0, err
+        from qtl.models.checkpoint import read_checkpoint_info
+
+        assert read_checkpoint_info(keep).variant == "linear"
+
+    def test_explain_figure_over_the_image_it_explains(self, capsys, tmp_path, data):
+        image = copy(data / "val" / "ants" / "ants_0.png", tmp_path / "ant.png")
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        before = digest(image), digest(ckpt)
+        line = refused(capsys, "explain", image, "-c", ckpt, "-o", image)
+        assert f"--output {image} is one of this command's inputs" in line
+        assert (digest(image), digest(ckpt)) == before
+
+    def test_figures_and_noise_files_over_model_exports(self, capsys, tmp_path):
+        """An ONNX or TorchScript export under a figure's or a report's name stays (noise writes
+        PREFIX.csv, .json and .png)."""
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        svg, json_ = torchscript_like(tmp_path / "c.svg"), onnx_like(tmp_path / "n.json")
+        before = digest(svg), digest(json_)
+        line = refused(capsys, "draw", "--checkpoint", ckpt, "-o", svg)
+        assert f"--output {svg} is a model export (TorchScript" in line
+        line = refused(capsys, "noise", ckpt, "--strengths", 0, "--out", tmp_path / "n")
+        assert f"{json_} is a model export (ONNX" in line
+        assert (digest(svg), digest(json_)) == before
+        assert not (tmp_path / "n.csv").exists() and not (tmp_path / "n.png").exists()
+
+    def test_diagnose_json_over_a_checkpoint(self, capsys, tmp_path):
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        before = digest(ckpt)
+        argv = ["diagnose", "--qubits", 2, "--depths", 1, "--samples", 2, "-o", tmp_path / "p.png"]
+        assert f"--json {ckpt} is a qtl checkpoint" in refused(capsys, *argv, "--json", ckpt)
+        assert digest(ckpt) == before and not (tmp_path / "p.png").exists()
+
+    def test_runs_and_study_over_the_database_or_a_checkpoint(self, capsys, tmp_path):
+        db = results_db(tmp_path / "r.db")
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        before = digest(db), digest(ckpt)
+        line = refused(capsys, "runs", "--db", db, "--csv", db)
+        assert f"--csv {db} is one of this command's inputs" in line
+        assert "is a qtl checkpoint" in refused(capsys, "runs", "--db", db, "--json", ckpt)
+        assert "is a qtl checkpoint" in refused(capsys, "study", "--db", db, "--out", ckpt)
+        other = results_db(tmp_path / "other.db")
+        line = refused(capsys, "study", "--db", db, "--out", other)
+        assert f"--out {other} is an SQLite database" in line
+        assert (digest(db), digest(ckpt)) == before
+        line = refused(capsys, "runs", "--db", db, "--csv", tmp_path / "a", "--json", tmp_path / "a")
+        assert f"--csv and --json both name {tmp_path / 'a'}" in line and not (tmp_path / "a").exists()
+
+
+class TestReportsAreStillOverwritten:
+    def test_compare_rewrites_its_earlier_report(self, capsys, tmp_path):
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        j, c = tmp_path / "report.json", tmp_path / "report.csv"
+        j.write_text('{"old": true}\n')
+        c.write_text("old\n")
+        code, out, err = run_cli(capsys, "compare", "--load", ckpt, "--json", j, "--csv", c, "-q")
+        assert code == 0, err
+        assert '"runs"' in j.read_text() and next(csv.reader(c.open()))[:2] == ["variant", "setup"]
+
+    def test_runs_rewrites_a_csv(self, capsys, tmp_path):
+        db, report = results_db(tmp_path / "r.db"), tmp_path / "runs.csv"
+        report.write_text("old\n")
+        code, _, err = run_cli(capsys, "runs", "--db", db, "--csv", report, "-q")
+        assert code == 0, err
+        assert report.read_text().startswith("id,variant,")
 
 
 class TestSameNamedCheckpoints:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from qtl.cli.output import (
     COMPARE_FIELDS,
+    check_outputs,
     format_dataset,
     format_evaluation,
     format_noise_table,
@@ -238,6 +239,7 @@ def _figure_path(path) -> Path:
 def cmd_train(args, bar: ProgressBar) -> int:
     from qtl.training.fit import fit
 
+    _check_new_checkpoint(args)
     root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path
@@ -274,6 +276,18 @@ def cmd_train(args, bar: ProgressBar) -> int:
         print("no test split: pass --split kfold, or give the dataset a test/ folder, for a held-out score")
     print(f"checkpoint: {result.checkpoint_path}")
     return 0
+
+
+def _check_new_checkpoint(args) -> None:
+    """ValueError before any work where `qtl train --out FILE` names a file that exists (it replaced
+    another model, silently), unless --overwrite says to replace it."""
+    path = Path(args.out) if args.out else None
+    if path is None or args.overwrite or not (path.exists() and not path.is_dir()):
+        return
+    raise ValueError(
+        f"--out {path} exists: choose another name or delete it (--overwrite replaces it, as when a "
+        "stopped run trains again into its own file)"
+    )
 
 
 def cmd_evaluate(args, bar: ProgressBar) -> int:
@@ -351,6 +365,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
 
     _figure_path(args.output)
     args.images = _image_paths(args.images)
+    check_outputs({"--output": args.output}, [*args.checkpoint, *args.images])
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
     # named as predict names them: two files of one name are "model" and "model#2", both shown
@@ -437,6 +452,7 @@ def cmd_draw(args, bar: ProgressBar) -> int:
     from qtl.quantum.draw import draw_figure, draw_text
 
     weights = None
+    check_outputs({"--output": args.output}, [args.checkpoint])
     if args.checkpoint:
         from qtl.models.checkpoint import load_checkpoint
 
@@ -471,12 +487,17 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     from qtl.models.store import list_checkpoints
     from qtl.paths import models_dir
 
+    paths = []
+    for p in map(Path, args.load or []):
+        paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
+    if args.load and not paths:
+        raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = Path(args.models_dir) if args.models_dir else models_dir()
+    json_path = Path(args.json) if args.json else directory / f"compare-{stamp}.json"
+    csv_path = Path(args.csv) if args.csv else directory / f"compare-{stamp}.csv"
+    check_outputs({"--json": json_path, "--csv": csv_path}, paths)  # before loading or training
     if args.load:
-        paths = []
-        for p in map(Path, args.load):
-            paths += [i.path for i in list_checkpoints(p)] if p.is_dir() else [p]
-        if not paths:
-            raise ValueError(f"no checkpoints found in {', '.join(args.load)}")
         rows, repeats = one_per_run([checkpoint_row(load_checkpoint(path)) for path in paths])
         for row in repeats:
             print(f"left out {row['checkpoint']}: another checkpoint of the same run", file=sys.stderr)
@@ -492,11 +513,6 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     comps = comparisons(rows, metric, effect=args.effect)
     if comps:
         print(f"\non {metric}:\n" + "\n".join(format_comparisons(comps)))
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    directory = Path(args.models_dir) if args.models_dir else models_dir()
-    json_path = Path(args.json) if args.json else directory / f"compare-{stamp}.json"
-    csv_path = Path(args.csv) if args.csv else directory / f"compare-{stamp}.csv"
     write_compare(rows, summary, json_path, csv_path)
     print(f"\nwrote {json_path} and {csv_path}")
     return 0
@@ -509,6 +525,13 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     from qtl.paths import models_dir, portable
 
     command = portable("qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce")
+    directory = Path(args.models_dir) if args.models_dir else models_dir()
+    md_path = Path(args.out) if args.out else directory / f"paper-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
+    # before any training; --from's reports may be rewritten (docs/results.md is made so), checkpoints not
+    check_outputs(
+        {"--out": md_path, "--json" if args.json else "the JSON beside --out": json_path}, args.load or []
+    )
     if args.merge:
         reports = [json.loads(Path(p).read_text()) for p in args.merge]
         report = merge_reports(reports, command=command, effect=args.effect)
@@ -529,14 +552,15 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
         report = paper_report(rows, command=command, backbone_notice=notice, effect=args.effect)
     text = markdown(report)
     print(text)
-    directory = Path(args.models_dir) if args.models_dir else models_dir()
-    md_path = Path(args.out) if args.out else directory / f"paper-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(text)
     json_path.write_text(json.dumps(report, indent=1))
     print(f"wrote {md_path} and {json_path}")
     return 0
+
+
+NOISE_SUFFIXES = (".csv", ".json", ".png")
+"""The files `qtl noise --out PREFIX` writes (`qtl.analysis.robustness.write_report`): PREFIX with these."""
 
 
 def cmd_noise(args, bar: ProgressBar) -> int:
@@ -553,6 +577,8 @@ def cmd_noise(args, bar: ProgressBar) -> int:
 
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
+    prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_outputs({f"--out's {s}": prefix.with_suffix(s) for s in NOISE_SUFFIXES}, args.checkpoints)
     models = [load_checkpoint(path) for path in args.checkpoints]
     for m in models:
         if not m.model_config.is_quantum:
@@ -586,7 +612,6 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         trained = m.model_config.noise.label()
         print(f"{m.name}: trained {'ideal' if trained == 'ideal' else 'with ' + trained}")
     print(format_noise_table([r.row() for r in results]))
-    prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = write_report(results, prefix)
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -694,6 +719,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
     db = Path(args.db) if args.db else results_db()
     if not db.exists():
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    check_outputs({"--csv": args.csv, "--json": args.json}, [db])
     with ResultsDB(db, readonly=True) as results:  # reading never changes the file
         if args.sweeps:
             sweeps = results.sweeps()
@@ -754,6 +780,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
     db = Path(args.db) if args.db else results_db()
     if not db.is_file():
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
+    check_outputs({"--out": args.out}, [db])
     with ResultsDB(db, readonly=True) as results:
         text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect, out=args.out)
     if args.out:
@@ -770,6 +797,7 @@ def cmd_diagnose(args, bar: ProgressBar) -> int:
     if min(args.qubits) < 2 or max(args.qubits) > 128:
         raise ValueError("--qubits must lie between 2 and 128")
     _figure_path(args.output)  # before the scan, which may take minutes
+    check_outputs({"--output": args.output, "--json": args.json})
     rows = scan(
         args.qubits,
         args.depths,
@@ -820,6 +848,11 @@ def cmd_data(args, bar: ProgressBar) -> int:
 def cmd_hardware(args, bar: ProgressBar) -> int:
     from qtl.cli.hardware import run
 
+    if args.hardware_command != "jobs":  # its --json, before anything is planned or submitted
+        from qtl.paths import results_db
+
+        db = [(Path(args.db) if args.db else results_db())] if hasattr(args, "db") else []
+        check_outputs({"--json": args.json}, [getattr(args, "checkpoint", None), *db])
     return run(args, bar, _scoring_root)  # its data resolved as evaluate's and noise's
 
 

@@ -1,5 +1,6 @@
 """What the commands print and write: evaluation and prediction reports, the compare table, and the
-compare JSON and CSV files. Pure formatting: values in, text (or files) out."""
+compare JSON and CSV files. Pure formatting: values in, text (or files) out; and `check_outputs`, which
+every command runs on the files it is told to write before it writes (or computes) anything."""
 
 from __future__ import annotations
 
@@ -7,10 +8,67 @@ import csv
 import json
 import sys
 import unicodedata
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s", "classical", "quantum")
 """The run fields `qtl compare` summarises as mean ± std per setup."""
+
+
+def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str | Path] = ()) -> None:
+    """ValueError (one line) where a command writing these files would lose work: an output that is one
+    of the command's `inputs` (its checkpoints, images, results database), a qtl checkpoint or any file
+    torch.save writes, a model export (ONNX, TorchScript: `qtl.models.checkpoint.file_kind` tells them
+    apart, as `qtl export` does) or an SQLite database (a results database), or two outputs that name one
+    file. Ordinary files (an earlier report, a CSV, a figure) may be overwritten.
+
+    outputs: {what to call it in the message (its flag, "--json"): path}; None and "-" (stdout) are
+    skipped. Call it before any work, so a refusal costs nothing and writes nothing."""
+    named = [(what, Path(p)) for what, p in outputs.items() if p is not None and str(p) != "-"]
+    sources = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    for i, (what, path) in enumerate(named):
+        for other, earlier in named[:i]:
+            if _same_file(path, earlier):
+                raise ValueError(f"{other} and {what} both name {path}: name two files")
+        if not path.is_file():
+            continue  # nothing there to lose (a folder fails when written, in its own words)
+        if any(_same_file(path, source) for source in sources):
+            raise ValueError(f"{what} {path} is one of this command's inputs: name another file")
+        kind = _model_or_database(path)
+        if kind:
+            raise ValueError(
+                f"{what} {path} is {kind}: qtl writes no report or figure over one; name another file"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (a link or another spelling of the same path included)."""
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def _model_or_database(path: Path) -> str | None:
+    """What `path` holds that no report may replace ("a qtl checkpoint", "a model export (ONNX, ...)"),
+    or None for any other file."""
+    from qtl.models.checkpoint import file_kind, read_checkpoint_info
+
+    kind = file_kind(path)
+    if kind == "torch":
+        try:
+            read_checkpoint_info(path)
+        except Exception:  # a checkpoint this qtl cannot read (newer, damaged), a model of another program
+            return "a torch file (what torch.save writes) or a zip"
+        return "a qtl checkpoint"
+    if kind == "damaged":  # file_kind's word for a zip cut short: a checkpoint or export, maybe repairable
+        return "a damaged zip (a checkpoint or export cut short)"
+    if kind in ("onnx", "torchscript"):
+        return f"a model export ({'ONNX' if kind == 'onnx' else 'TorchScript'}, what qtl export writes)"
+    if kind == "other":
+        with path.open("rb") as f:
+            if f.read(16) == b"SQLite format 3\x00":
+                return "an SQLite database (qtl's results database is one)"
+    return None  # "unreadable": writing it fails, in its own words
 
 
 def display_width(text: str) -> int:

@@ -327,7 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_arg(p)
     _add_regime_args(p)
-    p.add_argument("--out", default=None, metavar="FILE", help="checkpoint file (default: a new name)")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="checkpoint file, refused where one exists (default: a new name; a folder: a new name in it)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="let --out replace an existing file (a stopped run's own)"
+    )
     p.add_argument("--models-dir", default=None, metavar="DIR", help=MODELS_HELP)
 
     p = command(
