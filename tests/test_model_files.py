@@ -1,21 +1,26 @@
 """Model files qtl is handed, as a reviewer found them: every reader says what a file is in one line.
 
-Old-format torch files (raw pickles, `_use_new_zipfile_serialization=False`), harmful ones included,
-read by the listing path (`read_checkpoint_info`, mapped) as by `load_checkpoint`; truncated checkpoints
-and TorchScript files; hand-made checkpoints whose class names or metrics would break a reader later.
+Where `qtl export -o` may write (only over an earlier export of its format) and which format a suffix
+picks; old-format torch files (raw pickles, `_use_new_zipfile_serialization=False`), harmful ones
+included, read by the listing path (`read_checkpoint_info`, mapped) as by `load_checkpoint`; truncated
+checkpoints and TorchScript files; exports with incomplete metadata; hand-made checkpoints whose class
+names or metrics would break a reader later.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
+from PIL import Image
 
 from qtl.config import ModelConfig
-from qtl.deploy.export import export_model
+from qtl.deploy.export import export_model, read_metadata
 from qtl.deploy.models import checkpoint_paths
 from qtl.deploy.runtime import load_exported
 from qtl.models.checkpoint import (
@@ -46,6 +51,101 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     ckpt = tiny_checkpoint(folder / "m.pt")
     files = {fmt: export_model(ckpt, folder / f"m.{fmt}", fmt)[0] for fmt in ("onnx", "torchscript")}
     return {"checkpoint": ckpt, **files}
+
+
+def one_line_error(err: str) -> str:
+    assert err.startswith("qtl: error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+# ---- qtl export -o: which format, and what it may replace
+
+
+def test_an_export_never_replaces_a_file_that_is_no_export_of_its_format(tmp_path, capsys, exported):
+    """`qtl export q.pt -o photo.jpg` replaced the JPEG with a TorchScript zip; with --format too it
+    replaced it. Other files are refused in one line and kept; an ONNX export is no TorchScript one."""
+    ckpt = exported["checkpoint"]
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8), "red").save(photo)
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes")
+    foreign = tmp_path / "foreign.torchscript"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), foreign)
+    other_format = tmp_path / "other.torchscript"
+    other_format.write_bytes(exported["onnx"].read_bytes())  # a qtl ONNX export under another name
+    kept = {p: p.read_bytes() for p in (photo, notes, foreign, other_format)}
+    cases = [
+        (photo, (), "photo.jpg has the suffix .jpg, which names no export format"),
+        (photo, ("--format", "torchscript"), f"{photo} exists and is no qtl export: an export replaces only"),
+        (notes, (), f"{notes} exists and is no qtl export: an export replaces only an earlier qtl ONNX"),
+        (foreign, (), f"{foreign} exists and is a TorchScript file, but no qtl export: an export replaces"),
+        (
+            foreign,
+            ("--format", "onnx"),
+            f"{foreign} exists and is a TorchScript file: an export replaces only",
+        ),
+        (
+            other_format,
+            (),
+            f"{other_format} exists and is an ONNX file: an export replaces only an earlier qtl "
+            "TorchScript export",
+        ),
+    ]
+    for output, extra, message in cases:
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", output, *extra)
+        assert (code, out) == (1, ""), (output, err)
+        assert message in one_line_error(err), err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
+
+
+def test_an_earlier_export_of_its_format_or_an_empty_file_is_replaced(tmp_path, capsys, exported):
+    ckpt = exported["checkpoint"]
+    for fmt in ("onnx", "torchscript"):
+        earlier = tmp_path / f"earlier.{fmt}"
+        earlier.write_bytes(exported[fmt].read_bytes())
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", earlier)
+        assert code == 0 and out.startswith(f"wrote {earlier} ({fmt},"), err
+    empty = tmp_path / "made-by-mktemp.ts"
+    empty.touch()
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", empty)
+    assert code == 0 and out.startswith(f"wrote {empty} (torchscript,"), err
+    assert read_metadata(empty)["class_names"] == ["c0", "c1"]
+
+
+def test_a_pt_output_needs_the_format_asked_for_and_then_says_what_it_is(tmp_path, capsys, exported):
+    """-o x.pt wrote TorchScript silently, which qtl's .pt readers then refused. Without --format it is
+    refused (the suffix of checkpoints); asked for, it is written, and every .pt reader names it a
+    TorchScript export with the way to run it."""
+    ckpt = exported["checkpoint"]
+    for name in ("x.pt", "x.PTH"):
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / name)
+        assert (code, out) == (1, "")
+        assert f"{name}: {Path(name).suffix.lower()} is the suffix of qtl checkpoints" in one_line_error(err)
+        assert "--format torchscript" in err
+    assert not list(tmp_path.iterdir())
+    target = tmp_path / "x.pt"
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", target, "--format", "torchscript")
+    assert code == 0 and out.startswith(f"wrote {target} (torchscript,"), err
+    assert file_kind(target) == "torchscript"
+    for read in (read_checkpoint_info, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"x\.pt is a TorchScript file .*--runtime torchscript"):
+            read(target)
+    _, skipped = scan_checkpoints(tmp_path)  # the folder listing of serve, compare --load and the app
+    assert [(p.name, "--runtime torchscript" in why) for p, why in skipped] == [("x.pt", True)]
+    assert load_exported(target, "torchscript").class_names == ["c0", "c1"]
+
+
+def test_a_suffix_that_names_no_format_is_refused_unless_the_format_is_given(tmp_path, capsys, exported):
+    ckpt = exported["checkpoint"]
+    for name, said in (("model.bin", "the suffix .bin"), ("model", "no suffix")):
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / name)
+        assert (code, out) == (1, "") and f"{name} has {said}, which names no export format" in err
+    assert not list(tmp_path.iterdir())
+    code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / "model.bin", "--format", "onnx")
+    assert code == 0 and file_kind(tmp_path / "model.bin") == "onnx", err
+    with pytest.raises(ValueError, match="names no export format"):
+        export_model(ckpt, tmp_path / "m.jpg")  # the library as the CLI
 
 
 # ---- old-format torch files: qtl's message on every path, and no code runs
@@ -155,6 +255,75 @@ def test_a_truncated_torchscript_file_is_said_to_be_damaged(tmp_path, exported):
         CheckpointError, match=r"^cut\.torchscript is not a readable qtl checkpoint: it is damaged"
     ):
         read_checkpoint_info(path)
+
+
+# ---- exports with incomplete or broken metadata
+
+
+def with_onnx_metadata(source: Path, target: Path, document: str | None) -> Path:
+    import onnx
+
+    proto = onnx.load_model(str(source))
+    props = [(p.key, p.value) for p in proto.metadata_props if p.key != "qtl"]
+    del proto.metadata_props[:]
+    for key, value in props + ([("qtl", document)] if document is not None else []):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save_model(proto, str(target))
+    return target
+
+
+def metadata_cases(full: dict) -> dict[str, tuple[str, str]]:
+    """name -> (the metadata document, what the one-line message says)."""
+    partial = {k: full[k] for k in ("format", "format_version", "name", "variant", "class_names")}
+    return {
+        "partial": (
+            json.dumps(partial),
+            "has incomplete 'qtl' metadata: no 'preprocessing', 'input', 'output'",
+        ),
+        "badjson": (
+            "{'format': 'qtl-export'}",
+            "has damaged 'qtl' metadata (not JSON: Expecting property name",
+        ),
+        "notdict": ("[1, 2]", "is not a file written by qtl export (format 'list')"),
+        "classes": (json.dumps({**full, "class_names": ["a", "a"]}), "class_names repeat a name"),
+        "preprocessing": (
+            json.dumps({**full, "preprocessing": {"crop": 224}}),
+            "has incomplete 'qtl' metadata: preprocessing: malformed transform parameters",
+        ),
+        "newer": (json.dumps({**full, "format_version": 99}), "uses export format 99, newer than this qtl"),
+    }
+
+
+def test_an_onnx_file_with_incomplete_metadata_is_one_line_naming_it(tmp_path, capsys, exported):
+    """A partial block raised a bare KeyError: 'preprocessing' in predict; invalid JSON said "Expecting
+    property name..." without the file's name."""
+    image = tmp_path / "bee.jpg"
+    Image.new("RGB", (40, 30), "yellow").save(image)
+    full = read_metadata(exported["onnx"])
+    for name, (document, message) in metadata_cases(full).items():
+        path = with_onnx_metadata(exported["onnx"], tmp_path / f"{name}.onnx", document)
+        with pytest.raises(ValueError) as err:
+            load_exported(path)
+        assert str(err.value).startswith(f"{name}.onnx ") and message in str(err.value), str(err.value)
+        assert len(str(err.value).splitlines()) == 1
+        with pytest.raises(ValueError, match=f"^{name}.onnx "):
+            read_metadata(path)
+        code, out, err = run_cli(capsys, "predict", image, "-c", path, "--runtime", "onnx")
+        assert (code, out) == (1, "") and f"{name}.onnx " in one_line_error(err), err
+    full_copy = with_onnx_metadata(exported["onnx"], tmp_path / "full.onnx", json.dumps(full))
+    assert load_exported(full_copy).class_names == ["c0", "c1"]  # control: the rewrite keeps a good file
+
+
+def test_a_torchscript_file_with_incomplete_metadata_is_one_line_naming_it(tmp_path, exported):
+    full = read_metadata(exported["torchscript"])
+    module = torch.jit.script(torch.nn.Linear(2, 2))
+    for name, (document, message) in metadata_cases(full).items():
+        path = tmp_path / f"{name}.torchscript"
+        torch.jit.save(module, str(path), _extra_files={"qtl.json": document})
+        with pytest.raises(ValueError) as err:
+            load_exported(path)
+        assert str(err.value).startswith(f"{name}.torchscript ") and message in str(err.value)
 
 
 # ---- hand-made checkpoints that passed validation and broke later

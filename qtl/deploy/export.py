@@ -33,11 +33,14 @@ from qtl.utils.atomic import atomic_write
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+SUFFIX_FORMATS = {".onnx": "onnx", ".torchscript": "torchscript", ".ts": "torchscript"}
+"""The suffixes that choose a format by themselves (`export_format`)."""
 FORMAT = "qtl-export"
 FORMAT_VERSION = 1
 METADATA_KEY = "qtl"
 TORCHSCRIPT_EXTRA = "qtl.json"
 INPUT, OUTPUT = "images", "probabilities"
+LABELS = {"onnx": "ONNX", "torchscript": "TorchScript"}
 PREPROCESSING = (
     "resize the short side to `resize` pixels (`interpolation`), centre-crop `crop` x `crop`, RGB scaled "
     "to [0, 1], subtract `mean` and divide by `std` per channel; NCHW float32"
@@ -113,27 +116,47 @@ def _torchscript_bytes(model: torch.nn.Module, metadata: dict) -> bytes:
 
 
 def export_format(path: str | Path, fmt: str | None = None) -> str:
-    """The format an export to `path` takes: `fmt` where given, else by the suffix (".onnx", any case, is
-    ONNX, anything else TorchScript; an existing folder gets ONNX)."""
+    """The format an export to `path` takes: `fmt` where given, else by the suffix (any case): ".onnx" is
+    ONNX, ".torchscript" or ".ts" TorchScript; an existing folder gets ONNX. ValueError (one line) for any
+    other suffix without `fmt`: ".pt" and ".pth" name qtl's checkpoints (a TorchScript file under .pt is
+    written only when asked for by `fmt`), and an unknown one (".jpg", none) is more likely a slip than a
+    wish for TorchScript."""
     path = Path(path)
-    return fmt or ("onnx" if path.is_dir() or path.suffix.lower() == ".onnx" else "torchscript")
+    if fmt:
+        return fmt
+    if path.is_dir():
+        return "onnx"
+    suffix = path.suffix.lower()
+    if suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffix]
+    if suffix in (".pt", ".pth"):
+        raise ValueError(
+            f"{path.name}: {suffix} is the suffix of qtl checkpoints, and an exported file there is no "
+            "checkpoint; name it .torchscript or .onnx, or give the format (--format torchscript) to write "
+            f"TorchScript under {suffix} anyway"
+        )
+    said = f"the suffix {suffix}" if suffix else "no suffix"
+    raise ValueError(
+        f"{path.name} has {said}, which names no export format: name it .onnx or .torchscript, or give the "
+        "format (--format onnx|torchscript)"
+    )
 
 
 def export_model(
     checkpoint: str | Path | LoadedModel, path: str | Path, fmt: str | None = None
 ) -> tuple[Path, dict]:
     """Write `checkpoint` (a file or a loaded model) to `path` as ONNX or TorchScript (`fmt`, else the
-    suffix: ".onnx" is ONNX, anything else TorchScript); returns (path written, metadata). The file
-    appears whole or not at all.
+    suffix: `export_format`); returns (path written, metadata). The file appears whole or not at all.
 
     An existing folder as `path` gets the file inside it, named as the checkpoint with the format's
-    suffix (`fmt`, else ONNX): export_model("models/q.pt", "out/") writes out/q.onnx. A previous export
-    is overwritten; the checkpoint itself, or any other qtl checkpoint, never is (ValueError).
+    suffix (`fmt`, else ONNX): export_model("models/q.pt", "out/") writes out/q.onnx. An existing file
+    is replaced only where it is an earlier qtl export of the same format (or empty); any other file
+    (the checkpoint itself, another checkpoint, an image, the other format's export) never is.
 
     Raises `qtl.deploy.portable.ExportRefused` (a ValueError) with the reason when the model cannot be
     exported exactly (shot sampling, MPS truncation, a circuit too wide to fold), CheckpointError for a
-    bad checkpoint, ValueError for an unknown format or an output that would overwrite a checkpoint;
-    each checked before the model is traced.
+    bad checkpoint, ValueError for an unknown format or suffix or an output it may not replace; each
+    checked before the model is traced.
     """
     path = Path(path)
     source = checkpoint.path if isinstance(checkpoint, LoadedModel) else Path(checkpoint)
@@ -143,7 +166,7 @@ def export_model(
         path = path / f"{name}{SUFFIXES.get(fmt, '')}"
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    _check_output(path, source)
+    _check_output(path, source, fmt)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
     model = PortableClassifier(loaded)
     metadata = export_metadata(loaded)
@@ -153,25 +176,134 @@ def export_model(
     return path, metadata
 
 
-def _check_output(path: Path, source: Path | None) -> None:
-    """ValueError (one line) when `path` is a folder, or writing it would destroy the checkpoint
-    `source` or another qtl checkpoint."""
+def _check_output(path: Path, source: Path | None, fmt: str) -> None:
+    """ValueError (one line) when `path` is a folder, or exists and is anything but an earlier qtl export
+    of format `fmt` (or an empty file): the checkpoint `source`, another checkpoint, any other file."""
     from qtl.models.checkpoint import CheckpointError, file_kind, read_checkpoint_info
 
     if path.is_dir():
         raise ValueError(f"the output {path} is a folder: name a file, or a folder without one of that name")
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return
-    if source is not None and source.exists() and path.samefile(source):
+    if source is not None and source.exists() and path.exists() and path.samefile(source):
         raise ValueError(
             f"the output {path} is the checkpoint being exported: name another file (-o), or leave -o "
             "out for the checkpoint's name with the format's suffix"
         )
-    if file_kind(path) == "torch":
+    if not path.is_file():
+        raise ValueError(f"the output {path} exists and is no regular file: name another file (-o)")
+    kind = file_kind(path)
+    if kind == "torch":
         try:
             read_checkpoint_info(path)
         except CheckpointError:
-            return  # a torch file, but no qtl checkpoint
+            pass  # a torch file, but no qtl checkpoint: refused below
+        else:
+            raise ValueError(
+                f"{path} is a qtl checkpoint: an export never overwrites one, name another file (-o)"
+            )
+    if path.stat().st_size == 0:
+        return  # nothing to lose (a file made to receive the export, as mktemp does)
+    what = {
+        "torch": "a torch file",
+        "damaged": "a damaged or truncated file",
+        "onnx": "an ONNX file",
+        "torchscript": "a TorchScript file",
+    }.get(kind, "no qtl export")
+    if kind == fmt:
+        try:
+            read_metadata(path)
+        except ValueError:
+            what = f"{what}, but no qtl export"
+        else:
+            return  # an earlier export of this format: replaced
+    raise ValueError(
+        f"{path} exists and is {what}: an export replaces only an earlier qtl {LABELS[fmt]} export, so name "
+        "another file (-o) or remove it first"
+    )
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The `qtl` metadata of an exported file, read from the file without running it (ONNX needs the
+    `onnx` package, as exporting does); ValueError (one line, naming the file) when it is no file written
+    by qtl export or its metadata is incomplete (`check_metadata`)."""
+    from qtl.models.checkpoint import file_kind
+
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "torchscript":
+        import zipfile
+
+        extra = f"/extra/{TORCHSCRIPT_EXTRA}"
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 2 and n.endswith(extra)]
+                document = zf.read(names[0]).decode("utf-8", "replace") if names else None
+        except (zipfile.BadZipFile, OSError) as exc:  # a member's data damaged (CRC, compression)
+            raise ValueError(f"{path.name} is damaged: {exc}") from None
+    elif kind == "onnx":
+        import onnx
+
+        try:
+            proto = onnx.load_model(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and others: a damaged file
+            raise ValueError(f"{path.name} is damaged or no ONNX model: {type(exc).__name__}") from None
+        document = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    else:
+        raise ValueError(f"{path.name} is not a file written by qtl export (neither ONNX nor TorchScript)")
+    return check_metadata(path.name, document)
+
+
+REQUIRED = {
+    "variant": str,
+    "class_names": list,
+    "preprocessing": dict,
+    "input": dict,
+    "output": dict,
+}
+"""The metadata keys every reader of an export needs, and their types (`check_metadata`)."""
+
+
+def check_metadata(name: str, document: str | None) -> dict:
+    """The metadata JSON of the exported file `name`, parsed and checked: a qtl export's format and a
+    version this qtl reads, the keys in `REQUIRED` of their types, at least two distinct non-empty class
+    names, preprocessing `transform_from_params` takes, and the input and output names. ValueError, one
+    line naming the file, for anything missing or wrong."""
+    from qtl.models.backbones.common import check_params
+
+    if not document:
+        raise ValueError(f"{name} is not a file written by qtl export (no '{METADATA_KEY}' metadata)")
+    try:
+        metadata = json.loads(document)
+    except ValueError as exc:
+        raise ValueError(f"{name} has damaged '{METADATA_KEY}' metadata (not JSON: {exc})") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise ValueError(f"{name} is not a file written by qtl export (format {found!r})")
+    version = metadata.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{name} has damaged '{METADATA_KEY}' metadata: format_version {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(
-            f"{path} is a qtl checkpoint: an export never overwrites one, name another file (-o)"
+            f"{name} uses export format {version}, newer than this qtl reads ({FORMAT_VERSION}); upgrade qtl"
         )
+    damaged = f"{name} has incomplete '{METADATA_KEY}' metadata"
+    missing = [key for key in REQUIRED if key not in metadata]
+    if missing:
+        raise ValueError(f"{damaged}: no {', '.join(repr(k) for k in missing)}")
+    for key, kind in REQUIRED.items():
+        if not isinstance(metadata[key], kind):
+            raise ValueError(f"{damaged}: {key!r} is not a {kind.__name__}")
+    classes = metadata["class_names"]
+    if len(classes) < 2 or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise ValueError(f"{damaged}: class_names must be 2 or more non-empty names, got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{damaged}: class_names repeat a name, {classes!r}")
+    try:
+        check_params(metadata["preprocessing"])
+    except ValueError as exc:
+        raise ValueError(f"{damaged}: preprocessing: {exc}") from None
+    for key in ("input", "output"):
+        if not isinstance(metadata[key].get("name"), str):
+            raise ValueError(f"{damaged}: {key!r} has no name")
+    return metadata

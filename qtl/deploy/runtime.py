@@ -9,7 +9,6 @@ give the same probabilities.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from qtl.analysis.inference import ImageInput, Prediction, as_images
-from qtl.deploy.export import FORMAT, METADATA_KEY, TORCHSCRIPT_EXTRA, quiet_jit
+from qtl.deploy.export import METADATA_KEY, TORCHSCRIPT_EXTRA, check_metadata, quiet_jit
 from qtl.models.checkpoint import file_kind
 
 RUNTIMES = ("onnx", "torchscript")
@@ -56,25 +55,15 @@ class ExportedModel:
             return self.session(torch.from_numpy(images)).numpy()
 
 
-def _checked(path: Path, document: str | None) -> dict:
-    if not document:
-        raise ValueError(f"{path.name} is not a file written by qtl export (no '{METADATA_KEY}' metadata)")
-    metadata = json.loads(document)
-    if metadata.get("format") != FORMAT:
-        raise ValueError(
-            f"{path.name} is not a file written by qtl export (format {metadata.get('format')!r})"
-        )
-    return metadata
-
-
 def load_exported(
     path: str | Path, runtime: str | None = None, *, threads: int | None = None
 ) -> ExportedModel:
     """Open an exported file with onnxruntime ("onnx") or TorchScript ("torchscript"; default: by the
     suffix, ".onnx" is ONNX). threads: onnxruntime's intra-op threads (default: its own choice; TorchScript
-    uses torch's). ValueError, one line, for a missing, damaged or foreign file."""
+    uses torch's). ValueError, one line, for a missing, damaged or foreign file, or one whose metadata
+    is incomplete (`qtl.deploy.export.check_metadata`)."""
     path = Path(path)
-    runtime = runtime or ("onnx" if path.suffix == ".onnx" else "torchscript")
+    runtime = runtime or ("onnx" if path.suffix.lower() == ".onnx" else "torchscript")
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if not path.is_file():
@@ -97,7 +86,7 @@ def load_exported(
     except Exception as exc:  # onnxruntime and TorchScript raise their own types for damaged files
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path.name} cannot be opened as {runtime}: {said}") from None
-    return ExportedModel(path, runtime, _checked(path, document), session)
+    return ExportedModel(path, runtime, check_metadata(path.name, document), session)
 
 
 def _mismatch(path: Path, runtime: str) -> str | None:
