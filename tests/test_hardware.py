@@ -233,11 +233,12 @@ def test_the_backend_seed_is_the_noise_seed(capsys, hw_ckpt, hw_data, tmp_path):
     assert torch.equal(one, on_backend(1)) and not torch.equal(one, two)
 
 
-def test_cosmetics(capsys, hw_ckpt, hw_data):
+def test_cosmetics(capsys, hw_ckpt, hw_data, tmp_path):
     """Words: a 1-qubit backend has "1 qubit" (not "1 qubits"), a fake backend "runs locally", a device
     time under a second is in ms (was "0.0 s"), a job of "1 circuit"; and a bad --shots or --samples
     fails before the split is read (here: a missing folder)."""
-    code, _, err = run_cli(capsys, "noise", hw_ckpt, "--backends", "FakeArmonkV2", "--data", hw_data, "-q")
+    argv = ["noise", hw_ckpt, "--backends", "FakeArmonkV2", "--data", hw_data, "-q", "--out", tmp_path / "n"]
+    code, _, err = run_cli(capsys, *argv)  # its report in tmp_path, not the models folder
     assert "skipped q on FakeArmonkV2: FakeArmonkV2 has 1 qubit; the circuit needs 3" in err
     code, out, _ = run_cli(
         capsys, "hardware", "estimate", hw_ckpt, "--samples", 2, "--shots", 10, "--data", hw_data, "-q"
