@@ -42,10 +42,11 @@ CLASSES = ("cats", "dogs")
 
 @pytest.fixture
 def train_args(tiny_image_folder, tmp_path):
-    """`qtl train` of a small quantum head into tmp_path/out/q.pt, minus --epochs."""
+    """`qtl train` of a small quantum head into tmp_path/out/q.pt, minus --epochs (--overwrite: a run
+    trains again into the file a killed or failed one left)."""
     out = tmp_path / "out"
     args = ["train", "quantum", "--random-init", "--qubits", "2", "--depth", "1", "--data", tiny_image_folder]
-    args += ["--cache-dir", tmp_path / "cache", "--out", out / "q.pt"]
+    args += ["--cache-dir", tmp_path / "cache", "--out", out / "q.pt", "--overwrite"]
     return [str(a) for a in args]
 
 

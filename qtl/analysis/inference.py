@@ -68,7 +68,11 @@ def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
     return out
 
 
-def _named(models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel]) -> dict[str, LoadedModel]:
+def named_models(
+    models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel],
+) -> dict[str, LoadedModel]:
+    """Models by the names every report gives them: their file names, a repeated one as "q#2", "q#3"
+    (a mapping keeps its own names). ValueError for none."""
     if isinstance(models, LoadedModel):
         models = [models]
     if isinstance(models, Mapping):
@@ -130,7 +134,7 @@ def predict(
         (load images with `qtl.data.images.load_image` first to handle each bad file separately).
     Returns {name: Prediction} in the order given; probs are (N, C) on CPU.
     """
-    named = _named(models)
+    named = named_models(models)
     pil = as_images(images)
     groups: dict = {}
     for name, m in named.items():

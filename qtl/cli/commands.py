@@ -359,7 +359,7 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
 def cmd_explain(args, bar: ProgressBar) -> int:
     from qtl.analysis.explain import explain_all, explanation_figure
-    from qtl.analysis.inference import _named
+    from qtl.analysis.inference import named_models
     from qtl.data.images import load_image
     from qtl.models.checkpoint import load_checkpoint
 
@@ -369,7 +369,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     images = [load_image(path) for path in args.images]  # a bad file fails here, by name
     device = resolve_device(args.device)
     # named as predict names them: two files of one name are "model" and "model#2", both shown
-    models = _named([load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint])
+    models = named_models([load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint])
     rows = []
     for path, image in zip(args.images, images, strict=True):
         row = explain_all(models, image, method=args.method)
@@ -564,7 +564,7 @@ NOISE_SUFFIXES = (".csv", ".json", ".png")
 
 
 def cmd_noise(args, bar: ProgressBar) -> int:
-    from qtl.analysis.inference import _named
+    from qtl.analysis.inference import named_models
     from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, write_report
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
@@ -590,7 +590,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     # rows could not be told apart); a row takes a model's name, its path's stem, so a copy is renamed
     models = [
         m if m.name == name else dataclasses.replace(m, path=m.path.with_name(name + m.path.suffix))
-        for name, m in _named(models).items()
+        for name, m in named_models(models).items()
     ]
     refused: list[tuple[str, str, str]] = []
     results = noise_sweep(

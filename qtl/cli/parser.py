@@ -393,14 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default=None,
         choices=EXPORT_FORMATS,
-        help="file format (default: by -o's suffix, .onnx is ONNX and any other TorchScript; no -o: onnx)",
+        help="file format (default: by -o's suffix: .onnx is ONNX, .torchscript or .ts TorchScript, any "
+        "other suffix needs --format; no -o: onnx)",
     )
     p.add_argument(
         "--output",
         "-o",
         default=None,
         metavar="FILE",
-        help="the exported file (default: the checkpoint's name with .onnx or .torchscript)",
+        help="the exported file (default: the checkpoint's name with .onnx or .torchscript); an existing "
+        "FILE is replaced only if it is an earlier qtl export of that format",
     )
 
     p = command(
