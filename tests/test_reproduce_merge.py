@@ -141,3 +141,19 @@ def test_rows_from_before_the_regime_columns_are_given_split_runs(reports):
         ("linear", "given split", [5]),
         ("linear", "kfold-5", [0, 1]),
     ]
+
+
+def test_from_refuses_options_it_would_ignore(reports, capsys):
+    """--from trains nothing: a training option beside it (a split, epochs, checkpoints to load) did
+    nothing, unsaid; now it is refused in one line, writing nothing."""
+    tmp = reports["dir"]
+    out = tmp / "ignored.md"
+    argv = ["-q", "reproduce", "--from", str(tmp / "kfold.json"), "--out", str(out)]
+    assert main([*argv, "--split", "given", "--epochs", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "qtl: error: --from merges earlier reports and trains nothing, so --epochs, --split would do "
+        "nothing: drop it"
+    )
+    assert not out.exists()
+    assert main([*argv, "--effect", "0.05"]) == 0 and out.exists()  # what a merge uses is taken

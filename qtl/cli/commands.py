@@ -518,6 +518,23 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     return 0
 
 
+MERGE_OPTIONS = {"command", "debug", "quiet", "merge", "out", "json", "effect", "models_dir"}
+"""What `qtl reproduce --from` uses: it trains and loads nothing, so every other option would be ignored."""
+
+
+def _check_merge_only(args) -> None:
+    """ValueError naming the options `qtl reproduce --from` would ignore (given, so not their defaults)."""
+    from qtl.cli.parser import build_parser
+
+    defaults = vars(build_parser().parse_args(["reproduce"]))
+    ignored = [k for k, v in vars(args).items() if k not in MERGE_OPTIONS and v != defaults.get(k)]
+    if ignored:
+        names = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise ValueError(
+            f"--from merges earlier reports and trains nothing, so {names} would do nothing: drop it"
+        )
+
+
 def cmd_reproduce(args, bar: ProgressBar) -> int:
     from qtl.experiments.reproduce import loaded_row, markdown, merge_reports, paper_report, paper_row
     from qtl.experiments.runs import train_runs
@@ -533,6 +550,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
         {"--out": md_path, "--json" if args.json else "the JSON beside --out": json_path}, args.load or []
     )
     if args.merge:
+        _check_merge_only(args)
         reports = [json.loads(Path(p).read_text()) for p in args.merge]
         report = merge_reports(reports, command=command, effect=args.effect)
     else:
