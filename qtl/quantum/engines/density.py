@@ -209,12 +209,17 @@ def sample_counts(probs: torch.Tensor, shots: int, generator: torch.Generator) -
     return counts
 
 
+SEED_RESOLUTION = 2**-10
+"""The angle steps (radians) that seed an input's shots in eval mode (`input_counts`): far above the
+last-bit differences a batch of another size leaves in its angles (about 1e-7), far below what moves <Z>."""
+
+
 def input_counts(angles: torch.Tensor, probs: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
     """`sample_counts` of each row of `probs` from a generator seeded by `seed` and that row's `angles`
-    (a BLAKE2b digest of their bytes): the same input draws the same shots whatever the batch around it,
-    and different inputs draw independently."""
+    (a BLAKE2b digest of them in SEED_RESOLUTION steps): the same input draws the same shots whatever the
+    batch around it (an angle within 1e-7 of a step's edge aside), and different inputs draw apart."""
     generator = torch.Generator(device=probs.device)
-    rows = angles.detach().cpu().contiguous().numpy()
+    rows = torch.round(angles.detach().double() / SEED_RESOLUTION).to(torch.int64).cpu().contiguous().numpy()
     out = []
     for b, row in enumerate(rows):
         digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=str(seed).encode()).digest()
@@ -236,8 +241,9 @@ class DensityMatrixEngine(nn.Module):
     `config.weight_shape` -> (B, n_qubits) <Z_i> in the dtype and on the device of `angles`,
     differentiable with respect to both. With shots, in training mode every call draws new shots from
     the engine's generator (`reseed()` restarts it from `noise.seed`); in eval mode each sample's shots
-    are drawn from a generator seeded by `noise.seed` and that sample's angles (`input_counts`), so an
-    input scores the same on every call and in any batch, as a served or evaluated model should.
+    are drawn from a generator seeded by `noise.seed` and that sample's angles in steps of 2^-10 rad
+    (`input_counts`), so an input scores the same on every call and in any batch (whose rounding moves
+    its angles by about 1e-7), as a served or evaluated model should.
     """
 
     def __init__(
