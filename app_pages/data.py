@@ -102,7 +102,7 @@ def show(labels: dict, choices: dict, default) -> None:
     for level, said in dups.summary():
         (st.warning if level == "warning" else st.info)(said[0].upper() + said[1:] + ".")
     if not dups.found:
-        st.caption(f"No byte-identical images (SHA-256 of {dups.images} image files).")
+        st.caption(f"No byte-identical images (SHA-256 of {dups.checked}).")
     if ds.skipped:
         with st.expander(f"{len(ds.skipped)} skipped file(s)"):
             st.dataframe([{"file": p, "reason": r} for p, r in ds.skipped], hide_index=True, width="stretch")

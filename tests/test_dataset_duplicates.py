@@ -156,6 +156,28 @@ class TestCli:
         assert "warning" not in out and "byte-identical" not in out and "note:" not in out
 
 
+class TestUnreadable:
+    def test_an_unreadable_image_is_counted_not_fatal(self, capsys, clean, tmp_path, store, monkeypatch):
+        """A file the hashing cannot read (a permission, an I/O error) is counted as not checked: arranging
+        a dataset, `qtl data` and the summary go on (it raised, so one such file stopped training)."""
+        import qtl.data.datasets as datasets
+
+        hashed = datasets.sha256_file
+
+        def sha256_file(path):
+            if Path(path).name == "cats_3.png":
+                raise PermissionError(13, "Permission denied", str(path))
+            return hashed(path)
+
+        monkeypatch.setattr(datasets, "sha256_file", sha256_file)
+        ds = open_dataset(zip_folder(clean, tmp_path / "clean.zip"), store=store)
+        assert ds.duplicates == Duplicates(images=18, unread=2)  # cats_3.png in train and in val
+        assert read_manifest(ds.root).duplicates == ds.duplicates
+        code, out, _ = run_cli(capsys, "data", "--path", clean, "--no-download")
+        assert code == 0
+        assert "duplicates: none (SHA-256 of 18 image files, 2 unreadable not checked)" in out.splitlines()
+
+
 class TestDataPage:
     def test_the_page_shows_them(self, app_env, dups, monkeypatch):  # noqa: F811
         monkeypatch.setenv("QTL_DATA_DIR", str(dups))

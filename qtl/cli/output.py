@@ -158,7 +158,7 @@ def format_dataset(ds) -> str:
     dups = ds.check_duplicates()
     lines += [f"{level}: {said}" for level, said in dups.summary()]
     if not dups.found:
-        lines.append(f"duplicates: none (SHA-256 of {dups.images} image files)")
+        lines.append(f"duplicates: none (SHA-256 of {dups.checked})")
     if ds.skipped:
         lines.append(format_skipped(ds.skipped))
     return "\n".join(lines)

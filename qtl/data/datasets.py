@@ -100,6 +100,14 @@ class Duplicates:
     across_examples: Pairs = ()
     within: int = 0
     within_examples: Pairs = ()
+    unread: int = 0  # image files that could not be read, so not checked
+
+    @property
+    def checked(self) -> str:
+        """What was hashed, in words: "245 image files" (", 2 unreadable not checked")."""
+        return f"{self.images} image files" + (
+            f", {self.unread} unreadable not checked" if self.unread else ""
+        )
 
     @property
     def found(self) -> bool:
@@ -146,6 +154,7 @@ class Duplicates:
             pairs(d["across_examples"]),
             d["within"],
             pairs(d["within_examples"]),
+            d.get("unread", 0),
         )
 
 
@@ -156,11 +165,16 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
     in one split and class counts in `within`. One image may count in more than one kind."""
     root = Path(root)
     groups: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # sha256 -> (split, class, path)
-    images = 0
+    images = unread = 0
     for s, split in enumerate(ALL_SPLITS):
         if (root / split).is_dir():
             for p, k in list_images(root, split, classes):
-                groups[sha256_file(p)].append((s, k, p.relative_to(root).as_posix()))
+                try:
+                    digest = sha256_file(p)
+                except OSError:  # unreadable: skipped at load time too, so it cannot leak
+                    unread += 1
+                    continue
+                groups[digest].append((s, k, p.relative_to(root).as_posix()))
                 images += 1
     leaks: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
     across, within = [], []
@@ -191,6 +205,7 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
         tuple(across[:n]),
         len(within),
         tuple(within[:n]),
+        unread,
     )
 
 
