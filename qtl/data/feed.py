@@ -8,7 +8,9 @@ with the part of the model that consumes them.
 
 Frozen variants read features extracted once and cached on disk: their batches are (B, F) slices of an
 in-memory tensor (no DataLoader per step) and `forward` is the head. Trainable backbones, and frozen ones
-that augment without cached views, read images through a DataLoader and `forward` is the whole model.
+that augment without cached views, read images through a DataLoader and `forward` is the whole model;
+each training image's augmentation is drawn from a seed the run's generator draws for it every epoch
+(`SeededOrder`), so neither the worker count nor the batch size changes what a run learns.
 `eval_batches` builds one split for evaluation: fit()'s val pass and `qtl.analysis.inference.evaluate` both
 use it.
 
@@ -21,8 +23,10 @@ training features' principal components, which `training_feed` also stores in th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qtl.config import DataRegime, MachineConfig, ModelConfig, TrainConfig
 from qtl.data.features import FeatureSet, extract_features
@@ -158,10 +162,73 @@ def loss_and_accuracy(batches: Batches) -> tuple[float, float]:
     return float(loss) / n, float(correct) / n
 
 
+class SeededOrder(Sampler[tuple[int, int]]):
+    """A training pass's items as (index, seed): every pass draws from `generator` (the run's own) a new
+    order (a permutation; dataset order without `shuffle`), then a new seed for each item.
+
+    `SeededItems` draws an item's random augmentation from its seed, so what a run trains on depends on
+    its generator alone: not on the worker count, the batch size or which process decodes the item.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator, *, shuffle: bool = True) -> None:
+        self.n, self.generator, self.shuffle = n, generator, shuffle
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = self.generator  # both draws are made when the pass starts, whoever asks first
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        seeds = torch.randint(2**63 - 1, (self.n,), generator=g)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's CPU generator and Python's `random` seeded by `seed` inside, both as they were after: the
+    caller's streams (the training process's, where items load in it) go on as if nothing was drawn.
+    Accelerators' generators are not touched (`torch.manual_seed` would reseed them for good)."""
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+
+
+class SeededItems(Dataset):
+    """`dataset` keyed by `SeededOrder`'s (index, seed): item `index`, its transform's random draws (torch's
+    and Python's `random`) seeded by `seed`. Nothing of a pass is kept here, so persistent workers serve
+    every epoch. samples and targets: the dataset's."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.samples, self.targets = dataset, dataset.samples, dataset.targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with seeded(seed):
+            return self.dataset[index]
+
+
 def _loader(dataset, batch_size: int, device: torch.device, num_workers: int, **kwargs) -> DataLoader:
+    """A DataLoader of `dataset`. It draws its workers' base seed from a generator of its own (on every
+    new pass, even with no workers; once with persistent ones), so torch's global generator, which
+    dropout and the like draw from, goes on the same whatever the worker count. Items never draw from a
+    worker's seeds: a training item's augmentation is seeded by `SeededOrder`."""
     pin, persistent = device.type == "cuda", num_workers > 0
     return DataLoader(
-        dataset, batch_size, num_workers=num_workers, pin_memory=pin, persistent_workers=persistent, **kwargs
+        dataset,
+        batch_size,
+        num_workers=num_workers,
+        pin_memory=pin,
+        persistent_workers=persistent,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
     )
 
 
@@ -241,8 +308,9 @@ def training_feed(
     progress: Callable[[int, int], None] | None = None,
     backbone: nn.Module | Callable[[], nn.Module] | None = None,
 ) -> Feed:
-    """The feed fit() trains `model` (a `Classifier`) with: train batches shuffled by `generator`, val and
-    (where the regime has one) test batches, all chosen by `tc.regime` with `tc.seed`.
+    """The feed fit() trains `model` (a `Classifier`) with: train batches shuffled by `generator` (which
+    also picks cached views, or seeds every image's augmentation each epoch), val and (where the regime
+    has one) test batches, all chosen by `tc.regime` with `tc.seed`.
 
     features: (train, val) or (train, val, test) FeatureSets to use instead of the dataset at `root`
     (frozen only). Otherwise frozen variants train on cached features (`views` augmented ones when
@@ -318,9 +386,8 @@ def training_feed(
             k: ImageBatches(model, _loader(ds, batch, device, machine.num_workers), device, progress)
             for k, ds in sets.items()
         }
-    loader = _loader(
-        train_set, tc.batch_size, device, machine.num_workers, shuffle=tc.shuffle, generator=generator
-    )
+    order = SeededOrder(len(train_set), generator, shuffle=tc.shuffle)  # a seed per item and epoch
+    loader = _loader(SeededItems(train_set), tc.batch_size, device, machine.num_workers, sampler=order)
     return Feed(ImageBatches(model, loader, device), parts["val"], parts.get("test"))
 
 
