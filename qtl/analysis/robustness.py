@@ -271,6 +271,10 @@ def plot(results: Sequence[NoisyResult], title: str = "accuracy under noise"):
     return fig
 
 
+REPORT_SUFFIXES = (".csv", ".json", ".png")
+"""The files `write_report(results, PREFIX)` writes: PREFIX with these suffixes."""
+
+
 def write_report(results: Sequence[NoisyResult], prefix: str | Path) -> list[Path]:
     """PREFIX.csv (one row per result), PREFIX.json (rows + noise configs) and PREFIX.png (`plot`)."""
     prefix = Path(prefix)
@@ -280,7 +284,7 @@ def write_report(results: Sequence[NoisyResult], prefix: str | Path) -> list[Pat
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["model"])
     writer.writeheader()
     writer.writerows(rows)
-    paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".json"), prefix.with_suffix(".png")]
+    paths = [prefix.with_suffix(s) for s in REPORT_SUFFIXES]
     with atomic_write(paths[0]) as f:
         f.write(text.getvalue().encode())
     doc = [{**row, "noise": r.noise.to_dict()} for row, r in zip(rows, results, strict=True)]

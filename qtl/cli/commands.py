@@ -577,13 +577,9 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     return 0
 
 
-NOISE_SUFFIXES = (".csv", ".json", ".png")
-"""The files `qtl noise --out PREFIX` writes (`qtl.analysis.robustness.write_report`): PREFIX with these."""
-
-
 def cmd_noise(args, bar: ProgressBar) -> int:
     from qtl.analysis.inference import named_models
-    from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, write_report
+    from qtl.analysis.robustness import REPORT_SUFFIXES, head_inputs, noise_grid, noise_sweep, write_report
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
 
@@ -596,7 +592,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
     prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_outputs({f"--out's {s}": prefix.with_suffix(s) for s in NOISE_SUFFIXES}, args.checkpoints)
+    check_outputs({f"--out's {s}": prefix.with_suffix(s) for s in REPORT_SUFFIXES}, args.checkpoints)
     models = [load_checkpoint(path) for path in args.checkpoints]
     for m in models:
         if not m.model_config.is_quantum:
@@ -754,13 +750,12 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         status = None if args.status == "any" else args.status
         rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
     done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
-    if args.report or args.markdown:  # a report of nothing says why, before anything is written
-        _check_reportable(done, args, db)
     if args.csv:
         write_rows(rows, args.csv, "csv")
     if args.json:
         write_rows(rows, args.json, "json")
-    if args.report or args.markdown:
+    if args.report or args.markdown:  # a report of nothing says why (the listing asked for is written)
+        _check_reportable(done, args, db)
         report = markdown_report if args.markdown else format_report
         out = sys.stderr if "-" in (args.csv, args.json) else sys.stdout  # stdout holds the data alone
         print(report(done, args.metric, effect=args.effect), file=out)

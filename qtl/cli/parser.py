@@ -240,7 +240,8 @@ def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str
         dest="data",
         default=None,
         metavar="PATH",
-        help="a folder or a .zip: train/ + val/ (+ test/) with one folder per class, or class folders only "
+        help="a folder or a .zip: train/ + val/ (+ test/) with one folder per class, or class folders only; "
+        "or a named dataset: digits, torchvision/<Name>[:class,...] "
         f"(default: {default or '$QTL_DATA_DIR, else hymenoptera, downloaded once'})",
     )
     g.add_argument(
@@ -788,9 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "data",
         "download (if needed) and verify a dataset",
-        "Find the dataset (--path: a folder or a zip; else $QTL_DATA_DIR or the default location, where "
-        "hymenoptera is downloaded if missing), arrange it (safe extraction, train/val split), and decode "
-        "every image, listing the classes, counts per split, skipped and unreadable files.",
+        "Find the dataset (--path: a folder, a zip or a named dataset; else $QTL_DATA_DIR or the default "
+        "location, where hymenoptera is downloaded if missing), arrange it (safe extraction, train/val "
+        "split), and decode every image, listing the classes, counts per split, skipped and unreadable "
+        "files.",
     )
     _add_data_arg(p, "--path")
     p.add_argument("--no-download", action="store_true", help="only verify; never touch the network")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from qtl.analysis.inference import ImageInput, Prediction, as_images
-from qtl.deploy.export import METADATA_KEY, TORCHSCRIPT_EXTRA, check_metadata, quiet_jit
+from qtl.deploy.export import METADATA_KEY, SUFFIX_FORMATS, TORCHSCRIPT_EXTRA, check_metadata, quiet_jit
 from qtl.models.checkpoint import file_kind
 
 RUNTIMES = ("onnx", "torchscript")
@@ -59,11 +59,12 @@ def load_exported(
     path: str | Path, runtime: str | None = None, *, threads: int | None = None
 ) -> ExportedModel:
     """Open an exported file with onnxruntime ("onnx") or TorchScript ("torchscript"; default: by the
-    suffix, ".onnx" is ONNX). threads: onnxruntime's intra-op threads (default: its own choice; TorchScript
-    uses torch's). ValueError, one line, for a missing, damaged or foreign file, or one whose metadata
-    is incomplete (`qtl.deploy.export.check_metadata`)."""
+    suffix, as `qtl export` names its files (`SUFFIX_FORMATS`), else TorchScript). threads: onnxruntime's
+    intra-op threads (default: its own choice; TorchScript uses torch's). ValueError, one line, for a
+    missing, damaged or foreign file, or one whose metadata is incomplete
+    (`qtl.deploy.export.check_metadata`)."""
     path = Path(path)
-    runtime = runtime or ("onnx" if path.suffix.lower() == ".onnx" else "torchscript")
+    runtime = runtime or SUFFIX_FORMATS.get(path.suffix.lower(), "torchscript")
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if not path.is_file():
