@@ -147,7 +147,7 @@ class _Views(Dataset):
         out = []
         for v in range(self.views):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hash((self.seed, index, v)))
+                torch.default_generator.manual_seed(hash((self.seed, index, v)))  # CUDA generators untouched
                 out.append(self.transform(image))
         return torch.stack(out)
 
