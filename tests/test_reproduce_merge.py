@@ -99,7 +99,10 @@ def test_other_epochs_are_another_row(reports):
 
 def test_another_dataset_is_another_row(reports):
     given = reports["given"]
-    other = {**given, "runs": [{**r, "id": f"{r['id']}-o", "dataset": "other"} for r in given["runs"]]}
+    other = {
+        **given,
+        "runs": [{**r, "id": f"{r['id']}-o", "dataset": "C:\\data\\other\\"} for r in given["runs"]],
+    }
     merged = merge_reports([given, other], command="qtl reproduce --from a.json b.json")
     assert [(s["variant"], s["protocol"], s["n"]) for s in merged["summary"]] == [
         ("quantum", "on tiny", 1),
@@ -107,6 +110,21 @@ def test_another_dataset_is_another_row(reports):
         ("linear", "on tiny", 1),
         ("linear", "on other", 1),
     ]
+
+
+def test_a_dataset_is_named_by_its_last_path_part():
+    """One naming of a dataset path for run names, table rows and cells, with / or \\ between parts."""
+    from qtl.config import ModelConfig, TrainConfig
+    from qtl.experiments.runs import Run
+    from qtl.experiments.stats import cell_name, dataset_label
+
+    for path in ("digits", "data/digits/", "C:\\data\\digits", "D:\\sets/digits\\"):
+        assert dataset_label(path) == "digits"
+        assert Run(ModelConfig("linear"), TrainConfig(seed=2), dataset=path).name == "linear on digits seed 2"
+        assert (
+            cell_name({"variant": "linear", "backbone": "resnet18", "dataset": path})
+            == "linear resnet18 on digits"
+        )
 
 
 def test_a_second_run_of_a_seed_in_one_protocol_counts_once(reports):

@@ -36,12 +36,12 @@ from qtl.experiments.stats import (
     comparisons,
     group_cells,
     one_per_run,
+    setting_text,
     settings_apart,
     settings_text,
     summary,
 )
 from qtl.models.weights import describe_backbone
-from qtl.paths import DEFAULT_DATASET
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,6 @@ def _settings(row: dict) -> dict:
     return out
 
 
-def _words(key: str, value) -> str:
-    if key == "split":
-        return "given split" if value == "given" else str(value)
-    if key == "dataset":
-        return f"on {str(value or DEFAULT_DATASET).rstrip('/').rsplit('/', 1)[-1]}"
-    if key == "n_classes":
-        return "all classes" if value is None else f"{value} classes"
-    if key == "per_class":
-        return "every training image" if value is None else f"{value} per class"
-    if key == "label_noise":
-        return f"{value:.0%} label noise" if value else "clean labels"
-    return settings_text({key: value}, [key])
-
-
 def protocol_groups(rows: list[dict]) -> list[dict]:
     """The rows in groups of one variant and one protocol (equal on every PROTOCOL_KEYS setting both
     record), the paper's variants first (PAPER_VARIANTS order), then first seen. Each: variant, rows,
@@ -138,7 +124,7 @@ def protocol_groups(rows: list[dict]) -> list[dict]:
         kin = [h for h in groups if h["variant"] == g["variant"]]
         keys = data + [k for k in PROTOCOL_KEYS if k not in REGIME_KEYS and differ(k, kin)]
         g["apart"] = [k for k in keys if k in g["settings"]]
-        g["label"] = ", ".join(_words(k, g["settings"][k]) for k in g["apart"])
+        g["label"] = ", ".join(setting_text(k, g["settings"][k]) for k in g["apart"])
     return groups
 
 
@@ -152,7 +138,7 @@ def data_text(settings: dict) -> str:
             f"{split} (`--split kfold`): each seed selects its epoch on one fold and is tested on another, "
             "held out from training and selection"
         )
-    extra = [_words(k, settings[k]) for k in ("per_class", "label_noise") if settings.get(k)]
+    extra = [setting_text(k, settings[k]) for k in ("per_class", "label_noise") if settings.get(k)]
     return words + "".join(f"; {x}" for x in extra)
 
 

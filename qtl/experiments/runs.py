@@ -30,7 +30,7 @@ from qtl.config import (
     row_settings,
 )
 from qtl.data.datasets import recorded_root, split_suffix
-from qtl.experiments.stats import setup_label
+from qtl.experiments.stats import dataset_label, setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
 from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME, default_data_dir
@@ -75,11 +75,7 @@ class Run:
         c, regime = self.model_config, self.train_config.regime
         size = f" {c.circuit.n_qubits}q d{c.circuit.depth}" if c.is_quantum else ""
         size = f" w{c.circuit.n_qubits}" if c.variant == "dressed-classical" else size
-        data = (
-            f" on {self.dataset.rstrip('/').rsplit('/', 1)[-1]}"
-            if self.dataset not in (None, DEFAULT_DATASET)
-            else ""
-        )
+        data = f" on {dataset_label(self.dataset)}" if self.dataset not in (None, DEFAULT_DATASET) else ""
         parts = f" ({regime.label})" if regime != DataRegime() else ""
         return f"{c.variant}{size}{data} seed {self.train_config.seed}{parts}"
 

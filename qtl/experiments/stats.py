@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 from qtl.paths import DEFAULT_DATASET
 
@@ -149,11 +150,8 @@ def _recipe_changes(row: dict) -> list[str]:
 def regime_label(row: dict) -> str:
     """The data regime of a row or cell in words ("" for the dataset's own split, all of it, clean), e.g.
     "kfold-5, 5 per class, 20% label noise"."""
-    parts = [row["split"]] if row.get("split") not in (None, "given") else []
-    if row.get("per_class"):
-        parts.append(f"{row['per_class']} per class")
-    if row.get("label_noise"):
-        parts.append(f"{row['label_noise']:.0%} label noise")
+    parts = [setting_text("split", row["split"])] if row.get("split") not in (None, "given") else []
+    parts += [setting_text(k, row[k]) for k in ("per_class", "label_noise") if row.get(k)]
     return ", ".join(parts)
 
 
@@ -428,7 +426,7 @@ def cell_name(cell: dict, also: str = "") -> str:
         parts.append(f"f{cell['feature_dim']}")
     parts.append(str(cell.get("backbone")))
     if cell.get("dataset") not in (None, DEFAULT_DATASET):  # cells of several datasets stay apart
-        parts.append(f"on {str(cell['dataset']).rstrip('/').rsplit('/', 1)[-1]}")  # a path by its name
+        parts.append(setting_text("dataset", cell["dataset"]))
     if also:
         parts.append(also)
     regime = regime_label(cell)
@@ -455,11 +453,28 @@ def settings_apart(cell_list: list[dict]) -> list[str]:
     ]
 
 
-def _setting(key: str, value) -> str:
+def dataset_label(dataset) -> str:
+    """A dataset as tables name it: a path by its last part, with / or \\ between parts ("data/digits/"
+    and "C:\\data\\digits" are "digits"), a name as it is."""
+    text = str(dataset).rstrip("/\\")
+    return re.split(r"[/\\]", text)[-1] or str(dataset)
+
+
+def setting_text(key: str, value) -> str:
+    """One CELL_KEYS setting in words, e.g. "lr 0.001", "noise-free", "on digits", "given split", "all
+    classes", "5 per class", "clean labels" (a regime setting's default in words too, not "default")."""
+    if key == "split":
+        return "given split" if value in (None, "given") else str(value)
+    if key == "dataset":
+        return f"on {dataset_label(value or DEFAULT_DATASET)}"
+    if key == "n_classes":
+        return "all classes" if value is None else f"{value} classes"
+    if key == "per_class":
+        return "every training image" if value is None else f"{value} per class"
+    if key == "label_noise":
+        return f"{value:.0%} label noise" if value else "clean labels"
     if value is None:
         return "noise-free" if key == "noise" else f"{key} default"
-    if key == "n_classes":
-        return f"{value} classes"
     if key == "weights":
         return f"{value} weights"
     return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
@@ -468,7 +483,7 @@ def _setting(key: str, value) -> str:
 def settings_text(cell: dict, apart: list[str]) -> str:
     """The cell's values of the settings `apart`, e.g. "lr 0.001 epochs 30" or "noise-free" ("" for
     none apart)."""
-    return " ".join(_setting(k, cell.get(k)) for k in apart)
+    return " ".join(setting_text(k, cell.get(k)) for k in apart)
 
 
 def cell_names(cell_list: list[dict], apart: list[str] | None = None) -> list[str]:
