@@ -76,7 +76,7 @@ def test_cli_merge_keeps_kfold_and_given_runs_apart(reports, capsys, caplog):
         ("kfold-5", "linear", 2, "test_acc"),
         ("given", "linear", 1, "val_acc"),
     ]
-    assert "on test_acc where the runs have a test split, else val_acc" in text
+    assert "on test_acc where both cells have it on every paired seed, else val_acc" in text
 
 
 def test_other_epochs_are_another_row(reports):
@@ -152,6 +152,8 @@ def test_rows_from_before_the_regime_columns_are_given_split_runs(reports):
     old = paper_report(old_runs, command="qtl reproduce (old)")
     with_given = merge_reports([old, reports["given"]], command="qtl reproduce --from old.json given.json")
     assert table_rows(with_given) == [("quantum", "", [5, 0]), ("linear", "", [5, 0])]
+    # the comparisons group the runs as the table does: one test of both seeds, not one per report
+    assert comparisons_of(with_given) == [("given", "linear", [0, 5], "val_acc")]
     with_kfold = merge_reports([old, reports["kfold"]], command="qtl reproduce --from old.json kfold.json")
     assert table_rows(with_kfold) == [
         ("quantum", "given split", [5]),
@@ -159,6 +161,99 @@ def test_rows_from_before_the_regime_columns_are_given_split_runs(reports):
         ("linear", "given split", [5]),
         ("linear", "kfold-5", [0, 1]),
     ]
+    assert comparisons_of(with_kfold) == [
+        ("given", "linear", [5], "val_acc"),
+        ("kfold-5", "linear", [0, 1], "test_acc"),
+    ]
+
+
+def test_old_quantum_runs_compare_with_new_controls(reports):
+    """docs/results.md's way to add a variant: merge the old report with new runs. Old quantum runs (no
+    regime columns) merged with new given-split linear runs of the same seed are compared with them, on
+    the given split, as the table pools them."""
+    new = ("split", "n_classes", "per_class", "label_noise", "test_acc", "test_loss", "n_train", "n_test")
+    new += ("reupload", "feature_dim", "recipe", "circuit_options")
+    given = reports["given"]
+    old_quantum = [
+        {**{k: v for k, v in r.items() if k not in new}, "id": f"{r['id']}-old"}
+        for r in given["runs"]
+        if r["variant"] == "quantum"
+    ]
+    new_linear = [r for r in given["runs"] if r["variant"] == "linear"]
+    merged = merge_reports(
+        [paper_report(old_quantum, command="old"), paper_report(new_linear, command="new")], command="merge"
+    )
+    assert table_rows(merged) == [("quantum", "", [0]), ("linear", "", [0])]
+    assert comparisons_of(merged) == [("given", "linear", [0], "val_acc")]
+    (c,) = merged["comparisons"]
+    assert c["diff"] == pytest.approx(old_quantum[0]["val_acc"] - new_linear[0]["val_acc"])
+
+
+def comparisons_of(report: dict) -> list[tuple]:
+    return [(c["quantum"]["split"], c["control"], c["seeds"], c["metric"]) for c in report["comparisons"]]
+
+
+def with_accuracies(runs: list[dict], acc: dict) -> list[dict]:
+    """Copies of `runs` with the (val_acc, test_acc) that `acc` gives each (variant, seed)."""
+    return [{**r, "val_acc": acc[r["variant"], r["seed"]][0], "test_acc": acc[r["variant"], r["seed"]][1]}
+            for r in runs]  # fmt: skip
+
+
+ACC = {  # (val_acc, test_acc): quantum better than linear by 0.035 on val, by 0.095 on test
+    ("quantum", 0): (0.95, 0.81),
+    ("quantum", 1): (0.93, 0.80),
+    ("linear", 0): (0.90, 0.70),
+    ("linear", 1): (0.91, 0.72),
+}
+
+
+def test_a_pair_is_compared_on_test_only_where_both_cells_have_it(reports):
+    """The reviewer's case: quantum runs all with a test accuracy, one linear run without. The pair is
+    compared on val accuracy for both (not quantum's test less linear's val), and says so."""
+    runs = with_accuracies(reports["kfold"]["runs"], {**ACC, ("linear", 1): (0.91, None)})
+    report = paper_report(runs, command="qtl reproduce")
+    assert comparisons_of(report) == [("kfold-5", "linear", [0, 1], "val_acc")]
+    (c,) = report["comparisons"]
+    assert c["diff"] == pytest.approx(0.035)
+    assert "paired by seed on val_acc" in markdown(report)
+    # every run with a test accuracy: on test, for both
+    (c,) = paper_report(with_accuracies(runs, ACC), command="qtl reproduce")["comparisons"]
+    assert (c["metric"], c["diff"]) == ("test_acc", pytest.approx(0.095))
+
+
+def test_each_pair_has_its_own_metric_in_one_family(reports):
+    """A quantum cell with two controls, one with test accuracies on every paired seed and one without
+    on one seed: the first pair is on test, the second on val, each named so, and the p-values are
+    adjusted over both as compared."""
+    runs = with_accuracies(reports["kfold"]["runs"], ACC)
+    dressed = [
+        {
+            **r,
+            "id": f"{r['id']}-d",
+            "variant": "dressed-classical",
+            "val_acc": r["val_acc"] - 0.1 * (1 + r["seed"]),
+        }
+        for r in runs
+        if r["variant"] == "quantum"
+    ]  # val 0.10 and 0.20 below quantum's
+    dressed[0]["test_acc"] = None
+    report = paper_report([*runs, *dressed], command="qtl reproduce")
+    assert [(c["control"], c["metric"], c["n"]) for c in report["comparisons"]] == [
+        ("dressed-classical", "val_acc", 2),
+        ("linear", "test_acc", 2),
+    ]
+    on = {c["control"]: c for c in report["comparisons"]}
+    assert on["dressed-classical"]["diff"] == pytest.approx(0.15)
+    assert on["linear"]["diff"] == pytest.approx(0.095)
+    p = [on["dressed-classical"]["p"], on["linear"]["p"]]
+    assert None not in p
+    from scipy.stats import false_discovery_control
+
+    adjusted = [on["dressed-classical"]["p_adjusted"], on["linear"]["p_adjusted"]]
+    assert adjusted == pytest.approx(list(false_discovery_control(p, method="bh")))
+    text = markdown(report)
+    assert "on test_acc where both cells have it on every paired seed, else val_acc" in text
+    assert ", on val_acc | dressed-classical |" in text and ", on test_acc | linear |" in text
 
 
 def test_from_refuses_options_it_would_ignore(reports, capsys):

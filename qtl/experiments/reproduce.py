@@ -10,7 +10,8 @@ networks", ants vs bees), reproduced: A `quantum`, B `finetuned`, C `linear`, pl
 accuracy, selected on that same split: optimistic by construction, and kept here only beside the
 published numbers. Runs with a held-out test split (`--split kfold`, or a dataset with test/) also
 report the selected epoch's test accuracy, and the report pairs quantum with its controls by seed on
-it (on val accuracy otherwise), with the power of every comparison (`qtl.experiments.stats`).
+it where both have it on every seed paired (on val accuracy otherwise), with the power of every
+comparison (`qtl.experiments.stats`), pairing the runs as the table pools them (`protocol_rows`).
 
 A table row holds the seeds of one variant under one protocol (`protocol_groups`: the data, its split and
 regime, backbone, circuit, lr, epochs and the rest of the recipe): a merged report of runs on the given
@@ -20,21 +21,22 @@ split and on k folds, or of two recipes, has a row for each, named by what sets 
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 
 from qtl.config import VARIANTS
 from qtl.experiments.runs import Outcome, checkpoint_row
 from qtl.experiments.stats import (
+    ALPHA,
     CELL_KEYS,
     EFFECT,
     REGIME_KEYS,
-    cell_key,
+    _verdict,
     cell_name,
     comparison_header,
     comparison_line,
     comparisons,
-    group_cells,
     one_per_run,
     setting_text,
     settings_apart,
@@ -142,12 +144,13 @@ def data_text(settings: dict) -> str:
     return words + "".join(f"; {x}" for x in extra)
 
 
-def summarise_variants(rows: list[dict]) -> list[dict]:
-    """Per variant and protocol (`protocol_groups`, in PAPER_VARIANTS order): what sets the protocol apart
-    (`protocol`, "" where nothing does), seeds, best- and final-epoch val accuracy mean and std, mean
-    training time, parameter counts and the published accuracy."""
+def summarise_variants(rows: list[dict], groups: list[dict] | None = None) -> list[dict]:
+    """Per variant and protocol (`groups`, by default `protocol_groups(rows)`, in PAPER_VARIANTS order):
+    what sets the protocol apart (`protocol`, "" where nothing does), seeds, best- and final-epoch val
+    accuracy mean and std, mean training time, parameter counts and the published accuracy."""
+    groups = protocol_groups(rows) if groups is None else groups
     out = []
-    for g in [g for g in protocol_groups(rows) if g["variant"] in PAPER_VARIANTS]:
+    for g in [g for g in groups if g["variant"] in PAPER_VARIANTS]:
         variant, group = g["variant"], g["rows"]
         best, best_std = _stat(group, "val_acc")
         final, final_std = _stat(group, "final_val_acc")
@@ -182,13 +185,13 @@ def paper_report(
     rows: list[dict], *, command: str, backbone_notice: str | None = None, notes=(), effect: float = EFFECT
 ) -> dict:
     """The JSON report: the command, the machine, the data protocol (`data`, where every run shares it),
-    the summary per variant and protocol, the paired comparisons (on test accuracy where the runs have it,
-    on val accuracy where they have none: `metric` of each, with their power to detect `effect`) and every
-    run's row, each run once (`stats.one_per_run`: a second checkpoint of a run, or a report merged twice,
-    is left out and said in the notes; it counted as more seeds), each seed once per variant and protocol
-    (a second run of it is left out and said). Runs of several protocols (a given-split report merged
-    with a k-fold one, say) are never pooled: each has its own rows, named by what sets them apart, and
-    the notes say so."""
+    the summary per variant and protocol, the paired comparisons (`_comparisons`: of the runs each table
+    row holds, each pair on test accuracy where both its cells have it on every paired seed, else on val
+    accuracy: `metric` of each, with their power to detect `effect`) and every run's row, each run once
+    (`stats.one_per_run`: a second checkpoint of a run, or a report merged twice, is left out and said in
+    the notes; it counted as more seeds), each seed once per variant and protocol (a second run of it is
+    left out and said). Runs of several protocols (a given-split report merged with a k-fold one, say) are
+    never pooled: each has its own rows, named by what sets them apart, and the notes say so."""
     rows, repeats = one_per_run(rows)
     notes = list(notes)
     if repeats:
@@ -209,6 +212,7 @@ def paper_report(
             else:
                 first[r.get("seed")] = r
     rows = [r for r in rows if id(r) not in dropped]
+    groups = protocol_groups(rows)  # the table's rows and the comparisons' cells, of the runs counted
     apart = [k for k in (*REGIME_KEYS, *PROTOCOL_KEYS) if any(k in g["apart"] for g in groups)]
     apart = list(dict.fromkeys(apart))  # the data first
     if apart:
@@ -229,25 +233,64 @@ def paper_report(
         "published_source": PUBLISHED_SOURCE,
         "data": data,
         "notes": notes,
-        "summary": summarise_variants(rows),
+        "summary": summarise_variants(rows, groups),
         "metric": metric,
-        "comparisons": _comparisons(rows, effect),
+        "comparisons": _comparisons(groups, effect),
         "effect": effect,
         "runs": rows,
     }
 
 
-def _comparisons(rows: list[dict], effect: float) -> list[dict]:
-    """`stats.comparisons` on each run's test accuracy where the runs of its cell all have one, else on
-    its val accuracy (a given split without test/): each comparison's `metric` says which. One family for
-    the p-value adjustment."""
-    metric_of = {}
-    for key, members in group_cells(rows).items():
-        metric_of[key] = "test_acc" if all(r.get("test_acc") is not None for r in members) else "val_acc"
-    scored = [{**r, "score": r.get(metric_of[cell_key(r)])} for r in rows]
-    out = comparisons(scored, "score", effect=effect)
+def protocol_rows(groups: list[dict]) -> list[dict]:
+    """The groups' rows (`protocol_groups`), each with what its group records filled in: the UNRECORDED
+    regime of a row from before the regime columns, a setting other rows of its group record, and a data
+    setting no row of its group records (n_classes: a run from before that column trained on every class,
+    which new rows record as a count) where every other group of the same data records one value of it.
+    The rows of one group (one table row) share one `stats.cell_key`, and rows of two groups never do, so
+    that `stats.comparisons` pairs the runs as the table pools them: old quantum runs with new controls."""
+    out = []
+    for g in groups:
+        mine = dict(g["settings"])
+        for k in [k for k in REGIME_KEYS if k not in mine]:
+            values = {
+                h["settings"][k] for h in groups if k in h["settings"] and _same_data(h["settings"], mine)
+            }
+            if len(values) == 1:
+                (mine[k],) = values
+        out += [{**r, **mine} for r in g["rows"]]
+    return out
+
+
+def _same_data(a: dict, b: dict) -> bool:
+    """Whether settings `a` and `b` are of one data regime: equal on every REGIME_KEYS setting both record."""
+    return all(a[k] == b[k] for k in REGIME_KEYS if k in a and k in b)
+
+
+def _comparisons(groups: list[dict], effect: float, alpha: float = ALPHA) -> list[dict]:
+    """`stats.comparisons` of the groups' runs (`protocol_rows`), each pair on its runs' test accuracy
+    where both its cells have one on every seed they pair, else on their val accuracy (a given split
+    without test/, a run from before test_acc was recorded): each comparison's `metric` says which. The
+    p-values are adjusted (Benjamini-Hochberg) over the comparisons as made: one family."""
+    from scipy import stats
+
+    rows = [r for r in protocol_rows(groups) if r.get("val_acc") is not None]
+    on_val = comparisons(rows, "val_acc", alpha, effect)
+    # The same cells, so the same pairs, in the same order, on test accuracy: a run without one scores
+    # NaN, and so does the difference of a pair with such a run on a seed it pairs.
+    nan = [{**r, "test_acc": math.nan if r.get("test_acc") is None else r["test_acc"]} for r in rows]
+    on_test = comparisons(nan, "test_acc", alpha, effect)
+    out = []
+    for test, val in zip(on_test, on_val, strict=True):
+        whole = test["diff"] is not None and not math.isnan(test["diff"])
+        out.append({**(test if whole else val), "metric": "test_acc" if whole else "val_acc"})
+    tested = [c for c in out if c["p"] is not None]  # the family: each pair's p on its own metric
+    adjusted = stats.false_discovery_control([c["p"] for c in tested], method="bh") if tested else []
+    for c, q in zip(tested, adjusted, strict=True):
+        c["p_adjusted"] = float(q)
     for c in out:
-        c["metric"] = metric_of[tuple(c["quantum"][k] for k in CELL_KEYS)]
+        c["p_adjusted"] = c["p_adjusted"] if c["p"] is not None else None
+        c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
+        c["verdict"] = _verdict(c, alpha)
     return out
 
 
@@ -313,7 +356,9 @@ def markdown(report: dict) -> str:
         comps = report["comparisons"]
         metrics = {c.get("metric", report.get("metric", "val_acc")) for c in comps}
         mixed = len(metrics) > 1
-        on = "test_acc where the runs have a test split, else val_acc" if mixed else metrics.pop()
+        on = (
+            "test_acc where both cells have it on every paired seed, else val_acc" if mixed else metrics.pop()
+        )
         lines += ["", f"Quantum vs its controls, paired by seed on {on} (quantum - control):", ""]
         lines += comparison_header(report.get("effect", EFFECT))
         apart = settings_apart([c["quantum"] for c in comps])
