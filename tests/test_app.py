@@ -432,6 +432,26 @@ class TestExperiments:
         assert list(comps["vs"]) == ["dressed-classical", "linear"] and set(comps["seeds"]) == {2}
         assert all(comps["verdict"].str.len() > 0)
         assert (app_env / "models" / "results.db").is_file()
+        # the dataset changes: the same sweep trains its done runs again on the images there now, and says so
+        added = app_env / "tiny" / "train" / "cats" / "added.png"
+        shutil.copyfile(added.with_name("cats_0.png"), added)
+        try:
+            at.text_input(key="exp_name").set_value("page-sweep")
+            at.multiselect(key="exp_qubits").set_value([2])
+            at.multiselect(key="exp_depths").set_value([1])
+            at.multiselect(key="exp_seeds").set_value([0, 1])
+            at.number_input(key="exp_epochs").set_value(1)
+            at.button[0].click().run()
+            job = ui_module().runner().get(at.session_state["exp_job_id"])
+            assert job.wait(120), "the sweep did not finish"
+            snap = job.snapshot()
+            assert snap.state == "done" and (snap.result.changed, snap.result.done) == (6, 6), snap.error
+            at.run()
+            assert "6 run(s) trained, 0 already done, 0 failed, 6 of them again on the dataset's changed" in (
+                texts(at.success)
+            )
+        finally:
+            added.unlink()
 
     def test_shipped_width_study_shows_accuracy_against_width(self, app_env):
         """docs/wide.db, the width study of docs/wide.md, is browsable read-only: its 50 runs, and the

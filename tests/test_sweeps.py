@@ -779,9 +779,13 @@ class TestCommandLine:
             (after,) = results.rows("s")
             assert after["n_train"] == before["n_train"] + 1
             assert results.recorded_data([after["id"]]) == {after["id"]: file_listing_id(data)}
+        shutil.copy(data / "val" / "dogs" / "dogs_0.png", data / "val" / "dogs" / "more.png")
+        report = run_sweep(load_spec(spec), db, rerun_changed=True)  # as the app runs sweeps
+        assert (report.changed, report.done, report.skipped) == (1, 1, 0)
         with sqlite3.connect(db) as raw:  # as a database written before the listing was kept
             raw.execute("UPDATE runs SET config = json_remove(config, '$.data')")
         (data / "train" / "cats" / "added.png").unlink()
+        (data / "val" / "dogs" / "more.png").unlink()
         capsys.readouterr()
         assert cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
         assert "1 runs, 1 done, 0 to run" in capsys.readouterr().out

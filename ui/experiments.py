@@ -121,7 +121,9 @@ def submit_sweep(spec, db: Path) -> bool:
     from qtl.experiments.sweeps import sweep_work
 
     machine = {"num_workers": 0}  # no forking inside the web server
-    work = sweep_work(spec, db, machine=machine, models_dir=session_dir())
+    # runs done on images the dataset no longer lists train again here (said when it finishes): the app's
+    # user changed the data and asks for results on it; the CLI stops and asks (--rerun-changed)
+    work = sweep_work(spec, db, machine=machine, models_dir=session_dir(), rerun_changed=True)
     return server_jobs.submit(f"sweep {spec.name}", work, "exp_job_id", "Sweep")
 
 
@@ -147,6 +149,7 @@ def _render(job_id: int) -> None:
         r = snap.result
         st.success(
             f"{r.name}: {r.done} run(s) trained, {r.skipped} already done, {r.failed} failed"
+            + (f", {r.changed} of them again on the dataset's changed images" if r.changed else "")
             + (", stopped early" if r.stopped else "")
         )
         if st.session_state.get("exp_job_done") != snap.id:  # once: show the new results below

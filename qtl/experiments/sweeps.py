@@ -44,6 +44,7 @@ class SweepReport:
     planned: int  # distinct runs in the spec
     skipped: int  # already done before this call
     earlier: int = 0  # runs the sweep held from an earlier spec under its name, not in this one
+    changed: int = 0  # done runs trained again: their dataset lists other images now (rerun_changed)
     done: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -135,7 +136,9 @@ def run_sweep(
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
         todo = [r for r in runs if status.get(r.id) != "done" or r.id in changed]
-        report = SweepReport(spec.name, len(runs), len(runs) - len(todo), earlier=earlier)
+        report = SweepReport(
+            spec.name, len(runs), len(runs) - len(todo), earlier=earlier, changed=len(changed)
+        )
         observer.planned(spec, runs, todo, earlier)
         if todo and backend != "local":
             warm_features(todo, observer)
