@@ -9,7 +9,7 @@ from conftest import make_image_folder, run_cli
 
 from qtl.config import DataRegime
 from qtl.data.features import FeatureSet
-from qtl.data.feed import check_regime, regime_features
+from qtl.data.feed import check_regime, labels_listed, regime_features
 from qtl.data.protocol import partition
 
 LABELS = np.repeat(np.arange(3), [40, 30, 25])  # 95 images of 3 unequal classes
@@ -90,12 +90,17 @@ class TestEarlyChecks:
         root = make_image_folder(tmp_path / "d")
         argv = ["-q", "train", "linear", "--data", root, "--random-init", "--models-dir", tmp_path / "m"]
         code, _, err = run_cli(capsys, *argv, "--classes", "3")
-        assert code != 0 and "keeps 3 classes, but the dataset has 2" in err and "Traceback" not in err
+        assert code == 1 and err.strip() == "qtl: error: the regime keeps 3 classes, but the dataset has 2"
         code, _, err = run_cli(capsys, *argv, "--per-class", "9")
-        assert code != 0 and "per_class = 9 needs 9 training images" in err
+        assert code == 1 and err.count("\n") == 1 and "per_class = 9 needs 9 training images" in err
         assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
 
-    def test_sweep_dry_run_names_the_runs_that_would_fail(self, tmp_path, capsys):
+    def test_sweep_dry_run_names_the_runs_that_would_fail(self, tmp_path, capsys, monkeypatch):
+        """Each run that would fail is named with its reason; the dataset is listed once for them all."""
+        import qtl.experiments.sweeps as sweeps
+
+        listed = []
+        monkeypatch.setattr(sweeps, "labels_listed", lambda root: listed.append(root) or labels_listed(root))
         root = make_image_folder(tmp_path / "tiny")
         spec = tmp_path / "spec.toml"
         spec.write_text(
@@ -112,6 +117,7 @@ class TestEarlyChecks:
             "this run's training part: choose per_class <= 6"
         )
         assert len(lines) == 4 and not (tmp_path / "r.db").exists()
+        assert len(listed) == 1
 
 
 def feature_set(n: int, start: int, views: int = 0) -> FeatureSet:

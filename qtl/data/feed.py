@@ -514,14 +514,21 @@ class Selection(torch.utils.data.Dataset):
         return self.transform(image), self.targets[index]
 
 
-def check_regime(root: str | Path, regime: DataRegime, seed: int) -> None:
+def labels_listed(root: str | Path) -> tuple[dict[str, list[int]], list[str]]:
+    """({split: the class index of each image file}, class names) from the dataset's file listing."""
+    listed = {split: ImageFolderDataset(root, split, verify=False) for split in present_splits(root)}
+    return {k: ds.targets for k, ds in listed.items()}, listed["train"].classes
+
+
+def check_regime(root: str | Path, regime: DataRegime, seed: int, listing=None) -> None:
     """Raise `partition`'s ValueError where the dataset at `root` cannot serve `regime` with `seed`
     (more classes than it has, too few images of a class for the folds or the few-shot draw), from its
-    file listing alone: before a run spends minutes extracting features."""
+    file listing alone: before a run spends minutes extracting features. listing: `labels_listed(root)`
+    where the caller checks many runs of one dataset."""
     if regime == DataRegime():
         return
-    listed = {split: ImageFolderDataset(root, split, verify=False) for split in present_splits(root)}
-    _parts({k: ds.targets for k, ds in listed.items()}, regime, seed, listed["train"].classes)
+    labels, classes = listing or labels_listed(root)
+    _parts(labels, regime, seed, classes)
 
 
 def regime_images(

@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtl.config import DataRegime
 from qtl.data.features import extract_features
-from qtl.data.feed import check_regime, feature_needs
+from qtl.data.feed import check_regime, feature_needs, labels_listed
 from qtl.data.folders import DatasetError, file_listing_id
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.executors import Done, execute
@@ -209,10 +210,15 @@ def regime_refusals(runs: list[Run]) -> dict[str, str]:
     """Run id -> why its dataset cannot serve its data regime (`check_regime`: too many classes, too few
     images of a class for the folds or the few-shot draw), for the runs that would fail on it; runs whose
     dataset is not here yet (downloaded when they run) are not checked."""
-    refused = {}
+    refused, listings = {}, {}
     for run in runs:
+        root, tc = run.machine.data_dir, run.train_config
+        if tc.regime == DataRegime():  # the dataset's own splits: nothing to check
+            continue
         try:
-            check_regime(run.machine.data_dir, run.train_config.regime, run.train_config.seed)
+            if root not in listings:  # one listing per dataset, however many runs
+                listings[root] = labels_listed(root)
+            check_regime(root, tc.regime, tc.seed, listings[root])
         except DatasetError:
             continue
         except ValueError as e:
