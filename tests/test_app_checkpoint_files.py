@@ -15,49 +15,16 @@ import pathlib
 from pathlib import Path
 
 import pyarrow
-import pytest
-from conftest import REPO, make_image_folder
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
 
-APP = str(REPO / "app.py")
-ENV_KEYS = (
-    "QTL_DATA_DIR",
-    "QTL_MODELS_DIR",
-    "QTL_PRETRAINED",
-    "QTL_DEMO",
-    "QTL_OFFLINE",
-    "QTL_AUTOLOAD",
-    "QTL_RESULTS_DB",
-)
 SHIPPED_NAME = "linear-resnet18-imagenet-s0.pt"  # a shipped-looking name
 HISTORY = [
     {"epoch": e, "train_loss": 0.7 - 0.1 * e, "train_acc": 0.5 + 0.1 * e, "val_loss": 0.8 - 0.1 * e,
      "val_acc": 0.5 + 0.05 * e}
     for e in (1, 2)
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def app_env(tmp_path_factory):
-    """A tiny dataset, an empty models/, random init, offline, nothing autoloaded; restored afterwards."""
-    root = tmp_path_factory.mktemp("ckptfiles")
-    old = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update(
-        QTL_DATA_DIR=str(make_image_folder(root / "tiny")),
-        QTL_MODELS_DIR=str(root / "models"),
-        QTL_RESULTS_DB=str(root / "results.db"),
-        QTL_PRETRAINED="0",
-        QTL_OFFLINE="1",
-        QTL_AUTOLOAD="0",
-    )
-    os.environ.pop("QTL_DEMO", None)
-    yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def make_checkpoint(path: Path, seed: int = 0, history=HISTORY) -> Path:
@@ -75,22 +42,6 @@ def make_checkpoint(path: Path, seed: int = 0, history=HISTORY) -> Path:
     return save_checkpoint(path, build_model(mc), mc, history=history, metrics=metrics)
 
 
-def app(page: str, state: dict | None = None) -> AppTest:
-    """The app after one run of `page`, with session state preset from `state`."""
-    at = AppTest.from_file(APP, default_timeout=90)
-    for k, v in (state or {}).items():
-        at.session_state[k] = v
-    at.run()
-    if page != "overview":
-        at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(e.value for e in elements)
-
-
 def png(color=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (48, 40), color).save(buf, format="PNG")
@@ -106,7 +57,7 @@ def every_run_table(at: AppTest):
 
 
 class TestDelete:
-    def test_a_read_only_folder_offers_no_delete(self, app_env, monkeypatch):
+    def test_a_read_only_folder_offers_no_delete(self, app_env, monkeypatch):  # noqa: F811
         """A models folder that takes no changes: Delete is disabled and says why.
 
         The folder is made read-only with chmod. Root writes past permissions (and `os.access` says so),
@@ -133,7 +84,7 @@ class TestDelete:
         finally:
             models.chmod(0o755)
 
-    def test_a_delete_the_disk_refuses_keeps_the_model_and_says_why(self, app_env, monkeypatch):
+    def test_a_delete_the_disk_refuses_keeps_the_model_and_says_why(self, app_env, monkeypatch):  # noqa: F811
         """The folder looked writable, but removing the file fails (a mount turned read-only since, an
         immutable file): one st.error line, no traceback, the file and its loaded model stay.
 
@@ -161,7 +112,7 @@ class TestDelete:
 
 
 class TestUploads:
-    def test_an_upload_named_like_a_shipped_checkpoint_hides_no_model(self, app_env, monkeypatch):
+    def test_an_upload_named_like_a_shipped_checkpoint_hides_no_model(self, app_env, monkeypatch):  # noqa: F811
         """Demo: another linear checkpoint uploaded under a shipped one's file name is stored under a free
         name, and Compare and Classify show both models, each with its own answers."""
         shipped = make_checkpoint(app_env / "shipped" / SHIPPED_NAME, seed=0)
@@ -195,7 +146,7 @@ class TestUploads:
             "linear-resnet18-imagenet-s0-2",
         ]
 
-    def test_two_loaded_files_of_one_name_both_show(self, app_env):
+    def test_two_loaded_files_of_one_name_both_show(self, app_env):  # noqa: F811
         """Files of one name in two folders, both loaded: neither hides the other; the later is "(2)"."""
         first = make_checkpoint(app_env / "one" / "same.pt", seed=0).resolve()
         second = make_checkpoint(app_env / "two" / "same.pt", seed=1).resolve()
@@ -206,7 +157,7 @@ class TestUploads:
             [str(first), str(second)]
         )
 
-    def test_an_upload_that_does_not_load_leaves_no_file(self, app_env, tmp_path):
+    def test_an_upload_that_does_not_load_leaves_no_file(self, app_env, tmp_path):  # noqa: F811
         """A valid checkpoint whose ImageNet weights are not here (offline) is rejected, and removed: no
         file stays listed, and uploading it again adds none (no X-2.pt, X-3.pt ...)."""
         import torch
@@ -229,7 +180,7 @@ class TestUploads:
             assert not list(models.glob("r18*")) and at.session_state["loaded"] == []
             assert not at.dataframe  # nothing listed
 
-    def test_upload_names_keep_letters_of_any_script(self, app_env, tmp_path):
+    def test_upload_names_keep_letters_of_any_script(self, app_env, tmp_path):  # noqa: F811
         """A name in another script keeps its letters; separators, "..", a leading dot, control characters
         and symbols still go."""
         from qtl.models.store import safe_name
@@ -256,7 +207,7 @@ class TestUploads:
 
 
 class TestCurves:
-    def test_a_history_without_train_loss_is_drawn_and_said(self, app_env):
+    def test_a_history_without_train_loss_is_drawn_and_said(self, app_env):  # noqa: F811
         """Compare with a checkpoint whose history has no train_loss / train_acc (hand-made or older):
         the val curves are drawn, the chart says in one line what is not recorded, and nothing fails."""
         partial = [
