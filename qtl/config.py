@@ -12,7 +12,12 @@ the command line builds its choices and defaults from it without importing torch
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 from qtl.quantum.circuit import CircuitConfig
@@ -71,11 +76,82 @@ DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 OPTIMIZERS = ("adam", "sgd")
 
 
+@functools.cache
+def engine_names() -> tuple[str, ...]:
+    """The engines this machine has: ENGINES, then every other installed PennyLane device (the
+    `pennylane.plugins` entry points PennyLane itself looks devices up in; no PennyLane import)."""
+    from importlib.metadata import entry_points
+
+    devices = {e.name for e in entry_points(group="pennylane.plugins")}
+    return (*ENGINES, *sorted(devices - set(ENGINES)))
+
+
+def check_engine_name(name: str) -> str:
+    """`name` if it names an engine this machine has (`engine_names`), else ValueError listing them."""
+    if isinstance(name, str) and name in engine_names():
+        return name
+    raise ValueError(f"engine {name!r} is no engine here; choose from: {', '.join(engine_names())}")
+
+
 def check_variant(variant: str) -> str:
     """Return `variant` if it is known (a model or a kernel baseline), else raise ValueError listing them."""
     if variant not in RUN_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(RUN_VARIANTS)}")
     return variant
+
+
+# ---- checks every config makes of its fields: one ValueError naming the field
+
+
+def _whole(name: str, value, least: int, most: int | None = None, *, none: bool = False) -> None:
+    """ValueError unless `value` is an int (a bool is none here) from `least` to `most` (None too where
+    `none`)."""
+    if value is None and none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < least
+        or (most is not None and value > most)
+    ):
+        span = f"from {least} to {most}" if most is not None else f"of at least {least}"
+        raise ValueError(f"{name} must be a whole number {span}{' or None' if none else ''}, got {value!r}")
+
+
+def _real(name: str, value, ok: Callable[[float], bool], rule: str, *, none: bool = False) -> None:
+    """ValueError unless `value` is a finite int or float (not a bool, NaN or inf) for which `ok` holds
+    (`rule` says which in words, e.g. "above 0"), or None where `none`."""
+    if value is None and none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not ok(value)
+    ):
+        rule = f" {rule}" if rule else ""
+        raise ValueError(f"{name} must be a finite number{rule}{' or None' if none else ''}, got {value!r}")
+
+
+def _flag(name: str, value) -> None:
+    """ValueError unless `value` is True or False: a string such as "no" is not taken for True."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+_STORED = contextvars.ContextVar("qtl_config_stored", default=False)
+
+
+@contextmanager
+def _stored() -> Iterator[None]:
+    """While reading a stored config (`ModelConfig.from_dict`: checkpoints, results databases), what
+    depends on this machine (an engine's PennyLane plugin) and the settings a variant never reads are
+    left to be checked where they are used: a checkpoint or a row written elsewhere still reads here."""
+    token = _STORED.set(True)
+    try:
+        yield
+    finally:
+        _STORED.reset(token)
 
 
 def _from_dict(cls, d: dict, what: str, ignore: frozenset = frozenset()):
@@ -108,28 +184,73 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
+        check_backbone_name(self.backbone)
+        _flag("pretrained", self.pretrained)
+        self._check_class_names()
+        if isinstance(self.circuit, dict):
+            object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
+        if not isinstance(self.circuit, CircuitConfig):
+            raise ValueError(f"circuit must be a CircuitConfig (or its dict), got {self.circuit!r}")
+        _flag("circuit hadamard", self.circuit.hadamard)
+        if self.noise is None or isinstance(self.noise, dict):  # None: written before noise existed
+            object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
+        if not isinstance(self.noise, NoiseConfig):
+            raise ValueError(f"noise must be a NoiseConfig (or its dict), got {self.noise!r}")
+        self._check_simulation()
         if self.feature_dim is not None:
-            if (
-                isinstance(self.feature_dim, bool)
-                or not isinstance(self.feature_dim, int)
-                or self.feature_dim < 1
-            ):
-                raise ValueError(
-                    f"feature_dim must be a positive whole number or None, got {self.feature_dim!r}"
-                )
+            _whole("feature_dim", self.feature_dim, 1, none=True)
             if self.variant not in FROZEN_VARIANTS:
                 raise ValueError(
                     f"feature_dim reduces cached features: frozen heads only, not {self.variant!r}"
                 )
-        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
-        if len(self.class_names) == 1:
-            raise ValueError(f"a classifier needs at least 2 class names, got {list(self.class_names)}")
-        if isinstance(self.circuit, dict):
-            object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
-        if self.noise is None or isinstance(self.noise, dict):  # None: written before noise existed
-            object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
         if self.is_quantum and self.engine == NATIVE and self.circuit.reupload and not self.noise.is_ideal:
             raise ValueError(NO_NOISY_REUPLOAD)  # said by the form and the spec, before any training
+        if self.is_quantum and self.engine == MPS and not self.noise.is_ideal:  # said before any training
+            raise ValueError(
+                "the MPS engine simulates exact pure states, without noise or shots, and this model asks "
+                f"for {self.noise.label()}: give engine 'native' (density matrices) or a PennyLane device"
+            )
+
+    def _check_class_names(self) -> None:
+        """Class names: a list or tuple (never one string, which would split into letters) of distinct,
+        non-empty names, stored as a tuple of strings; none (fit takes the dataset's) or at least 2."""
+        names = self.class_names
+        if isinstance(names, str) or not isinstance(names, list | tuple):
+            raise ValueError(f"class_names must be a list or tuple of names, got {names!r}")
+        names = tuple(str(c) for c in names)
+        if any(not c.strip() for c in names):
+            raise ValueError(f"class names must not be empty, got {list(names)}")
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise ValueError(f"class names must be distinct, {', '.join(map(repr, repeated))} repeats")
+        if len(names) == 1:
+            raise ValueError(f"a classifier needs at least 2 class names, got {list(names)}")
+        object.__setattr__(self, "class_names", names)
+
+    def _check_simulation(self) -> None:
+        """The quantum head's simulation settings: an engine this machine has, a known diff method,
+        shots and bond of at least 1 (or None), a finite non-negative initial spread. A stored config
+        (`from_dict`) has only those its model reads checked, its engine need not be installed here and
+        its spread need only be finite."""
+        stored = _STORED.get()
+        used = used_settings(self.variant, self.engine) if stored else None
+        if used is None or "engine" in used:
+            if not stored:
+                check_engine_name(self.engine)
+            elif not isinstance(self.engine, str) or not self.engine:
+                raise ValueError(f"engine must be an engine's name, got {self.engine!r}")
+        if (used is None or "diff_method" in used) and self.diff_method not in DIFF_METHODS:
+            raise ValueError(
+                f"diff_method must be one of {', '.join(DIFF_METHODS)}, got {self.diff_method!r}"
+            )
+        if used is None or "shots" in used:
+            _whole("shots", self.shots, 1, none=True)
+        if used is None or "max_bond" in used:
+            _whole("max_bond", self.max_bond, 1, none=True)
+        if used is None:
+            _real("q_delta", self.q_delta, lambda x: x >= 0, "of at least 0")
+        elif "q_delta" in used:  # a trained head's spread is history: any finite one it was made with
+            _real("q_delta", self.q_delta, lambda x: True, "")
 
     @property
     def frozen(self) -> bool:
@@ -170,14 +291,102 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """A stored config (`to_dict()` output, as checkpoints and results databases keep it): checked as
+        one built here, except that its engine need not be installed here (building it says so), nor
+        need a classical variant's unused simulation settings be valid (`_stored`)."""
         d = dict(d)
         if isinstance(d.get("circuit"), dict):
             d["circuit"] = CircuitConfig.from_dict(d["circuit"])
         if isinstance(d.get("noise"), dict):  # absent in checkpoints written before noise existed: ideal
             d["noise"] = NoiseConfig.from_dict(d["noise"])
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
-        return _from_dict(cls, d, "model")
+        with _stored():
+            return _from_dict(cls, d, "model")
+
+
+# ---- which settings a variant reads
+
+SETTINGS = (
+    "engine", "diff_method", "shots", "max_bond", "q_delta",
+    "circuit.n_qubits", "circuit.depth", "circuit.entangler", "circuit.rotation", "circuit.hadamard",
+    "circuit.reupload",
+    "noise.depolarizing", "noise.amplitude_damping", "noise.phase_damping", "noise.depolarizing_2q",
+    "noise.amplitude_damping_2q", "noise.phase_damping_2q", "noise.readout", "noise.shots", "noise.seed",
+)  # fmt: skip
+"""A `ModelConfig`'s settings that only some variants (or engines) read, as `used_settings` names them."""
+
+SETTING_FLAGS = {
+    "engine": "--engine", "diff_method": "--diff-method", "max_bond": "--max-bond", "q_delta": "--q-delta",
+    "circuit.n_qubits": "--qubits", "circuit.depth": "--depth", "circuit.entangler": "--entangler",
+    "circuit.rotation": "--rotation", "circuit.hadamard": "--no-hadamard", "circuit.reupload": "--reupload",
+    "noise.depolarizing": "--depolarizing", "noise.depolarizing_2q": "--depolarizing",
+    "noise.amplitude_damping": "--amplitude-damping", "noise.amplitude_damping_2q": "--amplitude-damping",
+    "noise.phase_damping": "--phase-damping", "noise.phase_damping_2q": "--phase-damping",
+    "noise.readout": "--readout", "noise.shots": "--shots", "noise.seed": "--noise-seed",
+}  # fmt: skip
+"""The command line's option for each of SETTINGS (`check_settings_apply` names them so); `shots`, the
+PennyLane engines' own, has none."""
+
+_CIRCUIT = frozenset(s for s in SETTINGS if s.startswith("circuit."))
+_NOISE = frozenset(s for s in SETTINGS if s.startswith("noise."))
+
+
+def used_settings(variant: str, engine: str = NATIVE) -> frozenset[str]:
+    """Those of SETTINGS a `variant` model on `engine` reads: a quantum head every circuit and noise
+    setting, the initial spread and its engine, and the engine's own options (max_bond: mps; diff_method
+    and shots: PennyLane devices); the quantum kernel its circuit's states (its weights are zero and it
+    always re-uploads, so rotation and reupload change nothing); dressed-classical and rbf-svm the width
+    (n_qubits) alone; linear and finetuned none."""
+    if variant in QUANTUM_VARIANTS:
+        own = {"max_bond"} if engine == MPS else set() if engine == NATIVE else {"diff_method", "shots"}
+        return frozenset({"engine", "q_delta", *_CIRCUIT, *_NOISE, *own})
+    if variant == "quantum-kernel":
+        return frozenset({"circuit.n_qubits", "circuit.depth", "circuit.entangler", "circuit.hadamard"})
+    if variant in ("dressed-classical", "rbf-svm"):
+        return frozenset({"circuit.n_qubits"})
+    return frozenset()
+
+
+def _setting(model: ModelConfig, name: str):
+    value = model
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def unused_settings(model: ModelConfig) -> list[str]:
+    """Those of SETTINGS that `model` sets apart from its variant's defaults but never reads (in
+    SETTINGS order): e.g. ["noise.shots", "engine"] for a linear model given shots and an engine."""
+    default, used = ModelConfig(model.variant), used_settings(model.variant, model.engine)
+    return [s for s in SETTINGS if s not in used and _setting(model, s) != _setting(default, s)]
+
+
+def check_settings_apply(model: ModelConfig, names: Mapping[str, str] = SETTING_FLAGS) -> ModelConfig:
+    """`model` if it reads every setting it sets apart from its variant's defaults (`unused_settings`),
+    else one ValueError naming them as `names` does (the command line's options by default; a setting
+    without a name there by its own), e.g. "linear has no quantum circuit: --engine, --shots do not
+    apply". Not part of `ModelConfig`'s own checks: runs of several variants share one model's settings
+    (a sweep's dressed-classical rows record its quantum rows' engine), so only a command that trains
+    one variant (`qtl train`) refuses them."""
+    raw = unused_settings(model)
+    unused = list(dict.fromkeys(names.get(s, s) for s in raw))  # both depolarizing strengths: one option
+    if not unused:
+        return model
+    v, verb = model.variant, "does" if len(unused) == 1 else "do"
+    if v in QUANTUM_VARIANTS:  # only an engine's own options can go unread
+        only = [f"{names.get(s, s)} on engine 'mps' only" for s in raw if s == "max_bond"]
+        only += [f"{names.get(s, s)} on PennyLane devices only" for s in raw if s in ("diff_method", "shots")]
+        raise ValueError(
+            f"{v} runs on engine {model.engine!r}: {', '.join(unused)} {verb} not apply ({'; '.join(only)})"
+        )
+    if v == "quantum-kernel":
+        why = f"{v} takes its circuit's states, exactly, on the native engine"
+    elif used_settings(v):
+        why = (
+            f"{v} has no quantum circuit ({names.get('circuit.n_qubits', 'circuit.n_qubits')} sets its width)"
+        )
+    else:
+        why = f"{v} has no quantum circuit"
+    raise ValueError(f"{why}: {', '.join(unused)} {verb} not apply")
 
 
 # ---- the data a run sees
@@ -206,8 +415,7 @@ class DataRegime:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{name} must be a whole number of at least {least} or None, got {value!r}")
-        if not 0 <= self.label_noise < 1:
-            raise ValueError(f"label_noise must lie in [0, 1), got {self.label_noise}")
+        _real("label_noise", self.label_noise, lambda x: 0 <= x < 1, "in [0, 1)")
 
     @property
     def split_label(self) -> str:
@@ -290,6 +498,10 @@ def circuit_label(model: ModelConfig) -> str | None:
 # ---- the recipe
 
 
+SEED_LIMIT = 2**32
+"""Seeds run from 0 to SEED_LIMIT - 1: numpy's and scikit-learn's generators, which draw the splits, take
+no others."""
+
 MACHINE_KEYS = frozenset({"device", "data", "num_workers", "cache_dir", "cpu_threads"})
 """Machine settings that checkpoints written before `MachineConfig` existed kept in their train config."""
 
@@ -316,19 +528,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.regime is None or isinstance(self.regime, dict):  # None: written before regimes existed
             object.__setattr__(self, "regime", DataRegime.from_dict(self.regime))
+        if not isinstance(self.regime, DataRegime):
+            raise ValueError(f"regime must be a DataRegime (or its dict), got {self.regime!r}")
         for name in ("epochs", "batch_size", "step_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            _whole(name, getattr(self, name), 1)
+        _whole("views", self.views, 0)
+        _whole("seed", self.seed, 0, SEED_LIMIT - 1)  # numpy and sklearn take no other seeds
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.lr > 0 or (self.backbone_lr is not None and not self.backbone_lr > 0):
-            raise ValueError(
-                f"learning rates must be positive, got lr={self.lr}, backbone_lr={self.backbone_lr}"
-            )
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.views < 0:
-            raise ValueError(f"views must not be negative, got {self.views}")
+        for name in ("lr", "backbone_lr"):
+            value = getattr(self, name)
+            if value is None and name == "backbone_lr":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValueError(f"learning rates must be finite numbers above 0, got {name}={value!r}")
+        _real("momentum", self.momentum, lambda x: 0 <= x < 1, "in [0, 1)")
+        _real("gamma", self.gamma, lambda x: 0 < x <= 1, "in (0, 1]")
+        for name in ("augment", "freeze_batchnorm", "shuffle"):
+            _flag(name, getattr(self, name))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -392,7 +609,5 @@ class MachineConfig:
         for name in ("device", "data_dir", "cache_dir"):  # plain strings (paths, torch.device) stay JSON-safe
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must not be negative, got {self.num_workers}")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads must be at least 1 (or None), got {self.cpu_threads}")
+        _whole("num_workers", self.num_workers, 0)
+        _whole("cpu_threads", self.cpu_threads, 1, none=True)

@@ -1,0 +1,249 @@
+"""Configs refuse what they cannot mean (NaN, a string for a flag, 2.5 epochs, an engine this machine lacks)
+in one ValueError naming the field, yet read every config stored before."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import torch
+from conftest import REPO, make_image_folder, run_cli
+
+from qtl.config import (
+    MachineConfig,
+    ModelConfig,
+    TrainConfig,
+    check_settings_apply,
+    engine_names,
+    unused_settings,
+)
+from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.noise import NoiseConfig
+
+NAN, INF = float("nan"), float("inf")
+
+
+# ---- the configs' own checks
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("q_delta", NAN),
+        ("q_delta", INF),
+        ("q_delta", -1.0),
+        ("q_delta", "big"),
+        ("pretrained", "no"),
+        ("pretrained", 1),
+        ("class_names", "ab"),
+        ("class_names", ("a", "a")),
+        ("class_names", ("a", "")),
+        ("class_names", ("a", " ")),
+        ("circuit", 5),
+        ("circuit", CircuitConfig(hadamard="no")),
+        ("engine", "nonsense"),
+        ("engine", None),
+        ("diff_method", "bogus"),
+        ("max_bond", 0),
+        ("max_bond", 2.5),
+        ("shots", -5),
+        ("shots", 0),
+        ("shots", True),
+        ("noise", "ideal"),
+        ("backbone", "nonsense"),
+        ("feature_dim", 1.5),
+    ],
+)
+def test_model_config_refuses(field, value):
+    """Each bad value is one ValueError naming its field, when the config is made."""
+    name = {"circuit": "circuit|hadamard", "class_names": "class"}.get(field, field)
+    with pytest.raises(ValueError, match=name):
+        ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lr", NAN),
+        ("lr", INF),
+        ("lr", "0.1"),
+        ("lr", True),
+        ("backbone_lr", NAN),
+        ("backbone_lr", INF),
+        ("momentum", NAN),
+        ("momentum", -0.1),
+        ("momentum", 5),
+        ("gamma", NAN),
+        ("gamma", INF),
+        ("epochs", 2.5),
+        ("epochs", "3"),
+        ("epochs", True),
+        ("batch_size", 1.5),
+        ("step_size", 2.0),
+        ("views", 1.5),
+        ("seed", 1.5),
+        ("seed", "0"),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("seed", False),
+        ("augment", "no"),
+        ("shuffle", "no"),
+        ("freeze_batchnorm", "x"),
+        ("freeze_batchnorm", 0),
+        ("regime", 5),
+    ],
+)
+def test_train_config_refuses(field, value):
+    """NaN and inf rates, strings for flags, fractional or string counts, seeds numpy cannot take."""
+    name = "learning rates" if field.endswith("lr") else field
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_workers", 1.5),
+        ("num_workers", "2"),
+        ("num_workers", True),
+        ("cpu_threads", 1.5),
+        ("cpu_threads", "4"),
+    ],
+)
+def test_machine_config_refuses(field, value):
+    with pytest.raises(ValueError, match=field):
+        MachineConfig(**{field: value})
+
+
+def test_good_values_still_pass():
+    """Ints where floats belong, the largest seed, a PennyLane device installed here, bond and shots of 1."""
+    TrainConfig(lr=1, momentum=0, gamma=1, seed=2**32 - 1, backbone_lr=1e-5)
+    ModelConfig(q_delta=0, class_names=["a", "b"], max_bond=1, shots=1, engine="default.qubit")
+    ModelConfig(engine=engine_names()[-1])
+    assert ModelConfig(class_names=["a", "b"]).class_names == ("a", "b")
+    MachineConfig(num_workers=0, cpu_threads=None)
+
+
+def test_mps_with_shots_says_shots():
+    """The MPS engine refuses shots alone in words about shots, not about noise channels."""
+    with pytest.raises(ValueError, match="100 shots") as caught:
+        ModelConfig(engine="mps", noise=NoiseConfig(shots=100))
+    assert "dep" not in str(caught.value)
+    with pytest.raises(ValueError, match="dep 0.1"):
+        ModelConfig("hybrid", engine="mps", noise=NoiseConfig(depolarizing=0.1))
+    # a classical variant never builds the engine: a sweep's rows record the quantum runs' settings
+    ModelConfig("linear", engine="mps", noise=NoiseConfig(shots=100))
+
+
+# ---- stored configs still read
+
+
+def test_stored_configs_read_where_they_are_not_used():
+    """A stored config's engine need not be installed here (building it says so), and a classical model's
+    simulation settings, never read, are kept as recorded: checkpoints and rows written elsewhere read."""
+    quantum = {**ModelConfig().to_dict(), "engine": "some.plugin.device"}
+    assert ModelConfig.from_dict(quantum).engine == "some.plugin.device"
+    linear = {
+        **ModelConfig("linear").to_dict(),
+        "engine": "x",
+        "q_delta": NAN,
+        "max_bond": 0,
+        "diff_method": "spsa",
+    }
+    assert ModelConfig.from_dict(linear).max_bond == 0
+    native = {**ModelConfig().to_dict(), "max_bond": 0, "diff_method": "spsa"}  # native reads neither
+    assert ModelConfig.from_dict(native).diff_method == "spsa"
+    with pytest.raises(ValueError, match="engine"):
+        ModelConfig(**{**linear, "circuit": CircuitConfig(), "noise": NoiseConfig()})
+    with pytest.raises(ValueError, match="q_delta must be a finite number, got nan"):  # read, so checked
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "q_delta": NAN})
+    assert ModelConfig.from_dict({**ModelConfig().to_dict(), "q_delta": -0.5}).q_delta == -0.5  # trained so
+    with pytest.raises(ValueError, match="class_names"):
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "class_names": "ab"})
+
+
+def _stored_configs():
+    """(where, model dict, train dict or None) of every shipped checkpoint and docs/*.db run."""
+    out = []
+    for path in sorted((REPO / "models").glob("*.pt")) + sorted((REPO / "tests" / "data").glob("*.pt")):
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        out.append((path.name, payload["model_config"], payload.get("train_config")))
+    for db in sorted((REPO / "docs").glob("*.db")):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            for run_id, config in con.execute("SELECT id, config FROM runs"):
+                config = json.loads(config)
+                out.append((f"{db.name}:{run_id}", config["model"], config["train"]))
+    return out
+
+
+def test_every_shipped_config_reads():
+    """Every checkpoint in models/ and tests/data/ and every run of docs/study.db and docs/wide.db."""
+    stored = _stored_configs()
+    assert len(stored) > 1000
+    for where, model, train in stored:
+        mc = ModelConfig.from_dict(model)
+        assert (mc.variant, mc.engine, mc.q_delta) == (model["variant"], model["engine"], model["q_delta"]), (
+            where
+        )
+        if train is not None:
+            TrainConfig.from_dict(train)
+
+
+# ---- settings a variant never reads (for `qtl train`)
+
+
+def test_settings_a_linear_model_never_reads():
+    mc = ModelConfig("linear", engine="mps", circuit=CircuitConfig(9), noise=NoiseConfig(shots=100))
+    assert unused_settings(mc) == ["engine", "circuit.n_qubits", "noise.shots"]
+    with pytest.raises(
+        ValueError, match=r"^linear has no quantum circuit: --engine, --qubits, --shots do not"
+    ):
+        check_settings_apply(mc)
+
+
+def test_settings_each_variant_reads():
+    """The width is the dressed layer's; the kernel reads its circuit but no spread; defaults pass."""
+    for variant in (
+        "quantum",
+        "hybrid",
+        "linear",
+        "finetuned",
+        "dressed-classical",
+        "rbf-svm",
+        "quantum-kernel",
+    ):
+        assert check_settings_apply(ModelConfig(variant)) == ModelConfig(variant)
+    assert unused_settings(ModelConfig("dressed-classical", circuit=CircuitConfig(9))) == []
+    assert unused_settings(ModelConfig("quantum-kernel", q_delta=0.5, circuit=CircuitConfig(9))) == [
+        "q_delta"
+    ]
+    assert unused_settings(ModelConfig("quantum", max_bond=3, engine="mps", noise=NoiseConfig())) == []
+    with pytest.raises(ValueError, match="--max-bond does not apply"):
+        check_settings_apply(ModelConfig("quantum", max_bond=3))
+
+
+# ---- the command line says it in one line
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("tiny"), per_split=(2, 1))
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--seed", "-1"], "seed must be a whole number from 0"),
+        (["--lr", "inf"], "learning rates must be finite numbers above 0, got lr=inf"),
+        (["--q-delta", "nan"], "q_delta must be a finite number"),
+        (["--engine", "mps", "--shots", "100"], "100 shots"),
+    ],
+)
+def test_cli_refuses_in_one_line(capsys, tmp_path, tiny_folder, flags, said):
+    code, _, err = run_cli(
+        capsys, "train", "quantum", "--random-init", "--data", tiny_folder, "--out", tmp_path / "q.pt", *flags
+    )
+    assert code != 0
+    assert err.strip().count("\n") == 0 and err.startswith("qtl: error: ") and said in err, err
+    assert not (tmp_path / "q.pt").exists()
