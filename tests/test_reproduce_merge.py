@@ -270,3 +270,5 @@ def test_from_refuses_options_it_would_ignore(reports, capsys):
     )
     assert not out.exists()
     assert main([*argv, "--effect", "0.05"]) == 0 and out.exists()  # what a merge uses is taken
+    made_by = json.loads(out.with_suffix(".json").read_text())["command"]  # the command given, not pytest's
+    assert made_by.startswith("qtl -q reproduce --from ") and made_by.endswith("--effect 0.05")

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
     program: this process is the `qtl` program's own (see `run`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: a report names its own command
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

@@ -518,7 +518,7 @@ def cmd_compare(args, bar: ProgressBar) -> int:
     return 0
 
 
-MERGE_OPTIONS = {"command", "debug", "quiet", "merge", "out", "json", "effect", "models_dir"}
+MERGE_OPTIONS = {"command", "argv", "debug", "quiet", "merge", "out", "json", "effect", "models_dir"}
 """What `qtl reproduce --from` uses: it trains and loads nothing, so every other option would be ignored."""
 
 
@@ -541,7 +541,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir, portable
 
-    command = portable("qtl " + " ".join(sys.argv[1:]) if sys.argv[1:] else "qtl reproduce")
+    command = portable("qtl " + " ".join(map(str, args.argv)))
     directory = Path(args.models_dir) if args.models_dir else models_dir()
     md_path = Path(args.out) if args.out else directory / f"paper-{time.strftime('%Y%m%d-%H%M%S')}.md"
     json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
