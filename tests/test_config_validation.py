@@ -1,9 +1,14 @@
 """Configs refuse what they cannot mean (NaN, a string for a flag, 2.5 epochs, an engine this machine lacks)
-in one ValueError naming the field, yet read every config stored before."""
+in one ValueError naming the field, yet read every config stored before; `fit` checks its arguments
+(callbacks, given features) before any work, stops a run whose loss is NaN without keeping that epoch,
+warns that a kernel SVM writes no checkpoint, and leaves the caller's random stream as it found it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import math
 import sqlite3
 
 import pytest
@@ -16,12 +21,18 @@ from qtl.config import (
     TrainConfig,
     check_settings_apply,
     engine_names,
+    recipe,
     unused_settings,
 )
+from qtl.data.features import FeatureSet
+from qtl.models.checkpoint import load_checkpoint
+from qtl.models.variants import build_model
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.noise import NoiseConfig
+from qtl.training.fit import Callback, Diverged, fit
 
 NAN, INF = float("nan"), float("inf")
+CLASSES = ["cats", "dogs"]
 
 
 # ---- the configs' own checks
@@ -247,3 +258,154 @@ def test_cli_refuses_in_one_line(capsys, tmp_path, tiny_folder, flags, said):
     assert code != 0
     assert err.strip().count("\n") == 0 and err.startswith("qtl: error: ") and said in err, err
     assert not (tmp_path / "q.pt").exists()
+
+
+# ---- fit's arguments
+
+
+def synthetic(n=16, width=512, classes=CLASSES, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    return FeatureSet(torch.randn(n, width, generator=g) + labels[:, None], labels, ["p"] * n, list(classes))
+
+
+def pair(**train):
+    return synthetic(**train), synthetic(seed=1)
+
+
+LINEAR = ModelConfig("linear", pretrained=False)
+QUICK = dataclasses.replace(recipe("linear"), epochs=1, augment=False, views=0)
+
+
+def test_fit_continues_the_callers_random_stream():
+    """fit seeds torch's generator for its own work, then gives the caller's state back."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(LINEAR, QUICK, features=pair())
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(5)  # and the run itself is still seeded by its recipe
+    a = fit(LINEAR, QUICK, features=pair()).model.head.weight
+    b = fit(LINEAR, QUICK, features=pair()).model.head.weight
+    assert torch.equal(a, b)
+
+
+def test_fit_of_a_kernel_warns_that_nothing_is_written(tmp_path, caplog):
+    path = tmp_path / "kern.pt"
+    with caplog.at_level(logging.WARNING, logger="qtl.training.fit"):
+        result = fit(
+            ModelConfig("quantum-kernel", pretrained=False),
+            recipe("quantum-kernel"),
+            features=pair(),
+            checkpoint_path=path,
+        )
+    assert result.checkpoint_path is None and not path.exists()
+    assert (
+        "a kernel SVM has no checkpoint, so nothing is written to" in caplog.text and "kern.pt" in caplog.text
+    )
+
+
+class Count(Callback):
+    def __init__(self):
+        self.batches = self.epochs = 0
+
+    def on_batch_end(self, progress):
+        self.batches += 1
+
+    def on_epoch_end(self, progress):
+        self.epochs += 1
+
+
+def test_fit_takes_one_callback():
+    cb = Count()
+    fit(LINEAR, QUICK, features=pair(), callbacks=cb)
+    assert cb.epochs == 1 and cb.batches > 0
+
+
+@pytest.mark.parametrize("callbacks", [5, [Count(), "log"], [object()]])
+def test_fit_refuses_other_callbacks_at_once(callbacks, monkeypatch):
+    """Before any work: the dataset is never opened."""
+    import qtl.training.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "open_dataset", lambda *a, **k: pytest.fail("opened the dataset"))
+    with pytest.raises(TypeError, match="callbacks must be"):
+        fit(LINEAR, QUICK, callbacks=callbacks)
+
+
+def _set(fs, **changes):
+    return dataclasses.replace(fs, **changes)
+
+
+@pytest.mark.parametrize(
+    "features, said",
+    [
+        (
+            (_set(synthetic(), labels=torch.zeros(10, dtype=torch.long)), synthetic()),
+            "16 feature rows but labels",
+        ),
+        ((_set(synthetic(), paths=[]), synthetic()), "16 feature rows but 0 paths"),
+        ((synthetic(), synthetic(classes=("x", "y"))), "val's classes"),
+        ((synthetic(width=16), synthetic(width=16)), "16 wide, but the model's head takes the 512"),
+        ((synthetic(width=16), synthetic()), "val is 512 wide and train 16"),
+        ((synthetic(classes=("a",)), synthetic(classes=("a",))), "at least 2 classes"),
+        ((synthetic(n=0), synthetic()), "train holds no images"),
+        ((_set(synthetic(), features=torch.full((16, 512), NAN)), synthetic()), "NaN or infinite"),
+        ((synthetic(), _set(synthetic(), features=torch.full((16, 512), INF))), "val holds NaN or infinite"),
+        ((_set(synthetic(), labels=torch.full((16,), 5)), synthetic()), "label 5 is no class index"),
+        ((_set(synthetic(), labels=torch.full((16,), -1)), synthetic()), "label -1 is no class index"),
+        ((synthetic(),), "a \\(train, val\\) or"),
+    ],
+)
+def test_fit_checks_given_features(features, said):
+    with pytest.raises(ValueError, match=said):
+        fit(LINEAR, QUICK, features=features)
+
+
+# ---- a loss that is not finite stops the run
+
+
+def _nan_head(model):
+    with torch.no_grad():
+        model.head.weight.fill_(NAN)
+
+
+def test_a_nan_loss_stops_the_run_and_writes_no_checkpoint(tmp_path):
+    mc = dataclasses.replace(LINEAR, class_names=tuple(CLASSES))
+    model = build_model(mc)
+    _nan_head(model)
+    path = tmp_path / "nan.pt"
+    with pytest.raises(
+        Diverged, match=r"training diverged at epoch 1: the train loss is nan; lower the"
+    ) as caught:
+        fit(LINEAR, QUICK, features=pair(), model=model, checkpoint_path=path)
+    assert "--lr, now 0.001" in str(caught.value) and "no checkpoint was written" in str(caught.value)
+    assert not path.exists()
+
+
+class Poison(Callback):
+    """NaN weights after epoch `after`: the next epoch's loss is NaN."""
+
+    def __init__(self, model, after=1):
+        self.model, self.after = model, after
+
+    def on_epoch_end(self, progress):
+        if progress.epoch == self.after:
+            _nan_head(self.model)
+
+
+def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path):
+    mc = dataclasses.replace(LINEAR, class_names=tuple(CLASSES))
+    model = build_model(mc)
+    path = tmp_path / "kept.pt"
+    tc = dataclasses.replace(QUICK, epochs=3)
+    with pytest.raises(Diverged, match="at epoch 2") as caught:
+        fit(LINEAR, tc, features=pair(), model=model, checkpoint_path=path, callbacks=[Poison(model)])
+    assert f"{path} keeps epoch 1, the best before it" in str(caught.value)
+    kept = load_checkpoint(path)
+    assert kept.metrics["epoch"] == 1 and math.isfinite(kept.metrics["train_loss"])
+    assert all(torch.isfinite(p).all() for p in kept.model.head.parameters())
+    assert len(kept.history) == 1
+
+
+def test_diverged_is_a_value_error_for_the_command_line():
+    assert issubclass(Diverged, ValueError)  # the CLI prints ValueErrors as "qtl: error: ..."

@@ -19,7 +19,8 @@ features instead, with C and the kernel width chosen on val.
 Progress goes to `Callback`s (the CLI's progress bar and the app use the same ones). A run stops early
 when a callback raises `Cancelled` or the `stop` event is set; `fit` then returns with `cancelled=True`.
 The checkpoint is rewritten atomically after every epoch that improves val accuracy, so a cancelled or
-crashed run leaves the last good checkpoint intact.
+crashed run leaves the last good checkpoint intact. An epoch whose loss is NaN or infinite stops the run
+with `Diverged` (a ValueError) before it can be kept.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 class Cancelled(Exception):
     """Raised (by a callback, or by `fit` when `stop` is set) to end a run early."""
+
+
+class Diverged(ValueError):
+    """Raised by `fit` when an epoch's training or val loss is not finite (NaN or inf): the weights are
+    lost, so the run stops there. A checkpoint it wrote keeps the best epoch before it."""
 
 
 @dataclass
@@ -148,7 +155,7 @@ def fit(
     train_config: TrainConfig,
     machine: MachineConfig | None = None,
     *,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Callback | Sequence[Callback] = (),
     checkpoint_path: str | Path | None = None,
     features: tuple | None = None,
     model: Classifier | None = None,
@@ -160,19 +167,61 @@ def fit(
     model_config: the architecture; empty class_names are filled from the dataset.
     train_config: the recipe (see `qtl.config.recipe`).
     machine: where the data and feature cache are, the device, workers and threads (default: auto).
-    callbacks: receive `Progress` after every batch and epoch; may raise `Cancelled`.
-    checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement.
-    features: frozen variants only: a (train, val) pair of FeatureSets (features (N, F) or (V, N, F),
-        labels (N,), classes) used instead of extracting them from the dataset at `machine.data_dir`.
+    callbacks: a `Callback`, or a sequence of them: each receives `Progress` after every batch and epoch
+        and may raise `Cancelled`.
+    checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement
+        (a kernel SVM has no checkpoint: a warning says that nothing is written).
+    features: frozen variants only: a (train, val) or (train, val, test) tuple of FeatureSets (features
+        (N, F) or (V, N, F), labels (N,), N paths, the same classes and width F as the backbone's, all
+        finite) used instead of extracting them from the dataset at `machine.data_dir`; ValueError for
+        any that is not so, before training.
     model: start from this model (e.g. fixed initial weights) instead of building a fresh one.
     stop: anything with `is_set()` (a threading.Event); checked after every batch.
     progress: passed to feature extraction and dataset download (progress reporting while preparing).
+
+    Raises `Diverged` (a ValueError) when an epoch's loss is NaN or inf: no checkpoint of that epoch is
+    written; one written before keeps the best epoch before it.
+
+    Randomness: fit seeds torch's global generator with `train_config.seed` (the head's initialisation,
+    dropout and the like) and restores the caller's generator state when it returns, so the caller's own
+    random stream goes on as if fit had not run (the CPU's and, where in use, the CUDA devices'). Since
+    that generator is one per process, fits running at once in threads of one process draw from it in
+    turn and are not reproducible; run them in processes (`qtl sweep --backend processes`).
     """
     tc, machine = train_config, machine or MachineConfig()
     device = resolve_device(machine.device)
-    if features is not None and not model_config.frozen:
-        raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
+    callbacks = _as_callbacks(callbacks)
+    if features is not None:
+        if not model_config.frozen:
+            raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
+        _check_features(features)
+    if model_config.is_kernel and checkpoint_path is not None:
+        log.warning(
+            "%s: a kernel SVM has no checkpoint, so nothing is written to %s (its scores are in the "
+            "returned FitResult)",
+            model_config.variant,
+            checkpoint_path,
+        )
+        checkpoint_path = None
+    with torch.random.fork_rng(devices=_rng_devices(device)):
+        return _fit(
+            model_config, tc, machine, device, callbacks, checkpoint_path, features, model, stop, progress
+        )
 
+
+def _fit(
+    model_config: ModelConfig,
+    tc: TrainConfig,
+    machine: MachineConfig,
+    device: torch.device,
+    callbacks: tuple[Callback, ...],
+    checkpoint_path: str | Path | None,
+    features: tuple | None,
+    model: Classifier | None,
+    stop: StopFlag | None,
+    progress: Callable | None,
+) -> FitResult:
+    """`fit`'s work, its arguments checked, inside its fork of torch's random state."""
     # ---- dataset: its classes (the first `tc.regime.classes` of them) are the model's outputs;
     # checkpoints record where it came from
     if features is None:
@@ -196,6 +245,11 @@ def fit(
             mc, backbone=shared_backbone(mc.backbone, mc.pretrained, device=device) if mc.frozen else None
         )
     model = model.to(device)
+    if features is not None and features[0].features.shape[-1] != model.in_features:
+        raise ValueError(
+            f"features= are {features[0].features.shape[-1]} wide, but the model's head takes the "
+            f"{model.in_features} features of {mc.backbone}: extract them with that backbone"
+        )
     # a cache miss runs the model's own frozen backbone when fit() built it (a given model's may differ
     # from the weights the cache key names), else one backbone loaded on the first miss and then reused
     backbone = (
@@ -217,6 +271,9 @@ def fit(
         backbone=backbone,
     )
     sizes = {"n_train": len(feed.train.y), "n_val": len(feed.val.y)}
+    for split, n in sizes.items():
+        if not n:  # e.g. a regime that keeps no training image
+            raise ValueError(f"nothing to train on: this run's {split[2:]} split holds no images")
     if mc.is_kernel:  # fitted once, C and width chosen on val
         return dataclasses.replace(_fit_kernel(model, mc, tc, feed, callbacks, sizes), dataset=dataset)
     optimizer = make_optimizer(model, tc)
@@ -267,6 +324,7 @@ def fit(
                 "time_s": time.perf_counter() - t0,
                 **norms.epoch(),
             }
+            _check_finite(row, tc, best)  # before a NaN epoch could be kept or checkpointed
             history.append(row)
             warning = norms.warning(row)
             if warning and not warned:  # once per run: the rows keep every epoch's norms
@@ -293,6 +351,109 @@ def fit(
     test = _test_metrics(feed.test) if best.epoch is not None else {}
     best.record(history, {**test, **sizes})
     return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset)
+
+
+def _as_callbacks(callbacks) -> tuple[Callback, ...]:
+    """One callback, or a sequence of them, as a tuple; TypeError now, before any work, for anything else
+    (a callback needs both hooks: `on_batch_end` and `on_epoch_end`)."""
+    if callbacks is None:
+        return ()
+    hooks = ("on_batch_end", "on_epoch_end")
+    if any(hasattr(callbacks, h) for h in hooks):
+        callbacks = (callbacks,)
+    try:
+        callbacks = tuple(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a Callback or a list of them, got {callbacks!r}") from None
+    for cb in callbacks:
+        if not all(callable(getattr(cb, h, None)) for h in hooks):
+            raise TypeError(f"callbacks must be Callbacks (on_batch_end and on_epoch_end), got {cb!r}")
+    return callbacks
+
+
+_SPLITS = ("train", "val", "test")
+
+
+def _check_features(features) -> None:
+    """ValueError, one line, unless `features` is a (train, val) or (train, val, test) tuple of
+    FeatureSets that each hold at least one image, as many labels and paths as feature rows, labels that
+    index their classes, finite values of one width, and the same classes as train."""
+    if not isinstance(features, list | tuple) or len(features) not in (2, 3):
+        got = f"{len(features)} of them" if isinstance(features, list | tuple) else type(features).__name__
+        raise ValueError(
+            f"features= takes a (train, val) or (train, val, test) tuple of FeatureSets, got {got}"
+        )
+    train = features[0]
+    for split, fs in zip(_SPLITS, features, strict=False):
+        x, y = getattr(fs, "features", None), getattr(fs, "labels", None)
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ValueError(f"features= {split}: a FeatureSet of tensors, got {type(fs).__name__}")
+        if x.dim() not in (2, 3) or not x.is_floating_point():
+            raise ValueError(
+                f"features= {split}: features must be floats, (N, F) or (V, N, F), got {x.dtype} "
+                f"{tuple(x.shape)}"
+            )
+        n = x.shape[-2]
+        if y.dim() != 1 or len(y) != n:
+            raise ValueError(f"features= {split}: {n} feature rows but labels of shape {tuple(y.shape)}")
+        if len(fs.paths) != n:
+            raise ValueError(f"features= {split}: {n} feature rows but {len(fs.paths)} paths")
+        if not n:
+            raise ValueError(f"features= {split} holds no images")
+        if len(fs.classes) < 2:
+            raise ValueError(
+                f"features= {split}: a classifier needs at least 2 classes, got {list(fs.classes)}"
+            )
+        if list(fs.classes) != list(train.classes):
+            raise ValueError(
+                f"features= {split}'s classes {list(fs.classes)} differ from train's {list(train.classes)}"
+            )
+        if x.shape[-1] != train.features.shape[-1]:
+            raise ValueError(
+                f"features= {split} is {x.shape[-1]} wide and train {train.features.shape[-1]}: every split "
+                "takes the features of one backbone"
+            )
+        whole = not y.is_floating_point() or torch.equal(y, y.round())
+        if not whole or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(
+                f"features= {split}: labels must be class indices (whole numbers), got {y.dtype}"
+            )
+        bad = (y < 0) | (y >= len(fs.classes))
+        if bad.any():
+            raise ValueError(
+                f"features= {split}: label {y[bad][0].item():g} is no class index (0 to {len(fs.classes) - 1}"
+                f" for {list(fs.classes)})"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"features= {split} holds NaN or infinite values")
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose random state `fit` forks: `torch.manual_seed` seeds them all, so every one,
+    where the run uses CUDA or the caller has CUDA started; none for a CPU run in a CPU process."""
+    if device.type == "cuda" or torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+def _check_finite(row: dict, tc: TrainConfig, best: _BestEpoch) -> None:
+    """`Diverged` when this epoch's train or val loss is NaN or infinite: its weights are lost, and no
+    later epoch can recover them. Said with the learning rates and what became of the checkpoint."""
+    for which in ("train", "val"):
+        value = row[f"{which}_loss"]
+        if math.isfinite(value):
+            continue
+        lrs = f"--lr, now {tc.lr:g}" + (f"; --backbone-lr, now {tc.backbone_lr:g}" if tc.backbone_lr else "")
+        if best.saved is not None:
+            kept = f"; {best.saved} keeps epoch {best.epoch}, the best before it"
+        elif best.path is not None:
+            kept = "; no checkpoint was written"
+        else:
+            kept = ""
+        raise Diverged(
+            f"training diverged at epoch {row['epoch']}: the {which} loss is {value}; lower the learning "
+            f"rate ({lrs}){kept}"
+        )
 
 
 def _test_metrics(batches, with_loss: bool = True) -> dict:
