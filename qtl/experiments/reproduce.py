@@ -32,7 +32,7 @@ from qtl.experiments.stats import (
     CELL_KEYS,
     EFFECT,
     REGIME_KEYS,
-    _verdict,
+    adjust,
     cell_name,
     comparison_header,
     comparison_line,
@@ -271,8 +271,6 @@ def _comparisons(groups: list[dict], effect: float, alpha: float = ALPHA) -> lis
     where both its cells have one on every seed they pair, else on their val accuracy (a given split
     without test/, a run from before test_acc was recorded): each comparison's `metric` says which. The
     p-values are adjusted (Benjamini-Hochberg) over the comparisons as made: one family."""
-    from scipy import stats
-
     rows = [r for r in protocol_rows(groups) if r.get("val_acc") is not None]
     on_val = comparisons(rows, "val_acc", alpha, effect)
     # The same cells, so the same pairs, in the same order, on test accuracy: a run without one scores
@@ -283,14 +281,7 @@ def _comparisons(groups: list[dict], effect: float, alpha: float = ALPHA) -> lis
     for test, val in zip(on_test, on_val, strict=True):
         whole = test["diff"] is not None and not math.isnan(test["diff"])
         out.append({**(test if whole else val), "metric": "test_acc" if whole else "val_acc"})
-    tested = [c for c in out if c["p"] is not None]  # the family: each pair's p on its own metric
-    adjusted = stats.false_discovery_control([c["p"] for c in tested], method="bh") if tested else []
-    for c, q in zip(tested, adjusted, strict=True):
-        c["p_adjusted"] = float(q)
-    for c in out:
-        c["p_adjusted"] = c["p_adjusted"] if c["p"] is not None else None
-        c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
-        c["verdict"] = _verdict(c, alpha)
+    adjust(out, alpha)  # the family: each pair's p on its own metric
     return out
 
 

@@ -293,7 +293,6 @@ def comparisons(
     alpha), verdict, and the power analysis at the measured noise (the std of the paired differences):
     effect, power (to detect `effect` with these seeds), seeds_needed (for POWER), detectable (the
     difference these seeds detect with POWER)."""
-    from scipy import stats
 
     groups = group_cells([r for r in rows if r.get(metric) is not None])
     cell_list = [
@@ -308,21 +307,30 @@ def comparisons(
             match = _control(cell, control, cell_list)
             if match is not None:
                 out.append({"quantum": cell, "control": control, **paired(seeds, match)})
-    tested = [c for c in out if c["p"] is not None]
-    if tested:
-        adjusted = stats.false_discovery_control([c["p"] for c in tested], method="bh")
-        for c, q in zip(tested, adjusted, strict=True):
-            c["p_adjusted"] = float(q)
+    adjust(out, alpha)
     for c in out:
-        c.setdefault("p_adjusted", None)
-        c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
-        c["verdict"] = _verdict(c, alpha)
         sd = c["diff_std"]
         c["effect"] = effect
         c["power"] = power(c["n"], effect, sd, alpha) if sd and sd > EXACT else None
         c["seeds_needed"] = seeds_needed(effect, sd, alpha=alpha) if sd and sd > EXACT else None
         c["detectable"] = detectable(c["n"], sd, alpha=alpha) if sd and sd > EXACT else None
     return out
+
+
+def adjust(comps: list[dict], alpha: float = ALPHA) -> None:
+    """Set each comparison's p_adjusted (Benjamini-Hochberg over those with a p-value: one family),
+    significant (p_adjusted < alpha) and verdict, in place."""
+    from scipy import stats
+
+    tested = [c for c in comps if c["p"] is not None]
+    adjusted = stats.false_discovery_control([c["p"] for c in tested], method="bh") if tested else []
+    for c in comps:
+        c["p_adjusted"] = None
+    for c, q in zip(tested, adjusted, strict=True):
+        c["p_adjusted"] = float(q)
+    for c in comps:
+        c["significant"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha
+        c["verdict"] = _verdict(c, alpha)
 
 
 def _control(cell: dict, control: str, cell_list: list) -> dict | None:
