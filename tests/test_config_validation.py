@@ -409,3 +409,24 @@ def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path):
 
 def test_diverged_is_a_value_error_for_the_command_line():
     assert issubclass(Diverged, ValueError)  # the CLI prints ValueErrors as "qtl: error: ..."
+
+
+def test_train_refuses_settings_its_variant_never_reads(capsys, tmp_path):
+    """`qtl train linear --shots 100 --engine mps --qubits 9` trained a linear head and kept the three
+    unused settings in its checkpoint, unsaid: refused in one line, before any data is read or written."""
+    out = tmp_path / "m"
+    argv = ["train", "linear", "--shots", 100, "--engine", "mps", "--qubits", 9, "--random-init"]
+    code, _, err = run_cli(capsys, *argv, "--data", tmp_path / "none", "--models-dir", out)
+    assert code == 1
+    assert (
+        err.strip() == "qtl: error: linear has no quantum circuit: --engine, --qubits, --shots do not apply"
+    )
+    assert not out.exists()
+
+
+def test_planned_kernel_runs_keep_no_checkpoint_path():
+    """compare and reproduce plan kernel SVMs with no checkpoint path (fit warned once per kernel run)."""
+    from qtl.experiments.runs import plan_runs
+
+    runs = plan_runs(["rbf-svm", "quantum-kernel", "linear"], ModelConfig("quantum"), [0], "models")
+    assert [r.checkpoint_path is None for r in runs] == [True, True, False]

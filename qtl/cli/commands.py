@@ -31,7 +31,14 @@ from qtl.cli.output import (
     write_rows,
 )
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
-from qtl.config import DEFAULT_BACKBONE, FROZEN_VARIANTS, DataRegime, MachineConfig, ModelConfig
+from qtl.config import (
+    DEFAULT_BACKBONE,
+    FROZEN_VARIANTS,
+    DataRegime,
+    MachineConfig,
+    ModelConfig,
+    check_settings_apply,
+)
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.training.fit import resolve_device
@@ -240,6 +247,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
     from qtl.training.fit import fit
 
     _check_new_checkpoint(args)
+    check_settings_apply(_model_config(args, args.variant))  # --shots on linear: said, not kept unused
     root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path

@@ -175,8 +175,8 @@ def plan_runs(
         mc = dataclasses.replace(base, variant=variant)
         for seed in seeds:
             tc = recipe_for(variant, seed=int(seed), epochs=epochs, **(overrides or {}))
-            path = Path(directory) / checkpoint_name(mc, int(seed), stamp)
-            runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))
+            path = None if mc.is_kernel else Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))  # a kernel SVM keeps none
     return runs
 
 
