@@ -90,7 +90,7 @@ def check_engine_name(name: str) -> str:
     """`name` if it names an engine this machine has (`engine_names`), else ValueError listing them."""
     if isinstance(name, str) and name in engine_names():
         return name
-    raise ValueError(f"engine {name!r} is no engine here; choose from: {', '.join(engine_names())}")
+    raise ValueError(f"{name!r} is no engine here; choose from: {', '.join(engine_names())}")
 
 
 def check_variant(variant: str) -> str:

@@ -233,14 +233,12 @@ def _checked(axis: str, value, where: str):
         except ValueError as exc:
             raise SpecError(f"'backbone' in {where}: {exc}") from None
     if axis == "engine":  # native, mps, or a PennyLane device this machine has
-        from importlib.metadata import entry_points
+        from qtl.config import check_engine_name
 
-        from qtl.config import ENGINES
-
-        devices = {e.name for e in entry_points(group="pennylane.plugins")}
-        if value not in ENGINES and value not in devices:
-            choices = ", ".join([*ENGINES, *sorted(devices - set(ENGINES))])
-            raise SpecError(f"'engine' in {where}: {value!r} is no engine here; choose from: {choices}")
+        try:
+            check_engine_name(value)
+        except ValueError as exc:
+            raise SpecError(f"'engine' in {where}: {exc}") from None
     return value
 
 
