@@ -267,6 +267,8 @@ class MPSEngine(nn.Module):
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, `config.weight_shape` weights -> (B, n) <Z_i>, dtype and device of `angles`."""
         state, mats = self._simulate(angles, weights, self._simulated, stacked=self.real)
+        if not len(angles):  # an empty batch (its inputs checked): no values, as every engine gives
+            return angles.new_zeros((0, self.n_qubits))
         if isinstance(state, tuple):  # a real chain's stacked sites: the strings in closed form
             values = mps_strings.expectations(*state, self._string_plan)
         elif self.peeled_strings:
@@ -280,13 +282,18 @@ class MPSEngine(nn.Module):
 
     def parity(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights -> (B,) <Z (x) Z (x) ... (x) Z>, the global parity, differentiable."""
-        return _parity(self.sites(angles, weights)).to(angles.dtype)
+        sites = self.sites(angles, weights)
+        if not len(angles):  # an empty batch
+            return angles.new_zeros(0)
+        return _parity(sites).to(angles.dtype)
 
     def expvals_and_parity(
         self, angles: torch.Tensor, weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, n) <Z_i> and (B,) parity of one simulation of the whole circuit (both differentiable)."""
         sites = self.sites(angles, weights)
+        if not len(angles):  # an empty batch
+            return angles.new_zeros((0, self.n_qubits)), angles.new_zeros(0)
         return _z_expvals(sites).to(angles.dtype), _parity(sites).to(angles.dtype)
 
     def sites(self, angles: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
@@ -302,6 +309,9 @@ class MPSEngine(nn.Module):
         stacked simulation runs with uniform bonds, the even and odd sites' stacks (`_brickwall.simulate`)."""
         n = self.n_qubits
         batch, device, real_dtype, dtype = forward_setup(self, angles, weights, whole=whole)
+        if not batch:  # an empty batch: no samples' sites (every method answers with no values, as native)
+            self.last_discarded = torch.zeros(0, dtype=real_dtype, device=device)
+            return [torch.zeros((0, 1, 2, 1), dtype=dtype, device=device) for _ in range(n)], None
         v, mats = self._matrices(angles, weights.to(device=device, dtype=real_dtype).reshape(-1), dtype)
         if self._stacked[count]:  # exact: nothing discarded
             self.last_discarded = torch.zeros(batch, dtype=real_dtype, device=device)

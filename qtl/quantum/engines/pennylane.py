@@ -15,6 +15,8 @@ unsupported choice is a ValueError before training starts rather than a failure 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import warnings
 from dataclasses import replace
@@ -98,6 +100,24 @@ def build_qnode(
     return qnode, method
 
 
+def make_device(name: str, wires: int, seed: int | None = None):
+    """`qml.device(name, wires=wires)`, its shot sampler seeded by `seed` where the device takes one
+    (default.qubit, default.mixed, lightning.qubit, ...: then a fresh device draws the same shots for the
+    same executions; PennyLane's default seeds each device from NumPy's global generator)."""
+    if seed is not None and _takes_seed(name):
+        return qml.device(name, wires=wires, seed=seed)
+    return qml.device(name, wires=wires)
+
+
+@functools.cache
+def _takes_seed(name: str) -> bool:
+    """Whether the installed PennyLane device `name` takes a `seed` argument."""
+    try:
+        return "seed" in inspect.signature(qml.plugin_devices[name].load()).parameters
+    except Exception:  # not installed, or a plugin that fails to load: qml.device says why
+        return False
+
+
 def _smoke_test(
     config: CircuitConfig, device: str, diff_method: str, shots: int | None, noise: NoiseConfig | None
 ) -> None:
@@ -107,10 +127,12 @@ def _smoke_test(
     cannot handle the batch) in milliseconds, whatever the size of the real circuit.
     """
     small = replace(config, n_qubits=min(config.n_qubits, 2), depth=min(config.depth, 1))
-    qnode, _ = build_qnode(small, qml.device(device, wires=small.n_qubits), diff_method, shots, noise)
-    x = torch.zeros(2, small.n_qubits, dtype=torch.float64, requires_grad=True)
-    w = torch.zeros(small.weight_shape, dtype=torch.float64, requires_grad=True)
-    torch.stack(list(qnode(x, w)), dim=-1).sum().backward()
+    seed = noise.seed if noise is not None else None
+    qnode, _ = build_qnode(small, make_device(device, small.n_qubits, seed), diff_method, shots, noise)
+    with torch.inference_mode(False), torch.enable_grad():  # also where the caller builds under no_grad
+        x = torch.zeros(2, small.n_qubits, dtype=torch.float64, requires_grad=True)
+        w = torch.zeros(small.weight_shape, dtype=torch.float64, requires_grad=True)
+        torch.stack(list(qnode(x, w)), dim=-1).sum().backward()
 
 
 def _one_line(exc: Exception) -> str:
@@ -145,6 +167,8 @@ class PennyLaneEngine(nn.Module):
             (default: noise.shots).
         noise: channels after every gate and readout error (`qtl.quantum.noise.NoiseConfig`), as the native
             density-matrix engine applies them; they need a mixed-state device such as "default.mixed".
+            Its seed seeds the device's shot sampler (`make_device`): two engines built alike draw the
+            same shots for the same sequence of calls.
 
     Attributes:
         qnode: the QNode (torch interface), qnode(inputs (n,) or (B, n), weights weight_shape) -> a
@@ -177,7 +201,7 @@ class PennyLaneEngine(nn.Module):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _smoke_test(config, device, diff_method, shots, self.noise)
-                self.device = qml.device(device, wires=config.n_qubits)
+                self.device = make_device(device, config.n_qubits, self.noise.seed)
                 self.qnode, self.diff_method = build_qnode(
                     config, self.device, diff_method, shots, self.noise
                 )
@@ -190,12 +214,15 @@ class PennyLaneEngine(nn.Module):
     def forward(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, n) angles, weights of config.weight_shape -> (B, n) <Z_i>, in angles' dtype and device.
 
-        Runs in float64 on the CPU (what PennyLane's simulators use) and casts back; autograd flows
-        through the casts to both arguments. Lightning devices hand PennyLane's torch interface Python
-        floats, which it turns into float32 tensors, so their forward values carry float32 rounding
-        (about 1e-8); their gradients are float64.
+        Angles are float32 or float64, as every engine takes them (ValueError otherwise); an empty batch
+        gives (0, n). Runs in float64 on the CPU (what PennyLane's simulators use) and casts back;
+        autograd flows through the casts to both arguments. Lightning devices hand PennyLane's torch
+        interface Python floats, which it turns into float32 tensors, so their forward values carry
+        float32 rounding (about 1e-8); their gradients are float64.
         """
-        check_inputs(self.config, angles, weights, float_angles=False)
+        check_inputs(self.config, angles, weights)
+        if not len(angles):  # PennyLane cannot broadcast over no samples
+            return angles.new_zeros(angles.shape)
         x = angles.to(device="cpu", dtype=torch.float64)
         w = weights.to(device="cpu", dtype=torch.float64)
         with _EXECUTION_LOCK:  # lightning's QNode keeps one state vector: threads would overwrite it
@@ -210,7 +237,7 @@ class PennyLaneEngine(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self.device = qml.device(self.device_name, wires=self.config.n_qubits)
+        self.device = make_device(self.device_name, self.config.n_qubits, self.noise.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.qnode, _ = build_qnode(
