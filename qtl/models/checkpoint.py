@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -42,7 +43,7 @@ from qtl.config import ModelConfig, TrainConfig
 from qtl.models.backbones import transform_params, weights_id
 from qtl.models.backbones.common import check_params
 from qtl.models.heads import count_parameters
-from qtl.models.variants import Classifier, build_model
+from qtl.models.variants import Classifier, build_head, build_model
 from qtl.paths import models_dir
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.atomic import atomic_save
@@ -114,7 +115,7 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
 def _stored_state(model: Classifier, scope: str) -> dict[str, torch.Tensor]:
     """The weights a checkpoint keeps: the head's (scope "head") or everything's, minus engine internals."""
     source = model.head if scope == "head" else model
-    return {k: v.detach().cpu().clone() for k, v in source.state_dict().items() if ".engine." not in f".{k}"}
+    return {k: v.detach().cpu().clone() for k, v in _weights(source).items()}
 
 
 def save_checkpoint(
@@ -134,9 +135,17 @@ def save_checkpoint(
     many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
     dataset: where the training data came from and how it was split (`PreparedDataset.record()`: no
         absolute path; `qtl.data.datasets.recorded_root` finds the folder again).
+    numpy scalars and zero-dimensional tensors in metrics, history and dataset are written as Python
+    numbers.
+    Raises ValueError, before writing anything, for what `load_checkpoint` would refuse: a model that is
+    not the one `model_config` builds (another variant, head or width), metrics that are not numbers, or
+    values other than plain ones (str, numbers, bool, None, lists, dicts, tensors).
     """
     path = Path(path)
     scope = "head" if model_config.frozen else "full"
+    history, metrics = _plain(list(history)), _plain(dict(metrics or {}))
+    dataset = _plain(dict(dataset)) if dataset else None
+    _check_saving(path, model, model_config, history, metrics, dataset)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -151,16 +160,84 @@ def save_checkpoint(
             "transform": transform_params(model_config.backbone, model_config.pretrained),
         },
         "history": [dict(row) for row in history],
-        "metrics": dict(metrics or {}),
+        "metrics": metrics,
         "meta": {
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "parameters": count_parameters(model.head),
-            **({"dataset": dict(dataset)} if dataset else {}),
+            **({"dataset": dataset} if dataset else {}),
         },
     }
     atomic_save(payload, path)
     return path
+
+
+def _plain(value):
+    """`value` with numpy scalars and zero-dimensional tensors as Python numbers, inside dicts, lists and
+    tuples too (torch's safe loader refuses numpy objects, and metrics must be numbers)."""
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic) or isinstance(value, torch.Tensor) and value.dim() == 0:
+        return value.item()
+    return value
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _unplain(value, where: str) -> str | None:
+    """Where in `value` something other than plain values and tensors sits (what a checkpoint may hold,
+    and torch's safe loader reads back), or None."""
+    if isinstance(value, (dict, list, tuple)) and type(value) in (dict, list, tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            found = _unplain(k, where) if isinstance(value, dict) else None
+            found = found or _unplain(v, f"{where}[{k!r}]")
+            if found:
+                return found
+        return None
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):
+        return None
+    return f"{where} is a {type(value).__name__} ({value!r:.60})"
+
+
+def _check_saving(
+    path: Path, model: Classifier, mc: ModelConfig, history: list, metrics: dict, dataset: dict | None
+) -> None:
+    """ValueError for a checkpoint `load_checkpoint` would refuse: its checks, run before writing."""
+    cannot = f"cannot save {path.name}"
+    for value, where in ((history, "history"), (metrics, "metrics"), (dataset, "dataset")):
+        if found := _unplain(value, where):
+            raise ValueError(f"{cannot}: {found}, where a checkpoint holds plain values and tensors only")
+    if problem := _metrics_problem(metrics):
+        raise ValueError(f"{cannot}: {problem}")
+    if model.frozen != mc.frozen:
+        has, wants = ("frozen", "trainable") if model.frozen else ("trainable", "frozen")
+        raise ValueError(f"{cannot}: the model's backbone is {has}, a {mc.variant} model's is {wants}")
+    with torch.random.fork_rng(devices=[]):  # a fresh head only for its weights' names and shapes
+        expected = _weights(build_head(mc, model.in_features))
+    if problem := _weights_problem(_weights(model.head), expected):
+        raise ValueError(f"{cannot}: the model is not the {mc.variant} model its config describes: {problem}")
+
+
+def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint stores of `module`: its state_dict without engine internals."""
+    return {k: v for k, v in module.state_dict().items() if ".engine." not in f".{k}"}
+
+
+def _weights_problem(stored: dict, expected: dict) -> str | None:
+    """How `stored` weights differ from the `expected` ones of the model they are for (names, then
+    shapes), or None."""
+    if set(stored) != set(expected):
+        missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+        return f"missing {missing[:3]}, unexpected {extra[:3]}"
+    for k, v in stored.items():
+        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            return f"weight {k} has shape {shape}, the model expects {tuple(expected[k].shape)}"
+    return None
 
 
 def _read(path: str | Path, *, mmap: bool = False) -> dict:
@@ -221,16 +298,23 @@ def _check_classes(names: object, filename: str) -> None:
 def _check_metrics(metrics: object, filename: str) -> None:
     """CheckpointError unless the saved epoch's metrics are a dict of numbers (or None, a value not
     measured), val_acc a fraction: listings, the server and the app read them as numbers."""
+    if problem := _metrics_problem(metrics):
+        raise CheckpointError(f"{filename} is damaged: {problem}")
+
+
+def _metrics_problem(metrics: object) -> str | None:
+    """What is wrong with a checkpoint's metrics (`_check_metrics`), or None."""
     if metrics is None:
-        return
+        return None
     if not isinstance(metrics, dict):
-        raise CheckpointError(f"{filename} is damaged: 'metrics' is a {type(metrics).__name__}, not a dict")
+        return f"'metrics' is a {type(metrics).__name__}, not a dict"
     for key, value in metrics.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise CheckpointError(f"{filename} is damaged: metric {key!r} is {value!r}, not a number")
+            return f"metric {key!r} is {value!r}, not a number"
     acc = metrics.get("val_acc")
     if acc is not None and not 0 <= acc <= 1:  # NaN too
-        raise CheckpointError(f"{filename} is damaged: val_acc {acc!r} is not a fraction between 0 and 1")
+        return f"val_acc {acc!r} is not a fraction between 0 and 1"
+    return None
 
 
 def file_kind(path: Path) -> str:
@@ -379,13 +463,18 @@ def load_checkpoint(
     Head-only (frozen-variant) checkpoints run on the process's one shared backbone of their name and
     weights (`qtl.models.backbones.shared_backbone`): N of them loaded hold one copy of its weights.
 
+    device: where to run it: "cpu", "cuda", "cuda:N", "auto" (CUDA when present) or a torch.device;
+        ValueError, in one line, for one this machine does not have (`qtl.training.fit.resolve_device`).
     engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
     noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
     rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
     ImageNet weights it needs are not cached; the message names the file to fetch).
     """
+    from qtl.training.fit import resolve_device  # the CLI's and fit's; fit imports this module
+
     path = Path(path)
+    device = resolve_device(device)
     payload = _read(path)
     mc = _model_config(payload, path.name)
     if engine is not None:
@@ -407,20 +496,9 @@ def load_checkpoint(
     with torch.random.fork_rng(devices=[]):
         model = build_model(build_config, backbone=backbone)
     target = model.head if scope == "head" else model
-    expected = {k: v for k, v in target.state_dict().items() if ".engine." not in f".{k}"}
     stored = payload["state_dict"]
-    if set(stored) != set(expected):
-        missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-        raise CheckpointError(
-            f"{path.name} does not match its {mc.variant} model: "
-            f"missing {missing[:3]}, unexpected {extra[:3]}"
-        )
-    for k, v in stored.items():
-        if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
-            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise CheckpointError(
-                f"{path.name}: weight {k} has shape {shape}, the model expects {tuple(expected[k].shape)}"
-            )
+    if problem := _weights_problem(stored, _weights(target)):
+        raise CheckpointError(f"{path.name} does not match its {mc.variant} model: {problem}")
     target.load_state_dict(stored, strict=False)
 
     fingerprint = payload["backbone"].get("fingerprint")

@@ -62,11 +62,21 @@ class Classifier(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """What `.to()`, `.float()` and the like run: a shared backbone is never converted (other models
-        and threads use it), only the head, which must then sit on the backbone's device."""
+        and threads use it), only the head, which must then sit on the backbone's device and keep its
+        dtype (ValueError, before anything is converted, for `.double()`, `.half()`, `.to(dtype)`)."""
         from qtl.models.backbones import is_shared
 
         if not (recurse and is_shared(self.backbone)):
             return super()._apply(fn, recurse)
+        weight = next(self.backbone.parameters())
+        converted = fn(torch.empty(0, dtype=weight.dtype, device=next(self.head.parameters(), weight).device))
+        if converted.dtype != weight.dtype:
+            raise ValueError(
+                f"this model's backbone is the shared one, in {weight.dtype}, which is never converted: "
+                f"its head cannot run in {converted.dtype} on its features. Convert the head alone "
+                "(model.head.to(dtype)) and give it features of that dtype, or build the model on a "
+                "private backbone (build_model(config, backbone=load_backbone(...)))"
+            )
         self.head._apply(fn)
         where = {p.device for p in self.parameters()}
         if len(where) > 1:
