@@ -4,11 +4,16 @@ answers one clear error (or the right result) instead of failing deep inside tor
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
+from PIL import Image
 
+from qtl.analysis.explain import explain
+from qtl.analysis.inference import evaluate, predict, quantum_trace
 from qtl.config import ModelConfig
 from qtl.models.backbones import load_backbone
 from qtl.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -22,6 +27,20 @@ CLASSES = ("cats", "dogs")
 SMALL = CircuitConfig(2, 1)
 
 
+def _image(seed: int = 0, size=(48, 40)) -> Image.Image:
+    g = np.random.default_rng(seed)
+    return Image.fromarray(g.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def hybrid() -> LoadedModel:
+    """A hybrid model (trainable resnet18 with batch norm, a 2-qubit circuit), as a LoadedModel."""
+    mc = ModelConfig("hybrid", pretrained=False, class_names=CLASSES, circuit=SMALL)
+    torch.manual_seed(0)
+    model = build_model(mc).eval()
+    return LoadedModel(model, mc, list(CLASSES), [], {}, {})
+
+
 @pytest.fixture(scope="module")
 def frozen(tmp_path_factory) -> LoadedModel:
     """A quantum checkpoint (head only) loaded onto the process's shared resnet18."""
@@ -29,6 +48,76 @@ def frozen(tmp_path_factory) -> LoadedModel:
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("edges") / "q.pt"
     return load_checkpoint(save_checkpoint(path, build_model(mc), mc))
+
+
+def _modes(model: torch.nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class TestEvalMode:
+    """Inference runs in eval mode whatever mode the caller left the model in, and gives that mode back."""
+
+    @pytest.fixture
+    def in_train_mode(self, hybrid):
+        """The hybrid model in train mode, but for one batch-norm layer left in eval mode: a mix."""
+        model = hybrid.model
+        model.train()
+        model.backbone.bn1.eval()
+        yield hybrid
+        model.eval()
+
+    def _check_untouched(self, model, modes, state):
+        assert _modes(model) == modes
+        after = model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in state.items())  # running statistics included
+
+    def test_predict(self, hybrid, in_train_mode):
+        images = [_image(0), _image(1)]
+        model = hybrid.model
+        modes, state = _modes(model), _state(model)
+        got = predict(hybrid, images)[hybrid.name].probs
+        self._check_untouched(model, modes, state)
+        model.eval()
+        want = predict(hybrid, images)[hybrid.name].probs
+        torch.testing.assert_close(got, want)
+
+    def test_quantum_trace(self, hybrid, in_train_mode):
+        model = hybrid.model
+        modes, state = _modes(model), _state(model)
+        got = quantum_trace(hybrid, _image(2))
+        self._check_untouched(model, modes, state)
+        model.eval()
+        torch.testing.assert_close(got.probs, quantum_trace(hybrid, _image(2)).probs)
+
+    def test_explain(self, hybrid, in_train_mode):
+        model = hybrid.model
+        modes, state = _modes(model), _state(model)
+        got = explain(hybrid, _image(3))
+        self._check_untouched(model, modes, state)
+        model.eval()
+        torch.testing.assert_close(got.probs, explain(hybrid, _image(3)).probs)
+
+    def test_evaluate(self, hybrid, in_train_mode, tmp_path):
+        root = make_image_folder(tmp_path / "data", classes=CLASSES, per_split=(1, 2))
+        model = hybrid.model
+        modes, state = _modes(model), _state(model)
+        got = evaluate(hybrid, root).samples
+        self._check_untouched(model, modes, state)
+        model.eval()
+        want = evaluate(hybrid, root).samples
+        np.testing.assert_allclose([s.probs for s in got], [s.probs for s in want], atol=1e-6)
+
+    def test_a_model_in_eval_mode_is_not_written(self, frozen, monkeypatch):
+        """The common case, a loaded model in eval mode: no module's mode is set (the shared backbone,
+        which other threads run, never is)."""
+        calls = []
+        monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: calls.append(self))
+        predict(frozen, _image(0))
+        assert calls == []
 
 
 class TestPennyLaneShots:
@@ -154,6 +243,48 @@ class TestSaveWhatLoads:
         assert not path.exists()
 
 
+class TestPredictInputs:
+    def test_pixel_arrays_are_refused_saying_what_is_taken(self, frozen):
+        for pixels in (
+            torch.rand(3, 32, 32),
+            np.zeros((32, 32, 3), np.uint8),
+            [_image(), torch.rand(3, 8, 8)],
+        ):
+            with pytest.raises(TypeError, match="paths, bytes, binary files or PIL images.*fromarray"):
+                predict(frozen, pixels)
+
+    def test_files_bytes_and_bytearrays(self, frozen):
+        buf = io.BytesIO()
+        _image().save(buf, "PNG")
+        data = buf.getvalue()
+        want = predict(frozen, _image())[frozen.name].probs
+        for source in (data, bytearray(data), io.BytesIO(data), [io.BytesIO(data)]):
+            torch.testing.assert_close(predict(frozen, source)[frozen.name].probs, want)
+
+    @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+    def test_batch_size(self, frozen, batch_size):
+        with pytest.raises(ValueError, match="batch_size must be a positive whole number"):
+            predict(frozen, _image(), batch_size=batch_size)
+
+    @pytest.mark.parametrize("batch_size", [0, -1])
+    def test_evaluate_batch_size(self, frozen, batch_size, tmp_path):
+        root = make_image_folder(tmp_path / "data", classes=CLASSES, per_split=(1, 1))
+        with pytest.raises(ValueError, match="batch_size must be a positive whole number"):
+            evaluate(frozen, root, batch_size=batch_size)
+
+    def test_models_that_are_not_loaded_checkpoints(self, frozen):
+        with pytest.raises(TypeError, match="load 'q.pt' with load_checkpoint first"):
+            predict("q.pt", _image())
+        for models in (frozen.model, [frozen.model], {"q": frozen.model}):
+            with pytest.raises(TypeError, match="models must be loaded checkpoints.*got a Classifier"):
+                predict(models, _image())
+
+    @pytest.mark.parametrize("models", [[], {}, ()])
+    def test_no_models(self, models):
+        with pytest.raises(ValueError, match="no models given"):
+            predict(models, _image())
+
+
 class TestDtype:
     """A model on the shared backbone keeps float32: converting its head alone would break its forward."""
 
@@ -179,6 +310,33 @@ class TestDtype:
         model = build_model(mc, backbone=load_backbone("resnet18", False)).double()
         with torch.no_grad():
             assert model(torch.rand(1, 3, 64, 64, dtype=torch.float64)).dtype == torch.float64
+
+
+class TestOneImage:
+    """explain and quantum_trace take one image; explain's target is a class index."""
+
+    def test_several_images_are_refused(self, frozen):
+        for call in (explain, quantum_trace):
+            with pytest.raises(ValueError, match="one image at a time, got 2"):
+                call(frozen, [_image(0), _image(1)])
+            call(frozen, [_image(0)])  # a sequence of one is that image
+
+    def test_explain_under_inference_mode_and_no_grad(self, frozen):
+        want = explain(frozen, _image()).heatmap
+        for context in (torch.inference_mode, torch.no_grad):
+            for method in ("grad-cam", "saliency"):
+                with context():
+                    got = explain(frozen, _image(), method=method).heatmap
+                if method == "grad-cam":
+                    np.testing.assert_allclose(got, want, atol=1e-6)
+
+    @pytest.mark.parametrize("target", [1.7, 1.0, "1", True])
+    def test_a_target_that_is_not_an_int(self, frozen, target):
+        with pytest.raises(TypeError, match="target must be a class index"):
+            explain(frozen, _image(), target=target)
+
+    def test_numpy_int_target(self, frozen):
+        assert explain(frozen, _image(), target=np.int64(1)).target == 1
 
 
 class TestEnginesAgree:

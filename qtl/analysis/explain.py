@@ -24,6 +24,7 @@ on one image and runs a shared backbone once for all the heads on it.
 from __future__ import annotations
 
 import copy
+import numbers
 import threading
 import time
 import weakref
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from qtl.analysis.inference import as_images, eval_transform
+from qtl.analysis.inference import eval_mode, eval_transform, one_image
 
 # matplotlib is imported inside the figure functions: explaining needs none of it.
 
@@ -177,9 +178,12 @@ def _normalise(m: torch.Tensor, q: float = 1.0) -> np.ndarray:
 def explain(loaded, image, *, method: str = "auto", target: int | None = None) -> Explanation:
     """A heatmap of what drives `loaded`'s score for `target` (default: its predicted class) on `image`.
 
-    loaded: a `qtl.models.checkpoint.LoadedModel` (any variant, any backbone). image: a path, bytes or PIL
-    image.
+    loaded: a `qtl.models.checkpoint.LoadedModel` (any variant, any backbone). image: one path, bytes or
+    PIL image (ValueError for several: explain each on its own).
     method: "auto" (grad-cam on CNN backbones, else saliency), "grad-cam" or "saliency".
+    target: a class index (an int); TypeError for anything else.
+    The model runs in eval mode and is left in its own; gradients are taken even under the caller's
+    torch.no_grad() or torch.inference_mode().
     Raises ValueError for an unknown method, or grad-cam on a backbone without a spatial feature map.
     """
     return explain_all({"model": loaded}, image, method=method, target=target)["model"]
@@ -196,21 +200,27 @@ def explain_all(
     """
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+            raise TypeError(f"target must be a class index (an int), got {target!r}")
+        target = int(target)
     for name, loaded in models.items():  # an IndexError from deep inside the backward pass, before
         classes = list(loaded.class_names)
         if target is not None and not 0 <= target < len(classes):
             raise ValueError(
                 f"target class {target} is not one of {name}'s: 0 to {len(classes) - 1} ({classes})"
             )
-    picture = as_images(image)[0]
+    picture = one_image(image)
     groups: dict = {}
     for name, loaded in models.items():
         shared = loaded.model_config.frozen
         key = (id(loaded.model.backbone), repr(loaded.transform)) if shared else ("own", name)
         groups.setdefault(key, {})[name] = loaded
     out: dict[str, Explanation] = {}
-    for group in groups.values():
-        out |= _explain_group(group, picture, method, target)
+    # gradients even under the caller's inference_mode (its tensors can never record a graph) or no_grad
+    with torch.inference_mode(False), eval_mode(*{id(m.model): m.model for m in models.values()}.values()):
+        for group in groups.values():
+            out |= _explain_group(group, picture, method, target)
     return {name: out[name] for name in models}
 
 

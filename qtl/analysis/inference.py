@@ -13,12 +13,15 @@ and each head reads the same features.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from qtl.config import DataRegime
 from qtl.data.feed import IMAGE_EVAL_BATCH, FeatureBatches, eval_batch_size, eval_batches, logits
@@ -53,39 +56,112 @@ class Prediction:
         return self.probs.max(1).values.tolist()
 
 
+IMAGE_TYPES = "paths, bytes, binary files or PIL images"
+"""What `as_images` (and so `predict`, `quantum_trace`, `explain`) takes as an image."""
+
+
+def _is_image(x) -> bool:
+    """One image input: a path, bytes, a PIL image or a binary file object (anything with .read())."""
+    return isinstance(x, (str, Path, bytes, bytearray, Image.Image)) or hasattr(x, "read")
+
+
+def _not_an_image(x) -> TypeError:
+    pixels = isinstance(x, (torch.Tensor, np.ndarray))
+    hint = " (for pixels: PIL.Image.fromarray of an (H, W, 3) uint8 array)" if pixels else ""
+    return TypeError(f"images must be {IMAGE_TYPES}, one or a sequence of them; got {type(x).__name__}{hint}")
+
+
 def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
-    """One or many paths, bytes or PIL images -> RGB PIL images; ImageLoadError for an undecodable one."""
-    if isinstance(images, (str, Path, bytes, Image.Image)):
+    """One or many paths, bytes, binary files or PIL images -> RGB PIL images; ImageLoadError for an
+    undecodable one, TypeError for anything else (tensors and arrays of pixels included: make a PIL image
+    of them first, `PIL.Image.fromarray`), ValueError for none."""
+    if _is_image(images):
         images = [images]
+    elif isinstance(images, (torch.Tensor, np.ndarray)) or not isinstance(images, Iterable):
+        raise _not_an_image(images)
     out = []
     for im in images:
         if isinstance(im, Image.Image):
             out.append(im if im.mode == "RGB" else to_rgb(im))  # 16-bit grayscale kept, not clipped
-        else:
+        elif _is_image(im):
             out.append(load_image(im))
+        else:
+            raise _not_an_image(im)
     if not out:
         raise ValueError("no images given")
     return out
+
+
+def one_image(image: ImageInput) -> Image.Image:
+    """`as_images` of a single image (a sequence of one is taken too); ValueError for several, which a
+    function that explains or traces one image would otherwise cut to the first."""
+    images = as_images(image)
+    if len(images) != 1:
+        raise ValueError(f"one image at a time, got {len(images)}: call it once per image")
+    return images[0]
+
+
+def check_batch_size(batch_size) -> int:
+    """`batch_size` if it is a positive int, else ValueError."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    return batch_size
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Run the block with every model in eval mode (batch norm on its running statistics, which never
+    move; a noisy engine's shots drawn per input), then give each submodule back the training flag it
+    had, whatever mix of modes the caller left. A model already all in eval mode is not written at all
+    (a shared backbone, which other threads run, never is)."""
+    before = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        if any(m.training for m in model.modules()):
+            model.eval()
+    try:
+        yield
+    finally:
+        for m, training in reversed(before):
+            if m.training != training:
+                m.training = training
 
 
 def named_models(
     models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel],
 ) -> dict[str, LoadedModel]:
     """Models by the names every report gives them: their file names, a repeated one as "q#2", "q#3"
-    (a mapping keeps its own names). ValueError for none."""
+    (a mapping keeps its own names). ValueError for none, TypeError for anything but loaded
+    checkpoints (a path: load it with `load_checkpoint` first)."""
     if isinstance(models, LoadedModel):
         models = [models]
+    elif isinstance(models, (str, Path)):
+        raise TypeError(f"models must be loaded checkpoints: load {str(models)!r} with load_checkpoint first")
+    elif isinstance(models, nn.Module) or not isinstance(models, Iterable):
+        raise _not_a_model(models)
     if isinstance(models, Mapping):
-        return dict(models)
-    named: dict[str, LoadedModel] = {}
-    for m in models:
-        name, k = m.name, 2
-        while name in named:
-            name, k = f"{m.name}#{k}", k + 1
-        named[name] = m
+        named = dict(models)
+    else:
+        named = {}
+        for m in models:
+            if not isinstance(m, LoadedModel):
+                raise _not_a_model(m)
+            name, k = m.name, 2
+            while name in named:
+                name, k = f"{m.name}#{k}", k + 1
+            named[name] = m
+    for m in named.values():
+        if not isinstance(m, LoadedModel):
+            raise _not_a_model(m)
     if not named:
         raise ValueError("no models given: load a checkpoint first")
     return named
+
+
+def _not_a_model(x) -> TypeError:
+    return TypeError(
+        f"models must be loaded checkpoints (LoadedModel, from load_checkpoint: it knows its class names "
+        f"and preprocessing), one, a sequence or a {{name: model}} mapping; got a {type(x).__name__}"
+    )
 
 
 def _device(loaded: LoadedModel) -> torch.device:
@@ -131,11 +207,20 @@ def predict(
 
     models: one LoadedModel, a list (named by their checkpoint file), or a {name: LoadedModel} mapping.
     images: one or many paths, bytes or PIL images. Raises data.ImageLoadError for an undecodable input
-        (load images with `qtl.data.images.load_image` first to handle each bad file separately).
-    Returns {name: Prediction} in the order given; probs are (N, C) on CPU.
+        (load images with `qtl.data.images.load_image` first to handle each bad file separately), and
+        TypeError for what is no image input (`as_images`: a tensor of pixels, for one).
+    batch_size: images per backbone pass, a positive int (ValueError otherwise).
+    Returns {name: Prediction} in the order given; probs are (N, C) on CPU. The models run in eval mode
+    and are left in the mode they were in.
     """
+    check_batch_size(batch_size)
     named = named_models(models)
     pil = as_images(images)
+    with eval_mode(*{id(m.model): m.model for m in named.values()}.values()):
+        return _predict(named, pil, batch_size)
+
+
+def _predict(named: dict[str, LoadedModel], pil: list[Image.Image], batch_size: int) -> dict[str, Prediction]:
     groups: dict = {}
     for name, m in named.items():
         groups.setdefault(_shared_key(m) or ("own", name), []).append(name)
@@ -178,16 +263,19 @@ class QuantumTrace:
 
 @torch.no_grad()
 def quantum_trace(loaded: LoadedModel, image: ImageInput) -> QuantumTrace:
-    """The input angles and per-qubit <Z> of a quantum variant (`quantum` or `hybrid`) for one image."""
+    """The input angles and per-qubit <Z> of a quantum variant (`quantum` or `hybrid`) for one image (a
+    path, bytes or PIL image; ValueError for several), in eval mode (the model is left in its own)."""
     if not loaded.model_config.is_quantum:
         raise ValueError(
             f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit trace"
         )
     head = loaded.model.head
-    features = loaded.model.features(_pixels(loaded, as_images(image)))  # (1, F)
-    angles = head.angles(features)  # (1, n)
-    expvals = head.engine(angles, head.q_params)  # (1, n)
-    probs = torch.softmax(head.post_net(expvals), dim=1)
+    picture = one_image(image)
+    with eval_mode(loaded.model):
+        features = loaded.model.features(_pixels(loaded, [picture]))  # (1, F)
+        angles = head.angles(features)  # (1, n)
+        expvals = head.engine(angles, head.q_params)  # (1, n)
+        probs = torch.softmax(head.post_net(expvals), dim=1)
     return QuantumTrace(angles[0].cpu(), expvals[0].cpu(), probs[0].cpu(), list(loaded.class_names))
 
 
@@ -239,8 +327,10 @@ def split_features(
     shots, its first classes) is scored on its own run's part: `split` "val" is the fold it selected
     its epoch on, "test" the one it never saw.
 
-    Raises ValueError when the dataset's classes differ from the model's, or it has no such split.
+    Raises ValueError when the dataset's classes differ from the model's, it has no such split, or
+    `batch_size` is not a positive int.
     """
+    check_batch_size(batch_size)
     tc = loaded.train_config or {}
     regime = DataRegime.from_dict(tc.get("regime"))
     classes = validate_dataset(root)
@@ -248,26 +338,27 @@ def split_features(
         raise ValueError(
             f"{loaded.name} predicts {list(loaded.class_names)}, but {root} has classes {classes}"
         )
-    model = loaded.model.eval()
-    batches = eval_batches(
-        model,
-        loaded.model_config,
-        root,
-        split,
-        _device(loaded),
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        progress=progress,
-        transform=eval_transform(loaded),  # the preprocessing the checkpoint records
-        exact=True,  # the features the model computes when it classifies, exported or served
-        regime=regime,
-        seed=tc.get("seed", 0),
-    )
-    if isinstance(batches, FeatureBatches):
-        features = batches.x
-    else:
-        with torch.no_grad():
-            features = torch.cat([model.features(x) for x, _ in batches])
+    model = loaded.model
+    with eval_mode(model):  # and back to the caller's mode
+        batches = eval_batches(
+            model,
+            loaded.model_config,
+            root,
+            split,
+            _device(loaded),
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            progress=progress,
+            transform=eval_transform(loaded),  # the preprocessing the checkpoint records
+            exact=True,  # the features the model computes when it classifies, exported or served
+            regime=regime,
+            seed=tc.get("seed", 0),
+        )
+        if isinstance(batches, FeatureBatches):
+            features = batches.x
+        else:
+            with torch.no_grad():
+                features = torch.cat([model.features(x) for x, _ in batches])
     return SplitFeatures(features, batches.y.cpu(), batches.paths)
 
 
@@ -282,12 +373,17 @@ def evaluate(
 ) -> Evaluation:
     """Metrics and per-sample predictions of a loaded model on one split of a dataset: its head over
     `split_features`, EVAL_BATCH features at a time (fewer where its engine's memory budget asks:
-    `eval_batch_size`). Raises ValueError when the dataset's classes differ from the model's.
+    `eval_batch_size`), in eval mode (the model is left in its own mode). Raises ValueError when the
+    dataset's classes differ from the model's.
     """
     t0 = time.perf_counter()
-    data = split_features(loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
-    head = FeatureBatches(loaded.model.head, data, eval_batch_size(loaded.model.head), data.features.device)
-    probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
+    with eval_mode(loaded.model):
+        data = split_features(
+            loaded, root, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress
+        )
+        head = loaded.model.head
+        head = FeatureBatches(head, data, eval_batch_size(head), data.features.device)
+        probs = torch.cat([torch.softmax(out, 1) for out, _ in logits(head)]).float().cpu()  # (N, C)
     preds = probs.argmax(1)
     samples = [
         SamplePrediction(path, int(y), int(p), row)
