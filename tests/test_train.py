@@ -16,9 +16,10 @@ from qtl.config import VARIANTS, DataRegime, MachineConfig, ModelConfig, TrainCo
 from qtl.data.features import FeatureSet
 from qtl.models.checkpoint import load_checkpoint
 from qtl.models.variants import build_model
-from qtl.training.fit import Callback, Cancelled, fit, resolve_device
+from qtl.training.fit import Callback, Cancelled, fit
 from qtl.training.gradients import COLUMNS as GRAD_COLUMNS
 from qtl.training.optim import make_optimizer
+from qtl.utils.devices import resolve_device
 
 CLASSES = ["cats", "dogs"]
 

@@ -41,7 +41,7 @@ from qtl.config import (
 )
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
-from qtl.training.fit import resolve_device
+from qtl.utils.devices import resolve_device
 
 # Each handler imports the library functions it calls: a command loads only its own part of qtl.
 

@@ -47,6 +47,7 @@ from qtl.models.variants import Classifier, build_head, build_model
 from qtl.paths import models_dir
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.atomic import atomic_save
+from qtl.utils.devices import resolve_device
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
@@ -464,14 +465,13 @@ def load_checkpoint(
     weights (`qtl.models.backbones.shared_backbone`): N of them loaded hold one copy of its weights.
 
     device: where to run it: "cpu", "cuda", "cuda:N", "auto" (CUDA when present) or a torch.device;
-        ValueError, in one line, for one this machine does not have (`qtl.training.fit.resolve_device`).
+        ValueError, in one line, for one this machine does not have (`qtl.utils.devices.resolve_device`).
     engine: run a quantum checkpoint on another engine ("native" or a PennyLane device name).
     noise: run it under other noise than it recorded (`NoiseConfig()`: ideal).
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
     rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
     ImageNet weights it needs are not cached; the message names the file to fetch).
     """
-    from qtl.training.fit import resolve_device  # the CLI's and fit's; fit imports this module
 
     path = Path(path)
     device = resolve_device(device)

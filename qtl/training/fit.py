@@ -48,6 +48,7 @@ from qtl.models.variants import Classifier, build_model
 from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
 from qtl.training.steps import step_for_run, train_step
+from qtl.utils.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +119,6 @@ class FitResult:
     def metrics(self) -> dict | None:
         """The best epoch's row with the test metrics and split sizes: what its checkpoint records."""
         return None if self.best is None else {**self.best, **self.test, **self.sizes}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> CUDA when present, else CPU; anything else is passed to torch.device. ValueError, in
-    one line, for a name torch does not know or a CUDA device this machine does not have."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        out = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {str(device)!r}; give auto, cpu, cuda or cuda:N") from None
-    if out.type == "cuda":
-        count = torch.cuda.device_count()
-        if out.index is not None and out.index >= count or not count:
-            have = f"{count} CUDA device(s)" if count else "no CUDA device"
-            raise ValueError(f"device {str(device)!r} is not here: this machine has {have}; give auto or cpu")
-    return out
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
