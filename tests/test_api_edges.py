@@ -85,21 +85,14 @@ class TestEvalMode:
         want = predict(hybrid, images)[hybrid.name].probs
         torch.testing.assert_close(got, want)
 
-    def test_quantum_trace(self, hybrid, in_train_mode):
+    @pytest.mark.parametrize("call", [quantum_trace, explain], ids=["quantum_trace", "explain"])
+    def test_one_image_calls(self, hybrid, in_train_mode, call):
         model = hybrid.model
         modes, state = _modes(model), _state(model)
-        got = quantum_trace(hybrid, _image(2))
+        got = call(hybrid, _image(2))
         self._check_untouched(model, modes, state)
         model.eval()
-        torch.testing.assert_close(got.probs, quantum_trace(hybrid, _image(2)).probs)
-
-    def test_explain(self, hybrid, in_train_mode):
-        model = hybrid.model
-        modes, state = _modes(model), _state(model)
-        got = explain(hybrid, _image(3))
-        self._check_untouched(model, modes, state)
-        model.eval()
-        torch.testing.assert_close(got.probs, explain(hybrid, _image(3)).probs)
+        torch.testing.assert_close(got.probs, call(hybrid, _image(2)).probs)
 
     def test_evaluate(self, hybrid, in_train_mode, tmp_path):
         root = make_image_folder(tmp_path / "data", classes=CLASSES, per_split=(1, 2))

@@ -414,15 +414,20 @@ class TestExperiments:
         heatmap, the paired comparisons (a verdict per quantum cell and control) and the CSV export."""
         at = app("experiments")
         assert at.selectbox(key="exp_db").value.startswith("study")  # no sweep of its own yet: a shipped one
-        at.text_input(key="exp_name").set_value("page-sweep")
-        at.multiselect(key="exp_qubits").set_value([2])
-        at.multiselect(key="exp_depths").set_value([1])
-        at.multiselect(key="exp_seeds").set_value([0, 1])
-        at.number_input(key="exp_epochs").set_value(1)
-        at.button[0].click().run()
-        assert not at.exception and not at.error, texts(at.error)
-        job = ui_module().runner().get(at.session_state["exp_job_id"])
-        assert job.wait(120), "the sweep did not finish"
+
+        def sweep_from_the_form():
+            at.text_input(key="exp_name").set_value("page-sweep")
+            at.multiselect(key="exp_qubits").set_value([2])
+            at.multiselect(key="exp_depths").set_value([1])
+            at.multiselect(key="exp_seeds").set_value([0, 1])
+            at.number_input(key="exp_epochs").set_value(1)
+            at.button[0].click().run()
+            assert not at.exception and not at.error, texts(at.error)
+            job = ui_module().runner().get(at.session_state["exp_job_id"])
+            assert job.wait(120), "the sweep did not finish"
+            return job
+
+        job = sweep_from_the_form()
         at.run()
         snap = job.snapshot()
         assert snap.state == "done" and snap.result.done == 6, snap.error
@@ -436,15 +441,7 @@ class TestExperiments:
         added = app_env / "tiny" / "train" / "cats" / "added.png"
         shutil.copyfile(added.with_name("cats_0.png"), added)
         try:
-            at.text_input(key="exp_name").set_value("page-sweep")
-            at.multiselect(key="exp_qubits").set_value([2])
-            at.multiselect(key="exp_depths").set_value([1])
-            at.multiselect(key="exp_seeds").set_value([0, 1])
-            at.number_input(key="exp_epochs").set_value(1)
-            at.button[0].click().run()
-            job = ui_module().runner().get(at.session_state["exp_job_id"])
-            assert job.wait(120), "the sweep did not finish"
-            snap = job.snapshot()
+            snap = sweep_from_the_form().snapshot()
             assert snap.state == "done" and (snap.result.changed, snap.result.done) == (6, 6), snap.error
             at.run()
             assert "6 run(s) trained, 0 already done, 0 failed, 6 of them again on the dataset's changed" in (
