@@ -273,13 +273,13 @@ class ModelConfig:
 
     def engine_options(self) -> dict:
         """Keyword options for `make_engine`: PennyLane's diff_method and shots, the MPS engine's max_bond,
-        and the noise model when there is one."""
+        and the noise model when there is one (always for PennyLane: its seed seeds the device's shots)."""
         noise = {} if self.noise.is_ideal else {"noise": self.noise}
         if self.engine == NATIVE:
             return noise
         if self.engine == MPS:
             return {"max_bond": self.max_bond, **noise}
-        return {"diff_method": self.diff_method, "shots": self.shots, **noise}
+        return {"diff_method": self.diff_method, "shots": self.shots, "noise": self.noise}
 
     def to_dict(self) -> dict:
         """Plain Python values only (str, int, float, bool, None, list, dict): safe in checkpoints."""

@@ -149,6 +149,22 @@ class TestPennyLaneShots:
                 outs.append(model.forward_features(x))
         assert torch.equal(*outs)
 
+    def test_a_models_pennylane_shots_take_its_noise_seed(self):
+        """ModelConfig.shots on a PennyLane engine with a noise config that only sets the seed: the model's
+        engine draws from that seed (engine_options dropped an ideal noise config, and with it the seed)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(3, SMALL.n_qubits, generator=g, dtype=torch.float64)
+        w = torch.rand(SMALL.weight_shape, generator=g, dtype=torch.float64)
+
+        def outputs(seed: int) -> torch.Tensor:
+            mc = ModelConfig(
+                "quantum", circuit=SMALL, engine="default.qubit", shots=64, noise=NoiseConfig(seed=seed)
+            )
+            return make_engine(mc.circuit, mc.engine, **mc.engine_options())(x, w)
+
+        assert torch.equal(outputs(7), self._outputs(7)[:3])
+        assert not torch.equal(outputs(7), outputs(0))
+
     def test_a_copy_starts_from_the_seed(self):
         x, w = torch.rand(2, 2, dtype=torch.float64), torch.rand(SMALL.weight_shape, dtype=torch.float64)
         first = PennyLaneEngine(SMALL, shots=64, noise=NoiseConfig(seed=3))(x, w)
