@@ -191,7 +191,6 @@ class ModelConfig:
             object.__setattr__(self, "circuit", CircuitConfig.from_dict(self.circuit))
         if not isinstance(self.circuit, CircuitConfig):
             raise ValueError(f"circuit must be a CircuitConfig (or its dict), got {self.circuit!r}")
-        _flag("circuit hadamard", self.circuit.hadamard)
         if self.noise is None or isinstance(self.noise, dict):  # None: written before noise existed
             object.__setattr__(self, "noise", NoiseConfig.from_dict(self.noise))
         if not isinstance(self.noise, NoiseConfig):

@@ -67,8 +67,9 @@ class CircuitConfig:
             raise ValueError(f"entangler must be one of {ENTANGLERS}, got {self.entangler!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
-        if not isinstance(self.reupload, bool):
-            raise TypeError(f"reupload must be true or false, got {self.reupload!r}")
+        for flag in ("reupload", "hadamard"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
