@@ -205,6 +205,8 @@ def test_predict_exported_answers_as_predict(val_sample, tmp_path):
     assert list(got) == ["q", "q#2"]
     assert got["q"].predicted == expected.predicted and got["q"].class_names == expected.class_names
     assert (got["q"].probs - expected.probs).abs().max() < TOLERANCE
+    with pytest.raises(ValueError, match="batch_size must be a positive whole number, got 0"):
+        predict_exported(model, val_sample[:2], batch_size=0)  # was range()'s "arg 3 must not be zero"
 
 
 def test_metadata_records_preprocessing_and_classes(tmp_path):

@@ -126,6 +126,17 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
                 m.training = training
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """`names` with each repeat told apart as every report tells them: "q", "q#2", "q#3"."""
+    out: list[str] = []
+    for base in names:
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}#{k}", k + 1
+        out.append(name)
+    return out
+
+
 def named_models(
     models: LoadedModel | Sequence[LoadedModel] | Mapping[str, LoadedModel],
 ) -> dict[str, LoadedModel]:
@@ -141,14 +152,11 @@ def named_models(
     if isinstance(models, Mapping):
         named = dict(models)
     else:
-        named = {}
+        models = list(models)
         for m in models:
             if not isinstance(m, LoadedModel):
                 raise _not_a_model(m)
-            name, k = m.name, 2
-            while name in named:
-                name, k = f"{m.name}#{k}", k + 1
-            named[name] = m
+        named = dict(zip(unique_names([m.name for m in models]), models, strict=True))
     for m in named.values():
         if not isinstance(m, LoadedModel):
             raise _not_a_model(m)

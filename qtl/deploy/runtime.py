@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qtl.analysis.inference import ImageInput, Prediction, as_images
+from qtl.analysis.inference import ImageInput, Prediction, as_images, check_batch_size, unique_names
 from qtl.deploy.export import METADATA_KEY, SUFFIX_FORMATS, TORCHSCRIPT_EXTRA, check_metadata, quiet_jit
 from qtl.models.checkpoint import file_kind
 
@@ -120,17 +120,15 @@ def predict_exported(
     models = [models] if isinstance(models, ExportedModel) else list(models)
     if not models:
         raise ValueError("no exported models given")
+    check_batch_size(batch_size)
     pil = as_images(images)
     out: dict[str, Prediction] = {}
-    for m in models:
+    for name, m in zip(unique_names([m.name for m in models]), models, strict=True):
         t0 = time.perf_counter()
         transform = transform_from_params(m.metadata["preprocessing"])
         probs = []
         for i in range(0, len(pil), batch_size):
             batch = torch.stack([transform(im) for im in pil[i : i + batch_size]]).numpy()
             probs.append(torch.from_numpy(m.run(batch)))
-        name, k = m.name, 2
-        while name in out:
-            name, k = f"{m.name}#{k}", k + 1
         out[name] = Prediction(name, m.variant, m.class_names, torch.cat(probs), time.perf_counter() - t0)
     return out
