@@ -195,13 +195,13 @@ def compile_plan(gate_list: list[Gate], n_qubits: int, weight_shape: tuple[int, 
     return Plan(n_qubits, real, tuple(v0), prefix, tuple(entanglers), _rounds(slots, n_qubits, weight_shape))
 
 
-def check_inputs(config, angles: torch.Tensor, weights: torch.Tensor, *, float_angles: bool = True) -> None:
-    """The engine contract, checked once for every engine: angles (B, n_qubits), float32 or float64 unless
-    `float_angles` is False (an engine that casts them itself), and weights of `config.weight_shape`."""
+def check_inputs(config, angles: torch.Tensor, weights: torch.Tensor) -> None:
+    """The engine contract, checked once for every engine: angles (B, n_qubits), float32 or float64, and
+    weights of `config.weight_shape`."""
     n = config.n_qubits
     if angles.dim() != 2 or angles.shape[1] != n:
         raise ValueError(f"angles must have shape (batch, {n}), got {tuple(angles.shape)}")
-    if float_angles and angles.dtype not in (torch.float32, torch.float64):
+    if angles.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"angles must be float32 or float64, got {angles.dtype}")
     if tuple(weights.shape) != config.weight_shape:
         raise ValueError(f"weights must have shape {config.weight_shape}, got {tuple(weights.shape)}")
