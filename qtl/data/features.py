@@ -56,6 +56,7 @@ from qtl.models.backbones import (
 from qtl.paths import cache_root
 from qtl.utils.atomic import WriteError, atomic_save
 from qtl.utils.download import sha256_file
+from qtl.utils.seeds import seeded
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,7 @@ class _Views(Dataset):
             return self.transform(image)
         out = []
         for v in range(self.views):
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(hash((self.seed, index, v)))  # CUDA generators untouched
+            with seeded(hash((self.seed, index, v))):
                 out.append(self.transform(image))
         return torch.stack(out)
 

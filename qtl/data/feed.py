@@ -10,7 +10,8 @@ Frozen variants read features extracted once and cached on disk: their batches a
 in-memory tensor (no DataLoader per step) and `forward` is the head. Trainable backbones, and frozen ones
 that augment without cached views, read images through a DataLoader and `forward` is the whole model;
 each training image's augmentation is drawn from a seed the run's generator draws for it every epoch
-(`SeededOrder`), so neither the worker count nor the batch size changes what a run learns.
+(`SeededOrder`), so the worker count never changes what a run learns, and an item's crop in an epoch does
+not depend on the batch it lands in.
 `eval_batches` builds one split for evaluation: fit()'s val pass and `qtl.analysis.inference.evaluate` both
 use it.
 
@@ -23,10 +24,8 @@ training features' principal components, which `training_feed` also stores in th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from qtl.data.images import ImageFolderDataset
 from qtl.data.protocol import Partition, partition
 from qtl.models.backbones import image_transform
 from qtl.models.heads import pca
+from qtl.utils.seeds import seeded
 
 EVAL_BATCH = 512  # features per forward pass when evaluating a head on cached features
 IMAGE_EVAL_BATCH = 32  # images per forward pass (and per extraction batch) when evaluating
@@ -181,21 +181,6 @@ class SeededOrder(Sampler[tuple[int, int]]):
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(2**63 - 1, (self.n,), generator=g)
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Torch's CPU generator and Python's `random` seeded by `seed` inside, both as they were after: the
-    caller's streams (the training process's, where items load in it) go on as if nothing was drawn.
-    Accelerators' generators are not touched (`torch.manual_seed` would reseed them for good)."""
-    state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(state)
 
 
 class SeededItems(Dataset):

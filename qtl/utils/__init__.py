@@ -5,6 +5,7 @@ atomic      files that appear whole or not at all (`atomic_write`, `atomic_save`
 devices     `resolve_device`: the torch device a name means here, refused in one line where there is none
 download    streamed downloads checked by size and SHA-256, bounded in time; offline mode
 jobs        `JobRunner`: background work in one thread, one job at a time, progress, cancel
+seeds       `seeded`: random draws fixed by a seed in a block, the caller's streams untouched
 threads     `side_by_side`: a few CPU tasks at once, each on one torch thread; `share_cores`: a
             pool's threads, a share of torch's each
 """
