@@ -429,3 +429,21 @@ def test_planned_kernel_runs_keep_no_checkpoint_path():
 
     runs = plan_runs(["rbf-svm", "quantum-kernel", "linear"], ModelConfig("quantum"), [0], "models")
     assert [r.checkpoint_path is None for r in runs] == [True, True, False]
+
+
+def test_a_diverged_run_leaves_the_others_training(monkeypatch, caplog):
+    """compare, reproduce and the app train runs one after another (train_runs): a run whose loss turns
+    NaN is left out with a warning and the runs after it still train (it stopped them all)."""
+    import qtl.experiments.runs as runs_module
+
+    def train_run(run, **kwargs):
+        if run.train_config.seed == 0:
+            raise Diverged("training diverged at epoch 1: the train loss is nan")
+        return runs_module.Outcome({"cancelled": False, "seed": run.train_config.seed}, [], 0.0)
+
+    monkeypatch.setattr(runs_module, "train_run", train_run)
+    planned = runs_module.plan_runs(["linear"], LINEAR, [0, 1, 2], "models")
+    with caplog.at_level(logging.WARNING, logger="qtl.experiments.runs"):
+        done = runs_module.train_runs(planned)
+    assert [o.row["seed"] for o in done] == [1, 2]
+    assert "linear seed 0 left out: training diverged at epoch 1" in caplog.text

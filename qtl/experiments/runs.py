@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ from qtl.experiments.stats import dataset_label, setup_label
 from qtl.models.checkpoint import checkpoint_name
 from qtl.models.heads import count_parameters
 from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME, default_data_dir
-from qtl.training.fit import Callback, fit
+from qtl.training.fit import Callback, Diverged, fit
+
+log = logging.getLogger(__name__)
 
 RECIPE_OVERRIDES = ("lr", "batch_size", "augment", "regime")  # what a form may override on a variant's recipe
 
@@ -247,7 +250,8 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
 
 def train_runs(runs: list[Run], *, observer: RunObserver | None = None, stop=None) -> list[Outcome]:
     """Train `runs` in order (the CLI's compare and the app's jobs); stops after a cancelled run or when
-    `stop.is_set()`. Returns one Outcome per run that started."""
+    `stop.is_set()`. Returns one Outcome per run that finished: a run whose loss diverged (`Diverged`)
+    is left out with a warning, and the others train (one NaN seed stopped them all)."""
     if not runs:
         raise ValueError("nothing to train")
     observer = observer or RunObserver()
@@ -255,12 +259,16 @@ def train_runs(runs: list[Run], *, observer: RunObserver | None = None, stop=Non
     for i, run in enumerate(runs):
         if stop is not None and stop.is_set():
             break
-        outcome = train_run(
-            run,
-            callbacks=observer.callbacks(i, len(runs), run),
-            stop=stop,
-            progress=observer.preparing(i, len(runs), run),
-        )
+        try:
+            outcome = train_run(
+                run,
+                callbacks=observer.callbacks(i, len(runs), run),
+                stop=stop,
+                progress=observer.preparing(i, len(runs), run),
+            )
+        except Diverged as exc:
+            log.warning("%s left out: %s", run.name, exc)
+            continue
         outcomes.append(outcome)
         observer.finished(i, len(runs), run, outcome)
         if outcome.row["cancelled"]:
