@@ -68,8 +68,6 @@ class NoiseConfig:
             raise ValueError(f"shots must be None (exact) or an int in 1..{MAX_SHOTS}, got {self.shots!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"noise seed must be an int, got {self.seed!r}")
-        if not 0 <= self.seed < 2**32:  # as numpy's and PennyLane's generators take
-            raise ValueError(f"noise seed must be from 0 to {2**32 - 1}, got {self.seed}")
 
     def one_qubit(self) -> tuple[float, float, float]:
         """(depolarizing, amplitude damping, phase damping) after a one-qubit gate."""

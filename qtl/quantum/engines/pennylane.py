@@ -105,6 +105,8 @@ def make_device(name: str, wires: int, seed: int | None = None):
     (default.qubit, default.mixed, lightning.qubit, ...: then a fresh device draws the same shots for the
     same executions; PennyLane's default seeds each device from NumPy's global generator)."""
     if seed is not None and _takes_seed(name):
+        if not 0 <= seed < 2**32:  # NumPy's generators, which PennyLane's devices use, take no other
+            raise ValueError(f"noise seed must be from 0 to {2**32 - 1} for PennyLane's {name}, got {seed}")
         return qml.device(name, wires=wires, seed=seed)
     return qml.device(name, wires=wires)
 
