@@ -45,7 +45,7 @@ class SweepReport:
     planned: int  # distinct runs in the spec
     skipped: int  # already done before this call
     earlier: int = 0  # runs the sweep held from an earlier spec under its name, not in this one
-    changed: int = 0  # done runs trained again: their dataset lists other images now (rerun_changed)
+    changed: int = 0  # of `done`, runs trained again: their dataset lists other images now (rerun_changed)
     done: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -137,9 +137,7 @@ def run_sweep(
         db.add_sweep(spec.name, spec.source, runs)
         status = db.statuses([r.id for r in runs])
         todo = [r for r in runs if status.get(r.id) != "done" or r.id in changed]
-        report = SweepReport(
-            spec.name, len(runs), len(runs) - len(todo), earlier=earlier, changed=len(changed)
-        )
+        report = SweepReport(spec.name, len(runs), len(runs) - len(todo), earlier=earlier)
         observer.planned(spec, runs, todo, earlier)
         if todo and backend != "local":
             warm_features(todo, observer)
@@ -174,6 +172,8 @@ def run_sweep(
             for run_id in dispatched:  # a second Ctrl-C: what was running did not finish
                 db.fail(run_id, "interrupted", status="cancelled")
             raise
+        now_done = db.recorded_data(sorted(changed))  # those trained again that finished on today's images
+        report.changed = sum(now_done.get(i) == data[i] for i in changed)
         report.stopped = bool(stop is not None and stop.is_set() and report.remaining > 0)
     report.seconds = time.perf_counter() - t0
     return report
