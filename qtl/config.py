@@ -408,12 +408,9 @@ class DataRegime:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 3:
-            raise ValueError(f"folds must be a whole number of at least 3, got {self.folds!r}")
-        for name, least in (("classes", 2), ("per_class", 1)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise ValueError(f"{name} must be a whole number of at least {least} or None, got {value!r}")
+        _whole("folds", self.folds, 3)
+        _whole("classes", self.classes, 2, none=True)
+        _whole("per_class", self.per_class, 1, none=True)
         _real("label_noise", self.label_noise, lambda x: 0 <= x < 1, "in [0, 1)")
 
     @property
