@@ -218,7 +218,7 @@ def explain_all(
         groups.setdefault(key, {})[name] = loaded
     out: dict[str, Explanation] = {}
     # gradients even under the caller's inference_mode (its tensors can never record a graph) or no_grad
-    with torch.inference_mode(False), eval_mode(*{id(m.model): m.model for m in models.values()}.values()):
+    with torch.inference_mode(False), eval_mode(*(m.model for m in models.values())):
         for group in groups.values():
             out |= _explain_group(group, picture, method, target)
     return {name: out[name] for name in models}

@@ -113,7 +113,8 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
     """Run the block with every model in eval mode (batch norm on its running statistics, which never
     move; a noisy engine's shots drawn per input), then give each submodule back the training flag it
     had, whatever mix of modes the caller left. A model already all in eval mode is not written at all
-    (a shared backbone, which other threads run, never is)."""
+    (a shared backbone, which other threads run, never is). A model given twice counts once."""
+    models = tuple({id(m): m for m in models}.values())
     before = [(m, m.training) for model in models for m in model.modules()]
     for model in models:
         if any(m.training for m in model.modules()):
@@ -149,17 +150,15 @@ def named_models(
         raise TypeError(f"models must be loaded checkpoints: load {str(models)!r} with load_checkpoint first")
     elif isinstance(models, nn.Module) or not isinstance(models, Iterable):
         raise _not_a_model(models)
-    if isinstance(models, Mapping):
-        named = dict(models)
-    else:
-        models = list(models)
-        for m in models:
-            if not isinstance(m, LoadedModel):
-                raise _not_a_model(m)
-        named = dict(zip(unique_names([m.name for m in models]), models, strict=True))
-    for m in named.values():
+    given = list(models.values()) if isinstance(models, Mapping) else list(models)
+    for m in given:
         if not isinstance(m, LoadedModel):
             raise _not_a_model(m)
+    named = (
+        dict(models)
+        if isinstance(models, Mapping)
+        else dict(zip(unique_names([m.name for m in given]), given, strict=True))
+    )
     if not named:
         raise ValueError("no models given: load a checkpoint first")
     return named
@@ -224,7 +223,7 @@ def predict(
     check_batch_size(batch_size)
     named = named_models(models)
     pil = as_images(images)
-    with eval_mode(*{id(m.model): m.model for m in named.values()}.values()):
+    with eval_mode(*(m.model for m in named.values())):
         return _predict(named, pil, batch_size)
 
 
