@@ -107,9 +107,7 @@ def protocol_groups(rows: list[dict]) -> list[dict]:
     for row in rows:
         mine = _settings(row)
         for g in groups:
-            if g["variant"] == row["variant"] and all(
-                g["settings"][k] == v for k, v in mine.items() if k in g["settings"]
-            ):
+            if g["variant"] == row["variant"] and _agree(g["settings"], mine, PROTOCOL_KEYS):
                 g["rows"].append(row)
                 g["settings"] = {**mine, **g["settings"]}
                 break
@@ -253,7 +251,9 @@ def protocol_rows(groups: list[dict]) -> list[dict]:
         mine = dict(g["settings"])
         for k in [k for k in REGIME_KEYS if k not in mine]:
             values = {
-                h["settings"][k] for h in groups if k in h["settings"] and _same_data(h["settings"], mine)
+                h["settings"][k]
+                for h in groups
+                if k in h["settings"] and _agree(h["settings"], mine, REGIME_KEYS)
             }
             if len(values) == 1:
                 (mine[k],) = values
@@ -261,9 +261,10 @@ def protocol_rows(groups: list[dict]) -> list[dict]:
     return out
 
 
-def _same_data(a: dict, b: dict) -> bool:
-    """Whether settings `a` and `b` are of one data regime: equal on every REGIME_KEYS setting both record."""
-    return all(a[k] == b[k] for k in REGIME_KEYS if k in a and k in b)
+def _agree(a: dict, b: dict, keys) -> bool:
+    """Whether settings `a` and `b` are equal on every one of `keys` that both record (REGIME_KEYS: of one
+    data regime; PROTOCOL_KEYS: of one protocol)."""
+    return all(a[k] == b[k] for k in keys if k in a and k in b)
 
 
 def _comparisons(groups: list[dict], effect: float, alpha: float = ALPHA) -> list[dict]:
