@@ -160,3 +160,64 @@ def test_wide_but_not_thin_images_decode(tmp_path):
     for size in [(25_600, 256), (100, 1), (1, 100)]:
         assert load_image(thin_png(*size)).size == size
         assert decode_upload(thin_png(*size), "ok.png", ServeLimits()).size == size
+
+
+#: EXIF orientation -> how the stored pixels are made from the upright photo (the inverse of the turn a
+#: viewer applies: 3 turns by 180 degrees, 6 by 90 clockwise, 8 by 90 counter-clockwise)
+STORED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def sideways(photo: Image.Image, orientation: int, path: Path) -> Path:
+    """`photo` stored turned, with the EXIF orientation tag that tells a viewer to turn it back (as a phone
+    stores a portrait photo)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo.transpose(STORED[orientation]).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_exif_orientation_is_applied_by_every_decoder(hymenoptera_dir, tmp_path, suffix):
+    """A photo stored sideways with its orientation tag decodes upright, as viewers and browsers show it, in
+    the loader (also at draft scale), the server, the portable script and predict()'s PIL path; a photo
+    already turned by ImageOps.exif_transpose is not turned twice."""
+    from PIL import ImageOps
+
+    from qtl.analysis.inference import as_images
+
+    photo = load_image(sorted((hymenoptera_dir / "val" / "bees").iterdir())[0])
+    assert photo.width != photo.height
+    want = np.asarray(photo).astype(int)
+    limits = ServeLimits(formats=("PNG", "JPEG"))
+    for orientation in STORED:
+        path = sideways(photo, orientation, tmp_path / f"o{orientation}.{suffix}")
+        assert Image.open(path).getexif()[0x0112] == orientation
+        decoded = {
+            "load_image": load_image(path),
+            "decode_upload": decode_upload(path.read_bytes(), path.name, limits),
+            "standalone": standalone.load(str(path)),
+            "predict": as_images(Image.open(path))[0],
+            "predict, turned already": as_images(ImageOps.exif_transpose(Image.open(path)))[0],
+        }
+        for decoder, image in decoded.items():
+            assert image.size == photo.size, (orientation, decoder)
+            error = np.abs(np.asarray(image).astype(int) - want).mean()
+            assert error < (4 if suffix == "jpg" else 1e-9), (orientation, decoder, error)
+        small = load_image(path, draft=photo.height // 2)  # decoded at reduced scale, then turned
+        assert (small.width > small.height) == (photo.width > photo.height), orientation
+
+
+def test_a_sideways_photo_is_classified_as_the_upright_one(hymenoptera_dir, tmp_path, capsys):
+    import json
+
+    from test_export import tiny_checkpoint
+
+    photo = load_image(sorted((hymenoptera_dir / "val" / "ants").iterdir())[1])
+    upright_file = tmp_path / "upright.png"
+    photo.save(upright_file)
+    turned_file = sideways(photo, 6, tmp_path / "turned.png")
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 3)
+    code, out, err = run_cli(capsys, "predict", upright_file, turned_file, "-c", ckpt, "--json")
+    assert code == 0, err
+    upright, turned = (row["predictions"]["m"] for row in json.loads(out))
+    assert list(turned["probs"].values()) == list(upright["probs"].values())

@@ -26,7 +26,7 @@ from torch import nn
 from qtl.config import DataRegime
 from qtl.data.feed import IMAGE_EVAL_BATCH, FeatureBatches, eval_batch_size, eval_batches, logits
 from qtl.data.folders import validate_dataset
-from qtl.data.images import load_image, to_rgb
+from qtl.data.images import load_image, to_rgb, upright
 from qtl.models.backbones import transform_from_params, transform_params
 from qtl.models.checkpoint import LoadedModel
 from qtl.training.metrics import compute_metrics
@@ -82,6 +82,7 @@ def as_images(images: ImageInput | Sequence[ImageInput]) -> list[Image.Image]:
     out = []
     for im in images:
         if isinstance(im, Image.Image):
+            im = upright(im)  # as a file of it loads: its EXIF orientation applied
             out.append(im if im.mode == "RGB" else to_rgb(im))  # 16-bit grayscale kept, not clipped
         elif _is_image(im):
             out.append(load_image(im))

@@ -60,7 +60,8 @@ from qtl.utils.seeds import seeded
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump when the payload layout or the extraction changes (2: folded batch norms, drafts)
+CACHE_FORMAT = 3  # bump when the payload layout or the extraction changes (2: folded batch norms, drafts;
+# 3: images turned by their EXIF orientation)
 #: The eval transform decodes a JPEG at reduced scale only where that keeps this many source pixels per
 #: pixel of its resize target on the short side: the resize still averages, so the features barely move.
 DRAFT_MARGIN = 2

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from qtl.data.folders import ALL_SPLITS, DatasetError, list_images, validate_dataset
@@ -63,6 +63,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned the way its EXIF orientation tag says, the tag dropped; `image` itself when it has no
+    such tag. Cameras and phones store a portrait photo sideways with this tag, and every viewer and
+    browser applies it, so a model that ignored it would classify a photo lying on its side.
+    `load_image` (files, bytes, uploads, the training data) and `qtl.analysis.inference.as_images`
+    (PIL images) apply it, as does the server (`qtl.deploy.limits`) and `qtl.deploy.standalone`'s copy;
+    an image already turned by `ImageOps.exif_transpose` has no tag left and is not turned twice."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image
+
+
 def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
     """The uint8 gray levels of one-channel 16-bit, 32-bit integer or float pixels (see `to_rgb`)."""
     if mode == "F":
@@ -76,7 +88,8 @@ def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
 
 
 def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) -> Image.Image:
-    """Decode an image from a path, raw bytes or a binary file-like object into an RGB PIL image.
+    """Decode an image from a path, raw bytes or a binary file-like object into an RGB PIL image, turned
+    upright by its EXIF orientation (`upright`).
 
     draft: a JPEG is decoded at the smallest of libjpeg's scales (1, 1/2, 1/4, 1/8) that keeps both of
     its sides at least `draft` pixels (PIL's `Image.draft`: the DCT is scaled, most of the decoding is
@@ -95,7 +108,7 @@ def load_image(source: str | Path | bytes | BinaryIO, draft: int | None = None) 
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", (draft, draft))
             image.load()
-            return to_rgb(image)
+            return to_rgb(upright(image))
     except ImageLoadError:
         raise
     except FileNotFoundError as exc:

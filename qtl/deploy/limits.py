@@ -153,11 +153,12 @@ def _open(data: bytes, label: str, limits: ServeLimits):
 
 def _decode(image, label: str):
     """An opened upload's pixels as an RGB image (Refused 400 for truncated or corrupt data)."""
-    from qtl.data.images import to_rgb
+    from qtl.data.images import to_rgb, upright
 
     try:
         image.load()
-        rgb = to_rgb(image)  # as `qtl predict` decodes: 16-bit grayscale keeps its top 8 bits
+        rgb = to_rgb(upright(image))  # as `qtl predict` decodes: turned by its EXIF orientation, 16-bit
+        # grayscale keeps its top 8 bits
         return rgb.copy() if rgb is image else rgb
     except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
         said = " ".join(str(exc).split()) or type(exc).__name__

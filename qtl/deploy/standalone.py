@@ -13,7 +13,7 @@ import json
 import sys
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 METADATA_KEY = "qtl"
 #: An image with one side over this many times the other is refused before decoding: resizing its short
@@ -49,12 +49,15 @@ def shape_refusal(width: int, height: int) -> str | None:
 
 
 def load(path: str) -> Image.Image:
-    """The image file at `path` as RGB; ValueError (one line) for one `shape_refusal` refuses, checked
-    before its pixels are decoded (Pillow's OSError for a file that is no image)."""
+    """The image file at `path` as RGB, turned by its EXIF orientation as qtl turns it; ValueError (one
+    line) for one `shape_refusal` refuses, checked before its pixels are decoded (Pillow's OSError for a
+    file that is no image)."""
     with Image.open(path) as image:
         if reason := shape_refusal(*image.size):
             raise ValueError(f"{path} {reason}")
         image.load()
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):  # `qtl.data.images.upright`
+            return rgb(ImageOps.exif_transpose(image))
         return rgb(image).copy()
 
 
