@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from dataclasses import replace
 
 import pennylane as qml
 import pytest
@@ -227,3 +228,55 @@ class TestShots:
         sampled = _value_and_grads(make_engine(config, "lightning.qubit", shots=20000), x, w)
         for got, want in zip(sampled, exact, strict=True):
             torch.testing.assert_close(got, want, atol=0.1, rtol=0)
+
+
+class TestShotsInEvalMode:
+    """In eval mode (evaluated, predicting, served) a PennyLane model with shots scores an input as the
+    density engine does: its shots drawn from noise.seed and its angles, whatever the batch."""
+
+    CONFIG = CircuitConfig(n_qubits=3, depth=2)
+
+    @pytest.mark.parametrize("device", ["default.qubit", "lightning.qubit"])
+    def test_an_input_scores_the_same_in_any_batch(self, device):
+        from qtl.quantum.noise import NoiseConfig
+
+        x, w = _inputs(self.CONFIG, 6, seed=3, dtype=torch.float32)
+        engine = make_engine(self.CONFIG, device, shots=40, noise=NoiseConfig(seed=5)).eval()
+        first = engine(x, w)
+        assert torch.equal(engine(x, w), first)
+        order = torch.tensor([4, 1, 5])
+        assert torch.equal(engine(x[order], w), first[order])
+        assert torch.equal(engine(x[2:3], w), first[2:3])
+        exact = make_engine(self.CONFIG, "default.qubit")(x, w)
+        assert 1e-3 < (first - exact).abs().max() < 6 / 40**0.5  # shot noise, within 6 standard errors
+        other = make_engine(self.CONFIG, device, shots=40, noise=NoiseConfig(seed=6)).eval()
+        assert not torch.equal(other(x, w), first)
+        engine.train()  # training draws the device's own shots, new on every call
+        assert not torch.equal(engine(x, w), engine(x, w))
+
+    def test_equals_the_density_engine_in_eval_mode(self):
+        """The same noise (channels, readout, shots, seed) on default.mixed and on the native density
+        engine: equal estimates in eval mode (the same exact probabilities to 1e-12, the same draws), and
+        the gradient is the exact values' (straight-through), as the density engine's."""
+        from qtl.quantum.engines.density import DensityMatrixEngine
+        from qtl.quantum.noise import NoiseConfig
+
+        noise = NoiseConfig(depolarizing=0.02, amplitude_damping=0.03, readout=0.04, shots=30, seed=9)
+        x, w = _inputs(self.CONFIG, 5, seed=4)
+        ours = _value_and_grads(make_engine(self.CONFIG, "default.mixed", noise=noise).eval(), x, w)
+        native = _value_and_grads(DensityMatrixEngine(self.CONFIG, noise).eval(), x, w)
+        exact = _value_and_grads(DensityMatrixEngine(self.CONFIG, replace(noise, shots=None)), x, w)
+        torch.testing.assert_close(ours[0], native[0], atol=1e-12, rtol=0)
+        assert (ours[0] - exact[0]).abs().max() > 1e-3
+        for got, want in zip(ours[1:], exact[1:], strict=True):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+    def test_draws_are_binomial_across_inputs(self):
+        """1000 different inputs in eval mode: errors over the exact <Z> in standard errors have mean 0 and
+        variance 1 per qubit (within 4 and about 5 standard errors)."""
+        reps, shots = 1000, 25
+        x, w = _inputs(self.CONFIG, reps, seed=8)
+        draws = make_engine(self.CONFIG, "default.qubit", shots=shots).eval()(x, w)
+        exact = make_engine(self.CONFIG, "default.qubit")(x, w)
+        z = (draws - exact) / ((1 - exact**2) / shots).sqrt()
+        assert (z.mean(0).abs() < 4 / reps**0.5).all() and ((z.var(0) - 1).abs() < 0.25).all()

@@ -37,8 +37,9 @@ _EXECUTION_LOCK = threading.Lock()
 _OPS = {"Hadamard": qml.Hadamard, "RY": qml.RY, "RZ": qml.RZ, "CNOT": qml.CNOT}
 
 
-def circuit_function(config: CircuitConfig, noise: NoiseConfig | None = None):
-    """The quantum function of `config`: f(inputs (..., n), weights weight_shape) -> [<Z_0>, ..., <Z_n-1>].
+def circuit_function(config: CircuitConfig, noise: NoiseConfig | None = None, probs: bool = False):
+    """The quantum function of `config`: f(inputs (..., n), weights weight_shape) -> [<Z_0>, ..., <Z_n-1>],
+    or with `probs` the probabilities of the 2**n outcomes (wire 0 the leading bit).
 
     Replays `gates(config)`, or `noisy_ops(config, noise)` with its channels when `noise` has any, and
     models readout error as a BitFlip on every wire before measurement (default.mixed's own readout_prob
@@ -62,6 +63,8 @@ def circuit_function(config: CircuitConfig, noise: NoiseConfig | None = None):
         if noise.readout:
             for i in range(n):
                 qml.BitFlip(noise.readout, wires=i)
+        if probs:
+            return qml.probs(wires=range(n))
         return [qml.expval(qml.Z(i)) for i in range(n)]
 
     return circuit
@@ -81,14 +84,20 @@ def build_qnode(
     diff_method: str = "best",
     shots: int | None = None,
     noise: NoiseConfig | None = None,
+    probs: bool = False,
 ) -> tuple[qml.QNode, str]:
-    """The QNode of `config` on a created PennyLane `device`, torch interface, and its resolved diff method.
+    """The QNode of `config` on a created PennyLane `device`, torch interface, and its resolved diff method
+    (measuring each <Z_i>, or with `probs` every outcome's probability: `circuit_function`).
 
     Resolves the execution config and the device preprocessing on a dummy batch (simulating nothing), so
     PennyLane's errors for impossible combinations are raised here.
     """
     qnode = qml.QNode(
-        circuit_function(config, noise), device, interface="torch", diff_method=diff_method, shots=shots
+        circuit_function(config, noise, probs),
+        device,
+        interface="torch",
+        diff_method=diff_method,
+        shots=shots,
     )
     x = torch.zeros(2, config.n_qubits, dtype=torch.float64)
     w = torch.zeros(config.weight_shape, dtype=torch.float64, requires_grad=True)
@@ -169,8 +178,12 @@ class PennyLaneEngine(nn.Module):
             (default: noise.shots).
         noise: channels after every gate and readout error (`qtl.quantum.noise.NoiseConfig`), as the native
             density-matrix engine applies them; they need a mixed-state device such as "default.mixed".
-            Its seed seeds the device's shot sampler (`make_device`): two engines built alike draw the
-            same shots for the same sequence of calls.
+            Its seed seeds the device's shot sampler (`make_device`): in training mode two engines built
+            alike draw the same shots for the same sequence of calls. In eval mode (evaluated, predicting,
+            served) the shots are qtl's, as the density engine draws them: each input's from a generator
+            seeded by `noise.seed` and its angles (`qtl.quantum.engines.density.input_counts`), sampled
+            from the exact probabilities the same device computes without shots, so an input scores the
+            same on every call and in any batch; the gradient is then the exact one's.
 
     Attributes:
         qnode: the QNode (torch interface), qnode(inputs (n,) or (B, n), weights weight_shape) -> a
@@ -199,6 +212,8 @@ class PennyLaneEngine(nn.Module):
         self.device_name = device
         self.shots = shots
         self.requested_diff_method = diff_method
+        # eval mode with shots: the exact probabilities' QNode, built when first used (False: none here)
+        self._exact = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -227,14 +242,45 @@ class PennyLaneEngine(nn.Module):
             return angles.new_zeros(angles.shape)
         x = angles.to(device="cpu", dtype=torch.float64)
         w = weights.to(device="cpu", dtype=torch.float64)
+        if self.shots is not None and not self.training and self._exact is not False:
+            out = self._per_input(x, w)
+            if out is not None:
+                return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
         with _EXECUTION_LOCK:  # lightning's QNode keeps one state vector: threads would overwrite it
             out = torch.stack(list(self.qnode(x, w)), dim=-1)  # (B, n), or (n,) when PennyLane drops B == 1
         return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
 
+    def _per_input(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """Eval mode with shots: (B, n) float64 angles -> (B, n) <Z_i> estimated from `self.shots` shots per
+        input drawn by `input_counts` from the exact probabilities, carrying the exact values' gradient (a
+        straight-through estimator, as `DensityMatrixEngine.forward`). None where the device computes no
+        exact probabilities (a device that only samples): it then draws its own shots, as in training."""
+        from qtl.quantum.engines._statevector import z_expvals_halving
+        from qtl.quantum.engines.density import input_counts
+
+        n = self.config.n_qubits
+        with _EXECUTION_LOCK:
+            if self._exact is None:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        device = make_device(self.device_name, n)
+                        self._exact, _ = build_qnode(self.config, device, "best", None, self.noise, True)
+                except Exception:  # DeviceError, QuantumFunctionError ...: this device only samples
+                    self._exact = False
+                    return None
+            probs = self._exact(x, w).reshape(len(x), 2**n)
+        exact = z_expvals_halving(probs, n)
+        with torch.no_grad():
+            counts = input_counts(x, probs, self.shots, self.noise.seed)
+            estimate = z_expvals_halving(counts / self.shots, n)
+        return exact + (estimate - exact).detach()
+
     def __getstate__(self) -> dict:
-        """Pickle / deepcopy without the device and QNode (lightning's state vector cannot be pickled)."""
+        """Pickle / deepcopy without the devices and QNodes (lightning's state vector cannot be pickled)."""
         state = self.__dict__.copy()
         del state["device"], state["qnode"]
+        state["_exact"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
