@@ -50,8 +50,12 @@ class TestPartition:
         assert (same.train == p.train).all() and (same.train_labels == p.train_labels).all()
 
     def test_folds_need_enough_images_per_class(self):
-        with pytest.raises(ValueError, match="at least 5 images of every class"):
-            partition(np.array([0, 0, 0, 1, 1, 1, 1, 1]), np.array(["train"] * 8), DataRegime("kfold"), 0)
+        """Refused naming the short class, from `class_names` where given (as per_class's refusal does)."""
+        labels, origin = np.array([1, 1, 1, 1, 1, 0, 0, 0]), np.array(["train"] * 8)
+        with pytest.raises(ValueError, match="at least 5 images of every class, but class 'b' has 3$"):
+            partition(np.array([0] * 5 + [1] * 3), origin, DataRegime("kfold"), 0, class_names=["a", "b"])
+        with pytest.raises(ValueError, match="at least 5 images of every class, but class 0 has 3$"):
+            partition(labels, origin, DataRegime("kfold"), 0)
 
     def test_few_shot_needs_that_many_training_images_of_every_class(self):
         """A draw of more images than a class has in the training part would train on fewer and be
@@ -77,7 +81,7 @@ class TestEarlyChecks:
             check_regime(root, DataRegime(classes=3), 0)
         with pytest.raises(ValueError, match="class 'cats' has 6"):
             check_regime(root, DataRegime(per_class=7), 0)
-        with pytest.raises(ValueError, match="11-fold splits need at least 11 images"):
+        with pytest.raises(ValueError, match="11-fold splits need at least 11 images .* class 'cats' has 10"):
             check_regime(root, DataRegime("kfold", folds=11), 0)
 
     def test_train_refuses_before_extracting(self, tmp_path, capsys, monkeypatch):

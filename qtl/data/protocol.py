@@ -66,7 +66,7 @@ def partition(labels, origin, regime: DataRegime, seed: int, *, class_names=None
     if regime.split == "given":
         train, val, test = (kept[origin[kept] == s] for s in ("train", "val", "test"))
     else:
-        train, val, test = _folds(kept, labels[kept], regime.folds, seed)
+        train, val, test = _folds(kept, labels[kept], regime.folds, seed, class_names)
     rng = np.random.default_rng([seed, 1])  # the few-shot draw; [seed, 2] draws the noise
     if regime.per_class is not None:
         _check_per_class(labels[train], regime.per_class, n_classes, class_names)
@@ -95,13 +95,19 @@ def _check_per_class(train_labels: np.ndarray, per_class: int, n_classes: int, n
         )
 
 
-def _folds(kept: np.ndarray, labels: np.ndarray, folds: int, seed: int):
-    """(train, val, test) indices of `kept` for fold seed % folds of a stratified K-fold split."""
+def _folds(kept: np.ndarray, labels: np.ndarray, folds: int, seed: int, names=None):
+    """(train, val, test) indices of `kept` for fold seed % folds of a stratified K-fold split; ValueError
+    naming the class (from `names` where given) that has fewer images than folds."""
     from sklearn.model_selection import StratifiedKFold
 
-    smallest = int(np.bincount(labels).min())
-    if smallest < folds:
-        raise ValueError(f"{folds}-fold splits need at least {folds} images of every class, found {smallest}")
+    counts = np.bincount(labels)
+    short = int(np.argmin(counts))
+    if counts[short] < folds:
+        name = repr(names[short]) if names is not None else short
+        raise ValueError(
+            f"{folds}-fold splits need at least {folds} images of every class, but class {name} has "
+            f"{int(counts[short])}"
+        )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed // folds)
     parts = [kept[test] for _, test in splitter.split(np.zeros(len(labels)), labels)]
     test, val = parts[seed % folds], parts[(seed + 1) % folds]
