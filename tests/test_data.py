@@ -166,7 +166,7 @@ class TestDegenerate:
     def test_only_undecodable_files(self, tiny_image_folder):
         for f in (tiny_image_folder / "val").rglob("*.png"):
             f.write_bytes(b"broken")
-        with pytest.raises(DatasetError, match="no decodable images"):
+        with pytest.raises(DatasetError, match="val/cats has no readable image"):
             ImageFolderDataset(tiny_image_folder, "val")
 
     def test_bad_split_name(self, tiny_image_folder):

@@ -121,6 +121,8 @@ def check_image(path: Path) -> str | None:
     """None when `path` decodes fully, else the reason it does not, or why its shape is refused
     (`shape_refusal`; JPEGs decode at reduced scale)."""
     try:
+        if path.stat().st_size == 0:
+            return "an empty file (0 bytes)"
         with Image.open(path) as image:
             if reason := shape_refusal(*image.size):
                 return f"the image {reason}"
@@ -135,8 +137,10 @@ class ImageFolderDataset(Dataset):
     """One split of an ImageFolder-style dataset; items are (image, class index).
 
     Every file is decoded once at construction; files that fail are logged once (path and reason),
-    listed in `.skipped` and left out of `.samples`. If a file breaks later, __getitem__ logs it and
-    returns the next good sample, so a training run never stops on a bad image.
+    listed in `.skipped` and left out of `.samples`; a class left with no image in the split is refused
+    (DatasetError), as `validate_dataset` refuses a class folder with no image file. If a file breaks
+    later, __getitem__ logs it and returns the next good sample, so a training run never stops on a bad
+    image.
 
     Attributes:
         classes: sorted class names, shared by both splits.
@@ -165,9 +169,17 @@ class ImageFolderDataset(Dataset):
                 self.samples.append((path, target))
             else:
                 self._skip(path, reason)
-        if not self.samples:
-            raise DatasetError(f"no decodable images in {self.root / split}")
         self.targets = [t for _, t in self.samples]
+        present = set(self.targets)
+        for k, name in enumerate(self.classes):  # a class with none would train or score with 0 images
+            if k not in present:
+                bad = [(p, why) for p, why in self.skipped if p.parent.name == name]
+                files = ", ".join(p.name for p, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+                why = f": {bad[0][1].replace(str(bad[0][0]), bad[0][0].name)}" if bad else ""
+                raise DatasetError(
+                    f"{split}/{name} has no readable image ({len(bad)} unreadable: {files}{why}) in "
+                    f"{self.root}"
+                )
 
     def _skip(self, path: Path, reason: str) -> None:
         log.warning("skipping image %s: %s", path, reason)
