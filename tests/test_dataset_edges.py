@@ -4,9 +4,12 @@ splits and the stray entries of a folder used in place."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from conftest import make_image_folder, run_cli
 
+from qtl.data.datasets import find_duplicates
 from qtl.data.folders import DatasetError
 from qtl.data.images import ImageFolderDataset
 
@@ -33,3 +36,19 @@ class TestClassWithoutReadableImage:
         (root / "val/dogs/dogs_0.png").write_bytes(b"not a png")
         val = ImageFolderDataset(root, "val")
         assert val.targets == [0, 0, 1] and [p.name for p, _ in val.skipped] == ["dogs_0.png"]
+
+
+class TestDuplicatesOfNoImage:
+    def test_empty_and_undecodable_files_are_unread_not_twins(self, tmp_path):
+        """Two empty files, or two copies of one non-image, are byte-identical but no image: counted as
+        unreadable, never reported as the same image under two classes. A real twin still is."""
+        root = make_image_folder(tmp_path / "d")
+        for c in ("cats", "dogs"):
+            (root / "train" / c / "l_zero.png").write_bytes(b"")
+            (root / "train" / c / "notes.png").write_bytes(b"hello, not an image")
+        assert find_duplicates(root, ["cats", "dogs"]).across_classes == 0
+        shutil.copy(root / "train/cats/cats_0.png", root / "train/dogs/twin.png")
+        dups = find_duplicates(root, ["cats", "dogs"])
+        assert dups.across_examples == (("train/cats/cats_0.png", "train/dogs/twin.png"),)
+        assert (dups.images, dups.unread) == (21, 4)
+        assert dups.checked == "21 image files, 4 unreadable not checked"

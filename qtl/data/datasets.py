@@ -162,7 +162,9 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
     """Hash every image of a canonical root (`list_images`) and sort the byte-identical ones: an image of
     val or test with a twin in an earlier split is a `Leak` (counted once, against the earliest such split),
     an image found under two or more classes counts once in `across_classes`, and each copy after the first
-    in one split and class counts in `within`. One image may count in more than one kind."""
+    in one split and class counts in `within`. One image may count in more than one kind. Files that are
+    empty or do not open as an image (`_has_image_header`) are counted in `unread`, never paired: two
+    empty files are byte-identical but no image."""
     root = Path(root)
     groups: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # sha256 -> (split, class, path)
     images = unread = 0
@@ -170,8 +172,10 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
         if (root / split).is_dir():
             for p, k in list_images(root, split, classes):
                 try:
-                    digest = sha256_file(p)
-                except OSError:  # unreadable: skipped at load time too, so it cannot leak
+                    digest = sha256_file(p) if _has_image_header(p) else None
+                except OSError:
+                    digest = None
+                if digest is None:  # unreadable, empty or no image: skipped at load time too, cannot leak
                     unread += 1
                     continue
                 groups[digest].append((s, k, p.relative_to(root).as_posix()))
@@ -207,6 +211,20 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
         tuple(within[:n]),
         unread,
     )
+
+
+def _has_image_header(path: Path) -> bool:
+    """Whether `path` is a non-empty file whose header Pillow recognises as an image (its pixels are not
+    decoded: a truncated image still passes). Raises OSError where it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 @lru_cache(maxsize=16)
