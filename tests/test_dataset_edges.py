@@ -4,14 +4,46 @@ splits and the stray entries of a folder used in place."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
-from conftest import make_image_folder, run_cli
+from conftest import make_class_folders, make_image_folder, run_cli
 
-from qtl.data.datasets import find_duplicates
+from qtl.data.datasets import find_duplicates, open_dataset
 from qtl.data.folders import DatasetError
 from qtl.data.images import ImageFolderDataset
+
+
+class TestLinkedClassFolders:
+    def test_an_image_added_behind_a_linked_class_folder_arranges_again(self, tmp_path):
+        """The arranged copy of a folder whose class folders are symlinks is keyed on what the links hold:
+        an image added to a linked folder gives a new arrangement that counts it (the old key listed the
+        links alone, so the stale copy was reused)."""
+        make_class_folders(tmp_path / "real", 2, 5)
+        linked = tmp_path / "linked"
+        linked.mkdir()
+        for c in ("class_0", "class_1"):
+            os.symlink(tmp_path / "real" / c, linked / c)
+        store = tmp_path / "store"
+        before = open_dataset(linked, store=store)
+        assert sum(before.counts["train"].values()) + sum(before.counts["val"].values()) == 10
+        shutil.copy(tmp_path / "real/class_0/0_0.png", tmp_path / "real/class_0/0_new.png")
+        after = open_dataset(linked, store=store)
+        assert after.root != before.root
+        assert after.counts["train"]["class_0"] + after.counts["val"]["class_0"] == 6
+        assert open_dataset(linked, store=store).root == after.root  # unchanged: found again
+
+    def test_a_link_loop_is_read_once(self, tmp_path):
+        """A link back to the folder itself (a loop) is walked once: the key is found, the same each time,
+        and the loop is skipped by the arrangement as a folder without images."""
+        src = make_class_folders(tmp_path / "src", 2, 4)
+        os.symlink(src, src / "loop")
+        os.symlink(src / "class_0", src / "class_1" / "back")
+        store = tmp_path / "store"
+        ds = open_dataset(src, store=store)
+        assert ds.classes == ["class_0", "class_1"] and open_dataset(src, store=store).root == ds.root
+        assert ("class_1/back", "a folder inside a class folder") in ds.skipped
 
 
 class TestClassWithoutReadableImage:

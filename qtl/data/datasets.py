@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -583,11 +584,7 @@ def _from_named(name: str, store: Path, download: bool) -> PreparedDataset:
 def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:
     """Arrange a non-canonical folder as symlinks under `store`, keyed by its path and file listing."""
     path = path.resolve()
-    digest = hashlib.sha256(str(path).encode())
-    for p in sorted(path.rglob("*")):
-        st = p.lstat()
-        digest.update(f"\n{p.relative_to(path)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
-    final = store / f"{_slug(path.name)}-{digest.hexdigest()[:12]}{split_suffix(val_ratio, seed)}"
+    final = store / f"{_slug(path.name)}-{_listing_digest(path)[:12]}{split_suffix(val_ratio, seed)}"
     if (found := read_manifest(final)) is not None:
         return found
     store.mkdir(parents=True, exist_ok=True)
@@ -595,3 +592,31 @@ def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:
         info = {"name": path.name, "source": str(path)}
         ds = _arrange(path, Path(tmp) / "out", val_ratio, seed, lambda s, d: os.symlink(s.resolve(), d), info)
         return _publish(ds, Path(tmp) / "out", final)
+
+
+def _listing_digest(path: Path) -> str:
+    """SHA-256 over `path` and every entry below it (relative name, size, mtime), links to folders
+    followed as the arrangement follows them, each folder read once (a link loop ends there); a link's
+    size and mtime are its target's, so an image added, removed or rewritten behind a link changes it."""
+    digest = hashlib.sha256(str(path).encode())
+    seen: set[Path] = set()
+
+    def walk(folder: Path) -> None:
+        if (real := folder.resolve()) in seen:
+            return
+        seen.add(real)
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:  # unreadable: the arrangement cannot read it either
+            return
+        for p in entries:
+            try:
+                st = p.stat()
+            except OSError:  # a broken link
+                st = p.lstat()
+            digest.update(f"\n{p.relative_to(path)}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+            if stat.S_ISDIR(st.st_mode):
+                walk(p)
+
+    walk(path)
+    return digest.hexdigest()
