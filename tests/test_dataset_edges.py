@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
-from conftest import make_class_folders, make_image_folder, run_cli
+from conftest import make_class_folders, make_image_folder, run_cli, zip_folder
 
 from qtl.data.datasets import find_duplicates, open_dataset
 from qtl.data.folders import DatasetError
 from qtl.data.images import ImageFolderDataset
+
+
+def arranged(store: Path) -> list[str]:
+    return sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
 
 
 class TestLinkedClassFolders:
@@ -84,3 +89,40 @@ class TestDuplicatesOfNoImage:
         assert dups.across_examples == (("train/cats/cats_0.png", "train/dogs/twin.png"),)
         assert (dups.images, dups.unread) == (21, 4)
         assert dups.checked == "21 image files, 4 unreadable not checked"
+
+
+class TestSplitOptionsOnOwnSplits:
+    def test_a_zip_with_val_is_arranged_once_and_says_the_options_did_not_apply(self, tmp_path):
+        """A zip with its own val/ given a val ratio and seed is found again as the one arrangement (it was
+        extracted into a second, identical folder named -r0.5-s0), and `.notes` says why the options did
+        not apply; a zip of class folders is split as asked, with no note."""
+        archive = zip_folder(make_image_folder(tmp_path / "d"), tmp_path / "d.zip")
+        store = tmp_path / "store"
+        plain = open_dataset(archive, store=store)
+        asked = open_dataset(archive, val_ratio=0.5, seed=3, store=store)
+        assert asked.root == plain.root and arranged(store) == [plain.root.name]
+        assert plain.notes == [] and asked.val_ratio is None and asked.counts == plain.counts
+        said = "the split asked for (val ratio 0.5, seed 3) does not apply: d.zip has its own val split"
+        assert asked.notes == [said + ", used as it is"]
+        store2 = tmp_path / "store2"  # asked first, then the default: still the one folder
+        assert open_dataset(archive, val_ratio=0.5, store=store2).root.name == plain.root.name
+        assert open_dataset(archive, store=store2).root.name == plain.root.name
+        assert "notes" not in (plain.root / "qtl-dataset.json").read_text() and "notes" not in plain.record()
+
+        classes = zip_folder(make_class_folders(tmp_path / "c", 2, 6), tmp_path / "c.zip")
+        split = open_dataset(classes, val_ratio=0.5, seed=3, store=store)
+        assert split.root.name.endswith("-r0.5-s3") and (split.val_ratio, split.seed, split.notes) == (
+            0.5,
+            3,
+            [],
+        )
+        assert open_dataset(classes, val_ratio=0.5, seed=3, store=store).root == split.root
+
+    def test_a_folder_used_in_place_notes_the_options(self, tmp_path):
+        root = make_image_folder(tmp_path / "d")
+        assert (
+            open_dataset(root, val_ratio=0.3, store=tmp_path / "s")
+            .notes[0]
+            .startswith("the split asked for (val ratio 0.3, seed 0) does not apply")
+        )
+        assert open_dataset(root, store=tmp_path / "s").notes == []

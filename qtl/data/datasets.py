@@ -258,6 +258,9 @@ class PreparedDataset:
     seed: int | None = None
     source_sha256: str | None = None  # of a zip source
     duplicates: Duplicates | None = None  # found when arranged; None: not checked (in place, older manifest)
+    # what `open_dataset` was asked for and did not do, one sentence each, for the caller to show (the
+    # split options on a dataset with its own val split); not kept in the manifest or a checkpoint
+    notes: list[str] = field(default_factory=list)
 
     def check_duplicates(self) -> Duplicates:
         """The dataset's byte-identical images: as its manifest recorded them, else found now (every image
@@ -288,7 +291,7 @@ class PreparedDataset:
         d = asdict(self)
         d["root"], d["source"] = _portable(self.root), _portable(self.source)
         d["n_skipped"] = len(self.skipped)
-        del d["skipped"], d["duplicates"]  # the data's duplicates are its own summary, not a split's recipe
+        del d["skipped"], d["duplicates"], d["notes"]  # the data's own summary, not a split's recipe
         return d
 
 
@@ -355,12 +358,26 @@ def open_dataset(
     store: where arranged datasets go (default `datasets_dir()`); a zip is extracted there once and
         found again by its SHA-256. progress(done, total) while downloading or extracting.
 
+    A dataset with its own val split ignores val_ratio and seed (it is arranged once, not once per split
+    asked for); where they differ from the defaults, `.notes` says so.
+
     Raises:
         DatasetError: no usable dataset (one line saying why); qtl.data.archive.ArchiveError (a DatasetError's
             sibling ValueError): the zip is refused.
     """
     if not 0 < val_ratio < 1:
         raise DatasetError(f"the val ratio must lie strictly between 0 and 1, got {val_ratio}")
+    ds = _open(source, val_ratio, seed, download, progress, limits, store)
+    if ds.val_ratio is None and (val_ratio, seed) != (DEFAULT_VAL_RATIO, 0):
+        ds.notes.append(
+            f"the split asked for (val ratio {val_ratio:g}, seed {seed}) does not apply: {ds.source} has its "
+            "own val split, used as it is"
+        )
+    return ds
+
+
+def _open(source, val_ratio, seed, download, progress, limits, store) -> PreparedDataset:
+    """`open_dataset` after its argument check."""
     store = Path(store) if store is not None else datasets_dir()
     if source is None:
         return describe(resolve_dataset(None, download=download, progress=progress), "hymenoptera")
@@ -508,12 +525,28 @@ def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: 
     return ds
 
 
+def _arranged_name(base: Path, ds: PreparedDataset) -> Path:
+    """Where an arranged dataset goes: `base` (its source's name and key), + `split_suffix` where val was
+    split off here; a dataset with its own val split has one arrangement, whatever split was asked for."""
+    return base if ds.val_ratio is None else base.with_name(base.name + split_suffix(ds.val_ratio, ds.seed))
+
+
+def _find_arranged(base: Path, val_ratio: float, seed: int) -> PreparedDataset | None:
+    """The dataset arranged from `base`'s source for this split: the one at `base` where it has its own val
+    split (the split asked for does not apply), else the one split off with `val_ratio` and `seed`."""
+    for place in (base, base.with_name(base.name + split_suffix(val_ratio, seed))):
+        found = read_manifest(place)
+        if found is not None and (found.val_ratio, found.seed) in ((None, None), (val_ratio, seed)):
+            return found
+    return None
+
+
 def _publish(ds: PreparedDataset, tmp: Path, final: Path) -> PreparedDataset:
     """Find the duplicates, write the manifest and rename the arranged folder into place (another process
     may have won)."""
     ds.duplicates = find_duplicates(tmp, ds.classes)
     d = asdict(ds)
-    del d["root"]
+    del d["root"], d["notes"]
     (tmp / MANIFEST).write_text(json.dumps(d, indent=1))
     try:
         os.replace(tmp, final)
@@ -536,15 +569,15 @@ def _from_zip(archive, val_ratio, seed, store: Path, progress, limits) -> Prepar
     label = Path(str(archive if isinstance(archive, (str, Path)) else getattr(archive, "name", "upload.zip")))
     with open(archive, "rb") if isinstance(archive, Path) else _keep_open(archive) as f:
         sha = _sha256(f)
-        final = store / f"{_slug(label.stem)}-{sha[:12]}{split_suffix(val_ratio, seed)}"
-        if (found := read_manifest(final)) is not None:
+        base = store / f"{_slug(label.stem)}-{sha[:12]}"
+        if (found := _find_arranged(base, val_ratio, seed)) is not None:
             return found
         store.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=store, prefix=".arranging-") as tmp:
             raw = safe_extract(f, Path(tmp) / "raw", limits, progress=progress)
             info = {"name": label.stem, "source": label.name, "sha256": sha}
             ds = _arrange(raw, Path(tmp) / "out", val_ratio, seed, os.replace, info)
-            return _publish(ds, Path(tmp) / "out", final)
+            return _publish(ds, Path(tmp) / "out", _arranged_name(base, ds))
 
 
 class _keep_open:
@@ -584,14 +617,14 @@ def _from_named(name: str, store: Path, download: bool) -> PreparedDataset:
 def _from_folder(path: Path, val_ratio, seed, store: Path) -> PreparedDataset:
     """Arrange a non-canonical folder as symlinks under `store`, keyed by its path and file listing."""
     path = path.resolve()
-    final = store / f"{_slug(path.name)}-{_listing_digest(path)[:12]}{split_suffix(val_ratio, seed)}"
-    if (found := read_manifest(final)) is not None:
+    base = store / f"{_slug(path.name)}-{_listing_digest(path)[:12]}"
+    if (found := _find_arranged(base, val_ratio, seed)) is not None:
         return found
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=".arranging-") as tmp:
         info = {"name": path.name, "source": str(path)}
         ds = _arrange(path, Path(tmp) / "out", val_ratio, seed, lambda s, d: os.symlink(s.resolve(), d), info)
-        return _publish(ds, Path(tmp) / "out", final)
+        return _publish(ds, Path(tmp) / "out", _arranged_name(base, ds))
 
 
 def _listing_digest(path: Path) -> str:
