@@ -154,9 +154,9 @@ class TestRefusals:
         svg, json_ = torchscript_like(tmp_path / "c.svg"), onnx_like(tmp_path / "n.json")
         before = digest(svg), digest(json_)
         line = refused(capsys, "draw", "--checkpoint", ckpt, "-o", svg)
-        assert f"--output {svg} is a model export (TorchScript" in line
+        assert f"--output {svg} is a TorchScript file:" in line
         line = refused(capsys, "noise", ckpt, "--strengths", 0, "--out", tmp_path / "n")
-        assert f"{json_} is a model export (ONNX" in line
+        assert f"{json_} is an ONNX file:" in line
         assert (digest(svg), digest(json_)) == before
         assert not (tmp_path / "n.csv").exists() and not (tmp_path / "n.png").exists()
 

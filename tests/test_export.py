@@ -358,8 +358,9 @@ def test_a_file_of_the_other_kind_says_which_it_is(tmp_path):
     renamed = tmp_path / "m2.torchscript"  # an ONNX file under TorchScript's suffix: told by its bytes
     renamed.write_bytes(onnx.read_bytes())
     said = {
-        (ckpt, "onnx"): "m.pt is not an ONNX file but a torch file: a qtl checkpoint runs without --runtime",
-        (ckpt, "torchscript"): "m.pt is not a TorchScript file but a torch file",
+        (ckpt, "onnx"): "m.pt is not an ONNX file but a qtl checkpoint: qtl checkpoints run without "
+        "--runtime",
+        (ckpt, "torchscript"): "m.pt is not a TorchScript file but a qtl checkpoint",
         (scripted, "onnx"): "m.torchscript is not an ONNX file but a TorchScript file: --runtime torchscript",
         (onnx, "torchscript"): "m.onnx is not a TorchScript file but an ONNX file: --runtime onnx runs it",
         (renamed, "torchscript"): "m2.torchscript is not a TorchScript file but an ONNX file: --runtime onnx",

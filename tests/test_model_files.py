@@ -19,12 +19,16 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
+from qtl.cli.output import check_outputs
 from qtl.config import ModelConfig
 from qtl.deploy.export import export_model, read_metadata
 from qtl.deploy.models import checkpoint_paths
 from qtl.deploy.runtime import load_exported
 from qtl.models.checkpoint import (
+    FILE_KINDS,
+    QTL_CHECKPOINT,
     CheckpointError,
+    describe_file,
     file_kind,
     load_checkpoint,
     read_checkpoint_info,
@@ -231,13 +235,11 @@ def test_a_truncated_checkpoint_is_said_to_be_damaged(tmp_path, exported, fracti
     for read in (read_checkpoint_info, load_checkpoint):
         with pytest.raises(CheckpointError) as err:
             read(path)
-        said = (
-            "cut.pt is not a readable qtl checkpoint: it is damaged or truncated (an incomplete zip archive"
-        )
+        said = "cut.pt is not a readable qtl checkpoint: it is a damaged or truncated zip archive (as a copy"
         assert str(err.value).startswith(said), str(err.value)
         assert "Errno" not in str(err.value) and "miniz" not in str(err.value)
     for runtime in ("onnx", "torchscript"):
-        with pytest.raises(ValueError, match=r"^cut\.pt is damaged or truncated"):
+        with pytest.raises(ValueError, match=r"^cut\.pt is a damaged or truncated zip archive"):
             load_exported(path, runtime)
 
 
@@ -249,12 +251,51 @@ def test_a_truncated_torchscript_file_is_said_to_be_damaged(tmp_path, exported):
     assert file_kind(path) == "damaged"
     with pytest.raises(ValueError) as err:
         load_exported(path, "torchscript")
-    assert str(err.value).startswith("cut.torchscript is damaged or truncated")
+    assert str(err.value).startswith("cut.torchscript is a damaged or truncated zip archive")
     assert "torch file" not in str(err.value)
     with pytest.raises(
-        CheckpointError, match=r"^cut\.torchscript is not a readable qtl checkpoint: it is damaged"
+        CheckpointError, match=r"^cut\.torchscript is not a readable qtl checkpoint: it is a damaged"
     ):
         read_checkpoint_info(path)
+
+
+# ---- one name for a file, whichever reader refuses it
+
+
+def test_a_file_is_named_alike_by_export_the_report_outputs_and_runtime(tmp_path, exported):
+    """`qtl export -o`, the outputs no report may replace (`check_outputs`) and --runtime each named a
+    file in their own words ("a torch file", "a damaged zip (...)", "a model export (ONNX, ...)"): each
+    now says what `describe_file` says, in a refusal naming the file."""
+    data = exported["checkpoint"].read_bytes()
+    files = {
+        "checkpoint": tmp_path / "m.pt",
+        "torch": tmp_path / "weights.pt",
+        "damaged": tmp_path / "cut.pt",
+        "onnx": tmp_path / "m.onnx",
+        "torchscript": tmp_path / "m.torchscript",
+    }
+    files["checkpoint"].write_bytes(data)
+    torch.save({"w": torch.zeros(2)}, files["torch"])
+    files["damaged"].write_bytes(data[: len(data) // 2])
+    for fmt in ("onnx", "torchscript"):
+        files[fmt].write_bytes(exported[fmt].read_bytes())
+    source = tiny_checkpoint(tmp_path / "source.pt")
+    names = {label: describe_file(path) for label, path in files.items()}
+    assert names == {"checkpoint": QTL_CHECKPOINT, **FILE_KINDS}
+    for label, path in files.items():
+        what, other = names[label], "torchscript" if label == "onnx" else "onnx"
+        with pytest.raises(ValueError) as by_outputs:
+            check_outputs({"--json": path})
+        assert f"--json {path} is {what}: " in str(by_outputs.value)
+        with pytest.raises(ValueError) as by_export:
+            export_model(source, path, other)
+        assert re.match(rf"{re.escape(str(path))} (exists and )?is {re.escape(what)}: ", str(by_export.value))
+        with pytest.raises(ValueError) as by_runtime:
+            load_exported(path, other)
+        assert re.match(
+            rf"{re.escape(path.name)} is (not .+ but )?{re.escape(what)}: ", str(by_runtime.value)
+        )
+        assert all(len(str(e.value).splitlines()) == 1 for e in (by_outputs, by_export, by_runtime))
 
 
 # ---- exports with incomplete or broken metadata

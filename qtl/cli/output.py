@@ -18,9 +18,9 @@ COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s
 def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str | Path] = ()) -> None:
     """ValueError (one line) where a command writing these files would lose work: an output that is one
     of the command's `inputs` (its checkpoints, images, results database), a qtl checkpoint or any file
-    torch.save writes, a model export (ONNX, TorchScript: `qtl.models.checkpoint.file_kind` tells them
-    apart, as `qtl export` does) or an SQLite database (a results database), or two outputs that name one
-    file. Ordinary files (an earlier report, a CSV, a figure) may be overwritten.
+    torch.save writes, a model export (ONNX, TorchScript), each named as `qtl export` and `--runtime`
+    name it (`qtl.models.checkpoint.describe_file`), or an SQLite database (a results database), or two
+    outputs that name one file. Ordinary files (an earlier report, a CSV, a figure) may be overwritten.
 
     outputs: {what to call it in the message (its flag, "--json"): path}; None and "-" (stdout) are
     skipped. Call it before any work, so a refusal costs nothing and writes nothing."""
@@ -49,26 +49,19 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _model_or_database(path: Path) -> str | None:
-    """What `path` holds that no report may replace ("a qtl checkpoint", "a model export (ONNX, ...)"),
-    or None for any other file."""
-    from qtl.models.checkpoint import file_kind, read_checkpoint_info
+    """What `path` holds that no report may replace (a model file: `describe_file`, or an SQLite
+    database), or None for any other file."""
+    from qtl.models.checkpoint import describe_file
 
-    kind = file_kind(path)
-    if kind == "torch":
-        try:
-            read_checkpoint_info(path)
-        except Exception:  # a checkpoint this qtl cannot read (newer, damaged), a model of another program
-            return "a torch file (what torch.save writes) or a zip"
-        return "a qtl checkpoint"
-    if kind == "damaged":  # file_kind's word for a zip cut short: a checkpoint or export, maybe repairable
-        return "a damaged zip (a checkpoint or export cut short)"
-    if kind in ("onnx", "torchscript"):
-        return f"a model export ({'ONNX' if kind == 'onnx' else 'TorchScript'}, what qtl export writes)"
-    if kind == "other":
+    if what := describe_file(path):
+        return what
+    try:
         with path.open("rb") as f:
             if f.read(16) == b"SQLite format 3\x00":
                 return "an SQLite database (qtl's results database is one)"
-    return None  # "unreadable": writing it fails, in its own words
+    except OSError:
+        pass  # writing it fails, in its own words
+    return None
 
 
 def display_width(text: str) -> int:

@@ -179,7 +179,7 @@ def export_model(
 def _check_output(path: Path, source: Path | None, fmt: str) -> None:
     """ValueError (one line) when `path` is a folder, or exists and is anything but an earlier qtl export
     of format `fmt` (or an empty file): the checkpoint `source`, another checkpoint, any other file."""
-    from qtl.models.checkpoint import CheckpointError, file_kind, read_checkpoint_info
+    from qtl.models.checkpoint import QTL_CHECKPOINT, describe_file, file_kind
 
     if path.is_dir():
         raise ValueError(f"the output {path} is a folder: name a file, or a folder without one of that name")
@@ -193,23 +193,12 @@ def _check_output(path: Path, source: Path | None, fmt: str) -> None:
     if not path.is_file():
         raise ValueError(f"the output {path} exists and is no regular file: name another file (-o)")
     kind = file_kind(path)
-    if kind == "torch":
-        try:
-            read_checkpoint_info(path)
-        except CheckpointError:
-            pass  # a torch file, but no qtl checkpoint: refused below
-        else:
-            raise ValueError(
-                f"{path} is a qtl checkpoint: an export never overwrites one, name another file (-o)"
-            )
+    what = describe_file(path, kind)
+    if what == QTL_CHECKPOINT:
+        raise ValueError(f"{path} is {what}: an export never overwrites one, name another file (-o)")
     if path.stat().st_size == 0:
         return  # nothing to lose (a file made to receive the export, as mktemp does)
-    what = {
-        "torch": "a torch file",
-        "damaged": "a damaged or truncated file",
-        "onnx": "an ONNX file",
-        "torchscript": "a TorchScript file",
-    }.get(kind, "no qtl export")
+    what = what or "no qtl export"
     if kind == fmt:
         try:
             read_metadata(path)

@@ -19,7 +19,7 @@ import torch
 
 from qtl.analysis.inference import ImageInput, Prediction, as_images, check_batch_size, unique_names
 from qtl.deploy.export import METADATA_KEY, SUFFIX_FORMATS, TORCHSCRIPT_EXTRA, check_metadata, quiet_jit
-from qtl.models.checkpoint import file_kind
+from qtl.models.checkpoint import FILE_KINDS, describe_file, file_kind
 
 RUNTIMES = ("onnx", "torchscript")
 
@@ -91,17 +91,17 @@ def load_exported(
 
 
 def _mismatch(path: Path, runtime: str) -> str | None:
-    """Why `path` cannot be opened with `runtime`, from its first bytes (`file_kind`), in one line; None
-    where it may be (the runtime itself then says whether it is damaged)."""
-    kind, wanted = file_kind(path), "an ONNX file" if runtime == "onnx" else "a TorchScript file"
+    """Why `path` cannot be opened with `runtime`, from its first bytes (`file_kind`), in one line naming
+    it as every message does (`describe_file`); None where it may be (the runtime itself then says
+    whether it is damaged)."""
+    kind = file_kind(path)
+    what, wanted = describe_file(path, kind), FILE_KINDS[runtime]
     if kind == "damaged":
-        return f"{path.name} is damaged or truncated (an incomplete zip archive): copy or export it again"
+        return f"{path.name} is {what}: copy or export it again"
     if kind == "torch":
-        return f"{path.name} is not {wanted} but a torch file: a qtl checkpoint runs without --runtime"
-    if kind == "torchscript" and runtime == "onnx":
-        return f"{path.name} is not {wanted} but a TorchScript file: --runtime torchscript runs it"
-    if kind == "onnx" and runtime == "torchscript":
-        return f"{path.name} is not {wanted} but an ONNX file: --runtime onnx runs it"
+        return f"{path.name} is not {wanted} but {what}: qtl checkpoints run without --runtime"
+    if kind in ("onnx", "torchscript") and kind != runtime:
+        return f"{path.name} is not {wanted} but {what}: --runtime {kind} runs it"
     if kind == "other" and runtime == "torchscript":
         return f"{path.name} is not {wanted}"
     return None

@@ -338,6 +338,30 @@ def file_kind(path: Path) -> str:
     return "torch" if head[:1] == b"\x80" else "other"  # pickle protocols 2+ start so
 
 
+QTL_CHECKPOINT = "a qtl checkpoint"
+FILE_KINDS = {  # file_kind -> what every message calls such a file
+    "torch": "a torch file or zip archive (no readable qtl checkpoint)",
+    "damaged": "a damaged or truncated zip archive (as a copy or download cut short leaves)",
+    "onnx": "an ONNX file",
+    "torchscript": "a TorchScript file",
+}
+
+
+def describe_file(path: Path, kind: str | None = None) -> str | None:
+    """What a model file is, in the one wording `qtl export`, `--runtime` and the commands that write no
+    report over a model all use: `QTL_CHECKPOINT` for a checkpoint this qtl reads, else `FILE_KINDS` of
+    its `file_kind`; None for any other file, or one that cannot be opened. kind: `file_kind(path)`,
+    where the caller has it already."""
+    kind = kind or file_kind(path)
+    if kind == "torch":
+        try:
+            read_checkpoint_info(path)
+        except Exception:  # newer, damaged, another program's: CheckpointError, or a hand-made file's own
+            return FILE_KINDS["torch"]
+        return QTL_CHECKPOINT
+    return FILE_KINDS.get(kind)
+
+
 def _sniff(path: Path) -> None:
     """CheckpointError for a file that is plainly no checkpoint (`file_kind`), before torch reads it:
     text, an image, an ONNX file, a TorchScript archive (which the safe loader cannot read), or a zip cut
@@ -347,16 +371,14 @@ def _sniff(path: Path) -> None:
     kind = file_kind(path)
     if kind == "damaged":
         raise CheckpointError(
-            f"{path.name} is not a readable qtl checkpoint: it is damaged or truncated (an incomplete zip "
-            "archive, as a copy or download cut short leaves); copy it again, or retrain"
+            f"{path.name} is not a readable qtl checkpoint: it is {FILE_KINDS[kind]}; copy it again, "
+            "or retrain"
         )
-    if kind == "torchscript":
+    if kind == "other" and path.suffix.lower() == ".onnx":
+        kind = "onnx"  # named so, though its first bytes are no ONNX model's: onnxruntime says why
+    if kind in ("onnx", "torchscript"):
         raise CheckpointError(
-            f"{path.name} is a TorchScript file {exported} (`qtl predict --runtime torchscript` runs it)"
-        )
-    if kind == "onnx" or kind == "other" and path.suffix.lower() == ".onnx":
-        raise CheckpointError(
-            f"{path.name} is an ONNX file {exported} (`qtl predict --runtime onnx` runs it)"
+            f"{path.name} is {FILE_KINDS[kind]} {exported} (`qtl predict --runtime {kind}` runs it)"
         )
     if kind == "other":
         raise CheckpointError(f"{path.name} is not a qtl checkpoint (nor any file torch.save writes)")
