@@ -4,6 +4,7 @@ splits and the stray entries of a folder used in place."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import make_class_folders, make_image_folder, run_cli, zip_folder
 
-from qtl.data.datasets import find_duplicates, open_dataset
+from qtl.data.datasets import find_duplicates, open_dataset, read_manifest
 from qtl.data.folders import DatasetError
 from qtl.data.images import ImageFolderDataset
 
@@ -126,3 +127,35 @@ class TestSplitOptionsOnOwnSplits:
             .startswith("the split asked for (val ratio 0.3, seed 0) does not apply")
         )
         assert open_dataset(root, store=tmp_path / "s").notes == []
+
+
+class TestListing:
+    def test_splits_in_train_val_test_order(self, tmp_path):
+        """Counts list train, val, test (an arranged folder listed them by name: test, train, val), also
+        from a manifest written in that order."""
+        root = make_image_folder(tmp_path / "d")
+        shutil.copytree(root / "val", root / "test")
+        ds = open_dataset(zip_folder(root, tmp_path / "d.zip"), store=tmp_path / "store")
+        assert list(ds.counts) == ["train", "val", "test"]
+        manifest = ds.root / "qtl-dataset.json"
+        d = json.loads(manifest.read_text())
+        d["counts"] = {s: d["counts"][s] for s in ("test", "train", "val")}
+        manifest.write_text(json.dumps(d))
+        assert list(read_manifest(ds.root).counts) == ["train", "val", "test"]
+
+    def test_stray_entries_of_a_folder_used_in_place_are_listed(self, tmp_path):
+        """Entries beside the splits and beside a split's class folders are listed with their reasons, as
+        an arranged folder lists them (they were not listed at all)."""
+        root = make_image_folder(tmp_path / "d")
+        (root / "README.txt").write_text("x")
+        (root / "train/notes.txt").write_text("x")
+        (root / "train/.DS_Store").write_bytes(b"\x00")
+        (root / "val/Thumbs.db").write_bytes(b"\x00")
+        ds = open_dataset(root, store=tmp_path / "store")
+        assert ds.root == root
+        assert ds.skipped == [
+            ("README.txt", "not in train/val/test"),
+            ("train/.DS_Store", "hidden file"),
+            ("train/notes.txt", "not inside a class folder"),
+            ("val/Thumbs.db", "Windows thumbnail cache"),
+        ]

@@ -51,6 +51,7 @@ from qtl.data.folders import (
     list_images,
     scan,
     skip_reason,
+    stray_entries,
     validate_dataset,
 )
 from qtl.data.sources import (
@@ -419,10 +420,12 @@ def stratified_split(files: dict[str, list], val_ratio: float, seed: int) -> tup
 
 
 def describe(root: Path, source: str) -> PreparedDataset:
-    """A PreparedDataset for a root already in the canonical layout (counted, not decoded)."""
+    """A PreparedDataset for a root already in the canonical layout (counted, not decoded). Entries that are
+    not images are listed in `.skipped` as an arranged folder lists them: in a class folder, beside the
+    class folders of a split, and beside the splits."""
     root = Path(root)
     classes = validate_dataset(root)
-    counts, skipped = {}, []
+    counts, skipped = {}, stray_entries(root, classes)
     for split in ALL_SPLITS:
         if (root / split).is_dir():
             found = list_images(root, split, classes)
@@ -439,6 +442,7 @@ def read_manifest(root: Path) -> PreparedDataset | None:
     try:
         d = json.loads((Path(root) / MANIFEST).read_text())
         d["root"], d["skipped"] = Path(root), [tuple(s) for s in d["skipped"]]
+        d["counts"] = {s: d["counts"][s] for s in ALL_SPLITS if s in d["counts"]}  # older ones: by name
         d["duplicates"] = _read_duplicates(d.get("duplicates"))
         return PreparedDataset(**d)
     except (OSError, ValueError, TypeError, KeyError):
@@ -497,7 +501,8 @@ def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: 
     else:
         ratio, split_seed = None, None
     counts = {}
-    for split, by_class in found.items():
+    for split in (s for s in ALL_SPLITS if s in found):  # train, val, test (scan finds them by name)
+        by_class = found[split]
         missing = sorted(set(classes) - set(by_class))
         if missing:
             raise DatasetError(f"{info['source']}: {split}/ has no images of class(es) {', '.join(missing)}")

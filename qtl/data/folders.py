@@ -83,6 +83,22 @@ def list_images(root: Path, split: str, classes: list[str]) -> list[tuple[Path, 
     ]
 
 
+def stray_entries(root: Path, classes: list[str]) -> list[tuple[str, str]]:
+    """(path relative to `root`, reason) of the entries of a canonical root outside its class folders:
+    beside the splits and beside a split's class folders, with the reasons `scan` gives them."""
+    root = Path(root)
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.name not in ALL_SPLITS or not p.is_dir():
+            out.append((_rel(p, root), skip_reason(p) if _hidden_or_junk(p) else "not in train/val/test"))
+    for split in (s for s in ALL_SPLITS if (root / s).is_dir()):
+        for p in sorted((root / split).iterdir()):
+            if p.name not in classes or not p.is_dir():
+                reason = skip_reason(p) if _hidden_or_junk(p) else "not inside a class folder"
+                out.append((_rel(p, root), reason))
+    return out
+
+
 def file_listing_id(root: str | Path) -> str | None:
     """16 hex digits naming which images a dataset root holds: a SHA-256 over every image's
     split/class/file name (not its bytes: a dataset fetched or arranged again names the same files, where
