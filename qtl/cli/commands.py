@@ -717,8 +717,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
     with ResultsDB(db) as results:
         rows = results.rows(spec.name)
-    has_test = any(r.get("test_acc") is not None for r in rows)
-    print(format_report(rows, "test_acc" if has_test else "val_acc"))
+    print(format_report(rows, None))  # each cell on test_acc where its runs have it, else on val_acc
     print(
         f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
         f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"

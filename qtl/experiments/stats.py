@@ -1,12 +1,14 @@
 """Statistics that do not overclaim, over finished runs (rows as `qtl.experiments.database.ResultsDB.rows`
 gives).
 
-    cells(rows)          per configuration cell (`cell_key`): n seeds, mean, std, 95% CI of a metric
+    cells(rows)          per configuration cell (`cell_key`): n seeds, mean, std, 95% CI of a metric (or,
+                         metric None, of test_acc where the cell's runs have it, else val_acc: `cell_metric`)
     summarise(rows, fs)  per cell: mean and std of several fields (the compare tables)
     comparisons(rows)    every quantum cell vs its controls (dressed-classical of the same width, linear,
                          the quantum and RBF kernel SVMs), paired by seed: mean difference, its 95% CI,
                          paired t-test p-value, the p-value adjusted for every comparison made
-                         (Benjamini-Hochberg), the test's power, and a verdict in words
+                         (Benjamini-Hochberg), the test's power, and a verdict in words (metric None:
+                         each pair on test_acc where both cells have it, else val_acc)
     power(n, effect, sd) the power of a two-sided paired t-test of n seeds to detect a mean difference
                          `effect` when the differences scatter with standard deviation `sd`
     seeds_needed(...)    the fewest seeds that reach a target power; `detectable(...)` the smallest
@@ -175,17 +177,43 @@ def summary(values: list[float], confidence: float = 0.95) -> dict:
 
 def cells(rows: list[dict], metric: str = "val_acc") -> list[dict]:
     """One dict per cell (CELL_KEYS), first-seen order: the keys, `summary` of the metric over its
-    seeds, seeds (sorted), and the means of classical, quantum (parameters) and train_time_s."""
+    seeds, seeds (sorted), the means of classical, quantum (parameters) and train_time_s, and `metric`.
+    metric None: each cell on `cell_metric` (test_acc where its runs have it, else val_acc)."""
     out = []
-    for key, members in group_cells([r for r in rows if r.get(metric) is not None]).items():
-        cell = dict(zip(CELL_KEYS, key, strict=True))
-        cell.update(summary([float(r[metric]) for r in members]))
+    for key, members in group_cells(rows).items():
+        on = metric or cell_metric(members)
+        members = [r for r in members if r.get(on) is not None]
+        if not members:
+            continue
+        cell = dict(zip(CELL_KEYS, key, strict=True), metric=on)
+        cell.update(summary([float(r[on]) for r in members]))
         cell["seeds"] = sorted(r["seed"] for r in members)
         for f in ("classical", "quantum", "train_time_s"):
             values = [float(r[f]) for r in members if r.get(f) is not None]
             cell[f] = sum(values) / len(values) if values else None
         out.append(cell)
     return out
+
+
+def cell_metric(members: list[dict]) -> str:
+    """What a cell's runs are reported on where no metric is asked for: test_acc where every one has a
+    held-out test accuracy, else val_acc (a dataset without test/, selected on val: optimistic)."""
+    return "test_acc" if members and all(r.get("test_acc") is not None for r in members) else "val_acc"
+
+
+HELD_OUT = "test_acc where a cell's runs have a test split, else val_acc"
+"""What metric None reports (`cells`, `comparisons`, `format_report`), in words."""
+
+
+def unreported(rows: list[dict], metric: str | None) -> str:
+    """A note naming the runs a report on `metric` leaves out, having none ("" where it leaves none
+    out): a sweep over datasets with and without test/ lost the latter from its test_acc report, unsaid."""
+    left = [r for r in rows if metric is not None and r.get(metric) is None]
+    if not left:
+        return ""
+    where = ", ".join(sorted({dataset_label(r.get("dataset") or DEFAULT_DATASET) for r in left}))
+    other = "val_acc" if metric == "test_acc" else "test_acc"
+    return f"left out {len(left)} run(s) without {metric} (on {where}): --metric {other} reports them"
 
 
 def summarise(rows: list[dict], fields: tuple[str, ...]) -> list[dict]:
@@ -292,8 +320,10 @@ def comparisons(
     fields, p_adjusted (Benjamini-Hochberg over all comparisons returned), significant (p_adjusted <
     alpha), verdict, and the power analysis at the measured noise (the std of the paired differences):
     effect, power (to detect `effect` with these seeds), seeds_needed (for POWER), detectable (the
-    difference these seeds detect with POWER)."""
-
+    difference these seeds detect with POWER), and `metric`. metric None: each pair on test_acc where both
+    its cells have it on every seed they pair, else on val_acc (`held_out_comparisons`)."""
+    if metric is None:
+        return held_out_comparisons(rows, alpha, effect)
     groups = group_cells([r for r in rows if r.get(metric) is not None])
     cell_list = [
         (dict(zip(CELL_KEYS, key, strict=True)), {r["seed"]: float(r[metric]) for r in members})
@@ -306,7 +336,7 @@ def comparisons(
         for control in CONTROLS:
             match = _control(cell, control, cell_list)
             if match is not None:
-                out.append({"quantum": cell, "control": control, **paired(seeds, match)})
+                out.append({"quantum": cell, "control": control, **paired(seeds, match), "metric": metric})
     adjust(out, alpha)
     for c in out:
         sd = c["diff_std"]
@@ -314,6 +344,24 @@ def comparisons(
         c["power"] = power(c["n"], effect, sd, alpha) if sd and sd > EXACT else None
         c["seeds_needed"] = seeds_needed(effect, sd, alpha=alpha) if sd and sd > EXACT else None
         c["detectable"] = detectable(c["n"], sd, alpha=alpha) if sd and sd > EXACT else None
+    return out
+
+
+def held_out_comparisons(rows: list[dict], alpha: float = ALPHA, effect: float = EFFECT) -> list[dict]:
+    """`comparisons` with each pair on its runs' test accuracy where both its cells have one on every seed
+    they pair, else on their val accuracy (a dataset without test/): `metric` says which. The p-values
+    are adjusted (Benjamini-Hochberg) over the comparisons as made: one family."""
+    rows = [r for r in rows if r.get("val_acc") is not None]
+    on_val = comparisons(rows, "val_acc", alpha, effect)
+    # The same cells, so the same pairs, in the same order, on test accuracy: a run without one scores
+    # NaN, and so does the difference of a pair with such a run on a seed it pairs.
+    nan = [{**r, "test_acc": math.nan if r.get("test_acc") is None else r["test_acc"]} for r in rows]
+    on_test = comparisons(nan, "test_acc", alpha, effect)
+    out = []
+    for test, val in zip(on_test, on_val, strict=True):
+        whole = test["diff"] is not None and not math.isnan(test["diff"])
+        out.append(test if whole else val)
+    adjust(out, alpha)  # the family: each pair's p on its own metric
     return out
 
 
@@ -388,17 +436,26 @@ def comparison_line(c: dict, name: str) -> str:
     return "| " + " | ".join(map(str, cols)) + " |"
 
 
-def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
+def format_report(rows: list[dict], metric: str | None = "val_acc", effect: float = EFFECT) -> str:
     """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
-    its power analysis."""
-    lines = [f"{metric} per cell (mean ± std over seeds, 95% CI, cut at 0 and 1)"]
+    its power analysis. metric None: each cell on test_acc where its runs have it, else on val_acc, each
+    line saying which where they differ (`cell_metric`; the comparisons as `held_out_comparisons`);
+    runs a given metric leaves out are counted and named by dataset (`unreported`)."""
     cell_list = cells(rows, metric)
+    metrics = {c["metric"] for c in cell_list}
+    mixed = len(metrics) > 1
+    on = metrics.pop() if len(metrics) == 1 else metric or "val_acc"
+    head = f"per cell, {HELD_OUT} (each line says which)" if mixed else f"{on} per cell"
+    lines = [f"{head} (mean ± std over seeds, 95% CI, cut at 0 and 1)"]
     apart = settings_apart(cell_list)  # one naming for the cells and the comparisons' cells
     for c, name in zip(cell_list, cell_names(cell_list, apart), strict=True):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
         low, high = (None, None) if c["ci_low"] is None else (max(0.0, c["ci_low"]), min(1.0, c["ci_high"]))
         ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"  # an accuracy's interval: within [0, 1]
-        lines.append(f"  {name:<44} n={c['n']}  {c['mean']:.4f}{std}{ci}")
+        tag = f"{c['metric']:<9} " if mixed else ""
+        lines.append(f"  {name:<44} {tag}n={c['n']}  {c['mean']:.4f}{std}{ci}")
+    note = unreported(rows, metric)
+    lines += [f"  note: {note}"] if note else []
     comps = comparisons(rows, metric, effect=effect)
     if comps:
         lines += ["", *format_comparisons(comps, apart)]
@@ -408,12 +465,15 @@ def format_report(rows: list[dict], metric: str = "val_acc", effect: float = EFF
 def format_comparisons(comps: list[dict], apart: list[str] | None = None) -> list[str]:
     """`comparisons` as text lines: each test, then its power analysis, then the count significant;
     the quantum cells named by `cell_names` with `apart`."""
+    mixed = len({c.get("metric") for c in comps}) > 1  # each says its metric
     lines = ["quantum vs controls, paired by seed (difference = quantum - control)"]
+    if mixed:
+        lines[0] += ": on test_acc where both cells have it on every paired seed, else on val_acc"
     for c, quantum in zip(comps, cell_names([c["quantum"] for c in comps], apart), strict=True):
         diff = "n/a" if c["diff"] is None else f"{c['diff']:+.4f}"
         ci = "" if c["ci_low"] is None else f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
         p = "" if c["p"] is None else f"  p={c['p']:.3g} adj={c['p_adjusted']:.3g}"
-        name = f"{quantum} vs {c['control']}"
+        name = f"{quantum} vs {c['control']}" + (f", on {c['metric']}" if mixed else "")
         lines.append(f"  {name:<56} n={c['n']}  {diff}{ci}{p}  {c['verdict']}")
         lines.append(f"  {'':<56} {power_text(c)}")
     wins = sum(c["significant"] for c in comps)
@@ -513,7 +573,7 @@ def grid_name(cell: dict, apart: list[str]) -> str:
 
 def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
     """The report as Markdown: per variant and `grid_name` a qubits x depth table of mean ± std, then the
-    comparisons."""
+    comparisons, then the runs without `metric` it leaves out, if any (`unreported`)."""
     cell_list = cells(rows, metric)
     apart = settings_apart(cell_list)
     grids = [grid_name(c, apart) for c in cell_list]
@@ -544,4 +604,6 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
         out += [comparison_line(c, name) for c, name in zip(comps, names, strict=True)]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
+    note = unreported(rows, metric)
+    out += ["", f"Note: {note}."] if note else []
     return "\n".join(out)

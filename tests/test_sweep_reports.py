@@ -1,0 +1,74 @@
+"""What a sweep over datasets with and without a test split reports: its closing report, `qtl study`,
+`qtl runs --dataset` and the dry run count every finished run and name it one way; a dataset that fails
+is named; `qtl data` lists each unreadable file once, as its user knows it. Real tiny runs (random-init
+backbone, one epoch) on image folders the tests write."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import make_image_folder, run_cli, zip_folder
+
+SPEC = """
+name = "mixed"
+pretrained = false
+epochs = 1
+qubits = 2
+depth = 1
+
+[[grid]]
+dataset = ["data/notest", "data/tested.zip"]
+variant = ["quantum", "dressed-classical", "linear"]
+seeds = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """(folder, spec, db, closing report): a sweep of 12 runs, on a train/val folder (no test split) and
+    a zip with train/, val/ and test/."""
+    folder = tmp_path_factory.mktemp("mixed")
+    make_image_folder(folder / "data" / "notest")
+    tested = make_image_folder(folder / "src" / "tested")
+    shutil.copytree(tested / "val", tested / "test")
+    zip_folder(tested, folder / "data" / "tested.zip")
+    spec, db = folder / "spec.toml", folder / "r.db"
+    spec.write_text(SPEC)
+    from qtl import cli
+
+    assert cli.main(["-q", "sweep", str(spec), "--db", str(db)]) == 0
+    return folder, spec, db
+
+
+@pytest.fixture
+def report(swept, capsys):
+    folder, spec, db = swept
+    code, out, _ = run_cli(capsys, "-q", "sweep", spec, "--db", db)  # all done: the report alone
+    assert code == 0
+    return out
+
+
+def test_the_closing_report_shows_every_run_on_the_metric_it_has(report):
+    """The report switched to test_acc where any run had it and listed only the cells that did: the runs
+    on the folder without test/ vanished, unsaid. Each cell is now on test_acc where its runs have it,
+    else on val_acc, and says which; so is each comparison."""
+    assert "per cell, test_acc where a cell's runs have a test split, else val_acc" in report
+    for variant in ("quantum 2q d1", "dressed-classical 2q", "linear"):
+        on_zip = next(
+            line for line in report.splitlines() if line.startswith(f"  {variant} resnet18 on tested")
+        )
+        on_folder = next(
+            line for line in report.splitlines() if line.startswith(f"  {variant} resnet18 on notest")
+        )
+        assert " test_acc " in on_zip and " val_acc " in on_folder and "n=2" in on_folder
+    assert "on notest vs dressed-classical, on val_acc" in report
+    assert "on tested.zip vs linear, on test_acc" in report
+    assert "4 comparisons" in report
+
+
+def test_runs_report_on_test_acc_names_the_runs_it_leaves_out(swept, capsys):
+    _, _, db = swept
+    code, out, _ = run_cli(capsys, "runs", "--db", db, "--report", "--metric", "test_acc")
+    assert code == 0 and "on notest" not in out.split("note:")[0]
+    assert "note: left out 6 run(s) without test_acc (on notest): --metric val_acc reports them" in out
