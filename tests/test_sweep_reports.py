@@ -10,6 +10,9 @@ import shutil
 import pytest
 from conftest import make_image_folder, run_cli, zip_folder
 
+from qtl.experiments.database import ResultsDB
+from qtl.experiments.findings import findings
+
 SPEC = """
 name = "mixed"
 pretrained = false
@@ -72,3 +75,38 @@ def test_runs_report_on_test_acc_names_the_runs_it_leaves_out(swept, capsys):
     code, out, _ = run_cli(capsys, "runs", "--db", db, "--report", "--metric", "test_acc")
     assert code == 0 and "on notest" not in out.split("note:")[0]
     assert "note: left out 6 run(s) without test_acc (on notest): --metric val_acc reports them" in out
+
+
+def test_study_has_every_dataset_and_says_what_the_runs_did(swept, capsys, tmp_path):
+    _, _, db = swept
+    out = tmp_path / "study.md"
+    code, _, _ = run_cli(capsys, "study", "--db", db, "--sweep", "mixed", "--out", out)
+    text = out.read_text()
+    assert code == 0 and "12 finished runs" in text
+    assert "## notest, 2 classes; all labels" in text and "## tested.zip, 2 classes; all labels" in text
+    assert (
+        "Asked on held-out test accuracy where the data has a test split (tested.zip) and on val accuracy, "
+        "which also selected each run's epoch, where it has none (notest), on two datasets that need no "
+        "network." in text
+    )
+    assert "Every run used its dataset's own train, val and test splits" not in text
+    assert "Data without a test split (notest): its runs are reported on val accuracy" in text
+    assert "| variant | seeds | val accuracy (no test split) | 95% CI |" in text
+    assert "| notest, 2 classes; all labels (val accuracy: no test split) |" in text
+
+
+def test_not_tested_is_not_counted_as_inconclusive(swept, capsys, tmp_path):
+    """One seed per cell: every comparison is "not tested"; the bullet said "inconclusive in 2" beside a
+    table of 0 inconclusive and 2 not tested."""
+    _, _, db = swept
+    with ResultsDB(db, readonly=True) as results:
+        rows = [r for r in results.rows("mixed") if r["seed"] == 0]
+    from qtl.experiments.findings import _summary, tally
+
+    sections = findings(rows)
+    assert tally(sections)["linear"] == {
+        "better": 0, "worse": 0, "equivalent": 0, "inconclusive": 0, "not tested": 2,
+    }  # fmt: skip
+    bullets = _summary(sections)
+    assert "- **dressed circuit vs linear**: not tested in 2." in bullets
+    assert not any("inconclusive" in b for b in bullets)

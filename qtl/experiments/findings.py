@@ -5,7 +5,8 @@ variant, the quantum heads against their controls with the power of each test, a
     study_markdown(db, "study", command="qtl sweep docs/study.toml ...")   # docs/study.md
 
 Every comparison comes from `qtl.experiments.stats.comparisons` on the test accuracy, paired by seed,
-with the Benjamini-Hochberg adjustment taken over every comparison of the study at once. Each is then
+with the Benjamini-Hochberg adjustment taken over every comparison of the study at once; data without a
+test split (a dataset with no test/ on its given split) is reported on val accuracy, and says so. Each is then
 called, in this order of precedence:
 
     better / worse   the adjusted p-value is below alpha
@@ -30,6 +31,7 @@ from qtl.experiments.stats import (
     comparison_header,
     comparison_line,
     comparisons,
+    dataset_label,
     settings_apart,
     settings_text,
 )
@@ -48,9 +50,16 @@ class Section:
     comparisons: list[dict] = field(default_factory=list)
 
     @property
+    def metric(self) -> str:
+        """test_acc where every cell has it, val_acc where none does, else "mixed"."""
+        metrics = {c["metric"] for c in self.cells}
+        return metrics.pop() if len(metrics) == 1 else "mixed"
+
+    @property
     def title(self) -> str:
         k = self.key
-        parts = [f"{k['dataset']}, {k['n_classes']} classes" if k.get("n_classes") else str(k["dataset"])]
+        name = dataset_label(k["dataset"])  # as reports and the dry run name it: "three", "five.zip"
+        parts = [f"{name}, {k['n_classes']} classes" if k.get("n_classes") else name]
         few = k.get("per_class")
         parts.append(f"{few} labelled image{'s' if few != 1 else ''} per class" if few else "all labels")
         if k.get("label_noise"):
@@ -71,10 +80,13 @@ def verdict(c: dict) -> str:
     return "inconclusive"
 
 
-def findings(rows: list[dict], metric: str = "test_acc", effect: float = EFFECT) -> list[Section]:
+def findings(rows: list[dict], metric: str | None = None, effect: float = EFFECT) -> list[Section]:
     """Sections in a stable order (dataset; more classes first; all labels, then fewer; clean, then noisier;
-    full width, then narrower), each with its cells and its quantum cells' comparisons (`verdict` added)."""
-    rows = [r for r in rows if r.get(metric) is not None]
+    full width, then narrower), each with its cells and its quantum cells' comparisons (`verdict` added).
+    metric None: each cell on test accuracy where its runs have one, else on val accuracy, each pair on
+    test accuracy where both its cells have it (`stats.cell_metric`, `stats.held_out_comparisons`): a run
+    without a test split is in its section, on val accuracy, never left out."""
+    rows = [r for r in rows if r.get(metric or "val_acc") is not None]
     comps = comparisons(rows, metric, effect=effect)
     all_cells = cells(rows, metric)
     # one naming for the whole study: the settings that tell its cells apart, the backbone where several
@@ -159,15 +171,28 @@ def tally(sections: list[Section]) -> dict[str, dict[str, int]]:
     return out
 
 
+NO_TEST = (
+    "No test split in this data: the accuracies below are val accuracy, the split that also selected each "
+    "run's epoch (optimistic), and the comparisons pair the runs on it."
+)
+
+
 def _cell_table(section: Section) -> list[str]:
-    lines = [
-        "| variant | seeds | test accuracy | 95% CI | val accuracy (selection) |",
-        "|---|---|---|---|---|",
-    ]
+    if section.metric == "val_acc":  # no test column to fill: the val accuracy is what is reported
+        lines = ["| variant | seeds | val accuracy (no test split) | 95% CI |", "|---|---|---|---|"]
+    else:
+        lines = [
+            "| variant | seeds | test accuracy | 95% CI | val accuracy (selection) |",
+            "|---|---|---|---|---|",
+        ]
     for c in section.cells:
         ci = "" if c["ci_low"] is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
         val = "" if c.get("val_mean") is None else f"{c['val_mean']:.3f}"
-        lines.append(f"| {c['short']} | {c['n']} | {c['mean']:.3f} | {ci} | {val} |")
+        if section.metric == "val_acc":
+            lines.append(f"| {c['short']} | {c['n']} | {c['mean']:.3f} | {ci} |")
+        else:  # a cell without test accuracy among others: its val accuracy, said
+            mean = f"{c['mean']:.3f}" + (" (val: no test split)" if c["metric"] == "val_acc" else "")
+            lines.append(f"| {c['short']} | {c['n']} | {mean} | {ci} | {val} |")
     return lines
 
 
@@ -201,6 +226,8 @@ def study_markdown(
         )
     val_means = {cell_key(c): c["mean"] for c in cells(rows, "val_acc")}
     sections = findings(rows, effect=effect)
+    untested = any(s.metric != "test_acc" for s in sections)
+    on_val = " (val accuracy on data without a test split)" if untested else ""
     for s in sections:
         for c in s.cells:
             c["val_mean"] = val_means.get(cell_key(c))
@@ -213,9 +240,7 @@ def study_markdown(
         "place, classify differently from the same head with a classical layer of equal width "
         "(`dressed-classical`, its parameter-matched control), from a plain linear head, and from support "
         "vector machines with a "
-        "quantum fidelity kernel or a classical RBF kernel on the same inputs? Asked on held-out test "
-        "accuracy, on two datasets that need no network, with few labels, many classes, wrong labels and "
-        "narrow features.",
+        f"quantum fidelity kernel or a classical RBF kernel on the same inputs? {_asked(sections)}",
         "",
         "## How it was run",
         "",
@@ -243,7 +268,8 @@ def study_markdown(
         "the training features' principal components in front of the head, `classes` the first k classes. "
         "Val and test stay whole and clean.",
         "",
-        f"**Statistics.** Per variant the mean test accuracy over seeds with a Student t 95% interval. Each "
+        f"**Statistics.** Per variant the mean test accuracy{on_val} over seeds with a Student t 95% "
+        "interval. Each "
         f"quantum head against each control paired by seed (same folds, same training images): mean "
         f"difference (quantum - control) with its 95% interval, paired t-test, p-values adjusted over all "
         f"{sum(len(s.comparisons) for s in sections)} comparisons of the study (Benjamini-Hochberg, alpha "
@@ -261,10 +287,12 @@ def study_markdown(
     for control, counts in tally(sections).items():
         out.append(f"| {control} | " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
     out += [""] + _summary(sections)
-    out += ["", "Per dataset and regime (difference in test accuracy, quantum - control, and the call):", ""]
+    grid = "difference in test accuracy" + (", or val accuracy where the row says so" if untested else "")
+    out += ["", f"Per dataset and regime ({grid}, quantum - control, and the call):", ""]
     out += _answer_grid(sections)
     for s in sections:
         out += ["", f"## {s.title}", ""]
+        out += [NO_TEST, ""] if s.metric == "val_acc" else []
         out += _cell_table(s)
         if s.comparisons:
             out += ["", *comparison_header(effect)]
@@ -276,7 +304,8 @@ def study_markdown(
 
 def _summary(sections: list[Section]) -> list[str]:
     """One bullet per quantum head and control: in which datasets and regimes it was better, worse or
-    equivalent (inconclusive ones are counted)."""
+    equivalent; inconclusive ones are counted, and those not tested (fewer than 2 paired seeds) apart, as
+    the Answer table counts them."""
     lines = []
     heads = dict.fromkeys(name for s in sections for name in _by_quantum(s.comparisons))
     for name in heads:
@@ -290,26 +319,85 @@ def _summary(sections: list[Section]) -> list[str]:
                 f"{v} in {len(found[v])}: " + "; ".join(found[v]) for v in ("better", "worse", "equivalent")
             ]
             said = [x for x, v in zip(said, ("better", "worse", "equivalent"), strict=True) if found[v]]
-            rest = len(found["inconclusive"]) + len(found["not tested"])
-            said.append(f"inconclusive in {rest}" if rest else "conclusive everywhere")
+            said += [f"{v} in {len(found[v])}" for v in ("inconclusive", "not tested") if found[v]]
+            said += [] if found["inconclusive"] or found["not tested"] else ["conclusive everywhere"]
             lines.append(f"- **{name} vs {control}**: " + ". ".join(said) + ".")
     return lines
 
 
 def _splits_text(rows: list[dict]) -> str:
-    """How the runs' images were split, in words, from their `split` labels ("kfold-5", "given")."""
+    """How the runs' images were split, in words, from their `split` labels ("kfold-5", "given"), and the
+    datasets whose runs had no test split (reported on val accuracy)."""
     splits = sorted({r.get("split") or "given" for r in rows})
+    untested = sorted({dataset_label(r["dataset"]) for r in rows if r.get("test_acc") is None})
+    also = (
+        f" Data without a test split ({_and(untested)}): its runs are reported on val accuracy, the split "
+        "that selected their epoch (optimistic), and say so."
+        if untested
+        else ""
+    )
     if splits == ["given"]:
-        return "Every run used its dataset's own train, val and test splits."
+        return (
+            'Every run used its dataset\'s own split (`split = "given"`): its train/ and val/ folders, val '
+            "drawn from the training images, stratified, where it has none (a folder of class folders, or "
+            "train/ with test/ alone), and its test/ folder where it has one." + also
+        )
     folds = sorted({int(s.split("-")[1]) for s in splits if s.startswith("kfold-")})
     k = folds[0] if len(folds) == 1 else None
     if k is None or len(splits) > 1:
-        return f"The runs used these splits: {', '.join(splits)} (kfold-k: stratified folds of every image)."
+        return (
+            f"The runs used these splits: {', '.join(splits)} (kfold-k: stratified folds of every image; "
+            "given: the dataset's own train/, val/ and test/ where it has them)." + also
+        )
     return (
         f"Every image of a dataset is pooled and cut into {k} stratified folds (`split = kfold`): seed s "
         f"tests on fold s mod {k}, selects on the next fold and trains on the other {k - 2}, so seeds 0 to "
         f"{k - 1} test every image once, and each further round of {k} seeds again with new folds."
     )
+
+
+NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _and(names: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
+
+
+def _asked(sections: list[Section]) -> str:
+    """What the study asked on, in words, from its sections: the metric (held-out test accuracy, and val
+    accuracy on the data without a test split, named), the datasets, and the regimes it varied, e.g.
+    "Asked on held-out test accuracy, on two datasets that need no network, with few labels, many classes,
+    wrong labels and narrow features." A torchvision dataset is downloaded: then it does not say "that
+    need no network"; folders, zips, digits (scikit-learn's) and a copy of hymenoptera need none."""
+    datasets = sorted({str(s.key["dataset"]) for s in sections})
+    tested = sorted({dataset_label(s.key["dataset"]) for s in sections if s.metric == "test_acc"})
+    untested = sorted({dataset_label(s.key["dataset"]) for s in sections if s.metric != "test_acc"})
+    if not untested:
+        on = "held-out test accuracy"
+    else:
+        on = (
+            f"held-out test accuracy where the data has a test split ({_and(tested) or 'none'}) and on val "
+            f"accuracy, which also selected each run's epoch, where it has none ({_and(untested)})"
+        )
+    n = len(datasets)
+    count = NUMBERS[n] if n < len(NUMBERS) else str(n)
+    offline = not any(d.startswith("torchvision/") for d in datasets)
+    data = f"{count} dataset{'s' if n != 1 else ''}" + (" that need no network" if offline else "")
+    if n == 1:
+        data = data.replace("need ", "needs ")
+    keys = [s.key for s in sections]
+    classes = {}
+    for k in keys:
+        classes.setdefault(k["dataset"], set()).add(k.get("n_classes"))
+    varied = [
+        ("few labels", any(k.get("per_class") for k in keys)),
+        ("many classes", any(len(v) > 1 for v in classes.values())),
+        ("wrong labels", any(k.get("label_noise") for k in keys)),
+        ("narrow features", any(k.get("feature_dim") for k in keys)),
+    ]
+    regimes = _and([words for words, found in varied if found])
+    return f"Asked on {on}, on {data}" + (f", with {regimes}" if regimes else "") + "."
 
 
 def _answer_grid(sections: list[Section]) -> list[str]:
@@ -323,7 +411,8 @@ def _answer_grid(sections: list[Section]) -> list[str]:
             for control in controls:
                 c = by.get(control)
                 cols.append("" if c is None else f"{c['diff']:+.3f} {c['verdict_word']}")
-            lines.append(f"| {s.title} | {name} | " + " | ".join(cols) + " |")
+            title = s.title + (" (val accuracy: no test split)" if s.metric == "val_acc" else "")
+            lines.append(f"| {title} | {name} | " + " | ".join(cols) + " |")
     return lines
 
 
