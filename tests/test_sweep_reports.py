@@ -110,3 +110,17 @@ def test_not_tested_is_not_counted_as_inconclusive(swept, capsys, tmp_path):
     bullets = _summary(sections)
     assert "- **dressed circuit vs linear**: not tested in 2." in bullets
     assert not any("inconclusive" in b for b in bullets)
+
+
+@pytest.mark.parametrize("name", ["data/notest", "data/notest/", "notest"])
+def test_runs_dataset_matches_every_name_qtl_shows(swept, capsys, name):
+    _, _, db = swept
+    code, out, err = run_cli(capsys, "runs", "--db", db, "--dataset", name)
+    assert code == 0 and "6 run(s)" in err and "tested.zip" not in out
+
+
+@pytest.mark.parametrize("name", ["data/tested.zip", "tested.zip", "tested"])
+def test_runs_dataset_matches_a_zip_by_its_names(swept, capsys, name):
+    _, _, db = swept
+    code, out, _ = run_cli(capsys, "runs", "--db", db, "--sweep", "mixed", "--dataset", name, "--report")
+    assert code == 0 and "on tested.zip" in out and "on notest" not in out

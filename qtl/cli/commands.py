@@ -753,9 +753,15 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         names = [sw["name"] for sw in results.sweeps()]
         if args.sweep is not None and args.sweep not in names:
             raise ValueError(f"no sweep {args.sweep!r} in {db}; it holds: {', '.join(names) or 'none yet'}")
-        where = {k: getattr(args, k) for k in ("variant", "backbone", "dataset", "qubits", "depth", "seed")}
+        where = {k: getattr(args, k) for k in ("variant", "backbone", "qubits", "depth", "seed")}
         status = None if args.status == "any" else args.status
         rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
+    if args.dataset is not None:  # any name qtl shows it by: "ds/five.zip", "five.zip", "five"
+        from qtl.experiments.stats import dataset_matches
+
+        rows = [
+            r for r in rows if r.get("dataset") is not None and dataset_matches(r["dataset"], args.dataset)
+        ]
     done = [r for r in rows if r.get("status") == "done"]  # only finished runs count, whatever is listed
     if args.csv:
         write_rows(rows, args.csv, "csv")

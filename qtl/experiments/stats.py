@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 
 from qtl.paths import DEFAULT_DATASET
@@ -526,6 +527,27 @@ def dataset_label(dataset) -> str:
     and "C:\\data\\digits" are "digits"), a name as it is."""
     text = str(dataset).rstrip("/\\")
     return re.split(r"[/\\]", text)[-1] or str(dataset)
+
+
+def dataset_names(dataset) -> set[str]:
+    """Every name qtl shows a run's dataset by: the path as the spec or command gave it, with or without
+    a trailing / and written with / ("ds/three"), its last part as reports name it (`dataset_label`:
+    "three", "five.zip"), and a zip's name without .zip, as its checkpoints record it ("five"). None is
+    the default dataset."""
+    text = str(dataset or DEFAULT_DATASET)
+    label = dataset_label(text)
+    names = {text, text.rstrip("/\\"), text.replace("\\", "/").rstrip("/"), label}
+    names.add(os.path.normpath(text).replace("\\", "/"))
+    if label.lower().endswith(".zip"):
+        names.add(label[: -len(".zip")])
+    return names
+
+
+def dataset_matches(dataset, name: str) -> bool:
+    """Whether `name` (a --dataset filter) is one of `dataset_names(dataset)`: "three", "ds/three/" and
+    "ds/three" all pick the runs on ds/three."""
+    given = str(name).replace("\\", "/").rstrip("/") or str(name)
+    return bool({given, os.path.normpath(given)} & dataset_names(dataset))
 
 
 def setting_text(key: str, value) -> str:
