@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import make_image_folder, run_cli, zip_folder
+from conftest import make_class_folders, make_image_folder, run_cli, zip_folder
 
 from qtl.experiments.database import ResultsDB
 from qtl.experiments.findings import findings
@@ -124,3 +124,16 @@ def test_runs_dataset_matches_a_zip_by_its_names(swept, capsys, name):
     _, _, db = swept
     code, out, _ = run_cli(capsys, "runs", "--db", db, "--sweep", "mixed", "--dataset", name, "--report")
     assert code == 0 and "on tested.zip" in out and "on notest" not in out
+
+
+def test_a_dataset_that_fails_is_named(tmp_path, capsys):
+    make_class_folders(tmp_path / "ok", 2, 4)
+    make_class_folders(tmp_path / "one", 2, 4)
+    lonely = tmp_path / "one" / "lonely"
+    lonely.mkdir()
+    shutil.copy(tmp_path / "one" / "class_0" / "0_0.png", lonely / "x.png")
+    spec = tmp_path / "bad.toml"
+    spec.write_text('name = "bad"\npretrained = false\ndataset = ["ok", "one"]\n')
+    code, _, err = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
+    assert code == 1 and err.count("\n") == 1
+    assert "qtl: error: sweep 'bad', dataset 'one': class 'lonely' has 1 image" in err

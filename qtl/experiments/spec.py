@@ -255,7 +255,8 @@ def plan(
         run's data_dir is its dataset's resolved folder.
     models_dir: where checkpoints go when the spec saves them (<models_dir>/sweeps/<name>/<id>.pt).
     limit: the most points it may make (default `max_runs()`): SpecError above it, before enumerating.
-    Datasets are resolved here (the default one may be downloaded); ValueError for any bad value.
+    Datasets are resolved here (the default one may be downloaded); ValueError for any bad value, a
+    dataset's naming it as the spec does.
     """
     from qtl.config import DataRegime, MachineConfig, ModelConfig
     from qtl.experiments.runs import Run, recipe_for
@@ -279,7 +280,10 @@ def plan(
             raise SpecError(f"sweep {spec.name!r}, the point {where}: {exc}") from None
         dataset = p.pop("dataset")
         if dataset not in roots:
-            roots[dataset] = _dataset_root(dataset, spec.base_dir)
+            try:  # the dataset as the spec names it: a sweep of several said which one failed
+                roots[dataset] = _dataset_root(dataset, spec.base_dir)
+            except ValueError as exc:
+                raise SpecError(f"sweep {spec.name!r}, dataset {dataset!r}: {exc}") from None
         name = _run_dataset(dataset, roots[dataset])
         run = Run(mc, tc, None, name, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
