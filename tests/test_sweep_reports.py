@@ -6,6 +6,7 @@ backbone, one epoch) on image folders the tests write."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import pytest
 from conftest import make_class_folders, make_image_folder, run_cli, zip_folder
@@ -137,3 +138,18 @@ def test_a_dataset_that_fails_is_named(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
     assert code == 1 and err.count("\n") == 1
     assert "qtl: error: sweep 'bad', dataset 'one': class 'lonely' has 1 image" in err
+
+
+def test_dry_run_counts_changed_runs_apart(swept, capsys, tmp_path):
+    """Runs marked changed were counted "to run", though the sweep refuses them without --rerun-changed."""
+    folder, spec, db = swept
+    copy = tmp_path / "r.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as raw:  # as if the folder had listed other images when they ran
+        raw.execute(
+            "UPDATE runs SET config = json_set(config, '$.data', 'other') WHERE dataset = 'data/notest'"
+        )
+    code, out, _ = run_cli(capsys, "sweep", spec, "--db", copy, "--dry-run")
+    assert code == 0 and "12 runs, 6 done, 6 changed (need --rerun-changed), 0 to run" in out
+    code, out, _ = run_cli(capsys, "sweep", spec, "--db", copy, "--dry-run", "--rerun-changed")
+    assert code == 0 and "12 runs, 6 done, 6 to run" in out

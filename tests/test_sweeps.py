@@ -773,7 +773,10 @@ class TestCommandLine:
             assert results.rows("s") == [before]  # nothing written
         assert cli.main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
         out = capsys.readouterr().out
-        assert "1 runs, 0 done, 1 to run" in out and f"{before['id']}  changed" in out
+        assert (
+            "1 runs, 0 done, 1 changed (need --rerun-changed), 0 to run" in out
+            and f"{before['id']}  changed" in out
+        )
         assert cli.main([*run, "--rerun-changed"]) == 0
         with ResultsDB(db, readonly=True) as results:
             (after,) = results.rows("s")

@@ -674,7 +674,11 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         for r in changed:  # not done: they stop the sweep, or run again with --rerun-changed
             status[r.id] = "changed"
         done = sum(status.get(r.id) == "done" for r in runs)
-        print(f"sweep {spec.name}: {len(runs)} runs, {done} done, {len(runs) - done} to run (database {db})")
+        held = 0 if args.rerun_changed else len(changed)  # refused unless --rerun-changed: not "to run"
+        counts = f"{done} done, " + (f"{held} changed (need --rerun-changed), " if held else "")
+        print(
+            f"sweep {spec.name}: {len(runs)} runs, {counts}{len(runs) - done - held} to run (database {db})"
+        )
         stops = changed_note(spec.name, changed) if not args.rerun_changed else ""
         for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs), stops):
             if note:
