@@ -438,7 +438,8 @@ class TestData:
         code, out, _ = run_cli(capsys, "data", "--path", root, "--no-download")
         assert code == 0
         assert "train: 12 images, cats 6, dogs 6" in out and "val: 8 images" in out
-        assert str(bad) in out and "1 unreadable" in out
+        assert "\n  train/cats/broken.jpg: " in out and str(bad) not in out  # named as in the folder given
+        assert "unreadable 1 image file(s)" in out and "ok, 1 unreadable" in out
 
 
 class TestProgressBar:

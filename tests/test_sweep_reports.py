@@ -153,3 +153,18 @@ def test_dry_run_counts_changed_runs_apart(swept, capsys, tmp_path):
     assert code == 0 and "12 runs, 6 done, 6 changed (need --rerun-changed), 0 to run" in out
     code, out, _ = run_cli(capsys, "sweep", spec, "--db", copy, "--dry-run", "--rerun-changed")
     assert code == 0 and "12 runs, 6 done, 6 to run" in out
+
+
+def test_qtl_data_lists_each_unreadable_file_once_by_its_own_name(tmp_path, capsys):
+    data = make_class_folders(tmp_path / "flat", 2, 6)
+    (data / "class_0" / "notes.txt").write_text("hello")
+    good = (data / "class_0" / "0_0.png").read_bytes()
+    (data / "class_0" / "broken.png").write_bytes(good[: len(good) // 2])
+    (data / "class_1" / "empty.png").write_bytes(b"")
+    code, out, err = run_cli(capsys, "data", "--path", data)
+    assert code == 0
+    assert "skipped 1 file(s):\n  class_0/notes.txt: not an image file (.txt)\n" in out
+    assert "unreadable 2 image file(s), skipped when training:" in out
+    assert "  class_0/broken.png: " in out and "  class_1/empty.png: " in out
+    assert "ok, 2 unreadable file(s) will be skipped" in out
+    assert "skipping image" not in err and "datasets/" not in out.split("\n", 1)[1]

@@ -863,16 +863,37 @@ def cmd_data(args, bar: ProgressBar) -> int:
     # naming it, with nothing created for it
     ds = _dataset(args, bar, download=not args.no_download, report=False)
     unreadable = []
-    for split in ds.counts:
-        images = ImageFolderDataset(ds.root, split)  # decodes every file once
-        ds.counts[split] = {c: images.targets.count(i) for i, c in enumerate(images.classes)}
-        unreadable += images.skipped
+    quiet = logging.getLogger("qtl.data.images")  # its "skipping image" lines: listed below, once
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        for split in ds.counts:
+            images = ImageFolderDataset(ds.root, split)  # decodes every file once
+            ds.counts[split] = {c: images.targets.count(i) for i, c in enumerate(images.classes)}
+            for path, reason in images.skipped:  # the reason may name the file too ("cannot identify ...")
+                name = _shown_path(ds, path)
+                unreadable.append((name, reason.replace(str(path), name)))
+    finally:
+        quiet.setLevel(level)
     bar.close()
     print(format_dataset(ds))
-    for p, reason in unreadable:
-        print(f"  unreadable: {p}: {reason}")
+    if unreadable:  # a block of its own: the skipped block's count is of the files it lists
+        print(f"unreadable {len(unreadable)} image file(s), skipped when training:")
+        print("\n".join(f"  {name}: {reason}" for name, reason in unreadable))
     print("ok" if not unreadable else f"ok, {len(unreadable)} unreadable file(s) will be skipped")
     return 0
+
+
+def _shown_path(ds, path: Path) -> str:
+    """An image of a prepared dataset named as its user knows it: relative to the folder they gave where
+    it is (a folder of class folders is arranged as links to its files), else relative to the dataset
+    ("train/ants/x.jpg" of an extracted zip), never by its place in qtl's cache."""
+    source = Path(str(ds.source)).expanduser()
+    for base, here in ((source, Path(path).resolve()), (Path(ds.root), Path(path))):
+        try:
+            return here.relative_to(base.resolve() if base is source else base).as_posix()
+        except (ValueError, OSError):
+            continue
+    return str(path)
 
 
 def cmd_hardware(args, bar: ProgressBar) -> int:
