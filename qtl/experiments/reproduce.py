@@ -21,7 +21,6 @@ split and on k folds, or of two recipes, has a row for each, named by what sets 
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import time
 
@@ -32,11 +31,10 @@ from qtl.experiments.stats import (
     CELL_KEYS,
     EFFECT,
     REGIME_KEYS,
-    adjust,
     cell_name,
     comparison_header,
     comparison_line,
-    comparisons,
+    held_out_comparisons,
     one_per_run,
     setting_text,
     settings_apart,
@@ -268,22 +266,10 @@ def _agree(a: dict, b: dict, keys) -> bool:
 
 
 def _comparisons(groups: list[dict], effect: float, alpha: float = ALPHA) -> list[dict]:
-    """`stats.comparisons` of the groups' runs (`protocol_rows`), each pair on its runs' test accuracy
-    where both its cells have one on every seed they pair, else on their val accuracy (a given split
-    without test/, a run from before test_acc was recorded): each comparison's `metric` says which. The
-    p-values are adjusted (Benjamini-Hochberg) over the comparisons as made: one family."""
-    rows = [r for r in protocol_rows(groups) if r.get("val_acc") is not None]
-    on_val = comparisons(rows, "val_acc", alpha, effect)
-    # The same cells, so the same pairs, in the same order, on test accuracy: a run without one scores
-    # NaN, and so does the difference of a pair with such a run on a seed it pairs.
-    nan = [{**r, "test_acc": math.nan if r.get("test_acc") is None else r["test_acc"]} for r in rows]
-    on_test = comparisons(nan, "test_acc", alpha, effect)
-    out = []
-    for test, val in zip(on_test, on_val, strict=True):
-        whole = test["diff"] is not None and not math.isnan(test["diff"])
-        out.append({**(test if whole else val), "metric": "test_acc" if whole else "val_acc"})
-    adjust(out, alpha)  # the family: each pair's p on its own metric
-    return out
+    """`stats.held_out_comparisons` of the groups' runs (`protocol_rows`): each pair on its runs' test
+    accuracy where both its cells have one on every seed they pair, else on their val accuracy (a given
+    split without test/, a run from before test_acc was recorded); one family of p-values."""
+    return held_out_comparisons(protocol_rows(groups), alpha, effect)
 
 
 def merge_reports(reports: list[dict], *, command: str, notes=(), effect: float = EFFECT) -> dict:
