@@ -441,6 +441,29 @@ class TestData:
         assert "\n  train/cats/broken.jpg: " in out and str(bad) not in out  # named as in the folder given
         assert "unreadable 1 image file(s)" in out and "ok, 1 unreadable" in out
 
+    def test_split_options_a_dataset_with_val_does_not_take_are_said(self, capsys, tiny, tmp_path):
+        """--val-ratio/--split-seed on a zip with its own val/ are noted, even under --quiet (they were
+        ignored silently), and the zip is extracted once; without them, or on class folders, no note."""
+        archive = zip_folder(tiny, tmp_path / "pets.zip")
+        code, _, err = run_cli(capsys, "--quiet", "data", "--path", archive, "--val-ratio", "0.5")
+        assert code == 0
+        assert (
+            "qtl: note: the split asked for (val ratio 0.5, seed 0) does not apply: pets.zip has its own"
+            in err
+        )
+        code, _, err = run_cli(capsys, "data", "--path", archive)
+        assert code == 0 and "note:" not in err
+        flat = make_class_folders(tmp_path / "flat", 2, 5)
+        code, out, err = run_cli(capsys, "data", "--path", flat, "--val-ratio", "0.4")
+        assert code == 0 and "note:" not in err and "val: 4 images" in out
+
+    def test_the_bar_says_what_it_prepares(self, tmp_path):
+        from qtl.cli.commands import _preparing
+
+        archive = zip_folder(make_class_folders(tmp_path / "f", 2, 2), tmp_path / "shapes.zip")
+        assert _preparing(str(archive)) == "extracting shapes.zip"
+        assert _preparing(None) == _preparing(str(tmp_path / "f")) == "downloading the dataset"
+
 
 class TestProgressBar:
     def test_log_files_get_sparse_lines(self):

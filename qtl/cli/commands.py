@@ -189,11 +189,22 @@ def _dataset(args, bar: ProgressBar, *, download: bool = True, report: bool = Tr
         val_ratio=ratio if args.val_ratio is None else args.val_ratio,
         seed=seed if args.split_seed is None else args.split_seed,
         download=download,
-        progress=bar.hook("downloading or extracting the dataset", unit="B"),
+        progress=bar.hook(_preparing(args.data), unit="B"),
     )
+    if args.val_ratio is not None or args.split_seed is not None:  # asked here: said if it did not apply
+        for note in ds.notes:
+            bar.note(f"qtl: note: {note}")
     if report and ds.skipped:
         bar.message(format_skipped(ds.skipped))
     return ds
+
+
+def _preparing(data: str | None) -> str:
+    """The progress bar's label while `--data` is made ready: a zip is extracted, the rest downloaded."""
+    path = Path(data) if data else None
+    if path is not None and path.is_file():
+        return f"extracting {path.name}"
+    return "downloading the dataset"
 
 
 def _scoring_root(args, bar: ProgressBar, models) -> Path:
