@@ -726,13 +726,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # a misspelt variant is refused (it listed no run, as if there were none)
     p.add_argument("--variant", choices=RUN_VARIANTS, default=None, help="only runs with this variant")
-    for name, kind in (
-        ("backbone", str),
-        ("dataset", str),
-        ("qubits", int),
-        ("depth", int),
-    ):
+    for name, kind in (("backbone", str), ("qubits", int), ("depth", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"only runs with this {name}")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="only runs on this dataset: the path the spec gave, its folder or zip name (three, five.zip), "
+        "or a zip's name without .zip",
+    )
     p.add_argument("--seed", type=int, default=None, help="only runs with this seed")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the runs as CSV ('-': stdout)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the runs as JSON ('-': stdout)")
@@ -749,7 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "study",
         "write the findings of a study (a sweep) as Markdown, from the results database",
-        "For every dataset and data regime of a sweep: test accuracy per variant (mean, 95% CI), each "
+        "For every dataset and data regime of a sweep: test accuracy per variant (val accuracy on a "
+        "dataset without test/; mean, 95% CI), each "
         "quantum head against its matched classical control and the kernel baselines paired by seed "
         "(Benjamini-Hochberg over all comparisons), the power of every comparison, and a plain "
         "conclusion. docs/study.md is this command's output.",
