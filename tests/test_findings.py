@@ -138,3 +138,28 @@ def test_a_sweep_without_test_accuracy_is_refused_in_one_line(tmp_path, capsys):
     code = cli.main(["study", "--db", str(copy), "--sweep", "wide", "--out", str(tmp_path / "wide.md")])
     assert code == 1 and "has no held-out test accuracy, which a study reports" in capsys.readouterr().err
     assert not (tmp_path / "wide.md").exists()
+
+
+def test_the_question_names_the_heads_and_controls_the_runs_trained():
+    """The study's question names what its runs trained: the shipped study's six variants as docs/study.md
+    words them, and a sweep of the paper's circuit against a linear head without the controls and kernels
+    it never ran."""
+    from qtl.experiments.findings import _question
+
+    every = [
+        {"variant": "quantum", "reupload": 0},
+        {"variant": "quantum", "reupload": 1},
+        *({"variant": v} for v in ("dressed-classical", "linear", "quantum-kernel", "rbf-svm")),
+    ]
+    shipped = (REPO / "docs" / "study.md").read_text().splitlines()[2]
+    assert shipped.startswith(_question(every) + " Asked on")
+    small = _question([{"variant": "quantum", "reupload": 0}, {"variant": "linear"}])
+    assert small == (
+        "Does the dressed quantum circuit of Mari et al. (2019) classify differently from a plain linear "
+        "head?"
+    )
+    rbf = _question([{"variant": "quantum", "reupload": 1}, {"variant": "rbf-svm"}])
+    assert rbf == (
+        "Does a data re-uploading circuit classify differently from support vector machines with a "
+        "classical RBF kernel on the same inputs?"
+    )

@@ -236,11 +236,7 @@ def study_markdown(
     out = [
         "# Study: when does the quantum layer differ from classical parameters?",
         "",
-        "Does the dressed quantum circuit of Mari et al. (2019), or a data re-uploading circuit in its "
-        "place, classify differently from the same head with a classical layer of equal width "
-        "(`dressed-classical`, its parameter-matched control), from a plain linear head, and from support "
-        "vector machines with a "
-        f"quantum fidelity kernel or a classical RBF kernel on the same inputs? {_asked(sections)}",
+        f"{_question(rows)} {_asked(sections)}",
         "",
         "## How it was run",
         "",
@@ -323,6 +319,46 @@ def _summary(sections: list[Section]) -> list[str]:
             said += [] if found["inconclusive"] or found["not tested"] else ["conclusive everywhere"]
             lines.append(f"- **{name} vs {control}**: " + ". ".join(said) + ".")
     return lines
+
+
+def _question(rows: list[dict]) -> str:
+    """The study's question, naming the quantum heads and the controls its runs trained."""
+    ran = {(r["variant"], bool(r.get("reupload"))) for r in rows}
+    variants = {v for v, _ in ran}
+    heads = [
+        text
+        for text, run in (
+            ("the dressed quantum circuit of Mari et al. (2019)", ("quantum", False)),
+            ("a data re-uploading circuit", ("quantum", True)),
+        )
+        if run in ran
+    ]
+    head = f"{heads[0]}, or {heads[1]} in its place," if len(heads) == 2 else "".join(heads)
+    kernels = [
+        k for k, v in (("quantum fidelity", "quantum-kernel"), ("classical RBF", "rbf-svm")) if v in variants
+    ]
+    controls = [
+        text
+        for text, variant in (
+            (
+                "the same head with a classical layer of equal width (`dressed-classical`, its "
+                "parameter-matched control)",
+                "dressed-classical",
+            ),
+            ("a plain linear head", "linear"),
+        )
+        if variant in variants
+    ]
+    if kernels:
+        controls.append(
+            f"support vector machines with a {' kernel or a '.join(kernels)} kernel on the same inputs"
+        )
+    controls = [f"from {c}" for c in controls]
+    if len(controls) > 2:
+        listed = ", ".join(controls[:-1]) + ", and " + controls[-1]
+    else:
+        listed = " and ".join(controls)
+    return f"Does {head or 'a quantum head'} classify differently {listed or 'from its controls'}?"
 
 
 def _splits_text(rows: list[dict]) -> str:
