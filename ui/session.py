@@ -117,13 +117,39 @@ def resolve_weights():
     from ui import cache
 
     c = st.session_state["config"]
-    choice = cache.backbone_choice(c["backbone"], c["pretrained"])
+    try:
+        choice = cache.backbone_choice(c["backbone"], c["pretrained"])
+    except ValueError as exc:  # a name no form lets through (`check_backbone`): never a page's traceback
+        default = ModelConfig().backbone
+        st.warning(f"Cannot use the backbone {c['backbone']}: {exc}; back to {default}.")
+        c["backbone"] = default
+        st.session_state.pop("train_backbone", None)
+        choice = cache.backbone_choice(c["backbone"], c["pretrained"])
     if choice.notice:
         c["backbone"], c["pretrained"] = choice.backbone, choice.pretrained
         st.session_state["backbone_notice"] = choice.notice
         for key in ("train_backbone", "train_pretrained", "ov_pretrained"):  # the widgets showing them
             st.session_state.pop(key, None)
     return cache.weights_availability(c["backbone"])
+
+
+def refuse_backbone(key: str) -> str | None:
+    """Why the backbone a form's widget `key` holds (typed in, submitted) cannot be used, else None. Call it
+    before the widget is drawn: a refused name never reaches the configuration (a timm model timm does not
+    know failed every page's status check, and its training job), and the widget shows the backbone
+    before it again."""
+    from qtl.models.weights import check_backbone
+
+    c = st.session_state["config"]
+    typed = st.session_state.get(key)
+    if typed is None or typed == c["backbone"]:
+        return None
+    try:
+        check_backbone(typed)
+    except ValueError as exc:
+        st.session_state[key] = c["backbone"]
+        return str(exc)
+    return None
 
 
 def backbone_label(config: dict | None = None) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "BackboneChoice",
     "WeightsAvailability",
     "WeightsStatus",
+    "check_backbone",
     "checkpoints_dir",
     "describe_backbone",
     "reachable",
@@ -143,6 +144,19 @@ def timm_pretrained_cfg(name: str) -> dict:
     if cfg is None:
         raise ValueError(f"timm model {model!r} has no pretrained config")
     return cfg.to_dict()
+
+
+def check_backbone(name: str) -> str:
+    """`name` if qtl can build it: one of BACKBONE_NAMES, or `timm/<model>` of a model timm knows (its
+    pretrained config is read: imports timm); else ValueError with a one-line reason. Never downloads.
+    A form checks a typed name with this before anything uses it (a name timm does not know failed later,
+    in every status check and in the training job)."""
+    from qtl.config import check_backbone_name
+
+    check_backbone_name(name)
+    if name.startswith(TIMM_PREFIX):
+        timm_pretrained_cfg(name)
+    return name
 
 
 def timm_model_name(name: str) -> str:
