@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import urllib.error
 
 import pytest
 
@@ -85,16 +87,52 @@ class TestJobRunner:
         runner = JobRunner()
 
         def boom(job):
-            raise ValueError("bad config")
+            raise KeyError("bug")
 
         job = runner.submit("x", boom)
         assert job.wait(5)
-        assert job.snapshot().state == "failed" and job.snapshot().error == "ValueError: bad config"
+        assert job.snapshot().state == "failed" and job.snapshot().error == "KeyError: 'bug'"
         # the traceback is kept apart from the result, which pages read as the work's return value
-        assert job.snapshot().result is None and "raise ValueError" in job.snapshot().trace
+        assert job.snapshot().result is None and "raise KeyError" in job.snapshot().trace
         (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
-        assert "raise ValueError" in logged.getMessage()
+        assert "raise KeyError" in logged.getMessage() and logged.levelname == "ERROR"
         assert runner.submit("y", lambda job: 1).wait(5)
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            ValueError("bad config"),
+            urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
+            ConnectionResetError("reset"),
+            "qtl",  # an error class of qtl's own: a download that failed
+        ],
+    )
+    def test_expected_failure_is_one_line(self, caplog, error):
+        """A failure its user can fix (a bad value, a dataset or checkpoint error, a host out of reach,
+        qtl's own error classes) is logged as one line without its traceback, which the job keeps; an
+        OSError of the server itself keeps it in the log."""
+        from qtl.utils.download import OfflineError
+
+        error = OfflineError("could not resolve download.pytorch.org") if error == "qtl" else error
+
+        def boom(job):
+            raise error
+
+        caplog.set_level(logging.DEBUG, logger="qtl.utils.jobs")
+        job = JobRunner().submit("x", boom)
+        assert job.wait(5)
+        (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert logged.getMessage() == f"job {job.id} (x) failed: {job.snapshot().error}"
+        assert "\n" not in logged.getMessage() and "Traceback" in job.snapshot().trace
+
+    def test_server_oserror_keeps_its_traceback(self, caplog):
+        def boom(job):
+            raise PermissionError(13, "Permission denied", "/models/x.pt")
+
+        job = JobRunner().submit("x", boom)
+        assert job.wait(5)
+        (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert "raise PermissionError" in logged.getMessage()
 
     def test_snapshot_is_a_copy(self):
         """Mutating a snapshot does not change the job."""

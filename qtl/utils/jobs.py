@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 import traceback
+import urllib.error
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,21 @@ from typing import Any
 
 STATES = ("queued", "running", "done", "cancelled", "failed")
 FINISHED = ("done", "cancelled", "failed")
+
+
+EXPECTED_OS_ERRORS = (ConnectionError, TimeoutError, urllib.error.URLError)
+"""The OSErrors of a host out of reach: expected on a machine offline. Any other OSError (a permission, a
+full disk, a missing file) keeps its traceback in the log."""
+
+
+def expected_failure(exc: BaseException) -> bool:
+    """Whether a job's failure is one its user caused or can fix, logged as one line (the reason is all
+    there is to say): a ValueError (qtl's invalid values, DatasetError, CheckpointError, SpecError ...),
+    an error class of qtl's own (a download that failed, weights out of reach), or a host out of reach.
+    Anything else is a bug or a broken server, logged with its traceback."""
+    if isinstance(exc, (ValueError, *EXPECTED_OS_ERRORS)):
+        return True
+    return any(c.__module__.split(".")[0] == "qtl" for c in type(exc).__mro__)
 
 
 class RunnerBusyError(RuntimeError):
@@ -137,7 +153,12 @@ class Job:
         except Exception as exc:  # the worker must survive any failure of the work it runs
             reason = f"{type(exc).__name__}: {exc}"
             trace = traceback.format_exc()
-            logging.getLogger(__name__).error("job %s (%s) failed\n%s", self._snap.id, self._snap.name, trace)
+            log = logging.getLogger(__name__)
+            if expected_failure(exc):  # one line; its traceback only at debug level
+                log.warning("job %s (%s) failed: %s", self._snap.id, self._snap.name, reason)
+                log.debug("job %s traceback\n%s", self._snap.id, trace)
+            else:
+                log.error("job %s (%s) failed\n%s", self._snap.id, self._snap.name, trace)
             self._set(state="failed", error=reason, message=reason, trace=trace)
         else:
             if self.cancelled:
