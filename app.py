@@ -18,7 +18,6 @@ from ui import session, sidebar
 ICON = Path(__file__).parent / "ui" / "icon.svg"
 st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=ICON, layout="wide")
 session.init_session()
-session.keep_choices()  # a page's picks survive a visit to another page
 
 # The pages, in the navigation's order; add a page here (a thin script in app_pages/) to extend the app.
 PAGES = [
@@ -36,5 +35,8 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-page.run()
+try:
+    page.run()
+finally:
+    session.keep_choices()  # a page's picks survive a visit to another page (after it: no warnings)
 sidebar.render()  # after the page, so it shows what the page just changed (st.sidebar renders in place)

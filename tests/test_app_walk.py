@@ -36,3 +36,24 @@ class TestUnknownTimmBackbone:
         assert at.session_state["config"]["backbone"] != "timm/does_not_exist_model"
         at.switch_page("app_pages/train.py").run()
         assert not at.exception, at.exception
+
+
+class TestKeptChoices:
+    def test_kept_widgets_log_no_session_state_warning(self, app_env, monkeypatch):  # noqa: F811
+        """A page's picks survive a visit to another page without Streamlit's "created with a default value
+        but also had its value set via the Session State API" (logged for data_ratio on every Data page
+        run once kept choices were assigned before the page)."""
+        from streamlit.elements.lib import policies
+
+        logged = []
+        monkeypatch.setattr(policies, "_shown_default_value_warning", False)  # once per process
+        monkeypatch.setattr(policies._LOGGER, "warning", lambda msg, *a, **k: logged.append(msg % a))
+        at = app("data")
+        at.slider(key="data_ratio").set_value(0.3).run()
+        at.number_input(key="data_seed").set_value(7).run()
+        at.switch_page("app_pages/overview.py").run()
+        at.switch_page("app_pages/data.py").run()
+        at.run()
+        assert not at.exception, at.exception
+        assert at.slider(key="data_ratio").value == 0.3 and at.number_input(key="data_seed").value == 7
+        assert not [m for m in logged if "default value" in m], logged

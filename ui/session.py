@@ -89,11 +89,20 @@ restores them), the sweep form (submitted as a whole), and a confirmation to spe
 
 
 def keep_choices() -> None:
-    """Keep `KEPT_CHOICES` through this run, whatever page it draws (assigning a widget's key to itself
-    makes it state the script set, which Streamlit does not drop; Streamlit's documented way)."""
+    """Keep `KEPT_CHOICES` through this run, whatever page it drew: Streamlit drops, at the end of a run,
+    the state of widgets the run did not draw; assigning a key to itself makes it state the script set,
+    which it keeps (Streamlit's documented way). Called after the page (also when it stopped with
+    st.rerun), and only for the widgets it did not draw: assigned before the page, a widget drawn in the
+    same run with a default value logged "The widget with key ... was created with a default value but
+    also had its value set via the Session State API" (data_ratio on the Data page)."""
+    from streamlit.errors import StreamlitAPIException
+
     for key in KEPT_CHOICES:
         if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+            try:
+                st.session_state[key] = st.session_state[key]
+            except StreamlitAPIException:  # drawn in this run: Streamlit keeps it
+                pass
 
 
 def _set_torch_threads(n: int) -> None:
