@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -87,3 +88,30 @@ def test_diagnose_checks_its_figure_before_the_scan(tmp_path, capsys, monkeypatc
     image.write_bytes(b"not read")
     assert cli.main(["explain", str(image), "-c", str(tmp_path / "m.pt"), "-o", str(tmp_path / output)]) == 1
     assert said in capsys.readouterr().err
+
+
+def test_a_decay_is_fitted_only_from_distinct_widths(tmp_path, capsys):
+    """Widths and depths given twice: scanned once, and one width is too little to fit (a rate fitted on
+    4 qubits alone, 2^(-0.40 n), was printed twice after numpy's RankWarning)."""
+    from qtl.analysis.plateau import summary
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RankWarning included
+        rows = scan([4, 4], [1, 1], samples=3)
+        assert sorted((r["n_qubits"], r["depth"], r["cost"]) for r in rows) == [
+            (4, 1, "global"),
+            (4, 1, "local"),
+        ]
+        twice = rows + [dict(r) for r in rows]  # rows that repeat a width, as an older scan's JSON holds
+        assert decay(twice, "global", 1) is None and decay(twice, "local", 1) is None
+        assert summary(twice) == [
+            "depth 1: too few widths to fit a decay (it needs 2 or more distinct widths of at least 4 qubits)"
+        ]
+        wide = scan([4, 8], [1], samples=3)
+        (line,) = summary(wide + [dict(r) for r in wide])
+        assert line.startswith("depth 1: global cost decays as 2^(-") and "local cost as n^-" in line
+        assert decay(wide + wide, "global", 1) == pytest.approx(decay(wide, "global", 1))
+        args = ["-q", "diagnose", "--qubits", "4", "4", "--depths", "1", "1", "--samples", "3"]
+        assert cli.main([*args, "-o", str(tmp_path / "plateau.png")]) == 0
+    out = capsys.readouterr().out
+    assert "decays" not in out  # nothing fitted on one width

@@ -2,6 +2,7 @@
 
     rows = scan([2, 4, 8, 16, 32, 64], [1, 2, 4], samples=24)   # matrix product state engine
     decay(rows, "global", depth=2)       # fitted base-2 rate b of Var ~ 2**(-b n) (theory: about 1)
+    summary(rows)                        # a line per depth: the fitted rates, or too few widths to fit
     figure(rows).savefig("plateau.png")  # `qtl diagnose`
 
 For each width n and depth L the circuit of the dressed head (H, RY(x), L blocks of [CNOTs, RY(theta)])
@@ -65,8 +66,9 @@ def scan(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """One row per (width, depth, cost): n_qubits, depth, cost, variance, samples."""
-    points = [(n, d) for d in depths for n in qubits]
+    """One row per (width, depth, cost): n_qubits, depth, cost, variance, samples. A width or depth given
+    twice is scanned once (its variance would be the same: the seed is drawn from it)."""
+    points = list(dict.fromkeys((n, d) for d in depths for n in qubits))
     rows = []
     for i, (n, d) in enumerate(points, start=1):
         for cost, variance in gradient_variance(n, d, samples=samples, seed=seed).items():
@@ -77,21 +79,44 @@ def scan(
 
 
 def _series(rows: list[dict], cost: str, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    mine = sorted((r["n_qubits"], r["variance"]) for r in rows if r["cost"] == cost and r["depth"] == depth)
-    n = np.array([m for m, _ in mine], dtype=float)
-    return n, np.array([v for _, v in mine], dtype=float)
+    """Distinct widths, ascending, and the variance at each (the mean where rows repeat a width)."""
+    mine: dict[int, list[float]] = {}
+    for r in rows:
+        if r["cost"] == cost and r["depth"] == depth:
+            mine.setdefault(r["n_qubits"], []).append(r["variance"])
+    n = np.array(sorted(mine), dtype=float)
+    return n, np.array([np.mean(mine[m]) for m in sorted(mine)], dtype=float)
 
 
 def decay(rows: list[dict], cost: str, depth: int) -> float | None:
     """The fitted rate of the variance's decay at this depth, widths >= FIT_FROM: for the global cost b
     in Var ~ 2**(-b n) (theory: 1), for the local cost k in Var ~ n**(-k) (theory: about 2). None with
-    fewer than two widths."""
+    fewer than two distinct widths there (a fit through one width is no rate)."""
     n, v = _series(rows, cost, depth)
     keep = (n >= FIT_FROM) & (v > 0)
     if keep.sum() < 2:
         return None
     x = n[keep] if cost == "global" else np.log2(n[keep])
     return float(-np.polyfit(x, np.log2(v[keep]), 1)[0])
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per depth of `rows`, in their order: the fitted decay rates beside theory's, or that too
+    few widths were scanned to fit one."""
+    lines = []
+    for depth in dict.fromkeys(r["depth"] for r in rows):
+        rates = {c: decay(rows, c, depth) for c in COSTS}
+        if rates["global"] is None or rates["local"] is None:
+            lines.append(
+                f"depth {depth}: too few widths to fit a decay (it needs 2 or more distinct widths of at "
+                f"least {FIT_FROM} qubits)"
+            )
+        else:
+            lines.append(
+                f"depth {depth}: global cost decays as 2^(-{rates['global']:.2f} n) (theory: 2^-n); "
+                f"local cost as n^-{rates['local']:.2f} (theory: about n^-2)"
+            )
+    return lines
 
 
 def theory(n: np.ndarray, cost: str, anchor: tuple[float, float]) -> np.ndarray:
