@@ -130,3 +130,27 @@ def test_a_transformer_gets_saliency(image):
         explain(loaded, image, method="grad-cam")
     with pytest.raises(ValueError, match="unknown explanation method"):
         explain(loaded, image, method="lime")
+
+
+def test_a_blank_grad_cam_map_says_so(image):
+    """A class every feature-map channel argues against (its head row all negative) has no positive
+    Grad-CAM evidence: the map is all zeros, and the explanation and its figure say so instead of drawing
+    a uniform tint as if it were a map. Saliency still finds a gradient; the other class's map is not
+    blank."""
+    from qtl.analysis.explain import explanation_figure
+
+    mc = ModelConfig("linear", pretrained=False, class_names=("against", "for"))
+    torch.manual_seed(0)
+    loaded = LoadedModel(build_model(mc).eval(), mc, list(mc.class_names), [], {}, {})
+    with torch.no_grad():
+        loaded.model.head.weight.copy_(torch.tensor([-1.0, 1.0]).repeat_interleave(512).view(2, 512))
+    blank, shown = (explain(loaded, image, method="grad-cam", target=t) for t in (0, 1))
+    assert blank.blank and not blank.heatmap.any()
+    assert blank.note == "no positive Grad-CAM evidence for against; try saliency"
+    assert not shown.blank and shown.note is None and shown.heatmap.max() == 1
+    saliency = explain(loaded, image, method="saliency", target=0)
+    assert not saliency.blank and saliency.note is None
+    fig = explanation_figure([("img.png", {"blank": blank, "shown": shown})])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1].replace("\n", " ").endswith(" no positive Grad-CAM evidence for against; try saliency")
+    assert "evidence" not in titles[2]

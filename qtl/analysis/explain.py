@@ -3,6 +3,7 @@ backpropagated through the whole model: the backbone, the dressed head and the q
 
     ex = explain(loaded, "ant.jpg")            # Grad-CAM on a CNN backbone, gradient saliency otherwise
     ex.heatmap                                 # (H, W) float32 in [0, 1], over ex.image (the model's view)
+    ex.note                                    # None, or why the map is blank (ex.blank): show it with it
     overlay(ex.image, ex.heatmap).save("why.png")
 
 Methods:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import textwrap
 import threading
 import time
 import weakref
@@ -56,6 +58,21 @@ class Explanation:
     image: Image.Image  # the model's view of the input: resized and cropped, H x W
     seconds: float = 0.0  # wall time for this model: a backbone pass it shares with others counted in full
     shared_backbone: bool = False  # its backbone pass served other models too (`explain_all`)
+
+    @property
+    def blank(self) -> bool:
+        """The heatmap is all zeros: nothing in the image raised the score (Grad-CAM's ReLU kept no
+        region), or no gradient reached the pixels (saliency). Its overlay is a uniform tint, not a map."""
+        return not self.heatmap.any()
+
+    @property
+    def note(self) -> str | None:
+        """One line for a blank heatmap, to show beside it (None otherwise)."""
+        if not self.blank:
+            return None
+        if self.method == "grad-cam":
+            return f"no positive Grad-CAM evidence for {self.class_name}; try saliency"
+        return f"no gradient reaches the pixels for {self.class_name}"
 
 
 def _bare_copy(module: nn.Module) -> nn.Module:
@@ -295,7 +312,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, cmap: s
 
 def explanation_figure(rows: list[tuple[str, dict[str, Explanation]]]):
     """A matplotlib figure: one row per image (its name, {model name: Explanation}), the model's view
-    first, then each model's overlay titled with its prediction and method."""
+    first, then each model's overlay titled with its prediction and method, and its `note` if blank."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, safe in a server's threads
 
@@ -307,7 +324,8 @@ def explanation_figure(rows: list[tuple[str, dict[str, Explanation]]]):
         first = next(iter(row.values()))
         panels = [(name, first.image)] + [
             (
-                f"{label}\n{ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}",
+                f"{label}\n{ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}"
+                + (f"\n{textwrap.fill(ex.note, 40)}" if ex.note else ""),  # within its panel
                 overlay(ex.image, ex.heatmap),
             )
             for label, ex in row.items()
