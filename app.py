@@ -12,12 +12,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import session, sidebar
+from ui import datasets, session, sidebar
 
 # a file beside the app, served by the app itself: a ":material/...:" favicon is fetched from Google Fonts
 ICON = Path(__file__).parent / "ui" / "icon.svg"
 st.set_page_config(page_title="qtl: quantum transfer learning", page_icon=ICON, layout="wide")
 session.init_session()
+datasets.restore_active()  # a reload keeps the active dataset (named in the address)
 
 # The pages, in the navigation's order; add a page here (a thin script in app_pages/) to extend the app.
 PAGES = [
@@ -38,5 +39,6 @@ page = st.navigation(PAGES)
 try:
     page.run()
 finally:
+    datasets.remember_active()
     session.keep_choices()  # a page's picks survive a visit to another page (after it: no warnings)
 sidebar.render()  # after the page, so it shows what the page just changed (st.sidebar renders in place)

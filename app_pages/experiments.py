@@ -11,6 +11,7 @@ st.title("Experiments")
 s = settings()
 c = st.session_state["config"]
 st.session_state.setdefault("exp_job_id", None)
+dataset, dataset_words, no_dataset = experiments.sweep_dataset()
 
 with st.expander("New sweep", expanded=False), st.form("exp_form"):
     st.caption(
@@ -33,13 +34,18 @@ with st.expander("New sweep", expanded=False), st.form("exp_form"):
     backbones = widgets.backbone_options(c["backbone"])  # the bundled one too: offline sessions use it
     backbone = mid.selectbox("backbone", backbones, backbones.index(c["backbone"]), key="exp_backbone")
     pretrained = right.toggle("ImageNet weights", c["pretrained"], key="exp_pretrained")
+    st.caption(dataset_words)
     submitted = st.form_submit_button("Run sweep", type="primary", icon=":material/play_arrow:")
 
 databases = experiments.databases()
 if submitted:
     form = dict(name=name, variants=variants, qubits=qubits, depths=depths, seeds=seeds, epochs=epochs)
     try:
-        spec, text = experiments.compose_spec({**form, "backbone": backbone, "pretrained": pretrained})
+        if no_dataset:
+            raise ValueError(no_dataset)
+        spec, text = experiments.compose_spec(
+            {**form, "backbone": backbone, "pretrained": pretrained, "dataset": dataset}
+        )
     except ValueError as exc:
         st.error(f"Cannot run this sweep: {exc}")
     else:

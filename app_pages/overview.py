@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.models.weights import weights_label
-from ui import cache, server_jobs, session, training, widgets
+from ui import cache, datasets, server_jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Quantum transfer learning explorer")
@@ -43,8 +43,11 @@ s = settings()
 left, right = st.columns(2)
 with left:
     data = cache.dataset_status(session.active_data_dir())
-    show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
-    show(f"**Dataset {data.state}**: {data.message}")
+    if datasets.download_failed(data):  # in this session: no longer "downloadable"
+        st.warning(f"**Dataset not downloaded**: {datasets.status_words(data)}; {datasets.what_to_do()}.")
+    else:
+        show = {"found": st.success, "downloadable": st.info, "missing": st.error}[data.state]
+        show(f"**Dataset {data.state}**: {data.message}")
 with right:
     if st.session_state.get("backbone_notice"):
         st.info(f"**Using the bundled pretrained backbone**: {st.session_state['backbone_notice']}")

@@ -5,7 +5,12 @@ download."""
 
 from __future__ import annotations
 
-from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
+from pathlib import Path
+
+import pytest
+from conftest import make_class_folders, make_image_folder, zip_folder
+from streamlit.testing.v1 import AppTest
+from test_app import APP, app, app_env, texts, ui_module  # noqa: F401  (app_env is a fixture)
 
 
 class TestUnknownTimmBackbone:
@@ -57,3 +62,164 @@ class TestKeptChoices:
         assert not at.exception, at.exception
         assert at.slider(key="data_ratio").value == 0.3 and at.number_input(key="data_seed").value == 7
         assert not [m for m in logged if "default value" in m], logged
+
+
+def ui_cache():
+    """The app's ui.cache module, as the running app imported it."""
+    ui_module()  # puts the repository on sys.path
+    from ui import cache
+
+    return cache
+
+
+@pytest.fixture
+def no_default_data(app_env, tmp_path, monkeypatch):  # noqa: F811
+    """No dataset on disk but the ones uploaded in the test: qtl's default one (hymenoptera, in an empty
+    cache) is not there; uploads go to that cache. Offline unless the test says otherwise."""
+    monkeypatch.delenv("QTL_DATA_DIR")
+    monkeypatch.setenv("QTL_CACHE_DIR", str(tmp_path / "cache"))
+    cache = ui_cache()
+    clear = (cache.dataset_status.clear, cache.dataset_classes.clear, cache.val_samples.clear)
+    for f in clear:
+        f()
+    yield tmp_path
+    for f in clear:
+        f()
+
+
+def upload_and_activate(at, folder: Path, name: str = "pets") -> str:
+    """Upload a zip of 2 class folders on the Data page, make it active; returns its root."""
+    src = make_class_folders(folder / name, 2, 6)
+    data = zip_folder(src, folder / f"{name}.zip").read_bytes()
+    at.file_uploader(key="data_upload").set_value([(f"{name}.zip", data, "application/zip")]).run()
+    assert not at.exception and not at.error, texts(at.error)
+    at.button(key="data_use").click().run()
+    return at.session_state["data_dir"]
+
+
+def wait_for(at, key: str, timeout: float = 120) -> None:
+    job = ui_module().runner().get(at.session_state[key])
+    assert job is not None and job.wait(timeout), "the job did not finish"
+    at.run()
+
+
+class TestActiveDataset:
+    def test_survives_a_reload(self, no_default_data):
+        """The active dataset is named in the address (?data=<its folder>), so a reload (a new session on
+        that address) makes it active again; a name no upload has is dropped."""
+        at = app("data")
+        root = upload_and_activate(at, no_default_data)
+        assert at.query_params.get("data") == Path(root).name
+        at.switch_page("app_pages/compare.py").run()
+        assert at.query_params.get("data") == Path(root).name  # kept through a page change
+
+        fresh = AppTest.from_file(APP, default_timeout=90)
+        fresh.query_params["data"] = Path(root).name
+        fresh.run()
+        assert not fresh.exception and fresh.session_state["data_dir"] == root
+        assert f"data: {Path(root).name}" in texts(fresh.sidebar.markdown)
+
+        other = AppTest.from_file(APP, default_timeout=90)
+        other.query_params["data"] = "../../etc"
+        other.run()
+        assert not other.exception and other.session_state["data_dir"] is None
+        assert "data" not in other.query_params
+
+    def test_sweep_runs_on_it(self, no_default_data):
+        """The form names the active dataset and the sweep runs on it (it ran on qtl's default dataset and
+        failed offline with the command line's advice)."""
+        at = app("data")
+        root = upload_and_activate(at, no_default_data)
+        at.switch_page("app_pages/experiments.py").run()
+        assert f"Runs on **{Path(root).name}**, the active dataset" in texts(at.caption)
+        at.text_input(key="exp_name").set_value("walk-data")
+        at.multiselect(key="exp_variants").set_value(["linear"])
+        at.multiselect(key="exp_seeds").set_value([0])
+        at.number_input(key="exp_epochs").set_value(1)
+        next(b for b in at.button if b.label == "Run sweep").click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        wait_for(at, "exp_job_id")
+        assert not at.error, texts(at.error)
+        assert "walk-data: 1 run(s) trained" in texts(at.success)
+        from qtl.experiments.database import ResultsDB
+        from qtl.paths import results_db
+
+        with ResultsDB(results_db(), readonly=True) as db:
+            (row,) = db.rows("walk-data")
+        assert Path(row["dataset"]).name == Path(root).name
+
+    def test_without_one_the_sweep_says_what_to_do_in_the_app(self, no_default_data):
+        at = app("experiments")
+        assert "No dataset on disk to run on: upload one on the Data page" in texts(at.caption)
+        next(b for b in at.button if b.label == "Run sweep").click().run()
+        said = texts(at.error)
+        assert "Cannot run this sweep: no dataset on disk" in said and "--data" not in said
+        assert at.session_state["exp_job_id"] is None
+
+
+@pytest.fixture(scope="module")
+def orphan(app_env, tmp_path_factory):  # noqa: F811
+    """A linear checkpoint (1 epoch) whose dataset is gone: it is scored on the active dataset."""
+    import shutil
+
+    from qtl.config import MachineConfig, ModelConfig
+    from qtl.experiments.runs import plan_runs
+    from qtl.training.fit import fit
+
+    root = tmp_path_factory.mktemp("orphan")
+    data = make_image_folder(root / "gone")
+    base = ModelConfig(pretrained=False, class_names=("cats", "dogs"))
+    machine = MachineConfig(data_dir=str(data))
+    (run,) = plan_runs(["linear"], base, [0], root / "models", epochs=1, machine=machine)
+    saved = fit(run.model_config, run.train_config, run.machine, checkpoint_path=run.checkpoint_path)
+    shutil.rmtree(data)
+    return saved.checkpoint_path
+
+
+class TestNoDatasetOnDisk:
+    def test_compare_points_to_the_uploaded_datasets(self, no_default_data, orphan):
+        """With qtl's default dataset not on disk and none active, Compare says to choose one of those
+        uploaded (it said "add one", though they were listed on the Data page), without CLI advice."""
+        at = app("data")
+        src = make_class_folders(no_default_data / "pets", 2, 6)
+        data = zip_folder(src, no_default_data / "pets.zip").read_bytes()
+        at.file_uploader(key="data_upload").set_value([("pets.zip", data, "application/zip")]).run()
+        at.session_state["loaded"] = [str(orphan)]
+        at.switch_page("app_pages/compare.py").run()
+        at.toggle(key="cmp_eval").set_value(True).run()
+        assert not at.exception, at.exception
+        said = texts(at.warning) + texts(at.error)
+        assert "no dataset on disk to score it on" in said
+        assert "choose one of the 1 uploaded dataset(s) on the Data page and make it active" in said
+        assert "--data" not in said
+
+    def test_overview_after_a_failed_download(self, no_default_data, monkeypatch):
+        """Once this session's job failed to download the dataset, the Overview says so (it kept saying
+        "downloadable ... downloaded on first use") and shows the failure once, without CLI advice."""
+        monkeypatch.delenv("QTL_OFFLINE")
+        at = app()
+        assert "Dataset downloadable" in texts(at.info)
+        error = (
+            "could not download https://download.pytorch.org/tutorial/hymenoptera_data.zip: [Errno -3] "
+            "Temporary failure in name resolution): put the dataset (train/ and val/ with one folder per "
+            "class) in /x, or point to it with --data PATH or the QTL_DATA_DIR environment variable"
+        )
+
+        def fail(job):
+            from qtl.data.folders import DatasetError
+
+            raise DatasetError(f"cannot download the dataset ({error}")
+
+        job = ui_module().runner().submit("quick start", fail, owner=at.session_state["session_id"])
+        assert job.wait(10)
+        at.session_state["job_id"] = job.id
+        at.run()
+        assert not at.exception, at.exception
+        shown = texts(at.error) + texts(at.warning) + texts(at.info) + texts(at.markdown)
+        assert "Dataset downloadable" not in shown
+        assert "Dataset not downloaded" in texts(at.warning)
+        assert "download failed in this session" in texts(at.warning)
+        assert shown.count("Temporary failure in name resolution") == 2  # the status, and the job once
+        assert "Training failed: the dataset could not be downloaded" in texts(at.error)
+        assert "--data" not in shown and "QTL_DATA_DIR" not in shown
+        assert [p.proto.text for p in at.get("progress")] == [""]  # not again on the job's progress bar

@@ -113,5 +113,96 @@ def scoring_data(loaded) -> tuple[str | None, str | None]:
         return str(recorded), None
     status = dataset_status(active_data_dir())
     if status.state != "found":
-        return None, f"no dataset on disk to score it on ({status.message}); add one on the Data page"
+        return None, f"no dataset on disk to score it on ({status_words(status)}); {what_to_do()}"
     return str(status.path), None
+
+
+def uploaded() -> list:
+    """The datasets this session may make active (qtl.data.datasets.list_datasets of `store`)."""
+    from qtl.data.datasets import list_datasets
+
+    return list_datasets(store()) if store().is_dir() else []
+
+
+def what_to_do() -> str:
+    """What to do in the app when the active dataset is not on disk: choose one of those uploaded, else
+    upload one (on the Data page)."""
+    n = len(uploaded())
+    if n:
+        return f"choose one of the {n} uploaded dataset(s) on the Data page and make it active"
+    return "upload one on the Data page and make it active"
+
+
+# ---- a download that failed in this session
+
+
+def download_reason(error: str) -> str:
+    """A failed download's reason without qtl's command-line advice ("point to it with --data PATH or the
+    QTL_DATA_DIR environment variable"), which a user of the app cannot follow."""
+    cut = error.find(": put the dataset")
+    return error[:cut] if cut >= 0 else error
+
+
+def note_failed_job(error: str) -> bool:
+    """After this session's job failed: when the active dataset was still to be downloaded (the default
+    one, not on disk), its download is what failed: keep why for this session (`status_words` says so
+    instead of "downloadable") and return True."""
+    from ui.cache import dataset_status
+
+    if dataset_status(active_data_dir()).state != "downloadable":
+        return False
+    st.session_state["data_download_failed"] = download_reason(error)
+    return True
+
+
+def download_failed(status) -> str | None:
+    """Why the download of a downloadable dataset (its DatasetStatus) failed in this session, else None."""
+    return st.session_state.get("data_download_failed") if status.state == "downloadable" else None
+
+
+def status_words(status) -> str:
+    """A DatasetStatus's message for a page: "its download failed in this session (why)" once it has, and
+    never qtl's command-line advice."""
+    if failed := download_failed(status):
+        return f"{status.path.name} is not on disk: its download failed in this session ({failed})"
+    return download_reason(status.message)
+
+
+def failed_job_text(what: str, error: str) -> str:
+    """The one line a page shows for this session's failed job ("Training failed: ..."): a failed download
+    of the dataset said with what to do in the app."""
+    if note_failed_job(error):
+        reason = st.session_state["data_download_failed"]
+        return f"{what} failed: the dataset could not be downloaded ({reason}); {what_to_do()}."
+    return f"{what} failed: {error}"
+
+
+# ---- the active dataset across a reload
+
+
+DATA_PARAM = "data"  # ?data=<name of an uploaded dataset>: the active dataset survives a reload
+
+
+def restore_active() -> None:
+    """A new session (a reload, a new tab of the same address) makes the dataset the address names
+    (`DATA_PARAM`, an uploaded dataset's folder name) active again; a name no uploaded dataset has is
+    dropped from the address."""
+    name = st.query_params.get(DATA_PARAM)
+    if not name or st.session_state.get("data_restored"):
+        return
+    st.session_state["data_restored"] = True
+    found = next((d for d in uploaded() if d.root.name == name), None)
+    if found is None:
+        del st.query_params[DATA_PARAM]
+    else:
+        st.session_state["data_dir"] = str(found.root)
+
+
+def remember_active() -> None:
+    """Keep the active dataset in the address (`DATA_PARAM`) on every run: a page change clears it."""
+    chosen = st.session_state.get("data_dir")
+    name = Path(chosen).name if chosen and Path(chosen).resolve().parent == store().resolve() else None
+    if name and st.query_params.get(DATA_PARAM) != name:
+        st.query_params[DATA_PARAM] = name
+    elif not name and DATA_PARAM in st.query_params:
+        del st.query_params[DATA_PARAM]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import server_jobs
+from ui import datasets, server_jobs
 from ui.checkpoint_dirs import session_dir
 from ui.settings import settings
 
@@ -73,10 +73,29 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     return sweep, rows
 
 
+def sweep_dataset() -> tuple[str | None, str, str | None]:
+    """The dataset a sweep from this session runs on, the active one: (its root for the spec, None for
+    qtl's default dataset as `qtl sweep` names it; the form's words for it; why a sweep cannot run on it
+    now, or None). A sweep ran on qtl's default dataset whatever the Data page made active."""
+    from ui.cache import dataset_status
+    from ui.session import active_data_dir
+
+    root = active_data_dir() if st.session_state.get("data_dir") else None  # a deleted choice: None
+    status = dataset_status(active_data_dir())
+    name = f"**{status.path.name}**"
+    if status.state == "found":
+        return root, f"Runs on {name}, the active dataset (choose another on the Data page).", None
+    if status.state == "downloadable" and not datasets.download_failed(status):
+        return root, f"Runs on {name}, the default dataset: {status.message}.", None
+    why = f"no dataset on disk ({datasets.status_words(status)}); {datasets.what_to_do()}"
+    return root, f"No dataset on disk to run on: {datasets.what_to_do()}.", why
+
+
 def compose_spec(form: dict):
     """A `SweepSpec` from the form's values, as TOML text the CLI would take (shown on the page).
 
-    form: name, variants, qubits, depths, seeds (lists), epochs, backbone, pretrained.
+    form: name, variants, qubits, depths, seeds (lists), epochs, backbone, pretrained, and dataset (a
+    root; None or absent: qtl's default dataset).
     Raises ValueError for anything invalid or over the demo limits.
     """
     import tomllib
@@ -103,6 +122,8 @@ def compose_spec(form: dict):
         f"pretrained = {toml(bool(form['pretrained']))}",
         f"epochs = {int(form['epochs'])}",
     ]
+    if form.get("dataset"):
+        lines.append(f"dataset = {toml(str(form['dataset']))}")
     if quantum:
         lines += ["", "[[grid]]", f"variant = {toml(quantum)}", f"qubits = {toml(form['qubits'])}"]
         lines += [f"depth = {toml(form['depths'])}", f"seeds = {toml(form['seeds'])}"]
@@ -144,7 +165,7 @@ def _render(job_id: int) -> None:
         columns = ["label", "qubits", "depth", "val_acc", "best_epoch", "train_time_s"]
         st.dataframe([{k: r[k] for k in columns} for r in snap.records], hide_index=True, width="stretch")
     if snap.state == "failed":
-        st.error(f"Sweep failed: {snap.error}")
+        st.error(datasets.failed_job_text("Sweep", snap.error))
     elif snap.finished and snap.result is not None:
         r = snap.result
         st.success(

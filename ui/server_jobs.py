@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from qtl.utils.jobs import JobRunner
-from ui import charts, training
+from ui import charts, datasets, training
 from ui.checkpoint_dirs import session_dir
 from ui.session_models import load
 from ui.settings import settings
@@ -60,7 +60,7 @@ def job_header(job_id: int):
         return None
     snap = job.snapshot()
     st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
-    st.progress(snap.progress, text=snap.message)
+    st.progress(snap.progress, text=None if snap.state == "failed" else snap.message)  # said once, below
     return job, snap
 
 
@@ -137,7 +137,7 @@ def _render_job(job_id: int) -> None:
         right.altair_chart(charts.curves_chart(snap.records, "acc"), width="stretch")
         training.gradient_panel(snap.records)
     if snap.state == "failed":
-        st.error(f"Training failed: {snap.error}")
+        st.error(datasets.failed_job_text("Training", snap.error))
     if snap.finished:
         _finish(snap)
 
