@@ -223,3 +223,17 @@ class TestNoDatasetOnDisk:
         assert "Training failed: the dataset could not be downloaded" in texts(at.error)
         assert "--data" not in shown and "QTL_DATA_DIR" not in shown
         assert [p.proto.text for p in at.get("progress")] == [""]  # not again on the job's progress bar
+
+
+class TestExperimentsDefault:
+    def test_a_database_without_sweeps_is_not_the_default(self, app_env, tmp_path, monkeypatch):  # noqa: F811
+        """A results database a Hardware run made (hardware runs, no sweeps) is not the page's default:
+        the shipped study is (it showed "No sweeps yet")."""
+        from qtl.experiments.database import ResultsDB
+
+        monkeypatch.setenv("QTL_RESULTS_DB", str(tmp_path / "results.db"))
+        ResultsDB(tmp_path / "results.db").close()  # created, as a Hardware run creates it
+        at = app("experiments")
+        assert not at.exception, at.exception
+        assert at.selectbox(key="exp_db").value.startswith("study")
+        assert "No sweeps yet" not in texts(at.info)

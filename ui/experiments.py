@@ -41,13 +41,30 @@ def databases() -> dict[str, Path]:
     return found
 
 
+def has_sweeps(path: Path) -> bool:
+    """Whether the results database at `path` holds a sweep (False when absent or unreadable)."""
+    from qtl.experiments.database import ResultsDB
+
+    if not path.is_file():
+        return False
+    try:
+        with ResultsDB(path, readonly=True) as db:
+            return bool(db.sweeps())
+    except (ValueError, OSError):
+        return False
+
+
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
     from qtl.experiments.database import ResultsDB
 
     labels = list(databases)
-    first = next((i for i, label in enumerate(labels) if databases[label].is_file()), 0)  # one with results
+    # one with sweeps: the session's own first, else a shipped study (a database a Hardware run made holds
+    # no sweeps), else one that exists
+    first = next((i for i, label in enumerate(labels) if has_sweeps(databases[label])), None)
+    if first is None:
+        first = next((i for i, label in enumerate(labels) if databases[label].is_file()), 0)
     label = st.selectbox("results database", labels, first, key="exp_db") if len(labels) > 1 else labels[0]
     path = databases[label]
     if not path.is_file():
