@@ -50,4 +50,5 @@ if run:
 results = st.session_state.get("lab_results")
 if results:
     st.altair_chart(charts.lab_chart(results), width="stretch")
-    st.dataframe(tables.lab_table(results), hide_index=True, width="stretch")
+    columns = {name: st.column_config.NumberColumn(**how) for name, how in tables.LAB_COLUMNS.items()}
+    st.dataframe(tables.lab_table(results), hide_index=True, width="stretch", column_config=columns)

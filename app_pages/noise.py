@@ -98,7 +98,11 @@ def show(models: dict) -> None:
                         continue
                     result = noise.evaluate(*key, {"shots": shots}, backend)
                     rows.append(
-                        {"checkpoint": name, "backend": result.label, "val accuracy": result.accuracy}
+                        {
+                            "checkpoint": name,
+                            "backend": result.label,
+                            "val accuracy": round(result.accuracy, 3),
+                        }
                     )
             st.session_state["noise_backend_rows"], st.session_state["noise_backend_skipped"] = rows, skipped
         for line in st.session_state.get("noise_backend_skipped", []):

@@ -237,3 +237,36 @@ class TestExperimentsDefault:
         assert not at.exception, at.exception
         assert at.selectbox(key="exp_db").value.startswith("study")
         assert "No sweeps yet" not in texts(at.info)
+
+
+class TestNumbers:
+    def test_checkpoint_table_rounds_val_acc_as_compare(self, orphan):
+        """Checkpoints' "val acc" has 3 decimals as Compare's (it showed 0.9477124183006536)."""
+        import dataclasses
+
+        from qtl.models.checkpoint import read_checkpoint_info
+
+        ui_module()
+        from ui.tables import checkpoint_table
+
+        info = dataclasses.replace(read_checkpoint_info(orphan), val_acc=0.9477124183006536)
+        assert checkpoint_table([info], set())["val acc"].tolist() == [0.948]
+
+    def test_diff_lab_shows_gradient_differences_in_scientific_notation(self, app_env):  # noqa: F811
+        import json
+
+        at = app("diff_lab")
+        at.multiselect(key="lab_engines").set_value(["native"])
+        at.multiselect(key="lab_qubits").set_value([2])
+        at.number_input(key="lab_batch").set_value(4)
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        columns = json.loads(at.dataframe[0].proto.columns)
+        assert columns["max |grad − ref|"]["type_config"]["format"] == "%.1e"
+
+    def test_one_epoch_is_singular(self, app_env, monkeypatch):  # noqa: F811
+        monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.setenv("QTL_DEMO_MAX_EPOCHS", "1")
+        at = app()
+        said = texts(at.markdown)
+        assert "`quantum` (1 epoch)" in said and "1 epochs" not in said

@@ -18,7 +18,7 @@ def checkpoint_table(infos: list, loaded: set[str]):
                 "weights": i.weights,
                 "qubits": i.n_qubits,
                 "depth": i.depth,
-                "val acc": i.val_acc,
+                "val acc": None if i.val_acc is None else round(i.val_acc, 3),  # as Compare shows it
                 "epochs": i.epochs,
                 "created": i.created[:19].replace("T", " "),
                 "size": f"{i.size_bytes / 1024:.0f} KB"
@@ -88,8 +88,13 @@ def per_class_table(metrics: dict):
     return pd.DataFrame(rows)
 
 
+LAB_COLUMNS = {"max |grad − ref|": {"format": "%.1e"}}
+"""How `lab_table`'s columns are shown (st.column_config.NumberColumn arguments): a gradient difference
+as 3.4e-16, not 0.0000000000000003."""
+
+
 def lab_table(results: list):
-    """A dataframe of qtl.analysis.difflab results: one row per case."""
+    """A dataframe of qtl.analysis.difflab results: one row per case (shown with `LAB_COLUMNS`)."""
     import pandas as pd
 
     return pd.DataFrame(
@@ -140,6 +145,11 @@ def comparison_table(comps: list[dict], apart: list[str] | None = None):
             for c, name in zip(comps, cell_names([c["quantum"] for c in comps], apart), strict=True)
         ]
     )
+
+
+def epochs(n: int) -> str:
+    """`n` epochs in words: "1 epoch", "10 epochs"."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def csv_bytes(rows: list[dict]) -> bytes:
