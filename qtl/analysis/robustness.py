@@ -5,7 +5,7 @@ re-runs the circuit and the output layer, on the native density-matrix engine or
 
     inputs = head_inputs(loaded, root)                                   # (N, n) angles, labels
     results = noise_sweep(loaded, inputs, noise_grid([0, 0.01, 0.05], [None, 100]), backends=["FakeManilaV2"])
-    write_report(results, "models/noise-report")                         # .csv, .json, .png
+    write_report(results, "models/noise-p0.05")                          # noise-p0.05.csv, .json, .png
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ class HeadInputs:
     angles: torch.Tensor  # (N, n_qubits) float32, CPU
     labels: torch.Tensor  # (N,) int64
     paths: list[str]
+    split: str = "val"  # which split of `data` the images are
+    data: str | None = None  # the dataset's root
+    checkpoint: str | None = None  # the checkpoint's file
 
 
 @torch.no_grad()
@@ -88,7 +91,7 @@ def head_inputs(
         raise ValueError(f"{loaded.name} is a {loaded.variant!r} model: only quantum variants have a circuit")
     data = split_features(loaded, root, split, cache_dir=cache_dir, progress=progress)
     angles = loaded.model.head.angles(data.features).float().cpu()
-    return HeadInputs(angles, data.labels, data.paths)
+    return HeadInputs(angles, data.labels, data.paths, split, str(root), str(loaded.path))
 
 
 @dataclass
@@ -102,6 +105,9 @@ class NoisyResult:
     expvals: torch.Tensor  # (N, n) <Z_i> per sample
     probs: torch.Tensor  # (N, C)
     seconds: float
+    split: str = "val"  # what it was scored on (`HeadInputs`' split, data and checkpoint)
+    data: str | None = None
+    checkpoint: str | None = None
 
     @property
     def label(self) -> str:
@@ -113,6 +119,9 @@ class NoisyResult:
         """Plain values for tables, CSV and JSON."""
         return {
             "model": self.model,
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "split": self.split,
             "setting": self.label,
             "backend": self.backend or "native",
             "depolarizing": None if self.backend else self.noise.depolarizing,
@@ -126,8 +135,9 @@ class NoisyResult:
 def evaluate_noise(
     loaded: LoadedModel, inputs: HeadInputs, noise: NoiseConfig | None = None, *, backend=None
 ) -> NoisyResult:
-    """Val accuracy of a loaded quantum model when its circuit runs under `noise` (default: ideal), or on
-    an IBM `backend` (a fake backend's name or a Qiskit backend; shots = noise.shots or 1024).
+    """Accuracy, on `inputs`' split, of a loaded quantum model when its circuit runs under `noise`
+    (default: ideal), or on an IBM `backend` (a fake backend's name or a Qiskit backend; shots =
+    noise.shots or 1024).
 
     The shot sampler starts from noise.seed, so a result repeats exactly.
     """
@@ -151,7 +161,9 @@ def evaluate_noise(
     post = head.post_net.cpu()
     probs = torch.softmax(post(expvals.to(post.weight.dtype)), dim=1)
     accuracy = (probs.argmax(1) == inputs.labels).double().mean().item()
-    return NoisyResult(loaded.name, noise, name, accuracy, expvals.float(), probs, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    where = {"split": inputs.split, "data": inputs.data, "checkpoint": inputs.checkpoint}
+    return NoisyResult(loaded.name, noise, name, accuracy, expvals.float(), probs, seconds, **where)
 
 
 def noise_grid(
@@ -160,8 +172,10 @@ def noise_grid(
     base: NoiseConfig | None = None,
 ) -> list[NoiseConfig]:
     """Every (depolarizing strength, shots) pair over `base`'s other channels; depolarizing p after every
-    gate (one- and two-qubit alike), shots None for exact <Z>."""
+    gate (one- and two-qubit alike), shots None for exact <Z>. A value given twice is one point (in the
+    order first given): it was scored, and reported, twice."""
     base = base or NoiseConfig()
+    strengths, shots = dict.fromkeys(strengths), dict.fromkeys(shots)
     return [replace(base, depolarizing=p, depolarizing_2q=p, shots=s) for s in shots for p in strengths]
 
 
@@ -215,6 +229,7 @@ def noise_sweep(
     `refused`, and the rest runs; without a `refused` list the first one raises ValueError instead."""
     if seed is None:
         seed = grid[0].seed if grid else 0
+    backend_shots = list(dict.fromkeys(backend_shots))  # a shot count given twice runs once
     jobs, skipped = [], []
     for m, x in zip(models, inputs, strict=True):
         first = {noise.is_ideal: noise for noise in reversed(grid)}  # one point of each kind
@@ -265,26 +280,37 @@ def plot(results: Sequence[NoisyResult], title: str = "accuracy under noise"):
         ax.set_ylim(0.0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
-    axes[0][0].set_ylabel("val accuracy")
+    splits = dict.fromkeys(r.split for r in results)
+    axes[0][0].set_ylabel(f"{' / '.join(splits) or 'val'} accuracy")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 REPORT_SUFFIXES = (".csv", ".json", ".png")
-"""The files `write_report(results, PREFIX)` writes: PREFIX with these suffixes."""
+"""The files `write_report(results, PREFIX)` writes: PREFIX with these suffixes (`report_paths`)."""
+
+
+def report_paths(prefix: str | Path) -> list[Path]:
+    """The files `write_report` writes for `prefix`: PREFIX.csv, PREFIX.json and PREFIX.png, the suffix
+    added to the whole name ("sweep-p0.05" -> "sweep-p0.05.csv": a dot in it is no suffix to replace, or
+    p0.05 and p0.1 wrote one report); a prefix already ending in one of them ("report.csv") drops it."""
+    prefix = Path(prefix)
+    if prefix.suffix in REPORT_SUFFIXES:
+        prefix = prefix.with_suffix("")
+    return [prefix.with_name(prefix.name + s) for s in REPORT_SUFFIXES]
 
 
 def write_report(results: Sequence[NoisyResult], prefix: str | Path) -> list[Path]:
-    """PREFIX.csv (one row per result), PREFIX.json (rows + noise configs) and PREFIX.png (`plot`)."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    """PREFIX.csv (one row per result: its checkpoint, data and split too), PREFIX.json (rows + noise
+    configs) and PREFIX.png (`plot`); the files are `report_paths(prefix)`."""
+    paths = report_paths(prefix)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["model"])
     writer.writeheader()
     writer.writerows(rows)
-    paths = [prefix.with_suffix(s) for s in REPORT_SUFFIXES]
     with atomic_write(paths[0]) as f:
         f.write(text.getvalue().encode())
     doc = [{**row, "noise": r.noise.to_dict()} for row, r in zip(rows, results, strict=True)]

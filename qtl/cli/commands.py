@@ -598,7 +598,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
 
 def cmd_noise(args, bar: ProgressBar) -> int:
     from qtl.analysis.inference import named_models
-    from qtl.analysis.robustness import REPORT_SUFFIXES, head_inputs, noise_grid, noise_sweep, write_report
+    from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, report_paths, write_report
     from qtl.models.checkpoint import load_checkpoint
     from qtl.paths import models_dir
 
@@ -611,11 +611,14 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
     prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_outputs({f"--out's {s}": prefix.with_suffix(s) for s in REPORT_SUFFIXES}, args.checkpoints)
+    check_outputs({f"--out's {p.suffix}": p for p in report_paths(prefix)}, args.checkpoints)
     models = [load_checkpoint(path) for path in args.checkpoints]
     for m in models:
         if not m.model_config.is_quantum:
             raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
+    for m in models:  # its "ideal" row is the exact circuit, not what `qtl evaluate` scores
+        if m.model_config.engine != "native":
+            bar.note(f"qtl: note: {m.path}: {_engine_note(m.model_config)}")
     root = _scoring_root(args, bar, models)
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
@@ -648,6 +651,16 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     paths = write_report(results, prefix)
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _engine_note(mc: ModelConfig) -> str:
+    """Why `qtl noise`'s rows of a checkpoint on another engine than the native one differ from what
+    `qtl evaluate` gives it."""
+    bond = f" (max bond {mc.max_bond}: truncated)" if mc.engine == "mps" and mc.max_bond else ""
+    return (
+        f"its engine is {mc.engine}{bond}, but qtl noise runs every circuit on the native (density-matrix) "
+        "engine: its ideal row is the exact circuit, which may differ from what qtl evaluate gives it"
+    )
 
 
 def cmd_sweep(args, bar: ProgressBar) -> int:

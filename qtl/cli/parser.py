@@ -611,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate quantum checkpoints with their circuit under depolarizing noise of each strength and "
         "each shot count (native density-matrix engine), and on fake IBM backends (needs qtl[hardware]); "
         "print an accuracy table and write it as CSV, JSON and a plot. Other channels given below apply "
-        "at every grid point.",
+        "at every grid point. Every checkpoint runs on the native engine, whatever engine it was trained "
+        "on: an mps checkpoint's ideal row is its exact circuit, not the truncated one (--max-bond) qtl "
+        "evaluate scores.",
     )
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="quantum checkpoints to compare")
     p.add_argument(

@@ -1,0 +1,151 @@
+"""The analysis commands a walkthrough found wrong: `qtl noise --out` cutting its prefix at a dot, its
+report missing what it scored and on which engine, `qtl diagnose` checking --json after its scan and
+scanning a repeated point again, `qtl draw` ignoring options and drawing inputs as zero angles, --engine
+said nowhere to skip classical checkpoints, `qtl predict` failing on a folder with one bad file, and the
+download error alone where a checkpoint's recorded dataset is not here.
+
+Checkpoints are tiny (the 99k-parameter timm test backbone, random init: offline), as test_export's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder, run_cli
+
+from qtl.config import ModelConfig
+from qtl.models.checkpoint import save_checkpoint
+from qtl.models.variants import build_model
+from qtl.quantum.circuit import CircuitConfig
+
+TINY = "timm/test_efficientnet"  # 99k parameters, random init: no download
+
+
+def tiny_checkpoint(path: Path, variant: str, *, dataset: dict | None = None, **config) -> Path:
+    """A seeded random checkpoint of classes c0, c1 on the tiny backbone (`dataset`: its data record)."""
+    torch.manual_seed(0)
+    mc = ModelConfig(variant, TINY, pretrained=False, class_names=("c0", "c1"), q_delta=1.0, **config)
+    return save_checkpoint(path, build_model(mc), mc, dataset=dataset)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("QTL_OFFLINE", "1")
+    monkeypatch.setenv("QTL_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("analysis") / "data", classes=("c0", "c1"))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("analysis-ckpt")
+    return {
+        "quantum": tiny_checkpoint(folder / "q.pt", "quantum", circuit=CircuitConfig(2, 1)),
+        "one": tiny_checkpoint(folder / "one.pt", "quantum", circuit=CircuitConfig(1, 1)),
+        "mps": tiny_checkpoint(
+            folder / "m.pt", "quantum", circuit=CircuitConfig(3, 2), engine="mps", max_bond=2
+        ),
+        "linear": tiny_checkpoint(folder / "lin.pt", "linear"),
+    }
+
+
+def error_line(capsys, *argv) -> str:
+    """A command that must refuse: exit status 1, one `qtl: error:` line on stderr, nothing on stdout."""
+    code, out, err = run_cli(capsys, *argv, "-q")
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1 and lines[0].startswith("qtl: error: "), (
+        code,
+        out,
+        err,
+    )
+    return lines[0]
+
+
+def help_text(capsys, command: str) -> str:
+    """`qtl COMMAND --help`, its words joined by single spaces."""
+    from qtl import cli
+
+    with pytest.raises(SystemExit) as exit:
+        cli.main([command, "--help"])
+    assert exit.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+# ---- qtl noise
+
+
+class TestNoiseReport:
+    def test_a_dot_in_the_prefix_is_kept(self, capsys, ckpts, data, tmp_path):
+        """--out dots/sweep-p0.05 wrote dots/sweep-p0.csv, which --out dots/sweep-p0.1 overwrote."""
+        for p in ("0.05", "0.1"):
+            argv = [
+                "noise",
+                ckpts["quantum"],
+                "--strengths",
+                p,
+                "--data",
+                data,
+                "--out",
+                tmp_path / f"sweep-p{p}",
+            ]
+            code, out, err = run_cli(capsys, *argv, "-q")
+            assert code == 0, err
+            assert f"sweep-p{p}.csv, {tmp_path / f'sweep-p{p}.json'}, {tmp_path / f'sweep-p{p}.png'}" in out
+        assert sorted(p.name for p in tmp_path.glob("sweep-*")) == [
+            f"sweep-p{p}.{s}" for p in ("0.05", "0.1") for s in ("csv", "json", "png")
+        ]
+        rows = list(csv.DictReader((tmp_path / "sweep-p0.05.csv").open()))
+        assert [r["depolarizing"] for r in rows] == ["0.05"]
+
+    def test_rows_say_what_was_scored_once_each(self, capsys, ckpts, data, tmp_path):
+        """Repeated --strengths and --shots were scored and reported twice; the rows now name their
+        checkpoint, dataset and split, and the plot its split."""
+        argv = ["noise", ckpts["quantum"], "--strengths", 0, 0.01, 0, "--shots", 0, 50, 0, "--data", data]
+        code, out, err = run_cli(capsys, *argv, "--split", "train", "--out", tmp_path / "r", "-q")
+        assert code == 0, err
+        rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+        assert [(r["setting"], r["shots"]) for r in rows] == [
+            ("ideal", ""), ("dep 0.01", ""), ("50 shots", "50"), ("dep 0.01, 50 shots", "50"),
+        ]  # fmt: skip
+        assert {(r["checkpoint"], r["data"], r["split"]) for r in rows} == {
+            (str(ckpts["quantum"]), str(data), "train")
+        }
+        doc = json.loads((tmp_path / "r.json").read_text())
+        assert len(doc) == 4 and {d["split"] for d in doc} == {"train"}
+
+    def test_the_plot_names_the_split(self, ckpts, data):
+        from qtl.analysis.robustness import head_inputs, noise_grid, noise_sweep, plot
+        from qtl.models.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(ckpts["quantum"])
+        for split in ("train", "val"):
+            results = noise_sweep([loaded], [head_inputs(loaded, data, split)], noise_grid([0.0]))
+            assert plot(results).axes[0].get_ylabel() == f"{split} accuracy"
+
+    def test_a_checkpoint_on_another_engine_is_said_to_be_scored_on_the_native_one(
+        self, capsys, ckpts, data, tmp_path
+    ):
+        argv = [
+            "noise",
+            ckpts["mps"],
+            ckpts["quantum"],
+            "--strengths",
+            0,
+            "--data",
+            data,
+            "--out",
+            tmp_path / "n",
+        ]
+        code, out, err = run_cli(capsys, *argv, "-q")
+        assert code == 0, err
+        notes = [line for line in err.splitlines() if line.startswith("qtl: note:")]
+        assert len(notes) == 1 and str(ckpts["mps"]) in notes[0], err
+        assert "its engine is mps (max bond 2: truncated)" in notes[0] and "native" in notes[0]
+        assert "whatever engine it was trained on" in help_text(capsys, "noise")
