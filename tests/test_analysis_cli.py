@@ -149,3 +149,43 @@ class TestNoiseReport:
         assert len(notes) == 1 and str(ckpts["mps"]) in notes[0], err
         assert "its engine is mps (max bond 2: truncated)" in notes[0] and "native" in notes[0]
         assert "whatever engine it was trained on" in help_text(capsys, "noise")
+
+
+# ---- qtl diagnose
+
+
+class TestDiagnose:
+    def test_json_in_a_missing_folder_is_refused_before_the_scan(self, capsys, tmp_path):
+        argv = ["diagnose", "--qubits", 2, "--depths", 1, "--samples", 2, "-o", tmp_path / "p.png"]
+        line = error_line(capsys, *argv, "--json", tmp_path / "nodir" / "p.json")
+        assert line == f"qtl: error: no folder {tmp_path / 'nodir'} to write p.json into"
+        assert not (tmp_path / "p.png").exists()  # the scan ran, and its figure was written, first
+
+    def test_a_repeated_width_or_depth_is_scanned_once(self, capsys, tmp_path):
+        argv = ["diagnose", "--qubits", 2, 3, 2, "--depths", 1, 1, "--samples", 2, "-o", tmp_path / "p.png"]
+        code, out, err = run_cli(capsys, *argv, "--json", tmp_path / "p.json", "-q")
+        assert code == 0, err
+        rows = json.loads((tmp_path / "p.json").read_text())
+        assert [(r["n_qubits"], r["depth"]) for r in rows[::2]] == [(2, 1), (3, 1)]
+        assert "qtl: note: --qubits repeats a value: scanning 2 3 once each" in err
+        assert "qtl: note: --depths repeats a value: scanning 1 once each" in err
+        assert [line.split()[:2] for line in out.splitlines()[1:3]] == [["2", "1"], ["3", "1"]]
+
+    @pytest.mark.parametrize(
+        "argv, said",
+        [
+            (["--depths", 0], "--depths must lie between 1 and 100"),
+            (["--depths", -1], "--depths must lie between 1 and 100"),
+            (["--depths", 200], "--depths must lie between 1 and 100"),
+            (["--qubits", 129], "--qubits must lie between 2 and 128"),
+        ],
+    )
+    def test_ranges_are_said_as_they_are(self, capsys, tmp_path, argv, said):
+        """--depths 200 said 'between 0 and 100' though 0 is refused, --depths -1 'no gradient'."""
+        line = error_line(capsys, "diagnose", *argv, "--samples", 2, "-o", tmp_path / "p.png")
+        assert line == f"qtl: error: {said}"
+
+    def test_help_gives_the_widths_it_takes(self, capsys):
+        text = help_text(capsys, "diagnose")
+        assert "(2 .. 128, matrix product state engine)" in text and "2 .. 64" not in text
+        assert "depths to scan, 1 .. 100" in text

@@ -238,14 +238,19 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
     return _dataset(args, bar, split=splits.pop() if len(splits) == 1 else None).root
 
 
-def _figure_path(path) -> Path:
-    """A figure's file, checked before any work: a format matplotlib writes, in a folder that exists."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _figure_path(path, *, figure: bool = True) -> Path:
+    """A figure's file, checked before any work: a format matplotlib writes, in a folder that exists;
+    with figure=False any file (a JSON beside the figure), in a folder that exists."""
+    path = Path(path)
+    if figure:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-    path, kinds = Path(path), FigureCanvasAgg(Figure()).get_supported_filetypes()
-    if path.suffix.lstrip(".").lower() not in kinds:
-        raise ValueError(f"{path}: a figure is written as one of {', '.join(sorted(kinds))} (by its suffix)")
+        kinds = FigureCanvasAgg(Figure()).get_supported_filetypes()
+        if path.suffix.lstrip(".").lower() not in kinds:
+            raise ValueError(
+                f"{path}: a figure is written as one of {', '.join(sorted(kinds))} (by its suffix)"
+            )
     if not path.parent.is_dir():
         raise ValueError(f"no folder {path.parent} to write {path.name} into")
     return path
@@ -847,11 +852,22 @@ def cmd_study(args, bar: ProgressBar) -> int:
 
 def cmd_diagnose(args, bar: ProgressBar) -> int:
     from qtl.analysis.plateau import COSTS, decay, figure, scan
+    from qtl.quantum.circuit import MAX_DEPTH, MAX_QUBITS
 
-    if min(args.qubits) < 2 or max(args.qubits) > 128:
-        raise ValueError("--qubits must lie between 2 and 128")
-    _figure_path(args.output)  # before the scan, which may take minutes
+    if min(args.qubits) < 2 or max(args.qubits) > MAX_QUBITS:
+        raise ValueError(f"--qubits must lie between 2 and {MAX_QUBITS}")
+    if min(args.depths) < 1 or max(args.depths) > MAX_DEPTH:  # 0 has no trainable angle to differentiate
+        raise ValueError(f"--depths must lie between 1 and {MAX_DEPTH}")
+    # before the scan, which may take minutes
+    _figure_path(args.output)
+    if args.json:
+        _figure_path(args.json, figure=False)
     check_outputs({"--output": args.output, "--json": args.json})
+    for flag, name, values in (("--qubits", "qubits", args.qubits), ("--depths", "depths", args.depths)):
+        once = list(dict.fromkeys(values))  # a point given twice was scanned (and fitted) twice
+        if len(once) < len(values):
+            bar.note(f"qtl: note: {flag} repeats a value: scanning {' '.join(map(str, once))} once each")
+            setattr(args, name, once)
     rows = scan(
         args.qubits,
         args.depths,

@@ -20,7 +20,7 @@ from qtl.config import (
 )
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS
 from qtl.deploy.limits import DEFAULT_REQUEST_PIXELS, ServeLimits
-from qtl.quantum.circuit import ENTANGLERS, ROTATIONS, CircuitConfig
+from qtl.quantum.circuit import ENTANGLERS, MAX_DEPTH, MAX_QUBITS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
 """The variants `qtl compare` trains when --variants is not given."""
@@ -775,14 +775,27 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose",
         "barren-plateau scan: gradient variance of the circuit against qubits and depth",
         "Draw the variance, over random initialisations, of the gradient of a cost with respect to the "
-        "circuit's angles, against the number of qubits (2 .. 64, matrix product state engine) and the "
-        "depth, for a local cost (the dressed head's mean <Z_i>) and a global one (the parity "
-        "Z x Z x ... x Z), beside the exponential decay in the width theory predicts for the global cost.",
+        f"circuit's angles, against the number of qubits (2 .. {MAX_QUBITS}, matrix product state engine) "
+        f"and the depth (1 .. {MAX_DEPTH}), for a local cost (the dressed head's mean <Z_i>) and a global "
+        "one (the parity Z x Z x ... x Z), beside the exponential decay in the width theory predicts for "
+        "the global cost.",
     )
     p.add_argument(
-        "--qubits", type=int, nargs="+", metavar="N", default=[2, 4, 8, 16, 32, 64], help="widths to scan"
+        "--qubits",
+        type=int,
+        nargs="+",
+        metavar="N",
+        default=[2, 4, 8, 16, 32, 64],
+        help=f"widths to scan, 2 .. {MAX_QUBITS}",
     )
-    p.add_argument("--depths", type=int, nargs="+", metavar="L", default=[1, 2, 4], help="depths to scan")
+    p.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        metavar="L",
+        default=[1, 2, 4],
+        help=f"depths to scan, 1 .. {MAX_DEPTH}",
+    )
     p.add_argument(
         "--samples", type=int, metavar="N", default=24, help="random initialisations per (width, depth)"
     )
