@@ -189,3 +189,33 @@ class TestDiagnose:
         text = help_text(capsys, "diagnose")
         assert "(2 .. 128, matrix product state engine)" in text and "2 .. 64" not in text
         assert "depths to scan, 1 .. 100" in text
+
+
+# ---- qtl draw
+
+
+class TestDraw:
+    def test_circuit_options_with_a_checkpoint_are_refused(self, capsys, ckpts):
+        argv = ["draw", "--checkpoint", ckpts["quantum"], "--qubits", 7, "--depth", 3, "--entangler", "ring"]
+        assert error_line(capsys, *argv) == (
+            "qtl: error: --checkpoint draws the checkpoint's own circuit, so --qubits, --depth, --entangler "
+            "would do nothing: drop them"
+        )
+        assert "--reupload would do nothing: drop it" in error_line(
+            capsys, "draw", "--checkpoint", ckpts["quantum"], "--reupload"
+        )
+
+    def test_figure_path_is_checked_first(self, capsys, ckpts, tmp_path):
+        line = error_line(capsys, "draw", "-o", tmp_path / "nodir" / "d.png")
+        assert line == f"qtl: error: no folder {tmp_path / 'nodir'} to write d.png into"
+        line = error_line(capsys, "draw", "--checkpoint", ckpts["quantum"], "-o", tmp_path / "d.txt")
+        assert line.startswith(f"qtl: error: {tmp_path / 'd.txt'}: a figure is written as one of ")
+        assert not (tmp_path / "d.txt").exists()
+
+    def test_a_checkpoint_draws_its_inputs_as_inputs(self, capsys, ckpts):
+        code, out, err = run_cli(capsys, "draw", "--checkpoint", ckpts["one"])
+        assert code == 0, err
+        assert "RY(x0)" in out and "RY(0.00)" not in out
+        assert "1 qubit, depth 1: 3 gates (1 Hadamard, 2 RY), 1 trainable weight, circuit depth 3" in out
+        code, out, _ = run_cli(capsys, "draw", "--qubits", 3)
+        assert "3 qubits, depth 6:" in out and "18 trainable weights" in out

@@ -53,13 +53,27 @@ class TestText:
         assert line.count("RZ") == 2 and line.count("RY") == 2
 
     def test_given_values_are_printed(self):
-        """Given weights and one input, their values appear; the missing input is drawn as zeros."""
+        """Given weights and one input, their values appear; missing weights are drawn as zeros."""
         config = CircuitConfig(n_qubits=2, depth=1)
         weights = torch.tensor([[0.25, -1.5]])
         text = draw_text(config, weights=weights, angles=[0.75, 1.25])
         assert "RY(0.75)" in _wire_lines(text, 0) and "RY(0.25)" in _wire_lines(text, 0)
         assert "RY(1.25)" in _wire_lines(text, 1) and "RY(-1.50)" in _wire_lines(text, 1)
-        assert "RY(0.00)" in draw_text(config, weights=weights)
+        assert "RY(0.00)" in _wire_lines(draw_text(config, angles=[0.75, 1.25]), 0)
+
+    @pytest.mark.parametrize("reupload", [False, True])
+    def test_weights_alone_draw_the_inputs_by_name(self, reupload):
+        """A checkpoint's drawing (weights, no input): the embedding is RY(x_i), in every block where the
+        data is re-uploaded; it was RY(0.00), like a trained angle of zero."""
+        config = CircuitConfig(n_qubits=2, depth=2, rotation="rot", reupload=reupload)
+        weights = torch.full(config.weight_shape, 0.5)
+        text = draw_text(config, weights=weights)
+        for wire in (0, 1):
+            line = _wire_lines(text, wire)
+            assert line.count(f"RY(x{wire})") == (1 + config.depth if reupload else 1), line
+            assert "0.00" not in line and line.count("(0.50)") == 3 * config.depth
+        labels = [t.get_text() for t in draw_figure(config, weights=weights).axes[0].texts]
+        assert labels.count("RY(x1)") == (3 if reupload else 1) and "RY\n(0.00)" not in labels
 
     def test_bad_shapes(self):
         """Weights or an input of the wrong shape are ValueErrors."""

@@ -476,10 +476,13 @@ def cmd_draw(args, bar: ProgressBar) -> int:
     from qtl.quantum.draw import draw_figure, draw_text
 
     weights = None
+    if args.output:
+        _figure_path(args.output)
     check_outputs({"--output": args.output}, [args.checkpoint])
     if args.checkpoint:
         from qtl.models.checkpoint import load_checkpoint
 
+        _check_circuit_unset(args)
         loaded = load_checkpoint(args.checkpoint)
         if not loaded.model_config.is_quantum:
             raise ValueError(f"{args.checkpoint} is a {loaded.variant!r} model: it has no circuit to draw")
@@ -491,8 +494,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
     s = circuit_summary(config)
     gates = ", ".join(f"{n} {k}" for k, n in s["gate_counts"].items())
     summary = (
-        f"{s['n_qubits']} qubits, depth {config.depth}: {s['n_gates']} gates ({gates}), "
-        f"{s['n_weights']} trainable weights, circuit depth {s['circuit_depth']}"
+        f"{_count(s['n_qubits'], 'qubit')}, depth {config.depth}: {_count(s['n_gates'], 'gate')} ({gates}), "
+        f"{_count(s['n_weights'], 'trainable weight')}, circuit depth {s['circuit_depth']}"
     )
     if args.output:
         fig = draw_figure(config, weights)
@@ -502,6 +505,29 @@ def cmd_draw(args, bar: ProgressBar) -> int:
         print(draw_text(config, weights))
         print(summary)
     return 0
+
+
+CIRCUIT_OPTIONS = ("qubits", "depth", "entangler", "rotation", "no_hadamard", "reupload")
+"""`qtl draw`'s circuit options: a config's circuit, which --checkpoint's own circuit replaces."""
+
+
+def _check_circuit_unset(args) -> None:
+    """ValueError naming the circuit options `qtl draw --checkpoint` would ignore (given: not defaults)."""
+    from qtl.cli.parser import build_parser
+
+    defaults = vars(build_parser().parse_args(["draw"]))
+    given = [k for k in CIRCUIT_OPTIONS if getattr(args, k) != defaults[k]]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(
+            f"--checkpoint draws the checkpoint's own circuit, so {names} would do nothing: "
+            f"drop {'it' if len(given) == 1 else 'them'}"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 qubit', '2 qubits'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:

@@ -1,8 +1,9 @@
 """Drawings of a config's circuit, from PennyLane's drawers applied to the engine's QNode.
 
 Without values, the drawing shows the gates only: every angle is left out (PennyLane's `decimals=None`),
-so `RY` stands for both the embedding RY(x_i) and the trainable RY(theta_k,i). Given weights and/or one
-input, the angles are printed (2 decimals) and whichever of the two was not given is drawn as zeros.
+so `RY` stands for both the embedding RY(x_i) and the trainable RY(theta_k,i). Given one input, the angles
+are printed (2 decimals), the weights as zeros where none are given; given weights alone, they are
+printed and the embedding is drawn as its inputs, RY(x0) ... RY(x{n-1}), not as zero angles.
 
 The figure is drawn on a matplotlib `Figure` with its own Agg canvas, outside pyplot: nothing is shown,
 no global backend is switched, and pyplot holds no reference to it (the caller owns it; nothing needs
@@ -16,7 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from qtl.quantum.circuit import CircuitConfig
+from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.engines.pennylane import build_qnode
 
 DECIMALS = 2
@@ -42,13 +43,41 @@ def _qnode_and_args(config: CircuitConfig, weights, angles) -> tuple[qml.QNode, 
     return qnode, (x, w), decimals
 
 
+class _Input(qml.operation.Operation):
+    """An embedding gate drawn by its input's name ("RY(x0)"): it has no value to print."""
+
+    num_wires = 1
+    num_params = 0
+
+    def __init__(self, text: str, wires):
+        self._text = text
+        super().__init__(wires=wires)
+
+    def label(self, decimals=None, base_label=None, cache=None) -> str:
+        return self._text
+
+
+def _tape(config: CircuitConfig, weights, angles):
+    """The circuit's tape to draw and its decimals: with weights but no input, each embedding gate is an
+    `_Input` named by its input (it was drawn as RY(0.00), as if a trained angle were zero)."""
+    qnode, args, decimals = _qnode_and_args(config, weights, angles)
+    tape = qml.workflow.construct_tape(qnode)(*args)
+    if weights is not None and angles is None:
+        ops = [
+            _Input(f"{g.name}(x{g.param[1]})", op.wires) if g.param and g.param[0] == "input" else op
+            for g, op in zip(gates(config), tape.operations, strict=True)
+        ]
+        tape = tape.copy(operations=ops)
+    return tape, decimals
+
+
 def draw_text(config: CircuitConfig, weights=None, angles=None) -> str:
     """Text drawing of the circuit, one line per wire (long circuits wrap into several blocks).
 
     weights: config.weight_shape values, or None; angles: one input (n,) or (1, n), or None.
     """
-    qnode, args, decimals = _qnode_and_args(config, weights, angles)
-    return qml.draw(qnode, decimals=decimals, show_matrices=False)(*args)
+    tape, decimals = _tape(config, weights, angles)
+    return qml.drawer.tape_text(tape, decimals=decimals, show_matrices=False)
 
 
 def draw_figure(config: CircuitConfig, weights=None, angles=None) -> Figure:
@@ -56,8 +85,8 @@ def draw_figure(config: CircuitConfig, weights=None, angles=None) -> Figure:
 
     weights: config.weight_shape values, or None; angles: one input (n,) or (1, n), or None.
     """
-    qnode, args, decimals = _qnode_and_args(config, weights, angles)
+    tape, decimals = _tape(config, weights, angles)
     fig = Figure()
     FigureCanvasAgg(fig)
-    qml.draw_mpl(qnode, decimals=decimals, fig=fig)(*args)
+    qml.drawer.tape_mpl(tape, decimals=decimals, fig=fig)
     return fig
