@@ -219,3 +219,28 @@ class TestDraw:
         assert "1 qubit, depth 1: 3 gates (1 Hadamard, 2 RY), 1 trainable weight, circuit depth 3" in out
         code, out, _ = run_cli(capsys, "draw", "--qubits", 3)
         assert "3 qubits, depth 6:" in out and "18 trainable weights" in out
+
+
+# ---- --engine on classical checkpoints
+
+
+class TestEngineOnClassical:
+    def test_refused_where_no_checkpoint_has_a_circuit(self, capsys, ckpts, data, tmp_path):
+        lin = ckpts["linear"]
+        said = f"qtl: error: --engine mps runs a quantum circuit, and {lin} (linear) has none: drop --engine"
+        assert error_line(capsys, "evaluate", lin, "--engine", "mps", "--data", data) == said
+        image = data / "val" / "c0" / "c0_0.png"
+        assert error_line(capsys, "predict", "-c", lin, "--engine", "mps", image) == said
+        assert (
+            error_line(capsys, "explain", "-c", lin, "--engine", "mps", image, "-o", tmp_path / "e.png")
+            == said
+        )
+
+    def test_said_for_the_classical_ones_among_quantum(self, capsys, ckpts, data):
+        image = data / "val" / "c0" / "c0_0.png"
+        argv = ["predict", "-c", ckpts["linear"], "-c", ckpts["quantum"], "--engine", "mps", image, "-q"]
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, err
+        said = f"--engine mps applies to the quantum checkpoints only, not to {ckpts['linear']} (linear)"
+        assert err.strip() == f"qtl: note: {said}"
+        assert out.count("->") == 2

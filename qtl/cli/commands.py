@@ -319,6 +319,7 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
     from qtl.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, resolve_device(args.device), engine=args.engine)
+    _check_engine_applies(args.engine, [loaded], bar)
     root = _scoring_root(args, bar, [loaded])
     ev = evaluate(loaded, root, args.split, batch_size=args.batch_size, progress=bar.hook("evaluating"))
     bar.close()
@@ -330,6 +331,20 @@ def cmd_evaluate(args, bar: ProgressBar) -> int:
         recorded = accuracy_at_training(loaded, root, args.split, m["n"])
         print(format_evaluation(args.checkpoint, loaded, root, args.split, m, recorded))
     return 0
+
+
+def _check_engine_applies(engine: str | None, models, bar: ProgressBar) -> None:
+    """--engine runs a quantum circuit: ValueError where no checkpoint given has one (it was ignored), a
+    note naming those it skips otherwise."""
+    if engine is None:
+        return
+    classical = [m for m in models if not m.model_config.is_quantum]
+    named = ", ".join(f"{m.path} ({m.variant})" for m in classical)
+    if classical and len(classical) == len(models):
+        has = "has" if len(classical) == 1 else "have"
+        raise ValueError(f"--engine {engine} runs a quantum circuit, and {named} {has} none: drop --engine")
+    if classical:
+        bar.note(f"qtl: note: --engine {engine} applies to the quantum checkpoints only, not to {named}")
 
 
 def _image_paths(given: list[str]) -> list[str]:
@@ -367,6 +382,7 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
         device = resolve_device(args.device)
         models = [load_checkpoint(path, device, engine=args.engine) for path in args.checkpoint]
+        _check_engine_applies(args.engine, models, bar)
         preds = predict(models, images)
     else:
         from qtl.deploy.runtime import load_exported, predict_exported
@@ -394,6 +410,7 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     device = resolve_device(args.device)
     # named as predict names them: two files of one name are "model" and "model#2", both shown
     models = named_models([load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint])
+    _check_engine_applies(args.engine, list(models.values()), bar)
     rows = []
     for path, image in zip(args.images, images, strict=True):
         row = explain_all(models, image, method=args.method)
