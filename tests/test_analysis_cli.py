@@ -244,3 +244,37 @@ class TestEngineOnClassical:
         said = f"--engine mps applies to the quantum checkpoints only, not to {ckpts['linear']} (linear)"
         assert err.strip() == f"qtl: note: {said}"
         assert out.count("->") == 2
+
+
+# ---- qtl predict on a folder with an undecodable file
+
+
+class TestPredictFolders:
+    def test_a_bad_file_in_a_folder_is_skipped_and_said(self, capsys, ckpts, data, tmp_path):
+        folder = tmp_path / "edge"
+        folder.mkdir()
+        for name in ("a.png", "b.png"):
+            (folder / name).write_bytes((data / "val" / "c0" / "c0_0.png").read_bytes())
+        (folder / "notimage.jpg").write_text("not an image")
+        code, out, err = run_cli(capsys, "predict", "-c", ckpts["quantum"], folder, "-q")
+        assert code == 0, err
+        assert [line for line in out.splitlines() if not line.startswith(" ")] == [
+            str(folder / "a.png"),
+            str(folder / "b.png"),
+        ]
+        warnings = err.strip().splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith(
+            f"qtl: warning: skipping image {folder / 'notimage.jpg'}: "
+        )
+        # named on the command line, it still fails, in one line
+        line = error_line(
+            capsys, "predict", "-c", ckpts["quantum"], folder / "a.png", folder / "notimage.jpg"
+        )
+        assert str(folder / "notimage.jpg") in line
+        (folder / "a.png").unlink(), (folder / "b.png").unlink()
+        code, out, err = run_cli(capsys, "predict", "-c", ckpts["quantum"], folder, "-q")
+        assert (
+            code == 1
+            and out == ""
+            and err.splitlines()[1:] == [f"qtl: error: no image in {folder} could be decoded"]
+        )

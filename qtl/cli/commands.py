@@ -367,16 +367,37 @@ def _image_paths(given: list[str]) -> list[str]:
     return out
 
 
+def _load_images(given: list[str], bar: ProgressBar) -> tuple[list[str], list]:
+    """(paths, decoded images) of the files and folders named (`_image_paths`). A file named fails, by
+    name; one found in a folder that does not decode is skipped with a warning line, as the training
+    loader skips it (its reason: `check_image`), and the rest are decoded. ValueError where none is left."""
+    from qtl.data.images import ImageLoadError, check_image, load_image
+
+    paths, images = [], []
+    for name in given:
+        in_folder = Path(name).is_dir()
+        for path in _image_paths([name]):
+            try:
+                images.append(load_image(path))
+            except ImageLoadError as exc:
+                if not in_folder:
+                    raise
+                bar.note(f"qtl: warning: skipping image {path}: {check_image(Path(path)) or exc}")
+                continue
+            paths.append(path)
+    if not images:
+        raise ValueError(f"no image in {', '.join(given)} could be decoded")
+    return paths, images
+
+
 def _hidden_below(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
 def cmd_predict(args, bar: ProgressBar) -> int:
     from qtl.analysis.inference import predict
-    from qtl.data.images import load_image
 
-    args.images = _image_paths(args.images)
-    images = [load_image(path) for path in args.images]  # a bad file fails here, by name
+    args.images, images = _load_images(args.images, bar)  # a bad file named fails here, by name
     if args.runtime == "torch":
         from qtl.models.checkpoint import load_checkpoint
 
@@ -400,13 +421,11 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 def cmd_explain(args, bar: ProgressBar) -> int:
     from qtl.analysis.explain import explain_all, explanation_figure
     from qtl.analysis.inference import named_models
-    from qtl.data.images import load_image
     from qtl.models.checkpoint import load_checkpoint
 
     _figure_path(args.output)
-    args.images = _image_paths(args.images)
-    check_outputs({"--output": args.output}, [*args.checkpoint, *args.images])
-    images = [load_image(path) for path in args.images]  # a bad file fails here, by name
+    check_outputs({"--output": args.output}, [*args.checkpoint, *_image_paths(args.images)])
+    args.images, images = _load_images(args.images, bar)  # a bad file named fails here, by name
     device = resolve_device(args.device)
     # named as predict names them: two files of one name are "model" and "model#2", both shown
     models = named_models([load_checkpoint(p, device, engine=args.engine) for p in args.checkpoint])
