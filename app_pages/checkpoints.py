@@ -48,7 +48,7 @@ for label, directory, writable in checkpoint_dirs.checkpoint_areas():
         del st.session_state["ckpt_pending_delete"]  # another file picked here: ask again
     why = None  # why Delete is not offered
     if not checkpoint_dirs.can_modify(path):
-        why = "Shipped checkpoints are read-only in the demo."
+        why = "Checkpoints on the server are read-only in the demo."
     elif not writable:  # a read-only mount or folder: deleting would fail
         why = f"`{directory}` is read-only here: its checkpoints cannot be deleted."
     if cols[2].button(

@@ -270,3 +270,50 @@ class TestNumbers:
         at = app()
         said = texts(at.markdown)
         assert "`quantum` (1 epoch)" in said and "1 epochs" not in said
+
+
+class TestDemoServerFiles:
+    def test_files_that_are_not_shipped_are_not_called_shipped(self, orphan, tmp_path, monkeypatch):
+        """Demo mode: models/ holding a checkpoint its SHIPPED manifest does not list (a model trained
+        there, an upload) is "on the server (read-only)", not "shipped"; both are still loaded, as the
+        README says."""
+        import shutil
+
+        models = tmp_path / "models"
+        models.mkdir()
+        shutil.copy(orphan, models / "linear-shipped.pt")
+        shutil.copy(orphan, models / "my-linear.pt")
+        (models / "SHIPPED").write_text("linear-shipped.pt\n")
+        monkeypatch.setenv("QTL_DEMO", "1")
+        monkeypatch.setenv("QTL_MODELS_DIR", str(models))
+        monkeypatch.setenv("QTL_AUTOLOAD", "1")
+        at = app("checkpoints")
+        assert not at.exception, at.exception
+        headings = texts(at.subheader)
+        assert "on the server (read-only)" in headings and "shipped" not in headings
+        assert {Path(p).name for p in at.session_state["loaded"]} == {"linear-shipped.pt", "my-linear.pt"}
+        (models / "my-linear.pt").unlink()
+        assert "shipped (read-only)" in texts(app("checkpoints").subheader)
+
+
+class TestNoiseDefaults:
+    def test_one_ideal_one_noisy(self):
+        """The Noise page starts on the best ideal and the best noisy quantum checkpoint, as its label says
+        (it took the first two loaded: a 1-epoch run of the user's and an ideal one)."""
+        from types import SimpleNamespace
+
+        ui_module()
+        from ui.noise import default_pair
+
+        def model(noise: str, acc: float | None):
+            config = SimpleNamespace(noise=SimpleNamespace(label=lambda: noise))
+            return SimpleNamespace(model_config=config, metrics={"val_acc": acc})
+
+        loaded = {
+            "mine-1-epoch": model("ideal", 0.5),
+            "shipped-ideal": model("ideal", 0.948),
+            "shipped-noisy": model("dep 0.1", 0.954),
+        }
+        assert default_pair(loaded) == ["shipped-ideal", "shipped-noisy"]
+        assert default_pair({k: loaded[k] for k in ("mine-1-epoch", "shipped-ideal")}) == ["shipped-ideal"]
+        assert default_pair({"old": model("ideal", None)}) == ["old"] and default_pair({}) == []

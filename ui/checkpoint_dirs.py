@@ -58,7 +58,15 @@ def checkpoint_areas() -> list[tuple[str, Path, bool]]:
     if not s.demo:
         return [("models/", s.models_dir, writable(s.models_dir))]
     own = session_dir()
-    return [("shipped (read-only)", s.models_dir, False), ("this session", own, writable(own))]
+    return [(server_label(), s.models_dir, False), ("this session", own, writable(own))]
+
+
+def server_label() -> str:
+    """How a demo names models/: "shipped (read-only)" when it holds only the shipped checkpoints, else
+    "on the server (read-only)" (a model trained or a file uploaded there locally is no shipped one)."""
+    directory, shipped = settings().models_dir, set(shipped_names())
+    others = [p for p in directory.glob("*.pt") if p.name not in shipped] if directory.is_dir() else []
+    return "on the server (read-only)" if others else "shipped (read-only)"
 
 
 def shipped_names() -> list[str]:
