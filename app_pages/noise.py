@@ -32,7 +32,7 @@ def show(models: dict) -> None:
     chosen = st.multiselect(
         "Quantum checkpoints (e.g. one trained ideal, one trained with noise)",
         list(models),
-        default=list(models)[:2],
+        default=noise.default_pair(models),
         key="noise_models",
     )
     config = noise.noise_widgets("noise")

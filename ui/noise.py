@@ -10,6 +10,19 @@ SHOTS = ("exact", 10, 100, 1000, 10000)
 CURVE_STRENGTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 
+def default_pair(models: dict) -> list[str]:
+    """The Noise page's first choice, as its label suggests: one quantum checkpoint trained ideal and one
+    trained with noise, each the best of its kind by recorded val accuracy (the first two loaded were
+    often a short run of the user's and an ideal one); the best one alone when all are of one kind."""
+
+    def best(names: list[str]) -> list[str]:
+        return [max(names, key=lambda n: models[n].metrics.get("val_acc") or 0.0)] if names else []
+
+    ideal = [n for n, m in models.items() if m.model_config.noise.label() == "ideal"]
+    noisy = [n for n in models if n not in ideal]
+    return best(ideal) + best(noisy) if ideal and noisy else best(list(models))
+
+
 def noise_widgets(prefix: str) -> NoiseConfig:
     """Sliders for the channels, readout error and shots -> the NoiseConfig they describe."""
     left, right = st.columns(2)
