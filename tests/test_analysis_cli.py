@@ -278,3 +278,44 @@ class TestPredictFolders:
             and out == ""
             and err.splitlines()[1:] == [f"qtl: error: no image in {folder} could be decoded"]
         )
+
+
+# ---- the recorded dataset that is not here
+
+
+class TestRecordedDatasetMissing:
+    @pytest.fixture
+    def no_default(self, monkeypatch, tmp_path):
+        """No default dataset, and none to download (offline)."""
+        monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "nowhere" / "hymenoptera_data"))
+        monkeypatch.chdir(tmp_path)
+
+    def test_said_before_the_download_fails(self, capsys, tmp_path, no_default):
+        record = {"name": "scans", "root": "scans", "source": "scans"}
+        ckpt = tiny_checkpoint(tmp_path / "c.pt", "linear", dataset=record)
+        code, out, err = run_cli(capsys, "evaluate", ckpt, "-q")
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 2, err
+        assert lines[0] == (
+            "qtl: warning: the dataset the checkpoint recorded (scans) is not on this machine as trained on: "
+            "scoring on the default dataset (--data names the one to use)"
+        )
+        assert lines[1].startswith("qtl: error: ")
+
+    def test_checkpoints_that_disagree_are_said_to(self, capsys, tmp_path, no_default):
+        """One checkpoint's dataset is here (in the working folder), the other's not: noise scored both on
+        the default, saying nothing of either."""
+        from qtl.data.datasets import open_dataset
+
+        record = open_dataset(make_image_folder(tmp_path / "here", classes=("c0", "c1"))).record()
+        circuit = CircuitConfig(2, 1)
+        here = tiny_checkpoint(tmp_path / "a.pt", "quantum", dataset=record, circuit=circuit)
+        gone = tiny_checkpoint(
+            tmp_path / "b.pt", "quantum", dataset={"name": "scans", "root": "scans"}, circuit=circuit
+        )
+        code, _, err = run_cli(capsys, "noise", here, gone, "--strengths", 0, "-q")
+        assert code == 1
+        assert err.startswith(
+            "qtl: warning: the checkpoints recorded different datasets (here, scans; not on this machine as "
+            "trained on: scans): scoring on the default dataset (--data names the one to use)\n"
+        ), err

@@ -207,10 +207,27 @@ def _preparing(data: str | None) -> str:
     return "downloading the dataset"
 
 
+def _recorded_elsewhere(records: list[tuple[dict | None, Path | None]]) -> str | None:
+    """Why checkpoints are not scored on the dataset they recorded ((record, its root here or None) per
+    checkpoint): theirs is not on this machine, or they recorded different ones; None otherwise."""
+    recorded = sorted({r["name"] for r, _ in records if r and r.get("name")})
+    missing = sorted({r["name"] for r, here in records if r and r.get("name") and here is None})
+    roots = {(r.get("name"), str(here or r.get("root"))) for r, here in records if r}
+    if len(roots) > 1:
+        gone = f"; not on this machine as trained on: {', '.join(missing)}" if missing else ""
+        return f"the checkpoints recorded different datasets ({', '.join(recorded)}{gone})"
+    if missing:
+        return (
+            f"the dataset the checkpoint recorded ({', '.join(missing)}) is not on this machine as trained on"
+        )
+    return None
+
+
 def _scoring_root(args, bar: ProgressBar, models) -> Path:
     """Where checkpoints are scored: `--data`, else the dataset they all recorded where it is on this
     machine (`recorded_root`: a folder, or a zip's arranged copy), else `_dataset`'s default."""
     from qtl.data.datasets import recorded_root
+    from qtl.data.folders import DatasetError
 
     if args.data is None:
         records = [(r, recorded_root(r)) for m in models for r in [(m.meta or {}).get("dataset")]]
@@ -219,14 +236,16 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
             root = found.pop()
             bar.message(f"scoring on {root.name}, the dataset the checkpoint recorded (--data picks another)")
             return root
-        root = _dataset(args, bar).root
-        missing = sorted({r["name"] for r, here in records if r and here is None and r.get("name")})
-        if missing and root.name not in missing:  # said: it was a silent switch of data
-            print(
-                f"qtl: warning: the dataset the checkpoint recorded ({', '.join(missing)}) is not on this "
-                f"machine as trained on: scoring on {root.name} instead (--data names the one to use)",
-                file=sys.stderr,
-            )
+        why = _recorded_elsewhere(records)
+        try:  # the default dataset where it is here
+            root = _dataset(args, bar, download=False).root
+        except DatasetError:  # said first: a failed download would be the only message
+            if why:
+                bar.note(f"qtl: warning: {why}: scoring on the default dataset (--data names the one to use)")
+            return _dataset(args, bar).root
+        named = {r["name"] for r, _ in records if r and r.get("name")}
+        if why and (len(named) > 1 or root.name not in named):  # said: it was a silent switch of data
+            bar.note(f"qtl: warning: {why}: scoring on {root.name} instead (--data names the one to use)")
         return root
     # --data: a folder of class folders split as the checkpoints recorded (they all agree), so its val
     # images are theirs, not the default split's (with training images among them)
