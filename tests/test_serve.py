@@ -655,3 +655,31 @@ def test_ray_serve_gives_the_single_process_answers(tiny_server, jpeg, hymenopte
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def test_a_blank_heatmap_comes_with_its_note():
+    """?explain=true on a model whose predicted class has no positive Grad-CAM evidence (a linear head
+    whose rows are all negative): the answer says why its heatmap is blank; a plain answer has no note."""
+    import torch
+
+    from qtl.config import ModelConfig
+    from qtl.models.checkpoint import LoadedModel
+    from qtl.models.variants import build_model
+
+    mc = ModelConfig("linear", pretrained=False, class_names=("against", "for"))
+    torch.manual_seed(0)
+    loaded = LoadedModel(build_model(mc).eval(), mc, list(mc.class_names), [], {}, {})
+    with torch.no_grad():  # features are >= 0, so 'against' (-1 per feature) wins over 'for' (-2)
+        loaded.model.head.weight.copy_(torch.tensor([-1.0, -2.0]).repeat_interleave(512).view(2, 512))
+    picture = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(
+        picture, "PNG"
+    )
+    with ApiServer(create_app(ModelStore({"blank": loaded}))) as server:
+        status, answer = post_images(server.url, [("x.png", picture.getvalue())], "?explain=true")
+        assert status == 200
+        got = answer["images"][0]["models"]["blank"]
+        assert got["label"] == "against" and got["heatmap_method"] == "grad-cam"
+        assert got["heatmap_note"] == "no positive Grad-CAM evidence for against; try saliency"
+        status, plain = post_images(server.url, [("x.png", picture.getvalue())])
+        assert status == 200 and "heatmap_note" not in plain["images"][0]["models"]["blank"]

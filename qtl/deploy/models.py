@@ -129,13 +129,15 @@ class ModelStore:
         ]
 
     def explain(self, image: Image.Image) -> dict[str, dict]:
-        """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, and the method;
-        the models on one shared backbone explain from one backbone pass (`explain_all`)."""
+        """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, the method, and
+        a note where the heatmap is blank (`Explanation.note`, else None); the models on one shared
+        backbone explain from one backbone pass (`explain_all`)."""
         from qtl.analysis.explain import explain_all, overlay
 
         out = {}
         for name, ex in explain_all(self.models, image).items():
             buffer = io.BytesIO()
             overlay(ex.image, ex.heatmap).save(buffer, format="PNG")
-            out[name] = {"heatmap_png": base64.b64encode(buffer.getvalue()).decode(), "method": ex.method}
+            png = base64.b64encode(buffer.getvalue()).decode()
+            out[name] = {"heatmap_png": png, "method": ex.method, "note": ex.note}
         return out

@@ -5,7 +5,8 @@
 
     POST /predict           multipart, one or more images in the field `file`
                             -> {"images": [{"file", "width", "height", "models": {name: {"label",
-                               "probabilities", "heatmap_png"?, "heatmap_method"?}}}]}
+                               "probabilities", "heatmap_png"?, "heatmap_method"?,
+                               "heatmap_note"?}}}]}
          ?explain=true      adds each model's heatmap over the image (PNG, base64)
     GET  /models            names, variant, classes, backbone, recorded accuracy
     GET  /healthz           {"status": "ok", "models": N, "pending": requests waiting}
@@ -46,6 +47,9 @@ class ModelAnswer(BaseModel):
     probabilities: dict[str, float] = Field(description="class name -> probability, in the model's order")
     heatmap_png: str | None = Field(None, description="?explain=true: the heatmap over the image, base64 PNG")
     heatmap_method: str | None = Field(None, description="?explain=true: grad-cam or saliency")
+    heatmap_note: str | None = Field(
+        None, description="?explain=true: why the heatmap is blank (the method found no evidence), else null"
+    )
 
 
 class ImageAnswer(BaseModel):
@@ -184,7 +188,11 @@ def create_app(
         if explain:
             for (_, image), row in zip(images, rows, strict=True):
                 for name, heat in (await batcher.compute(store.explain, image)).items():
-                    row[name].update(heatmap_png=heat["heatmap_png"], heatmap_method=heat["method"])
+                    row[name].update(
+                        heatmap_png=heat["heatmap_png"],
+                        heatmap_method=heat["method"],
+                        heatmap_note=heat["note"],
+                    )
         return PredictResponse(
             images=[
                 ImageAnswer(file=name, width=image.width, height=image.height, models=row)
