@@ -170,6 +170,8 @@ class TestDiagnose:
         assert "qtl: note: --qubits repeats a value: scanning 2 3 once each" in err
         assert "qtl: note: --depths repeats a value: scanning 1 once each" in err
         assert [line.split()[:2] for line in out.splitlines()[1:3]] == [["2", "1"], ["3", "1"]]
+        # the widths scanned are too few to fit a decay: said once for the depth, not left unsaid
+        assert out.count("depth 1: too few widths to fit a decay") == 1 and "decays as" not in out
 
     @pytest.mark.parametrize(
         "argv, said",
@@ -319,3 +321,20 @@ class TestRecordedDatasetMissing:
             "qtl: warning: the checkpoints recorded different datasets (here, scans; not on this machine as "
             "trained on: scans): scoring on the default dataset (--data names the one to use)\n"
         ), err
+
+
+def test_explain_says_why_a_heatmap_is_blank(capsys, data, tmp_path):
+    """A linear head whose rows are all negative on a ReLU backbone's features (>= 0): the predicted class
+    has no positive Grad-CAM evidence, and the line for it says so (the heatmap alone was a uniform
+    tint)."""
+    torch.manual_seed(0)
+    mc = ModelConfig("linear", "resnet18", pretrained=False, class_names=("c0", "c1"))
+    model = build_model(mc)
+    with torch.no_grad():
+        model.head.weight.copy_(-torch.arange(1.0, 3.0)[:, None].expand_as(model.head.weight))
+    ckpt = save_checkpoint(tmp_path / "blank.pt", model, mc)
+    image = data / "val" / "c0" / "c0_0.png"
+    code, out, err = run_cli(capsys, "explain", image, "-c", ckpt, "-o", tmp_path / "why.png", "-q")
+    assert code == 0, err
+    assert f"{image}  blank: c0 (" in out
+    assert "grad-cam (no positive Grad-CAM evidence for c0; try saliency)" in out

@@ -453,7 +453,8 @@ def cmd_explain(args, bar: ProgressBar) -> int:
     for path, image in zip(args.images, images, strict=True):
         row = explain_all(models, image, method=args.method)
         for name, ex in row.items():
-            print(f"{path}  {name}: {ex.class_name} ({ex.probs[ex.target]:.1%}), {ex.method}")
+            note = f" ({ex.note})" if ex.note else ""  # a blank heatmap: why
+            print(f"{path}  {name}: {ex.class_name} ({ex.probs[ex.target]:.1%}), {ex.method}{note}")
         rows.append((Path(path).name, row))
     explanation_figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
     print(f"saved {args.output}")
@@ -932,7 +933,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
 
 
 def cmd_diagnose(args, bar: ProgressBar) -> int:
-    from qtl.analysis.plateau import COSTS, decay, figure, scan
+    from qtl.analysis.plateau import COSTS, figure, scan, summary
     from qtl.quantum.circuit import MAX_DEPTH, MAX_QUBITS
 
     if min(args.qubits) < 2 or max(args.qubits) > MAX_QUBITS:
@@ -961,13 +962,8 @@ def cmd_diagnose(args, bar: ProgressBar) -> int:
     for n, d in dict.fromkeys((r["n_qubits"], r["depth"]) for r in rows):
         v = {r["cost"]: r["variance"] for r in rows if (r["n_qubits"], r["depth"]) == (n, d)}
         print(f"{n:>6}  {d:>5}  " + "  ".join(f"{v[c]:12.3e}" for c in COSTS))
-    for d in args.depths:
-        rates = {c: decay(rows, c, d) for c in COSTS}
-        if rates["global"] is not None:
-            print(
-                f"depth {d}: global cost decays as 2^(-{rates['global']:.2f} n) (theory: 2^-n); "
-                f"local cost as n^-{rates['local']:.2f} (theory: about n^-2)"
-            )
+    for line in summary(rows):  # each depth once: its decay rates, or that too few widths were scanned
+        print(line)
     figure(rows).savefig(args.output, bbox_inches="tight", dpi=110)
     print(f"saved {args.output}")
     if args.json:
