@@ -292,3 +292,21 @@ class TestBraket:
         torch.testing.assert_close(
             braket(angles, weights).double(), NativeEngine(config)(angles, weights), atol=1e-6, rtol=0
         )
+
+
+def test_select_keeps_what_the_inputs_were_scored_on():
+    """A subset of head inputs still says which split, dataset and checkpoint it came from (select rebuilt
+    them with the defaults: split val, no data, no checkpoint)."""
+    import torch
+
+    from qtl.analysis.hardware_runs import select
+    from qtl.analysis.robustness import HeadInputs
+
+    inputs = HeadInputs(
+        torch.rand(6, 2), torch.arange(6) % 2, [f"{i}.png" for i in range(6)], "test", "d", "m.pt"
+    )
+    subset = select(inputs, 3, seed=1)
+    assert (subset.split, subset.data, subset.checkpoint) == ("test", "d", "m.pt")
+    kept = [int(p.removesuffix(".png")) for p in subset.paths]
+    assert kept == sorted(kept) and len(kept) == 3
+    assert torch.equal(subset.angles, inputs.angles[kept]) and torch.equal(subset.labels, inputs.labels[kept])

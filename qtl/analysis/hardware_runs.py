@@ -22,7 +22,7 @@ estimated device time each mitigation costs, and every sample's <Z> (`expvals`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,8 @@ def select(inputs: HeadInputs, samples: int | None, seed: int = 0) -> HeadInputs
         return inputs
     keep = torch.randperm(len(inputs.labels), generator=torch.Generator().manual_seed(seed))[:samples]
     keep = keep.sort().values
-    return HeadInputs(inputs.angles[keep], inputs.labels[keep], [inputs.paths[i] for i in keep.tolist()])
+    paths = [inputs.paths[i] for i in keep.tolist()]
+    return replace(inputs, angles=inputs.angles[keep], labels=inputs.labels[keep], paths=paths)
 
 
 def _programs(count: int, scales, calibrate: bool, parametrised_folds: bool = False) -> list[Program]:
