@@ -315,5 +315,6 @@ class TestNoiseDefaults:
             "shipped-noisy": model("dep 0.1", 0.954),
         }
         assert default_pair(loaded) == ["shipped-ideal", "shipped-noisy"]
-        assert default_pair({k: loaded[k] for k in ("mine-1-epoch", "shipped-ideal")}) == ["shipped-ideal"]
+        two = {k: loaded[k] for k in ("mine-1-epoch", "shipped-ideal")}
+        assert default_pair(two) == ["shipped-ideal", "mine-1-epoch"]  # one kind: the best two
         assert default_pair({"old": model("ideal", None)}) == ["old"] and default_pair({}) == []

@@ -13,14 +13,14 @@ CURVE_STRENGTHS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 def default_pair(models: dict) -> list[str]:
     """The Noise page's first choice, as its label suggests: one quantum checkpoint trained ideal and one
     trained with noise, each the best of its kind by recorded val accuracy (the first two loaded were
-    often a short run of the user's and an ideal one); the best one alone when all are of one kind."""
+    often a short run of the user's and an ideal one); the best two when all are of one kind."""
 
-    def best(names: list[str]) -> list[str]:
-        return [max(names, key=lambda n: models[n].metrics.get("val_acc") or 0.0)] if names else []
+    def best(names: list[str], n: int = 1) -> list[str]:
+        return sorted(names, key=lambda name: -(models[name].metrics.get("val_acc") or 0.0))[:n]
 
     ideal = [n for n, m in models.items() if m.model_config.noise.label() == "ideal"]
     noisy = [n for n in models if n not in ideal]
-    return best(ideal) + best(noisy) if ideal and noisy else best(list(models))
+    return best(ideal) + best(noisy) if ideal and noisy else best(list(models), 2)
 
 
 def noise_widgets(prefix: str) -> NoiseConfig:
