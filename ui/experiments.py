@@ -41,8 +41,10 @@ def databases() -> dict[str, Path]:
     return found
 
 
-def has_sweeps(path: Path) -> bool:
-    """Whether the results database at `path` holds a sweep (False when absent or unreadable)."""
+def worth_opening(path: Path) -> bool:
+    """Whether the page should open on the results database at `path`: it holds a sweep, or it cannot be
+    read (opened first, its error says so: a QTL_RESULTS_DB set to another kind of file); False when it is
+    absent or holds no sweep (a Hardware run's)."""
     from qtl.experiments.database import ResultsDB
 
     if not path.is_file():
@@ -51,7 +53,7 @@ def has_sweeps(path: Path) -> bool:
         with ResultsDB(path, readonly=True) as db:
             return bool(db.sweeps())
     except (ValueError, OSError):
-        return False
+        return True
 
 
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
@@ -62,7 +64,7 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     labels = list(databases)
     # one with sweeps: the session's own first, else a shipped study (a database a Hardware run made holds
     # no sweeps), else one that exists
-    first = next((i for i, label in enumerate(labels) if has_sweeps(databases[label])), None)
+    first = next((i for i, label in enumerate(labels) if worth_opening(databases[label])), None)
     if first is None:
         first = next((i for i, label in enumerate(labels) if databases[label].is_file()), 0)
     label = st.selectbox("results database", labels, first, key="exp_db") if len(labels) > 1 else labels[0]
