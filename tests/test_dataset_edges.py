@@ -68,6 +68,19 @@ class TestClassWithoutReadableImage:
         code, out, err = run_cli(capsys, "data", "--path", root, "--no-download", "-q")
         assert code == 1 and "val/dogs has no readable image" in err and "ok" not in out.split()
 
+    def test_named_in_the_users_folder_with_what_to_do(self, tmp_path, capsys):
+        """Class folders only, arranged by qtl under its cache: the refusal names the user's folder holding
+        the unreadable files (not the arranged copy's) and what to do."""
+        root = make_class_folders(tmp_path / "flat", 2, 5)
+        for f in (root / "class_1").iterdir():
+            f.write_bytes(b"")  # every image of one class empty: val draws only unreadable ones
+        code, _, err = run_cli(capsys, "data", "--path", root, "--no-download", "-q")
+        (line,) = err.strip().splitlines()
+        assert code == 1 and "/class_1 has no readable image" in line, line
+        assert line.endswith(
+            f" in {(root / 'class_1').resolve()}: replace or remove them, or add a readable image"
+        )
+
     def test_one_readable_image_is_enough(self, tmp_path):
         """A class with a broken file beside a good one keeps the good one (the broken one is skipped)."""
         root = make_image_folder(tmp_path / "d", per_split=(2, 2))

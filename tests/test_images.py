@@ -221,3 +221,39 @@ def test_a_sideways_photo_is_classified_as_the_upright_one(hymenoptera_dir, tmp_
     assert code == 0, err
     upright, turned = (row["predictions"]["m"] for row in json.loads(out))
     assert list(turned["probs"].values()) == list(upright["probs"].values())
+
+
+def test_corrupt_exif_is_read_as_no_tag(tmp_path):
+    """A camera's corrupt EXIF block (a tag larger than the file, an offset past its end): the photo loads
+    as stored in every decoder, not refused or turned by a half-read tag; a well-formed orientation in the
+    same layout still turns. (Pillow warns of such a block when it opens the file, before qtl reads it.)"""
+    import struct
+    import warnings
+
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(
+        photo, "JPEG"
+    )
+    jpeg = photo.getvalue()
+
+    def with_exif(payload: bytes) -> bytes:
+        return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+    head = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1)
+    files = {
+        "tag larger than the file": with_exif(head + struct.pack("<HHII", 0x0112, 3, 1000, 8) + bytes(4)),
+        "offset past the end": with_exif(b"Exif\x00\x00II*\x00" + struct.pack("<I", 9999)),
+        "orientation 6": with_exif(head + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)),
+    }
+    limits = ServeLimits(formats=("JPEG",))
+    for name, data in files.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.jpg"
+        path.write_bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own, at Image.open
+            sizes = {
+                load_image(data).size,
+                decode_upload(data, path.name, limits).size,
+                standalone.load(str(path)).size,
+            }
+        assert sizes == ({(30, 50)} if name == "orientation 6" else {(50, 30)}), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,8 +71,10 @@ def upright(image: Image.Image) -> Image.Image:
     `load_image` (files, bytes, uploads, the training data) and `qtl.analysis.inference.as_images`
     (PIL images) apply it, as does the server (`qtl.deploy.limits`) and `qtl.deploy.standalone`'s copy;
     an image already turned by `ImageOps.exif_transpose` has no tag left and is not turned twice."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
-        return ImageOps.exif_transpose(image)
+    with warnings.catch_warnings():  # a camera's corrupt EXIF: Pillow warns per image, and it is no tag
+        warnings.simplefilter("ignore")
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            return ImageOps.exif_transpose(image)
     return image
 
 
@@ -176,9 +179,11 @@ class ImageFolderDataset(Dataset):
                 bad = [(p, why) for p, why in self.skipped if p.parent.name == name]
                 files = ", ".join(p.name for p, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
                 why = f": {bad[0][1].replace(str(bad[0][0]), bad[0][0].name)}" if bad else ""
+                # where the files are: an arranged copy links to the user's own (its folder is qtl's)
+                folder = bad[0][0].resolve().parent if bad else self.root / split / name
                 raise DatasetError(
                     f"{split}/{name} has no readable image ({len(bad)} unreadable: {files}{why}) in "
-                    f"{self.root}"
+                    f"{folder}: replace or remove them, or add a readable image"
                 )
 
     def _skip(self, path: Path, reason: str) -> None:
