@@ -318,3 +318,15 @@ class TestNoiseDefaults:
         two = {k: loaded[k] for k in ("mine-1-epoch", "shipped-ideal")}
         assert default_pair(two) == ["shipped-ideal", "mine-1-epoch"]  # one kind: the best two
         assert default_pair({"old": model("ideal", None)}) == ["old"] and default_pair({}) == []
+
+    def test_a_database_being_created_is_no_traceback(self, app_env, tmp_path, monkeypatch):  # noqa: F811
+        """The results database a sweep that just started is creating (the file there, no tables yet):
+        the page opens the shipped study, and that database says "No sweeps yet" (it raised "no such
+        table: sweeps" while the test's own sweep started)."""
+        (tmp_path / "results.db").write_bytes(b"")
+        monkeypatch.setenv("QTL_RESULTS_DB", str(tmp_path / "results.db"))
+        at = app("experiments")
+        assert at.selectbox(key="exp_db").value.startswith("study")
+        at.selectbox(key="exp_db").set_value("results database").run()
+        assert not at.exception, at.exception
+        assert "No sweeps yet" in texts(at.info)
