@@ -117,6 +117,8 @@ class TestNoiseReport:
         assert {(r["checkpoint"], r["data"], r["split"]) for r in rows} == {
             (str(ckpts["quantum"]), str(data), "train")
         }
+        old = ["model", "setting", "backend", "depolarizing", "shots", "accuracy", "seconds"]
+        assert list(rows[0]) == [*old, "split", "data", "checkpoint"]  # added after: read by position
         doc = json.loads((tmp_path / "r.json").read_text())
         assert len(doc) == 4 and {d["split"] for d in doc} == {"train"}
 
@@ -143,10 +145,12 @@ class TestNoiseReport:
             "--out",
             tmp_path / "n",
         ]
+        exact = tiny_checkpoint(tmp_path / "exact.pt", "quantum", circuit=CircuitConfig(3, 2), engine="mps")
+        argv.insert(3, exact)
         code, out, err = run_cli(capsys, *argv, "-q")
         assert code == 0, err
         notes = [line for line in err.splitlines() if line.startswith("qtl: note:")]
-        assert len(notes) == 1 and str(ckpts["mps"]) in notes[0], err
+        assert len(notes) == 1 and str(ckpts["mps"]) in notes[0], err  # an exact MPS agrees: no note
         assert "its engine is mps (max bond 2: truncated)" in notes[0] and "native" in notes[0]
         assert "whatever engine it was trained on" in help_text(capsys, "noise")
 

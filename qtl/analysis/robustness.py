@@ -116,18 +116,21 @@ class NoisyResult:
         return self.noise.label()
 
     def row(self) -> dict:
-        """Plain values for tables, CSV and JSON."""
+        """Plain values for tables, CSV and JSON: what was scored last (columns added after the others, so
+        readers by position still read them), its paths as they may be shared (`qtl.paths.portable`)."""
+        from qtl.paths import portable
+
         return {
             "model": self.model,
-            "checkpoint": self.checkpoint,
-            "data": self.data,
-            "split": self.split,
             "setting": self.label,
             "backend": self.backend or "native",
             "depolarizing": None if self.backend else self.noise.depolarizing,
             "shots": self.noise.shots,
             "accuracy": round(self.accuracy, 4),
             "seconds": round(self.seconds, 3),
+            "split": self.split,
+            "data": None if self.data is None else portable(self.data),
+            "checkpoint": None if self.checkpoint is None else portable(self.checkpoint),
         }
 
 

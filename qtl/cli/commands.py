@@ -704,8 +704,8 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         if not m.model_config.is_quantum:
             raise ValueError(f"{m.path} is a {m.variant!r} model: only quantum checkpoints have a circuit")
     for m in models:  # its "ideal" row is the exact circuit, not what `qtl evaluate` scores
-        if m.model_config.engine != "native":
-            bar.note(f"qtl: note: {m.path}: {_engine_note(m.model_config)}")
+        if note := _engine_note(m.model_config):
+            bar.note(f"qtl: note: {m.path}: {note}")
     root = _scoring_root(args, bar, models)
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
@@ -740,13 +740,19 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     return 0
 
 
-def _engine_note(mc: ModelConfig) -> str:
-    """Why `qtl noise`'s rows of a checkpoint on another engine than the native one differ from what
-    `qtl evaluate` gives it."""
-    bond = f" (max bond {mc.max_bond}: truncated)" if mc.engine == "mps" and mc.max_bond else ""
+def _engine_note(mc: ModelConfig) -> str | None:
+    """Why `qtl noise`'s rows of a checkpoint differ from what `qtl evaluate` gives it, where its engine
+    does not compute the exact circuit (an MPS truncated by max_bond, a PennyLane device sampling shots):
+    `qtl noise` runs every circuit on the native engine. None where they agree."""
+    if mc.engine == "mps" and mc.max_bond:
+        what = f"mps (max bond {mc.max_bond}: truncated)"
+    elif mc.engine not in ("native", "mps") and mc.shots is not None:
+        what = f"{mc.engine} with {mc.shots} shots"
+    else:
+        return None
     return (
-        f"its engine is {mc.engine}{bond}, but qtl noise runs every circuit on the native (density-matrix) "
-        "engine: its ideal row is the exact circuit, which may differ from what qtl evaluate gives it"
+        f"its engine is {what}, but qtl noise runs every circuit on the native (density-matrix) engine: "
+        "its ideal row is the exact circuit, which may differ from what qtl evaluate gives it"
     )
 
 
