@@ -342,3 +342,16 @@ def test_explain_says_why_a_heatmap_is_blank(capsys, data, tmp_path):
     assert code == 0, err
     assert f"{image}  blank: c0 (" in out
     assert "grad-cam (no positive Grad-CAM evidence for c0; try saliency)" in out
+
+
+def test_checkpoints_on_one_name_at_two_places_are_told_apart():
+    """Two checkpoints that recorded datasets of one name at different places: the warning names each
+    with its place (it said "different datasets (flat)", one name)."""
+    from qtl.cli.commands import _recorded_elsewhere
+
+    records = [({"name": "flat", "root": "a/flat"}, None), ({"name": "flat", "root": "b/flat"}, None)]
+    said = _recorded_elsewhere(records)
+    assert said.startswith("the checkpoints recorded different datasets (flat at a/flat, flat at b/flat; ")
+    assert _recorded_elsewhere([records[0], ({"name": "scans", "root": "scans"}, None)]).startswith(
+        "the checkpoints recorded different datasets (flat, scans; "
+    )

@@ -210,12 +210,16 @@ def _preparing(data: str | None) -> str:
 def _recorded_elsewhere(records: list[tuple[dict | None, Path | None]]) -> str | None:
     """Why checkpoints are not scored on the dataset they recorded ((record, its root here or None) per
     checkpoint): theirs is not on this machine, or they recorded different ones; None otherwise."""
-    recorded = sorted({r["name"] for r, _ in records if r and r.get("name")})
     missing = sorted({r["name"] for r, here in records if r and r.get("name") and here is None})
     roots = {(r.get("name"), str(here or r.get("root"))) for r, here in records if r}
     if len(roots) > 1:
+        named = [(name, root) for name, root in roots if name]
+        names = [name for name, _ in named]  # one name at two places: each said with its place
+        shown = sorted(
+            {f"{n} at {root}" if names.count(n) > 1 and root != "None" else n for n, root in named}
+        )
         gone = f"; not on this machine as trained on: {', '.join(missing)}" if missing else ""
-        return f"the checkpoints recorded different datasets ({', '.join(recorded)}{gone})"
+        return f"the checkpoints recorded different datasets ({', '.join(shown)}{gone})"
     if missing:
         return (
             f"the dataset the checkpoint recorded ({', '.join(missing)}) is not on this machine as trained on"
@@ -987,7 +991,8 @@ def cmd_data(args, bar: ProgressBar) -> int:
     ds = _dataset(args, bar, download=not args.no_download, report=False)
     unreadable = []
     quiet = logging.getLogger("qtl.data.images")  # its "skipping image" lines: listed below, once
-    level, quiet.level = quiet.level, logging.ERROR
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         for split in ds.counts:
             images = ImageFolderDataset(ds.root, split)  # decodes every file once
