@@ -16,20 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_image_folder, run_cli
+from test_cli_outputs import refused as error_line
+from test_export import tiny_checkpoint
 
 from qtl.config import ModelConfig
 from qtl.models.checkpoint import save_checkpoint
 from qtl.models.variants import build_model
 from qtl.quantum.circuit import CircuitConfig
-
-TINY = "timm/test_efficientnet"  # 99k parameters, random init: no download
-
-
-def tiny_checkpoint(path: Path, variant: str, *, dataset: dict | None = None, **config) -> Path:
-    """A seeded random checkpoint of classes c0, c1 on the tiny backbone (`dataset`: its data record)."""
-    torch.manual_seed(0)
-    mc = ModelConfig(variant, TINY, pretrained=False, class_names=("c0", "c1"), q_delta=1.0, **config)
-    return save_checkpoint(path, build_model(mc), mc, dataset=dataset)
 
 
 @pytest.fixture(autouse=True)
@@ -54,18 +47,6 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
         ),
         "linear": tiny_checkpoint(folder / "lin.pt", "linear"),
     }
-
-
-def error_line(capsys, *argv) -> str:
-    """A command that must refuse: exit status 1, one `qtl: error:` line on stderr, nothing on stdout."""
-    code, out, err = run_cli(capsys, *argv, "-q")
-    lines = err.strip().splitlines()
-    assert code == 1 and out == "" and len(lines) == 1 and lines[0].startswith("qtl: error: "), (
-        code,
-        out,
-        err,
-    )
-    return lines[0]
 
 
 def help_text(capsys, command: str) -> str:

@@ -55,9 +55,11 @@ def val_sample(hymenoptera_dir):
     return [load_image(p) for p in val_paths(hymenoptera_dir, 12)]
 
 
-def tiny_checkpoint(path: Path, variant: str, classes: int = 2, seed: int = 0, **config) -> Path:
+def tiny_checkpoint(
+    path: Path, variant: str, classes: int = 2, seed: int = 0, *, dataset: dict | None = None, **config
+) -> Path:
     """A checkpoint with random (seeded) weights on the tiny backbone; circuit angles spread wide
-    (q_delta 1) so the circuit's output is far from trivial."""
+    (q_delta 1) so the circuit's output is far from trivial; `dataset`: the data it records."""
     torch.manual_seed(seed)
     mc = ModelConfig(
         variant,
@@ -67,7 +69,7 @@ def tiny_checkpoint(path: Path, variant: str, classes: int = 2, seed: int = 0, *
         q_delta=1.0,
         **config,
     )
-    return save_checkpoint(path, build_model(mc), mc)
+    return save_checkpoint(path, build_model(mc), mc, dataset=dataset)
 
 
 # ---- the folded circuit against the engines
