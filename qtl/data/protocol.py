@@ -85,14 +85,19 @@ def partition(labels, origin, regime: DataRegime, seed: int, *, class_names=None
 def _check_per_class(train_labels: np.ndarray, per_class: int, n_classes: int, names=None) -> None:
     """ValueError where a class has fewer training images than the few-shot draw takes: the run would
     train on fewer than `per_class` and still be labelled with it."""
-    counts = np.bincount(train_labels, minlength=n_classes)
-    short = int(np.argmin(counts))
-    if counts[short] < per_class:
-        name = repr(names[short]) if names is not None else short
+    name, count = _fewest(np.bincount(train_labels, minlength=n_classes), names)
+    if count < per_class:
         raise ValueError(
             f"per_class = {per_class} needs {per_class} training images of every class, but class {name} "
-            f"has {int(counts[short])} in this run's training part: choose per_class <= {int(counts[short])}"
+            f"has {count} in this run's training part: choose per_class <= {count}"
         )
+
+
+def _fewest(counts: np.ndarray, names=None) -> tuple:
+    """The class with the fewest images, as a message names it (its name quoted where `names` are given,
+    else its index), and its count."""
+    short = int(np.argmin(counts))
+    return (repr(names[short]) if names is not None else short), int(counts[short])
 
 
 def _folds(kept: np.ndarray, labels: np.ndarray, folds: int, seed: int, names=None):
@@ -100,13 +105,10 @@ def _folds(kept: np.ndarray, labels: np.ndarray, folds: int, seed: int, names=No
     naming the class (from `names` where given) that has fewer images than folds."""
     from sklearn.model_selection import StratifiedKFold
 
-    counts = np.bincount(labels)
-    short = int(np.argmin(counts))
-    if counts[short] < folds:
-        name = repr(names[short]) if names is not None else short
+    name, count = _fewest(np.bincount(labels), names)
+    if count < folds:
         raise ValueError(
-            f"{folds}-fold splits need at least {folds} images of every class, but class {name} has "
-            f"{int(counts[short])}"
+            f"{folds}-fold splits need at least {folds} images of every class, but class {name} has {count}"
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed // folds)
     parts = [kept[test] for _, test in splitter.split(np.zeros(len(labels)), labels)]
