@@ -745,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         default="val_acc",
         choices=("val_acc", "test_acc"),
-        help="what the report compares: the selected epoch's val accuracy, or its held-out test accuracy",
+        help="what the report compares: the selected epoch's val accuracy, or its held-out test accuracy "
+        "(qtl sweep's closing report and qtl study take test accuracy where a cell's runs have it, else val)",
     )
     _add_effect_arg(p)
 
