@@ -262,6 +262,7 @@ class TestSummarise:
             == "quantum (b random, 4q d2 mps ring, data scans, lr 0.01, 3 epochs, batch_size 32)"
         )
         assert setup_label({**ring, "lr": 4e-4, "epochs": 30}) == setup_label(ring)  # the paper's recipe
+        assert setup_label({**ring, "epochs": 1}) == "quantum (b random, 4q d2 mps ring, data scans, 1 epoch)"
 
 
 def test_cells_that_differ_only_in_unnamed_settings_are_named_apart():

@@ -146,7 +146,7 @@ def _recipe_changes(row: dict) -> list[str]:
         if row.get("lr") is not None and row["lr"] != base.lr:
             out.append(f"lr {row['lr']:g}")
         if row.get("epochs") is not None and row["epochs"] != base.epochs:
-            out.append(f"{row['epochs']} epochs")
+            out.append(f"{row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}")
     return out + [row[k] for k in ("recipe", "circuit_options") if row.get(k)]
 
 
