@@ -409,6 +409,14 @@ class TestOlderDatabases:
         assert copy.read_bytes() == (REPO / "docs" / "wide.db").read_bytes()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.db"]
 
+    def test_a_file_without_tables_yet_has_no_sweeps(self, tmp_path):
+        """Read-only, a results database a sweep is just creating (the file made, no table yet): no sweeps
+        (the app's Experiments page raised 'no such table: sweeps')."""
+        empty = tmp_path / "results.db"
+        empty.touch()
+        with ResultsDB(empty, readonly=True) as db:
+            assert db.sweeps() == []
+
     def test_reading_commands_leave_the_file_as_it_was(self, tmp_path, capsys):
         """qtl runs (every listing) and a dry run read a shipped study's copy without changing a byte
         (opened for writing, it would have turned to WAL mode and gained a journal)."""

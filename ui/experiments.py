@@ -45,8 +45,6 @@ def worth_opening(path: Path) -> bool:
     """Whether the page should open on the results database at `path`: it holds a sweep, or it cannot be
     read (opened first, its error says so: a QTL_RESULTS_DB set to another kind of file); False when it is
     absent or holds no sweep (a Hardware run's)."""
-    import sqlite3
-
     from qtl.experiments.database import ResultsDB
 
     if not path.is_file():
@@ -56,15 +54,11 @@ def worth_opening(path: Path) -> bool:
             return bool(db.sweeps())
     except (ValueError, OSError):
         return True
-    except sqlite3.Error:  # being created by a sweep that just started: no tables yet
-        return False
 
 
 def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
     """The database and sweep pickers and the sweeps table; returns the picked sweep's name and its
     finished runs (None, [] with a hint shown when there is nothing to show yet)."""
-    import sqlite3
-
     from qtl.experiments.database import ResultsDB
 
     labels = list(databases)
@@ -84,10 +78,7 @@ def browse(databases: dict[str, Path]) -> tuple[str | None, list[dict]]:
         st.error(f"Cannot read `{path}`: {exc}. Pick another database, or set QTL_RESULTS_DB to one.")
         return None, []
     with db:
-        try:
-            sweeps = db.sweeps()
-        except sqlite3.Error:  # being created by a sweep that just started: no tables yet
-            sweeps = []
+        sweeps = db.sweeps()  # none in a file a sweep that just started is creating
         names = [sw["name"] for sw in sweeps]
         if not names:
             st.info("No sweeps yet: compose one above, or run `qtl sweep SPEC.toml`.")

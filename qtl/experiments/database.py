@@ -324,8 +324,11 @@ class ResultsDB:
     def sweeps(self) -> list[dict]:
         """Every sweep, newest first: name, created, updated, runs, a count per status, and
         `interrupted`: runs still marked running whose process has ended on this host (`owner_gone`),
-        which are counted there and not as running; the next run of the spec trains them again."""
+        which are counted there and not as running; the next run of the spec trains them again. None
+        (an empty list) in a file read-only before its tables were made (a sweep just creating it)."""
         out = []
+        if "sweeps" not in self._tables:
+            return out
         for s in self._db.execute("SELECT * FROM sweeps ORDER BY updated DESC, name"):
             counts = dict(
                 self._db.execute(
