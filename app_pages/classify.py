@@ -77,6 +77,6 @@ if models and good:
             for j, (label, ex) in enumerate(maps[i].items()):
                 cols[j % len(cols)].image(
                     overlay(ex.image, ex.heatmap),
-                    caption=f"{label}: {ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}",
+                    caption=widgets.explanation_caption(label, ex),
                     width="stretch",
                 )

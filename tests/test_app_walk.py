@@ -330,3 +330,29 @@ class TestNoiseDefaults:
         at.selectbox(key="exp_db").set_value("results database").run()
         assert not at.exception, at.exception
         assert "No sweeps yet" in texts(at.info)
+
+
+def test_a_blank_heatmap_is_captioned_with_why():
+    """Classify's caption of a heatmap with no evidence says why (a uniform tint read as a map); one with
+    a map keeps its caption."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from qtl.analysis.explain import explain
+    from qtl.config import ModelConfig
+    from qtl.models.checkpoint import LoadedModel
+    from qtl.models.variants import build_model
+    from ui.widgets import explanation_caption
+
+    mc = ModelConfig("linear", pretrained=False, class_names=("against", "for"))
+    torch.manual_seed(0)
+    loaded = LoadedModel(build_model(mc).eval(), mc, list(mc.class_names), [], {}, {})
+    with torch.no_grad():  # ReLU features are >= 0: 'against' (-1 per feature) wins, with no evidence
+        loaded.model.head.weight.copy_(torch.tensor([-1.0, -2.0]).repeat_interleave(512).view(2, 512))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    blank = explain(loaded, image, method="grad-cam")
+    assert explanation_caption("m", blank).endswith(
+        " · grad-cam · no positive Grad-CAM evidence for against; try saliency"
+    )
+    assert explanation_caption("m", explain(loaded, image, method="saliency")).endswith(" · saliency")

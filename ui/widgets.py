@@ -126,6 +126,13 @@ def preview(image):
     return small
 
 
+def explanation_caption(label: str, ex) -> str:
+    """A heatmap's caption: the model, its class and probability, the method, and why the map is blank
+    where it is (`Explanation.note`: a uniform tint would read as a map)."""
+    note = f" · {ex.note}" if ex.note else ""
+    return f"{label}: {ex.class_name} {ex.probs[ex.target]:.0%} · {ex.method}{note}"
+
+
 def no_models_hint() -> None:
     """Tell a visitor how to get a model when none is loaded."""
     st.info(
