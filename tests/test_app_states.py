@@ -108,8 +108,8 @@ def state_setup(w: World, state: str) -> tuple[dict, dict]:
     offline = {"QTL_OFFLINE": "1", "TORCH_HOME": str(w.empty), "QTL_MODELS_DIR": str(w.models)}
     env = {**offline, "QTL_DATA_DIR": str(w.ants_bees)}
     shipped = sorted(str(p.resolve()) for p in w.models.glob("*.pt"))
-    if state == "fresh_offline":
-        return {**offline, "QTL_DATA_DIR": str(w.empty)}, {}
+    if state == "fresh_offline":  # fresh: no dataset, and no upload (other tests' are in the shared cache)
+        return {**offline, "QTL_DATA_DIR": str(w.empty), "QTL_CACHE_DIR": str(w.root / "fresh-cache")}, {}
     if state == "weights_present":
         return {**env, "TORCH_HOME": str(w.torch_weights)}, {"loaded": [str(w.resnet18_imagenet), *shipped]}
     if state == "demo":
