@@ -3,7 +3,8 @@
 import streamlit as st
 
 from qtl.models.weights import weights_label
-from ui import cache, datasets, server_jobs, session, tables, training, widgets
+from qtl.utils.words import count
+from ui import cache, datasets, server_jobs, session, training, widgets
 from ui.settings import settings
 
 st.title("Quantum transfer learning explorer")
@@ -67,7 +68,7 @@ widgets.bound(
 )
 
 st.subheader("Quick start")
-plan = ", ".join(f"`{v}` ({tables.epochs(e)})" for v, e in training.quickstart_epochs().items())
+plan = ", ".join(f"`{v}` ({count(e, 'epoch')})" for v, e in training.quickstart_epochs().items())
 st.markdown(
     f"Trains {plan} on the dataset above with the active backbone and circuit, then loads them for the "
     "**Classify** and **Compare** pages. The frozen variants train on cached features and finish in seconds; "

@@ -147,11 +147,6 @@ def comparison_table(comps: list[dict], apart: list[str] | None = None):
     )
 
 
-def epochs(n: int) -> str:
-    """`n` epochs in words: "1 epoch", "10 epochs"."""
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
 def csv_bytes(rows: list[dict]) -> bytes:
     """Rows (dicts with the same keys) as CSV bytes, for a download button."""
     import pandas as pd

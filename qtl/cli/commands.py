@@ -42,6 +42,7 @@ from qtl.config import (
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.utils.devices import resolve_device
+from qtl.utils.words import count
 
 # Each handler imports the library functions it calls: a command loads only its own part of qtl.
 
@@ -296,7 +297,7 @@ def cmd_train(args, bar: ProgressBar) -> int:
     bar.message(
         f"training {args.variant} on {root} "
         f"({describe_backbone(run.model_config.backbone, run.model_config.pretrained)}): "
-        f"{tc.epochs} epochs, batch {tc.batch_size}, "
+        f"{count(tc.epochs, 'epoch')}, batch {tc.batch_size}, "
         f"{tc.optimizer} lr {tc.lr:g}, seed {tc.seed}"
     )
     try:
@@ -554,8 +555,8 @@ def cmd_draw(args, bar: ProgressBar) -> int:
     s = circuit_summary(config)
     gates = ", ".join(f"{n} {k}" for k, n in s["gate_counts"].items())
     summary = (
-        f"{_count(s['n_qubits'], 'qubit')}, depth {config.depth}: {_count(s['n_gates'], 'gate')} ({gates}), "
-        f"{_count(s['n_weights'], 'trainable weight')}, circuit depth {s['circuit_depth']}"
+        f"{count(s['n_qubits'], 'qubit')}, depth {config.depth}: {count(s['n_gates'], 'gate')} ({gates}), "
+        f"{count(s['n_weights'], 'trainable weight')}, circuit depth {s['circuit_depth']}"
     )
     if args.output:
         fig = draw_figure(config, weights)
@@ -583,11 +584,6 @@ def _check_circuit_unset(args) -> None:
             f"--checkpoint draws the checkpoint's own circuit, so {names} would do nothing: "
             f"drop {'it' if len(given) == 1 else 'them'}"
         )
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 qubit', '2 qubits'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:

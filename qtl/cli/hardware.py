@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from qtl.utils.words import count
+
 DEFAULT_SHOTS = 4000
 JSON_HELP = "also write {} as JSON ('-': stdout holds the JSON alone, the table goes to stderr)"
 
@@ -212,10 +214,6 @@ def _seconds(value) -> str:
     return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
 
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def format_estimate(e: dict) -> str:
     """The estimate as text lines."""
     where = "locally" if e["local"] else "on the device"
@@ -228,8 +226,8 @@ def format_estimate(e: dict) -> str:
     time = "n/a" if e["device_seconds"] is None else f"{_seconds(e['device_seconds'])} estimated"
     lines = [
         f"backend      {e['backend']} ({e['provider']}, runs {where})",
-        f"job          {_count(e['jobs'], 'job')}: {_count(e['circuits'], 'circuit')}, "
-        f"{_count(e['executions'], 'execution')} ({_count(e['samples'], 'sample')} as parameter sets) "
+        f"job          {count(e['jobs'], 'job')}: {count(e['circuits'], 'circuit')}, "
+        f"{count(e['executions'], 'execution')} ({count(e['samples'], 'sample')} as parameter sets) "
         f"x {e['shots_per_execution']} shots = {e['total_shots']} shots",
         f"compiled     depth {e['depth']}, {e['two_qubit_gates']} two-qubit gates, qubits {e['qubits']}",
         f"device time  {time}{cost}",

@@ -35,6 +35,7 @@ from qtl.experiments.stats import (
     settings_apart,
     settings_text,
 )
+from qtl.utils.words import count
 
 SECTION_KEYS = ("dataset", "n_classes", "split", "per_class", "label_noise", "feature_dim")
 """What one section of a study holds fixed: the data, its regime and the width of the features."""
@@ -61,7 +62,7 @@ class Section:
         name = dataset_label(k["dataset"])  # as reports and the dry run name it: "three", "five.zip"
         parts = [f"{name}, {k['n_classes']} classes" if k.get("n_classes") else name]
         few = k.get("per_class")
-        parts.append(f"{few} labelled image{'s' if few != 1 else ''} per class" if few else "all labels")
+        parts.append(f"{count(few, 'labelled image')} per class" if few else "all labels")
         if k.get("label_noise"):
             parts.append(f"{k['label_noise']:.0%} of training labels wrong")
         if k.get("feature_dim"):
@@ -417,9 +418,9 @@ def _asked(sections: list[Section]) -> str:
             f"accuracy, which also selected each run's epoch, where it has none ({_and(untested)})"
         )
     n = len(datasets)
-    count = NUMBERS[n] if n < len(NUMBERS) else str(n)
+    number = NUMBERS[n] if n < len(NUMBERS) else str(n)
     offline = not any(d.startswith("torchvision/") for d in datasets)
-    data = f"{count} dataset{'s' if n != 1 else ''}" + (" that need no network" if offline else "")
+    data = f"{number} dataset{'s' if n != 1 else ''}" + (" that need no network" if offline else "")
     if n == 1:
         data = data.replace("need ", "needs ")
     keys = [s.key for s in sections]

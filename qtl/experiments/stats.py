@@ -32,6 +32,7 @@ import os
 import re
 
 from qtl.paths import DEFAULT_DATASET
+from qtl.utils.words import count
 
 # scipy is imported inside the functions that test: the tables need none of it.
 
@@ -146,7 +147,7 @@ def _recipe_changes(row: dict) -> list[str]:
         if row.get("lr") is not None and row["lr"] != base.lr:
             out.append(f"lr {row['lr']:g}")
         if row.get("epochs") is not None and row["epochs"] != base.epochs:
-            out.append(f"{row['epochs']} epoch{'s' if row['epochs'] != 1 else ''}")
+            out.append(count(row["epochs"], "epoch"))
     return out + [row[k] for k in ("recipe", "circuit_options") if row.get(k)]
 
 

@@ -8,4 +8,5 @@ jobs        `JobRunner`: background work in one thread, one job at a time, progr
 seeds       `seeded`: random draws fixed by a seed in a block, the caller's streams untouched
 threads     `side_by_side`: a few CPU tasks at once, each on one torch thread; `share_cores`: a
             pool's threads, a share of torch's each
+words       `count`: '1 qubit', '2 qubits'
 """

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from qtl.utils.words import count
+
 NOT_GATES = ("measure", "barrier", "delay", "reset")
 """Instructions of a compiled circuit that are no gate: not folded for ZNE, not timed as pulses."""
 
@@ -64,4 +66,4 @@ def width_refusal(name: str, available: int, needed: int) -> str | None:
     """Why a device of `available` qubits cannot run a circuit of `needed`, in one line, or None."""
     if needed <= available:
         return None
-    return f"{name} has {available} qubit{'s' if available != 1 else ''}; the circuit needs {needed}"
+    return f"{name} has {count(available, 'qubit')}; the circuit needs {needed}"
