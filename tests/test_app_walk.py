@@ -32,6 +32,18 @@ class TestUnknownTimmBackbone:
             assert not at.exception, (page, at.exception)
             assert not at.error, (page, texts(at.error))
 
+    def test_a_known_model_with_an_unknown_tag_is_refused_alike(self, app_env):  # noqa: F811
+        """timm knows resnet18 but has no weights tagged 'bogus_tag' (timm raises RuntimeError): the same
+        one line, no traceback."""
+        at = app("train")
+        box = at.selectbox(key="train_backbone")
+        box.options.append("timm/resnet18.bogus_tag")
+        box.set_value("timm/resnet18.bogus_tag")
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        assert "Cannot use this backbone: timm model 'resnet18.bogus_tag'" in texts(at.error)
+        assert at.session_state["job_id"] is None
+
     def test_a_session_holding_one_falls_back_on_every_page(self, app_env):  # noqa: F811
         """Should a session's configuration hold such a name anyway, the pages that check its weights say
         so in one line and go back to the default backbone, with no traceback."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,10 +70,8 @@ def upright(image: Image.Image) -> Image.Image:
     `load_image` (files, bytes, uploads, the training data) and `qtl.analysis.inference.as_images`
     (PIL images) apply it, as does the server (`qtl.deploy.limits`) and `qtl.deploy.standalone`'s copy;
     an image already turned by `ImageOps.exif_transpose` has no tag left and is not turned twice."""
-    with warnings.catch_warnings():  # a camera's corrupt EXIF: Pillow warns per image, and it is no tag
-        warnings.simplefilter("ignore")
-        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
-            return ImageOps.exif_transpose(image)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):  # a corrupt block: no tag
+        return ImageOps.exif_transpose(image)
     return image
 
 

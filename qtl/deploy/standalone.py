@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -57,10 +56,8 @@ def load(path: str) -> Image.Image:
         if reason := shape_refusal(*image.size):
             raise ValueError(f"{path} {reason}")
         image.load()
-        with warnings.catch_warnings():  # `qtl.data.images.upright`: corrupt EXIF is no tag, said by none
-            warnings.simplefilter("ignore")
-            if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
-                return rgb(ImageOps.exif_transpose(image))
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):  # `qtl.data.images.upright`
+            return rgb(ImageOps.exif_transpose(image))
         return rgb(image).copy()
 
 

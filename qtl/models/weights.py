@@ -140,7 +140,10 @@ def timm_pretrained_cfg(name: str) -> dict:
         raise ValueError(
             f"unknown timm model {model!r} in backbone {name!r}; list them with timm.list_models()"
         )
-    cfg = timm.models.get_pretrained_cfg(model)
+    try:
+        cfg = timm.models.get_pretrained_cfg(model)
+    except RuntimeError as exc:  # a model timm knows, with a tag it has no weights for ("resnet18.bogus")
+        raise ValueError(f"timm model {model!r} in backbone {name!r}: {exc}") from None
     if cfg is None:
         raise ValueError(f"timm model {model!r} has no pretrained config")
     return cfg.to_dict()
