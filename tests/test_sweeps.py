@@ -410,12 +410,15 @@ class TestOlderDatabases:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.db"]
 
     def test_a_file_without_tables_yet_has_no_sweeps(self, tmp_path):
-        """Read-only, a results database a sweep is just creating (the file made, no table yet): no sweeps
-        (the app's Experiments page raised 'no such table: sweeps')."""
+        """Read-only, a results database a sweep is just creating (the file made, no table yet): no sweeps,
+        runs or jobs (the app's Experiments page raised 'no such table: sweeps', qtl runs 'no such table:
+        runs'), and the file stays as it was."""
         empty = tmp_path / "results.db"
         empty.touch()
         with ResultsDB(empty, readonly=True) as db:
-            assert db.sweeps() == []
+            assert db.sweeps() == [] and db.rows() == [] and db.rows(status=None) == []
+            assert db.spec("s") is None and db.history("r") == [] and db.hardware_jobs() == []
+        assert empty.read_bytes() == b""  # read, not written
 
     def test_reading_commands_leave_the_file_as_it_was(self, tmp_path, capsys):
         """qtl runs (every listing) and a dry run read a shipped study's copy without changing a byte

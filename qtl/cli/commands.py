@@ -212,13 +212,11 @@ def _recorded_elsewhere(records: list[tuple[dict | None, Path | None]]) -> str |
     """Why checkpoints are not scored on the dataset they recorded ((record, its root here or None) per
     checkpoint): theirs is not on this machine, or they recorded different ones; None otherwise."""
     missing = sorted({r["name"] for r, here in records if r and r.get("name") and here is None})
-    roots = {(r.get("name"), str(here or r.get("root"))) for r, here in records if r}
+    roots = {(r.get("name"), str(here) if here else r.get("root")) for r, here in records if r}
     if len(roots) > 1:
         named = [(name, root) for name, root in roots if name]
         names = [name for name, _ in named]  # one name at two places: each said with its place
-        shown = sorted(
-            {f"{n} at {root}" if names.count(n) > 1 and root != "None" else n for n, root in named}
-        )
+        shown = sorted({f"{n} at {root}" if names.count(n) > 1 and root else n for n, root in named})
         gone = f"; not on this machine as trained on: {', '.join(missing)}" if missing else ""
         return f"the checkpoints recorded different datasets ({', '.join(shown)}{gone})"
     if missing:

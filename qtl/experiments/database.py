@@ -153,6 +153,11 @@ class ResultsDB:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        if self.readonly and not self._db.execute("SELECT 1 FROM sqlite_master").fetchone():
+            # no table yet (a sweep is just creating the file): read as an empty database of this schema
+            self._db.close()
+            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._db.executescript(SCHEMA)
         self._db.row_factory = sqlite3.Row
         if not self.readonly:
             _use_wal(self._db)
@@ -324,11 +329,8 @@ class ResultsDB:
     def sweeps(self) -> list[dict]:
         """Every sweep, newest first: name, created, updated, runs, a count per status, and
         `interrupted`: runs still marked running whose process has ended on this host (`owner_gone`),
-        which are counted there and not as running; the next run of the spec trains them again. None
-        (an empty list) in a file read-only before its tables were made (a sweep just creating it)."""
+        which are counted there and not as running; the next run of the spec trains them again."""
         out = []
-        if "sweeps" not in self._tables:
-            return out
         for s in self._db.execute("SELECT * FROM sweeps ORDER BY updated DESC, name"):
             counts = dict(
                 self._db.execute(
