@@ -236,6 +236,23 @@ class TestNoDatasetOnDisk:
         assert "--data" not in shown and "QTL_DATA_DIR" not in shown
         assert [p.proto.text for p in at.get("progress")] == [""]  # not again on the job's progress bar
 
+    def test_another_failure_is_no_failed_download(self, no_default_data, monkeypatch):
+        """A job that failed for another reason while the dataset was still to be downloaded is said as
+        itself: the dataset stays 'downloadable' and the error is not called a failed download."""
+        monkeypatch.delenv("QTL_OFFLINE")
+        at = app()
+
+        def fail(job):
+            raise RuntimeError("CUDA out of memory")
+
+        job = ui_module().runner().submit("quick start", fail, owner=at.session_state["session_id"])
+        assert job.wait(10)
+        at.session_state["job_id"] = job.id
+        at.run()
+        assert not at.exception, at.exception
+        assert "Dataset downloadable" in texts(at.info)
+        assert "could not be downloaded" not in texts(at.error) and "CUDA out of memory" in texts(at.error)
+
 
 class TestExperimentsDefault:
     def test_a_database_without_sweeps_is_not_the_default(self, app_env, tmp_path, monkeypatch):  # noqa: F811

@@ -144,12 +144,13 @@ def download_reason(error: str) -> str:
 
 
 def note_failed_job(error: str) -> bool:
-    """After this session's job failed: when the active dataset was still to be downloaded (the default
-    one, not on disk), its download is what failed: keep why for this session (`status_words` says so
-    instead of "downloadable") and return True."""
+    """After this session's job failed: when it failed downloading the active dataset (still to be
+    downloaded: the default one, not on disk), keep why for this session (`status_words` says so instead
+    of "downloadable") and return True; False for any other failure."""
+    from qtl.data.sources import DOWNLOAD_FAILED
     from ui.cache import dataset_status
 
-    if dataset_status(active_data_dir()).state != "downloadable":
+    if DOWNLOAD_FAILED not in error or dataset_status(active_data_dir()).state != "downloadable":
         return False
     st.session_state["data_download_failed"] = download_reason(error)
     return True

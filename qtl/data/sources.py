@@ -55,6 +55,11 @@ TORCHVISION_TRAIN, TORCHVISION_TEST = 500, 100  # images per class taken from a 
 NAMED_SPLIT_SEED = 0  # the fixed seed of a named dataset's stratified split
 
 
+DOWNLOAD_FAILED = "cannot download the dataset"
+"""How a failed download of a dataset begins its DatasetError (offline, or the host out of reach): the
+app tells it from other failures of a job by it."""
+
+
 def _where_to_put(target: Path) -> str:
     return (
         f"put the dataset (train/ and val/ with one folder per class) in {target}, "
@@ -162,11 +167,11 @@ def download_hymenoptera(
         try:
             download(url, archive, size=size, sha256=sha256, progress=progress, timeout=timeout)
         except OfflineError as exc:
-            raise DatasetError(f"cannot download the dataset ({exc}): {_where_to_put(dest)}") from exc
+            raise DatasetError(f"{DOWNLOAD_FAILED} ({exc}): {_where_to_put(dest)}") from exc
         except ChecksumError as exc:
             raise DatasetError(f"downloaded dataset is corrupt ({exc}); try again") from exc
         except DownloadError as exc:
-            raise DatasetError(f"cannot download the dataset ({exc}): {_where_to_put(dest)}") from exc
+            raise DatasetError(f"{DOWNLOAD_FAILED} ({exc}): {_where_to_put(dest)}") from exc
         extracted = Path(tmp) / "extracted"
         _unpack(archive, extracted)
         root = find_root(extracted)
