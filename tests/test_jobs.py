@@ -101,7 +101,7 @@ class TestJobRunner:
     @pytest.mark.parametrize(
         "error",
         [
-            ValueError("bad config"),
+            "bad value",  # a ValueError qtl raises checking a value
             urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
             ConnectionResetError("reset"),
             "qtl",  # an error class of qtl's own: a download that failed
@@ -109,13 +109,16 @@ class TestJobRunner:
     )
     def test_expected_failure_is_one_line(self, caplog, error):
         """A failure its user can fix (a bad value, a dataset or checkpoint error, a host out of reach,
-        qtl's own error classes) is logged as one line without its traceback, which the job keeps; an
-        OSError of the server itself keeps it in the log."""
+        qtl's own error classes) is logged as one line at warning level, its traceback at debug level and
+        in the job; an OSError of the server itself keeps it in the log."""
+        from qtl.config import ModelConfig
         from qtl.utils.download import OfflineError
 
         error = OfflineError("could not resolve download.pytorch.org") if error == "qtl" else error
 
         def boom(job):
+            if error == "bad value":
+                ModelConfig(variant="no-such-variant")
             raise error
 
         caplog.set_level(logging.DEBUG, logger="qtl.utils.jobs")
@@ -124,6 +127,32 @@ class TestJobRunner:
         (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
         assert logged.getMessage() == f"job {job.id} (x) failed: {job.snapshot().error}"
         assert "\n" not in logged.getMessage() and "Traceback" in job.snapshot().trace
+        assert logged.levelname == "WARNING"
+        assert any(r.levelname == "DEBUG" and "Traceback" in r.getMessage() for r in caplog.records)
+
+    @pytest.mark.parametrize("bug", ["int", "json", "reshape", "disk"])
+    def test_a_libraries_value_error_or_a_full_disk_keeps_its_traceback(self, caplog, bug):
+        """A ValueError a library raised (a bug, not a value the user gave) and qtl's WriteError (a full or
+        read-only disk: the server's, not the user's) are logged at error level with their traceback."""
+        import json
+
+        import numpy as np
+
+        from qtl.utils.atomic import WriteError
+
+        def boom(job):
+            if bug == "int":
+                int("x")
+            if bug == "json":
+                json.loads("{")
+            if bug == "reshape":
+                np.zeros(3).reshape(2, 2)
+            raise WriteError(28, "No space left on device")
+
+        job = JobRunner().submit("x", boom)
+        assert job.wait(5)
+        (logged,) = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert logged.levelname == "ERROR" and "Traceback" in logged.getMessage()
 
     def test_server_oserror_keeps_its_traceback(self, caplog):
         def boom(job):

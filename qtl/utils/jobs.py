@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -38,12 +39,29 @@ full disk, a missing file) keeps its traceback in the log."""
 
 def expected_failure(exc: BaseException) -> bool:
     """Whether a job's failure is one its user caused or can fix, logged as one line (the reason is all
-    there is to say): a ValueError (qtl's invalid values, DatasetError, CheckpointError, SpecError ...),
-    an error class of qtl's own (a download that failed, weights out of reach), or a host out of reach.
-    Anything else is a bug or a broken server, logged with its traceback."""
-    if isinstance(exc, (ValueError, *EXPECTED_OS_ERRORS)):
+    there is to say): a host out of reach, an error class of qtl's own (DatasetError, CheckpointError,
+    SpecError, a download that failed, weights out of reach ...), or a ValueError qtl raised (its checks
+    of a value). Anything else is a bug or a broken server, logged with its traceback: a ValueError
+    raised by a library (a reshape, a JSON decode, an int() of text) and any other OSError, qtl's
+    WriteError (a full or read-only disk) included."""
+    if isinstance(exc, EXPECTED_OS_ERRORS):
         return True
-    return any(c.__module__.split(".")[0] == "qtl" for c in type(exc).__mro__)
+    if isinstance(exc, OSError):
+        return False
+    if any(c.__module__.split(".")[0] == "qtl" for c in type(exc).__mro__):
+        return True
+    return isinstance(exc, ValueError) and _raised_by_qtl(exc)
+
+
+_QTL = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _raised_by_qtl(exc: BaseException) -> bool:
+    """Whether the innermost frame of `exc`'s traceback is qtl's code (not a library it called)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_QTL)
 
 
 class RunnerBusyError(RuntimeError):
