@@ -137,6 +137,14 @@ class TestActiveDataset:
         assert not other.exception and other.session_state["data_dir"] is None
         assert "data" not in other.query_params
 
+    def test_not_in_the_address_in_demo_mode(self, no_default_data, monkeypatch):
+        """Demo mode: a visitor's uploads are their session's alone, so the address never names one (a
+        reload could not find it, and the name of the visitor's file would travel in links)."""
+        monkeypatch.setenv("QTL_DEMO", "1")
+        at = app("data")
+        root = upload_and_activate(at, no_default_data)
+        assert root and "data" not in at.query_params
+
     def test_sweep_runs_on_it(self, no_default_data):
         """The form names the active dataset and the sweep runs on it (it ran on qtl's default dataset and
         failed offline with the command line's advice)."""

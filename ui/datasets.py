@@ -187,7 +187,10 @@ DATA_PARAM = "data"  # ?data=<name of an uploaded dataset>: the active dataset s
 def restore_active() -> None:
     """A new session (a reload, a new tab of the same address) makes the dataset the address names
     (`DATA_PARAM`, an uploaded dataset's folder name) active again; a name no uploaded dataset has is
-    dropped from the address."""
+    dropped from the address. Not in demo mode, where a visitor's uploads are their session's alone: a
+    reload is another session, and the address would only carry the name of the visitor's file."""
+    if settings().demo:
+        return
     name = st.query_params.get(DATA_PARAM)
     if not name or st.session_state.get("data_restored"):
         return
@@ -200,7 +203,10 @@ def restore_active() -> None:
 
 
 def remember_active() -> None:
-    """Keep the active dataset in the address (`DATA_PARAM`) on every run: a page change clears it."""
+    """Keep the active dataset in the address (`DATA_PARAM`) on every run: a page change clears it (not
+    in demo mode: `restore_active`)."""
+    if settings().demo:
+        return
     chosen = st.session_state.get("data_dir")
     name = Path(chosen).name if chosen and Path(chosen).resolve().parent == store().resolve() else None
     if name and st.query_params.get(DATA_PARAM) != name:
