@@ -25,19 +25,19 @@ import time
 from dataclasses import dataclass, field
 
 PREDICTION = re.compile(r"^(\S+) → \S+ \(\d+\.\d%\)$", re.M)
-HEATMAP = re.compile(r"^(\S+): \S+ \d+% · (?:grad-cam|saliency)$", re.M)
+HEATMAP = re.compile(r"^(\S+): \S+ \d+% · (?:grad-cam|saliency)(?: · .*)?$", re.M)  # (· why it is blank)
 IMAGE = re.compile(r"\bv(\d+)-\d+\.png\b")
 MINE = re.compile(r"quantum-mine-v\d+")
 TRAINED = re.compile(r"quantum-\S+-s0-\d{8}-\d{6}(?:-\d{6})?")  # a checkpoint the Train form saved
 TIMEOUT_MS = 180_000
-# every prediction line (and heatmap caption) of the named image is on screen; the uploader's chip
-# shows the name at once
+# every prediction line (and heatmap caption, which may end with why the map is blank) of the named image
+# is on screen; the uploader's chip shows the name at once
 ANSWERED = """([name, n, maps]) => {
   const main = document.querySelector('[data-testid=stMain]');
   if (!main || !main.innerText.includes(name)) return false;
   const lines = main.innerText.split('\\n');
   return lines.filter(l => / → \\S+ \\(\\d+\\.\\d%\\)$/.test(l)).length >= n
-      && lines.filter(l => / · (grad-cam|saliency)$/.test(l)).length >= maps;
+      && lines.filter(l => / · (grad-cam|saliency)( · .*)?$/.test(l)).length >= maps;
 }"""
 CLEARED = """() => {
   const main = document.querySelector('[data-testid=stMain]');
