@@ -167,7 +167,7 @@ def test_help_of_noise_sweep_and_hardware(capsys):
     text = help_of(capsys, "sweep")
     assert "$QTL_CACHE_DIR/features" in text and "DIR/sweeps/NAME/ (default DIR: $QTL_MODELS_DIR" in text
     assert "Ctrl-C stops the current run(s) after their batch, without counting them (they run again" in text
-    text = help_of(capsys, "hardware", "estimate")
-    assert (
-        "the dataset the checkpoints recorded" in text and "or the split a scored checkpoint recorded" in text
-    )
+    text = help_of(capsys, "hardware", "estimate")  # one checkpoint: its recorded dataset and split
+    assert "the dataset the checkpoint recorded" in text and "or the split the checkpoint recorded" in text
+    text = help_of(capsys, "train")  # scores no checkpoint: no recorded split
+    assert "default 0.2)" in text and "or the split" not in text and "(default 0)" in text

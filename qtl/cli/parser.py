@@ -222,8 +222,8 @@ def _add_effect_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--effect", type=_effect, metavar="X", default=0.02, help=what)
 
 
-def _add_seed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, metavar="N", default=3, help="number of seeds per variant")
+def _add_seed_args(p: argparse.ArgumentParser, seeds_help: str = "number of seeds per variant") -> None:
+    p.add_argument("--seeds", type=int, metavar="N", default=3, help=seeds_help)
     p.add_argument(
         "--first-seed", type=int, metavar="N", default=0, help="seeds are first-seed, first-seed + 1, ..."
     )
@@ -231,9 +231,16 @@ def _add_seed_args(p: argparse.ArgumentParser) -> None:
 
 #: --data's default where a command scores checkpoints (`commands._scoring_root`)
 RECORDED_DATA = "the dataset the checkpoints recorded, where it is here; else $QTL_DATA_DIR, else hymenoptera"
+#: the same where a command scores one checkpoint
+RECORDED_DATA_ONE = RECORDED_DATA.replace("checkpoints recorded", "checkpoint recorded")
 
 
 def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str | None = None) -> None:
+    # where checkpoints are scored, the split they recorded is the default (`commands._scoring_root`)
+    whose = next(
+        (w for w in ("checkpoints", "checkpoint") if default and default.startswith(f"the dataset the {w}")),
+        "",
+    )
     g = p.add_argument_group("data")
     g.add_argument(
         flag,
@@ -249,15 +256,16 @@ def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str
         type=float,
         metavar="X",
         default=None,
-        help="class folders only: share of each class held out for val (seeded, stratified; default 0.2, "
-        "or the split a scored checkpoint recorded)",
+        help="class folders only: share of each class held out for val (seeded, stratified; default 0.2"
+        + (f", or the split the {whose} recorded)" if whose else ")"),
     )
     g.add_argument(
         "--split-seed",
         type=int,
         metavar="N",
         default=None,
-        help="class folders only: seed of that split (default 0, or a scored checkpoint's)",
+        help="class folders only: seed of that split (default 0"
+        + (f", or the {whose}'{'' if whose.endswith('s') else 's'})" if whose else ")"),
     )
 
 
@@ -345,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Accuracy, loss, per-class precision/recall/F1, confusion matrix and ROC-AUC of a checkpoint.",
     )
     p.add_argument("checkpoint", help="a .pt file written by qtl")
-    _add_data_arg(p, default=RECORDED_DATA)
+    _add_data_arg(p, default=RECORDED_DATA_ONE)
     p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to score")
     p.add_argument("--engine", default=None, help="run a quantum checkpoint on another engine")
     p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
@@ -361,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         metavar="IMAGE",
-        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them",
+        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them (a folder's unreadable "
+        "files are skipped, each said in one line)",
     )
     p.add_argument(
         "--checkpoint",
@@ -417,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         metavar="IMAGE",
-        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them",
+        help="image files (jpg, png, bmp, gif, webp, tiff), or folders of them (a folder's unreadable "
+        "files are skipped, each said in one line)",
     )
     p.add_argument(
         "--checkpoint", "-c", action="append", required=True, metavar="FILE", help="a checkpoint (repeatable)"
@@ -512,7 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_circuit_args(p)
     p.add_argument(
-        "--checkpoint", default=None, metavar="FILE", help="draw this checkpoint's trained circuit"
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="draw this checkpoint's trained circuit (the circuit options are then refused: it has its own)",
     )
     p.add_argument(
         "--output", "-o", default=None, metavar="FILE", help="save a matplotlib figure (png, svg, pdf)"
@@ -532,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=RUN_VARIANTS, help="variants to train"
     )
-    _add_seed_args(p)
+    _add_seed_args(p, "number of seeds per variant (default: 3; none beside --load)")
     p.add_argument(
         "--from",
         dest="merge",
@@ -612,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
         "each shot count (native density-matrix engine), and on fake IBM backends (needs qtl[hardware]); "
         "print an accuracy table and write it as CSV, JSON and a plot. Other channels given below apply "
         "at every grid point. Every checkpoint runs on the native engine, whatever engine it was trained "
-        "on: an mps checkpoint's ideal row is its exact circuit, not the truncated one (--max-bond) qtl "
-        "evaluate scores.",
+        "on: the ideal row of an mps checkpoint is its exact circuit, not the truncated one (--max-bond) "
+        "qtl evaluate scores, and of a PennyLane device with shots, the exact values, not shots.",
     )
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="quantum checkpoints to compare")
     p.add_argument(
@@ -754,7 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
         "study",
         "write the findings of a study (a sweep) as Markdown, from the results database",
         "For every dataset and data regime of a sweep: test accuracy per variant (val accuracy on a "
-        "dataset without test/; mean, 95% CI), each "
+        "dataset without test/, though a sweep with no test accuracy at all is refused: qtl runs --report "
+        "reports it; mean, 95% CI), each "
         "quantum head against its matched classical control and the kernel baselines paired by seed "
         "(Benjamini-Hochberg over all comparisons), the power of every comparison, and a plain "
         "conclusion. docs/study.md is this command's output.",
@@ -817,5 +831,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qtl.cli.hardware import add_parser as add_hardware
 
-    add_hardware(command, lambda q: _add_data_arg(q, default=RECORDED_DATA), _add_db_arg)
+    add_hardware(command, lambda q: _add_data_arg(q, default=RECORDED_DATA_ONE), _add_db_arg)
     return parser
