@@ -266,7 +266,7 @@ def test_from_refuses_options_it_would_ignore(reports, capsys):
     err = capsys.readouterr().err
     assert err.strip() == (
         "qtl: error: --from merges earlier reports and trains nothing, so --epochs, --split would do "
-        "nothing: drop it"
+        "nothing: drop them"
     )
     assert not out.exists()
     assert main([*argv, "--effect", "0.05"]) == 0 and out.exists()  # what a merge uses is taken

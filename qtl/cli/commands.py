@@ -572,16 +572,7 @@ CIRCUIT_OPTIONS = ("qubits", "depth", "entangler", "rotation", "no_hadamard", "r
 
 def _check_circuit_unset(args) -> None:
     """ValueError naming the circuit options `qtl draw --checkpoint` would ignore (given: not defaults)."""
-    from qtl.cli.parser import build_parser
-
-    defaults = vars(build_parser().parse_args(["draw"]))
-    given = [k for k in CIRCUIT_OPTIONS if getattr(args, k) != defaults[k]]
-    if given:
-        names = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(
-            f"--checkpoint draws the checkpoint's own circuit, so {names} would do nothing: "
-            f"drop {'it' if len(given) == 1 else 'them'}"
-        )
+    _refuse_given(args, "draw", CIRCUIT_OPTIONS, "--checkpoint draws the checkpoint's own circuit")
 
 
 def cmd_compare(args, bar: ProgressBar) -> int:
@@ -628,15 +619,20 @@ MERGE_OPTIONS = {"command", "argv", "debug", "quiet", "merge", "out", "json", "e
 
 def _check_merge_only(args) -> None:
     """ValueError naming the options `qtl reproduce --from` would ignore (given, so not their defaults)."""
+    keys = [k for k in vars(args) if k not in MERGE_OPTIONS]
+    _refuse_given(args, "reproduce", keys, "--from merges earlier reports and trains nothing")
+
+
+def _refuse_given(args, command: str, keys, why: str) -> None:
+    """ValueError naming the options of `keys` given to `command` (not at its parser's defaults), which
+    `why` leaves without effect."""
     from qtl.cli.parser import build_parser
 
-    defaults = vars(build_parser().parse_args(["reproduce"]))
-    ignored = [k for k, v in vars(args).items() if k not in MERGE_OPTIONS and v != defaults.get(k)]
-    if ignored:
-        names = ", ".join("--" + k.replace("_", "-") for k in ignored)
-        raise ValueError(
-            f"--from merges earlier reports and trains nothing, so {names} would do nothing: drop it"
-        )
+    defaults = vars(build_parser().parse_args([command]))
+    given = [k for k in keys if getattr(args, k) != defaults.get(k)]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{why}, so {names} would do nothing: drop {'it' if len(given) == 1 else 'them'}")
 
 
 def cmd_reproduce(args, bar: ProgressBar) -> int:
