@@ -242,10 +242,8 @@ class PennyLaneEngine(nn.Module):
             return angles.new_zeros(angles.shape)
         x = angles.to(device="cpu", dtype=torch.float64)
         w = weights.to(device="cpu", dtype=torch.float64)
-        if self.shots is not None and not self.training and self._exact is not False:
-            out = self._per_input(x, w)
-            if out is not None:
-                return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
+        if self.shots is not None and not self.training and (out := self._per_input(x, w)) is not None:
+            return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
         with _EXECUTION_LOCK:  # lightning's QNode keeps one state vector: threads would overwrite it
             out = torch.stack(list(self.qnode(x, w)), dim=-1)  # (B, n), or (n,) when PennyLane drops B == 1
         return out.reshape(angles.shape).to(device=angles.device, dtype=angles.dtype)
@@ -268,7 +266,8 @@ class PennyLaneEngine(nn.Module):
                         self._exact, _ = build_qnode(self.config, device, "best", None, self.noise, True)
                 except Exception:  # DeviceError, QuantumFunctionError ...: this device only samples
                     self._exact = False
-                    return None
+            if self._exact is False:
+                return None
             probs = self._exact(x, w).reshape(len(x), 2**n)
         exact = z_expvals_halving(probs, n)
         with torch.no_grad():
