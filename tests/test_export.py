@@ -345,6 +345,102 @@ def test_an_export_into_a_folder_is_named_as_the_checkpoint(tmp_path, capsys):
     assert sorted(p.name for p in folder.iterdir()) == ["quantum.onnx", "quantum.torchscript"]
 
 
+def test_an_export_replaces_only_an_earlier_export_of_its_own_checkpoint(tmp_path, capsys):
+    """`qtl export a.pt -o out.onnx; qtl export b.pt -o out.onnx` replaced a's export silently: the file
+    records its checkpoint (name and SHA-256), another checkpoint's export is refused in one line naming
+    it, and the same checkpoint's is replaced, said so."""
+    a = tiny_checkpoint(tmp_path / "a.pt", "linear", 2, seed=1)
+    (tmp_path / "b").mkdir()
+    b = tiny_checkpoint(tmp_path / "b" / "a.pt", "linear", 2, seed=2)  # the same name and variant
+    out = tmp_path / "out.onnx"
+    code, said, err = run_cli(capsys, "export", a, "-o", out)
+    assert code == 0 and said.startswith(f"wrote {out} (onnx,"), err
+    kept = out.read_bytes()
+    import onnx
+
+    source = json.loads(next(p.value for p in onnx.load(str(out)).metadata_props))["source"]
+    assert source["file"] == "a.pt" and len(source["sha256"]) == 64
+    code, said, err = run_cli(capsys, "export", b, "-o", out)
+    assert (code, said) == (1, "") and len(err.splitlines()) == 1
+    assert err.startswith(
+        f"qtl: error: {out} is a qtl ONNX export of a.pt (sha256 {source['sha256'][:12]}), not "
+    )
+    assert err.strip().endswith("name another file (-o) or remove it first")
+    assert out.read_bytes() == kept
+    with pytest.raises(ValueError, match="is a qtl TorchScript export of a.pt"):
+        export_model(b, export_model(a, tmp_path / "a.ts")[0])
+    code, said, err = run_cli(capsys, "export", a, "-o", out)  # its own earlier export: replaced
+    assert code == 0 and said.startswith(f"wrote {out} (onnx,"), err
+    assert err == f"qtl: note: replaced {out}, an earlier export of the same checkpoint (a.pt)\n"
+
+
+def test_the_default_name_keeps_a_checkpoints_whole_name(tmp_path, capsys):
+    """model.v1 and model.v2 both exported to model.onnx (with_suffix dropped .v1 and .v2), the second
+    over the first: the default name drops only .pt or .pth."""
+    from qtl.deploy.export import default_output
+
+    first = tiny_checkpoint(tmp_path / "model.v1", "linear", 2, seed=1)
+    second = tiny_checkpoint(tmp_path / "model.v2", "quantum", 2, seed=2)
+    for ckpt in (first, second):
+        code, out, err = run_cli(capsys, "export", ckpt)
+        assert code == 0 and out.startswith(f"wrote {ckpt}.onnx (onnx,"), err
+    assert load_exported(tmp_path / "model.v1.onnx").variant == "linear"
+    assert load_exported(tmp_path / "model.v2.onnx").variant == "quantum"
+    assert default_output(tmp_path / "q.pt", "onnx") == tmp_path / "q.onnx"
+    assert default_output(tmp_path / "q.PTH", "torchscript") == tmp_path / "q.torchscript"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert export_model(first, folder, "torchscript")[0] == folder / "model.v1.torchscript"
+
+
+def test_an_export_without_a_recorded_source_is_told_by_name_and_variant():
+    """Exports written before qtl recorded the checkpoint (or of a model without a file) are the same
+    checkpoint's where name and variant agree."""
+    from qtl.deploy.export import same_source
+
+    digest = {"source": {"file": "q.pt", "sha256": "1" * 64}, "name": "q", "variant": "quantum"}
+    older = {"name": "q", "variant": "quantum"}
+    assert same_source(older, digest) and same_source(digest, dict(digest))
+    assert not same_source({"name": "q", "variant": "linear"}, digest)
+    assert not same_source({**digest, "source": {"file": "q.pt", "sha256": "2" * 64}}, digest)
+
+
+def test_a_format_the_suffix_contradicts_is_refused(tmp_path, capsys):
+    """`-o x.onnx --format torchscript` wrote TorchScript under .onnx: refused before any work."""
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
+    for name, fmt, said in (
+        ("x.onnx", "torchscript", "x.onnx names an ONNX file by its suffix, but the format asked for is "
+         "torchscript: name it .torchscript (or .ts), or drop the format (--format) to write ONNX"),
+        ("x.TS", "onnx", "x.TS names a TorchScript file by its suffix, but the format asked for is onnx: "
+         "name it .onnx, or drop the format (--format) to write TorchScript"),
+    ):  # fmt: skip
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", tmp_path / name, "--format", fmt)
+        assert (code, out, err) == (1, "", f"qtl: error: {said}\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_the_outputs_folder_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """-o into a missing folder made it (nodir/sub/), into a file said "[Errno 17] File exists", into a
+    folder that takes no file named the writer's temporary file: one line each, nothing written."""
+    import qtl.deploy.export as export
+
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
+    (tmp_path / "bee.png").write_bytes(b"png")
+    monkeypatch.setattr(export, "load_checkpoint", lambda *a: pytest.fail("loaded before the check"))
+    for output, said in (
+        (
+            tmp_path / "nodir" / "sub" / "x.onnx",
+            f"no folder {tmp_path / 'nodir' / 'sub'} to write x.onnx into",
+        ),
+        (tmp_path / "bee.png" / "x.onnx", f"no folder {tmp_path / 'bee.png'} (a file) to write x.onnx into"),
+        (Path("/proc/y.onnx"), "cannot write y.onnx into /proc: "),  # the reason: root's, or a user's
+    ):
+        code, out, err = run_cli(capsys, "export", ckpt, "-o", output)
+        assert (code, out) == (1, "") and err.startswith(f"qtl: error: {said}") and len(err.splitlines()) == 1
+        assert ".part" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bee.png", "m.pt"]
+
+
 def test_a_foreign_file_is_one_clear_line(tmp_path, capsys):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not a model")

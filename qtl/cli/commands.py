@@ -465,15 +465,18 @@ def cmd_explain(args, bar: ProgressBar) -> int:
 
 
 def cmd_export(args, bar: ProgressBar) -> int:
-    from qtl.deploy.export import SUFFIXES, export_format, export_model
+    from qtl.deploy.export import default_output, export_model, export_path
 
     checkpoint = Path(args.checkpoint)
     if args.output:  # --format, else the file's suffix says (-o m.torchscript wrote ONNX)
-        out, fmt = Path(args.output), export_format(args.output, args.format)
+        out, fmt = export_path(checkpoint, args.output, args.format)  # a folder: the file inside
     else:
         fmt = args.format or "onnx"
-        out = checkpoint.with_suffix(SUFFIXES[fmt])
-    path, meta = export_model(checkpoint, out, fmt)
+        out = default_output(checkpoint, fmt)  # model.v1 -> model.v1.onnx: never model.v2's file
+    replaced = out.is_file() and out.stat().st_size > 0  # export_model replaces only its own earlier one
+    path, meta = export_model(checkpoint, args.output or out, fmt)
+    if replaced:  # said apart from stdout's line, which scripts read as "wrote PATH (format, ...)"
+        bar.note(f"qtl: note: replaced {path}, an earlier export of the same checkpoint ({checkpoint.name})")
     classes = ", ".join(meta["class_names"])
     pre = meta["preprocessing"]
     print(

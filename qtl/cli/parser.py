@@ -404,15 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=EXPORT_FORMATS,
         help="file format (default: by -o's suffix: .onnx is ONNX, .torchscript or .ts TorchScript, any "
-        "other suffix needs --format; no -o: onnx)",
+        "other suffix needs --format, and a format those suffixes contradict is refused; no -o: onnx)",
     )
     p.add_argument(
         "--output",
         "-o",
         default=None,
         metavar="FILE",
-        help="the exported file (default: the checkpoint's name with .onnx or .torchscript); an existing "
-        "FILE is replaced only if it is an earlier qtl export of that format",
+        help="the exported file, in a folder that exists (default: beside the checkpoint, its name with "
+        ".onnx or .torchscript in place of .pt: model.v1 -> model.v1.onnx); an existing FILE is replaced "
+        "only if it is an earlier qtl export of that format from the same checkpoint",
     )
 
     p = command(

@@ -10,15 +10,19 @@ The graph is the whole classifier with its circuit folded into constants (`qtl.d
 
 Its metadata (ONNX: `metadata_props["qtl"]`; TorchScript: the extra file "qtl.json") is one JSON
 document (`METADATA_KEY`): the variant, backbone, class names, the preprocessing (resize the short side
-to `resize` with `interpolation`, centre-crop `crop`, mean, std), the circuit and noise, and the
-checkpoint's recorded accuracy. Running an ONNX file needs only onnxruntime, numpy and Pillow
-(`qtl.deploy.standalone`); a TorchScript file needs only torch.
+to `resize` with `interpolation`, centre-crop `crop`, mean, std), the circuit and noise, the
+checkpoint's recorded accuracy, and the checkpoint it came from (`source`: file name and SHA-256), so
+that an export replaces only an earlier export of its own checkpoint. Running an ONNX file needs only
+onnxruntime, numpy and Pillow (`qtl.deploy.standalone`); a TorchScript file needs only torch.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +39,8 @@ FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".torchscript": "torchscript", ".ts": "torchscript"}
 """The suffixes that choose a format by themselves (`export_format`)."""
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+"""qtl's checkpoint suffixes, which an export's default name drops (`default_output`)."""
 FORMAT = "qtl-export"
 FORMAT_VERSION = 1
 METADATA_KEY = "qtl"
@@ -54,6 +60,20 @@ def quiet_jit() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*deprecated")
         yield
+
+
+def source_record(loaded: LoadedModel) -> dict:
+    """What an export records of the checkpoint it came from: {"file": its file name, "sha256": of its
+    bytes}, each None for a model without a file (built in memory, or its file gone since). The digest
+    tells two checkpoints of one name apart (a/q.pt, b/q.pt), and one checkpoint renamed for itself."""
+    path = loaded.path
+    if path is None or not Path(path).is_file():
+        return {"file": None, "sha256": None}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(2**20):
+            digest.update(chunk)
+    return {"file": Path(path).name, "sha256": digest.hexdigest()}
 
 
 def export_metadata(loaded: LoadedModel) -> dict:
@@ -78,6 +98,7 @@ def export_metadata(loaded: LoadedModel) -> dict:
         "circuit": c.circuit.to_dict() if c.is_quantum else None,
         "noise": c.noise.to_dict() if c.is_quantum and not c.noise.is_ideal else None,
         "val_acc": loaded.metrics.get("val_acc"),
+        "source": source_record(loaded),
     }
 
 
@@ -120,7 +141,7 @@ def export_format(path: str | Path, fmt: str | None = None) -> str:
     ONNX, ".torchscript" or ".ts" TorchScript; an existing folder gets ONNX. ValueError (one line) for any
     other suffix without `fmt`: ".pt" and ".pth" name qtl's checkpoints (a TorchScript file under .pt is
     written only when asked for by `fmt`), and an unknown one (".jpg", none) is more likely a slip than a
-    wish for TorchScript."""
+    wish for TorchScript. (A `fmt` that one of those suffixes contradicts is refused by `check_suffix`.)"""
     path = Path(path)
     if fmt:
         return fmt
@@ -129,7 +150,7 @@ def export_format(path: str | Path, fmt: str | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix in SUFFIX_FORMATS:
         return SUFFIX_FORMATS[suffix]
-    if suffix in (".pt", ".pth"):
+    if suffix in CHECKPOINT_SUFFIXES:
         raise ValueError(
             f"{path.name}: {suffix} is the suffix of qtl checkpoints, and an exported file there is no "
             "checkpoint; name it .torchscript or .onnx, or give the format (--format torchscript) to write "
@@ -142,43 +163,97 @@ def export_format(path: str | Path, fmt: str | None = None) -> str:
     )
 
 
+def check_suffix(path: Path, fmt: str) -> None:
+    """ValueError (one line) where `path`'s suffix names another format than `fmt`: TorchScript under
+    .onnx is no ONNX file, whatever its name says, and every reader that goes by the suffix (`qtl predict
+    --runtime`'s default, onnxruntime users) would take it for one."""
+    named = SUFFIX_FORMATS.get(path.suffix.lower())
+    if named is None or named == fmt:
+        return
+    own = ".torchscript (or .ts)" if fmt == "torchscript" else SUFFIXES[fmt]
+    raise ValueError(
+        f"{path.name} names {'an' if named == 'onnx' else 'a'} {LABELS[named]} file by its suffix, but the "
+        f"format asked for is {fmt}: name it {own}, or drop the format (--format) to write {LABELS[named]}"
+    )
+
+
+def default_output(checkpoint: str | Path, fmt: str) -> Path:
+    """Where an export of `checkpoint` goes without a file named: beside it, its name with the format's
+    suffix in place of .pt or .pth (models/q.pt -> models/q.onnx), any other name kept whole
+    (model.v1 -> model.v1.onnx, never the model.onnx of model.v2 too)."""
+    checkpoint = Path(checkpoint)
+    name = checkpoint.stem if checkpoint.suffix.lower() in CHECKPOINT_SUFFIXES else checkpoint.name
+    return checkpoint.with_name(name + SUFFIXES[fmt])
+
+
+def export_path(checkpoint: str | Path | LoadedModel, path: str | Path, fmt: str | None = None):
+    """(the file an export of `checkpoint` to `path` writes, its format): `path` itself, or for an
+    existing folder the checkpoint's file inside it, named as `default_output` names it (a model without
+    a file: its name). ValueError for an unknown format or suffix (`export_format`)."""
+    path = Path(path)
+    fmt = export_format(path, fmt)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if path.is_dir():
+        source = checkpoint.path if isinstance(checkpoint, LoadedModel) else Path(checkpoint)
+        name = default_output(source, fmt).name if source is not None else checkpoint.name + SUFFIXES[fmt]
+        path = path / name
+    return path, fmt
+
+
 def export_model(
     checkpoint: str | Path | LoadedModel, path: str | Path, fmt: str | None = None
 ) -> tuple[Path, dict]:
     """Write `checkpoint` (a file or a loaded model) to `path` as ONNX or TorchScript (`fmt`, else the
     suffix: `export_format`); returns (path written, metadata). The file appears whole or not at all.
 
-    An existing folder as `path` gets the file inside it, named as the checkpoint with the format's
-    suffix (`fmt`, else ONNX): export_model("models/q.pt", "out/") writes out/q.onnx. An existing file
-    is replaced only where it is an earlier qtl export of the same format (or empty); any other file
-    (the checkpoint itself, another checkpoint, an image, the other format's export) never is.
+    An existing folder as `path` gets the file inside it (`export_path`): export_model("models/q.pt",
+    "out/") writes out/q.onnx. An existing file is replaced only where it is an earlier qtl export of the
+    same format from the same checkpoint (by the SHA-256 its metadata records; an export that records
+    none, by name and variant), or empty; any other file (the checkpoint itself, another checkpoint, an
+    image, the other format's export, another checkpoint's export) never is.
 
     Raises `qtl.deploy.portable.ExportRefused` (a ValueError) with the reason when the model cannot be
     exported exactly (shot sampling, MPS truncation, a circuit too wide to fold), CheckpointError for a
-    bad checkpoint, ValueError for an unknown format or suffix or an output it may not replace; each
-    checked before the model is traced.
+    bad checkpoint, ValueError for an unknown format, a suffix that names none or another, a folder that
+    cannot take the file or an output it may not replace; each checked before the model is traced.
     """
-    path = Path(path)
+    path, fmt = export_path(checkpoint, path, fmt)
     source = checkpoint.path if isinstance(checkpoint, LoadedModel) else Path(checkpoint)
-    fmt = export_format(path, fmt)
-    if path.is_dir():
-        name = source.stem if source is not None else checkpoint.name
-        path = path / f"{name}{SUFFIXES.get(fmt, '')}"
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    _check_output(path, source, fmt)
+    check_folder(path)
+    _check_output(path, source, fmt)  # what an existing file is comes first: the reason to keep it
+    check_suffix(path, fmt)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint)
-    model = PortableClassifier(loaded)
     metadata = export_metadata(loaded)
+    _check_replaces(path, fmt, metadata)
+    model = PortableClassifier(loaded)
     data = _onnx_bytes(model, metadata) if fmt == "onnx" else _torchscript_bytes(model, metadata)
     with atomic_write(path) as f:
         f.write(data)
     return path, metadata
 
 
+def check_folder(path: Path) -> None:
+    """ValueError (one line) where the folder of `path` cannot take a new file: missing (it is never
+    made: a typo in -o would leave a tree behind), a file, or not writable (a read-only disk, /proc).
+    Checked by creating and removing a temporary file there, so the reason is the system's own and no
+    temporary name of the real write ever shows."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = " (a file)" if folder.exists() else ""
+        raise ValueError(f"no folder {folder}{what} to write {path.name} into")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:  # /proc says ENOENT of a file it cannot create
+        why = "no file can be created there" if exc.errno == errno.ENOENT else exc.strerror or exc
+        raise ValueError(f"cannot write {path.name} into {folder}: {why}") from None
+
+
 def _check_output(path: Path, source: Path | None, fmt: str) -> None:
     """ValueError (one line) when `path` is a folder, or exists and is anything but an earlier qtl export
-    of format `fmt` (or an empty file): the checkpoint `source`, another checkpoint, any other file."""
+    of format `fmt` (or an empty file): the checkpoint `source`, another checkpoint, any other file.
+    Whose export it is, `_check_replaces` says once the checkpoint is loaded."""
     from qtl.models.checkpoint import QTL_CHECKPOINT, describe_file, file_kind
 
     if path.is_dir():
@@ -210,6 +285,40 @@ def _check_output(path: Path, source: Path | None, fmt: str) -> None:
         f"{path} exists and is {what}: an export replaces only an earlier qtl {LABELS[fmt]} export, so name "
         "another file (-o) or remove it first"
     )
+
+
+def _check_replaces(path: Path, fmt: str, metadata: dict) -> None:
+    """ValueError (one line) where `path` holds a qtl export (of format `fmt`, as `_check_output` let
+    through) of another checkpoint than the one whose export `metadata` describes (`same_source`)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    earlier = read_metadata(path)
+    if same_source(earlier, metadata):
+        return
+    raise ValueError(
+        f"{path} is a qtl {LABELS[fmt]} export of {_source_label(earlier)}, not of "
+        f"{_source_label(metadata)}: an export replaces only an earlier export of its own checkpoint, so "
+        "name another file (-o) or remove it first"
+    )
+
+
+def same_source(earlier: dict, metadata: dict) -> bool:
+    """Whether two exports' metadata come from one checkpoint: their recorded SHA-256 (`source_record`)
+    where both have one, else (an export from before qtl recorded it, or a model without a file) the
+    same name and variant."""
+    a, b = (m.get("source") or {} for m in (earlier, metadata))
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]
+    return (earlier.get("name"), earlier.get("variant")) == (metadata.get("name"), metadata.get("variant"))
+
+
+def _source_label(metadata: dict) -> str:
+    """The checkpoint an export came from, in a few words: "q.pt (sha256 1f2e3d4c5b6a)", else (no file
+    recorded) "q (quantum)"."""
+    source = metadata.get("source") or {}
+    if source.get("file") and source.get("sha256"):
+        return f"{source['file']} (sha256 {source['sha256'][:12]})"
+    return f"{metadata.get('name')} ({metadata.get('variant')})"
 
 
 def read_metadata(path: str | Path) -> dict:
