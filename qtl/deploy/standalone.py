@@ -2,6 +2,10 @@
 
     python standalone.py quantum.onnx bee.jpg ant.png     # one JSON line per image: label, probabilities
 
+A model or image it cannot use (no such file, a checkpoint or TorchScript file instead of ONNX, an ONNX
+file without qtl's metadata, an image that does not decode) is one line on stderr naming the file, exit
+status 1 (2: no model or image given).
+
 This file imports nothing from qtl (nor torch, nor PennyLane): copy it beside an exported model to run
 the model anywhere onnxruntime installs. The preprocessing is the one the file's metadata records,
 computed as torchvision computes it on PIL images, so the pixels, and the probabilities, are qtl's.
@@ -13,7 +17,7 @@ import json
 import sys
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 METADATA_KEY = "qtl"
 #: An image with one side over this many times the other is refused before decoding: resizing its short
@@ -31,9 +35,58 @@ RESAMPLING = {
 }
 
 
-def metadata(session) -> dict:
-    """The qtl document an exported file carries: class_names, preprocessing, input and output names..."""
-    return json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+NEEDED = ("class_names", "preprocessing", "input", "output")
+"""The metadata keys this script reads (qtl's `check_metadata` checks more)."""
+#: The first bytes of files that are plainly no ONNX model: a zip (a qtl checkpoint, a TorchScript
+#: file) or a pickle (an older torch file): said so, not as onnxruntime's protobuf parse error.
+NOT_ONNX = {b"PK\x03\x04": "a zip archive", b"\x80": "a pickle"}
+
+
+def metadata(session, name: str = "the model") -> dict:
+    """The qtl document an exported file carries: class_names, preprocessing, input and output names...
+    ValueError, one line naming the file `name`, for an ONNX file that has none (not written by qtl
+    export) or a damaged or incomplete one."""
+    document = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if not document:
+        raise ValueError(f"{name} is an ONNX file not written by qtl export (no '{METADATA_KEY}' metadata)")
+    try:
+        meta = json.loads(document)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{name} has damaged '{METADATA_KEY}' metadata (not a JSON object)")
+    if missing := [key for key in NEEDED if key not in meta]:
+        raise ValueError(f"{name} has incomplete '{METADATA_KEY}' metadata: no {', '.join(missing)}")
+    return meta
+
+
+def open_model(path: str):
+    """An onnxruntime session on the exported file `path` and its metadata; ValueError, one line naming
+    the file, where there is no such file, it is no ONNX model (a checkpoint, a TorchScript file: said by
+    its first bytes), onnxruntime cannot load it, or it carries no qtl metadata (`metadata`)."""
+    import onnxruntime
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not an ONNX file") from None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    for magic, what in NOT_ONNX.items():
+        if head.startswith(magic):
+            raise ValueError(
+                f"{path} is not an ONNX file but {what} (a qtl checkpoint or a TorchScript file?): this "
+                "script runs the .onnx files `qtl export` writes"
+            )
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, Fail, NoSuchFile ...)
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path} cannot be opened as an ONNX model: {said}") from None
+    return session, metadata(session, path)
 
 
 def shape_refusal(width: int, height: int) -> str | None:
@@ -49,16 +102,26 @@ def shape_refusal(width: int, height: int) -> str | None:
 
 
 def load(path: str) -> Image.Image:
-    """The image file at `path` as RGB, turned by its EXIF orientation as qtl turns it; ValueError (one
-    line) for one `shape_refusal` refuses, checked before its pixels are decoded (Pillow's OSError for a
-    file that is no image)."""
-    with Image.open(path) as image:
-        if reason := shape_refusal(*image.size):
-            raise ValueError(f"{path} {reason}")
-        image.load()
-        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):  # `qtl.data.images.upright`
-            return rgb(ImageOps.exif_transpose(image))
-        return rgb(image).copy()
+    """The image file at `path` as RGB, turned by its EXIF orientation as qtl turns it; ValueError, one
+    line naming the file, for no such file, no image, a shape `shape_refusal` refuses (checked before
+    its pixels are decoded) or pixels that do not decode (truncated, corrupt)."""
+    try:
+        with Image.open(path) as image:
+            if reason := shape_refusal(*image.size):
+                raise ValueError(f"{path} {reason}")
+            image.load()
+            if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):  # `qtl...upright`
+                return rgb(ImageOps.exif_transpose(image))
+            return rgb(image).copy()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such image file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path} is not an image Pillow reads") from None
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:  # truncated, corrupt, huge
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path} cannot be decoded: {said}") from None
 
 
 def rgb(image: Image.Image) -> Image.Image:
@@ -105,9 +168,10 @@ def preprocess(image: Image.Image, params: dict) -> np.ndarray:
     return ((x - mean) / std).transpose(2, 0, 1)
 
 
-def classify(session, images: list[Image.Image]) -> list[dict]:
-    """One {"label", "probabilities": {class: p}} per image, from one run of the session."""
-    meta = metadata(session)
+def classify(session, images: list[Image.Image], meta: dict | None = None) -> list[dict]:
+    """One {"label", "probabilities": {class: p}} per image, from one run of the session (`meta`: its
+    metadata, where read already)."""
+    meta = meta or metadata(session)
     batch = np.stack([preprocess(rgb(im), meta["preprocessing"]) for im in images])
     (probs,) = session.run([meta["output"]["name"]], {meta["input"]["name"]: batch})
     names = meta["class_names"]
@@ -124,13 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:  # every image before the model: a bad one is one line, without a model's load time
         images = [load(path) for path in args[1:]]
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # no file, no image, a refused shape
+        session, meta = open_model(args[0])
+        answers = classify(session, images, meta)
+    except ValueError as exc:  # each names its file: no file, no image, a refused shape, no qtl model
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(args[0], providers=["CPUExecutionProvider"])
-    for path, answer in zip(args[1:], classify(session, images), strict=True):
+    for path, answer in zip(args[1:], answers, strict=True):
         print(json.dumps({"image": path, **answer}))
     return 0
 
