@@ -133,6 +133,20 @@ def test_what_cannot_fold_exactly_is_refused_with_the_reason(config, reason):
         check_foldable(config)
 
 
+def test_the_width_refusal_reads_as_english():
+    """It said "a 11-qubit circuit"."""
+    cases = [
+        (11, NoiseConfig(), "an 11-qubit circuit folds"),
+        (12, NoiseConfig(), "a 12-qubit"),
+        (8, NOISE, "an 8-qubit circuit with noise"),
+        (6, NOISE, "a 6-qubit"),
+    ]
+    for qubits, noise, said in cases:
+        with pytest.raises(ExportRefused) as refused:
+            check_foldable(ModelConfig(circuit=CircuitConfig(qubits, 1), noise=noise))
+        assert str(refused.value).startswith(said)
+
+
 def test_exact_mps_folds():
     check_foldable(ModelConfig(engine="mps", max_bond=4))  # 4 qubits in a chain need bond 4: exact
 

@@ -83,11 +83,17 @@ def check_foldable(model_config) -> None:
         )
     k = 2 if noise.is_ideal else 4
     if k**c.circuit.n_qubits > MAX_DIMENSION:
-        kind = "amplitudes" if k == 2 else "density-matrix entries"
+        n, kind = c.circuit.n_qubits, "amplitudes" if k == 2 else "density-matrix entries"
         raise ExportRefused(
-            f"a {c.circuit.n_qubits}-qubit circuit{'' if k == 2 else ' with noise'} folds into "
-            f"{k}**{c.circuit.n_qubits} {kind}, over the {MAX_DIMENSION} an exported graph holds"
+            f"{_article(n)} {n}-qubit circuit{'' if k == 2 else ' with noise'} folds into {k}**{n} {kind}, "
+            f"over the {MAX_DIMENSION} an exported graph holds"
         )
+
+
+def _article(n: int) -> str:
+    """ "an" before a number said with a vowel sound (8, 11, 18, 80-89, 800-899, 11,000 ...), else "a"."""
+    digits = str(n)
+    return "an" if digits.startswith("8") or (len(digits) % 3 == 2 and digits[:2] in ("11", "18")) else "a"
 
 
 def _apply_on_wire(rows: torch.Tensor, g: torch.Tensor, wire: int, n: int, k: int) -> torch.Tensor:
