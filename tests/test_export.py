@@ -265,6 +265,41 @@ def test_cli_export_then_predict_with_the_file(fmt, suffix, tmp_path, capsys, hy
     assert code == 1 and "--engine applies to checkpoints" in err
 
 
+def test_predict_with_an_exported_file_refuses_a_device_it_would_ignore(tmp_path, capsys, monkeypatch):
+    """`qtl predict -c x.onnx --runtime onnx --device cuda` ignored --device silently, where `qtl serve
+    --device cuda` refuses a device the machine lacks: refused alike, and any device but the CPU named
+    as one an exported file does not run on; cpu and auto run."""
+    from PIL import Image
+
+    import qtl.cli.commands as commands
+
+    ckpt = tiny_checkpoint(tmp_path / "m.pt", "linear", 2)
+    exported = export_model(ckpt, tmp_path / "m.onnx")[0]
+    image = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), "red").save(image)
+    for device in ("cpu", "auto"):
+        code, _, err = run_cli(
+            capsys, "predict", image, "-c", exported, "--runtime", "onnx", "--device", device
+        )
+        assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "predict", image, "-c", exported, "--runtime", "onnx", "--device", "cuda:7"
+    )
+    assert (code, out) == (1, "") and err.startswith(
+        "qtl: error: device 'cuda:7' is not here: this machine has"
+    )
+    monkeypatch.setattr(commands, "resolve_device", lambda name: torch.device("cuda"))  # a CUDA machine
+    code, out, err = run_cli(
+        capsys, "predict", image, "-c", exported, "--runtime", "onnx", "--device", "cuda"
+    )
+    assert (code, out, err) == (
+        1,
+        "",
+        "qtl: error: --device cuda: --runtime onnx runs exported files on the CPU; give cpu, or leave "
+        "--device out\n",
+    )
+
+
 def _labels(document: list) -> list:
     return [m["predicted"] for row in document for m in row["predictions"].values()]
 

@@ -432,12 +432,25 @@ def cmd_predict(args, bar: ProgressBar) -> int:
 
         if args.engine is not None:
             raise ValueError(f"--engine applies to checkpoints: an {args.runtime} file holds its circuit")
+        _check_exported_device(args)
         preds = predict_exported([load_exported(p, args.runtime) for p in args.checkpoint], images)
     if args.json:
         print(json.dumps(predictions_document(args.images, preds), indent=2))
     else:
         print(format_predictions(args.images, preds))
     return 0
+
+
+def _check_exported_device(args) -> None:
+    """--device with --runtime onnx|torchscript, which run on the CPU: a device this machine lacks is
+    refused as for checkpoints (and by `qtl serve`), any other than the CPU named as ignored (it was,
+    silently); 'auto' stays the default's quiet choice."""
+    device = resolve_device(args.device)
+    if args.device != "auto" and device.type != "cpu":
+        raise ValueError(
+            f"--device {args.device}: --runtime {args.runtime} runs exported files on the CPU; give cpu, or "
+            "leave --device out"
+        )
 
 
 def cmd_explain(args, bar: ProgressBar) -> int:

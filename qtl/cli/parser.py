@@ -387,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch: qtl's checkpoints; onnx (onnxruntime) or torchscript: files written by qtl export",
     )
     p.add_argument("--engine", default=None, help="run quantum checkpoints on another engine")
-    p.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="torch device; 'auto' picks CUDA when present (exported files run on the CPU: auto or cpu)",
+    )
     p.add_argument("--json", action="store_true", help="print the probabilities as JSON")
 
     p = command(
