@@ -252,6 +252,22 @@ def test_hostile_input_is_refused_with_a_4xx_and_the_server_answers_after(case, 
     assert status == 200 and fine["images"][0]["models"]["tiny-quantum"]["label"] in ("c0", "c1")
 
 
+def test_serves_limits_are_checked_by_the_parser_with_the_flags_name(capsys):
+    """--max-request-mb -1 said "max_request_bytes must be a positive whole number, got -1048576",
+    --max-wait-ms -5 "max_wait_s must be at least 0, got -0.005": the flag and the value given."""
+    for argv, said in (
+        (["--max-request-mb", "-1"], "argument --max-request-mb: must be a number above 0, got -1"),
+        (["--max-request-mb", "0"], "argument --max-request-mb: must be a number above 0, got 0"),
+        (["--max-request-mb", "1e-9"], "argument --max-request-mb: must be at least one byte, got 1e-9"),
+        (["--max-wait-ms", "-5"], "argument --max-wait-ms: must be a number 0 or more, got -5"),
+        (["--max-wait-ms", "nan"], "argument --max-wait-ms: must be a number 0 or more, got nan"),
+        (["--cpus-per-replica", "0"], "argument --cpus-per-replica: must be a number above 0, got 0"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            run_cli(capsys, "serve", "m.pt", *argv)
+        assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(said)
+
+
 def test_a_streamed_body_is_cut_at_the_limit(tiny_server):
     """No Content-Length (chunked): the bytes are counted as they arrive."""
     body, content_type = multipart([("file", "huge.png", b"\0" * (25 * 2**20))])

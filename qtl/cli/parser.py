@@ -74,6 +74,14 @@ def _share(zero: bool):
     return parse
 
 
+def _megabytes(text: str) -> float:
+    """--max-request-mb: a size above 0 in MiB, at least one byte (fractions allowed)."""
+    value = _share(False)(text)
+    if value * 2**20 < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     """A TCP port, 0 (any free one) to 65535."""
     if not text.strip().isdigit() or int(text) > 65535:
@@ -468,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=_share(True),
         metavar="MS",
         default=DEFAULT_MAX_WAIT_S * 1000,
         help="how long a batch waits for more requests",
@@ -483,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("limits (each refusal is a 4xx with the reason)")
     g.add_argument(
         "--max-request-mb",
-        type=float,
+        type=_megabytes,
         metavar="MB",
         default=limits.max_request_bytes / 2**20,
         help="request body",
@@ -516,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=_positive, metavar="N", default=1, help="copies of the models, each batching"
     )
     g.add_argument(
-        "--cpus-per-replica", type=float, metavar="N", default=1, help="CPUs each replica requests"
+        "--cpus-per-replica", type=_share(False), metavar="N", default=1, help="CPUs each replica requests"
     )
 
     p = command(
