@@ -181,6 +181,8 @@ def hostile_requests(jpeg: bytes) -> dict:
     tiny = png((2, 2), "RGB")
     return {
         "truncated jpeg": ("POST", "/predict", *files(("file", "bee.jpg", jpeg[: len(jpeg) // 3])), 400),
+        # cut inside its header: the same fault, the same 400 (it was a 415, "not an image")
+        "jpeg cut in its header": ("POST", "/predict", *files(("file", "bee.jpg", jpeg[:50])), 400),
         "png bomb 30000x30000": ("POST", "/predict", *files(("file", "bomb.png", png((30000, 30000)))), 413),
         "png over the pixel limit": ("POST", "/predict", *files(("file", "big.png", png((8000, 8000)))), 413),
         # its short side resized to 256 would be 5.12e9 pixels (OverflowError, a 500 for its whole batch)
@@ -217,6 +219,13 @@ def hostile_requests(jpeg: bytes) -> dict:
             400,
         ),
         "explain not a boolean": ("POST", "/predict?explain=perhaps", *files(("file", "bee.jpg", jpeg)), 422),
+        "explain misspelt": ("POST", "/predict?explian=true", *files(("file", "bee.jpg", jpeg)), 422),
+        "unknown method": (
+            "POST",
+            "/predict?explain=true&method=lime",
+            *files(("file", "bee.jpg", jpeg)),
+            422,
+        ),
         "GET /predict": ("GET", "/predict", None, {}, 405),
         "unknown path": ("GET", "/admin", None, {}, 404),
     }
@@ -252,6 +261,120 @@ def test_hostile_input_is_refused_with_a_4xx_and_the_server_answers_after(case, 
     assert status == 200 and fine["images"][0]["models"]["tiny-quantum"]["label"] in ("c0", "c1")
 
 
+def test_a_misspelt_or_unknown_query_parameter_is_refused_not_ignored(tiny_server, jpeg):
+    """`?explian=true` answered 200 without heatmaps; `method` without explain=true would be ignored too."""
+    from qtl.analysis.explain import METHODS
+    from qtl.deploy.server import METHODS as SERVED
+
+    assert SERVED == METHODS  # the server's copy (torch-free) of what qtl explain --method offers
+    for query, said in (
+        ("?explian=true", "unknown query parameter 'explian': /predict takes explain and method"),
+        ("?explain=true&x=1&y=2", "unknown query parameters 'x', 'y': /predict takes explain and method"),
+        ("?method=saliency", "method chooses the heatmaps of explain=true: add explain=true, or drop method"),
+    ):
+        assert post_images(tiny_server.url, [("bee.jpg", jpeg)], query) == (422, {"detail": said})
+    status, answer = post_images(tiny_server.url, [("bee.jpg", jpeg)], "?explain=true&method=lime")
+    assert status == 422 and "'auto', 'grad-cam' or 'saliency'" in answer["detail"]
+
+
+@pytest.mark.parametrize("method", ["saliency", "grad-cam"])
+def test_explain_takes_the_method(tiny_server, jpeg, method):
+    """A blank Grad-CAM map's note says "try saliency": ?method= is how, as qtl explain --method."""
+    status, answer = post_images(tiny_server.url, [("bee.jpg", jpeg)], f"?explain=true&method={method}")
+    assert status == 200, answer
+    assert answer["images"][0]["models"]["tiny-quantum"]["heatmap_method"] == method
+
+
+def test_a_method_a_model_cannot_use_is_a_422(tiny_server, jpeg):
+    """grad-cam on a backbone without a convolutional feature map (a transformer) is the request's
+    fault, said so, not a 500."""
+
+    class NoFeatureMap(ModelStore):
+        def explain(self, image, method="auto"):
+            raise ValueError("vit_tiny has no convolutional feature map: use saliency")
+
+    with ApiServer(create_app(NoFeatureMap(tiny_server.app.state.store.models))) as server:
+        answer = post_images(server.url, [("bee.jpg", jpeg)], "?explain=true&method=grad-cam")
+    assert answer == (
+        422,
+        {"detail": "method=grad-cam: vit_tiny has no convolutional feature map: use saliency"},
+    )
+
+
+def test_multipart_refusals_say_what_the_body_holds(tiny_server, jpeg):
+    """Every parser error got "(at most 16 images)" appended, a body of one image and 17 text fields was
+    "Too many fields ... (at most 16 images)", and a request without a content type "not no type"."""
+
+    def send(*parts, content_type=None):
+        body, multipart_type = multipart(list(parts))
+        headers = {"Content-Type": content_type if content_type is not None else multipart_type}
+        return request(f"{tiny_server.url}/predict", "POST", body, headers)
+
+    image = ("file", "bee.jpg", jpeg)
+    texts = [(f"note{i}", None, b"x") for i in range(17)]
+    assert send(image, *texts) == (
+        413,
+        {
+            "detail": "the body holds more than 16 text fields: /predict reads only the files in the "
+            "field 'file'"
+        },
+    )
+    assert send(image, *texts[:3])[0] == 200  # a few text fields are read past
+    others = [("extra", f"{i}.jpg", jpeg) for i in range(7)]
+    assert send(*[image] * 10, *others) == (
+        413,
+        {"detail": "the body holds more than 16 files: a request takes at most 16, every one an image in the "
+         "field 'file'"},
+    )  # fmt: skip
+    assert send(image, ("image", "a.jpg", jpeg), ("photo", "b.jpg", jpeg)) == (
+        400,
+        {
+            "detail": "the fields 'image', 'photo' hold files: /predict reads images from the field "
+            "'file' only"
+        },
+    )
+    status, answer = send(image, content_type="multipart/form-data")  # no boundary
+    assert status == 400 and answer["detail"].startswith("malformed multipart body: ")
+    assert "at most" not in answer["detail"]
+    assert request(f"{tiny_server.url}/predict", "POST", jpeg, {}) == (
+        415,
+        {"detail": "send images as multipart/form-data in the field 'file', and this request has no "
+         "Content-Type"},
+    )  # fmt: skip
+
+
+def test_a_jpeg_cut_short_is_one_answer_wherever_it_is_cut(tiny_server, jpeg):
+    """Cut in its header (300 bytes) it was a 415 "not an image in an accepted format", cut later a 400
+    "cannot be decoded": one fault, one answer."""
+    for size in (50, 300, len(jpeg) // 3):
+        status, answer = post_images(tiny_server.url, [("bee.jpg", jpeg[:size])])
+        assert status == 400 and answer["detail"].startswith("bee.jpg cannot be decoded as JPEG: "), size
+
+
+def test_healthz_answers_head(tiny_server):
+    """HEAD /healthz (what many probes send) was a 405."""
+    status, body = request(f"{tiny_server.url}/healthz", "HEAD")
+    assert (status, body) == (200, "")
+
+
+def test_models_name_the_engine_and_its_approximations(tiny_server, tmp_path):
+    """A model on MPS truncated to bond 2 was described as noise "ideal", like an exact one."""
+    from test_export import tiny_checkpoint
+
+    truncated = tiny_checkpoint(tmp_path / "mps.pt", "quantum", 2, engine="mps", max_bond=2)
+    linear = tiny_checkpoint(tmp_path / "lin.pt", "linear", 2)
+    store = ModelStore({**tiny_server.app.state.store.models, **ModelStore.load([truncated, linear]).models})
+    with ApiServer(create_app(store)) as server:
+        status, models = request(f"{server.url}/models")
+    assert status == 200
+    got = {m["name"]: (m["engine"], m["max_bond"], m["shots"], m["noise"]) for m in models}
+    assert got == {
+        "tiny-quantum": ("native", None, None, "ideal"),
+        "mps": ("mps", 2, None, "ideal"),
+        "lin": (None, None, None, None),
+    }
+
+
 def test_serves_limits_are_checked_by_the_parser_with_the_flags_name(capsys):
     """--max-request-mb -1 said "max_request_bytes must be a positive whole number, got -1048576",
     --max-wait-ms -5 "max_wait_s must be at least 0, got -0.005": the flag and the value given."""
@@ -266,6 +389,20 @@ def test_serves_limits_are_checked_by_the_parser_with_the_flags_name(capsys):
         with pytest.raises(SystemExit) as exited:
             run_cli(capsys, "serve", "m.pt", *argv)
         assert exited.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(said)
+
+
+def test_a_folder_of_exports_says_exports_are_not_served(tmp_path):
+    from qtl.models.checkpoint import CheckpointError
+
+    for name in ("b.onnx", "a.ts", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(CheckpointError) as refused:
+        ModelStore.load([tmp_path])
+    assert str(refused.value) == (
+        f"no qtl checkpoints in {tmp_path} (it holds exported files, a.ts, b.onnx: qtl serve serves the .pt "
+        "checkpoints they were exported from; an exported file runs with qtl predict --runtime or "
+        "standalone.py)"
+    )
 
 
 def test_a_streamed_body_is_cut_at_the_limit(tiny_server):
@@ -649,6 +786,8 @@ def test_ray_serve_gives_the_single_process_answers(tiny_server, jpeg, hymenopte
     with ApiServer(create_app(ModelStore.load(ckpts))) as single:
         expected = post_images(single.url, files)
         expected_models = request(f"{single.url}/models")
+        refusals = {q: post_images(single.url, files, q) for q in ("?explian=true", "?method=saliency")}
+    assert all(status == 422 for status, _ in refusals.values())
     port = free_port()
     ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False)
     try:
@@ -667,6 +806,8 @@ def test_ray_serve_gives_the_single_process_answers(tiny_server, jpeg, hymenopte
                 )
         status, refused = request(f"{url}/predict", "POST", jpeg, {"Content-Type": "image/jpeg"})
         assert status == 415 and list(refused) == ["detail"]
+        for query, refused in refusals.items():  # a query it does not take: as the single process
+            assert post_images(url, files, query) == refused
         assert request(f"{url}/models") == expected_models
     finally:
         serve.shutdown()

@@ -459,8 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "serve",
         "serve checkpoints as a REST API for image uploads (FastAPI on uvicorn, or Ray Serve)",
-        "Answer POST /predict (multipart images in the field 'file'; ?explain=true adds heatmaps) with every "
-        "model's class probabilities, plus GET /models, GET /healthz and the OpenAPI docs at /docs. "
+        "Answer POST /predict (multipart images in the field 'file'; ?explain=true adds heatmaps, "
+        "&method=auto|grad-cam|saliency chooses them as qtl explain --method does; any other query "
+        "parameter is refused) with every model's class probabilities, plus GET /models, GET (or HEAD) "
+        "/healthz, the OpenAPI document at /openapi.json and its docs page at /docs (Swagger UI, loaded "
+        "from a CDN: blank offline). "
         "Concurrent requests are micro-batched: one backbone pass per batch. Over-large, malformed or "
         "hostile uploads are refused with a 4xx and a one-line JSON reason.",
     )

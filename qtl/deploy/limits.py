@@ -96,10 +96,10 @@ def check_filename(name: str | None) -> str:
 
 
 def decode_upload(data: bytes, name: str, limits: ServeLimits):
-    """One uploaded file -> an RGB PIL image, or Refused: 400 empty, undecodable (truncated, corrupt) or
-    of a shape a model's resize would blow up (`qtl.data.images.shape_refusal`: one side over 100 times
-    the other), 413 more pixels than `max_pixels` (or `max_request_pixels`), 415 not an image in an
-    accepted format."""
+    """One uploaded file -> an RGB PIL image, or Refused: 400 empty, undecodable (truncated or corrupt,
+    in its header or after: an accepted format's file by its first bytes) or of a shape a model's resize
+    would blow up (`qtl.data.images.shape_refusal`: one side over 100 times the other), 413 more pixels
+    than `max_pixels` (or `max_request_pixels`), 415 not an image in an accepted format."""
     return decode_uploads([(name, data)], limits)[0][1]
 
 
@@ -137,7 +137,10 @@ def _open(data: bytes, label: str, limits: ServeLimits):
         image = Image.open(io.BytesIO(data), formats=limits.formats)  # reads the header only
     except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, whatever ours is
         raise Refused(413, f"{label} is a decompression bomb: {exc}") from None
-    except Exception:  # Pillow raises UnidentifiedImageError, or others on hostile headers
+    except Exception as exc:  # Pillow raises UnidentifiedImageError, or others on hostile headers
+        if fmt := _signature(data, limits.formats):  # an accepted format's file cut short in its header
+            said = " ".join(str(exc).split()) or type(exc).__name__
+            raise Refused(400, f"{label} cannot be decoded as {fmt}: {said}") from None
         raise Refused(415, f"{label} is not an image in an accepted format ({accepted})") from None
     width, height = image.size
     if width * height > limits.max_pixels:
@@ -149,6 +152,22 @@ def _open(data: bytes, label: str, limits: ServeLimits):
         image.close()
         raise Refused(400, f"{label} {reason}")
     return image
+
+
+def _signature(data: bytes, formats: tuple[str, ...]) -> str | None:
+    """The accepted format whose signature `data` opens with (Pillow's own test of a file's first
+    bytes), or None. A JPEG truncated inside its header then fails as one truncated after it does, 400
+    "cannot be decoded", where it was a 415 "not an image in an accepted format"."""
+    from PIL import Image
+
+    for fmt in formats:
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        try:
+            if accept is not None and accept(data[:16]):
+                return fmt
+        except Exception:  # a plugin's test on too few bytes
+            continue
+    return None
 
 
 def _decode(image, label: str):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from qtl.config import MPS
 from qtl.models.checkpoint import CheckpointError, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class ModelInfo:
     n_qubits: int | None
     depth: int | None
     noise: str | None  # the noise it simulates ("ideal" for quantum models without), None for classical
+    engine: str | None = None  # the simulator of its circuit ("native", "mps", a PennyLane device)
+    max_bond: int | None = None  # MPS bonds truncated to this (approximate), None where exact
+    shots: int | None = None  # a PennyLane engine's sampled shots, None for exact expectations
 
 
 def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
@@ -55,7 +59,7 @@ def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
             for path, reason in skipped:
                 log.warning("skipped %s: %s", path, " ".join(reason.split()))
             if not found:
-                raise CheckpointError(f"no qtl checkpoints in {source}")
+                raise CheckpointError(f"no qtl checkpoints in {source}{_exports_note(source)}")
             paths += [info.path for info in found]
         else:
             paths.append(source)
@@ -70,6 +74,21 @@ def checkpoint_paths(sources: Sequence[str | Path]) -> list[Path]:
                 "file names, so rename one"
             )
     return list(named.values())
+
+
+def _exports_note(folder: Path) -> str:
+    """For a folder without checkpoints, what it holds instead where that is exported files (`qtl
+    export`'s suffixes): they are not served, their checkpoints are; else nothing."""
+    from qtl.deploy.export import SUFFIX_FORMATS
+
+    exported = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in SUFFIX_FORMATS and p.is_file())
+    if not exported:
+        return ""
+    shown = ", ".join(exported[:3]) + (f" and {len(exported) - 3} more" if len(exported) > 3 else "")
+    return (
+        f" (it holds exported files, {shown}: qtl serve serves the .pt checkpoints they were exported from; "
+        "an exported file runs with qtl predict --runtime or standalone.py)"
+    )
 
 
 class ModelStore:
@@ -108,6 +127,9 @@ class ModelStore:
                     n_qubits=c.circuit.n_qubits if c.is_quantum else None,
                     depth=c.circuit.depth if c.is_quantum else None,
                     noise=c.noise.label() if c.is_quantum else None,
+                    engine=c.engine if c.is_quantum else None,
+                    max_bond=c.max_bond if c.is_quantum and c.engine == MPS else None,
+                    shots=c.shots if c.is_quantum else None,
                 )
             )
         return out
@@ -128,14 +150,15 @@ class ModelStore:
             for i in range(len(images))
         ]
 
-    def explain(self, image: Image.Image) -> dict[str, dict]:
+    def explain(self, image: Image.Image, method: str = "auto") -> dict[str, dict]:
         """Per model its heatmap over `image` (the model's view, overlaid) as base64 PNG, the method, and
         a note where the heatmap is blank (`Explanation.note`, else None); the models on one shared
-        backbone explain from one backbone pass (`explain_all`)."""
+        backbone explain from one backbone pass (`explain_all`). method: as `qtl explain --method`
+        (ValueError for grad-cam on a backbone without a convolutional feature map)."""
         from qtl.analysis.explain import explain_all, overlay
 
         out = {}
-        for name, ex in explain_all(self.models, image).items():
+        for name, ex in explain_all(self.models, image, method=method).items():
             buffer = io.BytesIO()
             overlay(ex.image, ex.heatmap).save(buffer, format="PNG")
             png = base64.b64encode(buffer.getvalue()).decode()

@@ -8,14 +8,16 @@
                                "probabilities", "heatmap_png"?, "heatmap_method"?,
                                "heatmap_note"?}}}]}
          ?explain=true      adds each model's heatmap over the image (PNG, base64)
-    GET  /models            names, variant, classes, backbone, recorded accuracy
-    GET  /healthz           {"status": "ok", "models": N, "pending": requests waiting}
-    GET  /docs, /openapi.json
+         &method=M          with it: auto (default), grad-cam or saliency, as `qtl explain --method`
+    GET  /models            names, variant, classes, backbone, recorded accuracy, engine
+    GET  /healthz           {"status": "ok", "models": N, "pending": requests waiting} (HEAD too)
+    GET  /docs, /openapi.json   (/docs loads Swagger UI from a CDN; /openapi.json is served here)
 
 Concurrent requests are micro-batched (`qtl.deploy.batching`): one backbone pass per batch for the
 frozen models that share a backbone. Limits (`qtl.deploy.limits`) are checked before any model runs.
-Every refusal is a 4xx with a one-line JSON body {"detail": "..."}; an unexpected failure is a 500
-with a one-line body that names no internals (the traceback goes to the server's log only).
+Every refusal is a 4xx with a one-line JSON body {"detail": "..."} (a query parameter /predict does not
+take is one, not ignored); an unexpected failure is a 500 with a one-line body that names no internals
+(the traceback goes to the server's log only).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +43,13 @@ from qtl.utils.threads import share_cores
 log = logging.getLogger(__name__)
 
 FIELD = "file"
+METHODS = ("auto", "grad-cam", "saliency")
+"""?method= of /predict: `qtl.analysis.explain.METHODS` (kept torch-free here; a test holds them equal)."""
+PREDICT_PARAMETERS = ("explain", "method")
+"""The query parameters /predict takes: any other is refused (`?explian=true` was ignored silently)."""
+MAX_TEXT_FIELDS = 16
+"""Text (non-file) fields a multipart body may hold: /predict reads none, so a few are tolerated and a
+flood of them is refused before it is parsed."""
 
 
 class ModelAnswer(BaseModel):
@@ -73,6 +83,9 @@ class ModelDescription(BaseModel):
     n_qubits: int | None
     depth: int | None
     noise: str | None
+    engine: str | None = Field(description="the circuit's simulator (native, mps, a PennyLane device)")
+    max_bond: int | None = Field(description="MPS bonds truncated to this (approximate); null: exact")
+    shots: int | None = Field(description="shots a PennyLane engine samples; null: exact expectations")
 
 
 class Health(BaseModel):
@@ -180,14 +193,20 @@ def create_app(
     async def predict(
         request: Request,
         explain: bool = Query(False, description="add each model's heatmap over each image (slower)"),
+        method: Literal[METHODS] = Query(
+            "auto",
+            description="with explain=true: grad-cam (CNN backbones), saliency (any), or auto (grad-cam "
+            "where the backbone is a CNN, else saliency)",
+        ),
     ) -> PredictResponse:
         """Class probabilities of every model for one or more images sent as multipart field `file`."""
+        _check_query(request, explain)
         uploads = await _uploads(request, limits)
         images = await run_in_threadpool(decode_uploads, uploads, limits)
         rows = await batcher.submit([image for _, image in images])
         if explain:
             for (_, image), row in zip(images, rows, strict=True):
-                for name, heat in (await batcher.compute(store.explain, image)).items():
+                for name, heat in (await _explain(batcher, store, image, method)).items():
                     row[name].update(
                         heatmap_png=heat["heatmap_png"],
                         heatmap_method=heat["method"],
@@ -205,7 +224,7 @@ def create_app(
         """The models every prediction comes from."""
         return [ModelDescription(**vars(info)) for info in store.info()]
 
-    @app.get("/healthz", response_model=Health)
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
     async def healthz() -> Health:
         """Liveness: the server answers and its models are loaded."""
         return Health(status="ok", models=len(store.models), pending=batcher.pending)
@@ -213,22 +232,79 @@ def create_app(
     return app
 
 
+def _check_query(request: Request, explain: bool) -> None:
+    """Refused (422) for a query parameter /predict does not take (a misspelt `?explian=true` answered
+    without heatmaps, as if understood), and for `method` without `explain=true` (it would be ignored)."""
+    unknown = [key for key in request.query_params if key not in PREDICT_PARAMETERS]
+    if unknown:
+        raise Refused(
+            422,
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+            f"/predict takes {' and '.join(PREDICT_PARAMETERS)}",
+        )
+    if "method" in request.query_params and not explain:
+        raise Refused(422, "method chooses the heatmaps of explain=true: add explain=true, or drop method")
+
+
+async def _explain(batcher: MicroBatcher, store: ModelStore, image, method: str) -> dict:
+    """`store.explain` on the compute thread; Refused (422) where `method` cannot explain a model
+    (grad-cam on a backbone without a convolutional feature map)."""
+    try:
+        return await batcher.compute(store.explain, image, method)
+    except ValueError as exc:
+        if method == "auto":  # auto always has a method: anything else is a fault, a 500
+            raise
+        raise Refused(422, f"method={method}: {exc}") from None
+
+
 async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, bytes]]:
     """The files of field `file` as (name, bytes); Refused for anything but a multipart upload of
-    1..max_images files with plain names."""
+    1..max_images files with plain names, every file in that field (a file elsewhere is a client's slip,
+    not a file to ignore). Each refusal says what the body holds that is refused."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        raise Refused(
-            415, f"send images as multipart/form-data in the field '{FIELD}', not {content_type or 'no type'}"
-        )
+        sent = f"not {content_type}" if content_type else "and this request has no Content-Type"
+        raise Refused(415, f"send images as multipart/form-data in the field '{FIELD}', {sent}")
+    try:  # files are counted in every field: more than max_images files is over the limit anyhow
+        form = await request.form(max_files=limits.max_images, max_fields=MAX_TEXT_FIELDS)
+    except HTTPException as exc:  # Starlette's multipart parser: too many parts, or malformed
+        raise _multipart_refusal(str(exc.detail), limits) from None
     try:
-        form = await request.form(max_files=limits.max_images, max_fields=limits.max_images)
-    except HTTPException as exc:  # Starlette's multipart parser: malformed, or too many parts
-        too_many = "Too many" in str(exc.detail)
-        status = 413 if too_many else 400
+        return await _files(form)
+    finally:
+        await form.close()
+
+
+def _multipart_refusal(detail: str, limits: ServeLimits) -> Refused:
+    """Starlette's multipart error `detail`, as what the body holds that is refused."""
+    if detail.startswith("Too many files"):
+        return Refused(
+            413,
+            f"the body holds more than {limits.max_images} files: a request takes at most "
+            f"{limits.max_images}, every one an image in the field '{FIELD}'",
+        )
+    if detail.startswith("Too many fields"):
+        return Refused(
+            413,
+            f"the body holds more than {MAX_TEXT_FIELDS} text fields: /predict reads only the files in the "
+            f"field '{FIELD}'",
+        )
+    return Refused(400, f"malformed multipart body: {detail}")
+
+
+async def _files(form) -> list[tuple[str, bytes]]:
+    """The uploads of `form`'s field `file` (Refused for a text value there, or a file in another field)."""
+    elsewhere = sorted(
+        {key for key, value in form.multi_items() if key != FIELD and isinstance(value, UploadFile)}
+    )
+    if elsewhere:
+        fields = ", ".join(repr(key) for key in elsewhere)
+        several = len(elsewhere) > 1
         raise Refused(
-            status, f"multipart body refused: {exc.detail} (at most {limits.max_images} images)"
-        ) from None
+            400,
+            f"the field{'s' if several else ''} {fields} hold{'' if several else 's'} files: /predict reads "
+            f"images from the field '{FIELD}' only",
+        )
     parts = form.getlist(FIELD)
     if not parts:
         raise Refused(400, f"no images: send one or more files in the multipart field '{FIELD}'")
@@ -237,7 +313,6 @@ async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, byt
         if not isinstance(part, UploadFile):
             raise Refused(400, f"the field '{FIELD}' must hold files, got a text value")
         uploads.append((check_filename(part.filename), await part.read()))
-    await form.close()
     return uploads
 
 
