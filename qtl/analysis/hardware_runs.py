@@ -15,8 +15,13 @@ loses nothing: a real device's job is found again by id; a local one (fake backe
 lives only in its process and is run again from the row, seeded as before.
 
 The report: accuracy and `expval_error` (mean |<Z> - exact <Z>| over samples and wires) per mitigation,
-beside the exact simulation and the noisy simulation of the device's calibration, with the shots and
-estimated device time each mitigation costs, and every sample's <Z> (`expvals`).
+beside the exact simulation ("noiseless simulation" for a checkpoint trained with noise, which also gets a
+"checkpoint's noise" row: itself as `qtl evaluate` scores it) and the noisy simulation of the device's
+calibration, with the shots and estimated device time each mitigation costs, and every sample's <Z>
+(`expvals`). A noisy simulation too large for the density-matrix engine (from 14 qubits at its default
+memory budget) is skipped with its reason (`skipped_simulations`, said in the estimate too), and the
+device's rows are scored.
+Circuits wider than 16 qubits are refused before anything is submitted (`counts_refusal`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from qtl.quantum.hardware.mitigation import (
     SCALE_FACTORS,
     check_mitigations,
     counts_expvals,
+    counts_refusal,
     extrapolate,
     needs,
     readout_corrected,
@@ -55,6 +61,11 @@ class Plan:
     record: dict  # JSON-ready: everything scoring needs (goes to the database as the job's plan)
     estimate: dict = field(default_factory=dict)
 
+
+EXACT, NOISELESS = "exact simulation", "noiseless simulation"
+"""The circuit without noise; "noiseless" where the checkpoint itself was trained with noise."""
+OWN_NOISE = "checkpoint's noise"
+"""The simulation row of the checkpoint under the noise it was trained with, as `qtl evaluate` scores it."""
 
 MAX_SHOTS = 100_000  # per execution, what `prepare` takes
 
@@ -117,8 +128,10 @@ def prepare(
     check_request(shots=shots)
     mitigations = check_mitigations(mitigations)
     extrapolate(np.zeros((len(SCALE_FACTORS), 1, 1)), method=extrapolation)  # an unknown name fails now
-    device = open_device(backend, noise) if isinstance(backend, str) else backend
     config = loaded.model_config.circuit
+    if refusal := counts_refusal(config.n_qubits):  # before the device is opened or anything runs
+        raise ValueError(refusal)
+    device = open_device(backend, noise) if isinstance(backend, str) else backend
     compiled = device.compile(config, seed)
     scales = list(SCALE_FACTORS[1:]) if needs(mitigations, "zne") else []
     head = loaded.model.head
@@ -145,12 +158,68 @@ def prepare(
         "extrapolation": extrapolation,
         "scales": scales,
         "noise": None if sim_noise is None else sim_noise.to_dict(),
+        "model_noise": _own_noise(loaded),
         "device_noise": None if device.provider != "braket" or sim_noise is None else sim_noise.to_dict(),
     }
     plan = Plan(device, compiled, record)
     plan.estimate = estimate(plan)
+    plan.estimate["skipped_simulations"] = skipped_simulations(record)
     record["estimate"] = plan.estimate
     return plan
+
+
+def _own_noise(loaded: LoadedModel) -> dict | None:
+    """The noise the checkpoint was trained and is evaluated with (`qtl evaluate` scores it so), or None
+    for an ideal one."""
+    noise = loaded.model_config.noise
+    return None if noise is None or noise.is_ideal else noise.to_dict()
+
+
+def _simulated_noises(plan: dict) -> list[tuple[str, NoiseConfig]]:
+    """(name, NoiseConfig) of the noisy simulations a report holds beside the device's rows: the
+    checkpoint's own noise (where it has one) and the device's calibration (where it has one)."""
+    out = []
+    if plan.get("model_noise"):  # plans recorded before it was kept have none
+        out.append((OWN_NOISE, NoiseConfig.from_dict(plan["model_noise"])))
+    if plan["noise"] is not None:
+        out.append(("noisy simulation", NoiseConfig.from_dict(plan["noise"])))
+    return out
+
+
+def simulation_refusal(config: CircuitConfig, noise: NoiseConfig) -> str | None:
+    """Why the density-matrix engine cannot simulate the circuit under `noise` here, in one line, or None:
+    it holds 4**n numbers per sample and stops at its memory budget (14 qubits need 15 GiB or more). Asked
+    before anything is submitted (the estimate says which simulation a report will skip) and again when a
+    job is scored, so a wide circuit's device counts are scored without it rather than thrown away."""
+    from qtl.quantum.engines.density import DensityMatrixEngine
+
+    try:
+        DensityMatrixEngine(config, noise)
+    except ValueError as exc:  # SimulationTooLargeError, a re-uploading circuit
+        return " ".join(str(exc).split())
+    return None
+
+
+def skipped_simulations(plan: dict) -> list[dict]:
+    """{name, reason} of each noisy simulation of `plan` that cannot run here (`simulation_refusal`)."""
+    config = CircuitConfig.from_dict(plan["config"])
+    return [
+        {"name": name, "reason": reason}
+        for name, noise in _simulated_noises(plan)
+        if (reason := simulation_refusal(config, noise))
+    ]
+
+
+@torch.no_grad()
+def _simulate(config: CircuitConfig, noise: NoiseConfig, angles, weights) -> np.ndarray:
+    """(N, n) <Z_i> of the density-matrix engine under `noise`, in eval mode (shots, if the noise has
+    them, drawn per input as `qtl evaluate` draws them), as many samples at a time as its memory budget
+    holds (all 153 val images at 12 qubits would need about 60 GiB at once)."""
+    from qtl.quantum.engines.density import DensityMatrixEngine
+
+    engine = DensityMatrixEngine(config, noise).eval()
+    chunk = max(1, engine.memory_budget // engine.estimate_bytes(1, torch.float64, training=False))
+    return torch.cat([engine(angles[i : i + chunk], weights) for i in range(0, len(angles), chunk)]).numpy()
 
 
 def estimate(plan: Plan) -> dict:
@@ -274,7 +343,6 @@ def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict
     """Mitigate and score a job's counts (one (count, 2**n) array per program) against the exact and the
     noisy simulation -> {"results": [{mitigation, accuracy, expval_error, shots, device_seconds}],
     "simulations": [...], "expvals": {name: (N, n) list}, ...}."""
-    from qtl.quantum.engines.density import DensityMatrixEngine
     from qtl.quantum.engines.native import NativeEngine
 
     config = CircuitConfig.from_dict(plan["config"])
@@ -295,14 +363,14 @@ def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict
         }
 
     expvals = {"exact": exact}
-    simulations = [{"name": "exact simulation", **row(exact)}]
-    if plan["noise"] is not None:
-        noise = NoiseConfig.from_dict(plan["noise"])
-        with torch.no_grad():
-            expvals["noisy simulation"] = DensityMatrixEngine(config, noise)(angles, weights).numpy()
-        simulations.append(
-            {"name": "noisy simulation", "noise": noise.label(), **row(expvals["noisy simulation"])}
-        )
+    # "exact" leaves out the noise a noise-trained checkpoint is evaluated with: name it so
+    simulations = [{"name": NOISELESS if plan.get("model_noise") else EXACT, **row(exact)}]
+    skipped_sims = skipped_simulations(plan)
+    for name, noise in _simulated_noises(plan):
+        if any(s["name"] == name for s in skipped_sims):
+            continue
+        expvals[name] = _simulate(config, noise, angles, weights)
+        simulations.append({"name": name, "noise": noise.label(), **row(expvals[name])})
     by_kind = {(p.kind, p.value): (c, p) for p, c in zip(programs, counts, strict=True)}
     matrices, calibration, skipped = None, None, []
     if ("cal", 0) in by_kind:
@@ -343,6 +411,7 @@ def score(plan: dict, counts: list[np.ndarray], programs: list[Program]) -> dict
         "results": results,
         "skipped": skipped,  # mitigations that could not be applied: {mitigation, reason}
         "simulations": simulations,
+        "skipped_simulations": skipped_sims,  # noisy simulations too large to run here: {name, reason}
         "estimate": plan["estimate"],
         "calibration": None if matrices is None else matrices.tolist(),
         "labels": plan["labels"],

@@ -43,11 +43,23 @@ def needs(mitigations, what: str) -> bool:
     return any(what in m.split("+") for m in mitigations)
 
 
+def counts_refusal(n: int) -> str | None:
+    """Why a job measuring `n` qubits could not be counted, in one line, or None. Counts are dense, 2**n
+    columns per sample and program (1 GiB per 153 samples at 20 qubits), so wider circuits are refused
+    before anything is submitted (`qtl.analysis.hardware_runs.prepare`), not after the device ran them."""
+    if n <= MAX_COUNTED_QUBITS:
+        return None
+    return (
+        f"hardware runs count up to {MAX_COUNTED_QUBITS} measured qubits (2**n bitstrings per sample), and "
+        f"the circuit has {n}: use a checkpoint of at most {MAX_COUNTED_QUBITS} qubits"
+    )
+
+
 def counts_from_bits(bits: np.ndarray) -> np.ndarray:
     """(N, S, n) measured bits (wire order) -> (N, 2**n) int64 counts per bitstring."""
     n_samples, _, n = bits.shape
-    if n > MAX_COUNTED_QUBITS:
-        raise ValueError(f"hardware runs count up to {MAX_COUNTED_QUBITS} measured qubits, got {n}")
+    if refusal := counts_refusal(n):
+        raise ValueError(refusal)
     index = bits.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64))  # (N, S)
     flat = index + (np.arange(n_samples, dtype=np.int64) << n)[:, None]
     return np.bincount(flat.ravel(), minlength=n_samples << n).reshape(n_samples, 1 << n)
