@@ -27,6 +27,7 @@ Circuits wider than 16 qubits are refused before anything is submitted (`counts_
 from __future__ import annotations
 
 import hashlib
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -263,10 +264,14 @@ def estimate(plan: Plan) -> dict:
 def submit(plan: Plan, db) -> tuple[str, object]:
     """Submit the plan as one job and record it (with its plan) in the ResultsDB `db` before returning:
     -> (job id, job). Nothing here waits for the device."""
+    from qtl.experiments.database import owner_tag
+
     r = plan.record
     job, programs = _submit(plan.device, plan.compiled, r)
     job_id = plan.device.job_id(job)
     r["programs"] = [p.to_dict() for p in programs]
+    if r["local"]:  # it runs in this process alone: `local_state` tells whether that still runs
+        r["owner"] = owner_tag()
     db.add_hardware_job(
         job_id,
         provider=r["provider"],
@@ -293,6 +298,25 @@ def _submit(device, compiled, r: dict):
         calibrate=needs(r["mitigations"], "readout"),
         seed=r["seed"],
     )
+
+
+def local_state(record: dict) -> str | None:
+    """What can be said of a recorded job that is still `submitted` and ran locally (a fake backend, a
+    Braket simulator: it lives only in the process that submitted it), in a few words; None for any
+    other job. `resume` runs such a job again from its row either way."""
+    from qtl.experiments.database import owner_gone
+
+    if record["status"] != "submitted" or not record["local"]:
+        return None
+    owner = record["plan"].get("owner")  # rows from before it was kept have none
+    if owner is None:
+        return "local: runs only in the process that submitted it; resume runs it again"
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return f"local: submitted on {host}, whose process this machine cannot see; resume runs it again"
+    if owner_gone(owner):
+        return "local: its process ended before it finished; resume runs it again"
+    return f"local: running in process {pid}"
 
 
 def collect(job_id: str, db, job=None) -> dict:

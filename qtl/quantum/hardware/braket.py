@@ -19,12 +19,13 @@ ZNE (see docs/hardware.md); the local simulators run every mitigation.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import numpy as np
 
 from qtl.quantum.circuit import CircuitConfig, gates
-from qtl.quantum.hardware.programs import Compiled, Program, by_program
+from qtl.quantum.hardware.programs import Compiled, Program, by_program, width_refusal
 from qtl.quantum.noise import NoiseConfig
 
 BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
@@ -130,6 +131,42 @@ def with_noise(circuit, noise: NoiseConfig | None):
     return out
 
 
+def check_aws(what: str) -> None:
+    """AccountError (one line: what to set) unless boto3's usual chain finds a region and credentials,
+    asked without a request to AWS; `aws_errors` still turns what AWS then refuses into one line."""
+    import boto3
+
+    from qtl.quantum.hardware.backends import AccountError
+
+    with aws_errors(what):
+        session = boto3.Session(region_name=os.environ.get("AWS_REGION"))  # as Braket's AwsSession
+        if session.region_name is None:
+            from botocore.exceptions import NoRegionError
+
+            raise NoRegionError()
+        if session.get_credentials() is None:
+            raise AccountError(
+                f"{what} needs AWS credentials, and boto3 found none: set {AWS_CREDENTIALS_HINT}"
+            )
+
+
+class LocalTask:
+    """A task for a local simulator, recorded before it runs: `LocalSimulator.run` would simulate the
+    whole ProgramSet before returning, so a job killed meanwhile left no row (docs promise the row before
+    the wait). Its id is made here; `result()` runs it (once) in this process."""
+
+    def __init__(self, device, program_set) -> None:
+        import uuid
+
+        self.id, self._device, self._program_set, self._result = str(uuid.uuid4()), device, program_set, None
+
+    def result(self):
+        if self._result is None:
+            shots = self._program_set.total_shots
+            self._result = self._device.run(self._program_set, shots=shots).result()
+        return self._result
+
+
 class BraketDevice:
     """A Braket device as a `qtl.quantum.hardware.devices` device; a run is one ProgramSet task."""
 
@@ -144,7 +181,10 @@ class BraketDevice:
         self.noise_config = noise if name == "braket_dm" else None
         if name == "braket_dm" and noise is None:
             raise ValueError("braket_dm needs a NoiseConfig (the CLI's --noise-from BACKEND gives one)")
-        self.num_qubits = 26 if self.local else None  # a real device says so when it is opened
+        if not self.local:  # before any work and any file, as an IBM device without an account
+            check_aws(name)
+        # a local simulator's own limit (braket_sv 26, braket_dm 13); a real device's when it is opened
+        self.num_qubits = self._device().properties.paradigm.qubitCount if self.local else None
 
     def _device(self):
         if self.local:
@@ -169,6 +209,8 @@ class BraketDevice:
 
     def compile(self, config: CircuitConfig, seed: int = 0):
         """The parametrised circuit (Braket compiles it for a real device when the task runs)."""
+        if self.num_qubits and (refusal := width_refusal(self.name, self.num_qubits, config.n_qubits)):
+            raise ValueError(refusal)
         circuit = braket_circuit(config)
         cnots = sum(len(g.wires) == 2 for g in gates(config))
         return Compiled(circuit, list(range(config.n_qubits)), circuit.depth, cnots)
@@ -208,6 +250,8 @@ class BraketDevice:
                 programs.append(Program("cal", bit, 1, qubits))
         program_set = ProgramSet(entries, shots_per_executable=shots)
         device = self._device()
+        if self.local:  # LocalSimulator.run runs the task before it returns: that is the wait, in `counts`
+            return LocalTask(device, program_set), programs
         with aws_errors(self.name):
             task = device.run(program_set, shots=program_set.total_shots)
         return task, programs
