@@ -18,6 +18,7 @@ never reads, passes or stores the token: `QiskitRuntimeService()` finds it itsel
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import warnings
@@ -111,6 +112,16 @@ def is_fake(name: str) -> bool:
     return name.startswith("Fake")
 
 
+def _close_names(name: str) -> str:
+    """ "; did you mean ...?" with the usable fake backends nearest `name` (difflib), then where to see
+    them all: naming all sixty made a line no one reads."""
+    names = fake_backend_names()
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.8)
+    guess = f"; did you mean {' or '.join(by_lower[c] for c in close)}?" if close else ""
+    return f"{guess} ('qtl hardware backends' lists them)"
+
+
 def ibm_account() -> bool:
     """Is an IBM Quantum account there: `QISKIT_IBM_TOKEN` set, or one saved with `save_account`?
     Only presence is checked; the token itself is never read here."""
@@ -185,8 +196,7 @@ def get_backend(backend):
             raise ValueError(_measure_refusal(backend))
         return made
     if is_fake(backend):
-        names = ", ".join(fake_backend_names())
-        raise ValueError(f"unknown fake IBM backend {backend!r}; choose one of: {names}")
+        raise ValueError(f"unknown fake IBM backend {backend!r}{_close_names(backend)}")
     if not ibm_account():
         raise AccountError(
             f"{backend!r} is no fake backend ({', '.join(fake_backend_names()[:3])}, ...; 'qtl hardware "

@@ -55,6 +55,14 @@ def calibration(config: CircuitConfig, backend, *, seed: int = 0) -> dict:
     from qtl.quantum.hardware.programs import NOT_GATES, width_refusal
 
     name = backend if isinstance(backend, str) else backend.name
+    if isinstance(backend, str):
+        from qtl.quantum.hardware.braket import is_braket
+
+        if is_braket(backend):  # get_backend would call it "no fake backend" and ask for an IBM account
+            raise ValueError(
+                f"{backend} is an Amazon Braket device and carries no calibration qtl can take noise "
+                "from: name a fake IBM backend (FakeManilaV2; 'qtl hardware backends' lists them)"
+            )
     backend = get_backend(backend)
     if refusal := width_refusal(name, backend.num_qubits, config.n_qubits):
         raise ValueError(refusal)
