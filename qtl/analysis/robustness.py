@@ -194,6 +194,35 @@ def backend_refusal(loaded: LoadedModel, backend) -> str | None:
     return width_refusal(backend_name(backend), device.num_qubits, loaded.model_config.circuit.n_qubits)
 
 
+BACKEND_SECONDS_PER_AMPLITUDE = 7e-7
+"""Aer's time per image, shot and amplitude on a fake backend (its noise model makes every shot a
+trajectory of 2**n amplitudes): measured on a 2-core CPU machine, 16 and 20 qubits (20 qubits, 2 images x
+40 shots: 55 s)."""
+BACKEND_MAX_SECONDS = 600.0
+"""A backend simulation estimated to take longer (`backend_slow_refusal`) is skipped: 153 images x 10 shots
+at 20 qubits ran 11 minutes and more without a word."""
+
+
+def backend_slow_refusal(loaded: LoadedModel, samples: int, shots: int, backend) -> str | None:
+    """Why a fake backend's simulation of this circuit, `samples` images x `shots` shots, would take too
+    long to run (over BACKEND_MAX_SECONDS by `BACKEND_SECONDS_PER_AMPLITUDE`), in one line; None when it
+    would not. A real device is not simulated here: never refused."""
+    from qtl.quantum.hardware.backends import is_fake
+
+    name = backend_name(backend)
+    if not is_fake(name) and not type(backend).__name__.startswith("Fake"):
+        return None
+    n = loaded.model_config.circuit.n_qubits
+    seconds = samples * shots * 2**n * BACKEND_SECONDS_PER_AMPLITUDE
+    if seconds <= BACKEND_MAX_SECONDS:
+        return None
+    return (
+        f"simulating its {n}-qubit circuit with {name}'s noise would take about {seconds / 60:.0f} min "
+        f"({samples} images x {shots} shots, each shot a trajectory of 2**{n} amplitudes), over "
+        f"{BACKEND_MAX_SECONDS / 60:.0f} min: fewer backend shots or images, or a narrower circuit"
+    )
+
+
 def backend_name(backend) -> str:
     """A backend as results name it: the name it was asked by, else the Qiskit backend's own."""
     return backend if isinstance(backend, str) else getattr(backend, "name", str(backend))
@@ -227,8 +256,9 @@ def noise_sweep(
     point's seed (`noise_grid` gives every point its base's seed: the CLI's --noise-seed), else 0.
 
     A model skips the grid points it cannot run (`_point_refusal`: the noisy ones where density matrices
-    cannot hold it, `noise_refusal`; an exact ideal point runs on statevectors), and a backend narrower
-    than its circuit (`backend_refusal`): each (model name, "noise" or the backend, reason) goes to
+    cannot hold it, `noise_refusal`; an exact ideal point runs on statevectors), a backend narrower
+    than its circuit (`backend_refusal`) and a backend shot count whose simulation would take too long
+    (`backend_slow_refusal`): each (model name, "noise" or the backend, reason) goes to
     `refused`, and the rest runs; without a `refused` list the first one raises ValueError instead."""
     if seed is None:
         seed = grid[0].seed if grid else 0
@@ -242,8 +272,10 @@ def noise_sweep(
     for m, x in zip(models, inputs, strict=True):
         for b in backends:
             reason = backend_refusal(m, b)
-            jobs += [] if reason else [(m, x, NoiseConfig(shots=s, seed=seed), b) for s in backend_shots]
+            slow = {} if reason else {s: backend_slow_refusal(m, len(x.labels), s, b) for s in backend_shots}
+            jobs += [(m, x, NoiseConfig(shots=s, seed=seed), b) for s, why in slow.items() if not why]
             skipped += [(m.name, backend_name(b), reason)] if reason else []
+            skipped += [(m.name, backend_name(b), why) for why in slow.values() if why]
     if skipped and refused is None:
         raise ValueError(f"{skipped[0][0]}: {skipped[0][2]}")
     if refused is not None:
