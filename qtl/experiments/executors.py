@@ -134,7 +134,8 @@ def _local(runs, on_start, observer, stop):
 
 
 def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
-    """Keep `window` runs in flight: submit(run, t) -> handle; wait_any(handles) -> [(handle, Done)]."""
+    """Keep `window` runs in flight: submit(run, t) -> handle; wait_any(handles) -> [(handle, Done)].
+    Once `stop` is set nothing more is dispatched: it ends when the runs in flight have come back."""
     queue = list(enumerate(runs))[::-1]
     inflight: dict = {}
     stopping = False
@@ -142,7 +143,8 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
         if stop is not None and stop.is_set() and not stopping:
             stopping = True
             cancel_all(list(inflight))
-        while queue and not stopping and len(inflight) < window:
+            queue.clear()  # never dispatched: they stay pending (it looped on them for ever, waiting on none)
+        while queue and len(inflight) < window:
             i, run = queue.pop()
             on_start(i, run)
             inflight[submit(run, time.time())] = (i, run)
