@@ -182,6 +182,20 @@ class TestRefusals:
         line = refused(capsys, "runs", "--db", db, "--csv", tmp_path / "a", "--json", tmp_path / "a")
         assert f"--csv and --json both name {tmp_path / 'a'}" in line and not (tmp_path / "a").exists()
 
+    def test_runs_and_study_over_a_spec_or_a_database_log(self, capsys, tmp_path):
+        """A report replaces an earlier report, never a sweep spec, a database's write-ahead log or a
+        script: `qtl runs --csv s1.toml` wrote the runs over the spec they came from."""
+        db = results_db(tmp_path / "r.db")
+        spec, wal, script = tmp_path / "s1.toml", tmp_path / "r.db-wal", tmp_path / "run"
+        for path in (spec, wal, script):
+            path.write_text("kept\n")
+        line = refused(capsys, "runs", "--db", db, "--csv", spec)
+        assert f"--csv {spec} exists and is a .toml file, not a report or figure" in line
+        assert "name another file or remove it first" in line
+        assert "is a .db-wal file" in refused(capsys, "runs", "--db", db, "--json", wal)
+        assert "is a file without a suffix" in refused(capsys, "study", "--db", db, "--out", script)
+        assert all(path.read_text() == "kept\n" for path in (spec, wal, script))
+
 
 class TestReportsAreStillOverwritten:
     def test_compare_rewrites_its_earlier_report(self, capsys, tmp_path):

@@ -15,12 +15,24 @@ COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s
 """The run fields `qtl compare` summarises as mean ± std per setup."""
 
 
+REPORT_NAMES = (".csv", ".json", ".md", ".txt", ".png", ".pdf", ".svg")
+"""The suffixes of reports and figures, as a refusal names them."""
+REPORT_SUFFIXES = frozenset(
+    ".csv .tsv .json .md .markdown .txt .log .html "  # reports
+    ".png .pdf .svg .svgz .eps .ps .pgf .jpg .jpeg .tif .tiff .webp .avif .gif .raw .rgba".split()  # figures
+)
+"""What an existing file a command writes over may be (`check_outputs`): the reports and figures qtl
+writes (the figure formats matplotlib saves), never a spec, a script or a database's side file."""
+
+
 def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str | Path] = ()) -> None:
     """ValueError (one line) where a command writing these files would lose work: an output that is one
     of the command's `inputs` (its checkpoints, images, results database), a qtl checkpoint or any file
     torch.save writes, a model export (ONNX, TorchScript), each named as `qtl export` and `--runtime`
     name it (`qtl.models.checkpoint.describe_file`), or an SQLite database (a results database), or two
-    outputs that name one file. Ordinary files (an earlier report, a CSV, a figure) may be overwritten.
+    outputs that name one file. An existing file is replaced only where it is a report or figure qtl
+    writes (`REPORT_SUFFIXES`: an earlier CSV, JSON, Markdown, text or figure); any other file (a sweep
+    spec, a database's -wal file, a script) is refused.
 
     outputs: {what to call it in the message (its flag, "--json"): path}; None and "-" (stdout) are
     skipped. Call it before any work, so a refusal costs nothing and writes nothing."""
@@ -38,6 +50,12 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
         if kind:
             raise ValueError(
                 f"{what} {path} is {kind}: qtl writes no report or figure over one; name another file"
+            )
+        if path.suffix.lower() not in REPORT_SUFFIXES:
+            held = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
+            raise ValueError(
+                f"{what} {path} exists and is {held}, not a report or figure: qtl replaces only those "
+                f"({', '.join(REPORT_NAMES)}); name another file or remove it first"
             )
 
 
