@@ -40,8 +40,15 @@ def test_fake_backend_agrees_with_ideal_within_its_noise():
     assert torch.equal(measured, backend_expvals(config, angles, weights, "FakeManilaV2", shots=2000, seed=3))
 
 
-def test_unknown_backend_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown fake IBM backend 'FakeNowhere'.*FakeManilaV2"):
+def test_unknown_backend_suggests_close_names():
+    """Close matches and where the list is, not all sixty names in one line."""
+    with pytest.raises(
+        ValueError, match=r"unknown fake IBM backend 'FakeManila'; did you mean FakeManilaV2\?"
+    ):
+        get_backend("FakeManila")
+    with pytest.raises(
+        ValueError, match=r"^unknown fake IBM backend 'FakeNowhere' \('qtl hardware backends'"
+    ):
         get_backend("FakeNowhere")
 
 
@@ -164,9 +171,19 @@ def test_an_ibm_account_that_cannot_be_used(monkeypatch, capsys, hw_ckpt, hw_dat
     one_line(code, err, "IBM Quantum account (QISKIT_IBM_TOKEN) could not be used", "valid API token")
 
 
-def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(capsys, hw_ckpt, hw_data):
+def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(
+    monkeypatch, capsys, hw_ckpt, hw_data, tmp_path
+):
     """A real Braket device refuses ZNE in the estimate as in the run (its ZNE shots were priced); an ARN
-    of a device without a price in PRICES (SV1, billed per minute) has no price, not the task fee alone."""
+    of a device without a price in PRICES (SV1, billed per minute) has no price, not the task fee alone.
+    An estimate needs AWS credentials, as a run does (here made up: nothing asks AWS)."""
+    no_aws(monkeypatch, tmp_path)
+    for name, value in (
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "x"),
+        ("AWS_SECRET_ACCESS_KEY", "y"),
+    ):
+        monkeypatch.setenv(name, value)
     from qtl.analysis.hardware_runs import prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint

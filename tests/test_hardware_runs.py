@@ -166,6 +166,7 @@ class TestIBMFake:
         )
         assert code == 0 and "two-qubit gates" in out and "device time" in out
         assert json.loads((tmp_path / "e.json").read_text())["executions"] == 3 * 8
+        ResultsDB(tmp_path / "r.db").close()
         for argv, message in (
             (["estimate", ckpt, "--backend", "FakeNowhere", "--data", tiny], "unknown fake IBM backend"),
             (["resume", "nope", "--db", tmp_path / "r.db"], "no hardware job 'nope'"),

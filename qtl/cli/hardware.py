@@ -21,7 +21,10 @@ from pathlib import Path
 
 from qtl.utils.words import count
 
+OWN_NOISE = "checkpoint's noise"  # qtl.analysis.hardware_runs.OWN_NOISE (the parser stays torch-free)
+
 DEFAULT_SHOTS = 4000
+NOISE_FROM = "FakeManilaV2"  # braket_dm's calibration unless --noise-from names another
 JSON_HELP = "also write {} as JSON ('-': stdout holds the JSON alone, the table goes to stderr)"
 
 
@@ -104,17 +107,69 @@ def _add_run_args(q: argparse.ArgumentParser) -> None:
         help=f"mitigations to score, from one job: {', '.join(MITIGATIONS)}",
     )
     g.add_argument(
-        "--extrapolation", default="richardson", choices=EXTRAPOLATIONS, help="ZNE fit through scale 1, 3, 5"
+        "--extrapolation",
+        default=None,
+        choices=EXTRAPOLATIONS,
+        help="ZNE fit through scale 1, 3, 5 (default: richardson; only with zne or readout+zne)",
     )
     g.add_argument("--samples", type=int, default=None, metavar="N", help="a seeded subset of N images")
     g.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to run")
-    g.add_argument("--seed", type=int, default=0, help="seeds the subset, transpiler, folds and simulator")
+    g.add_argument(
+        "--seed", type=_seed, default=0, help="seeds the subset, transpiler, folds and simulator (0 or more)"
+    )
     g.add_argument(
         "--noise-from",
-        default="FakeManilaV2",
+        default=None,
         metavar="BACKEND",
-        help="braket_dm: simulate the calibration of this fake IBM backend",
+        help=f"braket_dm only: simulate the calibration of this fake IBM backend (default: {NOISE_FROM})",
     )
+
+
+def _seed(text: str) -> int:
+    """A seed: a whole number from 0 (Qiskit's transpiler refuses a negative one, after the features)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text}")
+    return int(text)
+
+
+def _check_options(args) -> None:
+    """ValueError (one line) for an option the run would ignore: --noise-from sets braket_dm's noise
+    alone (a fake or real IBM backend's noisy simulation is its own calibration; braket_sv is ideal), and
+    --extrapolation fits ZNE alone. Then the default extrapolation, richardson."""
+    from qtl.quantum.hardware.mitigation import needs
+
+    if args.noise_from is not None and args.backend != "braket_dm":
+        raise ValueError(
+            f"--noise-from sets the noise of braket_dm alone; {args.backend}'s noisy simulation is "
+            f"{_own_noise(args.backend)}: drop --noise-from, or use --backend braket_dm"
+        )
+    if args.extrapolation is not None and not needs(args.mitigation, "zne"):
+        raise ValueError(
+            "--extrapolation fits ZNE, and --mitigation has no zne or readout+zne: add one, or drop it"
+        )
+    args.extrapolation = args.extrapolation or "richardson"
+
+
+def _own_noise(backend: str) -> str:
+    from qtl.quantum.hardware.braket import is_braket
+
+    return "none (an ideal simulator)" if is_braket(backend) else "its own calibration"
+
+
+def _calibration_noise(config, args):
+    """braket_dm's NoiseConfig: the calibration of --noise-from, whose default is named where it is too
+    narrow (the user never named it)."""
+    from qtl.quantum.hardware.calibration import noise_from_backend
+
+    try:
+        return noise_from_backend(config, args.noise_from or NOISE_FROM)
+    except ValueError as exc:
+        if args.noise_from is not None:
+            raise
+        raise ValueError(
+            f"braket_dm simulates the calibration of --noise-from, by default {NOISE_FROM}: {exc}; name a "
+            "wider fake backend with --noise-from ('qtl hardware backends' lists them)"
+        ) from None
 
 
 def run(args, bar, scoring_root) -> int:
@@ -125,11 +180,29 @@ def run(args, bar, scoring_root) -> int:
     return {"backends": _backends, "resume": _resume, "jobs": _jobs}[args.hardware_command](args, bar)
 
 
-def _db(args):
-    from qtl.experiments.database import ResultsDB
+def _db_path(args) -> Path:
     from qtl.paths import results_db
 
-    return ResultsDB(Path(args.db) if args.db else results_db())
+    return Path(args.db) if args.db else results_db()
+
+
+def _db(args, *, readonly: bool = False, existing: bool = False):
+    """The results database. `existing`: refuse (one line, nothing written) where there is none, as
+    `jobs` and `resume` have nothing to read there; `readonly` (`jobs`) opens it without writing.
+    Otherwise (`run`) its folder must exist: refused before any work, as other qtl outputs are."""
+    from qtl.experiments.database import ResultsDB
+
+    path = _db_path(args)
+    if (existing or readonly) and not path.is_file():
+        raise ValueError(f"no results database at {path} (--db names another; 'qtl hardware run' makes one)")
+    return ResultsDB(_db_folder(path), readonly=readonly)
+
+
+def _db_folder(path: Path) -> Path:
+    """`path`, whose folder must exist (ResultsDB would make it): refused before any work."""
+    if not path.parent.is_dir():
+        raise ValueError(f"no folder {path.parent} to write {path.name} into")
+    return path
 
 
 def _write_json(doc, target: str | None) -> None:
@@ -174,20 +247,23 @@ def _plan(args, bar, scoring_root):
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
     from qtl.quantum.hardware.devices import open_device
-    from qtl.quantum.hardware.mitigation import needs
+    from qtl.quantum.hardware.mitigation import counts_refusal, needs
+    from qtl.quantum.hardware.programs import width_refusal
 
     check_request(args.shots, args.samples)  # what the arguments alone decide, before the backbone runs
+    _check_options(args)
     loaded = load_checkpoint(args.checkpoint)
     if not loaded.model_config.is_quantum:
         raise ValueError(
             f"{args.checkpoint} is a {loaded.variant!r} model: only quantum checkpoints have a circuit"
         )
-    noise = None
-    if args.backend == "braket_dm":
-        from qtl.quantum.hardware.calibration import noise_from_backend
-
-        noise = noise_from_backend(loaded.model_config.circuit, args.noise_from)
+    config = loaded.model_config.circuit
+    if refusal := counts_refusal(config.n_qubits):
+        raise ValueError(refusal)
+    noise = _calibration_noise(config, args) if args.backend == "braket_dm" else None
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
+    if device.num_qubits and (refusal := width_refusal(device.name, device.num_qubits, config.n_qubits)):
+        raise ValueError(refusal)  # before the features, not after them (compiling says it too)
     if hasattr(device, "check_zne"):  # a real Braket device refuses ZNE, in the estimate as in the run
         device.check_zne(needs(args.mitigation, "zne"))
     root = scoring_root(args, bar, [loaded])
@@ -238,7 +314,13 @@ def format_estimate(e: dict) -> str:
         f"{p['mitigation']:<14}{p['shots']:>10}{_seconds(p['device_seconds']):>14}"
         for p in e["per_mitigation"]
     ]
+    lines += [_skipped_simulation(s) for s in e.get("skipped_simulations", [])]
     return "\n".join(lines)
+
+
+def _skipped_simulation(s: dict) -> str:
+    """A noisy simulation the report leaves out, and why (the device's rows are scored all the same)."""
+    return f"{s['name']} will be skipped: {s['reason']}"
 
 
 def format_report(r: dict) -> str:
@@ -252,6 +334,8 @@ def format_report(r: dict) -> str:
     ]
     for s in r["simulations"]:
         lines.append(f"{s['name']:<22}{s['accuracy']:>10.4f}{s['expval_error']:>14.4f}")
+    for s in r.get("skipped_simulations", []):  # reports from before it had none
+        lines.append(f"{s['name']:<22}not run: {s['reason']}")
     for m in r["results"]:
         lines.append(
             f"{'device, ' + m['mitigation']:<22}{m['accuracy']:>10.4f}{m['expval_error']:>14.4f}"
@@ -259,10 +343,17 @@ def format_report(r: dict) -> str:
         )
     for skipped in r.get("skipped", []):  # reports from before it had none
         lines.append(f"{'device, ' + skipped['mitigation']:<22}not applied: {skipped['reason']}")
-    noisy = next((s for s in r["simulations"] if "noise" in s), None)
-    if noisy:
-        lines += ["", f"noisy simulation: the device's calibration as a NoiseConfig ({noisy['noise']})"]
-    lines.append("expval_error: mean |<Z> - exact <Z>| over samples and wires")
+    names = {s["name"]: s for s in r["simulations"]}
+    notes = []
+    if own := names.get(OWN_NOISE):
+        notes.append(
+            f"{OWN_NOISE}: the noise the checkpoint was trained with, as 'qtl evaluate' scores it "
+            f"({own['noise']}); the noiseless simulation leaves it out"
+        )
+    if noisy := names.get("noisy simulation"):
+        notes.append(f"noisy simulation: the device's calibration as a NoiseConfig ({noisy['noise']})")
+    lines += ["", *notes] if notes else []
+    lines.append("expval_error: mean |<Z> - exact (noiseless) <Z>| over samples and wires")
     return "\n".join(lines)
 
 
@@ -277,7 +368,10 @@ def _estimate(args, bar, scoring_root) -> int:
 def _run(args, bar, scoring_root) -> int:
     from qtl.analysis.hardware_runs import collect, submit
 
+    _db_folder(_db_path(args))  # before any work: the features, the compile, the job
     plan = _plan(args, bar, scoring_root)
+    for skipped in plan.estimate.get("skipped_simulations", []):  # known now, not after the device ran
+        bar.note(f"qtl: warning: {_skipped_simulation(skipped)}; the device's rows are scored")
     with _db(args) as db:
         bar.message(f"submitting one job to {args.backend} ...")
         job_id, job = submit(plan, db)
@@ -303,19 +397,45 @@ def _show(report: dict, args, bar) -> int:
 def _resume(args, bar) -> int:
     from qtl.analysis.hardware_runs import job_report
 
-    with _db(args) as db:
+    with _db(args, existing=True) as db:
         bar.message(f"resuming job {args.job_id} (stored if done, else waited for and scored) ...")
         return _show(job_report(args.job_id, db), args, bar)
 
 
 def _jobs(args, bar) -> int:
-    with _db(args) as db:
-        rows = db.hardware_jobs()
-    print(f"{'job id':<38}{'status':<11}{'backend':<16}{'samples':>8}{'shots':>7}  mitigations  created")
-    for r in rows:
-        print(
-            f"{r['id']:<38}{r['status']:<11}{r['backend']:<16}{r['samples']:>8}{r['shots']:>7}  "
-            f"{' '.join(r['mitigations']):<12} {r['created']}" + (f"  ({r['error']})" if r["error"] else "")
-        )
+    import sqlite3
+
+    from qtl.analysis.hardware_runs import local_state
+
+    with _db(args, readonly=True) as db:
+        try:
+            rows = db.hardware_jobs()
+        except sqlite3.OperationalError:  # a database from before hardware jobs: none
+            rows = []
+        notes = {r["id"]: local_state(db.hardware_job(r["id"])) for r in rows if r["local"]}
+    print(format_jobs(rows, notes))
     print(f"{len(rows)} job(s)", file=sys.stderr)
     return 0
+
+
+def format_jobs(rows: list[dict], notes: dict | None = None) -> str:
+    """The jobs as a table, each column as wide as its widest entry; a failed job's error, or what can be
+    said of a local job still `submitted` (`notes`: id -> words), after the row."""
+    notes = notes or {}
+    cells = [
+        [r["id"], r["status"], r["backend"], str(r["samples"]), str(r["shots"]), " ".join(r["mitigations"])]
+        for r in rows
+    ]
+    head = ["job id", "status", "backend", "samples", "shots", "mitigations"]
+    widths = [max(len(c) for c in column) for column in zip(head, *cells, strict=True)]
+    right = {3, 4}  # numbers
+
+    def line(values: list[str]) -> str:
+        padded = zip(values, widths, strict=True)
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(padded))
+
+    lines = [line(head) + "  created"]
+    for r, c in zip(rows, cells, strict=True):
+        note = r["error"] or notes.get(r["id"])
+        lines.append(line(c) + f"  {r['created']}" + (f"  ({note})" if note else ""))
+    return "\n".join(lines)
