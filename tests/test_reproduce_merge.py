@@ -272,3 +272,26 @@ def test_from_refuses_options_it_would_ignore(reports, capsys):
     assert main([*argv, "--effect", "0.05"]) == 0 and out.exists()  # what a merge uses is taken
     made_by = json.loads(out.with_suffix(".json").read_text())["command"]  # the command given, not pytest's
     assert made_by.startswith("qtl -q reproduce --from ") and made_by.endswith("--effect 0.05")
+
+
+def test_cli_from_refuses_what_is_no_report(capsys, tmp_path):
+    """--from reads qtl reproduce's own JSON reports: qtl compare's JSON gave a KeyError traceback, a spec
+    or a database a decoder's message that named no file; each is now one line naming the file."""
+    from test_cli_outputs import refused
+
+    compare = tmp_path / "cmp.json"
+    compare.write_text(json.dumps({"runs": [], "summary": []}))
+    other = tmp_path / "x.json"
+    other.write_text(json.dumps({"format": "x"}))
+    spec, db = tmp_path / "s1.toml", tmp_path / "results.db"
+    spec.write_text('name = "s1"\n')
+    db.write_bytes(b"SQLite format 3\x00\xf8\xff")
+    out = ["--out", tmp_path / "merged.md"]
+    line = refused(capsys, "reproduce", "--from", compare, *out)
+    assert f"{compare} is another JSON document, not a qtl reproduce report" in line
+    assert f"{other} is a 'x' document" in refused(capsys, "reproduce", "--from", other, *out)
+    assert f"{spec} is not a JSON file" in refused(capsys, "reproduce", "--from", spec, *out)
+    assert f"{db} is not a JSON file" in refused(capsys, "reproduce", "--from", db, *out)
+    line = refused(capsys, "reproduce", "--from", tmp_path / "nope.json", *out)
+    assert f"cannot read {tmp_path / 'nope.json'}: No such file or directory" in line
+    assert not (tmp_path / "merged.md").exists() and not (tmp_path / "merged.json").exists()

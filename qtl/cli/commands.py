@@ -651,6 +651,25 @@ def _refuse_given(args, command: str, keys, why: str) -> None:
         raise ValueError(f"{why}, so {names} would do nothing: drop {'it' if len(given) == 1 else 'them'}")
 
 
+def _paper_report(path: Path) -> dict:
+    """An earlier `qtl reproduce --json` report for --from, or ValueError (one line) naming the file and
+    what it is instead: another command's JSON (qtl compare's) gave a KeyError traceback."""
+    from qtl.experiments.reproduce import REPORT_FORMAT
+
+    want = "reproduce --from takes the JSON reports qtl reproduce writes (--json, or beside --out)"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a JSON file: {want}") from None
+    found = report.get("format") if isinstance(report, dict) else None
+    if found != REPORT_FORMAT or not isinstance(report.get("runs"), list):
+        what = f"a {found!r} document" if isinstance(found, str) else "another JSON document"
+        raise ValueError(f"{path} is {what}, not a qtl reproduce report ({REPORT_FORMAT}): {want}")
+    return report
+
+
 def cmd_reproduce(args, bar: ProgressBar) -> int:
     from qtl.experiments.reproduce import loaded_row, markdown, merge_reports, paper_report, paper_row
     from qtl.experiments.runs import train_runs
@@ -667,7 +686,7 @@ def cmd_reproduce(args, bar: ProgressBar) -> int:
     )
     if args.merge:
         _check_merge_only(args)
-        reports = [json.loads(Path(p).read_text()) for p in args.merge]
+        reports = [_paper_report(Path(p)) for p in args.merge]
         report = merge_reports(reports, command=command, effect=args.effect)
     else:
         rows = [loaded_row(load_checkpoint(p)) for p in args.load or []]
