@@ -16,6 +16,7 @@ import functools
 import multiprocessing
 import os
 import platform
+import re
 import signal
 import socket
 import sys
@@ -47,7 +48,41 @@ class Done:
 
     @property
     def cancelled(self) -> bool:
-        return self.outcome is not None and bool(self.outcome.row.get("cancelled"))
+        """Stopped before it finished: a cancelled outcome (its best epoch so far), or no outcome at all
+        from a task the stop cancelled (`STOPPED`; a Ray task), which is no failure either."""
+        if self.outcome is None:
+            return self.error == STOPPED
+        return bool(self.outcome.row.get("cancelled"))
+
+
+STOPPED = "stopped before it finished"
+"""`Done.error` of a run whose task a stop cancelled (Ray raises TaskCancelledError: it read as a failure
+with Ray's whole traceback)."""
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MAX_ERROR = 300  # characters of a stored error
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one clean line for the database and the summary, "ValueError: reason": a Ray task's
+    error by the exception it wraps (its `cause`), without colour codes, line breaks or Ray's traceback
+    (the error column held 1.5-7 KB of them), cut at MAX_ERROR characters."""
+    exc = getattr(exc, "cause", None) or exc
+    text = ANSI.sub("", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[-1] if lines else ""  # a traceback's last line is the error itself
+    if reason.startswith(f"{type(exc).__name__}:"):
+        reason = reason.split(":", 1)[1].strip()
+    words = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return words if len(words) <= MAX_ERROR else words[: MAX_ERROR - 3] + "..."
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether Ray raised `exc` for a task it cancelled (TaskCancelledError, maybe wrapped in a
+    RayTaskError), told by class name so that nothing here imports ray."""
+    for e in (exc, getattr(exc, "cause", None)):
+        if e is not None and any(c.__name__ == "TaskCancelledError" for c in type(e).__mro__):
+            return True
+    return False
 
 
 @functools.cache
@@ -79,7 +114,7 @@ def work(run: Run, dispatched: float, *, callbacks=(), stop=None, progress=None)
         outcome = train_run(run, callbacks=callbacks, stop=stop or _WORKER_STOP, progress=progress)
         error = None
     except Exception as exc:  # one failing run must not end the sweep: it is recorded as failed
-        outcome, error = None, f"{type(exc).__name__}: {exc}"
+        outcome, error = None, one_line(exc)
     return Done(outcome, error, environment(), started - dispatched, started)
 
 
@@ -134,8 +169,7 @@ def _local(runs, on_start, observer, stop):
 
 
 def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
-    """Keep `window` runs in flight: submit(run, t) -> handle; wait_any(handles) -> [(handle, Done)].
-    Once `stop` is set nothing more is dispatched: it ends when the runs in flight have come back."""
+    """Keep `window` runs in flight: submit(run, t) -> handle; wait_any(handles) -> [(handle, Done)]."""
     queue = list(enumerate(runs))[::-1]
     inflight: dict = {}
     stopping = False
@@ -193,7 +227,7 @@ def _result(get) -> Done:
     try:
         return get()
     except Exception as exc:  # the worker itself died (or Ray cancelled the task)
-        return Done(None, f"{type(exc).__name__}: {exc}")
+        return Done(None, STOPPED if _is_cancellation(exc) else one_line(exc))
 
 
 #: How long a Ray cluster's address may take to accept a connection (ray.init itself retries for minutes)

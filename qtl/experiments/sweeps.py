@@ -181,8 +181,8 @@ def run_sweep(
 
 def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report, data: str | None) -> None:
     """One result into the database (one transaction) and the report; data: its images' listing id."""
-    if done.outcome is None:
-        stopped = stop is not None and stop.is_set()
+    if done.outcome is None:  # a Ray task the stop cancelled (`Done.cancelled`) is no failure either
+        stopped = done.cancelled or (stop is not None and stop.is_set())
         db.fail(run.id, done.error or "no result", status="cancelled" if stopped else "failed")
         if stopped:
             report.cancelled += 1
