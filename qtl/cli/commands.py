@@ -900,9 +900,7 @@ def cmd_runs(args, bar: ProgressBar) -> int:
             if "-" not in (args.csv, args.json):
                 print(format_sweeps(sweeps))
             return 0
-        names = [sw["name"] for sw in results.sweeps()]
-        if args.sweep is not None and args.sweep not in names:
-            raise ValueError(f"no sweep {args.sweep!r} in {db}; it holds: {', '.join(names) or 'none yet'}")
+        _check_sweep(results, args.sweep, db)
         where = {k: getattr(args, k) for k in ("variant", "backbone", "qubits", "depth", "seed")}
         status = None if args.status == "any" else args.status
         rows = results.rows(args.sweep, status=status, **{k: v for k, v in where.items() if v is not None})
@@ -948,6 +946,13 @@ def _check_reportable(done: list[dict], args, db: Path) -> None:
         raise ValueError(f"no finished run {what} has {args.metric}{why}")
 
 
+def _check_sweep(results, sweep: str | None, db: Path) -> None:
+    """ValueError naming the sweeps `db` holds where it holds none named `sweep` (None: any)."""
+    names = [sw["name"] for sw in results.sweeps()]
+    if sweep is not None and sweep not in names:
+        raise ValueError(f"no sweep {sweep!r} in {db}; it holds: {', '.join(names) or 'none yet'}")
+
+
 def cmd_study(args, bar: ProgressBar) -> int:
     from qtl.experiments.database import ResultsDB
     from qtl.experiments.findings import study_markdown
@@ -958,6 +963,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
         raise ValueError(f"no results database at {db}: run 'qtl sweep SPEC.toml' first (or pass --db)")
     check_outputs({"--out": args.out}, [db])
     with ResultsDB(db, readonly=True) as results:
+        _check_sweep(results, args.sweep, db)
         text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect, out=args.out)
     if args.out:
         Path(args.out).write_text(text)
