@@ -20,6 +20,7 @@ from qtl.config import (
 )
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS
 from qtl.deploy.limits import DEFAULT_REQUEST_PIXELS, ServeLimits
+from qtl.experiments.spec import AXES as SPEC_AXES
 from qtl.quantum.circuit import ENTANGLERS, MAX_DEPTH, MAX_QUBITS, ROTATIONS, CircuitConfig
 
 DEFAULT_COMPARE = ("quantum", "dressed-classical", "linear")
@@ -684,8 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "sweep",
         "run a sweep spec (grids of runs) into the results database",
-        "Run every run of a TOML sweep spec (grids over variant, backbone, dataset, qubits, depth, "
-        "entangler, rotation, lr, epochs, seeds) that the results database does not hold finished, "
+        f"Run every run of a TOML sweep spec (grids over any of {', '.join(SPEC_AXES)}) that the "
+        "results database does not hold finished, "
         "writing each result as it arrives, then print per-cell statistics and quantum vs control "
         "comparisons. Re-running the same spec resumes it. Ctrl-C stops the current run(s) after their "
         "batch, without counting them (they run again on resume); a second Ctrl-C aborts.",
