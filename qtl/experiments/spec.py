@@ -9,7 +9,7 @@
     variant = ["quantum", "dressed-classical"]
     qubits = [2, 4]
     depth = [1, 3]
-    seeds = 3                             # an integer n means seeds 0 .. n-1
+    seeds = 3                             # seeds = n means seeds 0 .. n-1 (seed = 3 is seed 3 alone)
 
     [[grid]]                              # a second grid (or one run: all values single)
     variant = "linear"
@@ -94,7 +94,7 @@ class SweepSpec:
     """A parsed spec: its name, its grids (axis -> values), and its source text for the database."""
 
     name: str
-    grids: tuple[dict[str, tuple], ...]
+    grids: tuple[dict[str, tuple | range], ...]  # `seeds = n` stays range(n) until enumerated
     checkpoints: bool = False  # save every run's best epoch under <models>/sweeps/<name>/
     source: str = ""  # the TOML text as written
     base_dir: Path = Path(".")  # relative dataset paths are relative to the spec's folder
@@ -161,7 +161,7 @@ def parse_spec(
     merged = []
     for i, grid in enumerate(grids, start=1):
         axes = {**DEFAULTS, **base, **_axes(grid, f"[[grid]] number {i}")}
-        merged.append({a: tuple(_listed(v)) for a, v in axes.items()})
+        merged.append({a: v if isinstance(v, range) else tuple(_listed(v)) for a, v in axes.items()})
     name = doc.get("name", name)
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise SpecError(f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
@@ -200,9 +200,12 @@ def _axes(table: dict, where: str) -> dict:
             raise SpecError(f"unknown key {key!r} in {where}; a grid may set: {known}")
         if axis in out:
             raise SpecError(f"{where} sets {axis!r} twice")
-        if axis == "seed" and type(value) is int and value < 1:
-            raise SpecError(f"{key!r} in {where}: a number of seeds must be at least 1, got {value}")
-        values = list(range(value)) if axis == "seed" and type(value) is int else _listed(value)
+        if key == "seeds" and type(value) is int:  # a count: kept a range, so a typo is counted, not built
+            if value < 1:
+                raise SpecError(f"{key!r} in {where}: a number of seeds must be at least 1, got {value}")
+            out[axis] = range(value)
+            continue
+        values = _listed(value)  # seed = 3 is seed 3 (it was seeds 0, 1, 2), a list those seeds
         if not values:
             raise SpecError(f"{key!r} in {where} is an empty list")
         out[axis] = [_checked(axis, v, where) for v in values]
