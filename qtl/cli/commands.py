@@ -644,8 +644,8 @@ def _refuse_given(args, command: str, keys, why: str) -> None:
     `why` leaves without effect."""
     from qtl.cli.parser import build_parser
 
-    defaults = vars(build_parser().parse_args([command]))
-    given = [k for k in keys if getattr(args, k) != defaults.get(k)]
+    parser = build_parser().commands[command]
+    given = [k for k in keys if getattr(args, k) != parser.get_default(k)]
     if given:
         names = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{why}, so {names} would do nothing: drop {'it' if len(given) == 1 else 'them'}")
@@ -721,6 +721,8 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     if any(s < 0 for s in args.shots):
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
+    if not args.backends:
+        _refuse_given(args, "noise", ["backend_shots"], "no --backends names a backend to run on")
     if args.backends:
         from qtl.quantum.hardware.backends import get_backend
 

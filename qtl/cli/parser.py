@@ -670,11 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="N",
         default=[1024],
-        help="shots on each backend",
+        help="shots on each backend (with --backends)",
     )
     _add_noise_args(p, grid=True)
     _add_data_arg(p, default=RECORDED_DATA)
-    p.add_argument("--split", default="val", choices=("train", "val"), help="which split to score")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="which split to score")
     p.add_argument(
         "--out",
         default=None,
@@ -849,4 +849,5 @@ def build_parser() -> argparse.ArgumentParser:
     from qtl.cli.hardware import add_parser as add_hardware
 
     add_hardware(command, lambda q: _add_data_arg(q, default=RECORDED_DATA_ONE), _add_db_arg)
+    parser.commands = sub.choices  # name -> its parser, whose get_default() gives an option's default
     return parser
