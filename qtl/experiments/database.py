@@ -3,7 +3,7 @@ environment that ran them accumulate.
 
     db = ResultsDB("models/results.db")
     db.add_sweep("study", spec_text, runs)       # registers runs as pending (finished ones stay finished)
-    db.start(run.id)                             # -> running
+    db.start(run.id)                             # -> running; "done"/"running" where another sweep has it
     db.finish(run.id, outcome, environment, timings)   # one transaction: row, epochs, timings -> done
     db.rows(sweep="study")                       # finished runs, one ROW_FIELDS-like dict each
 
@@ -216,16 +216,30 @@ class ResultsDB:
                     (name, run.id, position),
                 )
 
-    def start(self, run_id: str, owner: str | None = None) -> None:
-        """Mark a run `running` (one more attempt) and drop anything an earlier attempt left."""
+    def start(self, run_id: str, owner: str | None = None, *, redo: bool = False) -> str | None:
+        """Claim a run: mark it `running` (one more attempt) and drop anything an earlier attempt left,
+        unless it is `done` (redo: a done run is trained again, its results replaced) or `running` under
+        another live process (`owner_gone`; a sweep on another host counts as live). The check and the
+        mark are one transaction (BEGIN IMMEDIATE), so two sweeps of one database never both train a
+        run, nor does one reset a run the other finished meanwhile (it was marked running, its epochs
+        deleted, and left `interrupted` when that sweep was stopped). Returns None when claimed, else the
+        status that kept it ("done" or "running")."""
+        owner = owner or owner_tag()
         with self._write() as db:
+            row = db.execute("SELECT status, owner FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None and row["status"] == "done" and not redo:
+                return "done"
+            if row is not None and row["status"] == "running" and row["owner"] not in (owner, None):
+                if not owner_gone(row["owner"]):
+                    return "running"
             db.execute("DELETE FROM epochs WHERE run = ?", (run_id,))
             db.execute("DELETE FROM timings WHERE run = ?", (run_id,))
             db.execute(
                 "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?, started = ?, "
                 "finished = NULL, error = NULL WHERE id = ?",
-                (owner or owner_tag(), _now(), run_id),
+                (owner, _now(), run_id),
             )
+        return None
 
     def finish(
         self,

@@ -5,7 +5,8 @@
 
 Every backend calls the same worker function (`work`: `qtl.experiments.runs.train_run` plus the environment
 and the
-queue time) and keeps at most `workers` runs in flight, so `on_start` marks only runs that really run.
+queue time) and keeps at most `workers` runs in flight, so `on_start` marks only runs that really run; a run
+whose `on_start` returns False (another sweep has it) is not dispatched.
 A `stop` (anything with `is_set()`) stops dispatching and cancels what is in flight: a local run stops
 after its current batch, worker processes see a shared event, Ray tasks are cancelled.
 """
@@ -157,7 +158,8 @@ def _local(runs, on_start, observer, stop):
     for i, run in enumerate(runs):
         if stop is not None and stop.is_set():
             return
-        on_start(i, run)
+        if on_start(i, run) is False:
+            continue
         done = work(
             run,
             time.time(),
@@ -180,8 +182,8 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
             queue.clear()  # never dispatched: they stay pending (it looped on them for ever, waiting on none)
         while queue and len(inflight) < window:
             i, run = queue.pop()
-            on_start(i, run)
-            inflight[submit(run, time.time())] = (i, run)
+            if on_start(i, run) is not False:
+                inflight[submit(run, time.time())] = (i, run)
         for handle, done in wait_any(list(inflight)):
             i, run = inflight.pop(handle)
             yield i, run, done

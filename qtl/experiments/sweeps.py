@@ -10,6 +10,10 @@ skipped, anything else (never started, interrupted, killed, failed) runs again f
 its name: another spec under a name the database holds adds its runs to that sweep, which keeps the
 earlier spec's runs (`SweepReport.earlier`, said by the CLI and the app; `earlier_note`).
 
+Several sweeps may share a database at once: each claims a run as it dispatches it (`ResultsDB.start`),
+and skips one another sweep has finished or is training by then (`SweepReport.elsewhere`, `taken_note`),
+so none trains a run twice or resets one the other finished.
+
 A run's id names its dataset by name, so each finished run also records which images it trained on
 (`qtl.data.folders.file_listing_id`). A done run whose dataset now lists other images (images added,
 removed or renamed since, or another folder under the same name) is not taken as done: the sweep stops
@@ -49,6 +53,7 @@ class SweepReport:
     done: int = 0
     failed: int = 0
     cancelled: int = 0
+    elsewhere: int = 0  # runs another sweep was running when their turn came: left to it, not trained here
     stopped: bool = False  # a stop request ended it early
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)  # "label: reason" per failed run
@@ -142,17 +147,25 @@ def run_sweep(
         if todo and backend != "local":
             warm_features(todo, observer)
 
-        def on_start(i: int, run: Run) -> None:
-            db.start(run.id)
-            observer.started(i, len(todo), run)
+        dispatched, taken = {}, {"done": 0, "running": 0}
 
-        dispatched = {}
+        def on_start(i: int, run: Run) -> bool:
+            """Claim the run (`ResultsDB.start`); False, and not dispatched, where another sweep of this
+            database finished it or is running it since this one planned."""
+            held = db.start(run.id, redo=run.id in changed)
+            if held is not None:
+                taken[held] += 1
+                return False
+            dispatched[run.id] = time.time()
+            observer.started(i, len(todo), run)
+            return True
+
         try:
             for i, run, done in execute(
                 todo,
                 backend=backend,
                 workers=workers,
-                on_start=lambda i, run: (dispatched.setdefault(run.id, time.time()), on_start(i, run)),
+                on_start=on_start,
                 observer=observer,
                 stop=stop,
                 address=address,
@@ -172,11 +185,31 @@ def run_sweep(
             for run_id in dispatched:  # a second Ctrl-C: what was running did not finish
                 db.fail(run_id, "interrupted", status="cancelled")
             raise
+        report.skipped += taken["done"]
+        report.elsewhere = taken["running"]
+        if note := taken_note(spec.name, **taken):
+            report.warnings.append(note)
         now_done = db.recorded_data(sorted(changed))  # those trained again that finished on today's images
         report.changed = sum(now_done.get(i) == data[i] for i in changed)
         report.stopped = bool(stop is not None and stop.is_set() and report.remaining > 0)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def taken_note(name: str, done: int = 0, running: int = 0) -> str:
+    """The words for runs another sweep of the database finished (`done`) or was running (`running`)
+    when this one came to them, and so left alone ("" for none)."""
+    parts = []
+    if done:
+        parts.append(f"{done} finished by another sweep meanwhile (counted as done)")
+    if running:
+        parts.append(
+            f"{running} being trained by another sweep (left to it; run the spec again once it has ended "
+            "to train any it did not finish)"
+        )
+    if not parts:
+        return ""
+    return f"sweep {name}: skipped {' and '.join(parts)}: a run is trained by one sweep at a time"
 
 
 def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report, data: str | None) -> None:
