@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS hardware_jobs (
     mitigations TEXT NOT NULL, plan TEXT NOT NULL, results TEXT, error TEXT,
     created TEXT NOT NULL, updated TEXT NOT NULL);
 """
+QTL_TABLES = frozenset({"sweeps", "runs", "sweep_runs", "epochs"})
+"""Tables every results database has had: an SQLite file with other tables and not these is not one."""
 FILLED_COLUMNS = (*row_settings(ModelConfig(), DataRegime()), "n_classes")
 """The columns `ResultsDB.rows` fills for rows written before they existed (`qtl.config.row_settings`'s
 keys and the class count)."""
@@ -153,6 +155,9 @@ class ResultsDB:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._check_ours()
+        if not self.readonly:
+            self._check_writable()
         if self.readonly and not self._db.execute("SELECT 1 FROM sqlite_master").fetchone():
             # no table yet (a sweep is just creating the file): read as an empty database of this schema
             self._db.close()
@@ -168,6 +173,38 @@ class ResultsDB:
         self._epoch_columns = {r["name"] for r in self._db.execute("PRAGMA table_info(epochs)")}
         tables = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         self._tables = {r["name"] for r in tables}  # read-only, an older file may lack newer ones
+
+    def _check_ours(self) -> None:
+        """ValueError, before anything is written, for an SQLite file that holds tables but not a results
+        database's (another program's file: reading it raised "no such table" tracebacks, and a sweep
+        added qtl's tables to it and switched it to WAL)."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not QTL_TABLES <= tables:
+            self._db.close()
+            held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ValueError(
+                f"{self.path} is an SQLite file but not a qtl results database (it holds tables {held}); "
+                "qtl leaves it as it is: give another file"
+            )
+
+    def _check_writable(self) -> None:
+        """ValueError, before any run is trained, for a file this process cannot write (read-only,
+        immutable, on a read-only mount): it failed with a traceback at the sweep's first write. The
+        probe is a table created and rolled back: nothing is written."""
+        try:
+            with _Transaction(self._db) as db:
+                db.execute("CREATE TABLE qtl_write_probe (x)")
+                raise _Probed
+        except _Probed:
+            return
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc).replace(" ", "").replace("-", ""):
+                raise
+            self._db.close()
+            raise ValueError(
+                f"{self.path} cannot be written here ({exc}): a sweep records its runs in it; make it "
+                "writable or give another file (qtl runs and qtl study only read it)"
+            ) from None
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -494,6 +531,10 @@ class ResultsDB:
             "SELECT e.info FROM runs r JOIN environments e ON e.id = r.environment WHERE r.id = ?", (run_id,)
         ).fetchone()
         return None if row is None else json.loads(row["info"])
+
+
+class _Probed(Exception):
+    """Rolls `ResultsDB._check_writable`'s probe back."""
 
 
 class _Transaction:
