@@ -25,6 +25,7 @@ from qtl.experiments.stats import (
     ALPHA,
     EFFECT,
     POWER,
+    accuracy_interval,
     cell_key,
     cell_name,
     cells,
@@ -187,7 +188,8 @@ def _cell_table(section: Section) -> list[str]:
             "|---|---|---|---|---|",
         ]
     for c in section.cells:
-        ci = "" if c["ci_low"] is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+        low, high = accuracy_interval(c)  # cut at 0 and 1, as every report prints it
+        ci = "" if low is None else f"[{low:.3f}, {high:.3f}]"
         val = "" if c.get("val_mean") is None else f"{c['val_mean']:.3f}"
         if section.metric == "val_acc":
             lines.append(f"| {c['short']} | {c['n']} | {c['mean']:.3f} | {ci} |")
@@ -453,16 +455,23 @@ def _answer_grid(sections: list[Section]) -> list[str]:
     return lines
 
 
+def run_time(seconds: float) -> str:
+    """A total run time in the unit that shows it: "1.4 h", "2.5 min", "40 s" (a 2-minute sweep read
+    "0.0 h")."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
 def _cost(db, rows: list[dict]) -> list[str]:
     """Training time per variant and the whole sweep's wall time, from the database's timings."""
     per: dict[str, list[float]] = {}
     for r in rows:
         per.setdefault(r["variant"], []).append(r.get("wall_s") or 0.0)
     total = sum(sum(v) for v in per.values())
-    lines = [
-        f"{len(rows)} runs, {total / 3600:.1f} h of run time in all (one run at a time). Per variant:",
-        "",
-    ]
+    lines = [f"{len(rows)} runs, {run_time(total)} of run time in all (one run at a time). Per variant:", ""]
     lines += ["| variant | runs | mean wall time per run (s) |", "|---|---|---|"]
     lines += [f"| {v} | {len(t)} | {sum(t) / len(t):.1f} |" for v, t in per.items()]
     return lines

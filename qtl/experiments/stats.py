@@ -197,6 +197,15 @@ def cells(rows: list[dict], metric: str = "val_acc") -> list[dict]:
     return out
 
 
+def accuracy_interval(cell: dict) -> tuple[float | None, float | None]:
+    """A cell's 95% CI as reports print it: an accuracy's cut at 0 and 1 (a t interval over a few seeds
+    reaches past them: [0.286, 1.071]), any other metric's as computed; (None, None) for one seed."""
+    low, high = cell.get("ci_low"), cell.get("ci_high")
+    if low is None or not str(cell.get("metric", "")).endswith("_acc"):
+        return low, high
+    return max(0.0, low), min(1.0, high)
+
+
 def cell_metric(members: list[dict]) -> str:
     """What a cell's runs are reported on where no metric is asked for: test_acc where every one has a
     held-out test accuracy, else val_acc (a dataset without test/, selected on val: optimistic)."""
@@ -452,8 +461,8 @@ def format_report(rows: list[dict], metric: str | None = "val_acc", effect: floa
     apart = settings_apart(cell_list)  # one naming for the cells and the comparisons' cells
     for c, name in zip(cell_list, cell_names(cell_list, apart), strict=True):
         std = "" if c["std"] is None else f" ± {c['std']:.4f}"
-        low, high = (None, None) if c["ci_low"] is None else (max(0.0, c["ci_low"]), min(1.0, c["ci_high"]))
-        ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"  # an accuracy's interval: within [0, 1]
+        low, high = accuracy_interval(c)
+        ci = "" if low is None else f"  [{low:.4f}, {high:.4f}]"
         tag = f"{c['metric']:<9} " if mixed else ""
         lines.append(f"  {name:<44} {tag}n={c['n']}  {c['mean']:.4f}{std}{ci}")
     note = unreported(rows, metric)

@@ -1,0 +1,45 @@
+"""What `qtl study` prints of a cell: its 95% interval cut at 0 and 1, as the text report cuts it (it
+printed [0.286, 1.071] and [-0.005, 0.301]), and its cost in a unit that shows it (a 2-minute sweep
+read "0.0 h of run time")."""
+
+from __future__ import annotations
+
+import pytest
+
+from qtl.experiments.findings import _cell_table, findings, run_time
+from qtl.experiments.stats import accuracy_interval, format_report
+
+BASE = {"backbone": "b", "weights": "imagenet", "dataset": "d", "split": "kfold-5", "n_classes": 2}
+
+
+def rows(variant: str, accs: list[float]) -> list[dict]:
+    cell = {**BASE, "variant": variant, "qubits": 2, "depth": 2, "lr": 4e-4, "epochs": 30}
+    return [{**cell, "seed": s, "test_acc": a, "val_acc": a} for s, a in enumerate(accs)]
+
+
+def test_a_study_cuts_each_interval_at_0_and_1():
+    (section,) = findings(rows("quantum", [0.45, 0.72, 0.87]) + rows("linear", [0.0, 0.15, 0.3]))
+    table = "\n".join(_cell_table(section))
+    assert "[0.000, " in table and ", 1.000]" in table
+    assert "-0." not in table and "1.0" not in table.replace("1.000]", "")
+    assert "[0.0000, " in format_report(rows("linear", [0.0, 0.15, 0.3]), "test_acc")
+
+
+@pytest.mark.parametrize(
+    "cell, interval",
+    [
+        ({"metric": "test_acc", "ci_low": 0.286, "ci_high": 1.071}, (0.286, 1.0)),
+        ({"metric": "val_acc", "ci_low": -0.005, "ci_high": 0.301}, (0.0, 0.301)),
+        ({"metric": "val_loss", "ci_low": -0.1, "ci_high": 2.5}, (-0.1, 2.5)),  # not an accuracy
+        ({"metric": "val_acc", "ci_low": None, "ci_high": None}, (None, None)),
+    ],
+)
+def test_accuracy_interval(cell, interval):
+    assert accuracy_interval(cell) == interval
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(0.4, "0 s"), (40, "40 s"), (120, "2.0 min"), (150, "2.5 min"), (5040, "1.4 h")]
+)
+def test_run_time_in_a_unit_that_shows_it(seconds, text):
+    assert run_time(seconds) == text
