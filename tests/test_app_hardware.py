@@ -96,3 +96,30 @@ def test_an_ibm_account_that_cannot_be_used_leaves_the_local_devices(app_env, qu
 def test_without_a_quantum_checkpoint_says_why(app_env):  # noqa: F811
     at = app("hardware", {"loaded": []})
     assert "Load a `quantum` or `hybrid` checkpoint" in texts(at.info)
+
+
+def test_braket_dm_on_a_circuit_wider_than_its_calibration(app_env):  # noqa: F811
+    """braket_dm takes FakeManilaV2's calibration (5 qubits), which the page never names: a 6-qubit
+    checkpoint was refused as "FakeManilaV2 has 5 qubits", a device the user had not picked."""
+    from qtl.config import ModelConfig
+    from qtl.experiments.runs import plan_runs
+    from qtl.quantum.circuit import CircuitConfig
+    from qtl.training.fit import fit
+
+    base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(6, 1))
+    (run,) = plan_runs(["quantum"], base, [0], app_env / "hw6", epochs=1)
+    wide = str(
+        fit(
+            run.model_config, run.train_config, run.machine, checkpoint_path=run.checkpoint_path
+        ).checkpoint_path
+    )
+    at = app("hardware", {"loaded": [wide]})
+    at.selectbox(key="hw_backend").set_value("braket_dm").run()
+    assert not at.exception, at.exception
+    error = texts(at.error)
+    assert error.startswith(
+        "braket_dm simulates the calibration of FakeManilaV2 here, and FakeManilaV2 has 5"
+    )
+    assert error.endswith(
+        "pick a fake IBM backend as wide as the circuit, which simulates its own calibration"
+    )

@@ -76,9 +76,15 @@ def plan(loaded, data_dir: str | None, backend: str, shots: int, mitigations: li
 
     key = str(loaded.path), loaded.path.stat().st_mtime, data_dir, data_version(data_dir) if data_dir else ()
     inputs = select(head_inputs(*key), samples)
-    noise = (
-        noise_from_backend(loaded.model_config.circuit, DEFAULT_BACKEND) if backend == "braket_dm" else None
-    )
+    noise = None
+    if backend == "braket_dm":  # it simulates DEFAULT_BACKEND's calibration, which the page never names
+        try:
+            noise = noise_from_backend(loaded.model_config.circuit, DEFAULT_BACKEND)
+        except ValueError as exc:
+            raise ValueError(
+                f"braket_dm simulates the calibration of {DEFAULT_BACKEND} here, and {exc}: pick a fake IBM "
+                "backend as wide as the circuit, which simulates its own calibration"
+            ) from None
     return prepare(loaded, inputs, backend, shots=shots, mitigations=mitigations, noise=noise)
 
 
