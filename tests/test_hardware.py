@@ -176,14 +176,8 @@ def test_estimates_refuse_what_runs_refuse_and_price_only_known_devices(
 ):
     """A real Braket device refuses ZNE in the estimate as in the run (its ZNE shots were priced); an ARN
     of a device without a price in PRICES (SV1, billed per minute) has no price, not the task fee alone.
-    An estimate needs AWS credentials, as a run does (here made up: nothing asks AWS)."""
+    An estimate needs no AWS account, where a run does: nothing asks AWS."""
     no_aws(monkeypatch, tmp_path)
-    for name, value in (
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "x"),
-        ("AWS_SECRET_ACCESS_KEY", "y"),
-    ):
-        monkeypatch.setenv(name, value)
     from qtl.analysis.hardware_runs import prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint

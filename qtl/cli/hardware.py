@@ -242,7 +242,7 @@ def _backends(args, bar) -> int:
     return 0
 
 
-def _plan(args, bar, scoring_root):
+def _plan(args, bar, scoring_root, *, submitting: bool = False):
     from qtl.analysis.hardware_runs import check_request, prepare, select
     from qtl.analysis.robustness import head_inputs
     from qtl.models.checkpoint import load_checkpoint
@@ -262,6 +262,8 @@ def _plan(args, bar, scoring_root):
         raise ValueError(refusal)
     noise = _calibration_noise(config, args) if args.backend == "braket_dm" else None
     device = open_device(args.backend, noise)  # an unknown name or a missing account fail before any work
+    if submitting and hasattr(device, "check_account"):  # a real Braket device: AWS set up (an estimate
+        device.check_account()  # prices it without)
     if device.num_qubits and (refusal := width_refusal(device.name, device.num_qubits, config.n_qubits)):
         raise ValueError(refusal)  # before the features, not after them (compiling says it too)
     if hasattr(device, "check_zne"):  # a real Braket device refuses ZNE, in the estimate as in the run
@@ -369,7 +371,7 @@ def _run(args, bar, scoring_root) -> int:
     from qtl.analysis.hardware_runs import collect, submit
 
     _db_folder(_db_path(args))  # before any work: the features, the compile, the job
-    plan = _plan(args, bar, scoring_root)
+    plan = _plan(args, bar, scoring_root, submitting=True)
     for skipped in plan.estimate.get("skipped_simulations", []):  # known now, not after the device ran
         bar.note(f"qtl: warning: {_skipped_simulation(skipped)}; the device's rows are scored")
     with _db(args) as db:

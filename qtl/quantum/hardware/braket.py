@@ -181,8 +181,6 @@ class BraketDevice:
         self.noise_config = noise if name == "braket_dm" else None
         if name == "braket_dm" and noise is None:
             raise ValueError("braket_dm needs a NoiseConfig (the CLI's --noise-from BACKEND gives one)")
-        if not self.local:  # before any work and any file, as an IBM device without an account
-            check_aws(name)
         # a local simulator's own limit (braket_sv 26, braket_dm 13); a real device's when it is opened
         self.num_qubits = self._device().properties.paradigm.qubitCount if self.local else None
 
@@ -197,6 +195,13 @@ class BraketDevice:
             device = AwsDevice(DEVICES.get(self.name, self.name))
             self.num_qubits = device.properties.paradigm.qubitCount
         return device
+
+    def check_account(self) -> None:
+        """AccountError (one line: what to set) where this is a real device and boto3's chain finds no
+        region or credentials: `submit` asks, and `qtl hardware run` before any work and any file. An
+        estimate needs none: it prices the run from PRICES and asks nothing of AWS."""
+        if not self.local:
+            check_aws(self.name)
 
     def check_zne(self, zne: bool) -> None:
         """ValueError when the run would hold ZNE's folds and this is a real device: Braket compiles
@@ -223,6 +228,7 @@ class BraketDevice:
 
         from qtl.quantum.hardware.mitigation import fold
 
+        self.check_account()
         self.check_zne(bool(scales))
         n, count = config.n_qubits, len(angles)
         a = angles.detach().cpu().double().numpy()
