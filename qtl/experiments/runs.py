@@ -92,8 +92,10 @@ def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset:
     """12 hex digits of a SHA-256 over what is trained: the architecture (only the circuit settings the
     variant uses), the recipe and the dataset's name. Class names do not count, nor the machine settings
     that checkpoints from before `MachineConfig` hold in their train config. Settings at their defaults
-    are left out too, so a new config field (with a default) never changes the ids of existing runs."""
+    are left out too, so a new config field (with a default) never changes the ids of existing runs. A
+    kernel SVM's recipe counts only by its seed and data regime (`kernel_recipe`)."""
     tc = train_config if isinstance(train_config, dict) else train_config.to_dict()
+    tc = kernel_recipe(model_config.variant, tc) if model_config.is_kernel else tc
     recipe_ = {k: v for k, v in tc.items() if k not in MACHINE_KEYS}
     model = _trained(model_config)
     doc = {
@@ -102,6 +104,20 @@ def run_id(model_config: ModelConfig, train_config: TrainConfig | dict, dataset:
         "dataset": dataset,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+KERNEL_TRAIN_KEYS = ("seed", "regime")
+"""What a kernel SVM's one fit takes from its recipe (`qtl.config.recipe`): the rest (epochs, lr, batch
+size ...) it ignores."""
+
+
+def kernel_recipe(variant: str, train: dict) -> dict:
+    """A kernel SVM's train config as its id and row take it: its variant's recipe with the run's seed and
+    data regime (KERNEL_TRAIN_KEYS). A spec's epochs or lr made other ids, so kernels were fitted again
+    and reported in cells of their own; runs at the recipe's values (every one before) keep their ids."""
+    out = recipe(variant).to_dict()
+    out.update({k: train[k] for k in KERNEL_TRAIN_KEYS if k in train})
+    return out
 
 
 def _changed(d: dict, default: dict) -> dict:

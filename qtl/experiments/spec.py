@@ -261,8 +261,8 @@ def plan(
     Datasets are resolved here (the default one may be downloaded); ValueError for any bad value, a
     dataset's naming it as the spec does.
     """
-    from qtl.config import DataRegime, MachineConfig, ModelConfig
-    from qtl.experiments.runs import Run, recipe_for
+    from qtl.config import DataRegime, MachineConfig, ModelConfig, TrainConfig
+    from qtl.experiments.runs import Run, kernel_recipe, recipe_for
     from qtl.paths import models_dir as default_models_dir
     from qtl.quantum.circuit import CircuitConfig
 
@@ -278,6 +278,8 @@ def plan(
             mc = ModelConfig(variant=p.pop("variant"), circuit=circuit, **model)
             regime = DataRegime(**{k: p.pop(k) for k in REGIME_AXES if k in p})
             tc = recipe_for(mc.variant, regime=regime, **{k: v for k, v in p.items() if k != "dataset"})
+            if mc.is_kernel:  # one fit: the spec's epochs, lr ... made runs (and cells) of their own
+                tc = TrainConfig.from_dict(kernel_recipe(mc.variant, tc.to_dict()))
         except (TypeError, ValueError) as exc:
             where = ", ".join(f"{k} = {v!r}" for k, v in point.items() if k != "dataset")
             raise SpecError(f"sweep {spec.name!r}, the point {where}: {exc}") from None

@@ -84,15 +84,34 @@ EXACT = 1e-12  # differences that vary less than this across seeds are one const
 
 
 def cell_key(row: dict) -> tuple:
-    """The configuration a run row belongs to (its CELL_KEYS values; a missing field counts as None)."""
-    return tuple(row.get(k) for k in CELL_KEYS)
+    """The configuration a run row belongs to (its CELL_KEYS values; a missing field counts as None). A
+    kernel SVM's lr and epochs count as its recipe's: its one fit ignores them (`kernel_settings`)."""
+    return tuple({**row, **kernel_settings(row)}.get(k) for k in CELL_KEYS)
+
+
+def kernel_settings(row: dict) -> dict:
+    """lr and epochs of a kernel SVM's row as its recipe has them ({} for any other variant): runs that a
+    spec's epochs or lr gave other ids before (`qtl.experiments.runs.kernel_recipe`) are one cell."""
+    from qtl.config import KERNEL_BASELINES, recipe
+
+    if row.get("variant") not in KERNEL_BASELINES:
+        return {}
+    base = recipe(row["variant"])
+    return {"lr": base.lr, "epochs": base.epochs}
 
 
 def group_cells(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Rows grouped by `cell_key`, in first-seen order."""
+    """Rows grouped by `cell_key`, in first-seen order; a kernel SVM's seed once per cell (a database may
+    hold one fit per epochs or lr a spec gave it: the same fit, not more seeds)."""
     groups: dict[tuple, list[dict]] = {}
+    seen: set[tuple] = set()
     for row in rows:
-        groups.setdefault(cell_key(row), []).append(row)
+        key = cell_key(row)
+        if kernel_settings(row):
+            if (key, row.get("seed")) in seen:
+                continue
+            seen.add((key, row.get("seed")))
+        groups.setdefault(key, []).append(row)
     return groups
 
 
