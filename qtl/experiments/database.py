@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from qtl.config import DataRegime, ModelConfig, circuit_label, recipe_label, row_settings
+from qtl.experiments.stats import setup_label
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
 SWEEP_COLUMNS = ("name", "created", "updated", "runs", *STATUSES, "interrupted")  # ResultsDB.sweeps
@@ -112,6 +113,13 @@ def owner_gone(owner: str | None) -> bool:
     except OSError:  # another user's process: alive
         return False
     return False
+
+
+def run_status(status: str, owner: str | None) -> str:
+    """A run's status as qtl says it: "interrupted" for one still marked running whose process has ended
+    (`owner_gone`), as `ResultsDB.sweeps` counts it (the dry run and `qtl runs --status any` said
+    "running" where `qtl runs --sweeps` said "interrupted"); the stored status otherwise."""
+    return "interrupted" if status == "running" and owner_gone(owner) else status
 
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another connection's lock
@@ -361,10 +369,11 @@ class ResultsDB:
     # ---- reading
 
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
-        """run id -> status for the ids the database holds."""
+        """run id -> status (`run_status`: "interrupted" for a killed sweep's run) for the ids the
+        database holds."""
         marks = ", ".join("?" * len(run_ids))
-        rows = self._db.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", run_ids)
-        return {r["id"]: r["status"] for r in rows}
+        rows = self._db.execute(f"SELECT id, status, owner FROM runs WHERE id IN ({marks})", run_ids)
+        return {r["id"]: run_status(r["status"], r["owner"]) for r in rows}
 
     def recorded_data(self, run_ids: list[str]) -> dict[str, str]:
         """Run id -> the images it trained on (`finish`'s data), for the done runs that recorded them
@@ -413,17 +422,21 @@ class ResultsDB:
 
     def rows(self, sweep: str | None = None, *, status: str | None = "done", **where) -> list[dict]:
         """Runs as dicts (id, status, RESULT_COLUMNS, error, attempts, started, finished, wall_s), in
-        the sweep's order (or by id). status None: any status. where: column = value filters. A done
-        row written before some settings were recorded reads them as its stored configs say
-        (`_fill_unrecorded`), and filters apply to what it reads."""
+        the sweep's order (or by id). status None: any status; "interrupted" (`run_status`) is a run
+        still marked running whose process has ended. where: column = value filters. A done row written
+        before some settings were recorded reads them as its stored configs say (`_fill_unrecorded`), and
+        a run not done its settings (`_fill_settings`: they were '-', so `--status failed --variant
+        quantum` found none); filters apply to what it reads."""
         clauses, params, filled = [], [], {}
         if status is not None:
-            clauses.append("r.status = ?")
-            params.append(status)
+            if status not in (*STATUSES, "interrupted"):
+                raise ValueError(f"no status {status!r}; choose from {', '.join((*STATUSES, 'interrupted'))}")
+            clauses.append("r.status = ?")  # interrupted: running, told apart below
+            params.append("running" if status == "interrupted" else status)
         for column, value in where.items():
             if column not in RESULT_COLUMNS:
                 raise ValueError(f"cannot filter on {column!r}; choose from {', '.join(RESULT_COLUMNS)}")
-            if column in FILLED_COLUMNS:  # filtered after filling
+            if column in FILLED_COLUMNS or status != "done":  # filtered after filling
                 filled[column] = value
                 continue
             clauses.append(f"r.{column} IS ?")
@@ -432,7 +445,7 @@ class ResultsDB:
         wall = wall if "timings" in self._tables else "NULL AS wall_s"  # a file from before timings
         results = ", ".join(f"r.{c}" if c in self._columns else f"NULL AS {c}" for c in RESULT_COLUMNS)
         columns = f"r.id, r.status, {results}, r.error, r.attempts, "
-        columns += f"r.started, r.finished, {wall}, r.config"
+        columns += f"r.started, r.finished, {wall}, r.config, r.owner"
         if sweep is not None:
             clauses.append("s.sweep = ?")
             params.append(sweep)
@@ -446,12 +459,18 @@ class ResultsDB:
         counts: dict = {}  # dataset -> its class count, looked up once per call
         for row in rows:
             config = row.pop("config")
-            if row["status"] == "done" and row["split"] is None:
-                self._fill_unrecorded(row, config, counts)
+            row["status"] = run_status(row["status"], row.pop("owner"))
             # from the stored configs, so that rows of every age read alike
             row["recipe"], row["circuit_options"] = _labels(config)
+            if row["status"] == "done" and row["split"] is None:
+                self._fill_unrecorded(row, config, counts)
+            elif row["status"] != "done":
+                _fill_settings(row, config)
         return [
-            r for r in rows if all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
+            r
+            for r in rows
+            if (status is None or r["status"] == status)
+            and all(r[k] == v if v is not None else r[k] is None for k, v in filled.items())
         ]
 
     def _fill_unrecorded(self, row: dict, config: str, counts: dict) -> None:
@@ -552,6 +571,40 @@ class _Transaction:
     def __exit__(self, kind, exc, tb) -> None:
         if self.outer:
             self.db.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def _fill_settings(row: dict, config: str) -> None:
+    """Fill a run's settings that its stored configs decide, where its row has none yet (a run pending,
+    running, failed or cancelled before its results were written), as `qtl.experiments.runs.result_row`
+    writes them for a finished run. A config this version cannot read leaves the row as stored."""
+    try:
+        stored = json.loads(config)
+        model = ModelConfig.from_dict(stored.get("model") or {})
+        train = stored.get("train") or {}
+        regime = DataRegime.from_dict(train.get("regime"))
+    except (ValueError, TypeError, AttributeError):
+        return
+    width = model.is_quantum or model.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
+    circuit = model.is_quantum or model.variant == "quantum-kernel"
+    settings = {
+        "variant": model.variant,
+        "backbone": model.backbone,
+        "weights": "imagenet" if model.pretrained else "random",
+        "dataset": stored.get("dataset"),
+        "qubits": model.circuit.n_qubits if width else None,
+        "depth": model.circuit.depth if circuit else None,
+        "entangler": model.circuit.entangler if circuit else None,
+        "rotation": model.circuit.rotation if circuit else None,
+        "seed": train.get("seed"),
+        "lr": train.get("lr"),
+        "epochs": train.get("epochs"),
+        **row_settings(model, regime),
+    }
+    for key, value in settings.items():
+        if row.get(key) is None:
+            row[key] = int(value) if isinstance(value, bool) else value
+    if row.get("setup") is None:
+        row["setup"] = setup_label(row)  # with its recipe and circuit labels, set before
 
 
 def _labels(config: str) -> tuple[str | None, str | None]:
