@@ -466,12 +466,17 @@ def comparison_line(c: dict, name: str) -> str:
     return "| " + " | ".join(map(str, cols)) + " |"
 
 
+NO_RUN_FINISHED = "no run finished: nothing to report (only finished runs count)"
+
+
 def format_report(rows: list[dict], metric: str | None = "val_acc", effect: float = EFFECT) -> str:
     """The text report: one line per cell (mean ± std, 95% CI), then the paired comparisons, each with
     its power analysis. metric None: each cell on test_acc where its runs have it, else on val_acc, each
     line saying which where they differ (`cell_metric`; the comparisons as `held_out_comparisons`);
     runs a given metric leaves out are counted and named by dataset (`unreported`)."""
     cell_list = cells(rows, metric)
+    if not cell_list:  # every run failed or was stopped: no header over nothing
+        return NO_RUN_FINISHED
     metrics = {c["metric"] for c in cell_list}
     mixed = len(metrics) > 1
     on = metrics.pop() if len(metrics) == 1 else metric or "val_acc"

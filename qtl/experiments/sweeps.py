@@ -185,6 +185,9 @@ def run_sweep(
             for run_id in dispatched:  # a second Ctrl-C: what was running did not finish
                 db.fail(run_id, "interrupted", status="cancelled")
             raise
+        now = {r.id for r in todo}
+        if note := unsaved_done_note(spec, [r for r in runs if r.id not in now]):
+            report.warnings.append(note)
         report.skipped += taken["done"]
         report.elsewhere = taken["running"]
         if note := taken_note(spec.name, **taken):
@@ -355,6 +358,22 @@ def unsaved_note(spec: SweepSpec, runs: list[Run]) -> str:
     return (
         f"checkpoints = true keeps no file for the {' and '.join(kernels)} runs: a kernel SVM has no "
         "checkpoint (its scores are in the results database)"
+    )
+
+
+def unsaved_done_note(spec: SweepSpec, skipped: list[Run]) -> str:
+    """The words for a spec that keeps checkpoints whose runs finished before (in this or another sweep
+    of the database) have no file where it keeps them: they are not trained again to save one ("" for
+    none). checkpoints = true saved nothing for them, silently."""
+    missing = [r for r in skipped if r.checkpoint_path is not None and not Path(r.checkpoint_path).exists()]
+    if not spec.checkpoints or not missing:
+        return ""
+    n = len(missing)
+    return (
+        f"checkpoints = true: {n} run{'s' * (n > 1)} finished before (in this or another sweep) "
+        f"{'have' if n > 1 else 'has'} no checkpoint in {missing[0].checkpoint_path.parent} and "
+        f"{'are' if n > 1 else 'is'} not trained again to save one (their scores are in the database): "
+        f"{', '.join(r.name for r in missing[:5])}{', ...' if n > 5 else ''}"
     )
 
 
