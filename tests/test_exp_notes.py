@@ -28,3 +28,14 @@ def test_checkpoints_of_runs_finished_before_are_named(tmp_path):
     runs[0].checkpoint_path.write_bytes(b"saved")
     assert "1 run finished before" in unsaved_done_note(spec, runs)
     assert unsaved_done_note(parse_spec(doc), plan(parse_spec(doc))) == ""  # keeps none: nothing to say
+
+
+def test_the_dry_run_flags_a_circuit_too_wide_for_its_engine(tmp_path):
+    from qtl.experiments.sweeps import regime_refusals
+
+    data = make_image_folder(tmp_path / "tiny")
+    doc = {"dataset": str(data), "pretrained": False, "variant": "quantum", "qubits": [4, 30]}
+    runs = plan(parse_spec({**doc, "engine": ["native", "mps"]}))
+    refused = regime_refusals(runs)
+    wide = [r for r in runs if r.model_config.circuit.n_qubits == 30 and r.model_config.engine == "native"]
+    assert list(refused) == [wide[0].id] and "stops at 24 qubits (30 asked)" in refused[wide[0].id]

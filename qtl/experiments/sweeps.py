@@ -243,11 +243,15 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
 
 
 def regime_refusals(runs: list[Run]) -> dict[str, str]:
-    """Run id -> why its dataset cannot serve its data regime (`check_regime`: too many classes, too few
-    images of a class for the folds or the few-shot draw), for the runs that would fail on it; runs whose
-    dataset is not here yet (downloaded when they run) are not checked."""
+    """Run id -> why it would fail, for the dry run: its engine refuses its width (`engine_refusal`), or
+    its dataset cannot serve its data regime (`check_regime`: too many classes, too few images of a class
+    for the folds or the few-shot draw); runs whose dataset is not here yet (downloaded when they run)
+    are not checked for the regime."""
     refused, listings = {}, {}
     for run in runs:
+        if reason := engine_refusal(run):
+            refused[run.id] = reason
+            continue
         root, tc = run.machine.data_dir, run.train_config
         if tc.regime == DataRegime():  # the dataset's own splits: nothing to check
             continue
@@ -260,6 +264,23 @@ def regime_refusals(runs: list[Run]) -> dict[str, str]:
         except ValueError as e:
             refused[run.id] = str(e)
     return refused
+
+
+def engine_refusal(run: Run) -> str | None:
+    """Why the run's circuit engine refuses its width (a statevector engine stops at
+    STATEVECTOR_MAX_QUBITS: 30 qubits on "native" failed only when the run started), or None; told from
+    the configs alone (`qtl.quantum.engines.make_engine`'s check, which builds nothing this wide)."""
+    from qtl.quantum.circuit import STATEVECTOR_MAX_QUBITS
+    from qtl.quantum.engines import make_engine
+
+    mc = run.model_config
+    if not (mc.is_quantum or mc.variant == "quantum-kernel") or mc.circuit.n_qubits <= STATEVECTOR_MAX_QUBITS:
+        return None
+    try:
+        make_engine(mc.circuit, mc.engine)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def warm_features(runs: list[Run], observer: SweepObserver | None = None) -> None:
