@@ -3,6 +3,7 @@ any work, with nothing written; help that says what the command takes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from conftest import REPO
@@ -58,3 +59,61 @@ def test_noise_scores_a_test_split_and_refuses_backend_shots_alone(capsys, tmp_p
     line = refused(capsys, "noise", model, "--backend-shots", 100, "--out", tmp_path / "m")
     assert "no --backends names a backend to run on, so --backend-shots would do nothing" in line
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_run_a_stop_cancelled_is_said_stopped_not_failed():
+    """Ray's first Ctrl-C cancels its tasks: a run with no outcome whose error is STOPPED read 'failed:
+    stopped before it finished' though the database and the summary count it stopped."""
+    import io
+
+    from test_runs_status import LINEAR
+
+    from qtl.cli.progress import ProgressBar, SweepBar
+    from qtl.experiments.executors import STOPPED, Done
+
+    stream = io.StringIO()
+    bar = SweepBar(ProgressBar(stream), "ray")
+    bar.ended(0, 2, LINEAR, Done(None, STOPPED))
+    bar.ended(1, 2, LINEAR, Done(None, "ValueError: no"))
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("] stopped; not counted") and second.endswith("] failed: ValueError: no")
+
+
+def test_runs_lists_interrupted_runs_and_the_dry_run_names_unsaved_checkpoints(capsys, tmp_path):
+    """`qtl runs --status interrupted` (the library had the state, the parser refused the word); the dry
+    run of a spec keeping checkpoints names its done runs that have none, as the sweep's end does."""
+    from conftest import make_image_folder, run_cli
+    from test_exp_claims import finished
+    from test_runs_status import LINEAR, QUANTUM, gone_owner
+
+    from qtl.experiments.database import ResultsDB
+    from qtl.experiments.spec import load_spec, plan
+
+    db = tmp_path / "r.db"
+    with ResultsDB(db) as results:
+        results.add_sweep("s", "", [QUANTUM, LINEAR])
+        results.start(QUANTUM.id, owner=gone_owner())
+    code, out, err = run_cli(
+        capsys, "runs", "--db", db, "--sweep", "s", "--status", "interrupted", "--json", "-"
+    )
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)] == [QUANTUM.id]
+
+    data = make_image_folder(tmp_path / "tiny")
+    spec_file = tmp_path / "c.toml"
+    spec_file.write_text(
+        f'name = "c"\ndataset = "{data}"\npretrained = false\nvariant = "linear"\nseeds = 1\n'
+        "checkpoints = true\n"
+    )
+    models = tmp_path / "models"
+    (run,) = plan(load_spec(spec_file), models_dir=models)
+    with ResultsDB(db) as results:  # finished by another sweep, which kept no checkpoint
+        results.add_sweep("other", "", [run])
+        results.start(run.id)
+        finished(results, run)
+    argv = ["sweep", spec_file, "--db", db, "--models-dir", models, "--dry-run"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert (
+        "note: checkpoints = true: 1 run finished before (in this or another sweep) has no checkpoint" in out
+    )

@@ -809,6 +809,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             earlier_note,
             listing_ids,
             regime_refusals,
+            unsaved_done_note,
             unsaved_note,
         )
 
@@ -828,7 +829,8 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
             f"sweep {spec.name}: {len(runs)} runs, {counts}{len(runs) - done - held} to run (database {db})"
         )
         stops = changed_note(spec.name, changed) if not args.rerun_changed else ""
-        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs), stops):
+        unsaved = unsaved_done_note(spec, [r for r in runs if status.get(r.id) == "done"])
+        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs), unsaved, stops):
             if note:
                 print(f"note: {note}")
         refused = regime_refusals(runs)

@@ -753,8 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status",
         default="done",
-        choices=("done", "running", "pending", "failed", "cancelled", "any"),
-        help="which runs",
+        choices=("done", "running", "pending", "failed", "cancelled", "interrupted", "any"),
+        help="which runs (interrupted: marked running by a process that has ended, as a killed sweep leaves "
+        "them; the next run of the spec trains them again)",
     )
     # a misspelt variant is refused (it listed no run, as if there were none)
     p.add_argument("--variant", choices=RUN_VARIANTS, default=None, help="only runs with this variant")

@@ -174,10 +174,11 @@ class SweepBar(SweepObserver, RunsBar):
     def ended(self, index, total, run, done):
         prefix = self._prefix(index, total, run)
         elapsed = time.monotonic() - self.t0
-        if done.outcome is None:
+        if done.cancelled:  # a Ray task the Ctrl-C cancelled has no outcome: it stopped, it did not fail
+            epochs = f" after {done.outcome.row['epochs_done']} epoch(s)" if done.outcome else ""
+            self.bar.message(f"{prefix}stopped{epochs}; not counted")
+        elif done.outcome is None:
             self.bar.message(f"{prefix}failed: {done.error}")
-        elif done.cancelled:
-            self.bar.message(f"{prefix}stopped after {done.outcome.row['epochs_done']} epoch(s); not counted")
         else:
             r = done.outcome.row
             self.bar.message(
