@@ -117,3 +117,15 @@ def test_runs_lists_interrupted_runs_and_the_dry_run_names_unsaved_checkpoints(c
     assert (
         "note: checkpoints = true: 1 run finished before (in this or another sweep) has no checkpoint" in out
     )
+
+
+def test_a_sweep_without_its_dataset_says_how_a_spec_names_one(capsys, tmp_path, monkeypatch):
+    """A spec on the default dataset, offline and without it: the advice named --data PATH alone, which
+    qtl sweep does not take."""
+    monkeypatch.setenv("QTL_OFFLINE", "1")
+    monkeypatch.setenv("QTL_DATA_DIR", str(tmp_path / "nothing"))
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\nvariant = "linear"\nseeds = 1\n')
+    line = refused(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
+    assert "point to it with --data PATH (a sweep spec: dataset = PATH) or the QTL_DATA_DIR" in line
+    assert not (tmp_path / "r.db").exists()

@@ -63,7 +63,8 @@ app tells it from other failures of a job by it."""
 def _where_to_put(target: Path) -> str:
     return (
         f"put the dataset (train/ and val/ with one folder per class) in {target}, "
-        "or point to it with --data PATH or the QTL_DATA_DIR environment variable"
+        "or point to it with --data PATH (a sweep spec: dataset = PATH) or the QTL_DATA_DIR environment "
+        "variable"
     )
 
 
