@@ -129,3 +129,25 @@ def test_a_sweep_without_its_dataset_says_how_a_spec_names_one(capsys, tmp_path,
     line = refused(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
     assert "point to it with --data PATH (a sweep spec: dataset = PATH) or the QTL_DATA_DIR" in line
     assert not (tmp_path / "r.db").exists()
+
+
+def test_runs_report_is_on_held_out_accuracy_by_default(capsys, tmp_path):
+    """`qtl runs --report` reported val accuracy while the sweep's closing report and `qtl study` report
+    test accuracy where runs have it: it now does as they do, and --metric val_acc gives the val one."""
+    from conftest import run_cli
+    from test_runs_status import LINEAR
+
+    from qtl.experiments.database import ResultsDB
+    from qtl.experiments.runs import Outcome
+
+    db = tmp_path / "r.db"
+    with ResultsDB(db) as results:
+        results.add_sweep("s", "", [LINEAR])
+        results.start(LINEAR.id)
+        row = {"variant": "linear", "backbone": "resnet18", "seed": 1, "val_acc": 0.9, "test_acc": 0.8}
+        results.finish(LINEAR.id, Outcome(row, [{"epoch": 1, "val_acc": 0.9}], 1.0))
+    code, out, err = run_cli(capsys, "runs", "--db", db, "--report")
+    assert code == 0, err
+    assert "test_acc per cell" in out and "0.8000" in out and "0.9000" not in out
+    code, out, err = run_cli(capsys, "runs", "--db", db, "--report", "--metric", "val_acc")
+    assert code == 0 and "val_acc per cell" in out and "0.9000" in out

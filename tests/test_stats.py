@@ -306,3 +306,31 @@ def test_the_report_cuts_an_accuracy_interval_at_0_and_1():
 
     rows = [dict(variant="linear", backbone="b", seed=s, val_acc=v) for s, v in ((0, 1.0), (1, 0.9))]
     assert "n=2  0.9500 ± 0.0707  [0.3147, 1.0000]" in format_report(rows)
+
+
+def test_the_markdown_report_on_held_out_accuracy_says_each_cells_metric():
+    """metric None (qtl runs --report's default, as the sweep's closing report): a dataset with test/ on
+    test_acc, one without on val_acc, each table and comparison saying which; a table whose cells differ
+    marks the val_acc ones. It took one metric for all, leaving out the runs without it."""
+    from qtl.experiments.stats import markdown_report
+
+    def rows(variant, dataset, acc, test=True, **extra):
+        cell = dict(variant=variant, backbone="b", dataset=dataset, qubits=4, depth=2, **extra)
+        out = [{**cell, "seed": s, "val_acc": acc + s / 100} for s in range(3)]
+        return [{**r, "test_acc": r["val_acc"] - 0.1 if test else None} for r in out]
+
+    tested = rows("quantum", "t", 0.8) + rows("dressed-classical", "t", 0.7)
+    untested = rows("quantum", "u", 0.6, test=False) + rows("dressed-classical", "u", 0.5, test=False)
+    text = markdown_report(tested + untested, None)
+    assert "**quantum** b on t (test_acc, mean ± std" in text and "0.710 ± 0.010 (n=3)" in text
+    assert "**quantum** b on u (val_acc, mean ± std" in text and "0.610 ± 0.010 (n=3)" in text
+    assert "else on val_acc:" in text
+    assert "quantum 4q d2 b on t, on test_acc" in text and "quantum 4q d2 b on u, on val_acc" in text
+    assert "Note:" not in text  # nothing left out
+    # one table of cells on either metric (another depth without a test split): the val ones marked
+    deeper = [{**r, "depth": 3} for r in rows("quantum", "t", 0.6, test=False)]
+    text = markdown_report(rows("quantum", "t", 0.8) + deeper, None)
+    assert "(test_acc, val_acc where marked (no test split), mean ± std" in text
+    assert "0.710 ± 0.010 (n=3) | 0.610 ± 0.010 (n=3, val_acc)" in text
+    on_val = markdown_report(tested + untested, "val_acc")  # a metric named: one for all, as before
+    assert "on val_acc" not in on_val and "0.810 ± 0.010 (n=3)" in on_val

@@ -30,6 +30,7 @@ from qtl.cli.output import (
     write_compare,
     write_rows,
 )
+from qtl.cli.parser import HELD_OUT_METRIC
 from qtl.cli.progress import BarCallback, ProgressBar, RunsBar, SweepBar
 from qtl.config import (
     DEFAULT_BACKBONE,
@@ -923,7 +924,8 @@ def cmd_runs(args, bar: ProgressBar) -> int:
         _check_reportable(done, args, db)
         report = markdown_report if args.markdown else format_report
         out = sys.stderr if "-" in (args.csv, args.json) else sys.stdout  # stdout holds the data alone
-        print(report(done, args.metric, effect=args.effect), file=out)
+        metric = None if args.metric == HELD_OUT_METRIC else args.metric  # stats: None is held-out
+        print(report(done, metric, effect=args.effect), file=out)
     elif "-" not in (args.csv, args.json):
         print(format_runs(rows))
         print(f"{len(rows)} run(s)", file=sys.stderr)
@@ -939,7 +941,7 @@ def _check_reportable(done: list[dict], args, db: Path) -> None:
     what += " matching the filters" if filtered else ""
     if not done:
         raise ValueError(f"no finished run {what}: a report counts finished runs only")
-    if all(r.get(args.metric) is None for r in done):
+    if args.metric != HELD_OUT_METRIC and all(r.get(args.metric) is None for r in done):
         from qtl.experiments.findings import HOW_TO_TEST
 
         why = (

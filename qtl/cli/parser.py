@@ -297,6 +297,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+HELD_OUT_METRIC = "held-out"
+"""`qtl runs --metric`'s default: each cell on test_acc where its runs have it, else on val_acc
+(`qtl.experiments.stats.cell_metric`)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter
     common = argparse.ArgumentParser(add_help=False)
@@ -774,10 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the report as Markdown tables (implies --report)")
     p.add_argument(
         "--metric",
-        default="val_acc",
-        choices=("val_acc", "test_acc"),
-        help="what the report compares: the selected epoch's val accuracy, or its held-out test accuracy "
-        "(qtl sweep's closing report and qtl study take test accuracy where a cell's runs have it, else val)",
+        default=HELD_OUT_METRIC,
+        choices=(HELD_OUT_METRIC, "val_acc", "test_acc"),
+        help="what the report compares: held-out, each cell's test accuracy where its runs have a test "
+        "split, else its val accuracy, each saying which (as qtl sweep's closing report and qtl study do); "
+        "or the selected epoch's val accuracy, or its test accuracy, for every run",
     )
     _add_effect_arg(p)
 

@@ -225,7 +225,7 @@ def study_markdown(
     if all(r.get("test_acc") is None for r in rows):
         raise ValueError(
             f"the sweep {sweep!r} has no held-out test accuracy, which a study reports: {HOW_TO_TEST} "
-            "('qtl runs --report' sums up val accuracy)"
+            "('qtl runs --report' sums up its val accuracy)"
         )
     val_means = {cell_key(c): c["mean"] for c in cells(rows, "val_acc")}
     sections = findings(rows, effect=effect)

@@ -627,9 +627,11 @@ def grid_name(cell: dict, apart: list[str]) -> str:
     ).strip()
 
 
-def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = EFFECT) -> str:
+def markdown_report(rows: list[dict], metric: str | None = "val_acc", effect: float = EFFECT) -> str:
     """The report as Markdown: per variant and `grid_name` a qubits x depth table of mean ± std, then the
-    comparisons, then the runs without `metric` it leaves out, if any (`unreported`)."""
+    comparisons, then the runs without `metric` it leaves out, if any (`unreported`). metric None: each
+    cell on `cell_metric`, a table titled by its cells' one metric, or with each cell on val_acc marked
+    where they differ; each comparison as `held_out_comparisons` makes it, said where they differ."""
     cell_list = cells(rows, metric)
     apart = settings_apart(cell_list)
     grids = [grid_name(c, apart) for c in cell_list]
@@ -641,22 +643,33 @@ def markdown_report(rows: list[dict], metric: str = "val_acc", effect: float = E
     for (variant, grid), mine in tables.items():
         depths = sorted({c["depth"] for c in mine}, key=lambda d: -1 if d is None else d)
         qubits = sorted({c["qubits"] for c in mine}, key=lambda q: -1 if q is None else q)
-        head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", metric]
+        on = {c["metric"] for c in mine}
+        mixed = len(on) > 1  # some cells without a test split: each of those says so
+        on = "test_acc, val_acc where marked (no test split)" if mixed else on.pop()
+        head = ["qubits \\ depth"] + [str(d) for d in depths] if depths != [None] else ["qubits", on]
         title = f"**{variant}** {grid}" if several else f"**{variant}**"
-        out += [f"{title} ({metric}, mean ± std over seeds, n per cell)", ""]
+        out += [f"{title} ({on}, mean ± std over seeds, n per cell)", ""]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for q in qubits:
             line = ["any" if q is None else str(q)]
             for d in depths:
                 c = next((c for c in mine if c["qubits"] == q and c["depth"] == d), None)
                 std = "" if c is None or c["std"] is None else f" ± {c['std']:.3f}"
-                line.append("" if c is None else f"{c['mean']:.3f}{std} (n={c['n']})")
+                tag = ", val_acc" if mixed and c is not None and c["metric"] == "val_acc" else ""
+                line.append("" if c is None else f"{c['mean']:.3f}{std} (n={c['n']}{tag})")
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     comps = comparisons(rows, metric, effect=effect)
     if comps:
+        mixed = len({c["metric"] for c in comps}) > 1  # each pair says its metric, as the text report does
+        if mixed:
+            out += [
+                "Comparisons on test_acc where both cells have it on every paired seed, else on val_acc:",
+                "",
+            ]
         out += comparison_header(effect)
         names = cell_names([c["quantum"] for c in comps], apart)
+        names = [f"{n}, on {c['metric']}" if mixed else n for c, n in zip(comps, names, strict=True)]
         out += [comparison_line(c, name) for c, name in zip(comps, names, strict=True)]
         wins = sum(c["significant"] for c in comps)
         out += ["", f"{wins} of {len(comps)} comparisons significant after adjustment (alpha {ALPHA:g})."]
