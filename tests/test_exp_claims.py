@@ -54,6 +54,24 @@ def test_a_run_another_sweep_finished_or_runs_is_not_claimed(tmp_path):
         assert b.start(RUNS[2].id) is None  # its sweep was killed: interrupted, trained again
 
 
+def test_a_run_marked_by_another_host_or_a_reused_pid_is_taken_over(tmp_path):
+    """A sweep killed on one node and run again on another (a batch job resubmitted), or a pid another
+    process took after a restart: such runs were skipped for ever as "being trained by another sweep".
+    Only a live process of this host that started when its tag says keeps its run."""
+    from qtl.experiments.database import _started, owner_gone, owner_tag
+
+    parent = live_owner()
+    with ResultsDB(tmp_path / "r.db") as db:
+        db.add_sweep("s", "", RUNS)
+        assert db.start(RUNS[0].id, owner="node17:4242") is None
+        assert db.start(RUNS[0].id) is None  # another host: cannot be checked, taken over
+        assert db.start(RUNS[1].id, owner=f"{parent}@1") is None  # its pid, another start: reused
+        assert owner_gone(f"{parent}@1") and db.start(RUNS[1].id) is None
+        assert db.start(RUNS[2].id, owner=f"{parent}@{_started(os.getppid())}") is None
+        assert db.start(RUNS[2].id) == "running"  # that very process, alive: left to it
+    assert owner_tag().endswith(f":{os.getpid()}@{_started(os.getpid())}")
+
+
 def test_a_sweep_skips_runs_another_sweep_took_after_it_planned(tmp_path):
     """Between this sweep's planning and its dispatching, another sweep finished one run and is training
     another: this one trains only the third, counts the first as done and says so."""

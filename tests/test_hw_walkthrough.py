@@ -142,6 +142,23 @@ def test_a_braket_local_task_is_recorded_before_it_runs(monkeypatch, capsys, loa
     assert f"local: running in process {os.getpid()}" in out
 
 
+def test_resume_leaves_a_local_job_its_live_process_runs(monkeypatch, loaded, inputs, tmp_path):
+    """`resume` of a local job another process of this host still runs simulated it a second time beside
+    it (the last report won): it is refused, naming the process, and the job stays submitted."""
+    import qtl.experiments.database as database
+    from qtl.analysis.hardware_runs import job_report
+
+    parent = f"{socket.gethostname()}:{os.getppid()}"  # alive: the test runner's parent
+    monkeypatch.setattr(database, "owner_tag", lambda: parent)
+    with ResultsDB(tmp_path / "r.db") as db:
+        job_id, _ = submit(prepare(loaded, select(inputs, 2), "braket_sv", shots=100), db)
+    monkeypatch.undo()
+    with ResultsDB(tmp_path / "r.db") as db:
+        with pytest.raises(ValueError, match=f"still running locally in process {os.getppid()}"):
+            job_report(job_id, db)
+        assert db.hardware_job(job_id)["status"] == "submitted"
+
+
 # --- 3: a noise-trained checkpoint is scored with its noise too -----------------------------------
 
 

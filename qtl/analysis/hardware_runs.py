@@ -304,14 +304,14 @@ def local_state(record: dict) -> str | None:
     """What can be said of a recorded job that is still `submitted` and ran locally (a fake backend, a
     Braket simulator: it lives only in the process that submitted it), in a few words; None for any
     other job. `resume` runs such a job again from its row either way."""
-    from qtl.experiments.database import owner_gone
+    from qtl.experiments.database import owner_gone, owner_parts
 
     if record["status"] != "submitted" or not record["local"]:
         return None
     owner = record["plan"].get("owner")  # rows from before it was kept have none
     if owner is None:
         return "local: runs only in the process that submitted it; resume runs it again"
-    host, _, pid = owner.rpartition(":")
+    host, pid, _ = owner_parts(owner)
     if host != socket.gethostname():
         return f"local: submitted on {host}, whose process this machine cannot see; resume runs it again"
     if owner_gone(owner):
@@ -347,11 +347,22 @@ def collect(job_id: str, db, job=None) -> dict:
 
 
 def job_report(job_id: str, db) -> dict:
-    """A recorded job's report: the stored one when it is done, else `collect(job_id, db)` now."""
+    """A recorded job's report: the stored one when it is done, else `collect(job_id, db)` now; refused
+    for a local job another process of this host is still running (`live_here`)."""
+    from qtl.experiments.database import live_here, owner_parts, owner_tag
+
     record = db.hardware_job(job_id)
     if record is None:
         raise ValueError(f"no hardware job {job_id!r} in {db.path} ('qtl hardware jobs' lists them)")
-    return record["results"] if record["status"] == "done" else collect(job_id, db)
+    if record["status"] == "done":
+        return record["results"]
+    owner = record["plan"].get("owner")
+    if record["status"] == "submitted" and record["local"] and owner != owner_tag() and live_here(owner):
+        raise ValueError(  # resuming it would simulate it a second time beside it; the last report won
+            f"hardware job {job_id} is still running locally in process {owner_parts(owner)[1]}: its "
+            "report is stored when it ends ('qtl hardware jobs' says when); stop that process to run it here"
+        )
+    return collect(job_id, db)
 
 
 def _expvals(counts: np.ndarray, program: Program, calibration) -> np.ndarray:

@@ -93,17 +93,37 @@ def _now() -> str:
 
 
 def owner_tag() -> str:
-    """host:pid of this process, recorded on the runs it starts."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid of this process, recorded on the runs it starts, with @ and when the process started
+    where the system says (`_started`), so that a pid another process takes later is not read as it."""
+    started = _started(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"@{started}" if started else "")
+
+
+def owner_parts(owner: str | None) -> tuple[str, str, str]:
+    """An `owner_tag`'s host, pid and start ("" where it has none: a tag from before it was recorded)."""
+    host, _, rest = (owner or "").rpartition(":")
+    pid, _, started = rest.partition("@")
+    return host, pid, started
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks after boot (/proc/PID/stat's 22nd field); None where
+    there is no such process or no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command's name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
 
 
 def owner_gone(owner: str | None) -> bool:
     """Whether the process that marked a run `running` has ended without finishing it (a sweep killed
-    with SIGKILL, a machine that lost power): it ran on this host and no process has its pid now. A run
-    another host started cannot be checked from here, and counts as running; nor can one on a system
-    without POSIX signals (on Windows, os.kill(pid, 0) would end the process). A pid taken again by
-    another process after a restart reads as alive: the run stays "running" until the spec runs again."""
-    host, _, pid = (owner or "").rpartition(":")
+    with SIGKILL, a machine that lost power): it ran on this host and no process has its pid now, or the
+    process that has it started at another time (its pid was taken again). A run another host started
+    cannot be checked from here, and counts as running; nor can one on a system without POSIX signals (on
+    Windows, os.kill(pid, 0) would end the process)."""
+    host, pid, started = owner_parts(owner)
     if os.name != "posix" or host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -112,7 +132,16 @@ def owner_gone(owner: str | None) -> bool:
         return True
     except OSError:  # another user's process: alive
         return False
-    return False
+    return bool(started) and _started(int(pid)) not in (None, started)
+
+
+def live_here(owner: str | None) -> bool:
+    """Whether `owner` is a process of this host that is still running (`owner_gone` says it is not
+    gone): the one case in which a run marked running is left to it. A run marked by another host's
+    process cannot be checked from here: a sweep run again takes it over, as a sweep killed there and
+    resumed here (a batch job on another node) needs."""
+    host, pid, _ = owner_parts(owner)
+    return host == socket.gethostname() and pid.isdigit() and not owner_gone(owner)
 
 
 def run_status(status: str, owner: str | None) -> str:
@@ -264,7 +293,8 @@ class ResultsDB:
     def start(self, run_id: str, owner: str | None = None, *, redo: bool = False) -> str | None:
         """Claim a run: mark it `running` (one more attempt) and drop anything an earlier attempt left,
         unless it is `done` (redo: a done run is trained again, its results replaced) or `running` under
-        another live process (`owner_gone`; a sweep on another host counts as live). The check and the
+        another live process of this host (`live_here`; a run another host marked is taken over: it
+        cannot be checked from here, and a sweep killed there must resume). The check and the
         mark are one transaction (BEGIN IMMEDIATE), so two sweeps of one database never both train a
         run, nor does one reset a run the other finished meanwhile (it was marked running, its epochs
         deleted, and left `interrupted` when that sweep was stopped). Returns None when claimed, else the
@@ -275,7 +305,7 @@ class ResultsDB:
             if row is not None and row["status"] == "done" and not redo:
                 return "done"
             if row is not None and row["status"] == "running" and row["owner"] not in (owner, None):
-                if not owner_gone(row["owner"]):
+                if live_here(row["owner"]):
                     return "running"
             db.execute("DELETE FROM epochs WHERE run = ?", (run_id,))
             db.execute("DELETE FROM timings WHERE run = ?", (run_id,))

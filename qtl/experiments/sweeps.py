@@ -207,8 +207,8 @@ def taken_note(name: str, done: int = 0, running: int = 0) -> str:
         parts.append(f"{done} finished by another sweep meanwhile (counted as done)")
     if running:
         parts.append(
-            f"{running} being trained by another sweep (left to it; run the spec again once it has ended "
-            "to train any it did not finish)"
+            f"{running} being trained by another sweep on this machine (left to it; run the spec again "
+            "once it has ended to train any it did not finish)"
         )
     if not parts:
         return ""
