@@ -45,10 +45,11 @@ def test_a_stop_with_runs_still_queued_ends_the_window_after_the_runs_in_flight(
             pool.submit, pool.wait_any, pool.cancel_all,
         )
     )  # fmt: skip
-    # "a" and "b" were dispatched before the stop was seen; "c" and "d" never start (they stay pending)
-    assert started == pool.submitted == ["a", "b"]
-    assert sorted(run for _, run, _ in out) == ["a", "b"]
-    assert pool.cancelled == ["b"]  # what was still in flight when the stop was seen
+    # "a" was dispatched before the stop; "b", "c" and "d" never start (they stay pending): the stop,
+    # set while "a" was being dispatched, is seen before the next dispatch
+    assert started == pool.submitted == ["a"]
+    assert [run for _, run, _ in out] == ["a"]
+    assert pool.cancelled == []  # "a" came back stopped before the loop's top saw the stop: none in flight
 
 
 def test_no_stop_runs_every_run_in_windows():
@@ -113,7 +114,17 @@ def test_a_failing_run_in_work_is_one_line(monkeypatch):
     monkeypatch.setattr(executors, "train_run", boom)
     monkeypatch.setattr(executors, "environment", lambda: {})
     done = executors.work(object(), 0.0)
-    assert done.error == "ValueError: last line"
+    assert done.error == "ValueError: first line last line"  # a message of two lines: kept whole
+
+
+def test_a_message_of_several_lines_keeps_its_cause():
+    """Only a traceback is cut to its last line: torch's weights-only load error puts its cause first
+    (it was stored as the advice alone), and a `cause` that is no exception is no exception's place."""
+    text = one_line(RuntimeError("Weights only load failed.\nUnsupported global: x.Y\nCheck the docs."))
+    assert text == "RuntimeError: Weights only load failed. Unsupported global: x.Y Check the docs."
+    odd = ValueError("disk full")
+    odd.cause = "disk full"
+    assert one_line(odd) == "ValueError: disk full"
 
 
 @pytest.mark.parametrize("error", [None, "ValueError: x"])

@@ -67,10 +67,14 @@ def one_line(exc: BaseException) -> str:
     """An exception as one clean line for the database and the summary, "ValueError: reason": a Ray task's
     error by the exception it wraps (its `cause`), without colour codes, line breaks or Ray's traceback
     (the error column held 1.5-7 KB of them), cut at MAX_ERROR characters."""
-    exc = getattr(exc, "cause", None) or exc
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, BaseException) else exc
     text = ANSI.sub("", str(exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = lines[-1] if lines else ""  # a traceback's last line is the error itself
+    traceback = any(line.startswith(('File "', "Traceback")) for line in lines)
+    # a traceback's last line is the error itself; any other message is kept whole, on one line (torch's
+    # load error gave its cause first, then advice)
+    reason = (lines[-1] if traceback else " ".join(lines)) if lines else ""
     if reason.startswith(f"{type(exc).__name__}:"):
         reason = reason.split(":", 1)[1].strip()
     words = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
@@ -181,6 +185,8 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
             cancel_all(list(inflight))
             queue.clear()  # never dispatched: they stay pending (it looped on them for ever, waiting on none)
         while queue and len(inflight) < window:
+            if stop is not None and stop.is_set():  # set between two dispatches: dispatch no more
+                break
             i, run = queue.pop()
             if on_start(i, run) is not False:
                 inflight[submit(run, time.time())] = (i, run)
