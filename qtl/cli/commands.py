@@ -836,7 +836,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
                 print(f"note: {note}")
         refused = regime_refusals(runs)
         for r in runs:
-            print(f"  {r.id}  {status.get(r.id, 'new'):<9}  {r.name}")
+            print(f"  {r.id}  {status.get(r.id, 'new'):<11}  {r.name}")  # interrupted: 11
             if r.id in refused:
                 print(f"      would fail: {refused[r.id]}")
         return 0
