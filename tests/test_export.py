@@ -414,6 +414,7 @@ def test_an_export_replaces_only_an_earlier_export_of_its_own_checkpoint(tmp_pat
     assert err.startswith(
         f"qtl: error: {out} is a qtl ONNX export of a.pt (sha256 {source['sha256'][:12]}), not "
     )
+    assert "(a.pt has changed since, or is another a.pt): an export replaces only" in err
     assert err.strip().endswith("name another file (-o) or remove it first")
     assert out.read_bytes() == kept
     with pytest.raises(ValueError, match="is a qtl TorchScript export of a.pt"):

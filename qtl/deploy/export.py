@@ -295,10 +295,14 @@ def _check_replaces(path: Path, fmt: str, metadata: dict) -> None:
     earlier = read_metadata(path)
     if same_source(earlier, metadata):
         return
+    before, now = ((m.get("source") or {}).get("file") for m in (earlier, metadata))
+    # retrained under its name (qtl train --out q.pt --overwrite), or another folder's q.pt: the export
+    # may be the old model's last copy
+    changed = f" ({now} has changed since, or is another {now})" if before and before == now else ""
     raise ValueError(
         f"{path} is a qtl {LABELS[fmt]} export of {_source_label(earlier)}, not of "
-        f"{_source_label(metadata)}: an export replaces only an earlier export of its own checkpoint, so "
-        "name another file (-o) or remove it first"
+        f"{_source_label(metadata)}{changed}: an export replaces only an earlier export of its own "
+        "checkpoint, so name another file (-o) or remove it first"
     )
 
 
