@@ -248,6 +248,18 @@ def test_commands_that_read_write_nothing(capsys, hw_ckpt, hw_data, tmp_path):
     )
     one_line(code, err, f"no folder {missing.parent}")
     assert list(tmp_path.iterdir()) == []
+    # another program's SQLite file: refused before the features (--data names no folder), left as it was
+    import sqlite3
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as other:
+        other.execute("CREATE TABLE foo (x)")
+    before = foreign.read_bytes()
+    code, _, err = run_cli(
+        capsys, "hardware", "run", hw_ckpt, "--data", tmp_path / "nowhere", "--db", foreign
+    )
+    one_line(code, err, f"{foreign}")
+    assert "qtl" in err and foreign.read_bytes() == before
 
 
 def test_the_jobs_table_stays_aligned():

@@ -205,6 +205,23 @@ def _db_folder(path: Path) -> Path:
     return path
 
 
+def _check_db(path: Path) -> None:
+    """ValueError (one line) where `qtl hardware run` could not record its job in `path`: a missing or
+    unwritable folder, another program's SQLite file, a file it cannot write (`ResultsDB` says which).
+    Asked before any work, and writing nothing where there is no database yet: it was found only once
+    the features were computed and the circuits compiled."""
+    import os
+
+    from qtl.experiments.database import ResultsDB
+
+    _db_folder(path)
+    if path.exists():
+        with ResultsDB(path):  # refuses a foreign or unwritable file; a qtl database is left as it is
+            pass
+    elif not os.access(path.parent, os.W_OK):
+        raise ValueError(f"cannot write {path.name} into {path.parent}: no permission")
+
+
 def _write_json(doc, target: str | None) -> None:
     if target is None:
         return
@@ -370,7 +387,7 @@ def _estimate(args, bar, scoring_root) -> int:
 def _run(args, bar, scoring_root) -> int:
     from qtl.analysis.hardware_runs import collect, submit
 
-    _db_folder(_db_path(args))  # before any work: the features, the compile, the job
+    _check_db(_db_path(args))  # before any work: the features, the compile, the job
     plan = _plan(args, bar, scoring_root, submitting=True)
     for skipped in plan.estimate.get("skipped_simulations", []):  # known now, not after the device ran
         bar.note(f"qtl: warning: {_skipped_simulation(skipped)}; the device's rows are scored")

@@ -17,7 +17,7 @@ COMPARE_FIELDS = ("val_acc", "val_loss", "test_acc", "best_epoch", "train_time_s
 
 REPORT_NAMES = (".csv", ".json", ".md", ".txt", ".png", ".pdf", ".svg")
 """The suffixes of reports and figures, as a refusal names them."""
-REPORT_SUFFIXES = frozenset(
+REPLACEABLE_SUFFIXES = frozenset(
     ".csv .tsv .json .md .markdown .txt .log .html "  # reports
     ".png .pdf .svg .svgz .eps .ps .pgf .jpg .jpeg .tif .tiff .webp .avif .gif .raw .rgba".split()  # figures
 )
@@ -31,7 +31,7 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
     torch.save writes, a model export (ONNX, TorchScript), each named as `qtl export` and `--runtime`
     name it (`qtl.models.checkpoint.describe_file`), or an SQLite database (a results database), or two
     outputs that name one file. An existing file is replaced only where it is a report or figure qtl
-    writes (`REPORT_SUFFIXES`: an earlier CSV, JSON, Markdown, text or figure); any other file (a sweep
+    writes (`REPLACEABLE_SUFFIXES`: an earlier CSV, JSON, Markdown, text or figure); any other file (a sweep
     spec, a database's -wal file, a script) is refused.
 
     outputs: {what to call it in the message (its flag, "--json"): path}; None and "-" (stdout) are
@@ -51,7 +51,7 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
             raise ValueError(
                 f"{what} {path} is {kind}: qtl writes no report or figure over one; name another file"
             )
-        if path.suffix.lower() not in REPORT_SUFFIXES:
+        if path.suffix.lower() not in REPLACEABLE_SUFFIXES:
             held = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
             raise ValueError(
                 f"{what} {path} exists and is {held}, not a report or figure: qtl replaces only those "
