@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -78,6 +79,8 @@ CREATE TABLE IF NOT EXISTS hardware_jobs (
     mitigations TEXT NOT NULL, plan TEXT NOT NULL, results TEXT, error TEXT,
     created TEXT NOT NULL, updated TEXT NOT NULL);
 """
+ALL_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+"""Every table of a results database (SCHEMA's)."""
 QTL_TABLES = frozenset({"sweeps", "runs", "sweep_runs", "epochs"})
 """Tables every results database has had: an SQLite file with other tables and not these is not one."""
 FILLED_COLUMNS = (*row_settings(ModelConfig(), DataRegime()), "n_classes")
@@ -205,7 +208,9 @@ class ResultsDB:
             _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)  # every statement is IF NOT EXISTS: safe on an existing file
+            # every statement is IF NOT EXISTS: safe on an existing file; one transaction, so that another
+            # connection never sees a new file's schema half made (it took it for another program's)
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}COMMIT;")
         self._columns = {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}
         self._epoch_columns = {r["name"] for r in self._db.execute("PRAGMA table_info(epochs)")}
         tables = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -216,7 +221,7 @@ class ResultsDB:
         database's (another program's file: reading it raised "no such table" tracebacks, and a sweep
         added qtl's tables to it and switched it to WAL)."""
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and not QTL_TABLES <= tables:
+        if tables and not QTL_TABLES <= tables and not tables <= ALL_TABLES:  # (all ours: being made)
             self._db.close()
             held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise ValueError(
