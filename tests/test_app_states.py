@@ -198,7 +198,7 @@ def expect(state: str, page: str, at) -> None:
     if state == "mps64" and page == "noise":
         assert "quantum-wide-q64d2-mps" in shown and "64-qubit circuit is too wide" in shown
     if state == "mps64" and page == "hardware":
-        assert "FakeManilaV2 has 5 qubits; the circuit needs 64" in shown
+        assert "hardware runs count up to 16 measured qubits" in shown and "the circuit has 64" in shown
     if state == "mps64" and page == "circuit":
         assert "too many to draw legibly" in texts(at.markdown)
     if state == "three_class" and page in ("noise", "compare"):
