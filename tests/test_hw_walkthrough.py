@@ -283,19 +283,27 @@ def test_a_backend_simulation_too_slow_is_skipped_with_its_reason(monkeypatch, l
     """153 images x 10 shots of a 20-qubit circuit on FakeMumbaiV2 ran 11 minutes and more without a
     word: estimated from the circuit's width, images and shots, it is skipped with the reason, as a
     density matrix too large is; a quick one still runs."""
-    import qtl.analysis.robustness as robustness
     from qtl.analysis.robustness import backend_slow_refusal, noise_grid, noise_sweep
 
     wide = load_checkpoint(widened(loaded, 20, tmp_path))
     reason = backend_slow_refusal(wide, 153, 10, "FakeMumbaiV2")
     assert reason.startswith("simulating its 20-qubit circuit with FakeMumbaiV2's noise would take about")
     assert backend_slow_refusal(loaded, len(inputs.labels), 16, "FakeManilaV2") is None
-    monkeypatch.setattr(robustness, "BACKEND_MAX_SECONDS", 1e-4)  # the tiny circuit at 64 shots: too slow
     refused: list = []
     grid = noise_grid([0.0])
-    results = noise_sweep(
-        [loaded], [inputs], grid, backends=["FakeManilaV2"], backend_shots=[1, 64], refused=refused
-    )
+    results = noise_sweep(  # a limit under which the tiny circuit's 64 shots are too slow
+        [loaded], [inputs], grid, backends=["FakeManilaV2"], backend_shots=[1, 64], refused=refused,
+        backend_max_s=1e-4,
+    )  # fmt: skip
     assert [(r.backend, r.noise.shots) for r in results] == [(None, None), ("FakeManilaV2", 1)]
     assert [(name, where) for name, where, _ in refused] == [(loaded.name, "FakeManilaV2")]
-    assert "64 shots" in refused[0][2]
+    assert "64 shots" in refused[0][2] and "qtl noise --backend-minutes" in refused[0][2]
+    # the rate is one machine's: a higher limit, or none (--backend-minutes 0), runs it
+    unlimited = noise_sweep(
+        [loaded], [inputs], grid, backends=["FakeManilaV2"], backend_shots=[64], backend_max_s=None
+    )
+    assert [(r.backend, r.noise.shots) for r in unlimited] == [(None, None), ("FakeManilaV2", 64)]
+    from qtl.cli.parser import build_parser
+
+    noise = build_parser().commands["noise"]
+    assert noise.parse_args(["q.pt", "--backend-minutes", "0"]).backend_minutes == 0

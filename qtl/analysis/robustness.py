@@ -199,27 +199,31 @@ BACKEND_SECONDS_PER_AMPLITUDE = 7e-7
 trajectory of 2**n amplitudes): measured on a 2-core CPU machine, 16 and 20 qubits (20 qubits, 2 images x
 40 shots: 55 s)."""
 BACKEND_MAX_SECONDS = 600.0
-"""A backend simulation estimated to take longer (`backend_slow_refusal`) is skipped: 153 images x 10 shots
-at 20 qubits ran 11 minutes and more without a word."""
+"""A backend simulation estimated to take longer (`backend_slow_refusal`) is skipped, by default: 153 images
+x 10 shots at 20 qubits ran 11 minutes and more without a word. The rate is this 2-core machine's, so the
+limit can be raised (`noise_sweep`'s backend_max_s, `qtl noise --backend-minutes`)."""
 
 
-def backend_slow_refusal(loaded: LoadedModel, samples: int, shots: int, backend) -> str | None:
+def backend_slow_refusal(
+    loaded: LoadedModel, samples: int, shots: int, backend, max_seconds: float | None = BACKEND_MAX_SECONDS
+) -> str | None:
     """Why a fake backend's simulation of this circuit, `samples` images x `shots` shots, would take too
-    long to run (over BACKEND_MAX_SECONDS by `BACKEND_SECONDS_PER_AMPLITUDE`), in one line; None when it
-    would not. A real device is not simulated here: never refused."""
+    long to run (over `max_seconds` by `BACKEND_SECONDS_PER_AMPLITUDE`; None: no limit), in one line; None
+    when it would not. A real device is not simulated here: never refused."""
     from qtl.quantum.hardware.backends import is_fake
 
     name = backend_name(backend)
-    if not is_fake(name) and not type(backend).__name__.startswith("Fake"):
+    if max_seconds is None or (not is_fake(name) and not type(backend).__name__.startswith("Fake")):
         return None
     n = loaded.model_config.circuit.n_qubits
     seconds = samples * shots * 2**n * BACKEND_SECONDS_PER_AMPLITUDE
-    if seconds <= BACKEND_MAX_SECONDS:
+    if seconds <= max_seconds:
         return None
     return (
         f"simulating its {n}-qubit circuit with {name}'s noise would take about {seconds / 60:.0f} min "
         f"({samples} images x {shots} shots, each shot a trajectory of 2**{n} amplitudes), over "
-        f"{BACKEND_MAX_SECONDS / 60:.0f} min: fewer backend shots or images, or a narrower circuit"
+        f"{max_seconds / 60:.0f} min: fewer backend shots or images, a narrower circuit, or a higher limit "
+        "(qtl noise --backend-minutes)"
     )
 
 
@@ -249,6 +253,7 @@ def noise_sweep(
     progress: Callable[[int, int], None] | None = None,
     refused: list | None = None,
     seed: int | None = None,
+    backend_max_s: float | None = BACKEND_MAX_SECONDS,
 ) -> list[NoisyResult]:
     """Every model (with its own inputs) at every grid point, then on every backend at every shot count.
 
@@ -258,8 +263,9 @@ def noise_sweep(
     A model skips the grid points it cannot run (`_point_refusal`: the noisy ones where density matrices
     cannot hold it, `noise_refusal`; an exact ideal point runs on statevectors), a backend narrower
     than its circuit (`backend_refusal`) and a backend shot count whose simulation would take too long
-    (`backend_slow_refusal`): each (model name, "noise" or the backend, reason) goes to
-    `refused`, and the rest runs; without a `refused` list the first one raises ValueError instead."""
+    (`backend_slow_refusal`, over `backend_max_s` seconds; None: no limit): each (model name, "noise" or
+    the backend, reason) goes to `refused`, and the rest runs; without a `refused` list the first one
+    raises ValueError instead."""
     if seed is None:
         seed = grid[0].seed if grid else 0
     backend_shots = list(dict.fromkeys(backend_shots))  # a shot count given twice runs once
@@ -272,7 +278,11 @@ def noise_sweep(
     for m, x in zip(models, inputs, strict=True):
         for b in backends:
             reason = backend_refusal(m, b)
-            slow = {} if reason else {s: backend_slow_refusal(m, len(x.labels), s, b) for s in backend_shots}
+            slow = (
+                {}
+                if reason
+                else {s: backend_slow_refusal(m, len(x.labels), s, b, backend_max_s) for s in backend_shots}
+            )
             jobs += [(m, x, NoiseConfig(shots=s, seed=seed), b) for s, why in slow.items() if not why]
             skipped += [(m.name, backend_name(b), reason)] if reason else []
             skipped += [(m.name, backend_name(b), why) for why in slow.values() if why]

@@ -723,7 +723,8 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         raise ValueError("shot counts must be positive (0 in --shots means exact)")
     base = _noise_config(args)
     if not args.backends:
-        _refuse_given(args, "noise", ["backend_shots"], "no --backends names a backend to run on")
+        given = ["backend_shots", "backend_minutes"]
+        _refuse_given(args, "noise", given, "no --backends names a backend to run on")
     if args.backends:
         from qtl.quantum.hardware.backends import get_backend
 
@@ -754,6 +755,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         grid,
         backends=args.backends,
         backend_shots=args.backend_shots,
+        backend_max_s=args.backend_minutes * 60 or None,  # 0: no limit
         progress=bar.hook("evaluating under noise"),
         refused=refused,
     )

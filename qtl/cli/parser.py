@@ -7,6 +7,7 @@ Torch-free: choices and defaults come from `qtl.config` and `qtl.quantum.circuit
 from __future__ import annotations
 
 import argparse
+import math
 
 from qtl.config import (
     BACKBONE_NAMES,
@@ -300,6 +301,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 HELD_OUT_METRIC = "held-out"
 """`qtl runs --metric`'s default: each cell on test_acc where its runs have it, else on val_acc
 (`qtl.experiments.stats.cell_metric`)."""
+
+
+def _minutes(text: str) -> float:
+    """A time limit in minutes for argparse: 0 (none) or more, finite."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, 0 or more, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -676,6 +688,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=[1024],
         help="shots on each backend (with --backends)",
+    )
+    p.add_argument(
+        "--backend-minutes",
+        type=_minutes,
+        default=10.0,
+        metavar="M",
+        help="skip a backend simulation estimated to take longer (images x shots x 2^n amplitudes at a "
+        "rate measured on a 2-core CPU; 0: no limit)",
     )
     _add_noise_args(p, grid=True)
     _add_data_arg(p, default=RECORDED_DATA)
