@@ -64,7 +64,10 @@ def immutable(path: Path) -> bool:
 
 
 @pytest.fixture
-def read_only_db(tmp_path):
+def read_only_db(tmp_path, monkeypatch):
+    """A results database this process cannot write: chmod 444, and chattr +i for root; where neither
+    holds (root without chattr), its connections are opened read-only by SQLite (mode=ro, immutable),
+    which refuses every write as a read-only file does."""
     path = tmp_path / "ro.db"
     with ResultsDB(path) as db:
         db.add_sweep("s", "", [])
@@ -79,7 +82,16 @@ def read_only_db(tmp_path):
         writable = False
     probe.close()
     if writable:
-        pytest.skip("this user writes read-only files and chattr +i is not available")
+        import qtl.experiments.database as database
+
+        connect = sqlite3.connect
+
+        def read_only(target, *args, uri=False, **kwargs):
+            if not uri and Path(target) == path:
+                target, uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1", True
+            return connect(target, *args, uri=uri, **kwargs)
+
+        monkeypatch.setattr(database.sqlite3, "connect", read_only)
     yield path
     if made:
         subprocess.run(["chattr", "-i", str(path)], check=False)
