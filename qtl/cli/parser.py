@@ -60,8 +60,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _share(zero: bool):
-    """A number of CPUs or GPUs a Ray task requests: above 0 (0 too where `zero`), fractions allowed."""
+def _finite(zero: bool):
+    """A finite number above 0 (0 too where `zero`), fractions allowed: the CPUs or GPUs a Ray task or
+    replica requests, a size in MiB, a wait in milliseconds."""
 
     def parse(text: str) -> float:
         try:
@@ -78,7 +79,7 @@ def _share(zero: bool):
 
 def _megabytes(text: str) -> float:
     """--max-request-mb: a size above 0 in MiB, at least one byte (fractions allowed)."""
-    value = _share(False)(text)
+    value = _finite(False)(text)
     if value * 2**20 < 1:
         raise argparse.ArgumentTypeError(f"must be at least one byte, got {text}")
     return value
@@ -497,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-wait-ms",
-        type=_share(True),
+        type=_finite(True),
         metavar="MS",
         default=DEFAULT_MAX_WAIT_S * 1000,
         help="how long a batch waits for more requests",
@@ -545,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=_positive, metavar="N", default=1, help="copies of the models, each batching"
     )
     g.add_argument(
-        "--cpus-per-replica", type=_share(False), metavar="N", default=1, help="CPUs each replica requests"
+        "--cpus-per-replica", type=_finite(False), metavar="N", default=1, help="CPUs each replica requests"
     )
 
     p = command(
@@ -734,10 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--address", default=None, help="Ray: an existing cluster ('auto', ray://HOST:10001)")
     g.add_argument(
-        "--cpus-per-run", type=_share(False), metavar="N", default=1, help="Ray: CPUs each task requests"
+        "--cpus-per-run", type=_finite(False), metavar="N", default=1, help="Ray: CPUs each task requests"
     )
     g.add_argument(
-        "--gpus-per-run", type=_share(True), metavar="N", default=0, help="Ray: GPUs each task requests"
+        "--gpus-per-run", type=_finite(True), metavar="N", default=0, help="Ray: GPUs each task requests"
     )
     g.add_argument("--device", default="auto", help="torch device; 'auto' picks CUDA when present")
     g.add_argument(
