@@ -123,3 +123,19 @@ def test_braket_dm_on_a_circuit_wider_than_its_calibration(app_env):  # noqa: F8
     assert error.endswith(
         "pick a fake IBM backend as wide as the circuit, which simulates its own calibration"
     )
+
+
+def test_the_estimate_gives_device_time_in_a_unit_that_shows_it(monkeypatch):
+    """The page's estimate line said "device time 0 s" for a simulator's 0.35 ms; it now words it as the
+    CLI's estimate does (`qtl.utils.words.duration`); and "1 samples" is "1 sample"."""
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from ui.hardware import estimate_text
+
+    e = {"executions": 2, "samples": 1, "shots_per_execution": 100, "total_shots": 200, "depth": 9}
+    e |= {"two_qubit_gates": 4, "qubits": [0, 1], "cost_usd": None}
+    assert "device time 0.35 ms" in estimate_text(e | {"device_seconds": 0.00035})
+    assert "device time 2.5 min" in estimate_text(e | {"device_seconds": 150})
+    assert "device time n/a" in estimate_text(e | {"device_seconds": None})
+    assert "2 executions (1 sample as parameter sets)" in estimate_text(e | {"device_seconds": None})

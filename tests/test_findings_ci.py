@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from qtl.experiments.findings import _cell_table, findings, run_time
+from qtl.experiments.findings import _cell_table, findings
 from qtl.experiments.stats import accuracy_interval, format_report
+from qtl.utils.words import duration
 
 BASE = {"backbone": "b", "weights": "imagenet", "dataset": "d", "split": "kfold-5", "n_classes": 2}
 
@@ -39,7 +40,17 @@ def test_accuracy_interval(cell, interval):
 
 
 @pytest.mark.parametrize(
-    "seconds, text", [(0.4, "0 s"), (40, "40 s"), (120, "2.0 min"), (150, "2.5 min"), (5040, "1.4 h")]
+    "seconds, text",
+    [
+        (None, "n/a"),
+        (0.00035, "0.35 ms"),
+        (0.4, "400 ms"),
+        (40, "40.0 s"),
+        (120, "2.0 min"),
+        (150, "2.5 min"),
+        (5040, "1.4 h"),
+    ],
 )
-def test_run_time_in_a_unit_that_shows_it(seconds, text):
-    assert run_time(seconds) == text
+def test_durations_in_a_unit_that_shows_them(seconds, text):
+    """One formatter for the study's cost, the hardware estimates (CLI and app) and their tables."""
+    assert duration(seconds) == text

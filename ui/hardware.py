@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from qtl.utils.words import count, duration
 from ui.checkpoint_dirs import session_dir
 from ui.settings import settings
 
@@ -118,10 +119,10 @@ def fetch(job_id: str) -> dict:
 
 def estimate_text(e: dict) -> str:
     """One line: what the job will run and cost."""
-    seconds = "n/a" if e["device_seconds"] is None else f"{e['device_seconds']:.0f} s"
+    seconds = duration(e["device_seconds"])
     cost = "" if not e.get("cost_usd") else f", list price about ${e['cost_usd']:.2f}"
     return (
-        f"1 job: {e['executions']} executions ({e['samples']} samples as parameter sets) x "
+        f"1 job: {count(e['executions'], 'execution')} ({count(e['samples'], 'sample')} as parameter sets) x "
         f"{e['shots_per_execution']} shots = {e['total_shots']:,} shots; depth {e['depth']}, "
         f"{e['two_qubit_gates']} two-qubit gates on qubits {e['qubits']}; device time {seconds}{cost}"
     )

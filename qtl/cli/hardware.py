@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from qtl.utils.words import count
+from qtl.utils.words import count, duration
 
 OWN_NOISE = "checkpoint's noise"  # qtl.analysis.hardware_runs.OWN_NOISE (the parser stays torch-free)
 
@@ -300,15 +300,6 @@ def _plan(args, bar, scoring_root, *, submitting: bool = False):
     )
 
 
-def _seconds(value) -> str:
-    """Seconds in words: "n/a", "0.35 ms", "12.0 s", "14.2 min"."""
-    if value is None:
-        return "n/a"
-    if value < 1:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
-
-
 def format_estimate(e: dict) -> str:
     """The estimate as text lines."""
     where = "locally" if e["local"] else "on the device"
@@ -318,7 +309,7 @@ def format_estimate(e: dict) -> str:
         cost = ", list price not known to qtl (see https://aws.amazon.com/braket/pricing/)"
     else:
         cost = ""
-    time = "n/a" if e["device_seconds"] is None else f"{_seconds(e['device_seconds'])} estimated"
+    time = "n/a" if e["device_seconds"] is None else f"{duration(e['device_seconds'])} estimated"
     lines = [
         f"backend      {e['backend']} ({e['provider']}, runs {where})",
         f"job          {count(e['jobs'], 'job')}: {count(e['circuits'], 'circuit')}, "
@@ -330,7 +321,7 @@ def format_estimate(e: dict) -> str:
         f"{'mitigation':<14}{'shots':>10}{'device time':>14}",
     ]
     lines += [
-        f"{p['mitigation']:<14}{p['shots']:>10}{_seconds(p['device_seconds']):>14}"
+        f"{p['mitigation']:<14}{p['shots']:>10}{duration(p['device_seconds']):>14}"
         for p in e["per_mitigation"]
     ]
     lines += [_skipped_simulation(s) for s in e.get("skipped_simulations", [])]
@@ -358,7 +349,7 @@ def format_report(r: dict) -> str:
     for m in r["results"]:
         lines.append(
             f"{'device, ' + m['mitigation']:<22}{m['accuracy']:>10.4f}{m['expval_error']:>14.4f}"
-            f"{m['shots']:>10}{_seconds(m['device_seconds']):>14}"
+            f"{m['shots']:>10}{duration(m['device_seconds']):>14}"
         )
     for skipped in r.get("skipped", []):  # reports from before it had none
         lines.append(f"{'device, ' + skipped['mitigation']:<22}not applied: {skipped['reason']}")

@@ -36,7 +36,7 @@ from qtl.experiments.stats import (
     settings_apart,
     settings_text,
 )
-from qtl.utils.words import count
+from qtl.utils.words import count, duration
 
 SECTION_KEYS = ("dataset", "n_classes", "split", "per_class", "label_noise", "feature_dim")
 """What one section of a study holds fixed: the data, its regime and the width of the features."""
@@ -455,23 +455,13 @@ def _answer_grid(sections: list[Section]) -> list[str]:
     return lines
 
 
-def run_time(seconds: float) -> str:
-    """A total run time in the unit that shows it: "1.4 h", "2.5 min", "40 s" (a 2-minute sweep read
-    "0.0 h")."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
-
-
 def _cost(db, rows: list[dict]) -> list[str]:
     """Training time per variant and the whole sweep's wall time, from the database's timings."""
     per: dict[str, list[float]] = {}
     for r in rows:
         per.setdefault(r["variant"], []).append(r.get("wall_s") or 0.0)
     total = sum(sum(v) for v in per.values())
-    lines = [f"{len(rows)} runs, {run_time(total)} of run time in all (one run at a time). Per variant:", ""]
+    lines = [f"{len(rows)} runs, {duration(total)} of run time in all (one run at a time). Per variant:", ""]
     lines += ["| variant | runs | mean wall time per run (s) |", "|---|---|---|"]
     lines += [f"| {v} | {len(t)} | {sum(t) / len(t):.1f} |" for v, t in per.items()]
     return lines

@@ -1,4 +1,4 @@
-"""Counts in words, for messages and tables."""
+"""Counts and durations in words, for messages and tables."""
 
 from __future__ import annotations
 
@@ -7,3 +7,15 @@ def count(n: int, noun: str) -> str:
     """`n` and `noun`, plural unless n is 1: '1 qubit', '2 qubits', '0 epochs' (nouns whose plural adds
     an s)."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds in the unit that shows them: "n/a" (None), "0.35 ms", "12.0 s", "2.5 min", "1.4 h" (a
+    2-minute sweep read "0.0 h", a 0.35 ms device-time estimate "0 s")."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
