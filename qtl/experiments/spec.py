@@ -267,6 +267,7 @@ def plan(
     from qtl.quantum.circuit import CircuitConfig
 
     check_size(spec, max_runs() if limit is None else limit)
+    check_feature_dims(spec)
     roots: dict[str, str] = {}
     folder = Path(models_dir or default_models_dir()) / "sweeps" / spec.name
     runs: dict[str, Run] = {}
@@ -296,6 +297,29 @@ def plan(
             path = folder / f"{mc.variant}-{run.id}.pt" if keep else None
             runs[run.id] = dataclasses.replace(run, checkpoint_path=path)
     return list(runs.values())
+
+
+def check_feature_dims(spec: SweepSpec) -> None:
+    """SpecError, in one line, where a grid pairs a `feature_dim` with a backbone whose features are
+    narrower (2000 of resnet18's 512): every such run failed when it started. The widths come from the
+    architectures alone (`qtl.models.backbones.feature_width`): no weights are read or downloaded."""
+    from qtl.config import DEFAULT_BACKBONE
+    from qtl.models.backbones import feature_width
+
+    for grid in spec.grids:
+        dims = sorted({d for d in grid.get("feature_dim", ()) if d is not None})
+        if not dims:
+            continue
+        for backbone in grid.get("backbone", (DEFAULT_BACKBONE,)):
+            try:
+                width = feature_width(backbone)
+            except ValueError as exc:
+                raise SpecError(f"sweep {spec.name!r}, backbone {backbone!r}: {exc}") from None
+            if width is not None and dims[-1] > width:
+                raise SpecError(
+                    f"sweep {spec.name!r}: feature_dim {dims[-1]} is wider than the {width} features of "
+                    f'{backbone}: give at most {width}, or "{ALL}" for all of them'
+                )
 
 
 def _run_dataset(name: str, root: str) -> str:

@@ -7,6 +7,7 @@
 - timm (`timm_models`): any timm model as `timm/<model>[.<tag>]`; weights from a local file or timm's hub.
 
     load_backbone(name, pretrained) -> (model, F)       model: (B, 3, H, W) -> (B, F), a new copy
+    feature_width(name) -> F                            from the architecture alone: no weights read
     shared_backbone(name, pretrained) -> (model, F)     the process's one read-only copy, for inference
     image_transform(name, pretrained, augment) -> PIL RGB image -> (3, H, W) float tensor
 
@@ -17,6 +18,7 @@ Each backbone knows its own input pipeline (`transform_params`); checkpoints rec
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -59,6 +61,7 @@ __all__ = [
     "WeightsUnavailableError",
     "backbone_libraries",
     "checkpoints_dir",
+    "feature_width",
     "image_transform",
     "is_shared",
     "load_backbone",
@@ -127,6 +130,21 @@ def load_backbone(
     """
     model, features = _source(name).load(name, pretrained, allow_download, progress, timeout)
     return model.eval(), features
+
+
+@functools.cache
+def feature_width(name: str) -> int | None:
+    """F, the width of the features `load_backbone(name, ...)` gives (the same with or without pretrained
+    weights), from the architecture built on the meta device: no weights are read or downloaded, so it
+    answers offline for every backbone (512 for resnet18, 1280 for efficientnet_lite0). ValueError for an
+    unknown name or timm model; None where timm cannot build the architecture (its run says why)."""
+    source = _source(name)
+    try:
+        return source.feature_width(name)
+    except RuntimeError:  # timm: "Unknown model"
+        if source is timm_models:
+            return None
+        raise
 
 
 def shared_backbone(

@@ -57,6 +57,13 @@ _RANDOM_STATES: dict[str, dict[str, torch.Tensor]] = {}  # key -> the seeded ran
 _RANDOM_LOCK = threading.Lock()
 
 
+def meta_build(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` on torch's meta device: the architecture with shapes and no data (no weights read, no
+    memory for them, no download, the global RNG untouched), to read a backbone's feature width fast."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build()
+
+
 def imagenet_params() -> dict:
     """The standard ImageNet eval preprocessing: Resize(256) / CenterCrop(224), bilinear, ImageNet stats."""
     return {

@@ -36,6 +36,7 @@ from qtl.models.backbones.common import (
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
+    meta_build,
     one_line,
     seeded_build,
     timm_params,
@@ -177,6 +178,13 @@ def load(name: str, pretrained: bool, *_ignored) -> tuple[nn.Module, int]:
     model = imagenet_model(pretrained)
     model.reset_classifier(0)
     return model, model.num_features
+
+
+def feature_width(name: str) -> int:
+    """F (1280, what `load` returns) from the architecture alone (`meta_build`: no weights read)."""
+    import timm
+
+    return meta_build(lambda: timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0)).num_features
 
 
 def weights_id(name: str, pretrained: bool) -> str:

@@ -20,6 +20,7 @@ from qtl.models.backbones.common import (
     RANDOM,
     WeightsStatus,
     WeightsUnavailableError,
+    meta_build,
     one_line,
     seeded_build,
     timm_params,
@@ -76,6 +77,15 @@ def load(
             "the bundled pretrained efficientnet_lite0 or random init (pretrained=False, CLI --random-init)"
         ) from exc
     return model, model.num_features
+
+
+def feature_width(name: str) -> int:
+    """F (`model.num_features`, what `load` returns) from the architecture alone (`meta_build`: no
+    weights, no download); RuntimeError where timm has no such model."""
+    import timm
+
+    model_name = timm_model_name(name)
+    return meta_build(lambda: timm.create_model(model_name, pretrained=False, num_classes=0)).num_features
 
 
 def transform_params(name: str, pretrained: bool) -> dict:

@@ -24,6 +24,7 @@ from qtl.models.backbones.common import (
     WeightsStatus,
     WeightsUnavailableError,
     imagenet_params,
+    meta_build,
     one_line,
     seeded_build,
 )
@@ -134,6 +135,13 @@ def load(
                 f"again, or {ALTERNATIVES}"
             ) from exc
     return model, replace_head(model, spec.head)
+
+
+def feature_width(name: str) -> int:
+    """F, the width of `name`'s features (its classification layer's inputs), from the architecture alone
+    (`meta_build`: no weights)."""
+    spec = BACKBONES[name]
+    return replace_head(meta_build(lambda: spec.builder(weights=None)), spec.head)
 
 
 def transform_params(name: str, pretrained: bool) -> dict:
