@@ -360,7 +360,8 @@ def result_row(
 
 def checkpoint_row(loaded) -> dict:
     """The row (ROW_FIELDS) of a loaded checkpoint (`qtl.models.checkpoint.LoadedModel`), as `train_run` gives
-    for the run that wrote it, its dataset named from what it recorded (`recorded_dataset`)."""
+    for the run that wrote it, its dataset named from what it recorded (`recorded_dataset`); cancelled
+    where that run stopped before its last epoch (`LoadedModel.stopped`: cancelled, interrupted, killed)."""
     return result_row(
         loaded.model,
         loaded.model_config,
@@ -368,6 +369,7 @@ def checkpoint_row(loaded) -> dict:
         loaded.history,
         loaded.metrics,
         checkpoint=loaded.path,
+        cancelled=getattr(loaded, "stopped", None) is not None,
         recorded=recorded_dataset(loaded.meta.get("dataset")),
     )
 

@@ -16,7 +16,14 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
     history         one dict per epoch; metrics: the saved epoch's row
     meta            {"versions": {qtl, torch, torchvision, pennylane}, "created": ISO time, "parameters",
                      "dataset": qtl.data.datasets.PreparedDataset.record() of the training data, if known:
-                     its folder by name or relative to the data folder, never an absolute path}
+                     its folder by name or relative to the data folder, never an absolute path,
+                     "training": {"epochs_done", "epochs", "stopped"}, what `fit` wrote it at: epochs
+                     trained of those planned, and why it stopped early (STOP_REASONS; None: finished)}
+
+A checkpoint `fit` writes says whether its run finished (`stopped_early`, `stop_note`): one cancelled,
+interrupted or killed partway keeps its best epoch so far, told apart from a finished run's. Files
+written before `meta["training"]` are taken as stopped early where they recorded fewer epochs than their
+recipe planned.
 
 Files are written atomically (temporary file in the same folder, then os.replace).
 """
@@ -24,6 +31,7 @@ Files are written atomically (temporary file in the same folder, then os.replace
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import re
 import weakref
@@ -48,6 +56,8 @@ from qtl.paths import models_dir
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.atomic import atomic_save
 from qtl.utils.devices import resolve_device
+
+log = logging.getLogger(__name__)
 
 FORMAT = "qtl-checkpoint"
 FORMAT_VERSION = 1
@@ -129,6 +139,7 @@ def save_checkpoint(
     train_config: TrainConfig | None = None,
     fingerprint: str | None = None,
     dataset: dict | None = None,
+    training: dict | None = None,
 ) -> Path:
     """Write `model` to `path` atomically and return the path. Frozen variants store only their head.
 
@@ -136,6 +147,8 @@ def save_checkpoint(
     many times over one frozen backbone); computed here otherwise. Only head-only checkpoints use it.
     dataset: where the training data came from and how it was split (`PreparedDataset.record()`: no
         absolute path; `qtl.data.datasets.recorded_root` finds the folder again).
+    training: `training_record(epochs_done, epochs, stopped)`: how far the run that wrote it got (`fit`
+        passes it at every save); None records nothing (then `stopped_early` goes by the history).
     numpy scalars and zero-dimensional tensors in metrics, history and dataset are written as Python
     numbers.
     Raises ValueError, before writing anything, for what `load_checkpoint` would refuse: a model that is
@@ -167,10 +180,62 @@ def save_checkpoint(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "parameters": count_parameters(model.head),
             **({"dataset": dataset} if dataset else {}),
+            **({"training": training_record(**training)} if training is not None else {}),
         },
     }
     atomic_save(payload, path)
     return path
+
+
+STOP_REASONS = {
+    "cancelled": "cancelled",  # a stop request (Cancel, a sweep's Ctrl-C), or a callback's `Cancelled`
+    "interrupted": "interrupted",  # Ctrl-C (KeyboardInterrupt) in the training process
+    "diverged": "its loss diverged",
+    "failed": "training failed",  # any other error in an epoch
+    "unfinished": "still training, or its process was killed",  # saved at an improvement, not at the end
+}
+"""Why a run stopped early, as `meta["training"]["stopped"]` records it -> the words listings use."""
+
+
+def training_record(epochs_done: int, epochs: int, stopped: str | None = None) -> dict:
+    """`meta["training"]`: epochs trained of those planned, and why fewer (a STOP_REASONS key; None where
+    the run trained them all: a stop after its last epoch is no early stop)."""
+    if stopped is not None and stopped not in STOP_REASONS:
+        raise ValueError(f"unknown stop reason {stopped!r}; one of {', '.join(STOP_REASONS)}")
+    epochs_done, epochs = int(epochs_done), int(epochs)
+    return {
+        "epochs_done": epochs_done,
+        "epochs": epochs,
+        "stopped": stopped if stopped is not None and epochs_done < epochs else None,
+    }
+
+
+def stopped_early(meta: dict | None, history: list, train_config: dict | None) -> dict | None:
+    """{"epochs_done", "epochs", "stopped"} of a checkpoint whose run stopped before its last epoch, else
+    None. From `meta["training"]` where `fit` recorded it; for a file from before, its history's length
+    against its recipe's epochs (the reason then unknown: None)."""
+    record = (meta or {}).get("training")
+    if isinstance(record, dict):
+        done, planned, why = record.get("epochs_done"), record.get("epochs"), record.get("stopped")
+        if type(done) is int and type(planned) is int and why is not None:
+            return {"epochs_done": done, "epochs": planned, "stopped": str(why)}
+        return None
+    planned = (train_config or {}).get("epochs")
+    if history and type(planned) is int and len(history) < planned:
+        return {"epochs_done": len(history), "epochs": planned, "stopped": None}
+    return None
+
+
+def stop_note(stopped: dict | None) -> str | None:
+    """A few words for an early-stopped run (`stopped_early`), e.g. "stopped early: 3 of 30 epochs
+    (cancelled)", "unfinished: 3 of 30 epochs (still training, or its process was killed)"; None for a
+    finished one."""
+    if not stopped:
+        return None
+    why = stopped.get("stopped")
+    head = "unfinished" if why == "unfinished" else "stopped early"
+    reason = f" ({STOP_REASONS.get(why, why)})" if why else ""
+    return f"{head}: {stopped['epochs_done']} of {stopped['epochs']} epochs{reason}"
 
 
 def _plain(value):
@@ -421,6 +486,12 @@ class CheckpointInfo:
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    stopped: dict | None = None  # `stopped_early`: the run stopped before its last epoch (None: finished)
+
+    @property
+    def stop_note(self) -> str | None:
+        """ "stopped early: 3 of 30 epochs (cancelled)" and the like (`stop_note`), None when finished."""
+        return stop_note(self.stopped)
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -446,6 +517,16 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         history=payload["history"],
         metrics=metrics,
         meta=payload.get("meta", {}),
+        stopped=_stopped(payload),
+    )
+
+
+def _stopped(payload: dict) -> dict | None:
+    """`stopped_early` of a read payload."""
+    meta = payload.get("meta")
+    tc = payload.get("train_config")
+    return stopped_early(
+        meta if isinstance(meta, dict) else {}, payload["history"], tc if isinstance(tc, dict) else None
     )
 
 
@@ -463,6 +544,12 @@ class LoadedModel:
     train_config: dict | None = None
     backbone_weights: str = ""  # "IMAGENET1K_V1" or "random"
     transform: dict | None = None  # the eval preprocessing it was trained with (None: older checkpoints)
+    stopped: dict | None = None  # `stopped_early`: its run stopped before its last epoch (None: finished)
+
+    @property
+    def stop_note(self) -> str | None:
+        """ "stopped early: 3 of 30 epochs (cancelled)" and the like (`stop_note`), None when finished."""
+        return stop_note(self.stopped)
 
     @property
     def variant(self) -> str:
@@ -493,6 +580,8 @@ def load_checkpoint(
     Raises CheckpointError (wrong or corrupt file, unknown variant, mismatched shapes, newer format, a
     rebuilt backbone that differs from the trained one) or backbones.WeightsUnavailableError (the
     ImageNet weights it needs are not cached; the message names the file to fetch).
+    A checkpoint of a run that stopped early loads as any other, with a one-line warning on this module's
+    logger (the CLI prints it) naming how far it got (`LoadedModel.stop_note`).
     """
 
     path = Path(path)
@@ -530,6 +619,9 @@ def load_checkpoint(
             "weights than the ones available here; retrain it, or restore the original weights file"
         )
     model.to(device).eval()
+    stopped = _stopped(payload)
+    if stopped:
+        log.warning("%s: %s; it holds the best of those epochs", path.name, stop_note(stopped))
     return LoadedModel(
         model=model,
         model_config=mc,
@@ -541,6 +633,7 @@ def load_checkpoint(
         train_config=payload.get("train_config"),
         backbone_weights=str(payload["backbone"].get("weights")),
         transform=_transform(payload, path.name),
+        stopped=stopped,
     )
 
 

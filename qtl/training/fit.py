@@ -21,6 +21,13 @@ when a callback raises `Cancelled` or the `stop` event is set; `fit` then return
 The checkpoint is rewritten atomically after every epoch that improves val accuracy, so a cancelled or
 crashed run leaves the last good checkpoint intact. An epoch whose loss is NaN or infinite stops the run
 with `Diverged` (a ValueError) before it can be kept.
+
+Every save records how far the run got (`meta["training"]`, `qtl.models.checkpoint.training_record`):
+one rule for every path that stops a run before its last epoch. A save at an improvement says
+"unfinished" (what a killed process leaves); the run's end rewrites it as finished, or as stopped early
+at epoch k of N and why: "cancelled" (`Cancelled`, the stop event), "interrupted" (Ctrl-C),
+"diverged", "failed" (any other error). Listings and loaders tell such a checkpoint apart by it
+(`CheckpointInfo.stop_note`); a later complete run into the same file replaces it.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
 from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
 from qtl.models.backbones import load_backbone, shared_backbone
-from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint
+from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint, training_record
 from qtl.models.variants import Classifier, build_model
 from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
@@ -326,6 +333,9 @@ def _fit(
             _check_stop(stop)
     except Cancelled:
         cancelled = True
+    except BaseException as exc:  # Ctrl-C, Diverged, any error: the checkpoint says the run stopped
+        best.stopped(history, _stop_reason(exc))
+        raise
     finally:
         torch.set_num_threads(threads)
 
@@ -333,8 +343,15 @@ def _fit(
     best.restore()
     model.eval()
     test = _test_metrics(feed.test) if best.epoch is not None else {}
-    best.record(history, {**test, **sizes})
+    best.record(history, {**test, **sizes}, "cancelled" if cancelled else None)
     return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset)
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """Why an exception stopped a run, as its checkpoint records it (`checkpoint.STOP_REASONS`)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return "diverged" if isinstance(exc, Diverged) else "failed"
 
 
 def _as_callbacks(callbacks) -> tuple[Callback, ...]:
@@ -501,22 +518,37 @@ class _BestEpoch:
             self.epoch, self.key = row["epoch"], key
             self.state = copy.deepcopy(self.kept.state_dict())
             if self.path is not None:
-                self.saved = self._save(history)
+                self.saved = self._save(history, stopped="unfinished")  # until the run's end says more
 
     def restore(self) -> None:
         """Load the best epoch's weights back."""
         if self.state is not None:
             self.kept.load_state_dict(self.state)
 
-    def record(self, history: list[dict], extra: dict) -> None:
+    def record(self, history: list[dict], extra: dict, stopped: str | None = None) -> None:
         """Rewrite the best epoch's checkpoint with the whole run's history and `extra` metrics (the test
-        split's, scored on the restored weights; the split sizes)."""
+        split's, scored on the restored weights; the split sizes), finished or `stopped` early (a
+        `checkpoint.STOP_REASONS` key: only where fewer epochs than planned ran)."""
         if self.saved is not None:
-            self.saved = self._save(history, extra)
+            self.saved = self._save(history, extra, stopped=stopped)
 
-    def _save(self, history: list[dict], extra: dict | None = None) -> Path:
-        """Checkpoint the model as it is now (the best epoch's weights), its metrics (with `extra`, the
-        test metrics once known), the history so far."""
+    def stopped(self, history: list[dict], reason: str) -> None:
+        """Rewrite the checkpoint, if one was written, as stopped early for `reason` with the history so
+        far, on the way out of an exception: the model gets the best epoch's weights back first (it trained
+        on since, or holds NaNs). A failure to write is logged, never raised over the exception that
+        stopped the run."""
+        if self.saved is None:
+            return
+        try:
+            self.restore()
+            self.saved = self._save(history, stopped=reason)
+        except Exception as exc:  # a full disk ...: the file keeps its "unfinished" record
+            log.warning("could not record in %s that its run stopped (%s): %s", self.saved, reason, exc)
+
+    def _save(self, history: list[dict], extra: dict | None = None, *, stopped: str | None) -> Path:
+        """Checkpoint the model as it is now (the best epoch's weights: at the improvement, or restored), its
+        metrics (with `extra`, the test metrics once known), the history so far and how far the run got
+        (`checkpoint.training_record`: `stopped` early, or None where it finished)."""
         if self.mc.frozen and self.fingerprint is None:
             self.fingerprint = backbone_fingerprint(self.model.backbone)
         metrics = {**history[self.epoch - 1], **(extra or {})}
@@ -529,6 +561,7 @@ class _BestEpoch:
             train_config=self.tc,
             fingerprint=self.fingerprint,
             dataset=self.dataset,
+            training=training_record(len(history), self.tc.epochs, stopped),
         )
 
 

@@ -1,0 +1,297 @@
+"""Checkpoints of runs that stopped early, and sweep specs refused before anything trains.
+
+A run cancelled partway (a sweep's stop, the app's Cancel, `qtl train`'s Ctrl-C) keeps its best epoch
+so far, and its checkpoint says it stopped at epoch k of N and why: the loaders, `qtl evaluate` and the
+app's Checkpoints page tell it apart from a finished run's, and a complete rerun of the same sweep run
+replaces it. A `feature_dim` wider than its backbone's features is refused by the plan (dry run and
+sweep alike), without any weights, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder, run_cli
+from test_app import app, app_env, texts  # noqa: F401  (app_env is a fixture)
+
+from qtl.config import ModelConfig, TrainConfig
+from qtl.experiments.database import ResultsDB
+from qtl.experiments.runs import checkpoint_row
+from qtl.experiments.spec import SpecError, load_spec, plan
+from qtl.experiments.sweeps import SweepObserver, run_sweep
+from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
+from qtl.training.fit import Callback, fit
+
+EPOCHS, STOP_AFTER = 4, 2
+
+SPEC = """
+name = "early"
+checkpoints = true
+dataset = "{data}"
+pretrained = false
+epochs = {epochs}
+variant = "linear"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("early") / "tiny")
+
+
+class StopAfter(SweepObserver):
+    """Sets the sweep's stop event at the end of epoch `epoch` of every run (as Ctrl-C or Cancel does)."""
+
+    def __init__(self, stop: threading.Event, epoch: int) -> None:
+        self.stop, self.epoch = stop, epoch
+
+    def callbacks(self, index, total, run):
+        observer = self
+
+        class Stopper(Callback):
+            def on_epoch_end(self, p):
+                if p.epoch == observer.epoch:
+                    observer.stop.set()
+
+        return [Stopper()]
+
+
+def cancelled_sweep(tmp_path: Path, tiny: Path):
+    """A sweep of one linear run (EPOCHS epochs, checkpoints kept) stopped after epoch STOP_AFTER:
+    (spec path, database, models folder, the run's checkpoint path)."""
+    spec_path = tmp_path / "early.toml"
+    spec_path.write_text(SPEC.format(data=tiny.as_posix(), epochs=EPOCHS))
+    db, models = tmp_path / "r.db", tmp_path / "models"
+    stop = threading.Event()
+    report = run_sweep(
+        load_spec(spec_path), db, models_dir=models, observer=StopAfter(stop, STOP_AFTER), stop=stop
+    )
+    assert (report.cancelled, report.done, report.stopped) == (1, 0, True)
+    (run,) = plan(load_spec(spec_path), models_dir=models)
+    assert run.checkpoint_path.is_file()
+    return spec_path, db, models, run.checkpoint_path
+
+
+class TestCancelledSweepRun:
+    def test_its_checkpoint_records_the_early_stop_and_still_loads_and_scores(
+        self, tiny, tmp_path, capsys, caplog
+    ):
+        """The file keeps the best of the epochs trained, says "stopped early: 2 of 4 epochs (cancelled)"
+        in its metadata and its row, loads with a one-line warning and scores with `qtl evaluate`."""
+        spec, db, models, path = cancelled_sweep(tmp_path, tiny)
+        info = read_checkpoint_info(path)
+        assert info.stopped == {"epochs_done": STOP_AFTER, "epochs": EPOCHS, "stopped": "cancelled"}
+        assert info.stop_note == f"stopped early: {STOP_AFTER} of {EPOCHS} epochs (cancelled)"
+        assert info.epochs == STOP_AFTER and info.best_epoch <= STOP_AFTER
+
+        with caplog.at_level(logging.WARNING, logger="qtl.models.checkpoint"):
+            loaded = load_checkpoint(path)
+        assert loaded.stop_note == info.stop_note
+        said = [r.getMessage() for r in caplog.records if r.name == "qtl.models.checkpoint"]
+        assert said == [f"{path.name}: {info.stop_note}; it holds the best of those epochs"]
+        row = checkpoint_row(loaded)
+        assert row["cancelled"] is True and row["epochs_done"] == STOP_AFTER and row["epochs"] == EPOCHS
+
+        caplog.clear()
+        code, out, err = run_cli(capsys, "evaluate", path, "--data", tiny, "--json")
+        assert code == 0 and 0 <= json.loads(out)["metrics"]["accuracy"] <= 1
+        assert any(info.stop_note in r.getMessage() for r in caplog.records)  # "qtl: warning: ..." on stderr
+
+        with ResultsDB(db, readonly=True) as results:
+            (stored,) = results.rows("early", status=None)
+        assert stored["status"] == "cancelled" and stored["checkpoint"] == str(path)
+        code, out, _ = run_cli(capsys, "runs", "--db", db, "--sweep", "early", "--status", "any")
+        assert code == 0 and "cancelled" in out
+
+    def test_the_apps_checkpoints_page_says_so_until_a_complete_rerun_replaces_it(
+        self,
+        app_env,  # noqa: F811
+        tiny,
+        tmp_path,
+        monkeypatch,
+        capsys,
+        caplog,
+    ):
+        """Listed with "stopped early: 2 of 4 epochs (cancelled)"; the same spec run again trains the run
+        to its end into the same file, which then reads as finished everywhere."""
+        spec, db, models, path = cancelled_sweep(tmp_path, tiny)
+        monkeypatch.setenv("QTL_MODELS_DIR", str(path.parent))
+        at = app("checkpoints")
+        table = at.dataframe[0].value
+        note = f"stopped early: {STOP_AFTER} of {EPOCHS} epochs (cancelled)"
+        assert list(table.loc[table["file"] == path.name, "finished"]) == [note]
+        assert f"`{path.name}`: {note}" in texts(at.caption)
+
+        report = run_sweep(load_spec(spec), db, models_dir=models)  # the same spec, nothing stopping it
+        assert (report.done, report.skipped) == (1, 0)
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # replaced, not beside it
+        info = read_checkpoint_info(path)
+        assert info.stopped is None and info.stop_note is None and info.epochs == EPOCHS
+        assert info.meta["training"] == {"epochs_done": EPOCHS, "epochs": EPOCHS, "stopped": None}
+        with ResultsDB(db, readonly=True) as results:
+            (stored,) = results.rows("early", status=None)
+        assert stored["status"] == "done" and stored["epochs_done"] == EPOCHS
+
+        at = app("checkpoints")
+        table = at.dataframe[0].value
+        assert list(table.loc[table["file"] == path.name, "finished"]) == ["yes"]
+        assert "stopped early" not in texts(at.caption)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="qtl.models.checkpoint"):
+            assert checkpoint_row(load_checkpoint(path))["cancelled"] is False
+        assert not [r for r in caplog.records if r.name == "qtl.models.checkpoint"]
+
+
+def synthetic(n=24, width=512):
+    from qtl.data.features import FeatureSet
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    x = torch.randn(n, width, generator=g) + labels[:, None].float()
+    half = n // 2
+    return (
+        FeatureSet(x[:half], labels[:half], ["t"] * half, ["a", "b"]),
+        FeatureSet(x[half:], labels[half:], ["v"] * half, ["a", "b"]),
+    )
+
+
+class TestEveryPathThatSavesDuringFit:
+    def test_ctrl_c_inside_fit_records_interrupted_with_the_best_epochs_weights(self, tmp_path):
+        """A KeyboardInterrupt in epoch 3 (Ctrl-C in `qtl train`) rewrites the file as stopped early,
+        "interrupted", with the history so far and the best epoch's weights (not the ones trained
+        since); while the run trained, each save said "unfinished"."""
+        path = tmp_path / "q.pt"
+        seen, saved = [], {}
+
+        class Watch(Callback):
+            def on_batch_end(self, p):
+                if (p.epoch, p.batch) == (3, 1):
+                    raise KeyboardInterrupt
+
+            def on_epoch_end(self, p):
+                seen.append(read_checkpoint_info(path).stop_note)
+                saved[p.best_epoch] = torch.load(path, weights_only=True)["state_dict"]
+
+        mc = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+        with pytest.raises(KeyboardInterrupt):
+            fit(mc, TrainConfig(epochs=6, batch_size=4, lr=0.05), features=synthetic(), callbacks=[Watch()],
+                checkpoint_path=path)  # fmt: skip
+        assert len(seen) == 2 and all(
+            n.startswith("unfinished: ")
+            and n.endswith(" of 6 epochs (still training, or its process was killed)")
+            for n in seen
+        )
+        info = read_checkpoint_info(path)
+        assert info.stopped == {"epochs_done": 2, "epochs": 6, "stopped": "interrupted"}
+        assert info.stop_note == "stopped early: 2 of 6 epochs (interrupted)" and info.epochs == 2
+        stored = torch.load(path, weights_only=True)["state_dict"]
+        best = saved[info.best_epoch]
+        assert stored.keys() == best.keys() and all(torch.equal(stored[k], best[k]) for k in stored)
+        load_checkpoint(path)  # loads as any other
+
+    def test_qtl_train_ctrl_c_keeps_the_checkpoint_marked(self, tiny, tmp_path, capsys, monkeypatch):
+        """`qtl train` stopped by Ctrl-C in its third epoch says where the checkpoint is kept, and the
+        file says how far the run got; `--overwrite` trains it again to its end."""
+        from qtl.cli.progress import BarCallback
+
+        def ctrl_c(self, p):
+            if (p.epoch, p.batch) == (3, 1):
+                raise KeyboardInterrupt
+
+        out_path = tmp_path / "t.pt"
+        argv = ["train", "linear", "--data", tiny, "--random-init", "--epochs", 5, "--out", out_path]
+        with monkeypatch.context() as m:
+            m.setattr(BarCallback, "on_batch_end", ctrl_c)
+            code, _, err = run_cli(capsys, "-q", *argv)
+        assert code == 130 and f"the last good checkpoint is kept at {out_path}" in err
+        assert read_checkpoint_info(out_path).stop_note == "stopped early: 2 of 5 epochs (interrupted)"
+
+        code, out, _ = run_cli(capsys, "-q", *argv, "--overwrite")
+        assert code == 0 and read_checkpoint_info(out_path).stopped is None
+
+    def test_a_run_that_trains_every_epoch_is_finished_even_if_stopped_after_it(self, tmp_path):
+        """A stop after the last epoch is no early stop: all planned epochs trained."""
+        stop = threading.Event()
+
+        class Last(Callback):
+            def on_epoch_end(self, p):
+                if p.epoch == p.epochs:
+                    stop.set()
+
+        mc = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+        path = tmp_path / "q.pt"
+        r = fit(mc, TrainConfig(epochs=2, batch_size=4), features=synthetic(), callbacks=[Last()], stop=stop,
+                checkpoint_path=path)  # fmt: skip
+        assert r.cancelled and read_checkpoint_info(path).stopped is None
+
+
+WIDE = """
+name = "wide"
+checkpoints = true
+dataset = "{data}"
+variant = "linear"
+backbone = {backbones}
+feature_dim = {dims}
+"""
+
+
+class TestFeatureDimWiderThanTheBackbone:
+    @pytest.mark.parametrize(
+        ("backbones", "dims", "said"),
+        [
+            ('"resnet18"', "[8, 2000]", "feature_dim 2000 is wider than the 512 features of resnet18"),
+            ('["efficientnet_lite0", "resnet18"]', "[1000]",
+             "feature_dim 1000 is wider than the 512 features of resnet18"),
+            ('"efficientnet_lite0"', "2000",
+             "feature_dim 2000 is wider than the 1280 features of efficientnet_lite0"),
+        ],
+    )  # fmt: skip
+    def test_the_dry_run_and_the_sweep_refuse_it_before_anything(
+        self, tiny, tmp_path, capsys, monkeypatch, backbones, dims, said
+    ):
+        """One line naming the value, the backbone and its width, from the architecture alone (no weights:
+        offline, with resnet18's ImageNet weights absent and loading any backbone forbidden); no database,
+        checkpoint folder or feature cache is written."""
+        import qtl.models.backbones as backbones_module
+
+        def no_weights(*args, **kwargs):
+            raise AssertionError("a backbone was loaded to check feature_dim")
+
+        monkeypatch.setenv("QTL_OFFLINE", "1")
+        monkeypatch.setattr(backbones_module, "load_backbone", no_weights)
+        monkeypatch.setattr(backbones_module, "shared_backbone", no_weights)
+        spec = tmp_path / "wide.toml"
+        spec.write_text(WIDE.format(data=tiny.as_posix(), backbones=backbones, dims=dims))
+        db, models = tmp_path / "r.db", tmp_path / "models"
+        for extra in (["--dry-run"], []):
+            code, out, err = run_cli(capsys, "sweep", spec, "--db", db, "--models-dir", models, *extra)
+            assert code == 1 and len(err.strip().splitlines()) == 1, err
+            assert err.startswith(f"qtl: error: sweep 'wide': {said}: give at most ")
+        with pytest.raises(SpecError, match=said):
+            run_sweep(load_spec(spec), db, models_dir=models)
+        assert not db.exists() and not models.exists()
+
+    def test_a_feature_dim_within_the_width_is_planned(self, tiny, tmp_path, capsys):
+        spec = tmp_path / "wide.toml"
+        spec.write_text(
+            WIDE.format(data=tiny.as_posix(), backbones='"efficientnet_lite0"', dims='[1280, "all"]')
+        )
+        runs = plan(load_spec(spec), models_dir=tmp_path / "models")
+        assert sorted(str(r.model_config.feature_dim) for r in runs) == ["1280", "None"]
+        code, out, _ = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
+        assert code == 0 and "2 runs, 0 done, 2 to run" in out
+
+
+def test_feature_width_needs_no_weights(monkeypatch):
+    """The width of every named backbone from its architecture, offline (resnet18's weights absent)."""
+    from qtl.models.backbones import feature_width
+
+    monkeypatch.setenv("QTL_OFFLINE", "1")
+    assert [feature_width(n) for n in ("resnet18", "resnet50", "vit_b_16", "efficientnet_lite0")] == [
+        512, 2048, 768, 1280,
+    ]  # fmt: skip
