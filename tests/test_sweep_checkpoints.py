@@ -256,7 +256,7 @@ class TestFeatureDimWiderThanTheBackbone:
     ):
         """One line naming the value, the backbone and its width, from the architecture alone (no weights:
         offline, with resnet18's ImageNet weights absent and loading any backbone forbidden); no database,
-        checkpoint folder or feature cache is written."""
+        nor checkpoint folder is written."""
         import qtl.models.backbones as backbones_module
 
         def no_weights(*args, **kwargs):
@@ -276,22 +276,21 @@ class TestFeatureDimWiderThanTheBackbone:
             run_sweep(load_spec(spec), db, models_dir=models)
         assert not db.exists() and not models.exists()
 
-    def test_a_feature_dim_within_the_width_is_planned(self, tiny, tmp_path, capsys):
-        spec = tmp_path / "wide.toml"
-        spec.write_text(
-            WIDE.format(data=tiny.as_posix(), backbones='"efficientnet_lite0"', dims='[1280, "all"]')
-        )
-        runs = plan(load_spec(spec), models_dir=tmp_path / "models")
-        assert sorted(str(r.model_config.feature_dim) for r in runs) == ["1280", "None"]
-        code, out, _ = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
-        assert code == 0 and "2 runs, 0 done, 2 to run" in out
 
-
-def test_feature_width_needs_no_weights(monkeypatch):
-    """The width of every named backbone from its architecture, offline (resnet18's weights absent)."""
+def test_feature_width_needs_no_weights_and_a_feature_dim_within_it_is_planned(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    """The width of every named backbone from its architecture, offline (resnet18's weights absent); a
+    feature_dim of the whole width, or "all", plans and dry-runs as before."""
     from qtl.models.backbones import feature_width
 
     monkeypatch.setenv("QTL_OFFLINE", "1")
     assert [feature_width(n) for n in ("resnet18", "resnet50", "vit_b_16", "efficientnet_lite0")] == [
         512, 2048, 768, 1280,
     ]  # fmt: skip
+    spec = tmp_path / "wide.toml"
+    spec.write_text(WIDE.format(data=tiny.as_posix(), backbones='"efficientnet_lite0"', dims='[1280, "all"]'))
+    runs = plan(load_spec(spec), models_dir=tmp_path / "models")
+    assert sorted(str(r.model_config.feature_dim) for r in runs) == ["1280", "None"]
+    code, out, _ = run_cli(capsys, "sweep", spec, "--db", tmp_path / "r.db", "--dry-run")
+    assert code == 0 and "2 runs, 0 done, 2 to run" in out
