@@ -14,6 +14,14 @@ from ui.settings import settings
 
 DEMO_VARIANTS = ("quantum", "dressed-classical", "linear")  # frozen heads only: seconds per run
 DEMO_MAX_SWEEP_RUNS = 24
+#: How the sweep panel shows each kind of `qtl.experiments.sweeps.SweepNote` (one line each): the st
+#: function and the words before the note's.
+NOTE_SHOWN = {
+    "note": ("info", ""),
+    "warning": ("warning", ""),
+    "failed": ("error", "Run failed: "),
+    "stopped": ("info", "Sweep "),
+}
 
 
 #: The studies shipped with the repository (docs/), browsable read-only beside the session's own.
@@ -168,11 +176,14 @@ def submit_sweep(spec, db: Path) -> bool:
 
 
 def sweep_panel() -> None:
-    """This session's sweep job: live progress and finished runs, Cancel; polls every second."""
+    """This session's sweep job: live progress and finished runs, Cancel, and what `qtl sweep` would say
+    of it (`sweep_notes`) as soon as it is known; polls every second."""
     server_jobs.live_panel("exp_job_id", _render)
 
 
 def _render(job_id: int) -> None:
+    from qtl.experiments.sweeps import job_notes, job_rows
+
     shown = server_jobs.job_header(job_id)
     if shown is None:
         return
@@ -180,19 +191,23 @@ def _render(job_id: int) -> None:
     if not snap.finished and st.button("Cancel", key=f"exp_cancel_{snap.id}", icon=":material/stop:"):
         job.cancel()
         st.caption("Stopping after the current batch; finished runs are kept.")
-    if snap.records:
+    if rows := job_rows(snap.records):
         columns = ["label", "qubits", "depth", "val_acc", "best_epoch", "train_time_s"]
-        st.dataframe([{k: r[k] for k in columns} for r in snap.records], hide_index=True, width="stretch")
+        st.dataframe([{k: r[k] for k in columns} for r in rows], hide_index=True, width="stretch")
+    report = snap.result if snap.finished else None  # a cancel before it started has none
     if snap.state == "failed":
         st.error(datasets.failed_job_text("Sweep", snap.error))
-    elif snap.finished and snap.result is not None:
-        r = snap.result
+    elif report is not None:
+        r = report
         st.success(
             f"{r.name}: {r.done} run(s) trained, {r.skipped} already done, {r.failed} failed"
             + (f", {r.changed} of them again on the dataset's changed images" if r.changed else "")
             + (", stopped early" if r.stopped else "")
         )
-        if st.session_state.get("exp_job_done") != snap.id:  # once: show the new results below
-            st.session_state["exp_job_done"] = snap.id
-            st.session_state["exp_sweep"] = r.name
-            st.rerun(scope="app")
+    for note in job_notes(snap.records, report, again="run the same sweep again from the form"):
+        say, prefix = NOTE_SHOWN[note.kind]
+        getattr(st, say)(prefix + note.text)
+    if report is not None and st.session_state.get("exp_job_done") != snap.id:
+        st.session_state["exp_job_done"] = snap.id  # once: show the new results below
+        st.session_state["exp_sweep"] = report.name
+        st.rerun(scope="app")

@@ -796,7 +796,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
     from qtl.experiments.spec import load_spec, plan
     from qtl.experiments.stats import format_report
-    from qtl.experiments.sweeps import run_sweep
+    from qtl.experiments.sweeps import run_sweep, sweep_notes
     from qtl.paths import results_db
 
     if args.address and args.backend != "ray":  # it was ignored: the runs went to this machine
@@ -806,15 +806,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     machine = {"device": args.device, "cache_dir": args.cache_dir}
     if args.dry_run:
         from qtl.experiments.database import ResultsDB
-        from qtl.experiments.sweeps import (
-            changed_data,
-            changed_note,
-            earlier_note,
-            listing_ids,
-            regime_refusals,
-            unsaved_done_note,
-            unsaved_note,
-        )
+        from qtl.experiments.sweeps import changed_data, listing_ids, regime_refusals
 
         runs = plan(spec, machine=machine, models_dir=args.models_dir, limit=args.max_runs)
         status, earlier, changed = {}, 0, []
@@ -831,11 +823,10 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         print(
             f"sweep {spec.name}: {len(runs)} runs, {counts}{len(runs) - done - held} to run (database {db})"
         )
-        stops = changed_note(spec.name, changed) if not args.rerun_changed else ""
-        unsaved = unsaved_done_note(spec, [r for r in runs if status.get(r.id) == "done"])
-        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs), unsaved, stops):
-            if note:
-                print(f"note: {note}")
+        done_runs = [r for r in runs if status.get(r.id) == "done"]
+        stops = [] if args.rerun_changed else changed
+        for note in sweep_notes(spec, runs, earlier=earlier, done=done_runs, changed=stops):
+            print(f"note: {note.text}")
         refused = regime_refusals(runs)
         for r in runs:
             print(f"  {r.id}  {status.get(r.id, 'new'):<11}  {r.name}")  # interrupted: 11
@@ -879,12 +870,10 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
         f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
         f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
     )
-    for error in report.errors:
-        print(f"  failed: {error}", file=sys.stderr)
-    for warning in report.warnings:
-        print(f"qtl: warning: {warning}", file=sys.stderr)
+    said = {"note": "qtl: note: ", "failed": "  failed: ", "warning": "qtl: warning: ", "stopped": "qtl: "}
+    for note in sweep_notes(report=report):  # its plan's notes were said as it planned (SweepBar)
+        print(said[note.kind] + note.text, file=sys.stderr)
     if report.stopped:
-        print("qtl: stopped; run the same command again to resume", file=sys.stderr)
         return 130
     return 1 if report.failed else 0
 

@@ -18,6 +18,10 @@ A run's id names its dataset by name, so each finished run also records which im
 (`qtl.data.folders.file_listing_id`). A done run whose dataset now lists other images (images added,
 removed or renamed since, or another folder under the same name) is not taken as done: the sweep stops
 before training with `ChangedData`, unless `rerun_changed` runs those again, replacing their results.
+
+What a sweep tells its user besides its counts (those notes, runs that keep no checkpoint, failed runs'
+errors, warnings, a stop) has one source, `sweep_notes`: `qtl sweep` prints it, the app's sweep job
+(`sweep_work`, `job_notes`) shows it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,54 @@ class SweepReport:
     @property
     def remaining(self) -> int:
         return self.planned - self.skipped - self.done
+
+
+@dataclass(frozen=True)
+class SweepNote:
+    """One thing to tell about a sweep besides its counts (`sweep_notes`). kind: "note" (how the sweep
+    stands: runs it also holds of an earlier spec, runs that keep no checkpoint), "warning" (what went
+    otherwise than asked: changed data, runs left to another sweep, MLflow), "failed" (one failed run:
+    "label (id): error") or "stopped" (a stop ended it with runs left)."""
+
+    kind: str
+    text: str
+
+
+def sweep_notes(
+    spec: SweepSpec | None = None,
+    runs: list[Run] = (),
+    *,
+    earlier: int = 0,
+    done: list[Run] = (),
+    changed: list[Run] = (),
+    report: SweepReport | None = None,
+    again: str = "run the same command again",
+) -> list[SweepNote]:
+    """What to tell about a sweep besides its counts, in the order to say it: the words of `qtl sweep`
+    (its dry run, its plan, its close) and of the app's sweep job.
+
+    Before it runs, from `spec` and its planned `runs`: `earlier` runs the sweep holds of an earlier spec
+    (`earlier_note`), kernel runs a spec that keeps checkpoints has no file for (`unsaved_note`), the
+    `done` runs (finished before, not trained again) without a checkpoint where it keeps them
+    (`unsaved_done_note`), and `changed` done runs whose dataset lists other images now, which stop it
+    (`changed_note`; pass none where they are trained again).
+    Once it ran, from its `report`: each failed run's error, its warnings (`SweepReport.warnings`: done
+    runs without a checkpoint, runs another sweep finished or is training, MLflow) and a stop, whose
+    words say to `again` to resume."""
+    notes = []
+    if spec is not None:
+        notes += [
+            SweepNote("note", earlier_note(spec.name, earlier)),
+            SweepNote("note", unsaved_note(spec, runs)),
+            SweepNote("note", unsaved_done_note(spec, list(done))),
+            SweepNote("warning", changed_note(spec.name, list(changed))),
+        ]
+    if report is not None:
+        notes += [SweepNote("failed", error) for error in report.errors]
+        notes += [SweepNote("warning", warning) for warning in report.warnings]
+        if report.stopped:
+            notes.append(SweepNote("stopped", f"stopped; {again} to resume"))
+    return [n for n in notes if n.text]
 
 
 class SweepObserver(RunObserver):
@@ -224,7 +276,7 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
             report.cancelled += 1
         else:
             report.failed += 1
-            report.errors.append(f"{run.label} ({run.id}): {done.error}")
+            report.errors.append(failure(run, done))
         return
     wall = done.outcome.wall_s
     epochs = done.outcome.row["train_time_s"]
@@ -240,6 +292,11 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
         report.cancelled += 1
     else:
         report.done += 1
+
+
+def failure(run: Run, done: Done) -> str:
+    """The words for a run that failed (`SweepReport.errors`): "label (id): error"."""
+    return f"{run.label} ({run.id}): {done.error or 'no result'}"
 
 
 def regime_refusals(runs: list[Run]) -> dict[str, str]:
@@ -335,19 +392,22 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
 
 
 class _JobProgress(SweepObserver):
-    """Forwards a sweep's progress to a `qtl.utils.jobs.Job`: fraction of runs done, a status line, and one
-    record per finished run (its row)."""
+    """Forwards a sweep's progress to a `qtl.utils.jobs.Job`: fraction of runs done, a status line, one
+    record per finished run (its row), and one per note as soon as it is known (`NOTE`: the notes of its
+    plan, then each failed run's error as it comes back; `job_notes` reads them)."""
 
     def __init__(self, job) -> None:
         self.job, self.total, self.finished_runs = job, 1, 0
 
+    def note(self, note: SweepNote) -> None:
+        self.job.report(record={NOTE: note.kind, "text": note.text})
+
     def planned(self, spec, runs, todo, earlier=0):
         self.total = max(1, len(todo))
-        note = earlier_note(spec.name, earlier)
         done = len(runs) - len(todo)
-        self.job.report(
-            0.0, f"{spec.name}: {len(runs)} runs, {done} already done" + (f"; {note}" if note else "")
-        )
+        self.job.report(0.0, f"{spec.name}: {len(runs)} runs, {done} already done")
+        for note in sweep_notes(spec, runs, earlier=earlier):
+            self.note(note)
 
     def started(self, index, total, run):
         self.job.report(message=f"{run.label} ({index + 1}/{total}): training")
@@ -356,8 +416,31 @@ class _JobProgress(SweepObserver):
         self.finished_runs += 1
         if done.outcome is not None and not done.cancelled:
             self.job.report(self.finished_runs / self.total, record=done.outcome.row)
-        else:
-            self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+            return
+        self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+        if not (done.cancelled or self.job.is_set()):  # as `_record` tells a failure from a stop
+            self.note(SweepNote("failed", failure(run, done)))
+
+
+NOTE = "sweep_note"
+"""The key of a sweep job's record that holds a note (its kind; its words under "text"), not a run's row."""
+
+
+def job_rows(records: list[dict]) -> list[dict]:
+    """The finished runs' rows among a sweep job's records (`sweep_work`)."""
+    return [r for r in records if NOTE not in r]
+
+
+def job_notes(
+    records: list[dict], report: SweepReport | None = None, again: str = "run the same sweep again"
+) -> list[SweepNote]:
+    """The notes of a sweep job (`sweep_work`): those its records hold (its plan's, each failed run's as it
+    came back), then what its `report` adds once it has returned (`sweep_notes`; a stop says to `again`
+    to resume), each once."""
+    notes = [SweepNote(r[NOTE], r["text"]) for r in records if NOTE in r]
+    if report is not None:
+        notes += sweep_notes(report=report, again=again)
+    return list(dict.fromkeys(notes))
 
 
 def earlier_note(name: str, earlier: int) -> str:
@@ -400,7 +483,8 @@ def unsaved_done_note(spec: SweepSpec, skipped: list[Run]) -> str:
 
 def sweep_work(spec: SweepSpec, db_path: str | Path, **options):
     """The job work for a sweep (see `run_sweep` for options): stops at the job's cancel; returns the
-    SweepReport. Each finished run's row is a job record as it arrives."""
+    SweepReport. Each finished run's row is a job record as it arrives, and so is each note known before
+    the end (`job_rows`, `job_notes`)."""
 
     def work(job) -> SweepReport:
         return run_sweep(spec, db_path, observer=_JobProgress(job), stop=job, **options)
