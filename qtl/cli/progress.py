@@ -154,7 +154,7 @@ class SweepBar(SweepObserver, RunsBar):
         return f"[{index + 1}/{total} {run.name}] "
 
     def planned(self, spec, runs, todo, earlier=0):
-        from qtl.experiments.sweeps import earlier_note, unsaved_note
+        from qtl.experiments.sweeps import sweep_notes
 
         done = len(runs) - len(todo)
         points = len(spec.points())
@@ -163,9 +163,8 @@ class SweepBar(SweepObserver, RunsBar):
             f"sweep {spec.name}: {len(runs)} runs{same}, {done} already done, "
             f"{len(todo)} to run ({self.backend})"
         )
-        for note in (earlier_note(spec.name, earlier), unsaved_note(spec, runs)):
-            if note:
-                self.bar.note(f"qtl: note: {note}")
+        for note in sweep_notes(spec, runs, earlier=earlier):
+            self.bar.note(f"qtl: note: {note.text}")
 
     def started(self, index, total, run):
         if self.backend != "local":
