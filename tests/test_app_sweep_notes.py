@@ -86,6 +86,10 @@ def test_the_panel_says_an_earlier_spec_and_a_failed_run_while_running_and_when_
     info, warning, error = said(at)
     assert f"{NAME}: 2 run(s) trained, 0 already done, 0 failed" in texts(at.success)
     assert "earlier spec" not in info and not warning and not error  # finished without notes
+    from qtl.utils.words import duration
+
+    done = ui_module().runner().get(at.session_state["exp_job_id"]).snapshot()  # its time as words: it
+    assert f": done, {duration(done.elapsed)}" in texts(at.markdown)  # read "3725 s" for an hour
 
     gate.clear()
     job = sweep_from_the_form(at, ["quantum", "linear"], [0], qubits=[25])  # linear seed 0 is done

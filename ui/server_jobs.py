@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from qtl.utils.jobs import JobRunner
+from qtl.utils.words import duration
 from ui import charts, datasets, training
 from ui.checkpoint_dirs import session_dir
 from ui.session_models import load
@@ -59,7 +60,7 @@ def job_header(job_id: int):
     if job is None:
         return None
     snap = job.snapshot()
-    st.markdown(f"**{snap.name}**: {snap.state}, {snap.elapsed:.0f} s")
+    st.markdown(f"**{snap.name}**: {snap.state}, {duration(snap.elapsed)}")
     st.progress(snap.progress, text=None if snap.state == "failed" else snap.message)  # said once, below
     return job, snap
 
