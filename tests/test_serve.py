@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, tied_to_this_process
 from PIL import Image
 
 from qtl.deploy.batching import MicroBatcher
@@ -690,6 +690,7 @@ def test_a_folders_files_that_are_no_checkpoints_are_said_skipped(tmp_path, capl
         capture_output=True,
         text=True,
         timeout=300,
+        **tied_to_this_process(),  # it is refused, but should it serve, it dies with pytest
     )
     lines = done.stderr.splitlines()
     assert done.returncode == 1 and lines[-1] == f"qtl: error: no qtl checkpoints in {folder}"
@@ -729,6 +730,7 @@ def test_qtl_serve_answers_curl_like_requests(tmp_path, jpeg, capsys):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **tied_to_this_process(),  # it dies with pytest, even a killed one
     )
     try:
         said = proc.stderr.readline()  # the first line, once the models are loaded
