@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import re
 
 import pytest
 import torch
@@ -161,6 +162,57 @@ class TestBonds:
         want = make_engine(config, "mps")(angles, weights)
         got = make_engine(config, "default.tensor", diff_method="best")(angles, weights)
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # quimb's SVD cutoff: ~2e-8 measured
+
+
+class TestEmptyBatch:
+    """A batch of no samples, at every entry point and on every path: the method's answer with no rows (in
+    the dtype of the angles), `last_discarded` of no samples; its inputs are still checked. The simulation
+    answers no sites, which no measurement can read: each entry point answers before measuring."""
+
+    CASES = [
+        (CircuitConfig(n_qubits=24, depth=4), None),  # a real chain: the stacked path, the last block peeled
+        (CircuitConfig(n_qubits=6, depth=3), None),  # a real chain, site by site, peeled
+        (CircuitConfig(n_qubits=5, depth=3, entangler="ring", rotation="rot"), None),  # complex, peeled
+        (CircuitConfig(n_qubits=4, depth=2, reupload=True), None),  # no block peeled: Z on every wire
+        (CircuitConfig(n_qubits=8, depth=4, rotation="rot"), 2),  # truncated
+        (CircuitConfig(n_qubits=3, depth=0), None),  # a product state
+        (CircuitConfig(n_qubits=1, depth=2), None),
+    ]
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize(("config", "max_bond"), CASES, ids=lambda v: str(v) if v else None)
+    def test_every_entry_point_answers_no_rows(self, config, max_bond, dtype):
+        n, empty = config.n_qubits, torch.zeros(0, config.n_qubits, dtype=dtype)
+        engine = MPSEngine(config, max_bond=max_bond)
+        angles, weights, _ = _inputs(config, 3, 5, dtype)
+        entries = {
+            "forward": (engine, [(0, n)]),
+            "parity": (engine.parity, [(0,)]),
+            "expvals_and_parity": (engine.expvals_and_parity, [(0, n), (0,)]),
+            "sites": (engine.sites, [(0, 1, 2, 1)] * n),  # the product state of no samples
+        }
+        for name, (call, shapes) in entries.items():
+            engine(angles, weights)
+            assert engine.last_discarded.shape == (3,)
+            got = call(empty, weights)
+            got = got if isinstance(got, (tuple, list)) else [got]
+            assert [tuple(t.shape) for t in got] == shapes, name
+            assert all(t.real.dtype == dtype for t in got), name  # sites: complex for complex circuits
+            assert engine.last_discarded.shape == (0,), name
+
+    @pytest.mark.parametrize("entry", ["forward", "parity", "expvals_and_parity", "sites"])
+    def test_an_empty_batch_is_checked_as_any_other(self, entry):
+        engine = MPSEngine(CircuitConfig(n_qubits=5, depth=3, entangler="ring", rotation="rot"))
+        weights = _inputs(engine.config, 1, 5)[1]
+        call = engine if entry == "forward" else getattr(engine, entry)
+        for batch in (2, 0):
+            wrong = re.escape(f"angles must have shape (batch, 5), got ({batch}, 4)")
+            with pytest.raises(ValueError, match=wrong):
+                call(torch.zeros(batch, 4, dtype=torch.float64), weights)
+            with pytest.raises(ValueError, match="angles must be float32 or float64, got torch.float16"):
+                call(torch.zeros(batch, 5, dtype=torch.float16), weights)
+            with pytest.raises(ValueError, match="weights must have shape"):
+                call(torch.zeros(batch, 5, dtype=torch.float64), weights[:1])
 
 
 class TestTruncation:
