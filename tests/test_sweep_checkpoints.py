@@ -255,8 +255,8 @@ class TestFeatureDimWiderThanTheBackbone:
         self, tiny, tmp_path, capsys, monkeypatch, backbones, dims, said
     ):
         """One line naming the value, the backbone and its width, from the architecture alone (no weights:
-        offline, with resnet18's ImageNet weights absent and loading any backbone forbidden); no database,
-        nor checkpoint folder is written."""
+        offline, with resnet18's ImageNet weights absent and loading any backbone forbidden); no database
+        or checkpoint folder is written."""
         import qtl.models.backbones as backbones_module
 
         def no_weights(*args, **kwargs):
