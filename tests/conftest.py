@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from qtl.paths import HYMENOPTERA_DIRNAME, cache_root
-from qtl.testing import served_app
 from qtl.testing.image_folders import make_class_folders, make_image_folder, zip_folder
+from qtl.testing.processes import tied_to_this_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_ENV = "QTL_TESTS_SHARED_DATA"  # a copy beside the checkout; point it elsewhere to hide that one
@@ -30,61 +25,12 @@ OFFLINE_AT_START = os.environ.get("QTL_OFFLINE", "") not in ("", "0")
 # `from conftest import ...` in tests
 __all__ = [
     "REPO",
-    "TiedServer",
     "make_class_folders",
     "make_image_folder",
     "run_cli",
     "tied_to_this_process",
     "zip_folder",
 ]
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# prctl, looked up before any fork: the child between fork and exec only calls it
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-if _PRCTL is not None:
-    _PRCTL.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-
-
-def tied_to_this_process() -> dict:
-    """Keyword arguments for `subprocess.Popen` (or `run`): a server started with them cannot outlive us.
-
-    The child gets its own session, so a teardown's `os.killpg` reaches whatever it starts, and on Linux the
-    kernel's parent-death signal (prctl PR_SET_PDEATHSIG, SIGKILL): when pytest is killed (SIGKILL, a CI
-    timeout, a second Ctrl-C) and no teardown runs, the server goes too instead of holding its port. The
-    signal comes when the *thread* that started the child ends, so start servers from pytest's own thread
-    (fixtures and tests run there). Elsewhere than Linux: the session only. What the server itself starts
-    gets no signal (neither streamlit nor `qtl serve` starts a process); teardown's killpg reaches it.
-    """
-    if _PRCTL is None:
-        return {"start_new_session": True}
-    parent = os.getpid()
-
-    def die_with_parent() -> None:  # in the child, between fork and exec (the setting survives exec)
-        if _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0):  # Popen raises SubprocessError
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:  # the parent died before the setting: no signal will come
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return {"start_new_session": True, "preexec_fn": die_with_parent}
-
-
-class _TiedSubprocess:
-    """`subprocess` as `qtl.testing.served_app` sees it while a `TiedServer` starts: Popen is tied."""
-
-    def __getattr__(self, name: str):
-        return getattr(subprocess, name)
-
-    @staticmethod
-    def Popen(*args, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(*args, **{**kwargs, **tied_to_this_process()})
-
-
-class TiedServer(served_app.Server):
-    """`qtl.testing.served_app.Server` (`streamlit run app.py`) started with `tied_to_this_process()`: it
-    dies with pytest. Stopping it is unchanged (its `stop`, or leaving the `with` block)."""
-
-    def __init__(self, env: dict, log: Path) -> None:
-        with mock.patch.object(served_app, "subprocess", _TiedSubprocess()):
-            super().__init__(env, log)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

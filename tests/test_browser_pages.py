@@ -17,9 +17,9 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-from conftest import REPO, TiedServer, make_image_folder
+from conftest import REPO, make_image_folder
 
-from qtl.testing.served_app import ServerError, chromium_missing, launch_chromium, offline_env
+from qtl.testing.served_app import Server, ServerError, chromium_missing, launch_chromium, offline_env
 
 ARTIFACTS = REPO / "test-artifacts"
 N_SHIPPED = 5
@@ -41,7 +41,7 @@ def served(tmp_path_factory):
             shutil.copy(p, models / p.name)
     data = make_image_folder(tmp / "ants_bees", classes=("ants", "bees"), per_split=(4, 3), size=(96, 80))
     env = offline_env(tmp, QTL_PRETRAINED="1", QTL_DATA_DIR=str(data), QTL_MODELS_DIR=str(models))
-    with TiedServer(env, tmp / "streamlit.log") as server:
+    with Server(env, tmp / "streamlit.log") as server:
         try:
             server.wait_healthy()
         except ServerError as exc:

@@ -2,7 +2,7 @@
 
 Drives Debian's Chromium (/usr/bin/chromium, installed by scripts/test.sh) with Playwright's Python API;
 never downloads a browser. The server runs offline on a tiny generated dataset with random init, and is
-killed at the end, or with pytest (`conftest.TiedServer`). A screenshot is saved under test-artifacts/.
+killed at the end, or with pytest (`qtl.testing.processes`). A screenshot is saved under test-artifacts/.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO, TiedServer, make_image_folder
+from conftest import REPO, make_image_folder
 
-from qtl.testing.served_app import ServerError, chromium_missing, launch_chromium, offline_env
+from qtl.testing.served_app import Server, ServerError, chromium_missing, launch_chromium, offline_env
 
 ARTIFACTS = REPO / "test-artifacts"
 PREDICTION = re.compile(r"(quantum|linear|finetuned)-resnet18\S+ → (\w+) \((\d+\.\d)%\)")
@@ -35,7 +35,7 @@ def test_train_then_classify_in_chromium(tmp_path):
         QTL_DEMO_MAX_EPOCHS="1",
     )
     ARTIFACTS.mkdir(exist_ok=True)
-    with TiedServer(env, tmp_path / "streamlit.log") as server:
+    with Server(env, tmp_path / "streamlit.log") as server:
         try:
             server.wait_healthy()
         except ServerError as exc:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, tied_to_this_process
 
 from qtl.config import ModelConfig
 from qtl.models.checkpoint import (
@@ -58,7 +58,12 @@ def child_env() -> dict:
 def start(cmd: list, log: Path, **kwargs) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env=child_env(), **kwargs
+            [str(c) for c in cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            **tied_to_this_process(),  # a killed pytest takes it along
+            **kwargs,
         )
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import TiedServer, make_image_folder
+from conftest import make_image_folder
 
 from qtl.config import ModelConfig
 from qtl.models.checkpoint import save_checkpoint
 from qtl.models.variants import build_model
 from qtl.quantum.circuit import CircuitConfig
-from qtl.testing.served_app import ServerError, chromium_missing, offline_env
+from qtl.testing.served_app import Server, ServerError, chromium_missing, offline_env
 from qtl.testing.visitors import upload_name, visit_all
 
 
@@ -29,7 +29,7 @@ def test_two_sessions_classify_at_once_and_see_only_their_own_uploads(tmp_path):
     upload = save_checkpoint(tmp_path / "upload.pt", build_model(mine), mine).read_bytes()
     images = [p.read_bytes() for p in sorted((data / "val").rglob("*.png"))]
     env = offline_env(tmp_path, QTL_DATA_DIR=str(data), QTL_MODELS_DIR=str(tmp_path / "models"), QTL_DEMO="1")
-    with TiedServer(env, tmp_path / "streamlit.log") as server:
+    with Server(env, tmp_path / "streamlit.log") as server:
         try:
             server.wait_healthy()
         except ServerError as exc:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_image_folder
+from conftest import REPO, make_image_folder, tied_to_this_process
 
 from qtl import cli
 from qtl.data.folders import file_listing_id
@@ -259,7 +259,8 @@ def sweep_process(spec: Path, db: Path, *extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     code = "import sys; from qtl.cli import main; sys.exit(main())"
     argv = [sys.executable, "-c", code, "sweep", str(spec), "--db", str(db), *extra]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tied = tied_to_this_process()  # a killed pytest takes it along
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **tied)
 
 
 def wait_until(db_path: Path, condition, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -20,7 +20,6 @@ import platform
 import re
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -29,6 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from qtl.experiments.runs import Outcome, Run, RunObserver, train_run
+from qtl.utils.processes import die_with_parent
 
 # Imported inside functions: torch (workers report its version) and ray (an optional extra).
 
@@ -197,17 +197,13 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
 
 def _init_worker(stop_event, driver: int | None = None) -> None:
     """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run; on Linux
-    the worker ends with the sweep, even one killed with SIGKILL (its workers stayed, about 1 GB each,
-    blocked on the pipe they were fed by)."""
+    the worker ends with the sweep, even one killed with SIGKILL (`die_with_parent`: its workers stayed,
+    about 1 GB each, blocked on the pipe they were fed by)."""
     global _WORKER_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STOP = stop_event
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if driver is not None and os.getppid() != driver:  # the sweep was gone before the line above
-            os._exit(1)
+    if driver is not None:
+        die_with_parent(driver, signal.SIGTERM)
 
 
 def _processes(runs, workers, on_start, stop):

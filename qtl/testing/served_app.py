@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from qtl.testing.processes import tied_to_this_process
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,7 +71,8 @@ def free_port() -> int:
 
 
 class Server:
-    """`streamlit run app.py` on 127.0.0.1 and a free port, in its own process group, logging to `log`.
+    """`streamlit run app.py` on 127.0.0.1 and a free port, in its own process group, logging to `log`;
+    it dies with this process (`tied_to_this_process`), even one killed before it could stop it.
 
     `t0` is the perf_counter time of the launch; `url` the server's address. As a context manager it
     stops the server on exit.
@@ -84,7 +87,7 @@ class Server:
         self.t0 = time.perf_counter()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, **tied_to_this_process()
             )
 
     def __enter__(self) -> Server:
