@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import REPO, run_cli, tied_to_this_process
 
 from qtl.analysis.hardware_runs import collect, prepare, submit
 from qtl.analysis.robustness import head_inputs
@@ -311,3 +315,44 @@ def test_select_keeps_what_the_inputs_were_scored_on():
     kept = [int(p.removesuffix(".png")) for p in subset.paths]
     assert kept == sorted(kept) and len(kept) == 3
     assert torch.equal(subset.angles, inputs.angles[kept]) and torch.equal(subset.labels, inputs.labels[kept])
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="Ctrl-C as SIGINT")
+def test_ctrl_c_ends_a_fake_backends_job_at_once_and_resume_runs_it_again(capsys, ckpt, tiny, tmp_path):
+    """qiskit-aer holds the interpreter while it simulates, so a Ctrl-C took effect only once the job was
+    over (a 100,000-shot ZNE run went on 100 s and printed its report). The run says what Ctrl-C does;
+    it then ends the process at once, and the job stays recorded for `resume` to run again."""
+    db = tmp_path / "r.db"
+    argv = ["hardware", "run", ckpt, "--backend", "FakeManilaV2", "--shots", 100_000, "--mitigation"]
+    argv += ["none", "zne", "--data", tiny, "--db", db, "-q"]
+    env = {
+        **os.environ,
+        "QTL_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtl", *map(str, argv)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **tied_to_this_process(),
+    )
+    try:
+        said = proc.stderr.readline()
+        assert " submitted to FakeManilaV2; " in said and "Ctrl-C ends it at once" in said, said
+        job_id = said.split()[1]
+        time.sleep(1.0)  # into the simulation
+        assert proc.poll() is None, "the job ended before the Ctrl-C: give it more shots"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(120)
+        waited = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert code == -signal.SIGINT and waited < 5, (code, waited)  # it was 130, once the job had run
+    assert ResultsDB(db).hardware_job(job_id)["status"] == "submitted"
+    code, out, _ = run_cli(capsys, "hardware", "jobs", "--db", db)
+    assert code == 0 and job_id in out and "resume runs it again" in out

@@ -749,16 +749,19 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         for name, m in named_models(models).items()
     ]
     refused: list[tuple[str, str, str]] = []
-    results = noise_sweep(
-        models,
-        inputs,
-        grid,
-        backends=args.backends,
-        backend_shots=args.backend_shots,
-        backend_max_s=args.backend_minutes * 60 or None,  # 0: no limit
-        progress=bar.hook("evaluating under noise"),
-        refused=refused,
-    )
+    from qtl.cli.hardware import ctrl_c_ends_at_once
+
+    with ctrl_c_ends_at_once(bool(args.backends)):  # fake backends simulate in qiskit-aer
+        results = noise_sweep(
+            models,
+            inputs,
+            grid,
+            backends=args.backends,
+            backend_shots=args.backend_shots,
+            backend_max_s=args.backend_minutes * 60 or None,  # 0: no limit
+            progress=bar.hook("evaluating under noise"),
+            refused=refused,
+        )
     bar.close()
     if not results:
         raise ValueError("nothing could run: " + "; ".join(f"{name}: {why}" for name, _, why in refused))

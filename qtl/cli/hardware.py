@@ -15,8 +15,11 @@ function that resolves where checkpoints are scored (`commands._scoring_root`, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from qtl.utils.words import count, duration
@@ -386,7 +389,9 @@ def _run(args, bar, scoring_root) -> int:
         bar.message(f"submitting one job to {args.backend} ...")
         job_id, job = submit(plan, db)
         bar.close()
-        print(f"job {job_id} submitted to {args.backend}; recorded in {db.path}", file=sys.stderr)
+        local = plan.record["local"] and not args.no_wait
+        here = f"; it runs in this process: {LOCAL_CTRL_C.format(job_id=job_id)}" if local else ""
+        print(f"job {job_id} submitted to {args.backend}; recorded in {db.path}{here}", file=sys.stderr)
         if args.no_wait:
             if args.json == "-":  # stdout is JSON: the job, as there is no report yet
                 _write_json({"job_id": job_id, "backend": args.backend, "status": "submitted"}, "-")
@@ -394,7 +399,8 @@ def _run(args, bar, scoring_root) -> int:
                 print(job_id)
             return 0
         bar.message("waiting for the job ...")
-        return _show(collect(job_id, db, job), args, bar)
+        with ctrl_c_ends_at_once(local):
+            return _show(collect(job_id, db, job), args, bar)
 
 
 def _show(report: dict, args, bar) -> int:
@@ -409,7 +415,35 @@ def _resume(args, bar) -> int:
 
     with _db(args, existing=True) as db:
         bar.message(f"resuming job {args.job_id} (stored if done, else waited for and scored) ...")
-        return _show(job_report(args.job_id, db), args, bar)
+        record = db.hardware_job(args.job_id) or {}
+        rerun = record.get("local") and record.get("status") != "done"  # it runs again, in this process
+        if rerun:
+            again = LOCAL_CTRL_C.format(job_id=args.job_id)
+            bar.note(f"qtl: note: job {args.job_id} runs again in this process: {again}")
+        with ctrl_c_ends_at_once(rerun):
+            return _show(job_report(args.job_id, db), args, bar)
+
+
+LOCAL_CTRL_C = "Ctrl-C ends it at once, and 'qtl hardware resume {job_id}' runs it again"
+"""What Ctrl-C does to a local job (`ctrl_c_ends_at_once`), said as it starts."""
+
+
+@contextlib.contextmanager
+def ctrl_c_ends_at_once(when: bool = True):
+    """While a fake IBM backend's simulation runs (qiskit-aer, which holds the interpreter until it
+    ends), Ctrl-C ends the process at once, by the signal's default action: Python would see it only
+    once the simulation is over (a run of 100,000 shots with ZNE went on 100 s after a Ctrl-C and
+    printed its report). Nothing is lost that waiting would keep: a local job is recorded before it runs
+    and `qtl hardware resume` runs it again, and an interrupted `qtl noise` writes nothing either way.
+    Only in the main thread, and only `when`."""
+    if not when or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _jobs(args, bar) -> int:
