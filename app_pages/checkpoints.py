@@ -18,9 +18,7 @@ for label, directory, writable in checkpoint_dirs.checkpoint_areas():
     if not infos:
         st.caption("No checkpoints here yet.")
         continue
-    table = tables.checkpoint_table(infos, loaded)
-    table.insert(table.columns.get_loc("epochs") + 1, "finished", [i.stop_note or "yes" for i in infos])
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(tables.checkpoint_table(infos, loaded), hide_index=True, width="stretch")
     names = [i.path.name for i in infos]
     choice = st.selectbox("checkpoint", names, key=f"ckpt_pick_{label}", label_visibility="collapsed")
     info = infos[names.index(choice)]

@@ -404,6 +404,7 @@ def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path):
     assert kept.metrics["epoch"] == 1 and math.isfinite(kept.metrics["train_loss"])
     assert all(torch.isfinite(p).all() for p in kept.model.head.parameters())
     assert len(kept.history) == 1
+    assert kept.stopped == {"epochs_done": 1, "epochs": 3, "stopped": "diverged"}
 
 
 def test_diverged_is_a_value_error_for_the_command_line():

@@ -230,6 +230,87 @@ class TestEveryPathThatSavesDuringFit:
         assert r.cancelled and read_checkpoint_info(path).stopped is None
 
 
+class TestTheOtherWaysOut:
+    """Every exception that ends `fit` once a checkpoint exists leaves it saying why, and only then."""
+
+    MC = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+
+    def run(self, path, epochs=3, **kwargs):
+        return fit(self.MC, TrainConfig(epochs=epochs, batch_size=4, lr=0.05), features=synthetic(),
+                   checkpoint_path=path, **kwargs)  # fmt: skip
+
+    def test_an_error_in_an_epoch_records_failed(self, tmp_path):
+        class Broken(Callback):
+            def on_epoch_end(self, p):
+                if p.epoch == 2:
+                    raise RuntimeError("a callback broke")
+
+        path = tmp_path / "q.pt"
+        with pytest.raises(RuntimeError, match="a callback broke"):
+            self.run(path, callbacks=[Broken()])
+        assert read_checkpoint_info(path).stop_note == "stopped early: 2 of 3 epochs (training failed)"
+
+    def test_an_interrupt_before_any_save_writes_nothing(self, tmp_path):
+        class Early(Callback):
+            def on_batch_end(self, p):
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            self.run(tmp_path / "q.pt", callbacks=[Early()])
+        assert not (tmp_path / "q.pt").exists()
+
+    def test_an_interrupt_after_the_last_epoch_leaves_a_finished_file(self, tmp_path, monkeypatch):
+        """A Ctrl-C while the test split is scored, after every epoch trained: the file said "unfinished:
+        at least 1 of 3 epochs", with the history up to its last improvement."""
+        import qtl.training.fit as fit_module
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(fit_module, "_test_metrics", interrupted)
+        path = tmp_path / "q.pt"
+        with pytest.raises(KeyboardInterrupt):
+            self.run(path)
+        info = read_checkpoint_info(path)
+        assert info.stopped is None and info.epochs == 3, info.meta["training"]
+        assert info.meta["training"] == {"epochs_done": 3, "epochs": 3, "stopped": None}
+
+    def test_a_rewrite_that_fails_never_hides_what_stopped_the_run(self, tmp_path, monkeypatch, caplog):
+        """The disk full when the stop is recorded: the run's own exception comes out, the failed rewrite
+        is one logged line, and the file keeps its last save."""
+        import qtl.training.fit as fit_module
+
+        real = fit_module.save_checkpoint
+
+        def full_disk(*args, training=None, **kwargs):
+            if training and training["stopped"] not in (None, "unfinished"):
+                raise OSError(28, "No space left on device")
+            return real(*args, training=training, **kwargs)
+
+        class Broken(Callback):
+            def on_epoch_end(self, p):
+                if p.epoch == 2:
+                    raise RuntimeError("a callback broke")
+
+        monkeypatch.setattr(fit_module, "save_checkpoint", full_disk)
+        path = tmp_path / "q.pt"
+        with caplog.at_level(logging.WARNING, logger="qtl.training.fit"), pytest.raises(RuntimeError):
+            self.run(path, callbacks=[Broken()])
+        said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+        assert len(said) == 1 and "No space left on device" in said[0]
+        assert read_checkpoint_info(path).stop_note.startswith("unfinished: at least ")
+
+    def test_a_file_without_the_record_claims_nothing(self):
+        """A checkpoint written before qtl recorded how far its run got (the suite's own, one history row
+        of a 30-epoch recipe) is not said to have stopped early: older files kept history only up to the
+        best epoch, so a finished run would read as stopped."""
+        from conftest import REPO
+
+        info = read_checkpoint_info(REPO / "tests" / "data" / "quantum-resnet18-random-q4d2-fb103e4.pt")
+        assert "training" not in info.meta and len(info.history) == 1
+        assert info.stopped is None and info.stop_note is None
+
+
 WIDE = """
 name = "wide"
 checkpoints = true
@@ -257,14 +338,14 @@ class TestFeatureDimWiderThanTheBackbone:
         """One line naming the value, the backbone and its width, from the architecture alone (no weights:
         offline, with resnet18's ImageNet weights absent and loading any backbone forbidden); no database
         or checkpoint folder is written."""
-        import qtl.models.backbones as backbones_module
+        from qtl.models.backbones import efficientnet_lite0, timm_models, torchvision_models
 
         def no_weights(*args, **kwargs):
             raise AssertionError("a backbone was loaded to check feature_dim")
 
         monkeypatch.setenv("QTL_OFFLINE", "1")
-        monkeypatch.setattr(backbones_module, "load_backbone", no_weights)
-        monkeypatch.setattr(backbones_module, "shared_backbone", no_weights)
+        for source in (efficientnet_lite0, timm_models, torchvision_models):  # what load_backbone calls
+            monkeypatch.setattr(source, "load", no_weights)
         spec = tmp_path / "wide.toml"
         spec.write_text(WIDE.format(data=tiny.as_posix(), backbones=backbones, dims=dims))
         db, models = tmp_path / "r.db", tmp_path / "models"
@@ -285,9 +366,12 @@ def test_feature_width_needs_no_weights_and_a_feature_dim_within_it_is_planned(
     from qtl.models.backbones import feature_width
 
     monkeypatch.setenv("QTL_OFFLINE", "1")
+    feature_width.cache_clear()
+    rng = torch.get_rng_state()
     assert [feature_width(n) for n in ("resnet18", "resnet50", "vit_b_16", "efficientnet_lite0")] == [
         512, 2048, 768, 1280,
     ]  # fmt: skip
+    assert torch.equal(torch.get_rng_state(), rng)  # no generator moved (another thread's draws stay)
     spec = tmp_path / "wide.toml"
     spec.write_text(WIDE.format(data=tiny.as_posix(), backbones='"efficientnet_lite0"', dims='[1280, "all"]'))
     runs = plan(load_spec(spec), models_dir=tmp_path / "models")

@@ -20,6 +20,7 @@ def checkpoint_table(infos: list, loaded: set[str]):
                 "depth": i.depth,
                 "val acc": None if i.val_acc is None else round(i.val_acc, 3),  # as Compare shows it
                 "epochs": i.epochs,
+                "finished": i.stop_note or "yes",  # a run stopped early: how far it got, and why
                 "created": i.created[:19].replace("T", " "),
                 "size": f"{i.size_bytes / 1024:.0f} KB"
                 if i.size_bytes < 2**20

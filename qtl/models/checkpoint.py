@@ -21,9 +21,9 @@ A checkpoint is a `torch.save`d dict of plain values and tensors only, so it loa
                      trained of those planned, and why it stopped early (STOP_REASONS; None: finished)}
 
 A checkpoint `fit` writes says whether its run finished (`stopped_early`, `stop_note`): one cancelled,
-interrupted or killed partway keeps its best epoch so far, told apart from a finished run's. Files
-written before `meta["training"]` are taken as stopped early where they recorded fewer epochs than their
-recipe planned.
+interrupted or killed partway keeps its best epoch so far, told apart from a finished run's. Of a file
+without `meta["training"]` (written before qtl kept it, or by `save_checkpoint` without `training=`)
+nothing is claimed.
 
 Files are written atomically (temporary file in the same folder, then os.replace).
 """
@@ -148,7 +148,7 @@ def save_checkpoint(
     dataset: where the training data came from and how it was split (`PreparedDataset.record()`: no
         absolute path; `qtl.data.datasets.recorded_root` finds the folder again).
     training: `training_record(epochs_done, epochs, stopped)`: how far the run that wrote it got (`fit`
-        passes it at every save); None records nothing (then `stopped_early` goes by the history).
+        passes it at every save); None records nothing (`stopped_early` then claims nothing).
     numpy scalars and zero-dimensional tensors in metrics, history and dataset are written as Python
     numbers.
     Raises ValueError, before writing anything, for what `load_checkpoint` would refuse: a model that is
@@ -189,7 +189,7 @@ def save_checkpoint(
 
 STOP_REASONS = {
     "cancelled": "cancelled",  # a stop request (Cancel, a sweep's Ctrl-C), or a callback's `Cancelled`
-    "interrupted": "interrupted",  # Ctrl-C (KeyboardInterrupt) in the training process
+    "interrupted": "interrupted",  # Ctrl-C (KeyboardInterrupt) in the training process; Ray's cancel too
     "diverged": "its loss diverged",
     "failed": "training failed",  # any other error in an epoch
     "unfinished": "still training, or its process was killed",  # saved at an improvement, not at the end
@@ -210,32 +210,45 @@ def training_record(epochs_done: int, epochs: int, stopped: str | None = None) -
     }
 
 
-def stopped_early(meta: dict | None, history: list, train_config: dict | None) -> dict | None:
-    """{"epochs_done", "epochs", "stopped"} of a checkpoint whose run stopped before its last epoch, else
-    None. From `meta["training"]` where `fit` recorded it; for a file from before, its history's length
-    against its recipe's epochs (the reason then unknown: None)."""
-    record = (meta or {}).get("training")
+def stopped_early(meta: dict | None) -> dict | None:
+    """{"epochs_done", "epochs", "stopped"} of a checkpoint whose run stopped before its last epoch, from
+    `meta["training"]` (which `fit` records at every save), else None: a finished run, or a file written
+    without that record (before qtl kept it, or by `save_checkpoint` without `training=`), of which
+    nothing is claimed (its history may end at its best epoch: older files kept no more)."""
+    record = meta.get("training") if isinstance(meta, dict) else None
     if isinstance(record, dict):
         done, planned, why = record.get("epochs_done"), record.get("epochs"), record.get("stopped")
         if type(done) is int and type(planned) is int and why is not None:
             return {"epochs_done": done, "epochs": planned, "stopped": str(why)}
-        return None
-    planned = (train_config or {}).get("epochs")
-    if history and type(planned) is int and len(history) < planned:
-        return {"epochs_done": len(history), "epochs": planned, "stopped": None}
     return None
 
 
 def stop_note(stopped: dict | None) -> str | None:
     """A few words for an early-stopped run (`stopped_early`), e.g. "stopped early: 3 of 30 epochs
-    (cancelled)", "unfinished: 3 of 30 epochs (still training, or its process was killed)"; None for a
-    finished one."""
+    (cancelled)", "unfinished: at least 3 of 30 epochs (still training, or its process was killed)": a
+    save at an improvement counts the epochs up to it; None for a finished one."""
     if not stopped:
         return None
     why = stopped.get("stopped")
-    head = "unfinished" if why == "unfinished" else "stopped early"
+    head = "unfinished: at least" if why == "unfinished" else "stopped early:"
     reason = f" ({STOP_REASONS.get(why, why)})" if why else ""
-    return f"{head}: {stopped['epochs_done']} of {stopped['epochs']} epochs{reason}"
+    return f"{head} {stopped['epochs_done']} of {stopped['epochs']} epochs{reason}"
+
+
+class _HowFar:
+    """How far the run that wrote a checkpoint got, from its `meta` (`stopped_early`, `stop_note`)."""
+
+    meta: dict
+
+    @property
+    def stopped(self) -> dict | None:
+        """`stopped_early`: the run stopped before its last epoch (None: finished, or not recorded)."""
+        return stopped_early(self.meta)
+
+    @property
+    def stop_note(self) -> str | None:
+        """ "stopped early: 3 of 30 epochs (cancelled)" and the like (`stop_note`), None when finished."""
+        return stop_note(self.stopped)
 
 
 def _plain(value):
@@ -467,7 +480,7 @@ def _model_config(payload: dict, name: str) -> ModelConfig:
 
 
 @dataclass
-class CheckpointInfo:
+class CheckpointInfo(_HowFar):
     """A checkpoint's metadata, read without building its model."""
 
     path: Path
@@ -486,12 +499,6 @@ class CheckpointInfo:
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
-    stopped: dict | None = None  # `stopped_early`: the run stopped before its last epoch (None: finished)
-
-    @property
-    def stop_note(self) -> str | None:
-        """ "stopped early: 3 of 30 epochs (cancelled)" and the like (`stop_note`), None when finished."""
-        return stop_note(self.stopped)
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -517,21 +524,11 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         history=payload["history"],
         metrics=metrics,
         meta=payload.get("meta", {}),
-        stopped=_stopped(payload),
-    )
-
-
-def _stopped(payload: dict) -> dict | None:
-    """`stopped_early` of a read payload."""
-    meta = payload.get("meta")
-    tc = payload.get("train_config")
-    return stopped_early(
-        meta if isinstance(meta, dict) else {}, payload["history"], tc if isinstance(tc, dict) else None
     )
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(_HowFar):
     """A checkpoint rebuilt into a model, in eval mode, plus everything it recorded."""
 
     model: Classifier
@@ -544,12 +541,6 @@ class LoadedModel:
     train_config: dict | None = None
     backbone_weights: str = ""  # "IMAGENET1K_V1" or "random"
     transform: dict | None = None  # the eval preprocessing it was trained with (None: older checkpoints)
-    stopped: dict | None = None  # `stopped_early`: its run stopped before its last epoch (None: finished)
-
-    @property
-    def stop_note(self) -> str | None:
-        """ "stopped early: 3 of 30 epochs (cancelled)" and the like (`stop_note`), None when finished."""
-        return stop_note(self.stopped)
 
     @property
     def variant(self) -> str:
@@ -619,7 +610,7 @@ def load_checkpoint(
             "weights than the ones available here; retrain it, or restore the original weights file"
         )
     model.to(device).eval()
-    stopped = _stopped(payload)
+    stopped = stopped_early(payload.get("meta"))
     if stopped:
         log.warning("%s: %s; it holds the best of those epochs", path.name, stop_note(stopped))
     return LoadedModel(
@@ -633,7 +624,6 @@ def load_checkpoint(
         train_config=payload.get("train_config"),
         backbone_weights=str(payload["backbone"].get("weights")),
         transform=_transform(payload, path.name),
-        stopped=stopped,
     )
 
 

@@ -340,10 +340,14 @@ def _fit(
         torch.set_num_threads(threads)
 
     # ---- finish with the best epoch's weights; only now is the test split read
-    best.restore()
-    model.eval()
-    test = _test_metrics(feed.test) if best.epoch is not None else {}
-    best.record(history, {**test, **sizes}, "cancelled" if cancelled else None)
+    try:
+        best.restore()
+        model.eval()
+        test = _test_metrics(feed.test) if best.epoch is not None else {}
+        best.record(history, {**test, **sizes}, "cancelled" if cancelled else None)
+    except BaseException as exc:  # a Ctrl-C or an error while the test split is scored: the file says so
+        best.stopped(history, "cancelled" if cancelled else _stop_reason(exc))
+        raise
     return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset)
 
 

@@ -59,8 +59,9 @@ _RANDOM_LOCK = threading.Lock()
 
 def meta_build(build: Callable[[], nn.Module]) -> nn.Module:
     """`build()` on torch's meta device: the architecture with shapes and no data (no weights read, no
-    memory for them, no download, the global RNG untouched), to read a backbone's feature width fast."""
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+    memory for them, no download; initialising meta tensors draws no random numbers, so no generator
+    moves, and the device is this thread's alone), to read a backbone's feature width fast."""
+    with torch.device("meta"):
         return build()
 
 
