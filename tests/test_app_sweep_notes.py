@@ -8,6 +8,7 @@ engine fails for real (its statevector engine stops at 24 qubits)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -193,8 +194,9 @@ def test_the_cli_prints_the_notes_it_printed(capsys, tmp_path):
     head = f'name = "n"\ndataset = "{data.as_posix()}"\npretrained = false\nepochs = 1\n'
     spec.write_text(head + 'variant = "linear"\nseeds = 2\n')
     db, models = tmp_path / "r.db", tmp_path / "models"
-    code, _, err = run_cli(capsys, "-q", "sweep", spec, "--db", db, "--models-dir", models)
+    code, out, err = run_cli(capsys, "-q", "sweep", spec, "--db", db, "--models-dir", models)
     assert code == 0 and "note:" not in err and "warning:" not in err
+    assert re.search(r" remaining, [0-9.]+ (ms|s|min|h); database ", out), out  # in words: "3725.3s"
     spec.write_text(
         head + "checkpoints = true\n\n[[grid]]\n"
         'variant = "quantum"\nqubits = 25\ndepth = 1\nseeds = 1\n\n'

@@ -49,6 +49,9 @@ def test_accuracy_interval(cell, interval):
         (120, "2.0 min"),
         (150, "2.5 min"),
         (5040, "1.4 h"),
+        (0.9996, "1.0 s"),  # each unit picked after rounding: it read "1e+03 ms"
+        (59.96, "1.0 min"),  # "60.0 s"
+        (3599.9, "1.0 h"),  # "60.0 min"
     ],
 )
 def test_durations_in_a_unit_that_shows_them(seconds, text):

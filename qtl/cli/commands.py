@@ -43,7 +43,7 @@ from qtl.config import (
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
 from qtl.utils.devices import resolve_device
-from qtl.utils.words import count
+from qtl.utils.words import count, duration
 
 # Each handler imports the library functions it calls: a command loads only its own part of qtl.
 
@@ -871,7 +871,7 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
     print(format_report(rows, None))  # each cell on test_acc where its runs have it, else on val_acc
     print(
         f"\nsweep {spec.name}: {report.done} run now, {report.skipped} already done, {report.failed} failed, "
-        f"{report.cancelled} stopped, {report.remaining} remaining, {report.seconds:.1f}s; database {db}"
+        f"{report.cancelled} stopped, {report.remaining} remaining, {duration(report.seconds)}; database {db}"
     )
     said = {"note": "qtl: note: ", "failed": "  failed: ", "warning": "qtl: warning: ", "stopped": "qtl: "}
     for note in sweep_notes(report=report):  # its plan's notes were said as it planned (SweepBar)

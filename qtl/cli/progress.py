@@ -9,6 +9,7 @@ import time
 from qtl.experiments.runs import RunObserver
 from qtl.experiments.sweeps import SweepObserver
 from qtl.training.fit import Callback, Progress
+from qtl.utils.words import duration
 
 
 class ProgressBar:
@@ -182,5 +183,5 @@ class SweepBar(SweepObserver, RunsBar):
             r = done.outcome.row
             self.bar.message(
                 f"{prefix}val acc {r['val_acc']:.4f} (best epoch {r['best_epoch']}, "
-                f"{done.outcome.wall_s:.1f}s; {elapsed:.0f}s in all)"
+                f"{duration(done.outcome.wall_s)}; {duration(elapsed)} in all)"
             )

@@ -195,15 +195,14 @@ def _windowed(runs, window, on_start, stop, submit, wait_any, cancel_all):
             yield i, run, done
 
 
-def _init_worker(stop_event, driver: int | None = None) -> None:
+def _init_worker(stop_event, driver: int) -> None:
     """In each worker process: Ctrl-C is the driver's to handle; the shared event stops a run; on Linux
     the worker ends with the sweep, even one killed with SIGKILL (`die_with_parent`: its workers stayed,
     about 1 GB each, blocked on the pipe they were fed by)."""
     global _WORKER_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STOP = stop_event
-    if driver is not None:
-        die_with_parent(driver, signal.SIGTERM)
+    die_with_parent(driver, signal.SIGTERM)
 
 
 def _processes(runs, workers, on_start, stop):
