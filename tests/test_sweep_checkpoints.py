@@ -117,15 +117,19 @@ class TestCancelledSweepRun:
         capsys,
         caplog,
     ):
-        """Listed with "stopped early: 2 of 4 epochs (cancelled)"; the same spec run again trains the run
-        to its end into the same file, which then reads as finished everywhere."""
+        """Listed under its sweep (models/sweeps/early/: the page listed models/ alone) with "stopped
+        early: 2 of 4 epochs (cancelled)", and loadable from there; the same spec run again trains the
+        run to its end into the same file, which then reads as finished everywhere."""
         spec, db, models, path = cancelled_sweep(tmp_path, tiny)
-        monkeypatch.setenv("QTL_MODELS_DIR", str(path.parent))
+        monkeypatch.setenv("QTL_MODELS_DIR", str(models))
         at = app("checkpoints")
-        table = at.dataframe[0].value
+        assert any(h.value.startswith("sweep early: ") for h in at.subheader)
+        table = at.dataframe[0].value  # models/ itself holds none
         note = f"stopped early: {STOP_AFTER} of {EPOCHS} epochs (cancelled)"
         assert list(table.loc[table["file"] == path.name, "finished"]) == [note]
         assert f"`{path.name}`: {note}" in texts(at.caption)
+        at.button(key="ckpt_load_sweep early").click().run()
+        assert at.session_state["loaded"] == [str(path.resolve())] and not at.exception
 
         report = run_sweep(load_spec(spec), db, models_dir=models)  # the same spec, nothing stopping it
         assert (report.done, report.skipped) == (1, 0)
@@ -145,6 +149,17 @@ class TestCancelledSweepRun:
         with caplog.at_level(logging.WARNING, logger="qtl.models.checkpoint"):
             assert checkpoint_row(load_checkpoint(path))["cancelled"] is False
         assert not [r for r in caplog.records if r.name == "qtl.models.checkpoint"]
+
+
+def test_a_demo_lists_a_sweeps_checkpoints_read_only(app_env, tiny, tmp_path, monkeypatch):  # noqa: F811
+    """A hosted demo's models/sweeps/<name>/ is the server's: listed and loadable, never deletable."""
+    spec, db, models, path = cancelled_sweep(tmp_path, tiny)
+    monkeypatch.setenv("QTL_DEMO", "1")
+    monkeypatch.setenv("QTL_MODELS_DIR", str(models))
+    at = app("checkpoints")
+    assert at.button(key="ckpt_delete_sweep early").disabled
+    at.button(key="ckpt_load_sweep early").click().run()
+    assert str(path.resolve()) in at.session_state["loaded"] and not at.exception
 
 
 def synthetic(n=24, width=512):

@@ -53,12 +53,24 @@ def writable(directory: str | Path) -> bool:
 
 def checkpoint_areas() -> list[tuple[str, Path, bool]]:
     """(label, directory, writable) for each place checkpoints are listed from: writable only where this
-    session may change files and the folder takes changes (not a read-only mount or folder)."""
+    session may change files and the folder takes changes (not a read-only mount or folder). After
+    models/ (and in demo mode this session's own area), each sweep's folder that holds checkpoints
+    (`checkpoints = true`: models/sweeps/<name>/), so a sweep's best models can be loaded here too."""
     s = settings()
     if not s.demo:
-        return [("models/", s.models_dir, writable(s.models_dir))]
-    own = session_dir()
-    return [(server_label(), s.models_dir, False), ("this session", own, writable(own))]
+        areas = [("models/", s.models_dir, writable(s.models_dir))]
+    else:
+        own = session_dir()
+        areas = [(server_label(), s.models_dir, False), ("this session", own, writable(own))]
+    return areas + [(f"sweep {d.name}", d, not s.demo and writable(d)) for d in sweep_dirs()]
+
+
+def sweep_dirs() -> list[Path]:
+    """The sweeps' checkpoint folders in models/ (models/sweeps/<name>/ holding a .pt file), by name."""
+    root = settings().models_dir / "sweeps"
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("*.pt")))
 
 
 def server_label() -> str:
