@@ -305,6 +305,7 @@ def check_feature_dims(spec: SweepSpec) -> None:
     architectures alone (`qtl.models.backbones.feature_width`): no weights are read or downloaded."""
     from qtl.config import DEFAULT_BACKBONE
     from qtl.models.backbones import feature_width
+    from qtl.models.variants import feature_dim_refusal
 
     for grid in spec.grids:
         dims = sorted({d for d in grid.get("feature_dim", ()) if d is not None})
@@ -315,11 +316,8 @@ def check_feature_dims(spec: SweepSpec) -> None:
                 width = feature_width(backbone)
             except ValueError as exc:
                 raise SpecError(f"sweep {spec.name!r}, backbone {backbone!r}: {exc}") from None
-            if width is not None and dims[-1] > width:
-                raise SpecError(
-                    f"sweep {spec.name!r}: feature_dim {dims[-1]} is wider than the {width} features of "
-                    f'{backbone}: give at most {width}, or "{ALL}" for all of them'
-                )
+            if width is not None and (refusal := feature_dim_refusal(dims[-1], backbone, width, f'"{ALL}"')):
+                raise SpecError(f"sweep {spec.name!r}: {refusal}")
 
 
 def _run_dataset(name: str, root: str) -> str:

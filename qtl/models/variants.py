@@ -107,13 +107,22 @@ def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
     `feature_dim`, behind a (not yet fitted) projection to that width."""
     c = model_config
     if c.feature_dim is not None:
-        if c.feature_dim > in_features:  # its principal components beyond the features' own were zeros
-            raise ValueError(
-                f"feature_dim {c.feature_dim} is wider than the {in_features} features of {c.backbone}: "
-                f"give at most {in_features}, or none for all of them"
-            )
+        if refusal := feature_dim_refusal(c.feature_dim, c.backbone, in_features):
+            raise ValueError(refusal)
         return Projected(in_features, c.feature_dim, _head(c, c.feature_dim))
     return _head(c, in_features)
+
+
+def feature_dim_refusal(feature_dim: int, backbone: str, width: int, every: str = "none") -> str | None:
+    """Why `feature_dim` cannot take `backbone`'s `width` features (its principal components beyond the
+    features' own would be zeros), saying that `every` (none, or a spec's "all") takes them all; None
+    where it fits."""
+    if feature_dim <= width:
+        return None
+    return (
+        f"feature_dim {feature_dim} is wider than the {width} features of {backbone}: give at most {width}, "
+        f"or {every} for all of them"
+    )
 
 
 def _head(model_config: ModelConfig, in_features: int) -> nn.Module:
