@@ -26,7 +26,6 @@ Circuits wider than 16 qubits are refused before anything is submitted (`counts_
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ from qtl.quantum.hardware.mitigation import (
 )
 from qtl.quantum.hardware.programs import Program
 from qtl.quantum.noise import NoiseConfig
+from qtl.utils.download import sha256_file
 
 
 @dataclass
@@ -105,10 +105,6 @@ def _uses(mitigation: str, programs: list[Program]) -> list[Program]:
     return [p for p in programs if p.kind in keep or (p.kind == "cal" and needs([mitigation], "readout"))]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def prepare(
     loaded: LoadedModel,
     inputs: HeadInputs,
@@ -142,7 +138,7 @@ def prepare(
         "backend": device.name,
         "provider": device.provider,
         "local": device.local,
-        "checkpoint": {"path": str(path), "name": loaded.name, "sha256": _sha256(path)},
+        "checkpoint": {"path": str(path), "name": loaded.name, "sha256": sha256_file(path)},
         "config": config.to_dict(),
         "weights": head.q_params.detach().cpu().double().reshape(-1).tolist(),
         "post_net": {

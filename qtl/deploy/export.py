@@ -19,7 +19,6 @@ onnxruntime, numpy and Pillow (`qtl.deploy.standalone`); a TorchScript file need
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import tempfile
@@ -34,6 +33,7 @@ from qtl.analysis.inference import eval_params
 from qtl.deploy.portable import PortableClassifier
 from qtl.models.checkpoint import LoadedModel, load_checkpoint
 from qtl.utils.atomic import atomic_write
+from qtl.utils.download import sha256_file
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -69,11 +69,7 @@ def source_record(loaded: LoadedModel) -> dict:
     path = loaded.path
     if path is None or not Path(path).is_file():
         return {"file": None, "sha256": None}
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(2**20):
-            digest.update(chunk)
-    return {"file": Path(path).name, "sha256": digest.hexdigest()}
+    return {"file": Path(path).name, "sha256": sha256_file(Path(path))}
 
 
 def export_metadata(loaded: LoadedModel) -> dict:
