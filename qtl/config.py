@@ -454,6 +454,28 @@ def row_settings(model: ModelConfig, regime: DataRegime) -> dict:
     }
 
 
+def run_settings(model: ModelConfig, train: dict) -> dict:
+    """The settings of a run's result row that its model config and its stored train config (a dict)
+    decide: the variant, its backbone and weights, the circuit's (None where the variant has no such
+    setting), `row_settings`, the seed, lr and epochs. `qtl.experiments.runs.result_row` writes them for
+    a finished run, and `ResultsDB.rows` fills them for a run not done from its stored configs."""
+    width = model.is_quantum or model.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
+    circuit = model.is_quantum or model.variant == "quantum-kernel"
+    return {
+        "variant": model.variant,
+        "backbone": model.backbone,
+        "weights": "imagenet" if model.pretrained else "random",
+        "qubits": model.circuit.n_qubits if width else None,
+        "depth": model.circuit.depth if circuit else None,  # None: the variant has no such setting
+        "entangler": model.circuit.entangler if circuit else None,
+        "rotation": model.circuit.rotation if circuit else None,
+        **row_settings(model, DataRegime.from_dict(train.get("regime"))),
+        "seed": train.get("seed"),
+        "lr": train.get("lr"),
+        "epochs": train.get("epochs"),
+    }
+
+
 RECIPE_SETTINGS = (
     "batch_size", "optimizer", "backbone_lr", "momentum", "step_size", "gamma", "augment", "views",
     "freeze_batchnorm", "shuffle",

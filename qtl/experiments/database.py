@@ -39,7 +39,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from qtl.config import DataRegime, ModelConfig, circuit_label, recipe_label, row_settings
+from qtl.config import DataRegime, ModelConfig, circuit_label, recipe_label, row_settings, run_settings
 from qtl.experiments.stats import setup_label
 
 STATUSES = ("pending", "running", "done", "failed", "cancelled")
@@ -614,27 +614,10 @@ def _fill_settings(row: dict, config: str) -> None:
     writes them for a finished run. A config this version cannot read leaves the row as stored."""
     try:
         stored = json.loads(config)
-        model = ModelConfig.from_dict(stored.get("model") or {})
-        train = stored.get("train") or {}
-        regime = DataRegime.from_dict(train.get("regime"))
+        settings = run_settings(ModelConfig.from_dict(stored.get("model") or {}), stored.get("train") or {})
     except (ValueError, TypeError, AttributeError):
         return
-    width = model.is_quantum or model.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
-    circuit = model.is_quantum or model.variant == "quantum-kernel"
-    settings = {
-        "variant": model.variant,
-        "backbone": model.backbone,
-        "weights": "imagenet" if model.pretrained else "random",
-        "dataset": stored.get("dataset"),
-        "qubits": model.circuit.n_qubits if width else None,
-        "depth": model.circuit.depth if circuit else None,
-        "entangler": model.circuit.entangler if circuit else None,
-        "rotation": model.circuit.rotation if circuit else None,
-        "seed": train.get("seed"),
-        "lr": train.get("lr"),
-        "epochs": train.get("epochs"),
-        **row_settings(model, regime),
-    }
+    settings["dataset"] = stored.get("dataset")
     for key, value in settings.items():
         if row.get(key) is None:
             row[key] = int(value) if isinstance(value, bool) else value

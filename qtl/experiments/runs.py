@@ -28,7 +28,7 @@ from qtl.config import (
     circuit_label,
     recipe,
     recipe_label,
-    row_settings,
+    run_settings,
 )
 from qtl.data.datasets import recorded_root, split_suffix
 from qtl.experiments.stats import dataset_label, setup_label
@@ -317,26 +317,13 @@ def result_row(
     two datasets never share a cell, and the id stays the run's.
     """
     mc, tc, best = model_config, train_config or {}, best or {}
-    regime = DataRegime.from_dict(tc.get("regime"))
     counts = count_parameters(model.head) if mc.frozen else count_parameters(model, trainable_only=True)
-    width = mc.is_quantum or mc.variant in ("dressed-classical", "quantum-kernel", "rbf-svm")
-    circuit = mc.is_quantum or mc.variant == "quantum-kernel"
     row = {
         "id": run_id(mc, tc, dataset) if tc else None,
         "label": f"{mc.variant} seed {tc.get('seed')}",
-        "variant": mc.variant,
-        "backbone": mc.backbone,
-        "weights": "imagenet" if mc.pretrained else "random",
+        **run_settings(mc, tc),
         "dataset": dataset if dataset is not None else recorded,
-        "qubits": mc.circuit.n_qubits if width else None,
-        "depth": mc.circuit.depth if circuit else None,  # None: the variant has no such setting
-        "entangler": mc.circuit.entangler if circuit else None,
-        "rotation": mc.circuit.rotation if circuit else None,
-        **row_settings(mc, regime),
         "n_classes": mc.n_classes or None,
-        "seed": tc.get("seed"),
-        "lr": tc.get("lr"),
-        "epochs": tc.get("epochs"),
         "recipe": recipe_label(mc, tc) if tc else None,
         "circuit_options": circuit_label(mc),
         "best_epoch": best.get("epoch"),
