@@ -46,6 +46,7 @@ against autograd and the machine's limits is measured by bench/peers.py and benc
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -309,27 +310,29 @@ def _wide_loss_and_grads(t: _WideTables, w1, b1, q, w2, b2, x, y, scratch: Calla
     v_in, q_in = v.detach().requires_grad_(), q[: sp.layers].detach().requires_grad_()
     e, g_logits = torch.empty_like(z), torch.empty((batch, w2.shape[0]), dtype=x.dtype, device=x.device)
     loss, correct = 0, 0
-    for start in range(0, batch, size):
-        part = slice(start, start + size)
-        with torch.enable_grad():
+    build = functools.partial(split.matrices, sp) if gram else _halves.matrices
+    with _halves.shared_matrices(functools.partial(build, tables, q_in), backward=True) as mats:  # once
+        for start in range(0, batch, size):
+            part = slice(start, start + size)
+            with torch.enable_grad():
+                if gram:
+                    e_in = split.expvals(sp, tables, t.plan, t.units, v_in[part], q_in, mats)
+                else:
+                    product = units.product_halves(t.plan, t.units, v_in[part])
+                    halves = _halves.halves(sp, tables, product[1], product[3], q_in, mats=mats)
             if gram:
-                e_in = split.expvals(sp, tables, t.plan, t.units, v_in[part], q_in)
+                e[part] = e_in.detach()
+                share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
+                outputs, g_outputs = (e_in,), (g_logits[part] @ w2,)
             else:
-                product = units.product_halves(t.plan, t.units, v_in[part])
-                halves = _halves.halves(sp, tables, product[1], product[3], q_in)
-        if gram:
-            e[part] = e_in.detach()
-            share, right, g_logits[part] = _post_net(e[part], w2, b2, y[part], batch)
-            outputs, g_outputs = (e_in,), (g_logits[part] @ w2,)
-        else:
-            start_state = tuple(h.detach() for h in halves)
-            share, right, e[part], g_logits[part], g_outputs = _chunks(
-                t, sims, w2, b2, y[part], start_state, batch
-            )
-            outputs = halves
-        loss, correct = loss + share, correct + right
-        with torch.enable_grad():
-            torch.autograd.backward(outputs, g_outputs)
+                start_state = tuple(h.detach() for h in halves)
+                share, right, e[part], g_logits[part], g_outputs = _chunks(
+                    t, sims, w2, b2, y[part], start_state, batch
+                )
+                outputs = halves
+            loss, correct = loss + share, correct + right
+            with torch.enable_grad():
+                torch.autograd.backward(outputs, g_outputs)
     angle_grads = wide.angle_grads(sims or [], q)  # zeros on the Gram route (no units)
     angle_grads[: sp.layers] += q_in.grad
     # v = cos(a / 2 + phases): twice d loss / d a, as the units' `backward` gives it

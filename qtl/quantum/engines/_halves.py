@@ -9,8 +9,10 @@ plan and device), and their backward written out (`_Layers`). `HalvesRun.flops` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -360,8 +362,36 @@ def _matrices(run: HalvesRun, q: torch.Tensor) -> torch.Tensor:
     return base.index_select(0, run.base_index) * torch.cat(weights).index_select(0, run.weight_index)
 
 
+def matrices(t: HalvesTables, q: torch.Tensor, crossed: bool = True) -> torch.Tensor:
+    """Every product's matrix of `halves` (with `crossed`, flat) from the split layers' angles q (k, n):
+    differentiable in q. Built once, they serve every part of a batch (`halves`' `mats`,
+    `shared_matrices`)."""
+    return _matrices(t.runs[crossed], q)
+
+
+@contextlib.contextmanager
+def shared_matrices(build: Callable[[], torch.Tensor], backward: bool) -> Iterator[torch.Tensor]:
+    """The halves' matrices from `build()` (`matrices`), once for every part of a batch whose backward
+    runs part by part: yields them as a leaf that adds up each part's gradient and, with `backward`,
+    runs their own backward to the angles once, at the end. Built for each part, the step took
+    1.06-1.08x as long at 22 and 24 qubits, batch 32, in two parts (docs/benchmarks.md)."""
+    with torch.set_grad_enabled(backward):
+        built = build()
+    mats = built.detach().requires_grad_(backward)
+    yield mats
+    if backward and mats.grad is not None:  # None where no part ran (an empty batch)
+        with torch.enable_grad():
+            torch.autograd.backward(built, mats.grad)
+
+
 def halves(
-    sp: SplitPlan, t: HalvesTables, a: torch.Tensor, b: torch.Tensor, q: torch.Tensor, crossed: bool = True
+    sp: SplitPlan,
+    t: HalvesTables,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    q: torch.Tensor,
+    crossed: bool = True,
+    mats: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each half's product state (B, 2**cut) and (B, 2**(n - cut)), the first layer's even pairs applied,
     and the split layers' angles q (k, n) -> A (B, r, 2**cut), B (B, r, 2**(n - cut)): the state after
@@ -395,9 +425,13 @@ def halves(
     and B samples first and in the sum's order, new branches after the old: one copy each way. At 20
     qubits, depth 6, batch 32, float32, one thread, forward and backward took 1.5x less time than by
     autograd with a gather of the states per layer, the doubling as a product of inner dimension 2 and
-    two copies into the samples-first result."""
+    two copies into the samples-first result.
+
+    `mats`, where given, are the products' matrices (`matrices(t, q, crossed)`), built once for every
+    part of a batch; q is then not read."""
     run = t.runs[crossed]
-    return _Layers.apply(run, _leave(run, a.shape[0]), _matrices(run, q), a, b, torch.is_grad_enabled())
+    mats = _matrices(run, q) if mats is None else mats
+    return _Layers.apply(run, _leave(run, a.shape[0]), mats, a, b, torch.is_grad_enabled())
 
 
 def _rows(x: torch.Tensor, cols: int) -> torch.Tensor:

@@ -393,14 +393,22 @@ def expvals(
     ut: units.UnitTables,
     v: torch.Tensor,
     q: torch.Tensor,
+    mats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """<Z_w> (B, n) of a plan the halves take whole (`whole_plan`), from each wire's state after the
     embedding v (B, n, 2) and the layers' RY angles q (k, n); `uplan` and `ut` are the plan's units from
     `sp.layers` on and their tables (`_units.compile_units(plan, True, sp.layers, sp.cut)`: no unit, only the
-    product state's halves and signs). Differentiable in v and q; no 2**n state is built."""
+    product state's halves and signs). Differentiable in v and q (and `mats`, where given: the halves'
+    matrices, `matrices(sp, t, q)`, built once for every part of a batch); no 2**n state is built."""
     product = units.product_halves(uplan, ut, v)
     if sp.folds:  # the last CNOT across the cut, and the rotations beside it, folded into <Z>
-        c, b = _halves.halves(sp, t, product[1], product[3], q, crossed=False)
+        c, b = _halves.halves(sp, t, product[1], product[3], q, crossed=False, mats=mats)
         u_a, u_b = sv.rotation_matrices("RY", q[-1, sp.cut - 1 : sp.cut + 1], q.dtype).unbind(0)
         return crossed_expectations(c, b, u_a, u_b, *ut.signs)
-    return expectations(*_halves.halves(sp, t, product[1], product[3], q), *ut.signs)
+    return expectations(*_halves.halves(sp, t, product[1], product[3], q, mats=mats), *ut.signs)
+
+
+def matrices(sp: SplitPlan, t: _halves.HalvesTables, q: torch.Tensor) -> torch.Tensor:
+    """The halves' matrices `expvals` takes for the plan `sp` (`_halves.matrices`: without the last
+    crossing where it `folds`), from the layers' angles q (k, n); differentiable in q."""
+    return _halves.matrices(t, q, crossed=not sp.folds)

@@ -17,6 +17,7 @@ chunk's forward again, then its backward as the closed-form step does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,20 +213,23 @@ def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None 
     if sp and g_e is not None:
         q_in = q_in.detach().requires_grad_()
     size = split.part_size(sp, v.dtype.itemsize, batch) if sp else max(batch, 1)
-    for start in range(0, batch, size):
-        part = slice(start, start + size)
-        with torch.set_grad_enabled(g_e is not None):
-            product = units.product_halves(t.plan, t.units, v_in[part])
-            halves = _halves.halves(sp, st, product[1], product[3], q_in) if sp else None
-        if g_e is None:
-            del product  # one part's halves at a time (`forward_bytes`)
-            _chunks(sims, halves if sp else v[part], None, out[part], None, rows)
-            continue
-        ends = halves if sp else (product[1], product[3])  # what the units start from, and its graph
-        grads = tuple(torch.empty_like(h) for h in ends)
-        _chunks(sims, tuple(h.detach() for h in halves) if sp else v[part], grads, None, g_e[part], rows)
-        if ends[0].requires_grad:  # else neither v nor the halves' angles need it
-            torch.autograd.backward(ends, grads)
+    backward = g_e is not None
+    matrices = functools.partial(_halves.matrices, st, q_in)  # once for every part
+    with _halves.shared_matrices(matrices, backward) if sp else contextlib.nullcontext() as mats:
+        for start in range(0, batch, size):
+            part = slice(start, start + size)
+            with torch.set_grad_enabled(backward):
+                product = units.product_halves(t.plan, t.units, v_in[part])
+                halves = _halves.halves(sp, st, product[1], product[3], q_in, mats=mats) if sp else None
+            if g_e is None:
+                del product  # one part's halves at a time (`forward_bytes`)
+                _chunks(sims, halves if sp else v[part], None, out[part], None, rows)
+                continue
+            ends = halves if sp else (product[1], product[3])  # what the units start from, and its graph
+            grads = tuple(torch.empty_like(h) for h in ends)
+            _chunks(sims, tuple(h.detach() for h in halves) if sp else v[part], grads, None, g_e[part], rows)
+            if ends[0].requires_grad:  # else neither v nor the halves' angles need it
+                torch.autograd.backward(ends, grads)
     if g_e is None:
         return out
     g_q = angle_grads(sims, q)

@@ -394,7 +394,8 @@ class NativeEngine(nn.Module):
         v = self._wire_states(angles, wflat, dtype, v0).squeeze(-1).expand(batch, n, 2)
         q = wflat.view(self.plan.n_layers, n)
         size = split.part_size(sp, dtype.itemsize, batch)
-        parts = [split.expvals(sp, st, uplan, ut, v[i : i + size], q) for i in range(0, batch, size)]
+        mats = split.matrices(sp, st, q)  # once for every part
+        parts = [split.expvals(sp, st, uplan, ut, v[i : i + size], q, mats) for i in range(0, batch, size)]
         if not parts:  # an empty batch
             return torch.zeros((0, n), dtype=real_dtype, device=device)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
