@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from qtl.config import FROZEN_VARIANTS, VARIANTS, ModelConfig, TrainConfig, recipe
+from qtl.config import FROZEN_VARIANTS, VARIANTS, MachineConfig, ModelConfig, TrainConfig, recipe
 from qtl.models.checkpoint import backbone_fingerprint
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit, count_parameters
 from qtl.models.variants import Classifier, build_model
 from qtl.quantum.circuit import CircuitConfig
+from qtl.training.fit import fit
 
 CLASSES = ("ants", "bees")
 
@@ -195,3 +196,20 @@ def test_a_feature_dim_wider_than_the_features_is_refused():
     with pytest.raises(ValueError, match="feature_dim 100000 is wider than the 512 features of resnet18"):
         build_model(mc)
     assert build_model(ModelConfig("linear", pretrained=False, class_names=CLASSES, feature_dim=512))
+
+
+@pytest.mark.parametrize(("backbone", "width"), [("resnet18", 512), ("efficientnet_lite0", 1280)])
+def test_fit_refuses_a_too_wide_feature_dim_before_the_dataset_and_the_backbone(monkeypatch, backbone, width):
+    """fit() opened the dataset (maybe downloading it) and loaded the backbone before build_model refused
+    the width: offline, resnet18's refusal read as its missing ImageNet weights."""
+    import qtl.training.fit as fit_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the dataset or the backbone was opened")
+
+    monkeypatch.setattr(fit_module, "open_dataset", never)
+    monkeypatch.setattr(fit_module, "shared_backbone", never)
+    mc = ModelConfig("quantum", backbone=backbone, feature_dim=2000)
+    refusal = f"feature_dim 2000 is wider than the {width} features of {backbone}"
+    with pytest.raises(ValueError, match=refusal):
+        fit(mc, TrainConfig(epochs=1), MachineConfig(data_dir="no-such-dataset"))

@@ -49,9 +49,9 @@ from torch import nn
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
 from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
-from qtl.models.backbones import load_backbone, shared_backbone
+from qtl.models.backbones import feature_width, load_backbone, shared_backbone
 from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint, training_record
-from qtl.models.variants import Classifier, build_model
+from qtl.models.variants import Classifier, build_model, feature_dim_refusal
 from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
 from qtl.training.steps import step_for_run, train_step
@@ -186,6 +186,8 @@ def fit(
         if not model_config.frozen:
             raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
         _check_features(features)
+    if model is None:
+        _check_feature_dim(model_config)
     if model_config.is_kernel and checkpoint_path is not None:
         log.warning(
             "%s: a kernel SVM has no checkpoint, so nothing is written to %s (its scores are in the "
@@ -377,6 +379,18 @@ def _as_callbacks(callbacks) -> tuple[Callback, ...]:
 
 
 _SPLITS = ("train", "val", "test")
+
+
+def _check_feature_dim(mc: ModelConfig) -> None:
+    """ValueError where `feature_dim` is wider than the backbone's features (`variants.feature_dim_refusal`),
+    before the dataset opens (it may download) or the backbone loads: the width comes from the
+    architecture alone (`feature_width`, no weights read). Offline, resnet18's refusal read as its
+    missing weights."""
+    if mc.feature_dim is None:
+        return
+    width = feature_width(mc.backbone)
+    if width is not None and (refusal := feature_dim_refusal(mc.feature_dim, mc.backbone, width)):
+        raise ValueError(refusal)
 
 
 def _check_features(features) -> None:
