@@ -392,7 +392,7 @@ class Poison(Callback):
             _nan_head(self.model)
 
 
-def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path):
+def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path, caplog):
     mc = dataclasses.replace(LINEAR, class_names=tuple(CLASSES))
     model = build_model(mc)
     path = tmp_path / "kept.pt"
@@ -400,7 +400,16 @@ def test_a_nan_loss_keeps_the_earlier_best_checkpoint(tmp_path):
     with pytest.raises(Diverged, match="at epoch 2") as caught:
         fit(LINEAR, tc, features=pair(), model=model, checkpoint_path=path, callbacks=[Poison(model)])
     assert f"{path} keeps epoch 1, the best before it" in str(caught.value)
-    kept = load_checkpoint(path)
+    with caplog.at_level(logging.WARNING, logger="qtl.models.checkpoint"):
+        kept = load_checkpoint(path)
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .endswith(
+            "stopped early: 1 of 3 epochs (its loss diverged); it holds the best of those epochs: "
+            "train it again with a lower learning rate"
+        )
+    )
     assert kept.metrics["epoch"] == 1 and math.isfinite(kept.metrics["train_loss"])
     assert all(torch.isfinite(p).all() for p in kept.model.head.parameters())
     assert len(kept.history) == 1

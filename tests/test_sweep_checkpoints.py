@@ -93,7 +93,10 @@ class TestCancelledSweepRun:
             loaded = load_checkpoint(path)
         assert loaded.stop_note == info.stop_note
         said = [r.getMessage() for r in caplog.records if r.name == "qtl.models.checkpoint"]
-        assert said == [f"{path.name}: {info.stop_note}; it holds the best of those epochs"]
+        assert said == [
+            f"{path.name}: {info.stop_note}; it holds the best of those epochs: "
+            "train it again with the same settings to finish it"
+        ]
         row = checkpoint_row(loaded)
         assert row["cancelled"] is True and row["epochs_done"] == STOP_AFTER and row["epochs"] == EPOCHS
 
@@ -314,6 +317,11 @@ class TestTheOtherWaysOut:
         said = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
         assert len(said) == 1 and "No space left on device" in said[0]
         assert read_checkpoint_info(path).stop_note.startswith("unfinished: at least ")
+        with caplog.at_level(logging.WARNING, logger="qtl.models.checkpoint"):
+            load_checkpoint(path)
+        warned = [r.getMessage() for r in caplog.records if r.name == "qtl.models.checkpoint"]
+        assert warned[-1].endswith(": unless a run is still writing it, train it again with the same "
+                                   "settings to finish it")  # fmt: skip
 
     def test_a_file_without_the_record_claims_nothing(self):
         """A checkpoint written before qtl recorded how far its run got (the suite's own, one history row

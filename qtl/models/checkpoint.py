@@ -195,6 +195,12 @@ STOP_REASONS = {
     "unfinished": "still training, or its process was killed",  # saved at an improvement, not at the end
 }
 """Why a run stopped early, as `meta["training"]["stopped"]` records it -> the words listings use."""
+AGAIN = "train it again with the same settings to finish it"
+NEXT_STEPS = {
+    "diverged": "train it again with a lower learning rate",
+    "unfinished": f"unless a run is still writing it, {AGAIN}",
+}
+"""What to do about a run that stopped early, by its reason (else AGAIN): the load warning's last words."""
 
 
 def training_record(epochs_done: int, epochs: int, stopped: str | None = None) -> dict:
@@ -612,7 +618,8 @@ def load_checkpoint(
     model.to(device).eval()
     stopped = stopped_early(payload.get("meta"))
     if stopped:
-        log.warning("%s: %s; it holds the best of those epochs", path.name, stop_note(stopped))
+        next_step = NEXT_STEPS.get(stopped.get("stopped"), AGAIN)
+        log.warning("%s: %s; it holds the best of those epochs: %s", path.name, stop_note(stopped), next_step)
     return LoadedModel(
         model=model,
         model_config=mc,
