@@ -5,6 +5,7 @@ import json
 
 import streamlit as st
 
+from qtl.utils.words import error_line
 from ui import datasets, hardware, session_models
 from ui.settings import settings
 
@@ -51,7 +52,7 @@ def show(models: dict, local: list[str], real: list[str]) -> None:
         with st.spinner(f"Compiling for {backend} ..."):
             plan = hardware.plan(loaded, root, backend, shots, mitigations, samples)
     except (ValueError, ImportError) as exc:
-        st.error(" ".join(str(exc).split()))
+        st.error(error_line(exc))
         return
     st.markdown(f"**Estimate:** {hardware.estimate_text(plan.estimate)}")
 

@@ -8,7 +8,7 @@ import pytest
 
 from qtl.experiments.findings import _cell_table, findings
 from qtl.experiments.stats import accuracy_interval, format_report
-from qtl.utils.words import duration
+from qtl.utils.words import duration, error_line
 
 BASE = {"backbone": "b", "weights": "imagenet", "dataset": "d", "split": "kfold-5", "n_classes": 2}
 
@@ -57,3 +57,17 @@ def test_accuracy_interval(cell, interval):
 def test_durations_in_a_unit_that_shows_them(seconds, text):
     """One formatter for the study's cost, the hardware estimates (CLI and app) and their tables."""
     assert duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "exc, text",
+    [
+        (ValueError("a\n  b\tc "), "a b c"),  # torch's and Braket's messages span lines
+        (KeyError(), "KeyError"),  # nothing to say: the type's name, never an empty line
+        (RuntimeError("   \n"), "RuntimeError"),
+    ],
+)
+def test_an_error_as_one_line(exc, text):
+    """One rule for the CLI's "qtl: error: ...", the hardware page's and server's refusals and the sweep
+    and hardware tables' error cells."""
+    assert error_line(exc) == text

@@ -51,6 +51,7 @@ from qtl.quantum.hardware.mitigation import (
 from qtl.quantum.hardware.programs import Program
 from qtl.quantum.noise import NoiseConfig
 from qtl.utils.download import sha256_file
+from qtl.utils.words import error_line
 
 
 @dataclass
@@ -193,7 +194,7 @@ def simulation_refusal(config: CircuitConfig, noise: NoiseConfig) -> str | None:
     try:
         DensityMatrixEngine(config, noise)
     except ValueError as exc:  # SimulationTooLargeError, a re-uploading circuit
-        return " ".join(str(exc).split())
+        return error_line(exc)
     return None
 
 
@@ -335,7 +336,7 @@ def collect(job_id: str, db, job=None) -> dict:
             job = device.retrieve(job_id)
         report = score(plan, device.counts(job, programs), programs)
     except Exception as exc:
-        db.fail_hardware_job(job_id, " ".join(str(exc).split()) or type(exc).__name__)
+        db.fail_hardware_job(job_id, error_line(exc))
         raise
     report = {"job_id": job_id, "rerun_locally": rerun, **report}
     db.finish_hardware_job(job_id, report)

@@ -35,6 +35,7 @@ import os
 import sys
 
 from qtl.cli.parser import build_parser
+from qtl.utils.words import error_line
 
 # Imported inside main(): everything past the parser, so `qtl --help` answers without loading torch.
 
@@ -47,11 +48,6 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from qtl.utils.download import DownloadError
 
     return (ValueError, TypeError, WeightsUnavailableError, DownloadError, OSError, HardwareUnavailableError)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 SERVERS = frozenset({"serve"})
@@ -100,5 +96,5 @@ def main(argv: list[str] | None = None, *, program: bool = False) -> int:
         bar.close()
         if args.debug:
             raise
-        print(f"qtl: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"qtl: error: {error_line(exc)}", file=sys.stderr)
         return 1

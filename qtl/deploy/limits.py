@@ -22,6 +22,8 @@ import io
 import re
 from dataclasses import dataclass
 
+from qtl.utils.words import error_line
+
 #: Formats a server decodes by default (Pillow's names), the common web formats.
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 #: Pixels of all the images of one request together, by default: 100 million (eight 12-megapixel photos;
@@ -139,7 +141,7 @@ def _open(data: bytes, label: str, limits: ServeLimits):
         raise Refused(413, f"{label} is a decompression bomb: {exc}") from None
     except Exception as exc:  # Pillow raises UnidentifiedImageError, or others on hostile headers
         if fmt := _signature(data, limits.formats):  # an accepted format's file cut short in its header
-            said = " ".join(str(exc).split()) or type(exc).__name__
+            said = error_line(exc)
             raise Refused(400, f"{label} cannot be decoded as {fmt}: {said}") from None
         raise Refused(415, f"{label} is not an image in an accepted format ({accepted})") from None
     width, height = image.size
@@ -180,7 +182,7 @@ def _decode(image, label: str):
         # grayscale keeps its top 8 bits
         return rgb.copy() if rgb is image else rgb
     except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError, EOFError ...
-        said = " ".join(str(exc).split()) or type(exc).__name__
+        said = error_line(exc)
         raise Refused(400, f"{label} cannot be decoded as {image.format}: {said}") from None
 
 

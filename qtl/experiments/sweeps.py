@@ -41,6 +41,7 @@ from qtl.experiments.runs import Run, RunObserver
 from qtl.experiments.spec import SweepSpec, plan
 from qtl.models.backbones import load_backbone
 from qtl.training.gradients import COLUMNS as GRAD_COLUMNS
+from qtl.utils.words import error_line
 
 # mlflow (an optional extra) is imported only when a sweep logs to it.
 
@@ -229,7 +230,7 @@ def run_sweep(
                     try:
                         log_to_mlflow(mlflow_uri, spec.name, run, done)
                     except Exception as exc:  # MLflow's own errors: the sweep goes on, logging stops
-                        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                        reason = error_line(exc)[:300]
                         report.warnings.append(f"MLflow logging stopped at {run.label}: {reason}")
                         mlflow_uri = None
                 observer.ended(i, len(todo), run, done)

@@ -1,4 +1,4 @@
-"""Counts and durations in words, for messages and tables."""
+"""Counts, durations and errors in words, for messages and tables."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def duration(seconds: float | None) -> str:
     if round(seconds, 1) < 60:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min" if round(seconds / 60, 1) < 60 else f"{seconds / 3600:.1f} h"
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception's message on one line (every run of whitespace, line breaks too, as one space), or
+    its type's name where the message is empty: what a one-line refusal or a table's error cell shows."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -29,6 +29,7 @@ from qtl.config import DIFF_METHODS
 from qtl.quantum.circuit import CircuitConfig
 from qtl.quantum.engines._compiler import check_inputs
 from qtl.quantum.noise import Channel, NoiseConfig, noisy_ops
+from qtl.utils.words import error_line
 
 #: One loaded model serves every app session's thread (st.cache_resource), and some devices (lightning.*)
 #: keep their state vector on the device object: PennyLane executions run one at a time.
@@ -150,7 +151,7 @@ def _one_line(exc: Exception) -> str:
     hint = ""
     if isinstance(exc, qml.exceptions.DeviceError) and "does not exist" in str(exc):
         hint = f" (registered devices: {', '.join(sorted(qml.plugin_devices))})"
-    return " ".join(str(exc).split()) + hint
+    return error_line(exc) + hint
 
 
 def _check_options(device: str, diff_method: str, shots) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.hardware.programs import width_refusal
+from qtl.utils.words import error_line
 
 # Qiskit (the `hardware` extra) is imported inside each function: this module imports without it.
 
@@ -150,7 +151,7 @@ def _ibm_reason(exc: BaseException) -> str:
     connection also reads "please check that you are using a valid API token")."""
     from requests.exceptions import ConnectionError as NoConnection
 
-    text = " ".join(str(exc).split()).strip("'\"") or type(exc).__name__
+    text = error_line(exc).strip("'\"") or type(exc).__name__
     cause = exc
     while cause is not None:
         if isinstance(cause, NoConnection):

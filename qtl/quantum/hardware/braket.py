@@ -27,6 +27,7 @@ import numpy as np
 from qtl.quantum.circuit import CircuitConfig, gates
 from qtl.quantum.hardware.programs import Compiled, Program, by_program, width_refusal
 from qtl.quantum.noise import NoiseConfig
+from qtl.utils.words import error_line
 
 BRAKET_HINT = "install the Braket extra: pip install 'qtl[braket]' (amazon-braket-sdk)"
 LOCAL = {"braket_sv": "local state-vector simulator (ideal)", "braket_dm": "local density-matrix simulator"}
@@ -90,7 +91,7 @@ def aws_errors(what: str):
     except EndpointConnectionError as exc:
         raise AccountError(f"{what}: Amazon Braket could not be reached ({exc})") from None
     except ClientError as exc:  # credentials refused, no access, an unknown device or task
-        reason = " ".join(str(exc).split())
+        reason = error_line(exc)
         raise AccountError(f"{what}: Amazon Braket refused the request: {reason}") from None
 
 
