@@ -25,7 +25,7 @@ from qtl.experiments.runs import checkpoint_row
 from qtl.experiments.spec import SpecError, load_spec, plan
 from qtl.experiments.sweeps import SweepObserver, run_sweep
 from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
-from qtl.training.fit import Callback, fit
+from qtl.training.fit import Callback, Cancelled, fit
 
 EPOCHS, STOP_AFTER = 4, 2
 
@@ -246,6 +246,55 @@ class TestEveryPathThatSavesDuringFit:
         r = fit(mc, TrainConfig(epochs=2, batch_size=4), features=synthetic(), callbacks=[Last()], stop=stop,
                 checkpoint_path=path)  # fmt: skip
         assert r.cancelled and read_checkpoint_info(path).stopped is None
+
+
+class TestARerunIntoTheSameFile:
+    """A rerun of the same settings (a sweep's run again, the same `qtl train`, the app's Train) writes the
+    file an earlier run left: before, its first improvement overwrote it, so a rerun stopped sooner lost
+    the better epoch the earlier run had kept."""
+
+    def run(self, path, stop_at=None, lr=0.05):
+        class StopAt(Callback):
+            def on_epoch_end(self, p):
+                if p.epoch == stop_at:
+                    raise Cancelled("stop requested")
+
+        mc = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+        tc = TrainConfig(epochs=6, batch_size=4, lr=lr)
+        return fit(mc, tc, features=synthetic(), callbacks=[StopAt()], checkpoint_path=path)
+
+    def test_one_stopped_sooner_leaves_the_earlier_runs_file_and_says_so(self, tmp_path, caplog):
+        path = tmp_path / "q.pt"
+        first = self.run(path, stop_at=4)
+        kept = path.read_bytes()
+        with caplog.at_level(logging.WARNING, logger="qtl.training.fit"):
+            again = self.run(path, stop_at=1)
+        assert again.cancelled and again.checkpoint_path is None
+        assert path.read_bytes() == kept
+        info = read_checkpoint_info(path)
+        assert info.stopped == {"epochs_done": 4, "epochs": 6, "stopped": "cancelled"}
+        assert info.best_epoch == first.best_epoch
+        said = [r.getMessage() for r in caplog.records if "still holds" in r.getMessage()]
+        assert said == [
+            f"{path} still holds an earlier run of these settings (epoch {first.best_epoch}, val acc "
+            f"{first.metrics['val_acc']:.4f}): this run stopped early (cancelled) after 1 of 6 epochs "
+            f"without beating it (its best: epoch 1, val acc {again.history[0]['val_acc']:.4f})"
+        ]
+
+    def test_one_that_finishes_replaces_it(self, tmp_path):
+        path = tmp_path / "q.pt"
+        self.run(path, stop_at=2)
+        done = self.run(path)
+        info = read_checkpoint_info(path)
+        assert done.checkpoint_path == path and info.stopped is None and info.epochs == 6
+        assert info.best_epoch == done.best_epoch
+
+    def test_another_runs_file_is_overwritten_from_its_first_epoch(self, tmp_path):
+        path = tmp_path / "q.pt"
+        self.run(path, stop_at=4)
+        other = self.run(path, stop_at=1, lr=0.01)  # other settings: the file is this run's
+        assert other.checkpoint_path == path
+        assert read_checkpoint_info(path).stopped == {"epochs_done": 1, "epochs": 6, "stopped": "cancelled"}
 
 
 class TestTheOtherWaysOut:

@@ -533,6 +533,32 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     )
 
 
+def earlier_best(path: str | Path, mc: ModelConfig, tc: TrainConfig, dataset: dict | None) -> dict | None:
+    """The saved (best) epoch's metrics of the checkpoint at `path` where an earlier run of these same
+    settings wrote it: the model (class names included), the recipe and the data (`dataset`, the
+    `PreparedDataset.record()` `fit` stores; None for given features); finished or stopped early. None
+    where there is no file, or it holds another run's (or is unreadable, or predates the recipe's
+    record): `fit` overwrites such a file from its first epoch, as before."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = _read(path, mmap=True)
+        stored_mc = _model_config(payload, path.name)
+        recipe = payload.get("train_config")
+        stored_tc = TrainConfig.from_dict(recipe) if recipe is not None else None
+    except (CheckpointError, TypeError, ValueError):
+        return None
+    same = (
+        stored_tc is not None
+        and stored_tc.to_dict() == tc.to_dict()
+        and stored_mc.to_dict() == mc.to_dict()
+        and payload.get("meta", {}).get("dataset") == (_plain(dict(dataset)) if dataset else None)
+    )
+    metrics = payload.get("metrics") or {}
+    return dict(metrics) if same and "val_acc" in metrics and "val_loss" in metrics else None
+
+
 @dataclass
 class LoadedModel(_HowFar):
     """A checkpoint rebuilt into a model, in eval mode, plus everything it recorded."""

@@ -50,7 +50,13 @@ from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
 from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
 from qtl.models.backbones import feature_width, load_backbone, shared_backbone
-from qtl.models.checkpoint import backbone_fingerprint, save_checkpoint, training_record
+from qtl.models.checkpoint import (
+    STOP_REASONS,
+    backbone_fingerprint,
+    earlier_best,
+    save_checkpoint,
+    training_record,
+)
 from qtl.models.variants import Classifier, build_model, feature_dim_refusal
 from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
@@ -512,7 +518,12 @@ def _step_for(feed: Feed, optimizer: torch.optim.Optimizer, tc: TrainConfig) -> 
 
 class _BestEpoch:
     """The best epoch so far by val accuracy (ties: lower val loss): its weights kept in memory and,
-    when a path is given, in a checkpoint rewritten atomically at every improvement."""
+    when a path is given, in a checkpoint rewritten atomically at every improvement.
+
+    Where the path holds an earlier run of the same settings (`checkpoint.earlier_best`: a rerun of a
+    cancelled or finished run), the file is left as it is until this run beats that run's best epoch,
+    or finishes: a rerun stopped before then (cancelled again, Ctrl-C, killed) never replaces the
+    better epoch the earlier run kept, and says so."""
 
     def __init__(
         self,
@@ -527,6 +538,12 @@ class _BestEpoch:
         self.epoch: int | None = None  # 1-based
         self.key, self.state, self.saved = None, None, None
         self.fingerprint = None  # of the frozen backbone, hashed on the first save
+        self.earlier = earlier_best(path, mc, tc, dataset) if path is not None else None
+        self.held = False  # an improvement left unwritten: the earlier run's file is better
+
+    def _beats_earlier(self, key: tuple) -> bool:
+        """Whether `key` beats the earlier run's best epoch in the file (True where there is none)."""
+        return self.earlier is None or key > (self.earlier["val_acc"], -self.earlier["val_loss"])
 
     def offer(self, history: list[dict]) -> None:
         """Keep the latest epoch (history[-1]) if it beats the best so far."""
@@ -535,8 +552,11 @@ class _BestEpoch:
         if self.key is None or key > self.key:
             self.epoch, self.key = row["epoch"], key
             self.state = copy.deepcopy(self.kept.state_dict())
-            if self.path is not None:
+            if self.path is not None and self._beats_earlier(key):
+                self.earlier, self.held = None, False  # the file is this run's from now on
                 self.saved = self._save(history, stopped="unfinished")  # until the run's end says more
+            elif self.path is not None:
+                self.held = True
 
     def restore(self) -> None:
         """Load the best epoch's weights back."""
@@ -547,8 +567,27 @@ class _BestEpoch:
         """Rewrite the best epoch's checkpoint with the whole run's history and `extra` metrics (the test
         split's, scored on the restored weights; the split sizes), finished or `stopped` early (a
         `checkpoint.STOP_REASONS` key: only where fewer epochs than planned ran)."""
-        if self.saved is not None:
+        if self.held and stopped is None:  # finished, never past the earlier run's best: this run's file now
+            self.saved = self._save(history, extra, stopped=None)
+        elif self.saved is not None:
             self.saved = self._save(history, extra, stopped=stopped)
+        elif self.held:
+            self._kept_earlier(history, stopped)
+
+    def _kept_earlier(self, history: list[dict], reason: str) -> None:
+        """Say that the file still holds the earlier run's better epoch, this run having stopped early."""
+        log.warning(
+            "%s still holds an earlier run of these settings (epoch %d, val acc %.4f): this run stopped "
+            "early (%s) after %d of %d epochs without beating it (its best: epoch %d, val acc %.4f)",
+            self.path,
+            self.earlier.get("epoch", 0),
+            self.earlier["val_acc"],
+            STOP_REASONS.get(reason, reason),
+            len(history),
+            self.tc.epochs,
+            self.epoch,
+            self.key[0],
+        )
 
     def stopped(self, history: list[dict], reason: str) -> None:
         """Rewrite the checkpoint, if one was written, as stopped early for `reason` with the history so
@@ -556,6 +595,8 @@ class _BestEpoch:
         on since, or holds NaNs). A failure to write is logged, never raised over the exception that
         stopped the run."""
         if self.saved is None:
+            if self.held:
+                self._kept_earlier(history, reason)
             return
         try:
             self.restore()
