@@ -114,7 +114,7 @@ def test_the_panel_says_an_earlier_spec_and_a_failed_run_while_running_and_when_
     assert f"{NAME}: 0 run(s) trained, 1 already done, 1 failed" in texts(at.success)
     assert earlier in info
     (failed,) = report.errors
-    assert failed.startswith("quantum seed 0 (") and "stops at 24 qubits (25 asked)" in failed
+    assert failed.startswith("quantum 25q d1 on tiny seed 0 (") and "stops at 24 qubits (25 asked)" in failed
     assert error.splitlines() == [f"Run failed: {failed}"]  # once, though also said as it came back
 
 
@@ -230,7 +230,7 @@ def test_the_cli_prints_the_notes_it_printed(capsys, tmp_path):
     assert code == 1  # a run failed
     lines = err.splitlines()
     failed = [line for line in lines if line.startswith("  failed: ")]
-    assert len(failed) == 1 and failed[0].startswith("  failed: quantum seed 0 (")
+    assert len(failed) == 1 and failed[0].startswith("  failed: quantum 25q d1 on tiny seed 0 (")
     assert failed[0].endswith(
         "ValueError: engine 'native' simulates a statevector of 2**n amplitudes per sample and stops at 24 "
         "qubits (25 asked); use engine 'mps' for wider circuits"

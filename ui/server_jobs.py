@@ -85,11 +85,11 @@ def _training_work(runs: list):
 
         def callbacks(self, index, total, run):
             self.index, self.total, self.run = index, total, run
-            self.job.report(index / total, f"{run.label} ({index + 1}/{total}): preparing data and features")
+            self.job.report(index / total, f"{run.name} ({index + 1}/{total}): preparing data and features")
             return [self]
 
         def finished(self, index, total, run, outcome):
-            self.job.report(message=f"{run.label}: done")
+            self.job.report(message=f"{run.name}: done")
 
         def _fraction(self, p) -> float:
             return (self.index + p.fraction) / self.total
@@ -97,13 +97,13 @@ def _training_work(runs: list):
         def on_batch_end(self, p) -> None:
             self.job.report(
                 self._fraction(p),
-                f"{self.run.label} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
+                f"{self.run.name} ({self.index + 1}/{self.total}): epoch {p.epoch}/{p.epochs}, "
                 f"batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
             )
 
         def on_epoch_end(self, p) -> None:
             mc, tc = self.run.model_config, self.run.train_config
-            row = {"run": self.run.label, "variant": mc.variant, "seed": tc.seed, "warning": p.warning}
+            row = {"run": self.run.name, "variant": mc.variant, "seed": tc.seed, "warning": p.warning}
             self.job.report(self._fraction(p), record={**row, **p.metrics})
 
     if not runs:

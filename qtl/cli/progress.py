@@ -128,7 +128,7 @@ class RunsBar(RunObserver):
 
     @staticmethod
     def _prefix(index: int, total: int, run) -> str:
-        return f"[{run.label} {index + 1}/{total}] "
+        return f"[{run.name} {index + 1}/{total}] "
 
     def callbacks(self, index, total, run):
         return [BarCallback(self.bar, self._prefix(index, total, run), epoch_lines=False)]

@@ -231,7 +231,7 @@ def run_sweep(
                         log_to_mlflow(mlflow_uri, spec.name, run, done)
                     except Exception as exc:  # MLflow's own errors: the sweep goes on, logging stops
                         reason = error_line(exc)[:300]
-                        report.warnings.append(f"MLflow logging stopped at {run.label}: {reason}")
+                        report.warnings.append(f"MLflow logging stopped at {run.name}: {reason}")
                         mlflow_uri = None
                 observer.ended(i, len(todo), run, done)
         except KeyboardInterrupt:
@@ -296,8 +296,9 @@ def _record(db: ResultsDB, run: Run, done: Done, dispatched: float, stop, report
 
 
 def failure(run: Run, done: Done) -> str:
-    """The words for a run that failed (`SweepReport.errors`): "label (id): error"."""
-    return f"{run.label} ({run.id}): {done.error or 'no result'}"
+    """The words for a run that failed (`SweepReport.errors`): "name (id): error", the name telling the
+    sweep's runs apart (`Run.name`: "quantum 4q d6 seed 0")."""
+    return f"{run.name} ({run.id}): {done.error or 'no result'}"
 
 
 def regime_refusals(runs: list[Run]) -> dict[str, str]:
@@ -376,7 +377,7 @@ def log_to_mlflow(uri: str, sweep: str, run: Run, done: Done) -> None:
     )
     params.update({k: row[k] for k in ("feature_dim", "split", "per_class", "label_noise")})
     params.update({k: row[k] for k in ("recipe", "circuit_options")})  # what else makes a cell of its own
-    with mlflow.start_run(run_name=f"{run.label} {run.id}", tags={"qtl.run_id": run.id}):
+    with mlflow.start_run(run_name=f"{run.name} {run.id}", tags={"qtl.run_id": run.id}):
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
         for h in done.outcome.history:
             keys = ("train_loss", "train_acc", "val_loss", "val_acc", *GRAD_COLUMNS)
@@ -411,14 +412,14 @@ class _JobProgress(SweepObserver):
             self.note(note)
 
     def started(self, index, total, run):
-        self.job.report(message=f"{run.label} ({index + 1}/{total}): training")
+        self.job.report(message=f"{run.name} ({index + 1}/{total}): training")
 
     def ended(self, index, total, run, done):
         self.finished_runs += 1
         if done.outcome is not None and not done.cancelled:
             self.job.report(self.finished_runs / self.total, record=done.outcome.row)
             return
-        self.job.report(self.finished_runs / self.total, f"{run.label}: {done.error or 'stopped'}")
+        self.job.report(self.finished_runs / self.total, f"{run.name}: {done.error or 'stopped'}")
         if not (done.cancelled or self.job.is_set()):  # as `_record` tells a failure from a stop
             self.note(SweepNote("failed", failure(run, done)))
 
