@@ -139,7 +139,9 @@ def what_to_do() -> str:
 def download_reason(error: str) -> str:
     """A failed download's reason without qtl's command-line advice ("point to it with --data PATH or the
     QTL_DATA_DIR environment variable"), which a user of the app cannot follow."""
-    cut = error.find(": put the dataset")
+    from qtl.data.sources import WHERE_TO_PUT
+
+    cut = error.find(f": {WHERE_TO_PUT}")
     return error[:cut] if cut >= 0 else error
 
 

@@ -60,9 +60,14 @@ DOWNLOAD_FAILED = "cannot download the dataset"
 app tells it from other failures of a job by it."""
 
 
+WHERE_TO_PUT = "put the dataset"
+"""How the command-line advice that ends a missing dataset's error begins (`_where_to_put`): the app,
+whose users cannot follow it, cuts the message there (`ui.datasets.download_reason`)."""
+
+
 def _where_to_put(target: Path) -> str:
     return (
-        f"put the dataset (train/ and val/ with one folder per class) in {target}, "
+        f"{WHERE_TO_PUT} (train/ and val/ with one folder per class) in {target}, "
         "or point to it with --data PATH (a sweep spec: dataset = PATH) or the QTL_DATA_DIR environment "
         "variable"
     )
