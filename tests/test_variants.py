@@ -213,3 +213,15 @@ def test_fit_refuses_a_too_wide_feature_dim_before_the_dataset_and_the_backbone(
     refusal = f"feature_dim 2000 is wider than the {width} features of {backbone}"
     with pytest.raises(ValueError, match=refusal):
         fit(mc, TrainConfig(epochs=1), MachineConfig(data_dir="no-such-dataset"))
+
+
+def test_qtl_train_refuses_a_too_wide_feature_dim_before_the_dataset(capsys, tmp_path, monkeypatch):
+    """`qtl train` opened the dataset (offline, a missing one said it could not be downloaded) before
+    fit() could refuse the width."""
+    from conftest import run_cli
+
+    monkeypatch.setenv("QTL_OFFLINE", "1")
+    args = ("train", "quantum", "--backbone", "resnet18", "--feature-dim", 2000, "--data", tmp_path / "none")
+    code, _, err = run_cli(capsys, *args)
+    assert code != 0
+    assert "feature_dim 2000 is wider than the 512 features of resnet18" in err and "download" not in err

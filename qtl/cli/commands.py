@@ -283,10 +283,12 @@ def _figure_path(path, *, figure: bool = True) -> Path:
 
 
 def cmd_train(args, bar: ProgressBar) -> int:
+    from qtl.models.variants import check_feature_dim
     from qtl.training.fit import fit
 
     _check_new_checkpoint(args)
-    check_settings_apply(_model_config(args, args.variant))  # --shots on linear: said, not kept unused
+    mc = check_settings_apply(_model_config(args, args.variant))  # --shots on linear: said, not kept unused
+    check_feature_dim(mc)  # before the dataset opens (and maybe downloads)
     root = _dataset(args, bar).root
     (run,) = _plan(args, [args.variant], [args.seed], root)
     path = Path(args.out) if args.out else run.checkpoint_path

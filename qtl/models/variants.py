@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from qtl.config import ModelConfig
-from qtl.models.backbones import load_backbone
+from qtl.models.backbones import feature_width, load_backbone
 from qtl.models.heads import DressedClassical, DressedQuantumCircuit, Projected
 from qtl.models.kernels import KernelSVM
 
@@ -111,6 +111,18 @@ def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
             raise ValueError(refusal)
         return Projected(in_features, c.feature_dim, _head(c, c.feature_dim))
     return _head(c, in_features)
+
+
+def check_feature_dim(mc: ModelConfig) -> None:
+    """ValueError where `mc.feature_dim` is wider than its backbone's features (`feature_dim_refusal`),
+    from the architecture alone (`feature_width`: no weights read), so `fit` and `qtl train` refuse it
+    before the dataset opens (it may download) or the backbone loads (offline, resnet18's refusal read
+    as its missing weights)."""
+    if mc.feature_dim is None:
+        return
+    width = feature_width(mc.backbone)
+    if width is not None and (refusal := feature_dim_refusal(mc.feature_dim, mc.backbone, width)):
+        raise ValueError(refusal)
 
 
 def feature_dim_refusal(feature_dim: int, backbone: str, width: int, every: str = "none") -> str | None:
