@@ -25,7 +25,7 @@ from qtl.experiments.runs import checkpoint_row
 from qtl.experiments.spec import SpecError, load_spec, plan
 from qtl.experiments.sweeps import SweepObserver, run_sweep
 from qtl.models.checkpoint import load_checkpoint, read_checkpoint_info
-from qtl.training.fit import Callback, Cancelled, fit
+from qtl.training.fit import Callback, Cancelled, Diverged, fit
 
 EPOCHS, STOP_AFTER = 4, 2
 
@@ -281,6 +281,54 @@ class TestARerunIntoTheSameFile:
             f"without beating it (its best: epoch 1, val acc {again.history[0]['val_acc']:.4f})"
         ]
 
+    def test_one_cancelled_after_its_last_epoch_is_finished_and_writes_it(self, tmp_path):
+        """A Cancel after the last epoch is no early stop: the rerun of a finished run, which never beats
+        it (the same seed, the same epochs), still writes its file as finished."""
+        path = tmp_path / "q.pt"
+        self.run(path)
+        again = self.run(path, stop_at=6)
+        info = read_checkpoint_info(path)
+        assert again.checkpoint_path == path and again.kept_earlier is None
+        assert info.stopped is None and info.epochs == 6
+
+    def test_one_that_diverges_says_the_file_keeps_the_earlier_run(self, tmp_path):
+        """It said "no checkpoint was written" though the file held the earlier run's better epoch."""
+        path = tmp_path / "q.pt"
+        first = self.run(path, stop_at=4)
+        kept = path.read_bytes()
+
+        class Poison(Callback):
+            def on_batch_end(self, p):
+                if p.epoch == 2:
+                    with torch.no_grad():
+                        model.head.weight.fill_(float("nan"))
+
+        mc = ModelConfig("linear", pretrained=False, class_names=("a", "b"))
+        tc = TrainConfig(epochs=6, batch_size=4, lr=0.05)
+        torch.manual_seed(tc.seed)
+        from qtl.models.variants import build_model
+
+        model = build_model(mc)
+        with pytest.raises(Diverged) as caught:
+            fit(mc, tc, features=synthetic(), model=model, callbacks=[Poison()], checkpoint_path=path)
+        assert str(caught.value).endswith(
+            f"; {path} keeps an earlier run of these settings (epoch {first.best_epoch}, val acc "
+            f"{first.metrics['val_acc']:.4f})"
+        )
+        assert path.read_bytes() == kept
+
+    def test_a_sweeps_row_stays_the_files(self, tiny, tmp_path):
+        """The sweep's row of a rerun cancelled sooner is the earlier run's, as the file is: it had the
+        rerun's scores and no checkpoint, the file still holding the earlier run."""
+        spec, db, models, path = cancelled_sweep(tmp_path, tiny)
+        stop = threading.Event()
+        report = run_sweep(load_spec(spec), db, models_dir=models, observer=StopAfter(stop, 1), stop=stop)
+        assert report.cancelled == 1
+        with ResultsDB(db, readonly=True) as results:
+            (stored,) = results.rows("early", status=None)
+        assert stored["status"] == "cancelled" and stored["checkpoint"] == str(path)
+        assert stored["epochs_done"] == STOP_AFTER == read_checkpoint_info(path).epochs
+
     def test_one_that_finishes_replaces_it(self, tmp_path):
         path = tmp_path / "q.pt"
         self.run(path, stop_at=2)
@@ -288,6 +336,17 @@ class TestARerunIntoTheSameFile:
         info = read_checkpoint_info(path)
         assert done.checkpoint_path == path and info.stopped is None and info.epochs == 6
         assert info.best_epoch == done.best_epoch
+
+    def test_a_file_whose_metadata_is_not_a_dict_is_read_by_its_settings(self, tmp_path):
+        """Such a file loads (`_read` does not check `meta`); the comparison raised AttributeError, so
+        fit() failed before training. Its model and recipe are these, and it names no dataset, as a run
+        on given features does: the earlier run's."""
+        path = tmp_path / "q.pt"
+        self.run(path, stop_at=4)
+        payload = torch.load(path, weights_only=True)
+        payload["meta"] = None
+        torch.save(payload, path)
+        assert self.run(path, stop_at=1).kept_earlier == path
 
     def test_another_runs_file_is_overwritten_from_its_first_epoch(self, tmp_path):
         path = tmp_path / "q.pt"

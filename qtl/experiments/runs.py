@@ -32,7 +32,7 @@ from qtl.config import (
 )
 from qtl.data.datasets import recorded_root, split_suffix
 from qtl.experiments.stats import dataset_label, setup_label
-from qtl.models.checkpoint import checkpoint_name
+from qtl.models.checkpoint import checkpoint_name, load_checkpoint
 from qtl.models.heads import count_parameters
 from qtl.paths import DEFAULT_DATASET, HYMENOPTERA_DIRNAME, default_data_dir
 from qtl.training.fit import Callback, Diverged, fit
@@ -250,6 +250,9 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
         stop=stop,
         progress=progress,
     )
+    if result.kept_earlier is not None:  # stopped before it beat the run of these settings in the file:
+        loaded = load_checkpoint(result.kept_earlier)  # the row stays that run's, as the file does
+        return Outcome(checkpoint_row(loaded), loaded.history, time.perf_counter() - t0)
     row = result_row(
         result.model,
         result.model_config,

@@ -553,7 +553,8 @@ def earlier_best(path: str | Path, mc: ModelConfig, tc: TrainConfig, dataset: di
         stored_tc is not None
         and stored_tc.to_dict() == tc.to_dict()
         and stored_mc.to_dict() == mc.to_dict()
-        and payload.get("meta", {}).get("dataset") == (_plain(dict(dataset)) if dataset else None)
+        and (meta if isinstance(meta := payload.get("meta"), dict) else {}).get("dataset")
+        == (_plain(dict(dataset)) if dataset else None)
     )
     metrics = payload.get("metrics") or {}
     return dict(metrics) if same and "val_acc" in metrics and "val_loss" in metrics else None

@@ -49,7 +49,7 @@ from torch import nn
 from qtl.config import MachineConfig, ModelConfig, TrainConfig
 from qtl.data.datasets import open_dataset
 from qtl.data.feed import FeatureBatches, Feed, loss_and_accuracy, training_feed
-from qtl.models.backbones import feature_width, load_backbone, shared_backbone
+from qtl.models.backbones import load_backbone, shared_backbone
 from qtl.models.checkpoint import (
     STOP_REASONS,
     backbone_fingerprint,
@@ -57,7 +57,7 @@ from qtl.models.checkpoint import (
     save_checkpoint,
     training_record,
 )
-from qtl.models.variants import Classifier, build_model, feature_dim_refusal
+from qtl.models.variants import Classifier, build_model, check_feature_dim
 from qtl.training.gradients import COLUMNS, GradientNorms
 from qtl.training.optim import make_optimizer
 from qtl.training.steps import step_for_run, train_step
@@ -117,11 +117,14 @@ class FitResult:
     train_config: TrainConfig
     history: list[dict]  # one row per completed epoch: epoch, train/val loss and acc, lr, time_s, grad_*
     best_epoch: int | None  # 1-based; None when cancelled before the first epoch finished
-    checkpoint_path: Path | None  # where the best epoch was saved, if a path was given
+    checkpoint_path: Path | None  # where the best epoch was saved, if a path was given (None where
+    # `kept_earlier`: the file was left to a better earlier run)
     cancelled: bool = False
     test: dict = field(default_factory=dict)  # test_loss, test_acc, n_test of the best epoch ({}: no test)
     sizes: dict = field(default_factory=dict)  # n_train, n_val: the images the run trained and selected on
     dataset: dict | None = None  # its data's `PreparedDataset.record()` (None: given features)
+    kept_earlier: Path | None = None  # the checkpoint path, where it still holds an earlier run of these
+    # settings that this run stopped before beating (`checkpoint.earlier_best`): its row is the file's
 
     @property
     def best(self) -> dict | None:
@@ -167,7 +170,9 @@ def fit(
     callbacks: a `Callback`, or a sequence of them: each receives `Progress` after every batch and epoch
         and may raise `Cancelled`.
     checkpoint_path: if given, the best epoch so far is saved there atomically after each improvement
-        (a kernel SVM has no checkpoint: a warning says that nothing is written).
+        (a kernel SVM has no checkpoint: a warning says that nothing is written). Where the file holds an
+        earlier run of the same settings (`checkpoint.earlier_best`), it is written only once this run
+        beats that run's best epoch, or finishes (`FitResult.kept_earlier` where neither happened).
     features: frozen variants only: a (train, val) or (train, val, test) tuple of FeatureSets (features
         (N, F) or (V, N, F), labels (N,), N paths, the same classes and width F as the backbone's, all
         finite) used instead of extracting them from the dataset at `machine.data_dir`; ValueError for
@@ -193,7 +198,7 @@ def fit(
             raise ValueError(f"features= only serve frozen variants, not {model_config.variant!r}")
         _check_features(features)
     if model is None:
-        _check_feature_dim(model_config)
+        check_feature_dim(model_config)
     if model_config.is_kernel and checkpoint_path is not None:
         log.warning(
             "%s: a kernel SVM has no checkpoint, so nothing is written to %s (its scores are in the "
@@ -356,7 +361,9 @@ def _fit(
     except BaseException as exc:  # a Ctrl-C or an error while the test split is scored: the file says so
         best.stopped(history, "cancelled" if cancelled else _stop_reason(exc))
         raise
-    return FitResult(model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset)
+    return FitResult(
+        model, mc, tc, history, best.epoch, best.saved, cancelled, test, sizes, dataset, best.kept_earlier
+    )
 
 
 def _stop_reason(exc: BaseException) -> str:
@@ -385,18 +392,6 @@ def _as_callbacks(callbacks) -> tuple[Callback, ...]:
 
 
 _SPLITS = ("train", "val", "test")
-
-
-def _check_feature_dim(mc: ModelConfig) -> None:
-    """ValueError where `feature_dim` is wider than the backbone's features (`variants.feature_dim_refusal`),
-    before the dataset opens (it may download) or the backbone loads: the width comes from the
-    architecture alone (`feature_width`, no weights read). Offline, resnet18's refusal read as its
-    missing weights."""
-    if mc.feature_dim is None:
-        return
-    width = feature_width(mc.backbone)
-    if width is not None and (refusal := feature_dim_refusal(mc.feature_dim, mc.backbone, width)):
-        raise ValueError(refusal)
 
 
 def _check_features(features) -> None:
@@ -471,6 +466,8 @@ def _check_finite(row: dict, tc: TrainConfig, best: _BestEpoch) -> None:
         lrs = f"--lr, now {tc.lr:g}" + (f"; --backbone-lr, now {tc.backbone_lr:g}" if tc.backbone_lr else "")
         if best.saved is not None:
             kept = f"; {best.saved} keeps epoch {best.epoch}, the best before it"
+        elif best.earlier is not None:
+            kept = f"; {best.path} keeps an earlier run of these settings ({best.earlier_words()})"
         elif best.path is not None:
             kept = "; no checkpoint was written"
         else:
@@ -567,21 +564,30 @@ class _BestEpoch:
         """Rewrite the best epoch's checkpoint with the whole run's history and `extra` metrics (the test
         split's, scored on the restored weights; the split sizes), finished or `stopped` early (a
         `checkpoint.STOP_REASONS` key: only where fewer epochs than planned ran)."""
-        if self.held and stopped is None:  # finished, never past the earlier run's best: this run's file now
-            self.saved = self._save(history, extra, stopped=None)
+        finished = stopped is None or len(history) >= self.tc.epochs  # a stop after the last epoch is none
+        if self.held and finished:  # never past the earlier run's best, but finished: its file now
+            self.saved = self._save(history, extra, stopped=stopped)
         elif self.saved is not None:
             self.saved = self._save(history, extra, stopped=stopped)
         elif self.held:
             self._kept_earlier(history, stopped)
 
+    def earlier_words(self) -> str:
+        """The earlier run's best epoch in the file, e.g. "epoch 12, val acc 0.9477"."""
+        return f"epoch {self.earlier.get('epoch', 0)}, val acc {self.earlier['val_acc']:.4f}"
+
+    @property
+    def kept_earlier(self) -> Path | None:
+        """The path, where it still holds an earlier run of these settings that this run did not beat."""
+        return Path(self.path) if self.held and self.saved is None else None
+
     def _kept_earlier(self, history: list[dict], reason: str) -> None:
         """Say that the file still holds the earlier run's better epoch, this run having stopped early."""
         log.warning(
-            "%s still holds an earlier run of these settings (epoch %d, val acc %.4f): this run stopped "
-            "early (%s) after %d of %d epochs without beating it (its best: epoch %d, val acc %.4f)",
+            "%s still holds an earlier run of these settings (%s): this run stopped early (%s) after %d of "
+            "%d epochs without beating it (its best: epoch %d, val acc %.4f)",
             self.path,
-            self.earlier.get("epoch", 0),
-            self.earlier["val_acc"],
+            self.earlier_words(),
             STOP_REASONS.get(reason, reason),
             len(history),
             self.tc.epochs,
