@@ -250,11 +250,15 @@ def test_halves_take_a_part_of_the_batch_at_a_time(monkeypatch, n, depth, sample
         return halves(sp, t, a, b, q, **options)
 
     monkeypatch.setattr(_halves, "halves", recording)
+    built = []
+    matrices = _halves._matrices
+    monkeypatch.setattr(_halves, "_matrices", lambda *a: built.append(1) or matrices(*a))
     head, opt = _pair(CircuitConfig(n, depth))
     ClosedFormStep(head, opt).loss_and_grads(
         torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
     )
     assert seen == sizes
+    assert len(built) == 1  # the halves' matrices once a step, not once a part (`shared_matrices`)
 
 
 def test_loss_and_grads_under_grad_mode():

@@ -19,9 +19,9 @@ from conftest import REPO
 
 import qtl.quantum.engines.native as native
 from qtl.quantum.circuit import CircuitConfig, Gate, gates
+from qtl.quantum.engines import _halves, make_engine
 from qtl.quantum.engines import _statevector as sv
 from qtl.quantum.engines import _wide as wide
-from qtl.quantum.engines import make_engine
 from qtl.quantum.engines._memory import clear_constant_tables
 from qtl.quantum.engines.native import NativeEngine, SimulationTooLargeError
 from qtl.quantum.noise import NoiseConfig
@@ -420,9 +420,13 @@ class TestHalvesPath:
         from qtl.quantum.engines import _split as split
 
         monkeypatch.setattr(split, "PART_SAMPLES", 2)
+        built = []  # the halves' matrices: once a forward, not once a part (`_halves.shared_matrices`)
+        matrices = _halves._matrices
+        monkeypatch.setattr(_halves, "_matrices", lambda *a: built.append(1) or matrices(*a))
         config = CircuitConfig(14, 3)
         engine = NativeEngine(config)
         self.assert_equals_the_adjoint_path(engine, config, batch=5, seed=3)
+        assert len(built) == 1  # three parts, one forward (its backward by autograd)
         angles, weights = random_inputs(config, 5, seed=3)
         kept = [g for g in gates(config) if g.wires != (5, 6)]  # no CNOT across the cut (wire 6)
         engine.plan = native.compile_plan(kept, 14, config.weight_shape)
@@ -519,6 +523,9 @@ class TestUnitsPath:
         workers = []  # per forward of the units: the workers its chunks were shared among
         share = wide.share_chunks
         monkeypatch.setattr(wide, "share_chunks", lambda *a: workers.append(len(a[0])) or share(*a))
+        built = []  # the halves' matrices: once a forward and once a backward, not once a part
+        matrices = _halves._matrices
+        monkeypatch.setattr(_halves, "_matrices", lambda *a: built.append(1) or matrices(*a))
         engine = NativeEngine(config, path=path)
         assert engine.path_for(7, training=False) == "units"
         assert (wide.split_plan(engine.plan) is not None) == halves
@@ -541,6 +548,7 @@ class TestUnitsPath:
         finally:
             torch.set_num_threads(threads)
         assert workers == ([2, 2, 2] * 2 if halves else [2] * 2), "forward, then the backward's chunks"
+        assert len(built) == (3 if halves else 0)  # the inference forward, then a forward and its backward
 
     def test_auto_takes_it_only_where_it_can(self):
         """On CPU, from UNITS_MIN_QUBITS wires, for circuits the units run (one RY per wire and layer, a
@@ -591,13 +599,14 @@ class TestUnitsPath:
         assert eval_batch_size(head) == 512
         assert eval_batch_size(head.to("meta")) < 512
         assert engine(torch.zeros(0, 20), torch.zeros(9, 20)).shape == (0, 20)
-        for config in (
-            CircuitConfig(18, 2, "ring"),
-            CircuitConfig(16, 2, "ring"),
-            CircuitConfig(8, 3, "ring", "rot"),
+        for config, path in (
+            (CircuitConfig(18, 2, "ring"), "auto"),
+            (CircuitConfig(16, 2, "ring"), "auto"),
+            (CircuitConfig(8, 3, "ring", "rot"), "auto"),
+            (CircuitConfig(14, 8), "units"),  # the halves' layers, then units: its backward failed
         ):
             weights = torch.zeros(config.weight_shape, requires_grad=True)
-            out = NativeEngine(config)(torch.zeros(0, config.n_qubits), weights)
+            out = NativeEngine(config, path=path)(torch.zeros(0, config.n_qubits), weights)
             assert out.shape == (0, config.n_qubits)
             if out.requires_grad:  # the units path: a gradient of zeros
                 out.sum().backward()

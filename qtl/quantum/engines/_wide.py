@@ -233,7 +233,7 @@ def _run(plan: Plan, v: torch.Tensor, q: torch.Tensor, g_e: torch.Tensor | None 
     if g_e is None:
         return out
     g_q = angle_grads(sims, q)
-    if sp:
+    if sp and q_in.grad is not None:  # None for an empty batch
         g_q[: sp.layers] += q_in.grad
     return v_in.grad, g_q
 
