@@ -9,5 +9,6 @@ processes   `die_with_parent`: a child process that ends with its parent (Linux)
 seeds       `seeded`: random draws fixed by a seed in a block, the caller's streams untouched
 threads     `side_by_side`: a few CPU tasks at once, each on one torch thread; `share_cores`: a
             pool's threads, a share of torch's each
-words       `count`: '1 qubit', '2 qubits'; `duration`: '0.35 ms', '12.0 s', '2.5 min', '1.4 h'
+words       `count`: '1 qubit', '2 qubits'; `duration`: '0.35 ms', '12.0 s', '2.5 min', '1.4 h';
+            `error_line`: an error's message on one line, or its type's name
 """
