@@ -570,7 +570,7 @@ class _BestEpoch:
         elif self.saved is not None:
             self.saved = self._save(history, extra, stopped=stopped)
         elif self.held:
-            self._kept_earlier(history, stopped)
+            self._say_kept_earlier(history, stopped)
 
     def earlier_words(self) -> str:
         """The earlier run's best epoch in the file, e.g. "epoch 12, val acc 0.9477"."""
@@ -581,7 +581,7 @@ class _BestEpoch:
         """The path, where it still holds an earlier run of these settings that this run did not beat."""
         return Path(self.path) if self.held and self.saved is None else None
 
-    def _kept_earlier(self, history: list[dict], reason: str) -> None:
+    def _say_kept_earlier(self, history: list[dict], reason: str) -> None:
         """Say that the file still holds the earlier run's better epoch, this run having stopped early."""
         log.warning(
             "%s still holds an earlier run of these settings (%s): this run stopped early (%s) after %d of "
@@ -602,7 +602,7 @@ class _BestEpoch:
         stopped the run."""
         if self.saved is None:
             if self.held:
-                self._kept_earlier(history, reason)
+                self._say_kept_earlier(history, reason)
             return
         try:
             self.restore()
