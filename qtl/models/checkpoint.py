@@ -505,6 +505,7 @@ class CheckpointInfo(_HowFar):
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    train_config: dict | None = None  # the recipe (`TrainConfig.to_dict()`), None where none was saved
 
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
@@ -513,6 +514,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     payload = _read(path, mmap=True)
     mc = _model_config(payload, path.name)
     metrics = payload.get("metrics") or {}
+    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}  # `_read` does not check it
     return CheckpointInfo(
         path=path,
         variant=mc.variant,
@@ -524,12 +526,13 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         val_acc=metrics.get("val_acc"),
         best_epoch=metrics.get("epoch"),
         epochs=len(payload["history"]),
-        created=str(payload.get("meta", {}).get("created", "")),
+        created=str(meta.get("created", "")),
         size_bytes=path.stat().st_size,
         model_config=mc,
         history=payload["history"],
         metrics=metrics,
-        meta=payload.get("meta", {}),
+        meta=meta,
+        train_config=payload.get("train_config"),
     )
 
 
@@ -539,24 +542,20 @@ def earlier_best(path: str | Path, mc: ModelConfig, tc: TrainConfig, dataset: di
     `PreparedDataset.record()` `fit` stores; None for given features); finished or stopped early. None
     where there is no file, or it holds another run's (or is unreadable, or predates the recipe's
     record): `fit` overwrites such a file from its first epoch, as before."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         return None
     try:
-        payload = _read(path, mmap=True)
-        stored_mc = _model_config(payload, path.name)
-        recipe = payload.get("train_config")
-        stored_tc = TrainConfig.from_dict(recipe) if recipe is not None else None
+        info = read_checkpoint_info(path)
+        stored_tc = TrainConfig.from_dict(info.train_config) if info.train_config is not None else None
     except (CheckpointError, TypeError, ValueError):
         return None
     same = (
         stored_tc is not None
         and stored_tc.to_dict() == tc.to_dict()
-        and stored_mc.to_dict() == mc.to_dict()
-        and (meta if isinstance(meta := payload.get("meta"), dict) else {}).get("dataset")
-        == (_plain(dict(dataset)) if dataset else None)
+        and info.model_config.to_dict() == mc.to_dict()
+        and info.meta.get("dataset") == (_plain(dict(dataset)) if dataset else None)
     )
-    metrics = payload.get("metrics") or {}
+    metrics = info.metrics
     return dict(metrics) if same and "val_acc" in metrics and "val_loss" in metrics else None
 
 
