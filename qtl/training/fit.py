@@ -536,7 +536,12 @@ class _BestEpoch:
         self.key, self.state, self.saved = None, None, None
         self.fingerprint = None  # of the frozen backbone, hashed on the first save
         self.earlier = earlier_best(path, mc, tc, dataset) if path is not None else None
-        self.held = False  # an improvement left unwritten: the earlier run's file is better
+
+    @property
+    def held(self) -> bool:
+        """Whether an improvement was left unwritten, the earlier run's file being better (`earlier` is
+        cleared by the first save)."""
+        return self.earlier is not None and self.epoch is not None
 
     def _beats_earlier(self, key: tuple) -> bool:
         """Whether `key` beats the earlier run's best epoch in the file (True where there is none)."""
@@ -550,10 +555,8 @@ class _BestEpoch:
             self.epoch, self.key = row["epoch"], key
             self.state = copy.deepcopy(self.kept.state_dict())
             if self.path is not None and self._beats_earlier(key):
-                self.earlier, self.held = None, False  # the file is this run's from now on
+                self.earlier = None  # the file is this run's from now on
                 self.saved = self._save(history, stopped="unfinished")  # until the run's end says more
-            elif self.path is not None:
-                self.held = True
 
     def restore(self) -> None:
         """Load the best epoch's weights back."""
@@ -566,6 +569,7 @@ class _BestEpoch:
         `checkpoint.STOP_REASONS` key: only where fewer epochs than planned ran)."""
         finished = stopped is None or len(history) >= self.tc.epochs  # a stop after the last epoch is none
         if self.held and finished:  # never past the earlier run's best, but finished: its file now
+            self.earlier = None
             self.saved = self._save(history, extra, stopped=stopped)
         elif self.saved is not None:
             self.saved = self._save(history, extra, stopped=stopped)
@@ -579,7 +583,7 @@ class _BestEpoch:
     @property
     def kept_earlier(self) -> Path | None:
         """The path, where it still holds an earlier run of these settings that this run did not beat."""
-        return Path(self.path) if self.held and self.saved is None else None
+        return Path(self.path) if self.held else None
 
     def _say_kept_earlier(self, history: list[dict], reason: str) -> None:
         """Say that the file still holds the earlier run's better epoch, this run having stopped early."""
