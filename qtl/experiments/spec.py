@@ -304,7 +304,6 @@ def check_feature_dims(spec: SweepSpec) -> None:
     narrower (2000 of resnet18's 512): every such run failed when it started. The widths come from the
     architectures alone (`qtl.models.backbones.feature_width`): no weights are read or downloaded."""
     from qtl.config import DEFAULT_BACKBONE
-    from qtl.models.backbones import feature_width
     from qtl.models.variants import feature_dim_refusal
 
     for grid in spec.grids:
@@ -313,10 +312,10 @@ def check_feature_dims(spec: SweepSpec) -> None:
             continue
         for backbone in grid.get("backbone", (DEFAULT_BACKBONE,)):
             try:
-                width = feature_width(backbone)
-            except ValueError as exc:
+                refusal = feature_dim_refusal(dims[-1], backbone, every=f'"{ALL}"')
+            except ValueError as exc:  # no such backbone
                 raise SpecError(f"sweep {spec.name!r}, backbone {backbone!r}: {exc}") from None
-            if width is not None and (refusal := feature_dim_refusal(dims[-1], backbone, width, f'"{ALL}"')):
+            if refusal:
                 raise SpecError(f"sweep {spec.name!r}: {refusal}")
 
 

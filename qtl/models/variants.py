@@ -114,22 +114,22 @@ def build_head(model_config: ModelConfig, in_features: int) -> nn.Module:
 
 
 def check_feature_dim(mc: ModelConfig) -> None:
-    """ValueError where `mc.feature_dim` is wider than its backbone's features (`feature_dim_refusal`),
-    from the architecture alone (`feature_width`: no weights read), so `fit` and `qtl train` refuse it
-    before the dataset opens (it may download) or the backbone loads (offline, resnet18's refusal read
-    as its missing weights)."""
-    if mc.feature_dim is None:
-        return
-    width = feature_width(mc.backbone)
-    if width is not None and (refusal := feature_dim_refusal(mc.feature_dim, mc.backbone, width)):
+    """ValueError where `mc.feature_dim` is wider than its backbone's features (`feature_dim_refusal`,
+    the width from the architecture alone), so `fit` and `qtl train` refuse it before the dataset opens
+    (it may download) or the backbone loads (offline, resnet18's refusal read as its missing weights)."""
+    if mc.feature_dim is not None and (refusal := feature_dim_refusal(mc.feature_dim, mc.backbone)):
         raise ValueError(refusal)
 
 
-def feature_dim_refusal(feature_dim: int, backbone: str, width: int, every: str = "none") -> str | None:
+def feature_dim_refusal(
+    feature_dim: int, backbone: str, width: int | None = None, every: str = "none"
+) -> str | None:
     """Why `feature_dim` cannot take `backbone`'s `width` features (its principal components beyond the
     features' own would be zeros), saying that `every` (none, or a spec's "all") takes them all; None
-    where it fits."""
-    if feature_dim <= width:
+    where it fits. Without `width`, the backbone's from its architecture alone (`feature_width`: no
+    weights read; ValueError for an unknown name, and None, nothing refused, where timm cannot build it)."""
+    width = feature_width(backbone) if width is None else width
+    if width is None or feature_dim <= width:
         return None
     return (
         f"feature_dim {feature_dim} is wider than the {width} features of {backbone}: give at most {width}, "
