@@ -258,6 +258,47 @@ class TestTrain:
         assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy and the gradient norms
         assert at.dataframe, "no summary table"
 
+    def test_a_rerun_stopped_before_beating_the_file_is_not_counted_saved(self, app_env, monkeypatch):
+        """The same settings trained again and stopped after an epoch leave the file to the first run
+        (`checkpoint.earlier_best`): the summary said "1 checkpoint(s) saved" for a file this job never
+        wrote."""
+        import qtl.experiments.runs as runs_module
+        from qtl.training.fit import Callback
+
+        before = set((app_env / "models").glob("*.pt"))
+        at = app("train")
+        at.multiselect(key="train_variants").set_value(["linear"])
+        at.number_input(key="train_epochs").set_value(3)
+        at.text_input(key="train_seeds").set_value("7")
+        at.button[0].click().run()
+        wait_for_job(at)
+        assert "Finished: 1 checkpoint(s) saved" in texts(at.success)
+        paths = set((app_env / "models").glob("*.pt"))
+        (path,) = paths - before
+        kept = path.read_bytes()
+
+        class StopAfterOne(Callback):
+            def __init__(self, stop):
+                self.stop = stop
+
+            def on_epoch_end(self, p):
+                self.stop.set()
+
+        def stopped_fit(*args, callbacks=(), stop=None, **kwargs):
+            stop = threading.Event()
+            return real_fit(*args, callbacks=[*callbacks, StopAfterOne(stop)], stop=stop, **kwargs)
+
+        real_fit = runs_module.fit
+        monkeypatch.setattr(runs_module, "fit", stopped_fit)
+        at.button[0].click().run()
+        wait_for_job(at)
+        assert not at.exception, at.exception
+        summary = texts(at.success)
+        assert "Finished: 0 checkpoint(s) saved" in summary, summary
+        assert "1 run(s) stopped before beating the earlier run in their file; it keeps that run" in summary
+        assert path.read_bytes() == kept and set((app_env / "models").glob("*.pt")) == paths
+        assert str(path) in at.session_state["loaded"]
+
     def test_backbone_takes_a_timm_name(self, app_env):
         """A timm model typed as timm/<model> (AppTest cannot type: the session is given it) stays offered
         and selected, and the form runs with it (here refused only for want of a variant)."""

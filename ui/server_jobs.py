@@ -72,7 +72,8 @@ def submit_training(name: str, runs: list) -> bool:
 
 
 def _training_work(runs: list):
-    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run."""
+    """The job work for `runs`: `train_runs` reporting to the job; returns one row (ROW_FIELDS) per run,
+    and whether its file kept an earlier run of its settings (`Outcome.kept_earlier`)."""
     from qtl.experiments.runs import RunObserver, train_runs
     from qtl.training.fit import Callback
 
@@ -110,7 +111,8 @@ def _training_work(runs: list):
         raise ValueError("nothing to train")
 
     def work(job) -> list[dict]:
-        return [o.row for o in train_runs(runs, observer=Reporter(job), stop=job)]
+        outcomes = train_runs(runs, observer=Reporter(job), stop=job)
+        return [{**o.row, "kept_earlier": o.kept_earlier} for o in outcomes]
 
     return work
 
@@ -147,10 +149,16 @@ def _finish(snap) -> None:
     """Summary of a finished job. Once per job: load its checkpoints, then rerun the app."""
     import pandas as pd
 
-    saved = [s for s in snap.result or [] if s["checkpoint"]]
+    saved = [s for s in snap.result or [] if s["checkpoint"]]  # kept files too: loaded below
+    kept = sum(bool(s.get("kept_earlier")) for s in saved)
     if snap.state != "failed":
         verb = "Cancelled" if snap.state == "cancelled" else "Finished"
-        st.success(f"{verb}: {len(saved)} checkpoint(s) saved to `{session_dir()}` and loaded.")
+        note = (
+            f" {kept} run(s) stopped before beating the earlier run in their file; it keeps that run (loaded)."
+            if kept
+            else ""
+        )
+        st.success(f"{verb}: {len(saved) - kept} checkpoint(s) saved to `{session_dir()}` and loaded.{note}")
     if snap.result and snap.state != "failed":
         table = pd.DataFrame(snap.result)[
             [

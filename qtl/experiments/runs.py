@@ -216,11 +216,14 @@ def recipe_for(variant: str, *, epochs: int | None = None, **fields) -> TrainCon
 @dataclass
 class Outcome:
     """A finished (or cancelled) run as plain data, picklable across processes: its row (ROW_FIELDS),
-    its per-epoch history and the wall time of the whole `train_run` call."""
+    its per-epoch history and the wall time of the whole `train_run` call. `kept_earlier`: the run
+    stopped before it beat an earlier run of its settings in its checkpoint file, which keeps that run
+    (`FitResult.kept_earlier`): row and history are that run's, as the file's are."""
 
     row: dict
     history: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
+    kept_earlier: bool = False
 
 
 class RunObserver:
@@ -252,7 +255,7 @@ def train_run(run: Run, *, callbacks=(), stop=None, progress=None) -> Outcome:
     )
     if result.kept_earlier is not None:  # stopped before it beat the run of these settings in the file:
         loaded = load_checkpoint(result.kept_earlier)  # the row stays that run's, as the file does
-        return Outcome(checkpoint_row(loaded), loaded.history, time.perf_counter() - t0)
+        return Outcome(checkpoint_row(loaded), loaded.history, time.perf_counter() - t0, kept_earlier=True)
     row = result_row(
         result.model,
         result.model_config,
