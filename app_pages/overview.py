@@ -3,7 +3,7 @@
 import streamlit as st
 
 from qtl.models.weights import weights_label
-from qtl.utils.words import count
+from qtl.utils.words import count, error_line
 from ui import cache, datasets, server_jobs, session, training, widgets
 from ui.settings import settings
 
@@ -77,5 +77,8 @@ st.markdown(
 if st.button(
     "Train quantum, linear and finetuned", type="primary", icon=":material/play_arrow:", key="ov_quick"
 ):
-    server_jobs.submit_training("quick start", training.quickstart_runs())
+    try:
+        server_jobs.submit_training("quick start", training.quickstart_runs())
+    except ValueError as exc:  # the active configuration, as a refused Train form left it
+        st.error(f"Cannot start the quick start: {error_line(exc)} (change it on the Train page)")
 server_jobs.job_panel()

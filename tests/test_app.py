@@ -299,6 +299,33 @@ class TestTrain:
         assert path.read_bytes() == kept and set((app_env / "models").glob("*.pt")) == paths
         assert str(path) in at.session_state["loaded"]
 
+    def test_the_quick_start_after_a_refused_form(self, app_env):
+        """A refused Train form leaves its values the active configuration: the quick start then raised
+        IndexError on an empty variant list, and launched an engine setting the form had refused (a job
+        that failed in the background). It now plans its own variants and refuses such a setting in one
+        line, submitting nothing."""
+        at = app("train")
+        for key, value in {"train_engine": "default.qubit", "train_diff": "adjoint", "train_shots": 5}.items():
+            at.session_state[key] = value
+        at.run()
+        at.multiselect(key="train_variants").set_value([])
+        at.button[0].click().run()
+        assert texts(at.error) == "Cannot train this configuration: choose at least one variant"
+        at.switch_page("app_pages/overview.py").run()
+        at.button(key="ov_quick").click().run()
+        assert not at.exception, at.exception
+        assert texts(at.error).startswith(
+            "Cannot start the quick start: diff_method='adjoint' needs exact simulation"
+        ), texts(at.error)
+        assert at.session_state["job_id"] is None
+        at.session_state["config"] = dict(at.session_state["config"], engine="native", shots=0)
+        at.run()
+        at.button(key="ov_quick").click().run()  # the variant list still empty: its own three
+        assert not at.exception and not at.error, texts(at.error)
+        job = ui_module().runner().get(at.session_state["job_id"])
+        job.cancel()
+        wait_for_job(at)
+
     def test_backbone_takes_a_timm_name(self, app_env):
         """A timm model typed as timm/<model> (AppTest cannot type: the session is given it) stays offered
         and selected, and the form runs with it (here refused only for want of a variant)."""

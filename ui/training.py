@@ -52,15 +52,28 @@ def model_config(variant: str | None = None):
 
 
 def quickstart_runs() -> list:
-    """The quick start's runs: quantum, linear and finetuned, seed 0, into this session's area."""
+    """The quick start's runs: quantum, linear and finetuned, seed 0, into this session's area.
+
+    Raises ValueError where the active circuit cannot run (as the Train form refuses it)."""
     from qtl.config import MachineConfig
     from qtl.experiments.runs import plan_runs
 
     machine = MachineConfig(data_dir=active_data_dir())
     runs = []
     for variant, epochs in quickstart_epochs().items():
-        runs += plan_runs([variant], model_config(), [0], session_dir(), epochs=epochs, machine=machine)
+        mc = checked(model_config(variant))
+        runs += plan_runs([variant], mc, [0], session_dir(), epochs=epochs, machine=machine)
     return runs
+
+
+def checked(mc):
+    """`mc`, its circuit's engine settings checked where it has a circuit: ValueError now, not a failed
+    job in the background."""
+    from qtl.quantum.engines import make_engine
+
+    if mc.is_quantum:
+        make_engine(mc.circuit, mc.engine, **mc.engine_options())
+    return mc
 
 
 def planned_runs() -> list:
@@ -70,7 +83,6 @@ def planned_runs() -> list:
     """
     from qtl.config import DataRegime, MachineConfig
     from qtl.experiments.runs import parse_seeds, plan_runs
-    from qtl.quantum.engines import make_engine
 
     s, c = settings(), st.session_state["config"]
     if not c["variants"]:
@@ -82,8 +94,8 @@ def planned_runs() -> list:
     if c["epochs"] > s.max_epochs or c["n_qubits"] > s.max_qubits:
         raise ValueError(f"at most {s.max_epochs} epochs and {s.max_qubits} qubits here")
     mc = model_config()
-    if any(v in ("quantum", "hybrid") for v in c["variants"]):
-        make_engine(mc.circuit, mc.engine, **mc.engine_options())  # fail now, not in the background
+    for variant in c["variants"]:
+        checked(model_config(variant))
     overrides = {"lr": c["lr"], "batch_size": int(c["batch_size"]), "augment": c["augment"]}
     overrides = overrides if c["override_recipe"] else {}
     if c.get("split", "given") != "given":  # held-out test folds: the cached features of every image
