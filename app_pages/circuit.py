@@ -70,7 +70,10 @@ st.caption(
 
 if model is not None:
     st.subheader("Trained circuit weights")
-    st.altair_chart(charts.weights_chart(weights), width="stretch")
+    if weights.numel():
+        st.altair_chart(charts.weights_chart(weights), width="stretch")
+    else:
+        st.caption("Depth 0: the circuit has no trained angles, only its embedding of the inputs.")
     st.subheader("Input angles and ⟨Z⟩ for an image")
     images = widgets.image_inputs("circ", multiple=False)
     for name, image in images:

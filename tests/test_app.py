@@ -305,7 +305,11 @@ class TestTrain:
         that failed in the background). It now plans its own variants and refuses such a setting in one
         line, submitting nothing."""
         at = app("train")
-        for key, value in {"train_engine": "default.qubit", "train_diff": "adjoint", "train_shots": 5}.items():
+        for key, value in {
+            "train_engine": "default.qubit",
+            "train_diff": "adjoint",
+            "train_shots": 5,
+        }.items():
             at.session_state[key] = value
         at.run()
         at.multiselect(key="train_variants").set_value([])
@@ -770,6 +774,26 @@ class TestCircuitCompareLab:
         at.run()
         assert not at.exception
         assert any(m.value.startswith("**cats**") or m.value.startswith("**dogs**") for m in at.markdown)
+
+    def test_a_circuit_of_depth_0_has_no_weights_to_chart(self, app_env):
+        """Depth 0 (the Train form's least) has no trained angles: the weights chart raised RuntimeError on
+        the empty tensor; the page says so instead, and still traces an image."""
+        from qtl.config import ModelConfig
+        from qtl.experiments.runs import plan_runs
+        from qtl.quantum.circuit import CircuitConfig
+        from qtl.training.fit import fit
+
+        base = ModelConfig(pretrained=False, class_names=("cats", "dogs"), circuit=CircuitConfig(2, 0))
+        (run,) = plan_runs(["quantum"], base, [0], app_env / "depth0", epochs=1)
+        path = fit(run.model_config, run.train_config, run.machine, checkpoint_path=run.checkpoint_path)
+        at = app("circuit", {"loaded": [str(path.checkpoint_path)]})
+        at.selectbox(key="circ_model").set_value(at.selectbox(key="circ_model").options[1]).run()
+        assert not at.exception, at.exception
+        assert "Depth 0: the circuit has no trained angles" in texts(at.caption)
+        at.file_uploader(key="circ_upload").set_value(("x.png", png(), "image/png"))
+        at.run()
+        assert not at.exception, at.exception
+        assert any(m.value.startswith(("**cats**", "**dogs**")) for m in at.markdown)  # its prediction
 
     def test_wide_circuit_is_summarised(self, app_env):
         """64 qubits: no 64-wire drawing but one block on 8 wires, the MPS bond per cut, and the counts."""

@@ -85,6 +85,16 @@ def test_a_circuit_whose_gradients_vanish_is_warned_about(caplog):
     assert sum("circuit's gradients vanish" in r.message for r in caplog.records) == 1
 
 
+def test_a_circuit_of_no_angles_is_not_warned_about():
+    """Depth 0 has no angles to train: its "gradient" is 0, and fit() advised a shallower circuit."""
+    mc = ModelConfig("quantum", pretrained=False, circuit=CircuitConfig(2, 0))
+    seen = Warnings()
+    tc = dataclasses.replace(recipe("quantum"), epochs=1)
+    result = fit(mc, tc, features=(feature_sets(16, 0), feature_sets(8, 1)), callbacks=[seen])
+    assert result.history[0]["grad_circuit"] == 0 < result.history[0]["grad_post_net"]
+    assert seen.seen == [None]
+
+
 def fit_model(mc: ModelConfig) -> Classifier:
     from qtl.models.variants import build_model
 

@@ -96,9 +96,10 @@ class GradientNorms:
         return out
 
     def warning(self, row: dict) -> str | None:
-        """A sentence when the circuit's gradients vanished in this epoch's row, else None."""
+        """A sentence when the circuit's gradients vanished in this epoch's row, else None (also for a
+        circuit of no angles, depth 0: nothing of it trains)."""
         circuit = row.get("grad_circuit")
-        if circuit is None:
+        if circuit is None or not self.sizes.get("circuit"):
             return None
         rms = {g: row[f"grad_{g}"] / math.sqrt(self.sizes[g]) for g in self.present if row.get(f"grad_{g}")}
         classical = max((v for g, v in rms.items() if g in ("pre_net", "post_net")), default=0.0)
