@@ -55,6 +55,8 @@ def show(models: dict, local: list[str], real: list[str]) -> None:
         st.error(error_line(exc))
         return
     st.markdown(f"**Estimate:** {hardware.estimate_text(plan.estimate)}")
+    if note := datasets.fallback_note(loaded):
+        st.caption(f"Its images: {note}.")
 
     if backend in local:
         if st.button(f"Run on {backend}", key="hw_run", type="primary"):

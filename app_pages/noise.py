@@ -54,8 +54,10 @@ def show(models: dict) -> None:
         st.subheader(name)
         left, right = st.columns([1, 3])
         left.metric("val accuracy", f"{result.accuracy:.3f}")
+        note = datasets.fallback_note(loaded)  # scored on the active dataset: say why
         left.caption(
             f"trained {'ideal' if trained == 'ideal' else 'with ' + trained}; {len(inputs.labels)} images"
+            + (f" of {note}" if note else "")
         )
         right.altair_chart(
             noise.z_distribution_chart(result.expvals, inputs.labels, loaded.class_names), width="stretch"

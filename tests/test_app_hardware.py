@@ -139,3 +139,23 @@ def test_the_estimate_gives_device_time_in_a_unit_that_shows_it(monkeypatch):
     assert "device time 2.5 min" in estimate_text(e | {"device_seconds": 150})
     assert "device time n/a" in estimate_text(e | {"device_seconds": None})
     assert "2 executions (1 sample as parameter sets)" in estimate_text(e | {"device_seconds": None})
+
+
+def test_noise_and_hardware_say_when_they_score_on_the_active_dataset(app_env, quantum, tmp_path):  # noqa: F811
+    """A checkpoint that records no dataset is scored on the active one: Compare said so; Noise and
+    Hardware scored it there without a word."""
+    import torch
+
+    payload = torch.load(quantum, weights_only=True)
+    del payload["meta"]["dataset"]
+    copy = tmp_path / "quantum-unrecorded.pt"
+    torch.save(payload, copy)
+    note = "the active dataset: this checkpoint does not record its own"
+    at = app("noise", {"loaded": [str(copy)]})
+    assert not at.exception, at.exception
+    assert any(c.value.endswith(f"images of {note}") for c in at.caption), texts(at.caption)
+    at = app("hardware", {"loaded": [str(copy)]})
+    assert not at.exception, at.exception
+    assert f"Its images: {note}." in texts(at.caption)
+    at = app("noise", {"loaded": [quantum]})  # its own dataset: nothing to say
+    assert not any(note in c.value for c in at.caption)
