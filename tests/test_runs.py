@@ -175,6 +175,14 @@ class TestPlanning:
         with pytest.raises(ValueError, match="cannot override"):
             plan_runs(["quantum"], base, [0], tmp_path, overrides={"optimizer": "sgd"})
 
+    def test_a_seed_given_twice_is_refused(self, tmp_path):
+        """Seeds "0, 0" trained the same run twice into one file, and the app counted two checkpoints."""
+        base = ModelConfig(pretrained=False)
+        for seeds, twice in (([0, 0], 0), ([3, 1, 2, 1], 1)):
+            with pytest.raises(ValueError, match=f"^seed {twice} is given twice"):
+                plan_runs(["quantum", "linear"], base, seeds, tmp_path)
+        assert [r.train_config.seed for r in plan_runs(["linear"], base, [2, 0], tmp_path)] == [2, 0]
+
     def test_parse_seeds(self):
         assert parse_seeds("0, 1,2") == [0, 1, 2]
         assert parse_seeds(" 3; 4 ,") == [3, 4]

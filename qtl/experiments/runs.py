@@ -185,6 +185,9 @@ def plan_runs(
         raise ValueError("choose at least one variant")
     if not seeds:
         raise ValueError("give at least one seed")
+    seeds = [int(seed) for seed in seeds]
+    if (twice := next((seed for i, seed in enumerate(seeds) if seed in seeds[:i]), None)) is not None:
+        raise ValueError(f"seed {twice} is given twice: each seed trains (and saves) one run per variant")
     bad = set(overrides or {}) - set(RECIPE_OVERRIDES)
     if bad:
         raise ValueError(f"cannot override {sorted(bad)}; allowed: {RECIPE_OVERRIDES}")
@@ -193,8 +196,8 @@ def plan_runs(
     for variant in variants:
         mc = dataclasses.replace(base, variant=variant)
         for seed in seeds:
-            tc = recipe_for(variant, seed=int(seed), epochs=epochs, **(overrides or {}))
-            path = None if mc.is_kernel else Path(directory) / checkpoint_name(mc, int(seed), stamp)
+            tc = recipe_for(variant, seed=seed, epochs=epochs, **(overrides or {}))
+            path = None if mc.is_kernel else Path(directory) / checkpoint_name(mc, seed, stamp)
             runs.append(Run(mc, tc, path, machine=machine or MachineConfig()))  # a kernel SVM keeps none
     return runs
 
