@@ -139,6 +139,48 @@ class TestRefusals:
 
         assert read_checkpoint_info(keep).variant == "linear"
 
+    def test_noise_figure_over_an_image_it_scores(self, capsys, tmp_path, data):
+        """`noise CKPT --data D --out D/val/ants/ants_0` wrote its figure over that image of the data it
+        scored (as a folder of class folders: its arranged copy links to the image)."""
+        flat = tmp_path / "flat"
+        for split in ("train", "val"):
+            shutil.copytree(data / split, flat, dirs_exist_ok=True)
+        image, ckpt = flat / "ants" / "ants_0.png", copy(QUANTUM, tmp_path / "q.pt")
+        before = digest(image)
+        line = refused(
+            capsys, "noise", ckpt, "--strengths", 0, "--data", flat, "--out", image.with_suffix("")
+        )
+        assert f"--out's .png {image} is one of this command's inputs" in line
+        assert digest(image) == before and not image.with_suffix(".csv").exists()
+
+    def test_outputs_where_no_file_can_be_written(self, capsys, tmp_path, data):
+        """An output under a file, or on a disk nothing can be written to, is refused before any work:
+        `train --out FILE/x.pt` and `--models-dir FILE` failed at the first save (after an epoch) with
+        "[Errno 17] File exists", `explain -o /proc/x.png` after computing its heatmaps."""
+        blocker = tmp_path / "notes.txt"
+        blocker.write_text("kept\n")
+        argv = ["train", "linear", "--backbone", "efficientnet_lite0", "--epochs", 1, "--data", data]
+        line = refused(capsys, *argv, "--out", blocker / "x.pt")
+        assert line == f"qtl: error: no folder {blocker} (a file) to write x.pt into"
+        line = refused(capsys, *argv, "--models-dir", blocker / "sub")
+        assert line == f"qtl: error: no folder {blocker} (a file) to write its checkpoint into"
+        line = refused(capsys, "compare", "--variants", "linear", "--seeds", 1, "--data", data,
+                       "--models-dir", blocker)  # fmt: skip
+        assert line.startswith(f"qtl: error: no folder {blocker} (a file) to write compare-")
+        if Path("/proc/self").is_dir():
+            image, ckpt = data / "val" / "ants" / "ants_0.png", copy(QUANTUM, tmp_path / "q.pt")
+            line = refused(capsys, "explain", image, "-c", ckpt, "-o", "/proc/x.png")
+            assert line == "qtl: error: cannot write x.png into /proc: no file can be created there"
+        assert blocker.read_text() == "kept\n" and not (tmp_path / "models").exists()
+
+    def test_split_options_without_the_data_they_split(self, capsys, tmp_path):
+        """`evaluate CKPT --val-ratio 7` scored the checkpoint's recorded split, the option ignored."""
+        ckpt = copy(QUANTUM, tmp_path / "q.pt")
+        line = refused(capsys, "evaluate", ckpt, "--val-ratio", 7)
+        assert line.startswith("qtl: error: --val-ratio splits the folder or zip --data names: pass it too")
+        line = refused(capsys, "noise", ckpt, "--strengths", 0, "--val-ratio", 0.5, "--split-seed", 3)
+        assert "--val-ratio and --split-seed split the folder or zip --data names" in line
+
     def test_explain_figure_over_the_image_it_explains(self, capsys, tmp_path, data):
         image = copy(data / "val" / "ants" / "ants_0.png", tmp_path / "ant.png")
         ckpt = copy(QUANTUM, tmp_path / "q.pt")
@@ -213,6 +255,9 @@ class TestReportsAreStillOverwritten:
         code, _, err = run_cli(capsys, "runs", "--db", db, "--csv", report, "-q")
         assert code == 0, err
         assert report.read_text().startswith("id,variant,")
+        deeper = tmp_path / "new" / "runs.json"  # its folder made, as compare's are: it was Errno 2
+        code, _, err = run_cli(capsys, "runs", "--db", db, "--json", deeper, "-q")
+        assert code == 0 and deeper.read_text().startswith("["), err
 
 
 class TestSameNamedCheckpoints:

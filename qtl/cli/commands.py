@@ -229,11 +229,22 @@ def _recorded_elsewhere(records: list[tuple[dict | None, Path | None]]) -> str |
 
 def _scoring_root(args, bar: ProgressBar, models) -> Path:
     """Where checkpoints are scored: `--data`, else the dataset they all recorded where it is on this
-    machine (`recorded_root`: a folder, or a zip's arranged copy), else `_dataset`'s default."""
+    machine (`recorded_root`: a folder, or a zip's arranged copy), else `_dataset`'s default. ValueError
+    for --val-ratio or --split-seed without --data (they were ignored)."""
     from qtl.data.datasets import recorded_root
     from qtl.data.folders import DatasetError
 
     if args.data is None:
+        given = [
+            flag
+            for flag, v in (("--val-ratio", args.val_ratio), ("--split-seed", args.split_seed))
+            if v is not None
+        ]
+        if given:  # they split a folder --data names; the recorded dataset was scored as recorded, silently
+            raise ValueError(
+                f"{' and '.join(given)} {'split' if len(given) > 1 else 'splits'} the folder or zip --data "
+                "names: pass it too (without it the checkpoint's own dataset is scored, split as recorded)"
+            )
         records = [(r, recorded_root(r)) for m in models for r in [(m.meta or {}).get("dataset")]]
         found = {root for _, root in records}
         if len(found) == 1 and None not in found:
@@ -328,9 +339,18 @@ def cmd_train(args, bar: ProgressBar) -> int:
 
 
 def _check_new_checkpoint(args) -> None:
-    """ValueError before any work where `qtl train --out FILE` names a file that exists (it replaced
-    another model, silently), unless --overwrite says to replace it."""
+    """ValueError before any work where `qtl train` could not write its checkpoint (`check_folder`: --out's
+    folder, or --models-dir, a file or read-only: it failed at the first save, after an epoch), or --out
+    names a file that exists (it replaced another model, silently), unless --overwrite says to replace
+    it."""
+    from qtl.paths import models_dir
+    from qtl.utils.atomic import check_folder
+
     path = Path(args.out) if args.out else None
+    if path is not None and not path.is_dir():
+        check_folder(path, made=True)
+    else:
+        check_folder((path or Path(args.models_dir or models_dir())) / "its checkpoint", made=True)
     if path is None or args.overwrite or not (path.exists() and not path.is_dir()):
         return
     raise ValueError(
@@ -733,7 +753,8 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         for name in args.backends:
             get_backend(name)  # an unknown name or missing extras fail before any work
     prefix = Path(args.out) if args.out else models_dir() / f"noise-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_outputs({f"--out's {p.suffix}": p for p in report_paths(prefix)}, args.checkpoints)
+    outputs = {f"--out's {p.suffix}": p for p in report_paths(prefix)}
+    check_outputs(outputs, args.checkpoints)
     models = [load_checkpoint(path) for path in args.checkpoints]
     for m in models:
         if not m.model_config.is_quantum:
@@ -742,6 +763,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         if note := _engine_note(m.model_config):
             bar.note(f"qtl: note: {m.path}: {note}")
     root = _scoring_root(args, bar, models)
+    check_outputs(outputs, _image_paths([str(root)]))  # --out inside the data: its figure replaced an image
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
     # rows named as predict names its models: two checkpoints of one file name are "q" and "q#2" (their

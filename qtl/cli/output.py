@@ -30,12 +30,16 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
     of the command's `inputs` (its checkpoints, images, results database), a qtl checkpoint or any file
     torch.save writes, a model export (ONNX, TorchScript), each named as `qtl export` and `--runtime`
     name it (`qtl.models.checkpoint.describe_file`), or an SQLite database (a results database), or two
-    outputs that name one file. An existing file is replaced only where it is a report or figure qtl
-    writes (`REPLACEABLE_SUFFIXES`: an earlier CSV, JSON, Markdown, text or figure); any other file (a sweep
-    spec, a database's -wal file, a script) is refused.
+    outputs that name one file, or an output no file can be written at (`check_folder`: its folder, or
+    the nearest that exists where the command makes it, is a file or not writable). An existing file is
+    replaced only where it is a report or figure qtl writes (`REPLACEABLE_SUFFIXES`: an earlier CSV,
+    JSON, Markdown, text or figure); any other file (a sweep spec, a database's -wal file, a script) is
+    refused.
 
     outputs: {what to call it in the message (its flag, "--json"): path}; None and "-" (stdout) are
     skipped. Call it before any work, so a refusal costs nothing and writes nothing."""
+    from qtl.utils.atomic import check_folder
+
     named = [(what, Path(p)) for what, p in outputs.items() if p is not None and str(p) != "-"]
     sources = [Path(p) for p in inputs if p is not None and Path(p).exists()]
     for i, (what, path) in enumerate(named):
@@ -43,6 +47,7 @@ def check_outputs(outputs: Mapping[str, str | Path | None], inputs: Iterable[str
             if _same_file(path, earlier):
                 raise ValueError(f"{other} and {what} both name {path}: name two files")
         if not path.is_file():
+            check_folder(path, made=True)  # a file where its folder would be, a read-only disk
             continue  # nothing there to lose (a folder fails when written, in its own words)
         if any(_same_file(path, source) for source in sources):
             raise ValueError(f"{what} {path} is one of this command's inputs: name another file")
@@ -287,7 +292,9 @@ def format_sweeps(sweeps: list[dict]) -> str:
 
 def write_rows(rows: list[dict], path: str, kind: str, columns=RUN_COLUMNS) -> None:
     """Runs (or sweeps) as CSV (every column; `columns` where there are no rows) or JSON (a list of
-    objects); path '-' writes to stdout."""
+    objects), its folder made where missing (as compare's files); path '-' writes to stdout."""
+    if path != "-":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115
     try:
         if kind == "json":

@@ -18,10 +18,8 @@ onnxruntime, numpy and Pillow (`qtl.deploy.standalone`); a TorchScript file need
 
 from __future__ import annotations
 
-import errno
 import io
 import json
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +30,7 @@ import torch
 from qtl.analysis.inference import eval_params
 from qtl.deploy.portable import PortableClassifier
 from qtl.models.checkpoint import LoadedModel, load_checkpoint
-from qtl.utils.atomic import atomic_write
+from qtl.utils.atomic import atomic_write, check_folder
 from qtl.utils.download import sha256_file
 
 FORMATS = ("onnx", "torchscript")
@@ -227,23 +225,6 @@ def export_model(
     with atomic_write(path) as f:
         f.write(data)
     return path, metadata
-
-
-def check_folder(path: Path) -> None:
-    """ValueError (one line) where the folder of `path` cannot take a new file: missing (it is never
-    made: a typo in -o would leave a tree behind), a file, or not writable (a read-only disk, /proc).
-    Checked by creating and removing a temporary file there, so the reason is the system's own and no
-    temporary name of the real write ever shows."""
-    folder = path.parent
-    if not folder.is_dir():
-        what = " (a file)" if folder.exists() else ""
-        raise ValueError(f"no folder {folder}{what} to write {path.name} into")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:  # /proc says ENOENT of a file it cannot create
-        why = "no file can be created there" if exc.errno == errno.ENOENT else exc.strerror or exc
-        raise ValueError(f"cannot write {path.name} into {folder}: {why}") from None
 
 
 def _check_output(path: Path, source: Path | None, fmt: str) -> None:

@@ -4,6 +4,7 @@
         f.write(...)                # an exception here leaves `path` as it was
     # now renamed over `path`
     atomic_save(obj, path)          # torch.save(obj) the same way
+    check_folder(path)              # before any work: ValueError where no file can be written there
 
 Checkpoints, the feature cache, downloads and uploaded checkpoints are all written this way.
 
@@ -145,3 +146,24 @@ def atomic_save(obj, path: str | Path) -> None:
     torch.save(obj, buffer)
     with atomic_write(path) as f:
         f.write(buffer.getbuffer())
+
+
+def check_folder(path: str | Path, made: bool = False) -> None:
+    """ValueError (one line) where the folder of `path` cannot take a new file: missing (with `made`, the
+    write makes it, so its nearest existing folder is checked; without, it is never made: a typo in -o
+    would leave a tree behind), a file, or not writable (a read-only disk, /proc). Checked by creating
+    and removing a temporary file there, so the reason is the system's own and no temporary name of the
+    real write ever shows. Call it before any work."""
+    path = Path(path)
+    folder = path.parent
+    while made and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = " (a file)" if folder.exists() else ""
+        raise ValueError(f"no folder {folder}{what} to write {path.name} into")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:  # /proc says ENOENT of a file it cannot create
+        why = "no file can be created there" if exc.errno == errno.ENOENT else exc.strerror or exc
+        raise ValueError(f"cannot write {path.name} into {folder}: {why}") from None
