@@ -19,7 +19,8 @@ st.markdown(
     "Train and classify on **your own images**: upload a zip with one folder per class (`cats/`, `dogs/`, "
     "...), or with `train/` and `val/` (and optionally `test/`) each holding the class folders. Class "
     "folders alone are split into train and val per class, with the ratio and seed below. A wrapping "
-    "folder, `__MACOSX/`, hidden and non-image files are fine: they are skipped and listed. Archives are "
+    "folder, `__MACOSX/`, hidden and non-image files (and files that do not open as images) are fine: "
+    "they are skipped and listed; a class with no readable image is refused. Archives are "
     "checked before anything is unpacked (paths, links, sizes, compression ratio)."
     + (
         f" **Demo mode**: your datasets stay in your private area (at most {s.max_data_mb} MB together)."

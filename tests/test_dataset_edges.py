@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,8 @@ class TestClassWithoutReadableImage:
         """Class folders only, arranged by qtl under its cache: the refusal names the user's folder holding
         the unreadable files (not the arranged copy's) and what to do."""
         root = make_class_folders(tmp_path / "flat", 2, 5)
-        for f in (root / "class_1").iterdir():
-            f.write_bytes(b"")  # every image of one class empty: val draws only unreadable ones
+        for f in (root / "class_1").iterdir():  # every image of one class cut short: its header opens (the
+            f.write_bytes(f.read_bytes()[:64])  # arrangement keeps it), its pixels do not decode
         code, _, err = run_cli(capsys, "data", "--path", root, "--no-download", "-q")
         (line,) = err.strip().splitlines()
         assert code == 1 and "/class_1 has no readable image" in line, line
@@ -87,6 +88,79 @@ class TestClassWithoutReadableImage:
         (root / "val/dogs/dogs_0.png").write_bytes(b"not a png")
         val = ImageFolderDataset(root, "val")
         assert val.targets == [0, 0, 1] and [p.name for p, _ in val.skipped] == ["dogs_0.png"]
+
+
+class TestFilesThatAreNoImage:
+    """A zip or a folder arranged by qtl: a file named as an image whose header Pillow cannot open is
+    skipped and listed with its reason (it was arranged and counted, and training failed later), and a
+    class left with no readable image is refused, naming the class (the Data page made it active)."""
+
+    @pytest.mark.parametrize("kind", ["zip", "folder"])
+    def test_skipped_and_listed_with_the_reason(self, tmp_path, kind):
+        src = make_class_folders(tmp_path / "src", 2, 5)
+        (src / "class_0/broken.png").write_bytes(b"not an image")
+        (src / "class_1/empty.jpg").write_bytes(b"")
+        (src / "class_1/notes.txt").write_text("x")
+        given = zip_folder(src, tmp_path / "src.zip") if kind == "zip" else src
+        ds = open_dataset(given, store=tmp_path / "store")
+        assert ds.skipped == [
+            ("class_0/broken.png", "not a readable image"),
+            ("class_1/empty.jpg", "not a readable image (an empty file)"),
+            ("class_1/notes.txt", "not an image file (.txt)"),
+        ]
+        assert ds.counts == {"train": {"class_0": 4, "class_1": 4}, "val": {"class_0": 1, "class_1": 1}}
+        placed = sorted(p.name for p in ds.root.rglob("*.*") if p.name != "qtl-dataset.json")
+        assert len(placed) == 10 and "broken.png" not in placed and "empty.jpg" not in placed
+        assert read_manifest(ds.root).skipped == ds.skipped
+
+    def test_a_class_with_no_readable_image_is_refused(self, tmp_path):
+        """The app's broken.zip: every .png of both classes is text. Refused in one line naming the class,
+        its unreadable files and why (it was "2 classes, 6 images"); nothing is left in the store."""
+        with zipfile.ZipFile(tmp_path / "broken.zip", "w") as zf:
+            for c in ("cats", "dogs"):
+                for i in range(3):
+                    zf.writestr(f"{c}/{i}.png", b"not an image")
+        store = tmp_path / "store"
+        with pytest.raises(DatasetError) as caught:
+            open_dataset(tmp_path / "broken.zip", store=store)
+        assert str(caught.value) == (
+            "broken.zip: cats/ has no readable image (3 unreadable: 0.png, 1.png, 2.png: not a readable "
+            "image): replace or remove them, or add a readable image"
+        )
+        assert arranged(store) == []
+
+    def test_a_split_class_with_no_readable_image_is_refused(self, tmp_path):
+        """In a train/val layout the refusal names the split's class folder, below a wrapping folder too;
+        an image beside the broken files would have been enough."""
+        root = make_image_folder(tmp_path / "d")
+        for f in (root / "val/dogs").iterdir():
+            f.write_bytes(b"GIF8 but no image")
+        archive = zip_folder(root, tmp_path / "d.zip", prefix="wrap/")
+        with pytest.raises(
+            DatasetError, match=r"^d.zip: wrap/val/dogs/ has no readable image \(4 unreadable: "
+        ):
+            open_dataset(archive, store=tmp_path / "store")
+
+    def test_valid_images_are_arranged_as_before(self, tmp_path):
+        """Valid images (junk and a text file beside them, a truncated image whose header opens: only
+        headers are read) give the same counts, listing, folder and file listing id as before."""
+        from qtl.data.folders import file_listing_id
+
+        src = make_class_folders(tmp_path / "src", 3, 6)
+        cut = (src / "class_2/2_5.png").read_bytes()[:64]
+        (src / "class_2/2_5.png").write_bytes(cut)
+        extra = {"__MACOSX/shapes/._x": b"\x00", "shapes/notes.txt": b"hello"}
+        archive = zip_folder(src, tmp_path / "shapes.zip", prefix="shapes/", extra=extra)
+        ds = open_dataset(archive, store=tmp_path / "store")
+        assert ds.skipped == [
+            ("__MACOSX", "macOS archive metadata"),
+            ("shapes/notes.txt", "not inside a class folder"),
+        ]
+        assert ds.counts == {
+            "train": {"class_0": 5, "class_1": 5, "class_2": 5},
+            "val": {"class_0": 1, "class_1": 1, "class_2": 1},
+        }
+        assert ds.root.name.startswith("shapes-") and file_listing_id(ds.root) == "e93f92158bf21b29"
 
 
 class TestDuplicatesOfNoImage:

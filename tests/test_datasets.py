@@ -22,6 +22,12 @@ from qtl.data.folders import DatasetError, list_images
 from qtl.data.images import ImageFolderDataset
 from qtl.data.sources import resolve_dataset
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes.fromhex(
+    "0000000d49484452000000010000000108000000003a7e9b55"  # IHDR: 1 x 1, 8-bit gray
+    "0000000a4944415478da6360000000020001e221bc33"  # IDAT
+    "0000000049454e44ae426082"  # IEND
+)  # a real 1-pixel image: the layouts below are refused for their layout, not for unreadable files
+
 JUNK = {
     "__MACOSX/shapes/._class_0": b"\x00\x05\x16\x07",
     "shapes/.DS_Store": b"\x00",
@@ -127,10 +133,10 @@ class TestZip:
     @pytest.mark.parametrize(
         ("members", "message"),
         [
-            ({"only/1.png": b"x", "only/2.png": b"x"}, r"2 class folders with images, found 1 \(only\)"),
-            ({"wrap/only/1.png": b"x", "wrap/only/2.png": b"x"}, r"found 1 \(only\)"),  # in a wrapper
-            ({"only/1.png": b"x"}, r"found 1 \(only\)"),  # the classes before the split's image count
-            ({"a/1.png": b"x", "b/1.png": b"x", "b/2.png": b"x"}, "class 'a' has 1 image"),
+            ({"only/1.png": PNG, "only/2.png": PNG}, r"2 class folders with images, found 1 \(only\)"),
+            ({"wrap/only/1.png": PNG, "wrap/only/2.png": PNG}, r"found 1 \(only\)"),  # in a wrapper
+            ({"only/1.png": PNG}, r"found 1 \(only\)"),  # the classes before the split's image count
+            ({"a/1.png": PNG, "b/1.png": PNG, "b/2.png": PNG}, "class 'a' has 1 image"),
             ({"notes.txt": b"x"}, "at least 2 class folders with images, found 0$"),
         ],
     )

@@ -12,12 +12,14 @@ Accepted layouts, found below a single wrapping folder if there is one:
                                                         without val/, val is split off train)
     <class>/*                                           "classes": a seeded, stratified train/val split
 
-`__MACOSX/`, hidden files, non-image files, files outside class folders and folders inside class folders
-are skipped and listed once in `.skipped` with the reason. A folder already in the canonical layout is
-used in place; anything else is arranged into a new folder under the store (`<cache>/datasets`): a zip's
-files are moved there from the safe extraction, a folder's are symlinked. The arranged folder holds a
-`qtl-dataset.json` manifest (source, layout, split ratio and seed), which `fit()` copies into every
-checkpoint, so `open_dataset(source, val_ratio=..., seed=...)` reproduces the same split.
+`__MACOSX/`, hidden files, non-image files, image files whose header does not open ("not a readable
+image"), files outside class folders and folders inside class folders are skipped and listed once in
+`.skipped` with the reason; a class left with no readable image is refused. A folder already in the
+canonical layout is used in place (its files are read by name; see `describe`); anything else is arranged
+into a new folder under the store (`<cache>/datasets`): a zip's files are moved there from the safe
+extraction, a folder's are symlinked. The arranged folder holds a `qtl-dataset.json` manifest (source,
+layout, split ratio and seed), which `fit()` copies into every checkpoint, so `open_dataset(source,
+val_ratio=..., seed=...)` reproduces the same split.
 
 Byte-identical images (`Duplicates`: the same SHA-256 in two splits, under two classes, or twice in one
 class folder) are found once when a dataset is arranged and kept in its manifest; `ds.check_duplicates()`
@@ -47,6 +49,7 @@ from qtl.data.folders import (
     ALL_SPLITS,
     MIN_CLASSES,
     DatasetError,
+    header_refusal,
     is_image_file,
     list_images,
     scan,
@@ -165,7 +168,7 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
     val or test with a twin in an earlier split is a `Leak` (counted once, against the earliest such split),
     an image found under two or more classes counts once in `across_classes`, and each copy after the first
     in one split and class counts in `within`. One image may count in more than one kind. Files that are
-    empty or do not open as an image (`_has_image_header`) are counted in `unread`, never paired: two
+    empty or do not open as an image (`header_refusal`) are counted in `unread`, never paired: two
     empty files are byte-identical but no image."""
     root = Path(root)
     groups: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # sha256 -> (split, class, path)
@@ -174,7 +177,7 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
         if (root / split).is_dir():
             for p, k in list_images(root, split, classes):
                 try:
-                    digest = sha256_file(p) if _has_image_header(p) else None
+                    digest = sha256_file(p) if header_refusal(p) is None else None
                 except OSError:
                     digest = None
                 if digest is None:  # unreadable, empty or no image: skipped at load time too, cannot leak
@@ -213,20 +216,6 @@ def find_duplicates(root: str | Path, classes: list[str]) -> Duplicates:
         tuple(within[:n]),
         unread,
     )
-
-
-def _has_image_header(path: Path) -> bool:
-    """Whether `path` is a non-empty file whose header Pillow recognises as an image (its pixels are not
-    decoded: a truncated image still passes). Raises OSError where it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    if path.stat().st_size == 0:
-        return False
-    try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-        return False
 
 
 @lru_cache(maxsize=16)
@@ -488,7 +477,10 @@ def split_suffix(val_ratio: float, seed: int) -> str:
 
 def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: dict) -> PreparedDataset:
     """Lay `source`'s images out under `out` as train/val(/test)/<class>/, with `place(src, dst)`."""
-    layout, found, skipped = scan(source)
+    try:
+        layout, found, skipped = scan(source)
+    except DatasetError as exc:  # a class with no readable image, named inside the source
+        raise DatasetError(f"{info['source']}: {exc}") from None
     classes = sorted(found["train"])
     if len(classes) < MIN_CLASSES:
         raise DatasetError(

@@ -10,7 +10,11 @@ A dataset root is ImageFolder-style::
 `skip_reason` says why a file or folder is not an image (hidden, junk, a folder, another extension);
 `is_image_file` and `is_class_dir` are that rule as predicates; `list_images` and `validate_dataset`
 read a canonical root with it, and `scan` finds the layout of anything else (a folder or an unpacked
-zip) with the same rule, recording every skipped entry once with its reason.
+zip) with the same rule, recording every skipped entry once with its reason. `scan` also opens each
+image file's header (`header_refusal`, the pixels are not decoded), so a file named .png that is no
+image is skipped and listed there, and a class folder left with no readable image is refused; a
+canonical root is read by name only here, its files decoded where it is loaded
+(`qtl.data.images.ImageFolderDataset`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ def skip_reason(path: Path) -> str | None:
     if not path.is_file():
         return "not a regular file"
     return None
+
+
+def header_refusal(path: Path) -> str | None:
+    """Why a file does not open as an image, in one line, else None: Pillow reads its header only (its
+    pixels are not decoded, so a truncated image passes here and is skipped where images are decoded,
+    `qtl.data.images.check_image`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            return "not a readable image (an empty file)"
+        with Image.open(path):
+            return None
+    except UnidentifiedImageError:
+        return "not a readable image"
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"not a readable image ({' '.join(detail.split())})"
 
 
 def is_image_file(path: Path) -> bool:
@@ -166,14 +188,27 @@ def _rel(p: Path, source: Path) -> str:
 
 
 def _class_files(folder: Path, source: Path, skipped: list) -> list[Path]:
-    """The image files directly in a class folder, in name order; everything else goes to `skipped`."""
-    images = []
+    """The readable image files directly in a class folder, in name order; everything else goes to
+    `skipped`, image files whose header does not open (`header_refusal`) too.
+
+    Raises:
+        DatasetError: the folder holds image files and none of them opens (a class with no image to use).
+    """
+    images, unreadable = [], []
     for p in sorted(folder.iterdir()):
         reason = skip_reason(p)
+        if reason is None and (reason := header_refusal(p)) is not None:
+            unreadable.append((p.name, reason))
         if reason is None:
             images.append(p)
         else:
             skipped.append((p.relative_to(source).as_posix(), reason))
+    if unreadable and not images:
+        names = ", ".join(name for name, _ in unreadable[:3]) + (", ..." if len(unreadable) > 3 else "")
+        raise DatasetError(
+            f"{_rel(folder, source)} has no readable image ({len(unreadable)} unreadable: {names}: "
+            f"{unreadable[0][1]}): replace or remove them, or add a readable image"
+        )
     return images
 
 
@@ -199,7 +234,11 @@ def scan(source: Path) -> tuple[str, dict[str, dict[str, list[Path]]], list[tupl
     "splits": train/ (+ val/, test/, in any of the `SPLIT_NAMES` spellings) holding class folders;
     "classes": class folders only (one called train among them too, where it holds images and no class
     folders). A single wrapping folder (with nothing but junk beside it) is looked through where it holds
-    folders; one that holds only files is a class folder, the only one.
+    folders; one that holds only files is a class folder, the only one. Image files whose header does not
+    open are skipped with the reason (`header_refusal`).
+
+    Raises:
+        DatasetError: a class folder whose image files all fail to open (named relative to `source`).
     """
     skipped: list[tuple[str, str]] = []
     top = source
