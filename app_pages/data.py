@@ -7,7 +7,7 @@ import streamlit as st
 from qtl.data.archive import ArchiveError
 from qtl.data.datasets import DEFAULT_VAL_RATIO, delete_dataset, list_datasets
 from qtl.data.folders import DatasetError
-from ui import cache, datasets, session
+from ui import cache, datasets, server_jobs, session
 from ui.settings import settings
 
 IMBALANCE_WARNING = 3.0  # largest / smallest train class above this gets a warning
@@ -73,11 +73,27 @@ def show(labels: dict, choices: dict, default) -> None:
     elif left.button("Make it the active dataset", type="primary", icon=":material/check:", key="data_use"):
         st.session_state["data_dir"] = None if root == str(default.path) else root
         st.rerun()
+    if st.session_state.get("data_pending_delete") not in (None, root):
+        del st.session_state["data_pending_delete"]  # another dataset picked here: ask again
     if root in choices and right.button("Delete", icon=":material/delete:", key="data_delete"):
-        delete_dataset(root, datasets.store())
-        if is_active:
-            st.session_state["data_dir"] = None
-        st.rerun()
+        st.session_state["data_pending_delete"] = root  # asked first: its images may be the only copy
+    if root in choices and st.session_state.get("data_pending_delete") == root:
+        # checked on every run while asked, the confirming click's too: a job may have started meanwhile
+        if busy := server_jobs.jobs_on(root):
+            del st.session_state["data_pending_delete"]
+            st.warning(server_jobs.busy_words(busy, f"**{labels[root]}**"))
+        else:
+            st.warning(f"Delete **{labels[root]}** and its images from disk? This cannot be undone.")
+            yes, no = st.columns(2)
+            if yes.button("Delete for good", key="data_confirm", type="primary"):
+                del st.session_state["data_pending_delete"]
+                delete_dataset(root, datasets.store())
+                if is_active:
+                    st.session_state["data_dir"] = None
+                st.rerun()
+            if no.button("Keep it", key="data_keep"):
+                del st.session_state["data_pending_delete"]
+                st.rerun()
 
     # ---- summary
     split = (

@@ -259,11 +259,14 @@ class TestTrain:
         assert at.dataframe, "no summary table"
 
     def test_a_rerun_stopped_before_beating_the_file_is_not_counted_saved(self, app_env, monkeypatch):
-        """The same settings trained again and stopped after an epoch leave the file to the first run
-        (`checkpoint.earlier_best`): the summary said "1 checkpoint(s) saved" for a file this job never
-        wrote."""
+        """The same settings trained again into the same file (planned within the same second: the
+        Train page's names are stamped to the second) and stopped after an epoch leave the file to the
+        first run (`checkpoint.earlier_best`): the summary said "1 checkpoint(s) saved" for a file this
+        job never wrote."""
         import qtl.experiments.runs as runs_module
         from qtl.training.fit import Callback
+
+        monkeypatch.setattr(runs_module.time, "strftime", lambda *_: "20261208-000000")  # one second
 
         before = set((app_env / "models").glob("*.pt"))
         at = app("train")

@@ -4,12 +4,13 @@ active dataset, train quantum and linear on it, classify an image and see every 
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import make_class_folders, zip_folder
-from test_app import app, app_env, texts, wait_for_job  # noqa: F401  (app_env is a fixture)
+from test_app import app, app_env, texts, ui_module, wait_for_job  # noqa: F401  (app_env is a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -93,4 +94,87 @@ class TestDataPage:
         root = Path(at.session_state["data_pick"])
         assert root.parent == Path(at.session_state["session_dir"]) / "datasets"
         at.button(key="data_delete").click().run()
+        assert root.exists() and "This cannot be undone" in texts(at.warning)  # asked first
+        at.button(key="data_confirm").click().run()
         assert not root.exists() and not at.exception
+
+    def test_delete_asks_first_and_is_refused_while_a_job_trains_on_it(self, app_env, tmp_path, monkeypatch):  # noqa: F811
+        """Delete removed an uploaded dataset at once, even the one a training job was training on: the
+        job then failed ("ImageLoadError: no image in .../train can be decoded any more"). It now asks
+        first, and is refused in one line while a job of the server's runner trains on that folder."""
+        import qtl.experiments.runs as runs_module
+
+        go = threading.Event()
+        real_fit = runs_module.fit
+
+        def held_fit(*args, **kwargs):  # the job trains on the dataset until the test lets it go
+            assert go.wait(60), "never let go"
+            return real_fit(*args, **kwargs)
+
+        monkeypatch.setattr(runs_module, "fit", held_fit)
+        data = zip_folder(make_class_folders(tmp_path / "src", 2, 5), tmp_path / "held.zip").read_bytes()
+        at = app("data")
+        upload(at, "held.zip", data)
+        at.button(key="data_use").click().run()
+        root = Path(at.session_state["data_dir"])
+        at.switch_page("app_pages/train.py").run()
+        at.multiselect(key="train_variants").set_value(["linear"])
+        at.number_input(key="train_epochs").set_value(1)
+        at.button[0].click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        try:
+            at.switch_page("app_pages/data.py").run()
+            assert at.session_state["data_pick"] == str(root)
+            at.button(key="data_delete").click().run()
+            assert not at.exception, at.exception
+            (refused,) = [w.value for w in at.warning if "Cannot delete" in w.value]
+            assert "your job 'train linear' is running on it" in refused, refused
+            assert "data_confirm" not in [b.key for b in at.button] and root.is_dir()
+        finally:
+            go.set()
+        wait_for_job(at)
+        job = ui_module().runner().get(at.session_state["job_id"])
+        assert job.snapshot().state == "done", job.snapshot().error
+
+        at.button(key="data_delete").click().run()  # the job has finished: asked, then kept or deleted
+        assert "Delete **held" in texts(at.warning) and root.is_dir()
+        at.button(key="data_keep").click().run()
+        assert root.is_dir() and "data_confirm" not in [b.key for b in at.button]
+        at.button(key="data_delete").click().run()
+        at.button(key="data_confirm").click().run()
+        assert not at.exception and not root.exists() and at.session_state["data_dir"] is None
+
+    def test_a_sweep_on_the_active_dataset_keeps_it_from_being_deleted(self, app_env, tmp_path, monkeypatch):  # noqa: F811
+        """A sweep of the Experiments page runs on the active dataset through the same runner: Delete is
+        refused while it runs, as for a training job."""
+        from qtl.experiments import executors
+
+        go, real = threading.Event(), executors.train_run
+
+        def held(run, **kwargs):
+            assert go.wait(60), "never let go"
+            return real(run, **kwargs)
+
+        monkeypatch.setattr(executors, "train_run", held)
+        monkeypatch.setenv("QTL_RESULTS_DB", str(tmp_path / "results.db"))  # no sweep left to other tests
+        data = zip_folder(make_class_folders(tmp_path / "src", 2, 5), tmp_path / "swept.zip").read_bytes()
+        at = app("data")
+        upload(at, "swept.zip", data)
+        at.button(key="data_use").click().run()
+        root = Path(at.session_state["data_dir"])
+        at.switch_page("app_pages/experiments.py").run()
+        at.text_input(key="exp_name").set_value("kept")
+        at.multiselect(key="exp_variants").set_value(["linear"])
+        at.multiselect(key="exp_seeds").set_value([0])
+        at.number_input(key="exp_epochs").set_value(1)
+        at.button[0].click().run()
+        assert not at.exception and not at.error, texts(at.error)
+        job = ui_module().runner().get(at.session_state["exp_job_id"])
+        try:
+            at.switch_page("app_pages/data.py").run()
+            at.button(key="data_delete").click().run()
+            assert "your job 'sweep kept' is running on it" in texts(at.warning), texts(at.warning)
+            assert "data_confirm" not in [b.key for b in at.button] and root.is_dir()
+        finally:
+            go.set()
+        assert job.wait(120) and job.snapshot().state == "done", job.snapshot().error

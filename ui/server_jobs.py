@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import streamlit as st
 
 from qtl.utils.jobs import JobRunner
-from qtl.utils.words import duration
+from qtl.utils.words import duration, error_line
 from ui import charts, datasets, training
 from ui.checkpoint_dirs import session_dir
 from ui.session_models import load
@@ -24,11 +25,21 @@ def runner() -> JobRunner:
     return job_runner(settings().max_queued)
 
 
-def submit(name: str, work, state_key: str, what: str) -> bool:
+@st.cache_resource(show_spinner=False)
+def _job_folders() -> weakref.WeakKeyDictionary:
+    """The data folders (resolved) each job of this server trains on, recorded when it is submitted."""
+    return weakref.WeakKeyDictionary()
+
+
+def submit(name: str, work, state_key: str, what: str, data_dirs=None) -> bool:
     """Submit `work` as this session's job, its id kept in st.session_state[state_key]; shows why not
     ("{what} refused: ...") when the runner is busy, or this session's job of that key has not finished
-    (a second one would hide the first one's progress and Cancel button)."""
+    (a second one would hide the first one's progress and Cancel button).
+
+    data_dirs: the dataset folders the job trains on (`jobs_on` keeps them from being deleted meanwhile);
+    None: the session's active dataset, which a sweep from the Experiments page runs on."""
     from qtl.utils.jobs import RunnerBusyError
+    from ui.session import active_data_dir
 
     current = runner().get(st.session_state.get(state_key))
     if current is not None and not (snap := current.snapshot()).finished:  # its panel shows one job
@@ -39,8 +50,35 @@ def submit(name: str, work, state_key: str, what: str) -> bool:
     except RunnerBusyError as exc:
         st.warning(f"{what} refused: {exc}.")
         return False
+    folders = [active_data_dir()] if data_dirs is None else data_dirs
+    _job_folders()[job] = frozenset(str(Path(d).resolve()) for d in folders if d)
     st.session_state[state_key] = job.id
     return True
+
+
+def jobs_on(folder) -> list:
+    """Snapshots of the server's jobs not yet finished (running, queued) that train on `folder` or on a
+    folder inside it or around it (compared resolved): deleting it would pull their images away."""
+    target = Path(folder).resolve()
+    recorded = _job_folders()
+    out = []
+    for job in runner().active():
+        uses = [Path(d) for d in recorded.get(job, ())]
+        if any(d == target or target in d.parents or d in target.parents for d in uses):
+            if not (snap := job.snapshot()).finished:
+                out.append(snap)
+    return out
+
+
+def busy_words(snaps: list, what: str) -> str:
+    """One line: `what` cannot be deleted while the jobs `snaps` (from `jobs_on`) train on it."""
+    snap = snaps[0]
+    whose = "your job" if snap.owner == st.session_state.get("session_id") else "another session's job"
+    more = f" (and {len(snaps) - 1} more)" if len(snaps) > 1 else ""
+    return (
+        f"Cannot delete {what} now: {whose} {snap.name!r}{more} is {snap.state} on it; "
+        "delete it once that job has finished, or cancel it."
+    )
 
 
 def live_panel(state_key: str, render) -> None:
@@ -68,7 +106,8 @@ def job_header(job_id: int):
 def submit_training(name: str, runs: list) -> bool:
     """Submit `runs` (from qtl.experiments.runs.plan_runs) as this session's job; shows why not when
     refused."""
-    return submit(name, _training_work(runs), "job_id", "Training request")
+    folders = [run.machine.data_dir for run in runs]
+    return submit(name, _training_work(runs), "job_id", "Training request", data_dirs=folders)
 
 
 def _training_work(runs: list):
@@ -146,19 +185,26 @@ def _render_job(job_id: int) -> None:
 
 
 def _finish(snap) -> None:
-    """Summary of a finished job. Once per job: load its checkpoints, then rerun the app."""
+    """Summary of a finished job. Once per job: load every checkpoint it saved, then rerun the app; the
+    summary counts the ones loaded, and says each one that could not be loaded in one line."""
     import pandas as pd
 
     saved = [s for s in snap.result or [] if s["checkpoint"]]  # kept files too: loaded below
-    kept = sum(bool(s.get("kept_earlier")) for s in saved)
+    if st.session_state.get("job_done") != snap.id:
+        st.session_state["job_done"] = snap.id
+        st.session_state["job_unloaded"] = (snap.id, _load_saved(saved))
+        st.rerun(scope="app")
+    of_job, unloaded = st.session_state.get("job_unloaded") or (None, {})
+    unloaded = unloaded if of_job == snap.id else {}
+    loaded = [s for s in saved if Path(s["checkpoint"]).name not in unloaded]
+    kept = sum(bool(s.get("kept_earlier")) for s in loaded)
     if snap.state != "failed":
         verb = "Cancelled" if snap.state == "cancelled" else "Finished"
-        note = (
-            f" {kept} run(s) stopped before beating the earlier run in their file; it keeps that run (loaded)."
-            if kept
-            else ""
-        )
-        st.success(f"{verb}: {len(saved) - kept} checkpoint(s) saved to `{session_dir()}` and loaded.{note}")
+        note = " run(s) stopped before beating the earlier run in their file; it keeps that run (loaded)."
+        note = f" {kept}{note}" if kept else ""
+        st.success(f"{verb}: {len(loaded) - kept} checkpoint(s) saved to `{session_dir()}` and loaded.{note}")
+    for name, why in unloaded.items():
+        st.error(f"Saved, but could not load {name}: {why}")
     if snap.result and snap.state != "failed":
         table = pd.DataFrame(snap.result)[
             [
@@ -173,12 +219,16 @@ def _finish(snap) -> None:
             ]
         ]
         st.dataframe(table, hide_index=True, width="stretch")
-    if st.session_state.get("job_done") != snap.id:
-        st.session_state["job_done"] = snap.id
-        for summary in saved:
-            try:
-                load(summary["checkpoint"])
-            except (OSError, ValueError, RuntimeError) as exc:
-                st.error(f"Saved, but could not load {Path(summary['checkpoint']).name}: {exc}")
-                return
-        st.rerun(scope="app")
+
+
+def _load_saved(saved: list) -> dict[str, str]:
+    """Load into this session every checkpoint of the rows `saved`; returns file name -> why, one line,
+    for each that could not be loaded (a file deleted meanwhile: "it is gone (deleted?)")."""
+    failed = {}
+    for row in saved:
+        path = Path(row["checkpoint"])
+        try:
+            load(path)
+        except (OSError, ValueError, RuntimeError) as exc:
+            failed[path.name] = error_line(exc) if path.exists() else "it is gone (deleted?)"
+    return failed
