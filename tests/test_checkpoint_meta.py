@@ -4,6 +4,7 @@ by older qtl versions still load and predict as they did."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,21 @@ class TestRecordedDataset:
         recorded = ds.record()
         assert recorded["source"] == "scans.zip" and recorded["root"] == ds.root.name
         assert recorded_root(recorded) == ds.root
+
+    def test_an_arranged_folder_whose_images_moved_is_not_found(self, data_folder, tmp_path):
+        """A folder of class folders is arranged as links to its images: once the folder moves (or an
+        image goes), the arrangement's manifest still held the recorded counts, so it was found, and
+        scoring failed on "train/ants has no image files"; it is not found now (callers fall back)."""
+        source = tmp_path / "flat"
+        for split in ("train", "val"):
+            shutil.copytree(make_image_folder(tmp_path / "tree") / split, source, dirs_exist_ok=True)
+        ds = open_dataset(source)
+        recorded = ds.record()
+        assert recorded_root(recorded) == ds.root
+        next((source / "cats").iterdir()).unlink()  # one image gone: its link leads nowhere
+        assert recorded_root(recorded) is None
+        source.rename(tmp_path / "moved")  # the whole folder
+        assert recorded_root(recorded) is None
 
     def test_a_folder_elsewhere_by_its_name(self, data_folder, tmp_path):
         """A dataset outside the data folder and the store is recorded by its folder name only; on a

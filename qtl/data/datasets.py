@@ -321,11 +321,17 @@ def recorded_root(record: dict | None) -> Path | None:
 
 def _same_counts(root: Path, counts: dict | None) -> bool:
     """Whether the dataset at `root` holds `counts` images per split and class (True without counts):
-    as its manifest says where it was arranged here (no listing), else as `describe` counts them."""
+    as its manifest says where a zip was arranged here (its files moved into the store: no listing),
+    else as `describe` counts them. A folder's arrangement is links to its images, which `describe` counts
+    only where they still lead to one: its manifest held the counts of a folder since moved or changed,
+    and scoring then failed on "train/ants has no image files"."""
     if not counts:
         return True
     try:
-        return (read_manifest(root) or describe(root, root.name)).counts == counts
+        manifest = read_manifest(root)
+        if manifest is not None and manifest.source_sha256 is not None:
+            return manifest.counts == counts
+        return describe(root, root.name).counts == counts
     except (OSError, ValueError):
         return False
 
