@@ -137,7 +137,13 @@ class TestZip:
             ({"wrap/only/1.png": PNG, "wrap/only/2.png": PNG}, r"found 1 \(only\)"),  # in a wrapper
             ({"only/1.png": PNG}, r"found 1 \(only\)"),  # the classes before the split's image count
             ({"a/1.png": PNG, "b/1.png": PNG, "b/2.png": PNG}, "class 'a' has 1 image"),
-            ({"notes.txt": b"x"}, "at least 2 class folders with images, found 0$"),
+            ({"notes.txt": b"x"}, r"found 0; skipped notes.txt \(not inside a class folder\): images go "),
+            # images a folder too deep: what was skipped says so (it said "found 0" and no more)
+            (
+                {"ants/sub/1.png": PNG, "bees/sub/1.png": PNG},
+                r"found 0; skipped ants/sub \(a folder inside a "
+                r"class folder\); .*: images go directly in <class>/ folders, or in train/<class>/",
+            ),
         ],
     )
     def test_unusable_layouts_say_why(self, tmp_path, store, members, message):

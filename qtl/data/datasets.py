@@ -488,10 +488,15 @@ def _arrange(source: Path, out: Path, val_ratio: float, seed: int, place, info: 
     except DatasetError as exc:  # a class with no readable image, named inside the source
         raise DatasetError(f"{info['source']}: {exc}") from None
     classes = sorted(found["train"])
-    if len(classes) < MIN_CLASSES:
+    if len(classes) < MIN_CLASSES:  # what was skipped says what to move (nested folders, a second top)
+        shown = "; ".join(f"{name} ({why})" for name, why in skipped[:3]) + (
+            "; ..." if len(skipped) > 3 else ""
+        )
         raise DatasetError(
             f"{info['source']} needs at least {MIN_CLASSES} class folders with images, found {len(classes)}"
             + (f" ({classes[0]})" if classes else "")
+            + (f"; skipped {shown}" if skipped else "")
+            + ": images go directly in <class>/ folders, or in train/<class>/ and val/<class>/"
         )
     if layout == "classes" or "val" not in found:
         found["train"], found["val"] = stratified_split(found["train"], val_ratio, seed)
