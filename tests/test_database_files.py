@@ -16,10 +16,10 @@ from conftest import make_image_folder, run_cli
 from qtl.experiments.database import ResultsDB
 
 
-def foreign(path: Path) -> Path:
+def foreign(path: Path, table: str = "foo (x)") -> Path:
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE foo (x)")
-        db.execute("INSERT INTO foo VALUES (1)")
+        db.execute(f"CREATE TABLE {table}")
+        db.execute(f"INSERT INTO {table.split()[0]} VALUES ({', '.join('1' * (table.count(',') + 1))})")
     db.close()
     return path
 
@@ -37,6 +37,20 @@ def test_another_programs_sqlite_file_is_refused_and_left_alone(tmp_path, readon
         ResultsDB(path, readonly=readonly)
     assert "\n" not in str(exc.value)
     assert digest(tmp_path) == before  # no tables added, no WAL, no journal files
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_table_named_as_qtls_with_other_columns_is_anothers(tmp_path, readonly):
+    """Another program's file whose only table is called "runs" passed for a results database being
+    made: reading raised "no such table: sweeps" tracebacks, and a sweep switched it to WAL first."""
+    path = foreign(tmp_path / "other.db", "runs (id INTEGER PRIMARY KEY, name TEXT)")
+    before = digest(tmp_path)
+    with pytest.raises(ValueError, match=r"not a qtl results database \(it holds tables runs\)"):
+        ResultsDB(path, readonly=readonly)
+    assert digest(tmp_path) == before
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     db.close()

@@ -30,6 +30,7 @@ writing is read live. A file that is not a results database raises ValueError, i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -172,6 +173,17 @@ def _use_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+@functools.cache
+def _schema_columns() -> dict[str, frozenset[str]]:
+    """Each table of SCHEMA -> its columns."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        return {t: frozenset(r[1] for r in db.execute(f"PRAGMA table_info({t})")) for t in ALL_TABLES}
+    finally:
+        db.close()
+
+
 class ResultsDB:
     """A results database file; created with its schema on first use. Use as a context manager or
     call `close()`. Every write is one transaction (BEGIN IMMEDIATE ... COMMIT)."""
@@ -221,13 +233,21 @@ class ResultsDB:
         database's (another program's file: reading it raised "no such table" tracebacks, and a sweep
         added qtl's tables to it and switched it to WAL)."""
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and not QTL_TABLES <= tables and not tables <= ALL_TABLES:  # (all ours: being made)
+        # all of qtl's tables, or some of them with qtl's columns only (a file being made): another
+        # program's table of the same name ("runs") held other columns, and reading it raised tracebacks
+        partial = tables <= ALL_TABLES and all(
+            set(self._column_names(t)) <= _schema_columns()[t] for t in tables
+        )
+        if tables and not QTL_TABLES <= tables and not partial:
             self._db.close()
             held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
             raise ValueError(
                 f"{self.path} is an SQLite file but not a qtl results database (it holds tables {held}); "
                 "qtl leaves it as it is: give another file"
             )
+
+    def _column_names(self, table: str) -> list[str]:
+        return [r[1] for r in self._db.execute(f"PRAGMA table_info({table})")]
 
     def _check_writable(self) -> None:
         """ValueError, before any run is trained, for a file this process cannot write (read-only,
