@@ -726,6 +726,23 @@ class TestCommandLine:
         assert cli.main(argv) == 1
         assert "--address names a Ray cluster: use it with --backend ray" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("options", "said"),
+        [
+            (["--workers", "2"], "--workers runs several at once: use it with --backend processes or ray"),
+            (["--cpus-per-run", "2"], "--backend local is not Ray, so --cpus-per-run would do nothing"),
+            (
+                ["--backend", "processes", "--gpus-per-run", "1"],
+                "not Ray, so --gpus-per-run would do nothing",
+            ),
+        ],
+    )
+    def test_options_the_backend_ignores_are_refused(self, capsys, tmp_path, options, said):
+        """--workers 2 on the local backend ran one run at a time, unsaid; Ray's per-run resources on
+        another backend likewise did nothing."""
+        assert cli.main(["sweep", str(tmp_path / "s.toml"), *options]) == 1
+        assert said in capsys.readouterr().err
+
     def test_checkpoints_are_kept_where_a_run_has_one(self, capsys, tiny, tmp_path):
         """checkpoints = true keeps each trained head's best epoch, loadable and scoring as its row says;
         a kernel SVM has no checkpoint, and the plan, the dry run and the sweep say so."""

@@ -828,6 +828,10 @@ def cmd_sweep(args, bar: ProgressBar) -> int:
 
     if args.address and args.backend != "ray":  # it was ignored: the runs went to this machine
         raise ValueError(f"--address names a Ray cluster: use it with --backend ray, not {args.backend}")
+    if args.backend != "ray":  # each was ignored, as --address was
+        _refuse_given(args, "sweep", ["cpus_per_run", "gpus_per_run"], f"--backend {args.backend} is not Ray")
+    if args.backend == "local" and args.workers not in (None, 1):  # ignored: one run at a time
+        raise ValueError("--workers runs several at once: use it with --backend processes or ray")
     spec = load_spec(args.spec, limit=args.max_runs)
     db = Path(args.db) if args.db else results_db()
     machine = {"device": args.device, "cache_dir": args.cache_dir}
