@@ -73,6 +73,16 @@ class TestSpec:
         lin = [r for r in runs if r.model_config.variant == "linear"]
         assert lin[0].train_config.optimizer == "sgd" and lin[0].train_config.views == 5  # the recipe
 
+    def test_one_folder_spelt_several_ways_is_one_dataset(self, tiny, tmp_path, monkeypatch):
+        """ "tiny", "./tiny/" and its absolute path trained every run once for each spelling, and the report
+        showed their cells alike ("on tiny"), each a comparison of its own; they are one dataset, named
+        as the spec first names it."""
+        monkeypatch.chdir(tiny.parent)
+        doc = {"variant": "linear", "seeds": 2, "epochs": 1, "dataset": ["tiny", "./tiny/", str(tiny)]}
+        runs = plan(parse_spec(doc, name="spelt"))
+        assert [(r.dataset, r.train_config.seed) for r in runs] == [("tiny", 0), ("tiny", 1)]
+        assert {Path(r.machine.data_dir).resolve() for r in runs} == {tiny.resolve()}
+
     def test_the_data_a_run_names_is_the_data_it_trains_on(self, tiny, tmp_path, monkeypatch):
         """No dataset key, $QTL_DATA_DIR at another dataset than hymenoptera: the runs name that folder
         (they were recorded as hymenoptera's, whose real runs were then skipped as done); at a folder named

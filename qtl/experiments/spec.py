@@ -269,6 +269,7 @@ def plan(
     check_size(spec, max_runs() if limit is None else limit)
     check_feature_dims(spec)
     roots: dict[str, str] = {}
+    names: dict[Path, str] = {}  # a resolved folder -> the name its runs take: the spec's first for it
     folder = Path(models_dir or default_models_dir()) / "sweeps" / spec.name
     runs: dict[str, Run] = {}
     for point in spec.points():
@@ -290,7 +291,8 @@ def plan(
                 roots[dataset] = _dataset_root(dataset, spec.base_dir)
             except ValueError as exc:
                 raise SpecError(f"sweep {spec.name!r}, dataset {dataset!r}: {exc}") from None
-        name = _run_dataset(dataset, roots[dataset])
+        # "data/tiny", "./data/tiny/" and its absolute path are one dataset: one run each, not one a spelling
+        name = names.setdefault(Path(roots[dataset]).resolve(), _run_dataset(dataset, roots[dataset]))
         run = Run(mc, tc, None, name, MachineConfig(data_dir=roots[dataset], **(machine or {})))
         if run.id not in runs:
             keep = spec.checkpoints and not mc.is_kernel  # a kernel SVM has no checkpoint (`unsaved_note`)
