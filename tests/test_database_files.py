@@ -137,3 +137,22 @@ def test_a_sweep_on_either_is_one_line_before_any_training(read_only_db, tmp_pat
         code, out, err = run_cli(capsys, "sweep", spec, "--db", db)
         assert code != 0 and words in err and "Traceback" not in err and "val acc" not in err
     assert digest(tmp_path) == before
+
+
+def test_a_database_another_program_holds_locked_says_so(tmp_path, monkeypatch):
+    """A results database held under an exclusive lock (a database browser, a stuck process) was "cannot
+    be opened as a results database: database is locked", after the wait, with nothing to do about it."""
+    import qtl.experiments.database as database
+
+    path = tmp_path / "r.db"
+    ResultsDB(path).close()
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_S", 0.1)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(ValueError, match=r"r.db is locked by another program \(.*\): close it, then run"):
+            ResultsDB(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    ResultsDB(path).close()  # free again

@@ -73,6 +73,18 @@ class TestSpec:
         lin = [r for r in runs if r.model_config.variant == "linear"]
         assert lin[0].train_config.optimizer == "sgd" and lin[0].train_config.views == 5  # the recipe
 
+    def test_a_name_from_the_file_name_says_so_where_it_cannot_be_one(self, tmp_path):
+        """A spec without a name in "my study.toml": the refusal named a name the user never wrote."""
+        path = tmp_path / "my study.toml"
+        path.write_text('variant = "linear"\n')
+        with pytest.raises(
+            SpecError, match=r"name 'my study' must be .* \(taken from the file name: add name"
+        ):
+            load_spec(path)
+        path.write_text('name = "my study"\nvariant = "linear"\n')  # written so: said as before
+        with pytest.raises(SpecError, match=r"or '-'$"):
+            load_spec(path)
+
     def test_one_folder_spelt_several_ways_is_one_dataset(self, tiny, tmp_path, monkeypatch):
         """ "tiny", "./tiny/" and its absolute path trained every run once for each spelling, and the report
         showed their cells alike ("on tiny"), each a comparison of its own; they are one dataset, named

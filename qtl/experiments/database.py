@@ -193,6 +193,11 @@ class ResultsDB:
         try:
             self._open()
         except sqlite3.DatabaseError as exc:  # not SQLite, damaged, a folder, no access
+            if "locked" in str(exc):  # after BUSY_TIMEOUT_S: another program holds it
+                raise ValueError(
+                    f"{self.path} is locked by another program (a database browser, a stuck process): "
+                    "close it, then run again"
+                ) from None
             raise ValueError(f"{self.path} cannot be opened as a results database: {exc}") from None
 
     def _open(self) -> None:

@@ -162,9 +162,11 @@ def parse_spec(
     for i, grid in enumerate(grids, start=1):
         axes = {**DEFAULTS, **base, **_axes(grid, f"[[grid]] number {i}")}
         merged.append({a: v if isinstance(v, range) else tuple(_listed(v)) for a, v in axes.items()})
+    named = "name" in doc
     name = doc.get("name", name)
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SpecError(f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        whence = "" if named else ' (taken from the file name: add name = "..." to the spec, or rename it)'
+        raise SpecError(f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-'{whence}")
     checkpoints = doc.get("checkpoints", False)
     if not isinstance(checkpoints, bool):
         raise SpecError(f"checkpoints must be true or false, got {checkpoints!r}")
