@@ -190,6 +190,35 @@ class TestPower:
         (c,) = [c for c in comparisons(rows) if c["control"] == "linear"]
         assert c["diff"] == pytest.approx(-0.12)
 
+    def test_a_grid_over_the_recipe_pairs_cells_trained_alike(self):
+        """A grid over batch size and augmentation for quantum and linear: a recipe label is relative to
+        its variant's recipe (linear's augments with 5 views, quantum's does not), so quantum at batch 2
+        with augmentation matched no linear label and was paired with the first linear cell (batch 2
+        without augmentation): its difference depended on the database's order."""
+        linear = {
+            None: 0.60,
+            "batch_size 2, augment False": 0.50,
+            "batch_size 2": 0.80,
+            "augment False": 0.70,
+        }
+        for order in (list(linear), list(reversed(linear))):
+            rows = []
+            for seed in range(3):
+                base = {"backbone": "b", "seed": seed}
+                q = {
+                    "variant": "quantum",
+                    "qubits": 4,
+                    "depth": 2,
+                    "recipe": "batch_size 2, augment True, views 5",
+                }
+                rows += [{**base, **q, "val_acc": 0.9}]
+                rows += [
+                    {**base, "variant": "linear", "recipe": r, "val_acc": linear[r] + seed / 100}
+                    for r in order
+                ]
+            (c,) = [c for c in comparisons(rows) if c["control"] == "linear"]
+            assert c["diff"] == pytest.approx(0.9 - 0.81), order  # against batch 2 with augmentation
+
     def test_labels_name_only_what_a_variant_uses(self):
         """The kernels make one fit whatever the recipe, and the quantum kernel has no q_delta: their
         labels stay None where a quantum head's name what it changed (cells split on settings that do not

@@ -416,8 +416,41 @@ def _control(cell: dict, control: str, cell_list: list) -> dict | None:
     same = ("backbone", "weights", *REGIME_KEYS, *CONTROLS[control])
     found = [(c, s) for c, s in cell_list if c["variant"] == control and all(c[k] == cell[k] for k in same)]
     for key in PREFER.get(control, ()):  # e.g. several linear recipes: the one of the same lr, as long
-        found = [(c, s) for c, s in found if c.get(key) == cell.get(key)] or found
+        if key == "recipe":
+            found = _trained_alike(cell, found)
+        else:
+            found = [(c, s) for c, s in found if c.get(key) == cell.get(key)] or found
     return found[0][1] if found else None
+
+
+def _trained_alike(cell: dict, found: list) -> list:
+    """Of the control cells `found`, those whose recipe settings that differ among them are most like
+    `cell`'s (fewest differences), as trained (`recipe_settings`): a `recipe` label is relative to its own
+    variant's recipe (linear's augments, quantum's does not), so labels rarely matched across variants,
+    and a grid over batch size and augmentation paired each quantum cell with the first linear cell."""
+    if len(found) < 2:
+        return found
+    mine, theirs = recipe_settings(cell), [recipe_settings(c) for c, _ in found]
+    varied = [k for k in mine if len({t.get(k) for t in theirs}) > 1]
+    apart = [sum(t.get(k) != mine[k] for k in varied) for t in theirs]
+    return [f for f, d in zip(found, apart, strict=True) if d == min(apart)]
+
+
+def recipe_settings(cell: dict) -> dict[str, str]:
+    """A cell's recipe settings (`qtl.config.RECIPE_SETTINGS`, as text) as its runs were trained: its
+    variant's recipe, changed where its `recipe` label says ("batch_size 2, augment True")."""
+    from qtl.config import RECIPE_SETTINGS, recipe
+
+    try:
+        base = recipe(cell["variant"]).to_dict()
+    except (KeyError, ValueError):  # a variant this qtl has no recipe for
+        base = {}
+    out = {k: str(base.get(k)) for k in RECIPE_SETTINGS}
+    for part in (cell.get("recipe") or "").split(", "):
+        key, _, value = part.partition(" ")
+        if key in out:
+            out[key] = value
+    return out
 
 
 def _verdict(c: dict, alpha: float) -> str:
