@@ -335,6 +335,14 @@ def test_multipart_refusals_say_what_the_body_holds(tiny_server, jpeg):
     )
     status, answer = send(image, content_type="multipart/form-data")  # no boundary
     assert status == 400 and answer["detail"].startswith("malformed multipart body: ")
+    # cut short: without its closing line, or inside its second file, the parser gave the first file
+    # alone, a 200 that dropped an upload
+    body, content_type = multipart([image, ("file", "b.jpg", jpeg)])
+    for cut in (body[: body.rindex(b"--" + content_type.split("=")[1].encode())], body[: -len(jpeg) // 2]):
+        assert request(f"{tiny_server.url}/predict", "POST", cut, {"Content-Type": content_type}) == (
+            400,
+            {"detail": "malformed multipart body: it ends before its closing boundary (cut short?)"},
+        )
     assert "at most" not in answer["detail"]
     assert request(f"{tiny_server.url}/predict", "POST", jpeg, {}) == (
         415,
@@ -352,18 +360,28 @@ def test_a_jpeg_cut_short_is_one_answer_wherever_it_is_cut(tiny_server, jpeg):
 
 
 def test_healthz_answers_head(tiny_server):
-    """HEAD /healthz (what many probes send) was a 405."""
+    """HEAD /healthz (what many probes send) was a 405; then its schema gave GET and HEAD one operationId
+    ("healthz_healthz_get" twice), which OpenAPI requires unique."""
     status, body = request(f"{tiny_server.url}/healthz", "HEAD")
     assert (status, body) == (200, "")
+    spec = request(f"{tiny_server.url}/openapi.json")[1]
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and "get" in spec["paths"]["/healthz"]
 
 
 def test_models_name_the_engine_and_its_approximations(tiny_server, tmp_path):
     """A model on MPS truncated to bond 2 was described as noise "ideal", like an exact one."""
     from test_export import tiny_checkpoint
 
+    from qtl.quantum.noise import NoiseConfig
+
     truncated = tiny_checkpoint(tmp_path / "mps.pt", "quantum", 2, engine="mps", max_bond=2)
     linear = tiny_checkpoint(tmp_path / "lin.pt", "linear", 2)
-    store = ModelStore({**tiny_server.app.state.store.models, **ModelStore.load([truncated, linear]).models})
+    sampled = tiny_checkpoint(
+        tmp_path / "sampled.pt", "quantum", 2, noise=NoiseConfig(shots=50)
+    )  # --shots 50
+    loaded = ModelStore.load([truncated, linear, sampled]).models
+    store = ModelStore({**tiny_server.app.state.store.models, **loaded})
     with ApiServer(create_app(store)) as server:
         status, models = request(f"{server.url}/models")
     assert status == 200
@@ -372,6 +390,7 @@ def test_models_name_the_engine_and_its_approximations(tiny_server, tmp_path):
         "tiny-quantum": ("native", None, None, "ideal"),
         "mps": ("mps", 2, None, "ideal"),
         "lin": (None, None, None, None),
+        "sampled": ("native", None, 50, "50 shots"),  # its shots were null: "exact expectations"
     }
 
 

@@ -129,7 +129,7 @@ class ModelStore:
                     noise=c.noise.label() if c.is_quantum else None,
                     engine=c.engine if c.is_quantum else None,
                     max_bond=c.max_bond if c.is_quantum and c.engine == MPS else None,
-                    shots=c.shots if c.is_quantum else None,
+                    shots=(c.shots or c.noise.shots) if c.is_quantum else None,  # an engine's, or sampled
                 )
             )
         return out

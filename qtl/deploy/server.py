@@ -85,7 +85,10 @@ class ModelDescription(BaseModel):
     noise: str | None
     engine: str | None = Field(description="the circuit's simulator (native, mps, a PennyLane device)")
     max_bond: int | None = Field(description="MPS bonds truncated to this (approximate); null: exact")
-    shots: int | None = Field(description="shots a PennyLane engine samples; null: exact expectations")
+    shots: int | None = Field(
+        description="shots each <Z> is the mean of (a PennyLane engine's, or its noise model's); null: exact "
+        "expectations"
+    )
 
 
 class Health(BaseModel):
@@ -224,7 +227,10 @@ def create_app(
         """The models every prediction comes from."""
         return [ModelDescription(**vars(info)) for info in store.info()]
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
+    # GET in the schema, HEAD (what many probes send) served beside it: one route of both methods gave the
+    # two operations one operationId, which OpenAPI client generators refuse
+    @app.head("/healthz", response_model=Health, include_in_schema=False)
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         """Liveness: the server answers and its models are loaded."""
         return Health(status="ok", models=len(store.models), pending=batcher.pending)
@@ -265,6 +271,10 @@ async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, byt
     if not content_type.lower().startswith("multipart/form-data"):
         sent = f"not {content_type}" if content_type else "and this request has no Content-Type"
         raise Refused(415, f"send images as multipart/form-data in the field '{FIELD}', {sent}")
+    body = await request.body()  # within BodyLimit; the form below parses this one, cached
+    if (close := _closing_delimiter(content_type)) is not None and close not in body:
+        # the multipart parser ends a body cut short without a word: its last file was dropped, a 200
+        raise Refused(400, "malformed multipart body: it ends before its closing boundary (cut short?)")
     try:  # files are counted in every field: more than max_images files is over the limit anyhow
         form = await request.form(max_files=limits.max_images, max_fields=MAX_TEXT_FIELDS)
     except HTTPException as exc:  # Starlette's multipart parser: too many parts, or malformed
@@ -273,6 +283,15 @@ async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, byt
         return await _files(form)
     finally:
         await form.close()
+
+
+def _closing_delimiter(content_type: str) -> bytes | None:
+    """The line that ends a multipart body of this Content-Type ("--BOUNDARY--"), or None without a
+    boundary parameter (the parser refuses such a body itself)."""
+    from python_multipart.multipart import parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    return b"--" + boundary + b"--" if boundary else None
 
 
 def _multipart_refusal(detail: str, limits: ServeLimits) -> Refused:
