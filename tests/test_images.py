@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 from PIL import Image
 
 from qtl.data.images import load_image
@@ -257,3 +257,26 @@ def test_corrupt_exif_is_read_as_no_tag(tmp_path):
                 standalone.load(str(path)).size,
             }
         assert sizes == ({(30, 50)} if name == "orientation 6" else {(50, 30)}), name
+
+
+def test_a_corrupt_exif_block_prints_no_warning(tmp_path):
+    """An EXIF block whose entries are cut short: qtl reads it as no tag, but Pillow's "Corrupt EXIF data"
+    warning, two lines on stderr, came out of `qtl predict` and the exported files' standalone.py. A
+    process of its own: the filter is the module's, set when it is imported (pytest resets filters)."""
+    import struct
+    import subprocess
+    import sys
+
+    photo = io.BytesIO()
+    Image.new("RGB", (50, 30), (90, 20, 200)).save(photo, "JPEG")
+    jpeg = photo.getvalue()
+    payload = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 5)  # five entries announced, none there
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:])
+    for script in (  # each alone: either's filter is the process's
+        f"from qtl.data.images import load_image; print(load_image({str(path)!r}).size)",
+        "import sys; sys.path.insert(0, 'qtl/deploy'); import standalone;"
+        f"print(standalone.load({str(path)!r}).size)",
+    ):
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "(50, 30)\n", ""), script

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +20,10 @@ from torch.utils.data import Dataset
 from qtl.data.folders import ALL_SPLITS, DatasetError, list_images, validate_dataset
 
 log = logging.getLogger(__name__)
+# A camera's corrupt EXIF block is read as no tag (`upright`), and Pillow said so in a two-line warning
+# on stderr from every command that opened such a photo: this one message, nothing else, is left unsaid.
+CORRUPT_EXIF = "Corrupt EXIF data"
+warnings.filterwarnings("ignore", message=CORRUPT_EXIF, category=UserWarning)
 
 
 #: The most times an image's long side may be its short side. A model's eval transform resizes the

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 METADATA_KEY = "qtl"
+# a corrupt EXIF block is read as no tag (`load`): Pillow's two-line warning of it is left unsaid, as in qtl
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 #: An image with one side over this many times the other is refused before decoding: resizing its short
 #: side would blow it up (a 16,000 x 1 strip at 256 is 4,096,000 x 256). qtl's MAX_ASPECT: keep in step.
 MAX_ASPECT = 100
