@@ -122,6 +122,19 @@ def wait_for_job(at: AppTest, timeout: float = 90) -> None:
     pytest.fail(f"training job did not finish within {timeout} s")
 
 
+def train_with(at: AppTest, variants: list[str], epochs: int, seeds: str = "0", **numbers) -> None:
+    """Fill the Train form (numbers: train_<key> number inputs, e.g. n_qubits=2), submit it and wait for
+    the job to finish."""
+    at.multiselect(key="train_variants").set_value(variants)
+    for key, value in {"epochs": epochs, **numbers}.items():
+        at.number_input(key=f"train_{key}").set_value(value)
+    at.text_input(key="train_seeds").set_value(seeds)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    wait_for_job(at)
+    assert not at.exception, at.exception
+
+
 def texts(elements) -> str:
     return "\n".join(e.value for e in elements)
 
@@ -233,15 +246,7 @@ class TestTrain:
     def test_form_trains_tiny_config(self, app_env):
         """Submitting the form trains in the background, saves a checkpoint to models/ and loads it."""
         at = app("train")
-        at.multiselect(key="train_variants").set_value(["quantum", "linear"])
-        at.number_input(key="train_n_qubits").set_value(2)
-        at.number_input(key="train_depth").set_value(1)
-        at.number_input(key="train_epochs").set_value(2)
-        at.text_input(key="train_seeds").set_value("0")
-        at.button[0].click().run()
-        assert not at.exception and not at.error, texts(at.error)
-        wait_for_job(at)
-        assert not at.exception, at.exception
+        train_with(at, ["quantum", "linear"], epochs=2, n_qubits=2, depth=1)
         saved = sorted(p.name for p in (app_env / "models").glob("*.pt"))
         assert [n.split("-")[0] for n in saved] == ["linear", "quantum"]
         assert "2 checkpoint(s) saved" in texts(at.success)
@@ -270,11 +275,7 @@ class TestTrain:
 
         before = set((app_env / "models").glob("*.pt"))
         at = app("train")
-        at.multiselect(key="train_variants").set_value(["linear"])
-        at.number_input(key="train_epochs").set_value(3)
-        at.text_input(key="train_seeds").set_value("7")
-        at.button[0].click().run()
-        wait_for_job(at)
+        train_with(at, ["linear"], epochs=3, seeds="7")
         assert "Finished: 1 checkpoint(s) saved" in texts(at.success)
         paths = set((app_env / "models").glob("*.pt"))
         (path,) = paths - before

@@ -27,6 +27,16 @@ def upload(at, name: str, data: bytes):
     return at.run()
 
 
+def active_upload(tmp_path: Path, name: str) -> tuple:
+    """The Data page after uploading a zip of 2 classes x 5 images as `name` and making it the active
+    dataset: (the app, its folder)."""
+    data = zip_folder(make_class_folders(tmp_path / "src", 2, 5), tmp_path / name).read_bytes()
+    at = app("data")
+    upload(at, name, data)
+    at.button(key="data_use").click().run()
+    return at, Path(at.session_state["data_dir"])
+
+
 class TestDataPage:
     def test_upload_summary_activate_train_classify_explain(self, app_env, three_zip):  # noqa: F811
         at = app("data")
@@ -112,11 +122,7 @@ class TestDataPage:
             return real_fit(*args, **kwargs)
 
         monkeypatch.setattr(runs_module, "fit", held_fit)
-        data = zip_folder(make_class_folders(tmp_path / "src", 2, 5), tmp_path / "held.zip").read_bytes()
-        at = app("data")
-        upload(at, "held.zip", data)
-        at.button(key="data_use").click().run()
-        root = Path(at.session_state["data_dir"])
+        at, root = active_upload(tmp_path, "held.zip")
         at.switch_page("app_pages/train.py").run()
         at.multiselect(key="train_variants").set_value(["linear"])
         at.number_input(key="train_epochs").set_value(1)
@@ -157,11 +163,7 @@ class TestDataPage:
 
         monkeypatch.setattr(executors, "train_run", held)
         monkeypatch.setenv("QTL_RESULTS_DB", str(tmp_path / "results.db"))  # no sweep left to other tests
-        data = zip_folder(make_class_folders(tmp_path / "src", 2, 5), tmp_path / "swept.zip").read_bytes()
-        at = app("data")
-        upload(at, "swept.zip", data)
-        at.button(key="data_use").click().run()
-        root = Path(at.session_state["data_dir"])
+        at, root = active_upload(tmp_path, "swept.zip")
         at.switch_page("app_pages/experiments.py").run()
         at.text_input(key="exp_name").set_value("kept")
         at.multiselect(key="exp_variants").set_value(["linear"])

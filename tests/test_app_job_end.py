@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_app import app, app_env, texts, wait_for_job  # noqa: F401  (app_env is a fixture)
+from test_app import app, app_env, texts, train_with  # noqa: F401  (app_env is a fixture)
 
 
 def test_every_checkpoint_is_loaded_though_one_is_gone(app_env, monkeypatch):  # noqa: F811
@@ -26,13 +26,7 @@ def test_every_checkpoint_is_loaded_though_one_is_gone(app_env, monkeypatch):  #
 
     monkeypatch.setattr(runs_module, "fit", fit_losing_the_first)
     at = app("train")
-    at.multiselect(key="train_variants").set_value(["linear"])
-    at.number_input(key="train_epochs").set_value(1)
-    at.text_input(key="train_seeds").set_value("3, 4")
-    at.button[0].click().run()
-    assert not at.exception and not at.error, texts(at.error)
-    wait_for_job(at)
-    assert not at.exception, at.exception
+    train_with(at, ["linear"], epochs=1, seeds="3, 4")
     gone, kept = files
     assert str(kept.resolve()) in at.session_state["loaded"]
     assert str(gone.resolve()) not in at.session_state["loaded"]
