@@ -333,6 +333,12 @@ def test_multipart_refusals_say_what_the_body_holds(tiny_server, jpeg):
             "'file' only"
         },
     )
+    # a part named only by filename*= (RFC 5987) is a text value to the parser: said as such, and why
+    assert send(("file", None, jpeg)) == (
+        400,
+        {"detail": "the field 'file' must hold files, got a text value (a part without a filename= in its "
+         "Content-Disposition)"},
+    )  # fmt: skip
     status, answer = send(image, content_type="multipart/form-data")  # no boundary
     assert status == 400 and answer["detail"].startswith("malformed multipart body: ")
     # cut short: without its closing line, or inside its second file, the parser gave the first file

@@ -330,7 +330,11 @@ async def _files(form) -> list[tuple[str, bytes]]:
     uploads = []
     for part in parts:
         if not isinstance(part, UploadFile):
-            raise Refused(400, f"the field '{FIELD}' must hold files, got a text value")
+            raise Refused(  # a part is a file by its filename parameter (filename*= alone is not read)
+                400,
+                f"the field '{FIELD}' must hold files, got a text value (a part without a filename= in its "
+                "Content-Disposition)",
+            )
         uploads.append((check_filename(part.filename), await part.read()))
     return uploads
 
