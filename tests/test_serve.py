@@ -456,6 +456,34 @@ def test_limits_are_configurable(tiny_server, jpeg):
         assert post_images(server.url, [(f"{i}.png", png((5, 5), "RGB")) for i in range(2)])[0] == 200
 
 
+def test_max_pixels_above_pillows_own_limit_holds(tiny_server, monkeypatch):
+    """--max-pixels 200000000: an image of 196 million pixels was refused by Pillow's own check (over
+    178,956,970), in Pillow's numbers; the server's limit is the one that holds now. (Headers alone:
+    nothing is decoded before the size is checked.)"""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # put back afterwards
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def header_only(width: int, height: int) -> bytes:  # 1-bit gray, its pixel data cut to 4 bytes
+        ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", bytes(4)) + chunk(b"IEND", b"")
+
+    with ApiServer(create_app(tiny_server.app.state.store, ServeLimits(max_pixels=200_000_000))) as server:
+        status, answer = post_images(server.url, [("within.png", header_only(14_000, 14_000))])
+        assert status == 400 and answer["detail"].startswith("within.png cannot be decoded"), answer
+        status, answer = post_images(server.url, [("over.png", header_only(14_000, 15_000))])
+        assert (status, answer["detail"]) == (
+            413,
+            "over.png is 14000 x 15000 pixels, over the limit of 200,000,000 pixels",
+        )
+
+
 def test_formats_are_pillows_names_or_file_extensions(tiny_server, jpeg, tmp_path, capsys):
     """--formats JPG started a server that refused every JPEG (415): a file extension names its format,
     and a name Pillow cannot read is refused at startup, in one line with the choices."""

@@ -65,6 +65,16 @@ class ServeLimits:
             object.__setattr__(self, "formats", pillow_formats(self.formats))
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Let Pillow open images of up to `max_pixels` (a server's `ServeLimits.max_pixels`): its own
+    decompression-bomb check refused anything over twice its `MAX_IMAGE_PIXELS` (178,956,970 pixels),
+    whatever --max-pixels said, in its own numbers. qtl checks its limit from the header (`_open`)."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def pillow_formats(names) -> tuple[str, ...]:
     """Pillow's names of the formats `names` (any case; a file extension such as JPG or TIF names its
     format), each once, in order; ValueError (one line, with the choices) for one Pillow cannot open."""
@@ -137,8 +147,11 @@ def _open(data: bytes, label: str, limits: ServeLimits):
     accepted = ", ".join(limits.formats)
     try:
         image = Image.open(io.BytesIO(data), formats=limits.formats)  # reads the header only
-    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit, whatever ours is
-        raise Refused(413, f"{label} is a decompression bomb: {exc}") from None
+    except Image.DecompressionBombError:  # over twice Pillow's own limit (`allow_pixels`)
+        raise Refused(
+            413,
+            f"{label} holds more pixels than Pillow opens, over the limit of {limits.max_pixels:,} pixels",
+        ) from None
     except Exception as exc:  # Pillow raises UnidentifiedImageError, or others on hostile headers
         if fmt := _signature(data, limits.formats):  # an accepted format's file cut short in its header
             said = error_line(exc)

@@ -36,7 +36,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from qtl.deploy.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, DEFAULT_WORKERS, MicroBatcher
-from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, check_filename, decode_uploads
+from qtl.deploy.limits import BodyLimit, Refused, ServeLimits, allow_pixels, check_filename, decode_uploads
 from qtl.deploy.models import ModelStore
 from qtl.utils.threads import share_cores
 
@@ -145,6 +145,7 @@ def create_app(
     """The API over `store`, with `limits` (default `ServeLimits()`) and micro-batches of at most
     `max_batch` images gathered for at most `max_wait_s` seconds, run on `workers` compute threads."""
     limits = limits or ServeLimits()
+    allow_pixels(limits.max_pixels)
     batcher = MicroBatcher(
         store.predict,
         max_batch=max_batch,
