@@ -152,6 +152,11 @@ class TestRefusals:
         )
         assert f"--out's .png {image} is one of this command's inputs" in line
         assert digest(image) == before and not image.with_suffix(".csv").exists()
+        beside = flat / "ants" / "report"  # a new name: the next arrangement took report.png for an ant
+        line = refused(capsys, "noise", ckpt, "--strengths", 0, "--data", flat, "--out", beside)
+        assert f"--out's .csv {beside}.csv is inside the data it scores (" in line
+        assert line.endswith("): write it elsewhere")
+        assert not list((flat / "ants").glob("report.*"))
 
     def test_outputs_where_no_file_can_be_written(self, capsys, tmp_path, data):
         """An output under a file, or on a disk nothing can be written to, is refused before any work:
@@ -172,6 +177,13 @@ class TestRefusals:
             line = refused(capsys, "explain", image, "-c", ckpt, "-o", "/proc/x.png")
             assert line == "qtl: error: cannot write x.png into /proc: no file can be created there"
         assert blocker.read_text() == "kept\n" and not (tmp_path / "models").exists()
+
+    def test_reports_into_a_folder_not_made_yet(self, capsys, tmp_path):
+        """check_outputs lets an output's missing folder through where the command makes it: hardware's
+        --json did not, and failed with Errno 2 after its work (a device job, for `hardware run`)."""
+        target = tmp_path / "new" / "deeper" / "backends.json"
+        code, _, err = run_cli(capsys, "hardware", "backends", "--no-real", "--json", target, "-q")
+        assert code == 0 and target.read_text().startswith("["), err
 
     def test_split_options_without_the_data_they_split(self, capsys, tmp_path):
         """`evaluate CKPT --val-ratio 7` scored the checkpoint's recorded split, the option ignored."""

@@ -42,6 +42,7 @@ from qtl.config import (
 )
 from qtl.models.weights import describe_backbone
 from qtl.quantum.circuit import CircuitConfig
+from qtl.utils.atomic import check_folder
 from qtl.utils.devices import resolve_device
 from qtl.utils.words import count, duration
 
@@ -243,7 +244,8 @@ def _scoring_root(args, bar: ProgressBar, models) -> Path:
         if given:  # they split a folder --data names; the recorded dataset was scored as recorded, silently
             raise ValueError(
                 f"{' and '.join(given)} {'split' if len(given) > 1 else 'splits'} the folder or zip --data "
-                "names: pass it too (without it the checkpoint's own dataset is scored, split as recorded)"
+                "names: pass it too (without it the checkpoint's recorded dataset, or the default one, is "
+                "scored as it is split)"
             )
         records = [(r, recorded_root(r)) for m in models for r in [(m.meta or {}).get("dataset")]]
         found = {root for _, root in records}
@@ -285,8 +287,7 @@ def _figure_path(path, *, figure: bool = True) -> Path:
             raise ValueError(
                 f"{path}: a figure is written as one of {', '.join(sorted(kinds))} (by its suffix)"
             )
-    if not path.parent.is_dir():
-        raise ValueError(f"no folder {path.parent} to write {path.name} into")
+    check_folder(path)  # missing (never made: a typo in -o would leave a tree behind), a file, read-only
     return path
 
 
@@ -344,7 +345,6 @@ def _check_new_checkpoint(args) -> None:
     names a file that exists (it replaced another model, silently), unless --overwrite says to replace
     it."""
     from qtl.paths import models_dir
-    from qtl.utils.atomic import check_folder
 
     path = Path(args.out) if args.out else None
     if path is not None and not path.is_dir():
@@ -763,7 +763,12 @@ def cmd_noise(args, bar: ProgressBar) -> int:
         if note := _engine_note(m.model_config):
             bar.note(f"qtl: note: {m.path}: {note}")
     root = _scoring_root(args, bar, models)
-    check_outputs(outputs, _image_paths([str(root)]))  # --out inside the data: its figure replaced an image
+    images = _image_paths([str(root)])
+    check_outputs(outputs, images)  # --out over one of the data's images: its figure replaced it
+    folders = {root.resolve(), *(Path(p).resolve().parent for p in images)}
+    for what, p in outputs.items():  # beside them, the next arrangement took it for an image of a class
+        if any(f == Path(p).resolve().parent or f in Path(p).resolve().parents for f in folders):
+            raise ValueError(f"{what} {p} is inside the data it scores ({root.name}): write it elsewhere")
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
     # rows named as predict names its models: two checkpoints of one file name are "q" and "q#2" (their
@@ -994,6 +999,7 @@ def cmd_study(args, bar: ProgressBar) -> int:
         _check_sweep(results, args.sweep, db)
         text = study_markdown(results, args.sweep, command=args.made_by, effect=args.effect, out=args.out)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as `check_outputs` let it
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")
     else:

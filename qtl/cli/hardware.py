@@ -202,9 +202,10 @@ def _db(args, *, readonly: bool = False, existing: bool = False):
 
 
 def _db_folder(path: Path) -> Path:
-    """`path`, whose folder must exist (ResultsDB would make it): refused before any work."""
-    if not path.parent.is_dir():
-        raise ValueError(f"no folder {path.parent} to write {path.name} into")
+    """`path`, whose folder must exist (ResultsDB would make it) and take a file: refused before any work."""
+    from qtl.utils.atomic import check_folder
+
+    check_folder(path)
     return path
 
 
@@ -232,6 +233,7 @@ def _write_json(doc, target: str | None) -> None:
     if target == "-":
         print(text)
     else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)  # as `check_outputs` let it
         Path(target).write_text(text + "\n")
         print(f"wrote {target}", file=sys.stderr)
 

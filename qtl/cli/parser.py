@@ -267,15 +267,15 @@ def _add_data_arg(p: argparse.ArgumentParser, flag: str = "--data", default: str
         type=float,
         metavar="X",
         default=None,
-        help="class folders only: share of each class held out for val (seeded, stratified; default 0.2"
-        + (f", or the split the {whose} recorded)" if whose else ")"),
+        help=f"class folders only, with {flag}: share of each class held out for val (seeded, "
+        "stratified; default 0.2" + (f", or the split the {whose} recorded)" if whose else ")"),
     )
     g.add_argument(
         "--split-seed",
         type=int,
         metavar="N",
         default=None,
-        help="class folders only: seed of that split (default 0"
+        help=f"class folders only, with {flag}: seed of that split (default 0"
         + (f", or the {whose}'{'' if whose.endswith('s') else 's'})" if whose else ")"),
     )
 
