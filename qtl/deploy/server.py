@@ -289,10 +289,12 @@ async def _uploads(request: Request, limits: ServeLimits) -> list[tuple[str, byt
 def _closing_delimiter(content_type: str) -> bytes | None:
     """The line that ends a multipart body of this Content-Type ("--BOUNDARY--"), or None without a
     boundary parameter (the parser refuses such a body itself)."""
-    from python_multipart.multipart import parse_options_header
+    from email.message import Message
 
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
-    return b"--" + boundary + b"--" if boundary else None
+    header = Message()
+    header["content-type"] = content_type
+    boundary = header.get_param("boundary")
+    return f"--{boundary}--".encode("latin-1", "replace") if isinstance(boundary, str) and boundary else None
 
 
 def _multipart_refusal(detail: str, limits: ServeLimits) -> Refused:
