@@ -271,7 +271,8 @@ class TestTrain:
         import qtl.experiments.runs as runs_module
         from qtl.training.fit import Callback
 
-        monkeypatch.setattr(runs_module.time, "strftime", lambda *_: "20261208-000000")  # one second
+        real_name = runs_module.checkpoint_name  # both runs planned in one second: one file name
+        monkeypatch.setattr(runs_module, "checkpoint_name", lambda mc, seed, stamp: real_name(mc, seed, "T"))
 
         before = set((app_env / "models").glob("*.pt"))
         at = app("train")

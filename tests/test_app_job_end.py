@@ -30,7 +30,8 @@ def test_every_checkpoint_is_loaded_though_one_is_gone(app_env, monkeypatch):  #
     gone, kept = files
     assert str(kept.resolve()) in at.session_state["loaded"]
     assert str(gone.resolve()) not in at.session_state["loaded"]
-    assert "Finished: 1 checkpoint(s) saved" in texts(at.success), texts(at.success)
+    assert texts(at.success).startswith("Finished: 2 checkpoint(s) saved to `"), texts(at.success)
+    assert texts(at.success).endswith("`; 1 loaded."), texts(at.success)
     assert texts(at.error) == f"Saved, but could not load {gone.name}: it is gone (deleted?)"
     at.run()  # said again on the next run, not loaded again
     assert texts(at.error) == f"Saved, but could not load {gone.name}: it is gone (deleted?)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import streamlit as st
@@ -25,12 +24,6 @@ def runner() -> JobRunner:
     return job_runner(settings().max_queued)
 
 
-@st.cache_resource(show_spinner=False)
-def _job_folders() -> weakref.WeakKeyDictionary:
-    """The data folders (resolved) each job of this server trains on, recorded when it is submitted."""
-    return weakref.WeakKeyDictionary()
-
-
 def submit(name: str, work, state_key: str, what: str, data_dirs=None) -> bool:
     """Submit `work` as this session's job, its id kept in st.session_state[state_key]; shows why not
     ("{what} refused: ...") when the runner is busy, or this session's job of that key has not finished
@@ -45,13 +38,13 @@ def submit(name: str, work, state_key: str, what: str, data_dirs=None) -> bool:
     if current is not None and not (snap := current.snapshot()).finished:  # its panel shows one job
         st.warning(f"{what} refused: your {snap.name!r} is still {snap.state}; cancel it below, or wait.")
         return False
+    folders = [active_data_dir()] if data_dirs is None else data_dirs
+    uses = {str(Path(d).resolve()) for d in folders if d}  # `jobs_on` reads them
     try:
-        job = runner().submit(name, work, owner=st.session_state["session_id"])
+        job = runner().submit(name, work, owner=st.session_state["session_id"], uses=uses)
     except RunnerBusyError as exc:
         st.warning(f"{what} refused: {exc}.")
         return False
-    folders = [active_data_dir()] if data_dirs is None else data_dirs
-    _job_folders()[job] = frozenset(str(Path(d).resolve()) for d in folders if d)
     st.session_state[state_key] = job.id
     return True
 
@@ -60,10 +53,9 @@ def jobs_on(folder) -> list:
     """Snapshots of the server's jobs not yet finished (running, queued) that train on `folder` or on a
     folder inside it or around it (compared resolved): deleting it would pull their images away."""
     target = Path(folder).resolve()
-    recorded = _job_folders()
     out = []
     for job in runner().active():
-        uses = [Path(d) for d in recorded.get(job, ())]
+        uses = [Path(d) for d in job.uses]
         if any(d == target or target in d.parents or d in target.parents for d in uses):
             if not (snap := job.snapshot()).finished:
                 out.append(snap)
@@ -186,7 +178,8 @@ def _render_job(job_id: int) -> None:
 
 def _finish(snap) -> None:
     """Summary of a finished job. Once per job: load every checkpoint it saved, then rerun the app; the
-    summary counts the ones loaded, and says each one that could not be loaded in one line."""
+    summary counts the ones saved and, where some could not be, the ones loaded, and says each one that
+    could not be loaded in one line."""
     import pandas as pd
 
     saved = [s for s in snap.result or [] if s["checkpoint"]]  # kept files too: loaded below
@@ -196,13 +189,15 @@ def _finish(snap) -> None:
         st.rerun(scope="app")
     of_job, unloaded = st.session_state.get("job_unloaded") or (None, {})
     unloaded = unloaded if of_job == snap.id else {}
-    loaded = [s for s in saved if Path(s["checkpoint"]).name not in unloaded]
-    kept = sum(bool(s.get("kept_earlier")) for s in loaded)
+    new = [s for s in saved if not s.get("kept_earlier")]  # written by this job (the rest kept earlier runs)
+    loaded = sum(Path(s["checkpoint"]).name not in unloaded for s in new)
     if snap.state != "failed":
         verb = "Cancelled" if snap.state == "cancelled" else "Finished"
+        said = " and loaded." if loaded == len(new) else f"; {loaded} loaded."
+        kept = len(saved) - len(new)
         note = " run(s) stopped before beating the earlier run in their file; it keeps that run (loaded)."
         note = f" {kept}{note}" if kept else ""
-        st.success(f"{verb}: {len(loaded) - kept} checkpoint(s) saved to `{session_dir()}` and loaded.{note}")
+        st.success(f"{verb}: {len(new)} checkpoint(s) saved to `{session_dir()}`{said}{note}")
     for name, why in unloaded.items():
         st.error(f"Saved, but could not load {name}: {why}")
     if snap.result and snap.state != "failed":

@@ -24,7 +24,7 @@ import time
 import traceback
 import urllib.error
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,10 @@ class JobSnapshot:
 class Job:
     """One unit of background work. Created by `JobRunner.submit`; thread-safe."""
 
-    def __init__(self, job_id: int, name: str, work: Callable[[Job], Any], owner: str | None) -> None:
+    def __init__(
+        self, job_id: int, name: str, work: Callable[[Job], Any], owner: str | None, uses=frozenset()
+    ) -> None:
+        self.uses = uses  # what the work reads that must stay while it runs (folders: `JobRunner.submit`)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -208,8 +211,12 @@ class JobRunner:
         self._keep = keep
         self._thread: threading.Thread | None = None
 
-    def submit(self, name: str, work: Callable[[Job], Any], owner: str | None = None) -> Job:
-        """Queue `work(job)` to run in the background and return its `Job` at once.
+    def submit(
+        self, name: str, work: Callable[[Job], Any], owner: str | None = None, uses: Iterable = ()
+    ) -> Job:
+        """Queue `work(job)` to run in the background and return its `Job` at once; `uses`: what the work
+        reads that must stay while it is active (e.g. its data folders), as `Job.uses`, set before any
+        other thread can see the job.
 
         Raises:
             RunnerBusyError: the queue is full; the message names the running job.
@@ -223,7 +230,7 @@ class JobRunner:
                     + ("no queue is allowed here" if self.max_queued == 0 else f"{self.max_queued} wait")
                     + "; try again when it has finished"
                 )
-            job = Job(next(self._ids), name, work, owner)
+            job = Job(next(self._ids), name, work, owner, frozenset(uses))
             self._jobs[job.id] = job
             self._queue.append(job)
             self._forget_old()
