@@ -21,7 +21,8 @@ from qtl.data.folders import ALL_SPLITS, DatasetError, list_images, validate_dat
 
 log = logging.getLogger(__name__)
 # A camera's corrupt EXIF block is read as no tag (`upright`), and Pillow said so in a two-line warning
-# on stderr from every command that opened such a photo: this one message, nothing else, is left unsaid.
+# on stderr from every command that opened such a photo: this one message, nothing else, is left unsaid,
+# process-wide from this import (a `catch_warnings` around each open would not be thread-safe).
 CORRUPT_EXIF = "Corrupt EXIF data"
 warnings.filterwarnings("ignore", message=CORRUPT_EXIF, category=UserWarning)
 
