@@ -36,7 +36,10 @@ PAGES = [
     "experiments",
     "diff_lab",
 ]
-ENV_KEYS = ("QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE", "QTL_AUTOLOAD")
+ENV_KEYS = (
+    "QTL_DATA_DIR", "QTL_MODELS_DIR", "QTL_PRETRAINED", "QTL_DEMO", "QTL_OFFLINE", "QTL_AUTOLOAD",
+    "QTL_RESULTS_DB",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def app_env(tmp_path_factory):
         QTL_AUTOLOAD="0",
     )
     os.environ.pop("QTL_DEMO", None)
+    os.environ.pop("QTL_RESULTS_DB", None)  # the app's default: models/results.db of its models folder
     yield root
     for k, v in old.items():
         if v is None:
