@@ -336,15 +336,16 @@ class TestMemoryBudget:
     )
     @pytest.mark.parametrize(
         ("n", "depth", "batch", "training", "most"),
-        [(22, 6, 64, False, 2), (22, 6, 32, True, 2), (20, 9, 64, True, None)],
+        [(22, 6, 64, False, 2), (22, 6, 32, True, 2.25), (20, 9, 64, True, None)],
         ids=["halves-inference", "halves-training", "units-training"],
     )
     def test_the_estimate_bounds_the_measured_peak(self, n, depth, batch, training, most):
         """The peak resident memory of a forward (and backward) in a fresh process, over what it held
         before, is at most the estimate (`bench/memory_estimates.py`); on the halves path, whose copies
-        were measured, the estimate is within 2x of it, not stale. The rows are the script's --quick.
-        The larger of two processes' peaks: one read 118.7 MiB where others read 125.6-126.9 (22 qubits,
-        training), the estimate's 244 MiB then just over 2x."""
+        were measured, the estimate is within 2x of it (2.25x training), not stale. The rows are the
+        script's --quick. The larger of two processes' peaks: the 22-qubit training row's peak is 119-134
+        MiB from one fresh process to the next (2026-12-07 and 08), so the estimate's 244 MiB lay at
+        1.83-2.06x, and a bound of 2x failed now and then."""
         path = REPO / "bench" / "memory_estimates.py"
         spec = importlib.util.spec_from_file_location("memory_estimates", path)
         bench = importlib.util.module_from_spec(spec)
