@@ -767,7 +767,7 @@ def cmd_noise(args, bar: ProgressBar) -> int:
     check_outputs(outputs, images)  # --out over one of the data's images: its figure replaced it
     folders = {root.resolve(), *(Path(p).resolve().parent for p in images)}
     for what, p in outputs.items():  # beside them, the next arrangement took it for an image of a class
-        if any(f == Path(p).resolve().parent or f in Path(p).resolve().parents for f in folders):
+        if folders & set(Path(p).resolve().parents):
             raise ValueError(f"{what} {p} is inside the data it scores ({root.name}): write it elsewhere")
     inputs = [head_inputs(m, root, args.split, progress=bar.hook(f"features of {m.name}")) for m in models]
     grid = noise_grid(args.strengths, [s or None for s in args.shots], base)
